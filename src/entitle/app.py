@@ -1,0 +1,44 @@
+"""The FastAPI application: one router per domain, shared error handling, the database on app.state."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+import entitle.http.ids  # noqa: F401  (installs the path-id convertor before any route is built)
+from entitle import __version__
+from entitle.catalog.features.routes import router as features_router
+from entitle.catalog.products.routes import router as products_router
+from entitle.config import Settings, load_settings
+from entitle.db import Database
+from entitle.http.errors import error_response, install_error_handlers
+from entitle.http.ids import EncodedIdsMiddleware
+from entitle.models import import_all_models
+
+ROUTERS = [features_router, products_router]
+
+
+def create_app(settings: Settings | None = None, db: Database | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    import_all_models()
+    app = FastAPI(
+        title="Entitle",
+        version=__version__,
+        description="Entitlements, subscriptions and billing orchestration. Wire-compatible with Stigg REST v1.",
+    )
+    app.state.settings = settings
+    app.state.db = db or Database(settings.database_url)
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> JSONResponse:
+        try:
+            app.state.db.ping()
+        except Exception as exc:
+            return error_response(503, "UNAVAILABLE", f"database unreachable: {type(exc).__name__}")
+        return JSONResponse({"status": "ok"})
+
+    app.add_middleware(EncodedIdsMiddleware)
+    return app

@@ -1,0 +1,28 @@
+"""Runtime settings, read from the environment once per process."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    data_dir: Path
+    console_base_url: str
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def load_settings() -> Settings:
+    data_dir = Path(os.environ.get("ENTITLE_DATA_DIR", ".entitle")).resolve()
+    url = os.environ.get("ENTITLE_DATABASE_URL") or f"sqlite:///{data_dir / 'entitle.db'}"
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        # Always drive PostgreSQL through psycopg 3, whatever scheme the operator wrote.
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    console = os.environ.get("ENTITLE_CONSOLE_URL", "http://127.0.0.1:8000")
+    return Settings(database_url=url, data_dir=data_dir, console_base_url=console.rstrip("/"))

@@ -1,0 +1,64 @@
+"""Domain errors. Services raise these; the HTTP layer maps them to the error envelope.
+
+Each carries a stable machine-readable `code` and a human `message`. No FastAPI here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class EntitleError(Exception):
+    status_code: ClassVar[int] = 400
+    code: ClassVar[str] = "BAD_REQUEST"
+    # The official client retries 409s unless told not to; a conflict never heals by resending.
+    retryable: ClassVar[bool | None] = None
+
+    def __init__(self, message: str, *, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class InvalidArgument(EntitleError):
+    status_code = 400
+    code = "INVALID_ARGUMENT"
+
+
+class Unauthenticated(EntitleError):
+    status_code = 401
+    code = "UNAUTHENTICATED"
+
+
+class PermissionDenied(EntitleError):
+    status_code = 403
+    code = "PERMISSION_DENIED"
+
+
+class NotFound(EntitleError):
+    status_code = 404
+    code = "NOT_FOUND"
+
+    def __init__(self, kind: str, ref: str) -> None:
+        super().__init__(f"{kind} '{ref}' was not found")
+        self.kind = kind
+        self.ref = ref
+
+
+class AlreadyExists(EntitleError):
+    status_code = 409
+    code = "ALREADY_EXISTS"
+    retryable = False
+
+    def __init__(self, kind: str, ref: str) -> None:
+        super().__init__(f"{kind} '{ref}' already exists")
+        self.kind = kind
+        self.ref = ref
+
+
+class FailedPrecondition(EntitleError):
+    """The request is well formed but the entity's state forbids it (e.g. editing a published plan)."""
+
+    status_code = 409
+    code = "FAILED_PRECONDITION"
+    retryable = False

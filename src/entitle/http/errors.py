@@ -1,0 +1,81 @@
+"""Every error leaves as `{"error": {"code", "message"}}`, the envelope the official client documents."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from entitle.errors import EntitleError
+
+log = logging.getLogger("entitle.http")
+
+_HTTP_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    409: "CONFLICT",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+}
+
+
+def error_response(
+    status: int, code: str, message: str, *, details: Any = None, retry: bool | None = None
+) -> JSONResponse:
+    body: dict[str, Any] = {"error": {"code": code, "message": message}}
+    if details is not None:
+        body["error"]["details"] = details
+    headers = {}
+    if retry is not None:
+        headers["x-should-retry"] = "true" if retry else "false"
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _describe(errors: list[Any]) -> tuple[str, list[dict[str, Any]]]:
+    details = []
+    for err in errors[:20]:
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
+        details.append({"field": ".".join(loc), "problem": str(err.get("msg", "invalid"))})
+    first = details[0] if details else {"field": "", "problem": "invalid request"}
+    where = f"{first['field']}: " if first["field"] else ""
+    return f"{where}{first['problem']}", details
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(EntitleError)
+    async def _domain(_: Request, exc: EntitleError) -> JSONResponse:
+        return error_response(exc.status_code, exc.code, exc.message, details=exc.details, retry=exc.retryable)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        message, details = _describe(list(exc.errors()))
+        return error_response(400, "INVALID_ARGUMENT", message, details=details, retry=False)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
+        return error_response(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity(_: Request, exc: IntegrityError) -> JSONResponse:
+        # A race between two writers of the same id reaches here; the first one won.
+        log.info("integrity conflict: %s", exc.orig)
+        return error_response(409, "CONFLICT", "the request conflicts with existing data", retry=False)
+
+    @app.exception_handler(OperationalError)
+    async def _operational(_: Request, exc: OperationalError) -> JSONResponse:
+        log.warning("database unavailable: %s", exc.orig)
+        return error_response(503, "UNAVAILABLE", "the database is busy or unreachable; retry", retry=True)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return error_response(500, "INTERNAL", "internal error")

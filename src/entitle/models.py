@@ -1,0 +1,9 @@
+"""Imports every ORM model so the metadata (and Alembic) sees the whole schema."""
+
+from __future__ import annotations
+
+
+def import_all_models() -> None:
+    import entitle.catalog.features.models
+    import entitle.catalog.products.models
+    import entitle.environments.models  # noqa: F401

@@ -1,0 +1,120 @@
+"""Fixtures: every storage-touching test runs on SQLite and on a throwaway PostgreSQL cluster."""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import stigg
+from sqlalchemy import create_engine, text
+
+from entitle.db import Database
+from entitle.db.migrate import upgrade
+from entitle.environments.models import KeyKind
+from entitle.environments.service import create_key
+from tests.support.postgres import HOW_TO_ENABLE, Cluster, start_cluster
+from tests.support.server import running_server
+
+_db_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster | None]:
+    cluster = start_cluster()
+    if cluster is None:
+        warnings.warn(HOW_TO_ENABLE, stacklevel=1)
+        yield None
+        return
+    engine = create_engine(cluster.url("postgres"), isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text("CREATE DATABASE entitle_template"))
+    engine.dispose()
+    upgrade(cluster.url("entitle_template"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from tests.support.postgres import find_pg_bin
+
+    if find_pg_bin() is None:
+        terminalreporter.write_line(HOW_TO_ENABLE, yellow=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> Iterator[str]:
+    """A fresh, migrated database per test: a copy of a migrated template (fast on both engines)."""
+    if request.param == "sqlite":
+        target = tmp_path / "entitle.db"
+        shutil.copyfile(sqlite_template, target)
+        yield f"sqlite:///{target}"
+        return
+    cluster: Cluster | None = request.getfixturevalue("pg_cluster")
+    if cluster is None:
+        pytest.skip(HOW_TO_ENABLE)
+    name = f"entitle_test_{next(_db_counter)}"
+    admin = create_engine(cluster.url("postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name} TEMPLATE entitle_template"))
+    try:
+        yield cluster.url(name)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    database = Database(database_url)
+    yield database
+    database.dispose()
+
+
+@dataclass
+class LiveServer:
+    base_url: str
+    db: Database
+    server_key: str
+
+    def key(self, environment: str = "development", kind: KeyKind = KeyKind.SERVER) -> str:
+        return create_key(self.db, environment, kind)
+
+    def http(self, key: str | None = None) -> httpx.Client:
+        headers = {"X-API-KEY": key if key is not None else self.server_key}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=30)
+
+    def stigg(self, key: str | None = None) -> stigg.Stigg:
+        return stigg.Stigg(api_key=key or self.server_key, base_url=self.base_url, max_retries=0)
+
+
+@pytest.fixture
+def server(database_url: str, tmp_path: Path) -> Iterator[LiveServer]:
+    with running_server(database_url, tmp_path) as (base_url, database):
+        yield LiveServer(base_url=base_url, db=database, server_key=create_key(database, "development", KeyKind.SERVER))
+
+
+@pytest.fixture
+def api(server: LiveServer) -> Iterator[httpx.Client]:
+    with server.http() as client:
+        yield client
+
+
+@pytest.fixture
+def client(server: LiveServer) -> stigg.Stigg:
+    return server.stigg()

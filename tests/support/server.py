@@ -1,0 +1,46 @@
+"""Run the real app under uvicorn on a free port in a background thread."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from entitle.app import create_app
+from entitle.config import Settings
+from entitle.db import Database
+from tests.support.postgres import free_port
+
+
+@contextmanager
+def running_server(database_url: str, data_dir: Path) -> Iterator[tuple[str, Database]]:
+    settings = Settings(database_url=database_url, data_dir=data_dir, console_base_url="http://testserver")
+    db = Database(database_url)
+    app = create_app(settings, db)
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError("test server did not start")
+        time.sleep(0.02)
+    try:
+        yield base, db
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        db.dispose()
