@@ -10,12 +10,13 @@ from entitle import __version__
 from entitle.catalog.features.routes import router as features_router
 from entitle.catalog.products.routes import router as products_router
 from entitle.config import Settings, load_settings
+from entitle.customers.routes import router as customers_router
 from entitle.db import Database
 from entitle.http.errors import error_response, install_error_handlers
 from entitle.http.ids import EncodedIdsMiddleware
 from entitle.models import import_all_models
 
-ROUTERS = [features_router, products_router]
+ROUTERS = [features_router, products_router, customers_router]
 
 
 def create_app(settings: Settings | None = None, db: Database | None = None) -> FastAPI:

@@ -6,4 +6,5 @@ from __future__ import annotations
 def import_all_models() -> None:
     import entitle.catalog.features.models
     import entitle.catalog.products.models
+    import entitle.customers.models
     import entitle.environments.models  # noqa: F401

@@ -1,0 +1,185 @@
+"""Customer wire shapes (stigg/types/v1/customer_*.py)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from entitle.customers.models import Customer, CustomerIntegration
+from entitle.http.wire import Metadata, RefId, ShortText, WireModel
+from entitle.money import Currency
+
+# Deliberately loose: an address the billing provider will accept, not RFC 5322 in full.
+Email = Annotated[str, Field(max_length=320, pattern=r"^[^@\s\x00]+@[^@\s\x00]+\.[^@\s\x00]+$")]
+
+VendorIdentifier = Literal[
+    "AUTH0",
+    "ZUORA",
+    "STRIPE",
+    "HUBSPOT",
+    "AWS_MARKETPLACE",
+    "SNOWFLAKE",
+    "SALESFORCE",
+    "BIG_QUERY",
+    "OPEN_FGA",
+    "APP_STORE",
+    "RECEIVED",
+    "PREQUEL",
+    "AIRWALLEX",
+    "STRIPE_INVOICING",
+]
+LinkableVendor = Literal["STRIPE", "ZUORA", "HUBSPOT", "AWS_MARKETPLACE"]
+LINKABLE_VENDORS: tuple[str, ...] = ("STRIPE", "ZUORA", "HUBSPOT", "AWS_MARKETPLACE")
+
+
+class Address(WireModel):
+    city: ShortText | None = None
+    country: ShortText | None = None
+    line1: ShortText | None = None
+    line2: ShortText | None = None
+    postal_code: ShortText | None = None
+    state: ShortText | None = None
+
+
+class TaxId(WireModel):
+    type: ShortText
+    value: ShortText
+
+
+class StripePassthrough(WireModel):
+    billing_address: Address | None = None
+    shipping_address: Address | None = None
+    customer_name: ShortText | None = None
+    invoice_custom_fields: Metadata | None = None
+    metadata: Metadata | None = None
+    payment_method_id: ShortText | None = None
+    tax_ids: list[TaxId] | None = Field(default=None, max_length=50)
+
+
+class ZuoraPassthrough(WireModel):
+    billing_address: Address | None = None
+    currency: Currency | None = None
+    metadata: Metadata | None = None
+    payment_method_id: ShortText | None = None
+
+
+class Passthrough(WireModel):
+    stripe: StripePassthrough | None = None
+    zuora: ZuoraPassthrough | None = None
+
+
+class PaymentMethodIn(WireModel):
+    billing_id: ShortText | None = None
+    card_expiry_month: int | None = Field(default=None, ge=1, le=12)
+    card_expiry_year: int | None = Field(default=None, ge=1900, le=9999)
+    card_last4_digits: ShortText | None = None
+    type: Literal["CARD", "BANK", "CASH_APP", "PAYPAL"] | None = None
+
+
+class PaymentMethodOut(PaymentMethodIn):
+    card_brand: str | None = None
+    wallet_type: str | None = None
+
+
+class IntegrationLink(WireModel):
+    id: RefId
+    vendor_identifier: VendorIdentifier
+    synced_entity_id: ShortText | None = None
+
+
+class CustomerFields(WireModel):
+    """Fields shared by provision and update."""
+
+    name: ShortText | None = None
+    email: Email | None = None
+    billing_id: ShortText | None = None
+    billing_currency: Currency | None = None
+    coupon_id: ShortText | None = None
+    language: ShortText | None = Field(default=None, max_length=64)
+    timezone: ShortText | None = Field(default=None, max_length=64)
+    metadata: Metadata | None = None
+    integrations: list[IntegrationLink] | None = Field(default=None, max_length=20)
+    passthrough: Passthrough | None = None
+
+
+class CustomerProvision(CustomerFields):
+    id: RefId
+    default_payment_method: PaymentMethodIn | None = None
+
+
+class CustomerUpdate(CustomerFields):
+    pass
+
+
+class ImportedCustomer(WireModel):
+    id: RefId
+    email: Email | None = None
+    name: ShortText | None = None
+    billing_id: ShortText | None = None
+    metadata: Metadata | None = None
+    payment_method_id: ShortText | None = None
+    salesforce_id: ShortText | None = None
+    updated_at: datetime | None = None
+
+
+class CustomerImport(WireModel):
+    customers: list[ImportedCustomer] = Field(min_length=1, max_length=1000)
+    integration_id: RefId | None = None
+
+
+class ImportResult(WireModel):
+    new_customers: list[str]
+
+
+class CustomerIntegrationOut(WireModel):
+    id: str
+    vendor_identifier: str
+    synced_entity_id: str | None = None
+
+    @classmethod
+    def of(cls, link: CustomerIntegration) -> CustomerIntegrationOut:
+        return cls(
+            id=link.integration_id, vendor_identifier=link.vendor_identifier, synced_entity_id=link.synced_entity_id
+        )
+
+
+class CustomerOut(WireModel):
+    id: str
+    created_at: datetime
+    updated_at: datetime
+    archived_at: datetime | None = None
+    name: str | None = None
+    email: str | None = None
+    billing_id: str | None = None
+    billing_currency: str | None = None
+    coupon_id: str | None = None
+    language: str | None = None
+    timezone: str | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    default_payment_method: PaymentMethodOut | None = None
+    integrations: list[CustomerIntegrationOut] = Field(default_factory=list)
+    passthrough: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, c: Customer, links: list[CustomerIntegration] | None = None) -> CustomerOut:
+        return cls.model_validate(
+            {
+                "id": c.ref_id,
+                "created_at": c.created_at,
+                "updated_at": c.updated_at,
+                "archived_at": c.archived_at,
+                "name": c.name,
+                "email": c.email,
+                "billing_id": c.billing_id,
+                "billing_currency": c.billing_currency,
+                "coupon_id": c.coupon_ref,
+                "language": c.language,
+                "timezone": c.timezone,
+                "metadata": c.metadata_ or {},
+                "default_payment_method": c.default_payment_method,
+                "integrations": [CustomerIntegrationOut.of(link) for link in links or []],
+                "passthrough": c.passthrough,
+            }
+        )

@@ -1,0 +1,246 @@
+"""Customer use cases, one transaction each.
+
+Archiving is a tombstone: name and email are erased, the customer disappears from reads and
+lists, and its id can never be provisioned again (a 409 that the client must not retry).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from entitle.clock import utcnow
+from entitle.customers import store
+from entitle.customers.models import Customer, CustomerIntegration
+from entitle.customers.schemas import (
+    CustomerFields,
+    CustomerImport,
+    CustomerProvision,
+    CustomerUpdate,
+    IntegrationLink,
+)
+from entitle.db import Database
+from entitle.db.pagination import CreatedAtRange, Page, PageRequest
+from entitle.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+
+
+class CustomerArchived(FailedPrecondition):
+    code = "CUSTOMER_ARCHIVED"
+
+    def __init__(self, ref_id: str) -> None:
+        super().__init__(f"customer '{ref_id}' was archived; its id cannot be provisioned again")
+
+
+@dataclass(frozen=True)
+class CustomerView:
+    customer: Customer
+    links: list[CustomerIntegration]
+
+
+def _view(s: Session, customer: Customer) -> CustomerView:
+    return CustomerView(customer, store.links_of(s, [customer.pk]).get(customer.pk, []))
+
+
+def _apply_fields(s: Session, env_id: int, customer: Customer, req: CustomerFields) -> None:
+    fields = req.model_fields_set
+    for name in ("name", "email", "billing_id", "billing_currency", "language", "timezone"):
+        if name in fields:
+            setattr(customer, name, getattr(req, name))
+    if "coupon_id" in fields:
+        # "" clears the coupon, as the contract's `couponId: str | "" | null` allows.
+        customer.coupon_ref = req.coupon_id or None
+        if customer.coupon_ref:
+            _check_coupon(s, env_id, customer.coupon_ref)
+    if "metadata" in fields:
+        customer.metadata_ = dict(req.metadata or {})
+    if "passthrough" in fields:
+        customer.passthrough = req.passthrough.model_dump(by_alias=True, exclude_none=True) if req.passthrough else None
+
+
+def _check_coupon(s: Session, env_id: int, coupon_ref: str) -> None:
+    try:
+        from entitle.catalog.coupons import store as coupons
+    except ImportError:  # pragma: no cover - coupons ship with the catalog
+        return
+    coupon = coupons.find(s, env_id, coupon_ref)
+    if coupon is None:
+        raise InvalidArgument(f"coupon '{coupon_ref}' does not exist")
+    if coupon.status != "ACTIVE":
+        raise InvalidArgument(f"coupon '{coupon_ref}' is archived")
+
+
+def _replace_links(s: Session, env_id: int, customer: Customer, links: list[IntegrationLink]) -> None:
+    seen: set[str] = set()
+    for link in links:
+        if link.id in seen:
+            raise InvalidArgument(f"integration '{link.id}' is listed twice")
+        seen.add(link.id)
+    for existing in store.links_of(s, [customer.pk]).get(customer.pk, []):
+        s.delete(existing)
+    s.flush()
+    for link in links:
+        s.add(
+            CustomerIntegration(
+                environment_id=env_id,
+                customer_pk=customer.pk,
+                integration_id=link.id,
+                vendor_identifier=link.vendor_identifier,
+                synced_entity_id=link.synced_entity_id,
+            )
+        )
+
+
+def provision_customer(db: Database, env_id: int, req: CustomerProvision) -> CustomerView:
+    with db.transaction() as s:
+        existing = store.find(s, env_id, req.id)
+        if existing is not None:
+            if existing.archived_at is not None:
+                raise CustomerArchived(req.id)
+            raise AlreadyExists("customer", req.id)
+        customer = Customer(environment_id=env_id, ref_id=req.id, metadata_={})
+        _apply_fields(s, env_id, customer, req)
+        if req.default_payment_method is not None:
+            customer.default_payment_method = req.default_payment_method.model_dump(by_alias=True)
+        s.add(customer)
+        s.flush()
+        if req.integrations:
+            _replace_links(s, env_id, customer, req.integrations)
+            s.flush()
+        return _view(s, customer)
+
+
+def get_customer(db: Database, env_id: int, ref_id: str) -> CustomerView:
+    with db.read() as s:
+        return _view(s, store.get_live(s, env_id, ref_id))
+
+
+def update_customer(db: Database, env_id: int, ref_id: str, req: CustomerUpdate) -> CustomerView:
+    with db.transaction() as s:
+        customer = store.get_live(s, env_id, ref_id, for_update=True)
+        _apply_fields(s, env_id, customer, req)
+        if "integrations" in req.model_fields_set:
+            _replace_links(s, env_id, customer, req.integrations or [])
+        customer.updated_at = utcnow()
+        s.flush()
+        return _view(s, customer)
+
+
+def list_customers(
+    db: Database,
+    env_id: int,
+    page: PageRequest,
+    *,
+    email: str | None = None,
+    name: str | None = None,
+    created_at: CreatedAtRange = CreatedAtRange(),
+) -> tuple[Page[Customer], dict[int, list[CustomerIntegration]]]:
+    with db.read() as s:
+        result = store.list_page(s, env_id, page, email=email, name=name, created_at=created_at)
+        return result, store.links_of(s, [c.pk for c in result.items])
+
+
+def archive_customer(db: Database, env_id: int, ref_id: str) -> CustomerView:
+    with db.transaction() as s:
+        customer = store.get_live(s, env_id, ref_id, for_update=True)
+        customer.archived_at = utcnow()
+        customer.updated_at = customer.archived_at
+        customer.name = None
+        customer.email = None
+        return _view(s, customer)
+
+
+def unarchive_customer(db: Database, env_id: int, ref_id: str) -> CustomerView:
+    with db.transaction() as s:
+        customer = store.find(s, env_id, ref_id)
+        if customer is None:
+            raise NotFound("customer", ref_id)
+        if customer.archived_at is not None:
+            customer.archived_at = None
+            customer.updated_at = utcnow()
+        return _view(s, customer)
+
+
+def import_customers(db: Database, env_id: int, req: CustomerImport) -> list[str]:
+    """Create the customers that do not exist yet; existing and archived ids are left as they are."""
+    ids = [c.id for c in req.customers]
+    if len(set(ids)) != len(ids):
+        raise InvalidArgument("customer ids in one import must be unique")
+    with db.transaction() as s:
+        taken = store.existing_ids(s, env_id, ids)
+        created: list[str] = []
+        for item in req.customers:
+            if item.id in taken:
+                continue
+            customer = Customer(
+                environment_id=env_id,
+                ref_id=item.id,
+                name=item.name,
+                email=item.email,
+                billing_id=item.billing_id,
+                metadata_=dict(item.metadata or {}),
+            )
+            s.add(customer)
+            created.append(item.id)
+        s.flush()
+        return created
+
+
+# -- integration links --------------------------------------------------------------------------
+
+
+def list_links(
+    db: Database, env_id: int, ref_id: str, page: PageRequest, vendors: list[str] | None
+) -> Page[CustomerIntegration]:
+    with db.read() as s:
+        customer = store.get_live(s, env_id, ref_id)
+        return store.list_links_page(s, customer.pk, page, vendors)
+
+
+def link_integration(db: Database, env_id: int, ref_id: str, link: IntegrationLink) -> CustomerIntegration:
+    with db.transaction() as s:
+        customer = store.get_live(s, env_id, ref_id, for_update=True)
+        if store.link(s, customer.pk, link.id) is not None:
+            raise AlreadyExists("customer integration", link.id)
+        row = CustomerIntegration(
+            environment_id=env_id,
+            customer_pk=customer.pk,
+            integration_id=link.id,
+            vendor_identifier=link.vendor_identifier,
+            synced_entity_id=link.synced_entity_id,
+        )
+        s.add(row)
+        s.flush()
+        return row
+
+
+def get_link(db: Database, env_id: int, ref_id: str, integration_id: str) -> CustomerIntegration:
+    with db.read() as s:
+        customer = store.get_live(s, env_id, ref_id)
+        row = store.link(s, customer.pk, integration_id)
+        if row is None:
+            raise NotFound("customer integration", integration_id)
+        return row
+
+
+def update_link(
+    db: Database, env_id: int, ref_id: str, integration_id: str, synced_entity_id: str | None
+) -> CustomerIntegration:
+    with db.transaction() as s:
+        customer = store.get_live(s, env_id, ref_id)
+        row = store.link(s, customer.pk, integration_id)
+        if row is None:
+            raise NotFound("customer integration", integration_id)
+        row.synced_entity_id = synced_entity_id
+        row.updated_at = utcnow()
+        return row
+
+
+def unlink_integration(db: Database, env_id: int, ref_id: str, integration_id: str) -> CustomerIntegration:
+    with db.transaction() as s:
+        customer = store.get_live(s, env_id, ref_id)
+        row = store.link(s, customer.pk, integration_id)
+        if row is None:
+            raise NotFound("customer integration", integration_id)
+        s.delete(row)
+        return row

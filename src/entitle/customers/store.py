@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+from collections import defaultdict
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from entitle.customers.models import Customer, CustomerIntegration
+from entitle.db.pagination import CreatedAtRange, Page, PageRequest, paginate
+from entitle.errors import NotFound
+
+
+def find(session: Session, env_id: int, ref_id: str) -> Customer | None:
+    """Any customer with this id, archived ones included (their ids stay taken)."""
+    return session.scalars(
+        select(Customer).where(Customer.environment_id == env_id, Customer.ref_id == ref_id)
+    ).one_or_none()
+
+
+def get_live(session: Session, env_id: int, ref_id: str, *, for_update: bool = False) -> Customer:
+    stmt = select(Customer).where(
+        Customer.environment_id == env_id, Customer.ref_id == ref_id, Customer.archived_at.is_(None)
+    )
+    if for_update:
+        stmt = stmt.with_for_update()
+    customer = session.scalars(stmt).one_or_none()
+    if customer is None:
+        raise NotFound("customer", ref_id)
+    return customer
+
+
+def existing_ids(session: Session, env_id: int, ref_ids: list[str]) -> set[str]:
+    rows = session.scalars(
+        select(Customer.ref_id).where(Customer.environment_id == env_id, Customer.ref_id.in_(set(ref_ids)))
+    )
+    return set(rows)
+
+
+def links_of(session: Session, customer_pks: list[int]) -> dict[int, list[CustomerIntegration]]:
+    found: dict[int, list[CustomerIntegration]] = defaultdict(list)
+    if customer_pks:
+        rows = session.scalars(
+            select(CustomerIntegration)
+            .where(CustomerIntegration.customer_pk.in_(customer_pks))
+            .order_by(CustomerIntegration.pk)
+        )
+        for link in rows:
+            found[link.customer_pk].append(link)
+    return found
+
+
+def link(session: Session, customer_pk: int, integration_id: str) -> CustomerIntegration | None:
+    return session.scalars(
+        select(CustomerIntegration).where(
+            CustomerIntegration.customer_pk == customer_pk, CustomerIntegration.integration_id == integration_id
+        )
+    ).one_or_none()
+
+
+def list_page(
+    session: Session,
+    env_id: int,
+    page: PageRequest,
+    *,
+    email: str | None,
+    name: str | None,
+    created_at: CreatedAtRange,
+) -> Page[Customer]:
+    stmt = select(Customer).where(Customer.environment_id == env_id, Customer.archived_at.is_(None))
+    if email is not None:
+        stmt = stmt.where(Customer.email == email)
+    if name is not None:
+        stmt = stmt.where(Customer.name == name)
+    stmt = created_at.apply(stmt, Customer.created_at)
+    return paginate(session, stmt, Customer.pk, page)
+
+
+def list_links_page(
+    session: Session, customer_pk: int, page: PageRequest, vendors: list[str] | None
+) -> Page[CustomerIntegration]:
+    stmt = select(CustomerIntegration).where(CustomerIntegration.customer_pk == customer_pk)
+    if vendors:
+        stmt = stmt.where(CustomerIntegration.vendor_identifier.in_(vendors))
+    return paginate(session, stmt, CustomerIntegration.pk, page)

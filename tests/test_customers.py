@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import httpx
+import pytest
+import stigg
+
+
+def test_customer_lifecycle_through_official_client(client: stigg.Stigg) -> None:
+    created = client.v1.customers.provision(
+        id="cust-1",
+        name="Acme",
+        email="billing@acme.test",
+        billing_currency="usd",
+        metadata={"tier": "gold", "region": "eu"},
+        language="en",
+        timezone="Europe/Paris",
+        integrations=[{"id": "stripe-main", "vendor_identifier": "STRIPE", "synced_entity_id": "cus_123"}],
+    ).data
+    assert created.id == "cust-1"
+    assert created.email == "billing@acme.test"
+    assert created.metadata == {"tier": "gold", "region": "eu"}
+    assert created.archived_at is None
+    assert [(i.id, i.vendor_identifier, i.synced_entity_id) for i in created.integrations or []] == [
+        ("stripe-main", "STRIPE", "cus_123")
+    ]
+
+    # metadata replaces wholesale; omitted fields stay
+    updated = client.v1.customers.update("cust-1", metadata={"tier": "platinum"}).data
+    assert updated.metadata == {"tier": "platinum"}
+    assert updated.name == "Acme"
+    assert updated.email == "billing@acme.test"
+
+    fetched = client.v1.customers.retrieve("cust-1").data
+    assert fetched.metadata == {"tier": "platinum"}
+    assert fetched.updated_at >= fetched.created_at
+
+    archived = client.v1.customers.archive("cust-1").data
+    assert archived.archived_at is not None
+    assert archived.name is None and archived.email is None
+    with pytest.raises(stigg.NotFoundError):
+        client.v1.customers.retrieve("cust-1")
+    assert [c.id for c in client.v1.customers.list()] == []
+
+    restored = client.v1.customers.unarchive("cust-1").data
+    assert restored.archived_at is None
+    assert restored.name is None  # erased on archive, not restored
+    assert client.v1.customers.retrieve("cust-1").data.metadata == {"tier": "platinum"}
+
+
+def test_archived_id_can_never_be_provisioned_again(client: stigg.Stigg, api: httpx.Client) -> None:
+    client.v1.customers.provision(id="gone", name="Gone")
+    client.v1.customers.archive("gone")
+    again = api.post("/api/v1/customers", json={"id": "gone", "name": "Back"})
+    assert again.status_code == 409
+    assert again.headers["x-should-retry"] == "false"
+    assert again.json()["error"]["code"] == "CUSTOMER_ARCHIVED"
+
+    client.v1.customers.provision(id="live")
+    dup = api.post("/api/v1/customers", json={"id": "live"})
+    assert dup.status_code == 409
+    assert dup.json()["error"]["code"] == "ALREADY_EXISTS"
+
+
+def test_list_filters_and_pages(client: stigg.Stigg) -> None:
+    for i in range(5):
+        client.v1.customers.provision(id=f"c{i}", name="Same" if i < 3 else f"N{i}", email=f"u{i}@x.test")
+    assert [c.id for c in client.v1.customers.list(name="Same")] == ["c0", "c1", "c2"]
+    assert [c.id for c in client.v1.customers.list(email="u4@x.test")] == ["c4"]
+    first = client.v1.customers.list(limit=2)
+    assert [c.id for c in first.data] == ["c0", "c1"]
+    assert [c.id for c in first] == [f"c{i}" for i in range(5)]
+
+
+def test_import_creates_only_new_customers(client: stigg.Stigg) -> None:
+    client.v1.customers.provision(id="old", name="Old")
+    result = client.v1.customers.import_(
+        customers=[
+            {"id": "old", "email": None, "name": "Renamed"},
+            {"id": "new-1", "email": "n1@x.test", "name": "New 1", "metadata": {"src": "csv"}},
+            {"id": "new-2", "email": None, "name": None},
+        ]
+    ).data
+    assert sorted(result.new_customers) == ["new-1", "new-2"]
+    assert client.v1.customers.retrieve("old").data.name == "Old"
+    assert client.v1.customers.retrieve("new-1").data.metadata == {"src": "csv"}
+
+
+def test_integration_links(client: stigg.Stigg, api: httpx.Client) -> None:
+    client.v1.customers.provision(id="c")
+    link = client.v1.customers.integrations.link(
+        "c", body_id="stripe-main", vendor_identifier="STRIPE", synced_entity_id="cus_1"
+    ).data
+    assert (link.id, link.synced_entity_id) == ("stripe-main", "cus_1")
+    assert (
+        client.v1.customers.integrations.update("stripe-main", id="c", synced_entity_id="cus_2").data.synced_entity_id
+        == "cus_2"
+    )
+    assert [i.id for i in client.v1.customers.integrations.list("c")] == ["stripe-main"]
+    assert client.v1.customers.integrations.retrieve("stripe-main", id="c").data.synced_entity_id == "cus_2"
+    dup = api.post(
+        "/api/v1/customers/c/integrations",
+        json={"id": "stripe-main", "vendorIdentifier": "STRIPE", "syncedEntityId": "x"},
+    )
+    assert dup.status_code == 409
+    assert (
+        api.post(
+            "/api/v1/customers/c/integrations", json={"id": "x", "vendorIdentifier": "AUTH0", "syncedEntityId": "x"}
+        ).status_code
+        == 400
+    )
+    client.v1.customers.integrations.unlink("stripe-main", id="c")
+    assert list(client.v1.customers.integrations.list("c")) == []
+
+
+def test_bad_input_is_rejected_whole(api: httpx.Client) -> None:
+    bad_email = api.post("/api/v1/customers", json={"id": "c", "email": "not-an-email"})
+    assert bad_email.status_code == 400
+    bad_currency = api.post("/api/v1/customers", json={"id": "c", "billingCurrency": "usdx"})
+    assert bad_currency.status_code == 400
+    twice = api.post(
+        "/api/v1/customers",
+        json={"id": "c", "integrations": [{"id": "a", "vendorIdentifier": "STRIPE"}] * 2},
+    )
+    assert twice.status_code == 400
+    assert api.get("/api/v1/customers/c").status_code == 404
