@@ -13,23 +13,13 @@ from entitle.customers.schemas import (
     CustomerProvision,
     CustomerUpdate,
     ImportResult,
-    IntegrationLink,
-    LinkableVendor,
-    ShortText,
-    WireModel,
+    LinkBody,
+    LinkUpdate,
 )
 from entitle.http.deps import DB, CreatedAt, Paging, ServerKey, comma_list
 from entitle.http.wire import Envelope, PageEnvelope, envelope, page_envelope
 
 router = APIRouter(prefix="/api/v1/customers", tags=["customers"])
-
-
-class LinkBody(IntegrationLink):
-    vendor_identifier: LinkableVendor  # type: ignore[assignment]
-
-
-class LinkUpdate(WireModel):
-    synced_entity_id: ShortText | None = None
 
 
 def _out(view: service.CustomerView) -> CustomerOut:

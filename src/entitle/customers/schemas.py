@@ -89,6 +89,18 @@ class IntegrationLink(WireModel):
     synced_entity_id: ShortText | None = None
 
 
+class LinkBody(WireModel):
+    """Linking endpoints accept only the vendors the contract lists for them."""
+
+    id: RefId
+    vendor_identifier: LinkableVendor
+    synced_entity_id: ShortText | None = None
+
+
+class LinkUpdate(WireModel):
+    synced_entity_id: ShortText | None = None
+
+
 class CustomerFields(WireModel):
     """Fields shared by provision and update."""
 

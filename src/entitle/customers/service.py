@@ -19,6 +19,7 @@ from entitle.customers.schemas import (
     CustomerProvision,
     CustomerUpdate,
     IntegrationLink,
+    LinkBody,
 )
 from entitle.db import Database
 from entitle.db.pagination import CreatedAtRange, Page, PageRequest
@@ -197,7 +198,7 @@ def list_links(
         return store.list_links_page(s, customer.pk, page, vendors)
 
 
-def link_integration(db: Database, env_id: int, ref_id: str, link: IntegrationLink) -> CustomerIntegration:
+def link_integration(db: Database, env_id: int, ref_id: str, link: IntegrationLink | LinkBody) -> CustomerIntegration:
     with db.transaction() as s:
         customer = store.get_live(s, env_id, ref_id, for_update=True)
         if store.link(s, customer.pk, link.id) is not None:
