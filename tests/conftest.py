@@ -18,6 +18,7 @@ from entitle.db import Database
 from entitle.db.migrate import upgrade
 from entitle.environments.models import KeyKind
 from entitle.environments.service import create_key
+from tests.support.clock import TestClock
 from tests.support.postgres import HOW_TO_ENABLE, Cluster, start_cluster
 from tests.support.server import running_server
 
@@ -118,3 +119,14 @@ def api(server: LiveServer) -> Iterator[httpx.Client]:
 @pytest.fixture
 def client(server: LiveServer) -> stigg.Stigg:
     return server.stigg()
+
+
+@pytest.fixture
+def test_clock() -> Iterator[TestClock]:
+    """Freeze Entitle's clock at a known instant; the test moves it with `advance`."""
+    from tests.support.clock import TestClock
+
+    moved = TestClock()
+    moved.install()
+    yield moved
+    moved.uninstall()

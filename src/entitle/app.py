@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
@@ -14,15 +18,33 @@ from entitle.customers.routes import router as customers_router
 from entitle.db import Database
 from entitle.http.errors import error_response, install_error_handlers
 from entitle.http.ids import EncodedIdsMiddleware
+from entitle.jobs.routes import router as jobs_router
 from entitle.models import import_all_models
 
-ROUTERS = [features_router, products_router, customers_router]
+ROUTERS = [features_router, products_router, customers_router, jobs_router]
 
 
 def create_app(settings: Settings | None = None, db: Database | None = None) -> FastAPI:
     settings = settings or load_settings()
     import_all_models()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stop = threading.Event()
+        thread = None
+        if settings.embedded_worker:
+            from entitle.jobs.service import Worker
+
+            worker = Worker(app.state.db)
+            thread = threading.Thread(target=worker.run_forever, args=(stop,), name="entitle-worker", daemon=True)
+            thread.start()
+        yield
+        stop.set()
+        if thread is not None:
+            thread.join(timeout=30)
+
     app = FastAPI(
+        lifespan=lifespan,
         title="Entitle",
         version=__version__,
         description="Entitlements, subscriptions and billing orchestration. Wire-compatible with Stigg REST v1.",

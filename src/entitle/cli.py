@@ -16,6 +16,10 @@ from entitle.environments.service import create_key
 app = typer.Typer(help="Entitle: entitlements, subscriptions and billing orchestration.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+jobs_app = typer.Typer(
+    help="The durable job queue (side effects and scheduled lifecycle events).", no_args_is_help=True
+)
+app.add_typer(jobs_app, name="jobs")
 
 
 @app.command()
@@ -87,3 +91,64 @@ def _redact(url: str) -> str:
         scheme, rest = url.split("://", 1)
         return f"{scheme}://***@{rest.split('@', 1)[1]}"
     return url
+
+
+@app.command()
+def worker(
+    once: Annotated[bool, typer.Option(help="Run every due job, then exit.")] = False,
+) -> None:
+    """Run jobs: provider calls, webhooks, scheduled lifecycle events. Several may run at once on PostgreSQL."""
+    import signal
+    import threading
+
+    from entitle.jobs.service import Worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = load_settings()
+    db = Database(settings.database_url)
+    runner = Worker(db)
+    try:
+        if once:
+            typer.echo(f"ran {runner.drain()} job(s)", err=True)
+            return
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        typer.echo(f"worker {runner.worker_id} started", err=True)
+        runner.run_forever(stop)
+    finally:
+        db.dispose()
+
+
+@jobs_app.command("list")
+def jobs_list(
+    status: Annotated[str | None, typer.Option(help="Comma list: PENDING,RUNNING,SUCCEEDED,DEAD.")] = "DEAD",
+    limit: Annotated[int, typer.Option(min=1, max=100)] = 50,
+) -> None:
+    """List jobs (dead ones by default) with their last error."""
+    from entitle.db.pagination import PageRequest
+    from entitle.jobs.service import list_jobs
+
+    settings = load_settings()
+    db = Database(settings.database_url)
+    try:
+        statuses = [s.strip().upper() for s in status.split(",")] if status else None
+        for job in list_jobs(db, None, PageRequest(limit=limit), statuses).items:
+            error = (job.last_error or "").splitlines()[0:1]
+            typer.echo(f"{job.pk}\t{job.status}\t{job.kind}\tattempts={job.attempts}\t{error[0] if error else ''}")
+    finally:
+        db.dispose()
+
+
+@jobs_app.command("retry")
+def jobs_retry(job_id: Annotated[int, typer.Argument(help="The job's id, as `entitle jobs list` shows it.")]) -> None:
+    """Give a dead job a fresh set of attempts."""
+    from entitle.jobs.service import retry_job
+
+    settings = load_settings()
+    db = Database(settings.database_url)
+    try:
+        job = retry_job(db, None, job_id)
+        typer.echo(f"job {job.pk} is {job.status} again")
+    finally:
+        db.dispose()

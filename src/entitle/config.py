@@ -12,6 +12,8 @@ class Settings:
     database_url: str
     data_dir: Path
     console_base_url: str
+    # Run a job worker inside `entitle serve` (default on SQLite; on PostgreSQL run `entitle worker`).
+    embedded_worker: bool = False
 
     @property
     def is_sqlite(self) -> bool:
@@ -25,4 +27,8 @@ def load_settings() -> Settings:
         # Always drive PostgreSQL through psycopg 3, whatever scheme the operator wrote.
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     console = os.environ.get("ENTITLE_CONSOLE_URL", "http://127.0.0.1:8000")
-    return Settings(database_url=url, data_dir=data_dir, console_base_url=console.rstrip("/"))
+    embedded = os.environ.get("ENTITLE_EMBEDDED_WORKER", "auto").lower()
+    run_worker = url.startswith("sqlite") if embedded == "auto" else embedded in ("1", "true", "yes", "on")
+    return Settings(
+        database_url=url, data_dir=data_dir, console_base_url=console.rstrip("/"), embedded_worker=run_worker
+    )

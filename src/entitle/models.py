@@ -7,4 +7,5 @@ def import_all_models() -> None:
     import entitle.catalog.features.models
     import entitle.catalog.products.models
     import entitle.customers.models
-    import entitle.environments.models  # noqa: F401
+    import entitle.environments.models
+    import entitle.jobs.models  # noqa: F401

@@ -1,0 +1,213 @@
+"""The durable job queue: transactional outbox for side effects and scheduler for timed events.
+
+`enqueue` writes a job inside the caller's transaction. A `Worker` claims due jobs in a short
+transaction (marking them RUNNING under a lease), runs each handler outside it, then records the
+outcome. Handlers must be idempotent: a worker that dies after the side effect but before recording
+success leaves the job to be re-run when its lease expires — which is why every external write a
+handler makes carries `JobContext.idempotency_key`, stable across retries of the same job.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from entitle.clock import utcnow
+from entitle.db import Database
+from entitle.db.pagination import Page, PageRequest
+from entitle.errors import FailedPrecondition, NotFound
+from entitle.jobs import store
+from entitle.jobs.models import DEAD, PENDING, RUNNING, SUCCEEDED, Job
+from entitle.jobs.rules import backoff_delay
+
+log = logging.getLogger("entitle.jobs")
+
+
+@dataclass(frozen=True)
+class JobContext:
+    pk: int
+    environment_id: int
+    kind: str
+    payload: dict[str, Any]
+    attempt: int
+
+    @property
+    def idempotency_key(self) -> str:
+        """Stable for every retry of this job, so an external write happens at most once."""
+        return f"entitle-job-{self.pk}"
+
+
+Handler = Callable[[Database, JobContext], None]
+_HANDLERS: dict[str, Handler] = {}
+
+
+def register(kind: str) -> Callable[[Handler], Handler]:
+    def wrap(fn: Handler) -> Handler:
+        _HANDLERS[kind] = fn
+        return fn
+
+    return wrap
+
+
+def enqueue(
+    session: Session,
+    env_id: int,
+    kind: str,
+    payload: dict[str, Any],
+    *,
+    run_at: datetime | None = None,
+    ordering_key: str | None = None,
+    dedupe_key: str | None = None,
+    max_attempts: int = 12,
+) -> Job:
+    """Add a job to the caller's transaction; with a dedupe key already used, return that job instead."""
+    if dedupe_key is not None:
+        existing = store.by_dedupe_key(session, env_id, dedupe_key)
+        if existing is not None:
+            return existing
+    job = Job(
+        environment_id=env_id,
+        kind=kind,
+        payload=payload,
+        run_at=run_at or utcnow(),
+        ordering_key=ordering_key,
+        dedupe_key=dedupe_key,
+        max_attempts=max_attempts,
+    )
+    session.add(job)
+    session.flush()
+    return job
+
+
+class Worker:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        handlers: dict[str, Handler] | None = None,
+        worker_id: str | None = None,
+        lease: timedelta = timedelta(minutes=5),
+        batch: int = 20,
+    ) -> None:
+        self.db = db
+        self.handlers = handlers if handlers is not None else _HANDLERS
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+        self.lease = lease
+        self.batch = batch
+
+    def claim(self) -> list[JobContext]:
+        now = utcnow()
+        claimed: list[JobContext] = []
+        with self.db.transaction() as s:
+            for job in store.claimable(s, now, self.batch):
+                if job.status == RUNNING and job.attempts >= job.max_attempts:
+                    self._bury(job, now, job.last_error or "worker lease expired on the last attempt")
+                    continue
+                job.status = RUNNING
+                job.attempts += 1
+                job.locked_by = self.worker_id
+                job.locked_until = now + self.lease
+                claimed.append(JobContext(job.pk, job.environment_id, job.kind, dict(job.payload), job.attempts))
+        return claimed
+
+    def run_once(self) -> int:
+        """Claim and run one batch of due jobs; returns how many were run."""
+        jobs = self.claim()
+        for ctx in jobs:
+            self._run(ctx)
+        return len(jobs)
+
+    def drain(self, max_rounds: int = 1000) -> int:
+        """Run until nothing is due (tests and the CLI's one-shot mode)."""
+        total = 0
+        for _ in range(max_rounds):
+            ran = self.run_once()
+            if ran == 0:
+                break
+            total += ran
+        return total
+
+    def run_forever(self, stop: threading.Event, idle_sleep: float = 0.5) -> None:
+        while not stop.is_set():
+            try:
+                ran = self.run_once()
+            except Exception:  # the loop must survive a database hiccup
+                log.exception("job worker round failed")
+                ran = 0
+            if ran == 0:
+                stop.wait(idle_sleep)
+
+    def _run(self, ctx: JobContext) -> None:
+        handler = self.handlers.get(ctx.kind)
+        try:
+            if handler is None:
+                raise LookupError(f"no handler registered for job kind '{ctx.kind}'")
+            handler(self.db, ctx)
+        except Exception as exc:
+            self._failed(ctx, exc, permanent=handler is None)
+        else:
+            self._succeeded(ctx)
+
+    def _succeeded(self, ctx: JobContext) -> None:
+        with self.db.transaction() as s:
+            job = store.get(s, ctx.pk, for_update=True)
+            if job is None or job.locked_by != self.worker_id:
+                return  # our lease expired and another worker took over; it records the outcome
+            job.status = SUCCEEDED
+            job.finished_at = utcnow()
+            job.locked_by = None
+            job.locked_until = None
+
+    def _failed(self, ctx: JobContext, exc: Exception, *, permanent: bool) -> None:
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:2000]
+        log.warning("job %s (%s) attempt %s failed: %s", ctx.pk, ctx.kind, ctx.attempt, detail)
+        now = utcnow()
+        with self.db.transaction() as s:
+            job = store.get(s, ctx.pk, for_update=True)
+            if job is None or job.locked_by != self.worker_id:
+                return
+            job.last_error = detail
+            if permanent or job.attempts >= job.max_attempts:
+                self._bury(job, now, detail)
+            else:
+                job.status = PENDING
+                job.run_at = now + backoff_delay(job.attempts)
+                job.locked_by = None
+                job.locked_until = None
+
+    @staticmethod
+    def _bury(job: Job, now: datetime, error: str) -> None:
+        job.status = DEAD
+        job.last_error = error
+        job.finished_at = now
+        job.locked_by = None
+        job.locked_until = None
+
+
+def list_jobs(db: Database, env_id: int | None, page: PageRequest, statuses: list[str] | None) -> Page[Job]:
+    with db.read() as s:
+        return store.list_page(s, env_id, page, statuses)
+
+
+def retry_job(db: Database, env_id: int | None, pk: int) -> Job:
+    """Give a dead job a fresh set of attempts, due now."""
+    with db.transaction() as s:
+        job = store.get(s, pk, for_update=True)
+        if job is None or (env_id is not None and job.environment_id != env_id):
+            raise NotFound("job", str(pk))
+        if job.status != DEAD:
+            raise FailedPrecondition(f"job {pk} is {job.status}; only DEAD jobs can be retried")
+        job.status = PENDING
+        job.attempts = 0
+        job.run_at = utcnow()
+        job.finished_at = None
+        return job
