@@ -13,7 +13,6 @@ from alembic import op
 
 import entitle.db.types
 
-
 revision: str = '0004_customers'
 down_revision: str | Sequence[str] | None = '0001_core'
 branch_labels: str | Sequence[str] | None = None
