@@ -8,4 +8,5 @@ def import_all_models() -> None:
     import entitle.catalog.products.models
     import entitle.customers.models
     import entitle.environments.models
-    import entitle.jobs.models  # noqa: F401
+    import entitle.jobs.models
+    import entitle.promotions.models  # noqa: F401

@@ -1,0 +1,110 @@
+"""Promotional entitlements: grant (an upsert per feature), list, revoke."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from entitle.catalog.features import store as features
+from entitle.catalog.features.models import Feature
+from entitle.clock import utcnow
+from entitle.customers import store as customers
+from entitle.db import Database
+from entitle.db.pagination import CreatedAtRange, Page, PageRequest
+from entitle.errors import InvalidArgument, NotFound
+from entitle.promotions import store
+from entitle.promotions.models import PromotionalEntitlement
+from entitle.promotions.rules import promotion_end
+from entitle.promotions.schemas import PromotionIn
+
+
+def _check(item: PromotionIn, feature: Feature) -> None:
+    if feature.archived_at is not None:
+        raise InvalidArgument(f"feature '{feature.ref_id}' is archived")
+    if feature.feature_type == "BOOLEAN":
+        if item.usage_limit is not None or item.has_unlimited_usage or item.reset_period:
+            raise InvalidArgument(f"'{feature.ref_id}' is a BOOLEAN feature: it takes no limit or reset period")
+    elif feature.feature_type == "NUMBER":
+        if item.usage_limit is None and not item.has_unlimited_usage:
+            raise InvalidArgument(f"'{feature.ref_id}' needs usageLimit or hasUnlimitedUsage")
+        if item.reset_period and feature.meter_type != "INCREMENTAL":
+            raise InvalidArgument(f"'{feature.ref_id}' is not an incrementally metered feature; it cannot reset")
+    elif feature.feature_type == "ENUM":
+        allowed = {e["value"] for e in feature.enum_configuration or []}
+        if not item.enum_values:
+            raise InvalidArgument(f"'{feature.ref_id}' is an ENUM feature: grant enumValues")
+        unknown = set(item.enum_values) - allowed
+        if unknown:
+            raise InvalidArgument(f"'{feature.ref_id}' has no value(s) {', '.join(sorted(unknown))}")
+
+
+def grant(db: Database, env_id: int, customer_ref: str, items: list[PromotionIn]) -> list[PromotionalEntitlement]:
+    """Grant each feature; granting a feature the customer already has replaces that grant, from now."""
+    refs = [i.feature_id for i in items]
+    if len(set(refs)) != len(refs):
+        raise InvalidArgument("each feature may appear once per request")
+    now = utcnow()
+    with db.transaction() as s:
+        customer = customers.get_live(s, env_id, customer_ref, for_update=True)
+        known = features.get_many(s, env_id, refs)
+        existing = store.for_customer(s, customer.pk)
+        granted: list[PromotionalEntitlement] = []
+        for item in items:
+            feature = known.get(item.feature_id)
+            if feature is None:
+                raise NotFound("feature", item.feature_id)
+            _check(item, feature)
+            try:
+                end = promotion_end(item.period, now, item.custom_end_date and _utc(item.custom_end_date))
+            except ValueError as exc:
+                raise InvalidArgument(str(exc)) from exc
+            row = existing.get(item.feature_id) or PromotionalEntitlement(
+                environment_id=env_id, customer_pk=customer.pk, feature_ref=item.feature_id
+            )
+            row.period = item.period
+            row.start_date = now
+            row.end_date = end
+            row.usage_limit = Decimal(item.usage_limit) if item.usage_limit is not None else None
+            row.has_unlimited_usage = bool(item.has_unlimited_usage)
+            row.has_soft_limit = bool(item.has_soft_limit)
+            row.is_visible = True if item.is_visible is None else item.is_visible
+            row.enum_values = list(item.enum_values) if item.enum_values is not None else None
+            row.reset_period = item.reset_period
+            row.reset_period_configuration = item.reset_configuration()
+            row.description = item.description
+            row.paused = False
+            row.updated_at = now
+            s.add(row)
+            granted.append(row)
+        s.flush()
+        return granted
+
+
+def list_promotions(
+    db: Database,
+    env_id: int,
+    customer_ref: str,
+    page: PageRequest,
+    *,
+    statuses: list[str] | None = None,
+    created_at: CreatedAtRange = CreatedAtRange(),
+) -> Page[PromotionalEntitlement]:
+    with db.read() as s:
+        customer = customers.get_live(s, env_id, customer_ref)
+        return store.list_page(s, customer.pk, page, statuses=statuses, created_at=created_at, now=utcnow())
+
+
+def revoke(db: Database, env_id: int, customer_ref: str, feature_ref: str) -> PromotionalEntitlement:
+    with db.transaction() as s:
+        customer = customers.get_live(s, env_id, customer_ref, for_update=True)
+        row = store.for_customer(s, customer.pk).get(feature_ref)
+        if row is None:
+            raise NotFound("promotional entitlement", feature_ref)
+        s.delete(row)
+        return row
+
+
+def _utc(value: datetime) -> datetime:
+    from entitle.clock import as_utc
+
+    return as_utc(value)
