@@ -16,13 +16,14 @@ from entitle.catalog.products.routes import router as products_router
 from entitle.config import Settings, load_settings
 from entitle.customers.routes import router as customers_router
 from entitle.db import Database
+from entitle.events.routes import router as events_router
 from entitle.http.errors import error_response, install_error_handlers
 from entitle.http.ids import EncodedIdsMiddleware
 from entitle.jobs.routes import router as jobs_router
 from entitle.models import import_all_models
 from entitle.promotions.routes import router as promotions_router
 
-ROUTERS = [features_router, products_router, customers_router, promotions_router, jobs_router]
+ROUTERS = [features_router, products_router, customers_router, promotions_router, events_router, jobs_router]
 
 
 def create_app(settings: Settings | None = None, db: Database | None = None) -> FastAPI:

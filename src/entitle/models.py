@@ -8,5 +8,6 @@ def import_all_models() -> None:
     import entitle.catalog.products.models
     import entitle.customers.models
     import entitle.environments.models
+    import entitle.events.models
     import entitle.jobs.models
     import entitle.promotions.models  # noqa: F401

@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Index, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from entitle.db.base import Base, EnvironmentScoped
+from entitle.db.types import JSONDoc, UTCDateTime
+
+
+class Event(EnvironmentScoped, Base):
+    """A raw usage event as the application reported it. Meters turn events into feature usage."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        # Deduplication: one event per idempotency key per environment, kept as long as the event.
+        UniqueConstraint("environment_id", "idempotency_key"),
+        Index("ix_events_customer_time", "environment_id", "customer_ref", "timestamp"),
+    )
+
+    customer_ref: Mapped[str] = mapped_column(String(255))
+    resource_ref: Mapped[str | None] = mapped_column(String(255), default=None)
+    event_name: Mapped[str] = mapped_column(String(255))
+    idempotency_key: Mapped[str] = mapped_column(String(255))
+    dimensions: Mapped[dict[str, Any]] = mapped_column(JSONDoc(), default=dict)
+    timestamp: Mapped[datetime] = mapped_column(UTCDateTime())

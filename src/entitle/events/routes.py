@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from entitle.events import service
+from entitle.events.schemas import EventsReport
+from entitle.http.deps import DB, ServerKey
+
+router = APIRouter(prefix="/api/v1/events", tags=["usage"])
+
+
+@router.post("")
+def report_events(body: EventsReport, key: ServerKey, db: DB) -> dict[str, Any]:
+    """Acknowledge only after the batch is committed: an acknowledged event is never lost."""
+    service.report_events(db, key.environment_id, body.events)
+    return {"data": {}}

@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import insert
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from entitle.events.models import Event
+
+
+def insert_new(session: Session, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert events, silently skipping idempotency keys already stored; return the new rows' pks."""
+    if not rows:
+        return []
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        stmt: Any = pg_insert(Event).on_conflict_do_nothing(index_elements=["environment_id", "idempotency_key"])
+    elif dialect == "sqlite":
+        stmt = sqlite_insert(Event).on_conflict_do_nothing(index_elements=["environment_id", "idempotency_key"])
+    else:  # pragma: no cover - only the two supported databases
+        stmt = insert(Event)
+    result = session.execute(stmt.returning(Event.pk), rows)
+    return [int(pk) for pk in result.scalars()]
