@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 import entitle.http.ids  # noqa: F401  (installs the path-id convertor before any route is built)
 from entitle import __version__
+from entitle.catalog.coupons.routes import router as coupons_router
 from entitle.catalog.features.routes import router as features_router
 from entitle.catalog.products.routes import router as products_router
 from entitle.config import Settings, load_settings
@@ -23,7 +24,15 @@ from entitle.jobs.routes import router as jobs_router
 from entitle.models import import_all_models
 from entitle.promotions.routes import router as promotions_router
 
-ROUTERS = [features_router, products_router, customers_router, promotions_router, events_router, jobs_router]
+ROUTERS = [
+    features_router,
+    products_router,
+    coupons_router,
+    customers_router,
+    promotions_router,
+    events_router,
+    jobs_router,
+]
 
 
 def create_app(settings: Settings | None = None, db: Database | None = None) -> FastAPI:
