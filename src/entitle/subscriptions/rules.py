@@ -1,0 +1,101 @@
+"""Subscription lifecycle rules: the status machine and proration, as pure functions.
+
+Statuses (the contract's SubscriptionStatus):
+
+- NOT_STARTED: provisioned with a start date in the future; grants nothing yet.
+- PAYMENT_PENDING: waiting for the billing provider to collect the first payment; grants nothing.
+- IN_TRIAL: in a trial period; grants the plan's entitlements.
+- ACTIVE: paid (or free, or custom-priced); grants the plan's entitlements.
+- CANCELED: ended by a cancellation (immediate, at a scheduled date, by the billing provider, by a
+  plan change that replaced it, or because payment never arrived); grants nothing.
+- EXPIRED: a trial ended without converting; grants nothing.
+
+Every allowed move is listed in `TRANSITIONS`; anything else is refused, so an event that arrives
+late (a payment for a subscription already canceled) cannot resurrect a subscription.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import ROUND_HALF_EVEN, Decimal
+from enum import StrEnum
+
+from entitle.money import minor_unit_exponent
+
+
+class Status(StrEnum):
+    NOT_STARTED = "NOT_STARTED"
+    PAYMENT_PENDING = "PAYMENT_PENDING"
+    IN_TRIAL = "IN_TRIAL"
+    ACTIVE = "ACTIVE"
+    CANCELED = "CANCELED"
+    EXPIRED = "EXPIRED"
+
+
+class Event(StrEnum):
+    START = "START"  # the start date arrived (NOT_STARTED -> the status it starts in)
+    START_TRIAL = "START_TRIAL"
+    PAYMENT_REQUIRED = "PAYMENT_REQUIRED"
+    PAYMENT_SUCCEEDED = "PAYMENT_SUCCEEDED"
+    PAYMENT_FAILED = "PAYMENT_FAILED"
+    TRIAL_CONVERTED = "TRIAL_CONVERTED"
+    TRIAL_ENDED = "TRIAL_ENDED"  # trial over, trialEndBehavior CANCEL_SUBSCRIPTION
+    CANCEL = "CANCEL"
+    PAYMENT_EXPIRED = "PAYMENT_EXPIRED"
+
+
+LIVE = frozenset({Status.ACTIVE, Status.IN_TRIAL})
+"""Statuses that grant entitlements."""
+OPEN = frozenset({Status.NOT_STARTED, Status.PAYMENT_PENDING, Status.IN_TRIAL, Status.ACTIVE})
+"""Statuses of a subscription that has not ended: at most one per customer, product and resource."""
+
+TRANSITIONS: dict[tuple[Status, Event], Status] = {
+    (Status.NOT_STARTED, Event.START): Status.ACTIVE,
+    (Status.NOT_STARTED, Event.START_TRIAL): Status.IN_TRIAL,
+    (Status.NOT_STARTED, Event.PAYMENT_REQUIRED): Status.PAYMENT_PENDING,
+    (Status.NOT_STARTED, Event.CANCEL): Status.CANCELED,
+    (Status.PAYMENT_PENDING, Event.PAYMENT_SUCCEEDED): Status.ACTIVE,
+    (Status.PAYMENT_PENDING, Event.PAYMENT_FAILED): Status.PAYMENT_PENDING,
+    (Status.PAYMENT_PENDING, Event.PAYMENT_EXPIRED): Status.CANCELED,
+    (Status.PAYMENT_PENDING, Event.CANCEL): Status.CANCELED,
+    (Status.IN_TRIAL, Event.TRIAL_CONVERTED): Status.ACTIVE,
+    (Status.IN_TRIAL, Event.PAYMENT_REQUIRED): Status.PAYMENT_PENDING,
+    (Status.IN_TRIAL, Event.TRIAL_ENDED): Status.EXPIRED,
+    (Status.IN_TRIAL, Event.CANCEL): Status.CANCELED,
+    (Status.ACTIVE, Event.PAYMENT_SUCCEEDED): Status.ACTIVE,
+    (Status.ACTIVE, Event.PAYMENT_FAILED): Status.ACTIVE,
+    (Status.ACTIVE, Event.CANCEL): Status.CANCELED,
+}
+
+
+class IllegalTransition(ValueError):
+    def __init__(self, status: Status, event: Event) -> None:
+        super().__init__(f"a {status.value} subscription cannot take {event.value}")
+        self.status = status
+        self.event = event
+
+
+def transition(status: Status | str, event: Event | str) -> Status:
+    current, happened = Status(status), Event(event)
+    try:
+        return TRANSITIONS[(current, happened)]
+    except KeyError:
+        raise IllegalTransition(current, happened) from None
+
+
+def prorated_amount(
+    amount: Decimal, currency: str, period_start: datetime, period_end: datetime, at: datetime
+) -> Decimal:
+    """The share of `amount` for what remains of the period after `at`, rounded to the currency's
+    minor unit (banker's rounding so that rounding errors do not drift one way)."""
+    if period_end <= period_start:
+        raise ValueError("a period must end after it starts")
+    if at <= period_start:
+        share = Decimal(1)
+    elif at >= period_end:
+        share = Decimal(0)
+    else:
+        remaining = Decimal((period_end - at).total_seconds())
+        share = remaining / Decimal((period_end - period_start).total_seconds())
+    quantum = Decimal(1).scaleb(-minor_unit_exponent(currency))
+    return (amount * share).quantize(quantum, rounding=ROUND_HALF_EVEN)
