@@ -123,3 +123,23 @@ def test_bad_input_is_rejected_whole(api: httpx.Client) -> None:
     )
     assert twice.status_code == 400
     assert api.get("/api/v1/customers/c").status_code == 404
+
+
+def test_customer_coupon_must_exist_and_be_active(client: stigg.Stigg, api: httpx.Client) -> None:
+    coupon = {
+        "id": "welcome",
+        "name": "Welcome",
+        "percentOff": 10,
+        "amountsOff": None,
+        "description": None,
+        "durationInMonths": None,
+        "metadata": None,
+    }
+    assert api.post("/api/v1/coupons", json=coupon).status_code == 200
+    assert client.v1.customers.provision(id="c1", coupon_id="welcome").data.coupon_id == "welcome"
+    assert api.post("/api/v1/customers", json={"id": "c2", "couponId": "nope"}).status_code == 400
+    assert client.v1.customers.update("c1", coupon_id="").data.coupon_id is None
+    api.post("/api/v1/coupons/welcome/archive")
+    archived = api.patch("/api/v1/customers/c1", json={"couponId": "welcome"})
+    assert archived.status_code == 400
+    assert "archived" in archived.json()["error"]["message"]

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from entitle.catalog.coupons import store as coupons
 from entitle.clock import utcnow
 from entitle.customers import store
 from entitle.customers.models import Customer, CustomerIntegration
@@ -60,10 +61,6 @@ def _apply_fields(s: Session, env_id: int, customer: Customer, req: CustomerFiel
 
 
 def _check_coupon(s: Session, env_id: int, coupon_ref: str) -> None:
-    try:
-        from entitle.catalog.coupons import store as coupons
-    except ImportError:  # pragma: no cover - coupons ship with the catalog
-        return
     coupon = coupons.find(s, env_id, coupon_ref)
     if coupon is None:
         raise InvalidArgument(f"coupon '{coupon_ref}' does not exist")
