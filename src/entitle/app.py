@@ -13,6 +13,7 @@ import entitle.http.ids  # noqa: F401  (installs the path-id convertor before an
 from entitle import __version__
 from entitle.catalog.coupons.routes import router as coupons_router
 from entitle.catalog.features.routes import router as features_router
+from entitle.catalog.packages.routes import addons_router, plans_router
 from entitle.catalog.products.routes import router as products_router
 from entitle.config import Settings, load_settings
 from entitle.customers.routes import router as customers_router
@@ -27,6 +28,8 @@ from entitle.promotions.routes import router as promotions_router
 ROUTERS = [
     features_router,
     products_router,
+    plans_router,
+    addons_router,
     coupons_router,
     customers_router,
     promotions_router,

@@ -6,6 +6,7 @@ from __future__ import annotations
 def import_all_models() -> None:
     import entitle.catalog.coupons.models
     import entitle.catalog.features.models
+    import entitle.catalog.packages.models
     import entitle.catalog.products.models
     import entitle.customers.models
     import entitle.environments.models
