@@ -12,6 +12,7 @@ from entitle.db import Database
 from entitle.db.migrate import upgrade
 from entitle.environments.models import KeyKind
 from entitle.environments.service import create_key
+from entitle.errors import InvalidArgument
 
 app = typer.Typer(help="Entitle: entitlements, subscriptions and billing orchestration.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
@@ -62,6 +63,9 @@ def keys_create(
     db = Database(settings.database_url)
     try:
         typer.echo(create_key(db, environment, kind))
+    except InvalidArgument as exc:  # a bad environment name is a usage error, not a crash
+        typer.echo(f"Error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
     finally:
         db.dispose()
 

@@ -1,0 +1,157 @@
+"""The `entitle` command, run as a real subprocess the way an operator runs it."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+import stigg
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, inspect, text
+
+from entitle.db import Database
+from entitle.db.migrate import alembic_config
+from entitle.environments.models import KeyKind
+from entitle.environments.service import authenticate
+from tests.conftest import LiveServer
+from tests.support.server import running_server
+
+ENTITLE = Path(sys.executable).parent / "entitle"
+
+
+def run(*args: str, data_dir: Path, database_url: str | None = None) -> subprocess.CompletedProcess[str]:
+    if not ENTITLE.exists():
+        pytest.skip(f"{ENTITLE} is not installed (pip install -e .)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ENTITLE_", "STIGG_"))}
+    env["ENTITLE_DATA_DIR"] = str(data_dir)
+    if database_url is not None:
+        env["ENTITLE_DATABASE_URL"] = database_url
+    return subprocess.run([str(ENTITLE), *args], env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+def _heads() -> set[str]:
+    return set(ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads())
+
+
+def _schema(url: str) -> tuple[set[str], set[str]]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            versions = {row[0] for row in conn.execute(text("SELECT version_num FROM alembic_version"))}
+            tables = set(inspect(conn).get_table_names())
+    finally:
+        engine.dispose()
+    return versions, tables
+
+
+def test_help_lists_the_commands(tmp_path: Path) -> None:
+    result = run("--help", data_dir=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for command in ("serve", "migrate", "keys", "demo"):
+        assert re.search(rf"\b{command}\b", result.stdout), (command, result.stdout)
+
+
+def test_keys_create_prints_only_the_key_and_it_has_client_rights(tmp_path: Path) -> None:
+    result = run("keys", "create", "--environment", "staging", "--kind", "client", data_dir=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1, result.stdout
+    key = lines[0]
+    assert result.stdout == key + "\n"
+    assert key and key == key.strip() and " " not in key
+
+    url = f"sqlite:///{tmp_path / 'entitle.db'}"  # the default database under ENTITLE_DATA_DIR
+    with running_server(url, tmp_path) as (base_url, db):
+        principal = authenticate(db, key)
+        assert principal.environment_name == "staging"
+        assert principal.kind is KeyKind.CLIENT
+        with httpx.Client(base_url=base_url, headers={"X-API-KEY": key}, timeout=30) as http:
+            denied = http.get("/api/v1/features")
+            assert denied.status_code == 403, denied.text  # authenticated, but a client key
+            assert denied.json()["error"]["code"] == "PERMISSION_DENIED"
+        with httpx.Client(base_url=base_url, headers={"X-API-KEY": key + "x"}, timeout=30) as http:
+            assert http.get("/api/v1/features").status_code == 401
+
+    # A second key is a different key, for the same environment; the default kind is server.
+    second = run("keys", "create", "--environment", "staging", data_dir=tmp_path)
+    assert second.returncode == 0, second.stderr
+    server_key = second.stdout.strip()
+    assert server_key != key
+    database = Database(url)
+    try:
+        assert authenticate(database, server_key).kind is KeyKind.SERVER
+        assert authenticate(database, server_key).environment_id == authenticate(database, key).environment_id
+    finally:
+        database.dispose()
+
+
+def test_keys_create_against_the_configured_database(server: LiveServer, database_url: str, tmp_path: Path) -> None:
+    """ENTITLE_DATABASE_URL wins over the data dir, on SQLite and PostgreSQL alike."""
+    result = run(
+        "keys",
+        "create",
+        "--environment",
+        "development",
+        "--kind",
+        "server",
+        data_dir=tmp_path / "unused",
+        database_url=database_url,
+    )
+    assert result.returncode == 0, result.stderr
+    key = result.stdout.strip()
+    client = server.stigg(key)
+    client.v1.features.create_feature(id="from-cli-key", display_name="CLI", feature_type="BOOLEAN")
+    # Same environment as the fixture's server key.
+    assert [f.id for f in server.stigg().v1.features.list_features()] == ["from-cli-key"]
+
+    args = ("keys", "create", "--environment", "development", "--kind", "client")
+    browser = run(*args, data_dir=tmp_path / "unused", database_url=database_url)
+    assert browser.returncode == 0, browser.stderr
+    with pytest.raises(stigg.PermissionDeniedError):
+        server.stigg(browser.stdout.strip()).v1.features.list_features()
+
+
+def test_keys_create_refuses_bad_input_without_a_traceback(tmp_path: Path) -> None:
+    bad_name = run("keys", "create", "--environment", "Not Valid", data_dir=tmp_path)
+    assert bad_name.returncode == 2
+    assert bad_name.stdout == ""
+    assert "environment names" in bad_name.stderr
+    assert "Traceback" not in bad_name.stderr
+
+    bad_kind = run("keys", "create", "--environment", "staging", "--kind", "admin", data_dir=tmp_path)
+    assert bad_kind.returncode == 2
+    assert bad_kind.stdout == ""
+
+
+def test_migrate_is_idempotent_from_scratch(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'entitle.db'}"
+    first = run("migrate", data_dir=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == ""
+    versions, tables = _schema(url)
+    assert versions == _heads()
+    assert {"environments", "api_keys", "features", "products", "coupons"} <= tables
+
+    key = run("keys", "create", "--environment", "development", data_dir=tmp_path).stdout.strip()
+    second = run("migrate", data_dir=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert _schema(url) == (versions, tables)
+    database = Database(url)
+    try:
+        assert authenticate(database, key).environment_name == "development"  # data survives a re-run
+    finally:
+        database.dispose()
+
+
+def test_migrate_is_idempotent_on_a_migrated_database(database_url: str, tmp_path: Path) -> None:
+    before = _schema(database_url)
+    assert before[0] == _heads()
+    for _ in range(2):
+        result = run("migrate", data_dir=tmp_path, database_url=database_url)
+        assert result.returncode == 0, result.stderr
+        assert _schema(database_url) == before
