@@ -18,12 +18,15 @@ from entitle.catalog.products.routes import router as products_router
 from entitle.config import Settings, load_settings
 from entitle.customers.routes import router as customers_router
 from entitle.db import Database
+from entitle.entitlements.routes import router as entitlements_router
 from entitle.events.routes import router as events_router
 from entitle.http.errors import error_response, install_error_handlers
 from entitle.http.ids import EncodedIdsMiddleware
 from entitle.jobs.routes import router as jobs_router
 from entitle.models import import_all_models
 from entitle.promotions.routes import router as promotions_router
+from entitle.subscriptions.routes import router as subscriptions_router
+from entitle.usage.routes import router as usage_router
 
 ROUTERS = [
     features_router,
@@ -33,6 +36,9 @@ ROUTERS = [
     coupons_router,
     customers_router,
     promotions_router,
+    subscriptions_router,
+    entitlements_router,
+    usage_router,
     events_router,
     jobs_router,
 ]

@@ -12,4 +12,6 @@ def import_all_models() -> None:
     import entitle.environments.models
     import entitle.events.models
     import entitle.jobs.models
-    import entitle.promotions.models  # noqa: F401
+    import entitle.promotions.models
+    import entitle.subscriptions.models
+    import entitle.usage.models  # noqa: F401

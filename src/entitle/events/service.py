@@ -32,4 +32,10 @@ def report_events(db: Database, env_id: int, events: list[EventIn]) -> int:
         for e in events
     ]
     with db.transaction() as s:
-        return len(store.insert_new(s, rows))
+        new = store.insert_new(s, rows)
+        if new:
+            from entitle.usage.service import apply_events
+
+            # Recomputing from stored events is idempotent, so duplicates in the batch do no harm.
+            apply_events(s, env_id, {(r["customer_ref"], r["resource_ref"]) for r in rows})
+        return len(new)

@@ -50,3 +50,13 @@ def list_page(
         stmt = stmt.where(Feature.feature_status.in_(statuses))
     stmt = created_at.apply(stmt, Feature.created_at)
     return paginate(session, stmt, Feature.pk, page)
+
+
+def metered_with_meter(session: Session, env_id: int) -> list[Feature]:
+    """Live features whose usage comes from raw events through a meter."""
+    rows = session.scalars(
+        select(Feature).where(
+            Feature.environment_id == env_id, Feature.archived_at.is_(None), Feature.meter.is_not(None)
+        )
+    )
+    return [f for f in rows if f.meter]

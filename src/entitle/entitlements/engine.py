@@ -1,0 +1,155 @@
+"""Loading what a customer is entitled to, inside a caller's session.
+
+Reads the customer's live subscriptions (plan version with its parents, add-on versions and
+quantities, subscription-level overrides) and active promotional entitlements, then folds them with
+the pure rules in `entitle.catalog.packages.rules` and `entitle.entitlements.rules`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy.orm import Session
+
+from entitle.catalog.features import store as features
+from entitle.catalog.features.models import Feature
+from entitle.catalog.packages import rules as package_rules
+from entitle.catalog.packages import store as packages
+from entitle.catalog.packages.models import Package
+from entitle.customers.models import Customer
+from entitle.entitlements.rules import Allowance, more_generous
+from entitle.periods import usage_period_at
+from entitle.promotions import store as promotions
+from entitle.subscriptions import store as subscriptions
+from entitle.subscriptions.models import Subscription, SubscriptionEntitlement
+from entitle.subscriptions.rules import LIVE
+from entitle.usage.models import ALL_TIME, NO_RESOURCE
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A customer's effective entitlement to one feature, and the instant its usage windows count from."""
+
+    feature: Feature
+    allowance: Allowance
+    usage_anchor: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Window:
+    start: datetime
+    end: datetime | None
+    anchor: datetime | None
+
+
+def _override_terms(
+    row: SubscriptionEntitlement, base: package_rules.EntitlementTerms | None
+) -> package_rules.EntitlementTerms:
+    anchor = (row.reset_period_configuration or {}).get("accordingTo")
+    terms = base or package_rules.EntitlementTerms(type=row.entitlement_type, ref_id=row.ref_id, behavior="Override")
+    return replace(
+        terms,
+        is_granted=True,
+        usage_limit=row.usage_limit,
+        has_unlimited_usage=row.has_unlimited_usage,
+        has_soft_limit=row.has_soft_limit,
+        reset_period=row.reset_period if row.reset_period else terms.reset_period,
+        reset_anchor=anchor if row.reset_period else terms.reset_anchor,
+        amount=row.amount if row.amount is not None else terms.amount,
+    )
+
+
+def subscription_terms(
+    session: Session, env_id: int, subs: list[Subscription]
+) -> dict[int, dict[package_rules.Key, package_rules.EntitlementTerms]]:
+    """Each subscription's entitlements: plan (with inheritance) + add-ons + overrides."""
+    pks = [s.pk for s in subs]
+    addons = subscriptions.addons_of(session, pks)
+    overrides = subscriptions.overrides_of(session, pks)
+    result: dict[int, dict[package_rules.Key, package_rules.EntitlementTerms]] = {}
+    for sub in subs:
+        plan = session.get(Package, sub.plan_pk)
+        chain = packages.plan_chain(session, env_id, plan) if plan is not None else []
+        base = package_rules.effective_package_entitlements(
+            [[package_rules.terms_of(e) for e in packages.entitlements_of(session, p.pk)] for p in chain]
+        )
+        bought = [
+            ([package_rules.terms_of(e) for e in packages.entitlements_of(session, a.addon_pk)], a.quantity)
+            for a in addons.get(sub.pk, [])
+        ]
+        combined = package_rules.with_addons(base, bought)
+        for row in overrides.get(sub.pk, []):
+            key = (row.entitlement_type, row.ref_id)
+            combined[key] = _override_terms(row, combined.get(key))
+        result[sub.pk] = combined
+    return result
+
+
+def live_subscriptions(session: Session, customer: Customer, resource_ref: str | None) -> list[Subscription]:
+    subs = subscriptions.of_customer(session, customer.pk, [s.value for s in LIVE])
+    return [s for s in subs if (s.resource_ref or None) == (resource_ref or None)]
+
+
+def customer_grants(
+    session: Session, env_id: int, customer: Customer, resource_ref: str | None, now: datetime
+) -> tuple[dict[str, Grant], bool]:
+    """Feature id -> grant, and whether the customer has any live subscription (for denial reasons)."""
+    subs = live_subscriptions(session, customer, resource_ref)
+    allowances: dict[str, tuple[Allowance, datetime, datetime]] = {}
+
+    def offer(ref: str, allowance: Allowance, anchor: datetime, updated: datetime) -> None:
+        known = allowances.get(ref)
+        if known is None:
+            allowances[ref] = (allowance, anchor, updated)
+        else:
+            merged = more_generous(known[0], allowance)
+            allowances[ref] = (merged, min(known[1], anchor), max(known[2], updated))
+
+    for sub in subs:
+        for (kind, ref), terms in subscription_terms(session, env_id, [sub])[sub.pk].items():
+            if kind == "FEATURE" and terms.is_granted:
+                offer(ref, replace(terms.allowance(), valid_until=sub.end_date), sub.start_date, sub.updated_at)
+    for promo in promotions.live_for_customer(session, customer.pk, now):
+        allowance = Allowance(
+            usage_limit=promo.usage_limit,
+            has_unlimited=promo.has_unlimited_usage,
+            has_soft_limit=promo.has_soft_limit,
+            enum_values=frozenset(promo.enum_values) if promo.enum_values is not None else None,
+            reset_period=promo.reset_period,
+            reset_anchor=(promo.reset_period_configuration or {}).get("accordingTo"),
+            valid_until=promo.end_date,
+        )
+        offer(promo.feature_ref, allowance, promo.start_date, promo.updated_at)
+    known_features = features.get_many(session, env_id, list(allowances))
+    grants = {
+        ref: Grant(feature=known_features[ref], allowance=a, usage_anchor=anchor, updated_at=updated)
+        for ref, (a, anchor, updated) in allowances.items()
+        if ref in known_features and known_features[ref].archived_at is None
+    }
+    return grants, bool(subs)
+
+
+def usage_window(feature: Feature, allowance: Allowance | None, anchor: datetime | None, at: datetime) -> Window:
+    """The usage window `at` falls in: resetting windows for incrementally metered features with a
+    reset period, one all-time window otherwise (a FLUCTUATING count such as seats never resets)."""
+    if (
+        allowance is not None
+        and allowance.reset_period
+        and feature.meter_type == "INCREMENTAL"
+        and anchor is not None
+        and at >= anchor
+    ):
+        period = usage_period_at(allowance.reset_period, allowance.reset_anchor, anchor, at)
+        return Window(period.start, period.end, period.anchor)
+    return Window(ALL_TIME, None, None)
+
+
+def resource_key(resource_ref: str | None) -> str:
+    return resource_ref or NO_RESOURCE
+
+
+def zero() -> Decimal:
+    return Decimal(0)

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from entitle.entitlements import service
+from entitle.entitlements.schemas import CustomerEntitlements, EntitlementResult
+from entitle.errors import InvalidArgument
+from entitle.http.deps import DB, AnyKey, comma_list
+from entitle.http.wire import Envelope, envelope
+
+router = APIRouter(prefix="/api/v1/customers/{customer_id}/entitlements", tags=["entitlements"])
+
+
+@router.get("", response_model=Envelope[CustomerEntitlements])
+def list_entitlements(
+    customer_id: str,
+    key: AnyKey,
+    db: DB,
+    resource_id: Annotated[str | None, Query(alias="resourceId", max_length=255)] = None,
+) -> dict[str, Any]:
+    return envelope(service.list_entitlements(db, key.environment_id, customer_id, resource_id))
+
+
+@router.get("/check", response_model=Envelope[EntitlementResult])
+def check_entitlement(
+    customer_id: str,
+    key: AnyKey,
+    db: DB,
+    feature_id: Annotated[str | None, Query(alias="featureId", max_length=255)] = None,
+    currency_id: Annotated[str | None, Query(alias="currencyId", max_length=255)] = None,
+    requested_usage: Annotated[Decimal | None, Query(alias="requestedUsage", ge=0, le=10**15)] = None,
+    requested_values: Annotated[str | None, Query(alias="requestedValues", max_length=10_000)] = None,
+    resource_id: Annotated[str | None, Query(alias="resourceId", max_length=255)] = None,
+) -> dict[str, Any]:
+    if (feature_id is None) == (currency_id is None):
+        raise InvalidArgument("pass exactly one of featureId or currencyId")
+    if currency_id is not None:
+        raise InvalidArgument("credit balances are not supported yet; check a featureId")
+    assert feature_id is not None
+    result = service.check_entitlement(
+        db,
+        key.environment_id,
+        customer_id,
+        feature_id,
+        requested_usage=requested_usage,
+        requested_values=comma_list(requested_values, name="requestedValues"),
+        resource_ref=resource_id,
+    )
+    return envelope(result)

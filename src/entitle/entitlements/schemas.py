@@ -1,0 +1,42 @@
+"""EntitlementResult (stigg/types/v1/customer_check_entitlement_response.py and friends)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from entitle.http.wire import Amount, WireModel
+
+
+class FeatureRef(WireModel):
+    id: str
+    display_name: str
+    feature_status: str
+    feature_type: str
+    feature_units: str | None = None
+    feature_units_plural: str | None = None
+
+
+class EntitlementResult(WireModel):
+    type: Literal["FEATURE"] = "FEATURE"
+    is_granted: bool
+    access_denied_reason: str | None = None
+    current_usage: Amount | None = None
+    usage_limit: Amount | None = None
+    has_unlimited_usage: bool | None = None
+    has_soft_limit: bool | None = None
+    enum_values: list[str] | None = None
+    requested_usage: Amount | None = None
+    requested_values: list[str] | None = None
+    reset_period: str | None = None
+    usage_period_anchor: datetime | None = None
+    usage_period_start: datetime | None = None
+    usage_period_end: datetime | None = None
+    valid_until: datetime | None = None
+    entitlement_updated_at: datetime | None = None
+    feature: FeatureRef | None = None
+
+
+class CustomerEntitlements(WireModel):
+    entitlements: list[EntitlementResult]
+    access_denied_reason: str | None = None

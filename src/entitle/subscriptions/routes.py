@@ -1,0 +1,172 @@
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from entitle.entitlements.schemas import EntitlementResult
+from entitle.http.deps import DB, CreatedAt, Paging, ServerKey, comma_list
+from entitle.http.wire import Envelope, IdOnly, PageEnvelope, WireModel, envelope, page_envelope
+from entitle.subscriptions import service
+from entitle.subscriptions.schemas import (
+    PRICING_TYPES,
+    SUBSCRIPTION_STATUSES,
+    AddonOut,
+    Budget,
+    CouponOut,
+    FutureUpdateOut,
+    FutureUpdateTarget,
+    MoneyAmount,
+    SubscriptionCancel,
+    SubscriptionDelegate,
+    SubscriptionEntitlementRef,
+    SubscriptionMigrate,
+    SubscriptionOut,
+    SubscriptionProvision,
+    SubscriptionTransfer,
+    SubscriptionUpdate,
+    TrialOut,
+)
+
+router = APIRouter(prefix="/api/v1/subscriptions", tags=["subscriptions"])
+
+
+class ProvisionOut(WireModel):
+    id: str
+    status: str
+    subscription: SubscriptionOut | None = None
+    entitlements: list[EntitlementResult] | None = None
+    checkout_url: str | None = None
+    checkout_billing_id: str | None = None
+    is_scheduled: bool | None = None
+
+
+def subscription_out(view: service.SubscriptionView) -> SubscriptionOut:
+    sub = view.sub
+    window = view.billing_window()
+    return SubscriptionOut(
+        id=sub.ref_id,
+        customer_id=view.customer_ref,
+        plan_id=sub.plan_ref,
+        created_at=sub.created_at,
+        start_date=sub.start_date,
+        status=sub.status,
+        pricing_type=sub.pricing_type,
+        payment_collection=sub.payment_collection,
+        payment_collection_method=sub.payment_collection_method,
+        billing_id=sub.billing_id,
+        billing_period=sub.billing_period,
+        billing_country_code=sub.billing_country_code,
+        billing_cycle_anchor=sub.billing_cycle_anchor,
+        current_billing_period_start=window.start if window else None,
+        current_billing_period_end=window.end if window else None,
+        end_date=sub.end_date,
+        effective_end_date=sub.end_date,
+        cancellation_date=sub.cancellation_date,
+        cancel_reason=sub.cancel_reason,
+        trial_end_date=sub.trial_end_date,
+        trial=TrialOut(trial_end_behavior=sub.trial_end_behavior) if sub.trial_end_behavior else None,
+        addons=[AddonOut(id=a.addon_ref, quantity=a.quantity) for a in view.addons],
+        budget=Budget.model_validate(sub.budget) if sub.budget else None,
+        minimum_spend=MoneyAmount.model_validate(sub.minimum_spend) if sub.minimum_spend else None,
+        paying_customer_id=view.paying_customer_ref,
+        resource_id=sub.resource_ref,
+        metadata=sub.metadata_ or {},
+        coupons=[CouponOut.model_validate(view.coupon)] if view.coupon else None,
+        subscription_entitlements=[
+            SubscriptionEntitlementRef(id=o.ref_id, type=o.entitlement_type) for o in view.overrides
+        ],
+        future_updates=[
+            FutureUpdateOut(
+                scheduled_execution_time=u.scheduled_at,
+                schedule_status=u.schedule_status,
+                subscription_schedule_type=u.schedule_type,
+                target_package=FutureUpdateTarget(id=u.target_package_ref) if u.target_package_ref else None,
+            )
+            for u in view.future_updates
+        ],
+    )
+
+
+@router.post("", response_model=Envelope[ProvisionOut])
+def provision_subscription(body: SubscriptionProvision, key: ServerKey, db: DB) -> dict[str, Any]:
+    result = service.provision(db, key.environment_id, body)
+    out = ProvisionOut(
+        id=result.view.sub.ref_id,
+        status="SUCCESS",
+        subscription=subscription_out(result.view),
+        entitlements=result.entitlements,
+        is_scheduled=result.is_scheduled,
+    )
+    return envelope(out)
+
+
+@router.get("", response_model=PageEnvelope[SubscriptionOut])
+def list_subscriptions(
+    key: ServerKey,
+    db: DB,
+    page: Paging,
+    created_at: CreatedAt,
+    customer_id: Annotated[str | None, Query(alias="customerId", max_length=255)] = None,
+    plan_id: Annotated[str | None, Query(alias="planId", max_length=255)] = None,
+    resource_id: Annotated[str | None, Query(alias="resourceId", max_length=255)] = None,
+    status: Annotated[str | None, Query()] = None,
+    pricing_type: Annotated[str | None, Query(alias="pricingType")] = None,
+) -> dict[str, Any]:
+    result, views = service.list_subscriptions(
+        db,
+        key.environment_id,
+        page,
+        customer_ref=customer_id,
+        plan_ref=plan_id,
+        resource_ref=resource_id,
+        statuses=comma_list(status, SUBSCRIPTION_STATUSES, name="status"),
+        pricing_types=comma_list(pricing_type, PRICING_TYPES, name="pricingType"),
+        created_at=created_at,
+    )
+    by_pk = {v.sub.pk: v for v in views}
+    return page_envelope(result, lambda sub: subscription_out(by_pk[sub.pk]))
+
+
+@router.get("/{subscription_id}", response_model=Envelope[SubscriptionOut])
+def get_subscription(subscription_id: str, key: ServerKey, db: DB) -> dict[str, Any]:
+    return envelope(subscription_out(service.get_subscription(db, key.environment_id, subscription_id)))
+
+
+@router.patch("/{subscription_id}", response_model=Envelope[SubscriptionOut])
+def update_subscription(subscription_id: str, body: SubscriptionUpdate, key: ServerKey, db: DB) -> dict[str, Any]:
+    view = service.update_subscription(db, key.environment_id, subscription_id, body)
+    return envelope(subscription_out(view))
+
+
+@router.post("/{subscription_id}/cancel", response_model=Envelope[SubscriptionOut])
+def cancel_subscription(
+    subscription_id: str, key: ServerKey, db: DB, body: SubscriptionCancel | None = None
+) -> dict[str, Any]:
+    view = service.cancel_subscription(db, key.environment_id, subscription_id, body or SubscriptionCancel())
+    return envelope(subscription_out(view))
+
+
+@router.post("/{subscription_id}/migrate", response_model=Envelope[SubscriptionOut])
+def migrate_subscription(
+    subscription_id: str, key: ServerKey, db: DB, body: SubscriptionMigrate | None = None
+) -> dict[str, Any]:
+    when = body.subscription_migration_time if body else None
+    return envelope(subscription_out(service.migrate_subscription(db, key.environment_id, subscription_id, when)))
+
+
+@router.post("/{subscription_id}/delegate", response_model=Envelope[SubscriptionOut])
+def delegate_subscription(subscription_id: str, body: SubscriptionDelegate, key: ServerKey, db: DB) -> dict[str, Any]:
+    view = service.delegate_subscription(db, key.environment_id, subscription_id, body.target_customer_id)
+    return envelope(subscription_out(view))
+
+
+@router.post("/{subscription_id}/transfer", response_model=Envelope[SubscriptionOut])
+def transfer_subscription(subscription_id: str, body: SubscriptionTransfer, key: ServerKey, db: DB) -> dict[str, Any]:
+    view = service.transfer_subscription(db, key.environment_id, subscription_id, body.destination_resource_id)
+    return envelope(subscription_out(view))
+
+
+@router.delete("/{subscription_id}/future-update/schedule", response_model=Envelope[IdOnly])
+def cancel_scheduled_update(subscription_id: str, key: ServerKey, db: DB) -> dict[str, Any]:
+    return envelope(IdOnly(id=service.cancel_future_update(db, key.environment_id, subscription_id)))

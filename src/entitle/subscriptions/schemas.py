@@ -1,0 +1,241 @@
+"""Subscription wire shapes (stigg/types/v1/subscription*.py)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from entitle.http.wire import Amount, Metadata, NonNegInt, RefId, ShortText, WireModel
+from entitle.money import Currency
+
+BillingPeriod = Literal["MONTHLY", "ANNUALLY"]
+SUBSCRIPTION_STATUSES: tuple[str, ...] = (
+    "PAYMENT_PENDING",
+    "ACTIVE",
+    "EXPIRED",
+    "IN_TRIAL",
+    "CANCELED",
+    "NOT_STARTED",
+)
+PRICING_TYPES: tuple[str, ...] = ("FREE", "PAID", "CUSTOM")
+
+
+class AddonQuantity(WireModel):
+    id: RefId
+    quantity: int = Field(ge=0, le=100_000)
+
+
+class ChargeQuantity(WireModel):
+    id: RefId
+    quantity: Amount = Field(ge=0)
+    type: Literal["FEATURE", "CREDIT"] = "FEATURE"
+
+
+class ResetConfig(WireModel):
+    according_to: str = Field(max_length=32)
+
+
+class EntitlementOverride(WireModel):
+    type: Literal["FEATURE", "CREDIT"]
+    id: RefId
+    usage_limit: NonNegInt | None = None
+    has_unlimited_usage: bool | None = None
+    has_soft_limit: bool | None = None
+    reset_period: Literal["YEAR", "MONTH", "WEEK", "DAY", "HOUR"] | None = None
+    monthly_reset_period_configuration: ResetConfig | None = None
+    weekly_reset_period_configuration: ResetConfig | None = None
+    yearly_reset_period_configuration: ResetConfig | None = None
+    amount: Amount | None = None
+    cadence: Literal["MONTH", "YEAR"] | None = None
+
+    def anchor(self) -> str | None:
+        config = {
+            "MONTH": self.monthly_reset_period_configuration,
+            "WEEK": self.weekly_reset_period_configuration,
+            "YEAR": self.yearly_reset_period_configuration,
+        }.get(self.reset_period or "")
+        return config.according_to if config else None
+
+
+class TrialOverride(WireModel):
+    is_trial: bool
+    trial_end_behavior: Literal["CONVERT_TO_PAID", "CANCEL_SUBSCRIPTION"] | None = None
+    trial_end_date: datetime | None = None
+
+
+class Budget(WireModel):
+    has_soft_limit: bool
+    limit: Amount
+
+
+class MoneyAmount(WireModel):
+    amount: Amount | None = None
+    currency: Currency | None = None
+
+
+class AppliedCoupon(WireModel):
+    coupon_id: RefId | None = None
+    billing_coupon_id: ShortText | None = None
+    promotion_code: ShortText | None = None
+    configuration: dict[str, Any] | None = None
+    discount: dict[str, Any] | None = None
+
+
+class CheckoutOptions(WireModel):
+    success_url: ShortText
+    cancel_url: ShortText
+    allow_promo_codes: bool | None = None
+    allow_tax_id_collection: bool | None = None
+    collect_billing_address: bool | None = None
+    collect_phone_number: bool | None = None
+    reference_id: ShortText | None = None
+
+
+class SubscriptionProvision(WireModel):
+    customer_id: RefId
+    plan_id: RefId
+    id: RefId | None = None
+    billing_period: BillingPeriod | None = None
+    unit_quantity: NonNegInt | None = None
+    addons: list[AddonQuantity] | None = Field(default=None, max_length=100)
+    charges: list[ChargeQuantity] | None = Field(default=None, max_length=100)
+    entitlements: list[EntitlementOverride] | None = Field(default=None, max_length=500)
+    start_date: datetime | None = None
+    cancellation_date: datetime | None = None
+    resource_id: RefId | None = None
+    paying_customer_id: RefId | None = None
+    billing_id: ShortText | None = None
+    billing_country_code: ShortText | None = Field(default=None, max_length=16)
+    billing_cycle_anchor: Literal["UNCHANGED", "NOW"] | None = None
+    schedule_strategy: Literal["END_OF_BILLING_PERIOD", "END_OF_BILLING_MONTH", "IMMEDIATE"] | None = None
+    payment_collection_method: Literal["CHARGE", "INVOICE", "NONE"] | None = None
+    await_payment_confirmation: bool | None = None
+    metadata: Metadata | None = None
+    salesforce_id: ShortText | None = None
+    budget: Budget | None = None
+    minimum_spend: MoneyAmount | None = None
+    trial_override_configuration: TrialOverride | None = None
+    applied_coupon: AppliedCoupon | None = None
+    checkout_options: CheckoutOptions | None = None
+    billing_information: dict[str, Any] | None = None
+    price_overrides: list[dict[str, Any]] | None = Field(default=None, max_length=100)
+
+    @model_validator(mode="after")
+    def _unique_items(self) -> SubscriptionProvision:
+        for name, items in (("addons", self.addons), ("charges", self.charges), ("entitlements", self.entitlements)):
+            ids = [(getattr(i, "type", ""), i.id) for i in items or []]
+            if len(set(ids)) != len(ids):
+                raise ValueError(f"{name}: each id may appear once")
+        return self
+
+
+class SubscriptionUpdate(WireModel):
+    addons: list[AddonQuantity] | None = Field(default=None, max_length=100)
+    charges: list[ChargeQuantity] | None = Field(default=None, max_length=100)
+    entitlements: list[EntitlementOverride] | None = Field(default=None, max_length=500)
+    billing_period: BillingPeriod | None = None
+    billing_cycle_anchor: Literal["UNCHANGED", "NOW"] | None = None
+    schedule_strategy: Literal["END_OF_BILLING_PERIOD", "END_OF_BILLING_MONTH", "IMMEDIATE"] | None = None
+    await_payment_confirmation: bool | None = None
+    budget: Budget | None = None
+    minimum_spend: MoneyAmount | None = None
+    cancellation_date: datetime | None = None
+    trial_end_date: datetime | None = None
+    metadata: Metadata | None = None
+    promotion_code: ShortText | None = None
+    salesforce_id: ShortText | None = None
+    applied_coupon: AppliedCoupon | None = None
+    billing_information: dict[str, Any] | None = None
+    price_overrides: list[dict[str, Any]] | None = Field(default=None, max_length=100)
+
+
+class SubscriptionCancel(WireModel):
+    cancellation_time: Literal["END_OF_BILLING_PERIOD", "IMMEDIATE", "SPECIFIC_DATE"] | None = None
+    cancellation_action: Literal["DEFAULT", "REVOKE_ENTITLEMENTS"] | None = None
+    end_date: datetime | None = None
+    prorate: bool | None = None
+
+
+class SubscriptionMigrate(WireModel):
+    subscription_migration_time: Literal["END_OF_BILLING_PERIOD", "IMMEDIATE"] | None = None
+
+
+class SubscriptionDelegate(WireModel):
+    target_customer_id: RefId
+
+
+class SubscriptionTransfer(WireModel):
+    destination_resource_id: RefId
+
+
+# -- responses -----------------------------------------------------------------------------------
+
+
+class AddonOut(WireModel):
+    id: str
+    quantity: int
+
+
+class TrialOut(WireModel):
+    trial_end_behavior: str
+
+
+class FutureUpdateTarget(WireModel):
+    id: str
+
+
+class FutureUpdateOut(WireModel):
+    scheduled_execution_time: datetime
+    schedule_status: str
+    subscription_schedule_type: str
+    target_package: FutureUpdateTarget | None = None
+
+
+class SubscriptionEntitlementRef(WireModel):
+    id: str
+    type: str
+
+
+class CouponOut(WireModel):
+    id: str
+    name: str
+    status: str
+    percent_off: Amount | None = None
+    amounts_off: list[dict[str, Any]] | None = None
+
+
+class SubscriptionOut(WireModel):
+    id: str
+    customer_id: str
+    plan_id: str
+    created_at: datetime
+    start_date: datetime
+    status: str
+    pricing_type: str
+    payment_collection: str
+    payment_collection_method: str | None = None
+    billing_id: str | None = None
+    billing_period: str | None = None
+    billing_country_code: str | None = None
+    billing_cycle_anchor: datetime | None = None
+    current_billing_period_start: datetime | None = None
+    current_billing_period_end: datetime | None = None
+    end_date: datetime | None = None
+    effective_end_date: datetime | None = None
+    cancellation_date: datetime | None = None
+    cancel_reason: str | None = None
+    trial_end_date: datetime | None = None
+    trial: TrialOut | None = None
+    addons: list[AddonOut] = Field(default_factory=list)
+    budget: Budget | None = None
+    minimum_spend: MoneyAmount | None = None
+    paying_customer_id: str | None = None
+    resource_id: str | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    coupons: list[CouponOut] | None = None
+    subscription_entitlements: list[SubscriptionEntitlementRef] = Field(default_factory=list)
+    future_updates: list[FutureUpdateOut] = Field(default_factory=list)
+    latest_invoice: dict[str, Any] | None = None
+    prices: list[dict[str, Any]] | None = None

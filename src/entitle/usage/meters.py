@@ -1,0 +1,114 @@
+"""Meters: which raw events count toward a feature, and how much. Pure functions.
+
+A feature's meter has `filters` and an `aggregation`. An event matches when it satisfies every
+condition of at least one filter (no filters: every event matches). A condition's `field` is
+`eventName` or a dimension name (`dimensions.x` and `x` both name dimension `x`). Comparisons
+(GREATER_THAN, ...) are numeric and fail on values that are not numbers; EQUALS, CONTAINS and the
+other string operations compare the value's text (`true`/`false` for booleans, as JSON writes them).
+
+Aggregations: COUNT counts matching events; SUM, MAX and MIN fold the numeric value of the
+aggregation `field`, skipping events where it is missing or not a number; AVG is SUM / COUNT of
+those; UNIQUE counts distinct values of the field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+Dimensions = Mapping[str, Any]
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def number(value: Any) -> Decimal | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        result = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return None
+    return result if result.is_finite() else None
+
+
+def _field(name: str, event_name: str, dimensions: Dimensions) -> Any:
+    if name == "eventName":
+        return event_name
+    if name.startswith("dimensions."):
+        name = name[len("dimensions.") :]
+    return dimensions.get(name)
+
+
+def condition_holds(condition: Mapping[str, Any], event_name: str, dimensions: Dimensions) -> bool:
+    op = condition["operation"]
+    value = _field(condition["field"], event_name, dimensions)
+    if op == "IS_NULL":
+        return value is None
+    if op == "IS_NOT_NULL":
+        return value is not None
+    if value is None:
+        return False
+    if op == "IN":
+        return _text(value) in set(condition.get("values") or [])
+    target: str | None = condition.get("value")
+    if target is None:
+        return False
+    if op in ("GREATER_THAN", "GREATER_THAN_OR_EQUAL", "LESS_THAN", "LESS_THAN_OR_EQUAL"):
+        left, right = number(value), number(target)
+        if left is None or right is None:
+            return False
+        return {
+            "GREATER_THAN": left > right,
+            "GREATER_THAN_OR_EQUAL": left >= right,
+            "LESS_THAN": left < right,
+            "LESS_THAN_OR_EQUAL": left <= right,
+        }[op]
+    text = _text(value)
+    if op == "EQUALS":
+        return text == target
+    if op == "NOT_EQUALS":
+        return text != target
+    if op == "CONTAINS":
+        return target in text
+    if op == "STARTS_WITH":
+        return text.startswith(target)
+    if op == "ENDS_WITH":
+        return text.endswith(target)
+    return False
+
+
+def matches(meter: Mapping[str, Any], event_name: str, dimensions: Dimensions) -> bool:
+    filters = meter.get("filters") or []
+    if not filters:
+        return True
+    return any(all(condition_holds(c, event_name, dimensions) for c in f.get("conditions") or []) for f in filters)
+
+
+def aggregate(meter: Mapping[str, Any], events: Iterable[tuple[str, Dimensions]]) -> Decimal:
+    """The meter's value over the given (event name, dimensions) pairs."""
+    aggregation = meter["aggregation"]
+    function, field = aggregation["function"], aggregation.get("field")
+    matching = [dims for name, dims in events if matches(meter, name, dims)]
+    if function == "COUNT":
+        return Decimal(len(matching))
+    if function == "UNIQUE":
+        return Decimal(len({_text(d[field]) for d in matching if field and d.get(field) is not None}))
+    values = [v for v in (number(d.get(field)) if field else None for d in matching) if v is not None]
+    if not values:
+        return Decimal(0)
+    if function == "SUM":
+        return sum(values, Decimal(0))
+    if function == "MAX":
+        return max(values)
+    if function == "MIN":
+        return min(values)
+    if function == "AVG":
+        return sum(values, Decimal(0)) / len(values)
+    raise ValueError(f"unknown aggregation {function!r}")

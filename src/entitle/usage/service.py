@@ -1,0 +1,196 @@
+"""Usage: reported usage (DELTA / SET) and usage derived from raw events by meters.
+
+Counting rule: every report lands in the usage window that contains its `createdAt` (the report
+time when absent). Counters are updated under a lock, so concurrent reports never lose an update,
+and an idempotency key is claimed by inserting its record first, so a retried report never counts
+twice. Reporting never blocks on limits: the check (`entitlements/check`) is where limits are
+enforced. So a hard limit can be exceeded only by what concurrent requests that each passed the
+check then report: at most one in-flight request's worth of usage per concurrent caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from sqlalchemy.orm import Session
+
+from entitle.catalog.features import store as features
+from entitle.catalog.features.models import Feature
+from entitle.clock import as_utc, utcnow
+from entitle.customers import store as customers
+from entitle.customers.models import Customer
+from entitle.db import Database
+from entitle.entitlements.engine import Grant, Window, customer_grants, resource_key, usage_window
+from entitle.errors import InvalidArgument, NotFound
+from entitle.periods import reset_times_between
+from entitle.usage import store
+from entitle.usage.meters import aggregate
+from entitle.usage.models import UsageRecord
+from entitle.usage.schemas import (
+    HistoryMarker,
+    HistoryPoint,
+    HistorySeries,
+    UsageHistory,
+    UsageIn,
+    UsageOut,
+)
+
+
+class _Grants:
+    """Grants per (customer, resource), loaded once per batch."""
+
+    def __init__(self, s: Session, env_id: int, now: datetime) -> None:
+        self.s, self.env_id, self.now = s, env_id, now
+        self._cache: dict[tuple[int, str | None], dict[str, Grant]] = {}
+
+    def of(self, customer: Customer, resource_ref: str | None) -> dict[str, Grant]:
+        key = (customer.pk, resource_ref)
+        if key not in self._cache:
+            self._cache[key] = customer_grants(self.s, self.env_id, customer, resource_ref, self.now)[0]
+        return self._cache[key]
+
+
+def _window(grants: _Grants, customer: Customer, feature: Feature, resource_ref: str | None, at: datetime) -> Window:
+    grant = grants.of(customer, resource_ref).get(feature.ref_id)
+    return usage_window(feature, grant.allowance if grant else None, grant.usage_anchor if grant else None, at)
+
+
+def report_usage(db: Database, env_id: int, items: list[UsageIn]) -> list[UsageOut]:
+    """Apply a batch of usage reports in one transaction: all of them, or (on any bad item) none."""
+    now = utcnow()
+    with db.transaction() as s:
+        grants = _Grants(s, env_id, now)
+        known = features.get_many(s, env_id, [i.feature_id for i in items])
+        results: list[UsageOut] = []
+        for item in items:
+            customer = customers.get_live(s, env_id, item.customer_id)
+            feature = known.get(item.feature_id)
+            if feature is None or feature.archived_at is not None:
+                raise NotFound("feature", item.feature_id)
+            if feature.meter_type == "None":
+                raise InvalidArgument(f"feature '{feature.ref_id}' is not metered; it takes no usage")
+            if feature.meter:
+                raise InvalidArgument(f"feature '{feature.ref_id}' is measured by its meter; report events instead")
+            if feature.meter_type == "INCREMENTAL" and item.update_behavior == "DELTA" and item.value < 0:
+                raise InvalidArgument("an incremental feature's usage only grows; use SET to correct it")
+            at = as_utc(item.created_at) if item.created_at else now
+            window = _window(grants, customer, feature, item.resource_id, at)
+            record_pk = store.insert_record_if_new(
+                s,
+                {
+                    "environment_id": env_id,
+                    "customer_pk": customer.pk,
+                    "feature_ref": feature.ref_id,
+                    "resource_ref": resource_key(item.resource_id),
+                    "idempotency_key": item.idempotency_key,
+                    "update_behavior": item.update_behavior,
+                    "value": item.value,
+                    "resulting_value": Decimal(0),
+                    "window_start": window.start,
+                    "timestamp": at,
+                    "created_at": now,
+                    "updated_at": now,
+                },
+            )
+            if record_pk is None:  # a retry: answer what the first report did, count nothing
+                assert item.idempotency_key is not None
+                existing = store.record_by_key(s, env_id, item.idempotency_key)
+                assert existing is not None
+                results.append(_out(existing, customer, window))
+                continue
+            counter = store.locked_counter(
+                s, env_id, customer.pk, feature.ref_id, resource_key(item.resource_id), window.start
+            )
+            counter.value = counter.value + item.value if item.update_behavior == "DELTA" else item.value
+            counter.updated_at = now
+            record = s.get(UsageRecord, record_pk)
+            assert record is not None
+            record.resulting_value = counter.value
+            results.append(_out(record, customer, window))
+        s.flush()
+        return results
+
+
+def _out(record: UsageRecord, customer: Customer, window: Window) -> UsageOut:
+    return UsageOut(
+        id=str(record.pk),
+        customer_id=customer.ref_id,
+        feature_id=record.feature_ref,
+        value=record.value,
+        created_at=record.timestamp,
+        timestamp=record.created_at,
+        current_usage=record.resulting_value,
+        usage_period_start=window.start if window.end is not None else None,
+        usage_period_end=window.end,
+        next_reset_date=window.end,
+        resource_id=record.resource_ref or None,
+    )
+
+
+def apply_events(s: Session, env_id: int, touched: Iterable[tuple[str, str | None]]) -> None:
+    """Recompute meter-based usage for the (customer, resource) pairs that received new events.
+
+    The counter of each metered feature is set to its meter's aggregate over the window's events,
+    in the same transaction that stored them, so a check sees new events as soon as they are
+    acknowledged.
+    """
+    now = utcnow()
+    metered = [f for f in features.metered_with_meter(s, env_id)]
+    if not metered:
+        return
+    grants = _Grants(s, env_id, now)
+    for customer_ref, resource_ref in sorted(set(touched), key=lambda t: (t[0], t[1] or "")):
+        customer = customers.find(s, env_id, customer_ref)
+        if customer is None or customer.archived_at is not None:
+            continue  # events for unknown customers are kept, and count once the customer exists
+        for feature in metered:
+            window = _window(grants, customer, feature, resource_ref, now)
+            events = store.events_in_window(s, env_id, customer_ref, resource_ref, window.start, window.end)
+            assert feature.meter is not None
+            value = aggregate(feature.meter, events)
+            counter = store.locked_counter(
+                s, env_id, customer.pk, feature.ref_id, resource_key(resource_ref), window.start
+            )
+            if counter.value != value:
+                counter.value = value
+                counter.updated_at = now
+
+
+def usage_history(
+    db: Database,
+    env_id: int,
+    customer_ref: str,
+    feature_ref: str,
+    start: datetime,
+    end: datetime | None,
+    resource_ref: str | None,
+) -> UsageHistory:
+    """Each accepted report as a point (the counter after it), with a zero point and a marker at
+    every periodic reset in the range. Series are not split by dimensions (`groupBy` is ignored)."""
+    now = utcnow()
+    start, end = as_utc(start), as_utc(end) if end else now
+    if end <= start:
+        raise InvalidArgument("endDate must be after startDate")
+    with db.read() as s:
+        customer = customers.get_live(s, env_id, customer_ref)
+        feature = features.get(s, env_id, feature_ref)
+        records = store.records_between(s, customer.pk, feature.ref_id, resource_key(resource_ref), start, end)
+        grant = customer_grants(s, env_id, customer, resource_ref, now)[0].get(feature.ref_id)
+        resets: list[datetime] = []
+        if grant and grant.allowance.reset_period and feature.meter_type == "INCREMENTAL":
+            resets = reset_times_between(
+                grant.allowance.reset_period,
+                grant.allowance.reset_anchor,
+                grant.usage_anchor,
+                max(start, grant.usage_anchor),
+                end + timedelta(microseconds=1),  # a reset at exactly `end` is in range
+            )
+    points = [HistoryPoint(timestamp=r.timestamp, value=r.resulting_value, is_reset_point=False) for r in records]
+    points += [HistoryPoint(timestamp=t, value=Decimal(0), is_reset_point=True) for t in resets]
+    points.sort(key=lambda p: (p.timestamp, not p.is_reset_point))
+    return UsageHistory(
+        series=[HistorySeries(tags=[], points=points)],
+        markers=[HistoryMarker(timestamp=t, type="PERIODIC_RESET") for t in resets],
+    )
