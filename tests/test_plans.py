@@ -325,3 +325,846 @@ def test_list_filters_and_pagination(client: stigg.Stigg, api: httpx.Client, kin
     ]
     assert [p.id for p in client.v1.plans.list(created_at={"lt": "2000-01-01T00:00:00Z"})] == []
     error_of(api.get("/api/v1/plans", params={"status": "DRAFT,LIVE"}), 400, "INVALID_ARGUMENT")
+
+
+def plan(api: httpx.Client, ref: str, product: str = "prod", **extra: Any) -> dict[str, Any]:
+    resp = api.post("/api/v1/plans", json={"id": ref, "displayName": ref.title(), "productId": product, **extra})
+    assert resp.status_code == 200, resp.text
+    data: dict[str, Any] = resp.json()["data"]
+    return data
+
+
+def publish(api: httpx.Client, ref: str, kind: str = "plans") -> None:
+    resp = api.post(f"/api/v1/{kind}/{ref}/publish", json={"migrationType": "NEW_CUSTOMERS"})
+    assert resp.status_code == 200, resp.text
+
+
+def add(api: httpx.Client, ref: str, *entitlements: dict[str, Any], kind: str = "plans") -> httpx.Response:
+    return api.post(f"/api/v1/{kind}/{ref}/entitlements", json={"entitlements": list(entitlements)})
+
+
+def test_create_refusals(client: stigg.Stigg, api: httpx.Client) -> None:
+    make_catalog(client)
+    client.v1.products.create_product(id="other", display_name="Other")
+    error_of(api.post("/api/v1/plans", json={"id": "x", "displayName": "X", "productId": "nope"}), 404, "NOT_FOUND")
+    plan(api, "basic")
+    error_of(
+        api.post("/api/v1/plans", json={"id": "basic", "displayName": "B", "productId": "prod"}), 409, "ALREADY_EXISTS"
+    )
+    body = {"id": "x", "displayName": "X", "productId": "prod"}
+    error_of(api.post("/api/v1/plans", json={**body, "status": "PUBLISHED"}), 400, "INVALID_ARGUMENT")
+    error_of(api.post("/api/v1/plans", json={**body, "parentPlanId": "nope"}), 400, "INVALID_ARGUMENT")
+    error_of(api.post("/api/v1/plans", json={**body, "parentPlanId": "x"}), 400, "INVALID_ARGUMENT")
+    plan(api, "elsewhere", product="other")
+    message = error_of(api.post("/api/v1/plans", json={**body, "parentPlanId": "elsewhere"}), 400, "INVALID_ARGUMENT")
+    assert "another product" in message
+    bad_trial = {"duration": -1, "units": "DAY"}
+    error_of(api.post("/api/v1/plans", json={**body, "defaultTrialConfig": bad_trial}), 400, "INVALID_ARGUMENT")
+    error_of(api.post("/api/v1/plans", json={**body, "pricingType": "CHEAP"}), 400, "INVALID_ARGUMENT")
+    assert api.get("/api/v1/plans/x").status_code == 404  # nothing was half-written
+    client.v1.products.archive_product("other")
+    message = error_of(api.post("/api/v1/plans", json={**body, "productId": "other"}), 409, "FAILED_PRECONDITION")
+    assert "archived" in message
+    # Archiving the product archived its plan.
+    assert client.v1.plans.retrieve("elsewhere").data.status == "ARCHIVED"
+
+
+def test_entitlement_rules(client: stigg.Stigg, api: httpx.Client) -> None:
+    make_catalog(client)
+    client.v1.features.create_feature(id="f-old", display_name="Old", feature_type="BOOLEAN")
+    client.v1.features.archive_feature("f-old")
+    plan(api, "basic")
+    cases: list[tuple[dict[str, Any], int, str]] = [
+        ({"type": "FEATURE", "id": "nope"}, 404, "NOT_FOUND"),
+        ({"type": "FEATURE", "id": "f-old"}, 400, "INVALID_ARGUMENT"),
+        ({"type": "FEATURE", "id": "f-sso", "usageLimit": 3}, 400, "INVALID_ARGUMENT"),
+        ({"type": "FEATURE", "id": "f-sso", "resetPeriod": "MONTH"}, 400, "INVALID_ARGUMENT"),
+        ({"type": "FEATURE", "id": "f-seats"}, 400, "INVALID_ARGUMENT"),
+        ({"type": "FEATURE", "id": "f-seats", "usageLimit": -1}, 400, "INVALID_ARGUMENT"),
+        ({"type": "FEATURE", "id": "f-seats", "usageLimit": 5, "hasUnlimitedUsage": True}, 400, "INVALID_ARGUMENT"),
+        ({"type": "FEATURE", "id": "f-seats", "usageLimit": 5, "resetPeriod": "MONTH"}, 400, "INVALID_ARGUMENT"),
+        ({"type": "FEATURE", "id": "f-retention", "usageLimit": 5, "resetPeriod": "DAY"}, 400, "INVALID_ARGUMENT"),
+        (
+            {
+                "type": "FEATURE",
+                "id": "f-calls",
+                "usageLimit": 5,
+                "resetPeriod": "MONTH",
+                "weeklyResetPeriodConfiguration": {"accordingTo": "EveryMonday"},
+            },
+            400,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            {
+                "type": "FEATURE",
+                "id": "f-calls",
+                "usageLimit": 5,
+                "resetPeriod": "DAY",
+                "monthlyResetPeriodConfiguration": {"accordingTo": "SubscriptionStart"},
+            },
+            400,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            {
+                "type": "FEATURE",
+                "id": "f-calls",
+                "usageLimit": 5,
+                "monthlyResetPeriodConfiguration": {"accordingTo": "SubscriptionStart"},
+            },
+            400,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            {
+                "type": "FEATURE",
+                "id": "f-calls",
+                "usageLimit": 5,
+                "resetPeriod": "YEAR",
+                "yearlyResetPeriodConfiguration": {"accordingTo": "StartOfTheMonth"},
+            },
+            400,
+            "INVALID_ARGUMENT",
+        ),
+        ({"type": "FEATURE", "id": "f-region", "enumValues": ["eu", "mars"]}, 400, "INVALID_ARGUMENT"),
+        ({"type": "FEATURE", "id": "f-region"}, 400, "INVALID_ARGUMENT"),
+        ({"type": "FEATURE", "id": "f-region", "enumValues": ["eu"], "usageLimit": 1}, 400, "INVALID_ARGUMENT"),
+        ({"type": "FEATURE", "id": "f-seats", "usageLimit": 5, "behavior": "Replace"}, 400, "INVALID_ARGUMENT"),
+        (
+            {"type": "FEATURE", "id": "f-seats", "usageLimit": 5, "hiddenFromWidgets": ["NOWHERE"]},
+            400,
+            "INVALID_ARGUMENT",
+        ),
+        ({"type": "CREDIT", "id": "credits", "amount": 5}, 400, "INVALID_ARGUMENT"),  # cadence is required
+        ({"type": "CREDIT", "id": "credits", "amount": -5, "cadence": "MONTH"}, 400, "INVALID_ARGUMENT"),
+        (
+            {"type": "CREDIT", "id": "credits", "amount": 5, "cadence": "MONTH", "dependencyFeatureId": "nope"},
+            404,
+            "NOT_FOUND",
+        ),
+        ({"type": "GADGET", "id": "f-sso"}, 400, "INVALID_ARGUMENT"),
+    ]
+    for body, status, code in cases:
+        # Each bad entitlement travels with a good one: nothing of the request may be written.
+        resp = add(api, "basic", {"type": "FEATURE", "id": "f-sso"}, body)
+        assert resp.status_code == status, (body, resp.text)
+        assert resp.json()["error"]["code"] == code, body
+    assert client.v1.plans.entitlements.list("basic").data == []
+
+    ok = add(
+        api,
+        "basic",
+        {"type": "FEATURE", "id": "f-calls", "usageLimit": 5, "resetPeriod": "WEEK"},
+        {"type": "FEATURE", "id": "f-exports", "usageLimit": 1, "resetPeriod": "DAY"},
+        {"type": "FEATURE", "id": "f-storage", "usageLimit": 7, "resetPeriod": "YEAR"},
+        {"type": "CREDIT", "id": "credits", "amount": 100.5, "cadence": "MONTH", "dependencyFeatureId": "f-seats"},
+    )
+    assert ok.status_code == 200, ok.text
+    by_id = {e["id"]: e for e in ok.json()["data"]}
+    assert by_id["f-calls"]["resetPeriodConfiguration"] == {"accordingTo": "SubscriptionStart"}
+    assert by_id["f-exports"]["resetPeriodConfiguration"] is None
+    assert by_id["f-storage"]["resetPeriodConfiguration"] == {"accordingTo": "SubscriptionStart"}
+    credit = by_id["credits"]
+    assert (credit["type"], credit["amount"], credit["cadence"]) == ("CREDIT", 100.5, "MONTH")
+    assert credit["dependencyFeatureId"] == "f-seats" and credit["isGranted"] is True
+    message = error_of(add(api, "basic", {"type": "FEATURE", "id": "f-calls", "usageLimit": 9}), 409, "ALREADY_EXISTS")
+    assert "f-calls" in message
+    error_of(
+        add(api, "basic", {"type": "FEATURE", "id": "f-sso"}, {"type": "FEATURE", "id": "f-sso"}),
+        400,
+        "INVALID_ARGUMENT",
+    )
+
+    # PATCH merges and re-checks.
+    ents = client.v1.plans.entitlements
+    switched = ents.update("f-calls", plan_id="basic", type="FEATURE", has_unlimited_usage=True).data
+    assert switched.has_unlimited_usage is True and switched.usage_limit is None  # type: ignore[union-attr]
+    assert switched.reset_period == "WEEK"  # type: ignore[union-attr]
+    anchored = ents.update(
+        "f-calls",
+        plan_id="basic",
+        type="FEATURE",
+        reset_period="MONTH",
+        monthly_reset_period_configuration={"according_to": "StartOfTheMonth"},
+    ).data
+    assert anchored.reset_period_configuration.according_to == "StartOfTheMonth"  # type: ignore[union-attr]
+    kept = ents.update("f-calls", plan_id="basic", type="FEATURE", usage_limit=50, behavior="Override").data
+    assert kept.usage_limit == 50 and kept.has_unlimited_usage is False  # type: ignore[union-attr]
+    assert kept.reset_period_configuration.according_to == "StartOfTheMonth"  # type: ignore[union-attr]
+    assert kept.behavior == "Override"
+    patch = "/api/v1/plans/basic/entitlements/f-calls"
+    error_of(
+        api.patch(
+            patch,
+            json={
+                "type": "FEATURE",
+                "resetPeriod": "HOUR",
+                "weeklyResetPeriodConfiguration": {"accordingTo": "EveryFriday"},
+            },
+        ),
+        400,
+        "INVALID_ARGUMENT",
+    )
+    error_of(api.patch(patch, json={"type": "FEATURE", "usageLimit": None}), 400, "INVALID_ARGUMENT")
+    error_of(api.patch(patch, json={"type": "CREDIT", "amount": 3}), 400, "INVALID_ARGUMENT")
+    error_of(api.patch("/api/v1/plans/basic/entitlements/f-sso", json={"type": "FEATURE"}), 404, "NOT_FOUND")
+    unchanged = {e.id: e for e in ents.list("basic").data}["f-calls"]
+    assert unchanged.usage_limit == 50 and unchanged.reset_period == "MONTH"  # type: ignore[union-attr]
+    credit_patch = ents.update("credits", plan_id="basic", type="CREDIT", amount=7, cadence="YEAR").data
+    assert credit_patch.amount == 7 and credit_patch.cadence == "YEAR"  # type: ignore[union-attr]
+    deleted = ents.delete("f-exports", plan_id="basic").data
+    assert deleted.id == "f-exports"
+    error_of(api.delete("/api/v1/plans/basic/entitlements/f-exports"), 404, "NOT_FOUND")
+    assert sorted(e.id for e in ents.list("basic").data) == ["credits", "f-calls", "f-storage"]
+
+    # Published: entitlements are frozen until a draft exists.
+    publish(api, "basic")
+    message = error_of(add(api, "basic", {"type": "FEATURE", "id": "f-sso"}), 409, "FAILED_PRECONDITION")
+    assert "draft" in message
+    error_of(api.patch(patch, json={"type": "FEATURE", "usageLimit": 1}), 409, "FAILED_PRECONDITION")
+    error_of(api.delete(patch), 409, "FAILED_PRECONDITION")
+    client.v1.plans.create_draft("basic")
+    assert add(api, "basic", {"type": "FEATURE", "id": "f-sso"}).status_code == 200
+
+
+CHARGE_CASES: list[tuple[dict[str, Any], int, str]] = [
+    (
+        {
+            "pricingType": "FREE",
+            "pricingModels": [
+                {"billingModel": "FLAT_FEE", "pricePeriods": [{"billingPeriod": "MONTHLY", "price": {"amount": 1}}]}
+            ],
+        },
+        400,
+        "INVALID_ARGUMENT",
+    ),
+    (
+        {"pricingType": "CUSTOM", "minimumSpend": [{"billingPeriod": "MONTHLY", "minimum": {"amount": 1}}]},
+        400,
+        "INVALID_ARGUMENT",
+    ),
+    ({"pricingType": "PAID"}, 400, "INVALID_ARGUMENT"),
+    (
+        {
+            "pricingType": "PAID",
+            "pricingModels": [
+                {
+                    "billingModel": "FLAT_FEE",
+                    "featureId": "f-seats",
+                    "pricePeriods": [{"billingPeriod": "MONTHLY", "price": {"amount": 1}}],
+                }
+            ],
+        },
+        400,
+        "INVALID_ARGUMENT",
+    ),
+    (
+        {"pricingType": "PAID", "pricingModels": [{"billingModel": "FLAT_FEE", "pricePeriods": []}]},
+        400,
+        "INVALID_ARGUMENT",
+    ),
+    (
+        {
+            "pricingType": "PAID",
+            "pricingModels": [{"billingModel": "FLAT_FEE", "pricePeriods": [{"billingPeriod": "MONTHLY"}]}],
+        },
+        400,
+        "INVALID_ARGUMENT",
+    ),
+    (
+        {
+            "pricingType": "PAID",
+            "pricingModels": [
+                {"billingModel": "FLAT_FEE", "pricePeriods": [{"billingPeriod": "MONTHLY", "price": {"amount": -1}}]}
+            ],
+        },
+        400,
+        "INVALID_ARGUMENT",
+    ),
+    (
+        {
+            "pricingType": "PAID",
+            "pricingModels": [
+                {
+                    "billingModel": "FLAT_FEE",
+                    "pricePeriods": [{"billingPeriod": "MONTHLY", "price": {"amount": 1, "currency": "xyz"}}],
+                }
+            ],
+        },
+        400,
+        "INVALID_ARGUMENT",
+    ),
+    (
+        {
+            "pricingType": "PAID",
+            "pricingModels": [
+                {"billingModel": "PER_UNIT", "pricePeriods": [{"billingPeriod": "MONTHLY", "price": {"amount": 1}}]}
+            ],
+        },
+        400,
+        "INVALID_ARGUMENT",
+    ),
+    (
+        {
+            "pricingType": "PAID",
+            "pricingModels": [
+                {
+                    "billingModel": "PER_UNIT",
+                    "featureId": "nope",
+                    "pricePeriods": [{"billingPeriod": "MONTHLY", "price": {"amount": 1}}],
+                }
+            ],
+        },
+        404,
+        "NOT_FOUND",
+    ),
+    (
+        {
+            "pricingType": "PAID",
+            "pricingModels": [
+                {
+                    "billingModel": "PER_UNIT",
+                    "featureId": "f-sso",
+                    "pricePeriods": [{"billingPeriod": "MONTHLY", "price": {"amount": 1}}],
+                }
+            ],
+        },
+        400,
+        "INVALID_ARGUMENT",
+    ),
+    (
+        {
+            "pricingType": "PAID",
+            "pricingModels": [
+                {
+                    "billingModel": "USAGE_BASED",
+                    "featureId": "f-retention",
+                    "pricePeriods": [{"billingPeriod": "MONTHLY", "price": {"amount": 1}}],
+                }
+            ],
+        },
+        400,
+        "INVALID_ARGUMENT",
+    ),
+    (
+        {
+            "pricingType": "PAID",
+            "pricingModels": [
+                {"billingModel": "PER_UNIT", "featureId": "f-seats", "pricePeriods": [{"billingPeriod": "MONTHLY"}]}
+            ],
+        },
+        400,
+        "INVALID_ARGUMENT",
+    ),
+    (
+        {
+            "pricingType": "PAID",
+            "pricingModels": [
+                {
+                    "billingModel": "PER_UNIT",
+                    "featureId": "f-seats",
+                    "pricePeriods": [
+                        {"billingPeriod": "MONTHLY", "price": {"amount": 1}, "tiers": [{"unitPrice": {"amount": 1}}]}
+                    ],
+                    "tiersMode": "VOLUME",
+                }
+            ],
+        },
+        400,
+        "INVALID_ARGUMENT",
+    ),
+    (
+        {
+            "pricingType": "PAID",
+            "pricingModels": [
+                {
+                    "billingModel": "PER_UNIT",
+                    "featureId": "f-seats",
+                    "pricePeriods": [{"billingPeriod": "MONTHLY", "tiers": [{"unitPrice": {"amount": 1}}]}],
+                }
+            ],
+        },
+        400,
+        "INVALID_ARGUMENT",
+    ),
+    (
+        {
+            "pricingType": "PAID",
+            "pricingModels": [
+                {
+                    "billingModel": "PER_UNIT",
+                    "featureId": "f-seats",
+                    "tiersMode": "VOLUME",
+                    "pricePeriods": [
+                        {
+                            "billingPeriod": "MONTHLY",
+                            "tiers": [
+                                {"upTo": 10, "unitPrice": {"amount": 2}},
+                                {"upTo": 5, "unitPrice": {"amount": 1}},
+                                {"unitPrice": {"amount": 1}},
+                            ],
+                        }
+                    ],
+                }
+            ],
+        },
+        400,
+        "INVALID_ARGUMENT",
+    ),
+    (
+        {
+            "pricingType": "PAID",
+            "pricingModels": [
+                {
+                    "billingModel": "PER_UNIT",
+                    "featureId": "f-seats",
+                    "tiersMode": "VOLUME",
+                    "pricePeriods": [{"billingPeriod": "MONTHLY", "tiers": [{"upTo": 10, "unitPrice": {"amount": 2}}]}],
+                }
+            ],
+        },
+        400,
+        "INVALID_ARGUMENT",
+    ),
+    (
+        {
+            "pricingType": "PAID",
+            "pricingModels": [
+                {
+                    "billingModel": "PER_UNIT",
+                    "featureId": "f-seats",
+                    "tiersMode": "VOLUME",
+                    "pricePeriods": [
+                        {"billingPeriod": "MONTHLY", "tiers": [{"upTo": 10}, {"unitPrice": {"amount": 1}}]}
+                    ],
+                }
+            ],
+        },
+        400,
+        "INVALID_ARGUMENT",
+    ),
+    (
+        {
+            "pricingType": "PAID",
+            "pricingModels": [
+                {
+                    "billingModel": "PER_UNIT",
+                    "featureId": "f-seats",
+                    "minUnitQuantity": 5,
+                    "maxUnitQuantity": 2,
+                    "pricePeriods": [{"billingPeriod": "MONTHLY", "price": {"amount": 1}}],
+                }
+            ],
+        },
+        400,
+        "INVALID_ARGUMENT",
+    ),
+    (
+        {
+            "pricingType": "PAID",
+            "pricingModels": [
+                {
+                    "billingModel": "FLAT_FEE",
+                    "pricePeriods": [
+                        {"billingPeriod": "MONTHLY", "price": {"amount": 1}},
+                        {"billingPeriod": "MONTHLY", "price": {"amount": 2}},
+                    ],
+                }
+            ],
+        },
+        400,
+        "INVALID_ARGUMENT",
+    ),
+    (
+        {
+            "pricingType": "PAID",
+            "pricingModels": [
+                {"billingModel": "FLAT_FEE", "pricePeriods": [{"billingPeriod": "MONTHLY", "price": {"amount": 1}}]},
+                {"billingModel": "FLAT_FEE", "pricePeriods": [{"billingPeriod": "MONTHLY", "price": {"amount": 2}}]},
+            ],
+        },
+        400,
+        "INVALID_ARGUMENT",
+    ),
+    (
+        {
+            "pricingType": "PAID",
+            "pricingModels": [
+                {
+                    "billingModel": "FLAT_FEE",
+                    "pricePeriods": [
+                        {"billingPeriod": "MONTHLY", "price": {"amount": 1}},
+                        {"billingPeriod": "ANNUALLY", "billingCountryCode": "DE", "price": {"amount": 2}},
+                    ],
+                }
+            ],
+        },
+        400,
+        "INVALID_ARGUMENT",
+    ),
+    (
+        {
+            "pricingType": "PAID",
+            "pricingModels": [
+                {
+                    "billingModel": "FLAT_FEE",
+                    "pricePeriods": [
+                        {"billingPeriod": "MONTHLY", "billingCountryCode": "Germany", "price": {"amount": 2}}
+                    ],
+                }
+            ],
+        },
+        400,
+        "INVALID_ARGUMENT",
+    ),
+    (
+        {
+            "pricingType": "PAID",
+            "pricingModels": [
+                {
+                    "billingModel": "FLAT_FEE",
+                    "pricePeriods": [
+                        {"billingPeriod": "MONTHLY", "price": {"amount": 1, "currency": "usd"}},
+                        {"billingPeriod": "ANNUALLY", "price": {"amount": 2, "currency": "eur"}},
+                    ],
+                }
+            ],
+        },
+        400,
+        "INVALID_ARGUMENT",
+    ),
+    (
+        {
+            "pricingType": "PAID",
+            "pricingModels": [
+                {
+                    "billingModel": "FLAT_FEE",
+                    "resetPeriod": "MONTH",
+                    "pricePeriods": [{"billingPeriod": "MONTHLY", "price": {"amount": 1}}],
+                }
+            ],
+        },
+        400,
+        "INVALID_ARGUMENT",
+    ),
+    (
+        {
+            "pricingType": "PAID",
+            "pricingModels": [
+                {
+                    "billingModel": "USAGE_BASED",
+                    "featureId": "f-seats",
+                    "resetPeriod": "MONTH",
+                    "pricePeriods": [{"billingPeriod": "MONTHLY", "price": {"amount": 1}}],
+                }
+            ],
+        },
+        400,
+        "INVALID_ARGUMENT",
+    ),
+    (
+        {
+            "pricingType": "PAID",
+            "pricingModels": [
+                {"billingModel": "CREDIT_BASED", "pricePeriods": [{"billingPeriod": "MONTHLY", "price": {"amount": 1}}]}
+            ],
+        },
+        400,
+        "INVALID_ARGUMENT",
+    ),
+    (
+        {
+            "pricingType": "PAID",
+            "pricingModels": [
+                {
+                    "billingModel": "FLAT_FEE",
+                    "pricePeriods": [
+                        {
+                            "billingPeriod": "MONTHLY",
+                            "price": {"amount": 1},
+                            "creditRate": {"amount": 1, "currencyId": "c"},
+                        }
+                    ],
+                }
+            ],
+        },
+        400,
+        "INVALID_ARGUMENT",
+    ),
+    (
+        {
+            "pricingType": "PAID",
+            "overagePricingModels": [
+                {"featureId": "f-sso", "pricePeriods": [{"billingPeriod": "MONTHLY", "price": {"amount": 1}}]}
+            ],
+        },
+        400,
+        "INVALID_ARGUMENT",
+    ),
+    (
+        {
+            "pricingType": "PAID",
+            "overagePricingModels": [
+                {"featureId": "f-retention", "pricePeriods": [{"billingPeriod": "MONTHLY", "price": {"amount": 1}}]}
+            ],
+        },
+        400,
+        "INVALID_ARGUMENT",
+    ),
+    (
+        {
+            "pricingType": "PAID",
+            "overagePricingModels": [{"pricePeriods": [{"billingPeriod": "MONTHLY", "price": {"amount": 1}}]}],
+        },
+        400,
+        "INVALID_ARGUMENT",
+    ),
+    (
+        {
+            "pricingType": "PAID",
+            "overagePricingModels": [
+                {
+                    "featureId": "f-calls",
+                    "entitlement": {"featureId": "f-exports", "usageLimit": 5},
+                    "pricePeriods": [{"billingPeriod": "MONTHLY", "price": {"amount": 1}}],
+                }
+            ],
+        },
+        400,
+        "INVALID_ARGUMENT",
+    ),
+    (
+        {
+            "pricingType": "PAID",
+            "overagePricingModels": [
+                {
+                    "featureId": "f-calls",
+                    "entitlement": {"featureId": "f-calls"},
+                    "pricePeriods": [{"billingPeriod": "MONTHLY", "price": {"amount": 1}}],
+                }
+            ],
+        },
+        400,
+        "INVALID_ARGUMENT",
+    ),
+    (
+        {
+            "pricingType": "PAID",
+            "minimumSpend": [
+                {"billingPeriod": "MONTHLY", "minimum": {"amount": 1}},
+                {"billingPeriod": "MONTHLY", "minimum": {"amount": 2}},
+            ],
+            "pricingModels": [
+                {"billingModel": "FLAT_FEE", "pricePeriods": [{"billingPeriod": "MONTHLY", "price": {"amount": 1}}]}
+            ],
+        },
+        400,
+        "INVALID_ARGUMENT",
+    ),
+    ({"pricingType": "GRATIS"}, 400, "INVALID_ARGUMENT"),
+]
+
+
+def test_charge_rules(client: stigg.Stigg, api: httpx.Client) -> None:
+    make_catalog(client)
+    plan(api, "pro", pricingType="PAID")
+    good = {
+        "pricingType": "PAID",
+        "minimumSpend": [{"billingPeriod": "MONTHLY", "minimum": {"amount": 100, "currency": "usd"}}],
+        "pricingModels": [
+            {
+                "billingModel": "FLAT_FEE",
+                "billingCadence": "ONE_OFF",
+                "pricePeriods": [{"billingPeriod": "MONTHLY", "price": {"amount": 10}}],
+            },
+            {
+                "billingModel": "USAGE_BASED",
+                "featureId": "f-calls",
+                "tiersMode": "VOLUME",
+                "resetPeriod": "MONTH",
+                "monthlyResetPeriodConfiguration": {"accordingTo": "StartOfTheMonth"},
+                "pricePeriods": [
+                    {
+                        "billingPeriod": "MONTHLY",
+                        "tiers": [
+                            {"upTo": 1000, "unitPrice": {"amount": 0.01}},
+                            {"upTo": 10000.5, "unitPrice": {"amount": 0.005}},
+                            {"unitPrice": {"amount": 0.001}},
+                        ],
+                    },
+                    {
+                        "billingPeriod": "MONTHLY",
+                        "billingCountryCode": "FR",
+                        "price": {"amount": 0.02, "currency": "eur"},
+                    },
+                ],
+            },
+        ],
+    }
+    assert api.patch("/api/v1/plans/pro", json={"charges": good}).status_code == 200
+    before = api.get("/api/v1/plans/pro/charges").json()["data"]
+    assert len(before) == 4
+    spend = next(c for c in before if c["billingModel"] == "MINIMUM_SPEND")
+    assert spend["price"] == {"amount": 100, "currency": "usd"} and spend["billingPeriod"] == "MONTHLY"
+    one_off = next(c for c in before if c["billingModel"] == "FLAT_FEE")
+    assert one_off["billingCadence"] == "ONE_OFF"
+    tiered = next(c for c in before if c["billingModel"] == "USAGE_BASED" and c["billingCountryCode"] is None)
+    assert tiered["tiers"][1] == {"upTo": 10000.5, "unitPrice": {"amount": 0.005, "currency": "usd"}, "flatPrice": None}
+    assert tiered["tiersMode"] == "VOLUME"
+    for body, status, code in CHARGE_CASES:
+        resp = api.patch("/api/v1/plans/pro", json={"charges": body, "displayName": "Changed"})
+        assert resp.status_code == status, (body, resp.text)
+        assert resp.json()["error"]["code"] == code, body
+    # Nothing was half-written: the pricing and the name are as before.
+    assert api.get("/api/v1/plans/pro/charges").json()["data"] == before
+    assert client.v1.plans.retrieve("pro").data.display_name == "Pro"
+
+    # FREE: a full replace leaves no charges at all.
+    free = api.patch("/api/v1/plans/pro", json={"charges": {"pricingType": "FREE"}})
+    assert free.status_code == 200 and free.json()["data"]["pricingType"] == "FREE"
+    assert api.get("/api/v1/plans/pro/charges").json()["data"] == []
+
+
+def test_publish_rules(client: stigg.Stigg, api: httpx.Client) -> None:
+    make_catalog(client)
+    plan(api, "paid", pricingType="PAID")
+    message = error_of(
+        api.post("/api/v1/plans/paid/publish", json={"migrationType": "NEW_CUSTOMERS"}), 409, "FAILED_PRECONDITION"
+    )
+    assert "PAID" in message
+    error_of(api.post("/api/v1/plans/paid/publish", json={"migrationType": "SOME"}), 400, "INVALID_ARGUMENT")
+    error_of(api.post("/api/v1/plans/paid/publish", json={}), 400, "INVALID_ARGUMENT")
+    error_of(api.post("/api/v1/plans/nope/publish", json={"migrationType": "NEW_CUSTOMERS"}), 404, "NOT_FOUND")
+
+    # A parent must be published before its child.
+    plan(api, "base")
+    plan(api, "child", parentPlanId="base")
+    message = error_of(
+        api.post("/api/v1/plans/child/publish", json={"migrationType": "NEW_CUSTOMERS"}), 409, "FAILED_PRECONDITION"
+    )
+    assert "parent plan 'base'" in message
+    publish(api, "base")
+    publish(api, "child")
+    assert client.v1.plans.retrieve("child").data.parent_plan_id == "base"
+    # No cycles: base's draft cannot take child as its parent.
+    client.v1.plans.create_draft("base")
+    message = error_of(api.patch("/api/v1/plans/base", json={"parentPlanId": "child"}), 400, "INVALID_ARGUMENT")
+    assert "cycle" in message
+    # Publishing again without a draft.
+    message = error_of(
+        api.post("/api/v1/plans/child/publish", json={"migrationType": "NEW_CUSTOMERS"}), 409, "FAILED_PRECONDITION"
+    )
+    assert "no draft" in message
+
+    # An enum value removed from the feature after it was granted blocks the publish.
+    client.v1.plans.create_draft("child")
+    assert add(api, "child", {"type": "FEATURE", "id": "f-region", "enumValues": ["apac"]}).status_code == 200
+    client.v1.features.update_feature(
+        "f-region", enum_configuration=[{"value": "eu", "display_name": "EU"}, {"value": "us", "display_name": "US"}]
+    )
+    message = error_of(
+        api.post("/api/v1/plans/child/publish", json={"migrationType": "NEW_CUSTOMERS"}), 409, "FAILED_PRECONDITION"
+    )
+    assert "apac" in message
+    assert client.v1.plans.retrieve("child").data.status == "DRAFT"  # nothing changed
+    assert [v.status for v in client.v1.plans.list(status=["PUBLISHED"])] == []  # base and child show drafts
+
+
+def test_drafts_and_display_fields(server: LiveServer, client: stigg.Stigg, api: httpx.Client) -> None:
+    make_catalog(client)
+    plan(api, "basic")
+    message = error_of(api.delete("/api/v1/plans/basic/draft"), 409, "FAILED_PRECONDITION")
+    assert "never been published" in message
+    publish(api, "basic")
+    error_of(api.delete("/api/v1/plans/basic/draft"), 404, "NOT_FOUND")
+    for body in ({"parentPlanId": None}, {"compatibleAddonIds": []}, {"defaultTrialConfig": None}):
+        error_of(api.patch("/api/v1/plans/basic", json={**body, "displayName": "No"}), 409, "FAILED_PRECONDITION")
+    charges = {"pricingType": "FREE"}
+    error_of(api.patch("/api/v1/plans/basic", json={"charges": charges}), 409, "FAILED_PRECONDITION")
+    # Display fields change in place on the published version when there is no draft.
+    in_place = client.v1.plans.update(
+        "basic", display_name="Basic+", description="d", billing_id="b-1", metadata={"a": "b"}
+    ).data
+    assert (in_place.version_number, in_place.status, in_place.display_name) == (1, "PUBLISHED", "Basic+")
+    assert (in_place.description, in_place.billing_id, in_place.metadata) == ("d", "b-1", {"a": "b"})
+    draft = client.v1.plans.create_draft("basic").data
+    assert draft.display_name == "Basic+" and draft.version_number == 2
+    client.v1.plans.update("basic", display_name="Draft name")
+    assert versions(server, "basic")[0].display_name == "Basic+"  # the published version is untouched
+    removed = client.v1.plans.remove_draft("basic").data
+    assert removed.id == "basic"
+    back = client.v1.plans.retrieve("basic").data
+    assert (back.version_number, back.status, back.display_name) == (1, "PUBLISHED", "Basic+")
+    assert len(versions(server, "basic")) == 1
+    # The next draft is version 2 again.
+    assert client.v1.plans.create_draft("basic").data.version_number == 2
+
+
+def test_archive_rules(client: stigg.Stigg, api: httpx.Client) -> None:
+    make_catalog(client)
+    plan(api, "free")
+    plan(api, "base")
+    plan(api, "child", parentPlanId="base")
+    publish(api, "free")
+    client.v1.products.update_product(
+        "prod",
+        product_settings={
+            "subscription_cancellation_time": "END_OF_BILLING_PERIOD",
+            "subscription_end_setup": "DOWNGRADE_TO_FREE",
+            "subscription_start_setup": "PLAN_SELECTION",
+            "downgrade_plan_id": "free",
+        },
+    )
+    message = error_of(api.post("/api/v1/plans/free/archive"), 409, "FAILED_PRECONDITION")
+    assert "downgradePlanId" in message
+    message = error_of(api.post("/api/v1/plans/base/archive"), 409, "FAILED_PRECONDITION")
+    assert "child" in message
+    assert client.v1.plans.retrieve("base").data.status == "DRAFT"
+    assert client.v1.plans.archive("child").data.status == "ARCHIVED"
+    assert client.v1.plans.archive("child").data.status == "ARCHIVED"  # again: unchanged
+    archived = client.v1.plans.archive("base").data
+    assert (archived.status, archived.version_number) == ("ARCHIVED", 1)  # a never-published draft is archived
+    # An archived plan cannot be edited, drafted, published or used as a product's plan.
+    error_of(api.patch("/api/v1/plans/base", json={"displayName": "X"}), 409, "FAILED_PRECONDITION")
+    error_of(api.post("/api/v1/plans/base/draft"), 409, "FAILED_PRECONDITION")
+    error_of(
+        api.post("/api/v1/plans/base/publish", json={"migrationType": "NEW_CUSTOMERS"}), 409, "FAILED_PRECONDITION"
+    )
+    settings = {
+        "subscriptionCancellationTime": "END_OF_BILLING_PERIOD",
+        "subscriptionEndSetup": "DOWNGRADE_TO_FREE",
+        "subscriptionStartSetup": "PLAN_SELECTION",
+        "downgradePlanId": "base",
+    }
+    error_of(api.patch("/api/v1/products/prod", json={"productSettings": settings}), 400, "INVALID_ARGUMENT")
+    # Archiving a published plan with a draft discards the draft.
+    plan(api, "team")
+    publish(api, "team")
+    client.v1.plans.create_draft("team")
+    gone = client.v1.plans.archive("team").data
+    assert (gone.status, gone.version_number) == ("ARCHIVED", 1)
+
+
+def test_duplicate_product_copies_plans_as_drafts(client: stigg.Stigg, api: httpx.Client) -> None:
+    make_catalog(client)
+    plan(api, "base")
+    assert add(api, "base", {"type": "FEATURE", "id": "f-seats", "usageLimit": 3}).status_code == 200
+    publish(api, "base")
+    plan(api, "child", parentPlanId="base")
+    client.v1.products.duplicate_product("prod", target_id="prod2")
+    copies = {p.id: p for p in client.v1.plans.list(product_id="prod2")}
+    assert set(copies) == {"prod2-base", "prod2-child"}
+    assert all(p.status == "DRAFT" and p.version_number == 1 for p in copies.values())
+    assert copies["prod2-child"].parent_plan_id == "prod2-base"
+    ents = client.v1.plans.entitlements.list("prod2-base").data
+    assert [(e.id, e.usage_limit) for e in ents] == [("f-seats", 3)]  # type: ignore[union-attr]
+
+
+def test_ids_with_slashes(client: stigg.Stigg) -> None:
+    make_catalog(client)
+    client.v1.plans.create(id="team/pro v2", display_name="Odd", product_id="prod")
+    client.v1.plans.entitlements.create("team/pro v2", entitlements=[{"type": "FEATURE", "id": "f-sso"}])
+    assert client.v1.plans.retrieve("team/pro v2").data.entitlements[0].id == "f-sso"
+    client.v1.plans.publish("team/pro v2", migration_type="NEW_CUSTOMERS")
+    assert client.v1.plans.create_draft("team/pro v2").data.version_number == 2

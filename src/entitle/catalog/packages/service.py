@@ -19,7 +19,8 @@ Lifecycle of a package (plan or add-on):
   existing subscriptions (ALL_CUSTOMERS) is done by the subscriptions work, which reads it there.
 - **Archive**: every version becomes ARCHIVED and a draft is discarded. Refused (409) while a plan is
   its product's downgradePlanId or subscriptionStartPlanId or the parent of a plan that is not
-  archived, or while an add-on is compatible with, or a dependency of, a package that is not archived.
+  archived, or while an add-on is compatible with, or a dependency of, a package that is not archived
+  (judged on that package's draft and latest published version, see `store.live_heads_in_product`).
 
 Referencing rules: an unknown productId or featureId is 404 NOT_FOUND; an unknown, archived or
 foreign-product parentPlanId, compatibleAddonIds entry or dependency is 400 INVALID_ARGUMENT when it
@@ -301,7 +302,7 @@ def list_packages(
 
 def update_plan(db: Database, env_id: int, ref: str, req: PlanUpdate) -> PackageView:
     """PATCH a plan; see the module docstring for which fields need a draft."""
-    fields = req.model_fields_set
+    fields = req.model_fields_set - ({"charges"} if req.charges is None else set())
     draft_fields = fields & {"parent_plan_id", "compatible_addon_ids", "default_trial_config", "charges"}
     with db.transaction() as s:
         plan = _editable(s, env_id, PLAN, ref, {_WIRE[f] for f in draft_fields})
@@ -328,7 +329,7 @@ def update_plan(db: Database, env_id: int, ref: str, req: PlanUpdate) -> Package
 def update_addon(db: Database, env_id: int, ref: str, req: AddonUpdate) -> PackageView:
     """PATCH an add-on; see the module docstring for which fields need a draft. `status` may only
     repeat the current status (publish and archive have their own endpoints)."""
-    fields = req.model_fields_set
+    fields = req.model_fields_set - ({"charges"} if req.charges is None else set())
     draft_fields = fields & {"max_quantity", "dependencies", "charges"}
     with db.transaction() as s:
         addon = _editable(s, env_id, ADDON, ref, {_WIRE[f] for f in draft_fields})
@@ -618,7 +619,7 @@ def archive_package(db: Database, env_id: int, kind: PackageKind, ref: str) -> P
             children = sorted(
                 {
                     p.ref_id
-                    for p in store.live_versions_in_product(s, env_id, PLAN, product_pk)
+                    for p in store.live_heads_in_product(s, env_id, PLAN, product_pk)
                     if p.parent_plan_ref == ref and p.ref_id != ref
                 }
             )
@@ -628,7 +629,7 @@ def archive_package(db: Database, env_id: int, kind: PackageKind, ref: str) -> P
             plans = sorted(
                 {
                     p.ref_id
-                    for p in store.live_versions_in_product(s, env_id, PLAN, product_pk)
+                    for p in store.live_heads_in_product(s, env_id, PLAN, product_pk)
                     if ref in (p.compatible_addon_ids or [])
                 }
             )
@@ -637,7 +638,7 @@ def archive_package(db: Database, env_id: int, kind: PackageKind, ref: str) -> P
             dependants = sorted(
                 {
                     a.ref_id
-                    for a in store.live_versions_in_product(s, env_id, ADDON, product_pk)
+                    for a in store.live_heads_in_product(s, env_id, ADDON, product_pk)
                     if ref in (a.dependencies or []) and a.ref_id != ref
                 }
             )

@@ -38,8 +38,16 @@ def new_charge_id() -> str:
 # ---------------------------------------------------------------------------------------------- versions
 
 
+def _storable(ref: str) -> bool:
+    """Ids come from paths and query strings unchecked; PostgreSQL text cannot hold NUL, so an id with
+    one cannot exist (and must not reach the database, which would refuse the query)."""
+    return "\x00" not in ref
+
+
 def versions(session: Session, env_id: int, kind: str, ref_id: str, *, for_update: bool = False) -> list[Package]:
     """Every version of one package, oldest first."""
+    if not _storable(ref_id):
+        return []
     stmt = (
         select(Package)
         .where(Package.environment_id == env_id, Package.kind == kind, Package.ref_id == ref_id)
@@ -63,6 +71,8 @@ def get_current(session: Session, env_id: int, kind: str, ref_id: str, *, for_up
 
 
 def latest_published(session: Session, env_id: int, kind: str, ref_id: str) -> Package | None:
+    if not _storable(ref_id):
+        return None
     return session.scalars(
         select(Package).where(
             Package.environment_id == env_id,
@@ -85,7 +95,7 @@ def _is_current(pkg: type[Package]) -> ColumnElement[bool]:
 
 
 def current_many(session: Session, env_id: int, kind: str, ref_ids: Iterable[str]) -> dict[str, Package]:
-    refs = set(ref_ids)
+    refs = {r for r in ref_ids if _storable(r)}
     if not refs:
         return {}
     rows = session.scalars(
@@ -114,18 +124,28 @@ def current_in_product(session: Session, env_id: int, kind: str, product_pk: int
     return list(rows)
 
 
-def live_versions_in_product(session: Session, env_id: int, kind: str, product_pk: int) -> list[Package]:
-    """Every version that is not archived (drafts and published ones, latest or not)."""
-    return list(
-        session.scalars(
-            select(Package).where(
-                Package.environment_id == env_id,
-                Package.kind == kind,
-                Package.product_pk == product_pk,
-                Package.status != ARCHIVED,
-            )
+def live_heads_in_product(session: Session, env_id: int, kind: str, product_pk: int) -> list[Package]:
+    """For each package of the product that is not archived: its current version (the draft, if
+    any) and its latest published version. These are the versions whose references (parent plan,
+    compatible add-ons, dependencies) still matter for new business; older published versions only
+    serve the subscriptions already on them."""
+    rows = session.scalars(
+        select(Package)
+        .where(
+            Package.environment_id == env_id,
+            Package.kind == kind,
+            Package.product_pk == product_pk,
+            Package.status != ARCHIVED,
         )
+        .order_by(Package.ref_id, Package.version_number)
     )
+    by_ref: dict[str, list[Package]] = {}
+    for row in rows:
+        by_ref.setdefault(row.ref_id, []).append(row)
+    heads: list[Package] = []
+    for group in by_ref.values():
+        heads.extend(v for v in group if v is group[-1] or (v.is_latest and v.status == PUBLISHED))
+    return heads
 
 
 def list_page(
@@ -158,12 +178,31 @@ def list_page(
         matches.exists(),
     )
     if product_ref is not None:
+        if not _storable(product_ref):
+            return Page(items=[], next=None, prev=None)
         stmt = stmt.where(
             Package.product_pk.in_(
                 select(Product.pk).where(Product.environment_id == env_id, Product.ref_id == product_ref)
             )
         )
     return paginate(session, stmt, Package.pk, page)
+
+
+def plan_chain(session: Session, env_id: int, plan: Package) -> list[Package]:
+    """`[plan, parent, grandparent, ...]`: the given version, then the latest published version of
+    each ancestor, for `rules.effective_package_entitlements`. Stops at a parent that has no published
+    version, and before any plan already in the chain (publishing refuses cycles; this is a guard)."""
+    chain = [plan]
+    seen = {plan.ref_id}
+    parent_ref = plan.parent_plan_ref
+    while parent_ref is not None and parent_ref not in seen:
+        parent = latest_published(session, env_id, PLAN, parent_ref)
+        if parent is None:
+            break
+        chain.append(parent)
+        seen.add(parent_ref)
+        parent_ref = parent.parent_plan_ref
+    return chain
 
 
 # ---------------------------------------------------------------------------------------------- contents
