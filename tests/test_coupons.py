@@ -223,6 +223,14 @@ def test_conflict_not_found_and_archived_rules(api: httpx.Client, client: stigg.
     assert api.post("/api/v1/coupons/nope/archive").status_code == 404
     with pytest.raises(stigg.NotFoundError):
         client.v1.coupons.retrieve("nope")
+    # Ids no coupon can have (PostgreSQL text cannot even hold NUL) are a client error, never a 500.
+    for odd in ("/api/v1/coupons/%00", "/api/v1/coupons/a%00b/archive"):
+        r = api.post(odd) if odd.endswith("archive") else api.get(odd)
+        assert r.status_code in (400, 404), (odd, r.text)
+        assert r.json()["error"]["code"] in ("INVALID_ARGUMENT", "NOT_FOUND")
+    r = api.get("/api/v1/coupons", params={"id": "\x00"})
+    assert r.status_code in (200, 400), r.text
+    assert r.status_code == 400 or r.json()["data"] == []
 
     # The client posts archive with a JSON content type and no body.
     archived = api.post("/api/v1/coupons/c-1/archive", headers={"Content-Type": "application/json"})

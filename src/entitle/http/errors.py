@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from entitle.errors import EntitleError
@@ -69,6 +69,12 @@ def install_error_handlers(app: FastAPI) -> None:
         # A race between two writers of the same id reaches here; the first one won.
         log.info("integrity conflict: %s", exc.orig)
         return error_response(409, "CONFLICT", "the request conflicts with existing data", retry=False)
+
+    @app.exception_handler(DataError)
+    async def _data(_: Request, exc: DataError) -> JSONResponse:
+        # A value the database cannot hold, e.g. a NUL character in an id or filter on PostgreSQL.
+        log.info("data error: %s", exc.orig)
+        return error_response(400, "INVALID_ARGUMENT", "the request holds a value the database cannot store")
 
     @app.exception_handler(OperationalError)
     async def _operational(_: Request, exc: OperationalError) -> JSONResponse:
