@@ -18,9 +18,13 @@ from entitle.environments.service import hash_key
 from tests.conftest import LiveServer
 
 # Routes a *client* key (the one shipped to browsers) may call: entitlement reads and the paywall.
-# None exists yet; when they land, list them here as (METHOD, path template) and they will be
-# checked to accept a client key instead of refusing it.
-CLIENT_KEY_ROUTES: frozenset[tuple[str, str]] = frozenset()
+# Listed as (METHOD, path template); each is checked to accept a client key instead of refusing it.
+CLIENT_KEY_ROUTES: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("GET", "/api/v1/customers/{customer_id}/entitlements"),
+        ("GET", "/api/v1/customers/{customer_id}/entitlements/check"),
+    }
+)
 
 # Routes that need no key at all. They live outside /api/ and are not part of the sweep.
 PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset({("GET", "/healthz")})
