@@ -3,9 +3,16 @@
 Counting rule: every report lands in the usage window that contains its `createdAt` (the report
 time when absent). Counters are updated under a lock, so concurrent reports never lose an update,
 and an idempotency key is claimed by inserting its record first, so a retried report never counts
-twice. Reporting never blocks on limits: the check (`entitlements/check`) is where limits are
-enforced. So a hard limit can be exceeded only by what concurrent requests that each passed the
-check then report: at most one in-flight request's worth of usage per concurrent caller.
+twice.
+
+Hard-limit rule: a DELTA report that would add usage to a feature whose effective limit is hard
+(not unlimited, not soft) is refused — the whole batch, with 409 USAGE_LIMIT_REACHED — when the
+counter has already reached the limit. Counters are updated one report at a time under the lock,
+so a hard limit is exceeded at most by the one report that crossed it: never by more than what one
+in-flight request adds, however many callers report at once. Refused usage is never recorded
+silently: the caller gets the error and knows it was not counted. SET reports (absolute levels
+such as seats) and raw events (a measurement stream, always acknowledged) are not refused; their
+limits are enforced by the check.
 """
 
 from __future__ import annotations
@@ -23,7 +30,8 @@ from entitle.customers import store as customers
 from entitle.customers.models import Customer
 from entitle.db import Database
 from entitle.entitlements.engine import Grant, Window, customer_grants, resource_key, usage_window
-from entitle.errors import InvalidArgument, NotFound
+from entitle.entitlements.rules import Allowance
+from entitle.errors import FailedPrecondition, InvalidArgument, NotFound
 from entitle.periods import reset_times_between
 from entitle.usage import store
 from entitle.usage.meters import aggregate
@@ -103,6 +111,9 @@ def report_usage(db: Database, env_id: int, items: list[UsageIn]) -> list[UsageO
             counter = store.locked_counter(
                 s, env_id, customer.pk, feature.ref_id, resource_key(item.resource_id), window.start
             )
+            grant = grants.of(customer, item.resource_id).get(feature.ref_id)
+            if item.update_behavior == "DELTA" and item.value > 0 and grant is not None:
+                _refuse_past_hard_limit(grant.allowance, counter.value, feature.ref_id)
             counter.value = counter.value + item.value if item.update_behavior == "DELTA" else item.value
             counter.updated_at = now
             record = s.get(UsageRecord, record_pk)
@@ -111,6 +122,19 @@ def report_usage(db: Database, env_id: int, items: list[UsageIn]) -> list[UsageO
             results.append(_out(record, customer, window))
         s.flush()
         return results
+
+
+class UsageLimitReached(FailedPrecondition):
+    code = "USAGE_LIMIT_REACHED"
+
+
+def _refuse_past_hard_limit(allowance: Allowance, current: Decimal, feature_ref: str) -> None:
+    if allowance.has_unlimited or allowance.has_soft_limit or allowance.usage_limit is None:
+        return
+    if current >= allowance.usage_limit:
+        raise UsageLimitReached(
+            f"'{feature_ref}' has reached its hard limit of {allowance.usage_limit}; the usage was not recorded"
+        )
 
 
 def _out(record: UsageRecord, customer: Customer, window: Window) -> UsageOut:

@@ -1,0 +1,141 @@
+"""Real parallel requests, through two server processes on one database: no usage update is lost,
+and no idempotency key counts twice."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import stigg
+
+from tests.conftest import LiveServer
+from tests.support.postgres import free_port
+
+
+@pytest.fixture
+def second_server(server: LiveServer, database_url: str, tmp_path: Path) -> Iterator[str]:
+    """Another `entitle serve` process on the same database."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "ENTITLE_DATABASE_URL": database_url,
+        "ENTITLE_DATA_DIR": str(tmp_path / "second"),
+        "ENTITLE_EMBEDDED_WORKER": "false",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "entitle", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("second server did not start")
+            time.sleep(0.05)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def _setup(client: stigg.Stigg) -> None:
+    client.v1.features.create_feature(id="calls", display_name="Calls", feature_type="NUMBER", meter_type="INCREMENTAL")
+    client.v1.products.create_product(id="p", display_name="P")
+    client.v1.plans.create(id="basic", display_name="Basic", product_id="p", pricing_type="FREE")
+    client.v1.plans.entitlements.create(
+        "basic", entitlements=[{"type": "FEATURE", "id": "calls", "usage_limit": 10**6}]
+    )
+    client.v1.plans.publish("basic", migration_type="NEW_CUSTOMERS")
+    client.v1.customers.provision(id="c")
+    client.v1.subscriptions.provision(customer_id="c", plan_id="basic")
+
+
+def test_two_processes_reporting_at_once_lose_no_update(
+    server: LiveServer, client: stigg.Stigg, second_server: str
+) -> None:
+    _setup(client)
+    per_thread, threads_per_server = 25, 3
+    errors: list[str] = []
+
+    def hammer(base: str, tag: str) -> None:
+        with httpx.Client(base_url=base, headers={"X-API-KEY": server.server_key}, timeout=60) as api:
+            for i in range(per_thread):
+                body = {
+                    "usages": [{"customerId": "c", "featureId": "calls", "value": 1, "idempotencyKey": f"{tag}-{i}"}]
+                }
+                response = api.post("/api/v2/usage", json=body)
+                if response.status_code != 200:
+                    errors.append(response.text)
+                if i % 5 == 0:  # a retry of the same report, as a client would after a timeout
+                    api.post("/api/v2/usage", json=body)
+
+    threads = [
+        threading.Thread(target=hammer, args=(base, f"{name}{n}"))
+        for name, base in (("a", server.base_url), ("b", second_server))
+        for n in range(threads_per_server)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert errors == []
+    expected = per_thread * threads_per_server * 2
+    result = client.v1.customers.check_entitlement("c", feature_id="calls").data
+    assert result.current_usage == expected
+
+
+def test_a_hard_limit_is_exceeded_by_at_most_one_report(
+    server: LiveServer, client: stigg.Stigg, second_server: str
+) -> None:
+    client.v1.features.create_feature(id="calls", display_name="Calls", feature_type="NUMBER", meter_type="INCREMENTAL")
+    client.v1.products.create_product(id="p", display_name="P")
+    client.v1.plans.create(id="capped", display_name="Capped", product_id="p", pricing_type="FREE")
+    client.v1.plans.entitlements.create("capped", entitlements=[{"type": "FEATURE", "id": "calls", "usage_limit": 100}])
+    client.v1.plans.publish("capped", migration_type="NEW_CUSTOMERS")
+    client.v1.customers.provision(id="c")
+    client.v1.subscriptions.provision(customer_id="c", plan_id="capped")
+    accepted: list[int] = []
+    refused: list[str] = []
+    lock = threading.Lock()
+
+    def hammer(base: str, tag: str) -> None:
+        with httpx.Client(base_url=base, headers={"X-API-KEY": server.server_key}, timeout=60) as api:
+            for i in range(15):
+                body = {
+                    "usages": [{"customerId": "c", "featureId": "calls", "value": 3, "idempotencyKey": f"{tag}-{i}"}]
+                }
+                response = api.post("/api/v2/usage", json=body)
+                with lock:
+                    if response.status_code == 200:
+                        accepted.append(3)
+                    else:
+                        refused.append(response.json()["error"]["code"])
+
+    threads = [
+        threading.Thread(target=hammer, args=(base, f"{name}{n}"))
+        for name, base in (("a", server.base_url), ("b", second_server))
+        for n in range(3)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    final = client.v1.customers.check_entitlement("c", feature_id="calls").data.current_usage
+    assert final == sum(accepted)  # every accepted report counted, no refused one did
+    assert 100 <= final <= 100 + 3 - 1  # the limit is crossed by at most one report
+    assert set(refused) == {"USAGE_LIMIT_REACHED"}
