@@ -10,6 +10,7 @@ from pydantic import Field
 from entitle.customers.models import Customer, CustomerIntegration
 from entitle.http.wire import Metadata, RefId, ShortText, WireModel
 from entitle.money import Currency
+from entitle.subscriptions.schemas import SubscriptionParams
 
 # Deliberately loose: an address the billing provider will accept, not RFC 5322 in full.
 Email = Annotated[str, Field(max_length=320, pattern=r"^[^@\s\x00]+@[^@\s\x00]+\.[^@\s\x00]+$")]
@@ -119,6 +120,8 @@ class CustomerFields(WireModel):
 class CustomerProvision(CustomerFields):
     id: RefId
     default_payment_method: PaymentMethodIn | None = None
+    # Our extension (as the Node SDK's provisionCustomer): the first subscription, in the same transaction.
+    subscription_params: SubscriptionParams | None = None
 
 
 class CustomerUpdate(CustomerFields):

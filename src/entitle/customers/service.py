@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from entitle.catalog.coupons import store as coupons
@@ -105,7 +106,35 @@ def provision_customer(db: Database, env_id: int, req: CustomerProvision) -> Cus
         if req.integrations:
             _replace_links(s, env_id, customer, req.integrations)
             s.flush()
+        _start_journey(s, env_id, customer, req)
         return _view(s, customer)
+
+
+def _start_journey(s: Session, env_id: int, customer: Customer, req: CustomerProvision) -> None:
+    """Give a new customer its first subscriptions: the requested one (`subscriptionParams`), and for
+    every other product whose journey starts on a free plan or a trial, that plan."""
+    from entitle.catalog.products.models import Product
+    from entitle.subscriptions.schemas import SubscriptionProvision, TrialOverride
+    from entitle.subscriptions.service import product_of_plan, provision_in
+
+    requested_product: int | None = None
+    if req.subscription_params is not None:
+        params = req.subscription_params.model_dump(exclude_unset=True)
+        result = provision_in(s, env_id, SubscriptionProvision(customer_id=customer.ref_id, **params))
+        requested_product = result.view.sub.product_pk
+    for product in s.scalars(select(Product).where(Product.environment_id == env_id, Product.status == "PUBLISHED")):
+        settings = product.product_settings or {}
+        setup, plan_ref = settings.get("subscriptionStartSetup"), settings.get("subscriptionStartPlanId")
+        if product.pk == requested_product or setup not in ("FREE_PLAN", "TRIAL_PERIOD") or not plan_ref:
+            continue
+        if product_of_plan(s, env_id, plan_ref) != product.pk:
+            continue  # the start plan is not published (yet): nothing to start on
+        trial = TrialOverride(is_trial=True) if setup == "TRIAL_PERIOD" else None
+        provision_in(
+            s,
+            env_id,
+            SubscriptionProvision(customer_id=customer.ref_id, plan_id=plan_ref, trial_override_configuration=trial),
+        )
 
 
 def get_customer(db: Database, env_id: int, ref_id: str) -> CustomerView:

@@ -93,8 +93,9 @@ class CheckoutOptions(WireModel):
     reference_id: ShortText | None = None
 
 
-class SubscriptionProvision(WireModel):
-    customer_id: RefId
+class SubscriptionParams(WireModel):
+    """Everything of a provisioning request but the customer (our extension on customer provisioning)."""
+
     plan_id: RefId
     id: RefId | None = None
     billing_period: BillingPeriod | None = None
@@ -123,12 +124,16 @@ class SubscriptionProvision(WireModel):
     price_overrides: list[dict[str, Any]] | None = Field(default=None, max_length=100)
 
     @model_validator(mode="after")
-    def _unique_items(self) -> SubscriptionProvision:
+    def _unique_items(self) -> SubscriptionParams:
         for name, items in (("addons", self.addons), ("charges", self.charges), ("entitlements", self.entitlements)):
             ids = [(getattr(i, "type", ""), i.id) for i in items or []]
             if len(set(ids)) != len(ids):
                 raise ValueError(f"{name}: each id may appear once")
         return self
+
+
+class SubscriptionProvision(SubscriptionParams):
+    customer_id: RefId
 
 
 class SubscriptionUpdate(WireModel):

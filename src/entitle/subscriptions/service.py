@@ -139,6 +139,12 @@ def _latest(s: Session, env_id: int, kind: str, ref: str) -> Package:
     return pkg
 
 
+def product_of_plan(s: Session, env_id: int, plan_ref: str) -> int | None:
+    """The product of a plan's latest published, non-archived version (None if there is none)."""
+    plan = packages.latest_published(s, env_id, PLAN, plan_ref)
+    return plan.product_pk if plan is not None and plan.status != ARCHIVED else None
+
+
 def _check_addons(s: Session, env_id: int, plan: Package, wanted: list[AddonQuantity]) -> list[tuple[Package, int]]:
     chosen: list[tuple[Package, int]] = []
     refs = {a.id for a in wanted if a.quantity > 0}
@@ -215,9 +221,7 @@ def _trial_used(s: Session, customer: Customer, product_pk: int) -> bool:
     """A plan's automatic trial is for newcomers to the product: a customer who already had a trial
     or a paid subscription in it (a downgrade, a re-subscription) starts without one."""
     subs = store.of_customer(s, customer.pk, [st.value for st in Status])
-    return any(
-        x.product_pk == product_pk and (x.trial_end_date is not None or x.pricing_type == "PAID") for x in subs
-    )
+    return any(x.product_pk == product_pk and (x.trial_end_date is not None or x.pricing_type == "PAID") for x in subs)
 
 
 def _activation_status(pricing_type: str, in_trial: bool) -> Status:
