@@ -88,3 +88,16 @@ def test_subscription_params_provision_the_first_subscription_in_the_same_transa
     failed = api.post("/api/v1/customers", json={"id": "d", "subscriptionParams": {"planId": "no-such-plan"}})
     assert failed.status_code == 404
     assert api.get("/api/v1/customers/d").status_code == 404  # no customer without its subscription
+
+
+def test_resources_are_listed_from_subscriptions(client: stigg.Stigg) -> None:
+    _catalog(client)
+    client.v1.products.update_product("app", multiple_subscriptions=True)
+    client.v1.customers.provision(id="c")
+    for site in ("site-a", "site-b", "site-a"):
+        client.v1.subscriptions.provision(customer_id="c", plan_id="free", resource_id=site)
+    assert [r.id for r in client.v1.customers.list_resources("c")] == ["site-a", "site-b"]
+    first = client.v1.customers.list_resources("c", limit=1)
+    assert [r.id for r in first.data] == ["site-a"]
+    client.v1.customers.provision(id="d")
+    assert list(client.v1.customers.list_resources("d")) == []

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -17,7 +18,7 @@ from entitle.customers.schemas import (
     LinkUpdate,
 )
 from entitle.http.deps import DB, CreatedAt, Paging, ServerKey, comma_list
-from entitle.http.wire import Envelope, PageEnvelope, envelope, page_envelope
+from entitle.http.wire import Envelope, PageEnvelope, WireModel, envelope, page_envelope
 
 router = APIRouter(prefix="/api/v1/customers", tags=["customers"])
 
@@ -105,3 +106,17 @@ def unlink_integration(customer_id: str, integration_id: str, key: ServerKey, db
     return envelope(
         CustomerIntegrationOut.of(service.unlink_integration(db, key.environment_id, customer_id, integration_id))
     )
+
+
+class ResourceOut(WireModel):
+    id: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@router.get("/{customer_id}/resources", response_model=PageEnvelope[ResourceOut])
+def list_resources(customer_id: str, key: ServerKey, db: DB, page: Paging) -> dict[str, Any]:
+    from entitle.subscriptions.service import list_resources as resources
+
+    result = resources(db, key.environment_id, customer_id, page)
+    return page_envelope(result, lambda r: ResourceOut(id=r.id, created_at=r.created_at, updated_at=r.updated_at))

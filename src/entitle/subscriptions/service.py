@@ -769,3 +769,53 @@ def _on_future_update(db: Database, ctx: jobs.JobContext) -> None:
             return
         update.schedule_status = "DONE"
         sub.updated_at = now
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A resource (workspace, site, ...) a customer holds subscriptions for, known from those subscriptions."""
+
+    pk: int
+    id: str
+    created_at: datetime
+    updated_at: datetime
+
+
+def list_resources(db: Database, env_id: int, customer_ref: str, page: PageRequest) -> Page[Resource]:
+    from entitle.db.pagination import decode_cursor, encode_cursor
+
+    with db.read() as s:
+        customer = customers.get_live(s, env_id, customer_ref)
+        subs = store.of_customer(s, customer.pk, [st.value for st in Status])
+    found: dict[str, Resource] = {}
+    for sub in subs:
+        if not sub.resource_ref:
+            continue
+        known = found.get(sub.resource_ref)
+        found[sub.resource_ref] = Resource(
+            pk=min(sub.pk, known.pk) if known else sub.pk,
+            id=sub.resource_ref,
+            created_at=min(sub.created_at, known.created_at) if known else sub.created_at,
+            updated_at=max(sub.updated_at, known.updated_at) if known else sub.updated_at,
+        )
+    ordered = sorted(found.values(), key=lambda r: r.pk)
+    if page.before:
+        boundary = decode_cursor(page.before)
+        earlier = [r for r in ordered if r.pk < boundary]
+        items = earlier[-page.limit :]
+        has_more = len(earlier) > page.limit
+        return Page(
+            items,
+            encode_cursor(items[-1].pk) if items else None,
+            encode_cursor(items[0].pk) if items and has_more else None,
+        )
+    if page.after:
+        boundary = decode_cursor(page.after)
+        ordered = [r for r in ordered if r.pk > boundary]
+    items = ordered[: page.limit]
+    has_more = len(ordered) > page.limit
+    return Page(
+        items,
+        encode_cursor(items[-1].pk) if items and has_more else None,
+        encode_cursor(items[0].pk) if items and page.after else None,
+    )
