@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import stigg
+
+from entitle.catalog.demo import load_demo
+from entitle.config import Settings
+from tests.conftest import LiveServer
+
+
+def test_demo_catalog_loads_idempotently_and_works_end_to_end(server: LiveServer, tmp_path: Path) -> None:
+    settings = Settings(database_url=server.db.url, data_dir=tmp_path, console_base_url="http://x")
+    key = load_demo(server.db, settings, "demo")
+    assert load_demo(server.db, settings, "demo") == key  # same key, nothing duplicated
+    client = server.stigg(key)
+
+    plans = {p.id: p for p in client.v1.plans.list(product_id="demo-saas")}
+    assert {(p.id, p.status, p.version_number) for p in plans.values()} == {
+        ("free", "PUBLISHED", 1),
+        ("pro", "PUBLISHED", 1),
+        ("enterprise", "PUBLISHED", 1),
+    }
+    assert plans["enterprise"].parent_plan_id == "pro"
+    charges = {
+        (c.billing_period, c.billing_country_code, c.price.amount if c.price else None)
+        for c in client.v1.plans.list_charges("pro")
+    }
+    assert charges == {("MONTHLY", None, 29), ("ANNUALLY", None, 290), ("MONTHLY", "DE", 27)}
+    assert [a.id for a in client.v1.addons.list(product_id="demo-saas")] == ["extra-seats"]
+    assert client.v1.coupons.retrieve("launch-20").data.percent_off == 20
+    assert {f.id for f in client.v1.features.list_features()} >= {"seats", "api-calls", "ai-tokens", "sso"}
+
+    client.v1.customers.provision(id="visitor")  # the journey starts everyone on Free
+    assert client.v1.customers.check_entitlement("visitor", feature_id="seats").data.usage_limit == 2
+    client.v1.subscriptions.provision(
+        customer_id="visitor", plan_id="pro", addons=[{"id": "extra-seats", "quantity": 2}]
+    )
+    assert client.v1.customers.check_entitlement("visitor", feature_id="seats").data.usage_limit == 20
+    region = client.v1.customers.check_entitlement("visitor", feature_id="support-tier", requested_values=["email"])
+    assert region.data.is_granted
+
+
+def test_make_run_prints_a_working_key(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ENTITLE_DATA_DIR": str(tmp_path)}
+    env.pop("ENTITLE_DATABASE_URL", None)
+    out = subprocess.run(
+        [sys.executable, "-m", "entitle", "demo"], env=env, capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    key_line = next(line for line in out.splitlines() if line.startswith("Server API key: "))
+    assert key_line.removeprefix("Server API key: ") == (tmp_path / "demo-development-server-key").read_text().strip()
+    assert (tmp_path / "entitle.db").exists()
