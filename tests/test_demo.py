@@ -2,8 +2,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import stigg
-
 from entitle.catalog.demo import load_demo
 from entitle.config import Settings
 from tests.conftest import LiveServer

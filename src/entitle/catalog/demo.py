@@ -7,6 +7,7 @@ schemas and services as the API, so the demo can never hold something the API wo
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from entitle.catalog.coupons import service as coupons
@@ -222,10 +223,8 @@ def load_catalog(db: Database, env_id: int) -> None:
     for plan in PLANS:
         _package(db, env_id, "PLAN", plan)
     products.update_product(db, env_id, PRODUCT_ID, ProductUpdate.model_validate(JOURNEY))
-    try:
+    with contextlib.suppress(AlreadyExists):
         coupons.create_coupon(db, env_id, CouponCreate.model_validate(COUPON))
-    except AlreadyExists:
-        pass
 
 
 def load_demo(db: Database, settings: Settings, environment: str) -> str:
