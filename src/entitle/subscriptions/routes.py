@@ -8,6 +8,7 @@ from entitle.entitlements.schemas import EntitlementResult
 from entitle.http.deps import DB, CreatedAt, Paging, ServerKey, comma_list
 from entitle.http.wire import Envelope, IdOnly, PageEnvelope, WireModel, envelope, page_envelope
 from entitle.subscriptions import service
+from entitle.subscriptions.preview import preview_subscription as preview_subscription_
 from entitle.subscriptions.schemas import (
     PRICING_TYPES,
     SUBSCRIPTION_STATUSES,
@@ -17,11 +18,13 @@ from entitle.subscriptions.schemas import (
     FutureUpdateOut,
     FutureUpdateTarget,
     MoneyAmount,
+    PreviewOut,
     SubscriptionCancel,
     SubscriptionDelegate,
     SubscriptionEntitlementRef,
     SubscriptionMigrate,
     SubscriptionOut,
+    SubscriptionPreview,
     SubscriptionProvision,
     SubscriptionTransfer,
     SubscriptionUpdate,
@@ -99,6 +102,11 @@ def provision_subscription(body: SubscriptionProvision, key: ServerKey, db: DB) 
         is_scheduled=result.is_scheduled,
     )
     return envelope(out)
+
+
+@router.post("/preview", response_model=Envelope[PreviewOut])
+def preview_subscription(body: SubscriptionPreview, key: ServerKey, db: DB) -> dict[str, Any]:
+    return envelope(preview_subscription_(db, key.environment_id, body))
 
 
 @router.get("", response_model=PageEnvelope[SubscriptionOut])

@@ -244,3 +244,73 @@ class SubscriptionOut(WireModel):
     future_updates: list[FutureUpdateOut] = Field(default_factory=list)
     latest_invoice: dict[str, Any] | None = None
     prices: list[dict[str, Any]] | None = None
+
+
+class BillableFeature(WireModel):
+    feature_id: RefId
+    quantity: Amount = Field(ge=0)
+
+
+class SubscriptionPreview(WireModel):
+    customer_id: RefId
+    plan_id: RefId
+    billable_features: list[BillableFeature] | None = Field(default=None, max_length=100)
+    addons: list[AddonQuantity] | None = Field(default=None, max_length=100)
+    charges: list[ChargeQuantity] | None = Field(default=None, max_length=100)
+    billing_period: BillingPeriod | None = None
+    unit_quantity: NonNegInt | None = None
+    start_date: datetime | None = None
+    resource_id: RefId | None = None
+    paying_customer_id: RefId | None = None
+    billing_country_code: ShortText | None = Field(default=None, max_length=16)
+    billing_cycle_anchor: Literal["UNCHANGED", "NOW"] | None = None
+    schedule_strategy: Literal["END_OF_BILLING_PERIOD", "END_OF_BILLING_MONTH", "IMMEDIATE"] | None = None
+    applied_coupon: AppliedCoupon | None = None
+    billing_information: dict[str, Any] | None = None
+    trial_override_configuration: TrialOverride | None = None
+
+
+class PeriodRange(WireModel):
+    start: datetime
+    end: datetime
+
+
+class InvoiceLineOut(WireModel):
+    currency: str
+    description: str
+    sub_total: Amount
+    unit_price: Amount
+    quantity: Amount | None = None
+
+
+class DiscountOut(WireModel):
+    amount: Amount
+    currency: str
+    description: str
+
+
+class DiscountDetails(WireModel):
+    code: str | None = None
+    fixed_amount: Amount | None = None
+    percentage: Amount | None = None
+
+
+class InvoicePreview(WireModel):
+    sub_total: Amount
+    total: Amount
+    currency: str | None = None
+    tax: Amount | None = None
+    discount: Amount | None = None
+    billing_period_range: PeriodRange | None = None
+    discount_details: DiscountDetails | None = None
+    discounts: list[DiscountOut] = Field(default_factory=list)
+    lines: list[InvoiceLineOut] = Field(default_factory=list)
+
+
+class PreviewOut(WireModel):
+    immediate_invoice: InvoicePreview
+    recurring_invoice: InvoicePreview | None = None
+    billing_period_range: PeriodRange | None = None
+    free_items: list[AddonOut] = Field(default_factory=list)
+    has_scheduled_updates: bool = False
+    is_plan_downgrade: bool = False

@@ -1,0 +1,213 @@
+"""Subscription preview: what provisioning would cost now and on every renewal, without changing
+anything (one read transaction). The arithmetic is `pricing`'s; this module gathers the prices."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy.orm import Session
+
+from entitle.catalog.coupons import store as coupons
+from entitle.catalog.packages import store as packages
+from entitle.catalog.packages.models import ADDON, PLAN, Package, PackageCharge
+from entitle.clock import as_utc, utcnow
+from entitle.customers import store as customers
+from entitle.db import Database
+from entitle.errors import InvalidArgument
+from entitle.periods import billing_period_at
+from entitle.subscriptions import pricing, store
+from entitle.subscriptions.models import Subscription
+from entitle.subscriptions.rules import LIVE
+from entitle.subscriptions.schemas import (
+    DiscountDetails,
+    DiscountOut,
+    InvoiceLineOut,
+    InvoicePreview,
+    PeriodRange,
+    PreviewOut,
+    SubscriptionPreview,
+)
+from entitle.subscriptions.service import _check_addons, _is_downgrade, _latest, _periods_priced
+
+
+def prices_of(
+    charges: list[PackageCharge], billing_period: str, country: str | None, label: str
+) -> list[pricing.Price]:
+    """The package's charges for one billing period; a country's own price replaces the default one
+    for the same (model, feature)."""
+    chosen: dict[tuple[str, str | None], PackageCharge] = {}
+    for charge in charges:
+        if charge.is_overage or charge.billing_period != billing_period:
+            continue
+        key = (charge.billing_model, charge.feature_ref)
+        local = charge.billing_country_code and country and charge.billing_country_code.lower() == country.lower()
+        if charge.billing_country_code and not local:
+            continue
+        if local or key not in chosen:
+            chosen[key] = charge
+    result = []
+    for charge in chosen.values():
+        tiers = tuple(
+            pricing.Tier(
+                up_to=Decimal(str(t["upTo"])) if t.get("upTo") is not None else None,
+                unit_price=Decimal(str((t.get("unitPrice") or {}).get("amount", 0))),
+                flat_price=Decimal(str((t.get("flatPrice") or {}).get("amount", 0))),
+            )
+            for t in charge.tiers or []
+        )
+        currency = charge.price_currency or next(
+            ((t.get("unitPrice") or t.get("flatPrice") or {}).get("currency") for t in charge.tiers or []), "usd"
+        )
+        what = f"{label} ({charge.feature_ref})" if charge.feature_ref else label
+        result.append(
+            pricing.Price(
+                description=what,
+                billing_model=charge.billing_model,
+                currency=currency or "usd",
+                amount=charge.price_amount,
+                tiers=tiers,
+                tiers_mode=charge.tiers_mode,
+                block_size=charge.block_size,
+                feature_ref=charge.feature_ref,
+            )
+        )
+    return result
+
+
+def _lines(
+    s: Session,
+    plan: Package,
+    addons: list[tuple[Package, int]],
+    period: str,
+    country: str | None,
+    quantities: dict[str, Decimal],
+) -> list[pricing.Line]:
+    lines: list[pricing.Line] = []
+    for price in prices_of(packages.charges_of(s, plan.pk), period, country, plan.display_name):
+        qty = quantities.get(price.feature_ref or "", Decimal(1)) if price.billing_model == "PER_UNIT" else Decimal(1)
+        line = pricing.line_for(price, qty)
+        if line is not None:
+            lines.append(line)
+    for addon, quantity in addons:
+        for price in prices_of(packages.charges_of(s, addon.pk), period, country, addon.display_name):
+            line = pricing.line_for(price, Decimal(quantity))
+            if line is not None:
+                lines.append(line)
+    return lines
+
+
+def _out(inv: pricing.Invoice, window: PeriodRange | None, details: DiscountDetails | None) -> InvoicePreview:
+    return InvoicePreview(
+        sub_total=inv.sub_total,
+        total=inv.total,
+        currency=inv.currency,
+        tax=Decimal(0),
+        discount=inv.discount,
+        billing_period_range=window,
+        discount_details=details if inv.discount else None,
+        discounts=[DiscountOut(amount=inv.discount, currency=inv.currency, description=details.code or "discount")]
+        if inv.discount and details
+        else [],
+        lines=[
+            InvoiceLineOut(
+                currency=line.currency,
+                description=line.description,
+                sub_total=pricing.round_money(line.sub_total, line.currency),
+                unit_price=line.unit_price,
+                quantity=line.quantity,
+            )
+            for line in inv.lines
+        ],
+    )
+
+
+def preview_subscription(db: Database, env_id: int, req: SubscriptionPreview) -> PreviewOut:
+    now = utcnow()
+    with db.read() as s:
+        customer = customers.get_live(s, env_id, req.customer_id)
+        plan = _latest(s, env_id, PLAN, req.plan_id)
+        charges = packages.charges_of(s, plan.pk)
+        priced = _periods_priced(charges)
+        period = req.billing_period or ("MONTHLY" if "MONTHLY" in priced or not priced else sorted(priced)[0])
+        if priced and period not in priced:
+            raise InvalidArgument(f"plan '{plan.ref_id}' has no {period} price")
+        addons = _check_addons(s, env_id, plan, req.addons or [])
+        quantities = {b.feature_id: b.quantity for b in req.billable_features or []}
+        quantities |= {c.id: c.quantity for c in req.charges or [] if c.type == "FEATURE"}
+        lines = _lines(s, plan, addons, period, req.billing_country_code, quantities)
+        currency = lines[0].currency if lines else "usd"
+        percent: Decimal | None = None
+        fixed: Decimal | None = None
+        details: DiscountDetails | None = None
+        coupon_ref = req.applied_coupon.coupon_id if req.applied_coupon else None
+        if coupon_ref:
+            coupon = coupons.find(s, env_id, coupon_ref)
+            if coupon is None or coupon.status != "ACTIVE":
+                raise InvalidArgument(f"coupon '{coupon_ref}' does not exist or is archived")
+            percent = coupon.percent_off
+            fixed = next(
+                (Decimal(str(a["amount"])) for a in coupon.amounts_off or [] if a.get("currency") == currency), None
+            )
+            details = DiscountDetails(code=coupon.ref_id, percentage=percent, fixed_amount=fixed)
+        start = as_utc(req.start_date) if req.start_date else now
+        window = billing_period_at(start, period, start) if priced else None
+        recurring = pricing.invoice(currency, lines, percent_off=percent, amount_off=fixed)
+        period_range = PeriodRange(start=window.start, end=window.end) if window else None
+
+        in_trial = bool(req.trial_override_configuration and req.trial_override_configuration.is_trial) or (
+            bool(plan.default_trial_config) and req.trial_override_configuration is None
+        )
+        current = next(
+            (
+                x
+                for x in store.of_customer(s, customer.pk, [st.value for st in LIVE])
+                if x.product_pk == plan.product_pk and (x.resource_ref or None) == (req.resource_id or None)
+            ),
+            None,
+        )
+        downgrade = current is not None and _is_downgrade(s, current, plan, period, req.billing_country_code)
+        scheduled = downgrade and req.schedule_strategy != "IMMEDIATE"
+        if scheduled or (in_trial and current is None):
+            immediate = pricing.invoice(currency, [])
+        elif current is not None and current.billing_period:
+            immediate = _proration(
+                s, current, plan, addons, period, req.billing_country_code, quantities, now, currency
+            )
+        else:
+            immediate = recurring
+        return PreviewOut(
+            immediate_invoice=_out(immediate, period_range, details),
+            recurring_invoice=_out(recurring, period_range, details) if priced else None,
+            billing_period_range=period_range,
+            has_scheduled_updates=scheduled,
+            is_plan_downgrade=downgrade,
+        )
+
+
+def _proration(
+    s: Session,
+    current: Subscription,
+    plan: Package,
+    addons: list[tuple[Package, int]],
+    period: str,
+    country: str | None,
+    quantities: dict[str, Decimal],
+    now: datetime,
+    currency: str,
+) -> pricing.Invoice:
+    """Changing mid-period: credit the unused share of what is paid, charge the same share of the new price."""
+    window = billing_period_at(current.billing_cycle_anchor, current.billing_period or period, now)
+    share = Decimal((window.end - now).total_seconds()) / Decimal((window.end - window.start).total_seconds())
+    old_plan = s.get(Package, current.plan_pk)
+    assert old_plan is not None
+    old_addons = [
+        (a, row.quantity)
+        for row in store.addons_of(s, [current.pk]).get(current.pk, [])
+        if (a := s.get(Package, row.addon_pk)) is not None and a.kind == ADDON
+    ]
+    old_lines = _lines(s, old_plan, old_addons, current.billing_period or period, country, {})
+    new_lines = _lines(s, plan, addons, period, country, quantities)
+    credits = [pricing.scaled(line, -share, f"Unused time on {line.description}") for line in old_lines]
+    charges = [pricing.scaled(line, share, f"Remaining time on {line.description}") for line in new_lines]
+    return pricing.invoice(currency, credits + charges)

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+import stigg
+
+from tests.support.clock import TestClock
+
+
+def _plan(client: stigg.Stigg, plan_id: str, monthly: int, **extra: object) -> None:
+    client.v1.plans.create(id=plan_id, display_name=plan_id.title(), product_id="app")
+    client.v1.plans.entitlements.create(plan_id, entitlements=[{"type": "FEATURE", "id": "sso"}])
+    client.v1.plans.update(
+        plan_id,
+        charges={
+            "pricing_type": "PAID",
+            "pricing_models": [
+                {
+                    "billing_model": "FLAT_FEE",
+                    "price_periods": [{"billing_period": "MONTHLY", "price": {"amount": monthly, "currency": "usd"}}],
+                },
+                {
+                    "billing_model": "PER_UNIT",
+                    "feature_id": "seats",
+                    "tiers_mode": "GRADUATED",
+                    "price_periods": [
+                        {
+                            "billing_period": "MONTHLY",
+                            "tiers": [
+                                {"up_to": 5, "unit_price": {"amount": 4, "currency": "usd"}},
+                                {"unit_price": {"amount": 2, "currency": "usd"}},
+                            ],
+                        }
+                    ],
+                },
+            ],
+        },
+        **extra,  # type: ignore[arg-type]
+    )
+    client.v1.plans.publish(plan_id, migration_type="NEW_CUSTOMERS")
+
+
+def test_preview_prices_new_subscriptions_upgrades_and_downgrades(client: stigg.Stigg, test_clock: TestClock) -> None:
+    c = client.v1
+    c.features.create_feature(id="sso", display_name="SSO", feature_type="BOOLEAN")
+    c.features.create_feature(id="seats", display_name="Seats", feature_type="NUMBER", meter_type="FLUCTUATING")
+    c.products.create_product(id="app", display_name="App")
+    _plan(client, "pro", 10)
+    _plan(client, "business", 50)
+    c.coupons.create(
+        id="half",
+        name="Half",
+        percent_off=50,
+        amounts_off=None,
+        description=None,
+        duration_in_months=None,
+        metadata=None,
+    )
+    c.customers.provision(id="acme")
+
+    new = c.subscriptions.preview(
+        customer_id="acme", plan_id="pro", billable_features=[{"feature_id": "seats", "quantity": 8}]
+    ).data
+    assert new.immediate_invoice.total == 10 + 5 * 4 + 3 * 2
+    assert new.recurring_invoice is not None and new.recurring_invoice.total == 36
+    assert {line.description for line in new.immediate_invoice.lines or []} == {"Pro", "Pro (seats)"}
+
+    discounted = c.subscriptions.preview(customer_id="acme", plan_id="pro", applied_coupon={"coupon_id": "half"}).data
+    assert discounted.recurring_invoice is not None
+    assert (discounted.recurring_invoice.sub_total, discounted.recurring_invoice.total) == (14, 7)
+
+    c.subscriptions.provision(
+        customer_id="acme", plan_id="pro", charges=[{"id": "seats", "quantity": 1, "type": "FEATURE"}]
+    )
+    test_clock.advance(timedelta(days=31) / 2)  # half of Jan 15 -> Feb 15
+    upgrade = c.subscriptions.preview(customer_id="acme", plan_id="business").data
+    assert not upgrade.is_plan_downgrade
+    # credit half of (10 + 4), charge half of (50 + 4)
+    assert upgrade.immediate_invoice.total == 20
+    back = c.subscriptions.preview(customer_id="acme", plan_id="pro").data
+    assert not back.is_plan_downgrade  # same plan, same price: not a downgrade
+
+    c.subscriptions.provision(customer_id="acme", plan_id="business", schedule_strategy="IMMEDIATE")
+    down = c.subscriptions.preview(customer_id="acme", plan_id="pro").data
+    assert down.is_plan_downgrade and down.has_scheduled_updates
+    assert down.immediate_invoice.total == 0
+    assert [s.plan_id for s in c.subscriptions.list(customer_id="acme", status=["ACTIVE"])] == ["business"]
