@@ -32,6 +32,7 @@ from entitle.errors import AlreadyExists, FailedPrecondition, InvalidArgument, N
 from entitle.jobs import service as jobs
 from entitle.periods import BillingWindow, billing_period_at, trial_end
 from entitle.subscriptions import store
+from entitle.subscriptions.hooks import payment_gate
 from entitle.subscriptions.models import (
     FutureUpdate,
     Subscription,
@@ -337,6 +338,9 @@ def provision_in(s: Session, env_id: int, req: SubscriptionProvision) -> Provisi
     _replace_addons(s, sub, addons)
     _replace_charges(s, sub, req.charges or [])
     _replace_overrides(s, sub, req.entitlements or [])
+    if status is Status.ACTIVE and pricing_type == "PAID" and payment_gate().requires_payment(s, sub):
+        sub.status = transition(Status.NOT_STARTED, Event.PAYMENT_REQUIRED).value
+        sub.payment_collection = "PROCESSING"
     if status is Status.NOT_STARTED:
         jobs.enqueue(s, env_id, JOB_START, {"subscription": sub.pk}, run_at=start, dedupe_key=f"start:{sub.pk}")
     if trial_ends is not None:
@@ -697,6 +701,37 @@ def cancel_future_update(db: Database, env_id: int, ref: str) -> str:
         for update in pending:
             update.schedule_status = "CANCELED"
         return sub.ref_id
+
+
+# -- payments (reported by the billing provider) --------------------------------------------------------
+
+
+def payment_succeeded(db: Database, env_id: int, ref: str) -> SubscriptionView:
+    """The first payment arrived: a PAYMENT_PENDING subscription becomes ACTIVE and grants its entitlements."""
+    now = utcnow()
+    with db.transaction() as s:
+        sub = store.get(s, env_id, ref, for_update=True)
+        try:
+            sub.status = transition(sub.status, Event.PAYMENT_SUCCEEDED).value
+        except IllegalTransition as exc:
+            raise FailedPrecondition(str(exc)) from exc
+        sub.payment_collection = "NOT_REQUIRED"
+        sub.updated_at = now
+        return view_of(s, sub, now)
+
+
+def payment_failed(db: Database, env_id: int, ref: str) -> SubscriptionView:
+    """A payment failed: the subscription keeps its status (PAYMENT_PENDING grants nothing) and shows FAILED."""
+    now = utcnow()
+    with db.transaction() as s:
+        sub = store.get(s, env_id, ref, for_update=True)
+        try:
+            sub.status = transition(sub.status, Event.PAYMENT_FAILED).value
+        except IllegalTransition as exc:
+            raise FailedPrecondition(str(exc)) from exc
+        sub.payment_collection = "FAILED"
+        sub.updated_at = now
+        return view_of(s, sub, now)
 
 
 # -- timed lifecycle events (run by the job worker) -----------------------------------------------------
