@@ -198,3 +198,14 @@ def test_dead_jobs_are_listed_and_retried_over_http(server: object) -> None:
         with server.http(other) as foreign:
             assert foreign.get("/api/v1/jobs").json()["data"] == []
             assert foreign.post(f"/api/v1/jobs/{pk}/retry").status_code == 404
+
+
+def test_a_fresh_worker_process_knows_every_lifecycle_handler() -> None:
+    import subprocess
+    import sys
+
+    code = "from entitle.jobs.service import registered_handlers; print(' '.join(sorted(registered_handlers())))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    kinds = set(out.stdout.split())
+    assert {"subscription.start", "subscription.trial_end", "subscription.end", "subscription.future_update"} <= kinds
+    assert "package.migrate_subscriptions" in kinds

@@ -248,3 +248,18 @@ def test_a_year_of_monthly_renewals_keeps_the_anchor(story: Story) -> None:
         ends.append(current.current_billing_period_end.day)
         story.pass_time(current.current_billing_period_end - story.clock.now())
     assert ends == [28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31, 31]
+
+
+def test_publishing_to_all_customers_moves_existing_subscriptions(story: Story) -> None:
+    c = story.client.v1
+    c.subscriptions.provision(customer_id="acme", plan_id="pro", trial_override_configuration={"is_trial": False})
+    c.customers.provision(id="other")
+    c.subscriptions.provision(customer_id="other", plan_id="free")
+    c.plans.create_draft("pro")
+    c.plans.entitlements.update("projects", plan_id="pro", type="FEATURE", usage_limit=42)
+    task = c.plans.publish("pro", migration_type="ALL_CUSTOMERS").data.task_id
+    assert task
+    assert story.limit("acme", "projects") == 10  # the migration runs as a job, not inside publish
+    story.worker.drain()
+    assert story.limit("acme", "projects") == 42
+    assert story.limit("other", "projects") == 1  # another plan: untouched

@@ -58,6 +58,13 @@ def register(kind: str) -> Callable[[Handler], Handler]:
     return wrap
 
 
+def registered_handlers() -> dict[str, Handler]:
+    """Every handler the application defines: importing the modules registers them."""
+    import entitle.subscriptions.service  # noqa: F401
+
+    return _HANDLERS
+
+
 def enqueue(
     session: Session,
     env_id: int,
@@ -99,7 +106,7 @@ class Worker:
         batch: int = 20,
     ) -> None:
         self.db = db
-        self.handlers = handlers if handlers is not None else _HANDLERS
+        self.handlers = handlers if handlers is not None else registered_handlers()
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
         self.lease = lease
         self.batch = batch

@@ -854,3 +854,21 @@ def list_resources(db: Database, env_id: int, customer_ref: str, page: PageReque
         encode_cursor(items[-1].pk) if items and has_more else None,
         encode_cursor(items[0].pk) if items and page.after else None,
     )
+
+
+@jobs.register("package.migrate_subscriptions")
+def _on_publish_to_all(db: Database, ctx: jobs.JobContext) -> None:
+    """An ALL_CUSTOMERS publish: every open subscription on an older version moves to the latest.
+    One transaction per subscription, so a retry after a crash only redoes what was not done."""
+    kind, ref = ctx.payload["kind"], ctx.payload["ref"]
+    with db.read() as s:
+        latest = packages.latest_published(s, ctx.environment_id, kind, ref)
+        if latest is None:
+            return
+        stale = store.on_older_versions(s, ctx.environment_id, kind, ref, latest.pk, [st.value for st in OPEN])
+    for sub_pk in stale:
+        with db.transaction() as s:
+            sub = store.by_pk(s, sub_pk, for_update=True)
+            if sub is not None and sub.status in OPEN:
+                _migrate_now(s, sub)
+                sub.updated_at = utcnow()

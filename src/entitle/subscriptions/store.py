@@ -130,3 +130,28 @@ def list_page(
         stmt = stmt.where(Subscription.pricing_type.in_(pricing_types))
     stmt = created_at.apply(stmt, Subscription.created_at)
     return paginate(session, stmt, Subscription.pk, page)
+
+
+def on_older_versions(
+    session: Session, env_id: int, kind: str, ref: str, latest_pk: int, statuses: Iterable[str]
+) -> list[int]:
+    """Subscriptions (by pk) holding a version of the plan or add-on other than `latest_pk`."""
+    if kind == "PLAN":
+        stmt = select(Subscription.pk).where(
+            Subscription.environment_id == env_id,
+            Subscription.plan_ref == ref,
+            Subscription.plan_pk != latest_pk,
+            Subscription.status.in_(list(statuses)),
+        )
+    else:
+        stmt = (
+            select(Subscription.pk)
+            .join(SubscriptionAddon, SubscriptionAddon.subscription_pk == Subscription.pk)
+            .where(
+                Subscription.environment_id == env_id,
+                SubscriptionAddon.addon_ref == ref,
+                SubscriptionAddon.addon_pk != latest_pk,
+                Subscription.status.in_(list(statuses)),
+            )
+        )
+    return list(session.scalars(stmt.order_by(Subscription.pk)))

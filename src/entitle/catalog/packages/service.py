@@ -69,8 +69,10 @@ from entitle.clock import utcnow
 from entitle.db import Database
 from entitle.db.pagination import CreatedAtRange, Page, PageRequest
 from entitle.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from entitle.jobs import service as jobs
 
 PackageKind = Literal["PLAN", "ADDON"]
+MIGRATE_SUBSCRIPTIONS_JOB = "package.migrate_subscriptions"
 NOUNS = store.NOUNS
 PATHS = {PLAN: "plans", ADDON: "addons"}
 
@@ -482,8 +484,8 @@ def publish_package(db: Database, env_id: int, kind: PackageKind, ref: str, migr
     """Publish the draft (validated by `_check_publishable`); returns the task id.
 
     The previous latest version stays PUBLISHED with isLatest false. NEW_CUSTOMERS leaves existing
-    subscriptions where they are; ALL_CUSTOMERS is recorded on the version (`migration_type`) for the
-    subscriptions work to move existing subscriptions onto it. A package published without ever
+    subscriptions where they are; ALL_CUSTOMERS enqueues a job that moves every open subscription on
+    an older version onto this one (the taskId names it). A package published without ever
     choosing a pricing type is FREE.
     """
     with db.transaction() as s:
@@ -515,6 +517,15 @@ def publish_package(db: Database, env_id: int, kind: PackageKind, ref: str, migr
             if feature.feature_status == "NEW":
                 feature.feature_status = "ACTIVE"
                 feature.updated_at = now
+        if migration_type == "ALL_CUSTOMERS" and previous is not None:
+            # Moving every subscription is a task, not part of this request: one durable job.
+            jobs.enqueue(
+                s,
+                env_id,
+                MIGRATE_SUBSCRIPTIONS_JOB,
+                {"kind": kind, "ref": ref, "task": package.publish_task_id},
+                dedupe_key=f"migrate-all:{package.pk}",
+            )
         return package.publish_task_id
 
 
