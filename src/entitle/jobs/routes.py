@@ -22,6 +22,7 @@ def list_jobs(key: ServerKey, db: DB, page: Paging, status: Annotated[str | None
 
 @router.post("/{job_id}/retry", response_model=Envelope[JobOut])
 def retry_job(job_id: str, key: ServerKey, db: DB) -> dict[str, Any]:
-    if not job_id.isdigit() or len(job_id) > 18:
+    # ASCII digits only: str.isdigit() also accepts '²' or '٣', which int() then refuses.
+    if not (job_id.isascii() and job_id.isdigit()) or len(job_id) > 18:
         raise NotFound("job", job_id)
     return envelope(JobOut.of(service.retry_job(db, key.environment_id, int(job_id))))
