@@ -34,8 +34,7 @@ def report_events(db: Database, env_id: int, events: list[EventIn]) -> int:
     with db.transaction() as s:
         new = store.insert_new(s, rows)
         if new:
-            from entitle.usage.service import apply_events
+            from entitle.usage.service import NewEvent, apply_events
 
-            # Recomputing from stored events is idempotent, so duplicates in the batch do no harm.
-            apply_events(s, env_id, {(r["customer_ref"], r["resource_ref"]) for r in rows})
+            apply_events(s, env_id, [NewEvent(*row) for row in new])
         return len(new)

@@ -10,8 +10,9 @@ from sqlalchemy.orm import Session
 from entitle.events.models import Event
 
 
-def insert_new(session: Session, rows: list[dict[str, Any]]) -> list[int]:
-    """Insert events, silently skipping idempotency keys already stored; return the new rows' pks."""
+def insert_new(session: Session, rows: list[dict[str, Any]]) -> list[Any]:
+    """Insert events, silently skipping idempotency keys already stored; return the new rows as
+    (customer_ref, resource_ref, event_name, dimensions, timestamp)."""
     if not rows:
         return []
     dialect = session.get_bind().dialect.name
@@ -21,5 +22,7 @@ def insert_new(session: Session, rows: list[dict[str, Any]]) -> list[int]:
         stmt = sqlite_insert(Event).on_conflict_do_nothing(index_elements=["environment_id", "idempotency_key"])
     else:  # pragma: no cover - only the two supported databases
         stmt = insert(Event)
-    result = session.execute(stmt.returning(Event.pk), rows)
-    return [int(pk) for pk in result.scalars()]
+    returning = stmt.returning(
+        Event.customer_ref, Event.resource_ref, Event.event_name, Event.dimensions, Event.timestamp
+    )
+    return list(session.execute(returning, rows))

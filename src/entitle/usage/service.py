@@ -17,9 +17,11 @@ limits are enforced by the check.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -153,32 +155,58 @@ def _out(record: UsageRecord, customer: Customer, window: Window) -> UsageOut:
     )
 
 
-def apply_events(s: Session, env_id: int, touched: Iterable[tuple[str, str | None]]) -> None:
-    """Recompute meter-based usage for the (customer, resource) pairs that received new events.
+@dataclass(frozen=True)
+class NewEvent:
+    customer_ref: str
+    resource_ref: str | None
+    event_name: str
+    dimensions: dict[str, Any]
+    timestamp: datetime
 
-    The counter of each metered feature is set to its meter's aggregate over the window's events,
-    in the same transaction that stored them, so a check sees new events as soon as they are
-    acknowledged.
+
+ADDITIVE = frozenset({"COUNT", "SUM"})
+
+
+def apply_events(s: Session, env_id: int, new: list[NewEvent]) -> None:
+    """Turn newly stored events into usage, in the transaction that stored them, so a check sees
+    them as soon as they are acknowledged.
+
+    Each event counts in the usage window containing its timestamp. COUNT and SUM are additive: the
+    new events' contribution is added to the window's counter (duplicates never reach here, the
+    insert skipped them). MAX, MIN, AVG and UNIQUE are recomputed from the window's stored events.
     """
-    now = utcnow()
-    metered = [f for f in features.metered_with_meter(s, env_id)]
+    metered = features.metered_with_meter(s, env_id)
     if not metered:
         return
+    now = utcnow()
     grants = _Grants(s, env_id, now)
-    for customer_ref, resource_ref in sorted(set(touched), key=lambda t: (t[0], t[1] or "")):
+    by_owner: dict[tuple[str, str | None], list[NewEvent]] = defaultdict(list)
+    for event in new:
+        by_owner[(event.customer_ref, event.resource_ref)].append(event)
+    for (customer_ref, resource_ref), events in sorted(by_owner.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
         customer = customers.find(s, env_id, customer_ref)
         if customer is None or customer.archived_at is not None:
-            continue  # events for unknown customers are kept, and count once the customer exists
+            continue  # kept, and counted by a recomputation once the customer exists
         for feature in metered:
-            window = _window(grants, customer, feature, resource_ref, now)
-            events = store.events_in_window(s, env_id, customer_ref, resource_ref, window.start, window.end)
             assert feature.meter is not None
-            value = aggregate(feature.meter, events)
-            counter = store.locked_counter(
-                s, env_id, customer.pk, feature.ref_id, resource_key(resource_ref), window.start
-            )
-            if counter.value != value:
-                counter.value = value
+            windows: dict[datetime, tuple[Window, list[NewEvent]]] = {}
+            for event in events:
+                window = _window(grants, customer, feature, resource_ref, event.timestamp)
+                windows.setdefault(window.start, (window, []))[1].append(event)
+            additive = feature.meter["aggregation"]["function"] in ADDITIVE
+            for window, window_events in windows.values():
+                if additive:
+                    delta = aggregate(feature.meter, [(e.event_name, e.dimensions) for e in window_events])
+                    if not delta:
+                        continue
+                    value = None
+                else:
+                    stored = store.events_in_window(s, env_id, customer_ref, resource_ref, window.start, window.end)
+                    value = aggregate(feature.meter, stored)
+                counter = store.locked_counter(
+                    s, env_id, customer.pk, feature.ref_id, resource_key(resource_ref), window.start
+                )
+                counter.value = counter.value + delta if value is None else value
                 counter.updated_at = now
 
 
