@@ -706,32 +706,27 @@ def cancel_future_update(db: Database, env_id: int, ref: str) -> str:
 # -- payments (reported by the billing provider) --------------------------------------------------------
 
 
-def payment_succeeded(db: Database, env_id: int, ref: str) -> SubscriptionView:
-    """The first payment arrived: a PAYMENT_PENDING subscription becomes ACTIVE and grants its entitlements."""
+def _payment_outcome(db: Database, env_id: int, ref: str, event: Event, collection: str) -> SubscriptionView:
     now = utcnow()
     with db.transaction() as s:
         sub = store.get(s, env_id, ref, for_update=True)
         try:
-            sub.status = transition(sub.status, Event.PAYMENT_SUCCEEDED).value
+            sub.status = transition(sub.status, event).value
         except IllegalTransition as exc:
             raise FailedPrecondition(str(exc)) from exc
-        sub.payment_collection = "NOT_REQUIRED"
+        sub.payment_collection = collection
         sub.updated_at = now
         return view_of(s, sub, now)
+
+
+def payment_succeeded(db: Database, env_id: int, ref: str) -> SubscriptionView:
+    """The first payment arrived: a PAYMENT_PENDING subscription becomes ACTIVE and grants its entitlements."""
+    return _payment_outcome(db, env_id, ref, Event.PAYMENT_SUCCEEDED, "NOT_REQUIRED")
 
 
 def payment_failed(db: Database, env_id: int, ref: str) -> SubscriptionView:
     """A payment failed: the subscription keeps its status (PAYMENT_PENDING grants nothing) and shows FAILED."""
-    now = utcnow()
-    with db.transaction() as s:
-        sub = store.get(s, env_id, ref, for_update=True)
-        try:
-            sub.status = transition(sub.status, Event.PAYMENT_FAILED).value
-        except IllegalTransition as exc:
-            raise FailedPrecondition(str(exc)) from exc
-        sub.payment_collection = "FAILED"
-        sub.updated_at = now
-        return view_of(s, sub, now)
+    return _payment_outcome(db, env_id, ref, Event.PAYMENT_FAILED, "FAILED")
 
 
 # -- timed lifecycle events (run by the job worker) -----------------------------------------------------

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from typing import TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -51,43 +52,29 @@ def of_customer(
     return list(session.scalars(stmt))
 
 
-def addons_of(session: Session, sub_pks: list[int]) -> dict[int, list[SubscriptionAddon]]:
-    found: dict[int, list[SubscriptionAddon]] = defaultdict(list)
+Child = TypeVar("Child", SubscriptionAddon, SubscriptionCharge, SubscriptionEntitlement)
+
+
+def _children(session: Session, model: type[Child], sub_pks: list[int]) -> dict[int, list[Child]]:
+    """Rows of a per-subscription child table, grouped by subscription, in insertion order."""
+    found: dict[int, list[Child]] = defaultdict(list)
     if sub_pks:
-        rows = session.scalars(
-            select(SubscriptionAddon)
-            .where(SubscriptionAddon.subscription_pk.in_(sub_pks))
-            .order_by(SubscriptionAddon.pk)
-        )
+        rows = session.scalars(select(model).where(model.subscription_pk.in_(sub_pks)).order_by(model.pk))
         for row in rows:
             found[row.subscription_pk].append(row)
     return found
+
+
+def addons_of(session: Session, sub_pks: list[int]) -> dict[int, list[SubscriptionAddon]]:
+    return _children(session, SubscriptionAddon, sub_pks)
 
 
 def charges_of(session: Session, sub_pks: list[int]) -> dict[int, list[SubscriptionCharge]]:
-    found: dict[int, list[SubscriptionCharge]] = defaultdict(list)
-    if sub_pks:
-        rows = session.scalars(
-            select(SubscriptionCharge)
-            .where(SubscriptionCharge.subscription_pk.in_(sub_pks))
-            .order_by(SubscriptionCharge.pk)
-        )
-        for row in rows:
-            found[row.subscription_pk].append(row)
-    return found
+    return _children(session, SubscriptionCharge, sub_pks)
 
 
 def overrides_of(session: Session, sub_pks: list[int]) -> dict[int, list[SubscriptionEntitlement]]:
-    found: dict[int, list[SubscriptionEntitlement]] = defaultdict(list)
-    if sub_pks:
-        rows = session.scalars(
-            select(SubscriptionEntitlement)
-            .where(SubscriptionEntitlement.subscription_pk.in_(sub_pks))
-            .order_by(SubscriptionEntitlement.pk)
-        )
-        for row in rows:
-            found[row.subscription_pk].append(row)
-    return found
+    return _children(session, SubscriptionEntitlement, sub_pks)
 
 
 def future_updates_of(
