@@ -154,3 +154,15 @@ def test_denials_are_200s_with_reasons(client: stigg.Stigg) -> None:
     assert client.v1.customers.check_entitlement("c", feature_id="sso").data.access_denied_reason == (
         "NoFeatureEntitlementInSubscription"
     )
+
+
+def test_archiving_a_customer_cancels_its_subscriptions(client: stigg.Stigg) -> None:
+    build_catalog(client)
+    client.v1.customers.provision(id="leaving")
+    sub = client.v1.subscriptions.provision(customer_id="leaving", plan_id="pro").data.subscription
+    assert sub is not None and sub.status == "ACTIVE"
+    client.v1.customers.archive("leaving")
+    ended = client.v1.subscriptions.retrieve(sub.id).data
+    assert (ended.status, ended.cancel_reason) == ("CANCELED", "CustomerArchived")
+    client.v1.customers.unarchive("leaving")
+    assert not client.v1.customers.check_entitlement("leaving", feature_id="sso").data.is_granted

@@ -174,6 +174,9 @@ def archive_customer(db: Database, env_id: int, ref_id: str) -> CustomerView:
         customer.updated_at = customer.archived_at
         customer.name = None
         customer.email = None
+        from entitle.subscriptions.service import end_all_for_archived_customer
+
+        end_all_for_archived_customer(s, customer)
         return _view(s, customer)
 
 

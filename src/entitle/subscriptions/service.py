@@ -487,6 +487,13 @@ def _downgrade_to_free(s: Session, sub: Subscription, now: datetime) -> None:
     )
 
 
+def end_all_for_archived_customer(s: Session, customer: Customer) -> None:
+    """Archiving a customer cancels every subscription it has not ended yet (reason CustomerArchived)."""
+    now = utcnow()
+    for sub in store.of_customer(s, customer.pk, [st.value for st in OPEN], for_update=True):
+        _end(s, sub, now, Status.CANCELED, "CustomerArchived")
+
+
 # -- reads ---------------------------------------------------------------------------------------------
 
 
