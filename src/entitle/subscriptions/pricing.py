@@ -122,12 +122,14 @@ def invoice(
     elif amount_off:
         discount = amount_off
     discount = min(max(discount, Decimal(0)), max(sub_total, Decimal(0)))
+    # Round the parts, then subtract: the invoice must add up exactly as printed.
+    rounded_sub_total, rounded_discount = round_money(sub_total, currency), round_money(discount, currency)
     return Invoice(
         currency=currency,
         lines=kept,
-        sub_total=round_money(sub_total, currency),
-        discount=round_money(discount, currency),
-        total=round_money(sub_total - discount, currency),
+        sub_total=rounded_sub_total,
+        discount=rounded_discount,
+        total=rounded_sub_total - rounded_discount,
     )
 
 
