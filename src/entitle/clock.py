@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from entitle.errors import InvalidArgument
+
 _now: Callable[[], datetime] = lambda: datetime.now(UTC)  # noqa: E731
 
 
@@ -19,7 +21,13 @@ def set_clock(now: Callable[[], datetime] | None) -> None:
 
 
 def as_utc(value: datetime) -> datetime:
-    """Naive datetimes on the wire mean UTC (the official client sends them that way)."""
+    """Naive datetimes on the wire mean UTC (the official client sends them that way).
+
+    An aware value whose UTC instant leaves years 1-9999 (0001-01-01T00:00+01:00) is the caller's error.
+    """
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:
+        raise InvalidArgument(f"{value.isoformat()} is outside the supported range of dates") from exc
