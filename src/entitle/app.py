@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 import entitle.http.ids  # noqa: F401  (installs the path-id convertor before any route is built)
 from entitle import __version__
+from entitle.billing.routes import router as integrations_router
 from entitle.catalog.coupons.routes import router as coupons_router
 from entitle.catalog.features.routes import router as features_router
 from entitle.catalog.packages.routes import addons_router, plans_router
@@ -41,6 +42,7 @@ ROUTERS = [
     usage_router,
     events_router,
     jobs_router,
+    integrations_router,
 ]
 
 

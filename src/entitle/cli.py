@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import logging
 from typing import Annotated
 
@@ -21,6 +22,8 @@ jobs_app = typer.Typer(
     help="The durable job queue (side effects and scheduled lifecycle events).", no_args_is_help=True
 )
 app.add_typer(jobs_app, name="jobs")
+integrations_app = typer.Typer(help="Billing provider integrations (our extension).", no_args_is_help=True)
+app.add_typer(integrations_app, name="integrations")
 
 
 @app.command()
@@ -156,3 +159,51 @@ def jobs_retry(job_id: Annotated[int, typer.Argument(help="The job's id, as `ent
         typer.echo(f"job {job.pk} is {job.status} again")
     finally:
         db.dispose()
+
+
+class Vendor(enum.StrEnum):
+    stripe = "stripe"
+
+
+@integrations_app.command("connect")
+def integrations_connect(
+    vendor: Annotated[Vendor, typer.Argument(help="The billing provider.")],
+    environment: Annotated[str, typer.Option(help="Environment name; created when missing.")],
+    secret_key: Annotated[
+        str, typer.Option(envvar="ENTITLE_STRIPE_SECRET_KEY", help="sk_test_... (live keys on production only).")
+    ],
+    webhook_secret: Annotated[
+        str | None, typer.Option(envvar="ENTITLE_STRIPE_WEBHOOK_SECRET", help="whsec_... of the webhook endpoint.")
+    ] = None,
+    api_base: Annotated[str | None, typer.Option(help="The provider API's address (tests and proxies only).")] = None,
+) -> None:
+    """Connect an environment to a billing provider (again: replace its key); prints the integration id."""
+    from pydantic import ValidationError
+
+    from entitle.billing.schemas import IntegrationIn
+    from entitle.billing.service import connect
+    from entitle.environments.service import ensure_environment
+    from entitle.errors import EntitleError
+
+    settings = load_settings()
+    if settings.is_sqlite:
+        upgrade(settings.database_url)
+    db = Database(settings.database_url)
+    try:
+        body = IntegrationIn(
+            vendor_identifier=vendor.value.upper(),
+            api_secret_key=secret_key,
+            webhook_secret=webhook_secret,
+            api_base=api_base,
+        )
+        row = connect(db, settings.data_dir, ensure_environment(db, environment).pk, body)
+    except ValidationError as exc:
+        typer.echo(f"Error: {'; '.join(str(e['msg']) for e in exc.errors())}", err=True)
+        raise typer.Exit(2) from None
+    except EntitleError as exc:
+        typer.echo(f"Error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        db.dispose()
+    typer.echo(row.ref_id)
+    typer.echo(f"connected {row.vendor} ({row.secret_key_hint}) to environment '{environment}'", err=True)

@@ -35,6 +35,7 @@ from typing import Literal
 
 from sqlalchemy.orm import Session
 
+from entitle.billing import catalog_sync as billing_sync
 from entitle.catalog.features import store as features
 from entitle.catalog.features.models import Feature
 from entitle.catalog.packages import rules, store
@@ -526,6 +527,7 @@ def publish_package(db: Database, env_id: int, kind: PackageKind, ref: str, migr
                 {"kind": kind, "ref": ref, "task": package.publish_task_id},
                 dedupe_key=f"migrate-all:{package.pk}",
             )
+        billing_sync.package_published(s, env_id, package)  # a provider sync job, when one is connected
         return package.publish_task_id
 
 

@@ -1,0 +1,74 @@
+"""Billing integrations (one per vendor and environment) and links from Entitle entities to provider ids."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from entitle.db.base import Base, EnvironmentScoped
+from entitle.db.types import JSONDoc, UTCDateTime
+
+_FK = BigInteger().with_variant(Integer(), "sqlite")
+
+STRIPE = "STRIPE"
+VENDORS: tuple[str, ...] = (STRIPE,)
+
+# Sync states of a billing link.
+PENDING = "PENDING"
+SUCCESS = "SUCCESS"
+ERROR = "ERROR"
+NO_SYNC_REQUIRED = "NO_SYNC_REQUIRED"
+SYNC_STATES: tuple[str, ...] = (PENDING, SUCCESS, ERROR, NO_SYNC_REQUIRED)
+
+# Kinds of linked entity: a plan or add-on *version* (-> a provider product) and one of its charges
+# (-> a provider price); customers and subscriptions come with the later slices.
+PACKAGE = "PACKAGE"
+PACKAGE_CHARGE = "PACKAGE_CHARGE"
+CUSTOMER = "CUSTOMER"
+
+
+class Integration(EnvironmentScoped, Base):
+    """A connection from one environment to a billing provider account.
+
+    The secret key and webhook secret are stored encrypted (`entitle.billing.secrets`); the hint keeps
+    the key's prefix and last four characters so an operator can tell which key is in use.
+    """
+
+    __tablename__ = "integrations"
+    __table_args__ = (UniqueConstraint("environment_id", "vendor"), UniqueConstraint("ref_id"))
+
+    ref_id: Mapped[str] = mapped_column(String(64))
+    vendor: Mapped[str] = mapped_column(String(32))
+    secret_key_encrypted: Mapped[str] = mapped_column(Text)
+    secret_key_hint: Mapped[str] = mapped_column(String(64))
+    livemode: Mapped[bool] = mapped_column(default=False)
+    webhook_secret_encrypted: Mapped[str | None] = mapped_column(Text, default=None)
+    # Where the provider's API is reached (None: the SDK's default, the real provider).
+    api_base: Mapped[str | None] = mapped_column(Text, default=None)
+    sync_customers: Mapped[bool] = mapped_column(default=True)
+    sync_subscriptions: Mapped[bool] = mapped_column(default=True)
+    tax_enabled: Mapped[bool] = mapped_column(default=False)
+
+
+class BillingLink(EnvironmentScoped, Base):
+    """One Entitle entity (kind + pk) and its id at the provider, with the state of its sync."""
+
+    __tablename__ = "billing_links"
+    __table_args__ = (
+        UniqueConstraint("integration_pk", "entity_kind", "entity_pk"),
+        Index("ix_billing_links_billing_id", "integration_pk", "billing_id"),
+    )
+
+    integration_pk: Mapped[int] = mapped_column(_FK, ForeignKey("integrations.pk", ondelete="CASCADE"))
+    entity_kind: Mapped[str] = mapped_column(String(32))
+    entity_pk: Mapped[int] = mapped_column(_FK)
+    billing_id: Mapped[str | None] = mapped_column(Text, default=None)
+    sync_state: Mapped[str] = mapped_column(String(24), default=PENDING)
+    # Why: the error of an ERROR, what makes a NO_SYNC_REQUIRED unnecessary.
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    # Provider-side facts needed later (e.g. what a price was created with, whether it is archived).
+    details: Mapped[dict[str, Any]] = mapped_column(JSONDoc(), default=dict)
+    synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)

@@ -1,0 +1,217 @@
+"""The billing provider interface: what Entitle asks of a provider, in Entitle's terms.
+
+A provider is a thin adapter to one vendor's API. It holds no database state: the orchestration
+(`entitle.billing.catalog_sync` and the later slices) loads what to sync, calls the provider from a
+job, and records the ids it returns in `billing_links`. Every write a provider makes carries an
+idempotency key derived from the job (`JobContext.idempotency_key` plus a suffix per call), so a job
+re-run after a crash never creates a second object. Money crosses this interface as exact `Decimal`
+minor units, never float.
+
+Implemented in this slice: `sync_catalog_entity`. The other operations are declared so the shape of
+the interface is settled; they raise `NotImplementedError` naming the later work of issue 4.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal, Protocol
+
+from entitle.billing.models import STRIPE, Integration
+from entitle.billing.secrets import SecretBox
+from entitle.errors import FailedPrecondition
+
+Interval = Literal["month", "year"]
+
+
+@dataclass(frozen=True)
+class PriceSpec:
+    """One price of a plan or add-on version, as a provider should bill it."""
+
+    key: str  # stable across versions (the charge id): how a later version finds the price it may reuse
+    currency: str  # lowercase ISO 4217
+    unit_amount_minor: Decimal  # exact, in the currency's minor units; may be fractional (0.5 cent per call)
+    interval: Interval | None  # None: charged once
+    nickname: str
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CatalogEntity:
+    """A plan or add-on version: one product at the provider, one price per supported charge."""
+
+    kind: Literal["PLAN", "ADDON"]
+    name: str
+    description: str | None
+    metadata: dict[str, str]
+    prices: tuple[PriceSpec, ...]
+
+
+@dataclass(frozen=True)
+class SyncedPrice:
+    billing_id: str
+    # What the price was created with, as the provider compares it to decide whether a later version
+    # can keep it (provider prices are immutable: a changed amount or interval is a new price).
+    fingerprint: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SyncedCatalogEntity:
+    product_id: str
+    prices: dict[str, SyncedPrice]  # by PriceSpec.key
+    archived: tuple[str, ...] = ()  # provider price ids this sync archived
+
+
+@dataclass(frozen=True)
+class CustomerSpec:
+    ref: str
+    name: str | None
+    email: str | None
+    currency: str | None
+    metadata: dict[str, str]
+
+
+@dataclass(frozen=True)
+class SubscriptionItem:
+    price_billing_id: str
+    quantity: int = 1
+
+
+@dataclass(frozen=True)
+class SubscriptionSpec:
+    ref: str
+    customer_billing_id: str
+    items: tuple[SubscriptionItem, ...]
+    trial_end: datetime | None
+    metadata: dict[str, str]
+
+
+@dataclass(frozen=True)
+class UsageReport:
+    customer_billing_id: str
+    meter: str
+    value: Decimal
+    timestamp: datetime
+    identifier: str
+
+
+@dataclass(frozen=True)
+class CheckoutRequest:
+    customer_billing_id: str
+    items: tuple[SubscriptionItem, ...]
+    success_url: str
+    cancel_url: str | None
+    metadata: dict[str, str]
+
+
+@dataclass(frozen=True)
+class ProviderEvent:
+    id: str
+    type: str
+    data: dict[str, Any]
+
+
+class BillingProvider(Protocol):
+    vendor: str
+
+    def sync_catalog_entity(
+        self,
+        entity: CatalogEntity,
+        previous: SyncedCatalogEntity | None,
+        *,
+        archive_replaced: bool,
+        idempotency_key: str,
+    ) -> SyncedCatalogEntity | None:
+        """Create or update the product and prices of a version; None when nothing is synced.
+
+        `previous` is what the nearest earlier synced version of the same plan or add-on got: its
+        product is reused, a price whose fingerprint is unchanged is reused, and — when
+        `archive_replaced` — every previous price not reused is archived (existing provider
+        subscriptions keep the prices they have).
+        """
+        ...
+
+    def sync_customer(self, customer: CustomerSpec, *, existing_id: str | None, idempotency_key: str) -> str | None: ...
+
+    def create_subscription(self, subscription: SubscriptionSpec, *, idempotency_key: str) -> str | None: ...
+
+    def update_subscription(self, billing_id: str, subscription: SubscriptionSpec, *, idempotency_key: str) -> None: ...
+
+    def cancel_subscription(self, billing_id: str, *, at: datetime | None, idempotency_key: str) -> None: ...
+
+    def report_usage(self, usage: UsageReport, *, idempotency_key: str) -> None: ...
+
+    def create_checkout_session(self, checkout: CheckoutRequest, *, idempotency_key: str) -> str:
+        """Returns the URL to send the customer to."""
+        ...
+
+    def create_portal_session(self, customer_billing_id: str, return_url: str, *, idempotency_key: str) -> str:
+        """Returns the URL to send the customer to."""
+        ...
+
+    def handle_event(self, payload: bytes, signature: str | None) -> ProviderEvent | None:
+        """Verify and parse an inbound webhook; None for an event Entitle does not act on."""
+        ...
+
+
+def later(operation: str, slice_name: str) -> NotImplementedError:
+    return NotImplementedError(
+        f"{operation} is not implemented yet: it is the {slice_name} work of issue 4 (billing orchestration)"
+    )
+
+
+class NoneProvider:
+    """No billing provider: nothing is synced and nothing waits for money (the default)."""
+
+    vendor = "NONE"
+
+    def sync_catalog_entity(
+        self,
+        entity: CatalogEntity,
+        previous: SyncedCatalogEntity | None,
+        *,
+        archive_replaced: bool,
+        idempotency_key: str,
+    ) -> SyncedCatalogEntity | None:
+        return None
+
+    def sync_customer(self, customer: CustomerSpec, *, existing_id: str | None, idempotency_key: str) -> str | None:
+        return None
+
+    def create_subscription(self, subscription: SubscriptionSpec, *, idempotency_key: str) -> str | None:
+        return None
+
+    def update_subscription(self, billing_id: str, subscription: SubscriptionSpec, *, idempotency_key: str) -> None:
+        return None
+
+    def cancel_subscription(self, billing_id: str, *, at: datetime | None, idempotency_key: str) -> None:
+        return None
+
+    def report_usage(self, usage: UsageReport, *, idempotency_key: str) -> None:
+        return None
+
+    def create_checkout_session(self, checkout: CheckoutRequest, *, idempotency_key: str) -> str:
+        raise FailedPrecondition("checkout needs a billing provider: connect one with POST /api/v1/integrations")
+
+    def create_portal_session(self, customer_billing_id: str, return_url: str, *, idempotency_key: str) -> str:
+        raise FailedPrecondition(
+            "a billing portal needs a billing provider: connect one with POST /api/v1/integrations"
+        )
+
+    def handle_event(self, payload: bytes, signature: str | None) -> ProviderEvent | None:
+        raise FailedPrecondition("no billing provider is connected to receive events")
+
+
+def provider_for(integration: Integration | None, box: SecretBox) -> BillingProvider:
+    """The provider of an environment's integration (the none provider without one)."""
+    if integration is None:
+        return NoneProvider()
+    if integration.vendor == STRIPE:
+        from entitle.billing.stripe_provider import StripeProvider  # imports the SDK only when needed
+
+        webhook = box.decrypt(integration.webhook_secret_encrypted) if integration.webhook_secret_encrypted else None
+        return StripeProvider(
+            box.decrypt(integration.secret_key_encrypted), api_base=integration.api_base, webhook_secret=webhook
+        )
+    raise FailedPrecondition(f"billing vendor '{integration.vendor}' is not supported")

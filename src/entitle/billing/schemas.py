@@ -1,0 +1,56 @@
+"""Wire shapes of our integrations extension (not part of the Stigg contract)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from entitle.billing.models import Integration
+from entitle.http.wire import WireModel
+
+Secret = Annotated[str, Field(min_length=8, max_length=512, pattern=r"^[A-Za-z0-9_\-]+$")]
+
+
+class IntegrationIn(WireModel):
+    """Connect an environment to a billing provider (again: replaces the key and settings)."""
+
+    vendor_identifier: Literal["STRIPE"]
+    api_secret_key: Secret
+    webhook_secret: Secret | None = None
+    # Where the provider's API is reached; only for tests and proxies (https on production environments).
+    api_base: Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\s]+$")] | None = None
+    sync_customers: bool = True
+    sync_subscriptions: bool = True
+    tax_enabled: bool = False
+
+
+class IntegrationOut(WireModel):
+    id: str
+    vendor_identifier: str
+    secret_key_hint: str
+    livemode: bool
+    has_webhook_secret: bool
+    api_base: str | None = None
+    sync_customers: bool
+    sync_subscriptions: bool
+    tax_enabled: bool
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, row: Integration) -> IntegrationOut:
+        return cls(
+            id=row.ref_id,
+            vendor_identifier=row.vendor,
+            secret_key_hint=row.secret_key_hint,
+            livemode=row.livemode,
+            has_webhook_secret=row.webhook_secret_encrypted is not None,
+            api_base=row.api_base,
+            sync_customers=row.sync_customers,
+            sync_subscriptions=row.sync_subscriptions,
+            tax_enabled=row.tax_enabled,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )

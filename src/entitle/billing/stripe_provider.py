@@ -1,0 +1,173 @@
+"""The Stripe provider, through the official `stripe` package only (`stripe.StripeClient`).
+
+The only module that imports `stripe`. The API base is configurable (an integration's `apiBase`;
+tests point it at a local emulator). The SDK's own network retries are off: retrying is the job
+queue's business (durable, with backoff), and every write carries an idempotency key derived from
+the job, so a retried job replays Stripe's first answer instead of creating a second object.
+
+Catalog mapping: a plan or add-on is one Stripe Product (`<Product> <Plan> Plan`, `<Product> <Add-on>
+Add-on`) shared by all its versions; each supported charge of a version is one Price (prices are
+immutable at Stripe: a version whose charge changed gets a new Price and the replaced one is
+archived — subscriptions already on it keep it).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, cast
+
+import stripe
+from stripe.params import PriceCreateParams, ProductCreateParams, ProductUpdateParams
+
+from entitle.billing.models import STRIPE
+from entitle.billing.provider import (
+    CatalogEntity,
+    CheckoutRequest,
+    CustomerSpec,
+    PriceSpec,
+    ProviderEvent,
+    SubscriptionSpec,
+    SyncedCatalogEntity,
+    SyncedPrice,
+    UsageReport,
+    later,
+)
+
+
+class StripeProvider:
+    vendor = STRIPE
+
+    def __init__(
+        self,
+        secret_key: str,
+        *,
+        api_base: str | None = None,
+        webhook_secret: str | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        base = api_base.rstrip("/") if api_base else None
+        self.client = stripe.StripeClient(
+            secret_key,
+            base_addresses={"api": base, "connect": base, "files": base, "meter_events": base} if base else {},
+            max_network_retries=0,
+            http_client=stripe.RequestsClient(timeout=timeout),
+        )
+        self.webhook_secret = webhook_secret
+
+    # -- catalog -------------------------------------------------------------------------------------
+
+    def sync_catalog_entity(
+        self,
+        entity: CatalogEntity,
+        previous: SyncedCatalogEntity | None,
+        *,
+        archive_replaced: bool,
+        idempotency_key: str,
+    ) -> SyncedCatalogEntity | None:
+        if previous is None:
+            create: ProductCreateParams = {"name": entity.name, "metadata": entity.metadata}
+            if entity.description:
+                create["description"] = entity.description
+            product = self.client.v1.products.create(
+                params=create, options={"idempotency_key": f"{idempotency_key}:product"}
+            )
+        else:
+            update: ProductUpdateParams = {
+                "name": entity.name,
+                "metadata": entity.metadata,
+                "description": entity.description or "",
+            }
+            product = self.client.v1.products.update(
+                previous.product_id, params=update, options={"idempotency_key": f"{idempotency_key}:product"}
+            )
+        prices: dict[str, SyncedPrice] = {}
+        for spec in entity.prices:
+            fingerprint = price_fingerprint(spec, product.id)
+            old = previous.prices.get(spec.key) if previous is not None else None
+            if old is not None and old.fingerprint == fingerprint:
+                prices[spec.key] = old
+                continue
+            price = self.client.v1.prices.create(
+                params=_price_params(spec, product.id),
+                options={"idempotency_key": f"{idempotency_key}:price:{spec.key}"},
+            )
+            prices[spec.key] = SyncedPrice(billing_id=price.id, fingerprint=fingerprint)
+        archived: list[str] = []
+        if archive_replaced and previous is not None:
+            kept = {p.billing_id for p in prices.values()}
+            for old in previous.prices.values():
+                if old.billing_id in kept or old.billing_id in archived:
+                    continue
+                self.client.v1.prices.update(
+                    old.billing_id,
+                    params={"active": False},
+                    options={"idempotency_key": f"{idempotency_key}:archive:{old.billing_id}"},
+                )
+                archived.append(old.billing_id)
+        return SyncedCatalogEntity(product_id=product.id, prices=prices, archived=tuple(archived))
+
+    # -- later slices ----------------------------------------------------------------------------------
+
+    def sync_customer(self, customer: CustomerSpec, *, existing_id: str | None, idempotency_key: str) -> str | None:
+        raise later("Stripe customer sync", "customers")
+
+    def create_subscription(self, subscription: SubscriptionSpec, *, idempotency_key: str) -> str | None:
+        raise later("Creating Stripe subscriptions", "subscriptions")
+
+    def update_subscription(self, billing_id: str, subscription: SubscriptionSpec, *, idempotency_key: str) -> None:
+        raise later("Updating Stripe subscriptions", "subscriptions")
+
+    def cancel_subscription(self, billing_id: str, *, at: datetime | None, idempotency_key: str) -> None:
+        raise later("Cancelling Stripe subscriptions", "subscriptions")
+
+    def report_usage(self, usage: UsageReport, *, idempotency_key: str) -> None:
+        raise later("Reporting usage to Stripe meters", "usage reporting")
+
+    def create_checkout_session(self, checkout: CheckoutRequest, *, idempotency_key: str) -> str:
+        raise later("Stripe Checkout sessions", "checkout")
+
+    def create_portal_session(self, customer_billing_id: str, return_url: str, *, idempotency_key: str) -> str:
+        raise later("Stripe billing portal sessions", "customer portal")
+
+    def handle_event(self, payload: bytes, signature: str | None) -> ProviderEvent | None:
+        raise later("Stripe webhooks (signature check, payment outcomes into subscriptions/hooks.py)", "webhooks")
+
+
+def minor_amount(spec: PriceSpec) -> tuple[str, int | str]:
+    """Stripe's field and value for an exact minor-unit amount: `unit_amount` when whole, else the decimal."""
+    minor = spec.unit_amount_minor
+    if minor == minor.to_integral_value():
+        return "unit_amount", int(minor)
+    return "unit_amount_decimal", format(minor.normalize(), "f")
+
+
+def price_fingerprint(spec: PriceSpec, product_id: str) -> dict[str, Any]:
+    field, value = minor_amount(spec)
+    return {
+        "product": product_id,
+        "currency": spec.currency,
+        "unitAmountDecimal": str(value) if field == "unit_amount" else value,
+        "interval": spec.interval,
+    }
+
+
+def _price_params(spec: PriceSpec, product_id: str) -> PriceCreateParams:
+    params: PriceCreateParams = {
+        "product": product_id,
+        "currency": spec.currency,
+        "nickname": spec.nickname,
+        "metadata": spec.metadata,
+    }
+    field, value = minor_amount(spec)
+    if field == "unit_amount":
+        assert isinstance(value, int)
+        params["unit_amount"] = value
+    else:
+        # The SDK types this as Decimal but sends str(Decimal), which is scientific notation below
+        # 1e-6 ('1E-7'), which Stripe refuses; the plain string goes through as written.
+        assert isinstance(value, str)
+        params["unit_amount_decimal"] = cast(Decimal, value)
+    if spec.interval is not None:
+        params["recurring"] = {"interval": spec.interval, "interval_count": 1, "usage_type": "licensed"}
+    return params

@@ -1,0 +1,139 @@
+"""Connecting an environment to Stripe: POST /api/v1/integrations and `entitle integrations connect`.
+
+No Stripe endpoint is called here (connecting touches only the database); the CLI test reaches the
+emulator through the catalog sync it enqueues: Products at localstripe, Prices at the stand-in.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography.fernet import Fernet
+from sqlalchemy import select
+
+from entitle.billing.models import Integration
+from entitle.billing.secrets import ENV_VAR, KEY_FILE, secret_box
+from entitle.environments.models import KeyKind
+from entitle.errors import FailedPrecondition
+from entitle.jobs.service import Worker
+from tests.billing.test_stripe_catalog_sync import make_plan
+from tests.conftest import LiveServer
+from tests.support.stripe_emulator import StripeEmulator
+from tests.test_cli import run
+
+TEST_KEY = "sk_test_51Abcdefghijklmnopqrstuvwxyz0123"
+LIVE_KEY = "sk_live_51Abcdefghijklmnopqrstuvwxyz0123"
+
+
+def connect(api: httpx.Client, key: str, **extra: object) -> httpx.Response:
+    return api.post("/api/v1/integrations", json={"vendorIdentifier": "STRIPE", "apiSecretKey": key, **extra})
+
+
+def stored(server: LiveServer) -> list[Integration]:
+    with server.db.read() as s:
+        return list(s.scalars(select(Integration).order_by(Integration.pk)))
+
+
+def test_the_secret_key_is_stored_encrypted_and_never_shown(server: LiveServer, api: httpx.Client) -> None:
+    resp = connect(api, TEST_KEY, webhookSecret="whsec_abcdefgh12345678", apiBase="http://127.0.0.1:9/")
+    assert resp.status_code == 200, resp.text
+    data = resp.json()["data"]
+    assert TEST_KEY not in resp.text and "whsec_abcdefgh12345678" not in resp.text
+    assert data["secretKeyHint"] == "sk_test_...0123"
+    assert (data["vendorIdentifier"], data["livemode"], data["hasWebhookSecret"]) == ("STRIPE", False, True)
+    assert (data["apiBase"], data["syncCustomers"], data["syncSubscriptions"], data["taxEnabled"]) == (
+        "http://127.0.0.1:9",
+        True,
+        True,
+        False,
+    )
+    (row,) = stored(server)
+    assert TEST_KEY not in row.secret_key_encrypted
+    box = secret_box(Path("/nonexistent"))  # the key comes from ENTITLE_SECRET_KEY here
+    assert box.decrypt(row.secret_key_encrypted) == TEST_KEY
+    assert row.webhook_secret_encrypted is not None and box.decrypt(row.webhook_secret_encrypted).startswith("whsec_")
+    # Connecting again replaces the key and settings of the same integration.
+    again = connect(api, "sk_test_51Another0000000000000009999", syncCustomers=False)
+    assert again.status_code == 200
+    assert again.json()["data"]["id"] == data["id"] and again.json()["data"]["syncCustomers"] is False
+    (row,) = stored(server)
+    assert (box.decrypt(row.secret_key_encrypted), row.webhook_secret_encrypted, row.api_base) == (
+        "sk_test_51Another0000000000000009999",
+        None,
+        None,
+    )
+
+
+def test_keys_must_match_the_kind_of_environment(server: LiveServer, api: httpx.Client) -> None:
+    def refused(client: httpx.Client, key: str, status: int = 400, **extra: object) -> str:
+        resp = connect(client, key, **extra)
+        assert resp.status_code == status, resp.text
+        message: str = resp.json()["error"]["message"]
+        return message
+
+    assert "refuses live Stripe keys" in refused(api, LIVE_KEY)
+    assert "refuses live Stripe keys" in refused(api, "rk_live_51Abcdefghijklmnop")
+    assert "not a Stripe secret key" in refused(api, "pk_test_51Abcdefghijklmnop")
+    assert "whsec_" in refused(api, TEST_KEY, webhookSecret="not-a-secret")
+    refused(api, TEST_KEY, apiBase="ftp://example.com")
+    with server.http(server.key(kind=KeyKind.CLIENT)) as client_key:
+        assert connect(client_key, TEST_KEY).status_code == 403
+    with server.http(server.key("production")) as production:
+        assert "refuses Stripe test keys" in refused(production, TEST_KEY)
+        assert "must be https" in refused(production, LIVE_KEY, apiBase="http://127.0.0.1:9")
+        ok = connect(production, LIVE_KEY)
+        assert ok.status_code == 200 and ok.json()["data"]["livemode"] is True
+    assert [row.livemode for row in stored(server)] == [True]
+
+
+def test_the_key_file_is_generated_once_private_and_used_to_decrypt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(ENV_VAR)
+    box = secret_box(tmp_path)
+    token = box.encrypt("sk_test_secret")
+    key_file = tmp_path / KEY_FILE
+    assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
+    assert secret_box(tmp_path).decrypt(token) == "sk_test_secret"  # the same file, not a new key
+    assert list(tmp_path.iterdir()) == [key_file]
+    # Rotation: the new key first, the old one still decrypts.
+    monkeypatch.setenv(ENV_VAR, f"{Fernet.generate_key().decode()},{key_file.read_text().strip()}")
+    assert secret_box(tmp_path).decrypt(token) == "sk_test_secret"
+    monkeypatch.setenv(ENV_VAR, Fernet.generate_key().decode())
+    with pytest.raises(FailedPrecondition, match="cannot be decrypted"):
+        secret_box(tmp_path).decrypt(token)
+    monkeypatch.setenv(ENV_VAR, "not-a-fernet-key")
+    with pytest.raises(FailedPrecondition, match="Fernet"):
+        secret_box(tmp_path)
+
+
+def test_the_cli_connects_and_the_published_catalog_is_synced(
+    server: LiveServer,
+    api: httpx.Client,
+    stripe_emulator: StripeEmulator,
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    make_plan(api)
+    refused = run(
+        "integrations", "connect", "stripe", "--environment", "development", "--secret-key", LIVE_KEY,
+        data_dir=tmp_path, database_url=database_url,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "refuses live Stripe keys" in refused.stderr
+    done = run(
+        "integrations", "connect", "stripe", "--environment", "development",
+        "--secret-key", stripe_emulator.secret_key, "--api-base", stripe_emulator.api_base,
+        data_dir=tmp_path, database_url=database_url,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == api.get("/api/v1/integrations").json()["data"][0]["id"]
+    assert (tmp_path / KEY_FILE).exists()  # the CLI ran without ENTITLE_SECRET_KEY: a key file in its data dir
+    # The worker must decrypt with the same key: use that file's key here.
+    monkeypatch.setenv(ENV_VAR, (tmp_path / KEY_FILE).read_text().strip())
+    Worker(server.db).drain()
+    assert [p.name for p in stripe_emulator.products()] == ["Acme Pro Plan"]

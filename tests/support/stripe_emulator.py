@@ -1,0 +1,946 @@
+"""A local Stripe for tests: the `localstripe` emulator behind a small stateful stand-in.
+
+The official `stripe` SDK is pointed at the stand-in's address (`StripeEmulator.api_base`); nothing
+here talks to the real Stripe, and both servers listen on 127.0.0.1 only.
+
+Who serves what
+---------------
+
+    SDK ──> stand-in (starlette under uvicorn, a thread of the test process, free port)
+              │  1. failure injection      (`fail_next`: errors in front of Stripe, for retry tests)
+              │  2. idempotency keys       (for every POST, whoever serves it; localstripe has none)
+              │  3. endpoints localstripe lacks, served from the stand-in's own state:
+              │       /v1/prices, /v1/prices/{id}                      (create, retrieve, update, list)
+              │       /v1/checkout/sessions[/{id}[/expire]]             (create, retrieve, list, expire)
+              │       /v1/billing_portal/sessions                       (create)
+              │       /v1/billing/meters[/{id}[/deactivate|/reactivate]] (create, retrieve, update, list)
+              │       /v1/billing/meters/{id}/event_summaries           (list, one summary per query)
+              │       /v1/billing/meter_events                          (create)
+              └──> localstripe (a subprocess, free port): everything else — customers, products, plans,
+                   subscriptions, invoices, payment methods, ... — exactly as localstripe implements it.
+
+Details that matter to tests:
+
+- A Price created here is also created in localstripe as a Plan with the *same id* (Stripe itself
+  serves every Price under /v1/plans too), so a later localstripe Subscription or Invoice on that
+  price id works and stays localstripe's: the stand-in renames `items[i][price]` (and `price` of a
+  subscription item) to localstripe's `plan` on the way (localstripe subscriptions take one item).
+  Mirrored: recurring per-unit prices with an integral `unit_amount`, and tiered prices; not mirrored
+  (localstripe's Plan cannot hold them): one-time prices and fractional `unit_amount_decimal`. Price
+  updates (active, metadata, nickname) are kept by the stand-in only.
+- Idempotency follows Stripe's documented rules: the first response for a key is saved and replayed
+  (with `Idempotent-Replayed: true`) to a POST with the same key and the same parameters; the same
+  key with other parameters is a 400 `idempotency_error`; a key whose first request is still running
+  is a 409. Responses to requests that failed parameter validation (400) are not saved, as at Stripe.
+- Injected failures (`fail_next`) model errors raised in front of Stripe's API (network, 429, 503):
+  by default nothing executes and nothing is saved against the idempotency key. With
+  `after_execution=True` the request executes (and its result is saved) but the caller gets the
+  error — a response lost on the way back, the case idempotency keys exist for.
+- Objects the stand-in returns have the top-level fields of Stripe's published examples
+  (`shared/stripe/fixtures3.json`, from Stripe's OpenAPI repository); `test_stripe_emulator.py`
+  checks the field sets against that file when it is there.
+- localstripe persists its store to a fixed `/tmp/localstripe.pickle`, which concurrent test runs on
+  one machine would share; the subprocess is started with persistence switched off, bound to
+  127.0.0.1 (its own `start()` binds every interface).
+
+Not emulated (a test that needs them must say so): webhooks from the stand-in's objects (checkout
+completion creating a subscription, meter events reaching localstripe invoices), Stripe search
+endpoints, Products' `default_price`, and Stripe's 24-hour expiry of idempotency keys.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import secrets
+import string
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import httpx
+import stripe
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tests.support.postgres import free_port
+
+# Started with `python -c`: no persistence to the shared pickle, loopback only, no access log.
+_LOCALSTRIPE_BOOT = """
+import sys
+from aiohttp import web
+from localstripe import resources, server
+resources.Store.dump_to_disk = lambda self: None
+resources.Store.try_load_from_disk = lambda self: None
+web.run_app(server.app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+"""
+
+TEST_SECRET_KEY = "sk_test_entitle_emulator"
+_PRICE_KEY = re.compile(r"^(items\[\d+\]\[|)price(\]|)$")
+_ALNUM = string.ascii_letters + string.digits
+
+
+def _rand(n: int) -> str:
+    return "".join(secrets.choice(_ALNUM) for _ in range(n))
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+# ---------------------------------------------------------------------------------------------------
+# Form decoding: the SDK sends v1 parameters form-encoded with bracket keys (metadata[k], items[0][price]).
+
+
+def decode_form(raw: str) -> dict[str, Any]:
+    root: dict[str, Any] = {}
+    for key, value in parse_qsl(raw, keep_blank_values=True):
+        parts = [key.split("[", 1)[0]] + [p.rstrip("]") for p in key.split("[")[1:]]
+        node = root
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return _listify(root)
+
+
+def _listify(node: Any) -> Any:
+    if not isinstance(node, dict):
+        return node
+    items = {k: _listify(v) for k, v in node.items()}
+    if items and all(k.isdigit() for k in items):
+        return [items[k] for k in sorted(items, key=int)]
+    return items
+
+
+def _bool(value: Any) -> bool | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return value
+    return str(value).lower() == "true"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Errors, shaped as Stripe's.
+
+
+class StripeError(Exception):
+    def __init__(self, status: int, message: str, *, type_: str = "invalid_request_error", **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = {"error": {"type": type_, "message": message, **extra}}
+
+    def response(self) -> Response:
+        return JSONResponse(self.body, status_code=self.status, headers={"Request-Id": f"req_{_rand(14)}"})
+
+
+def _missing(kind: str, ident: str) -> StripeError:
+    return StripeError(404, f"No such {kind}: '{ident}'", code="resource_missing", param="id")
+
+
+def _bad(message: str, param: str | None = None) -> StripeError:
+    return StripeError(400, message, code="parameter_invalid", param=param)
+
+
+def _require(params: dict[str, Any], name: str) -> Any:
+    if params.get(name) in (None, ""):
+        raise StripeError(400, f"Missing required param: {name}.", code="parameter_missing", param=name)
+    return params[name]
+
+
+def _merge_metadata(current: dict[str, str], update: Any) -> dict[str, str]:
+    if update in (None, ""):
+        return {} if update == "" else current
+    if not isinstance(update, dict):
+        raise _bad("Invalid hash", "metadata")
+    merged = dict(current)
+    for k, v in update.items():
+        if v == "":
+            merged.pop(k, None)  # Stripe: an empty value removes the key
+        else:
+            merged[k] = str(v)
+    return merged
+
+
+def _list(objects: list[dict[str, Any]], url: str, query: dict[str, Any]) -> dict[str, Any]:
+    ordered = list(reversed(objects))  # newest first, as Stripe lists
+    after = query.get("starting_after")
+    if after:
+        ids = [o["id"] for o in ordered]
+        ordered = ordered[ids.index(after) + 1 :] if after in ids else []
+    limit = max(1, min(100, int(query.get("limit", 10))))
+    return {"object": "list", "url": url, "has_more": len(ordered) > limit, "data": ordered[:limit]}
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Failure:
+    remaining: int
+    method: str | None
+    path_prefix: str
+    status: int
+    after_execution: bool
+
+
+@dataclass
+class Logged:
+    method: str
+    path: str
+    idempotency_key: str | None
+    status: int
+    replayed: bool = False
+    injected: bool = False
+
+
+@dataclass
+class _Saved:
+    method: str
+    path: str
+    params: list[tuple[str, str]]
+    status: int
+    body: bytes
+    media_type: str
+
+
+@dataclass
+class StandIn:
+    """Stripe endpoints localstripe lacks, idempotency keys and failure injection, in front of localstripe."""
+
+    upstream: str
+    prices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    checkout_sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    portal_sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    meters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    meter_events: dict[str, dict[str, Any]] = field(default_factory=dict)
+    log: list[Logged] = field(default_factory=list)
+    public_base: str = ""
+    _failures: list[Failure] = field(default_factory=list)
+    _saved: dict[tuple[str, str], _Saved] = field(default_factory=dict)
+    _in_flight: set[tuple[str, str]] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _client: httpx.AsyncClient | None = None
+
+    # -- control (called from the test thread) -----------------------------------------------------
+
+    def reset(self) -> None:
+        with self._lock:
+            for store in (self.prices, self.checkout_sessions, self.portal_sessions, self.meters, self.meter_events):
+                store.clear()
+            self.log.clear()
+            self._failures.clear()
+            self._saved.clear()
+            self._in_flight.clear()
+
+    def fail_next(
+        self,
+        times: int,
+        *,
+        path_prefix: str = "/v1/",
+        method: str | None = "POST",
+        status: int = 503,
+        after_execution: bool = False,
+    ) -> None:
+        with self._lock:
+            self._failures.append(Failure(times, method, path_prefix, status, after_execution))
+
+    def clear_failures(self) -> None:
+        with self._lock:
+            self._failures.clear()
+
+    def writes(self) -> list[Logged]:
+        with self._lock:
+            return [entry for entry in self.log if entry.method == "POST"]
+
+    # -- request pipeline ----------------------------------------------------------------------------
+
+    def app(self) -> Starlette:
+        methods = ["GET", "POST", "DELETE"]
+        return Starlette(routes=[Route("/{path:path}", self._handle, methods=methods)])
+
+    def _take_failure(self, method: str, path: str) -> Failure | None:
+        with self._lock:
+            for failure in self._failures:
+                if (
+                    failure.remaining > 0
+                    and (failure.method in (None, method))
+                    and path.startswith(failure.path_prefix)
+                ):
+                    failure.remaining -= 1
+                    return failure
+        return None
+
+    async def _handle(self, request: Request) -> Response:
+        method, path = request.method, request.url.path
+        raw = (await request.body()).decode()
+        idem = request.headers.get("idempotency-key") if method == "POST" else None
+        account = request.headers.get("authorization", "")
+        failure = self._take_failure(method, path)
+        if failure is not None and not failure.after_execution:
+            self._record(Logged(method, path, idem, failure.status, injected=True))
+            return _injected(failure.status).response()
+
+        slot = (account, idem) if idem else None
+        params = sorted(parse_qsl(raw, keep_blank_values=True))
+        if slot is not None:
+            with self._lock:
+                saved = self._saved.get(slot)
+                in_flight = slot in self._in_flight
+                if saved is None and not in_flight:
+                    self._in_flight.add(slot)
+            if saved is not None:
+                if (saved.method, saved.path, saved.params) != (method, path, params):
+                    self._record(Logged(method, path, idem, 400))
+                    return StripeError(
+                        400,
+                        f"Keys for idempotent requests can only be used with the same parameters they were first "
+                        f"used with. Try using a key other than '{idem}' if you meant to execute a different request.",
+                        type_="idempotency_error",
+                    ).response()
+                self._record(Logged(method, path, idem, saved.status, replayed=True))
+                return Response(
+                    saved.body,
+                    status_code=saved.status,
+                    media_type=saved.media_type,
+                    headers={"Idempotent-Replayed": "true", "Idempotency-Key": idem or ""},
+                )
+            if in_flight:
+                self._record(Logged(method, path, idem, 409))
+                return StripeError(
+                    409,
+                    "There is currently another in-progress request using this Stripe-Idempotency-Key. "
+                    "Please try again later.",
+                    code="idempotency_key_in_use",
+                ).response()
+        try:
+            response = await self._execute(request, method, path, raw)
+        finally:
+            if slot is not None:
+                with self._lock:
+                    self._in_flight.discard(slot)
+        if slot is not None and response.status_code != 400:
+            with self._lock:
+                self._saved[slot] = _Saved(
+                    method, path, params, response.status_code, bytes(response.body), response.media_type or ""
+                )
+        if failure is not None:  # executed and saved, but the answer is lost on the way back
+            self._record(Logged(method, path, idem, failure.status, injected=True))
+            return _injected(failure.status).response()
+        self._record(Logged(method, path, idem, response.status_code))
+        return response
+
+    def _record(self, entry: Logged) -> None:
+        with self._lock:
+            self.log.append(entry)
+
+    async def _execute(self, request: Request, method: str, path: str, raw: str) -> Response:
+        query = decode_form(request.url.query)
+        params = decode_form(raw) if method == "POST" else query
+        parts = path.strip("/").split("/")
+        try:
+            result = await self._route(request, method, parts, params, query)
+        except StripeError as exc:
+            return exc.response()
+        if result is None:
+            return await self._forward(request, raw)
+        return JSONResponse(result, headers={"Request-Id": f"req_{_rand(14)}"})
+
+    async def _route(
+        self, request: Request, method: str, parts: list[str], params: dict[str, Any], query: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        auth = request.headers.get("authorization", "")
+        match (method, parts):
+            case ("POST", ["v1", "prices"]):
+                return await self._create_price(auth, params)
+            case ("GET", ["v1", "prices"]):
+                return self._list_prices(query)
+            case ("GET", ["v1", "prices", "search"]):
+                raise StripeError(404, "The stand-in does not emulate price search.")
+            case ("GET", ["v1", "prices", price_id]):
+                return self._price(price_id)
+            case ("POST", ["v1", "prices", price_id]):
+                return self._update_price(price_id, params)
+            case ("POST", ["v1", "checkout", "sessions"]):
+                return await self._create_checkout_session(auth, params)
+            case ("GET", ["v1", "checkout", "sessions"]):
+                return _list(list(self.checkout_sessions.values()), "/v1/checkout/sessions", query)
+            case ("GET", ["v1", "checkout", "sessions", session_id]):
+                return self._checkout_session(session_id)
+            case ("POST", ["v1", "checkout", "sessions", session_id, "expire"]):
+                return self._expire_checkout_session(session_id)
+            case ("POST", ["v1", "billing_portal", "sessions"]):
+                return await self._create_portal_session(auth, params)
+            case ("POST", ["v1", "billing", "meters"]):
+                return self._create_meter(params)
+            case ("GET", ["v1", "billing", "meters"]):
+                meters = [m for m in self.meters.values() if query.get("status") in (None, m["status"])]
+                return _list(meters, "/v1/billing/meters", query)
+            case ("GET", ["v1", "billing", "meters", meter_id]):
+                return self._meter(meter_id)
+            case ("POST", ["v1", "billing", "meters", meter_id]):
+                meter = self._meter(meter_id)
+                if "display_name" in params:
+                    meter["display_name"] = params["display_name"]
+                meter["updated"] = _now()
+                return meter
+            case ("POST", ["v1", "billing", "meters", meter_id, ("deactivate" | "reactivate") as action]):
+                meter = self._meter(meter_id)
+                meter["status"] = "inactive" if action == "deactivate" else "active"
+                meter["status_transitions"]["deactivated_at"] = _now() if action == "deactivate" else None
+                meter["updated"] = _now()
+                return meter
+            case ("GET", ["v1", "billing", "meters", meter_id, "event_summaries"]):
+                return self._event_summaries(meter_id, query)
+            case ("POST", ["v1", "billing", "meter_events"]):
+                return self._create_meter_event(params)
+        return None
+
+    async def _upstream(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(base_url=self.upstream, timeout=30)
+        return self._client
+
+    async def _forward(self, request: Request, raw: str) -> Response:
+        client = await self._upstream()
+        headers = {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "content-type")}
+        if request.method == "POST" and request.url.path.startswith(("/v1/subscriptions", "/v1/subscription_items")):
+            # localstripe predates Prices: its subscription items name the plan, which has the price's id.
+            pairs = [(_PRICE_KEY.sub(r"\1plan\2", k), v) for k, v in parse_qsl(raw, keep_blank_values=True)]
+            raw = urlencode(pairs)
+        upstream = await client.request(
+            request.method, request.url.path, params=request.url.query, content=raw.encode(), headers=headers
+        )
+        if upstream.status_code == 404 and "json" not in upstream.headers.get("content-type", ""):
+            return StripeError(
+                404,
+                f"Unrecognized request URL ({request.method}: {request.url.path}). "
+                "(emulator: neither localstripe nor the stand-in serves this endpoint)",
+            ).response()
+        return Response(
+            upstream.content,
+            status_code=upstream.status_code,
+            media_type=upstream.headers.get("content-type", "application/json"),
+        )
+
+    async def _upstream_get(self, auth: str, path: str) -> dict[str, Any] | None:
+        client = await self._upstream()
+        resp = await client.get(path, headers={"authorization": auth})
+        if resp.status_code == 404:
+            return None
+        resp.raise_for_status()
+        found: dict[str, Any] = resp.json()
+        return found
+
+    # -- prices --------------------------------------------------------------------------------------
+
+    def _price(self, price_id: str) -> dict[str, Any]:
+        price = self.prices.get(price_id)
+        if price is None:
+            raise _missing("price", price_id)
+        return price
+
+    async def _create_price(self, auth: str, params: dict[str, Any]) -> dict[str, Any]:
+        currency = str(_require(params, "currency")).lower()
+        if len(currency) != 3 or not currency.isalpha():
+            raise _bad(f"Invalid currency: {currency}.", "currency")
+        product = params.get("product")
+        if product is None:
+            raise StripeError(
+                400, "You must specify either `product` or `product_data`.", code="parameter_missing", param="product"
+            )
+        if await self._upstream_get(auth, f"/v1/products/{product}") is None:
+            raise StripeError(404, f"No such product: '{product}'", code="resource_missing", param="product")
+        scheme = params.get("billing_scheme", "per_unit")
+        unit_amount: int | None = None
+        unit_amount_decimal: str | None = None
+        tiers = params.get("tiers")
+        if scheme == "per_unit":
+            if "unit_amount" in params and "unit_amount_decimal" in params:
+                raise _bad("You may only specify one of these parameters: unit_amount, unit_amount_decimal.")
+            if "unit_amount" in params:
+                if not str(params["unit_amount"]).isdigit():
+                    raise _bad("Invalid non-negative integer", "unit_amount")
+                unit_amount = int(params["unit_amount"])
+                unit_amount_decimal = str(unit_amount)
+            elif "unit_amount_decimal" in params:
+                unit_amount_decimal = str(params["unit_amount_decimal"])
+                try:
+                    value = float(unit_amount_decimal)  # validation only; the decimal string is kept as sent
+                except ValueError:
+                    raise _bad("Invalid decimal", "unit_amount_decimal") from None
+                if value < 0 or ("." in unit_amount_decimal and len(unit_amount_decimal.split(".")[1]) > 12):
+                    raise _bad("Invalid decimal", "unit_amount_decimal")
+                if value.is_integer() and "." not in unit_amount_decimal:
+                    unit_amount = int(unit_amount_decimal)
+            else:
+                raise StripeError(
+                    400,
+                    "Missing required param: unit_amount.",
+                    code="parameter_missing",
+                    param="unit_amount",
+                )
+        elif scheme == "tiered":
+            if not isinstance(tiers, list) or not tiers or params.get("tiers_mode") not in ("graduated", "volume"):
+                raise _bad("Tiered prices need `tiers` and `tiers_mode` (graduated or volume).", "tiers")
+        else:
+            raise _bad(f"Invalid billing_scheme: {scheme}", "billing_scheme")
+        recurring = params.get("recurring")
+        recurring_out: dict[str, Any] | None = None
+        if recurring is not None:
+            interval = recurring.get("interval")
+            if interval not in ("day", "week", "month", "year"):
+                raise _bad("Invalid recurring[interval]", "recurring[interval]")
+            usage_type = recurring.get("usage_type", "licensed")
+            meter = recurring.get("meter")
+            if usage_type == "metered":
+                if meter is None:
+                    raise _bad("Metered prices must be backed by a meter: pass recurring[meter].", "recurring[meter]")
+                self._meter(meter)
+            recurring_out = {
+                "interval": interval,
+                "interval_count": int(recurring.get("interval_count", 1)),
+                "meter": meter,
+                "usage_type": usage_type,
+                "trial_period_days": None,
+            }
+        price_id = f"price_{_rand(24)}"
+        price = {
+            "active": _bool(params.get("active", True)),
+            "billing_scheme": scheme,
+            "created": _now(),
+            "currency": currency,
+            "custom_unit_amount": None,
+            "id": price_id,
+            "livemode": False,
+            "lookup_key": params.get("lookup_key"),
+            "metadata": _merge_metadata({}, params.get("metadata")),
+            "nickname": params.get("nickname"),
+            "object": "price",
+            "product": product,
+            "recurring": recurring_out,
+            "tax_behavior": params.get("tax_behavior", "unspecified"),
+            "tiers_mode": params.get("tiers_mode"),
+            "transform_quantity": None,
+            "type": "recurring" if recurring_out else "one_time",
+            "unit_amount": unit_amount,
+            "unit_amount_decimal": unit_amount_decimal,
+        }
+        if scheme == "tiered":
+            price["tiers"] = tiers  # only present when expanded at Stripe; kept for the tests' eyes
+        await self._mirror_plan(auth, price, tiers)
+        self.prices[price_id] = price
+        return price
+
+    async def _mirror_plan(self, auth: str, price: dict[str, Any], tiers: Any) -> None:
+        """Create the localstripe Plan with the price's id, so subscriptions on the price work there."""
+        recurring = price["recurring"]
+        if recurring is None:
+            return
+        form: dict[str, Any] = {
+            "id": price["id"],
+            "product": price["product"],
+            "currency": price["currency"],
+            "interval": recurring["interval"],
+            "interval_count": recurring["interval_count"],
+            "usage_type": recurring["usage_type"],
+        }
+        if price["billing_scheme"] == "tiered":
+            form["billing_scheme"] = "tiered"
+            form["tiers_mode"] = price["tiers_mode"]
+            for i, tier in enumerate(tiers):
+                for key, value in tier.items():
+                    form[f"tiers[{i}][{key}]"] = value
+        elif price["unit_amount"] is not None:
+            form["amount"] = price["unit_amount"]
+        else:
+            return  # a fractional unit_amount_decimal: localstripe's Plan holds integers only
+        if price["nickname"]:
+            form["nickname"] = price["nickname"]
+        for key, value in price["metadata"].items():
+            form[f"metadata[{key}]"] = value
+        client = await self._upstream()
+        resp = await client.post("/v1/plans", data=form, headers={"authorization": auth})
+        if resp.status_code >= 400:
+            raise StripeError(resp.status_code, f"emulator: localstripe refused the plan mirror: {resp.text}")
+
+    def _update_price(self, price_id: str, params: dict[str, Any]) -> dict[str, Any]:
+        price = self._price(price_id)
+        allowed = {"active", "metadata", "nickname", "lookup_key", "tax_behavior", "expand"}
+        unknown = sorted(set(params) - allowed)
+        if unknown:
+            raise StripeError(
+                400, f"Received unknown parameter: {unknown[0]}", code="parameter_unknown", param=unknown[0]
+            )
+        if "active" in params:
+            price["active"] = _bool(params["active"])
+        if "metadata" in params:
+            price["metadata"] = _merge_metadata(price["metadata"], params["metadata"])
+        for key in ("nickname", "lookup_key", "tax_behavior"):
+            if key in params:
+                price[key] = params[key] or None
+        return price
+
+    def _list_prices(self, query: dict[str, Any]) -> dict[str, Any]:
+        found = list(self.prices.values())
+        if "active" in query:
+            found = [p for p in found if p["active"] == _bool(query["active"])]
+        for key in ("product", "currency", "type"):
+            if key in query:
+                found = [p for p in found if p[key] == query[key]]
+        if "lookup_keys" in query:
+            keys = query["lookup_keys"] if isinstance(query["lookup_keys"], list) else [query["lookup_keys"]]
+            found = [p for p in found if p["lookup_key"] in keys]
+        return _list(found, "/v1/prices", query)
+
+    # -- checkout and portal sessions ----------------------------------------------------------------
+
+    def _checkout_session(self, session_id: str) -> dict[str, Any]:
+        found = self.checkout_sessions.get(session_id)
+        if found is None:
+            raise _missing("checkout.session", session_id)
+        return found
+
+    async def _customer_exists(self, auth: str, customer: Any) -> None:
+        if customer is not None and await self._upstream_get(auth, f"/v1/customers/{customer}") is None:
+            raise StripeError(404, f"No such customer: '{customer}'", code="resource_missing", param="customer")
+
+    async def _create_checkout_session(self, auth: str, params: dict[str, Any]) -> dict[str, Any]:
+        mode = _require(params, "mode")
+        if mode not in ("payment", "setup", "subscription"):
+            raise _bad(f"Invalid mode: {mode}", "mode")
+        await self._customer_exists(auth, params.get("customer"))
+        items = params.get("line_items") or []
+        if mode != "setup" and not items:
+            raise StripeError(400, "line_items is required in payment and subscription mode.", code="parameter_missing")
+        subtotal = 0
+        currency = None
+        prices = [self._price(_require(item, "price")) for item in items]
+        if mode == "subscription" and not any(p["recurring"] for p in prices):
+            raise _bad("You must provide at least one recurring price in `subscription` mode.", "line_items")
+        for item, price in zip(items, prices, strict=True):
+            subtotal += (price["unit_amount"] or 0) * int(item.get("quantity", 1))
+            currency = currency or price["currency"]
+        created = _now()
+        session_id = f"cs_test_{_rand(58)}"
+        session = {
+            "adaptive_pricing": None,
+            "after_expiration": None,
+            "allow_promotion_codes": _bool(params.get("allow_promotion_codes")),
+            "amount_subtotal": subtotal if mode != "setup" else None,
+            "amount_total": subtotal if mode != "setup" else None,
+            "automatic_tax": {"enabled": False, "liability": None, "provider": None, "status": None},
+            "billing_address_collection": params.get("billing_address_collection"),
+            "cancel_url": params.get("cancel_url"),
+            "client_reference_id": params.get("client_reference_id"),
+            "client_secret": None,
+            "collected_information": None,
+            "consent": None,
+            "consent_collection": None,
+            "created": created,
+            "currency": currency,
+            "currency_conversion": None,
+            "custom_fields": [],
+            "custom_text": {
+                "after_submit": None,
+                "shipping_address": None,
+                "submit": None,
+                "terms_of_service_acceptance": None,
+            },
+            "customer": params.get("customer"),
+            "customer_account": None,
+            "customer_creation": None if params.get("customer") else "if_required",
+            "customer_details": None,
+            "customer_email": params.get("customer_email"),
+            "discounts": [],
+            "expires_at": created + 24 * 3600,
+            "id": session_id,
+            "integration_identifier": None,
+            "invoice": None,
+            "invoice_creation": None,
+            "livemode": False,
+            "locale": params.get("locale"),
+            "managed_payments": None,
+            "metadata": _merge_metadata({}, params.get("metadata")),
+            "mode": mode,
+            "object": "checkout.session",
+            "origin_context": None,
+            "payment_intent": None,
+            "payment_link": None,
+            "payment_method_collection": "always" if mode == "subscription" else None,
+            "payment_method_configuration_details": None,
+            "payment_method_options": {},
+            "payment_method_types": ["card"],
+            "payment_status": "no_payment_required" if mode == "setup" else "unpaid",
+            "permissions": None,
+            "phone_number_collection": {"enabled": False},
+            "recovered_from": None,
+            "saved_payment_method_options": None,
+            "setup_intent": None,
+            "shipping_address_collection": None,
+            "shipping_cost": None,
+            "shipping_options": [],
+            "status": "open",
+            "submit_type": None,
+            "subscription": None,
+            "success_url": params.get("success_url"),
+            "total_details": {"amount_discount": 0, "amount_shipping": 0, "amount_tax": 0},
+            "ui_mode": params.get("ui_mode", "hosted"),
+            "url": f"{self.public_base}/emulated/checkout/{session_id}",
+            "wallet_options": None,
+        }
+        self.checkout_sessions[session_id] = session
+        return session
+
+    def _expire_checkout_session(self, session_id: str) -> dict[str, Any]:
+        session = self._checkout_session(session_id)
+        if session["status"] != "open":
+            raise _bad(
+                f"Only Checkout Sessions with a status of `open` can be expired; this one is {session['status']}."
+            )
+        session["status"] = "expired"
+        session["url"] = None
+        return session
+
+    async def _create_portal_session(self, auth: str, params: dict[str, Any]) -> dict[str, Any]:
+        customer = _require(params, "customer")
+        await self._customer_exists(auth, customer)
+        session_id = f"bps_{_rand(24)}"
+        session = {
+            "configuration": params.get("configuration") or "bpc_emulatordefault",
+            "created": _now(),
+            "customer": customer,
+            "customer_account": None,
+            "flow": None,
+            "id": session_id,
+            "livemode": False,
+            "locale": params.get("locale"),
+            "object": "billing_portal.session",
+            "on_behalf_of": params.get("on_behalf_of"),
+            "return_url": params.get("return_url"),
+            "url": f"{self.public_base}/emulated/portal/{session_id}",
+        }
+        self.portal_sessions[session_id] = session
+        return session
+
+    # -- meters ----------------------------------------------------------------------------------------
+
+    def _meter(self, meter_id: str) -> dict[str, Any]:
+        found = self.meters.get(meter_id)
+        if found is None:
+            raise _missing("billing.meter", meter_id)
+        return found
+
+    def _create_meter(self, params: dict[str, Any]) -> dict[str, Any]:
+        display_name = _require(params, "display_name")
+        event_name = _require(params, "event_name")
+        formula = (params.get("default_aggregation") or {}).get("formula")
+        if formula not in ("sum", "count", "last"):
+            raise _bad("default_aggregation[formula] must be sum, count or last.", "default_aggregation[formula]")
+        if any(m["event_name"] == event_name and m["status"] == "active" for m in self.meters.values()):
+            raise _bad(f"An active meter with event_name '{event_name}' already exists.", "event_name")
+        mapping = params.get("customer_mapping") or {}
+        created = _now()
+        meter_id = f"mtr_test_{_rand(24)}"
+        meter = {
+            "created": created,
+            "customer_mapping": {
+                "event_payload_key": mapping.get("event_payload_key", "stripe_customer_id"),
+                "type": mapping.get("type", "by_id"),
+            },
+            "default_aggregation": {"formula": formula},
+            "display_name": display_name,
+            "event_name": event_name,
+            "event_time_window": params.get("event_time_window"),
+            "id": meter_id,
+            "livemode": False,
+            "object": "billing.meter",
+            "status": "active",
+            "status_transitions": {"deactivated_at": None},
+            "updated": created,
+            "value_settings": {
+                "event_payload_key": (params.get("value_settings") or {}).get("event_payload_key", "value")
+            },
+        }
+        self.meters[meter_id] = meter
+        return meter
+
+    def _create_meter_event(self, params: dict[str, Any]) -> dict[str, Any]:
+        event_name = _require(params, "event_name")
+        payload = _require(params, "payload")
+        meter = next((m for m in self.meters.values() if m["event_name"] == event_name), None)
+        if meter is None or meter["status"] != "active":
+            raise _bad(f"No active meter was found for event_name '{event_name}'.", "event_name")
+        customer_key = meter["customer_mapping"]["event_payload_key"]
+        value_key = meter["value_settings"]["event_payload_key"]
+        if customer_key not in payload:
+            raise _bad(f"payload[{customer_key}] is required by the meter's customer mapping.", "payload")
+        if meter["default_aggregation"]["formula"] != "count":
+            try:
+                float(payload.get(value_key, ""))
+            except ValueError:
+                raise _bad(f"payload[{value_key}] must be a number.", "payload") from None
+        identifier = params.get("identifier") or _rand(24)
+        if identifier in self.meter_events:  # the stand-in's choice: a duplicate counts once
+            return self.meter_events[identifier]
+        event = {
+            "created": _now(),
+            "event_name": event_name,
+            "identifier": identifier,
+            "livemode": False,
+            "object": "billing.meter_event",
+            "payload": payload,
+            "timestamp": int(params.get("timestamp", _now())),
+        }
+        self.meter_events[identifier] = event
+        return event
+
+    def _event_summaries(self, meter_id: str, query: dict[str, Any]) -> dict[str, Any]:
+        meter = self._meter(meter_id)
+        customer = _require(query, "customer")
+        start, end = int(_require(query, "start_time")), int(_require(query, "end_time"))
+        customer_key = meter["customer_mapping"]["event_payload_key"]
+        value_key = meter["value_settings"]["event_payload_key"]
+        events = [
+            e
+            for e in self.meter_events.values()
+            if e["event_name"] == meter["event_name"]
+            and e["payload"].get(customer_key) == customer
+            and start <= e["timestamp"] < end
+        ]
+        formula = meter["default_aggregation"]["formula"]
+        values = [float(e["payload"].get(value_key, 0)) for e in sorted(events, key=lambda e: e["timestamp"])]
+        aggregated = (
+            len(values) if formula == "count" else (values[-1] if values and formula == "last" else sum(values))
+        )
+        summary = {
+            "aggregated_value": aggregated,
+            "end_time": end,
+            "id": f"mtrusg_{_rand(24)}",
+            "livemode": False,
+            "meter": meter_id,
+            "object": "billing.meter_event_summary",
+            "start_time": start,
+        }
+        return {
+            "object": "list",
+            "url": f"/v1/billing/meters/{meter_id}/event_summaries",
+            "has_more": False,
+            "data": [summary],
+        }
+
+
+def _injected(status: int) -> StripeError:
+    if status == 429:
+        return StripeError(
+            429, "Too many requests (emulator: injected failure).", type_="invalid_request_error", code="rate_limit"
+        )
+    return StripeError(status, "An unknown error occurred (emulator: injected failure).", type_="api_error")
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class StripeEmulator:
+    """The running pair: `api_base` is what the SDK (and an integration's apiBase) points at."""
+
+    api_base: str
+    localstripe_base: str
+    standin: StandIn
+    secret_key: str = TEST_SECRET_KEY
+
+    def client(self, secret_key: str | None = None) -> stripe.StripeClient:
+        return stripe.StripeClient(
+            secret_key or self.secret_key, base_addresses={"api": self.api_base}, max_network_retries=0
+        )
+
+    def reset(self) -> None:
+        """Forget every object (localstripe's and the stand-in's), saved idempotency key and failure."""
+        httpx.delete(f"{self.localstripe_base}/_config/data", timeout=10).raise_for_status()
+        self.standin.reset()
+
+    def fail_next(self, times: int, **kwargs: Any) -> None:
+        self.standin.fail_next(times, **kwargs)
+
+    def products(self) -> list[Any]:
+        return list(self.client().v1.products.list(params={"limit": 100}).data)
+
+    def prices(self, product: str | None = None) -> list[Any]:
+        params: dict[str, Any] = {"limit": 100}
+        if product is not None:
+            params["product"] = product
+        return list(self.client().v1.prices.list(params=params).data)  # type: ignore[arg-type]
+
+
+def _wait_until_up(url: str, proc: subprocess.Popen[bytes] | None, log: Path | None, deadline: float) -> None:
+    while True:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            pass
+        if proc is not None and proc.poll() is not None:
+            detail = log.read_text()[-2000:] if log is not None and log.exists() else ""
+            raise RuntimeError(f"localstripe exited with {proc.returncode}: {detail}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not come up")
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def running_emulator(log_dir: Path) -> Iterator[StripeEmulator]:
+    """Start localstripe (subprocess) and the stand-in (thread) on free loopback ports; stop both after."""
+    ls_port = free_port()
+    log = log_dir / "localstripe.log"
+    with open(log, "wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _LOCALSTRIPE_BOOT, str(ls_port)], stdout=log_file, stderr=subprocess.STDOUT
+        )
+    localstripe_base = f"http://127.0.0.1:{ls_port}"
+    server: uvicorn.Server | None = None
+    thread: threading.Thread | None = None
+    try:
+        _wait_until_up(f"{localstripe_base}/js.stripe.com/v3/", proc, log, time.monotonic() + 30)
+        standin = StandIn(upstream=localstripe_base)
+        port = free_port()
+        standin.public_base = f"http://127.0.0.1:{port}"
+        config = uvicorn.Config(standin.app(), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, daemon=True, name="stripe-stand-in")
+        thread.start()
+        _wait_until_up(f"{standin.public_base}/", None, None, time.monotonic() + 20)
+        yield StripeEmulator(api_base=standin.public_base, localstripe_base=localstripe_base, standin=standin)
+    finally:
+        if server is not None:
+            server.should_exit = True
+        if thread is not None:
+            thread.join(timeout=10)
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def fixture_objects() -> dict[str, Any] | None:
+    """Stripe's published example objects, when `shared/stripe/fixtures3.json` sits beside the repository."""
+    candidate = Path(__file__).resolve().parents[3] / "shared" / "stripe" / "fixtures3.json"
+    if not candidate.exists():
+        return None
+    resources: dict[str, Any] = json.loads(candidate.read_text())["resources"]
+    return resources
+
+
+__all__ = ["TEST_SECRET_KEY", "StandIn", "StripeEmulator", "decode_form", "fixture_objects", "running_emulator"]
