@@ -65,21 +65,27 @@ def _override_terms(
 def subscription_terms(
     session: Session, env_id: int, subs: list[Subscription]
 ) -> dict[int, dict[package_rules.Key, package_rules.EntitlementTerms]]:
-    """Each subscription's entitlements: plan (with inheritance) + add-ons + overrides."""
+    """Each subscription's entitlements: plan (with inheritance) + add-ons + overrides.
+
+    Loads every package version involved (plans, their parents, add-ons) in one query."""
     pks = [s.pk for s in subs]
     addons = subscriptions.addons_of(session, pks)
     overrides = subscriptions.overrides_of(session, pks)
-    result: dict[int, dict[package_rules.Key, package_rules.EntitlementTerms]] = {}
+    chains: dict[int, list[Package]] = {}
     for sub in subs:
         plan = session.get(Package, sub.plan_pk)
-        chain = packages.plan_chain(session, env_id, plan) if plan is not None else []
-        base = package_rules.effective_package_entitlements(
-            [[package_rules.terms_of(e) for e in packages.entitlements_of(session, p.pk)] for p in chain]
-        )
-        bought = [
-            ([package_rules.terms_of(e) for e in packages.entitlements_of(session, a.addon_pk)], a.quantity)
-            for a in addons.get(sub.pk, [])
-        ]
+        chains[sub.pk] = packages.plan_chain(session, env_id, plan) if plan is not None else []
+    involved = {p.pk for chain in chains.values() for p in chain} | {
+        a.addon_pk for rows in addons.values() for a in rows
+    }
+    terms = {
+        pk: [package_rules.terms_of(e) for e in rows]
+        for pk, rows in packages.entitlements_of_many(session, involved).items()
+    }
+    result: dict[int, dict[package_rules.Key, package_rules.EntitlementTerms]] = {}
+    for sub in subs:
+        base = package_rules.effective_package_entitlements([terms[p.pk] for p in chains[sub.pk]])
+        bought = [(terms[a.addon_pk], a.quantity) for a in addons.get(sub.pk, [])]
         combined = package_rules.with_addons(base, bought)
         for row in overrides.get(sub.pk, []):
             key = (row.entitlement_type, row.ref_id)
@@ -108,8 +114,9 @@ def customer_grants(
             merged = more_generous(known[0], allowance)
             allowances[ref] = (merged, min(known[1], anchor), max(known[2], updated))
 
+    all_terms = subscription_terms(session, env_id, subs)
     for sub in subs:
-        for (kind, ref), terms in subscription_terms(session, env_id, [sub])[sub.pk].items():
+        for (kind, ref), terms in all_terms[sub.pk].items():
             if kind == "FEATURE" and terms.is_granted:
                 offer(ref, replace(terms.allowance(), valid_until=sub.end_date), sub.start_date, sub.updated_at)
     for promo in promotions.live_for_customer(session, customer.pk, now):

@@ -218,6 +218,19 @@ def entitlements_of(session: Session, package_pk: int) -> list[PackageEntitlemen
     )
 
 
+def entitlements_of_many(session: Session, package_pks: Iterable[int]) -> dict[int, list[PackageEntitlement]]:
+    """`entitlements_of` for several versions in one query."""
+    wanted = set(package_pks)
+    found: dict[int, list[PackageEntitlement]] = {pk: [] for pk in wanted}
+    if wanted:
+        rows = session.scalars(
+            select(PackageEntitlement).where(PackageEntitlement.package_pk.in_(wanted)).order_by(PackageEntitlement.pk)
+        )
+        for row in rows:
+            found[row.package_pk].append(row)
+    return found
+
+
 def charges_of(session: Session, package_pk: int) -> list[PackageCharge]:
     return list(
         session.scalars(select(PackageCharge).where(PackageCharge.package_pk == package_pk).order_by(PackageCharge.pk))
