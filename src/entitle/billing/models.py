@@ -24,10 +24,11 @@ NO_SYNC_REQUIRED = "NO_SYNC_REQUIRED"
 SYNC_STATES: tuple[str, ...] = (PENDING, SUCCESS, ERROR, NO_SYNC_REQUIRED)
 
 # Kinds of linked entity: a plan or add-on *version* (-> a provider product) and one of its charges
-# (-> a provider price); customers and subscriptions come with the later slices.
+# (-> a provider price), a customer and a subscription.
 PACKAGE = "PACKAGE"
 PACKAGE_CHARGE = "PACKAGE_CHARGE"
 CUSTOMER = "CUSTOMER"
+SUBSCRIPTION = "SUBSCRIPTION"
 
 
 class Integration(EnvironmentScoped, Base):

@@ -7,7 +7,8 @@ idempotency key derived from the job (`JobContext.idempotency_key` plus a suffix
 re-run after a crash never creates a second object. Money crosses this interface as exact `Decimal`
 minor units, never float.
 
-Implemented in this slice: `sync_catalog_entity`. The other operations are declared so the shape of
+Implemented: `sync_catalog_entity` (catalog sync), `sync_customer`, `create_subscription` and
+`cancel_subscription` (`entitle.billing.subscription_sync`). The other operations are declared so the shape of
 the interface is settled; they raise `NotImplementedError` naming the later work of issue 4.
 """
 
@@ -70,6 +71,7 @@ class CustomerSpec:
     email: str | None
     currency: str | None
     metadata: dict[str, str]
+    payment_method: str | None = None  # a provider payment method id to attach as the default
 
 
 @dataclass(frozen=True)

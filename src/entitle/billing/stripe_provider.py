@@ -18,7 +18,13 @@ from decimal import Decimal
 from typing import Any, cast
 
 import stripe
-from stripe.params import PriceCreateParams, ProductCreateParams, ProductUpdateParams
+from stripe.params import (
+    CustomerCreateParams,
+    PriceCreateParams,
+    ProductCreateParams,
+    ProductUpdateParams,
+    SubscriptionCreateParams,
+)
 
 from entitle.billing.models import STRIPE
 from entitle.billing.provider import (
@@ -107,19 +113,61 @@ class StripeProvider:
                 archived.append(old.billing_id)
         return SyncedCatalogEntity(product_id=product.id, prices=prices, archived=tuple(archived))
 
-    # -- later slices ----------------------------------------------------------------------------------
+    # -- customers and subscriptions -------------------------------------------------------------------
 
     def sync_customer(self, customer: CustomerSpec, *, existing_id: str | None, idempotency_key: str) -> str | None:
-        raise later("Stripe customer sync", "customers")
+        """Create the Stripe Customer (or, with `existing_id`, refresh its metadata); returns its id."""
+        if existing_id is not None:
+            self.client.v1.customers.update(
+                existing_id,
+                params={"metadata": customer.metadata},
+                options={"idempotency_key": f"{idempotency_key}:customer"},
+            )
+            return existing_id
+        params: CustomerCreateParams = {"metadata": customer.metadata}
+        if customer.name:
+            params["name"] = customer.name
+        if customer.email:
+            params["email"] = customer.email
+        if customer.payment_method:
+            params["payment_method"] = customer.payment_method
+            params["invoice_settings"] = {"default_payment_method": customer.payment_method}
+        created = self.client.v1.customers.create(
+            params=params, options={"idempotency_key": f"{idempotency_key}:customer"}
+        )
+        return created.id
 
     def create_subscription(self, subscription: SubscriptionSpec, *, idempotency_key: str) -> str | None:
-        raise later("Creating Stripe subscriptions", "subscriptions")
+        params: SubscriptionCreateParams = {
+            "customer": subscription.customer_billing_id,
+            "items": [{"price": i.price_billing_id, "quantity": i.quantity} for i in subscription.items],
+            "metadata": subscription.metadata,
+        }
+        if subscription.trial_end is not None:
+            params["trial_end"] = int(subscription.trial_end.timestamp())
+        created = self.client.v1.subscriptions.create(
+            params=params, options={"idempotency_key": f"{idempotency_key}:subscription"}
+        )
+        return created.id
 
     def update_subscription(self, billing_id: str, subscription: SubscriptionSpec, *, idempotency_key: str) -> None:
-        raise later("Updating Stripe subscriptions", "subscriptions")
+        raise later("Updating Stripe subscriptions", "subscription updates")
 
     def cancel_subscription(self, billing_id: str, *, at: datetime | None, idempotency_key: str) -> None:
-        raise later("Cancelling Stripe subscriptions", "subscriptions")
+        """Cancel now (`at` None) or at a given instant; cancelling a cancelled subscription is a no-op."""
+        current = self.client.v1.subscriptions.retrieve(billing_id)
+        if current.status in ("canceled", "incomplete_expired"):
+            return
+        if at is None:
+            self.client.v1.subscriptions.cancel(billing_id, options={"idempotency_key": f"{idempotency_key}:cancel"})
+        else:
+            self.client.v1.subscriptions.update(
+                billing_id,
+                params={"cancel_at": int(at.timestamp())},
+                options={"idempotency_key": f"{idempotency_key}:cancel"},
+            )
+
+    # -- later slices ----------------------------------------------------------------------------------
 
     def report_usage(self, usage: UsageReport, *, idempotency_key: str) -> None:
         raise later("Reporting usage to Stripe meters", "usage reporting")

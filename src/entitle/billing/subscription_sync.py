@@ -1,0 +1,341 @@
+"""Customer and subscription sync through the outbox: a paid subscription becomes a provider subscription.
+
+1. `subscription_provisioned` runs inside the provisioning transaction. When the environment has an
+   integration with subscription sync on, a paid, non-trial subscription gets a PENDING link and one
+   `billing.sync_subscription` job (due at the subscription's start). A free, trial or custom-priced
+   subscription gets a NO_SYNC_REQUIRED link with the reason, and nothing is sent to the provider.
+   Jobs of one customer run in order (ordering key per customer).
+2. The job ensures the provider customer (metadata `entitleCustomerId`, `entitleEntityUrl`; the
+   customer's payment method, when it has one, becomes its default), then creates the provider
+   subscription with one item per charge of the plan and of each add-on (the prices the catalog sync
+   recorded in `billing_links`), and records both links, the subscription's `billing_id` and, when
+   empty, the customer's. Every write carries the job's idempotency key plus a per-call suffix, so a
+   re-run after a crash replays the provider's first answers.
+3. `subscription_ended` runs in the transaction that ends a subscription: a synced (or pending)
+   subscription gets a `billing.cancel_subscription` job, ordered after its sync job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from urllib.parse import quote
+
+from sqlalchemy.orm import Session
+
+from entitle.billing import store
+from entitle.billing.models import (
+    CUSTOMER,
+    ERROR,
+    NO_SYNC_REQUIRED,
+    PACKAGE_CHARGE,
+    PENDING,
+    STRIPE,
+    SUBSCRIPTION,
+    SUCCESS,
+    Integration,
+)
+from entitle.billing.provider import CustomerSpec, SubscriptionItem, SubscriptionSpec, provider_for
+from entitle.billing.secrets import secret_box
+from entitle.catalog.packages import store as packages
+from entitle.catalog.packages.models import Package, PackageCharge
+from entitle.config import load_settings
+from entitle.customers.models import Customer
+from entitle.db import Database
+from entitle.environments.models import Environment
+from entitle.jobs.service import JobContext, enqueue, register
+from entitle.subscriptions import store as subscriptions
+from entitle.subscriptions.models import Subscription
+
+SYNC_SUBSCRIPTION_JOB = "billing.sync_subscription"
+CANCEL_SUBSCRIPTION_JOB = "billing.cancel_subscription"
+_OPEN = ("NOT_STARTED", "PAYMENT_PENDING", "IN_TRIAL", "ACTIVE")
+
+
+def no_sync_reason(integration: Integration, customer: Customer, sub: Subscription) -> str | None:
+    """Why a subscription is not synced to the provider, or None when it is."""
+    if not integration.sync_subscriptions:
+        return "subscription sync is turned off for the integration"
+    if sub.pricing_type == "FREE":
+        return "free subscription: nothing to bill"
+    if sub.pricing_type == "CUSTOM":
+        return "custom-priced subscription: billed outside the provider"
+    if sub.trial_end_date is not None:
+        return "trial subscription: not billed while in trial"
+    if sub.billing_id:
+        return f"already linked to provider subscription {sub.billing_id} (billingId)"
+    if not integration.sync_customers and not customer.billing_id:
+        return "customer sync is turned off and the customer has no billingId"
+    return None
+
+
+def _ordering_key(integration: Integration, customer_pk: int) -> str:
+    return f"billing:{integration.pk}:customer:{customer_pk}"
+
+
+def subscription_provisioned(session: Session, sub: Subscription) -> None:
+    """Hook called by `provision_in` in its transaction: enqueue the sync when a provider is connected."""
+    integration = store.integration(session, sub.environment_id, STRIPE)
+    if integration is None:
+        return
+    customer_pk = sub.paying_customer_pk or sub.customer_pk
+    customer = session.get(Customer, customer_pk)
+    assert customer is not None
+    reason = no_sync_reason(integration, customer, sub)
+    if reason is not None:
+        store.put_link(session, integration, SUBSCRIPTION, sub.pk, NO_SYNC_REQUIRED, reason=reason)
+        if store.link(session, integration.pk, CUSTOMER, customer.pk) is None:
+            store.put_link(
+                session, integration, CUSTOMER, customer.pk, NO_SYNC_REQUIRED, reason="no synced subscription"
+            )
+        return
+    store.put_link(session, integration, SUBSCRIPTION, sub.pk, PENDING)
+    enqueue(
+        session,
+        sub.environment_id,
+        SYNC_SUBSCRIPTION_JOB,
+        {"integrationPk": integration.pk, "subscriptionPk": sub.pk},
+        run_at=sub.start_date,
+        ordering_key=_ordering_key(integration, customer_pk),
+        dedupe_key=f"billing-sync:{integration.pk}:{SUBSCRIPTION}:{sub.pk}",
+    )
+
+
+def subscription_ended(session: Session, sub: Subscription) -> None:
+    """Hook called when a subscription ends in Entitle: cancel its provider subscription, if it has one."""
+    integration = store.integration(session, sub.environment_id, STRIPE)
+    if integration is None:
+        return
+    link = store.link(session, integration.pk, SUBSCRIPTION, sub.pk)
+    if link is None or link.sync_state == NO_SYNC_REQUIRED:
+        return
+    enqueue(
+        session,
+        sub.environment_id,
+        CANCEL_SUBSCRIPTION_JOB,
+        {"integrationPk": integration.pk, "subscriptionPk": sub.pk},
+        ordering_key=_ordering_key(integration, sub.paying_customer_pk or sub.customer_pk),
+        dedupe_key=f"billing-cancel:{integration.pk}:{SUBSCRIPTION}:{sub.pk}",
+    )
+
+
+@dataclass(frozen=True)
+class _Plan:
+    customer_pk: int
+    customer: CustomerSpec
+    customer_billing_id: str | None  # already at the provider (link or billingId)
+    items: tuple[SubscriptionItem, ...]
+    metadata: dict[str, str]
+    trial_end: datetime | None
+
+
+class NotReadyToSync(RuntimeError):
+    """Something the sync needs is missing (a charge's provider price, a customer id): the job retries."""
+
+
+@register(SYNC_SUBSCRIPTION_JOB)
+def sync_subscription(db: Database, ctx: JobContext) -> None:
+    settings = load_settings()
+    with db.read() as s:
+        integration = s.get(Integration, int(ctx.payload["integrationPk"]))
+        sub = subscriptions.by_pk(s, int(ctx.payload["subscriptionPk"]))
+        if integration is None or sub is None or integration.environment_id != ctx.environment_id:
+            return  # disconnected, or the subscription is gone
+        done = store.link(s, integration.pk, SUBSCRIPTION, sub.pk)
+        if done is not None and done.sync_state in (SUCCESS, NO_SYNC_REQUIRED):
+            return  # recorded by an earlier run
+        ended = sub.status not in _OPEN
+        plan = None if ended else _read(s, integration, sub, settings.console_base_url)
+    if plan is None:
+        with db.transaction() as s:
+            reason = "the subscription ended before it was synced"
+            store.put_link(s, integration, SUBSCRIPTION, sub.pk, NO_SYNC_REQUIRED, reason=reason)
+        return
+    provider = provider_for(integration, secret_box(settings.data_dir))
+    try:
+        customer_id = provider.sync_customer(
+            plan.customer, existing_id=plan.customer_billing_id, idempotency_key=ctx.idempotency_key
+        )
+        if customer_id is None:
+            raise RuntimeError("the provider did not create a customer")
+        subscription_id = provider.create_subscription(
+            SubscriptionSpec(
+                ref=sub.ref_id,
+                customer_billing_id=customer_id,
+                items=plan.items,
+                trial_end=plan.trial_end,
+                metadata=plan.metadata,
+            ),
+            idempotency_key=ctx.idempotency_key,
+        )
+        if subscription_id is None:
+            raise RuntimeError("the provider did not create a subscription")
+    except Exception as exc:
+        with db.transaction() as s:
+            reason = f"{type(exc).__name__}: {exc}"[:2000]
+            store.put_link(s, integration, SUBSCRIPTION, sub.pk, ERROR, reason=f"{reason} (attempt {ctx.attempt})")
+        raise
+    _record(db, integration, sub.pk, plan.customer_pk, customer_id, subscription_id)
+
+
+def _read(s: Session, integration: Integration, sub: Subscription, console: str) -> _Plan:
+    env = s.get(Environment, sub.environment_id)
+    customer = s.get(Customer, sub.paying_customer_pk or sub.customer_pk)
+    assert env is not None and customer is not None
+    customer_link = store.link(s, integration.pk, CUSTOMER, customer.pk)
+    existing = customer_link.billing_id if customer_link is not None and customer_link.billing_id else None
+    existing = existing or customer.billing_id
+    if existing is None and not integration.sync_customers:
+        raise NotReadyToSync("customer sync is turned off and the customer has no billingId")
+    common = {"entitleEnvironment": env.name}
+    customer_spec = CustomerSpec(
+        ref=customer.ref_id,
+        name=customer.name,
+        email=customer.email,
+        currency=customer.billing_currency,
+        metadata=_clip(
+            {
+                **common,
+                "entitleCustomerId": customer.ref_id,
+                "entitleEntityUrl": f"{console}/api/v1/customers/{quote(customer.ref_id, safe='')}",
+            }
+        ),
+        payment_method=_payment_method(customer),
+    )
+    items: list[SubscriptionItem] = []
+    quantities = {c.ref_id: c.quantity for c in subscriptions.charges_of(s, [sub.pk]).get(sub.pk, [])}
+    plan = s.get(Package, sub.plan_pk)
+    assert plan is not None
+    items += _items(s, integration, sub, plan, 1, quantities)
+    for addon_row in subscriptions.addons_of(s, [sub.pk]).get(sub.pk, []):
+        addon = s.get(Package, addon_row.addon_pk)
+        assert addon is not None
+        items += _items(s, integration, sub, addon, addon_row.quantity, {})
+    if not items:
+        raise NotReadyToSync(f"plan '{plan.ref_id}' has no {sub.billing_period} charge to bill")
+    metadata = {
+        **common,
+        "entitleSubscriptionId": sub.ref_id,
+        "entitleCustomerId": customer.ref_id,
+        "entitlePlanId": plan.ref_id,
+        "entitleEntityUrl": f"{console}/api/v1/subscriptions/{quote(sub.ref_id, safe='')}",
+    }
+    if sub.resource_ref:
+        metadata["entitleResourceId"] = sub.resource_ref
+    return _Plan(
+        customer_pk=customer.pk,
+        customer=customer_spec,
+        customer_billing_id=existing,
+        items=tuple(items),
+        metadata=_clip(metadata),
+        trial_end=None,
+    )
+
+
+def _items(
+    s: Session,
+    integration: Integration,
+    sub: Subscription,
+    package: Package,
+    quantity: int,
+    per_unit: dict[str, Decimal],
+) -> list[SubscriptionItem]:
+    """One item per recurring charge of the version for the subscription's period (country price first)."""
+    charges = [
+        c
+        for c in packages.charges_of(s, package.pk)
+        if not c.is_overage and c.billing_cadence != "ONE_OFF" and c.billing_period == sub.billing_period
+    ]
+    country = (sub.billing_country_code or "").lower()
+    local = [c for c in charges if country and (c.billing_country_code or "").lower() == country]
+    chosen: list[PackageCharge] = local or [c for c in charges if not c.billing_country_code]
+    links = store.links(s, integration.pk, PACKAGE_CHARGE, [c.pk for c in chosen])
+    items: list[SubscriptionItem] = []
+    for charge in chosen:
+        link = links.get(charge.pk)
+        if link is None or link.sync_state != SUCCESS or not link.billing_id:
+            state = link.sync_state if link is not None else "not synced"
+            raise NotReadyToSync(
+                f"charge {charge.charge_id} of '{package.ref_id}' v{package.version_number} has no provider price "
+                f"yet ({state}); the subscription syncs once the catalog sync has recorded it"
+            )
+        units = quantity
+        if charge.billing_model == "PER_UNIT":
+            wanted = per_unit.get(charge.feature_ref or "")
+            units = int(wanted) if wanted is not None else (sub.unit_quantity or 1)
+            units *= quantity
+        items.append(SubscriptionItem(price_billing_id=link.billing_id, quantity=units))
+    return items
+
+
+def _payment_method(customer: Customer) -> str | None:
+    method = (customer.default_payment_method or {}).get("billingId")
+    if method:
+        return str(method)
+    stripe = ((customer.passthrough or {}).get("stripe") or {}).get("paymentMethodId")
+    return str(stripe) if stripe else None
+
+
+def _record(
+    db: Database, integration: Integration, sub_pk: int, customer_pk: int, customer_id: str, subscription_id: str
+) -> None:
+    with db.transaction() as s:
+        customer = s.get(Customer, customer_pk)
+        sub = subscriptions.by_pk(s, sub_pk, for_update=True)
+        assert customer is not None and sub is not None
+        store.put_link(s, integration, CUSTOMER, customer_pk, SUCCESS, billing_id=customer_id)
+        if not customer.billing_id:
+            customer.billing_id = customer_id
+        store.put_link(s, integration, SUBSCRIPTION, sub_pk, SUCCESS, billing_id=subscription_id)
+        sub.billing_id = subscription_id
+        if sub.status not in _OPEN:
+            # Ended while the sync was running: the cancellation job found nothing to cancel yet.
+            _enqueue_cancel(s, integration, sub)
+
+
+def _enqueue_cancel(s: Session, integration: Integration, sub: Subscription) -> None:
+    enqueue(
+        s,
+        sub.environment_id,
+        CANCEL_SUBSCRIPTION_JOB,
+        {"integrationPk": integration.pk, "subscriptionPk": sub.pk},
+        ordering_key=_ordering_key(integration, sub.paying_customer_pk or sub.customer_pk),
+        dedupe_key=f"billing-cancel-late:{integration.pk}:{SUBSCRIPTION}:{sub.pk}",
+    )
+
+
+@register(CANCEL_SUBSCRIPTION_JOB)
+def cancel_subscription(db: Database, ctx: JobContext) -> None:
+    settings = load_settings()
+    with db.read() as s:
+        integration = s.get(Integration, int(ctx.payload["integrationPk"]))
+        sub = subscriptions.by_pk(s, int(ctx.payload["subscriptionPk"]))
+        if integration is None or sub is None or integration.environment_id != ctx.environment_id:
+            return
+        link = store.link(s, integration.pk, SUBSCRIPTION, sub.pk)
+        if link is None or link.sync_state != SUCCESS or not link.billing_id or link.details.get("canceled"):
+            return  # never reached the provider (a sync still to come records it as ended), or done
+        billing_id = link.billing_id
+    provider = provider_for(integration, secret_box(settings.data_dir))
+    provider.cancel_subscription(billing_id, at=None, idempotency_key=ctx.idempotency_key)
+    with db.transaction() as s:
+        row = store.link(s, integration.pk, SUBSCRIPTION, sub.pk)
+        if row is not None:
+            row.details = {**row.details, "canceled": True}
+
+
+def _clip(metadata: dict[str, str]) -> dict[str, str]:
+    """Stripe's metadata limits: keys up to 40 characters, values up to 500."""
+    return {k[:40]: v[:500] for k, v in metadata.items()}
+
+
+__all__ = [
+    "CANCEL_SUBSCRIPTION_JOB",
+    "SYNC_SUBSCRIPTION_JOB",
+    "cancel_subscription",
+    "no_sync_reason",
+    "subscription_ended",
+    "subscription_provisioned",
+    "sync_subscription",
+]
