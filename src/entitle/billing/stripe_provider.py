@@ -121,7 +121,7 @@ class StripeProvider:
             self.client.v1.customers.update(
                 existing_id,
                 params={"metadata": customer.metadata},
-                options={"idempotency_key": f"{idempotency_key}:customer"},
+                options={"idempotency_key": f"{idempotency_key}:customer-update"},
             )
             return existing_id
         params: CustomerCreateParams = {"metadata": customer.metadata}

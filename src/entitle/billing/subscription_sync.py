@@ -159,6 +159,10 @@ def sync_subscription(db: Database, ctx: JobContext) -> None:
         )
         if customer_id is None:
             raise RuntimeError("the provider did not create a customer")
+        if customer_id != plan.customer_billing_id:
+            # Recorded at once: a retry (after a failed subscription call, or with the customer edited
+            # meanwhile) finds the customer linked and sends no second, differing create with this key.
+            _record_customer(db, integration, plan.customer_pk, customer_id)
         subscription_id = provider.create_subscription(
             SubscriptionSpec(
                 ref=sub.ref_id,
@@ -277,16 +281,26 @@ def _payment_method(customer: Customer) -> str | None:
     return str(stripe) if stripe else None
 
 
+def _link_customer(s: Session, integration: Integration, customer_pk: int, customer_id: str) -> None:
+    customer = s.get(Customer, customer_pk)
+    assert customer is not None
+    store.put_link(s, integration, CUSTOMER, customer_pk, SUCCESS, billing_id=customer_id)
+    if not customer.billing_id:
+        customer.billing_id = customer_id
+
+
+def _record_customer(db: Database, integration: Integration, customer_pk: int, customer_id: str) -> None:
+    with db.transaction() as s:
+        _link_customer(s, integration, customer_pk, customer_id)
+
+
 def _record(
     db: Database, integration: Integration, sub_pk: int, customer_pk: int, customer_id: str, subscription_id: str
 ) -> None:
     with db.transaction() as s:
-        customer = s.get(Customer, customer_pk)
         sub = subscriptions.by_pk(s, sub_pk, for_update=True)
-        assert customer is not None and sub is not None
-        store.put_link(s, integration, CUSTOMER, customer_pk, SUCCESS, billing_id=customer_id)
-        if not customer.billing_id:
-            customer.billing_id = customer_id
+        assert sub is not None
+        _link_customer(s, integration, customer_pk, customer_id)
         store.put_link(s, integration, SUBSCRIPTION, sub_pk, SUCCESS, billing_id=subscription_id)
         sub.billing_id = subscription_id
         if sub.status not in _OPEN:
