@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import select
 
 from entitle.billing import subscription_sync
-from entitle.billing.models import CUSTOMER, NO_SYNC_REQUIRED, PACKAGE_CHARGE, PENDING, SUBSCRIPTION, SUCCESS
+from entitle.billing.models import CUSTOMER, ERROR, NO_SYNC_REQUIRED, PACKAGE_CHARGE, PENDING, SUBSCRIPTION, SUCCESS
 from entitle.customers.models import Customer
 from entitle.jobs.models import SUCCEEDED, Job
 from entitle.jobs.service import JobContext, Worker
@@ -27,6 +27,7 @@ from entitle.subscriptions.models import Subscription
 from tests.billing.conftest import connect_stripe
 from tests.billing.test_stripe_catalog_sync import link_of, make_plan, publish_plan, version
 from tests.conftest import LiveServer
+from tests.support.clock import TestClock
 from tests.support.stripe_emulator import StripeEmulator
 
 CARD: dict[str, Any] = {"number": "4242424242424242", "exp_month": 12, "exp_year": 2040, "cvc": "123"}
@@ -248,3 +249,33 @@ def test_a_subscription_cancelled_before_its_sync_ran_never_reaches_stripe(
     assert stripe_subscriptions(stripe_emulator) == []
     link = link_of(server, SUBSCRIPTION, subscription_row(server, ref).pk)
     assert link is not None and link.sync_state == NO_SYNC_REQUIRED and "ended" in (link.reason or "")
+
+
+def test_a_subscription_waits_for_its_prices_and_a_lost_answer_is_replayed(
+    server: LiveServer, api: httpx.Client, stripe_emulator: StripeEmulator, test_clock: TestClock
+) -> None:
+    """The catalog sync fails at first, so the subscription's job finds no Stripe price and retries;
+    then Stripe creates the subscription but its answer is lost, and the retry gets that same one."""
+    connect_stripe(api, stripe_emulator)
+    stripe_emulator.fail_next(1, path_prefix="/v1/prices")
+    make_plan(api)
+    paying_customer(api, stripe_emulator)
+    ref = provision(api, "cust-ada", "plan-pro")
+    sub_pk = subscription_row(server, ref).pk
+    worker = Worker(server.db)
+    worker.drain()
+    waiting = link_of(server, SUBSCRIPTION, sub_pk)
+    assert waiting is not None and waiting.sync_state == ERROR
+    assert "has no provider price yet" in (waiting.reason or "")
+    stripe_emulator.fail_next(1, path_prefix="/v1/subscriptions", method="POST", after_execution=True)
+    for _ in range(4):
+        test_clock.advance(timedelta(hours=1))
+        worker.drain()
+    (job,) = jobs_of(server, subscription_sync.SYNC_SUBSCRIPTION_JOB)
+    assert job.status == SUCCEEDED and job.attempts >= 3
+    (stripe_sub,) = stripe_subscriptions(stripe_emulator)
+    assert len(stripe_customers(stripe_emulator)) == 1
+    done = link_of(server, SUBSCRIPTION, sub_pk)
+    assert done is not None and (done.sync_state, done.reason, done.billing_id) == (SUCCESS, None, stripe_sub.id)
+    replays = [w for w in stripe_emulator.standin.writes() if w.idempotency_key == f"entitle-job-{job.pk}:subscription"]
+    assert [(w.injected, w.replayed) for w in replays] == [(True, False), (False, True)]

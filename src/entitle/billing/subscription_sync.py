@@ -146,7 +146,15 @@ def sync_subscription(db: Database, ctx: JobContext) -> None:
         if done is not None and done.sync_state in (SUCCESS, NO_SYNC_REQUIRED):
             return  # recorded by an earlier run
         ended = sub.status not in _OPEN
-        plan = None if ended else _read(s, integration, sub, settings.console_base_url)
+        try:
+            plan = None if ended else _read(s, integration, sub, settings.console_base_url)
+        except NotReadyToSync as exc:
+            missing: NotReadyToSync | None = exc
+        else:
+            missing = None
+    if missing is not None:
+        _failed(db, integration, sub.pk, missing, ctx.attempt)
+        raise missing
     if plan is None:
         with db.transaction() as s:
             reason = "the subscription ended before it was synced"
@@ -176,11 +184,16 @@ def sync_subscription(db: Database, ctx: JobContext) -> None:
         if subscription_id is None:
             raise RuntimeError("the provider did not create a subscription")
     except Exception as exc:
-        with db.transaction() as s:
-            reason = f"{type(exc).__name__}: {exc}"[:2000]
-            store.put_link(s, integration, SUBSCRIPTION, sub.pk, ERROR, reason=f"{reason} (attempt {ctx.attempt})")
+        _failed(db, integration, sub.pk, exc, ctx.attempt)
         raise
     _record(db, integration, sub.pk, plan.customer_pk, customer_id, subscription_id)
+
+
+def _failed(db: Database, integration: Integration, sub_pk: int, exc: Exception, attempt: int) -> None:
+    """The link shows the error while the job retries (and after it is dead)."""
+    with db.transaction() as s:
+        reason = f"{type(exc).__name__}: {exc}"[:2000]
+        store.put_link(s, integration, SUBSCRIPTION, sub_pk, ERROR, reason=f"{reason} (attempt {attempt})")
 
 
 def _read(s: Session, integration: Integration, sub: Subscription, console: str) -> _Plan:
