@@ -9,6 +9,10 @@ Catalog mapping: a plan or add-on is one Stripe Product (`<Product> <Plan> Plan`
 Add-on`) shared by all its versions; each supported charge of a version is one Price (prices are
 immutable at Stripe: a version whose charge changed gets a new Price and the replaced one is
 archived — subscriptions already on it keep it).
+
+Customers and subscriptions: an Entitle customer is one Stripe Customer (its payment method, when
+given, attached as the default); a paid subscription is one Stripe Subscription with one item per
+synced price; cancelling retrieves it first, so cancelling a cancelled subscription is a no-op.
 """
 
 from __future__ import annotations
