@@ -28,6 +28,7 @@ from entitle.models import import_all_models
 from entitle.promotions.routes import router as promotions_router
 from entitle.subscriptions.routes import router as subscriptions_router
 from entitle.usage.routes import router as usage_router
+from entitle.webhooks.routes import router as webhooks_router
 
 ROUTERS = [
     features_router,
@@ -43,6 +44,7 @@ ROUTERS = [
     events_router,
     jobs_router,
     integrations_router,
+    webhooks_router,
 ]
 
 

@@ -15,4 +15,5 @@ def import_all_models() -> None:
     import entitle.jobs.models
     import entitle.promotions.models
     import entitle.subscriptions.models
-    import entitle.usage.models  # noqa: F401
+    import entitle.usage.models
+    import entitle.webhooks.models  # noqa: F401

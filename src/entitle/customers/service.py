@@ -26,6 +26,7 @@ from entitle.customers.schemas import (
 from entitle.db import Database
 from entitle.db.pagination import CreatedAtRange, Page, PageRequest
 from entitle.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from entitle.webhooks import emit as webhooks
 
 
 class CustomerArchived(FailedPrecondition):
@@ -106,6 +107,7 @@ def provision_customer(db: Database, env_id: int, req: CustomerProvision) -> Cus
         if req.integrations:
             _replace_links(s, env_id, customer, req.integrations)
             s.flush()
+        webhooks.customer_changed(s, "customer.created", customer)
         _start_journey(s, env_id, customer, req)
         return _view(s, customer)
 
@@ -150,6 +152,7 @@ def update_customer(db: Database, env_id: int, ref_id: str, req: CustomerUpdate)
             _replace_links(s, env_id, customer, req.integrations or [])
         customer.updated_at = utcnow()
         s.flush()
+        webhooks.customer_changed(s, "customer.updated", customer)
         return _view(s, customer)
 
 
@@ -177,6 +180,7 @@ def archive_customer(db: Database, env_id: int, ref_id: str) -> CustomerView:
         from entitle.subscriptions.service import end_all_for_archived_customer
 
         end_all_for_archived_customer(s, customer)
+        webhooks.customer_changed(s, "customer.archived", customer)
         return _view(s, customer)
 
 
@@ -211,6 +215,7 @@ def import_customers(db: Database, env_id: int, req: CustomerImport) -> list[str
                 metadata_=dict(item.metadata or {}),
             )
             s.add(customer)
+            webhooks.customer_changed(s, "customer.created", customer)
             created.append(item.id)
         s.flush()
         return created

@@ -61,7 +61,8 @@ def register(kind: str) -> Callable[[Handler], Handler]:
 def registered_handlers() -> dict[str, Handler]:
     """Every handler the application defines: importing the modules registers them."""
     import entitle.billing.catalog_sync
-    import entitle.subscriptions.service  # noqa: F401
+    import entitle.subscriptions.service
+    import entitle.webhooks.delivery  # noqa: F401
 
     return _HANDLERS
 

@@ -16,6 +16,7 @@ from entitle.promotions import store
 from entitle.promotions.models import PromotionalEntitlement
 from entitle.promotions.rules import promotion_end
 from entitle.promotions.schemas import PromotionIn
+from entitle.webhooks import emit as webhooks
 
 
 def _check(item: PromotionIn, feature: Feature) -> None:
@@ -77,6 +78,7 @@ def grant(db: Database, env_id: int, customer_ref: str, items: list[PromotionIn]
             s.add(row)
             granted.append(row)
         s.flush()
+        webhooks.promotions_changed(s, "promotional_entitlement.granted", env_id, customer.ref_id, granted)
         return granted
 
 
@@ -100,6 +102,7 @@ def revoke(db: Database, env_id: int, customer_ref: str, feature_ref: str) -> Pr
         row = store.for_customer(s, customer.pk).get(feature_ref)
         if row is None:
             raise NotFound("promotional entitlement", feature_ref)
+        webhooks.promotions_changed(s, "promotional_entitlement.revoked", env_id, customer.ref_id, [row])
         s.delete(row)
         return row
 

@@ -50,6 +50,7 @@ from entitle.subscriptions.schemas import (
     SubscriptionProvision,
     SubscriptionUpdate,
 )
+from entitle.webhooks import emit as webhooks
 
 JOB_START = "subscription.start"
 JOB_TRIAL_END = "subscription.trial_end"
@@ -357,6 +358,7 @@ def provision_in(s: Session, env_id: int, req: SubscriptionProvision) -> Provisi
         )
     if req.cancellation_date is not None:
         _schedule_end(s, sub, as_utc(req.cancellation_date), "ScheduledCancellation", now)
+    webhooks.subscription_created(s, sub)
     s.flush()
     billing_sync.subscription_provisioned(s, sub)  # a provider sync job, when one is connected
     return ProvisionResult(view_of(s, sub, now), results_in_session(s, env_id, customer, req.resource_id))
@@ -465,6 +467,7 @@ def _end(s: Session, sub: Subscription, now: datetime, status: Status, reason: s
     sub.cancellation_date = sub.cancellation_date if sub.cancellation_date and sub.cancellation_date <= now else now
     sub.cancel_reason = reason
     sub.updated_at = now
+    webhooks.subscription_canceled(s, sub)
     for update in store.future_updates_of(s, [sub.pk]).get(sub.pk, []):
         update.schedule_status = "CANCELED"
     billing_sync.subscription_ended(s, sub)  # cancels the provider subscription, when there is one

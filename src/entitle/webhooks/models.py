@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from entitle.db.base import Base, EnvironmentScoped
+from entitle.db.types import JSONDoc
+
+EVENT_TYPES: tuple[str, ...] = (
+    "customer.created",
+    "customer.updated",
+    "customer.archived",
+    "subscription.created",
+    "subscription.canceled",
+    "promotional_entitlement.granted",
+    "promotional_entitlement.revoked",
+    "entitlements.updated",
+)
+JOB_DELIVER = "webhooks.deliver"
+PAYLOAD_VERSION = 1
+
+
+class WebhookEndpoint(EnvironmentScoped, Base):
+    """Where one environment's events are POSTed, and which types it wants."""
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (UniqueConstraint("environment_id", "ref_id"),)
+
+    ref_id: Mapped[str] = mapped_column(String(64))
+    url: Mapped[str] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text, default=None)
+    # The Standard Webhooks signing secret (`whsec_` + base64). Stored as is: signing needs it back.
+    secret: Mapped[str] = mapped_column(Text)
+    event_types: Mapped[list[str]] = mapped_column(JSONDoc(), default=list)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class WebhookDelivery(EnvironmentScoped, Base):
+    """One attempt to deliver one event to one endpoint: the delivery log."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_endpoint", "endpoint_pk", "pk"),)
+
+    endpoint_pk: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), ForeignKey("webhook_endpoints.pk", ondelete="CASCADE")
+    )
+    job_pk: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
+    event_id: Mapped[str] = mapped_column(String(64))
+    event_type: Mapped[str] = mapped_column(String(64))
+    attempt: Mapped[int] = mapped_column(Integer)
+    succeeded: Mapped[bool] = mapped_column(Boolean, default=False)
+    status_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    latency_ms: Mapped[int] = mapped_column(Integer, default=0)
+    response_excerpt: Mapped[str | None] = mapped_column(Text, default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)

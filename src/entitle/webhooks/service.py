@@ -1,0 +1,110 @@
+"""Webhook endpoints and their delivery log; the delivery job handler is in `delivery.py`."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import uuid
+from typing import NoReturn
+
+from entitle.db import Database
+from entitle.db.pagination import Page, PageRequest
+from entitle.errors import FailedPrecondition, InvalidArgument
+from entitle.jobs import service as jobs
+from entitle.jobs.models import Job
+from entitle.webhooks import store
+from entitle.webhooks.emit import ordering_key
+from entitle.webhooks.models import JOB_DELIVER, WebhookDelivery, WebhookEndpoint
+from entitle.webhooks.schemas import SECRET_PREFIX, WebhookCreate, WebhookUpdate
+
+
+def new_secret() -> str:
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def create_webhook(db: Database, env_id: int, req: WebhookCreate) -> WebhookEndpoint:
+    with db.transaction() as s:
+        endpoint = WebhookEndpoint(
+            environment_id=env_id,
+            ref_id=f"wh_{uuid.uuid4().hex}",
+            url=req.url,
+            description=req.description,
+            secret=req.secret or new_secret(),
+            event_types=list(req.event_types),
+            enabled=req.enabled,
+        )
+        s.add(endpoint)
+        s.flush()
+        return endpoint
+
+
+def get_webhook(db: Database, env_id: int, ref_id: str) -> WebhookEndpoint:
+    with db.read() as s:
+        return store.get(s, env_id, ref_id)
+
+
+def list_webhooks(db: Database, env_id: int, page: PageRequest) -> Page[WebhookEndpoint]:
+    with db.read() as s:
+        return store.list_page(s, env_id, page)
+
+
+def update_webhook(db: Database, env_id: int, ref_id: str, req: WebhookUpdate) -> WebhookEndpoint:
+    with db.transaction() as s:
+        endpoint = store.get(s, env_id, ref_id, for_update=True)
+        fields = req.model_fields_set
+        if "url" in fields:
+            if req.url is None:
+                raise_null("url")
+            endpoint.url = req.url
+        if "event_types" in fields:
+            if req.event_types is None:
+                raise_null("eventTypes")
+            endpoint.event_types = list(req.event_types)
+        if "enabled" in fields:
+            if req.enabled is None:
+                raise_null("enabled")
+            endpoint.enabled = req.enabled
+        if "description" in fields:
+            endpoint.description = req.description
+        s.flush()
+        return endpoint
+
+
+def raise_null(name: str) -> NoReturn:
+    raise InvalidArgument(f"{name} may not be null")
+
+
+def delete_webhook(db: Database, env_id: int, ref_id: str) -> WebhookEndpoint:
+    """Delete the endpoint and its log; its pending deliveries find it gone and do nothing."""
+    with db.transaction() as s:
+        endpoint = store.get(s, env_id, ref_id, for_update=True)
+        s.delete(endpoint)
+        s.flush()
+        return endpoint
+
+
+def list_deliveries(db: Database, env_id: int, ref_id: str, page: PageRequest) -> Page[WebhookDelivery]:
+    with db.read() as s:
+        endpoint = store.get(s, env_id, ref_id)
+        return store.deliveries_page(s, endpoint.pk, page)
+
+
+def redeliver(db: Database, env_id: int, delivery_pk: int) -> tuple[Job, WebhookEndpoint, str]:
+    """Send the event of a logged attempt again, as a new job behind the endpoint's pending ones.
+
+    The event keeps its id (the `webhook-id` header), so a receiver that deduplicates sees a repeat.
+    """
+    with db.transaction() as s:
+        row = store.delivery(s, env_id, delivery_pk)
+        endpoint = s.get(WebhookEndpoint, row.endpoint_pk)
+        original = s.get(Job, row.job_pk)
+        if endpoint is None or original is None or "event" not in (original.payload or {}):
+            raise FailedPrecondition(f"the event of delivery {delivery_pk} is no longer stored")
+        job = jobs.enqueue(
+            s,
+            env_id,
+            JOB_DELIVER,
+            {"endpoint": endpoint.pk, "event": original.payload["event"], "redelivery": True},
+            ordering_key=ordering_key(endpoint.pk),
+        )
+        return job, endpoint, row.event_id

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from entitle.db.pagination import Page, PageRequest, paginate
+from entitle.errors import NotFound
+from entitle.webhooks.models import WebhookDelivery, WebhookEndpoint
+
+
+def get(session: Session, env_id: int, ref_id: str, *, for_update: bool = False) -> WebhookEndpoint:
+    stmt = select(WebhookEndpoint).where(WebhookEndpoint.environment_id == env_id, WebhookEndpoint.ref_id == ref_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    endpoint = session.scalars(stmt).one_or_none()
+    if endpoint is None:
+        raise NotFound("webhook", ref_id)
+    return endpoint
+
+
+def list_page(session: Session, env_id: int, page: PageRequest) -> Page[WebhookEndpoint]:
+    return paginate(
+        session, select(WebhookEndpoint).where(WebhookEndpoint.environment_id == env_id), WebhookEndpoint.pk, page
+    )
+
+
+def subscribed(session: Session, env_id: int, event_type: str) -> list[WebhookEndpoint]:
+    """Enabled endpoints of the environment that want `event_type`, oldest first."""
+    rows = session.scalars(
+        select(WebhookEndpoint)
+        .where(WebhookEndpoint.environment_id == env_id, WebhookEndpoint.enabled.is_(True))
+        .order_by(WebhookEndpoint.pk)
+    )
+    return [e for e in rows if event_type in (e.event_types or [])]
+
+
+def deliveries_page(session: Session, endpoint_pk: int, page: PageRequest) -> Page[WebhookDelivery]:
+    stmt = select(WebhookDelivery).where(WebhookDelivery.endpoint_pk == endpoint_pk)
+    return paginate(session, stmt, WebhookDelivery.pk, page)
+
+
+def delivery(session: Session, env_id: int, pk: int) -> WebhookDelivery:
+    row = session.scalars(
+        select(WebhookDelivery).where(WebhookDelivery.environment_id == env_id, WebhookDelivery.pk == pk)
+    ).one_or_none()
+    if row is None:
+        raise NotFound("webhook delivery", str(pk))
+    return row
