@@ -50,10 +50,17 @@ def deliver(db: Database, ctx: JobContext) -> None:
     error: str | None = None
     started = time.monotonic()
     try:
-        with httpx.Client(timeout=TIMEOUT, follow_redirects=False) as client:
-            response = client.post(url, content=body.encode(), headers=headers)
-        status = response.status_code
-        excerpt = response.text[:EXCERPT]
+        with (
+            httpx.Client(timeout=TIMEOUT, follow_redirects=False) as client,
+            client.stream("POST", url, content=body.encode(), headers=headers) as response,
+        ):
+            status = response.status_code
+            head = b""
+            for part in response.iter_bytes():  # read only the excerpt, however large the answer
+                head += part
+                if len(head) >= EXCERPT * 4:
+                    break
+        excerpt = head.decode("utf-8", "replace")[:EXCERPT]
         if not 200 <= status < 300:
             error = f"endpoint answered HTTP {status}"
     except httpx.HTTPError as exc:
