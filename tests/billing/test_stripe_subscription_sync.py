@@ -279,3 +279,22 @@ def test_a_subscription_waits_for_its_prices_and_a_lost_answer_is_replayed(
     assert done is not None and (done.sync_state, done.reason, done.billing_id) == (SUCCESS, None, stripe_sub.id)
     replays = [w for w in stripe_emulator.standin.writes() if w.idempotency_key == f"entitle-job-{job.pk}:subscription"]
     assert [(w.injected, w.replayed) for w in replays] == [(True, False), (False, True)]
+
+
+def test_a_trial_that_converts_to_paid_is_synced_then(
+    server: LiveServer, api: httpx.Client, stripe_emulator: StripeEmulator, test_clock: TestClock
+) -> None:
+    connected_with_pro(server, api, stripe_emulator)
+    paying_customer(api, stripe_emulator)
+    trial_end = (test_clock.now() + timedelta(days=14)).isoformat()
+    trial = {"isTrial": True, "trialEndDate": trial_end}
+    ref = provision(api, "cust-ada", "plan-pro", trialOverrideConfiguration=trial)
+    Worker(server.db).drain()
+    assert stripe_subscriptions(stripe_emulator) == []
+    test_clock.advance(timedelta(days=15))
+    Worker(server.db).drain()  # the trial converts, which enqueues the sync
+    assert subscription_row(server, ref).status == "ACTIVE"
+    (stripe_sub,) = stripe_subscriptions(stripe_emulator)
+    assert stripe_sub.status == "active" and stripe_sub.metadata["entitleSubscriptionId"] == ref
+    link = link_of(server, SUBSCRIPTION, subscription_row(server, ref).pk)
+    assert link is not None and (link.sync_state, link.billing_id) == (SUCCESS, stripe_sub.id)

@@ -4,7 +4,8 @@
    integration with subscription sync on, a paid, non-trial subscription gets a PENDING link and one
    `billing.sync_subscription` job (due at the subscription's start). A free, trial or custom-priced
    subscription gets a NO_SYNC_REQUIRED link with the reason, and nothing is sent to the provider.
-   Jobs of one customer run in order (ordering key per customer).
+   Jobs of one customer run in order (ordering key per customer). A trial that converts to paid
+   is synced then (`subscription_converted`).
 2. The job ensures the provider customer (metadata `entitleCustomerId`, `entitleEntityUrl`; the
    customer's payment method, when it has one, becomes its default), then creates the provider
    subscription with one item per charge of the plan and of each add-on (the prices the catalog sync
@@ -53,15 +54,18 @@ CANCEL_SUBSCRIPTION_JOB = "billing.cancel_subscription"
 _OPEN = ("NOT_STARTED", "PAYMENT_PENDING", "IN_TRIAL", "ACTIVE")
 
 
-def no_sync_reason(integration: Integration, customer: Customer, sub: Subscription) -> str | None:
-    """Why a subscription is not synced to the provider, or None when it is."""
+def no_sync_reason(
+    integration: Integration, customer: Customer, sub: Subscription, *, converted: bool = False
+) -> str | None:
+    """Why a subscription is not synced to the provider, or None when it is (`converted`: its trial
+    has just converted to paid)."""
     if not integration.sync_subscriptions:
         return "subscription sync is turned off for the integration"
     if sub.pricing_type == "FREE":
         return "free subscription: nothing to bill"
     if sub.pricing_type == "CUSTOM":
         return "custom-priced subscription: billed outside the provider"
-    if sub.trial_end_date is not None:
+    if sub.trial_end_date is not None and not converted:
         return "trial subscription: not billed while in trial"
     if sub.billing_id:
         return f"already linked to provider subscription {sub.billing_id} (billingId)"
@@ -74,7 +78,7 @@ def _ordering_key(integration: Integration, customer_pk: int) -> str:
     return f"billing:{integration.pk}:customer:{customer_pk}"
 
 
-def subscription_provisioned(session: Session, sub: Subscription) -> None:
+def subscription_provisioned(session: Session, sub: Subscription, *, converted: bool = False) -> None:
     """Hook called by `provision_in` in its transaction: enqueue the sync when a provider is connected."""
     integration = store.integration(session, sub.environment_id, STRIPE)
     if integration is None:
@@ -82,7 +86,7 @@ def subscription_provisioned(session: Session, sub: Subscription) -> None:
     customer_pk = sub.paying_customer_pk or sub.customer_pk
     customer = session.get(Customer, customer_pk)
     assert customer is not None
-    reason = no_sync_reason(integration, customer, sub)
+    reason = no_sync_reason(integration, customer, sub, converted=converted)
     if reason is not None:
         store.put_link(session, integration, SUBSCRIPTION, sub.pk, NO_SYNC_REQUIRED, reason=reason)
         if store.link(session, integration.pk, CUSTOMER, customer.pk) is None:
@@ -100,6 +104,11 @@ def subscription_provisioned(session: Session, sub: Subscription) -> None:
         ordering_key=_ordering_key(integration, customer_pk),
         dedupe_key=f"billing-sync:{integration.pk}:{SUBSCRIPTION}:{sub.pk}",
     )
+
+
+def subscription_converted(session: Session, sub: Subscription) -> None:
+    """Hook called when a trial converts to paid: the subscription is synced from now on."""
+    subscription_provisioned(session, sub, converted=True)
 
 
 def subscription_ended(session: Session, sub: Subscription) -> None:
@@ -362,6 +371,7 @@ __all__ = [
     "SYNC_SUBSCRIPTION_JOB",
     "cancel_subscription",
     "no_sync_reason",
+    "subscription_converted",
     "subscription_ended",
     "subscription_provisioned",
     "sync_subscription",

@@ -771,6 +771,7 @@ def _on_trial_end(db: Database, ctx: jobs.JobContext) -> None:
             sub.status = transition(sub.status, Event.TRIAL_CONVERTED).value
             sub.cancel_reason = None
             sub.updated_at = now
+            billing_sync.subscription_converted(s, sub)  # now paid: synced to the provider, when connected
 
 
 @jobs.register(JOB_END)
