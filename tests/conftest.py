@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 import warnings
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 import stigg
+from hypothesis import HealthCheck, settings
 from sqlalchemy import create_engine, text
 
 from entitle.db import Database
@@ -23,6 +25,18 @@ from tests.support.postgres import HOW_TO_ENABLE, Cluster, start_cluster
 from tests.support.server import running_server
 
 _db_counter = itertools.count()
+
+# Property tests assert behaviour, not speed: on a loaded CI machine example generation can be slow,
+# and a wall-clock deadline or "too slow" health check would fail a correct test. Hypothesis still
+# derandomizes under CI, so a failure there reproduces.
+settings.register_profile(
+    "entitle",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=bool(os.environ.get("CI")),
+    database=None if os.environ.get("CI") else settings.default.database,
+)
+settings.load_profile("entitle")
 
 
 @pytest.fixture(scope="session")
