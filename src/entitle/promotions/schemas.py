@@ -8,36 +8,15 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from entitle.catalog.packages.schemas import ResetFields
 from entitle.http.wire import Amount, LongText, RefId, ShortText, WireModel
 from entitle.promotions.models import PromotionalEntitlement
 
 PromoPeriod = Literal["1 week", "1 month", "6 month", "1 year", "lifetime", "custom"]
-ResetPeriod = Literal["YEAR", "MONTH", "WEEK", "DAY", "HOUR"]
 PROMO_STATUSES: tuple[str, ...] = ("Active", "Expired", "Paused")
 
 
-class MonthlyReset(WireModel):
-    according_to: Literal["SubscriptionStart", "StartOfTheMonth"]
-
-
-class WeeklyReset(WireModel):
-    according_to: Literal[
-        "SubscriptionStart",
-        "EverySunday",
-        "EveryMonday",
-        "EveryTuesday",
-        "EveryWednesday",
-        "EveryThursday",
-        "EveryFriday",
-        "EverySaturday",
-    ]
-
-
-class YearlyReset(WireModel):
-    according_to: Literal["SubscriptionStart"]
-
-
-class PromotionIn(WireModel):
+class PromotionIn(ResetFields):
     feature_id: RefId
     period: PromoPeriod
     custom_end_date: datetime | None = None
@@ -46,10 +25,6 @@ class PromotionIn(WireModel):
     has_soft_limit: bool | None = None
     is_visible: bool | None = None
     enum_values: list[ShortText] | None = Field(default=None, max_length=500)
-    reset_period: ResetPeriod | None = None
-    monthly_reset_period_configuration: MonthlyReset | None = None
-    weekly_reset_period_configuration: WeeklyReset | None = None
-    yearly_reset_period_configuration: YearlyReset | None = None
     description: LongText | None = None
 
     @model_validator(mode="after")
