@@ -34,7 +34,7 @@ Amount = Annotated[
     Decimal,
     Field(allow_inf_nan=False),
     AfterValidator(_bounded),
-    PlainSerializer(_number, return_type=float, when_used="json"),
+    PlainSerializer(_number, return_type=int | float, when_used="json"),
 ]
 
 # Identifiers chosen by the customer ("plan-pro"). NUL is refused: PostgreSQL text cannot hold it.
