@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
-from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
@@ -156,7 +155,3 @@ def usage_window(feature: Feature, allowance: Allowance | None, anchor: datetime
 
 def resource_key(resource_ref: str | None) -> str:
     return resource_ref or NO_RESOURCE
-
-
-def zero() -> Decimal:
-    return Decimal(0)

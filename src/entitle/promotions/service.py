@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from decimal import Decimal
 
 from entitle.catalog.features import store as features
 from entitle.catalog.features.models import Feature
-from entitle.clock import utcnow
+from entitle.clock import as_utc, utcnow
 from entitle.customers import store as customers
 from entitle.db import Database
 from entitle.db.pagination import CreatedAtRange, Page, PageRequest
@@ -56,7 +55,7 @@ def grant(db: Database, env_id: int, customer_ref: str, items: list[PromotionIn]
                 raise NotFound("feature", item.feature_id)
             _check(item, feature)
             try:
-                end = promotion_end(item.period, now, item.custom_end_date and _utc(item.custom_end_date))
+                end = promotion_end(item.period, now, item.custom_end_date and as_utc(item.custom_end_date))
             except ValueError as exc:
                 raise InvalidArgument(str(exc)) from exc
             row = existing.get(item.feature_id) or PromotionalEntitlement(
@@ -105,9 +104,3 @@ def revoke(db: Database, env_id: int, customer_ref: str, feature_ref: str) -> Pr
         webhooks.promotions_changed(s, "promotional_entitlement.revoked", env_id, customer.ref_id, [row])
         s.delete(row)
         return row
-
-
-def _utc(value: datetime) -> datetime:
-    from entitle.clock import as_utc
-
-    return as_utc(value)
