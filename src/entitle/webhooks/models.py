@@ -11,9 +11,17 @@ EVENT_TYPES: tuple[str, ...] = (
     "customer.updated",
     "customer.archived",
     "subscription.created",
+    "subscription.updated",
     "subscription.canceled",
+    "subscription.expired",
+    "subscription.trial_expired",
+    "subscription.trial_ends_soon",
+    "customer.payment_failed",
+    "usage.limit_reached",
+    "usage.soft_limit_exceeded",
     "promotional_entitlement.granted",
     "promotional_entitlement.revoked",
+    "promotional_entitlement.expired",
     "entitlements.updated",
 )
 JOB_DELIVER = "webhooks.deliver"

@@ -1,0 +1,23 @@
+"""checkout sessions, coupon and usage sync (issue 4, checkout and sync)
+
+Revision ID: 0012_billing_checkout
+Revises: 0011_stripe_events
+Create Date: 2026-11-22 00:00:00
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+revision: str = "0012_billing_checkout"
+down_revision: str | Sequence[str] | None = "0011_stripe_events"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
