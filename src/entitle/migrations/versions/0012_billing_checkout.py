@@ -1,4 +1,4 @@
-"""checkout sessions, coupon and usage sync (issue 4, checkout and sync)
+"""checkout sessions, portal, invoices and Stripe Tax (issue 4, checkout)
 
 Revision ID: 0012_billing_checkout
 Revises: 0011_stripe_events
