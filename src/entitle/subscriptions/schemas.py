@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from entitle.catalog.packages.schemas import ResetFields
 from entitle.http.wire import Amount, Metadata, NonNegInt, RefId, ShortText, WireModel
 from entitle.money import Currency
 
@@ -33,30 +34,19 @@ class ChargeQuantity(WireModel):
     type: Literal["FEATURE", "CREDIT"] = "FEATURE"
 
 
-class ResetConfig(WireModel):
-    according_to: str = Field(max_length=32)
-
-
-class EntitlementOverride(WireModel):
+class EntitlementOverride(ResetFields):
     type: Literal["FEATURE", "CREDIT"]
     id: RefId
     usage_limit: NonNegInt | None = None
     has_unlimited_usage: bool | None = None
     has_soft_limit: bool | None = None
-    reset_period: Literal["YEAR", "MONTH", "WEEK", "DAY", "HOUR"] | None = None
-    monthly_reset_period_configuration: ResetConfig | None = None
-    weekly_reset_period_configuration: ResetConfig | None = None
-    yearly_reset_period_configuration: ResetConfig | None = None
     amount: Amount | None = None
     cadence: Literal["MONTH", "YEAR"] | None = None
 
     def anchor(self) -> str | None:
-        config = {
-            "MONTH": self.monthly_reset_period_configuration,
-            "WEEK": self.weekly_reset_period_configuration,
-            "YEAR": self.yearly_reset_period_configuration,
-        }.get(self.reset_period or "")
-        return config.according_to if config else None
+        """The configured anchor of the chosen reset period (None: the period's default)."""
+        monthly, weekly, yearly = self.anchors()
+        return {"MONTH": monthly, "WEEK": weekly, "YEAR": yearly}.get(self.reset_period or "")
 
 
 class TrialOverride(WireModel):
