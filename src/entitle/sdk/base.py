@@ -1,0 +1,119 @@
+"""What the sync and async clients share: configuration, the cache, offline state, answers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from typing import Any
+
+from entitle.sdk.batch import EventQueue
+from entitle.sdk.cache import CacheBackend, MemoryCache
+from entitle.sdk.state import State, evaluate, fallback_result, normalize_fallbacks, to_decimal
+from entitle.sdk.store import EntitlementStore, Key, namespace
+from entitle.sdk.types import EntitlementResult, FallbackEntitlement, Source
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8000"
+USER_AGENT = "entitle-python-sdk"
+
+
+class ClientBase:
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str = DEFAULT_BASE_URL,
+        *,
+        fallback_entitlements: Mapping[str, FallbackEntitlement | bool | Mapping[str, Any]] | None = None,
+        cache_backend: CacheBackend | None = None,
+        push: bool = True,
+        cache_ttl: float = 30.0,
+        event_batch_size: int = 500,
+        event_flush_interval: float = 1.0,
+        timeout: float = 10.0,
+        offline_retry_interval: float = 1.0,
+        close_timeout: float = 10.0,
+    ) -> None:
+        if not api_key:
+            raise ValueError("api_key is required")
+        self.api_key = api_key
+        self.base_url = base_url.rstrip("/")
+        self.push = push
+        self.timeout = timeout
+        self.close_timeout = close_timeout
+        self._headers = {"X-API-KEY": api_key, "User-Agent": USER_AGENT}
+        self._store = EntitlementStore(cache_backend or MemoryCache(), namespace(api_key, self.base_url), cache_ttl)
+        self._fallbacks = normalize_fallbacks(fallback_entitlements)
+        self._events = EventQueue(event_batch_size, event_flush_interval)
+        self._offline_retry = offline_retry_interval
+        self._offline_until = 0.0
+        self._offline_backoff = offline_retry_interval
+        self._closed = False
+
+    # --- offline bookkeeping --------------------------------------------------------------------
+
+    @property
+    def is_offline(self) -> bool:
+        """True while the last request failed to reach the server (until a retry succeeds)."""
+        return self._offline_until > 0.0
+
+    def _may_try_server(self) -> bool:
+        return time.monotonic() >= self._offline_until
+
+    def _went_offline(self) -> None:
+        """After a failure, answer locally without trying the server again for a while (doubling)."""
+        self._offline_until = time.monotonic() + self._offline_backoff
+        self._offline_backoff = min(self._offline_backoff * 2, 30.0)
+
+    def _came_online(self) -> None:
+        self._offline_until = 0.0
+        self._offline_backoff = self._offline_retry
+
+    # --- answers --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _args(
+        requested_usage: Decimal | int | float | None, requested_values: Iterable[str] | None
+    ) -> tuple[Decimal | None, tuple[str, ...] | None]:
+        return (
+            None if requested_usage is None else to_decimal(requested_usage),
+            None if requested_values is None else tuple(requested_values),
+        )
+
+    def _fresh(self, key: Key) -> State | None:
+        state = self._store.load(key)
+        return state if state is not None and self._store.is_fresh(state, time.time()) else None
+
+    def _offline_one(
+        self,
+        state: State | None,
+        customer_id: str,
+        feature_id: str,
+        resource_id: str | None,
+        usage: Decimal | None,
+        values: tuple[str, ...] | None,
+    ) -> EntitlementResult:
+        if state is not None:
+            return evaluate(state, customer_id, feature_id, resource_id, Source.STALE_CACHE, usage, values, time.time())
+        return fallback_result(self._fallbacks.get(feature_id), customer_id, feature_id, resource_id, usage, values)
+
+    def _all(
+        self, state: State | None, source: Source, customer_id: str, resource_id: str | None
+    ) -> list[EntitlementResult]:
+        now = time.time()
+        if state is None:
+            return [
+                fallback_result(fb, customer_id, feature_id, resource_id, None, None)
+                for feature_id, fb in sorted(self._fallbacks.items())
+            ]
+        results = [
+            evaluate(state, customer_id, feature_id, resource_id, source, None, None, now)
+            for feature_id in sorted(state.entries)
+        ]
+        return [r for r in results if r.feature_type is not None]  # a lapsed grant (stale) is no entitlement
+
+    def _after_provision(self, customer_id: str, resource_id: str | None = None) -> None:
+        self._store.invalidate(customer_id, resource_id, all_resources=True)
+
+    def cached_keys(self) -> list[Key]:
+        """(customer, resource) pairs held in this process's cache layer (diagnostics)."""
+        return list(self._store.hot)

@@ -1,0 +1,314 @@
+"""A customer's cached entitlements and the local entitlement math. Pure: no I/O, no clock reads.
+
+The math mirrors the server's `entitlements/rules.py::decide` (read, not imported: the SDK must not
+depend on the server's modules):
+
+- BOOLEAN: granted.
+- ENUM: granted when every requested value is among the allowed values.
+- NUMBER, unlimited or with no numeric limit: granted.
+- NUMBER, not metered (the server sends no `currentUsage`): granted when `requested <= limit`
+  (nothing requested: granted).
+- NUMBER, metered, soft limit: granted (a soft limit never blocks).
+- NUMBER, metered: granted when `current + requested <= limit`; with nothing requested, when
+  `current < limit` ("is any usage left?").
+- A feature absent from the customer's list: denied with the list's reason (CustomerNotFound,
+  NoActiveSubscription, ...) or NoFeatureEntitlementInSubscription.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from entitle.sdk.types import UNKNOWN, EntitlementResult, FallbackEntitlement, Source
+
+NO_FEATURE_ENTITLEMENT = "NoFeatureEntitlementInSubscription"
+USAGE_EXCEEDING_LIMIT = "RequestedUsageExceedingLimit"
+VALUES_MISMATCH = "RequestedValuesMismatch"
+
+FORMAT_VERSION = 1
+
+
+def to_decimal(value: Decimal | int | float | str) -> Decimal:
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, int):
+        return Decimal(value)
+    return Decimal(str(value))
+
+
+def _dec(value: Any) -> Decimal | None:
+    return None if value is None else to_decimal(value)
+
+
+def _when(value: Any) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def _epoch(value: datetime | None) -> float:
+    return math.inf if value is None else value.timestamp()
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One feature of a customer's entitlement list, parsed from the wire (`EntitlementResult`)."""
+
+    feature_id: str
+    feature_type: str
+    usage_limit: Decimal | None
+    has_unlimited: bool
+    has_soft_limit: bool
+    enum_values: frozenset[str] | None
+    current_usage: Decimal | None  # None: not metered
+    reset_period: str | None
+    period_start: datetime | None
+    period_end: datetime | None
+    valid_until: datetime | None
+    raw: Mapping[str, Any]
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any]) -> Entry:
+        feature = raw.get("feature") or {}
+        enum = raw.get("enumValues")
+        return cls(
+            feature_id=feature["id"],
+            feature_type=feature.get("featureType", "BOOLEAN"),
+            usage_limit=_dec(raw.get("usageLimit")),
+            has_unlimited=bool(raw.get("hasUnlimitedUsage")),
+            has_soft_limit=bool(raw.get("hasSoftLimit")),
+            enum_values=frozenset(enum) if enum is not None else None,
+            current_usage=_dec(raw.get("currentUsage")),
+            reset_period=raw.get("resetPeriod"),
+            period_start=_when(raw.get("usagePeriodStart")),
+            period_end=_when(raw.get("usagePeriodEnd")),
+            valid_until=_when(raw.get("validUntil")),
+            raw=raw,
+        )
+
+    def with_usage(self, current: Decimal, start: datetime | None, end: datetime | None) -> Entry:
+        raw = dict(self.raw)
+        raw["currentUsage"] = _json_number(current)
+        if end is not None:
+            raw["usagePeriodStart"] = start.isoformat() if start else raw.get("usagePeriodStart")
+            raw["usagePeriodEnd"] = end.isoformat()
+            return replace(
+                self, current_usage=current, period_start=start or self.period_start, period_end=end, raw=raw
+            )
+        return replace(self, current_usage=current, raw=raw)
+
+
+def _json_number(value: Decimal) -> int | float:
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    """A customer's (and resource's) entitlements as last fetched, with local usage updates applied.
+
+    `valid` is False once a change was announced (push) and not yet re-read; `expires_at` (epoch
+    seconds) is the first usage-window end or grant end, after which the server's answer differs.
+    """
+
+    entries: Mapping[str, Entry]
+    denied_reason: str | None
+    written_at: float
+    valid: bool = True
+    expires_at: float = field(default=math.inf)
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any], written_at: float, valid: bool = True) -> State:
+        entries = {e.feature_id: e for e in (Entry.parse(raw) for raw in data.get("entitlements") or [])}
+        return cls.build(entries, data.get("accessDeniedReason"), written_at, valid)
+
+    @classmethod
+    def build(cls, entries: Mapping[str, Entry], denied: str | None, written_at: float, valid: bool) -> State:
+        expires = min(
+            [math.inf]
+            + [_epoch(e.period_end) for e in entries.values()]
+            + [_epoch(e.valid_until) for e in entries.values()]
+        )
+        return cls(entries=entries, denied_reason=denied, written_at=written_at, valid=valid, expires_at=expires)
+
+    def invalidated(self) -> State:
+        return replace(self, valid=False)
+
+    def with_usage(
+        self, feature_id: str, current: Decimal, start: datetime | None, end: datetime | None, written_at: float
+    ) -> State | None:
+        entry = self.entries.get(feature_id)
+        if entry is None or entry.current_usage is None:
+            return None
+        entries = dict(self.entries)
+        entries[feature_id] = entry.with_usage(current, start, end)
+        return State.build(entries, self.denied_reason, written_at, self.valid)
+
+    def dumps(self) -> str:
+        return json.dumps(
+            {
+                "v": FORMAT_VERSION,
+                "valid": self.valid,
+                "writtenAt": self.written_at,
+                "accessDeniedReason": self.denied_reason,
+                "entitlements": [dict(e.raw) for e in self.entries.values()],
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def loads(cls, text: str) -> State | None:
+        """None for an entry this version cannot read (it is then simply refetched)."""
+        try:
+            data = json.loads(text)
+            if data.get("v") != FORMAT_VERSION:
+                return None
+            return cls.from_wire(data, float(data["writtenAt"]), bool(data["valid"]))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+def decide(
+    entry: Entry, current: Decimal | None, requested_usage: Decimal | None, requested_values: Iterable[str] | None
+) -> str | None:
+    """The denial reason, or None when granted (see the module docstring)."""
+    kind = entry.feature_type
+    if kind == "BOOLEAN":
+        return None
+    if kind == "ENUM":
+        if requested_values is not None and not set(requested_values) <= (entry.enum_values or frozenset()):
+            return VALUES_MISMATCH
+        return None
+    limit = entry.usage_limit
+    if entry.has_unlimited or limit is None:
+        return None
+    if current is None:  # not metered: a configuration value
+        return None if requested_usage is None or requested_usage <= limit else USAGE_EXCEEDING_LIMIT
+    if entry.has_soft_limit:
+        return None
+    ok = current < limit if requested_usage is None else current + requested_usage <= limit
+    return None if ok else USAGE_EXCEEDING_LIMIT
+
+
+def evaluate(
+    state: State,
+    customer_id: str,
+    feature_id: str,
+    resource_id: str | None,
+    source: Source,
+    requested_usage: Decimal | None,
+    requested_values: tuple[str, ...] | None,
+    now: float,
+) -> EntitlementResult:
+    """Answer from a state. For a stale state (`source` STALE_CACHE) read past its expiry, do what the
+    server would: a usage window that has ended counts from zero, a grant past its end is gone."""
+    entry = state.entries.get(feature_id)
+    current = None
+    if entry is not None:
+        current = entry.current_usage
+        if now >= state.expires_at:
+            if entry.valid_until is not None and now >= entry.valid_until.timestamp():
+                entry = None
+            elif current is not None and entry.period_end is not None and now >= entry.period_end.timestamp():
+                current = Decimal(0)
+    if entry is None:
+        return EntitlementResult(
+            customer_id=customer_id,
+            feature_id=feature_id,
+            resource_id=resource_id,
+            is_granted=False,
+            source=source,
+            access_denied_reason=state.denied_reason or NO_FEATURE_ENTITLEMENT,
+            requested_usage=requested_usage,
+            requested_values=requested_values,
+        )
+    reason = decide(entry, current, requested_usage, requested_values)
+    return EntitlementResult(
+        customer_id=customer_id,
+        feature_id=feature_id,
+        resource_id=resource_id,
+        is_granted=reason is None,
+        source=source,
+        access_denied_reason=reason,
+        feature_type=entry.feature_type,
+        current_usage=current,
+        usage_limit=entry.usage_limit,
+        has_unlimited_usage=entry.has_unlimited,
+        has_soft_limit=entry.has_soft_limit,
+        enum_values=tuple(sorted(entry.enum_values)) if entry.enum_values is not None else None,
+        requested_usage=requested_usage,
+        requested_values=requested_values,
+        reset_period=entry.reset_period,
+        usage_period_start=entry.period_start,
+        usage_period_end=entry.period_end,
+        valid_until=entry.valid_until,
+    )
+
+
+def fallback_result(
+    fallback: FallbackEntitlement | None,
+    customer_id: str,
+    feature_id: str,
+    resource_id: str | None,
+    requested_usage: Decimal | None,
+    requested_values: tuple[str, ...] | None,
+) -> EntitlementResult:
+    """The answer when nothing is known: the configured fallback, or no access."""
+    base = {
+        "customer_id": customer_id,
+        "feature_id": feature_id,
+        "resource_id": resource_id,
+        "source": Source.FALLBACK,
+        "requested_usage": requested_usage,
+        "requested_values": requested_values,
+    }
+    if fallback is None:
+        return EntitlementResult(is_granted=False, access_denied_reason=UNKNOWN, **base)  # type: ignore[arg-type]
+    limit = _dec(fallback.usage_limit)
+    reason: str | None = None
+    if not fallback.has_access:
+        reason = NO_FEATURE_ENTITLEMENT
+    elif (
+        requested_usage is not None
+        and limit is not None
+        and not fallback.has_unlimited_usage
+        and not fallback.has_soft_limit
+        and requested_usage > limit
+    ):
+        reason = USAGE_EXCEEDING_LIMIT
+    elif (
+        requested_values is not None
+        and fallback.enum_values is not None
+        and not set(requested_values) <= set(fallback.enum_values)
+    ):
+        reason = VALUES_MISMATCH
+    return EntitlementResult(
+        is_granted=reason is None,
+        access_denied_reason=reason,
+        usage_limit=limit,
+        has_unlimited_usage=fallback.has_unlimited_usage,
+        has_soft_limit=fallback.has_soft_limit,
+        enum_values=fallback.enum_values,
+        **base,  # type: ignore[arg-type]
+    )
+
+
+def normalize_fallbacks(
+    fallbacks: Mapping[str, FallbackEntitlement | bool | Mapping[str, Any]] | None,
+) -> dict[str, FallbackEntitlement]:
+    """`{"feature-x": True, "feature-y": {"usage_limit": 10}, "feature-z": FallbackEntitlement(...)}`."""
+    out: dict[str, FallbackEntitlement] = {}
+    for feature_id, value in (fallbacks or {}).items():
+        if isinstance(value, FallbackEntitlement):
+            out[feature_id] = value
+        elif isinstance(value, bool):
+            out[feature_id] = FallbackEntitlement(has_access=value)
+        else:
+            fields = dict(value)
+            if fields.get("enum_values") is not None:
+                fields["enum_values"] = tuple(fields["enum_values"])
+            out[feature_id] = FallbackEntitlement(**fields)
+    return out

@@ -1,0 +1,188 @@
+"""The client's entitlement cache: a decoded in-process layer in front of a `CacheBackend`.
+
+Thread-safe: states are immutable and replaced whole, so the read path is one dict lookup without
+a lock; writers take a lock. Used by the sync client (readers on any thread, the push stream on
+its own thread) and by the async client alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from entitle.sdk.cache import CacheBackend
+from entitle.sdk.state import State
+
+log = logging.getLogger("entitle.sdk")
+
+Key = tuple[str, str | None]
+_SEP = "\x1f"
+_LAST_EVENT = "__last_event_id__"
+
+
+def namespace(api_key: str, base_url: str) -> str:
+    """Backend keys are prefixed per server and environment (the key), so one Redis or file can
+    serve several clients without mixing their customers."""
+    digest = hashlib.sha256(f"{base_url.rstrip('/')}\n{api_key}".encode()).hexdigest()[:16]
+    return f"entitle:{digest}:"
+
+
+class EntitlementStore:
+    def __init__(self, backend: CacheBackend, prefix: str, ttl: float) -> None:
+        self.backend = backend
+        self.prefix = prefix
+        self.ttl = ttl
+        self.hot: dict[Key, State] = {}
+        self.push_connected = False
+        self._generation: dict[Key, int] = {}
+        self._lock = threading.Lock()
+
+    # --- freshness ------------------------------------------------------------------------------
+
+    def is_fresh(self, state: State, now: float) -> bool:
+        """Valid, before its first window/grant end, and either watched by a connected push stream
+        or younger than the TTL."""
+        return state.valid and now < state.expires_at and (self.push_connected or now - state.written_at < self.ttl)
+
+    # --- reads ----------------------------------------------------------------------------------
+
+    def _bkey(self, key: Key) -> str:
+        customer, resource = key
+        return f"{self.prefix}{customer}{_SEP}{resource or ''}"
+
+    def load(self, key: Key) -> State | None:
+        """The hot state, else the backend's (copied into the hot layer), else None."""
+        state = self.hot.get(key)
+        if state is not None:
+            return state
+        try:
+            text = self.backend.get(self._bkey(key))
+        except Exception:  # a broken backend must not break reads
+            log.warning("entitle: cache backend read failed", exc_info=True)
+            return None
+        if text is None:
+            return None
+        state = State.loads(text)
+        if state is not None:
+            with self._lock:
+                self.hot.setdefault(key, state)
+        return state
+
+    def generation(self, key: Key) -> int:
+        return self._generation.get(key, 0)
+
+    # --- writes ---------------------------------------------------------------------------------
+
+    def _write(self, key: Key, state: State) -> None:
+        self.hot[key] = state
+        try:
+            self.backend.set(self._bkey(key), state.dumps())
+        except Exception:
+            log.warning("entitle: cache backend write failed", exc_info=True)
+
+    def store(self, key: Key, data: Mapping[str, Any], generation: int) -> State:
+        """Keep a fetched list. If a change was announced for the key while the fetch was in flight
+        (its generation moved), the result may predate it: keep it, but as invalid (re-read next)."""
+        with self._lock:
+            valid = self._generation.get(key, 0) == generation
+            state = State.from_wire(data, time.time(), valid)
+            self._write(key, state)
+        return state
+
+    def invalidate(self, customer_id: str, resource_id: str | None, *, all_resources: bool = False) -> list[Key]:
+        """Mark the customer's states as needing a re-read (kept as last known state for offline
+        use). Returns the keys this process held."""
+        held: list[Key] = []
+        with self._lock:
+            keys = {(customer_id, resource_id)}
+            if all_resources:
+                keys |= {k for k in self.hot if k[0] == customer_id}
+            for key in keys:
+                self._generation[key] = self._generation.get(key, 0) + 1
+                state = self.hot.get(key)
+                if state is not None:
+                    held.append(key)
+                    self._write(key, state.invalidated())
+                else:
+                    self._invalidate_backend(key)
+        return held
+
+    def _invalidate_backend(self, key: Key) -> None:
+        try:
+            text = self.backend.get(self._bkey(key))
+            if text is None:
+                return
+            state = State.loads(text)
+            if state is None:
+                self.backend.delete(self._bkey(key))
+            else:
+                self.backend.set(self._bkey(key), state.invalidated().dumps())
+        except Exception:
+            log.warning("entitle: cache backend write failed", exc_info=True)
+
+    def set_usage(
+        self,
+        key: Key,
+        feature_id: str,
+        current: Decimal,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> None:
+        """A new current usage for one metered feature (a local report, or pushed by the server)."""
+        with self._lock:
+            state = self.hot.get(key)
+            if state is None:
+                state = self.load_backend_unlocked(key)
+                if state is None:
+                    return
+            updated = state.with_usage(feature_id, current, start, end, state.written_at)
+            if updated is not None:
+                self._write(key, updated)
+
+    def load_backend_unlocked(self, key: Key) -> State | None:
+        try:
+            text = self.backend.get(self._bkey(key))
+        except Exception:
+            return None
+        return None if text is None else State.loads(text)
+
+    def mark_all_invalid(self, written_before: float) -> None:
+        """After the push stream (re)connects without a replay point, states written before it may
+        have missed changes."""
+        with self._lock:
+            for key, state in list(self.hot.items()):
+                if state.valid and state.written_at < written_before:
+                    self._generation[key] = self._generation.get(key, 0) + 1
+                    self._write(key, state.invalidated())
+
+    def clear(self) -> None:
+        """`reset` from the server: drop everything cached for the environment."""
+        with self._lock:
+            for key in self.hot:
+                self._generation[key] = self._generation.get(key, 0) + 1
+            self.hot.clear()
+            try:
+                self.backend.clear(self.prefix)
+            except Exception:
+                log.warning("entitle: cache backend clear failed", exc_info=True)
+
+    # --- the push stream's replay point, shared through the backend -------------------------------
+
+    def last_event_id(self) -> int | None:
+        try:
+            text = self.backend.get(self.prefix + _LAST_EVENT)
+            return int(text) if text else None
+        except Exception:
+            return None
+
+    def set_last_event_id(self, event_id: int) -> None:
+        try:
+            self.backend.set(self.prefix + _LAST_EVENT, str(event_id))
+        except Exception:
+            log.warning("entitle: cache backend write failed", exc_info=True)
