@@ -306,7 +306,13 @@ def test_charges_this_slice_cannot_bill_are_recorded_as_errors(
         "pricingType": "PAID",
         "pricingModels": [
             {"billingModel": "FLAT_FEE", "pricePeriods": [flat("MONTHLY", 10)]},
-            {"billingModel": "USAGE_BASED", "featureId": "f-calls", "pricePeriods": [flat("MONTHLY", 0.002)]},
+            # Priced per block of 100 calls: no Stripe price says that (a plain usage-based charge is
+            # synced as a metered price, see test_stripe_usage_sync.py).
+            {
+                "billingModel": "USAGE_BASED",
+                "featureId": "f-calls",
+                "pricePeriods": [flat("MONTHLY", 0.2) | {"blockSize": 100}],
+            },
         ],
     }
     resp = api.patch("/api/v1/plans/plan-usage", json={"charges": charges})
@@ -318,7 +324,7 @@ def test_charges_this_slice_cannot_bill_are_recorded_as_errors(
     flat_link, usage_link = states["FLAT_FEE"], states["USAGE_BASED"]
     assert flat_link is not None and flat_link.sync_state == SUCCESS
     assert usage_link is not None and usage_link.sync_state == ERROR
-    assert usage_link.reason is not None and "USAGE_BASED" in usage_link.reason and "issue 4" in usage_link.reason
+    assert usage_link.reason is not None and "per block" in usage_link.reason and "issue 4" in usage_link.reason
     (product,) = stripe_emulator.products()
     assert [p.unit_amount for p in stripe_emulator.prices(product.id)] == [1000]
     with server.db.read() as s:

@@ -16,6 +16,9 @@ Who serves what
               │       /v1/billing/meters[/{id}[/deactivate|/reactivate]] (create, retrieve, update, list)
               │       /v1/billing/meters/{id}/event_summaries           (list, one summary per query)
               │       /v1/billing/meter_events                          (create)
+              │  4. fields localstripe refuses on coupons (name, currency_options) and subscriptions
+              │     (automatic_tax, collection_method, days_until_due, default_payment_method, discounts,
+              │     proration_behavior): taken off the request, kept, and shown on the objects returned
               └──> localstripe (a subprocess, free port): everything else — customers, products, plans,
                    subscriptions, invoices, payment methods, ... — exactly as localstripe implements it.
 
@@ -42,6 +45,9 @@ Details that matter to tests:
 - localstripe persists its store to a fixed `/tmp/localstripe.pickle`, which concurrent test runs on
   one machine would share; the subprocess is started with persistence switched off, bound to
   127.0.0.1 (its own `start()` binds every interface).
+
+Checkout Sessions keep `automatic_tax[enabled]` and `phone_number_collection[enabled]` as asked (Stripe
+Tax computes nothing here: a session asking for it shows `status: requires_location_inputs`).
 
 Not emulated (a test that needs them must say so): webhooks from the stand-in's objects (checkout
 completion creating a subscription, meter events reaching localstripe invoices), Stripe search
@@ -224,6 +230,9 @@ class StandIn:
     portal_sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
     meters: dict[str, dict[str, Any]] = field(default_factory=dict)
     meter_events: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Fields localstripe's Coupons and Subscriptions lack, kept here by object id (see `_split_extras`).
+    coupon_extras: dict[str, dict[str, Any]] = field(default_factory=dict)
+    subscription_extras: dict[str, dict[str, Any]] = field(default_factory=dict)
     log: list[Logged] = field(default_factory=list)
     public_base: str = ""
     _failures: list[Failure] = field(default_factory=list)
@@ -238,6 +247,8 @@ class StandIn:
         with self._lock:
             for store in (self.prices, self.checkout_sessions, self.portal_sessions, self.meters, self.meter_events):
                 store.clear()
+            self.coupon_extras.clear()
+            self.subscription_extras.clear()
             self.log.clear()
             self._failures.clear()
             self._saved.clear()
@@ -353,7 +364,11 @@ class StandIn:
         except StripeError as exc:
             return exc.response()
         if result is None:
-            return await self._forward(request, raw)
+            try:
+                raw, extras = await self._split_extras(request, method, parts, params, raw)
+            except StripeError as exc:
+                return exc.response()
+            return self._with_extras(parts, extras, await self._forward(request, raw))
         return JSONResponse(result, headers={"Request-Id": f"req_{_rand(14)}"})
 
     async def _route(
@@ -441,6 +456,85 @@ class StandIn:
         resp.raise_for_status()
         found: dict[str, Any] = resp.json()
         return found
+
+    # -- coupon and subscription fields localstripe lacks ----------------------------------------------
+    #
+    # localstripe refuses these parameters; the stand-in takes them off the request, keeps them by the
+    # object's id and puts them back on every coupon or subscription it returns:
+    #   coupons:       name, currency_options
+    #   subscriptions: automatic_tax, collection_method, days_until_due, default_payment_method, discounts (a list of
+    #                  {coupon}; "" removes them), proration_behavior (kept as the last one used)
+    # A discount copies the coupon as it was when applied, so deleting the coupon (Stripe: applied
+    # discounts stay) leaves the subscription's discount in place.
+
+    _COUPON_EXTRAS = ("name", "currency_options")
+    _SUBSCRIPTION_EXTRAS = (
+        "automatic_tax",
+        "collection_method",
+        "days_until_due",
+        "default_payment_method",
+        "discounts",
+        "proration_behavior",
+    )
+
+    async def _split_extras(
+        self, request: Request, method: str, parts: list[str], params: dict[str, Any], raw: str
+    ) -> tuple[str, dict[str, Any] | None]:
+        if method != "POST" or len(parts) not in (2, 3) or parts[1] not in ("coupons", "subscriptions"):
+            return raw, None
+        names = self._COUPON_EXTRAS if parts[1] == "coupons" else self._SUBSCRIPTION_EXTRAS
+        pairs = parse_qsl(raw, keep_blank_values=True)
+        kept = [(k, v) for k, v in pairs if k.split("[", 1)[0] not in names]
+        extras = {k: v for k, v in params.items() if k in names}
+        if parts[1] == "subscriptions":
+            extras = await self._subscription_extras(request.headers.get("authorization", ""), extras)
+        return urlencode(kept), extras
+
+    async def _subscription_extras(self, auth: str, extras: dict[str, Any]) -> dict[str, Any]:
+        method = extras.get("collection_method")
+        if method is not None and method not in ("charge_automatically", "send_invoice"):
+            raise _bad(f"Invalid collection_method: {method}", "collection_method")
+        if method == "send_invoice" and not str(extras.get("days_until_due", "")).isdigit():
+            raise _bad("days_until_due is required when collection_method is send_invoice.", "days_until_due")
+        if "days_until_due" in extras:
+            extras["days_until_due"] = int(extras["days_until_due"])
+        if "automatic_tax" in extras:  # Stripe Tax computes nothing here; the setting is kept as asked
+            tax = bool(_bool((extras["automatic_tax"] or {}).get("enabled")))
+            extras["automatic_tax"] = {"enabled": tax, "disabled_reason": None, "liability": None}
+        if "discounts" in extras:
+            wanted = extras["discounts"] if isinstance(extras["discounts"], list) else []
+            discounts = []
+            for entry in wanted:
+                coupon_id = _require(entry, "coupon")
+                coupon = await self._upstream_get(auth, f"/v1/coupons/{coupon_id}")
+                if coupon is None:
+                    raise StripeError(404, f"No such coupon: '{coupon_id}'", code="resource_missing", param="coupon")
+                coupon.update(self.coupon_extras.get(coupon_id, {}))
+                discounts.append({"id": f"di_{_rand(24)}", "object": "discount", "coupon": coupon, "start": _now()})
+            extras["discounts"] = discounts
+        return extras
+
+    def _with_extras(self, parts: list[str], extras: dict[str, Any] | None, response: Response) -> Response:
+        if len(parts) < 2 or parts[1] not in ("coupons", "subscriptions") or response.status_code != 200:
+            return response
+        body = json.loads(bytes(response.body))
+        objects = body["data"] if body.get("object") == "list" else [body]
+        if extras is not None and len(objects) == 1 and "id" in objects[0]:
+            store = self.coupon_extras if parts[1] == "coupons" else self.subscription_extras
+            store.setdefault(objects[0]["id"], {}).update(extras)
+        for obj in objects:
+            if obj.get("object") == "coupon":
+                obj.setdefault("name", None)
+                obj.update(self.coupon_extras.get(obj["id"], {}))
+            elif obj.get("object") == "subscription":
+                obj.update(
+                    {"collection_method": "charge_automatically", "days_until_due": None, "discounts": []}
+                    | {"automatic_tax": {"enabled": False, "disabled_reason": None, "liability": None}}
+                    | self.subscription_extras.get(obj["id"], {})
+                )
+                obj["discount"] = obj["discounts"][0] if obj["discounts"] else None
+        headers = {k: v for k, v in response.headers.items() if k.lower() == "request-id"}
+        return JSONResponse(body, status_code=response.status_code, headers=headers)
 
     # -- prices --------------------------------------------------------------------------------------
 
@@ -633,13 +727,19 @@ class StandIn:
             currency = currency or price["currency"]
         created = _now()
         session_id = f"cs_test_{_rand(58)}"
+        tax = bool(_bool((params.get("automatic_tax") or {}).get("enabled")))
         session = {
             "adaptive_pricing": None,
             "after_expiration": None,
             "allow_promotion_codes": _bool(params.get("allow_promotion_codes")),
             "amount_subtotal": subtotal if mode != "setup" else None,
             "amount_total": subtotal if mode != "setup" else None,
-            "automatic_tax": {"enabled": False, "liability": None, "provider": None, "status": None},
+            "automatic_tax": {
+                "enabled": tax,
+                "liability": {"type": "self"} if tax else None,
+                "provider": "stripe" if tax else None,
+                "status": "requires_location_inputs" if tax else None,
+            },
             "billing_address_collection": params.get("billing_address_collection"),
             "cancel_url": params.get("cancel_url"),
             "client_reference_id": params.get("client_reference_id"),
@@ -683,7 +783,9 @@ class StandIn:
             "payment_method_types": ["card"],
             "payment_status": "no_payment_required" if mode == "setup" else "unpaid",
             "permissions": None,
-            "phone_number_collection": {"enabled": False},
+            "phone_number_collection": {
+                "enabled": bool(_bool((params.get("phone_number_collection") or {}).get("enabled")))
+            },
             "recovered_from": None,
             "saved_payment_method_options": None,
             "setup_intent": None,

@@ -23,7 +23,7 @@ from urllib.parse import quote
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from entitle.billing import store
+from entitle.billing import store, usage_sync
 from entitle.billing.models import (
     ERROR,
     NO_SYNC_REQUIRED,
@@ -47,7 +47,7 @@ from entitle.jobs.service import JobContext, enqueue, register
 from entitle.money import minor_unit_exponent
 
 SYNC_PACKAGE_JOB = "billing.sync_package"
-SUPPORTED_MODELS = ("FLAT_FEE", "PER_UNIT")
+SUPPORTED_MODELS = ("FLAT_FEE", "PER_UNIT", "USAGE_BASED")
 INTERVALS: dict[str, Interval] = {"MONTHLY": "month", "ANNUALLY": "year"}
 PATHS = {PLAN: "plans", ADDON: "addons"}
 LATER = "later work of issue 4"
@@ -170,7 +170,10 @@ def _read(s: Session, integration: Integration, package: Package, payload: dict[
 def _price_spec(package: Package, charge: PackageCharge, common: dict[str, str]) -> PriceSpec | str:
     """The provider price of one charge, or why this slice does not sync it."""
     if charge.is_overage:
-        return f"overage prices are not synced to the provider yet ({LATER}: usage reporting)"
+        return (
+            f"overage prices are not synced to the provider yet ({LATER}: a metered price billing only the "
+            "usage past the included amount)"
+        )
     if charge.billing_model not in SUPPORTED_MODELS:
         return f"{charge.billing_model} prices are not synced to the provider yet ({LATER})"
     if charge.tiers:
@@ -179,6 +182,12 @@ def _price_spec(package: Package, charge: PackageCharge, common: dict[str, str])
         return f"prices per block of units are not synced to the provider yet ({LATER})"
     if charge.price_amount is None or charge.price_currency is None:
         return "the charge has no amount"
+    meter = None
+    if charge.billing_model == "USAGE_BASED":
+        if not charge.feature_ref or charge.billing_cadence == "ONE_OFF":
+            return "a usage-based charge needs a metered feature and a recurring period"
+        # A metered price backed by the feature's provider meter (usage reported by usage_sync).
+        meter = usage_sync.meter_spec(common["entitleEnvironment"], charge.feature_ref)
     currency = charge.price_currency.lower()
     minor = (Decimal(charge.price_amount) * (Decimal(10) ** minor_unit_exponent(currency))).normalize()
     interval = None if charge.billing_cadence == "ONE_OFF" else INTERVALS[charge.billing_period]
@@ -199,6 +208,7 @@ def _price_spec(package: Package, charge: PackageCharge, common: dict[str, str])
         interval=interval,
         nickname=f"{package.display_name} {period}{country}"[:250],
         metadata=_clip(metadata),
+        meter=meter,
     )
 
 

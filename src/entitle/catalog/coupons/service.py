@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from entitle.billing import coupon_sync as billing_sync
 from entitle.catalog.coupons import store
 from entitle.catalog.coupons.models import Coupon
 from entitle.catalog.coupons.schemas import AmountOff, CouponCreate, CouponUpdate
@@ -66,6 +67,7 @@ def create_coupon(db: Database, env_id: int, req: CouponCreate) -> Coupon:
         )
         s.add(coupon)
         s.flush()
+        billing_sync.coupon_created(s, coupon)  # a provider coupon, when a provider is connected
         return coupon
 
 
@@ -114,4 +116,5 @@ def archive_coupon(db: Database, env_id: int, ref_id: str) -> Coupon:
         if coupon.status != "ARCHIVED":
             coupon.status = "ARCHIVED"
             coupon.updated_at = utcnow()
+            billing_sync.coupon_archived(s, coupon)  # deletes the provider coupon; applied discounts stay
         return coupon

@@ -1,0 +1,238 @@
+"""Usage reporting through the outbox: a period's metered usage becomes provider meter events, once.
+
+A usage-based charge (`USAGE_BASED`, not an overage) is a metered provider price backed by a provider
+meter per feature (`entitle.billing.catalog_sync`); the subscription carries it as an item without a
+quantity, and the provider bills whatever usage was reported to the meter for the period.
+
+`billing.report_invoice_usage` is enqueued by the inbound webhook handler when the provider announces
+a subscription's invoice (`invoice.created`, payload `integrationPk`, `invoiceId`,
+`subscriptionBillingId`, `periodStart`, `periodEnd`). Stripe leaves a new subscription invoice a draft
+for about an hour before finalizing it, and usage reported in that hour with a timestamp inside the
+period is billed on it. For each metered feature of the subscription the job:
+
+1. looks for the period's row in `billing_usage_reports` (integration, subscription, feature, period):
+   SENT -> nothing to do; PENDING -> re-send exactly what it holds;
+2. otherwise measures the period's usage from Entitle's usage counters (`rules.period_usage`: the
+   windows overlapping the period, less what the previous period already billed of a window that
+   spans both) and writes the row PENDING with the value and the meter event's identifier (derived
+   from subscription, feature and period) *before* calling the provider;
+3. sends one meter event (the provider counts an identifier once) and marks the row SENT.
+
+A retried job, a duplicated job, or a worker that died between the provider's answer and step 3 sends
+the same identifier with the same value again, which the provider counts once: usage is never
+double-counted, and never measured twice for a period.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from entitle.billing import rules, store
+from entitle.billing.models import CUSTOMER, PACKAGE_CHARGE, SUBSCRIPTION, SUCCESS, Integration
+from entitle.billing.provider import MeterSpec, UsageReport, provider_for
+from entitle.billing.secrets import secret_box
+from entitle.billing.usage_models import REPORT_PENDING, REPORT_SENT, BillingUsageReport
+from entitle.catalog.packages import store as packages
+from entitle.clock import utcnow
+from entitle.config import load_settings
+from entitle.customers.models import Customer
+from entitle.db import Database
+from entitle.entitlements.engine import resource_key
+from entitle.environments.models import Environment
+from entitle.jobs.service import JobContext, register
+from entitle.subscriptions import store as subscriptions
+from entitle.subscriptions.models import Subscription
+from entitle.usage.models import UsageCounter
+
+REPORT_INVOICE_USAGE_JOB = "billing.report_invoice_usage"
+
+
+def meter_spec(env_name: str, feature_ref: str) -> MeterSpec:
+    return MeterSpec(event_name=rules.meter_event_name(env_name, feature_ref), display_name=f"{feature_ref} usage")
+
+
+def _instant(value: Any) -> datetime:
+    """A period bound as the webhook gives it: unix seconds, or an ISO 8601 string."""
+    if isinstance(value, int | float) or (isinstance(value, str) and value.isdigit()):
+        return datetime.fromtimestamp(int(value), tz=UTC)
+    parsed = datetime.fromisoformat(str(value))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def metered_features(s: Session, integration: Integration, sub: Subscription) -> list[str]:
+    """The features of the subscription's usage-based charges that are billed through a metered price."""
+    package_pks = [sub.plan_pk] + [a.addon_pk for a in subscriptions.addons_of(s, [sub.pk]).get(sub.pk, [])]
+    charges = [
+        c
+        for pk in package_pks
+        for c in packages.charges_of(s, pk)
+        if c.billing_model == "USAGE_BASED"
+        and not c.is_overage
+        and c.feature_ref
+        and c.billing_period == sub.billing_period
+    ]
+    links = store.links(s, integration.pk, PACKAGE_CHARGE, [c.pk for c in charges])
+    synced = {c.feature_ref for c in charges if (link := links.get(c.pk)) is not None and link.sync_state == SUCCESS}
+    return sorted(f for f in synced if f)
+
+
+def _windows(s: Session, sub: Subscription, feature_ref: str, end: datetime) -> list[tuple[datetime, Decimal]]:
+    rows = s.scalars(
+        select(UsageCounter).where(
+            UsageCounter.customer_pk == sub.customer_pk,
+            UsageCounter.feature_ref == feature_ref,
+            UsageCounter.resource_ref == resource_key(sub.resource_ref),
+            UsageCounter.window_start < end,
+        )
+    )
+    return [(row.window_start, row.value) for row in rows]
+
+
+def _previous(
+    s: Session, integration: Integration, sub: Subscription, feature_ref: str, start: datetime
+) -> tuple[datetime, Decimal] | None:
+    row = s.scalars(
+        select(BillingUsageReport)
+        .where(
+            BillingUsageReport.integration_pk == integration.pk,
+            BillingUsageReport.subscription_pk == sub.pk,
+            BillingUsageReport.feature_ref == feature_ref,
+            BillingUsageReport.period_start < start,
+        )
+        .order_by(BillingUsageReport.period_start.desc())
+        .limit(1)
+    ).one_or_none()
+    if row is None or row.window_start is None:
+        return None
+    return row.window_start, row.cumulative
+
+
+def _report_row(
+    s: Session, integration_pk: int, sub_pk: int, feature_ref: str, start: datetime
+) -> BillingUsageReport | None:
+    return s.scalars(
+        select(BillingUsageReport).where(
+            BillingUsageReport.integration_pk == integration_pk,
+            BillingUsageReport.subscription_pk == sub_pk,
+            BillingUsageReport.feature_ref == feature_ref,
+            BillingUsageReport.period_start == start,
+        )
+    ).one_or_none()
+
+
+@dataclass(frozen=True)
+class _Context:
+    integration: Integration
+    sub: Subscription
+    env_name: str
+    customer_billing_id: str
+    features: list[str]
+
+
+def _context(db: Database, ctx: JobContext) -> _Context | None:
+    with db.read() as s:
+        integration = s.get(Integration, int(ctx.payload["integrationPk"]))
+        if integration is None or integration.environment_id != ctx.environment_id:
+            return None
+        linked = store.links_by_billing_id(s, integration.pk, SUBSCRIPTION, [str(ctx.payload["subscriptionBillingId"])])
+        if not linked:
+            return None  # not a subscription Entitle synced
+        sub = subscriptions.by_pk(s, linked[0].entity_pk)
+        env = s.get(Environment, ctx.environment_id)
+        if sub is None or env is None:
+            return None
+        paying = sub.paying_customer_pk or sub.customer_pk
+        customer_link = store.link(s, integration.pk, CUSTOMER, paying)
+        customer = s.get(Customer, paying)
+        customer_id = (customer_link.billing_id if customer_link else None) or (
+            customer.billing_id if customer else None
+        )
+        if customer_id is None:
+            raise RuntimeError(f"subscription '{sub.ref_id}' has no provider customer to report usage for")
+        return _Context(integration, sub, env.name, customer_id, metered_features(s, integration, sub))
+
+
+@register(REPORT_INVOICE_USAGE_JOB)
+def report_invoice_usage(db: Database, ctx: JobContext) -> None:
+    found = _context(db, ctx)
+    if found is None or not found.features:
+        return
+    start, end = _instant(ctx.payload["periodStart"]), _instant(ctx.payload["periodEnd"])
+    provider = provider_for(found.integration, secret_box(load_settings().data_dir))
+    for feature_ref in found.features:
+        row = _measure(db, found, feature_ref, start, end, ctx.idempotency_key)
+        if row is None or row.state == REPORT_SENT:
+            continue
+        if row.value > 0:
+            provider.report_usage(
+                UsageReport(
+                    customer_billing_id=row.customer_billing_id,
+                    meter=row.event_name,
+                    value=row.value,
+                    # Inside the period (the invoice bills events timestamped within it), never ahead of now.
+                    timestamp=min(end - timedelta(seconds=1), utcnow()),
+                    identifier=row.identifier,
+                ),
+                idempotency_key=ctx.idempotency_key,
+            )
+        _mark_sent(db, row.pk)
+
+
+def _measure(
+    db: Database, found: _Context, feature_ref: str, start: datetime, end: datetime, idempotency_key: str
+) -> BillingUsageReport | None:
+    """The period's report row: the one already written, or a new PENDING one with the usage measured now."""
+    integration, sub = found.integration, found.sub
+    with db.read() as s:
+        existing = _report_row(s, integration.pk, sub.pk, feature_ref, start)
+        if existing is not None:
+            return existing
+        windows = _windows(s, sub, feature_ref, end)
+        previous = _previous(s, integration, sub, feature_ref, start)
+    value, window_start, cumulative = rules.period_usage(windows, start, end, previous)
+    meter = meter_spec(found.env_name, feature_ref)
+    provider = provider_for(integration, secret_box(load_settings().data_dir))
+    meter_id = provider.ensure_meter(meter, idempotency_key=f"{idempotency_key}:{meter.event_name}")
+    try:
+        with db.transaction() as s:
+            row = BillingUsageReport(
+                environment_id=sub.environment_id,
+                integration_pk=integration.pk,
+                subscription_pk=sub.pk,
+                feature_ref=feature_ref,
+                period_start=start,
+                period_end=end,
+                value=value,
+                window_start=window_start,
+                cumulative=cumulative,
+                meter_billing_id=meter_id or "",
+                event_name=meter.event_name,
+                customer_billing_id=found.customer_billing_id,
+                identifier=rules.usage_identifier(sub.ref_id, feature_ref, start),
+                state=REPORT_PENDING,
+            )
+            s.add(row)
+            s.flush()
+            s.expunge(row)
+            return row
+    except IntegrityError:  # a concurrent run wrote it first: use that one
+        with db.read() as s:
+            return _report_row(s, integration.pk, sub.pk, feature_ref, start)
+
+
+def _mark_sent(db: Database, pk: int) -> None:
+    with db.transaction() as s:
+        row = s.get(BillingUsageReport, pk)
+        if row is not None and row.state != REPORT_SENT:
+            row.state = REPORT_SENT
+            row.sent_at = utcnow()
+
+
+__all__ = ["REPORT_INVOICE_USAGE_JOB", "meter_spec", "metered_features", "report_invoice_usage"]
