@@ -27,7 +27,7 @@ from entitle.sdk.base import DEFAULT_BASE_URL, ClientBase
 from entitle.sdk.batch import Event, TaskBatcher
 from entitle.sdk.cache import CacheBackend
 from entitle.sdk.push import PushListener
-from entitle.sdk.state import State, evaluate
+from entitle.sdk.state import State, cached_answer, evaluate
 from entitle.sdk.types import (
     EntitleConnectionError,
     EntitleError,
@@ -139,13 +139,13 @@ class AsyncEntitle(ClientBase):
         requested_usage: Decimal | int | float | None = None,
         requested_values: Iterable[str] | None = None,
     ) -> EntitlementResult:
-        usage, values = self._args(requested_usage, requested_values)
         state = self._store.hot.get((customer_id, resource_id))
         now = time.time()
         if state is not None and self._store.is_fresh(state, now):
             if self._push_task is None and self.push:
                 self._start()
-            return evaluate(state, customer_id, feature_id, resource_id, Source.CACHE, usage, values, now)
+            return cached_answer(state, customer_id, feature_id, resource_id, requested_usage, requested_values, now)
+        usage, values = self._args(requested_usage, requested_values)
         self._start()
         key = (customer_id, resource_id)
         state = self._fresh(key)

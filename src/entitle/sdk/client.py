@@ -23,7 +23,7 @@ from entitle.sdk.base import DEFAULT_BASE_URL, ClientBase
 from entitle.sdk.batch import Event, ThreadBatcher
 from entitle.sdk.cache import CacheBackend
 from entitle.sdk.push import PushListener
-from entitle.sdk.state import evaluate
+from entitle.sdk.state import cached_answer, evaluate
 from entitle.sdk.types import (
     EntitleConnectionError,
     EntitleError,
@@ -121,11 +121,11 @@ class Entitle(ClientBase):
     ) -> EntitlementResult:
         """May the customer use the feature (this much, these values)? Never raises for a network
         failure: the answer's `source` says where it came from."""
-        usage, values = self._args(requested_usage, requested_values)
         state = self._store.hot.get((customer_id, resource_id))
         now = time.time()
         if state is not None and self._store.is_fresh(state, now):
-            return evaluate(state, customer_id, feature_id, resource_id, Source.CACHE, usage, values, now)
+            return cached_answer(state, customer_id, feature_id, resource_id, requested_usage, requested_values, now)
+        usage, values = self._args(requested_usage, requested_values)
         key = (customer_id, resource_id)
         state = self._fresh(key)
         if state is not None:

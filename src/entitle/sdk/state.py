@@ -119,6 +119,8 @@ class State:
     written_at: float
     valid: bool = True
     expires_at: float = field(default=math.inf)
+    # Answers already computed from this (immutable) state, by (feature, requested usage, values).
+    memo: dict[Any, EntitlementResult] = field(init=False, default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_wire(cls, data: Mapping[str, Any], written_at: float, valid: bool = True) -> State:
@@ -169,6 +171,31 @@ class State:
             return cls.from_wire(data, float(data["writtenAt"]), bool(data["valid"]))
         except (ValueError, KeyError, TypeError):
             return None
+
+
+MEMO_SIZE = 4096
+
+
+def cached_answer(
+    state: State,
+    customer_id: str,
+    feature_id: str,
+    resource_id: str | None,
+    requested_usage: Decimal | int | float | None,
+    requested_values: Iterable[str] | None,
+    now: float,
+) -> EntitlementResult:
+    """A fresh state's answer (source CACHE), memoized on the state: the hot path of every read."""
+    values = None if requested_values is None else tuple(requested_values)
+    key = (feature_id, requested_usage, values)
+    result = state.memo.get(key)
+    if result is None:
+        usage = None if requested_usage is None else to_decimal(requested_usage)
+        result = evaluate(state, customer_id, feature_id, resource_id, Source.CACHE, usage, values, now)
+        if len(state.memo) >= MEMO_SIZE:
+            state.memo.clear()
+        state.memo[key] = result
+    return result
 
 
 def decide(
