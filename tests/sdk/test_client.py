@@ -199,3 +199,35 @@ def test_a_lost_acknowledgement_is_retried_with_the_same_keys(seeded: LiveServer
     client.close()
     assert _stored_events(seeded) == (120, 120)
     assert transport.event_posts > 3  # the retries happened, and counted nothing twice
+
+
+def test_provisioning_through_the_sdk_refreshes_the_customer(seeded: LiveServer) -> None:
+    client, transport = sdk(seeded)
+    with client:
+        unknown = client.get_entitlement("new", "flag")
+        assert (unknown.is_granted, unknown.access_denied_reason) == (False, "CustomerNotFound")
+        customer = client.provision_customer(
+            "new", email="ops@new.test", metadata={"tier_name": "x"}, subscription_params={"plan_id": "basic"}
+        )
+        assert (customer["id"], customer["email"], customer["metadata"]) == ("new", "ops@new.test", {"tier_name": "x"})
+        granted = client.get_entitlement("new", "seats", requested_usage=5)
+        assert (granted.source, granted.is_granted) == (Source.SERVER, True)
+        provisioned = client.provision_subscription("new", "pro", billing_period="MONTHLY")
+        assert provisioned["subscription"]["planId"] == "pro"
+        upgraded = client.get_entitlement("new", "calls", requested_usage=CALLS_LIMIT + 1)
+        assert (upgraded.source, upgraded.is_granted, upgraded.has_unlimited_usage) == (Source.SERVER, True, True)
+        assert transport.paths["/api/v1/customers/new/entitlements"] == 3
+        with pytest.raises(EntitleError) as taken:
+            client.provision_customer("new")
+        assert taken.value.status == 409
+
+
+def test_paywall(seeded: LiveServer) -> None:
+    with seeded.http() as api:
+        if "/api/v1/paywall" not in api.get("/openapi.json").json()["paths"]:
+            pytest.skip("the server has no GET /api/v1/paywall yet")
+    client, _ = sdk(seeded)
+    with client:
+        paywall = client.get_paywall(product_id="app", customer_id="c1")
+        assert {p["id"] for p in paywall["plans"]} == {"basic", "pro"}
+        assert paywall["customer"]["currentPlanId"] == "basic"
