@@ -13,11 +13,13 @@ from typing import Any, get_args
 import httpx
 import pytest
 import stigg
+from cryptography.fernet import Fernet
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from entitle.environments.models import KeyKind
 from entitle.jobs.service import Worker
+from entitle.secrets import ENV_VAR
 from entitle.webhooks.models import EVENT_TYPES
 from entitle.webhooks.schemas import EventType
 from tests.conftest import LiveServer
@@ -25,6 +27,15 @@ from tests.support.clock import TestClock
 from tests.support.postgres import free_port
 
 ALL_TYPES = list(EVENT_TYPES)
+SECRET_KEY = Fernet.generate_key().decode()
+
+
+@pytest.fixture(autouse=True)
+def webhook_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The receivers here listen on 127.0.0.1 over http: allowed only with the local-development setting.
+    The server (its data dir) and the worker (this process) must share the key of the webhook secrets."""
+    monkeypatch.setenv("ENTITLE_WEBHOOKS_ALLOW_PRIVATE", "true")
+    monkeypatch.setenv(ENV_VAR, SECRET_KEY)
 
 
 @dataclass
@@ -310,10 +321,10 @@ def test_crud_and_pagination(server: LiveServer, api: httpx.Client) -> None:
 
     patched = api.patch(
         f"/api/v1/webhooks/{ids[0]}",
-        json={"url": "http://example.test/new", "eventTypes": ["subscription.created"], "description": "d"},
+        json={"url": "https://example.test/new", "eventTypes": ["subscription.created"], "description": "d"},
     ).json()["data"]
     assert (patched["url"], patched["eventTypes"], patched["description"], patched["enabled"]) == (
-        "http://example.test/new",
+        "https://example.test/new",
         ["subscription.created"],
         "d",
         True,

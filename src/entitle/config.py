@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -14,10 +14,17 @@ class Settings:
     console_base_url: str
     # Run a job worker inside `entitle serve` (default on SQLite; on PostgreSQL run `entitle worker`).
     embedded_worker: bool = False
+    # Let webhooks reach private, loopback and link-local addresses, and plain http to loopback
+    # (local development and tests only): ENTITLE_WEBHOOKS_ALLOW_PRIVATE=true.
+    webhooks_allow_private: bool = field(default_factory=lambda: webhooks_allow_private())
 
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+
+def webhooks_allow_private() -> bool:
+    return os.environ.get("ENTITLE_WEBHOOKS_ALLOW_PRIVATE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def load_settings() -> Settings:

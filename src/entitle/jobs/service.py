@@ -46,6 +46,10 @@ class JobContext:
         return f"entitle-job-{self.pk}"
 
 
+class PermanentFailure(Exception):
+    """Raised by a handler whose job can never succeed as it stands: the job is DEAD at once, not retried."""
+
+
 Handler = Callable[[Database, JobContext], None]
 _HANDLERS: dict[str, Handler] = {}
 
@@ -162,7 +166,7 @@ class Worker:
                 raise LookupError(f"no handler registered for job kind '{ctx.kind}'")
             handler(self.db, ctx)
         except Exception as exc:
-            self._failed(ctx, exc, permanent=handler is None)
+            self._failed(ctx, exc, permanent=handler is None or isinstance(exc, PermanentFailure))
         else:
             self._succeeded(ctx)
 

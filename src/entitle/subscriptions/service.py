@@ -10,6 +10,7 @@ Without a billing provider a paid subscription is ACTIVE at once; `entitle.billi
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -299,6 +300,7 @@ def provision_in(s: Session, env_id: int, req: SubscriptionProvision) -> Provisi
             and _is_downgrade(s, current, plan, billing_period, req.billing_country_code)
         ):
             _schedule(s, current, "DOWNGRADE", window.end, _change_doc(req, billing_period), plan.ref_id)
+            webhooks.subscription_updated(s, current, "UPDATE_SCHEDULED", entitlements=False)
             return ProvisionResult(
                 view_of(s, current, now), results_in_session(s, env_id, customer, req.resource_id), is_scheduled=True
             )
@@ -457,7 +459,10 @@ def _schedule_end(s: Session, sub: Subscription, at: datetime, reason: str, now:
     )
 
 
-def _end(s: Session, sub: Subscription, now: datetime, status: Status, reason: str) -> None:
+def _end(
+    s: Session, sub: Subscription, now: datetime, status: Status, reason: str, webhook: str = "subscription.canceled"
+) -> None:
+    """End the subscription; `webhook` is the event receivers get (canceled, expired or trial_expired)."""
     event = Event.TRIAL_ENDED if status is Status.EXPIRED else Event.CANCEL
     try:
         sub.status = transition(sub.status, event).value
@@ -467,7 +472,7 @@ def _end(s: Session, sub: Subscription, now: datetime, status: Status, reason: s
     sub.cancellation_date = sub.cancellation_date if sub.cancellation_date and sub.cancellation_date <= now else now
     sub.cancel_reason = reason
     sub.updated_at = now
-    webhooks.subscription_canceled(s, sub)
+    webhooks.subscription_ended(s, sub, webhook)
     for update in store.future_updates_of(s, [sub.pk]).get(sub.pk, []):
         update.schedule_status = "CANCELED"
     billing_sync.subscription_ended(s, sub)  # cancels the provider subscription, when there is one
@@ -557,6 +562,7 @@ def update_subscription(db: Database, env_id: int, ref: str, req: SubscriptionUp
             raise FailedPrecondition(f"subscription '{ref}' is {sub.status}; it can no longer change")
         plan = s.get(Package, sub.plan_pk)
         assert plan is not None
+        period_before = sub.billing_period
         if "addons" in fields:
             _replace_addons(s, sub, _check_addons(s, env_id, plan, req.addons or []))
         if "charges" in fields:
@@ -608,6 +614,8 @@ def update_subscription(db: Database, env_id: int, ref: str, req: SubscriptionUp
             else:
                 _schedule(s, sub, "BILLING_PERIOD", window.end, {"billingPeriod": req.billing_period}, None)
         sub.updated_at = now
+        grants_changed = bool(fields & {"addons", "charges", "entitlements"}) or sub.billing_period != period_before
+        webhooks.subscription_updated(s, sub, "UPDATED", entitlements=grants_changed and sub.status in LIVE)
         s.flush()
         return view_of(s, sub, now)
 
@@ -638,6 +646,8 @@ def cancel_subscription(db: Database, env_id: int, ref: str, req: SubscriptionCa
                 _end(s, sub, now, Status.CANCELED, "Immediate")
                 if req.cancellation_action != "REVOKE_ENTITLEMENTS":
                     _downgrade_to_free(s, sub, now)
+        if sub.status in OPEN:  # not ended now: the end is scheduled
+            webhooks.subscription_updated(s, sub, "CANCELLATION_SCHEDULED", entitlements=False)
         s.flush()
         return view_of(s, sub, now)
 
@@ -652,9 +662,12 @@ def migrate_subscription(db: Database, env_id: int, ref: str, when: str | None) 
         window = view_of(s, sub, now).billing_window()
         if when == "END_OF_BILLING_PERIOD" and window is not None:
             _schedule(s, sub, "MIGRATE_TO_LATEST", window.end, {}, sub.plan_ref)
+            sub.updated_at = now
+            webhooks.subscription_updated(s, sub, "UPDATE_SCHEDULED", entitlements=False)
         else:
             _migrate_now(s, sub)
-        sub.updated_at = now
+            sub.updated_at = now
+            webhooks.subscription_updated(s, sub, "MIGRATED")
         s.flush()
         return view_of(s, sub, now)
 
@@ -678,9 +691,12 @@ def delegate_subscription(db: Database, env_id: int, ref: str, target_customer: 
             raise FailedPrecondition(f"subscription '{ref}' is {sub.status}")
         target = customers.get_live(s, env_id, target_customer, for_update=True)
         if target.pk != sub.customer_pk:
+            previous = s.get(Customer, sub.customer_pk)
             sub.paying_customer_pk = sub.paying_customer_pk or sub.customer_pk
             sub.customer_pk = target.pk
             sub.updated_at = now
+            was = [(previous.ref_id, sub.resource_ref)] if previous is not None else []
+            webhooks.subscription_updated(s, sub, "DELEGATED", entitlements=sub.status in LIVE, also=was)
         s.flush()
         return view_of(s, sub, now)
 
@@ -699,8 +715,13 @@ def transfer_subscription(db: Database, env_id: int, ref: str, destination_resou
         product = s.get(Product, sub.product_pk)
         if clash and not (product and product.multiple_subscriptions):
             raise FailedPrecondition(f"resource '{destination_resource}' already has a subscription to this product")
+        previous_resource = sub.resource_ref
         sub.resource_ref = destination_resource
         sub.updated_at = now
+        if previous_resource != destination_resource:
+            owner = s.get(Customer, sub.customer_pk)
+            was = [(owner.ref_id, previous_resource)] if owner is not None else []
+            webhooks.subscription_updated(s, sub, "TRANSFERRED", entitlements=sub.status in LIVE, also=was)
         s.flush()
         return view_of(s, sub, now)
 
@@ -713,22 +734,34 @@ def cancel_future_update(db: Database, env_id: int, ref: str) -> str:
             raise FailedPrecondition(f"subscription '{ref}' has no scheduled update")
         for update in pending:
             update.schedule_status = "CANCELED"
+        webhooks.subscription_updated(s, sub, "FUTURE_UPDATE_CANCELED", entitlements=False)
         return sub.ref_id
 
 
 # -- payments (reported by the billing provider) --------------------------------------------------------
 
 
-def _payment_outcome(db: Database, env_id: int, ref: str, event: Event, collection: str) -> SubscriptionView:
+def _payment_outcome(
+    db: Database,
+    env_id: int,
+    ref: str,
+    event: Event,
+    collection: str,
+    details: Mapping[str, Any] | None = None,
+) -> SubscriptionView:
     now = utcnow()
     with db.transaction() as s:
         sub = store.get(s, env_id, ref, for_update=True)
+        before = sub.status
         try:
             sub.status = transition(sub.status, event).value
         except IllegalTransition as exc:
             raise FailedPrecondition(str(exc)) from exc
         sub.payment_collection = collection
         sub.updated_at = now
+        webhooks.subscription_updated(s, sub, event.value, entitlements=sub.status != before)
+        if event is Event.PAYMENT_FAILED:
+            webhooks.payment_failed(s, sub, details)
         return view_of(s, sub, now)
 
 
@@ -737,9 +770,12 @@ def payment_succeeded(db: Database, env_id: int, ref: str) -> SubscriptionView:
     return _payment_outcome(db, env_id, ref, Event.PAYMENT_SUCCEEDED, "NOT_REQUIRED")
 
 
-def payment_failed(db: Database, env_id: int, ref: str) -> SubscriptionView:
-    """A payment failed: the subscription keeps its status (PAYMENT_PENDING grants nothing) and shows FAILED."""
-    return _payment_outcome(db, env_id, ref, Event.PAYMENT_FAILED, "FAILED")
+def payment_failed(db: Database, env_id: int, ref: str, details: Mapping[str, Any] | None = None) -> SubscriptionView:
+    """A payment failed: the subscription keeps its status (PAYMENT_PENDING grants nothing) and shows FAILED.
+
+    Receivers get `customer.payment_failed` (with `details`, e.g. the provider's invoice id and reason).
+    """
+    return _payment_outcome(db, env_id, ref, Event.PAYMENT_FAILED, "FAILED", details)
 
 
 # -- timed lifecycle events (run by the job worker) -----------------------------------------------------
@@ -755,6 +791,7 @@ def _on_start(db: Database, ctx: jobs.JobContext) -> None:
         in_trial = sub.trial_end_date is not None and sub.trial_end_date > now
         sub.status = transition(sub.status, Event.START_TRIAL if in_trial else Event.START).value
         sub.updated_at = now
+        webhooks.subscription_updated(s, sub, "STARTED")
 
 
 @jobs.register(JOB_TRIAL_END)
@@ -765,12 +802,13 @@ def _on_trial_end(db: Database, ctx: jobs.JobContext) -> None:
         if sub is None or sub.status != Status.IN_TRIAL or sub.trial_end_date is None or sub.trial_end_date > now:
             return  # already ended, converted, or the trial was extended (a later job handles it)
         if sub.trial_end_behavior == "CANCEL_SUBSCRIPTION" or sub.pricing_type != "PAID":
-            _end(s, sub, now, Status.EXPIRED, "TRIAL_ENDED")
+            _end(s, sub, now, Status.EXPIRED, "TRIAL_ENDED", "subscription.trial_expired")
             _downgrade_to_free(s, sub, now)
         else:
             sub.status = transition(sub.status, Event.TRIAL_CONVERTED).value
             sub.cancel_reason = None
             sub.updated_at = now
+            webhooks.subscription_updated(s, sub, "TRIAL_CONVERTED")
             billing_sync.subscription_converted(s, sub)  # now paid: synced to the provider, when connected
 
 
@@ -783,9 +821,9 @@ def _on_end(db: Database, ctx: jobs.JobContext) -> None:
             return  # already ended, or the cancellation was moved or withdrawn
         reason = sub.cancel_reason or "ScheduledCancellation"
         if sub.status == Status.IN_TRIAL and sub.trial_end_behavior == "CANCEL_SUBSCRIPTION":
-            _end(s, sub, now, Status.EXPIRED, "TRIAL_ENDED")
+            _end(s, sub, now, Status.EXPIRED, "TRIAL_ENDED", "subscription.trial_expired")
         else:
-            _end(s, sub, now, Status.CANCELED, reason)
+            _end(s, sub, now, Status.CANCELED, reason, "subscription.expired")
         _downgrade_to_free(s, sub, now)
 
 
@@ -813,6 +851,7 @@ def _on_future_update(db: Database, ctx: jobs.JobContext) -> None:
             return
         update.schedule_status = "DONE"
         sub.updated_at = now
+        webhooks.subscription_updated(s, sub, "FUTURE_UPDATE_APPLIED")
 
 
 @dataclass(frozen=True)
@@ -881,3 +920,4 @@ def _on_publish_to_all(db: Database, ctx: jobs.JobContext) -> None:
             if sub is not None and sub.status in OPEN:
                 _migrate_now(s, sub)
                 sub.updated_at = utcnow()
+                webhooks.subscription_updated(s, sub, "MIGRATED")

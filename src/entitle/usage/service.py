@@ -17,6 +17,7 @@ limits are enforced by the check.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -46,6 +47,9 @@ from entitle.usage.schemas import (
     UsageIn,
     UsageOut,
 )
+from entitle.webhooks import emit as webhooks
+
+log = logging.getLogger("entitle.usage")
 
 
 class _Grants:
@@ -67,8 +71,67 @@ def _window(grants: _Grants, customer: Customer, feature: Feature, resource_ref:
     return usage_window(feature, grant.allowance if grant else None, grant.usage_anchor if grant else None, at)
 
 
+@dataclass(frozen=True)
+class _LimitHit:
+    """Where a usage limit was reached: what the `usage.*` webhook events say."""
+
+    customer: Customer
+    feature_ref: str
+    resource_ref: str | None
+    window: Window
+    allowance: Allowance
+    current: Decimal
+
+
+def _limit_events(s: Session, env_id: int, hit: _LimitHit, *, refused: bool = False) -> None:
+    """`usage.limit_reached` when a hard limit is reached (or a report refused at it),
+    `usage.soft_limit_exceeded` when a soft limit is exceeded: each once per usage window and limit."""
+    allowance = hit.allowance
+    if allowance.has_unlimited or allowance.usage_limit is None:
+        return
+    if allowance.has_soft_limit:
+        if hit.current <= allowance.usage_limit:
+            return
+        event_type = "usage.soft_limit_exceeded"
+    elif hit.current >= allowance.usage_limit:
+        event_type = "usage.limit_reached"
+    else:
+        return
+    webhooks.usage_limit(
+        s,
+        event_type,
+        env_id,
+        customer_pk=hit.customer.pk,
+        customer_ref=hit.customer.ref_id,
+        feature_ref=hit.feature_ref,
+        resource_ref=hit.resource_ref,
+        window_start=hit.window.start,
+        window_end=hit.window.end,
+        limit=allowance.usage_limit,
+        current=hit.current,
+        refused=refused,
+    )
+
+
 def report_usage(db: Database, env_id: int, items: list[UsageIn]) -> list[UsageOut]:
-    """Apply a batch of usage reports in one transaction: all of them, or (on any bad item) none."""
+    """Apply a batch of usage reports in one transaction: all of them, or (on any bad item) none.
+
+    A batch refused at a hard limit rolls back; its `usage.limit_reached` event is then written in a
+    short transaction of its own (once per window and limit, like the event of an accepted report).
+    """
+    try:
+        return _report_usage(db, env_id, items)
+    except UsageLimitReached as exc:
+        if exc.limit_hit is not None:
+            try:
+                with db.transaction() as s:
+                    _limit_events(s, env_id, exc.limit_hit, refused=True)
+            except Exception:  # the caller must still get its 409
+                log.exception("could not record the usage.limit_reached event of a refused report")
+        raise
+
+
+def _report_usage(db: Database, env_id: int, items: list[UsageIn]) -> list[UsageOut]:
     now = utcnow()
     with db.transaction() as s:
         grants = _Grants(s, env_id, now)
@@ -115,9 +178,18 @@ def report_usage(db: Database, env_id: int, items: list[UsageIn]) -> list[UsageO
             )
             grant = grants.of(customer, item.resource_id).get(feature.ref_id)
             if item.update_behavior == "DELTA" and item.value > 0 and grant is not None:
-                _refuse_past_hard_limit(grant.allowance, counter.value, feature.ref_id)
+                try:
+                    _refuse_past_hard_limit(grant.allowance, counter.value, feature.ref_id)
+                except UsageLimitReached as exc:
+                    exc.limit_hit = _LimitHit(
+                        customer, feature.ref_id, item.resource_id, window, grant.allowance, counter.value
+                    )
+                    raise
             counter.value = counter.value + item.value if item.update_behavior == "DELTA" else item.value
             counter.updated_at = now
+            if grant is not None:
+                hit = _LimitHit(customer, feature.ref_id, item.resource_id, window, grant.allowance, counter.value)
+                _limit_events(s, env_id, hit)
             record = s.get(UsageRecord, record_pk)
             assert record is not None
             record.resulting_value = counter.value
@@ -128,6 +200,7 @@ def report_usage(db: Database, env_id: int, items: list[UsageIn]) -> list[UsageO
 
 class UsageLimitReached(FailedPrecondition):
     code = "USAGE_LIMIT_REACHED"
+    limit_hit: _LimitHit | None = None
 
 
 def _refuse_past_hard_limit(allowance: Allowance, current: Decimal, feature_ref: str) -> None:

@@ -25,7 +25,10 @@ EVENT_TYPES: tuple[str, ...] = (
     "entitlements.updated",
 )
 JOB_DELIVER = "webhooks.deliver"
+JOB_TRIAL_ENDS_SOON = "webhooks.trial_ends_soon"
+JOB_PROMOTION_EXPIRED = "webhooks.promotion_expired"
 PAYLOAD_VERSION = 1
+TRIAL_ENDS_SOON_DAYS = 3
 
 
 class WebhookEndpoint(EnvironmentScoped, Base):
@@ -37,8 +40,9 @@ class WebhookEndpoint(EnvironmentScoped, Base):
     ref_id: Mapped[str] = mapped_column(String(64))
     url: Mapped[str] = mapped_column(Text)
     description: Mapped[str | None] = mapped_column(Text, default=None)
-    # The Standard Webhooks signing secret (`whsec_` + base64). Stored as is: signing needs it back.
-    secret: Mapped[str] = mapped_column(Text)
+    # The Standard Webhooks signing secret (`whsec_` + base64), encrypted with the secret box
+    # (`entitle.secrets`): signing needs it back, a database dump must not reveal it.
+    secret_encrypted: Mapped[str] = mapped_column(Text)
     event_types: Mapped[list[str]] = mapped_column(JSONDoc(), default=list)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
 
@@ -61,3 +65,13 @@ class WebhookDelivery(EnvironmentScoped, Base):
     latency_ms: Mapped[int] = mapped_column(Integer, default=0)
     response_excerpt: Mapped[str | None] = mapped_column(Text, default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+class WebhookEventMark(EnvironmentScoped, Base):
+    """An event that must be sent once per cause (a usage limit reached in a window): its key, kept."""
+
+    __tablename__ = "webhook_event_marks"
+    __table_args__ = (UniqueConstraint("environment_id", "key"),)
+
+    key: Mapped[str] = mapped_column(String(255))
+    event_type: Mapped[str] = mapped_column(String(64))

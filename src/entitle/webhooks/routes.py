@@ -2,11 +2,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from entitle.errors import NotFound
 from entitle.http.deps import DB, Paging, ServerKey
 from entitle.http.wire import Envelope, PageEnvelope, envelope, page_envelope
+from entitle.secrets import secret_box
 from entitle.webhooks import service
 from entitle.webhooks.schemas import (
     DeliveryOut,
@@ -21,8 +22,16 @@ router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"])
 
 
 @router.post("", response_model=Envelope[WebhookCreated])
-def create_webhook(body: WebhookCreate, key: ServerKey, db: DB) -> dict[str, Any]:
-    return envelope(WebhookCreated.of(service.create_webhook(db, key.environment_id, body)))
+def create_webhook(body: WebhookCreate, key: ServerKey, db: DB, request: Request) -> dict[str, Any]:
+    settings = request.app.state.settings
+    endpoint, secret = service.create_webhook(
+        db,
+        key.environment_id,
+        body,
+        box=secret_box(settings.data_dir),
+        allow_private=settings.webhooks_allow_private,
+    )
+    return envelope(WebhookCreated.of(endpoint, secret))
 
 
 @router.get("", response_model=PageEnvelope[WebhookOut])
@@ -36,8 +45,11 @@ def get_webhook(webhook_id: str, key: ServerKey, db: DB) -> dict[str, Any]:
 
 
 @router.patch("/{webhook_id}", response_model=Envelope[WebhookOut])
-def update_webhook(webhook_id: str, body: WebhookUpdate, key: ServerKey, db: DB) -> dict[str, Any]:
-    return envelope(WebhookOut.of(service.update_webhook(db, key.environment_id, webhook_id, body)))
+def update_webhook(webhook_id: str, body: WebhookUpdate, key: ServerKey, db: DB, request: Request) -> dict[str, Any]:
+    allow_private = request.app.state.settings.webhooks_allow_private
+    return envelope(
+        WebhookOut.of(service.update_webhook(db, key.environment_id, webhook_id, body, allow_private=allow_private))
+    )
 
 
 @router.delete("/{webhook_id}", response_model=Envelope[WebhookOut])

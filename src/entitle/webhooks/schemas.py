@@ -118,8 +118,8 @@ class WebhookCreated(WebhookOut):
     secret: str
 
     @classmethod
-    def of(cls, e: WebhookEndpoint) -> WebhookCreated:
-        return cls(**WebhookOut.of(e).model_dump(), secret=e.secret)
+    def of(cls, e: WebhookEndpoint, secret: str) -> WebhookCreated:  # type: ignore[override]
+        return cls(**WebhookOut.of(e).model_dump(), secret=secret)
 
 
 class DeliveryOut(WireModel):

@@ -12,30 +12,47 @@ from entitle.db.pagination import Page, PageRequest
 from entitle.errors import FailedPrecondition, InvalidArgument
 from entitle.jobs import service as jobs
 from entitle.jobs.models import Job
+from entitle.secrets import SecretBox
 from entitle.webhooks import store
 from entitle.webhooks.emit import ordering_key
 from entitle.webhooks.models import JOB_DELIVER, WebhookDelivery, WebhookEndpoint
+from entitle.webhooks.rules import url_refusal
 from entitle.webhooks.schemas import SECRET_PREFIX, WebhookCreate, WebhookUpdate
+
+
+class WebhookUrlNotAllowed(InvalidArgument):
+    code = "WEBHOOK_URL_NOT_ALLOWED"
+
+
+def check_url(url: str, allow_private: bool) -> None:
+    reason = url_refusal(url, allow_private=allow_private)
+    if reason is not None:
+        raise WebhookUrlNotAllowed(f"webhook url refused: {reason}")
 
 
 def new_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-def create_webhook(db: Database, env_id: int, req: WebhookCreate) -> WebhookEndpoint:
+def create_webhook(
+    db: Database, env_id: int, req: WebhookCreate, *, box: SecretBox, allow_private: bool
+) -> tuple[WebhookEndpoint, str]:
+    """Create the endpoint; returns it with its signing secret, which is stored encrypted and never shown again."""
+    check_url(req.url, allow_private)
+    secret = req.secret or new_secret()
     with db.transaction() as s:
         endpoint = WebhookEndpoint(
             environment_id=env_id,
             ref_id=f"wh_{uuid.uuid4().hex}",
             url=req.url,
             description=req.description,
-            secret=req.secret or new_secret(),
+            secret_encrypted=box.encrypt(secret),
             event_types=list(req.event_types),
             enabled=req.enabled,
         )
         s.add(endpoint)
         s.flush()
-        return endpoint
+        return endpoint, secret
 
 
 def get_webhook(db: Database, env_id: int, ref_id: str) -> WebhookEndpoint:
@@ -48,7 +65,11 @@ def list_webhooks(db: Database, env_id: int, page: PageRequest) -> Page[WebhookE
         return store.list_page(s, env_id, page)
 
 
-def update_webhook(db: Database, env_id: int, ref_id: str, req: WebhookUpdate) -> WebhookEndpoint:
+def update_webhook(
+    db: Database, env_id: int, ref_id: str, req: WebhookUpdate, *, allow_private: bool
+) -> WebhookEndpoint:
+    if req.url is not None:
+        check_url(req.url, allow_private)
     with db.transaction() as s:
         endpoint = store.get(s, env_id, ref_id, for_update=True)
         fields = req.model_fields_set

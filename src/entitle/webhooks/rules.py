@@ -1,0 +1,107 @@
+"""Where webhooks may be sent: pure rules, no I/O (resolution happens in `delivery.py`).
+
+A webhook URL is chosen by whoever holds a server key, and Entitle POSTs to it from inside the
+operator's network: without a policy it is a request forgery tool (cloud metadata at 169.254.169.254,
+an admin port on localhost, the database next door). So:
+
+- the URL must be https; plain http only to a loopback host, and only with the allow-private setting
+  (`ENTITLE_WEBHOOKS_ALLOW_PRIVATE=true`, for local development and tests);
+- the address connected to must be a public unicast one: never loopback, private, shared (CGNAT),
+  link-local, multicast, reserved, unspecified or documentation space — including such an address
+  embedded in IPv6 (IPv4-mapped, NAT64, 6to4, Teredo). The allow-private setting lifts this for
+  loopback/private/link-local, never for multicast or unspecified addresses.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from urllib.parse import urlsplit
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one stands for (mapped, NAT64, 6to4, Teredo client), if any."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    return None
+
+
+def address_refusal(ip: IPAddress, *, allow_private: bool = False) -> str | None:
+    """Why a webhook may not be delivered to `ip` (a short reason), or None when it may."""
+    if ip.is_unspecified:
+        return "an unspecified address"
+    if ip.is_multicast:
+        return "a multicast address"
+    if isinstance(ip, ipaddress.IPv6Address):
+        inner = _embedded_ipv4(ip)
+        if inner is not None:
+            reason = address_refusal(inner, allow_private=allow_private)
+            return None if reason is None else f"{reason} (embedded in {ip})"
+    if allow_private:
+        return None
+    if ip.is_loopback:
+        return "a loopback address"
+    if ip.is_link_local:
+        return "a link-local address"
+    if ip.is_private:
+        return "a private address"
+    if ip.is_reserved:
+        return "a reserved address"
+    if not ip.is_global:
+        return "an address that is not globally routable"
+    return None
+
+
+def literal_address(host: str) -> IPAddress | None:
+    """The address a host names literally: `10.0.0.1`, `[::1]`, and the legacy IPv4 spellings
+    resolvers accept (`2130706433`, `0x7f.1`, `0177.0.0.1`); None for a host name."""
+    host = host.strip("[]")
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    if host and all(c in "0123456789abcdefxABCDEFX." for c in host) and host[-1] != ".":
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    return None
+
+
+def is_loopback_host(host: str) -> bool:
+    host = host.lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    ip = literal_address(host)
+    return ip is not None and ip.is_loopback
+
+
+def url_refusal(url: str, *, allow_private: bool = False) -> str | None:
+    """Why a webhook URL is refused before any lookup (scheme, literal address), or None."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if not host:
+        return "the URL has no host"
+    if parts.scheme == "http":
+        if not (allow_private and is_loopback_host(host)):
+            return "the URL must be https (plain http is allowed only to a loopback host in local development)"
+    elif parts.scheme != "https":
+        return "the URL must be https"
+    if host.lower().rstrip(".") == "localhost" or host.lower().rstrip(".").endswith(".localhost"):
+        return None if allow_private else "the host is a loopback name"
+    ip = literal_address(host)
+    if ip is not None:
+        reason = address_refusal(ip, allow_private=allow_private)
+        if reason is not None:
+            return f"the host {host} is {reason}"
+    return None
