@@ -375,8 +375,12 @@ class Entitle(ClientBase):
             return
         self._closed = True
         atexit.unregister(self._atexit)
-        if self._batcher is not None and not self._batcher.close(self.close_timeout):
-            log.error("entitle: %d event(s) could not be delivered before close", self._events.pending)
+        with self._batcher_lock:
+            if self._batcher is None:
+                with self._events.cond:
+                    self._events.stopping = True  # report_event after close raises
+            elif not self._batcher.close(self.close_timeout):
+                log.error("entitle: %d event(s) could not be delivered before close", self._events.pending)
         self._stop_push()
         self._http.close()
 

@@ -40,6 +40,9 @@ class EntitlementStore:
         self.ttl = ttl
         self.hot: dict[Key, State] = {}
         self.push_connected = False
+        # States written before this instant may have missed a change (the push stream connected
+        # then without a replay point): a backend entry older than it is read as invalid.
+        self.trusted_since = 0.0
         self._generation: dict[Key, int] = {}
         self._lock = threading.Lock()
 
@@ -70,6 +73,8 @@ class EntitlementStore:
             return None
         state = State.loads(text)
         if state is not None:
+            if state.written_at < self.trusted_since:
+                state = state.invalidated()
             with self._lock:
                 self.hot.setdefault(key, state)
         return state
@@ -156,6 +161,7 @@ class EntitlementStore:
         """After the push stream (re)connects without a replay point, states written before it may
         have missed changes."""
         with self._lock:
+            self.trusted_since = written_before
             for key, state in list(self.hot.items()):
                 if state.valid and state.written_at < written_before:
                     self._generation[key] = self._generation.get(key, 0) + 1
