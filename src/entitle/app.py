@@ -26,6 +26,8 @@ from entitle.http.ids import EncodedIdsMiddleware
 from entitle.jobs.routes import router as jobs_router
 from entitle.models import import_all_models
 from entitle.promotions.routes import router as promotions_router
+from entitle.push.hub import Hub
+from entitle.push.routes import router as push_router
 from entitle.subscriptions.routes import router as subscriptions_router
 from entitle.usage.routes import router as usage_router
 from entitle.webhooks.routes import router as webhooks_router
@@ -45,6 +47,7 @@ ROUTERS = [
     jobs_router,
     integrations_router,
     webhooks_router,
+    push_router,
 ]
 
 
@@ -62,7 +65,11 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
             worker = Worker(app.state.db)
             thread = threading.Thread(target=worker.run_forever, args=(stop,), name="entitle-worker", daemon=True)
             thread.start()
+        app.state.push_hub.start()
+        restore_signals = app.state.push_hub.chain_exit_signals()
         yield
+        app.state.push_hub.stop()
+        restore_signals()
         stop.set()
         if thread is not None:
             thread.join(timeout=30)
@@ -75,6 +82,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     )
     app.state.settings = settings
     app.state.db = db or Database(settings.database_url)
+    app.state.push_hub = Hub(app.state.db)
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)

@@ -14,6 +14,7 @@ def import_all_models() -> None:
     import entitle.events.models
     import entitle.jobs.models
     import entitle.promotions.models
+    import entitle.push.models
     import entitle.subscriptions.models
     import entitle.usage.models
     import entitle.webhooks.models  # noqa: F401

@@ -36,6 +36,7 @@ from entitle.entitlements.engine import Grant, Window, customer_grants, resource
 from entitle.entitlements.rules import Allowance
 from entitle.errors import FailedPrecondition, InvalidArgument, NotFound
 from entitle.periods import reset_times_between
+from entitle.push import service as push
 from entitle.usage import store
 from entitle.usage.meters import aggregate
 from entitle.usage.models import UsageRecord
@@ -193,6 +194,8 @@ def _report_usage(db: Database, env_id: int, items: list[UsageIn]) -> list[Usage
             record = s.get(UsageRecord, record_pk)
             assert record is not None
             record.resulting_value = counter.value
+            if _window(grants, customer, feature, item.resource_id, now).start == window.start:
+                push.usage_updated(s, env_id, customer.ref_id, item.resource_id, feature.ref_id, counter.value)
             results.append(_out(record, customer, window))
         s.flush()
         return results
@@ -281,6 +284,8 @@ def apply_events(s: Session, env_id: int, new: list[NewEvent]) -> None:
                 )
                 counter.value = counter.value + delta if value is None else value
                 counter.updated_at = now
+                if _window(grants, customer, feature, resource_ref, now).start == window.start:
+                    push.usage_updated(s, env_id, customer_ref, resource_ref, feature.ref_id, counter.value)
 
 
 def usage_history(

@@ -83,6 +83,9 @@ def customer_changed(session: Session, event_type: str, customer: Customer) -> N
 
 
 def entitlements_changed(session: Session, env_id: int, customer_ref: str, resource_ref: str | None = None) -> None:
+    from entitle.push import service as push  # the stream hears every change, subscribed endpoint or not
+
+    push.entitlements_updated(session, env_id, customer_ref, resource_ref)
     emit(session, env_id, "entitlements.updated", {"customerId": customer_ref, "resourceId": resource_ref})
 
 

@@ -1,0 +1,1 @@
+"""Real-time push: the change log behind the SSE stream (`GET /api/v1/stream`)."""

@@ -1,0 +1,152 @@
+"""Recording changes for the stream, replaying them, and pruning the log.
+
+Domain code calls `entitlements_updated` / `usage_updated` inside its transaction. Nothing is
+written at that moment: the changes are collected on the session (one row per customer/resource,
+and per feature for usage, with the last value) and appended just before the transaction commits,
+under a lock that makes ids follow commit order. So a rolled-back transaction leaves no event, and
+the lock is held only for the commit itself, after every other lock the transaction took.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.orm import Session, SessionTransaction
+
+from entitle.clock import utcnow
+from entitle.db import Database
+from entitle.push import rules, store
+from entitle.push.models import KIND_ENTITLEMENTS, KIND_USAGE, PushEvent
+from entitle.push.schemas import Item
+
+RETENTION = timedelta(hours=24)
+PRUNE_BATCH = 5000
+REPLAY_PAGE = 500
+
+_PENDING = "entitle.push.pending"
+
+_Key = tuple[Any, ...]
+
+
+def _pending(session: Session) -> dict[_Key, dict[str, Any]]:
+    pending: dict[_Key, dict[str, Any]] = session.info.setdefault(_PENDING, {})
+    return pending
+
+
+def entitlements_updated(session: Session, env_id: int, customer_ref: str, resource_ref: str | None = None) -> None:
+    """The customer's effective entitlements may have changed; stream clients re-read them."""
+    key = (env_id, KIND_ENTITLEMENTS, customer_ref, resource_ref)
+    _pending(session)[key] = {
+        "environment_id": env_id,
+        "kind": KIND_ENTITLEMENTS,
+        "customer_ref": customer_ref,
+        "resource_ref": resource_ref,
+        "data": {"customerId": customer_ref, "resourceId": resource_ref},
+    }
+
+
+def _number(value: Decimal) -> int | float:
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+def usage_updated(
+    session: Session, env_id: int, customer_ref: str, resource_ref: str | None, feature_ref: str, current: Decimal
+) -> None:
+    """The current-window usage of a metered feature is now `current` (the last call per feature wins)."""
+    key = (env_id, KIND_USAGE, customer_ref, resource_ref, feature_ref)
+    _pending(session)[key] = {
+        "environment_id": env_id,
+        "kind": KIND_USAGE,
+        "customer_ref": customer_ref,
+        "resource_ref": resource_ref,
+        "data": {
+            "customerId": customer_ref,
+            "resourceId": resource_ref,
+            "featureId": feature_ref,
+            "currentUsage": _number(current),
+        },
+    }
+
+
+@event.listens_for(Session, "before_commit")
+def _append_pending(session: Session) -> None:
+    pending = session.info.pop(_PENDING, None)
+    if not pending:
+        return
+    store.lock_for_append(session)
+    now = utcnow()
+    rows = [{**row, "created_at": now} for row in pending.values()]
+    ids = store.append(session, rows)
+    last_per_env: dict[int, int] = {}
+    for row, new_id in zip(rows, ids, strict=True):
+        last_per_env[row["environment_id"]] = new_id
+    store.notify(session, (f"{env}:{last}" for env, last in last_per_env.items()))
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_pending(session: Session, transaction: SessionTransaction) -> None:
+    # A rolled-back unit of work made no change: drop what it collected (commit already took it).
+    if transaction.parent is None and not transaction.nested:
+        session.info.pop(_PENDING, None)
+
+
+def detach(row: PushEvent) -> Item:
+    return Item(
+        id=row.id,
+        environment_id=row.environment_id,
+        kind=row.kind,
+        customer_ref=row.customer_ref,
+        data=dict(row.data),
+        created_at=row.created_at,
+    )
+
+
+def newer_than(db: Database, after_id: int, limit: int = 1000) -> list[Item]:
+    with db.read() as s:
+        return [detach(r) for r in store.after(s, after_id, limit)]
+
+
+def newest_id(db: Database) -> int:
+    with db.read() as s:
+        return store.bounds(s)[1] or 0
+
+
+@dataclass(frozen=True)
+class Replay:
+    """What a reconnecting client gets: the missed events, or a reset at `resume_id`."""
+
+    reset: bool
+    items: list[Item]
+    resume_id: int
+
+
+def replay(db: Database, env_id: int, last_event_id: int | None, customers: list[str] | None) -> Replay:
+    """The first page of events after `last_event_id` (more with `replay_page`), or a reset."""
+    with db.read() as s:
+        oldest, newest = store.bounds(s)
+        if last_event_id is None or not rules.can_resume(last_event_id, oldest, newest):
+            return Replay(reset=True, items=[], resume_id=newest or 0)
+        rows = store.of_environment_after(s, env_id, last_event_id, customers, REPLAY_PAGE)
+        return Replay(reset=False, items=[detach(r) for r in rows], resume_id=last_event_id)
+
+
+def replay_page(db: Database, env_id: int, after_id: int, customers: list[str] | None) -> list[Item]:
+    with db.read() as s:
+        return [detach(r) for r in store.of_environment_after(s, env_id, after_id, customers, REPLAY_PAGE)]
+
+
+def prune(db: Database, retention: timedelta = RETENTION, max_batches: int = 20) -> int:
+    """Delete events older than the retention window, in bounded batches; returns how many."""
+    cutoff = utcnow() - retention
+    total = 0
+    for _ in range(max_batches):
+        with db.transaction() as s:
+            deleted = store.delete_older_than(s, cutoff, PRUNE_BATCH)
+        total += deleted
+        if deleted < PRUNE_BATCH:
+            break
+    return total

@@ -1,0 +1,71 @@
+"""Queries on the push change log."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, text
+from sqlalchemy.orm import Session
+
+from entitle.push.models import PushEvent
+
+# One lock for every writer of the log: ids are then handed out in commit order (see models.py).
+LOCK_KEY = 0x656E7469746C65  # "entitle"
+CHANNEL = "entitle_push"
+
+
+def lock_for_append(session: Session) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
+    # SQLite: the write transaction already holds the database lock (BEGIN IMMEDIATE).
+
+
+def append(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Insert rows; their ids in the order given."""
+    stmt = insert(PushEvent).returning(PushEvent.id, sort_by_parameter_order=True)
+    return [int(i) for i in session.scalars(stmt, list(rows))]
+
+
+def notify(session: Session, payloads: Iterable[str]) -> None:
+    """PostgreSQL delivers these to every listener when the transaction commits (never before)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    for payload in payloads:
+        session.execute(text("SELECT pg_notify(:channel, :payload)"), {"channel": CHANNEL, "payload": payload})
+
+
+def after(session: Session, after_id: int, limit: int) -> list[PushEvent]:
+    """Every environment's events with a larger id, oldest first."""
+    stmt = select(PushEvent).where(PushEvent.id > after_id).order_by(PushEvent.id).limit(limit)
+    return list(session.scalars(stmt))
+
+
+def of_environment_after(
+    session: Session, env_id: int, after_id: int, customers: Sequence[str] | None, limit: int
+) -> list[PushEvent]:
+    stmt = select(PushEvent).where(PushEvent.environment_id == env_id, PushEvent.id > after_id)
+    if customers:
+        stmt = stmt.where(PushEvent.customer_ref.in_(list(customers)))
+    return list(session.scalars(stmt.order_by(PushEvent.id).limit(limit)))
+
+
+def bounds(session: Session) -> tuple[int | None, int | None]:
+    """Smallest and largest retained id (None, None when the log is empty)."""
+    low, high = session.execute(select(func.min(PushEvent.id), func.max(PushEvent.id))).one()
+    return (None if low is None else int(low)), (None if high is None else int(high))
+
+
+def delete_older_than(session: Session, cutoff: datetime, limit: int) -> int:
+    """Delete up to `limit` of the oldest rows created before `cutoff`, always keeping the newest row
+    (it is what tells a reconnecting client whether its Last-Event-ID is still in the window)."""
+    newest = select(func.max(PushEvent.id)).scalar_subquery()
+    victims = (
+        select(PushEvent.id)
+        .where(PushEvent.created_at < cutoff, PushEvent.id < newest)
+        .order_by(PushEvent.created_at)
+        .limit(limit)
+    )
+    result = session.execute(delete(PushEvent).where(PushEvent.id.in_(victims)))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
