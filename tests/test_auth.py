@@ -29,6 +29,15 @@ CLIENT_KEY_ROUTES: frozenset[tuple[str, str]] = frozenset(
 # Routes that need no key at all. They live outside /api/ and are not part of the sweep.
 PUBLIC_ROUTES: frozenset[tuple[str, str]] = frozenset({("GET", "/healthz")})
 
+# Routes under /api/ that take no API key because something else authenticates the caller, with why.
+# The sweep checks that an anonymous call to each is still refused (here: an unknown integration is 404).
+SIGNED_ROUTES: dict[tuple[str, str], str] = {
+    ("POST", "/api/v1/integrations/{integration_id}/webhooks/stripe"): (
+        "Stripe calls it: the Stripe-Signature header, checked against the integration's webhook secret, "
+        "authenticates the event (tests/billing/test_stripe_webhooks.py)"
+    ),
+}
+
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 
@@ -84,6 +93,7 @@ def test_the_route_sweep_sees_the_whole_api(server: LiveServer) -> None:
     ]:
         assert expected in routes, expected
     assert not CLIENT_KEY_ROUTES - set(routes), "a client-key route listed above no longer exists"
+    assert not set(SIGNED_ROUTES) - set(routes), "a signed route listed above no longer exists"
 
 
 def test_missing_key_is_401_with_the_error_envelope(server: LiveServer) -> None:
@@ -135,6 +145,9 @@ def test_every_api_route_refuses_missing_unknown_and_client_keys(server: LiveSer
     ):
         for method, path in routes:
             where = (method, path)
+            if (method, path) in SIGNED_ROUTES:
+                _assert_error(_send(anonymous, method, path), 404, "NOT_FOUND", where)
+                continue
             _assert_error(_send(anonymous, method, path), 401, "UNAUTHENTICATED", where)
             _assert_error(_send(as_unknown, method, path), 401, "UNAUTHENTICATED", where)
             if (method, path) in CLIENT_KEY_ROUTES:

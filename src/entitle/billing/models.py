@@ -52,6 +52,8 @@ class Integration(EnvironmentScoped, Base):
     sync_customers: Mapped[bool] = mapped_column(default=True)
     sync_subscriptions: Mapped[bool] = mapped_column(default=True)
     tax_enabled: Mapped[bool] = mapped_column(default=False)
+    # How long a new paid subscription may wait for its first payment before it is cancelled on both sides.
+    payment_settlement_hours: Mapped[int] = mapped_column(Integer, default=24, server_default="24")
 
 
 class BillingLink(EnvironmentScoped, Base):
@@ -73,3 +75,30 @@ class BillingLink(EnvironmentScoped, Base):
     # Provider-side facts needed later (e.g. what a price was created with, whether it is archived).
     details: Mapped[dict[str, Any]] = mapped_column(JSONDoc(), default=dict)
     synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+# States of an inbound provider event.
+RECEIVED = "RECEIVED"  # stored, its processing job enqueued
+PROCESSED = "PROCESSED"  # the job acted on it
+IGNORED = "IGNORED"  # the job found nothing in Entitle to act on (the outcome says why)
+
+
+class BillingEvent(EnvironmentScoped, Base):
+    """One event a provider sent us (a Stripe webhook), stored once per provider event id and integration.
+
+    The inbound endpoint stores it and enqueues its processing job in one transaction, then answers
+    2xx; a redelivery of the same event id only counts another delivery.
+    """
+
+    __tablename__ = "billing_events"
+    __table_args__ = (UniqueConstraint("integration_pk", "event_id"),)
+
+    integration_pk: Mapped[int] = mapped_column(_FK, ForeignKey("integrations.pk", ondelete="CASCADE"))
+    event_id: Mapped[str] = mapped_column(String(255))
+    event_type: Mapped[str] = mapped_column(String(128))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONDoc())
+    status: Mapped[str] = mapped_column(String(24), default=RECEIVED)
+    deliveries: Mapped[int] = mapped_column(Integer, default=1)
+    # What processing did, or why there was nothing to do.
+    outcome: Mapped[str | None] = mapped_column(Text, default=None)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)

@@ -21,7 +21,7 @@ from typing import Any, Literal, Protocol
 
 from entitle.billing.models import STRIPE, Integration
 from entitle.billing.secrets import SecretBox
-from entitle.errors import FailedPrecondition
+from entitle.errors import FailedPrecondition, InvalidArgument
 
 Interval = Literal["month", "year"]
 
@@ -114,6 +114,12 @@ class ProviderEvent:
     data: dict[str, Any]
 
 
+class InvalidSignature(InvalidArgument):
+    """An inbound provider event whose signature does not verify (or that carries none)."""
+
+    code = "INVALID_SIGNATURE"
+
+
 class BillingProvider(Protocol):
     vendor: str
 
@@ -154,6 +160,17 @@ class BillingProvider(Protocol):
 
     def handle_event(self, payload: bytes, signature: str | None) -> ProviderEvent | None:
         """Verify and parse an inbound webhook; None for an event Entitle does not act on."""
+        ...
+
+    def subscription_status(self, billing_id: str) -> str | None:
+        """The provider subscription's status in the provider's words (Stripe: active, trialing,
+        incomplete, ...); None when the provider has no such notion."""
+        ...
+
+    def set_default_payment_method(
+        self, customer_billing_id: str, payment_method_id: str, *, idempotency_key: str
+    ) -> None:
+        """Make a payment method the provider customer's default for invoices."""
         ...
 
 
@@ -203,6 +220,14 @@ class NoneProvider:
 
     def handle_event(self, payload: bytes, signature: str | None) -> ProviderEvent | None:
         raise FailedPrecondition("no billing provider is connected to receive events")
+
+    def subscription_status(self, billing_id: str) -> str | None:
+        return None
+
+    def set_default_payment_method(
+        self, customer_billing_id: str, payment_method_id: str, *, idempotency_key: str
+    ) -> None:
+        return None
 
 
 def provider_for(integration: Integration | None, box: SecretBox) -> BillingProvider:

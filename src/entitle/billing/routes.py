@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Header, Request
 
-from entitle.billing import service
-from entitle.billing.schemas import IntegrationIn, IntegrationOut
+from entitle.billing import inbound, service
+from entitle.billing.models import STRIPE
+from entitle.billing.schemas import IntegrationIn, IntegrationOut, StripeEventReceipt
 from entitle.http.deps import DB, ServerKey
 from entitle.http.wire import Envelope, envelope
 
@@ -23,3 +24,24 @@ def connect_integration(body: IntegrationIn, key: ServerKey, db: DB, request: Re
 @router.get("", response_model=Envelope[list[IntegrationOut]])
 def list_integrations(key: ServerKey, db: DB) -> dict[str, Any]:
     return envelope([IntegrationOut.of(row) for row in service.list_integrations(db, key.environment_id)])
+
+
+async def _raw_body(request: Request) -> bytes:
+    return await request.body()
+
+
+@router.post("/{integration_id}/webhooks/stripe", response_model=Envelope[StripeEventReceipt])
+def stripe_webhook(
+    integration_id: str,
+    payload: Annotated[bytes, Depends(_raw_body)],
+    db: DB,
+    request: Request,
+    stripe_signature: Annotated[str | None, Header(alias="Stripe-Signature")] = None,
+) -> dict[str, Any]:
+    """Events from Stripe (no API key: the Stripe signature, checked with the integration's webhook
+    secret, authenticates them). Stored once per event id, answered at once, processed as a job."""
+    data_dir = request.app.state.settings.data_dir
+    receipt = inbound.receive(db, data_dir, STRIPE, integration_id, payload, stripe_signature)
+    return envelope(
+        StripeEventReceipt(id=receipt.event_id, type=receipt.type, handled=receipt.handled, duplicate=receipt.duplicate)
+    )

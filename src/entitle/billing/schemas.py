@@ -24,6 +24,8 @@ class IntegrationIn(WireModel):
     sync_customers: bool = True
     sync_subscriptions: bool = True
     tax_enabled: bool = False
+    # How long a new paid subscription waits for its first payment before it is cancelled (hours).
+    payment_settlement_hours: Annotated[int, Field(ge=1, le=24 * 30)] = 24
 
 
 class IntegrationOut(WireModel):
@@ -36,6 +38,7 @@ class IntegrationOut(WireModel):
     sync_customers: bool
     sync_subscriptions: bool
     tax_enabled: bool
+    payment_settlement_hours: int
     created_at: datetime
     updated_at: datetime
 
@@ -51,6 +54,18 @@ class IntegrationOut(WireModel):
             sync_customers=row.sync_customers,
             sync_subscriptions=row.sync_subscriptions,
             tax_enabled=row.tax_enabled,
+            payment_settlement_hours=row.payment_settlement_hours,
             created_at=row.created_at,
             updated_at=row.updated_at,
         )
+
+
+class StripeEventReceipt(WireModel):
+    """What the inbound endpoint did with one delivery of a provider event."""
+
+    id: str
+    type: str
+    # False: an event type Entitle does not act on (answered 2xx, not stored).
+    handled: bool
+    # True: this event id was stored before (a redelivery); it is processed once.
+    duplicate: bool

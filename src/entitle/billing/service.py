@@ -74,6 +74,7 @@ def connect(db: Database, data_dir: Path, env_id: int, body: IntegrationIn) -> I
         row.sync_customers = body.sync_customers
         row.sync_subscriptions = body.sync_subscriptions
         row.tax_enabled = body.tax_enabled
+        row.payment_settlement_hours = body.payment_settlement_hours
         row.updated_at = utcnow()
         s.flush()
         if created:

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from entitle.billing.models import BillingLink, Integration
+from entitle.billing.models import BillingEvent, BillingLink, Integration
 from entitle.clock import utcnow
 
 
@@ -97,3 +97,26 @@ def put_link(
         row.synced_at = utcnow()
     session.flush()
     return row
+
+
+def integration_by_ref(session: Session, ref: str, vendor: str) -> Integration | None:
+    return session.scalars(
+        select(Integration).where(Integration.ref_id == ref, Integration.vendor == vendor)
+    ).one_or_none()
+
+
+def billing_event(
+    session: Session, integration_pk: int, event_id: str, *, for_update: bool = False
+) -> BillingEvent | None:
+    stmt = select(BillingEvent).where(BillingEvent.integration_pk == integration_pk, BillingEvent.event_id == event_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    return session.scalars(stmt).one_or_none()
+
+
+def billing_events(session: Session, integration_pk: int) -> list[BillingEvent]:
+    return list(
+        session.scalars(
+            select(BillingEvent).where(BillingEvent.integration_pk == integration_pk).order_by(BillingEvent.pk)
+        )
+    )

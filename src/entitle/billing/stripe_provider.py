@@ -17,6 +17,7 @@ synced price; cancelling retrieves it first, so cancelling a cancelled subscript
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
@@ -35,6 +36,7 @@ from entitle.billing.provider import (
     CatalogEntity,
     CheckoutRequest,
     CustomerSpec,
+    InvalidSignature,
     PriceSpec,
     ProviderEvent,
     SubscriptionSpec,
@@ -43,6 +45,7 @@ from entitle.billing.provider import (
     UsageReport,
     later,
 )
+from entitle.errors import FailedPrecondition, InvalidArgument
 
 
 class StripeProvider:
@@ -182,8 +185,68 @@ class StripeProvider:
     def create_portal_session(self, customer_billing_id: str, return_url: str, *, idempotency_key: str) -> str:
         raise later("Stripe billing portal sessions", "customer portal")
 
+    # -- webhooks from Stripe (entitle.billing.inbound) ---------------------------------------------------
+
     def handle_event(self, payload: bytes, signature: str | None) -> ProviderEvent | None:
-        raise later("Stripe webhooks (signature check, payment outcomes into subscriptions/hooks.py)", "webhooks")
+        """Verify the `Stripe-Signature` header with the integration's webhook secret (the SDK's check,
+        including its five-minute tolerance on the signed timestamp) and parse the event; None for an
+        event type Entitle does not act on (see `HANDLED_EVENTS`)."""
+        if not self.webhook_secret:
+            raise FailedPrecondition(
+                "the integration has no webhookSecret: connect it again with the endpoint's signing secret (whsec_...)"
+            )
+        try:
+            stripe.WebhookSignature.verify_header(
+                payload, signature, self.webhook_secret, stripe.Webhook.DEFAULT_TOLERANCE
+            )
+        except stripe.SignatureVerificationError as exc:
+            raise InvalidSignature(f"the Stripe-Signature header does not verify: {exc.user_message or exc}") from None
+        except UnicodeDecodeError:
+            raise InvalidSignature("the event body is not UTF-8, so it cannot carry a valid signature") from None
+        try:
+            event = json.loads(payload)
+        except ValueError:
+            raise InvalidArgument("the event body is not JSON") from None
+        data = event.get("data") if isinstance(event, dict) else None
+        if (
+            not isinstance(event, dict)
+            or not isinstance(event.get("id"), str)
+            or not isinstance(event.get("type"), str)
+            or not isinstance(data, dict)
+            or not isinstance(data.get("object"), dict)
+        ):
+            raise InvalidArgument("the body is not a Stripe event (id, type and data.object)")
+        if event["type"] not in HANDLED_EVENTS:
+            return None
+        return ProviderEvent(id=event["id"], type=event["type"], data=event)
+
+    def subscription_status(self, billing_id: str) -> str | None:
+        return str(self.client.v1.subscriptions.retrieve(billing_id).status)
+
+    def set_default_payment_method(
+        self, customer_billing_id: str, payment_method_id: str, *, idempotency_key: str
+    ) -> None:
+        self.client.v1.customers.update(
+            customer_billing_id,
+            params={"invoice_settings": {"default_payment_method": payment_method_id}},
+            options={"idempotency_key": f"{idempotency_key}:default-payment-method"},
+        )
+
+
+# The Stripe events Entitle acts on (docs/stripe.md, "Webhooks from Stripe"); others are answered 2xx
+# and dropped. invoice.payment_succeeded is Stripe's older twin of invoice.paid (localstripe sends it).
+HANDLED_EVENTS: frozenset[str] = frozenset(
+    {
+        "payment_method.attached",
+        "invoice.paid",
+        "invoice.payment_succeeded",
+        "invoice.payment_failed",
+        "invoice.created",
+        "customer.subscription.updated",
+        "customer.subscription.deleted",
+        "checkout.session.completed",
+    }
+)
 
 
 def minor_amount(spec: PriceSpec) -> tuple[str, int | str]:

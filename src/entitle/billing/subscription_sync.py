@@ -14,12 +14,20 @@
    re-run after a crash replays the provider's first answers.
 3. `subscription_ended` runs in the transaction that ends a subscription: a synced (or pending)
    subscription gets a `billing.cancel_subscription` job, ordered after its sync job.
+
+Payment gate: a new paid subscription that will be synced starts PAYMENT_PENDING (`requires_payment`,
+installed through `entitle.subscriptions.hooks`) and gets a `billing.payment_settlement` job due after
+the integration's settlement window. Right after creating the provider subscription the sync job reads
+its status: `active`/`trialing` (paid at once) makes the Entitle subscription ACTIVE; `incomplete` leaves
+it pending until `invoice.paid` arrives (`entitle.billing.inbound`), or the window cancels it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from urllib.parse import quote
 
@@ -37,20 +45,32 @@ from entitle.billing.models import (
     SUCCESS,
     Integration,
 )
-from entitle.billing.provider import CustomerSpec, SubscriptionItem, SubscriptionSpec, provider_for
+from entitle.billing.provider import (
+    BillingProvider,
+    CustomerSpec,
+    SubscriptionItem,
+    SubscriptionSpec,
+    provider_for,
+)
 from entitle.billing.secrets import secret_box
 from entitle.catalog.packages import store as packages
 from entitle.catalog.packages.models import Package, PackageCharge
+from entitle.clock import utcnow
 from entitle.config import load_settings
 from entitle.customers.models import Customer
 from entitle.db import Database
 from entitle.environments.models import Environment
+from entitle.errors import FailedPrecondition
 from entitle.jobs.service import JobContext, enqueue, register
 from entitle.subscriptions import store as subscriptions
 from entitle.subscriptions.models import Subscription
 
+log = logging.getLogger("entitle.billing")
+
 SYNC_SUBSCRIPTION_JOB = "billing.sync_subscription"
 CANCEL_SUBSCRIPTION_JOB = "billing.cancel_subscription"
+SETTLE_PAYMENT_JOB = "billing.payment_settlement"  # handled in entitle.billing.inbound
+PAID_STATUSES = ("active", "trialing")  # a provider subscription in these is paid (or needs nothing yet)
 _OPEN = ("NOT_STARTED", "PAYMENT_PENDING", "IN_TRIAL", "ACTIVE")
 
 
@@ -78,6 +98,16 @@ def _ordering_key(integration: Integration, customer_pk: int) -> str:
     return f"billing:{integration.pk}:customer:{customer_pk}"
 
 
+def requires_payment(session: Session, sub: Subscription) -> bool:
+    """The payment gate: a paid subscription that the connected provider will bill waits for its first
+    payment (PAYMENT_PENDING, no entitlements)."""
+    integration = store.integration(session, sub.environment_id, STRIPE)
+    if integration is None:
+        return False
+    customer = session.get(Customer, sub.paying_customer_pk or sub.customer_pk)
+    return customer is not None and no_sync_reason(integration, customer, sub) is None
+
+
 def subscription_provisioned(session: Session, sub: Subscription, *, converted: bool = False) -> None:
     """Hook called by `provision_in` in its transaction: enqueue the sync when a provider is connected."""
     integration = store.integration(session, sub.environment_id, STRIPE)
@@ -95,6 +125,17 @@ def subscription_provisioned(session: Session, sub: Subscription, *, converted: 
             )
         return
     store.put_link(session, integration, SUBSCRIPTION, sub.pk, PENDING)
+    if sub.status == "PAYMENT_PENDING":
+        # The settlement window: unpaid by then, the subscription is cancelled on both sides (the job
+        # re-reads the status and does nothing once paid).
+        enqueue(
+            session,
+            sub.environment_id,
+            SETTLE_PAYMENT_JOB,
+            {"integrationPk": integration.pk, "subscriptionPk": sub.pk},
+            run_at=utcnow() + timedelta(hours=integration.payment_settlement_hours),
+            dedupe_key=f"payment-settlement:{sub.pk}",
+        )
     enqueue(
         session,
         sub.environment_id,
@@ -196,6 +237,26 @@ def sync_subscription(db: Database, ctx: JobContext) -> None:
         _failed(db, integration, sub.pk, exc, ctx.attempt)
         raise
     _record(db, integration, sub.pk, plan.customer_pk, customer_id, subscription_id)
+    settle_from_provider(db, provider, sub.environment_id, sub.ref_id, subscription_id)
+
+
+def settle_from_provider(db: Database, provider: BillingProvider, env_id: int, ref: str, billing_id: str) -> None:
+    """Read the provider subscription's status so a subscription paid at creation does not wait for a
+    webhook: paid -> ACTIVE; otherwise it stays PAYMENT_PENDING until `invoice.paid` (or the window)."""
+    from entitle.subscriptions import service as subscription_service  # it imports this module
+
+    with db.read() as s:
+        current = subscriptions.find(s, env_id, ref)
+        if current is None or current.status != "PAYMENT_PENDING":
+            return
+    try:
+        status = provider.subscription_status(billing_id)
+    except Exception:  # the webhook reports the outcome anyway; the sync itself succeeded
+        log.warning("could not read the status of provider subscription %s", billing_id, exc_info=True)
+        return
+    if status in PAID_STATUSES:
+        with contextlib.suppress(FailedPrecondition):  # ended meanwhile
+            subscription_service.payment_succeeded(db, env_id, ref)
 
 
 def _failed(db: Database, integration: Integration, sub_pk: int, exc: Exception, attempt: int) -> None:
@@ -368,9 +429,13 @@ def _clip(metadata: dict[str, str]) -> dict[str, str]:
 
 __all__ = [
     "CANCEL_SUBSCRIPTION_JOB",
+    "PAID_STATUSES",
+    "SETTLE_PAYMENT_JOB",
     "SYNC_SUBSCRIPTION_JOB",
     "cancel_subscription",
     "no_sync_reason",
+    "requires_payment",
+    "settle_from_provider",
     "subscription_converted",
     "subscription_ended",
     "subscription_provisioned",

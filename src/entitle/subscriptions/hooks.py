@@ -1,9 +1,11 @@
 """Where a billing provider plugs into the subscription lifecycle.
 
-Without a provider (the default) nothing waits for money: a paid subscription is ACTIVE at once.
-A provider (the billing work) installs a `PaymentGate` that says whether a new paid subscription
-must wait for its first payment, and reports outcomes through `service.payment_succeeded` /
-`service.payment_failed`.
+A `PaymentGate` says whether a new paid subscription must wait for its first payment (PAYMENT_PENDING,
+no entitlements); outcomes come back through `service.payment_succeeded` / `service.payment_failed`.
+The default gate asks the billing package: with no provider connected (or when the subscription will
+not be synced to it) nothing waits for money and a paid subscription is ACTIVE at once; a paid
+subscription the connected Stripe integration will bill waits (`entitle.billing.subscription_sync.
+requires_payment`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,16 @@ class NoPaymentGate:
         return False
 
 
-_gate: PaymentGate = NoPaymentGate()
+class BillingPaymentGate:
+    """Waits for payment exactly when the environment's billing provider will bill the subscription."""
+
+    def requires_payment(self, session: Session, subscription: Subscription) -> bool:
+        from entitle.billing.subscription_sync import requires_payment  # billing imports the subscriptions
+
+        return requires_payment(session, subscription)
+
+
+_gate: PaymentGate = BillingPaymentGate()
 
 
 def payment_gate() -> PaymentGate:
@@ -32,6 +43,6 @@ def payment_gate() -> PaymentGate:
 
 
 def install_payment_gate(gate: PaymentGate | None) -> None:
-    """Install a provider's gate (None restores the default: no payment required)."""
+    """Install a gate (None restores the default: the billing provider's)."""
     global _gate
-    _gate = gate if gate is not None else NoPaymentGate()
+    _gate = gate if gate is not None else BillingPaymentGate()

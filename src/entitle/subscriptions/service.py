@@ -778,6 +778,50 @@ def payment_failed(db: Database, env_id: int, ref: str, details: Mapping[str, An
     return _payment_outcome(db, env_id, ref, Event.PAYMENT_FAILED, "FAILED", details)
 
 
+def cancel_by_billing(
+    db: Database,
+    env_id: int,
+    ref: str,
+    *,
+    at: datetime | None = None,
+    reason: str = "CANCELLED_BY_BILLING",
+    only_if: frozenset[Status] = OPEN,
+) -> SubscriptionView | None:
+    """The billing provider ended a subscription (cancelled at the provider, or its first payment never
+    came: reason PENDING_PAYMENT_EXPIRED): end it now, or schedule its end at `at`. None when the
+    subscription's status is not in `only_if` (already ended, or paid meanwhile): nothing changes."""
+    now = utcnow()
+    with db.transaction() as s:
+        sub = store.get(s, env_id, ref, for_update=True)
+        if Status(sub.status) not in only_if or sub.status not in OPEN:
+            return None
+        if at is not None and at > now:
+            if sub.end_date != at:
+                _schedule_end(s, sub, at, reason, now)
+                webhooks.subscription_updated(s, sub, "CANCELLATION_SCHEDULED", entitlements=False)
+        else:
+            _end(s, sub, now, Status.CANCELED, reason)
+            _downgrade_to_free(s, sub, now)
+        s.flush()
+        return view_of(s, sub, now)
+
+
+def billing_cancellation_withdrawn(db: Database, env_id: int, ref: str) -> SubscriptionView | None:
+    """The provider no longer cancels the subscription at period end: drop the end it scheduled (an end
+    scheduled in Entitle, with another reason, stays). None when there was nothing to withdraw."""
+    now = utcnow()
+    with db.transaction() as s:
+        sub = store.get(s, env_id, ref, for_update=True)
+        if sub.status not in OPEN or sub.end_date is None or sub.cancel_reason != "CANCELLED_BY_BILLING":
+            return None
+        sub.end_date = None
+        sub.cancellation_date = None
+        sub.cancel_reason = None
+        sub.updated_at = now
+        webhooks.subscription_updated(s, sub, "CANCELLATION_WITHDRAWN", entitlements=False)
+        return view_of(s, sub, now)
+
+
 # -- timed lifecycle events (run by the job worker) -----------------------------------------------------
 
 
