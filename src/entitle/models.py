@@ -5,6 +5,7 @@ from __future__ import annotations
 
 def import_all_models() -> None:
     import entitle.billing.models
+    import entitle.billing.usage_models
     import entitle.catalog.coupons.models
     import entitle.catalog.features.models
     import entitle.catalog.packages.models

@@ -29,11 +29,13 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import cast
 from urllib.parse import quote
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from entitle.billing import store
+from entitle.billing import coupon_sync, rules, store, usage_sync
 from entitle.billing.models import (
     CUSTOMER,
     ERROR,
@@ -43,11 +45,14 @@ from entitle.billing.models import (
     STRIPE,
     SUBSCRIPTION,
     SUCCESS,
+    BillingLink,
     Integration,
 )
 from entitle.billing.provider import (
     BillingProvider,
+    CollectionMethod,
     CustomerSpec,
+    ProrationBehavior,
     SubscriptionItem,
     SubscriptionSpec,
     provider_for,
@@ -72,6 +77,30 @@ CANCEL_SUBSCRIPTION_JOB = "billing.cancel_subscription"
 SETTLE_PAYMENT_JOB = "billing.payment_settlement"  # handled in entitle.billing.inbound
 PAID_STATUSES = ("active", "trialing")  # a provider subscription in these is paid (or needs nothing yet)
 _OPEN = ("NOT_STARTED", "PAYMENT_PENDING", "IN_TRIAL", "ACTIVE")
+UPDATE_SUBSCRIPTION_JOB = "billing.update_subscription"
+LIMIT = rules.STRIPE_SUBSCRIPTIONS_PER_CUSTOMER  # tests lower it
+DEFAULT_DAYS_UNTIL_DUE = 30  # INVOICE collection without billingInformation.invoiceDaysUntilDue
+_ = usage_sync  # imported so its jobs are registered wherever subscription sync is
+
+
+def active_provider_subscriptions(session: Session, integration: Integration, customer_pk: int) -> int:
+    """How many open subscriptions paid by the customer are (or are about to be) provider subscriptions."""
+    paying = func.coalesce(Subscription.paying_customer_pk, Subscription.customer_pk)
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(Subscription)
+            .join(BillingLink, BillingLink.entity_pk == Subscription.pk)
+            .where(
+                BillingLink.integration_pk == integration.pk,
+                BillingLink.entity_kind == SUBSCRIPTION,
+                BillingLink.sync_state.in_((PENDING, SUCCESS, ERROR)),
+                paying == customer_pk,
+                Subscription.status.in_(_OPEN),
+            )
+        )
+        or 0
+    )
 
 
 def no_sync_reason(
@@ -123,6 +152,14 @@ def subscription_provisioned(session: Session, sub: Subscription, *, converted: 
             store.put_link(
                 session, integration, CUSTOMER, customer.pk, NO_SYNC_REQUIRED, reason="no synced subscription"
             )
+        return
+    if not converted:
+        # Refused here, in the provisioning transaction: nothing of the subscription is written.
+        rules.check_subscription_limit(active_provider_subscriptions(session, integration, customer_pk), LIMIT)
+    elif active_provider_subscriptions(session, integration, customer_pk) >= LIMIT:
+        # A trial converting in a background job cannot be refused: it shows why it is not billed.
+        reason = f"the paying customer already has {LIMIT} active provider subscriptions (the provider's limit)"
+        store.put_link(session, integration, SUBSCRIPTION, sub.pk, ERROR, reason=reason)
         return
     store.put_link(session, integration, SUBSCRIPTION, sub.pk, PENDING)
     if sub.status == "PAYMENT_PENDING":
@@ -178,6 +215,26 @@ class _Plan:
     items: tuple[SubscriptionItem, ...]
     metadata: dict[str, str]
     trial_end: datetime | None
+    coupon_billing_id: str | None = None
+    collection_method: CollectionMethod = "charge_automatically"
+    days_until_due: int | None = None
+    default_payment_method: str | None = None
+
+    def spec(
+        self, sub: Subscription, customer_id: str, proration: ProrationBehavior = "create_prorations"
+    ) -> SubscriptionSpec:
+        return SubscriptionSpec(
+            ref=sub.ref_id,
+            customer_billing_id=customer_id,
+            items=self.items,
+            trial_end=self.trial_end,
+            metadata=self.metadata,
+            coupon_billing_id=self.coupon_billing_id,
+            collection_method=self.collection_method,
+            days_until_due=self.days_until_due,
+            default_payment_method=self.default_payment_method,
+            proration_behavior=proration,
+        )
 
 
 class NotReadyToSync(RuntimeError):
@@ -221,16 +278,7 @@ def sync_subscription(db: Database, ctx: JobContext) -> None:
             # Recorded at once: a retry (after a failed subscription call, or with the customer edited
             # meanwhile) finds the customer linked and sends no second, differing create with this key.
             _record_customer(db, integration, plan.customer_pk, customer_id)
-        subscription_id = provider.create_subscription(
-            SubscriptionSpec(
-                ref=sub.ref_id,
-                customer_billing_id=customer_id,
-                items=plan.items,
-                trial_end=plan.trial_end,
-                metadata=plan.metadata,
-            ),
-            idempotency_key=ctx.idempotency_key,
-        )
+        subscription_id = provider.create_subscription(plan.spec(sub, customer_id), idempotency_key=ctx.idempotency_key)
         if subscription_id is None:
             raise RuntimeError("the provider did not create a subscription")
     except Exception as exc:
@@ -310,6 +358,12 @@ def _read(s: Session, integration: Integration, sub: Subscription, console: str)
     }
     if sub.resource_ref:
         metadata["entitleResourceId"] = sub.resource_ref
+    coupon_id = coupon_sync.applied_coupon(s, integration, sub.environment_id, sub.coupon_ref)
+    if coupon_id is False:
+        raise NotReadyToSync(
+            f"coupon '{sub.coupon_ref}' has no provider coupon yet; the subscription syncs once it is recorded"
+        )
+    invoice = sub.payment_collection_method == "INVOICE"
     return _Plan(
         customer_pk=customer.pk,
         customer=customer_spec,
@@ -317,6 +371,10 @@ def _read(s: Session, integration: Integration, sub: Subscription, console: str)
         items=tuple(items),
         metadata=_clip(metadata),
         trial_end=None,
+        coupon_billing_id=coupon_id if isinstance(coupon_id, str) else None,
+        collection_method="send_invoice" if invoice else "charge_automatically",
+        days_until_due=(sub.invoice_days_until_due or DEFAULT_DAYS_UNTIL_DUE) if invoice else None,
+        default_payment_method=None if invoice else customer_spec.payment_method,
     )
 
 
@@ -347,8 +405,10 @@ def _items(
                 f"charge {charge.charge_id} of '{package.ref_id}' v{package.version_number} has no provider price "
                 f"yet ({state}); the subscription syncs once the catalog sync has recorded it"
             )
-        units = quantity
-        if charge.billing_model == "PER_UNIT":
+        units: int | None = quantity
+        if charge.billing_model == "USAGE_BASED":
+            units = None  # metered: the provider bills the usage reported for the period
+        elif charge.billing_model == "PER_UNIT":
             wanted = per_unit.get(charge.feature_ref or "")
             units = int(wanted) if wanted is not None else (sub.unit_quantity or 1)
             units *= quantity
@@ -422,6 +482,92 @@ def cancel_subscription(db: Database, ctx: JobContext) -> None:
             row.details = {**row.details, "canceled": True}
 
 
+def subscription_changed(
+    session: Session, sub: Subscription, *, scheduled: bool = False, proration: str | None = None
+) -> None:
+    """Hook called in the transaction that changes a subscription in place (plan version, add-ons,
+    quantities, billing period, coupon): a synced (or pending) subscription gets one
+    `billing.update_subscription` job, ordered after its customer's earlier jobs.
+
+    `scheduled`: the change is a scheduled update taking effect now, at the end of a period, so the
+    provider prorates nothing; a change made in the middle of a period is prorated
+    (`create_prorations`, or the update's `billingInformation.prorationBehavior` as `proration`).
+    """
+    integration = store.integration(session, sub.environment_id, STRIPE)
+    if integration is None:
+        return
+    link = store.link(session, integration.pk, SUBSCRIPTION, sub.pk)
+    if link is None or link.sync_state == NO_SYNC_REQUIRED:
+        return  # not billed through the provider (a pending sync sends the state as it is then)
+    enqueue(
+        session,
+        sub.environment_id,
+        UPDATE_SUBSCRIPTION_JOB,
+        {
+            "integrationPk": integration.pk,
+            "subscriptionPk": sub.pk,
+            "proration": "none" if scheduled else (proration or "create_prorations"),
+        },
+        ordering_key=_ordering_key(integration, sub.paying_customer_pk or sub.customer_pk),
+    )
+
+
+@register(UPDATE_SUBSCRIPTION_JOB)
+def update_subscription(db: Database, ctx: JobContext) -> None:
+    """Bring the provider subscription to the subscription as it is now (not as it was when the job was
+    enqueued: several changes in a row make one update, the later jobs find nothing to change)."""
+    settings = load_settings()
+    with db.read() as s:
+        integration = s.get(Integration, int(ctx.payload["integrationPk"]))
+        sub = subscriptions.by_pk(s, int(ctx.payload["subscriptionPk"]))
+        if integration is None or sub is None or integration.environment_id != ctx.environment_id:
+            return
+        link = store.link(s, integration.pk, SUBSCRIPTION, sub.pk)
+        if link is None or link.sync_state != SUCCESS or not link.billing_id or link.details.get("canceled"):
+            return  # not at the provider (yet: its sync, ordered first, sends the current state) or ended
+        if sub.status not in _OPEN:
+            return  # the cancellation job ends it at the provider
+        billing_id = link.billing_id
+        customer_link = store.link(s, integration.pk, CUSTOMER, sub.paying_customer_pk or sub.customer_pk)
+        try:
+            plan = _read(s, integration, sub, settings.console_base_url)
+        except NotReadyToSync as exc:
+            missing: NotReadyToSync | None = exc
+        else:
+            missing = None
+    if missing is not None:
+        _update_failed(db, integration, sub.pk, missing, ctx.attempt)
+        raise missing
+    customer_id = (customer_link.billing_id if customer_link is not None else None) or plan.customer_billing_id
+    assert customer_id is not None
+    proration = cast(ProrationBehavior, ctx.payload.get("proration") or "create_prorations")
+    provider = provider_for(integration, secret_box(settings.data_dir))
+    try:
+        changed = provider.update_subscription(
+            billing_id, plan.spec(sub, customer_id, proration), idempotency_key=ctx.idempotency_key
+        )
+    except Exception as exc:
+        _update_failed(db, integration, sub.pk, exc, ctx.attempt)
+        raise
+    with db.transaction() as s:
+        row = store.link(s, integration.pk, SUBSCRIPTION, sub.pk)
+        if row is not None:
+            details = {k: v for k, v in row.details.items() if k != "updateError"}
+            if changed:
+                details["updatedAt"] = utcnow().isoformat()
+            row.details = details
+
+
+def _update_failed(db: Database, integration: Integration, sub_pk: int, exc: Exception, attempt: int) -> None:
+    """A failing update is shown on the link (`details.updateError`) without touching its sync state:
+    the subscription is at the provider (its cancellation must still find it SUCCESS)."""
+    with db.transaction() as s:
+        row = store.link(s, integration.pk, SUBSCRIPTION, sub_pk)
+        if row is not None:
+            reason = f"{type(exc).__name__}: {exc}"[:2000]
+            row.details = {**row.details, "updateError": f"{reason} (attempt {attempt})"}
+
+
 def _clip(metadata: dict[str, str]) -> dict[str, str]:
     """Stripe's metadata limits: keys up to 40 characters, values up to 500."""
     return {k[:40]: v[:500] for k, v in metadata.items()}
@@ -432,12 +578,15 @@ __all__ = [
     "PAID_STATUSES",
     "SETTLE_PAYMENT_JOB",
     "SYNC_SUBSCRIPTION_JOB",
+    "UPDATE_SUBSCRIPTION_JOB",
     "cancel_subscription",
     "no_sync_reason",
     "requires_payment",
     "settle_from_provider",
+    "subscription_changed",
     "subscription_converted",
     "subscription_ended",
     "subscription_provisioned",
     "sync_subscription",
+    "update_subscription",
 ]
