@@ -76,7 +76,8 @@ def _window(grants: _Grants, customer: Customer, feature: Feature, resource_ref:
 class _LimitHit:
     """Where a usage limit was reached: what the `usage.*` webhook events say."""
 
-    customer: Customer
+    customer_pk: int  # plain values: a refused batch's rollback expires its ORM rows
+    customer_ref: str
     feature_ref: str
     resource_ref: str | None
     window: Window
@@ -102,8 +103,8 @@ def _limit_events(s: Session, env_id: int, hit: _LimitHit, *, refused: bool = Fa
         s,
         event_type,
         env_id,
-        customer_pk=hit.customer.pk,
-        customer_ref=hit.customer.ref_id,
+        customer_pk=hit.customer_pk,
+        customer_ref=hit.customer_ref,
         feature_ref=hit.feature_ref,
         resource_ref=hit.resource_ref,
         window_start=hit.window.start,
@@ -183,13 +184,27 @@ def _report_usage(db: Database, env_id: int, items: list[UsageIn]) -> list[Usage
                     _refuse_past_hard_limit(grant.allowance, counter.value, feature.ref_id)
                 except UsageLimitReached as exc:
                     exc.limit_hit = _LimitHit(
-                        customer, feature.ref_id, item.resource_id, window, grant.allowance, counter.value
+                        customer.pk,
+                        customer.ref_id,
+                        feature.ref_id,
+                        item.resource_id,
+                        window,
+                        grant.allowance,
+                        counter.value,
                     )
                     raise
             counter.value = counter.value + item.value if item.update_behavior == "DELTA" else item.value
             counter.updated_at = now
             if grant is not None:
-                hit = _LimitHit(customer, feature.ref_id, item.resource_id, window, grant.allowance, counter.value)
+                hit = _LimitHit(
+                    customer.pk,
+                    customer.ref_id,
+                    feature.ref_id,
+                    item.resource_id,
+                    window,
+                    grant.allowance,
+                    counter.value,
+                )
                 _limit_events(s, env_id, hit)
             record = s.get(UsageRecord, record_pk)
             assert record is not None

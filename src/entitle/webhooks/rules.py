@@ -21,6 +21,25 @@ from urllib.parse import urlsplit
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# IANA special-purpose blocks no receiver lives in, whatever this Python's `is_global` says of them.
+_SPECIAL_PURPOSE = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "0.0.0.0/8",
+        "100.64.0.0/10",
+        "192.0.0.0/24",
+        "192.0.2.0/24",
+        "192.88.99.0/24",
+        "198.18.0.0/15",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "240.0.0.0/4",
+        "100::/64",
+        "2001::/23",
+        "2001:db8::/32",
+        "fc00::/7",
+    )
+)
 
 
 def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -55,7 +74,7 @@ def address_refusal(ip: IPAddress, *, allow_private: bool = False) -> str | None
         return "a link-local address"
     if ip.is_private:
         return "a private address"
-    if ip.is_reserved:
+    if ip.is_reserved or any(ip in net for net in _SPECIAL_PURPOSE if net.version == ip.version):
         return "a reserved address"
     if not ip.is_global:
         return "an address that is not globally routable"
