@@ -402,3 +402,60 @@ def test_soft_limit_exceeded_once_per_window(
     assert report(api, 11).status_code == 200
     drain(server)
     assert len(of_type(hooked, "usage.soft_limit_exceeded")) == 2
+
+
+def test_metered_events_reaching_a_limit(
+    server: LiveServer, api: httpx.Client, hooked: Receiver, test_clock: TestClock
+) -> None:
+    provision(api, planId="pro")  # tokens: 500 a month, measured from "completion" events
+    for n, tokens in enumerate([300, 250, 100]):
+        event = {
+            "customerId": "acme",
+            "eventName": "completion",
+            "idempotencyKey": f"e{n}",
+            "dimensions": {"tokens": tokens},
+        }
+        assert api.post("/api/v1/events", json={"events": [event]}).status_code == 200, n
+    drain(server)
+    reached = of_type(hooked, "usage.limit_reached")
+    assert [(e["data"]["featureId"], e["data"]["currentUsage"], e["data"]["refused"]) for e in reached] == [
+        ("tokens", 550, False)
+    ]
+
+
+def test_scheduled_changes_apply_with_their_events(
+    server: LiveServer, client: stigg.Stigg, api: httpx.Client, hooked: Receiver, test_clock: TestClock
+) -> None:
+    pro = provision(api, planId="pro")
+    drain(server)
+    hooked.requests.clear()
+    # A migration at the end of the period: scheduled now, applied then.
+    client.v1.plans.create_draft("pro")
+    client.v1.plans.publish("pro", migration_type="NEW_CUSTOMERS")
+    migrate = api.post(
+        f"/api/v1/subscriptions/{pro['id']}/migrate", json={"subscriptionMigrationTime": "END_OF_BILLING_PERIOD"}
+    )
+    assert migrate.status_code == 200, migrate.text
+    drain(server)
+    assert [(e["type"], e["data"].get("change")) for e in hooked.events()] == [
+        ("subscription.updated", "UPDATE_SCHEDULED")
+    ]
+    test_clock.advance(timedelta(days=32))
+    drain(server)
+    assert [(e["type"], e["data"].get("change")) for e in hooked.events()[1:]] == [
+        ("subscription.updated", "FUTURE_UPDATE_APPLIED"),
+        ("entitlements.updated", None),
+    ]
+    hooked.requests.clear()
+
+    # A downgrade waits for the end of the period, then replaces the subscription.
+    free = api.post("/api/v1/subscriptions", json={"customerId": "acme", "planId": "free"})
+    assert free.status_code == 200, free.text
+    drain(server)
+    assert [(e["type"], e["data"].get("change")) for e in hooked.events()] == [
+        ("subscription.updated", "UPDATE_SCHEDULED")
+    ]
+    test_clock.advance(timedelta(days=32))
+    drain(server)
+    assert kinds(hooked)[1:] == ["subscription.canceled", "entitlements.updated", "subscription.created"]
+    assert hooked.events()[3]["data"]["planId"] == "free"

@@ -301,6 +301,18 @@ def apply_events(s: Session, env_id: int, new: list[NewEvent]) -> None:
                 counter.updated_at = now
                 if _window(grants, customer, feature, resource_ref, now).start == window.start:
                     push.usage_updated(s, env_id, customer_ref, resource_ref, feature.ref_id, counter.value)
+                grant = grants.of(customer, resource_ref).get(feature.ref_id)
+                if grant is not None:  # events are never refused, but reaching a limit is still news
+                    hit = _LimitHit(
+                        customer.pk,
+                        customer.ref_id,
+                        feature.ref_id,
+                        resource_ref,
+                        window,
+                        grant.allowance,
+                        counter.value,
+                    )
+                    _limit_events(s, env_id, hit)
 
 
 def usage_history(
