@@ -23,6 +23,7 @@ CLIENT_KEY_ROUTES: frozenset[tuple[str, str]] = frozenset(
     {
         ("GET", "/api/v1/customers/{customer_id}/entitlements"),
         ("GET", "/api/v1/customers/{customer_id}/entitlements/check"),
+        ("GET", "/api/v1/paywall"),
     }
 )
 

@@ -25,6 +25,7 @@ from entitle.http.errors import error_response, install_error_handlers
 from entitle.http.ids import EncodedIdsMiddleware
 from entitle.jobs.routes import router as jobs_router
 from entitle.models import import_all_models
+from entitle.paywall.routes import router as paywall_router
 from entitle.promotions.routes import router as promotions_router
 from entitle.push.hub import Hub
 from entitle.push.routes import router as push_router
@@ -48,6 +49,7 @@ ROUTERS = [
     integrations_router,
     webhooks_router,
     push_router,
+    paywall_router,
 ]
 
 

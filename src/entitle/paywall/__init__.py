@@ -1,0 +1,1 @@
+"""Paywall data: what a pricing page needs, in one read (`GET /api/v1/paywall`)."""
