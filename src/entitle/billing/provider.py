@@ -7,8 +7,10 @@ idempotency key derived from the job (`JobContext.idempotency_key` plus a suffix
 re-run after a crash never creates a second object. Money crosses this interface as exact `Decimal`
 minor units, never float.
 
-Implemented: `sync_catalog_entity` (catalog sync), `sync_customer`, `create_subscription` and
-`cancel_subscription` (`entitle.billing.subscription_sync`). The other operations are declared so the shape of
+Implemented: `sync_catalog_entity` (catalog sync), `sync_customer`, `create_subscription`,
+`update_subscription` and `cancel_subscription` (`entitle.billing.subscription_sync`); `sync_coupon`,
+`delete_coupon` (`entitle.billing.coupon_sync`); `ensure_meter`, `report_usage`
+(`entitle.billing.usage_sync`). The other operations are declared so the shape of
 the interface is settled; they raise `NotImplementedError` naming the later work of issue 4.
 """
 
@@ -36,6 +38,8 @@ class PriceSpec:
     interval: Interval | None  # None: charged once
     nickname: str
     metadata: dict[str, str] = field(default_factory=dict)
+    # A usage-based charge: billed by the provider from the usage reported to this meter (no quantity).
+    meter: MeterSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,11 @@ class CustomerSpec:
 @dataclass(frozen=True)
 class SubscriptionItem:
     price_billing_id: str
-    quantity: int = 1
+    quantity: int | None = 1  # None: a metered price (the provider bills the reported usage)
+
+
+CollectionMethod = Literal["charge_automatically", "send_invoice"]
+ProrationBehavior = Literal["create_prorations", "none", "always_invoice"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,32 @@ class SubscriptionSpec:
     items: tuple[SubscriptionItem, ...]
     trial_end: datetime | None
     metadata: dict[str, str]
+    coupon_billing_id: str | None = None  # the provider coupon applied as the subscription's discount
+    collection_method: CollectionMethod = "charge_automatically"
+    days_until_due: int | None = None  # with send_invoice
+    default_payment_method: str | None = None  # with charge_automatically, when the customer has one
+    # For an update: how the provider settles a change in the middle of a period.
+    proration_behavior: ProrationBehavior = "create_prorations"
+
+
+@dataclass(frozen=True)
+class CouponSpec:
+    """An Entitle coupon as a provider coupon: a percentage, or fixed minor-unit amounts per currency."""
+
+    ref: str  # the provider object's id (derived from the environment and the coupon id)
+    name: str
+    percent_off: Decimal | None
+    amounts_off_minor: dict[str, int]  # lowercase currency -> whole minor units
+    duration_in_months: int | None  # None: forever
+    metadata: dict[str, str]
+
+
+@dataclass(frozen=True)
+class MeterSpec:
+    """A metered feature as a provider meter: events named `event_name`, summed per customer."""
+
+    event_name: str
+    display_name: str
 
 
 @dataclass(frozen=True)
@@ -144,11 +178,29 @@ class BillingProvider(Protocol):
 
     def create_subscription(self, subscription: SubscriptionSpec, *, idempotency_key: str) -> str | None: ...
 
-    def update_subscription(self, billing_id: str, subscription: SubscriptionSpec, *, idempotency_key: str) -> None: ...
+    def update_subscription(self, billing_id: str, subscription: SubscriptionSpec, *, idempotency_key: str) -> bool:
+        """Bring the provider subscription to `subscription` (items, discount, collection, metadata):
+        removed items deleted, new ones added, quantities changed. False when it already matched (a
+        retry after the change went through writes nothing)."""
+        ...
 
     def cancel_subscription(self, billing_id: str, *, at: datetime | None, idempotency_key: str) -> None: ...
 
-    def report_usage(self, usage: UsageReport, *, idempotency_key: str) -> None: ...
+    def report_usage(self, usage: UsageReport, *, idempotency_key: str) -> None:
+        """Send one usage event; the provider counts an `identifier` once, however often it is sent."""
+        ...
+
+    def sync_coupon(self, coupon: CouponSpec, *, idempotency_key: str) -> str | None:
+        """Create the provider coupon (reusing one already made with the same id); returns its id."""
+        ...
+
+    def delete_coupon(self, billing_id: str, *, idempotency_key: str) -> None:
+        """Delete the provider coupon (discounts already applied stay); a missing coupon is a no-op."""
+        ...
+
+    def ensure_meter(self, meter: MeterSpec, *, idempotency_key: str) -> str | None:
+        """The provider meter for `meter.event_name` (created when there is none); returns its id."""
+        ...
 
     def create_checkout_session(self, checkout: CheckoutRequest, *, idempotency_key: str) -> str:
         """Returns the URL to send the customer to."""
@@ -201,13 +253,22 @@ class NoneProvider:
     def create_subscription(self, subscription: SubscriptionSpec, *, idempotency_key: str) -> str | None:
         return None
 
-    def update_subscription(self, billing_id: str, subscription: SubscriptionSpec, *, idempotency_key: str) -> None:
-        return None
+    def update_subscription(self, billing_id: str, subscription: SubscriptionSpec, *, idempotency_key: str) -> bool:
+        return False
 
     def cancel_subscription(self, billing_id: str, *, at: datetime | None, idempotency_key: str) -> None:
         return None
 
     def report_usage(self, usage: UsageReport, *, idempotency_key: str) -> None:
+        return None
+
+    def sync_coupon(self, coupon: CouponSpec, *, idempotency_key: str) -> str | None:
+        return None
+
+    def delete_coupon(self, billing_id: str, *, idempotency_key: str) -> None:
+        return None
+
+    def ensure_meter(self, meter: MeterSpec, *, idempotency_key: str) -> str | None:
         return None
 
     def create_checkout_session(self, checkout: CheckoutRequest, *, idempotency_key: str) -> str:

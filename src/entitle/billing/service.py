@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from entitle.billing import catalog_sync, store
+from entitle.billing import catalog_sync, coupon_sync, store
 from entitle.billing.models import Integration
 from entitle.billing.schemas import IntegrationIn
 from entitle.billing.secrets import secret_box
@@ -85,6 +85,7 @@ def connect(db: Database, data_dir: Path, env_id: int, body: IntegrationIn) -> I
             )
             for package in published:
                 catalog_sync.enqueue_package_sync(s, row, package)
+            coupon_sync.enqueue_all(s, row)
         return row
 
 

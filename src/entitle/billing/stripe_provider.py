@@ -24,19 +24,25 @@ from typing import Any, cast
 
 import stripe
 from stripe.params import (
+    CouponCreateParams,
     CustomerCreateParams,
     PriceCreateParams,
     ProductCreateParams,
     ProductUpdateParams,
     SubscriptionCreateParams,
+    SubscriptionUpdateParams,
 )
+from stripe.params.billing import MeterCreateParams
 
+from entitle.billing import rules
 from entitle.billing.models import STRIPE
 from entitle.billing.provider import (
     CatalogEntity,
     CheckoutRequest,
+    CouponSpec,
     CustomerSpec,
     InvalidSignature,
+    MeterSpec,
     PriceSpec,
     ProviderEvent,
     SubscriptionSpec,
@@ -101,8 +107,13 @@ class StripeProvider:
             if old is not None and old.fingerprint == fingerprint:
                 prices[spec.key] = old
                 continue
+            meter_id = (
+                self.ensure_meter(spec.meter, idempotency_key=f"{idempotency_key}:price:{spec.key}")
+                if spec.meter is not None
+                else None
+            )
             price = self.client.v1.prices.create(
-                params=_price_params(spec, product.id),
+                params=_price_params(spec, product.id, meter_id),
                 options={"idempotency_key": f"{idempotency_key}:price:{spec.key}"},
             )
             prices[spec.key] = SyncedPrice(billing_id=price.id, fingerprint=fingerprint)
@@ -147,18 +158,68 @@ class StripeProvider:
     def create_subscription(self, subscription: SubscriptionSpec, *, idempotency_key: str) -> str | None:
         params: SubscriptionCreateParams = {
             "customer": subscription.customer_billing_id,
-            "items": [{"price": i.price_billing_id, "quantity": i.quantity} for i in subscription.items],
+            "items": [
+                {"price": i.price_billing_id, "quantity": i.quantity}
+                if i.quantity is not None
+                else {"price": i.price_billing_id}  # metered: billed from the reported usage
+                for i in subscription.items
+            ],
             "metadata": subscription.metadata,
+            "collection_method": subscription.collection_method,
         }
         if subscription.trial_end is not None:
             params["trial_end"] = int(subscription.trial_end.timestamp())
+        if subscription.collection_method == "send_invoice":
+            params["days_until_due"] = subscription.days_until_due or 30
+        elif subscription.default_payment_method:
+            params["default_payment_method"] = subscription.default_payment_method
+        if subscription.coupon_billing_id:
+            params["discounts"] = [{"coupon": subscription.coupon_billing_id}]
         created = self.client.v1.subscriptions.create(
             params=params, options={"idempotency_key": f"{idempotency_key}:subscription"}
         )
         return created.id
 
-    def update_subscription(self, billing_id: str, subscription: SubscriptionSpec, *, idempotency_key: str) -> None:
-        raise later("Updating Stripe subscriptions", "subscription updates")
+    def update_subscription(self, billing_id: str, subscription: SubscriptionSpec, *, idempotency_key: str) -> bool:
+        """One `POST /v1/subscriptions/{id}` with only what differs from what Stripe holds now: the item
+        edits (`rules.item_changes`: kept items get a new quantity, a replaced plan keeps its item with
+        a new price, removed items `deleted`, new ones added) with `proration_behavior`, the discount,
+        the collection method and the metadata. Nothing is sent when Stripe already matches, so a retry
+        after a lost answer writes nothing twice; an ended subscription is left alone."""
+        retrieved = self.client.v1.subscriptions.retrieve(billing_id, params={"expand": ["discounts"]})
+        current: dict[str, Any] = retrieved.to_dict()
+        if current.get("status") in ("canceled", "incomplete_expired"):
+            return False
+        held = [
+            rules.CurrentItem(item["id"], _item_price(item), item.get("quantity")) for item in current["items"]["data"]
+        ]
+        wanted = [rules.WantedItem(i.price_billing_id, i.quantity) for i in subscription.items]
+        params: SubscriptionUpdateParams = {}
+        changes = rules.item_changes(held, wanted)
+        if changes:
+            params["items"] = [cast(Any, _item_change(c)) for c in changes]
+            params["proration_behavior"] = subscription.proration_behavior
+        if _coupon_of(current) != subscription.coupon_billing_id:
+            params["discounts"] = [{"coupon": subscription.coupon_billing_id}] if subscription.coupon_billing_id else ""
+        if current.get("collection_method") != subscription.collection_method:
+            params["collection_method"] = subscription.collection_method
+        if subscription.collection_method == "send_invoice":
+            days = subscription.days_until_due or 30
+            if current.get("days_until_due") != days:
+                params["days_until_due"] = days
+        elif subscription.default_payment_method and (
+            _id_of(current.get("default_payment_method")) != subscription.default_payment_method
+        ):
+            params["default_payment_method"] = subscription.default_payment_method
+        held_metadata = dict(current.get("metadata") or {})
+        if any(held_metadata.get(k) != v for k, v in subscription.metadata.items()):
+            params["metadata"] = subscription.metadata
+        if not params:
+            return False
+        self.client.v1.subscriptions.update(
+            billing_id, params=params, options={"idempotency_key": f"{idempotency_key}:update"}
+        )
+        return True
 
     def cancel_subscription(self, billing_id: str, *, at: datetime | None, idempotency_key: str) -> None:
         """Cancel now (`at` None) or at a given instant; cancelling a cancelled subscription is a no-op."""
@@ -177,7 +238,72 @@ class StripeProvider:
     # -- later slices ----------------------------------------------------------------------------------
 
     def report_usage(self, usage: UsageReport, *, idempotency_key: str) -> None:
-        raise later("Reporting usage to Stripe meters", "usage reporting")
+        """One Billing Meter event: Stripe counts an `identifier` once (within its 24-hour window),
+        and the idempotency key replays the first answer to a retry."""
+        self.client.v1.billing.meter_events.create(
+            params={
+                "event_name": usage.meter,
+                "identifier": usage.identifier,
+                "timestamp": int(usage.timestamp.timestamp()),
+                "payload": {"stripe_customer_id": usage.customer_billing_id, "value": _plain(usage.value)},
+            },
+            options={"idempotency_key": f"{idempotency_key}:usage:{usage.identifier}"},
+        )
+
+    # -- coupons and meters ----------------------------------------------------------------------------
+
+    def sync_coupon(self, coupon: CouponSpec, *, idempotency_key: str) -> str | None:
+        """Create the Stripe Coupon with the given id; one that exists already (an earlier connection
+        made it) is reused: Stripe coupons cannot change their discount."""
+        try:
+            return self.client.v1.coupons.retrieve(coupon.ref).id
+        except stripe.InvalidRequestError as exc:
+            if exc.code != "resource_missing" and exc.http_status != 404:
+                raise
+        params: CouponCreateParams = {
+            "id": coupon.ref,
+            "name": coupon.name[:40],  # Stripe's limit for a coupon name
+            "metadata": coupon.metadata,
+            "duration": "forever" if coupon.duration_in_months is None else "repeating",
+        }
+        if coupon.duration_in_months is not None:
+            params["duration_in_months"] = coupon.duration_in_months
+        if coupon.percent_off is not None:
+            # Sent as written (a float would round it); Stripe takes up to two decimal places.
+            params["percent_off"] = cast(float, _plain(coupon.percent_off))
+        else:
+            currencies = sorted(coupon.amounts_off_minor)
+            params["currency"] = currencies[0]
+            params["amount_off"] = coupon.amounts_off_minor[currencies[0]]
+            if len(currencies) > 1:
+                params["currency_options"] = {c: {"amount_off": coupon.amounts_off_minor[c]} for c in currencies[1:]}
+        created = self.client.v1.coupons.create(params=params, options={"idempotency_key": f"{idempotency_key}:coupon"})
+        return created.id
+
+    def delete_coupon(self, billing_id: str, *, idempotency_key: str) -> None:
+        try:
+            self.client.v1.coupons.delete(billing_id, options={"idempotency_key": f"{idempotency_key}:coupon-delete"})
+        except stripe.InvalidRequestError as exc:
+            if exc.code != "resource_missing" and exc.http_status != 404:
+                raise
+
+    def ensure_meter(self, meter: MeterSpec, *, idempotency_key: str) -> str | None:
+        """The active Billing Meter with the event name, created (summing `value` per Stripe customer)
+        when there is none."""
+        for found in self.client.v1.billing.meters.list(params={"status": "active", "limit": 100}).auto_paging_iter():
+            if found.event_name == meter.event_name:
+                return found.id
+        params: MeterCreateParams = {
+            "display_name": meter.display_name[:250],
+            "event_name": meter.event_name,
+            "default_aggregation": {"formula": "sum"},
+            "customer_mapping": {"type": "by_id", "event_payload_key": "stripe_customer_id"},
+            "value_settings": {"event_payload_key": "value"},
+        }
+        created = self.client.v1.billing.meters.create(
+            params=params, options={"idempotency_key": f"{idempotency_key}:meter"}
+        )
+        return created.id
 
     def create_checkout_session(self, checkout: CheckoutRequest, *, idempotency_key: str) -> str:
         raise later("Stripe Checkout sessions", "checkout")
@@ -259,15 +385,58 @@ def minor_amount(spec: PriceSpec) -> tuple[str, int | str]:
 
 def price_fingerprint(spec: PriceSpec, product_id: str) -> dict[str, Any]:
     field, value = minor_amount(spec)
-    return {
+    fingerprint = {
         "product": product_id,
         "currency": spec.currency,
         "unitAmountDecimal": str(value) if field == "unit_amount" else value,
         "interval": spec.interval,
     }
+    if spec.meter is not None:
+        fingerprint["meter"] = spec.meter.event_name
+    return fingerprint
 
 
-def _price_params(spec: PriceSpec, product_id: str) -> PriceCreateParams:
+def _plain(value: Decimal) -> str:
+    """A decimal as Stripe reads it: plain digits, never scientific notation."""
+    return format(value.normalize(), "f")
+
+
+def _id_of(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return str(value.get("id"))
+
+
+def _item_price(item: Any) -> str:
+    price = item.get("price") or item.get("plan")  # localstripe's items name the plan (a price's twin)
+    return str(_id_of(price))
+
+
+def _coupon_of(subscription: Any) -> str | None:
+    """The coupon of the subscription's (first) discount, whichever API version shaped it."""
+    discounts = subscription.get("discounts") or []
+    discount = discounts[0] if discounts else subscription.get("discount")
+    if discount is None or isinstance(discount, str):
+        return None
+    coupon = discount.get("coupon") or (discount.get("source") or {}).get("coupon")
+    return _id_of(coupon)
+
+
+def _item_change(change: rules.ItemChange) -> dict[str, Any]:
+    entry: dict[str, Any] = {}
+    if change.id is not None:
+        entry["id"] = change.id
+    if change.deleted:
+        entry["deleted"] = True
+        return entry
+    if change.price is not None:
+        entry["price"] = change.price
+    if change.quantity is not None:
+        entry["quantity"] = change.quantity
+    return entry
+
+
+def _price_params(spec: PriceSpec, product_id: str, meter_id: str | None = None) -> PriceCreateParams:
     params: PriceCreateParams = {
         "product": product_id,
         "currency": spec.currency,
@@ -283,6 +452,13 @@ def _price_params(spec: PriceSpec, product_id: str) -> PriceCreateParams:
         # 1e-6 ('1E-7'), which Stripe refuses; the plain string goes through as written.
         assert isinstance(value, str)
         params["unit_amount_decimal"] = cast(Decimal, value)
-    if spec.interval is not None:
+    if spec.interval is not None and meter_id is not None:
+        params["recurring"] = {
+            "interval": spec.interval,
+            "interval_count": 1,
+            "usage_type": "metered",
+            "meter": meter_id,
+        }
+    elif spec.interval is not None:
         params["recurring"] = {"interval": spec.interval, "interval_count": 1, "usage_type": "licensed"}
     return params

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from entitle.billing import rules as billing_rules
 from entitle.billing import subscription_sync as billing_sync
 from entitle.catalog.coupons import store as coupons
 from entitle.catalog.features import store as features
@@ -325,6 +326,7 @@ def provision_in(s: Session, env_id: int, req: SubscriptionProvision) -> Provisi
         billing_country_code=req.billing_country_code,
         payment_collection="NOT_REQUIRED",
         payment_collection_method=req.payment_collection_method or "CHARGE",
+        invoice_days_until_due=billing_rules.days_until_due(req.billing_information),
         start_date=start,
         billing_cycle_anchor=trial_ends if trial_ends and pricing_type == "PAID" else start,
         trial_end_date=trial_ends,
@@ -613,6 +615,12 @@ def update_subscription(db: Database, env_id: int, ref: str, req: SubscriptionUp
                 sub.billing_cycle_anchor = now
             else:
                 _schedule(s, sub, "BILLING_PERIOD", window.end, {"billingPeriod": req.billing_period}, None)
+        if req.billing_information and "invoiceDaysUntilDue" in req.billing_information:
+            sub.invoice_days_until_due = billing_rules.days_until_due(req.billing_information)
+        if fields & {"addons", "charges", "applied_coupon", "billing_period", "billing_information"}:
+            # The provider subscription follows (a billing-period change scheduled for later finds
+            # nothing to change now; its scheduled update sends it then).
+            billing_sync.subscription_changed(s, sub, proration=billing_rules.proration_of(req.billing_information))
         sub.updated_at = now
         grants_changed = bool(fields & {"addons", "charges", "entitlements"}) or sub.billing_period != period_before
         webhooks.subscription_updated(s, sub, "UPDATED", entitlements=grants_changed and sub.status in LIVE)
@@ -666,6 +674,7 @@ def migrate_subscription(db: Database, env_id: int, ref: str, when: str | None) 
             webhooks.subscription_updated(s, sub, "UPDATE_SCHEDULED", entitlements=False)
         else:
             _migrate_now(s, sub)
+            billing_sync.subscription_changed(s, sub)  # the provider subscription moves to the new prices
             sub.updated_at = now
             webhooks.subscription_updated(s, sub, "MIGRATED")
         s.flush()
@@ -887,6 +896,8 @@ def _on_future_update(db: Database, ctx: jobs.JobContext) -> None:
             sub.billing_cycle_anchor = update.scheduled_at
         elif update.schedule_type == "MIGRATE_TO_LATEST":
             _migrate_now(s, sub)
+        if update.schedule_type in ("BILLING_PERIOD", "MIGRATE_TO_LATEST"):
+            billing_sync.subscription_changed(s, sub, scheduled=True)  # at a period's end: no proration
         elif update.schedule_type in ("DOWNGRADE", "PLAN"):
             change = SubscriptionProvision.model_validate(update.change)
             _end(s, sub, update.scheduled_at, Status.CANCELED, "UPGRADE_OR_DOWNGRADE")
