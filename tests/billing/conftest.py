@@ -1,13 +1,26 @@
 """Billing fixtures: a local Stripe (localstripe + the stand-in, see tests/support/stripe_emulator.py),
-started once per test session and emptied before each test, and a fixed secret-encryption key."""
+started once per test session and emptied before each test, and a fixed secret-encryption key.
+
+Real Stripe test mode: every test using `stripe_emulator` runs twice, against the emulator and against
+real Stripe (`[stripe-test-mode]`). The real run needs `ENTITLE_STRIPE_TEST_SECRET_KEY` (an `sk_test_`
+key) and is skipped, saying so, without it. The real backend has the emulator's `api_base`,
+`secret_key` and `client()`; what only an emulator can do (`standin`, `fail_next`, `localstripe_base`,
+webhooks sent by localstripe) skips the real run where the test reaches for it, and a test marked
+`@pytest.mark.emulator_only` is skipped against real Stripe up front. Real accounts are never emptied:
+`reset()` does nothing there, so tests meant for both backends find their objects by id or metadata,
+never by "the only one in the account".
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 import httpx
 import pytest
+import stripe
 from cryptography.fernet import Fernet
 
 from entitle.billing.secrets import ENV_VAR
@@ -26,10 +39,51 @@ def stripe_emulator_session(tmp_path_factory: pytest.TempPathFactory) -> Iterato
         yield emulator
 
 
-@pytest.fixture
-def stripe_emulator(stripe_emulator_session: StripeEmulator) -> StripeEmulator:
-    stripe_emulator_session.reset()
-    return stripe_emulator_session
+REAL_KEY_VAR = "ENTITLE_STRIPE_TEST_SECRET_KEY"
+REAL_API_BASE = "https://api.stripe.com"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "emulator_only: needs the local Stripe emulator (skipped against real Stripe test mode)"
+    )
+
+
+@dataclass
+class RealStripe:
+    """Real Stripe test mode behind the emulator's interface (`api_base`, `secret_key`, `client()`)."""
+
+    secret_key: str
+    api_base: str = REAL_API_BASE
+
+    def client(self, secret_key: str | None = None) -> stripe.StripeClient:
+        return stripe.StripeClient(secret_key or self.secret_key, max_network_retries=2)
+
+    def reset(self) -> None:
+        """A real account is not emptied between tests (see the module docstring)."""
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for what the emulator has and real Stripe has not (standin, fail_next, ...).
+        if name.startswith("__"):
+            raise AttributeError(name)
+        pytest.skip(f"emulator only: the test uses StripeEmulator.{name}, which real Stripe test mode lacks")
+
+
+@pytest.fixture(params=["emulator", "stripe-test-mode"])
+def stripe_emulator(request: pytest.FixtureRequest) -> StripeEmulator:
+    """The Stripe a billing test talks to: the local emulator, or real Stripe test mode (see above)."""
+    if request.param == "stripe-test-mode":
+        key = os.environ.get(REAL_KEY_VAR, "")
+        if not key:
+            pytest.skip(f"{REAL_KEY_VAR} is not set: the run against real Stripe test mode is skipped")
+        if not key.startswith("sk_test_"):
+            pytest.fail(f"{REAL_KEY_VAR} must be a Stripe test-mode secret key (sk_test_...)")
+        if request.node.get_closest_marker("emulator_only") is not None:
+            pytest.skip("emulator only (marked): this test cannot run against real Stripe test mode")
+        return cast(StripeEmulator, RealStripe(key))
+    emulator: StripeEmulator = request.getfixturevalue("stripe_emulator_session")
+    emulator.reset()
+    return emulator
 
 
 @pytest.fixture(autouse=True)

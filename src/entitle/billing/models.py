@@ -54,6 +54,9 @@ class Integration(EnvironmentScoped, Base):
     tax_enabled: Mapped[bool] = mapped_column(default=False)
     # How long a new paid subscription may wait for its first payment before it is cancelled on both sides.
     payment_settlement_hours: Mapped[int] = mapped_column(Integer, default=24, server_default="24")
+    # Set by `DELETE /api/v1/integrations/{id}`: nothing is synced any more, the links stay (a later
+    # connection of the same vendor revives this row and its links).
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
 
 class BillingLink(EnvironmentScoped, Base):

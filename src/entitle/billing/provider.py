@@ -7,11 +7,13 @@ idempotency key derived from the job (`JobContext.idempotency_key` plus a suffix
 re-run after a crash never creates a second object. Money crosses this interface as exact `Decimal`
 minor units, never float.
 
-Implemented: `sync_catalog_entity` (catalog sync), `sync_customer`, `create_subscription`,
-`update_subscription` and `cancel_subscription` (`entitle.billing.subscription_sync`); `sync_coupon`,
-`delete_coupon` (`entitle.billing.coupon_sync`); `ensure_meter`, `report_usage`
-(`entitle.billing.usage_sync`). The other operations are declared so the shape of
-the interface is settled; they raise `NotImplementedError` naming the later work of issue 4.
+Implemented: `sync_catalog_entity` (catalog sync), `sync_customer`, `create_subscription` and
+`cancel_subscription` (`entitle.billing.subscription_sync`, which also makes `update_subscription`);
+`sync_coupon`, `delete_coupon` (`entitle.billing.coupon_sync`); `ensure_meter`, `report_usage`
+(`entitle.billing.usage_sync`); `create_checkout_session`,
+`create_portal_session` and `list_invoices` (`entitle.billing.checkout`, `entitle.billing.invoices`: the
+only calls made while a request waits). The other operations are declared so the shape of the interface
+is settled; they raise `NotImplementedError` naming the later work of issue 4.
 """
 
 from __future__ import annotations
@@ -134,11 +136,51 @@ class UsageReport:
 
 @dataclass(frozen=True)
 class CheckoutRequest:
+    """A hosted checkout that, once paid, creates the provider subscription itself."""
+
     customer_billing_id: str
     items: tuple[SubscriptionItem, ...]
     success_url: str
     cancel_url: str | None
-    metadata: dict[str, str]
+    metadata: dict[str, str]  # on the session and on the subscription it creates
+    allow_promo_codes: bool = False
+    collect_tax_id: bool = False
+    collect_billing_address: bool = False
+    collect_phone_number: bool = False
+    client_reference_id: str | None = None
+
+
+@dataclass(frozen=True)
+class CheckoutSession:
+    id: str
+    url: str
+
+
+@dataclass(frozen=True)
+class InvoiceLine:
+    description: str | None
+    quantity: Decimal | None
+    unit_amount_minor: Decimal | None
+    amount_minor: Decimal
+    product_ref: str | None  # the Entitle plan or add-on the line bills, when the price says
+
+
+@dataclass(frozen=True)
+class ProviderInvoice:
+    """An invoice as the provider reports it; amounts in the currency's minor units."""
+
+    id: str
+    number: str | None
+    state: Literal["OPEN", "CANCELED", "PAID"]
+    currency: str  # lowercase ISO 4217
+    issued_at: datetime | None
+    due_at: datetime | None
+    paid_at: datetime | None
+    subtotal_minor: Decimal
+    discount_minor: Decimal
+    tax_minor: Decimal
+    total_minor: Decimal
+    lines: tuple[InvoiceLine, ...]
 
 
 @dataclass(frozen=True)
@@ -202,12 +244,16 @@ class BillingProvider(Protocol):
         """The provider meter for `meter.event_name` (created when there is none); returns its id."""
         ...
 
-    def create_checkout_session(self, checkout: CheckoutRequest, *, idempotency_key: str) -> str:
-        """Returns the URL to send the customer to."""
+    def create_checkout_session(self, checkout: CheckoutRequest, *, idempotency_key: str) -> CheckoutSession:
+        """The session's id and the URL to send the customer to."""
         ...
 
     def create_portal_session(self, customer_billing_id: str, return_url: str, *, idempotency_key: str) -> str:
         """Returns the URL to send the customer to."""
+        ...
+
+    def list_invoices(self, customer_billing_id: str, *, limit: int) -> list[ProviderInvoice]:
+        """The customer's invoices at the provider, newest first, at most `limit`."""
         ...
 
     def handle_event(self, payload: bytes, signature: str | None) -> ProviderEvent | None:
@@ -271,7 +317,7 @@ class NoneProvider:
     def ensure_meter(self, meter: MeterSpec, *, idempotency_key: str) -> str | None:
         return None
 
-    def create_checkout_session(self, checkout: CheckoutRequest, *, idempotency_key: str) -> str:
+    def create_checkout_session(self, checkout: CheckoutRequest, *, idempotency_key: str) -> CheckoutSession:
         raise FailedPrecondition("checkout needs a billing provider: connect one with POST /api/v1/integrations")
 
     def create_portal_session(self, customer_billing_id: str, return_url: str, *, idempotency_key: str) -> str:
@@ -290,16 +336,24 @@ class NoneProvider:
     ) -> None:
         return None
 
+    def list_invoices(self, customer_billing_id: str, *, limit: int) -> list[ProviderInvoice]:
+        return []
+
 
 def provider_for(integration: Integration | None, box: SecretBox) -> BillingProvider:
     """The provider of an environment's integration (the none provider without one)."""
     if integration is None:
         return NoneProvider()
+    if integration.removed_at is not None:
+        raise FailedPrecondition(f"the {integration.vendor} integration {integration.ref_id} was removed")
     if integration.vendor == STRIPE:
         from entitle.billing.stripe_provider import StripeProvider  # imports the SDK only when needed
 
         webhook = box.decrypt(integration.webhook_secret_encrypted) if integration.webhook_secret_encrypted else None
         return StripeProvider(
-            box.decrypt(integration.secret_key_encrypted), api_base=integration.api_base, webhook_secret=webhook
+            box.decrypt(integration.secret_key_encrypted),
+            api_base=integration.api_base,
+            webhook_secret=webhook,
+            automatic_tax=integration.tax_enabled,
         )
     raise FailedPrecondition(f"billing vendor '{integration.vendor}' is not supported")

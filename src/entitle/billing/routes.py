@@ -26,6 +26,12 @@ def list_integrations(key: ServerKey, db: DB) -> dict[str, Any]:
     return envelope([IntegrationOut.of(row) for row in service.list_integrations(db, key.environment_id)])
 
 
+@router.delete("/{integration_id}", response_model=Envelope[IntegrationOut])
+def remove_integration(integration_id: str, key: ServerKey, db: DB) -> dict[str, Any]:
+    """Disconnect (docs/stripe.md, "Removing the integration"): sync stops; links and Stripe objects stay."""
+    return envelope(IntegrationOut.of(service.remove(db, key.environment_id, integration_id)))
+
+
 async def _raw_body(request: Request) -> bytes:
     return await request.body()
 

@@ -6,9 +6,10 @@ import uuid
 from pathlib import Path
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from entitle.billing import catalog_sync, coupon_sync, store
-from entitle.billing.models import Integration
+from entitle.billing.models import PACKAGE, Integration
 from entitle.billing.schemas import IntegrationIn
 from entitle.billing.secrets import secret_box
 from entitle.catalog.packages.models import PUBLISHED, Package
@@ -16,6 +17,7 @@ from entitle.clock import utcnow
 from entitle.db import Database
 from entitle.environments.models import Environment
 from entitle.errors import InvalidArgument, NotFound
+from entitle.jobs.models import DEAD, PENDING, Job
 
 _LIVE = ("sk_live_", "rk_live_")
 _TEST = ("sk_test_", "rk_test_")
@@ -61,8 +63,11 @@ def connect(db: Database, data_dir: Path, env_id: int, body: IntegrationIn) -> I
         api_base = body.api_base.rstrip("/") if body.api_base else None
         if api_base is not None and env.is_production and not api_base.startswith("https://"):
             raise InvalidArgument(f"environment '{env.name}' is a production environment: apiBase must be https")
-        row = store.integration(s, env_id, body.vendor_identifier, for_update=True)
+        row = store.integration(s, env_id, body.vendor_identifier, for_update=True, include_removed=True)
         created = row is None
+        revived = row is not None and row.removed_at is not None
+        if row is not None:
+            row.removed_at = None  # a removed integration comes back with its links
         if row is None:
             row = Integration(environment_id=env_id, ref_id=str(uuid.uuid4()), vendor=body.vendor_identifier)
             s.add(row)
@@ -86,6 +91,56 @@ def connect(db: Database, data_dir: Path, env_id: int, body: IntegrationIn) -> I
             for package in published:
                 catalog_sync.enqueue_package_sync(s, row, package)
             coupon_sync.enqueue_all(s, row)
+        elif revived:
+            _sync_unlinked_packages(s, row)
+        return row
+
+
+def _sync_unlinked_packages(s: Session, row: Integration) -> None:
+    """After a removal: sync the plans and add-ons published meanwhile (the others keep their links)."""
+    published = s.scalars(
+        select(Package)
+        .where(Package.environment_id == row.environment_id, Package.status == PUBLISHED, Package.is_latest.is_(True))
+        .order_by(Package.pk)
+    )
+    for package in published:
+        if store.link(s, row.pk, PACKAGE, package.pk) is None:
+            catalog_sync.enqueue_package_sync(s, row, package)
+
+
+# Jobs that write to the provider; removing the integration dead-letters those still queued. (Received
+# events are still processed, and unpaid subscriptions still settle: neither writes to the provider
+# on its own account.)
+_KEPT_ON_REMOVAL = ("billing.process_event", "billing.payment_settlement")
+
+
+def remove(db: Database, env_id: int, ref_id: str) -> Integration:
+    """Disconnect: sync stops, the billing links and ids stay, nothing at the provider is touched.
+
+    The stored secret key and webhook secret are erased; queued provider-writing jobs of the
+    integration are dead-lettered with the reason (retry them after connecting again).
+    """
+    with db.transaction() as s:
+        row = s.scalars(
+            select(Integration).where(
+                Integration.environment_id == env_id, Integration.ref_id == ref_id, Integration.removed_at.is_(None)
+            )
+        ).one_or_none()
+        if row is None:
+            raise NotFound("integration", ref_id)
+        now = utcnow()
+        row.removed_at = now
+        row.updated_at = now
+        row.secret_key_encrypted = ""
+        row.webhook_secret_encrypted = None
+        queued = s.scalars(select(Job).where(Job.status == PENDING, Job.kind.like("billing.%")).with_for_update())
+        for job in queued:
+            if job.kind in _KEPT_ON_REMOVAL or (job.payload or {}).get("integrationPk") != row.pk:
+                continue
+            job.status = DEAD
+            job.finished_at = now
+            job.last_error = f"the integration {row.ref_id} was removed before this job ran"
+        s.flush()
         return row
 
 

@@ -12,8 +12,13 @@ from entitle.billing.models import BillingEvent, BillingLink, Integration
 from entitle.clock import utcnow
 
 
-def integration(session: Session, env_id: int, vendor: str, *, for_update: bool = False) -> Integration | None:
+def integration(
+    session: Session, env_id: int, vendor: str, *, for_update: bool = False, include_removed: bool = False
+) -> Integration | None:
+    """The environment's connected integration with a vendor (`include_removed`: or its removed one)."""
     stmt = select(Integration).where(Integration.environment_id == env_id, Integration.vendor == vendor)
+    if not include_removed:
+        stmt = stmt.where(Integration.removed_at.is_(None))
     if for_update:
         stmt = stmt.with_for_update()
     return session.scalars(stmt).one_or_none()
@@ -21,7 +26,11 @@ def integration(session: Session, env_id: int, vendor: str, *, for_update: bool 
 
 def integrations(session: Session, env_id: int) -> list[Integration]:
     return list(
-        session.scalars(select(Integration).where(Integration.environment_id == env_id).order_by(Integration.pk))
+        session.scalars(
+            select(Integration)
+            .where(Integration.environment_id == env_id, Integration.removed_at.is_(None))
+            .order_by(Integration.pk)
+        )
     )
 
 

@@ -13,14 +13,19 @@ archived — subscriptions already on it keep it).
 Customers and subscriptions: an Entitle customer is one Stripe Customer (its payment method, when
 given, attached as the default); a paid subscription is one Stripe Subscription with one item per
 synced price; cancelling retrieves it first, so cancelling a cancelled subscription is a no-op.
+
+Checkout, portal, invoices and tax: a Checkout Session in `subscription` mode (the subscription Stripe
+creates when it is paid carries the Entitle metadata through `subscription_data`), a Billing Portal
+session, and the customer's Invoices read back. With Stripe Tax on (`automatic_tax`), both checkout
+sessions and created subscriptions ask Stripe to compute tax (`automatic_tax[enabled]=true`).
 """
 
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import stripe
 from stripe.params import (
@@ -33,23 +38,26 @@ from stripe.params import (
     SubscriptionUpdateParams,
 )
 from stripe.params.billing import MeterCreateParams
+from stripe.params.checkout import SessionCreateParams
 
 from entitle.billing import rules
 from entitle.billing.models import STRIPE
 from entitle.billing.provider import (
     CatalogEntity,
     CheckoutRequest,
+    CheckoutSession,
     CouponSpec,
     CustomerSpec,
     InvalidSignature,
+    InvoiceLine,
     MeterSpec,
     PriceSpec,
     ProviderEvent,
+    ProviderInvoice,
     SubscriptionSpec,
     SyncedCatalogEntity,
     SyncedPrice,
     UsageReport,
-    later,
 )
 from entitle.errors import FailedPrecondition, InvalidArgument
 
@@ -64,6 +72,7 @@ class StripeProvider:
         api_base: str | None = None,
         webhook_secret: str | None = None,
         timeout: float = 30.0,
+        automatic_tax: bool = False,
     ) -> None:
         base = api_base.rstrip("/") if api_base else None
         self.client = stripe.StripeClient(
@@ -73,6 +82,7 @@ class StripeProvider:
             http_client=stripe.RequestsClient(timeout=timeout),
         )
         self.webhook_secret = webhook_secret
+        self.automatic_tax = automatic_tax
 
     # -- catalog -------------------------------------------------------------------------------------
 
@@ -175,6 +185,8 @@ class StripeProvider:
             params["default_payment_method"] = subscription.default_payment_method
         if subscription.coupon_billing_id:
             params["discounts"] = [{"coupon": subscription.coupon_billing_id}]
+        if self.automatic_tax:
+            params["automatic_tax"] = {"enabled": True}
         created = self.client.v1.subscriptions.create(
             params=params, options={"idempotency_key": f"{idempotency_key}:subscription"}
         )
@@ -305,11 +317,57 @@ class StripeProvider:
         )
         return created.id
 
-    def create_checkout_session(self, checkout: CheckoutRequest, *, idempotency_key: str) -> str:
-        raise later("Stripe Checkout sessions", "checkout")
+    def create_checkout_session(self, checkout: CheckoutRequest, *, idempotency_key: str) -> CheckoutSession:
+        params: SessionCreateParams = {
+            "mode": "subscription",
+            "customer": checkout.customer_billing_id,
+            "line_items": [
+                {"price": i.price_billing_id, "quantity": i.quantity}
+                if i.quantity is not None
+                else {"price": i.price_billing_id}  # metered: billed from the reported usage
+                for i in checkout.items
+            ],
+            "success_url": checkout.success_url,
+            "metadata": checkout.metadata,
+            "subscription_data": {"metadata": checkout.metadata},
+            "allow_promotion_codes": checkout.allow_promo_codes,
+            "billing_address_collection": "required" if checkout.collect_billing_address else "auto",
+        }
+        if checkout.cancel_url:
+            params["cancel_url"] = checkout.cancel_url
+        if checkout.collect_tax_id:
+            # Stripe records the collected tax id on the customer only when it may update its name.
+            params["tax_id_collection"] = {"enabled": True}
+            params["customer_update"] = {"name": "auto", "address": "auto"}
+        if checkout.collect_phone_number:
+            params["phone_number_collection"] = {"enabled": True}
+        if checkout.client_reference_id:
+            params["client_reference_id"] = checkout.client_reference_id
+        if self.automatic_tax:
+            params["automatic_tax"] = {"enabled": True}
+            params.setdefault("customer_update", {})["address"] = "auto"
+        session = self.client.v1.checkout.sessions.create(
+            params=params, options={"idempotency_key": f"{idempotency_key}:checkout"}
+        )
+        if not session.url:
+            raise RuntimeError(f"Stripe returned checkout session {session.id} without a URL")
+        return CheckoutSession(id=session.id, url=session.url)
 
     def create_portal_session(self, customer_billing_id: str, return_url: str, *, idempotency_key: str) -> str:
-        raise later("Stripe billing portal sessions", "customer portal")
+        session = self.client.v1.billing_portal.sessions.create(
+            params={"customer": customer_billing_id, "return_url": return_url},
+            options={"idempotency_key": f"{idempotency_key}:portal"},
+        )
+        return session.url
+
+    def list_invoices(self, customer_billing_id: str, *, limit: int) -> list[ProviderInvoice]:
+        page = self.client.v1.invoices.list(params={"customer": customer_billing_id, "limit": min(limit, 100)})
+        found: list[ProviderInvoice] = []
+        for invoice in page.auto_paging_iter():
+            found.append(_invoice(invoice))
+            if len(found) >= limit:
+                break
+        return found
 
     # -- webhooks from Stripe (entitle.billing.inbound) ---------------------------------------------------
 
@@ -373,6 +431,61 @@ HANDLED_EVENTS: frozenset[str] = frozenset(
         "checkout.session.completed",
     }
 )
+
+
+_INVOICE_STATES: dict[str, Literal["OPEN", "CANCELED", "PAID"]] = {
+    "draft": "OPEN",
+    "open": "OPEN",
+    "paid": "PAID",
+    "void": "CANCELED",
+    "uncollectible": "CANCELED",
+}
+
+
+def _when(value: Any) -> datetime | None:
+    return datetime.fromtimestamp(int(value), UTC) if value else None
+
+
+def _minor(value: Any) -> Decimal:
+    return Decimal(str(value)) if value is not None else Decimal(0)
+
+
+def _invoice(invoice: Any) -> ProviderInvoice:
+    """Entitle's view of a Stripe Invoice (read field by field: older and newer API versions differ)."""
+    raw: dict[str, Any] = invoice.to_dict() if hasattr(invoice, "to_dict") else dict(invoice)
+    transitions = raw.get("status_transitions") or {}
+    discounts = raw.get("total_discount_amounts") or []
+    taxes = raw.get("total_taxes")
+    tax = sum((_minor(t.get("amount")) for t in taxes), Decimal(0)) if taxes is not None else _minor(raw.get("tax"))
+    lines: list[InvoiceLine] = []
+    for line in (raw.get("lines") or {}).get("data") or []:
+        price = line.get("price") or line.get("plan") or (line.get("pricing") or {}).get("price_details") or {}
+        unit = price.get("unit_amount_decimal") or price.get("unit_amount") or price.get("amount")
+        metadata = price.get("metadata") or {}
+        lines.append(
+            InvoiceLine(
+                description=line.get("description"),
+                quantity=_minor(line["quantity"]) if line.get("quantity") is not None else None,
+                unit_amount_minor=_minor(unit) if unit is not None else None,
+                amount_minor=_minor(line.get("amount")),
+                product_ref=metadata.get("entitleEntityId"),
+            )
+        )
+    status = str(raw.get("status") or "draft")
+    return ProviderInvoice(
+        id=str(raw["id"]),
+        number=raw.get("number"),
+        state=_INVOICE_STATES.get(status, "OPEN"),
+        currency=str(raw.get("currency") or "").lower(),
+        issued_at=_when(transitions.get("finalized_at") or raw.get("created")),
+        due_at=_when(raw.get("due_date")),
+        paid_at=_when(transitions.get("paid_at")) if status == "paid" else None,
+        subtotal_minor=_minor(raw.get("subtotal")),
+        discount_minor=sum((_minor(d.get("amount")) for d in discounts), Decimal(0)),
+        tax_minor=tax,
+        total_minor=_minor(raw.get("total")),
+        lines=tuple(lines),
+    )
 
 
 def minor_amount(spec: PriceSpec) -> tuple[str, int | str]:

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from entitle.customers.models import Customer, CustomerIntegration
-from entitle.http.wire import Metadata, RefId, ShortText, WireModel
+from entitle.http.wire import Amount, Metadata, RefId, ShortText, WireModel
 from entitle.money import Currency
 from entitle.subscriptions.schemas import SubscriptionParams
 
@@ -198,3 +198,53 @@ class CustomerOut(WireModel):
                 "passthrough": c.passthrough,
             }
         )
+
+
+# -- billing: payment method, portal and invoices ----------------------------------------------------
+
+
+class PaymentMethodAttach(WireModel):
+    """`POST /api/v1/customers/{id}/payment-method`: the application collected a card itself (Elements)."""
+
+    integration_id: ShortText
+    payment_method_id: ShortText
+    vendor_identifier: VendorIdentifier
+    billing_currency: Currency | None = None
+
+
+class PortalSessionIn(WireModel):
+    """Our extension: `POST /api/v1/customers/{id}/portal-session`."""
+
+    return_url: Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\s]+$")]
+
+
+class PortalSessionOut(WireModel):
+    url: str
+
+
+class InvoiceLineOut(WireModel):
+    amount: Amount | None = None
+    description: str | None = None
+    product_external_id: str | None = None
+    quantity: Amount | None = None
+    unit_price: Amount | None = None
+
+
+class InvoiceOut(WireModel):
+    """stigg/types/v1/customer_list_invoices_response.py"""
+
+    invoice_id: str
+    state: Literal["OPEN", "CANCELED", "PAID"]
+    line_items: list[InvoiceLineOut]
+    invoice_number: str | None = None
+    invoice_external_id: str | None = None
+    customer_external_id: str | None = None
+    contract_external_id: str | None = None
+    currency: str | None = None
+    issue_date: datetime | None = None
+    due_date: datetime | None = None
+    paid_date: datetime | None = None
+    subtotal: Amount | None = None
+    discount: Amount | None = None
+    tax: Amount | None = None
+    total: Amount | None = None

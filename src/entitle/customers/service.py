@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from entitle.billing import customer_sync as billing_customers
 from entitle.catalog.coupons import store as coupons
 from entitle.clock import utcnow
 from entitle.customers import store
@@ -22,6 +23,7 @@ from entitle.customers.schemas import (
     CustomerUpdate,
     IntegrationLink,
     LinkBody,
+    PaymentMethodAttach,
 )
 from entitle.db import Database
 from entitle.db.pagination import CreatedAtRange, Page, PageRequest
@@ -108,8 +110,19 @@ def provision_customer(db: Database, env_id: int, req: CustomerProvision) -> Cus
             _replace_links(s, env_id, customer, req.integrations)
             s.flush()
         webhooks.customer_changed(s, "customer.created", customer)
+        if _stripe_info(req):
+            billing_customers.billing_info_passed(s, customer)  # synced now, ahead of its subscriptions
         _start_journey(s, env_id, customer, req)
         return _view(s, customer)
+
+
+def _stripe_info(req: CustomerFields) -> bool:
+    """Whether billing information for Stripe was passed (address, tax ids, payment method, ...).
+
+    A `defaultPaymentMethod` given on creation is not enough on its own: it is attached when the
+    customer's first paid subscription makes the Stripe customer (`POST .../payment-method` syncs at once).
+    """
+    return req.passthrough is not None and req.passthrough.stripe is not None
 
 
 def _start_journey(s: Session, env_id: int, customer: Customer, req: CustomerProvision) -> None:
@@ -150,6 +163,41 @@ def update_customer(db: Database, env_id: int, ref_id: str, req: CustomerUpdate)
         _apply_fields(s, env_id, customer, req)
         if "integrations" in req.model_fields_set:
             _replace_links(s, env_id, customer, req.integrations or [])
+        customer.updated_at = utcnow()
+        s.flush()
+        webhooks.customer_changed(s, "customer.updated", customer)
+        if "passthrough" in req.model_fields_set and _stripe_info(req):
+            billing_customers.billing_info_passed(s, customer)
+        return _view(s, customer)
+
+
+def attach_payment_method(db: Database, env_id: int, ref_id: str, req: PaymentMethodAttach) -> CustomerView:
+    """The application collected a payment method itself (e.g. Stripe Elements): it becomes the
+    customer's default, and the customer is synced so the provider charges it."""
+    from entitle.billing import store as billing
+
+    if req.vendor_identifier != "STRIPE":
+        raise InvalidArgument(f"vendorIdentifier {req.vendor_identifier} is not a billing provider Entitle connects")
+    with db.transaction() as s:
+        customer = store.get_live(s, env_id, ref_id, for_update=True)
+        integration = billing.integration(s, env_id, "STRIPE")
+        if integration is None or req.integration_id not in (integration.ref_id, integration.vendor):
+            raise NotFound("integration", req.integration_id)
+        customer.default_payment_method = {"billingId": req.payment_method_id, "type": "CARD"}
+        if req.billing_currency is not None:
+            customer.billing_currency = req.billing_currency
+        customer.updated_at = utcnow()
+        s.flush()
+        webhooks.customer_changed(s, "customer.updated", customer)
+        billing_customers.billing_info_passed(s, customer)
+        return _view(s, customer)
+
+
+def detach_payment_method(db: Database, env_id: int, ref_id: str) -> CustomerView:
+    """Forget the customer's default payment method (it stays at the provider)."""
+    with db.transaction() as s:
+        customer = store.get_live(s, env_id, ref_id, for_update=True)
+        customer.default_payment_method = None
         customer.updated_at = utcnow()
         s.flush()
         webhooks.customer_changed(s, "customer.updated", customer)

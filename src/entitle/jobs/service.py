@@ -65,6 +65,7 @@ def register(kind: str) -> Callable[[Handler], Handler]:
 def registered_handlers() -> dict[str, Handler]:
     """Every handler the application defines: importing the modules registers them."""
     import entitle.billing.catalog_sync
+    import entitle.billing.customer_sync
     import entitle.billing.inbound
     import entitle.subscriptions.service
     import entitle.webhooks.delivery  # noqa: F401

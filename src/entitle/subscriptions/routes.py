@@ -96,9 +96,12 @@ def provision_subscription(body: SubscriptionProvision, key: ServerKey, db: DB) 
     result = service.provision(db, key.environment_id, body)
     out = ProvisionOut(
         id=result.view.sub.ref_id,
-        status="SUCCESS",
+        # PAYMENT_REQUIRED: the subscription (PAYMENT_PENDING) waits for the customer at checkoutUrl.
+        status="SUCCESS" if result.checkout_url is None else "PAYMENT_REQUIRED",
         subscription=subscription_out(result.view),
         entitlements=result.entitlements,
+        checkout_url=result.checkout_url,
+        checkout_billing_id=result.checkout_billing_id,
         is_scheduled=result.is_scheduled,
     )
     return envelope(out)

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from entitle.billing import checkout as billing_checkout
 from entitle.billing import rules as billing_rules
 from entitle.billing import subscription_sync as billing_sync
 from entitle.catalog.coupons import store as coupons
@@ -83,6 +84,10 @@ class ProvisionResult:
     view: SubscriptionView
     entitlements: list[EntitlementResult] = field(default_factory=list)
     is_scheduled: bool = False
+    # Set when the subscription waits for a Stripe Checkout (the answer is PAYMENT_REQUIRED).
+    checkout: billing_checkout.CheckoutOptions | None = None
+    checkout_url: str | None = None
+    checkout_billing_id: str | None = None
 
 
 def view_of(s: Session, sub: Subscription, now: datetime | None = None) -> SubscriptionView:
@@ -248,12 +253,41 @@ def _is_downgrade(
 
 
 def provision(db: Database, env_id: int, req: SubscriptionProvision) -> ProvisionResult:
+    """Provision in one transaction; with a Stripe Checkout, open it after that commit and record it in a
+    second one (see `entitle.billing.checkout`: the one place a request waits for Stripe)."""
     with db.transaction() as s:
-        return provision_in(s, env_id, req)
+        result = provision_in(s, env_id, req, allow_checkout=True)
+    if result.checkout is None:
+        return result
+    sub_pk, ref = result.view.sub.pk, result.view.sub.ref_id
+    try:
+        session = billing_checkout.open_session(db, sub_pk, result.checkout)
+    except billing_checkout.BillingProviderError as exc:
+        with db.transaction() as s:
+            sub = store.by_pk(s, sub_pk, for_update=True)
+            if sub is not None and sub.status == Status.PAYMENT_PENDING.value:
+                billing_checkout.checkout_failed(s, sub, exc.message)
+                _end(s, sub, utcnow(), Status.CANCELED, "CANCELLED_BY_BILLING")
+        raise billing_checkout.BillingProviderError(
+            f"{exc.message} (subscription '{ref}' was canceled: provision again to retry)"
+        ) from exc
+    with db.read() as s:
+        sub = store.by_pk(s, sub_pk)
+        assert sub is not None
+        view = view_of(s, sub)
+    return ProvisionResult(
+        view, result.entitlements, checkout=result.checkout, checkout_url=session.url, checkout_billing_id=session.id
+    )
 
 
-def provision_in(s: Session, env_id: int, req: SubscriptionProvision) -> ProvisionResult:
-    """Provision inside an open transaction (customer provisioning with subscriptionParams uses it)."""
+def provision_in(
+    s: Session, env_id: int, req: SubscriptionProvision, *, allow_checkout: bool = False
+) -> ProvisionResult:
+    """Provision inside an open transaction (customer provisioning with subscriptionParams uses it).
+
+    `allow_checkout`: the caller opens a Stripe Checkout after the commit when the result asks for one
+    (`provision` does; a subscription that would need one elsewhere is refused).
+    """
     from entitle.entitlements.service import results_in_session
 
     now = utcnow()
@@ -344,7 +378,23 @@ def provision_in(s: Session, env_id: int, req: SubscriptionProvision) -> Provisi
     _replace_addons(s, sub, addons)
     _replace_charges(s, sub, req.charges or [])
     _replace_overrides(s, sub, req.entitlements or [])
-    if status is Status.ACTIVE and pricing_type == "PAID" and payment_gate().requires_payment(s, sub):
+    checkout_via = None
+    if req.checkout_options is not None and status is Status.ACTIVE:
+        checkout_via = billing_checkout.checkout_integration(s, sub)
+    if checkout_via is not None:
+        if not allow_checkout:
+            raise InvalidArgument(
+                "checkoutOptions: a Stripe Checkout is opened by POST /api/v1/subscriptions only; provision the "
+                "paid subscription there"
+            )
+        if any(x.pricing_type == "PAID" for x in open_in_product):
+            raise FailedPrecondition(
+                f"customer '{customer.ref_id}' already has a paid subscription to this product: a Stripe Checkout "
+                "starts new subscriptions only; change plans without checkoutOptions"
+            )
+        sub.status = transition(Status.NOT_STARTED, Event.PAYMENT_REQUIRED).value
+        sub.payment_collection = "ACTION_REQUIRED"
+    elif status is Status.ACTIVE and pricing_type == "PAID" and payment_gate().requires_payment(s, sub):
         sub.status = transition(Status.NOT_STARTED, Event.PAYMENT_REQUIRED).value
         sub.payment_collection = "PROCESSING"
     if status is Status.NOT_STARTED:
@@ -364,8 +414,24 @@ def provision_in(s: Session, env_id: int, req: SubscriptionProvision) -> Provisi
         _schedule_end(s, sub, as_utc(req.cancellation_date), "ScheduledCancellation", now)
     webhooks.subscription_created(s, sub)
     s.flush()
-    billing_sync.subscription_provisioned(s, sub)  # a provider sync job, when one is connected
-    return ProvisionResult(view_of(s, sub, now), results_in_session(s, env_id, customer, req.resource_id))
+    checkout: billing_checkout.CheckoutOptions | None = None
+    if checkout_via is not None and req.checkout_options is not None:
+        options = req.checkout_options
+        checkout = billing_checkout.CheckoutOptions(
+            success_url=options.success_url,
+            cancel_url=options.cancel_url,
+            allow_promo_codes=bool(options.allow_promo_codes),
+            allow_tax_id_collection=bool(options.allow_tax_id_collection),
+            collect_billing_address=bool(options.collect_billing_address),
+            collect_phone_number=bool(options.collect_phone_number),
+            reference_id=options.reference_id,
+        )
+        billing_checkout.plan_checkout(s, checkout_via, sub, checkout)  # the session creates the Stripe subscription
+    else:
+        billing_sync.subscription_provisioned(s, sub)  # a provider sync job, when one is connected
+    return ProvisionResult(
+        view_of(s, sub, now), results_in_session(s, env_id, customer, req.resource_id), checkout=checkout
+    )
 
 
 def _change_doc(req: SubscriptionProvision, billing_period: str | None) -> dict[str, Any]:

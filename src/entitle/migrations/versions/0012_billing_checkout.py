@@ -9,6 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
+from alembic import op
+
+from entitle.db.types import UTCDateTime
+
 revision: str = "0012_billing_checkout"
 down_revision: str | Sequence[str] | None = "0011_stripe_events"
 branch_labels: str | Sequence[str] | None = None
@@ -16,8 +21,11 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    pass
+    # Removing an integration keeps its row (and so its billing links) with the time of removal.
+    with op.batch_alter_table("integrations") as batch:
+        batch.add_column(sa.Column("removed_at", UTCDateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table("integrations") as batch:
+        batch.drop_column("removed_at")

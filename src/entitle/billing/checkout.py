@@ -1,0 +1,247 @@
+"""Stripe Checkout for a new paid subscription, and the Billing Portal.
+
+When a subscription is provisioned with `checkoutOptions`, the environment has a Stripe integration
+that syncs subscriptions, the subscription is paid (not free, custom-priced or in a trial, and not
+already linked with a `billingId`) and the paying customer has no payment method on file, Entitle
+answers `PAYMENT_REQUIRED` with a Stripe Checkout URL instead of charging (as Stigg does; with a payment
+method on file, or without a provider, provisioning goes on as usual and `checkoutOptions` is ignored).
+
+1. `plan_checkout` runs in the provisioning transaction: the subscription is recorded PAYMENT_PENDING
+   (no entitlements), its billing link PENDING with `details.checkout` — and no
+   `billing.sync_subscription` job: the Checkout Session creates the Stripe subscription itself. The
+   prices are checked there, so a plan whose prices are not at Stripe yet is refused before anything
+   is written.
+2. `open_session` runs after that commit, while the request waits: it ensures the Stripe customer
+   (the customer sync's code, recorded at once) and creates the session in `subscription` mode with
+   the prices the subscription sync would use, `metadata.entitleSubscriptionId` on the session and on
+   the subscription it creates, and the options asked for. Every call carries an idempotency key
+   derived from the integration and the subscription (`entitle-checkout-<integration>-<pk>`).
+3. The session's id and URL are recorded on the link in a second transaction.
+
+Why the request waits for Stripe here, and nowhere else: the answer *is* the Checkout URL, which only
+Stripe can make; an outbox job would leave the caller nothing to redirect to. The two transactions keep
+the database out of the Stripe call. If Stripe fails, the subscription is canceled (cancel reason
+`CANCELLED_BY_BILLING`, nothing was ever granted) and the request answers 502
+`BILLING_PROVIDER_ERROR`, so no open subscription is left without a way to pay for it.
+
+When the customer completes the session, `checkout.session.completed` (the inbound webhook handler)
+finds the subscription by `metadata.entitleSubscriptionId`, links the Stripe subscription and
+activates it.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from entitle.billing import store
+from entitle.billing.models import CUSTOMER, PENDING, STRIPE, SUBSCRIPTION, SUCCESS, Integration
+from entitle.billing.provider import CheckoutRequest, CheckoutSession, provider_for
+from entitle.billing.secrets import secret_box
+from entitle.billing.subscription_sync import (
+    NotReadyToSync,
+    _payment_method,
+    _read,
+    _record_customer,
+    no_sync_reason,
+)
+from entitle.config import load_settings
+from entitle.customers import store as customers
+from entitle.customers.models import Customer
+from entitle.db import Database
+from entitle.errors import EntitleError, FailedPrecondition
+from entitle.subscriptions import store as subscriptions
+from entitle.subscriptions.models import Subscription
+
+log = logging.getLogger(__name__)
+
+CHECKOUT_PENDING_REASON = "waiting for the customer to complete Stripe Checkout"
+
+
+class BillingProviderError(EntitleError):
+    """The billing provider failed while the request waited for it (only checkout and portal wait)."""
+
+    status_code = 502
+    code = "BILLING_PROVIDER_ERROR"
+    retryable = False  # the subscription it was for is canceled; a blind resend would not revive it
+
+
+@dataclass(frozen=True)
+class CheckoutOptions:
+    success_url: str
+    cancel_url: str | None
+    allow_promo_codes: bool = False
+    allow_tax_id_collection: bool = False
+    collect_billing_address: bool = False
+    collect_phone_number: bool = False
+    reference_id: str | None = None
+
+
+def checkout_integration(s: Session, sub: Subscription) -> Integration | None:
+    """The integration to check out through when this new subscription must be paid through Checkout.
+
+    None when it needs no checkout: no Stripe integration, nothing the sync would bill (free, custom,
+    trial, already linked, sync off), or a payment method already on file (Stripe charges it).
+    """
+    integration = store.integration(s, sub.environment_id, STRIPE)
+    if integration is None:
+        return None
+    customer = s.get(Customer, sub.paying_customer_pk or sub.customer_pk)
+    assert customer is not None
+    if no_sync_reason(integration, customer, sub) is not None:
+        return None
+    if _payment_method(customer) is not None:
+        return None
+    return integration
+
+
+def plan_checkout(s: Session, integration: Integration, sub: Subscription, options: CheckoutOptions) -> None:
+    """In the provisioning transaction: link PENDING for checkout (no sync job), after checking the prices."""
+    try:
+        _read(s, integration, sub, load_settings().console_base_url)
+    except NotReadyToSync as exc:
+        raise FailedPrecondition(f"checkout is not possible yet: {exc}") from exc
+    store.put_link(
+        s,
+        integration,
+        SUBSCRIPTION,
+        sub.pk,
+        PENDING,
+        reason=CHECKOUT_PENDING_REASON,
+        details={"checkout": {"state": "CREATING", "successUrl": options.success_url}},
+    )
+
+
+def idempotency_key(integration: Integration, sub_pk: int) -> str:
+    return f"entitle-checkout-{integration.ref_id}-{sub_pk}"
+
+
+def open_session(db: Database, sub_pk: int, options: CheckoutOptions) -> CheckoutSession:
+    """After the provisioning commit: create the Stripe customer (if needed) and the Checkout Session.
+
+    Raises `BillingProviderError` when Stripe fails; the caller cancels the subscription.
+    """
+    settings = load_settings()
+    with db.read() as s:
+        sub = subscriptions.by_pk(s, sub_pk)
+        assert sub is not None
+        integration = store.integration(s, sub.environment_id, STRIPE)
+        if integration is None:
+            raise BillingProviderError("the Stripe integration was removed while the subscription was provisioned")
+        try:
+            plan = _read(s, integration, sub, settings.console_base_url)
+        except NotReadyToSync as exc:
+            raise BillingProviderError(f"checkout is not possible: {exc}") from exc
+    key = idempotency_key(integration, sub_pk)
+    provider = provider_for(integration, secret_box(settings.data_dir))
+    try:
+        customer_id = provider.sync_customer(plan.customer, existing_id=plan.customer_billing_id, idempotency_key=key)
+        if customer_id is None:
+            raise RuntimeError("the provider did not create a customer")
+        if customer_id != plan.customer_billing_id:
+            _record_customer(db, integration, plan.customer_pk, customer_id)
+        session = provider.create_checkout_session(
+            CheckoutRequest(
+                customer_billing_id=customer_id,
+                items=plan.items,
+                success_url=options.success_url,
+                cancel_url=options.cancel_url,
+                metadata=plan.metadata,
+                allow_promo_codes=options.allow_promo_codes,
+                collect_tax_id=options.allow_tax_id_collection,
+                collect_billing_address=options.collect_billing_address,
+                collect_phone_number=options.collect_phone_number,
+                client_reference_id=options.reference_id,
+            ),
+            idempotency_key=key,
+        )
+    except Exception as exc:
+        log.warning("Stripe checkout for subscription %s failed: %s", sub_pk, exc)
+        raise BillingProviderError(f"Stripe could not create the checkout session: {exc}"[:1000]) from exc
+    with db.transaction() as s:
+        link = store.link(s, integration.pk, SUBSCRIPTION, sub_pk)
+        details = dict(link.details) if link is not None else {}
+        checkout = {**(details.get("checkout") or {}), "state": "OPEN", "sessionId": session.id, "url": session.url}
+        store.put_link(
+            s,
+            integration,
+            SUBSCRIPTION,
+            sub_pk,
+            PENDING,
+            reason=f"{CHECKOUT_PENDING_REASON} (session {session.id})",
+            details={**details, "checkout": checkout},
+        )
+    return session
+
+
+def checkout_failed(s: Session, sub: Subscription, error: str) -> None:
+    """Record on the link why the checkout never opened (the caller cancels the subscription)."""
+    integration = store.integration(s, sub.environment_id, STRIPE)
+    if integration is None:
+        return
+    link = store.link(s, integration.pk, SUBSCRIPTION, sub.pk)
+    details = dict(link.details) if link is not None else {}
+    checkout = {**(details.get("checkout") or {}), "state": "FAILED", "error": error[:1000]}
+    store.put_link(
+        s,
+        integration,
+        SUBSCRIPTION,
+        sub.pk,
+        "ERROR",
+        reason=f"checkout failed: {error}"[:2000],
+        details={**details, "checkout": checkout},
+    )
+
+
+# -- billing portal ------------------------------------------------------------------------------------
+
+
+def portal_session(db: Database, env_id: int, customer_ref: str, return_url: str) -> str:
+    """A Stripe Billing Portal URL for a customer that exists at Stripe (a 409 otherwise)."""
+    settings = load_settings()
+    with db.read() as s:
+        customer = customers.get_live(s, env_id, customer_ref)
+        integration = store.integration(s, env_id, STRIPE)
+        if integration is None:
+            raise FailedPrecondition(
+                "a billing portal needs a billing provider: connect Stripe with POST /api/v1/integrations"
+            )
+        billing_id = stripe_customer_id(s, integration, customer)
+        if billing_id is None:
+            raise FailedPrecondition(
+                f"customer '{customer_ref}' has no Stripe customer yet: it is created when the customer gets a paid "
+                "subscription or a payment method, or give its Stripe id as billingId"
+            )
+    provider = provider_for(integration, secret_box(settings.data_dir))
+    try:
+        # No idempotency key of our own: each call is meant to open a new, short-lived session.
+        return provider.create_portal_session(billing_id, return_url, idempotency_key=_fresh_key())
+    except Exception as exc:
+        log.warning("Stripe portal session for customer %s failed: %s", customer_ref, exc)
+        raise BillingProviderError(f"Stripe could not create the portal session: {exc}"[:1000]) from exc
+
+
+def stripe_customer_id(s: Session, integration: Integration, customer: Customer) -> str | None:
+    link = store.link(s, integration.pk, CUSTOMER, customer.pk)
+    if link is not None and link.sync_state == SUCCESS and link.billing_id:
+        return link.billing_id
+    return customer.billing_id or None
+
+
+def _fresh_key() -> str:
+    return f"entitle-portal-{uuid.uuid4().hex}"
+
+
+__all__ = [
+    "BillingProviderError",
+    "CheckoutOptions",
+    "checkout_failed",
+    "checkout_integration",
+    "open_session",
+    "plan_checkout",
+    "portal_session",
+    "stripe_customer_id",
+]

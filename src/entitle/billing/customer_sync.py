@@ -1,0 +1,104 @@
+"""Customer sync on its own: a customer is synced when billing information or a payment method is passed.
+
+The subscription sync makes a Stripe customer for a customer's first paid subscription. A customer is
+also synced — before any subscription — when the application passes billing information
+(`passthrough.stripe`, on create or update) or a payment method (`POST /api/v1/customers/{id}/payment-method`):
+that is how the Stripe Elements flow starts (the application reads the customer's `billingId`, creates
+a SetupIntent for it, and the card lands on that Stripe customer). A `defaultPaymentMethod` given when
+the customer is created is kept and attached by the subscription sync when it makes the Stripe
+customer; it does not sync the customer on its own.
+
+`billing_info_passed` runs in the customer's transaction and enqueues one `billing.sync_customer` job
+(ordered with the customer's subscription jobs); the job creates the Stripe customer (or refreshes it
+and makes the payment method its default) with the job's idempotency key, and records the link and the
+customer's `billingId`.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from sqlalchemy.orm import Session
+
+from entitle.billing import store
+from entitle.billing.models import CUSTOMER, ERROR, PENDING, STRIPE, SUCCESS, Integration
+from entitle.billing.provider import CustomerSpec, provider_for
+from entitle.billing.secrets import secret_box
+from entitle.billing.subscription_sync import _clip, _link_customer, _ordering_key, _payment_method
+from entitle.config import load_settings
+from entitle.customers.models import Customer
+from entitle.db import Database
+from entitle.environments.models import Environment
+from entitle.jobs.service import JobContext, enqueue, register
+
+SYNC_CUSTOMER_JOB = "billing.sync_customer"
+
+
+def billing_info_passed(session: Session, customer: Customer) -> None:
+    """Hook: billing information or a payment method was passed for `customer`; sync it when a provider
+    that syncs customers is connected."""
+    integration = store.integration(session, customer.environment_id, STRIPE)
+    if integration is None or not integration.sync_customers:
+        return
+    session.flush()
+    store.put_link(session, integration, CUSTOMER, customer.pk, PENDING)
+    enqueue(
+        session,
+        customer.environment_id,
+        SYNC_CUSTOMER_JOB,
+        {"integrationPk": integration.pk, "customerPk": customer.pk},
+        ordering_key=_ordering_key(integration, customer.pk),
+    )
+
+
+def customer_spec(s: Session, customer: Customer, console: str) -> CustomerSpec:
+    env = s.get(Environment, customer.environment_id)
+    assert env is not None
+    return CustomerSpec(
+        ref=customer.ref_id,
+        name=customer.name,
+        email=customer.email,
+        currency=customer.billing_currency,
+        metadata=_clip(
+            {
+                "entitleEnvironment": env.name,
+                "entitleCustomerId": customer.ref_id,
+                "entitleEntityUrl": f"{console}/api/v1/customers/{quote(customer.ref_id, safe='')}",
+            }
+        ),
+        payment_method=_payment_method(customer),
+    )
+
+
+@register(SYNC_CUSTOMER_JOB)
+def sync_customer(db: Database, ctx: JobContext) -> None:
+    settings = load_settings()
+    with db.read() as s:
+        integration = s.get(Integration, int(ctx.payload["integrationPk"]))
+        customer = s.get(Customer, int(ctx.payload["customerPk"]))
+        if integration is None or customer is None or integration.environment_id != ctx.environment_id:
+            return
+        if customer.archived_at is not None:
+            return
+        link = store.link(s, integration.pk, CUSTOMER, customer.pk)
+        existing = (link.billing_id if link is not None else None) or customer.billing_id
+        spec = customer_spec(s, customer, settings.console_base_url)
+    provider = provider_for(integration, secret_box(settings.data_dir))
+    try:
+        customer_id = provider.sync_customer(spec, existing_id=existing, idempotency_key=ctx.idempotency_key)
+        if customer_id is None:
+            raise RuntimeError("the provider did not create a customer")
+        if existing is not None and spec.payment_method:
+            provider.set_default_payment_method(customer_id, spec.payment_method, idempotency_key=ctx.idempotency_key)
+    except Exception as exc:
+        with db.transaction() as s:
+            reason = f"{type(exc).__name__}: {exc}"[:2000]
+            store.put_link(s, integration, CUSTOMER, customer.pk, ERROR, reason=f"{reason} (attempt {ctx.attempt})")
+        raise
+    with db.transaction() as s:
+        _link_customer(s, integration, customer.pk, customer_id)
+        row = store.link(s, integration.pk, CUSTOMER, customer.pk)
+        assert row is not None and row.sync_state == SUCCESS
+
+
+__all__ = ["SYNC_CUSTOMER_JOB", "billing_info_passed", "customer_spec", "sync_customer"]
