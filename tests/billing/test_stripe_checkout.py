@@ -12,6 +12,7 @@ inbound webhook handler's, tested with it.
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 import httpx
@@ -19,11 +20,11 @@ import pytest
 from sqlalchemy import select
 
 from entitle.billing import subscription_sync
-from entitle.billing.models import CUSTOMER, ERROR, PENDING, SUBSCRIPTION, SUCCESS, BillingLink
+from entitle.billing.models import CUSTOMER, ERROR, PACKAGE_CHARGE, PENDING, SUBSCRIPTION, SUCCESS, BillingLink
 from entitle.jobs.service import Worker
 from entitle.subscriptions.models import Subscription
 from tests.billing.conftest import connect_stripe
-from tests.billing.test_stripe_catalog_sync import link_of, make_plan
+from tests.billing.test_stripe_catalog_sync import link_of, make_plan, version
 from tests.billing.test_stripe_subscription_sync import (
     CARD,
     customer_row,
@@ -33,6 +34,7 @@ from tests.billing.test_stripe_subscription_sync import (
     stripe_subscriptions,
     subscription_row,
 )
+from tests.billing.test_stripe_webhooks import granted, setup, signed_post, stripe_event
 from tests.conftest import LiveServer
 from tests.support.stripe_emulator import StripeEmulator
 
@@ -124,6 +126,54 @@ def test_provisioning_with_checkout_options_answers_payment_required_with_a_chec
         keys = [w.idempotency_key for w in stripe_emulator.standin.writes() if w.path != "/v1/products"]
         prefix = f"entitle-checkout-{integration['id']}-{sub.pk}"
         assert keys[-2:] == [f"{prefix}:customer", f"{prefix}:checkout"]
+
+
+@pytest.mark.emulator_only  # completing a Checkout needs a browser at real Stripe
+def test_completing_the_checkout_activates_the_subscription_end_to_end(
+    server: LiveServer, api: httpx.Client, stripe_emulator: StripeEmulator
+) -> None:
+    """Provisioning opens the session; Stripe's side of completing it is played here (the customer pays,
+    Stripe creates the subscription with the session's `subscription_data.metadata` and sends the signed
+    `checkout.session.completed`); Entitle's webhook handler then links and activates the subscription."""
+    secret = f"whsec_{secrets.token_hex(16)}"
+    integration = setup(server, api, stripe_emulator, secret, localstripe=False)  # plan-pro grants `sso`
+    new_customer(api)
+    body = {"customerId": "cust-ada", "planId": "plan-pro", "id": "sub-ada", "checkoutOptions": CHECKOUT}
+    data = api.post("/api/v1/subscriptions", json=body).json()["data"]
+    assert data["status"] == "PAYMENT_REQUIRED" and not granted(server, "cust-ada")
+
+    client = stripe_emulator.client()
+    session = stripe_emulator.standin.checkout_sessions[data["checkoutBillingId"]]
+    price = subscription_sync_price(server)
+    card: Any = {"type": "card", "card": CARD}
+    method = client.v1.payment_methods.create(params=card)
+    client.v1.payment_methods.attach(method.id, params={"customer": session["customer"]})
+    default: Any = {"invoice_settings": {"default_payment_method": method.id}}
+    client.v1.customers.update(session["customer"], params=default)
+    params: Any = {"customer": session["customer"], "items": [{"price": price}], "metadata": session["metadata"]}
+    stripe_sub = client.v1.subscriptions.create(params=params)
+    completed = {**session, "status": "complete", "payment_status": "paid", "subscription": stripe_sub.id}
+    resp = signed_post(api, integration, stripe_event("checkout.session.completed", completed), secret)
+    assert resp.status_code == 200, resp.text
+    Worker(server.db).drain()
+
+    sub = subscription_row(server, "sub-ada")
+    assert (sub.status, sub.billing_id) == ("ACTIVE", stripe_sub.id)
+    link = sub_link(server, "sub-ada")
+    assert (link.sync_state, link.billing_id) == (SUCCESS, stripe_sub.id)
+    assert link.details["checkout"]["state"] == "COMPLETED" and link.details["checkout"]["sessionId"] == session["id"]
+    assert granted(server, "cust-ada")
+    # The checkout's subscription is the only one at Stripe: Entitle's sync made none of its own.
+    assert [s.id for s in customer_subscriptions(stripe_emulator, session["customer"])] == [stripe_sub.id]
+
+
+def subscription_sync_price(server: LiveServer) -> str:
+    """The Stripe price of plan-pro's monthly charge, as the catalog sync recorded it."""
+    _, charges = version(server, "plan-pro", 1)
+    (monthly,) = [c for c in charges if c.billing_period == "MONTHLY"]
+    link = link_of(server, PACKAGE_CHARGE, monthly.pk)
+    assert link is not None and link.billing_id is not None
+    return link.billing_id
 
 
 def test_checkout_options_are_ignored_when_no_payment_is_needed_at_checkout(
