@@ -25,6 +25,7 @@ from entitle.jobs.service import Worker
 from entitle.subscriptions.models import Subscription
 from tests.billing.conftest import connect_stripe
 from tests.billing.test_stripe_catalog_sync import link_of, make_plan, version
+from tests.billing.test_stripe_coupon_sync import coupon_row, create_coupon
 from tests.billing.test_stripe_subscription_sync import (
     CARD,
     customer_row,
@@ -174,6 +175,28 @@ def subscription_sync_price(server: LiveServer) -> str:
     link = link_of(server, PACKAGE_CHARGE, monthly.pk)
     assert link is not None and link.billing_id is not None
     return link.billing_id
+
+
+def test_the_subscriptions_coupon_is_the_checkouts_discount(
+    server: LiveServer, api: httpx.Client, stripe_emulator: StripeEmulator
+) -> None:
+    connected(server, api, stripe_emulator)
+    create_coupon(api, "launch-20", percentOff=20)
+    Worker(server.db).drain()  # the coupon's sync
+    coupon_id = coupon_row(server, "launch-20").billing_id
+    assert coupon_id is not None
+    new_customer(api)
+    body = {
+        "customerId": "cust-ada",
+        "planId": "plan-pro",
+        "checkoutOptions": CHECKOUT,  # allowPromoCodes too: Stripe takes one or the other, the coupon wins
+        "appliedCoupon": {"couponId": "launch-20"},
+    }
+    data = api.post("/api/v1/subscriptions", json=body).json()["data"]
+    assert data["status"] == "PAYMENT_REQUIRED"
+    session = stripe_emulator.client().v1.checkout.sessions.retrieve(data["checkoutBillingId"])
+    assert [d.coupon for d in session.discounts] == [coupon_id]
+    assert not session.allow_promotion_codes
 
 
 def test_checkout_options_are_ignored_when_no_payment_is_needed_at_checkout(

@@ -46,8 +46,8 @@ Details that matter to tests:
   one machine would share; the subprocess is started with persistence switched off, bound to
   127.0.0.1 (its own `start()` binds every interface).
 
-Checkout Sessions keep `automatic_tax[enabled]` and `phone_number_collection[enabled]` as asked (Stripe
-Tax computes nothing here: a session asking for it shows `status: requires_location_inputs`).
+Checkout Sessions keep `automatic_tax[enabled]`, `phone_number_collection[enabled]` and `discounts` as
+asked (Stripe Tax computes nothing here: a session asking for it shows `status: requires_location_inputs`).
 
 Not emulated (a test that needs them must say so): webhooks from the stand-in's objects (checkout
 completion creating a subscription, meter events reaching localstripe invoices), Stripe search
@@ -773,7 +773,10 @@ class StandIn:
             "customer_creation": None if params.get("customer") else "if_required",
             "customer_details": None,
             "customer_email": params.get("customer_email"),
-            "discounts": [],
+            "discounts": [
+                {"coupon": d.get("coupon"), "promotion_code": d.get("promotion_code")}
+                for d in params.get("discounts") or []
+            ],
             "expires_at": created + 24 * 3600,
             "id": session_id,
             "integration_identifier": None,

@@ -155,6 +155,7 @@ def open_session(db: Database, sub_pk: int, options: CheckoutOptions) -> Checkou
                 collect_billing_address=options.collect_billing_address,
                 collect_phone_number=options.collect_phone_number,
                 client_reference_id=options.reference_id,
+                coupon_billing_id=plan.coupon_billing_id,
             ),
             idempotency_key=key,
         )

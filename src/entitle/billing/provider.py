@@ -148,6 +148,7 @@ class CheckoutRequest:
     collect_billing_address: bool = False
     collect_phone_number: bool = False
     client_reference_id: str | None = None
+    coupon_billing_id: str | None = None  # the subscription's coupon, applied in the checkout
 
 
 @dataclass(frozen=True)

@@ -335,6 +335,10 @@ class StripeProvider:
         }
         if checkout.cancel_url:
             params["cancel_url"] = checkout.cancel_url
+        if checkout.coupon_billing_id:
+            # Stripe takes a discount or promotion codes on a session, not both: the coupon wins.
+            params["discounts"] = [{"coupon": checkout.coupon_billing_id}]
+            del params["allow_promotion_codes"]
         if checkout.collect_tax_id:
             # Stripe records the collected tax id on the customer only when it may update its name.
             params["tax_id_collection"] = {"enabled": True}
