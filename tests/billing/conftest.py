@@ -99,3 +99,29 @@ def connect_stripe(api: httpx.Client, emulator: StripeEmulator, **extra: Any) ->
     assert resp.status_code == 200, resp.text
     data: dict[str, Any] = resp.json()["data"]
     return data
+
+
+def card_payment_method(emulator: StripeEmulator) -> str:
+    """A new card payment method (Visa, always succeeds) at whichever Stripe the test talks to: real Stripe
+    takes no raw card numbers from a server, so there it comes from the test token `tok_visa`."""
+    card: Any = (
+        {"token": "tok_visa"}
+        if isinstance(emulator, RealStripe)
+        else {"number": "4242424242424242", "exp_month": 12, "exp_year": 2040, "cvc": "123"}
+    )
+    params: Any = {"type": "card", "card": card}
+    return str(emulator.client().v1.payment_methods.create(params=params).id)
+
+
+def card_customer(api: httpx.Client, emulator: StripeEmulator, ref: str) -> str:
+    """An Entitle customer with a card as its `defaultPaymentMethod`; returns the payment method id."""
+    method = card_payment_method(emulator)
+    body = {
+        "id": ref,
+        "name": ref,
+        "email": f"{ref}@example.com",
+        "defaultPaymentMethod": {"billingId": method, "type": "CARD"},
+    }
+    resp = api.post("/api/v1/customers", json=body)
+    assert resp.status_code == 200, resp.text
+    return method

@@ -23,14 +23,12 @@ from entitle.billing import subscription_sync
 from entitle.billing.models import CUSTOMER, ERROR, PACKAGE_CHARGE, PENDING, SUBSCRIPTION, SUCCESS, BillingLink
 from entitle.jobs.service import Worker
 from entitle.subscriptions.models import Subscription
-from tests.billing.conftest import connect_stripe
+from tests.billing.conftest import card_customer, card_payment_method, connect_stripe
 from tests.billing.test_stripe_catalog_sync import link_of, make_plan, version
 from tests.billing.test_stripe_coupon_sync import coupon_row, create_coupon
 from tests.billing.test_stripe_subscription_sync import (
-    CARD,
     customer_row,
     jobs_of,
-    paying_customer,
     stripe_customers,
     stripe_subscriptions,
     subscription_row,
@@ -146,8 +144,7 @@ def test_completing_the_checkout_activates_the_subscription_end_to_end(
     client = stripe_emulator.client()
     session = stripe_emulator.standin.checkout_sessions[data["checkoutBillingId"]]
     price = subscription_sync_price(server)
-    card: Any = {"type": "card", "card": CARD}
-    method = client.v1.payment_methods.create(params=card)
+    method = client.v1.payment_methods.retrieve(card_payment_method(stripe_emulator))
     client.v1.payment_methods.attach(method.id, params={"customer": session["customer"]})
     default: Any = {"invoice_settings": {"default_payment_method": method.id}}
     client.v1.customers.update(session["customer"], params=default)
@@ -204,7 +201,7 @@ def test_checkout_options_are_ignored_when_no_payment_is_needed_at_checkout(
 ) -> None:
     """As Stigg: a payment method on file is charged; free plans and trials need no payment."""
     connected(server, api, stripe_emulator)
-    paying_customer(api, stripe_emulator, "cust-card")
+    card_customer(api, stripe_emulator, "cust-card")
     body = {"customerId": "cust-card", "planId": "plan-pro", "id": "sub-card", "checkoutOptions": CHECKOUT}
     resp = api.post("/api/v1/subscriptions", json=body)
     assert resp.status_code == 200, resp.text
@@ -310,7 +307,7 @@ def test_stripe_tax_sets_automatic_tax_on_checkout_sessions_and_subscriptions(
     session = stripe_emulator.client().v1.checkout.sessions.retrieve(data["checkoutBillingId"])
     assert session.automatic_tax.enabled is True
 
-    paying_customer(api, stripe_emulator, "cust-card")
+    card_customer(api, stripe_emulator, "cust-card")
     assert api.post("/api/v1/subscriptions", json={"customerId": "cust-card", "planId": "plan-pro"}).status_code == 200
     Worker(server.db).drain()
     (stripe_sub,) = customer_subscriptions(stripe_emulator, customer_row(server, "cust-card").billing_id)
@@ -377,8 +374,7 @@ def test_elements_flow_setup_intent_then_provisioning_charges_the_card(
     # 2. The application creates a SetupIntent for that customer; the card is confirmed on it (Stripe.js
     #    does this in a browser; the SDK stands in for it here).
     intent = stripe_client.v1.setup_intents.create(params={"customer": stripe_id, "usage": "off_session"})
-    card: Any = {"type": "card", "card": CARD}
-    method = stripe_client.v1.payment_methods.create(params=card)
+    method = stripe_client.v1.payment_methods.retrieve(card_payment_method(stripe_emulator))
     confirmed = stripe_client.v1.setup_intents.confirm(intent.id, params={"payment_method": method.id})
     assert confirmed.status == "succeeded"
     if stripe_client.v1.payment_methods.retrieve(method.id).customer != stripe_id:
