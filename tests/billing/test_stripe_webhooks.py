@@ -380,6 +380,18 @@ def test_an_integration_without_a_webhook_secret_refuses_events(
     assert events_of(server) == []
 
 
+def test_a_removed_integration_receives_no_events(
+    server: LiveServer, api: httpx.Client, stripe_emulator: StripeEmulator, webhook_secret: str
+) -> None:
+    integration = connect_stripe(api, stripe_emulator, webhookSecret=webhook_secret)
+    event = stripe_event("invoice.paid", {"object": "invoice", "id": "in_x"})
+    assert signed_post(api, integration["id"], event, webhook_secret).status_code == 200
+    assert api.delete(f"/api/v1/integrations/{integration['id']}").status_code == 200
+    again = signed_post(api, integration["id"], stripe_event("invoice.paid", {"object": "invoice"}), webhook_secret)
+    assert again.status_code == 404 and again.json()["error"]["code"] == "NOT_FOUND"
+    assert len(events_of(server)) == 1
+
+
 def test_a_duplicate_delivery_of_one_event_id_is_processed_once(
     server: LiveServer, api: httpx.Client, stripe_emulator: StripeEmulator, webhook_secret: str
 ) -> None:

@@ -110,7 +110,9 @@ def put_link(
 
 def integration_by_ref(session: Session, ref: str, vendor: str) -> Integration | None:
     return session.scalars(
-        select(Integration).where(Integration.ref_id == ref, Integration.vendor == vendor)
+        select(Integration).where(
+            Integration.ref_id == ref, Integration.vendor == vendor, Integration.removed_at.is_(None)
+        )
     ).one_or_none()
 
 
