@@ -13,6 +13,7 @@ inbound webhook handler's, tested with it.
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -35,6 +36,7 @@ from tests.billing.test_stripe_subscription_sync import (
 )
 from tests.billing.test_stripe_webhooks import granted, setup, signed_post, stripe_event
 from tests.conftest import LiveServer
+from tests.support.clock import TestClock
 from tests.support.stripe_emulator import StripeEmulator
 
 CHECKOUT = {
@@ -172,6 +174,27 @@ def subscription_sync_price(server: LiveServer) -> str:
     link = link_of(server, PACKAGE_CHARGE, monthly.pk)
     assert link is not None and link.billing_id is not None
     return link.billing_id
+
+
+def test_an_abandoned_checkout_expires_and_the_settlement_window_cancels_the_subscription(
+    server: LiveServer, api: httpx.Client, stripe_emulator: StripeEmulator, test_clock: TestClock
+) -> None:
+    connected(server, api, stripe_emulator, paymentSettlementHours=2)
+    new_customer(api)
+    body = {"customerId": "cust-ada", "planId": "plan-pro", "id": "sub-ada", "checkoutOptions": CHECKOUT}
+    opened_at = test_clock.now()
+    data = api.post("/api/v1/subscriptions", json=body).json()["data"]
+    session = stripe_emulator.client().v1.checkout.sessions.retrieve(data["checkoutBillingId"])
+    # The session stops taking payment a minute before the window closes (Stripe's minimum is 30 minutes).
+    assert session.expires_at == int((opened_at + timedelta(hours=2, minutes=-1)).timestamp())
+
+    test_clock.advance(timedelta(hours=1, minutes=59))
+    Worker(server.db).drain()
+    assert subscription_row(server, "sub-ada").status == "PAYMENT_PENDING"
+    test_clock.advance(timedelta(minutes=2))
+    Worker(server.db).drain()
+    sub = subscription_row(server, "sub-ada")
+    assert (sub.status, sub.cancel_reason) == ("CANCELED", "PENDING_PAYMENT_EXPIRED")
 
 
 def test_the_subscriptions_coupon_is_the_checkouts_discount(

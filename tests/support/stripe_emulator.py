@@ -777,7 +777,7 @@ class StandIn:
                 {"coupon": d.get("coupon"), "promotion_code": d.get("promotion_code")}
                 for d in params.get("discounts") or []
             ],
-            "expires_at": created + 24 * 3600,
+            "expires_at": int(params.get("expires_at") or created + 24 * 3600),
             "id": session_id,
             "integration_identifier": None,
             "invoice": None,

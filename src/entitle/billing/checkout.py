@@ -8,14 +8,17 @@ method on file, or without a provider, provisioning goes on as usual and `checko
 
 1. `plan_checkout` runs in the provisioning transaction: the subscription is recorded PAYMENT_PENDING
    (no entitlements), its billing link PENDING with `details.checkout` — and no
-   `billing.sync_subscription` job: the Checkout Session creates the Stripe subscription itself. The
-   prices are checked there, so a plan whose prices are not at Stripe yet is refused before anything
-   is written.
+   `billing.sync_subscription` job: the Checkout Session creates the Stripe subscription itself — but
+   the settlement window's `billing.payment_settlement` job, which cancels it if still unpaid then.
+   The prices are checked there, so a plan whose prices are not at Stripe yet is refused before
+   anything is written.
 2. `open_session` runs after that commit, while the request waits: it ensures the Stripe customer
    (the customer sync's code, recorded at once) and creates the session in `subscription` mode with
    the prices the subscription sync would use, `metadata.entitleSubscriptionId` on the session and on
    the subscription it creates, and the options asked for. Every call carries an idempotency key
-   derived from the integration and the subscription (`entitle-checkout-<integration>-<pk>`).
+   derived from the integration and the subscription (`entitle-checkout-<integration>-<pk>`). The
+   session expires a minute before the settlement window closes (within Stripe's 30 min to 24 h), so
+   no payment can complete for a subscription the window has canceled.
 3. The session's id and URL are recorded on the link in a second transaction.
 
 Why the request waits for Stripe here, and nowhere else: the answer *is* the Checkout URL, which only
@@ -34,6 +37,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
@@ -42,23 +46,28 @@ from entitle.billing.models import CUSTOMER, PENDING, STRIPE, SUBSCRIPTION, SUCC
 from entitle.billing.provider import CheckoutRequest, CheckoutSession, provider_for
 from entitle.billing.secrets import secret_box
 from entitle.billing.subscription_sync import (
+    SETTLE_PAYMENT_JOB,
     NotReadyToSync,
     _payment_method,
     _read,
     _record_customer,
     no_sync_reason,
 )
+from entitle.clock import utcnow
 from entitle.config import load_settings
 from entitle.customers import store as customers
 from entitle.customers.models import Customer
 from entitle.db import Database
 from entitle.errors import EntitleError, FailedPrecondition
+from entitle.jobs.service import enqueue
 from entitle.subscriptions import store as subscriptions
 from entitle.subscriptions.models import Subscription
 
 log = logging.getLogger(__name__)
 
 CHECKOUT_PENDING_REASON = "waiting for the customer to complete Stripe Checkout"
+MIN_SESSION_SECONDS = 30 * 60  # Stripe's bounds on a Checkout Session's expires_at
+MAX_SESSION_SECONDS = 24 * 3600 - 60
 
 
 class BillingProviderError(EntitleError):
@@ -113,6 +122,23 @@ def plan_checkout(s: Session, integration: Integration, sub: Subscription, optio
         reason=CHECKOUT_PENDING_REASON,
         details={"checkout": {"state": "CREATING", "successUrl": options.success_url}},
     )
+    # The settlement window, as for any paid subscription waiting for its first payment: unpaid by
+    # then, it is canceled (the session has expired at Stripe a minute before).
+    enqueue(
+        s,
+        sub.environment_id,
+        SETTLE_PAYMENT_JOB,
+        {"integrationPk": integration.pk, "subscriptionPk": sub.pk},
+        run_at=utcnow() + timedelta(hours=integration.payment_settlement_hours),
+        dedupe_key=f"payment-settlement:{sub.pk}",
+    )
+
+
+def session_expiry(integration: Integration) -> datetime:
+    """When the session stops taking payment: a minute before the settlement window cancels the
+    subscription (so no payment can arrive for a canceled one), within Stripe's 30 minutes to 24 hours."""
+    seconds = integration.payment_settlement_hours * 3600 - 60
+    return utcnow() + timedelta(seconds=min(MAX_SESSION_SECONDS, max(MIN_SESSION_SECONDS, seconds)))
 
 
 def idempotency_key(integration: Integration, sub_pk: int) -> str:
@@ -156,6 +182,7 @@ def open_session(db: Database, sub_pk: int, options: CheckoutOptions) -> Checkou
                 collect_phone_number=options.collect_phone_number,
                 client_reference_id=options.reference_id,
                 coupon_billing_id=plan.coupon_billing_id,
+                expires_at=session_expiry(integration),
             ),
             idempotency_key=key,
         )

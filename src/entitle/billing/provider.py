@@ -149,6 +149,7 @@ class CheckoutRequest:
     collect_phone_number: bool = False
     client_reference_id: str | None = None
     coupon_billing_id: str | None = None  # the subscription's coupon, applied in the checkout
+    expires_at: datetime | None = None  # None: the provider's default
 
 
 @dataclass(frozen=True)

@@ -347,6 +347,8 @@ class StripeProvider:
             params["phone_number_collection"] = {"enabled": True}
         if checkout.client_reference_id:
             params["client_reference_id"] = checkout.client_reference_id
+        if checkout.expires_at is not None:
+            params["expires_at"] = int(checkout.expires_at.timestamp())
         if self.automatic_tax:
             params["automatic_tax"] = {"enabled": True}
             params.setdefault("customer_update", {})["address"] = "auto"
