@@ -432,6 +432,34 @@ def customer_subscriptions(emulator: StripeEmulator, customer_id: str | None) ->
     return list(emulator.client().v1.subscriptions.list(params=params).data)
 
 
+def test_attaching_a_payment_method_makes_it_the_default_here_and_at_stripe(
+    server: LiveServer, api: httpx.Client, stripe_emulator: StripeEmulator
+) -> None:
+    new_customer(api)
+    method = card_payment_method(stripe_emulator)
+    body = {"integrationId": "STRIPE", "paymentMethodId": method, "vendorIdentifier": "STRIPE"}
+    resp = api.post("/api/v1/customers/cust-ada/payment-method", json=body)
+    assert resp.status_code == 404, resp.text  # no integration to attach it through
+    integration = connect_stripe(api, stripe_emulator)
+    wrong = api.post("/api/v1/customers/cust-ada/payment-method", json={**body, "vendorIdentifier": "ZUORA"})
+    assert wrong.status_code == 400, wrong.text
+
+    attached = server.stigg().v1.customers.payment_method.attach(
+        "cust-ada", integration_id=integration["id"], payment_method_id=method, vendor_identifier="STRIPE"
+    )
+    assert attached.data.default_payment_method is not None
+    assert attached.data.default_payment_method.billing_id == method
+    assert Worker(server.db).drain() == 1  # billing.sync_customer: the customer is made at Stripe now
+    stripe_id = customer_row(server, "cust-ada").billing_id
+    assert stripe_id is not None
+    customer = stripe_emulator.client().v1.customers.retrieve(stripe_id)
+    assert customer.invoice_settings.default_payment_method == method
+    assert customer.metadata["entitleCustomerId"] == "cust-ada"
+
+    detached = server.stigg().v1.customers.payment_method.detach("cust-ada")
+    assert detached.data.default_payment_method is None
+
+
 def _subscriptions(server: LiveServer) -> list[Subscription]:
     with server.db.read() as s:
         return list(s.scalars(select(Subscription).order_by(Subscription.pk)))

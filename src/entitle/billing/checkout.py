@@ -42,7 +42,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from entitle.billing import store
-from entitle.billing.models import CUSTOMER, PENDING, STRIPE, SUBSCRIPTION, SUCCESS, Integration
+from entitle.billing.models import CUSTOMER, ERROR, PENDING, STRIPE, SUBSCRIPTION, SUCCESS, Integration
 from entitle.billing.provider import CheckoutRequest, CheckoutSession, provider_for
 from entitle.billing.secrets import secret_box
 from entitle.billing.subscription_sync import (
@@ -218,7 +218,7 @@ def checkout_failed(s: Session, sub: Subscription, error: str) -> None:
         integration,
         SUBSCRIPTION,
         sub.pk,
-        "ERROR",
+        ERROR,
         reason=f"checkout failed: {error}"[:2000],
         details={**details, "checkout": checkout},
     )
