@@ -264,6 +264,18 @@ def test_checkout_is_for_new_subscriptions_not_for_changing_a_paid_one(
     assert subscription_row(server, "sub-ada").status == "PAYMENT_PENDING"  # untouched
 
 
+def test_checkout_is_refused_inside_customer_provisioning(
+    server: LiveServer, api: httpx.Client, stripe_emulator: StripeEmulator
+) -> None:
+    """`subscriptionParams` provisions in the customer's transaction, where no checkout can be opened."""
+    connected(server, api, stripe_emulator)
+    params = {"planId": "plan-pro", "checkoutOptions": CHECKOUT}
+    resp = api.post("/api/v1/customers", json={"id": "cust-ada", "subscriptionParams": params})
+    assert resp.status_code == 400 and "POST /api/v1/subscriptions" in resp.json()["error"]["message"]
+    assert api.get("/api/v1/customers/cust-ada").status_code == 404  # nothing written
+    assert _subscriptions(server) == []
+
+
 def test_checkout_without_a_provider_is_an_ordinary_provisioning(server: LiveServer, api: httpx.Client) -> None:
     make_plan(api)
     new_customer(api)
