@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -15,6 +15,10 @@ from entitle.environments.models import KeyKind
 from entitle.environments.service import create_key
 from entitle.errors import InvalidArgument
 
+if TYPE_CHECKING:
+    from entitle.billing.service import IntegrationView
+from entitle.webhooks import cli as webhooks_cli
+
 app = typer.Typer(help="Entitle: entitlements, subscriptions and billing orchestration.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
@@ -24,6 +28,7 @@ jobs_app = typer.Typer(
 app.add_typer(jobs_app, name="jobs")
 integrations_app = typer.Typer(help="Billing provider integrations (our extension).", no_args_is_help=True)
 app.add_typer(integrations_app, name="integrations")
+app.add_typer(webhooks_cli.app, name="webhooks")
 
 
 @app.command()
@@ -103,17 +108,26 @@ def _redact(url: str) -> str:
 @app.command()
 def worker(
     once: Annotated[bool, typer.Option(help="Run every due job, then exit.")] = False,
+    lease_seconds: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            envvar="ENTITLE_WORKER_LEASE_SECONDS",
+            help="How long a claimed job is held: a worker that dies holding it frees it after this long.",
+        ),
+    ] = 300,
 ) -> None:
     """Run jobs: provider calls, webhooks, scheduled lifecycle events. Several may run at once on PostgreSQL."""
     import signal
     import threading
+    from datetime import timedelta
 
     from entitle.jobs.service import Worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = load_settings()
     db = Database(settings.database_url)
-    runner = Worker(db)
+    runner = Worker(db, lease=timedelta(seconds=lease_seconds))
     try:
         if once:
             typer.echo(f"ran {runner.drain()} job(s)", err=True)
@@ -150,19 +164,48 @@ def jobs_list(
 @jobs_app.command("retry")
 def jobs_retry(job_id: Annotated[int, typer.Argument(help="The job's id, as `entitle jobs list` shows it.")]) -> None:
     """Give a dead job a fresh set of attempts."""
+    from entitle.errors import EntitleError
     from entitle.jobs.service import retry_job
 
     settings = load_settings()
     db = Database(settings.database_url)
     try:
         job = retry_job(db, None, job_id)
-        typer.echo(f"job {job.pk} is {job.status} again")
+    except EntitleError as exc:  # an unknown job, or one that is not dead: a usage error, not a crash
+        typer.echo(f"Error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
     finally:
         db.dispose()
+    typer.echo(f"job {job.pk} is {job.status} again")
 
 
 class Vendor(enum.StrEnum):
     stripe = "stripe"
+
+
+def _environment_pk(db: Database, name: str) -> int:
+    """The existing environment of that name (a usage error when there is none)."""
+    from entitle.environments.store import environment_by_name
+
+    with db.read() as s:
+        env = environment_by_name(s, name)
+        if env is None:
+            typer.echo(f"Error: environment '{name}' does not exist", err=True)
+            raise typer.Exit(2)
+        return env.pk
+
+
+def _describe(view: IntegrationView) -> str:
+    row = view.row
+    flags = [
+        f"default={'yes' if view.is_default else 'no'}",
+        f"sync-customers={'on' if row.sync_customers else 'off'}",
+        f"sync-subscriptions={'on' if row.sync_subscriptions else 'off'}",
+        f"tax={'on' if row.tax_enabled else 'off'}",
+        f"webhook-secret={'set' if row.webhook_secret_encrypted else 'missing'}",
+        f"settlement-hours={row.payment_settlement_hours}",
+    ]
+    return "\t".join([row.ref_id, row.vendor, row.secret_key_hint, "live" if row.livemode else "test", *flags])
 
 
 @integrations_app.command("connect")
@@ -176,8 +219,29 @@ def integrations_connect(
         str | None, typer.Option(envvar="ENTITLE_STRIPE_WEBHOOK_SECRET", help="whsec_... of the webhook endpoint.")
     ] = None,
     api_base: Annotated[str | None, typer.Option(help="The provider API's address (tests and proxies only).")] = None,
+    integration_id: Annotated[
+        str | None,
+        typer.Option(
+            "--id", help="Update (or revive) this integration. Without: the one with the same key, else a new one."
+        ),
+    ] = None,
+    default: Annotated[
+        bool | None,
+        typer.Option("--default/--no-default", help="Make it the environment's default integration (or not)."),
+    ] = None,
+    sync_customers: Annotated[
+        bool | None, typer.Option("--sync-customers/--no-sync-customers", help="Create customers at the provider.")
+    ] = None,
+    sync_subscriptions: Annotated[
+        bool | None,
+        typer.Option("--sync-subscriptions/--no-sync-subscriptions", help="Create subscriptions at the provider."),
+    ] = None,
+    tax: Annotated[bool | None, typer.Option("--tax/--no-tax", help="Stripe Tax (automatic tax).")] = None,
+    payment_settlement_hours: Annotated[
+        int | None, typer.Option(help="Hours a new paid subscription may wait for its first payment (1-720).")
+    ] = None,
 ) -> None:
-    """Connect an environment to a billing provider (again: replace its key); prints the integration id."""
+    """Connect an integration (again: update it; settings not given keep their values); prints its id."""
     from pydantic import ValidationError
 
     from entitle.billing.schemas import IntegrationIn
@@ -189,14 +253,23 @@ def integrations_connect(
     if settings.is_sqlite:
         upgrade(settings.database_url)
     db = Database(settings.database_url)
+    given = {
+        "id": integration_id,
+        "webhook_secret": webhook_secret,
+        "api_base": api_base,
+        "is_default": default,
+        "sync_customers": sync_customers,
+        "sync_subscriptions": sync_subscriptions,
+        "tax_enabled": tax,
+        "payment_settlement_hours": payment_settlement_hours,
+    }
     try:
         body = IntegrationIn(
             vendor_identifier=vendor.value.upper(),
             api_secret_key=secret_key,
-            webhook_secret=webhook_secret,
-            api_base=api_base,
+            **{name: value for name, value in given.items() if value is not None},
         )
-        row = connect(db, settings.data_dir, ensure_environment(db, environment).pk, body)
+        view = connect(db, settings.data_dir, ensure_environment(db, environment).pk, body)
     except ValidationError as exc:
         typer.echo(f"Error: {'; '.join(str(e['msg']) for e in exc.errors())}", err=True)
         raise typer.Exit(2) from None
@@ -205,5 +278,42 @@ def integrations_connect(
         raise typer.Exit(2) from None
     finally:
         db.dispose()
-    typer.echo(row.ref_id)
-    typer.echo(f"connected {row.vendor} ({row.secret_key_hint}) to environment '{environment}'", err=True)
+    typer.echo(view.row.ref_id)
+    typer.echo(f"connected {_describe(view)} to environment '{environment}'", err=True)
+
+
+@integrations_app.command("list")
+def integrations_list(
+    environment: Annotated[str, typer.Option(help="Environment name.")],
+) -> None:
+    """List the environment's connected integrations, one a line: id, vendor, key hint, mode, settings."""
+    from entitle.billing.service import list_integrations
+
+    settings = load_settings()
+    db = Database(settings.database_url)
+    try:
+        for view in list_integrations(db, _environment_pk(db, environment)):
+            typer.echo(_describe(view))
+    finally:
+        db.dispose()
+
+
+@integrations_app.command("remove")
+def integrations_remove(
+    integration_id: Annotated[str, typer.Argument(help="The integration's id, as `entitle integrations list` shows.")],
+    environment: Annotated[str, typer.Option(help="Environment name.")],
+) -> None:
+    """Disconnect one integration: its sync stops; links and the provider's objects stay (docs/stripe.md)."""
+    from entitle.billing.service import remove
+    from entitle.errors import EntitleError
+
+    settings = load_settings()
+    db = Database(settings.database_url)
+    try:
+        view = remove(db, _environment_pk(db, environment), integration_id)
+    except EntitleError as exc:
+        typer.echo(f"Error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        db.dispose()
+    typer.echo(f"removed {view.row.ref_id}")
