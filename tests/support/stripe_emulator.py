@@ -39,6 +39,8 @@ Details that matter to tests:
   by default nothing executes and nothing is saved against the idempotency key. With
   `after_execution=True` the request executes (and its result is saved) but the caller gets the
   error — a response lost on the way back, the case idempotency keys exist for.
+- `StandIn.after_write` (a callback) sees each POST that executed without error, after its result was
+  saved and before the answer goes back: crash tests SIGKILL the calling worker process there.
 - Objects the stand-in returns have the top-level fields of Stripe's published examples
   (`shared/stripe/fixtures3.json`, from Stripe's OpenAPI repository); `test_stripe_emulator.py`
   checks the field sets against that file when it is there.
@@ -65,7 +67,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -240,6 +242,10 @@ class StandIn:
     _in_flight: set[tuple[str, str]] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _client: httpx.AsyncClient | None = None
+    # Called (in the stand-in's thread) with each POST that executed without an error, after its result
+    # was saved against its idempotency key and before the answer goes back: a test can kill the caller
+    # there (the object exists at "Stripe", the caller never learns it). Cleared by `reset`.
+    after_write: Callable[[Logged], None] | None = None
 
     # -- control (called from the test thread) -----------------------------------------------------
 
@@ -253,6 +259,7 @@ class StandIn:
             self._failures.clear()
             self._saved.clear()
             self._in_flight.clear()
+            self.after_write = None
 
     def fail_next(
         self,
@@ -348,7 +355,11 @@ class StandIn:
         if failure is not None:  # executed and saved, but the answer is lost on the way back
             self._record(Logged(method, path, idem, failure.status, injected=True))
             return _injected(failure.status).response()
-        self._record(Logged(method, path, idem, response.status_code))
+        entry = Logged(method, path, idem, response.status_code)
+        self._record(entry)
+        hook = self.after_write
+        if hook is not None and method == "POST" and response.status_code < 400:
+            hook(entry)
         return response
 
     def _record(self, entry: Logged) -> None:
