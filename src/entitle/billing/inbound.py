@@ -10,7 +10,8 @@
 
    - `invoice.paid` / `invoice.payment_succeeded`: PAYMENT_PENDING -> ACTIVE (`payment_succeeded`).
    - `invoice.payment_failed`: stays PAYMENT_PENDING (ACTIVE stays ACTIVE), payment FAILED
-     (`payment_failed`, which also notifies `customer.payment_failed`).
+     (`payment_failed`, which also notifies `customer.payment_failed` with the invoice's id, amount
+     due, currency, attempt count and failure reason: `payment_failure`).
    - `customer.subscription.deleted`, and `customer.subscription.updated` to `canceled` or
      `incomplete_expired`: the Entitle subscription is cancelled (reason CANCELLED_BY_BILLING);
      `cancel_at_period_end` / `cancel_at`: its end is scheduled then (and dropped if withdrawn);
@@ -38,6 +39,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +66,7 @@ from entitle.customers.models import Customer
 from entitle.db import Database
 from entitle.errors import FailedPrecondition, NotFound
 from entitle.jobs.service import JobContext, enqueue, register
+from entitle.money import minor_unit_exponent
 from entitle.subscriptions import service as subscriptions
 from entitle.subscriptions import store as subscription_store
 from entitle.subscriptions.models import Subscription
@@ -192,10 +195,63 @@ def _invoice_payment_failed(event: _Event) -> tuple[str, str]:
     if sub.status not in (Status.PAYMENT_PENDING, Status.ACTIVE):
         return IGNORED, f"subscription {sub.ref_id} is {sub.status}"
     try:
-        after = subscriptions.payment_failed(event.db, sub.environment_id, sub.ref_id)
+        after = subscriptions.payment_failed(event.db, sub.environment_id, sub.ref_id, payment_failure(event.obj))
     except FailedPrecondition as exc:
         return IGNORED, str(exc)
     return PROCESSED, f"payment failed for subscription {sub.ref_id}: stays {after.sub.status}"
+
+
+def payment_failure(invoice: dict[str, Any]) -> dict[str, Any]:
+    """What `customer.payment_failed` tells receivers about a failed Stripe invoice: `invoiceId`,
+    `amountDue` (major units, exact: 2999 usd -> 29.99), `currency`, `attemptCount`, and `reason` /
+    `failureCode` from the payment's last error (the invoice's charge, or its payment intent's
+    `last_payment_error`, when the event carries them expanded; else its finalization error). Fields
+    Stripe did not send are left out."""
+    details: dict[str, Any] = {}
+    if isinstance(invoice.get("id"), str):
+        details["invoiceId"] = invoice["id"]
+    currency = invoice.get("currency")
+    amount = invoice.get("amount_due")
+    if isinstance(currency, str) and currency:
+        details["currency"] = currency.lower()
+    if isinstance(amount, int) and not isinstance(amount, bool):
+        details["amountDue"] = _number(Decimal(amount).scaleb(-minor_unit_exponent(str(currency or "usd"))))
+    attempts = invoice.get("attempt_count")
+    if isinstance(attempts, int) and not isinstance(attempts, bool):
+        details["attemptCount"] = attempts
+    reason, code = _failure_reason(invoice)
+    if reason is not None:
+        details["reason"] = reason
+    if code is not None:
+        details["failureCode"] = code
+    return details
+
+
+def _failure_reason(invoice: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(message, code) of the payment's last error, from the most specific place the event holds it."""
+    intent = invoice.get("payment_intent")
+    charge = invoice.get("charge")
+    candidates: list[tuple[Any, Any]] = []
+    for error in (
+        invoice.get("last_payment_error"),
+        intent.get("last_payment_error") if isinstance(intent, dict) else None,
+    ):
+        if isinstance(error, dict):
+            candidates.append((error.get("message"), error.get("decline_code") or error.get("code")))
+    if isinstance(charge, dict):
+        candidates.append((charge.get("failure_message"), charge.get("failure_code")))
+    finalization = invoice.get("last_finalization_error")
+    if isinstance(finalization, dict):
+        candidates.append((finalization.get("message"), finalization.get("code")))
+    for message, code in candidates:
+        if message or code:
+            return (str(message)[:500] if message else None), (str(code)[:100] if code else None)
+    return None, None
+
+
+def _number(value: Decimal) -> int | float:
+    """A Decimal as a JSON number (the wire's convention): an integer when whole."""
+    return int(value) if value == value.to_integral_value() else float(value)
 
 
 def _subscription_deleted(event: _Event) -> tuple[str, str]:
