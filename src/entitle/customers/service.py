@@ -240,6 +240,14 @@ def unarchive_customer(db: Database, env_id: int, ref_id: str) -> CustomerView:
         if customer.archived_at is not None:
             customer.archived_at = None
             customer.updated_at = utcnow()
+            s.flush()
+            # Its checks answered "customer not found" while archived; its live grants count again.
+            from entitle.subscriptions.models import Subscription
+
+            held = select(Subscription.resource_ref).where(
+                Subscription.customer_pk == customer.pk, Subscription.resource_ref.is_not(None)
+            )
+            webhooks.customer_unarchived(s, customer, sorted({r for r in s.scalars(held.distinct()) if r}))
         return _view(s, customer)
 
 

@@ -6,7 +6,7 @@ The domain services call these with one line; this module imports no domain serv
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -70,16 +70,30 @@ def _iso(value: Any) -> str | None:
     return None if value is None else value.isoformat().replace("+00:00", "Z")
 
 
-def customer_changed(session: Session, event_type: str, customer: Customer) -> None:
-    data = {
+def _customer_data(customer: Customer) -> dict[str, Any]:
+    return {
         "customerId": customer.ref_id,
         "name": customer.name,
         "email": customer.email,
         "archivedAt": _iso(customer.archived_at),
     }
-    emit(session, customer.environment_id, event_type, data)
+
+
+def customer_changed(session: Session, event_type: str, customer: Customer) -> None:
+    emit(session, customer.environment_id, event_type, _customer_data(customer))
     if event_type == "customer.archived":
         entitlements_once(session, customer.environment_id, customer.ref_id)
+
+
+def customer_unarchived(session: Session, customer: Customer, resource_refs: Sequence[str | None] = ()) -> None:
+    """`customer.updated` (with `archivedAt` null) and `entitlements.updated`: an archived customer's
+    checks answered "not found"; now its remaining grants (live promotions) count again. One
+    `entitlements.updated` for the customer and one for each resource it held subscriptions for."""
+    emit(session, customer.environment_id, "customer.updated", _customer_data(customer))
+    entitlements_once(session, customer.environment_id, customer.ref_id)
+    for resource_ref in resource_refs:
+        if resource_ref is not None:
+            entitlements_once(session, customer.environment_id, customer.ref_id, resource_ref)
 
 
 def entitlements_changed(session: Session, env_id: int, customer_ref: str, resource_ref: str | None = None) -> None:
@@ -101,6 +115,42 @@ def entitlements_once(session: Session, env_id: int, customer_ref: str, resource
         return
     seen.add(key)
     entitlements_changed(session, env_id, customer_ref, resource_ref)
+
+
+def plan_inheritance_changed(session: Session, env_id: int, parent_refs: Collection[str]) -> None:
+    """`entitlements.updated` for every live subscription whose plan inherits from one of `parent_refs`.
+
+    A subscription keeps the plan version it bought, but inherits from the *latest published*
+    version of each ancestor: publishing a new version of a parent plan (whatever its migration
+    type), or archiving the product (ancestors stop counting), changes what those customers get.
+    Call it in the transaction that makes the change, before or after it (the chains are read now)."""
+    from entitle.catalog.packages import store as packages
+    from entitle.catalog.packages.models import Package
+    from entitle.customers.models import Customer
+    from entitle.subscriptions.models import Subscription
+    from entitle.subscriptions.rules import LIVE
+
+    wanted = set(parent_refs)
+    if not wanted:
+        return
+    rows = session.execute(
+        select(Subscription.customer_pk, Subscription.resource_ref, Package)
+        .join(Package, Package.pk == Subscription.plan_pk)
+        .where(
+            Subscription.environment_id == env_id,
+            Subscription.status.in_([s.value for s in LIVE]),
+            Package.parent_plan_ref.is_not(None),
+        )
+        .order_by(Subscription.pk)
+    ).all()
+    inherits: dict[int, bool] = {}
+    for customer_pk, resource_ref, plan in rows:
+        if plan.pk not in inherits:
+            ancestors = {p.ref_id for p in packages.plan_chain(session, env_id, plan)[1:]}
+            inherits[plan.pk] = bool(ancestors & wanted)
+        customer = session.get(Customer, customer_pk) if inherits[plan.pk] else None
+        if customer is not None:
+            entitlements_once(session, env_id, customer.ref_id, resource_ref)
 
 
 def emit_once(session: Session, env_id: int, key: str, event_type: str, data: dict[str, Any]) -> bool:
@@ -206,11 +256,15 @@ def payment_failed(session: Session, sub: Subscription, details: Mapping[str, An
 
 
 def schedule_trial_ends_soon(session: Session, sub: Subscription) -> None:
-    """A job `TRIAL_ENDS_SOON_DAYS` before the trial ends (at once for a shorter trial); one per trial end."""
+    """A job `TRIAL_ENDS_SOON_DAYS` before the trial ends (at once for a shorter trial); one per trial end.
+
+    Scheduled for every trial, whether or not an endpoint wants the event now: the job emits to the
+    endpoints subscribed when it runs, so an endpoint created after the trial started still hears it
+    (and the job costs one row and one query when nobody listens)."""
     if sub.status != "IN_TRIAL" or sub.trial_end_date is None:
         return
     now = utcnow()
-    if sub.trial_end_date <= now or not store.subscribed(session, sub.environment_id, "subscription.trial_ends_soon"):
+    if sub.trial_end_date <= now:
         return
     jobs.enqueue(
         session,

@@ -115,6 +115,9 @@ def list_features(
 
 
 def archive_feature(db: Database, env_id: int, ref_id: str) -> Feature:
+    """Archive a feature nothing uses any more: no plan or add-on version that is not archived, and no
+    customer who holds it otherwise (a promotion, an archived package on an open subscription, an
+    override). A feature in use is refused (409), so archiving never changes anyone's entitlements."""
     from entitle.catalog.packages.store import feature_in_use
 
     with db.transaction() as s:
@@ -125,7 +128,16 @@ def archive_feature(db: Database, env_id: int, ref_id: str) -> Feature:
                 raise FailedPrecondition(
                     f"feature '{ref_id}' is used by {', '.join(sorted(users)[:10])}; remove it there first"
                 )
-            feature.archived_at = utcnow()
+            # Customers who hold it otherwise would lose it silently (no entitlements.updated): refused too.
+            now = utcnow()
+            grants = store.still_granted(s, env_id, feature.ref_id, now)
+            if grants:
+                more = f" and {len(grants) - 10} more" if len(grants) > 10 else ""
+                raise FailedPrecondition(
+                    f"feature '{ref_id}' is still granted by {', '.join(grants[:10])}{more}; "
+                    "revoke the promotions and migrate or cancel the subscriptions first"
+                )
+            feature.archived_at = now
             feature.updated_at = feature.archived_at
         return feature
 

@@ -71,6 +71,7 @@ from entitle.db import Database
 from entitle.db.pagination import CreatedAtRange, Page, PageRequest
 from entitle.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from entitle.jobs import service as jobs
+from entitle.webhooks import emit as webhooks
 
 PackageKind = Literal["PLAN", "ADDON"]
 MIGRATE_SUBSCRIPTIONS_JOB = "package.migrate_subscriptions"
@@ -503,6 +504,8 @@ def publish_package(db: Database, env_id: int, kind: PackageKind, ref: str, migr
         used = _check_publishable(s, env_id, package)
         previous = store.latest_published(s, env_id, kind, ref)
         if previous is not None:
+            if kind == PLAN:  # plans built on this one inherit from its latest version: now this one
+                webhooks.plan_inheritance_changed(s, env_id, [ref])
             previous.is_latest = False
             s.flush()
         now = utcnow()

@@ -12,6 +12,7 @@ from entitle.clock import utcnow
 from entitle.db import Database
 from entitle.db.pagination import CreatedAtRange, Page, PageRequest
 from entitle.errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from entitle.webhooks import emit as webhooks
 
 
 def create_product(db: Database, env_id: int, req: ProductCreate) -> Product:
@@ -99,6 +100,9 @@ def archive_product(db: Database, env_id: int, ref_id: str) -> Product:
     with db.transaction() as s:
         product = store.get(s, env_id, ref_id)
         if product.status != "ARCHIVED":
+            # Subscriptions keep their plan versions, but stop inheriting from the archived parents.
+            plans = [p.ref_id for p in packages.current_in_product(s, env_id, "PLAN", product.pk)]
+            webhooks.plan_inheritance_changed(s, env_id, plans)
             packages.archive_product_packages(s, env_id, product.pk)
             product.status = "ARCHIVED"
             product.updated_at = utcnow()
