@@ -7,9 +7,11 @@ import secrets
 import uuid
 from typing import NoReturn
 
+from sqlalchemy.orm import Session
+
 from entitle.db import Database
 from entitle.db.pagination import Page, PageRequest
-from entitle.errors import FailedPrecondition, InvalidArgument
+from entitle.errors import FailedPrecondition, InvalidArgument, NotFound
 from entitle.jobs import service as jobs
 from entitle.jobs.models import Job
 from entitle.secrets import SecretBox
@@ -116,16 +118,29 @@ def redeliver(db: Database, env_id: int, delivery_pk: int) -> tuple[Job, Webhook
     The event keeps its id (the `webhook-id` header), so a receiver that deduplicates sees a repeat.
     """
     with db.transaction() as s:
-        row = store.delivery(s, env_id, delivery_pk)
-        endpoint = s.get(WebhookEndpoint, row.endpoint_pk)
-        original = s.get(Job, row.job_pk)
-        if endpoint is None or original is None or "event" not in (original.payload or {}):
-            raise FailedPrecondition(f"the event of delivery {delivery_pk} is no longer stored")
-        job = jobs.enqueue(
-            s,
-            env_id,
-            JOB_DELIVER,
-            {"endpoint": endpoint.pk, "event": original.payload["event"], "redelivery": True},
-            ordering_key=ordering_key(endpoint.pk),
-        )
-        return job, endpoint, row.event_id
+        return _redeliver(s, env_id, store.delivery(s, env_id, delivery_pk))
+
+
+def redeliver_event(db: Database, env_id: int, event_id: str) -> list[tuple[Job, WebhookEndpoint, str]]:
+    """Send an event again to every endpoint whose log holds it (an event goes to each subscribed
+    endpoint under one id), one new job each, in one transaction; 404 when no log holds it."""
+    with db.transaction() as s:
+        rows = store.latest_deliveries_of_event(s, env_id, event_id)
+        if not rows:
+            raise NotFound("webhook event", event_id)
+        return [_redeliver(s, env_id, row) for row in rows]
+
+
+def _redeliver(s: Session, env_id: int, row: WebhookDelivery) -> tuple[Job, WebhookEndpoint, str]:
+    endpoint = s.get(WebhookEndpoint, row.endpoint_pk)
+    original = s.get(Job, row.job_pk)
+    if endpoint is None or original is None or "event" not in (original.payload or {}):
+        raise FailedPrecondition(f"the event of delivery {row.pk} is no longer stored")
+    job = jobs.enqueue(
+        s,
+        env_id,
+        JOB_DELIVER,
+        {"endpoint": endpoint.pk, "event": original.payload["event"], "redelivery": True},
+        ordering_key=ordering_key(endpoint.pk),
+    )
+    return job, endpoint, row.event_id

@@ -46,3 +46,16 @@ def delivery(session: Session, env_id: int, pk: int) -> WebhookDelivery:
     if row is None:
         raise NotFound("webhook delivery", str(pk))
     return row
+
+
+def latest_deliveries_of_event(session: Session, env_id: int, event_id: str) -> list[WebhookDelivery]:
+    """The newest logged attempt of the event at each endpoint that still exists, oldest endpoint first."""
+    rows = session.scalars(
+        select(WebhookDelivery)
+        .where(WebhookDelivery.environment_id == env_id, WebhookDelivery.event_id == event_id)
+        .order_by(WebhookDelivery.endpoint_pk, WebhookDelivery.pk.desc())
+    )
+    newest: dict[int, WebhookDelivery] = {}
+    for row in rows:
+        newest.setdefault(row.endpoint_pk, row)
+    return list(newest.values())
