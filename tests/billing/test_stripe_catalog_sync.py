@@ -291,27 +291,31 @@ def test_free_plans_need_no_sync_and_nothing_is_enqueued_without_an_integration(
     assert (addon_price.unit_amount, addon_price.metadata["entitleEntityType"]) == (50, "ADDON")
 
 
-def test_charges_this_slice_cannot_bill_are_recorded_as_errors(
+def test_a_charge_stripe_cannot_bill_exactly_is_recorded_as_an_error(
     server: LiveServer, api: httpx.Client, stripe_emulator: StripeEmulator
 ) -> None:
     connect_stripe(api, stripe_emulator)
     assert api.post("/api/v1/products", json={"id": "acme", "displayName": "Acme"}).status_code == 200
-    feature = {"id": "f-calls", "displayName": "API calls", "featureType": "NUMBER", "meterType": "INCREMENTAL"}
+    feature = {"id": "f-seats", "displayName": "Seats", "featureType": "NUMBER", "meterType": "FLUCTUATING"}
     assert api.post("/api/v1/features", json=feature).status_code == 200
     assert (
         api.post("/api/v1/plans", json={"id": "plan-usage", "displayName": "Usage", "productId": "acme"}).status_code
         == 200
     )
+    tiers = [
+        {"upTo": 10.5, "unitPrice": {"amount": 2, "currency": "usd"}},
+        {"unitPrice": {"amount": 1, "currency": "usd"}},
+    ]
     charges = {
         "pricingType": "PAID",
         "pricingModels": [
             {"billingModel": "FLAT_FEE", "pricePeriods": [flat("MONTHLY", 10)]},
-            # Priced per block of 100 calls: no Stripe price says that (a plain usage-based charge is
-            # synced as a metered price, see test_stripe_usage_sync.py).
+            # Half a seat at $2 past the tenth: Stripe's tier bounds are whole numbers of units.
             {
-                "billingModel": "USAGE_BASED",
-                "featureId": "f-calls",
-                "pricePeriods": [flat("MONTHLY", 0.2) | {"blockSize": 100}],
+                "billingModel": "PER_UNIT",
+                "featureId": "f-seats",
+                "tiersMode": "GRADUATED",
+                "pricePeriods": [{"billingPeriod": "MONTHLY", "tiers": tiers}],
             },
         ],
     }
@@ -321,10 +325,10 @@ def test_charges_this_slice_cannot_bill_are_recorded_as_errors(
     Worker(server.db).drain()
     _, plan_charges = version(server, "plan-usage", 1)
     states = {c.billing_model: link_of(server, PACKAGE_CHARGE, c.pk) for c in plan_charges}
-    flat_link, usage_link = states["FLAT_FEE"], states["USAGE_BASED"]
+    flat_link, tiered_link = states["FLAT_FEE"], states["PER_UNIT"]
     assert flat_link is not None and flat_link.sync_state == SUCCESS
-    assert usage_link is not None and usage_link.sync_state == ERROR
-    assert usage_link.reason is not None and "per block" in usage_link.reason and "issue 4" in usage_link.reason
+    assert tiered_link is not None and tiered_link.sync_state == ERROR
+    assert tiered_link.reason is not None and "10.5" in tiered_link.reason and "whole numbers" in tiered_link.reason
     (product,) = stripe_emulator.products()
     assert [p.unit_amount for p in stripe_emulator.prices(product.id)] == [1000]
     with server.db.read() as s:

@@ -28,9 +28,19 @@ Details that matter to tests:
   serves every Price under /v1/plans too), so a later localstripe Subscription or Invoice on that
   price id works and stays localstripe's: the stand-in renames `items[i][price]` (and `price` of a
   subscription item) to localstripe's `plan` on the way (localstripe subscriptions take one item).
-  Mirrored: recurring per-unit prices with an integral `unit_amount`, and tiered prices; not mirrored
-  (localstripe's Plan cannot hold them): one-time prices and fractional `unit_amount_decimal`. Price
-  updates (active, metadata, nickname) are kept by the stand-in only.
+  Mirrored: recurring per-unit prices with an integral `unit_amount` (and their `transform_quantity`),
+  and tiered prices with integral tier amounts; not mirrored (localstripe's Plan cannot hold them):
+  one-time prices and fractional `unit_amount_decimal` (also in a tier). Price updates (active,
+  metadata, nickname) are kept by the stand-in only.
+- Tiers and quantity transformation: the stand-in takes `billing_scheme=tiered` with `tiers` (`up_to`
+  a whole number or "inf", last one "inf"; `unit_amount`/`unit_amount_decimal`, `flat_amount`/
+  `flat_amount_decimal`) and `tiers_mode` graduated|volume, and `transform_quantity` (`divide_by`,
+  `round` up|down; not with tiers, as at Stripe). localstripe computes graduated tiers wrongly (it
+  prices the whole quantity in the first tier) and knows no `transform_quantity`, so the boot script
+  replaces its subscription-item amount with Stripe's documented rules: `transform_quantity` divides
+  and rounds first; volume prices every unit at the tier the quantity falls in plus that tier's flat
+  amount; graduated prices each unit at its own tier plus the flat amount of every tier reached; a
+  metered item bills nothing up front (Stripe bills it in arrears from meter events).
 - Idempotency follows Stripe's documented rules: the first response for a key is saved and replayed
   (with `Idempotent-Replayed: true`) to a POST with the same key and the same parameters; the same
   key with other parameters is a 400 `idempotency_error`; a key whose first request is still running
@@ -90,6 +100,40 @@ from aiohttp import web
 from localstripe import resources, server
 resources.Store.dump_to_disk = lambda self: None
 resources.Store.try_load_from_disk = lambda self: None
+
+# Stripe's price semantics on localstripe's plans (see "Tiers and quantity transformation" above).
+_plan_init = resources.Plan.__init__
+def _plan_with_transform(self, *args, transform_quantity=None, **kwargs):
+    _plan_init(self, *args, **kwargs)
+    self.transform_quantity = transform_quantity
+resources.Plan.__init__ = _plan_with_transform
+
+def _stripe_amount(self):
+    plan = self.plan
+    if plan.usage_type == "metered":
+        return 0  # billed in arrears from meter events, never up front
+    quantity = self.quantity
+    transform = getattr(plan, "transform_quantity", None)
+    if transform:
+        divide_by = int(transform["divide_by"])
+        quantity = -(-quantity // divide_by) if transform.get("round") == "up" else quantity // divide_by
+    if plan.billing_scheme == "per_unit":
+        return plan.amount * quantity
+    def unit(tier): return int(tier.get("unit_amount") or 0)
+    def flat(tier): return int(tier.get("flat_amount") or 0)
+    def top(tier): return None if tier["up_to"] == "inf" else int(tier["up_to"])
+    if plan.tiers_mode == "volume":
+        tier = next(t for t in plan.tiers if top(t) is None or quantity <= top(t))
+        return quantity * unit(tier) + flat(tier)
+    total, floor = 0, 0
+    for tier in plan.tiers:
+        if quantity <= floor:
+            break
+        ceiling = quantity if top(tier) is None else min(quantity, top(tier))
+        total += (ceiling - floor) * unit(tier) + flat(tier)
+        floor = ceiling
+    return total
+resources.SubscriptionItem._calculate_amount = _stripe_amount
 web.run_app(server.app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
 """
 
@@ -188,6 +232,50 @@ def _list(objects: list[dict[str, Any]], url: str, query: dict[str, Any]) -> dic
         ordered = ordered[ids.index(after) + 1 :] if after in ids else []
     limit = max(1, min(100, int(query.get("limit", 10))))
     return {"object": "list", "url": url, "has_more": len(ordered) > limit, "data": ordered[:limit]}
+
+
+def _tiers(raw: list[Any]) -> list[dict[str, Any]]:
+    """Stripe's tier checks and the tiers as a price shows them (`up_to` null for "inf")."""
+    shown: list[dict[str, Any]] = []
+    previous = 0
+    for i, tier in enumerate(raw):
+        if not isinstance(tier, dict) or "up_to" not in tier:
+            raise _bad("Each tier needs `up_to` (a whole number, or inf for the last one).", f"tiers[{i}][up_to]")
+        last = i == len(raw) - 1
+        up_to: int | None = None
+        if tier["up_to"] == "inf":
+            if not last:
+                raise _bad("Only the last tier may have up_to=inf.", f"tiers[{i}][up_to]")
+        else:
+            if not str(tier["up_to"]).isdigit() or int(tier["up_to"]) <= previous:
+                raise _bad("Tiers must have ascending, whole-number up_to values.", f"tiers[{i}][up_to]")
+            if last:
+                raise _bad("The last tier must have up_to=inf.", f"tiers[{i}][up_to]")
+            up_to = previous = int(tier["up_to"])
+        entry: dict[str, Any] = {"up_to": up_to}
+        for name in ("unit_amount", "flat_amount"):
+            whole, decimal = tier.get(name), tier.get(f"{name}_decimal")
+            if whole is not None and decimal is not None:
+                raise _bad(f"You may only specify one of {name} and {name}_decimal.", f"tiers[{i}][{name}]")
+            if whole is not None and not str(whole).isdigit():
+                raise _bad("Invalid non-negative integer", f"tiers[{i}][{name}]")
+            if decimal is not None:
+                try:
+                    value = float(str(decimal))
+                except ValueError:
+                    raise _bad("Invalid decimal", f"tiers[{i}][{name}_decimal]") from None
+                if value < 0 or (name == "flat_amount" and not value.is_integer()):
+                    raise _bad("Invalid decimal", f"tiers[{i}][{name}_decimal]")
+                if value.is_integer() and "." not in str(decimal):
+                    whole = decimal
+            entry[name] = int(whole) if whole is not None else None
+            entry[f"{name}_decimal"] = str(decimal if decimal is not None else whole) if (whole or decimal) else None
+        if entry["unit_amount_decimal"] is None and entry["flat_amount_decimal"] is None:
+            raise _bad("Each tier needs a unit amount or a flat amount.", f"tiers[{i}]")
+        shown.append(
+            {k: entry[k] for k in ("flat_amount", "flat_amount_decimal", "unit_amount", "unit_amount_decimal", "up_to")}
+        )
+    return shown
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -609,8 +697,19 @@ class StandIn:
         elif scheme == "tiered":
             if not isinstance(tiers, list) or not tiers or params.get("tiers_mode") not in ("graduated", "volume"):
                 raise _bad("Tiered prices need `tiers` and `tiers_mode` (graduated or volume).", "tiers")
+            tiers = _tiers(tiers)
         else:
             raise _bad(f"Invalid billing_scheme: {scheme}", "billing_scheme")
+        transform = params.get("transform_quantity")
+        if transform is not None:
+            if scheme == "tiered":
+                raise _bad("Quantity transformation is not compatible with tiered pricing.", "transform_quantity")
+            divide_by = str(transform.get("divide_by", "")) if isinstance(transform, dict) else ""
+            if not divide_by.isdigit() or int(divide_by) < 1:
+                raise _bad("Invalid positive integer", "transform_quantity[divide_by]")
+            if transform.get("round") not in ("up", "down"):
+                raise _bad("Invalid transform_quantity[round]: must be one of up or down", "transform_quantity[round]")
+            transform = {"divide_by": int(divide_by), "round": transform["round"]}
         recurring = params.get("recurring")
         recurring_out: dict[str, Any] | None = None
         if recurring is not None:
@@ -647,7 +746,7 @@ class StandIn:
             "recurring": recurring_out,
             "tax_behavior": params.get("tax_behavior", "unspecified"),
             "tiers_mode": params.get("tiers_mode"),
-            "transform_quantity": None,
+            "transform_quantity": transform,
             "type": "recurring" if recurring_out else "one_time",
             "unit_amount": unit_amount,
             "unit_amount_decimal": unit_amount_decimal,
@@ -672,13 +771,19 @@ class StandIn:
             "usage_type": recurring["usage_type"],
         }
         if price["billing_scheme"] == "tiered":
+            if any(t["unit_amount"] is None and t["unit_amount_decimal"] is not None for t in tiers):
+                return  # a fractional tier amount: localstripe's Plan holds integers only
             form["billing_scheme"] = "tiered"
             form["tiers_mode"] = price["tiers_mode"]
             for i, tier in enumerate(tiers):
-                for key, value in tier.items():
-                    form[f"tiers[{i}][{key}]"] = value
+                form[f"tiers[{i}][up_to]"] = "inf" if tier["up_to"] is None else tier["up_to"]
+                form[f"tiers[{i}][unit_amount]"] = tier["unit_amount"] or 0
+                form[f"tiers[{i}][flat_amount]"] = tier["flat_amount"] or 0
         elif price["unit_amount"] is not None:
             form["amount"] = price["unit_amount"]
+            if price["transform_quantity"]:
+                form["transform_quantity[divide_by]"] = price["transform_quantity"]["divide_by"]
+                form["transform_quantity[round]"] = price["transform_quantity"]["round"]
         else:
             return  # a fractional unit_amount_decimal: localstripe's Plan holds integers only
         if price["nickname"]:

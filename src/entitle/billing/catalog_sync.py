@@ -5,8 +5,10 @@
    and only if the publish committed). Jobs of one plan or add-on run in publish order (ordering key).
 2. The job reads the version, its charges and what the nearest earlier synced version got, calls the
    provider (outside any transaction) with idempotency keys derived from the job, and records the
-   product and price ids in `billing_links` (SUCCESS, or ERROR with the reason for a charge this slice
-   cannot bill through the provider; NO_SYNC_REQUIRED for a free or custom-priced version).
+   product and price ids in `billing_links` (SUCCESS; NO_SYNC_REQUIRED with the reason for a free or
+   custom-priced version, and for a charge the provider does not bill — a minimum spend, credits; ERROR
+   with the reason for a charge whose amounts the provider cannot reproduce exactly, e.g. fractional
+   tier bounds). The charge -> price mapping is `rules.charge_shape` (docs/stripe.md, "Charge kinds").
 3. A failed call leaves the version's link ERROR with the provider's message and re-raises, so the job
    queue retries with backoff and finally dead-letters the job; a retry replays the provider's saved
    answers to the calls that had already gone through, so nothing is created twice.
@@ -15,7 +17,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal, cast
 from urllib.parse import quote
@@ -23,7 +25,7 @@ from urllib.parse import quote
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from entitle.billing import store, usage_sync
+from entitle.billing import rules, store, usage_sync
 from entitle.billing.models import (
     ERROR,
     NO_SYNC_REQUIRED,
@@ -44,13 +46,23 @@ from entitle.config import load_settings
 from entitle.db import Database
 from entitle.environments.models import Environment
 from entitle.jobs.service import JobContext, enqueue, register
-from entitle.money import minor_unit_exponent
 
 SYNC_PACKAGE_JOB = "billing.sync_package"
 SUPPORTED_MODELS = ("FLAT_FEE", "PER_UNIT", "USAGE_BASED")
+# Charges the provider does not bill (their links are NO_SYNC_REQUIRED, with the reason; a subscription
+# needing one syncs without it). See docs/stripe.md, "Charge kinds".
+NOT_BILLED = {
+    "MINIMUM_SPEND": (
+        "a minimum spend is not billed through the provider: a Stripe price cannot express a minimum per "
+        "period, so Stripe bills the subscription's other charges and no shortfall"
+    ),
+    "CREDIT_BASED": (
+        "credit-based charges are not billed through the provider: Entitle does not price credits yet, so "
+        "there is no amount to bill"
+    ),
+}
 INTERVALS: dict[str, Interval] = {"MONTHLY": "month", "ANNUALLY": "year"}
 PATHS = {PLAN: "plans", ADDON: "addons"}
-LATER = "later work of issue 4"
 
 
 def entity_name(product: Product, package: Package) -> str:
@@ -95,8 +107,9 @@ class _Plan:
     previous: SyncedCatalogEntity | None
     archive_replaced: bool
     charge_pks: dict[str, int]  # price key (charge id) -> package_charges.pk
-    unsupported: dict[int, str]  # package_charges.pk -> why it is not synced
+    unsupported: dict[int, str]  # package_charges.pk -> why the provider cannot bill it (ERROR)
     no_sync_reason: str | None
+    not_billed: dict[int, str] = field(default_factory=dict)  # package_charges.pk -> why (NO_SYNC_REQUIRED)
 
 
 @register(SYNC_PACKAGE_JOB)
@@ -149,7 +162,11 @@ def _read(s: Session, integration: Integration, package: Package, payload: dict[
     specs: list[PriceSpec] = []
     charge_pks: dict[str, int] = {}
     unsupported: dict[int, str] = {}
+    not_billed: dict[int, str] = {}
     for charge in packages.charges_of(s, package.pk):
+        if charge.billing_model in NOT_BILLED:
+            not_billed[charge.pk] = NOT_BILLED[charge.billing_model]
+            continue
         spec_or_reason = _price_spec(package, charge, common)
         if isinstance(spec_or_reason, str):
             unsupported[charge.pk] = spec_or_reason
@@ -164,32 +181,25 @@ def _read(s: Session, integration: Integration, package: Package, payload: dict[
         prices=tuple(specs),
     )
     previous, earlier = _previous(s, integration, package)
-    return _Plan(entity, previous, earlier and package.is_latest, charge_pks, unsupported, None)
+    return _Plan(entity, previous, earlier and package.is_latest, charge_pks, unsupported, None, not_billed)
 
 
 def _price_spec(package: Package, charge: PackageCharge, common: dict[str, str]) -> PriceSpec | str:
-    """The provider price of one charge, or why this slice does not sync it."""
-    if charge.is_overage:
-        return (
-            f"overage prices are not synced to the provider yet ({LATER}: a metered price billing only the "
-            "usage past the included amount)"
-        )
+    """The provider price of one charge (`rules.charge_shape`: per unit, per block, tiered; metered on
+    the feature's meter for a usage-based or overage charge), or why the provider cannot bill it."""
     if charge.billing_model not in SUPPORTED_MODELS:
-        return f"{charge.billing_model} prices are not synced to the provider yet ({LATER})"
-    if charge.tiers:
-        return f"tiered prices are not synced to the provider yet ({LATER})"
-    if charge.block_size is not None and charge.block_size != 1:
-        return f"prices per block of units are not synced to the provider yet ({LATER})"
-    if charge.price_amount is None or charge.price_currency is None:
-        return "the charge has no amount"
+        return f"{charge.billing_model} charges have no provider price"
+    shape = rules.charge_shape(charge)
+    if isinstance(shape, str):
+        return f"the provider cannot bill this charge exactly: {shape}"
     meter = None
     if charge.billing_model == "USAGE_BASED":
         if not charge.feature_ref or charge.billing_cadence == "ONE_OFF":
             return "a usage-based charge needs a metered feature and a recurring period"
-        # A metered price backed by the feature's provider meter (usage reported by usage_sync).
-        meter = usage_sync.meter_spec(common["entitleEnvironment"], charge.feature_ref)
-    currency = charge.price_currency.lower()
-    minor = (Decimal(charge.price_amount) * (Decimal(10) ** minor_unit_exponent(currency))).normalize()
+        # A metered price backed by the feature's provider meter (usage reported by usage_sync); an
+        # overage charge has its own meter, fed only the usage past the included amount.
+        meter = usage_sync.meter_spec(common["entitleEnvironment"], charge.feature_ref, overage=charge.is_overage)
+    currency = rules.charge_currency(charge)
     interval = None if charge.billing_cadence == "ONE_OFF" else INTERVALS[charge.billing_period]
     country = f" {charge.billing_country_code}" if charge.billing_country_code else ""
     metadata = {
@@ -198,17 +208,23 @@ def _price_spec(package: Package, charge: PackageCharge, common: dict[str, str])
         "entitleBillingModel": charge.billing_model,
         "entitleBillingPeriod": charge.billing_period,
     }
+    if charge.is_overage:
+        metadata["entitleOverage"] = "true"
     if charge.billing_country_code:
         metadata["entitleCountry"] = charge.billing_country_code
     period = {"MONTHLY": "monthly", "ANNUALLY": "annual"}.get(charge.billing_period, charge.billing_period.lower())
+    overage = " overage" if charge.is_overage else ""
     return PriceSpec(
         key=charge.charge_id,
         currency=currency,
-        unit_amount_minor=minor,
+        unit_amount_minor=shape.unit_amount_minor if shape.unit_amount_minor is not None else Decimal(0),
         interval=interval,
-        nickname=f"{package.display_name} {period}{country}"[:250],
+        nickname=f"{package.display_name}{overage} {period}{country}"[:250],
         metadata=_clip(metadata),
         meter=meter,
+        tiers=shape.tiers,
+        tiers_mode=shape.tiers_mode,
+        divide_by=shape.divide_by,
     )
 
 
@@ -267,6 +283,8 @@ def _record(
             )
         for charge_pk, reason in plan.unsupported.items():
             store.put_link(s, integration, PACKAGE_CHARGE, charge_pk, ERROR, reason=reason)
+        for charge_pk, reason in plan.not_billed.items():
+            store.put_link(s, integration, PACKAGE_CHARGE, charge_pk, NO_SYNC_REQUIRED, reason=reason)
         for old in store.links_by_billing_id(s, integration.pk, PACKAGE_CHARGE, synced.archived):
             old.details = {**old.details, "archived": True}
         store.put_link(

@@ -24,6 +24,7 @@ from decimal import Decimal
 from typing import Any, Literal, Protocol
 
 from entitle.billing.models import STRIPE, Integration
+from entitle.billing.rules import ProviderTier
 from entitle.billing.secrets import SecretBox
 from entitle.errors import FailedPrecondition, InvalidArgument
 
@@ -42,6 +43,11 @@ class PriceSpec:
     metadata: dict[str, str] = field(default_factory=dict)
     # A usage-based charge: billed by the provider from the usage reported to this meter (no quantity).
     meter: MeterSpec | None = None
+    # A tiered price (`unit_amount_minor` is then unused): the tiers and "graduated" | "volume".
+    tiers: tuple[ProviderTier, ...] = ()
+    tiers_mode: str | None = None
+    # A price per block of units: the provider divides the quantity by this and rounds up.
+    divide_by: int | None = None
 
 
 @dataclass(frozen=True)

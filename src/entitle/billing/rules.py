@@ -8,10 +8,14 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
-from typing import Any
+from decimal import ROUND_CEILING, Decimal
+from typing import TYPE_CHECKING, Any
 
 from entitle.errors import FailedPrecondition, InvalidArgument
+from entitle.money import minor_unit_exponent
+
+if TYPE_CHECKING:
+    from entitle.catalog.packages.models import PackageCharge
 
 STRIPE_SUBSCRIPTIONS_PER_CUSTOMER = 500
 """Stripe's limit of active subscriptions per customer."""
@@ -111,8 +115,13 @@ def coupon_billing_ref(environment: str, coupon_ref: str) -> str:
     return f"entitle_{_UNSAFE.sub('-', coupon_ref)[:150]}_{digest}"
 
 
-def meter_event_name(environment: str, feature_ref: str) -> str:
-    """The provider meter's event name for a feature (unique per environment, at most 100 characters)."""
+def meter_event_name(environment: str, feature_ref: str, *, overage: bool = False) -> str:
+    """The provider meter's event name for a feature (unique per environment, at most 100 characters).
+    An overage charge has its own meter (`entitle_overage_...`, fed only the usage past the included
+    amount), so it never bills the usage a usage-based charge of the same feature bills."""
+    if overage:
+        digest = hashlib.sha256(f"{environment}\0{feature_ref}\0overage".encode()).hexdigest()[:10]
+        return f"entitle_overage_{_UNSAFE.sub('_', feature_ref)[:70]}_{digest}"
     digest = hashlib.sha256(f"{environment}\0{feature_ref}".encode()).hexdigest()[:10]
     return f"entitle_{_UNSAFE.sub('_', feature_ref)[:70]}_{digest}"
 
@@ -174,3 +183,207 @@ def proration_of(billing_information: Mapping[str, Any] | None) -> str | None:
     if value not in _PRORATIONS:
         raise InvalidArgument(f"billingInformation.prorationBehavior must be one of {', '.join(_PRORATIONS)}")
     return _PRORATIONS[str(value)]
+
+
+# ---------------------------------------------------------------------------------------------- prices
+#
+# How one catalog charge is billed by the provider (Stripe's Price model), and what the provider bills
+# for a quantity. Entitle's own arithmetic is `entitle.subscriptions.pricing`; `provider_amount` models
+# Stripe's documented semantics so the property tests (tests/billing/test_stripe_charge_kinds.py) can
+# check that the provider bills exactly what Entitle computes, for any tiers and any quantity.
+
+
+@dataclass(frozen=True)
+class ProviderTier:
+    """One Stripe tier, amounts in exact minor units (`up_to` None: "inf")."""
+
+    up_to: int | None
+    unit_amount_minor: Decimal | None = None
+    flat_amount_minor: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class PriceShape:
+    """How the provider bills one charge per quantity.
+
+    - per unit (no tiers): `unit_amount_minor` per unit; with `divide_by` the provider divides the
+      quantity by it and rounds up first (Stripe `transform_quantity`), so the price is per block;
+    - tiered: `tiers` in `tiers_mode` (Stripe `billing_scheme=tiered`, which takes no quantity
+      transformation).
+
+    What Entitle sends as the quantity (item quantity, or reported usage) is `provider_quantity`:
+    the units themselves, or — where Stripe cannot transform the quantity itself — the units rounded up
+    to whole blocks (`round_quantity_to`, tiers with a block size), or the number of blocks
+    (`count_blocks_of`, a fractional block size).
+    """
+
+    unit_amount_minor: Decimal | None = None
+    tiers: tuple[ProviderTier, ...] = ()
+    tiers_mode: str | None = None  # "graduated" | "volume"
+    divide_by: int | None = None
+    round_quantity_to: int | None = None
+    count_blocks_of: Decimal | None = None
+
+
+_MAX_DECIMALS = 12  # Stripe's unit_amount_decimal: at most 12 decimal places (minor units)
+
+
+def _minor(amount: Decimal, exponent: int) -> Decimal:
+    return (amount * (Decimal(10) ** exponent)).normalize()
+
+
+def _whole(value: Decimal) -> bool:
+    return value == value.to_integral_value()
+
+
+def _decimals(value: Decimal) -> int:
+    exponent = value.normalize().as_tuple().exponent
+    return -exponent if isinstance(exponent, int) and exponent < 0 else 0
+
+
+def price_shape(
+    *,
+    amount: Decimal | None,
+    tiers: Sequence[tuple[Decimal | None, Decimal | None, Decimal | None]],
+    tiers_mode: str | None,
+    block_size: Decimal | None,
+    exponent: int,
+) -> PriceShape | str:
+    """The provider price of a charge (major-unit `amount`, or `tiers` as (upTo, unit price, flat
+    price) in major units, with `tiers_mode` VOLUME|GRADUATED and an optional `block_size`), or why the
+    provider cannot bill exactly what Entitle computes.
+
+    Entitle's amount for q units (`pricing.line_for`): the units are rounded up to whole blocks,
+    u = ceil(q / block) * block; then `amount * u`, or the tiered cost of u. Mapped so the provider bills
+    the same: a per-unit price per block of `amount * block` on ceil(q / block) (Stripe's
+    `transform_quantity` divide_by/round up for a whole block size, else the number of blocks is sent);
+    tiers become Stripe tiers (last `up_to` "inf"), and with a block size the quantity sent is u.
+    """
+    block = block_size if block_size is not None and block_size > 0 and block_size != 1 else None
+    if tiers:
+        if tiers_mode not in ("VOLUME", "GRADUATED"):
+            return "tiers need tiersMode VOLUME or GRADUATED"
+        converted: list[ProviderTier] = []
+        for i, (up_to, unit, flat) in enumerate(tiers):
+            if up_to is not None and (not _whole(up_to) or up_to <= 0):
+                return f"tier {i + 1} ends at {up_to}: the provider's tier bounds are whole numbers of units"
+            if (up_to is None) != (i == len(tiers) - 1):
+                return "only the last tier is open-ended"
+            unit_minor = _minor(unit, exponent) if unit else None
+            flat_minor = _minor(flat, exponent) if flat else None
+            if flat_minor is not None and not _whole(flat_minor):
+                return f"tier {i + 1}'s flat price {flat} is not a whole number of minor units, as the provider needs"
+            if unit_minor is not None and _decimals(unit_minor) > _MAX_DECIMALS:
+                return f"tier {i + 1}'s unit price {unit} has more than {_MAX_DECIMALS} decimal places of minor units"
+            converted.append(ProviderTier(int(up_to) if up_to is not None else None, unit_minor, flat_minor))
+        if block is not None and not _whole(block):
+            return (
+                f"tiers with a fractional block size ({block}) send fractional quantities, which the provider refuses"
+            )
+        return PriceShape(
+            tiers=tuple(converted),
+            tiers_mode=tiers_mode.lower(),
+            round_quantity_to=int(block) if block is not None else None,
+        )
+    if amount is None:
+        return "the charge has no amount"
+    per_block = _minor(amount * (block or 1), exponent)
+    if _decimals(per_block) > _MAX_DECIMALS:
+        return f"the price {amount} has more than {_MAX_DECIMALS} decimal places of minor units"
+    if block is None:
+        return PriceShape(unit_amount_minor=per_block)
+    if _whole(block):
+        return PriceShape(unit_amount_minor=per_block, divide_by=int(block))
+    return PriceShape(unit_amount_minor=per_block, count_blocks_of=block)
+
+
+def provider_quantity(shape: PriceShape, units: Decimal) -> Decimal:
+    """The quantity Entitle sends the provider for `units` (an item's quantity, or a period's usage)."""
+    if shape.round_quantity_to is not None:
+        return _ceil(units / shape.round_quantity_to) * shape.round_quantity_to
+    if shape.count_blocks_of is not None:
+        return _ceil(units / shape.count_blocks_of)
+    return units
+
+
+def provider_amount(shape: PriceShape, quantity: Decimal) -> Decimal:
+    """What the provider bills, in exact minor units before its rounding, for a quantity it was sent
+    (Stripe's documented semantics: `transform_quantity` divides and rounds up; volume prices every unit
+    at the tier the quantity falls in, plus that tier's flat amount; graduated prices each unit at its
+    own tier, plus the flat amount of every tier reached). Quantities of at least one unit."""
+    if not shape.tiers:
+        billed = _ceil(quantity / shape.divide_by) if shape.divide_by else quantity
+        return billed * (shape.unit_amount_minor or Decimal(0))
+    if shape.tiers_mode == "volume":
+        tier = next(t for t in shape.tiers if t.up_to is None or quantity <= t.up_to)
+        return quantity * (tier.unit_amount_minor or 0) + (tier.flat_amount_minor or 0)
+    total, floor = Decimal(0), Decimal(0)
+    for tier in shape.tiers:
+        if quantity <= floor:
+            break
+        top = quantity if tier.up_to is None else min(quantity, Decimal(tier.up_to))
+        total += (top - floor) * (tier.unit_amount_minor or 0) + (tier.flat_amount_minor or 0)
+        floor = Decimal(tier.up_to) if tier.up_to is not None else quantity
+    return total
+
+
+def _ceil(value: Decimal) -> Decimal:
+    return value.to_integral_value(rounding=ROUND_CEILING)
+
+
+def period_overage(
+    windows: Sequence[tuple[datetime, Decimal]],
+    period_start: datetime,
+    period_end: datetime,
+    previous: tuple[datetime, Decimal] | None,
+    included: Decimal,
+) -> tuple[Decimal, datetime | None, Decimal]:
+    """The usage past the `included` amount a billing period bills (an overage charge), from the
+    feature's usage windows as `period_usage` selects them: each window's usage beyond `included` (the
+    limit applies per usage window), less what an earlier period already billed of the first window
+    (`previous`, the watermark: that window's counter when last measured). Never negative. Returns
+    (value, the window measured last, its counter value) — the next watermark, as `period_usage`."""
+    ordered = sorted((w for w in windows if w[0] < period_end), key=lambda w: w[0])
+    first = max((i for i, w in enumerate(ordered) if w[0] <= period_start), default=None)
+    overlapping = ordered[first:] if first is not None else [w for w in ordered if w[0] > period_start]
+    if not overlapping:
+        return Decimal(0), None, Decimal(0)
+    total = sum((max(v - included, Decimal(0)) for _, v in overlapping), Decimal(0))
+    if previous is not None and previous[0] == overlapping[0][0]:
+        total -= max(previous[1] - included, Decimal(0))
+    last_start, last_value = overlapping[-1]
+    return max(total, Decimal(0)), last_start, last_value
+
+
+def charge_currency(charge: PackageCharge) -> str:
+    """A charge's currency (lowercase): its price's, or its tiers'."""
+    if charge.price_currency:
+        return charge.price_currency.lower()
+    for tier in charge.tiers or ():
+        for key in ("unitPrice", "flatPrice"):
+            if (tier.get(key) or {}).get("currency"):
+                return str(tier[key]["currency"]).lower()
+    return "usd"
+
+
+def charge_shape(charge: PackageCharge) -> PriceShape | str:
+    """`price_shape` of a stored charge (its tiers are JSON documents with exact decimal strings)."""
+
+    def amount(price: Any) -> Decimal | None:
+        return Decimal(str(price["amount"])) if price else None
+
+    tiers = [
+        (
+            Decimal(str(t["upTo"])) if t.get("upTo") is not None else None,
+            amount(t.get("unitPrice")),
+            amount(t.get("flatPrice")),
+        )
+        for t in charge.tiers or ()
+    ]
+    return price_shape(
+        amount=charge.price_amount,
+        tiers=tiers,
+        tiers_mode=charge.tiers_mode or ("GRADUATED" if charge.is_overage else None),
+        block_size=charge.block_size,
+        exponent=minor_unit_exponent(charge_currency(charge)),
+    )

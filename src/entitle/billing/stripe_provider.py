@@ -504,7 +504,7 @@ def minor_amount(spec: PriceSpec) -> tuple[str, int | str]:
 
 def price_fingerprint(spec: PriceSpec, product_id: str) -> dict[str, Any]:
     field, value = minor_amount(spec)
-    fingerprint = {
+    fingerprint: dict[str, Any] = {
         "product": product_id,
         "currency": spec.currency,
         "unitAmountDecimal": str(value) if field == "unit_amount" else value,
@@ -512,7 +512,28 @@ def price_fingerprint(spec: PriceSpec, product_id: str) -> dict[str, Any]:
     }
     if spec.meter is not None:
         fingerprint["meter"] = spec.meter.event_name
+    # Only when set, so the fingerprints of plain prices synced earlier stay the same (and are reused).
+    if spec.tiers:
+        fingerprint["tiersMode"] = spec.tiers_mode
+        fingerprint["tiers"] = [_tier_params(t) for t in spec.tiers]
+    if spec.divide_by is not None:
+        fingerprint["divideBy"] = spec.divide_by
     return fingerprint
+
+
+def _tier_params(tier: rules.ProviderTier) -> dict[str, Any]:
+    """One Stripe tier: `up_to` (or "inf"), the unit amount (`unit_amount`, or `unit_amount_decimal` when
+    fractional) and the flat amount (whole minor units), each only when set."""
+    params: dict[str, Any] = {"up_to": tier.up_to if tier.up_to is not None else "inf"}
+    unit = tier.unit_amount_minor
+    if unit is not None:
+        if unit == unit.to_integral_value():
+            params["unit_amount"] = int(unit)
+        else:
+            params["unit_amount_decimal"] = _plain(unit)
+    if tier.flat_amount_minor is not None:
+        params["flat_amount"] = int(tier.flat_amount_minor)
+    return params
 
 
 def _plain(value: Decimal) -> str:
@@ -563,7 +584,11 @@ def _price_params(spec: PriceSpec, product_id: str, meter_id: str | None = None)
         "metadata": spec.metadata,
     }
     field, value = minor_amount(spec)
-    if field == "unit_amount":
+    if spec.tiers:
+        params["billing_scheme"] = "tiered"
+        params["tiers_mode"] = cast(Literal["graduated", "volume"], spec.tiers_mode)
+        params["tiers"] = [cast(Any, _tier_params(t)) for t in spec.tiers]
+    elif field == "unit_amount":
         assert isinstance(value, int)
         params["unit_amount"] = value
     else:
@@ -571,6 +596,8 @@ def _price_params(spec: PriceSpec, product_id: str, meter_id: str | None = None)
         # 1e-6 ('1E-7'), which Stripe refuses; the plain string goes through as written.
         assert isinstance(value, str)
         params["unit_amount_decimal"] = cast(Decimal, value)
+    if spec.divide_by is not None and not spec.tiers:
+        params["transform_quantity"] = {"divide_by": spec.divide_by, "round": "up"}
     if spec.interval is not None and meter_id is not None:
         params["recurring"] = {
             "interval": spec.interval,

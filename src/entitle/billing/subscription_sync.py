@@ -386,11 +386,13 @@ def _items(
     quantity: int,
     per_unit: dict[str, Decimal],
 ) -> list[SubscriptionItem]:
-    """One item per recurring charge of the version for the subscription's period (country price first)."""
+    """One item per recurring charge of the version for the subscription's period (country price first),
+    overage charges included (metered); charges the provider does not bill (their price link is
+    NO_SYNC_REQUIRED: a minimum spend, credits) are left out."""
     charges = [
         c
         for c in packages.charges_of(s, package.pk)
-        if not c.is_overage and c.billing_cadence != "ONE_OFF" and c.billing_period == sub.billing_period
+        if c.billing_cadence != "ONE_OFF" and c.billing_period == sub.billing_period
     ]
     country = (sub.billing_country_code or "").lower()
     local = [c for c in charges if country and (c.billing_country_code or "").lower() == country]
@@ -399,6 +401,8 @@ def _items(
     items: list[SubscriptionItem] = []
     for charge in chosen:
         link = links.get(charge.pk)
+        if link is not None and link.sync_state == NO_SYNC_REQUIRED:
+            continue  # not billed through the provider (the link says why)
         if link is None or link.sync_state != SUCCESS or not link.billing_id:
             state = link.sync_state if link is not None else "not synced"
             raise NotReadyToSync(
@@ -412,6 +416,9 @@ def _items(
             wanted = per_unit.get(charge.feature_ref or "")
             units = int(wanted) if wanted is not None else (sub.unit_quantity or 1)
             units *= quantity
+            shape = rules.charge_shape(charge)
+            if not isinstance(shape, str):  # tiers with a block size: the units rounded up to whole blocks
+                units = int(rules.provider_quantity(shape, Decimal(units)))
         items.append(SubscriptionItem(price_billing_id=link.billing_id, quantity=units))
     return items
 

@@ -18,6 +18,13 @@ period is billed on it. For each metered feature of the subscription the job:
    from subscription, feature and period) *before* calling the provider;
 3. sends one meter event (the provider counts an identifier once) and marks the row SENT.
 
+An overage charge (usage beyond the included amount) is a metered price on the feature's own overage
+meter: its row (`feature_ref` "<feature>#overage") measures only the usage past the subscription's
+included amount per usage window (`rules.period_overage`; the included amount is the subscription's
+entitlement: plan, add-ons and overrides). A tiered price with a block size, or a fractional block
+size, sends the usage as `rules.provider_quantity` makes it (whole blocks), so the provider bills what
+Entitle's pricing would.
+
 A retried job, a duplicated job, or a worker that died between the provider's answer and step 3 sends
 the same identifier with the same value again, which the provider counts once: usage is never
 double-counted, and never measured twice for a period.
@@ -44,7 +51,7 @@ from entitle.clock import utcnow
 from entitle.config import load_settings
 from entitle.customers.models import Customer
 from entitle.db import Database
-from entitle.entitlements.engine import resource_key
+from entitle.entitlements.engine import resource_key, subscription_terms
 from entitle.environments.models import Environment
 from entitle.jobs.service import JobContext, register
 from entitle.subscriptions import store as subscriptions
@@ -54,8 +61,11 @@ from entitle.usage.models import UsageCounter
 REPORT_INVOICE_USAGE_JOB = "billing.report_invoice_usage"
 
 
-def meter_spec(env_name: str, feature_ref: str) -> MeterSpec:
-    return MeterSpec(event_name=rules.meter_event_name(env_name, feature_ref), display_name=f"{feature_ref} usage")
+def meter_spec(env_name: str, feature_ref: str, *, overage: bool = False) -> MeterSpec:
+    return MeterSpec(
+        event_name=rules.meter_event_name(env_name, feature_ref, overage=overage),
+        display_name=f"{feature_ref} {'overage' if overage else 'usage'}",
+    )
 
 
 def _instant(value: Any) -> datetime:
@@ -66,21 +76,56 @@ def _instant(value: Any) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def metered_features(s: Session, integration: Integration, sub: Subscription) -> list[str]:
-    """The features of the subscription's usage-based charges that are billed through a metered price."""
+@dataclass(frozen=True)
+class Metered:
+    """A feature billed through a metered price of the subscription: its usage, or its overage."""
+
+    feature_ref: str
+    overage: bool = False
+    shape: rules.PriceShape | None = None  # how the measured usage becomes the quantity sent
+    included: Decimal | None = None  # overage: the usage the subscription includes per window (None: unlimited)
+
+    @property
+    def key(self) -> str:
+        """The report row's `feature_ref` (and the identifier's): the feature, or `<feature>#overage`."""
+        return f"{self.feature_ref[:246]}#overage" if self.overage else self.feature_ref
+
+
+def metered_charges(s: Session, integration: Integration, sub: Subscription) -> list[Metered]:
+    """The features of the subscription's usage-based and overage charges billed through a metered price."""
     package_pks = [sub.plan_pk] + [a.addon_pk for a in subscriptions.addons_of(s, [sub.pk]).get(sub.pk, [])]
     charges = [
         c
         for pk in package_pks
         for c in packages.charges_of(s, pk)
-        if c.billing_model == "USAGE_BASED"
-        and not c.is_overage
-        and c.feature_ref
-        and c.billing_period == sub.billing_period
+        if c.billing_model == "USAGE_BASED" and c.feature_ref and c.billing_period == sub.billing_period
     ]
     links = store.links(s, integration.pk, PACKAGE_CHARGE, [c.pk for c in charges])
-    synced = {c.feature_ref for c in charges if (link := links.get(c.pk)) is not None and link.sync_state == SUCCESS}
-    return sorted(f for f in synced if f)
+    terms = (
+        subscription_terms(s, sub.environment_id, [sub]).get(sub.pk, {}) if any(c.is_overage for c in charges) else {}
+    )
+    found: dict[tuple[str, bool], Metered] = {}
+    for c in charges:
+        link = links.get(c.pk)
+        if link is None or link.sync_state != SUCCESS or not c.feature_ref or (c.feature_ref, c.is_overage) in found:
+            continue
+        shape = rules.charge_shape(c)
+        included: Decimal | None = None
+        if c.is_overage:
+            grant = terms.get(("FEATURE", c.feature_ref))
+            if grant is None or not grant.is_granted:
+                included = Decimal(0)
+            elif not grant.has_unlimited_usage:
+                included = grant.usage_limit or Decimal(0)
+        found[(c.feature_ref, c.is_overage)] = Metered(
+            c.feature_ref, c.is_overage, None if isinstance(shape, str) else shape, included
+        )
+    return sorted(found.values(), key=lambda m: m.key)
+
+
+def metered_features(s: Session, integration: Integration, sub: Subscription) -> list[str]:
+    """The features of the subscription's usage-based charges (not overage) billed through a metered price."""
+    return [m.feature_ref for m in metered_charges(s, integration, sub) if not m.overage]
 
 
 def _windows(s: Session, sub: Subscription, feature_ref: str, end: datetime) -> list[tuple[datetime, Decimal]]:
@@ -133,7 +178,7 @@ class _Context:
     sub: Subscription
     env_name: str
     customer_billing_id: str
-    features: list[str]
+    features: list[Metered]
 
 
 def _context(db: Database, ctx: JobContext) -> _Context | None:
@@ -156,7 +201,7 @@ def _context(db: Database, ctx: JobContext) -> _Context | None:
         )
         if customer_id is None:
             raise RuntimeError(f"subscription '{sub.ref_id}' has no provider customer to report usage for")
-        return _Context(integration, sub, env.name, customer_id, metered_features(s, integration, sub))
+        return _Context(integration, sub, env.name, customer_id, metered_charges(s, integration, sub))
 
 
 @register(REPORT_INVOICE_USAGE_JOB)
@@ -166,8 +211,8 @@ def report_invoice_usage(db: Database, ctx: JobContext) -> None:
         return
     start, end = _instant(ctx.payload["periodStart"]), _instant(ctx.payload["periodEnd"])
     provider = provider_for(found.integration, secret_box(load_settings().data_dir))
-    for feature_ref in found.features:
-        row = _measure(db, found, feature_ref, start, end, ctx.idempotency_key)
+    for metered in found.features:
+        row = _measure(db, found, metered, start, end, ctx.idempotency_key)
         if row is None or row.state == REPORT_SENT:
             continue
         if row.value > 0:
@@ -186,18 +231,26 @@ def report_invoice_usage(db: Database, ctx: JobContext) -> None:
 
 
 def _measure(
-    db: Database, found: _Context, feature_ref: str, start: datetime, end: datetime, idempotency_key: str
+    db: Database, found: _Context, metered: Metered, start: datetime, end: datetime, idempotency_key: str
 ) -> BillingUsageReport | None:
     """The period's report row: the one already written, or a new PENDING one with the usage measured now."""
     integration, sub = found.integration, found.sub
+    feature_ref, key = metered.feature_ref, metered.key
     with db.read() as s:
-        existing = _report_row(s, integration.pk, sub.pk, feature_ref, start)
+        existing = _report_row(s, integration.pk, sub.pk, key, start)
         if existing is not None:
             return existing
         windows = _windows(s, sub, feature_ref, end)
-        previous = _previous(s, integration, sub, feature_ref, start)
-    value, window_start, cumulative = rules.period_usage(windows, start, end, previous)
-    meter = meter_spec(found.env_name, feature_ref)
+        previous = _previous(s, integration, sub, key, start)
+    if not metered.overage:
+        value, window_start, cumulative = rules.period_usage(windows, start, end, previous)
+    elif metered.included is None:  # unlimited: nothing is ever past the included amount
+        value, window_start, cumulative = Decimal(0), None, Decimal(0)
+    else:
+        value, window_start, cumulative = rules.period_overage(windows, start, end, previous, metered.included)
+    if metered.shape is not None and value > 0:
+        value = rules.provider_quantity(metered.shape, value)
+    meter = meter_spec(found.env_name, feature_ref, overage=metered.overage)
     provider = provider_for(integration, secret_box(load_settings().data_dir))
     meter_id = provider.ensure_meter(meter, idempotency_key=f"{idempotency_key}:{meter.event_name}")
     try:
@@ -206,7 +259,7 @@ def _measure(
                 environment_id=sub.environment_id,
                 integration_pk=integration.pk,
                 subscription_pk=sub.pk,
-                feature_ref=feature_ref,
+                feature_ref=key,
                 period_start=start,
                 period_end=end,
                 value=value,
@@ -215,7 +268,7 @@ def _measure(
                 meter_billing_id=meter_id or "",
                 event_name=meter.event_name,
                 customer_billing_id=found.customer_billing_id,
-                identifier=rules.usage_identifier(sub.ref_id, feature_ref, start),
+                identifier=rules.usage_identifier(sub.ref_id, key, start),
                 state=REPORT_PENDING,
             )
             s.add(row)
@@ -224,7 +277,7 @@ def _measure(
             return row
     except IntegrityError:  # a concurrent run wrote it first: use that one
         with db.read() as s:
-            return _report_row(s, integration.pk, sub.pk, feature_ref, start)
+            return _report_row(s, integration.pk, sub.pk, key, start)
 
 
 def _mark_sent(db: Database, pk: int) -> None:
@@ -235,4 +288,11 @@ def _mark_sent(db: Database, pk: int) -> None:
             row.sent_at = utcnow()
 
 
-__all__ = ["REPORT_INVOICE_USAGE_JOB", "meter_spec", "metered_features", "report_invoice_usage"]
+__all__ = [
+    "REPORT_INVOICE_USAGE_JOB",
+    "Metered",
+    "meter_spec",
+    "metered_charges",
+    "metered_features",
+    "report_invoice_usage",
+]
