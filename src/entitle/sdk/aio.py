@@ -10,10 +10,8 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import functools
 import logging
 import time
-import weakref
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal
@@ -24,7 +22,7 @@ import httpx
 
 from entitle.sdk import wire
 from entitle.sdk.base import DEFAULT_BASE_URL, ClientBase
-from entitle.sdk.batch import Event, TaskBatcher
+from entitle.sdk.batch import Event, EventQueue, TaskBatcher
 from entitle.sdk.cache import CacheBackend
 from entitle.sdk.push import PushListener
 from entitle.sdk.state import State, cached_answer, evaluate
@@ -40,26 +38,39 @@ from entitle.sdk.types import (
 log = logging.getLogger("entitle.sdk")
 
 
-def _drain_at_exit(ref: weakref.ref[AsyncEntitle]) -> None:
-    """The loop is gone at exit: send what is still queued with a plain sync client."""
-    client = ref()
-    if client is None or client._closed:
-        return
-    events = list(client._events.events)
-    if not events:
-        return
-    with httpx.Client(base_url=client.base_url, headers=client._headers, timeout=client.timeout) as http:
-        for start in range(0, len(events), client._events.batch_size):
-            batch = events[start : start + client._events.batch_size]
-            for attempt in range(5):
-                try:
-                    wire.data_of(http.post("/api/v1/events", json={"events": batch}))
-                    break
-                except (httpx.TransportError, EntitleConnectionError):
-                    time.sleep(0.2 * 2**attempt)
-                except EntitleError as exc:
-                    log.error("entitle: the server refused %d event(s) at exit: %s", len(batch), exc)
-                    break
+class _DrainAtExit:
+    """The exit hook of an `AsyncEntitle` that was not closed: the loop is gone by then, so what is
+    still queued is sent with a plain sync client.
+
+    It holds the queue itself, not the client: an application's client is often garbage by the
+    time the interpreter exits (a local of a coroutine that `asyncio.run` finished), and its events
+    must still go out. `close()` unregisters it."""
+
+    def __init__(self, events: EventQueue, base_url: str, headers: Mapping[str, str], timeout: float) -> None:
+        self.events = events
+        self.base_url = base_url
+        self.headers = dict(headers)
+        self.timeout = timeout
+
+    def __call__(self) -> None:
+        queued = list(self.events.events)
+        if not queued:
+            return
+        size = self.events.batch_size
+        with httpx.Client(base_url=self.base_url, headers=self.headers, timeout=self.timeout) as http:
+            for start in range(0, len(queued), size):
+                batch = queued[start : start + size]
+                for attempt in range(5):
+                    try:
+                        wire.data_of(http.post("/api/v1/events", json={"events": batch}))
+                        break
+                    except (httpx.TransportError, EntitleConnectionError):
+                        time.sleep(0.2 * 2**attempt)
+                    except EntitleError as exc:
+                        log.error("entitle: the server refused %d event(s) at exit: %s", len(batch), exc)
+                        break
+                else:
+                    log.error("entitle: %d queued event(s) not delivered at exit: server unreachable", len(batch))
 
 
 class AsyncEntitle(ClientBase):
@@ -101,7 +112,7 @@ class AsyncEntitle(ClientBase):
         self._push_task: asyncio.Task[None] | None = None
         self._push_http: httpx.AsyncClient | None = None
         self._listener: PushListener | None = None
-        self._atexit = functools.partial(_drain_at_exit, weakref.ref(self))
+        self._atexit = _DrainAtExit(self._events, self.base_url, self._headers, timeout)
         atexit.register(self._atexit)
 
     def _start(self) -> None:
