@@ -56,16 +56,24 @@ def test_the_secret_key_is_stored_encrypted_and_never_shown(server: LiveServer, 
     box = secret_box(Path("/nonexistent"))  # the key comes from ENTITLE_SECRET_KEY here
     assert box.decrypt(row.secret_key_encrypted) == TEST_KEY
     assert row.webhook_secret_encrypted is not None and box.decrypt(row.webhook_secret_encrypted).startswith("whsec_")
-    # Connecting again replaces the key and settings of the same integration.
-    again = connect(api, "sk_test_51Another0000000000000009999", syncCustomers=False)
+    # Connecting again with its id replaces the key of the same integration; what is left out (the webhook
+    # secret, the API base, the other toggles) keeps its stored value; null clears the API base.
+    again = connect(api, "sk_test_51Another0000000000000009999", id=data["id"], syncCustomers=False, apiBase=None)
     assert again.status_code == 200
     assert again.json()["data"]["id"] == data["id"] and again.json()["data"]["syncCustomers"] is False
+    assert again.json()["data"]["hasWebhookSecret"] is True and again.json()["data"]["taxEnabled"] is False
     (row,) = stored(server)
-    assert (box.decrypt(row.secret_key_encrypted), row.webhook_secret_encrypted, row.api_base) == (
-        "sk_test_51Another0000000000000009999",
-        None,
-        None,
-    )
+    assert (box.decrypt(row.secret_key_encrypted), row.api_base) == ("sk_test_51Another0000000000000009999", None)
+    assert row.webhook_secret_encrypted is not None
+    assert box.decrypt(row.webhook_secret_encrypted) == "whsec_abcdefgh12345678"
+    # The same key again, without an id, is the same integration too.
+    same = connect(api, "sk_test_51Another0000000000000009999", taxEnabled=True)
+    assert same.json()["data"]["id"] == data["id"] and same.json()["data"]["syncCustomers"] is False
+    assert same.json()["data"]["taxEnabled"] is True and same.json()["data"]["hasWebhookSecret"] is True
+    # An id the environment does not have is not found (connect without one to add an integration).
+    unknown = connect(api, TEST_KEY, id="no-such-integration")
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "NOT_FOUND"
+    assert len(stored(server)) == 1
 
 
 def test_keys_must_match_the_kind_of_environment(server: LiveServer, api: httpx.Client) -> None:

@@ -9,7 +9,6 @@ import textwrap
 from decimal import Decimal
 from pathlib import Path
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -80,19 +79,36 @@ def test_memory_and_sqlite_backends_behave_alike(tmp_path: Path) -> None:
     _exercise(SQLiteFileCache(tmp_path / "c.db"))
 
 
-def test_redis_backend() -> None:
-    try:
-        import redis
-    except ImportError:
-        pytest.skip("the `redis` package is not installed (RedisCache imports it lazily; not a dependency)")
+def test_redis_backend(redis_url: str) -> None:
+    """Against a real, throwaway redis-server (the `redis_url` fixture), through the `redis` package
+    (a dev dependency; RedisCache imports it lazily, it is not a dependency of the SDK)."""
+    import redis
+
     from entitle.sdk import RedisCache
 
-    client = redis.Redis.from_url("redis://localhost:6379/15")
-    try:
-        client.ping()
-    except redis.exceptions.ConnectionError:
-        pytest.skip("no Redis server on localhost:6379")
+    _exercise(RedisCache(redis_url))
+    client = redis.Redis.from_url(redis_url)
     _exercise(RedisCache(client=client))
+    client.flushdb()
+
+
+def test_a_redis_cache_is_shared_by_clients(seeded: LiveServer, redis_url: str) -> None:
+    """Two clients with separate memories (as two processes would have) share what either fetched
+    or reported through one Redis: the second answers without a request."""
+    from entitle.sdk import RedisCache
+    from tests.sdk.conftest import CountingTransport
+
+    key = seeded.key()
+    with Entitle(key, seeded.base_url, push=False, cache_backend=RedisCache(redis_url)) as first:
+        first.report_usage("c1", "calls", 3)
+        assert first.get_entitlement("c1", "calls").current_usage == 3
+    transport = CountingTransport()
+    backend = RedisCache(redis_url)
+    with Entitle(key, seeded.base_url, push=False, cache_backend=backend, transport=transport) as second:
+        result = second.get_entitlement("c1", "calls", requested_usage=1)
+        assert (result.source, result.current_usage, result.is_granted) == (Source.CACHE, Decimal(3), True)
+        assert transport.total == 0
+    backend.clear("")
 
 
 def test_the_sdk_imports_none_of_the_server() -> None:

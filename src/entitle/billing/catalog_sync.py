@@ -71,9 +71,9 @@ def entity_name(product: Product, package: Package) -> str:
 
 
 def package_published(session: Session, env_id: int, package: Package) -> None:
-    """Hook called by `publish_package` in its transaction: enqueue the sync when a provider is connected."""
-    integration = store.integration(session, env_id, STRIPE)
-    if integration is not None:
+    """Hook called by `publish_package` in its transaction: enqueue the sync to every connected integration
+    (each provider account needs its own products and prices)."""
+    for integration in store.active_integrations(session, env_id, STRIPE):
         enqueue_package_sync(session, integration, package)
 
 

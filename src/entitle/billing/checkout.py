@@ -42,7 +42,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from entitle.billing import store
-from entitle.billing.models import CUSTOMER, ERROR, PENDING, STRIPE, SUBSCRIPTION, SUCCESS, Integration
+from entitle.billing.models import CUSTOMER, ERROR, PENDING, SUBSCRIPTION, SUCCESS, Integration
 from entitle.billing.provider import CheckoutRequest, CheckoutSession, provider_for
 from entitle.billing.secrets import secret_box
 from entitle.billing.subscription_sync import (
@@ -95,7 +95,7 @@ def checkout_integration(s: Session, sub: Subscription) -> Integration | None:
     None when it needs no checkout: no Stripe integration, nothing the sync would bill (free, custom,
     trial, already linked, sync off), or a payment method already on file (Stripe charges it).
     """
-    integration = store.integration(s, sub.environment_id, STRIPE)
+    integration = store.integration_for_subscription(s, sub)
     if integration is None:
         return None
     customer = s.get(Customer, sub.paying_customer_pk or sub.customer_pk)
@@ -154,7 +154,7 @@ def open_session(db: Database, sub_pk: int, options: CheckoutOptions) -> Checkou
     with db.read() as s:
         sub = subscriptions.by_pk(s, sub_pk)
         assert sub is not None
-        integration = store.integration(s, sub.environment_id, STRIPE)
+        integration = store.integration_for_subscription(s, sub)
         if integration is None:
             raise BillingProviderError("the Stripe integration was removed while the subscription was provisioned")
         try:
@@ -207,7 +207,7 @@ def open_session(db: Database, sub_pk: int, options: CheckoutOptions) -> Checkou
 
 def checkout_failed(s: Session, sub: Subscription, error: str) -> None:
     """Record on the link why the checkout never opened (the caller cancels the subscription)."""
-    integration = store.integration(s, sub.environment_id, STRIPE)
+    integration = store.integration_for_subscription(s, sub)
     if integration is None:
         return
     link = store.link(s, integration.pk, SUBSCRIPTION, sub.pk)
@@ -232,7 +232,7 @@ def portal_session(db: Database, env_id: int, customer_ref: str, return_url: str
     settings = load_settings()
     with db.read() as s:
         customer = customers.get_live(s, env_id, customer_ref)
-        integration = store.integration(s, env_id, STRIPE)
+        integration = store.integration_for_customer(s, customer)
         if integration is None:
             raise FailedPrecondition(
                 "a billing portal needs a billing provider: connect Stripe with POST /api/v1/integrations"

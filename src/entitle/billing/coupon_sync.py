@@ -41,9 +41,8 @@ def _ordering_key(integration: Integration, coupon: Coupon) -> str:
 
 
 def coupon_created(session: Session, coupon: Coupon) -> None:
-    """Hook called by `create_coupon` in its transaction: enqueue the sync when a provider is connected."""
-    integration = store.integration(session, coupon.environment_id, STRIPE)
-    if integration is not None:
+    """Hook called by `create_coupon` in its transaction: enqueue the sync to every connected integration."""
+    for integration in store.active_integrations(session, coupon.environment_id, STRIPE):
         enqueue_coupon_sync(session, integration, coupon)
 
 
@@ -71,21 +70,20 @@ def enqueue_all(session: Session, integration: Integration) -> None:
 
 
 def coupon_archived(session: Session, coupon: Coupon) -> None:
-    """Hook called when a coupon is archived: delete its provider coupon, if it has (or will have) one."""
-    integration = store.integration(session, coupon.environment_id, STRIPE)
-    if integration is None:
-        return
-    link = store.link(session, integration.pk, COUPON, coupon.pk)
-    if link is None or link.sync_state == NO_SYNC_REQUIRED:
-        return
-    enqueue(
-        session,
-        coupon.environment_id,
-        DELETE_COUPON_JOB,
-        {"integrationPk": integration.pk, "couponPk": coupon.pk},
-        ordering_key=_ordering_key(integration, coupon),
-        dedupe_key=f"billing-delete:{integration.pk}:{COUPON}:{coupon.pk}",
-    )
+    """Hook called when a coupon is archived: delete its provider coupon at every connected integration
+    that has (or will have) one."""
+    for integration in store.active_integrations(session, coupon.environment_id, STRIPE):
+        link = store.link(session, integration.pk, COUPON, coupon.pk)
+        if link is None or link.sync_state == NO_SYNC_REQUIRED:
+            continue
+        enqueue(
+            session,
+            coupon.environment_id,
+            DELETE_COUPON_JOB,
+            {"integrationPk": integration.pk, "couponPk": coupon.pk},
+            ordering_key=_ordering_key(integration, coupon),
+            dedupe_key=f"billing-delete:{integration.pk}:{COUPON}:{coupon.pk}",
+        )
 
 
 def coupon_spec(env: Environment, coupon: Coupon, console: str) -> CouponSpec:

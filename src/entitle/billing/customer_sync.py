@@ -21,7 +21,7 @@ from urllib.parse import quote
 from sqlalchemy.orm import Session
 
 from entitle.billing import store
-from entitle.billing.models import CUSTOMER, ERROR, PENDING, STRIPE, SUCCESS, Integration
+from entitle.billing.models import CUSTOMER, ERROR, PENDING, SUCCESS, Integration
 from entitle.billing.provider import CustomerSpec, provider_for
 from entitle.billing.secrets import secret_box
 from entitle.billing.subscription_sync import _clip, _link_customer, _ordering_key, _payment_method
@@ -34,10 +34,11 @@ from entitle.jobs.service import JobContext, enqueue, register
 SYNC_CUSTOMER_JOB = "billing.sync_customer"
 
 
-def billing_info_passed(session: Session, customer: Customer) -> None:
-    """Hook: billing information or a payment method was passed for `customer`; sync it when a provider
-    that syncs customers is connected."""
-    integration = store.integration(session, customer.environment_id, STRIPE)
+def billing_info_passed(session: Session, customer: Customer, integration: Integration | None = None) -> None:
+    """Hook: billing information or a payment method was passed for `customer`; sync it when the
+    integration billing it (`integration`, else `store.integration_for_customer`) syncs customers."""
+    if integration is None:
+        integration = store.integration_for_customer(session, customer)
     if integration is None or not integration.sync_customers:
         return
     session.flush()

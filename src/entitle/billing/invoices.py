@@ -21,7 +21,6 @@ from typing import Literal
 
 from entitle.billing import store
 from entitle.billing.checkout import BillingProviderError, stripe_customer_id
-from entitle.billing.models import STRIPE
 from entitle.billing.provider import ProviderInvoice, provider_for
 from entitle.billing.secrets import secret_box
 from entitle.config import load_settings
@@ -122,7 +121,7 @@ def list_invoices(
     settings = load_settings()
     with db.read() as s:
         customer = customers.get_live(s, env_id, customer_ref)
-        integration = store.integration(s, env_id, STRIPE)
+        integration = store.integration_for_customer(s, customer)
         billing_id = stripe_customer_id(s, integration, customer) if integration is not None else None
     if integration is None or billing_id is None:
         return customer_ref, Page(items=[], next=None, prev=None)

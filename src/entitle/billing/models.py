@@ -1,11 +1,12 @@
-"""Billing integrations (one per vendor and environment) and links from Entitle entities to provider ids."""
+"""Billing integrations (several per environment: e.g. two Stripe accounts) and links from Entitle entities to
+provider ids, each link recording which integration holds the entity and the state of its sync."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from entitle.db.base import Base, EnvironmentScoped
@@ -29,22 +30,34 @@ PACKAGE = "PACKAGE"
 PACKAGE_CHARGE = "PACKAGE_CHARGE"
 CUSTOMER = "CUSTOMER"
 SUBSCRIPTION = "SUBSCRIPTION"
+COUPON = "COUPON"
 
 
 class Integration(EnvironmentScoped, Base):
     """A connection from one environment to a billing provider account.
 
     The secret key and webhook secret are stored encrypted (`entitle.billing.secrets`); the hint keeps
-    the key's prefix and last four characters so an operator can tell which key is in use.
+    the key's prefix and last four characters so an operator can tell which key is in use, and the digest
+    (sha256) lets a connection without an id find the integration of the same key again.
+
+    An environment may have several (two Stripe accounts): the catalog is synced to every connected one;
+    a customer and its subscriptions are billed by one (`entitle.billing.store.integration_for_customer`).
     """
 
     __tablename__ = "integrations"
-    __table_args__ = (UniqueConstraint("environment_id", "vendor"), UniqueConstraint("ref_id"))
+    __table_args__ = (
+        UniqueConstraint("ref_id"),
+        Index("ix_integrations_environment_id_vendor", "environment_id", "vendor"),
+    )
 
     ref_id: Mapped[str] = mapped_column(String(64))
     vendor: Mapped[str] = mapped_column(String(32))
     secret_key_encrypted: Mapped[str] = mapped_column(Text)
     secret_key_hint: Mapped[str] = mapped_column(String(64))
+    secret_key_digest: Mapped[str | None] = mapped_column(String(64), default=None)
+    # The environment's default integration (bills customers linked to no integration); without one
+    # marked, the first connected one still active is the default.
+    is_default: Mapped[bool] = mapped_column(default=False, server_default=false())
     livemode: Mapped[bool] = mapped_column(default=False)
     webhook_secret_encrypted: Mapped[str | None] = mapped_column(Text, default=None)
     # Where the provider's API is reached (None: the SDK's default, the real provider).
@@ -55,7 +68,7 @@ class Integration(EnvironmentScoped, Base):
     # How long a new paid subscription may wait for its first payment before it is cancelled on both sides.
     payment_settlement_hours: Mapped[int] = mapped_column(Integer, default=24, server_default="24")
     # Set by `DELETE /api/v1/integrations/{id}`: nothing is synced any more, the links stay (a later
-    # connection of the same vendor revives this row and its links).
+    # connection with the same id, or the same key, revives this row and its links).
     removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
 
@@ -66,6 +79,7 @@ class BillingLink(EnvironmentScoped, Base):
     __table_args__ = (
         UniqueConstraint("integration_pk", "entity_kind", "entity_pk"),
         Index("ix_billing_links_billing_id", "integration_pk", "billing_id"),
+        Index("ix_billing_links_entity", "entity_kind", "entity_pk"),
     )
 
     integration_pk: Mapped[int] = mapped_column(_FK, ForeignKey("integrations.pk", ondelete="CASCADE"))

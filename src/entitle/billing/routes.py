@@ -1,16 +1,23 @@
-"""Our extension: `POST /api/v1/integrations` connects an environment to a billing provider."""
+"""Our extension: `POST /api/v1/integrations` connects an environment to a billing provider (several may be
+connected); `GET /api/v1/integrations/{id}/sync-states` shows what was synced to one and how it went."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 
 from entitle.billing import inbound, service
 from entitle.billing.models import STRIPE
-from entitle.billing.schemas import IntegrationIn, IntegrationOut, StripeEventReceipt
-from entitle.http.deps import DB, ServerKey
-from entitle.http.wire import Envelope, envelope
+from entitle.billing.schemas import (
+    EntityType,
+    IntegrationIn,
+    IntegrationOut,
+    StripeEventReceipt,
+    SyncStateOut,
+)
+from entitle.http.deps import DB, Paging, ServerKey
+from entitle.http.wire import Envelope, PageEnvelope, envelope, page_envelope
 
 router = APIRouter(prefix="/api/v1/integrations", tags=["integrations"])
 
@@ -18,18 +25,37 @@ router = APIRouter(prefix="/api/v1/integrations", tags=["integrations"])
 @router.post("", response_model=Envelope[IntegrationOut])
 def connect_integration(body: IntegrationIn, key: ServerKey, db: DB, request: Request) -> dict[str, Any]:
     data_dir = request.app.state.settings.data_dir
-    return envelope(IntegrationOut.of(service.connect(db, data_dir, key.environment_id, body)))
+    return envelope(_out(service.connect(db, data_dir, key.environment_id, body)))
+
+
+def _out(view: service.IntegrationView) -> IntegrationOut:
+    return IntegrationOut.of(view.row, is_default=view.is_default)
 
 
 @router.get("", response_model=Envelope[list[IntegrationOut]])
 def list_integrations(key: ServerKey, db: DB) -> dict[str, Any]:
-    return envelope([IntegrationOut.of(row) for row in service.list_integrations(db, key.environment_id)])
+    return envelope([_out(view) for view in service.list_integrations(db, key.environment_id)])
 
 
 @router.delete("/{integration_id}", response_model=Envelope[IntegrationOut])
 def remove_integration(integration_id: str, key: ServerKey, db: DB) -> dict[str, Any]:
-    """Disconnect (docs/stripe.md, "Removing the integration"): sync stops; links and Stripe objects stay."""
-    return envelope(IntegrationOut.of(service.remove(db, key.environment_id, integration_id)))
+    """Disconnect one integration (docs/stripe.md, "Removing an integration"): its sync stops; links and
+    Stripe objects stay; other integrations of the environment are untouched."""
+    return envelope(_out(service.remove(db, key.environment_id, integration_id)))
+
+
+@router.get("/{integration_id}/sync-states", response_model=PageEnvelope[SyncStateOut])
+def list_sync_states(
+    integration_id: str,
+    key: ServerKey,
+    db: DB,
+    page: Paging,
+    entity_type: Annotated[EntityType | None, Query(alias="entityType")] = None,
+    entity_id: Annotated[str | None, Query(alias="entityId", min_length=1, max_length=255)] = None,
+) -> dict[str, Any]:
+    """The sync state of each entity synced (or to be synced) to the integration, oldest first."""
+    found = service.sync_states(db, key.environment_id, integration_id, page, entity_type, entity_id)
+    return page_envelope(found, SyncStateOut.of)
 
 
 async def _raw_body(request: Request) -> bytes:

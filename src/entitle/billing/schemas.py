@@ -8,16 +8,27 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from entitle.billing.models import Integration
+from entitle.billing.store import SyncState
 from entitle.http.wire import WireModel
 
 Secret = Annotated[str, Field(min_length=8, max_length=512, pattern=r"^[A-Za-z0-9_\-]+$")]
+IntegrationId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
 
 
 class IntegrationIn(WireModel):
-    """Connect an environment to a billing provider (again: replaces the key and settings)."""
+    """Connect an environment to a billing provider.
 
+    With `id`: update (or revive, after a removal) that integration of the environment. Without: update
+    the integration connected with the same secret key, else connect a new one (a second Stripe account).
+    On an update, fields left out keep their stored value (the webhook secret too); `null` clears
+    `webhookSecret` and `apiBase`.
+    """
+
+    id: IntegrationId | None = None
     vendor_identifier: Literal["STRIPE"]
     api_secret_key: Secret
+    # True: this integration becomes the environment's default (bills customers linked to none).
+    is_default: bool | None = None
     webhook_secret: Secret | None = None
     # Where the provider's API is reached; only for tests and proxies (https on production environments).
     api_base: Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\s]+$")] | None = None
@@ -34,6 +45,8 @@ class IntegrationOut(WireModel):
     secret_key_hint: str
     livemode: bool
     has_webhook_secret: bool
+    # Whether it bills the customers linked to no integration (the one marked so, else the first connected).
+    is_default: bool
     api_base: str | None = None
     sync_customers: bool
     sync_subscriptions: bool
@@ -43,13 +56,14 @@ class IntegrationOut(WireModel):
     updated_at: datetime
 
     @classmethod
-    def of(cls, row: Integration) -> IntegrationOut:
+    def of(cls, row: Integration, *, is_default: bool) -> IntegrationOut:
         return cls(
             id=row.ref_id,
             vendor_identifier=row.vendor,
             secret_key_hint=row.secret_key_hint,
             livemode=row.livemode,
             has_webhook_secret=row.webhook_secret_encrypted is not None,
+            is_default=is_default,
             api_base=row.api_base,
             sync_customers=row.sync_customers,
             sync_subscriptions=row.sync_subscriptions,
@@ -69,3 +83,40 @@ class StripeEventReceipt(WireModel):
     handled: bool
     # True: this event id was stored before (a redelivery); it is processed once.
     duplicate: bool
+
+
+EntityType = Literal["PLAN", "ADDON", "CUSTOMER", "SUBSCRIPTION", "COUPON"]
+
+
+class SyncStateOut(WireModel):
+    """One entity's sync with one integration (our extension; `syncStates` on customers and subscriptions)."""
+
+    entity_type: str
+    entity_id: str
+    # The plan or add-on version (each published version is synced on its own).
+    entity_version: int | None = None
+    integration_id: str
+    vendor_identifier: str
+    # The provider's id of the entity (cus_..., sub_..., prod_..., a coupon id) once synced.
+    billing_id: str | None = None
+    status: Literal["PENDING", "SUCCESS", "ERROR", "NO_SYNC_REQUIRED"]
+    # The provider's (or Entitle's) error, for ERROR.
+    error: str | None = None
+    # Why, for NO_SYNC_REQUIRED (and what a PENDING waits for, when known).
+    reason: str | None = None
+    synced_at: datetime | None = None
+
+    @classmethod
+    def of(cls, state: SyncState, entity_id: str | None = None) -> SyncStateOut:
+        return cls(
+            entity_type=state.entity_type,
+            entity_id=entity_id if entity_id is not None else state.entity_id,
+            entity_version=state.entity_version,
+            integration_id=state.integration_id,
+            vendor_identifier=state.vendor_identifier,
+            billing_id=state.billing_id,
+            status=state.status,
+            error=state.error,
+            reason=None if state.status == "ERROR" else state.reason,
+            synced_at=state.synced_at,
+        )

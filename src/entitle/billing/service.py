@@ -2,25 +2,71 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from entitle.billing import catalog_sync, coupon_sync, store
-from entitle.billing.models import PACKAGE, Integration
+from entitle.billing.models import PACKAGE, VENDORS, Integration
 from entitle.billing.schemas import IntegrationIn
-from entitle.billing.secrets import secret_box
+from entitle.billing.secrets import SecretBox, secret_box
+from entitle.billing.store import SyncState
 from entitle.catalog.packages.models import PUBLISHED, Package
 from entitle.clock import utcnow
+from entitle.customers.models import Customer
 from entitle.db import Database
+from entitle.db.pagination import Page, PageRequest
 from entitle.environments.models import Environment
 from entitle.errors import InvalidArgument, NotFound
 from entitle.jobs.models import DEAD, PENDING, Job
+from entitle.subscriptions.models import Subscription
 
 _LIVE = ("sk_live_", "rk_live_")
 _TEST = ("sk_test_", "rk_test_")
+
+
+class UnknownIntegration(InvalidArgument):
+    code = "INTEGRATION_NOT_FOUND"
+
+
+class IntegrationMismatch(InvalidArgument):
+    code = "INTEGRATION_MISMATCH"
+
+
+def choose_subscription_integration(s: Session, sub: Subscription, billing_information: dict[str, Any] | None) -> None:
+    """In the provisioning transaction, before the billing hooks: a `billingInformation.integrationId`
+    must name a connected integration of the environment (the vendor name `STRIPE` stands for the
+    customer's own) and agree with the integration the paying customer is bound to; it then bills the
+    subscription (and, through it, the customer). Raises 400 `INTEGRATION_NOT_FOUND` /
+    `INTEGRATION_MISMATCH`; the caller's transaction then writes nothing."""
+    ref = (billing_information or {}).get("integrationId")
+    if ref is None:
+        return
+    if not isinstance(ref, str) or not ref:
+        raise InvalidArgument("billingInformation.integrationId must be an integration id")
+    customer = s.get(Customer, sub.paying_customer_pk or sub.customer_pk)
+    assert customer is not None
+    binding = store.customer_binding(s, customer)
+    if ref in VENDORS:
+        return  # the vendor itself: the customer's integration, whichever it is
+    chosen = store.integration_in(s, sub.environment_id, ref)
+    if chosen is None:
+        raise UnknownIntegration(
+            f"billingInformation.integrationId: '{ref}' is not an integration connected to this environment "
+            "(GET /api/v1/integrations lists them)"
+        )
+    if binding.bound and (binding.integration is None or binding.integration.pk != chosen.pk):
+        held_by = binding.integration.ref_id if binding.integration is not None else "a removed integration"
+        raise IntegrationMismatch(
+            f"billingInformation.integrationId '{ref}' does not match the integration customer "
+            f"'{customer.ref_id}' is billed by ({held_by}): a customer's subscriptions are billed by one integration"
+        )
+    store.choose_integration(s, sub, chosen)
 
 
 def check_stripe_key(key: str, env: Environment) -> bool:
@@ -46,13 +92,30 @@ def key_hint(key: str) -> str:
     return f"{key[:8]}...{key[-4:]}"
 
 
-def connect(db: Database, data_dir: Path, env_id: int, body: IntegrationIn) -> Integration:
-    """Create or replace the environment's integration with the vendor.
+@dataclass(frozen=True)
+class IntegrationView:
+    row: Integration
+    is_default: bool
 
-    A first connection also enqueues the catalog sync of every plan and add-on already published, so
-    connecting late leaves nothing unsynced.
+
+def key_digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _view(s: Session, row: Integration) -> IntegrationView:
+    default = store.default_integration(s, row.environment_id, row.vendor)
+    return IntegrationView(row, default is not None and default.pk == row.pk)
+
+
+def connect(db: Database, data_dir: Path, env_id: int, body: IntegrationIn) -> IntegrationView:
+    """Connect an integration, or update (revive) one (see `IntegrationIn` for which).
+
+    A new integration (and a revived one, for what was published meanwhile) gets the catalog: every
+    published plan and add-on and every active coupon is enqueued for sync to it, so connecting late
+    leaves nothing unsynced. On an update, settings left out of the body keep their stored values.
     """
     box = secret_box(data_dir)
+    fields = body.model_fields_set
     with db.transaction() as s:
         env = s.get(Environment, env_id)
         if env is None:
@@ -63,25 +126,43 @@ def connect(db: Database, data_dir: Path, env_id: int, body: IntegrationIn) -> I
         api_base = body.api_base.rstrip("/") if body.api_base else None
         if api_base is not None and env.is_production and not api_base.startswith("https://"):
             raise InvalidArgument(f"environment '{env.name}' is a production environment: apiBase must be https")
-        row = store.integration(s, env_id, body.vendor_identifier, for_update=True, include_removed=True)
+        digest = key_digest(body.api_secret_key)
+        if body.id is not None:
+            row = store.integration_in(s, env_id, body.id, include_removed=True, for_update=True)
+            if row is None or row.vendor != body.vendor_identifier:
+                raise NotFound("integration", body.id)
+        else:
+            row = _same_key(s, box, env_id, body.vendor_identifier, body.api_secret_key, digest)
         created = row is None
         revived = row is not None and row.removed_at is not None
-        if row is not None:
-            row.removed_at = None  # a removed integration comes back with its links
         if row is None:
-            row = Integration(environment_id=env_id, ref_id=str(uuid.uuid4()), vendor=body.vendor_identifier)
+            row = Integration(
+                environment_id=env_id,
+                ref_id=str(uuid.uuid4()),
+                vendor=body.vendor_identifier,
+                sync_customers=body.sync_customers,
+                sync_subscriptions=body.sync_subscriptions,
+                tax_enabled=body.tax_enabled,
+                payment_settlement_hours=body.payment_settlement_hours,
+                is_default=False,
+            )
             s.add(row)
+        row.removed_at = None  # a removed integration comes back with its links
         row.secret_key_encrypted = box.encrypt(body.api_secret_key)
         row.secret_key_hint = key_hint(body.api_secret_key)
+        row.secret_key_digest = digest
         row.livemode = livemode
-        row.webhook_secret_encrypted = box.encrypt(body.webhook_secret) if body.webhook_secret else None
-        row.api_base = api_base
-        row.sync_customers = body.sync_customers
-        row.sync_subscriptions = body.sync_subscriptions
-        row.tax_enabled = body.tax_enabled
-        row.payment_settlement_hours = body.payment_settlement_hours
+        if created or "webhook_secret" in fields:  # kept unless a new one (or null) is given
+            row.webhook_secret_encrypted = box.encrypt(body.webhook_secret) if body.webhook_secret else None
+        if created or "api_base" in fields:
+            row.api_base = api_base
+        for name in ("sync_customers", "sync_subscriptions", "tax_enabled", "payment_settlement_hours"):
+            if name in fields:
+                setattr(row, name, getattr(body, name))
         row.updated_at = utcnow()
         s.flush()
+        if body.is_default is not None:
+            _mark_default(s, row, body.is_default)
         if created:
             published = s.scalars(
                 select(Package)
@@ -93,7 +174,47 @@ def connect(db: Database, data_dir: Path, env_id: int, body: IntegrationIn) -> I
             coupon_sync.enqueue_all(s, row)
         elif revived:
             _sync_unlinked_packages(s, row)
+        return _view(s, row)
+
+
+def _same_key(s: Session, box: SecretBox, env_id: int, vendor: str, key: str, digest: str) -> Integration | None:
+    """The environment's integration connected with this key (also a removed one), if any."""
+    row = store.integration_by_key_digest(s, env_id, vendor, digest)
+    if row is not None:
         return row
+    # Connected before keys had digests: compare the stored (still encrypted) keys.
+    legacy = s.scalars(
+        select(Integration)
+        .where(
+            Integration.environment_id == env_id,
+            Integration.vendor == vendor,
+            Integration.secret_key_digest.is_(None),
+            Integration.removed_at.is_(None),
+        )
+        .order_by(Integration.pk)
+        .with_for_update()
+    )
+    for candidate in legacy:
+        if candidate.secret_key_encrypted and box.decrypt(candidate.secret_key_encrypted) == key:
+            return candidate
+    return None
+
+
+def _mark_default(s: Session, row: Integration, is_default: bool) -> None:
+    """`isDefault: true` makes `row` the one default of its environment; false unmarks it."""
+    if is_default:
+        others = s.scalars(
+            select(Integration).where(
+                Integration.environment_id == row.environment_id,
+                Integration.vendor == row.vendor,
+                Integration.pk != row.pk,
+                Integration.is_default.is_(True),
+            )
+        )
+        for other in others:
+            other.is_default = False
+    row.is_default = is_default
+    s.flush()
 
 
 def _sync_unlinked_packages(s: Session, row: Integration) -> None:
@@ -114,11 +235,13 @@ def _sync_unlinked_packages(s: Session, row: Integration) -> None:
 _KEPT_ON_REMOVAL = ("billing.process_event", "billing.payment_settlement")
 
 
-def remove(db: Database, env_id: int, ref_id: str) -> Integration:
+def remove(db: Database, env_id: int, ref_id: str) -> IntegrationView:
     """Disconnect: sync stops, the billing links and ids stay, nothing at the provider is touched.
 
     The stored secret key and webhook secret are erased; queued provider-writing jobs of the
-    integration are dead-lettered with the reason (retry them after connecting again).
+    integration are dead-lettered with the reason (retry them after connecting again). Only this
+    integration is affected: the others of the environment keep syncing (a removed default hands the
+    role to the first connected one left).
     """
     with db.transaction() as s:
         row = s.scalars(
@@ -133,6 +256,7 @@ def remove(db: Database, env_id: int, ref_id: str) -> Integration:
         row.updated_at = now
         row.secret_key_encrypted = ""
         row.webhook_secret_encrypted = None
+        row.is_default = False
         queued = s.scalars(select(Job).where(Job.status == PENDING, Job.kind.like("billing.%")).with_for_update())
         for job in queued:
             if job.kind in _KEPT_ON_REMOVAL or (job.payload or {}).get("integrationPk") != row.pk:
@@ -141,9 +265,30 @@ def remove(db: Database, env_id: int, ref_id: str) -> Integration:
             job.finished_at = now
             job.last_error = f"the integration {row.ref_id} was removed before this job ran"
         s.flush()
-        return row
+        return IntegrationView(row, False)
 
 
-def list_integrations(db: Database, env_id: int) -> list[Integration]:
+def list_integrations(db: Database, env_id: int) -> list[IntegrationView]:
+    """The connected integrations of the environment, in connection order."""
     with db.read() as s:
-        return store.integrations(s, env_id)
+        rows = store.integrations(s, env_id)
+        defaults = {d.pk for d in (store.default_integration(s, env_id, v) for v in {r.vendor for r in rows}) if d}
+        return [IntegrationView(row, row.pk in defaults) for row in rows]
+
+
+def sync_states(
+    db: Database,
+    env_id: int,
+    ref_id: str,
+    page: PageRequest,
+    entity_type: str | None = None,
+    entity_ref: str | None = None,
+) -> Page[SyncState]:
+    """What was synced to one integration (also a removed one: its links stay), and how it went."""
+    if entity_ref is not None and entity_type is None:
+        raise InvalidArgument("entityId needs entityType (PLAN, ADDON, CUSTOMER, SUBSCRIPTION or COUPON)")
+    with db.read() as s:
+        row = store.integration_in(s, env_id, ref_id, include_removed=True)
+        if row is None:
+            raise NotFound("integration", ref_id)
+        return store.sync_states_page(s, row, page, entity_type, entity_ref)

@@ -1,22 +1,79 @@
-"""Queries for integrations and billing links."""
+"""Queries for integrations and billing links, and which integration bills what.
+
+Several integrations of one vendor may be connected to an environment (two Stripe accounts). The
+catalog (plans, add-ons, prices, coupons) goes to every connected one (`active_integrations`); a
+customer is billed by exactly one (`integration_for_customer`), and a subscription by its customer's
+(`integration_for_subscription`). The billing link of an entity records which integration holds it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from entitle.billing.models import BillingEvent, BillingLink, Integration
+from entitle.billing.models import (
+    COUPON,
+    CUSTOMER,
+    ERROR,
+    PACKAGE,
+    PACKAGE_CHARGE,
+    PENDING,
+    STRIPE,
+    SUBSCRIPTION,
+    SUCCESS,
+    BillingEvent,
+    BillingLink,
+    Integration,
+)
+from entitle.catalog.coupons.models import Coupon
+from entitle.catalog.packages.models import Package
 from entitle.clock import utcnow
+from entitle.customers.models import Customer, CustomerIntegration
+from entitle.db.pagination import Page, PageRequest, paginate
+from entitle.subscriptions.models import Subscription
+
+# Where an integration chosen by `billingInformation.integrationId` waits, in the provisioning
+# transaction's session, for the hooks that run before the subscription's billing link exists.
+_CHOSEN = "entitle.billing.chosen_integration"
+# Link states that tie a customer to the integration holding them (a NO_SYNC_REQUIRED link does not).
+_BINDING_STATES = (PENDING, SUCCESS, ERROR)
 
 
-def integration(
-    session: Session, env_id: int, vendor: str, *, for_update: bool = False, include_removed: bool = False
+def active_integrations(session: Session, env_id: int, vendor: str = STRIPE) -> list[Integration]:
+    """The environment's connected integrations with a vendor, the default first, then in connection order."""
+    rows = list(
+        session.scalars(
+            select(Integration)
+            .where(Integration.environment_id == env_id, Integration.vendor == vendor, Integration.removed_at.is_(None))
+            .order_by(Integration.pk)
+        )
+    )
+    return sorted(rows, key=lambda row: not row.is_default)
+
+
+def default_integration(session: Session, env_id: int, vendor: str = STRIPE) -> Integration | None:
+    """The integration that bills customers linked to none: the one marked default, else the first
+    connected one still active."""
+    rows = active_integrations(session, env_id, vendor)
+    return rows[0] if rows else None
+
+
+def integration(session: Session, env_id: int, vendor: str) -> Integration | None:
+    """The environment's default integration with a vendor (kept for callers that bill no one in
+    particular; a customer's or subscription's integration comes from the functions below)."""
+    return default_integration(session, env_id, vendor)
+
+
+def integration_in(
+    session: Session, env_id: int, ref: str, *, include_removed: bool = False, for_update: bool = False
 ) -> Integration | None:
-    """The environment's connected integration with a vendor (`include_removed`: or its removed one)."""
-    stmt = select(Integration).where(Integration.environment_id == env_id, Integration.vendor == vendor)
+    """One integration of the environment by its id."""
+    stmt = select(Integration).where(Integration.environment_id == env_id, Integration.ref_id == ref)
     if not include_removed:
         stmt = stmt.where(Integration.removed_at.is_(None))
     if for_update:
@@ -24,7 +81,102 @@ def integration(
     return session.scalars(stmt).one_or_none()
 
 
+@dataclass(frozen=True)
+class CustomerBinding:
+    """The integration billing a customer (None: none connected, or the one it is bound to was removed)
+    and whether the customer is bound to it (an integration link, or an entity already held there) or
+    only falls to the environment's default."""
+
+    integration: Integration | None
+    bound: bool
+
+
+def customer_binding(session: Session, customer: Customer, vendor: str = STRIPE) -> CustomerBinding:
+    """Which integration bills the customer.
+
+    1. Its integration link (`customer_integrations`, vendor STRIPE) naming an integration of the
+       environment: that one (None once it is removed: the customer is not billed elsewhere silently).
+    2. Else an integration already holding it (a customer billing link pending, synced or failing).
+    3. Else the environment's default integration (not bound: a subscription may choose another).
+    """
+    named = session.scalars(
+        select(Integration)
+        .join(CustomerIntegration, CustomerIntegration.integration_id == Integration.ref_id)
+        .where(
+            CustomerIntegration.customer_pk == customer.pk,
+            CustomerIntegration.vendor_identifier == vendor,
+            Integration.environment_id == customer.environment_id,
+            Integration.vendor == vendor,
+        )
+        .order_by(CustomerIntegration.pk)
+    ).first()
+    if named is not None:
+        return CustomerBinding(named if named.removed_at is None else None, True)
+    holding = session.scalars(
+        select(Integration)
+        .join(BillingLink, BillingLink.integration_pk == Integration.pk)
+        .where(
+            BillingLink.entity_kind == CUSTOMER,
+            BillingLink.entity_pk == customer.pk,
+            BillingLink.sync_state.in_(_BINDING_STATES),
+            Integration.vendor == vendor,
+            Integration.removed_at.is_(None),
+        )
+        .order_by(Integration.pk)
+    ).first()
+    if holding is not None:
+        return CustomerBinding(holding, True)
+    return CustomerBinding(default_integration(session, customer.environment_id, vendor), False)
+
+
+def integration_for_customer(session: Session, customer: Customer, vendor: str = STRIPE) -> Integration | None:
+    return customer_binding(session, customer, vendor).integration
+
+
+def choose_integration(session: Session, sub: Subscription, integration: Integration) -> None:
+    """Record, for the rest of this transaction, that `sub` is billed by `integration` (its
+    `billingInformation.integrationId`, checked by the caller)."""
+    session.info.setdefault(_CHOSEN, {})[sub.pk] = integration.pk
+
+
+def integration_for_subscription(session: Session, sub: Subscription, vendor: str = STRIPE) -> Integration | None:
+    """Which integration bills the subscription: the one its billing link is held by (None once that one
+    is removed), else the one chosen when it was provisioned, else its paying customer's."""
+    linked = session.scalars(
+        select(Integration)
+        .join(BillingLink, BillingLink.integration_pk == Integration.pk)
+        .where(BillingLink.entity_kind == SUBSCRIPTION, BillingLink.entity_pk == sub.pk, Integration.vendor == vendor)
+        .order_by(BillingLink.pk.desc())
+    ).first()
+    if linked is not None:
+        return linked if linked.removed_at is None else None
+    chosen = session.info.get(_CHOSEN, {}).get(sub.pk)
+    if chosen is not None:
+        row = session.get(Integration, chosen)
+        if row is not None and row.removed_at is None:
+            return row
+    customer = session.get(Customer, sub.paying_customer_pk or sub.customer_pk)
+    if customer is None:
+        return None
+    return integration_for_customer(session, customer, vendor)
+
+
+def integration_by_key_digest(session: Session, env_id: int, vendor: str, digest: str) -> Integration | None:
+    """The environment's integration (also a removed one) connected with the key of this digest."""
+    return session.scalars(
+        select(Integration)
+        .where(
+            Integration.environment_id == env_id,
+            Integration.vendor == vendor,
+            Integration.secret_key_digest == digest,
+        )
+        .order_by(Integration.removed_at.is_not(None), Integration.pk)
+        .with_for_update()
+    ).first()
+
+
 def integrations(session: Session, env_id: int) -> list[Integration]:
+    """Every connected integration of the environment, in connection order."""
     return list(
         session.scalars(
             select(Integration)
@@ -131,3 +283,124 @@ def billing_events(session: Session, integration_pk: int) -> list[BillingEvent]:
             select(BillingEvent).where(BillingEvent.integration_pk == integration_pk).order_by(BillingEvent.pk)
         )
     )
+
+
+# -- sync states ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SyncState:
+    """One entity's sync with one integration, as `syncStates` and the sync-states endpoint show it."""
+
+    entity_type: str  # PLAN | ADDON | CUSTOMER | SUBSCRIPTION | COUPON
+    entity_id: str
+    entity_version: int | None
+    integration_id: str
+    vendor_identifier: str
+    billing_id: str | None
+    status: str
+    reason: str | None
+    synced_at: datetime | None
+
+    @property
+    def error(self) -> str | None:
+        return self.reason if self.status == ERROR else None
+
+
+def sync_states_of(session: Session, kind: str, entity_pks: Iterable[int]) -> dict[int, list[SyncState]]:
+    """The sync states of customers or subscriptions (`kind`) across integrations, in one query."""
+    pks = list(entity_pks)
+    if not pks:
+        return {}
+    rows = session.execute(
+        select(BillingLink, Integration.ref_id, Integration.vendor)
+        .join(Integration, Integration.pk == BillingLink.integration_pk)
+        .where(BillingLink.entity_kind == kind, BillingLink.entity_pk.in_(pks))
+        .order_by(BillingLink.pk)
+    ).all()
+    found: dict[int, list[SyncState]] = {}
+    for link_row, ref, vendor in rows:
+        found.setdefault(link_row.entity_pk, []).append(
+            SyncState(
+                entity_type=kind,
+                entity_id="",  # the caller's entity: it knows its id
+                entity_version=None,
+                integration_id=ref,
+                vendor_identifier=vendor,
+                billing_id=link_row.billing_id,
+                status=link_row.sync_state,
+                reason=link_row.reason,
+                synced_at=link_row.synced_at,
+            )
+        )
+    return found
+
+
+ENTITY_TYPES: tuple[str, ...] = ("PLAN", "ADDON", "CUSTOMER", "SUBSCRIPTION", "COUPON")
+
+
+def sync_states_page(
+    session: Session,
+    integration: Integration,
+    page: PageRequest,
+    entity_type: str | None = None,
+    entity_ref: str | None = None,
+) -> Page[SyncState]:
+    """The sync states of one integration's entities (plans and add-ons per version), oldest link first."""
+    env_id = integration.environment_id
+    stmt = select(BillingLink).where(
+        BillingLink.integration_pk == integration.pk, BillingLink.entity_kind != PACKAGE_CHARGE
+    )
+    if entity_type in ("PLAN", "ADDON"):
+        packages = select(Package.pk).where(Package.environment_id == env_id, Package.kind == entity_type)
+        if entity_ref is not None:
+            packages = packages.where(Package.ref_id == entity_ref)
+        stmt = stmt.where(BillingLink.entity_kind == PACKAGE, BillingLink.entity_pk.in_(packages))
+    elif entity_type is not None:
+        model: Any = {CUSTOMER: Customer, SUBSCRIPTION: Subscription, COUPON: Coupon}[entity_type]
+        stmt = stmt.where(BillingLink.entity_kind == entity_type)
+        if entity_ref is not None:
+            stmt = stmt.where(
+                BillingLink.entity_pk.in_(
+                    select(model.pk).where(model.environment_id == env_id, model.ref_id == entity_ref)
+                )
+            )
+    found: Page[BillingLink] = paginate(session, stmt, BillingLink.pk, page)
+    refs = _entity_refs(session, found.items)
+    states = []
+    for row in found.items:
+        kind, ref, version = refs.get((row.entity_kind, row.entity_pk), (row.entity_kind, "", None))
+        states.append(
+            SyncState(
+                entity_type=kind,
+                entity_id=ref,
+                entity_version=version,
+                integration_id=integration.ref_id,
+                vendor_identifier=integration.vendor,
+                billing_id=row.billing_id,
+                status=row.sync_state,
+                reason=row.reason,
+                synced_at=row.synced_at,
+            )
+        )
+    return Page(items=states, next=found.next, prev=found.prev)
+
+
+def _entity_refs(session: Session, links: Iterable[BillingLink]) -> dict[tuple[str, int], tuple[str, str, int | None]]:
+    """(kind, pk) -> (entity type, id, version) for a page of links: one query per kind on the page."""
+    by_kind: dict[str, list[int]] = {}
+    for row in links:
+        by_kind.setdefault(row.entity_kind, []).append(row.entity_pk)
+    refs: dict[tuple[str, int], tuple[str, str, int | None]] = {}
+    if by_kind.get(PACKAGE):
+        for pk, kind, ref, version in session.execute(
+            select(Package.pk, Package.kind, Package.ref_id, Package.version_number).where(
+                Package.pk.in_(by_kind[PACKAGE])
+            )
+        ):
+            refs[(PACKAGE, pk)] = (kind, ref, version)
+    for kind, model in ((CUSTOMER, Customer), (SUBSCRIPTION, Subscription), (COUPON, Coupon)):
+        if by_kind.get(kind):
+            for pk, ref in session.execute(select(model.pk, model.ref_id).where(model.pk.in_(by_kind[kind]))):
+                refs[(kind, pk)] = (kind, ref, None)
+    return refs

@@ -1,7 +1,8 @@
 """Customer and subscription sync through the outbox: a paid subscription becomes a provider subscription.
 
-1. `subscription_provisioned` runs inside the provisioning transaction. When the environment has an
-   integration with subscription sync on, a paid, non-trial subscription gets a PENDING link and one
+1. `subscription_provisioned` runs inside the provisioning transaction. When the integration billing the
+   subscription (`store.integration_for_subscription`: its `billingInformation.integrationId`, else its
+   paying customer's) has subscription sync on, a paid, non-trial subscription gets a PENDING link and one
    `billing.sync_subscription` job (due at the subscription's start). A free, trial or custom-priced
    subscription gets a NO_SYNC_REQUIRED link with the reason, and nothing is sent to the provider.
    Jobs of one customer run in order (ordering key per customer). A trial that converts to paid
@@ -42,7 +43,6 @@ from entitle.billing.models import (
     NO_SYNC_REQUIRED,
     PACKAGE_CHARGE,
     PENDING,
-    STRIPE,
     SUBSCRIPTION,
     SUCCESS,
     BillingLink,
@@ -130,7 +130,7 @@ def _ordering_key(integration: Integration, customer_pk: int) -> str:
 def requires_payment(session: Session, sub: Subscription) -> bool:
     """The payment gate: a paid subscription that the connected provider will bill waits for its first
     payment (PAYMENT_PENDING, no entitlements)."""
-    integration = store.integration(session, sub.environment_id, STRIPE)
+    integration = store.integration_for_subscription(session, sub)
     if integration is None:
         return False
     customer = session.get(Customer, sub.paying_customer_pk or sub.customer_pk)
@@ -139,7 +139,7 @@ def requires_payment(session: Session, sub: Subscription) -> bool:
 
 def subscription_provisioned(session: Session, sub: Subscription, *, converted: bool = False) -> None:
     """Hook called by `provision_in` in its transaction: enqueue the sync when a provider is connected."""
-    integration = store.integration(session, sub.environment_id, STRIPE)
+    integration = store.integration_for_subscription(session, sub)
     if integration is None:
         return
     customer_pk = sub.paying_customer_pk or sub.customer_pk
@@ -191,7 +191,7 @@ def subscription_converted(session: Session, sub: Subscription) -> None:
 
 def subscription_ended(session: Session, sub: Subscription) -> None:
     """Hook called when a subscription ends in Entitle: cancel its provider subscription, if it has one."""
-    integration = store.integration(session, sub.environment_id, STRIPE)
+    integration = store.integration_for_subscription(session, sub)
     if integration is None:
         return
     link = store.link(session, integration.pk, SUBSCRIPTION, sub.pk)
@@ -500,7 +500,7 @@ def subscription_changed(
     provider prorates nothing; a change made in the middle of a period is prorated
     (`create_prorations`, or the update's `billingInformation.prorationBehavior` as `proration`).
     """
-    integration = store.integration(session, sub.environment_id, STRIPE)
+    integration = store.integration_for_subscription(session, sub)
     if integration is None:
         return
     link = store.link(session, integration.pk, SUBSCRIPTION, sub.pk)

@@ -32,7 +32,7 @@ router = APIRouter(prefix="/api/v1/customers", tags=["customers"])
 
 
 def _out(view: service.CustomerView) -> CustomerOut:
-    return CustomerOut.of(view.customer, view.links)
+    return CustomerOut.of(view.customer, view.links, view.sync_states)
 
 
 @router.post("", response_model=Envelope[CustomerOut])
@@ -49,8 +49,10 @@ def list_customers(
     email: Annotated[str | None, Query(max_length=320)] = None,
     name: Annotated[str | None, Query(max_length=1024)] = None,
 ) -> dict[str, Any]:
-    result, links = service.list_customers(db, key.environment_id, page, email=email, name=name, created_at=created_at)
-    return page_envelope(result, lambda c: CustomerOut.of(c, links.get(c.pk, [])))
+    result, links, states = service.list_customers(
+        db, key.environment_id, page, email=email, name=name, created_at=created_at
+    )
+    return page_envelope(result, lambda c: CustomerOut.of(c, links.get(c.pk, []), states.get(c.pk, [])))
 
 
 @router.post("/import", response_model=Envelope[ImportResult])

@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
+from entitle.billing.schemas import SyncStateOut
+from entitle.billing.store import SyncState
 from entitle.customers.models import Customer, CustomerIntegration
 from entitle.http.wire import Amount, Metadata, RefId, ShortText, WireModel
 from entitle.money import Currency
@@ -176,9 +178,14 @@ class CustomerOut(WireModel):
     default_payment_method: PaymentMethodOut | None = None
     integrations: list[CustomerIntegrationOut] = Field(default_factory=list)
     passthrough: dict[str, Any] | None = None
+    # Our extension: its sync with each billing integration (state, provider id, error or reason).
+    sync_states: list[SyncStateOut] = Field(default_factory=list)
 
     @classmethod
-    def of(cls, c: Customer, links: list[CustomerIntegration] | None = None) -> CustomerOut:
+    def of(
+        cls, c: Customer, links: list[CustomerIntegration] | None = None, sync_states: list[SyncState] | None = None
+    ) -> CustomerOut:
+        states = sync_states or []
         return cls.model_validate(
             {
                 "id": c.ref_id,
@@ -194,10 +201,29 @@ class CustomerOut(WireModel):
                 "timezone": c.timezone,
                 "metadata": c.metadata_ or {},
                 "default_payment_method": c.default_payment_method,
-                "integrations": [CustomerIntegrationOut.of(link) for link in links or []],
+                "integrations": _integrations(links or [], states),
                 "passthrough": c.passthrough,
+                "sync_states": [SyncStateOut.of(state, c.ref_id) for state in states],
             }
         )
+
+
+def _integrations(links: list[CustomerIntegration], states: list[SyncState]) -> list[CustomerIntegrationOut]:
+    """The customer's integration links, and where a billing integration synced it (`{id: <integration
+    id>, vendorIdentifier: STRIPE, syncedEntityId: cus_...}`), so a client sees where the customer lives."""
+    out = [CustomerIntegrationOut.of(link) for link in links]
+    by_id = {item.id: item for item in out}
+    for state in states:
+        if state.status != "SUCCESS" or not state.billing_id:
+            continue
+        shown = by_id.get(state.integration_id)
+        if shown is None:
+            shown = CustomerIntegrationOut(id=state.integration_id, vendor_identifier=state.vendor_identifier)
+            by_id[shown.id] = shown
+            out.append(shown)
+        if shown.synced_entity_id is None:
+            shown.synced_entity_id = state.billing_id
+    return out
 
 
 # -- billing: payment method, portal and invoices ----------------------------------------------------

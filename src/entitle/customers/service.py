@@ -6,12 +6,15 @@ lists, and its id can never be provisioned again (a 409 that the client must not
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from entitle.billing import customer_sync as billing_customers
+from entitle.billing import store as billing_store
+from entitle.billing.models import CUSTOMER as CUSTOMER_LINK
+from entitle.billing.store import SyncState
 from entitle.catalog.coupons import store as coupons
 from entitle.clock import utcnow
 from entitle.customers import store
@@ -42,10 +45,13 @@ class CustomerArchived(FailedPrecondition):
 class CustomerView:
     customer: Customer
     links: list[CustomerIntegration]
+    # Its sync with each billing integration (`syncStates`, our extension).
+    sync_states: list[SyncState] = field(default_factory=list)
 
 
 def _view(s: Session, customer: Customer) -> CustomerView:
-    return CustomerView(customer, store.links_of(s, [customer.pk]).get(customer.pk, []))
+    states = billing_store.sync_states_of(s, CUSTOMER_LINK, [customer.pk]).get(customer.pk, [])
+    return CustomerView(customer, store.links_of(s, [customer.pk]).get(customer.pk, []), states)
 
 
 def _apply_fields(s: Session, env_id: int, customer: Customer, req: CustomerFields) -> None:
@@ -175,21 +181,30 @@ def attach_payment_method(db: Database, env_id: int, ref_id: str, req: PaymentMe
     """The application collected a payment method itself (e.g. Stripe Elements): it becomes the
     customer's default, and the customer is synced so the provider charges it."""
     from entitle.billing import store as billing
+    from entitle.billing.service import IntegrationMismatch
 
     if req.vendor_identifier != "STRIPE":
         raise InvalidArgument(f"vendorIdentifier {req.vendor_identifier} is not a billing provider Entitle connects")
     with db.transaction() as s:
         customer = store.get_live(s, env_id, ref_id, for_update=True)
-        integration = billing.integration(s, env_id, "STRIPE")
-        if integration is None or req.integration_id not in (integration.ref_id, integration.vendor):
+        # `STRIPE` names the integration billing the customer; an integration id must be that one (or,
+        # for a customer bound to none yet, any connected one: the customer is then billed there).
+        binding = billing.customer_binding(s, customer)
+        named = req.integration_id == "STRIPE"
+        integration = binding.integration if named else billing.integration_in(s, env_id, req.integration_id)
+        if integration is None:
             raise NotFound("integration", req.integration_id)
+        if not named and binding.bound and (binding.integration is None or binding.integration.pk != integration.pk):
+            raise IntegrationMismatch(
+                f"customer '{ref_id}' is billed by another integration than '{req.integration_id}'"
+            )
         customer.default_payment_method = {"billingId": req.payment_method_id, "type": "CARD"}
         if req.billing_currency is not None:
             customer.billing_currency = req.billing_currency
         customer.updated_at = utcnow()
         s.flush()
         webhooks.customer_changed(s, "customer.updated", customer)
-        billing_customers.billing_info_passed(s, customer)
+        billing_customers.billing_info_passed(s, customer, integration)
         return _view(s, customer)
 
 
@@ -212,10 +227,11 @@ def list_customers(
     email: str | None = None,
     name: str | None = None,
     created_at: CreatedAtRange = CreatedAtRange(),
-) -> tuple[Page[Customer], dict[int, list[CustomerIntegration]]]:
+) -> tuple[Page[Customer], dict[int, list[CustomerIntegration]], dict[int, list[SyncState]]]:
     with db.read() as s:
         result = store.list_page(s, env_id, page, email=email, name=name, created_at=created_at)
-        return result, store.links_of(s, [c.pk for c in result.items])
+        pks = [c.pk for c in result.items]
+        return result, store.links_of(s, pks), billing_store.sync_states_of(s, CUSTOMER_LINK, pks)
 
 
 def archive_customer(db: Database, env_id: int, ref_id: str) -> CustomerView:

@@ -4,6 +4,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
+from entitle.billing.schemas import SyncStateOut
 from entitle.entitlements.schemas import EntitlementResult
 from entitle.http.deps import DB, CreatedAt, Paging, ServerKey, comma_list
 from entitle.http.wire import Envelope, IdOnly, PageEnvelope, WireModel, envelope, page_envelope
@@ -88,6 +89,7 @@ def subscription_out(view: service.SubscriptionView) -> SubscriptionOut:
             )
             for u in view.future_updates
         ],
+        sync_states=[SyncStateOut.of(state, sub.ref_id) for state in view.sync_states],
     )
 
 

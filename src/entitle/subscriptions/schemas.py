@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from entitle.billing.schemas import SyncStateOut
 from entitle.catalog.packages.schemas import ResetFields
 from entitle.http.wire import Amount, Metadata, NonNegInt, RefId, ShortText, WireModel
 from entitle.money import Currency
@@ -234,6 +235,8 @@ class SubscriptionOut(WireModel):
     future_updates: list[FutureUpdateOut] = Field(default_factory=list)
     latest_invoice: dict[str, Any] | None = None
     prices: list[dict[str, Any]] | None = None
+    # Our extension: its sync with each billing integration (state, provider id, error or reason).
+    sync_states: list[SyncStateOut] = Field(default_factory=list)
 
 
 class BillableFeature(WireModel):

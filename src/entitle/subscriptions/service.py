@@ -20,7 +20,10 @@ from sqlalchemy.orm import Session
 
 from entitle.billing import checkout as billing_checkout
 from entitle.billing import rules as billing_rules
+from entitle.billing import service as billing_integrations
+from entitle.billing import store as billing_store
 from entitle.billing import subscription_sync as billing_sync
+from entitle.billing.models import SUBSCRIPTION as SUBSCRIPTION_LINK
 from entitle.catalog.coupons import store as coupons
 from entitle.catalog.features import store as features
 from entitle.catalog.packages import store as packages
@@ -71,6 +74,8 @@ class SubscriptionView:
     future_updates: list[FutureUpdate]
     coupon: dict[str, Any] | None
     now: datetime
+    # Its sync with each billing integration (`syncStates`, our extension).
+    sync_states: list[billing_store.SyncState] = field(default_factory=list)
 
     def billing_window(self) -> BillingWindow | None:
         sub = self.sub
@@ -90,7 +95,12 @@ class ProvisionResult:
     checkout_billing_id: str | None = None
 
 
-def view_of(s: Session, sub: Subscription, now: datetime | None = None) -> SubscriptionView:
+def view_of(
+    s: Session,
+    sub: Subscription,
+    now: datetime | None = None,
+    sync_states: list[billing_store.SyncState] | None = None,
+) -> SubscriptionView:
     customer = s.get(Customer, sub.customer_pk)
     paying = s.get(Customer, sub.paying_customer_pk) if sub.paying_customer_pk else None
     coupon = coupons.find(s, sub.environment_id, sub.coupon_ref) if sub.coupon_ref else None
@@ -111,6 +121,9 @@ def view_of(s: Session, sub: Subscription, now: datetime | None = None) -> Subsc
             "amounts_off": coupon.amounts_off,
         },
         now=now or utcnow(),
+        sync_states=sync_states
+        if sync_states is not None
+        else billing_store.sync_states_of(s, SUBSCRIPTION_LINK, [sub.pk]).get(sub.pk, []),
     )
 
 
@@ -378,6 +391,8 @@ def provision_in(
     _replace_addons(s, sub, addons)
     _replace_charges(s, sub, req.charges or [])
     _replace_overrides(s, sub, req.entitlements or [])
+    # billingInformation.integrationId: a connected integration agreeing with the customer's, or a 400.
+    billing_integrations.choose_subscription_integration(s, sub, req.billing_information)
     checkout_via = None
     if req.checkout_options is not None and status is Status.ACTIVE:
         checkout_via = billing_checkout.checkout_integration(s, sub)
@@ -612,7 +627,8 @@ def list_subscriptions(
             created_at=created_at,
         )
         now = utcnow()
-        return result, [view_of(s, sub, now) for sub in result.items]
+        states = billing_store.sync_states_of(s, SUBSCRIPTION_LINK, [sub.pk for sub in result.items])
+        return result, [view_of(s, sub, now, states.get(sub.pk, [])) for sub in result.items]
 
 
 # -- changes -------------------------------------------------------------------------------------------
