@@ -17,6 +17,10 @@ class Settings:
     # Let webhooks reach private, loopback and link-local addresses, and plain http to loopback
     # (local development and tests only): ENTITLE_WEBHOOKS_ALLOW_PRIVATE=true.
     webhooks_allow_private: bool = field(default_factory=lambda: webhooks_allow_private())
+    # Where Stripe Checkout sends the customer when provisioning opens one without `checkoutOptions`
+    # (a paid plan and no payment method): ENTITLE_CHECKOUT_SUCCESS_URL, ENTITLE_CHECKOUT_CANCEL_URL.
+    checkout_success_url: str | None = None
+    checkout_cancel_url: str | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -37,5 +41,10 @@ def load_settings() -> Settings:
     embedded = os.environ.get("ENTITLE_EMBEDDED_WORKER", "auto").lower()
     run_worker = url.startswith("sqlite") if embedded == "auto" else embedded in ("1", "true", "yes", "on")
     return Settings(
-        database_url=url, data_dir=data_dir, console_base_url=console.rstrip("/"), embedded_worker=run_worker
+        database_url=url,
+        data_dir=data_dir,
+        console_base_url=console.rstrip("/"),
+        embedded_worker=run_worker,
+        checkout_success_url=os.environ.get("ENTITLE_CHECKOUT_SUCCESS_URL", "").strip() or None,
+        checkout_cancel_url=os.environ.get("ENTITLE_CHECKOUT_CANCEL_URL", "").strip() or None,
     )

@@ -5,6 +5,9 @@ that syncs subscriptions, the subscription is paid (not free, custom-priced or i
 already linked with a `billingId`) and the paying customer has no payment method on file, Entitle
 answers `PAYMENT_REQUIRED` with a Stripe Checkout URL instead of charging (as Stigg does; with a payment
 method on file, or without a provider, provisioning goes on as usual and `checkoutOptions` is ignored).
+Without `checkoutOptions`, the same holds for a subscription Stripe would have to charge
+(`paymentCollectionMethod` CHARGE) when the request can wait for Stripe (`POST /api/v1/subscriptions`, a
+new subscription): the session takes the default URLs (`default_options`, settings of the process).
 
 1. `plan_checkout` runs in the provisioning transaction: the subscription is recorded PAYMENT_PENDING
    (no entitlements), its billing link PENDING with `details.checkout` — and no
@@ -89,12 +92,17 @@ class CheckoutOptions:
     reference_id: str | None = None
 
 
-def checkout_integration(s: Session, sub: Subscription) -> Integration | None:
+def checkout_integration(s: Session, sub: Subscription, *, asked: bool = True) -> Integration | None:
     """The integration to check out through when this new subscription must be paid through Checkout.
 
     None when it needs no checkout: no Stripe integration, nothing the sync would bill (free, custom,
     trial, already linked, sync off), or a payment method already on file (Stripe charges it).
+    Not `asked` (provisioning gave no `checkoutOptions`), a Checkout is also opened for a subscription
+    Stripe would have to charge (`paymentCollectionMethod` CHARGE) with no payment method to charge;
+    one paid by invoice (INVOICE) or not collected (NONE) needs none.
     """
+    if not asked and sub.payment_collection_method != "CHARGE":
+        return None
     integration = store.integration_for_subscription(s, sub)
     if integration is None:
         return None
@@ -105,6 +113,20 @@ def checkout_integration(s: Session, sub: Subscription) -> Integration | None:
     if _payment_method(customer) is not None:
         return None
     return integration
+
+
+DEFAULT_SUCCESS_PATH = "/checkout/success?session_id={CHECKOUT_SESSION_ID}"
+
+
+def default_options() -> CheckoutOptions:
+    """The Checkout's options when provisioning gave none: Stripe requires a success URL (its
+    `{CHECKOUT_SESSION_ID}` placeholder becomes the session's id). ENTITLE_CHECKOUT_SUCCESS_URL, else
+    ENTITLE_CONSOLE_URL + DEFAULT_SUCCESS_PATH; ENTITLE_CHECKOUT_CANCEL_URL, else none."""
+    settings = load_settings()
+    return CheckoutOptions(
+        success_url=settings.checkout_success_url or f"{settings.console_base_url}{DEFAULT_SUCCESS_PATH}",
+        cancel_url=settings.checkout_cancel_url,
+    )
 
 
 def plan_checkout(s: Session, integration: Integration, sub: Subscription, options: CheckoutOptions) -> None:
@@ -268,6 +290,7 @@ __all__ = [
     "CheckoutOptions",
     "checkout_failed",
     "checkout_integration",
+    "default_options",
     "open_session",
     "plan_checkout",
     "portal_session",

@@ -394,8 +394,12 @@ def provision_in(
     # billingInformation.integrationId: a connected integration agreeing with the customer's, or a 400.
     billing_integrations.choose_subscription_integration(s, sub, req.billing_information)
     checkout_via = None
-    if req.checkout_options is not None and status is Status.ACTIVE:
-        checkout_via = billing_checkout.checkout_integration(s, sub)
+    if status is Status.ACTIVE:
+        # With checkoutOptions, or a paid plan Stripe must charge and no payment method: PAYMENT_REQUIRED.
+        checkout_via = billing_checkout.checkout_integration(s, sub, asked=req.checkout_options is not None)
+    implicit = checkout_via is not None and req.checkout_options is None
+    if implicit and (not allow_checkout or any(x.pricing_type == "PAID" for x in open_in_product)):
+        checkout_via = None  # no Checkout asked for and none possible here: Stripe bills it, it waits
     if checkout_via is not None:
         if not allow_checkout:
             raise InvalidArgument(
@@ -430,16 +434,20 @@ def provision_in(
     webhooks.subscription_created(s, sub)
     s.flush()
     checkout: billing_checkout.CheckoutOptions | None = None
-    if checkout_via is not None and req.checkout_options is not None:
+    if checkout_via is not None:
         options = req.checkout_options
-        checkout = billing_checkout.CheckoutOptions(
-            success_url=options.success_url,
-            cancel_url=options.cancel_url,
-            allow_promo_codes=bool(options.allow_promo_codes),
-            allow_tax_id_collection=bool(options.allow_tax_id_collection),
-            collect_billing_address=bool(options.collect_billing_address),
-            collect_phone_number=bool(options.collect_phone_number),
-            reference_id=options.reference_id,
+        checkout = (
+            billing_checkout.CheckoutOptions(
+                success_url=options.success_url,
+                cancel_url=options.cancel_url,
+                allow_promo_codes=bool(options.allow_promo_codes),
+                allow_tax_id_collection=bool(options.allow_tax_id_collection),
+                collect_billing_address=bool(options.collect_billing_address),
+                collect_phone_number=bool(options.collect_phone_number),
+                reference_id=options.reference_id,
+            )
+            if options is not None
+            else billing_checkout.default_options()
         )
         billing_checkout.plan_checkout(s, checkout_via, sub, checkout)  # the session creates the Stripe subscription
     else:
