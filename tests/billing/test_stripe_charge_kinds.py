@@ -450,3 +450,39 @@ def test_overage_reports_only_the_usage_past_the_included_amount(
     meter = meters[rules.meter_event_name(env_name(server), "f-tokens", overage=True)]
     customer = str(stripe_sub.customer)
     assert summary(stripe_emulator, meter, customer, start, end) == 250  # 1250 used, 1000 included
+
+
+def test_an_add_on_raises_the_included_amount_the_overage_starts_from(
+    server: LiveServer, api: httpx.Client, stripe_emulator: StripeEmulator
+) -> None:
+    connect_stripe(api, stripe_emulator)
+    _setup(api)
+    body = {"id": "addon-tokens", "displayName": "More tokens", "productId": "acme"}
+    assert api.post("/api/v1/addons", json=body).status_code == 200
+    grant = {"entitlements": [{"type": "FEATURE", "id": "f-tokens", "usageLimit": 500}]}
+    assert api.post("/api/v1/addons/addon-tokens/entitlements", json=grant).status_code == 200
+    publish_plan(api, "addon-tokens", path="addons")
+    assert (
+        api.post("/api/v1/plans", json={"id": "plan-metered", "displayName": "M", "productId": "acme"}).status_code
+        == 200
+    )
+    overage = TOKENS_OVERAGE | {"pricePeriods": [flat("MONTHLY", 0.02)]}
+    charges = {"pricingType": "PAID", "overagePricingModels": [overage]}
+    resp = api.patch("/api/v1/plans/plan-metered", json={"charges": charges, "compatibleAddonIds": ["addon-tokens"]})
+    assert resp.status_code == 200, resp.text
+    publish_plan(api, "plan-metered")
+    Worker(server.db).drain()
+    paying_customer(api, stripe_emulator)
+    provision(api, "cust-ada", "plan-metered", addons=[{"id": "addon-tokens", "quantity": 2}])
+    Worker(server.db).drain()
+    sub = subscription_row(server, "sub-cust-ada-plan-metered")
+    assert sub.billing_id is not None
+    body = {"usages": [{"customerId": "cust-ada", "featureId": "f-tokens", "value": 2300}]}
+    assert api.post("/api/v1/usage", json=body).status_code == 200
+
+    start = sub.start_date
+    invoice_created(server, sub.billing_id, start, start + timedelta(days=30))
+    Worker(server.db).drain()
+    with server.db.read() as s:
+        (row,) = s.scalars(select(BillingUsageReport))
+        assert (row.value, row.state) == (300, "SENT")  # 1000 in the plan + 2 x 500 from the add-on
