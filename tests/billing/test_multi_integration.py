@@ -219,4 +219,14 @@ def test_billing_information_integration_id_must_name_a_connected_integration_ag
     assert _counts(server) == before
     # Naming its own integration (or the vendor) is fine.
     body["billingInformation"] = {"integrationId": "STRIPE"}
-    assert api.post("/api/v1/subscriptions", json=body).status_code == 200
+    team = api.post("/api/v1/subscriptions", json=body)
+    assert team.status_code == 200, team.text
+    chosen = team.json()["data"]["subscription"]  # it replaced the plan-pro subscription (same product)
+    assert [(s["integrationId"], s["status"]) for s in chosen["syncStates"]] == [(third, "PENDING")]
+    # An update cannot move a subscription to another integration; naming its own is accepted.
+    moved = api.patch(f"/api/v1/subscriptions/{chosen['id']}", json={"billingInformation": {"integrationId": first}})
+    assert moved.status_code == 400 and moved.json()["error"]["code"] == "INTEGRATION_MISMATCH", moved.text
+    gone = api.patch(f"/api/v1/subscriptions/{chosen['id']}", json={"billingInformation": {"integrationId": second}})
+    assert gone.status_code == 400 and gone.json()["error"]["code"] == "INTEGRATION_NOT_FOUND", gone.text
+    kept = api.patch(f"/api/v1/subscriptions/{chosen['id']}", json={"billingInformation": {"integrationId": third}})
+    assert kept.status_code == 200, kept.text

@@ -69,6 +69,27 @@ def choose_subscription_integration(s: Session, sub: Subscription, billing_infor
     store.choose_integration(s, sub, chosen)
 
 
+def check_subscription_integration(s: Session, sub: Subscription, billing_information: dict[str, Any] | None) -> None:
+    """On an update: a `billingInformation.integrationId` must name the integration already billing the
+    subscription (a subscription does not move between integrations); 400 otherwise."""
+    ref = (billing_information or {}).get("integrationId")
+    if ref is None or ref in VENDORS:
+        return
+    if not isinstance(ref, str) or not ref:
+        raise InvalidArgument("billingInformation.integrationId must be an integration id")
+    chosen = store.integration_in(s, sub.environment_id, ref)
+    if chosen is None:
+        raise UnknownIntegration(
+            f"billingInformation.integrationId: '{ref}' is not an integration connected to this environment"
+        )
+    current = store.integration_for_subscription(s, sub)
+    if current is None or current.pk != chosen.pk:
+        raise IntegrationMismatch(
+            f"billingInformation.integrationId '{ref}' is not the integration billing subscription '{sub.ref_id}': "
+            "a subscription does not move to another integration (provision a new one there)"
+        )
+
+
 def check_stripe_key(key: str, env: Environment) -> bool:
     """Whether the key is live; refuses a live key on a non-production environment and the reverse."""
     if key.startswith(_LIVE):

@@ -652,6 +652,7 @@ def update_subscription(db: Database, env_id: int, ref: str, req: SubscriptionUp
         sub = store.get(s, env_id, ref, for_update=True)
         if sub.status not in OPEN:
             raise FailedPrecondition(f"subscription '{ref}' is {sub.status}; it can no longer change")
+        billing_integrations.check_subscription_integration(s, sub, req.billing_information)
         plan = s.get(Package, sub.plan_pk)
         assert plan is not None
         period_before = sub.billing_period
