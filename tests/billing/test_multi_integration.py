@@ -230,3 +230,36 @@ def test_billing_information_integration_id_must_name_a_connected_integration_ag
     assert gone.status_code == 400 and gone.json()["error"]["code"] == "INTEGRATION_NOT_FOUND", gone.text
     kept = api.patch(f"/api/v1/subscriptions/{chosen['id']}", json={"billingInformation": {"integrationId": third}})
     assert kept.status_code == 200, kept.text
+
+
+def test_removing_an_integration_leaves_its_customers_unbilled_and_the_others_on_the_default(
+    server: LiveServer, api: httpx.Client, stripe_emulator: StripeEmulator
+) -> None:
+    first, second = two_integrations(server, api, stripe_emulator)
+    card_customer(api, stripe_emulator, "cust-ada")
+    provision(api, "cust-ada", "plan-pro", billingPeriod="MONTHLY")
+    Worker(server.db).drain()
+    assert [x.sync_state for x in links(server, first, CUSTOMER)] == [SUCCESS]
+    assert api.delete(f"/api/v1/integrations/{first}").status_code == 200
+
+    # Ada lives in the removed account: she is not moved to the second one; her new plan is not billed.
+    make_plan(api, "plan-team")
+    Worker(server.db).drain()
+    resp = api.post("/api/v1/subscriptions", json={"customerId": "cust-ada", "planId": "plan-team"})
+    assert resp.status_code == 200, resp.text
+    ada_sub = resp.json()["data"]["subscription"]
+    assert (ada_sub["status"], ada_sub["syncStates"]) == ("ACTIVE", [])
+    assert links(server, second, CUSTOMER) == [] and links(server, second, SUBSCRIPTION) == []
+    named = {"customerId": "cust-ada", "planId": "plan-pro", "billingInformation": {"integrationId": second}}
+    refused = api.post("/api/v1/subscriptions", json=named)
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "INTEGRATION_MISMATCH"
+
+    # A customer the removed account never held is billed by the default left, the second.
+    card_customer(api, stripe_emulator, "cust-bob")
+    resp = api.post("/api/v1/subscriptions", json={"customerId": "cust-bob", "planId": "plan-team"})
+    bob_sub = resp.json()["data"]["subscription"]
+    assert bob_sub["status"] == "PAYMENT_PENDING"
+    assert [(s["integrationId"], s["status"]) for s in bob_sub["syncStates"]] == [(second, "PENDING")]
+    Worker(server.db).drain()
+    bob = customer_row(server, "cust-bob")
+    assert [(x.entity_pk, x.sync_state) for x in links(server, second, CUSTOMER)] == [(bob.pk, SUCCESS)]

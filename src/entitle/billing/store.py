@@ -96,7 +96,8 @@ def customer_binding(session: Session, customer: Customer, vendor: str = STRIPE)
 
     1. Its integration link (`customer_integrations`, vendor STRIPE) naming an integration of the
        environment: that one (None once it is removed: the customer is not billed elsewhere silently).
-    2. Else an integration already holding it (a customer billing link pending, synced or failing).
+    2. Else an integration already holding it (a customer billing link pending, synced or failing);
+       None when only a removed one holds it.
     3. Else the environment's default integration (not bound: a subscription may choose another).
     """
     named = session.scalars(
@@ -120,12 +121,13 @@ def customer_binding(session: Session, customer: Customer, vendor: str = STRIPE)
             BillingLink.entity_pk == customer.pk,
             BillingLink.sync_state.in_(_BINDING_STATES),
             Integration.vendor == vendor,
-            Integration.removed_at.is_(None),
         )
-        .order_by(Integration.pk)
+        .order_by(Integration.removed_at.is_not(None), Integration.pk)
     ).first()
     if holding is not None:
-        return CustomerBinding(holding, True)
+        # Held only by a removed integration: not billed elsewhere behind the operator's back (its
+        # Stripe customer and payment method live in that account).
+        return CustomerBinding(holding if holding.removed_at is None else None, True)
     return CustomerBinding(default_integration(session, customer.environment_id, vendor), False)
 
 
