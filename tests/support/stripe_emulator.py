@@ -298,6 +298,8 @@ class Logged:
     status: int
     replayed: bool = False
     injected: bool = False
+    # The decoded form of a POST that reached execution (what the caller asked Stripe for).
+    params: dict[str, Any] | None = None
 
 
 @dataclass
@@ -443,7 +445,7 @@ class StandIn:
         if failure is not None:  # executed and saved, but the answer is lost on the way back
             self._record(Logged(method, path, idem, failure.status, injected=True))
             return _injected(failure.status).response()
-        entry = Logged(method, path, idem, response.status_code)
+        entry = Logged(method, path, idem, response.status_code, params=decode_form(raw) if method == "POST" else None)
         self._record(entry)
         hook = self.after_write
         if hook is not None and method == "POST" and response.status_code < 400:
