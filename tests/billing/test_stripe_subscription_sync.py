@@ -24,13 +24,11 @@ from entitle.customers.models import Customer
 from entitle.jobs.models import SUCCEEDED, Job
 from entitle.jobs.service import JobContext, Worker
 from entitle.subscriptions.models import Subscription
-from tests.billing.conftest import connect_stripe
+from tests.billing.conftest import card_payment_method, connect_stripe
 from tests.billing.test_stripe_catalog_sync import link_of, make_plan, publish_plan, version
 from tests.conftest import LiveServer
 from tests.support.clock import TestClock
 from tests.support.stripe_emulator import StripeEmulator
-
-CARD: dict[str, Any] = {"number": "4242424242424242", "exp_month": 12, "exp_year": 2040, "cvc": "123"}
 
 
 def jobs_of(server: LiveServer, kind: str) -> list[Job]:
@@ -56,17 +54,17 @@ def connected_with_pro(server: LiveServer, api: httpx.Client, emulator: StripeEm
 
 
 def paying_customer(api: httpx.Client, emulator: StripeEmulator, ref: str = "cust-ada") -> str:
-    params: Any = {"type": "card", "card": CARD}
-    method = emulator.client().v1.payment_methods.create(params=params)
+    """A customer with a card (no raw card number: real Stripe takes none from a server)."""
+    method = card_payment_method(emulator)
     body = {
         "id": ref,
         "name": "Ada",
         "email": "ada@example.com",
-        "defaultPaymentMethod": {"billingId": method.id, "type": "CARD"},
+        "defaultPaymentMethod": {"billingId": method, "type": "CARD"},
     }
     resp = api.post("/api/v1/customers", json=body)
     assert resp.status_code == 200, resp.text
-    return method.id
+    return method
 
 
 def provision(api: httpx.Client, customer: str, plan: str, **extra: Any) -> str:
@@ -84,6 +82,28 @@ def stripe_customers(emulator: StripeEmulator) -> list[Any]:
     return list(emulator.client().v1.customers.list(params={"limit": 100}).data)
 
 
+# Real Stripe test mode is never emptied: the helpers below find this test's objects through the ids Entitle
+# recorded, and "the only one in the account" is asserted on the emulator alone (`emulated`).
+
+
+def emulated(emulator: StripeEmulator) -> bool:
+    return isinstance(emulator, StripeEmulator)
+
+
+def stripe_customer_of(server: LiveServer, emulator: StripeEmulator, ref: str) -> Any:
+    """The Stripe customer Entitle recorded for customer `ref`."""
+    billing_id = customer_row(server, ref).billing_id
+    assert billing_id is not None, f"customer {ref} has no Stripe customer"
+    return emulator.client().v1.customers.retrieve(billing_id)
+
+
+def subscriptions_of(emulator: StripeEmulator, customer_id: str | None) -> list[Any]:
+    """Every Stripe subscription of one Stripe customer (made in this test: its id is new)."""
+    assert customer_id is not None
+    params: Any = {"customer": customer_id, "status": "all", "limit": 100}
+    return list(emulator.client().v1.subscriptions.list(params=params).data)
+
+
 def test_a_paid_subscription_becomes_a_stripe_customer_and_subscription(
     server: LiveServer, api: httpx.Client, stripe_emulator: StripeEmulator
 ) -> None:
@@ -99,11 +119,13 @@ def test_a_paid_subscription_becomes_a_stripe_customer_and_subscription(
     (job,) = jobs_of(server, subscription_sync.SYNC_SUBSCRIPTION_JOB)
     assert job.status == SUCCEEDED and job.ordering_key is not None
 
-    (customer,) = stripe_customers(stripe_emulator)
+    customer = stripe_customer_of(server, stripe_emulator, "cust-ada")
+    if emulated(stripe_emulator):
+        assert [c.id for c in stripe_customers(stripe_emulator)] == [customer.id]
     assert (customer.email, customer.name) == ("ada@example.com", "Ada")
     assert customer.metadata["entitleCustomerId"] == "cust-ada"
     assert customer.metadata["entitleEntityUrl"].endswith("/api/v1/customers/cust-ada")
-    (stripe_sub,) = stripe_subscriptions(stripe_emulator)
+    (stripe_sub,) = subscriptions_of(stripe_emulator, customer.id)
     assert stripe_sub.status == "active" and stripe_sub.customer == customer.id
     assert stripe_sub.metadata["entitleSubscriptionId"] == ref
     assert stripe_sub.metadata["entitleCustomerId"] == "cust-ada"
@@ -147,7 +169,11 @@ def test_free_and_trial_subscriptions_are_not_synced(
     )
     assert Worker(server.db).drain() == 0
     assert jobs_of(server, subscription_sync.SYNC_SUBSCRIPTION_JOB) == []
-    assert stripe_customers(stripe_emulator) == [] and stripe_subscriptions(stripe_emulator) == []
+    assert (
+        customer_row(server, "cust-free").billing_id is None and customer_row(server, "cust-trial").billing_id is None
+    )
+    if emulated(stripe_emulator):
+        assert stripe_customers(stripe_emulator) == [] and stripe_subscriptions(stripe_emulator) == []
     for ref, word in ((free_ref, "free"), (trial_ref, "trial")):
         sub = subscription_row(server, ref)
         link = link_of(server, SUBSCRIPTION, sub.pk)
@@ -168,7 +194,9 @@ def test_subscription_sync_can_be_turned_off(
     paying_customer(api, stripe_emulator)
     ref = provision(api, "cust-ada", "plan-pro")
     assert Worker(server.db).drain() == 0
-    assert stripe_subscriptions(stripe_emulator) == []
+    assert customer_row(server, "cust-ada").billing_id is None and subscription_row(server, ref).billing_id is None
+    if emulated(stripe_emulator):
+        assert stripe_subscriptions(stripe_emulator) == []
     link = link_of(server, SUBSCRIPTION, subscription_row(server, ref).pk)
     assert link is not None and link.sync_state == NO_SYNC_REQUIRED and "turned off" in (link.reason or "")
 
@@ -195,8 +223,8 @@ def test_rerunning_the_job_after_a_crash_creates_one_customer_and_one_subscripti
     monkeypatch.setattr(subscription_sync, "_record", record)
     subscription_sync.sync_subscription(server.db, ctx)  # the same job again: the same idempotency keys
 
-    (customer,) = stripe_customers(stripe_emulator)
-    (stripe_sub,) = stripe_subscriptions(stripe_emulator)
+    customer = stripe_customer_of(server, stripe_emulator, "cust-ada")
+    (stripe_sub,) = subscriptions_of(stripe_emulator, customer.id)
     # The customer was recorded as soon as Stripe made it: the re-run refreshes it instead of creating
     # it again; the subscription create is replayed from Stripe's saved answer.
     keys = [(w.idempotency_key, w.replayed) for w in stripe_emulator.standin.writes()[-4:]]
@@ -224,7 +252,7 @@ def test_cancelling_in_entitle_cancels_the_stripe_subscription(
     paying_customer(api, stripe_emulator)
     ref = provision(api, "cust-ada", "plan-pro")
     Worker(server.db).drain()
-    (stripe_sub,) = stripe_subscriptions(stripe_emulator)
+    (stripe_sub,) = subscriptions_of(stripe_emulator, customer_row(server, "cust-ada").billing_id)
     assert stripe_sub.status == "active"
 
     resp = api.post(f"/api/v1/subscriptions/{ref}/cancel", json={"cancellationTime": "IMMEDIATE"})
@@ -233,7 +261,7 @@ def test_cancelling_in_entitle_cancels_the_stripe_subscription(
     assert Worker(server.db).drain() == 1
     (job,) = jobs_of(server, subscription_sync.CANCEL_SUBSCRIPTION_JOB)
     assert job.status == SUCCEEDED
-    (after,) = stripe_subscriptions(stripe_emulator)
+    (after,) = subscriptions_of(stripe_emulator, customer_row(server, "cust-ada").billing_id)
     assert (after.id, after.status) == (stripe_sub.id, "canceled")
 
 
@@ -246,7 +274,9 @@ def test_a_subscription_cancelled_before_its_sync_ran_never_reaches_stripe(
     resp = api.post(f"/api/v1/subscriptions/{ref}/cancel", json={"cancellationTime": "IMMEDIATE"})
     assert resp.status_code == 200, resp.text
     assert Worker(server.db).drain() == 2  # the sync job first (ordering key), then the cancellation
-    assert stripe_subscriptions(stripe_emulator) == []
+    assert customer_row(server, "cust-ada").billing_id is None and subscription_row(server, ref).billing_id is None
+    if emulated(stripe_emulator):
+        assert stripe_subscriptions(stripe_emulator) == []
     link = link_of(server, SUBSCRIPTION, subscription_row(server, ref).pk)
     assert link is not None and link.sync_state == NO_SYNC_REQUIRED and "ended" in (link.reason or "")
 
@@ -290,11 +320,13 @@ def test_a_trial_that_converts_to_paid_is_synced_then(
     trial = {"isTrial": True, "trialEndDate": trial_end}
     ref = provision(api, "cust-ada", "plan-pro", trialOverrideConfiguration=trial)
     Worker(server.db).drain()
-    assert stripe_subscriptions(stripe_emulator) == []
+    assert subscription_row(server, ref).billing_id is None
+    if emulated(stripe_emulator):
+        assert stripe_subscriptions(stripe_emulator) == []
     test_clock.advance(timedelta(days=15))
     Worker(server.db).drain()  # the trial converts, which enqueues the sync
     assert subscription_row(server, ref).status == "ACTIVE"
-    (stripe_sub,) = stripe_subscriptions(stripe_emulator)
+    (stripe_sub,) = subscriptions_of(stripe_emulator, customer_row(server, "cust-ada").billing_id)
     assert stripe_sub.status == "active" and stripe_sub.metadata["entitleSubscriptionId"] == ref
     link = link_of(server, SUBSCRIPTION, subscription_row(server, ref).pk)
     assert link is not None and (link.sync_state, link.billing_id) == (SUCCESS, stripe_sub.id)
