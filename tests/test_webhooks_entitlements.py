@@ -169,6 +169,29 @@ def test_a_feature_only_a_promotion_grants_cannot_be_archived_until_revoked(
     assert api.post("/api/v1/features/trialfeat/archive").status_code == 200
 
 
+def test_unarchiving_a_feature_announces_the_promotions_it_brings_back(
+    server: LiveServer, client: stigg.Stigg, api: httpx.Client, hooked: Receiver, test_clock: TestClock
+) -> None:
+    """An archived customer's promotion does not hold a feature back from archiving (the customer
+    has no entitlements); once both come back, the promotion counts again: announced."""
+    client.v1.features.create_feature(id="beta", display_name="Beta", feature_type="BOOLEAN")
+    grant = {"promotionalEntitlements": [{"featureId": "beta", "period": "1 month"}]}
+    assert api.post("/api/v1/customers/acme/promotional-entitlements", json=grant).status_code == 200
+    assert api.post("/api/v1/customers/acme/archive").status_code == 200
+    assert api.post("/api/v1/features/beta/archive").status_code == 200
+    assert api.post("/api/v1/customers/acme/unarchive").status_code == 200
+    assert not granted(api, "acme", "beta")
+    drain(server)
+    reset(hooked)
+    mark = push_mark(server)
+
+    assert api.post("/api/v1/features/beta/unarchive").status_code == 200
+    assert granted(api, "acme", "beta")
+    drain(server)
+    assert announced(hooked) == [("acme", None)]
+    assert pushed_since(server, mark) == [("acme", None)]
+
+
 def test_a_feature_of_an_archived_plan_still_subscribed_cannot_be_archived(
     server: LiveServer, client: stigg.Stigg, api: httpx.Client, hooked: Receiver, test_clock: TestClock
 ) -> None:

@@ -143,11 +143,18 @@ def archive_feature(db: Database, env_id: int, ref_id: str) -> Feature:
 
 
 def unarchive_feature(db: Database, env_id: int, ref_id: str) -> Feature:
+    """Unarchive. Nothing granted the feature when it was archived, but a promotion of a customer
+    who was archived then (and unarchived since) counts again now: those customers hear of it."""
+    from entitle.webhooks import emit as webhooks
+
     with db.transaction() as s:
         feature = store.get(s, env_id, ref_id)
         if feature.archived_at is not None:
+            now = utcnow()
             feature.archived_at = None
-            feature.updated_at = utcnow()
+            feature.updated_at = now
+            for customer_ref in store.promotion_holders(s, env_id, feature.ref_id, now):
+                webhooks.entitlements_once(s, env_id, customer_ref)
         return feature
 
 

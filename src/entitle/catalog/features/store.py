@@ -71,25 +71,14 @@ def still_granted(session: Session, env_id: int, feature_ref: str, now: datetime
 
     Archiving the feature would silently take these grants away, so it is refused while any is left."""
     from entitle.catalog.packages.models import Package, PackageCharge, PackageEntitlement
-    from entitle.customers.models import Customer
-    from entitle.promotions.models import PromotionalEntitlement as Promo
     from entitle.subscriptions.models import Subscription, SubscriptionAddon, SubscriptionEntitlement
     from entitle.subscriptions.rules import OPEN
 
     open_statuses = [s.value for s in OPEN]
-    users: list[str] = []
-    promos = session.scalars(
-        select(Customer.ref_id)
-        .join(Promo, Promo.customer_pk == Customer.pk)
-        .where(
-            Promo.environment_id == env_id,
-            Promo.feature_ref == feature_ref,
-            or_(Promo.end_date.is_(None), Promo.end_date > now),
-            Customer.archived_at.is_(None),
-        )
-        .order_by(Customer.ref_id)
-    )
-    users += [f"the promotional entitlement of customer '{ref}'" for ref in promos]
+    users = [
+        f"the promotional entitlement of customer '{ref}'"
+        for ref in promotion_holders(session, env_id, feature_ref, now)
+    ]
 
     uses_feature = or_(
         select(PackageEntitlement.pk)
@@ -140,3 +129,23 @@ def still_granted(session: Session, env_id: int, feature_ref: str, now: datetime
     )
     users += [f"subscription '{ref}' (an entitlement override)" for ref in overrides]
     return users
+
+
+def promotion_holders(session: Session, env_id: int, feature_ref: str, now: datetime) -> list[str]:
+    """Customers (not archived) holding a promotional entitlement to the feature that has not expired."""
+    from entitle.customers.models import Customer
+    from entitle.promotions.models import PromotionalEntitlement as Promo
+
+    return list(
+        session.scalars(
+            select(Customer.ref_id)
+            .join(Promo, Promo.customer_pk == Customer.pk)
+            .where(
+                Promo.environment_id == env_id,
+                Promo.feature_ref == feature_ref,
+                or_(Promo.end_date.is_(None), Promo.end_date > now),
+                Customer.archived_at.is_(None),
+            )
+            .order_by(Customer.ref_id)
+        )
+    )
