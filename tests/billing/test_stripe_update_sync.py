@@ -28,11 +28,12 @@ from tests.billing.test_stripe_catalog_sync import flat, link_of, publish_plan, 
 from tests.billing.test_stripe_coupon_sync import coupon_row, create_coupon, discount_coupon
 from tests.billing.test_stripe_subscription_sync import (
     connected_with_pro,
+    customer_row,
     jobs_of,
     paying_customer,
     provision,
-    stripe_subscriptions,
     subscription_row,
+    subscriptions_of,
 )
 from tests.conftest import LiveServer
 from tests.support.clock import TestClock
@@ -47,9 +48,15 @@ def price_of(server: LiveServer, plan: str, number: int, period: str) -> str:
     return link.billing_id
 
 
-def the_item(emulator: StripeEmulator) -> tuple[str, int]:
-    (sub,) = stripe_subscriptions(emulator)
-    (item,) = sub["items"].data
+def stripe_sub(server: LiveServer, emulator: StripeEmulator, ref: str) -> Any:
+    """The Stripe subscription Entitle recorded for `ref` (real Stripe test mode is never emptied)."""
+    billing_id = subscription_row(server, ref).billing_id
+    assert billing_id is not None, f"subscription {ref} is not at Stripe"
+    return emulator.client().v1.subscriptions.retrieve(billing_id)
+
+
+def the_item(server: LiveServer, emulator: StripeEmulator, ref: str) -> tuple[str, int]:
+    (item,) = stripe_sub(server, emulator, ref)["items"].data
     return item.plan.id, item.quantity
 
 
@@ -85,7 +92,7 @@ def test_a_quantity_change_updates_the_item_once_even_when_the_answer_is_lost(
     ref = provision(api, "cust-ada", "plan-team", charges=[{"id": "f-seats", "quantity": 3}])
     Worker(server.db).drain()
     price = price_of(server, "plan-team", 1, "MONTHLY")
-    assert the_item(stripe_emulator) == (price, 3)
+    assert the_item(server, stripe_emulator, ref) == (price, 3)
 
     resp = api.patch(f"/api/v1/subscriptions/{ref}", json={"charges": [{"id": "f-seats", "quantity": 5}]})
     assert resp.status_code == 200, resp.text
@@ -98,10 +105,10 @@ def test_a_quantity_change_updates_the_item_once_even_when_the_answer_is_lost(
         worker.drain()
     (job,) = jobs_of(server, subscription_sync.UPDATE_SUBSCRIPTION_JOB)
     assert job.status == SUCCEEDED and job.attempts == 2
-    assert the_item(stripe_emulator) == (price, 5)
+    assert the_item(server, stripe_emulator, ref) == (price, 5)
     writes = update_writes(stripe_emulator)
     assert [(w.idempotency_key, w.injected) for w in writes] == [(f"entitle-job-{job.pk}:update", True)]
-    (sub,) = stripe_subscriptions(stripe_emulator)
+    sub = stripe_sub(server, stripe_emulator, ref)
     assert sub.proration_behavior == "create_prorations"  # a change mid-period is prorated
     link = link_of(server, SUBSCRIPTION, subscription_row(server, ref).pk)
     assert link is not None and link.sync_state == SUCCESS and "updateError" not in link.details
@@ -114,7 +121,7 @@ def test_a_plan_migration_and_an_immediate_billing_period_change_move_the_stripe
     paying_customer(api, stripe_emulator)
     ref = provision(api, "cust-ada", "plan-pro", billingPeriod="MONTHLY")
     Worker(server.db).drain()
-    assert the_item(stripe_emulator) == (price_of(server, "plan-pro", 1, "MONTHLY"), 1)
+    assert the_item(server, stripe_emulator, ref) == (price_of(server, "plan-pro", 1, "MONTHLY"), 1)
 
     # A new version with a new monthly price; migrating moves the Stripe item to it, in place.
     assert api.post("/api/v1/plans/plan-pro/draft").status_code == 200
@@ -124,14 +131,14 @@ def test_a_plan_migration_and_an_immediate_billing_period_change_move_the_stripe
     resp = api.post(f"/api/v1/subscriptions/{ref}/migrate", json={"subscriptionMigrationTime": "IMMEDIATE"})
     assert resp.status_code == 200, resp.text
     Worker(server.db).drain()
-    assert the_item(stripe_emulator) == (price_of(server, "plan-pro", 2, "MONTHLY"), 1)
+    assert the_item(server, stripe_emulator, ref) == (price_of(server, "plan-pro", 2, "MONTHLY"), 1)
 
     resp = api.patch(
         f"/api/v1/subscriptions/{ref}", json={"billingPeriod": "ANNUALLY", "scheduleStrategy": "IMMEDIATE"}
     )
     assert resp.status_code == 200, resp.text
     Worker(server.db).drain()
-    assert the_item(stripe_emulator) == (price_of(server, "plan-pro", 2, "ANNUALLY"), 1)
+    assert the_item(server, stripe_emulator, ref) == (price_of(server, "plan-pro", 2, "ANNUALLY"), 1)
     assert [j.status for j in jobs_of(server, subscription_sync.UPDATE_SUBSCRIPTION_JOB)] == [SUCCEEDED] * 2
     # A change with nothing for Stripe (metadata) writes nothing there.
     writes = len(update_writes(stripe_emulator))
@@ -150,11 +157,11 @@ def test_a_scheduled_billing_period_change_reaches_stripe_when_it_takes_effect_w
     resp = api.patch(f"/api/v1/subscriptions/{ref}", json={"billingPeriod": "ANNUALLY"})
     assert resp.status_code == 200, resp.text
     Worker(server.db).drain()
-    assert the_item(stripe_emulator) == (price_of(server, "plan-pro", 1, "MONTHLY"), 1)  # not yet
+    assert the_item(server, stripe_emulator, ref) == (price_of(server, "plan-pro", 1, "MONTHLY"), 1)  # not yet
     test_clock.advance(timedelta(days=32))
     Worker(server.db).drain()
-    assert the_item(stripe_emulator) == (price_of(server, "plan-pro", 1, "ANNUALLY"), 1)
-    (sub,) = stripe_subscriptions(stripe_emulator)
+    assert the_item(server, stripe_emulator, ref) == (price_of(server, "plan-pro", 1, "ANNUALLY"), 1)
+    sub = stripe_sub(server, stripe_emulator, ref)
     assert sub.proration_behavior == "none"  # applied at the period's end: nothing to prorate
 
 
@@ -166,14 +173,14 @@ def test_a_coupon_applied_later_becomes_the_stripe_discount(
     paying_customer(api, stripe_emulator)
     ref = provision(api, "cust-ada", "plan-pro")
     Worker(server.db).drain()
-    (before,) = stripe_subscriptions(stripe_emulator)
+    before = stripe_sub(server, stripe_emulator, ref)
     assert discount_coupon(stripe_emulator, before.id) is None
     resp = api.patch(f"/api/v1/subscriptions/{ref}", json={"appliedCoupon": {"couponId": "loyal"}})
     assert resp.status_code == 200, resp.text
     Worker(server.db).drain()
-    (after,) = stripe_subscriptions(stripe_emulator)
+    after = stripe_sub(server, stripe_emulator, ref)
     assert discount_coupon(stripe_emulator, after.id) == coupon_row(server, "loyal").billing_id
-    assert the_item(stripe_emulator)[1] == 1  # the items were left alone
+    assert the_item(server, stripe_emulator, ref)[1] == 1  # the items were left alone
 
 
 def test_payment_collection_charge_and_invoice(
@@ -191,7 +198,7 @@ def test_payment_collection_charge_and_invoice(
         billingInformation={"invoiceDaysUntilDue": 14},
     )
     Worker(server.db).drain()
-    by_ref = {s.metadata["entitleSubscriptionId"]: s for s in stripe_subscriptions(stripe_emulator)}
+    by_ref = {ref: stripe_sub(server, stripe_emulator, ref) for ref in (charged, invoiced)}
     assert by_ref[charged].collection_method == "charge_automatically"
     assert by_ref[charged].default_payment_method == method
     assert (by_ref[invoiced].collection_method, by_ref[invoiced].days_until_due) == ("send_invoice", 14)
@@ -224,5 +231,6 @@ def test_the_subscription_limit_per_stripe_customer_refuses_provisioning_without
     assert resp.status_code == 200, resp.text
     provision(api, "cust-ada", "plan-pro", id="sub-3")
     Worker(server.db).drain()
-    assert len([s for s in stripe_subscriptions(stripe_emulator) if s.status == "active"]) == 2
+    ada = customer_row(server, "cust-ada").billing_id
+    assert len([s for s in subscriptions_of(stripe_emulator, ada) if s.status == "active"]) == 2
     assert subscription_row(server, "sub-3").billing_id is not None
