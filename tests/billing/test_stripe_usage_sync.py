@@ -32,7 +32,6 @@ from tests.billing.test_stripe_catalog_sync import flat, link_of, publish_plan, 
 from tests.billing.test_stripe_subscription_sync import (
     paying_customer,
     provision,
-    stripe_subscriptions,
     subscription_row,
 )
 from tests.conftest import LiveServer
@@ -100,6 +99,12 @@ def summary(emulator: StripeEmulator, meter_id: str, customer: str, start: Any, 
     return float(row.aggregated_value)
 
 
+def meters_named(emulator: StripeEmulator, event_name: str) -> list[Any]:
+    """The active meters with the event name (real Stripe test mode keeps other tests' meters)."""
+    found = emulator.client().v1.billing.meters.list(params={"status": "active", "limit": 100}).data
+    return [m for m in found if m.event_name == event_name]
+
+
 def reports(server: LiveServer) -> list[BillingUsageReport]:
     with server.db.read() as s:
         return list(s.scalars(select(BillingUsageReport).order_by(BillingUsageReport.period_start)))
@@ -111,8 +116,7 @@ def test_a_usage_based_charge_becomes_a_metered_price_on_a_meter(
     connect_stripe(api, stripe_emulator)
     metered_plan(api)
     Worker(server.db).drain()
-    (meter,) = stripe_emulator.client().v1.billing.meters.list().data
-    assert meter.event_name == rules.meter_event_name(env_name(server), "f-calls")
+    (meter,) = meters_named(stripe_emulator, rules.meter_event_name(env_name(server), "f-calls"))
     assert meter.default_aggregation.formula == "sum"
     assert meter.customer_mapping.event_payload_key == "stripe_customer_id"
     _, charges = version(server, "plan-metered", 1)
@@ -126,7 +130,9 @@ def test_a_usage_based_charge_becomes_a_metered_price_on_a_meter(
     paying_customer(api, stripe_emulator)
     provision(api, "cust-ada", "plan-metered")
     Worker(server.db).drain()
-    (sub,) = stripe_subscriptions(stripe_emulator)
+    sub = stripe_emulator.client().v1.subscriptions.retrieve(
+        str(subscription_row(server, "sub-cust-ada-plan-metered").billing_id)
+    )
     (item,) = sub["items"].data
     assert item.plan.id == link.billing_id  # the metered price is the subscription's item
 
@@ -146,8 +152,8 @@ def test_the_period_usage_is_reported_once_despite_a_duplicated_job_and_a_crash(
     Worker(server.db).drain()
     sub = subscription_row(server, "sub-cust-ada-plan-metered")
     assert sub.billing_id is not None
-    customer = stripe_subscriptions(stripe_emulator)[0].customer
-    (meter,) = stripe_emulator.client().v1.billing.meters.list().data
+    customer = stripe_emulator.client().v1.subscriptions.retrieve(sub.billing_id).customer
+    (meter,) = meters_named(stripe_emulator, rules.meter_event_name(env_name(server), "f-calls"))
     start = sub.start_date
     end = start + timedelta(days=30)
     report(api, 100)
