@@ -81,6 +81,19 @@ def by_period(charges: list[PackageCharge]) -> dict[str, PackageCharge]:
     return {c.billing_period: c for c in charges}
 
 
+def product_of(server: LiveServer, emulator: StripeEmulator, ref: str, kind: str = "PLAN", number: int = 1) -> Any:
+    """The Stripe product Entitle linked to a version (real Stripe test mode is never emptied, so a test
+    finds its objects by id; "the only one in the account" is checked on the emulator alone)."""
+    package, _ = version(server, ref, number, kind)
+    link = link_of(server, PACKAGE, package.pk)
+    assert link is not None and link.billing_id is not None, f"{ref} v{number} has no Stripe product"
+    return emulator.client().v1.products.retrieve(link.billing_id)
+
+
+def emulated(emulator: StripeEmulator) -> bool:
+    return isinstance(emulator, StripeEmulator)
+
+
 def test_publishing_a_plan_creates_its_stripe_product_and_prices(
     server: LiveServer, api: httpx.Client, stripe_emulator: StripeEmulator
 ) -> None:
@@ -93,7 +106,9 @@ def test_publishing_a_plan_creates_its_stripe_product_and_prices(
     (job,) = sync_jobs(server)
     assert job.status == SUCCEEDED
 
-    (product,) = stripe_emulator.products()
+    product = product_of(server, stripe_emulator, "plan-pro")
+    if emulated(stripe_emulator):
+        assert [p.id for p in stripe_emulator.products()] == [product.id]
     assert product.name == "Acme Pro Plan" and product.description == "For teams"
     assert product.metadata["entitleEntityUrl"].endswith("/api/v1/plans/plan-pro")
     assert (product.metadata["entitleEnvironment"], product.metadata["entitleEntityId"]) == ("development", "plan-pro")
@@ -141,7 +156,9 @@ def test_rerunning_the_job_after_a_crash_creates_nothing_twice(
     monkeypatch.setattr(catalog_sync, "_record", record)
     catalog_sync.sync_package(server.db, ctx)  # the same job again: same idempotency keys
 
-    (product,) = stripe_emulator.products()
+    product = product_of(server, stripe_emulator, "plan-pro")
+    if emulated(stripe_emulator):
+        assert [p.id for p in stripe_emulator.products()] == [product.id]
     assert len(stripe_emulator.prices(product.id)) == 2
     writes = stripe_emulator.standin.writes()
     assert [w.replayed for w in writes] == [False] * 3 + [True] * 3
@@ -229,7 +246,7 @@ def test_a_changed_price_in_a_new_version_is_a_new_price_and_the_old_one_is_arch
     make_plan(api, monthly=29.99, annual=299)
     worker = Worker(server.db)
     worker.drain()
-    (product,) = stripe_emulator.products()
+    product = product_of(server, stripe_emulator, "plan-pro")
     v1 = {p.recurring.interval: p for p in stripe_emulator.prices(product.id)}
 
     assert api.post("/api/v1/plans/plan-pro/draft").status_code == 200
@@ -239,7 +256,9 @@ def test_a_changed_price_in_a_new_version_is_a_new_price_and_the_old_one_is_arch
     worker.drain()
     assert [j.status for j in sync_jobs(server)] == [SUCCEEDED, SUCCEEDED]
 
-    assert [p.id for p in stripe_emulator.products()] == [product.id]  # one product for every version
+    assert product_of(server, stripe_emulator, "plan-pro", number=2).id == product.id  # one for every version
+    if emulated(stripe_emulator):
+        assert [p.id for p in stripe_emulator.products()] == [product.id]
     renamed = stripe_emulator.client().v1.products.retrieve(product.id)
     assert (renamed.name, renamed.metadata["entitleVersion"]) == ("Acme Pro Plus Plan", "2")
     prices = {p.id: p for p in stripe_emulator.prices(product.id)}
@@ -284,9 +303,12 @@ def test_free_plans_need_no_sync_and_nothing_is_enqueued_without_an_integration(
     free, _ = version(server, "plan-free", 1)
     free_link = link_of(server, PACKAGE, free.pk)
     assert free_link is not None and free_link.sync_state == NO_SYNC_REQUIRED and "free" in (free_link.reason or "")
-    names = sorted(p.name for p in stripe_emulator.products())
-    assert names == ["Acme Pro Plan", "Acme Seats Add-on"]
-    (addon_product,) = [p for p in stripe_emulator.products() if p.name == "Acme Seats Add-on"]
+    assert product_of(server, stripe_emulator, "plan-early").name == "Acme Pro Plan"
+    addon_product = product_of(server, stripe_emulator, "seats", "ADDON")
+    assert addon_product.name == "Acme Seats Add-on"
+    if emulated(stripe_emulator):
+        names = sorted(p.name for p in stripe_emulator.products())
+        assert names == ["Acme Pro Plan", "Acme Seats Add-on"]
     (addon_price,) = stripe_emulator.prices(addon_product.id)
     assert (addon_price.unit_amount, addon_price.metadata["entitleEntityType"]) == (50, "ADDON")
 
@@ -329,7 +351,7 @@ def test_a_charge_stripe_cannot_bill_exactly_is_recorded_as_an_error(
     assert flat_link is not None and flat_link.sync_state == SUCCESS
     assert tiered_link is not None and tiered_link.sync_state == ERROR
     assert tiered_link.reason is not None and "10.5" in tiered_link.reason and "whole numbers" in tiered_link.reason
-    (product,) = stripe_emulator.products()
+    product = product_of(server, stripe_emulator, "plan-usage")
     assert [p.unit_amount for p in stripe_emulator.prices(product.id)] == [1000]
     with server.db.read() as s:
         assert job_store.dead_count(s) == 0
