@@ -20,7 +20,7 @@ from entitle.billing.secrets import ENV_VAR, KEY_FILE, secret_box
 from entitle.environments.models import KeyKind
 from entitle.errors import FailedPrecondition
 from entitle.jobs.service import Worker
-from tests.billing.test_stripe_catalog_sync import make_plan
+from tests.billing.test_stripe_catalog_sync import make_plan, product_of
 from tests.conftest import LiveServer
 from tests.support.stripe_emulator import StripeEmulator
 from tests.test_cli import run
@@ -144,4 +144,6 @@ def test_the_cli_connects_and_the_published_catalog_is_synced(
     # The worker must decrypt with the same key: use that file's key here.
     monkeypatch.setenv(ENV_VAR, (tmp_path / KEY_FILE).read_text().strip())
     Worker(server.db).drain()
-    assert [p.name for p in stripe_emulator.products()] == ["Acme Pro Plan"]
+    assert product_of(server, stripe_emulator, "plan-pro").name == "Acme Pro Plan"  # found by id: real Stripe
+    if isinstance(stripe_emulator, StripeEmulator):  # is never emptied
+        assert [p.name for p in stripe_emulator.products()] == ["Acme Pro Plan"]
