@@ -263,3 +263,24 @@ def test_removing_an_integration_leaves_its_customers_unbilled_and_the_others_on
     Worker(server.db).drain()
     bob = customer_row(server, "cust-bob")
     assert [(x.entity_pk, x.sync_state) for x in links(server, second, CUSTOMER)] == [(bob.pk, SUCCESS)]
+
+
+def test_coupons_reach_every_integration_and_archiving_deletes_them_at_each(
+    server: LiveServer, api: httpx.Client, stripe_emulator: StripeEmulator
+) -> None:
+    first, second = two_integrations(server, api, stripe_emulator)
+    resp = api.post("/api/v1/coupons", json={"id": "launch-20", "name": "Launch", "percentOff": 20})
+    assert resp.status_code == 200, resp.text
+    assert Worker(server.db).drain() == 2  # one coupon sync per integration
+    for integration_id in (first, second):
+        (coupon_link,) = links(server, integration_id, "COUPON")
+        assert coupon_link.sync_state == SUCCESS and coupon_link.billing_id
+        path = f"/api/v1/integrations/{integration_id}/sync-states"
+        (state,) = api.get(path, params={"entityType": "COUPON"}).json()["data"]
+        assert (state["entityId"], state["status"]) == ("launch-20", SUCCESS)
+        assert state["billingId"] == coupon_link.billing_id
+    assert api.post("/api/v1/coupons/launch-20/archive").status_code == 200
+    with server.db.read() as s:
+        deletes = s.scalars(select(Job).where(Job.kind == "billing.delete_coupon").order_by(Job.pk)).all()
+        integration_pks = {ref: pk for ref, pk in s.execute(select(Integration.ref_id, Integration.pk))}
+    assert [job.payload["integrationPk"] for job in deletes] == [integration_pks[first], integration_pks[second]]
