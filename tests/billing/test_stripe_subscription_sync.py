@@ -245,6 +245,41 @@ def test_rerunning_the_job_after_a_crash_creates_one_customer_and_one_subscripti
     assert len(stripe_customers(stripe_emulator)) == 1 and len(stripe_subscriptions(stripe_emulator)) == 1
 
 
+@pytest.mark.emulator_only  # a crash window and Stripe's search index (which lags at Stripe) on demand
+def test_a_customer_edited_between_the_crash_and_the_rerun_is_found_not_created_again(
+    server: LiveServer, api: httpx.Client, stripe_emulator: StripeEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker dies after Stripe made the customer, before `_record_customer`; the customer is renamed
+    before the job runs again, so the re-sent create differs and Stripe refuses its key (idempotency_error).
+    The re-run finds the customer made first by its metadata instead of making a second one."""
+    connected_with_pro(server, api, stripe_emulator)
+    paying_customer(api, stripe_emulator)
+    ref = provision(api, "cust-ada", "plan-pro")
+    (job,) = jobs_of(server, subscription_sync.SYNC_SUBSCRIPTION_JOB)
+    ctx = JobContext(job.pk, job.environment_id, job.kind, dict(job.payload), attempt=1)
+
+    def crash(*_: Any) -> None:
+        raise SystemExit("worker killed before recording the customer")
+
+    record_customer = subscription_sync._record_customer
+    monkeypatch.setattr(subscription_sync, "_record_customer", crash)
+    with pytest.raises(SystemExit):
+        subscription_sync.sync_subscription(server.db, ctx)
+    (made_first,) = stripe_customers(stripe_emulator)
+    monkeypatch.setattr(subscription_sync, "_record_customer", record_customer)
+    assert api.patch("/api/v1/customers/cust-ada", json={"name": "Ada Lovelace"}).status_code == 200
+
+    subscription_sync.sync_subscription(server.db, ctx)
+
+    refused = [w for w in stripe_emulator.standin.log if w.idempotency_key == f"entitle-job-{job.pk}:customer"]
+    assert [w.status for w in refused] == [200, 400]  # the differing re-send was refused, not executed
+    assert [c.id for c in stripe_customers(stripe_emulator)] == [made_first.id]
+    assert customer_row(server, "cust-ada").billing_id == made_first.id
+    (stripe_sub,) = subscriptions_of(stripe_emulator, made_first.id)
+    link = link_of(server, SUBSCRIPTION, subscription_row(server, ref).pk)
+    assert link is not None and (link.sync_state, link.billing_id) == (SUCCESS, stripe_sub.id)
+
+
 def test_cancelling_in_entitle_cancels_the_stripe_subscription(
     server: LiveServer, api: httpx.Client, stripe_emulator: StripeEmulator
 ) -> None:

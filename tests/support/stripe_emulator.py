@@ -62,8 +62,9 @@ Checkout Sessions keep `automatic_tax[enabled]`, `phone_number_collection[enable
 asked (Stripe Tax computes nothing here: a session asking for it shows `status: requires_location_inputs`).
 
 Not emulated (a test that needs them must say so): webhooks from the stand-in's objects (checkout
-completion creating a subscription, meter events reaching localstripe invoices), Stripe search
-endpoints, Products' `default_price`, and Stripe's 24-hour expiry of idempotency keys.
+completion creating a subscription, meter events reaching localstripe invoices), search other than
+customers' and subscriptions' by metadata (which the stand-in answers at once, where Stripe's index
+lags by up to a minute), Products' `default_price`, and Stripe's 24-hour expiry of idempotency keys.
 """
 
 from __future__ import annotations
@@ -140,6 +141,7 @@ web.run_app(server.app, host="127.0.0.1", port=int(sys.argv[1]), print=None, acc
 TEST_SECRET_KEY = "sk_test_entitle_emulator"
 _PRICE_KEY = re.compile(r"^(items\[\d+\]\[|)price(\]|)$")
 _ALNUM = string.ascii_letters + string.digits
+_METADATA_CLAUSE = re.compile(r"metadata\['(?P<key>[^']+)'\]:'(?P<value>(?:[^'\\]|\\.)*)'")
 
 
 def _rand(n: int) -> str:
@@ -489,6 +491,8 @@ class StandIn:
                 return self._list_prices(query)
             case ("GET", ["v1", "prices", "search"]):
                 raise StripeError(404, "The stand-in does not emulate price search.")
+            case ("GET", ["v1", ("customers" | "subscriptions") as kind, "search"]):
+                return await self._search(auth, kind, query)
             case ("GET", ["v1", "prices", price_id]):
                 return self._price(price_id)
             case ("POST", ["v1", "prices", price_id]):
@@ -559,6 +563,29 @@ class StandIn:
             status_code=upstream.status_code,
             media_type=upstream.headers.get("content-type", "application/json"),
         )
+
+    async def _search(self, auth: str, kind: str, query: dict[str, Any]) -> dict[str, Any]:
+        """Stripe's search for customers and subscriptions, for metadata clauses joined by AND (what
+        Entitle asks), over localstripe's list; anything else in the query is a 400, as at Stripe."""
+        text = str(_require(query, "query"))
+        clauses = [c.strip() for c in re.split(r"\s+AND\s+", text)]
+        wanted: dict[str, str] = {}
+        for clause in clauses:
+            match = _METADATA_CLAUSE.fullmatch(clause)
+            if match is None:
+                raise _bad(f"the stand-in's search takes metadata['key']:'value' clauses only, not {clause!r}", "query")
+            wanted[match["key"]] = re.sub(r"\\(.)", r"\1", match["value"])
+        listed = await self._upstream_get(auth, f"/v1/{kind}?limit=100") or {"data": []}
+        hits = [o for o in listed["data"] if all((o.get("metadata") or {}).get(k) == v for k, v in wanted.items())]
+        limit = int(query.get("limit", 10))
+        return {
+            "object": "search_result",
+            "url": f"/v1/{kind}/search",
+            "has_more": len(hits) > limit,
+            "data": hits[:limit],
+            "next_page": None,
+            "total_count": len(hits),
+        }
 
     async def _upstream_get(self, auth: str, path: str) -> dict[str, Any] | None:
         client = await self._upstream()

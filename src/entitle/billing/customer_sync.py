@@ -16,19 +16,16 @@ customer's `billingId`.
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
 from sqlalchemy.orm import Session
 
 from entitle.billing import store
 from entitle.billing.models import CUSTOMER, ERROR, PENDING, SUCCESS, Integration
-from entitle.billing.provider import CustomerSpec, provider_for
+from entitle.billing.provider import provider_for
 from entitle.billing.secrets import secret_box
-from entitle.billing.subscription_sync import _clip, _link_customer, _ordering_key, _payment_method
+from entitle.billing.subscription_sync import _link_customer, _ordering_key, customer_spec
 from entitle.config import load_settings
 from entitle.customers.models import Customer
 from entitle.db import Database
-from entitle.environments.models import Environment
 from entitle.jobs.service import JobContext, enqueue, register
 
 SYNC_CUSTOMER_JOB = "billing.sync_customer"
@@ -49,25 +46,6 @@ def billing_info_passed(session: Session, customer: Customer, integration: Integ
         SYNC_CUSTOMER_JOB,
         {"integrationPk": integration.pk, "customerPk": customer.pk},
         ordering_key=_ordering_key(integration, customer.pk),
-    )
-
-
-def customer_spec(s: Session, customer: Customer, console: str) -> CustomerSpec:
-    env = s.get(Environment, customer.environment_id)
-    assert env is not None
-    return CustomerSpec(
-        ref=customer.ref_id,
-        name=customer.name,
-        email=customer.email,
-        currency=customer.billing_currency,
-        metadata=_clip(
-            {
-                "entitleEnvironment": env.name,
-                "entitleCustomerId": customer.ref_id,
-                "entitleEntityUrl": f"{console}/api/v1/customers/{quote(customer.ref_id, safe='')}",
-            }
-        ),
-        payment_method=_payment_method(customer),
     )
 
 

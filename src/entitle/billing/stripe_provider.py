@@ -61,6 +61,19 @@ from entitle.billing.provider import (
 )
 from entitle.errors import FailedPrecondition, InvalidArgument
 
+# The metadata that names an Entitle customer or subscription at Stripe (within one environment).
+_CUSTOMER_IDENTITY = ("entitleEnvironment", "entitleCustomerId")
+_SUBSCRIPTION_IDENTITY = ("entitleEnvironment", "entitleSubscriptionId")
+
+
+class ProviderRetryLater(RuntimeError):
+    """A provider call that cannot succeed yet but may later (the job retries with backoff)."""
+
+
+def _search_literal(value: str) -> str:
+    """A value quoted for Stripe's search query language (backslash-escaped quotes)."""
+    return value.replace("\\", "\\\\").replace("'", "\\'")
+
 
 class StripeProvider:
     vendor = STRIPE
@@ -160,9 +173,12 @@ class StripeProvider:
         if customer.payment_method:
             params["payment_method"] = customer.payment_method
             params["invoice_settings"] = {"default_payment_method": customer.payment_method}
-        created = self.client.v1.customers.create(
-            params=params, options={"idempotency_key": f"{idempotency_key}:customer"}
-        )
+        try:
+            created = self.client.v1.customers.create(
+                params=params, options={"idempotency_key": f"{idempotency_key}:customer"}
+            )
+        except stripe.IdempotencyError:
+            return self._created_earlier("customers", customer.metadata, _CUSTOMER_IDENTITY)
         return created.id
 
     def create_subscription(self, subscription: SubscriptionSpec, *, idempotency_key: str) -> str | None:
@@ -187,10 +203,35 @@ class StripeProvider:
             params["discounts"] = [{"coupon": subscription.coupon_billing_id}]
         if self.automatic_tax:
             params["automatic_tax"] = {"enabled": True}
-        created = self.client.v1.subscriptions.create(
-            params=params, options={"idempotency_key": f"{idempotency_key}:subscription"}
-        )
+        try:
+            created = self.client.v1.subscriptions.create(
+                params=params, options={"idempotency_key": f"{idempotency_key}:subscription"}
+            )
+        except stripe.IdempotencyError:
+            return self._created_earlier("subscriptions", subscription.metadata, _SUBSCRIPTION_IDENTITY)
         return created.id
+
+    def _created_earlier(
+        self, resource: Literal["customers", "subscriptions"], metadata: dict[str, str], identity: tuple[str, ...]
+    ) -> str:
+        """The object an earlier attempt of this job created under the same idempotency key.
+
+        Stripe refuses a key reused with other parameters (`idempotency_error`): the first request
+        succeeded, its answer was lost with the worker that sent it, and the entity changed before the
+        job ran again (a renamed customer, a requantified subscription). Re-sending under a new key
+        would make a second object, so the one made first is found by the metadata linking it back;
+        the job's later steps (and the update sync) bring it up to date. Stripe's search is eventually
+        consistent (about a minute), so "not found yet" is a retryable failure, never a new create.
+        """
+        query = " AND ".join(f"metadata['{key}']:'{_search_literal(metadata[key])}'" for key in identity)
+        service = self.client.v1.customers if resource == "customers" else self.client.v1.subscriptions
+        found = service.search(params={"query": query, "limit": 2}).data
+        if len(found) != 1:
+            raise ProviderRetryLater(
+                f"Stripe refused to replay an earlier {resource[:-1]} create (the entity changed since) and "
+                f"{'no' if not found else 'more than one'} {resource[:-1]} with {query} is searchable yet"
+            )
+        return str(found[0].id)
 
     def update_subscription(self, billing_id: str, subscription: SubscriptionSpec, *, idempotency_key: str) -> bool:
         """One `POST /v1/subscriptions/{id}` with only what differs from what Stripe holds now: the item

@@ -324,20 +324,7 @@ def _read(s: Session, integration: Integration, sub: Subscription, console: str)
     if existing is None and not integration.sync_customers:
         raise NotReadyToSync("customer sync is turned off and the customer has no billingId")
     common = {"entitleEnvironment": env.name}
-    customer_spec = CustomerSpec(
-        ref=customer.ref_id,
-        name=customer.name,
-        email=customer.email,
-        currency=customer.billing_currency,
-        metadata=_clip(
-            {
-                **common,
-                "entitleCustomerId": customer.ref_id,
-                "entitleEntityUrl": f"{console}/api/v1/customers/{quote(customer.ref_id, safe='')}",
-            }
-        ),
-        payment_method=_payment_method(customer),
-    )
+    paying = customer_spec(s, customer, console)
     items: list[SubscriptionItem] = []
     quantities = {c.ref_id: c.quantity for c in subscriptions.charges_of(s, [sub.pk]).get(sub.pk, [])}
     plan = s.get(Package, sub.plan_pk)
@@ -366,7 +353,7 @@ def _read(s: Session, integration: Integration, sub: Subscription, console: str)
     invoice = sub.payment_collection_method == "INVOICE"
     return _Plan(
         customer_pk=customer.pk,
-        customer=customer_spec,
+        customer=paying,
         customer_billing_id=existing,
         items=tuple(items),
         metadata=_clip(metadata),
@@ -374,7 +361,7 @@ def _read(s: Session, integration: Integration, sub: Subscription, console: str)
         coupon_billing_id=coupon_id if isinstance(coupon_id, str) else None,
         collection_method="send_invoice" if invoice else "charge_automatically",
         days_until_due=(sub.invoice_days_until_due or DEFAULT_DAYS_UNTIL_DUE) if invoice else None,
-        default_payment_method=None if invoice else customer_spec.payment_method,
+        default_payment_method=None if invoice else paying.payment_method,
     )
 
 
@@ -421,6 +408,26 @@ def _items(
                 units = int(rules.provider_quantity(shape, Decimal(units)))
         items.append(SubscriptionItem(price_billing_id=link.billing_id, quantity=units))
     return items
+
+
+def customer_spec(s: Session, customer: Customer, console: str) -> CustomerSpec:
+    """The provider customer for an Entitle customer, with the metadata that links it back."""
+    env = s.get(Environment, customer.environment_id)
+    assert env is not None
+    return CustomerSpec(
+        ref=customer.ref_id,
+        name=customer.name,
+        email=customer.email,
+        currency=customer.billing_currency,
+        metadata=_clip(
+            {
+                "entitleEnvironment": env.name,
+                "entitleCustomerId": customer.ref_id,
+                "entitleEntityUrl": f"{console}/api/v1/customers/{quote(customer.ref_id, safe='')}",
+            }
+        ),
+        payment_method=_payment_method(customer),
+    )
 
 
 def _payment_method(customer: Customer) -> str | None:
