@@ -23,62 +23,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import queue
 import random
 import statistics
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from catalog_reads import free_port, fresh_database
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.support.server import serve_process
+
+from catalog_reads import fresh_database
 
 WAIT = 10.0
-
-
-@contextmanager
-def entitle_serve(database_url: str, data_dir: Path) -> Iterator[str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "ENTITLE_DATABASE_URL": database_url,
-        "ENTITLE_DATA_DIR": str(data_dir),
-        "ENTITLE_EMBEDDED_WORKER": "false",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "entitle", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("entitle serve did not start")
-            time.sleep(0.05)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @dataclass
@@ -154,7 +116,7 @@ def measure(kind: str, changes: int) -> tuple[list[float], list[float]]:
             key = create_key(db, "development", KeyKind.SERVER)
         finally:
             db.dispose()
-        with entitle_serve(url, data_dir / "a") as base_a, entitle_serve(url, data_dir / "b") as base_b:
+        with serve_process(url, data_dir / "a") as base_a, serve_process(url, data_dir / "b") as base_b:
             seed(base_a, key)
             stream = Stream(base_b, key)
             from_response: list[float] = []

@@ -3,11 +3,7 @@ and no idempotency key counts twice."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,41 +12,14 @@ import pytest
 import stigg
 
 from tests.conftest import LiveServer
-from tests.support.postgres import free_port
+from tests.support.server import serve_process
 
 
 @pytest.fixture
 def second_server(server: LiveServer, database_url: str, tmp_path: Path) -> Iterator[str]:
     """Another `entitle serve` process on the same database."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "ENTITLE_DATABASE_URL": database_url,
-        "ENTITLE_DATA_DIR": str(tmp_path / "second"),
-        "ENTITLE_EMBEDDED_WORKER": "false",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "entitle", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("second server did not start")
-            time.sleep(0.05)
+    with serve_process(database_url, tmp_path / "second") as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
 
 
 def _setup(client: stigg.Stigg) -> None:

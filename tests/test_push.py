@@ -4,11 +4,8 @@ across two `entitle serve` processes on one database."""
 from __future__ import annotations
 
 import json
-import os
 import queue
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,7 +22,7 @@ from entitle.environments.models import KeyKind
 from entitle.push import service as push
 from tests.conftest import LiveServer
 from tests.support.clock import TestClock
-from tests.support.postgres import free_port
+from tests.support.server import serve_process, start_serve
 
 WAIT = 10.0  # seconds; generous, a stream event normally arrives within a second
 
@@ -340,49 +337,11 @@ def server_app_hub(server: LiveServer) -> Any:
 # -- two processes ---------------------------------------------------------------------------
 
 
-def start_serve(database_url: str, data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "ENTITLE_DATABASE_URL": database_url,
-        "ENTITLE_DATA_DIR": str(data_dir),
-        "ENTITLE_EMBEDDED_WORKER": "false",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "entitle", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline or proc.poll() is not None:
-            proc.kill()
-            raise RuntimeError("entitle serve did not start")
-        time.sleep(0.05)
-
-
 @pytest.fixture
 def two_servers(server: LiveServer, database_url: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
     """Two `entitle serve` processes on the test's database (besides the in-process server)."""
-    procs = []
-    try:
-        a, base_a = start_serve(database_url, tmp_path / "a")
-        procs.append(a)
-        b, base_b = start_serve(database_url, tmp_path / "b")
-        procs.append(b)
+    with serve_process(database_url, tmp_path / "a") as base_a, serve_process(database_url, tmp_path / "b") as base_b:
         yield base_a, base_b
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=20)
 
 
 def test_a_change_through_one_process_reaches_a_stream_of_another(

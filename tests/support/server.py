@@ -1,7 +1,11 @@
-"""Run the real app under uvicorn on a free port in a background thread."""
+"""Run the real app: under uvicorn on a free port in a background thread (`running_server`), or as a
+separate `entitle serve` process (`start_serve`, `serve_process`)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -44,3 +48,48 @@ def running_server(database_url: str, data_dir: Path) -> Iterator[tuple[str, Dat
         server.should_exit = True
         thread.join(timeout=10)
         db.dispose()
+
+
+def start_serve(database_url: str, data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """An `entitle serve` process on the database (embedded worker off), once it answers `/healthz`."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "ENTITLE_DATABASE_URL": database_url,
+        "ENTITLE_DATA_DIR": str(data_dir),
+        "ENTITLE_EMBEDDED_WORKER": "false",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "entitle", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            proc.wait()
+            raise RuntimeError("entitle serve did not start")
+        time.sleep(0.05)
+
+
+@contextmanager
+def serve_process(database_url: str, data_dir: Path) -> Iterator[str]:
+    """`start_serve` for the length of a block; the process is stopped (SIGTERM, then SIGKILL) after it."""
+    proc, base = start_serve(database_url, data_dir)
+    try:
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
