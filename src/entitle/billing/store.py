@@ -308,6 +308,22 @@ class SyncState:
     def error(self) -> str | None:
         return self.reason if self.status == ERROR else None
 
+    @classmethod
+    def of(
+        cls, row: BillingLink, kind: str, ref: str, version: int | None, integration_ref: str, vendor: str
+    ) -> SyncState:
+        return cls(
+            entity_type=kind,
+            entity_id=ref,
+            entity_version=version,
+            integration_id=integration_ref,
+            vendor_identifier=vendor,
+            billing_id=row.billing_id,
+            status=row.sync_state,
+            reason=row.reason,
+            synced_at=row.synced_at,
+        )
+
 
 def sync_states_of(session: Session, kind: str, entity_pks: Iterable[int]) -> dict[int, list[SyncState]]:
     """The sync states of customers or subscriptions (`kind`) across integrations, in one query."""
@@ -322,19 +338,8 @@ def sync_states_of(session: Session, kind: str, entity_pks: Iterable[int]) -> di
     ).all()
     found: dict[int, list[SyncState]] = {}
     for link_row, ref, vendor in rows:
-        found.setdefault(link_row.entity_pk, []).append(
-            SyncState(
-                entity_type=kind,
-                entity_id="",  # the caller's entity: it knows its id
-                entity_version=None,
-                integration_id=ref,
-                vendor_identifier=vendor,
-                billing_id=link_row.billing_id,
-                status=link_row.sync_state,
-                reason=link_row.reason,
-                synced_at=link_row.synced_at,
-            )
-        )
+        # entity_id "": the caller's entity, whose id it knows.
+        found.setdefault(link_row.entity_pk, []).append(SyncState.of(link_row, kind, "", None, ref, vendor))
     return found
 
 
@@ -372,19 +377,7 @@ def sync_states_page(
     states = []
     for row in found.items:
         kind, ref, version = refs.get((row.entity_kind, row.entity_pk), (row.entity_kind, "", None))
-        states.append(
-            SyncState(
-                entity_type=kind,
-                entity_id=ref,
-                entity_version=version,
-                integration_id=integration.ref_id,
-                vendor_identifier=integration.vendor,
-                billing_id=row.billing_id,
-                status=row.sync_state,
-                reason=row.reason,
-                synced_at=row.synced_at,
-            )
-        )
+        states.append(SyncState.of(row, kind, ref, version, integration.ref_id, integration.vendor))
     return Page(items=states, next=found.next, prev=found.prev)
 
 
