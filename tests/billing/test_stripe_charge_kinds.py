@@ -30,6 +30,7 @@ from entitle.billing.stripe_provider import _price_params
 from entitle.billing.usage_models import BillingUsageReport
 from entitle.catalog.packages.models import Package, PackageCharge
 from entitle.jobs import store as job_store
+from entitle.jobs.models import DEAD, Job
 from entitle.jobs.service import Worker
 from entitle.money import minor_unit_exponent
 from entitle.subscriptions import pricing
@@ -411,6 +412,30 @@ def test_stripes_first_invoice_equals_entitles_preview(
         12 if "blockSize" in model["pricePeriods"][0] and "tiers" in model["pricePeriods"][0] else quantity
     )
     assert _invoice_total(stripe_emulator, sub.billing_id) == int(expected * 100) > 0
+
+
+def test_a_subscription_stripe_has_nothing_to_bill_for_is_not_synced_and_active_at_once(
+    server: LiveServer, api: httpx.Client, stripe_emulator: StripeEmulator
+) -> None:
+    """A paid plan whose only charge is credits: no Stripe subscription could bill anything, so the
+    subscription is NO_SYNC_REQUIRED with the reason and active at once — not held for a payment that
+    never comes, nor a sync job retried until it is dead."""
+    connect_stripe(api, stripe_emulator)
+    _setup(api)
+    _plan(api, "plan-credits", {"pricingModels": [CREDITS]})
+    Worker(server.db).drain()
+    paying_customer(api, stripe_emulator)
+    provision(api, "cust-ada", "plan-credits")
+    Worker(server.db).drain()
+
+    sub = subscription_row(server, "sub-cust-ada-plan-credits")
+    link = link_of(server, SUBSCRIPTION, sub.pk)
+    assert link is not None and link.sync_state == NO_SYNC_REQUIRED, link and link.reason
+    assert link.reason is not None and "nothing the provider bills for MONTHLY" in link.reason
+    assert (sub.status, sub.billing_id) == ("ACTIVE", None)
+    with server.db.read() as s:
+        dead = s.scalars(select(Job).where(Job.status == DEAD)).all()
+    assert dead == []
 
 
 # ---------------------------------------------------------------------------------------------- overage usage

@@ -49,18 +49,6 @@ from entitle.jobs.service import JobContext, enqueue, register
 
 SYNC_PACKAGE_JOB = "billing.sync_package"
 SUPPORTED_MODELS = ("FLAT_FEE", "PER_UNIT", "USAGE_BASED")
-# Charges the provider does not bill (their links are NO_SYNC_REQUIRED, with the reason; a subscription
-# needing one syncs without it). See docs/stripe.md, "Charge kinds".
-NOT_BILLED = {
-    "MINIMUM_SPEND": (
-        "a minimum spend is not billed through the provider: a Stripe price cannot express a minimum per "
-        "period, so Stripe bills the subscription's other charges and no shortfall"
-    ),
-    "CREDIT_BASED": (
-        "credit-based charges are not billed through the provider: Entitle does not price credits yet, so "
-        "there is no amount to bill"
-    ),
-}
 INTERVALS: dict[str, Interval] = {"MONTHLY": "month", "ANNUALLY": "year"}
 PATHS = {PLAN: "plans", ADDON: "addons"}
 
@@ -164,8 +152,8 @@ def _read(s: Session, integration: Integration, package: Package, payload: dict[
     unsupported: dict[int, str] = {}
     not_billed: dict[int, str] = {}
     for charge in packages.charges_of(s, package.pk):
-        if charge.billing_model in NOT_BILLED:
-            not_billed[charge.pk] = NOT_BILLED[charge.billing_model]
+        if charge.billing_model in rules.NOT_BILLED:
+            not_billed[charge.pk] = rules.NOT_BILLED[charge.billing_model]
             continue
         spec_or_reason = _price_spec(package, charge, common)
         if isinstance(spec_or_reason, str):

@@ -108,7 +108,7 @@ def checkout_integration(s: Session, sub: Subscription, *, asked: bool = True) -
         return None
     customer = s.get(Customer, sub.paying_customer_pk or sub.customer_pk)
     assert customer is not None
-    if no_sync_reason(integration, customer, sub) is not None:
+    if no_sync_reason(s, integration, customer, sub) is not None:
         return None
     if _payment_method(customer) is not None:
         return None

@@ -17,12 +17,35 @@ from entitle.money import minor_unit_exponent
 if TYPE_CHECKING:
     from entitle.catalog.packages.models import PackageCharge
 
+# Charges the provider does not bill (their links are NO_SYNC_REQUIRED, with the reason; a subscription
+# needing one syncs without it). See docs/stripe.md, "Charge kinds".
+NOT_BILLED = {
+    "MINIMUM_SPEND": (
+        "a minimum spend is not billed through the provider: a Stripe price cannot express a minimum per "
+        "period, so Stripe bills the subscription's other charges and no shortfall"
+    ),
+    "CREDIT_BASED": (
+        "credit-based charges are not billed through the provider: Entitle does not price credits yet, so "
+        "there is no amount to bill"
+    ),
+}
+
+
 STRIPE_SUBSCRIPTIONS_PER_CUSTOMER = 500
 """Stripe's limit of active subscriptions per customer."""
 
 
 class TooManySubscriptions(FailedPrecondition):
     code = "BILLING_SUBSCRIPTION_LIMIT_REACHED"
+
+
+def billed_by_provider(charges: Sequence[PackageCharge], billing_period: str | None) -> bool:
+    """Whether any of a subscription's charges (its plan's and add-ons') is one the provider bills for
+    the subscription's period: a recurring charge of that period that is not a minimum spend or credits."""
+    return any(
+        c.billing_cadence != "ONE_OFF" and c.billing_period == billing_period and c.billing_model not in NOT_BILLED
+        for c in charges
+    )
 
 
 def check_subscription_limit(active: int, limit: int = STRIPE_SUBSCRIPTIONS_PER_CUSTOMER) -> None:

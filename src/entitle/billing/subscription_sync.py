@@ -104,7 +104,7 @@ def active_provider_subscriptions(session: Session, integration: Integration, cu
 
 
 def no_sync_reason(
-    integration: Integration, customer: Customer, sub: Subscription, *, converted: bool = False
+    session: Session, integration: Integration, customer: Customer, sub: Subscription, *, converted: bool = False
 ) -> str | None:
     """Why a subscription is not synced to the provider, or None when it is (`converted`: its trial
     has just converted to paid)."""
@@ -120,6 +120,13 @@ def no_sync_reason(
         return f"already linked to provider subscription {sub.billing_id} (billingId)"
     if not integration.sync_customers and not customer.billing_id:
         return "customer sync is turned off and the customer has no billingId"
+    versions = [sub.plan_pk, *(a.addon_pk for a in subscriptions.addons_of(session, [sub.pk]).get(sub.pk, []))]
+    charges = [c for pk in versions for c in packages.charges_of(session, pk)]
+    if not rules.billed_by_provider(charges, sub.billing_period):
+        return (
+            f"nothing the provider bills for {sub.billing_period}: the subscription's charges (a minimum spend, "
+            "credits) are not billed through the provider"
+        )
     return None
 
 
@@ -134,7 +141,7 @@ def requires_payment(session: Session, sub: Subscription) -> bool:
     if integration is None:
         return False
     customer = session.get(Customer, sub.paying_customer_pk or sub.customer_pk)
-    return customer is not None and no_sync_reason(integration, customer, sub) is None
+    return customer is not None and no_sync_reason(session, integration, customer, sub) is None
 
 
 def subscription_provisioned(session: Session, sub: Subscription, *, converted: bool = False) -> None:
@@ -145,7 +152,7 @@ def subscription_provisioned(session: Session, sub: Subscription, *, converted: 
     customer_pk = sub.paying_customer_pk or sub.customer_pk
     customer = session.get(Customer, customer_pk)
     assert customer is not None
-    reason = no_sync_reason(integration, customer, sub, converted=converted)
+    reason = no_sync_reason(session, integration, customer, sub, converted=converted)
     if reason is not None:
         store.put_link(session, integration, SUBSCRIPTION, sub.pk, NO_SYNC_REQUIRED, reason=reason)
         if store.link(session, integration.pk, CUSTOMER, customer.pk) is None:
