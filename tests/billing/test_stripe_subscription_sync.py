@@ -201,26 +201,38 @@ def test_subscription_sync_can_be_turned_off(
     assert link is not None and link.sync_state == NO_SYNC_REQUIRED and "turned off" in (link.reason or "")
 
 
-def test_rerunning_the_job_after_a_crash_creates_one_customer_and_one_subscription(
-    server: LiveServer, api: httpx.Client, stripe_emulator: StripeEmulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The worker dies after Stripe answered but before the ids were recorded; the job runs again."""
-    connected_with_pro(server, api, stripe_emulator)
-    paying_customer(api, stripe_emulator)
+def crash_first_sync(
+    server: LiveServer,
+    api: httpx.Client,
+    emulator: StripeEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    recorder: str,
+) -> tuple[str, Job, JobContext]:
+    """A paid subscription whose first sync job dies (SystemExit) where `subscription_sync.<recorder>` would
+    have recorded what Stripe made; returns the subscription, the job and its context, the recorder back."""
+    connected_with_pro(server, api, emulator)
+    paying_customer(api, emulator)
     ref = provision(api, "cust-ada", "plan-pro")
     (job,) = jobs_of(server, subscription_sync.SYNC_SUBSCRIPTION_JOB)
     ctx = JobContext(job.pk, job.environment_id, job.kind, dict(job.payload), attempt=1)
 
     def crash(*_: Any) -> None:
-        raise SystemExit("worker killed before recording")
+        raise SystemExit(f"worker killed before {recorder}")
 
-    record = subscription_sync._record
-    monkeypatch.setattr(subscription_sync, "_record", crash)
-    with pytest.raises(SystemExit):
-        subscription_sync.sync_subscription(server.db, ctx)
+    with monkeypatch.context() as patched:
+        patched.setattr(subscription_sync, recorder, crash)
+        with pytest.raises(SystemExit):
+            subscription_sync.sync_subscription(server.db, ctx)
+    return ref, job, ctx
+
+
+def test_rerunning_the_job_after_a_crash_creates_one_customer_and_one_subscription(
+    server: LiveServer, api: httpx.Client, stripe_emulator: StripeEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker dies after Stripe answered but before the ids were recorded; the job runs again."""
+    ref, job, ctx = crash_first_sync(server, api, stripe_emulator, monkeypatch, "_record")
     link = link_of(server, SUBSCRIPTION, subscription_row(server, ref).pk)
     assert link is not None and link.sync_state == PENDING  # nothing recorded
-    monkeypatch.setattr(subscription_sync, "_record", record)
     subscription_sync.sync_subscription(server.db, ctx)  # the same job again: the same idempotency keys
 
     customer = stripe_customer_of(server, stripe_emulator, "cust-ada")
@@ -252,21 +264,8 @@ def test_a_customer_edited_between_the_crash_and_the_rerun_is_found_not_created_
     """The worker dies after Stripe made the customer, before `_record_customer`; the customer is renamed
     before the job runs again, so the re-sent create differs and Stripe refuses its key (idempotency_error).
     The re-run finds the customer made first by its metadata instead of making a second one."""
-    connected_with_pro(server, api, stripe_emulator)
-    paying_customer(api, stripe_emulator)
-    ref = provision(api, "cust-ada", "plan-pro")
-    (job,) = jobs_of(server, subscription_sync.SYNC_SUBSCRIPTION_JOB)
-    ctx = JobContext(job.pk, job.environment_id, job.kind, dict(job.payload), attempt=1)
-
-    def crash(*_: Any) -> None:
-        raise SystemExit("worker killed before recording the customer")
-
-    record_customer = subscription_sync._record_customer
-    monkeypatch.setattr(subscription_sync, "_record_customer", crash)
-    with pytest.raises(SystemExit):
-        subscription_sync.sync_subscription(server.db, ctx)
+    ref, job, ctx = crash_first_sync(server, api, stripe_emulator, monkeypatch, "_record_customer")
     (made_first,) = stripe_customers(stripe_emulator)
-    monkeypatch.setattr(subscription_sync, "_record_customer", record_customer)
     assert api.patch("/api/v1/customers/cust-ada", json={"name": "Ada Lovelace"}).status_code == 200
 
     subscription_sync.sync_subscription(server.db, ctx)
