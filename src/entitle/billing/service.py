@@ -38,32 +38,38 @@ class IntegrationMismatch(InvalidArgument):
     code = "INTEGRATION_MISMATCH"
 
 
-def choose_subscription_integration(s: Session, sub: Subscription, billing_information: dict[str, Any] | None) -> None:
-    """In the provisioning transaction, before the billing hooks: a `billingInformation.integrationId`
-    must name a connected integration of the environment (the vendor name `STRIPE` stands for the
-    customer's own) and agree with the integration the paying customer is bound to; it then bills the
-    subscription (and, through it, the customer). Raises 400 `INTEGRATION_NOT_FOUND` /
-    `INTEGRATION_MISMATCH`; the caller's transaction then writes nothing."""
+def _named_integration(s: Session, env_id: int, billing_information: dict[str, Any] | None) -> Integration | None:
+    """The connected integration `billingInformation.integrationId` names, or None when it names none (or
+    only the vendor, `STRIPE`, which stands for the customer's own); 400 `INTEGRATION_NOT_FOUND` otherwise."""
     ref = (billing_information or {}).get("integrationId")
-    if ref is None:
-        return
+    if ref is None or ref in VENDORS:
+        return None
     if not isinstance(ref, str) or not ref:
         raise InvalidArgument("billingInformation.integrationId must be an integration id")
-    customer = s.get(Customer, sub.paying_customer_pk or sub.customer_pk)
-    assert customer is not None
-    binding = store.customer_binding(s, customer)
-    if ref in VENDORS:
-        return  # the vendor itself: the customer's integration, whichever it is
-    chosen = store.integration_in(s, sub.environment_id, ref)
+    chosen = store.integration_in(s, env_id, ref)
     if chosen is None:
         raise UnknownIntegration(
             f"billingInformation.integrationId: '{ref}' is not an integration connected to this environment "
             "(GET /api/v1/integrations lists them)"
         )
+    return chosen
+
+
+def choose_subscription_integration(s: Session, sub: Subscription, billing_information: dict[str, Any] | None) -> None:
+    """In the provisioning transaction, before the billing hooks: a `billingInformation.integrationId`
+    must name a connected integration of the environment and agree with the integration the paying
+    customer is bound to; it then bills the subscription (and, through it, the customer). Raises 400
+    `INTEGRATION_NOT_FOUND` / `INTEGRATION_MISMATCH`; the caller's transaction then writes nothing."""
+    chosen = _named_integration(s, sub.environment_id, billing_information)
+    if chosen is None:
+        return
+    customer = s.get(Customer, sub.paying_customer_pk or sub.customer_pk)
+    assert customer is not None
+    binding = store.customer_binding(s, customer)
     if binding.bound and (binding.integration is None or binding.integration.pk != chosen.pk):
         held_by = binding.integration.ref_id if binding.integration is not None else "a removed integration"
         raise IntegrationMismatch(
-            f"billingInformation.integrationId '{ref}' does not match the integration customer "
+            f"billingInformation.integrationId '{chosen.ref_id}' does not match the integration customer "
             f"'{customer.ref_id}' is billed by ({held_by}): a customer's subscriptions are billed by one integration"
         )
     store.choose_integration(s, sub, chosen)
@@ -72,21 +78,14 @@ def choose_subscription_integration(s: Session, sub: Subscription, billing_infor
 def check_subscription_integration(s: Session, sub: Subscription, billing_information: dict[str, Any] | None) -> None:
     """On an update: a `billingInformation.integrationId` must name the integration already billing the
     subscription (a subscription does not move between integrations); 400 otherwise."""
-    ref = (billing_information or {}).get("integrationId")
-    if ref is None or ref in VENDORS:
-        return
-    if not isinstance(ref, str) or not ref:
-        raise InvalidArgument("billingInformation.integrationId must be an integration id")
-    chosen = store.integration_in(s, sub.environment_id, ref)
+    chosen = _named_integration(s, sub.environment_id, billing_information)
     if chosen is None:
-        raise UnknownIntegration(
-            f"billingInformation.integrationId: '{ref}' is not an integration connected to this environment"
-        )
+        return
     current = store.integration_for_subscription(s, sub)
     if current is None or current.pk != chosen.pk:
         raise IntegrationMismatch(
-            f"billingInformation.integrationId '{ref}' is not the integration billing subscription '{sub.ref_id}': "
-            "a subscription does not move to another integration (provision a new one there)"
+            f"billingInformation.integrationId '{chosen.ref_id}' is not the integration billing subscription "
+            f"'{sub.ref_id}': a subscription does not move to another integration (provision a new one there)"
         )
 
 
