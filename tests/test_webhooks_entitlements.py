@@ -24,6 +24,7 @@ from tests.test_core_path import build_catalog
 from tests.test_webhooks import Receiver, create_hook
 from tests.test_webhooks import receivers as receivers
 from tests.test_webhooks import webhook_env as webhook_env
+from tests.test_webhooks_events import provision
 
 Change = tuple[str, str | None]  # (customer, resource)
 
@@ -72,13 +73,6 @@ def hooked(server: LiveServer, client: stigg.Stigg, api: httpx.Client, receivers
     drain(server)
     reset(receiver)
     return receiver
-
-
-def provision(api: httpx.Client, **body: Any) -> dict[str, Any]:
-    response = api.post("/api/v1/subscriptions", json={"customerId": "acme", **body})
-    assert response.status_code == 200, response.text
-    sub: dict[str, Any] = response.json()["data"]["subscription"]
-    return sub
 
 
 def granted(api: httpx.Client, customer: str, feature: str, resource: str | None = None) -> bool:
