@@ -66,7 +66,7 @@ def choose_subscription_integration(s: Session, sub: Subscription, billing_infor
     customer = s.get(Customer, sub.paying_customer_pk or sub.customer_pk)
     assert customer is not None
     binding = store.customer_binding(s, customer)
-    if binding.bound and (binding.integration is None or binding.integration.pk != chosen.pk):
+    if binding.excludes(chosen):
         held_by = binding.integration.ref_id if binding.integration is not None else "a removed integration"
         raise IntegrationMismatch(
             f"billingInformation.integrationId '{chosen.ref_id}' does not match the integration customer "

@@ -90,6 +90,10 @@ class CustomerBinding:
     integration: Integration | None
     bound: bool
 
+    def excludes(self, other: Integration) -> bool:
+        """Whether the customer is bound elsewhere, so `other` may not bill it."""
+        return self.bound and (self.integration is None or self.integration.pk != other.pk)
+
 
 def customer_binding(session: Session, customer: Customer, vendor: str = STRIPE) -> CustomerBinding:
     """Which integration bills the customer.

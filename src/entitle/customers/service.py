@@ -194,7 +194,7 @@ def attach_payment_method(db: Database, env_id: int, ref_id: str, req: PaymentMe
         integration = binding.integration if named else billing.integration_in(s, env_id, req.integration_id)
         if integration is None:
             raise NotFound("integration", req.integration_id)
-        if not named and binding.bound and (binding.integration is None or binding.integration.pk != integration.pk):
+        if not named and binding.excludes(integration):
             raise IntegrationMismatch(
                 f"customer '{ref_id}' is billed by another integration than '{req.integration_id}'"
             )

@@ -85,15 +85,14 @@ def customer_changed(session: Session, event_type: str, customer: Customer) -> N
         entitlements_once(session, customer.environment_id, customer.ref_id)
 
 
-def customer_unarchived(session: Session, customer: Customer, resource_refs: Sequence[str | None] = ()) -> None:
+def customer_unarchived(session: Session, customer: Customer, resource_refs: Sequence[str] = ()) -> None:
     """`customer.updated` (with `archivedAt` null) and `entitlements.updated`: an archived customer's
     checks answered "not found"; now its remaining grants (live promotions) count again. One
     `entitlements.updated` for the customer and one for each resource it held subscriptions for."""
     emit(session, customer.environment_id, "customer.updated", _customer_data(customer))
     entitlements_once(session, customer.environment_id, customer.ref_id)
     for resource_ref in resource_refs:
-        if resource_ref is not None:
-            entitlements_once(session, customer.environment_id, customer.ref_id, resource_ref)
+        entitlements_once(session, customer.environment_id, customer.ref_id, resource_ref)
 
 
 def entitlements_changed(session: Session, env_id: int, customer_ref: str, resource_ref: str | None = None) -> None:
