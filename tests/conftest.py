@@ -16,6 +16,7 @@ import stigg
 from hypothesis import HealthCheck, settings
 from sqlalchemy import create_engine, text
 
+from entitle import wiring
 from entitle.db import Database
 from entitle.db.migrate import upgrade
 from entitle.environments.models import KeyKind
@@ -37,6 +38,9 @@ settings.register_profile(
     database=None if os.environ.get("CI") else settings.default.database,
 )
 settings.load_profile("entitle")
+
+# Services called directly (not through the app) need the domains' reactions and adapters too.
+wiring.install()
 
 
 @pytest.fixture(scope="session")

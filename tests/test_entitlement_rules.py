@@ -1,4 +1,4 @@
-"""Property tests for the entitlement calculation (src/entitle/entitlements/rules.py)."""
+"""Property tests for the entitlement calculation (catalog/packages/allowance.py, entitlements/rules.py)."""
 
 from __future__ import annotations
 
@@ -8,16 +8,15 @@ from functools import reduce
 from hypothesis import given
 from hypothesis import strategies as st
 
-from entitle.entitlements.rules import (
+from entitle.catalog.packages.allowance import (
     AddonGrant,
     Allowance,
-    DeniedReason,
-    decide,
     increment,
     more_generous,
     most_generous,
     subscription_allowance,
 )
+from entitle.entitlements.rules import DeniedReason, decide
 
 limits = st.decimals(min_value=0, max_value=10**9, places=0, allow_nan=False, allow_infinity=False)
 enum_sets = st.none() | st.frozensets(st.sampled_from(["a", "b", "c", "d"]), max_size=4)

@@ -204,7 +204,10 @@ def test_a_fresh_worker_process_knows_every_lifecycle_handler() -> None:
     import subprocess
     import sys
 
-    code = "from entitle.jobs.service import registered_handlers; print(' '.join(sorted(registered_handlers())))"
+    code = (
+        "from entitle.wiring import install; install(); "
+        "from entitle.jobs.service import registered_handlers; print(' '.join(sorted(registered_handlers())))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     kinds = set(out.stdout.split())
     assert {"subscription.start", "subscription.trial_end", "subscription.end", "subscription.future_update"} <= kinds

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from entitle.environments.service import ensure_environment
 from entitle.errors import FailedPrecondition
-from entitle.subscriptions import service
+from entitle.subscriptions import lifecycle
 from entitle.subscriptions.hooks import install_payment_gate
 from entitle.subscriptions.models import Subscription
 from tests.conftest import LiveServer
@@ -37,11 +37,11 @@ def test_paid_subscriptions_wait_for_payment_when_a_provider_says_so(
     assert not client.v1.customers.check_entitlement("c", feature_id="sso").data.is_granted
 
     env = ensure_environment(server.db, "development").pk
-    failed = service.payment_failed(server.db, env, sub.id)
+    failed = lifecycle.payment_failed(server.db, env, sub.id)
     assert (failed.sub.status, failed.sub.payment_collection) == ("PAYMENT_PENDING", "FAILED")
     assert not client.v1.customers.check_entitlement("c", feature_id="sso").data.is_granted
 
-    paid = service.payment_succeeded(server.db, env, sub.id)
+    paid = lifecycle.payment_succeeded(server.db, env, sub.id)
     assert (paid.sub.status, paid.sub.payment_collection) == ("ACTIVE", "NOT_REQUIRED")
     assert client.v1.customers.check_entitlement("c", feature_id="sso").data.is_granted
 
@@ -49,4 +49,4 @@ def test_paid_subscriptions_wait_for_payment_when_a_provider_says_so(
     assert free.data.subscription is not None and free.data.subscription.status == "ACTIVE"  # free never waits
 
     with pytest.raises(FailedPrecondition):
-        service.payment_succeeded(server.db, env, sub.id)  # canceled by the downgrade: a late payment changes nothing
+        lifecycle.payment_succeeded(server.db, env, sub.id)  # canceled by the downgrade: a late payment changes nothing

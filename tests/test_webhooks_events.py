@@ -16,7 +16,7 @@ import stigg
 from entitle.environments.service import ensure_environment
 from entitle.jobs.service import Worker
 from entitle.subscriptions import hooks
-from entitle.subscriptions import service as subscriptions
+from entitle.subscriptions import lifecycle as subscriptions
 from entitle.subscriptions.models import Subscription
 from tests.conftest import LiveServer
 from tests.support.clock import TestClock

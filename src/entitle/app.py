@@ -10,7 +10,8 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 import entitle.http.ids  # noqa: F401  (installs the path-id convertor before any route is built)
-from entitle import __version__
+from entitle import __version__, wiring
+from entitle.billing.routes import customers_router as customer_billing_router
 from entitle.billing.routes import router as integrations_router
 from entitle.catalog.coupons.routes import router as coupons_router
 from entitle.catalog.features.routes import router as features_router
@@ -29,6 +30,7 @@ from entitle.paywall.routes import router as paywall_router
 from entitle.promotions.routes import router as promotions_router
 from entitle.push.hub import Hub
 from entitle.push.routes import router as push_router
+from entitle.subscriptions.routes import customers_router as customer_subscriptions_router
 from entitle.subscriptions.routes import router as subscriptions_router
 from entitle.usage.routes import router as usage_router
 from entitle.webhooks.routes import router as webhooks_router
@@ -40,6 +42,8 @@ ROUTERS = [
     addons_router,
     coupons_router,
     customers_router,
+    customer_subscriptions_router,
+    customer_billing_router,
     promotions_router,
     subscriptions_router,
     entitlements_router,
@@ -56,6 +60,7 @@ ROUTERS = [
 def create_app(settings: Settings | None = None, db: Database | None = None) -> FastAPI:
     settings = settings or load_settings()
     import_all_models()
+    wiring.install()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

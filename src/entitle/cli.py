@@ -17,6 +17,7 @@ from entitle.errors import InvalidArgument
 
 if TYPE_CHECKING:
     from entitle.billing.service import IntegrationView
+from entitle import wiring
 from entitle.webhooks import cli as webhooks_cli
 
 app = typer.Typer(help="Entitle: entitlements, subscriptions and billing orchestration.", no_args_is_help=True)
@@ -29,6 +30,12 @@ app.add_typer(jobs_app, name="jobs")
 integrations_app = typer.Typer(help="Billing provider integrations (our extension).", no_args_is_help=True)
 app.add_typer(integrations_app, name="integrations")
 app.add_typer(webhooks_cli.app, name="webhooks")
+
+
+@app.callback()
+def _wire() -> None:
+    """Every command runs with the domains' reactions and adapters installed."""
+    wiring.install()
 
 
 @app.command()

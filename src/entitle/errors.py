@@ -62,3 +62,11 @@ class FailedPrecondition(EntitleError):
     status_code = 409
     code = "FAILED_PRECONDITION"
     retryable = False
+
+
+class BillingProviderError(EntitleError):
+    """The billing provider failed while the request waited for it (only checkout and portal wait)."""
+
+    status_code = 502
+    code = "BILLING_PROVIDER_ERROR"
+    retryable = False  # the subscription it was for is canceled; a blind resend would not revive it

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from entitle.billing import rules
 from entitle.errors import InvalidArgument
+from entitle.subscriptions import rules as subscription_rules
 
 PRICES = st.sampled_from(["price_a", "price_b", "price_c", "price_d", "price_e"])
 QUANTITIES = st.one_of(st.none(), st.integers(min_value=1, max_value=5))
@@ -128,11 +129,11 @@ def test_identifiers_and_names_are_stable_and_distinct() -> None:
 
 
 def test_billing_information_is_checked() -> None:
-    assert rules.days_until_due({"invoiceDaysUntilDue": 14}) == 14
-    assert rules.days_until_due(None) is None
+    assert subscription_rules.days_until_due({"invoiceDaysUntilDue": 14}) == 14
+    assert subscription_rules.days_until_due(None) is None
     for bad in ("14", 1.5, -1, True):
         with pytest.raises(InvalidArgument):
-            rules.days_until_due({"invoiceDaysUntilDue": bad})
+            subscription_rules.days_until_due({"invoiceDaysUntilDue": bad})
     assert rules.proration_of({"prorationBehavior": "NONE"}) == "none"
     with pytest.raises(InvalidArgument):
         rules.proration_of({"prorationBehavior": "SOMETIMES"})

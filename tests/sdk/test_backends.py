@@ -12,6 +12,7 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
+from entitle.catalog.packages.allowance import Allowance
 from entitle.entitlements import rules as server_rules
 from entitle.sdk import Entitle, MemoryCache, Source, SQLiteFileCache
 from entitle.sdk.cache import CacheBackend
@@ -145,9 +146,7 @@ def test_the_local_decision_is_the_servers(
     requested: Decimal | None,
     values: list[str] | None,
 ) -> None:
-    allowance = server_rules.Allowance(
-        usage_limit=limit, has_unlimited=unlimited, has_soft_limit=soft, enum_values=enum
-    )
+    allowance = Allowance(usage_limit=limit, has_unlimited=unlimited, has_soft_limit=soft, enum_values=enum)
     meter = "INCREMENTAL" if metered else "None"
     server = server_rules.decide(
         feature_type, meter, allowance, current_usage=current, requested_usage=requested, requested_values=values

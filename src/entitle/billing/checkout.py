@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
@@ -61,35 +60,17 @@ from entitle.config import load_settings
 from entitle.customers import store as customers
 from entitle.customers.models import Customer
 from entitle.db import Database
-from entitle.errors import EntitleError, FailedPrecondition
+from entitle.errors import BillingProviderError, FailedPrecondition
 from entitle.jobs.service import enqueue
 from entitle.subscriptions import store as subscriptions
 from entitle.subscriptions.models import Subscription
+from entitle.subscriptions.ports import CheckoutOptions
 
 log = logging.getLogger(__name__)
 
 CHECKOUT_PENDING_REASON = "waiting for the customer to complete Stripe Checkout"
 MIN_SESSION_SECONDS = 30 * 60  # Stripe's bounds on a Checkout Session's expires_at
 MAX_SESSION_SECONDS = 24 * 3600 - 60
-
-
-class BillingProviderError(EntitleError):
-    """The billing provider failed while the request waited for it (only checkout and portal wait)."""
-
-    status_code = 502
-    code = "BILLING_PROVIDER_ERROR"
-    retryable = False  # the subscription it was for is canceled; a blind resend would not revive it
-
-
-@dataclass(frozen=True)
-class CheckoutOptions:
-    success_url: str
-    cancel_url: str | None
-    allow_promo_codes: bool = False
-    allow_tax_id_collection: bool = False
-    collect_billing_address: bool = False
-    collect_phone_number: bool = False
-    reference_id: str | None = None
 
 
 def checkout_integration(s: Session, sub: Subscription, *, asked: bool = True) -> Integration | None:
@@ -286,8 +267,6 @@ def _fresh_key() -> str:
 
 
 __all__ = [
-    "BillingProviderError",
-    "CheckoutOptions",
     "checkout_failed",
     "checkout_integration",
     "default_options",

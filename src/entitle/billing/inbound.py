@@ -67,7 +67,8 @@ from entitle.db import Database
 from entitle.errors import FailedPrecondition, NotFound
 from entitle.jobs.service import JobContext, enqueue, register
 from entitle.money import minor_unit_exponent
-from entitle.subscriptions import service as subscriptions
+from entitle.subscriptions import cancellation as subscription_cancellation
+from entitle.subscriptions import lifecycle as subscription_lifecycle
 from entitle.subscriptions import store as subscription_store
 from entitle.subscriptions.models import Subscription
 from entitle.subscriptions.rules import Status
@@ -181,7 +182,7 @@ def _invoice_paid(event: _Event) -> tuple[str, str]:
         return IGNORED, _unknown(event)
     if sub.status == Status.PAYMENT_PENDING or (sub.status == Status.ACTIVE and sub.payment_collection == "FAILED"):
         try:
-            after = subscriptions.payment_succeeded(event.db, sub.environment_id, sub.ref_id)
+            after = subscription_lifecycle.payment_succeeded(event.db, sub.environment_id, sub.ref_id)
         except FailedPrecondition as exc:
             return IGNORED, str(exc)
         return PROCESSED, f"subscription {sub.ref_id} paid: {after.sub.status}"
@@ -195,7 +196,9 @@ def _invoice_payment_failed(event: _Event) -> tuple[str, str]:
     if sub.status not in (Status.PAYMENT_PENDING, Status.ACTIVE):
         return IGNORED, f"subscription {sub.ref_id} is {sub.status}"
     try:
-        after = subscriptions.payment_failed(event.db, sub.environment_id, sub.ref_id, payment_failure(event.obj))
+        after = subscription_lifecycle.payment_failed(
+            event.db, sub.environment_id, sub.ref_id, payment_failure(event.obj)
+        )
     except FailedPrecondition as exc:
         return IGNORED, str(exc)
     return PROCESSED, f"payment failed for subscription {sub.ref_id}: stays {after.sub.status}"
@@ -259,7 +262,7 @@ def _subscription_deleted(event: _Event) -> tuple[str, str]:
     if sub is None:
         return IGNORED, _unknown(event)
     _mark_canceled_at_provider(event, sub)
-    ended = subscriptions.cancel_by_billing(event.db, sub.environment_id, sub.ref_id)
+    ended = subscription_cancellation.cancel_by_billing(event.db, sub.environment_id, sub.ref_id)
     if ended is None:
         return IGNORED, f"subscription {sub.ref_id} had already ended ({sub.status})"
     return PROCESSED, f"subscription {sub.ref_id} cancelled in Stripe: {ended.sub.status}"
@@ -276,15 +279,15 @@ def _subscription_updated(event: _Event) -> tuple[str, str]:
     done: list[str] = []
     if stripe_status in PAID_STATUSES and sub.status == Status.PAYMENT_PENDING:
         try:
-            subscriptions.payment_succeeded(event.db, env, ref)
+            subscription_lifecycle.payment_succeeded(event.db, env, ref)
             done.append("paid: ACTIVE")
         except FailedPrecondition as exc:
             done.append(str(exc))
     ends_at = _scheduled_end(event.obj)
     if ends_at is not None:
-        if subscriptions.cancel_by_billing(event.db, env, ref, at=ends_at) is not None:
+        if subscription_cancellation.cancel_by_billing(event.db, env, ref, at=ends_at) is not None:
             done.append(f"cancellation scheduled at {ends_at.isoformat()}")
-    elif subscriptions.billing_cancellation_withdrawn(event.db, env, ref) is not None:
+    elif subscription_cancellation.billing_cancellation_withdrawn(event.db, env, ref) is not None:
         done.append("scheduled cancellation withdrawn")
     if not done:
         return IGNORED, f"nothing to change on subscription {ref} (Stripe status {stripe_status})"
@@ -329,7 +332,7 @@ def _checkout_completed(event: _Event) -> tuple[str, str]:
     if status != Status.PAYMENT_PENDING:
         return PROCESSED, f"checkout for {ref} linked; the subscription is {status}"
     try:
-        after = subscriptions.payment_succeeded(event.db, event.integration.environment_id, str(ref))
+        after = subscription_lifecycle.payment_succeeded(event.db, event.integration.environment_id, str(ref))
     except FailedPrecondition as exc:
         return IGNORED, str(exc)
     return PROCESSED, f"checkout completed: subscription {ref} {after.sub.status}"
@@ -420,7 +423,7 @@ def settle_payment(db: Database, ctx: JobContext) -> None:
         if sub is None or sub.environment_id != ctx.environment_id or sub.status != Status.PAYMENT_PENDING:
             return
         env, ref = sub.environment_id, sub.ref_id
-    subscriptions.cancel_by_billing(
+    subscription_cancellation.cancel_by_billing(
         db, env, ref, reason="PENDING_PAYMENT_EXPIRED", only_if=frozenset({Status.PAYMENT_PENDING})
     )
 

@@ -20,14 +20,14 @@ from decimal import Decimal
 from typing import Literal
 
 from entitle.billing import store
-from entitle.billing.checkout import BillingProviderError, stripe_customer_id
+from entitle.billing.checkout import stripe_customer_id
 from entitle.billing.provider import ProviderInvoice, provider_for
 from entitle.billing.secrets import secret_box
 from entitle.config import load_settings
 from entitle.customers import store as customers
 from entitle.db import Database
 from entitle.db.pagination import Page, PageRequest
-from entitle.errors import InvalidArgument
+from entitle.errors import BillingProviderError, InvalidArgument
 from entitle.money import minor_unit_exponent
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,9 @@ from datetime import datetime
 from decimal import ROUND_CEILING, Decimal
 from typing import TYPE_CHECKING, Any
 
-from entitle.errors import FailedPrecondition, InvalidArgument
+from entitle.errors import FailedPrecondition
 from entitle.money import minor_unit_exponent
+from entitle.subscriptions.rules import proration_behavior
 
 if TYPE_CHECKING:
     from entitle.catalog.packages.models import PackageCharge
@@ -186,26 +187,15 @@ def period_usage(
 _PRORATIONS = {"CREATE_PRORATIONS": "create_prorations", "NONE": "none", "INVOICE_IMMEDIATELY": "always_invoice"}
 
 
-def days_until_due(billing_information: Mapping[str, Any] | None) -> int | None:
-    """`billingInformation.invoiceDaysUntilDue`: whole days, 0 to 730 (None when absent)."""
-    value = (billing_information or {}).get("invoiceDaysUntilDue")
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float | Decimal) or value != int(value):
-        raise InvalidArgument("billingInformation.invoiceDaysUntilDue must be a whole number of days")
-    if not 0 <= value <= 730:
-        raise InvalidArgument("billingInformation.invoiceDaysUntilDue must be between 0 and 730")
-    return int(value)
+def provider_proration(behavior: str | None) -> str | None:
+    """A subscription's `prorationBehavior` (validated by `subscriptions.rules.proration_behavior`) as
+    Stripe's `proration_behavior` (None: Stripe's default)."""
+    return None if behavior is None else _PRORATIONS[behavior]
 
 
 def proration_of(billing_information: Mapping[str, Any] | None) -> str | None:
     """`billingInformation.prorationBehavior` as the provider's proration behaviour (None when absent)."""
-    value = (billing_information or {}).get("prorationBehavior")
-    if value is None:
-        return None
-    if value not in _PRORATIONS:
-        raise InvalidArgument(f"billingInformation.prorationBehavior must be one of {', '.join(_PRORATIONS)}")
-    return _PRORATIONS[str(value)]
+    return provider_proration(proration_behavior(billing_information))
 
 
 # ---------------------------------------------------------------------------------------------- prices

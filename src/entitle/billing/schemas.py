@@ -8,7 +8,9 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from entitle.billing.models import Integration
-from entitle.billing.store import SyncState
+from entitle.sync_states import SyncStateOut
+
+__all__ = ["SyncStateOut"]  # the sync-states endpoint's item, shared with customers and subscriptions
 from entitle.http.wire import WireModel
 
 Secret = Annotated[str, Field(min_length=8, max_length=512, pattern=r"^[A-Za-z0-9_\-]+$")]
@@ -86,37 +88,3 @@ class StripeEventReceipt(WireModel):
 
 
 EntityType = Literal["PLAN", "ADDON", "CUSTOMER", "SUBSCRIPTION", "COUPON"]
-
-
-class SyncStateOut(WireModel):
-    """One entity's sync with one integration (our extension; `syncStates` on customers and subscriptions)."""
-
-    entity_type: str
-    entity_id: str
-    # The plan or add-on version (each published version is synced on its own).
-    entity_version: int | None = None
-    integration_id: str
-    vendor_identifier: str
-    # The provider's id of the entity (cus_..., sub_..., prod_..., a coupon id) once synced.
-    billing_id: str | None = None
-    status: Literal["PENDING", "SUCCESS", "ERROR", "NO_SYNC_REQUIRED"]
-    # The provider's (or Entitle's) error, for ERROR.
-    error: str | None = None
-    # Why, for NO_SYNC_REQUIRED (and what a PENDING waits for, when known).
-    reason: str | None = None
-    synced_at: datetime | None = None
-
-    @classmethod
-    def of(cls, state: SyncState, entity_id: str | None = None) -> SyncStateOut:
-        return cls(
-            entity_type=state.entity_type,
-            entity_id=entity_id if entity_id is not None else state.entity_id,
-            entity_version=state.entity_version,
-            integration_id=state.integration_id,
-            vendor_identifier=state.vendor_identifier,
-            billing_id=state.billing_id,
-            status=state.status,
-            error=state.error,
-            reason=None if state.status == "ERROR" else state.reason,
-            synced_at=state.synced_at,
-        )

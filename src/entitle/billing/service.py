@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,6 @@ from entitle.billing import catalog_sync, coupon_sync, store
 from entitle.billing.models import PACKAGE, VENDORS, Integration
 from entitle.billing.schemas import IntegrationIn
 from entitle.billing.secrets import SecretBox, secret_box
-from entitle.billing.store import SyncState
 from entitle.catalog.packages.models import PUBLISHED, Package
 from entitle.clock import utcnow
 from entitle.customers.models import Customer
@@ -25,6 +25,7 @@ from entitle.environments.models import Environment
 from entitle.errors import InvalidArgument, NotFound
 from entitle.jobs.models import DEAD, PENDING, Job
 from entitle.subscriptions.models import Subscription
+from entitle.sync_states import SyncState
 
 _LIVE = ("sk_live_", "rk_live_")
 _TEST = ("sk_test_", "rk_test_")
@@ -38,7 +39,7 @@ class IntegrationMismatch(InvalidArgument):
     code = "INTEGRATION_MISMATCH"
 
 
-def _named_integration(s: Session, env_id: int, billing_information: dict[str, Any] | None) -> Integration | None:
+def _named_integration(s: Session, env_id: int, billing_information: Mapping[str, Any] | None) -> Integration | None:
     """The connected integration `billingInformation.integrationId` names, or None when it names none (or
     only the vendor, `STRIPE`, which stands for the customer's own); 400 `INTEGRATION_NOT_FOUND` otherwise."""
     ref = (billing_information or {}).get("integrationId")
@@ -55,7 +56,9 @@ def _named_integration(s: Session, env_id: int, billing_information: dict[str, A
     return chosen
 
 
-def choose_subscription_integration(s: Session, sub: Subscription, billing_information: dict[str, Any] | None) -> None:
+def choose_subscription_integration(
+    s: Session, sub: Subscription, billing_information: Mapping[str, Any] | None
+) -> None:
     """In the provisioning transaction, before the billing hooks: a `billingInformation.integrationId`
     must name a connected integration of the environment and agree with the integration the paying
     customer is bound to; it then bills the subscription (and, through it, the customer). Raises 400
@@ -75,7 +78,9 @@ def choose_subscription_integration(s: Session, sub: Subscription, billing_infor
     store.choose_integration(s, sub, chosen)
 
 
-def check_subscription_integration(s: Session, sub: Subscription, billing_information: dict[str, Any] | None) -> None:
+def check_subscription_integration(
+    s: Session, sub: Subscription, billing_information: Mapping[str, Any] | None
+) -> None:
     """On an update: a `billingInformation.integrationId` must name the integration already billing the
     subscription (a subscription does not move between integrations); 400 otherwise."""
     chosen = _named_integration(s, sub.environment_id, billing_information)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -36,6 +35,7 @@ from entitle.clock import utcnow
 from entitle.customers.models import Customer, CustomerIntegration
 from entitle.db.pagination import Page, PageRequest, paginate
 from entitle.subscriptions.models import Subscription
+from entitle.sync_states import SyncState
 
 # Where an integration chosen by `billingInformation.integrationId` waits, in the provisioning
 # transaction's session, for the hooks that run before the subscription's billing link exists.
@@ -294,39 +294,20 @@ def billing_events(session: Session, integration_pk: int) -> list[BillingEvent]:
 # -- sync states ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SyncState:
-    """One entity's sync with one integration, as `syncStates` and the sync-states endpoint show it."""
-
-    entity_type: str  # PLAN | ADDON | CUSTOMER | SUBSCRIPTION | COUPON
-    entity_id: str
-    entity_version: int | None
-    integration_id: str
-    vendor_identifier: str
-    billing_id: str | None
-    status: str
-    reason: str | None
-    synced_at: datetime | None
-
-    @property
-    def error(self) -> str | None:
-        return self.reason if self.status == ERROR else None
-
-    @classmethod
-    def of(
-        cls, row: BillingLink, kind: str, ref: str, version: int | None, integration_ref: str, vendor: str
-    ) -> SyncState:
-        return cls(
-            entity_type=kind,
-            entity_id=ref,
-            entity_version=version,
-            integration_id=integration_ref,
-            vendor_identifier=vendor,
-            billing_id=row.billing_id,
-            status=row.sync_state,
-            reason=row.reason,
-            synced_at=row.synced_at,
-        )
+def sync_state(
+    row: BillingLink, kind: str, ref: str, version: int | None, integration_ref: str, vendor: str
+) -> SyncState:
+    return SyncState(
+        entity_type=kind,
+        entity_id=ref,
+        entity_version=version,
+        integration_id=integration_ref,
+        vendor_identifier=vendor,
+        billing_id=row.billing_id,
+        status=row.sync_state,
+        reason=row.reason,
+        synced_at=row.synced_at,
+    )
 
 
 def sync_states_of(session: Session, kind: str, entity_pks: Iterable[int]) -> dict[int, list[SyncState]]:
@@ -343,7 +324,7 @@ def sync_states_of(session: Session, kind: str, entity_pks: Iterable[int]) -> di
     found: dict[int, list[SyncState]] = {}
     for link_row, ref, vendor in rows:
         # entity_id "": the caller's entity, whose id it knows.
-        found.setdefault(link_row.entity_pk, []).append(SyncState.of(link_row, kind, "", None, ref, vendor))
+        found.setdefault(link_row.entity_pk, []).append(sync_state(link_row, kind, "", None, ref, vendor))
     return found
 
 
@@ -381,7 +362,7 @@ def sync_states_page(
     states = []
     for row in found.items:
         kind, ref, version = refs.get((row.entity_kind, row.entity_pk), (row.entity_kind, "", None))
-        states.append(SyncState.of(row, kind, ref, version, integration.ref_id, integration.vendor))
+        states.append(sync_state(row, kind, ref, version, integration.ref_id, integration.vendor))
     return Page(items=states, next=found.next, prev=found.prev)
 
 

@@ -67,6 +67,7 @@ from entitle.db import Database
 from entitle.environments.models import Environment
 from entitle.errors import FailedPrecondition
 from entitle.jobs.service import JobContext, enqueue, register
+from entitle.subscriptions import lifecycle as subscription_lifecycle
 from entitle.subscriptions import store as subscriptions
 from entitle.subscriptions.models import Subscription
 
@@ -298,8 +299,6 @@ def sync_subscription(db: Database, ctx: JobContext) -> None:
 def settle_from_provider(db: Database, provider: BillingProvider, env_id: int, ref: str, billing_id: str) -> None:
     """Read the provider subscription's status so a subscription paid at creation does not wait for a
     webhook: paid -> ACTIVE; otherwise it stays PAYMENT_PENDING until `invoice.paid` (or the window)."""
-    from entitle.subscriptions import service as subscription_service  # it imports this module
-
     with db.read() as s:
         current = subscriptions.find(s, env_id, ref)
         if current is None or current.status != "PAYMENT_PENDING":
@@ -311,7 +310,7 @@ def settle_from_provider(db: Database, provider: BillingProvider, env_id: int, r
         return
     if status in PAID_STATUSES:
         with contextlib.suppress(FailedPrecondition):  # ended meanwhile
-            subscription_service.payment_succeeded(db, env_id, ref)
+            subscription_lifecycle.payment_succeeded(db, env_id, ref)
 
 
 def _failed(db: Database, integration: Integration, sub_pk: int, exc: Exception, attempt: int) -> None:

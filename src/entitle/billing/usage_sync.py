@@ -51,8 +51,8 @@ from entitle.clock import utcnow
 from entitle.config import load_settings
 from entitle.customers.models import Customer
 from entitle.db import Database
-from entitle.entitlements.engine import resource_key, subscription_terms
 from entitle.environments.models import Environment
+from entitle.grants.engine import resource_key, subscription_terms
 from entitle.jobs.service import JobContext, register
 from entitle.subscriptions import store as subscriptions
 from entitle.subscriptions.models import Subscription

@@ -14,6 +14,7 @@ from entitle.catalog.coupons import service as coupons
 from entitle.catalog.coupons.schemas import CouponCreate
 from entitle.catalog.features import service as features
 from entitle.catalog.features.schemas import FeatureCreate
+from entitle.catalog.packages import package_entitlements, publishing
 from entitle.catalog.packages import service as packages
 from entitle.catalog.packages.schemas import (
     AddonCreate,
@@ -202,13 +203,13 @@ def _package(db: Database, env_id: int, kind: Any, doc: dict[str, Any]) -> None:
     else:
         packages.create_addon(db, env_id, AddonCreate.model_validate(doc["create"]))
     items = EntitlementsCreate.model_validate({"entitlements": doc["entitlements"]}).entitlements
-    packages.add_entitlements(db, env_id, kind, ref, items)
+    package_entitlements.add_entitlements(db, env_id, kind, ref, items)
     if doc["update"]:
         if kind == "PLAN":
             packages.update_plan(db, env_id, ref, PlanUpdate.model_validate(doc["update"]))
         else:
             packages.update_addon(db, env_id, ref, AddonUpdate.model_validate(doc["update"]))
-    packages.publish_package(db, env_id, kind, ref, "NEW_CUSTOMERS")
+    publishing.publish_package(db, env_id, kind, ref, "NEW_CUSTOMERS")
 
 
 def load_catalog(db: Database, env_id: int) -> None:

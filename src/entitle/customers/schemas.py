@@ -7,12 +7,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from entitle.billing.schemas import SyncStateOut
-from entitle.billing.store import SyncState
 from entitle.customers.models import Customer, CustomerIntegration
 from entitle.http.wire import Amount, Metadata, RefId, ShortText, WireModel
 from entitle.money import Currency
-from entitle.subscriptions.schemas import SubscriptionParams
+from entitle.sync_states import SyncState, SyncStateOut
 
 # Deliberately loose: an address the billing provider will accept, not RFC 5322 in full.
 Email = Annotated[str, Field(max_length=320, pattern=r"^[^@\s\x00]+@[^@\s\x00]+\.[^@\s\x00]+$")]
@@ -122,8 +120,6 @@ class CustomerFields(WireModel):
 class CustomerProvision(CustomerFields):
     id: RefId
     default_payment_method: PaymentMethodIn | None = None
-    # Our extension (as the Node SDK's provisionCustomer): the first subscription, in the same transaction.
-    subscription_params: SubscriptionParams | None = None
 
 
 class CustomerUpdate(CustomerFields):

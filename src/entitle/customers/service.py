@@ -8,16 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from entitle.billing import customer_sync as billing_customers
-from entitle.billing import store as billing_store
-from entitle.billing.models import CUSTOMER as CUSTOMER_LINK
-from entitle.billing.store import SyncState
 from entitle.catalog.coupons import store as coupons
 from entitle.clock import utcnow
-from entitle.customers import store
+from entitle.customers import events, ports, store
+from entitle.customers.events import entitlements_changed
 from entitle.customers.models import Customer, CustomerIntegration
 from entitle.customers.schemas import (
     CustomerFields,
@@ -26,12 +22,13 @@ from entitle.customers.schemas import (
     CustomerUpdate,
     IntegrationLink,
     LinkBody,
-    PaymentMethodAttach,
 )
 from entitle.db import Database
 from entitle.db.pagination import CreatedAtRange, Page, PageRequest
+from entitle.domain_events import publish
 from entitle.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from entitle.webhooks import emit as webhooks
+from entitle.sync_states import CUSTOMER as CUSTOMER_LINK
+from entitle.sync_states import SyncState, sync_states_of
 
 
 class CustomerArchived(FailedPrecondition):
@@ -49,8 +46,8 @@ class CustomerView:
     sync_states: list[SyncState] = field(default_factory=list)
 
 
-def _view(s: Session, customer: Customer) -> CustomerView:
-    states = billing_store.sync_states_of(s, CUSTOMER_LINK, [customer.pk]).get(customer.pk, [])
+def view(s: Session, customer: Customer) -> CustomerView:
+    states = sync_states_of(s, CUSTOMER_LINK, [customer.pk]).get(customer.pk, [])
     return CustomerView(customer, store.links_of(s, [customer.pk]).get(customer.pk, []), states)
 
 
@@ -100,26 +97,30 @@ def _replace_links(s: Session, env_id: int, customer: Customer, links: list[Inte
 
 
 def provision_customer(db: Database, env_id: int, req: CustomerProvision) -> CustomerView:
+    """A new customer on its own; `entitle.subscriptions.journey` provisions one with its first subscriptions."""
     with db.transaction() as s:
-        existing = store.find(s, env_id, req.id)
-        if existing is not None:
-            if existing.archived_at is not None:
-                raise CustomerArchived(req.id)
-            raise AlreadyExists("customer", req.id)
-        customer = Customer(environment_id=env_id, ref_id=req.id, metadata_={})
-        _apply_fields(s, env_id, customer, req)
-        if req.default_payment_method is not None:
-            customer.default_payment_method = req.default_payment_method.model_dump(by_alias=True)
-        s.add(customer)
+        return view(s, create_customer(s, env_id, req))
+
+
+def create_customer(s: Session, env_id: int, req: CustomerProvision) -> Customer:
+    """Create the customer inside the caller's transaction (409 when the id is taken or was archived)."""
+    existing = store.find(s, env_id, req.id)
+    if existing is not None:
+        if existing.archived_at is not None:
+            raise CustomerArchived(req.id)
+        raise AlreadyExists("customer", req.id)
+    customer = Customer(environment_id=env_id, ref_id=req.id, metadata_={})
+    _apply_fields(s, env_id, customer, req)
+    if req.default_payment_method is not None:
+        customer.default_payment_method = req.default_payment_method.model_dump(by_alias=True)
+    s.add(customer)
+    s.flush()
+    if req.integrations:
+        _replace_links(s, env_id, customer, req.integrations)
         s.flush()
-        if req.integrations:
-            _replace_links(s, env_id, customer, req.integrations)
-            s.flush()
-        webhooks.customer_changed(s, "customer.created", customer)
-        if _stripe_info(req):
-            billing_customers.billing_info_passed(s, customer)  # synced now, ahead of its subscriptions
-        _start_journey(s, env_id, customer, req)
-        return _view(s, customer)
+    # With billing information the billing adapter syncs it now, ahead of its subscriptions.
+    publish(s, events.CustomerCreated(env_id=env_id, customer=customer, billing_info_passed=_stripe_info(req)))
+    return customer
 
 
 def _stripe_info(req: CustomerFields) -> bool:
@@ -131,36 +132,9 @@ def _stripe_info(req: CustomerFields) -> bool:
     return req.passthrough is not None and req.passthrough.stripe is not None
 
 
-def _start_journey(s: Session, env_id: int, customer: Customer, req: CustomerProvision) -> None:
-    """Give a new customer its first subscriptions: the requested one (`subscriptionParams`), and for
-    every other product whose journey starts on a free plan or a trial, that plan."""
-    from entitle.catalog.products.models import Product
-    from entitle.subscriptions.schemas import SubscriptionProvision, TrialOverride
-    from entitle.subscriptions.service import product_of_plan, provision_in
-
-    requested_product: int | None = None
-    if req.subscription_params is not None:
-        params = req.subscription_params.model_dump(exclude_unset=True)
-        result = provision_in(s, env_id, SubscriptionProvision(customer_id=customer.ref_id, **params))
-        requested_product = result.view.sub.product_pk
-    for product in s.scalars(select(Product).where(Product.environment_id == env_id, Product.status == "PUBLISHED")):
-        settings = product.product_settings or {}
-        setup, plan_ref = settings.get("subscriptionStartSetup"), settings.get("subscriptionStartPlanId")
-        if product.pk == requested_product or setup not in ("FREE_PLAN", "TRIAL_PERIOD") or not plan_ref:
-            continue
-        if product_of_plan(s, env_id, plan_ref) != product.pk:
-            continue  # the start plan is not published (yet): nothing to start on
-        trial = TrialOverride(is_trial=True) if setup == "TRIAL_PERIOD" else None
-        provision_in(
-            s,
-            env_id,
-            SubscriptionProvision(customer_id=customer.ref_id, plan_id=plan_ref, trial_override_configuration=trial),
-        )
-
-
 def get_customer(db: Database, env_id: int, ref_id: str) -> CustomerView:
     with db.read() as s:
-        return _view(s, store.get_live(s, env_id, ref_id))
+        return view(s, store.get_live(s, env_id, ref_id))
 
 
 def update_customer(db: Database, env_id: int, ref_id: str, req: CustomerUpdate) -> CustomerView:
@@ -171,41 +145,9 @@ def update_customer(db: Database, env_id: int, ref_id: str, req: CustomerUpdate)
             _replace_links(s, env_id, customer, req.integrations or [])
         customer.updated_at = utcnow()
         s.flush()
-        webhooks.customer_changed(s, "customer.updated", customer)
-        if "passthrough" in req.model_fields_set and _stripe_info(req):
-            billing_customers.billing_info_passed(s, customer)
-        return _view(s, customer)
-
-
-def attach_payment_method(db: Database, env_id: int, ref_id: str, req: PaymentMethodAttach) -> CustomerView:
-    """The application collected a payment method itself (e.g. Stripe Elements): it becomes the
-    customer's default, and the customer is synced so the provider charges it."""
-    from entitle.billing import store as billing
-    from entitle.billing.service import IntegrationMismatch
-
-    if req.vendor_identifier != "STRIPE":
-        raise InvalidArgument(f"vendorIdentifier {req.vendor_identifier} is not a billing provider Entitle connects")
-    with db.transaction() as s:
-        customer = store.get_live(s, env_id, ref_id, for_update=True)
-        # `STRIPE` names the integration billing the customer; an integration id must be that one (or,
-        # for a customer bound to none yet, any connected one: the customer is then billed there).
-        binding = billing.customer_binding(s, customer)
-        named = req.integration_id == "STRIPE"
-        integration = binding.integration if named else billing.integration_in(s, env_id, req.integration_id)
-        if integration is None:
-            raise NotFound("integration", req.integration_id)
-        if not named and binding.excludes(integration):
-            raise IntegrationMismatch(
-                f"customer '{ref_id}' is billed by another integration than '{req.integration_id}'"
-            )
-        customer.default_payment_method = {"billingId": req.payment_method_id, "type": "CARD"}
-        if req.billing_currency is not None:
-            customer.billing_currency = req.billing_currency
-        customer.updated_at = utcnow()
-        s.flush()
-        webhooks.customer_changed(s, "customer.updated", customer)
-        billing_customers.billing_info_passed(s, customer, integration)
-        return _view(s, customer)
+        passed = "passthrough" in req.model_fields_set and _stripe_info(req)
+        publish(s, events.CustomerUpdated(env_id=env_id, customer=customer, billing_info_passed=passed))
+        return view(s, customer)
 
 
 def detach_payment_method(db: Database, env_id: int, ref_id: str) -> CustomerView:
@@ -215,8 +157,8 @@ def detach_payment_method(db: Database, env_id: int, ref_id: str) -> CustomerVie
         customer.default_payment_method = None
         customer.updated_at = utcnow()
         s.flush()
-        webhooks.customer_changed(s, "customer.updated", customer)
-        return _view(s, customer)
+        publish(s, events.CustomerUpdated(env_id=env_id, customer=customer))
+        return view(s, customer)
 
 
 def list_customers(
@@ -231,7 +173,7 @@ def list_customers(
     with db.read() as s:
         result = store.list_page(s, env_id, page, email=email, name=name, created_at=created_at)
         pks = [c.pk for c in result.items]
-        return result, store.links_of(s, pks), billing_store.sync_states_of(s, CUSTOMER_LINK, pks)
+        return result, store.links_of(s, pks), sync_states_of(s, CUSTOMER_LINK, pks)
 
 
 def archive_customer(db: Database, env_id: int, ref_id: str) -> CustomerView:
@@ -241,11 +183,10 @@ def archive_customer(db: Database, env_id: int, ref_id: str) -> CustomerView:
         customer.updated_at = customer.archived_at
         customer.name = None
         customer.email = None
-        from entitle.subscriptions.service import end_all_for_archived_customer
-
-        end_all_for_archived_customer(s, customer)
-        webhooks.customer_changed(s, "customer.archived", customer)
-        return _view(s, customer)
+        # Its subscriptions end (the subscriptions domain reacts), then the customer's own grants go.
+        publish(s, events.CustomerArchived(env_id=env_id, customer=customer))
+        entitlements_changed(s, env_id, customer.ref_id)
+        return view(s, customer)
 
 
 def unarchive_customer(db: Database, env_id: int, ref_id: str) -> CustomerView:
@@ -257,14 +198,13 @@ def unarchive_customer(db: Database, env_id: int, ref_id: str) -> CustomerView:
             customer.archived_at = None
             customer.updated_at = utcnow()
             s.flush()
-            # Its checks answered "customer not found" while archived; its live grants count again.
-            from entitle.subscriptions.models import Subscription
-
-            held = select(Subscription.resource_ref).where(
-                Subscription.customer_pk == customer.pk, Subscription.resource_ref.is_not(None)
-            )
-            webhooks.customer_unarchived(s, customer, sorted({r for r in s.scalars(held.distinct()) if r}))
-        return _view(s, customer)
+            # Its checks answered "customer not found" while archived; its live grants count again: the
+            # customer's own, and those of each resource it held subscriptions for.
+            publish(s, events.CustomerUnarchived(env_id=env_id, customer=customer))
+            entitlements_changed(s, env_id, customer.ref_id)
+            for resource_ref in ports.held_resources.impl(s, customer):
+                entitlements_changed(s, env_id, customer.ref_id, resource_ref)
+        return view(s, customer)
 
 
 def import_customers(db: Database, env_id: int, req: CustomerImport) -> list[str]:
@@ -287,7 +227,7 @@ def import_customers(db: Database, env_id: int, req: CustomerImport) -> list[str
                 metadata_=dict(item.metadata or {}),
             )
             s.add(customer)
-            webhooks.customer_changed(s, "customer.created", customer)
+            publish(s, events.CustomerCreated(env_id=env_id, customer=customer))
             created.append(item.id)
         s.flush()
         return created

@@ -17,9 +17,9 @@ from entitle.clock import utcnow
 from entitle.customers import store as customers
 from entitle.customers.models import Customer
 from entitle.db import Database
-from entitle.entitlements.engine import Grant, customer_grants, resource_key, usage_window
 from entitle.entitlements.rules import DeniedReason, decide
 from entitle.entitlements.schemas import CustomerEntitlements, EntitlementResult, FeatureRef
+from entitle.grants.engine import Grant, customer_grants, resource_key, usage_window
 from entitle.usage import store as usage
 
 

@@ -6,8 +6,10 @@ from typing import Any
 
 from entitle.clock import as_utc, utcnow
 from entitle.db import Database
+from entitle.domain_events import publish
 from entitle.errors import InvalidArgument
 from entitle.events import store
+from entitle.events.ingested import EventsIngested, NewEvent
 from entitle.events.schemas import EventIn
 
 
@@ -33,8 +35,6 @@ def report_events(db: Database, env_id: int, events: list[EventIn]) -> int:
     ]
     with db.transaction() as s:
         new = store.insert_new(s, rows)
-        if new:
-            from entitle.usage.service import NewEvent, apply_events
-
-            apply_events(s, env_id, [NewEvent(*row) for row in new])
+        if new:  # counted as usage in this transaction (the usage domain reacts)
+            publish(s, EventsIngested(env_id=env_id, events=tuple(NewEvent(*row) for row in new)))
         return len(new)

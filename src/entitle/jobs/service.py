@@ -63,13 +63,10 @@ def register(kind: str) -> Callable[[Handler], Handler]:
 
 
 def registered_handlers() -> dict[str, Handler]:
-    """Every handler the application defines: importing the modules registers them."""
-    import entitle.billing.catalog_sync
-    import entitle.billing.customer_sync
-    import entitle.billing.inbound
-    import entitle.subscriptions.service
-    import entitle.webhooks.delivery  # noqa: F401
-
+    """Every handler the application defines (`entitle.wiring.install` imports the modules that register
+    them; the job queue, below every domain, does not know them)."""
+    if not _HANDLERS:
+        raise RuntimeError("no job handler is registered: call entitle.wiring.install() at start-up")
     return _HANDLERS
 
 

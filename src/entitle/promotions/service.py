@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
+
+from sqlalchemy.orm import Session
 
 from entitle.catalog.features import store as features
 from entitle.catalog.features.models import Feature
 from entitle.clock import as_utc, utcnow
 from entitle.customers import store as customers
+from entitle.customers.events import entitlements_changed
+from entitle.customers.models import Customer
 from entitle.db import Database
 from entitle.db.pagination import CreatedAtRange, Page, PageRequest
+from entitle.domain_events import publish
 from entitle.errors import InvalidArgument, NotFound
+from entitle.jobs import service as jobs
 from entitle.promotions import store
+from entitle.promotions.events import PromotionExpired, PromotionsGranted, PromotionsRevoked
 from entitle.promotions.models import PromotionalEntitlement
 from entitle.promotions.rules import promotion_end
 from entitle.promotions.schemas import PromotionIn
-from entitle.webhooks import emit as webhooks
 
 
 def _check(item: PromotionIn, feature: Feature) -> None:
@@ -77,7 +84,12 @@ def grant(db: Database, env_id: int, customer_ref: str, items: list[PromotionIn]
             s.add(row)
             granted.append(row)
         s.flush()
-        webhooks.promotions_changed(s, "promotional_entitlement.granted", env_id, customer.ref_id, granted)
+        if granted:
+            publish(s, PromotionsGranted(env_id=env_id, customer_ref=customer.ref_id, rows=tuple(granted)))
+            for row in granted:
+                if row.end_date is not None:
+                    schedule_expiry(s, row)
+            entitlements_changed(s, env_id, customer.ref_id)
         return granted
 
 
@@ -101,6 +113,39 @@ def revoke(db: Database, env_id: int, customer_ref: str, feature_ref: str) -> Pr
         row = store.for_customer(s, customer.pk).get(feature_ref)
         if row is None:
             raise NotFound("promotional entitlement", feature_ref)
-        webhooks.promotions_changed(s, "promotional_entitlement.revoked", env_id, customer.ref_id, [row])
+        publish(s, PromotionsRevoked(env_id=env_id, customer_ref=customer.ref_id, rows=(row,)))
+        entitlements_changed(s, env_id, customer.ref_id)
         s.delete(row)
         return row
+
+
+# The job kind earlier releases stored (pending jobs of a running system keep it).
+JOB_EXPIRED = "webhooks.promotion_expired"
+
+
+def schedule_expiry(s: Session, row: PromotionalEntitlement) -> None:
+    """A job at the promotion's end date; one per grant and end (granting again moves the end)."""
+    assert row.end_date is not None
+    jobs.enqueue(
+        s,
+        row.environment_id,
+        JOB_EXPIRED,
+        {"promotion": row.pk, "endDate": row.end_date.isoformat()},
+        run_at=row.end_date,
+        dedupe_key=f"promotion-expired:{row.pk}:{row.end_date.isoformat()}",
+    )
+
+
+@jobs.register(JOB_EXPIRED)
+def _on_expired(db: Database, ctx: jobs.JobContext) -> None:
+    end = datetime.fromisoformat(ctx.payload["endDate"])
+    with db.transaction() as s:
+        row = s.get(PromotionalEntitlement, int(ctx.payload["promotion"]))
+        # Revoked, or granted again with another end, since: that grant's own job speaks for it.
+        if row is None or row.end_date != end or end > utcnow():
+            return
+        customer = s.get(Customer, row.customer_pk)
+        if customer is None:
+            return
+        publish(s, PromotionExpired(env_id=row.environment_id, customer_ref=customer.ref_id, rows=(row,)))
+        entitlements_changed(s, row.environment_id, customer.ref_id)

@@ -6,6 +6,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from entitle.customers.models import Customer
 from entitle.db.pagination import CreatedAtRange, Page, PageRequest, paginate
 from entitle.promotions.models import PromotionalEntitlement as Promo
 
@@ -44,3 +45,20 @@ def list_page(
         stmt = stmt.where(or_(*wanted))
     stmt = created_at.apply(stmt, Promo.created_at)
     return paginate(session, stmt, Promo.pk, page)
+
+
+def promotion_holders(session: Session, env_id: int, feature_ref: str, now: datetime) -> list[str]:
+    """Customers (not archived) holding a promotional entitlement to the feature that has not expired."""
+    return list(
+        session.scalars(
+            select(Customer.ref_id)
+            .join(Promo, Promo.customer_pk == Customer.pk)
+            .where(
+                Promo.environment_id == env_id,
+                Promo.feature_ref == feature_ref,
+                or_(Promo.end_date.is_(None), Promo.end_date > now),
+                Customer.archived_at.is_(None),
+            )
+            .order_by(Customer.ref_id)
+        )
+    )

@@ -2,10 +2,10 @@
 
 A `PaymentGate` says whether a new paid subscription must wait for its first payment (PAYMENT_PENDING,
 no entitlements); outcomes come back through `service.payment_succeeded` / `service.payment_failed`.
-The default gate asks the billing package: with no provider connected (or when the subscription will
-not be synced to it) nothing waits for money and a paid subscription is ACTIVE at once; a paid
-subscription the connected Stripe integration will bill waits (`entitle.billing.subscription_sync.
-requires_payment`).
+The default gate asks the billing adapter (through `ports.billing`): with no provider connected (or
+when the subscription will not be synced to it) nothing waits for money and a paid subscription is
+ACTIVE at once; a paid subscription the connected Stripe integration will bill waits
+(`entitle.billing.subscription_sync.requires_payment`). Tests install their own gate.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Protocol
 
 from sqlalchemy.orm import Session
 
+from entitle.subscriptions import ports
 from entitle.subscriptions.models import Subscription
 
 
@@ -27,12 +28,11 @@ class NoPaymentGate:
 
 
 class BillingPaymentGate:
-    """Waits for payment exactly when the environment's billing provider will bill the subscription."""
+    """Waits for payment exactly when the environment's billing provider will bill the subscription
+    (asks the billing adapter through `ports.billing`)."""
 
     def requires_payment(self, session: Session, subscription: Subscription) -> bool:
-        from entitle.billing.subscription_sync import requires_payment  # billing imports the subscriptions
-
-        return requires_payment(session, subscription)
+        return ports.billing.impl.requires_payment(session, subscription)
 
 
 _gate: PaymentGate = BillingPaymentGate()

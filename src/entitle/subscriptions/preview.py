@@ -28,7 +28,7 @@ from entitle.subscriptions.schemas import (
     PreviewOut,
     SubscriptionPreview,
 )
-from entitle.subscriptions.service import _check_addons, _is_downgrade, _latest, _periods_priced
+from entitle.subscriptions.validation import check_addons, is_downgrade, latest_package, periods_priced
 
 
 def prices_of(
@@ -126,13 +126,13 @@ def preview_subscription(db: Database, env_id: int, req: SubscriptionPreview) ->
     now = utcnow()
     with db.read() as s:
         customer = customers.get_live(s, env_id, req.customer_id)
-        plan = _latest(s, env_id, PLAN, req.plan_id)
+        plan = latest_package(s, env_id, PLAN, req.plan_id)
         charges = packages.charges_of(s, plan.pk)
-        priced = _periods_priced(charges)
+        priced = periods_priced(charges)
         period = req.billing_period or ("MONTHLY" if "MONTHLY" in priced or not priced else sorted(priced)[0])
         if priced and period not in priced:
             raise InvalidArgument(f"plan '{plan.ref_id}' has no {period} price")
-        addons = _check_addons(s, env_id, plan, req.addons or [])
+        addons = check_addons(s, env_id, plan, req.addons or [])
         quantities = {b.feature_id: b.quantity for b in req.billable_features or []}
         quantities |= {c.id: c.quantity for c in req.charges or [] if c.type == "FEATURE"}
         lines = _lines(s, plan, addons, period, req.billing_country_code, quantities)
@@ -166,7 +166,7 @@ def preview_subscription(db: Database, env_id: int, req: SubscriptionPreview) ->
             ),
             None,
         )
-        downgrade = current is not None and _is_downgrade(s, current, plan, period, req.billing_country_code)
+        downgrade = current is not None and is_downgrade(s, current, plan, period, req.billing_country_code)
         scheduled = downgrade and req.schedule_strategy != "IMMEDIATE"
         if scheduled or (in_trial and current is None):
             immediate = pricing.invoice(currency, [])

@@ -1,14 +1,15 @@
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from pydantic import SerializeAsAny
 
-from entitle.billing.schemas import SyncStateOut
-from entitle.entitlements.schemas import EntitlementResult
+from entitle.customers.schemas import CustomerOut
 from entitle.http.deps import DB, CreatedAt, Paging, ServerKey, comma_list
 from entitle.http.wire import Envelope, IdOnly, PageEnvelope, WireModel, envelope, page_envelope
-from entitle.subscriptions import service
+from entitle.subscriptions import cancellation, changes, journey, provisioning, service
 from entitle.subscriptions.preview import preview_subscription as preview_subscription_
 from entitle.subscriptions.schemas import (
     PRICING_TYPES,
@@ -16,6 +17,7 @@ from entitle.subscriptions.schemas import (
     AddonOut,
     Budget,
     CouponOut,
+    CustomerProvisionWithSubscription,
     FutureUpdateOut,
     FutureUpdateTarget,
     MoneyAmount,
@@ -31,6 +33,7 @@ from entitle.subscriptions.schemas import (
     SubscriptionUpdate,
     TrialOut,
 )
+from entitle.sync_states import SyncStateOut
 
 router = APIRouter(prefix="/api/v1/subscriptions", tags=["subscriptions"])
 
@@ -39,7 +42,8 @@ class ProvisionOut(WireModel):
     id: str
     status: str
     subscription: SubscriptionOut | None = None
-    entitlements: list[EntitlementResult] | None = None
+    # The customer's entitlements (`entitle.entitlements`' EntitlementResult, through `ports.current_entitlements`).
+    entitlements: list[SerializeAsAny[WireModel]] | None = None
     checkout_url: str | None = None
     checkout_billing_id: str | None = None
     is_scheduled: bool | None = None
@@ -95,7 +99,7 @@ def subscription_out(view: service.SubscriptionView) -> SubscriptionOut:
 
 @router.post("", response_model=Envelope[ProvisionOut])
 def provision_subscription(body: SubscriptionProvision, key: ServerKey, db: DB) -> dict[str, Any]:
-    result = service.provision(db, key.environment_id, body)
+    result = provisioning.provision(db, key.environment_id, body)
     out = ProvisionOut(
         id=result.view.sub.ref_id,
         # PAYMENT_REQUIRED: the subscription (PAYMENT_PENDING) waits for the customer at checkoutUrl.
@@ -148,7 +152,7 @@ def get_subscription(subscription_id: str, key: ServerKey, db: DB) -> dict[str, 
 
 @router.patch("/{subscription_id}", response_model=Envelope[SubscriptionOut])
 def update_subscription(subscription_id: str, body: SubscriptionUpdate, key: ServerKey, db: DB) -> dict[str, Any]:
-    view = service.update_subscription(db, key.environment_id, subscription_id, body)
+    view = changes.update_subscription(db, key.environment_id, subscription_id, body)
     return envelope(subscription_out(view))
 
 
@@ -156,7 +160,7 @@ def update_subscription(subscription_id: str, body: SubscriptionUpdate, key: Ser
 def cancel_subscription(
     subscription_id: str, key: ServerKey, db: DB, body: SubscriptionCancel | None = None
 ) -> dict[str, Any]:
-    view = service.cancel_subscription(db, key.environment_id, subscription_id, body or SubscriptionCancel())
+    view = cancellation.cancel_subscription(db, key.environment_id, subscription_id, body or SubscriptionCancel())
     return envelope(subscription_out(view))
 
 
@@ -165,21 +169,44 @@ def migrate_subscription(
     subscription_id: str, key: ServerKey, db: DB, body: SubscriptionMigrate | None = None
 ) -> dict[str, Any]:
     when = body.subscription_migration_time if body else None
-    return envelope(subscription_out(service.migrate_subscription(db, key.environment_id, subscription_id, when)))
+    return envelope(subscription_out(changes.migrate_subscription(db, key.environment_id, subscription_id, when)))
 
 
 @router.post("/{subscription_id}/delegate", response_model=Envelope[SubscriptionOut])
 def delegate_subscription(subscription_id: str, body: SubscriptionDelegate, key: ServerKey, db: DB) -> dict[str, Any]:
-    view = service.delegate_subscription(db, key.environment_id, subscription_id, body.target_customer_id)
+    view = changes.delegate_subscription(db, key.environment_id, subscription_id, body.target_customer_id)
     return envelope(subscription_out(view))
 
 
 @router.post("/{subscription_id}/transfer", response_model=Envelope[SubscriptionOut])
 def transfer_subscription(subscription_id: str, body: SubscriptionTransfer, key: ServerKey, db: DB) -> dict[str, Any]:
-    view = service.transfer_subscription(db, key.environment_id, subscription_id, body.destination_resource_id)
+    view = changes.transfer_subscription(db, key.environment_id, subscription_id, body.destination_resource_id)
     return envelope(subscription_out(view))
 
 
 @router.delete("/{subscription_id}/future-update/schedule", response_model=Envelope[IdOnly])
 def cancel_scheduled_update(subscription_id: str, key: ServerKey, db: DB) -> dict[str, Any]:
-    return envelope(IdOnly(id=service.cancel_future_update(db, key.environment_id, subscription_id)))
+    return envelope(IdOnly(id=changes.cancel_future_update(db, key.environment_id, subscription_id)))
+
+
+# -- on the customers' paths: a customer with its first subscriptions, and the resources it holds -------
+
+customers_router = APIRouter(prefix="/api/v1/customers", tags=["customers"])
+
+
+@customers_router.post("", response_model=Envelope[CustomerOut])
+def provision_customer(body: CustomerProvisionWithSubscription, key: ServerKey, db: DB) -> dict[str, Any]:
+    view = journey.provision_customer(db, key.environment_id, body)
+    return envelope(CustomerOut.of(view.customer, view.links, view.sync_states))
+
+
+class ResourceOut(WireModel):
+    id: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@customers_router.get("/{customer_id}/resources", response_model=PageEnvelope[ResourceOut])
+def list_resources(customer_id: str, key: ServerKey, db: DB, page: Paging) -> dict[str, Any]:
+    result = service.list_resources(db, key.environment_id, customer_id, page)
+    return page_envelope(result, lambda r: ResourceOut(id=r.id, created_at=r.created_at, updated_at=r.updated_at))

@@ -16,10 +16,13 @@ late (a payment for a subscription already canceled) cannot resurrect a subscrip
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from enum import StrEnum
+from typing import Any
 
+from entitle.errors import InvalidArgument
 from entitle.money import minor_unit_exponent
 
 
@@ -99,3 +102,30 @@ def prorated_amount(
         share = remaining / Decimal((period_end - period_start).total_seconds())
     quantum = Decimal(1).scaleb(-minor_unit_exponent(currency))
     return (amount * share).quantize(quantum, rounding=ROUND_HALF_EVEN)
+
+
+# -- billingInformation ------------------------------------------------------------------------------
+
+PRORATION_BEHAVIORS = ("CREATE_PRORATIONS", "NONE", "INVOICE_IMMEDIATELY")
+
+
+def days_until_due(billing_information: Mapping[str, Any] | None) -> int | None:
+    """`billingInformation.invoiceDaysUntilDue`: whole days, 0 to 730 (None when absent)."""
+    value = (billing_information or {}).get("invoiceDaysUntilDue")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal) or value != int(value):
+        raise InvalidArgument("billingInformation.invoiceDaysUntilDue must be a whole number of days")
+    if not 0 <= value <= 730:
+        raise InvalidArgument("billingInformation.invoiceDaysUntilDue must be between 0 and 730")
+    return int(value)
+
+
+def proration_behavior(billing_information: Mapping[str, Any] | None) -> str | None:
+    """`billingInformation.prorationBehavior`, one of PRORATION_BEHAVIORS (None when absent)."""
+    value = (billing_information or {}).get("prorationBehavior")
+    if value is None:
+        return None
+    if value not in PRORATION_BEHAVIORS:
+        raise InvalidArgument(f"billingInformation.prorationBehavior must be one of {', '.join(PRORATION_BEHAVIORS)}")
+    return str(value)

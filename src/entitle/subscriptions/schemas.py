@@ -7,10 +7,11 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from entitle.billing.schemas import SyncStateOut
 from entitle.catalog.packages.schemas import ResetFields
+from entitle.customers.schemas import CustomerProvision
 from entitle.http.wire import Amount, Metadata, NonNegInt, RefId, ShortText, WireModel
 from entitle.money import Currency
+from entitle.sync_states import SyncStateOut
 
 BillingPeriod = Literal["MONTHLY", "ANNUALLY"]
 SUBSCRIPTION_STATUSES: tuple[str, ...] = (
@@ -125,6 +126,13 @@ class SubscriptionParams(WireModel):
 
 class SubscriptionProvision(SubscriptionParams):
     customer_id: RefId
+
+
+class CustomerProvisionWithSubscription(CustomerProvision):
+    """`POST /api/v1/customers`: a customer and, in the same transaction, its first subscription (our
+    extension, as the Node SDK's provisionCustomer) and its products' start plans."""
+
+    subscription_params: SubscriptionParams | None = None
 
 
 class SubscriptionUpdate(WireModel):

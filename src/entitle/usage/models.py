@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint
@@ -8,13 +8,12 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from entitle.db.base import Base, EnvironmentScoped
 from entitle.db.types import ExactDecimal, UTCDateTime
+from entitle.grants.engine import NO_RESOURCE
 
 _FK = BigInteger().with_variant(Integer(), "sqlite")
 
-ALL_TIME = datetime(1970, 1, 1, tzinfo=UTC)
-"""The window of usage that never resets (FLUCTUATING features, metered features without a reset)."""
-NO_RESOURCE = ""
-"""Usage reported at the customer level (NULL would not take part in the unique key)."""
+# ALL_TIME: the window of usage that never resets (FLUCTUATING features, metered features without a
+# reset). NO_RESOURCE: usage reported at the customer level (NULL would not take part in the unique key).
 
 
 class UsageCounter(EnvironmentScoped, Base):

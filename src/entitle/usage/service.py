@@ -22,22 +22,23 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
 from sqlalchemy.orm import Session
 
 from entitle.catalog.features import store as features
 from entitle.catalog.features.models import Feature
+from entitle.catalog.packages.allowance import Allowance
 from entitle.clock import as_utc, utcnow
 from entitle.customers import store as customers
 from entitle.customers.models import Customer
 from entitle.db import Database
-from entitle.entitlements.engine import Grant, Window, customer_grants, resource_key, usage_window
-from entitle.entitlements.rules import Allowance
+from entitle.domain_events import publish
 from entitle.errors import FailedPrecondition, InvalidArgument, NotFound
+from entitle.events.ingested import NewEvent
+from entitle.grants.engine import Grant, Window, customer_grants, resource_key, usage_window
 from entitle.periods import reset_times_between
-from entitle.push import service as push
 from entitle.usage import store
+from entitle.usage.events import UsageChanged, UsageLimitHit
 from entitle.usage.meters import aggregate
 from entitle.usage.models import UsageRecord
 from entitle.usage.schemas import (
@@ -48,7 +49,6 @@ from entitle.usage.schemas import (
     UsageIn,
     UsageOut,
 )
-from entitle.webhooks import emit as webhooks
 
 log = logging.getLogger("entitle.usage")
 
@@ -86,23 +86,19 @@ class _LimitHit:
 
 
 def _limit_events(s: Session, env_id: int, hit: _LimitHit, *, refused: bool = False) -> None:
-    """`usage.limit_reached` when a hard limit is reached (or a report refused at it),
-    `usage.soft_limit_exceeded` when a soft limit is exceeded: each once per usage window and limit."""
+    """`UsageLimitHit` when a hard limit is reached (or a report refused at it), or a soft limit
+    exceeded (the webhooks adapter sends each once per usage window and limit)."""
     allowance = hit.allowance
     if allowance.has_unlimited or allowance.usage_limit is None:
         return
     if allowance.has_soft_limit:
         if hit.current <= allowance.usage_limit:
             return
-        event_type = "usage.soft_limit_exceeded"
-    elif hit.current >= allowance.usage_limit:
-        event_type = "usage.limit_reached"
-    else:
+    elif hit.current < allowance.usage_limit:
         return
-    webhooks.usage_limit(
-        s,
-        event_type,
-        env_id,
+    reached = UsageLimitHit(
+        env_id=env_id,
+        soft=allowance.has_soft_limit,
         customer_pk=hit.customer_pk,
         customer_ref=hit.customer_ref,
         feature_ref=hit.feature_ref,
@@ -113,6 +109,7 @@ def _limit_events(s: Session, env_id: int, hit: _LimitHit, *, refused: bool = Fa
         current=hit.current,
         refused=refused,
     )
+    publish(s, reached)
 
 
 def report_usage(db: Database, env_id: int, items: list[UsageIn]) -> list[UsageOut]:
@@ -210,7 +207,16 @@ def _report_usage(db: Database, env_id: int, items: list[UsageIn]) -> list[Usage
             assert record is not None
             record.resulting_value = counter.value
             if _window(grants, customer, feature, item.resource_id, now).start == window.start:
-                push.usage_updated(s, env_id, customer.ref_id, item.resource_id, feature.ref_id, counter.value)
+                publish(
+                    s,
+                    UsageChanged(
+                        env_id=env_id,
+                        customer_ref=customer.ref_id,
+                        resource_ref=item.resource_id,
+                        feature_ref=feature.ref_id,
+                        current=counter.value,
+                    ),
+                )
             results.append(_out(record, customer, window))
         s.flush()
         return results
@@ -244,15 +250,6 @@ def _out(record: UsageRecord, customer: Customer, window: Window) -> UsageOut:
         next_reset_date=window.end,
         resource_id=record.resource_ref or None,
     )
-
-
-@dataclass(frozen=True)
-class NewEvent:
-    customer_ref: str
-    resource_ref: str | None
-    event_name: str
-    dimensions: dict[str, Any]
-    timestamp: datetime
 
 
 ADDITIVE = frozenset({"COUNT", "SUM"})
@@ -300,7 +297,16 @@ def apply_events(s: Session, env_id: int, new: list[NewEvent]) -> None:
                 counter.value = counter.value + delta if value is None else value
                 counter.updated_at = now
                 if _window(grants, customer, feature, resource_ref, now).start == window.start:
-                    push.usage_updated(s, env_id, customer_ref, resource_ref, feature.ref_id, counter.value)
+                    publish(
+                        s,
+                        UsageChanged(
+                            env_id=env_id,
+                            customer_ref=customer_ref,
+                            resource_ref=resource_ref,
+                            feature_ref=feature.ref_id,
+                            current=counter.value,
+                        ),
+                    )
                 grant = grants.of(customer, resource_ref).get(feature.ref_id)
                 if grant is not None:  # events are never refused, but reaching a limit is still news
                     hit = _LimitHit(

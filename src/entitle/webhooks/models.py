@@ -26,7 +26,6 @@ EVENT_TYPES: tuple[str, ...] = (
 )
 JOB_DELIVER = "webhooks.deliver"
 JOB_TRIAL_ENDS_SOON = "webhooks.trial_ends_soon"
-JOB_PROMOTION_EXPIRED = "webhooks.promotion_expired"
 PAYLOAD_VERSION = 1
 TRIAL_ENDS_SOON_DAYS = 3
 

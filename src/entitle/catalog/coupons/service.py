@@ -5,13 +5,14 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from entitle.billing import coupon_sync as billing_sync
 from entitle.catalog.coupons import store
+from entitle.catalog.coupons.events import CouponArchived, CouponCreated
 from entitle.catalog.coupons.models import Coupon
 from entitle.catalog.coupons.schemas import AmountOff, CouponCreate, CouponUpdate
 from entitle.clock import utcnow
 from entitle.db import Database
 from entitle.db.pagination import CreatedAtRange, Page, PageRequest
+from entitle.domain_events import publish
 from entitle.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from entitle.money import minor_unit_exponent
 
@@ -67,7 +68,7 @@ def create_coupon(db: Database, env_id: int, req: CouponCreate) -> Coupon:
         )
         s.add(coupon)
         s.flush()
-        billing_sync.coupon_created(s, coupon)  # a provider coupon, when a provider is connected
+        publish(s, CouponCreated(env_id=env_id, coupon=coupon))
         return coupon
 
 
@@ -116,5 +117,5 @@ def archive_coupon(db: Database, env_id: int, ref_id: str) -> Coupon:
         if coupon.status != "ARCHIVED":
             coupon.status = "ARCHIVED"
             coupon.updated_at = utcnow()
-            billing_sync.coupon_archived(s, coupon)  # deletes the provider coupon; applied discounts stay
+            publish(s, CouponArchived(env_id=env_id, coupon=coupon))
         return coupon

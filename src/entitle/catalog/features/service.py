@@ -7,12 +7,14 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from entitle.catalog.features import store
+from entitle.catalog.features import ports, store
+from entitle.catalog.features.events import FeatureUnarchived
 from entitle.catalog.features.models import Feature
 from entitle.catalog.features.schemas import FeatureCreate, FeatureUpdate, Meter
 from entitle.clock import utcnow
 from entitle.db import Database
 from entitle.db.pagination import CreatedAtRange, Page, PageRequest
+from entitle.domain_events import publish
 from entitle.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 
 
@@ -118,19 +120,17 @@ def archive_feature(db: Database, env_id: int, ref_id: str) -> Feature:
     """Archive a feature nothing uses any more: no plan or add-on version that is not archived, and no
     customer who holds it otherwise (a promotion, an archived package on an open subscription, an
     override). A feature in use is refused (409), so archiving never changes anyone's entitlements."""
-    from entitle.catalog.packages.store import feature_in_use
-
     with db.transaction() as s:
         feature = store.get(s, env_id, ref_id)
         if feature.archived_at is None:
-            users = feature_in_use(s, env_id, feature.ref_id)
+            users = [user for find in ports.catalog_users for user in find(s, env_id, feature.ref_id)]
             if users:
                 raise FailedPrecondition(
                     f"feature '{ref_id}' is used by {', '.join(sorted(users)[:10])}; remove it there first"
                 )
             # Customers who hold it otherwise would lose it silently (no entitlements.updated): refused too.
             now = utcnow()
-            grants = store.still_granted(s, env_id, feature.ref_id, now)
+            grants = [grant for find in ports.customer_grants for grant in find(s, env_id, feature.ref_id, now)]
             if grants:
                 more = f" and {len(grants) - 10} more" if len(grants) > 10 else ""
                 raise FailedPrecondition(
@@ -143,18 +143,13 @@ def archive_feature(db: Database, env_id: int, ref_id: str) -> Feature:
 
 
 def unarchive_feature(db: Database, env_id: int, ref_id: str) -> Feature:
-    """Unarchive. Nothing granted the feature when it was archived, but a promotion of a customer
-    who was archived then (and unarchived since) counts again now: those customers hear of it."""
-    from entitle.webhooks import emit as webhooks
-
+    """Unarchive (the customers a promotion gives it back to hear of it: `FeatureUnarchived`)."""
     with db.transaction() as s:
         feature = store.get(s, env_id, ref_id)
         if feature.archived_at is not None:
-            now = utcnow()
             feature.archived_at = None
-            feature.updated_at = now
-            for customer_ref in store.promotion_holders(s, env_id, feature.ref_id, now):
-                webhooks.entitlements_once(s, env_id, customer_ref)
+            feature.updated_at = utcnow()
+            publish(s, FeatureUnarchived(env_id=env_id, feature=feature))
         return feature
 
 

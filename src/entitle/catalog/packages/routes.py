@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query
 
-from entitle.catalog.packages import service
+from entitle.catalog.packages import package_entitlements, publishing, service
 from entitle.catalog.packages.models import PACKAGE_STATUSES, PackageView
 from entitle.catalog.packages.schemas import (
     AddonCreate,
@@ -111,19 +111,19 @@ def _shared_routes(router: APIRouter, kind: PackageKind, out: Callable[[PackageV
 
     @router.post("/{package_id}/archive", response_model=Envelope[model])
     def archive_package(package_id: str, key: ServerKey, db: DB) -> dict[str, Any]:
-        return envelope(out(service.archive_package(db, key.environment_id, kind, package_id)))
+        return envelope(out(publishing.archive_package(db, key.environment_id, kind, package_id)))
 
     @router.post("/{package_id}/draft", response_model=Envelope[model])
     def create_draft(package_id: str, key: ServerKey, db: DB) -> dict[str, Any]:
-        return envelope(out(service.create_draft(db, key.environment_id, kind, package_id)))
+        return envelope(out(publishing.create_draft(db, key.environment_id, kind, package_id)))
 
     @router.delete("/{package_id}/draft", response_model=Envelope[IdOnly])
     def remove_draft(package_id: str, key: ServerKey, db: DB) -> dict[str, Any]:
-        return envelope(IdOnly(id=service.remove_draft(db, key.environment_id, kind, package_id)))
+        return envelope(IdOnly(id=publishing.remove_draft(db, key.environment_id, kind, package_id)))
 
     @router.post("/{package_id}/publish", response_model=Envelope[TaskResult])
     def publish_package(package_id: str, body: PublishIn, key: ServerKey, db: DB) -> dict[str, Any]:
-        task_id = service.publish_package(db, key.environment_id, kind, package_id, body.migration_type)
+        task_id = publishing.publish_package(db, key.environment_id, kind, package_id, body.migration_type)
         return envelope(TaskResult(task_id=task_id))
 
     @router.get("/{package_id}/charges", response_model=PageEnvelope[ChargeOut])
@@ -133,13 +133,13 @@ def _shared_routes(router: APIRouter, kind: PackageKind, out: Callable[[PackageV
 
     @router.post("/{package_id}/entitlements", response_model=EntitlementList)
     def create_entitlements(package_id: str, body: EntitlementsCreate, key: ServerKey, db: DB) -> dict[str, Any]:
-        rows = service.add_entitlements(db, key.environment_id, kind, package_id, list(body.entitlements))
+        rows = package_entitlements.add_entitlements(db, key.environment_id, kind, package_id, list(body.entitlements))
         return envelope([entitlement_out(r) for r in rows])
 
     @router.get("/{package_id}/entitlements", response_model=EntitlementPage)
     def list_entitlements(package_id: str, key: ServerKey, db: DB) -> dict[str, Any]:
         """Every entitlement in one page: the client does not page through this list."""
-        rows = service.list_entitlements(db, key.environment_id, kind, package_id)
+        rows = package_entitlements.list_entitlements(db, key.environment_id, kind, package_id)
         return {"data": [entitlement_out(r) for r in rows], "pagination": {"next": None, "prev": None}}
 
     @router.patch("/{package_id}/entitlements/{entitlement_id}", response_model=Envelope[EntitlementOut])
@@ -150,12 +150,12 @@ def _shared_routes(router: APIRouter, kind: PackageKind, out: Callable[[PackageV
         key: ServerKey,
         db: DB,
     ) -> dict[str, Any]:
-        row = service.update_entitlement(db, key.environment_id, kind, package_id, entitlement_id, body)
+        row = package_entitlements.update_entitlement(db, key.environment_id, kind, package_id, entitlement_id, body)
         return envelope(entitlement_out(row))
 
     @router.delete("/{package_id}/entitlements/{entitlement_id}", response_model=Envelope[EntitlementOut])
     def delete_entitlement(package_id: str, entitlement_id: str, key: ServerKey, db: DB) -> dict[str, Any]:
-        row = service.remove_entitlement(db, key.environment_id, kind, package_id, entitlement_id)
+        row = package_entitlements.remove_entitlement(db, key.environment_id, kind, package_id, entitlement_id)
         return envelope(entitlement_out(row))
 
 

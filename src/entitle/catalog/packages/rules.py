@@ -12,7 +12,7 @@ engine calls:
 - **Add-ons** (`with_addons`): an add-on entitlement with behavior *Increment* adds its limit (or
   credit amount) times the add-on quantity to the plan's; *Override* replaces the plan's outright
   (several overrides: the most generous wins). The per-feature arithmetic is the entitlement engine's
-  (`entitle.entitlements.rules.subscription_allowance`), so the two can never disagree.
+  (`entitle.catalog.packages.allowance.subscription_allowance`), so the two can never disagree.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
+from entitle.catalog.packages.allowance import AddonGrant, Allowance, subscription_allowance
 from entitle.catalog.packages.models import PackageCharge, PackageEntitlement
 from entitle.catalog.packages.schemas import (
     ChargesIn,
@@ -31,7 +32,6 @@ from entitle.catalog.packages.schemas import (
     TierIn,
     decimal_text,
 )
-from entitle.entitlements.rules import AddonGrant, Allowance, subscription_allowance
 from entitle.errors import InvalidArgument, NotFound
 
 Key = tuple[str, str]

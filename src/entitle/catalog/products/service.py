@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from entitle.catalog.packages import store as packages
-from entitle.catalog.products import store
+from entitle.catalog.products import ports, store
+from entitle.catalog.products.events import ProductArchived, ProductDuplicated
 from entitle.catalog.products.models import DEFAULT_PRODUCT_SETTINGS, Product
 from entitle.catalog.products.schemas import ProductCreate, ProductDuplicate, ProductSettings, ProductUpdate
 from entitle.clock import utcnow
 from entitle.db import Database
 from entitle.db.pagination import CreatedAtRange, Page, PageRequest
+from entitle.domain_events import publish
 from entitle.errors import AlreadyExists, FailedPrecondition, InvalidArgument
-from entitle.webhooks import emit as webhooks
 
 
 def create_product(db: Database, env_id: int, req: ProductCreate) -> Product:
@@ -35,7 +35,7 @@ def create_product(db: Database, env_id: int, req: ProductCreate) -> Product:
 
 def _check_settings(s: Session, env_id: int, product: Product, settings: ProductSettings) -> None:
     def plan_of_product(plan_ref: str, role: str) -> None:
-        owner = packages.plan_product_ref(s, env_id, plan_ref)
+        owner = ports.plan_owner.impl(s, env_id, plan_ref)
         if owner is None:
             raise InvalidArgument(f"{role} '{plan_ref}' is not a plan")
         if owner != product.ref_id:
@@ -100,10 +100,7 @@ def archive_product(db: Database, env_id: int, ref_id: str) -> Product:
     with db.transaction() as s:
         product = store.get(s, env_id, ref_id)
         if product.status != "ARCHIVED":
-            # Subscriptions keep their plan versions, but stop inheriting from the archived parents.
-            plans = [p.ref_id for p in packages.current_in_product(s, env_id, "PLAN", product.pk)]
-            webhooks.plan_inheritance_changed(s, env_id, plans)
-            packages.archive_product_packages(s, env_id, product.pk)
+            publish(s, ProductArchived(env_id=env_id, product=product))  # its plans and add-ons go with it
             product.status = "ARCHIVED"
             product.updated_at = utcnow()
         return product
@@ -136,5 +133,5 @@ def duplicate_product(db: Database, env_id: int, ref_id: str, req: ProductDuplic
         )
         s.add(copy)
         s.flush()
-        packages.duplicate_product_packages(s, env_id, source.pk, copy.pk)
+        publish(s, ProductDuplicated(env_id=env_id, source=source, copy=copy))  # its plans and add-ons too
         return copy

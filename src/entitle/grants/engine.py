@@ -2,13 +2,14 @@
 
 Reads the customer's live subscriptions (plan version with its parents, add-on versions and
 quantities, subscription-level overrides) and active promotional entitlements, then folds them with
-the pure rules in `entitle.catalog.packages.rules` and `entitle.entitlements.rules`.
+the pure rules in `entitle.catalog.packages.rules` and `entitle.catalog.packages.allowance`. Usage
+counting (`entitle.usage`) and the checks (`entitle.entitlements`) both build on it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
@@ -16,15 +17,19 @@ from entitle.catalog.features import store as features
 from entitle.catalog.features.models import Feature
 from entitle.catalog.packages import rules as package_rules
 from entitle.catalog.packages import store as packages
+from entitle.catalog.packages.allowance import Allowance, more_generous
 from entitle.catalog.packages.models import Package
 from entitle.customers.models import Customer
-from entitle.entitlements.rules import Allowance, more_generous
 from entitle.periods import usage_period_at
 from entitle.promotions import store as promotions
 from entitle.subscriptions import store as subscriptions
 from entitle.subscriptions.models import Subscription, SubscriptionEntitlement
 from entitle.subscriptions.rules import LIVE
-from entitle.usage.models import ALL_TIME, NO_RESOURCE
+
+# The usage window that never resets (FLUCTUATING features, metered features without a reset), and the
+# resource key of usage at the customer level (NULL would not take part in the usage tables' unique keys).
+ALL_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+NO_RESOURCE = ""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,24 @@
+"""The push adapter: entitlement and usage changes become rows of the stream's change log, in the
+transaction that made them (installed at start-up by `entitle.wiring.install`)."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from entitle.customers.events import EntitlementsChanged
+from entitle.domain_events import subscribe
+from entitle.push import service
+from entitle.usage.events import UsageChanged
+
+
+def entitlements_changed(s: Session, event: EntitlementsChanged) -> None:
+    service.entitlements_updated(s, event.env_id, event.customer_ref, event.resource_ref)
+
+
+def usage_changed(s: Session, event: UsageChanged) -> None:
+    service.usage_updated(s, event.env_id, event.customer_ref, event.resource_ref, event.feature_ref, event.current)
+
+
+def install() -> None:
+    subscribe(EntitlementsChanged, entitlements_changed)
+    subscribe(UsageChanged, usage_changed)

@@ -1,0 +1,72 @@
+"""What the subscriptions domain asks of the layers above it, installed at start-up by `entitle.wiring`.
+
+- `billing`: the billing adapter's answers while a subscription is provisioned or changed: which
+  integration bills it (`billingInformation.integrationId`), whether it waits for a first payment,
+  and whether a Stripe Checkout must collect it (planned in the transaction, opened after the commit:
+  the one place a request waits for the provider).
+- `current_entitlements`: what a customer is entitled to now, for the provisioning response
+  (`entitle.entitlements` answers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sqlalchemy.orm import Session
+
+from entitle.customers.models import Customer
+from entitle.db import Database
+from entitle.domain_events import Port
+from entitle.subscriptions.models import Subscription
+
+
+@dataclass(frozen=True)
+class CheckoutOptions:
+    success_url: str
+    cancel_url: str | None
+    allow_promo_codes: bool = False
+    allow_tax_id_collection: bool = False
+    collect_billing_address: bool = False
+    collect_phone_number: bool = False
+    reference_id: str | None = None
+
+
+class OpenedCheckout(Protocol):
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def url(self) -> str: ...
+
+
+class Billing(Protocol):
+    def choose_integration(self, s: Session, sub: Subscription, billing_information: Mapping[str, Any] | None) -> None:
+        """A new subscription: the integration `integrationId` names must agree with its customer's (400)."""
+
+    def check_integration(self, s: Session, sub: Subscription, billing_information: Mapping[str, Any] | None) -> None:
+        """A changed subscription: an `integrationId` must be the one already billing it (400)."""
+
+    def requires_payment(self, s: Session, sub: Subscription) -> bool:
+        """A new paid subscription waits for its first payment (PAYMENT_PENDING)."""
+
+    def checkout_integration(self, s: Session, sub: Subscription, *, asked: bool) -> object | None:
+        """The integration a Checkout must collect this new subscription through (None: no Checkout)."""
+
+    def default_checkout_options(self) -> CheckoutOptions: ...
+
+    def plan_checkout(self, s: Session, integration: object, sub: Subscription, options: CheckoutOptions) -> None:
+        """In the provisioning transaction: record that the Checkout will make the provider subscription."""
+
+    def open_checkout(self, db: Database, sub_pk: int, options: CheckoutOptions) -> OpenedCheckout:
+        """After the commit: open the Checkout (raises `BillingProviderError`)."""
+
+    def checkout_failed(self, s: Session, sub: Subscription, message: str) -> None: ...
+
+
+billing: Port[Billing] = Port("subscriptions.billing")
+
+# (session, env_id, customer, resource_ref) -> the customer's entitlement results (wire models).
+CurrentEntitlements = Callable[[Session, int, Customer, str | None], list[Any]]
+current_entitlements: Port[CurrentEntitlements] = Port("subscriptions.current_entitlements")

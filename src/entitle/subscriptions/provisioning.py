@@ -1,0 +1,327 @@
+"""Provisioning a subscription, in one transaction: the customer row is locked first so that two
+provisions for one customer cannot both pass the "one open subscription per product" rule. A
+provision in a product where the customer already has a subscription is a plan change: an upgrade now,
+a downgrade at the end of the billing period (unless IMMEDIATE).
+
+Without a billing provider a paid subscription is ACTIVE at once; the billing adapter answers through
+`ports.billing` (payment required, Stripe Checkout) and hears `SubscriptionCreated`."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from entitle.catalog.coupons import store as coupons
+from entitle.catalog.packages import store as packages
+from entitle.catalog.packages.models import PLAN, Package
+from entitle.catalog.products.models import Product
+from entitle.clock import as_utc, utcnow
+from entitle.customers import store as customers
+from entitle.customers.events import entitlements_changed
+from entitle.customers.models import Customer
+from entitle.db import Database
+from entitle.domain_events import publish
+from entitle.errors import AlreadyExists, BillingProviderError, FailedPrecondition, InvalidArgument
+from entitle.jobs import service as jobs
+from entitle.periods import trial_end
+from entitle.subscriptions import ports, rules, store
+from entitle.subscriptions.events import (
+    SubscriptionCreated,
+    announce_update,
+)
+from entitle.subscriptions.hooks import payment_gate
+from entitle.subscriptions.models import (
+    Subscription,
+)
+from entitle.subscriptions.rules import LIVE, OPEN, Event, Status, transition
+from entitle.subscriptions.schemas import (
+    SubscriptionProvision,
+)
+from entitle.subscriptions.service import SubscriptionView, view_of
+from entitle.subscriptions.transitions import (
+    JOB_START,
+    JOB_TRIAL_END,
+    end_subscription,
+    replace_addons,
+    replace_charges,
+    replace_overrides,
+    schedule_end,
+    schedule_update,
+)
+from entitle.subscriptions.validation import (
+    check_addons,
+    check_charges,
+    check_overrides,
+    is_downgrade,
+    latest_package,
+    periods_priced,
+)
+
+
+@dataclass
+class ProvisionResult:
+    view: SubscriptionView
+    # The customer's entitlements after it (`ports.current_entitlements`: the entitlements' wire models).
+    entitlements: list[Any] = field(default_factory=list)
+    is_scheduled: bool = False
+    # Set when the subscription waits for a Stripe Checkout (the answer is PAYMENT_REQUIRED).
+    checkout: ports.CheckoutOptions | None = None
+    checkout_url: str | None = None
+    checkout_billing_id: str | None = None
+
+
+def _trial_end(
+    s: Session, plan: Package, req: SubscriptionProvision, customer: Customer, start: datetime
+) -> tuple[datetime | None, str | None]:
+    override = req.trial_override_configuration
+    config = plan.default_trial_config or {}
+    behavior = (override.trial_end_behavior if override else None) or config.get("trialEndBehavior")
+    behavior = behavior or "CONVERT_TO_PAID"
+    if override is not None:
+        if not override.is_trial:
+            return None, None
+        if override.trial_end_date is not None:
+            end = as_utc(override.trial_end_date)
+            if end <= start:
+                raise InvalidArgument("trialEndDate must be after the subscription starts")
+            return end, behavior
+        if not config:
+            raise InvalidArgument(f"plan '{plan.ref_id}' has no default trial; pass trialEndDate")
+    elif not config or _trial_used(s, customer, plan.product_pk):
+        return None, None
+    duration = Decimal(str(config["duration"]))
+    if duration != duration.to_integral_value() or duration <= 0:
+        raise InvalidArgument("the plan's trial duration must be a whole number of days or months")
+    return trial_end(start, int(duration), config["units"]), behavior
+
+
+def _trial_used(s: Session, customer: Customer, product_pk: int) -> bool:
+    """A plan's automatic trial is for newcomers to the product: a customer who already had a trial
+    or a paid subscription in it (a downgrade, a re-subscription) starts without one."""
+    subs = store.of_customer(s, customer.pk, [st.value for st in Status])
+    return any(x.product_pk == product_pk and (x.trial_end_date is not None or x.pricing_type == "PAID") for x in subs)
+
+
+def _activation_status(pricing_type: str, in_trial: bool) -> Status:
+    """Status of a subscription that starts now. Without a billing provider nothing waits for a payment."""
+    return Status.IN_TRIAL if in_trial else Status.ACTIVE
+
+
+def provision(db: Database, env_id: int, req: SubscriptionProvision) -> ProvisionResult:
+    """Provision in one transaction; with a Stripe Checkout, open it after that commit and record it in a
+    second one (through `ports.billing`: the one place a request waits for the provider)."""
+    with db.transaction() as s:
+        result = provision_in(s, env_id, req, allow_checkout=True)
+    if result.checkout is None:
+        return result
+    sub_pk, ref = result.view.sub.pk, result.view.sub.ref_id
+    try:
+        session = ports.billing.impl.open_checkout(db, sub_pk, result.checkout)
+    except BillingProviderError as exc:
+        with db.transaction() as s:
+            sub = store.by_pk(s, sub_pk, for_update=True)
+            if sub is not None and sub.status == Status.PAYMENT_PENDING.value:
+                ports.billing.impl.checkout_failed(s, sub, exc.message)
+                end_subscription(s, sub, utcnow(), Status.CANCELED, "CANCELLED_BY_BILLING")
+        raise BillingProviderError(
+            f"{exc.message} (subscription '{ref}' was canceled: provision again to retry)"
+        ) from exc
+    with db.read() as s:
+        sub = store.by_pk(s, sub_pk)
+        assert sub is not None
+        view = view_of(s, sub)
+    return ProvisionResult(
+        view, result.entitlements, checkout=result.checkout, checkout_url=session.url, checkout_billing_id=session.id
+    )
+
+
+def provision_in(
+    s: Session, env_id: int, req: SubscriptionProvision, *, allow_checkout: bool = False
+) -> ProvisionResult:
+    """Provision inside an open transaction (customer provisioning with subscriptionParams uses it).
+
+    `allow_checkout`: the caller opens a Stripe Checkout after the commit when the result asks for one
+    (`provision` does; a subscription that would need one elsewhere is refused).
+    """
+    now = utcnow()
+    customer = customers.get_live(s, env_id, req.customer_id, for_update=True)
+    plan = latest_package(s, env_id, PLAN, req.plan_id)
+    product = s.get(Product, plan.product_pk)
+    if product is None or product.status == "ARCHIVED":
+        raise FailedPrecondition(f"the product of plan '{plan.ref_id}' is archived")
+    if req.id is not None and store.find(s, env_id, req.id) is not None:
+        raise AlreadyExists("subscription", req.id)
+    paying = customers.get_live(s, env_id, req.paying_customer_id) if req.paying_customer_id else None
+    pricing_type = plan.pricing_type or "FREE"
+    plan_charges = packages.charges_of(s, plan.pk)
+    billing_period: str | None = req.billing_period
+    if pricing_type == "PAID":
+        priced = periods_priced(plan_charges)
+        if billing_period is None:
+            billing_period = "MONTHLY" if "MONTHLY" in priced or not priced else sorted(priced)[0]
+        if priced and billing_period not in priced:
+            raise InvalidArgument(f"plan '{plan.ref_id}' has no {billing_period} price")
+    addons = check_addons(s, env_id, plan, req.addons or [])
+    check_charges(plan_charges, req.charges or [])
+    check_overrides(s, env_id, req.entitlements or [])
+    coupon_ref = req.applied_coupon.coupon_id if req.applied_coupon else None
+    if coupon_ref:
+        coupon = coupons.find(s, env_id, coupon_ref)
+        if coupon is None or coupon.status != "ACTIVE":
+            raise InvalidArgument(f"coupon '{coupon_ref}' does not exist or is archived")
+    start = as_utc(req.start_date) if req.start_date else now
+    trial_ends, trial_behavior = _trial_end(s, plan, req, customer, start)
+
+    open_in_product = [
+        x
+        for x in store.of_customer(s, customer.pk, [st.value for st in OPEN], for_update=True)
+        if x.product_pk == plan.product_pk and (x.resource_ref or None) == (req.resource_id or None)
+    ]
+    if open_in_product and not product.multiple_subscriptions:
+        current = open_in_product[0]
+        strategy = req.schedule_strategy or "END_OF_BILLING_PERIOD"
+        window = view_of(s, current, now).billing_window()
+        if (
+            current.status in LIVE
+            and strategy != "IMMEDIATE"
+            and window is not None
+            and is_downgrade(s, current, plan, billing_period, req.billing_country_code)
+        ):
+            schedule_update(s, current, "DOWNGRADE", window.end, _change_doc(req, billing_period), plan.ref_id)
+            announce_update(s, current, "UPDATE_SCHEDULED", entitlements=False)
+            granted = ports.current_entitlements.impl(s, env_id, customer, req.resource_id)
+            return ProvisionResult(view_of(s, current, now), granted, is_scheduled=True)
+        end_subscription(s, current, now, Status.CANCELED, "UPGRADE_OR_DOWNGRADE")
+
+    if start > now + timedelta(seconds=1):
+        status = Status.NOT_STARTED
+    else:
+        status = _activation_status(pricing_type, trial_ends is not None)
+    sub = Subscription(
+        environment_id=env_id,
+        ref_id=req.id or f"subscription-{uuid.uuid4().hex[:20]}",
+        customer_pk=customer.pk,
+        paying_customer_pk=paying.pk if paying else None,
+        resource_ref=req.resource_id,
+        product_pk=plan.product_pk,
+        plan_pk=plan.pk,
+        plan_ref=plan.ref_id,
+        status=status.value,
+        pricing_type=pricing_type,
+        billing_period=billing_period,
+        billing_country_code=req.billing_country_code,
+        payment_collection="NOT_REQUIRED",
+        payment_collection_method=req.payment_collection_method or "CHARGE",
+        invoice_days_until_due=rules.days_until_due(req.billing_information),
+        start_date=start,
+        billing_cycle_anchor=trial_ends if trial_ends and pricing_type == "PAID" else start,
+        trial_end_date=trial_ends,
+        trial_end_behavior=trial_behavior,
+        unit_quantity=req.unit_quantity,
+        budget=req.budget.model_dump(mode="json", by_alias=True) if req.budget else None,
+        minimum_spend=req.minimum_spend.model_dump(mode="json", by_alias=True) if req.minimum_spend else None,
+        metadata_=dict(req.metadata or {}),
+        coupon_ref=coupon_ref,
+        billing_id=req.billing_id,
+        salesforce_id=req.salesforce_id,
+    )
+    s.add(sub)
+    s.flush()
+    replace_addons(s, sub, addons)
+    replace_charges(s, sub, req.charges or [])
+    replace_overrides(s, sub, req.entitlements or [])
+    # billingInformation.integrationId: a connected integration agreeing with the customer's, or a 400.
+    billing = ports.billing.impl
+    billing.choose_integration(s, sub, req.billing_information)
+    checkout_via: object | None = None
+    if status is Status.ACTIVE:
+        # With checkoutOptions, or a paid plan Stripe must charge and no payment method: PAYMENT_REQUIRED.
+        checkout_via = billing.checkout_integration(s, sub, asked=req.checkout_options is not None)
+    implicit = checkout_via is not None and req.checkout_options is None
+    if implicit and (not allow_checkout or any(x.pricing_type == "PAID" for x in open_in_product)):
+        checkout_via = None  # no Checkout asked for and none possible here: Stripe bills it, it waits
+    if checkout_via is not None:
+        if not allow_checkout:
+            raise InvalidArgument(
+                "checkoutOptions: a Stripe Checkout is opened by POST /api/v1/subscriptions only; provision the "
+                "paid subscription there"
+            )
+        if any(x.pricing_type == "PAID" for x in open_in_product):
+            raise FailedPrecondition(
+                f"customer '{customer.ref_id}' already has a paid subscription to this product: a Stripe Checkout "
+                "starts new subscriptions only; change plans without checkoutOptions"
+            )
+        sub.status = transition(Status.NOT_STARTED, Event.PAYMENT_REQUIRED).value
+        sub.payment_collection = "ACTION_REQUIRED"
+    elif status is Status.ACTIVE and pricing_type == "PAID" and payment_gate().requires_payment(s, sub):
+        sub.status = transition(Status.NOT_STARTED, Event.PAYMENT_REQUIRED).value
+        sub.payment_collection = "PROCESSING"
+    if status is Status.NOT_STARTED:
+        jobs.enqueue(s, env_id, JOB_START, {"subscription": sub.pk}, run_at=start, dedupe_key=f"start:{sub.pk}")
+    if trial_ends is not None:
+        if trial_behavior == "CANCEL_SUBSCRIPTION":
+            sub.end_date = trial_ends
+        jobs.enqueue(
+            s,
+            env_id,
+            JOB_TRIAL_END,
+            {"subscription": sub.pk},
+            run_at=trial_ends,
+            dedupe_key=f"trial-end:{sub.pk}:{trial_ends.isoformat()}",
+        )
+    if req.cancellation_date is not None:
+        schedule_end(s, sub, as_utc(req.cancellation_date), "ScheduledCancellation", now)
+    # The billing adapter syncs it to the provider (unless a Checkout will make the provider subscription).
+    publish(s, SubscriptionCreated(env_id=env_id, sub=sub, via_checkout=checkout_via is not None))
+    if sub.status in (Status.ACTIVE, Status.IN_TRIAL):  # a delayed or payment-held start changes nothing yet
+        entitlements_changed(s, env_id, customer.ref_id, sub.resource_ref)
+    s.flush()
+    checkout: ports.CheckoutOptions | None = None
+    if checkout_via is not None:
+        options = req.checkout_options
+        checkout = (
+            ports.CheckoutOptions(
+                success_url=options.success_url,
+                cancel_url=options.cancel_url,
+                allow_promo_codes=bool(options.allow_promo_codes),
+                allow_tax_id_collection=bool(options.allow_tax_id_collection),
+                collect_billing_address=bool(options.collect_billing_address),
+                collect_phone_number=bool(options.collect_phone_number),
+                reference_id=options.reference_id,
+            )
+            if options is not None
+            else billing.default_checkout_options()
+        )
+        billing.plan_checkout(s, checkout_via, sub, checkout)  # the session creates the Stripe subscription
+    return ProvisionResult(
+        view_of(s, sub, now), ports.current_entitlements.impl(s, env_id, customer, req.resource_id), checkout=checkout
+    )
+
+
+def _change_doc(req: SubscriptionProvision, billing_period: str | None) -> dict[str, Any]:
+    return req.model_dump(mode="json", by_alias=True, exclude_none=True) | {"billingPeriod": billing_period}
+
+
+def downgrade_to_free(s: Session, sub: Subscription, now: datetime) -> None:
+    """The product's cancellation setup: move the customer to its free plan, if it has one."""
+    product = s.get(Product, sub.product_pk)
+    settings = (product.product_settings if product else None) or {}
+    if settings.get("subscriptionEndSetup") != "DOWNGRADE_TO_FREE" or not settings.get("downgradePlanId"):
+        return
+    if settings["downgradePlanId"] == sub.plan_ref:
+        return
+    customer = s.get(Customer, sub.customer_pk)
+    if customer is None or customer.archived_at is not None:
+        return
+    provision_in(
+        s,
+        sub.environment_id,
+        SubscriptionProvision(
+            customer_id=customer.ref_id, plan_id=settings["downgradePlanId"], resource_id=sub.resource_ref
+        ),
+    )

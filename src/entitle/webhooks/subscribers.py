@@ -1,0 +1,111 @@
+"""The webhooks adapter: each domain event becomes the webhook events endpoints receive, as delivery jobs
+in the transaction that published it (installed at start-up by `entitle.wiring.install`)."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from entitle.customers.events import (
+    CustomerArchived,
+    CustomerCreated,
+    CustomerUnarchived,
+    CustomerUpdated,
+    EntitlementsChanged,
+)
+from entitle.domain_events import subscribe
+from entitle.promotions.events import PromotionExpired, PromotionsGranted, PromotionsRevoked
+from entitle.subscriptions.events import PaymentFailed, SubscriptionCreated, SubscriptionEnded, SubscriptionUpdated
+from entitle.usage.events import UsageLimitHit
+from entitle.webhooks import emit
+
+ENDED_EVENTS = {
+    "CANCELED": "subscription.canceled",
+    "EXPIRED": "subscription.expired",
+    "TRIAL_EXPIRED": "subscription.trial_expired",
+}
+
+
+def customer_created(s: Session, event: CustomerCreated) -> None:
+    emit.emit(s, event.env_id, "customer.created", emit.customer_data(event.customer))
+
+
+def customer_updated(s: Session, event: CustomerUpdated | CustomerUnarchived) -> None:
+    emit.emit(s, event.env_id, "customer.updated", emit.customer_data(event.customer))
+
+
+def customer_archived(s: Session, event: CustomerArchived) -> None:
+    emit.emit(s, event.env_id, "customer.archived", emit.customer_data(event.customer))
+
+
+def entitlements_changed(s: Session, event: EntitlementsChanged) -> None:
+    data = {"customerId": event.customer_ref, "resourceId": event.resource_ref}
+    emit.emit(s, event.env_id, "entitlements.updated", data)
+
+
+def subscription_created(s: Session, event: SubscriptionCreated) -> None:
+    _, data = emit.subscription_data(s, event.sub)
+    emit.emit(s, event.env_id, "subscription.created", data)
+    emit.schedule_trial_ends_soon(s, event.sub)
+
+
+def subscription_updated(s: Session, event: SubscriptionUpdated) -> None:
+    _, data = emit.subscription_data(s, event.sub)
+    emit.emit(s, event.env_id, "subscription.updated", {**data, "change": event.change})
+    emit.schedule_trial_ends_soon(s, event.sub)
+
+
+def subscription_ended(s: Session, event: SubscriptionEnded) -> None:
+    _, data = emit.subscription_data(s, event.sub)
+    emit.emit(s, event.env_id, ENDED_EVENTS[event.outcome], data)
+
+
+def payment_failed(s: Session, event: PaymentFailed) -> None:
+    emit.emit(s, event.env_id, "customer.payment_failed", emit.payment_failed_data(s, event.sub, event.details))
+
+
+def promotions_granted(s: Session, event: PromotionsGranted) -> None:
+    for row in event.rows:
+        emit.emit(s, event.env_id, "promotional_entitlement.granted", emit.promotion_data(event.customer_ref, row))
+
+
+def promotions_revoked(s: Session, event: PromotionsRevoked) -> None:
+    for row in event.rows:
+        emit.emit(s, event.env_id, "promotional_entitlement.revoked", emit.promotion_data(event.customer_ref, row))
+
+
+def promotion_expired(s: Session, event: PromotionExpired) -> None:
+    for row in event.rows:
+        emit.emit(s, event.env_id, "promotional_entitlement.expired", emit.promotion_data(event.customer_ref, row))
+
+
+def usage_limit_reached(s: Session, event: UsageLimitHit) -> None:
+    emit.usage_limit(
+        s,
+        "usage.soft_limit_exceeded" if event.soft else "usage.limit_reached",
+        event.env_id,
+        customer_pk=event.customer_pk,
+        customer_ref=event.customer_ref,
+        feature_ref=event.feature_ref,
+        resource_ref=event.resource_ref,
+        window_start=event.window_start,
+        window_end=event.window_end,
+        limit=event.limit,
+        current=event.current,
+        refused=event.refused,
+    )
+
+
+def install() -> None:
+    subscribe(CustomerCreated, customer_created)
+    subscribe(CustomerUpdated, customer_updated)
+    subscribe(CustomerUnarchived, customer_updated)
+    subscribe(CustomerArchived, customer_archived)
+    subscribe(EntitlementsChanged, entitlements_changed)
+    subscribe(SubscriptionCreated, subscription_created)
+    subscribe(SubscriptionUpdated, subscription_updated)
+    subscribe(SubscriptionEnded, subscription_ended)
+    subscribe(PaymentFailed, payment_failed)
+    subscribe(PromotionsGranted, promotions_granted)
+    subscribe(PromotionsRevoked, promotions_revoked)
+    subscribe(PromotionExpired, promotion_expired)
+    subscribe(UsageLimitHit, usage_limit_reached)
