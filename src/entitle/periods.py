@@ -350,6 +350,9 @@ def usage_periods_between(
     start = ensure_utc(subscription_start, "subscription_start")
     lo = max(ensure_utc(since, "since"), start)
     hi = ensure_utc(until, "until")
+    if hi <= lo:
+        # The window containing `lo` starts at or before it, so the loop's own stop would still yield it.
+        return
     schedule = _usage_schedule(period, anchor, start)
     k = schedule.index_at(lo)
     while True:
