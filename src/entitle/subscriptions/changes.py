@@ -14,7 +14,6 @@ from entitle.customers.models import Customer
 from entitle.db import Database
 from entitle.domain_events import publish
 from entitle.errors import FailedPrecondition, InvalidArgument
-from entitle.jobs import service as jobs
 from entitle.subscriptions import ports, rules, store
 from entitle.subscriptions.events import (
     BillingTermsChanged,
@@ -26,12 +25,12 @@ from entitle.subscriptions.schemas import (
 )
 from entitle.subscriptions.service import SubscriptionView, view_of
 from entitle.subscriptions.transitions import (
-    JOB_TRIAL_END,
     migrate_now,
     replace_addons,
     replace_charges,
     replace_overrides,
     schedule_end,
+    schedule_trial_end,
     schedule_update,
 )
 from entitle.subscriptions.validation import (
@@ -84,16 +83,7 @@ def update_subscription(db: Database, env_id: int, ref: str, req: SubscriptionUp
             if new_end <= now:
                 raise InvalidArgument("trialEndDate must be in the future")
             sub.trial_end_date = new_end
-            if sub.trial_end_behavior == "CANCEL_SUBSCRIPTION":
-                sub.end_date = new_end
-            jobs.enqueue(
-                s,
-                env_id,
-                JOB_TRIAL_END,
-                {"subscription": sub.pk},
-                run_at=new_end,
-                dedupe_key=f"trial-end:{sub.pk}:{new_end.isoformat()}",
-            )
+            schedule_trial_end(s, sub)
         if req.cancellation_date is not None:
             schedule_end(s, sub, as_utc(req.cancellation_date), "ScheduledCancellation", now)
         if req.billing_period is not None and req.billing_period != sub.billing_period:

@@ -45,12 +45,12 @@ from entitle.subscriptions.schemas import (
 from entitle.subscriptions.service import SubscriptionView, view_of
 from entitle.subscriptions.transitions import (
     JOB_START,
-    JOB_TRIAL_END,
     end_subscription,
     replace_addons,
     replace_charges,
     replace_overrides,
     schedule_end,
+    schedule_trial_end,
     schedule_update,
 )
 from entitle.subscriptions.validation import (
@@ -264,16 +264,7 @@ def provision_in(
     if status is Status.NOT_STARTED:
         jobs.enqueue(s, env_id, JOB_START, {"subscription": sub.pk}, run_at=start, dedupe_key=f"start:{sub.pk}")
     if trial_ends is not None:
-        if trial_behavior == "CANCEL_SUBSCRIPTION":
-            sub.end_date = trial_ends
-        jobs.enqueue(
-            s,
-            env_id,
-            JOB_TRIAL_END,
-            {"subscription": sub.pk},
-            run_at=trial_ends,
-            dedupe_key=f"trial-end:{sub.pk}:{trial_ends.isoformat()}",
-        )
+        schedule_trial_end(s, sub)
     if req.cancellation_date is not None:
         schedule_end(s, sub, as_utc(req.cancellation_date), "ScheduledCancellation", now)
     # The billing adapter syncs it to the provider (unless a Checkout will make the provider subscription).

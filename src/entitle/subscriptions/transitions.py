@@ -62,6 +62,22 @@ def schedule_update(
     return update
 
 
+def schedule_trial_end(s: Session, sub: Subscription) -> None:
+    """A job at `sub.trial_end_date` (one per end date: moving the trial leaves the old job to find
+    nothing to do); a trial that cancels at its end sets the subscription's end date with it."""
+    assert sub.trial_end_date is not None
+    if sub.trial_end_behavior == "CANCEL_SUBSCRIPTION":
+        sub.end_date = sub.trial_end_date
+    jobs.enqueue(
+        s,
+        sub.environment_id,
+        JOB_TRIAL_END,
+        {"subscription": sub.pk},
+        run_at=sub.trial_end_date,
+        dedupe_key=f"trial-end:{sub.pk}:{sub.trial_end_date.isoformat()}",
+    )
+
+
 def schedule_end(s: Session, sub: Subscription, at: datetime, reason: str, now: datetime) -> None:
     if at <= now:
         raise InvalidArgument("the cancellation date must be in the future")
