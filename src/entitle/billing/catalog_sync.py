@@ -59,7 +59,7 @@ def entity_name(product: Product, package: Package) -> str:
 
 
 def package_published(session: Session, env_id: int, package: Package) -> None:
-    """Hook called by `publish_package` in its transaction: enqueue the sync to every connected integration
+    """On `PackagePublished`, in the publishing transaction: enqueue the sync to every connected integration
     (each provider account needs its own products and prices)."""
     for integration in store.active_integrations(session, env_id, STRIPE):
         enqueue_package_sync(session, integration, package)

@@ -41,7 +41,7 @@ def _ordering_key(integration: Integration, coupon: Coupon) -> str:
 
 
 def coupon_created(session: Session, coupon: Coupon) -> None:
-    """Hook called by `create_coupon` in its transaction: enqueue the sync to every connected integration."""
+    """On `CouponCreated`, in the creating transaction: enqueue the sync to every connected integration."""
     for integration in store.active_integrations(session, coupon.environment_id, STRIPE):
         enqueue_coupon_sync(session, integration, coupon)
 
@@ -70,7 +70,7 @@ def enqueue_all(session: Session, integration: Integration) -> None:
 
 
 def coupon_archived(session: Session, coupon: Coupon) -> None:
-    """Hook called when a coupon is archived: delete its provider coupon at every connected integration
+    """On `CouponArchived`: delete its provider coupon at every connected integration
     that has (or will have) one."""
     for integration in store.active_integrations(session, coupon.environment_id, STRIPE):
         link = store.link(session, integration.pk, COUPON, coupon.pk)

@@ -146,7 +146,7 @@ def requires_payment(session: Session, sub: Subscription) -> bool:
 
 
 def subscription_provisioned(session: Session, sub: Subscription, *, converted: bool = False) -> None:
-    """Hook called by `provision_in` in its transaction: enqueue the sync when a provider is connected."""
+    """On `SubscriptionCreated`, in the provisioning transaction: enqueue the sync when a provider is connected."""
     integration = store.integration_for_subscription(session, sub)
     if integration is None:
         return
@@ -193,12 +193,12 @@ def subscription_provisioned(session: Session, sub: Subscription, *, converted: 
 
 
 def subscription_converted(session: Session, sub: Subscription) -> None:
-    """Hook called when a trial converts to paid: the subscription is synced from now on."""
+    """On `TrialConverted`: the subscription is synced from now on."""
     subscription_provisioned(session, sub, converted=True)
 
 
 def subscription_ended(session: Session, sub: Subscription) -> None:
-    """Hook called when a subscription ends in Entitle: cancel its provider subscription, if it has one."""
+    """On `SubscriptionEnded`: cancel its provider subscription, if it has one."""
     integration = store.integration_for_subscription(session, sub)
     if integration is None:
         return
@@ -505,7 +505,7 @@ def cancel_subscription(db: Database, ctx: JobContext) -> None:
 def subscription_changed(
     session: Session, sub: Subscription, *, scheduled: bool = False, proration: str | None = None
 ) -> None:
-    """Hook called in the transaction that changes a subscription in place (plan version, add-ons,
+    """On `BillingTermsChanged`, in the transaction that changes a subscription in place (plan version, add-ons,
     quantities, billing period, coupon): a synced (or pending) subscription gets one
     `billing.update_subscription` job, ordered after its customer's earlier jobs.
 
