@@ -59,8 +59,12 @@ def test_list_and_revoke_through_the_api(server: LiveServer) -> None:
         assert again.json()["data"]["revokedAt"] == revoked_at
         assert _ids(admin.get("/api/v1/keys"))[browser]["revokedAt"] == revoked_at
 
+        itself = admin.post(f"/api/v1/keys/{mine}/revoke")
+        assert (itself.status_code, itself.json()["error"]["code"]) == (409, "FAILED_PRECONDITION")
+        assert admin.get("/api/v1/keys").status_code == 200
+
         staging_id = str(_stored(server, staging_key).pk)
-        for unknown in (staging_id, "999999", "abc", "-1"):
+        for unknown in (staging_id, "999999", "abc", "-1", staging_key):
             missing = admin.post(f"/api/v1/keys/{unknown}/revoke")
             assert (missing.status_code, missing.json()["error"]["code"]) == (404, "NOT_FOUND"), unknown
     with server.http(staging_key) as staging:

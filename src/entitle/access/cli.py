@@ -111,7 +111,7 @@ def keys_revoke(
 ) -> None:
     """Revoke a key: every server process refuses it from its next request on."""
     with _database() as (db, _):
-        view = service.revoke_key(db, key)
+        view = service.revoke_key(db, key) if key.isdigit() else service.revoke_raw_key(db, key)
     typer.echo(
         f"revoked key {view.key.pk} ({view.key.prefix}...) of environment '{view.environment_name}' "
         f"at {_when(view.key.revoked_at)}",

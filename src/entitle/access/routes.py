@@ -22,7 +22,8 @@ def list_keys(key: ServerKey, db: DB, page: Paging) -> dict[str, Any]:
 
 @keys_router.post("/{key_id}/revoke", response_model=Envelope[ApiKeyOut])
 def revoke_key(key_id: str, key: ServerKey, db: DB) -> dict[str, Any]:
-    return envelope(ApiKeyOut.of(service.revoke_key(db, key_id, environment_id=key.environment_id)))
+    revoked = service.revoke_key(db, key_id, environment_id=key.environment_id, caller_key_id=key.key_id)
+    return envelope(ApiKeyOut.of(revoked))
 
 
 @environment_router.get("", response_model=Envelope[EnvironmentSettingsOut])

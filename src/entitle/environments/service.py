@@ -16,7 +16,7 @@ from entitle.db import Database
 from entitle.db.pagination import Page, PageRequest
 from entitle.environments import store
 from entitle.environments.models import ApiKey, Environment, KeyKind
-from entitle.errors import InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from entitle.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 PRODUCTION_NAMES = frozenset({"production", "prod"})
@@ -144,19 +144,34 @@ def _key_pk(key_id: str) -> int | None:
     return int(key_id) if key_id.isascii() and key_id.isdigit() and len(key_id) <= 18 else None
 
 
-def revoke_key(db: Database, key_id: str, *, environment_id: int | None = None) -> KeyView:
-    """Revoke a key by its id (or, from the command line, by the key itself); revoking twice keeps the
-    first time. Every process refuses the key from its next request on (`authenticate` reads it each time)."""
+def revoke_key(
+    db: Database, key_id: str, *, environment_id: int | None = None, caller_key_id: int | None = None
+) -> KeyView:
+    """Revoke a key by its id; revoking twice keeps the first time. Every process refuses the key from
+    its next request on (`authenticate` reads it each time). A key does not revoke itself through the
+    API: that would lock its caller out halfway through a rotation (use another key, or the CLI)."""
     pk = _key_pk(key_id)
-    with db.transaction() as session:
-        found = (
-            store.key_by_pk(session, pk, environment_id, for_update=True)
-            if pk is not None
-            else store.key_by_hash(session, hash_key(key_id), include_revoked=True, for_update=True)
+    if pk is not None and pk == caller_key_id:
+        raise FailedPrecondition(
+            "a key cannot revoke itself: revoke it with another server key, or with `entitle keys revoke`"
         )
-        if found is None or (environment_id is not None and found[1].pk != environment_id):
-            raise NotFound("API key", key_id if pk is not None else "(the key given)")
-        key, env = found
-        if key.revoked_at is None:
-            key.revoked_at = utcnow()
-        return KeyView(key, env.name)
+    with db.transaction() as session:
+        found = None if pk is None else store.key_by_pk(session, pk, environment_id, for_update=True)
+        if found is None:
+            raise NotFound("API key", key_id)
+        return _revoke(*found)
+
+
+def revoke_raw_key(db: Database, raw_key: str) -> KeyView:
+    """Revoke a key given the key itself (a leaked one, from the command line)."""
+    with db.transaction() as session:
+        found = store.key_by_hash(session, hash_key(raw_key), include_revoked=True, for_update=True)
+        if found is None:
+            raise NotFound("API key", "(the key given)")
+        return _revoke(*found)
+
+
+def _revoke(key: ApiKey, env: Environment) -> KeyView:
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+    return KeyView(key, env.name)
