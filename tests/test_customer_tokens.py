@@ -23,9 +23,10 @@ import stigg
 from hypothesis import given
 from hypothesis import strategies as st
 from jwt.warnings import InsecureKeyLengthWarning
+from sqlalchemy import select
 
 from entitle.environments import access, rules
-from entitle.environments.models import KeyKind
+from entitle.environments.models import Environment, KeyKind
 from entitle.sdk import CUSTOMER_TOKEN_HEADER, customer_token
 from entitle.secrets import secret_box
 from tests.conftest import LiveServer
@@ -165,6 +166,10 @@ def test_rotation_keeps_the_old_secret_for_its_grace_period_only(server: LiveSer
     old_token = token_for(server, "acme", expires_in=timedelta(days=2))
     new_secret, grace_end = access.rotate_signing_secret(server.db, box, "development", timedelta(hours=1))
     assert grace_end == test_clock.now() + timedelta(hours=1)
+    with server.db.read() as s:  # encrypted at rest, with the secret box
+        row = s.scalars(select(Environment).where(Environment.name == "development")).one()
+        assert row.signing_secret_encrypted and new_secret not in row.signing_secret_encrypted
+        assert box.decrypt(row.signing_secret_encrypted) == new_secret
     new_token = customer_token(new_secret, "acme", expires_in=timedelta(days=2), now=test_clock.now())
     with server.http(server.key(kind=KeyKind.CLIENT)) as page, server.http() as admin:
         assert admin.get("/api/v1/environment").json()["data"]["previousSigningSecretExpiresAt"] is not None
