@@ -71,7 +71,7 @@ def keys_list(
 ) -> None:
     """List keys, one a line: id, prefix, kind, environment, created, last used, revoked."""
     with _database() as (db, _):
-        env_pk = None if environment is None else _pk(db, environment)
+        env_pk = None if environment is None else service.environment_pk(db, environment)
         page = PageRequest(limit=100)
         while True:
             found = service.list_keys(db, page, environment_id=env_pk, include_revoked=include_revoked)
@@ -93,16 +93,6 @@ def keys_list(
             if found.next is None:
                 break
             page = PageRequest(limit=100, after=found.next)
-
-
-def _pk(db: Database, environment: str) -> int:
-    from entitle.environments.store import environment_by_name
-
-    with db.read() as session:
-        env = environment_by_name(session, environment)
-        if env is None:
-            _fail(f"environment '{environment}' does not exist")
-        return env.pk
 
 
 @keys_app.command("revoke")

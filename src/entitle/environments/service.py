@@ -76,6 +76,14 @@ def ensure_environment(db: Database, name: str) -> Environment:
         return env
 
 
+def environment_pk(db: Database, name: str) -> int:
+    with db.read() as session:
+        env = store.environment_by_name(session, name)
+        if env is None:
+            raise NotFound("environment", name)
+        return env.pk
+
+
 def create_key(db: Database, environment: str, kind: KeyKind) -> str:
     """Create a key and return it; only its hash is stored, so this is the one time it is seen."""
     env = ensure_environment(db, environment)
