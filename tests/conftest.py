@@ -110,6 +110,7 @@ class LiveServer:
     base_url: str
     db: Database
     server_key: str
+    data_dir: Path
 
     def key(self, environment: str = "development", kind: KeyKind = KeyKind.SERVER) -> str:
         return create_key(self.db, environment, kind)
@@ -125,7 +126,12 @@ class LiveServer:
 @pytest.fixture
 def server(database_url: str, tmp_path: Path) -> Iterator[LiveServer]:
     with running_server(database_url, tmp_path) as (base_url, database):
-        yield LiveServer(base_url=base_url, db=database, server_key=create_key(database, "development", KeyKind.SERVER))
+        yield LiveServer(
+            base_url=base_url,
+            db=database,
+            server_key=create_key(database, "development", KeyKind.SERVER),
+            data_dir=tmp_path,
+        )
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from entitle.environments.models import KeyKind
 from entitle.paywall import rules
 from tests.conftest import LiveServer
 from tests.support.clock import TestClock
+from tests.support.tokens import browser
 from tests.test_core_path import build_catalog
 
 
@@ -223,11 +224,17 @@ def test_the_customers_current_plan(
     # Another product: the customer has no plan there.
     assert paywall(api, productId="other", customerId="acme")["customer"]["currentPlanId"] is None
 
-    # A client key (the one in the browser) may read the paywall too.
-    with server.http(server.key(kind=KeyKind.CLIENT)) as browser:
-        response = browser.get("/api/v1/paywall", params={"productId": "main", "customerId": "acme"})
+    # A client key (the one in the browser) may read the paywall too: the customer's part with that
+    # customer's token only; the plans without any.
+    with browser(server, "acme") as page:
+        response = page.get("/api/v1/paywall", params={"productId": "main", "customerId": "acme"})
         assert response.status_code == 200
         assert response.json()["data"]["customer"]["currentPlanId"] == "business"
+    with server.http(server.key(kind=KeyKind.CLIENT)) as anonymous_page:
+        response = anonymous_page.get("/api/v1/paywall", params={"productId": "main", "customerId": "acme"})
+        assert (response.status_code, response.json()["error"]["code"]) == (401, "UNAUTHENTICATED")
+        response = anonymous_page.get("/api/v1/paywall", params={"productId": "main"})
+        assert response.status_code == 200 and response.json()["data"]["customer"] is None
 
 
 @pytest.mark.parametrize(

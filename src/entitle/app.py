@@ -11,6 +11,8 @@ from fastapi.responses import JSONResponse
 
 import entitle.http.ids  # noqa: F401  (installs the path-id convertor before any route is built)
 from entitle import __version__, wiring
+from entitle.access.cors import EnvironmentCorsMiddleware
+from entitle.access.routes import environment_router, keys_router
 from entitle.billing.routes import customers_router as customer_billing_router
 from entitle.billing.routes import router as integrations_router
 from entitle.catalog.coupons.routes import router as coupons_router
@@ -54,6 +56,8 @@ ROUTERS = [
     webhooks_router,
     push_router,
     paywall_router,
+    keys_router,
+    environment_router,
 ]
 
 
@@ -103,4 +107,6 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         return JSONResponse({"status": "ok"})
 
     app.add_middleware(EncodedIdsMiddleware)
+    # Outermost: a preflight is answered before routing, and every response (errors too) gets its CORS headers.
+    app.add_middleware(EnvironmentCorsMiddleware)
     return app

@@ -8,21 +8,21 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from entitle.config import load_settings
+from entitle.config import Settings, load_settings
 from entitle.db import Database
 from entitle.db.migrate import upgrade
-from entitle.environments.models import KeyKind
-from entitle.environments.service import create_key
-from entitle.errors import InvalidArgument
+from entitle.errors import FailedPrecondition
+from entitle.secrets import require_key_apart
 
 if TYPE_CHECKING:
     from entitle.billing.service import IntegrationView
 from entitle import wiring
+from entitle.access import cli as access_cli
 from entitle.webhooks import cli as webhooks_cli
 
 app = typer.Typer(help="Entitle: entitlements, subscriptions and billing orchestration.", no_args_is_help=True)
-keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
-app.add_typer(keys_app, name="keys")
+app.add_typer(access_cli.keys_app, name="keys")
+app.add_typer(access_cli.environments_app, name="environments")
 jobs_app = typer.Typer(
     help="The durable job queue (side effects and scheduled lifecycle events).", no_args_is_help=True
 )
@@ -56,6 +56,7 @@ def serve(
     import uvicorn
 
     settings = load_settings()
+    _require_key_apart(settings)
     if settings.is_sqlite:
         # The embedded default needs no separate step: bring the schema up to date on start.
         upgrade(settings.database_url)
@@ -63,26 +64,6 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     typer.echo(f"Entitle listening on http://{host}:{port}", err=True)
     uvicorn.run("entitle.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
-
-
-@keys_app.command("create")
-def keys_create(
-    environment: Annotated[str, typer.Option(help="Environment name; created when missing.")],
-    kind: Annotated[KeyKind, typer.Option(help="server: full access; client: read entitlements only.")] = (
-        KeyKind.SERVER
-    ),
-) -> None:
-    """Create an API key and print it (only the key, on stdout)."""
-    settings = load_settings()
-    upgrade(settings.database_url) if settings.is_sqlite else None
-    db = Database(settings.database_url)
-    try:
-        typer.echo(create_key(db, environment, kind))
-    except InvalidArgument as exc:  # a bad environment name is a usage error, not a crash
-        typer.echo(f"Error: {exc.message}", err=True)
-        raise typer.Exit(2) from None
-    finally:
-        db.dispose()
 
 
 @app.command()
@@ -103,6 +84,21 @@ def demo(
     typer.echo(f"Demo catalog loaded into environment '{environment}'.")
     typer.echo(f"Server API key: {key}")
     typer.echo("Try: curl -H 'X-API-KEY: <key>' http://127.0.0.1:8000/api/v1/plans")
+    typer.echo(
+        "Browser (client) keys read a customer's entitlements only with a customer token your backend signs\n"
+        f"  (docs/customer-tokens.md): entitle keys create --environment {environment} --kind client\n"
+        f"  and the signing secret: entitle keys signing-secret --environment {environment}"
+    )
+
+
+def _require_key_apart(settings: Settings) -> None:
+    if settings.is_sqlite:
+        return
+    try:
+        require_key_apart(settings.data_dir)
+    except FailedPrecondition as exc:
+        typer.echo(f"Error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _redact(url: str) -> str:
@@ -133,6 +129,7 @@ def worker(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = load_settings()
+    _require_key_apart(settings)
     db = Database(settings.database_url)
     runner = Worker(db, lease=timedelta(seconds=lease_seconds))
     try:

@@ -1,10 +1,15 @@
-"""Secrets encrypted at rest — billing provider keys, webhook signing secrets — with Fernet
-(AES-128-CBC + HMAC-SHA256, from `cryptography`).
+"""Secrets encrypted at rest — billing provider keys, webhook signing secrets, customer-token signing
+secrets — with Fernet (AES-128-CBC + HMAC-SHA256, from `cryptography`).
 
 The key comes from `ENTITLE_SECRET_KEY` — one Fernet key, or several separated by commas to rotate
-(the first encrypts, every one decrypts) — or, when that is unset, from `<data dir>/secret.key`,
-generated on first use with mode 0600. Several machines sharing one PostgreSQL database must share
-the key: set `ENTITLE_SECRET_KEY` on each of them.
+(the first encrypts, every one decrypts) — else from the file `ENTITLE_SECRET_KEY_FILE` names (same
+format, one key a line or comma-separated), else from `<data dir>/secret.key`. A missing key file is
+generated on first use with mode 0600.
+
+The data-dir default is for the embedded SQLite database only: a key beside the data it encrypts is
+copied by every backup of that data. On PostgreSQL `entitle serve` and `entitle worker` refuse to start
+without `ENTITLE_SECRET_KEY` or a key file outside the data dir (`require_key_apart`). Several machines
+sharing one PostgreSQL database must share the key.
 """
 
 from __future__ import annotations
@@ -15,9 +20,11 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
+from entitle.db.database import make_private_dir
 from entitle.errors import FailedPrecondition
 
 ENV_VAR = "ENTITLE_SECRET_KEY"
+FILE_ENV_VAR = "ENTITLE_SECRET_KEY_FILE"
 KEY_FILE = "secret.key"
 GENERATE_HINT = "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
 
@@ -30,8 +37,8 @@ class SecretBox:
             self._fernet = MultiFernet([Fernet(k) for k in keys])
         except ValueError:
             raise FailedPrecondition(
-                f"{ENV_VAR} must be one or more comma-separated Fernet keys (32 url-safe base64 bytes); "
-                f"make one with: {GENERATE_HINT}"
+                f"{ENV_VAR} (or {FILE_ENV_VAR}'s file) must hold one or more comma-separated Fernet keys "
+                f"(32 url-safe base64 bytes); make one with: {GENERATE_HINT}"
             ) from None
 
     def encrypt(self, plain: str) -> str:
@@ -42,23 +49,47 @@ class SecretBox:
             return self._fernet.decrypt(token.encode()).decode()
         except InvalidToken:
             raise FailedPrecondition(
-                f"a stored secret cannot be decrypted with the current key ({ENV_VAR} or the data dir's "
-                f"{KEY_FILE} changed?); connect the integration again, or give the webhook a new secret"
+                f"a stored secret cannot be decrypted with the current key ({ENV_VAR}, {FILE_ENV_VAR} or the "
+                f"data dir's {KEY_FILE} changed?); connect the integration again, give the webhook a new "
+                "secret, or rotate the signing secret (entitle keys signing-secret --rotate)"
             ) from None
+
+
+def _split(raw: str) -> list[bytes]:
+    return [k.strip().encode() for k in raw.replace("\n", ",").split(",") if k.strip()]
+
+
+def key_file_path(data_dir: Path) -> Path:
+    named = os.environ.get(FILE_ENV_VAR, "").strip()
+    return Path(named).expanduser().resolve() if named else data_dir / KEY_FILE
 
 
 def secret_box(data_dir: Path) -> SecretBox:
     raw = os.environ.get(ENV_VAR, "").strip()
     if raw:
-        return SecretBox([k.strip().encode() for k in raw.split(",") if k.strip()])
-    return SecretBox([_key_file(data_dir)])
+        return SecretBox(_split(raw))
+    return SecretBox(_split(_key_file(key_file_path(data_dir)).decode()))
 
 
-def _key_file(data_dir: Path) -> bytes:
-    path = data_dir / KEY_FILE
+def require_key_apart(data_dir: Path) -> None:
+    """Refuse a key kept in the data dir: for a server database (PostgreSQL), whose backups and volumes
+    are shared more widely than one machine's files, the key must live elsewhere."""
+    if os.environ.get(ENV_VAR, "").strip():
+        return
+    path = key_file_path(data_dir)
+    if os.environ.get(FILE_ENV_VAR, "").strip() and not path.is_relative_to(data_dir.resolve()):
+        return
+    raise FailedPrecondition(
+        f"on PostgreSQL the key that encrypts stored secrets must not sit in the data dir ({data_dir}) next to "
+        f"the data: set {ENV_VAR} (make one with: {GENERATE_HINT}) or {FILE_ENV_VAR} to a file outside the "
+        "data dir, the same on every machine sharing the database"
+    )
+
+
+def _key_file(path: Path) -> bytes:
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        staging = data_dir / f".{KEY_FILE}.{os.getpid()}"
+        make_private_dir(path.parent)
+        staging = path.parent / f".{path.name}.{os.getpid()}"
         fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(Fernet.generate_key())

@@ -42,7 +42,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"events"}),
     frozenset({"usage"}),
     frozenset({"entitlements"}),
-    frozenset({"billing", "webhooks", "push", "paywall"}),
+    frozenset({"billing", "webhooks", "push", "paywall", "access"}),
     frozenset({"catalog.demo", "models", "migrations", "wiring", "app", "cli", "__main__"}),
 )
 OPEN_LAYERS = (0, len(LAYERS) - 1)

@@ -18,6 +18,7 @@ import uvicorn
 from entitle.app import create_app
 from entitle.config import Settings
 from entitle.db import Database
+from entitle.secrets import ENV_VAR, FILE_ENV_VAR, key_file_path
 from tests.support.postgres import free_port
 
 
@@ -50,7 +51,9 @@ def running_server(database_url: str, data_dir: Path) -> Iterator[tuple[str, Dat
         db.dispose()
 
 
-def start_serve(database_url: str, data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_serve(
+    database_url: str, data_dir: Path, extra_env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
     """An `entitle serve` process on the database (embedded worker off), once it answers `/healthz`."""
     port = free_port()
     env = {
@@ -58,7 +61,12 @@ def start_serve(database_url: str, data_dir: Path) -> tuple[subprocess.Popen[byt
         "ENTITLE_DATABASE_URL": database_url,
         "ENTITLE_DATA_DIR": str(data_dir),
         "ENTITLE_EMBEDDED_WORKER": "false",
+        **(extra_env or {}),
     }
+    if not database_url.startswith("sqlite") and not (env.get(ENV_VAR) or env.get(FILE_ENV_VAR)):
+        # On PostgreSQL serve wants the key apart from the data dir: hand it the key this test's
+        # in-process code uses for the same data dir, so both read each other's secrets.
+        env[ENV_VAR] = secret_key_of(data_dir)
     proc = subprocess.Popen(
         [sys.executable, "-m", "entitle", "serve", "--port", str(port)],
         env=env,
@@ -78,6 +86,14 @@ def start_serve(database_url: str, data_dir: Path) -> tuple[subprocess.Popen[byt
             proc.wait()
             raise RuntimeError("entitle serve did not start")
         time.sleep(0.05)
+
+
+def secret_key_of(data_dir: Path) -> str:
+    """The key `secret_box(data_dir)` encrypts with in this process (made when missing)."""
+    from entitle.secrets import secret_box
+
+    secret_box(data_dir)
+    return key_file_path(data_dir).read_text().strip()
 
 
 @contextmanager

@@ -27,6 +27,7 @@ from entitle.catalog.products import service as products
 from entitle.catalog.products.schemas import ProductCreate, ProductUpdate
 from entitle.config import Settings
 from entitle.db import Database
+from entitle.db.database import make_private_dir
 from entitle.environments.models import KeyKind
 from entitle.environments.service import create_key, ensure_environment
 from entitle.errors import AlreadyExists, NotFound
@@ -237,7 +238,7 @@ def load_demo(db: Database, settings: Settings, environment: str) -> str:
     if key_file.exists():
         return key_file.read_text().strip()
     key = create_key(db, environment, KeyKind.SERVER)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(settings.data_dir)
     key_file.write_text(key + "\n")
     key_file.chmod(0o600)
     return key

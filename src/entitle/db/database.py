@@ -7,12 +7,56 @@ database lock instead of failing halfway with "database is locked" on lock upgra
 
 from __future__ import annotations
 
+import logging
+import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+log = logging.getLogger("entitle.db")
+# SQLite's companions of a database file: it creates them with the database file's own mode.
+_COMPANIONS = ("", "-wal", "-shm", "-journal")
+
+
+def make_private_dir(path: Path) -> None:
+    """Create a directory only its owner may enter (0700): the data dir holds the embedded database and
+    may hold the secret key. An existing directory keeps the mode its operator chose."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a file-backed SQLite URL (None for memory databases and other engines)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    if parsed.database.startswith("file:") or parsed.query.get("mode") == "memory":
+        return None
+    return Path(parsed.database)
+
+
+def make_private_sqlite_file(url: str) -> None:
+    """Create the database file readable by its owner only (0600) in a 0700 directory, before SQLite
+    creates it with the process umask (usually world-readable); tighten one an older version created."""
+    path = sqlite_file(url)
+    if path is None:
+        return
+    make_private_dir(path.parent)
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    for companion in (path.with_name(path.name + suffix) for suffix in _COMPANIONS):
+        try:
+            mode = stat.S_IMODE(companion.stat().st_mode)
+            if mode & 0o077:
+                companion.chmod(mode & 0o700)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:  # e.g. a file another user owns: say so, do not refuse to run
+            log.warning("could not make %s private (mode 0600): %s", companion, exc)
 
 
 def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
@@ -40,6 +84,7 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         if url.startswith("sqlite"):
+            make_private_sqlite_file(url)
             self.write_engine = _sqlite_engine(url, immediate=True)
             self.read_engine = _sqlite_engine(url, immediate=False)
         else:

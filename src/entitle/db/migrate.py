@@ -7,6 +7,8 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
+from entitle.db.database import make_private_sqlite_file
+
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
@@ -19,8 +21,7 @@ def alembic_config(url: str) -> Config:
 
 
 def ensure_sqlite_folder(url: str) -> None:
-    if url.startswith("sqlite:///") and ":memory:" not in url:
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    make_private_sqlite_file(url)
 
 
 def upgrade(url: str, revision: str = "heads") -> None:

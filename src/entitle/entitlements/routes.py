@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from entitle.entitlements import service
 from entitle.entitlements.schemas import CustomerEntitlements, EntitlementResult
 from entitle.errors import InvalidArgument
-from entitle.http.deps import DB, AnyKey, comma_list
+from entitle.http.deps import DB, CustomerKey, comma_list
 from entitle.http.wire import Envelope, envelope
 
 router = APIRouter(prefix="/api/v1/customers/{customer_id}/entitlements", tags=["entitlements"])
@@ -17,7 +17,7 @@ router = APIRouter(prefix="/api/v1/customers/{customer_id}/entitlements", tags=[
 @router.get("", response_model=Envelope[CustomerEntitlements])
 def list_entitlements(
     customer_id: str,
-    key: AnyKey,
+    key: CustomerKey,
     db: DB,
     resource_id: Annotated[str | None, Query(alias="resourceId", max_length=255)] = None,
 ) -> dict[str, Any]:
@@ -27,7 +27,7 @@ def list_entitlements(
 @router.get("/check", response_model=Envelope[EntitlementResult])
 def check_entitlement(
     customer_id: str,
-    key: AnyKey,
+    key: CustomerKey,
     db: DB,
     feature_id: Annotated[str | None, Query(alias="featureId", max_length=255)] = None,
     currency_id: Annotated[str | None, Query(alias="currencyId", max_length=255)] = None,

@@ -3,30 +3,61 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import secrets
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
+from sqlalchemy.exc import OperationalError
+
+from entitle.clock import utcnow
 from entitle.db import Database
+from entitle.db.pagination import Page, PageRequest
 from entitle.environments import store
 from entitle.environments.models import ApiKey, Environment, KeyKind
-from entitle.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from entitle.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 PRODUCTION_NAMES = frozenset({"production", "prod"})
+# A key's `last_used_at` is written at most this often: knowing the minute a key was last used is
+# enough to retire it, and a write per request would serialize every read on SQLite.
+LAST_USED_GRANULARITY = timedelta(minutes=1)
+# Characters of the random part kept in a key's prefix: enough to tell keys apart, far from a guess.
+PREFIX_RANDOM_CHARS = 8
+
+log = logging.getLogger("entitle.environments")
+
+
+@dataclass(frozen=True)
+class EncryptedSigningSecrets:
+    current: str | None = None
+    previous: str | None = None
+    previous_expires_at: datetime | None = None
 
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: an environment and the kind of key that proved it."""
+    """Who is calling: an environment, the key that proved it, and the environment's access settings
+    (read with the key, so a request needs no second lookup)."""
 
     environment_id: int
     environment_name: str
     kind: KeyKind
+    key_id: int | None = None
+    customer_tokens_required: bool = True
+    allowed_origins: tuple[str, ...] = ()
+    signing_secrets: EncryptedSigningSecrets = EncryptedSigningSecrets()
 
     def require_server(self) -> None:
         if self.kind is not KeyKind.SERVER:
             raise PermissionDenied("this endpoint needs a server API key; client keys may only read entitlements")
+
+
+@dataclass(frozen=True)
+class KeyView:
+    key: ApiKey
+    environment_name: str
 
 
 def hash_key(raw: str) -> str:
@@ -45,21 +76,110 @@ def ensure_environment(db: Database, name: str) -> Environment:
         return env
 
 
+def environment_pk(db: Database, name: str) -> int:
+    with db.read() as session:
+        env = store.environment_by_name(session, name)
+        if env is None:
+            raise NotFound("environment", name)
+        return env.pk
+
+
 def create_key(db: Database, environment: str, kind: KeyKind) -> str:
     """Create a key and return it; only its hash is stored, so this is the one time it is seen."""
     env = ensure_environment(db, environment)
-    raw = f"{kind.value}-{env.name}-{secrets.token_urlsafe(32)}"
+    head = f"{kind.value}-{env.name}-"
+    raw = head + secrets.token_urlsafe(32)
     with db.transaction() as session:
-        session.add(ApiKey(environment_id=env.pk, kind=kind, key_hash=hash_key(raw), prefix=raw[:20]))
+        session.add(
+            ApiKey(
+                environment_id=env.pk,
+                kind=kind,
+                key_hash=hash_key(raw),
+                prefix=raw[: len(head) + PREFIX_RANDOM_CHARS],
+            )
+        )
     return raw
 
 
 def authenticate(db: Database, raw_key: str | None) -> Principal:
     if not raw_key:
         raise Unauthenticated("missing API key: send it in the X-API-KEY header")
+    # No cache: every request reads the key, so a revocation holds for the very next request of every
+    # process.
     with db.read() as session:
         found = store.key_by_hash(session, hash_key(raw_key))
     if found is None:
         raise Unauthenticated("unknown or revoked API key")
     key, env = found
-    return Principal(environment_id=env.pk, environment_name=env.name, kind=key.kind)
+    now = utcnow()
+    if key.last_used_at is None or now - key.last_used_at >= LAST_USED_GRANULARITY:
+        _touch(db, key.pk, now)
+    return Principal(
+        environment_id=env.pk,
+        environment_name=env.name,
+        kind=key.kind,
+        key_id=key.pk,
+        customer_tokens_required=env.customer_tokens_required,
+        allowed_origins=tuple(env.allowed_origins or ()),
+        signing_secrets=EncryptedSigningSecrets(
+            current=env.signing_secret_encrypted,
+            previous=env.previous_signing_secret_encrypted,
+            previous_expires_at=env.previous_signing_secret_expires_at,
+        ),
+    )
+
+
+def _touch(db: Database, key_pk: int, now: datetime) -> None:
+    try:
+        with db.transaction() as session:
+            store.touch_key(session, key_pk, now, now - LAST_USED_GRANULARITY)
+    except OperationalError as exc:  # bookkeeping: a busy database must not fail the request it serves
+        log.info("could not record the use of API key %s: %s", key_pk, exc.orig)
+
+
+def list_keys(
+    db: Database, page: PageRequest, *, environment_id: int | None = None, include_revoked: bool = True
+) -> Page[KeyView]:
+    with db.read() as session:
+        found = store.keys_page(session, page, environment_id=environment_id, include_revoked=include_revoked)
+        names = store.environment_names(session)
+    return Page(
+        items=[KeyView(key, names[key.environment_id]) for key in found.items], next=found.next, prev=found.prev
+    )
+
+
+def _key_pk(key_id: str) -> int | None:
+    return int(key_id) if key_id.isascii() and key_id.isdigit() and len(key_id) <= 18 else None
+
+
+def revoke_key(
+    db: Database, key_id: str, *, environment_id: int | None = None, caller_key_id: int | None = None
+) -> KeyView:
+    """Revoke a key by its id; revoking twice keeps the first time. Every process refuses the key from
+    its next request on (`authenticate` reads it each time). A key does not revoke itself through the
+    API: that would lock its caller out halfway through a rotation (use another key, or the CLI)."""
+    pk = _key_pk(key_id)
+    if pk is not None and pk == caller_key_id:
+        raise FailedPrecondition(
+            "a key cannot revoke itself: revoke it with another server key, or with `entitle keys revoke`"
+        )
+    with db.transaction() as session:
+        found = None if pk is None else store.key_by_pk(session, pk, environment_id, for_update=True)
+        if found is None:
+            raise NotFound("API key", key_id)
+        return _revoke(*found)
+
+
+def revoke_raw_key(db: Database, raw_key: str) -> KeyView:
+    """Revoke a key given the key itself (a leaked one, from the command line)."""
+    with db.transaction() as session:
+        found = store.key_by_hash(session, hash_key(raw_key), include_revoked=True, for_update=True)
+        if found is None:
+            raise NotFound("API key", "(the key given)")
+        return _revoke(*found)
+
+
+def _revoke(key: ApiKey, env: Environment) -> KeyView:
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+    return KeyView(key, env.name)

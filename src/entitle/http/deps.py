@@ -11,8 +11,11 @@ from fastapi import Depends, Header, Query, Request
 from entitle.clock import as_utc
 from entitle.db import Database
 from entitle.db.pagination import DEFAULT_LIMIT, CreatedAtRange, PageRequest
+from entitle.environments.access import check_customer_access
+from entitle.environments.rules import TOKEN_HEADER
 from entitle.environments.service import Principal, authenticate
 from entitle.errors import InvalidArgument
+from entitle.secrets import SecretBox, secret_box
 
 E = TypeVar("E", bound=str)
 
@@ -25,9 +28,12 @@ def get_db(request: Request) -> Database:
 DB = Annotated[Database, Depends(get_db)]
 
 
-def any_key(db: DB, x_api_key: Annotated[str | None, Header(alias="X-API-KEY")] = None) -> Principal:
+def any_key(db: DB, request: Request, x_api_key: Annotated[str | None, Header(alias="X-API-KEY")] = None) -> Principal:
     """Server or client key: for what a browser may read (entitlements, paywall)."""
-    return authenticate(db, x_api_key)
+    principal = authenticate(db, x_api_key)
+    # The CORS middleware answers a browser for the key's environment, also when a later check refuses.
+    request.state.principal = principal
+    return principal
 
 
 def server_key(principal: Annotated[Principal, Depends(any_key)]) -> Principal:
@@ -37,6 +43,41 @@ def server_key(principal: Annotated[Principal, Depends(any_key)]) -> Principal:
 
 ServerKey = Annotated[Principal, Depends(server_key)]
 AnyKey = Annotated[Principal, Depends(any_key)]
+CustomerToken = Annotated[str | None, Header(alias=TOKEN_HEADER, include_in_schema=True)]
+
+
+def secret_box_of(request: Request) -> SecretBox:
+    """One box per app: reading the key (file or environment) once, not on every request."""
+    box: SecretBox | None = getattr(request.app.state, "secret_box", None)
+    if box is None:
+        box = request.app.state.secret_box = secret_box(request.app.state.settings.data_dir)
+    return box
+
+
+def customer_key(
+    request: Request, principal: AnyKey, customer_id: str, x_customer_token: CustomerToken = None
+) -> Principal:
+    """Any key, for routes about the customer in the path: a client key also needs that customer's token."""
+    check_customer_access(principal, customer_id, x_customer_token, secret_box_of(request))
+    return principal
+
+
+def customer_query_key(
+    request: Request,
+    principal: AnyKey,
+    customer_id: Annotated[str | None, Query(alias="customerId", min_length=1, max_length=255)] = None,
+    x_customer_token: CustomerToken = None,
+) -> Principal:
+    """Any key, for routes that name a customer only optionally (`customerId`): a client key naming one
+    needs that customer's token; naming none, it needs none."""
+    if customer_id is not None:
+        check_customer_access(principal, customer_id, x_customer_token, secret_box_of(request))
+    return principal
+
+
+# A client key (public) may use these only with a customer token for the customer they are about.
+CustomerKey = Annotated[Principal, Depends(customer_key)]
+CustomerQueryKey = Annotated[Principal, Depends(customer_query_key)]
 
 
 def page_request(

@@ -4,7 +4,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from entitle.http.deps import DB, AnyKey
+from entitle.http.deps import DB, CustomerQueryKey
 from entitle.http.wire import Envelope, envelope
 from entitle.paywall import service
 from entitle.paywall.schemas import Paywall
@@ -14,7 +14,7 @@ router = APIRouter(prefix="/api/v1/paywall", tags=["paywall"])
 
 @router.get("", response_model=Envelope[Paywall])
 def get_paywall(
-    key: AnyKey,
+    key: CustomerQueryKey,
     db: DB,
     product_id: Annotated[str | None, Query(alias="productId", min_length=1, max_length=255)] = None,
     customer_id: Annotated[str | None, Query(alias="customerId", min_length=1, max_length=255)] = None,

@@ -7,6 +7,7 @@ can use it without the server. See docs/sdk.md.
 from entitle.sdk.aio import AsyncEntitle
 from entitle.sdk.cache import CacheBackend, MemoryCache, RedisCache, SQLiteFileCache
 from entitle.sdk.client import Entitle
+from entitle.sdk.tokens import CUSTOMER_TOKEN_HEADER, customer_token
 from entitle.sdk.types import (
     EntitleConnectionError,
     EntitleError,
@@ -17,6 +18,7 @@ from entitle.sdk.types import (
 )
 
 __all__ = [
+    "CUSTOMER_TOKEN_HEADER",
     "AsyncEntitle",
     "CacheBackend",
     "Entitle",
@@ -29,4 +31,5 @@ __all__ = [
     "ReportedUsage",
     "SQLiteFileCache",
     "Source",
+    "customer_token",
 ]

@@ -43,6 +43,13 @@ def _url(value: str) -> str:
         raise ValueError(f"not a URL: {exc}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an absolute http or https URL")
+    bad_port = ValueError("the port must be a number from 1 to 65535")
+    try:
+        port = parts.port  # parsed lazily: an out-of-range or non-numeric port raises only here
+    except ValueError:
+        raise bad_port from None
+    if port == 0 or (port is None and parts.netloc.endswith(":")):
+        raise bad_port
     if any(c.isspace() or ord(c) < 0x20 for c in value):
         raise ValueError("must not contain whitespace or control characters")
     return value
