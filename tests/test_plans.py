@@ -974,7 +974,6 @@ def test_charge_rules(client: stigg.Stigg, api: httpx.Client) -> None:
         "pricingModels": [
             {
                 "billingModel": "FLAT_FEE",
-                "billingCadence": "ONE_OFF",
                 "pricePeriods": [{"billingPeriod": "MONTHLY", "price": {"amount": 10}}],
             },
             {
@@ -1004,8 +1003,8 @@ def test_charge_rules(client: stigg.Stigg, api: httpx.Client) -> None:
     assert len(before) == 4
     spend = next(c for c in before if c["billingModel"] == "MINIMUM_SPEND")
     assert spend["price"] == {"amount": 100, "currency": "usd"} and spend["billingPeriod"] == "MONTHLY"
-    one_off = next(c for c in before if c["billingModel"] == "FLAT_FEE")
-    assert one_off["billingCadence"] == "ONE_OFF"
+    flat = next(c for c in before if c["billingModel"] == "FLAT_FEE")
+    assert flat["billingCadence"] == "RECURRING"
     tiered = next(c for c in before if c["billingModel"] == "USAGE_BASED" and c["billingCountryCode"] is None)
     assert tiered["tiers"][1] == {"upTo": 10000.5, "unitPrice": {"amount": 0.005, "currency": "usd"}, "flatPrice": None}
     assert tiered["tiersMode"] == "VOLUME"

@@ -174,7 +174,8 @@ class PricePeriodIn(WireModel):
 class PricingModelIn(ResetFields):
     billing_model: BillingModel
     price_periods: list[PricePeriodIn] = Field(min_length=1, max_length=100)
-    billing_cadence: BillingCadence = "RECURRING"
+    # A one-off charge is neither added to the provider subscription nor to an invoice of its own yet.
+    billing_cadence: Annotated[BillingCadence, unsupported_values("ONE_OFF")] = "RECURRING"
     feature_id: RefId | None = None
     min_unit_quantity: NonNegInt | None = None
     max_unit_quantity: NonNegInt | None = None
