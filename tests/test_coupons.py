@@ -317,19 +317,6 @@ def test_ids_with_slashes_and_spaces_round_trip(client: stigg.Stigg) -> None:
     assert client.v1.coupons.archive_coupon("promo/spring 2026").data.status == "ARCHIVED"
 
 
-def test_customers_may_hold_active_coupons_only(api: httpx.Client) -> None:
-    api.post("/api/v1/coupons", json=_body(id="vip")).raise_for_status()
-    given = api.post("/api/v1/customers", json={"id": "cus-1", "couponId": "vip"})
-    assert given.status_code == 200, given.text
-    assert given.json()["data"]["couponId"] == "vip"
-    unknown = api.post("/api/v1/customers", json={"id": "cus-2", "couponId": "nope"})
-    assert unknown.status_code == 400
-    api.post("/api/v1/coupons/vip/archive").raise_for_status()
-    archived = api.post("/api/v1/customers", json={"id": "cus-3", "couponId": "vip"})
-    assert archived.status_code == 400
-    assert "archived" in archived.json()["error"]["message"]
-
-
 def test_created_at_is_the_clock(client: stigg.Stigg, test_clock: TestClock) -> None:
     test_clock.set(datetime(2026, 3, 1, 9, 30, tzinfo=UTC))
     c = client.v1.coupons.create(

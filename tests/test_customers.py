@@ -10,7 +10,6 @@ def test_customer_lifecycle_through_official_client(client: stigg.Stigg) -> None
         id="cust-1",
         name="Acme",
         email="billing@acme.test",
-        billing_currency="usd",
         metadata={"tier": "gold", "region": "eu"},
         language="en",
         timezone="Europe/Paris",
@@ -23,6 +22,7 @@ def test_customer_lifecycle_through_official_client(client: stigg.Stigg) -> None
     assert [(i.id, i.vendor_identifier, i.synced_entity_id) for i in created.integrations or []] == [
         ("stripe-main", "STRIPE", "cus_123")
     ]
+    assert created.billing_id == "cus_123"  # the Stripe customer the billing adapter bills
 
     # metadata replaces wholesale; omitted fields stay
     updated = client.v1.customers.update("cust-1", metadata={"tier": "platinum"}).data
@@ -125,7 +125,8 @@ def test_bad_input_is_rejected_whole(api: httpx.Client) -> None:
     assert api.get("/api/v1/customers/c").status_code == 404
 
 
-def test_customer_coupon_must_exist_and_be_active(client: stigg.Stigg, api: httpx.Client) -> None:
+def test_customer_level_coupon_is_refused_not_ignored(client: stigg.Stigg, api: httpx.Client) -> None:
+    """A customer's couponId would discount none of its subscriptions: refused; "" and null (no coupon) pass."""
     coupon = {
         "id": "welcome",
         "name": "Welcome",
@@ -136,10 +137,12 @@ def test_customer_coupon_must_exist_and_be_active(client: stigg.Stigg, api: http
         "metadata": None,
     }
     assert api.post("/api/v1/coupons", json=coupon).status_code == 200
-    assert client.v1.customers.provision(id="c1", coupon_id="welcome").data.coupon_id == "welcome"
-    assert api.post("/api/v1/customers", json={"id": "c2", "couponId": "nope"}).status_code == 400
+    refused = api.post("/api/v1/customers", json={"id": "c1", "couponId": "welcome"})
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "UNSUPPORTED_FIELD"
+    assert refused.json()["error"]["message"].startswith("couponId:")
+    assert client.v1.customers.provision(id="c1", coupon_id="").data.coupon_id is None
     assert client.v1.customers.update("c1", coupon_id="").data.coupon_id is None
-    api.post("/api/v1/coupons/welcome/archive")
-    archived = api.patch("/api/v1/customers/c1", json={"couponId": "welcome"})
-    assert archived.status_code == 400
-    assert "archived" in archived.json()["error"]["message"]
+    assert api.patch("/api/v1/customers/c1", json={"couponId": None}).status_code == 200
+    again = api.patch("/api/v1/customers/c1", json={"couponId": "welcome"})
+    assert again.json()["error"]["code"] == "UNSUPPORTED_FIELD"

@@ -83,7 +83,7 @@ PRO_ENTITLEMENTS: list[Any] = [
 
 PRO_CHARGES: dict[str, Any] = {
     "pricing_type": "PAID",
-    "overage_billing_period": "MONTHLY",
+    "overage_billing_period": "ON_SUBSCRIPTION_RENEWAL",
     "pricing_models": [
         {
             "billing_model": "FLAT_FEE",
@@ -120,7 +120,6 @@ PRO_CHARGES: dict[str, Any] = {
         {
             "billing_model": "USAGE_BASED",
             "feature_id": "f-calls",
-            "reset_period": "MONTH",
             "price_periods": [
                 {"billing_period": "MONTHLY", "price": {"amount": 0.001, "currency": "usd"}, "block_size": 100}
             ],
@@ -846,7 +845,7 @@ CHARGE_CASES: list[tuple[dict[str, Any], int, str]] = [
             ],
         },
         400,
-        "INVALID_ARGUMENT",
+        "UNSUPPORTED_FIELD",
     ),
     (
         {
@@ -861,7 +860,7 @@ CHARGE_CASES: list[tuple[dict[str, Any], int, str]] = [
             ],
         },
         400,
-        "INVALID_ARGUMENT",
+        "UNSUPPORTED_FIELD",
     ),
     (
         {
@@ -975,15 +974,12 @@ def test_charge_rules(client: stigg.Stigg, api: httpx.Client) -> None:
         "pricingModels": [
             {
                 "billingModel": "FLAT_FEE",
-                "billingCadence": "ONE_OFF",
                 "pricePeriods": [{"billingPeriod": "MONTHLY", "price": {"amount": 10}}],
             },
             {
                 "billingModel": "USAGE_BASED",
                 "featureId": "f-calls",
                 "tiersMode": "VOLUME",
-                "resetPeriod": "MONTH",
-                "monthlyResetPeriodConfiguration": {"accordingTo": "StartOfTheMonth"},
                 "pricePeriods": [
                     {
                         "billingPeriod": "MONTHLY",
@@ -1007,8 +1003,8 @@ def test_charge_rules(client: stigg.Stigg, api: httpx.Client) -> None:
     assert len(before) == 4
     spend = next(c for c in before if c["billingModel"] == "MINIMUM_SPEND")
     assert spend["price"] == {"amount": 100, "currency": "usd"} and spend["billingPeriod"] == "MONTHLY"
-    one_off = next(c for c in before if c["billingModel"] == "FLAT_FEE")
-    assert one_off["billingCadence"] == "ONE_OFF"
+    flat = next(c for c in before if c["billingModel"] == "FLAT_FEE")
+    assert flat["billingCadence"] == "RECURRING"
     tiered = next(c for c in before if c["billingModel"] == "USAGE_BASED" and c["billingCountryCode"] is None)
     assert tiered["tiers"][1] == {"upTo": 10000.5, "unitPrice": {"amount": 0.005, "currency": "usd"}, "flatPrice": None}
     assert tiered["tiersMode"] == "VOLUME"
@@ -1083,11 +1079,9 @@ def test_drafts_and_display_fields(server: LiveServer, client: stigg.Stigg, api:
     charges = {"pricingType": "FREE"}
     error_of(api.patch("/api/v1/plans/basic", json={"charges": charges}), 409, "FAILED_PRECONDITION")
     # Display fields change in place on the published version when there is no draft.
-    in_place = client.v1.plans.update(
-        "basic", display_name="Basic+", description="d", billing_id="b-1", metadata={"a": "b"}
-    ).data
+    in_place = client.v1.plans.update("basic", display_name="Basic+", description="d", metadata={"a": "b"}).data
     assert (in_place.version_number, in_place.status, in_place.display_name) == (1, "PUBLISHED", "Basic+")
-    assert (in_place.description, in_place.billing_id, in_place.metadata) == ("d", "b-1", {"a": "b"})
+    assert (in_place.description, in_place.metadata) == ("d", {"a": "b"})
     draft = client.v1.plans.create_draft("basic").data
     assert draft.display_name == "Basic+" and draft.version_number == 2
     client.v1.plans.update("basic", display_name="Draft name")

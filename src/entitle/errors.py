@@ -70,3 +70,16 @@ class BillingProviderError(EntitleError):
     status_code = 502
     code = "BILLING_PROVIDER_ERROR"
     retryable = False  # the subscription it was for is canceled; a blind resend would not revive it
+
+
+class UnsupportedField(EntitleError):
+    """A field of the contract Entitle does not implement (yet) was sent with a value: the request is
+    refused rather than answered as if the field had been honoured. `field` is its JSON path
+    (`billingInformation.taxIds`, `entitlements[0].type`)."""
+
+    status_code = 400
+    code = "UNSUPPORTED_FIELD"
+
+    def __init__(self, field: str, problem: str = "not supported by Entitle yet; leave it out or send null") -> None:
+        super().__init__(f"{field}: {problem}", details=[{"field": field, "problem": problem}])
+        self.field = field

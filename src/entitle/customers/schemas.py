@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from entitle.customers.models import Customer, CustomerIntegration
-from entitle.http.wire import Amount, Metadata, RefId, ShortText, WireModel
+from entitle.http.wire import Amount, Metadata, RefId, ShortText, Unsupported, WireModel, unsupported_values
 from entitle.money import Currency
 from entitle.sync_states import SyncState, SyncStateOut
 
@@ -33,6 +33,8 @@ VendorIdentifier = Literal[
 ]
 LinkableVendor = Literal["STRIPE", "ZUORA", "HUBSPOT", "AWS_MARKETPLACE"]
 LINKABLE_VENDORS: tuple[str, ...] = ("STRIPE", "ZUORA", "HUBSPOT", "AWS_MARKETPLACE")
+# Entitle bills through Stripe only: a link to another vendor's record would sync nothing.
+_OTHER_VENDORS = unsupported_values(*(v for v in get_args(VendorIdentifier) if v != "STRIPE"))
 
 
 class Address(WireModel):
@@ -50,13 +52,15 @@ class TaxId(WireModel):
 
 
 class StripePassthrough(WireModel):
-    billing_address: Address | None = None
-    shipping_address: Address | None = None
-    customer_name: ShortText | None = None
-    invoice_custom_fields: Metadata | None = None
-    metadata: Metadata | None = None
+    """Only the payment method reaches the Stripe customer so far (it becomes its default)."""
+
+    billing_address: Unsupported[Address] = None
+    shipping_address: Unsupported[Address] = None
+    customer_name: Unsupported[ShortText] = None
+    invoice_custom_fields: Unsupported[Metadata] = None
+    metadata: Unsupported[Metadata] = None
     payment_method_id: ShortText | None = None
-    tax_ids: list[TaxId] | None = Field(default=None, max_length=50)
+    tax_ids: Unsupported[list[TaxId]] = None
 
 
 class ZuoraPassthrough(WireModel):
@@ -68,7 +72,7 @@ class ZuoraPassthrough(WireModel):
 
 class Passthrough(WireModel):
     stripe: StripePassthrough | None = None
-    zuora: ZuoraPassthrough | None = None
+    zuora: Unsupported[ZuoraPassthrough] = None  # Entitle has no Zuora integration
 
 
 class PaymentMethodIn(WireModel):
@@ -85,8 +89,11 @@ class PaymentMethodOut(PaymentMethodIn):
 
 
 class IntegrationLink(WireModel):
+    """A customer's link to a billing integration: `id` names the Entitle integration that bills it and
+    `syncedEntityId` its customer there (a Stripe customer id, kept as the customer's `billingId`)."""
+
     id: RefId
-    vendor_identifier: VendorIdentifier
+    vendor_identifier: Annotated[VendorIdentifier, _OTHER_VENDORS]
     synced_entity_id: ShortText | None = None
 
 
@@ -94,7 +101,7 @@ class LinkBody(WireModel):
     """Linking endpoints accept only the vendors the contract lists for them."""
 
     id: RefId
-    vendor_identifier: LinkableVendor
+    vendor_identifier: Annotated[LinkableVendor, _OTHER_VENDORS]
     synced_entity_id: ShortText | None = None
 
 
@@ -108,8 +115,10 @@ class CustomerFields(WireModel):
     name: ShortText | None = None
     email: Email | None = None
     billing_id: ShortText | None = None
-    billing_currency: Currency | None = None
-    coupon_id: ShortText | None = None
+    # Prices have one currency per country, and the provider customer takes it from its first subscription.
+    billing_currency: Unsupported[Currency] = None
+    # A customer-level coupon is not applied to its subscriptions; "" (no coupon, as the contract allows) is fine.
+    coupon_id: Annotated[Unsupported[ShortText], BeforeValidator(lambda value: value or None)] = None
     language: ShortText | None = Field(default=None, max_length=64)
     timezone: ShortText | None = Field(default=None, max_length=64)
     metadata: Metadata | None = None
@@ -132,14 +141,14 @@ class ImportedCustomer(WireModel):
     name: ShortText | None = None
     billing_id: ShortText | None = None
     metadata: Metadata | None = None
-    payment_method_id: ShortText | None = None
-    salesforce_id: ShortText | None = None
-    updated_at: datetime | None = None
+    payment_method_id: Unsupported[ShortText] = None
+    salesforce_id: Unsupported[ShortText] = None
+    updated_at: Unsupported[datetime] = None
 
 
 class CustomerImport(WireModel):
     customers: list[ImportedCustomer] = Field(min_length=1, max_length=1000)
-    integration_id: RefId | None = None
+    integration_id: Unsupported[RefId] = None
 
 
 class ImportResult(WireModel):
@@ -231,7 +240,7 @@ class PaymentMethodAttach(WireModel):
     integration_id: ShortText
     payment_method_id: ShortText
     vendor_identifier: VendorIdentifier
-    billing_currency: Currency | None = None
+    billing_currency: Unsupported[Currency] = None
 
 
 class PortalSessionIn(WireModel):

@@ -75,12 +75,28 @@ def _check_coupon(s: Session, env_id: int, coupon_ref: str) -> None:
         raise InvalidArgument(f"coupon '{coupon_ref}' is archived")
 
 
-def _replace_links(s: Session, env_id: int, customer: Customer, links: list[IntegrationLink]) -> None:
+def _adopt_billing_id(customer: Customer, vendor: str, synced_entity_id: str | None) -> None:
+    """A Stripe link's `syncedEntityId` is the customer's Stripe customer: it becomes its `billingId`,
+    which the billing adapter bills (as a `billingId` sent on the customer would)."""
+    if vendor == "STRIPE" and synced_entity_id:
+        customer.billing_id = synced_entity_id
+
+
+def _replace_links(
+    s: Session, env_id: int, customer: Customer, links: list[IntegrationLink], billing_id_sent: bool = False
+) -> None:
     seen: set[str] = set()
-    for link in links:
+    for i, link in enumerate(links):
         if link.id in seen:
             raise InvalidArgument(f"integration '{link.id}' is listed twice")
         seen.add(link.id)
+        named = link.synced_entity_id if link.vendor_identifier == "STRIPE" else None
+        if named and billing_id_sent and customer.billing_id is not None and named != customer.billing_id:
+            raise InvalidArgument(
+                f"integrations[{i}].syncedEntityId '{named}' and billingId '{customer.billing_id}' name different "
+                "Stripe customers"
+            )
+        _adopt_billing_id(customer, link.vendor_identifier, link.synced_entity_id)
     for existing in store.links_of(s, [customer.pk]).get(customer.pk, []):
         s.delete(existing)
     s.flush()
@@ -116,7 +132,7 @@ def create_customer(s: Session, env_id: int, req: CustomerProvision) -> Customer
     s.add(customer)
     s.flush()
     if req.integrations:
-        _replace_links(s, env_id, customer, req.integrations)
+        _replace_links(s, env_id, customer, req.integrations, "billing_id" in req.model_fields_set)
         s.flush()
     # With billing information the billing adapter syncs it now, ahead of its subscriptions.
     publish(s, events.CustomerCreated(env_id=env_id, customer=customer, billing_info_passed=_stripe_info(req)))
@@ -142,7 +158,8 @@ def update_customer(db: Database, env_id: int, ref_id: str, req: CustomerUpdate)
         customer = store.get_live(s, env_id, ref_id, for_update=True)
         _apply_fields(s, env_id, customer, req)
         if "integrations" in req.model_fields_set:
-            _replace_links(s, env_id, customer, req.integrations or [])
+            sent = "billing_id" in req.model_fields_set
+            _replace_links(s, env_id, customer, req.integrations or [], sent)
         customer.updated_at = utcnow()
         s.flush()
         passed = "passthrough" in req.model_fields_set and _stripe_info(req)
@@ -257,6 +274,8 @@ def link_integration(db: Database, env_id: int, ref_id: str, link: IntegrationLi
             synced_entity_id=link.synced_entity_id,
         )
         s.add(row)
+        _adopt_billing_id(customer, link.vendor_identifier, link.synced_entity_id)
+        customer.updated_at = utcnow()
         s.flush()
         return row
 
@@ -274,12 +293,14 @@ def update_link(
     db: Database, env_id: int, ref_id: str, integration_id: str, synced_entity_id: str | None
 ) -> CustomerIntegration:
     with db.transaction() as s:
-        customer = store.get_live(s, env_id, ref_id)
+        customer = store.get_live(s, env_id, ref_id, for_update=True)
         row = store.link(s, customer.pk, integration_id)
         if row is None:
             raise NotFound("customer integration", integration_id)
         row.synced_entity_id = synced_entity_id
         row.updated_at = utcnow()
+        _adopt_billing_id(customer, row.vendor_identifier, synced_entity_id)
+        customer.updated_at = row.updated_at
         return row
 
 

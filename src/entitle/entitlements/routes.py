@@ -7,9 +7,9 @@ from fastapi import APIRouter, Query
 
 from entitle.entitlements import service
 from entitle.entitlements.schemas import CustomerEntitlements, EntitlementResult
-from entitle.errors import InvalidArgument
+from entitle.errors import InvalidArgument, UnsupportedField
 from entitle.http.deps import DB, CustomerKey, comma_list
-from entitle.http.wire import Envelope, envelope
+from entitle.http.wire import Envelope, Unsupported, envelope
 
 router = APIRouter(prefix="/api/v1/customers/{customer_id}/entitlements", tags=["entitlements"])
 
@@ -34,11 +34,17 @@ def check_entitlement(
     requested_usage: Annotated[Decimal | None, Query(alias="requestedUsage", ge=0, le=10**15)] = None,
     requested_values: Annotated[str | None, Query(alias="requestedValues", max_length=10_000)] = None,
     resource_id: Annotated[str | None, Query(alias="resourceId", max_length=255)] = None,
+    # Credit reservations (credits are not granted yet).
+    reserve_amount: Annotated[Unsupported[str], Query(alias="reserveAmount")] = None,
+    reservation_id: Annotated[Unsupported[str], Query(alias="reservationId")] = None,
+    reservation_ttl_seconds: Annotated[Unsupported[str], Query(alias="reservationTtlSeconds")] = None,
+    reservation_expires_at: Annotated[Unsupported[str], Query(alias="reservationExpiresAt")] = None,
+    reservation_metadata: Annotated[Unsupported[str], Query(alias="reservationMetadata")] = None,
 ) -> dict[str, Any]:
     if (feature_id is None) == (currency_id is None):
         raise InvalidArgument("pass exactly one of featureId or currencyId")
     if currency_id is not None:
-        raise InvalidArgument("credit balances are not supported yet; check a featureId")
+        raise UnsupportedField("currencyId", "credit balances are not supported yet; check a featureId")
     assert feature_id is not None
     result = service.check_entitlement(
         db,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,7 +12,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from entitle.errors import EntitleError
+from entitle.errors import EntitleError, UnsupportedField
+from entitle.http.wire import UNSUPPORTED_FIELD
 
 log = logging.getLogger("entitle.http")
 
@@ -49,6 +51,36 @@ def _describe(errors: list[Any]) -> tuple[str, list[dict[str, Any]]]:
     return f"{where}{first['problem']}", details
 
 
+# A wire name (camelCase) in an error location; other parts are pydantic's union branches ("FEATURE",
+# "function-after[...]") that are not part of the request's JSON.
+_WIRE_NAME = re.compile(r"^[a-z][A-Za-z0-9]*$")
+
+
+def json_path(loc: tuple[Any, ...] | list[Any]) -> str:
+    """`("body", "entitlements", 0, "FEATURE", "isCustom")` -> `entitlements[0].isCustom`."""
+    path = ""
+    for i, part in enumerate(loc):
+        if i == 0 and part in ("body", "query", "path", "header"):
+            continue
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif _WIRE_NAME.match(str(part)) or (i == 1 and loc[0] in ("query", "header")):
+            path += f".{part}" if path else str(part)
+    return path
+
+
+def _unsupported(errors: list[Any]) -> UnsupportedField | None:
+    """The first field refused as unsupported, if any: that answer wins over the request's other problems,
+    since the field has to go whatever else is fixed."""
+    refused = [e for e in errors if e.get("type") == UNSUPPORTED_FIELD]
+    if not refused:
+        return None
+    first = refused[0]
+    error = UnsupportedField(json_path(first.get("loc", ())), str(first.get("msg", "not supported")))
+    error.details = [{"field": json_path(e.get("loc", ())), "problem": str(e.get("msg", ""))} for e in refused[:20]]
+    return error
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(EntitleError)
     async def _domain(_: Request, exc: EntitleError) -> JSONResponse:
@@ -56,6 +88,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        unsupported = _unsupported(list(exc.errors()))
+        if unsupported is not None:
+            return error_response(400, unsupported.code, unsupported.message, details=unsupported.details, retry=False)
         message, details = _describe(list(exc.errors()))
         return error_response(400, "INVALID_ARGUMENT", message, details=details, retry=False)
 

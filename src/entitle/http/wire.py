@@ -1,12 +1,14 @@
-"""Shared wire shapes: camelCase models, the `data` envelope, cursor pages, exact amounts."""
+"""Shared wire shapes: camelCase models, the `data` envelope, cursor pages, exact amounts, and the
+markers that refuse contract fields Entitle does not implement (`Unsupported`, `unsupported_values`)."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationInfo
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
 T = TypeVar("T")
 
@@ -47,6 +49,53 @@ Metadata = dict[
 ]
 Int64 = Annotated[int, Field(ge=-(2**53), le=2**53)]
 NonNegInt = Annotated[int, Field(ge=0, le=2**53)]
+
+
+# -- fields of the contract Entitle does not implement ---------------------------------------------------
+#
+# A request field is honoured or refused, never accepted and dropped. A field Entitle does not implement
+# is declared with `Unsupported[...]` (default None): sent with a value, the request gets 400
+# UNSUPPORTED_FIELD naming its JSON path (`entitle.http.errors` turns the validation error into that
+# answer); absent or null, it is fine. Implementing one is then a one-line change of its type (and the
+# row of docs/compatibility.md that lists it). `unsupported_values` does the same for some values of a
+# field that is otherwise honoured.
+
+UNSUPPORTED_FIELD = "unsupported_field"
+"""The pydantic error type both markers raise; the error handlers answer it with UNSUPPORTED_FIELD."""
+
+STORED = {"stored": True}
+"""Validation context for a request Entitle stored itself and reads back later (a scheduled plan change):
+it may hold a field accepted before that field was refused. Such a field never had an effect, so it is
+dropped instead of failing the stored change."""
+
+
+def _stored(info: ValidationInfo) -> bool:
+    return bool(info.context and info.context.get("stored"))
+
+
+def _refuse_value(value: Any, info: ValidationInfo) -> Any:
+    if value is None or _stored(info):
+        return None
+    raise PydanticCustomError(UNSUPPORTED_FIELD, "not supported by Entitle yet; leave it out or send null")
+
+
+Unsupported = Annotated[T | None, BeforeValidator(_refuse_value)]
+"""A contract field Entitle refuses when it carries a value: `price_overrides: Unsupported[list[X]] = None`.
+Works on query parameters too: `Annotated[Unsupported[str], Query(alias="groupBy")] = None`."""
+
+
+def unsupported_values(*refused: str) -> AfterValidator:
+    """Refuse these values of a field whose other values are honoured:
+    `Annotated[Literal["FEATURE", "CREDIT"], unsupported_values("CREDIT")]`."""
+
+    def check(value: Any, info: ValidationInfo) -> Any:
+        if value in refused and not _stored(info):
+            raise PydanticCustomError(
+                UNSUPPORTED_FIELD, "the value {value} is not supported by Entitle yet", {"value": value}
+            )
+        return value
+
+    return AfterValidator(check)
 
 
 class Envelope(WireModel, Generic[T]):

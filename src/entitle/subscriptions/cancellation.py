@@ -39,20 +39,21 @@ def cancel_subscription(db: Database, env_id: int, ref: str, req: SubscriptionCa
             "subscriptionCancellationTime", "END_OF_BILLING_PERIOD"
         )
         when = req.cancellation_time or default_time
+        downgrade = req.cancellation_action != "REVOKE_ENTITLEMENTS"
         if when == "SPECIFIC_DATE":
             if req.end_date is None:
                 raise InvalidArgument("cancellationTime SPECIFIC_DATE needs endDate")
-            schedule_end(s, sub, as_utc(req.end_date), "ScheduledCancellation", now)
+            schedule_end(s, sub, as_utc(req.end_date), "ScheduledCancellation", now, downgrade=downgrade)
         else:
             end: datetime | None = None
             if when == "END_OF_BILLING_PERIOD" and sub.status in LIVE:
                 window = view_of(s, sub, now).billing_window()
                 end = sub.trial_end_date if sub.status == Status.IN_TRIAL else (window.end if window else None)
             if end is not None and end > now:
-                schedule_end(s, sub, end, "ScheduledCancellation", now)
+                schedule_end(s, sub, end, "ScheduledCancellation", now, downgrade=downgrade)
             else:
                 end_subscription(s, sub, now, Status.CANCELED, "Immediate")
-                if req.cancellation_action != "REVOKE_ENTITLEMENTS":
+                if downgrade:
                     downgrade_to_free(s, sub, now)
         if sub.status in OPEN:  # not ended now: the end is scheduled
             announce_update(s, sub, "CANCELLATION_SCHEDULED", entitlements=False)

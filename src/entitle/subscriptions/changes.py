@@ -46,12 +46,13 @@ def update_subscription(db: Database, env_id: int, ref: str, req: SubscriptionUp
     a billing-period change waits for the end of the current period unless scheduleStrategy is
     IMMEDIATE."""
     fields = req.model_fields_set
+    billing_information = req.billing_information.wire() if req.billing_information else None
     now = utcnow()
     with db.transaction() as s:
         sub = store.get(s, env_id, ref, for_update=True)
         if sub.status not in OPEN:
             raise FailedPrecondition(f"subscription '{ref}' is {sub.status}; it can no longer change")
-        ports.billing.impl.check_integration(s, sub, req.billing_information)
+        ports.billing.impl.check_integration(s, sub, billing_information)
         plan = s.get(Package, sub.plan_pk)
         assert plan is not None
         period_before = sub.billing_period
@@ -96,12 +97,12 @@ def update_subscription(db: Database, env_id: int, ref: str, req: SubscriptionUp
                 sub.billing_cycle_anchor = now
             else:
                 schedule_update(s, sub, "BILLING_PERIOD", window.end, {"billingPeriod": req.billing_period}, None)
-        if req.billing_information and "invoiceDaysUntilDue" in req.billing_information:
-            sub.invoice_days_until_due = rules.days_until_due(req.billing_information)
+        if billing_information and "invoiceDaysUntilDue" in billing_information:
+            sub.invoice_days_until_due = rules.days_until_due(billing_information)
         if fields & {"addons", "charges", "applied_coupon", "billing_period", "billing_information"}:
             # The provider subscription follows (a billing-period change scheduled for later finds
             # nothing to change now; its scheduled update sends it then).
-            proration = rules.proration_behavior(req.billing_information)
+            proration = rules.proration_behavior(billing_information)
             publish(s, BillingTermsChanged(env_id=env_id, sub=sub, proration=proration))
         sub.updated_at = now
         grants_changed = bool(fields & {"addons", "charges", "entitlements"}) or sub.billing_period != period_before

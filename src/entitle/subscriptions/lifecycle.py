@@ -12,6 +12,7 @@ from entitle.clock import utcnow
 from entitle.db import Database
 from entitle.domain_events import publish
 from entitle.errors import FailedPrecondition
+from entitle.http.wire import STORED
 from entitle.jobs import service as jobs
 from entitle.subscriptions import store
 from entitle.subscriptions.events import (
@@ -119,7 +120,8 @@ def _on_end(db: Database, ctx: jobs.JobContext) -> None:
             end_subscription(s, sub, now, Status.EXPIRED, "TRIAL_ENDED", "TRIAL_EXPIRED")
         else:
             end_subscription(s, sub, now, Status.CANCELED, reason, "EXPIRED")
-        downgrade_to_free(s, sub, now)
+        if ctx.payload.get("downgrade", True):
+            downgrade_to_free(s, sub, now)
 
 
 @jobs.register(JOB_FUTURE_UPDATE)
@@ -142,7 +144,7 @@ def _on_future_update(db: Database, ctx: jobs.JobContext) -> None:
             # At a period's end: nothing to prorate.
             publish(s, BillingTermsChanged(env_id=sub.environment_id, sub=sub, scheduled=True))
         elif update.schedule_type in ("DOWNGRADE", "PLAN"):
-            change = SubscriptionProvision.model_validate(update.change)
+            change = SubscriptionProvision.model_validate(update.change, context=STORED)
             end_subscription(s, sub, update.scheduled_at, Status.CANCELED, "UPGRADE_OR_DOWNGRADE")
             update.schedule_status = "DONE"
             provision_in(s, sub.environment_id, change.model_copy(update={"id": None, "start_date": None}))

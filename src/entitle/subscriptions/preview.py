@@ -82,10 +82,13 @@ def _lines(
     period: str,
     country: str | None,
     quantities: dict[str, Decimal],
+    units: Decimal = Decimal(1),
 ) -> list[pricing.Line]:
+    """`units`: the quantity of a per-unit charge `quantities` does not name (the subscription's
+    `unitQuantity`, as the billing provider is sent it)."""
     lines: list[pricing.Line] = []
     for price in prices_of(packages.charges_of(s, plan.pk), period, country, plan.display_name):
-        qty = quantities.get(price.feature_ref or "", Decimal(1)) if price.billing_model == "PER_UNIT" else Decimal(1)
+        qty = quantities.get(price.feature_ref or "", units) if price.billing_model == "PER_UNIT" else Decimal(1)
         line = pricing.line_for(price, qty)
         if line is not None:
             lines.append(line)
@@ -135,7 +138,8 @@ def preview_subscription(db: Database, env_id: int, req: SubscriptionPreview) ->
         addons = check_addons(s, env_id, plan, req.addons or [])
         quantities = {b.feature_id: b.quantity for b in req.billable_features or []}
         quantities |= {c.id: c.quantity for c in req.charges or [] if c.type == "FEATURE"}
-        lines = _lines(s, plan, addons, period, req.billing_country_code, quantities)
+        units = Decimal(req.unit_quantity or 1)
+        lines = _lines(s, plan, addons, period, req.billing_country_code, quantities, units)
         currency = lines[0].currency if lines else "usd"
         percent: Decimal | None = None
         fixed: Decimal | None = None
@@ -172,7 +176,7 @@ def preview_subscription(db: Database, env_id: int, req: SubscriptionPreview) ->
             immediate = pricing.invoice(currency, [])
         elif current is not None and current.billing_period:
             immediate = _proration(
-                s, current, plan, addons, period, req.billing_country_code, quantities, now, currency
+                s, current, plan, addons, period, req.billing_country_code, quantities, units, now, currency
             )
         else:
             immediate = recurring
@@ -193,6 +197,7 @@ def _proration(
     period: str,
     country: str | None,
     quantities: dict[str, Decimal],
+    units: Decimal,
     now: datetime,
     currency: str,
 ) -> pricing.Invoice:
@@ -206,8 +211,9 @@ def _proration(
         for row in store.addons_of(s, [current.pk]).get(current.pk, [])
         if (a := s.get(Package, row.addon_pk)) is not None and a.kind == ADDON
     ]
-    old_lines = _lines(s, old_plan, old_addons, current.billing_period or period, country, {})
-    new_lines = _lines(s, plan, addons, period, country, quantities)
+    old_units = Decimal(current.unit_quantity or 1)
+    old_lines = _lines(s, old_plan, old_addons, current.billing_period or period, country, {}, old_units)
+    new_lines = _lines(s, plan, addons, period, country, quantities, units)
     credits = [pricing.scaled(line, -share, f"Unused time on {line.description}") for line in old_lines]
     charges = [pricing.scaled(line, share, f"Remaining time on {line.description}") for line in new_lines]
     return pricing.invoice(currency, credits + charges)

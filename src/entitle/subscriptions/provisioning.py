@@ -176,6 +176,7 @@ def provision_in(
             raise InvalidArgument(f"coupon '{coupon_ref}' does not exist or is archived")
     start = as_utc(req.start_date) if req.start_date else now
     trial_ends, trial_behavior = _trial_end(s, plan, req, customer, start)
+    billing_information = req.billing_information.wire() if req.billing_information else None
 
     open_in_product = [
         x
@@ -217,7 +218,7 @@ def provision_in(
         billing_country_code=req.billing_country_code,
         payment_collection="NOT_REQUIRED",
         payment_collection_method=req.payment_collection_method or "CHARGE",
-        invoice_days_until_due=rules.days_until_due(req.billing_information),
+        invoice_days_until_due=rules.days_until_due(billing_information),
         start_date=start,
         billing_cycle_anchor=trial_ends if trial_ends and pricing_type == "PAID" else start,
         trial_end_date=trial_ends,
@@ -237,7 +238,7 @@ def provision_in(
     replace_overrides(s, sub, req.entitlements or [])
     # billingInformation.integrationId: a connected integration agreeing with the customer's, or a 400.
     billing = ports.billing.impl
-    billing.choose_integration(s, sub, req.billing_information)
+    billing.choose_integration(s, sub, billing_information)
     checkout_via: object | None = None
     if status is Status.ACTIVE:
         # With checkoutOptions, or a paid plan Stripe must charge and no payment method: PAYMENT_REQUIRED.

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
 from entitle.catalog.packages.schemas import ResetFields
-from entitle.customers.schemas import CustomerProvision
-from entitle.http.wire import Amount, Metadata, NonNegInt, RefId, ShortText, WireModel
+from entitle.customers.schemas import Address, CustomerProvision, TaxId
+from entitle.http.wire import (
+    Amount,
+    Metadata,
+    NonNegInt,
+    RefId,
+    ShortText,
+    Unsupported,
+    WireModel,
+    unsupported_values,
+)
 from entitle.money import Currency
 from entitle.sync_states import SyncStateOut
 
@@ -23,6 +32,12 @@ SUBSCRIPTION_STATUSES: tuple[str, ...] = (
     "NOT_STARTED",
 )
 PRICING_TYPES: tuple[str, ...] = ("FREE", "PAID", "CUSTOM")
+# Credits are not granted yet: a subscription's credit purchases and credit overrides are refused.
+EntitlementType = Annotated[Literal["FEATURE", "CREDIT"], unsupported_values("CREDIT")]
+# A deferred change waits for the end of the billing period; the end of the billing month is not computed.
+ScheduleStrategy = Annotated[
+    Literal["END_OF_BILLING_PERIOD", "END_OF_BILLING_MONTH", "IMMEDIATE"], unsupported_values("END_OF_BILLING_MONTH")
+]
 
 
 class AddonQuantity(WireModel):
@@ -33,17 +48,18 @@ class AddonQuantity(WireModel):
 class ChargeQuantity(WireModel):
     id: RefId
     quantity: Amount = Field(ge=0)
-    type: Literal["FEATURE", "CREDIT"] = "FEATURE"
+    type: EntitlementType = "FEATURE"
 
 
 class EntitlementOverride(ResetFields):
-    type: Literal["FEATURE", "CREDIT"]
+    type: EntitlementType
     id: RefId
     usage_limit: NonNegInt | None = None
     has_unlimited_usage: bool | None = None
     has_soft_limit: bool | None = None
-    amount: Amount | None = None
-    cadence: Literal["MONTH", "YEAR"] | None = None
+    # The credit override's grant (type CREDIT, refused with it).
+    amount: Unsupported[Amount] = None
+    cadence: Unsupported[Literal["MONTH", "YEAR"]] = None
 
     def anchor(self) -> str | None:
         """The configured anchor of the chosen reset period (None: the period's default)."""
@@ -69,10 +85,10 @@ class MoneyAmount(WireModel):
 
 class AppliedCoupon(WireModel):
     coupon_id: RefId | None = None
-    billing_coupon_id: ShortText | None = None
-    promotion_code: ShortText | None = None
-    configuration: dict[str, Any] | None = None
-    discount: dict[str, Any] | None = None
+    billing_coupon_id: Unsupported[ShortText] = None
+    promotion_code: Unsupported[ShortText] = None
+    configuration: Unsupported[dict[str, Any]] = None
+    discount: Unsupported[dict[str, Any]] = None
 
 
 class CheckoutOptions(WireModel):
@@ -83,6 +99,42 @@ class CheckoutOptions(WireModel):
     collect_billing_address: bool | None = None
     collect_phone_number: bool | None = None
     reference_id: ShortText | None = None
+
+
+class BillingInformation(WireModel):
+    """`billingInformation` of a provisioning. The honoured fields stay loosely typed here: their checks
+    (and messages) are where they are used, `rules.days_until_due` and the billing adapter's
+    `choose_integration`, which read the wire form (`wire()`)."""
+
+    integration_id: Any = None
+    invoice_days_until_due: Any = None
+    billing_address: Unsupported[Address] = None
+    charge_on_behalf_of_account: Unsupported[ShortText] = None
+    is_backdated: Unsupported[bool] = None
+    is_invoice_paid: Unsupported[bool] = None
+    metadata: Unsupported[Metadata] = None
+    # A new subscription has nothing to prorate (a plan change ends the old one at once).
+    proration_behavior: Unsupported[Any] = None
+    tax_ids: Unsupported[list[TaxId]] = None
+    tax_percentage: Unsupported[Amount] = None
+    tax_rate_ids: Unsupported[list[ShortText]] = None
+
+    def wire(self) -> dict[str, Any]:
+        """The fields sent, by their wire names."""
+        return self.model_dump(by_alias=True, exclude_unset=True)
+
+
+class PreviewBillingInformation(BillingInformation):
+    """The preview's amounts do not depend on which integration bills the subscription nor on when its
+    invoices fall due, so `integrationId` and `invoiceDaysUntilDue` are accepted and change nothing there;
+    taxes, addresses and proration choices would, and are refused (inherited)."""
+
+
+class BillingInformationUpdate(BillingInformation):
+    """`billingInformation` of an update: `prorationBehavior` chooses how the provider prorates the change."""
+
+    proration_behavior: Any = None
+    coupon_id: Unsupported[ShortText] = None
 
 
 class SubscriptionParams(WireModel):
@@ -101,19 +153,20 @@ class SubscriptionParams(WireModel):
     paying_customer_id: RefId | None = None
     billing_id: ShortText | None = None
     billing_country_code: ShortText | None = Field(default=None, max_length=16)
-    billing_cycle_anchor: Literal["UNCHANGED", "NOW"] | None = None
-    schedule_strategy: Literal["END_OF_BILLING_PERIOD", "END_OF_BILLING_MONTH", "IMMEDIATE"] | None = None
-    payment_collection_method: Literal["CHARGE", "INVOICE", "NONE"] | None = None
-    await_payment_confirmation: bool | None = None
+    billing_cycle_anchor: Unsupported[Literal["UNCHANGED", "NOW"]] = None
+    schedule_strategy: ScheduleStrategy | None = None
+    # A subscription the billing provider bills is charged or invoiced: collecting nothing is not supported yet.
+    payment_collection_method: Annotated[Literal["CHARGE", "INVOICE", "NONE"], unsupported_values("NONE")] | None = None
+    await_payment_confirmation: Unsupported[bool] = None
     metadata: Metadata | None = None
-    salesforce_id: ShortText | None = None
-    budget: Budget | None = None
-    minimum_spend: MoneyAmount | None = None
+    salesforce_id: Unsupported[ShortText] = None
+    budget: Unsupported[Budget] = None
+    minimum_spend: Unsupported[MoneyAmount] = None
     trial_override_configuration: TrialOverride | None = None
     applied_coupon: AppliedCoupon | None = None
     checkout_options: CheckoutOptions | None = None
-    billing_information: dict[str, Any] | None = None
-    price_overrides: list[dict[str, Any]] | None = Field(default=None, max_length=100)
+    billing_information: BillingInformation | None = None
+    price_overrides: Unsupported[list[dict[str, Any]]] = None
 
     @model_validator(mode="after")
     def _unique_items(self) -> SubscriptionParams:
@@ -140,26 +193,26 @@ class SubscriptionUpdate(WireModel):
     charges: list[ChargeQuantity] | None = Field(default=None, max_length=100)
     entitlements: list[EntitlementOverride] | None = Field(default=None, max_length=500)
     billing_period: BillingPeriod | None = None
-    billing_cycle_anchor: Literal["UNCHANGED", "NOW"] | None = None
-    schedule_strategy: Literal["END_OF_BILLING_PERIOD", "END_OF_BILLING_MONTH", "IMMEDIATE"] | None = None
-    await_payment_confirmation: bool | None = None
-    budget: Budget | None = None
-    minimum_spend: MoneyAmount | None = None
+    billing_cycle_anchor: Unsupported[Literal["UNCHANGED", "NOW"]] = None
+    schedule_strategy: ScheduleStrategy | None = None
+    await_payment_confirmation: Unsupported[bool] = None
+    budget: Unsupported[Budget] = None
+    minimum_spend: Unsupported[MoneyAmount] = None
     cancellation_date: datetime | None = None
     trial_end_date: datetime | None = None
     metadata: Metadata | None = None
-    promotion_code: ShortText | None = None
-    salesforce_id: ShortText | None = None
+    promotion_code: Unsupported[ShortText] = None
+    salesforce_id: Unsupported[ShortText] = None
     applied_coupon: AppliedCoupon | None = None
-    billing_information: dict[str, Any] | None = None
-    price_overrides: list[dict[str, Any]] | None = Field(default=None, max_length=100)
+    billing_information: BillingInformationUpdate | None = None
+    price_overrides: Unsupported[list[dict[str, Any]]] = None
 
 
 class SubscriptionCancel(WireModel):
     cancellation_time: Literal["END_OF_BILLING_PERIOD", "IMMEDIATE", "SPECIFIC_DATE"] | None = None
     cancellation_action: Literal["DEFAULT", "REVOKE_ENTITLEMENTS"] | None = None
     end_date: datetime | None = None
-    prorate: bool | None = None
+    prorate: Unsupported[bool] = None
 
 
 class SubscriptionMigrate(WireModel):
@@ -252,6 +305,11 @@ class BillableFeature(WireModel):
     quantity: Amount = Field(ge=0)
 
 
+class PreviewTrialOverride(TrialOverride):
+    # The preview's periods start with the subscription, not after a trial: a chosen trial end is not shown.
+    trial_end_date: Unsupported[datetime] = None
+
+
 class SubscriptionPreview(WireModel):
     customer_id: RefId
     plan_id: RefId
@@ -264,11 +322,11 @@ class SubscriptionPreview(WireModel):
     resource_id: RefId | None = None
     paying_customer_id: RefId | None = None
     billing_country_code: ShortText | None = Field(default=None, max_length=16)
-    billing_cycle_anchor: Literal["UNCHANGED", "NOW"] | None = None
-    schedule_strategy: Literal["END_OF_BILLING_PERIOD", "END_OF_BILLING_MONTH", "IMMEDIATE"] | None = None
+    billing_cycle_anchor: Unsupported[Literal["UNCHANGED", "NOW"]] = None
+    schedule_strategy: ScheduleStrategy | None = None
     applied_coupon: AppliedCoupon | None = None
-    billing_information: dict[str, Any] | None = None
-    trial_override_configuration: TrialOverride | None = None
+    billing_information: PreviewBillingInformation | None = None
+    trial_override_configuration: PreviewTrialOverride | None = None
 
 
 class PeriodRange(WireModel):

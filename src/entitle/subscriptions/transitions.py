@@ -78,15 +78,21 @@ def schedule_trial_end(s: Session, sub: Subscription) -> None:
     )
 
 
-def schedule_end(s: Session, sub: Subscription, at: datetime, reason: str, now: datetime) -> None:
+def schedule_end(
+    s: Session, sub: Subscription, at: datetime, reason: str, now: datetime, *, downgrade: bool = True
+) -> None:
+    """End `sub` at `at`; then move its customer to the product's free plan unless `downgrade` is False
+    (a cancellation with cancellationAction REVOKE_ENTITLEMENTS)."""
     if at <= now:
         raise InvalidArgument("the cancellation date must be in the future")
     sub.end_date = at
     sub.cancellation_date = at
     sub.cancel_reason = reason
-    jobs.enqueue(
-        s, sub.environment_id, JOB_END, {"subscription": sub.pk}, run_at=at, dedupe_key=f"end:{sub.pk}:{at.isoformat()}"
+    payload: dict[str, Any] = {"subscription": sub.pk} if downgrade else {"subscription": sub.pk, "downgrade": False}
+    job = jobs.enqueue(
+        s, sub.environment_id, JOB_END, payload, run_at=at, dedupe_key=f"end:{sub.pk}:{at.isoformat()}"
     )
+    job.payload = payload  # a cancellation repeated for the same instant: the latest says what follows it
 
 
 def end_subscription(

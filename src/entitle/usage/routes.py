@@ -6,7 +6,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from entitle.http.deps import DB, ServerKey
-from entitle.http.wire import Envelope, envelope
+from entitle.http.wire import Envelope, Unsupported, envelope
 from entitle.usage import service
 from entitle.usage.schemas import UsageHistory, UsageOut, UsageReport, UsageReportResult
 
@@ -32,7 +32,8 @@ def usage_history(
     db: DB,
     start_date: Annotated[datetime, Query(alias="startDate")],
     end_date: Annotated[datetime | None, Query(alias="endDate")] = None,
-    group_by: Annotated[str | None, Query(alias="groupBy", max_length=255)] = None,
+    # One series for the feature; a series per dimension value is not computed.
+    group_by: Annotated[Unsupported[str], Query(alias="groupBy", max_length=255)] = None,
     resource_id: Annotated[str | None, Query(alias="resourceId", max_length=255)] = None,
 ) -> dict[str, Any]:
     history = service.usage_history(db, key.environment_id, customer_id, feature_id, start_date, end_date, resource_id)

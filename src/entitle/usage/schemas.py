@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from entitle.events.schemas import DimensionKey, DimensionValue
-from entitle.http.wire import Amount, RefId, WireModel
+from entitle.http.wire import Amount, RefId, Unsupported, WireModel
 
 
 class UsageIn(WireModel):
@@ -17,7 +17,8 @@ class UsageIn(WireModel):
     value: Amount
     idempotency_key: RefId | None = None
     created_at: datetime | None = None
-    dimensions: dict[DimensionKey, DimensionValue] | None = Field(default=None, max_length=100)
+    # Reported usage is counted, not metered: its dimensions would be kept nowhere (events carry dimensions).
+    dimensions: Unsupported[dict[DimensionKey, DimensionValue]] = Field(default=None, max_length=100)
     resource_id: RefId | None = None
     update_behavior: Literal["DELTA", "SET"] = "DELTA"
 

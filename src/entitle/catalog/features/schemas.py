@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from entitle.catalog.features.models import Feature
-from entitle.http.wire import LongText, Metadata, RefId, ShortText, WireModel
+from entitle.http.wire import LongText, Metadata, RefId, ShortText, Unsupported, WireModel
 
 FeatureType = Literal["BOOLEAN", "NUMBER", "ENUM"]
 MeterType = Literal["None", "FLUCTUATING", "INCREMENTAL"]
@@ -92,7 +92,8 @@ class FeatureCreate(WireModel):
     feature_units_plural: ShortText | None = None
     metadata: Metadata | None = None
     enum_configuration: list[EnumValue] | None = Field(default=None, max_length=500)
-    unit_transformation: UnitTransformation | None = None
+    # Usage is reported to the billing provider untransformed.
+    unit_transformation: Unsupported[UnitTransformation] = None
     meter: Meter | None = None
 
 
@@ -103,7 +104,7 @@ class FeatureUpdate(WireModel):
     feature_units_plural: ShortText | None = None
     metadata: Metadata | None = None
     enum_configuration: list[EnumValue] | None = Field(default=None, max_length=500)
-    unit_transformation: UnitTransformation | None = None
+    unit_transformation: Unsupported[UnitTransformation] = None
     meter: Meter | None = None
 
 

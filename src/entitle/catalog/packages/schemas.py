@@ -9,7 +9,17 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from entitle.catalog.packages.models import PackageCharge, PackageEntitlement, PackageView
-from entitle.http.wire import Amount, LongText, Metadata, NonNegInt, RefId, ShortText, WireModel
+from entitle.http.wire import (
+    Amount,
+    LongText,
+    Metadata,
+    NonNegInt,
+    RefId,
+    ShortText,
+    Unsupported,
+    WireModel,
+    unsupported_values,
+)
 from entitle.money import Currency
 
 PackageStatus = Literal["DRAFT", "PUBLISHED", "ARCHIVED"]
@@ -84,7 +94,8 @@ class TrialBudget(WireModel):
 class TrialConfig(WireModel):
     duration: PositiveAmount
     units: Literal["DAY", "MONTH"]
-    budget: TrialBudget | None = None
+    # A trial's spending cap is not enforced.
+    budget: Unsupported[TrialBudget] = None
     trial_end_behavior: Literal["CONVERT_TO_PAID", "CANCEL_SUBSCRIPTION"] | None = None
 
     def to_doc(self) -> dict[str, Any]:
@@ -104,12 +115,16 @@ class TrialConfig(WireModel):
 # ---------------------------------------------------------------------------------------------- plans, add-ons
 
 
+# A plan's or add-on's product at the billing provider: the catalog sync makes its own and links it.
+PackageBillingId = Unsupported[ShortText]
+
+
 class PlanCreate(WireModel):
     id: RefId
     display_name: ShortText = Field(min_length=1)
     product_id: RefId
     description: LongText | None = None
-    billing_id: ShortText | None = None
+    billing_id: PackageBillingId = None
     metadata: Metadata | None = None
     parent_plan_id: RefId | None = None
     pricing_type: PricingType | None = None
@@ -122,7 +137,7 @@ class AddonCreate(WireModel):
     display_name: ShortText = Field(min_length=1)
     product_id: RefId
     description: LongText | None = None
-    billing_id: ShortText | None = None
+    billing_id: PackageBillingId = None
     max_quantity: Quantity | None = None
     metadata: Metadata | None = None
     pricing_type: PricingType | None = None
@@ -159,12 +174,18 @@ class PricePeriodIn(WireModel):
 class PricingModelIn(ResetFields):
     billing_model: BillingModel
     price_periods: list[PricePeriodIn] = Field(min_length=1, max_length=100)
-    billing_cadence: BillingCadence = "RECURRING"
+    # A one-off charge is neither added to the provider subscription nor to an invoice of its own yet.
+    billing_cadence: Annotated[BillingCadence, unsupported_values("ONE_OFF")] = "RECURRING"
     feature_id: RefId | None = None
     min_unit_quantity: NonNegInt | None = None
     max_unit_quantity: NonNegInt | None = None
     tiers_mode: TiersMode | None = None
     top_up_custom_currency_id: RefId | None = None
+    # Usage resets with the feature's entitlement (its resetPeriod), not with a price.
+    reset_period: Unsupported[ResetPeriod] = None
+    monthly_reset_period_configuration: Unsupported[MonthlyReset] = None
+    weekly_reset_period_configuration: Unsupported[WeeklyReset] = None
+    yearly_reset_period_configuration: Unsupported[YearlyReset] = None
 
 
 class OverageEntitlementIn(ResetFields):
@@ -197,8 +218,9 @@ class ChargesIn(WireModel):
     """The `charges` of a PATCH: a full replace of the draft's pricing."""
 
     pricing_type: PricingType
-    billing_id: ShortText | None = None
-    overage_billing_period: OverageBillingPeriod | None = None
+    billing_id: PackageBillingId = None
+    # Overage is billed with the subscription's renewal (a metered item of the provider subscription).
+    overage_billing_period: Annotated[OverageBillingPeriod, unsupported_values("MONTHLY")] | None = None
     minimum_spend: list[MinimumSpendIn] | None = Field(default=None, max_length=10)
     pricing_models: list[PricingModelIn] = Field(default_factory=list, max_length=100)
     overage_pricing_models: list[OveragePricingModelIn] = Field(default_factory=list, max_length=100)
@@ -207,7 +229,7 @@ class ChargesIn(WireModel):
 class PlanUpdate(WireModel):
     display_name: ShortText | None = Field(default=None, min_length=1)
     description: LongText | None = None
-    billing_id: ShortText | None = None
+    billing_id: PackageBillingId = None
     metadata: Metadata | None = None
     parent_plan_id: RefId | None = None
     compatible_addon_ids: list[RefId] | None = Field(default=None, max_length=500)
@@ -218,7 +240,7 @@ class PlanUpdate(WireModel):
 class AddonUpdate(WireModel):
     display_name: ShortText | None = Field(default=None, min_length=1)
     description: LongText | None = None
-    billing_id: ShortText | None = None
+    billing_id: PackageBillingId = None
     max_quantity: Quantity | None = None
     metadata: Metadata | None = None
     dependencies: list[RefId] | None = Field(default=None, max_length=500)

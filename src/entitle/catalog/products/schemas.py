@@ -8,18 +8,23 @@ from typing import Any, Literal
 from pydantic import Field
 
 from entitle.catalog.products.models import Product
-from entitle.http.wire import LongText, Metadata, RefId, ShortText, WireModel
+from entitle.http.wire import LongText, Metadata, RefId, ShortText, Unsupported, WireModel
 
 PRODUCT_STATUSES: tuple[str, ...] = ("PUBLISHED", "ARCHIVED")
 
 
-class ProductSettings(WireModel):
+class ProductSettingsOut(WireModel):
     subscription_cancellation_time: Literal["END_OF_BILLING_PERIOD", "IMMEDIATE", "SPECIFIC_DATE"]
     subscription_end_setup: Literal["DOWNGRADE_TO_FREE", "CANCEL_SUBSCRIPTION"]
     subscription_start_setup: Literal["PLAN_SELECTION", "TRIAL_PERIOD", "FREE_PLAN"]
     downgrade_plan_id: RefId | None = None
     subscription_start_plan_id: RefId | None = None
     prorate_at_end_of_billing_period: bool | None = None
+
+
+class ProductSettings(ProductSettingsOut):
+    # A cancellation at period end charges nothing more; there is no proration at the end to choose.
+    prorate_at_end_of_billing_period: Unsupported[bool] = None
 
 
 class UsageResetCutoffRule(WireModel):
@@ -40,7 +45,8 @@ class ProductUpdate(WireModel):
     metadata: Metadata | None = None
     multiple_subscriptions: bool | None = None
     product_settings: ProductSettings | None = None
-    usage_reset_cutoff_rule: UsageResetCutoffRule | None = None
+    # Usage resets follow each entitlement's reset period; a plan change never resets usage early.
+    usage_reset_cutoff_rule: Unsupported[UsageResetCutoffRule] = None
 
 
 class ProductDuplicate(WireModel):
@@ -58,7 +64,7 @@ class ProductOut(WireModel):
     created_at: datetime
     updated_at: datetime
     description: str | None = None
-    product_settings: ProductSettings | None = None
+    product_settings: ProductSettingsOut | None = None
     usage_reset_cutoff_rule: UsageResetCutoffRule | None = None
 
     @classmethod
