@@ -1,4 +1,17 @@
-"""Fixtures: every storage-touching test runs on SQLite and on a throwaway PostgreSQL cluster."""
+"""Fixtures: every storage-touching test runs on SQLite and on a throwaway PostgreSQL cluster.
+
+`make test` runs the suite in parallel processes (pytest-xdist, `-n`, `--dist worksteal`): each
+worker is a separate pytest session, so every session-scoped fixture here and in the sub-folders'
+conftest files (the PostgreSQL cluster, the migrated templates, the Stripe emulator, redis) exists
+once per worker, started on first use, each on its own free port (tests/support/ports.py); nothing
+is shared between workers but the machine. A test must therefore not rely on what another test did,
+nor on which tests share its process. worksteal hands each worker a contiguous share of the suite
+(whole modules, mostly), so a module's session resources start in one or two workers, not in all.
+
+A new expensive resource (a browser for `@pytest.mark.browser` tests, say) follows the same pattern:
+a session-scoped fixture, started on first use in each worker and stopped at the worker's end; its
+tests then cost what they cost in one process, divided among the workers.
+"""
 
 from __future__ import annotations
 
@@ -48,6 +61,8 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[Cluster | None]:
+    """One cluster per xdist worker (about a second to start, and a worker's tests never wait on
+    another worker's load, nor share its database names or connection limit)."""
     cluster = start_cluster()
     if cluster is None:
         warnings.warn(HOW_TO_ENABLE, stacklevel=1)

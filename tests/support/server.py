@@ -18,7 +18,7 @@ import uvicorn
 from entitle.app import create_app
 from entitle.config import Settings
 from entitle.db import Database
-from tests.support.postgres import free_port
+from tests.support.ports import listening_socket, with_free_port
 
 
 @contextmanager
@@ -26,33 +26,47 @@ def running_server(database_url: str, data_dir: Path) -> Iterator[tuple[str, Dat
     settings = Settings(database_url=database_url, data_dir=data_dir, console_base_url="http://testserver")
     db = Database(database_url)
     app = create_app(settings, db)
-    port = free_port()
+    # Bound here and handed to uvicorn: the port stays ours (no other xdist worker can take it).
+    sock = listening_socket()
+    port = sock.getsockname()[1]
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError("test server did not start")
-        time.sleep(0.02)
     try:
+        _wait_until_healthy(base, server, thread)
         yield base, db
     finally:
+        # uvicorn waits for open responses before it stops, and a push stream never ends by itself:
+        # end them first, as the signal handler of `entitle serve` does (Hub.chain_exit_signals).
+        app.state.push_hub.close_streams()
         server.should_exit = True
         thread.join(timeout=10)
+        sock.close()
         db.dispose()
+
+
+def _wait_until_healthy(base: str, server: uvicorn.Server, thread: threading.Thread) -> None:
+    deadline = time.monotonic() + 20
+    with httpx.Client(timeout=1) as probe:
+        while True:
+            try:
+                if server.started and probe.get(f"{base}/healthz").status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("test server did not start")
+            time.sleep(0.01)
 
 
 def start_serve(database_url: str, data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
     """An `entitle serve` process on the database (embedded worker off), once it answers `/healthz`."""
-    port = free_port()
+    return with_free_port(lambda port: _start_serve(database_url, data_dir, port))
+
+
+def _start_serve(database_url: str, data_dir: Path, port: int) -> tuple[subprocess.Popen[bytes], str]:
     env = {
         **os.environ,
         "ENTITLE_DATABASE_URL": database_url,
@@ -69,7 +83,8 @@ def start_serve(database_url: str, data_dir: Path) -> tuple[subprocess.Popen[byt
     deadline = time.monotonic() + 60
     while True:
         try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+            # Still running: a process that lost the port race exits, whoever answers on it.
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200 and proc.poll() is None:
                 return proc, base
         except httpx.HTTPError:
             pass
