@@ -35,7 +35,7 @@ from entitle.environments.models import KeyKind
 from entitle.environments.service import create_key
 from tests.support.clock import TestClock
 from tests.support.postgres import HOW_TO_ENABLE, Cluster, start_cluster
-from tests.support.server import running_server
+from tests.support.server import SSL_CONTEXT, running_server
 
 _db_counter = itertools.count()
 
@@ -71,7 +71,11 @@ def pg_cluster() -> Iterator[Cluster | None]:
     engine = create_engine(cluster.url("postgres"), isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
         conn.execute(text("CREATE DATABASE entitle_template"))
+        version = int(conn.execute(text("SHOW server_version_num")).scalar_one())
     engine.dispose()
+    # PostgreSQL 15 copies a template block by block through the WAL by default; for a small template
+    # on a cluster without fsync, copying its files is about twice as fast and half the CPU.
+    cluster.create_options = " STRATEGY FILE_COPY" if version >= 150000 else ""
     upgrade(cluster.url("entitle_template"))
     try:
         yield cluster
@@ -100,7 +104,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template
     name = f"entitle_test_{next(_db_counter)}"
     admin = create_engine(cluster.url("postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name} TEMPLATE entitle_template"))
+        conn.execute(text(f"CREATE DATABASE {name} TEMPLATE entitle_template{cluster.create_options}"))
     try:
         yield cluster.url(name)
     finally:
@@ -127,10 +131,12 @@ class LiveServer:
 
     def http(self, key: str | None = None) -> httpx.Client:
         headers = {"X-API-KEY": key if key is not None else self.server_key}
-        return httpx.Client(base_url=self.base_url, headers=headers, timeout=30)
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=30, verify=SSL_CONTEXT)
 
     def stigg(self, key: str | None = None) -> stigg.Stigg:
-        return stigg.Stigg(api_key=key or self.server_key, base_url=self.base_url, max_retries=0)
+        # The SDK's own default client, sharing the process's SSL context (see SSL_CONTEXT).
+        http = stigg.DefaultHttpxClient(verify=SSL_CONTEXT)
+        return stigg.Stigg(api_key=key or self.server_key, base_url=self.base_url, max_retries=0, http_client=http)
 
 
 @pytest.fixture

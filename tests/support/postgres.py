@@ -36,6 +36,8 @@ class Cluster:
     data_dir: Path
     port: int
     run_as: list[str]
+    create_options: str = ""
+    """Appended to `CREATE DATABASE ... TEMPLATE ...` (set once the server's version is known)."""
 
     def url(self, dbname: str) -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{dbname}"

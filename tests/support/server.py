@@ -4,6 +4,7 @@ separate `entitle serve` process (`start_serve`, `serve_process`)."""
 from __future__ import annotations
 
 import os
+import ssl
 import subprocess
 import sys
 import threading
@@ -14,18 +15,48 @@ from pathlib import Path
 
 import httpx
 import uvicorn
+from fastapi import FastAPI
 
 from entitle.app import create_app
 from entitle.config import Settings
 from entitle.db import Database
+from entitle.push.hub import Hub
 from tests.support.ports import listening_socket, with_free_port
+
+SSL_CONTEXT = ssl.create_default_context()
+"""One for every test client of this process: building one (loading the CA bundle) costs ~20 ms of
+CPU, which httpx would otherwise spend on every client it creates, though tests talk plain http."""
+
+_idle_apps: list[FastAPI] = []
+_idle_lock = threading.Lock()
+
+
+def _app(settings: Settings, db: Database) -> FastAPI:
+    """The application for one test server: `create_app(settings, db)`, or an idle one of an earlier
+    server of this process given this server's settings, database and a new push hub.
+
+    FastAPI builds its per-route machinery (dependency graphs, pydantic adapters for ~100 routes) on
+    an app's first request: ~0.3 s of CPU that every test paid again for an identical app. Everything
+    a request reads of its server is in `app.state` (the routes are the same modules' objects, and the
+    lifespan takes the database and hub from `app.state` when it starts), so an app reused this way
+    serves exactly as a new one would. An app is reused only after its server stopped cleanly, and
+    never by two servers at once.
+    """
+    with _idle_lock:
+        app = _idle_apps.pop() if _idle_apps else None
+    if app is None or app.state.settings.embedded_worker != settings.embedded_worker:
+        return create_app(settings, db)
+    app.state.settings = settings
+    app.state.db = db
+    app.state.push_hub = Hub(db)
+    return app
 
 
 @contextmanager
 def running_server(database_url: str, data_dir: Path) -> Iterator[tuple[str, Database]]:
     settings = Settings(database_url=database_url, data_dir=data_dir, console_base_url="http://testserver")
     db = Database(database_url)
-    app = create_app(settings, db)
+    app = _app(settings, db)
     # Bound here and handed to uvicorn: the port stays ours (no other xdist worker can take it).
     sock = listening_socket()
     port = sock.getsockname()[1]
@@ -45,11 +76,14 @@ def running_server(database_url: str, data_dir: Path) -> Iterator[tuple[str, Dat
         thread.join(timeout=10)
         sock.close()
         db.dispose()
+        if not thread.is_alive():
+            with _idle_lock:
+                _idle_apps.append(app)
 
 
 def _wait_until_healthy(base: str, server: uvicorn.Server, thread: threading.Thread) -> None:
     deadline = time.monotonic() + 20
-    with httpx.Client(timeout=1) as probe:
+    with httpx.Client(verify=SSL_CONTEXT, timeout=1) as probe:
         while True:
             try:
                 if server.started and probe.get(f"{base}/healthz").status_code == 200:
@@ -84,7 +118,7 @@ def _start_serve(database_url: str, data_dir: Path, port: int) -> tuple[subproce
     while True:
         try:
             # Still running: a process that lost the port race exits, whoever answers on it.
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200 and proc.poll() is None:
+            if httpx.get(f"{base}/healthz", timeout=1, verify=SSL_CONTEXT).status_code == 200 and proc.poll() is None:
                 return proc, base
         except httpx.HTTPError:
             pass
