@@ -28,8 +28,12 @@ fmt: install
 	$(BIN)/ruff check --fix src tests bench
 	$(BIN)/ruff format src tests bench
 
+# Parallel test processes (pytest-xdist). Much of the suite waits (on its servers, subprocesses and
+# PostgreSQL), so a few more workers than cores pay off; TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 4
+
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal
 
 bench: install
 	$(BIN)/python bench/catalog_reads.py

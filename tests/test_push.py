@@ -3,13 +3,9 @@ across two `entitle serve` processes on one database."""
 
 from __future__ import annotations
 
-import json
-import queue
 import signal
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -23,108 +19,7 @@ from entitle.push import service as push
 from tests.conftest import LiveServer
 from tests.support.clock import TestClock
 from tests.support.server import serve_process, start_serve
-
-WAIT = 10.0  # seconds; generous, a stream event normally arrives within a second
-
-
-@dataclass
-class Event:
-    id: int | None
-    event: str
-    data: dict[str, Any]
-
-
-class SSEClient:
-    """Reads a stream in a background thread; events (and the end of the stream) land in a queue."""
-
-    def __init__(self, base_url: str, key: str, *, last_event_id: str | None = None, query: str = "") -> None:
-        headers = {"X-API-KEY": key}
-        if last_event_id is not None:
-            headers["Last-Event-ID"] = last_event_id
-        self.events: queue.Queue[Event | None] = queue.Queue()
-        self.status: int | None = None
-        self.body: Any = None
-        self.retry: int | None = None
-        self.comments: list[str] = []
-        self._opened = threading.Event()
-        self._client = httpx.Client(base_url=base_url, headers=headers, timeout=httpx.Timeout(30, read=None))
-        self._thread = threading.Thread(target=self._read, args=(f"/api/v1/stream{query}",), daemon=True)
-        self._thread.start()
-        assert self._opened.wait(WAIT), "the stream did not open"
-
-    def _read(self, path: str) -> None:
-        try:
-            with self._client.stream("GET", path) as response:
-                self.content_type = response.headers.get("content-type", "")
-                if response.status_code != 200:
-                    response.read()
-                    self.body = response.json()
-                self.status = response.status_code
-                self._opened.set()
-                if response.status_code != 200:
-                    return
-                fields: dict[str, str] = {}
-                for line in response.iter_lines():
-                    if line == "":
-                        if "data" in fields:
-                            raw_id = fields.get("id")
-                            self.events.put(
-                                Event(
-                                    int(raw_id) if raw_id else None,
-                                    fields.get("event", "message"),
-                                    json.loads(fields["data"]),
-                                )
-                            )
-                        fields = {}
-                    elif line.startswith(":"):
-                        self.comments.append(line)
-                    else:
-                        name, _, value = line.partition(":")
-                        value = value[1:] if value.startswith(" ") else value
-                        if name == "retry":
-                            self.retry = int(value)
-                        else:
-                            fields[name] = value
-        except httpx.HTTPError:
-            pass
-        finally:
-            self._opened.set()
-            self.events.put(None)  # the stream ended
-
-    def next(self, timeout: float = WAIT) -> Event:
-        try:
-            item = self.events.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError(f"no stream event within {timeout} s") from None
-        assert item is not None, "the stream ended"
-        return item
-
-    def next_of(self, kind: str, timeout: float = WAIT) -> Event:
-        deadline = time.monotonic() + timeout
-        while True:
-            event = self.next(max(0.01, deadline - time.monotonic()))
-            if event.event == kind:
-                return event
-
-    def ended(self, timeout: float = WAIT) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if self.events.get(timeout=max(0.01, deadline - time.monotonic())) is None:
-                    return True
-            except queue.Empty:
-                return False
-        return False
-
-    def close(self) -> None:
-        self._client.close()
-        self._thread.join(timeout=WAIT)
-
-    def __enter__(self) -> SSEClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+from tests.support.sse import WAIT, SSEClient
 
 
 def build(client: stigg.Stigg) -> None:

@@ -43,12 +43,6 @@ REAL_KEY_VAR = "ENTITLE_STRIPE_TEST_SECRET_KEY"
 REAL_API_BASE = "https://api.stripe.com"
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "emulator_only: needs the local Stripe emulator (skipped against real Stripe test mode)"
-    )
-
-
 @dataclass
 class RealStripe:
     """Real Stripe test mode behind the emulator's interface (`api_base`, `secret_key`, `client()`)."""

@@ -116,7 +116,7 @@ def seeded(server: LiveServer, api: httpx.Client) -> Iterator[LiveServer]:
 
 def closed_port_url() -> str:
     """A base URL nothing listens on (connection refused at once)."""
-    from tests.support.postgres import free_port
+    from tests.support.ports import free_port
 
     return f"http://127.0.0.1:{free_port()}"
 
@@ -128,32 +128,37 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("redis-server is not installed (apt-get install redis-server); the Redis backend is untested")
-    from tests.support.postgres import free_port
+    from tests.support.ports import with_free_port
 
-    port = free_port()
     workdir: Path = tmp_path_factory.mktemp("redis")
+    proc, port = with_free_port(lambda port: _start_redis(binary, port, workdir))
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def _start_redis(binary: str, port: int, workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with socket_to(port) as conn:
-                    conn.sendall(b"PING\r\n")
-                    if conn.recv(16).startswith(b"+PONG"):
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not start on port {port}")
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with socket_to(port) as conn:
+                conn.sendall(b"PING\r\n")
+                if conn.recv(16).startswith(b"+PONG"):
+                    return proc, port
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            raise RuntimeError(f"redis-server did not start on port {port}")
+        time.sleep(0.05)
 
 
 def socket_to(port: int) -> Any:

@@ -5,22 +5,18 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.ports import free_port as free_port  # re-exported: tests import it from here
+from tests.support.ports import with_free_port
+
 HOW_TO_ENABLE = (
     "PostgreSQL tests skipped: initdb/pg_ctl not found. Install PostgreSQL "
     "(Debian: `apt-get install postgresql`) or put its bin folder on PATH; CI does this in .ci/run."
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def find_pg_bin() -> Path | None:
@@ -40,6 +36,8 @@ class Cluster:
     data_dir: Path
     port: int
     run_as: list[str]
+    create_options: str = ""
+    """Appended to `CREATE DATABASE ... TEMPLATE ...` (set once the server's version is known)."""
 
     def url(self, dbname: str) -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{dbname}"
@@ -66,8 +64,7 @@ def start_cluster() -> Cluster | None:
         run_as = ["runuser", "-u", "postgres", "--"]
         shutil.chown(root, "postgres")
         root.chmod(0o755)
-    port = free_port()
-    cluster = Cluster(bin_dir=bin_dir, data_dir=data, port=port, run_as=run_as)
+    cluster = Cluster(bin_dir=bin_dir, data_dir=data, port=0, run_as=run_as)
     cluster._run(
         str(bin_dir / "initdb"),
         "-D",
@@ -80,8 +77,14 @@ def start_cluster() -> Cluster | None:
         "--locale=C.UTF-8",
         "--no-sync",
     )
-    options = (
-        f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c max_connections=200"
-    )
-    cluster._run(str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start")
-    return cluster
+
+    def start(port: int) -> Cluster:
+        cluster.port = port
+        options = (
+            f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off "
+            "-c max_connections=200"
+        )
+        cluster._run(str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start")
+        return cluster
+
+    return with_free_port(start)

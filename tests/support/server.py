@@ -4,6 +4,7 @@ separate `entitle serve` process (`start_serve`, `serve_process`)."""
 from __future__ import annotations
 
 import os
+import ssl
 import subprocess
 import sys
 import threading
@@ -14,48 +15,97 @@ from pathlib import Path
 
 import httpx
 import uvicorn
+from fastapi import FastAPI
 
 from entitle.app import create_app
 from entitle.config import Settings
 from entitle.db import Database
+from entitle.push.hub import Hub
 from entitle.secrets import ENV_VAR, FILE_ENV_VAR, key_file_path
-from tests.support.postgres import free_port
+from tests.support.ports import listening_socket, with_free_port
+
+SSL_CONTEXT = ssl.create_default_context()
+"""One for every test client of this process: building one (loading the CA bundle) costs ~20 ms of
+CPU, which httpx would otherwise spend on every client it creates, though tests talk plain http."""
+
+_idle_apps: list[FastAPI] = []
+_idle_lock = threading.Lock()
+
+
+def _app(settings: Settings, db: Database) -> FastAPI:
+    """The application for one test server: `create_app(settings, db)`, or an idle one of an earlier
+    server of this process given this server's settings, database and a new push hub.
+
+    FastAPI builds its per-route machinery (dependency graphs, pydantic adapters for ~100 routes) on
+    an app's first request: ~0.3 s of CPU that every test paid again for an identical app. Everything
+    a request reads of its server is in `app.state` (the routes are the same modules' objects, and the
+    lifespan takes the database and hub from `app.state` when it starts), so an app reused this way
+    serves exactly as a new one would. An app is reused only after its server stopped cleanly, and
+    never by two servers at once.
+    """
+    with _idle_lock:
+        app = _idle_apps.pop() if _idle_apps else None
+    if app is None or app.state.settings.embedded_worker != settings.embedded_worker:
+        return create_app(settings, db)
+    app.state.settings = settings
+    app.state.db = db
+    app.state.push_hub = Hub(db)
+    return app
 
 
 @contextmanager
 def running_server(database_url: str, data_dir: Path) -> Iterator[tuple[str, Database]]:
     settings = Settings(database_url=database_url, data_dir=data_dir, console_base_url="http://testserver")
     db = Database(database_url)
-    app = create_app(settings, db)
-    port = free_port()
+    app = _app(settings, db)
+    # Bound here and handed to uvicorn: the port stays ours (no other xdist worker can take it).
+    sock = listening_socket()
+    port = sock.getsockname()[1]
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError("test server did not start")
-        time.sleep(0.02)
     try:
+        _wait_until_healthy(base, server, thread)
         yield base, db
     finally:
+        # uvicorn waits for open responses before it stops, and a push stream never ends by itself:
+        # end them first, as the signal handler of `entitle serve` does (Hub.chain_exit_signals).
+        app.state.push_hub.close_streams()
         server.should_exit = True
         thread.join(timeout=10)
+        sock.close()
         db.dispose()
+        if not thread.is_alive():
+            with _idle_lock:
+                _idle_apps.append(app)
+
+
+def _wait_until_healthy(base: str, server: uvicorn.Server, thread: threading.Thread) -> None:
+    deadline = time.monotonic() + 20
+    with httpx.Client(verify=SSL_CONTEXT, timeout=1) as probe:
+        while True:
+            try:
+                if server.started and probe.get(f"{base}/healthz").status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("test server did not start")
+            time.sleep(0.01)
 
 
 def start_serve(
     database_url: str, data_dir: Path, extra_env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[bytes], str]:
     """An `entitle serve` process on the database (embedded worker off), once it answers `/healthz`."""
-    port = free_port()
+    return with_free_port(lambda port: _start_serve(database_url, data_dir, port, extra_env))
+
+
+def _start_serve(
+    database_url: str, data_dir: Path, port: int, extra_env: dict[str, str] | None
+) -> tuple[subprocess.Popen[bytes], str]:
     env = {
         **os.environ,
         "ENTITLE_DATABASE_URL": database_url,
@@ -77,7 +127,8 @@ def start_serve(
     deadline = time.monotonic() + 60
     while True:
         try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+            # Still running: a process that lost the port race exits, whoever answers on it.
+            if httpx.get(f"{base}/healthz", timeout=1, verify=SSL_CONTEXT).status_code == 200 and proc.poll() is None:
                 return proc, base
         except httpx.HTTPError:
             pass

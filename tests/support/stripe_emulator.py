@@ -92,7 +92,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.support.postgres import free_port
+from tests.support.ports import listening_socket, with_free_port
 
 # Started with `python -c`: no persistence to the shared pickle, loopback only, no access log.
 _LOCALSTRIPE_BOOT = """
@@ -1159,26 +1159,36 @@ def _wait_until_up(url: str, proc: subprocess.Popen[bytes] | None, log: Path | N
         time.sleep(0.05)
 
 
+def _start_localstripe(port: int, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    with open(log, "wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _LOCALSTRIPE_BOOT, str(port)], stdout=log_file, stderr=subprocess.STDOUT
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_up(f"{base}/js.stripe.com/v3/", proc, log, time.monotonic() + 30)
+    except BaseException:
+        proc.kill()
+        proc.wait(timeout=10)
+        raise
+    return proc, base
+
+
 @contextlib.contextmanager
 def running_emulator(log_dir: Path) -> Iterator[StripeEmulator]:
     """Start localstripe (subprocess) and the stand-in (thread) on free loopback ports; stop both after."""
-    ls_port = free_port()
     log = log_dir / "localstripe.log"
-    with open(log, "wb") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _LOCALSTRIPE_BOOT, str(ls_port)], stdout=log_file, stderr=subprocess.STDOUT
-        )
-    localstripe_base = f"http://127.0.0.1:{ls_port}"
+    proc, localstripe_base = with_free_port(lambda port: _start_localstripe(port, log))
     server: uvicorn.Server | None = None
     thread: threading.Thread | None = None
+    sock = listening_socket()  # kept from choosing to listening: no other xdist worker can take the port
     try:
-        _wait_until_up(f"{localstripe_base}/js.stripe.com/v3/", proc, log, time.monotonic() + 30)
         standin = StandIn(upstream=localstripe_base)
-        port = free_port()
+        port = sock.getsockname()[1]
         standin.public_base = f"http://127.0.0.1:{port}"
         config = uvicorn.Config(standin.app(), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
         server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, daemon=True, name="stripe-stand-in")
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="stripe-stand-in")
         thread.start()
         _wait_until_up(f"{standin.public_base}/", None, None, time.monotonic() + 20)
         yield StripeEmulator(api_base=standin.public_base, localstripe_base=localstripe_base, standin=standin)
@@ -1187,6 +1197,7 @@ def running_emulator(log_dir: Path) -> Iterator[StripeEmulator]:
             server.should_exit = True
         if thread is not None:
             thread.join(timeout=10)
+        sock.close()
         proc.terminate()
         try:
             proc.wait(timeout=10)

@@ -33,6 +33,10 @@ CLOSE = "close"
 
 MAX_QUEUED = 10_000
 
+LISTEN_WAIT = 0.1
+"""Longest wait for a NOTIFY before the listener looks at its stop flag again: `stop()` (server
+shutdown) returns within about this long. A wait that ends early costs no query."""
+
 
 @dataclass(eq=False)
 class Subscription:
@@ -208,7 +212,7 @@ class Hub:
             last_read = time.monotonic()
             while not self._stop.is_set():
                 woken = False
-                for _ in conn.notifies(timeout=0.5, stop_after=1):
+                for _ in conn.notifies(timeout=LISTEN_WAIT, stop_after=1):
                     woken = True
                 if woken or time.monotonic() - last_read >= self.safety_poll_interval:
                     self._catch_up()
