@@ -3,13 +3,14 @@ breaks a later read. Each test names the defect it pins (observed on SQLite and 
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 
 from entitle.events.models import Event
 from entitle.usage.models import UsageCounter, UsageRecord
@@ -401,3 +402,36 @@ def test_usage_past_a_hard_limit_is_recorded_and_the_check_denies(built: LiveSer
         "RequestedUsageExceedingLimit",
     )
     assert count(built, UsageRecord) == 2
+
+
+def test_an_ingestion_and_a_grant_that_interleave_lose_nothing(built: LiveServer, api: httpx.Client) -> None:
+    """An ingestion that finds no grant and a provisioning that folds what waits run at the same time:
+    the fold waits for the ingestion (PostgreSQL advisory lock), so the usage cannot be left waiting
+    behind a grant that already folded. SQLite serializes writers, so this interleaving cannot happen."""
+    if built.db.dialect != "postgresql":
+        pytest.skip("SQLite serializes write transactions: an ingestion and a provisioning cannot interleave")
+    from entitle.environments.service import ensure_environment
+    from entitle.events.ingested import NewEvent
+    from entitle.usage.counting import apply_events
+
+    customer(api, "acme", plan=None)
+    env_id = ensure_environment(built.db, "development").pk
+    answers: list[int] = []
+    with built.db.transaction() as s:  # the ingestion, still open: its waiting tally is not committed
+        arrived = NewEvent("acme", None, "completion", {"tokens": 42}, datetime.now(UTC), 0)
+        apply_events(s, env_id, [arrived])
+
+        def provision() -> None:
+            with built.http() as other:
+                body = {"customerId": "acme", "planId": "basic"}
+                answers.append(other.post("/api/v1/subscriptions", json=body).status_code)
+
+        provisioning = threading.Thread(target=provision)
+        provisioning.start()
+        with built.db.read() as watcher:  # until the provisioning's fold waits for the ingestion's lock
+            waiting = text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            while not watcher.scalar(waiting) and provisioning.is_alive():
+                watcher.rollback()
+    provisioning.join()
+    assert answers == [200]
+    assert check(api, "acme", "tokens")["currentUsage"] == 42
