@@ -6,7 +6,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from entitle.usage.meters import aggregate, condition_holds, matches
+from entitle.usage.meters import aggregate, condition_holds, matches, measure
+from entitle.usage.rules import USAGE_MAX, Tally, fold, merge, usage_number
 
 names = st.sampled_from(["completion", "embedding", "upload"])
 dims = st.fixed_dictionaries(
@@ -40,13 +41,20 @@ def test_count_counts_matching_events(batch: list[Any]) -> None:
     assert aggregate(meter("COUNT", None, ONLY_COMPLETIONS), batch) == sum(1 for n, _ in batch if n == "completion")
 
 
+def _as_number(value: Any) -> Decimal | None:
+    """A dimension reads as a number when it is one, or is text spelling a finite one ("7", "1e3")."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = Decimal(str(value))
+    except ArithmeticError:
+        return None
+    return number if number.is_finite() else None
+
+
 @given(events)
 def test_max_min_avg_unique_agree_with_python(batch: list[Any]) -> None:
-    values = [
-        Decimal(d["tokens"])
-        for _, d in batch
-        if isinstance(d.get("tokens"), int) and not isinstance(d.get("tokens"), bool)
-    ]
+    values = [v for _, d in batch if (v := _as_number(d.get("tokens"))) is not None]
     assert aggregate(meter("MAX"), batch) == (max(values) if values else 0)
     assert aggregate(meter("MIN"), batch) == (min(values) if values else 0)
     assert aggregate(meter("AVG"), batch) == (sum(values) / len(values) if values else 0)
@@ -81,3 +89,29 @@ def test_condition_operations() -> None:
         assert condition_holds({"field": field, "operation": op, "value": value, "values": values}, "e", d), op
     assert not condition_holds({"field": "model", "operation": "GREATER_THAN", "value": "1"}, "e", d)
     assert not condition_holds({"field": "missing", "operation": "EQUALS", "value": "x"}, "e", d)
+
+
+@given(events, events)
+def test_tallies_kept_event_by_event_and_merged_agree_with_the_meter(first: list[Any], second: list[Any]) -> None:
+    """What lets ingestion fold each event into a counter (and usage that waited into a window) instead
+    of rescanning the window's events."""
+    for function in ("COUNT", "SUM", "MAX", "MIN", "AVG"):
+        m = meter(function, "tokens" if function != "COUNT" else None, ONLY_COMPLETIONS)
+
+        def tally(batch: list[Any], m: dict[str, Any] = m, function: str = function) -> Tally:
+            amounts = [measure(m, name, d) for name, d in batch]
+            return fold(function, Tally(), [usage_number(a) or Decimal(0) for a in amounts if isinstance(a, Decimal)])
+
+        whole = aggregate(m, first + second)
+        assert tally(first + second).value == whole.quantize(Decimal("1e-12")).normalize(), function
+        assert merge(function, tally(first), tally(second)).value == tally(first + second).value, function
+
+
+@given(st.decimals(allow_nan=True, allow_infinity=True))
+def test_usage_numbers_are_bounded_and_kept_to_12_places(value: Decimal) -> None:
+    kept = usage_number(value)
+    if not value.is_finite() or abs(value) > USAGE_MAX:
+        assert kept is None
+    else:
+        assert kept is not None and abs(kept - value) <= Decimal("5e-13")
+        assert kept.as_tuple().exponent >= -12  # type: ignore[operator]

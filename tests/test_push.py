@@ -87,10 +87,11 @@ def test_stream_sends_entitlement_and_usage_changes(server: LiveServer, client: 
             40,
         )
 
-        # A refused report (hard limit reached) changed nothing: no event for it.
+        # Usage past a hard limit is recorded (the check denies access), and streamed like any other.
         assert report(api, "c-1", 3).status_code == 200  # 10 of 10
         assert sse.next().data["currentUsage"] == 10
-        assert report(api, "c-1", 1).status_code == 409
+        assert report(api, "c-1", 1).status_code == 200
+        assert sse.next().data["currentUsage"] == 11
         client.v1.customers.archive("c-1")
         assert sse.next().event == "entitlements.updated"  # the archive, not a usage event
 

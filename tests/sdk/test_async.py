@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 from decimal import Decimal
 
-import pytest
 from sqlalchemy import func, select
 
 from entitle.events.models import Event
-from entitle.sdk import AsyncEntitle, EntitleError, Source
+from entitle.sdk import AsyncEntitle, Source
 from tests.conftest import LiveServer
 from tests.sdk.conftest import CALLS_LIMIT, AsyncCountingTransport, closed_port_url
 
@@ -34,7 +33,7 @@ def test_async_reads_are_local_after_one_request(seeded: LiveServer) -> None:
     asyncio.run(scenario())
 
 
-def test_async_usage_updates_the_cache_and_limits_are_refused(seeded: LiveServer) -> None:
+def test_async_usage_updates_the_cache_past_the_limit(seeded: LiveServer) -> None:
     async def scenario() -> None:
         transport = AsyncCountingTransport()
         async with AsyncEntitle(seeded.key(), seeded.base_url, push=False, transport=transport) as client:
@@ -48,9 +47,10 @@ def test_async_usage_updates_the_cache_and_limits_are_refused(seeded: LiveServer
                 False,
             )
             await client.report_usage("c1", "calls", 1)
-            with pytest.raises(EntitleError) as refused:
-                await client.report_usage("c1", "calls", 1)
-            assert refused.value.code == "USAGE_LIMIT_REACHED"
+            past = await client.report_usage("c1", "calls", 1)  # recorded past the limit, not refused
+            assert past.current_usage == CALLS_LIMIT + 1
+            denied = await client.get_entitlement("c1", "calls")
+            assert (denied.source, denied.is_granted, denied.current_usage) == (Source.CACHE, False, CALLS_LIMIT + 1)
             assert transport.paths[LIST] == 1
 
     asyncio.run(scenario())

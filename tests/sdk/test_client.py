@@ -86,9 +86,11 @@ def test_a_reported_usage_shows_in_the_cache_at_once(seeded: LiveServer) -> None
         full = client.get_entitlement("c1", "calls")
         assert (full.is_granted, full.access_denied_reason) == (False, "RequestedUsageExceedingLimit")
         assert server_check(seeded, "calls")["isGranted"] is False
-        with pytest.raises(EntitleError) as refused:
-            client.report_usage("c1", "calls", 1)
-        assert refused.value.code == "USAGE_LIMIT_REACHED"
+        # Usage past the hard limit is recorded, not refused: the check is what denies access.
+        past = client.report_usage("c1", "calls", 1)
+        assert past.current_usage == CALLS_LIMIT + 1
+        assert client.get_entitlement("c1", "calls").current_usage == CALLS_LIMIT + 1
+        assert server_check(seeded, "calls")["currentUsage"] == CALLS_LIMIT + 1
         assert transport.paths[LIST] == 1
 
 

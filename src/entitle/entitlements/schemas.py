@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from entitle.http.wire import Amount, WireModel
+from entitle.http.wire import WireModel
+from entitle.usage.schemas import Reading
 
 
 class FeatureRef(WireModel):
@@ -18,15 +19,17 @@ class FeatureRef(WireModel):
 
 
 class EntitlementResult(WireModel):
+    """Amounts are answered as stored (`Reading`): what was accepted can always be read back."""
+
     type: Literal["FEATURE"] = "FEATURE"
     is_granted: bool
     access_denied_reason: str | None = None
-    current_usage: Amount | None = None
-    usage_limit: Amount | None = None
+    current_usage: Reading | None = None
+    usage_limit: Reading | None = None
     has_unlimited_usage: bool | None = None
     has_soft_limit: bool | None = None
     enum_values: list[str] | None = None
-    requested_usage: Amount | None = None
+    requested_usage: Reading | None = None
     requested_values: list[str] | None = None
     reset_period: str | None = None
     usage_period_anchor: datetime | None = None

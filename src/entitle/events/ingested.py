@@ -17,8 +17,13 @@ class NewEvent:
     event_name: str
     dimensions: dict[str, Any]
     timestamp: datetime
+    # Its position in the request's `events`: a refusal names it, so a client can drop just that one.
+    index: int
 
 
 @dataclass(frozen=True, kw_only=True)
 class EventsIngested(DomainEvent):
+    """Subscribers may refuse the batch by raising an `InvalidArgument` whose details name the items
+    (`events.<index>.<field>`): the transaction rolls back and nothing of the batch is stored."""
+
     events: tuple[NewEvent, ...]

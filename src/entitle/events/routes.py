@@ -5,14 +5,15 @@ from typing import Any
 from fastapi import APIRouter
 
 from entitle.events import service
-from entitle.events.schemas import EventsReport
+from entitle.events.schemas import EventsReport, EventsReported
 from entitle.http.deps import DB, ServerKey
+from entitle.http.wire import Envelope, envelope
 
 router = APIRouter(prefix="/api/v1/events", tags=["usage"])
 
 
-@router.post("")
+@router.post("", response_model=Envelope[EventsReported])
 def report_events(body: EventsReport, key: ServerKey, db: DB) -> dict[str, Any]:
     """Acknowledge only after the batch is committed: an acknowledged event is never lost."""
-    service.report_events(db, key.environment_id, body.events)
-    return {"data": {}}
+    reported = service.report_events(db, key.environment_id, body.events)
+    return envelope(EventsReported(new=reported.new, duplicates=reported.duplicates))

@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from entitle.http.wire import RefId, WireModel
 
-DimensionValue = Annotated[str, Field(max_length=1024, pattern=r"^[^\x00]*$")] | bool | float
+
+def _utc(value: datetime) -> datetime:
+    """Naive means UTC (as the official client sends it); an offset that moves the instant out of
+    years 1-9999 is refused here, naming the field, rather than failing later."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("the date is outside the supported range") from exc
+
+
+# Which instants may be counted is a rule of time (`entitle.events.rules`), checked by the services.
+UsageInstant = Annotated[datetime, AfterValidator(_utc)]
+# Meters read numbers out of dimensions: NaN and infinities are not numbers a counter can hold.
+DimensionNumber = Annotated[float, Field(allow_inf_nan=False)]
+DimensionValue = Annotated[str, Field(max_length=1024, pattern=r"^[^\x00]*$")] | bool | DimensionNumber
 DimensionKey = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^\x00]*$")]
 
 MAX_EVENTS_PER_REQUEST = 5000
@@ -21,8 +37,17 @@ class EventIn(WireModel):
     idempotency_key: RefId
     dimensions: dict[DimensionKey, DimensionValue] | None = Field(default=None, max_length=100)
     resource_id: RefId | None = None
-    timestamp: datetime | None = None
+    timestamp: UsageInstant | None = None
 
 
 class EventsReport(WireModel):
     events: list[EventIn] = Field(min_length=1, max_length=MAX_EVENTS_PER_REQUEST)
+
+
+class EventsReported(WireModel):
+    """Our extension of the acknowledgement (the official client treats `data` as opaque): how many
+    events of the batch were stored now, and how many were dropped as duplicates of an idempotency
+    key already stored (earlier, or earlier in the same batch)."""
+
+    new: int
+    duplicates: int

@@ -10,11 +10,11 @@ from sqlalchemy.orm import Session
 from entitle.events.models import Event
 
 
-def insert_new(session: Session, rows: list[dict[str, Any]]) -> list[Any]:
-    """Insert events, silently skipping idempotency keys already stored; return the new rows as
-    (customer_ref, resource_ref, event_name, dimensions, timestamp)."""
+def insert_new(session: Session, rows: list[dict[str, Any]]) -> set[str]:
+    """Insert events, skipping idempotency keys already stored (by anyone, even a transaction committing
+    concurrently: PostgreSQL waits for it, SQLite serializes writers); return the keys inserted now."""
     if not rows:
-        return []
+        return set()
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         stmt: Any = pg_insert(Event).on_conflict_do_nothing(index_elements=["environment_id", "idempotency_key"])
@@ -22,7 +22,4 @@ def insert_new(session: Session, rows: list[dict[str, Any]]) -> list[Any]:
         stmt = sqlite_insert(Event).on_conflict_do_nothing(index_elements=["environment_id", "idempotency_key"])
     else:  # pragma: no cover - only the two supported databases
         stmt = insert(Event)
-    returning = stmt.returning(
-        Event.customer_ref, Event.resource_ref, Event.event_name, Event.dimensions, Event.timestamp
-    )
-    return list(session.execute(returning, rows))
+    return set(session.scalars(stmt.returning(Event.idempotency_key), rows))

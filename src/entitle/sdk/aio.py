@@ -22,7 +22,7 @@ import httpx
 
 from entitle.sdk import wire
 from entitle.sdk.base import DEFAULT_BASE_URL, ClientBase
-from entitle.sdk.batch import Event, EventQueue, TaskBatcher
+from entitle.sdk.batch import DropCallback, DropReporter, Event, EventQueue, TaskBatcher, named_events
 from entitle.sdk.cache import CacheBackend
 from entitle.sdk.push import PushListener
 from entitle.sdk.state import State, cached_answer, evaluate
@@ -46,11 +46,14 @@ class _DrainAtExit:
     time the interpreter exits (a local of a coroutine that `asyncio.run` finished), and its events
     must still go out. `close()` unregisters it."""
 
-    def __init__(self, events: EventQueue, base_url: str, headers: Mapping[str, str], timeout: float) -> None:
+    def __init__(
+        self, events: EventQueue, base_url: str, headers: Mapping[str, str], timeout: float, report: DropReporter
+    ) -> None:
         self.events = events
         self.base_url = base_url
         self.headers = dict(headers)
         self.timeout = timeout
+        self.report = report
 
     def __call__(self) -> None:
         queued = list(self.events.events)
@@ -59,18 +62,24 @@ class _DrainAtExit:
         size = self.events.batch_size
         with httpx.Client(base_url=self.base_url, headers=self.headers, timeout=self.timeout) as http:
             for start in range(0, len(queued), size):
-                batch = queued[start : start + size]
-                for attempt in range(5):
-                    try:
-                        wire.data_of(http.post("/api/v1/events", json={"events": batch}))
-                        break
-                    except (httpx.TransportError, EntitleConnectionError):
-                        time.sleep(0.2 * 2**attempt)
-                    except EntitleError as exc:
-                        log.error("entitle: the server refused %d event(s) at exit: %s", len(batch), exc)
-                        break
-                else:
-                    log.error("entitle: %d queued event(s) not delivered at exit: server unreachable", len(batch))
+                self._deliver(http, queued[start : start + size])
+
+    def _deliver(self, http: httpx.Client, batch: list[Event]) -> None:
+        attempt = 0
+        while batch:
+            try:
+                wire.data_of(http.post("/api/v1/events", json={"events": batch}))
+                return
+            except (httpx.TransportError, EntitleConnectionError) as exc:
+                attempt += 1
+                if attempt >= 5:
+                    self.report(batch, EntitleConnectionError(f"not delivered at exit: {exc!r}"))
+                    return
+                time.sleep(0.2 * 2**attempt)
+            except EntitleError as exc:  # permanent: drop what it names, send the rest
+                named = named_events(exc, len(batch)) or set(range(len(batch)))
+                self.report([e for i, e in enumerate(batch) if i in named], exc)
+                batch = [e for i, e in enumerate(batch) if i not in named]
 
 
 class AsyncEntitle(ClientBase):
@@ -90,6 +99,7 @@ class AsyncEntitle(ClientBase):
         timeout: float = 10.0,
         offline_retry_interval: float = 1.0,
         close_timeout: float = 10.0,
+        on_events_dropped: DropCallback | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         super().__init__(
@@ -104,6 +114,7 @@ class AsyncEntitle(ClientBase):
             timeout=timeout,
             offline_retry_interval=offline_retry_interval,
             close_timeout=close_timeout,
+            on_events_dropped=on_events_dropped,
         )
         self._http = httpx.AsyncClient(
             base_url=self.base_url, headers=self._headers, timeout=timeout, transport=transport
@@ -112,7 +123,7 @@ class AsyncEntitle(ClientBase):
         self._push_task: asyncio.Task[None] | None = None
         self._push_http: httpx.AsyncClient | None = None
         self._listener: PushListener | None = None
-        self._atexit = _DrainAtExit(self._events, self.base_url, self._headers, timeout)
+        self._atexit = _DrainAtExit(self._events, self.base_url, self._headers, timeout, self._report_drop)
         atexit.register(self._atexit)
 
     def _start(self) -> None:
@@ -301,7 +312,7 @@ class AsyncEntitle(ClientBase):
         )
         self._start()
         if self._batcher is None:
-            self._batcher = TaskBatcher(self._events, self._send_events)
+            self._batcher = TaskBatcher(self._events, self._send_events, self._report_drop)
         if self._events.put(event):
             self._batcher.wake()
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
-from entitle.sdk.batch import EventQueue
+from entitle.sdk.batch import DropCallback, DropReporter, EventQueue
 from entitle.sdk.cache import CacheBackend, MemoryCache
 from entitle.sdk.state import State, evaluate, fallback_result, normalize_fallbacks, to_decimal
 from entitle.sdk.store import EntitlementStore, Key, namespace
@@ -32,6 +32,7 @@ class ClientBase:
         timeout: float = 10.0,
         offline_retry_interval: float = 1.0,
         close_timeout: float = 10.0,
+        on_events_dropped: DropCallback | None = None,
     ) -> None:
         if not api_key:
             raise ValueError("api_key is required")
@@ -44,6 +45,7 @@ class ClientBase:
         self._store = EntitlementStore(cache_backend or MemoryCache(), namespace(api_key, self.base_url), cache_ttl)
         self._fallbacks = normalize_fallbacks(fallback_entitlements)
         self._events = EventQueue(event_batch_size, event_flush_interval)
+        self._report_drop = DropReporter(on_events_dropped)
         self._offline_retry = offline_retry_interval
         self._offline_until = 0.0
         self._offline_backoff = offline_retry_interval

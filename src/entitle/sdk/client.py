@@ -20,7 +20,7 @@ import httpx
 
 from entitle.sdk import wire
 from entitle.sdk.base import DEFAULT_BASE_URL, ClientBase
-from entitle.sdk.batch import Event, ThreadBatcher
+from entitle.sdk.batch import DropCallback, Event, ThreadBatcher
 from entitle.sdk.cache import CacheBackend
 from entitle.sdk.push import PushListener
 from entitle.sdk.state import cached_answer, evaluate
@@ -64,6 +64,7 @@ class Entitle(ClientBase):
         timeout: float = 10.0,
         offline_retry_interval: float = 1.0,
         close_timeout: float = 10.0,
+        on_events_dropped: DropCallback | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         super().__init__(
@@ -78,6 +79,7 @@ class Entitle(ClientBase):
             timeout=timeout,
             offline_retry_interval=offline_retry_interval,
             close_timeout=close_timeout,
+            on_events_dropped=on_events_dropped,
         )
         self._http = httpx.Client(base_url=self.base_url, headers=self._headers, timeout=timeout, transport=transport)
         self._batcher: ThreadBatcher | None = None
@@ -235,8 +237,9 @@ class Entitle(ClientBase):
         dimensions: Mapping[str, Any] | None = None,
     ) -> ReportedUsage:
         """Report usage now (retried with the same idempotency key on a transient failure). The
-        cached `current_usage` takes the server's new value at once. Raises `EntitleError` (e.g.
-        code USAGE_LIMIT_REACHED) or `EntitleConnectionError`."""
+        cached `current_usage` takes the server's new value at once. Usage is recorded even past a
+        hard limit (the check denies access there). Raises `EntitleError` for a report the server
+        refuses (a value out of range, IDEMPOTENCY_KEY_REUSED...) or `EntitleConnectionError`."""
         call = wire.usage_call(
             customer_id,
             feature_id,
@@ -269,7 +272,8 @@ class Entitle(ClientBase):
         timestamp: datetime | None = None,
     ) -> None:
         """Queue a raw event; it is sent in the background in batches (size or time threshold,
-        `flush()`, `close()`), retried with its idempotency key until acknowledged."""
+        `flush()`, `close()`), retried with its idempotency key until acknowledged. An event the
+        server refuses for good is dropped and reported (log, `on_events_dropped`); see docs/sdk.md."""
         event = wire.make_event(
             customer_id,
             event_name,
@@ -281,7 +285,7 @@ class Entitle(ClientBase):
         if self._batcher is None:
             with self._batcher_lock:
                 if self._batcher is None:
-                    self._batcher = ThreadBatcher(self._events, self._send_events)
+                    self._batcher = ThreadBatcher(self._events, self._send_events, self._report_drop)
         self._events.put(event)
 
     def _send_events(self, events: list[Event]) -> None:

@@ -6,6 +6,7 @@ only differ in how they send it. Shapes are the server's (Stigg REST v1 and our 
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from collections.abc import Mapping
@@ -152,6 +153,8 @@ def make_event(
         for k, v in dimensions.items():
             if not isinstance(k, str) or not isinstance(v, str | bool | int | float):
                 raise ValueError(f"dimension {k!r}: values must be str, bool or number")
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"dimension {k!r}: {v} is not a number JSON can carry")
         event["dimensions"] = dict(dimensions)
     if resource_id is not None:
         event["resourceId"] = resource_id

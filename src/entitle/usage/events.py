@@ -21,9 +21,9 @@ class UsageChanged(DomainEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class UsageLimitHit(DomainEvent):
-    """A hard limit was reached (`refused`: a report was refused at it), or a soft limit (`soft`) exceeded,
-    in the usage window starting at `window_start`. Plain values: a refused batch's rollback expires its
-    ORM rows, and this is then published in a transaction of its own."""
+    """A hard limit was reached, or a soft limit (`soft`) exceeded, in the usage window starting at
+    `window_start`. Usage is never refused for a limit (the check denies access instead), so `refused`
+    is always False; it stays because the `usage.limit_reached` webhook payload carries it."""
 
     soft: bool
     customer_pk: int

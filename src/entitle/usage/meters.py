@@ -8,7 +8,8 @@ other string operations compare the value's text (`true`/`false` for booleans, a
 
 Aggregations: COUNT counts matching events; SUM, MAX and MIN fold the numeric value of the
 aggregation `field`, skipping events where it is missing or not a number; AVG is SUM / COUNT of
-those; UNIQUE counts distinct values of the field.
+those; UNIQUE counts distinct values of the field. Ingestion keeps these incrementally: `measure`
+says what one event contributes, `entitle.usage.rules` folds contributions into a tally.
 """
 
 from __future__ import annotations
@@ -89,6 +90,31 @@ def matches(meter: Mapping[str, Any], event_name: str, dimensions: Dimensions) -
     if not filters:
         return True
     return any(all(condition_holds(c, event_name, dimensions) for c in f.get("conditions") or []) for f in filters)
+
+
+def measure(meter: Mapping[str, Any], event_name: str, dimensions: Dimensions) -> Decimal | str | None:
+    """What one event contributes to the meter: nothing (None) when it does not match or lacks a usable
+    value; COUNT: 1; UNIQUE: the value's text; SUM, MAX, MIN, AVG: the number (not yet range-checked)."""
+    if not matches(meter, event_name, dimensions):
+        return None
+    aggregation = meter["aggregation"]
+    function, field = aggregation["function"], aggregation.get("field")
+    if function == "COUNT":
+        return Decimal(1)
+    if not field:
+        return None
+    value = _field(field, event_name, dimensions)
+    if function == "UNIQUE":
+        return None if value is None else _text(value)
+    return number(value)
+
+
+def field_path(meter: Mapping[str, Any]) -> str:
+    """Where, in an event, the meter reads its number (for errors naming the field)."""
+    field = str(meter["aggregation"].get("field") or "")
+    if field == "eventName":
+        return field
+    return field if field.startswith("dimensions.") else f"dimensions.{field}"
 
 
 def aggregate(meter: Mapping[str, Any], events: Iterable[tuple[str, Dimensions]]) -> Decimal:

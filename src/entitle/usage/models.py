@@ -3,10 +3,10 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from entitle.db.base import Base, EnvironmentScoped
+from entitle.db.base import Base, BigIntPK, EnvironmentScoped
 from entitle.db.types import ExactDecimal, UTCDateTime
 from entitle.grants.engine import NO_RESOURCE
 
@@ -20,7 +20,10 @@ class UsageCounter(EnvironmentScoped, Base):
     """A customer's usage of a feature in one usage window (per resource).
 
     Updated under a row lock (PostgreSQL) or the database write lock (SQLite), so concurrent
-    reports never lose an update; the value is an exact Decimal.
+    reports never lose an update; the value is an exact Decimal. A meter's aggregation is kept
+    incrementally (see `entitle.usage.rules.Tally`): `samples` and `total` are what MAX, MIN and AVG
+    need besides the value (NULL `samples`: a row written before they were kept, rebuilt from its
+    window's events when next touched); UNIQUE keeps its distinct values in `usage_distinct_values`.
     """
 
     __tablename__ = "usage_counters"
@@ -31,6 +34,41 @@ class UsageCounter(EnvironmentScoped, Base):
     resource_ref: Mapped[str] = mapped_column(String(255), default=NO_RESOURCE)
     window_start: Mapped[datetime] = mapped_column(UTCDateTime())
     value: Mapped[Decimal] = mapped_column(ExactDecimal(), default=Decimal(0))
+    samples: Mapped[int | None] = mapped_column(BigInteger(), default=0)
+    total: Mapped[Decimal | None] = mapped_column(ExactDecimal(), default=None)
+
+
+class WaitingUsage(EnvironmentScoped, Base):
+    """Usage measured from raw events that no grant could count yet: the customer did not exist (or
+    was archived), or held no entitlement to the feature. One tally per customer id, resource and
+    feature, kept from the moment an event arrives; it moves into the customer's current usage window
+    as soon as the customer holds the feature (`entitle.usage.counting.fold_waiting`)."""
+
+    __tablename__ = "usage_waiting"
+    __table_args__ = (UniqueConstraint("environment_id", "customer_ref", "resource_ref", "feature_ref"),)
+
+    customer_ref: Mapped[str] = mapped_column(String(255))
+    resource_ref: Mapped[str] = mapped_column(String(255), default=NO_RESOURCE)
+    feature_ref: Mapped[str] = mapped_column(String(255))
+    value: Mapped[Decimal] = mapped_column(ExactDecimal(), default=Decimal(0))
+    samples: Mapped[int] = mapped_column(BigInteger(), default=0)
+    total: Mapped[Decimal | None] = mapped_column(ExactDecimal(), default=None)
+
+
+class DistinctValue(Base):
+    """One distinct value (its sha256) seen by a UNIQUE meter in a counter's window, or while waiting."""
+
+    __tablename__ = "usage_distinct_values"
+    __table_args__ = (
+        UniqueConstraint("counter_pk", "digest"),
+        UniqueConstraint("waiting_pk", "digest"),
+        CheckConstraint("(counter_pk IS NULL) <> (waiting_pk IS NULL)", name="one_owner"),
+    )
+
+    pk: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    counter_pk: Mapped[int | None] = mapped_column(_FK, ForeignKey("usage_counters.pk", ondelete="CASCADE"))
+    waiting_pk: Mapped[int | None] = mapped_column(_FK, ForeignKey("usage_waiting.pk", ondelete="CASCADE"))
+    digest: Mapped[str] = mapped_column(String(64))
 
 
 class UsageRecord(EnvironmentScoped, Base):

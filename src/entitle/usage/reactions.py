@@ -1,17 +1,48 @@
-"""Usage counts ingested events in the transaction that stored them (installed by `entitle.wiring`)."""
+"""Usage reacts to the domains below it (installed by `entitle.wiring`):
+
+- `EventsIngested`: the new events are counted in the transaction that stored them.
+- `EntitlementsChanged`: usage that waited for the customer (events that arrived before the customer,
+  its subscription or its entitlement to the feature) moves into its current usage window. At once, so
+  a provisioning answer already shows it; and again just before the transaction commits, because the
+  event is published once per transaction, possibly before the change is complete (an upgrade announces
+  it when the old subscription ends, before the new one exists).
+"""
 
 from __future__ import annotations
 
+from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
+from entitle.customers.events import EntitlementsChanged
 from entitle.domain_events import subscribe
 from entitle.events.ingested import EventsIngested
-from entitle.usage.service import apply_events
+from entitle.usage.counting import apply_events, fold_waiting
+
+_TO_FOLD = "entitle.usage.fold_before_commit"
 
 
 def count_ingested(s: Session, event: EventsIngested) -> None:
     apply_events(s, event.env_id, list(event.events))
 
 
+def fold_for_entitlements(s: Session, event: EntitlementsChanged) -> None:
+    fold_waiting(s, event.env_id, event.customer_ref, event.resource_ref)
+    s.info.setdefault(_TO_FOLD, set()).add((event.env_id, event.customer_ref, event.resource_ref))
+
+
+def _fold_before_commit(session: Session) -> None:
+    owners: set[tuple[int, str, str | None]] = session.info.pop(_TO_FOLD, set())
+    for env_id, customer_ref, resource_ref in sorted(owners, key=lambda o: (o[0], o[1], o[2] or "")):
+        fold_waiting(session, env_id, customer_ref, resource_ref)
+
+
+def _forget(session: Session) -> None:
+    session.info.pop(_TO_FOLD, None)
+
+
 def install() -> None:
     subscribe(EventsIngested, count_ingested)
+    subscribe(EntitlementsChanged, fold_for_entitlements)
+    if not sa_event.contains(Session, "before_commit", _fold_before_commit):
+        sa_event.listen(Session, "before_commit", _fold_before_commit)
+        sa_event.listen(Session, "after_rollback", _forget)

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
+from entitle.events.schemas import UsageInstant
 from entitle.http.deps import DB, ServerKey
 from entitle.http.wire import Envelope, Unsupported, envelope
 from entitle.usage import service
@@ -30,8 +30,8 @@ def usage_history(
     feature_id: str,
     key: ServerKey,
     db: DB,
-    start_date: Annotated[datetime, Query(alias="startDate")],
-    end_date: Annotated[datetime | None, Query(alias="endDate")] = None,
+    start_date: Annotated[UsageInstant, Query(alias="startDate")],
+    end_date: Annotated[UsageInstant | None, Query(alias="endDate")] = None,
     # One series for the feature; a series per dimension value is not computed.
     group_by: Annotated[Unsupported[str], Query(alias="groupBy", max_length=255)] = None,
     resource_id: Annotated[str | None, Query(alias="resourceId", max_length=255)] = None,

@@ -3,20 +3,39 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from decimal import Decimal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field, PlainSerializer
 
-from entitle.events.schemas import DimensionKey, DimensionValue
-from entitle.http.wire import Amount, RefId, Unsupported, WireModel
+from entitle.events.schemas import DimensionKey, DimensionValue, UsageInstant
+from entitle.http.wire import RefId, Unsupported, WireModel
+from entitle.usage.rules import RANGE_TEXT, usage_number
+
+
+def _usage_value(value: Decimal) -> Decimal:
+    kept = usage_number(value)
+    if kept is None:
+        raise ValueError(f"must be {RANGE_TEXT}")
+    return kept
+
+
+def _number(value: Decimal) -> int | float:
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+# A usage value on the way in: within the documented range, 12 decimal places (see `entitle.usage.rules`).
+UsageValue = Annotated[Decimal, Field(allow_inf_nan=False), AfterValidator(_usage_value)]
+# A usage value on the way out: whatever was stored is answered (never a failed read), as a JSON number.
+Reading = Annotated[Decimal, PlainSerializer(_number, return_type=int | float, when_used="json")]
 
 
 class UsageIn(WireModel):
     customer_id: RefId
     feature_id: RefId
-    value: Amount
+    value: UsageValue
     idempotency_key: RefId | None = None
-    created_at: datetime | None = None
+    created_at: UsageInstant | None = None
     # Reported usage is counted, not metered: its dimensions would be kept nowhere (events carry dimensions).
     dimensions: Unsupported[dict[DimensionKey, DimensionValue]] = Field(default=None, max_length=100)
     resource_id: RefId | None = None
@@ -31,10 +50,10 @@ class UsageOut(WireModel):
     id: str
     customer_id: str
     feature_id: str
-    value: Amount
+    value: Reading
     created_at: datetime
     timestamp: datetime
-    current_usage: Amount | None = None
+    current_usage: Reading | None = None
     usage_period_start: datetime | None = None
     usage_period_end: datetime | None = None
     next_reset_date: datetime | None = None
@@ -47,7 +66,7 @@ class UsageReportResult(WireModel):
 
 class HistoryPoint(WireModel):
     timestamp: datetime
-    value: Amount
+    value: Reading
     is_reset_point: bool
 
 

@@ -1,16 +1,33 @@
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import delete, func, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from entitle.usage.models import UsageCounter, UsageRecord
+from entitle.usage.models import DistinctValue, UsageCounter, UsageRecord, WaitingUsage
+
+
+def _insert(session: Session, model: Any) -> Any:
+    return (pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert)(model)
+
+
+def lock_owner(session: Session, env_id: int, customer_ref: str) -> bool:
+    """Serialize, until this transaction ends, everyone deciding where a customer's event usage goes:
+    an ingestion finding no grant (the usage waits) and a grant change folding what waits must not
+    interleave, or usage could wait behind a grant that already folded. A PostgreSQL advisory lock (the
+    customer may not exist yet: there is no row to lock); SQLite serializes writers already (False)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return False
+    digest = hashlib.blake2b(f"usage-owner:{env_id}:{customer_ref}".encode(), digest_size=8).digest()
+    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": int.from_bytes(digest, "big", signed=True)})
+    return True
 
 
 def record_by_key(session: Session, env_id: int, idempotency_key: str) -> UsageRecord | None:
@@ -32,9 +49,7 @@ def locked_counter(
         "value": Decimal(0),
     }
     keys = ["customer_pk", "feature_ref", "resource_ref", "window_start"]
-    dialect = session.get_bind().dialect.name
-    insert_stmt: Any = (pg_insert if dialect == "postgresql" else sqlite_insert)(UsageCounter)
-    session.execute(insert_stmt.values(**values).on_conflict_do_nothing(index_elements=keys))
+    session.execute(_insert(session, UsageCounter).values(**values).on_conflict_do_nothing(index_elements=keys))
     return session.scalars(
         select(UsageCounter)
         .where(
@@ -78,11 +93,24 @@ def records_between(
     return list(session.scalars(stmt.order_by(UsageRecord.timestamp, UsageRecord.pk)))
 
 
+def count_records_between(
+    session: Session, customer_pk: int, feature_ref: str, resource_ref: str | None, start: datetime, end: datetime
+) -> int:
+    stmt = select(func.count()).where(
+        UsageRecord.customer_pk == customer_pk,
+        UsageRecord.feature_ref == feature_ref,
+        UsageRecord.timestamp >= start,
+        UsageRecord.timestamp < end,
+    )
+    if resource_ref is not None:
+        stmt = stmt.where(UsageRecord.resource_ref == resource_ref)
+    return int(session.scalar(stmt) or 0)
+
+
 def insert_record_if_new(session: Session, values: dict[str, Any]) -> int | None:
     """Insert a usage record; None when its idempotency key was already used (by anyone, even a
     transaction committing concurrently: PostgreSQL waits for it, SQLite serializes writers)."""
-    dialect = session.get_bind().dialect.name
-    insert_stmt: Any = (pg_insert if dialect == "postgresql" else sqlite_insert)(UsageRecord)
+    insert_stmt = _insert(session, UsageRecord)
     stmt = insert_stmt.values(**values).on_conflict_do_nothing(index_elements=["environment_id", "idempotency_key"])
     pk = session.execute(stmt.returning(UsageRecord.pk)).scalar_one_or_none()
     return None if pk is None else int(pk)
@@ -101,3 +129,83 @@ def events_in_window(
     same_resource = Event.resource_ref == resource_ref if resource_ref else Event.resource_ref.is_(None)
     stmt = stmt.where(same_resource)
     return [(name, dict(dims or {})) for name, dims in session.execute(stmt)]
+
+
+def locked_waiting(
+    session: Session, env_id: int, customer_ref: str, resource_ref: str, feature_ref: str
+) -> WaitingUsage:
+    """The waiting tally of a customer id, resource and feature, created if missing, locked."""
+    values: dict[str, Any] = {
+        "environment_id": env_id,
+        "customer_ref": customer_ref,
+        "resource_ref": resource_ref,
+        "feature_ref": feature_ref,
+        "value": Decimal(0),
+        "samples": 0,
+    }
+    keys = ["environment_id", "customer_ref", "resource_ref", "feature_ref"]
+    session.execute(_insert(session, WaitingUsage).values(**values).on_conflict_do_nothing(index_elements=keys))
+    return session.scalars(
+        select(WaitingUsage)
+        .where(
+            WaitingUsage.environment_id == env_id,
+            WaitingUsage.customer_ref == customer_ref,
+            WaitingUsage.resource_ref == resource_ref,
+            WaitingUsage.feature_ref == feature_ref,
+        )
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+
+
+def waiting_of(session: Session, env_id: int, customer_ref: str, resource_ref: str) -> list[WaitingUsage]:
+    """What waits for a customer id and resource, locked, in a stable order."""
+    return list(
+        session.scalars(
+            select(WaitingUsage)
+            .where(
+                WaitingUsage.environment_id == env_id,
+                WaitingUsage.customer_ref == customer_ref,
+                WaitingUsage.resource_ref == resource_ref,
+            )
+            .order_by(WaitingUsage.feature_ref)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    )
+
+
+def delete_waiting(session: Session, waiting_pk: int) -> None:
+    session.execute(delete(DistinctValue).where(DistinctValue.waiting_pk == waiting_pk))
+    session.execute(delete(WaitingUsage).where(WaitingUsage.pk == waiting_pk))
+
+
+def digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def add_distinct(
+    session: Session, values: Iterable[str], *, counter_pk: int | None = None, waiting_pk: int | None = None
+) -> int:
+    """Remember the distinct values of a UNIQUE meter for a counter (or a waiting tally); how many were new."""
+    digests = sorted({digest(v) for v in values})
+    if not digests:
+        return 0
+    owner = "counter_pk" if counter_pk is not None else "waiting_pk"
+    rows = [{"counter_pk": counter_pk, "waiting_pk": waiting_pk, "digest": d} for d in digests]
+    stmt = _insert(session, DistinctValue).on_conflict_do_nothing(index_elements=[owner, "digest"])
+    return len(list(session.scalars(stmt.returning(DistinctValue.pk), rows)))
+
+
+def move_distinct(session: Session, waiting_pk: int, counter_pk: int) -> int:
+    """Add a waiting tally's distinct values to a counter's; how many were new to the counter."""
+    waiting = session.scalars(select(DistinctValue.digest).where(DistinctValue.waiting_pk == waiting_pk)).all()
+    if not waiting:
+        return 0
+    rows = [{"counter_pk": counter_pk, "waiting_pk": None, "digest": d} for d in waiting]
+    stmt = _insert(session, DistinctValue).on_conflict_do_nothing(index_elements=["counter_pk", "digest"])
+    return len(list(session.scalars(stmt.returning(DistinctValue.pk), rows)))
+
+
+def clear_distinct(session: Session, counter_pk: int) -> None:
+    session.execute(delete(DistinctValue).where(DistinctValue.counter_pk == counter_pk))
