@@ -40,13 +40,15 @@ def _app(settings: Settings, db: Database) -> FastAPI:
     an app's first request: ~0.3 s of CPU that every test paid again for an identical app. Everything
     a request reads of its server is in `app.state` (the routes are the same modules' objects, and the
     lifespan takes the database and hub from `app.state` when it starts), so an app reused this way
-    serves exactly as a new one would. An app is reused only after its server stopped cleanly, and
+    serves exactly as a new one would (the state is emptied first). An app is reused only after its server stopped cleanly, and
     never by two servers at once.
     """
     with _idle_lock:
         app = _idle_apps.pop() if _idle_apps else None
     if app is None or app.state.settings.embedded_worker != settings.embedded_worker:
         return create_app(settings, db)
+    # Whatever an earlier server cached on its state (the secret box of its data dir, ...) goes with it.
+    app.state._state.clear()
     app.state.settings = settings
     app.state.db = db
     app.state.push_hub = Hub(db)
