@@ -40,8 +40,8 @@ def _app(settings: Settings, db: Database) -> FastAPI:
     an app's first request: ~0.3 s of CPU that every test paid again for an identical app. Everything
     a request reads of its server is in `app.state` (the routes are the same modules' objects, and the
     lifespan takes the database and hub from `app.state` when it starts), so an app reused this way
-    serves exactly as a new one would (the state is emptied first). An app is reused only after its server stopped cleanly, and
-    never by two servers at once.
+    serves exactly as a new one would (the state is emptied first). An app is reused only after its
+    server stopped cleanly, and never by two servers at once.
     """
     with _idle_lock:
         app = _idle_apps.pop() if _idle_apps else None

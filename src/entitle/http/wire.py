@@ -3,7 +3,7 @@ markers that refuse contract fields Entitle does not implement (`Unsupported`, `
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationInfo
@@ -24,11 +24,18 @@ def _number(value: Decimal) -> int | float:
     return int(value) if value == value.to_integral_value() else float(value)
 
 
+# Enough digits for the largest amount kept to 12 decimal places (24 + 12): the default context's 28
+# would make quantizing a large amount with many decimals an InvalidOperation (a 500), not a rounding.
+_AMOUNT_CONTEXT = Context(prec=40)
+
+
 def _bounded(value: Decimal) -> Decimal:
     if abs(value) >= Decimal(10) ** 24:
         raise ValueError("amount is too large")
     if value.as_tuple().exponent < -12:  # type: ignore[operator]
-        value = value.quantize(Decimal("1e-12"))
+        value = value.quantize(Decimal("1e-12"), context=_AMOUNT_CONTEXT)
+        if abs(value) >= Decimal(10) ** 24:  # rounded up to the bound
+            raise ValueError("amount is too large")
     return value
 
 
