@@ -27,15 +27,16 @@ import httpx
 import pytest
 import stigg
 from hypothesis import HealthCheck, settings
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 
 from entitle.db import Database
 from entitle.db.migrate import upgrade
 from entitle.environments.models import KeyKind
 from entitle.environments.service import create_key
 from tests.support.clock import TestClock
+from tests.support.http import SSL_CONTEXT
 from tests.support.postgres import HOW_TO_ENABLE, Cluster, start_cluster
-from tests.support.server import SSL_CONTEXT, running_server
+from tests.support.server import running_server
 
 _db_counter = itertools.count()
 
@@ -83,6 +84,18 @@ def pg_cluster() -> Iterator[Cluster | None]:
         cluster.stop()
 
 
+@pytest.fixture(scope="session")
+def pg_admin(pg_cluster: Cluster) -> Iterator[Engine]:
+    """The worker's connection to its cluster's `postgres` database, which creates and drops the
+    test databases (one for the session: a new engine and connection per test cost more than the
+    CREATE DATABASE)."""
+    engine = create_engine(pg_cluster.url("postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     from tests.support.postgres import find_pg_bin
 
@@ -102,7 +115,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template
     if cluster is None:
         pytest.skip(HOW_TO_ENABLE)
     name = f"entitle_test_{next(_db_counter)}"
-    admin = create_engine(cluster.url("postgres"), isolation_level="AUTOCOMMIT")
+    admin: Engine = request.getfixturevalue("pg_admin")
     with admin.connect() as conn:
         conn.execute(text(f"CREATE DATABASE {name} TEMPLATE entitle_template{cluster.create_options}"))
     try:
@@ -110,7 +123,6 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template
     finally:
         with admin.connect() as conn:
             conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        admin.dispose()
 
 
 @pytest.fixture
