@@ -22,6 +22,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -177,3 +178,30 @@ def test_clock() -> Iterator[TestClock]:
     moved.install()
     yield moved
     moved.uninstall()
+
+
+# --- browsers (for the coming Playwright tests) --------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Any]:
+    """One headless Chromium per xdist worker, launched on the worker's first browser test and shut
+    at its end (launching costs ~1 s; a page is cheap). Tests using it carry `@pytest.mark.browser`
+    and open pages through `browser_page`; skipped when Playwright is not installed."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch()
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def browser_page(chromium: Any) -> Iterator[Any]:
+    """A page in a fresh browser context (its own cookies and storage), closed after the test."""
+    context = chromium.new_context()
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
