@@ -22,12 +22,13 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import stigg
 from hypothesis import HealthCheck, settings
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 
 from entitle import wiring
 from entitle.db import Database
@@ -35,8 +36,9 @@ from entitle.db.migrate import upgrade
 from entitle.environments.models import KeyKind
 from entitle.environments.service import create_key
 from tests.support.clock import TestClock
+from tests.support.http import SSL_CONTEXT
 from tests.support.postgres import HOW_TO_ENABLE, Cluster, start_cluster
-from tests.support.server import SSL_CONTEXT, running_server
+from tests.support.server import running_server
 
 _db_counter = itertools.count()
 
@@ -87,6 +89,18 @@ def pg_cluster() -> Iterator[Cluster | None]:
         cluster.stop()
 
 
+@pytest.fixture(scope="session")
+def pg_admin(pg_cluster: Cluster) -> Iterator[Engine]:
+    """The worker's connection to its cluster's `postgres` database, which creates and drops the
+    test databases (one for the session: a new engine and connection per test cost more than the
+    CREATE DATABASE)."""
+    engine = create_engine(pg_cluster.url("postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     from tests.support.postgres import find_pg_bin
 
@@ -106,7 +120,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template
     if cluster is None:
         pytest.skip(HOW_TO_ENABLE)
     name = f"entitle_test_{next(_db_counter)}"
-    admin = create_engine(cluster.url("postgres"), isolation_level="AUTOCOMMIT")
+    admin: Engine = request.getfixturevalue("pg_admin")
     with admin.connect() as conn:
         conn.execute(text(f"CREATE DATABASE {name} TEMPLATE entitle_template{cluster.create_options}"))
     try:
@@ -114,7 +128,6 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template
     finally:
         with admin.connect() as conn:
             conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        admin.dispose()
 
 
 @pytest.fixture
@@ -175,3 +188,30 @@ def test_clock() -> Iterator[TestClock]:
     moved.install()
     yield moved
     moved.uninstall()
+
+
+# --- browsers (for the coming Playwright tests) --------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Any]:
+    """One headless Chromium per xdist worker, launched on the worker's first browser test and shut
+    at its end (launching costs ~1 s; a page is cheap). Tests using it carry `@pytest.mark.browser`
+    and open pages through `browser_page`; skipped when Playwright is not installed."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch()
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def browser_page(chromium: Any) -> Iterator[Any]:
+    """A page in a fresh browser context (its own cookies and storage), closed after the test."""
+    context = chromium.new_context()
+    try:
+        yield context.new_page()
+    finally:
+        context.close()

@@ -4,7 +4,6 @@ separate `entitle serve` process (`start_serve`, `serve_process`)."""
 from __future__ import annotations
 
 import os
-import ssl
 import subprocess
 import sys
 import threading
@@ -22,11 +21,8 @@ from entitle.config import Settings
 from entitle.db import Database
 from entitle.push.hub import Hub
 from entitle.secrets import ENV_VAR, FILE_ENV_VAR, key_file_path
+from tests.support.http import SSL_CONTEXT
 from tests.support.ports import listening_socket, with_free_port
-
-SSL_CONTEXT = ssl.create_default_context()
-"""One for every test client of this process: building one (loading the CA bundle) costs ~20 ms of
-CPU, which httpx would otherwise spend on every client it creates, though tests talk plain http."""
 
 _idle_apps: list[FastAPI] = []
 _idle_lock = threading.Lock()

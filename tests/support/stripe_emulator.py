@@ -92,6 +92,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tests.support.http import SSL_CONTEXT
 from tests.support.ports import listening_socket, with_free_port
 
 # Started with `python -c`: no persistence to the shared pickle, loopback only, no access log.
@@ -1128,7 +1129,7 @@ class StripeEmulator:
 
     def reset(self) -> None:
         """Forget every object (localstripe's and the stand-in's), saved idempotency key and failure."""
-        httpx.delete(f"{self.localstripe_base}/_config/data", timeout=10).raise_for_status()
+        httpx.delete(f"{self.localstripe_base}/_config/data", timeout=10, verify=SSL_CONTEXT).raise_for_status()
         self.standin.reset()
 
     def fail_next(self, times: int, **kwargs: Any) -> None:
@@ -1147,7 +1148,7 @@ class StripeEmulator:
 def _wait_until_up(url: str, proc: subprocess.Popen[bytes] | None, log: Path | None, deadline: float) -> None:
     while True:
         try:
-            httpx.get(url, timeout=1)
+            httpx.get(url, timeout=1, verify=SSL_CONTEXT)
             return
         except httpx.HTTPError:
             pass
