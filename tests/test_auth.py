@@ -220,10 +220,15 @@ def test_environments_are_isolated(server: LiveServer) -> None:
             ("POST", "/api/v1/customers/customer-1/archive", None),
         ]:
             _assert_error(http.request(method, path, json=body), 404, "NOT_FOUND", (method, path))
-        # The environment headers the client may send do not switch environments.
-        for header in ("X-ENVIRONMENT-ID", "X-ACCOUNT-ID"):
-            r = http.get("/api/v1/coupons/coupon-launch", headers={header: "development"})
-            _assert_error(r, 404, "NOT_FOUND", header)
+        # The environment headers the client may send do not switch environments: naming another
+        # environment than the key's is refused, not ignored; naming its own (by name or id) is fine.
+        r = http.get("/api/v1/coupons/coupon-launch", headers={"X-ENVIRONMENT-ID": "development"})
+        _assert_error(r, 400, "ENVIRONMENT_MISMATCH", "X-ENVIRONMENT-ID")
+        assert "staging" in r.json()["error"]["message"]
+        r = http.get("/api/v1/coupons/coupon-launch", headers={"X-ENVIRONMENT-ID": "staging"})
+        _assert_error(r, 404, "NOT_FOUND", "X-ENVIRONMENT-ID: staging")
+        r = http.get("/api/v1/coupons/coupon-launch", headers={"X-ACCOUNT-ID": "development"})
+        _assert_error(r, 404, "NOT_FOUND", "X-ACCOUNT-ID")
 
     assert dev.v1.features.retrieve_feature("feature-seats").data.display_name == "Seats dev"
     assert dev.v1.coupons.retrieve("coupon-launch").data.status == "ACTIVE"

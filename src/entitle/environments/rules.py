@@ -129,3 +129,22 @@ def normalize_origins(raw: list[str]) -> list[str]:
     if len(found) > MAX_ORIGINS:
         raise InvalidArgument(f"at most {MAX_ORIGINS} allowed origins per environment")
     return found
+
+
+ENVIRONMENT_HEADER = "X-ENVIRONMENT-ID"
+
+
+class EnvironmentMismatch(InvalidArgument):
+    code = "ENVIRONMENT_MISMATCH"
+
+
+def check_environment_header(claimed: str | None, environment_name: str, environment_id: int) -> None:
+    """A request may name its environment (`X-ENVIRONMENT-ID`, optional in the contract); an API key acts
+    only in its own. Naming another one is refused rather than ignored: the caller believes it is writing
+    somewhere else. The environment is named by its name or its numeric id."""
+    if claimed is None or claimed.strip() in (environment_name, str(environment_id)):
+        return
+    raise EnvironmentMismatch(
+        f"{ENVIRONMENT_HEADER} names environment {claimed.strip()[:64]!r}, but this API key belongs to "
+        f"environment {environment_name!r}: use a key of that environment, or drop the header"
+    )

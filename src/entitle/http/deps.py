@@ -12,7 +12,7 @@ from entitle.clock import as_utc
 from entitle.db import Database
 from entitle.db.pagination import DEFAULT_LIMIT, CreatedAtRange, PageRequest
 from entitle.environments.access import check_customer_access
-from entitle.environments.rules import TOKEN_HEADER
+from entitle.environments.rules import ENVIRONMENT_HEADER, TOKEN_HEADER, check_environment_header
 from entitle.environments.service import Principal, authenticate
 from entitle.errors import InvalidArgument
 from entitle.secrets import SecretBox, secret_box
@@ -28,9 +28,15 @@ def get_db(request: Request) -> Database:
 DB = Annotated[Database, Depends(get_db)]
 
 
-def any_key(db: DB, request: Request, x_api_key: Annotated[str | None, Header(alias="X-API-KEY")] = None) -> Principal:
+def any_key(
+    db: DB,
+    request: Request,
+    x_api_key: Annotated[str | None, Header(alias="X-API-KEY")] = None,
+    x_environment_id: Annotated[str | None, Header(alias=ENVIRONMENT_HEADER)] = None,
+) -> Principal:
     """Server or client key: for what a browser may read (entitlements, paywall)."""
     principal = authenticate(db, x_api_key)
+    check_environment_header(x_environment_id, principal.environment_name, principal.environment_id)
     # The CORS middleware answers a browser for the key's environment, also when a later check refuses.
     request.state.principal = principal
     return principal
