@@ -15,7 +15,7 @@ from entitle.billing import service as integrations
 from entitle.billing.models import Integration
 from entitle.catalog.coupons.events import CouponArchived, CouponCreated
 from entitle.catalog.packages.events import PackagePublished
-from entitle.customers.events import CustomerCreated, CustomerUpdated
+from entitle.customers import ports as customer_ports
 from entitle.db import Database
 from entitle.domain_events import subscribe
 from entitle.subscriptions import ports as subscription_ports
@@ -66,11 +66,6 @@ def package_published(s: Session, event: PackagePublished) -> None:
     catalog_sync.package_published(s, event.env_id, event.package)
 
 
-def customer_billing_info(s: Session, event: CustomerCreated | CustomerUpdated) -> None:
-    if event.billing_info_passed:
-        customer_sync.billing_info_passed(s, event.customer)  # synced now, ahead of its subscriptions
-
-
 def subscription_created(s: Session, event: SubscriptionCreated) -> None:
     if not event.via_checkout:  # a Checkout makes the provider subscription itself
         subscription_sync.subscription_provisioned(s, event.sub)
@@ -93,11 +88,10 @@ def install() -> None:
     subscribe(CouponCreated, coupon_created)
     subscribe(CouponArchived, coupon_archived)
     subscribe(PackagePublished, package_published)
-    subscribe(CustomerCreated, customer_billing_info)
-    subscribe(CustomerUpdated, customer_billing_info)
     subscribe(SubscriptionCreated, subscription_created)
     subscribe(SubscriptionEnded, subscription_ended)
     subscribe(BillingTermsChanged, billing_terms_changed)
     subscribe(TrialConverted, trial_converted)
     subscription_ports.billing.install(SubscriptionBilling())
+    customer_ports.billing_information.install(customer_sync.forward_billing_information)
     sync_state_reader.install(store.sync_states_of)

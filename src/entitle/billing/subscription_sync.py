@@ -438,10 +438,7 @@ def customer_spec(s: Session, customer: Customer, console: str) -> CustomerSpec:
 
 def _payment_method(customer: Customer) -> str | None:
     method = (customer.default_payment_method or {}).get("billingId")
-    if method:
-        return str(method)
-    stripe = ((customer.passthrough or {}).get("stripe") or {}).get("paymentMethodId")
-    return str(stripe) if stripe else None
+    return str(method) if method else None
 
 
 def _link_customer(s: Session, integration: Integration, customer_pk: int, customer_id: str) -> None:
