@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from entitle.billing.customer_sync import SYNC_CUSTOMER_JOB
 from entitle.billing.models import CUSTOMER, ERROR, SUCCESS
+from entitle.db.types import json_text
 from entitle.jobs.models import DEAD, DISCARDED, PENDING, SUCCEEDED, Job
 from entitle.jobs.service import Worker, discard_job, retry_job
 from tests.billing.conftest import connect_stripe
@@ -220,3 +221,99 @@ def test_should_sync_free_makes_a_free_customer_at_stripe(
     assert api.patch("/api/v1/customers/cust-free", json={"shouldSyncFree": True}).status_code == 200
     Worker(server.db).drain()
     assert stripe_customer_of(server, stripe_emulator, "cust-free").metadata["entitleCustomerId"] == "cust-free"
+
+
+def _fresh_database(database_url: str, tmp_path: Any, request: pytest.FixtureRequest, name: str) -> str:
+    if database_url.startswith("sqlite"):
+        return f"sqlite:///{tmp_path / f'{name}.db'}"
+    cluster = request.getfixturevalue("pg_cluster")
+    admin = sa.create_engine(cluster.url("postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    admin.dispose()
+    return str(cluster.url(name))
+
+
+@pytest.mark.emulator_only
+def test_the_migration_forwards_stored_billing_information_then_erases_it(
+    database_url: str, tmp_path: Any, request: pytest.FixtureRequest, stripe_emulator: StripeEmulator
+) -> None:
+    """0020 on a database where customers' passthrough was kept in plaintext: a connected customer's goes
+    to Stripe (a sealed job a worker delivers), an unconnected environment's is erased, and the column
+    is gone."""
+    from entitle.db import Database
+    from entitle.db.migrate import upgrade
+    from entitle.secrets import secret_box
+
+    url = _fresh_database(database_url, tmp_path, request, "entitle_migration_0020")
+    upgrade(url, "0018_usage_trust")
+    box = secret_box(tmp_path)  # the key is ENTITLE_SECRET_KEY here
+    stored = json_text({"stripe": {**billing_information(), "paymentMethodId": "pm_card_visa"}})
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        for name in ("development", "staging"):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO environments (name, is_production, created_at, updated_at) VALUES (:name, false, "
+                    "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                ),
+                {"name": name},
+            )
+        envs = dict(conn.execute(sa.text("SELECT name, pk FROM environments")).all())
+        conn.execute(
+            sa.text(
+                "INSERT INTO integrations (ref_id, vendor, secret_key_encrypted, secret_key_hint, is_default, livemode, "
+                "api_base, sync_customers, sync_subscriptions, tax_enabled, payment_settlement_hours, environment_id, "
+                "created_at, updated_at) VALUES ('int-1', 'STRIPE', :secret, 'sk_test_...', true, false, :base, true, "
+                "true, false, 24, :env, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+            ),
+            {
+                "secret": box.encrypt(stripe_emulator.secret_key),
+                "base": stripe_emulator.api_base,
+                "env": envs["development"],
+            },
+        )
+        for ref, env in (("cust-ada", "development"), ("cust-eve", "staging")):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO customers (ref_id, metadata, passthrough, environment_id, created_at, updated_at) "
+                    "VALUES (:ref, '{}', :passthrough, :env, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                ),
+                {"ref": ref, "passthrough": stored, "env": envs[env]},
+            )
+    upgrade(url, "0020_billing_info_forgotten")
+    with engine.connect() as conn:
+        columns = {c["name"] for c in sa.inspect(conn).get_columns("customers")}
+        jobs = conn.execute(sa.text("SELECT kind, status, sealed, payload FROM jobs")).all()
+        methods = dict(conn.execute(sa.text("SELECT ref_id, default_payment_method FROM customers")).all())
+    assert "passthrough" not in columns
+    (job,) = jobs  # only the connected customer's is forwarded
+    assert (job.kind, job.status) == (SYNC_CUSTOMER_JOB, PENDING)
+    sealed = box.decrypt(job.sealed)
+    assert CITY in sealed and VAT in sealed
+    assert "pm_card_visa" in str(methods["cust-ada"])  # a provider reference, kept as defaultPaymentMethod
+
+    db = Database(url)
+    try:
+        # The card is localstripe's: the stored id names none, so the details go without it.
+        with db.transaction() as s:
+            s.execute(sa.text("UPDATE customers SET default_payment_method = NULL"))
+        assert Worker(db).drain() == 1
+        with db.read() as s:
+            ada_billing_id = s.execute(
+                sa.text("SELECT billing_id FROM customers WHERE ref_id = 'cust-ada'")
+            ).scalar_one()
+            ((status, sealed_after),) = s.execute(sa.text("SELECT status, sealed FROM jobs")).all()
+    finally:
+        db.dispose()
+    assert (status, sealed_after) == (SUCCEEDED, None)
+    found = stripe_emulator.client().v1.customers.retrieve(ada_billing_id).to_dict()
+    assert found["address"]["city"] == CITY and found["name"] == INVOICE_NAME
+    assert stripe_tax_ids(stripe_emulator, ada_billing_id) == [("eu_vat", VAT)]
+    with engine.connect() as conn:
+        meta = sa.MetaData()
+        meta.reflect(conn)
+        dump = "\n".join(repr(tuple(row)) for table in meta.sorted_tables for row in conn.execute(sa.select(table)))
+    engine.dispose()
+    assert [value for value in SECRETS if value in dump] == []
