@@ -335,6 +335,22 @@ class BillingProvider(Protocol):
         ...
 
 
+def subscription_extras(
+    provider: BillingProvider, sealed: dict[str, Any] | None, *, idempotency_key: str
+) -> tuple[tuple[str, ...] | None, dict[str, str] | None]:
+    """A sealed subscription part of `billingInformation` as the provider subscription's tax rates (its
+    `taxRateIds`, then one for `taxPercentage`) and extra metadata; (None, None) without one."""
+    part = (sealed or {}).get("subscription") or {}
+    if not part:
+        return None, None
+    rates = [str(r) for r in part.get("taxRateIds") or []]
+    if part.get("taxPercentage") is not None:
+        rates.append(provider.tax_rate_for(Decimal(str(part["taxPercentage"])), idempotency_key=idempotency_key))
+    rate_ids = tuple(rates) if ("taxRateIds" in part or "taxPercentage" in part) else None
+    metadata = {str(k)[:40]: str(v)[:500] for k, v in (part.get("metadata") or {}).items()} or None
+    return rate_ids, metadata
+
+
 def later(operation: str, slice_name: str) -> NotImplementedError:
     return NotImplementedError(
         f"{operation} is not implemented yet: it is the {slice_name} work of issue 4 (billing orchestration)"

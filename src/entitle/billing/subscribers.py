@@ -10,7 +10,16 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from entitle.billing import catalog_sync, checkout, coupon_sync, customer_sync, rules, store, subscription_sync
+from entitle.billing import (
+    catalog_sync,
+    checkout,
+    coupon_sync,
+    customer_sync,
+    forwarding,
+    rules,
+    store,
+    subscription_sync,
+)
 from entitle.billing import service as integrations
 from entitle.billing.models import Integration
 from entitle.catalog.coupons.events import CouponArchived, CouponCreated
@@ -52,6 +61,14 @@ class SubscriptionBilling:
 
     def checkout_failed(self, s: Session, sub: Subscription, message: str) -> None:
         checkout.checkout_failed(s, sub, message)
+
+    def forward_billing_information(
+        self, s: Session, sub: Subscription, billing_information: Mapping[str, Any], *, via_checkout: bool, new: bool
+    ) -> None:
+        forwarding.forward(s, sub, billing_information, via_checkout=via_checkout, new=new)
+
+    def resolve_promotion_code(self, s: Session, sub: Subscription, code: str) -> str:
+        return forwarding.resolve_promotion_code(s, sub, code)
 
 
 def coupon_created(s: Session, event: CouponCreated) -> None:

@@ -13,7 +13,7 @@ from entitle.customers import store as customers
 from entitle.customers.models import Customer
 from entitle.db import Database
 from entitle.domain_events import publish
-from entitle.errors import FailedPrecondition, InvalidArgument
+from entitle.errors import FailedPrecondition, InvalidArgument, UnsupportedField
 from entitle.subscriptions import ports, rules, store
 from entitle.subscriptions.events import (
     BillingTermsChanged,
@@ -53,6 +53,11 @@ def update_subscription(db: Database, env_id: int, ref: str, req: SubscriptionUp
         if sub.status not in OPEN:
             raise FailedPrecondition(f"subscription '{ref}' is {sub.status}; it can no longer change")
         ports.billing.impl.check_integration(s, sub, billing_information)
+        if req.await_payment_confirmation:
+            raise UnsupportedField(
+                "awaitPaymentConfirmation",
+                "an update never waits for the provider's payment; send false or leave it out",
+            )
         plan = s.get(Package, sub.plan_pk)
         assert plan is not None
         period_before = sub.billing_period
@@ -77,6 +82,13 @@ def update_subscription(db: Database, env_id: int, ref: str, req: SubscriptionUp
             if coupon is None or coupon.status != "ACTIVE":
                 raise InvalidArgument(f"coupon '{req.applied_coupon.coupon_id}' does not exist or is archived")
             sub.coupon_ref = coupon.ref_id
+        codes = {
+            c for c in (req.promotion_code, req.applied_coupon.promotion_code if req.applied_coupon else None) if c
+        }
+        if len(codes) > 1 or (codes and req.applied_coupon is not None and req.applied_coupon.coupon_id):
+            raise InvalidArgument("give one of appliedCoupon.couponId, appliedCoupon.promotionCode and promotionCode")
+        if codes:
+            sub.coupon_ref = ports.billing.impl.resolve_promotion_code(s, sub, codes.pop())
         if req.trial_end_date is not None:
             if sub.status != Status.IN_TRIAL:
                 raise FailedPrecondition("only a subscription in trial has a trial end date to change")
@@ -99,7 +111,10 @@ def update_subscription(db: Database, env_id: int, ref: str, req: SubscriptionUp
                 schedule_update(s, sub, "BILLING_PERIOD", window.end, {"billingPeriod": req.billing_period}, None)
         if billing_information and "invoiceDaysUntilDue" in billing_information:
             sub.invoice_days_until_due = rules.days_until_due(billing_information)
-        if fields & {"addons", "charges", "applied_coupon", "billing_period", "billing_information"}:
+        if rules.forwarded_billing_information(billing_information):
+            assert billing_information is not None
+            ports.billing.impl.forward_billing_information(s, sub, billing_information, via_checkout=False, new=False)
+        if fields & {"addons", "charges", "applied_coupon", "promotion_code", "billing_period", "billing_information"}:
             # The provider subscription follows (a billing-period change scheduled for later finds
             # nothing to change now; its scheduled update sends it then).
             proration = rules.proration_behavior(billing_information)
