@@ -265,8 +265,8 @@ def test_the_migration_forwards_stored_billing_information_then_erases_it(
             sa.text(
                 "INSERT INTO integrations (ref_id, vendor, secret_key_encrypted, secret_key_hint, is_default, "
                 "livemode, api_base, sync_customers, sync_subscriptions, tax_enabled, payment_settlement_hours, "
-                "environment_id, created_at, updated_at) VALUES ('int-1', 'STRIPE', :secret, 'sk_test_...', true, false, :base, true, "
-                "true, false, 24, :env, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                "environment_id, created_at, updated_at) VALUES ('int-1', 'STRIPE', :secret, 'sk_test_...', true, "
+                "false, :base, true, true, false, 24, :env, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
             ),
             {
                 "secret": box.encrypt(stripe_emulator.secret_key),
