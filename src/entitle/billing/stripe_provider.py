@@ -531,10 +531,11 @@ class StripeProvider:
     def tax_rate_for(self, percentage: Decimal, *, idempotency_key: str) -> str:
         # Sent as its exact decimal text: the request is form-encoded, so no float rounding on the way.
         wanted = cast(Any, format(percentage, "f"))
-        for listed in self.client.v1.tax_rates.list(params={"active": True, "limit": 100}).auto_paging_iter():
+        for listed in self.client.v1.tax_rates.list(params={"limit": 100}).auto_paging_iter():
             rate: dict[str, Any] = listed.to_dict()
             if (
-                not rate.get("inclusive")
+                rate.get("active")
+                and not rate.get("inclusive")
                 and Decimal(str(rate.get("percentage"))) == percentage
                 and (rate.get("metadata") or {}).get("entitleTaxPercentage")
             ):

@@ -18,6 +18,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -59,9 +60,15 @@ class JobContext:
         return opened
 
 
+def _exact(value: Any) -> str:
+    if isinstance(value, Decimal):
+        return str(value)  # amounts stay exact: never through float
+    raise TypeError(f"a sealed payload holds JSON values and Decimals, not {type(value).__name__}")
+
+
 def seal(payload: dict[str, Any]) -> str:
     """Encrypt a sealed payload as `Job.sealed` holds it (migrations enqueue with it too)."""
-    return secret_box(load_settings().data_dir).encrypt(json.dumps(payload, sort_keys=True))
+    return secret_box(load_settings().data_dir).encrypt(json.dumps(payload, sort_keys=True, default=_exact))
 
 
 class PermanentFailure(Exception):
