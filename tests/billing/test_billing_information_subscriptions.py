@@ -154,7 +154,8 @@ def test_a_promotion_code_applies_its_coupon_at_stripe_and_an_unknown_one_is_ref
     assert link is not None and link.billing_id is not None
     promotion_code(stripe_emulator, link.billing_id, "SPRING")
     promotion_code(stripe_emulator, link.billing_id, "OVER", active=False)
-    foreign = stripe_emulator.client().v1.coupons.create(params={"id": "foreign-50", "percent_off": 50, "duration": "forever"})
+    foreign_coupon: Any = {"id": "foreign-50", "percent_off": 50, "duration": "forever"}
+    foreign = stripe_emulator.client().v1.coupons.create(params=foreign_coupon)
     promotion_code(stripe_emulator, foreign.id, "FOREIGN")
     paying_customer(api, stripe_emulator)
 
