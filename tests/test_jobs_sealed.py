@@ -105,9 +105,11 @@ def test_a_dead_job_keeps_it_for_a_retry_and_discarding_erases_it(server: LiveSe
 
 def test_discarding_a_pending_job_over_the_api(server: LiveServer, api: httpx.Client, env_id: int) -> None:
     pk = _enqueue(server.db, env_id, {"address": ADDRESS})
+    (listed,) = api.get("/api/v1/jobs", params={"status": "PENDING"}).json()["data"]
+    assert listed["sealedPayload"] is True and "Cryptville" not in str(listed)
     resp = api.post(f"/api/v1/jobs/{pk}/discard")
     assert resp.status_code == 200, resp.text
-    assert resp.json()["data"]["status"] == DISCARDED
+    assert (resp.json()["data"]["status"], resp.json()["data"]["sealedPayload"]) == (DISCARDED, False)
     assert _row(server.db, pk).sealed is None
     again = api.post(f"/api/v1/jobs/{pk}/discard")
     assert (again.status_code, again.json()["error"]["code"]) == (409, "FAILED_PRECONDITION")
