@@ -8,7 +8,8 @@ the subscription, or (for the subscription's part) the provider never gets a sub
 trial, custom-priced, sync off, a Checkout makes it).
 
 A promotion code is looked up at the provider while the request waits (the answer must be a 400 when it
-is unknown or expired); it applies the Entitle coupon its provider coupon was synced from.
+is unknown or expired) — before the provisioning transaction opens (`prefetch_promotion_code`), so no
+lock is held meanwhile — and applies the Entitle coupon its provider coupon was synced from.
 """
 
 from __future__ import annotations
@@ -21,13 +22,15 @@ from sqlalchemy.orm import Session
 
 from entitle.billing import customer_sync, store
 from entitle.billing.models import COUPON, NO_SYNC_REQUIRED, SUBSCRIPTION, BillingLink, Integration
-from entitle.billing.provider import provider_for
+from entitle.billing.provider import BillingProvider, PromotionCode, provider_for
 from entitle.billing.secrets import secret_box
 from entitle.billing.subscription_sync import no_sync_reason
 from entitle.catalog.coupons.models import Coupon
 from entitle.config import load_settings
+from entitle.customers import store as customer_store
 from entitle.customers.models import Customer
 from entitle.customers.ports import BillingInformationRefused
+from entitle.db import Database
 from entitle.errors import BillingProviderError, InvalidArgument
 from entitle.subscriptions.models import Subscription
 
@@ -84,6 +87,41 @@ def forward(s: Session, sub: Subscription, information: Mapping[str, Any], *, vi
     store.stash_sealed(s, sub.pk, for_subscription)
 
 
+# Promotion codes looked up before the provisioning transaction opened, by (integration pk, code), in
+# that transaction's `session.info`: the provider is not called while the transaction holds its locks.
+_PREFETCHED = "entitle.billing.prefetched_promotion_codes"
+
+
+def _lookup(provider: BillingProvider, code: str) -> PromotionCode | None:
+    try:
+        return provider.find_promotion_code(code)
+    except Exception as exc:  # the provider is down or refused us: the request cannot be answered now
+        raise BillingProviderError(f"could not look up promotion code '{code}' at the provider: {exc}") from exc
+
+
+def prefetch_promotion_code(
+    db: Database, env_id: int, customer_ref: str, billing_information: Mapping[str, Any] | None, code: str
+) -> dict[str, Any]:
+    """Before provisioning: look the code up at the integration that will most likely bill the
+    subscription (its `integrationId`, else the customer's), outside any transaction. What it returns goes
+    into the provisioning session's `info`; a guess that proves wrong there is looked up again."""
+    with db.read() as s:
+        named = (billing_information or {}).get("integrationId")
+        integration = store.integration_in(s, env_id, named) if isinstance(named, str) and named != "STRIPE" else None
+        if integration is None:
+            customer = customer_store.find(s, env_id, customer_ref)
+            integration = (
+                store.integration_for_customer(s, customer)
+                if customer is not None
+                else store.default_integration(s, env_id)
+            )
+        if integration is None:
+            return {}
+        provider = provider_for(integration, secret_box(load_settings().data_dir))
+        key = (integration.pk, code)
+    return {_PREFETCHED: {key: _lookup(provider, code)}}
+
+
 def resolve_promotion_code(s: Session, sub: Subscription, code: str) -> str:
     """The Entitle coupon a provider promotion code applies: its coupon's id (400 when the code is unknown,
     inactive or expired, or its coupon is not one Entitle synced)."""
@@ -93,12 +131,11 @@ def resolve_promotion_code(s: Session, sub: Subscription, code: str) -> str:
             f"promotion code '{code}': a promotion code is the billing provider's, and subscription '{sub.ref_id}' "
             "has no billing integration"
         )
-    settings = load_settings()
-    provider = provider_for(integration, secret_box(settings.data_dir))
-    try:
-        promotion = provider.find_promotion_code(code)
-    except Exception as exc:  # the provider is down or refused us: the request cannot be answered now
-        raise BillingProviderError(f"could not look up promotion code '{code}' at the provider: {exc}") from exc
+    prefetched: dict[tuple[int, str], PromotionCode | None] = s.info.get(_PREFETCHED, {})
+    if (integration.pk, code) in prefetched:
+        promotion = prefetched[(integration.pk, code)]
+    else:
+        promotion = _lookup(provider_for(integration, secret_box(load_settings().data_dir)), code)
     if promotion is None:
         raise InvalidArgument(f"promotion code '{code}' does not exist at the billing provider")
     if not promotion.active:

@@ -67,6 +67,11 @@ class SubscriptionBilling:
     ) -> None:
         forwarding.forward(s, sub, billing_information, via_checkout=via_checkout, new=new)
 
+    def prefetch_promotion_code(
+        self, db: Database, env_id: int, customer_ref: str, billing_information: Mapping[str, Any] | None, code: str
+    ) -> dict[str, Any]:
+        return forwarding.prefetch_promotion_code(db, env_id, customer_ref, billing_information, code)
+
     def resolve_promotion_code(self, s: Session, sub: Subscription, code: str) -> str:
         return forwarding.resolve_promotion_code(s, sub, code)
 

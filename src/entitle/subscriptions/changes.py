@@ -4,6 +4,8 @@ and cancel a scheduled update."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from entitle.catalog.coupons import store as coupons
 from entitle.catalog.packages import store as packages
 from entitle.catalog.packages.models import Package
@@ -47,8 +49,13 @@ def update_subscription(db: Database, env_id: int, ref: str, req: SubscriptionUp
     IMMEDIATE."""
     fields = req.model_fields_set
     billing_information = req.billing_information.wire() if req.billing_information else None
+    codes = {c for c in (req.promotion_code, req.applied_coupon.promotion_code if req.applied_coupon else None) if c}
+    if len(codes) > 1 or (codes and req.applied_coupon is not None and req.applied_coupon.coupon_id):
+        raise InvalidArgument("give one of appliedCoupon.couponId, appliedCoupon.promotionCode and promotionCode")
+    prefetched = _prefetch_promotion_code(db, env_id, ref, billing_information, next(iter(codes), None))
     now = utcnow()
     with db.transaction() as s:
+        s.info.update(prefetched)
         sub = store.get(s, env_id, ref, for_update=True)
         if sub.status not in OPEN:
             raise FailedPrecondition(f"subscription '{ref}' is {sub.status}; it can no longer change")
@@ -82,11 +89,6 @@ def update_subscription(db: Database, env_id: int, ref: str, req: SubscriptionUp
             if coupon is None or coupon.status != "ACTIVE":
                 raise InvalidArgument(f"coupon '{req.applied_coupon.coupon_id}' does not exist or is archived")
             sub.coupon_ref = coupon.ref_id
-        codes = {
-            c for c in (req.promotion_code, req.applied_coupon.promotion_code if req.applied_coupon else None) if c
-        }
-        if len(codes) > 1 or (codes and req.applied_coupon is not None and req.applied_coupon.coupon_id):
-            raise InvalidArgument("give one of appliedCoupon.couponId, appliedCoupon.promotionCode and promotionCode")
         if codes:
             sub.coupon_ref = ports.billing.impl.resolve_promotion_code(s, sub, codes.pop())
         if req.trial_end_date is not None:
@@ -124,6 +126,19 @@ def update_subscription(db: Database, env_id: int, ref: str, req: SubscriptionUp
         announce_update(s, sub, "UPDATED", entitlements=grants_changed and sub.status in LIVE)
         s.flush()
         return view_of(s, sub, now)
+
+
+def _prefetch_promotion_code(
+    db: Database, env_id: int, ref: str, billing_information: dict[str, Any] | None, code: str | None
+) -> dict[str, Any]:
+    """The provider's answer about a promotion code, asked before the update's transaction holds its locks."""
+    if not code:
+        return {}
+    with db.read() as s:
+        sub = store.get(s, env_id, ref)
+        payer = s.get(Customer, sub.paying_customer_pk or sub.customer_pk)
+        payer_ref = payer.ref_id if payer is not None else ""
+    return ports.billing.impl.prefetch_promotion_code(db, env_id, payer_ref, billing_information, code)
 
 
 def migrate_subscription(db: Database, env_id: int, ref: str, when: str | None) -> SubscriptionView:

@@ -115,7 +115,13 @@ def _activation_status(pricing_type: str, in_trial: bool) -> Status:
 def provision(db: Database, env_id: int, req: SubscriptionProvision) -> ProvisionResult:
     """Provision in one transaction; with a Stripe Checkout, open it after that commit and record it in a
     second one (through `ports.billing`: the one place a request waits for the provider)."""
+    code = req.applied_coupon.promotion_code if req.applied_coupon else None
+    prefetched: dict[str, Any] = {}
+    if code:
+        information = req.billing_information.wire() if req.billing_information else None
+        prefetched = ports.billing.impl.prefetch_promotion_code(db, env_id, req.customer_id, information, code)
     with db.transaction() as s:
+        s.info.update(prefetched)
         result = provision_in(s, env_id, req, allow_checkout=True)
     if result.checkout is None:
         return result
