@@ -364,9 +364,9 @@ def story(server: LiveServer, client: stigg.Stigg, test_clock: TestClock) -> Sto
         {"priceOverrides": [{"amount": 5, "currency": "usd", "baseCharge": True}]},
         {"budget": {"hasSoftLimit": False, "limit": 100}},
         {"minimumSpend": {"amount": 100, "currency": "usd"}},
-        {"awaitPaymentConfirmation": False},
-        {"appliedCoupon": {"promotionCode": "SPRING"}},
-        {"billingInformation": {"taxIds": [{"type": "eu_vat", "value": "FR123"}]}},
+        {"billingCycleAnchor": "NOW"},
+        {"appliedCoupon": {"billingCouponId": "SPRING"}},
+        {"billingInformation": {"isBackdated": True}},
         {"salesforceId": "006xx"},
         {"entitlements": [{"type": "CREDIT", "id": "tokens", "amount": 10, "cadence": "MONTH"}]},
     ],
@@ -390,7 +390,7 @@ def test_a_refused_field_changes_nothing_of_an_update(story: Story) -> None:
     sub = story.client.v1.subscriptions.provision(customer_id="acme", plan_id="pro").data.subscription
     assert sub is not None
     with story.server.http() as api:
-        for extra in ({"promotionCode": "SPRING"}, {"budget": {"hasSoftLimit": True, "limit": 5}}):
+        for extra in ({"salesforceId": "006xx"}, {"budget": {"hasSoftLimit": True, "limit": 5}}):
             answer = api.patch(f"/api/v1/subscriptions/{sub.id}", json={"metadata": {"a": "b"}, **extra})
             assert (answer.status_code, answer.json()["error"]["code"]) == (400, "UNSUPPORTED_FIELD")
         assert story.client.v1.subscriptions.retrieve(sub.id).data.metadata == {}
@@ -482,15 +482,15 @@ def test_unsupported_answers_name_every_refused_field(api: httpx.Client) -> None
         "customerId": "nobody",
         "planId": 7,  # also invalid: the refusal is the answer, the details list the refused fields
         "priceOverrides": [{"amount": 1}],
-        "billingInformation": {"taxIds": [], "billingAddress": {"city": "Paris"}},
+        "billingInformation": {"isInvoicePaid": True, "isBackdated": True},
         "entitlements": [{"type": "FEATURE", "id": "f"}, {"type": "CREDIT", "id": "c"}],
     }
     error = api.post("/api/v1/subscriptions", json=body).json()["error"]
     assert error["code"] == "UNSUPPORTED_FIELD"
     assert [d["field"] for d in error["details"]] == [
         "entitlements[1].type",
-        "billingInformation.billingAddress",
-        "billingInformation.taxIds",
+        "billingInformation.isBackdated",
+        "billingInformation.isInvoicePaid",
         "priceOverrides",
     ]
     assert error["message"] == "entitlements[1].type: the value CREDIT is not supported by Entitle yet"

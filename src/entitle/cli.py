@@ -147,7 +147,7 @@ def worker(
 
 @jobs_app.command("list")
 def jobs_list(
-    status: Annotated[str | None, typer.Option(help="Comma list: PENDING,RUNNING,SUCCEEDED,DEAD.")] = "DEAD",
+    status: Annotated[str | None, typer.Option(help="Comma list: PENDING,RUNNING,SUCCEEDED,DEAD,DISCARDED.")] = "DEAD",
     limit: Annotated[int, typer.Option(min=1, max=100)] = 50,
 ) -> None:
     """List jobs (dead ones by default) with their last error."""
@@ -181,6 +181,24 @@ def jobs_retry(job_id: Annotated[int, typer.Argument(help="The job's id, as `ent
     finally:
         db.dispose()
     typer.echo(f"job {job.pk} is {job.status} again")
+
+
+@jobs_app.command("discard")
+def jobs_discard(job_id: Annotated[int, typer.Argument(help="The job's id, as `entitle jobs list` shows it.")]) -> None:
+    """Give up on a pending or dead job: it never runs, and the billing information it carried is erased."""
+    from entitle.errors import EntitleError
+    from entitle.jobs.service import discard_job
+
+    settings = load_settings()
+    db = Database(settings.database_url)
+    try:
+        job = discard_job(db, None, job_id)
+    except EntitleError as exc:
+        typer.echo(f"Error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        db.dispose()
+    typer.echo(f"job {job.pk} is {job.status}")
 
 
 class Vendor(enum.StrEnum):

@@ -128,10 +128,12 @@ def test_sync_customers_off_creates_no_stripe_customer(
     connect_stripe(api, stripe_emulator, syncCustomers=False)
     make_plan(api)
     Worker(server.db).drain()
-    # Billing information passed: with customer sync on it would sync the customer on its own.
+    # Billing information passed: with customer sync on it would sync the customer on its own; off, the
+    # integration cannot take it (it is forwarded, never kept), so it is refused.
     card_customer(api, stripe_emulator, "cust-ada")
     passthrough = {"passthrough": {"stripe": {}}}
-    assert api.patch("/api/v1/customers/cust-ada", json=passthrough).status_code == 200
+    refused = api.patch("/api/v1/customers/cust-ada", json=passthrough)
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "BILLING_INTEGRATION_REQUIRED"
     ref = provision(api, "cust-ada", "plan-pro", billingPeriod="MONTHLY")
     assert Worker(server.db).drain() == 0  # no customer sync, no subscription sync
     if emulated(stripe_emulator):

@@ -16,6 +16,7 @@ Who serves what
               │       /v1/billing/meters[/{id}[/deactivate|/reactivate]] (create, retrieve, update, list)
               │       /v1/billing/meters/{id}/event_summaries           (list, one summary per query)
               │       /v1/billing/meter_events                          (create)
+              │       /v1/promotion_codes[/{id}]                        (create, retrieve, update active, list by code)
               │  4. fields localstripe refuses on coupons (name, currency_options) and subscriptions
               │     (automatic_tax, collection_method, days_until_due, default_payment_method, discounts,
               │     proration_behavior): taken off the request, kept, and shown on the objects returned
@@ -325,6 +326,7 @@ class StandIn:
     portal_sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
     meters: dict[str, dict[str, Any]] = field(default_factory=dict)
     meter_events: dict[str, dict[str, Any]] = field(default_factory=dict)
+    promotion_codes: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Fields localstripe's Coupons and Subscriptions lack, kept here by object id (see `_split_extras`).
     coupon_extras: dict[str, dict[str, Any]] = field(default_factory=dict)
     subscription_extras: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -344,7 +346,8 @@ class StandIn:
 
     def reset(self) -> None:
         with self._lock:
-            for store in (self.prices, self.checkout_sessions, self.portal_sessions, self.meters, self.meter_events):
+            stores = (self.prices, self.checkout_sessions, self.portal_sessions, self.meters, self.meter_events)
+            for store in (*stores, self.promotion_codes):
                 store.clear()
             self.coupon_extras.clear()
             self.subscription_extras.clear()
@@ -531,7 +534,59 @@ class StandIn:
                 return self._event_summaries(meter_id, query)
             case ("POST", ["v1", "billing", "meter_events"]):
                 return self._create_meter_event(params)
+            case ("POST", ["v1", "promotion_codes"]):
+                return await self._create_promotion_code(auth, params)
+            case ("GET", ["v1", "promotion_codes"]):
+                found = [
+                    p
+                    for p in self.promotion_codes.values()
+                    if query.get("code") in (None, p["code"]) and _bool(query.get("active")) in (None, p["active"])
+                ]
+                return _list(found, "/v1/promotion_codes", query)
+            case ("GET", ["v1", "promotion_codes", promo_id]):
+                return self._promotion_code(promo_id)
+            case ("POST", ["v1", "promotion_codes", promo_id]):
+                promo = self._promotion_code(promo_id)
+                if "active" in params:
+                    promo["active"] = bool(_bool(params["active"]))
+                return promo
         return None
+
+    # -- promotion codes (a customer-facing code for a coupon; localstripe has none) --------------------
+
+    def _promotion_code(self, promo_id: str) -> dict[str, Any]:
+        if promo_id not in self.promotion_codes:
+            raise _missing("promotion_code", promo_id)
+        return self.promotion_codes[promo_id]
+
+    async def _create_promotion_code(self, auth: str, params: dict[str, Any]) -> dict[str, Any]:
+        coupon_id = params.get("coupon") or (params.get("promotion") or {}).get("coupon")
+        if not coupon_id:
+            raise _bad("Missing required param: promotion[coupon].", "promotion")
+        coupon = await self._upstream_get(auth, f"/v1/coupons/{coupon_id}")
+        if coupon is None:
+            raise _missing("coupon", str(coupon_id))
+        code = str(params.get("code") or _rand(8).upper())
+        if any(p["code"] == code and p["active"] for p in self.promotion_codes.values()):
+            raise _bad(f"An active promotion code with `code: {code}` already exists.", "code")
+        promo = {
+            "id": f"promo_{_rand(14)}",
+            "object": "promotion_code",
+            "active": _bool(params.get("active")) is not False,
+            "code": code,
+            "coupon": coupon,
+            "promotion": {"type": "coupon", "coupon": coupon_id},
+            "created": _now(),
+            "customer": params.get("customer"),
+            "expires_at": int(params["expires_at"]) if params.get("expires_at") else None,
+            "livemode": False,
+            "max_redemptions": None,
+            "metadata": params.get("metadata") or {},
+            "restrictions": {},
+            "times_redeemed": 0,
+        }
+        self.promotion_codes[promo["id"]] = promo
+        return promo
 
     async def _upstream(self) -> httpx.AsyncClient:
         if self._client is None:

@@ -12,28 +12,43 @@ customer; it does not sync the customer on its own.
 (ordered with the customer's subscription jobs); the job creates the Stripe customer (or refreshes it
 and makes the payment method its default) with the job's idempotency key, and records the link and the
 customer's `billingId`.
+
+Billing information (addresses, tax ids, invoice name and fields, provider metadata) is forwarded and
+forgotten: `forward_billing_information` (the customers domain's `ports.billing_information`) puts it
+in the job's sealed payload — encrypted at rest, erased once the job succeeds or an operator discards it
+(a DEAD job keeps it for `jobs retry`) — and nowhere else. With no integration able to take it, it is
+refused (400 BILLING_INTEGRATION_REQUIRED).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from entitle.billing import store
 from entitle.billing.models import CUSTOMER, ERROR, PENDING, SUCCESS, Integration
-from entitle.billing.provider import provider_for
+from entitle.billing.provider import BillingDetails, provider_for
 from entitle.billing.secrets import secret_box
 from entitle.billing.subscription_sync import _link_customer, _ordering_key, customer_spec
 from entitle.config import load_settings
 from entitle.customers.models import Customer
+from entitle.customers.ports import BillingInformationRefused
 from entitle.db import Database
 from entitle.jobs.service import JobContext, enqueue, register
 
 SYNC_CUSTOMER_JOB = "billing.sync_customer"
 
 
-def billing_info_passed(session: Session, customer: Customer, integration: Integration | None = None) -> None:
+def billing_info_passed(
+    session: Session,
+    customer: Customer,
+    integration: Integration | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
     """Hook: billing information or a payment method was passed for `customer`; sync it when the
-    integration billing it (`integration`, else `store.integration_for_customer`) syncs customers."""
+    integration billing it (`integration`, else `store.integration_for_customer`) syncs customers.
+    `details` (wire `passthrough.stripe`) travel sealed in the job."""
     if integration is None:
         integration = store.integration_for_customer(session, customer)
     if integration is None or not integration.sync_customers:
@@ -46,7 +61,25 @@ def billing_info_passed(session: Session, customer: Customer, integration: Integ
         SYNC_CUSTOMER_JOB,
         {"integrationPk": integration.pk, "customerPk": customer.pk},
         ordering_key=_ordering_key(integration, customer.pk),
+        sealed={"billingDetails": details} if details else None,
     )
+
+
+def forward_billing_information(session: Session, customer: Customer, details: dict[str, Any]) -> None:
+    """`customers.ports.billing_information`: to the integration billing the customer, or a 400."""
+    integration = store.integration_for_customer(session, customer)
+    if integration is None:
+        raise BillingInformationRefused(
+            f"customer '{customer.ref_id}' has no billing integration to forward billing information to (none is "
+            "connected to this environment, or the one billing it was removed): billing information is sent to the "
+            "provider and not kept by Entitle"
+        )
+    if not integration.sync_customers:
+        raise BillingInformationRefused(
+            f"integration '{integration.ref_id}' does not sync customers (syncCustomers is false): billing "
+            "information is sent to the provider's customer and not kept by Entitle"
+        )
+    billing_info_passed(session, customer, integration, details)
 
 
 @register(SYNC_CUSTOMER_JOB)
@@ -64,10 +97,15 @@ def sync_customer(db: Database, ctx: JobContext) -> None:
         spec = customer_spec(s, customer, settings.console_base_url)
     provider = provider_for(integration, secret_box(settings.data_dir))
     try:
+        sealed = ctx.unseal() or {}
         customer_id = provider.sync_customer(spec, existing_id=existing, idempotency_key=ctx.idempotency_key)
         if customer_id is None:
             raise RuntimeError("the provider did not create a customer")
-        if existing is not None and spec.payment_method:
+        if sealed.get("billingDetails"):
+            details = BillingDetails.of_wire(sealed["billingDetails"])
+            provider.apply_billing_details(customer_id, details, idempotency_key=ctx.idempotency_key)
+        if spec.payment_method and (existing is not None or sealed.get("billingDetails")):
+            # Made the default again after the details: their invoice settings must not displace it.
             provider.set_default_payment_method(customer_id, spec.payment_method, idempotency_key=ctx.idempotency_key)
     except Exception as exc:
         with db.transaction() as s:
@@ -80,4 +118,4 @@ def sync_customer(db: Database, ctx: JobContext) -> None:
         assert row is not None and row.sync_state == SUCCESS
 
 
-__all__ = ["SYNC_CUSTOMER_JOB", "billing_info_passed", "customer_spec", "sync_customer"]
+__all__ = ["SYNC_CUSTOMER_JOB", "billing_info_passed", "customer_spec", "forward_billing_information", "sync_customer"]

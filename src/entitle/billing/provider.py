@@ -87,6 +87,46 @@ class CustomerSpec:
 
 
 @dataclass(frozen=True)
+class BillingDetails:
+    """Billing information passed through to the provider's customer, never kept by Entitle (it travels
+    in a sealed job): `passthrough.stripe` of a customer, or the customer part of a subscription's
+    `billingInformation`. Addresses use Stripe's keys (`line1`, `postal_code`, ...)."""
+
+    billing_address: dict[str, str] | None = None
+    shipping_address: dict[str, str] | None = None
+    invoice_name: str | None = None  # the name on invoices (`customerName`)
+    invoice_custom_fields: dict[str, str] | None = None
+    metadata: dict[str, str] | None = None
+    tax_ids: tuple[tuple[str, str], ...] = ()  # (type, value)
+
+    @classmethod
+    def of_wire(cls, doc: dict[str, Any]) -> BillingDetails:
+        def address(value: Any) -> dict[str, str] | None:
+            if not value:
+                return None
+            return {("postal_code" if k == "postalCode" else k): str(v) for k, v in value.items() if v is not None}
+
+        return cls(
+            billing_address=address(doc.get("billingAddress")),
+            shipping_address=address(doc.get("shippingAddress")),
+            invoice_name=doc.get("customerName"),
+            invoice_custom_fields=doc.get("invoiceCustomFields"),
+            metadata=doc.get("metadata"),
+            tax_ids=tuple((str(t["type"]), str(t["value"])) for t in doc.get("taxIds") or ()),
+        )
+
+
+@dataclass(frozen=True)
+class PromotionCode:
+    """A provider promotion code, as `appliedCoupon.promotionCode` / `promotionCode` name it."""
+
+    id: str
+    code: str
+    coupon_billing_id: str
+    active: bool
+
+
+@dataclass(frozen=True)
 class SubscriptionItem:
     price_billing_id: str
     quantity: int | None = 1  # None: a metered price (the provider bills the reported usage)
@@ -109,6 +149,9 @@ class SubscriptionSpec:
     default_payment_method: str | None = None  # with charge_automatically, when the customer has one
     # For an update: how the provider settles a change in the middle of a period.
     proration_behavior: ProrationBehavior = "create_prorations"
+    # From the request's `billingInformation`, forwarded and not kept (None: leave the provider's as is).
+    tax_rate_ids: tuple[str, ...] | None = None
+    extra_metadata: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -279,6 +322,34 @@ class BillingProvider(Protocol):
         """Make a payment method the provider customer's default for invoices."""
         ...
 
+    def apply_billing_details(self, customer_billing_id: str, details: BillingDetails, *, idempotency_key: str) -> None:
+        """Set the provider customer's addresses, invoice name and fields, metadata; add missing tax ids."""
+        ...
+
+    def find_promotion_code(self, code: str) -> PromotionCode | None:
+        """The promotion code customers type (None when the provider has none by that code)."""
+        ...
+
+    def tax_rate_for(self, percentage: Decimal, *, idempotency_key: str) -> str:
+        """A provider tax rate (exclusive) of this percentage, reused when one exists; its id."""
+        ...
+
+
+def subscription_extras(
+    provider: BillingProvider, sealed: dict[str, Any] | None, *, idempotency_key: str
+) -> tuple[tuple[str, ...] | None, dict[str, str] | None]:
+    """A sealed subscription part of `billingInformation` as the provider subscription's tax rates (its
+    `taxRateIds`, then one for `taxPercentage`) and extra metadata; (None, None) without one."""
+    part = (sealed or {}).get("subscription") or {}
+    if not part:
+        return None, None
+    rates = [str(r) for r in part.get("taxRateIds") or []]
+    if part.get("taxPercentage") is not None:
+        rates.append(provider.tax_rate_for(Decimal(str(part["taxPercentage"])), idempotency_key=idempotency_key))
+    rate_ids = tuple(rates) if ("taxRateIds" in part or "taxPercentage" in part) else None
+    metadata = {str(k)[:40]: str(v)[:500] for k, v in (part.get("metadata") or {}).items()} or None
+    return rate_ids, metadata
+
 
 def later(operation: str, slice_name: str) -> NotImplementedError:
     return NotImplementedError(
@@ -343,6 +414,15 @@ class NoneProvider:
         self, customer_billing_id: str, payment_method_id: str, *, idempotency_key: str
     ) -> None:
         return None
+
+    def apply_billing_details(self, customer_billing_id: str, details: BillingDetails, *, idempotency_key: str) -> None:
+        return None
+
+    def find_promotion_code(self, code: str) -> PromotionCode | None:
+        return None
+
+    def tax_rate_for(self, percentage: Decimal, *, idempotency_key: str) -> str:
+        raise later("tax rates", "none provider")
 
     def list_invoices(self, customer_billing_id: str, *, limit: int) -> list[ProviderInvoice]:
         return []

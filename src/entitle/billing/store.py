@@ -40,6 +40,9 @@ from entitle.sync_states import SyncState
 # Where an integration chosen by `billingInformation.integrationId` waits, in the provisioning
 # transaction's session, for the hooks that run before the subscription's billing link exists.
 _CHOSEN = "entitle.billing.chosen_integration"
+# Billing information for a subscription's provider subscription, waiting in the transaction's session
+# for the sync (or update) job that carries it sealed (`take_sealed`).
+_SEALED = "entitle.billing.sealed_subscription_information"
 # Link states that tie a customer to the integration holding them (a NO_SYNC_REQUIRED link does not).
 _BINDING_STATES = (PENDING, SUCCESS, ERROR)
 
@@ -143,6 +146,16 @@ def choose_integration(session: Session, sub: Subscription, integration: Integra
     """Record, for the rest of this transaction, that `sub` is billed by `integration` (its
     `billingInformation.integrationId`, checked by the caller)."""
     session.info.setdefault(_CHOSEN, {})[sub.pk] = integration.pk
+
+
+def stash_sealed(session: Session, sub_pk: int, information: dict[str, Any]) -> None:
+    session.info.setdefault(_SEALED, {})[sub_pk] = information
+
+
+def take_sealed(session: Session, sub_pk: int) -> dict[str, Any] | None:
+    """The billing information stashed for this subscription in this transaction, once."""
+    stashed: dict[int, dict[str, Any]] = session.info.get(_SEALED, {})
+    return stashed.pop(sub_pk, None)
 
 
 def integration_for_subscription(session: Session, sub: Subscription, vendor: str = STRIPE) -> Integration | None:

@@ -43,6 +43,7 @@ from stripe.params.checkout import SessionCreateParams
 from entitle.billing import rules
 from entitle.billing.models import STRIPE
 from entitle.billing.provider import (
+    BillingDetails,
     CatalogEntity,
     CheckoutRequest,
     CheckoutSession,
@@ -52,6 +53,7 @@ from entitle.billing.provider import (
     InvoiceLine,
     MeterSpec,
     PriceSpec,
+    PromotionCode,
     ProviderEvent,
     ProviderInvoice,
     SubscriptionSpec,
@@ -190,9 +192,11 @@ class StripeProvider:
                 else {"price": i.price_billing_id}  # metered: billed from the reported usage
                 for i in subscription.items
             ],
-            "metadata": subscription.metadata,
+            "metadata": {**(subscription.extra_metadata or {}), **subscription.metadata},
             "collection_method": subscription.collection_method,
         }
+        if subscription.tax_rate_ids:
+            params["default_tax_rates"] = list(subscription.tax_rate_ids)
         if subscription.trial_end is not None:
             params["trial_end"] = int(subscription.trial_end.timestamp())
         if subscription.collection_method == "send_invoice":
@@ -265,8 +269,13 @@ class StripeProvider:
         ):
             params["default_payment_method"] = subscription.default_payment_method
         held_metadata = dict(current.get("metadata") or {})
-        if any(held_metadata.get(k) != v for k, v in subscription.metadata.items()):
-            params["metadata"] = subscription.metadata
+        wanted_metadata = {**(subscription.extra_metadata or {}), **subscription.metadata}
+        if any(held_metadata.get(k) != v for k, v in wanted_metadata.items()):
+            params["metadata"] = wanted_metadata
+        if subscription.tax_rate_ids is not None:
+            held_rates = [_id_of(rate) for rate in current.get("default_tax_rates") or []]
+            if held_rates != list(subscription.tax_rate_ids):
+                params["default_tax_rates"] = list(subscription.tax_rate_ids) or ""
         if not params:
             return False
         self.client.v1.subscriptions.update(
@@ -462,6 +471,85 @@ class StripeProvider:
             params={"invoice_settings": {"default_payment_method": payment_method_id}},
             options={"idempotency_key": f"{idempotency_key}:default-payment-method"},
         )
+
+    def apply_billing_details(self, customer_billing_id: str, details: BillingDetails, *, idempotency_key: str) -> None:
+        """One customer update with what was passed, then the tax ids the customer lacks (Stripe adds tax
+        ids one by one; those already there, by type and value, are not added twice on a retry)."""
+        params: dict[str, Any] = {}
+        if details.billing_address:
+            params["address"] = details.billing_address
+        if details.shipping_address:
+            current = self.client.v1.customers.retrieve(customer_billing_id).to_dict()
+            name = details.invoice_name or current.get("name") or customer_billing_id
+            params["shipping"] = {"name": name, "address": details.shipping_address}
+        if details.invoice_name:
+            params["name"] = details.invoice_name
+        if details.invoice_custom_fields is not None:
+            fields = [{"name": k[:40], "value": v[:140]} for k, v in details.invoice_custom_fields.items()]
+            params["invoice_settings"] = {"custom_fields": fields or ""}
+        if details.metadata:
+            params["metadata"] = {k[:40]: v[:500] for k, v in details.metadata.items()}
+        if params:
+            self.client.v1.customers.update(
+                customer_billing_id,
+                params=cast(Any, params),
+                options={"idempotency_key": f"{idempotency_key}:billing-details"},
+            )
+        if not details.tax_ids:
+            return
+        held = {
+            (str(t.type), str(t.value))
+            for t in self.client.v1.customers.tax_ids.list(customer_billing_id).auto_paging_iter()
+        }
+        for i, (kind, value) in enumerate(details.tax_ids):
+            if (kind, value) in held:
+                continue
+            self.client.v1.customers.tax_ids.create(
+                customer_billing_id,
+                params={"type": cast(Any, kind), "value": value},
+                options={"idempotency_key": f"{idempotency_key}:tax-id-{i}"},
+            )
+
+    def find_promotion_code(self, code: str) -> PromotionCode | None:
+        found = self.client.v1.promotion_codes.list(params={"code": code, "limit": 1}).data
+        if not found:
+            return None
+        promo: dict[str, Any] = found[0].to_dict()
+        # Older API versions name the coupon at the top level, newer ones under `promotion`.
+        coupon_id = _id_of(promo.get("coupon") or (promo.get("promotion") or {}).get("coupon"))
+        if coupon_id is None:
+            return None
+        expires = promo.get("expires_at")
+        expired = expires is not None and int(expires) <= int(datetime.now(UTC).timestamp())
+        return PromotionCode(
+            id=str(promo["id"]),
+            code=str(promo.get("code")),
+            coupon_billing_id=coupon_id,
+            active=bool(promo.get("active")) and not expired,
+        )
+
+    def tax_rate_for(self, percentage: Decimal, *, idempotency_key: str) -> str:
+        # Sent as its exact decimal text: the request is form-encoded, so no float rounding on the way.
+        wanted = cast(Any, format(percentage, "f"))
+        for listed in self.client.v1.tax_rates.list(params={"limit": 100}).auto_paging_iter():
+            rate: dict[str, Any] = listed.to_dict()
+            if (
+                rate.get("active")
+                and not rate.get("inclusive")
+                and Decimal(str(rate.get("percentage"))) == percentage
+                and (rate.get("metadata") or {}).get("entitleTaxPercentage")
+            ):
+                return str(rate["id"])
+        created = self.client.v1.tax_rates.create(
+            params={
+                "display_name": "Tax",
+                "inclusive": False,
+                "percentage": wanted,
+                "metadata": {"entitleTaxPercentage": str(percentage)},
+            },
+            options={"idempotency_key": f"{idempotency_key}:tax-rate"},
+        )
+        return str(created.id)
 
 
 # The Stripe events Entitle acts on (docs/stripe.md, "Webhooks from Stripe"); others are answered 2xx

@@ -10,12 +10,21 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from entitle.billing import catalog_sync, checkout, coupon_sync, customer_sync, rules, store, subscription_sync
+from entitle.billing import (
+    catalog_sync,
+    checkout,
+    coupon_sync,
+    customer_sync,
+    forwarding,
+    rules,
+    store,
+    subscription_sync,
+)
 from entitle.billing import service as integrations
 from entitle.billing.models import Integration
 from entitle.catalog.coupons.events import CouponArchived, CouponCreated
 from entitle.catalog.packages.events import PackagePublished
-from entitle.customers.events import CustomerCreated, CustomerUpdated
+from entitle.customers import ports as customer_ports
 from entitle.db import Database
 from entitle.domain_events import subscribe
 from entitle.subscriptions import ports as subscription_ports
@@ -53,6 +62,19 @@ class SubscriptionBilling:
     def checkout_failed(self, s: Session, sub: Subscription, message: str) -> None:
         checkout.checkout_failed(s, sub, message)
 
+    def forward_billing_information(
+        self, s: Session, sub: Subscription, billing_information: Mapping[str, Any], *, via_checkout: bool, new: bool
+    ) -> None:
+        forwarding.forward(s, sub, billing_information, via_checkout=via_checkout, new=new)
+
+    def prefetch_promotion_code(
+        self, db: Database, env_id: int, customer_ref: str, billing_information: Mapping[str, Any] | None, code: str
+    ) -> dict[str, Any]:
+        return forwarding.prefetch_promotion_code(db, env_id, customer_ref, billing_information, code)
+
+    def resolve_promotion_code(self, s: Session, sub: Subscription, code: str) -> str:
+        return forwarding.resolve_promotion_code(s, sub, code)
+
 
 def coupon_created(s: Session, event: CouponCreated) -> None:
     coupon_sync.coupon_created(s, event.coupon)  # a provider coupon at each connected integration
@@ -64,11 +86,6 @@ def coupon_archived(s: Session, event: CouponArchived) -> None:
 
 def package_published(s: Session, event: PackagePublished) -> None:
     catalog_sync.package_published(s, event.env_id, event.package)
-
-
-def customer_billing_info(s: Session, event: CustomerCreated | CustomerUpdated) -> None:
-    if event.billing_info_passed:
-        customer_sync.billing_info_passed(s, event.customer)  # synced now, ahead of its subscriptions
 
 
 def subscription_created(s: Session, event: SubscriptionCreated) -> None:
@@ -93,11 +110,10 @@ def install() -> None:
     subscribe(CouponCreated, coupon_created)
     subscribe(CouponArchived, coupon_archived)
     subscribe(PackagePublished, package_published)
-    subscribe(CustomerCreated, customer_billing_info)
-    subscribe(CustomerUpdated, customer_billing_info)
     subscribe(SubscriptionCreated, subscription_created)
     subscribe(SubscriptionEnded, subscription_ended)
     subscribe(BillingTermsChanged, billing_terms_changed)
     subscribe(TrialConverted, trial_converted)
     subscription_ports.billing.install(SubscriptionBilling())
+    customer_ports.billing_information.install(customer_sync.forward_billing_information)
     sync_state_reader.install(store.sync_states_of)

@@ -56,6 +56,7 @@ from entitle.billing.provider import (
     SubscriptionItem,
     SubscriptionSpec,
     provider_for,
+    subscription_extras,
 )
 from entitle.billing.secrets import secret_box
 from entitle.catalog.packages import store as packages
@@ -147,6 +148,7 @@ def requires_payment(session: Session, sub: Subscription) -> bool:
 
 def subscription_provisioned(session: Session, sub: Subscription, *, converted: bool = False) -> None:
     """On `SubscriptionCreated`, in the provisioning transaction: enqueue the sync when a provider is connected."""
+    sealed = store.take_sealed(session, sub.pk)  # checked by `forwarding.forward`: this sub is synced
     integration = store.integration_for_subscription(session, sub)
     if integration is None:
         return
@@ -189,6 +191,7 @@ def subscription_provisioned(session: Session, sub: Subscription, *, converted: 
         run_at=sub.start_date,
         ordering_key=_ordering_key(integration, customer_pk),
         dedupe_key=f"billing-sync:{integration.pk}:{SUBSCRIPTION}:{sub.pk}",
+        sealed={"subscription": sealed} if sealed else None,
     )
 
 
@@ -229,9 +232,15 @@ class _Plan:
     default_payment_method: str | None = None
 
     def spec(
-        self, sub: Subscription, customer_id: str, proration: ProrationBehavior = "create_prorations"
+        self,
+        sub: Subscription,
+        customer_id: str,
+        proration: ProrationBehavior = "create_prorations",
+        extras: tuple[tuple[str, ...] | None, dict[str, str] | None] = (None, None),
     ) -> SubscriptionSpec:
         return SubscriptionSpec(
+            tax_rate_ids=extras[0],
+            extra_metadata=extras[1],
             ref=sub.ref_id,
             customer_billing_id=customer_id,
             items=self.items,
@@ -286,7 +295,10 @@ def sync_subscription(db: Database, ctx: JobContext) -> None:
             # Recorded at once: a retry (after a failed subscription call, or with the customer edited
             # meanwhile) finds the customer linked and sends no second, differing create with this key.
             _record_customer(db, integration, plan.customer_pk, customer_id)
-        subscription_id = provider.create_subscription(plan.spec(sub, customer_id), idempotency_key=ctx.idempotency_key)
+        extras = subscription_extras(provider, ctx.unseal(), idempotency_key=ctx.idempotency_key)
+        subscription_id = provider.create_subscription(
+            plan.spec(sub, customer_id, extras=extras), idempotency_key=ctx.idempotency_key
+        )
         if subscription_id is None:
             raise RuntimeError("the provider did not create a subscription")
     except Exception as exc:
@@ -438,10 +450,7 @@ def customer_spec(s: Session, customer: Customer, console: str) -> CustomerSpec:
 
 def _payment_method(customer: Customer) -> str | None:
     method = (customer.default_payment_method or {}).get("billingId")
-    if method:
-        return str(method)
-    stripe = ((customer.passthrough or {}).get("stripe") or {}).get("paymentMethodId")
-    return str(stripe) if stripe else None
+    return str(method) if method else None
 
 
 def _link_customer(s: Session, integration: Integration, customer_pk: int, customer_id: str) -> None:
@@ -513,6 +522,7 @@ def subscription_changed(
     provider prorates nothing; a change made in the middle of a period is prorated
     (`create_prorations`, or the update's `billingInformation.prorationBehavior` as `proration`).
     """
+    sealed = store.take_sealed(session, sub.pk)  # checked by `forwarding.forward`: this sub is synced
     integration = store.integration_for_subscription(session, sub)
     if integration is None:
         return
@@ -529,6 +539,7 @@ def subscription_changed(
             "proration": "none" if scheduled else (proration or "create_prorations"),
         },
         ordering_key=_ordering_key(integration, sub.paying_customer_pk or sub.customer_pk),
+        sealed={"subscription": sealed} if sealed else None,
     )
 
 
@@ -543,18 +554,22 @@ def update_subscription(db: Database, ctx: JobContext) -> None:
         if integration is None or sub is None or integration.environment_id != ctx.environment_id:
             return
         link = store.link(s, integration.pk, SUBSCRIPTION, sub.pk)
-        if link is None or link.sync_state != SUCCESS or not link.billing_id or link.details.get("canceled"):
-            return  # not at the provider (yet: its sync, ordered first, sends the current state) or ended
-        if sub.status not in _OPEN:
+        if (link is not None and link.details.get("canceled")) or sub.status not in _OPEN:
             return  # the cancellation job ends it at the provider
-        billing_id = link.billing_id
-        customer_link = store.link(s, integration.pk, CUSTOMER, sub.paying_customer_pk or sub.customer_pk)
-        try:
-            plan = _read(s, integration, sub, settings.console_base_url)
-        except NotReadyToSync as exc:
-            missing: NotReadyToSync | None = exc
+        if link is None or link.sync_state != SUCCESS or not link.billing_id:
+            if ctx.sealed_token is None:
+                return  # not at the provider (yet: its sync, ordered first, sends the current state)
+            # It carries billing information for the provider subscription: it waits for the sync, never drops it.
+            missing: NotReadyToSync | None = NotReadyToSync("the subscription is not at the provider yet")
         else:
-            missing = None
+            billing_id = link.billing_id
+            customer_link = store.link(s, integration.pk, CUSTOMER, sub.paying_customer_pk or sub.customer_pk)
+            try:
+                plan = _read(s, integration, sub, settings.console_base_url)
+            except NotReadyToSync as exc:
+                missing = exc
+            else:
+                missing = None
     if missing is not None:
         _update_failed(db, integration, sub.pk, missing, ctx.attempt)
         raise missing
@@ -563,8 +578,9 @@ def update_subscription(db: Database, ctx: JobContext) -> None:
     proration = cast(ProrationBehavior, ctx.payload.get("proration") or "create_prorations")
     provider = provider_for(integration, secret_box(settings.data_dir))
     try:
+        extras = subscription_extras(provider, ctx.unseal(), idempotency_key=ctx.idempotency_key)
         changed = provider.update_subscription(
-            billing_id, plan.spec(sub, customer_id, proration), idempotency_key=ctx.idempotency_key
+            billing_id, plan.spec(sub, customer_id, proration, extras), idempotency_key=ctx.idempotency_key
         )
     except Exception as exc:
         _update_failed(db, integration, sub.pk, exc, ctx.attempt)

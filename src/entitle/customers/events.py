@@ -17,13 +17,12 @@ class CustomerEvent(DomainEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class CustomerCreated(CustomerEvent):
-    # Billing information for the provider was passed (`passthrough.stripe`): sync the customer now.
-    billing_info_passed: bool = False
+    pass
 
 
 @dataclass(frozen=True, kw_only=True)
 class CustomerUpdated(CustomerEvent):
-    billing_info_passed: bool = False
+    pass
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -26,7 +26,6 @@ class Customer(EnvironmentScoped, Base):
     timezone: Mapped[str | None] = mapped_column(String(64), default=None)
     metadata_: Mapped[dict[str, str]] = mapped_column("metadata", JSONDoc(), default=dict)
     default_payment_method: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc(), default=None)
-    passthrough: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc(), default=None)
     # Archiving is permanent for the id: the row stays (so the id cannot be provisioned again).
     archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 

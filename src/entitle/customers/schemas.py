@@ -52,15 +52,21 @@ class TaxId(WireModel):
 
 
 class StripePassthrough(WireModel):
-    """Only the payment method reaches the Stripe customer so far (it becomes its default)."""
+    """Billing information for the Stripe customer: forwarded to Stripe through a sealed job and never
+    kept by Entitle (docs/stripe.md, "Billing information"). The payment method also becomes the
+    customer's `defaultPaymentMethod`."""
 
-    billing_address: Unsupported[Address] = None
-    shipping_address: Unsupported[Address] = None
-    customer_name: Unsupported[ShortText] = None
-    invoice_custom_fields: Unsupported[Metadata] = None
-    metadata: Unsupported[Metadata] = None
+    billing_address: Address | None = None
+    shipping_address: Address | None = None
+    customer_name: ShortText | None = None
+    invoice_custom_fields: Metadata | None = None
+    metadata: Metadata | None = None
     payment_method_id: ShortText | None = None
-    tax_ids: Unsupported[list[TaxId]] = None
+    tax_ids: list[TaxId] | None = Field(default=None, max_length=25)
+
+    def forwarded(self) -> dict[str, Any]:
+        """What travels to the provider, by wire names."""
+        return self.model_dump(by_alias=True, exclude_none=True)
 
 
 class ZuoraPassthrough(WireModel):
@@ -124,6 +130,9 @@ class CustomerFields(WireModel):
     metadata: Metadata | None = None
     integrations: list[IntegrationLink] | None = Field(default=None, max_length=20)
     passthrough: Passthrough | None = None
+    # Our extension (Stigg's `shouldSyncFree`): make the customer at the billing provider now, even with
+    # no paid subscription to bill.
+    should_sync_free: bool | None = None
 
 
 class CustomerProvision(CustomerFields):
@@ -182,6 +191,7 @@ class CustomerOut(WireModel):
     metadata: dict[str, str] = Field(default_factory=dict)
     default_payment_method: PaymentMethodOut | None = None
     integrations: list[CustomerIntegrationOut] = Field(default_factory=list)
+    # Always null: billing information goes to the provider and is not kept (docs/stripe.md).
     passthrough: dict[str, Any] | None = None
     # Our extension: its sync with each billing integration (state, provider id, error or reason).
     sync_states: list[SyncStateOut] = Field(default_factory=list)
@@ -207,7 +217,7 @@ class CustomerOut(WireModel):
                 "metadata": c.metadata_ or {},
                 "default_payment_method": c.default_payment_method,
                 "integrations": _integrations(links or [], states),
-                "passthrough": c.passthrough,
+                "passthrough": None,
                 "sync_states": [SyncStateOut.of(state, c.ref_id) for state in states],
             }
         )

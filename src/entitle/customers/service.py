@@ -63,8 +63,21 @@ def _apply_fields(s: Session, env_id: int, customer: Customer, req: CustomerFiel
             _check_coupon(s, env_id, customer.coupon_ref)
     if "metadata" in fields:
         customer.metadata_ = dict(req.metadata or {})
-    if "passthrough" in fields:
-        customer.passthrough = req.passthrough.model_dump(by_alias=True, exclude_none=True) if req.passthrough else None
+    method = req.passthrough.stripe.payment_method_id if req.passthrough and req.passthrough.stripe else None
+    if method:
+        # A provider reference, not billing details: kept as the contract's defaultPaymentMethod (as
+        # POST .../payment-method does), so provisioning knows a card is on file.
+        customer.default_payment_method = {"billingId": method, "type": "CARD"}
+
+
+def _forward_billing_information(s: Session, customer: Customer, req: CustomerFields) -> bool:
+    """Billing information (or `shouldSyncFree`) goes to the customer's billing provider in a sealed job
+    and is not kept here (a 400 when no integration can take it). Whether any was passed."""
+    stripe = req.passthrough.stripe if req.passthrough is not None else None
+    if stripe is None and not req.should_sync_free:
+        return False
+    ports.billing_information.impl(s, customer, stripe.forwarded() if stripe is not None else {})
+    return True
 
 
 def _check_coupon(s: Session, env_id: int, coupon_ref: str) -> None:
@@ -134,18 +147,11 @@ def create_customer(s: Session, env_id: int, req: CustomerProvision) -> Customer
     if req.integrations:
         _replace_links(s, env_id, customer, req.integrations, "billing_id" in req.model_fields_set)
         s.flush()
-    # With billing information the billing adapter syncs it now, ahead of its subscriptions.
-    publish(s, events.CustomerCreated(env_id=env_id, customer=customer, billing_info_passed=_stripe_info(req)))
+    publish(s, events.CustomerCreated(env_id=env_id, customer=customer))
+    # With billing information the billing adapter syncs it now, ahead of its subscriptions. A
+    # `defaultPaymentMethod` alone does not: the customer's first paid subscription attaches it.
+    _forward_billing_information(s, customer, req)
     return customer
-
-
-def _stripe_info(req: CustomerFields) -> bool:
-    """Whether billing information for Stripe was passed (address, tax ids, payment method, ...).
-
-    A `defaultPaymentMethod` given on creation is not enough on its own: it is attached when the
-    customer's first paid subscription makes the Stripe customer (`POST .../payment-method` syncs at once).
-    """
-    return req.passthrough is not None and req.passthrough.stripe is not None
 
 
 def get_customer(db: Database, env_id: int, ref_id: str) -> CustomerView:
@@ -162,8 +168,8 @@ def update_customer(db: Database, env_id: int, ref_id: str, req: CustomerUpdate)
             _replace_links(s, env_id, customer, req.integrations or [], sent)
         customer.updated_at = utcnow()
         s.flush()
-        passed = "passthrough" in req.model_fields_set and _stripe_info(req)
-        publish(s, events.CustomerUpdated(env_id=env_id, customer=customer, billing_info_passed=passed))
+        publish(s, events.CustomerUpdated(env_id=env_id, customer=customer))
+        _forward_billing_information(s, customer, req)
         return view(s, customer)
 
 

@@ -13,7 +13,8 @@ PENDING = "PENDING"
 RUNNING = "RUNNING"
 SUCCEEDED = "SUCCEEDED"
 DEAD = "DEAD"
-JOB_STATUSES = (PENDING, RUNNING, SUCCEEDED, DEAD)
+DISCARDED = "DISCARDED"  # an operator gave up on it (`entitle jobs discard`): never run, its sealed payload erased
+JOB_STATUSES = (PENDING, RUNNING, SUCCEEDED, DEAD, DISCARDED)
 
 
 class Job(EnvironmentScoped, Base):
@@ -32,6 +33,10 @@ class Job(EnvironmentScoped, Base):
 
     kind: Mapped[str] = mapped_column(String(64))
     payload: Mapped[dict[str, Any]] = mapped_column(JSONDoc(), default=dict)
+    # What the job must carry but Entitle must not keep (billing information on its way to the provider):
+    # JSON encrypted with `entitle.secrets`, erased once the job succeeds or is discarded. A DEAD job keeps
+    # it, so a retry can still deliver it.
+    sealed: Mapped[str | None] = mapped_column(Text, default=None)
     # Jobs with the same ordering key run one at a time, oldest first (e.g. one webhook endpoint).
     ordering_key: Mapped[str | None] = mapped_column(String(255), default=None)
     # Enqueueing twice with one dedupe key yields one job (e.g. "trial-end:<subscription>:<instant>").

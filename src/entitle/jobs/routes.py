@@ -20,9 +20,18 @@ def list_jobs(key: ServerKey, db: DB, page: Paging, status: Annotated[str | None
     return page_envelope(service.list_jobs(db, key.environment_id, page, statuses), JobOut.of)
 
 
-@router.post("/{job_id}/retry", response_model=Envelope[JobOut])
-def retry_job(job_id: str, key: ServerKey, db: DB) -> dict[str, Any]:
+def _job_pk(job_id: str) -> int:
     # ASCII digits only: str.isdigit() also accepts '²' or '٣', which int() then refuses.
     if not (job_id.isascii() and job_id.isdigit()) or len(job_id) > 18:
         raise NotFound("job", job_id)
-    return envelope(JobOut.of(service.retry_job(db, key.environment_id, int(job_id))))
+    return int(job_id)
+
+
+@router.post("/{job_id}/retry", response_model=Envelope[JobOut])
+def retry_job(job_id: str, key: ServerKey, db: DB) -> dict[str, Any]:
+    return envelope(JobOut.of(service.retry_job(db, key.environment_id, _job_pk(job_id))))
+
+
+@router.post("/{job_id}/discard", response_model=Envelope[JobOut])
+def discard_job(job_id: str, key: ServerKey, db: DB) -> dict[str, Any]:
+    return envelope(JobOut.of(service.discard_job(db, key.environment_id, _job_pk(job_id))))

@@ -21,6 +21,9 @@ class JobOut(WireModel):
     last_error: str | None = None
     ordering_key: str | None = None
     payload: dict[str, Any]
+    # Whether it carries a sealed (encrypted) payload, e.g. billing information on its way to the
+    # provider; its content is never shown.
+    sealed_payload: bool = False
 
     @classmethod
     def of(cls, job: Job) -> JobOut:
@@ -36,4 +39,5 @@ class JobOut(WireModel):
             last_error=job.last_error,
             ordering_key=job.ordering_key,
             payload=job.payload,
+            sealed_payload=job.sealed is not None,
         )

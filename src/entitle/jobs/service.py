@@ -9,6 +9,7 @@ handler makes carries `JobContext.idempotency_key`, stable across retries of the
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -17,17 +18,20 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from entitle.clock import utcnow
+from entitle.config import load_settings
 from entitle.db import Database
 from entitle.db.pagination import Page, PageRequest
 from entitle.errors import FailedPrecondition, NotFound
 from entitle.jobs import store
-from entitle.jobs.models import DEAD, PENDING, RUNNING, SUCCEEDED, Job
+from entitle.jobs.models import DEAD, DISCARDED, PENDING, RUNNING, SUCCEEDED, Job
 from entitle.jobs.rules import backoff_delay
+from entitle.secrets import secret_box
 
 log = logging.getLogger("entitle.jobs")
 
@@ -39,11 +43,32 @@ class JobContext:
     kind: str
     payload: dict[str, Any]
     attempt: int
+    # The job's sealed payload, still encrypted: `unseal()` opens it in the handler that needs it.
+    sealed_token: str | None = None
 
     @property
     def idempotency_key(self) -> str:
         """Stable for every retry of this job, so an external write happens at most once."""
         return f"entitle-job-{self.pk}"
+
+    def unseal(self) -> dict[str, Any] | None:
+        """The sealed payload given to `enqueue(sealed=...)`, decrypted (None when there was none)."""
+        if self.sealed_token is None:
+            return None
+        opened = json.loads(secret_box(load_settings().data_dir).decrypt(self.sealed_token))
+        assert isinstance(opened, dict)
+        return opened
+
+
+def _exact(value: Any) -> str:
+    if isinstance(value, Decimal):
+        return str(value)  # amounts stay exact: never through float
+    raise TypeError(f"a sealed payload holds JSON values and Decimals, not {type(value).__name__}")
+
+
+def seal(payload: dict[str, Any]) -> str:
+    """Encrypt a sealed payload as `Job.sealed` holds it (migrations enqueue with it too)."""
+    return secret_box(load_settings().data_dir).encrypt(json.dumps(payload, sort_keys=True, default=_exact))
 
 
 class PermanentFailure(Exception):
@@ -80,8 +105,12 @@ def enqueue(
     ordering_key: str | None = None,
     dedupe_key: str | None = None,
     max_attempts: int = 12,
+    sealed: dict[str, Any] | None = None,
 ) -> Job:
-    """Add a job to the caller's transaction; with a dedupe key already used, return that job instead."""
+    """Add a job to the caller's transaction; with a dedupe key already used, return that job instead.
+
+    `sealed`: what the handler needs but the database must not hold in clear (it reads it with
+    `JobContext.unseal()`); encrypted at rest and erased when the job succeeds or is discarded."""
     if dedupe_key is not None:
         existing = store.by_dedupe_key(session, env_id, dedupe_key)
         if existing is not None:
@@ -94,6 +123,7 @@ def enqueue(
         ordering_key=ordering_key,
         dedupe_key=dedupe_key,
         max_attempts=max_attempts,
+        sealed=seal(sealed) if sealed is not None else None,
     )
     session.add(job)
     session.flush()
@@ -128,7 +158,9 @@ class Worker:
                 job.attempts += 1
                 job.locked_by = self.worker_id
                 job.locked_until = now + self.lease
-                claimed.append(JobContext(job.pk, job.environment_id, job.kind, dict(job.payload), job.attempts))
+                claimed.append(
+                    JobContext(job.pk, job.environment_id, job.kind, dict(job.payload), job.attempts, job.sealed)
+                )
         return claimed
 
     def run_once(self) -> int:
@@ -175,6 +207,7 @@ class Worker:
             if job is None or job.locked_by != self.worker_id:
                 return  # our lease expired and another worker took over; it records the outcome
             job.status = SUCCEEDED
+            job.sealed = None  # delivered: what it carried is the provider's now, not ours
             job.finished_at = utcnow()
             job.locked_by = None
             job.locked_until = None
@@ -222,4 +255,20 @@ def retry_job(db: Database, env_id: int | None, pk: int) -> Job:
         job.attempts = 0
         job.run_at = utcnow()
         job.finished_at = None
+        return job
+
+
+def discard_job(db: Database, env_id: int | None, pk: int) -> Job:
+    """Give up on a pending or dead job: it never runs, and its sealed payload is erased."""
+    with db.transaction() as s:
+        job = store.get(s, pk, for_update=True)
+        if job is None or (env_id is not None and job.environment_id != env_id):
+            raise NotFound("job", str(pk))
+        if job.status not in (PENDING, DEAD):
+            raise FailedPrecondition(f"job {pk} is {job.status}; only PENDING and DEAD jobs can be discarded")
+        job.status = DISCARDED
+        job.sealed = None
+        job.finished_at = utcnow()
+        job.locked_by = None
+        job.locked_until = None
         return job

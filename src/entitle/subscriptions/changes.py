@@ -4,6 +4,8 @@ and cancel a scheduled update."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from entitle.catalog.coupons import store as coupons
 from entitle.catalog.packages import store as packages
 from entitle.catalog.packages.models import Package
@@ -13,7 +15,7 @@ from entitle.customers import store as customers
 from entitle.customers.models import Customer
 from entitle.db import Database
 from entitle.domain_events import publish
-from entitle.errors import FailedPrecondition, InvalidArgument
+from entitle.errors import FailedPrecondition, InvalidArgument, UnsupportedField
 from entitle.subscriptions import ports, rules, store
 from entitle.subscriptions.events import (
     BillingTermsChanged,
@@ -47,12 +49,22 @@ def update_subscription(db: Database, env_id: int, ref: str, req: SubscriptionUp
     IMMEDIATE."""
     fields = req.model_fields_set
     billing_information = req.billing_information.wire() if req.billing_information else None
+    codes = {c for c in (req.promotion_code, req.applied_coupon.promotion_code if req.applied_coupon else None) if c}
+    if len(codes) > 1 or (codes and req.applied_coupon is not None and req.applied_coupon.coupon_id):
+        raise InvalidArgument("give one of appliedCoupon.couponId, appliedCoupon.promotionCode and promotionCode")
+    prefetched = _prefetch_promotion_code(db, env_id, ref, billing_information, next(iter(codes), None))
     now = utcnow()
     with db.transaction() as s:
+        s.info.update(prefetched)
         sub = store.get(s, env_id, ref, for_update=True)
         if sub.status not in OPEN:
             raise FailedPrecondition(f"subscription '{ref}' is {sub.status}; it can no longer change")
         ports.billing.impl.check_integration(s, sub, billing_information)
+        if req.await_payment_confirmation:
+            raise UnsupportedField(
+                "awaitPaymentConfirmation",
+                "an update never waits for the provider's payment; send false or leave it out",
+            )
         plan = s.get(Package, sub.plan_pk)
         assert plan is not None
         period_before = sub.billing_period
@@ -77,6 +89,8 @@ def update_subscription(db: Database, env_id: int, ref: str, req: SubscriptionUp
             if coupon is None or coupon.status != "ACTIVE":
                 raise InvalidArgument(f"coupon '{req.applied_coupon.coupon_id}' does not exist or is archived")
             sub.coupon_ref = coupon.ref_id
+        if codes:
+            sub.coupon_ref = ports.billing.impl.resolve_promotion_code(s, sub, codes.pop())
         if req.trial_end_date is not None:
             if sub.status != Status.IN_TRIAL:
                 raise FailedPrecondition("only a subscription in trial has a trial end date to change")
@@ -99,7 +113,10 @@ def update_subscription(db: Database, env_id: int, ref: str, req: SubscriptionUp
                 schedule_update(s, sub, "BILLING_PERIOD", window.end, {"billingPeriod": req.billing_period}, None)
         if billing_information and "invoiceDaysUntilDue" in billing_information:
             sub.invoice_days_until_due = rules.days_until_due(billing_information)
-        if fields & {"addons", "charges", "applied_coupon", "billing_period", "billing_information"}:
+        if rules.forwarded_billing_information(billing_information):
+            assert billing_information is not None
+            ports.billing.impl.forward_billing_information(s, sub, billing_information, via_checkout=False, new=False)
+        if fields & {"addons", "charges", "applied_coupon", "promotion_code", "billing_period", "billing_information"}:
             # The provider subscription follows (a billing-period change scheduled for later finds
             # nothing to change now; its scheduled update sends it then).
             proration = rules.proration_behavior(billing_information)
@@ -109,6 +126,19 @@ def update_subscription(db: Database, env_id: int, ref: str, req: SubscriptionUp
         announce_update(s, sub, "UPDATED", entitlements=grants_changed and sub.status in LIVE)
         s.flush()
         return view_of(s, sub, now)
+
+
+def _prefetch_promotion_code(
+    db: Database, env_id: int, ref: str, billing_information: dict[str, Any] | None, code: str | None
+) -> dict[str, Any]:
+    """The provider's answer about a promotion code, asked before the update's transaction holds its locks."""
+    if not code:
+        return {}
+    with db.read() as s:
+        sub = store.get(s, env_id, ref)
+        payer = s.get(Customer, sub.paying_customer_pk or sub.customer_pk)
+        payer_ref = payer.ref_id if payer is not None else ""
+    return ports.billing.impl.prefetch_promotion_code(db, env_id, payer_ref, billing_information, code)
 
 
 def migrate_subscription(db: Database, env_id: int, ref: str, when: str | None) -> SubscriptionView:

@@ -64,6 +64,22 @@ class Billing(Protocol):
 
     def checkout_failed(self, s: Session, sub: Subscription, message: str) -> None: ...
 
+    def forward_billing_information(
+        self, s: Session, sub: Subscription, billing_information: Mapping[str, Any], *, via_checkout: bool, new: bool
+    ) -> None:
+        """Before the subscription's sync is enqueued: send the `billingInformation` fields the provider
+        takes (address, tax ids, tax rates, metadata) on their way, sealed, never kept; 400 when nothing
+        can take them."""
+
+    def prefetch_promotion_code(
+        self, db: Database, env_id: int, customer_ref: str, billing_information: Mapping[str, Any] | None, code: str
+    ) -> dict[str, Any]:
+        """Before the provisioning transaction: ask the provider about the code, outside any transaction;
+        the answer goes into that transaction's `session.info` (opaque here)."""
+
+    def resolve_promotion_code(self, s: Session, sub: Subscription, code: str) -> str:
+        """The Entitle coupon a provider promotion code applies (400 when unknown, expired or not Entitle's)."""
+
 
 billing: Port[Billing] = Port("subscriptions.billing")
 

@@ -115,7 +115,13 @@ def _activation_status(pricing_type: str, in_trial: bool) -> Status:
 def provision(db: Database, env_id: int, req: SubscriptionProvision) -> ProvisionResult:
     """Provision in one transaction; with a Stripe Checkout, open it after that commit and record it in a
     second one (through `ports.billing`: the one place a request waits for the provider)."""
+    code = req.applied_coupon.promotion_code if req.applied_coupon else None
+    prefetched: dict[str, Any] = {}
+    if code:
+        information = req.billing_information.wire() if req.billing_information else None
+        prefetched = ports.billing.impl.prefetch_promotion_code(db, env_id, req.customer_id, information, code)
     with db.transaction() as s:
+        s.info.update(prefetched)
         result = provision_in(s, env_id, req, allow_checkout=True)
     if result.checkout is None:
         return result
@@ -170,6 +176,9 @@ def provision_in(
     check_charges(plan_charges, req.charges or [])
     check_overrides(s, env_id, req.entitlements or [])
     coupon_ref = req.applied_coupon.coupon_id if req.applied_coupon else None
+    promotion_code = req.applied_coupon.promotion_code if req.applied_coupon else None
+    if coupon_ref and promotion_code:
+        raise InvalidArgument("appliedCoupon: give couponId or promotionCode, not both")
     if coupon_ref:
         coupon = coupons.find(s, env_id, coupon_ref)
         if coupon is None or coupon.status != "ACTIVE":
@@ -193,6 +202,12 @@ def provision_in(
             and window is not None
             and is_downgrade(s, current, plan, billing_period, req.billing_country_code)
         ):
+            if rules.forwarded_billing_information(billing_information) or promotion_code:
+                raise InvalidArgument(
+                    "billingInformation (address, tax ids, tax rates, metadata) and promotion codes are sent to the "
+                    "billing provider and not kept, so they cannot wait for a downgrade at the end of the period: "
+                    "provision with scheduleStrategy IMMEDIATE, or update the subscription once the downgrade is done"
+                )
             schedule_update(s, current, "DOWNGRADE", window.end, _change_doc(req, billing_period), plan.ref_id)
             announce_update(s, current, "UPDATE_SCHEDULED", entitlements=False)
             granted = ports.current_entitlements.impl(s, env_id, customer, req.resource_id)
@@ -239,13 +254,17 @@ def provision_in(
     # billingInformation.integrationId: a connected integration agreeing with the customer's, or a 400.
     billing = ports.billing.impl
     billing.choose_integration(s, sub, billing_information)
+    if promotion_code:
+        sub.coupon_ref = billing.resolve_promotion_code(s, sub, promotion_code)
+    # awaitPaymentConfirmation false: active at once; Stripe collects afterwards (a failure is reported then).
+    waits = req.await_payment_confirmation is not False
     checkout_via: object | None = None
     if status is Status.ACTIVE:
         # With checkoutOptions, or a paid plan Stripe must charge and no payment method: PAYMENT_REQUIRED.
         checkout_via = billing.checkout_integration(s, sub, asked=req.checkout_options is not None)
     implicit = checkout_via is not None and req.checkout_options is None
-    if implicit and (not allow_checkout or any(x.pricing_type == "PAID" for x in open_in_product)):
-        checkout_via = None  # no Checkout asked for and none possible here: Stripe bills it, it waits
+    if implicit and (not waits or not allow_checkout or any(x.pricing_type == "PAID" for x in open_in_product)):
+        checkout_via = None  # no Checkout asked for and none possible (or wanted) here: Stripe bills it
     if checkout_via is not None:
         if not allow_checkout:
             raise InvalidArgument(
@@ -259,7 +278,7 @@ def provision_in(
             )
         sub.status = transition(Status.NOT_STARTED, Event.PAYMENT_REQUIRED).value
         sub.payment_collection = "ACTION_REQUIRED"
-    elif status is Status.ACTIVE and pricing_type == "PAID" and payment_gate().requires_payment(s, sub):
+    elif waits and status is Status.ACTIVE and pricing_type == "PAID" and payment_gate().requires_payment(s, sub):
         sub.status = transition(Status.NOT_STARTED, Event.PAYMENT_REQUIRED).value
         sub.payment_collection = "PROCESSING"
     if status is Status.NOT_STARTED:
@@ -268,6 +287,11 @@ def provision_in(
         schedule_trial_end(s, sub)
     if req.cancellation_date is not None:
         schedule_end(s, sub, as_utc(req.cancellation_date), "ScheduledCancellation", now)
+    if rules.forwarded_billing_information(billing_information):
+        assert billing_information is not None
+        billing.forward_billing_information(
+            s, sub, billing_information, via_checkout=checkout_via is not None, new=True
+        )
     # The billing adapter syncs it to the provider (unless a Checkout will make the provider subscription).
     publish(s, SubscriptionCreated(env_id=env_id, sub=sub, via_checkout=checkout_via is not None))
     if sub.status in (Status.ACTIVE, Status.IN_TRIAL):  # a delayed or payment-held start changes nothing yet

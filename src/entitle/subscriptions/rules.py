@@ -109,6 +109,15 @@ def prorated_amount(
 PRORATION_BEHAVIORS = ("CREATE_PRORATIONS", "NONE", "INVOICE_IMMEDIATELY")
 
 
+# Sent to the billing provider and never kept (the provider customer's or subscription's).
+FORWARDED_BILLING_INFORMATION = ("billingAddress", "taxIds", "metadata", "taxRateIds", "taxPercentage")
+
+
+def forwarded_billing_information(billing_information: Mapping[str, Any] | None) -> bool:
+    """Whether `billingInformation` carries anything for the provider alone (see FORWARDED_BILLING_INFORMATION)."""
+    return any((billing_information or {}).get(k) not in (None, [], {}) for k in FORWARDED_BILLING_INFORMATION)
+
+
 def days_until_due(billing_information: Mapping[str, Any] | None) -> int | None:
     """`billingInformation.invoiceDaysUntilDue`: whole days, 0 to 730 (None when absent)."""
     value = (billing_information or {}).get("invoiceDaysUntilDue")

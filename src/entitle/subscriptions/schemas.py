@@ -86,9 +86,15 @@ class MoneyAmount(WireModel):
 class AppliedCoupon(WireModel):
     coupon_id: RefId | None = None
     billing_coupon_id: Unsupported[ShortText] = None
-    promotion_code: Unsupported[ShortText] = None
+    # A Stripe promotion code: resolved at Stripe to its coupon, which must be an Entitle coupon (400 otherwise).
+    promotion_code: ShortText | None = None
     configuration: Unsupported[dict[str, Any]] = None
     discount: Unsupported[dict[str, Any]] = None
+
+
+class PreviewAppliedCoupon(AppliedCoupon):
+    # The preview asks no provider: a promotion code would need Stripe to say which coupon it is.
+    promotion_code: Unsupported[ShortText] = None
 
 
 class CheckoutOptions(WireModel):
@@ -108,16 +114,18 @@ class BillingInformation(WireModel):
 
     integration_id: Any = None
     invoice_days_until_due: Any = None
-    billing_address: Unsupported[Address] = None
+    # Forwarded to the provider and not kept (docs/stripe.md, "Billing information"): the address and tax
+    # ids to the provider customer, the rest to the provider subscription.
+    billing_address: Address | None = None
     charge_on_behalf_of_account: Unsupported[ShortText] = None
     is_backdated: Unsupported[bool] = None
     is_invoice_paid: Unsupported[bool] = None
-    metadata: Unsupported[Metadata] = None
+    metadata: Metadata | None = None
     # A new subscription has nothing to prorate (a plan change ends the old one at once).
     proration_behavior: Unsupported[Any] = None
-    tax_ids: Unsupported[list[TaxId]] = None
-    tax_percentage: Unsupported[Amount] = None
-    tax_rate_ids: Unsupported[list[ShortText]] = None
+    tax_ids: list[TaxId] | None = Field(default=None, max_length=25)
+    tax_percentage: Amount | None = Field(default=None, ge=0, le=100)
+    tax_rate_ids: list[ShortText] | None = Field(default=None, max_length=20)
 
     def wire(self) -> dict[str, Any]:
         """The fields sent, by their wire names."""
@@ -127,7 +135,13 @@ class BillingInformation(WireModel):
 class PreviewBillingInformation(BillingInformation):
     """The preview's amounts do not depend on which integration bills the subscription nor on when its
     invoices fall due, so `integrationId` and `invoiceDaysUntilDue` are accepted and change nothing there;
-    taxes, addresses and proration choices would, and are refused (inherited)."""
+    taxes, addresses and proration choices would, and are refused."""
+
+    billing_address: Unsupported[Address] = None
+    metadata: Unsupported[Metadata] = None
+    tax_ids: Unsupported[list[TaxId]] = None
+    tax_percentage: Unsupported[Amount] = None
+    tax_rate_ids: Unsupported[list[ShortText]] = None
 
 
 class BillingInformationUpdate(BillingInformation):
@@ -157,7 +171,8 @@ class SubscriptionParams(WireModel):
     schedule_strategy: ScheduleStrategy | None = None
     # A subscription the billing provider bills is charged or invoiced: collecting nothing is not supported yet.
     payment_collection_method: Annotated[Literal["CHARGE", "INVOICE", "NONE"], unsupported_values("NONE")] | None = None
-    await_payment_confirmation: Unsupported[bool] = None
+    # false: active at once even when the provider has yet to collect the first payment.
+    await_payment_confirmation: bool | None = None
     metadata: Metadata | None = None
     salesforce_id: Unsupported[ShortText] = None
     budget: Unsupported[Budget] = None
@@ -195,13 +210,14 @@ class SubscriptionUpdate(WireModel):
     billing_period: BillingPeriod | None = None
     billing_cycle_anchor: Unsupported[Literal["UNCHANGED", "NOW"]] = None
     schedule_strategy: ScheduleStrategy | None = None
-    await_payment_confirmation: Unsupported[bool] = None
+    # An update never waits for the provider's payment: false is what it does, true is refused.
+    await_payment_confirmation: bool | None = None
     budget: Unsupported[Budget] = None
     minimum_spend: Unsupported[MoneyAmount] = None
     cancellation_date: datetime | None = None
     trial_end_date: datetime | None = None
     metadata: Metadata | None = None
-    promotion_code: Unsupported[ShortText] = None
+    promotion_code: ShortText | None = None
     salesforce_id: Unsupported[ShortText] = None
     applied_coupon: AppliedCoupon | None = None
     billing_information: BillingInformationUpdate | None = None
@@ -324,7 +340,7 @@ class SubscriptionPreview(WireModel):
     billing_country_code: ShortText | None = Field(default=None, max_length=16)
     billing_cycle_anchor: Unsupported[Literal["UNCHANGED", "NOW"]] = None
     schedule_strategy: ScheduleStrategy | None = None
-    applied_coupon: AppliedCoupon | None = None
+    applied_coupon: PreviewAppliedCoupon | None = None
     billing_information: PreviewBillingInformation | None = None
     trial_override_configuration: PreviewTrialOverride | None = None
 
