@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert
+from sqlalchemy import Table, insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -16,10 +16,12 @@ def insert_new(session: Session, rows: list[dict[str, Any]]) -> set[str]:
     if not rows:
         return set()
     dialect = session.get_bind().dialect.name
+    # The table, not the mapped class: a Core insert of many rows skips the ORM's per-row bookkeeping.
+    table = cast(Table, Event.__table__)
     if dialect == "postgresql":
-        stmt: Any = pg_insert(Event).on_conflict_do_nothing(index_elements=["environment_id", "idempotency_key"])
+        stmt: Any = pg_insert(table).on_conflict_do_nothing(index_elements=["environment_id", "idempotency_key"])
     elif dialect == "sqlite":
-        stmt = sqlite_insert(Event).on_conflict_do_nothing(index_elements=["environment_id", "idempotency_key"])
+        stmt = sqlite_insert(table).on_conflict_do_nothing(index_elements=["environment_id", "idempotency_key"])
     else:  # pragma: no cover - only the two supported databases
-        stmt = insert(Event)
-    return set(session.scalars(stmt.returning(Event.idempotency_key), rows))
+        stmt = insert(table)
+    return set(session.scalars(stmt.returning(table.c.idempotency_key), rows))

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
@@ -34,12 +34,12 @@ from entitle.customers import store as customers
 from entitle.customers.models import Customer
 from entitle.events.ingested import NewEvent
 from entitle.events.rules import refusal
-from entitle.grants.engine import Grant, Window, customer_grants, resource_key, usage_window
+from entitle.grants.engine import Grant, Window, customer_grants, owners_grants, resource_key, usage_window
 from entitle.usage import store
-from entitle.usage.meters import field_path, measure
+from entitle.usage.meters import compile_meter, field_path, measure
 from entitle.usage.models import UsageCounter, WaitingUsage
-from entitle.usage.owners import CounterMoved, GrantCache, announce
-from entitle.usage.rules import RANGE_TEXT, OutOfRange, Tally, fold, merge, step, usage_number
+from entitle.usage.owners import CounterMoved, announce
+from entitle.usage.rules import RANGE_TEXT, Tally, fold, fold_checked, merge, usage_number
 
 log = logging.getLogger("entitle.usage")
 
@@ -52,6 +52,10 @@ class Contribution:
     amount: Decimal | str  # a number (COUNT: 1), or UNIQUE's text
 
 
+Owner = tuple[str, str | None]  # customer id, resource id
+Wanted = tuple[str, str | None, str]  # customer id, resource id, feature
+
+
 def _function(feature: Feature) -> str:
     assert feature.meter is not None
     return str(feature.meter["aggregation"]["function"])
@@ -59,90 +63,138 @@ def _function(feature: Feature) -> str:
 
 def _contributions(
     metered: list[Feature], events: Sequence[NewEvent]
-) -> tuple[dict[str, list[Contribution]], list[Problem]]:
-    """Per feature, what each event contributes; and the events whose number is out of range."""
-    found: dict[str, list[Contribution]] = defaultdict(list)
+) -> tuple[dict[Wanted, list[Contribution]], list[Problem]]:
+    """Per customer, resource and feature, what each event contributes (in the batch's order); and the
+    events whose number is out of range."""
+    found: dict[Wanted, list[Contribution]] = defaultdict(list)
     problems: list[Problem] = []
-    refused: set[int] = set()
+    meters = [(feature.ref_id, feature.meter, compile_meter(feature.meter)) for feature in metered if feature.meter]
     for event in events:
-        per_event: list[tuple[str, Decimal | str]] = []
-        for feature in metered:
-            assert feature.meter is not None
-            amount = measure(feature.meter, event.event_name, event.dimensions)
+        refused = False
+        for ref, meter, measured in meters:
+            amount = measured(event.event_name, event.dimensions)
+            if amount is None:
+                continue
             if isinstance(amount, Decimal):
                 kept = usage_number(amount)
                 if kept is None:
-                    if event.index not in refused:
-                        refused.add(event.index)
+                    if not refused:
+                        refused = True
                         problems.append(
                             {
-                                "field": f"events.{event.index}.{field_path(feature.meter)}",
+                                "field": f"events.{event.index}.{field_path(meter)}",
                                 "problem": f"{amount} is outside the range a meter counts ({RANGE_TEXT})",
                             }
                         )
                     continue
                 amount = kept
-            if amount is not None:
-                per_event.append((feature.ref_id, amount))
-        for ref, amount in per_event:
-            found[ref].append(Contribution(event, amount))
+            found[(event.customer_ref, event.resource_ref, ref)].append(Contribution(event, amount))
     return found, problems
 
 
+class _Windows:
+    """The usage windows of one grant, each computed once: a batch's events mostly share a window."""
+
+    def __init__(self, grant: Grant, now: datetime) -> None:
+        self.grant = grant
+        self.seen: list[Window] = []
+        self.current = self.of(now)
+
+    def of(self, at: datetime) -> Window:
+        for window in self.seen:
+            if window.end is not None and window.start <= at < window.end:
+                return window
+        grant = self.grant
+        window = usage_window(grant.feature, grant.allowance, grant.usage_anchor, at)
+        if window.end is not None:
+            self.seen.append(window)
+        return window
+
+
+@dataclass
+class _Slot:
+    """What a batch adds to one counter."""
+
+    customer: Customer
+    resource_ref: str | None
+    grant: Grant
+    window: Window
+    in_current_window: bool
+    items: list[Contribution] = field(default_factory=list)
+
+
 def apply_events(s: Session, env_id: int, new: list[NewEvent]) -> None:
-    """Count newly stored events (duplicates never reach here: the insert skipped them)."""
+    """Count newly stored events (duplicates never reach here: the insert skipped them). A fixed number
+    of statements for the whole batch, however many customers, features and windows it touches."""
     metered = features.metered_with_meter(s, env_id)
     if not metered:
         return
-    by_feature = {f.ref_id: f for f in metered}
     contributions, problems = _contributions(metered, new)
     if problems:
         raise refusal(problems)
+    if not contributions:
+        return
     now = utcnow()
-    grants = GrantCache(s, env_id, now)
-    by_owner: dict[tuple[str, str | None], dict[str, list[Contribution]]] = defaultdict(lambda: defaultdict(list))
-    for ref, items in contributions.items():
-        for item in items:
-            by_owner[(item.event.customer_ref, item.event.resource_ref)][ref].append(item)
-    for customer_ref, resource_ref in sorted(by_owner, key=lambda o: (o[0], o[1] or "")):
-        wanted = by_owner[(customer_ref, resource_ref)]
-        customer, held = _holder(s, env_id, grants, customer_ref, resource_ref)
-        if any(ref not in held for ref in wanted) and store.lock_owner(s, env_id, customer_ref):
-            # Another transaction may have just granted the feature (and folded what waited): look again.
-            if customer is not None:
-                grants.forget(customer, resource_ref)
-            customer, held = _holder(s, env_id, grants, customer_ref, resource_ref)
-        for ref in sorted(wanted):
-            feature, items = by_feature[ref], wanted[ref]
-            grant = held.get(ref)
-            if customer is None or grant is None:
-                problems += _count_waiting(s, env_id, customer_ref, resource_ref, feature, items)
-            else:
-                problems += _count_in_windows(s, env_id, customer, resource_ref, grant, items, now)
+    owners = sorted({(c, r) for c, r, _ in contributions}, key=_owner_order)
+    holders = _holders(s, env_id, owners, now)
+    unheld = {c for c, r, ref in contributions if ref not in holders[(c, r)][1]}
+    if unheld and store.lock_owners(s, env_id, unheld):
+        # Another transaction may have just granted the feature (and folded what waited): look again.
+        holders.update(_holders(s, env_id, [o for o in owners if o[0] in unheld], now))
+    slots: dict[store.CounterKey, _Slot] = {}
+    waiting: dict[store.WaitingKey, list[Contribution]] = {}
+    windows: dict[Wanted, _Windows] = {}
+    for wanted in sorted(contributions, key=lambda w: (*_owner_order(w[:2]), w[2])):
+        customer_ref, resource_ref, ref = wanted
+        customer, held = holders[(customer_ref, resource_ref)]
+        grant = held.get(ref)
+        if customer is None or grant is None:
+            waiting[(customer_ref, resource_key(resource_ref), ref)] = contributions[wanted]
+            continue
+        finder = windows[wanted] = _Windows(grant, now)
+        for item in contributions[wanted]:
+            window = finder.of(item.event.timestamp)
+            key = (customer.pk, ref, resource_key(resource_ref), window.start)
+            slot = slots.get(key)
+            if slot is None:
+                current = window.start == finder.current.start
+                slot = slots[key] = _Slot(customer, resource_ref, grant, window, current)
+            slot.items.append(item)
+    problems += _count_in_windows(s, env_id, slots)
+    problems += _count_waiting(s, env_id, waiting, {f.ref_id: f for f in metered})
     if problems:
         raise refusal(sorted(problems, key=lambda p: int(p["field"].split(".")[1])))
 
 
-def _holder(
-    s: Session, env_id: int, grants: GrantCache, customer_ref: str, resource_ref: str | None
-) -> tuple[Customer | None, dict[str, Grant]]:
-    customer = customers.find(s, env_id, customer_ref)
-    if customer is None or customer.archived_at is not None:
-        return None, {}
-    return customer, grants.of(customer, resource_ref)
+def _owner_order(owner: Owner) -> tuple[str, str]:
+    return owner[0], owner[1] or ""
 
 
-def _steps(function: str, tally: Tally, items: list[Contribution]) -> tuple[Tally, list[Problem]]:
-    """Fold numbers one event at a time; an event that would leave the range is named and skipped, so
-    the batch resent without the named events counts exactly what this one counted without them."""
-    problems: list[Problem] = []
-    for item in items:
-        assert isinstance(item.amount, Decimal)
-        try:
-            tally = step(function, tally, item.amount)
-        except OutOfRange as exc:
-            problems.append({"field": f"events.{item.event.index}", "problem": str(exc)})
-    return tally, problems
+def _holders(
+    s: Session, env_id: int, owners: list[Owner], now: datetime
+) -> dict[Owner, tuple[Customer | None, dict[str, Grant]]]:
+    """Each owner's live customer (None: unknown or archived) and its grants, in a fixed number of queries."""
+    found = customers.find_many(s, env_id, {c for c, _ in owners})
+    live = [(found[c], r) for c, r in owners if c in found and found[c].archived_at is None]
+    grants = owners_grants(s, env_id, live, now)
+    result: dict[Owner, tuple[Customer | None, dict[str, Grant]]] = {}
+    for customer_ref, resource_ref in owners:
+        customer = found.get(customer_ref)
+        if customer is None or customer.archived_at is not None:
+            result[(customer_ref, resource_ref)] = (None, {})
+        else:
+            result[(customer_ref, resource_ref)] = (customer, grants[(customer.pk, resource_ref or None)][0])
+    return result
+
+
+def _numbers(items: list[Contribution]) -> list[Decimal]:
+    return [item.amount for item in items if isinstance(item.amount, Decimal)]
+
+
+def _refused(items: list[Contribution], refused: list[tuple[int, str]]) -> list[Problem]:
+    """An event that would leave the range is named and skipped, so the batch resent without the named
+    events counts exactly what this one counted without them."""
+    return [{"field": f"events.{items[position].event.index}", "problem": why} for position, why in refused]
 
 
 def _tally_of(row: UsageCounter | WaitingUsage) -> Tally:
@@ -155,54 +207,60 @@ def _write(row: UsageCounter | WaitingUsage, tally: Tally, now: datetime) -> Non
 
 
 def _count_waiting(
-    s: Session, env_id: int, customer_ref: str, resource_ref: str | None, feature: Feature, items: list[Contribution]
+    s: Session, env_id: int, waiting: dict[store.WaitingKey, list[Contribution]], by_feature: dict[str, Feature]
 ) -> list[Problem]:
-    function = _function(feature)
-    row = store.locked_waiting(s, env_id, customer_ref, resource_key(resource_ref), feature.ref_id)
-    if function == "UNIQUE":
-        added = store.add_distinct(s, [str(i.amount) for i in items], waiting_pk=row.pk)
-        _write(row, Tally(value=row.value + added), utcnow())
-        return []
-    tally, problems = _steps(function, _tally_of(row), items)
-    _write(row, tally, utcnow())
+    rows = store.locked_waitings(s, env_id, waiting)
+    unique = [key for key in waiting if _function(by_feature[key[2]]) == "UNIQUE"]
+    added = store.add_distinct_many(
+        s, [(rows[key].pk, str(item.amount)) for key in unique for item in waiting[key]], owner="waiting_pk"
+    )
+    problems: list[Problem] = []
+    tallies: list[Tally] = []
+    for key, items in waiting.items():
+        row = rows[key]
+        function = _function(by_feature[key[2]])
+        if function == "UNIQUE":
+            tallies.append(Tally(value=row.value + added.get(row.pk, 0)))
+            continue
+        tally, refused = fold_checked(function, _tally_of(row), _numbers(items))
+        problems += _refused(items, refused)
+        tallies.append(tally)
+    if not problems:
+        store.save_tallies(s, [rows[key] for key in waiting], [(t.value, t.samples, t.total) for t in tallies])
     return problems
 
 
-def _count_in_windows(
-    s: Session,
-    env_id: int,
-    customer: Customer,
-    resource_ref: str | None,
-    grant: Grant,
-    items: list[Contribution],
-    now: datetime,
-) -> list[Problem]:
-    feature = grant.feature
-    function = _function(feature)
-    current = usage_window(feature, grant.allowance, grant.usage_anchor, now)
-    windows: dict[datetime, tuple[Window, list[Contribution]]] = {}
-    for item in items:
-        window = usage_window(feature, grant.allowance, grant.usage_anchor, item.event.timestamp)
-        windows.setdefault(window.start, (window, []))[1].append(item)
+def _count_in_windows(s: Session, env_id: int, slots: dict[store.CounterKey, _Slot]) -> list[Problem]:
+    counters = store.locked_counters(s, env_id, slots)
+    for key, slot in slots.items():
+        _rebuild_if_legacy(s, env_id, counters[key], slot.grant.feature, slot.customer, slot.resource_ref, slot.window)
+    unique = [key for key, slot in slots.items() if _function(slot.grant.feature) == "UNIQUE"]
+    added = store.add_distinct_many(
+        s, [(counters[key].pk, str(item.amount)) for key in unique for item in slots[key].items], owner="counter_pk"
+    )
     problems: list[Problem] = []
-    for window, window_items in windows.values():
-        counter = store.locked_counter(s, env_id, customer.pk, feature.ref_id, resource_key(resource_ref), window.start)
-        _rebuild_if_legacy(s, env_id, counter, feature, customer, resource_ref, window)
+    tallies: list[Tally] = []
+    for key, slot in slots.items():
+        counter = counters[key]
+        function = _function(slot.grant.feature)
         if function == "UNIQUE":
-            added = store.add_distinct(s, [str(i.amount) for i in window_items], counter_pk=counter.pk)
-            tally = Tally(value=counter.value + added)
-        else:
-            tally, refused = _steps(function, _tally_of(counter), window_items)
-            problems += refused
-        _write(counter, tally, now)
+            tallies.append(Tally(value=counter.value + added.get(counter.pk, 0)))
+            continue
+        tally, refused = fold_checked(function, _tally_of(counter), _numbers(slot.items))
+        problems += _refused(slot.items, refused)
+        tallies.append(tally)
+    if problems:  # the batch is refused (rolled back): nothing to write nor announce
+        return problems
+    store.save_tallies(s, [counters[key] for key in slots], [(t.value, t.samples, t.total) for t in tallies])
+    for key, slot in slots.items():
         moved = CounterMoved(
-            customer,
-            feature.ref_id,
-            resource_ref,
-            window,
-            grant.allowance,
-            counter.value,
-            window.start == current.start,
+            slot.customer,
+            slot.grant.feature.ref_id,
+            slot.resource_ref,
+            slot.window,
+            slot.grant.allowance,
+            counters[key].value,
+            slot.in_current_window,
         )
         announce(s, env_id, moved)
     return problems
