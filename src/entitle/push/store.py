@@ -26,7 +26,7 @@ def append(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
     """Insert rows; their ids in the order given."""
     if not rows:
         return []
-    if session.get_bind().dialect.name == "sqlite":
+    if len(rows) > 1 and session.get_bind().dialect.name == "sqlite":
         # SQLite cannot say which RETURNING row is which in one multi-row insert, so SQLAlchemy would send
         # one INSERT per row. The write transaction holds the database lock: the rows take the next ids,
         # in order (one statement for the batch, and one to read the last id).
