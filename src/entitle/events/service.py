@@ -55,20 +55,21 @@ def report_events(db: Database, env_id: int, events: list[EventIn]) -> Reported:
         }
         for key, index in first_of_key.items()
     ]
+    # Everything that needs no database is done before the transaction: on SQLite it holds the write lock.
+    candidates = [
+        NewEvent(
+            customer_ref=row["customer_ref"],
+            resource_ref=row["resource_ref"],
+            event_name=row["event_name"],
+            dimensions=row["dimensions"],
+            timestamp=row["timestamp"],
+            index=first_of_key[row["idempotency_key"]],
+        )
+        for row in rows
+    ]
     with db.transaction() as s:
         stored = store.insert_new(s, rows)
-        new = [
-            NewEvent(
-                customer_ref=row["customer_ref"],
-                resource_ref=row["resource_ref"],
-                event_name=row["event_name"],
-                dimensions=row["dimensions"],
-                timestamp=row["timestamp"],
-                index=first_of_key[row["idempotency_key"]],
-            )
-            for row in rows
-            if row["idempotency_key"] in stored
-        ]
+        new = [event for row, event in zip(rows, candidates, strict=True) if row["idempotency_key"] in stored]
         if new:  # counted as usage in this transaction (the usage domain reacts, and may refuse the batch)
             publish(s, EventsIngested(env_id=env_id, events=tuple(new)))
     return Reported(new=len(new), duplicates=len(events) - len(new))

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -46,14 +47,12 @@ log = logging.getLogger("entitle.usage")
 Problem = dict[str, str]
 
 
-@dataclass(frozen=True)
-class Contribution:
-    event: NewEvent
-    amount: Decimal | str  # a number (COUNT: 1), or UNIQUE's text
-
-
 Owner = tuple[str, str | None]  # customer id, resource id
 Wanted = tuple[str, str | None, str]  # customer id, resource id, feature
+# What one event adds to a tally: its position in the request (to name it), and its number (COUNT: 1)
+# or UNIQUE's text.
+Item = tuple[int, Decimal | str]
+Amounts = list[Decimal | str | None]  # per feature, one per event of the batch (None: adds nothing)
 
 
 def _function(feature: Feature) -> str:
@@ -61,39 +60,31 @@ def _function(feature: Feature) -> str:
     return str(feature.meter["aggregation"]["function"])
 
 
-def _contributions(
-    metered: list[Feature], events: Sequence[NewEvent]
-) -> tuple[dict[Wanted, list[Contribution]], list[Problem]]:
-    """Per customer, resource and feature, what each event contributes (in the batch's order); and the
-    events whose number is out of range."""
-    found: dict[Wanted, list[Contribution]] = defaultdict(list)
-    problems: list[Problem] = []
-    meters = [(feature.ref_id, feature.meter, compile_meter(feature.meter)) for feature in metered if feature.meter]
-    for event in events:
-        refused = False
-        for ref, meter, measured in meters:
-            amount = measured(event.event_name, event.dimensions)
-            if amount is None:
-                continue
-            if isinstance(amount, Decimal):
-                kept = usage_number(amount)
-                if kept is None:
-                    if not refused:
-                        refused = True
-                        problems.append(
-                            {
-                                "field": f"events.{event.index}.{field_path(meter)}",
-                                "problem": f"{amount} is outside the range a meter counts ({RANGE_TEXT})",
-                            }
-                        )
-                    continue
-                amount = kept
-            found[(event.customer_ref, event.resource_ref, ref)].append(Contribution(event, amount))
-    return found, problems
+def _measure(metered: list[Feature], events: Sequence[NewEvent]) -> tuple[dict[str, Amounts], list[Problem]]:
+    """Per feature, what each event contributes; and the events whose number is out of range."""
+    numbers: dict[tuple[type, Any], Decimal | None] = {}  # a batch repeats its values: read each once
+    amounts: dict[str, Amounts] = {}
+    refused: dict[int, Problem] = {}
+    for feature in metered:
+        assert feature.meter is not None
+        measured = compile_meter(feature.meter, numbers)
+        column: Amounts = [measured(e.event_name, e.dimensions) for e in events]
+        for position, amount in enumerate(column):
+            if isinstance(amount, Decimal) and (kept := usage_number(amount)) != amount:
+                column[position] = kept
+                index = events[position].index
+                if kept is None and index not in refused:
+                    refused[index] = {
+                        "field": f"events.{index}.{field_path(feature.meter)}",
+                        "problem": f"{amount} is outside the range a meter counts ({RANGE_TEXT})",
+                    }
+        amounts[feature.ref_id] = column
+    return amounts, [refused[i] for i in sorted(refused)]
 
 
 class _Windows:
-    """The usage windows of one grant, each computed once: a batch's events mostly share a window."""
+    """The usage windows of one schedule (features whose windows reset alike), each computed once: a
+    batch's events mostly share a window."""
 
     def __init__(self, grant: Grant, now: datetime) -> None:
         self.grant = grant
@@ -111,6 +102,12 @@ class _Windows:
         return window
 
 
+def _schedule(grant: Grant) -> tuple[object, ...]:
+    """What decides a grant's usage windows (`usage_window`): grants alike share their windows."""
+    allowance = grant.allowance
+    return grant.feature.meter_type, allowance.reset_period, allowance.reset_anchor, grant.usage_anchor
+
+
 @dataclass
 class _Slot:
     """What a batch adds to one counter."""
@@ -120,7 +117,7 @@ class _Slot:
     grant: Grant
     window: Window
     in_current_window: bool
-    items: list[Contribution] = field(default_factory=list)
+    items: list[Item] = field(default_factory=list)
 
 
 def apply_events(s: Session, env_id: int, new: list[NewEvent]) -> None:
@@ -129,31 +126,47 @@ def apply_events(s: Session, env_id: int, new: list[NewEvent]) -> None:
     metered = features.metered_with_meter(s, env_id)
     if not metered:
         return
-    contributions, problems = _contributions(metered, new)
+    amounts, problems = _measure(metered, new)
     if problems:
         raise refusal(problems)
-    if not contributions:
+    positions: dict[Owner, list[int]] = defaultdict(list)
+    for position, e in enumerate(new):
+        positions[(e.customer_ref, e.resource_ref)].append(position)
+    wanted: dict[Wanted, list[int]] = {}  # the positions of the events adding to each feature of an owner
+    for owner in sorted(positions, key=_owner_order):
+        for feature in metered:
+            column = amounts[feature.ref_id]
+            adding = [p for p in positions[owner] if column[p] is not None]
+            if adding:
+                wanted[(*owner, feature.ref_id)] = adding
+    if not wanted:
         return
     now = utcnow()
-    owners = sorted({(c, r) for c, r, _ in contributions}, key=_owner_order)
+    owners = sorted({(c, r) for c, r, _ in wanted}, key=_owner_order)
     holders = _holders(s, env_id, owners, now)
-    unheld = {c for c, r, ref in contributions if ref not in holders[(c, r)][1]}
+    unheld = {c for c, r, ref in wanted if ref not in holders[(c, r)][1]}
     if unheld and store.lock_owners(s, env_id, unheld):
         # Another transaction may have just granted the feature (and folded what waited): look again.
         holders.update(_holders(s, env_id, [o for o in owners if o[0] in unheld], now))
     slots: dict[store.CounterKey, _Slot] = {}
-    waiting: dict[store.WaitingKey, list[Contribution]] = {}
-    windows: dict[Wanted, _Windows] = {}
-    for wanted in sorted(contributions, key=lambda w: (*_owner_order(w[:2]), w[2])):
-        customer_ref, resource_ref, ref = wanted
+    waiting: dict[store.WaitingKey, list[Item]] = {}
+    schedules: dict[tuple[Owner, tuple[object, ...]], tuple[_Windows, dict[int, Window]]] = {}
+    for (customer_ref, resource_ref, ref), adding in wanted.items():
+        column = amounts[ref]
+        items: list[Item] = [(new[p].index, a) for p in adding if (a := column[p]) is not None]
         customer, held = holders[(customer_ref, resource_ref)]
         grant = held.get(ref)
         if customer is None or grant is None:
-            waiting[(customer_ref, resource_key(resource_ref), ref)] = contributions[wanted]
+            waiting[(customer_ref, resource_key(resource_ref), ref)] = items
             continue
-        finder = windows[wanted] = _Windows(grant, now)
-        for item in contributions[wanted]:
-            window = finder.of(item.event.timestamp)
+        schedule = ((customer_ref, resource_ref), _schedule(grant))
+        if schedule not in schedules:
+            schedules[schedule] = (_Windows(grant, now), {})
+        finder, window_at = schedules[schedule]
+        for p, item in zip(adding, items, strict=True):
+            window = window_at.get(p)
+            if window is None:
+                window = window_at[p] = finder.of(new[p].timestamp)
             key = (customer.pk, ref, resource_key(resource_ref), window.start)
             slot = slots.get(key)
             if slot is None:
@@ -187,14 +200,14 @@ def _holders(
     return result
 
 
-def _numbers(items: list[Contribution]) -> list[Decimal]:
-    return [item.amount for item in items if isinstance(item.amount, Decimal)]
+def _numbers(items: list[Item]) -> list[Decimal]:
+    return [amount for _, amount in items if isinstance(amount, Decimal)]
 
 
-def _refused(items: list[Contribution], refused: list[tuple[int, str]]) -> list[Problem]:
+def _refused(items: list[Item], refused: list[tuple[int, str]]) -> list[Problem]:
     """An event that would leave the range is named and skipped, so the batch resent without the named
     events counts exactly what this one counted without them."""
-    return [{"field": f"events.{items[position].event.index}", "problem": why} for position, why in refused]
+    return [{"field": f"events.{items[position][0]}", "problem": why} for position, why in refused]
 
 
 def _tally_of(row: UsageCounter | WaitingUsage) -> Tally:
@@ -207,12 +220,12 @@ def _write(row: UsageCounter | WaitingUsage, tally: Tally, now: datetime) -> Non
 
 
 def _count_waiting(
-    s: Session, env_id: int, waiting: dict[store.WaitingKey, list[Contribution]], by_feature: dict[str, Feature]
+    s: Session, env_id: int, waiting: dict[store.WaitingKey, list[Item]], by_feature: dict[str, Feature]
 ) -> list[Problem]:
     rows = store.locked_waitings(s, env_id, waiting)
     unique = [key for key in waiting if _function(by_feature[key[2]]) == "UNIQUE"]
     added = store.add_distinct_many(
-        s, [(rows[key].pk, str(item.amount)) for key in unique for item in waiting[key]], owner="waiting_pk"
+        s, [(rows[key].pk, str(amount)) for key in unique for _, amount in waiting[key]], owner="waiting_pk"
     )
     problems: list[Problem] = []
     tallies: list[Tally] = []
@@ -236,7 +249,7 @@ def _count_in_windows(s: Session, env_id: int, slots: dict[store.CounterKey, _Sl
         _rebuild_if_legacy(s, env_id, counters[key], slot.grant.feature, slot.customer, slot.resource_ref, slot.window)
     unique = [key for key, slot in slots.items() if _function(slot.grant.feature) == "UNIQUE"]
     added = store.add_distinct_many(
-        s, [(counters[key].pk, str(item.amount)) for key in unique for item in slots[key].items], owner="counter_pk"
+        s, [(counters[key].pk, str(amount)) for key in unique for _, amount in slots[key].items], owner="counter_pk"
     )
     problems: list[Problem] = []
     tallies: list[Tally] = []

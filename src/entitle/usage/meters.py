@@ -112,9 +112,11 @@ def measure(meter: Mapping[str, Any], event_name: str, dimensions: Dimensions) -
 Measure = Callable[[str, Dimensions], Decimal | str | None]
 
 
-def compile_meter(meter: Mapping[str, Any]) -> Measure:
+def compile_meter(meter: Mapping[str, Any], numbers: dict[tuple[type, Any], Decimal | None] | None = None) -> Measure:
     """`measure` for one meter, with its definition read once: ingestion measures every event of a batch
-    against every meter, so the per-event work is only what the event itself decides."""
+    against every meter, so the per-event work is only what the event itself decides. `numbers`
+    remembers the numbers read from values (a batch repeats its values), keyed by type and value."""
+    read = _remembering(numbers) if numbers is not None else number
     filters = [list(f.get("conditions") or []) for f in meter.get("filters") or []]
     checks = [[_compile_condition(c) for c in conditions] for conditions in filters]
     aggregation = meter["aggregation"]
@@ -139,9 +141,23 @@ def compile_meter(meter: Mapping[str, Any]) -> Measure:
         return distinct
 
     def numeric(event_name: str, dimensions: Dimensions) -> Decimal | None:
-        return number(_field(field, event_name, dimensions)) if matched(event_name, dimensions) else None
+        return read(_field(field, event_name, dimensions)) if matched(event_name, dimensions) else None
 
     return numeric
+
+
+def _remembering(numbers: dict[tuple[type, Any], Decimal | None]) -> Callable[[Any], Decimal | None]:
+    def read(value: Any) -> Decimal | None:
+        key = (type(value), value)  # True == 1 == 1.0, yet only the numbers are numbers
+        try:
+            return numbers[key]
+        except KeyError:
+            found = numbers[key] = number(value)
+            return found
+        except TypeError:  # not hashable: not a dimension value, read it anyway
+            return number(value)
+
+    return read
 
 
 def _compile_condition(condition: Mapping[str, Any]) -> Callable[[str, Dimensions], bool]:
