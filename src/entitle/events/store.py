@@ -2,13 +2,10 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import text
 from sqlalchemy.orm import Session
-
-from entitle.events.models import Event
 
 _COLUMNS = (
     "environment_id",
@@ -22,6 +19,12 @@ _COLUMNS = (
     "updated_at",
 )
 _SQLITE_INSERT = f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
+_POSTGRESQL_TYPES = ("bigint", "text", "text", "text", "text", "jsonb", "timestamptz", "timestamptz", "timestamptz")
+_POSTGRESQL_INSERT = text(
+    f"INSERT INTO events ({', '.join(_COLUMNS)}) SELECT * FROM unnest("
+    + ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in zip(_COLUMNS, _POSTGRESQL_TYPES, strict=True))
+    + ") ON CONFLICT (environment_id, idempotency_key) DO NOTHING RETURNING idempotency_key"
+)
 _SQLITE_TAKEN = text(
     "SELECT idempotency_key FROM events WHERE environment_id = :env "
     "AND idempotency_key IN (SELECT value FROM json_each(:keys))"
@@ -36,10 +39,11 @@ def insert_new(session: Session, rows: list[dict[str, Any]]) -> set[str]:
         return set()
     if session.get_bind().dialect.name == "sqlite":
         return _insert_new_sqlite(session, rows)
-    # The table, not the mapped class: a Core insert of many rows skips the ORM's per-row bookkeeping.
-    table = cast(Table, Event.__table__)
-    stmt = pg_insert(table).on_conflict_do_nothing(index_elements=["environment_id", "idempotency_key"])
-    return set(session.scalars(stmt.returning(table.c.idempotency_key), rows))
+    # One statement whatever the batch size, its columns bound as arrays (binding each row through
+    # SQLAlchemy costs more than the insert itself). ON CONFLICT waits for a concurrent insert of a key.
+    columns = {name: [r[name] for r in rows] for name in _COLUMNS}
+    columns["dimensions"] = [json.dumps(d) for d in columns["dimensions"]]
+    return set(session.scalars(_POSTGRESQL_INSERT, columns))
 
 
 def _insert_new_sqlite(session: Session, rows: list[dict[str, Any]]) -> set[str]:
