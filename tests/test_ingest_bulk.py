@@ -15,6 +15,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -30,11 +31,13 @@ from entitle.customers import store as customers
 from entitle.db import Database
 from entitle.environments.service import ensure_environment
 from entitle.events import service as events
+from entitle.events.ingested import NewEvent
 from entitle.events.models import Event
 from entitle.events.schemas import EventIn
 from entitle.grants.engine import customer_grants, usage_window
 from entitle.subscriptions import journey
 from entitle.subscriptions.schemas import CustomerProvisionWithSubscription
+from entitle.usage import counting
 from entitle.usage.meters import aggregate
 from entitle.usage.models import UsageCounter, WaitingUsage
 from tests.conftest import LiveServer
@@ -244,3 +247,27 @@ def test_incremental_meters_equal_a_recomputation(
 def _kept(value: Decimal) -> Decimal:
     """A tally is kept to 12 decimal places (an average, here)."""
     return value.quantize(Decimal("1e-12")).normalize()
+
+
+def test_a_batch_measured_before_its_transaction_is_measured_again_when_a_meter_changed(
+    built: tuple[LiveServer, int],
+) -> None:
+    server, env_id = built
+    db = server.db
+    _provision(db, env_id, "measured", "metered")
+    batch = [NewEvent("measured", None, "completion", {"tokens": 5.0}, utcnow(), 0)]
+    prepared = counting.prepare(db, env_id, batch)
+    assert isinstance(prepared, counting.Prepared)
+    # What was measured outside the transaction is what counts, while the meters are those it used...
+    doctored = replace(prepared, amounts={**prepared.amounts, "m-sum": [Decimal(1000)]})
+    with db.transaction() as s:
+        counting.apply_events(s, env_id, batch, doctored)
+    # ...and is measured again when they are not.
+    stale = replace(doctored, meters=(*doctored.meters[:-1], ("m-unique", "{}")))
+    with db.transaction() as s:
+        counting.apply_events(s, env_id, batch, stale)
+    with db.read() as s:
+        customer = customers.find(s, env_id, "measured")
+        assert customer is not None
+        rows = s.scalars(select(UsageCounter).where(UsageCounter.customer_pk == customer.pk)).all()
+        assert {r.feature_ref: r.value for r in rows}["m-sum"] == 1005

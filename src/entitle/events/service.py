@@ -17,7 +17,7 @@ from entitle.clock import utcnow
 from entitle.db import Database
 from entitle.domain_events import publish
 from entitle.events import store
-from entitle.events.ingested import EventsIngested, NewEvent
+from entitle.events.ingested import EventsIngested, NewEvent, prepare
 from entitle.events.rules import instant_problem, refusal
 from entitle.events.schemas import EventIn
 
@@ -67,9 +67,10 @@ def report_events(db: Database, env_id: int, events: list[EventIn]) -> Reported:
         )
         for row in rows
     ]
+    prepared = prepare.impl(db, env_id, candidates)
     with db.transaction() as s:
         stored = store.insert_new(s, rows)
         new = [event for row, event in zip(rows, candidates, strict=True) if row["idempotency_key"] in stored]
         if new:  # counted as usage in this transaction (the usage domain reacts, and may refuse the batch)
-            publish(s, EventsIngested(env_id=env_id, events=tuple(new)))
+            publish(s, EventsIngested(env_id=env_id, events=tuple(new), prepared=prepared))
     return Reported(new=len(new), duplicates=len(events) - len(new))

@@ -33,6 +33,8 @@ from entitle.catalog.features.models import Feature
 from entitle.clock import utcnow
 from entitle.customers import store as customers
 from entitle.customers.models import Customer
+from entitle.db import Database
+from entitle.db.types import json_text
 from entitle.events.ingested import NewEvent
 from entitle.events.rules import refusal
 from entitle.grants.engine import Grant, Window, customer_grants, owners_grants, resource_key, usage_window
@@ -120,13 +122,43 @@ class _Slot:
     items: list[Item] = field(default_factory=list)
 
 
-def apply_events(s: Session, env_id: int, new: list[NewEvent]) -> None:
+@dataclass(frozen=True)
+class Prepared:
+    """A batch measured before its transaction: with which meters, and each event's amounts and problem
+    (by its index in the request)."""
+
+    meters: tuple[tuple[str, str], ...]
+    position: dict[int, int]
+    amounts: dict[str, Amounts]
+    problems: dict[int, Problem]
+
+
+def _meters(metered: list[Feature]) -> tuple[tuple[str, str], ...]:
+    return tuple((f.ref_id, json_text(f.meter)) for f in metered)
+
+
+def prepare(db: Database, env_id: int, candidates: Sequence[NewEvent]) -> Prepared:
+    """Measure a batch outside its write transaction (the meters as committed now; `apply_events` checks
+    in the transaction that they are still those)."""
+    with db.read() as s:
+        metered = sorted(features.metered_with_meter(s, env_id), key=lambda f: f.ref_id)
+    amounts, problems = _measure(metered, candidates)
+    position = {e.index: p for p, e in enumerate(candidates)}
+    return Prepared(_meters(metered), position, amounts, {int(p["field"].split(".")[1]): p for p in problems})
+
+
+def apply_events(s: Session, env_id: int, new: list[NewEvent], prepared: object = None) -> None:
     """Count newly stored events (duplicates never reach here: the insert skipped them). A fixed number
     of statements for the whole batch, however many customers, features and windows it touches."""
-    metered = features.metered_with_meter(s, env_id)
+    metered = sorted(features.metered_with_meter(s, env_id), key=lambda f: f.ref_id)
     if not metered:
         return
-    amounts, problems = _measure(metered, new)
+    if isinstance(prepared, Prepared) and prepared.meters == _meters(metered):
+        at = [prepared.position[e.index] for e in new]
+        amounts = {ref: [column[p] for p in at] for ref, column in prepared.amounts.items()}
+        problems = [prepared.problems[e.index] for e in new if e.index in prepared.problems]
+    else:  # nothing prepared, or a meter changed meanwhile: measure now
+        amounts, problems = _measure(metered, new)
     if problems:
         raise refusal(problems)
     positions: dict[Owner, list[int]] = defaultdict(list)
