@@ -1,178 +1,187 @@
-"""Raw events ingested per second in batches of 1,000 with deduplication, over real HTTP, beside a
-plain batched insert of the same rows into the same database as the limit.
+"""Raw events ingested per second over real HTTP, beside the driver's `executemany` of the same rows
+into the real `events` table, in the same run; and the time of one batch when its usage window holds
+100 events and when it holds 100,000.
 
     .venv/bin/python bench/event_ingest.py [--batches N] [--concurrency C] [--database sqlite|postgresql]
+                                           [--deep N]
 
-Seeds a metered feature (SUM over a dimension, filtered on the event name), a plan granting it and
-100 customers on the plan. Each request posts 1,000 events spread over the customers, 10% of them
-repeats of already-sent idempotency keys (deduplicated, not counted). The server stores the batch
-and recomputes the meter for the touched customers in the same transaction, so a check sees the
-events when the response arrives. The limit is an `INSERT` of 1,000 rows per transaction into the
-same `events` table through SQLAlchemy Core, no HTTP, no dedup, no meters.
+Server: Entitle in its own process (bench/ingest_load.py), on a fresh database (a SQLite file, or a
+throwaway PostgreSQL cluster). Seeds one metered feature per aggregation (COUNT, SUM, MAX, MIN, AVG,
+UNIQUE, each filtered on the event name), a plan granting them with a monthly reset, and 20 customers
+on it. Load: this process (outside the server) posts prebuilt bodies from C keep-alive httpx clients:
+N batches of 1,000 events over the 20 customers in rotation, 10% of each batch resending idempotency
+keys of the previous batch (dropped as duplicates). Each batch is stored and counted by every meter
+in the transaction that acknowledges it.
 
-Prints events/s for both; timing is reported, never asserted.
+Limit: the same rows (1,000 per transaction) inserted with the driver's `executemany` (sqlite3 /
+psycopg) into the same database's `events` table, its indexes and durability settings (WAL and
+synchronous=FULL on SQLite), no HTTP, no deduplication, no meters.
+
+Window size: one customer's window receives batches of 1,000 events of its own; the time of such a
+batch is measured (one client, sequential) when the window holds 100 events (fresh customers), and
+again after `--deep` batches filled another customer's window to 100,000 (default 100 batches).
+
+Prints events/s for both paths and their ratio, batch times, the longest SQLite write-lock hold seen
+by the server. Timing is reported, never asserted; exits 1 only if a request failed.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
+import json
+import os
 import sys
-import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from catalog_reads import fresh_database, running_server
+from catalog_reads import fresh_database
+from ingest_load import (
+    BATCH,
+    CUSTOMERS,
+    JSON,
+    batch_events,
+    body,
+    lock_holds,
+    median,
+    post_all,
+    provision,
+    running_server,
+    seed_catalog,
+)
 
-CUSTOMERS = 100
-BATCH = 1000
-
-
-def seed(base: str, key: str) -> None:
-    with httpx.Client(base_url=base, headers={"X-API-KEY": key}, timeout=60) as api:
-        meter = {
-            "aggregation": {"function": "SUM", "field": "tokens"},
-            "filters": [{"conditions": [{"field": "eventName", "operation": "EQUALS", "value": "completion"}]}],
-        }
-        api.post(
-            "/api/v1/features",
-            json={
-                "id": "tokens",
-                "displayName": "Tokens",
-                "featureType": "NUMBER",
-                "meterType": "INCREMENTAL",
-                "meter": meter,
-            },
-        ).raise_for_status()
-        api.post("/api/v1/products", json={"id": "bench", "displayName": "Bench"}).raise_for_status()
-        api.post("/api/v1/plans", json={"id": "plan", "displayName": "Plan", "productId": "bench"}).raise_for_status()
-        api.post(
-            "/api/v1/plans/plan/entitlements",
-            json={"entitlements": [{"type": "FEATURE", "id": "tokens", "usageLimit": 10**12, "resetPeriod": "MONTH"}]},
-        ).raise_for_status()
-        api.post("/api/v1/plans/plan/publish", json={"migrationType": "NEW_CUSTOMERS"}).raise_for_status()
-        for n in range(CUSTOMERS):
-            api.post(
-                "/api/v1/customers", json={"id": f"c{n}", "subscriptionParams": {"planId": "plan"}}
-            ).raise_for_status()
+PROBES = 5
+SHALLOW = 100
 
 
-def http_ingest(base: str, key: str, batches: int, concurrency: int) -> tuple[float, int]:
-    counter = itertools.count()
-    lock = threading.Lock()
-    sent = [0]
-    errors: list[str] = []
-
-    def worker() -> None:
-        with httpx.Client(base_url=base, headers={"X-API-KEY": key}, timeout=120) as api:
-            while True:
-                with lock:
-                    if sent[0] >= batches:
-                        return
-                    sent[0] += 1
-                    start = next(counter) * BATCH
-                fresh = [
-                    {
-                        "customerId": f"c{i % CUSTOMERS}",
-                        "eventName": "completion",
-                        "idempotencyKey": f"e{i}",
-                        "dimensions": {"tokens": i % 97, "model": "small"},
-                    }
-                    for i in range(start, start + int(BATCH * 0.9))
-                ]
-                repeats = [dict(fresh[j]) for j in range(0, len(fresh), 9)][: BATCH - len(fresh)]
-                response = api.post("/api/v1/events", json={"events": fresh + _renamed(repeats, start)})
-                if response.status_code != 200:
-                    errors.append(response.text[:200])
-
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    began = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - began
-    for error in errors[:5]:
-        print(f"error: {error}", file=sys.stderr)
-    return elapsed, len(errors)
-
-
-def _renamed(repeats: list[dict[str, object]], start: int) -> list[dict[str, object]]:
-    """Repeats of keys from the previous batch (already stored): the server must skip them."""
-    previous = max(start - BATCH, 0)
-    for offset, event in enumerate(repeats):
-        event["idempotencyKey"] = f"e{previous + offset}"
-    return repeats if start else []
-
-
-def plain_insert(url: str, batches: int) -> float:
-    from datetime import UTC, datetime
-
-    from sqlalchemy import insert
-
+def executemany_rate(url: str, batches: int) -> float:
+    """Rows/s of the driver's executemany into the real `events` table, 1,000 rows per transaction."""
     from entitle.db import Database
     from entitle.environments.service import ensure_environment
-    from entitle.events.models import Event
 
     db = Database(url)
-    env = ensure_environment(db, "plain").pk
-    now = datetime.now(UTC)
-    began = time.perf_counter()
-    for b in range(batches):
-        rows = [
-            {
-                "environment_id": env,
-                "customer_ref": f"c{i % CUSTOMERS}",
-                "resource_ref": None,
-                "event_name": "completion",
-                "idempotency_key": f"p{b}-{i}",
-                "dimensions": {"tokens": i % 97},
-                "timestamp": now,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for i in range(BATCH)
+    env = ensure_environment(db, "executemany").pk
+    now = datetime.now(UTC).replace(tzinfo=None)
+    sqlite = db.dialect == "sqlite"
+    columns = "environment_id, customer_ref, resource_ref, event_name, idempotency_key, dimensions, timestamp, "
+    columns += "created_at, updated_at"
+    if sqlite:
+        sql = f"INSERT INTO events ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        stamp: Any = now.isoformat(sep=" ")
+    else:
+        sql = f"INSERT INTO events ({columns}) VALUES (%s, %s, %s, %s, %s, CAST(%s AS jsonb), %s, %s, %s)"
+        stamp = now.replace(tzinfo=UTC)
+    customers = [f"c{n}" for n in range(CUSTOMERS)]
+    # The same customers, names and dimensions; every key new (a plain INSERT has no ON CONFLICT).
+    prepared = [
+        [
+            (env, e["customerId"], None, e["eventName"], f"x{b}-{i}", json.dumps(e["dimensions"]), stamp, stamp, stamp)
+            for i, e in enumerate(batch_events(b, customers, "x"))
         ]
-        with db.transaction() as s:
-            s.execute(insert(Event), rows)
-    elapsed = time.perf_counter() - began
-    db.dispose()
-    return elapsed
+        for b in range(batches)
+    ]
+    raw = db.write_engine.raw_connection()  # the engine's connection: the same PRAGMAs as the server's
+    try:
+        cursor = raw.cursor()
+        began = time.perf_counter()
+        for rows in prepared:
+            if sqlite:
+                cursor.execute("BEGIN IMMEDIATE")
+            cursor.executemany(sql, rows)
+            if sqlite:
+                cursor.execute("COMMIT")
+            else:
+                raw.commit()
+        elapsed = time.perf_counter() - began
+    finally:
+        raw.close()
+        db.dispose()
+    return batches * BATCH / elapsed
+
+
+def window_batch_times(base: str, key: str, deep_batches: int) -> tuple[list[float], list[float]]:
+    """Times of a 1,000-event batch for one customer: window of 100 events, and of `deep_batches` * 1,000."""
+    with httpx.Client(base_url=base, headers={"X-API-KEY": key}, timeout=120) as api:
+        shallow_ids = [f"shallow-{n}" for n in range(PROBES)]
+        provision(api, [*shallow_ids, "deep"])
+
+        def send(items: list[dict[str, Any]]) -> float:
+            began = time.perf_counter()
+            response = api.post("/api/v1/events", content=body(items), headers=JSON)
+            took = time.perf_counter() - began
+            response.raise_for_status()
+            return took
+
+        shallow = []
+        for n, customer_id in enumerate(shallow_ids):
+            send(batch_events(0, [customer_id], f"s{n}-")[:SHALLOW])
+            shallow.append(send(batch_events(1, [customer_id], f"s{n}-probe")))
+        for b in range(deep_batches):
+            send(batch_events(0, ["deep"], f"d{b}-"))
+        deep = [send(batch_events(0, ["deep"], f"dp{n}-")) for n in range(PROBES)]
+    return shallow, deep
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batches", type=int, default=30)
-    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--batches", type=int, default=60, help="timed batches of 1,000 events (default 60)")
+    parser.add_argument("--concurrency", type=int, default=2, help="client connections (default 2)")
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--deep", type=int, default=100, help="batches filling the deep window (default 100)")
     args = parser.parse_args()
 
     from entitle.db import Database
     from entitle.environments.models import KeyKind
     from entitle.environments.service import create_key
 
+    customers = [f"c{n}" for n in range(CUSTOMERS)]
+    bodies = [body(batch_events(b, customers)) for b in range(args.batches + 2)]
+    load_before = os.getloadavg()[0]
     with fresh_database(args.database) as (url, data_dir):
         db = Database(url)
         key = create_key(db, "development", KeyKind.SERVER)
         db.dispose()
         with running_server(url, data_dir) as base:
-            seed(base, key)
-            elapsed, errors = http_ingest(base, key, args.batches, args.concurrency)
-            with httpx.Client(base_url=base, headers={"X-API-KEY": key}) as api:
-                sample = api.get("/api/v1/customers/c1/entitlements/check", params={"featureId": "tokens"}).json()
-        plain = plain_insert(url, args.batches)
-    events = args.batches * BATCH
+            with httpx.Client(base_url=base, headers={"X-API-KEY": key}, timeout=60) as api:
+                seed_catalog(api)
+                provision(api, customers)
+            post_all(base, key, bodies[:2], 1)  # warm the path (and the first windows' counters)
+            lock_holds(base, reset=True)
+            elapsed, latencies, errors = post_all(base, key, bodies[2:], args.concurrency)
+            holds = lock_holds(base, reset=True)
+            shallow, deep = window_batch_times(base, key, args.deep)
+            deep_holds = lock_holds(base, reset=True)
+        limit = executemany_rate(url, args.batches)
+    rate = args.batches * BATCH / elapsed
     print(
-        f"Entitle event ingestion: {args.database}; {args.batches} batches of {BATCH} events (10% repeats), "
-        f"{args.concurrency} concurrent clients, {CUSTOMERS} customers, meter SUM recomputed per batch"
+        f"Entitle event ingestion: {args.database}; {args.batches} batches of {BATCH} events over {CUSTOMERS} "
+        f"customers (10% repeated keys), {args.concurrency} client connections; one meter of each aggregation "
+        f"({', '.join(a for a in ('COUNT', 'SUM', 'MAX', 'MIN', 'AVG', 'UNIQUE'))}); {os.cpu_count()} CPUs "
+        f"shared by client and server, load average {load_before:.2f} before the run"
     )
-    print(f"\n{'path':<44} {'events/s':>10} {'seconds':>9}")
-    print(f"{'POST /api/v1/events (dedup + meters)':<44} {events / elapsed:>10.0f} {elapsed:>9.2f}")
-    print(f"{'plain batched INSERT, same rows (limit)':<44} {events / plain:>10.0f} {plain:>9.2f}")
-    print(f"\nsample check after ingestion: c1 tokens currentUsage={sample['data'].get('currentUsage')}")
+    print(f"\n{'path':<52} {'events/s':>10} {'ms/batch p50':>13}")
+    print(
+        f"{'POST /api/v1/events (dedup + 6 meters, acknowledged)':<52} {rate:>10.0f} {median(latencies) * 1000:>13.1f}"
+    )
+    print(f"{'driver executemany, same rows, same table (limit)':<52} {limit:>10.0f} {BATCH / limit * 1000:>13.1f}")
+    print(f"\ningestion runs at {rate / limit:.0%} of executemany (target >= 50%)")
+    print(
+        f"batch of {BATCH} for one customer, median of {PROBES}: window holding {SHALLOW} events "
+        f"{median(shallow) * 1000:.1f} ms; holding {args.deep * BATCH:,} events {median(deep) * 1000:.1f} ms "
+        f"(ratio {median(deep) / median(shallow):.2f})"
+    )
+    if holds.get("count"):
+        longest = max(holds["longestMs"], deep_holds.get("longestMs", 0.0))
+        print(
+            f"SQLite write lock: {holds['count']} holds during the timed load, median {holds['medianMs']:.1f} ms, "
+            f"p99 {holds['p99Ms']:.1f} ms; longest over the whole run {longest:.1f} ms (target <= 100 ms)"
+        )
+    for error in errors[:5]:
+        print(f"error: {error}", file=sys.stderr)
     return 1 if errors else 0
 
 

@@ -6,8 +6,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from entitle.usage.meters import aggregate, condition_holds, matches, measure
-from entitle.usage.rules import USAGE_MAX, Tally, fold, merge, usage_number
+from entitle.usage.meters import aggregate, compile_meter, condition_holds, matches, measure
+from entitle.usage.rules import USAGE_MAX, OutOfRange, Tally, fold, fold_checked, merge, step, usage_number
 
 names = st.sampled_from(["completion", "embedding", "upload"])
 dims = st.fixed_dictionaries(
@@ -115,3 +115,44 @@ def test_usage_numbers_are_bounded_and_kept_to_12_places(value: Decimal) -> None
     else:
         assert kept is not None and abs(kept - value) <= Decimal("5e-13")
         assert kept.as_tuple().exponent >= -12  # type: ignore[operator]
+
+
+filters = st.sampled_from(
+    [
+        [],
+        ONLY_COMPLETIONS,
+        [{"conditions": [{"field": "model", "operation": "IN", "values": ["small", "xl"]}]}],
+        [{"conditions": [{"field": "tokens", "operation": "GREATER_THAN", "value": "10"}]}, *ONLY_COMPLETIONS],
+    ]
+)
+
+
+@given(st.sampled_from(["COUNT", "SUM", "MAX", "MIN", "AVG", "UNIQUE"]), filters, events)
+def test_a_compiled_meter_measures_as_the_meter(function: str, chosen: list[dict[str, Any]], batch: list[Any]) -> None:
+    """Ingestion compiles each meter once per batch (and remembers the numbers a batch repeats)."""
+    m = meter(function, {"COUNT": None, "UNIQUE": "model"}.get(function, "tokens"), chosen)
+    numbers: dict[tuple[type, Any], Decimal | None] = {}
+    compiled, remembering = compile_meter(m), compile_meter(m, numbers)
+    for name, d in batch * 2:  # twice: the second time from what it remembered
+        assert compiled(name, d) == remembering(name, d) == measure(m, name, d)
+
+
+big = st.one_of(
+    st.integers(min_value=-5, max_value=500).map(Decimal),
+    st.sampled_from([USAGE_MAX, -USAGE_MAX, USAGE_MAX / 3, Decimal("0.000000000001"), Decimal("1e9")]),
+)
+
+
+@given(st.sampled_from(["COUNT", "SUM", "MAX", "MIN", "AVG"]), st.lists(big, max_size=30), st.lists(big, max_size=30))
+def test_folding_a_window_at_once_equals_folding_event_by_event(
+    function: str, before: list[Decimal], numbers: list[Decimal]
+) -> None:
+    """Including near the bounds, where an event that would leave the range is named and skipped."""
+    tally, _ = fold_checked(function, Tally(), before)
+    expected, refused = tally, []
+    for position, number in enumerate(numbers):
+        try:
+            expected = step(function, expected, number)
+        except OutOfRange as exc:
+            refused.append((position, str(exc)))
+    assert fold_checked(function, tally, numbers) == (expected, refused)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -15,6 +16,15 @@ def find(session: Session, env_id: int, ref_id: str) -> Customer | None:
     return session.scalars(
         select(Customer).where(Customer.environment_id == env_id, Customer.ref_id == ref_id)
     ).one_or_none()
+
+
+def find_many(session: Session, env_id: int, ref_ids: Iterable[str]) -> dict[str, Customer]:
+    """`find` for several ids in one query: the customers that exist, archived ones included."""
+    wanted = set(ref_ids)
+    if not wanted:
+        return {}
+    rows = session.scalars(select(Customer).where(Customer.environment_id == env_id, Customer.ref_id.in_(wanted)))
+    return {c.ref_id: c for c in rows}
 
 
 def get_live(session: Session, env_id: int, ref_id: str, *, for_update: bool = False) -> Customer:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger("entitle.db")
@@ -59,8 +61,11 @@ def make_private_sqlite_file(url: str) -> None:
             log.warning("could not make %s private (mode 0600): %s", companion, exc)
 
 
+SQLITE_BUSY_TIMEOUT = 30.0  # seconds a writer waits for the database lock before failing
+
+
 def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
-    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -80,13 +85,58 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
     return engine
 
 
+class FairLock:
+    """A lock taken in arrival order (a ticket lock), reentrant for its holder.
+
+    SQLite lets one writer in at a time, and a writer finding the database locked sleeps and retries
+    (its busy handler, with growing sleeps): a steady stream of writers can keep one waiting for
+    seconds. Queueing a process's writers here first serves them in order; SQLite's lock still
+    serializes them with other processes."""
+
+    def __init__(self, timeout: float = SQLITE_BUSY_TIMEOUT) -> None:
+        self._turn = threading.Condition(threading.Lock())
+        self._timeout = timeout
+        self._next_ticket = 0
+        self._serving = 0
+        self._given_up: set[int] = set()
+        self._holder: int | None = None
+        self._depth = 0
+
+    def __enter__(self) -> None:
+        me = threading.get_ident()
+        with self._turn:
+            if self._holder == me:
+                self._depth += 1
+                return
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            if not self._turn.wait_for(lambda: self._serving == ticket, self._timeout):
+                # As SQLite's own busy timeout would: fail this writer, never the queue behind it.
+                self._given_up.add(ticket)
+                raise OperationalError("waiting for the write lock", None, Exception("database is locked"))
+            self._holder, self._depth = me, 1
+
+    def __exit__(self, *_: object) -> None:
+        with self._turn:
+            self._depth -= 1
+            if self._depth == 0:
+                self._holder = None
+                self._serving += 1
+                while self._serving in self._given_up:
+                    self._given_up.discard(self._serving)
+                    self._serving += 1
+                self._turn.notify_all()
+
+
 class Database:
     def __init__(self, url: str) -> None:
         self.url = url
+        self._writers: FairLock | None = None
         if url.startswith("sqlite"):
             make_private_sqlite_file(url)
             self.write_engine = _sqlite_engine(url, immediate=True)
             self.read_engine = _sqlite_engine(url, immediate=False)
+            self._writers = FairLock()
         else:
             self.write_engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
             self.read_engine = self.write_engine
@@ -100,7 +150,11 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """One unit of work: commits on success, rolls back on any exception."""
-        with self._writer() as session, session.begin():
+        if self._writers is None:
+            with self._writer() as session, session.begin():
+                yield session
+            return
+        with self._writers, self._writer() as session, session.begin():
             yield session
 
     @contextmanager

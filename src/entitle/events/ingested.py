@@ -3,11 +3,13 @@ transaction that stored them (the usage domain counts them there, so a check see
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from entitle.domain_events import DomainEvent
+from entitle.db import Database
+from entitle.domain_events import DomainEvent, Port
 
 
 @dataclass(frozen=True)
@@ -27,3 +29,18 @@ class EventsIngested(DomainEvent):
     (`events.<index>.<field>`): the transaction rolls back and nothing of the batch is stored."""
 
     events: tuple[NewEvent, ...]
+    # What `prepare` answered for the batch before its transaction (None: nothing prepared).
+    prepared: object = None
+
+
+# Work on a batch that needs no write transaction (on SQLite that transaction holds the database's write
+# lock): the usage domain measures the events with the meters as they are before it, and checks in the
+# transaction that they did not change (`entitle.usage.counting.prepare`, installed by `entitle.wiring`).
+Prepare = Callable[[Database, int, Sequence[NewEvent]], object]
+
+
+def _nothing(_db: Database, _env_id: int, _events: Sequence[NewEvent]) -> object:
+    return None
+
+
+prepare: Port[Prepare] = Port("events.prepare", default=_nothing)

@@ -17,7 +17,7 @@ from entitle.clock import utcnow
 from entitle.db import Database
 from entitle.domain_events import publish
 from entitle.events import store
-from entitle.events.ingested import EventsIngested, NewEvent
+from entitle.events.ingested import EventsIngested, NewEvent, prepare
 from entitle.events.rules import instant_problem, refusal
 from entitle.events.schemas import EventIn
 
@@ -55,20 +55,22 @@ def report_events(db: Database, env_id: int, events: list[EventIn]) -> Reported:
         }
         for key, index in first_of_key.items()
     ]
+    # Everything that needs no database is done before the transaction: on SQLite it holds the write lock.
+    candidates = [
+        NewEvent(
+            customer_ref=row["customer_ref"],
+            resource_ref=row["resource_ref"],
+            event_name=row["event_name"],
+            dimensions=row["dimensions"],
+            timestamp=row["timestamp"],
+            index=first_of_key[row["idempotency_key"]],
+        )
+        for row in rows
+    ]
+    prepared = prepare.impl(db, env_id, candidates)
     with db.transaction() as s:
         stored = store.insert_new(s, rows)
-        new = [
-            NewEvent(
-                customer_ref=row["customer_ref"],
-                resource_ref=row["resource_ref"],
-                event_name=row["event_name"],
-                dimensions=row["dimensions"],
-                timestamp=row["timestamp"],
-                index=first_of_key[row["idempotency_key"]],
-            )
-            for row in rows
-            if row["idempotency_key"] in stored
-        ]
+        new = [event for row, event in zip(rows, candidates, strict=True) if row["idempotency_key"] in stored]
         if new:  # counted as usage in this transaction (the usage domain reacts, and may refuse the batch)
-            publish(s, EventsIngested(env_id=env_id, events=tuple(new)))
+            publish(s, EventsIngested(env_id=env_id, events=tuple(new), prepared=prepared))
     return Reported(new=len(new), duplicates=len(events) - len(new))

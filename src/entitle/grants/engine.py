@@ -8,6 +8,7 @@ counting (`entitle.usage`) and the checks (`entitle.entitlements`) both build on
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -22,6 +23,7 @@ from entitle.catalog.packages.models import Package
 from entitle.customers.models import Customer
 from entitle.periods import usage_period_at
 from entitle.promotions import store as promotions
+from entitle.promotions.models import PromotionalEntitlement
 from entitle.subscriptions import store as subscriptions
 from entitle.subscriptions.models import Subscription, SubscriptionEntitlement
 from entitle.subscriptions.rules import LIVE
@@ -76,9 +78,12 @@ def subscription_terms(
     addons = subscriptions.addons_of(session, pks)
     overrides = subscriptions.overrides_of(session, pks)
     chains: dict[int, list[Package]] = {}
+    of_plan: dict[int, list[Package]] = {}  # many subscriptions share a plan: one chain each plan
     for sub in subs:
-        plan = session.get(Package, sub.plan_pk)
-        chains[sub.pk] = packages.plan_chain(session, env_id, plan) if plan is not None else []
+        if sub.plan_pk not in of_plan:
+            plan = session.get(Package, sub.plan_pk)
+            of_plan[sub.plan_pk] = packages.plan_chain(session, env_id, plan) if plan is not None else []
+        chains[sub.pk] = of_plan[sub.plan_pk]
     involved = {p.pk for chain in chains.values() for p in chain} | {
         a.addon_pk for rows in addons.values() for a in rows
     }
@@ -107,7 +112,46 @@ def customer_grants(
     session: Session, env_id: int, customer: Customer, resource_ref: str | None, now: datetime
 ) -> tuple[dict[str, Grant], bool]:
     """Feature id -> grant, and whether the customer has any live subscription (for denial reasons)."""
-    subs = live_subscriptions(session, customer, resource_ref)
+    return owners_grants(session, env_id, [(customer, resource_ref)], now)[(customer.pk, resource_ref or None)]
+
+
+def owners_grants(
+    session: Session, env_id: int, owners: Sequence[tuple[Customer, str | None]], now: datetime
+) -> dict[tuple[int, str | None], tuple[dict[str, Grant], bool]]:
+    """`customer_grants` of several (customer, resource) owners at once, keyed by (customer pk, resource
+    or None): a fixed number of queries however many owners (one plan chain per distinct plan)."""
+    pks = {customer.pk for customer, _ in owners}
+    live = subscriptions.of_customers(session, pks, [s.value for s in LIVE])
+    promos = promotions.live_for_customers(session, pks, now)
+    all_terms = subscription_terms(session, env_id, [sub for pk in sorted(pks) for sub in live.get(pk, [])])
+    offered: dict[tuple[int, str | None], dict[str, tuple[Allowance, datetime, datetime]]] = {}
+    has_subscription: dict[tuple[int, str | None], bool] = {}
+    for customer, resource_ref in owners:
+        key = (customer.pk, resource_ref or None)
+        subs = [s for s in live.get(customer.pk, []) if (s.resource_ref or None) == key[1]]
+        offered[key] = _allowances(subs, all_terms, promos.get(customer.pk, []))
+        has_subscription[key] = bool(subs)
+    known_features = features.get_many(session, env_id, sorted({ref for a in offered.values() for ref in a}))
+    return {
+        key: (
+            {
+                ref: Grant(feature=known_features[ref], allowance=a, usage_anchor=anchor, updated_at=updated)
+                for ref, (a, anchor, updated) in allowances.items()
+                if ref in known_features and known_features[ref].archived_at is None
+            },
+            has_subscription[key],
+        )
+        for key, allowances in offered.items()
+    }
+
+
+def _allowances(
+    subs: list[Subscription],
+    all_terms: dict[int, dict[package_rules.Key, package_rules.EntitlementTerms]],
+    promos: list[PromotionalEntitlement],
+) -> dict[str, tuple[Allowance, datetime, datetime]]:
+    """Feature id -> the most generous allowance of the owner's subscriptions and promotions, the
+    earliest start (usage windows count from it) and the latest change."""
     allowances: dict[str, tuple[Allowance, datetime, datetime]] = {}
 
     def offer(ref: str, allowance: Allowance, anchor: datetime, updated: datetime) -> None:
@@ -118,12 +162,11 @@ def customer_grants(
             merged = more_generous(known[0], allowance)
             allowances[ref] = (merged, min(known[1], anchor), max(known[2], updated))
 
-    all_terms = subscription_terms(session, env_id, subs)
     for sub in subs:
         for (kind, ref), terms in all_terms[sub.pk].items():
             if kind == "FEATURE" and terms.is_granted:
                 offer(ref, replace(terms.allowance(), valid_until=sub.end_date), sub.start_date, sub.updated_at)
-    for promo in promotions.live_for_customer(session, customer.pk, now):
+    for promo in promos:
         allowance = Allowance(
             usage_limit=promo.usage_limit,
             has_unlimited=promo.has_unlimited_usage,
@@ -134,13 +177,7 @@ def customer_grants(
             valid_until=promo.end_date,
         )
         offer(promo.feature_ref, allowance, promo.start_date, promo.updated_at)
-    known_features = features.get_many(session, env_id, list(allowances))
-    grants = {
-        ref: Grant(feature=known_features[ref], allowance=a, usage_anchor=anchor, updated_at=updated)
-        for ref, (a, anchor, updated) in allowances.items()
-        if ref in known_features and known_features[ref].archived_at is None
-    }
-    return grants, bool(subs)
+    return allowances
 
 
 def usage_window(feature: Feature, allowance: Allowance | None, anchor: datetime | None, at: datetime) -> Window:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Iterable
 from datetime import datetime
 
 from sqlalchemy import and_, or_, select
@@ -18,6 +20,16 @@ def for_customer(session: Session, customer_pk: int) -> dict[str, Promo]:
 
 def live_for_customer(session: Session, customer_pk: int, now: datetime) -> list[Promo]:
     return list(session.scalars(select(Promo).where(Promo.customer_pk == customer_pk, _is_active(now))))
+
+
+def live_for_customers(session: Session, customer_pks: Iterable[int], now: datetime) -> dict[int, list[Promo]]:
+    """`live_for_customer` for several customers in one query."""
+    found: dict[int, list[Promo]] = defaultdict(list)
+    wanted = set(customer_pks)
+    if wanted:
+        for promo in session.scalars(select(Promo).where(Promo.customer_pk.in_(wanted), _is_active(now))):
+            found[promo.customer_pk].append(promo)
+    return found
 
 
 def _is_active(now: datetime) -> ColumnElement[bool]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, insert, select, text
+from sqlalchemy import Table, delete, func, insert, select, text
 from sqlalchemy.orm import Session
 
 from entitle.push.models import PushEvent
@@ -24,6 +24,15 @@ def lock_for_append(session: Session) -> None:
 
 def append(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
     """Insert rows; their ids in the order given."""
+    if not rows:
+        return []
+    if len(rows) > 1 and session.get_bind().dialect.name == "sqlite":
+        # SQLite cannot say which RETURNING row is which in one multi-row insert, so SQLAlchemy would send
+        # one INSERT per row. The write transaction holds the database lock: the rows take the next ids,
+        # in order (one statement for the batch, and one to read the last id).
+        session.execute(insert(cast(Table, PushEvent.__table__)), list(rows))
+        last = int(session.scalar(select(func.max(PushEvent.id))) or 0)
+        return list(range(last - len(rows) + 1, last + 1))
     stmt = insert(PushEvent).returning(PushEvent.id, sort_by_parameter_order=True)
     return [int(i) for i in session.scalars(stmt, list(rows))]
 

@@ -147,12 +147,13 @@ def provision(db: Database, env_id: int, req: SubscriptionProvision) -> Provisio
 
 
 def provision_in(
-    s: Session, env_id: int, req: SubscriptionProvision, *, allow_checkout: bool = False
+    s: Session, env_id: int, req: SubscriptionProvision, *, allow_checkout: bool = False, answer: bool = True
 ) -> ProvisionResult:
     """Provision inside an open transaction (customer provisioning with subscriptionParams uses it).
 
     `allow_checkout`: the caller opens a Stripe Checkout after the commit when the result asks for one
-    (`provision` does; a subscription that would need one elsewhere is refused).
+    (`provision` does; a subscription that would need one elsewhere is refused). `answer=False`: the
+    caller answers with something else, so the customer's entitlements (a read per feature) are skipped.
     """
     now = utcnow()
     customer = customers.get_live(s, env_id, req.customer_id, for_update=True)
@@ -314,9 +315,8 @@ def provision_in(
             else billing.default_checkout_options()
         )
         billing.plan_checkout(s, checkout_via, sub, checkout)  # the session creates the Stripe subscription
-    return ProvisionResult(
-        view_of(s, sub, now), ports.current_entitlements.impl(s, env_id, customer, req.resource_id), checkout=checkout
-    )
+    granted = ports.current_entitlements.impl(s, env_id, customer, req.resource_id) if answer else []
+    return ProvisionResult(view_of(s, sub, now), granted, checkout=checkout)
 
 
 def _change_doc(req: SubscriptionProvision, billing_period: str | None) -> dict[str, Any]:

@@ -52,6 +52,23 @@ def of_customer(
     return list(session.scalars(stmt))
 
 
+def of_customers(
+    session: Session, customer_pks: Iterable[int], statuses: Iterable[str]
+) -> dict[int, list[Subscription]]:
+    """`of_customer` for several customers in one query."""
+    found: dict[int, list[Subscription]] = defaultdict(list)
+    wanted = set(customer_pks)
+    if wanted:
+        stmt = (
+            select(Subscription)
+            .where(Subscription.customer_pk.in_(wanted), Subscription.status.in_(list(statuses)))
+            .order_by(Subscription.pk)
+        )
+        for sub in session.scalars(stmt):
+            found[sub.customer_pk].append(sub)
+    return found
+
+
 Child = TypeVar("Child", SubscriptionAddon, SubscriptionCharge, SubscriptionEntitlement)
 
 

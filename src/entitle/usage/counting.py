@@ -21,9 +21,10 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -32,24 +33,28 @@ from entitle.catalog.features.models import Feature
 from entitle.clock import utcnow
 from entitle.customers import store as customers
 from entitle.customers.models import Customer
+from entitle.db import Database
+from entitle.db.types import json_text
 from entitle.events.ingested import NewEvent
 from entitle.events.rules import refusal
-from entitle.grants.engine import Grant, Window, customer_grants, resource_key, usage_window
+from entitle.grants.engine import Grant, Window, customer_grants, owners_grants, resource_key, usage_window
 from entitle.usage import store
-from entitle.usage.meters import field_path, measure
+from entitle.usage.meters import compile_meter, field_path, measure
 from entitle.usage.models import UsageCounter, WaitingUsage
-from entitle.usage.owners import CounterMoved, GrantCache, announce
-from entitle.usage.rules import RANGE_TEXT, OutOfRange, Tally, fold, merge, step, usage_number
+from entitle.usage.owners import CounterMoved, announce
+from entitle.usage.rules import RANGE_TEXT, Tally, fold, fold_checked, merge, usage_number
 
 log = logging.getLogger("entitle.usage")
 
 Problem = dict[str, str]
 
 
-@dataclass(frozen=True)
-class Contribution:
-    event: NewEvent
-    amount: Decimal | str  # a number (COUNT: 1), or UNIQUE's text
+Owner = tuple[str, str | None]  # customer id, resource id
+Wanted = tuple[str, str | None, str]  # customer id, resource id, feature
+# What one event adds to a tally: its position in the request (to name it), and its number (COUNT: 1)
+# or UNIQUE's text.
+Item = tuple[int, Decimal | str]
+Amounts = list[Decimal | str | None]  # per feature, one per event of the batch (None: adds nothing)
 
 
 def _function(feature: Feature) -> str:
@@ -57,92 +62,184 @@ def _function(feature: Feature) -> str:
     return str(feature.meter["aggregation"]["function"])
 
 
-def _contributions(
-    metered: list[Feature], events: Sequence[NewEvent]
-) -> tuple[dict[str, list[Contribution]], list[Problem]]:
+def _measure(metered: list[Feature], events: Sequence[NewEvent]) -> tuple[dict[str, Amounts], list[Problem]]:
     """Per feature, what each event contributes; and the events whose number is out of range."""
-    found: dict[str, list[Contribution]] = defaultdict(list)
-    problems: list[Problem] = []
-    refused: set[int] = set()
-    for event in events:
-        per_event: list[tuple[str, Decimal | str]] = []
-        for feature in metered:
-            assert feature.meter is not None
-            amount = measure(feature.meter, event.event_name, event.dimensions)
-            if isinstance(amount, Decimal):
-                kept = usage_number(amount)
-                if kept is None:
-                    if event.index not in refused:
-                        refused.add(event.index)
-                        problems.append(
-                            {
-                                "field": f"events.{event.index}.{field_path(feature.meter)}",
-                                "problem": f"{amount} is outside the range a meter counts ({RANGE_TEXT})",
-                            }
-                        )
-                    continue
-                amount = kept
-            if amount is not None:
-                per_event.append((feature.ref_id, amount))
-        for ref, amount in per_event:
-            found[ref].append(Contribution(event, amount))
-    return found, problems
+    numbers: dict[tuple[type, Any], Decimal | None] = {}  # a batch repeats its values: read each once
+    amounts: dict[str, Amounts] = {}
+    refused: dict[int, Problem] = {}
+    for feature in metered:
+        assert feature.meter is not None
+        measured = compile_meter(feature.meter, numbers)
+        column: Amounts = [measured(e.event_name, e.dimensions) for e in events]
+        for position, amount in enumerate(column):
+            if isinstance(amount, Decimal) and (kept := usage_number(amount)) != amount:
+                column[position] = kept
+                index = events[position].index
+                if kept is None and index not in refused:
+                    refused[index] = {
+                        "field": f"events.{index}.{field_path(feature.meter)}",
+                        "problem": f"{amount} is outside the range a meter counts ({RANGE_TEXT})",
+                    }
+        amounts[feature.ref_id] = column
+    return amounts, [refused[i] for i in sorted(refused)]
 
 
-def apply_events(s: Session, env_id: int, new: list[NewEvent]) -> None:
-    """Count newly stored events (duplicates never reach here: the insert skipped them)."""
-    metered = features.metered_with_meter(s, env_id)
+class _Windows:
+    """The usage windows of one schedule (features whose windows reset alike), each computed once: a
+    batch's events mostly share a window."""
+
+    def __init__(self, grant: Grant, now: datetime) -> None:
+        self.grant = grant
+        self.seen: list[Window] = []
+        self.current = self.of(now)
+
+    def of(self, at: datetime) -> Window:
+        for window in self.seen:
+            if window.end is not None and window.start <= at < window.end:
+                return window
+        grant = self.grant
+        window = usage_window(grant.feature, grant.allowance, grant.usage_anchor, at)
+        if window.end is not None:
+            self.seen.append(window)
+        return window
+
+
+def _schedule(grant: Grant) -> tuple[object, ...]:
+    """What decides a grant's usage windows (`usage_window`): grants alike share their windows."""
+    allowance = grant.allowance
+    return grant.feature.meter_type, allowance.reset_period, allowance.reset_anchor, grant.usage_anchor
+
+
+@dataclass
+class _Slot:
+    """What a batch adds to one counter."""
+
+    customer: Customer
+    resource_ref: str | None
+    grant: Grant
+    window: Window
+    in_current_window: bool
+    items: list[Item] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A batch measured before its transaction: with which meters, and each event's amounts and problem
+    (by its index in the request)."""
+
+    meters: tuple[tuple[str, str], ...]
+    position: dict[int, int]
+    amounts: dict[str, Amounts]
+    problems: dict[int, Problem]
+
+
+def _meters(metered: list[Feature]) -> tuple[tuple[str, str], ...]:
+    return tuple((f.ref_id, json_text(f.meter)) for f in metered)
+
+
+def prepare(db: Database, env_id: int, candidates: Sequence[NewEvent]) -> Prepared:
+    """Measure a batch outside its write transaction (the meters as committed now; `apply_events` checks
+    in the transaction that they are still those)."""
+    with db.read() as s:
+        metered = sorted(features.metered_with_meter(s, env_id), key=lambda f: f.ref_id)
+    amounts, problems = _measure(metered, candidates)
+    position = {e.index: p for p, e in enumerate(candidates)}
+    return Prepared(_meters(metered), position, amounts, {int(p["field"].split(".")[1]): p for p in problems})
+
+
+def apply_events(s: Session, env_id: int, new: list[NewEvent], prepared: object = None) -> None:
+    """Count newly stored events (duplicates never reach here: the insert skipped them). A fixed number
+    of statements for the whole batch, however many customers, features and windows it touches."""
+    metered = sorted(features.metered_with_meter(s, env_id), key=lambda f: f.ref_id)
     if not metered:
         return
-    by_feature = {f.ref_id: f for f in metered}
-    contributions, problems = _contributions(metered, new)
+    if isinstance(prepared, Prepared) and prepared.meters == _meters(metered):
+        at = [prepared.position[e.index] for e in new]
+        amounts = {ref: [column[p] for p in at] for ref, column in prepared.amounts.items()}
+        problems = [prepared.problems[e.index] for e in new if e.index in prepared.problems]
+    else:  # nothing prepared, or a meter changed meanwhile: measure now
+        amounts, problems = _measure(metered, new)
     if problems:
         raise refusal(problems)
+    positions: dict[Owner, list[int]] = defaultdict(list)
+    for position, e in enumerate(new):
+        positions[(e.customer_ref, e.resource_ref)].append(position)
+    wanted: dict[Wanted, list[int]] = {}  # the positions of the events adding to each feature of an owner
+    for owner in sorted(positions, key=_owner_order):
+        for feature in metered:
+            column = amounts[feature.ref_id]
+            adding = [p for p in positions[owner] if column[p] is not None]
+            if adding:
+                wanted[(*owner, feature.ref_id)] = adding
+    if not wanted:
+        return
     now = utcnow()
-    grants = GrantCache(s, env_id, now)
-    by_owner: dict[tuple[str, str | None], dict[str, list[Contribution]]] = defaultdict(lambda: defaultdict(list))
-    for ref, items in contributions.items():
-        for item in items:
-            by_owner[(item.event.customer_ref, item.event.resource_ref)][ref].append(item)
-    for customer_ref, resource_ref in sorted(by_owner, key=lambda o: (o[0], o[1] or "")):
-        wanted = by_owner[(customer_ref, resource_ref)]
-        customer, held = _holder(s, env_id, grants, customer_ref, resource_ref)
-        if any(ref not in held for ref in wanted) and store.lock_owner(s, env_id, customer_ref):
-            # Another transaction may have just granted the feature (and folded what waited): look again.
-            if customer is not None:
-                grants.forget(customer, resource_ref)
-            customer, held = _holder(s, env_id, grants, customer_ref, resource_ref)
-        for ref in sorted(wanted):
-            feature, items = by_feature[ref], wanted[ref]
-            grant = held.get(ref)
-            if customer is None or grant is None:
-                problems += _count_waiting(s, env_id, customer_ref, resource_ref, feature, items)
-            else:
-                problems += _count_in_windows(s, env_id, customer, resource_ref, grant, items, now)
+    owners = sorted({(c, r) for c, r, _ in wanted}, key=_owner_order)
+    holders = _holders(s, env_id, owners, now)
+    unheld = {c for c, r, ref in wanted if ref not in holders[(c, r)][1]}
+    if unheld and store.lock_owners(s, env_id, unheld):
+        # Another transaction may have just granted the feature (and folded what waited): look again.
+        holders.update(_holders(s, env_id, [o for o in owners if o[0] in unheld], now))
+    slots: dict[store.CounterKey, _Slot] = {}
+    waiting: dict[store.WaitingKey, list[Item]] = {}
+    schedules: dict[tuple[Owner, tuple[object, ...]], tuple[_Windows, dict[int, Window]]] = {}
+    for (customer_ref, resource_ref, ref), adding in wanted.items():
+        column = amounts[ref]
+        items: list[Item] = [(new[p].index, a) for p in adding if (a := column[p]) is not None]
+        customer, held = holders[(customer_ref, resource_ref)]
+        grant = held.get(ref)
+        if customer is None or grant is None:
+            waiting[(customer_ref, resource_key(resource_ref), ref)] = items
+            continue
+        schedule = ((customer_ref, resource_ref), _schedule(grant))
+        if schedule not in schedules:
+            schedules[schedule] = (_Windows(grant, now), {})
+        finder, window_at = schedules[schedule]
+        for p, item in zip(adding, items, strict=True):
+            window = window_at.get(p)
+            if window is None:
+                window = window_at[p] = finder.of(new[p].timestamp)
+            key = (customer.pk, ref, resource_key(resource_ref), window.start)
+            slot = slots.get(key)
+            if slot is None:
+                current = window.start == finder.current.start
+                slot = slots[key] = _Slot(customer, resource_ref, grant, window, current)
+            slot.items.append(item)
+    problems += _count_in_windows(s, env_id, slots)
+    problems += _count_waiting(s, env_id, waiting, {f.ref_id: f for f in metered})
     if problems:
         raise refusal(sorted(problems, key=lambda p: int(p["field"].split(".")[1])))
 
 
-def _holder(
-    s: Session, env_id: int, grants: GrantCache, customer_ref: str, resource_ref: str | None
-) -> tuple[Customer | None, dict[str, Grant]]:
-    customer = customers.find(s, env_id, customer_ref)
-    if customer is None or customer.archived_at is not None:
-        return None, {}
-    return customer, grants.of(customer, resource_ref)
+def _owner_order(owner: Owner) -> tuple[str, str]:
+    return owner[0], owner[1] or ""
 
 
-def _steps(function: str, tally: Tally, items: list[Contribution]) -> tuple[Tally, list[Problem]]:
-    """Fold numbers one event at a time; an event that would leave the range is named and skipped, so
-    the batch resent without the named events counts exactly what this one counted without them."""
-    problems: list[Problem] = []
-    for item in items:
-        assert isinstance(item.amount, Decimal)
-        try:
-            tally = step(function, tally, item.amount)
-        except OutOfRange as exc:
-            problems.append({"field": f"events.{item.event.index}", "problem": str(exc)})
-    return tally, problems
+def _holders(
+    s: Session, env_id: int, owners: list[Owner], now: datetime
+) -> dict[Owner, tuple[Customer | None, dict[str, Grant]]]:
+    """Each owner's live customer (None: unknown or archived) and its grants, in a fixed number of queries."""
+    found = customers.find_many(s, env_id, {c for c, _ in owners})
+    live = [(found[c], r) for c, r in owners if c in found and found[c].archived_at is None]
+    grants = owners_grants(s, env_id, live, now)
+    result: dict[Owner, tuple[Customer | None, dict[str, Grant]]] = {}
+    for customer_ref, resource_ref in owners:
+        customer = found.get(customer_ref)
+        if customer is None or customer.archived_at is not None:
+            result[(customer_ref, resource_ref)] = (None, {})
+        else:
+            result[(customer_ref, resource_ref)] = (customer, grants[(customer.pk, resource_ref or None)][0])
+    return result
+
+
+def _numbers(items: list[Item]) -> list[Decimal]:
+    return [amount for _, amount in items if isinstance(amount, Decimal)]
+
+
+def _refused(items: list[Item], refused: list[tuple[int, str]]) -> list[Problem]:
+    """An event that would leave the range is named and skipped, so the batch resent without the named
+    events counts exactly what this one counted without them."""
+    return [{"field": f"events.{items[position][0]}", "problem": why} for position, why in refused]
 
 
 def _tally_of(row: UsageCounter | WaitingUsage) -> Tally:
@@ -155,54 +252,60 @@ def _write(row: UsageCounter | WaitingUsage, tally: Tally, now: datetime) -> Non
 
 
 def _count_waiting(
-    s: Session, env_id: int, customer_ref: str, resource_ref: str | None, feature: Feature, items: list[Contribution]
+    s: Session, env_id: int, waiting: dict[store.WaitingKey, list[Item]], by_feature: dict[str, Feature]
 ) -> list[Problem]:
-    function = _function(feature)
-    row = store.locked_waiting(s, env_id, customer_ref, resource_key(resource_ref), feature.ref_id)
-    if function == "UNIQUE":
-        added = store.add_distinct(s, [str(i.amount) for i in items], waiting_pk=row.pk)
-        _write(row, Tally(value=row.value + added), utcnow())
-        return []
-    tally, problems = _steps(function, _tally_of(row), items)
-    _write(row, tally, utcnow())
+    rows = store.locked_waitings(s, env_id, waiting)
+    unique = [key for key in waiting if _function(by_feature[key[2]]) == "UNIQUE"]
+    added = store.add_distinct_many(
+        s, [(rows[key].pk, str(amount)) for key in unique for _, amount in waiting[key]], owner="waiting_pk"
+    )
+    problems: list[Problem] = []
+    tallies: list[Tally] = []
+    for key, items in waiting.items():
+        row = rows[key]
+        function = _function(by_feature[key[2]])
+        if function == "UNIQUE":
+            tallies.append(Tally(value=row.value + added.get(row.pk, 0)))
+            continue
+        tally, refused = fold_checked(function, _tally_of(row), _numbers(items))
+        problems += _refused(items, refused)
+        tallies.append(tally)
+    if not problems:
+        store.save_tallies(s, [rows[key] for key in waiting], [(t.value, t.samples, t.total) for t in tallies])
     return problems
 
 
-def _count_in_windows(
-    s: Session,
-    env_id: int,
-    customer: Customer,
-    resource_ref: str | None,
-    grant: Grant,
-    items: list[Contribution],
-    now: datetime,
-) -> list[Problem]:
-    feature = grant.feature
-    function = _function(feature)
-    current = usage_window(feature, grant.allowance, grant.usage_anchor, now)
-    windows: dict[datetime, tuple[Window, list[Contribution]]] = {}
-    for item in items:
-        window = usage_window(feature, grant.allowance, grant.usage_anchor, item.event.timestamp)
-        windows.setdefault(window.start, (window, []))[1].append(item)
+def _count_in_windows(s: Session, env_id: int, slots: dict[store.CounterKey, _Slot]) -> list[Problem]:
+    counters = store.locked_counters(s, env_id, slots)
+    for key, slot in slots.items():
+        _rebuild_if_legacy(s, env_id, counters[key], slot.grant.feature, slot.customer, slot.resource_ref, slot.window)
+    unique = [key for key, slot in slots.items() if _function(slot.grant.feature) == "UNIQUE"]
+    added = store.add_distinct_many(
+        s, [(counters[key].pk, str(amount)) for key in unique for _, amount in slots[key].items], owner="counter_pk"
+    )
     problems: list[Problem] = []
-    for window, window_items in windows.values():
-        counter = store.locked_counter(s, env_id, customer.pk, feature.ref_id, resource_key(resource_ref), window.start)
-        _rebuild_if_legacy(s, env_id, counter, feature, customer, resource_ref, window)
+    tallies: list[Tally] = []
+    for key, slot in slots.items():
+        counter = counters[key]
+        function = _function(slot.grant.feature)
         if function == "UNIQUE":
-            added = store.add_distinct(s, [str(i.amount) for i in window_items], counter_pk=counter.pk)
-            tally = Tally(value=counter.value + added)
-        else:
-            tally, refused = _steps(function, _tally_of(counter), window_items)
-            problems += refused
-        _write(counter, tally, now)
+            tallies.append(Tally(value=counter.value + added.get(counter.pk, 0)))
+            continue
+        tally, refused = fold_checked(function, _tally_of(counter), _numbers(slot.items))
+        problems += _refused(slot.items, refused)
+        tallies.append(tally)
+    if problems:  # the batch is refused (rolled back): nothing to write nor announce
+        return problems
+    store.save_tallies(s, [counters[key] for key in slots], [(t.value, t.samples, t.total) for t in tallies])
+    for key, slot in slots.items():
         moved = CounterMoved(
-            customer,
-            feature.ref_id,
-            resource_ref,
-            window,
-            grant.allowance,
-            counter.value,
-            window.start == current.start,
+            slot.customer,
+            slot.grant.feature.ref_id,
+            slot.resource_ref,
+            slot.window,
+            slot.grant.allowance,
+            counters[key].value,
+            slot.in_current_window,
         )
         announce(s, env_id, moved)
     return problems

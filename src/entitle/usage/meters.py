@@ -14,7 +14,7 @@ says what one event contributes, `entitle.usage.rules` folds contributions into 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -107,6 +107,65 @@ def measure(meter: Mapping[str, Any], event_name: str, dimensions: Dimensions) -
     if function == "UNIQUE":
         return None if value is None else _text(value)
     return number(value)
+
+
+Measure = Callable[[str, Dimensions], Decimal | str | None]
+
+
+def compile_meter(meter: Mapping[str, Any], numbers: dict[tuple[type, Any], Decimal | None] | None = None) -> Measure:
+    """`measure` for one meter, with its definition read once: ingestion measures every event of a batch
+    against every meter, so the per-event work is only what the event itself decides. `numbers`
+    remembers the numbers read from values (a batch repeats its values), keyed by type and value."""
+    read = _remembering(numbers) if numbers is not None else number
+    filters = [list(f.get("conditions") or []) for f in meter.get("filters") or []]
+    checks = [[_compile_condition(c) for c in conditions] for conditions in filters]
+    aggregation = meter["aggregation"]
+    function, field = aggregation["function"], aggregation.get("field")
+
+    def matched(event_name: str, dimensions: Dimensions) -> bool:
+        return not checks or any(all(check(event_name, dimensions) for check in f) for f in checks)
+
+    if function == "COUNT":
+        one = Decimal(1)
+        return lambda event_name, dimensions: one if matched(event_name, dimensions) else None
+    if not field:
+        return lambda event_name, dimensions: None
+    if function == "UNIQUE":
+
+        def distinct(event_name: str, dimensions: Dimensions) -> str | None:
+            if not matched(event_name, dimensions):
+                return None
+            value = _field(field, event_name, dimensions)
+            return None if value is None else _text(value)
+
+        return distinct
+
+    def numeric(event_name: str, dimensions: Dimensions) -> Decimal | None:
+        return read(_field(field, event_name, dimensions)) if matched(event_name, dimensions) else None
+
+    return numeric
+
+
+def _remembering(numbers: dict[tuple[type, Any], Decimal | None]) -> Callable[[Any], Decimal | None]:
+    def read(value: Any) -> Decimal | None:
+        key = (type(value), value)  # True == 1 == 1.0, yet only the numbers are numbers
+        try:
+            return numbers[key]
+        except KeyError:
+            found = numbers[key] = number(value)
+            return found
+        except TypeError:  # not hashable: not a dimension value, read it anyway
+            return number(value)
+
+    return read
+
+
+def _compile_condition(condition: Mapping[str, Any]) -> Callable[[str, Dimensions], bool]:
+    # The most common filter, on the event name, needs no dimension lookup nor text conversion.
+    if condition.get("field") == "eventName" and condition.get("operation") == "EQUALS":
+        target = condition.get("value")
+        return lambda event_name, _dimensions: target is not None and event_name == target
+    return lambda event_name, dimensions: condition_holds(condition, event_name, dimensions)
 
 
 def field_path(meter: Mapping[str, Any]) -> str:

@@ -15,14 +15,15 @@ from sqlalchemy.orm import Session
 
 from entitle.customers.events import EntitlementsChanged
 from entitle.domain_events import subscribe
+from entitle.events import ingested
 from entitle.events.ingested import EventsIngested
-from entitle.usage.counting import apply_events, fold_waiting
+from entitle.usage.counting import apply_events, fold_waiting, prepare
 
 _TO_FOLD = "entitle.usage.fold_before_commit"
 
 
 def count_ingested(s: Session, event: EventsIngested) -> None:
-    apply_events(s, event.env_id, list(event.events))
+    apply_events(s, event.env_id, list(event.events), event.prepared)
 
 
 def fold_for_entitlements(s: Session, event: EntitlementsChanged) -> None:
@@ -41,6 +42,7 @@ def _forget(session: Session) -> None:
 
 
 def install() -> None:
+    ingested.prepare.install(prepare)
     subscribe(EventsIngested, count_ingested)
     subscribe(EntitlementsChanged, fold_for_entitlements)
     if not sa_event.contains(Session, "before_commit", _fold_before_commit):

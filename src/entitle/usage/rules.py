@@ -18,7 +18,7 @@ time (`step`) and merged with another tally (`merge`) — so ingestion never res
 from __future__ import annotations
 
 import decimal
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from decimal import Decimal
@@ -89,6 +89,35 @@ def fold(function: str, tally: Tally, numbers: Iterable[Decimal]) -> Tally:
     for number in numbers:
         tally = step(function, tally, number)
     return tally
+
+
+def fold_checked(function: str, tally: Tally, numbers: Sequence[Decimal]) -> tuple[Tally, list[tuple[int, str]]]:
+    """`tally` after `numbers` in order, as `step` folds them one by one; a number that would take the
+    tally out of its range is skipped and reported with its position and why. Folds a window's numbers
+    at once when no partial result can leave the range (the common case), which gives the same tally."""
+    if not numbers:
+        return tally, []
+    if function in EXTREMES:
+        pick = max if function == "MAX" else min
+        best = pick(numbers)
+        value = best if tally.samples == 0 else pick(tally.value, best)
+        return Tally(value=value, samples=tally.samples + len(numbers), total=None), []
+    if function in ADDITIVE and abs(tally.value) + sum(abs(n) for n in numbers) <= USAGE_MAX:
+        return replace(tally, value=tally.value + sum(numbers), samples=tally.samples + len(numbers)), []
+    if function == "AVG":
+        with decimal.localcontext(prec=40):
+            previous = tally.total or Decimal(0)
+            if abs(previous) + sum(abs(n) for n in numbers) <= TOTAL_MAX:
+                total = previous + sum(numbers)
+                samples = tally.samples + len(numbers)
+                return Tally(value=(total / samples).quantize(PLACES).normalize(), samples=samples, total=total), []
+    refused: list[tuple[int, str]] = []
+    for position, number in enumerate(numbers):
+        try:
+            tally = step(function, tally, number)
+        except OutOfRange as exc:
+            refused.append((position, str(exc)))
+    return tally, refused
 
 
 def merge(function: str, into: Tally, other: Tally) -> Tally:

@@ -1,16 +1,18 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select, text, tuple_
+from sqlalchemy import Table, bindparam, delete, func, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
+from entitle.clock import utcnow
 from entitle.usage.models import DistinctValue, UsageCounter, UsageRecord, WaitingUsage
 
 
@@ -209,3 +211,151 @@ def move_distinct(session: Session, waiting_pk: int, counter_pk: int) -> int:
 
 def clear_distinct(session: Session, counter_pk: int) -> None:
     session.execute(delete(DistinctValue).where(DistinctValue.counter_pk == counter_pk))
+
+
+# --- a whole batch at once: a fixed number of statements however many customers it touches -----------
+
+CounterKey = tuple[int, str, str, datetime]  # customer pk, feature, resource key, window start
+WaitingKey = tuple[str, str, str]  # customer id, resource key, feature
+# Rows per statement where a batch's keys become bound parameters (SQLite allows 32,766 per statement).
+_CHUNK = 500
+
+
+def _chunks(items: list[Any]) -> Iterable[list[Any]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+def lock_owners(session: Session, env_id: int, customer_refs: Iterable[str]) -> bool:
+    """`lock_owner` for several customer ids in one statement, in a fixed order (two batches locking
+    overlapping owners cannot deadlock)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return False
+    keys = sorted(
+        {
+            int.from_bytes(
+                hashlib.blake2b(f"usage-owner:{env_id}:{ref}".encode(), digest_size=8).digest(), "big", signed=True
+            )
+            for ref in customer_refs
+        }
+    )
+    if keys:
+        # unnest yields the array in order, so the locks are taken in that order.
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS k"), {"keys": keys}
+        )
+    return True
+
+
+def locked_counters(session: Session, env_id: int, keys: Iterable[CounterKey]) -> dict[CounterKey, UsageCounter]:
+    """The counter rows of these keys, created where missing, locked for this transaction (in key order)."""
+    wanted = sorted(set(keys))
+    if not wanted:
+        return {}
+    rows = [
+        {
+            "environment_id": env_id,
+            "customer_pk": customer_pk,
+            "feature_ref": feature_ref,
+            "resource_ref": resource_ref,
+            "window_start": window_start,
+            "value": Decimal(0),
+            "samples": 0,
+        }
+        for customer_pk, feature_ref, resource_ref, window_start in wanted
+    ]
+    unique = ["customer_pk", "feature_ref", "resource_ref", "window_start"]
+    session.execute(_insert(session, UsageCounter.__table__).on_conflict_do_nothing(index_elements=unique), rows)
+    found: dict[CounterKey, UsageCounter] = {}
+    columns = tuple_(
+        UsageCounter.customer_pk, UsageCounter.feature_ref, UsageCounter.resource_ref, UsageCounter.window_start
+    )
+    for chunk in _chunks(wanted):
+        stmt = (
+            select(UsageCounter)
+            .where(columns.in_(chunk))
+            .order_by(UsageCounter.pk)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        for row in session.scalars(stmt):
+            found[(row.customer_pk, row.feature_ref, row.resource_ref, row.window_start)] = row
+    return found
+
+
+def locked_waitings(session: Session, env_id: int, keys: Iterable[WaitingKey]) -> dict[WaitingKey, WaitingUsage]:
+    """The waiting tallies of these keys, created where missing, locked for this transaction."""
+    wanted = sorted(set(keys))
+    if not wanted:
+        return {}
+    rows = [
+        {
+            "environment_id": env_id,
+            "customer_ref": customer_ref,
+            "resource_ref": resource_ref,
+            "feature_ref": feature_ref,
+            "value": Decimal(0),
+            "samples": 0,
+        }
+        for customer_ref, resource_ref, feature_ref in wanted
+    ]
+    unique = ["environment_id", "customer_ref", "resource_ref", "feature_ref"]
+    session.execute(_insert(session, WaitingUsage.__table__).on_conflict_do_nothing(index_elements=unique), rows)
+    found: dict[WaitingKey, WaitingUsage] = {}
+    columns = tuple_(WaitingUsage.customer_ref, WaitingUsage.resource_ref, WaitingUsage.feature_ref)
+    for chunk in _chunks(wanted):
+        stmt = (
+            select(WaitingUsage)
+            .where(WaitingUsage.environment_id == env_id, columns.in_(chunk))
+            .order_by(WaitingUsage.pk)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        for row in session.scalars(stmt):
+            found[(row.customer_ref, row.resource_ref, row.feature_ref)] = row
+    return found
+
+
+def add_distinct_many(session: Session, values: Iterable[tuple[int, str]], *, owner: str) -> dict[int, int]:
+    """Remember distinct values of UNIQUE meters, given as (owner pk, value) with `owner` "counter_pk" or
+    "waiting_pk"; how many were new per owner (a value already stored for that owner adds nothing)."""
+    pairs = sorted({(pk, digest(value)) for pk, value in values})
+    if not pairs:
+        return {}
+    other = "waiting_pk" if owner == "counter_pk" else "counter_pk"
+    rows = [{owner: pk, other: None, "digest": d} for pk, d in pairs]
+    column = DistinctValue.counter_pk if owner == "counter_pk" else DistinctValue.waiting_pk
+    stmt = _insert(session, DistinctValue.__table__).on_conflict_do_nothing(index_elements=[owner, "digest"])
+    added: dict[int, int] = {}
+    for pk in session.scalars(stmt.returning(column), rows):
+        added[pk] = added.get(pk, 0) + 1
+    return added
+
+
+def save_tallies(
+    session: Session, rows: Sequence[UsageCounter | WaitingUsage], tallies: list[tuple[Decimal, int, Decimal | None]]
+) -> None:
+    """Write new tallies (value, samples, total) of locked rows in one statement; the loaded rows show them."""
+    if not rows:
+        return
+    now = utcnow()
+    table = cast(Table, type(rows[0]).__table__)
+    stmt = (
+        update(table)
+        .where(table.c.pk == bindparam("row_pk"))
+        .values(
+            value=bindparam("new_value"), samples=bindparam("new_samples"), total=bindparam("new_total"), updated_at=now
+        )
+    )
+    session.execute(
+        stmt,
+        [
+            {"row_pk": row.pk, "new_value": value, "new_samples": samples, "new_total": total}
+            for row, (value, samples, total) in zip(rows, tallies, strict=True)
+        ],
+    )
+    for row, (value, samples, total) in zip(rows, tallies, strict=True):
+        set_committed_value(row, "value", value)
+        set_committed_value(row, "samples", samples)
+        set_committed_value(row, "total", total)
+        set_committed_value(row, "updated_at", now)

@@ -1,0 +1,247 @@
+"""Shared by the ingestion benchmarks (event_ingest.py, lock_holds.py, provisioning.py): an instrumented
+Entitle server in its own process, the catalog they seed, and prebuilt event batches.
+
+The server child is Entitle's own app under uvicorn (one process, as `entitle serve` runs on SQLite,
+with its embedded job worker there), plus, on this instance only, `GET /_bench/lock_holds`: every
+write transaction's hold of the SQLite write lock, from the moment BEGIN IMMEDIATE returned (the lock
+is ours) to the end of COMMIT or ROLLBACK (the lock is released), timed by listeners on the write
+engine. Nothing is added to Entitle itself.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+AGGREGATIONS = ("COUNT", "SUM", "MAX", "MIN", "AVG", "UNIQUE")
+BATCH = 1000
+CUSTOMERS = 20
+REPEATED = 0.10  # share of each batch resending keys of the previous batch (dropped as duplicates)
+LOCK_HOLDS_PATH = "/_bench/lock_holds"
+
+
+def meter(function: str) -> dict[str, Any]:
+    field = {"COUNT": None, "UNIQUE": "user"}.get(function, "tokens")
+    filters = [{"conditions": [{"field": "eventName", "operation": "EQUALS", "value": "completion"}]}]
+    return {"aggregation": {"function": function, **({"field": field} if field else {})}, "filters": filters}
+
+
+def seed_catalog(api: httpx.Client, plan: str = "plan") -> None:
+    """One metered feature per aggregation, and a plan granting each with a monthly reset."""
+    for function in AGGREGATIONS:
+        ref = f"meter-{function.lower()}"
+        body = {
+            "id": ref,
+            "displayName": ref,
+            "featureType": "NUMBER",
+            "meterType": "INCREMENTAL",
+            "meter": meter(function),
+        }
+        api.post("/api/v1/features", json=body).raise_for_status()
+    api.post("/api/v1/products", json={"id": "bench", "displayName": "Bench"}).raise_for_status()
+    api.post("/api/v1/plans", json={"id": plan, "displayName": "Plan", "productId": "bench"}).raise_for_status()
+    entitlements = [
+        {"type": "FEATURE", "id": f"meter-{f.lower()}", "usageLimit": 10**12, "resetPeriod": "MONTH"}
+        for f in AGGREGATIONS
+    ]
+    api.post(f"/api/v1/plans/{plan}/entitlements", json={"entitlements": entitlements}).raise_for_status()
+    api.post(f"/api/v1/plans/{plan}/publish", json={"migrationType": "NEW_CUSTOMERS"}).raise_for_status()
+
+
+def provision(api: httpx.Client, customer_ids: list[str], plan: str = "plan") -> None:
+    for customer_id in customer_ids:
+        body = {"id": customer_id, "subscriptionParams": {"planId": plan}}
+        api.post("/api/v1/customers", json=body).raise_for_status()
+
+
+def event(customer_id: str, key: str, i: int) -> dict[str, Any]:
+    return {
+        "customerId": customer_id,
+        "eventName": "completion" if i % 4 else "embedding",
+        "idempotencyKey": key,
+        "dimensions": {"tokens": i % 97, "user": f"user-{i % 300}", "model": ("small", "large")[i % 2]},
+    }
+
+
+def batch_events(number: int, customer_ids: list[str], tag: str = "e") -> list[dict[str, Any]]:
+    """Batch `number`: 90% new keys, 10% keys of batch `number - 1` again; customers in rotation."""
+    fresh = BATCH - int(BATCH * REPEATED) if number else BATCH
+    items = [
+        event(customer_ids[(number * BATCH + i) % len(customer_ids)], f"{tag}{number}-{i}", i) for i in range(fresh)
+    ]
+    for i in range(BATCH - fresh):
+        items.append(event(customer_ids[((number - 1) * BATCH + i) % len(customer_ids)], f"{tag}{number - 1}-{i}", i))
+    return items
+
+
+def body(items: list[dict[str, Any]]) -> bytes:
+    return json.dumps({"events": items}).encode()
+
+
+JSON = {"content-type": "application/json"}
+
+
+def post_all(base: str, key: str, bodies: list[bytes], concurrency: int) -> tuple[float, list[float], list[str]]:
+    """Post prebuilt bodies from `concurrency` keep-alive clients; elapsed seconds, latencies, errors."""
+    queue = list(reversed(bodies))
+    lock = threading.Lock()
+    latencies: list[float] = []
+    errors: list[str] = []
+
+    def worker() -> None:
+        with httpx.Client(base_url=base, headers={"X-API-KEY": key}, timeout=120) as api:
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    content = queue.pop()
+                began = time.perf_counter()
+                response = api.post("/api/v1/events", content=content, headers=JSON)
+                took = time.perf_counter() - began
+                with lock:
+                    latencies.append(took)
+                    if response.status_code != 200:
+                        errors.append(f"{response.status_code} {response.text[:200]}")
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
+    began = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - began, latencies, errors
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * share))] if ordered else float("nan")
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+# --- the server child -------------------------------------------------------------------------------
+
+
+class LockHolds:
+    """Times each write transaction of a SQLite engine: BEGIN IMMEDIATE returned -> COMMIT/ROLLBACK done."""
+
+    def __init__(self, engine: Any) -> None:
+        from sqlalchemy import event as sa_event
+
+        self.started: dict[int, float] = {}
+        self.holds: list[float] = []
+        self.lock = threading.Lock()
+        # Registered after the engine's own `begin` listener, which sends BEGIN IMMEDIATE.
+        sa_event.listen(engine, "begin", self._begin)
+        dialect = engine.dialect
+        for name in ("do_commit", "do_rollback"):
+            setattr(dialect, name, self._ending(getattr(dialect, name)))
+
+    def _begin(self, connection: Any) -> None:
+        self.started[id(connection.connection)] = time.perf_counter()
+
+    def _ending(self, original: Any) -> Any:
+        def end(dbapi_connection: Any) -> None:
+            try:
+                original(dbapi_connection)
+            finally:
+                began = self.started.pop(id(dbapi_connection), None)
+                if began is not None:
+                    with self.lock:
+                        self.holds.append(time.perf_counter() - began)
+
+        return end
+
+    def report(self, reset: bool = False) -> dict[str, Any]:
+        with self.lock:
+            holds, self.holds = self.holds, ([] if reset else self.holds)
+        ms = [h * 1000 for h in holds]
+        return {
+            "count": len(ms),
+            "longestMs": max(ms) if ms else 0.0,
+            "p99Ms": percentile(ms, 0.99) if ms else 0.0,
+            "medianMs": median(ms) if ms else 0.0,
+        }
+
+
+def serve(database_url: str, port: int, data_dir: str) -> None:
+    import uvicorn
+
+    from entitle.app import create_app
+    from entitle.config import Settings
+
+    sqlite = database_url.startswith("sqlite")
+    settings = Settings(
+        database_url=database_url,
+        data_dir=Path(data_dir),
+        console_base_url=f"http://127.0.0.1:{port}",
+        embedded_worker=sqlite,  # as `entitle serve` defaults
+    )
+    app = create_app(settings)
+    holds = LockHolds(app.state.db.write_engine) if sqlite else None
+
+    def lock_holds(reset: bool = False) -> dict[str, Any]:
+        return holds.report(reset) if holds is not None else {"count": 0}
+
+    app.add_api_route(LOCK_HOLDS_PATH, lock_holds, methods=["GET"], include_in_schema=False)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def running_server(database_url: str, data_dir: Path) -> Iterator[str]:
+    port = free_port()
+    command = [sys.executable, str(Path(__file__).resolve()), "--serve", database_url, str(port), str(data_dir)]
+    child = subprocess.Popen(command)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if child.poll() is not None:
+                raise RuntimeError(f"server exited with {child.returncode}")
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("server did not start within 60s")
+            time.sleep(0.05)
+        yield base
+    finally:
+        child.terminate()
+        try:
+            child.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def lock_holds(base: str, reset: bool = False) -> dict[str, Any]:
+    response = httpx.get(f"{base}{LOCK_HOLDS_PATH}", params={"reset": str(reset).lower()}, timeout=30)
+    response.raise_for_status()
+    report: dict[str, Any] = response.json()
+    return report
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "--serve":
+        serve(sys.argv[2], int(sys.argv[3]), sys.argv[4])

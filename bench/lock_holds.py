@@ -1,0 +1,140 @@
+"""Bounded lock holds: the longest SQLite write-lock hold, and another environment's usage-report
+latency, while one environment ingests events at full speed.
+
+    .venv/bin/python bench/lock_holds.py [--batches N] [--concurrency C] [--reports N] [--database sqlite|postgresql]
+
+Server: Entitle in its own process (bench/ingest_load.py), which times every write transaction from
+the moment BEGIN IMMEDIATE returned (the write lock is held) to the end of its COMMIT or ROLLBACK.
+Environment `development` gets one metered feature per aggregation, a plan and 20 customers;
+environment `other` gets a feature reported by usage (`POST /api/v2/usage`), a plan and one customer.
+
+1. Idle: this process sends `--reports` usage reports to `other`, one at a time.
+2. Under load: C clients post N batches of 1,000 events to `development` as fast as the server takes
+   them (bench/event_ingest.py's batches), while one client sends usage reports to `other`, one at a
+   time, until the ingestion ends.
+
+Prints the usage-report p50/p99 idle and under load, the ingestion rate, and the SQLite write-lock
+holds (count, median, p99, longest) over the whole run, seeding included. Timing is reported, never
+asserted; exits 1 only if a request failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from catalog_reads import fresh_database
+from ingest_load import (
+    BATCH,
+    CUSTOMERS,
+    batch_events,
+    body,
+    lock_holds,
+    median,
+    percentile,
+    post_all,
+    provision,
+    running_server,
+    seed_catalog,
+)
+
+
+def seed_other(api: httpx.Client) -> None:
+    body = {"id": "calls", "displayName": "Calls", "featureType": "NUMBER", "meterType": "INCREMENTAL"}
+    api.post("/api/v1/features", json=body).raise_for_status()
+    api.post("/api/v1/products", json={"id": "app", "displayName": "App"}).raise_for_status()
+    api.post("/api/v1/plans", json={"id": "basic", "displayName": "Basic", "productId": "app"}).raise_for_status()
+    entitlements = [{"type": "FEATURE", "id": "calls", "usageLimit": 10**12, "resetPeriod": "MONTH"}]
+    api.post("/api/v1/plans/basic/entitlements", json={"entitlements": entitlements}).raise_for_status()
+    api.post("/api/v1/plans/basic/publish", json={"migrationType": "NEW_CUSTOMERS"}).raise_for_status()
+    provision(api, ["reporter"], plan="basic")
+
+
+def report_usage(api: httpx.Client, n: int, errors: list[str]) -> float:
+    item = {"customerId": "reporter", "featureId": "calls", "value": 1, "idempotencyKey": f"u{n}"}
+    began = time.perf_counter()
+    response = api.post("/api/v2/usage", json={"usages": [item]})
+    took = time.perf_counter() - began
+    if response.status_code != 200:
+        errors.append(f"{response.status_code} {response.text[:200]}")
+    return took
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batches", type=int, default=60, help="batches of 1,000 events under load (default 60)")
+    parser.add_argument("--concurrency", type=int, default=2, help="ingesting connections (default 2)")
+    parser.add_argument("--reports", type=int, default=200, help="idle usage reports (default 200)")
+    parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
+    args = parser.parse_args()
+
+    from entitle.db import Database
+    from entitle.environments.models import KeyKind
+    from entitle.environments.service import create_key
+
+    customers = [f"c{n}" for n in range(CUSTOMERS)]
+    bodies = [body(batch_events(b, customers)) for b in range(args.batches + 2)]
+    load_before = os.getloadavg()[0]
+    errors: list[str] = []
+    with fresh_database(args.database) as (url, data_dir):
+        db = Database(url)
+        key = create_key(db, "development", KeyKind.SERVER)
+        other_key = create_key(db, "other", KeyKind.SERVER)
+        db.dispose()
+        with running_server(url, data_dir) as base:
+            with httpx.Client(base_url=base, headers={"X-API-KEY": key}, timeout=60) as api:
+                seed_catalog(api)
+                provision(api, customers)
+            post_all(base, key, bodies[:2], 1)
+            with httpx.Client(base_url=base, headers={"X-API-KEY": other_key}, timeout=60) as other:
+                seed_other(other)
+                for n in range(10):  # warm the path
+                    report_usage(other, -n - 1, errors)
+                idle = [report_usage(other, n, errors) for n in range(args.reports)]
+                loaded: list[float] = []
+                done = threading.Event()
+
+                def reporter() -> None:
+                    n = args.reports
+                    while not done.is_set():
+                        loaded.append(report_usage(other, n, errors))
+                        n += 1
+
+                thread = threading.Thread(target=reporter, daemon=True)
+                thread.start()
+                elapsed, _, ingest_errors = post_all(base, key, bodies[2:], args.concurrency)
+                done.set()
+                thread.join()
+            holds = lock_holds(base)
+    errors += ingest_errors
+    print(
+        f"Entitle lock holds: {args.database}; environment `development` ingests {args.batches} batches of {BATCH} "
+        f"events over {CUSTOMERS} customers from {args.concurrency} connections (6 meters); environment `other` "
+        f"reports usage one request at a time; {os.cpu_count()} CPUs shared by clients and server, load average "
+        f"{load_before:.2f} before the run"
+    )
+    print(f"\n{'usage report to `other`':<40} {'count':>7} {'p50 ms':>9} {'p99 ms':>9}")
+    for name, values in (("idle", idle), ("while `development` ingests", loaded)):
+        ms = [v * 1000 for v in values]
+        print(f"{name:<40} {len(ms):>7} {median(ms):>9.1f} {percentile(ms, 0.99):>9.1f}")
+    print(f"\ningestion meanwhile: {args.batches * BATCH / elapsed:.0f} events/s")
+    if holds.get("count"):
+        print(
+            f"SQLite write lock, whole run: {holds['count']} holds, median {holds['medianMs']:.1f} ms, "
+            f"p99 {holds['p99Ms']:.1f} ms, longest {holds['longestMs']:.1f} ms (target <= 100 ms)"
+        )
+    print("targets: longest hold <= 100 ms; usage report p99 <= 50 ms while another environment ingests")
+    for error in errors[:5]:
+        print(f"error: {error}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
