@@ -70,6 +70,7 @@ lags by up to a minute), Products' `default_price`, and Stripe's 24-hour expiry 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import re
 import secrets
@@ -328,11 +329,16 @@ class StandIn:
     # Fields localstripe's Coupons and Subscriptions lack, kept here by object id (see `_split_extras`).
     coupon_extras: dict[str, dict[str, Any]] = field(default_factory=dict)
     subscription_extras: dict[str, dict[str, Any]] = field(default_factory=dict)
+    portal_configurations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Keys Stripe no longer accepts (401), and restricted keys with the paths they may not open (403).
+    revoked_keys: set[str] = field(default_factory=set)
+    restricted_keys: dict[str, tuple[str, ...]] = field(default_factory=dict)
     log: list[Logged] = field(default_factory=list)
     public_base: str = ""
     _failures: list[Failure] = field(default_factory=list)
     _saved: dict[tuple[str, str], _Saved] = field(default_factory=dict)
     _in_flight: set[tuple[str, str]] = field(default_factory=set)
+    _expired_identifiers: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _client: httpx.AsyncClient | None = None
     # Called (in the stand-in's thread) with each POST that executed without an error, after its result
@@ -344,14 +350,24 @@ class StandIn:
 
     def reset(self) -> None:
         with self._lock:
-            for store in (self.prices, self.checkout_sessions, self.portal_sessions, self.meters, self.meter_events):
+            for store in (
+                self.prices,
+                self.checkout_sessions,
+                self.portal_sessions,
+                self.meters,
+                self.meter_events,
+                self.portal_configurations,
+            ):
                 store.clear()
+            self.revoked_keys.clear()
+            self.restricted_keys.clear()
             self.coupon_extras.clear()
             self.subscription_extras.clear()
             self.log.clear()
             self._failures.clear()
             self._saved.clear()
             self._in_flight.clear()
+            self._expired_identifiers.clear()
             self.after_write = None
 
     def fail_next(
@@ -369,6 +385,13 @@ class StandIn:
     def clear_failures(self) -> None:
         with self._lock:
             self._failures.clear()
+
+    def pass_identifier_window(self) -> None:
+        """Stripe forgets idempotency keys (24 hours) and meter-event identifiers (a rolling 24 hours)
+        after a while: from now on a key or identifier sent before is new again. Events stay counted."""
+        with self._lock:
+            self._saved.clear()
+            self._expired_identifiers.update(self.meter_events)
 
     def writes(self) -> list[Logged]:
         with self._lock:
@@ -397,6 +420,10 @@ class StandIn:
         raw = (await request.body()).decode()
         idem = request.headers.get("idempotency-key") if method == "POST" else None
         account = request.headers.get("authorization", "")
+        refused = self._refused_key(account.removeprefix("Bearer ").strip(), path)
+        if refused is not None:
+            self._record(Logged(method, path, idem, refused.status))
+            return refused.response()
         failure = self._take_failure(method, path)
         if failure is not None and not failure.after_execution:
             self._record(Logged(method, path, idem, failure.status, injected=True))
@@ -455,6 +482,19 @@ class StandIn:
             hook(entry)
         return response
 
+    def _refused_key(self, key: str, path: str) -> StripeError | None:
+        if key in self.revoked_keys:
+            return StripeError(401, f"Invalid API Key provided: {key[:8]}****{key[-4:]}", type_="invalid_request_error")
+        denied = self.restricted_keys.get(key, ())
+        if any(path.startswith(prefix) for prefix in denied):
+            return StripeError(
+                403,
+                f"The provided key '{key[:8]}***' does not have the required permissions for this endpoint "
+                f"({path}). Having the necessary permissions would allow this request to continue.",
+                type_="invalid_request_error",
+            )
+        return None
+
     def _record(self, entry: Logged) -> None:
         with self._lock:
             self.log.append(entry)
@@ -506,6 +546,17 @@ class StandIn:
                 return self._checkout_session(session_id)
             case ("POST", ["v1", "checkout", "sessions", session_id, "expire"]):
                 return self._expire_checkout_session(session_id)
+            case ("GET", ["v1", "account"]):
+                return _account(auth)
+            case ("POST", ["v1", "billing_portal", "configurations"]):
+                return self._save_portal_configuration(None, params)
+            case ("GET", ["v1", "billing_portal", "configurations"]):
+                configurations = list(self.portal_configurations.values())
+                return _list(configurations, "/v1/billing_portal/configurations", query)
+            case ("GET", ["v1", "billing_portal", "configurations", configuration_id]):
+                return self._portal_configuration(configuration_id)
+            case ("POST", ["v1", "billing_portal", "configurations", configuration_id]):
+                return self._save_portal_configuration(self._portal_configuration(configuration_id), params)
             case ("POST", ["v1", "billing_portal", "sessions"]):
                 return await self._create_portal_session(auth, params)
             case ("POST", ["v1", "billing", "meters"]):
@@ -974,8 +1025,61 @@ class StandIn:
         session["url"] = None
         return session
 
+    def _portal_configuration(self, configuration_id: str) -> dict[str, Any]:
+        found = self.portal_configurations.get(configuration_id)
+        if found is None:
+            raise _missing("billing_portal.configuration", configuration_id)
+        return found
+
+    def _save_portal_configuration(self, current: dict[str, Any] | None, params: dict[str, Any]) -> dict[str, Any]:
+        """Create (current None) or update a portal configuration: the features as asked, merged into
+        Stripe's defaults for a new one (each feature off unless enabled)."""
+        if current is None and not params.get("features"):
+            raise StripeError(400, "Missing required param: features.", code="parameter_missing", param="features")
+        now = _now()
+        configuration = current or {
+            "active": True,
+            "application": None,
+            "business_profile": {"headline": None, "privacy_policy_url": None, "terms_of_service_url": None},
+            "created": now,
+            "default_return_url": None,
+            "features": {
+                "customer_update": {"allowed_updates": [], "enabled": False},
+                "invoice_history": {"enabled": False},
+                "payment_method_update": {"enabled": False, "payment_method_configuration": None},
+                "subscription_cancel": {"enabled": False, "mode": "at_period_end", "proration_behavior": "none"},
+                "subscription_pause": {"enabled": False},
+                "subscription_update": {"default_allowed_updates": [], "enabled": False, "products": []},
+            },
+            "id": f"bpc_{_rand(24)}",
+            "is_default": False,
+            "livemode": False,
+            "login_page": {"enabled": False, "url": None},
+            "metadata": {},
+            "name": None,
+            "object": "billing_portal.configuration",
+            "updated": now,
+        }
+        for name, asked in (params.get("features") or {}).items():
+            if name not in configuration["features"] or not isinstance(asked, dict):
+                raise _bad(f"Received unknown parameter: features[{name}]", f"features[{name}]")
+            feature = configuration["features"][name]
+            for key, value in asked.items():
+                if key == "enabled":
+                    feature["enabled"] = bool(_bool(value))
+                elif key in ("allowed_updates", "default_allowed_updates"):
+                    feature[key] = [] if value == "" else list(value)
+                else:
+                    feature[key] = value
+        configuration["metadata"] = _merge_metadata(configuration["metadata"], params.get("metadata"))
+        configuration["updated"] = now
+        self.portal_configurations[configuration["id"]] = configuration
+        return configuration
+
     async def _create_portal_session(self, auth: str, params: dict[str, Any]) -> dict[str, Any]:
         customer = _require(params, "customer")
+        if params.get("configuration"):
+            self._portal_configuration(params["configuration"])
         await self._customer_exists(auth, customer)
         session_id = f"bps_{_rand(24)}"
         session = {
@@ -1053,8 +1157,14 @@ class StandIn:
             except ValueError:
                 raise _bad(f"payload[{value_key}] must be a number.", "payload") from None
         identifier = params.get("identifier") or _rand(24)
-        if identifier in self.meter_events:  # the stand-in's choice: a duplicate counts once
-            return self.meter_events[identifier]
+        if identifier in self.meter_events and identifier not in self._expired_identifiers:
+            return self.meter_events[identifier]  # within Stripe's window an identifier counts once
+        if identifier in self.meter_events:  # past the window Stripe takes it as a new event: it counts again
+            identifier_key = f"{identifier}#{_rand(8)}"
+            self.meter_events[identifier_key] = {**self.meter_events[identifier], "created": _now()}
+            self.meter_events[identifier_key]["payload"] = payload
+            self.meter_events[identifier_key]["timestamp"] = int(params.get("timestamp", _now()))
+            return self.meter_events[identifier_key]
         event = {
             "created": _now(),
             "event_name": event_name,
@@ -1100,6 +1210,25 @@ class StandIn:
             "has_more": False,
             "data": [summary],
         }
+
+
+def _account(auth: str) -> dict[str, Any]:
+    """The account a key opens: one per key, as if each key were its own Stripe account."""
+    key = auth.removeprefix("Bearer ").strip()
+    account_id = f"acct_{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    return {
+        "id": account_id,
+        "object": "account",
+        "business_profile": {"name": "Entitle Stripe emulator"},
+        "charges_enabled": True,
+        "country": "US",
+        "default_currency": "usd",
+        "details_submitted": True,
+        "email": None,
+        "payouts_enabled": True,
+        "settings": {"dashboard": {"display_name": "Entitle Stripe emulator", "timezone": "Etc/UTC"}},
+        "type": "standard",
+    }
 
 
 def _injected(status: int) -> StripeError:

@@ -51,9 +51,14 @@ from entitle.billing.provider import (
     InvalidSignature,
     InvoiceLine,
     MeterSpec,
+    PaymentMethodDetails,
+    PaymentMethodNotFound,
     PriceSpec,
+    ProviderAccount,
     ProviderEvent,
     ProviderInvoice,
+    ProviderRefused,
+    ProviderUnavailable,
     SubscriptionSpec,
     SyncedCatalogEntity,
     SyncedPrice,
@@ -68,6 +73,59 @@ _SUBSCRIPTION_IDENTITY = ("entitleEnvironment", "entitleSubscriptionId")
 
 class ProviderRetryLater(RuntimeError):
     """A provider call that cannot succeed yet but may later (the job retries with backoff)."""
+
+
+# Stripe codes of a 4xx that heals on its own (another request holds the key or the object for now).
+_TRANSIENT_CODES = frozenset({"idempotency_key_in_use", "lock_timeout", "rate_limit"})
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """A Stripe error no retry of the same call can fix: the key is refused (401), lacks a permission
+    (403), or Stripe refuses the request itself (400: invalid; 404: no such object). Network failures,
+    429s and Stripe's 5xx are transient; an idempotency conflict is handled where it happens."""
+    if isinstance(exc, stripe.AuthenticationError | stripe.PermissionError):
+        return True
+    if isinstance(exc, stripe.InvalidRequestError):
+        return exc.http_status in (400, 404) and exc.code not in _TRANSIENT_CODES
+    return False
+
+
+# What Entitle does at Stripe, as the resources a restricted key must open (Stripe's dashboard names,
+# with the list call that proves read access). Connecting reads each once; write access is proven by
+# the first write, and a write refused for a permission is a permanent error (the job's dead letter
+# names it).
+REQUIRED_PERMISSIONS: tuple[tuple[str, str], ...] = (
+    ("Customers (write)", "/v1/customers"),
+    ("Products (write)", "/v1/products"),
+    ("Prices (write)", "/v1/prices"),
+    ("Subscriptions (write)", "/v1/subscriptions"),
+    ("Invoices (read)", "/v1/invoices"),
+    ("Coupons (write)", "/v1/coupons"),
+    ("Checkout Sessions (write)", "/v1/checkout/sessions"),
+    ("Customer portal (write)", "/v1/billing_portal/configurations"),
+    ("Meters (write)", "/v1/billing/meters"),
+)
+
+# The billing-portal settings Stigg recommends so the portal never changes what Entitle owns:
+# invoices, the billing address and payment methods are the customer's to see and change; the
+# subscription (plan, quantity, cancellation, pause) and the customer's name and email are Entitle's.
+RECOMMENDED_PORTAL_FEATURES: dict[str, Any] = {
+    "invoice_history": {"enabled": True},
+    "customer_update": {"enabled": True, "allowed_updates": ["address"]},
+    "payment_method_update": {"enabled": True},
+    "subscription_cancel": {"enabled": False},
+    "subscription_pause": {"enabled": False},
+    "subscription_update": {"enabled": False},
+}
+
+
+def _waited_for(call: str, exc: stripe.StripeError) -> Exception:
+    """What a request that waited for Stripe answers when the call failed."""
+    if isinstance(exc, stripe.APIConnectionError | stripe.RateLimitError) or (exc.http_status or 500) >= 500:
+        return ProviderUnavailable(f"Stripe did not answer ({call}): {exc.user_message or exc}")
+    if isinstance(exc, stripe.AuthenticationError):
+        return ProviderRefused(f"Stripe refused the secret key ({call}): {exc.user_message or exc}")
+    return ProviderRefused(f"Stripe refused {call}: {exc.user_message or exc}")
 
 
 def _search_literal(value: str) -> str:
@@ -400,9 +458,14 @@ class StripeProvider:
             raise RuntimeError(f"Stripe returned checkout session {session.id} without a URL")
         return CheckoutSession(id=session.id, url=session.url)
 
-    def create_portal_session(self, customer_billing_id: str, return_url: str, *, idempotency_key: str) -> str:
+    def create_portal_session(
+        self, customer_billing_id: str, return_url: str, *, idempotency_key: str, configuration: str | None = None
+    ) -> str:
+        params: Any = {"customer": customer_billing_id, "return_url": return_url}
+        if configuration:
+            params["configuration"] = configuration
         session = self.client.v1.billing_portal.sessions.create(
-            params={"customer": customer_billing_id, "return_url": return_url},
+            params=params,
             options={"idempotency_key": f"{idempotency_key}:portal"},
         )
         return session.url
@@ -454,6 +517,72 @@ class StripeProvider:
     def subscription_status(self, billing_id: str) -> str | None:
         return str(self.client.v1.subscriptions.retrieve(billing_id).status)
 
+    # -- calls a request waits for (short timeout; errors become 4xx or 503) -------------------------------
+
+    def check_account(self) -> ProviderAccount:
+        try:
+            account = self.client.v1.accounts.retrieve_current()
+        except stripe.PermissionError:
+            account = None  # a restricted key may not read the account: it is still the key's account
+        except stripe.StripeError as exc:
+            raise _waited_for("reading the account", exc) from exc
+        missing = self._missing_permissions()
+        if account is None:
+            return ProviderAccount(id="", name=None, missing_permissions=missing)
+        raw: dict[str, Any] = account.to_dict()
+        settings = raw.get("settings") or {}
+        profile = raw.get("business_profile") or {}
+        name = (settings.get("dashboard") or {}).get("display_name") or profile.get("name")
+        return ProviderAccount(id=str(account.id), name=name, missing_permissions=missing)
+
+    def _missing_permissions(self) -> tuple[str, ...]:
+        """The permissions of `REQUIRED_PERMISSIONS` whose read Stripe refuses with a permission error."""
+        missing: list[str] = []
+        for name, path in REQUIRED_PERMISSIONS:
+            try:
+                self.client.raw_request("get", path, limit=1)
+            except stripe.PermissionError:
+                missing.append(name)
+            except stripe.StripeError as exc:
+                raise _waited_for("checking the key's permissions", exc) from exc
+        return tuple(missing)
+
+    def ensure_portal_configuration(self, existing_id: str | None, metadata: dict[str, str]) -> str | None:
+        params: Any = {"features": RECOMMENDED_PORTAL_FEATURES, "metadata": metadata}
+        try:
+            if existing_id:
+                try:
+                    return str(self.client.v1.billing_portal.configurations.update(existing_id, params=params).id)
+                except stripe.InvalidRequestError as exc:
+                    if exc.http_status != 404:
+                        raise  # deleted at Stripe: a new one is made below
+            return str(self.client.v1.billing_portal.configurations.create(params=params).id)
+        except stripe.StripeError as exc:
+            raise _waited_for("the billing portal configuration", exc) from exc
+
+    def payment_method(self, payment_method_id: str) -> PaymentMethodDetails:
+        try:
+            found = self.client.v1.payment_methods.retrieve(payment_method_id)
+        except stripe.InvalidRequestError as exc:
+            if exc.http_status == 404 or exc.code == "resource_missing":
+                raise PaymentMethodNotFound(
+                    f"paymentMethodId: Stripe has no payment method '{payment_method_id}'"
+                ) from exc
+            raise _waited_for("reading the payment method", exc) from exc
+        except stripe.StripeError as exc:
+            raise _waited_for("reading the payment method", exc) from exc
+        raw: dict[str, Any] = found.to_dict()
+        card = raw.get("card") or {}
+        return PaymentMethodDetails(
+            id=str(raw["id"]),
+            type=_PAYMENT_METHOD_TYPES.get(str(raw.get("type")), "CARD"),
+            customer_billing_id=_id_of(raw.get("customer")),
+            card_brand=card.get("brand"),
+            card_last4=card.get("last4"),
+            card_exp_month=card.get("exp_month"),
+            card_exp_year=card.get("exp_year"),
+        )
+
     def set_default_payment_method(
         self, customer_billing_id: str, payment_method_id: str, *, idempotency_key: str
     ) -> None:
@@ -479,6 +608,9 @@ HANDLED_EVENTS: frozenset[str] = frozenset(
     }
 )
 
+
+# Stripe's payment method types as Entitle's `defaultPaymentMethod.type` names them.
+_PAYMENT_METHOD_TYPES = {"card": "CARD", "us_bank_account": "BANK", "sepa_debit": "BANK", "bacs_debit": "BANK"}
 
 _INVOICE_STATES: dict[str, Literal["OPEN", "CANCELED", "PAID"]] = {
     "draft": "OPEN",

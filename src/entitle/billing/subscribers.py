@@ -13,11 +13,13 @@ from sqlalchemy.orm import Session
 from entitle.billing import catalog_sync, checkout, coupon_sync, customer_sync, rules, store, subscription_sync
 from entitle.billing import service as integrations
 from entitle.billing.models import Integration
+from entitle.billing.provider import is_permanent_provider_error
 from entitle.catalog.coupons.events import CouponArchived, CouponCreated
 from entitle.catalog.packages.events import PackagePublished
 from entitle.customers.events import CustomerCreated, CustomerUpdated
 from entitle.db import Database
 from entitle.domain_events import subscribe
+from entitle.jobs.service import add_permanent_error_classifier
 from entitle.subscriptions import ports as subscription_ports
 from entitle.subscriptions.events import BillingTermsChanged, SubscriptionCreated, SubscriptionEnded, TrialConverted
 from entitle.subscriptions.models import Subscription
@@ -90,6 +92,7 @@ def trial_converted(s: Session, event: TrialConverted) -> None:
 
 
 def install() -> None:
+    add_permanent_error_classifier(is_permanent_provider_error)
     subscribe(CouponCreated, coupon_created)
     subscribe(CouponArchived, coupon_archived)
     subscribe(PackagePublished, package_published)
