@@ -592,6 +592,7 @@ class StandIn:
     async def _forward(self, request: Request, raw: str) -> Response:
         client = await self._upstream()
         headers = {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "content-type")}
+        headers = {k: _as_secret_key(v) if k.lower() == "authorization" else v for k, v in headers.items()}
         if request.method == "POST" and request.url.path.startswith(("/v1/subscriptions", "/v1/subscription_items")):
             # localstripe predates Prices: its subscription items name the plan, which has the price's id.
             pairs = [(_PRICE_KEY.sub(r"\1plan\2", k), v) for k, v in parse_qsl(raw, keep_blank_values=True)]
@@ -641,7 +642,7 @@ class StandIn:
 
     async def _upstream_get(self, auth: str, path: str) -> dict[str, Any] | None:
         client = await self._upstream()
-        resp = await client.get(path, headers={"authorization": auth})
+        resp = await client.get(path, headers={"authorization": _as_secret_key(auth)})
         if resp.status_code == 404:
             return None
         resp.raise_for_status()
@@ -872,7 +873,7 @@ class StandIn:
         for key, value in price["metadata"].items():
             form[f"metadata[{key}]"] = value
         client = await self._upstream()
-        resp = await client.post("/v1/plans", data=form, headers={"authorization": auth})
+        resp = await client.post("/v1/plans", data=form, headers={"authorization": _as_secret_key(auth)})
         if resp.status_code >= 400:
             raise StripeError(resp.status_code, f"emulator: localstripe refused the plan mirror: {resp.text}")
 
@@ -1210,6 +1211,12 @@ class StandIn:
             "has_more": False,
             "data": [summary],
         }
+
+
+def _as_secret_key(auth: str) -> str:
+    """localstripe takes secret keys only: a restricted key (the stand-in enforced its limits) reaches it
+    as the secret key of the same account."""
+    return auth.replace("Bearer rk_", "Bearer sk_", 1)
 
 
 def _account(auth: str) -> dict[str, Any]:
