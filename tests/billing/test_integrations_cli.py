@@ -36,11 +36,8 @@ def test_connect_with_toggles_update_by_id_list_and_remove(
 ) -> None:
     base = ["integrations", "connect", "stripe", "--environment", "development"]
     at = ["--api-base", stripe_emulator.api_base]
-    first = cli.invoke(
-        app,
-        [*base, *at, "--secret-key", FIRST, "--webhook-secret", "whsec_cli0000000000001", "--no-sync-customers"]
-        + ["--tax"],
-    )
+    toggles = ["--webhook-secret", "whsec_cli0000000000001", "--no-sync-customers", "--tax"]
+    first = cli.invoke(app, [*base, *at, "--secret-key", FIRST, *toggles])
     assert first.exit_code == 0, first.output
     first_id = first.stdout.strip().splitlines()[-1]
     second = cli.invoke(app, [*base, *at, "--secret-key", SECOND, "--no-sync-subscriptions", "--default"])
