@@ -46,7 +46,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from entitle.billing import store
+from entitle.billing import rules, store
 from entitle.billing.models import (
     CUSTOMER,
     IGNORED,
@@ -373,14 +373,16 @@ def _payment_method_attached(event: _Event) -> tuple[str, str]:
 
 def _invoice_created(event: _Event) -> tuple[str, str]:
     invoice = event.obj
-    if invoice.get("status") not in (None, "draft") or invoice.get("billing_reason") == "subscription_create":
-        return IGNORED, "not a draft renewal invoice: nothing metered to report before it is final"
+    period = rules.renewal_period(invoice)
+    if period is None:
+        return IGNORED, (
+            "not a draft renewal invoice (billing_reason subscription_cycle, with a period): it closes no billing "
+            "period, so no usage is reported on it"
+        )
     stripe_sub = _subscription_id(invoice)
     sub = _subscription_of(event)
     if sub is None or stripe_sub is None:
         return IGNORED, _unknown(event)
-    if not invoice.get("period_start") or not invoice.get("period_end"):
-        return IGNORED, "the invoice has no period"
     invoice_id = str(invoice.get("id"))
     with event.db.transaction() as s:
         enqueue(
@@ -391,8 +393,8 @@ def _invoice_created(event: _Event) -> tuple[str, str]:
                 "integrationPk": event.integration.pk,
                 "invoiceId": invoice_id,
                 "subscriptionBillingId": stripe_sub,
-                "periodStart": _instant(invoice.get("period_start")),
-                "periodEnd": _instant(invoice.get("period_end")),
+                "periodStart": _instant(period[0]),
+                "periodEnd": _instant(period[1]),
             },
             dedupe_key=f"invoice-usage:{event.integration.pk}:{invoice_id}",
         )

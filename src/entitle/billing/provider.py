@@ -314,6 +314,12 @@ class BillingProvider(Protocol):
         """Send one usage event; the provider counts an `identifier` once, however often it is sent."""
         ...
 
+    def reported_usage(
+        self, meter_billing_id: str, customer_billing_id: str, since: datetime, until: datetime
+    ) -> Decimal:
+        """What the provider's meter counted for the customer from `since` to `until` (whole minutes)."""
+        ...
+
     def sync_coupon(self, coupon: CouponSpec, *, idempotency_key: str) -> str | None:
         """Create the provider coupon (reusing one already made with the same id); returns its id."""
         ...
@@ -406,6 +412,11 @@ class NoneProvider:
 
     def report_usage(self, usage: UsageReport, *, idempotency_key: str) -> None:
         return None
+
+    def reported_usage(
+        self, meter_billing_id: str, customer_billing_id: str, since: datetime, until: datetime
+    ) -> Decimal:
+        return Decimal(0)
 
     def sync_coupon(self, coupon: CouponSpec, *, idempotency_key: str) -> str | None:
         return None

@@ -361,6 +361,20 @@ class StripeProvider:
             options={"idempotency_key": f"{idempotency_key}:usage:{usage.identifier}"},
         )
 
+    def reported_usage(
+        self, meter_billing_id: str, customer_billing_id: str, since: datetime, until: datetime
+    ) -> Decimal:
+        """The meter's event summaries for the customer over [since, until) (Stripe wants whole minutes)."""
+        summaries = self.client.v1.billing.meters.event_summaries.list(
+            meter_billing_id,
+            params={
+                "customer": customer_billing_id,
+                "start_time": int(since.timestamp()),
+                "end_time": int(until.timestamp()),
+            },
+        )
+        return sum((Decimal(str(s.aggregated_value)) for s in summaries.auto_paging_iter()), Decimal(0))
+
     # -- coupons and meters ----------------------------------------------------------------------------
 
     def sync_coupon(self, coupon: CouponSpec, *, idempotency_key: str) -> str | None:
