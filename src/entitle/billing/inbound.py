@@ -352,7 +352,7 @@ def _payment_method_attached(event: _Event) -> tuple[str, str]:
     provider = provider_for(event.integration, secret_box(settings.data_dir))
     provider.set_default_payment_method(stripe_customer, method_id, idempotency_key=event.ctx.idempotency_key)
     card = method.get("card") if isinstance(method.get("card"), dict) else {}
-    record: dict[str, Any] = {"billingId": method_id, "type": _METHOD_TYPES.get(str(method.get("type")))}
+    record: dict[str, Any] = {"billingId": method_id, "type": rules.PAYMENT_METHOD_TYPES.get(str(method.get("type")))}
     if card:
         record.update(
             {
@@ -534,16 +534,6 @@ def _scheduled_end(obj: dict[str, Any]) -> datetime | None:
 
 def _instant(value: Any) -> str | None:
     return datetime.fromtimestamp(int(value), UTC).isoformat() if value else None
-
-
-# Stripe payment method types as the contract's PaymentMethod type (others are recorded without one).
-_METHOD_TYPES = {
-    "card": "CARD",
-    "us_bank_account": "BANK",
-    "sepa_debit": "BANK",
-    "cashapp": "CASH_APP",
-    "paypal": "PAYPAL",
-}
 
 
 def _unknown(event: _Event) -> str:

@@ -52,7 +52,7 @@ class PaymentMethodDetails:
     """A payment method as the provider holds it: whose it is, and what a customer recognises it by."""
 
     id: str
-    type: str  # Entitle's: CARD, BANK, ...
+    type: str | None  # the contract's CARD, BANK, CASH_APP, PAYPAL; None for a kind it does not name
     customer_billing_id: str | None  # the provider customer it is attached to, if any
     card_brand: str | None = None
     card_last4: str | None = None

@@ -150,6 +150,16 @@ def meter_event_name(environment: str, feature_ref: str, *, overage: bool = Fals
     return f"entitle_{_UNSAFE.sub('_', feature_ref)[:70]}_{digest}"
 
 
+# Stripe payment method types as the contract's `PaymentMethod.type` (others are recorded without one).
+PAYMENT_METHOD_TYPES: dict[str, str] = {
+    "card": "CARD",
+    "us_bank_account": "BANK",
+    "sepa_debit": "BANK",
+    "bacs_debit": "BANK",
+    "cashapp": "CASH_APP",
+    "paypal": "PAYPAL",
+}
+
 # Stripe counts a meter event identifier once within a rolling 24 hours (and replays an idempotency key
 # for 24 hours): a report re-sent later is counted again, so it is checked against the meter first.
 METER_IDENTIFIER_WINDOW = timedelta(hours=24)

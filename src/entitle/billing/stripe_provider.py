@@ -589,7 +589,7 @@ class StripeProvider:
         card = raw.get("card") or {}
         return PaymentMethodDetails(
             id=str(raw["id"]),
-            type=_PAYMENT_METHOD_TYPES.get(str(raw.get("type")), "CARD"),
+            type=rules.PAYMENT_METHOD_TYPES.get(str(raw.get("type"))),
             customer_billing_id=_id_of(raw.get("customer")),
             card_brand=card.get("brand"),
             card_last4=card.get("last4"),
@@ -622,9 +622,6 @@ HANDLED_EVENTS: frozenset[str] = frozenset(
     }
 )
 
-
-# Stripe's payment method types as Entitle's `defaultPaymentMethod.type` names them.
-_PAYMENT_METHOD_TYPES = {"card": "CARD", "us_bank_account": "BANK", "sepa_debit": "BANK", "bacs_debit": "BANK"}
 
 _INVOICE_STATES: dict[str, Literal["OPEN", "CANCELED", "PAID"]] = {
     "draft": "OPEN",
