@@ -22,10 +22,12 @@ import stripe
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import func, select
+from typer.testing import CliRunner
 
 from entitle.billing import catalog_sync
 from entitle.billing.models import ERROR, PACKAGE, Integration
 from entitle.billing.stripe_provider import RECOMMENDED_PORTAL_FEATURES, is_permanent
+from entitle.cli import app
 from entitle.jobs.models import DEAD, PENDING, Job
 from entitle.jobs.service import Worker
 from tests.billing.conftest import card_payment_method, connect_stripe
@@ -33,7 +35,6 @@ from tests.billing.test_stripe_catalog_sync import link_of, make_plan, sync_jobs
 from tests.conftest import LiveServer
 from tests.support.clock import TestClock
 from tests.support.stripe_emulator import StripeEmulator
-from tests.test_cli import run
 
 pytestmark = pytest.mark.emulator_only
 
@@ -222,6 +223,7 @@ def test_a_permanent_stripe_error_dead_letters_the_job_at_once_with_its_message(
     test_clock: TestClock,
     database_url: str,
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     connect_stripe(api, stripe_emulator)
     stripe_emulator.fail_next(1, path_prefix="/v1/products", status=400)
@@ -235,8 +237,10 @@ def test_a_permanent_stripe_error_dead_letters_the_job_at_once_with_its_message(
     assert link is not None and link.sync_state == ERROR and "injected failure" in (link.reason or "")
     states = api.get(f"/api/v1/integrations/{link_integration(server)}/sync-states").json()["data"]
     assert [(st_["status"], "injected failure" in st_["error"]) for st_ in states] == [("ERROR", True)]
-    listed = run("jobs", "list", data_dir=tmp_path, database_url=database_url)
-    assert listed.returncode == 0, listed.stderr
+    monkeypatch.setenv("ENTITLE_DATABASE_URL", database_url)
+    monkeypatch.setenv("ENTITLE_DATA_DIR", str(tmp_path))
+    listed = CliRunner().invoke(app, ["jobs", "list"])  # dead jobs, with their last error
+    assert listed.exit_code == 0, listed.output
     assert catalog_sync.SYNC_PACKAGE_JOB in listed.stdout and "InvalidRequestError" in listed.stdout
 
 
