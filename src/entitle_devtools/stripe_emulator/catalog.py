@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import httpx
 
 from entitle_devtools.stripe_emulator.wire import (
     StripeError,
@@ -21,6 +24,18 @@ from entitle_devtools.stripe_emulator.wire import (
 
 class CatalogEndpoints:
     """The stand-in's Prices (mirrored as localstripe Plans) and Billing Meters, meter events and summaries."""
+
+    # The stand-in's state and plumbing (`standin.StandIn`).
+    prices: dict[str, dict[str, Any]]
+    meters: dict[str, dict[str, Any]]
+    meter_events: dict[str, dict[str, Any]]
+    _expired_identifiers: set[str]
+
+    if TYPE_CHECKING:
+
+        async def _upstream(self) -> httpx.AsyncClient: ...
+
+        async def _upstream_get(self, auth: str, path: str) -> dict[str, Any] | None: ...
 
     # -- prices --------------------------------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from entitle_devtools.stripe_emulator.wire import (
     StripeError,
@@ -18,6 +18,20 @@ from entitle_devtools.stripe_emulator.wire import (
 
 class SessionEndpoints:
     """Checkout Sessions, and billing-portal configurations and sessions."""
+
+    # The stand-in's state and plumbing (`standin.StandIn`).
+    checkout_sessions: dict[str, dict[str, Any]]
+    checkout_requests: dict[str, dict[str, Any]]
+    checkout_auth: dict[str, str]
+    portal_configurations: dict[str, dict[str, Any]]
+    portal_sessions: dict[str, dict[str, Any]]
+    public_base: str
+
+    if TYPE_CHECKING:
+
+        def _price(self, price_id: str) -> dict[str, Any]: ...
+
+        async def _upstream_get(self, auth: str, path: str) -> dict[str, Any] | None: ...
 
     # -- checkout and portal sessions ----------------------------------------------------------------
 
