@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 
 from entitle.billing import catalog_sync
 from entitle.billing.models import ERROR, PACKAGE, Integration
-from entitle.billing.stripe_provider import RECOMMENDED_PORTAL_FEATURES, is_permanent
+from entitle.billing.stripe_support import RECOMMENDED_PORTAL_FEATURES, is_permanent
 from entitle.cli import app
 from entitle.jobs.models import DEAD, PENDING, Job
 from entitle.jobs.service import Worker

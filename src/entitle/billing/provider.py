@@ -474,7 +474,7 @@ def is_permanent_provider_error(exc: BaseException) -> bool:
     """Whether a job's provider error is one retrying cannot fix (the job is then dead at once)."""
     if type(exc).__module__.split(".")[0] != "stripe":
         return False
-    from entitle.billing.stripe_provider import is_permanent
+    from entitle.billing.stripe_support import is_permanent
 
     return is_permanent(exc)
 
