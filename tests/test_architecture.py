@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,24 @@ def test_module_lookups_by_name_are_refused_or_counted() -> None:
 def test_the_sdk_and_the_server_never_import_each_other() -> None:
     report = layers.check({"entitle.sdk.client": "from entitle.entitlements import rules\n"})
     assert report.upward and "SDK" in report.upward[0]
+
+
+def test_the_server_never_imports_the_development_tools_nor_localstripe() -> None:
+    """`entitle_devtools` (the Stripe emulator, an optional development extra) sits outside the layers:
+    nothing in `entitle` imports it, and nothing anywhere under src imports localstripe (GPL-3.0), which
+    the emulator runs as its own process."""
+    src = ROOT.parent
+    for path in src.rglob("*.py"):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            names = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            for name in names:
+                assert not name.startswith("localstripe"), f"{path} imports {name}"
+                if path.is_relative_to(ROOT):
+                    assert not name.startswith("entitle_devtools"), f"{path} imports {name}"

@@ -1,7 +1,8 @@
 """Connecting an environment to Stripe: POST /api/v1/integrations and `entitle integrations connect`.
 
-No Stripe endpoint is called here (connecting touches only the database); the CLI test reaches the
-emulator through the catalog sync it enqueues: Products at localstripe, Prices at the stand-in.
+Connecting checks the key with Stripe (the emulator's stand-in answers `GET /v1/account` for any key it
+was not told to refuse; see tests/billing/test_stripe_fail_fast.py for refusals); the CLI test reaches
+the emulator through the catalog sync it enqueues too: Products at localstripe, Prices at the stand-in.
 """
 
 from __future__ import annotations
@@ -38,15 +39,18 @@ def stored(server: LiveServer) -> list[Integration]:
         return list(s.scalars(select(Integration).order_by(Integration.pk)))
 
 
-def test_the_secret_key_is_stored_encrypted_and_never_shown(server: LiveServer, api: httpx.Client) -> None:
-    resp = connect(api, TEST_KEY, webhookSecret="whsec_abcdefgh12345678", apiBase="http://127.0.0.1:9/")
+def test_the_secret_key_is_stored_encrypted_and_never_shown(
+    server: LiveServer, api: httpx.Client, stripe_emulator: StripeEmulator
+) -> None:
+    base = stripe_emulator.api_base
+    resp = connect(api, TEST_KEY, webhookSecret="whsec_abcdefgh12345678", apiBase=f"{base}/")
     assert resp.status_code == 200, resp.text
     data = resp.json()["data"]
     assert TEST_KEY not in resp.text and "whsec_abcdefgh12345678" not in resp.text
     assert data["secretKeyHint"] == "sk_test_...0123"
     assert (data["vendorIdentifier"], data["livemode"], data["hasWebhookSecret"]) == ("STRIPE", False, True)
     assert (data["apiBase"], data["syncCustomers"], data["syncSubscriptions"], data["taxEnabled"]) == (
-        "http://127.0.0.1:9",
+        base,
         True,
         True,
         False,
@@ -57,13 +61,13 @@ def test_the_secret_key_is_stored_encrypted_and_never_shown(server: LiveServer, 
     assert box.decrypt(row.secret_key_encrypted) == TEST_KEY
     assert row.webhook_secret_encrypted is not None and box.decrypt(row.webhook_secret_encrypted).startswith("whsec_")
     # Connecting again with its id replaces the key of the same integration; what is left out (the webhook
-    # secret, the API base, the other toggles) keeps its stored value; null clears the API base.
-    again = connect(api, "sk_test_51Another0000000000000009999", id=data["id"], syncCustomers=False, apiBase=None)
+    # secret, the API base, the other toggles) keeps its stored value.
+    again = connect(api, "sk_test_51Another0000000000000009999", id=data["id"], syncCustomers=False)
     assert again.status_code == 200
     assert again.json()["data"]["id"] == data["id"] and again.json()["data"]["syncCustomers"] is False
     assert again.json()["data"]["hasWebhookSecret"] is True and again.json()["data"]["taxEnabled"] is False
     (row,) = stored(server)
-    assert (box.decrypt(row.secret_key_encrypted), row.api_base) == ("sk_test_51Another0000000000000009999", None)
+    assert (box.decrypt(row.secret_key_encrypted), row.api_base) == ("sk_test_51Another0000000000000009999", base)
     assert row.webhook_secret_encrypted is not None
     assert box.decrypt(row.webhook_secret_encrypted) == "whsec_abcdefgh12345678"
     # The same key again, without an id, is the same integration too.
@@ -76,7 +80,9 @@ def test_the_secret_key_is_stored_encrypted_and_never_shown(server: LiveServer, 
     assert len(stored(server)) == 1
 
 
-def test_keys_must_match_the_kind_of_environment(server: LiveServer, api: httpx.Client) -> None:
+def test_keys_must_match_the_kind_of_environment(
+    server: LiveServer, api: httpx.Client, stripe_emulator: StripeEmulator
+) -> None:
     def refused(client: httpx.Client, key: str, status: int = 400, **extra: object) -> str:
         resp = connect(client, key, **extra)
         assert resp.status_code == status, resp.text
@@ -86,16 +92,18 @@ def test_keys_must_match_the_kind_of_environment(server: LiveServer, api: httpx.
     assert "refuses live Stripe keys" in refused(api, LIVE_KEY)
     assert "refuses live Stripe keys" in refused(api, "rk_live_51Abcdefghijklmnop")
     assert "not a Stripe secret key" in refused(api, "pk_test_51Abcdefghijklmnop")
-    assert "whsec_" in refused(api, TEST_KEY, webhookSecret="not-a-secret")
+    assert "whsec_" in refused(api, TEST_KEY, webhookSecret="not-a-secret", apiBase=stripe_emulator.api_base)
     refused(api, TEST_KEY, apiBase="ftp://example.com")
     with server.http(server.key(kind=KeyKind.CLIENT)) as client_key:
-        assert connect(client_key, TEST_KEY).status_code == 403
+        assert connect(client_key, TEST_KEY, apiBase=stripe_emulator.api_base).status_code == 403
     with server.http(server.key("production")) as production:
         assert "refuses Stripe test keys" in refused(production, TEST_KEY)
         assert "must be https" in refused(production, LIVE_KEY, apiBase="http://127.0.0.1:9")
-        ok = connect(production, LIVE_KEY)
-        assert ok.status_code == 200 and ok.json()["data"]["livemode"] is True
-    assert [row.livemode for row in stored(server)] == [True]
+        # A live key passes every local check; Stripe (here: nothing listening) must then confirm it.
+        unreachable = connect(production, LIVE_KEY, apiBase="https://127.0.0.1:9")
+        assert unreachable.status_code == 503, unreachable.text
+        assert unreachable.json()["error"]["code"] == "PROVIDER_UNAVAILABLE"
+    assert stored(server) == []
 
 
 def test_the_key_file_is_generated_once_private_and_used_to_decrypt(

@@ -1,6 +1,7 @@
 """`entitle integrations connect|list|remove`, run in-process through typer's CliRunner against the test
-server's database (SQLite and PostgreSQL). No Stripe endpoint is called: connecting and removing touch
-only the database (the catalog sync the connection enqueues is not run here).
+server's database (SQLite and PostgreSQL). Connecting checks each key at the emulator (`--api-base`; an
+update by id without it keeps the stored one); removing touches only the database (the catalog sync the
+connection enqueues is not run here).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from entitle.billing.secrets import secret_box
 from entitle.cli import app
 from tests.billing.test_integrations import stored
 from tests.conftest import LiveServer
+from tests.support.stripe_emulator import StripeEmulator
 
 FIRST = "sk_test_51CliFirstAccount000000000000001111"
 SECOND = "sk_test_51CliSecondAccount00000000000002222"
@@ -30,16 +32,15 @@ def cli(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> C
 
 
 def test_connect_with_toggles_update_by_id_list_and_remove(
-    server: LiveServer, api: httpx.Client, cli: CliRunner
+    server: LiveServer, api: httpx.Client, cli: CliRunner, stripe_emulator: StripeEmulator
 ) -> None:
     base = ["integrations", "connect", "stripe", "--environment", "development"]
-    first = cli.invoke(
-        app,
-        [*base, "--secret-key", FIRST, "--webhook-secret", "whsec_cli0000000000001", "--no-sync-customers", "--tax"],
-    )
+    at = ["--api-base", stripe_emulator.api_base]
+    toggles = ["--webhook-secret", "whsec_cli0000000000001", "--no-sync-customers", "--tax"]
+    first = cli.invoke(app, [*base, *at, "--secret-key", FIRST, *toggles])
     assert first.exit_code == 0, first.output
     first_id = first.stdout.strip().splitlines()[-1]
-    second = cli.invoke(app, [*base, "--secret-key", SECOND, "--no-sync-subscriptions", "--default"])
+    second = cli.invoke(app, [*base, *at, "--secret-key", SECOND, "--no-sync-subscriptions", "--default"])
     assert second.exit_code == 0, second.output
     second_id = second.stdout.strip().splitlines()[-1]
     assert first_id != second_id
@@ -84,6 +85,6 @@ def test_connect_with_toggles_update_by_id_list_and_remove(
     assert unknown_env.exit_code == 2 and "does not exist" in unknown_env.output
     unknown_id = cli.invoke(app, [*base, "--id", "no-such-id", "--secret-key", FIRST])
     assert unknown_id.exit_code == 2 and "was not found" in unknown_id.output
-    bad_hours = cli.invoke(app, [*base, "--secret-key", FIRST, "--payment-settlement-hours", "0"])
+    bad_hours = cli.invoke(app, [*base, *at, "--secret-key", FIRST, "--payment-settlement-hours", "0"])
     assert bad_hours.exit_code == 2
     assert [i["id"] for i in api.get("/api/v1/integrations").json()["data"]] == [first_id]

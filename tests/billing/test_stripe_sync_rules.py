@@ -4,10 +4,10 @@ with when a later plan version changes the price; custom-priced subscriptions ar
 the local Stripe (or real Stripe test mode, see tests/billing/conftest.py), on SQLite and PostgreSQL.
 
 Endpoints and who emulates them (tests/support/stripe_emulator.py): Products, Customers, Payment Methods and
-Subscriptions are localstripe's; Prices the stand-in's, mirrored as localstripe Plans. localstripe accepts
-one item per subscription (more are answered 500 "Not implemented"), so the add-on test checks the items
-Entitle *sent* in its `POST /v1/subscriptions`, from the stand-in's request log (`writes()`, each with its
-decoded form): an observable request, not a Stripe object; it runs against the emulator only.
+Subscriptions are localstripe's (with several items: the emulator's boot patch adds what localstripe lacks);
+Prices the stand-in's, mirrored as localstripe Plans. The add-on test checks the items Entitle *sent* in its
+`POST /v1/subscriptions`, from the stand-in's request log (`writes()`, each with its decoded form), and the
+subscription Stripe made of them; it runs against the emulator only.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from entitle.billing import subscription_sync
-from entitle.billing.models import CUSTOMER, ERROR, NO_SYNC_REQUIRED, PACKAGE_CHARGE, SUBSCRIPTION
+from entitle.billing.models import CUSTOMER, NO_SYNC_REQUIRED, PACKAGE_CHARGE, SUBSCRIPTION, SUCCESS
 from entitle.jobs.service import Worker
 from tests.billing.conftest import card_customer, card_payment_method, connect_stripe
 from tests.billing.test_stripe_catalog_sync import (
@@ -198,7 +198,13 @@ def test_an_add_on_becomes_one_more_subscription_item(
     sent = sorted((item["price"], int(item["quantity"])) for item in create.params["items"])
     assert sent == sorted([(plan_price, 1), (addon_price, 3)])  # the plan's monthly fee, the add-on times 3
     assert create.params["metadata"]["entitleSubscriptionId"] == ref
-    # localstripe takes one item per subscription: it refuses this one, and the link says so (the job retries).
-    assert create.status == 500
-    link = link_of(server, SUBSCRIPTION, subscription_row(server, ref).pk)
-    assert link is not None and link.sync_state == ERROR and "Not implemented" in (link.reason or "")
+    # Stripe made one subscription of both items, charged the first invoice for both, and it is ACTIVE.
+    assert create.status == 200
+    row = subscription_row(server, ref)
+    link = link_of(server, SUBSCRIPTION, row.pk)
+    assert link is not None and link.sync_state == SUCCESS and row.status == "ACTIVE"
+    stripe_sub = stripe_emulator.client().v1.subscriptions.retrieve(str(row.billing_id))
+    held = sorted((item["plan"]["id"], item["quantity"]) for item in stripe_sub["items"]["data"])
+    assert held == sorted([(plan_price, 1), (addon_price, 3)])
+    invoice = stripe_emulator.client().v1.invoices.retrieve(str(stripe_sub.latest_invoice))
+    assert (invoice.status, invoice.amount_paid) == ("paid", 2999 + 3 * 500)

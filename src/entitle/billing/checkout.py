@@ -249,7 +249,9 @@ def portal_session(db: Database, env_id: int, customer_ref: str, return_url: str
     provider = provider_for(integration, secret_box(settings.data_dir))
     try:
         # No idempotency key of our own: each call is meant to open a new, short-lived session.
-        return provider.create_portal_session(billing_id, return_url, idempotency_key=_fresh_key())
+        return provider.create_portal_session(
+            billing_id, return_url, idempotency_key=_fresh_key(), configuration=integration.portal_configuration_id
+        )
     except Exception as exc:
         log.warning("Stripe portal session for customer %s failed: %s", customer_ref, exc)
         raise BillingProviderError(f"Stripe could not create the portal session: {exc}"[:1000]) from exc

@@ -46,7 +46,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from entitle.billing import store
+from entitle.billing import rules, store
 from entitle.billing.models import (
     CUSTOMER,
     IGNORED,
@@ -352,7 +352,7 @@ def _payment_method_attached(event: _Event) -> tuple[str, str]:
     provider = provider_for(event.integration, secret_box(settings.data_dir))
     provider.set_default_payment_method(stripe_customer, method_id, idempotency_key=event.ctx.idempotency_key)
     card = method.get("card") if isinstance(method.get("card"), dict) else {}
-    record: dict[str, Any] = {"billingId": method_id, "type": _METHOD_TYPES.get(str(method.get("type")))}
+    record: dict[str, Any] = {"billingId": method_id, "type": rules.PAYMENT_METHOD_TYPES.get(str(method.get("type")))}
     if card:
         record.update(
             {
@@ -373,14 +373,16 @@ def _payment_method_attached(event: _Event) -> tuple[str, str]:
 
 def _invoice_created(event: _Event) -> tuple[str, str]:
     invoice = event.obj
-    if invoice.get("status") not in (None, "draft") or invoice.get("billing_reason") == "subscription_create":
-        return IGNORED, "not a draft renewal invoice: nothing metered to report before it is final"
+    period = rules.renewal_period(invoice)
+    if period is None:
+        return IGNORED, (
+            "not a draft renewal invoice (billing_reason subscription_cycle, with a period): it closes no billing "
+            "period, so no usage is reported on it"
+        )
     stripe_sub = _subscription_id(invoice)
     sub = _subscription_of(event)
     if sub is None or stripe_sub is None:
         return IGNORED, _unknown(event)
-    if not invoice.get("period_start") or not invoice.get("period_end"):
-        return IGNORED, "the invoice has no period"
     invoice_id = str(invoice.get("id"))
     with event.db.transaction() as s:
         enqueue(
@@ -391,8 +393,8 @@ def _invoice_created(event: _Event) -> tuple[str, str]:
                 "integrationPk": event.integration.pk,
                 "invoiceId": invoice_id,
                 "subscriptionBillingId": stripe_sub,
-                "periodStart": _instant(invoice.get("period_start")),
-                "periodEnd": _instant(invoice.get("period_end")),
+                "periodStart": _instant(period[0]),
+                "periodEnd": _instant(period[1]),
             },
             dedupe_key=f"invoice-usage:{event.integration.pk}:{invoice_id}",
         )
@@ -532,16 +534,6 @@ def _scheduled_end(obj: dict[str, Any]) -> datetime | None:
 
 def _instant(value: Any) -> str | None:
     return datetime.fromtimestamp(int(value), UTC).isoformat() if value else None
-
-
-# Stripe payment method types as the contract's PaymentMethod type (others are recorded without one).
-_METHOD_TYPES = {
-    "card": "CARD",
-    "us_bank_account": "BANK",
-    "sepa_debit": "BANK",
-    "cashapp": "CASH_APP",
-    "paypal": "PAYPAL",
-}
 
 
 def _unknown(event: _Event) -> str:

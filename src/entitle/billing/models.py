@@ -70,6 +70,11 @@ class Integration(EnvironmentScoped, Base):
     # Set by `DELETE /api/v1/integrations/{id}`: nothing is synced any more, the links stay (a later
     # connection with the same id, or the same key, revives this row and its links).
     removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    # The provider account the key opens, read when connecting (the key is checked then).
+    account_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    account_name: Mapped[str | None] = mapped_column(Text, default=None)
+    # The billing-portal configuration with Entitle's recommended settings; portal sessions use it.
+    portal_configuration_id: Mapped[str | None] = mapped_column(String(255), default=None)
 
 
 class BillingLink(EnvironmentScoped, Base):

@@ -1,18 +1,48 @@
 """A payment method the application collected itself (e.g. with Stripe Elements) becomes the customer's
-default at the integration that bills it."""
+default at the integration that bills it.
+
+The provider is asked first, while the request waits (short timeout, nothing written yet): the payment
+method must exist there and belong to no other provider customer, and its card details (brand, last
+four digits, expiry) become the customer's `defaultPaymentMethod`. A refusal is a 400, a provider that
+does not answer a 503 (`PROVIDER_UNAVAILABLE`); neither writes anything, so no job is left to retry a
+payment method that can never be attached.
+"""
 
 from __future__ import annotations
 
+from sqlalchemy.orm import Session
+
 from entitle.billing import customer_sync, store
+from entitle.billing.checkout import stripe_customer_id
+from entitle.billing.models import Integration
+from entitle.billing.provider import REQUEST_TIMEOUT_SECONDS, PaymentMethodInUse, provider_for
+from entitle.billing.secrets import secret_box
 from entitle.billing.service import IntegrationMismatch
 from entitle.clock import utcnow
+from entitle.config import load_settings
 from entitle.customers import service as customers
 from entitle.customers import store as customer_store
 from entitle.customers.events import CustomerUpdated
+from entitle.customers.models import Customer
 from entitle.customers.schemas import PaymentMethodAttach
 from entitle.db import Database
 from entitle.domain_events import publish
 from entitle.errors import InvalidArgument, NotFound
+
+
+def _billing_integration(s: Session, env_id: int, customer: Customer, req: PaymentMethodAttach) -> Integration:
+    """`STRIPE` names the integration billing the customer; an integration id must be that one (or, for a
+    customer bound to none yet, any connected one: the customer is then billed there)."""
+    binding = store.customer_binding(s, customer)
+    named = req.integration_id == "STRIPE"
+    integration = binding.integration if named else store.integration_in(s, env_id, req.integration_id)
+    if integration is None:
+        raise NotFound("integration", req.integration_id)
+    if not named and binding.excludes(integration):
+        raise IntegrationMismatch(
+            f"customer '{customer.ref_id}' is billed by another integration than '{req.integration_id}'"
+        )
+    return integration
 
 
 def attach_payment_method(db: Database, env_id: int, ref_id: str, req: PaymentMethodAttach) -> customers.CustomerView:
@@ -20,20 +50,21 @@ def attach_payment_method(db: Database, env_id: int, ref_id: str, req: PaymentMe
     charges it."""
     if req.vendor_identifier != "STRIPE":
         raise InvalidArgument(f"vendorIdentifier {req.vendor_identifier} is not a billing provider Entitle connects")
+    with db.read() as s:
+        customer = customer_store.get_live(s, env_id, ref_id)
+        integration = _billing_integration(s, env_id, customer, req)
+        owner = stripe_customer_id(s, integration, customer)
+    provider = provider_for(integration, secret_box(load_settings().data_dir), timeout=REQUEST_TIMEOUT_SECONDS)
+    method = provider.payment_method(req.payment_method_id)
+    if method.customer_billing_id is not None and method.customer_billing_id != owner:
+        raise PaymentMethodInUse(
+            f"paymentMethodId: payment method '{req.payment_method_id}' belongs to another Stripe customer "
+            f"({method.customer_billing_id}); a payment method is attached to one customer only"
+        )
     with db.transaction() as s:
         customer = customer_store.get_live(s, env_id, ref_id, for_update=True)
-        # `STRIPE` names the integration billing the customer; an integration id must be that one (or,
-        # for a customer bound to none yet, any connected one: the customer is then billed there).
-        binding = store.customer_binding(s, customer)
-        named = req.integration_id == "STRIPE"
-        integration = binding.integration if named else store.integration_in(s, env_id, req.integration_id)
-        if integration is None:
-            raise NotFound("integration", req.integration_id)
-        if not named and binding.excludes(integration):
-            raise IntegrationMismatch(
-                f"customer '{ref_id}' is billed by another integration than '{req.integration_id}'"
-            )
-        customer.default_payment_method = {"billingId": req.payment_method_id, "type": "CARD"}
+        integration = _billing_integration(s, env_id, customer, req)
+        customer.default_payment_method = method.as_default()
         if req.billing_currency is not None:
             customer.billing_currency = req.billing_currency
         customer.updated_at = utcnow()

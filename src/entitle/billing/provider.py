@@ -21,14 +21,88 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 from entitle.billing.models import STRIPE, Integration
 from entitle.billing.rules import ProviderTier
 from entitle.billing.secrets import SecretBox
-from entitle.errors import FailedPrecondition, InvalidArgument
+from entitle.errors import EntitleError, FailedPrecondition, InvalidArgument
 
 Interval = Literal["month", "year"]
+
+# A request that waits for the provider (connecting, attaching a payment method, the portal
+# configuration) gives up this soon: the caller gets 503 PROVIDER_UNAVAILABLE and can retry, where a
+# job's call (30 s) has nobody waiting on it.
+REQUEST_TIMEOUT_SECONDS = 5.0
+JOB_TIMEOUT_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class ProviderAccount:
+    """The provider account a secret key opens, as connecting reads it."""
+
+    id: str
+    name: str | None
+    # Permissions Entitle needs that a restricted key lacks (empty for a full secret key).
+    missing_permissions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PaymentMethodDetails:
+    """A payment method as the provider holds it: whose it is, and what a customer recognises it by."""
+
+    id: str
+    type: str | None  # the contract's CARD, BANK, CASH_APP, PAYPAL; None for a kind it does not name
+    customer_billing_id: str | None  # the provider customer it is attached to, if any
+    card_brand: str | None = None
+    card_last4: str | None = None
+    card_exp_month: int | None = None
+    card_exp_year: int | None = None
+
+    def as_default(self) -> dict[str, Any]:
+        """The customer's `defaultPaymentMethod` (wire names), without the parts the provider did not give."""
+        record: dict[str, Any] = {
+            "billingId": self.id,
+            "type": self.type,
+            "cardLast4Digits": self.card_last4,
+            "cardExpiryMonth": self.card_exp_month,
+            "cardExpiryYear": self.card_exp_year,
+            "cardBrand": self.card_brand,
+        }
+        return {k: v for k, v in record.items() if v is not None}
+
+
+class ProviderUnavailable(EntitleError):
+    """The provider did not answer a request that waits for it (unreachable, timed out, or its own 5xx
+    or rate limit): nothing was written; the same request can be sent again."""
+
+    status_code = 503
+    code = "PROVIDER_UNAVAILABLE"
+    retryable = True
+    retry_after_seconds: ClassVar[int] = 5
+
+    def __init__(self, message: str) -> None:
+        hint = f"{message}; nothing was written: retry in {self.retry_after_seconds} seconds"
+        super().__init__(hint, details={"retryAfterSeconds": self.retry_after_seconds})
+
+
+class ProviderRefused(InvalidArgument):
+    """The provider refused what a request asked of it, for a reason retrying cannot fix (a key it does
+    not accept, a missing permission, an object it does not have)."""
+
+    code = "PROVIDER_REFUSED"
+
+
+class PaymentMethodNotFound(InvalidArgument):
+    code = "PAYMENT_METHOD_NOT_FOUND"
+
+
+class PaymentMethodInUse(InvalidArgument):
+    code = "PAYMENT_METHOD_IN_USE"
+
+
+class MissingPermissions(InvalidArgument):
+    code = "PROVIDER_PERMISSIONS_MISSING"
 
 
 @dataclass(frozen=True)
@@ -283,6 +357,12 @@ class BillingProvider(Protocol):
         """Send one usage event; the provider counts an `identifier` once, however often it is sent."""
         ...
 
+    def reported_usage(
+        self, meter_billing_id: str, customer_billing_id: str, since: datetime, until: datetime
+    ) -> Decimal:
+        """What the provider's meter counted for the customer from `since` to `until` (whole minutes)."""
+        ...
+
     def sync_coupon(self, coupon: CouponSpec, *, idempotency_key: str) -> str | None:
         """Create the provider coupon (reusing one already made with the same id); returns its id."""
         ...
@@ -299,8 +379,10 @@ class BillingProvider(Protocol):
         """The session's id and the URL to send the customer to."""
         ...
 
-    def create_portal_session(self, customer_billing_id: str, return_url: str, *, idempotency_key: str) -> str:
-        """Returns the URL to send the customer to."""
+    def create_portal_session(
+        self, customer_billing_id: str, return_url: str, *, idempotency_key: str, configuration: str | None = None
+    ) -> str:
+        """Returns the URL to send the customer to; `configuration`: the portal configuration it uses."""
         ...
 
     def list_invoices(self, customer_billing_id: str, *, limit: int) -> list[ProviderInvoice]:
@@ -320,6 +402,21 @@ class BillingProvider(Protocol):
         self, customer_billing_id: str, payment_method_id: str, *, idempotency_key: str
     ) -> None:
         """Make a payment method the provider customer's default for invoices."""
+        ...
+
+    def check_account(self) -> ProviderAccount:
+        """The account the key opens (one call; a restricted key's missing permissions named). Raises
+        `ProviderRefused` for a key the provider refuses, `ProviderUnavailable` when it does not answer."""
+        ...
+
+    def ensure_portal_configuration(self, existing_id: str | None, metadata: dict[str, str]) -> str | None:
+        """Create (or bring `existing_id` back to) the billing-portal configuration Entitle recommends;
+        returns its id. Raises like `check_account`."""
+        ...
+
+    def payment_method(self, payment_method_id: str) -> PaymentMethodDetails:
+        """The payment method as the provider holds it. Raises `PaymentMethodNotFound`, or like
+        `check_account`."""
         ...
 
     def apply_billing_details(self, customer_billing_id: str, details: BillingDetails, *, idempotency_key: str) -> None:
@@ -387,6 +484,11 @@ class NoneProvider:
     def report_usage(self, usage: UsageReport, *, idempotency_key: str) -> None:
         return None
 
+    def reported_usage(
+        self, meter_billing_id: str, customer_billing_id: str, since: datetime, until: datetime
+    ) -> Decimal:
+        return Decimal(0)
+
     def sync_coupon(self, coupon: CouponSpec, *, idempotency_key: str) -> str | None:
         return None
 
@@ -399,7 +501,9 @@ class NoneProvider:
     def create_checkout_session(self, checkout: CheckoutRequest, *, idempotency_key: str) -> CheckoutSession:
         raise FailedPrecondition("checkout needs a billing provider: connect one with POST /api/v1/integrations")
 
-    def create_portal_session(self, customer_billing_id: str, return_url: str, *, idempotency_key: str) -> str:
+    def create_portal_session(
+        self, customer_billing_id: str, return_url: str, *, idempotency_key: str, configuration: str | None = None
+    ) -> str:
         raise FailedPrecondition(
             "a billing portal needs a billing provider: connect one with POST /api/v1/integrations"
         )
@@ -427,8 +531,35 @@ class NoneProvider:
     def list_invoices(self, customer_billing_id: str, *, limit: int) -> list[ProviderInvoice]:
         return []
 
+    def check_account(self) -> ProviderAccount:
+        raise FailedPrecondition("no billing provider is connected")
 
-def provider_for(integration: Integration | None, box: SecretBox) -> BillingProvider:
+    def ensure_portal_configuration(self, existing_id: str | None, metadata: dict[str, str]) -> str | None:
+        return None
+
+    def payment_method(self, payment_method_id: str) -> PaymentMethodDetails:
+        raise FailedPrecondition("no billing provider is connected")
+
+
+def provider_for_key(vendor: str, secret_key: str, api_base: str | None) -> BillingProvider:
+    """A provider for a key not stored yet (connecting checks it first), with the short request timeout."""
+    if vendor != STRIPE:
+        raise FailedPrecondition(f"billing vendor '{vendor}' is not supported")
+    from entitle.billing.stripe_provider import StripeProvider
+
+    return StripeProvider(secret_key, api_base=api_base, timeout=REQUEST_TIMEOUT_SECONDS)
+
+
+def is_permanent_provider_error(exc: BaseException) -> bool:
+    """Whether a job's provider error is one retrying cannot fix (the job is then dead at once)."""
+    if type(exc).__module__.split(".")[0] != "stripe":
+        return False
+    from entitle.billing.stripe_support import is_permanent
+
+    return is_permanent(exc)
+
+
+def provider_for(integration: Integration | None, box: SecretBox, *, timeout: float | None = None) -> BillingProvider:
     """The provider of an environment's integration (the none provider without one)."""
     if integration is None:
         return NoneProvider()
@@ -443,5 +574,6 @@ def provider_for(integration: Integration | None, box: SecretBox) -> BillingProv
             api_base=integration.api_base,
             webhook_secret=webhook,
             automatic_tax=integration.tax_enabled,
+            timeout=timeout if timeout is not None else JOB_TIMEOUT_SECONDS,
         )
     raise FailedPrecondition(f"billing vendor '{integration.vendor}' is not supported")

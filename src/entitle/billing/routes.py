@@ -56,6 +56,14 @@ def remove_integration(integration_id: str, key: ServerKey, db: DB) -> dict[str,
     return envelope(_out(service.remove(db, key.environment_id, integration_id)))
 
 
+@router.post("/{integration_id}/portal-configuration", response_model=Envelope[IntegrationOut])
+def refresh_portal_configuration(integration_id: str, key: ServerKey, db: DB, request: Request) -> dict[str, Any]:
+    """Our extension: the billing-portal configuration back to the recommended settings (made anew when
+    it was deleted at the provider); it waits for the provider."""
+    data_dir = request.app.state.settings.data_dir
+    return envelope(_out(service.refresh_portal_configuration(db, data_dir, key.environment_id, integration_id)))
+
+
 @router.get("/{integration_id}/sync-states", response_model=PageEnvelope[SyncStateOut])
 def list_sync_states(
     integration_id: str,

@@ -7,7 +7,7 @@ import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -148,6 +148,56 @@ def meter_event_name(environment: str, feature_ref: str, *, overage: bool = Fals
         return f"entitle_overage_{_UNSAFE.sub('_', feature_ref)[:70]}_{digest}"
     digest = hashlib.sha256(f"{environment}\0{feature_ref}".encode()).hexdigest()[:10]
     return f"entitle_{_UNSAFE.sub('_', feature_ref)[:70]}_{digest}"
+
+
+# Stripe payment method types as the contract's `PaymentMethod.type` (others are recorded without one).
+PAYMENT_METHOD_TYPES: dict[str, str] = {
+    "card": "CARD",
+    "us_bank_account": "BANK",
+    "sepa_debit": "BANK",
+    "bacs_debit": "BANK",
+    "cashapp": "CASH_APP",
+    "paypal": "PAYPAL",
+}
+
+# Stripe counts a meter event identifier once within a rolling 24 hours (and replays an idempotency key
+# for 24 hours): a report re-sent later is counted again, so it is checked against the meter first.
+METER_IDENTIFIER_WINDOW = timedelta(hours=24)
+
+
+def renewal_period(invoice: Mapping[str, Any]) -> tuple[int, int] | None:
+    """The billing period (epoch seconds, start < end) a draft renewal invoice bills usage for, or None
+    when the invoice does not identify one: only a `subscription_cycle` invoice closes a period (the
+    first invoice, `subscription_create`, has no usage yet; an update, threshold or manual invoice, or
+    one whose reason is missing, closes none), so no other can mark a period's usage as sent."""
+    if invoice.get("status") not in (None, "draft") or invoice.get("billing_reason") != "subscription_cycle":
+        return None
+    start, end = invoice.get("period_start"), invoice.get("period_end")
+    if not isinstance(start, int) or not isinstance(end, int) or isinstance(start, bool) or isinstance(end, bool):
+        return None
+    return (start, end) if 0 < start < end else None
+
+
+def _minute(when: datetime) -> datetime:
+    return when.replace(second=0, microsecond=0)
+
+
+def usage_event_time(period_start: datetime, period_end: datetime, now: datetime) -> datetime:
+    """When a period's meter event is timestamped: inside the period (the invoice bills events within
+    it), never ahead of now, and on a whole minute where the period allows, because Stripe's meter
+    summaries (how a late retry finds the event) are queried in whole minutes."""
+    latest = min(period_end - timedelta(seconds=1), now)
+    aligned = _minute(latest)
+    return aligned if aligned >= period_start else latest
+
+
+def usage_lookup_range(period_start: datetime, period_end: datetime) -> tuple[datetime, datetime]:
+    """The whole minutes in which a period's meter event lies (`usage_event_time`) and no neighbouring
+    period's does: from the first whole minute of the period to the minute after its last event time."""
+    first = _minute(period_start)
+    if first < period_start:
+        first += timedelta(minutes=1)
+    return first, _minute(period_end - timedelta(seconds=1)) + timedelta(minutes=1)
 
 
 def usage_identifier(subscription_ref: str, feature_ref: str, period_start: datetime) -> str:

@@ -54,6 +54,10 @@ class IntegrationOut(WireModel):
     sync_subscriptions: bool
     tax_enabled: bool
     payment_settlement_hours: int
+    # The provider account the key opens and the portal configuration Entitle keeps there (read on connect).
+    account_id: str | None = None
+    account_name: str | None = None
+    portal_configuration_id: str | None = None
     created_at: datetime
     updated_at: datetime
 
@@ -71,6 +75,9 @@ class IntegrationOut(WireModel):
             sync_subscriptions=row.sync_subscriptions,
             tax_enabled=row.tax_enabled,
             payment_settlement_hours=row.payment_settlement_hours,
+            account_id=row.account_id,
+            account_name=row.account_name,
+            portal_configuration_id=row.portal_configuration_id,
             created_at=row.created_at,
             updated_at=row.updated_at,
         )

@@ -14,6 +14,13 @@ from sqlalchemy.orm import Session
 
 from entitle.billing import catalog_sync, coupon_sync, store
 from entitle.billing.models import PACKAGE, VENDORS, Integration
+from entitle.billing.provider import (
+    REQUEST_TIMEOUT_SECONDS,
+    MissingPermissions,
+    ProviderAccount,
+    provider_for,
+    provider_for_key,
+)
 from entitle.billing.schemas import IntegrationIn
 from entitle.billing.secrets import SecretBox, secret_box
 from entitle.catalog.packages.models import PUBLISHED, Package
@@ -132,32 +139,78 @@ def _view(s: Session, row: Integration) -> IntegrationView:
     return IntegrationView(row, default is not None and default.pk == row.pk)
 
 
+@dataclass(frozen=True)
+class _Target:
+    env: Environment
+    livemode: bool
+    api_base: str | None  # where the provider is reached once connected (the stored one when left out)
+    row: Integration | None  # the integration updated (or revived); None: a new one
+
+
+def _target(s: Session, box: SecretBox, env_id: int, body: IntegrationIn) -> _Target:
+    """What a connection would write, after every check that needs no provider call (400 / 404)."""
+    env = s.get(Environment, env_id)
+    if env is None:
+        raise NotFound("environment", str(env_id))
+    livemode = check_stripe_key(body.api_secret_key, env)
+    if body.webhook_secret is not None and not body.webhook_secret.startswith("whsec_"):
+        raise InvalidArgument("webhookSecret is not a Stripe webhook signing secret (whsec_...)")
+    api_base = body.api_base.rstrip("/") if body.api_base else None
+    if api_base is not None and env.is_production and not api_base.startswith("https://"):
+        raise InvalidArgument(f"environment '{env.name}' is a production environment: apiBase must be https")
+    if body.id is not None:
+        row = store.integration_in(s, env_id, body.id, include_removed=True, for_update=True)
+        if row is None or row.vendor != body.vendor_identifier:
+            raise NotFound("integration", body.id)
+    else:
+        row = _same_key(s, box, env_id, body.vendor_identifier, body.api_secret_key, key_digest(body.api_secret_key))
+    if row is not None and "api_base" not in body.model_fields_set:
+        api_base = row.api_base
+    return _Target(env, livemode, api_base, row)
+
+
+@dataclass(frozen=True)
+class _Checked:
+    account: ProviderAccount
+    portal_configuration_id: str | None
+
+
+def _check_with_provider(body: IntegrationIn, api_base: str | None, env_name: str, portal: str | None) -> _Checked:
+    """The one moment connecting talks to the provider, before anything is written: the key must open an
+    account (its id and name are recorded), a restricted key must have every permission Entitle needs,
+    and the billing portal gets the recommended configuration. A provider that does not answer is a 503
+    (`PROVIDER_UNAVAILABLE`), a refused key a 400; either way nothing is stored."""
+    provider = provider_for_key(body.vendor_identifier, body.api_secret_key, api_base)
+    account = provider.check_account()
+    if account.missing_permissions:
+        raise MissingPermissions(
+            "apiSecretKey is a restricted key without permissions Entitle needs: "
+            + ", ".join(account.missing_permissions)
+            + " (docs/stripe.md, 'Connecting': the permissions a restricted key needs)",
+            details=[{"field": "apiSecretKey", "problem": f"missing {p}"} for p in account.missing_permissions],
+        )
+    configured = provider.ensure_portal_configuration(portal, {"entitleEnvironment": env_name})
+    return _Checked(account, configured)
+
+
 def connect(db: Database, data_dir: Path, env_id: int, body: IntegrationIn) -> IntegrationView:
     """Connect an integration, or update (revive) one (see `IntegrationIn` for which).
 
-    A new integration (and a revived one, for what was published meanwhile) gets the catalog: every
-    published plan and add-on and every active coupon is enqueued for sync to it, so connecting late
-    leaves nothing unsynced. On an update, settings left out of the body keep their stored values.
+    The key is checked with the provider first (`_check_with_provider`), outside any transaction. A new
+    integration (and a revived one, for what was published meanwhile) gets the catalog: every published
+    plan and add-on and every active coupon is enqueued for sync to it, so connecting late leaves nothing
+    unsynced. On an update, settings left out of the body keep their stored values.
     """
     box = secret_box(data_dir)
     fields = body.model_fields_set
+    with db.read() as s:  # the checks first, and no session is held open while the provider answers
+        target = _target(s, box, env_id, body)
+        portal = target.row.portal_configuration_id if target.row is not None else None
+        api_base, env_name = target.api_base, target.env.name
+    checked = _check_with_provider(body, api_base, env_name, portal)
     with db.transaction() as s:
-        env = s.get(Environment, env_id)
-        if env is None:
-            raise NotFound("environment", str(env_id))
-        livemode = check_stripe_key(body.api_secret_key, env)
-        if body.webhook_secret is not None and not body.webhook_secret.startswith("whsec_"):
-            raise InvalidArgument("webhookSecret is not a Stripe webhook signing secret (whsec_...)")
-        api_base = body.api_base.rstrip("/") if body.api_base else None
-        if api_base is not None and env.is_production and not api_base.startswith("https://"):
-            raise InvalidArgument(f"environment '{env.name}' is a production environment: apiBase must be https")
-        digest = key_digest(body.api_secret_key)
-        if body.id is not None:
-            row = store.integration_in(s, env_id, body.id, include_removed=True, for_update=True)
-            if row is None or row.vendor != body.vendor_identifier:
-                raise NotFound("integration", body.id)
-        else:
-            row = _same_key(s, box, env_id, body.vendor_identifier, body.api_secret_key, digest)
+        target = _target(s, box, env_id, body)
+        row = target.row
         created = row is None
         revived = row is not None and row.removed_at is not None
         if row is None:
@@ -175,12 +228,14 @@ def connect(db: Database, data_dir: Path, env_id: int, body: IntegrationIn) -> I
         row.removed_at = None  # a removed integration comes back with its links
         row.secret_key_encrypted = box.encrypt(body.api_secret_key)
         row.secret_key_hint = key_hint(body.api_secret_key)
-        row.secret_key_digest = digest
-        row.livemode = livemode
+        row.secret_key_digest = key_digest(body.api_secret_key)
+        row.livemode = target.livemode
+        row.account_id = checked.account.id or row.account_id
+        row.account_name = checked.account.name or row.account_name
+        row.portal_configuration_id = checked.portal_configuration_id
         if created or "webhook_secret" in fields:  # kept unless a new one (or null) is given
             row.webhook_secret_encrypted = box.encrypt(body.webhook_secret) if body.webhook_secret else None
-        if created or "api_base" in fields:
-            row.api_base = api_base
+        row.api_base = target.api_base
         for name in ("sync_customers", "sync_subscriptions", "tax_enabled", "payment_settlement_hours"):
             if name in fields:
                 setattr(row, name, getattr(body, name))
@@ -199,6 +254,29 @@ def connect(db: Database, data_dir: Path, env_id: int, body: IntegrationIn) -> I
             coupon_sync.enqueue_all(s, row)
         elif revived:
             _sync_unlinked_packages(s, row)
+        return _view(s, row)
+
+
+def refresh_portal_configuration(db: Database, data_dir: Path, env_id: int, ref_id: str) -> IntegrationView:
+    """On demand: bring the integration's billing-portal configuration back to the recommended settings
+    (someone changed it in the dashboard) or make a new one (it was deleted)."""
+    box = secret_box(data_dir)
+    with db.read() as s:
+        row = store.integration_in(s, env_id, ref_id)
+        if row is None:
+            raise NotFound("integration", ref_id)
+        env = s.get(Environment, env_id)
+        assert env is not None
+        provider = provider_for(row, box, timeout=REQUEST_TIMEOUT_SECONDS)
+        existing = row.portal_configuration_id
+    portal = provider.ensure_portal_configuration(existing, {"entitleEnvironment": env.name})
+    with db.transaction() as s:
+        row = store.integration_in(s, env_id, ref_id, for_update=True)
+        if row is None:
+            raise NotFound("integration", ref_id)
+        row.portal_configuration_id = portal
+        row.updated_at = utcnow()
+        s.flush()
         return _view(s, row)
 
 

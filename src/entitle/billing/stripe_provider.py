@@ -1,9 +1,11 @@
 """The Stripe provider, through the official `stripe` package only (`stripe.StripeClient`).
 
-The only module that imports `stripe`. The API base is configurable (an integration's `apiBase`;
-tests point it at a local emulator). The SDK's own network retries are off: retrying is the job
-queue's business (durable, with backoff), and every write carries an idempotency key derived from
-the job, so a retried job replays Stripe's first answer instead of creating a second object.
+With `stripe_support` (its functions and constants), the only module that imports `stripe`. The API
+base is configurable (an integration's `apiBase`; tests point it at a local emulator). The SDK's own
+network retries are off: retrying is the job queue's business (durable, with backoff), and every write
+carries an idempotency key derived from the job, so a retried job replays Stripe's first answer
+instead of creating a second object. Calls a request waits for (checking a key, the portal
+configuration, a payment method) use a short timeout and answer in Entitle's errors instead.
 
 Catalog mapping: a plan or add-on is one Stripe Product (`<Product> <Plan> Plan`, `<Product> <Add-on>
 Add-on`) shared by all its versions; each supported charge of a version is one Price (prices are
@@ -23,7 +25,7 @@ sessions and created subscriptions ask Stripe to compute tax (`automatic_tax[ena
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal, cast
 
@@ -31,7 +33,6 @@ import stripe
 from stripe.params import (
     CouponCreateParams,
     CustomerCreateParams,
-    PriceCreateParams,
     ProductCreateParams,
     ProductUpdateParams,
     SubscriptionCreateParams,
@@ -40,7 +41,7 @@ from stripe.params import (
 from stripe.params.billing import MeterCreateParams
 from stripe.params.checkout import SessionCreateParams
 
-from entitle.billing import rules
+from entitle.billing import rules, stripe_customer_details
 from entitle.billing.models import STRIPE
 from entitle.billing.provider import (
     BillingDetails,
@@ -50,16 +51,30 @@ from entitle.billing.provider import (
     CouponSpec,
     CustomerSpec,
     InvalidSignature,
-    InvoiceLine,
     MeterSpec,
-    PriceSpec,
+    PaymentMethodDetails,
+    PaymentMethodNotFound,
     PromotionCode,
+    ProviderAccount,
     ProviderEvent,
     ProviderInvoice,
     SubscriptionSpec,
     SyncedCatalogEntity,
     SyncedPrice,
     UsageReport,
+)
+from entitle.billing.stripe_support import (
+    RECOMMENDED_PORTAL_FEATURES,
+    REQUIRED_PERMISSIONS,
+    _coupon_of,
+    _id_of,
+    _invoice,
+    _item_change,
+    _item_price,
+    _plain,
+    _price_params,
+    _waited_for,
+    price_fingerprint,
 )
 from entitle.errors import FailedPrecondition, InvalidArgument
 
@@ -312,6 +327,20 @@ class StripeProvider:
             options={"idempotency_key": f"{idempotency_key}:usage:{usage.identifier}"},
         )
 
+    def reported_usage(
+        self, meter_billing_id: str, customer_billing_id: str, since: datetime, until: datetime
+    ) -> Decimal:
+        """The meter's event summaries for the customer over [since, until) (Stripe wants whole minutes)."""
+        summaries = self.client.v1.billing.meters.event_summaries.list(
+            meter_billing_id,
+            params={
+                "customer": customer_billing_id,
+                "start_time": int(since.timestamp()),
+                "end_time": int(until.timestamp()),
+            },
+        )
+        return sum((Decimal(str(s.aggregated_value)) for s in summaries.auto_paging_iter()), Decimal(0))
+
     # -- coupons and meters ----------------------------------------------------------------------------
 
     def sync_coupon(self, coupon: CouponSpec, *, idempotency_key: str) -> str | None:
@@ -409,9 +438,14 @@ class StripeProvider:
             raise RuntimeError(f"Stripe returned checkout session {session.id} without a URL")
         return CheckoutSession(id=session.id, url=session.url)
 
-    def create_portal_session(self, customer_billing_id: str, return_url: str, *, idempotency_key: str) -> str:
+    def create_portal_session(
+        self, customer_billing_id: str, return_url: str, *, idempotency_key: str, configuration: str | None = None
+    ) -> str:
+        params: Any = {"customer": customer_billing_id, "return_url": return_url}
+        if configuration:
+            params["configuration"] = configuration
         session = self.client.v1.billing_portal.sessions.create(
-            params={"customer": customer_billing_id, "return_url": return_url},
+            params=params,
             options={"idempotency_key": f"{idempotency_key}:portal"},
         )
         return session.url
@@ -463,6 +497,72 @@ class StripeProvider:
     def subscription_status(self, billing_id: str) -> str | None:
         return str(self.client.v1.subscriptions.retrieve(billing_id).status)
 
+    # -- calls a request waits for (short timeout; errors become 4xx or 503) -------------------------------
+
+    def check_account(self) -> ProviderAccount:
+        try:
+            account = self.client.v1.accounts.retrieve_current()
+        except stripe.PermissionError:
+            account = None  # a restricted key may not read the account: it is still the key's account
+        except stripe.StripeError as exc:
+            raise _waited_for("reading the account", exc) from exc
+        missing = self._missing_permissions()
+        if account is None:
+            return ProviderAccount(id="", name=None, missing_permissions=missing)
+        raw: dict[str, Any] = account.to_dict()
+        settings = raw.get("settings") or {}
+        profile = raw.get("business_profile") or {}
+        name = (settings.get("dashboard") or {}).get("display_name") or profile.get("name")
+        return ProviderAccount(id=str(account.id), name=name, missing_permissions=missing)
+
+    def _missing_permissions(self) -> tuple[str, ...]:
+        """The permissions of `REQUIRED_PERMISSIONS` whose read Stripe refuses with a permission error."""
+        missing: list[str] = []
+        for name, path in REQUIRED_PERMISSIONS:
+            try:
+                self.client.raw_request("get", path, limit=1)
+            except stripe.PermissionError:
+                missing.append(name)
+            except stripe.StripeError as exc:
+                raise _waited_for("checking the key's permissions", exc) from exc
+        return tuple(missing)
+
+    def ensure_portal_configuration(self, existing_id: str | None, metadata: dict[str, str]) -> str | None:
+        params: Any = {"features": RECOMMENDED_PORTAL_FEATURES, "metadata": metadata}
+        try:
+            if existing_id:
+                try:
+                    return str(self.client.v1.billing_portal.configurations.update(existing_id, params=params).id)
+                except stripe.InvalidRequestError as exc:
+                    if exc.http_status != 404:
+                        raise  # deleted at Stripe: a new one is made below
+            return str(self.client.v1.billing_portal.configurations.create(params=params).id)
+        except stripe.StripeError as exc:
+            raise _waited_for("the billing portal configuration", exc) from exc
+
+    def payment_method(self, payment_method_id: str) -> PaymentMethodDetails:
+        try:
+            found = self.client.v1.payment_methods.retrieve(payment_method_id)
+        except stripe.InvalidRequestError as exc:
+            if exc.http_status == 404 or exc.code == "resource_missing":
+                raise PaymentMethodNotFound(
+                    f"paymentMethodId: Stripe has no payment method '{payment_method_id}'"
+                ) from exc
+            raise _waited_for("reading the payment method", exc) from exc
+        except stripe.StripeError as exc:
+            raise _waited_for("reading the payment method", exc) from exc
+        raw: dict[str, Any] = found.to_dict()
+        card = raw.get("card") or {}
+        return PaymentMethodDetails(
+            id=str(raw["id"]),
+            type=rules.PAYMENT_METHOD_TYPES.get(str(raw.get("type"))),
+            customer_billing_id=_id_of(raw.get("customer")),
+            card_brand=card.get("brand"),
+            card_last4=card.get("last4"),
+            card_exp_month=card.get("exp_month"),
+            card_exp_year=card.get("exp_year"),
+        )
+
     def set_default_payment_method(
         self, customer_billing_id: str, payment_method_id: str, *, idempotency_key: str
     ) -> None:
@@ -473,83 +573,15 @@ class StripeProvider:
         )
 
     def apply_billing_details(self, customer_billing_id: str, details: BillingDetails, *, idempotency_key: str) -> None:
-        """One customer update with what was passed, then the tax ids the customer lacks (Stripe adds tax
-        ids one by one; those already there, by type and value, are not added twice on a retry)."""
-        params: dict[str, Any] = {}
-        if details.billing_address:
-            params["address"] = details.billing_address
-        if details.shipping_address:
-            current = self.client.v1.customers.retrieve(customer_billing_id).to_dict()
-            name = details.invoice_name or current.get("name") or customer_billing_id
-            params["shipping"] = {"name": name, "address": details.shipping_address}
-        if details.invoice_name:
-            params["name"] = details.invoice_name
-        if details.invoice_custom_fields is not None:
-            fields = [{"name": k[:40], "value": v[:140]} for k, v in details.invoice_custom_fields.items()]
-            params["invoice_settings"] = {"custom_fields": fields or ""}
-        if details.metadata:
-            params["metadata"] = {k[:40]: v[:500] for k, v in details.metadata.items()}
-        if params:
-            self.client.v1.customers.update(
-                customer_billing_id,
-                params=cast(Any, params),
-                options={"idempotency_key": f"{idempotency_key}:billing-details"},
-            )
-        if not details.tax_ids:
-            return
-        held = {
-            (str(t.type), str(t.value))
-            for t in self.client.v1.customers.tax_ids.list(customer_billing_id).auto_paging_iter()
-        }
-        for i, (kind, value) in enumerate(details.tax_ids):
-            if (kind, value) in held:
-                continue
-            self.client.v1.customers.tax_ids.create(
-                customer_billing_id,
-                params={"type": cast(Any, kind), "value": value},
-                options={"idempotency_key": f"{idempotency_key}:tax-id-{i}"},
-            )
+        stripe_customer_details.apply_billing_details(
+            self.client, customer_billing_id, details, idempotency_key=idempotency_key
+        )
 
     def find_promotion_code(self, code: str) -> PromotionCode | None:
-        found = self.client.v1.promotion_codes.list(params={"code": code, "limit": 1}).data
-        if not found:
-            return None
-        promo: dict[str, Any] = found[0].to_dict()
-        # Older API versions name the coupon at the top level, newer ones under `promotion`.
-        coupon_id = _id_of(promo.get("coupon") or (promo.get("promotion") or {}).get("coupon"))
-        if coupon_id is None:
-            return None
-        expires = promo.get("expires_at")
-        expired = expires is not None and int(expires) <= int(datetime.now(UTC).timestamp())
-        return PromotionCode(
-            id=str(promo["id"]),
-            code=str(promo.get("code")),
-            coupon_billing_id=coupon_id,
-            active=bool(promo.get("active")) and not expired,
-        )
+        return stripe_customer_details.find_promotion_code(self.client, code)
 
     def tax_rate_for(self, percentage: Decimal, *, idempotency_key: str) -> str:
-        # Sent as its exact decimal text: the request is form-encoded, so no float rounding on the way.
-        wanted = cast(Any, format(percentage, "f"))
-        for listed in self.client.v1.tax_rates.list(params={"limit": 100}).auto_paging_iter():
-            rate: dict[str, Any] = listed.to_dict()
-            if (
-                rate.get("active")
-                and not rate.get("inclusive")
-                and Decimal(str(rate.get("percentage"))) == percentage
-                and (rate.get("metadata") or {}).get("entitleTaxPercentage")
-            ):
-                return str(rate["id"])
-        created = self.client.v1.tax_rates.create(
-            params={
-                "display_name": "Tax",
-                "inclusive": False,
-                "percentage": wanted,
-                "metadata": {"entitleTaxPercentage": str(percentage)},
-            },
-            options={"idempotency_key": f"{idempotency_key}:tax-rate"},
-        )
-        return str(created.id)
+        return stripe_customer_details.tax_rate_for(self.client, percentage, idempotency_key=idempotency_key)
 
 
 # The Stripe events Entitle acts on (docs/stripe.md, "Webhooks from Stripe"); others are answered 2xx
@@ -566,174 +598,3 @@ HANDLED_EVENTS: frozenset[str] = frozenset(
         "checkout.session.completed",
     }
 )
-
-
-_INVOICE_STATES: dict[str, Literal["OPEN", "CANCELED", "PAID"]] = {
-    "draft": "OPEN",
-    "open": "OPEN",
-    "paid": "PAID",
-    "void": "CANCELED",
-    "uncollectible": "CANCELED",
-}
-
-
-def _when(value: Any) -> datetime | None:
-    return datetime.fromtimestamp(int(value), UTC) if value else None
-
-
-def _minor(value: Any) -> Decimal:
-    return Decimal(str(value)) if value is not None else Decimal(0)
-
-
-def _invoice(invoice: Any) -> ProviderInvoice:
-    """Entitle's view of a Stripe Invoice (read field by field: older and newer API versions differ)."""
-    raw: dict[str, Any] = invoice.to_dict() if hasattr(invoice, "to_dict") else dict(invoice)
-    transitions = raw.get("status_transitions") or {}
-    discounts = raw.get("total_discount_amounts") or []
-    taxes = raw.get("total_taxes")
-    tax = sum((_minor(t.get("amount")) for t in taxes), Decimal(0)) if taxes is not None else _minor(raw.get("tax"))
-    lines: list[InvoiceLine] = []
-    for line in (raw.get("lines") or {}).get("data") or []:
-        price = line.get("price") or line.get("plan") or (line.get("pricing") or {}).get("price_details") or {}
-        unit = price.get("unit_amount_decimal") or price.get("unit_amount") or price.get("amount")
-        metadata = price.get("metadata") or {}
-        lines.append(
-            InvoiceLine(
-                description=line.get("description"),
-                quantity=_minor(line["quantity"]) if line.get("quantity") is not None else None,
-                unit_amount_minor=_minor(unit) if unit is not None else None,
-                amount_minor=_minor(line.get("amount")),
-                product_ref=metadata.get("entitleEntityId"),
-            )
-        )
-    status = str(raw.get("status") or "draft")
-    return ProviderInvoice(
-        id=str(raw["id"]),
-        number=raw.get("number"),
-        state=_INVOICE_STATES.get(status, "OPEN"),
-        currency=str(raw.get("currency") or "").lower(),
-        issued_at=_when(transitions.get("finalized_at") or raw.get("created")),
-        due_at=_when(raw.get("due_date")),
-        paid_at=_when(transitions.get("paid_at")) if status == "paid" else None,
-        subtotal_minor=_minor(raw.get("subtotal")),
-        discount_minor=sum((_minor(d.get("amount")) for d in discounts), Decimal(0)),
-        tax_minor=tax,
-        total_minor=_minor(raw.get("total")),
-        lines=tuple(lines),
-    )
-
-
-def minor_amount(spec: PriceSpec) -> tuple[str, int | str]:
-    """Stripe's field and value for an exact minor-unit amount: `unit_amount` when whole, else the decimal."""
-    minor = spec.unit_amount_minor
-    if minor == minor.to_integral_value():
-        return "unit_amount", int(minor)
-    return "unit_amount_decimal", format(minor.normalize(), "f")
-
-
-def price_fingerprint(spec: PriceSpec, product_id: str) -> dict[str, Any]:
-    field, value = minor_amount(spec)
-    fingerprint: dict[str, Any] = {
-        "product": product_id,
-        "currency": spec.currency,
-        "unitAmountDecimal": str(value) if field == "unit_amount" else value,
-        "interval": spec.interval,
-    }
-    if spec.meter is not None:
-        fingerprint["meter"] = spec.meter.event_name
-    # Only when set, so the fingerprints of plain prices synced earlier stay the same (and are reused).
-    if spec.tiers:
-        fingerprint["tiersMode"] = spec.tiers_mode
-        fingerprint["tiers"] = [_tier_params(t) for t in spec.tiers]
-    if spec.divide_by is not None:
-        fingerprint["divideBy"] = spec.divide_by
-    return fingerprint
-
-
-def _tier_params(tier: rules.ProviderTier) -> dict[str, Any]:
-    """One Stripe tier: `up_to` (or "inf"), the unit amount (`unit_amount`, or `unit_amount_decimal` when
-    fractional) and the flat amount (whole minor units), each only when set."""
-    params: dict[str, Any] = {"up_to": tier.up_to if tier.up_to is not None else "inf"}
-    unit = tier.unit_amount_minor
-    if unit is not None:
-        if unit == unit.to_integral_value():
-            params["unit_amount"] = int(unit)
-        else:
-            params["unit_amount_decimal"] = _plain(unit)
-    if tier.flat_amount_minor is not None:
-        params["flat_amount"] = int(tier.flat_amount_minor)
-    return params
-
-
-def _plain(value: Decimal) -> str:
-    """A decimal as Stripe reads it: plain digits, never scientific notation."""
-    return format(value.normalize(), "f")
-
-
-def _id_of(value: Any) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    return str(value.get("id"))
-
-
-def _item_price(item: Any) -> str:
-    price = item.get("price") or item.get("plan")  # localstripe's items name the plan (a price's twin)
-    return str(_id_of(price))
-
-
-def _coupon_of(subscription: Any) -> str | None:
-    """The coupon of the subscription's (first) discount, whichever API version shaped it."""
-    discounts = subscription.get("discounts") or []
-    discount = discounts[0] if discounts else subscription.get("discount")
-    if discount is None or isinstance(discount, str):
-        return None
-    coupon = discount.get("coupon") or (discount.get("source") or {}).get("coupon")
-    return _id_of(coupon)
-
-
-def _item_change(change: rules.ItemChange) -> dict[str, Any]:
-    entry: dict[str, Any] = {}
-    if change.id is not None:
-        entry["id"] = change.id
-    if change.deleted:
-        entry["deleted"] = True
-        return entry
-    if change.price is not None:
-        entry["price"] = change.price
-    if change.quantity is not None:
-        entry["quantity"] = change.quantity
-    return entry
-
-
-def _price_params(spec: PriceSpec, product_id: str, meter_id: str | None = None) -> PriceCreateParams:
-    params: PriceCreateParams = {
-        "product": product_id,
-        "currency": spec.currency,
-        "nickname": spec.nickname,
-        "metadata": spec.metadata,
-    }
-    field, value = minor_amount(spec)
-    if spec.tiers:
-        params["billing_scheme"] = "tiered"
-        params["tiers_mode"] = cast(Literal["graduated", "volume"], spec.tiers_mode)
-        params["tiers"] = [cast(Any, _tier_params(t)) for t in spec.tiers]
-    elif field == "unit_amount":
-        assert isinstance(value, int)
-        params["unit_amount"] = value
-    else:
-        # The SDK types this as Decimal but sends str(Decimal), which is scientific notation below
-        # 1e-6 ('1E-7'), which Stripe refuses; the plain string goes through as written.
-        assert isinstance(value, str)
-        params["unit_amount_decimal"] = cast(Decimal, value)
-    if spec.divide_by is not None and not spec.tiers:
-        params["transform_quantity"] = {"divide_by": spec.divide_by, "round": "up"}
-    if spec.interval is not None and meter_id is not None:
-        params["recurring"] = {
-            "interval": spec.interval,
-            "interval_count": 1,
-            "usage_type": "metered",
-            "meter": meter_id,
-        }
-    elif spec.interval is not None:
-        params["recurring"] = {"interval": spec.interval, "interval_count": 1, "usage_type": "licensed"}
-    return params

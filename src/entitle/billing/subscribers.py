@@ -22,11 +22,13 @@ from entitle.billing import (
 )
 from entitle.billing import service as integrations
 from entitle.billing.models import Integration
+from entitle.billing.provider import is_permanent_provider_error
 from entitle.catalog.coupons.events import CouponArchived, CouponCreated
 from entitle.catalog.packages.events import PackagePublished
 from entitle.customers import ports as customer_ports
 from entitle.db import Database
 from entitle.domain_events import subscribe
+from entitle.jobs.service import add_permanent_error_classifier
 from entitle.subscriptions import ports as subscription_ports
 from entitle.subscriptions.events import BillingTermsChanged, SubscriptionCreated, SubscriptionEnded, TrialConverted
 from entitle.subscriptions.models import Subscription
@@ -107,6 +109,7 @@ def trial_converted(s: Session, event: TrialConverted) -> None:
 
 
 def install() -> None:
+    add_permanent_error_classifier(is_permanent_provider_error)
     subscribe(CouponCreated, coupon_created)
     subscribe(CouponArchived, coupon_archived)
     subscribe(PackagePublished, package_published)

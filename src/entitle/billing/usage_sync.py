@@ -33,7 +33,7 @@ double-counted, and never measured twice for a period.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -43,7 +43,7 @@ from sqlalchemy.orm import Session
 
 from entitle.billing import rules, store
 from entitle.billing.models import CUSTOMER, PACKAGE_CHARGE, SUBSCRIPTION, SUCCESS, Integration
-from entitle.billing.provider import MeterSpec, UsageReport, provider_for
+from entitle.billing.provider import BillingProvider, MeterSpec, UsageReport, provider_for
 from entitle.billing.secrets import secret_box
 from entitle.billing.usage_models import REPORT_PENDING, REPORT_SENT, BillingUsageReport
 from entitle.catalog.packages import store as packages
@@ -210,24 +210,38 @@ def report_invoice_usage(db: Database, ctx: JobContext) -> None:
     if found is None or not found.features:
         return
     start, end = _instant(ctx.payload["periodStart"]), _instant(ctx.payload["periodEnd"])
+    if not start < end:
+        return  # not a billing period: nothing may be measured or marked sent for it
     provider = provider_for(found.integration, secret_box(load_settings().data_dir))
     for metered in found.features:
         row = _measure(db, found, metered, start, end, ctx.idempotency_key)
         if row is None or row.state == REPORT_SENT:
             continue
-        if row.value > 0:
+        if row.value > 0 and not _already_counted(provider, row):
             provider.report_usage(
                 UsageReport(
                     customer_billing_id=row.customer_billing_id,
                     meter=row.event_name,
                     value=row.value,
-                    # Inside the period (the invoice bills events timestamped within it), never ahead of now.
-                    timestamp=min(end - timedelta(seconds=1), utcnow()),
+                    timestamp=rules.usage_event_time(start, end, utcnow()),
                     identifier=row.identifier,
                 ),
                 idempotency_key=ctx.idempotency_key,
             )
         _mark_sent(db, row.pk)
+
+
+def _already_counted(provider: BillingProvider, row: BillingUsageReport) -> bool:
+    """Whether an earlier attempt's event is at the provider, for a row still PENDING past the provider's
+    identifier window. Within the window re-sending is safe (the identifier counts once, and the meter's
+    summaries may still lag behind the event); past it a re-sent identifier counts again, so the meter is
+    read for the minutes the event lies in (only this period's event of the subscription's feature lies
+    there) and a value already there is not sent twice."""
+    if utcnow() - row.created_at < rules.METER_IDENTIFIER_WINDOW:
+        return False
+    since, until = rules.usage_lookup_range(row.period_start, row.period_end)
+    counted = provider.reported_usage(row.meter_billing_id, row.customer_billing_id, since, until)
+    return counted >= row.value
 
 
 def _measure(

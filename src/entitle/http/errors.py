@@ -30,12 +30,20 @@ _HTTP_CODES = {
 
 
 def error_response(
-    status: int, code: str, message: str, *, details: Any = None, retry: bool | None = None
+    status: int,
+    code: str,
+    message: str,
+    *,
+    details: Any = None,
+    retry: bool | None = None,
+    retry_after: int | None = None,
 ) -> JSONResponse:
     body: dict[str, Any] = {"error": {"code": code, "message": message}}
     if details is not None:
         body["error"]["details"] = details
     headers = {}
+    if retry_after is not None:
+        headers["retry-after"] = str(retry_after)
     if retry is not None:
         headers["x-should-retry"] = "true" if retry else "false"
     return JSONResponse(body, status_code=status, headers=headers)
@@ -84,7 +92,10 @@ def _unsupported(errors: list[Any]) -> UnsupportedField | None:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(EntitleError)
     async def _domain(_: Request, exc: EntitleError) -> JSONResponse:
-        return error_response(exc.status_code, exc.code, exc.message, details=exc.details, retry=exc.retryable)
+        retry_after = getattr(exc, "retry_after_seconds", None)  # an error that can say when to try again
+        return error_response(
+            exc.status_code, exc.code, exc.message, details=exc.details, retry=exc.retryable, retry_after=retry_after
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

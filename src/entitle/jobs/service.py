@@ -77,6 +77,19 @@ class PermanentFailure(Exception):
 
 Handler = Callable[[Database, JobContext], None]
 _HANDLERS: dict[str, Handler] = {}
+# Adapters name the errors of their own libraries that no retry can fix (a provider's "invalid request",
+# "not found", "authentication"): the queue, below every adapter, cannot know those types itself.
+_PERMANENT_ERRORS: list[Callable[[BaseException], bool]] = []
+
+
+def add_permanent_error_classifier(is_permanent: Callable[[BaseException], bool]) -> None:
+    """A job failing with an error `is_permanent` accepts is DEAD at once, with its message, not retried."""
+    if is_permanent not in _PERMANENT_ERRORS:
+        _PERMANENT_ERRORS.append(is_permanent)
+
+
+def is_permanent_error(exc: BaseException) -> bool:
+    return isinstance(exc, PermanentFailure) or any(check(exc) for check in _PERMANENT_ERRORS)
 
 
 def register(kind: str) -> Callable[[Handler], Handler]:
@@ -197,7 +210,7 @@ class Worker:
                 raise LookupError(f"no handler registered for job kind '{ctx.kind}'")
             handler(self.db, ctx)
         except Exception as exc:
-            self._failed(ctx, exc, permanent=handler is None or isinstance(exc, PermanentFailure))
+            self._failed(ctx, exc, permanent=handler is None or is_permanent_error(exc))
         else:
             self._succeeded(ctx)
 

@@ -1,0 +1,258 @@
+"""What the Stripe provider (`stripe_provider`) builds on, as functions and constants: which Stripe errors
+no retry can fix, what a request that waited for Stripe answers when it fails, the permissions and the
+billing-portal settings Entitle asks of an account, and Stripe's shapes of Entitle's objects both ways
+(the parameters of a Price or a subscription item, an Invoice read back). Only the billing package
+reaches Stripe; this module and `stripe_provider` are where it imports the SDK.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Literal, cast
+
+import stripe
+from stripe.params import (
+    PriceCreateParams,
+)
+
+from entitle.billing import rules
+from entitle.billing.provider import (
+    InvoiceLine,
+    PriceSpec,
+    ProviderInvoice,
+    ProviderRefused,
+    ProviderUnavailable,
+)
+
+# The metadata that names an Entitle customer or subscription at Stripe (within one environment).
+_CUSTOMER_IDENTITY = ("entitleEnvironment", "entitleCustomerId")
+_SUBSCRIPTION_IDENTITY = ("entitleEnvironment", "entitleSubscriptionId")
+
+
+class ProviderRetryLater(RuntimeError):
+    """A provider call that cannot succeed yet but may later (the job retries with backoff)."""
+
+
+# Stripe codes of a 4xx that heals on its own (another request holds the key or the object for now).
+_TRANSIENT_CODES = frozenset({"idempotency_key_in_use", "lock_timeout", "rate_limit"})
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """A Stripe error no retry of the same call can fix: the key is refused (401), lacks a permission
+    (403), or Stripe refuses the request itself (400: invalid; 404: no such object). Network failures,
+    429s and Stripe's 5xx are transient; an idempotency conflict is handled where it happens."""
+    if isinstance(exc, stripe.AuthenticationError | stripe.PermissionError):
+        return True
+    if isinstance(exc, stripe.InvalidRequestError):
+        return exc.http_status in (400, 404) and exc.code not in _TRANSIENT_CODES
+    return False
+
+
+# What Entitle does at Stripe, as the resources a restricted key must open (Stripe's dashboard names,
+# with the list call that proves read access). Connecting reads each once; write access is proven by
+# the first write, and a write refused for a permission is a permanent error (the job's dead letter
+# names it).
+REQUIRED_PERMISSIONS: tuple[tuple[str, str], ...] = (
+    ("Customers (write)", "/v1/customers"),
+    ("Products (write)", "/v1/products"),
+    ("Prices (write)", "/v1/prices"),
+    ("Subscriptions (write)", "/v1/subscriptions"),
+    ("Invoices (read)", "/v1/invoices"),
+    ("Coupons (write)", "/v1/coupons"),
+    ("Checkout Sessions (write)", "/v1/checkout/sessions"),
+    ("Customer portal (write)", "/v1/billing_portal/configurations"),
+    ("Meters (write)", "/v1/billing/meters"),
+)
+
+# The billing-portal settings Stigg recommends so the portal never changes what Entitle owns:
+# invoices, the billing address and payment methods are the customer's to see and change; the
+# subscription (plan, quantity, cancellation, pause) and the customer's name and email are Entitle's.
+RECOMMENDED_PORTAL_FEATURES: dict[str, Any] = {
+    "invoice_history": {"enabled": True},
+    "customer_update": {"enabled": True, "allowed_updates": ["address"]},
+    "payment_method_update": {"enabled": True},
+    "subscription_cancel": {"enabled": False},
+    "subscription_pause": {"enabled": False},
+    "subscription_update": {"enabled": False},
+}
+
+
+def _waited_for(call: str, exc: stripe.StripeError) -> Exception:
+    """What a request that waited for Stripe answers when the call failed."""
+    if isinstance(exc, stripe.APIConnectionError | stripe.RateLimitError) or (exc.http_status or 500) >= 500:
+        return ProviderUnavailable(f"Stripe did not answer ({call}): {exc.user_message or exc}")
+    if isinstance(exc, stripe.AuthenticationError):
+        return ProviderRefused(f"Stripe refused the secret key ({call}): {exc.user_message or exc}")
+    return ProviderRefused(f"Stripe refused {call}: {exc.user_message or exc}")
+
+
+_INVOICE_STATES: dict[str, Literal["OPEN", "CANCELED", "PAID"]] = {
+    "draft": "OPEN",
+    "open": "OPEN",
+    "paid": "PAID",
+    "void": "CANCELED",
+    "uncollectible": "CANCELED",
+}
+
+
+def _when(value: Any) -> datetime | None:
+    return datetime.fromtimestamp(int(value), UTC) if value else None
+
+
+def _minor(value: Any) -> Decimal:
+    return Decimal(str(value)) if value is not None else Decimal(0)
+
+
+def _invoice(invoice: Any) -> ProviderInvoice:
+    """Entitle's view of a Stripe Invoice (read field by field: older and newer API versions differ)."""
+    raw: dict[str, Any] = invoice.to_dict() if hasattr(invoice, "to_dict") else dict(invoice)
+    transitions = raw.get("status_transitions") or {}
+    discounts = raw.get("total_discount_amounts") or []
+    taxes = raw.get("total_taxes")
+    tax = sum((_minor(t.get("amount")) for t in taxes), Decimal(0)) if taxes is not None else _minor(raw.get("tax"))
+    lines: list[InvoiceLine] = []
+    for line in (raw.get("lines") or {}).get("data") or []:
+        price = line.get("price") or line.get("plan") or (line.get("pricing") or {}).get("price_details") or {}
+        unit = price.get("unit_amount_decimal") or price.get("unit_amount") or price.get("amount")
+        metadata = price.get("metadata") or {}
+        lines.append(
+            InvoiceLine(
+                description=line.get("description"),
+                quantity=_minor(line["quantity"]) if line.get("quantity") is not None else None,
+                unit_amount_minor=_minor(unit) if unit is not None else None,
+                amount_minor=_minor(line.get("amount")),
+                product_ref=metadata.get("entitleEntityId"),
+            )
+        )
+    status = str(raw.get("status") or "draft")
+    return ProviderInvoice(
+        id=str(raw["id"]),
+        number=raw.get("number"),
+        state=_INVOICE_STATES.get(status, "OPEN"),
+        currency=str(raw.get("currency") or "").lower(),
+        issued_at=_when(transitions.get("finalized_at") or raw.get("created")),
+        due_at=_when(raw.get("due_date")),
+        paid_at=_when(transitions.get("paid_at")) if status == "paid" else None,
+        subtotal_minor=_minor(raw.get("subtotal")),
+        discount_minor=sum((_minor(d.get("amount")) for d in discounts), Decimal(0)),
+        tax_minor=tax,
+        total_minor=_minor(raw.get("total")),
+        lines=tuple(lines),
+    )
+
+
+def minor_amount(spec: PriceSpec) -> tuple[str, int | str]:
+    """Stripe's field and value for an exact minor-unit amount: `unit_amount` when whole, else the decimal."""
+    minor = spec.unit_amount_minor
+    if minor == minor.to_integral_value():
+        return "unit_amount", int(minor)
+    return "unit_amount_decimal", format(minor.normalize(), "f")
+
+
+def price_fingerprint(spec: PriceSpec, product_id: str) -> dict[str, Any]:
+    field, value = minor_amount(spec)
+    fingerprint: dict[str, Any] = {
+        "product": product_id,
+        "currency": spec.currency,
+        "unitAmountDecimal": str(value) if field == "unit_amount" else value,
+        "interval": spec.interval,
+    }
+    if spec.meter is not None:
+        fingerprint["meter"] = spec.meter.event_name
+    # Only when set, so the fingerprints of plain prices synced earlier stay the same (and are reused).
+    if spec.tiers:
+        fingerprint["tiersMode"] = spec.tiers_mode
+        fingerprint["tiers"] = [_tier_params(t) for t in spec.tiers]
+    if spec.divide_by is not None:
+        fingerprint["divideBy"] = spec.divide_by
+    return fingerprint
+
+
+def _tier_params(tier: rules.ProviderTier) -> dict[str, Any]:
+    """One Stripe tier: `up_to` (or "inf"), the unit amount (`unit_amount`, or `unit_amount_decimal` when
+    fractional) and the flat amount (whole minor units), each only when set."""
+    params: dict[str, Any] = {"up_to": tier.up_to if tier.up_to is not None else "inf"}
+    unit = tier.unit_amount_minor
+    if unit is not None:
+        if unit == unit.to_integral_value():
+            params["unit_amount"] = int(unit)
+        else:
+            params["unit_amount_decimal"] = _plain(unit)
+    if tier.flat_amount_minor is not None:
+        params["flat_amount"] = int(tier.flat_amount_minor)
+    return params
+
+
+def _plain(value: Decimal) -> str:
+    """A decimal as Stripe reads it: plain digits, never scientific notation."""
+    return format(value.normalize(), "f")
+
+
+def _id_of(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return str(value.get("id"))
+
+
+def _item_price(item: Any) -> str:
+    price = item.get("price") or item.get("plan")  # localstripe's items name the plan (a price's twin)
+    return str(_id_of(price))
+
+
+def _coupon_of(subscription: Any) -> str | None:
+    """The coupon of the subscription's (first) discount, whichever API version shaped it."""
+    discounts = subscription.get("discounts") or []
+    discount = discounts[0] if discounts else subscription.get("discount")
+    if discount is None or isinstance(discount, str):
+        return None
+    coupon = discount.get("coupon") or (discount.get("source") or {}).get("coupon")
+    return _id_of(coupon)
+
+
+def _item_change(change: rules.ItemChange) -> dict[str, Any]:
+    entry: dict[str, Any] = {}
+    if change.id is not None:
+        entry["id"] = change.id
+    if change.deleted:
+        entry["deleted"] = True
+        return entry
+    if change.price is not None:
+        entry["price"] = change.price
+    if change.quantity is not None:
+        entry["quantity"] = change.quantity
+    return entry
+
+
+def _price_params(spec: PriceSpec, product_id: str, meter_id: str | None = None) -> PriceCreateParams:
+    params: PriceCreateParams = {
+        "product": product_id,
+        "currency": spec.currency,
+        "nickname": spec.nickname,
+        "metadata": spec.metadata,
+    }
+    field, value = minor_amount(spec)
+    if spec.tiers:
+        params["billing_scheme"] = "tiered"
+        params["tiers_mode"] = cast(Literal["graduated", "volume"], spec.tiers_mode)
+        params["tiers"] = [cast(Any, _tier_params(t)) for t in spec.tiers]
+    elif field == "unit_amount":
+        assert isinstance(value, int)
+        params["unit_amount"] = value
+    else:
+        # The SDK types this as Decimal but sends str(Decimal), which is scientific notation below
+        # 1e-6 ('1E-7'), which Stripe refuses; the plain string goes through as written.
+        assert isinstance(value, str)
+        params["unit_amount_decimal"] = cast(Decimal, value)
+    if spec.divide_by is not None and not spec.tiers:
+        params["transform_quantity"] = {"divide_by": spec.divide_by, "round": "up"}
+    if spec.interval is not None and meter_id is not None:
+        params["recurring"] = {
+            "interval": spec.interval,
+            "interval_count": 1,
+            "usage_type": "metered",
+            "meter": meter_id,
+        }
+    elif spec.interval is not None:
+        params["recurring"] = {"interval": spec.interval, "interval_count": 1, "usage_type": "licensed"}
+    return params

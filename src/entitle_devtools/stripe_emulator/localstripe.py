@@ -1,0 +1,126 @@
+"""localstripe (GPL-3.0), run as a separate process: never imported by Entitle or by this package."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+# Started with `python -c`: no persistence to the shared pickle, loopback only, no access log.
+_LOCALSTRIPE_BOOT = """
+import sys
+from aiohttp import web
+from localstripe import resources, server
+resources.Store.dump_to_disk = lambda self: None
+resources.Store.try_load_from_disk = lambda self: None
+
+# Stripe's price semantics on localstripe's plans (see "Tiers and quantity transformation" above).
+_plan_init = resources.Plan.__init__
+def _plan_with_transform(self, *args, transform_quantity=None, **kwargs):
+    _plan_init(self, *args, **kwargs)
+    self.transform_quantity = transform_quantity
+resources.Plan.__init__ = _plan_with_transform
+
+def _stripe_amount(self):
+    plan = self.plan
+    if plan.usage_type == "metered":
+        return 0  # billed in arrears from meter events, never up front
+    quantity = self.quantity
+    transform = getattr(plan, "transform_quantity", None)
+    if transform:
+        divide_by = int(transform["divide_by"])
+        quantity = -(-quantity // divide_by) if transform.get("round") == "up" else quantity // divide_by
+    if plan.billing_scheme == "per_unit":
+        return plan.amount * quantity
+    def unit(tier): return int(tier.get("unit_amount") or 0)
+    def flat(tier): return int(tier.get("flat_amount") or 0)
+    def top(tier): return None if tier["up_to"] == "inf" else int(tier["up_to"])
+    if plan.tiers_mode == "volume":
+        tier = next(t for t in plan.tiers if top(t) is None or quantity <= top(t))
+        return quantity * unit(tier) + flat(tier)
+    total, floor = 0, 0
+    for tier in plan.tiers:
+        if quantity <= floor:
+            break
+        ceiling = quantity if top(tier) is None else min(quantity, top(tier))
+        total += (ceiling - floor) * unit(tier) + flat(tier)
+        floor = ceiling
+    return total
+resources.SubscriptionItem._calculate_amount = _stripe_amount
+
+# Subscriptions of several items (a plan and its add-ons): localstripe answers 500 "Not implemented" for
+# more than one. The first item goes through localstripe's own checks; the others are checked the same
+# way and added before the first invoice is made, so it bills every item.
+_subscription_init = resources.Subscription.__init__
+def _subscription_with_items(self, *args, items=None, **kwargs):
+    if not isinstance(items, list) or len(items) < 2:
+        return _subscription_init(self, *args, items=items, **kwargs)
+    first, more = items[:1], items[1:]
+    for item in more:
+        if not isinstance(item, dict) or not isinstance(item.get("plan"), str):
+            raise resources.UserError(400, "Bad request")
+        quantity = resources.try_convert_to_int(item.get("quantity") or 1)
+        if type(quantity) is not int or quantity <= 0:
+            raise resources.UserError(400, "Bad request")
+        item["quantity"] = quantity
+        resources.Plan._api_retrieve(item["plan"])  # 404 for an unknown plan, as for the first
+    invoiced = []
+    cls = type(self)
+    create_invoice = cls._create_invoice
+    cls._create_invoice = lambda sub: invoiced.append(sub)  # single-threaded: localstripe is one event loop
+    try:
+        _subscription_init(self, *args, items=first, **kwargs)
+    finally:
+        cls._create_invoice = create_invoice
+    for item in more:
+        self.items._list.append(resources.SubscriptionItem(
+            subscription=self.id, plan=item["plan"], quantity=item["quantity"],
+            metadata=item.get("metadata"), tax_rates=item.get("tax_rates") or []))
+    if invoiced:
+        self._create_invoice()
+resources.Subscription.__init__ = _subscription_with_items
+web.run_app(server.app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+"""
+
+
+def wait_until_up(url: str, proc: subprocess.Popen[bytes] | None, log: Path | None, deadline: float) -> None:
+    while True:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            pass
+        if proc is not None and proc.poll() is not None:
+            detail = log.read_text()[-2000:] if log is not None and log.exists() else ""
+            raise RuntimeError(f"localstripe exited with {proc.returncode}: {detail}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not come up")
+        time.sleep(0.05)
+
+
+def start_localstripe(port: int, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """localstripe in its own process (`python -c`, so this package never imports it), on 127.0.0.1."""
+    with open(log, "wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _LOCALSTRIPE_BOOT, str(port)], stdout=log_file, stderr=subprocess.STDOUT
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(f"{base}/js.stripe.com/v3/", proc, log, time.monotonic() + 30)
+    except BaseException:
+        proc.kill()
+        proc.wait(timeout=10)
+        raise
+    return proc, base
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
