@@ -21,6 +21,8 @@ from urllib.parse import quote
 import httpx
 import pytest
 from fastapi.routing import APIRoute
+from hypothesis import given
+from hypothesis import strategies as st
 
 from entitle.app import create_app
 from tests.conftest import LiveServer
@@ -1085,3 +1087,140 @@ def _nodes(body: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     elif isinstance(body, list):
         found += [p for i, value in enumerate(body) for p in _nodes(value, (*prefix, i))]
     return found
+
+
+# -- arbitrary JSON ---------------------------------------------------------------------------------------
+
+_texts = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=40) | st.sampled_from(
+    ["", "\x00", "a/b", "..", "x" * 5000, "0001-01-01T00:00:00Z", "9999-12-31T23:59:59-23:59", "NaN", "1e400"]
+)
+_numbers = (
+    st.integers(min_value=-(10**40), max_value=10**40)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.sampled_from([2**53 + 1, 2**63, -(2**63) - 1, 10**400])
+)
+_json: st.SearchStrategy[Any] = st.recursive(
+    st.none() | st.booleans() | _numbers | _texts,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_texts, inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@st.composite
+def _hostile_bodies(draw: st.DrawFn, valid: dict[str, Any]) -> Any:
+    """Arbitrary JSON, or the valid body with some of its nodes (at any depth) replaced by arbitrary JSON."""
+    if draw(st.integers(0, 4)) == 0:
+        return draw(_json)
+    body = copy.deepcopy(valid)
+    paths = [p for p in _nodes(body) if p]
+    for path in draw(st.lists(st.sampled_from(paths), min_size=1, max_size=3, unique=True)):
+        try:
+            parent = _node_at(body, path[:-1])
+            parent[path[-1]] = draw(_json)
+        except (KeyError, IndexError, TypeError):
+            continue  # an earlier replacement removed this node
+    return body
+
+
+REPRESENTATIVE = [
+    "PATCH /api/v1/customers/{customer_id}",
+    "PATCH /api/v1/subscriptions/{subscription_id}",
+    "POST /api/v1/plans/{package_id}/entitlements",
+    "POST /api/v1/usage",
+]
+
+
+@pytest.mark.parametrize("name", REPRESENTATIVE)
+def test_arbitrary_json_is_never_a_server_error_and_a_refusal_writes_nothing(
+    seeded: httpx.Client, make: Make, name: str
+) -> None:
+    case = next(c for c in CASES if c.name == name)
+    target = case.make(make)
+    assert target.body is not None
+
+    @given(body=_hostile_bodies(target.body))
+    def check(body: Any) -> None:
+        before = _state(seeded, target.reads)
+        content = json.dumps(body, allow_nan=True)
+        response = _send(seeded, case.method, _url(case, target), content)
+        assert response.status_code < 500, f"{content[:300]} -> {response.status_code}: {response.text[:300]}"
+        if response.status_code >= 400:
+            assert response.json()["error"]["code"]
+            assert _state(seeded, target.reads) == before, f"{content[:300]} was refused but changed the state"
+
+    check()
+
+
+# -- regressions: what the sweep found --------------------------------------------------------------------
+
+
+def test_a_trial_is_whole_days_or_months_and_at_most_a_century(seeded: httpx.Client, make: Make) -> None:
+    """A trial of 10^9 days was stored and then failed every subscription to the plan with a 500."""
+    api = seeded
+    plan = make.package("plans", publish=False)
+    before = _state(api, _package_reads("plans", plan))
+    for duration, units in [(10**9, "DAY"), (36_501, "DAY"), (1_201, "MONTH"), (1e15, "DAY"), (0.5, "DAY")]:
+        response = api.patch(
+            f"/api/v1/plans/{plan}", json={"defaultTrialConfig": {"duration": duration, "units": units}}
+        )
+        assert (response.status_code, response.json()["error"]["code"]) == (400, "INVALID_ARGUMENT"), response.text
+        assert _state(api, _package_reads("plans", plan)) == before
+    for duration, units in [(36_500, "DAY"), (1_200, "MONTH")]:
+        _ok(api.patch(f"/api/v1/plans/{plan}", json={"defaultTrialConfig": {"duration": duration, "units": units}}))
+
+
+def test_a_trial_that_would_end_after_year_9999_is_refused_and_nothing_is_written(
+    seeded: httpx.Client, make: Make
+) -> None:
+    api = seeded
+    plan = make.package("plans", publish=False)
+    _ok(api.patch(f"/api/v1/plans/{plan}", json={"defaultTrialConfig": {"duration": 30, "units": "DAY"}}))
+    _ok(api.post(f"/api/v1/plans/{plan}/publish", json={"migrationType": "NEW_CUSTOMERS"}))
+    customer = make.customer()
+    late = "9999-12-20T00:00:00Z"
+    refused = api.post("/api/v1/subscriptions", json={"customerId": customer, "planId": plan, "startDate": late})
+    assert (refused.status_code, refused.json()["error"]["code"]) == (400, "INVALID_ARGUMENT"), refused.text
+    assert "after year 9999" in refused.json()["error"]["message"]
+    assert _ok(api.get("/api/v1/subscriptions", params={"customerId": customer})) == []
+    # Provisioned with the customer: neither is written.
+    newcomer = make.uid("cust")
+    body = {"id": newcomer, "subscriptionParams": {"planId": plan, "startDate": late}}
+    assert api.post("/api/v1/customers", json=body).status_code == 400
+    assert api.get(f"/api/v1/customers/{newcomer}").status_code == 404
+    # The same plan still subscribes from an ordinary date.
+    _ok(api.post("/api/v1/subscriptions", json={"customerId": customer, "planId": plan}))
+
+
+UNUSABLE_URLS = [
+    "https://[::1/",
+    "https://a.example.com:99999/",
+    "https://a.example.com:0/",
+    "https://a.example.com:/",
+    "https://a..example.com/",
+    "https://.com/",
+    "https://a b.example.com/",
+    "https://a.example.com/\x7f",
+    "https:///path",
+]
+
+
+@pytest.mark.parametrize("url", UNUSABLE_URLS)
+def test_a_url_no_client_can_use_is_refused_where_it_is_stored(seeded: httpx.Client, make: Make, url: str) -> None:
+    """Stripe's apiBase, a webhook endpoint's url and a portal returnUrl: an unusable URL used to be stored
+    (apiBase) and failed only in the jobs that used it."""
+    api = seeded
+    reads = ["/api/v1/integrations", "/api/v1/webhooks"]
+    before = _state(api, reads)
+    key = f"sk_test_{make.uid('bogus')}"
+    writes = [
+        ("/api/v1/integrations", {"vendorIdentifier": "STRIPE", "apiSecretKey": key, "apiBase": url}),
+        ("/api/v1/webhooks", {"url": url, "eventTypes": ["customer.created"], "enabled": False}),
+        (f"/api/v1/customers/{make.customer()}/portal-session", {"returnUrl": url}),
+    ]
+    for path, body in writes:
+        response = api.post(path, json=body)
+        assert (response.status_code, response.json()["error"]["code"]) == (400, "INVALID_ARGUMENT"), (
+            path,
+            response.text,
+        )
+    assert _state(api, reads) == before
