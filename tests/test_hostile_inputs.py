@@ -952,8 +952,9 @@ class Checker:
 
     Requests go in batches (the values for one field or path parameter). A batch with no value accepted is
     checked once at its end: every read is as before it. A batch where some value was accepted (the state
-    moved, legitimately) sends its refused values again, one by one, each checked against the reads just
-    before it. An accepted write of a case that uses up its target (an archive, a create) gets a new one.
+    moved, legitimately) sends its refused values again as a batch of their own; should one of those be
+    accepted now, each is sent once more alone, checked against the reads just before it. An accepted
+    write of a case that uses up its target (an archive, a create) gets a new one.
     """
 
     def __init__(self, api: httpx.Client, make: Make, case: Case) -> None:
@@ -982,13 +983,16 @@ class Checker:
             assert response.status_code in (404, 405), f"{where} -> {response.status_code}: {response.text[:300]}"
         return True
 
-    def batch(self, requests: list[tuple[str, Build]]) -> None:
+    def batch(self, requests: list[tuple[str, Build]], *, again: bool = False) -> None:
         self.before = _state(self.api, self.target.reads)
         refused = [(where, build) for where, build in requests if self._send(build, where)]
         if len(refused) == len(requests):
             after = _state(self.api, self.target.reads)
             wheres = [where for where, _ in refused]
             assert after == self.before, f"one of {wheres} was refused but changed {self.target.reads}"
+            return
+        if not again:  # the refused values once more, on the state the accepted ones left
+            self.batch(refused, again=True)
             return
         for where, build in refused:
             self.before = _state(self.api, self.target.reads)
@@ -1224,3 +1228,39 @@ def test_a_url_no_client_can_use_is_refused_where_it_is_stored(seeded: httpx.Cli
             response.text,
         )
     assert _state(api, reads) == before
+
+
+def test_a_reused_key_counts_once_or_is_refused_and_a_reused_id_is_a_conflict(seeded: httpx.Client, make: Make) -> None:
+    api = seeded
+    customer = make.customer(subscriptionParams={"planId": "basic"})
+    key = make.uid("key")
+
+    def usage() -> Any:
+        entitlements = _ok(api.get(f"/api/v1/customers/{customer}/entitlements"))["entitlements"]
+        return next(e["currentUsage"] for e in entitlements if e["feature"]["id"] == "calls")
+
+    report = {"customerId": customer, "featureId": "calls", "value": 3, "idempotencyKey": key}
+    _ok(api.post("/api/v1/usage", json={"usages": [report]}))
+    _ok(api.post("/api/v2/usage", json={"usages": [report]}))  # the same report again, through v2: once
+    _ok(api.post("/api/v1/usage", json={"usages": [report, report]}))  # twice in one batch: once
+    assert usage() == 3
+    other = api.post("/api/v1/usage", json={"usages": [{**report, "value": 4}]})  # the key, another value
+    assert (other.status_code, other.json()["error"]["code"]) == (409, "IDEMPOTENCY_KEY_REUSED")
+    mixed = api.post(
+        "/api/v1/usage", json={"usages": [{**report, "idempotencyKey": make.uid("k")}, {**report, "value": 4}]}
+    )
+    assert mixed.status_code == 409 and usage() == 3, "a refused batch counts none of its reports"
+    event = {"customerId": customer, "eventName": "call", "idempotencyKey": key, "dimensions": {"n": 1}}
+    assert _ok(api.post("/api/v1/events", json={"events": [event, event]})) == {"new": 1, "duplicates": 1}
+    assert _ok(api.post("/api/v1/events", json={"events": [event]})) == {"new": 0, "duplicates": 1}
+    # Ids: a second entity with a taken id is a conflict, and the first is untouched.
+    for path, body in [
+        ("/api/v1/customers", {"id": customer, "name": "Other"}),
+        ("/api/v1/plans", {"id": "basic", "displayName": "Other", "productId": "base"}),
+        ("/api/v1/features", {"id": "calls", "displayName": "Other", "featureType": "BOOLEAN"}),
+        ("/api/v1/coupons", {"id": "c10", "name": "Other", "type": "PERCENTAGE", "percentOff": 50}),
+    ]:
+        before = _state(api, [f"{path}/{body['id']}"])
+        response = api.post(path, json=body)
+        assert response.status_code == 409, (path, response.text)
+        assert _state(api, [f"{path}/{body['id']}"]) == before
