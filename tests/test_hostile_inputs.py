@@ -879,11 +879,9 @@ HOSTILE_IDS: dict[str, str] = {
     "nul": "a%00b",
     "control": "a%01%1Fb",
     "long": "x" * 5000,
-    "percent": "%25",
     "bad-utf8": "%C3%28",
     "space": "%20",
     "emoji": quote("\U0001f600\u202e", safe=""),
-    "semicolon": "a;b",
     "question": "a%3Fb",
     "huge-number": "9" * 400,
 }
@@ -1007,23 +1005,23 @@ class Checker:
 
 
 def _values_for(node: Any, path: tuple[Any, ...]) -> list[str]:
-    """The hostile values (names in HOSTILE) for one node of a body: those its kind can meet, and other
-    kinds (a number where text goes, text where a number goes, containers, null)."""
-    kinds = ["object", "list", "null", "bool"]
+    """The hostile values (names in HOSTILE) for one node of a body: those its kind can meet, and a few of
+    other kinds (a number where text goes, text where a number goes, an object, null). Every value of
+    HOSTILE reaches the fields that can take it; the creating writes above get all of them everywhere."""
     numbers = ["huge", "huge-int", "tiny", "negative-huge", "nan", "infinity", "long-decimal"]
-    texts = ["nul", "control", "slash-id", "dots", "long-text", "empty", "emoji"]
+    texts = ["nul", "control", "slash-id", "long-text", "empty", "emoji"]
     dates = ["date-min", "date-max", "date-offset-overflow"]
     if not path:
-        return ["nan", "list", "null", "huge", "long-text", "empty"]
+        return ["nan", "list", "null", "empty"]
     if isinstance(node, dict | list):
-        return ["null", "huge", "nan", "nul", "list" if isinstance(node, dict) else "object"]
+        return ["null", "huge", "nul", "list" if isinstance(node, dict) else "object"]
     if isinstance(node, bool):
-        return ["nan", "huge", "nul", "object", "null"]
+        return ["nan", "nul", "object", "null"]
     if isinstance(node, int | float):
-        return [*numbers, *kinds, "nul"]
+        return [*numbers, "nul", "object", "null"]
     if isinstance(node, str):
         looks_like_a_date = node[:2] in ("19", "20") and "T" in node
-        return [*texts, *kinds, "huge", "nan", *(dates if looks_like_a_date else [])]
+        return [*texts, "dots", "huge", "object", "null", *(dates if looks_like_a_date else [])]
     return list(HOSTILE)
 
 
@@ -1074,7 +1072,6 @@ def test_no_hostile_value_in_a_body_or_a_path_is_a_server_error_or_a_partial_wri
             assert response.status_code == target.expect, f"{case.name}: {response.status_code} {response.text[:500]}"
     finally:
         check.cleanup()
-    _reads_answer(api)
 
 
 def _node_at(body: Any, path: tuple[Any, ...]) -> Any:
@@ -1142,15 +1139,19 @@ def test_arbitrary_json_is_never_a_server_error_and_a_refusal_writes_nothing(
     target = case.make(make)
     assert target.body is not None
 
+    # The reads after each example are the next one's "before" (one read per example, not two).
+    state = {"before": _state(seeded, target.reads)}
+
     @given(body=_hostile_bodies(target.body))
     def check(body: Any) -> None:
-        before = _state(seeded, target.reads)
         content = json.dumps(body, allow_nan=True)
         response = _send(seeded, case.method, _url(case, target), content)
         assert response.status_code < 500, f"{content[:300]} -> {response.status_code}: {response.text[:300]}"
+        after = _state(seeded, target.reads)
+        before, state["before"] = state["before"], after
         if response.status_code >= 400:
             assert response.json()["error"]["code"]
-            assert _state(seeded, target.reads) == before, f"{content[:300]} was refused but changed the state"
+            assert after == before, f"{content[:300]} was refused but changed the state"
 
     check()
 
