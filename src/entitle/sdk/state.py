@@ -183,7 +183,9 @@ class State:
             return None
 
 
-# Answers kept per feature of a state (a state lives until the customer's next change).
+# Answers kept per feature of a state: the first usages (values) asked, which are the usual ones (a state
+# lasts until the customer's next change). Later ones are computed each time: on the fast path that costs
+# less than keeping them (a memo filled and emptied on every call kept the garbage collector busy).
 MEMO_SIZE = 16
 
 # Integral bounds below this are compared as ints: the server's Decimal sum of two such numbers is exact.
@@ -256,7 +258,7 @@ def cached_answer(
     """A fresh state's answer (source CACHE): the hot path of every read. The same answer as `evaluate` (a
     fresh state is before its expiry, so the usage and grants are as read). With no values requested,
     a small integral usage is decided by one int comparison, and the result shares the prepared `Answer`;
-    answers are memoized on the state per feature and requested usage (values)."""
+    the first answers asked are kept on the state per feature and requested usage (values)."""
     answers = state.answers.get(feature_id)
     if answers is None:
         answers = state.answers[feature_id] = Answers.of(state, customer_id, feature_id, resource_id, now)
@@ -278,9 +280,8 @@ def cached_answer(
     _set_answer(result, answer)
     _set_usage(result, requested_usage)
     _set_values(result, None)
-    if len(memo) >= MEMO_SIZE:
-        memo.clear()
-    memo[requested_usage] = result
+    if len(memo) < MEMO_SIZE:
+        memo[requested_usage] = result
     return result
 
 
@@ -293,9 +294,8 @@ def _with_values(
     if result is None:
         usage = None if requested_usage is None else to_decimal(requested_usage)
         result = EntitlementResult.of(_decided(answers, usage, values), usage, values)
-        if len(memo) >= MEMO_SIZE:
-            memo.clear()
-        memo[key] = result
+        if len(memo) < MEMO_SIZE:
+            memo[key] = result
     return result
 
 
