@@ -188,6 +188,8 @@ def test_no_hostile_value_in_a_body_or_a_path_is_a_server_error_or_a_partial_wri
         body = check.target.body
         if body is not None:
             for path in nodes(body):
+                if any(path[: len(pin)] == pin for pin in check.target.pinned):
+                    continue
                 node = node_at(body, path)
                 where = f"{case.name} with {'.'.join(map(str, path)) or 'the body'} = "
                 check.batch(

@@ -201,13 +201,15 @@ def seed(api: httpx.Client) -> None:
 @dataclass
 class Target:
     """What one case's write acts on: its path parameters, a valid body (None: the route takes none), the
-    GETs that show what it may change, and the status the valid write answers."""
+    GETs that show what it may change, the status the valid write answers (-1: a clean 4xx or a 200), and
+    the body nodes no hostile value replaces."""
 
     params: dict[str, str]
     body: dict[str, Any] | None
     reads: list[str]
     expect: int = 200
     cleanup: Callable[[], None] | None = None
+    pinned: frozenset[tuple[Any, ...]] = frozenset()
 
 
 _unique = itertools.count()

@@ -360,7 +360,16 @@ def _integration_connect(m: Make) -> Target:
         "taxEnabled": False,
         "paymentSettlementHours": 24,
     }
-    return Target({}, body, ["/api/v1/integrations"], expect=-1, cleanup=lambda: _remove_all_integrations(m.api))
+    # apiBase is pinned to a closed local port: an integration without one (apiBase: null is valid) would
+    # reach the real Stripe as soon as anything checks the key. Its hostile URLs are in test_hostile_inputs.
+    return Target(
+        {},
+        body,
+        ["/api/v1/integrations"],
+        expect=-1,
+        cleanup=lambda: _remove_all_integrations(m.api),
+        pinned=frozenset({("apiBase",)}),
+    )
 
 
 def _remove_all_integrations(api: httpx.Client) -> None:
