@@ -198,16 +198,16 @@ class Answers:
     a new requested usage only compares two numbers and pairs a ready `Answer` with the request.
 
     `granted` and `denied` are the answer granted and the answer denied for the usage; `fixed` is the
-    verdict whatever usage is requested (no values requested), None when the usage decides; `most` is
-    then the largest integral usage granted, when the bounds are small integers (else the Decimal rule,
-    `decide`, is applied).
+    verdict whatever usage is requested (no values requested), None when the usage decides; `most` is the
+    largest integral usage granted (infinite either way for a fixed verdict), None when the bounds are
+    not small integers (the Decimal rule, `decide`, is then applied).
     """
 
     entry: Entry | None
     granted: Answer
     denied: Answer
     fixed: bool | None
-    most: int | None
+    most: int | float | None
     # Results given, by requested usage (no values requested), and by (usage, values).
     memo: dict[Any, EntitlementResult] = field(default_factory=dict, compare=False, repr=False)
     memo_with_values: dict[Any, EntitlementResult] = field(default_factory=dict, compare=False, repr=False)
@@ -217,11 +217,13 @@ class Answers:
         entry = state.entries.get(feature_id)
         answer = evaluate(state, customer_id, feature_id, resource_id, Source.CACHE, None, None, now).answer
         if entry is None:
-            return cls(entry, answer, answer, False, None)
+            return cls(entry, answer, answer, False, -math.inf)
         granted = replace(answer, is_granted=True, access_denied_reason=None)
         denied = replace(answer, is_granted=False, access_denied_reason=USAGE_EXCEEDING_LIMIT)
         fixed, most = _usage_rule(entry)
-        return cls(entry, granted, denied, fixed, most)
+        if fixed is None:
+            return cls(entry, granted, denied, fixed, most)
+        return cls(entry, granted, denied, fixed, math.inf if fixed else -math.inf)
 
 
 def _usage_rule(entry: Entry) -> tuple[bool | None, int | None]:
@@ -268,10 +270,11 @@ def cached_answer(
     result = memo.get(requested_usage)
     if result is not None:
         return result
-    if answers.fixed is not None:
+    most = answers.most
+    if type(requested_usage) is int and most is not None:
+        answer = answers.granted if requested_usage <= most else answers.denied
+    elif answers.fixed is not None:
         answer = answers.granted if answers.fixed else answers.denied
-    elif type(requested_usage) is int and answers.most is not None:
-        answer = answers.granted if requested_usage <= answers.most else answers.denied
     else:
         answer = _decided(answers, None if requested_usage is None else to_decimal(requested_usage), None)
     # `EntitlementResult.of`, inlined (a call costs a fifth of this path). The usage is kept as given: the
