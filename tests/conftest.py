@@ -20,6 +20,7 @@ import os
 import shutil
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,8 +112,17 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> Iterator[str]:
     """A fresh, migrated database per test: a copy of a migrated template (fast on both engines)."""
-    if request.param == "sqlite":
-        target = tmp_path / "entitle.db"
+    with _fresh_database(request, request.param, tmp_path, sqlite_template) as url:
+        yield url
+
+
+@contextmanager
+def _fresh_database(
+    request: pytest.FixtureRequest, engine: str, directory: Path, sqlite_template: Path
+) -> Iterator[str]:
+    """A migrated database: a copy of the SQLite template, or a PostgreSQL database made from its template."""
+    if engine == "sqlite":
+        target = directory / "entitle.db"
         shutil.copyfile(sqlite_template, target)
         yield f"sqlite:///{target}"
         return
@@ -128,6 +138,26 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template
     finally:
         with admin.connect() as conn:
             conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def module_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path
+) -> Iterator[LiveServer]:
+    """One live server (and database) for a whole module, on each engine: for modules whose tests each
+    make their own entities (unique ids) on a shared seed, where a server per test would cost more than
+    the tests. A test must not rely on what another test of the module did, nor on their order."""
+    directory = tmp_path_factory.mktemp("module-server")
+    with (
+        _fresh_database(request, request.param, directory, sqlite_template) as url,
+        running_server(url, directory) as (base_url, database),
+    ):
+        yield LiveServer(
+            base_url=base_url,
+            db=database,
+            server_key=create_key(database, "development", KeyKind.SERVER),
+            data_dir=directory,
+        )
 
 
 @pytest.fixture

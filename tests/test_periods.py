@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from entitle.periods import (
     BillingPeriod,
     BillingWindow,
+    PastCalendarEnd,
     ResetAnchor,
     ResetPeriod,
     TrialUnit,
@@ -703,3 +704,17 @@ def test_a_window_at_the_start_begins_at_the_start(cfg: tuple[str, str | None], 
     assert w.start == start
     assume(anchor not in CALENDAR_ANCHORED)
     assert w.anchor == start
+
+
+@pytest.mark.parametrize(
+    ("start", "duration", "units"),
+    [
+        (datetime(9999, 12, 20, tzinfo=UTC), 30, "DAY"),
+        (datetime(9999, 12, 20, tzinfo=UTC), 1, "MONTH"),
+        (datetime(2024, 1, 1, tzinfo=UTC), 10**9, "DAY"),
+        (datetime(2024, 1, 1, tzinfo=UTC), 10**6, "MONTH"),
+    ],
+)
+def test_a_trial_ending_after_year_9999_is_a_past_calendar_end(start: datetime, duration: int, units: str) -> None:
+    with pytest.raises(PastCalendarEnd, match="after year 9999"):
+        trial_end(start, duration, units)

@@ -392,7 +392,8 @@ def trial_end(start: datetime, duration: int, units: TrialUnit | str) -> datetim
     """When a trial of `duration` `units` starting at `start` ends (the first instant not in trial).
 
     DAY: `start + duration * 24h`. MONTH: `add_months(start, duration)` (a trial from Jan 31 for one
-    month ends Feb 28/29 at the same time of day). `duration` must be a positive int.
+    month ends Feb 28/29 at the same time of day). `duration` must be a positive int. Raises
+    `PastCalendarEnd` when the end falls after year 9999.
     """
     s = ensure_utc(start, "start")
     if isinstance(duration, bool) or not isinstance(duration, int):
@@ -403,6 +404,15 @@ def trial_end(start: datetime, duration: int, units: TrialUnit | str) -> datetim
         unit = TrialUnit(units)
     except ValueError:
         raise ValueError(f"unknown trial units {units!r}") from None
-    if unit is TrialUnit.DAY:
-        return s + timedelta(days=duration)
-    return add_months(s, duration)
+    try:
+        if unit is TrialUnit.DAY:
+            return s + timedelta(days=duration)
+        return add_months(s, duration)
+    except (OverflowError, ValueError) as exc:  # timedelta/datetime overflow; relativedelta's "year out of range"
+        raise PastCalendarEnd(
+            f"a trial of {duration} {unit.value.lower()}(s) from {s.isoformat()} ends after year 9999"
+        ) from exc
+
+
+class PastCalendarEnd(OverflowError):
+    """A computed instant falls after the last one Python's datetime holds (year 9999)."""

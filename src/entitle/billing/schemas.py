@@ -11,7 +11,7 @@ from entitle.billing.models import Integration
 from entitle.sync_states import SyncStateOut
 
 __all__ = ["SyncStateOut"]  # the sync-states endpoint's item, shared with customers and subscriptions
-from entitle.http.wire import WireModel
+from entitle.http.wire import HttpUrl, WireModel
 
 Secret = Annotated[str, Field(min_length=8, max_length=512, pattern=r"^[A-Za-z0-9_\-]+$")]
 IntegrationId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
@@ -33,7 +33,7 @@ class IntegrationIn(WireModel):
     is_default: bool | None = None
     webhook_secret: Secret | None = None
     # Where the provider's API is reached; only for tests and proxies (https on production environments).
-    api_base: Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\s]+$")] | None = None
+    api_base: HttpUrl | None = None
     sync_customers: bool = True
     sync_subscriptions: bool = True
     tax_enabled: bool = False

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import BeforeValidator, Field
 
 from entitle.customers.models import Customer, CustomerIntegration
-from entitle.http.wire import Amount, Metadata, RefId, ShortText, Unsupported, WireModel, unsupported_values
+from entitle.http.wire import Amount, HttpUrl, Metadata, RefId, ShortText, Unsupported, WireModel, unsupported_values
 from entitle.money import Currency
 from entitle.sync_states import SyncState, SyncStateOut
 
@@ -256,7 +256,7 @@ class PaymentMethodAttach(WireModel):
 class PortalSessionIn(WireModel):
     """Our extension: `POST /api/v1/customers/{id}/portal-session`."""
 
-    return_url: Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\s]+$")]
+    return_url: HttpUrl
 
 
 class PortalSessionOut(WireModel):

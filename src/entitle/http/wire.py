@@ -58,6 +58,34 @@ Int64 = Annotated[int, Field(ge=-(2**53), le=2**53)]
 NonNegInt = Annotated[int, Field(ge=0, le=2**53)]
 
 
+def _http_url(value: str) -> str:
+    """An absolute http(s) URL a client library can use: a host, a port in range, no whitespace or control
+    characters (a URL that only fails when it is used, in a job or a later request, is refused now)."""
+    from urllib.parse import urlsplit
+
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise ValueError("must not contain whitespace or control characters")
+    try:
+        parts = urlsplit(value)
+    except ValueError as exc:
+        raise ValueError(f"not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an absolute http or https URL")
+    bad_port = ValueError("the port must be a number from 1 to 65535")
+    try:
+        port = parts.port  # parsed lazily: an out-of-range or non-numeric port raises only here
+    except ValueError:
+        raise bad_port from None
+    if port == 0 or (port is None and parts.netloc.endswith(":")):
+        raise bad_port
+    if ":" not in parts.hostname and any(not label for label in parts.hostname.rstrip(".").split(".")):
+        raise ValueError("the host name has an empty label")
+    return value
+
+
+HttpUrl = Annotated[str, Field(min_length=1, max_length=2048), AfterValidator(_http_url)]
+
+
 # -- fields of the contract Entitle does not implement ---------------------------------------------------
 #
 # A request field is honoured or refused, never accepted and dropped. A field Entitle does not implement

@@ -161,9 +161,16 @@ class AsyncEntitle(ClientBase):
         requested_usage: Decimal | int | float | None = None,
         requested_values: Iterable[str] | None = None,
     ) -> EntitlementResult:
-        state = self._store.hot.get((customer_id, resource_id))
+        store = self._store
+        state = store.hot.get((customer_id, resource_id))
         now = time.time()
-        if state is not None and self._store.is_fresh(state, now):
+        # `store.is_fresh(state, now)`, inlined: this is the hot path, and the call was a tenth of it.
+        if (
+            state is not None
+            and state.valid
+            and now < state.expires_at
+            and (store.push_connected or now - state.written_at < store.ttl)
+        ):
             if self._push_task is None and self.push:
                 self._start()
             return cached_answer(state, customer_id, feature_id, resource_id, requested_usage, requested_values, now)

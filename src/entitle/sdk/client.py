@@ -123,9 +123,16 @@ class Entitle(ClientBase):
     ) -> EntitlementResult:
         """May the customer use the feature (this much, these values)? Never raises for a network
         failure: the answer's `source` says where it came from."""
-        state = self._store.hot.get((customer_id, resource_id))
+        store = self._store
+        state = store.hot.get((customer_id, resource_id))
         now = time.time()
-        if state is not None and self._store.is_fresh(state, now):
+        # `store.is_fresh(state, now)`, inlined: this is the hot path, and the call was a tenth of it.
+        if (
+            state is not None
+            and state.valid
+            and now < state.expires_at
+            and (store.push_connected or now - state.written_at < store.ttl)
+        ):
             return cached_answer(state, customer_id, feature_id, resource_id, requested_usage, requested_values, now)
         usage, values = self._args(requested_usage, requested_values)
         key = (customer_id, resource_id)

@@ -25,7 +25,17 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from entitle.sdk.types import UNKNOWN, EntitlementResult, FallbackEntitlement, Source
+from entitle.sdk.types import (
+    UNKNOWN,
+    Answer,
+    EntitlementResult,
+    FallbackEntitlement,
+    Source,
+    _set_answer,
+    _set_usage,
+    _set_values,
+)
+from entitle.sdk.types import _new as _new_result
 
 NO_FEATURE_ENTITLEMENT = "NoFeatureEntitlementInSubscription"
 USAGE_EXCEEDING_LIMIT = "RequestedUsageExceedingLimit"
@@ -119,8 +129,8 @@ class State:
     written_at: float
     valid: bool = True
     expires_at: float = field(default=math.inf)
-    # Answers already computed from this (immutable) state, by (feature, requested usage, values).
-    memo: dict[Any, EntitlementResult] = field(init=False, default_factory=dict, compare=False, repr=False)
+    # What each feature read so far answers, prepared on its first read, with the answers given (`Answers`).
+    answers: dict[str, Answers] = field(init=False, default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_wire(cls, data: Mapping[str, Any], written_at: float, valid: bool = True) -> State:
@@ -173,7 +183,69 @@ class State:
             return None
 
 
-MEMO_SIZE = 4096
+# Answers kept per feature of a state: the first usages (values) asked, which are the usual ones (a state
+# lasts until the customer's next change). Later ones are computed each time: on the fast path that costs
+# less than keeping them (a memo filled and emptied on every call kept the garbage collector busy).
+MEMO_SIZE = 16
+
+# Integral bounds below this are compared as ints: the server's Decimal sum of two such numbers is exact.
+_EXACT = 10**18
+
+
+@dataclass(frozen=True, slots=True)
+class Answers:
+    """A fresh state's answers for one feature, prepared on the feature's first read so that a read with
+    a new requested usage only compares two numbers and pairs a ready `Answer` with the request.
+
+    `granted` and `denied` are the answer granted and the answer denied for the usage; `fixed` is the
+    verdict whatever usage is requested (no values requested), None when the usage decides; `most` is the
+    largest integral usage granted (infinite either way for a fixed verdict), None when the bounds are
+    not small integers (the Decimal rule, `decide`, is then applied).
+    """
+
+    entry: Entry | None
+    granted: Answer
+    denied: Answer
+    fixed: bool | None
+    most: int | float | None
+    # Results given, by requested usage (no values requested), and by (usage, values).
+    memo: dict[Any, EntitlementResult] = field(default_factory=dict, compare=False, repr=False)
+    memo_with_values: dict[Any, EntitlementResult] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def of(cls, state: State, customer_id: str, feature_id: str, resource_id: str | None, now: float) -> Answers:
+        entry = state.entries.get(feature_id)
+        answer = evaluate(state, customer_id, feature_id, resource_id, Source.CACHE, None, None, now).answer
+        if entry is None:
+            return cls(entry, answer, answer, False, -math.inf)
+        granted = replace(answer, is_granted=True, access_denied_reason=None)
+        denied = replace(answer, is_granted=False, access_denied_reason=USAGE_EXCEEDING_LIMIT)
+        fixed, most = _usage_rule(entry)
+        if fixed is None:
+            return cls(entry, granted, denied, fixed, most)
+        return cls(entry, granted, denied, fixed, math.inf if fixed else -math.inf)
+
+
+def _usage_rule(entry: Entry) -> tuple[bool | None, int | None]:
+    """`decide` with no values requested, as (the verdict for any usage, or None; the largest integral usage
+    granted, when the usage decides and the bounds are small integers)."""
+    limit = entry.usage_limit
+    current = entry.current_usage
+    if entry.feature_type in ("BOOLEAN", "ENUM") or entry.has_unlimited or limit is None:
+        return True, None
+    if current is None:
+        bound = limit
+    elif entry.has_soft_limit:
+        return True, None
+    else:
+        if not _small_integral(current):
+            return None, None
+        bound = limit - current
+    return None, (int(bound) if _small_integral(limit) and _small_integral(bound) else None)
+
+
+def _small_integral(value: Decimal) -> bool:
+    return value.is_finite() and value == value.to_integral_value() and -_EXACT < value < _EXACT
 
 
 def cached_answer(
@@ -185,17 +257,61 @@ def cached_answer(
     requested_values: Iterable[str] | None,
     now: float,
 ) -> EntitlementResult:
-    """A fresh state's answer (source CACHE), memoized on the state: the hot path of every read."""
-    values = None if requested_values is None else tuple(requested_values)
-    key = (feature_id, requested_usage, values)
-    result = state.memo.get(key)
+    """A fresh state's answer (source CACHE): the hot path of every read. The same answer as `evaluate` (a
+    fresh state is before its expiry, so the usage and grants are as read). With no values requested,
+    a small integral usage is decided by one int comparison, and the result shares the prepared `Answer`;
+    the first answers asked are kept on the state per feature and requested usage (values)."""
+    answers = state.answers.get(feature_id)
+    if answers is None:
+        answers = state.answers[feature_id] = Answers.of(state, customer_id, feature_id, resource_id, now)
+    if requested_values is not None:
+        return _with_values(answers, requested_usage, tuple(requested_values))
+    memo = answers.memo
+    result = memo.get(requested_usage)
+    if result is not None:
+        return result
+    most = answers.most
+    if type(requested_usage) is int and most is not None:
+        answer = answers.granted if requested_usage <= most else answers.denied
+    elif answers.fixed is not None:
+        answer = answers.granted if answers.fixed else answers.denied
+    else:
+        answer = _decided(answers, None if requested_usage is None else to_decimal(requested_usage), None)
+    # `EntitlementResult.of`, inlined (a call costs a fifth of this path). The usage is kept as given: the
+    # result makes it a Decimal when read.
+    result = _new_result(EntitlementResult)
+    _set_answer(result, answer)
+    _set_usage(result, requested_usage)
+    _set_values(result, None)
+    if len(memo) < MEMO_SIZE:
+        memo[requested_usage] = result
+    return result
+
+
+def _with_values(
+    answers: Answers, requested_usage: Decimal | int | float | None, values: tuple[str, ...]
+) -> EntitlementResult:
+    memo = answers.memo_with_values
+    key = (requested_usage, values)
+    result = memo.get(key)
     if result is None:
         usage = None if requested_usage is None else to_decimal(requested_usage)
-        result = evaluate(state, customer_id, feature_id, resource_id, Source.CACHE, usage, values, now)
-        if len(state.memo) >= MEMO_SIZE:
-            state.memo.clear()
-        state.memo[key] = result
+        result = EntitlementResult.of(_decided(answers, usage, values), usage, values)
+        if len(memo) < MEMO_SIZE:
+            memo[key] = result
     return result
+
+
+def _decided(answers: Answers, usage: Decimal | None, values: tuple[str, ...] | None) -> Answer:
+    entry = answers.entry
+    if entry is None:
+        return answers.denied
+    reason = decide(entry, entry.current_usage, usage, values)
+    if reason is None:
+        return answers.granted
+    if reason == USAGE_EXCEEDING_LIMIT:
+        return answers.denied
+    return replace(answers.granted, is_granted=False, access_denied_reason=reason)
 
 
 def decide(

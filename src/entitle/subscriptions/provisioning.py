@@ -28,7 +28,7 @@ from entitle.db import Database
 from entitle.domain_events import publish
 from entitle.errors import AlreadyExists, BillingProviderError, FailedPrecondition, InvalidArgument
 from entitle.jobs import service as jobs
-from entitle.periods import trial_end
+from entitle.periods import PastCalendarEnd, trial_end
 from entitle.subscriptions import ports, rules, store
 from entitle.subscriptions.events import (
     SubscriptionCreated,
@@ -97,7 +97,10 @@ def _trial_end(
     duration = Decimal(str(config["duration"]))
     if duration != duration.to_integral_value() or duration <= 0:
         raise InvalidArgument("the plan's trial duration must be a whole number of days or months")
-    return trial_end(start, int(duration), config["units"]), behavior
+    try:
+        return trial_end(start, int(duration), config["units"]), behavior
+    except PastCalendarEnd as exc:
+        raise InvalidArgument(f"the plan's trial cannot start then: {exc}") from exc
 
 
 def _trial_used(s: Session, customer: Customer, product_pk: int) -> bool:

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from entitle.http.wire import LongText, WireModel
+from entitle.http.wire import HttpUrl, LongText, WireModel
 from entitle.webhooks.models import EVENT_TYPES, WebhookDelivery, WebhookEndpoint
 
 EventType = Literal[
@@ -34,27 +34,6 @@ EventType = Literal[
 SECRET_PREFIX = "whsec_"
 
 
-def _url(value: str) -> str:
-    from urllib.parse import urlsplit
-
-    try:
-        parts = urlsplit(value)
-    except ValueError as exc:
-        raise ValueError(f"not a URL: {exc}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("must be an absolute http or https URL")
-    bad_port = ValueError("the port must be a number from 1 to 65535")
-    try:
-        port = parts.port  # parsed lazily: an out-of-range or non-numeric port raises only here
-    except ValueError:
-        raise bad_port from None
-    if port == 0 or (port is None and parts.netloc.endswith(":")):
-        raise bad_port
-    if any(c.isspace() or ord(c) < 0x20 for c in value):
-        raise ValueError("must not contain whitespace or control characters")
-    return value
-
-
 def _secret(value: str) -> str:
     if not value.startswith(SECRET_PREFIX):
         raise ValueError(f"must start with '{SECRET_PREFIX}' (Standard Webhooks format)")
@@ -67,7 +46,7 @@ def _secret(value: str) -> str:
     return value
 
 
-WebhookUrl = Annotated[str, Field(min_length=1, max_length=2048), AfterValidator(_url)]
+WebhookUrl = HttpUrl
 WebhookSecret = Annotated[str, Field(max_length=200), AfterValidator(_secret)]
 EventTypes = Annotated[list[EventType], Field(min_length=1, max_length=len(EVENT_TYPES))]
 

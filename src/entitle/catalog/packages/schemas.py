@@ -6,7 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from entitle.catalog.packages.models import PackageCharge, PackageEntitlement, PackageView
 from entitle.http.wire import (
@@ -91,12 +91,26 @@ class TrialBudget(WireModel):
     limit: NonNegAmount
 
 
+# A trial lasts whole days or months, at most a century: a longer one ends past the dates a subscription can
+# hold (year 9999), and a plan carrying it could never be subscribed to.
+TRIAL_MAX = {"DAY": 36_500, "MONTH": 1_200}
+
+
 class TrialConfig(WireModel):
     duration: PositiveAmount
     units: Literal["DAY", "MONTH"]
     # A trial's spending cap is not enforced.
     budget: Unsupported[TrialBudget] = None
     trial_end_behavior: Literal["CONVERT_TO_PAID", "CANCEL_SUBSCRIPTION"] | None = None
+
+    @model_validator(mode="after")
+    def _whole_and_bounded(self) -> TrialConfig:
+        if self.duration != self.duration.to_integral_value():
+            raise ValueError("duration: a trial lasts a whole number of days or months")
+        most = TRIAL_MAX[self.units]
+        if self.duration > most:
+            raise ValueError(f"duration: a trial lasts at most {most} {self.units.lower()}s")
+        return self
 
     def to_doc(self) -> dict[str, Any]:
         """Stored form: wire names, amounts as exact decimal strings."""
