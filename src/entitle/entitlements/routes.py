@@ -3,32 +3,49 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from entitle.entitlements import service
 from entitle.entitlements.schemas import CustomerEntitlements, EntitlementResult
+from entitle.entitlements.snapshot import Snapshot
 from entitle.errors import InvalidArgument, UnsupportedField
-from entitle.http.deps import DB, CustomerKey, comma_list
+from entitle.http.deps import HotCustomerKey, HotDB, comma_list
 from entitle.http.wire import Envelope, Unsupported, envelope
 
 router = APIRouter(prefix="/api/v1/customers/{customer_id}/entitlements", tags=["entitlements"])
 
 
+def snapshot_of(request: Request) -> Snapshot:
+    """The app's snapshot (made at start-up); an app served without its lifespan gets one that is never
+    fed, hence never live: it keeps nothing and every answer is read afresh."""
+    snapshot: Snapshot | None = getattr(request.app.state, "entitlement_snapshot", None)
+    if snapshot is None:
+        snapshot = request.app.state.entitlement_snapshot = Snapshot()
+    return snapshot
+
+
+# Async: a customer the process's snapshot holds is answered on the event loop, with no database and
+# no worker thread; the service reads the others in a worker thread.
+
+
 @router.get("", response_model=Envelope[CustomerEntitlements])
-def list_entitlements(
+async def list_entitlements(
+    request: Request,
     customer_id: str,
-    key: CustomerKey,
-    db: DB,
+    key: HotCustomerKey,
+    db: HotDB,
     resource_id: Annotated[str | None, Query(alias="resourceId", max_length=255)] = None,
 ) -> dict[str, Any]:
-    return envelope(service.list_entitlements(db, key.environment_id, customer_id, resource_id))
+    found = await service.list_for(db, snapshot_of(request), key.environment_id, customer_id, resource_id)
+    return envelope(found)
 
 
 @router.get("/check", response_model=Envelope[EntitlementResult])
-def check_entitlement(
+async def check_entitlement(
+    request: Request,
     customer_id: str,
-    key: CustomerKey,
-    db: DB,
+    key: HotCustomerKey,
+    db: HotDB,
     feature_id: Annotated[str | None, Query(alias="featureId", max_length=255)] = None,
     currency_id: Annotated[str | None, Query(alias="currencyId", max_length=255)] = None,
     requested_usage: Annotated[Decimal | None, Query(alias="requestedUsage", ge=0, le=10**15)] = None,
@@ -46,8 +63,9 @@ def check_entitlement(
     if currency_id is not None:
         raise UnsupportedField("currencyId", "credit balances are not supported yet; check a featureId")
     assert feature_id is not None
-    result = service.check_entitlement(
+    result = await service.check(
         db,
+        snapshot_of(request),
         key.environment_id,
         customer_id,
         feature_id,

@@ -22,6 +22,7 @@ from entitle.catalog.packages.models import Package
 from entitle.customers.models import Customer
 from entitle.periods import usage_period_at
 from entitle.promotions import store as promotions
+from entitle.promotions.models import PromotionalEntitlement as Promo
 from entitle.subscriptions import store as subscriptions
 from entitle.subscriptions.models import Subscription, SubscriptionEntitlement
 from entitle.subscriptions.rules import LIVE
@@ -103,10 +104,26 @@ def live_subscriptions(session: Session, customer: Customer, resource_ref: str |
     return [s for s in subs if (s.resource_ref or None) == (resource_ref or None)]
 
 
+@dataclass(frozen=True)
+class Resolution:
+    """A customer's grants (feature id -> grant) and the live subscriptions and promotions they came
+    from (whose ends and starts bound how long the grants hold)."""
+
+    grants: dict[str, Grant]
+    subscriptions: list[Subscription]
+    promotions: list[Promo]
+
+
 def customer_grants(
     session: Session, env_id: int, customer: Customer, resource_ref: str | None, now: datetime
 ) -> tuple[dict[str, Grant], bool]:
     """Feature id -> grant, and whether the customer has any live subscription (for denial reasons)."""
+    resolution = resolve(session, env_id, customer, resource_ref, now)
+    return resolution.grants, bool(resolution.subscriptions)
+
+
+def resolve(session: Session, env_id: int, customer: Customer, resource_ref: str | None, now: datetime) -> Resolution:
+    """What `customer_grants` answers, with the subscriptions (their ends bound how long it holds)."""
     subs = live_subscriptions(session, customer, resource_ref)
     allowances: dict[str, tuple[Allowance, datetime, datetime]] = {}
 
@@ -123,7 +140,8 @@ def customer_grants(
         for (kind, ref), terms in all_terms[sub.pk].items():
             if kind == "FEATURE" and terms.is_granted:
                 offer(ref, replace(terms.allowance(), valid_until=sub.end_date), sub.start_date, sub.updated_at)
-    for promo in promotions.live_for_customer(session, customer.pk, now):
+    promos = promotions.live_for_customer(session, customer.pk, now)
+    for promo in promos:
         allowance = Allowance(
             usage_limit=promo.usage_limit,
             has_unlimited=promo.has_unlimited_usage,
@@ -140,7 +158,7 @@ def customer_grants(
         for ref, (a, anchor, updated) in allowances.items()
         if ref in known_features and known_features[ref].archived_at is None
     }
-    return grants, bool(subs)
+    return Resolution(grants, subs, promos)
 
 
 def usage_window(feature: Feature, allowance: Allowance | None, anchor: datetime | None, at: datetime) -> Window:

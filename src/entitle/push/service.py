@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 from entitle.clock import utcnow
 from entitle.db import Database
 from entitle.push import rules, store
-from entitle.push.models import KIND_ENTITLEMENTS, KIND_USAGE, PushEvent
+from entitle.push.models import KIND_ENTITLEMENTS, KIND_FEATURES, KIND_USAGE, PushEvent
 from entitle.push.schemas import Item
 
 RETENTION = timedelta(hours=24)
@@ -46,6 +46,18 @@ def entitlements_updated(session: Session, env_id: int, customer_ref: str, resou
         "customer_ref": customer_ref,
         "resource_ref": resource_ref,
         "data": {"customerId": customer_ref, "resourceId": resource_ref},
+    }
+
+
+def feature_changed(session: Session, env_id: int, feature_ref: str) -> None:
+    """Servers drop what their entitlement snapshots hold of the environment's features."""
+    key = (env_id, KIND_FEATURES, feature_ref)
+    _pending(session)[key] = {
+        "environment_id": env_id,
+        "kind": KIND_FEATURES,
+        "customer_ref": "",
+        "resource_ref": None,
+        "data": {"featureId": feature_ref},
     }
 
 

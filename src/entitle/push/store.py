@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import delete, func, insert, select, text
 from sqlalchemy.orm import Session
 
-from entitle.push.models import PushEvent
+from entitle.push.models import KINDS, PushEvent
 
 # One lock for every writer of the log: ids are then handed out in commit order (see models.py).
 LOCK_KEY = 0x656E7469746C65  # "entitle"
@@ -45,7 +45,9 @@ def after(session: Session, after_id: int, limit: int) -> list[PushEvent]:
 def of_environment_after(
     session: Session, env_id: int, after_id: int, customers: Sequence[str] | None, limit: int
 ) -> list[PushEvent]:
-    stmt = select(PushEvent).where(PushEvent.environment_id == env_id, PushEvent.id > after_id)
+    stmt = select(PushEvent).where(
+        PushEvent.environment_id == env_id, PushEvent.id > after_id, PushEvent.kind.in_(KINDS)
+    )
     if customers:
         stmt = stmt.where(PushEvent.customer_ref.in_(list(customers)))
     return list(session.scalars(stmt.order_by(PushEvent.id).limit(limit)))

@@ -89,9 +89,7 @@ def schedule_end(
     sub.cancellation_date = at
     sub.cancel_reason = reason
     payload: dict[str, Any] = {"subscription": sub.pk} if downgrade else {"subscription": sub.pk, "downgrade": False}
-    job = jobs.enqueue(
-        s, sub.environment_id, JOB_END, payload, run_at=at, dedupe_key=f"end:{sub.pk}:{at.isoformat()}"
-    )
+    job = jobs.enqueue(s, sub.environment_id, JOB_END, payload, run_at=at, dedupe_key=f"end:{sub.pk}:{at.isoformat()}")
     job.payload = payload  # a cancellation repeated for the same instant: the latest says what follows it
 
 

@@ -68,9 +68,7 @@ def upgrade() -> None:
     if rows:
         box = _box()
         for pk, secret in rows:
-            bind.execute(
-                endpoints.update().where(endpoints.c.pk == pk).values(secret_encrypted=box.encrypt(secret))
-            )
+            bind.execute(endpoints.update().where(endpoints.c.pk == pk).values(secret_encrypted=box.encrypt(secret)))
 
     with op.batch_alter_table("webhook_endpoints", schema=None) as batch_op:
         batch_op.alter_column("secret_encrypted", existing_type=sa.Text(), nullable=False)

@@ -1,0 +1,31 @@
+"""The change log, read by the hub, keeps this process's entitlement snapshot exact: what another
+process committed is dropped from memory as soon as the hub reads it (see docs/architecture.md,
+"The entitlement snapshot")."""
+
+from __future__ import annotations
+
+from entitle.entitlements.snapshot import Snapshot
+from entitle.push.models import KIND_ENTITLEMENTS, KIND_FEATURES, KIND_USAGE
+from entitle.push.schemas import Item
+
+
+class SnapshotFeed:
+    """A hub `Watcher` for one snapshot."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+
+    def changed(self, items: list[Item]) -> None:
+        for item in items:
+            if item.kind == KIND_ENTITLEMENTS:
+                self.snapshot.drop_customer(item.environment_id, item.customer_ref)
+            elif item.kind == KIND_USAGE:
+                self.snapshot.drop_usage(item.environment_id, item.customer_ref)
+            elif item.kind == KIND_FEATURES:
+                self.snapshot.drop_features(item.environment_id)
+
+    def lost(self) -> None:
+        self.snapshot.lost()
+
+    def caught_up(self) -> None:
+        self.snapshot.caught_up()
