@@ -52,10 +52,13 @@ def _usage(s: Session, customer_pk: int, grants: Sequence[GrantView], resource_r
 
 def _view(s: Session, env_id: int, customer: Customer, resource_ref: str | None, now: datetime) -> CustomerView:
     if customer.archived_at is not None:
-        return CustomerView(archived=True, has_subscription=False, grants={}, loaded_at=now, valid_until=None)
+        return CustomerView(
+            customer_pk=customer.pk, archived=True, has_subscription=False, grants={}, loaded_at=now, valid_until=None
+        )
     resolution = resolve(s, env_id, customer, resource_ref, now)
     grants = {ref: answers.grant_view(g, now) for ref, g in resolution.grants.items()}
     return CustomerView(
+        customer_pk=customer.pk,
         archived=False,
         has_subscription=bool(resolution.subscriptions),
         grants=grants,
@@ -77,16 +80,16 @@ def _load(
     version = snapshot.version()
     held = snapshot.customer(env_id, customer_ref, resource_ref, now)
     with db.read() as s:
-        customer = customers.find(s, env_id, customer_ref)
-        if customer is None:
-            return None
         if held is not None and held[1] is not None:
             view, usage = held[0], held[1]
         elif held is not None:
             view = held[0]
-            usage = _usage(s, customer.pk, list(view.grants.values()), resource_ref)
+            usage = _usage(s, view.customer_pk, list(view.grants.values()), resource_ref)
             snapshot.keep_usage(env_id, customer_ref, resource_ref, usage, version)
         else:
+            customer = customers.find(s, env_id, customer_ref)
+            if customer is None:
+                return None
             view = _view(s, env_id, customer, resource_ref, now)
             usage = _usage(s, customer.pk, list(view.grants.values()), resource_ref)
             snapshot.keep_customer(env_id, customer_ref, resource_ref, view, usage, version)

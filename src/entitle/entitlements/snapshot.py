@@ -67,6 +67,7 @@ class CustomerView:
     """What one customer (for one resource) is entitled to, as read at `loaded_at`; it holds until
     `valid_until` (None: until a change is announced)."""
 
+    customer_pk: int
     archived: bool
     has_subscription: bool
     grants: Mapping[str, GrantView]
