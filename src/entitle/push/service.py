@@ -152,13 +152,15 @@ def replay_page(db: Database, env_id: int, after_id: int, customers: list[str] |
 
 
 def prune(db: Database, retention: timedelta = RETENTION, max_batches: int = 20) -> int:
-    """Delete events older than the retention window, in bounded batches; returns how many."""
+    """Delete events older than the retention window, in bounded batches; returns how many stream
+    events went (the servers' internal notices of the same age go too, uncounted)."""
     cutoff = utcnow() - retention
-    total = 0
-    for _ in range(max_batches):
-        with db.transaction() as s:
-            deleted = store.delete_older_than(s, cutoff, PRUNE_BATCH)
-        total += deleted
-        if deleted < PRUNE_BATCH:
-            break
+    for streamed in (False, True):
+        total = 0
+        for _ in range(max_batches):
+            with db.transaction() as s:
+                deleted = store.delete_older_than(s, cutoff, PRUNE_BATCH, streamed=streamed)
+            total += deleted
+            if deleted < PRUNE_BATCH:
+                break
     return total

@@ -59,13 +59,15 @@ def bounds(session: Session) -> tuple[int | None, int | None]:
     return (None if low is None else int(low)), (None if high is None else int(high))
 
 
-def delete_older_than(session: Session, cutoff: datetime, limit: int) -> int:
-    """Delete up to `limit` of the oldest rows created before `cutoff`, always keeping the newest row
-    (it is what tells a reconnecting client whether its Last-Event-ID is still in the window)."""
+def delete_older_than(session: Session, cutoff: datetime, limit: int, *, streamed: bool = True) -> int:
+    """Delete up to `limit` of the oldest rows created before `cutoff` (of the kinds streams send, or
+    of the servers' internal notices), always keeping the newest row (it is what tells a reconnecting
+    client whether its Last-Event-ID is still in the window)."""
     newest = select(func.max(PushEvent.id)).scalar_subquery()
+    kind = PushEvent.kind.in_(KINDS) if streamed else PushEvent.kind.not_in(KINDS)
     victims = (
         select(PushEvent.id)
-        .where(PushEvent.created_at < cutoff, PushEvent.id < newest)
+        .where(PushEvent.created_at < cutoff, PushEvent.id < newest, kind)
         .order_by(PushEvent.created_at)
         .limit(limit)
     )
