@@ -85,7 +85,7 @@ def test_the_other_process_follows_every_change_of_entitlements(
             ("report events", lambda: ok(api.post("/api/v1/events", json=events())), [("acme", "site-1")]),
             (
                 "add an add-on",
-                lambda: ok(api.patch(f"/api/v1/subscriptions/{subs['']}", json={"addons": [{"id": "boost", "quantity": 1}]})),
+                lambda: ok(api.patch(f"/api/v1/subscriptions/{subs['']}", json=BOOST)),
                 [("acme", None)],
             ),
             (
@@ -137,6 +137,7 @@ PROMOTIONS = "/api/v1/customers/acme/promotional-entitlements"
 RENAME = {"displayName": "Single sign-on"}
 TO_OTHER = {"targetCustomerId": "other"}
 NOW = {"cancellationTime": "IMMEDIATE"}
+BOOST = {"addons": [{"id": "boost", "quantity": 1}]}
 
 
 def usage(feature: str, value: int, behavior: str | None = None) -> dict[str, Any]:
