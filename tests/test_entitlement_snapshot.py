@@ -296,3 +296,42 @@ def test_views_expire_and_memory_is_bounded() -> None:
         snapshot.keep_customer(1, f"c{n}", None, view(), {}, snapshot.version())
         assert len(snapshot) <= 3
     assert snapshot.customer(1, "c9", None, NOW) is not None and snapshot.customer(1, "c0", None, NOW) is None
+
+
+def test_a_cold_customer_is_read_in_a_bounded_number_of_queries(
+    server: LiveServer, client: stigg.Stigg, api: httpx.Client, test_clock: TestClock
+) -> None:
+    """Not one query per feature, package or promotion: a customer with three add-ons granting 20 more
+    features and two promotions is read in as many queries as one with none."""
+    build_catalog(client)
+    refs = [f"f{n}" for n in range(20)]
+    for ref in ("beta", "gamma"):
+        client.v1.features.create_feature(id=ref, display_name=ref, feature_type="BOOLEAN")
+    for ref in refs:
+        client.v1.features.create_feature(id=ref, display_name=ref, feature_type="NUMBER", meter_type="INCREMENTAL")
+    for n in range(3):
+        grants = [{"type": "FEATURE", "id": ref, "usage_limit": 10, "reset_period": "MONTH"} for ref in refs[n::3]]
+        client.v1.addons.create(id=f"pack-{n}", display_name=f"Pack {n}", product_id="main")
+        client.v1.addons.entitlements.create(f"pack-{n}", entitlements=grants)
+        client.v1.addons.publish(f"pack-{n}", migration_type="NEW_CUSTOMERS")
+    client.v1.plans.create(id="team", display_name="Team", product_id="main", parent_plan_id="free")
+    client.v1.plans.entitlements.create("team", entitlements=[{"type": "FEATURE", "id": "sso"}])
+    client.v1.plans.update("team", compatible_addon_ids=["pack-0", "pack-1", "pack-2"])
+    client.v1.plans.publish("team", migration_type="NEW_CUSTOMERS")
+    addons = [{"id": f"pack-{n}", "quantity": 1} for n in range(3)]
+    for customer, extra in (("lean", {}), ("rich", {"addons": addons})):
+        client.v1.customers.provision(id=customer)
+        body = {"customerId": customer, "planId": "team", **extra}
+        assert api.post("/api/v1/subscriptions", json=body).status_code == 200
+    promos = {"promotionalEntitlements": [{"featureId": ref, "period": "1 month"} for ref in ("beta", "gamma")]}
+    assert api.post("/api/v1/customers/rich/promotional-entitlements", json=promos).status_code == 200
+
+    env = environment_pk(server.db, "development")
+    counts = {}
+    for customer in ("lean", "rich"):
+        with statements(server.db) as seen:
+            held = service._load(server.db, live_snapshot(), env, customer, None, None, test_clock.now())
+        assert held is not None
+        counts[customer] = (len(seen), len(held.view.grants))
+    assert counts["rich"][1] == counts["lean"][1] + 22  # 20 features and two promotions
+    assert counts["rich"][0] == counts["lean"][0] <= 12, counts
