@@ -147,7 +147,7 @@ class Figure:
     errors: int
 
 
-def run_wrk(base: str, key: str, ids: list[str], kind: str, connections: int, seconds: float, tmp: Path) -> Figure:
+def run_wrk(base: str, key: str, ids: list[str], kind: str, connections: int, seconds: int, tmp: Path) -> Figure:
     script = tmp / f"{kind}.lua"
     script.write_text(
         LUA.format(
@@ -202,7 +202,7 @@ def main() -> int:
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement (default 5)")
+    parser.add_argument("--duration", type=int, default=5, help="seconds per measurement (default 5)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install wrk", file=sys.stderr)

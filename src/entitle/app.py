@@ -40,6 +40,8 @@ from entitle.usage.routes import router as usage_router
 from entitle.webhooks.routes import router as webhooks_router
 
 ROUTERS = [
+    # First: routes are matched in this order, and the entitlement checks and lists are the hot path.
+    entitlements_router,
     features_router,
     products_router,
     plans_router,
@@ -50,7 +52,6 @@ ROUTERS = [
     customer_billing_router,
     promotions_router,
     subscriptions_router,
-    entitlements_router,
     usage_router,
     events_router,
     jobs_router,
