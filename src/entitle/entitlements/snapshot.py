@@ -30,13 +30,14 @@ from entitle.domain_events import DomainEvent
 from entitle.grants.engine import Window
 from entitle.usage.events import UsageChanged
 
-DEFAULT_CUSTOMERS = 20_000
-"""Customers (with every resource of theirs) held at most. A customer with 20 granted features takes
-about 12 KB (measured by `bench/entitlement_checks.py --memory`), so the default bounds the snapshot
-near 250 MB in the worst case; least recently used customers go first."""
+DEFAULT_CUSTOMERS = 10_000
+"""Customers (with every resource of theirs) held at most, least recently used first out. A customer
+with 20 granted features takes about 24 KiB (`bench/entitlement_checks.py` prints the figure), so the
+bound is about 240 MB for such customers: a server's working set of active customers fits, and a
+process serving more distinct customers within a short time reads the overflow from the database."""
 
 DEFAULT_FEATURES = 50_000
-"""Features (per environment) remembered for denials ("not found", "not in your plan"); ~1 KB each."""
+"""Features remembered for denials ("not found", "not in your plan"); well under 1 KiB each."""
 
 
 @dataclass(frozen=True)
