@@ -10,12 +10,12 @@ one per feature or per package), keep it, and answer from it.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-import anyio.to_thread
 from sqlalchemy.orm import Session
 
 from entitle.catalog.features import store as features
@@ -127,7 +127,7 @@ async def _hold(
     held = _from_memory(snapshot, env_id, customer_ref, resource_ref, feature_ref, now)
     if held is not None:
         return held
-    return await anyio.to_thread.run_sync(_load, db, snapshot, env_id, customer_ref, resource_ref, feature_ref, now)
+    return await asyncio.to_thread(_load, db, snapshot, env_id, customer_ref, resource_ref, feature_ref, now)
 
 
 async def check(

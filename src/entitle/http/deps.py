@@ -7,8 +7,8 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Annotated, TypeVar
 
-import anyio.to_thread
 from fastapi import Depends, Header, Query, Request
+from starlette.concurrency import run_in_threadpool
 
 from entitle.clock import as_utc
 from entitle.db import Database
@@ -97,7 +97,7 @@ async def hot_customer_key(
     principal = cache.get(x_api_key) if x_api_key else None
     if principal is None:
         read_at = time.monotonic()
-        principal = await anyio.to_thread.run_sync(authenticate, request.app.state.db, x_api_key)
+        principal = await run_in_threadpool(authenticate, request.app.state.db, x_api_key)
         if x_api_key:
             cache.keep(x_api_key, principal, read_at)
     request.state.principal = principal
