@@ -27,6 +27,7 @@ from entitle.entitlements.snapshot import CustomerView, Snapshot
 from entitle.environments.service import environment_pk
 from entitle.promotions.models import PromotionalEntitlement
 from entitle.push import service as push_service
+from entitle.push.schemas import Item
 from tests.conftest import LiveServer
 from tests.support.clock import TestClock
 from tests.test_core_path import build_catalog
@@ -338,3 +339,21 @@ def test_a_cold_customer_is_read_in_a_bounded_number_of_queries(
         counts[customer] = (len(seen), len(held.view.grants))
     assert counts["rich"][1] == counts["lean"][1] + 22  # 20 features and two promotions
     assert counts["rich"][0] == counts["lean"][0] <= 12, counts
+
+
+def test_the_hub_does_not_drop_again_what_this_process_wrote() -> None:
+    """Rows this process appended reached its snapshot at commit: the hub skips them when it reads
+    them, on that database only, and forgets ids of transactions that rolled back."""
+    here, elsewhere = "sqlite:///here.db", "sqlite:///elsewhere.db"
+    with push_service._written_lock:
+        push_service._written_here.update({(here, 3), (here, 5), (elsewhere, 4)})
+
+    def item(n: int) -> Item:
+        return Item(id=n, environment_id=1, kind="entitlements.updated", customer_ref="c", data={}, created_at=NOW)
+
+    assert push_service.written_here(here, [item(4), item(5)]) == {5}
+    assert push_service.written_here(here, [item(6)]) == set()
+    with push_service._written_lock:
+        assert (here, 3) not in push_service._written_here  # below what was read: it never committed
+        assert (elsewhere, 4) in push_service._written_here
+        push_service._written_here.discard((elsewhere, 4))

@@ -82,7 +82,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         # Fed by this process's commits and, through the hub, by everyone else's; it serves nothing
         # until the hub has read the change log once.
         snapshot = app.state.entitlement_snapshot = Snapshot()
-        app.state.push_hub.watch(SnapshotFeed(snapshot))
+        app.state.push_hub.watch(SnapshotFeed(snapshot, app.state.db.url))
         domain_events.on_commit(snapshot.committed)
         app.state.push_hub.start()
         restore_signals = app.state.push_hub.chain_exit_signals()
