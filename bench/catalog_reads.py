@@ -84,9 +84,10 @@ def serve(database_url: str, port: int, data_dir: str) -> None:
 
 
 @contextmanager
-def running_server(database_url: str, data_dir: Path) -> Iterator[str]:
+def running_server(database_url: str, data_dir: Path, script: str = __file__) -> Iterator[str]:
+    """`script --serve URL PORT DIR` in a child process (this file's `serve` unless told otherwise)."""
     port = free_port()
-    command = [sys.executable, str(Path(__file__).resolve()), "--serve", database_url, str(port), str(data_dir)]
+    command = [sys.executable, str(Path(script).resolve()), "--serve", database_url, str(port), str(data_dir)]
     child = subprocess.Popen(command)
     base = f"http://127.0.0.1:{port}"
     try:

@@ -1,38 +1,78 @@
-"""Entitlement checks per second over real HTTP, beside the same stack's constant-answer floor.
+"""Entitlement checks and lists over real HTTP, driven by wrk, beside a constant async route.
 
-    .venv/bin/python bench/entitlement_checks.py [--requests N] [--concurrency C] [--customers K]
-                                                 [--database sqlite|postgresql]
+    .venv/bin/python bench/entitlement_checks.py [--database sqlite|postgresql] [--duration SECONDS]
 
-Reuses catalog_reads.py's harness: a fresh database, Entitle under uvicorn in a child process with
-a constant route mounted on that child's app instance only. Seeds 20 features (boolean, metered with
-a monthly reset, fluctuating, enum), one plan granting all of them, and K customers (default 1000)
-each provisioned onto the plan with `subscriptionParams`, with some usage reported. Then measures:
+Needs wrk (Debian: `apt-get install wrk`); without it, says so and exits 2 (it installs nothing).
 
-- "one customer, 20 features": GET .../entitlements/check for a random feature of one customer
-- "K customers": the same for a random customer and feature
-- "list 20 entitlements": GET /api/v1/customers/{id}/entitlements for a random customer
-- the constant route: the floor of uvicorn + FastAPI + the HTTP client on this machine
+A fresh database (catalog_reads.py's harness: a SQLite file, or a throwaway PostgreSQL cluster), and
+Entitle under uvicorn, one worker, in a child process, with a constant *async* route mounted on that
+child's app instance only: a fixed small JSON document, no key check, no database, behind the same
+middleware. It is the floor of this stack on this machine; each figure is printed beside the floor
+measured in the same run at the same connection count, as a ratio.
 
-Prints requests/s, p50 and p99 (ms); timing is reported, never asserted.
+Seeds 20 features (boolean, metered with a monthly reset, fluctuating, enum), one plan granting all of
+them, and 50 customers on it with some usage. wrk's Lua script rotates over the 50 customers x 20
+features and over requestedUsage 1..7, so no two consecutive requests are the same and no cache of
+response bytes could answer them. Each scenario runs at 1 and at 32 connections (one wrk thread; the
+machine's cores are shared by wrk and the server), after a warm-up pass over every customer:
+
+- GET /api/v1/customers/{c}/entitlements/check?featureId=F&requestedUsage=N
+- GET /api/v1/customers/{c}/entitlements (the list of 20)
+- the constant async route
+
+Also prints what a held customer costs in memory (the basis of the snapshot's size bound). Prints
+requests/s, p50 and p99 (ms); timing is reported, never asserted. Exits 1 if a request failed.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import random
+import re
+import shutil
+import subprocess
 import sys
+import tempfile
+import tracemalloc
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from catalog_reads import CONSTANT_PATH, Request, constant_route, fresh_database, run_load, running_server
+from catalog_reads import fresh_database, running_server
 
 FEATURES = 20
+CUSTOMERS = 50
+CONSTANT_ASYNC_PATH = "/_bench/constant-async"
+CONNECTIONS = (1, 32)
 
 
-def seed(base: str, key: str, customers: int) -> list[str]:
+def serve(database_url: str, port: int, data_dir: str) -> None:
+    """Child: Entitle's own app, plus the constant async route on this instance only."""
+    import uvicorn
+    from fastapi.responses import JSONResponse
+
+    from entitle.app import create_app
+    from entitle.config import Settings
+
+    settings = Settings(
+        database_url=database_url,
+        data_dir=Path(data_dir),
+        console_base_url=f"http://127.0.0.1:{port}",
+        embedded_worker=database_url.startswith("sqlite"),
+    )
+    app = create_app(settings)
+    constant = JSONResponse({"data": {"status": "constant"}})
+
+    async def constant_answer() -> JSONResponse:
+        return constant
+
+    app.add_api_route(CONSTANT_ASYNC_PATH, constant_answer, methods=["GET"], include_in_schema=False)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+def seed(base: str, key: str) -> list[str]:
     ids = [f"feature-{i:02d}" for i in range(FEATURES)]
     entitlements = []
     with httpx.Client(base_url=base, headers={"X-API-KEY": key}, timeout=60) as api:
@@ -56,98 +96,150 @@ def seed(base: str, key: str, customers: int) -> list[str]:
         api.post("/api/v1/plans", json={"id": "plan", "displayName": "Plan", "productId": "bench"}).raise_for_status()
         api.post("/api/v1/plans/plan/entitlements", json={"entitlements": entitlements}).raise_for_status()
         api.post("/api/v1/plans/plan/publish", json={"migrationType": "NEW_CUSTOMERS"}).raise_for_status()
-        for n in range(customers):
+        for n in range(CUSTOMERS):
             api.post(
                 "/api/v1/customers", json={"id": f"c{n}", "subscriptionParams": {"planId": "plan"}}
             ).raise_for_status()
-        usages = [
-            {"customerId": f"c{n}", "featureId": ids[1], "value": 3, "idempotencyKey": f"u{n}"}
-            for n in range(customers)
-        ]
-        for chunk in range(0, len(usages), 500):
-            api.post("/api/v2/usage", json={"usages": usages[chunk : chunk + 500]}).raise_for_status()
+        usages = [{"customerId": f"c{n}", "featureId": ids[1], "value": 3} for n in range(CUSTOMERS)]
+        api.post("/api/v2/usage", json={"usages": usages}).raise_for_status()
     return ids
 
 
-def one_customer(ids: list[str]) -> Request:
-    def request(client: httpx.Client, rng: random.Random) -> httpx.Response:
-        return client.get(
-            "/api/v1/customers/c0/entitlements/check", params={"featureId": rng.choice(ids), "requestedUsage": 1}
+LUA = """
+local customers = {customers}
+local features = {{ {features} }}
+local key = "{key}"
+local n = 0
+wrk.headers["X-API-KEY"] = key
+
+request = function()
+  n = n + 1
+  local c = n % customers
+  local path
+  if "{kind}" == "check" then
+    -- customer, feature and requested usage all rotate: 50 x 20 x 7 distinct requests
+    local f = features[(math.floor(n / customers) % #features) + 1]
+    path = "/api/v1/customers/c" .. c .. "/entitlements/check?featureId=" .. f .. "&requestedUsage=" .. (n % 7 + 1)
+  elseif "{kind}" == "list" then
+    path = "/api/v1/customers/c" .. c .. "/entitlements"
+  else
+    path = "{constant}"
+  end
+  return wrk.format("GET", path)
+end
+
+done = function(summary, latency, requests)
+  local bad = summary.errors.status + summary.errors.connect + summary.errors.read
+      + summary.errors.write + summary.errors.timeout
+  io.write(string.format("RESULT %d %d %d %d %d\\n", summary.requests, summary.duration,
+      latency:percentile(50), latency:percentile(99), bad))
+end
+"""
+
+
+@dataclass
+class Figure:
+    name: str
+    connections: int
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def run_wrk(base: str, key: str, ids: list[str], kind: str, connections: int, seconds: int, tmp: Path) -> Figure:
+    script = tmp / f"{kind}.lua"
+    script.write_text(
+        LUA.format(
+            customers=CUSTOMERS,
+            features=", ".join(f'"{i}"' for i in ids),
+            key=key,
+            kind=kind,
+            constant=CONSTANT_ASYNC_PATH,
         )
-
-    return request
-
-
-def many_customers(ids: list[str], customers: int) -> Request:
-    def request(client: httpx.Client, rng: random.Random) -> httpx.Response:
-        customer = f"c{rng.randrange(customers)}"
-        return client.get(
-            f"/api/v1/customers/{customer}/entitlements/check",
-            params={"featureId": rng.choice(ids), "requestedUsage": 1},
-        )
-
-    return request
+    )
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script), base]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    found = re.search(r"^RESULT (\d+) (\d+) (\d+) (\d+) (\d+)$", out, re.MULTILINE)
+    if found is None:
+        raise RuntimeError(f"wrk printed no result:\n{out}")
+    requests, duration_us, p50_us, p99_us, errors = (int(g) for g in found.groups())
+    return Figure(kind, connections, requests / (duration_us / 1e6), p50_us / 1000, p99_us / 1000, errors)
 
 
-def list_entitlements(customers: int) -> Request:
-    def request(client: httpx.Client, rng: random.Random) -> httpx.Response:
-        return client.get(f"/api/v1/customers/c{rng.randrange(customers)}/entitlements")
+def bytes_per_customer(url: str) -> float:
+    """Memory a held customer (20 granted features, their usage) takes in the snapshot."""
+    from entitle.clock import utcnow
+    from entitle.db import Database
+    from entitle.entitlements import service
+    from entitle.entitlements.snapshot import Snapshot
+    from entitle.environments.service import environment_pk
 
-    return request
+    db = Database(url)
+    try:
+        env = environment_pk(db, "development")
+        snapshot = Snapshot()
+        snapshot.caught_up()
+        service._load(db, snapshot, env, "c0", None, None, utcnow())  # warm what every load shares
+        snapshot = Snapshot()
+        snapshot.caught_up()
+        tracemalloc.start()
+        before = tracemalloc.take_snapshot()
+        for n in range(CUSTOMERS):
+            service._load(db, snapshot, env, f"c{n}", None, None, utcnow())
+        after = tracemalloc.take_snapshot()
+        tracemalloc.stop()
+        grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+        assert len(snapshot) == CUSTOMERS
+        return grown / CUSTOMERS
+    finally:
+        db.dispose()
 
 
 def main() -> int:
+    if len(sys.argv) == 5 and sys.argv[1] == "--serve":
+        serve(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--customers", type=int, default=1000)
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--duration", type=int, default=5, help="seconds per measurement (default 5)")
     args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk is not installed: apt-get install wrk", file=sys.stderr)
+        return 2
 
     from entitle.db import Database
     from entitle.environments.models import KeyKind
     from entitle.environments.service import create_key
 
-    with fresh_database(args.database) as (url, data_dir):
+    figures: list[Figure] = []
+    with fresh_database(args.database) as (url, data_dir), tempfile.TemporaryDirectory() as tmp:
         db = Database(url)
         key = create_key(db, "development", KeyKind.SERVER)
         db.dispose()
-        with running_server(url, data_dir) as base:
-            ids = seed(base, key, args.customers)
+        with running_server(url, data_dir, script=__file__) as base:
+            ids = seed(base, key)
+            held = bytes_per_customer(url)
             print(
-                f"Entitle entitlement checks: {args.database}; {FEATURES} features, {args.customers} customers; "
-                f"{args.requests} requests per scenario from {args.concurrency} threads; 1 server process; "
-                f"{os.cpu_count()} CPUs shared by client and server"
+                f"Entitle entitlement checks: {args.database}; {FEATURES} features x {CUSTOMERS} customers; "
+                f"wrk, 1 thread, {args.duration:g}s per figure; 1 uvicorn worker; "
+                f"{os.cpu_count()} CPUs shared by wrk and the server; load average {os.getloadavg()[0]:.2f}"
             )
-            results = [
-                run_load(
-                    "check: one customer, 20 features", base, key, one_customer(ids), args.requests, args.concurrency
-                ),
-                run_load(
-                    f"check: {args.customers} customers",
-                    base,
-                    key,
-                    many_customers(ids, args.customers),
-                    args.requests,
-                    args.concurrency,
-                ),
-                run_load(
-                    "list 20 entitlements",
-                    base,
-                    key,
-                    list_entitlements(args.customers),
-                    args.requests,
-                    args.concurrency,
-                ),
-                run_load(f"constant route {CONSTANT_PATH}", base, key, constant_route, args.requests, args.concurrency),
-            ]
-    print(f"\n{'scenario':<34} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'errors':>7}")
-    for result in results:
-        print(result.line())
-    failed = [e for r in results for e in r.errors]
-    for error in failed[:10]:
-        print(f"error: {error}", file=sys.stderr)
-    return 1 if failed else 0
+            for kind in ("check", "list"):  # warm-up: every customer read once
+                run_wrk(base, key, ids, kind, 4, 1, Path(tmp))
+            for connections in CONNECTIONS:
+                for kind in ("constant", "check", "list"):
+                    figures.append(run_wrk(base, key, ids, kind, connections, args.duration, Path(tmp)))
+
+    floor = {f.connections: f for f in figures if f.name == "constant"}
+    print(f"\n{'scenario':<26} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'vs constant':>12}")
+    for f in figures:
+        ratio = f.rate / floor[f.connections].rate if floor[f.connections].rate else float("nan")
+        name = {"constant": f"constant {CONSTANT_ASYNC_PATH}", "check": "check (rotating)", "list": "list 20"}[f.name]
+        figure = f"{f.rate:>9.0f} {f.p50_ms:>8.2f} {f.p99_ms:>8.2f} {f.errors:>7}"
+        print(f"{name:<26} {f.connections:>5} {figure} {ratio:>11.0%}")
+    print(f"\nmemory per held customer (20 features): {held / 1024:.1f} KiB")
+    return 1 if any(f.errors for f in figures) else 0
 
 
 if __name__ == "__main__":

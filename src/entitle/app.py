@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 import entitle.http.ids  # noqa: F401  (installs the path-id convertor before any route is built)
-from entitle import __version__, wiring
+from entitle import __version__, domain_events, wiring
 from entitle.access.cors import EnvironmentCorsMiddleware
 from entitle.access.routes import environment_router, keys_router
 from entitle.billing.routes import customers_router as customer_billing_router
@@ -23,6 +23,7 @@ from entitle.config import Settings, load_settings
 from entitle.customers.routes import router as customers_router
 from entitle.db import Database
 from entitle.entitlements.routes import router as entitlements_router
+from entitle.entitlements.snapshot import Snapshot
 from entitle.events.routes import router as events_router
 from entitle.http.errors import error_response, install_error_handlers
 from entitle.http.ids import EncodedIdsMiddleware
@@ -30,6 +31,7 @@ from entitle.jobs.routes import router as jobs_router
 from entitle.models import import_all_models
 from entitle.paywall.routes import router as paywall_router
 from entitle.promotions.routes import router as promotions_router
+from entitle.push.feed import SnapshotFeed
 from entitle.push.hub import Hub
 from entitle.push.routes import router as push_router
 from entitle.subscriptions.routes import customers_router as customer_subscriptions_router
@@ -38,6 +40,8 @@ from entitle.usage.routes import router as usage_router
 from entitle.webhooks.routes import router as webhooks_router
 
 ROUTERS = [
+    # First: routes are matched in this order, and the entitlement checks and lists are the hot path.
+    entitlements_router,
     features_router,
     products_router,
     plans_router,
@@ -48,7 +52,6 @@ ROUTERS = [
     customer_billing_router,
     promotions_router,
     subscriptions_router,
-    entitlements_router,
     usage_router,
     events_router,
     jobs_router,
@@ -76,10 +79,16 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
             worker = Worker(app.state.db)
             thread = threading.Thread(target=worker.run_forever, args=(stop,), name="entitle-worker", daemon=True)
             thread.start()
+        # Fed by this process's commits and, through the hub, by everyone else's; it serves nothing
+        # until the hub has read the change log once.
+        snapshot = app.state.entitlement_snapshot = Snapshot()
+        app.state.push_hub.watch(SnapshotFeed(snapshot, app.state.db.url))
+        domain_events.on_commit(snapshot.committed)
         app.state.push_hub.start()
         restore_signals = app.state.push_hub.chain_exit_signals()
         yield
         app.state.push_hub.stop()
+        domain_events.remove_commit_listener(snapshot.committed)
         restore_signals()
         stop.set()
         if thread is not None:

@@ -1,92 +1,138 @@
 """Entitlement checks and lists: "may customer C use feature F, and how much is left?"
 
 A denial is an answer, not an error: every outcome is an `EntitlementResult` (HTTP 200).
+
+`check` and `list_for` answer from the process's `Snapshot` when it holds the customer (no database,
+no thread); otherwise they read the customer once, in a worker thread, in a bounded number of queries
+(the customer, its subscriptions with their packages, promotions, features, usage counters: never
+one per feature or per package), keep it, and answer from it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
 from entitle.catalog.features import store as features
-from entitle.catalog.features.models import Feature
 from entitle.clock import utcnow
 from entitle.customers import store as customers
 from entitle.customers.models import Customer
 from entitle.db import Database
-from entitle.entitlements.rules import DeniedReason, decide
-from entitle.entitlements.schemas import CustomerEntitlements, EntitlementResult, FeatureRef
-from entitle.grants.engine import Grant, customer_grants, resource_key, usage_window
-from entitle.usage import store as usage
+from entitle.entitlements import answers
+from entitle.entitlements.answers import CUSTOMER_NOT_FOUND_LIST
+from entitle.entitlements.rules import DeniedReason
+from entitle.entitlements.schemas import CustomerEntitlements, EntitlementResult
+from entitle.entitlements.snapshot import CustomerView, FeatureView, GrantView, Snapshot, Usage
+from entitle.grants.engine import customer_grants, resolve, resource_key
+from entitle.usage import store as usage_store
 
 
-def _feature_ref(f: Feature) -> FeatureRef:
-    return FeatureRef(
-        id=f.ref_id,
-        display_name=f.display_name,
-        feature_status=f.feature_status,
-        feature_type=f.feature_type,
-        feature_units=f.feature_units,
-        feature_units_plural=f.feature_units_plural,
+@dataclass(frozen=True)
+class Held:
+    """A customer's view with its usage, and the catalog's view of one feature when asked for."""
+
+    view: CustomerView
+    usage: Usage
+    feature: FeatureView | None = None
+
+
+def _usage(s: Session, customer_pk: int, grants: Sequence[GrantView], resource_ref: str | None) -> Usage:
+    """Every metered grant's usage in its current window, in one query."""
+    keys = [(g.feature.ref_id, resource_key(resource_ref), g.window.start) for g in grants if answers.is_metered(g)]
+    if not keys:
+        return {}
+    found = usage_store.counter_values(s, customer_pk, keys)
+    return {ref: found.get((ref, res, start), Decimal(0)) for ref, res, start in keys}
+
+
+def _view(s: Session, env_id: int, customer: Customer, resource_ref: str | None, now: datetime) -> CustomerView:
+    if customer.archived_at is not None:
+        return CustomerView(
+            customer_pk=customer.pk, archived=True, has_subscription=False, grants={}, loaded_at=now, valid_until=None
+        )
+    resolution = resolve(s, env_id, customer, resource_ref, now)
+    grants = {ref: answers.grant_view(g, now) for ref, g in resolution.grants.items()}
+    return CustomerView(
+        customer_pk=customer.pk,
+        archived=False,
+        has_subscription=bool(resolution.subscriptions),
+        grants=grants,
+        loaded_at=now,
+        valid_until=answers.valid_until(resolution, grants.values(), now),
     )
 
 
-def _denied(reason: DeniedReason, feature: Feature | None = None) -> EntitlementResult:
-    return EntitlementResult(
-        is_granted=False, access_denied_reason=reason.value, feature=_feature_ref(feature) if feature else None
-    )
-
-
-def evaluate(
-    s: Session,
-    customer: Customer,
-    grant: Grant,
-    resource_ref: str | None,
-    now: datetime,
-    *,
-    requested_usage: Decimal | None = None,
-    requested_values: Iterable[str] | None = None,
-) -> EntitlementResult:
-    """One feature's result, reading its current usage in the window that contains `now`."""
-    feature, allowance = grant.feature, grant.allowance
-    window = usage_window(feature, allowance, grant.usage_anchor, now)
-    current: Decimal | None = None
-    if feature.meter_type != "None":
-        key = (feature.ref_id, resource_key(resource_ref), window.start)
-        current = usage.counter_values(s, customer.pk, [key]).get(key, Decimal(0))
-    decision = decide(
-        feature.feature_type,
-        feature.meter_type,
-        allowance,
-        current_usage=current or Decimal(0),
-        requested_usage=requested_usage,
-        requested_values=requested_values,
-    )
-    return EntitlementResult(
-        is_granted=decision.is_granted,
-        access_denied_reason=decision.reason.value if decision.reason else None,
-        current_usage=current,
-        usage_limit=allowance.usage_limit,
-        has_unlimited_usage=allowance.has_unlimited,
-        has_soft_limit=allowance.has_soft_limit,
-        enum_values=sorted(allowance.enum_values) if allowance.enum_values is not None else None,
-        requested_usage=requested_usage,
-        requested_values=list(requested_values) if requested_values is not None else None,
-        reset_period=allowance.reset_period if window.end is not None else None,
-        usage_period_anchor=window.anchor,
-        usage_period_start=window.start if window.end is not None else None,
-        usage_period_end=window.end,
-        valid_until=allowance.valid_until,
-        entitlement_updated_at=grant.updated_at,
-        feature=_feature_ref(feature),
-    )
-
-
-def check_entitlement(
+def _load(
     db: Database,
+    snapshot: Snapshot,
+    env_id: int,
+    customer_ref: str,
+    resource_ref: str | None,
+    feature_ref: str | None,
+    now: datetime,
+) -> Held | None:
+    """Read what memory lacks (None: no such customer), in one read transaction, and keep it."""
+    version = snapshot.version()
+    held = snapshot.customer(env_id, customer_ref, resource_ref, now)
+    with db.read() as s:
+        if held is not None and held[1] is not None:
+            view, usage = held[0], held[1]
+        elif held is not None:
+            view = held[0]
+            usage = _usage(s, view.customer_pk, list(view.grants.values()), resource_ref)
+            snapshot.keep_usage(env_id, customer_ref, resource_ref, usage, version)
+        else:
+            customer = customers.find(s, env_id, customer_ref)
+            if customer is None:
+                return None
+            view = _view(s, env_id, customer, resource_ref, now)
+            usage = _usage(s, customer.pk, list(view.grants.values()), resource_ref)
+            snapshot.keep_customer(env_id, customer_ref, resource_ref, view, usage, version)
+        feature: FeatureView | None = None
+        if feature_ref is not None and feature_ref not in view.grants and not view.archived:
+            known = snapshot.feature(env_id, feature_ref)
+            if isinstance(known, FeatureView) or known is None:
+                feature = known
+            else:
+                row = features.find(s, env_id, feature_ref)
+                feature = answers.feature_view(row) if row is not None and row.archived_at is None else None
+                snapshot.keep_feature(env_id, feature_ref, feature, version)
+        return Held(view, usage, feature)
+
+
+def _from_memory(
+    snapshot: Snapshot, env_id: int, customer_ref: str, resource_ref: str | None, feature_ref: str | None, now: datetime
+) -> Held | None:
+    held = snapshot.customer(env_id, customer_ref, resource_ref, now)
+    if held is None or held[1] is None:
+        return None
+    view, usage = held[0], held[1]
+    if feature_ref is None or feature_ref in view.grants or view.archived:
+        return Held(view, usage)
+    known = snapshot.feature(env_id, feature_ref)
+    if isinstance(known, FeatureView) or known is None:
+        return Held(view, usage, known)
+    return None
+
+
+async def _hold(
+    db: Database, snapshot: Snapshot, env_id: int, customer_ref: str, resource_ref: str | None, feature_ref: str | None
+) -> Held | None:
+    now = utcnow()
+    held = _from_memory(snapshot, env_id, customer_ref, resource_ref, feature_ref, now)
+    if held is not None:
+        return held
+    return await asyncio.to_thread(_load, db, snapshot, env_id, customer_ref, resource_ref, feature_ref, now)
+
+
+async def check(
+    db: Database,
+    snapshot: Snapshot,
     env_id: int,
     customer_ref: str,
     feature_ref: str,
@@ -95,42 +141,26 @@ def check_entitlement(
     requested_values: list[str] | None = None,
     resource_ref: str | None = None,
 ) -> EntitlementResult:
-    now = utcnow()
-    with db.read() as s:
-        customer = customers.find(s, env_id, customer_ref)
-        if customer is None:
-            return _denied(DeniedReason.CUSTOMER_NOT_FOUND)
-        if customer.archived_at is not None:
-            return _denied(DeniedReason.CUSTOMER_IS_ARCHIVED)
-        feature = features.find(s, env_id, feature_ref)
-        if feature is None or feature.archived_at is not None:
-            return _denied(DeniedReason.FEATURE_NOT_FOUND)
-        grants, has_subscription = customer_grants(s, env_id, customer, resource_ref, now)
-        grant = grants.get(feature_ref)
-        if grant is None:
-            reason = (
-                DeniedReason.NO_FEATURE_ENTITLEMENT
-                if has_subscription or grants
-                else (DeniedReason.NO_ACTIVE_SUBSCRIPTION)
-            )
-            return _denied(reason, feature)
-        return evaluate(
-            s, customer, grant, resource_ref, now, requested_usage=requested_usage, requested_values=requested_values
-        )
+    held = await _hold(db, snapshot, env_id, customer_ref, resource_ref, feature_ref)
+    if held is None:
+        return answers.denied(DeniedReason.CUSTOMER_NOT_FOUND)
+    return answers.check(
+        held.view,
+        held.usage,
+        feature_ref,
+        held.feature,
+        requested_usage=requested_usage,
+        requested_values=requested_values,
+    )
 
 
-def list_entitlements(db: Database, env_id: int, customer_ref: str, resource_ref: str | None) -> CustomerEntitlements:
-    now = utcnow()
-    with db.read() as s:
-        customer = customers.find(s, env_id, customer_ref)
-        if customer is None:
-            return CustomerEntitlements(entitlements=[], access_denied_reason=DeniedReason.CUSTOMER_NOT_FOUND.value)
-        if customer.archived_at is not None:
-            return CustomerEntitlements(entitlements=[], access_denied_reason=DeniedReason.CUSTOMER_IS_ARCHIVED.value)
-        grants, has_subscription = customer_grants(s, env_id, customer, resource_ref, now)
-        results = [evaluate(s, customer, grants[ref], resource_ref, now) for ref in sorted(grants)]
-        reason = None if has_subscription or grants else DeniedReason.NO_ACTIVE_SUBSCRIPTION.value
-        return CustomerEntitlements(entitlements=results, access_denied_reason=reason)
+async def list_for(
+    db: Database, snapshot: Snapshot, env_id: int, customer_ref: str, resource_ref: str | None
+) -> CustomerEntitlements:
+    held = await _hold(db, snapshot, env_id, customer_ref, resource_ref, None)
+    if held is None:
+        return CUSTOMER_NOT_FOUND_LIST
+    return answers.listing(held.view, held.usage)
 
 
 def results_in_session(
@@ -139,4 +169,6 @@ def results_in_session(
     """The customer's entitlements as seen inside an open transaction (provisioning responses)."""
     now = utcnow()
     grants, _ = customer_grants(s, env_id, customer, resource_ref, now)
-    return [evaluate(s, customer, grants[ref], resource_ref, now) for ref in sorted(grants)]
+    views = {ref: answers.grant_view(g, now) for ref, g in grants.items()}
+    usage = _usage(s, customer.pk, list(views.values()), resource_ref)
+    return [answers.granted(views[ref], answers.current_of(views[ref], usage)) for ref in sorted(views)]

@@ -14,7 +14,7 @@ from sqlalchemy.exc import OperationalError
 from entitle.clock import utcnow
 from entitle.db import Database
 from entitle.db.pagination import Page, PageRequest
-from entitle.environments import store
+from entitle.environments import key_cache, store
 from entitle.environments.models import ApiKey, Environment, KeyKind
 from entitle.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 
@@ -104,8 +104,8 @@ def create_key(db: Database, environment: str, kind: KeyKind) -> str:
 def authenticate(db: Database, raw_key: str | None) -> Principal:
     if not raw_key:
         raise Unauthenticated("missing API key: send it in the X-API-KEY header")
-    # No cache: every request reads the key, so a revocation holds for the very next request of every
-    # process.
+    # No cache here: a revocation holds for the very next request of every process (the entitlement
+    # read routes alone reuse a server key's answer for up to a second: `key_cache`).
     with db.read() as session:
         found = store.key_by_hash(session, hash_key(raw_key))
     if found is None:
@@ -167,7 +167,9 @@ def revoke_key(
         found = None if pk is None else store.key_by_pk(session, pk, environment_id, for_update=True)
         if found is None:
             raise NotFound("API key", key_id)
-        return _revoke(*found)
+        revoked = _revoke(*found)
+    key_cache.forget_all()
+    return revoked
 
 
 def revoke_raw_key(db: Database, raw_key: str) -> KeyView:
@@ -176,7 +178,9 @@ def revoke_raw_key(db: Database, raw_key: str) -> KeyView:
         found = store.key_by_hash(session, hash_key(raw_key), include_revoked=True, for_update=True)
         if found is None:
             raise NotFound("API key", "(the key given)")
-        return _revoke(*found)
+        revoked = _revoke(*found)
+    key_cache.forget_all()
+    return revoked
 
 
 def _revoke(key: ApiKey, env: Environment) -> KeyView:

@@ -108,6 +108,16 @@ def live_subscriptions(session: Session, customer: Customer, resource_ref: str |
     return [s for s in subs if (s.resource_ref or None) == (resource_ref or None)]
 
 
+@dataclass(frozen=True)
+class Resolution:
+    """A customer's grants (feature id -> grant) and the live subscriptions and promotions they came
+    from (whose ends and starts bound how long the grants hold)."""
+
+    grants: dict[str, Grant]
+    subscriptions: list[Subscription]
+    promotions: list[PromotionalEntitlement]
+
+
 def customer_grants(
     session: Session, env_id: int, customer: Customer, resource_ref: str | None, now: datetime
 ) -> tuple[dict[str, Grant], bool]:
@@ -134,11 +144,7 @@ def owners_grants(
     known_features = features.get_many(session, env_id, sorted({ref for a in offered.values() for ref in a}))
     return {
         key: (
-            {
-                ref: Grant(feature=known_features[ref], allowance=a, usage_anchor=anchor, updated_at=updated)
-                for ref, (a, anchor, updated) in allowances.items()
-                if ref in known_features and known_features[ref].archived_at is None
-            },
+            _grants(known_features, allowances),
             has_subscription[key],
         )
         for key, allowances in offered.items()
@@ -178,6 +184,27 @@ def _allowances(
         )
         offer(promo.feature_ref, allowance, promo.start_date, promo.updated_at)
     return allowances
+
+
+def resolve(session: Session, env_id: int, customer: Customer, resource_ref: str | None, now: datetime) -> Resolution:
+    """What `customer_grants` answers, with the subscriptions and promotions it came from (their ends
+    bound how long it holds)."""
+    subs = live_subscriptions(session, customer, resource_ref)
+    promos = promotions.live_for_customer(session, customer.pk, now)
+    allowances = _allowances(subs, subscription_terms(session, env_id, subs), promos)
+    known_features = features.get_many(session, env_id, list(allowances))
+    return Resolution(_grants(known_features, allowances), subs, promos)
+
+
+def _grants(
+    known_features: dict[str, Feature], allowances: dict[str, tuple[Allowance, datetime, datetime]]
+) -> dict[str, Grant]:
+    """The allowances of features that exist and are not archived, as grants."""
+    return {
+        ref: Grant(feature=known_features[ref], allowance=a, usage_anchor=anchor, updated_at=updated)
+        for ref, (a, anchor, updated) in allowances.items()
+        if ref in known_features and known_features[ref].archived_at is None
+    }
 
 
 def usage_window(feature: Feature, allowance: Allowance | None, anchor: datetime | None, at: datetime) -> Window:

@@ -18,12 +18,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import make_url
 
 from entitle.db import Database
 from entitle.push import service, store
+from entitle.push.models import KINDS
 from entitle.push.schemas import Item
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,23 @@ class Subscription:
     queue: asyncio.Queue[list[Item] | str] = field(default_factory=asyncio.Queue)
 
     def wants(self, item: Item) -> bool:
-        return item.environment_id == self.environment_id and (
-            self.customers is None or item.customer_ref in self.customers
+        return (
+            item.kind in KINDS
+            and item.environment_id == self.environment_id
+            and (self.customers is None or item.customer_ref in self.customers)
         )
+
+
+class Watcher(Protocol):
+    """Hears every change of the log in this process (an in-memory cache), and whether it may have
+    missed some: `lost()` when the hub stops reading (its connection failed, the server stops),
+    `caught_up()` once it reads again and has read everything committed while it did not."""
+
+    def changed(self, items: list[Item]) -> None: ...
+
+    def lost(self) -> None: ...
+
+    def caught_up(self) -> None: ...
 
 
 class Hub:
@@ -73,6 +88,11 @@ class Hub:
         self._thread: threading.Thread | None = None
         self._cursor = 0
         self._last_prune = 0.0
+        self._watchers: list[Watcher] = []
+
+    def watch(self, watcher: Watcher) -> None:
+        """Tell `watcher` of every change, from the next read of the log on (call before `start`)."""
+        self._watchers.append(watcher)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -98,6 +118,7 @@ class Hub:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5)
+        self._lost()
 
     def chain_exit_signals(self) -> Callable[[], None]:
         """Close the streams on SIGINT/SIGTERM before the server's own handler runs.
@@ -158,7 +179,17 @@ class Hub:
         except RuntimeError:  # its event loop is gone
             self.unsubscribe(sub)
 
+    def _lost(self) -> None:
+        for watcher in self._watchers:
+            watcher.lost()
+
+    def _caught_up(self) -> None:
+        for watcher in self._watchers:
+            watcher.caught_up()
+
     def _dispatch(self, items: list[Item]) -> None:
+        for watcher in self._watchers:
+            watcher.changed(items)
         with self._lock:
             subs = list(self._subs)
         for sub in subs:
@@ -193,10 +224,14 @@ class Hub:
                 else:
                     self._poll()
             except Exception:
+                # Changes may commit unheard until the log is read again: watchers forget what they hold.
+                self._lost()
                 log.exception("push hub: reading the change log failed; retrying")
                 self._stop.wait(1.0)
 
     def _poll(self) -> None:
+        self._catch_up()
+        self._caught_up()
         while not self._stop.is_set():
             self._catch_up()
             self._maybe_prune()
@@ -209,6 +244,7 @@ class Hub:
         with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as conn:
             conn.execute(f"LISTEN {store.CHANNEL}")
             self._catch_up()  # whatever committed while we were not listening
+            self._caught_up()
             last_read = time.monotonic()
             while not self._stop.is_set():
                 woken = False

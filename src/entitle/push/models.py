@@ -12,6 +12,10 @@ from entitle.db.types import JSONDoc, UTCDateTime
 KIND_ENTITLEMENTS = "entitlements.updated"
 KIND_USAGE = "usage.updated"
 KINDS = (KIND_ENTITLEMENTS, KIND_USAGE)
+"""What stream clients hear."""
+KIND_FEATURES = "features.changed"
+"""Internal: a feature was created, edited or (un)archived. Only the servers' in-memory entitlement
+snapshots read it (`entitle.push.feed`); streams never send it."""
 
 
 class PushEvent(Base):

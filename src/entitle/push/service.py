@@ -9,18 +9,19 @@ the lock is held only for the commit itself, after every other lock the transact
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import URL, event, make_url
 from sqlalchemy.orm import Session, SessionTransaction
 
 from entitle.clock import utcnow
 from entitle.db import Database
 from entitle.push import rules, store
-from entitle.push.models import KIND_ENTITLEMENTS, KIND_USAGE, PushEvent
+from entitle.push.models import KIND_ENTITLEMENTS, KIND_FEATURES, KIND_USAGE, PushEvent
 from entitle.push.schemas import Item
 
 RETENTION = timedelta(hours=24)
@@ -28,6 +29,29 @@ PRUNE_BATCH = 5000
 REPLAY_PAGE = 500
 
 _PENDING = "entitle.push.pending"
+
+# Rows this process appended, per database: this process's own caches already heard those changes at
+# commit (domain-event listeners), so its hub need not drop the same entries again a moment later.
+_written_here: set[tuple[str, int]] = set()
+_written_lock = threading.Lock()
+
+
+def database_key(url: URL | str) -> str:
+    return make_url(url).render_as_string(hide_password=False)
+
+
+def written_here(database: str, items: list[Item]) -> set[int]:
+    """Which of `items` (read in id order from `database`) this process appended; forgets them, and
+    every id of ours below the last one read (a transaction that appended them rolled back)."""
+    if not items:
+        return set()
+    last = items[-1].id
+    with _written_lock:
+        ours = {i.id for i in items if (database, i.id) in _written_here}
+        stale = {key for key in _written_here if key[0] == database and key[1] <= last}
+        _written_here.difference_update(stale)
+    return ours
+
 
 _Key = tuple[Any, ...]
 
@@ -46,6 +70,18 @@ def entitlements_updated(session: Session, env_id: int, customer_ref: str, resou
         "customer_ref": customer_ref,
         "resource_ref": resource_ref,
         "data": {"customerId": customer_ref, "resourceId": resource_ref},
+    }
+
+
+def feature_changed(session: Session, env_id: int, feature_ref: str) -> None:
+    """Servers drop what their entitlement snapshots hold of the environment's features."""
+    key = (env_id, KIND_FEATURES, feature_ref)
+    _pending(session)[key] = {
+        "environment_id": env_id,
+        "kind": KIND_FEATURES,
+        "customer_ref": "",
+        "resource_ref": None,
+        "data": {"featureId": feature_ref},
     }
 
 
@@ -81,6 +117,9 @@ def _append_pending(session: Session) -> None:
     now = utcnow()
     rows = [{**row, "created_at": now} for row in pending.values()]
     ids = store.append(session, rows)
+    database = database_key(session.get_bind().engine.url)
+    with _written_lock:
+        _written_here.update((database, i) for i in ids)
     last_per_env: dict[int, int] = {}
     for row, new_id in zip(rows, ids, strict=True):
         last_per_env[row["environment_id"]] = new_id
@@ -140,13 +179,15 @@ def replay_page(db: Database, env_id: int, after_id: int, customers: list[str] |
 
 
 def prune(db: Database, retention: timedelta = RETENTION, max_batches: int = 20) -> int:
-    """Delete events older than the retention window, in bounded batches; returns how many."""
+    """Delete events older than the retention window, in bounded batches; returns how many stream
+    events went (the servers' internal notices of the same age go too, uncounted)."""
     cutoff = utcnow() - retention
-    total = 0
-    for _ in range(max_batches):
-        with db.transaction() as s:
-            deleted = store.delete_older_than(s, cutoff, PRUNE_BATCH)
-        total += deleted
-        if deleted < PRUNE_BATCH:
-            break
+    for streamed in (False, True):
+        total = 0
+        for _ in range(max_batches):
+            with db.transaction() as s:
+                deleted = store.delete_older_than(s, cutoff, PRUNE_BATCH, streamed=streamed)
+            total += deleted
+            if deleted < PRUNE_BATCH:
+                break
     return total

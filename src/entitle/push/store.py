@@ -9,7 +9,7 @@ from typing import Any, cast
 from sqlalchemy import Table, delete, func, insert, select, text
 from sqlalchemy.orm import Session
 
-from entitle.push.models import PushEvent
+from entitle.push.models import KINDS, PushEvent
 
 # One lock for every writer of the log: ids are then handed out in commit order (see models.py).
 LOCK_KEY = 0x656E7469746C65  # "entitle"
@@ -54,7 +54,9 @@ def after(session: Session, after_id: int, limit: int) -> list[PushEvent]:
 def of_environment_after(
     session: Session, env_id: int, after_id: int, customers: Sequence[str] | None, limit: int
 ) -> list[PushEvent]:
-    stmt = select(PushEvent).where(PushEvent.environment_id == env_id, PushEvent.id > after_id)
+    stmt = select(PushEvent).where(
+        PushEvent.environment_id == env_id, PushEvent.id > after_id, PushEvent.kind.in_(KINDS)
+    )
     if customers:
         stmt = stmt.where(PushEvent.customer_ref.in_(list(customers)))
     return list(session.scalars(stmt.order_by(PushEvent.id).limit(limit)))
@@ -66,13 +68,15 @@ def bounds(session: Session) -> tuple[int | None, int | None]:
     return (None if low is None else int(low)), (None if high is None else int(high))
 
 
-def delete_older_than(session: Session, cutoff: datetime, limit: int) -> int:
-    """Delete up to `limit` of the oldest rows created before `cutoff`, always keeping the newest row
-    (it is what tells a reconnecting client whether its Last-Event-ID is still in the window)."""
+def delete_older_than(session: Session, cutoff: datetime, limit: int, *, streamed: bool = True) -> int:
+    """Delete up to `limit` of the oldest rows created before `cutoff` (of the kinds streams send, or
+    of the servers' internal notices), always keeping the newest row (it is what tells a reconnecting
+    client whether its Last-Event-ID is still in the window)."""
     newest = select(func.max(PushEvent.id)).scalar_subquery()
+    kind = PushEvent.kind.in_(KINDS) if streamed else PushEvent.kind.not_in(KINDS)
     victims = (
         select(PushEvent.id)
-        .where(PushEvent.created_at < cutoff, PushEvent.id < newest)
+        .where(PushEvent.created_at < cutoff, PushEvent.id < newest, kind)
         .order_by(PushEvent.created_at)
         .limit(limit)
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
+from entitle.catalog.features.events import FeatureChanged
 from entitle.customers.events import EntitlementsChanged
 from entitle.domain_events import subscribe
 from entitle.push import service
@@ -19,6 +20,11 @@ def usage_changed(s: Session, event: UsageChanged) -> None:
     service.usage_updated(s, event.env_id, event.customer_ref, event.resource_ref, event.feature_ref, event.current)
 
 
+def feature_changed(s: Session, event: FeatureChanged) -> None:
+    service.feature_changed(s, event.env_id, event.feature_ref)
+
+
 def install() -> None:
     subscribe(EntitlementsChanged, entitlements_changed)
     subscribe(UsageChanged, usage_changed)
+    subscribe(FeatureChanged, feature_changed)

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from entitle.catalog.features import ports, store
-from entitle.catalog.features.events import FeatureUnarchived
+from entitle.catalog.features.events import FeatureChanged, FeatureUnarchived
 from entitle.catalog.features.models import Feature
 from entitle.catalog.features.schemas import FeatureCreate, FeatureUpdate, Meter
 from entitle.clock import utcnow
@@ -54,6 +54,7 @@ def create_feature(db: Database, env_id: int, req: FeatureCreate) -> Feature:
         )
         s.add(feature)
         s.flush()
+        publish(s, FeatureChanged(env_id=env_id, feature_ref=feature.ref_id))
         return feature
 
 
@@ -89,6 +90,7 @@ def update_feature(db: Database, env_id: int, ref_id: str, req: FeatureUpdate) -
             feature.meter = req.meter.model_dump() if req.meter else None
         _check_shape(feature.feature_type, feature.meter_type, enum_values, meter)
         feature.updated_at = utcnow()
+        publish(s, FeatureChanged(env_id=env_id, feature_ref=feature.ref_id))
         return feature
 
 
@@ -139,6 +141,7 @@ def archive_feature(db: Database, env_id: int, ref_id: str) -> Feature:
                 )
             feature.archived_at = now
             feature.updated_at = feature.archived_at
+            publish(s, FeatureChanged(env_id=env_id, feature_ref=feature.ref_id))
         return feature
 
 
@@ -149,7 +152,7 @@ def unarchive_feature(db: Database, env_id: int, ref_id: str) -> Feature:
         if feature.archived_at is not None:
             feature.archived_at = None
             feature.updated_at = utcnow()
-            publish(s, FeatureUnarchived(env_id=env_id, feature=feature))
+            publish(s, FeatureUnarchived(env_id=env_id, feature_ref=feature.ref_id, feature=feature))
         return feature
 
 

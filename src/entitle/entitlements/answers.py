@@ -1,0 +1,145 @@
+"""Check and list answers from a customer's resolved entitlements: pure functions, no I/O. The same
+functions answer from the in-memory snapshot and from a fresh read, so both answer alike."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from decimal import Decimal
+
+from entitle.catalog.features.models import Feature
+from entitle.entitlements.rules import DeniedReason, decide
+from entitle.entitlements.schemas import CustomerEntitlements, EntitlementResult, FeatureRef
+from entitle.entitlements.snapshot import CustomerView, FeatureView, GrantView, Usage
+from entitle.grants.engine import Grant, Resolution, usage_window
+
+
+def feature_view(feature: Feature) -> FeatureView:
+    return FeatureView(
+        ref_id=feature.ref_id,
+        display_name=feature.display_name,
+        feature_status=feature.feature_status,
+        feature_type=feature.feature_type,
+        meter_type=feature.meter_type,
+        feature_units=feature.feature_units,
+        feature_units_plural=feature.feature_units_plural,
+    )
+
+
+def grant_view(grant: Grant, now: datetime) -> GrantView:
+    window = usage_window(grant.feature, grant.allowance, grant.usage_anchor, now)
+    return GrantView(feature_view(grant.feature), grant.allowance, window, grant.updated_at)
+
+
+def is_metered(grant: GrantView) -> bool:
+    return grant.feature.meter_type != "None"
+
+
+def valid_until(resolution: Resolution, grants: Iterable[GrantView], now: datetime) -> datetime | None:
+    """The first instant after `now` at which the same rows may resolve to other grants or windows:
+    a subscription or promotion starting, ending or leaving its trial, or a usage window resetting."""
+    instants: list[datetime | None] = []
+    for sub in resolution.subscriptions:
+        instants += [sub.start_date, sub.trial_end_date, sub.end_date]
+    for promo in resolution.promotions:
+        instants += [promo.start_date, promo.end_date]
+    for grant in grants:
+        instants += [grant.allowance.valid_until, grant.window.end]
+    later = [i for i in instants if i is not None and i > now]
+    return min(later) if later else None
+
+
+def _feature_ref(f: FeatureView) -> FeatureRef:
+    return FeatureRef(
+        id=f.ref_id,
+        display_name=f.display_name,
+        feature_status=f.feature_status,
+        feature_type=f.feature_type,
+        feature_units=f.feature_units,
+        feature_units_plural=f.feature_units_plural,
+    )
+
+
+def denied(reason: DeniedReason, feature: FeatureView | None = None) -> EntitlementResult:
+    return EntitlementResult(
+        is_granted=False, access_denied_reason=reason.value, feature=_feature_ref(feature) if feature else None
+    )
+
+
+def granted(
+    grant: GrantView,
+    current: Decimal | None,
+    *,
+    requested_usage: Decimal | None = None,
+    requested_values: Sequence[str] | None = None,
+) -> EntitlementResult:
+    """One granted feature's result; `current` is its usage in `grant.window` (None: not metered)."""
+    feature, allowance, window = grant.feature, grant.allowance, grant.window
+    decision = decide(
+        feature.feature_type,
+        feature.meter_type,
+        allowance,
+        current_usage=current or Decimal(0),
+        requested_usage=requested_usage,
+        requested_values=requested_values,
+    )
+    return EntitlementResult(
+        is_granted=decision.is_granted,
+        access_denied_reason=decision.reason.value if decision.reason else None,
+        current_usage=current,
+        usage_limit=allowance.usage_limit,
+        has_unlimited_usage=allowance.has_unlimited,
+        has_soft_limit=allowance.has_soft_limit,
+        enum_values=sorted(allowance.enum_values) if allowance.enum_values is not None else None,
+        requested_usage=requested_usage,
+        requested_values=list(requested_values) if requested_values is not None else None,
+        reset_period=allowance.reset_period if window.end is not None else None,
+        usage_period_anchor=window.anchor,
+        usage_period_start=window.start if window.end is not None else None,
+        usage_period_end=window.end,
+        valid_until=allowance.valid_until,
+        entitlement_updated_at=grant.updated_at,
+        feature=_feature_ref(feature),
+    )
+
+
+def current_of(grant: GrantView, usage: Usage) -> Decimal | None:
+    return usage.get(grant.feature.ref_id, Decimal(0)) if is_metered(grant) else None
+
+
+def check(
+    view: CustomerView,
+    usage: Usage,
+    feature_ref: str,
+    feature: FeatureView | None,
+    *,
+    requested_usage: Decimal | None = None,
+    requested_values: Sequence[str] | None = None,
+) -> EntitlementResult:
+    """`feature` is the catalog's feature (None: unknown or archived); used when the customer lacks it."""
+    if view.archived:
+        return denied(DeniedReason.CUSTOMER_IS_ARCHIVED)
+    grant = view.grants.get(feature_ref)
+    if grant is None:
+        if feature is None:
+            return denied(DeniedReason.FEATURE_NOT_FOUND)
+        reason = (
+            DeniedReason.NO_FEATURE_ENTITLEMENT
+            if view.has_subscription or view.grants
+            else DeniedReason.NO_ACTIVE_SUBSCRIPTION
+        )
+        return denied(reason, feature)
+    return granted(grant, current_of(grant, usage), requested_usage=requested_usage, requested_values=requested_values)
+
+
+def listing(view: CustomerView, usage: Usage) -> CustomerEntitlements:
+    if view.archived:
+        return CustomerEntitlements(entitlements=[], access_denied_reason=DeniedReason.CUSTOMER_IS_ARCHIVED.value)
+    results = [granted(view.grants[ref], current_of(view.grants[ref], usage)) for ref in sorted(view.grants)]
+    reason = None if view.has_subscription or view.grants else DeniedReason.NO_ACTIVE_SUBSCRIPTION.value
+    return CustomerEntitlements(entitlements=results, access_denied_reason=reason)
+
+
+CUSTOMER_NOT_FOUND_LIST = CustomerEntitlements(
+    entitlements=[], access_denied_reason=DeniedReason.CUSTOMER_NOT_FOUND.value
+)

@@ -1,0 +1,265 @@
+"""What customers are entitled to, held in this process's memory and kept exact (docs/architecture.md,
+"The entitlement snapshot").
+
+Published package versions never change, so a customer's resolved entitlements change only when
+something in that customer's chain changes, or when time passes a boundary. The first is announced:
+in this process by the domain events of the committing transaction (`committed`, an `on_commit`
+listener: the next read sees the write), from other processes by the push change log (the hub feeds
+`drop_customer` / `drop_usage` / `drop_features`). The second needs no announcement: every view
+carries `valid_until`, the first instant it may answer differently, and is not used from then on.
+
+Versions keep a slow reader from putting back what a change already replaced: a loader reads
+`version()` before it reads the database, and `keep_*` refuses its result when anything it covers
+was dropped after that. While the change feed is not known to be complete (before the hub's first
+read of the log, after its connection failed) nothing is kept and nothing is served from memory.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from entitle.catalog.features.events import FeatureChanged
+from entitle.catalog.packages.allowance import Allowance
+from entitle.customers.events import EntitlementsChanged
+from entitle.domain_events import DomainEvent
+from entitle.grants.engine import Window
+from entitle.usage.events import UsageChanged
+
+DEFAULT_CUSTOMERS = 10_000
+"""Customers (with every resource of theirs) held at most, least recently used first out. A customer
+with 20 granted features takes about 24 KiB (`bench/entitlement_checks.py` prints the figure), so the
+bound is about 240 MB for such customers: a server's working set of active customers fits, and a
+process serving more distinct customers within a short time reads the overflow from the database."""
+
+DEFAULT_FEATURES = 50_000
+"""Features remembered for denials ("not found", "not in your plan"); well under 1 KiB each."""
+
+
+@dataclass(frozen=True)
+class FeatureView:
+    """The feature's fields a check answers with (a plain copy: no session behind it)."""
+
+    ref_id: str
+    display_name: str
+    feature_status: str
+    feature_type: str
+    meter_type: str
+    feature_units: str | None
+    feature_units_plural: str | None
+
+
+@dataclass(frozen=True)
+class GrantView:
+    """One granted feature: its allowance, and the usage window that holds until the view expires."""
+
+    feature: FeatureView
+    allowance: Allowance
+    window: Window
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class CustomerView:
+    """What one customer (for one resource) is entitled to, as read at `loaded_at`; it holds until
+    `valid_until` (None: until a change is announced)."""
+
+    customer_pk: int
+    archived: bool
+    has_subscription: bool
+    grants: Mapping[str, GrantView]
+    loaded_at: datetime
+    valid_until: datetime | None
+
+    def holds_at(self, now: datetime) -> bool:
+        return self.loaded_at <= now and (self.valid_until is None or now < self.valid_until)
+
+
+Usage = Mapping[str, Decimal]
+"""Metered feature id -> current usage in the window of its grant."""
+
+_CustomerKey = tuple[int, str]
+
+
+@dataclass
+class _Slot:
+    views: dict[str | None, CustomerView] = field(default_factory=dict)
+    usage: dict[str | None, Usage] = field(default_factory=dict)
+
+
+class _Missing:
+    pass
+
+
+MISSING = _Missing()
+"""`feature()` knows nothing of the feature (as opposed to None: known not to exist)."""
+
+
+class Snapshot:
+    def __init__(self, max_customers: int = DEFAULT_CUSTOMERS, max_features: int = DEFAULT_FEATURES) -> None:
+        self.max_customers = max_customers
+        self.max_features = max_features
+        self._lock = threading.Lock()
+        self._version = 0
+        self._live = False
+        self._customers: OrderedDict[_CustomerKey, _Slot] = OrderedDict()
+        self._features: OrderedDict[tuple[int, str], FeatureView | None] = OrderedDict()
+        # When each customer was last dropped, so a read begun before that is not kept. Bounded: the
+        # oldest mark is folded into `_floor`, which refuses every read begun before it.
+        self._dropped: OrderedDict[_CustomerKey, int] = OrderedDict()
+        self._features_dropped: dict[int, int] = {}
+        self._floor = 0
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def version(self) -> int:
+        """Read before loading from the database; hand it to `keep_*`."""
+        return self._version
+
+    @property
+    def live(self) -> bool:
+        return self._live
+
+    def customer(
+        self, env_id: int, customer_ref: str, resource_ref: str | None, now: datetime
+    ) -> tuple[CustomerView, Usage | None] | None:
+        """The held view that holds at `now`, with its usage (None when usage must be read again)."""
+        with self._lock:
+            slot = self._customers.get((env_id, customer_ref))
+            if slot is None:
+                return None
+            view = slot.views.get(resource_ref)
+            if view is None or not view.holds_at(now):
+                return None
+            self._customers.move_to_end((env_id, customer_ref))
+            return view, slot.usage.get(resource_ref)
+
+    def feature(self, env_id: int, feature_ref: str) -> FeatureView | _Missing | None:
+        with self._lock:
+            return self._features.get((env_id, feature_ref), MISSING)
+
+    def __len__(self) -> int:
+        return len(self._customers)
+
+    # -- keeping what was read -----------------------------------------------------------------
+
+    def _may_keep(self, env_id: int, customer_ref: str | None, read_version: int) -> bool:
+        if not self._live or read_version < self._floor:
+            return False
+        if self._features_dropped.get(env_id, 0) > read_version:
+            return False
+        return customer_ref is None or self._dropped.get((env_id, customer_ref), 0) <= read_version
+
+    def keep_customer(
+        self,
+        env_id: int,
+        customer_ref: str,
+        resource_ref: str | None,
+        view: CustomerView,
+        usage: Usage,
+        read_version: int,
+    ) -> bool:
+        with self._lock:
+            if not self._may_keep(env_id, customer_ref, read_version):
+                return False
+            key = (env_id, customer_ref)
+            slot = self._customers.get(key)
+            if slot is None:
+                slot = self._customers[key] = _Slot()
+                while len(self._customers) > self.max_customers:
+                    self._customers.popitem(last=False)
+            self._customers.move_to_end(key)
+            slot.views[resource_ref] = view
+            slot.usage[resource_ref] = usage
+            return True
+
+    def keep_usage(
+        self, env_id: int, customer_ref: str, resource_ref: str | None, usage: Usage, read_version: int
+    ) -> bool:
+        with self._lock:
+            slot = self._customers.get((env_id, customer_ref))
+            if slot is None or resource_ref not in slot.views or not self._may_keep(env_id, customer_ref, read_version):
+                return False
+            slot.usage[resource_ref] = usage
+            return True
+
+    def keep_feature(self, env_id: int, feature_ref: str, view: FeatureView | None, read_version: int) -> bool:
+        with self._lock:
+            if not self._may_keep(env_id, None, read_version):
+                return False
+            self._features[(env_id, feature_ref)] = view
+            self._features.move_to_end((env_id, feature_ref))
+            while len(self._features) > self.max_features:
+                self._features.popitem(last=False)
+            return True
+
+    # -- dropping what changed -----------------------------------------------------------------
+
+    def _mark(self, key: _CustomerKey) -> None:
+        self._dropped[key] = self._version
+        self._dropped.move_to_end(key)
+        while len(self._dropped) > 4 * self.max_customers:
+            _, oldest = self._dropped.popitem(last=False)
+            self._floor = max(self._floor, oldest)
+
+    def drop_customer(self, env_id: int, customer_ref: str) -> None:
+        """Every resource of the customer: a customer-level promotion counts for each of them."""
+        with self._lock:
+            self._version += 1
+            self._customers.pop((env_id, customer_ref), None)
+            self._mark((env_id, customer_ref))
+
+    def drop_usage(self, env_id: int, customer_ref: str) -> None:
+        with self._lock:
+            self._version += 1
+            slot = self._customers.get((env_id, customer_ref))
+            if slot is not None:
+                slot.usage.clear()
+            self._mark((env_id, customer_ref))
+
+    def drop_features(self, env_id: int) -> None:
+        """The environment's features and every customer of it (their grants carry the features)."""
+        with self._lock:
+            self._version += 1
+            self._features_dropped[env_id] = self._version
+            for key in [k for k in self._features if k[0] == env_id]:
+                del self._features[key]
+            for ckey in [k for k in self._customers if k[0] == env_id]:
+                del self._customers[ckey]
+
+    def lost(self) -> None:
+        """Changes may have been missed: forget everything, keep nothing until `caught_up`."""
+        with self._lock:
+            self._version += 1
+            self._live = False
+            self._floor = self._version
+            self._customers.clear()
+            self._features.clear()
+            self._dropped.clear()
+            self._features_dropped.clear()
+
+    def caught_up(self) -> None:
+        """Every change committed so far has been heard (the hub read the whole log)."""
+        with self._lock:
+            self._version += 1
+            self._floor = self._version
+            self._live = True
+
+    # -- this process's commits ----------------------------------------------------------------
+
+    def committed(self, version: int, events: Sequence[DomainEvent]) -> None:
+        """`entitle.domain_events.on_commit` listener: a write is visible to the next read here.
+
+        Archiving or unarchiving a customer is announced as `EntitlementsChanged` too; a customer that
+        does not exist is never held, so its creation needs no event."""
+        for event in events:
+            if isinstance(event, EntitlementsChanged):
+                self.drop_customer(event.env_id, event.customer_ref)
+            elif isinstance(event, UsageChanged):
+                self.drop_usage(event.env_id, event.customer_ref)
+            elif isinstance(event, FeatureChanged):
+                self.drop_features(event.env_id)

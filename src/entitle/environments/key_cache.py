@@ -1,0 +1,68 @@
+"""Server keys remembered for one second by the hot read routes (entitlement checks and lists).
+
+Authenticating reads the key's row on every request; at thousands of checks per second that read is
+most of a check's cost. A server key's principal is therefore reused for at most `TTL` seconds after
+it was read: a revocation committed by another process holds on those routes within `TTL`, one
+committed by this process at once (`forget_all`). Every other route still reads the key each time.
+
+Client keys are not remembered: what they may do depends on the environment's customer-token
+settings, which the command line changes and which must hold from the next request on.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from typing import TYPE_CHECKING
+
+from entitle.environments.models import KeyKind
+
+if TYPE_CHECKING:
+    from entitle.environments.service import Principal
+
+TTL = 1.0
+MAX_KEYS = 1000
+
+_caches: weakref.WeakSet[KeyCache] = weakref.WeakSet()
+_registry_lock = threading.Lock()
+
+
+class KeyCache:
+    def __init__(self, ttl: float = TTL, max_keys: int = MAX_KEYS) -> None:
+        self.ttl = ttl
+        self.max_keys = max_keys
+        self._lock = threading.Lock()
+        self._principals: dict[str, tuple[Principal, float]] = {}
+        with _registry_lock:
+            _caches.add(self)
+
+    def get(self, raw_key: str) -> Principal | None:
+        found = self._principals.get(raw_key)
+        if found is None:
+            return None
+        principal, read_at = found
+        if time.monotonic() - read_at >= self.ttl:
+            return None
+        return principal
+
+    def keep(self, raw_key: str, principal: Principal, read_at: float) -> None:
+        """`read_at`: `time.monotonic()` before the key was read (its age counts from then)."""
+        if principal.kind is not KeyKind.SERVER:
+            return
+        with self._lock:
+            if len(self._principals) >= self.max_keys:
+                self._principals.clear()  # more live keys than this is not a hot path worth a smarter bound
+            self._principals[raw_key] = (principal, read_at)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._principals.clear()
+
+
+def forget_all() -> None:
+    """A key was revoked in this process: no cache here may answer for any key from now on."""
+    with _registry_lock:
+        caches = list(_caches)
+    for cache in caches:
+        cache.clear()

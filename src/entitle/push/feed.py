@@ -1,0 +1,37 @@
+"""The change log, read by the hub, keeps this process's entitlement snapshot exact: what another
+process committed is dropped from memory as soon as the hub reads it (see docs/architecture.md,
+"The entitlement snapshot")."""
+
+from __future__ import annotations
+
+from entitle.entitlements.snapshot import Snapshot
+from entitle.push import service
+from entitle.push.models import KIND_ENTITLEMENTS, KIND_FEATURES, KIND_USAGE
+from entitle.push.schemas import Item
+
+
+class SnapshotFeed:
+    """A hub `Watcher` for one snapshot."""
+
+    def __init__(self, snapshot: Snapshot, database_url: str) -> None:
+        self.snapshot = snapshot
+        self.database = service.database_key(database_url)
+
+    def changed(self, items: list[Item]) -> None:
+        # This process's own changes reached the snapshot at commit (`Snapshot.committed`).
+        ours = service.written_here(self.database, items)
+        for item in items:
+            if item.id in ours:
+                continue
+            if item.kind == KIND_ENTITLEMENTS:
+                self.snapshot.drop_customer(item.environment_id, item.customer_ref)
+            elif item.kind == KIND_USAGE:
+                self.snapshot.drop_usage(item.environment_id, item.customer_ref)
+            elif item.kind == KIND_FEATURES:
+                self.snapshot.drop_features(item.environment_id)
+
+    def lost(self) -> None:
+        self.snapshot.lost()
+
+    def caught_up(self) -> None:
+        self.snapshot.caught_up()
