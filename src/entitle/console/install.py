@@ -1,0 +1,19 @@
+"""Plugs the console into the application: its routes, static files, `/docs`, and HTML errors."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from entitle.console import customer_routes, docs, routes, settings_routes, web
+from entitle.console.assets import STATIC
+
+
+def install(app: FastAPI) -> None:
+    app.include_router(routes.root_router)
+    app.include_router(routes.router)
+    app.include_router(customer_routes.router)
+    app.include_router(settings_routes.router)
+    app.include_router(docs.router)
+    app.mount(STATIC, StaticFiles(directory=web.HERE / "static"), name="console-static")
+    web.install(app)

@@ -1,0 +1,64 @@
+"""What the customer and subscription pages show, read through the domains' own service functions (the
+same ones the API answers with), plus the console's search."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from entitle.catalog.packages import service as packages
+from entitle.catalog.packages.models import PackageView
+from entitle.console import store
+from entitle.customers import service as customers
+from entitle.customers.models import Customer
+from entitle.customers.service import CustomerView
+from entitle.db import Database
+from entitle.db.pagination import Page, PageRequest
+from entitle.entitlements import service as entitlements
+from entitle.entitlements.schemas import EntitlementResult
+from entitle.promotions import service as promotions
+from entitle.promotions.models import PromotionalEntitlement
+from entitle.subscriptions import service as subscriptions
+from entitle.subscriptions.service import SubscriptionView
+
+
+def search_customers(db: Database, env_id: int, query: str, page: PageRequest) -> Page[Customer]:
+    with db.read() as s:
+        return store.search_customers(s, env_id, query.strip(), page)
+
+
+@dataclass(frozen=True)
+class UsageBar:
+    entitlement: EntitlementResult
+    used: Decimal
+    limit: Decimal | None
+
+    @property
+    def percent(self) -> int:
+        if not self.limit:
+            return 0
+        return max(0, min(100, int(self.used * 100 / self.limit)))
+
+
+@dataclass(frozen=True)
+class CustomerPage:
+    customer: CustomerView
+    subscriptions: list[SubscriptionView]
+    entitlements: list[UsageBar]
+    promotions: list[PromotionalEntitlement]
+    plans: list[PackageView]
+
+
+def customer_page(db: Database, env_id: int, ref: str) -> CustomerPage:
+    customer = customers.get_customer(db, env_id, ref)
+    _, subs = subscriptions.list_subscriptions(db, env_id, PageRequest(limit=100), customer_ref=ref)
+    granted: list[UsageBar] = []
+    promos: list[PromotionalEntitlement] = []
+    if customer.customer.archived_at is None:
+        for result in entitlements.list_entitlements(db, env_id, ref, None).entitlements:
+            used = Decimal(result.current_usage or 0)
+            limit = None if result.has_unlimited_usage else result.usage_limit
+            granted.append(UsageBar(result, used, Decimal(limit) if limit is not None else None))
+        promos = list(promotions.list_promotions(db, env_id, ref, PageRequest(limit=100)).items)
+    plans = packages.list_packages(db, env_id, "PLAN", PageRequest(limit=100), statuses=["PUBLISHED"]).items
+    return CustomerPage(customer, list(reversed(subs)), granted, promos, list(plans))
