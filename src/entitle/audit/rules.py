@@ -79,7 +79,7 @@ def updated_changes(before_after: dict[str, tuple[Any, Any]]) -> dict[str, Any]:
     """A changed row: `{column: [before, after]}` for each column whose value really changed."""
     out: dict[str, Any] = {}
     for col, (before, after) in sorted(before_after.items()):
-        if col in IGNORED_COLUMNS or plain(before) == plain(after):
+        if col in IGNORED_COLUMNS or before == after or plain(before) == plain(after):
             continue
         out[col] = [recorded(col, before), recorded(col, after)]
     return out

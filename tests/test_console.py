@@ -1,0 +1,254 @@
+"""The admin console, server side (issue 14), on SQLite and PostgreSQL: served at /, assets and /docs
+offline, sign-in with throttling, signed HttpOnly session cookies, logout, CSRF on every form, roles,
+and the audit log of writes made through the console and the API."""
+
+from __future__ import annotations
+
+import html
+import re
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from entitle.audit.models import AuditEntry
+from entitle.console import rules
+from entitle.console.web import COOKIE
+from entitle.customers.models import Customer
+from entitle.environments.models import KeyKind
+from entitle.subscriptions.models import Subscription
+from tests.conftest import LiveServer
+from tests.support.console import PASSWORD, browser, csrf_of, make_user, signed_in
+
+
+def _customer(api: httpx.Client, ref: str) -> None:
+    answer = api.post("/api/v1/customers", json={"id": ref, "name": f"Name of {ref}"})
+    assert answer.status_code == 200, answer.text
+
+
+def _plan(api: httpx.Client, ref: str = "basic") -> None:
+    made = api.post("/api/v1/products", json={"id": f"prod-{ref}", "displayName": "Product"})
+    assert made.status_code == 200, made.text
+    body = {"id": ref, "displayName": ref.title(), "productId": f"prod-{ref}", "pricingType": "FREE"}
+    assert api.post("/api/v1/plans", json=body).status_code == 200
+    assert api.post(f"/api/v1/plans/{ref}/publish", json={"migrationType": "NEW_CUSTOMERS"}).status_code == 200
+
+
+def _count(server: LiveServer, model: type, **where: object) -> int:
+    with server.db.read() as s:
+        stmt = select(func.count()).select_from(model)
+        for column, value in where.items():
+            stmt = stmt.where(getattr(model, column) == value)
+        return int(s.scalar(stmt) or 0)
+
+
+def test_root_redirects_to_the_console_and_every_asset_is_served_locally(server: LiveServer) -> None:
+    with browser(server.base_url) as web:
+        assert web.get("/").headers["location"] == "/console"
+        assert web.get("/console").headers["location"] == "/console/login"
+        login = web.get("/console/login")
+        docs = web.get("/docs")
+        for page in (login, docs):
+            assert page.status_code == 200
+            # Nothing is fetched from another host: every script, style and icon is ours.
+            refs = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+            assert refs and all(ref.startswith(("/", "#")) for ref in refs), refs
+            for ref in refs:
+                if ref.startswith("/console/static/"):
+                    assert web.get(ref).status_code == 200, ref
+        assert "/openapi.json" in docs.text and "swagger-ui-5.35.0/swagger-ui-bundle.js" in docs.text
+        assert web.get("/redoc").status_code == 404
+
+
+def test_sign_in_sets_a_signed_http_only_lax_cookie_and_logout_ends_the_session(server: LiveServer) -> None:
+    email = make_user(server.db, "ops@example.com", "viewer")
+    with browser(server.base_url) as web:
+        answer = web.post("/console/login", data={"email": email, "password": PASSWORD})
+        assert answer.status_code == 303 and answer.headers["location"] == "/console"
+        cookie = answer.headers["set-cookie"]
+        assert f"{COOKIE}=" in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie
+        assert "Path=/console" in cookie and "Secure" not in cookie  # plain http here; https adds Secure
+        value = web.cookies[COOKIE]
+        assert web.get("/console").status_code == 200
+        token = csrf_of(web)
+        assert web.post("/console/logout", data={"csrf_token": token}).status_code == 303
+        # The old cookie, replayed, opens nothing: the session row is gone.
+        with browser(server.base_url) as replay:
+            replay.cookies.set(COOKIE, value, path="/console")
+            assert replay.get("/console").status_code == 303
+        # A forged or tampered cookie is no session either.
+        with browser(server.base_url) as forged:
+            forged.cookies.set(COOKIE, value[:-4] + "AAAA", path="/console")
+            assert forged.get("/console").status_code == 303
+
+
+def test_wrong_passwords_are_refused_then_throttled_even_with_the_right_one(server: LiveServer) -> None:
+    email = make_user(server.db, "target@example.com", "admin")
+    with browser(server.base_url) as web:
+        for _ in range(rules.MAX_FAILURES):
+            wrong = web.post("/console/login", data={"email": email, "password": "not the password"})
+            assert wrong.status_code == 401 and "wrong email or password" in wrong.text
+        locked = web.post("/console/login", data={"email": email, "password": PASSWORD})
+        assert locked.status_code == 429 and "too many failed sign-ins" in locked.text
+        assert COOKIE not in web.cookies
+        # An email with no user is throttled alike, so the answers reveal no account.
+        for _ in range(rules.MAX_FAILURES):
+            assert web.post("/console/login", data={"email": "nobody@example.com", "password": "x"}).status_code == 401
+        assert web.post("/console/login", data={"email": "nobody@example.com", "password": "x"}).status_code == 429
+
+
+def test_a_post_without_the_csrf_token_is_refused_and_writes_nothing(server: LiveServer, api: httpx.Client) -> None:
+    _customer(api, "c-csrf")
+    email = make_user(server.db, "editor@example.com", "editor")
+    with signed_in(server.base_url, email) as web:
+        for token in (None, "", "forged-token"):
+            data = {} if token is None else {"csrf_token": token}
+            refused = web.post("/console/customers/c-csrf/archive", data=data)
+            assert refused.status_code == 403 and "CSRF_TOKEN_INVALID" in refused.text
+        assert _count(server, Customer, ref_id="c-csrf", archived_at=None) == 1
+        # With the page's token the same form works.
+        ok = web.post("/console/customers/c-csrf/archive", data={"csrf_token": csrf_of(web)})
+        assert ok.status_code == 303
+        assert _count(server, Customer, ref_id="c-csrf", archived_at=None) == 0
+
+
+def test_a_viewer_sees_no_edit_controls_and_its_forged_posts_are_refused(server: LiveServer, api: httpx.Client) -> None:
+    _customer(api, "c-view")
+    _plan(api)
+    email = make_user(server.db, "viewer@example.com", "viewer")
+    with signed_in(server.base_url, email) as web:
+        page = web.get("/console/customers/c-view")
+        assert page.status_code == 200 and "c-view" in page.text
+        for control in ("/archive", "/promotions", "/provision", "Preview price", "cancellation_time"):
+            assert control not in page.text
+        token = csrf_of(web)  # the viewer's own valid token: the role alone refuses
+        forged = [
+            ("/console/customers/c-view/archive", {}),
+            ("/console/customers/c-view/subscriptions", {"plan": "basic"}),
+            ("/console/customers/c-view/promotions", {"feature_id": "f", "period": "1 week"}),
+            ("/console/settings/keys", {"kind": "server"}),
+            ("/console/settings/users", {"email": "x@example.com", "role": "admin", "password": PASSWORD}),
+        ]
+        for path, data in forged:
+            refused = web.post(path, data={"csrf_token": token, **data})
+            assert refused.status_code == 403, (path, refused.text)
+        assert web.get("/console/settings").status_code == 403
+    assert _count(server, Customer, ref_id="c-view", archived_at=None) == 1
+    assert _count(server, Subscription) == 0
+    assert _count(server, AuditEntry, actor=email) == 0
+
+
+def test_an_editor_edits_customers_but_not_keys_or_users(server: LiveServer, api: httpx.Client) -> None:
+    _customer(api, "c-edit")
+    _plan(api)
+    email = make_user(server.db, "ed@example.com", "editor")
+    with signed_in(server.base_url, email) as web:
+        token = csrf_of(web)
+        preview = web.get("/console/customers/c-edit/provision", params={"plan": "basic"})
+        assert preview.status_code == 200 and "Confirm subscription" in preview.text
+        made = web.post("/console/customers/c-edit/subscriptions", data={"csrf_token": token, "plan": "basic"})
+        assert made.status_code == 303
+        assert web.post("/console/settings/keys", data={"csrf_token": token, "kind": "server"}).status_code == 403
+        # A rule's refusal reads as the API words it.
+        unknown = web.post("/console/customers/c-edit/subscriptions", data={"csrf_token": token, "plan": "nope"})
+        by_api = api.post("/api/v1/subscriptions", json={"customerId": "c-edit", "planId": "nope"})
+        assert unknown.status_code == by_api.status_code
+        assert by_api.json()["error"]["message"] in html.unescape(unknown.text)
+    assert _count(server, Subscription, plan_ref="basic") == 1
+
+
+def test_an_admin_creates_a_key_shown_once_and_a_user(server: LiveServer) -> None:
+    email = make_user(server.db, "root@example.com", "admin")
+    with signed_in(server.base_url, email) as web:
+        token = csrf_of(web)
+        made = web.post("/console/settings/keys", data={"csrf_token": token, "kind": "server"})
+        assert made.status_code == 200
+        key = re.search(r'data-testid="new-key"[^>]*|value="(server-development-[^"]+)"', made.text)
+        raw = re.search(r'value="(server-development-[^"]+)"', made.text)
+        assert key and raw
+        with server.http(raw.group(1)) as fresh:
+            assert fresh.get("/api/v1/customers").status_code == 200
+        # Shown once: the settings page lists the prefix, never the key.
+        assert raw.group(1) not in web.get("/console/settings").text
+        added = web.post(
+            "/console/settings/users",
+            data={"csrf_token": token, "email": "New@Example.com", "role": "viewer", "password": PASSWORD},
+        )
+        assert added.status_code == 303
+        short = web.post(
+            "/console/settings/users",
+            data={"csrf_token": token, "email": "b@example.com", "role": "viewer", "password": "short"},
+        )
+        assert short.status_code == 400 and "at least 12 characters" in short.text
+    with signed_in(server.base_url, "new@example.com") as newcomer:
+        assert newcomer.get("/console").status_code == 200
+
+
+def test_the_audit_log_names_the_author_of_console_and_api_writes(server: LiveServer, api: httpx.Client) -> None:
+    _customer(api, "c-audit")
+    email = make_user(server.db, "auditor@example.com", "editor")
+    with signed_in(server.base_url, email) as web:
+        token = csrf_of(web)
+        assert web.post("/console/customers/c-audit/archive", data={"csrf_token": token}).status_code == 303
+        shown = web.get("/console/audit-log")
+        assert shown.status_code == 200 and email in shown.text and "c-audit" in shown.text
+    listing = api.get("/api/v1/audit-log", params={"entityId": "c-audit"})
+    assert listing.status_code == 200, listing.text
+    entries = listing.json()["data"]
+    assert [(e["action"], e["actorType"]) for e in entries] == [("UPDATE", "USER"), ("CREATE", "API_KEY")]
+    archived, created = entries
+    assert archived["actor"] == email and archived["entityType"] == "customers"
+    assert archived["changes"]["archived_at"][0] is None and archived["changes"]["archived_at"][1]
+    assert server.server_key.startswith(created["actor"]) and len(created["actor"]) < len(server.server_key)
+    assert created["changes"]["ref_id"] == "c-audit"
+    assert set(listing.json()["pagination"]) == {"next", "prev"}
+    # Another environment's server key sees none of it; a client key may not read it.
+    with server.http(server.key("staging")) as staging:
+        assert staging.get("/api/v1/audit-log").json()["data"] == []
+    with server.http(server.key(kind=KeyKind.CLIENT)) as public:
+        assert public.get("/api/v1/audit-log").status_code == 403
+
+
+def test_audit_log_pages_newest_first(server: LiveServer, api: httpx.Client) -> None:
+    for i in range(5):
+        _customer(api, f"c-page-{i}")
+    first = api.get("/api/v1/audit-log", params={"limit": 2, "entityType": "customers"}).json()
+    assert [e["entityId"] for e in first["data"]] == ["c-page-4", "c-page-3"]
+    second = api.get("/api/v1/audit-log", params={"limit": 2, "after": first["pagination"]["next"]}).json()
+    assert [e["entityId"] for e in second["data"]] == ["c-page-2", "c-page-1"]
+    back = api.get("/api/v1/audit-log", params={"limit": 2, "before": second["pagination"]["prev"]}).json()
+    assert [e["entityId"] for e in back["data"]] == ["c-page-4", "c-page-3"]
+
+
+def test_the_api_ignores_console_cookies_and_sets_none(server: LiveServer, api: httpx.Client) -> None:
+    email = make_user(server.db, "cookie@example.com", "admin")
+    with signed_in(server.base_url, email) as web:
+        # A console session is no API credential.
+        cookie = web.cookies[COOKIE]
+        anonymous = httpx.get(f"{server.base_url}/api/v1/customers", cookies={COOKIE: cookie})
+        assert anonymous.status_code == 401
+    answer = api.get("/api/v1/customers")
+    assert answer.status_code == 200 and "set-cookie" not in answer.headers
+
+
+def test_the_environment_switcher_changes_the_environment_and_marks_production(server: LiveServer) -> None:
+    server.key("production")
+    email = make_user(server.db, "switch@example.com", "viewer")
+    with signed_in(server.base_url, email) as web:
+        page = web.get("/console").text
+        assert "<strong>development</strong>" in page and "PRODUCTION" not in page.split("<main")[0]
+        moved = web.post("/console/environment", data={"csrf_token": csrf_of(web), "environment": "production"})
+        assert moved.status_code == 303
+        page = web.get("/console/customers").text
+        assert "<strong>production</strong>" in page and 'class="badge-prod"' in page
+        unknown = web.post("/console/environment", data={"csrf_token": csrf_of(web), "environment": "nope"})
+        assert unknown.status_code == 404
+
+
+@pytest.mark.parametrize("path", ["/console/customers/missing", "/console/customers?after=garbage"])
+def test_console_errors_are_pages_not_json(server: LiveServer, path: str) -> None:
+    email = make_user(server.db, "err@example.com", "viewer")
+    with signed_in(server.base_url, email) as web:
+        page = web.get(path)
+        assert page.status_code in (400, 404) and page.headers["content-type"].startswith("text/html")
+        assert "That was refused" in page.text
