@@ -30,7 +30,7 @@ def bar_chart(points: Sequence[tuple[date, int]], title: str) -> str:
     label = escape(f"{title}: {total} from {first} to {last}, at most {top} a day")
     return (
         f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{label}" '
-        f'xmlns="http://www.w3.org/2000/svg" preserveAspectRatio="none">'
+        f'xmlns="http://www.w3.org/2000/svg">'
         f'<line x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH - PAD}" y2="{HEIGHT - PAD}" class="axis"/>'
         + "".join(bars)
         + f'<text x="{PAD}" y="{PAD - 8}" class="label">max {top}</text>'

@@ -7,6 +7,7 @@ Only `/console` routes depend on any of this; the `/api/` routes never read the 
 from __future__ import annotations
 
 import secrets
+from decimal import Decimal
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,17 @@ HERE = Path(__file__).resolve().parent
 COOKIE = "entitle_console"
 PREFIX = "/console"
 templates = Jinja2Templates(directory=str(HERE / "templates"))
+
+
+def plain_number(value: object) -> str:
+    """A stored amount as people write it: exact, no exponent, no trailing zeros ("1000", "2.5")."""
+    if value is None:
+        return ""
+    number = Decimal(str(value)).normalize()
+    return format(number, "f")
+
+
+templates.env.filters["num"] = plain_number
 templates.env.globals.update(HTMX_JS=assets.HTMX_JS, CONSOLE_CSS=assets.CONSOLE_CSS, PREFIX=PREFIX)
 
 
