@@ -19,6 +19,7 @@ from entitle.environments.models import KeyKind
 from entitle.subscriptions.models import Subscription
 from tests.conftest import LiveServer
 from tests.support.console import PASSWORD, browser, csrf_of, make_user, signed_in
+from tests.test_core_path import build_catalog
 
 
 def _customer(api: httpx.Client, ref: str) -> None:
@@ -252,3 +253,67 @@ def test_console_errors_are_pages_not_json(server: LiveServer, path: str) -> Non
         page = web.get(path)
         assert page.status_code in (400, 404) and page.headers["content-type"].startswith("text/html")
         assert "That was refused" in page.text
+
+
+def test_the_overview_counts_subscriptions_and_monthly_recurring_revenue(server: LiveServer) -> None:
+    client = server.stigg()
+    build_catalog(client)
+    for ref in ("m1", "m2"):
+        client.v1.customers.provision(id=ref, name=ref)
+        client.v1.subscriptions.provision(customer_id=ref, plan_id="pro", billing_period="MONTHLY")
+    client.v1.customers.provision(id="f1", name="f1")
+    client.v1.subscriptions.provision(customer_id="f1", plan_id="free")
+    email = make_user(server.db, "numbers@example.com", "viewer")
+    with signed_in(server.base_url, email) as web:
+        page = web.get("/console")
+        assert page.status_code == 200
+        text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page.text))
+        assert "Customers 3 " in text
+        assert "20.00 USD" in text  # two monthly Pro at 10: the free plan adds nothing
+        assert "pro ACTIVE 2" in text and "free ACTIVE 1" in text
+        assert 'aria-label="New subscriptions per day: 3 from' in page.text
+
+
+def test_an_editor_creates_a_metered_feature_with_the_meter_editor(server: LiveServer, api: httpx.Client) -> None:
+    email = make_user(server.db, "catalog@example.com", "editor")
+    with signed_in(server.base_url, email) as web:
+        token = csrf_of(web, "/console/features")
+        form = {
+            "csrf_token": token,
+            "id": "tokens",
+            "display_name": "Tokens",
+            "feature_type": "NUMBER",
+            "meter_type": "INCREMENTAL",
+            "feature_units": "token",
+            "aggregation": "SUM",
+            "aggregation_field": "tokens",
+            "cond_field_0": "eventName",
+            "cond_op_0": "EQUALS",
+            "cond_value_0": "completion",
+            "cond_field_1": "model",
+            "cond_op_1": "IN",
+            "cond_value_1": "small, large",
+        }
+        assert web.post("/console/features", data=form).status_code == 303
+        listed = web.get("/console/features").text
+        assert "SUM(tokens) where eventName EQUALS completion and model IN small,large" in listed
+        # The API's own rule and message: a boolean feature has no meter.
+        bad = web.post("/console/features", data={**form, "id": "flag", "feature_type": "BOOLEAN"})
+        by_api = api.post(
+            "/api/v1/features",
+            json={"id": "flag", "displayName": "Flag", "featureType": "BOOLEAN", "meterType": "INCREMENTAL"},
+        )
+        assert bad.status_code == by_api.status_code == 400
+        assert by_api.json()["error"]["message"] in html.unescape(bad.text)
+    meter = api.get("/api/v1/features/tokens").json()["data"]["meter"]
+    assert meter == {
+        "aggregation": {"function": "SUM", "field": "tokens"},
+        "filters": [
+            {
+                "conditions": [
+                    {"field": "eventName", "operation": "EQUALS", "value": "completion", "values": None},
+                    {"field": "model", "operation": "IN", "value": None, "values": ["small", "large"]},
+                ]
+            }
+        ],
+    }

@@ -232,3 +232,27 @@ def test_the_audit_log_shows_the_changes_with_their_author(console: Console) -> 
         shoot(page, "audit-log-entries")
     finally:
         page.close()
+
+
+def test_create_a_metered_feature_with_the_meter_editor(console: Console) -> None:
+    page = console.admin.new_page()
+    try:
+        page.goto(f"{console.base_url}/console/features")
+        page.get_by_label("Feature id").fill("ai-credits")
+        page.get_by_label("Display name").fill("AI credits")
+        page.get_by_label("Feature type").select_option("NUMBER")
+        page.get_by_label("Meter type").select_option("INCREMENTAL")
+        page.get_by_label("Aggregation").select_option("SUM")
+        page.get_by_label("Of the event field").fill("credits")
+        page.get_by_label("Condition 1 field").fill("eventName")
+        page.get_by_label("Condition 1 operation").select_option("EQUALS")
+        page.get_by_label("Condition 1 value").fill("generation")
+        page.get_by_role("button", name="Create feature").click()
+        page.wait_for_url(f"{console.base_url}/console/features")
+        row = page.get_by_test_id("feature-ai-credits")
+        assert "SUM(credits) where eventName EQUALS generation" in row.inner_text()
+        shoot(page, "features")
+        meter = console.api.get("/api/v1/features/ai-credits").json()["data"]["meter"]
+        assert meter["aggregation"] == {"function": "SUM", "field": "credits"}
+    finally:
+        page.close()

@@ -49,7 +49,10 @@ def is_secret(column: str) -> bool:
 
 def plain(value: Any) -> Any:
     """A JSON-safe rendering of a column value: amounts stay exact (as strings), times as ISO 8601."""
-    if value is None or isinstance(value, bool | int | str):
+    if isinstance(value, str):
+        # PostgreSQL's JSONB holds no NUL character; the log must never be why a write fails.
+        return value.replace("\x00", "\ufffd")
+    if value is None or isinstance(value, bool | int):
         return value
     if isinstance(value, enum.Enum):
         return plain(value.value)
@@ -60,7 +63,7 @@ def plain(value: Any) -> Any:
     if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
+        return {plain(str(k)): plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [plain(v) for v in value]
     return str(value)

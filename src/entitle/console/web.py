@@ -7,9 +7,9 @@ Only `/console` routes depend on any of this; the `/api/` routes never read the 
 from __future__ import annotations
 
 import secrets
-from decimal import Decimal
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
