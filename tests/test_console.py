@@ -18,7 +18,7 @@ from entitle.customers.models import Customer
 from entitle.environments.models import KeyKind
 from entitle.subscriptions.models import Subscription
 from tests.conftest import LiveServer
-from tests.support.console import PASSWORD, browser, csrf_of, make_user, signed_in
+from tests.support.console import PASSWORD, browser, csrf_of, make_user, sign_in, signed_in
 from tests.test_core_path import build_catalog
 
 
@@ -64,9 +64,9 @@ def test_root_redirects_to_the_console_and_every_asset_is_served_locally(server:
 def test_sign_in_sets_a_signed_http_only_lax_cookie_and_logout_ends_the_session(server: LiveServer) -> None:
     email = make_user(server.db, "ops@example.com", "viewer")
     with browser(server.base_url) as web:
-        answer = web.post("/console/login", data={"email": email, "password": PASSWORD})
+        answer = sign_in(web, email)
         assert answer.status_code == 303 and answer.headers["location"] == "/console"
-        cookie = answer.headers["set-cookie"]
+        cookie = next(c for c in answer.headers.get_list("set-cookie") if c.startswith(f"{COOKIE}="))
         assert f"{COOKIE}=" in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie
         assert "Path=/console" in cookie and "Secure" not in cookie  # plain http here; https adds Secure
         value = web.cookies[COOKIE]
@@ -83,19 +83,31 @@ def test_sign_in_sets_a_signed_http_only_lax_cookie_and_logout_ends_the_session(
             assert forged.get("/console").status_code == 303
 
 
+def test_the_sign_in_form_needs_the_token_it_was_shown(server: LiveServer) -> None:
+    email = make_user(server.db, "login-csrf@example.com", "viewer")
+    with browser(server.base_url) as web:
+        # Posted from another site: no form token cookie, or a token that is not the cookie's.
+        cold = web.post("/console/login", data={"email": email, "password": PASSWORD})
+        assert cold.status_code == 403 and COOKIE not in web.cookies
+        csrf_of(web, "/console/login")
+        forged = web.post("/console/login", data={"email": email, "password": PASSWORD, "csrf_token": "guess"})
+        assert forged.status_code == 403 and COOKIE not in web.cookies
+        assert sign_in(web, email).status_code == 303 and COOKIE in web.cookies
+
+
 def test_wrong_passwords_are_refused_then_throttled_even_with_the_right_one(server: LiveServer) -> None:
     email = make_user(server.db, "target@example.com", "admin")
     with browser(server.base_url) as web:
         for _ in range(rules.MAX_FAILURES):
-            wrong = web.post("/console/login", data={"email": email, "password": "not the password"})
+            wrong = sign_in(web, email, "not the password")
             assert wrong.status_code == 401 and "wrong email or password" in wrong.text
-        locked = web.post("/console/login", data={"email": email, "password": PASSWORD})
+        locked = sign_in(web, email)
         assert locked.status_code == 429 and "too many failed sign-ins" in locked.text
         assert COOKIE not in web.cookies
         # An email with no user is throttled alike, so the answers reveal no account.
         for _ in range(rules.MAX_FAILURES):
-            assert web.post("/console/login", data={"email": "nobody@example.com", "password": "x"}).status_code == 401
-        assert web.post("/console/login", data={"email": "nobody@example.com", "password": "x"}).status_code == 429
+            assert sign_in(web, "nobody@example.com", "x").status_code == 401
+        assert sign_in(web, "nobody@example.com", "x").status_code == 429
 
 
 def test_a_post_without_the_csrf_token_is_refused_and_writes_nothing(server: LiveServer, api: httpx.Client) -> None:

@@ -26,10 +26,16 @@ def browser(base_url: str) -> httpx.Client:
     return httpx.Client(base_url=base_url, timeout=30, verify=SSL_CONTEXT, follow_redirects=False)
 
 
+def sign_in(client: httpx.Client, email: str, password: str = PASSWORD) -> httpx.Response:
+    """Post the sign-in form as a browser does: with the token of the form it was shown."""
+    token = csrf_of(client, "/console/login")
+    return client.post("/console/login", data={"email": email, "password": password, "csrf_token": token})
+
+
 @contextmanager
 def signed_in(base_url: str, email: str, password: str = PASSWORD) -> Iterator[httpx.Client]:
     with browser(base_url) as client:
-        answer = client.post("/console/login", data={"email": email, "password": password})
+        answer = sign_in(client, email, password)
         assert answer.status_code == 303, answer.text
         yield client
 

@@ -3,6 +3,7 @@ service function, renders (see `web` for the session, CSRF and role checks)."""
 
 from __future__ import annotations
 
+import secrets
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Query, Request
@@ -16,6 +17,7 @@ from entitle.errors import EntitleError
 from entitle.http.deps import DB, secret_box_of
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
+LOGIN_CSRF_COOKIE = "entitle_console_login"
 root_router = APIRouter(include_in_schema=False)
 
 
@@ -24,9 +26,28 @@ def root() -> RedirectResponse:
     return RedirectResponse(PREFIX, status_code=307)
 
 
+def _login_page(request: Request, email: str = "", message: str | None = None, status_code: int = 200) -> Response:
+    # Before there is a session, the sign-in form's CSRF token is a double-submit cookie: a page on
+    # another site can neither read it nor set it, so it cannot sign a browser in to its own account.
+    token = secrets.token_urlsafe(32)
+    response = render(
+        request, None, "login.html", status_code=status_code, email=email, message=message, login_csrf=token
+    )
+    response.set_cookie(
+        LOGIN_CSRF_COOKIE,
+        token,
+        max_age=3600,
+        path=f"{PREFIX}/login",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
 @router.get("/login")
 def login_form(request: Request) -> Response:
-    return render(request, None, "login.html", email="", message=None)
+    return _login_page(request)
 
 
 @router.post("/login")
@@ -35,12 +56,18 @@ def login(
     db: DB,
     email: Annotated[str, Form(max_length=320)] = "",
     password: Annotated[str, Form(max_length=1024)] = "",
+    csrf_token: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
+    expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    if not expected or not secrets.compare_digest(expected.encode(), csrf_token.encode()):
+        message = "this sign-in form has expired or did not come from the console: sign in again"
+        return _login_page(request, email, message, status_code=403)
     try:
         token, _ = accounts.sign_in(db, email, password)
     except EntitleError as exc:
-        return render(request, None, "login.html", status_code=exc.status_code, email=email, message=exc.message)
+        return _login_page(request, email, exc.message, status_code=exc.status_code)
     response = redirect(PREFIX)
+    response.delete_cookie(LOGIN_CSRF_COOKIE, path=f"{PREFIX}/login")
     response.set_cookie(
         COOKIE,
         accounts.cookie_value(secret_box_of(request), token),
