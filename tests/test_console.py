@@ -329,3 +329,57 @@ def test_an_editor_creates_a_metered_feature_with_the_meter_editor(server: LiveS
             }
         ],
     }
+
+
+def test_an_editor_builds_a_plan_with_a_tiered_price_and_a_trial_and_publishes_it(
+    server: LiveServer, api: httpx.Client
+) -> None:
+    api.post("/api/v1/products", json={"id": "main", "displayName": "Main"})
+    api.post(
+        "/api/v1/features",
+        json={"id": "seats", "displayName": "Seats", "featureType": "NUMBER", "meterType": "FLUCTUATING"},
+    )
+    email = make_user(server.db, "pricing@example.com", "editor")
+    with signed_in(server.base_url, email) as web:
+        token = csrf_of(web, "/console/plans")
+        made = web.post(
+            "/console/plans", data={"csrf_token": token, "id": "team", "display_name": "Team", "product_id": "main"}
+        )
+        assert made.status_code == 303 and made.headers["location"] == "/console/plans/team"
+        entitled = web.post(
+            "/console/plans/team/entitlements",
+            data={"csrf_token": token, "feature_id": "seats", "usage_limit": "20", "reset_period": ""},
+        )
+        assert entitled.status_code == 303
+        priced = web.post(
+            "/console/plans/team/price",
+            data={
+                "csrf_token": token,
+                "billing_model": "PER_UNIT",
+                "billing_period": "MONTHLY",
+                "feature_id": "seats",
+                "currency": "usd",
+                "tiers_mode": "GRADUATED",
+                "tiers": "10 5\n* 4 1.5",
+                "trial_days": "14",
+            },
+        )
+        assert priced.status_code == 303, priced.text
+        bad_tiers = web.post(
+            "/console/plans/team/price",
+            data={"csrf_token": token, "billing_model": "PER_UNIT", "billing_period": "MONTHLY", "tiers": "ten 5"},
+        )
+        assert bad_tiers.status_code == 400 and "tier line 1" in bad_tiers.text
+        page = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", web.get("/console/plans/team").text))
+        assert "graduated tiers: up to 10 at 5; beyond at 4 + 1.5 USD" in page and "trial 14 day(s)" in page
+        published = web.post(
+            "/console/plans/team/publish", data={"csrf_token": token, "migration_type": "NEW_CUSTOMERS"}
+        )
+        assert published.status_code == 303
+        assert 'data-testid="plan-status">PUBLISHED' in web.get("/console/plans/team").text
+    plan = api.get("/api/v1/plans/team").json()["data"]
+    assert plan["status"] == "PUBLISHED" and plan["pricingType"] == "PAID"
+    assert plan["defaultTrialConfig"]["duration"] == 14 and plan["defaultTrialConfig"]["units"] == "DAY"
+    assert [e["id"] for e in plan["entitlements"]] == ["seats"]
+    charges = api.get("/api/v1/plans/team/charges").json()["data"]
+    assert [(c["billingModel"], c["tiersMode"]) for c in charges] == [("PER_UNIT", "GRADUATED")]

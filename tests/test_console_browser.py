@@ -256,3 +256,39 @@ def test_create_a_metered_feature_with_the_meter_editor(console: Console) -> Non
         assert meter["aggregation"] == {"function": "SUM", "field": "credits"}
     finally:
         page.close()
+
+
+def test_create_a_plan_with_a_tiered_monthly_price_and_a_trial_and_publish_it(console: Console) -> None:
+    page = console.admin.new_page()
+    try:
+        page.goto(f"{console.base_url}/console/plans")
+        page.get_by_label("Plan id").fill("scale")
+        page.get_by_label("Plan name").fill("Scale")
+        page.get_by_label("Product").select_option("main")
+        page.get_by_role("button", name="Create plan").click()
+        page.wait_for_url(f"{console.base_url}/console/plans/scale")
+        page.get_by_label("Entitled feature").select_option("api-calls")
+        page.get_by_label("Usage limit").fill("5000")
+        page.get_by_label("Resets every").select_option("MONTH")
+        page.get_by_role("button", name="Add entitlement").click()
+        page.get_by_label("Billing model").select_option("PER_UNIT")
+        page.get_by_label("Billing period").select_option("MONTHLY")
+        page.get_by_label("Priced feature (per unit, usage)").select_option("seats")
+        page.get_by_label("Tiers mode").select_option("VOLUME")
+        page.get_by_label(re.compile("^Tiers, one a line")).fill("5 12\n* 9")
+        page.get_by_label("Free trial (days)").fill("7")
+        page.get_by_role("button", name="Set price").click()
+        page.wait_for_url(f"{console.base_url}/console/plans/scale")
+        assert "volume tiers: up to 5 at 12; beyond at 9 USD" in " ".join(
+            page.get_by_test_id("charge").inner_text().split()
+        )
+        shoot(page, "plan-draft")
+        page.get_by_label("Existing subscriptions").select_option("NEW_CUSTOMERS")
+        page.get_by_role("button", name="Publish version 1").click()
+        page.wait_for_url(f"{console.base_url}/console/plans/scale")
+        assert page.get_by_test_id("plan-status").inner_text() == "PUBLISHED"
+        shoot(page, "plan")
+        plan = console.api.get("/api/v1/plans/scale").json()["data"]
+        assert (plan["status"], plan["defaultTrialConfig"]["duration"]) == ("PUBLISHED", 7)
+    finally:
+        page.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from entitle.console import catalog_routes, customer_routes, docs, routes, settings_routes, web
+from entitle.console import catalog_routes, customer_routes, docs, plan_routes, routes, settings_routes, web
 from entitle.console.assets import STATIC
 
 
@@ -15,6 +15,7 @@ def install(app: FastAPI) -> None:
     app.include_router(customer_routes.router)
     app.include_router(settings_routes.router)
     app.include_router(catalog_routes.router)
+    app.include_router(plan_routes.router)
     app.include_router(docs.router)
     app.mount(STATIC, StaticFiles(directory=web.HERE / "static"), name="console-static")
     web.install(app)
