@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 
 from entitle.audit.models import AuditEntry
 from entitle.console import rules
+from entitle.console.routes import LOGIN_CSRF_COOKIE
 from entitle.console.web import COOKIE
 from entitle.customers.models import Customer
 from entitle.environments.models import KeyKind
@@ -383,3 +384,21 @@ def test_an_editor_builds_a_plan_with_a_tiered_price_and_a_trial_and_publishes_i
     assert [e["id"] for e in plan["entitlements"]] == ["seats"]
     charges = api.get("/api/v1/plans/team/charges").json()["data"]
     assert [(c["billingModel"], c["tiersMode"]) for c in charges] == [("PER_UNIT", "GRADUATED")]
+
+
+def test_over_https_the_session_cookie_is_secure(server: LiveServer) -> None:
+    email = make_user(server.db, "tls@example.com", "viewer")
+    # As behind a proxy that terminates TLS (uvicorn trusts the forwarded scheme from 127.0.0.1).
+    with browser(server.base_url) as web:
+        web.headers["X-Forwarded-Proto"] = "https"
+        form = web.get("/console/login")
+        login_cookie = form.headers["set-cookie"]
+        assert login_cookie.startswith(f"{LOGIN_CSRF_COOKIE}=") and "Secure" in login_cookie
+        # This client speaks plain http, so it would not send a Secure cookie back: hand it over.
+        token = csrf_of(web, "/console/login")
+        web.cookies.clear()
+        web.cookies.set(LOGIN_CSRF_COOKIE, token, path="/console/login")
+        answer = web.post("/console/login", data={"email": email, "password": PASSWORD, "csrf_token": token})
+        assert answer.status_code == 303, answer.text
+        cookie = next(c for c in answer.headers.get_list("set-cookie") if c.startswith(f"{COOKIE}="))
+        assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie

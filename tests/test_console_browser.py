@@ -99,6 +99,7 @@ def test_sign_in_lands_on_the_overview_and_every_list_page_renders(console: Cons
         for path, heading, name in [
             ("/console/customers", "Customers", "customers"),
             ("/console/subscriptions", "Subscriptions", "subscriptions"),
+            ("/console/plans", "Plans", "plans"),
             ("/console/settings", "Settings", "settings"),
             ("/console/audit-log", "Audit log", "audit-log"),
         ]:

@@ -16,8 +16,7 @@ from entitle.catalog.features.schemas import (
     FeatureCreate,
     FilterOperation,
 )
-from entitle.console.customer_routes import parsed
-from entitle.console.web import PREFIX, Edit, Page, redirect, render
+from entitle.console.web import PREFIX, Edit, Page, parsed, redirect, render
 from entitle.db.pagination import PageRequest
 from entitle.http.deps import DB, comma_list
 

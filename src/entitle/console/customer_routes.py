@@ -4,18 +4,16 @@ with the API's own request model, so a rule refuses the same input with the same
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ValidationError
 
 from entitle.console import pages
-from entitle.console.web import PREFIX, Edit, Page, redirect, render
+from entitle.console.web import PREFIX, Edit, Page, parsed, redirect, render
 from entitle.customers import service as customers
 from entitle.db.pagination import PageRequest
-from entitle.errors import InvalidArgument
 from entitle.http.deps import DB, comma_list
 from entitle.promotions import service as promotions
 from entitle.promotions.schemas import PromotionIn
@@ -31,18 +29,7 @@ from entitle.subscriptions.schemas import (
 )
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
-M = TypeVar("M", bound=BaseModel)
 Text = Annotated[str, Form(max_length=255)]
-
-
-def parsed(model: type[M], data: dict[str, Any]) -> M:
-    """The API's request model, validated from form fields: its refusal, as the API would word it."""
-    try:
-        return model.model_validate({k: v for k, v in data.items() if v not in (None, "")})
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "form"
-        raise InvalidArgument(f"{where}: {first.get('msg', 'invalid value')}") from None
 
 
 def customer_path(ref: str) -> str:

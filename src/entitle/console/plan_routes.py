@@ -14,8 +14,7 @@ from entitle.catalog.packages import package_entitlements, publishing
 from entitle.catalog.packages import service as packages
 from entitle.catalog.packages.schemas import EntitlementsCreate, PlanCreate, PlanUpdate, PublishIn
 from entitle.console import pages
-from entitle.console.customer_routes import parsed
-from entitle.console.web import PREFIX, Edit, Page, redirect, render
+from entitle.console.web import PREFIX, Edit, Page, parsed, redirect, render
 from entitle.db.pagination import PageRequest
 from entitle.errors import InvalidArgument
 from entitle.http.deps import DB

@@ -11,7 +11,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from entitle.audit import service as audit
 from entitle.console import accounts, charts, overview
-from entitle.console.web import COOKIE, PREFIX, Own, Page, redirect, render, session_token
+from entitle.console.web import COOKIE, PREFIX, Own, Page, cookie_secure, redirect, render, session_token
 from entitle.db.pagination import PageRequest
 from entitle.errors import EntitleError
 from entitle.http.deps import DB, secret_box_of
@@ -40,7 +40,7 @@ def _login_page(request: Request, email: str = "", message: str | None = None, s
         path=f"{PREFIX}/login",
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=cookie_secure(request),
     )
     return response
 
@@ -75,7 +75,7 @@ def login(
         path=PREFIX,
         httponly=True,
         samesite="lax",
-        secure=request.url.scheme == "https",
+        secure=cookie_secure(request),
     )
     return response
 
@@ -84,7 +84,7 @@ def login(
 def logout(request: Request, ctx: Own, db: DB) -> Response:
     accounts.sign_out(db, ctx.token)
     response = redirect(f"{PREFIX}/login")
-    response.delete_cookie(COOKIE, path=PREFIX, httponly=True, samesite="lax", secure=request.url.scheme == "https")
+    response.delete_cookie(COOKIE, path=PREFIX, httponly=True, samesite="lax", secure=cookie_secure(request))
     return response
 
 

@@ -7,23 +7,24 @@ Only `/console` routes depend on any of this; the `/api/` routes never read the 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, FastAPI, Form, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel, ValidationError
 
 from entitle import actors
 from entitle.console import accounts, assets
 from entitle.console.accounts import Signed
 from entitle.console.rules import Permission
 from entitle.environments.models import Environment
-from entitle.errors import EntitleError, PermissionDenied
+from entitle.errors import EntitleError, InvalidArgument, PermissionDenied
 from entitle.http.deps import DB, secret_box_of
 
 HERE = Path(__file__).resolve().parent
@@ -176,5 +177,21 @@ def error_page(request: Request, status: int, code: str, message: str) -> Respon
     return render(request, ctx, "error.html", status_code=status, code=code, message=message, back=back)
 
 
-def form_values(form: Mapping[str, Any], *names: str) -> dict[str, str]:
-    return {n: str(form.get(n, "")).strip() for n in names}
+M = TypeVar("M", bound=BaseModel)
+
+
+def parsed(model: type[M], data: dict[str, Any]) -> M:
+    """The API's request model, validated from form fields: its refusal, as the API would word it."""
+    try:
+        return model.model_validate({k: v for k, v in data.items() if v not in (None, "")})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "form"
+        raise InvalidArgument(f"{where}: {first.get('msg', 'invalid value')}") from None
+
+
+def cookie_secure(request: Request) -> bool:
+    """Secure cookies when the console is reached over https (directly, or behind a proxy that
+    terminates TLS for the public URL the operator configured)."""
+    return request.url.scheme == "https" or request.app.state.settings.console_base_url.startswith("https://")
+
