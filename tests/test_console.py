@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import re
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -17,6 +18,9 @@ from entitle.console.routes import LOGIN_CSRF_COOKIE
 from entitle.console.web import COOKIE
 from entitle.customers.models import Customer
 from entitle.environments.models import KeyKind
+from entitle.environments.service import environment_pk
+from entitle.jobs.models import DEAD, Job
+from entitle.jobs.service import enqueue
 from entitle.subscriptions.models import Subscription
 from tests.conftest import LiveServer
 from tests.support.console import PASSWORD, browser, csrf_of, make_user, sign_in, signed_in
@@ -402,3 +406,33 @@ def test_over_https_the_session_cookie_is_secure(server: LiveServer) -> None:
         assert answer.status_code == 303, answer.text
         cookie = next(c for c in answer.headers.get_list("set-cookie") if c.startswith(f"{COOKIE}="))
         assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie
+
+
+def test_integrations_are_for_admins_refuse_what_the_api_refuses_and_retry_dead_jobs(
+    server: LiveServer, api: httpx.Client
+) -> None:
+    env_id = environment_pk(server.db, "development")
+    with server.db.transaction() as s:
+        job = enqueue(s, env_id, "console.test.never_registered", {}, run_at=datetime(2030, 1, 1, tzinfo=UTC))
+        job.status, job.attempts, job.last_error = DEAD, 12, "boom"
+        s.flush()
+        job_pk = job.pk
+    editor = make_user(server.db, "not-admin@example.com", "editor")
+    with signed_in(server.base_url, editor) as web:
+        assert web.get("/console/integrations").status_code == 403
+        token = csrf_of(web)
+        assert web.post(f"/console/jobs/{job_pk}/retry", data={"csrf_token": token}).status_code == 403
+    admin = make_user(server.db, "ops-admin@example.com", "admin")
+    with signed_in(server.base_url, admin) as web:
+        page = web.get("/console/integrations")
+        assert page.status_code == 200 and "console.test.never_registered" in page.text and "boom" in page.text
+        token = csrf_of(web, "/console/integrations")
+        live = "sk_live_" + "x" * 24
+        refused = web.post("/console/integrations", data={"csrf_token": token, "api_secret_key": live})
+        by_api = api.post("/api/v1/integrations", json={"vendorIdentifier": "STRIPE", "apiSecretKey": live})
+        assert refused.status_code == by_api.status_code and 400 <= by_api.status_code < 500
+        assert by_api.json()["error"]["message"] in html.unescape(refused.text)
+        assert web.post(f"/console/jobs/{job_pk}/retry", data={"csrf_token": token}).status_code == 303
+        assert web.post("/console/jobs/nope/retry", data={"csrf_token": token}).status_code == 400
+    with server.db.read() as s:
+        assert s.get(Job, job_pk).status == "PENDING"  # type: ignore[union-attr]

@@ -32,7 +32,7 @@ NOT_AUDITED = frozenset(
 )
 # Bookkeeping columns whose change alone is no event worth a row.
 IGNORED_COLUMNS = frozenset({"pk", "created_at", "updated_at", "last_used_at"})
-_SECRET_MARKERS = ("hash", "encrypted", "secret", "password", "token")
+_SECRET_MARKERS = ("hash", "digest", "encrypted", "secret", "password", "token")
 REDACTED = "[redacted]"
 
 

@@ -5,7 +5,16 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from entitle.console import catalog_routes, customer_routes, docs, plan_routes, routes, settings_routes, web
+from entitle.console import (
+    catalog_routes,
+    customer_routes,
+    docs,
+    integrations_routes,
+    plan_routes,
+    routes,
+    settings_routes,
+    web,
+)
 from entitle.console.assets import STATIC
 
 
@@ -16,6 +25,7 @@ def install(app: FastAPI) -> None:
     app.include_router(settings_routes.router)
     app.include_router(catalog_routes.router)
     app.include_router(plan_routes.router)
+    app.include_router(integrations_routes.router)
     app.include_router(docs.router)
     app.mount(STATIC, StaticFiles(directory=web.HERE / "static"), name="console-static")
     web.install(app)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
+from entitle.billing import service as billing
+from entitle.billing.service import IntegrationView
 from entitle.catalog.features import service as features
 from entitle.catalog.features.models import Feature
 from entitle.catalog.packages import package_entitlements
@@ -21,10 +23,13 @@ from entitle.db import Database
 from entitle.db.pagination import Page, PageRequest
 from entitle.entitlements import service as entitlements
 from entitle.entitlements.schemas import EntitlementResult
+from entitle.jobs import service as jobs
+from entitle.jobs.models import DEAD, Job
 from entitle.promotions import service as promotions
 from entitle.promotions.models import PromotionalEntitlement
 from entitle.subscriptions import service as subscriptions
 from entitle.subscriptions.service import SubscriptionView
+from entitle.sync_states import SyncState
 
 
 def search_customers(db: Database, env_id: int, query: str, page: PageRequest) -> Page[Customer]:
@@ -94,3 +99,21 @@ class PlansPage:
 def plans_page(db: Database, env_id: int, page: PageRequest) -> PlansPage:
     found = packages.list_packages(db, env_id, "PLAN", page)
     return PlansPage(found, list(products.list_products(db, env_id, PageRequest(limit=100)).items))
+
+
+@dataclass(frozen=True)
+class IntegrationsPage:
+    integrations: list[IntegrationView]
+    # Per integration: its entities whose last sync failed (newest first, at most a page).
+    sync_errors: dict[str, list[SyncState]]
+    dead_jobs: list[Job]
+
+
+def integrations_page(db: Database, env_id: int) -> IntegrationsPage:
+    connected = billing.list_integrations(db, env_id)
+    errors: dict[str, list[SyncState]] = {}
+    for view in connected:
+        states = billing.sync_states(db, env_id, view.row.ref_id, PageRequest(limit=100)).items
+        errors[view.row.ref_id] = [state for state in states if state.status == "ERROR"]
+    dead = jobs.list_jobs(db, env_id, PageRequest(limit=100), [DEAD]).items
+    return IntegrationsPage(connected, errors, list(dead))

@@ -194,4 +194,3 @@ def cookie_secure(request: Request) -> bool:
     """Secure cookies when the console is reached over https (directly, or behind a proxy that
     terminates TLS for the public URL the operator configured)."""
     return request.url.scheme == "https" or request.app.state.settings.console_base_url.startswith("https://")
-
