@@ -151,6 +151,9 @@ def test_provision_after_the_preview_watch_usage_then_cancel_at_period_end(conso
         assert bar.locator(".usage").inner_text() == "250 / 1000"
         assert bar.locator("progress").get_attribute("value") == "25"
         assert bar.locator("progress").get_attribute("aria-label") == "API calls usage: 250 of 1000"
+        chart = page.get_by_test_id("usage-chart-api-calls").locator("svg")
+        assert "API calls usage: 1 reports from" in (chart.get_attribute("aria-label") or "")
+        assert "now 250" in (chart.get_attribute("aria-label") or "")
 
         row.get_by_label(re.compile("How to cancel")).select_option("END_OF_BILLING_PERIOD")
         row.get_by_role("button", name="Cancel").click()

@@ -116,3 +116,15 @@ def test_the_chart_is_labelled_svg_with_one_bar_a_day() -> None:
     assert svg.startswith("<svg") and 'role="img"' in svg and "New &lt;subscriptions&gt;: 30 from 2026-01-01" in svg
     assert svg.count("<rect") == 30 and "<script" not in svg
     assert charts.bar_chart([], "Nothing").count("<rect") == 0
+
+
+def test_the_usage_chart_steps_through_each_report() -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    points = [(start + timedelta(days=2), Decimal(5)), (start + timedelta(days=4), Decimal(8))]
+    svg = charts.step_chart(points, start, start + timedelta(days=10), "Calls <usage>")
+    assert 'aria-label="Calls &lt;usage&gt;: 2 reports from 2026-01-01 to 2026-01-11, now 8, at most 8"' in svg
+    line = svg.split('<polyline points="', 1)[1].split('"', 1)[0].split()
+    # From zero, a step up at each report (two points at its time), held to the end.
+    assert len(line) == 1 + 2 * len(points) + 1
+    assert line[1].split(",")[0] == line[2].split(",")[0]
+    assert charts.step_chart([], start, start, "none").count("<polyline") == 1

@@ -3,7 +3,8 @@ same ones the API answers with), plus the console's search."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal
 
 from entitle.billing import service as billing
@@ -15,7 +16,8 @@ from entitle.catalog.packages import service as packages
 from entitle.catalog.packages.models import PackageCharge, PackageEntitlement, PackageView
 from entitle.catalog.products import service as products
 from entitle.catalog.products.models import Product
-from entitle.console import store
+from entitle.clock import utcnow
+from entitle.console import charts, store
 from entitle.customers import service as customers
 from entitle.customers.models import Customer
 from entitle.customers.service import CustomerView
@@ -23,6 +25,7 @@ from entitle.db import Database
 from entitle.db.pagination import Page, PageRequest
 from entitle.entitlements import service as entitlements
 from entitle.entitlements.schemas import EntitlementResult
+from entitle.errors import EntitleError
 from entitle.jobs import service as jobs
 from entitle.jobs.models import DEAD, Job
 from entitle.promotions import service as promotions
@@ -30,6 +33,7 @@ from entitle.promotions.models import PromotionalEntitlement
 from entitle.subscriptions import service as subscriptions
 from entitle.subscriptions.service import SubscriptionView
 from entitle.sync_states import SyncState
+from entitle.usage import service as usage
 
 
 def search_customers(db: Database, env_id: int, query: str, page: PageRequest) -> Page[Customer]:
@@ -57,6 +61,36 @@ class CustomerPage:
     entitlements: list[UsageBar]
     promotions: list[PromotionalEntitlement]
     plans: list[PackageView]
+    usage_charts: dict[str, UsageChart] = field(default_factory=dict)
+
+
+HISTORY_DAYS = 30
+
+
+@dataclass(frozen=True)
+class UsageChart:
+    """A metered feature's usage history over HISTORY_DAYS as inline SVG, or why there is none."""
+
+    svg: str | None = None
+    note: str | None = None
+
+
+def _usage_charts(db: Database, env_id: int, ref: str, bars: list[UsageBar]) -> dict[str, UsageChart]:
+    end = utcnow()
+    start = end - timedelta(days=HISTORY_DAYS)
+    found: dict[str, UsageChart] = {}
+    for bar in bars:
+        feature = bar.entitlement.feature
+        if feature is None or feature.feature_type != "NUMBER":
+            continue
+        try:
+            history = usage.usage_history(db, env_id, ref, feature.id, start, end, None)
+        except EntitleError as exc:  # e.g. more reports than one chart shows: say so, keep the page
+            found[feature.id] = UsageChart(note=exc.message)
+            continue
+        points = [(p.timestamp, p.value) for series in history.series for p in series.points]
+        found[feature.id] = UsageChart(svg=charts.step_chart(points, start, end, f"{feature.display_name} usage"))
+    return found
 
 
 def customer_page(db: Database, env_id: int, ref: str) -> CustomerPage:
@@ -71,7 +105,8 @@ def customer_page(db: Database, env_id: int, ref: str) -> CustomerPage:
             granted.append(UsageBar(result, used, Decimal(limit) if limit is not None else None))
         promos = list(promotions.list_promotions(db, env_id, ref, PageRequest(limit=100)).items)
     plans = packages.list_packages(db, env_id, "PLAN", PageRequest(limit=100), statuses=["PUBLISHED"]).items
-    return CustomerPage(customer, list(reversed(subs)), granted, promos, list(plans))
+    usage_charts = _usage_charts(db, env_id, ref, granted) if granted else {}
+    return CustomerPage(customer, list(reversed(subs)), granted, promos, list(plans), usage_charts)
 
 
 @dataclass(frozen=True)
