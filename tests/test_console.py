@@ -436,3 +436,31 @@ def test_integrations_are_for_admins_refuse_what_the_api_refuses_and_retry_dead_
         assert web.post("/console/jobs/nope/retry", data={"csrf_token": token}).status_code == 400
     with server.db.read() as s:
         assert s.get(Job, job_pk).status == "PENDING"  # type: ignore[union-attr]
+
+
+def test_webhook_endpoints_are_for_admins_with_the_secret_shown_once(server: LiveServer, api: httpx.Client) -> None:
+    editor = make_user(server.db, "hooks-editor@example.com", "editor")
+    with signed_in(server.base_url, editor) as web:
+        assert web.get("/console/webhooks").status_code == 403
+    admin = make_user(server.db, "hooks-admin@example.com", "admin")
+    with signed_in(server.base_url, admin) as web:
+        token = csrf_of(web, "/console/webhooks")
+        form = {"csrf_token": token, "url": "https://hooks.example.com/entitle", "event_types": ["customer.created"]}
+        made = web.post("/console/webhooks", data=form)
+        assert made.status_code == 200
+        secret = re.search(r'data-testid="webhook-secret"', made.text) and re.search(
+            r'id="wh-secret" readonly value="([^"]+)"', made.text
+        )
+        assert secret
+        listed = api.get("/api/v1/webhooks").json()["data"]
+        assert [(w["url"], w["eventTypes"]) for w in listed] == [
+            ("https://hooks.example.com/entitle", ["customer.created"])
+        ]
+        assert secret.group(1) not in web.get("/console/webhooks").text
+        page = web.get(f"/console/webhooks/{listed[0]['id']}")
+        assert page.status_code == 200 and "Nothing delivered yet" in page.text
+        private = {**form, "url": "http://127.0.0.1:9/hook"}
+        refused = web.post("/console/webhooks", data=private)
+        by_api = api.post("/api/v1/webhooks", json={"url": private["url"], "eventTypes": ["customer.created"]})
+        assert refused.status_code == by_api.status_code == 400
+        assert by_api.json()["error"]["message"] in html.unescape(refused.text)

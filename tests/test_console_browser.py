@@ -103,6 +103,7 @@ def test_sign_in_lands_on_the_overview_and_every_list_page_renders(console: Cons
             ("/console/settings", "Settings", "settings"),
             ("/console/audit-log", "Audit log", "audit-log"),
             ("/console/integrations", "Integrations", "integrations"),
+            ("/console/webhooks", "Webhooks", "webhooks"),
         ]:
             page.get_by_role("navigation", name="Console sections").get_by_role("link", name=heading).click()
             page.wait_for_url(console.base_url + path)

@@ -14,6 +14,7 @@ from entitle.console import (
     routes,
     settings_routes,
     web,
+    webhooks_routes,
 )
 from entitle.console.assets import STATIC
 
@@ -26,6 +27,7 @@ def install(app: FastAPI) -> None:
     app.include_router(catalog_routes.router)
     app.include_router(plan_routes.router)
     app.include_router(integrations_routes.router)
+    app.include_router(webhooks_routes.router)
     app.include_router(docs.router)
     app.mount(STATIC, StaticFiles(directory=web.HERE / "static"), name="console-static")
     web.install(app)
