@@ -13,6 +13,8 @@ import entitle.http.ids  # noqa: F401  (installs the path-id convertor before an
 from entitle import __version__, domain_events, wiring
 from entitle.access.cors import EnvironmentCorsMiddleware
 from entitle.access.routes import environment_router, keys_router
+from entitle.actors import ActorScope
+from entitle.audit.routes import router as audit_router
 from entitle.billing.routes import customers_router as customer_billing_router
 from entitle.billing.routes import router as integrations_router
 from entitle.catalog.coupons.routes import router as coupons_router
@@ -20,6 +22,7 @@ from entitle.catalog.features.routes import router as features_router
 from entitle.catalog.packages.routes import addons_router, plans_router
 from entitle.catalog.products.routes import router as products_router
 from entitle.config import Settings, load_settings
+from entitle.console.install import install as install_console
 from entitle.customers.routes import router as customers_router
 from entitle.db import Database
 from entitle.entitlements.routes import router as entitlements_router
@@ -61,6 +64,7 @@ ROUTERS = [
     paywall_router,
     keys_router,
     environment_router,
+    audit_router,
 ]
 
 
@@ -99,6 +103,9 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         title="Entitle",
         version=__version__,
         description="Entitlements, subscriptions and billing orchestration. Wire-compatible with Stigg REST v1.",
+        # Served by the console from vendored assets instead (FastAPI's own pages load them from a CDN).
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.db = db or Database(settings.database_url)
@@ -115,7 +122,11 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
             return error_response(503, "UNAVAILABLE", f"database unreachable: {type(exc).__name__}")
         return JSONResponse({"status": "ok"})
 
+    install_console(app)
+
     app.add_middleware(EncodedIdsMiddleware)
+    # Who acts in each request, for the audit log (filled in by the API-key and console-session checks).
+    app.add_middleware(ActorScope)
     # Outermost: a preflight is answered before routing, and every response (errors too) gets its CORS headers.
     app.add_middleware(EnvironmentCorsMiddleware)
     return app

@@ -18,7 +18,12 @@ if TYPE_CHECKING:
     from entitle.billing.service import IntegrationView
 from entitle import wiring
 from entitle.access import cli as access_cli
+from entitle.console import cli as console_cli
 from entitle.webhooks import cli as webhooks_cli
+
+# The demo admin `entitle demo` creates: for a local try-out only (README, "The console").
+DEMO_ADMIN_EMAIL = "admin@example.com"
+DEMO_ADMIN_PASSWORD = "entitle-demo-admin"
 
 app = typer.Typer(help="Entitle: entitlements, subscriptions and billing orchestration.", no_args_is_help=True)
 app.add_typer(access_cli.keys_app, name="keys")
@@ -30,6 +35,7 @@ app.add_typer(jobs_app, name="jobs")
 integrations_app = typer.Typer(help="Billing provider integrations (our extension).", no_args_is_help=True)
 app.add_typer(integrations_app, name="integrations")
 app.add_typer(webhooks_cli.app, name="webhooks")
+app.add_typer(console_cli.users_app, name="users")
 
 
 @app.callback()
@@ -63,6 +69,7 @@ def serve(
         workers = 1
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     typer.echo(f"Entitle listening on http://{host}:{port}", err=True)
+    typer.echo(f"Console: http://{host}:{port}/console  (API docs: http://{host}:{port}/docs)", err=True)
     uvicorn.run("entitle.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
 
 
@@ -72,6 +79,7 @@ def demo(
 ) -> None:
     """Load the demo catalog (idempotent) and print a server key for it."""
     from entitle.catalog.demo import load_demo
+    from entitle.console.accounts import ensure_user
 
     settings = load_settings()
     if settings.is_sqlite:
@@ -79,9 +87,14 @@ def demo(
     db = Database(settings.database_url)
     try:
         key = load_demo(db, settings, environment)
+        created = ensure_user(db, DEMO_ADMIN_EMAIL, "admin", DEMO_ADMIN_PASSWORD)
     finally:
         db.dispose()
     typer.echo(f"Demo catalog loaded into environment '{environment}'.")
+    typer.echo(
+        f"Console: {settings.console_base_url}/console  sign in as {DEMO_ADMIN_EMAIL} / {DEMO_ADMIN_PASSWORD}"
+        + ("" if created else " (the demo admin existed already: its password is as you left it)")
+    )
     typer.echo(f"Server API key: {key}")
     typer.echo("Try: curl -H 'X-API-KEY: <key>' http://127.0.0.1:8000/api/v1/plans")
     typer.echo(

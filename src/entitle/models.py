@@ -4,12 +4,14 @@ from __future__ import annotations
 
 
 def import_all_models() -> None:
+    import entitle.audit.models
     import entitle.billing.models
     import entitle.billing.usage_models
     import entitle.catalog.coupons.models
     import entitle.catalog.features.models
     import entitle.catalog.packages.models
     import entitle.catalog.products.models
+    import entitle.console.models
     import entitle.customers.models
     import entitle.environments.models
     import entitle.events.models

@@ -49,6 +49,11 @@ def _install() -> None:
     webhooks.install()
     push.install()
 
+    # The audit log hears every write a known actor (API key, console user, CLI) makes.
+    from entitle.audit import subscribers as audit
+
+    audit.install()
+
     # Job handlers register themselves when their module is imported.
     import entitle.billing.catalog_sync
     import entitle.billing.coupon_sync

@@ -29,6 +29,7 @@ LAYERS: tuple[frozenset[str], ...] = (
             "environments",
             "jobs",
             "sync_states",
+            "actors",
         }
     ),
     frozenset({"catalog.features"}),
@@ -42,7 +43,9 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"events"}),
     frozenset({"usage"}),
     frozenset({"entitlements"}),
-    frozenset({"billing", "webhooks", "push", "paywall", "access"}),
+    frozenset({"billing", "webhooks", "push", "paywall", "access", "audit"}),
+    # The console reads every domain and adapter (overview figures, sync errors); only the root imports it.
+    frozenset({"console"}),
     frozenset({"catalog.demo", "models", "migrations", "wiring", "app", "cli", "__main__"}),
 )
 OPEN_LAYERS = (0, len(LAYERS) - 1)

@@ -45,6 +45,8 @@ class Principal:
     environment_name: str
     kind: KeyKind
     key_id: int | None = None
+    # The key's display prefix (never the key): how the audit log names the caller.
+    key_prefix: str | None = None
     customer_tokens_required: bool = True
     allowed_origins: tuple[str, ...] = ()
     signing_secrets: EncryptedSigningSecrets = EncryptedSigningSecrets()
@@ -119,6 +121,7 @@ def authenticate(db: Database, raw_key: str | None) -> Principal:
         environment_name=env.name,
         kind=key.kind,
         key_id=key.pk,
+        key_prefix=key.prefix,
         customer_tokens_required=env.customer_tokens_required,
         allowed_origins=tuple(env.allowed_origins or ()),
         signing_secrets=EncryptedSigningSecrets(

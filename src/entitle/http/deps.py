@@ -10,6 +10,7 @@ from typing import Annotated, TypeVar
 from fastapi import Depends, Header, Query, Request
 from starlette.concurrency import run_in_threadpool
 
+from entitle import actors
 from entitle.clock import as_utc
 from entitle.db import Database
 from entitle.db.pagination import DEFAULT_LIMIT, CreatedAtRange, PageRequest
@@ -42,6 +43,9 @@ def any_key(
     check_environment_header(x_environment_id, principal.environment_name, principal.environment_id)
     # The CORS middleware answers a browser for the key's environment, also when a later check refuses.
     request.state.principal = principal
+    actor = actors.current()
+    if actor is not None:
+        actor.identify("api_key", principal.key_prefix or f"key {principal.key_id}", principal.environment_id)
     return principal
 
 

@@ -1,0 +1,171 @@
+"""The overview page's figures, read in one transaction. Prices come from the same functions the
+subscription preview uses (`entitle.subscriptions.preview`, `pricing`), so MRR and a preview agree."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from entitle.billing.models import ERROR, BillingLink
+from entitle.catalog.coupons import store as coupons
+from entitle.catalog.packages import store as packages
+from entitle.catalog.packages.models import Package
+from entitle.clock import utcnow
+from entitle.console import rules
+from entitle.customers.models import Customer
+from entitle.db import Database
+from entitle.jobs.models import DEAD, Job
+from entitle.subscriptions import pricing
+from entitle.subscriptions import store as subscriptions
+from entitle.subscriptions.models import Subscription, SubscriptionCharge
+from entitle.subscriptions.preview import _lines as priced_lines
+from entitle.subscriptions.preview import prices_of
+
+CHART_DAYS = 30
+
+
+@dataclass
+class Overview:
+    customers: int
+    # (plan, status) -> subscriptions, for ACTIVE and IN_TRIAL
+    per_plan: dict[tuple[str, str], int]
+    trials_ending: list[tuple[str, str, datetime]]  # (subscription, customer, trial end)
+    mrr: dict[str, Decimal]
+    # Active paid subscriptions that also bill from usage (in arrears): not in MRR, counted apart.
+    usage_billed: int
+    failed_payments: list[tuple[str, str]]  # (subscription, customer)
+    sync_errors: list[tuple[str, str, str]]  # (entity kind, billing id or entity, reason)
+    dead_jobs: int
+    new_per_day: list[tuple[date, int]] = field(default_factory=list)
+
+
+def overview(db: Database, env_id: int, now: datetime | None = None) -> Overview:
+    now = now or utcnow()
+    with db.read() as s:
+        customers = s.scalar(
+            select(func.count())
+            .select_from(Customer)
+            .where(Customer.environment_id == env_id, Customer.archived_at.is_(None))
+        )
+        per_plan = {
+            (plan, status): int(n)
+            for plan, status, n in s.execute(
+                select(Subscription.plan_ref, Subscription.status, func.count())
+                .where(Subscription.environment_id == env_id, Subscription.status.in_(("ACTIVE", "IN_TRIAL")))
+                .group_by(Subscription.plan_ref, Subscription.status)
+                .order_by(Subscription.plan_ref, Subscription.status)
+            )
+        }
+        trials = s.execute(
+            select(Subscription.ref_id, Customer.ref_id, Subscription.trial_end_date)
+            .join(Customer, Customer.pk == Subscription.customer_pk)
+            .where(
+                Subscription.environment_id == env_id,
+                Subscription.status == "IN_TRIAL",
+                Subscription.trial_end_date >= now,
+                Subscription.trial_end_date < now + timedelta(days=7),
+            )
+            .order_by(Subscription.trial_end_date)
+            .limit(50)
+        )
+        charges, usage_billed = _recurring(s, env_id)
+        failed = s.execute(
+            select(Subscription.ref_id, Customer.ref_id)
+            .join(Customer, Customer.pk == Subscription.customer_pk)
+            .where(Subscription.environment_id == env_id, Subscription.payment_collection == "FAILED")
+            .order_by(Subscription.pk.desc())
+            .limit(50)
+        )
+        errors = s.execute(
+            select(BillingLink.entity_kind, BillingLink.billing_id, BillingLink.entity_pk, BillingLink.reason)
+            .where(BillingLink.environment_id == env_id, BillingLink.sync_state == ERROR)
+            .order_by(BillingLink.pk.desc())
+            .limit(50)
+        )
+        dead = s.scalar(select(func.count()).select_from(Job).where(Job.environment_id == env_id, Job.status == DEAD))
+        since = (now - timedelta(days=CHART_DAYS - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
+        created = Counter(
+            at.date()
+            for at in s.scalars(
+                select(Subscription.created_at).where(
+                    Subscription.environment_id == env_id, Subscription.created_at >= since
+                )
+            )
+        )
+        return Overview(
+            customers=int(customers or 0),
+            per_plan=per_plan,
+            trials_ending=[(sub, cust, end) for sub, cust, end in trials if end is not None],
+            mrr=rules.mrr(charges),
+            usage_billed=usage_billed,
+            failed_payments=[(sub, cust) for sub, cust in failed],
+            sync_errors=[(kind, billing_id or f"#{pk}", reason or "") for kind, billing_id, pk, reason in errors],
+            dead_jobs=int(dead or 0),
+            new_per_day=[(day, created.get(day, 0)) for day in _days(since.date(), CHART_DAYS)],
+        )
+
+
+def _days(first: date, count: int) -> list[date]:
+    return [first + timedelta(days=i) for i in range(count)]
+
+
+def _recurring(s: Session, env_id: int) -> tuple[list[rules.RecurringCharge], int]:
+    """Each active paid subscription's recurring charge per period, priced as a preview prices it."""
+    subs = list(
+        s.scalars(
+            select(Subscription).where(
+                Subscription.environment_id == env_id,
+                Subscription.status == "ACTIVE",
+                Subscription.pricing_type == "PAID",
+                Subscription.billing_period.is_not(None),
+            )
+        )
+    )
+    pks = [sub.pk for sub in subs]
+    addons = subscriptions.addons_of(s, pks)
+    quantities: dict[int, dict[str, Decimal]] = {}
+    for charge in s.scalars(select(SubscriptionCharge).where(SubscriptionCharge.subscription_pk.in_(pks))):
+        if charge.charge_type == "FEATURE":
+            quantities.setdefault(charge.subscription_pk, {})[charge.ref_id] = charge.quantity
+    found: list[rules.RecurringCharge] = []
+    usage_billed = 0
+    for sub in subs:
+        plan = s.get(Package, sub.plan_pk)
+        if plan is None or sub.billing_period is None:
+            continue
+        with_addons = [(p, a.quantity) for a in addons.get(sub.pk, []) if (p := s.get(Package, a.addon_pk))]
+        units = Decimal(sub.unit_quantity or 1)
+        lines = priced_lines(
+            s, plan, with_addons, sub.billing_period, sub.billing_country_code, quantities.get(sub.pk, {}), units
+        )
+        all_prices = prices_of(packages.charges_of(s, plan.pk), sub.billing_period, sub.billing_country_code, "")
+        if any(p.billing_model == "USAGE_BASED" for p in all_prices):
+            usage_billed += 1
+        if not lines:
+            continue
+        currency = lines[0].currency
+        percent: Decimal | None = None
+        fixed: Decimal | None = None
+        coupon = coupons.find(s, env_id, sub.coupon_ref) if sub.coupon_ref else None
+        if coupon is not None and coupon.status == "ACTIVE":
+            percent = coupon.percent_off
+            fixed = next(
+                (Decimal(str(a["amount"])) for a in coupon.amounts_off or [] if a.get("currency") == currency), None
+            )
+        invoice = pricing.invoice(currency, lines, percent_off=percent, amount_off=fixed)
+        found.append(
+            rules.RecurringCharge(
+                currency=currency,
+                billing_period=sub.billing_period,
+                amount=invoice.total,
+                status=sub.status,
+                pricing_type=sub.pricing_type,
+                in_trial=False,
+            )
+        )
+    return found, usage_billed

@@ -1,0 +1,154 @@
+"""What the customer and subscription pages show, read through the domains' own service functions (the
+same ones the API answers with), plus the console's search."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
+
+from entitle.billing import service as billing
+from entitle.billing.service import IntegrationView
+from entitle.catalog.features import service as features
+from entitle.catalog.features.models import Feature
+from entitle.catalog.packages import package_entitlements
+from entitle.catalog.packages import service as packages
+from entitle.catalog.packages.models import PackageCharge, PackageEntitlement, PackageView
+from entitle.catalog.products import service as products
+from entitle.catalog.products.models import Product
+from entitle.clock import utcnow
+from entitle.console import charts, store
+from entitle.customers import service as customers
+from entitle.customers.models import Customer
+from entitle.customers.service import CustomerView
+from entitle.db import Database
+from entitle.db.pagination import Page, PageRequest
+from entitle.entitlements import service as entitlements
+from entitle.entitlements.schemas import EntitlementResult
+from entitle.errors import EntitleError
+from entitle.jobs import service as jobs
+from entitle.jobs.models import DEAD, Job
+from entitle.promotions import service as promotions
+from entitle.promotions.models import PromotionalEntitlement
+from entitle.subscriptions import service as subscriptions
+from entitle.subscriptions.service import SubscriptionView
+from entitle.sync_states import SyncState
+from entitle.usage import service as usage
+
+
+def search_customers(db: Database, env_id: int, query: str, page: PageRequest) -> Page[Customer]:
+    with db.read() as s:
+        return store.search_customers(s, env_id, query.strip(), page)
+
+
+@dataclass(frozen=True)
+class UsageBar:
+    entitlement: EntitlementResult
+    used: Decimal
+    limit: Decimal | None
+
+    @property
+    def percent(self) -> int:
+        if not self.limit:
+            return 0
+        return max(0, min(100, int(self.used * 100 / self.limit)))
+
+
+@dataclass(frozen=True)
+class CustomerPage:
+    customer: CustomerView
+    subscriptions: list[SubscriptionView]
+    entitlements: list[UsageBar]
+    promotions: list[PromotionalEntitlement]
+    plans: list[PackageView]
+    usage_charts: dict[str, UsageChart] = field(default_factory=dict)
+
+
+HISTORY_DAYS = 30
+
+
+@dataclass(frozen=True)
+class UsageChart:
+    """A metered feature's usage history over HISTORY_DAYS as inline SVG, or why there is none."""
+
+    svg: str | None = None
+    note: str | None = None
+
+
+def _usage_charts(db: Database, env_id: int, ref: str, bars: list[UsageBar]) -> dict[str, UsageChart]:
+    end = utcnow()
+    start = end - timedelta(days=HISTORY_DAYS)
+    found: dict[str, UsageChart] = {}
+    for bar in bars:
+        feature = bar.entitlement.feature
+        if feature is None or feature.feature_type != "NUMBER":
+            continue
+        try:
+            history = usage.usage_history(db, env_id, ref, feature.id, start, end, None)
+        except EntitleError as exc:  # e.g. more reports than one chart shows: say so, keep the page
+            found[feature.id] = UsageChart(note=exc.message)
+            continue
+        points = [(p.timestamp, p.value) for series in history.series for p in series.points]
+        found[feature.id] = UsageChart(svg=charts.step_chart(points, start, end, f"{feature.display_name} usage"))
+    return found
+
+
+def customer_page(db: Database, env_id: int, ref: str) -> CustomerPage:
+    customer = customers.get_customer(db, env_id, ref)
+    _, subs = subscriptions.list_subscriptions(db, env_id, PageRequest(limit=100), customer_ref=ref)
+    granted: list[UsageBar] = []
+    promos: list[PromotionalEntitlement] = []
+    if customer.customer.archived_at is None:
+        for result in entitlements.list_entitlements(db, env_id, ref, None).entitlements:
+            used = Decimal(result.current_usage or 0)
+            limit = None if result.has_unlimited_usage else result.usage_limit
+            granted.append(UsageBar(result, used, Decimal(limit) if limit is not None else None))
+        promos = list(promotions.list_promotions(db, env_id, ref, PageRequest(limit=100)).items)
+    plans = packages.list_packages(db, env_id, "PLAN", PageRequest(limit=100), statuses=["PUBLISHED"]).items
+    usage_charts = _usage_charts(db, env_id, ref, granted) if granted else {}
+    return CustomerPage(customer, list(reversed(subs)), granted, promos, list(plans), usage_charts)
+
+
+@dataclass(frozen=True)
+class PlanPage:
+    plan: PackageView
+    entitlements: list[PackageEntitlement]
+    charges: list[PackageCharge]
+    features: list[Feature]
+
+
+def plan_page(db: Database, env_id: int, ref: str) -> PlanPage:
+    plan = packages.get_package(db, env_id, "PLAN", ref)
+    entitled = package_entitlements.list_entitlements(db, env_id, "PLAN", ref)
+    charges = packages.list_charges(db, env_id, "PLAN", ref, PageRequest(limit=100)).items
+    known = features.list_features(db, env_id, PageRequest(limit=100), statuses=["NEW", "ACTIVE"]).items
+    return PlanPage(plan, entitled, list(charges), list(known))
+
+
+@dataclass(frozen=True)
+class PlansPage:
+    plans: Page[PackageView]
+    products: list[Product]
+
+
+def plans_page(db: Database, env_id: int, page: PageRequest) -> PlansPage:
+    found = packages.list_packages(db, env_id, "PLAN", page)
+    return PlansPage(found, list(products.list_products(db, env_id, PageRequest(limit=100)).items))
+
+
+@dataclass(frozen=True)
+class IntegrationsPage:
+    integrations: list[IntegrationView]
+    # Per integration: its entities whose last sync failed (newest first, at most a page).
+    sync_errors: dict[str, list[SyncState]]
+    dead_jobs: list[Job]
+
+
+def integrations_page(db: Database, env_id: int) -> IntegrationsPage:
+    connected = billing.list_integrations(db, env_id)
+    errors: dict[str, list[SyncState]] = {}
+    for view in connected:
+        states = billing.sync_states(db, env_id, view.row.ref_id, PageRequest(limit=100)).items
+        errors[view.row.ref_id] = [state for state in states if state.status == "ERROR"]
+    dead = jobs.list_jobs(db, env_id, PageRequest(limit=100), [DEAD]).items
+    return IntegrationsPage(connected, errors, list(dead))
