@@ -1,7 +1,7 @@
 """console users, sessions and sign-in throttling; the audit log (issue 14)
 
 Revision ID: 0022_console_users_audit
-Revises: 0018_usage_trust
+Revises: 0021_stripe_ops
 Create Date: 2026-12-05 03:00:00
 
 - `console_users`: people who sign in to the console (argon2id hashes), with a role.
@@ -20,7 +20,7 @@ from alembic import op
 import entitle.db.types
 
 revision: str = "0022_console_users_audit"
-down_revision: str | Sequence[str] | None = "0018_usage_trust"
+down_revision: str | Sequence[str] | None = "0021_stripe_ops"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
