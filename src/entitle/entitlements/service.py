@@ -163,6 +163,18 @@ async def list_for(
     return answers.listing(held.view, held.usage)
 
 
+def list_entitlements(db: Database, env_id: int, customer_ref: str, resource_ref: str | None) -> CustomerEntitlements:
+    """`list_for` read afresh from the database, bypassing the snapshot: for callers that are not on
+    the hot path and run outside the event loop (the console)."""
+    now = utcnow()
+    with db.read() as s:
+        customer = customers.find(s, env_id, customer_ref)
+        if customer is None:
+            return CUSTOMER_NOT_FOUND_LIST
+        view = _view(s, env_id, customer, resource_ref, now)
+        return answers.listing(view, _usage(s, customer.pk, list(view.grants.values()), resource_ref))
+
+
 def results_in_session(
     s: Session, env_id: int, customer: Customer, resource_ref: str | None
 ) -> list[EntitlementResult]:

@@ -53,8 +53,9 @@ class PromotionCodeEndpoints:
         code = str(params.get("code") or _rand(8).upper())
         if any(p["code"] == code and p["active"] for p in self.promotion_codes.values()):
             raise _bad(f"An active promotion code with `code: {code}` already exists.", "code")
-        promo = {
-            "id": f"promo_{_rand(14)}",
+        promo_id = f"promo_{_rand(14)}"
+        promo: dict[str, Any] = {
+            "id": promo_id,
             "object": "promotion_code",
             "active": _bool(params.get("active")) is not False,
             "code": code,
@@ -69,5 +70,5 @@ class PromotionCodeEndpoints:
             "restrictions": {},
             "times_redeemed": 0,
         }
-        self.promotion_codes[promo["id"]] = promo
+        self.promotion_codes[promo_id] = promo
         return promo
