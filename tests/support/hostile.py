@@ -218,9 +218,15 @@ _unique = itertools.count()
 class Make:
     """Builds the entities a case needs on the module's server, each with a fresh id."""
 
-    def __init__(self, api: httpx.Client, server: LiveServer) -> None:
+    def __init__(
+        self, api: httpx.Client, server: LiveServer, *, stripe_base: str | None = None, stripe_key: str | None = None
+    ) -> None:
         self.api = api
         self.server = server
+        # Connecting Stripe asks Stripe whether the key works: writes that need an integration talk to the
+        # local emulator when one is given; without one, connecting answers 503 (nothing reaches a real Stripe).
+        self.stripe_base = stripe_base or DEAD_STRIPE
+        self.stripe_key = stripe_key
 
     def uid(self, prefix: str) -> str:
         return f"{prefix}-{next(_unique)}"
@@ -262,10 +268,12 @@ class Make:
         return customer, ok(self.api.post("/api/v1/subscriptions", json=body))["id"]
 
     def integration(self) -> str:
-        # A bogus key against a closed local port: nothing ever reaches a real Stripe.
-        body = {"vendorIdentifier": "STRIPE", "apiSecretKey": f"sk_test_{self.uid('bogus')}", "apiBase": DEAD_STRIPE}
+        body = {"vendorIdentifier": "STRIPE", "apiSecretKey": self.stripe_secret(), "apiBase": self.stripe_base}
         ref: str = ok(self.api.post("/api/v1/integrations", json=body))["id"]
         return ref
+
+    def stripe_secret(self) -> str:
+        return self.stripe_key or f"sk_test_{self.uid('bogus')}"
 
     def remove_integration(self, ref: str) -> Callable[[], None]:
         return lambda: ok(self.api.delete(f"/api/v1/integrations/{ref}"))

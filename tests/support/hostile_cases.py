@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import httpx
 
-from tests.support.hostile import DEAD_STRIPE, Make, Target, customer_reads, ok, package_reads, sub_reads
+from tests.support.hostile import Make, Target, customer_reads, ok, package_reads, sub_reads
 
 FLAT_CHARGES = {
     "pricingType": "PAID",
@@ -348,20 +348,19 @@ def _job_retry(m: Make) -> Target:
 
 
 def _integration_connect(m: Make) -> Target:
-    key = f"sk_test_{m.uid('bogus')}"
     body = {
         "vendorIdentifier": "STRIPE",
-        "apiSecretKey": key,
+        "apiSecretKey": m.stripe_secret(),
         "webhookSecret": "whsec_bogus",
-        "apiBase": DEAD_STRIPE,
+        "apiBase": m.stripe_base,
         "isDefault": False,
         "syncCustomers": True,
         "syncSubscriptions": True,
         "taxEnabled": False,
         "paymentSettlementHours": 24,
     }
-    # apiBase is pinned to a closed local port: an integration without one (apiBase: null is valid) would
-    # reach the real Stripe as soon as anything checks the key. Its hostile URLs are in test_hostile_inputs.
+    # apiBase is pinned to the local emulator: an integration without one (apiBase: null is valid) would
+    # reach the real Stripe, which connecting asks whether the key works. Its hostile URLs are in test_hostile_inputs.
     return Target(
         {},
         body,
@@ -369,6 +368,17 @@ def _integration_connect(m: Make) -> Target:
         expect=-1,
         cleanup=lambda: _remove_all_integrations(m.api),
         pinned=frozenset({("apiBase",)}),
+    )
+
+
+def _portal_configuration(m: Make) -> Target:
+    ref = m.integration()
+    return Target(
+        {"integration_id": ref},
+        None,
+        ["/api/v1/integrations"],
+        expect=-1,
+        cleanup=lambda: _remove_all_integrations(m.api),
     )
 
 
@@ -545,8 +555,10 @@ CASES: list[Case] = [
     Case("DELETE", "/api/v1/subscriptions/{subscription_id}/future-update/schedule", _scheduled_update),
     Case("POST", "/api/v1/usage", _usage_v1),
     Case("POST", "/api/v1/jobs/{job_id}/retry", _job_retry),
+    Case("POST", "/api/v1/jobs/{job_id}/discard", _job_retry),
     Case("POST", "/api/v1/integrations", _integration_connect),
     Case("DELETE", "/api/v1/integrations/{integration_id}", _integration_remove),
+    Case("POST", "/api/v1/integrations/{integration_id}/portal-configuration", _portal_configuration),
     Case("POST", "/api/v1/integrations/{integration_id}/webhooks/stripe", _stripe_event),
     Case("POST", "/api/v1/webhooks", _webhook_create),
     _update("/api/v1/webhooks/{webhook_id}", _webhook_change(delete=False)),
