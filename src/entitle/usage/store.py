@@ -247,40 +247,49 @@ def lock_owners(session: Session, env_id: int, customer_refs: Iterable[str]) -> 
     return True
 
 
+def _created_and_locked(
+    session: Session,
+    model: Any,
+    key_attrs: tuple[str, ...],
+    wanted: list[tuple[Any, ...]],
+    *,
+    unique: list[str],
+    defaults: dict[str, Any],
+    scope: tuple[Any, ...] = (),
+) -> dict[tuple[Any, ...], Any]:
+    """The rows of `model` whose `key_attrs` are each of `wanted` (sorted, distinct), inserted with
+    `defaults` where missing, then read locked for this transaction in primary-key order."""
+    rows = [{**defaults, **dict(zip(key_attrs, key, strict=True))} for key in wanted]
+    session.execute(_insert(session, model.__table__).on_conflict_do_nothing(index_elements=unique), rows)
+    found: dict[tuple[Any, ...], Any] = {}
+    columns = tuple_(*(getattr(model, attr) for attr in key_attrs))
+    for chunk in _chunks(wanted):
+        stmt = (
+            select(model)
+            .where(*scope, columns.in_(chunk))
+            .order_by(model.pk)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        for row in session.scalars(stmt):
+            found[tuple(getattr(row, attr) for attr in key_attrs)] = row
+    return found
+
+
 def locked_counters(session: Session, env_id: int, keys: Iterable[CounterKey]) -> dict[CounterKey, UsageCounter]:
     """The counter rows of these keys, created where missing, locked for this transaction (in key order)."""
     wanted = sorted(set(keys))
     if not wanted:
         return {}
-    rows = [
-        {
-            "environment_id": env_id,
-            "customer_pk": customer_pk,
-            "feature_ref": feature_ref,
-            "resource_ref": resource_ref,
-            "window_start": window_start,
-            "value": Decimal(0),
-            "samples": 0,
-        }
-        for customer_pk, feature_ref, resource_ref, window_start in wanted
-    ]
-    unique = ["customer_pk", "feature_ref", "resource_ref", "window_start"]
-    session.execute(_insert(session, UsageCounter.__table__).on_conflict_do_nothing(index_elements=unique), rows)
-    found: dict[CounterKey, UsageCounter] = {}
-    columns = tuple_(
-        UsageCounter.customer_pk, UsageCounter.feature_ref, UsageCounter.resource_ref, UsageCounter.window_start
+    key_attrs = ("customer_pk", "feature_ref", "resource_ref", "window_start")
+    return _created_and_locked(
+        session,
+        UsageCounter,
+        key_attrs,
+        list(wanted),
+        unique=list(key_attrs),
+        defaults={"environment_id": env_id, "value": Decimal(0), "samples": 0},
     )
-    for chunk in _chunks(wanted):
-        stmt = (
-            select(UsageCounter)
-            .where(columns.in_(chunk))
-            .order_by(UsageCounter.pk)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-        for row in session.scalars(stmt):
-            found[(row.customer_pk, row.feature_ref, row.resource_ref, row.window_start)] = row
-    return found
 
 
 def locked_waitings(session: Session, env_id: int, keys: Iterable[WaitingKey]) -> dict[WaitingKey, WaitingUsage]:
@@ -288,32 +297,16 @@ def locked_waitings(session: Session, env_id: int, keys: Iterable[WaitingKey]) -
     wanted = sorted(set(keys))
     if not wanted:
         return {}
-    rows = [
-        {
-            "environment_id": env_id,
-            "customer_ref": customer_ref,
-            "resource_ref": resource_ref,
-            "feature_ref": feature_ref,
-            "value": Decimal(0),
-            "samples": 0,
-        }
-        for customer_ref, resource_ref, feature_ref in wanted
-    ]
-    unique = ["environment_id", "customer_ref", "resource_ref", "feature_ref"]
-    session.execute(_insert(session, WaitingUsage.__table__).on_conflict_do_nothing(index_elements=unique), rows)
-    found: dict[WaitingKey, WaitingUsage] = {}
-    columns = tuple_(WaitingUsage.customer_ref, WaitingUsage.resource_ref, WaitingUsage.feature_ref)
-    for chunk in _chunks(wanted):
-        stmt = (
-            select(WaitingUsage)
-            .where(WaitingUsage.environment_id == env_id, columns.in_(chunk))
-            .order_by(WaitingUsage.pk)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-        for row in session.scalars(stmt):
-            found[(row.customer_ref, row.resource_ref, row.feature_ref)] = row
-    return found
+    key_attrs = ("customer_ref", "resource_ref", "feature_ref")
+    return _created_and_locked(
+        session,
+        WaitingUsage,
+        key_attrs,
+        list(wanted),
+        unique=["environment_id", *key_attrs],
+        defaults={"environment_id": env_id, "value": Decimal(0), "samples": 0},
+        scope=(WaitingUsage.environment_id == env_id,),
+    )
 
 
 def add_distinct_many(session: Session, values: Iterable[tuple[int, str]], *, owner: str) -> dict[int, int]:
