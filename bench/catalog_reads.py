@@ -84,14 +84,16 @@ def serve(database_url: str, port: int, data_dir: str) -> None:
 
 
 @contextmanager
-def running_server(database_url: str, data_dir: Path, script: str = __file__) -> Iterator[str]:
+def running_server(
+    database_url: str, data_dir: Path, script: str = __file__, startup_seconds: float = 30
+) -> Iterator[str]:
     """`script --serve URL PORT DIR` in a child process (this file's `serve` unless told otherwise)."""
     port = free_port()
     command = [sys.executable, str(Path(script).resolve()), "--serve", database_url, str(port), str(data_dir)]
     child = subprocess.Popen(command)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + startup_seconds
         while True:
             if child.poll() is not None:
                 raise RuntimeError(f"server exited with {child.returncode}")
@@ -101,7 +103,7 @@ def running_server(database_url: str, data_dir: Path, script: str = __file__) ->
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError("server did not start within 30s")
+                raise RuntimeError(f"server did not start within {startup_seconds:g}s")
             time.sleep(0.05)
         yield base
     finally:

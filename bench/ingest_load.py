@@ -11,18 +11,18 @@ engine. Nothing is added to Entitle itself.
 from __future__ import annotations
 
 import json
-import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import catalog_reads
 
 AGGREGATIONS = ("COUNT", "SUM", "MAX", "MIN", "AVG", "UNIQUE")
 BATCH = 1000
@@ -200,39 +200,9 @@ def serve(database_url: str, port: int, data_dir: str) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def running_server(database_url: str, data_dir: Path) -> Iterator[str]:
-    port = free_port()
-    command = [sys.executable, str(Path(__file__).resolve()), "--serve", database_url, str(port), str(data_dir)]
-    child = subprocess.Popen(command)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if child.poll() is not None:
-                raise RuntimeError(f"server exited with {child.returncode}")
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("server did not start within 60s")
-            time.sleep(0.05)
-        yield base
-    finally:
-        child.terminate()
-        try:
-            child.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+def running_server(database_url: str, data_dir: Path) -> AbstractContextManager[str]:
+    """This file's `serve` (the app with its lock-hold hook) in a child process."""
+    return catalog_reads.running_server(database_url, data_dir, script=__file__, startup_seconds=60)
 
 
 def lock_holds(base: str, reset: bool = False) -> dict[str, Any]:
