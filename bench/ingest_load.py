@@ -15,9 +15,10 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -29,6 +30,7 @@ BATCH = 1000
 CUSTOMERS = 20
 REPEATED = 0.10  # share of each batch resending keys of the previous batch (dropped as duplicates)
 LOCK_HOLDS_PATH = "/_bench/lock_holds"
+T = TypeVar("T")
 
 
 def meter(function: str) -> dict[str, Any]:
@@ -92,22 +94,29 @@ def body(items: list[dict[str, Any]]) -> bytes:
 JSON = {"content-type": "application/json"}
 
 
-def post_all(base: str, key: str, bodies: list[bytes], concurrency: int) -> tuple[float, list[float], list[str]]:
-    """Post prebuilt bodies from `concurrency` keep-alive clients; elapsed seconds, latencies, errors."""
-    queue = list(reversed(bodies))
+def drive(
+    base: str,
+    key: str,
+    items: Sequence[T],
+    concurrency: int,
+    send: Callable[[httpx.Client, T], httpx.Response],
+    timeout: float = 120,
+) -> tuple[float, list[float], list[str]]:
+    """`send` each item from `concurrency` keep-alive clients; elapsed seconds, latencies, errors."""
+    queue = list(reversed(items))
     lock = threading.Lock()
     latencies: list[float] = []
     errors: list[str] = []
 
     def worker() -> None:
-        with httpx.Client(base_url=base, headers={"X-API-KEY": key}, timeout=120) as api:
+        with httpx.Client(base_url=base, headers={"X-API-KEY": key}, timeout=timeout) as api:
             while True:
                 with lock:
                     if not queue:
                         return
-                    content = queue.pop()
+                    item = queue.pop()
                 began = time.perf_counter()
-                response = api.post("/api/v1/events", content=content, headers=JSON)
+                response = send(api, item)
                 took = time.perf_counter() - began
                 with lock:
                     latencies.append(took)
@@ -121,6 +130,13 @@ def post_all(base: str, key: str, bodies: list[bytes], concurrency: int) -> tupl
     for thread in threads:
         thread.join()
     return time.perf_counter() - began, latencies, errors
+
+
+def post_all(base: str, key: str, bodies: list[bytes], concurrency: int) -> tuple[float, list[float], list[str]]:
+    """Post prebuilt event batches; elapsed seconds, latencies, errors."""
+    return drive(
+        base, key, bodies, concurrency, lambda api, content: api.post("/api/v1/events", content=content, headers=JSON)
+    )
 
 
 def percentile(values: list[float], share: float) -> float:

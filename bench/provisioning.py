@@ -16,46 +16,20 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import threading
-import time
 from pathlib import Path
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from catalog_reads import fresh_database
-from ingest_load import lock_holds, median, percentile, running_server, seed_catalog
+from ingest_load import drive, lock_holds, median, percentile, running_server, seed_catalog
 
 
 def provision_all(base: str, key: str, ids: list[str], concurrency: int) -> tuple[float, list[float], list[str]]:
-    queue = list(reversed(ids))
-    lock = threading.Lock()
-    latencies: list[float] = []
-    errors: list[str] = []
+    def provision(api: httpx.Client, customer_id: str) -> httpx.Response:
+        return api.post("/api/v1/customers", json={"id": customer_id, "subscriptionParams": {"planId": "plan"}})
 
-    def worker() -> None:
-        with httpx.Client(base_url=base, headers={"X-API-KEY": key}, timeout=60) as api:
-            while True:
-                with lock:
-                    if not queue:
-                        return
-                    customer_id = queue.pop()
-                began = time.perf_counter()
-                body = {"id": customer_id, "subscriptionParams": {"planId": "plan"}}
-                response = api.post("/api/v1/customers", json=body)
-                took = time.perf_counter() - began
-                with lock:
-                    latencies.append(took)
-                    if response.status_code != 200:
-                        errors.append(f"{response.status_code} {response.text[:200]}")
-
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
-    began = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return time.perf_counter() - began, latencies, errors
+    return drive(base, key, ids, concurrency, provision, timeout=60)
 
 
 def main() -> int:
