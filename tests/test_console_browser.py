@@ -285,7 +285,7 @@ def test_create_a_plan_with_a_tiered_monthly_price_and_a_trial_and_publish_it(co
         page.get_by_label("Free trial (days)").fill("7")
         page.get_by_role("button", name="Set price").click()
         page.wait_for_url(f"{console.base_url}/console/plans/scale")
-        assert "volume tiers: up to 5 at 12; beyond at 9 USD" in " ".join(
+        assert "volume tiers: up to 5 at 12 USD; beyond at 9 USD" in " ".join(
             page.get_by_test_id("charge").inner_text().split()
         )
         shoot(page, "plan-draft")
