@@ -319,7 +319,7 @@ def test_a_product_gets_an_add_on_with_a_per_unit_price_and_a_coupon_is_made(con
         page.get_by_role("button", name="Add entitlement").click()
         page.get_by_label("Billing model").select_option("PER_UNIT")
         page.get_by_label("Priced feature (per unit, usage)").select_option("seats")
-        page.get_by_label("Amount").fill("4")
+        page.get_by_label("Amount", exact=True).fill("4")
         page.get_by_role("button", name="Set price").click()
         page.get_by_label("Maximum quantity per subscription").fill("10")
         page.get_by_role("button", name="Save quantity and dependencies").click()

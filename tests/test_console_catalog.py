@@ -127,6 +127,12 @@ def test_products_are_searched_created_edited_journeyed_archived_and_duplicated(
     page = text_of(editor.get("/console/products/p-shop"))
     assert "When a subscription ends downgrade to free to p-shop-free" in page
 
+    audited = ok(api.get("/api/v1/audit-log", params={"entityId": "p-shop", "entityType": "products"})).json()["data"]
+    assert {(e["action"], e["actor"]) for e in audited} >= {
+        ("CREATE", "catalog-editor@example.com"),
+        ("UPDATE", "catalog-editor@example.com"),
+    }
+
     copied = post(editor, "/console/products/p-shop/duplicate", token, {"target_id": "p-shop-2"})
     assert copied.status_code == 303 and copied.headers["location"] == "/console/products/p-shop-2"
     plans = ok(api.get("/api/v1/plans", params={"productId": "p-shop-2"})).json()["data"]
@@ -206,6 +212,28 @@ def test_an_addon_draft_gets_entitlements_a_tiered_per_unit_price_quantity_and_d
         (10, {"amount": 3, "currency": "eur"}),
         (None, {"amount": 2.5, "currency": "eur"}),
     ]
+    ok(api.post("/api/v1/plans", json={"id": "a-plan", "displayName": "Plan", "productId": "a-prod"}))
+    compatible = post(editor, "/console/plans/a-plan/settings", token, {"compatible_addon_ids": ["a-base", "a-seats"]})
+    assert compatible.status_code == 303, compatible.text
+    assert ok(api.get("/api/v1/plans/a-plan")).json()["data"]["compatibleAddonIds"] == ["a-base", "a-seats"]
+    refused_like_the_api(
+        post(editor, "/console/plans/a-plan/settings", token, {"parent_plan_id": "nope"}),
+        api.patch("/api/v1/plans/a-plan", json={"parentPlanId": "nope"}),
+    )
+    by_country = {
+        "billing_model": "FLAT_FEE",
+        "billing_period": "MONTHLY",
+        "amount": "20",
+        "billing_country_code": "DE",
+        "country_amount": "18",
+    }
+    assert post(editor, "/console/plans/a-plan/price", token, by_country).status_code == 303
+    prices = ok(api.get("/api/v1/plans/a-plan/charges")).json()["data"]
+    assert sorted((c["billingCountryCode"] or "", c["price"]["amount"]) for c in prices) == [("", 20), ("DE", 18)]
+    custom = post(editor, "/console/plans/a-plan/free", token, {"pricing_type": "CUSTOM"})
+    assert custom.status_code == 303
+    assert ok(api.get("/api/v1/plans/a-plan")).json()["data"]["pricingType"] == "CUSTOM"
+    assert ok(api.get("/api/v1/plans/a-plan/charges")).json()["data"] == []
     listed = editor.get("/console/addons", params={"product": "a-prod", "status": "PUBLISHED"}).text
     assert 'data-testid="addon-a-seats"' in listed and 'data-testid="addon-a-base"' in listed
     assert 'data-testid="product-addons"' in editor.get("/console/products/a-prod").text
@@ -308,6 +336,10 @@ def test_the_draft_is_shown_beside_the_published_version_published_with_its_migr
     done(editor, f"{path}/price", token, {"billing_model": "FLAT_FEE", "billing_period": "MONTHLY", "amount": "10"})
     assert post(editor, f"{path}/publish", token, {"migration_type": "NEW_CUSTOMERS"}).status_code == 303
     assert 'data-testid="diff"' not in editor.get(path).text  # nothing to compare without a draft
+    # Names change in place on the published version; emptying the description clears it.
+    done(editor, f"{path}/details", token, {"display_name": "Plan Plus", "description": ""})
+    renamed = ok(api.get("/api/v1/plans/v-plan")).json()["data"]
+    assert (renamed["displayName"], renamed["description"], renamed["versionNumber"]) == ("Plan Plus", None, 1)
 
     assert post(editor, f"{path}/draft", token).status_code == 303
     unchanged = editor.get(path).text

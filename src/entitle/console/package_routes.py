@@ -169,18 +169,23 @@ def _editor(kind: PackageKind) -> None:
         tiers_mode: Tiny = "",
         tiers: Text = "",
         billing_country_code: Tiny = "",
+        country_amount: Tiny = "",
         min_unit_quantity: Tiny = "",
         max_unit_quantity: Tiny = "",
         trial_days: Tiny = "",
     ) -> Response:
         period: dict[str, Any] = {"billing_period": billing_period}
-        if billing_country_code:
-            period["billing_country_code"] = billing_country_code
         if tiers.strip():
             period["tiers"] = tiers_of(tiers, currency)
         elif amount:
             period["price"] = {"amount": amount, "currency": currency}
-        model: dict[str, Any] = {"billing_model": billing_model, "price_periods": [period]}
+        periods = [period]
+        if billing_country_code or country_amount:
+            # The same price for one country at another amount, beside the default one.
+            country_price = {"amount": country_amount, "currency": currency}
+            periods.append({**period, "billing_country_code": billing_country_code, "price": country_price})
+            periods[-1].pop("tiers", None)
+        model: dict[str, Any] = {"billing_model": billing_model, "price_periods": periods}
         for name, value in (
             ("feature_id", feature_id),
             ("min_unit_quantity", min_unit_quantity),
