@@ -390,5 +390,10 @@ def test_a_draft_beside_its_published_version_then_its_version_history(console: 
         page.wait_for_url(f"{console.base_url}/console/plans/growth/versions/1")
         assert "up to 2000; resets every month" in page.get_by_test_id("version-entitlements").inner_text()
         shoot(page, "plan-version")
+        # The editor on a phone: wide tables scroll inside their cards, the page itself does not.
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.goto(f"{console.base_url}/console/plans/growth")
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+        shoot(page, "plan-phone")
     finally:
         page.close()

@@ -348,7 +348,28 @@ def test_the_draft_is_shown_beside_the_published_version_published_with_its_migr
     )
     done(editor, f"{path}/entitlements/v-calls", token, {"usage_limit": "200", "reset_period": "MONTH"})
     done(editor, f"{path}/entitlements", token, {"feature_id": "v-sso"})
-    done(editor, f"{path}/price", token, {"billing_model": "FLAT_FEE", "billing_period": "ANNUALLY", "amount": "100"})
+    annual = {"billing_model": "FLAT_FEE", "billing_period": "ANNUALLY", "amount": "100"}
+    refused_like_the_api(
+        post(editor, f"{path}/price", token, {**annual, "overage_feature_id": "v-sso", "overage_amount": "1"}),
+        api.patch(
+            "/api/v1/plans/v-plan",
+            json={
+                "charges": {
+                    "pricingType": "PAID",
+                    "pricingModels": [
+                        {
+                            "billingModel": "FLAT_FEE",
+                            "pricePeriods": [{"billingPeriod": "ANNUALLY", "price": {"amount": 100}}],
+                        }
+                    ],
+                    "overagePricingModels": [
+                        {"featureId": "v-sso", "pricePeriods": [{"billingPeriod": "ANNUALLY", "price": {"amount": 1}}]}
+                    ],
+                }
+            },
+        ),
+    )
+    done(editor, f"{path}/price", token, {**annual, "overage_feature_id": "v-calls", "overage_amount": "0.05"})
     page = editor.get(path).text
 
     def row(testid: str) -> str:
@@ -362,6 +383,7 @@ def test_the_draft_is_shown_beside_the_published_version_published_with_its_migr
     assert row("diff-entitlements-v-sso") == "added: v-sso — granted added"
     assert row("diff-charges-FLAT_FEE MONTHLY") == "removed: FLAT_FEE MONTHLY 10 USD — removed"
     assert row("diff-charges-FLAT_FEE ANNUALLY") == "added: FLAT_FEE ANNUALLY — 100 USD added"
+    assert row("diff-charges-overage v-calls ANNUALLY") == "added: overage v-calls ANNUALLY — 0.05 USD added"
 
     assert post(editor, f"{path}/publish", token, {"migration_type": "ALL_CUSTOMERS"}).status_code == 303
     versions = ok(api.get("/api/v1/plans/v-plan")).json()["data"]

@@ -170,6 +170,8 @@ def _editor(kind: PackageKind) -> None:
         tiers: Text = "",
         billing_country_code: Tiny = "",
         country_amount: Tiny = "",
+        overage_feature_id: Short = "",
+        overage_amount: Tiny = "",
         min_unit_quantity: Tiny = "",
         max_unit_quantity: Tiny = "",
         trial_days: Tiny = "",
@@ -195,7 +197,12 @@ def _editor(kind: PackageKind) -> None:
                 model[name] = value
         if tiers_mode and tiers.strip():
             model["tiers_mode"] = tiers_mode
-        body: dict[str, Any] = {"charges": {"pricing_type": "PAID", "pricing_models": [model]}}
+        charges: dict[str, Any] = {"pricing_type": "PAID", "pricing_models": [model]}
+        if overage_feature_id or overage_amount:
+            # Usage beyond the entitlement's limit, charged per unit with the base price's period.
+            price = {"billing_period": billing_period, "price": {"amount": overage_amount, "currency": currency}}
+            charges["overage_pricing_models"] = [{"feature_id": overage_feature_id or None, "price_periods": [price]}]
+        body: dict[str, Any] = {"charges": charges}
         if kind == PLAN:
             if trial_days:
                 body["default_trial_config"] = {"duration": trial_days, "units": "DAY"}
