@@ -8,12 +8,11 @@ routers do. Each write is the API's own service call with the API's own request 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool as run_sync
 
 from entitle.catalog.packages import package_entitlements, publishing
@@ -38,7 +37,6 @@ Short = Annotated[str, Form(max_length=255)]
 Tiny = Annotated[str, Form(max_length=32)]
 Text = Annotated[str, Form(max_length=5000)]
 Refs = Annotated[list[str] | None, Form(max_length=500)]
-M = TypeVar("M", bound=BaseModel)
 templates.env.filters.update(charge_key=charge_key, charge_line=charge_line, entitlement_line=entitlement_line)
 WIDGETS = ("PAYWALL", "CUSTOMER_PORTAL", "CHECKOUT")
 RESET_PERIODS = ("MONTH", "WEEK", "DAY", "YEAR", "HOUR")
@@ -46,17 +44,6 @@ RESET_PERIODS = ("MONTH", "WEEK", "DAY", "YEAR", "HOUR")
 
 def package_path(kind: PackageKind, ref: str) -> str:
     return f"{PREFIX}/{PATHS[kind]}/{quote(ref, safe='')}"
-
-
-def exact(model: type[M], data: dict[str, Any]) -> M:
-    """The API's request model with every field as sent, blanks as null: an editor's emptied field
-    clears the value (where `web.parsed` leaves blank fields out)."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "form"
-        raise InvalidArgument(f"{where}: {first.get('msg', 'invalid value')}") from None
 
 
 def _editor(kind: PackageKind) -> None:
@@ -85,9 +72,9 @@ def _editor(kind: PackageKind) -> None:
     def edit_details(ctx: Edit, db: DB, ref: str, display_name: Short, description: Text = "") -> Response:
         body = {"display_name": display_name, "description": description.strip() or None}
         if kind == PLAN:
-            packages.update_plan(db, ctx.env_id, ref, exact(PlanUpdate, body))
+            packages.update_plan(db, ctx.env_id, ref, parsed(PlanUpdate, body, blanks_clear=True))
         else:
-            packages.update_addon(db, ctx.env_id, ref, exact(AddonUpdate, body))
+            packages.update_addon(db, ctx.env_id, ref, parsed(AddonUpdate, body, blanks_clear=True))
         return redirect(package_path(kind, ref))
 
     @router.post(section + "/draft", name=f"{kind.lower()}_draft")
@@ -147,7 +134,7 @@ def _editor(kind: PackageKind) -> None:
         if "enum_values" in form:  # only an enum feature's editor has the field
             values = text("enum_values") or ""
             body["enum_values"] = [v.strip() for v in values.split(",") if v.strip()]
-        req = exact(FeatureEntitlementUpdate, body)
+        req = parsed(FeatureEntitlementUpdate, body, blanks_clear=True)
         await run_sync(package_entitlements.update_entitlement, db, ctx.env_id, kind, ref, feature_id, req)
         return redirect(package_path(kind, ref) + f"#entitlement-{quote(feature_id, safe='')}")
 
@@ -243,12 +230,12 @@ def plan_settings(
     ctx: Edit, db: DB, ref: str, parent_plan_id: Short = "", compatible_addon_ids: Refs = None
 ) -> Response:
     body = {"parent_plan_id": parent_plan_id or None, "compatible_addon_ids": compatible_addon_ids or []}
-    packages.update_plan(db, ctx.env_id, ref, exact(PlanUpdate, body))
+    packages.update_plan(db, ctx.env_id, ref, parsed(PlanUpdate, body, blanks_clear=True))
     return redirect(package_path("PLAN", ref))
 
 
 @router.post("/addons/{ref}/settings")
 def addon_settings(ctx: Edit, db: DB, ref: str, max_quantity: Tiny = "", dependencies: Refs = None) -> Response:
     body = {"max_quantity": max_quantity or None, "dependencies": dependencies or []}
-    packages.update_addon(db, ctx.env_id, ref, exact(AddonUpdate, body))
+    packages.update_addon(db, ctx.env_id, ref, parsed(AddonUpdate, body, blanks_clear=True))
     return redirect(package_path("ADDON", ref))

@@ -13,7 +13,6 @@ from fastapi.responses import Response
 from entitle.catalog.products import service as products
 from entitle.catalog.products.schemas import PRODUCT_STATUSES, ProductCreate, ProductDuplicate, ProductUpdate
 from entitle.console import catalog_pages
-from entitle.console.package_routes import exact
 from entitle.console.web import PREFIX, Edit, Page, parsed, redirect, render
 from entitle.db.pagination import PageRequest
 from entitle.http.deps import DB
@@ -91,7 +90,7 @@ def edit_product(
         "description": description.strip() or None,
         "multiple_subscriptions": bool(multiple_subscriptions),
     }
-    products.update_product(db, ctx.env_id, ref, exact(ProductUpdate, body))
+    products.update_product(db, ctx.env_id, ref, parsed(ProductUpdate, body, blanks_clear=True))
     return redirect(product_path(ref))
 
 
@@ -113,7 +112,9 @@ def edit_journey(
         "downgrade_plan_id": downgrade_plan_id or None,
         "subscription_start_plan_id": subscription_start_plan_id or None,
     }
-    products.update_product(db, ctx.env_id, ref, exact(ProductUpdate, {"product_settings": settings}))
+    products.update_product(
+        db, ctx.env_id, ref, parsed(ProductUpdate, {"product_settings": settings}, blanks_clear=True)
+    )
     return redirect(product_path(ref))
 
 
