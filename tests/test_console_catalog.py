@@ -451,6 +451,12 @@ def test_coupons_are_listed_created_as_percentages_or_amounts_per_currency_and_a
     archived = editor.get("/console/coupons", params={"status": "ARCHIVED"}).text
     assert 'data-testid="coupon-c-half"' in archived and 'data-testid="coupon-c-ten"' not in archived
     assert 'aria-label="Archive coupon c-half"' not in archived
+    fixed_only = editor.get("/console/coupons", params={"type": "FIXED"}).text
+    assert 'data-testid="coupon-c-ten"' in fixed_only and 'data-testid="coupon-c-half"' not in fixed_only
+    for params in ({"type": "HALF"}, {"status": "GONE"}):
+        unknown = editor.get("/console/coupons", params=params)
+        assert unknown.status_code == 400 and "expected" in unknown.text
+    assert editor.get("/console/products", params={"status": "GONE"}).status_code == 400
 
 
 def test_a_viewer_sees_no_catalog_edit_controls_and_its_forged_posts_are_refused(

@@ -67,13 +67,13 @@ def packages_page(
 class ProductsPage:
     products: Page[Product]
     query: str
-    status: str
+    statuses: list[str]
 
 
-def products_page(db: Database, env_id: int, query: str, status: str, page: PageRequest) -> ProductsPage:
+def products_page(db: Database, env_id: int, query: str, statuses: list[str] | None, page: PageRequest) -> ProductsPage:
     with db.read() as s:
-        found = catalog_store.search_products(s, env_id, query.strip(), status or None, page)
-    return ProductsPage(found, query, status)
+        found = catalog_store.search_products(s, env_id, query.strip(), statuses, page)
+    return ProductsPage(found, query, statuses or [])
 
 
 @dataclass(frozen=True)
@@ -163,12 +163,12 @@ def version_page(db: Database, env_id: int, kind: PackageKind, ref: str, number:
 @dataclass(frozen=True)
 class CouponsPage:
     coupons: Page[Coupon]
-    status: str
-    coupon_type: str
+    statuses: list[str]
+    coupon_type: str | None
 
 
-def coupons_page(db: Database, env_id: int, status: str, coupon_type: str, page: PageRequest) -> CouponsPage:
-    found = coupons.list_coupons(
-        db, env_id, page, statuses=[status] if status else None, coupon_type=coupon_type or None
-    )
-    return CouponsPage(found, status, coupon_type)
+def coupons_page(
+    db: Database, env_id: int, statuses: list[str] | None, coupon_type: str | None, page: PageRequest
+) -> CouponsPage:
+    found = coupons.list_coupons(db, env_id, page, statuses=statuses, coupon_type=coupon_type)
+    return CouponsPage(found, statuses or [], coupon_type)

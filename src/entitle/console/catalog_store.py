@@ -13,11 +13,13 @@ def _like(query: str) -> str:
     return "%" + query.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-def search_products(s: Session, env_id: int, query: str, status: str | None, page: PageRequest) -> Page[Product]:
-    """Products whose id, name or description contains `query` (any case), optionally of one status."""
+def search_products(
+    s: Session, env_id: int, query: str, statuses: list[str] | None, page: PageRequest
+) -> Page[Product]:
+    """Products whose id, name or description contains `query` (any case), optionally of some statuses."""
     stmt = select(Product).where(Product.environment_id == env_id)
-    if status:
-        stmt = stmt.where(Product.status == status)
+    if statuses:
+        stmt = stmt.where(Product.status.in_(statuses))
     if query:
         like = _like(query)
         stmt = stmt.where(

@@ -15,7 +15,7 @@ from entitle.console.catalog_rules import amounts_off_of
 from entitle.console.web import PREFIX, Edit, Page, parsed, redirect, render
 from entitle.db.pagination import PageRequest
 from entitle.errors import InvalidArgument
-from entitle.http.deps import DB
+from entitle.http.deps import DB, comma_list
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 Short = Annotated[str, Form(max_length=255)]
@@ -34,10 +34,11 @@ def coupons_page(
     after: Cursor = None,
     before: Cursor = None,
 ) -> Response:
-    status = status if status in COUPON_STATUSES else ""
-    coupon_type = type if type in COUPON_TYPES else ""
+    statuses = comma_list(status, COUPON_STATUSES, name="status")
+    if type and type not in COUPON_TYPES:
+        raise InvalidArgument(f"type: expected one of {', '.join(COUPON_TYPES)}")
     data = catalog_pages.coupons_page(
-        db, ctx.env_id, status, coupon_type, PageRequest(limit=50, after=after, before=before)
+        db, ctx.env_id, statuses, type or None, PageRequest(limit=50, after=after, before=before)
     )
     return render(
         request, ctx, "coupons.html", data=data, page=data.coupons, statuses=COUPON_STATUSES, types=COUPON_TYPES

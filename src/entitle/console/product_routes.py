@@ -15,7 +15,7 @@ from entitle.catalog.products.schemas import PRODUCT_STATUSES, ProductCreate, Pr
 from entitle.console import catalog_pages
 from entitle.console.web import PREFIX, Edit, Page, parsed, redirect, render
 from entitle.db.pagination import PageRequest
-from entitle.http.deps import DB
+from entitle.http.deps import DB, comma_list
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 Short = Annotated[str, Form(max_length=255)]
@@ -41,9 +41,8 @@ def products_page(
     after: Cursor = None,
     before: Cursor = None,
 ) -> Response:
-    if status and status not in PRODUCT_STATUSES:
-        status = ""
-    data = catalog_pages.products_page(db, ctx.env_id, q, status, PageRequest(limit=50, after=after, before=before))
+    statuses = comma_list(status, PRODUCT_STATUSES, name="status")
+    data = catalog_pages.products_page(db, ctx.env_id, q, statuses, PageRequest(limit=50, after=after, before=before))
     return render(request, ctx, "products.html", data=data, page=data.products, statuses=PRODUCT_STATUSES)
 
 
