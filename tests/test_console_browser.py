@@ -272,7 +272,7 @@ def test_create_a_plan_with_a_tiered_monthly_price_and_a_trial_and_publish_it(co
         page.goto(f"{console.base_url}/console/plans")
         page.get_by_label("Plan id").fill("scale")
         page.get_by_label("Plan name").fill("Scale")
-        page.get_by_label("Product").select_option("main")
+        page.get_by_label("Product", exact=True).select_option("main")
         page.get_by_role("button", name="Create plan").click()
         page.wait_for_url(f"{console.base_url}/console/plans/scale")
         page.get_by_label("Entitled feature").select_option("api-calls")

@@ -234,6 +234,8 @@ def test_an_addon_draft_gets_entitlements_a_tiered_per_unit_price_quantity_and_d
     assert custom.status_code == 303
     assert ok(api.get("/api/v1/plans/a-plan")).json()["data"]["pricingType"] == "CUSTOM"
     assert ok(api.get("/api/v1/plans/a-plan/charges")).json()["data"] == []
+    plans = editor.get("/console/plans", params={"product": "a-prod", "status": "DRAFT"}).text
+    assert ">a-plan<" in plans and ">w-pro<" not in plans
     listed = editor.get("/console/addons", params={"product": "a-prod", "status": "PUBLISHED"}).text
     assert 'data-testid="addon-a-seats"' in listed and 'data-testid="addon-a-base"' in listed
     assert 'data-testid="product-addons"' in editor.get("/console/products/a-prod").text

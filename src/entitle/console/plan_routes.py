@@ -24,11 +24,33 @@ Cursor = Annotated[str | None, Query(max_length=200)]
 
 
 @router.get("/plans")
-def plans_page(request: Request, ctx: Page, db: DB, after: Cursor = None, before: Cursor = None) -> Response:
+def plans_page(
+    request: Request,
+    ctx: Page,
+    db: DB,
+    product: Annotated[str, Query(max_length=255)] = "",
+    status: Annotated[str, Query(max_length=16)] = "",
+    after: Cursor = None,
+    before: Cursor = None,
+) -> Response:
     data = catalog_pages.packages_page(
-        db, ctx.env_id, "PLAN", PageRequest(limit=50, after=after, before=before), None, None
+        db,
+        ctx.env_id,
+        "PLAN",
+        PageRequest(limit=50, after=after, before=before),
+        product or None,
+        comma_list(status, PACKAGE_STATUSES, name="status"),
     )
-    return render(request, ctx, "plans.html", page=data.packages, products=data.products)
+    return render(
+        request,
+        ctx,
+        "plans.html",
+        page=data.packages,
+        products=data.products,
+        product=product,
+        status=status,
+        statuses=PACKAGE_STATUSES,
+    )
 
 
 @router.post("/plans")
