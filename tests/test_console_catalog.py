@@ -520,3 +520,20 @@ def test_catalog_forms_without_the_csrf_token_are_refused(editor: httpx.Client, 
         assert refused.status_code == 403 and "CSRF_TOKEN_INVALID" in refused.text
     assert ok(api.get("/api/v1/products/x-prod")).json()["data"]["status"] == "PUBLISHED"
     assert api.get("/api/v1/coupons/x-c").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/console/products?q=%00",
+        "/console/products/a%00b",
+        "/console/plans/a%00b",
+        "/console/addons/a%00b/versions/1",
+        "/console/plans?product=a%00b",
+        "/console/plans/nope/versions/-1",
+    ],
+)
+def test_hostile_catalog_reads_are_refused_or_not_found_never_errors(editor: httpx.Client, path: str) -> None:
+    answer = editor.get(path)
+    assert answer.status_code in (200, 400, 404), answer.text
+    assert answer.headers["content-type"].startswith("text/html")

@@ -12,6 +12,7 @@ from entitle.catalog.coupons import service as coupons
 from entitle.catalog.coupons.schemas import COUPON_STATUSES, COUPON_TYPES, CouponCreate
 from entitle.console import catalog_pages
 from entitle.console.catalog_rules import amounts_off_of
+from entitle.console.product_routes import Ref
 from entitle.console.web import PREFIX, Edit, Page, parsed, redirect, render
 from entitle.db.pagination import PageRequest
 from entitle.errors import InvalidArgument
@@ -75,6 +76,6 @@ def create_coupon(
 
 
 @router.post("/coupons/{ref}/archive")
-def archive_coupon(ctx: Edit, db: DB, ref: str) -> Response:
+def archive_coupon(ctx: Edit, db: DB, ref: Ref) -> Response:
     coupons.archive_coupon(db, ctx.env_id, ref)
     return redirect(f"{PREFIX}/coupons")

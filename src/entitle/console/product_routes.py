@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import Response
 
 from entitle.catalog.products import service as products
@@ -22,6 +22,8 @@ Short = Annotated[str, Form(max_length=255)]
 Tiny = Annotated[str, Form(max_length=32)]
 Text = Annotated[str, Form(max_length=5000)]
 Cursor = Annotated[str | None, Query(max_length=200)]
+# PostgreSQL text holds no NUL: refused here, as a form error, rather than by the database.
+Ref = Annotated[str, Path(max_length=255, pattern=r"^[^\x00]*$")]
 CANCELLATION_TIMES = ("END_OF_BILLING_PERIOD", "IMMEDIATE")
 END_SETUPS = ("CANCEL_SUBSCRIPTION", "DOWNGRADE_TO_FREE")
 START_SETUPS = ("PLAN_SELECTION", "FREE_PLAN", "TRIAL_PERIOD")
@@ -36,7 +38,7 @@ def products_page(
     request: Request,
     ctx: Page,
     db: DB,
-    q: Annotated[str, Query(max_length=255)] = "",
+    q: Annotated[str, Query(max_length=255, pattern=r"^[^\x00]*$")] = "",
     status: Annotated[str, Query(max_length=16)] = "",
     after: Cursor = None,
     before: Cursor = None,
@@ -61,7 +63,7 @@ def create_product(
 
 
 @router.get("/products/{ref}")
-def product_page(request: Request, ctx: Page, db: DB, ref: str) -> Response:
+def product_page(request: Request, ctx: Page, db: DB, ref: Ref) -> Response:
     data = catalog_pages.product_page(db, ctx.env_id, ref)
     return render(
         request,
@@ -79,7 +81,7 @@ def product_page(request: Request, ctx: Page, db: DB, ref: str) -> Response:
 def edit_product(
     ctx: Edit,
     db: DB,
-    ref: str,
+    ref: Ref,
     display_name: Short,
     description: Text = "",
     multiple_subscriptions: Tiny = "",
@@ -97,7 +99,7 @@ def edit_product(
 def edit_journey(
     ctx: Edit,
     db: DB,
-    ref: str,
+    ref: Ref,
     subscription_cancellation_time: Tiny,
     subscription_end_setup: Tiny,
     subscription_start_setup: Tiny,
@@ -118,20 +120,20 @@ def edit_journey(
 
 
 @router.post("/products/{ref}/archive")
-def archive_product(ctx: Edit, db: DB, ref: str) -> Response:
+def archive_product(ctx: Edit, db: DB, ref: Ref) -> Response:
     products.archive_product(db, ctx.env_id, ref)
     return redirect(product_path(ref))
 
 
 @router.post("/products/{ref}/unarchive")
-def unarchive_product(ctx: Edit, db: DB, ref: str) -> Response:
+def unarchive_product(ctx: Edit, db: DB, ref: Ref) -> Response:
     products.unarchive_product(db, ctx.env_id, ref)
     return redirect(product_path(ref))
 
 
 @router.post("/products/{ref}/duplicate")
 def duplicate_product(
-    ctx: Edit, db: DB, ref: str, target_id: Short, display_name: Short = "", description: Text = ""
+    ctx: Edit, db: DB, ref: Ref, target_id: Short, display_name: Short = "", description: Text = ""
 ) -> Response:
     body = {"target_id": target_id, "display_name": display_name, "description": description.strip()}
     products.duplicate_product(db, ctx.env_id, ref, parsed(ProductDuplicate, body))
