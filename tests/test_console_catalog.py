@@ -289,6 +289,7 @@ def test_what_pricing_pages_show_is_edited_on_the_draft_and_served_by_the_paywal
         ["CHECKOUT"],
     )
     assert rows["w-sso"]["hiddenFromWidgets"] == ["PAYWALL", "CUSTOMER_PORTAL"]
+    assert rows["w-sso"]["hasSoftLimit"] is None  # a boolean's editor sends no limit fields to set
     assert sorted(rows["w-tier"]["enumValues"]) == ["a", "b"]
     assert "Not on pricing pages until it is published" in editor.get(path).text
     assert (

@@ -122,15 +122,16 @@ def _editor(kind: PackageKind) -> None:
 
         body: dict[str, Any] = {
             "type": "FEATURE",
-            "usage_limit": text("usage_limit"),
-            "has_unlimited_usage": bool(text("has_unlimited_usage")),
-            "has_soft_limit": bool(text("has_soft_limit")),
-            "reset_period": text("reset_period"),
             "display_name_override": text("display_name_override"),
             "description": text("description"),
             "order": text("order"),
             "hidden_from_widgets": [w for w in form.getlist("hidden_from_widgets") if isinstance(w, str)],
         }
+        if "usage_limit" in form:  # only a NUMBER feature's editor has limits and resets
+            body["usage_limit"] = text("usage_limit")
+            body["has_unlimited_usage"] = bool(text("has_unlimited_usage"))
+            body["has_soft_limit"] = bool(text("has_soft_limit"))
+            body["reset_period"] = text("reset_period")
         if "enum_values" in form:  # only an enum feature's editor has the field
             values = text("enum_values") or ""
             body["enum_values"] = [v.strip() for v in values.split(",") if v.strip()]
