@@ -376,7 +376,8 @@ def test_an_editor_builds_a_plan_with_a_tiered_price_and_a_trial_and_publishes_i
         )
         assert bad_tiers.status_code == 400 and "tier line 1" in bad_tiers.text
         page = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", web.get("/console/plans/team").text))
-        assert "graduated tiers: up to 10 at 5; beyond at 4 + 1.5 USD" in page and "trial 14 day(s)" in page
+        assert "graduated tiers: up to 10 at 5 USD; beyond at 4 USD + 1.5 USD flat" in page
+        assert "trial 14 day(s)" in page
         published = web.post(
             "/console/plans/team/publish", data={"csrf_token": token, "migration_type": "NEW_CUSTOMERS"}
         )

@@ -100,6 +100,8 @@ def test_sign_in_lands_on_the_overview_and_every_list_page_renders(console: Cons
             ("/console/customers", "Customers", "customers"),
             ("/console/subscriptions", "Subscriptions", "subscriptions"),
             ("/console/plans", "Plans", "plans"),
+            ("/console/products", "Products", "products"),
+            ("/console/addons", "Add-ons", "addons"),
             ("/console/settings", "Settings", "settings"),
             ("/console/audit-log", "Audit log", "audit-log"),
             ("/console/integrations", "Integrations", "integrations"),
@@ -270,7 +272,7 @@ def test_create_a_plan_with_a_tiered_monthly_price_and_a_trial_and_publish_it(co
         page.goto(f"{console.base_url}/console/plans")
         page.get_by_label("Plan id").fill("scale")
         page.get_by_label("Plan name").fill("Scale")
-        page.get_by_label("Product").select_option("main")
+        page.get_by_label("Product", exact=True).select_option("main")
         page.get_by_role("button", name="Create plan").click()
         page.wait_for_url(f"{console.base_url}/console/plans/scale")
         page.get_by_label("Entitled feature").select_option("api-calls")
@@ -285,7 +287,7 @@ def test_create_a_plan_with_a_tiered_monthly_price_and_a_trial_and_publish_it(co
         page.get_by_label("Free trial (days)").fill("7")
         page.get_by_role("button", name="Set price").click()
         page.wait_for_url(f"{console.base_url}/console/plans/scale")
-        assert "volume tiers: up to 5 at 12; beyond at 9 USD" in " ".join(
+        assert "volume tiers: up to 5 at 12 USD; beyond at 9 USD" in " ".join(
             page.get_by_test_id("charge").inner_text().split()
         )
         shoot(page, "plan-draft")
@@ -296,5 +298,102 @@ def test_create_a_plan_with_a_tiered_monthly_price_and_a_trial_and_publish_it(co
         shoot(page, "plan")
         plan = console.api.get("/api/v1/plans/scale").json()["data"]
         assert (plan["status"], plan["defaultTrialConfig"]["duration"]) == ("PUBLISHED", 7)
+    finally:
+        page.close()
+
+
+def test_a_product_gets_an_add_on_with_a_per_unit_price_and_a_coupon_is_made(console: Console) -> None:
+    page = console.admin.new_page()
+    try:
+        page.goto(f"{console.base_url}/console/products")
+        page.get_by_label("Product id").fill("team")
+        page.get_by_label("Product name").fill("Team workspace")
+        page.get_by_role("button", name="Create product").click()
+        page.wait_for_url(f"{console.base_url}/console/products/team")
+        page.get_by_label("New add-on id").fill("extra-seats")
+        page.get_by_label("New add-on name").fill("Extra seats")
+        page.get_by_role("button", name="Create add-on draft").click()
+        page.wait_for_url(f"{console.base_url}/console/addons/extra-seats")
+        page.get_by_label("Entitled feature").select_option("seats")
+        page.get_by_label("Usage limit").fill("1")
+        page.get_by_role("button", name="Add entitlement").click()
+        page.get_by_label("Billing model").select_option("PER_UNIT")
+        page.get_by_label("Priced feature (per unit, usage)").select_option("seats")
+        page.get_by_label("Amount", exact=True).fill("4")
+        page.get_by_role("button", name="Set price").click()
+        page.get_by_label("Maximum quantity per subscription").fill("10")
+        page.get_by_role("button", name="Save quantity and dependencies").click()
+        page.wait_for_url(f"{console.base_url}/console/addons/extra-seats")
+        assert page.get_by_test_id("charge").inner_text().split() == ["PER_UNIT", "seats", "MONTHLY", "4", "USD"]
+        page.get_by_role("button", name="Publish version 1").click()
+        page.wait_for_url(f"{console.base_url}/console/addons/extra-seats")
+        assert page.get_by_test_id("addon-status").inner_text() == "PUBLISHED"
+        shoot(page, "addon")
+        page.get_by_role("link", name="team", exact=True).click()
+        page.wait_for_url(f"{console.base_url}/console/products/team")
+        assert "Extra seats" in page.get_by_test_id("product-addons").inner_text()
+        shoot(page, "product")
+        addon = console.api.get("/api/v1/addons/extra-seats").json()["data"]
+        assert (addon["status"], addon["maxQuantity"], addon["pricingType"]) == ("PUBLISHED", 10, "PAID")
+
+        page.get_by_role("navigation", name="Console sections").get_by_role("link", name="Coupons").click()
+        page.wait_for_url(f"{console.base_url}/console/coupons")
+        page.get_by_label("Coupon id").fill("launch")
+        page.get_by_label("Coupon name").fill("Launch offer")
+        page.get_by_label("Fixed amounts").check()
+        page.get_by_label("Amounts off, one per currency").fill("10 usd\n9 eur")
+        page.get_by_label("Lasts (months; blank for ever)").fill("3")
+        page.get_by_role("button", name="Create coupon").click()
+        page.wait_for_url(f"{console.base_url}/console/coupons")
+        row = page.get_by_test_id("coupon-launch")
+        assert row.locator(".discount").inner_text() == "10 USD or 9 EUR off"
+        shoot(page, "coupons")
+        row.get_by_role("button", name="Archive coupon launch").click()
+        page.wait_for_url(f"{console.base_url}/console/coupons")
+        assert page.get_by_test_id("coupon-launch").locator(".status").inner_text() == "ARCHIVED"
+        assert console.api.get("/api/v1/coupons/launch").json()["data"]["amountsOff"] == [
+            {"amount": 10, "currency": "usd"},
+            {"amount": 9, "currency": "eur"},
+        ]
+    finally:
+        page.close()
+
+
+def test_a_draft_beside_its_published_version_then_its_version_history(console: Console) -> None:
+    made = console.api.post("/api/v1/plans", json={"id": "growth", "displayName": "Growth", "productId": "main"})
+    assert made.status_code == 200, made.text
+    body = {"entitlements": [{"type": "FEATURE", "id": "api-calls", "usageLimit": 2000, "resetPeriod": "MONTH"}]}
+    assert console.api.post("/api/v1/plans/growth/entitlements", json=body).status_code == 200
+    assert console.api.post("/api/v1/plans/growth/publish", json={"migrationType": "NEW_CUSTOMERS"}).status_code == 200
+    page = console.admin.new_page()
+    try:
+        page.goto(f"{console.base_url}/console/plans/growth")
+        page.get_by_role("button", name="Edit a new draft (version 2)").click()
+        page.wait_for_url(f"{console.base_url}/console/plans/growth")
+        # The entitlement's editor, by keyboard: its summary opens with Enter.
+        page.get_by_text("Change api-calls", exact=True).focus()
+        page.keyboard.press("Enter")
+        page.get_by_label("Limit of api-calls").fill("3000")
+        page.get_by_label("Name shown for api-calls").fill("Requests")
+        page.get_by_role("button", name="Save api-calls").click()
+        page.wait_for_url(f"{console.base_url}/console/plans/growth#entitlement-api-calls")
+        changed = page.get_by_test_id("diff-entitlements-api-calls")
+        assert changed.locator(".change").inner_text() == "changed"
+        assert 'up to 3000; resets every month; shown as "Requests"' in changed.inner_text()
+        shoot(page, "plan-draft-diff")
+        page.get_by_label("Existing subscriptions").select_option("ALL_CUSTOMERS")
+        page.get_by_role("button", name="Publish version 2").click()
+        page.wait_for_url(f"{console.base_url}/console/plans/growth")
+        history = page.get_by_test_id("versions")
+        assert "moved to it" in history.locator("tr").filter(has_text="Version 2").inner_text()
+        history.get_by_role("link", name="Version 1").click()
+        page.wait_for_url(f"{console.base_url}/console/plans/growth/versions/1")
+        assert "up to 2000; resets every month" in page.get_by_test_id("version-entitlements").inner_text()
+        shoot(page, "plan-version")
+        # The editor on a phone: wide tables scroll inside their cards, the page itself does not.
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.goto(f"{console.base_url}/console/plans/growth")
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+        shoot(page, "plan-phone")
     finally:
         page.close()

@@ -7,10 +7,13 @@ from fastapi.staticfiles import StaticFiles
 
 from entitle.console import (
     catalog_routes,
+    coupon_routes,
     customer_routes,
     docs,
     integrations_routes,
+    package_routes,
     plan_routes,
+    product_routes,
     routes,
     settings_routes,
     web,
@@ -26,6 +29,9 @@ def install(app: FastAPI) -> None:
     app.include_router(settings_routes.router)
     app.include_router(catalog_routes.router)
     app.include_router(plan_routes.router)
+    app.include_router(package_routes.router)
+    app.include_router(product_routes.router)
+    app.include_router(coupon_routes.router)
     app.include_router(integrations_routes.router)
     app.include_router(webhooks_routes.router)
     app.include_router(docs.router)

@@ -9,13 +9,8 @@ from decimal import Decimal
 
 from entitle.billing import service as billing
 from entitle.billing.service import IntegrationView
-from entitle.catalog.features import service as features
-from entitle.catalog.features.models import Feature
-from entitle.catalog.packages import package_entitlements
 from entitle.catalog.packages import service as packages
-from entitle.catalog.packages.models import PackageCharge, PackageEntitlement, PackageView
-from entitle.catalog.products import service as products
-from entitle.catalog.products.models import Product
+from entitle.catalog.packages.models import PackageView
 from entitle.clock import utcnow
 from entitle.console import charts, store
 from entitle.customers import service as customers
@@ -107,33 +102,6 @@ def customer_page(db: Database, env_id: int, ref: str) -> CustomerPage:
     plans = packages.list_packages(db, env_id, "PLAN", PageRequest(limit=100), statuses=["PUBLISHED"]).items
     usage_charts = _usage_charts(db, env_id, ref, granted) if granted else {}
     return CustomerPage(customer, list(reversed(subs)), granted, promos, list(plans), usage_charts)
-
-
-@dataclass(frozen=True)
-class PlanPage:
-    plan: PackageView
-    entitlements: list[PackageEntitlement]
-    charges: list[PackageCharge]
-    features: list[Feature]
-
-
-def plan_page(db: Database, env_id: int, ref: str) -> PlanPage:
-    plan = packages.get_package(db, env_id, "PLAN", ref)
-    entitled = package_entitlements.list_entitlements(db, env_id, "PLAN", ref)
-    charges = packages.list_charges(db, env_id, "PLAN", ref, PageRequest(limit=100)).items
-    known = features.list_features(db, env_id, PageRequest(limit=100), statuses=["NEW", "ACTIVE"]).items
-    return PlanPage(plan, entitled, list(charges), list(known))
-
-
-@dataclass(frozen=True)
-class PlansPage:
-    plans: Page[PackageView]
-    products: list[Product]
-
-
-def plans_page(db: Database, env_id: int, page: PageRequest) -> PlansPage:
-    found = packages.list_packages(db, env_id, "PLAN", page)
-    return PlansPage(found, list(products.list_products(db, env_id, PageRequest(limit=100)).items))
 
 
 @dataclass(frozen=True)

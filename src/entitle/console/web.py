@@ -180,10 +180,12 @@ def error_page(request: Request, status: int, code: str, message: str) -> Respon
 M = TypeVar("M", bound=BaseModel)
 
 
-def parsed(model: type[M], data: dict[str, Any]) -> M:
-    """The API's request model, validated from form fields: its refusal, as the API would word it."""
+def parsed(model: type[M], data: dict[str, Any], *, blanks_clear: bool = False) -> M:
+    """The API's request model, validated from form fields: its refusal, as the API would word it.
+    Blank fields are left out (the API's default applies) unless `blanks_clear`: then an editor's
+    emptied field is sent as null and clears what was stored."""
     try:
-        return model.model_validate({k: v for k, v in data.items() if v not in (None, "")})
+        return model.model_validate(data if blanks_clear else {k: v for k, v in data.items() if v not in (None, "")})
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ())) or "form"

@@ -1,0 +1,153 @@
+"""Pure rules of the console's catalog editors: how a version's entitlements and charges read as one
+line each, the difference between a draft and the published version, and the editors' text fields
+(tiers, amounts per currency) turned into the API's request shapes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
+
+from entitle.catalog.packages.models import PackageCharge, PackageEntitlement
+from entitle.errors import InvalidArgument
+
+Change = Literal["added", "removed", "changed", "unchanged"]
+
+
+def _num(value: object) -> str:
+    return format(Decimal(str(value)).normalize(), "f")
+
+
+def entitlement_line(e: PackageEntitlement) -> str:
+    """What an entitlement grants and how pricing pages show it, as one comparable line."""
+    if e.entitlement_type == "CREDIT":
+        parts = [f"{_num(e.amount) if e.amount is not None else 'no'} credits per {(e.cadence or '').lower()}"]
+    elif not e.is_granted:
+        parts = ["withheld"]
+    elif e.has_unlimited_usage:
+        parts = ["unlimited"]
+    elif e.usage_limit is not None:
+        parts = [f"up to {_num(e.usage_limit)}" + (" (soft limit)" if e.has_soft_limit else "")]
+    else:
+        parts = ["granted"]
+    if e.reset_period:
+        parts.append(f"resets every {e.reset_period.lower()}")
+    if e.enum_values:
+        parts.append("values " + ", ".join(sorted(e.enum_values)))
+    if e.display_name_override:
+        parts.append(f'shown as "{e.display_name_override}"')
+    if e.hidden_from_widgets:
+        parts.append("hidden from " + ", ".join(sorted(w.lower() for w in e.hidden_from_widgets)))
+    if e.order is not None:
+        parts.append(f"position {_num(e.order)}")
+    return "; ".join(parts)
+
+
+def charge_key(c: PackageCharge) -> str:
+    """Which price this is (two versions' prices with the same key are the same price, changed or not)."""
+    parts = ["overage" if c.is_overage else c.billing_model, c.feature_ref or "", c.billing_period]
+    if c.billing_country_code:
+        parts.append(c.billing_country_code.upper())
+    return " ".join(p for p in parts if p)
+
+
+def _price(price: Mapping[str, Any] | None) -> str:
+    if not price:
+        return "0"
+    return f"{_num(price.get('amount', 0))} {str(price.get('currency', '')).upper()}"
+
+
+def charge_line(c: PackageCharge) -> str:
+    if c.tiers:
+        steps = []
+        for tier in c.tiers:
+            bound = f"up to {_num(tier['upTo'])}" if tier.get("upTo") is not None else "beyond"
+            step = f"{bound} at {_price(tier.get('unitPrice'))}"
+            if tier.get("flatPrice"):
+                step += f" + {_price(tier['flatPrice'])} flat"
+            steps.append(step)
+        text = f"{(c.tiers_mode or '').lower()} tiers: " + "; ".join(steps)
+    elif c.price_amount is not None:
+        text = f"{_num(c.price_amount)} {(c.price_currency or '').upper()}"
+    else:
+        text = "no price"
+    if c.block_size is not None:
+        text += f" per block of {_num(c.block_size)}"
+    if c.min_unit_quantity is not None or c.max_unit_quantity is not None:
+        low = c.min_unit_quantity if c.min_unit_quantity is not None else 0
+        high = c.max_unit_quantity if c.max_unit_quantity is not None else "any"
+        text += f" (quantity {low} to {high})"
+    return text
+
+
+@dataclass(frozen=True)
+class Difference:
+    key: str
+    published: str | None
+    draft: str | None
+
+    @property
+    def change(self) -> Change:
+        if self.published is None:
+            return "added"
+        if self.draft is None:
+            return "removed"
+        return "unchanged" if self.published == self.draft else "changed"
+
+
+def differences(published: Mapping[str, str], draft: Mapping[str, str]) -> list[Difference]:
+    """Every key of either side once: the published version's order first, then what the draft adds."""
+    keys = list(published) + [k for k in draft if k not in published]
+    return [Difference(k, published.get(k), draft.get(k)) for k in keys]
+
+
+def entitlement_lines(rows: Iterable[PackageEntitlement]) -> dict[str, str]:
+    return {f"{e.ref_id}" + (" (credits)" if e.entitlement_type == "CREDIT" else ""): entitlement_line(e) for e in rows}
+
+
+def charge_lines(rows: Iterable[PackageCharge]) -> dict[str, str]:
+    return {charge_key(c): charge_line(c) for c in rows}
+
+
+# ---------------------------------------------------------------------------------------------- editor fields
+
+
+def tiers_of(text: str, currency: str) -> list[dict[str, Any]]:
+    """The tier editor's lines, `UP_TO UNIT_PRICE [FLAT_PRICE]` each, the last one's UP_TO `*` (no end)."""
+    tiers: list[dict[str, Any]] = []
+    for number, line in enumerate(text.strip().splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) not in (2, 3):
+            raise InvalidArgument(f"tier line {number}: write 'UP_TO UNIT_PRICE [FLAT_PRICE]' ('*' for no end)")
+        try:
+            amounts = [Decimal(p) for p in parts[1:]]
+            up_to = None if parts[0] == "*" else Decimal(parts[0])
+        except InvalidOperation:
+            raise InvalidArgument(f"tier line {number}: amounts must be numbers") from None
+        tier: dict[str, Any] = {"up_to": up_to, "unit_price": {"amount": amounts[0], "currency": currency}}
+        if len(amounts) == 2:
+            tier["flat_price"] = {"amount": amounts[1], "currency": currency}
+        tiers.append(tier)
+    return tiers
+
+
+def amounts_off_of(text: str) -> list[dict[str, str]]:
+    """The coupon editor's fixed discounts, `AMOUNT CURRENCY` a line (or comma-separated): the API's
+    `amountsOff`, amounts kept as written (the coupons service checks them per currency)."""
+    found: list[dict[str, str]] = []
+    for number, line in enumerate(text.replace(",", "\n").splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2:
+            raise InvalidArgument(f"amount off {number}: write 'AMOUNT CURRENCY', e.g. '10 usd'")
+        amount, currency = parts
+        try:
+            Decimal(amount)
+        except InvalidOperation:
+            amount, currency = currency, amount  # "usd 10" reads the same
+        found.append({"amount": amount, "currency": currency.lower()})
+    return found
