@@ -152,22 +152,30 @@ def median(values: list[float]) -> float:
 
 
 class LockHolds:
-    """Times each write transaction of a SQLite engine: BEGIN IMMEDIATE returned -> COMMIT/ROLLBACK done."""
+    """Times each write transaction of a SQLite engine: BEGIN IMMEDIATE returned -> COMMIT/ROLLBACK done;
+    and the CPU time its thread spent meanwhile (the rest of a hold is waiting: for the disk, for the
+    GIL held by the process's other threads, for a CPU the machine's other processes hold)."""
 
     def __init__(self, engine: Any) -> None:
         from sqlalchemy import event as sa_event
 
-        self.started: dict[int, float] = {}
-        self.holds: list[float] = []
+        self.started: dict[int, tuple[float, float, list[str]]] = {}
+        self.holds: list[tuple[float, float, str]] = []
         self.lock = threading.Lock()
         # Registered after the engine's own `begin` listener, which sends BEGIN IMMEDIATE.
         sa_event.listen(engine, "begin", self._begin)
+        sa_event.listen(engine, "before_cursor_execute", self._statement)
         dialect = engine.dialect
         for name in ("do_commit", "do_rollback"):
             setattr(dialect, name, self._ending(getattr(dialect, name)))
 
     def _begin(self, connection: Any) -> None:
-        self.started[id(connection.connection)] = time.perf_counter()
+        self.started[id(connection.connection)] = (time.perf_counter(), time.thread_time(), [])
+
+    def _statement(self, connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        began = self.started.get(id(connection.connection))
+        if began is not None and not began[2]:
+            began[2].append(" ".join(statement.split())[:90])
 
     def _ending(self, original: Any) -> Any:
         def end(dbapi_connection: Any) -> None:
@@ -176,20 +184,27 @@ class LockHolds:
             finally:
                 began = self.started.pop(id(dbapi_connection), None)
                 if began is not None:
+                    wall, cpu = time.perf_counter() - began[0], time.thread_time() - began[1]
                     with self.lock:
-                        self.holds.append(time.perf_counter() - began)
+                        self.holds.append((wall, cpu, began[2][0] if began[2] else ""))
 
         return end
 
     def report(self, reset: bool = False) -> dict[str, Any]:
         with self.lock:
             holds, self.holds = self.holds, ([] if reset else self.holds)
-        ms = [h * 1000 for h in holds]
+        ms = [h[0] * 1000 for h in holds]
+        cpu = [h[1] * 1000 for h in holds]
+        longest = max(holds, default=(0.0, 0.0, ""))
         return {
             "count": len(ms),
-            "longestMs": max(ms) if ms else 0.0,
+            "longestMs": longest[0] * 1000,
+            "longestCpuMs": longest[1] * 1000,
+            "longestFirstStatement": longest[2],
             "p99Ms": percentile(ms, 0.99) if ms else 0.0,
             "medianMs": median(ms) if ms else 0.0,
+            "maxCpuMs": max(cpu, default=0.0),
+            "p99CpuMs": percentile(cpu, 0.99) if cpu else 0.0,
         }
 
 

@@ -130,6 +130,11 @@ def main() -> int:
             f"SQLite write lock, whole run: {holds['count']} holds, median {holds['medianMs']:.1f} ms, "
             f"p99 {holds['p99Ms']:.1f} ms, longest {holds['longestMs']:.1f} ms (target <= 100 ms)"
         )
+        print(
+            f"  the longest: {holds['longestCpuMs']:.1f} ms of its thread's CPU, first statement "
+            f"`{holds['longestFirstStatement']}`; CPU of the holding thread over all holds: "
+            f"p99 {holds['p99CpuMs']:.1f} ms, max {holds['maxCpuMs']:.1f} ms"
+        )
     print("targets: longest hold <= 100 ms; usage report p99 <= 50 ms while another environment ingests")
     for error in errors[:5]:
         print(f"error: {error}", file=sys.stderr)

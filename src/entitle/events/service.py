@@ -68,8 +68,9 @@ def report_events(db: Database, env_id: int, events: list[EventIn]) -> Reported:
         for row in rows
     ]
     prepared = prepare.impl(db, env_id, candidates)
+    bound = store.Rows(db.dialect, rows)
     with db.transaction() as s:
-        stored = store.insert_new(s, rows)
+        stored = store.insert_new(s, bound)
         new = [event for row, event in zip(rows, candidates, strict=True) if row["idempotency_key"] in stored]
         if new:  # counted as usage in this transaction (the usage domain reacts, and may refuse the batch)
             publish(s, EventsIngested(env_id=env_id, events=tuple(new), prepared=prepared))

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,36 +32,18 @@ _SQLITE_TAKEN = text(
 )
 
 
-def insert_new(session: Session, rows: list[dict[str, Any]]) -> set[str]:
-    """Insert events of one environment with distinct idempotency keys, skipping keys already stored (by
-    anyone, even a transaction committing concurrently: PostgreSQL waits for it, SQLite serializes
-    writers); return the keys inserted now."""
-    if not rows:
-        return set()
-    if session.get_bind().dialect.name == "sqlite":
-        return _insert_new_sqlite(session, rows)
-    # One statement whatever the batch size, its columns bound as arrays (binding each row through
-    # SQLAlchemy costs more than the insert itself). ON CONFLICT waits for a concurrent insert of a key.
-    columns = {name: [r[name] for r in rows] for name in _COLUMNS}
-    columns["dimensions"] = [json.dumps(d) for d in columns["dimensions"]]
-    return set(session.scalars(_POSTGRESQL_INSERT, columns))
+class Rows:
+    """A batch's rows in the shape its driver binds them (timestamps and JSON already written), made
+    before the write transaction: on SQLite that transaction holds the database's write lock, and
+    formatting 1,000 rows costs more than storing them."""
 
-
-def _insert_new_sqlite(session: Session, rows: list[dict[str, Any]]) -> set[str]:
-    """The write transaction holds the database lock (BEGIN IMMEDIATE), so no one can store a key between
-    reading which keys are taken and inserting the others. SQLite cannot answer RETURNING for an
-    `executemany`, and binding each row through SQLAlchemy costs more than the insert itself: one
-    statement finds the taken keys, one `executemany` of the driver stores the rest."""
-    taken = set(
-        session.scalars(
-            _SQLITE_TAKEN, {"env": rows[0]["environment_id"], "keys": json.dumps([r["idempotency_key"] for r in rows])}
-        )
-    )
-    new = [r for r in rows if r["idempotency_key"] not in taken]
-    if new:
-        session.connection().exec_driver_sql(
-            _SQLITE_INSERT,
-            [
+    def __init__(self, dialect: str, rows: list[dict[str, Any]]) -> None:
+        self.sqlite = dialect == "sqlite"
+        self.keys = [r["idempotency_key"] for r in rows]
+        self.env_id = rows[0]["environment_id"] if rows else None
+        if self.sqlite:
+            instant = _sqlite_instants()
+            self.bound: Any = [
                 (
                     r["environment_id"],
                     r["customer_ref"],
@@ -68,16 +51,55 @@ def _insert_new_sqlite(session: Session, rows: list[dict[str, Any]]) -> set[str]
                     r["event_name"],
                     r["idempotency_key"],
                     json.dumps(r["dimensions"]),  # as the JSON column writes it
-                    _sqlite_instant(r["timestamp"]),
-                    _sqlite_instant(r["created_at"]),
-                    _sqlite_instant(r["updated_at"]),
+                    instant(r["timestamp"]),
+                    instant(r["created_at"]),
+                    instant(r["updated_at"]),
                 )
-                for r in new
-            ],
-        )
-    return {r["idempotency_key"] for r in new}
+                for r in rows
+            ]
+        else:
+            columns = {name: [r[name] for r in rows] for name in _COLUMNS}
+            columns["dimensions"] = [json.dumps(d) for d in columns["dimensions"]]
+            self.bound = columns
 
 
-def _sqlite_instant(at: datetime) -> str:
-    """As `UTCDateTime` stores an instant on SQLite: naive UTC, with microseconds."""
-    return at.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+def insert_new(session: Session, rows: Rows) -> set[str]:
+    """Insert events of one environment with distinct idempotency keys, skipping keys already stored (by
+    anyone, even a transaction committing concurrently: PostgreSQL waits for it, SQLite serializes
+    writers); return the keys inserted now."""
+    if not rows.keys:
+        return set()
+    if rows.sqlite:
+        return _insert_new_sqlite(session, rows)
+    # One statement whatever the batch size, its columns bound as arrays (binding each row through
+    # SQLAlchemy costs more than the insert itself). ON CONFLICT waits for a concurrent insert of a key.
+    return set(session.scalars(_POSTGRESQL_INSERT, rows.bound))
+
+
+def _insert_new_sqlite(session: Session, rows: Rows) -> set[str]:
+    """The write transaction holds the database lock (BEGIN IMMEDIATE), so no one can store a key between
+    reading which keys are taken and inserting the others. SQLite cannot answer RETURNING for an
+    `executemany`, and binding each row through SQLAlchemy costs more than the insert itself: one
+    statement finds the taken keys, one `executemany` of the driver stores the rest."""
+    taken = set(session.scalars(_SQLITE_TAKEN, {"env": rows.env_id, "keys": json.dumps(rows.keys)}))
+    new = rows.bound if not taken else [r for r in rows.bound if r[_KEY] not in taken]
+    if new:
+        session.connection().exec_driver_sql(_SQLITE_INSERT, new)
+    return {r[_KEY] for r in new}
+
+
+_KEY = _COLUMNS.index("idempotency_key")
+
+
+def _sqlite_instants() -> Callable[[datetime], str]:
+    """As `UTCDateTime` stores an instant on SQLite: naive UTC, with microseconds. A batch repeats its
+    instants (created_at, updated_at, events without a timestamp): each is written once."""
+    written: dict[datetime, str] = {}
+
+    def instant(at: datetime) -> str:
+        text = written.get(at)
+        if text is None:
+            text = written[at] = at.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+        return text
+
+    return instant

@@ -39,7 +39,7 @@ from entitle.events.ingested import NewEvent
 from entitle.events.rules import refusal
 from entitle.grants.engine import Grant, Window, customer_grants, owners_grants, resource_key, usage_window
 from entitle.usage import store
-from entitle.usage.meters import compile_meter, field_path, measure
+from entitle.usage.meters import compile_meter, dimensions_read, field_path, measure
 from entitle.usage.models import UsageCounter, WaitingUsage
 from entitle.usage.owners import CounterMoved, announce
 from entitle.usage.rules import RANGE_TEXT, Tally, fold, fold_checked, merge, usage_number
@@ -70,18 +70,43 @@ def _measure(metered: list[Feature], events: Sequence[NewEvent]) -> tuple[dict[s
     for feature in metered:
         assert feature.meter is not None
         measured = compile_meter(feature.meter, numbers)
-        column: Amounts = [measured(e.event_name, e.dimensions) for e in events]
-        for position, amount in enumerate(column):
-            if isinstance(amount, Decimal) and (kept := usage_number(amount)) != amount:
-                column[position] = kept
-                index = events[position].index
-                if kept is None and index not in refused:
-                    refused[index] = {
-                        "field": f"events.{index}.{field_path(feature.meter)}",
-                        "problem": f"{amount} is outside the range a meter counts ({RANGE_TEXT})",
-                    }
-        amounts[feature.ref_id] = column
+        # Events alike in their name and the dimensions the meter reads contribute alike: each kind is
+        # measured (and range-checked) once, by one of its events.
+        kinds = _kinds(dimensions_read(feature.meter), events)
+        try:
+            representative = dict(zip(kinds, events, strict=True))
+        except TypeError:  # a value that is not hashable (not a dimension value): measure each event
+            kinds = [(position,) for position in range(len(events))]
+            representative = dict(zip(kinds, events, strict=True))
+        kept: dict[tuple[Any, ...], Decimal | str | None] = {}
+        out_of_range: dict[tuple[Any, ...], Decimal] = {}
+        for kind, e in representative.items():
+            amount = measured(e.event_name, e.dimensions)
+            if isinstance(amount, Decimal):
+                kept[kind] = usage_number(amount)
+                if kept[kind] is None:
+                    out_of_range[kind] = amount
+            else:
+                kept[kind] = amount
+        amounts[feature.ref_id] = list(map(kept.__getitem__, kinds))
+        for kind, e in zip(kinds, events, strict=True) if out_of_range else ():
+            if kind in out_of_range and e.index not in refused:
+                refused[e.index] = {
+                    "field": f"events.{e.index}.{field_path(feature.meter)}",
+                    "problem": f"{out_of_range[kind]} is outside the range a meter counts ({RANGE_TEXT})",
+                }
     return amounts, [refused[i] for i in sorted(refused)]
+
+
+def _kinds(reads: tuple[str, ...], events: Sequence[NewEvent]) -> list[tuple[Any, ...]]:
+    """Each event's name and the dimensions read, each value with its type (True, 1 and 1.0 are equal
+    keys, yet measure apart)."""
+    if not reads:
+        return [(e.event_name,) for e in events]
+    if len(reads) == 1:  # the common meter: one field, filtered on the event name
+        name = reads[0]
+        return [(e.event_name, type(v := e.dimensions.get(name)), v) for e in events]
+    return [(e.event_name, *[(type(v), v) for v in map(e.dimensions.get, reads)]) for e in events]
 
 
 class _Windows:
@@ -182,33 +207,52 @@ def apply_events(s: Session, env_id: int, new: list[NewEvent], prepared: object 
         holders.update(_holders(s, env_id, [o for o in owners if o[0] in unheld], now))
     slots: dict[store.CounterKey, _Slot] = {}
     waiting: dict[store.WaitingKey, list[Item]] = {}
-    schedules: dict[tuple[Owner, tuple[object, ...]], tuple[_Windows, dict[int, Window]]] = {}
+    indexes = [e.index for e in new]
+    timestamps = [e.timestamp for e in new]
+    spans = {owner: _span(timestamps, at) for owner, at in positions.items()}
+    schedules: dict[tuple[Owner, tuple[object, ...]], tuple[_Windows, dict[datetime, Window]]] = {}
     for (customer_ref, resource_ref, ref), adding in wanted.items():
         column = amounts[ref]
-        items: list[Item] = [(new[p].index, a) for p in adding if (a := column[p]) is not None]
+        items: list[Item] = [(indexes[p], a) for p in adding if (a := column[p]) is not None]
         customer, held = holders[(customer_ref, resource_ref)]
         grant = held.get(ref)
+        resource = resource_key(resource_ref)
         if customer is None or grant is None:
-            waiting[(customer_ref, resource_key(resource_ref), ref)] = items
+            waiting[(customer_ref, resource, ref)] = items
             continue
-        schedule = ((customer_ref, resource_ref), _schedule(grant))
+        owner = (customer_ref, resource_ref)
+        schedule = (owner, _schedule(grant))
         if schedule not in schedules:
             schedules[schedule] = (_Windows(grant, now), {})
         finder, window_at = schedules[schedule]
+        current = finder.current
+        earliest, latest = spans[owner]
+        if current.start <= earliest and (current.end is None or latest < current.end):
+            # The common batch: every event of the owner falls in the current window, one counter.
+            whole = _Slot(customer, resource_ref, grant, current, in_current_window=True, items=items)
+            slots[(customer.pk, ref, resource, current.start)] = whole
+            continue
+        pk = customer.pk
         for p, item in zip(adding, items, strict=True):
-            window = window_at.get(p)
+            instant = timestamps[p]
+            window = window_at.get(instant)
             if window is None:
-                window = window_at[p] = finder.of(new[p].timestamp)
-            key = (customer.pk, ref, resource_key(resource_ref), window.start)
+                window = window_at[instant] = finder.of(instant)
+            key = (pk, ref, resource, window.start)
             slot = slots.get(key)
             if slot is None:
-                current = window.start == finder.current.start
-                slot = slots[key] = _Slot(customer, resource_ref, grant, window, current)
+                slot = slots[key] = _Slot(customer, resource_ref, grant, window, window.start == current.start)
             slot.items.append(item)
     problems += _count_in_windows(s, env_id, slots)
     problems += _count_waiting(s, env_id, waiting, {f.ref_id: f for f in metered})
     if problems:
         raise refusal(sorted(problems, key=lambda p: int(p["field"].split(".")[1])))
+
+
+def _span(timestamps: list[datetime], positions: list[int]) -> tuple[datetime, datetime]:
+    """The earliest and latest instant of these events."""
+    instants = [timestamps[p] for p in positions]
+    return min(instants), max(instants)
 
 
 def _owner_order(owner: Owner) -> tuple[str, str]:

@@ -168,6 +168,18 @@ def _compile_condition(condition: Mapping[str, Any]) -> Callable[[str, Dimension
     return lambda event_name, dimensions: condition_holds(condition, event_name, dimensions)
 
 
+def dimensions_read(meter: Mapping[str, Any]) -> tuple[str, ...]:
+    """The dimensions a meter reads (its conditions' fields and its aggregation's field). With the event's
+    name they decide everything `measure` answers for an event, so events alike in them measure alike."""
+    names: dict[str, None] = {}
+    fields = [c.get("field") for f in meter.get("filters") or [] for c in f.get("conditions") or []]
+    fields.append(meter["aggregation"].get("field"))
+    for name in fields:
+        if isinstance(name, str) and name != "eventName":
+            names[name[len("dimensions.") :] if name.startswith("dimensions.") else name] = None
+    return tuple(names)
+
+
 def field_path(meter: Mapping[str, Any]) -> str:
     """Where, in an event, the meter reads its number (for errors naming the field)."""
     field = str(meter["aggregation"].get("field") or "")
