@@ -60,6 +60,7 @@ from entitle.subscriptions.validation import (
     is_downgrade,
     latest_package,
     periods_priced,
+    trial_used,
 )
 
 
@@ -92,7 +93,7 @@ def _trial_end(
             return end, behavior
         if not config:
             raise InvalidArgument(f"plan '{plan.ref_id}' has no default trial; pass trialEndDate")
-    elif not config or _trial_used(s, customer, plan.product_pk):
+    elif not config or trial_used(s, customer, plan.product_pk):
         return None, None
     duration = Decimal(str(config["duration"]))
     if duration != duration.to_integral_value() or duration <= 0:
@@ -101,13 +102,6 @@ def _trial_end(
         return trial_end(start, int(duration), config["units"]), behavior
     except PastCalendarEnd as exc:
         raise InvalidArgument(f"the plan's trial cannot start then: {exc}") from exc
-
-
-def _trial_used(s: Session, customer: Customer, product_pk: int) -> bool:
-    """A plan's automatic trial is for newcomers to the product: a customer who already had a trial
-    or a paid subscription in it (a downgrade, a re-subscription) starts without one."""
-    subs = store.of_customer(s, customer.pk, [st.value for st in Status])
-    return any(x.product_pk == product_pk and (x.trial_end_date is not None or x.pricing_type == "PAID") for x in subs)
 
 
 def _activation_status(pricing_type: str, in_trial: bool) -> Status:
