@@ -2,10 +2,10 @@
 
 `billingInformation` of a provisioning or an update: `billingAddress` and `taxIds` go to the provider
 customer (a sealed `billing.sync_customer` job, as a customer's `passthrough.stripe` does), `metadata`,
-`taxRateIds` and `taxPercentage` to the provider subscription (sealed in its `billing.sync_subscription`
-or `billing.update_subscription` job). Refused (400) when nothing can take them: no integration bills
-the subscription, or (for the subscription's part) the provider never gets a subscription for it (free,
-trial, custom-priced, sync off, a Checkout makes it).
+`taxRateIds`, `taxPercentage` and `invoiceDaysUntilDue` to the provider subscription (sealed in its
+`billing.sync_subscription` or `billing.update_subscription` job). Refused (400) when nothing can take
+them: no integration bills the subscription, or (for the subscription's part) the provider never gets a
+subscription for it (free, trial, custom-priced, sync off, a Checkout makes it).
 
 A promotion code is looked up at the provider while the request waits (the answer must be a 400 when it
 is unknown or expired) — before the provisioning transaction opens (`prefetch_promotion_code`), so no
@@ -32,10 +32,11 @@ from entitle.customers.models import Customer
 from entitle.customers.ports import BillingInformationRefused
 from entitle.db import Database
 from entitle.errors import BillingProviderError, InvalidArgument
+from entitle.subscriptions import rules as subscription_rules
 from entitle.subscriptions.models import Subscription
 
 FOR_CUSTOMER = ("billingAddress", "taxIds")
-FOR_SUBSCRIPTION = ("metadata", "taxRateIds", "taxPercentage")
+FOR_SUBSCRIPTION = ("metadata", "taxRateIds", "taxPercentage", "invoiceDaysUntilDue")
 
 
 def _part(information: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
@@ -84,6 +85,8 @@ def forward(s: Session, sub: Subscription, information: Mapping[str, Any], *, vi
             f"{fields}: they go to the provider subscription and are not kept, but subscription '{sub.ref_id}' is "
             f"not billed by the provider ({reason})"
         )
+    if "invoiceDaysUntilDue" in for_subscription:  # checked (whole days, INVOICE) by the subscriptions domain
+        for_subscription["invoiceDaysUntilDue"] = subscription_rules.days_until_due(information)
     store.stash_sealed(s, sub.pk, for_subscription)
 
 
@@ -100,14 +103,23 @@ def _lookup(provider: BillingProvider, code: str) -> PromotionCode | None:
 
 
 def prefetch_promotion_code(
-    db: Database, env_id: int, customer_ref: str, billing_information: Mapping[str, Any] | None, code: str
+    db: Database,
+    env_id: int,
+    customer_ref: str,
+    billing_information: Mapping[str, Any] | None,
+    code: str,
+    *,
+    customer_integration: str | None = None,
 ) -> dict[str, Any]:
     """Before provisioning: look the code up at the integration that will most likely bill the
-    subscription (its `integrationId`, else the customer's), outside any transaction. What it returns goes
-    into the provisioning session's `info`; a guess that proves wrong there is looked up again."""
+    subscription (its `integrationId`, else the customer's: `customer_integration` for a customer created in
+    the same request), outside any transaction. What it returns goes into the provisioning session's
+    `info`; a guess that proves wrong there is looked up again."""
     with db.read() as s:
         named = (billing_information or {}).get("integrationId")
-        integration = store.integration_in(s, env_id, named) if isinstance(named, str) and named != "STRIPE" else None
+        if not (isinstance(named, str) and named != "STRIPE"):
+            named = customer_integration
+        integration = store.integration_in(s, env_id, named) if named else None
         if integration is None:
             customer = customer_store.find(s, env_id, customer_ref)
             integration = (

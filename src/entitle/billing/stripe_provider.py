@@ -44,6 +44,7 @@ from stripe.params.checkout import SessionCreateParams
 from entitle.billing import rules, stripe_customer_details
 from entitle.billing.models import STRIPE
 from entitle.billing.provider import (
+    DEFAULT_DAYS_UNTIL_DUE,
     BillingDetails,
     CatalogEntity,
     CheckoutRequest,
@@ -215,7 +216,8 @@ class StripeProvider:
         if subscription.trial_end is not None:
             params["trial_end"] = int(subscription.trial_end.timestamp())
         if subscription.collection_method == "send_invoice":
-            params["days_until_due"] = subscription.days_until_due or 30
+            days = subscription.days_until_due
+            params["days_until_due"] = DEFAULT_DAYS_UNTIL_DUE if days is None else days
         elif subscription.default_payment_method:
             params["default_payment_method"] = subscription.default_payment_method
         if subscription.coupon_billing_id:
@@ -276,8 +278,12 @@ class StripeProvider:
         if current.get("collection_method") != subscription.collection_method:
             params["collection_method"] = subscription.collection_method
         if subscription.collection_method == "send_invoice":
-            days = subscription.days_until_due or 30
-            if current.get("days_until_due") != days:
+            # Entitle does not keep the days (billing information): only a request's value is sent, and
+            # Stripe's own stays otherwise; one switching to send_invoice needs some.
+            days = subscription.days_until_due
+            if days is None and current.get("collection_method") != "send_invoice":
+                days = DEFAULT_DAYS_UNTIL_DUE
+            if days is not None and current.get("days_until_due") != days:
                 params["days_until_due"] = days
         elif subscription.default_payment_method and (
             _id_of(current.get("default_payment_method")) != subscription.default_payment_method

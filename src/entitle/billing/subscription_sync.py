@@ -53,6 +53,7 @@ from entitle.billing.provider import (
     CollectionMethod,
     CustomerSpec,
     ProrationBehavior,
+    SubscriptionExtras,
     SubscriptionItem,
     SubscriptionSpec,
     provider_for,
@@ -81,7 +82,6 @@ PAID_STATUSES = ("active", "trialing")  # a provider subscription in these is pa
 _OPEN = ("NOT_STARTED", "PAYMENT_PENDING", "IN_TRIAL", "ACTIVE")
 UPDATE_SUBSCRIPTION_JOB = "billing.update_subscription"
 LIMIT = rules.STRIPE_SUBSCRIPTIONS_PER_CUSTOMER  # tests lower it
-DEFAULT_DAYS_UNTIL_DUE = 30  # INVOICE collection without billingInformation.invoiceDaysUntilDue
 _ = usage_sync  # imported so its jobs are registered wherever subscription sync is
 
 
@@ -228,7 +228,6 @@ class _Plan:
     trial_end: datetime | None
     coupon_billing_id: str | None = None
     collection_method: CollectionMethod = "charge_automatically"
-    days_until_due: int | None = None
     default_payment_method: str | None = None
 
     def spec(
@@ -236,11 +235,11 @@ class _Plan:
         sub: Subscription,
         customer_id: str,
         proration: ProrationBehavior = "create_prorations",
-        extras: tuple[tuple[str, ...] | None, dict[str, str] | None] = (None, None),
+        extras: SubscriptionExtras = SubscriptionExtras(),
     ) -> SubscriptionSpec:
         return SubscriptionSpec(
-            tax_rate_ids=extras[0],
-            extra_metadata=extras[1],
+            tax_rate_ids=extras.tax_rate_ids,
+            extra_metadata=extras.metadata,
             ref=sub.ref_id,
             customer_billing_id=customer_id,
             items=self.items,
@@ -248,7 +247,7 @@ class _Plan:
             metadata=self.metadata,
             coupon_billing_id=self.coupon_billing_id,
             collection_method=self.collection_method,
-            days_until_due=self.days_until_due,
+            days_until_due=extras.days_until_due if self.collection_method == "send_invoice" else None,
             default_payment_method=self.default_payment_method,
             proration_behavior=proration,
         )
@@ -378,7 +377,6 @@ def _read(s: Session, integration: Integration, sub: Subscription, console: str)
         trial_end=None,
         coupon_billing_id=coupon_id if isinstance(coupon_id, str) else None,
         collection_method="send_invoice" if invoice else "charge_automatically",
-        days_until_due=(sub.invoice_days_until_due or DEFAULT_DAYS_UNTIL_DUE) if invoice else None,
         default_payment_method=None if invoice else paying.payment_method,
     )
 

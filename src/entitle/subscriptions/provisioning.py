@@ -184,6 +184,7 @@ def provision_in(
     start = as_utc(req.start_date) if req.start_date else now
     trial_ends, trial_behavior = _trial_end(s, plan, req, customer, start)
     billing_information = req.billing_information.wire() if req.billing_information else None
+    rules.check_days_until_due(billing_information, req.payment_collection_method or "CHARGE")
 
     open_in_product = [
         x
@@ -202,7 +203,8 @@ def provision_in(
         ):
             if rules.forwarded_billing_information(billing_information) or promotion_code:
                 raise InvalidArgument(
-                    "billingInformation (address, tax ids, tax rates, metadata) and promotion codes are sent to the "
+                    "billingInformation (address, tax ids, tax rates, metadata, invoice days until due) and promotion "
+                    "codes are sent to the "
                     "billing provider and not kept, so they cannot wait for a downgrade at the end of the period: "
                     "provision with scheduleStrategy IMMEDIATE, or update the subscription once the downgrade is done"
                 )
@@ -231,7 +233,6 @@ def provision_in(
         billing_country_code=req.billing_country_code,
         payment_collection="NOT_REQUIRED",
         payment_collection_method=req.payment_collection_method or "CHARGE",
-        invoice_days_until_due=rules.days_until_due(billing_information),
         start_date=start,
         billing_cycle_anchor=trial_ends if trial_ends and pricing_type == "PAID" else start,
         trial_end_date=trial_ends,
