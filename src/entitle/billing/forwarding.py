@@ -8,8 +8,10 @@ them: no integration bills the subscription, or (for the subscription's part) th
 subscription for it (free, trial, custom-priced, sync off, a Checkout makes it).
 
 A promotion code is looked up at the provider while the request waits (the answer must be a 400 when it
-is unknown or expired) — before the provisioning transaction opens (`prefetch_promotion_code`), so no
-lock is held meanwhile — and applies the Entitle coupon its provider coupon was synced from.
+is unknown, expired, used up or another customer's) — before the provisioning transaction opens
+(`prefetch_promotion_code`), so no lock is held meanwhile — and applies the Entitle coupon its provider
+coupon was synced from; the provider subscription (or Checkout) gets the code itself, so the provider
+counts its redemptions.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from entitle.billing import customer_sync, store
+from entitle.billing.checkout import stripe_customer_id
 from entitle.billing.models import COUPON, NO_SYNC_REQUIRED, SUBSCRIPTION, BillingLink, Integration
 from entitle.billing.provider import BillingProvider, PromotionCode, provider_for
 from entitle.billing.secrets import secret_box
@@ -152,6 +155,15 @@ def resolve_promotion_code(s: Session, sub: Subscription, code: str) -> str:
         raise InvalidArgument(f"promotion code '{code}' does not exist at the billing provider")
     if not promotion.active:
         raise InvalidArgument(f"promotion code '{code}' is expired or inactive")
+    if promotion.exhausted():
+        raise InvalidArgument(
+            f"promotion code '{code}' has been redeemed its maximum number of times ({promotion.max_redemptions})"
+        )
+    if promotion.customer_billing_id is not None:
+        payer = s.get(Customer, sub.paying_customer_pk or sub.customer_pk)
+        assert payer is not None
+        if promotion.customer_billing_id != stripe_customer_id(s, integration, payer):
+            raise InvalidArgument(f"promotion code '{code}' is for another customer of the billing provider")
     coupon = s.scalars(
         select(Coupon)
         .join(BillingLink, BillingLink.entity_pk == Coupon.pk)
@@ -167,4 +179,7 @@ def resolve_promotion_code(s: Session, sub: Subscription, code: str) -> str:
             f"promotion code '{code}' applies provider coupon '{promotion.coupon_billing_id}', which is not an active "
             "Entitle coupon: create the coupon in Entitle (it is synced to the provider) and the promotion code for it"
         )
+    # The code itself is applied at the provider (not just its coupon): the provider counts the redemption
+    # and has the last word on its restrictions (first-time customers, minimum amounts).
+    store.stash_promotion(s, sub.pk, promotion.id, promotion.coupon_billing_id)
     return coupon.ref_id

@@ -198,6 +198,13 @@ class PromotionCode:
     code: str
     coupon_billing_id: str
     active: bool
+    # Stripe's own limits, checked again (and finally) by Stripe when the code is applied.
+    max_redemptions: int | None = None
+    times_redeemed: int = 0
+    customer_billing_id: str | None = None  # only this provider customer may redeem it
+
+    def exhausted(self) -> bool:
+        return self.max_redemptions is not None and self.times_redeemed >= self.max_redemptions
 
 
 @dataclass(frozen=True)
@@ -219,6 +226,9 @@ class SubscriptionSpec:
     trial_end: datetime | None
     metadata: dict[str, str]
     coupon_billing_id: str | None = None  # the provider coupon applied as the subscription's discount
+    # The provider promotion code a request applied (it applies `coupon_billing_id`): sent instead of the
+    # coupon, so the provider counts the redemption and enforces the code's own restrictions.
+    promotion_code_billing_id: str | None = None
     collection_method: CollectionMethod = "charge_automatically"
     # With send_invoice: given by the request (forwarded, not kept); None leaves the provider's as it is
     # (a new subscription, or one switching to send_invoice, gets DEFAULT_DAYS_UNTIL_DUE).
@@ -275,6 +285,7 @@ class CheckoutRequest:
     collect_phone_number: bool = False
     client_reference_id: str | None = None
     coupon_billing_id: str | None = None  # the subscription's coupon, applied in the checkout
+    promotion_code_billing_id: str | None = None  # the promotion code it came from, applied instead
     expires_at: datetime | None = None  # None: the provider's default
 
 

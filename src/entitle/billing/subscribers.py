@@ -20,6 +20,7 @@ from entitle.billing import (
     rules,
     store,
     subscription_sync,
+    subscription_updates,
 )
 from entitle.billing import service as integrations
 from entitle.billing.models import Integration
@@ -111,7 +112,7 @@ def subscription_ended(s: Session, event: SubscriptionEnded) -> None:
 
 def billing_terms_changed(s: Session, event: BillingTermsChanged) -> None:
     proration = rules.provider_proration(event.proration)
-    subscription_sync.subscription_changed(s, event.sub, scheduled=event.scheduled, proration=proration)
+    subscription_updates.subscription_changed(s, event.sub, scheduled=event.scheduled, proration=proration)
 
 
 def trial_converted(s: Session, event: TrialConverted) -> None:
