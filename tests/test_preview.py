@@ -85,3 +85,37 @@ def test_preview_prices_new_subscriptions_upgrades_and_downgrades(client: stigg.
     assert down.is_plan_downgrade and down.has_scheduled_updates
     assert down.immediate_invoice.total == 0
     assert [s.plan_id for s in c.subscriptions.list(customer_id="acme", status=["ACTIVE"])] == ["business"]
+
+
+def test_preview_of_a_trial_plan_charges_nothing_now_exactly_when_provisioning_starts_a_trial(
+    client: stigg.Stigg,
+) -> None:
+    """The demo's case: a customer on the free plan previews the paid plan with a 14-day trial. Provisioning
+    ends the free subscription and starts the trial, so nothing is due now; a customer who already had the
+    trial gets none and is charged at once, in the preview as when provisioned."""
+    c = client.v1
+    c.features.create_feature(id="sso", display_name="SSO", feature_type="BOOLEAN")
+    c.features.create_feature(id="seats", display_name="Seats", feature_type="NUMBER", meter_type="FLUCTUATING")
+    c.products.create_product(id="app", display_name="App")
+    c.plans.create(id="free", display_name="Free", product_id="app", pricing_type="FREE")
+    c.plans.publish("free", migration_type="NEW_CUSTOMERS")
+    trial = {"duration": 14, "units": "DAY", "trial_end_behavior": "CONVERT_TO_PAID"}
+    _plan(client, "pro", 29, default_trial_config=trial)
+    c.customers.provision(id="ada")
+    c.subscriptions.provision(customer_id="ada", plan_id="free")
+
+    preview = c.subscriptions.preview(customer_id="ada", plan_id="pro").data
+    assert preview.immediate_invoice.total == 0
+    assert preview.recurring_invoice is not None and preview.recurring_invoice.total == 29 + 4
+    provisioned = c.subscriptions.provision(customer_id="ada", plan_id="pro").data
+    assert provisioned.subscription is not None and provisioned.subscription.status == "IN_TRIAL"
+
+    no_trial = c.subscriptions.preview(
+        customer_id="ada", plan_id="pro", trial_override_configuration={"is_trial": False}
+    ).data
+    assert no_trial.immediate_invoice.total > 0
+
+    c.subscriptions.provision(customer_id="ada", plan_id="free", schedule_strategy="IMMEDIATE")
+    again = c.subscriptions.preview(customer_id="ada", plan_id="pro").data  # the trial was used
+    assert again.immediate_invoice.total == 29 + 4
+    assert c.subscriptions.provision(customer_id="ada", plan_id="pro").data.subscription.status == "ACTIVE"

@@ -209,6 +209,66 @@ def test_payment_collection_charge_and_invoice(
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "INVALID_ARGUMENT"
 
 
+def test_invoice_days_until_due_is_forwarded_once_and_not_kept(
+    server: LiveServer, api: httpx.Client, stripe_emulator: StripeEmulator
+) -> None:
+    """`invoiceDaysUntilDue` is billing information (Stigg's SubscriptionBillingInfo, never returned on a
+    subscription): it reaches the Stripe subscription through the sealed job and Entitle keeps nothing, so a
+    later update that does not give it leaves Stripe's value alone instead of re-sending a stored one."""
+    connected_with_pro(server, api, stripe_emulator)
+    create_coupon(api, "loyal", percentOff=15)
+    paying_customer(api, stripe_emulator)
+    paying_customer(api, stripe_emulator, "cust-bob")
+    invoiced = {"paymentCollectionMethod": "INVOICE", "billingPeriod": "MONTHLY"}
+    ref = provision(api, "cust-ada", "plan-pro", **invoiced, billingInformation={"invoiceDaysUntilDue": 14})
+    zero = provision(api, "cust-bob", "plan-pro", **invoiced, billingInformation={"invoiceDaysUntilDue": 0})
+    shown = api.get(f"/api/v1/subscriptions/{ref}").json()["data"]
+    assert "invoiceDaysUntilDue" not in str(shown) and "billingInformation" not in shown
+    assert "invoice_days_until_due" not in Subscription.__table__.columns
+    Worker(server.db).drain()
+    assert stripe_sub(server, stripe_emulator, ref).days_until_due == 14
+    assert stripe_sub(server, stripe_emulator, zero).days_until_due == 0  # not the default
+    assert all(job.sealed is None for job in jobs_of(server, subscription_sync.SYNC_SUBSCRIPTION_JOB))
+
+    # An update without it changes Stripe's coupon and leaves the days as Stripe holds them.
+    resp = api.patch(f"/api/v1/subscriptions/{ref}", json={"appliedCoupon": {"couponId": "loyal"}})
+    assert resp.status_code == 200, resp.text
+    Worker(server.db).drain()
+    after = stripe_sub(server, stripe_emulator, ref)
+    assert discount_coupon(stripe_emulator, after.id) is not None and after.days_until_due == 14
+    (write,) = update_writes(stripe_emulator)
+    assert "days_until_due" not in (write.params or {})
+    # An update giving it sends it, once.
+    resp = api.patch(f"/api/v1/subscriptions/{ref}", json={"billingInformation": {"invoiceDaysUntilDue": 45}})
+    assert resp.status_code == 200, resp.text
+    Worker(server.db).drain()
+    assert stripe_sub(server, stripe_emulator, ref).days_until_due == 45
+    assert all(job.sealed is None for job in jobs_of(server, subscription_sync.UPDATE_SUBSCRIPTION_JOB))
+
+    # Days for invoices a charged subscription never sends are refused, not dropped.
+    resp = api.post(
+        "/api/v1/subscriptions",
+        json={"customerId": "cust-bob", "planId": "plan-pro", "billingInformation": {"invoiceDaysUntilDue": 7}},
+    )
+    assert resp.status_code == 400 and "paymentCollectionMethod INVOICE" in resp.json()["error"]["message"]
+
+
+def test_invoice_days_until_due_with_no_integration_is_refused(server: LiveServer, api: httpx.Client) -> None:
+    assert api.post("/api/v1/customers", json={"id": "cust-ada"}).status_code == 200
+    assert api.post("/api/v1/products", json={"id": "acme", "displayName": "Acme"}).status_code == 200
+    assert api.post("/api/v1/plans", json={"id": "plan-x", "displayName": "X", "productId": "acme"}).status_code == 200
+    publish_plan(api, "plan-x")
+    body = {
+        "customerId": "cust-ada",
+        "planId": "plan-x",
+        "paymentCollectionMethod": "INVOICE",
+        "billingInformation": {"invoiceDaysUntilDue": 14},
+    }
+    resp = api.post("/api/v1/subscriptions", json=body)
+    assert resp.status_code == 400 and resp.json()["error"]["code"] == "BILLING_INTEGRATION_REQUIRED", resp.text
+    assert api.get("/api/v1/subscriptions", params={"customerId": "cust-ada"}).json()["data"] == []
+
+
 def test_the_subscription_limit_per_stripe_customer_refuses_provisioning_without_a_half_write(
     server: LiveServer, api: httpx.Client, stripe_emulator: StripeEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:

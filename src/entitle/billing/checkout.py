@@ -54,6 +54,8 @@ from entitle.billing.subscription_sync import (
     _read,
     _record_customer,
     no_sync_reason,
+    promotion_code_for,
+    promotion_payload,
 )
 from entitle.clock import utcnow
 from entitle.config import load_settings
@@ -123,7 +125,8 @@ def plan_checkout(s: Session, integration: Integration, sub: Subscription, optio
         sub.pk,
         PENDING,
         reason=CHECKOUT_PENDING_REASON,
-        details={"checkout": {"state": "CREATING", "successUrl": options.success_url}},
+        details={"checkout": {"state": "CREATING", "successUrl": options.success_url}}
+        | promotion_payload(store.take_promotion(s, sub.pk)),
     )
     # The settlement window, as for any paid subscription waiting for its first payment: unpaid by
     # then, it is canceled (the session has expired at Stripe a minute before).
@@ -164,6 +167,8 @@ def open_session(db: Database, sub_pk: int, options: CheckoutOptions) -> Checkou
             plan = _read(s, integration, sub, settings.console_base_url)
         except NotReadyToSync as exc:
             raise BillingProviderError(f"checkout is not possible: {exc}") from exc
+        planned = store.link(s, integration.pk, SUBSCRIPTION, sub_pk)
+        promotion = promotion_code_for(dict(planned.details) if planned is not None else {}, plan.coupon_billing_id)
     key = idempotency_key(integration, sub_pk)
     provider = provider_for(integration, secret_box(settings.data_dir))
     try:
@@ -185,6 +190,7 @@ def open_session(db: Database, sub_pk: int, options: CheckoutOptions) -> Checkou
                 collect_phone_number=options.collect_phone_number,
                 client_reference_id=options.reference_id,
                 coupon_billing_id=plan.coupon_billing_id,
+                promotion_code_billing_id=promotion,
                 expires_at=session_expiry(integration),
             ),
             idempotency_key=key,

@@ -2,14 +2,16 @@
 
 `billingInformation` of a provisioning or an update: `billingAddress` and `taxIds` go to the provider
 customer (a sealed `billing.sync_customer` job, as a customer's `passthrough.stripe` does), `metadata`,
-`taxRateIds` and `taxPercentage` to the provider subscription (sealed in its `billing.sync_subscription`
-or `billing.update_subscription` job). Refused (400) when nothing can take them: no integration bills
-the subscription, or (for the subscription's part) the provider never gets a subscription for it (free,
-trial, custom-priced, sync off, a Checkout makes it).
+`taxRateIds`, `taxPercentage` and `invoiceDaysUntilDue` to the provider subscription (sealed in its
+`billing.sync_subscription` or `billing.update_subscription` job). Refused (400) when nothing can take
+them: no integration bills the subscription, or (for the subscription's part) the provider never gets a
+subscription for it (free, trial, custom-priced, sync off, a Checkout makes it).
 
 A promotion code is looked up at the provider while the request waits (the answer must be a 400 when it
-is unknown or expired) — before the provisioning transaction opens (`prefetch_promotion_code`), so no
-lock is held meanwhile — and applies the Entitle coupon its provider coupon was synced from.
+is unknown, expired, used up or another customer's) — before the provisioning transaction opens
+(`prefetch_promotion_code`), so no lock is held meanwhile — and applies the Entitle coupon its provider
+coupon was synced from; the provider subscription (or Checkout) gets the code itself, so the provider
+counts its redemptions.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from entitle.billing import customer_sync, store
+from entitle.billing.checkout import stripe_customer_id
 from entitle.billing.models import COUPON, NO_SYNC_REQUIRED, SUBSCRIPTION, BillingLink, Integration
 from entitle.billing.provider import BillingProvider, PromotionCode, provider_for
 from entitle.billing.secrets import secret_box
@@ -32,10 +35,11 @@ from entitle.customers.models import Customer
 from entitle.customers.ports import BillingInformationRefused
 from entitle.db import Database
 from entitle.errors import BillingProviderError, InvalidArgument
+from entitle.subscriptions import rules as subscription_rules
 from entitle.subscriptions.models import Subscription
 
 FOR_CUSTOMER = ("billingAddress", "taxIds")
-FOR_SUBSCRIPTION = ("metadata", "taxRateIds", "taxPercentage")
+FOR_SUBSCRIPTION = ("metadata", "taxRateIds", "taxPercentage", "invoiceDaysUntilDue")
 
 
 def _part(information: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
@@ -84,6 +88,8 @@ def forward(s: Session, sub: Subscription, information: Mapping[str, Any], *, vi
             f"{fields}: they go to the provider subscription and are not kept, but subscription '{sub.ref_id}' is "
             f"not billed by the provider ({reason})"
         )
+    if "invoiceDaysUntilDue" in for_subscription:  # checked (whole days, INVOICE) by the subscriptions domain
+        for_subscription["invoiceDaysUntilDue"] = subscription_rules.days_until_due(information)
     store.stash_sealed(s, sub.pk, for_subscription)
 
 
@@ -100,14 +106,23 @@ def _lookup(provider: BillingProvider, code: str) -> PromotionCode | None:
 
 
 def prefetch_promotion_code(
-    db: Database, env_id: int, customer_ref: str, billing_information: Mapping[str, Any] | None, code: str
+    db: Database,
+    env_id: int,
+    customer_ref: str,
+    billing_information: Mapping[str, Any] | None,
+    code: str,
+    *,
+    customer_integration: str | None = None,
 ) -> dict[str, Any]:
     """Before provisioning: look the code up at the integration that will most likely bill the
-    subscription (its `integrationId`, else the customer's), outside any transaction. What it returns goes
-    into the provisioning session's `info`; a guess that proves wrong there is looked up again."""
+    subscription (its `integrationId`, else the customer's: `customer_integration` for a customer created in
+    the same request), outside any transaction. What it returns goes into the provisioning session's
+    `info`; a guess that proves wrong there is looked up again."""
     with db.read() as s:
         named = (billing_information or {}).get("integrationId")
-        integration = store.integration_in(s, env_id, named) if isinstance(named, str) and named != "STRIPE" else None
+        if not (isinstance(named, str) and named != "STRIPE"):
+            named = customer_integration
+        integration = store.integration_in(s, env_id, named) if named else None
         if integration is None:
             customer = customer_store.find(s, env_id, customer_ref)
             integration = (
@@ -140,6 +155,15 @@ def resolve_promotion_code(s: Session, sub: Subscription, code: str) -> str:
         raise InvalidArgument(f"promotion code '{code}' does not exist at the billing provider")
     if not promotion.active:
         raise InvalidArgument(f"promotion code '{code}' is expired or inactive")
+    if promotion.exhausted():
+        raise InvalidArgument(
+            f"promotion code '{code}' has been redeemed its maximum number of times ({promotion.max_redemptions})"
+        )
+    if promotion.customer_billing_id is not None:
+        payer = s.get(Customer, sub.paying_customer_pk or sub.customer_pk)
+        assert payer is not None
+        if promotion.customer_billing_id != stripe_customer_id(s, integration, payer):
+            raise InvalidArgument(f"promotion code '{code}' is for another customer of the billing provider")
     coupon = s.scalars(
         select(Coupon)
         .join(BillingLink, BillingLink.entity_pk == Coupon.pk)
@@ -155,4 +179,7 @@ def resolve_promotion_code(s: Session, sub: Subscription, code: str) -> str:
             f"promotion code '{code}' applies provider coupon '{promotion.coupon_billing_id}', which is not an active "
             "Entitle coupon: create the coupon in Entitle (it is synced to the provider) and the promotion code for it"
         )
+    # The code itself is applied at the provider (not just its coupon): the provider counts the redemption
+    # and has the last word on its restrictions (first-time customers, minimum amounts).
+    store.stash_promotion(s, sub.pk, promotion.id, promotion.coupon_billing_id)
     return coupon.ref_id

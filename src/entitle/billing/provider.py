@@ -198,6 +198,13 @@ class PromotionCode:
     code: str
     coupon_billing_id: str
     active: bool
+    # Stripe's own limits, checked again (and finally) by Stripe when the code is applied.
+    max_redemptions: int | None = None
+    times_redeemed: int = 0
+    customer_billing_id: str | None = None  # only this provider customer may redeem it
+
+    def exhausted(self) -> bool:
+        return self.max_redemptions is not None and self.times_redeemed >= self.max_redemptions
 
 
 @dataclass(frozen=True)
@@ -207,6 +214,7 @@ class SubscriptionItem:
 
 
 CollectionMethod = Literal["charge_automatically", "send_invoice"]
+DEFAULT_DAYS_UNTIL_DUE = 30  # send_invoice without billingInformation.invoiceDaysUntilDue
 ProrationBehavior = Literal["create_prorations", "none", "always_invoice"]
 
 
@@ -218,8 +226,13 @@ class SubscriptionSpec:
     trial_end: datetime | None
     metadata: dict[str, str]
     coupon_billing_id: str | None = None  # the provider coupon applied as the subscription's discount
+    # The provider promotion code a request applied (it applies `coupon_billing_id`): sent instead of the
+    # coupon, so the provider counts the redemption and enforces the code's own restrictions.
+    promotion_code_billing_id: str | None = None
     collection_method: CollectionMethod = "charge_automatically"
-    days_until_due: int | None = None  # with send_invoice
+    # With send_invoice: given by the request (forwarded, not kept); None leaves the provider's as it is
+    # (a new subscription, or one switching to send_invoice, gets DEFAULT_DAYS_UNTIL_DUE).
+    days_until_due: int | None = None
     default_payment_method: str | None = None  # with charge_automatically, when the customer has one
     # For an update: how the provider settles a change in the middle of a period.
     proration_behavior: ProrationBehavior = "create_prorations"
@@ -272,6 +285,7 @@ class CheckoutRequest:
     collect_phone_number: bool = False
     client_reference_id: str | None = None
     coupon_billing_id: str | None = None  # the subscription's coupon, applied in the checkout
+    promotion_code_billing_id: str | None = None  # the promotion code it came from, applied instead
     expires_at: datetime | None = None  # None: the provider's default
 
 
@@ -432,20 +446,31 @@ class BillingProvider(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class SubscriptionExtras:
+    """What a request's `billingInformation` sends the provider subscription once, from the job's sealed
+    payload (None: not given, the provider's stays as it is)."""
+
+    tax_rate_ids: tuple[str, ...] | None = None
+    metadata: dict[str, str] | None = None
+    days_until_due: int | None = None
+
+
 def subscription_extras(
     provider: BillingProvider, sealed: dict[str, Any] | None, *, idempotency_key: str
-) -> tuple[tuple[str, ...] | None, dict[str, str] | None]:
+) -> SubscriptionExtras:
     """A sealed subscription part of `billingInformation` as the provider subscription's tax rates (its
-    `taxRateIds`, then one for `taxPercentage`) and extra metadata; (None, None) without one."""
+    `taxRateIds`, then one for `taxPercentage`), extra metadata and days until its invoices are due."""
     part = (sealed or {}).get("subscription") or {}
     if not part:
-        return None, None
+        return SubscriptionExtras()
     rates = [str(r) for r in part.get("taxRateIds") or []]
     if part.get("taxPercentage") is not None:
         rates.append(provider.tax_rate_for(Decimal(str(part["taxPercentage"])), idempotency_key=idempotency_key))
     rate_ids = tuple(rates) if ("taxRateIds" in part or "taxPercentage" in part) else None
     metadata = {str(k)[:40]: str(v)[:500] for k, v in (part.get("metadata") or {}).items()} or None
-    return rate_ids, metadata
+    days = part.get("invoiceDaysUntilDue")
+    return SubscriptionExtras(rate_ids, metadata, int(days) if days is not None else None)
 
 
 def later(operation: str, slice_name: str) -> NotImplementedError:

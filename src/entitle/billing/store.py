@@ -43,6 +43,8 @@ _CHOSEN = "entitle.billing.chosen_integration"
 # Billing information for a subscription's provider subscription, waiting in the transaction's session
 # for the sync (or update) job that carries it sealed (`take_sealed`).
 _SEALED = "entitle.billing.sealed_subscription_information"
+# The provider promotion code a request applied to a subscription, for its sync/update job or Checkout.
+_PROMOTION = "entitle.billing.applied_promotion_code"
 # Link states that tie a customer to the integration holding them (a NO_SYNC_REQUIRED link does not).
 _BINDING_STATES = (PENDING, SUCCESS, ERROR)
 
@@ -155,6 +157,17 @@ def stash_sealed(session: Session, sub_pk: int, information: dict[str, Any]) -> 
 def take_sealed(session: Session, sub_pk: int) -> dict[str, Any] | None:
     """The billing information stashed for this subscription in this transaction, once."""
     stashed: dict[int, dict[str, Any]] = session.info.get(_SEALED, {})
+    return stashed.pop(sub_pk, None)
+
+
+def stash_promotion(session: Session, sub_pk: int, promotion_id: str, coupon_billing_id: str) -> None:
+    session.info.setdefault(_PROMOTION, {})[sub_pk] = {"id": promotion_id, "coupon": coupon_billing_id}
+
+
+def take_promotion(session: Session, sub_pk: int) -> dict[str, str] | None:
+    """The promotion code applied to this subscription in this transaction (`id`, and the `coupon` it
+    applies), once."""
+    stashed: dict[int, dict[str, str]] = session.info.get(_PROMOTION, {})
     return stashed.pop(sub_pk, None)
 
 

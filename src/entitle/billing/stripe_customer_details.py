@@ -1,6 +1,6 @@
 """What a Stripe customer is told that Entitle does not keep: billing details (addresses, invoice name and
-fields, metadata, tax ids), and the lookups of promotion codes and tax rates that billing information
-names (docs/stripe.md, "Billing information: forwarded, not kept")."""
+fields, metadata, tax ids), and the lookups of payment methods, promotion codes and tax rates that billing
+information names (docs/stripe.md, "Billing information: forwarded, not kept")."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from typing import Any, cast
 
 import stripe
 
-from entitle.billing.provider import BillingDetails, PromotionCode
-from entitle.billing.stripe_support import _id_of
+from entitle.billing import rules
+from entitle.billing.provider import BillingDetails, PaymentMethodDetails, PaymentMethodNotFound, PromotionCode
+from entitle.billing.stripe_support import _id_of, _waited_for
 
 
 def apply_billing_details(
@@ -54,6 +55,29 @@ def apply_billing_details(
         )
 
 
+def payment_method(client: stripe.StripeClient, payment_method_id: str) -> PaymentMethodDetails:
+    """A payment method read while a request waits: 400 when Stripe has none, 503 when it does not answer."""
+    try:
+        found = client.v1.payment_methods.retrieve(payment_method_id)
+    except stripe.InvalidRequestError as exc:
+        if exc.http_status == 404 or exc.code == "resource_missing":
+            raise PaymentMethodNotFound(f"paymentMethodId: Stripe has no payment method '{payment_method_id}'") from exc
+        raise _waited_for("reading the payment method", exc) from exc
+    except stripe.StripeError as exc:
+        raise _waited_for("reading the payment method", exc) from exc
+    raw: dict[str, Any] = found.to_dict()
+    card = raw.get("card") or {}
+    return PaymentMethodDetails(
+        id=str(raw["id"]),
+        type=rules.PAYMENT_METHOD_TYPES.get(str(raw.get("type"))),
+        customer_billing_id=_id_of(raw.get("customer")),
+        card_brand=card.get("brand"),
+        card_last4=card.get("last4"),
+        card_exp_month=card.get("exp_month"),
+        card_exp_year=card.get("exp_year"),
+    )
+
+
 def find_promotion_code(client: stripe.StripeClient, code: str) -> PromotionCode | None:
     found = client.v1.promotion_codes.list(params={"code": code, "limit": 1}).data
     if not found:
@@ -70,6 +94,9 @@ def find_promotion_code(client: stripe.StripeClient, code: str) -> PromotionCode
         code=str(promo.get("code")),
         coupon_billing_id=coupon_id,
         active=bool(promo.get("active")) and not expired,
+        max_redemptions=promo.get("max_redemptions"),
+        times_redeemed=int(promo.get("times_redeemed") or 0),
+        customer_billing_id=_id_of(promo.get("customer")),
     )
 
 

@@ -44,6 +44,7 @@ from stripe.params.checkout import SessionCreateParams
 from entitle.billing import rules, stripe_customer_details
 from entitle.billing.models import STRIPE
 from entitle.billing.provider import (
+    DEFAULT_DAYS_UNTIL_DUE,
     BillingDetails,
     CatalogEntity,
     CheckoutRequest,
@@ -53,7 +54,6 @@ from entitle.billing.provider import (
     InvalidSignature,
     MeterSpec,
     PaymentMethodDetails,
-    PaymentMethodNotFound,
     PromotionCode,
     ProviderAccount,
     ProviderEvent,
@@ -73,6 +73,7 @@ from entitle.billing.stripe_support import (
     _item_price,
     _plain,
     _price_params,
+    _promotion_code_of,
     _waited_for,
     price_fingerprint,
 )
@@ -215,10 +216,13 @@ class StripeProvider:
         if subscription.trial_end is not None:
             params["trial_end"] = int(subscription.trial_end.timestamp())
         if subscription.collection_method == "send_invoice":
-            params["days_until_due"] = subscription.days_until_due or 30
+            days = subscription.days_until_due
+            params["days_until_due"] = DEFAULT_DAYS_UNTIL_DUE if days is None else days
         elif subscription.default_payment_method:
             params["default_payment_method"] = subscription.default_payment_method
-        if subscription.coupon_billing_id:
+        if subscription.promotion_code_billing_id:
+            params["discounts"] = [{"promotion_code": subscription.promotion_code_billing_id}]
+        elif subscription.coupon_billing_id:
             params["discounts"] = [{"coupon": subscription.coupon_billing_id}]
         if self.automatic_tax:
             params["automatic_tax"] = {"enabled": True}
@@ -271,13 +275,20 @@ class StripeProvider:
         if changes:
             params["items"] = [cast(Any, _item_change(c)) for c in changes]
             params["proration_behavior"] = subscription.proration_behavior
-        if _coupon_of(current) != subscription.coupon_billing_id:
+        promotion = subscription.promotion_code_billing_id
+        if promotion and _promotion_code_of(current) != promotion:
+            params["discounts"] = [{"promotion_code": promotion}]
+        elif not promotion and _coupon_of(current) != subscription.coupon_billing_id:
             params["discounts"] = [{"coupon": subscription.coupon_billing_id}] if subscription.coupon_billing_id else ""
         if current.get("collection_method") != subscription.collection_method:
             params["collection_method"] = subscription.collection_method
         if subscription.collection_method == "send_invoice":
-            days = subscription.days_until_due or 30
-            if current.get("days_until_due") != days:
+            # Entitle does not keep the days (billing information): only a request's value is sent, and
+            # Stripe's own stays otherwise; one switching to send_invoice needs some.
+            days = subscription.days_until_due
+            if days is None and current.get("collection_method") != "send_invoice":
+                days = DEFAULT_DAYS_UNTIL_DUE
+            if days is not None and current.get("days_until_due") != days:
                 params["days_until_due"] = days
         elif subscription.default_payment_method and (
             _id_of(current.get("default_payment_method")) != subscription.default_payment_method
@@ -416,7 +427,10 @@ class StripeProvider:
             params["cancel_url"] = checkout.cancel_url
         if checkout.coupon_billing_id:
             # Stripe takes a discount or promotion codes on a session, not both: the coupon wins.
-            params["discounts"] = [{"coupon": checkout.coupon_billing_id}]
+            promotion = checkout.promotion_code_billing_id
+            params["discounts"] = [
+                {"promotion_code": promotion} if promotion else {"coupon": checkout.coupon_billing_id}
+            ]
             del params["allow_promotion_codes"]
         if checkout.collect_tax_id:
             # Stripe records the collected tax id on the customer only when it may update its name.
@@ -541,27 +555,7 @@ class StripeProvider:
             raise _waited_for("the billing portal configuration", exc) from exc
 
     def payment_method(self, payment_method_id: str) -> PaymentMethodDetails:
-        try:
-            found = self.client.v1.payment_methods.retrieve(payment_method_id)
-        except stripe.InvalidRequestError as exc:
-            if exc.http_status == 404 or exc.code == "resource_missing":
-                raise PaymentMethodNotFound(
-                    f"paymentMethodId: Stripe has no payment method '{payment_method_id}'"
-                ) from exc
-            raise _waited_for("reading the payment method", exc) from exc
-        except stripe.StripeError as exc:
-            raise _waited_for("reading the payment method", exc) from exc
-        raw: dict[str, Any] = found.to_dict()
-        card = raw.get("card") or {}
-        return PaymentMethodDetails(
-            id=str(raw["id"]),
-            type=rules.PAYMENT_METHOD_TYPES.get(str(raw.get("type"))),
-            customer_billing_id=_id_of(raw.get("customer")),
-            card_brand=card.get("brand"),
-            card_last4=card.get("last4"),
-            card_exp_month=card.get("exp_month"),
-            card_exp_year=card.get("exp_year"),
-        )
+        return stripe_customer_details.payment_method(self.client, payment_method_id)
 
     def set_default_payment_method(
         self, customer_billing_id: str, payment_method_id: str, *, idempotency_key: str

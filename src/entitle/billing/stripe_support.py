@@ -210,6 +210,15 @@ def _coupon_of(subscription: Any) -> str | None:
     return _id_of(coupon)
 
 
+def _promotion_code_of(subscription: Any) -> str | None:
+    """The promotion code of the subscription's (first) discount, if it came from one."""
+    discounts = subscription.get("discounts") or []
+    discount = discounts[0] if discounts else subscription.get("discount")
+    if discount is None or isinstance(discount, str):
+        return None
+    return _id_of(discount.get("promotion_code"))
+
+
 def _item_change(change: rules.ItemChange) -> dict[str, Any]:
     entry: dict[str, Any] = {}
     if change.id is not None:

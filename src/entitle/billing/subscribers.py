@@ -16,9 +16,11 @@ from entitle.billing import (
     coupon_sync,
     customer_sync,
     forwarding,
+    payment_methods,
     rules,
     store,
     subscription_sync,
+    subscription_updates,
 )
 from entitle.billing import service as integrations
 from entitle.billing.models import Integration
@@ -70,9 +72,18 @@ class SubscriptionBilling:
         forwarding.forward(s, sub, billing_information, via_checkout=via_checkout, new=new)
 
     def prefetch_promotion_code(
-        self, db: Database, env_id: int, customer_ref: str, billing_information: Mapping[str, Any] | None, code: str
+        self,
+        db: Database,
+        env_id: int,
+        customer_ref: str,
+        billing_information: Mapping[str, Any] | None,
+        code: str,
+        *,
+        customer_integration: str | None = None,
     ) -> dict[str, Any]:
-        return forwarding.prefetch_promotion_code(db, env_id, customer_ref, billing_information, code)
+        return forwarding.prefetch_promotion_code(
+            db, env_id, customer_ref, billing_information, code, customer_integration=customer_integration
+        )
 
     def resolve_promotion_code(self, s: Session, sub: Subscription, code: str) -> str:
         return forwarding.resolve_promotion_code(s, sub, code)
@@ -101,7 +112,7 @@ def subscription_ended(s: Session, event: SubscriptionEnded) -> None:
 
 def billing_terms_changed(s: Session, event: BillingTermsChanged) -> None:
     proration = rules.provider_proration(event.proration)
-    subscription_sync.subscription_changed(s, event.sub, scheduled=event.scheduled, proration=proration)
+    subscription_updates.subscription_changed(s, event.sub, scheduled=event.scheduled, proration=proration)
 
 
 def trial_converted(s: Session, event: TrialConverted) -> None:
@@ -119,4 +130,5 @@ def install() -> None:
     subscribe(TrialConverted, trial_converted)
     subscription_ports.billing.install(SubscriptionBilling())
     customer_ports.billing_information.install(customer_sync.forward_billing_information)
+    customer_ports.payment_method.install(payment_methods.check_given_payment_method)
     sync_state_reader.install(store.sync_states_of)

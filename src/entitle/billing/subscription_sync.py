@@ -30,7 +30,6 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import cast
 from urllib.parse import quote
 
 from sqlalchemy import func, select
@@ -53,6 +52,7 @@ from entitle.billing.provider import (
     CollectionMethod,
     CustomerSpec,
     ProrationBehavior,
+    SubscriptionExtras,
     SubscriptionItem,
     SubscriptionSpec,
     provider_for,
@@ -81,7 +81,6 @@ PAID_STATUSES = ("active", "trialing")  # a provider subscription in these is pa
 _OPEN = ("NOT_STARTED", "PAYMENT_PENDING", "IN_TRIAL", "ACTIVE")
 UPDATE_SUBSCRIPTION_JOB = "billing.update_subscription"
 LIMIT = rules.STRIPE_SUBSCRIPTIONS_PER_CUSTOMER  # tests lower it
-DEFAULT_DAYS_UNTIL_DUE = 30  # INVOICE collection without billingInformation.invoiceDaysUntilDue
 _ = usage_sync  # imported so its jobs are registered wherever subscription sync is
 
 
@@ -149,6 +148,7 @@ def requires_payment(session: Session, sub: Subscription) -> bool:
 def subscription_provisioned(session: Session, sub: Subscription, *, converted: bool = False) -> None:
     """On `SubscriptionCreated`, in the provisioning transaction: enqueue the sync when a provider is connected."""
     sealed = store.take_sealed(session, sub.pk)  # checked by `forwarding.forward`: this sub is synced
+    promotion = store.take_promotion(session, sub.pk)
     integration = store.integration_for_subscription(session, sub)
     if integration is None:
         return
@@ -187,12 +187,26 @@ def subscription_provisioned(session: Session, sub: Subscription, *, converted: 
         session,
         sub.environment_id,
         SYNC_SUBSCRIPTION_JOB,
-        {"integrationPk": integration.pk, "subscriptionPk": sub.pk},
+        {"integrationPk": integration.pk, "subscriptionPk": sub.pk} | promotion_payload(promotion),
         run_at=sub.start_date,
         ordering_key=_ordering_key(integration, customer_pk),
         dedupe_key=f"billing-sync:{integration.pk}:{SUBSCRIPTION}:{sub.pk}",
         sealed={"subscription": sealed} if sealed else None,
     )
+
+
+def promotion_payload(promotion: dict[str, str] | None) -> dict[str, str]:
+    """A promotion code the request applied travels with the job (a provider id, not billing details)."""
+    if promotion is None:
+        return {}
+    return {"promotionCode": promotion["id"], "promotionCoupon": promotion["coupon"]}
+
+
+def promotion_code_for(payload: dict[str, object], coupon_billing_id: str | None) -> str | None:
+    """The promotion code to apply instead of the coupon: the job's, while its coupon is still the one the
+    subscription has (a later change of coupon wins)."""
+    code, coupon = payload.get("promotionCode"), payload.get("promotionCoupon")
+    return str(code) if code and coupon_billing_id and coupon == coupon_billing_id else None
 
 
 def subscription_converted(session: Session, sub: Subscription) -> None:
@@ -228,7 +242,6 @@ class _Plan:
     trial_end: datetime | None
     coupon_billing_id: str | None = None
     collection_method: CollectionMethod = "charge_automatically"
-    days_until_due: int | None = None
     default_payment_method: str | None = None
 
     def spec(
@@ -236,11 +249,13 @@ class _Plan:
         sub: Subscription,
         customer_id: str,
         proration: ProrationBehavior = "create_prorations",
-        extras: tuple[tuple[str, ...] | None, dict[str, str] | None] = (None, None),
+        extras: SubscriptionExtras = SubscriptionExtras(),
+        promotion_code: str | None = None,
     ) -> SubscriptionSpec:
         return SubscriptionSpec(
-            tax_rate_ids=extras[0],
-            extra_metadata=extras[1],
+            promotion_code_billing_id=promotion_code,
+            tax_rate_ids=extras.tax_rate_ids,
+            extra_metadata=extras.metadata,
             ref=sub.ref_id,
             customer_billing_id=customer_id,
             items=self.items,
@@ -248,7 +263,7 @@ class _Plan:
             metadata=self.metadata,
             coupon_billing_id=self.coupon_billing_id,
             collection_method=self.collection_method,
-            days_until_due=self.days_until_due,
+            days_until_due=extras.days_until_due if self.collection_method == "send_invoice" else None,
             default_payment_method=self.default_payment_method,
             proration_behavior=proration,
         )
@@ -296,8 +311,9 @@ def sync_subscription(db: Database, ctx: JobContext) -> None:
             # meanwhile) finds the customer linked and sends no second, differing create with this key.
             _record_customer(db, integration, plan.customer_pk, customer_id)
         extras = subscription_extras(provider, ctx.unseal(), idempotency_key=ctx.idempotency_key)
+        promotion = promotion_code_for(ctx.payload, plan.coupon_billing_id)
         subscription_id = provider.create_subscription(
-            plan.spec(sub, customer_id, extras=extras), idempotency_key=ctx.idempotency_key
+            plan.spec(sub, customer_id, extras=extras, promotion_code=promotion), idempotency_key=ctx.idempotency_key
         )
         if subscription_id is None:
             raise RuntimeError("the provider did not create a subscription")
@@ -378,7 +394,6 @@ def _read(s: Session, integration: Integration, sub: Subscription, console: str)
         trial_end=None,
         coupon_billing_id=coupon_id if isinstance(coupon_id, str) else None,
         collection_method="send_invoice" if invoice else "charge_automatically",
-        days_until_due=(sub.invoice_days_until_due or DEFAULT_DAYS_UNTIL_DUE) if invoice else None,
         default_payment_method=None if invoice else paying.payment_method,
     )
 
@@ -511,99 +526,6 @@ def cancel_subscription(db: Database, ctx: JobContext) -> None:
             row.details = {**row.details, "canceled": True}
 
 
-def subscription_changed(
-    session: Session, sub: Subscription, *, scheduled: bool = False, proration: str | None = None
-) -> None:
-    """On `BillingTermsChanged`, in the transaction that changes a subscription in place (plan version, add-ons,
-    quantities, billing period, coupon): a synced (or pending) subscription gets one
-    `billing.update_subscription` job, ordered after its customer's earlier jobs.
-
-    `scheduled`: the change is a scheduled update taking effect now, at the end of a period, so the
-    provider prorates nothing; a change made in the middle of a period is prorated
-    (`create_prorations`, or the update's `billingInformation.prorationBehavior` as `proration`).
-    """
-    sealed = store.take_sealed(session, sub.pk)  # checked by `forwarding.forward`: this sub is synced
-    integration = store.integration_for_subscription(session, sub)
-    if integration is None:
-        return
-    link = store.link(session, integration.pk, SUBSCRIPTION, sub.pk)
-    if link is None or link.sync_state == NO_SYNC_REQUIRED:
-        return  # not billed through the provider (a pending sync sends the state as it is then)
-    enqueue(
-        session,
-        sub.environment_id,
-        UPDATE_SUBSCRIPTION_JOB,
-        {
-            "integrationPk": integration.pk,
-            "subscriptionPk": sub.pk,
-            "proration": "none" if scheduled else (proration or "create_prorations"),
-        },
-        ordering_key=_ordering_key(integration, sub.paying_customer_pk or sub.customer_pk),
-        sealed={"subscription": sealed} if sealed else None,
-    )
-
-
-@register(UPDATE_SUBSCRIPTION_JOB)
-def update_subscription(db: Database, ctx: JobContext) -> None:
-    """Bring the provider subscription to the subscription as it is now (not as it was when the job was
-    enqueued: several changes in a row make one update, the later jobs find nothing to change)."""
-    settings = load_settings()
-    with db.read() as s:
-        integration = s.get(Integration, int(ctx.payload["integrationPk"]))
-        sub = subscriptions.by_pk(s, int(ctx.payload["subscriptionPk"]))
-        if integration is None or sub is None or integration.environment_id != ctx.environment_id:
-            return
-        link = store.link(s, integration.pk, SUBSCRIPTION, sub.pk)
-        if (link is not None and link.details.get("canceled")) or sub.status not in _OPEN:
-            return  # the cancellation job ends it at the provider
-        if link is None or link.sync_state != SUCCESS or not link.billing_id:
-            if ctx.sealed_token is None:
-                return  # not at the provider (yet: its sync, ordered first, sends the current state)
-            # It carries billing information for the provider subscription: it waits for the sync, never drops it.
-            missing: NotReadyToSync | None = NotReadyToSync("the subscription is not at the provider yet")
-        else:
-            billing_id = link.billing_id
-            customer_link = store.link(s, integration.pk, CUSTOMER, sub.paying_customer_pk or sub.customer_pk)
-            try:
-                plan = _read(s, integration, sub, settings.console_base_url)
-            except NotReadyToSync as exc:
-                missing = exc
-            else:
-                missing = None
-    if missing is not None:
-        _update_failed(db, integration, sub.pk, missing, ctx.attempt)
-        raise missing
-    customer_id = (customer_link.billing_id if customer_link is not None else None) or plan.customer_billing_id
-    assert customer_id is not None
-    proration = cast(ProrationBehavior, ctx.payload.get("proration") or "create_prorations")
-    provider = provider_for(integration, secret_box(settings.data_dir))
-    try:
-        extras = subscription_extras(provider, ctx.unseal(), idempotency_key=ctx.idempotency_key)
-        changed = provider.update_subscription(
-            billing_id, plan.spec(sub, customer_id, proration, extras), idempotency_key=ctx.idempotency_key
-        )
-    except Exception as exc:
-        _update_failed(db, integration, sub.pk, exc, ctx.attempt)
-        raise
-    with db.transaction() as s:
-        row = store.link(s, integration.pk, SUBSCRIPTION, sub.pk)
-        if row is not None:
-            details = {k: v for k, v in row.details.items() if k != "updateError"}
-            if changed:
-                details["updatedAt"] = utcnow().isoformat()
-            row.details = details
-
-
-def _update_failed(db: Database, integration: Integration, sub_pk: int, exc: Exception, attempt: int) -> None:
-    """A failing update is shown on the link (`details.updateError`) without touching its sync state:
-    the subscription is at the provider (its cancellation must still find it SUCCESS)."""
-    with db.transaction() as s:
-        row = store.link(s, integration.pk, SUBSCRIPTION, sub_pk)
-        if row is not None:
-            reason = f"{type(exc).__name__}: {exc}"[:2000]
-            row.details = {**row.details, "updateError": f"{reason} (attempt {attempt})"}
-
-
 def _clip(metadata: dict[str, str]) -> dict[str, str]:
     """Stripe's metadata limits: keys up to 40 characters, values up to 500."""
     return {k[:40]: v[:500] for k, v in metadata.items()}
@@ -619,10 +541,8 @@ __all__ = [
     "no_sync_reason",
     "requires_payment",
     "settle_from_provider",
-    "subscription_changed",
     "subscription_converted",
     "subscription_ended",
     "subscription_provisioned",
     "sync_subscription",
-    "update_subscription",
 ]

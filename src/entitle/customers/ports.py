@@ -8,6 +8,8 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from entitle.customers.models import Customer
+from entitle.customers.schemas import CustomerFields
+from entitle.db import Database
 from entitle.domain_events import Port
 from entitle.errors import InvalidArgument
 
@@ -43,3 +45,18 @@ def _refuse(session: Session, customer: Customer, information: dict[str, Any]) -
 
 
 billing_information: Port[ForwardBillingInformation] = Port("customers.billing_information", default=_refuse)
+
+
+# A payment method id given with a customer (POST or PATCH /api/v1/customers), read at the billing
+# provider that will bill the customer before the request's transaction opens, as attaching one later
+# does: its details there (`defaultPaymentMethod` by wire names), or None when no provider bills the
+# customer (it is kept as given). Raises 400 (unknown there, another customer's) or 503 (unreachable).
+# Arguments: database, environment, customer id, the request, the payment method id.
+CheckPaymentMethod = Callable[[Database, int, str, CustomerFields, str], dict[str, Any] | None]
+
+
+def _unchecked(db: Database, env_id: int, ref_id: str, req: CustomerFields, method: str) -> dict[str, Any] | None:
+    return None
+
+
+payment_method: Port[CheckPaymentMethod] = Port("customers.payment_method", default=_unchecked)

@@ -7,6 +7,7 @@ lists, and its id can never be provisioned again (a 409 that the client must not
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -70,6 +71,23 @@ def _apply_fields(s: Session, env_id: int, customer: Customer, req: CustomerFiel
         customer.default_payment_method = {"billingId": method, "type": "CARD"}
 
 
+def given_payment_method(req: CustomerFields) -> str | None:
+    """The payment method id the request gives the customer (`defaultPaymentMethod.billingId` wins over
+    `passthrough.stripe.paymentMethodId`, as it is applied last)."""
+    given = getattr(req, "default_payment_method", None)
+    if given is not None and given.billing_id:
+        return str(given.billing_id)
+    stripe = req.passthrough.stripe if req.passthrough else None
+    return stripe.payment_method_id if stripe is not None else None
+
+
+def check_payment_method(db: Database, env_id: int, ref_id: str, req: CustomerFields) -> dict[str, Any] | None:
+    """Before the transaction: the given payment method as the billing provider has it (None: none given,
+    or no provider bills the customer)."""
+    method = given_payment_method(req)
+    return ports.payment_method.impl(db, env_id, ref_id, req, method) if method else None
+
+
 def _forward_billing_information(s: Session, customer: Customer, req: CustomerFields) -> bool:
     """Billing information (or `shouldSyncFree`) goes to the customer's billing provider in a sealed job
     and is not kept here (a 400 when no integration can take it). Whether any was passed."""
@@ -127,12 +145,16 @@ def _replace_links(
 
 def provision_customer(db: Database, env_id: int, req: CustomerProvision) -> CustomerView:
     """A new customer on its own; `entitle.subscriptions.journey` provisions one with its first subscriptions."""
+    checked = check_payment_method(db, env_id, req.id, req)
     with db.transaction() as s:
-        return view(s, create_customer(s, env_id, req))
+        return view(s, create_customer(s, env_id, req, payment_method=checked))
 
 
-def create_customer(s: Session, env_id: int, req: CustomerProvision) -> Customer:
-    """Create the customer inside the caller's transaction (409 when the id is taken or was archived)."""
+def create_customer(
+    s: Session, env_id: int, req: CustomerProvision, *, payment_method: dict[str, Any] | None = None
+) -> Customer:
+    """Create the customer inside the caller's transaction (409 when the id is taken or was archived).
+    `payment_method`: the given one as `check_payment_method` read it at the provider."""
     existing = store.find(s, env_id, req.id)
     if existing is not None:
         if existing.archived_at is not None:
@@ -142,6 +164,8 @@ def create_customer(s: Session, env_id: int, req: CustomerProvision) -> Customer
     _apply_fields(s, env_id, customer, req)
     if req.default_payment_method is not None:
         customer.default_payment_method = req.default_payment_method.model_dump(by_alias=True)
+    if payment_method is not None:
+        customer.default_payment_method = payment_method
     s.add(customer)
     s.flush()
     if req.integrations:
@@ -160,9 +184,12 @@ def get_customer(db: Database, env_id: int, ref_id: str) -> CustomerView:
 
 
 def update_customer(db: Database, env_id: int, ref_id: str, req: CustomerUpdate) -> CustomerView:
+    checked = check_payment_method(db, env_id, ref_id, req)
     with db.transaction() as s:
         customer = store.get_live(s, env_id, ref_id, for_update=True)
         _apply_fields(s, env_id, customer, req)
+        if checked is not None:
+            customer.default_payment_method = checked
         if "integrations" in req.model_fields_set:
             sent = "billing_id" in req.model_fields_set
             _replace_links(s, env_id, customer, req.integrations or [], sent)

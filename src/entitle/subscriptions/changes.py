@@ -111,8 +111,7 @@ def update_subscription(db: Database, env_id: int, ref: str, req: SubscriptionUp
                 sub.billing_cycle_anchor = now
             else:
                 schedule_update(s, sub, "BILLING_PERIOD", window.end, {"billingPeriod": req.billing_period}, None)
-        if billing_information and "invoiceDaysUntilDue" in billing_information:
-            sub.invoice_days_until_due = rules.days_until_due(billing_information)
+        rules.check_days_until_due(billing_information, sub.payment_collection_method)
         if rules.forwarded_billing_information(billing_information):
             assert billing_information is not None
             ports.billing.impl.forward_billing_information(s, sub, billing_information, via_checkout=False, new=False)

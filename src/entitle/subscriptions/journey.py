@@ -4,6 +4,8 @@ the customer itself, so a refused subscription leaves no customer behind."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -11,14 +13,19 @@ from entitle.catalog.products.models import Product
 from entitle.customers import service as customers
 from entitle.customers.models import Customer
 from entitle.db import Database
+from entitle.subscriptions import ports
 from entitle.subscriptions.provisioning import provision_in
 from entitle.subscriptions.schemas import CustomerProvisionWithSubscription, SubscriptionProvision, TrialOverride
 from entitle.subscriptions.validation import product_of_plan
 
 
 def provision_customer(db: Database, env_id: int, req: CustomerProvisionWithSubscription) -> customers.CustomerView:
+    # What only the billing provider can answer is asked first: no lock is held while it answers.
+    checked = customers.check_payment_method(db, env_id, req.id, req)
+    prefetched = _prefetch_promotion_code(db, env_id, req)
     with db.transaction() as s:
-        customer = customers.create_customer(s, env_id, req)
+        s.info.update(prefetched)
+        customer = customers.create_customer(s, env_id, req, payment_method=checked)
         start_journey(s, env_id, customer, req)
         return customers.view(s, customer)
 
@@ -43,3 +50,15 @@ def start_journey(s: Session, env_id: int, customer: Customer, req: CustomerProv
             SubscriptionProvision(customer_id=customer.ref_id, plan_id=plan_ref, trial_override_configuration=trial),
             answer=False,
         )
+
+
+def _prefetch_promotion_code(db: Database, env_id: int, req: CustomerProvisionWithSubscription) -> dict[str, Any]:
+    params = req.subscription_params
+    code = params.applied_coupon.promotion_code if params is not None and params.applied_coupon else None
+    if params is None or not code:
+        return {}
+    information = params.billing_information.wire() if params.billing_information else None
+    linked = next((link.id for link in req.integrations or [] if link.vendor_identifier == "STRIPE"), None)
+    return ports.billing.impl.prefetch_promotion_code(
+        db, env_id, req.id, information, code, customer_integration=linked
+    )

@@ -35,8 +35,6 @@ class Subscription(EnvironmentScoped, Base):
     billing_country_code: Mapped[str | None] = mapped_column(String(16), default=None)
     payment_collection: Mapped[str] = mapped_column(String(24), default="NOT_REQUIRED")
     payment_collection_method: Mapped[str] = mapped_column(String(8), default="CHARGE")
-    # billingInformation.invoiceDaysUntilDue: how long an INVOICE-collected subscription's invoices wait.
-    invoice_days_until_due: Mapped[int | None] = mapped_column(Integer, default=None)
     start_date: Mapped[datetime] = mapped_column(UTCDateTime())
     billing_cycle_anchor: Mapped[datetime] = mapped_column(UTCDateTime())
     current_period_start: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)

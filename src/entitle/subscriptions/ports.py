@@ -72,10 +72,18 @@ class Billing(Protocol):
         can take them."""
 
     def prefetch_promotion_code(
-        self, db: Database, env_id: int, customer_ref: str, billing_information: Mapping[str, Any] | None, code: str
+        self,
+        db: Database,
+        env_id: int,
+        customer_ref: str,
+        billing_information: Mapping[str, Any] | None,
+        code: str,
+        *,
+        customer_integration: str | None = None,
     ) -> dict[str, Any]:
         """Before the provisioning transaction: ask the provider about the code, outside any transaction;
-        the answer goes into that transaction's `session.info` (opaque here)."""
+        the answer goes into that transaction's `session.info` (opaque here). `customer_integration`: the
+        integration a customer created in the same request is linked to."""
 
     def resolve_promotion_code(self, s: Session, sub: Subscription, code: str) -> str:
         """The Entitle coupon a provider promotion code applies (400 when unknown, expired or not Entitle's)."""

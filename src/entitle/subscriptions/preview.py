@@ -28,7 +28,7 @@ from entitle.subscriptions.schemas import (
     PreviewOut,
     SubscriptionPreview,
 )
-from entitle.subscriptions.validation import check_addons, is_downgrade, latest_package, periods_priced
+from entitle.subscriptions.validation import check_addons, is_downgrade, latest_package, periods_priced, trial_used
 
 
 def prices_of(
@@ -159,8 +159,13 @@ def preview_subscription(db: Database, env_id: int, req: SubscriptionPreview) ->
         recurring = pricing.invoice(currency, lines, percent_off=percent, amount_off=fixed)
         period_range = PeriodRange(start=window.start, end=window.end) if window else None
 
-        in_trial = bool(req.trial_override_configuration and req.trial_override_configuration.is_trial) or (
-            bool(plan.default_trial_config) and req.trial_override_configuration is None
+        # As provisioning decides it: the plan's trial only for a newcomer to the product (a free
+        # subscription there does not count), unless the request says otherwise.
+        override = req.trial_override_configuration
+        in_trial = (
+            bool(override.is_trial)
+            if override is not None
+            else bool(plan.default_trial_config) and not trial_used(s, customer, plan.product_pk)
         )
         current = next(
             (
@@ -172,13 +177,16 @@ def preview_subscription(db: Database, env_id: int, req: SubscriptionPreview) ->
         )
         downgrade = current is not None and is_downgrade(s, current, plan, period, req.billing_country_code)
         scheduled = downgrade and req.schedule_strategy != "IMMEDIATE"
-        if scheduled or (in_trial and current is None):
+        if scheduled or in_trial:
+            # Nothing is due now: a trial (also one replacing a free subscription) bills at its end.
             immediate = pricing.invoice(currency, [])
-        elif current is not None and current.billing_period:
+        elif current is not None and current.billing_period and as_utc(current.billing_cycle_anchor) <= now:
             immediate = _proration(
                 s, current, plan, addons, period, req.billing_country_code, quantities, units, now, currency
             )
         else:
+            # A new subscription, or one replacing a trial (nothing paid to credit back; its billing
+            # cycle starts when the trial ends): the first period in full.
             immediate = recurring
         return PreviewOut(
             immediate_invoice=_out(immediate, period_range, details),

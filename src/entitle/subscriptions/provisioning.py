@@ -60,6 +60,7 @@ from entitle.subscriptions.validation import (
     is_downgrade,
     latest_package,
     periods_priced,
+    trial_used,
 )
 
 
@@ -92,7 +93,7 @@ def _trial_end(
             return end, behavior
         if not config:
             raise InvalidArgument(f"plan '{plan.ref_id}' has no default trial; pass trialEndDate")
-    elif not config or _trial_used(s, customer, plan.product_pk):
+    elif not config or trial_used(s, customer, plan.product_pk):
         return None, None
     duration = Decimal(str(config["duration"]))
     if duration != duration.to_integral_value() or duration <= 0:
@@ -101,13 +102,6 @@ def _trial_end(
         return trial_end(start, int(duration), config["units"]), behavior
     except PastCalendarEnd as exc:
         raise InvalidArgument(f"the plan's trial cannot start then: {exc}") from exc
-
-
-def _trial_used(s: Session, customer: Customer, product_pk: int) -> bool:
-    """A plan's automatic trial is for newcomers to the product: a customer who already had a trial
-    or a paid subscription in it (a downgrade, a re-subscription) starts without one."""
-    subs = store.of_customer(s, customer.pk, [st.value for st in Status])
-    return any(x.product_pk == product_pk and (x.trial_end_date is not None or x.pricing_type == "PAID") for x in subs)
 
 
 def _activation_status(pricing_type: str, in_trial: bool) -> Status:
@@ -190,6 +184,7 @@ def provision_in(
     start = as_utc(req.start_date) if req.start_date else now
     trial_ends, trial_behavior = _trial_end(s, plan, req, customer, start)
     billing_information = req.billing_information.wire() if req.billing_information else None
+    rules.check_days_until_due(billing_information, req.payment_collection_method or "CHARGE")
 
     open_in_product = [
         x
@@ -208,7 +203,8 @@ def provision_in(
         ):
             if rules.forwarded_billing_information(billing_information) or promotion_code:
                 raise InvalidArgument(
-                    "billingInformation (address, tax ids, tax rates, metadata) and promotion codes are sent to the "
+                    "billingInformation (address, tax ids, tax rates, metadata, invoice days until due) and promotion "
+                    "codes are sent to the "
                     "billing provider and not kept, so they cannot wait for a downgrade at the end of the period: "
                     "provision with scheduleStrategy IMMEDIATE, or update the subscription once the downgrade is done"
                 )
@@ -237,7 +233,6 @@ def provision_in(
         billing_country_code=req.billing_country_code,
         payment_collection="NOT_REQUIRED",
         payment_collection_method=req.payment_collection_method or "CHARGE",
-        invoice_days_until_due=rules.days_until_due(billing_information),
         start_date=start,
         billing_cycle_anchor=trial_ends if trial_ends and pricing_type == "PAID" else start,
         trial_end_date=trial_ends,

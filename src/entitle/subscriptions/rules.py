@@ -110,7 +110,14 @@ PRORATION_BEHAVIORS = ("CREATE_PRORATIONS", "NONE", "INVOICE_IMMEDIATELY")
 
 
 # Sent to the billing provider and never kept (the provider customer's or subscription's).
-FORWARDED_BILLING_INFORMATION = ("billingAddress", "taxIds", "metadata", "taxRateIds", "taxPercentage")
+FORWARDED_BILLING_INFORMATION = (
+    "billingAddress",
+    "taxIds",
+    "metadata",
+    "taxRateIds",
+    "taxPercentage",
+    "invoiceDaysUntilDue",
+)
 
 
 def forwarded_billing_information(billing_information: Mapping[str, Any] | None) -> bool:
@@ -128,6 +135,16 @@ def days_until_due(billing_information: Mapping[str, Any] | None) -> int | None:
     if not 0 <= value <= 730:
         raise InvalidArgument("billingInformation.invoiceDaysUntilDue must be between 0 and 730")
     return int(value)
+
+
+def check_days_until_due(billing_information: Mapping[str, Any] | None, payment_collection_method: str) -> None:
+    """`invoiceDaysUntilDue` is when invoices the provider *sends* fall due: only a subscription collected
+    by INVOICE has such invoices (a 400 otherwise, rather than a value no one would use)."""
+    if days_until_due(billing_information) is not None and payment_collection_method != "INVOICE":
+        raise InvalidArgument(
+            "billingInformation.invoiceDaysUntilDue applies to invoices the provider sends: give it with "
+            f"paymentCollectionMethod INVOICE (this subscription's is {payment_collection_method})"
+        )
 
 
 def proration_behavior(billing_information: Mapping[str, Any] | None) -> str | None:

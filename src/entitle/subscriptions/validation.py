@@ -11,10 +11,13 @@ from sqlalchemy.orm import Session
 from entitle.catalog.features import store as features
 from entitle.catalog.packages import store as packages
 from entitle.catalog.packages.models import ADDON, ARCHIVED, PLAN, Package, PackageCharge
+from entitle.customers.models import Customer
 from entitle.errors import FailedPrecondition, InvalidArgument, NotFound
+from entitle.subscriptions import store
 from entitle.subscriptions.models import (
     Subscription,
 )
+from entitle.subscriptions.rules import Status
 from entitle.subscriptions.schemas import (
     AddonQuantity,
     ChargeQuantity,
@@ -113,3 +116,10 @@ def is_downgrade(s: Session, old: Subscription, new_plan: Package, new_period: s
     old_price = recurring_price(packages.charges_of(s, old.plan_pk), old.billing_period, country)
     new_price = recurring_price(packages.charges_of(s, new_plan.pk), new_period, country)
     return new_price < old_price
+
+
+def trial_used(s: Session, customer: Customer, product_pk: int) -> bool:
+    """A plan's automatic trial is for newcomers to the product: a customer who already had a trial
+    or a paid subscription in it (a downgrade, a re-subscription) starts without one."""
+    subs = store.of_customer(s, customer.pk, [st.value for st in Status])
+    return any(x.product_pk == product_pk and (x.trial_end_date is not None or x.pricing_type == "PAID") for x in subs)

@@ -93,6 +93,10 @@ class HostedPages:
             }
             if session["automatic_tax"]["enabled"]:
                 subscription["automatic_tax"] = {"enabled": "true"}
+            # The session's discount becomes the subscription's (a promotion code is redeemed then).
+            discounts = [{k: v for k, v in d.items() if v} for d in session.get("discounts") or []]
+            if discounts:
+                subscription["discounts"] = discounts
             created = await post("/v1/subscriptions", subscription)
         session.update(
             status="complete",

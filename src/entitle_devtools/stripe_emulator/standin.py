@@ -502,7 +502,8 @@ class StandIn(CatalogEndpoints, SessionEndpoints, HostedPages, PromotionCodeEndp
     # object's id and puts them back on every coupon or subscription it returns:
     #   coupons:       name, currency_options
     #   subscriptions: automatic_tax, collection_method, days_until_due, default_payment_method, discounts (a list of
-    #                  {coupon}; "" removes them), proration_behavior (kept as the last one used)
+    #                  {coupon} or {promotion_code}, see promotions.py; "" removes them), proration_behavior (kept
+    #                  as the last one used)
     # A discount copies the coupon as it was when applied, so deleting the coupon (Stripe: applied
     # discounts stay) leaves the subscription's discount in place.
 
@@ -526,10 +527,14 @@ class StandIn(CatalogEndpoints, SessionEndpoints, HostedPages, PromotionCodeEndp
         kept = [(k, v) for k, v in pairs if k.split("[", 1)[0] not in names]
         extras = {k: v for k, v in params.items() if k in names}
         if parts[1] == "subscriptions":
-            extras = await self._subscription_extras(request.headers.get("authorization", ""), extras)
+            auth = request.headers.get("authorization", "")
+            customer = params.get("customer")
+            if len(parts) == 3 and "discounts" in extras:  # an update: the subscription's customer
+                customer = (await self._upstream_get(auth, f"/v1/subscriptions/{parts[2]}") or {}).get("customer")
+            extras = await self._subscription_extras(auth, extras, customer)
         return urlencode(kept), extras
 
-    async def _subscription_extras(self, auth: str, extras: dict[str, Any]) -> dict[str, Any]:
+    async def _subscription_extras(self, auth: str, extras: dict[str, Any], customer: str | None) -> dict[str, Any]:
         method = extras.get("collection_method")
         if method is not None and method not in ("charge_automatically", "send_invoice"):
             raise _bad(f"Invalid collection_method: {method}", "collection_method")
@@ -544,12 +549,25 @@ class StandIn(CatalogEndpoints, SessionEndpoints, HostedPages, PromotionCodeEndp
             wanted = extras["discounts"] if isinstance(extras["discounts"], list) else []
             discounts = []
             for entry in wanted:
-                coupon_id = _require(entry, "coupon")
+                promo_id = entry.get("promotion_code")
+                if promo_id:
+                    promo = await self._redeemable(auth, str(promo_id), customer)
+                    coupon_id = promo["promotion"]["coupon"]
+                else:
+                    coupon_id = _require(entry, "coupon")
                 coupon = await self._upstream_get(auth, f"/v1/coupons/{coupon_id}")
                 if coupon is None:
                     raise StripeError(404, f"No such coupon: '{coupon_id}'", code="resource_missing", param="coupon")
                 coupon.update(self.coupon_extras.get(coupon_id, {}))
-                discounts.append({"id": f"di_{_rand(24)}", "object": "discount", "coupon": coupon, "start": _now()})
+                discounts.append(
+                    {
+                        "id": f"di_{_rand(24)}",
+                        "object": "discount",
+                        "coupon": coupon,
+                        "promotion_code": promo_id or None,
+                        "start": _now(),
+                    }
+                )
             extras["discounts"] = discounts
         return extras
 
@@ -561,6 +579,7 @@ class StandIn(CatalogEndpoints, SessionEndpoints, HostedPages, PromotionCodeEndp
         if extras is not None and len(objects) == 1 and "id" in objects[0]:
             store = self.coupon_extras if parts[1] == "coupons" else self.subscription_extras
             store.setdefault(objects[0]["id"], {}).update(extras)
+            self._redeemed(extras.get("discounts") or [])
         for obj in objects:
             if obj.get("object") == "coupon":
                 obj.setdefault("name", None)
