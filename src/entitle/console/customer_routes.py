@@ -70,7 +70,12 @@ def provision_preview(
     plan: Annotated[str, Query(max_length=255)],
     billing_period: Annotated[str, Query(max_length=16)] = "",
     unit_quantity: Annotated[str, Query(max_length=20)] = "",
+    schedule_strategy: Annotated[str, Query(max_length=32)] = "",
+    resource_id: Annotated[str, Query(max_length=255)] = "",
+    change_of: Annotated[str, Query(max_length=255)] = "",
 ) -> Response:
+    """The price preview before provisioning; with `change_of`, before changing that subscription's plan
+    (the API changes a plan by provisioning another one of the same product)."""
     req = parsed(
         SubscriptionPreview,
         {
@@ -78,10 +83,14 @@ def provision_preview(
             "plan_id": plan,
             "billing_period": billing_period,
             "unit_quantity": unit_quantity,
+            "schedule_strategy": schedule_strategy,
+            "resource_id": resource_id,
         },
     )
     preview = preview_subscription(db, ctx.env_id, req)
-    return render(request, ctx, "provision.html", customer_id=customer_id, req=req, preview=preview)
+    return render(
+        request, ctx, "provision.html", customer_id=customer_id, req=req, preview=preview, change_of=change_of
+    )
 
 
 @router.post("/customers/{customer_id}/subscriptions")
@@ -92,6 +101,8 @@ def provision(
     plan: Text,
     billing_period: Annotated[str, Form(max_length=16)] = "",
     unit_quantity: Annotated[str, Form(max_length=20)] = "",
+    schedule_strategy: Annotated[str, Form(max_length=32)] = "",
+    resource_id: Annotated[str, Form(max_length=255)] = "",
 ) -> Response:
     req = parsed(
         SubscriptionProvision,
@@ -100,6 +111,8 @@ def provision(
             "plan_id": plan,
             "billing_period": billing_period,
             "unit_quantity": unit_quantity,
+            "schedule_strategy": schedule_strategy,
+            "resource_id": resource_id,
         },
     )
     provisioning.provision(db, ctx.env_id, req)

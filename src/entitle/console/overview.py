@@ -23,8 +23,7 @@ from entitle.jobs.models import DEAD, Job
 from entitle.subscriptions import pricing
 from entitle.subscriptions import store as subscriptions
 from entitle.subscriptions.models import Subscription, SubscriptionCharge
-from entitle.subscriptions.preview import _lines as priced_lines
-from entitle.subscriptions.preview import prices_of
+from entitle.subscriptions.preview import price_lines, prices_of
 
 CHART_DAYS = 30
 
@@ -140,7 +139,7 @@ def _recurring(s: Session, env_id: int) -> tuple[list[rules.RecurringCharge], in
             continue
         with_addons = [(p, a.quantity) for a in addons.get(sub.pk, []) if (p := s.get(Package, a.addon_pk))]
         units = Decimal(sub.unit_quantity or 1)
-        lines = priced_lines(
+        lines = price_lines(
             s, plan, with_addons, sub.billing_period, sub.billing_country_code, quantities.get(sub.pk, {}), units
         )
         all_prices = prices_of(packages.charges_of(s, plan.pk), sub.billing_period, sub.billing_country_code, "")

@@ -1,0 +1,187 @@
+"""The console's operations pages (issue 14), server side on SQLite and PostgreSQL: changing a
+subscription's plan or add-ons after the price preview and cancelling a scheduled change, links to the
+billing provider's dashboard, the webhooks sent about a customer, the subscriptions list's filters, the
+overview's usage chart, and disabling console users.
+
+Most tests share one server per engine (`module_server`) with one catalog; each makes its own customers."""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from tests.conftest import LiveServer
+from tests.support.console import csrf_of, make_user, signed_in
+
+
+@dataclass(frozen=True)
+class Shop:
+    server: LiveServer
+    api: httpx.Client
+    editor: str
+    viewer: str
+
+
+def _published(api: httpx.Client, kind: str, ref: str, monthly: int, **fields: object) -> None:
+    made = api.post(f"/api/v1/{kind}", json={"id": ref, "displayName": ref.title(), "productId": "ops"})
+    assert made.status_code == 200, made.text
+    charges = {
+        "pricingType": "PAID",
+        "pricingModels": [
+            {
+                "billingModel": "FLAT_FEE",
+                "pricePeriods": [{"billingPeriod": "MONTHLY", "price": {"amount": monthly, "currency": "usd"}}],
+            }
+        ],
+    }
+    assert api.patch(f"/api/v1/{kind}/{ref}", json={"charges": charges, **fields}).status_code == 200
+    published = api.post(f"/api/v1/{kind}/{ref}/publish", json={"migrationType": "NEW_CUSTOMERS"})
+    assert published.status_code == 200, published.text
+
+
+@pytest.fixture(scope="module")
+def shop(module_server: LiveServer) -> Iterator[Shop]:
+    """Product `ops`: plans `basic` (10 a month, sells the `seats-pack` add-on at 5, at most 3) and
+    `business` (30 a month); an editor and a viewer."""
+    with module_server.http() as api:
+        assert api.post("/api/v1/products", json={"id": "ops", "displayName": "Ops"}).status_code == 200
+        _published(api, "addons", "seats-pack", 5, maxQuantity=3)
+        _published(api, "plans", "basic", 10, compatibleAddonIds=["seats-pack"])
+        _published(api, "plans", "business", 30)
+        editor = make_user(module_server.db, "ops-editor@example.com", "editor")
+        viewer = make_user(module_server.db, "ops-viewer@example.com", "viewer")
+        yield Shop(module_server, api, editor, viewer)
+
+
+def _subscribed(shop: Shop, customer: str, plan: str = "basic") -> str:
+    assert shop.api.post("/api/v1/customers", json={"id": customer}).status_code == 200
+    made = shop.api.post("/api/v1/subscriptions", json={"customerId": customer, "planId": plan})
+    assert made.status_code == 200, made.text
+    ref: str = made.json()["data"]["id"]
+    return ref
+
+
+def _text(page: httpx.Response) -> str:
+    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page.text)))
+
+
+def _subscription(shop: Shop, ref: str) -> dict[str, object]:
+    found: dict[str, object] = shop.api.get(f"/api/v1/subscriptions/{ref}").json()["data"]
+    return found
+
+
+def test_add_ons_change_after_the_preview_the_api_shows(shop: Shop) -> None:
+    sub = _subscribed(shop, "ops-addons")
+    with signed_in(shop.server.base_url, shop.editor) as web:
+        customer = web.get("/console/customers/ops-addons")
+        assert f"/console/subscriptions/{sub}/change" in customer.text
+        change = web.get(f"/console/subscriptions/{sub}/change")
+        assert change.status_code == 200 and 'name="addon_id" value="seats-pack"' in change.text
+        wanted = {"addon_id": "seats-pack", "addon_quantity": "2"}
+        preview = web.get(f"/console/subscriptions/{sub}/addons", params=wanted)
+        assert preview.status_code == 200, preview.text
+        by_api = shop.api.post(
+            "/api/v1/subscriptions/preview",
+            json={"customerId": "ops-addons", "planId": "basic", "addons": [{"id": "seats-pack", "quantity": 2}]},
+        ).json()["data"]
+        assert by_api["recurringInvoice"]["total"] == 20  # 10 for the plan, 2 x 5 for the packs
+        shown = _text(preview)
+        assert "Each period" in shown and "Total 20.00 USD" in shown
+        assert f"Total {by_api['immediateInvoice']['total']:.2f} USD" in shown  # the prorated change, due now
+        token = csrf_of(web, f"/console/subscriptions/{sub}/change")
+        confirmed = web.post(f"/console/subscriptions/{sub}/addons", data={"csrf_token": token, **wanted})
+        assert confirmed.status_code == 303 and confirmed.headers["location"] == "/console/customers/ops-addons"
+        assert _subscription(shop, sub)["addons"] == [{"id": "seats-pack", "quantity": 2}]
+        # Refused by the API's rule, with its message; nothing changes.
+        too_many = {"csrf_token": token, "addon_id": "seats-pack", "addon_quantity": "4"}
+        refused = web.post(f"/console/subscriptions/{sub}/addons", data=too_many)
+        api_refusal = shop.api.patch(
+            f"/api/v1/subscriptions/{sub}", json={"addons": [{"id": "seats-pack", "quantity": 4}]}
+        )
+        assert refused.status_code == api_refusal.status_code == 400
+        assert api_refusal.json()["error"]["message"] in html.unescape(refused.text)
+        unpaired = web.post(f"/console/subscriptions/{sub}/addons", data={"csrf_token": token, "addon_id": "x"})
+        assert unpaired.status_code == 400 and "in pairs" in unpaired.text
+        # Quantity 0 takes it off.
+        removed = web.post(
+            f"/console/subscriptions/{sub}/addons",
+            data={"csrf_token": token, "addon_id": "seats-pack", "addon_quantity": "0"},
+        )
+        assert removed.status_code == 303
+    assert _subscription(shop, sub)["addons"] == []
+
+
+def test_a_plan_change_upgrades_now_and_a_downgrade_waits_until_its_scheduled_change_is_cancelled(
+    shop: Shop,
+) -> None:
+    first = _subscribed(shop, "ops-plans")
+    with signed_in(shop.server.base_url, shop.editor) as web:
+        change = web.get(f"/console/subscriptions/{first}/change")
+        assert '<option value="business">' in change.text and '<option value="basic">' not in change.text
+        preview = web.get("/console/customers/ops-plans/provision", params={"plan": "business", "change_of": first})
+        assert preview.status_code == 200 and "Confirm plan change" in preview.text
+        assert "Total 30.00 USD" in _text(preview)
+        token = csrf_of(web, "/console/customers/ops-plans")
+        up = web.post("/console/customers/ops-plans/subscriptions", data={"csrf_token": token, "plan": "business"})
+        assert up.status_code == 303
+        assert _subscription(shop, first)["status"] == "CANCELED"
+        listed = shop.api.get("/api/v1/subscriptions", params={"customerId": "ops-plans", "status": "ACTIVE"})
+        (business,) = listed.json()["data"]
+        assert business["planId"] == "business"
+        # Back to basic: a downgrade, at the end of the period unless asked otherwise.
+        later = {"plan": "basic", "change_of": business["id"], "schedule_strategy": "END_OF_BILLING_PERIOD"}
+        preview = web.get("/console/customers/ops-plans/provision", params=later)
+        assert 'data-testid="preview-scheduled"' in preview.text
+        down = web.post(
+            "/console/customers/ops-plans/subscriptions",
+            data={"csrf_token": token, "plan": "basic", "schedule_strategy": "END_OF_BILLING_PERIOD"},
+        )
+        assert down.status_code == 303
+        (scheduled,) = _subscription(shop, business["id"])["futureUpdates"]  # type: ignore[misc]
+        assert scheduled["targetPackage"] == {"id": "basic"}
+        page = web.get("/console/customers/ops-plans")
+        assert f'data-testid="scheduled-{business["id"]}"' in page.text and "Cancel scheduled change" in page.text
+        cancel = f"/console/subscriptions/{business['id']}/scheduled-update/cancel"
+        back = "/console/customers/ops-plans"
+        assert web.post(cancel, data={"csrf_token": token, "back": back}).headers["location"] == back
+        assert _subscription(shop, business["id"])["futureUpdates"] == []
+        again = web.post(cancel, data={"csrf_token": token})
+        api_again = shop.api.delete(f"/api/v1/subscriptions/{business['id']}/future-update/schedule")
+        assert again.status_code == api_again.status_code and 400 <= again.status_code < 500
+        assert api_again.json()["error"]["message"] in html.unescape(again.text)
+
+
+def test_a_viewer_gets_no_change_controls_and_its_forged_changes_are_refused(shop: Shop) -> None:
+    sub = _subscribed(shop, "ops-viewed")
+    with signed_in(shop.server.base_url, shop.viewer) as web:
+        page = web.get("/console/customers/ops-viewed")
+        assert page.status_code == 200 and "/change" not in page.text
+        change = web.get(f"/console/subscriptions/{sub}/change")
+        assert change.status_code == 200  # reading is allowed; confirming is not offered
+        preview = web.get(
+            f"/console/subscriptions/{sub}/addons", params={"addon_id": "seats-pack", "addon_quantity": "1"}
+        )
+        assert preview.status_code == 200 and "Confirm add-ons" not in preview.text
+        token = csrf_of(web)
+        for path, data in [
+            (f"/console/subscriptions/{sub}/addons", {"addon_id": "seats-pack", "addon_quantity": "1"}),
+            (f"/console/subscriptions/{sub}/scheduled-update/cancel", {}),
+        ]:
+            assert web.post(path, data={"csrf_token": token, **data}).status_code == 403
+            assert web.post(path, data=data).status_code == 403  # and without the token
+    assert _subscription(shop, sub)["addons"] == []
+
+
+def test_a_subscription_address_leads_to_its_row_on_the_customer_page(shop: Shop) -> None:
+    sub = _subscribed(shop, "ops/linked")
+    with signed_in(shop.server.base_url, shop.viewer) as web:
+        answer = web.get(f"/console/subscriptions/{sub}")
+        assert answer.status_code == 303
+        assert answer.headers["location"] == f"/console/customers/ops%2Flinked#subscription-{sub}"
+        assert f'id="subscription-{sub}"' in web.get("/console/customers/ops%2Flinked").text
+        assert web.get("/console/subscriptions/missing").status_code == 404
