@@ -14,7 +14,14 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+from sqlalchemy import select
 
+from entitle.billing import store as billing_store
+from entitle.billing.models import Integration
+from entitle.config import console_page_url, load_settings
+from entitle.customers.models import Customer
+from entitle.environments.service import environment_pk
+from entitle.subscriptions.models import Subscription
 from tests.conftest import LiveServer
 from tests.support.console import csrf_of, make_user, signed_in
 
@@ -185,3 +192,77 @@ def test_a_subscription_address_leads_to_its_row_on_the_customer_page(shop: Shop
         assert answer.headers["location"] == f"/console/customers/ops%2Flinked#subscription-{sub}"
         assert f'id="subscription-{sub}"' in web.get("/console/customers/ops%2Flinked").text
         assert web.get("/console/subscriptions/missing").status_code == 404
+
+
+def test_entity_urls_are_console_pages_under_the_public_url(shop: Shop, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENTITLE_PUBLIC_URL", "https://billing.example.com/entitle/")
+    monkeypatch.setenv("ENTITLE_CONSOLE_URL", "https://former.example.com")
+    public = load_settings().console_base_url
+    assert public == "https://billing.example.com/entitle"
+    assert console_page_url(public, "CUSTOMER", "a/b c") == f"{public}/console/customers/a%2Fb%20c"
+    monkeypatch.delenv("ENTITLE_PUBLIC_URL")
+    assert load_settings().console_base_url == "https://former.example.com"  # the former name still works
+    sub = _subscribed(shop, "ops-url")
+    served = {"CUSTOMER": "ops-url", "SUBSCRIPTION": sub, "PLAN": "basic"}
+    with signed_in(shop.server.base_url, shop.viewer) as web:
+        for kind, ref in served.items():
+            path = console_page_url("", kind, ref)
+            assert web.get(path).status_code in (200, 303), path
+
+
+def _link(server: LiveServer, kind: str, entity_pk: int, state: str, billing_id: str, reason: str | None) -> None:
+    with server.db.transaction() as s:
+        integration = s.scalars(select(Integration)).one()
+        billing_store.put_link(s, integration, kind, entity_pk, state, billing_id=billing_id, reason=reason)
+
+
+def test_billing_ids_link_to_the_dashboard_and_subscriptions_filter_by_period_and_sync(
+    server: LiveServer, api: httpx.Client
+) -> None:
+    assert api.post("/api/v1/products", json={"id": "ops", "displayName": "Ops"}).status_code == 200
+    _published(api, "plans", "basic", 10)
+    for customer in ("synced", "unsynced"):
+        assert api.post("/api/v1/customers", json={"id": customer}).status_code == 200
+        assert api.post("/api/v1/subscriptions", json={"customerId": customer, "planId": "basic"}).status_code == 200
+    env_id = environment_pk(server.db, "development")
+    # Linked after the fact, as a sync would leave them: no provider is reached in this test.
+    with server.db.transaction() as s:
+        s.add(
+            Integration(
+                environment_id=env_id,
+                ref_id="stripe-ops",
+                vendor="STRIPE",
+                secret_key_encrypted="-",
+                secret_key_hint="sk_test_…0000",
+                livemode=False,
+            )
+        )
+        customer = s.scalars(select(Customer).where(Customer.ref_id == "synced")).one()
+        sub = s.scalars(select(Subscription).where(Subscription.customer_pk == customer.pk)).one()
+        customer_pk, sub_pk, sub_ref = customer.pk, sub.pk, sub.ref_id
+    _link(server, "CUSTOMER", customer_pk, "SUCCESS", "cus_Ops1", None)
+    _link(server, "SUBSCRIPTION", sub_pk, "ERROR", "sub_Ops1", "card declined")
+    email = make_user(server.db, "ops-links@example.com", "viewer")
+    with signed_in(server.base_url, email) as web:
+        page = web.get("/console/customers/synced").text
+        assert 'href="https://dashboard.stripe.com/test/customers/cus_Ops1"' in page
+        assert 'href="https://dashboard.stripe.com/test/subscriptions/sub_Ops1"' in page and "card declined" in page
+
+        def listed(**filters: str) -> set[str]:
+            answer = web.get("/console/subscriptions", params=filters)
+            assert answer.status_code == 200, answer.text
+            return set(re.findall(r'data-testid="row-([^"]+)"', answer.text))
+
+        everything = listed()
+        assert len(everything) == 2 and sub_ref in everything
+        assert listed(sync="ERROR") == {sub_ref}
+        assert listed(sync="SUCCESS") == set()
+        assert listed(billing_period="MONTHLY") == everything
+        assert listed(billing_period="ANNUALLY") == set()
+        assert listed(status="ACTIVE", plan="basic", sync="ERROR", billing_period="MONTHLY") == {sub_ref}
+        assert listed(plan="other") == set()
+        shown = web.get("/console/subscriptions", params={"sync": "ERROR"}).text
+        assert 'href="https://dashboard.stripe.com/test/subscriptions/sub_Ops1"' in shown
+        for bad in ({"sync": "BROKEN"}, {"billing_period": "WEEKLY"}, {"status": "GONE"}):
+            refused = web.get("/console/subscriptions", params=bad)
+            assert refused.status_code == 400 and "unknown value(s)" in html.unescape(refused.text), bad

@@ -18,15 +18,16 @@ from entitle.http.deps import DB, comma_list
 from entitle.promotions import service as promotions
 from entitle.promotions.schemas import PromotionIn
 from entitle.subscriptions import cancellation, provisioning
-from entitle.subscriptions import service as subscriptions
 from entitle.subscriptions.preview import preview_subscription
 from entitle.subscriptions.schemas import (
+    BILLING_PERIODS,
     PRICING_TYPES,
     SUBSCRIPTION_STATUSES,
     SubscriptionCancel,
     SubscriptionPreview,
     SubscriptionProvision,
 )
+from entitle.sync_states import SYNC_STATUSES
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 Text = Annotated[str, Form(max_length=255)]
@@ -172,26 +173,32 @@ def subscriptions_page(
     status: Annotated[str, Query(max_length=200)] = "",
     plan: Annotated[str, Query(max_length=255)] = "",
     pricing_type: Annotated[str, Query(max_length=64)] = "",
+    billing_period: Annotated[str, Query(max_length=64)] = "",
+    sync: Annotated[str, Query(max_length=200)] = "",
     after: Annotated[str | None, Query(max_length=200)] = None,
     before: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
-    page, views = subscriptions.list_subscriptions(
-        db,
-        ctx.env_id,
-        PageRequest(limit=25, after=after, before=before),
+    where = pages.SubscriptionFilters(
         plan_ref=plan or None,
         statuses=comma_list(status, SUBSCRIPTION_STATUSES, name="status"),
         pricing_types=comma_list(pricing_type, PRICING_TYPES, name="pricingType"),
+        billing_periods=comma_list(billing_period, BILLING_PERIODS, name="billingPeriod"),
+        sync_statuses=comma_list(sync, SYNC_STATUSES, name="sync"),
     )
-    filters = {"status": status, "plan": plan, "pricing_type": pricing_type}
+    found = pages.subscriptions_page(db, ctx.env_id, PageRequest(limit=25, after=after, before=before), where)
+    filters = {"status": status, "plan": plan, "pricing_type": pricing_type, "billing_period": billing_period}
     return render(
         request,
         ctx,
         "subscriptions.html",
-        page=page,
-        views=views,
-        filters=filters,
+        page=found.page,
+        views=found.views,
+        plans=found.plans,
+        livemodes=found.livemodes,
+        filters=filters | {"sync": sync},
         statuses=SUBSCRIPTION_STATUSES,
         pricing_types=PRICING_TYPES,
+        billing_periods=BILLING_PERIODS,
+        sync_statuses=SYNC_STATUSES,
         now=datetime.now(),
     )

@@ -31,6 +31,7 @@ from entitle.jobs.models import DEAD, Job
 from entitle.promotions import service as promotions
 from entitle.promotions.models import PromotionalEntitlement
 from entitle.subscriptions import service as subscriptions
+from entitle.subscriptions.models import Subscription
 from entitle.subscriptions.preview import preview_subscription
 from entitle.subscriptions.schemas import AddonQuantity, PreviewOut, SubscriptionPreview
 from entitle.subscriptions.service import SubscriptionView
@@ -212,3 +213,35 @@ def addons_preview(
         addons=wanted,
     )
     return view, preview_subscription(db, env_id, req)
+
+
+@dataclass(frozen=True)
+class SubscriptionFilters:
+    plan_ref: str | None = None
+    statuses: list[str] | None = None
+    pricing_types: list[str] | None = None
+    billing_periods: list[str] | None = None
+    sync_statuses: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class SubscriptionsPage:
+    page: Page[Subscription]
+    views: list[SubscriptionView]
+    plans: list[PackageView]
+    livemodes: dict[str, bool]
+
+
+def subscriptions_page(db: Database, env_id: int, page: PageRequest, where: SubscriptionFilters) -> SubscriptionsPage:
+    found, views = subscriptions.list_subscriptions(
+        db,
+        env_id,
+        page,
+        plan_ref=where.plan_ref,
+        statuses=where.statuses,
+        pricing_types=where.pricing_types,
+        billing_periods=where.billing_periods,
+        sync_statuses=where.sync_statuses,
+    )
+    plans = packages.list_packages(db, env_id, "PLAN", PageRequest(limit=100)).items
+    return SubscriptionsPage(found, views, list(plans), livemodes(db, env_id))
