@@ -11,6 +11,8 @@ import html
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -21,9 +23,14 @@ from entitle.billing.models import Integration
 from entitle.config import console_page_url, load_settings
 from entitle.customers.models import Customer
 from entitle.environments.service import environment_pk
+from entitle.jobs.service import Worker
+from entitle.secrets import ENV_VAR
 from entitle.subscriptions.models import Subscription
 from tests.conftest import LiveServer
+from tests.support.clock import TestClock
 from tests.support.console import csrf_of, make_user, signed_in
+from tests.test_webhooks import SECRET_KEY as WEBHOOK_SECRETS_KEY
+from tests.test_webhooks import receivers  # noqa: F401  (the fixture)
 
 
 @dataclass(frozen=True)
@@ -266,3 +273,68 @@ def test_billing_ids_link_to_the_dashboard_and_subscriptions_filter_by_period_an
         for bad in ({"sync": "BROKEN"}, {"billing_period": "WEEKLY"}, {"status": "GONE"}):
             refused = web.get("/console/subscriptions", params=bad)
             assert refused.status_code == 400 and "unknown value(s)" in html.unescape(refused.text), bad
+
+
+@pytest.fixture
+def hooks_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Receivers on 127.0.0.1 over http (the local-development setting), and one key for the webhook
+    secrets shared by the server and the worker draining in this process; set before `server` starts."""
+    monkeypatch.setenv("ENTITLE_WEBHOOKS_ALLOW_PRIVATE", "true")
+    monkeypatch.setenv(ENV_VAR, WEBHOOK_SECRETS_KEY)
+
+
+def test_the_customer_page_lists_the_webhooks_sent_about_it_and_an_admin_redelivers_one(
+    hooks_env: None,
+    server: LiveServer,
+    api: httpx.Client,
+    receivers: Any,  # noqa: F811  (the fixture imported above)
+    test_clock: TestClock,
+) -> None:
+    receiver = receivers([500])  # the first attempt (about "hooked", created first) fails
+    made = api.post("/api/v1/webhooks", json={"url": receiver.url, "eventTypes": ["customer.created"]})
+    assert made.status_code == 200, made.text
+    hook = made.json()["data"]["id"]
+    for ref in ("hooked", "other"):
+        assert api.post("/api/v1/customers", json={"id": ref}).status_code == 200
+    worker = Worker(server.db)
+    assert worker.drain() == 1  # "other" waits behind the retry: one endpoint's events go in order
+    test_clock.advance(timedelta(hours=1))
+    assert worker.drain() == 2
+    about = {e["id"]: e["data"]["customerId"] for e in receiver.events()}
+    log = api.get(f"/api/v1/webhooks/{hook}/deliveries").json()["data"]
+    hooked = [d for d in log if about[d["eventId"]] == "hooked"]
+    assert [(d["attempt"], d["statusCode"]) for d in hooked] == [(1, 500), (2, 200)]
+
+    def shown(web: httpx.Client) -> dict[str, str]:
+        page = web.get("/console/customers/hooked")
+        assert page.status_code == 200
+        return dict(re.findall(r'<tr data-testid="delivery-(\d+)">(.*?)</tr>', page.text, re.S))
+
+    admin = make_user(server.db, "hooks-admin@example.com", "admin")
+    with signed_in(server.base_url, admin) as web:
+        rows = shown(web)
+        assert set(rows) == {str(d["id"]) for d in hooked}  # nothing about "other"
+        first, second = (" ".join(_text_of(rows[str(d["id"])]).split()) for d in hooked)
+        assert "customer.created" in first and "500 endpoint answered HTTP 500" in first
+        assert "200 OK" in second and hook in second
+        again = web.post(
+            f"/console/webhooks/{hook}/deliveries/{hooked[-1]['id']}/redeliver",
+            data={"csrf_token": csrf_of(web, "/console/customers/hooked"), "back": "/console/customers/hooked"},
+        )
+        assert again.status_code == 303 and again.headers["location"] == "/console/customers/hooked"
+        assert worker.drain() == 1
+        assert list(about.values()).count("hooked") == 1 and receiver.events()[-1]["id"] == hooked[0]["eventId"]
+        assert len(shown(web)) == 3
+    viewer = make_user(server.db, "hooks-viewer@example.com", "viewer")
+    with signed_in(server.base_url, viewer) as web:
+        assert len(shown(web)) == 3
+        assert "/redeliver" not in web.get("/console/customers/hooked").text
+        forged = web.post(
+            f"/console/webhooks/{hook}/deliveries/{hooked[-1]['id']}/redeliver", data={"csrf_token": csrf_of(web)}
+        )
+        assert forged.status_code == 403
+    assert worker.drain() == 0
+
+
+def _text_of(fragment: str) -> str:
+    return html.unescape(re.sub(r"<[^>]+>", " ", fragment))

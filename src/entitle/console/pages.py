@@ -37,6 +37,8 @@ from entitle.subscriptions.schemas import AddonQuantity, PreviewOut, Subscriptio
 from entitle.subscriptions.service import SubscriptionView
 from entitle.sync_states import SyncState
 from entitle.usage import service as usage
+from entitle.webhooks import service as webhooks
+from entitle.webhooks.models import WebhookDelivery
 
 
 def search_customers(db: Database, env_id: int, query: str, page: PageRequest) -> Page[Customer]:
@@ -67,6 +69,8 @@ class CustomerPage:
     usage_charts: dict[str, UsageChart] = field(default_factory=dict)
     # Per integration id: whether it is live (its dashboard links go to live or test objects).
     livemodes: dict[str, bool] = field(default_factory=dict)
+    # The newest attempts to deliver webhook events about the customer, with their endpoint's id.
+    webhooks: list[tuple[WebhookDelivery, str]] = field(default_factory=list)
 
 
 HISTORY_DAYS = 30
@@ -112,7 +116,14 @@ def customer_page(db: Database, env_id: int, ref: str) -> CustomerPage:
     plans = packages.list_packages(db, env_id, "PLAN", PageRequest(limit=100), statuses=["PUBLISHED"]).items
     usage_charts = _usage_charts(db, env_id, ref, granted) if granted else {}
     return CustomerPage(
-        customer, list(reversed(subs)), granted, promos, list(plans), usage_charts, livemodes(db, env_id)
+        customer,
+        list(reversed(subs)),
+        granted,
+        promos,
+        list(plans),
+        usage_charts,
+        livemodes(db, env_id),
+        webhooks.customer_deliveries(db, env_id, customer.customer.ref_id),
     )
 
 
