@@ -11,7 +11,7 @@ import html
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -338,3 +338,35 @@ def test_the_customer_page_lists_the_webhooks_sent_about_it_and_an_admin_redeliv
 
 def _text_of(fragment: str) -> str:
     return html.unescape(re.sub(r"<[^>]+>", " ", fragment))
+
+
+def test_the_overview_charts_usage_reports_and_events_per_day(server: LiveServer, api: httpx.Client) -> None:
+    assert api.post("/api/v1/customers", json={"id": "metered"}).status_code == 200
+    assert (
+        api.post(
+            "/api/v1/features",
+            json={"id": "calls", "displayName": "Calls", "featureType": "NUMBER", "meterType": "INCREMENTAL"},
+        ).status_code
+        == 200
+    )
+    now = datetime.now(UTC)
+    yesterday = now - timedelta(days=1)
+    for key, at in (("e1", now), ("e2", now), ("e3", yesterday)):
+        event = {"customerId": "metered", "eventName": "call", "idempotencyKey": key, "timestamp": at.isoformat()}
+        assert api.post("/api/v1/events", json={"events": [event]}).status_code == 200
+    report = {"usages": [{"customerId": "metered", "featureId": "calls", "value": 7}]}
+    assert api.post("/api/v2/usage", json=report).status_code == 200
+    email = make_user(server.db, "overview-usage@example.com", "viewer")
+    with signed_in(server.base_url, email) as web:
+        page = web.get("/console").text
+
+    def per_day(testid: str) -> dict[str, int]:
+        figure = page.split(f'data-testid="{testid}"', 1)[1].split("</figure>", 1)[0]
+        return {day: int(n) for day, n in re.findall(r"<title>(\d{4}-\d{2}-\d{2}): (\d+)</title>", figure)}
+
+    events = per_day("events-chart")
+    assert len(events) == 30 and events[now.date().isoformat()] == 2 and events[yesterday.date().isoformat()] == 1
+    assert sum(events.values()) == 3
+    assert 'aria-label="Events ingested per day: 3 from' in page
+    assert per_day("usage-reports-chart")[now.date().isoformat()] == 1  # one report (of 7), not the events
+    assert 'data-testid="failed-payments">0<' in page and 'data-testid="sync-errors">0<' in page
