@@ -21,14 +21,17 @@ from sqlalchemy import select
 from entitle.billing import store as billing_store
 from entitle.billing.models import Integration
 from entitle.config import console_page_url, load_settings
+from entitle.console import accounts
+from entitle.console.models import ConsoleUser
 from entitle.customers.models import Customer
 from entitle.environments.service import environment_pk
+from entitle.errors import FailedPrecondition
 from entitle.jobs.service import Worker
 from entitle.secrets import ENV_VAR
 from entitle.subscriptions.models import Subscription
 from tests.conftest import LiveServer
 from tests.support.clock import TestClock
-from tests.support.console import csrf_of, make_user, signed_in
+from tests.support.console import browser, csrf_of, make_user, sign_in, signed_in
 from tests.test_webhooks import SECRET_KEY as WEBHOOK_SECRETS_KEY
 from tests.test_webhooks import receivers  # noqa: F401  (the fixture)
 
@@ -370,3 +373,54 @@ def test_the_overview_charts_usage_reports_and_events_per_day(server: LiveServer
     assert 'aria-label="Events ingested per day: 3 from' in page
     assert per_day("usage-reports-chart")[now.date().isoformat()] == 1  # one report (of 7), not the events
     assert 'data-testid="failed-payments">0<' in page and 'data-testid="sync-errors">0<' in page
+
+
+def test_an_admin_disables_a_user_whose_sessions_end_and_sign_in_is_refused_but_never_the_last_admin(
+    server: LiveServer,
+) -> None:
+    admin = make_user(server.db, "chief@example.com", "admin")
+    other = make_user(server.db, "deputy@example.com", "admin")
+    editor = make_user(server.db, "leaving@example.com", "editor")
+    with signed_in(server.base_url, editor) as leaving, signed_in(server.base_url, admin) as web:
+        assert leaving.get("/console").status_code == 200
+        token = csrf_of(web, "/console/settings")
+        # An editor may not disable anyone, even with its own valid token.
+        assert (
+            leaving.post(
+                "/console/settings/users/disabled",
+                data={"csrf_token": csrf_of(leaving), "email": admin, "disabled": "true"},
+            ).status_code
+            == 403
+        )
+        disable = {"csrf_token": token, "email": editor, "disabled": "true"}
+        assert web.post("/console/settings/users/disabled", data=disable).status_code == 303
+        assert leaving.get("/console").status_code == 303  # its session ended: back to sign-in
+        assert 'data-testid="disabled"' in web.get("/console/settings").text
+        with browser(server.base_url) as again:
+            refused = sign_in(again, editor)
+            assert refused.status_code == 403 and "disabled" in refused.text
+            wrong = sign_in(again, editor, "not the password at all")
+            assert wrong.status_code == 401 and "disabled" not in wrong.text  # nothing learnt without it
+        # Nobody disables themselves; the last enabled admin stays.
+        myself = web.post("/console/settings/users/disabled", data={**disable, "email": admin})
+        assert myself.status_code == 409 and "yourself" in html.unescape(myself.text)
+        assert web.post("/console/settings/users/disabled", data={**disable, "email": other}).status_code == 303
+        demote = web.post("/console/settings/users/role", data={"csrf_token": token, "email": admin, "role": "viewer"})
+        assert demote.status_code == 409 and "from yourself" in html.unescape(demote.text)
+        with server.db.transaction() as s:
+            chief = s.scalars(select(ConsoleUser).where(ConsoleUser.email == admin)).one()
+        assert chief.disabled_at is None and chief.role == "admin"
+        enable = {"csrf_token": token, "email": editor, "disabled": "false"}
+        assert web.post("/console/settings/users/disabled", data=enable).status_code == 303
+        assert web.post("/console/settings/users/disabled", data={**enable, "disabled": "maybe"}).status_code == 400
+        unknown = web.post("/console/settings/users/disabled", data={**disable, "email": "nobody@example.com"})
+        assert unknown.status_code == 404
+    with signed_in(server.base_url, editor) as back:
+        assert back.get("/console").status_code == 200
+    # The last enabled admin, through the service itself (another admin's action or the CLI alike).
+    for last_admin_goes in (
+        lambda: accounts.set_disabled(server.db, admin, True),
+        lambda: accounts.change_role(server.db, admin, "editor"),
+    ):
+        with pytest.raises(FailedPrecondition, match="last enabled admin"):
+            last_admin_goes()
