@@ -424,3 +424,21 @@ def test_an_admin_disables_a_user_whose_sessions_end_and_sign_in_is_refused_but_
     ):
         with pytest.raises(FailedPrecondition, match="last enabled admin"):
             last_admin_goes()
+
+
+def test_every_new_form_needs_the_csrf_token(shop: Shop) -> None:
+    sub = _subscribed(shop, "ops-csrf")
+    with signed_in(shop.server.base_url, shop.editor) as web:
+        for path, data in [
+            (f"/console/subscriptions/{sub}/addons", {"addon_id": "seats-pack", "addon_quantity": "1"}),
+            (f"/console/subscriptions/{sub}/scheduled-update/cancel", {}),
+            ("/console/customers/ops-csrf/subscriptions", {"plan": "business"}),
+            ("/console/settings/users/disabled", {"email": shop.viewer, "disabled": "true"}),
+            ("/console/webhooks/any/deliveries/1/redeliver", {}),
+        ]:
+            for token in (None, "forged"):
+                sent = data if token is None else {**data, "csrf_token": token}
+                refused = web.post(path, data=sent)
+                assert refused.status_code == 403 and "CSRF_TOKEN_INVALID" in refused.text, path
+    view = _subscription(shop, sub)
+    assert (view["status"], view["planId"], view["addons"]) == ("ACTIVE", "basic", [])
