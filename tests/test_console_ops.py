@@ -12,10 +12,12 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import select
 
 from entitle.billing import store as billing_store
@@ -24,6 +26,8 @@ from entitle.config import console_page_url, load_settings
 from entitle.console import accounts
 from entitle.console.models import ConsoleUser
 from entitle.customers.models import Customer
+from entitle.db.migrate import upgrade
+from entitle.db.types import JSONDoc, UTCDateTime
 from entitle.environments.service import environment_pk
 from entitle.errors import FailedPrecondition
 from entitle.jobs.service import Worker
@@ -442,3 +446,72 @@ def test_every_new_form_needs_the_csrf_token(shop: Shop) -> None:
                 assert refused.status_code == 403 and "CSRF_TOKEN_INVALID" in refused.text, path
     view = _subscription(shop, sub)
     assert (view["status"], view["planId"], view["addons"]) == ("ACTIVE", "basic", [])
+
+
+def test_migration_0023_fills_the_customer_of_logged_deliveries(
+    database_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Attempts logged before 0023 get their customer from their delivery job's event (when stored)."""
+    if database_url.startswith("sqlite"):
+        url = f"sqlite:///{tmp_path / 'old.db'}"
+    else:
+        cluster = request.getfixturevalue("pg_cluster")
+        admin = sa.create_engine(cluster.url("postgres"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text("DROP DATABASE IF EXISTS entitle_migration_0023 WITH (FORCE)"))
+            conn.execute(sa.text("CREATE DATABASE entitle_migration_0023"))
+        admin.dispose()
+        url = cluster.url("entitle_migration_0023")
+    upgrade(url, "0022_console_users_audit")
+    engine = sa.create_engine(url)
+    now = "CURRENT_TIMESTAMP"
+    events = {
+        "about-ada": {"event": {"id": "evt_1", "type": "customer.created", "data": {"customerId": "ada"}}},
+        "about-nobody": {"event": {"id": "evt_2", "type": "customer.created", "data": {}}},
+    }
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                f"INSERT INTO environments (name, is_production, created_at, updated_at) "
+                f"VALUES ('development', false, {now}, {now})"
+            )
+        )
+        env = conn.execute(sa.text("SELECT pk FROM environments")).scalar_one()
+        conn.execute(
+            sa.text(
+                "INSERT INTO webhook_endpoints (ref_id, url, secret_encrypted, event_types, enabled, environment_id, "
+                f"created_at, updated_at) VALUES ('wh', 'https://x.test', 'x', '[]', true, :env, {now}, {now})"
+            ),
+            {"env": env},
+        )
+        endpoint = conn.execute(sa.text("SELECT pk FROM webhook_endpoints")).scalar_one()
+        jobs = sa.table(
+            "jobs",
+            *(sa.column(c) for c in ("kind", "status", "attempts", "max_attempts", "environment_id")),
+            sa.column("payload", JSONDoc()),
+            *(sa.column(c, UTCDateTime()) for c in ("run_at", "created_at", "updated_at")),
+        )
+        at = datetime.now(UTC)
+        for key, payload in events.items():
+            conn.execute(
+                jobs.insert().values(
+                    kind=key, status="SUCCEEDED", attempts=1, max_attempts=12, environment_id=env,
+                    payload=payload, run_at=at, created_at=at, updated_at=at,
+                )
+            )  # fmt: skip
+        job_pks = dict(conn.execute(sa.text("SELECT kind, pk FROM jobs")).all())
+        for event_id, job_pk in (("evt_1", job_pks["about-ada"]), ("evt_2", job_pks["about-nobody"]), ("evt_3", 999)):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO webhook_deliveries (endpoint_pk, job_pk, event_id, event_type, attempt, succeeded, "
+                    f"latency_ms, environment_id, created_at, updated_at) VALUES (:endpoint, :job, :event, "
+                    f"'customer.created', 1, true, 5, :env, {now}, {now})"
+                ),
+                {"endpoint": endpoint, "job": job_pk, "event": event_id, "env": env},
+            )
+    upgrade(url)
+    with engine.connect() as conn:
+        found = dict(conn.execute(sa.text("SELECT event_id, customer_ref FROM webhook_deliveries")).all())
+    engine.dispose()
+    # The job of evt_3 is gone: its attempt stays, about no known customer.
+    assert found == {"evt_1": "ada", "evt_2": None, "evt_3": None}
