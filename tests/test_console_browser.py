@@ -397,3 +397,58 @@ def test_a_draft_beside_its_published_version_then_its_version_history(console: 
         shoot(page, "plan-phone")
     finally:
         page.close()
+
+
+def test_change_plan_after_the_preview_then_cancel_the_scheduled_downgrade(console: Console) -> None:
+    customer(console, "changer")
+    made = console.api.post("/api/v1/subscriptions", json={"customerId": "changer", "planId": "pro"})
+    assert made.status_code == 200, made.text
+    sub = made.json()["data"]["id"]
+    page = console.admin.new_page()
+    try:
+        page.goto(f"{console.base_url}/console/customers/changer")
+        page.get_by_role("link", name=f"Change plan or add-ons of {sub}").click()
+        page.wait_for_url(f"{console.base_url}/console/subscriptions/{sub}/change")
+        page.get_by_label("New plan").select_option("free")
+        page.get_by_label("A downgrade takes effect").select_option("END_OF_BILLING_PERIOD")
+        shoot(page, "subscription-change")
+        page.get_by_role("button", name="Preview plan change…").click()
+        assert page.get_by_role("heading", level=1).inner_text() == f"Change {sub} of changer to free"
+        assert page.get_by_test_id("preview-scheduled").is_visible()  # a downgrade waits for the period end
+        shoot(page, "plan-change-preview")
+        page.get_by_role("button", name="Confirm plan change").click()
+        page.wait_for_url(f"{console.base_url}/console/customers/changer")
+        scheduled = page.get_by_test_id(f"scheduled-{sub}")
+        assert scheduled.inner_text().startswith("downgrade to free on ")
+        shoot(page, "customer-scheduled-change")
+        page.get_by_role("button", name=f"Cancel the scheduled change of {sub}").click()
+        page.wait_for_url(f"{console.base_url}/console/customers/changer")
+        assert page.get_by_test_id(f"scheduled-{sub}").count() == 0
+        assert console.api.get(f"/api/v1/subscriptions/{sub}").json()["data"]["futureUpdates"] == []
+    finally:
+        page.close()
+
+
+def test_an_admin_disables_a_user_and_its_open_session_ends(console: Console, chromium: Any) -> None:
+    email = make_user(console.db, "departing@example.com", "editor")
+    context = chromium.new_context()
+    try:
+        theirs = context.new_page()
+        sign_in(theirs, console.base_url, email)
+        theirs.wait_for_url(f"{console.base_url}/console")
+        page = console.admin.new_page()
+        try:
+            page.goto(f"{console.base_url}/console/settings")
+            page.get_by_role("button", name=f"Disable {email}").click()
+            page.wait_for_url(f"{console.base_url}/console/settings")
+            assert page.get_by_test_id(f"user-{email}").get_by_test_id("disabled").is_visible()
+            assert page.get_by_role("button", name=f"Disable {ADMIN}").count() == 0  # never oneself
+            shoot(page, "settings-users")
+        finally:
+            page.close()
+        theirs.reload()
+        assert theirs.url == f"{console.base_url}/console/login"
+        sign_in(theirs, console.base_url, email)
+        assert "disabled" in theirs.get_by_test_id("login-error").inner_text()
+    finally:
+        context.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from urllib.parse import unquote
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -128,3 +129,26 @@ def test_the_usage_chart_steps_through_each_report() -> None:
     assert len(line) == 1 + 2 * len(points) + 1
     assert line[1].split(",")[0] == line[2].split(",")[0]
     assert charts.step_chart([], start, start, "none").count("<polyline") == 1
+
+
+refs = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=40)
+
+
+@given(kind=st.sampled_from(sorted(rules.STRIPE_DASHBOARD_PATHS)), billing_id=refs, livemode=st.booleans())
+def test_a_synced_entity_links_to_its_page_of_the_stripe_dashboard(kind: str, billing_id: str, livemode: bool) -> None:
+    url = rules.dashboard_url("STRIPE", livemode, kind, billing_id)
+    assert url is not None
+    head, _, tail = url.rpartition("/")
+    mode = "" if livemode else "test/"
+    assert head == f"https://dashboard.stripe.com/{mode}{rules.STRIPE_DASHBOARD_PATHS[kind]}"
+    assert unquote(tail) == billing_id  # one path segment, whatever the id holds
+
+
+def test_no_dashboard_link_without_a_billing_id_or_for_another_provider() -> None:
+    assert (
+        rules.dashboard_url("STRIPE", False, "CUSTOMER", "cus_1") == "https://dashboard.stripe.com/test/customers/cus_1"
+    )
+    assert rules.dashboard_url("STRIPE", True, "PLAN", "prod_1") == "https://dashboard.stripe.com/products/prod_1"
+    assert rules.dashboard_url("STRIPE", False, "CUSTOMER", None) is None
+    assert rules.dashboard_url("OTHER", False, "CUSTOMER", "cus_1") is None
+    assert rules.dashboard_url("STRIPE", False, "FEATURE", "x") is None

@@ -5,12 +5,24 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
+
+# The console's pages of the entities Entitle creates at a billing provider, under the public URL: the
+# `entitleEntityUrl` metadata those objects carry links back to them.
+CONSOLE_PAGES = {
+    "CUSTOMER": "customers",
+    "SUBSCRIPTION": "subscriptions",
+    "PLAN": "plans",
+    "ADDON": "addons",
+    "COUPON": "coupons",
+}
 
 
 @dataclass(frozen=True)
 class Settings:
     database_url: str
     data_dir: Path
+    # Where people reach this Entitle (ENTITLE_PUBLIC_URL): console links, Checkout's default return page.
     console_base_url: str
     # Run a job worker inside `entitle serve` (default on SQLite; on PostgreSQL run `entitle worker`).
     embedded_worker: bool = False
@@ -37,7 +49,8 @@ def load_settings() -> Settings:
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         # Always drive PostgreSQL through psycopg 3, whatever scheme the operator wrote.
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
-    console = os.environ.get("ENTITLE_CONSOLE_URL", "http://127.0.0.1:8000")
+    # ENTITLE_CONSOLE_URL: the setting's former name, still read when the new one is not set.
+    console = os.environ.get("ENTITLE_PUBLIC_URL") or os.environ.get("ENTITLE_CONSOLE_URL") or "http://127.0.0.1:8000"
     embedded = os.environ.get("ENTITLE_EMBEDDED_WORKER", "auto").lower()
     run_worker = url.startswith("sqlite") if embedded == "auto" else embedded in ("1", "true", "yes", "on")
     return Settings(
@@ -48,3 +61,8 @@ def load_settings() -> Settings:
         checkout_success_url=os.environ.get("ENTITLE_CHECKOUT_SUCCESS_URL", "").strip() or None,
         checkout_cancel_url=os.environ.get("ENTITLE_CHECKOUT_CANCEL_URL", "").strip() or None,
     )
+
+
+def console_page_url(public_url: str, entity_type: str, ref: str) -> str:
+    """The console page of an entity (`CONSOLE_PAGES`), as the billing provider's objects link to it."""
+    return f"{public_url.rstrip('/')}/console/{CONSOLE_PAGES[entity_type]}/{quote(ref, safe='')}"

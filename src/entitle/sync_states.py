@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+from sqlalchemy import Select
 from sqlalchemy.orm import Session
 
 from entitle.domain_events import Port
@@ -54,6 +55,19 @@ reader: Port[Reader] = Port("sync_states.reader", default=_none)
 
 def sync_states_of(session: Session, kind: str, entity_pks: Iterable[int]) -> dict[int, list[SyncState]]:
     return reader.impl(session, kind, entity_pks)
+
+
+SYNC_STATUSES: tuple[str, ...] = ("PENDING", "SUCCESS", "ERROR", "NO_SYNC_REQUIRED")
+# (entity kind, statuses) -> a query of the pks of the entities with a sync in one of those statuses,
+# for a list to filter on (the console's subscriptions list); None: no entity has a sync state.
+Matcher = Callable[[str, list[str]], Select[int] | None]
+
+
+def _no_match(kind: str, statuses: list[str]) -> Select[int] | None:
+    return None
+
+
+matcher: Port[Matcher] = Port("sync_states.matcher", default=_no_match)
 
 
 class SyncStateOut(WireModel):

@@ -115,7 +115,7 @@ def test_publishing_a_plan_creates_its_stripe_product_and_prices(
     if emulated(stripe_emulator):
         assert [p.id for p in stripe_emulator.products()] == [product.id]
     assert product.name == "Acme Pro Plan" and product.description == "For teams"
-    assert product.metadata["entitleEntityUrl"].endswith("/api/v1/plans/plan-pro")
+    assert product.metadata["entitleEntityUrl"].endswith("/console/plans/plan-pro")
     assert (product.metadata["entitleEnvironment"], product.metadata["entitleEntityId"]) == ("development", "plan-pro")
     assert (product.metadata["entitleEntityType"], product.metadata["entitleProductId"]) == ("PLAN", "acme")
     prices = {p.recurring.interval: p for p in stripe_emulator.prices(product.id)}

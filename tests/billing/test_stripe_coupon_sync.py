@@ -85,7 +85,7 @@ def test_coupons_become_stripe_coupons_on_connect_and_on_create(
     assert remote.name == "Launch 20%"
     assert remote.metadata["entitleEntityId"] == "launch-20"
     assert remote.metadata["entitleEntityType"] == "COUPON"
-    assert remote.metadata["entitleEntityUrl"].endswith("/api/v1/coupons/launch-20")
+    assert remote.metadata["entitleEntityUrl"].endswith("/console/coupons/launch-20")
     wire = api.get("/api/v1/coupons/launch-20").json()["data"]
     assert wire["billingId"] == launch.billing_id and "coupons/" in wire["billingLinkUrl"]
 

@@ -105,8 +105,9 @@ def subscriptions_of(emulator: StripeEmulator, customer_id: str | None) -> list[
 
 
 def test_a_paid_subscription_becomes_a_stripe_customer_and_subscription(
-    server: LiveServer, api: httpx.Client, stripe_emulator: StripeEmulator
+    server: LiveServer, api: httpx.Client, stripe_emulator: StripeEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("ENTITLE_PUBLIC_URL", "https://entitle.example.com/")  # the worker (this process) reads it
     connected_with_pro(server, api, stripe_emulator)
     paying_customer(api, stripe_emulator)
     ref = provision(api, "cust-ada", "plan-pro", billingPeriod="MONTHLY")
@@ -124,13 +125,14 @@ def test_a_paid_subscription_becomes_a_stripe_customer_and_subscription(
         assert [c.id for c in stripe_customers(stripe_emulator)] == [customer.id]
     assert (customer.email, customer.name) == ("ada@example.com", "Ada")
     assert customer.metadata["entitleCustomerId"] == "cust-ada"
-    assert customer.metadata["entitleEntityUrl"].endswith("/api/v1/customers/cust-ada")
+    # Links back to the customer's console page (issue 14).
+    assert customer.metadata["entitleEntityUrl"] == "https://entitle.example.com/console/customers/cust-ada"
     (stripe_sub,) = subscriptions_of(stripe_emulator, customer.id)
     assert stripe_sub.status == "active" and stripe_sub.customer == customer.id
     assert stripe_sub.metadata["entitleSubscriptionId"] == ref
     assert stripe_sub.metadata["entitleCustomerId"] == "cust-ada"
     assert stripe_sub.metadata["entitlePlanId"] == "plan-pro"
-    assert stripe_sub.metadata["entitleEntityUrl"].endswith(f"/api/v1/subscriptions/{ref}")
+    assert stripe_sub.metadata["entitleEntityUrl"] == f"https://entitle.example.com/console/subscriptions/{ref}"
     _, charges = version(server, "plan-pro", 1)
     (monthly,) = [c for c in charges if c.billing_period == "MONTHLY"]
     price_link = link_of(server, PACKAGE_CHARGE, monthly.pk)

@@ -20,7 +20,6 @@ import hashlib
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal, cast
-from urllib.parse import quote
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -42,7 +41,7 @@ from entitle.billing.secrets import secret_box
 from entitle.catalog.packages import store as packages
 from entitle.catalog.packages.models import ADDON, PLAN, Package, PackageCharge
 from entitle.catalog.products.models import Product
-from entitle.config import load_settings
+from entitle.config import console_page_url, load_settings
 from entitle.db import Database
 from entitle.environments.models import Environment
 from entitle.jobs.service import JobContext, enqueue, register
@@ -134,7 +133,7 @@ def _read(s: Session, integration: Integration, package: Package, payload: dict[
     env = s.get(Environment, package.environment_id)
     product = s.get(Product, package.product_pk)
     assert env is not None and product is not None
-    url = f"{console}/api/v1/{PATHS[package.kind]}/{quote(package.ref_id, safe='')}"
+    url = console_page_url(console, package.kind, package.ref_id)
     common = {
         "entitleEntityUrl": url,
         "entitleEnvironment": env.name,

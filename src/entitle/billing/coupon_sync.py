@@ -25,7 +25,7 @@ from entitle.billing.models import ERROR, NO_SYNC_REQUIRED, PENDING, STRIPE, SUC
 from entitle.billing.provider import CouponSpec, provider_for
 from entitle.billing.secrets import secret_box
 from entitle.catalog.coupons.models import Coupon
-from entitle.config import load_settings
+from entitle.config import console_page_url, load_settings
 from entitle.db import Database
 from entitle.environments.models import Environment
 from entitle.jobs.service import JobContext, enqueue, register
@@ -96,7 +96,7 @@ def coupon_spec(env: Environment, coupon: Coupon, console: str) -> CouponSpec:
         "entitleEntityId": coupon.ref_id,
         "entitleEntityType": COUPON,
         "entitleEnvironment": env.name,
-        "entitleEntityUrl": f"{console}/api/v1/coupons/{quote(coupon.ref_id, safe='')}",
+        "entitleEntityUrl": console_page_url(console, "COUPON", coupon.ref_id),
     }
     return CouponSpec(
         ref=rules.coupon_billing_ref(env.name, coupon.ref_id),

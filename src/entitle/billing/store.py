@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from entitle.billing.models import (
@@ -352,6 +352,11 @@ def sync_states_of(session: Session, kind: str, entity_pks: Iterable[int]) -> di
         # entity_id "": the caller's entity, whose id it knows.
         found.setdefault(link_row.entity_pk, []).append(sync_state(link_row, kind, "", None, ref, vendor))
     return found
+
+
+def entities_in_sync_states(kind: str, statuses: list[str]) -> Select[int]:
+    """The pks of the customers or subscriptions (`kind`) with a link in one of `statuses` (`sync_states.matcher`)."""
+    return select(BillingLink.entity_pk).where(BillingLink.entity_kind == kind, BillingLink.sync_state.in_(statuses))
 
 
 ENTITY_TYPES: tuple[str, ...] = ("PLAN", "ADDON", "CUSTOMER", "SUBSCRIPTION", "COUPON")

@@ -35,6 +35,7 @@ from entitle.subscriptions import ports as subscription_ports
 from entitle.subscriptions.events import BillingTermsChanged, SubscriptionCreated, SubscriptionEnded, TrialConverted
 from entitle.subscriptions.models import Subscription
 from entitle.subscriptions.ports import CheckoutOptions, OpenedCheckout
+from entitle.sync_states import matcher as sync_state_matcher
 from entitle.sync_states import reader as sync_state_reader
 
 
@@ -132,3 +133,4 @@ def install() -> None:
     customer_ports.billing_information.install(customer_sync.forward_billing_information)
     customer_ports.payment_method.install(payment_methods.check_given_payment_method)
     sync_state_reader.install(store.sync_states_of)
+    sync_state_matcher.install(store.entities_in_sync_states)

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from urllib.parse import quote
+from typing import cast
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -62,7 +63,7 @@ from entitle.billing.secrets import secret_box
 from entitle.catalog.packages import store as packages
 from entitle.catalog.packages.models import Package, PackageCharge
 from entitle.clock import utcnow
-from entitle.config import load_settings
+from entitle.config import console_page_url, load_settings
 from entitle.customers.models import Customer
 from entitle.db import Database
 from entitle.environments.models import Environment
@@ -375,7 +376,7 @@ def _read(s: Session, integration: Integration, sub: Subscription, console: str)
         "entitleSubscriptionId": sub.ref_id,
         "entitleCustomerId": customer.ref_id,
         "entitlePlanId": plan.ref_id,
-        "entitleEntityUrl": f"{console}/api/v1/subscriptions/{quote(sub.ref_id, safe='')}",
+        "entitleEntityUrl": console_page_url(console, "SUBSCRIPTION", sub.ref_id),
     }
     if sub.resource_ref:
         metadata["entitleResourceId"] = sub.resource_ref
@@ -456,7 +457,7 @@ def customer_spec(s: Session, customer: Customer, console: str) -> CustomerSpec:
             {
                 "entitleEnvironment": env.name,
                 "entitleCustomerId": customer.ref_id,
-                "entitleEntityUrl": f"{console}/api/v1/customers/{quote(customer.ref_id, safe='')}",
+                "entitleEntityUrl": console_page_url(console, "CUSTOMER", customer.ref_id),
             }
         ),
         payment_method=_payment_method(customer),

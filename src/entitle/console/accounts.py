@@ -16,6 +16,7 @@ from typing import ClassVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy.orm import Session
 
 from entitle.clock import utcnow
 from entitle.console import rules, store
@@ -24,7 +25,7 @@ from entitle.console.rules import Role
 from entitle.db import Database
 from entitle.environments import store as environments
 from entitle.environments.models import Environment
-from entitle.errors import AlreadyExists, EntitleError, FailedPrecondition, NotFound, Unauthenticated
+from entitle.errors import AlreadyExists, EntitleError, FailedPrecondition, NotFound, PermissionDenied, Unauthenticated
 from entitle.secrets import SecretBox
 
 SESSION_LIFETIME = timedelta(hours=12)
@@ -91,8 +92,40 @@ def change_role(db: Database, email: str, role: str, *, by_user_pk: int | None =
             raise NotFound("console user", email)
         if user.pk == by_user_pk and chosen is not Role.ADMIN:
             raise FailedPrecondition("you cannot take the admin role from yourself; ask another admin")
+        if chosen is not Role.ADMIN and _last_admin(s, user):
+            raise FailedPrecondition(f"{user.email} is the last enabled admin: make another user admin first")
         user.role = chosen.value
         return user
+
+
+def set_disabled(
+    db: Database, email: str, disabled: bool, *, by_user_pk: int | None = None, now: datetime | None = None
+) -> ConsoleUser:
+    """Disable a user (their sessions end at once and they can no longer sign in) or enable them again.
+    Nobody disables themselves, and the last enabled admin stays: someone must be able to administer."""
+    with db.transaction() as s:
+        user = store.user_by_email(s, rules.normalize_email(email))
+        if user is None:
+            raise NotFound("console user", email)
+        if not disabled:
+            user.disabled_at = None
+            return user
+        if user.pk == by_user_pk:
+            raise FailedPrecondition("you cannot disable yourself; ask another admin")
+        if _last_admin(s, user):
+            raise FailedPrecondition(f"{user.email} is the last enabled admin: make another user admin first")
+        if user.disabled_at is None:
+            user.disabled_at = now or utcnow()
+        store.delete_sessions_of(s, user.pk)
+        return user
+
+
+def _last_admin(s: Session, user: ConsoleUser) -> bool:
+    """Whether `user` is the only enabled admin. The admins' rows are locked, so two admins disabling
+    (or demoting) each other at once cannot both pass."""
+    if user.role != Role.ADMIN.value or user.disabled_at is not None:
+        return False
+    return [a.pk for a in store.enabled_admins(s, for_update=True)] == [user.pk]
 
 
 def sign_in(db: Database, email: str, password: str, now: datetime | None = None) -> tuple[str, Signed]:
@@ -125,6 +158,9 @@ def sign_in(db: Database, email: str, password: str, now: datetime | None = None
             )
             s.add(session)
             return token, _signed(session, user)
+        if user is not None and user.disabled_at is not None and _verify(user.password_hash, password):
+            # Only the right password learns why: a wrong one reads as any other failure.
+            raise PermissionDenied("this console user is disabled: ask an admin to enable it")
         failed = rules.after_failure(state, now)
         if row is None:
             s.add(ConsoleLoginFailures(email=address, failures=failed.count, window_start=failed.window_start))

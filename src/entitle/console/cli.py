@@ -54,6 +54,32 @@ def list_users() -> None:
     db = Database(settings.database_url)
     try:
         for user in accounts.list_users(db):
-            typer.echo(f"{user.email}\t{user.role}")
+            typer.echo(f"{user.email}\t{user.role}" + ("\tdisabled" if user.disabled_at else ""))
     finally:
         db.dispose()
+
+
+def _set_disabled(email: str, disabled: bool) -> None:
+    settings = load_settings()
+    db = Database(settings.database_url)
+    try:
+        with actors.acting_as("cli", f"cli:{getpass.getuser()}"):
+            user = accounts.set_disabled(db, email, disabled)
+    except EntitleError as exc:
+        typer.echo(f"Error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        db.dispose()
+    typer.echo(f"{'disabled' if disabled else 'enabled'} console user {user.email}")
+
+
+@users_app.command("disable")
+def disable(email: Annotated[str, typer.Option(help="The user's email.")]) -> None:
+    """Disable a console user: their sessions end and they can no longer sign in (never the last admin)."""
+    _set_disabled(email, True)
+
+
+@users_app.command("enable")
+def enable(email: Annotated[str, typer.Option(help="The user's email.")]) -> None:
+    """Let a disabled console user sign in again."""
+    _set_disabled(email, False)

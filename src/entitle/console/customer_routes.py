@@ -18,15 +18,16 @@ from entitle.http.deps import DB, comma_list
 from entitle.promotions import service as promotions
 from entitle.promotions.schemas import PromotionIn
 from entitle.subscriptions import cancellation, provisioning
-from entitle.subscriptions import service as subscriptions
 from entitle.subscriptions.preview import preview_subscription
 from entitle.subscriptions.schemas import (
+    BILLING_PERIODS,
     PRICING_TYPES,
     SUBSCRIPTION_STATUSES,
     SubscriptionCancel,
     SubscriptionPreview,
     SubscriptionProvision,
 )
+from entitle.sync_states import SYNC_STATUSES
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 Text = Annotated[str, Form(max_length=255)]
@@ -70,7 +71,12 @@ def provision_preview(
     plan: Annotated[str, Query(max_length=255)],
     billing_period: Annotated[str, Query(max_length=16)] = "",
     unit_quantity: Annotated[str, Query(max_length=20)] = "",
+    schedule_strategy: Annotated[str, Query(max_length=32)] = "",
+    resource_id: Annotated[str, Query(max_length=255)] = "",
+    change_of: Annotated[str, Query(max_length=255)] = "",
 ) -> Response:
+    """The price preview before provisioning; with `change_of`, before changing that subscription's plan
+    (the API changes a plan by provisioning another one of the same product)."""
     req = parsed(
         SubscriptionPreview,
         {
@@ -78,10 +84,14 @@ def provision_preview(
             "plan_id": plan,
             "billing_period": billing_period,
             "unit_quantity": unit_quantity,
+            "schedule_strategy": schedule_strategy,
+            "resource_id": resource_id,
         },
     )
     preview = preview_subscription(db, ctx.env_id, req)
-    return render(request, ctx, "provision.html", customer_id=customer_id, req=req, preview=preview)
+    return render(
+        request, ctx, "provision.html", customer_id=customer_id, req=req, preview=preview, change_of=change_of
+    )
 
 
 @router.post("/customers/{customer_id}/subscriptions")
@@ -92,6 +102,8 @@ def provision(
     plan: Text,
     billing_period: Annotated[str, Form(max_length=16)] = "",
     unit_quantity: Annotated[str, Form(max_length=20)] = "",
+    schedule_strategy: Annotated[str, Form(max_length=32)] = "",
+    resource_id: Annotated[str, Form(max_length=255)] = "",
 ) -> Response:
     req = parsed(
         SubscriptionProvision,
@@ -100,6 +112,8 @@ def provision(
             "plan_id": plan,
             "billing_period": billing_period,
             "unit_quantity": unit_quantity,
+            "schedule_strategy": schedule_strategy,
+            "resource_id": resource_id,
         },
     )
     provisioning.provision(db, ctx.env_id, req)
@@ -159,26 +173,32 @@ def subscriptions_page(
     status: Annotated[str, Query(max_length=200)] = "",
     plan: Annotated[str, Query(max_length=255)] = "",
     pricing_type: Annotated[str, Query(max_length=64)] = "",
+    billing_period: Annotated[str, Query(max_length=64)] = "",
+    sync: Annotated[str, Query(max_length=200)] = "",
     after: Annotated[str | None, Query(max_length=200)] = None,
     before: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
-    page, views = subscriptions.list_subscriptions(
-        db,
-        ctx.env_id,
-        PageRequest(limit=25, after=after, before=before),
+    where = pages.SubscriptionFilters(
         plan_ref=plan or None,
         statuses=comma_list(status, SUBSCRIPTION_STATUSES, name="status"),
         pricing_types=comma_list(pricing_type, PRICING_TYPES, name="pricingType"),
+        billing_periods=comma_list(billing_period, BILLING_PERIODS, name="billingPeriod"),
+        sync_statuses=comma_list(sync, SYNC_STATUSES, name="sync"),
     )
-    filters = {"status": status, "plan": plan, "pricing_type": pricing_type}
+    found = pages.subscriptions_page(db, ctx.env_id, PageRequest(limit=25, after=after, before=before), where)
+    filters = {"status": status, "plan": plan, "pricing_type": pricing_type, "billing_period": billing_period}
     return render(
         request,
         ctx,
         "subscriptions.html",
-        page=page,
-        views=views,
-        filters=filters,
+        page=found.page,
+        views=found.views,
+        plans=found.plans,
+        livemodes=found.livemodes,
+        filters=filters | {"sync": sync},
         statuses=SUBSCRIPTION_STATUSES,
         pricing_types=PRICING_TYPES,
+        billing_periods=BILLING_PERIODS,
+        sync_statuses=SYNC_STATUSES,
         now=datetime.now(),
     )

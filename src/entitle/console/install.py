@@ -16,6 +16,7 @@ from entitle.console import (
     product_routes,
     routes,
     settings_routes,
+    subscription_routes,
     web,
     webhooks_routes,
 )
@@ -26,6 +27,7 @@ def install(app: FastAPI) -> None:
     app.include_router(routes.root_router)
     app.include_router(routes.router)
     app.include_router(customer_routes.router)
+    app.include_router(subscription_routes.router)
     app.include_router(settings_routes.router)
     app.include_router(catalog_routes.router)
     app.include_router(plan_routes.router)

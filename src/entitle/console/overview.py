@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from entitle.billing.models import ERROR, BillingLink
 from entitle.catalog.coupons import store as coupons
@@ -19,14 +19,16 @@ from entitle.clock import utcnow
 from entitle.console import rules
 from entitle.customers.models import Customer
 from entitle.db import Database
+from entitle.events.models import Event
 from entitle.jobs.models import DEAD, Job
 from entitle.subscriptions import pricing
 from entitle.subscriptions import store as subscriptions
 from entitle.subscriptions.models import Subscription, SubscriptionCharge
-from entitle.subscriptions.preview import _lines as priced_lines
-from entitle.subscriptions.preview import prices_of
+from entitle.subscriptions.preview import price_lines, prices_of
+from entitle.usage.models import UsageRecord
 
 CHART_DAYS = 30
+LISTED = 50
 
 
 @dataclass
@@ -38,10 +40,16 @@ class Overview:
     mrr: dict[str, Decimal]
     # Active paid subscriptions that also bill from usage (in arrears): not in MRR, counted apart.
     usage_billed: int
-    failed_payments: list[tuple[str, str]]  # (subscription, customer)
-    sync_errors: list[tuple[str, str, str]]  # (entity kind, billing id or entity, reason)
+    failed_payments: list[tuple[str, str]]  # (subscription, customer), the newest LISTED
+    sync_errors: list[tuple[str, str, str]]  # (entity kind, billing id or entity, reason), the newest LISTED
     dead_jobs: int
     new_per_day: list[tuple[date, int]] = field(default_factory=list)
+    # All of them, where the lists above stop at LISTED.
+    failed_payment_count: int = 0
+    sync_error_count: int = 0
+    # Usage reported per day: accepted usage reports (`POST /api/v2/usage`) and raw events ingested.
+    reports_per_day: list[tuple[date, int]] = field(default_factory=list)
+    events_per_day: list[tuple[date, int]] = field(default_factory=list)
 
 
 def overview(db: Database, env_id: int, now: datetime | None = None) -> Overview:
@@ -74,19 +82,23 @@ def overview(db: Database, env_id: int, now: datetime | None = None) -> Overview
             .limit(50)
         )
         charges, usage_billed = _recurring(s, env_id)
+        failing = (Subscription.environment_id == env_id, Subscription.payment_collection == "FAILED")
         failed = s.execute(
             select(Subscription.ref_id, Customer.ref_id)
             .join(Customer, Customer.pk == Subscription.customer_pk)
-            .where(Subscription.environment_id == env_id, Subscription.payment_collection == "FAILED")
+            .where(*failing)
             .order_by(Subscription.pk.desc())
-            .limit(50)
+            .limit(LISTED)
         )
+        failed_count = s.scalar(select(func.count()).select_from(Subscription).where(*failing))
+        erring = (BillingLink.environment_id == env_id, BillingLink.sync_state == ERROR)
         errors = s.execute(
             select(BillingLink.entity_kind, BillingLink.billing_id, BillingLink.entity_pk, BillingLink.reason)
-            .where(BillingLink.environment_id == env_id, BillingLink.sync_state == ERROR)
+            .where(*erring)
             .order_by(BillingLink.pk.desc())
-            .limit(50)
+            .limit(LISTED)
         )
+        error_count = s.scalar(select(func.count()).select_from(BillingLink).where(*erring))
         dead = s.scalar(select(func.count()).select_from(Job).where(Job.environment_id == env_id, Job.status == DEAD))
         since = (now - timedelta(days=CHART_DAYS - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
         created = Counter(
@@ -97,6 +109,9 @@ def overview(db: Database, env_id: int, now: datetime | None = None) -> Overview
                 )
             )
         )
+        days = _days(since.date(), CHART_DAYS)
+        reports = _per_day(s, UsageRecord.timestamp, UsageRecord.environment_id == env_id, since)
+        events = _per_day(s, Event.timestamp, Event.environment_id == env_id, since)
         return Overview(
             customers=int(customers or 0),
             per_plan=per_plan,
@@ -106,8 +121,25 @@ def overview(db: Database, env_id: int, now: datetime | None = None) -> Overview
             failed_payments=[(sub, cust) for sub, cust in failed],
             sync_errors=[(kind, billing_id or f"#{pk}", reason or "") for kind, billing_id, pk, reason in errors],
             dead_jobs=int(dead or 0),
-            new_per_day=[(day, created.get(day, 0)) for day in _days(since.date(), CHART_DAYS)],
+            new_per_day=[(day, created.get(day, 0)) for day in days],
+            failed_payment_count=int(failed_count or 0),
+            sync_error_count=int(error_count or 0),
+            reports_per_day=[(day, reports.get(day, 0)) for day in days],
+            events_per_day=[(day, events.get(day, 0)) for day in days],
         )
+
+
+def _per_day(
+    s: Session, at: InstrumentedAttribute[datetime], in_env: ColumnElement[bool], since: datetime
+) -> Counter[date]:
+    """Rows per UTC day from `since`, counted by the database. SQLite stores naive UTC text; PostgreSQL's
+    `date()` of a timestamptz would use the session's time zone, so the UTC wall time is taken first."""
+    utc = func.timezone("UTC", at) if s.get_bind().dialect.name == "postgresql" else at
+    day = func.date(utc)
+    found: Counter[date] = Counter()
+    for value, n in s.execute(select(day, func.count()).where(in_env, at >= since).group_by(day)):
+        found[value if isinstance(value, date) else date.fromisoformat(str(value)[:10])] += int(n)
+    return found
 
 
 def _days(first: date, count: int) -> list[date]:
@@ -140,7 +172,7 @@ def _recurring(s: Session, env_id: int) -> tuple[list[rules.RecurringCharge], in
             continue
         with_addons = [(p, a.quantity) for a in addons.get(sub.pk, []) if (p := s.get(Package, a.addon_pk))]
         units = Decimal(sub.unit_quantity or 1)
-        lines = priced_lines(
+        lines = price_lines(
             s, plan, with_addons, sub.billing_period, sub.billing_country_code, quantities.get(sub.pk, {}), units
         )
         all_prices = prices_of(packages.charges_of(s, plan.pk), sub.billing_period, sub.billing_country_code, "")

@@ -26,9 +26,14 @@ from entitle.jobs.models import DEAD, Job
 from entitle.promotions import service as promotions
 from entitle.promotions.models import PromotionalEntitlement
 from entitle.subscriptions import service as subscriptions
+from entitle.subscriptions.models import Subscription
+from entitle.subscriptions.preview import preview_subscription
+from entitle.subscriptions.schemas import AddonQuantity, PreviewOut, SubscriptionPreview
 from entitle.subscriptions.service import SubscriptionView
 from entitle.sync_states import SyncState
 from entitle.usage import service as usage
+from entitle.webhooks import service as webhooks
+from entitle.webhooks.models import WebhookDelivery
 
 
 def search_customers(db: Database, env_id: int, query: str, page: PageRequest) -> Page[Customer]:
@@ -57,6 +62,10 @@ class CustomerPage:
     promotions: list[PromotionalEntitlement]
     plans: list[PackageView]
     usage_charts: dict[str, UsageChart] = field(default_factory=dict)
+    # Per integration id: whether it is live (its dashboard links go to live or test objects).
+    livemodes: dict[str, bool] = field(default_factory=dict)
+    # The newest attempts to deliver webhook events about the customer, with their endpoint's id.
+    webhooks: list[tuple[WebhookDelivery, str]] = field(default_factory=list)
 
 
 HISTORY_DAYS = 30
@@ -101,7 +110,20 @@ def customer_page(db: Database, env_id: int, ref: str) -> CustomerPage:
         promos = list(promotions.list_promotions(db, env_id, ref, PageRequest(limit=100)).items)
     plans = packages.list_packages(db, env_id, "PLAN", PageRequest(limit=100), statuses=["PUBLISHED"]).items
     usage_charts = _usage_charts(db, env_id, ref, granted) if granted else {}
-    return CustomerPage(customer, list(reversed(subs)), granted, promos, list(plans), usage_charts)
+    return CustomerPage(
+        customer,
+        list(reversed(subs)),
+        granted,
+        promos,
+        list(plans),
+        usage_charts,
+        livemodes(db, env_id),
+        webhooks.customer_deliveries(db, env_id, customer.customer.ref_id),
+    )
+
+
+def livemodes(db: Database, env_id: int) -> dict[str, bool]:
+    return {view.row.ref_id: view.row.livemode for view in billing.list_integrations(db, env_id)}
 
 
 @dataclass(frozen=True)
@@ -120,3 +142,85 @@ def integrations_page(db: Database, env_id: int) -> IntegrationsPage:
         errors[view.row.ref_id] = [state for state in states if state.status == "ERROR"]
     dead = jobs.list_jobs(db, env_id, PageRequest(limit=100), [DEAD]).items
     return IntegrationsPage(connected, errors, list(dead))
+
+
+@dataclass(frozen=True)
+class ChangePage:
+    """A subscription with what it may change to: the published plans of its product and the add-ons its
+    plan declares compatible (the rules of the change itself are the API's, applied on confirm)."""
+
+    subscription: SubscriptionView
+    plans: list[PackageView]
+    addons: list[PackageView]
+
+    def quantity_of(self, addon_ref: str) -> int:
+        return next((a.quantity for a in self.subscription.addons if a.addon_ref == addon_ref), 0)
+
+
+def change_page(db: Database, env_id: int, subscription_ref: str) -> ChangePage:
+    view = subscriptions.get_subscription(db, env_id, subscription_ref)
+    plan = packages.get_package(db, env_id, "PLAN", view.sub.plan_ref)
+    published = ["PUBLISHED"]
+    plans = packages.list_packages(
+        db, env_id, "PLAN", PageRequest(limit=100), product_ref=plan.product_ref, statuses=published
+    ).items
+    compatible = set(plan.package.compatible_addon_ids or [])
+    addons = [
+        a
+        for a in packages.list_packages(
+            db, env_id, "ADDON", PageRequest(limit=100), product_ref=plan.product_ref, statuses=published
+        ).items
+        if a.package.ref_id in compatible
+    ]
+    return ChangePage(view, list(plans), addons)
+
+
+def addons_preview(
+    db: Database, env_id: int, subscription_ref: str, wanted: list[AddonQuantity]
+) -> tuple[SubscriptionView, PreviewOut]:
+    """What the subscription would cost with `wanted` add-ons instead of its own: the API's preview of
+    its plan and period with those add-ons (prorated against what it pays now)."""
+    view = subscriptions.get_subscription(db, env_id, subscription_ref)
+    sub = view.sub
+    req = SubscriptionPreview(
+        customer_id=view.customer_ref,
+        plan_id=sub.plan_ref,
+        billing_period=sub.billing_period,
+        billing_country_code=sub.billing_country_code,
+        unit_quantity=sub.unit_quantity,
+        resource_id=sub.resource_ref,
+        addons=wanted,
+    )
+    return view, preview_subscription(db, env_id, req)
+
+
+@dataclass(frozen=True)
+class SubscriptionFilters:
+    plan_ref: str | None = None
+    statuses: list[str] | None = None
+    pricing_types: list[str] | None = None
+    billing_periods: list[str] | None = None
+    sync_statuses: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class SubscriptionsPage:
+    page: Page[Subscription]
+    views: list[SubscriptionView]
+    plans: list[PackageView]
+    livemodes: dict[str, bool]
+
+
+def subscriptions_page(db: Database, env_id: int, page: PageRequest, where: SubscriptionFilters) -> SubscriptionsPage:
+    found, views = subscriptions.list_subscriptions(
+        db,
+        env_id,
+        page,
+        plan_ref=where.plan_ref,
+        statuses=where.statuses,
+        pricing_types=where.pricing_types,
+        billing_periods=where.billing_periods,
+        sync_statuses=where.sync_statuses,
+    )
+    plans = packages.list_packages(db, env_id, "PLAN", PageRequest(limit=100)).items
+    return SubscriptionsPage(found, views, list(plans), livemodes(db, env_id))

@@ -104,7 +104,11 @@ def switch_environment(
 def overview_page(request: Request, ctx: Page, db: DB) -> Response:
     figures = overview.overview(db, ctx.env_id)
     chart = charts.bar_chart(figures.new_per_day, "New subscriptions per day")
-    return render(request, ctx, "overview.html", o=figures, chart=chart)
+    usage_charts = {
+        "reports": charts.bar_chart(figures.reports_per_day, "Usage reports per day"),
+        "events": charts.bar_chart(figures.events_per_day, "Events ingested per day"),
+    }
+    return render(request, ctx, "overview.html", o=figures, chart=chart, usage_charts=usage_charts)
 
 
 @router.get("/audit-log")

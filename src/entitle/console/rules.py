@@ -1,4 +1,4 @@
-"""Pure rules of the console: roles, sign-in throttling, monthly recurring revenue."""
+"""Pure rules of the console: roles, sign-in throttling, monthly recurring revenue, provider dashboard links."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from urllib.parse import quote
 
 from entitle.errors import InvalidArgument
 from entitle.money import minor_unit_exponent
@@ -134,3 +135,22 @@ def mrr(charges: Iterable[RecurringCharge]) -> dict[str, Decimal]:
         currency: total.quantize(Decimal(1).scaleb(-minor_unit_exponent(currency)))
         for currency, total in sorted(totals.items())
     }
+
+
+# Where the provider's dashboard shows each kind of synced entity (a plan or add-on is a Stripe product).
+STRIPE_DASHBOARD_PATHS = {
+    "CUSTOMER": "customers",
+    "SUBSCRIPTION": "subscriptions",
+    "PLAN": "products",
+    "ADDON": "products",
+    "COUPON": "coupons",
+}
+
+
+def dashboard_url(vendor: str, livemode: bool, entity_type: str, billing_id: str | None) -> str | None:
+    """The provider's dashboard page of a synced entity (test-mode objects live under /test/), or None."""
+    path = STRIPE_DASHBOARD_PATHS.get(entity_type)
+    if vendor.upper() != "STRIPE" or path is None or not billing_id:
+        return None
+    mode = "" if livemode else "test/"
+    return f"https://dashboard.stripe.com/{mode}{path}/{quote(billing_id, safe='')}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
@@ -69,4 +69,15 @@ def change_role(
     role: Annotated[str, Form(max_length=16)],
 ) -> Response:
     accounts.change_role(db, email, role, by_user_pk=ctx.user.user_pk)
+    return redirect(f"{PREFIX}/settings")
+
+
+@router.post("/settings/users/disabled")
+def set_disabled(
+    ctx: Administer,
+    db: DB,
+    email: Annotated[str, Form(max_length=320)],
+    disabled: Annotated[Literal["true", "false"], Form()],
+) -> Response:
+    accounts.set_disabled(db, email, disabled == "true", by_user_pk=ctx.user.user_pk)
     return redirect(f"{PREFIX}/settings")

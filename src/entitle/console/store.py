@@ -21,6 +21,11 @@ def users(s: Session) -> list[ConsoleUser]:
     return list(s.scalars(select(ConsoleUser).order_by(ConsoleUser.email)))
 
 
+def enabled_admins(s: Session, *, for_update: bool = False) -> list[ConsoleUser]:
+    stmt = select(ConsoleUser).where(ConsoleUser.role == "admin", ConsoleUser.disabled_at.is_(None))
+    return list(s.scalars(stmt.order_by(ConsoleUser.pk).with_for_update() if for_update else stmt))
+
+
 def user_count(s: Session) -> int:
     return int(s.scalar(select(func.count()).select_from(ConsoleUser)) or 0)
 

@@ -20,7 +20,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ValidationError
 
 from entitle import actors
-from entitle.console import accounts, assets
+from entitle.console import accounts, assets, rules
 from entitle.console.accounts import Signed
 from entitle.console.rules import Permission
 from entitle.environments.models import Environment
@@ -42,7 +42,9 @@ def plain_number(value: object) -> str:
 
 
 templates.env.filters["num"] = plain_number
-templates.env.globals.update(HTMX_JS=assets.HTMX_JS, CONSOLE_CSS=assets.CONSOLE_CSS, PREFIX=PREFIX)
+templates.env.globals.update(
+    HTMX_JS=assets.HTMX_JS, CONSOLE_CSS=assets.CONSOLE_CSS, PREFIX=PREFIX, dashboard_url=rules.dashboard_url
+)
 
 
 class LoginRequired(Exception):

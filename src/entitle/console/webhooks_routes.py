@@ -72,8 +72,11 @@ def deliveries_page(
 
 
 @router.post("/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver")
-def redeliver(ctx: Administer, db: DB, webhook_id: str, delivery_id: str) -> Response:
+def redeliver(
+    ctx: Administer, db: DB, webhook_id: str, delivery_id: str, back: Annotated[str, Form(max_length=500)] = ""
+) -> Response:
+    """`back`: the console page the button was on (a customer's page lists its webhooks too)."""
     if not (delivery_id.isascii() and delivery_id.isdigit() and len(delivery_id) <= 18):
         raise InvalidArgument("delivery ids are numbers")
     webhooks.redeliver(db, ctx.env_id, int(delivery_id))
-    return redirect(f"{PREFIX}/webhooks/{webhook_id}")
+    return redirect(back if back.startswith(PREFIX + "/") and "//" not in back else f"{PREFIX}/webhooks/{webhook_id}")

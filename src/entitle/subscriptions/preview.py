@@ -75,7 +75,7 @@ def prices_of(
     return result
 
 
-def _lines(
+def price_lines(
     s: Session,
     plan: Package,
     addons: list[tuple[Package, int]],
@@ -84,8 +84,9 @@ def _lines(
     quantities: dict[str, Decimal],
     units: Decimal = Decimal(1),
 ) -> list[pricing.Line]:
-    """`units`: the quantity of a per-unit charge `quantities` does not name (the subscription's
-    `unitQuantity`, as the billing provider is sent it)."""
+    """The lines one period of a plan and its add-ons costs: what a preview shows and what the console's
+    MRR adds up, priced once here. `units`: the quantity of a per-unit charge `quantities` does not name
+    (the subscription's `unitQuantity`, as the billing provider is sent it)."""
     lines: list[pricing.Line] = []
     for price in prices_of(packages.charges_of(s, plan.pk), period, country, plan.display_name):
         qty = quantities.get(price.feature_ref or "", units) if price.billing_model == "PER_UNIT" else Decimal(1)
@@ -139,7 +140,7 @@ def preview_subscription(db: Database, env_id: int, req: SubscriptionPreview) ->
         quantities = {b.feature_id: b.quantity for b in req.billable_features or []}
         quantities |= {c.id: c.quantity for c in req.charges or [] if c.type == "FEATURE"}
         units = Decimal(req.unit_quantity or 1)
-        lines = _lines(s, plan, addons, period, req.billing_country_code, quantities, units)
+        lines = price_lines(s, plan, addons, period, req.billing_country_code, quantities, units)
         currency = lines[0].currency if lines else "usd"
         percent: Decimal | None = None
         fixed: Decimal | None = None
@@ -220,8 +221,8 @@ def _proration(
         if (a := s.get(Package, row.addon_pk)) is not None and a.kind == ADDON
     ]
     old_units = Decimal(current.unit_quantity or 1)
-    old_lines = _lines(s, old_plan, old_addons, current.billing_period or period, country, {}, old_units)
-    new_lines = _lines(s, plan, addons, period, country, quantities, units)
+    old_lines = price_lines(s, old_plan, old_addons, current.billing_period or period, country, {}, old_units)
+    new_lines = price_lines(s, plan, addons, period, country, quantities, units)
     credits = [pricing.scaled(line, -share, f"Unused time on {line.description}") for line in old_lines]
     charges = [pricing.scaled(line, share, f"Remaining time on {line.description}") for line in new_lines]
     return pricing.invoice(currency, credits + charges)

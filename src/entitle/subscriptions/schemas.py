@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Field, model_validator
 
@@ -32,6 +32,7 @@ SUBSCRIPTION_STATUSES: tuple[str, ...] = (
     "NOT_STARTED",
 )
 PRICING_TYPES: tuple[str, ...] = ("FREE", "PAID", "CUSTOM")
+BILLING_PERIODS: tuple[str, ...] = get_args(BillingPeriod)
 # Credits are not granted yet: a subscription's credit purchases and credit overrides are refused.
 EntitlementType = Annotated[Literal["FEATURE", "CREDIT"], unsupported_values("CREDIT")]
 # A deferred change waits for the end of the billing period; the end of the billing month is not computed.

@@ -103,7 +103,11 @@ def list_subscriptions(
     statuses: list[str] | None = None,
     pricing_types: list[str] | None = None,
     created_at: CreatedAtRange = CreatedAtRange(),
+    billing_periods: list[str] | None = None,
+    sync_statuses: list[str] | None = None,
 ) -> tuple[Page[Subscription], list[SubscriptionView]]:
+    """`billing_periods` and `sync_statuses` (any integration's sync of the subscription in one of them)
+    are the console's filters."""
     with db.read() as s:
         customer_pk: int | None = None
         if customer_ref is not None:
@@ -121,6 +125,8 @@ def list_subscriptions(
             statuses=statuses,
             pricing_types=pricing_types,
             created_at=created_at,
+            billing_periods=billing_periods,
+            sync_statuses=sync_statuses,
         )
         now = utcnow()
         states = sync_states_of(s, SUBSCRIPTION_LINK, [sub.pk for sub in result.items])

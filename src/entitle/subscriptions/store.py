@@ -4,9 +4,10 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import false, select
 from sqlalchemy.orm import Session
 
+from entitle import sync_states
 from entitle.db.pagination import CreatedAtRange, Page, PageRequest, paginate
 from entitle.errors import NotFound
 from entitle.subscriptions.models import (
@@ -16,6 +17,7 @@ from entitle.subscriptions.models import (
     SubscriptionCharge,
     SubscriptionEntitlement,
 )
+from entitle.sync_states import SUBSCRIPTION
 
 
 def find(session: Session, env_id: int, ref_id: str, *, for_update: bool = False) -> Subscription | None:
@@ -120,8 +122,15 @@ def list_page(
     statuses: list[str] | None,
     pricing_types: list[str] | None,
     created_at: CreatedAtRange,
+    billing_periods: list[str] | None = None,
+    sync_statuses: list[str] | None = None,
 ) -> Page[Subscription]:
     stmt = select(Subscription).where(Subscription.environment_id == env_id)
+    if billing_periods:
+        stmt = stmt.where(Subscription.billing_period.in_(billing_periods))
+    if sync_statuses:
+        synced = sync_states.matcher.impl(SUBSCRIPTION, sync_statuses)
+        stmt = stmt.where(false() if synced is None else Subscription.pk.in_(synced))
     if customer_pk is not None:
         stmt = stmt.where(Subscription.customer_pk == customer_pk)
     if plan_ref is not None:

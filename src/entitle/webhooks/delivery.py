@@ -24,7 +24,7 @@ from entitle.db import Database
 from entitle.jobs.service import JobContext, PermanentFailure, register
 from entitle.secrets import secret_box
 from entitle.webhooks.models import JOB_DELIVER, WebhookDelivery, WebhookEndpoint
-from entitle.webhooks.rules import IPAddress, address_refusal, literal_address, url_refusal
+from entitle.webhooks.rules import IPAddress, address_refusal, customer_of, literal_address, url_refusal
 
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 EXCERPT = 1000
@@ -144,6 +144,7 @@ def deliver(db: Database, ctx: JobContext) -> None:
                 job_pk=ctx.pk,
                 event_id=event["id"],
                 event_type=event["type"],
+                customer_ref=customer_of(event),
                 attempt=ctx.attempt,
                 succeeded=error is None,
                 status_code=status,

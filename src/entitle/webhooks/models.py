@@ -50,7 +50,10 @@ class WebhookDelivery(EnvironmentScoped, Base):
     """One attempt to deliver one event to one endpoint: the delivery log."""
 
     __tablename__ = "webhook_deliveries"
-    __table_args__ = (Index("ix_webhook_deliveries_endpoint", "endpoint_pk", "pk"),)
+    __table_args__ = (
+        Index("ix_webhook_deliveries_endpoint", "endpoint_pk", "pk"),
+        Index("ix_webhook_deliveries_customer", "environment_id", "customer_ref", "pk"),
+    )
 
     endpoint_pk: Mapped[int] = mapped_column(
         BigInteger().with_variant(Integer(), "sqlite"), ForeignKey("webhook_endpoints.pk", ondelete="CASCADE")
@@ -58,6 +61,8 @@ class WebhookDelivery(EnvironmentScoped, Base):
     job_pk: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
     event_id: Mapped[str] = mapped_column(String(64))
     event_type: Mapped[str] = mapped_column(String(64))
+    # The customer the event is about (its `data.customerId`), for the console's customer page.
+    customer_ref: Mapped[str | None] = mapped_column(String(255), default=None)
     attempt: Mapped[int] = mapped_column(Integer)
     succeeded: Mapped[bool] = mapped_column(Boolean, default=False)
     status_code: Mapped[int | None] = mapped_column(Integer, default=None)

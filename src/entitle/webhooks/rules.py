@@ -1,4 +1,5 @@
-"""Where webhooks may be sent: pure rules, no I/O (resolution happens in `delivery.py`).
+"""Where webhooks may be sent: pure rules, no I/O (resolution happens in `delivery.py`); and which
+customer an event is about.
 
 A webhook URL is chosen by whoever holds a server key, and Entitle POSTs to it from inside the
 operator's network: without a policy it is a request forgery tool (cloud metadata at 169.254.169.254,
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -124,3 +127,10 @@ def url_refusal(url: str, *, allow_private: bool = False) -> str | None:
         if reason is not None:
             return f"the host {host} is {reason}"
     return None
+
+
+def customer_of(event: Mapping[str, Any]) -> str | None:
+    """The customer an event is about (`data.customerId`; a payment failure names the payer), or None."""
+    data = event.get("data")
+    ref = data.get("customerId") if isinstance(data, Mapping) else None
+    return ref[:255] if isinstance(ref, str) and ref else None

@@ -112,6 +112,14 @@ def list_deliveries(db: Database, env_id: int, ref_id: str, page: PageRequest) -
         return store.deliveries_page(s, endpoint.pk, page)
 
 
+def customer_deliveries(
+    db: Database, env_id: int, customer_ref: str, limit: int = 20
+) -> list[tuple[WebhookDelivery, str]]:
+    """The newest attempts to deliver events about one customer (at every endpoint), with the endpoint's id."""
+    with db.read() as s:
+        return store.recent_deliveries_of_customer(s, env_id, customer_ref, limit)
+
+
 def redeliver(db: Database, env_id: int, delivery_pk: int) -> tuple[Job, WebhookEndpoint, str]:
     """Send the event of a logged attempt again, as a new job behind the endpoint's pending ones.
 

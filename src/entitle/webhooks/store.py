@@ -59,3 +59,17 @@ def latest_deliveries_of_event(session: Session, env_id: int, event_id: str) -> 
     for row in rows:
         newest.setdefault(row.endpoint_pk, row)
     return list(newest.values())
+
+
+def recent_deliveries_of_customer(
+    session: Session, env_id: int, customer_ref: str, limit: int
+) -> list[tuple[WebhookDelivery, str]]:
+    """The newest logged attempts of events about one customer, newest first, with their endpoint's id."""
+    rows = session.execute(
+        select(WebhookDelivery, WebhookEndpoint.ref_id)
+        .join(WebhookEndpoint, WebhookEndpoint.pk == WebhookDelivery.endpoint_pk)
+        .where(WebhookDelivery.environment_id == env_id, WebhookDelivery.customer_ref == customer_ref)
+        .order_by(WebhookDelivery.pk.desc())
+        .limit(limit)
+    )
+    return [(delivery, endpoint_ref) for delivery, endpoint_ref in rows]
