@@ -30,8 +30,6 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from urllib.parse import quote
-from typing import cast
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
