@@ -44,6 +44,7 @@ from entitle.subscriptions.routes import customers_router as customer_subscripti
 from entitle.subscriptions.routes import router as subscriptions_router
 from entitle.usage.routes import router as usage_router
 from entitle.webhooks.routes import router as webhooks_router
+from entitle.widgets.install import install as install_widgets
 
 ROUTERS = [
     # First: routes are matched in this order, and the entitlement checks and lists are the hot path.
@@ -146,6 +147,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         return JSONResponse({"status": "ok"})
 
     install_console(app)
+    install_widgets(app)
 
     app.add_middleware(EncodedIdsMiddleware)
     # Who acts in each request, for the audit log (filled in by the API-key and console-session checks).

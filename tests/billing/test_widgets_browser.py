@@ -1,0 +1,240 @@
+"""The embeddable widgets (issue 15) in a real headless Chromium, on the `/demo` page, with Stripe.js from
+the local emulator (never the internet): the pricing table's prices follow the period toggle and the
+country; choosing Pro opens the checkout, a declined card shows an error and grants nothing, a test card
+completes it (ACTIVE), and the portal shows the plan and moving usage bars; a scheduled downgrade is
+cancelled from the portal; a widget given another customer's id with this customer's token shows its
+error state and the server refuses it.
+
+One SQLite-backed server for the module (the routes' rules run on both databases in test_widgets_api.py).
+Each widget is photographed into test-output/screenshots/.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import httpx
+import pytest
+
+from entitle.billing.secrets import ENV_VAR
+from entitle.catalog import demo as demo_catalog
+from entitle.db import Database
+from entitle.environments.models import KeyKind
+from entitle.environments.service import create_key, ensure_environment
+from entitle.jobs.service import Worker
+from entitle.widgets.demo import DEMO_CUSTOMER
+from tests.billing.conftest import SESSION_KEY, connect_stripe
+from tests.support.http import SSL_CONTEXT
+from tests.support.server import running_server
+from tests.support.stripe_emulator import StripeEmulator
+
+pytestmark = pytest.mark.browser
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
+DECLINED = "4000000000000002"
+VISA = "4242424242424242"
+
+
+@dataclass
+class Demo:
+    base_url: str
+    db: Database
+    api: httpx.Client
+
+
+def shoot(locator: Any, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    locator.screenshot(path=str(SCREENSHOTS / f"widget-{name}.png"))
+
+
+def _catalog_without_trial() -> list[dict[str, Any]]:
+    # The demo's Pro has a 14-day trial; bought here it must start paid (ACTIVE), so this copy has none.
+    plans = copy.deepcopy(demo_catalog.PLANS)
+    for plan in plans:
+        plan["update"].pop("defaultTrialConfig", None)
+    return plans
+
+
+@pytest.fixture(scope="module")
+def demo(
+    chromium: Any,
+    stripe_emulator_session: StripeEmulator,
+    sqlite_template: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Demo]:
+    stripe_emulator_session.reset()
+    # The module's server outlives the per-test key (billing conftest's `secret_key`): the same key, held longer.
+    environment = pytest.MonkeyPatch()
+    environment.setenv(ENV_VAR, SESSION_KEY)
+    data_dir = tmp_path_factory.mktemp("widgets-browser")
+    shutil.copyfile(sqlite_template, data_dir / "entitle.db")
+    with running_server(f"sqlite:///{data_dir / 'entitle.db'}", data_dir) as (base_url, db):
+        key = create_key(db, "development", KeyKind.SERVER)
+        with httpx.Client(base_url=base_url, headers={"X-API-KEY": key}, timeout=30, verify=SSL_CONTEXT) as api:
+            connect_stripe(api, stripe_emulator_session)
+            with mock.patch.object(demo_catalog, "PLANS", _catalog_without_trial()):
+                demo_catalog.load_catalog(db, ensure_environment(db, "development").pk)
+            Worker(db).drain()  # the catalog reaches Stripe
+            try:
+                yield Demo(base_url, db, api)
+            finally:
+                environment.undo()
+
+
+@pytest.fixture
+def page(demo: Demo, browser_page: Any) -> Any:
+    browser_page.set_default_timeout(15_000)
+    browser_page.on("console", lambda message: print("console:", message.text))
+    browser_page.set_viewport_size({"width": 1200, "height": 900})
+    browser_page.goto(f"{demo.base_url}/demo")
+    browser_page.locator("entitle-pricing-table [part~=plan]").first.wait_for()
+    return browser_page
+
+
+def plan_card(page: Any, plan: str) -> Any:
+    return page.locator(f"entitle-pricing-table [data-plan-id={plan}]")
+
+
+def test_pricing_table_prices_follow_the_period_toggle_and_the_country(page: Any) -> None:
+    table = page.locator("entitle-pricing-table")
+    assert [c.get_attribute("data-plan-id") for c in table.locator("[part~=plan]").all()] == [
+        "free",
+        "pro",
+        "enterprise",
+    ]
+    pro = plan_card(page, "pro")
+    assert pro.locator("[data-testid=price]").inner_text() == "$29.00 / month"
+    assert "Everything in Free, plus:" in pro.inner_text()
+    assert "5 extra seats ($15.00 / month)" in pro.inner_text()
+    free = plan_card(page, "free")
+    assert free.locator("[part~=current-badge]").inner_text() == "Current plan"
+    assert free.locator("[part~=plan-button]").is_disabled()
+    assert pro.locator("[part~=plan-button]").inner_text() == "Upgrade"
+    enterprise = plan_card(page, "enterprise").locator("[part~=plan-button]")
+    assert enterprise.inner_text() == "Contact sales"
+    assert enterprise.get_attribute("data-intention") == "contact-sales"
+    shoot(table, "pricing-table")
+
+    table.locator("[data-period=ANNUALLY]").click()
+    assert pro.locator("[data-testid=price]").inner_text() == "$290.00 / year"
+    table.locator("[data-period=MONTHLY]").click()
+    page.evaluate("document.querySelector('entitle-pricing-table').setAttribute('billing-country-code', 'DE')")
+    page.wait_for_function(
+        "document.querySelector('entitle-pricing-table').shadowRoot"
+        ".querySelector('[data-plan-id=pro] [data-testid=price]')?.textContent.includes('€')"
+    )
+    assert pro.locator("[data-testid=price]").inner_text() == "€27.00 / month"
+
+
+def _fill_card(page: Any, number: str) -> None:
+    card = page.locator("entitle-checkout [data-entitle-card]")
+    card.locator("input[placeholder=number]").fill(number)
+    card.locator("input[placeholder=exp_month]").fill("12")
+    card.locator("input[placeholder=exp_year]").fill("40")
+    card.locator("input[placeholder=cvc]").fill("123")
+    card.locator("input[placeholder=postal_code]").fill("10115")
+
+
+def _subscriptions(demo: Demo, status: str = "ACTIVE,IN_TRIAL") -> list[dict[str, Any]]:
+    answer = demo.api.get("/api/v1/subscriptions", params={"customerId": DEMO_CUSTOMER, "status": status})
+    assert answer.status_code == 200, answer.text
+    return list(answer.json()["data"])
+
+
+def test_checkout_declined_then_paid_portal_shows_plan_usage_and_cancels_a_scheduled_downgrade(
+    demo: Demo, page: Any
+) -> None:
+    page.evaluate("document.addEventListener('entitle:checkout-completed', e => { window.completed = e.detail; })")
+    plan_card(page, "pro").locator("[part~=plan-button]").click()
+    checkout = page.locator("entitle-checkout")
+    checkout.locator("[part~=title]").wait_for()
+    assert checkout.locator("[part~=title]").inner_text() == "Subscribe to Pro"
+    # The card field is Stripe's (the emulator's Stripe.js), in the light DOM: outside every shadow root.
+    card_input = page.locator("entitle-checkout [data-entitle-card] input[placeholder=number]")
+    card_input.wait_for()
+    assert page.evaluate(
+        "document.querySelector('entitle-checkout > [data-entitle-card] input').getRootNode() === document"
+    )
+    scripts = page.evaluate("[...document.scripts].map(s => s.src).filter(Boolean)")
+    assert any(src.endswith("/js.stripe.com/v3/") and src.startswith("http://127.0.0.1") for src in scripts)
+    checkout.locator("[data-addon=extra-seats]").fill("2")
+    page.wait_for_function(
+        "document.querySelector('entitle-checkout').shadowRoot.querySelector('[data-testid=due-today]')"
+        "?.textContent === '$59.00'"
+    )
+
+    _fill_card(page, DECLINED)
+    checkout.locator("[data-action=pay]").click()
+    error = checkout.locator("[data-testid=payment-error]")
+    error.wait_for()
+    assert "declined" in error.inner_text().lower()
+    assert [s["planId"] for s in _subscriptions(demo)] == ["free"]  # nothing granted
+    shoot(checkout, "checkout-declined")
+
+    _fill_card(page, VISA)
+    checkout.locator("[data-action=pay]").click()
+    page.wait_for_function("window.completed !== undefined")
+    detail = page.evaluate("window.completed")
+    assert detail["planId"] == "pro"
+    (sub,) = _subscriptions(demo, "PAYMENT_PENDING")  # activated once Stripe has charged the card
+    shoot(checkout, "checkout-completed")
+    Worker(demo.db).drain()  # the card and the subscription reach Stripe, which charges the card
+    (sub,) = _subscriptions(demo)
+    assert (sub["planId"], sub["status"]) == ("pro", "ACTIVE")
+    assert sub["addons"] == [{"id": "extra-seats", "quantity": 2}]
+    invoices = demo.api.get(f"/api/v1/customers/{DEMO_CUSTOMER}/invoices").json()["data"]
+    assert [(i["state"], i["total"]) for i in invoices] == [("PAID", 59)]
+    portal = page.locator("entitle-customer-portal")
+    page.evaluate("document.querySelector('entitle-customer-portal').refresh()")
+    portal.locator("[data-testid=subscription][data-plan-id=pro]").wait_for()
+    assert "$29.00" in portal.locator("[data-testid=subscription]").inner_text()
+    assert portal.locator("[data-testid=payment-method]").inner_text().startswith("VISA •••• 4242")
+    bar = portal.locator("[data-testid=usage][data-feature-id=api-calls]")
+    assert bar.get_attribute("data-used") == "0"
+    answer = demo.api.post(
+        "/api/v2/usage", json={"usages": [{"customerId": DEMO_CUSTOMER, "featureId": "api-calls", "value": 250}]}
+    )
+    assert answer.status_code == 200, answer.text
+    page.evaluate("document.querySelector('entitle-customer-portal').refresh()")
+    page.wait_for_function(
+        "document.querySelector('entitle-customer-portal').shadowRoot"
+        ".querySelector('[data-feature-id=api-calls]')?.dataset.used === '250'"
+    )
+    assert "250 / 100,000 calls" in bar.inner_text()
+
+    # A downgrade to Free is scheduled for the period's end; the customer withdraws it from the portal.
+    answer = demo.api.post("/api/v1/subscriptions", json={"customerId": DEMO_CUSTOMER, "planId": "free"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["data"]["isScheduled"] is True
+    page.evaluate("document.querySelector('entitle-customer-portal').refresh()")
+    change = portal.locator("[data-testid=scheduled-change]")
+    change.wait_for()
+    assert change.inner_text().startswith("Changes to Free on")
+    shoot(portal, "customer-portal")
+    change.locator("[data-action=cancel-scheduled]").click()
+    change.wait_for(state="detached")
+    assert _subscriptions(demo)[0]["futureUpdates"] == []
+
+
+def test_another_customers_id_with_this_token_shows_the_error_state_and_is_refused(demo: Demo, page: Any) -> None:
+    page.evaluate("document.querySelector('entitle-customer-portal').setAttribute('customer-id', 'someone-else')")
+    error = page.locator("entitle-customer-portal [part~=error]").first
+    error.wait_for()
+    assert "session has expired or is not valid" in error.inner_text()
+    assert error.get_attribute("data-code") == "UNAUTHENTICATED"
+    shoot(page.locator("entitle-customer-portal"), "customer-portal-error")
+    # The server refuses the same request made outside the widget.
+    portal = page.locator("entitle-customer-portal")
+    key, token = portal.get_attribute("client-key"), portal.get_attribute("customer-token")
+    answer = httpx.get(
+        f"{demo.base_url}/api/v1/widgets/customers/someone-else/subscriptions",
+        headers={"X-API-KEY": key, "X-CUSTOMER-TOKEN": token},
+    )
+    assert answer.status_code == 401
+    assert answer.json()["error"]["code"] == "UNAUTHENTICATED"
