@@ -18,7 +18,6 @@ from pathlib import Path
 import jwt
 
 from entitle.billing import store as billing_store
-from entitle.catalog.demo import PRODUCT_ID
 from entitle.catalog.products import service as products
 from entitle.clock import utcnow
 from entitle.db import Database
@@ -37,6 +36,7 @@ TOKEN_LIFETIME = timedelta(hours=1)
 
 @dataclass(frozen=True)
 class DemoContext:
+    product_id: str
     client_key: str
     customer_id: str
     token: str
@@ -53,11 +53,11 @@ def _client_key(db: Database, data_dir: Path) -> str:
     return key
 
 
-def demo_context(db: Database, box: SecretBox, data_dir: Path) -> DemoContext | None:
+def demo_context(db: Database, box: SecretBox, data_dir: Path, product_id: str) -> DemoContext | None:
     """None without the demo catalog (the page then says to run `entitle demo`)."""
     env = ensure_environment(db, ENVIRONMENT)
     try:
-        products.get_product(db, env.pk, PRODUCT_ID)
+        products.get_product(db, env.pk, product_id)
     except NotFound:
         return None
     with contextlib.suppress(AlreadyExists):
@@ -77,7 +77,7 @@ def demo_context(db: Database, box: SecretBox, data_dir: Path) -> DemoContext | 
         )
     claims = {"sub": DEMO_CUSTOMER, "exp": int((utcnow() + TOKEN_LIFETIME).timestamp())}
     token = jwt.encode(claims, signing_secret(db, box, ENVIRONMENT), algorithm="HS256")
-    return DemoContext(_client_key(db, data_dir), DEMO_CUSTOMER, token, note)
+    return DemoContext(product_id, _client_key(db, data_dir), DEMO_CUSTOMER, token, note)
 
 
 PAGE = """<!doctype html>
@@ -153,4 +153,4 @@ def render(context: DemoContext | None) -> str:
         if context.billing_note
         else ""
     )
-    return PAGE.format(body=WIDGETS.format(note=note, product=PRODUCT_ID, attrs=attrs))
+    return PAGE.format(body=WIDGETS.format(note=note, product=html.escape(context.product_id), attrs=attrs))
