@@ -117,7 +117,9 @@ def test_another_customers_subscription_is_not_found_and_left_alone(
     assert sub["cancellationDate"] is None
 
 
-def test_a_custom_priced_plan_cannot_be_bought_from_a_page(shop: LiveServer, client_key: str, api: httpx.Client) -> None:
+def test_a_custom_priced_plan_cannot_be_bought_from_a_page(
+    shop: LiveServer, client_key: str, api: httpx.Client
+) -> None:
     customer = new_customer(api)
     with page_of(shop, client_key, customer) as page:
         answer = page.post(f"{BASE}/{customer}/subscriptions", json={"planId": "enterprise"})

@@ -251,7 +251,7 @@ class StandIn(CatalogEndpoints, SessionEndpoints, HostedPages, PromotionCodeEndp
                 Route("/emulated/checkout/{session_id}/pay", self.checkout_pay, methods=["POST"]),
                 Route("/emulated/portal/{session_id}", self.portal_page, methods=["GET"]),
                 Route("/{path:path}", self._handle, methods=methods),
-            ]
+            ],
         )
 
     def _take_failure(self, method: str, path: str) -> Failure | None:
