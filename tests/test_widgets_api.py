@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from entitle.catalog.demo import load_catalog
+from entitle.environments import access
 from entitle.environments.models import KeyKind
 from entitle.environments.service import ensure_environment
 from entitle.sdk.tokens import CUSTOMER_TOKEN_HEADER
@@ -224,3 +225,29 @@ def test_the_demo_page_shows_the_three_widgets_for_the_demo_customer(shop: LiveS
     with httpx.Client(base_url=shop.base_url, headers={"X-API-KEY": key, CUSTOMER_TOKEN_HEADER: token}) as browser:
         assert browser.get(f"{BASE}/{DEMO_CUSTOMER}/subscriptions").status_code == 200
         assert browser.get(f"{BASE}/someone-else/subscriptions").status_code == 401
+
+
+def test_a_listed_origin_may_post_to_the_widget_routes_only(
+    shop: LiveServer, client_key: str, api: httpx.Client
+) -> None:
+    app = "https://app.example.com"
+    customer = new_customer(api)
+    access.update_settings(shop.db, "development", allowed_origins=[app])
+    try:
+
+        def preflight(path: str, method: str) -> httpx.Response:
+            headers = {"Origin": app, "Access-Control-Request-Method": method}
+            return httpx.options(f"{shop.base_url}{path}", headers=headers, timeout=30)
+
+        for method in ("POST", "DELETE"):
+            answer = preflight(f"{BASE}/{customer}/subscriptions", method)
+            assert answer.status_code == 204, answer.text
+            assert answer.headers["access-control-allow-origin"] == app
+            assert answer.headers["access-control-allow-methods"] == "GET, POST, DELETE"
+        assert preflight("/api/v1/subscriptions", "POST").status_code == 403  # elsewhere a client key only reads
+        with page_of(shop, client_key, customer) as page:
+            answer = page.post(f"{BASE}/{customer}/preview", json={"planId": "pro"}, headers={"Origin": app})
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["access-control-allow-origin"] == app
+    finally:
+        access.update_settings(shop.db, "development", allowed_origins=[])
