@@ -12,6 +12,7 @@ Each widget is photographed into test-output/screenshots/.
 from __future__ import annotations
 
 import copy
+import itertools
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,9 +26,12 @@ import pytest
 from entitle.billing.secrets import ENV_VAR
 from entitle.catalog import demo as demo_catalog
 from entitle.db import Database
+from entitle.environments.access import signing_secret
 from entitle.environments.models import KeyKind
 from entitle.environments.service import create_key, ensure_environment
 from entitle.jobs.service import Worker
+from entitle.sdk.tokens import customer_token
+from entitle.secrets import secret_box
 from entitle.widgets.demo import DEMO_CUSTOMER
 from tests.billing.conftest import SESSION_KEY, connect_stripe
 from tests.support.http import SSL_CONTEXT
@@ -46,6 +50,11 @@ class Demo:
     base_url: str
     db: Database
     api: httpx.Client
+    data_dir: Path
+    emulator: StripeEmulator
+
+
+_fresh = itertools.count()
 
 
 def shoot(locator: Any, name: str) -> None:
@@ -82,7 +91,7 @@ def demo(
                 demo_catalog.load_catalog(db, ensure_environment(db, "development").pk)
             Worker(db).drain()  # the catalog reaches Stripe
             try:
-                yield Demo(base_url, db, api)
+                yield Demo(base_url, db, api, data_dir, stripe_emulator_session)
             finally:
                 environment.undo()
 
@@ -97,11 +106,29 @@ def page(demo: Demo, browser_page: Any) -> Any:
     return browser_page
 
 
+def as_new_customer(demo: Demo, page: Any, selector: str) -> str:
+    """Point a widget of the page at a new customer (on the Free start plan), with that customer's token."""
+    ref = f"fresh-{next(_fresh)}"
+    answer = demo.api.post("/api/v1/customers", json={"id": ref, "name": ref, "email": f"{ref}@example.com"})
+    assert answer.status_code == 200, answer.text
+    token = customer_token(signing_secret(demo.db, secret_box(demo.data_dir), "development"), ref)
+    page.evaluate(
+        "([selector, ref, token]) => { const el = document.querySelector(selector);"
+        " el.setAttribute('customer-token', token); el.setAttribute('customer-id', ref); }",
+        [selector, ref, token],
+    )
+    return ref
+
+
 def plan_card(page: Any, plan: str) -> Any:
     return page.locator(f"entitle-pricing-table [data-plan-id={plan}]")
 
 
-def test_pricing_table_prices_follow_the_period_toggle_and_the_country(page: Any) -> None:
+def test_pricing_table_prices_follow_the_period_toggle_and_the_country(demo: Demo, page: Any) -> None:
+    as_new_customer(demo, page, "entitle-pricing-table")
+    page.wait_for_function(
+        "document.querySelector('entitle-pricing-table').shadowRoot.querySelector('[part~=current-badge]')"
+    )
     table = page.locator("entitle-pricing-table")
     assert [c.get_attribute("data-plan-id") for c in table.locator("[part~=plan]").all()] == [
         "free",
@@ -130,6 +157,22 @@ def test_pricing_table_prices_follow_the_period_toggle_and_the_country(page: Any
         ".querySelector('[data-plan-id=pro] [data-testid=price]')?.textContent.includes('€')"
     )
     assert pro.locator("[data-testid=price]").inner_text() == "€27.00 / month"
+
+
+def test_theming_through_custom_properties_parts_and_text_overrides(page: Any) -> None:
+    page.add_style_tag(
+        content="entitle-pricing-table { --entitle-accent: rgb(200, 0, 0); }"
+        " entitle-pricing-table::part(plan-name) { text-transform: uppercase; }"
+    )
+    page.evaluate("document.querySelector('entitle-pricing-table').texts = {upgrade: 'Go Pro'}")
+    button = plan_card(page, "pro").locator("[part~=plan-button]")
+    page.wait_for_function(
+        "document.querySelector('entitle-pricing-table').shadowRoot"
+        ".querySelector('[data-plan-id=pro] [part~=plan-button]')?.textContent === 'Go Pro'"
+    )
+    assert button.evaluate("b => getComputedStyle(b).backgroundColor") == "rgb(200, 0, 0)"
+    name = plan_card(page, "pro").locator("[part~=plan-name]")
+    assert name.evaluate("n => getComputedStyle(n).textTransform") == "uppercase"
 
 
 def _fill_card(page: Any, number: str) -> None:
@@ -238,3 +281,36 @@ def test_another_customers_id_with_this_token_shows_the_error_state_and_is_refus
     )
     assert answer.status_code == 401
     assert answer.json()["error"]["code"] == "UNAUTHENTICATED"
+
+
+def test_unknown_product_and_unreachable_server_show_error_states_with_retry(demo: Demo, page: Any) -> None:
+    page.evaluate("document.querySelector('entitle-pricing-table').setAttribute('product-id', 'no-such-product')")
+    error = page.locator("entitle-pricing-table [part~=error]")
+    error.wait_for()
+    assert error.get_attribute("data-code") == "NOT_FOUND"
+    assert "Product 'no-such-product' was not found." in error.inner_text()
+    shoot(page.locator("entitle-pricing-table"), "pricing-table-error")
+
+    page.evaluate("document.querySelector('entitle-checkout').setAttribute('api-url', 'http://127.0.0.1:9')")
+    page.evaluate("document.querySelector('entitle-checkout').setAttribute('plan-id', 'pro')")
+    unreachable = page.locator("entitle-checkout [part~=error]")
+    unreachable.wait_for()
+    assert unreachable.get_attribute("data-code") == "UNREACHABLE"
+    assert "cannot be reached" in unreachable.inner_text()
+    assert unreachable.locator("[part~=retry-button]").is_visible()
+
+
+def test_hosted_checkout_redirects_to_stripe_checkout_for_the_chosen_plan(demo: Demo, page: Any) -> None:
+    customer = as_new_customer(demo, page, "entitle-checkout")
+    page.evaluate(
+        "const c = document.querySelector('entitle-checkout');"
+        " c.setAttribute('payment', 'hosted'); c.setAttribute('success-url', location.href);"
+        " c.setAttribute('plan-id', 'pro');"
+    )
+    checkout = page.locator("entitle-checkout")
+    checkout.locator("[data-testid=due-today]").wait_for()
+    assert page.locator("entitle-checkout [data-entitle-card]").count() == 0  # no card field: Stripe's page takes it
+    checkout.locator("[data-action=pay]").click()
+    page.wait_for_url(f"{demo.emulator.api_base}/emulated/checkout/**")
+    answer = demo.api.get("/api/v1/subscriptions", params={"customerId": customer, "status": "PAYMENT_PENDING"})
+    assert [s["planId"] for s in answer.json()["data"]] == ["pro"]  # active once Stripe reports the payment
