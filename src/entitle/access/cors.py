@@ -3,8 +3,9 @@ environment allows (`entitle environments update --allowed-origin`); none is all
 
 A preflight carries no key, so it is answered for an origin some environment allows, and only for GET
 (the one method a client key may use), except under `WIDGET_PATHS`: the embeddable widgets' routes,
-where a client key with the customer's token also writes (POST, DELETE). The real request then carries its key: its response names the
-origin only when the key's environment allows it, so another environment's origin reads nothing.
+where a client key with the customer's token also writes (POST, DELETE). The real request then carries
+its key: its response names the origin only when the key's environment allows it, so another
+environment's origin reads nothing.
 """
 
 from __future__ import annotations
