@@ -25,6 +25,8 @@ import pytest
 
 from entitle.billing.secrets import ENV_VAR
 from entitle.catalog import demo as demo_catalog
+from entitle.catalog.products import service as products
+from entitle.catalog.products.schemas import ProductCreate
 from entitle.db import Database
 from entitle.environments.access import signing_secret
 from entitle.environments.models import KeyKind
@@ -62,6 +64,43 @@ def shoot(locator: Any, name: str) -> None:
     locator.screenshot(path=str(SCREENSHOTS / f"widget-{name}.png"))
 
 
+def _seats(**price: Any) -> dict[str, Any]:
+    return {"billingModel": "PER_UNIT", "featureId": "seats", "pricePeriods": [{"billingPeriod": "MONTHLY", **price}]}
+
+
+# A second product, priced per seat: a flat per-unit price with a trial, and graduated tiers.
+TEAM_PLANS: list[dict[str, Any]] = [
+    {
+        "create": {"id": "team", "displayName": "Team", "productId": "team-saas"},
+        "entitlements": [{"type": "FEATURE", "id": "sso"}, {"type": "FEATURE", "id": "seats", "usageLimit": 500}],
+        "update": {
+            "charges": {"pricingType": "PAID", "pricingModels": [_seats(price={"amount": 8, "currency": "usd"})]},
+            "defaultTrialConfig": {"duration": 7, "units": "DAY", "trialEndBehavior": "CONVERT_TO_PAID"},
+        },
+    },
+    {
+        "create": {"id": "scale", "displayName": "Scale", "productId": "team-saas"},
+        "entitlements": [{"type": "FEATURE", "id": "sso"}, {"type": "FEATURE", "id": "seats", "usageLimit": 500}],
+        "update": {
+            "charges": {
+                "pricingType": "PAID",
+                "pricingModels": [
+                    {
+                        **_seats(
+                            tiers=[
+                                {"upTo": 10, "unitPrice": {"amount": 5, "currency": "usd"}},
+                                {"unitPrice": {"amount": 4, "currency": "usd"}},
+                            ]
+                        ),
+                        "tiersMode": "GRADUATED",
+                    }
+                ],
+            }
+        },
+    },
+]
+
+
 def _catalog_without_trial() -> list[dict[str, Any]]:
     # The demo's Pro has a 14-day trial; bought here it must start paid (ACTIVE), so this copy has none.
     plans = copy.deepcopy(demo_catalog.PLANS)
@@ -87,8 +126,14 @@ def demo(
         key = create_key(db, "development", KeyKind.SERVER)
         with httpx.Client(base_url=base_url, headers={"X-API-KEY": key}, timeout=30, verify=SSL_CONTEXT) as api:
             connect_stripe(api, stripe_emulator_session)
+            env_pk = ensure_environment(db, "development").pk
             with mock.patch.object(demo_catalog, "PLANS", _catalog_without_trial()):
-                demo_catalog.load_catalog(db, ensure_environment(db, "development").pk)
+                demo_catalog.load_catalog(db, env_pk)
+            products.create_product(
+                db, env_pk, ProductCreate.model_validate({"id": "team-saas", "displayName": "Team"})
+            )
+            for plan in TEAM_PLANS:
+                demo_catalog._package(db, env_pk, "PLAN", plan)
             Worker(db).drain()  # the catalog reaches Stripe
             try:
                 yield Demo(base_url, db, api, data_dir, stripe_emulator_session)
@@ -157,6 +202,21 @@ def test_pricing_table_prices_follow_the_period_toggle_and_the_country(demo: Dem
         ".querySelector('[data-plan-id=pro] [data-testid=price]')?.textContent.includes('€')"
     )
     assert pro.locator("[data-testid=price]").inner_text() == "€27.00 / month"
+
+
+def test_per_unit_and_tiered_prices_are_explained_and_a_trial_is_offered(demo: Demo, page: Any) -> None:
+    page.evaluate("document.querySelector('entitle-pricing-table').setAttribute('product-id', 'team-saas')")
+    as_new_customer(demo, page, "entitle-pricing-table")
+    team = plan_card(page, "team")
+    team.wait_for()
+    assert team.locator("[part~=trial-badge]").inner_text() == "7-day free trial"
+    button = team.locator("[part~=plan-button]")
+    assert (button.inner_text(), button.get_attribute("data-intention")) == ("Start free trial", "start-trial")
+    assert team.locator("[part~=unit-price]").inner_text() == "$8.00 per seat / month"
+    tiers = plan_card(page, "scale").locator("[part~=tiers]").inner_text()
+    assert "seat pricing / month, each unit at its own tier" in tiers
+    assert "1–10: $5.00 / seat" in tiers and "11+: $4.00 / seat" in tiers
+    shoot(page.locator("entitle-pricing-table"), "pricing-table-per-seat")
 
 
 def test_theming_through_custom_properties_parts_and_text_overrides(page: Any) -> None:

@@ -264,7 +264,8 @@ function periodsOf(plans) {
 function describePrice(el, price, features) {
   const per = price.billingPeriod === "ANNUALLY" ? el.t("perYear") : el.t("perMonth");
   const feature = features.get(price.featureId);
-  const unit = feature ? (feature.featureUnits || feature.displayName) : "unit";
+  // A priced feature the item does not grant is not described in the paywall: its id is all there is.
+  const unit = feature ? (feature.featureUnits || feature.displayName) : price.featureId || "unit";
   if (price.tiers && price.tiers.length) {
     let from = 1;
     const steps = price.tiers.map((tier) => {
