@@ -215,7 +215,7 @@ def test_per_unit_and_tiered_prices_are_explained_and_a_trial_is_offered(demo: D
     assert team.locator("[part~=unit-price]").inner_text() == "$8.00 per seat / month"
     tiers = plan_card(page, "scale").locator("[part~=tiers]").inner_text()
     assert "seat pricing / month, each unit at its own tier" in tiers
-    assert "1–10: $5.00 / seat" in tiers and "11+: $4.00 / seat" in tiers
+    assert "1\u201310: $5.00 / seat" in tiers and "11+: $4.00 / seat" in tiers  # an en dash between bounds
     shoot(page.locator("entitle-pricing-table"), "pricing-table-per-seat")
 
 
