@@ -217,7 +217,7 @@ def test_the_demo_page_shows_the_three_widgets_for_the_demo_customer(shop: LiveS
     for tag in ("<entitle-pricing-table", "<entitle-checkout", "<entitle-customer-portal"):
         assert tag in page.text
     assert 'customer-id="demo-customer"' in page.text
-    assert "No Stripe integration is connected" in page.text
+    assert "No Stripe integration is connected" in page.text and "entitle-stripe-emulator" in page.text
     # The demo customer exists, on the product's start plan, and the page's token is good for it only.
     assert [s["planId"] for s in subscriptions_of(api, DEMO_CUSTOMER)] == ["free"]
     token = page.text.split('customer-token="')[1].split('"')[0]

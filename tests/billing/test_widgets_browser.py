@@ -253,6 +253,7 @@ def _subscriptions(demo: Demo, status: str = "ACTIVE,IN_TRIAL") -> list[dict[str
 def test_checkout_declined_then_paid_portal_shows_plan_usage_and_cancels_a_scheduled_downgrade(
     demo: Demo, page: Any
 ) -> None:
+    assert page.get_by_test_id("demo-note").count() == 0  # the emulator runs: no note about starting it
     page.evaluate("document.addEventListener('entitle:checkout-completed', e => { window.completed = e.detail; })")
     plan_card(page, "pro").locator("[part~=plan-button]").click()
     checkout = page.locator("entitle-checkout")
@@ -320,9 +321,26 @@ def test_checkout_declined_then_paid_portal_shows_plan_usage_and_cancels_a_sched
     change.wait_for()
     assert change.inner_text().startswith("Changes to Free on")
     shoot(portal, "customer-portal")
+    page.evaluate("document.querySelector('entitle-pricing-table').refresh()")
+    page.wait_for_function(
+        "document.querySelector('entitle-pricing-table').shadowRoot"
+        ".querySelector('[data-plan-id=free] [part~=plan-button]')?.dataset.intention === 'scheduled'"
+    )
+    assert plan_card(page, "free").locator("[part~=plan-button]").inner_text() == "Change scheduled"
     change.locator("[data-action=cancel-scheduled]").click()
     change.wait_for(state="detached")
     assert _subscriptions(demo)[0]["futureUpdates"] == []
+
+    # Cancel at the period's end, after a confirmation ("Keep my plan" first changes nothing).
+    subscription = portal.locator("[data-testid=subscription][data-plan-id=pro]")
+    subscription.locator("[data-action=cancel]").click()
+    subscription.locator("[data-action=keep]").click()
+    assert subscription.locator("[data-action=confirm-cancel]").is_hidden()
+    subscription.locator("[data-action=cancel]").click()
+    subscription.locator("[data-action=confirm-cancel]").click()
+    portal.locator("text=Ends on").wait_for()
+    (sub,) = _subscriptions(demo)
+    assert sub["status"] == "ACTIVE" and sub["cancellationDate"] == sub["currentBillingPeriodEnd"]
 
 
 def test_another_customers_id_with_this_token_shows_the_error_state_and_is_refused(demo: Demo, page: Any) -> None:

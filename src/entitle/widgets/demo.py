@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import jwt
 
 from entitle.billing import store as billing_store
@@ -53,6 +54,22 @@ def _client_key(db: Database, data_dir: Path) -> str:
     return key
 
 
+START_EMULATOR = "start the local Stripe emulator in another shell (entitle-stripe-emulator: it connects itself)"
+
+
+def _billing_note(connected: bool, api_base: str | None) -> str | None:
+    """What keeps the checkout from taking a (test) card, said on the page instead of failing in it."""
+    if not connected:
+        return f"No Stripe integration is connected, so no card can be taken: {START_EMULATOR} and reload."
+    if api_base is None:
+        return None  # real Stripe (test mode, hopefully): Stripe.js from js.stripe.com
+    try:
+        httpx.get(f"{api_base}/v1/account", timeout=1)
+    except httpx.HTTPError:
+        return f"The local Stripe emulator at {api_base} is not answering: {START_EMULATOR} and reload."
+    return None
+
+
 def demo_context(db: Database, box: SecretBox, data_dir: Path, product_id: str) -> DemoContext | None:
     """None without the demo catalog (the page then says to run `entitle demo`)."""
     env = ensure_environment(db, ENVIRONMENT)
@@ -68,13 +85,9 @@ def demo_context(db: Database, box: SecretBox, data_dir: Path, product_id: str) 
             CustomerProvisionWithSubscription(id=DEMO_CUSTOMER, name="Demo Customer", email="demo@example.com"),
         )
     with db.read() as s:
-        has_stripe = billing_store.default_integration(s, env.pk) is not None
-    note = None
-    if not has_stripe:
-        note = (
-            "No Stripe integration is connected, so paid plans cannot be bought here. Start the local emulator "
-            "(python -m entitle_devtools.stripe_emulator) and connect it: entitle integrations connect --api-base ..."
-        )
+        integration = billing_store.default_integration(s, env.pk)
+        api_base = integration.api_base if integration is not None else None
+    note = _billing_note(integration is not None, api_base)
     claims = {"sub": DEMO_CUSTOMER, "exp": int((utcnow() + TOKEN_LIFETIME).timestamp())}
     token = jwt.encode(claims, signing_secret(db, box, ENVIRONMENT), algorithm="HS256")
     return DemoContext(product_id, _client_key(db, data_dir), DEMO_CUSTOMER, token, note)
