@@ -160,7 +160,9 @@ def test_a_page_previews_subscribes_lists_and_cancels_at_period_end_without_a_pr
     with page_of(shop, client_key, customer) as page:
         preview = page.post(f"{BASE}/{customer}/preview", json=choice)
         assert preview.status_code == 200, preview.text
-        assert preview.json()["data"]["immediateInvoice"]["total"] == 590  # 290 + 2 x 150, in dollars
+        # The demo's Pro starts with a 14-day trial: nothing due today, then 290 + 2 x 150 a year (dollars).
+        assert preview.json()["data"]["immediateInvoice"]["total"] == 0
+        assert preview.json()["data"]["recurringInvoice"]["total"] == 590
         # No Stripe connected: no card can be saved (the checkout then says so), and there are no invoices.
         intent = page.post(f"{BASE}/{customer}/setup-intent")
         assert intent.status_code == 409
