@@ -299,6 +299,13 @@ def test_checkout_declined_then_paid_portal_shows_plan_usage_and_cancels_a_sched
     portal.locator("[data-testid=subscription][data-plan-id=pro]").wait_for()
     assert "$29.00" in portal.locator("[data-testid=subscription]").inner_text()
     assert portal.locator("[data-testid=payment-method]").inner_text().startswith("VISA •••• 4242")
+    # Changing plan later pays with the card on file: no card field unless the customer asks for another.
+    page.evaluate("document.querySelector('entitle-checkout').setAttribute('billing-period', 'ANNUALLY')")
+    checkout.locator("[data-testid=saved-card]").wait_for()
+    assert checkout.locator("[data-testid=saved-card]").inner_text() == "Card: VISA •••• 4242"
+    assert page.locator("entitle-checkout [data-entitle-card]").count() == 0
+    checkout.locator("[data-action=other-card]").click()
+    card_input.wait_for()
     bar = portal.locator("[data-testid=usage][data-feature-id=api-calls]")
     assert bar.get_attribute("data-used") == "0"
     answer = demo.api.post(

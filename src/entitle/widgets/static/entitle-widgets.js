@@ -41,6 +41,7 @@ const DEFAULT_TEXTS = {
   dueToday: "Due today",
   thenRecurring: "Then {amount} {period}",
   card: "Card",
+  otherCard: "Use another card",
   pay: "Subscribe",
   paying: "Processing…",
   redirecting: "Redirecting to payment…",
@@ -435,7 +436,10 @@ class Checkout extends EntitleElement {
     this._teardownCard();
     const planId = this.getAttribute("plan-id");
     if (!planId) return `<p class="muted" part="empty">${this.t("choosePlan")}</p>`;
-    const paywall = await this.paywall();
+    const [paywall, customer] = await Promise.all([
+      this.paywall(),
+      this.customerId ? this.api("GET", this.customerPath()) : Promise.resolve(null),
+    ]);
     const plan = paywall.plans.find((p) => p.id === planId);
     if (!plan) throw new EntitleApiError(404, "NOT_FOUND", `plan '${planId}' was not found`);
     if (plan.pricingType === "CUSTOM") throw new EntitleApiError(400, "CUSTOM_PRICED_PLAN", "custom-priced plan");
@@ -446,6 +450,10 @@ class Checkout extends EntitleElement {
       period: periods.includes(asked) ? asked : periods[0] || null,
       addons: {}, charges: {}, promotionCode: "", intent: null, message: "", busy: false,
     };
+    // A card on file pays for a change of plan too: the customer types one only when it has none (or wants another).
+    const saved = customer?.defaultPaymentMethod;
+    this.state.savedCard = saved?.billingId ? saved : null;
+    this.state.useSaved = Boolean(this.state.savedCard);
     return this.view();
   }
 
@@ -465,7 +473,8 @@ class Checkout extends EntitleElement {
       ${addons.length ? `<fieldset part="addons"><legend>${this.t("addons")}</legend>${addons.map((a) => `<label>${escapeHtml(a.displayName)} (${priceBlock(this, a, period, features).main}) <input type="number" min="0" ${a.maxQuantity ? `max="${a.maxQuantity}"` : ""} value="${this.state.addons[a.id] || 0}" data-addon="${escapeHtml(a.id)}" part="addon-input" aria-label="${escapeHtml(a.displayName)} ${this.t("quantity")}"></label>`).join("<br>")}</fieldset>` : ""}
       ${paid ? `<label>${this.t("promotionCode")} <input data-field="promotionCode" part="promotion-input" value="${escapeHtml(this.state.promotionCode)}"></label>` : ""}
       <div part="summary" data-testid="summary"><p class="muted">${this.t("loading")}</p></div>
-      ${paid && this.getAttribute("payment") !== "hosted" ? `<div part="card-field"><div>${this.t("card")}</div><slot name="card"></slot><p class="muted" data-testid="provider-note" hidden>${this.t("noProvider")}</p></div>` : ""}
+      ${paid && this.getAttribute("payment") !== "hosted" && this.state.useSaved ? `<div class="row" part="saved-card"><span data-testid="saved-card">${escapeHtml(this.t("card"))}: ${escapeHtml((this.state.savedCard.cardBrand || "card").toUpperCase())} •••• ${escapeHtml(this.state.savedCard.cardLast4Digits || "")}</span><button type="button" class="secondary" data-action="other-card">${this.t("otherCard")}</button></div>` : ""}
+      ${paid && this.getAttribute("payment") !== "hosted" && !this.state.useSaved ? `<div part="card-field"><div>${this.t("card")}</div><slot name="card"></slot><p class="muted" data-testid="provider-note" hidden>${this.t("noProvider")}</p></div>` : ""}
       <div class="error" part="error payment-error" role="alert" data-testid="payment-error" hidden></div>
       <button type="button" part="pay-button" data-action="pay">${this.t("pay")}</button>
     </div>`;
@@ -484,7 +493,8 @@ class Checkout extends EntitleElement {
     root.querySelector("[data-field=promotionCode]")?.addEventListener("change", (e) => { this.state.promotionCode = e.target.value.trim(); this.updateSummary(); });
     root.querySelector("[data-action=pay]").addEventListener("click", () => this.pay());
     this.updateSummary();
-    if (this.state.plan.pricingType === "PAID" && this.getAttribute("payment") !== "hosted") this.mountCard();
+    root.querySelector("[data-action=other-card]")?.addEventListener("click", () => { this.state.useSaved = false; this._render(this.view()); });
+    if (this.state.plan.pricingType === "PAID" && this.getAttribute("payment") !== "hosted" && !this.state.useSaved) this.mountCard();
   }
 
   choice() {
@@ -584,7 +594,7 @@ class Checkout extends EntitleElement {
       const body = { ...this.choice(), ...(this.state.promotionCode ? { promotionCode: this.state.promotionCode } : {}) };
       if (this.state.plan.pricingType === "PAID" && this.getAttribute("payment") === "hosted") {
         body.checkoutOptions = { successUrl: this.getAttribute("success-url") || location.href, cancelUrl: this.getAttribute("cancel-url") || location.href };
-      } else if (this.state.plan.pricingType === "PAID" && this.state.intent && this._card) {
+      } else if (this.state.plan.pricingType === "PAID" && !this.state.useSaved && this.state.intent && this._card) {
         const result = await this._stripe.confirmCardSetup(this.state.intent.clientSecret, { payment_method: { card: this._card } });
         if (result.error) {
           // A declined card cancels the SetupIntent: a fresh one lets the customer try another card.
