@@ -21,6 +21,7 @@ from entitle.audit.routes import router as audit_router
 from entitle.billing.routes import customers_router as customer_billing_router
 from entitle.billing.routes import router as integrations_router
 from entitle.catalog.coupons.routes import router as coupons_router
+from entitle.catalog.demo import PRODUCT_ID as DEMO_PRODUCT_ID
 from entitle.catalog.features.routes import router as features_router
 from entitle.catalog.packages.routes import addons_router, plans_router
 from entitle.catalog.products.routes import router as products_router
@@ -44,6 +45,7 @@ from entitle.subscriptions.routes import customers_router as customer_subscripti
 from entitle.subscriptions.routes import router as subscriptions_router
 from entitle.usage.routes import router as usage_router
 from entitle.webhooks.routes import router as webhooks_router
+from entitle.widgets.install import install as install_widgets
 
 ROUTERS = [
     # First: routes are matched in this order, and the entitlement checks and lists are the hot path.
@@ -146,6 +148,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         return JSONResponse({"status": "ok"})
 
     install_console(app)
+    install_widgets(app, demo_product_id=DEMO_PRODUCT_ID)
 
     app.add_middleware(EncodedIdsMiddleware)
     # Who acts in each request, for the audit log (filled in by the API-key and console-session checks).

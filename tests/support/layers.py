@@ -45,7 +45,8 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"entitlements"}),
     frozenset({"billing", "webhooks", "push", "paywall", "access", "audit"}),
     # The console reads every domain and adapter (overview figures, sync errors); only the root imports it.
-    frozenset({"console"}),
+    # The embeddable widgets (issue 15) sit beside it: the two never import each other.
+    frozenset({"console", "widgets"}),
     frozenset({"catalog.demo", "models", "migrations", "wiring", "app", "cli", "__main__"}),
 )
 OPEN_LAYERS = (0, len(LAYERS) - 1)

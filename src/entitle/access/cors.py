@@ -2,8 +2,10 @@
 environment allows (`entitle environments update --allowed-origin`); none is allowed by default.
 
 A preflight carries no key, so it is answered for an origin some environment allows, and only for GET
-(the one method a client key may use). The real request then carries its key: its response names the
-origin only when the key's environment allows it, so another environment's origin reads nothing.
+(the one method a client key may use), except under `WIDGET_PATHS`: the embeddable widgets' routes,
+where a client key with the customer's token also writes (POST, DELETE). The real request then carries
+its key: its response names the origin only when the key's environment allows it, so another
+environment's origin reads nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from entitle.environments.service import Principal
 from entitle.http.errors import error_response
 
 ALLOWED_METHODS = "GET"
+# The widgets' routes (`entitle.widgets.routes`): a page also checks out and cancels there.
+WIDGET_PATHS = "/api/v1/widgets/"
+WIDGET_METHODS = "GET, POST, DELETE"
 # Browsers cache a preflight this long (s); the real response is judged on every request regardless.
 PREFLIGHT_MAX_AGE = "600"
 DEFAULT_HEADERS = "X-API-KEY, X-CUSTOMER-TOKEN"
@@ -61,7 +66,11 @@ class EnvironmentCorsMiddleware:
         method = headers["access-control-request-method"].strip().upper()
         requested = headers.get("access-control-request-headers", "").strip()
         db = scope["app"].state.db
-        if method != ALLOWED_METHODS or not await run_in_threadpool(origin_allowed_somewhere, db, origin):
+        widget = scope["path"].startswith(WIDGET_PATHS)
+        allowed_methods = WIDGET_METHODS if widget else ALLOWED_METHODS
+        if method not in allowed_methods.split(", ") or not await run_in_threadpool(
+            origin_allowed_somewhere, db, origin
+        ):
             refused = error_response(403, "PERMISSION_DENIED", f"CORS: {method} from origin {origin!r} is not allowed")
             refused.headers["Vary"] = "Origin"
             return refused
@@ -71,7 +80,7 @@ class EnvironmentCorsMiddleware:
             status_code=204,
             headers={
                 "Access-Control-Allow-Origin": origin,
-                "Access-Control-Allow-Methods": ALLOWED_METHODS,
+                "Access-Control-Allow-Methods": allowed_methods,
                 # Echoed: the official clients add headers of their own (x-stainless-*) beside the key.
                 "Access-Control-Allow-Headers": requested or DEFAULT_HEADERS,
                 "Access-Control-Max-Age": PREFLIGHT_MAX_AGE,

@@ -320,6 +320,9 @@ class ProviderInvoice:
     tax_minor: Decimal
     total_minor: Decimal
     lines: tuple[InvoiceLine, ...]
+    # The provider's own pages for it (a portal links them; Entitle keeps no copy).
+    pdf_url: str | None = None
+    hosted_url: str | None = None
 
 
 @dataclass(frozen=True)

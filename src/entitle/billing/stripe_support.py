@@ -139,6 +139,8 @@ def _invoice(invoice: Any) -> ProviderInvoice:
         tax_minor=tax,
         total_minor=_minor(raw.get("total")),
         lines=tuple(lines),
+        pdf_url=raw.get("invoice_pdf"),
+        hosted_url=raw.get("hosted_invoice_url"),
     )
 
 

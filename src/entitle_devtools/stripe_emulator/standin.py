@@ -86,6 +86,8 @@ from urllib.parse import parse_qsl, urlencode
 
 import httpx
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -239,13 +241,17 @@ class StandIn(CatalogEndpoints, SessionEndpoints, HostedPages, PromotionCodeEndp
 
     def app(self) -> Starlette:
         methods = ["GET", "POST", "DELETE"]
+        # Stripe.js (localstripe's stand-in for it, served here under /js.stripe.com/v3/) calls the API from
+        # the page's origin, as the real one does: any origin may, the emulator listening on loopback only.
+        cors = Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=methods, allow_headers=["*"])
         return Starlette(
+            middleware=[cors],
             routes=[
                 Route("/emulated/checkout/{session_id}", self.checkout_page, methods=["GET"]),
                 Route("/emulated/checkout/{session_id}/pay", self.checkout_pay, methods=["POST"]),
                 Route("/emulated/portal/{session_id}", self.portal_page, methods=["GET"]),
                 Route("/{path:path}", self._handle, methods=methods),
-            ]
+            ],
         )
 
     def _take_failure(self, method: str, path: str) -> Failure | None:

@@ -1,0 +1,401 @@
+"""The embeddable widgets (issue 15) in a real headless Chromium, on the `/demo` page, with Stripe.js from
+the local emulator (never the internet): the pricing table's prices follow the period toggle and the
+country; choosing Pro opens the checkout, a declined card shows an error and grants nothing, a test card
+completes it (ACTIVE), and the portal shows the plan and moving usage bars; a scheduled downgrade is
+cancelled from the portal; a widget given another customer's id with this customer's token shows its
+error state and the server refuses it.
+
+One SQLite-backed server for the module (the routes' rules run on both databases in test_widgets_api.py).
+Each widget is photographed into test-output/screenshots/.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import httpx
+import pytest
+
+from entitle.billing.secrets import ENV_VAR
+from entitle.catalog import demo as demo_catalog
+from entitle.catalog.products import service as products
+from entitle.catalog.products.schemas import ProductCreate
+from entitle.db import Database
+from entitle.environments.access import signing_secret
+from entitle.environments.models import KeyKind
+from entitle.environments.service import create_key, ensure_environment
+from entitle.jobs.service import Worker
+from entitle.sdk.tokens import customer_token
+from entitle.secrets import secret_box
+from entitle.widgets.demo import DEMO_CUSTOMER
+from tests.billing.conftest import SESSION_KEY, connect_stripe
+from tests.support.http import SSL_CONTEXT
+from tests.support.server import running_server
+from tests.support.stripe_emulator import StripeEmulator
+
+pytestmark = pytest.mark.browser
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
+DECLINED = "4000000000000002"
+VISA = "4242424242424242"
+
+
+@dataclass
+class Demo:
+    base_url: str
+    db: Database
+    api: httpx.Client
+    data_dir: Path
+    emulator: StripeEmulator
+
+
+_fresh = itertools.count()
+
+
+def shoot(locator: Any, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    locator.screenshot(path=str(SCREENSHOTS / f"widget-{name}.png"))
+
+
+def _seats(**price: Any) -> dict[str, Any]:
+    return {"billingModel": "PER_UNIT", "featureId": "seats", "pricePeriods": [{"billingPeriod": "MONTHLY", **price}]}
+
+
+# A second product, priced per seat: a flat per-unit price with a trial, and graduated tiers.
+TEAM_PLANS: list[dict[str, Any]] = [
+    {
+        "create": {"id": "team", "displayName": "Team", "productId": "team-saas"},
+        "entitlements": [{"type": "FEATURE", "id": "sso"}, {"type": "FEATURE", "id": "seats", "usageLimit": 500}],
+        "update": {
+            "charges": {"pricingType": "PAID", "pricingModels": [_seats(price={"amount": 8, "currency": "usd"})]},
+            "defaultTrialConfig": {"duration": 7, "units": "DAY", "trialEndBehavior": "CONVERT_TO_PAID"},
+        },
+    },
+    {
+        "create": {"id": "scale", "displayName": "Scale", "productId": "team-saas"},
+        "entitlements": [{"type": "FEATURE", "id": "sso"}, {"type": "FEATURE", "id": "seats", "usageLimit": 500}],
+        "update": {
+            "charges": {
+                "pricingType": "PAID",
+                "pricingModels": [
+                    {
+                        **_seats(
+                            tiers=[
+                                {"upTo": 10, "unitPrice": {"amount": 5, "currency": "usd"}},
+                                {"unitPrice": {"amount": 4, "currency": "usd"}},
+                            ]
+                        ),
+                        "tiersMode": "GRADUATED",
+                    }
+                ],
+            }
+        },
+    },
+]
+
+
+def _catalog_without_trial() -> list[dict[str, Any]]:
+    # The demo's Pro has a 14-day trial; bought here it must start paid (ACTIVE), so this copy has none.
+    plans = copy.deepcopy(demo_catalog.PLANS)
+    for plan in plans:
+        plan["update"].pop("defaultTrialConfig", None)
+    return plans
+
+
+@pytest.fixture(scope="module")
+def demo(
+    chromium: Any,
+    stripe_emulator_session: StripeEmulator,
+    sqlite_template: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Demo]:
+    stripe_emulator_session.reset()
+    # The module's server outlives the per-test key (billing conftest's `secret_key`): the same key, held longer.
+    environment = pytest.MonkeyPatch()
+    environment.setenv(ENV_VAR, SESSION_KEY)
+    data_dir = tmp_path_factory.mktemp("widgets-browser")
+    shutil.copyfile(sqlite_template, data_dir / "entitle.db")
+    with running_server(f"sqlite:///{data_dir / 'entitle.db'}", data_dir) as (base_url, db):
+        key = create_key(db, "development", KeyKind.SERVER)
+        with httpx.Client(base_url=base_url, headers={"X-API-KEY": key}, timeout=30, verify=SSL_CONTEXT) as api:
+            connect_stripe(api, stripe_emulator_session)
+            env_pk = ensure_environment(db, "development").pk
+            with mock.patch.object(demo_catalog, "PLANS", _catalog_without_trial()):
+                demo_catalog.load_catalog(db, env_pk)
+            products.create_product(
+                db, env_pk, ProductCreate.model_validate({"id": "team-saas", "displayName": "Team"})
+            )
+            for plan in TEAM_PLANS:
+                demo_catalog._package(db, env_pk, "PLAN", plan)
+            Worker(db).drain()  # the catalog reaches Stripe
+            try:
+                yield Demo(base_url, db, api, data_dir, stripe_emulator_session)
+            finally:
+                environment.undo()
+
+
+@pytest.fixture
+def page(demo: Demo, browser_page: Any) -> Any:
+    browser_page.set_default_timeout(15_000)
+    browser_page.on("console", lambda message: print("console:", message.text))
+    browser_page.set_viewport_size({"width": 1200, "height": 900})
+    browser_page.goto(f"{demo.base_url}/demo")
+    browser_page.locator("entitle-pricing-table [part~=plan]").first.wait_for()
+    return browser_page
+
+
+def as_new_customer(demo: Demo, page: Any, selector: str) -> str:
+    """Point a widget of the page at a new customer (on the Free start plan), with that customer's token."""
+    ref = f"fresh-{next(_fresh)}"
+    answer = demo.api.post("/api/v1/customers", json={"id": ref, "name": ref, "email": f"{ref}@example.com"})
+    assert answer.status_code == 200, answer.text
+    token = customer_token(signing_secret(demo.db, secret_box(demo.data_dir), "development"), ref)
+    page.evaluate(
+        "([selector, ref, token]) => { const el = document.querySelector(selector);"
+        " el.setAttribute('customer-token', token); el.setAttribute('customer-id', ref); }",
+        [selector, ref, token],
+    )
+    return ref
+
+
+def plan_card(page: Any, plan: str) -> Any:
+    return page.locator(f"entitle-pricing-table [data-plan-id={plan}]")
+
+
+def test_pricing_table_prices_follow_the_period_toggle_and_the_country(demo: Demo, page: Any) -> None:
+    as_new_customer(demo, page, "entitle-pricing-table")
+    page.wait_for_function(
+        "document.querySelector('entitle-pricing-table').shadowRoot.querySelector('[part~=current-badge]')"
+    )
+    table = page.locator("entitle-pricing-table")
+    assert [c.get_attribute("data-plan-id") for c in table.locator("[part~=plan]").all()] == [
+        "free",
+        "pro",
+        "enterprise",
+    ]
+    pro = plan_card(page, "pro")
+    assert pro.locator("[data-testid=price]").inner_text() == "$29.00 / month"
+    assert "Everything in Free, plus:" in pro.inner_text()
+    assert "5 extra seats ($15.00 / month)" in pro.inner_text()
+    free = plan_card(page, "free")
+    assert free.locator("[part~=current-badge]").inner_text() == "Current plan"
+    assert free.locator("[part~=plan-button]").is_disabled()
+    assert pro.locator("[part~=plan-button]").inner_text() == "Upgrade"
+    enterprise = plan_card(page, "enterprise").locator("[part~=plan-button]")
+    assert enterprise.inner_text() == "Contact sales"
+    assert enterprise.get_attribute("data-intention") == "contact-sales"
+    shoot(table, "pricing-table")
+
+    table.locator("[data-period=ANNUALLY]").click()
+    assert pro.locator("[data-testid=price]").inner_text() == "$290.00 / year"
+    table.locator("[data-period=MONTHLY]").click()
+    page.evaluate("document.querySelector('entitle-pricing-table').setAttribute('billing-country-code', 'DE')")
+    page.wait_for_function(
+        "document.querySelector('entitle-pricing-table').shadowRoot"
+        ".querySelector('[data-plan-id=pro] [data-testid=price]')?.textContent.includes('€')"
+    )
+    assert pro.locator("[data-testid=price]").inner_text() == "€27.00 / month"
+
+
+def test_per_unit_and_tiered_prices_are_explained_and_a_trial_is_offered(demo: Demo, page: Any) -> None:
+    page.evaluate("document.querySelector('entitle-pricing-table').setAttribute('product-id', 'team-saas')")
+    as_new_customer(demo, page, "entitle-pricing-table")
+    team = plan_card(page, "team")
+    team.wait_for()
+    assert team.locator("[part~=trial-badge]").inner_text() == "7-day free trial"
+    button = team.locator("[part~=plan-button]")
+    assert (button.inner_text(), button.get_attribute("data-intention")) == ("Start free trial", "start-trial")
+    assert team.locator("[part~=unit-price]").inner_text() == "$8.00 per seat / month"
+    tiers = plan_card(page, "scale").locator("[part~=tiers]").inner_text()
+    assert "seat pricing / month, each unit at its own tier" in tiers
+    assert "1\u201310: $5.00 / seat" in tiers and "11+: $4.00 / seat" in tiers  # an en dash between bounds
+    shoot(page.locator("entitle-pricing-table"), "pricing-table-per-seat")
+
+
+def test_theming_through_custom_properties_parts_and_text_overrides(page: Any) -> None:
+    page.add_style_tag(
+        content="entitle-pricing-table { --entitle-accent: rgb(200, 0, 0); }"
+        " entitle-pricing-table::part(plan-name) { text-transform: uppercase; }"
+    )
+    page.evaluate("document.querySelector('entitle-pricing-table').texts = {upgrade: 'Go Pro'}")
+    button = plan_card(page, "pro").locator("[part~=plan-button]")
+    page.wait_for_function(
+        "document.querySelector('entitle-pricing-table').shadowRoot"
+        ".querySelector('[data-plan-id=pro] [part~=plan-button]')?.textContent === 'Go Pro'"
+    )
+    assert button.evaluate("b => getComputedStyle(b).backgroundColor") == "rgb(200, 0, 0)"
+    name = plan_card(page, "pro").locator("[part~=plan-name]")
+    assert name.evaluate("n => getComputedStyle(n).textTransform") == "uppercase"
+
+
+def _fill_card(page: Any, number: str) -> None:
+    card = page.locator("entitle-checkout [data-entitle-card]")
+    card.locator("input[placeholder=number]").fill(number)
+    card.locator("input[placeholder=exp_month]").fill("12")
+    card.locator("input[placeholder=exp_year]").fill("40")
+    card.locator("input[placeholder=cvc]").fill("123")
+    card.locator("input[placeholder=postal_code]").fill("10115")
+
+
+def _subscriptions(demo: Demo, status: str = "ACTIVE,IN_TRIAL") -> list[dict[str, Any]]:
+    answer = demo.api.get("/api/v1/subscriptions", params={"customerId": DEMO_CUSTOMER, "status": status})
+    assert answer.status_code == 200, answer.text
+    return list(answer.json()["data"])
+
+
+def test_checkout_declined_then_paid_portal_shows_plan_usage_and_cancels_a_scheduled_downgrade(
+    demo: Demo, page: Any
+) -> None:
+    assert page.get_by_test_id("demo-note").count() == 0  # the emulator runs: no note about starting it
+    page.evaluate("document.addEventListener('entitle:checkout-completed', e => { window.completed = e.detail; })")
+    plan_card(page, "pro").locator("[part~=plan-button]").click()
+    checkout = page.locator("entitle-checkout")
+    checkout.locator("[part~=title]").wait_for()
+    assert checkout.locator("[part~=title]").inner_text() == "Subscribe to Pro"
+    # The card field is Stripe's (the emulator's Stripe.js), in the light DOM: outside every shadow root.
+    card_input = page.locator("entitle-checkout [data-entitle-card] input[placeholder=number]")
+    card_input.wait_for()
+    assert page.evaluate(
+        "document.querySelector('entitle-checkout > [data-entitle-card] input').getRootNode() === document"
+    )
+    scripts = page.evaluate("[...document.scripts].map(s => s.src).filter(Boolean)")
+    assert any(src.endswith("/js.stripe.com/v3/") and src.startswith("http://127.0.0.1") for src in scripts)
+    checkout.locator("[data-addon=extra-seats]").fill("2")
+    page.wait_for_function(
+        "document.querySelector('entitle-checkout').shadowRoot.querySelector('[data-testid=due-today]')"
+        "?.textContent === '$59.00'"
+    )
+
+    _fill_card(page, DECLINED)
+    checkout.locator("[data-action=pay]").click()
+    error = checkout.locator("[data-testid=payment-error]")
+    error.wait_for()
+    assert "declined" in error.inner_text().lower()
+    assert [s["planId"] for s in _subscriptions(demo)] == ["free"]  # nothing granted
+    shoot(checkout, "checkout-declined")
+
+    _fill_card(page, VISA)
+    checkout.locator("[data-action=pay]").click()
+    page.wait_for_function("window.completed !== undefined")
+    detail = page.evaluate("window.completed")
+    assert detail["planId"] == "pro"
+    (sub,) = _subscriptions(demo, "PAYMENT_PENDING")  # activated once Stripe has charged the card
+    shoot(checkout, "checkout-completed")
+    Worker(demo.db).drain()  # the card and the subscription reach Stripe, which charges the card
+    (sub,) = _subscriptions(demo)
+    assert (sub["planId"], sub["status"]) == ("pro", "ACTIVE")
+    assert sub["addons"] == [{"id": "extra-seats", "quantity": 2}]
+    invoices = demo.api.get(f"/api/v1/customers/{DEMO_CUSTOMER}/invoices").json()["data"]
+    assert [(i["state"], i["total"]) for i in invoices] == [("PAID", 59)]
+    portal = page.locator("entitle-customer-portal")
+    page.evaluate("document.querySelector('entitle-customer-portal').refresh()")
+    portal.locator("[data-testid=subscription][data-plan-id=pro]").wait_for()
+    assert "$29.00" in portal.locator("[data-testid=subscription]").inner_text()
+    assert portal.locator("[data-testid=payment-method]").inner_text().startswith("VISA •••• 4242")
+    # Changing plan later pays with the card on file: no card field unless the customer asks for another.
+    page.evaluate("document.querySelector('entitle-checkout').setAttribute('billing-period', 'ANNUALLY')")
+    checkout.locator("[data-testid=saved-card]").wait_for()
+    assert checkout.locator("[data-testid=saved-card]").inner_text() == "Card: VISA •••• 4242"
+    assert page.locator("entitle-checkout [data-entitle-card]").count() == 0
+    checkout.locator("[data-action=other-card]").click()
+    card_input.wait_for()
+    bar = portal.locator("[data-testid=usage][data-feature-id=api-calls]")
+    assert bar.get_attribute("data-used") == "0"
+    answer = demo.api.post(
+        "/api/v2/usage", json={"usages": [{"customerId": DEMO_CUSTOMER, "featureId": "api-calls", "value": 250}]}
+    )
+    assert answer.status_code == 200, answer.text
+    page.evaluate("document.querySelector('entitle-customer-portal').refresh()")
+    page.wait_for_function(
+        "document.querySelector('entitle-customer-portal').shadowRoot"
+        ".querySelector('[data-feature-id=api-calls]')?.dataset.used === '250'"
+    )
+    assert "250 / 100,000 calls" in bar.inner_text()
+
+    # A downgrade to Free is scheduled for the period's end; the customer withdraws it from the portal.
+    answer = demo.api.post("/api/v1/subscriptions", json={"customerId": DEMO_CUSTOMER, "planId": "free"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["data"]["isScheduled"] is True
+    page.evaluate("document.querySelector('entitle-customer-portal').refresh()")
+    change = portal.locator("[data-testid=scheduled-change]")
+    change.wait_for()
+    assert change.inner_text().startswith("Changes to Free on")
+    shoot(portal, "customer-portal")
+    page.evaluate("document.querySelector('entitle-pricing-table').refresh()")
+    page.wait_for_function(
+        "document.querySelector('entitle-pricing-table').shadowRoot"
+        ".querySelector('[data-plan-id=free] [part~=plan-button]')?.dataset.intention === 'scheduled'"
+    )
+    assert plan_card(page, "free").locator("[part~=plan-button]").inner_text() == "Change scheduled"
+    change.locator("[data-action=cancel-scheduled]").click()
+    change.wait_for(state="detached")
+    assert _subscriptions(demo)[0]["futureUpdates"] == []
+
+    # Cancel at the period's end, after a confirmation ("Keep my plan" first changes nothing).
+    subscription = portal.locator("[data-testid=subscription][data-plan-id=pro]")
+    subscription.locator("[data-action=cancel]").click()
+    subscription.locator("[data-action=keep]").click()
+    assert subscription.locator("[data-action=confirm-cancel]").is_hidden()
+    subscription.locator("[data-action=cancel]").click()
+    subscription.locator("[data-action=confirm-cancel]").click()
+    portal.locator("text=Ends on").wait_for()
+    (sub,) = _subscriptions(demo)
+    assert sub["status"] == "ACTIVE" and sub["cancellationDate"] == sub["currentBillingPeriodEnd"]
+
+
+def test_another_customers_id_with_this_token_shows_the_error_state_and_is_refused(demo: Demo, page: Any) -> None:
+    page.evaluate("document.querySelector('entitle-customer-portal').setAttribute('customer-id', 'someone-else')")
+    error = page.locator("entitle-customer-portal [part~=error]").first
+    error.wait_for()
+    assert "session has expired or is not valid" in error.inner_text()
+    assert error.get_attribute("data-code") == "UNAUTHENTICATED"
+    shoot(page.locator("entitle-customer-portal"), "customer-portal-error")
+    # The server refuses the same request made outside the widget.
+    portal = page.locator("entitle-customer-portal")
+    key, token = portal.get_attribute("client-key"), portal.get_attribute("customer-token")
+    answer = httpx.get(
+        f"{demo.base_url}/api/v1/widgets/customers/someone-else/subscriptions",
+        headers={"X-API-KEY": key, "X-CUSTOMER-TOKEN": token},
+    )
+    assert answer.status_code == 401
+    assert answer.json()["error"]["code"] == "UNAUTHENTICATED"
+
+
+def test_unknown_product_and_unreachable_server_show_error_states_with_retry(demo: Demo, page: Any) -> None:
+    page.evaluate("document.querySelector('entitle-pricing-table').setAttribute('product-id', 'no-such-product')")
+    error = page.locator("entitle-pricing-table [part~=error]")
+    error.wait_for()
+    assert error.get_attribute("data-code") == "NOT_FOUND"
+    assert "Product 'no-such-product' was not found." in error.inner_text()
+    shoot(page.locator("entitle-pricing-table"), "pricing-table-error")
+
+    page.evaluate("document.querySelector('entitle-checkout').setAttribute('api-url', 'http://127.0.0.1:9')")
+    page.evaluate("document.querySelector('entitle-checkout').setAttribute('plan-id', 'pro')")
+    unreachable = page.locator("entitle-checkout [part~=error]")
+    unreachable.wait_for()
+    assert unreachable.get_attribute("data-code") == "UNREACHABLE"
+    assert "cannot be reached" in unreachable.inner_text()
+    assert unreachable.locator("[part~=retry-button]").is_visible()
+
+
+def test_hosted_checkout_redirects_to_stripe_checkout_for_the_chosen_plan(demo: Demo, page: Any) -> None:
+    customer = as_new_customer(demo, page, "entitle-checkout")
+    page.evaluate(
+        "const c = document.querySelector('entitle-checkout');"
+        " c.setAttribute('payment', 'hosted'); c.setAttribute('success-url', location.href);"
+        " c.setAttribute('plan-id', 'pro');"
+    )
+    checkout = page.locator("entitle-checkout")
+    checkout.locator("[data-testid=due-today]").wait_for()
+    assert page.locator("entitle-checkout [data-entitle-card]").count() == 0  # no card field: Stripe's page takes it
+    checkout.locator("[data-action=pay]").click()
+    page.wait_for_url(f"{demo.emulator.api_base}/emulated/checkout/**")
+    answer = demo.api.get("/api/v1/subscriptions", params={"customerId": customer, "status": "PAYMENT_PENDING"})
+    assert [s["planId"] for s in answer.json()["data"]] == ["pro"]  # active once Stripe reports the payment

@@ -1,0 +1,255 @@
+"""The widgets' routes (issue 15) on both databases: each answers for the one customer of the token and
+refuses any other; a customer's page cannot buy a custom-priced plan, name fields only a backend may
+set, nor touch another customer's subscription; nothing is written when refused. Also: the ES module,
+the OpenAPI schema and the `/demo` page. (The browser flows are in billing/test_widgets_browser.py.)
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from entitle.catalog.demo import load_catalog
+from entitle.environments import access
+from entitle.environments.models import KeyKind
+from entitle.environments.service import ensure_environment
+from entitle.sdk.tokens import CUSTOMER_TOKEN_HEADER
+from entitle.widgets.demo import DEMO_CUSTOMER
+from tests.conftest import LiveServer
+from tests.support.tokens import token_for
+
+_ids = itertools.count()
+BASE = "/api/v1/widgets/customers"
+
+
+@pytest.fixture(scope="module")
+def shop(module_server: LiveServer) -> LiveServer:
+    load_catalog(module_server.db, ensure_environment(module_server.db, "development").pk)
+    return module_server
+
+
+@pytest.fixture(scope="module")
+def client_key(shop: LiveServer) -> str:
+    return shop.key("development", KeyKind.CLIENT)
+
+
+@pytest.fixture
+def api(shop: LiveServer) -> Iterator[httpx.Client]:
+    with shop.http() as client:
+        yield client
+
+
+def new_customer(api: httpx.Client) -> str:
+    """A customer as a sign-up makes it: on the demo product's start plan (Free)."""
+    ref = f"w-{next(_ids)}"
+    answer = api.post("/api/v1/customers", json={"id": ref, "name": ref, "email": f"{ref}@example.com"})
+    assert answer.status_code == 200, answer.text
+    return ref
+
+
+def page_of(shop: LiveServer, client_key: str, customer: str) -> httpx.Client:
+    """What the customer's browser holds: the public client key and its own token."""
+    client = shop.http(client_key)
+    client.headers[CUSTOMER_TOKEN_HEADER] = token_for(shop, customer)
+    return client
+
+
+def subscriptions_of(api: httpx.Client, customer: str) -> list[dict[str, Any]]:
+    answer = api.get("/api/v1/subscriptions", params={"customerId": customer})
+    assert answer.status_code == 200, answer.text
+    return list(answer.json()["data"])
+
+
+def plans_of(api: httpx.Client, customer: str) -> list[tuple[str, str]]:
+    return [(s["planId"], s["status"]) for s in subscriptions_of(api, customer)]
+
+
+def routes(customer: str, subscription: str = "sub-x") -> list[tuple[str, str, dict[str, Any] | None]]:
+    path = f"{BASE}/{customer}"
+    return [
+        ("GET", path, None),
+        ("GET", f"{path}/subscriptions", None),
+        ("GET", f"{path}/invoices", None),
+        ("POST", f"{path}/preview", {"planId": "pro"}),
+        ("POST", f"{path}/setup-intent", None),
+        ("POST", f"{path}/payment-method", {"paymentMethodId": "pm_x"}),
+        ("POST", f"{path}/subscriptions", {"planId": "pro"}),
+        ("POST", f"{path}/subscriptions/{subscription}/cancel", None),
+        ("DELETE", f"{path}/subscriptions/{subscription}/future-update/schedule", None),
+        ("POST", f"{path}/portal-session", {"returnUrl": "https://app.example.com/account"}),
+    ]
+
+
+def test_every_route_refuses_another_customers_token_and_a_missing_one(
+    shop: LiveServer, client_key: str, api: httpx.Client
+) -> None:
+    alice, bob = new_customer(api), new_customer(api)
+    with page_of(shop, client_key, alice) as alices_page, shop.http(client_key) as no_token:
+        for method, path, body in routes(bob):
+            for client in (alices_page, no_token):
+                answer = client.request(method, path, json=body)
+                assert answer.status_code == 401, (method, path, answer.text)
+                assert answer.json()["error"]["code"] == "UNAUTHENTICATED"
+        assert alices_page.get(f"{BASE}/{alice}/subscriptions").status_code == 200
+    assert plans_of(api, bob) == [("free", "ACTIVE")]  # the start plan only: nothing was bought for bob
+
+
+def test_another_customers_subscription_is_not_found_and_left_alone(
+    shop: LiveServer, client_key: str, api: httpx.Client
+) -> None:
+    alice, bob = new_customer(api), new_customer(api)
+    answer = api.post("/api/v1/subscriptions", json={"customerId": bob, "planId": "pro"})
+    assert answer.status_code == 200, answer.text
+    bobs = answer.json()["data"]["id"]
+    with page_of(shop, client_key, alice) as page:
+        for path, method in (
+            (f"{BASE}/{alice}/subscriptions/{bobs}/cancel", "POST"),
+            (f"{BASE}/{alice}/subscriptions/{bobs}/future-update/schedule", "DELETE"),
+            (f"{BASE}/{alice}/subscriptions/no-such-subscription/cancel", "POST"),
+        ):
+            answer = page.request(method, path)
+            assert answer.status_code == 404, answer.text
+            assert answer.json()["error"]["code"] == "NOT_FOUND"
+    (sub,) = [s for s in subscriptions_of(api, bob) if s["id"] == bobs]
+    assert sub["cancellationDate"] is None
+
+
+def test_a_custom_priced_plan_cannot_be_bought_from_a_page(
+    shop: LiveServer, client_key: str, api: httpx.Client
+) -> None:
+    customer = new_customer(api)
+    with page_of(shop, client_key, customer) as page:
+        answer = page.post(f"{BASE}/{customer}/subscriptions", json={"planId": "enterprise"})
+    assert answer.status_code == 400
+    assert answer.json()["error"]["code"] == "CUSTOM_PRICED_PLAN"
+    assert plans_of(api, customer) == [("free", "ACTIVE")]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"customerId": "someone-else"},
+        {"payingCustomerId": "someone-else"},
+        {"entitlements": [{"type": "FEATURE", "id": "seats", "usageLimit": 10_000}]},
+        {"trialOverrideConfiguration": {"isTrial": True}},
+        {"startDate": "2020-01-01T00:00:00Z"},
+        {"billingPeriod": "WEEKLY"},
+        {"addons": [{"id": "extra-seats", "quantity": -1}]},
+    ],
+)
+def test_fields_a_page_may_not_set_are_refused_and_nothing_is_written(
+    shop: LiveServer, client_key: str, api: httpx.Client, extra: dict[str, Any]
+) -> None:
+    customer = new_customer(api)
+    with page_of(shop, client_key, customer) as page:
+        answer = page.post(f"{BASE}/{customer}/subscriptions", json={"planId": "pro", **extra})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["code"] == "INVALID_ARGUMENT"
+    assert plans_of(api, customer) == [("free", "ACTIVE")]
+
+
+def test_a_page_previews_subscribes_lists_and_cancels_at_period_end_without_a_provider(
+    shop: LiveServer, client_key: str, api: httpx.Client
+) -> None:
+    customer = new_customer(api)
+    choice = {"planId": "pro", "billingPeriod": "ANNUALLY", "addons": [{"id": "extra-seats", "quantity": 2}]}
+    with page_of(shop, client_key, customer) as page:
+        preview = page.post(f"{BASE}/{customer}/preview", json=choice)
+        assert preview.status_code == 200, preview.text
+        # The demo's Pro starts with a 14-day trial: nothing due today, then 290 + 2 x 150 a year (dollars).
+        assert preview.json()["data"]["immediateInvoice"]["total"] == 0
+        assert preview.json()["data"]["recurringInvoice"]["total"] == 590
+        # No Stripe connected: no card can be saved (the checkout then says so), and there are no invoices.
+        intent = page.post(f"{BASE}/{customer}/setup-intent")
+        assert intent.status_code == 409
+        assert intent.json()["error"]["code"] == "FAILED_PRECONDITION"
+        assert page.get(f"{BASE}/{customer}/invoices").json()["data"] == []
+
+        bought = page.post(f"{BASE}/{customer}/subscriptions", json={**choice, "promotionCode": None})
+        assert bought.status_code == 200, bought.text
+        data = bought.json()["data"]
+        assert data["status"] == "SUCCESS"
+        # The demo's Pro has a 14-day trial for a customer that never had one.
+        assert (data["subscription"]["planId"], data["subscription"]["status"]) == ("pro", "IN_TRIAL")
+        listed = page.get(f"{BASE}/{customer}/subscriptions").json()["data"]
+        assert [(s["id"], s["billingPeriod"]) for s in listed] == [(data["id"], "ANNUALLY")]  # Free ended
+        assert listed[0]["addons"] == [{"id": "extra-seats", "quantity": 2}]
+
+        canceled = page.post(f"{BASE}/{customer}/subscriptions/{data['id']}/cancel")
+        assert canceled.status_code == 200, canceled.text
+        assert canceled.json()["data"]["cancellationDate"] is not None
+        assert canceled.json()["data"]["status"] == "IN_TRIAL"  # until the period ends, not at once
+
+
+def test_the_module_is_served_and_the_routes_are_in_the_openapi_schema(shop: LiveServer) -> None:
+    # The schema of ~100 operations is built on its first request: seconds on a loaded machine.
+    with httpx.Client(base_url=shop.base_url, timeout=120) as anyone:
+        module = anyone.get("/widgets/v1/entitle.js")
+        schema = anyone.get("/openapi.json").json()
+    assert module.status_code == 200
+    assert module.headers["content-type"].startswith("text/javascript")
+    for name in ("entitle-pricing-table", "entitle-checkout", "entitle-customer-portal"):
+        assert f'["{name}",' in module.text
+    # Nothing but Stripe.js comes from elsewhere: the module names no other host.
+    assert "https://" not in module.text
+    paths = {p for p in schema["paths"] if p.startswith(BASE)}
+    assert paths == {
+        f"{BASE}/{{customer_id}}",
+        f"{BASE}/{{customer_id}}/subscriptions",
+        f"{BASE}/{{customer_id}}/preview",
+        f"{BASE}/{{customer_id}}/setup-intent",
+        f"{BASE}/{{customer_id}}/payment-method",
+        f"{BASE}/{{customer_id}}/subscriptions/{{subscription_id}}/cancel",
+        f"{BASE}/{{customer_id}}/subscriptions/{{subscription_id}}/future-update/schedule",
+        f"{BASE}/{{customer_id}}/invoices",
+        f"{BASE}/{{customer_id}}/portal-session",
+    }
+    parameters = schema["paths"][f"{BASE}/{{customer_id}}/subscriptions"]["post"]["parameters"]
+    assert "X-CUSTOMER-TOKEN" in {p["name"] for p in parameters}
+
+
+def test_the_demo_page_shows_the_three_widgets_for_the_demo_customer(shop: LiveServer, api: httpx.Client) -> None:
+    with httpx.Client(base_url=shop.base_url, timeout=30) as anyone:
+        page = anyone.get("/demo")
+    assert page.status_code == 200
+    for tag in ("<entitle-pricing-table", "<entitle-checkout", "<entitle-customer-portal"):
+        assert tag in page.text
+    assert 'customer-id="demo-customer"' in page.text
+    assert "No Stripe integration is connected" in page.text and "entitle-stripe-emulator" in page.text
+    # The demo customer exists, on the product's start plan, and the page's token is good for it only.
+    assert [s["planId"] for s in subscriptions_of(api, DEMO_CUSTOMER)] == ["free"]
+    token = page.text.split('customer-token="')[1].split('"')[0]
+    key = page.text.split('client-key="')[1].split('"')[0]
+    with httpx.Client(base_url=shop.base_url, headers={"X-API-KEY": key, CUSTOMER_TOKEN_HEADER: token}) as browser:
+        assert browser.get(f"{BASE}/{DEMO_CUSTOMER}/subscriptions").status_code == 200
+        assert browser.get(f"{BASE}/someone-else/subscriptions").status_code == 401
+
+
+def test_a_listed_origin_may_post_to_the_widget_routes_only(
+    shop: LiveServer, client_key: str, api: httpx.Client
+) -> None:
+    app = "https://app.example.com"
+    customer = new_customer(api)
+    access.update_settings(shop.db, "development", allowed_origins=[app])
+    try:
+
+        def preflight(path: str, method: str) -> httpx.Response:
+            headers = {"Origin": app, "Access-Control-Request-Method": method}
+            return httpx.options(f"{shop.base_url}{path}", headers=headers, timeout=30)
+
+        for method in ("POST", "DELETE"):
+            answer = preflight(f"{BASE}/{customer}/subscriptions", method)
+            assert answer.status_code == 204, answer.text
+            assert answer.headers["access-control-allow-origin"] == app
+            assert answer.headers["access-control-allow-methods"] == "GET, POST, DELETE"
+        assert preflight("/api/v1/subscriptions", "POST").status_code == 403  # elsewhere a client key only reads
+        with page_of(shop, client_key, customer) as page:
+            answer = page.post(f"{BASE}/{customer}/preview", json={"planId": "pro"}, headers={"Origin": app})
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["access-control-allow-origin"] == app
+    finally:
+        access.update_settings(shop.db, "development", allowed_origins=[])
