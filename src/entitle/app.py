@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -90,6 +91,9 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         domain_events.on_commit(snapshot.committed)
         app.state.push_hub.start()
         restore_signals = app.state.push_hub.chain_exit_signals()
+        if settings.freeze_startup_objects:
+            gc.collect()
+            gc.freeze()
         yield
         app.state.push_hub.stop()
         domain_events.remove_commit_listener(snapshot.committed)
