@@ -23,7 +23,7 @@ class Settings:
     checkout_cancel_url: str | None = None
     # Once started, move every object alive then (modules, models, routes: ~230,000) out of the cyclic
     # garbage collector's sight (`gc.freeze`), so that a full collection does not pause a request for
-    # tens of milliseconds. On for `entitle serve`; off for apps made in a longer-lived process (tests).
+    # about 130 ms of CPU. On for `entitle serve`; off for apps made in a longer-lived process (tests).
     freeze_startup_objects: bool = False
 
     @property
