@@ -27,7 +27,9 @@ def start_journey(s: Session, env_id: int, customer: Customer, req: CustomerProv
     requested_product: int | None = None
     if req.subscription_params is not None:
         params = req.subscription_params.model_dump(exclude_unset=True)
-        sub = provision_unanswered(s, env_id, SubscriptionProvision(customer_id=customer.ref_id, **params))
+        sub = provision_unanswered(
+            s, env_id, SubscriptionProvision(customer_id=customer.ref_id, **params), created=customer
+        )
         requested_product = sub.product_pk
     for product in s.scalars(select(Product).where(Product.environment_id == env_id, Product.status == "PUBLISHED")):
         settings = product.product_settings or {}
@@ -41,4 +43,5 @@ def start_journey(s: Session, env_id: int, customer: Customer, req: CustomerProv
             s,
             env_id,
             SubscriptionProvision(customer_id=customer.ref_id, plan_id=plan_ref, trial_override_configuration=trial),
+            created=customer,
         )

@@ -164,11 +164,14 @@ def provision_in(
     )
 
 
-def provision_unanswered(s: Session, env_id: int, req: SubscriptionProvision) -> Subscription:
+def provision_unanswered(
+    s: Session, env_id: int, req: SubscriptionProvision, *, created: Customer | None = None
+) -> Subscription:
     """`provision_in` for a caller that answers with something else (customer provisioning with
     subscriptionParams): neither the subscription's view nor the customer's entitlements are read.
-    The subscription that now holds the plan (or the one a downgrade is scheduled on)."""
-    return _provision(s, env_id, req, allow_checkout=False).sub
+    `created`: the customer, inserted by this transaction (no one else can see it, so there is nothing
+    to read or lock). The subscription that now holds the plan (or the one a downgrade is scheduled on)."""
+    return _provision(s, env_id, req, allow_checkout=False, created=created).sub
 
 
 @dataclass
@@ -180,9 +183,14 @@ class _Provisioned:
     checkout: ports.CheckoutOptions | None = None
 
 
-def _provision(s: Session, env_id: int, req: SubscriptionProvision, allow_checkout: bool) -> _Provisioned:
+def _provision(
+    s: Session, env_id: int, req: SubscriptionProvision, allow_checkout: bool, created: Customer | None = None
+) -> _Provisioned:
     now = utcnow()
-    customer = customers.get_live(s, env_id, req.customer_id, for_update=True)
+    if created is not None and created.ref_id == req.customer_id and created.environment_id == env_id:
+        customer = created
+    else:
+        customer = customers.get_live(s, env_id, req.customer_id, for_update=True)
     plan = latest_package(s, env_id, PLAN, req.plan_id)
     product = s.get(Product, plan.product_pk)
     if product is None or product.status == "ARCHIVED":
