@@ -71,6 +71,7 @@ def serve(database_url: str, port: int, data_dir: str) -> None:
         console_base_url=f"http://127.0.0.1:{port}",
         # As `entitle serve` defaults: an embedded job worker on SQLite, none on PostgreSQL.
         embedded_worker=database_url.startswith("sqlite"),
+        freeze_startup_objects=True,  # as `entitle serve` does
     )
     app = create_app(settings)
     constant = JSONResponse({"data": {"status": "constant"}})

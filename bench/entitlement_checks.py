@@ -61,6 +61,7 @@ def serve(database_url: str, port: int, data_dir: str) -> None:
         data_dir=Path(data_dir),
         console_base_url=f"http://127.0.0.1:{port}",
         embedded_worker=database_url.startswith("sqlite"),
+        freeze_startup_objects=True,  # as `entitle serve` does
     )
     app = create_app(settings)
     constant = JSONResponse({"data": {"status": "constant"}})

@@ -220,6 +220,7 @@ def serve(database_url: str, port: int, data_dir: str) -> None:
         data_dir=Path(data_dir),
         console_base_url=f"http://127.0.0.1:{port}",
         embedded_worker=sqlite,  # as `entitle serve` defaults
+        freeze_startup_objects=True,  # as `entitle serve` does
     )
     app = create_app(settings)
     holds = LockHolds(app.state.db.write_engine) if sqlite else None

@@ -114,7 +114,8 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         domain_events.on_commit(snapshot.committed)
         app.state.push_hub.start()
         restore_signals = app.state.push_hub.chain_exit_signals()
-        _tune_process()
+        if settings.freeze_startup_objects:
+            _tune_process()
         yield
         app.state.push_hub.stop()
         domain_events.remove_commit_listener(snapshot.committed)

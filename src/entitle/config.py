@@ -33,6 +33,10 @@ class Settings:
     # (a paid plan and no payment method): ENTITLE_CHECKOUT_SUCCESS_URL, ENTITLE_CHECKOUT_CANCEL_URL.
     checkout_success_url: str | None = None
     checkout_cancel_url: str | None = None
+    # Once started, move every object alive then (modules, models, routes: ~230,000) out of the cyclic
+    # garbage collector's sight (`gc.freeze`), so that a full collection does not pause a request for
+    # about 130 ms of CPU. On for `entitle serve`; off for apps made in a longer-lived process (tests).
+    freeze_startup_objects: bool = False
 
     @property
     def is_sqlite(self) -> bool:
@@ -60,6 +64,7 @@ def load_settings() -> Settings:
         embedded_worker=run_worker,
         checkout_success_url=os.environ.get("ENTITLE_CHECKOUT_SUCCESS_URL", "").strip() or None,
         checkout_cancel_url=os.environ.get("ENTITLE_CHECKOUT_CANCEL_URL", "").strip() or None,
+        freeze_startup_objects=True,
     )
 
 

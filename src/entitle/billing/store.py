@@ -33,6 +33,7 @@ from entitle.catalog.coupons.models import Coupon
 from entitle.catalog.packages.models import Package
 from entitle.clock import utcnow
 from entitle.customers.models import Customer, CustomerIntegration
+from entitle.db.memo import rows_once
 from entitle.db.pagination import Page, PageRequest, paginate
 from entitle.subscriptions.models import Subscription
 from entitle.sync_states import SyncState
@@ -49,15 +50,24 @@ _PROMOTION = "entitle.billing.applied_promotion_code"
 _BINDING_STATES = (PENDING, SUCCESS, ERROR)
 
 
-def active_integrations(session: Session, env_id: int, vendor: str = STRIPE) -> list[Integration]:
-    """The environment's connected integrations with a vendor, the default first, then in connection order."""
-    rows = list(
-        session.scalars(
+def vendor_integrations(session: Session, env_id: int, vendor: str = STRIPE) -> list[Integration]:
+    """Every integration of the environment with a vendor, removed ones too, in connection order; read
+    once per transaction (provisioning asks who bills a subscription from several subscribers)."""
+
+    def load() -> list[Integration]:
+        stmt = (
             select(Integration)
-            .where(Integration.environment_id == env_id, Integration.vendor == vendor, Integration.removed_at.is_(None))
+            .where(Integration.environment_id == env_id, Integration.vendor == vendor)
             .order_by(Integration.pk)
         )
-    )
+        return list(session.scalars(stmt))
+
+    return list(rows_once(session, ("billing.integrations", env_id, vendor), Integration, load))
+
+
+def active_integrations(session: Session, env_id: int, vendor: str = STRIPE) -> list[Integration]:
+    """The environment's connected integrations with a vendor, the default first, then in connection order."""
+    rows = [row for row in vendor_integrations(session, env_id, vendor) if row.removed_at is None]
     return sorted(rows, key=lambda row: not row.is_default)
 
 
@@ -109,6 +119,8 @@ def customer_binding(session: Session, customer: Customer, vendor: str = STRIPE)
        None when only a removed one holds it.
     3. Else the environment's default integration (not bound: a subscription may choose another).
     """
+    if not vendor_integrations(session, customer.environment_id, vendor):
+        return CustomerBinding(None, False)  # nothing could name, hold or bill it: no query more
     named = session.scalars(
         select(Integration)
         .join(CustomerIntegration, CustomerIntegration.integration_id == Integration.ref_id)
@@ -174,6 +186,8 @@ def take_promotion(session: Session, sub_pk: int) -> dict[str, str] | None:
 def integration_for_subscription(session: Session, sub: Subscription, vendor: str = STRIPE) -> Integration | None:
     """Which integration bills the subscription: the one its billing link is held by (None once that one
     is removed), else the one chosen when it was provisioned, else its paying customer's."""
+    if not vendor_integrations(session, sub.environment_id, vendor):
+        return None
     linked = session.scalars(
         select(Integration)
         .join(BillingLink, BillingLink.integration_pk == Integration.pk)

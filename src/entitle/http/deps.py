@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+import weakref
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Annotated, TypeVar
@@ -107,14 +109,53 @@ async def hot_customer_key(
     cache = key_cache_of(request)
     principal = cache.get(x_api_key) if x_api_key else None
     if principal is None:
-        read_at = time.monotonic()
-        principal = await run_in_threadpool(authenticate, request.app.state.db, x_api_key)
-        if x_api_key:
-            cache.keep(x_api_key, principal, read_at)
+        if x_api_key and cache.remembers(x_api_key):
+            principal = await asyncio.shield(_read_key(request, cache, x_api_key))
+        else:
+            read_at = time.monotonic()
+            principal = await run_in_threadpool(authenticate, request.app.state.db, x_api_key)
+            if x_api_key:
+                cache.keep(x_api_key, principal, read_at)
+    elif x_api_key and cache.needs_refresh(x_api_key):
+        _read_key(request, cache, x_api_key)
     request.state.principal = principal
     check_environment_header(x_environment_id, principal.environment_name, principal.environment_id)
     check_customer_access(principal, customer_id, x_customer_token, secret_box_of(request))
     return principal
+
+
+# The one read in flight of each remembered server key, per key cache (tasks of the app's event loop).
+_key_reads: weakref.WeakKeyDictionary[KeyCache, dict[str, asyncio.Task[Principal]]] = weakref.WeakKeyDictionary()
+
+
+def _read_key(request: Request, cache: KeyCache, raw_key: str) -> asyncio.Task[Principal]:
+    """The key's read in flight, or a new one: concurrent requests share it (its answer is at most as old
+    as the cache allows, since it began after the entry they found)."""
+    reads = _key_reads.setdefault(cache, {})
+    task = reads.get(raw_key)
+    if task is None:
+        task = asyncio.ensure_future(_reread(request.app.state.db, cache, raw_key))
+        reads[raw_key] = task
+        task.add_done_callback(lambda done: _read_done(reads, raw_key, done))
+    return task
+
+
+async def _reread(db: Database, cache: KeyCache, raw_key: str) -> Principal:
+    read_at = time.monotonic()
+    try:
+        principal = await run_in_threadpool(authenticate, db, raw_key)
+    except Exception:
+        cache.forget(raw_key)  # revoked (or unreadable): the next request reads it and answers for itself
+        raise
+    cache.keep(raw_key, principal, read_at)
+    return principal
+
+
+def _read_done(reads: dict[str, asyncio.Task[Principal]], raw_key: str, done: asyncio.Task[Principal]) -> None:
+    if reads.get(raw_key) is done:
+        del reads[raw_key]
+    if not done.cancelled():
+        done.exception()  # a background refresh nobody awaits: its error is handled by `_reread`
 
 
 async def hot_db(request: Request) -> Database:

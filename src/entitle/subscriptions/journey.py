@@ -14,7 +14,7 @@ from entitle.customers import service as customers
 from entitle.customers.models import Customer
 from entitle.db import Database
 from entitle.subscriptions import ports
-from entitle.subscriptions.provisioning import provision_in
+from entitle.subscriptions.provisioning import provision_unanswered
 from entitle.subscriptions.schemas import CustomerProvisionWithSubscription, SubscriptionProvision, TrialOverride
 from entitle.subscriptions.validation import product_of_plan
 
@@ -34,8 +34,10 @@ def start_journey(s: Session, env_id: int, customer: Customer, req: CustomerProv
     requested_product: int | None = None
     if req.subscription_params is not None:
         params = req.subscription_params.model_dump(exclude_unset=True)
-        result = provision_in(s, env_id, SubscriptionProvision(customer_id=customer.ref_id, **params), answer=False)
-        requested_product = result.view.sub.product_pk
+        sub = provision_unanswered(
+            s, env_id, SubscriptionProvision(customer_id=customer.ref_id, **params), created=customer
+        )
+        requested_product = sub.product_pk
     for product in s.scalars(select(Product).where(Product.environment_id == env_id, Product.status == "PUBLISHED")):
         settings = product.product_settings or {}
         setup, plan_ref = settings.get("subscriptionStartSetup"), settings.get("subscriptionStartPlanId")
@@ -44,11 +46,11 @@ def start_journey(s: Session, env_id: int, customer: Customer, req: CustomerProv
         if product_of_plan(s, env_id, plan_ref) != product.pk:
             continue  # the start plan is not published (yet): nothing to start on
         trial = TrialOverride(is_trial=True) if setup == "TRIAL_PERIOD" else None
-        provision_in(
+        provision_unanswered(
             s,
             env_id,
             SubscriptionProvision(customer_id=customer.ref_id, plan_id=plan_ref, trial_override_configuration=trial),
-            answer=False,
+            created=customer,
         )
 
 

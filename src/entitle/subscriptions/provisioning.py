@@ -45,10 +45,10 @@ from entitle.subscriptions.schemas import (
 from entitle.subscriptions.service import SubscriptionView, view_of
 from entitle.subscriptions.transitions import (
     JOB_START,
+    add_addons,
+    add_charges,
+    add_overrides,
     end_subscription,
-    replace_addons,
-    replace_charges,
-    replace_overrides,
     schedule_end,
     schedule_trial_end,
     schedule_update,
@@ -144,16 +144,47 @@ def provision(db: Database, env_id: int, req: SubscriptionProvision) -> Provisio
 
 
 def provision_in(
-    s: Session, env_id: int, req: SubscriptionProvision, *, allow_checkout: bool = False, answer: bool = True
+    s: Session, env_id: int, req: SubscriptionProvision, *, allow_checkout: bool = False
 ) -> ProvisionResult:
-    """Provision inside an open transaction (customer provisioning with subscriptionParams uses it).
+    """Provision inside an open transaction, answered with the subscription and the customer's entitlements.
 
     `allow_checkout`: the caller opens a Stripe Checkout after the commit when the result asks for one
-    (`provision` does; a subscription that would need one elsewhere is refused). `answer=False`: the
-    caller answers with something else, so the customer's entitlements (a read per feature) are skipped.
+    (`provision` does; a subscription that would need one elsewhere is refused).
     """
+    done = _provision(s, env_id, req, allow_checkout)
+    granted = ports.current_entitlements.impl(s, env_id, done.customer, req.resource_id)
+    return ProvisionResult(
+        view_of(s, done.sub, done.now), granted, is_scheduled=done.is_scheduled, checkout=done.checkout
+    )
+
+
+def provision_unanswered(
+    s: Session, env_id: int, req: SubscriptionProvision, *, created: Customer | None = None
+) -> Subscription:
+    """`provision_in` for a caller that answers with something else (customer provisioning with
+    subscriptionParams): neither the subscription's view nor the customer's entitlements are read.
+    `created`: the customer, inserted by this transaction (no one else can see it, so there is nothing
+    to read or lock). The subscription that now holds the plan (or the one a downgrade is scheduled on)."""
+    return _provision(s, env_id, req, allow_checkout=False, created=created).sub
+
+
+@dataclass
+class _Provisioned:
+    sub: Subscription
+    customer: Customer
+    now: datetime
+    is_scheduled: bool = False
+    checkout: ports.CheckoutOptions | None = None
+
+
+def _provision(
+    s: Session, env_id: int, req: SubscriptionProvision, allow_checkout: bool, created: Customer | None = None
+) -> _Provisioned:
     now = utcnow()
-    customer = customers.get_live(s, env_id, req.customer_id, for_update=True)
+    if created is not None and created.ref_id == req.customer_id and created.environment_id == env_id:
+        customer = created
+    else:
+        customer = customers.get_live(s, env_id, req.customer_id, for_update=True)
     plan = latest_package(s, env_id, PLAN, req.plan_id)
     product = s.get(Product, plan.product_pk)
     if product is None or product.status == "ARCHIVED":
@@ -210,8 +241,7 @@ def provision_in(
                 )
             schedule_update(s, current, "DOWNGRADE", window.end, _change_doc(req, billing_period), plan.ref_id)
             announce_update(s, current, "UPDATE_SCHEDULED", entitlements=False)
-            granted = ports.current_entitlements.impl(s, env_id, customer, req.resource_id)
-            return ProvisionResult(view_of(s, current, now), granted, is_scheduled=True)
+            return _Provisioned(current, customer, now, is_scheduled=True)
         end_subscription(s, current, now, Status.CANCELED, "UPGRADE_OR_DOWNGRADE")
 
     if start > now + timedelta(seconds=1):
@@ -247,9 +277,9 @@ def provision_in(
     )
     s.add(sub)
     s.flush()
-    replace_addons(s, sub, addons)
-    replace_charges(s, sub, req.charges or [])
-    replace_overrides(s, sub, req.entitlements or [])
+    add_addons(s, sub, addons)
+    add_charges(s, sub, req.charges or [])
+    add_overrides(s, sub, req.entitlements or [])
     # billingInformation.integrationId: a connected integration agreeing with the customer's, or a 400.
     billing = ports.billing.impl
     billing.choose_integration(s, sub, billing_information)
@@ -313,8 +343,7 @@ def provision_in(
             else billing.default_checkout_options()
         )
         billing.plan_checkout(s, checkout_via, sub, checkout)  # the session creates the Stripe subscription
-    granted = ports.current_entitlements.impl(s, env_id, customer, req.resource_id) if answer else []
-    return ProvisionResult(view_of(s, sub, now), granted, checkout=checkout)
+    return _Provisioned(sub, customer, now, checkout=checkout)
 
 
 def _change_doc(req: SubscriptionProvision, billing_period: str | None) -> dict[str, Any]:

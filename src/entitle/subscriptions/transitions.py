@@ -115,6 +115,11 @@ def replace_addons(s: Session, sub: Subscription, addons: list[tuple[Package, in
     for row in store.addons_of(s, [sub.pk]).get(sub.pk, []):
         s.delete(row)
     s.flush()
+    add_addons(s, sub, addons)
+
+
+def add_addons(s: Session, sub: Subscription, addons: list[tuple[Package, int]]) -> None:
+    """To a new subscription (nothing to replace)."""
     for addon, quantity in addons:
         s.add(
             SubscriptionAddon(
@@ -131,6 +136,11 @@ def replace_charges(s: Session, sub: Subscription, items: list[ChargeQuantity]) 
     for row in store.charges_of(s, [sub.pk]).get(sub.pk, []):
         s.delete(row)
     s.flush()
+    add_charges(s, sub, items)
+
+
+def add_charges(s: Session, sub: Subscription, items: list[ChargeQuantity]) -> None:
+    """To a new subscription (nothing to replace)."""
     for item in items:
         s.add(
             SubscriptionCharge(
@@ -147,6 +157,11 @@ def replace_overrides(s: Session, sub: Subscription, items: list[EntitlementOver
     for row in store.overrides_of(s, [sub.pk]).get(sub.pk, []):
         s.delete(row)
     s.flush()
+    add_overrides(s, sub, items)
+
+
+def add_overrides(s: Session, sub: Subscription, items: list[EntitlementOverride]) -> None:
+    """To a new subscription (nothing to replace)."""
     for item in items:
         anchor = item.anchor()
         s.add(

@@ -3,6 +3,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from entitle.db.memo import rows_once
 from entitle.db.pagination import Page, PageRequest, paginate
 from entitle.errors import NotFound
 from entitle.webhooks.models import WebhookDelivery, WebhookEndpoint
@@ -25,13 +26,19 @@ def list_page(session: Session, env_id: int, page: PageRequest) -> Page[WebhookE
 
 
 def subscribed(session: Session, env_id: int, event_type: str) -> list[WebhookEndpoint]:
-    """Enabled endpoints of the environment that want `event_type`, oldest first."""
-    rows = session.scalars(
-        select(WebhookEndpoint)
-        .where(WebhookEndpoint.environment_id == env_id, WebhookEndpoint.enabled.is_(True))
-        .order_by(WebhookEndpoint.pk)
-    )
-    return [e for e in rows if event_type in (e.event_types or [])]
+    """Enabled endpoints of the environment that want `event_type`, oldest first. The endpoints are read
+    once per transaction: one provisioning emits several events."""
+
+    def load() -> list[WebhookEndpoint]:
+        stmt = (
+            select(WebhookEndpoint)
+            .where(WebhookEndpoint.environment_id == env_id, WebhookEndpoint.enabled.is_(True))
+            .order_by(WebhookEndpoint.pk)
+        )
+        return list(session.scalars(stmt))
+
+    enabled = rows_once(session, ("webhooks.enabled_endpoints", env_id), WebhookEndpoint, load)
+    return [e for e in enabled if event_type in (e.event_types or [])]
 
 
 def deliveries_page(session: Session, endpoint_pk: int, page: PageRequest) -> Page[WebhookDelivery]:

@@ -1,0 +1,45 @@
+"""`entitle serve` hides the objects alive at start-up from the cyclic garbage collector (`gc.freeze`): a
+full collection of the ~230,000 objects of a started app paused a request for about 130 ms of CPU, the
+tail of the entitlement check's p99. Apps made inside a longer-lived process (tests) leave it alone."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from entitle.app import create_app
+from entitle.config import Settings, load_settings
+from entitle.db import Database
+
+
+@pytest.fixture
+def unfrozen() -> Iterator[None]:
+    gc.unfreeze()
+    yield
+    gc.unfreeze()  # this test process's objects go back to the collector
+
+
+def _started(db: Database, tmp_path: Path, freeze: bool) -> int:
+    settings = Settings(
+        database_url=db.url, data_dir=tmp_path, console_base_url="http://test", freeze_startup_objects=freeze
+    )
+    app = create_app(settings, db=db)
+
+    async def started() -> int:
+        async with app.router.lifespan_context(app):
+            return gc.get_freeze_count()
+
+    return asyncio.run(started())
+
+
+def test_a_served_app_freezes_what_start_up_made(db: Database, tmp_path: Path, unfrozen: None) -> None:
+    assert load_settings().freeze_startup_objects  # what `entitle serve` runs with
+    assert _started(db, tmp_path, freeze=True) > 100_000
+
+
+def test_an_app_made_in_a_test_process_does_not(db: Database, tmp_path: Path, unfrozen: None) -> None:
+    assert _started(db, tmp_path, freeze=False) == 0
