@@ -7,7 +7,6 @@ import sys
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import cache
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -81,7 +80,6 @@ ROUTERS = [
 SWITCH_INTERVAL = 0.0005
 
 
-@cache  # once per process: what a later app (a test's) leaves behind stays collectable
 def _tune_process() -> None:
     """What a process has loaded once it starts (modules, models, schemas: about 300,000 objects) lives
     as long as it does, yet each full garbage collection walks it all: hundreds of milliseconds, in
