@@ -1,0 +1,47 @@
+"""The credits domain's use cases, one transaction each, split by subject:
+`currencies` (custom currencies), `grants` (grants, the ledger, the scheduler's catch-up), `consumption`
+(direct consumption), `reservations` (credit checks, holds and their release). `engine` moves a wallet's
+grants and writes the ledger; `rules` holds the pure rules (precision, status, draw order)."""
+
+from __future__ import annotations
+
+from entitle.credits.consumption import IdempotencyKeyReused, consume, consume_batch
+from entitle.credits.currencies import (
+    associated_entities,
+    create_currency,
+    list_currencies,
+    set_archived,
+    update_currency,
+)
+from entitle.credits.grants import create_grant, list_grants, list_ledger, void_grant
+from entitle.credits.reservations import ReservationConflict, check, release
+from entitle.credits.settings import auto_recharge
+from entitle.errors import EntitleError
+
+__all__ = [
+    "IdempotencyKeyReused",
+    "NotImplementedYet",
+    "ReservationConflict",
+    "associated_entities",
+    "auto_recharge",
+    "check",
+    "consume",
+    "consume_batch",
+    "create_currency",
+    "create_grant",
+    "list_currencies",
+    "list_grants",
+    "list_ledger",
+    "release",
+    "set_archived",
+    "update_currency",
+    "void_grant",
+]
+
+
+class NotImplementedYet(EntitleError):
+    """A credits endpoint of the contract Entitle does not serve yet: said plainly, never a 404 by accident."""
+
+    status_code = 501
+    code = "NOT_IMPLEMENTED"
+    retryable = False
