@@ -120,7 +120,7 @@ def catch_up(s: Session, wallet: Wallet, now: datetime) -> list[CreditGrant]:
 def activate(s: Session, wallet: Wallet, grant: CreditGrant, grants: list[CreditGrant], at: datetime) -> None:
     grant.status = ACTIVE
     record(s, wallet, grant, "CREDITS_GRANTED", grant.amount, at)
-    settle_overdraft(s, wallet, grant, grants, at)
+    settle_overdraft(s, wallet, grants, at)
 
 
 def end(s: Session, wallet: Wallet, grant: CreditGrant, status: str, at: datetime) -> None:
@@ -134,18 +134,20 @@ def end(s: Session, wallet: Wallet, grant: CreditGrant, status: str, at: datetim
         record(s, wallet, grant, "CREDITS_EXPIRED" if status == EXPIRED else "CREDITS_VOIDED", -left, at)
 
 
-def settle_overdraft(s: Session, wallet: Wallet, grant: CreditGrant, grants: list[CreditGrant], at: datetime) -> None:
-    """A new grant first pays what the wallet overdrew: the debt moves from the overdraft grant to it."""
-    for debt in grants:
-        if debt.grant_type != OVERDRAFT or debt.status != ACTIVE or debt.consumed <= 0:
-            continue
-        moved = min(debt.consumed, available(grant))
-        if moved <= 0:
-            return
+def settle_overdraft(s: Session, wallet: Wallet, grants: list[CreditGrant], at: datetime) -> None:
+    """Credits that become available (a grant starts, a hold returns what it did not charge) first pay
+    what the wallet overdrew: the debt moves from the overdraft grant onto them, in draw order. So an
+    overdraft never stands beside available credits."""
+    debt = next((g for g in grants if g.grant_type == OVERDRAFT and g.status == ACTIVE and g.consumed > 0), None)
+    if debt is None:
+        return
+    order = drawable(grants)
+    draw = rules.spread([available(g) for g in order], debt.consumed)
+    for index, moved in draw.takes:
         debt.consumed -= moved
-        grant.consumed += moved
+        order[index].consumed += moved
         record(s, wallet, debt, "CREDITS_CONSUMPTION_TRANSFER_SOURCE", moved, at)
-        record(s, wallet, grant, "CREDITS_CONSUMPTION_TRANSFER_TARGET", -moved, at)
+        record(s, wallet, order[index], "CREDITS_CONSUMPTION_TRANSFER_TARGET", -moved, at)
 
 
 # -- drawing ---------------------------------------------------------------------------------------------
@@ -248,6 +250,8 @@ def release(
     reservation.consumed_amount = consumed
     if consumed is not None and consumed > reservation.amount:
         consume(s, wallet, grants, consumed - reservation.amount, at, event_id=f"reservation:{reservation.ref_id}")
+    else:
+        settle_overdraft(s, wallet, grants, at)
 
 
 # -- balances --------------------------------------------------------------------------------------------
