@@ -113,7 +113,7 @@ def _check_order(db: Database, env_id: int, customer: str, key: str) -> None:
             assert engine.available(g) == 0, (g.ref_id, "skipped in the draw order")
 
 
-@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(opening=st.lists(opening_grant, min_size=1, max_size=4), steps=operations)
 def test_any_sequence_keeps_the_ledger_exact(
     db: Database, env: int, opening: list[tuple[Any, ...]], steps: list[tuple[Any, ...]]
