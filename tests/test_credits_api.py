@@ -286,8 +286,25 @@ def test_refusals_are_clear(client: stigg.Stigg, wallet: tuple[str, str]) -> Non
         _balance(client, customer, currency, reserve_amount=5)  # no reservationId
     with pytest.raises(stigg.BadRequestError):
         _balance(client, customer, currency, reserve_amount=5, reservation_id="x", reservation_ttl_seconds=86_401)
-    with pytest.raises(stigg.InternalServerError) as later:
-        client.v1.credits.get_usage(customer_id=customer)
-    assert later.value.status_code == 501
+    with pytest.raises(stigg.BadRequestError) as refused:
+        client.v1.credits.get_usage(customer_id=customer, group_by="userId")
+    assert refused.value.body["error"]["code"] == "UNSUPPORTED_FIELD"  # type: ignore[index]
     recharge = client.v1.credits.get_auto_recharge(customer_id=customer, currency_id=currency).data
     assert recharge.is_enabled is False and recharge.customer_id == customer
+
+
+def test_credit_usage_series_per_feature(client: stigg.Stigg, wallet: tuple[str, str]) -> None:
+    customer, currency = wallet
+    _grant(client, customer, currency, 100)
+    for n, amount in enumerate((3, 4.5)):
+        client.v1.credits.consumption.consume(
+            customer_id=customer, currency_id=currency, amount=amount, idempotency_key=f"{customer}-u{n}"
+        )
+    usage = client.v1.credits.get_usage(customer_id=customer, currency_id=currency, time_range="LAST_DAY").data
+    assert usage.currency is not None and usage.currency.currency_id == currency
+    assert [(s.feature_id, s.total_credits, s.event_count) for s in usage.series] == [(None, 7.5, 2)]
+    assert sum(p.value for p in usage.series[0].points) == 7.5
+    assert usage.pagination.next is None
+    earlier = datetime.now(UTC) - timedelta(days=10)
+    empty = client.v1.credits.get_usage(customer_id=customer, start_date=earlier, end_date=earlier + timedelta(days=1))
+    assert empty.data.series == []

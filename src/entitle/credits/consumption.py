@@ -34,7 +34,7 @@ def balance_out(currency: CustomCurrency, balance: engine.Balance, now: datetime
         currency_id=currency.ref_id,
         current_usage=balance.current_usage,
         usage_limit=balance.usage_limit,
-        timestamp=now,
+        timestamp=balance.updated_at or now,
     )
 
 

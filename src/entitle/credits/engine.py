@@ -31,6 +31,7 @@ class Balance:
     reserved: Decimal
     reserved_on_expired_grants: Decimal
     valid_until: datetime | None  # the latest expiry of an active grant (None: one never expires)
+    updated_at: datetime | None = None  # when a grant of the wallet last moved (None: it has none)
 
     @property
     def available(self) -> Decimal:
@@ -277,7 +278,8 @@ def balance(grants: list[CreditGrant], lapsed_holds: dict[int, Decimal], now: da
                     valid_until = g.expire_at
         else:
             reserved_ended += held
-    return Balance(limit, usage, reserved, reserved_ended, None if never_ends else valid_until)
+    moved = max((g.updated_at for g in grants), default=None)
+    return Balance(limit, usage, reserved, reserved_ended, None if never_ends else valid_until, moved)
 
 
 def lapsed_holds(reservations: list[Reservation], now: datetime) -> dict[int, Decimal]:

@@ -65,7 +65,8 @@ def _result(
         currency=_currency(currency),
         current_usage=balance.current_usage,
         usage_limit=balance.usage_limit,
-        usage_updated_at=now,
+        # When the balance last moved, not when it was read: a read twice answers the same.
+        usage_updated_at=balance.updated_at or currency.created_at,
         valid_until=balance.valid_until,
         reserved=balance.reserved,
         reserved_on_expired_grants=balance.reserved_on_expired_grants,

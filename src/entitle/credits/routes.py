@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 
@@ -13,6 +14,7 @@ from entitle.credits.schemas import (
     ConsumptionBatch,
     ConsumptionIn,
     ConsumptionOut,
+    CreditUsage,
     CurrencyCreate,
     CurrencyOut,
     CurrencyUpdate,
@@ -22,13 +24,15 @@ from entitle.credits.schemas import (
     ReleaseIn,
     ReleaseOut,
 )
+from entitle.db.pagination import DEFAULT_LIMIT, PageRequest
 from entitle.http.deps import DB, CreatedAt, Paging, ServerKey, comma_list
-from entitle.http.wire import Envelope, PageEnvelope, envelope, page_envelope
+from entitle.http.wire import Envelope, PageEnvelope, Unsupported, envelope, page_envelope
 
 router = APIRouter(prefix="/api/v1/credits", tags=["credits"])
 
 CustomerQuery = Annotated[str, Query(alias="customerId", min_length=1, max_length=255)]
 CurrencyQuery = Annotated[str | None, Query(alias="currencyId", min_length=1, max_length=255)]
+TimeRange = Literal["LAST_DAY", "LAST_WEEK", "LAST_MONTH", "LAST_YEAR"]
 ResourceQuery = Annotated[str | None, Query(alias="resourceId", min_length=1, max_length=255)]
 
 
@@ -152,7 +156,7 @@ def release(reservation_id: str, body: ReleaseIn, key: ServerKey, db: DB) -> dic
     return envelope(service.release(db, key.environment_id, reservation_id, body))
 
 
-# -- settings and what is not served yet -----------------------------------------------------------------
+# -- settings and usage -----------------------------------------------------------------
 
 
 @router.get("/auto-recharge", response_model=Envelope[AutoRechargeOut])
@@ -162,8 +166,32 @@ def auto_recharge(
     return envelope(service.auto_recharge(db, key.environment_id, customer_id, currency_id))
 
 
-@router.get("/usage")
-def credit_usage(key: ServerKey) -> dict[str, Any]:
-    raise service.NotImplementedYet(
-        "credit usage time series are not served yet; read the consumptions from GET /api/v1/credits/ledger"
+@router.get("/usage", response_model=Envelope[CreditUsage])
+def credit_usage(
+    key: ServerKey,
+    db: DB,
+    customer_id: CustomerQuery,
+    limit: Annotated[int, Query(ge=1, le=100)] = DEFAULT_LIMIT,
+    after: Annotated[str | None, Query(max_length=200)] = None,
+    # Series are paged forward only.
+    before: Annotated[Unsupported[str], Query()] = None,
+    currency_id: CurrencyQuery = None,
+    resource_id: ResourceQuery = None,
+    time_range: Annotated[TimeRange | None, Query(alias="timeRange")] = None,
+    start_date: Annotated[datetime | None, Query(alias="startDate")] = None,
+    end_date: Annotated[datetime | None, Query(alias="endDate")] = None,
+    # One series per feature is the default axis; series per dimension value are not computed yet.
+    group_by: Annotated[Unsupported[str], Query(alias="groupBy")] = None,
+) -> dict[str, Any]:
+    found = service.credit_usage(
+        db,
+        key.environment_id,
+        PageRequest(limit=limit, after=after),
+        customer_ref=customer_id,
+        currency_ref=currency_id,
+        resource_ref=resource_id,
+        time_range=time_range,
+        start=start_date,
+        end=end_date,
     )
+    return envelope(found)

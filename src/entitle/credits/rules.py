@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import Protocol, TypeVar
 
 PLACES = 6
@@ -16,6 +16,7 @@ conversions Entitle computes itself (a credit rate times a usage value) round ha
 QUANTUM = Decimal(1).scaleb(-PLACES)
 MAX_AMOUNT = Decimal(10) ** 15
 ZERO = Decimal(0)
+_WIDE = Context(prec=60)  # room for any product of two wire amounts at 6 places
 
 PRIORITY_MIN, PRIORITY_MAX, PRIORITY_DEFAULT = 0, 100, 50
 
@@ -33,17 +34,18 @@ _NEVER = datetime.max.replace(tzinfo=UTC)
 
 
 def places_problem(value: Decimal) -> str | None:
-    """Why `value` is not a credit amount Entitle keeps exactly (None when it is)."""
+    """Why `value` is not a credit amount Entitle keeps exactly (None when it is). The magnitude is checked
+    first: quantizing a huge value would overflow the decimal context (an error, not an answer)."""
+    if not value.is_finite() or abs(value) >= MAX_AMOUNT:
+        return f"must be less than {MAX_AMOUNT:.0f} in magnitude"
     if value != value.quantize(QUANTUM, rounding=ROUND_HALF_EVEN):
         return f"at most {PLACES} decimal places"
-    if abs(value) >= MAX_AMOUNT:
-        return f"must be less than {MAX_AMOUNT:.0f} in magnitude"
     return None
 
 
 def rounded(value: Decimal) -> Decimal:
     """A computed credit amount at the documented precision (half-even: no drift over many roundings)."""
-    return value.quantize(QUANTUM, rounding=ROUND_HALF_EVEN)
+    return value.quantize(QUANTUM, rounding=ROUND_HALF_EVEN, context=_WIDE)
 
 
 def credits_for(units: Decimal, rate: Decimal) -> Decimal:

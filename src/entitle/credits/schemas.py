@@ -13,6 +13,7 @@ from entitle.http.wire import (
     Amount,
     LongText,
     Metadata,
+    Pagination,
     RefId,
     ShortText,
     Unsupported,
@@ -278,3 +279,32 @@ class AutoRechargeOut(WireModel):
     id: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+
+
+class CreditUsagePoint(WireModel):
+    timestamp: datetime
+    value: Amount
+    event_count: int
+
+
+class CreditUsageSeries(WireModel):
+    feature_id: str | None = None
+    feature_name: str | None = None
+    total_credits: Amount
+    event_count: int
+    points: list[CreditUsagePoint]
+    tags: list[dict[str, str]] | None = None
+
+
+class CreditUsageCurrency(WireModel):
+    currency_id: str
+    display_name: str
+    symbol: str | None = None
+    singular: str | None = None
+    plural: str | None = None
+
+
+class CreditUsage(WireModel):
+    series: list[CreditUsageSeries]
+    pagination: Pagination
+    currency: CreditUsageCurrency | None = None

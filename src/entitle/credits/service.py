@@ -16,11 +16,10 @@ from entitle.credits.currencies import (
 from entitle.credits.grants import create_grant, list_grants, list_ledger, void_grant
 from entitle.credits.reservations import ReservationConflict, check, release
 from entitle.credits.settings import auto_recharge
-from entitle.errors import EntitleError
+from entitle.credits.usage import credit_usage
 
 __all__ = [
     "IdempotencyKeyReused",
-    "NotImplementedYet",
     "ReservationConflict",
     "associated_entities",
     "auto_recharge",
@@ -29,6 +28,7 @@ __all__ = [
     "consume_batch",
     "create_currency",
     "create_grant",
+    "credit_usage",
     "list_currencies",
     "list_grants",
     "list_ledger",
@@ -37,11 +37,3 @@ __all__ = [
     "update_currency",
     "void_grant",
 ]
-
-
-class NotImplementedYet(EntitleError):
-    """A credits endpoint of the contract Entitle does not serve yet: said plainly, never a 404 by accident."""
-
-    status_code = 501
-    code = "NOT_IMPLEMENTED"
-    retryable = False
