@@ -26,6 +26,7 @@ from entitle.catalog.packages.routes import addons_router, plans_router
 from entitle.catalog.products.routes import router as products_router
 from entitle.config import Settings, load_settings
 from entitle.console.install import install as install_console
+from entitle.credits.routes import router as credits_router
 from entitle.customers.routes import router as customers_router
 from entitle.db import Database
 from entitle.entitlements.routes import router as entitlements_router
@@ -61,6 +62,7 @@ ROUTERS = [
     subscriptions_router,
     usage_router,
     events_router,
+    credits_router,
     jobs_router,
     integrations_router,
     webhooks_router,

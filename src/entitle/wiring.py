@@ -61,6 +61,7 @@ def _install() -> None:
     import entitle.billing.inbound
     import entitle.billing.subscription_sync
     import entitle.billing.usage_sync
+    import entitle.credits.grants
     import entitle.promotions.service
     import entitle.subscriptions.lifecycle
     import entitle.webhooks.delivery

@@ -464,6 +464,107 @@ def _key_revoke(m: Make) -> Target:
     return Target({"key_id": ref}, None, ["/api/v1/keys?limit=100"])
 
 
+# -- credits ---------------------------------------------------------------------------------------------
+
+
+def _credit_wallet(m: Make, amount: int = 0) -> tuple[str, str, list[str]]:
+    """A customer, a currency, optionally a grant; and the reads that show the wallet."""
+    customer, currency = m.customer(), m.uid("cur")
+    ok(m.api.post("/api/v1/credits/custom-currencies", json={"id": currency, "displayName": "C"}))
+    if amount:
+        grant = {
+            "customerId": customer,
+            "currencyId": currency,
+            "amount": amount,
+            "displayName": "G",
+            "grantType": "PAID",
+        }
+        ok(m.api.post("/api/v1/credits/grants", json=grant))
+    reads = [
+        f"/api/v1/credits/grants?customerId={customer}",
+        f"/api/v1/credits/ledger?customerId={customer}&limit=100",
+        f"/api/v1/customers/{customer}/entitlements/check?currencyId={currency}",
+    ]
+    return customer, currency, reads
+
+
+_CURRENCIES = "/api/v1/credits/custom-currencies?status=ACTIVE,ARCHIVED&limit=100"
+_CURRENCY_BODY = {
+    "displayName": "C2",
+    "description": "d",
+    "symbol": "$",
+    "metadata": {"k": "v"},
+    "units": {"singular": "credit", "plural": "credits"},
+}
+
+
+def _currency_create(m: Make) -> Target:
+    return Target({}, {"id": m.uid("cur"), **_CURRENCY_BODY}, [_CURRENCIES])
+
+
+def _currency(m: Make, body: dict[str, Any] | None, archived: bool = False) -> Target:
+    ref = m.uid("cur")
+    ok(m.api.post("/api/v1/credits/custom-currencies", json={"id": ref, "displayName": "C"}))
+    if archived:
+        ok(m.api.post(f"/api/v1/credits/custom-currencies/{ref}/archive"))
+    return Target({"currency_id": ref}, body, [_CURRENCIES])
+
+
+def _grant_create(m: Make) -> Target:
+    customer, currency, reads = _credit_wallet(m)
+    body = {
+        "customerId": customer,
+        "currencyId": currency,
+        "amount": 10.5,
+        "displayName": "G",
+        "grantType": "PAID",
+        "priority": 10,
+        "comment": "c",
+        "metadata": {"k": "v"},
+        "cost": {"amount": 5, "currency": "usd"},
+        "paymentCollectionMethod": "NONE",
+        "effectiveAt": "2026-01-01T00:00:00Z",
+        "expireAt": "2100-01-01T00:00:00Z",
+    }
+    return Target({}, body, reads)
+
+
+def _grant_void(m: Make) -> Target:
+    customer, currency, reads = _credit_wallet(m)
+    grant = {
+        "customerId": customer,
+        "currencyId": currency,
+        "amount": 5,
+        "displayName": "G",
+        "grantType": "PROMOTIONAL",
+    }
+    return Target({"grant_id": ok(m.api.post("/api/v1/credits/grants", json=grant))["id"]}, None, reads)
+
+
+def _consumption(m: Make, batch: bool) -> Target:
+    customer, currency, reads = _credit_wallet(m, amount=1000)
+    item = {
+        "customerId": customer,
+        "currencyId": currency,
+        "amount": 1.25,
+        "idempotencyKey": m.uid("k"),
+        "dimensions": {"k": "v"},
+    }
+    return Target({}, {"consumptions": [item]} if batch else item, reads)
+
+
+def _release(m: Make) -> Target:
+    customer, currency, reads = _credit_wallet(m, amount=100)
+    rid = m.uid("hold")
+    held = m.api.get(
+        f"/api/v1/customers/{customer}/entitlements/check",
+        params={"currencyId": currency, "reserveAmount": 5, "reservationId": rid},
+    )
+    assert ok(held)["isGranted"]
+    body = {"customerId": customer, "currencyId": currency, "consumedAmount": 2}
+    return Target({"reservation_id": rid}, body, reads)
+
+
 @dataclass(frozen=True)
 class Case:
     method: str
@@ -514,6 +615,15 @@ CASES: list[Case] = [
     Case("POST", "/api/v1/addons/{package_id}/entitlements", _package_grants("addons")),
     _update("/api/v1/addons/{package_id}/entitlements/{entitlement_id}", _package_grant("addons", delete=False)),
     Case("DELETE", "/api/v1/addons/{package_id}/entitlements/{entitlement_id}", _package_grant("addons", delete=True)),
+    Case("POST", "/api/v1/credits/custom-currencies", _currency_create),
+    _update("/api/v1/credits/custom-currencies/{currency_id}", lambda m: _currency(m, _CURRENCY_BODY)),
+    Case("POST", "/api/v1/credits/custom-currencies/{currency_id}/archive", lambda m: _currency(m, None)),
+    Case("POST", "/api/v1/credits/custom-currencies/{currency_id}/unarchive", lambda m: _currency(m, None, True)),
+    Case("POST", "/api/v1/credits/grants", _grant_create, consumes=False),
+    Case("POST", "/api/v1/credits/grants/{grant_id}/void", _grant_void),
+    Case("POST", "/api/v1/credits/consumption", lambda m: _consumption(m, batch=False)),
+    Case("POST", "/api/v1/credits/consumption/async", lambda m: _consumption(m, batch=True)),
+    Case("POST", "/api/v1/credits/reservations/{reservation_id}/release", _release),
     _update("/api/v1/coupons/{coupon_id}", _coupon_update),
     Case("POST", "/api/v1/coupons/{coupon_id}/archive", _coupon_archive),
     Case("POST", "/api/v1/customers/import", _customer_import),

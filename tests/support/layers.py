@@ -42,6 +42,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"grants"}),
     frozenset({"events"}),
     frozenset({"usage"}),
+    frozenset({"credits"}),
     frozenset({"entitlements"}),
     frozenset({"billing", "webhooks", "push", "paywall", "access", "audit"}),
     # The console reads every domain and adapter (overview figures, sync errors); only the root imports it.

@@ -1,17 +1,21 @@
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
+from entitle.credits import service as credits
+from entitle.credits.schemas import CreditCheckRequest
 from entitle.entitlements import service
 from entitle.entitlements.schemas import CustomerEntitlements, EntitlementResult
 from entitle.entitlements.snapshot import Snapshot
-from entitle.errors import InvalidArgument, UnsupportedField
+from entitle.errors import InvalidArgument
 from entitle.http.deps import HotCustomerKey, comma_list
-from entitle.http.wire import Envelope, Unsupported
+from entitle.http.wire import Envelope
 
 router = APIRouter(prefix="/api/v1/customers/{customer_id}/entitlements", tags=["entitlements"])
 
@@ -57,17 +61,39 @@ async def check_entitlement(
     requested_usage: Annotated[Decimal | None, Query(alias="requestedUsage", ge=0, le=10**15)] = None,
     requested_values: Annotated[str | None, Query(alias="requestedValues", max_length=10_000)] = None,
     resource_id: Annotated[str | None, Query(alias="resourceId", max_length=255)] = None,
-    # Credit reservations (credits are not granted yet).
-    reserve_amount: Annotated[Unsupported[str], Query(alias="reserveAmount")] = None,
-    reservation_id: Annotated[Unsupported[str], Query(alias="reservationId")] = None,
-    reservation_ttl_seconds: Annotated[Unsupported[str], Query(alias="reservationTtlSeconds")] = None,
-    reservation_expires_at: Annotated[Unsupported[str], Query(alias="reservationExpiresAt")] = None,
-    reservation_metadata: Annotated[Unsupported[str], Query(alias="reservationMetadata")] = None,
+    # Credit reservations (with currencyId only).
+    reserve_amount: Annotated[Decimal | None, Query(alias="reserveAmount", allow_inf_nan=False)] = None,
+    reservation_id: Annotated[str | None, Query(alias="reservationId", min_length=1, max_length=255)] = None,
+    reservation_ttl_seconds: Annotated[int | None, Query(alias="reservationTtlSeconds", ge=1, le=86_400)] = None,
+    reservation_expires_at: Annotated[datetime | None, Query(alias="reservationExpiresAt")] = None,
+    reservation_metadata: Annotated[str | None, Query(alias="reservationMetadata", max_length=10_000)] = None,
 ) -> Response:
     if (feature_id is None) == (currency_id is None):
         raise InvalidArgument("pass exactly one of featureId or currencyId")
+    reservation = {
+        "reserveAmount": reserve_amount,
+        "reservationId": reservation_id,
+        "reservationTtlSeconds": reservation_ttl_seconds,
+        "reservationExpiresAt": reservation_expires_at,
+        "reservationMetadata": reservation_metadata,
+    }
     if currency_id is not None:
-        raise UnsupportedField("currencyId", "credit balances are not supported yet; check a featureId")
+        credit_request = CreditCheckRequest(
+            requested_usage=requested_usage,
+            reserve_amount=reserve_amount,
+            reservation_id=reservation_id,
+            reservation_ttl_seconds=reservation_ttl_seconds,
+            reservation_expires_at=reservation_expires_at,
+            reservation_metadata=reservation_metadata,
+            resource_id=resource_id,
+        )
+        db = request.app.state.db
+        return _enveloped(
+            await run_in_threadpool(credits.check, db, key.environment_id, customer_id, currency_id, credit_request)
+        )
+    sent = [name for name, value in reservation.items() if value is not None]
+    if sent:
+        raise InvalidArgument(f"{sent[0]}: reservations hold credits; check a currencyId, not a featureId")
     assert feature_id is not None
     result = await service.check(
         request.app.state.db,

@@ -1,0 +1,237 @@
+"""Grants (create, list, void), the ledger listing and the scheduler's catch-up. Grants are immutable:
+to change one, void it and grant again."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from entitle.clock import as_utc, utcnow
+from entitle.credits import engine, rules, store
+from entitle.credits.models import CreditGrant, CustomCurrency, LedgerEntry, Wallet
+from entitle.credits.rules import ACTIVE, EXPIRED, OVERDRAFT, SCHEDULED, VOIDED, ZERO
+from entitle.credits.schemas import CostOut, GrantCreate, GrantOut, LedgerEntryOut
+from entitle.customers import store as customers
+from entitle.customers.models import Customer
+from entitle.db import Database
+from entitle.db.pagination import CreatedAtRange, Page, PageRequest
+from entitle.errors import FailedPrecondition, InvalidArgument, NotFound
+from entitle.grants.engine import resource_key
+from entitle.jobs.service import JobContext, register
+
+
+def grant_out(g: CreditGrant, customer: Customer, currency: CustomCurrency, wallet: Wallet, now: datetime) -> GrantOut:
+    status = g.status
+    if status in (SCHEDULED, ACTIVE):  # the scheduler may not have run yet: say what is true now
+        status = rules.status_at(g.effective_at, g.expire_at, g.voided_at, now)
+    return GrantOut(
+        id=g.ref_id,
+        customer_id=customer.ref_id,
+        currency_id=currency.ref_id,
+        display_name=g.display_name,
+        amount=g.amount,
+        consumed_amount=g.consumed,
+        grant_type=g.grant_type,
+        status=status,
+        priority=g.priority,
+        effective_at=g.effective_at,
+        expire_at=g.expire_at,
+        voided_at=g.voided_at,
+        created_at=g.created_at,
+        updated_at=g.updated_at,
+        comment=g.comment,
+        metadata=g.metadata_ or {},
+        cost=CostOut(amount=g.cost_amount, currency=g.cost_currency),
+        resource_id=wallet.resource_ref or None,
+        source_type=g.source_type,
+    )
+
+
+def _terms(req: GrantCreate, now: datetime) -> tuple[datetime, datetime | None]:
+    problems: list[str] = []
+    if req.amount <= 0:
+        problems.append("amount must be greater than 0")
+    elif problem := rules.places_problem(req.amount):
+        problems.append(f"amount: {problem}")
+    if req.cost is not None and req.cost.amount < 0:
+        problems.append("cost.amount must not be negative")
+    effective = as_utc(req.effective_at) if req.effective_at is not None else now
+    expire = as_utc(req.expire_at) if req.expire_at is not None else None
+    if expire is not None and expire <= effective:
+        problems.append("expireAt must be after effectiveAt")
+    if expire is not None and expire <= now:
+        problems.append("expireAt must be in the future")
+    if problems:
+        raise InvalidArgument("; ".join(problems))
+    return effective, expire
+
+
+def wallet_for(
+    s: Session, env_id: int, customer_ref: str, currency_ref: str, resource_ref: str | None, *, for_grant: bool = False
+) -> tuple[Customer, CustomCurrency, Wallet]:
+    """The locked wallet of a live customer in an existing currency."""
+    customer = customers.get_live(s, env_id, customer_ref)
+    currency = store.get_currency(s, env_id, currency_ref)
+    if for_grant and currency.archived_at is not None:
+        raise FailedPrecondition(f"custom currency '{currency_ref}' is archived; it takes no new grants")
+    return customer, currency, store.locked_wallet(s, env_id, customer.pk, currency.pk, resource_key(resource_ref))
+
+
+def create_grant(db: Database, env_id: int, req: GrantCreate) -> GrantOut:
+    now = utcnow()
+    effective, expire = _terms(req, now)
+    with db.transaction() as s:
+        customer, currency, wallet = wallet_for(
+            s, env_id, req.customer_id, req.currency_id, req.resource_id, for_grant=True
+        )
+        grants = engine.catch_up(s, wallet, now)
+        grant = CreditGrant(
+            environment_id=env_id,
+            ref_id=engine.new_grant_ref(),
+            wallet_pk=wallet.pk,
+            display_name=req.display_name,
+            grant_type=req.grant_type,
+            status=SCHEDULED,
+            amount=req.amount,
+            consumed=ZERO,
+            reserved=ZERO,
+            priority=req.priority,
+            effective_at=effective,
+            expire_at=expire,
+            comment=req.comment,
+            metadata_=dict(req.metadata or {}),
+            cost_amount=req.cost.amount if req.cost else ZERO,
+            cost_currency=req.cost.currency if req.cost else "usd",
+            payment_collection_method=req.payment_collection_method or "NONE",
+            created_at=now,
+            updated_at=now,
+        )
+        s.add(grant)
+        s.flush()
+        grants.append(grant)
+        if effective <= now:
+            engine.activate(s, wallet, grant, grants, effective)
+        else:
+            engine.schedule(s, wallet, effective)
+        if expire is not None:
+            engine.schedule(s, wallet, expire)
+        return grant_out(grant, customer, currency, wallet, now)
+
+
+def void_grant(db: Database, env_id: int, ref_id: str) -> GrantOut:
+    """Idempotent. What the grant still had leaves the balance; what it already gave stays consumed."""
+    now = utcnow()
+    with db.transaction() as s:
+        found = store.find_grant(s, env_id, ref_id)
+        if found is None:
+            raise NotFound("credit grant", ref_id)
+        wallet = s.get(Wallet, found.wallet_pk)
+        assert wallet is not None
+        customer = s.get(Customer, wallet.customer_pk)
+        currency = s.get(CustomCurrency, wallet.currency_pk)
+        assert customer is not None and currency is not None
+        wallet = store.locked_wallet(s, env_id, wallet.customer_pk, wallet.currency_pk, wallet.resource_ref)
+        s.refresh(found)  # read again under the wallet's lock: a concurrent void may have committed
+        engine.catch_up(s, wallet, now)
+        grant = found  # the same object catch_up loaded and moved (one identity map)
+        if grant.status == VOIDED:
+            return grant_out(grant, customer, currency, wallet, now)
+        if grant.grant_type == OVERDRAFT:
+            raise FailedPrecondition("an overdraft grant is settled by the next grant; it cannot be voided")
+        if grant.status == EXPIRED:
+            raise FailedPrecondition(f"credit grant '{ref_id}' has expired; there is nothing left to void")
+        engine.end(s, wallet, grant, VOIDED, now)
+        grant.updated_at = now
+        return grant_out(grant, customer, currency, wallet, now)
+
+
+def _wallets(
+    s: Session, env_id: int, customer_ref: str, currency_ref: str | None, resource_ref: str | None
+) -> tuple[Customer, dict[int, Wallet], dict[int, CustomCurrency]]:
+    customer = customers.find(s, env_id, customer_ref)
+    if customer is None:
+        raise NotFound("customer", customer_ref)
+    currency_pk = None
+    if currency_ref is not None:
+        currency_pk = store.get_currency(s, env_id, currency_ref).pk
+    wallets = {w.pk: w for w in store.wallets_of(s, customer.pk, currency_pk, resource_key(resource_ref))}
+    currencies = {w.currency_pk: s.get(CustomCurrency, w.currency_pk) for w in wallets.values()}
+    return customer, wallets, {pk: c for pk, c in currencies.items() if c is not None}
+
+
+def list_grants(
+    db: Database,
+    env_id: int,
+    page: PageRequest,
+    *,
+    customer_ref: str,
+    currency_ref: str | None,
+    resource_ref: str | None,
+    created_at: CreatedAtRange,
+) -> Page[GrantOut]:
+    """Without `resourceId`, the customer's own grants only (not those of its resources), as Stigg lists them."""
+    now = utcnow()
+    with db.read() as s:
+        customer, wallets, currencies = _wallets(s, env_id, customer_ref, currency_ref, resource_ref)
+        found = store.list_grants(s, list(wallets), page, created_at)
+        items = [
+            grant_out(g, customer, currencies[wallets[g.wallet_pk].currency_pk], wallets[g.wallet_pk], now)
+            for g in found.items
+        ]
+        return Page(items, found.next, found.prev)
+
+
+def list_ledger(
+    db: Database,
+    env_id: int,
+    page: PageRequest,
+    *,
+    customer_ref: str,
+    currency_ref: str | None,
+    resource_ref: str | None,
+    event_types: list[str] | None,
+    reservation_ref: str | None,
+) -> Page[LedgerEntryOut]:
+    with db.read() as s:
+        customer, wallets, currencies = _wallets(s, env_id, customer_ref, currency_ref, resource_ref)
+        found = store.list_ledger(s, list(wallets), page, event_types=event_types, reservation_ref=reservation_ref)
+        grants = store.grants_by_pk(s, (e.grant_pk for e in found.items))
+        items = [_entry_out(e, customer, wallets[e.wallet_pk], currencies, grants) for e in found.items]
+        return Page(items, found.next, found.prev)
+
+
+def _entry_out(
+    e: LedgerEntry,
+    customer: Customer,
+    wallet: Wallet,
+    currencies: dict[int, CustomCurrency],
+    grants: dict[int, CreditGrant],
+) -> LedgerEntryOut:
+    return LedgerEntryOut(
+        customer_id=customer.ref_id,
+        credit_grant_id=grants[e.grant_pk].ref_id,
+        credit_currency_id=currencies[wallet.currency_pk].ref_id,
+        amount=e.amount,
+        event_type=e.event_type,
+        timestamp=e.timestamp,
+        event_id=e.event_id,
+        feature_id=e.feature_ref,
+        resource_id=wallet.resource_ref or None,
+        reservation_id=e.reservation_ref,
+        hold_returned_amount=e.hold_returned_amount,
+        metadata=e.metadata_,
+    )
+
+
+@register(engine.CATCH_UP_JOB)
+def _catch_up_job(db: Database, ctx: JobContext) -> None:
+    """Due starts, expiries and lapsed holds of one wallet, at the instants they fell due."""
+    with db.transaction() as s:
+        wallet = s.get(Wallet, int(ctx.payload["wallet"]))
+        if wallet is None:
+            return  # the customer was deleted with its wallets
+        wallet = store.locked_wallet(
+            s, wallet.environment_id, wallet.customer_pk, wallet.currency_pk, wallet.resource_ref
+        )
+        engine.catch_up(s, wallet, utcnow())

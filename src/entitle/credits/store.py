@@ -1,0 +1,183 @@
+"""Credit queries. Writers lock the wallet row first (`locked_wallet`), then read its grants."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from entitle.clock import utcnow
+from entitle.credits.models import Consumption, CreditGrant, CustomCurrency, LedgerEntry, Reservation, Wallet
+from entitle.credits.rules import ACTIVE, EXPIRED, SCHEDULED, VOIDED
+from entitle.db.pagination import CreatedAtRange, Page, PageRequest, paginate
+from entitle.errors import NotFound
+
+
+def _insert(session: Session, model: Any) -> Any:
+    return (pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert)(model)
+
+
+# -- currencies ------------------------------------------------------------------------------------------
+
+
+def find_currency(session: Session, env_id: int, ref_id: str) -> CustomCurrency | None:
+    return session.scalars(
+        select(CustomCurrency).where(CustomCurrency.environment_id == env_id, CustomCurrency.ref_id == ref_id)
+    ).one_or_none()
+
+
+def get_currency(session: Session, env_id: int, ref_id: str) -> CustomCurrency:
+    currency = find_currency(session, env_id, ref_id)
+    if currency is None:
+        raise NotFound("custom currency", ref_id)
+    return currency
+
+
+def list_currencies(session: Session, env_id: int, page: PageRequest, statuses: list[str]) -> Page[CustomCurrency]:
+    stmt = select(CustomCurrency).where(CustomCurrency.environment_id == env_id)
+    if "ACTIVE" not in statuses:
+        stmt = stmt.where(CustomCurrency.archived_at.is_not(None))
+    if "ARCHIVED" not in statuses:
+        stmt = stmt.where(CustomCurrency.archived_at.is_(None))
+    return paginate(session, stmt, CustomCurrency.pk, page)
+
+
+# -- wallets ---------------------------------------------------------------------------------------------
+
+
+def find_wallet(session: Session, customer_pk: int, currency_pk: int, resource_ref: str) -> Wallet | None:
+    return session.scalars(
+        select(Wallet).where(
+            Wallet.customer_pk == customer_pk, Wallet.currency_pk == currency_pk, Wallet.resource_ref == resource_ref
+        )
+    ).one_or_none()
+
+
+def locked_wallet(session: Session, env_id: int, customer_pk: int, currency_pk: int, resource_ref: str) -> Wallet:
+    """The wallet, created if new, locked until the transaction ends: every movement of its grants
+    happens under this lock (on SQLite the BEGIN IMMEDIATE transaction already serializes writers)."""
+    now = utcnow()
+    values = {
+        "environment_id": env_id,
+        "customer_pk": customer_pk,
+        "currency_pk": currency_pk,
+        "resource_ref": resource_ref,
+        "created_at": now,
+        "updated_at": now,
+    }
+    keys = ["customer_pk", "currency_pk", "resource_ref"]
+    session.execute(_insert(session, Wallet).values(**values).on_conflict_do_nothing(index_elements=keys))
+    stmt = select(Wallet).where(
+        Wallet.customer_pk == customer_pk, Wallet.currency_pk == currency_pk, Wallet.resource_ref == resource_ref
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    wallet = session.scalars(stmt.execution_options(populate_existing=True)).one()
+    return wallet
+
+
+def wallets_of(session: Session, customer_pk: int, currency_pk: int | None, resource_ref: str) -> list[Wallet]:
+    stmt = select(Wallet).where(Wallet.customer_pk == customer_pk, Wallet.resource_ref == resource_ref)
+    if currency_pk is not None:
+        stmt = stmt.where(Wallet.currency_pk == currency_pk)
+    return list(session.scalars(stmt))
+
+
+# -- grants ----------------------------------------------------------------------------------------------
+
+
+def open_grants(session: Session, wallet_pk: int) -> list[CreditGrant]:
+    """Grants that can still move: scheduled, active, and ended ones that still back a hold."""
+    stmt = select(CreditGrant).where(CreditGrant.wallet_pk == wallet_pk, CreditGrant.status.in_((SCHEDULED, ACTIVE)))
+    held = select(CreditGrant).where(
+        CreditGrant.wallet_pk == wallet_pk,
+        CreditGrant.status.in_((EXPIRED, VOIDED)),
+        CreditGrant.reserved != 0,
+    )
+    found = {g.pk: g for g in session.scalars(stmt.execution_options(populate_existing=True))}
+    found.update({g.pk: g for g in session.scalars(held.execution_options(populate_existing=True))})
+    return [found[pk] for pk in sorted(found)]
+
+
+def find_grant(session: Session, env_id: int, ref_id: str) -> CreditGrant | None:
+    return session.scalars(
+        select(CreditGrant).where(CreditGrant.environment_id == env_id, CreditGrant.ref_id == ref_id)
+    ).one_or_none()
+
+
+def grants_by_pk(session: Session, pks: Iterable[int]) -> dict[int, CreditGrant]:
+    wanted = set(pks)
+    if not wanted:
+        return {}
+    return {g.pk: g for g in session.scalars(select(CreditGrant).where(CreditGrant.pk.in_(wanted)))}
+
+
+def list_grants(
+    session: Session, wallet_pks: list[int], page: PageRequest, created_at: CreatedAtRange
+) -> Page[CreditGrant]:
+    stmt = select(CreditGrant).where(CreditGrant.wallet_pk.in_(wallet_pks))
+    stmt = created_at.apply(stmt, CreditGrant.created_at)
+    return paginate(session, stmt, CreditGrant.pk, page)
+
+
+# -- ledger, consumptions, reservations ------------------------------------------------------------------
+
+
+def list_ledger(
+    session: Session,
+    wallet_pks: list[int],
+    page: PageRequest,
+    *,
+    event_types: list[str] | None,
+    reservation_ref: str | None,
+) -> Page[LedgerEntry]:
+    stmt = select(LedgerEntry).where(LedgerEntry.wallet_pk.in_(wallet_pks))
+    if event_types:
+        stmt = stmt.where(LedgerEntry.event_type.in_(event_types))
+    if reservation_ref is not None:
+        stmt = stmt.where(LedgerEntry.reservation_ref == reservation_ref)
+    return paginate(session, stmt, LedgerEntry.pk, page)
+
+
+def ledger_of(session: Session, wallet_pk: int) -> list[LedgerEntry]:
+    return list(session.scalars(select(LedgerEntry).where(LedgerEntry.wallet_pk == wallet_pk).order_by(LedgerEntry.pk)))
+
+
+def consumption_by_key(session: Session, env_id: int, key: str) -> Consumption | None:
+    return session.scalars(
+        select(Consumption).where(Consumption.environment_id == env_id, Consumption.idempotency_key == key)
+    ).one_or_none()
+
+
+def claim_consumption(session: Session, values: dict[str, Any]) -> int | None:
+    """Insert a consumption; None when its idempotency key is taken (also by a concurrent commit)."""
+    stmt = (
+        _insert(session, Consumption)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["environment_id", "idempotency_key"])
+    )
+    pk = session.execute(stmt.returning(Consumption.pk)).scalar_one_or_none()
+    return None if pk is None else int(pk)
+
+
+def find_reservation(session: Session, env_id: int, ref_id: str) -> Reservation | None:
+    return session.scalars(
+        select(Reservation)
+        .where(Reservation.environment_id == env_id, Reservation.ref_id == ref_id)
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+
+
+def active_reservations(session: Session, wallet_pk: int) -> list[Reservation]:
+    return list(
+        session.scalars(
+            select(Reservation)
+            .where(Reservation.wallet_pk == wallet_pk, Reservation.status == ACTIVE)
+            .order_by(Reservation.pk)
+            .execution_options(populate_existing=True)
+        )
+    )
