@@ -1,7 +1,7 @@
 """credits: custom currencies, wallets, grants, the ledger, consumptions and reservations (issue 16)
 
-Revision ID: 0023_credits
-Revises: 0022_console_users_audit
+Revision ID: 0025_credits
+Revises: 0024_webhook_delivery_customer
 Create Date: 2026-12-05 05:57:22.135341
 """
 
@@ -14,8 +14,8 @@ from alembic import op
 
 import entitle.db.types
 
-revision: str = "0023_credits"
-down_revision: str | Sequence[str] | None = "0022_console_users_audit"
+revision: str = "0025_credits"
+down_revision: str | Sequence[str] | None = "0024_webhook_delivery_customer"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
