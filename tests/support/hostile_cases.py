@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 import httpx
 
+from tests.support import hostile_cases_widgets as widgets
 from tests.support.hostile import Make, Target, customer_reads, ok, package_reads, sub_reads
 
 FLAT_CHARGES = {
@@ -676,6 +677,15 @@ CASES: list[Case] = [
     Case("POST", "/api/v1/webhooks/deliveries/{delivery_id}/redeliver", _redeliver),
     Case("POST", "/api/v1/keys/{key_id}/revoke", _key_revoke),
     Case("POST", "/api/v1/subscriptions", _subscription_create),
+    Case("POST", f"{widgets.BASE}/preview", widgets.preview, consumes=False),
+    Case("POST", f"{widgets.BASE}/setup-intent", widgets.setup_intent),
+    Case("POST", f"{widgets.BASE}/payment-method", widgets.payment_method),
+    Case("POST", f"{widgets.BASE}/portal-session", widgets.portal_session),
+    Case("POST", f"{widgets.BASE}/subscriptions", widgets.subscribe),
+    Case("POST", f"{widgets.BASE}/subscriptions/{{subscription_id}}/cancel", widgets.cancel),
+    Case(
+        "DELETE", f"{widgets.BASE}/subscriptions/{{subscription_id}}/future-update/schedule", widgets.scheduled_change
+    ),
 ]
 
 # Raw path segments (already percent-encoded as sent): ids a hostile caller puts in a path.

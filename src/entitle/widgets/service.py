@@ -7,6 +7,10 @@ token alone cannot say: that the subscription named in the path is the customer'
 
 from __future__ import annotations
 
+from typing import Any
+
+from pydantic import ValidationError
+
 from entitle.billing import checkout as billing_checkout
 from entitle.billing import invoices as billing_invoices
 from entitle.billing import payment_methods
@@ -64,13 +68,22 @@ def customer(db: Database, env_id: int, customer_ref: str) -> customers.Customer
     return customers.get_customer(db, env_id, customer_ref)
 
 
+def _for_customer(customer_ref: str, body: WidgetPreviewIn | WidgetSubscriptionIn) -> Any:
+    """The API's request for the customer in the path; a path id no customer can have (a control
+    character, over 255 characters) names no customer: 404, as the API's customer routes answer."""
+    try:
+        return body.for_customer(customer_ref)
+    except ValidationError as exc:
+        raise NotFound("customer", customer_ref[:255]) from exc
+
+
 def preview(db: Database, env_id: int, customer_ref: str, body: WidgetPreviewIn) -> PreviewOut:
-    return preview_subscription(db, env_id, body.for_customer(customer_ref))
+    return preview_subscription(db, env_id, _for_customer(customer_ref, body))
 
 
 def subscribe(db: Database, env_id: int, customer_ref: str, body: WidgetSubscriptionIn) -> provisioning.ProvisionResult:
     _buyable(db, env_id, body.plan_id)
-    return provisioning.provision(db, env_id, body.for_customer(customer_ref))
+    return provisioning.provision(db, env_id, _for_customer(customer_ref, body))
 
 
 def cancel(db: Database, env_id: int, customer_ref: str, subscription_ref: str) -> subscriptions.SubscriptionView:
