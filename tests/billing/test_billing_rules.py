@@ -137,3 +137,24 @@ def test_billing_information_is_checked() -> None:
     assert rules.proration_of({"prorationBehavior": "NONE"}) == "none"
     with pytest.raises(InvalidArgument):
         rules.proration_of({"prorationBehavior": "SOMETIMES"})
+
+
+@pytest.mark.parametrize(
+    ("language", "locales"),
+    [
+        ("fr-CA", ("fr-CA",)),
+        ("fr-FR", ("fr",)),
+        ("en_US", ("en",)),
+        ("pt-br", ("pt-BR",)),
+        ("ZH-tw", ("zh-TW",)),
+        (" de ", ("de",)),
+        ("tlh", ()),
+        ("", ()),
+        (None, ()),
+    ],
+)
+def test_a_language_becomes_the_stripe_locale_it_names_or_its_base_or_none(
+    language: str | None, locales: tuple[str, ...]
+) -> None:
+    assert rules.stripe_locales(language) == locales
+    assert set(locales) <= rules.STRIPE_LOCALES

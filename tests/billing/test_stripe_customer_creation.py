@@ -13,6 +13,8 @@ server's `Database.transaction` with a depth counter and the Stripe calls with a
 
 from __future__ import annotations
 
+import threading
+from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -30,7 +32,12 @@ from tests.billing.conftest import card_payment_method, connect_stripe
 from tests.billing.test_billing_information_subscriptions import promotion_code
 from tests.billing.test_stripe_catalog_sync import link_of
 from tests.billing.test_stripe_coupon_sync import coupon_row, create_coupon
-from tests.billing.test_stripe_subscription_sync import connected_with_pro
+from tests.billing.test_stripe_subscription_sync import (
+    connected_with_pro,
+    paying_customer,
+    provision,
+    stripe_customer_of,
+)
 from tests.conftest import LiveServer
 from tests.support.stripe_emulator import StripeEmulator
 
@@ -43,24 +50,26 @@ CARD = {"cardBrand": "visa", "cardLast4Digits": "4242", "cardExpiryMonth": 12, "
 def open_transactions(server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """For each Stripe read a request waits for (payment method, promotion code), how many write
     transactions of the server were open while Stripe was asked."""
-    depth = [0]
+    # Per thread: the server's own background threads (its worker, the push hub) open transactions of
+    # their own at any moment; what matters is whether the thread asking Stripe holds one.
+    depth: dict[int, int] = defaultdict(int)
     seen: list[int] = []
     opened = server.db.transaction
 
     @contextmanager
     def counted() -> Iterator[Session]:
-        depth[0] += 1
+        depth[threading.get_ident()] += 1
         try:
             with opened() as s:
                 yield s
         finally:
-            depth[0] -= 1
+            depth[threading.get_ident()] -= 1
 
     def probe(name: str) -> None:
         original = getattr(StripeProvider, name)
 
         def wrapped(self: StripeProvider, *args: Any, **kwargs: Any) -> Any:
-            seen.append(depth[0])
+            seen.append(depth[threading.get_ident()])
             return original(self, *args, **kwargs)
 
         monkeypatch.setattr(StripeProvider, name, wrapped)
@@ -165,3 +174,37 @@ def test_a_promotion_code_in_subscription_params_is_looked_up_before_the_transac
     (sub,) = api.get("/api/v1/subscriptions", params={"customerId": "cust-bob"}).json()["data"]
     assert [c["id"] for c in sub["coupons"]] == ["spring-20"]
     assert open_transactions.count(0) == len(open_transactions) >= 4  # cards and codes, all outside
+
+
+def test_a_synced_customers_name_email_and_language_reach_stripe_when_they_change(
+    server: LiveServer, api: httpx.Client, stripe_emulator: StripeEmulator
+) -> None:
+    connected_with_pro(server, api, stripe_emulator)
+    paying_customer(api, stripe_emulator, "cust-ada")
+    provision(api, "cust-ada", "plan-pro")
+    Worker(server.db).drain()
+    assert stripe_customer_of(server, stripe_emulator, "cust-ada").name == "Ada"
+    never_synced = api.post("/api/v1/customers", json={"id": "cust-new", "name": "New"})
+    assert never_synced.status_code == 200, never_synced.text
+
+    jobs = customers_and_jobs(server)[1]
+    assert api.patch("/api/v1/customers/cust-new", json={"name": "Newer"}).status_code == 200
+    assert api.patch("/api/v1/customers/cust-ada", json={"metadata": {"tier": "gold"}}).status_code == 200
+    assert api.patch("/api/v1/customers/cust-ada", json={"name": "Ada"}).status_code == 200  # unchanged
+    assert customers_and_jobs(server)[1] == jobs  # nothing for Stripe: not there, or no contact field changed
+
+    changed = {"name": "Ada Lovelace", "email": "ada@lovelace.test", "language": "fr-FR"}
+    assert api.patch("/api/v1/customers/cust-ada", json=changed).status_code == 200
+    Worker(server.db).drain()
+    at_stripe = stripe_customer_of(server, stripe_emulator, "cust-ada")
+    assert (at_stripe.name, at_stripe.email, at_stripe.preferred_locales) == (
+        "Ada Lovelace",
+        "ada@lovelace.test",
+        ["fr"],
+    )
+
+    # A language Stripe does not write in is kept (the contract returns it) and not sent: Stripe keeps French.
+    assert api.patch("/api/v1/customers/cust-ada", json={"language": "tlh"}).status_code == 200
+    Worker(server.db).drain()
+    assert api.get("/api/v1/customers/cust-ada").json()["data"]["language"] == "tlh"
+    assert stripe_customer_of(server, stripe_emulator, "cust-ada").preferred_locales == ["fr"]

@@ -82,6 +82,20 @@ def forward_billing_information(session: Session, customer: Customer, details: d
     billing_info_passed(session, customer, integration, details)
 
 
+def contact_changed(session: Session, customer: Customer, changed: frozenset[str]) -> None:
+    """Hook: the customer's name, email or language changed. A customer already at the provider is sent
+    them (a customer not there yet gets them when its first sync creates it)."""
+    if not changed:
+        return
+    integration = store.integration_for_customer(session, customer)
+    if integration is None or not integration.sync_customers:
+        return
+    link = store.link(session, integration.pk, CUSTOMER, customer.pk)
+    if (link is None or not link.billing_id) and not customer.billing_id:
+        return
+    billing_info_passed(session, customer, integration)
+
+
 @register(SYNC_CUSTOMER_JOB)
 def sync_customer(db: Database, ctx: JobContext) -> None:
     settings = load_settings()
@@ -118,4 +132,11 @@ def sync_customer(db: Database, ctx: JobContext) -> None:
         assert row is not None and row.sync_state == SUCCESS
 
 
-__all__ = ["SYNC_CUSTOMER_JOB", "billing_info_passed", "customer_spec", "forward_billing_information", "sync_customer"]
+__all__ = [
+    "SYNC_CUSTOMER_JOB",
+    "billing_info_passed",
+    "contact_changed",
+    "customer_spec",
+    "forward_billing_information",
+    "sync_customer",
+]

@@ -158,6 +158,7 @@ class CustomerSpec:
     currency: str | None
     metadata: dict[str, str]
     payment_method: str | None = None  # a provider payment method id to attach as the default
+    locales: tuple[str, ...] = ()  # the customer's `language` as the provider's locales (rules.stripe_locales)
 
 
 @dataclass(frozen=True)

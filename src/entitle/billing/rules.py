@@ -450,3 +450,28 @@ def charge_shape(charge: PackageCharge) -> PriceShape | str:
         block_size=charge.block_size,
         exponent=minor_unit_exponent(charge_currency(charge)),
     )
+
+
+# The languages Stripe takes as a customer's `preferred_locales` (its invoices and receipts are written in
+# the first): https://docs.stripe.com/api/customers/object#customer_object-preferred_locales
+STRIPE_LOCALES = frozenset(
+    {
+        *("bg", "cs", "da", "de", "el", "en", "en-GB", "es", "es-419", "et", "fi", "fil", "fr", "fr-CA", "hr"),
+        *("hu", "id", "it", "ja", "ko", "lt", "lv", "ms", "mt", "nb", "nl", "pl", "pt", "pt-BR", "ro", "ru"),
+        *("sk", "sl", "sv", "th", "tr", "vi", "zh", "zh-HK", "zh-TW"),
+    }
+)
+_LOCALE_BY_LOWER = {locale.lower(): locale for locale in STRIPE_LOCALES}
+
+
+def stripe_locales(language: str | None) -> tuple[str, ...]:
+    """A customer's `language` (a BCP 47 tag such as `fr-CA`, `en_US` or `pt-br`) as Stripe's locale: the
+    tag itself when Stripe has it, else its base language (`en-US` -> `en`), else none — a language Stripe
+    does not write in is kept by Entitle and not sent, since Stripe would refuse the whole customer."""
+    if not language:
+        return ()
+    tag = language.strip().replace("_", "-").lower()
+    for candidate in (tag, tag.split("-", 1)[0]):
+        if candidate in _LOCALE_BY_LOWER:
+            return (_LOCALE_BY_LOWER[candidate],)
+    return ()

@@ -6,13 +6,38 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any, TypedDict, cast
 
 import stripe
 
 from entitle.billing import rules
-from entitle.billing.provider import BillingDetails, PaymentMethodDetails, PaymentMethodNotFound, PromotionCode
+from entitle.billing.provider import (
+    BillingDetails,
+    CustomerSpec,
+    PaymentMethodDetails,
+    PaymentMethodNotFound,
+    PromotionCode,
+)
 from entitle.billing.stripe_support import _id_of, _waited_for
+
+
+class ContactParams(TypedDict, total=False):
+    name: str
+    email: str
+    preferred_locales: list[str]
+
+
+def contact_params(customer: CustomerSpec) -> ContactParams:
+    """What a Stripe customer is told of the Entitle customer itself (kept by Entitle: the contract returns
+    them): its name, email and language, each only when Entitle has one."""
+    params: ContactParams = {}
+    if customer.name:
+        params["name"] = customer.name
+    if customer.email:
+        params["email"] = customer.email
+    if customer.locales:
+        params["preferred_locales"] = list(customer.locales)
+    return params
 
 
 def apply_billing_details(

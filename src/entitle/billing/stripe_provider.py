@@ -33,6 +33,7 @@ import stripe
 from stripe.params import (
     CouponCreateParams,
     CustomerCreateParams,
+    CustomerUpdateParams,
     ProductCreateParams,
     ProductUpdateParams,
     SubscriptionCreateParams,
@@ -175,19 +176,17 @@ class StripeProvider:
     # -- customers and subscriptions -------------------------------------------------------------------
 
     def sync_customer(self, customer: CustomerSpec, *, existing_id: str | None, idempotency_key: str) -> str | None:
-        """Create the Stripe Customer (or, with `existing_id`, refresh its metadata); returns its id."""
+        """Create the Stripe Customer (or, with `existing_id`, refresh its name, email, locales and
+        metadata); returns its id. A field Entitle holds no value for is left as Stripe has it."""
+        contact = stripe_customer_details.contact_params(customer)
         if existing_id is not None:
             self.client.v1.customers.update(
                 existing_id,
-                params={"metadata": customer.metadata},
+                params=cast(CustomerUpdateParams, {"metadata": customer.metadata, **contact}),
                 options={"idempotency_key": f"{idempotency_key}:customer-update"},
             )
             return existing_id
-        params: CustomerCreateParams = {"metadata": customer.metadata}
-        if customer.name:
-            params["name"] = customer.name
-        if customer.email:
-            params["email"] = customer.email
+        params = cast(CustomerCreateParams, {"metadata": customer.metadata, **contact})
         if customer.payment_method:
             params["payment_method"] = customer.payment_method
             params["invoice_settings"] = {"default_payment_method": customer.payment_method}

@@ -28,6 +28,7 @@ from entitle.billing.provider import is_permanent_provider_error
 from entitle.catalog.coupons.events import CouponArchived, CouponCreated
 from entitle.catalog.packages.events import PackagePublished
 from entitle.customers import ports as customer_ports
+from entitle.customers.events import CustomerUpdated
 from entitle.db import Database
 from entitle.domain_events import subscribe
 from entitle.jobs.service import add_permanent_error_classifier
@@ -116,6 +117,10 @@ def billing_terms_changed(s: Session, event: BillingTermsChanged) -> None:
     subscription_updates.subscription_changed(s, event.sub, scheduled=event.scheduled, proration=proration)
 
 
+def customer_updated(s: Session, event: CustomerUpdated) -> None:
+    customer_sync.contact_changed(s, event.customer, event.contact_changed)
+
+
 def trial_converted(s: Session, event: TrialConverted) -> None:
     subscription_sync.subscription_converted(s, event.sub)  # now paid: synced to the provider
 
@@ -129,6 +134,7 @@ def install() -> None:
     subscribe(SubscriptionEnded, subscription_ended)
     subscribe(BillingTermsChanged, billing_terms_changed)
     subscribe(TrialConverted, trial_converted)
+    subscribe(CustomerUpdated, customer_updated)
     subscription_ports.billing.install(SubscriptionBilling())
     customer_ports.billing_information.install(customer_sync.forward_billing_information)
     customer_ports.payment_method.install(payment_methods.check_given_payment_method)

@@ -459,6 +459,7 @@ def customer_spec(s: Session, customer: Customer, console: str) -> CustomerSpec:
             }
         ),
         payment_method=_payment_method(customer),
+        locales=rules.stripe_locales(customer.language),
     )
 
 

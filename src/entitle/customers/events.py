@@ -22,7 +22,9 @@ class CustomerCreated(CustomerEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class CustomerUpdated(CustomerEvent):
-    pass
+    # The fields a billing provider's customer also holds (`name`, `email`, `language`) this update
+    # changed, so the billing adapter re-sends them only when they did.
+    contact_changed: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, kw_only=True)

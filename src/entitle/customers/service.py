@@ -52,6 +52,10 @@ def view(s: Session, customer: Customer) -> CustomerView:
     return CustomerView(customer, store.links_of(s, [customer.pk]).get(customer.pk, []), states)
 
 
+# What a billing provider's customer also holds: an update changing one is sent on (CustomerUpdated).
+CONTACT_FIELDS = ("name", "email", "language")
+
+
 def _apply_fields(s: Session, env_id: int, customer: Customer, req: CustomerFields) -> None:
     fields = req.model_fields_set
     for name in ("name", "email", "billing_id", "billing_currency", "language", "timezone"):
@@ -187,6 +191,7 @@ def update_customer(db: Database, env_id: int, ref_id: str, req: CustomerUpdate)
     checked = check_payment_method(db, env_id, ref_id, req)
     with db.transaction() as s:
         customer = store.get_live(s, env_id, ref_id, for_update=True)
+        contact_before = {name: getattr(customer, name) for name in CONTACT_FIELDS}
         _apply_fields(s, env_id, customer, req)
         if checked is not None:
             customer.default_payment_method = checked
@@ -195,7 +200,8 @@ def update_customer(db: Database, env_id: int, ref_id: str, req: CustomerUpdate)
             _replace_links(s, env_id, customer, req.integrations or [], sent)
         customer.updated_at = utcnow()
         s.flush()
-        publish(s, events.CustomerUpdated(env_id=env_id, customer=customer))
+        changed = frozenset(name for name, was in contact_before.items() if getattr(customer, name) != was)
+        publish(s, events.CustomerUpdated(env_id=env_id, customer=customer, contact_changed=changed))
         _forward_billing_information(s, customer, req)
         return view(s, customer)
 
