@@ -23,7 +23,6 @@ from entitle.webhooks.schemas import WebhookCreate
 from tests.conftest import LiveServer
 from tests.support.cli import invoke
 from tests.support.server import start_serve
-from tests.test_cli import run
 
 
 def _mode(path: Path) -> int:
@@ -69,7 +68,8 @@ def test_sqlite_database_files_are_private(tmp_path: Path) -> None:
 @pytest.mark.usefixtures("usual_umask")
 def test_the_command_line_makes_a_private_data_dir(tmp_path: Path) -> None:
     data_dir = tmp_path / "entitle-data"
-    result = run("demo", data_dir=data_dir)
+    # In this process, under its umask (tests/test_demo.py runs `entitle demo` as the real console script).
+    result = invoke("demo", data_dir=data_dir)
     assert result.returncode == 0, result.stderr
     assert "entitle keys signing-secret --environment development" in result.stdout
     assert _mode(data_dir) == 0o700
