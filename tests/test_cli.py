@@ -1,4 +1,6 @@
-"""The `entitle` command, run as a real subprocess the way an operator runs it."""
+"""The `entitle` command, the way an operator runs it. `run` starts the real console script; the tests of
+what a command does beyond its first run use `invoke` (tests/support/cli.py: the same command, environment
+and answer in this process, without paying the interpreter and the app's import again)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from entitle.db.migrate import alembic_config
 from entitle.environments.models import KeyKind
 from entitle.environments.service import authenticate
 from tests.conftest import LiveServer
+from tests.support.cli import invoke
 from tests.support.server import running_server
 
 ENTITLE = Path(sys.executable).parent / "entitle"
@@ -78,7 +81,7 @@ def test_keys_create_prints_only_the_key_and_it_has_client_rights(tmp_path: Path
             assert http.get("/api/v1/features").status_code == 401
 
     # A second key is a different key, for the same environment; the default kind is server.
-    second = run("keys", "create", "--environment", "staging", data_dir=tmp_path)
+    second = invoke("keys", "create", "--environment", "staging", data_dir=tmp_path)
     assert second.returncode == 0, second.stderr
     server_key = second.stdout.strip()
     assert server_key != key
@@ -92,7 +95,7 @@ def test_keys_create_prints_only_the_key_and_it_has_client_rights(tmp_path: Path
 
 def test_keys_create_against_the_configured_database(server: LiveServer, database_url: str, tmp_path: Path) -> None:
     """ENTITLE_DATABASE_URL wins over the data dir, on SQLite and PostgreSQL alike."""
-    result = run(
+    result = invoke(
         "keys",
         "create",
         "--environment",
@@ -110,20 +113,20 @@ def test_keys_create_against_the_configured_database(server: LiveServer, databas
     assert [f.id for f in server.stigg().v1.features.list_features()] == ["from-cli-key"]
 
     args = ("keys", "create", "--environment", "development", "--kind", "client")
-    browser = run(*args, data_dir=tmp_path / "unused", database_url=database_url)
+    browser = invoke(*args, data_dir=tmp_path / "unused", database_url=database_url)
     assert browser.returncode == 0, browser.stderr
     with pytest.raises(stigg.PermissionDeniedError):
         server.stigg(browser.stdout.strip()).v1.features.list_features()
 
 
 def test_keys_create_refuses_bad_input_without_a_traceback(tmp_path: Path) -> None:
-    bad_name = run("keys", "create", "--environment", "Not Valid", data_dir=tmp_path)
+    bad_name = run("keys", "create", "--environment", "Not Valid", data_dir=tmp_path)  # the real process's stderr
     assert bad_name.returncode == 2
     assert bad_name.stdout == ""
     assert "environment names" in bad_name.stderr
     assert "Traceback" not in bad_name.stderr
 
-    bad_kind = run("keys", "create", "--environment", "staging", "--kind", "admin", data_dir=tmp_path)
+    bad_kind = invoke("keys", "create", "--environment", "staging", "--kind", "admin", data_dir=tmp_path)
     assert bad_kind.returncode == 2
     assert bad_kind.stdout == ""
 
@@ -137,8 +140,8 @@ def test_migrate_is_idempotent_from_scratch(tmp_path: Path) -> None:
     assert versions == _heads()
     assert {"environments", "api_keys", "features", "products", "coupons"} <= tables
 
-    key = run("keys", "create", "--environment", "development", data_dir=tmp_path).stdout.strip()
-    second = run("migrate", data_dir=tmp_path)
+    key = invoke("keys", "create", "--environment", "development", data_dir=tmp_path).stdout.strip()
+    second = invoke("migrate", data_dir=tmp_path)
     assert second.returncode == 0, second.stderr
     assert _schema(url) == (versions, tables)
     database = Database(url)
@@ -152,6 +155,6 @@ def test_migrate_is_idempotent_on_a_migrated_database(database_url: str, tmp_pat
     before = _schema(database_url)
     assert before[0] == _heads()
     for _ in range(2):
-        result = run("migrate", data_dir=tmp_path, database_url=database_url)
+        result = invoke("migrate", data_dir=tmp_path, database_url=database_url)
         assert result.returncode == 0, result.stderr
         assert _schema(database_url) == before

@@ -1,5 +1,7 @@
-"""The `entitle worker` and `entitle jobs` commands, run as real subprocesses (`python -m entitle`) against
-the test's database (a file SQLite database and PostgreSQL), the way an operator runs them.
+"""The `entitle worker` and `entitle jobs` commands against the test's database (a file SQLite database and
+PostgreSQL), the way an operator runs them. Each test's first worker run, and the first `jobs list`, are real
+subprocesses (`python -m entitle`), proving the console script; the other commands run in this process
+(tests/support/cli.py), which answers the same without paying the interpreter and the app's import again.
 
 The jobs are outbound webhook deliveries to a receiver on 127.0.0.1 (tests/test_webhooks.py's): the
 worker delivers there only with `ENTITLE_WEBHOOKS_ALLOW_PRIVATE=true`, so a worker started without it
@@ -10,10 +12,10 @@ fixing a setting and retrying the dead job.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
+from subprocess import CompletedProcess, run
 from typing import Any
 
 import httpx
@@ -26,6 +28,7 @@ from entitle.jobs.service import enqueue
 from entitle.webhooks.models import JOB_DELIVER
 from tests import test_webhooks
 from tests.conftest import LiveServer
+from tests.support.cli import Ran, invoke
 from tests.test_webhooks import create_hook
 
 # tests/test_webhooks.py's fixtures: the receiver on 127.0.0.1, and the webhook settings (autouse).
@@ -34,14 +37,23 @@ webhook_env = test_webhooks.webhook_env
 
 
 def entitle(
-    *args: str, database_url: str, data_dir: Path, allow_private: bool = True
-) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)  # carries the webhook secrets' key (webhook_env)
-    env["ENTITLE_DATABASE_URL"] = database_url
-    env["ENTITLE_DATA_DIR"] = str(data_dir)
-    env["ENTITLE_WEBHOOKS_ALLOW_PRIVATE"] = "true" if allow_private else "false"
-    return subprocess.run(
-        [sys.executable, "-m", "entitle", *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    *args: str, database_url: str, data_dir: Path, allow_private: bool = True, as_process: bool = False
+) -> Ran | CompletedProcess[str]:
+    """`entitle ARGS...` with this process's environment, which carries the webhook secrets' key (webhook_env)."""
+    env = {
+        "ENTITLE_DATABASE_URL": database_url,
+        "ENTITLE_DATA_DIR": str(data_dir),
+        "ENTITLE_WEBHOOKS_ALLOW_PRIVATE": "true" if allow_private else "false",
+    }
+    if not as_process:
+        return invoke(*args, data_dir=data_dir, env=dict(env), inherit=True)
+    return run(
+        [sys.executable, "-m", "entitle", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
@@ -65,7 +77,7 @@ def test_worker_once_runs_the_due_jobs_and_leaves_later_ones(
         later = enqueue(s, due.environment_id, JOB_DELIVER, dict(due.payload), run_at=utcnow() + timedelta(days=1)).pk
     assert receiver.requests == []
 
-    result = entitle("worker", "--once", database_url=database_url, data_dir=tmp_path)
+    result = entitle("worker", "--once", database_url=database_url, data_dir=tmp_path, as_process=True)
     assert result.returncode == 0, result.stderr
     assert "ran 1 job(s)" in result.stderr
 
@@ -94,13 +106,15 @@ def test_a_dead_job_is_listed_with_its_error_and_a_retry_runs_it_again(
     (job,) = jobs(server)
 
     # A worker without the local-development setting refuses the loopback receiver for good: DEAD at once.
-    dead = entitle("worker", "--once", database_url=database_url, data_dir=tmp_path, allow_private=False)
+    dead = entitle(
+        "worker", "--once", database_url=database_url, data_dir=tmp_path, allow_private=False, as_process=True
+    )
     assert dead.returncode == 0, dead.stderr
     assert receiver.requests == []
     (row,) = jobs(server)
     assert (row.status, row.attempts) == (DEAD, 1) and row.last_error
 
-    listed = entitle("jobs", "list", database_url=database_url, data_dir=tmp_path)
+    listed = entitle("jobs", "list", database_url=database_url, data_dir=tmp_path, as_process=True)
     assert listed.returncode == 0, listed.stderr
     (line,) = listed.stdout.splitlines()
     pk, status, kind, attempts, error = line.split("\t")

@@ -21,8 +21,8 @@ from entitle.db.migrate import upgrade
 from entitle.secrets import ENV_VAR, FILE_ENV_VAR, secret_box
 from entitle.webhooks.schemas import WebhookCreate
 from tests.conftest import LiveServer
+from tests.support.cli import invoke
 from tests.support.server import start_serve
-from tests.test_cli import run
 
 
 def _mode(path: Path) -> int:
@@ -68,7 +68,8 @@ def test_sqlite_database_files_are_private(tmp_path: Path) -> None:
 @pytest.mark.usefixtures("usual_umask")
 def test_the_command_line_makes_a_private_data_dir(tmp_path: Path) -> None:
     data_dir = tmp_path / "entitle-data"
-    result = run("demo", data_dir=data_dir)
+    # In this process, under its umask (tests/test_demo.py runs `entitle demo` as the real console script).
+    result = invoke("demo", data_dir=data_dir)
     assert result.returncode == 0, result.stderr
     assert "entitle keys signing-secret --environment development" in result.stdout
     assert _mode(data_dir) == 0o700
@@ -92,17 +93,20 @@ def test_serve_on_postgresql_wants_the_key_apart_from_the_data(database_url: str
         pytest.skip("the embedded SQLite default keeps its key in the data dir (local, one machine)")
     data_dir = tmp_path / "data"
     for extra in ({}, {FILE_ENV_VAR: str(data_dir / "my.key")}):
-        for command in (["serve", "--port", "9"], ["worker", "--once"]):
-            env = {k: v for k, v in os.environ.items() if not k.startswith("ENTITLE_")}
-            env.update({"ENTITLE_DATA_DIR": str(data_dir), "ENTITLE_DATABASE_URL": database_url, **extra})
-            result = subprocess.run(
-                [str(Path(sys.executable).parent / "entitle"), *command],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=False,
-            )
+        # `serve` as the real process (without the check it would start serving: this process would hang);
+        # `worker` in this process (tests/support/cli.py: same command and environment, no process start).
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ENTITLE_")}
+        env.update({"ENTITLE_DATA_DIR": str(data_dir), "ENTITLE_DATABASE_URL": database_url, **extra})
+        served = subprocess.run(
+            [str(Path(sys.executable).parent / "entitle"), "serve", "--port", "9"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        worked = invoke("worker", "--once", data_dir=data_dir, database_url=database_url, env=dict(extra))
+        for command, result in (("serve", served), ("worker", worked)):
             assert result.returncode == 2, (command, extra, result.stderr)
             assert ENV_VAR in result.stderr and "data dir" in result.stderr, result.stderr
             assert "Traceback" not in result.stderr

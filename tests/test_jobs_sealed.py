@@ -6,9 +6,6 @@ is discarded, and kept by a DEAD job so a retry still delivers it. `entitle jobs
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -25,6 +22,7 @@ from entitle.jobs.models import DEAD, DISCARDED, SUCCEEDED, Job
 from entitle.jobs.service import JobContext, PermanentFailure, Worker, discard_job, enqueue, retry_job, seal
 from entitle.secrets import ENV_VAR
 from tests.conftest import LiveServer
+from tests.support.cli import invoke
 
 ADDRESS = {"line1": "9 Sealed Street", "city": "Cryptville-5521"}
 
@@ -121,9 +119,9 @@ def test_entitle_jobs_discard_on_the_command_line(
     server: LiveServer, env_id: int, database_url: str, tmp_path: Path, secret_key: str
 ) -> None:
     pk = _enqueue(server.db, env_id, {"address": ADDRESS})
-    env = {**os.environ, "ENTITLE_DATABASE_URL": database_url, "ENTITLE_DATA_DIR": str(tmp_path), ENV_VAR: secret_key}
-    command = [sys.executable, "-m", "entitle", "jobs", "discard", str(pk)]
-    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+    # In this process (tests/support/cli.py): tests/test_cli_jobs.py runs the `jobs` commands' console script.
+    env: dict[str, str | None] = {ENV_VAR: secret_key}
+    run = invoke("jobs", "discard", str(pk), data_dir=tmp_path, database_url=database_url, env=env, inherit=True)
     assert run.returncode == 0, run.stderr
     assert f"job {pk} is {DISCARDED}" in run.stdout
     assert (_row(server.db, pk).status, _row(server.db, pk).sealed) == (DISCARDED, None)

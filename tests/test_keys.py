@@ -13,9 +13,9 @@ from entitle.environments.models import ApiKey, KeyKind
 from entitle.environments.service import PREFIX_RANDOM_CHARS, hash_key
 from entitle.sdk import CUSTOMER_TOKEN_HEADER, customer_token
 from tests.conftest import LiveServer
+from tests.support.cli import invoke
 from tests.support.clock import TestClock
 from tests.support.server import serve_process
-from tests.test_cli import run
 
 
 def _ids(listing: httpx.Response) -> dict[str, dict[str, object]]:
@@ -83,8 +83,8 @@ def test_a_revoked_key_is_refused_by_every_process_at_once(
         pk = _stored(server, doomed).pk
         with server.http() as admin:
             assert admin.post(f"/api/v1/keys/{pk}/revoke").status_code == 200
-        # From the command line, by the leaked key itself.
-        result = run("keys", "revoke", cli_doomed, data_dir=server.data_dir, database_url=database_url)
+        # From the command line (in this process: the console script is tests/test_cli.py's), by the key itself.
+        result = invoke("keys", "revoke", cli_doomed, data_dir=server.data_dir, database_url=database_url)
         assert result.returncode == 0, result.stderr
         assert "revoked key" in result.stderr
         # The very next request, in this process and in the other one: no cache to wait out.
@@ -111,7 +111,7 @@ def test_last_use_is_recorded_at_most_once_a_minute(server: LiveServer, test_clo
 
 def test_keys_and_environment_settings_from_the_command_line(server: LiveServer, database_url: str) -> None:
     def cli(*args: str) -> tuple[str, str]:
-        result = run(*args, data_dir=server.data_dir, database_url=database_url)
+        result = invoke(*args, data_dir=server.data_dir, database_url=database_url)
         assert result.returncode == 0, (args, result.stderr)
         return result.stdout, result.stderr
 
@@ -169,6 +169,6 @@ def test_keys_and_environment_settings_from_the_command_line(server: LiveServer,
         ("environments", "update", "--environment", "development", "--allowed-origin", "*"),
         ("keys", "list", "--environment", "nope"),
     ):
-        result = run(*args, data_dir=server.data_dir, database_url=database_url)
+        result = invoke(*args, data_dir=server.data_dir, database_url=database_url)
         assert result.returncode == 2, (args, result.stdout, result.stderr)
         assert result.stderr.startswith("Error: ") and "Traceback" not in result.stderr, args

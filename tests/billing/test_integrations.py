@@ -23,6 +23,7 @@ from entitle.errors import FailedPrecondition
 from entitle.jobs.service import Worker
 from tests.billing.test_stripe_catalog_sync import make_plan, product_of
 from tests.conftest import LiveServer
+from tests.support.cli import invoke
 from tests.support.stripe_emulator import StripeEmulator
 from tests.test_cli import run
 
@@ -136,7 +137,7 @@ def test_the_cli_connects_and_the_published_catalog_is_synced(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     make_plan(api)
-    refused = run(
+    refused = invoke(
         "integrations", "connect", "stripe", "--environment", "development", "--secret-key", LIVE_KEY,
         data_dir=tmp_path, database_url=database_url,
     )  # fmt: skip
