@@ -13,12 +13,14 @@ import pytest
 from sqlalchemy import func, select
 
 from entitle.audit.models import AuditEntry
-from entitle.console import rules
+from entitle.console import accounts, rules
 from entitle.console.routes import LOGIN_CSRF_COOKIE
 from entitle.console.web import COOKIE
 from entitle.customers.models import Customer
+from entitle.db import Database
 from entitle.environments.models import KeyKind
 from entitle.environments.service import environment_pk
+from entitle.errors import Unauthenticated
 from entitle.jobs.models import DEAD, Job
 from entitle.jobs.service import enqueue
 from entitle.subscriptions.models import Subscription
@@ -465,3 +467,23 @@ def test_webhook_endpoints_are_for_admins_with_the_secret_shown_once(server: Liv
         by_api = api.post("/api/v1/webhooks", json={"url": private["url"], "eventTypes": ["customer.created"]})
         assert refused.status_code == by_api.status_code == 400
         assert by_api.json()["error"]["message"] in html.unescape(refused.text)
+
+
+def test_an_unknown_email_costs_a_password_check_like_a_wrong_password(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The time a failed sign-in takes must not tell which emails have accounts: an unknown email is
+    checked against a stand-in hash, as a known one is against its own."""
+    accounts.create_user(db, "known@example.com", "viewer", "right-password-1")
+    checked: list[str] = []
+    verify = accounts._verify
+
+    def counted(password_hash: str, password: str) -> bool:
+        checked.append(password_hash)
+        return verify(password_hash, password)
+
+    monkeypatch.setattr(accounts, "_verify", counted)
+    for email in ("known@example.com", "nobody@example.com"):
+        with pytest.raises(Unauthenticated):
+            accounts.sign_in(db, email, "wrong-password")
+    assert len(checked) == 2 and all(h.startswith("$argon2") for h in checked) and checked[0] != checked[1]

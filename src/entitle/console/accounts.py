@@ -12,6 +12,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import ClassVar
 
 from argon2 import PasswordHasher
@@ -30,8 +31,13 @@ from entitle.secrets import SecretBox
 
 SESSION_LIFETIME = timedelta(hours=12)
 _hasher = PasswordHasher()
-# Verified when the email has no user, so a wrong email costs as long as a wrong password.
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+@cache  # made on the first sign-in, not at import: every process importing the app would pay an argon2 hash
+def _dummy_hash() -> str:
+    """Verified when the email has no user, so a wrong email costs as long as a wrong password (and the
+    time of a failure does not tell which emails have accounts)."""
+    return _hasher.hash(secrets.token_urlsafe(16))
 
 
 class Throttled(EntitleError):
@@ -142,7 +148,9 @@ def sign_in(db: Database, email: str, password: str, now: datetime | None = None
         if rules.locked(state, now):
             raise Throttled("too many failed sign-ins for this email: wait 15 minutes and try again")
         user = store.user_by_email(s, address)
-        if user is not None and user.disabled_at is None and _verify(user.password_hash, password):
+        if user is None:
+            _verify(_dummy_hash(), password)
+        elif user.disabled_at is None and _verify(user.password_hash, password):
             store.clear_failures(s, address)
             store.delete_expired_sessions(s, now)
             if _hasher.check_needs_rehash(user.password_hash):
