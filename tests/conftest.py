@@ -227,10 +227,12 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    """One headless Chromium per xdist worker, launched on the worker's first browser test and shut
-    at its end (launching costs ~1 s; a page is cheap). Tests using it carry `@pytest.mark.browser`;
+    """One headless Chromium per test module (and xdist worker), shut at the module's end: Playwright's
+    sync API keeps an event loop running in the thread that started it, so a browser outliving its module
+    would break every later `asyncio.run` of that worker (the async SDK tests). Launching costs ~1 s; a
+    page is cheap. Tests using it carry `@pytest.mark.browser`;
     skipped (saying why) only where /usr/bin/chromium is missing."""
     if not CHROMIUM.exists():
         pytest.skip(f"browser tests need Chromium at {CHROMIUM} (Debian: apt-get install chromium)")

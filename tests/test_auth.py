@@ -17,13 +17,29 @@ from entitle.environments.models import ApiKey, KeyKind
 from entitle.environments.service import hash_key
 from tests.conftest import LiveServer
 
-# Routes a *client* key (the one shipped to browsers) may call: entitlement reads and the paywall.
+# Routes a *client* key (the one shipped to browsers) may call: entitlement reads, the paywall and the widgets'.
 # Listed as (METHOD, path template); each is checked to accept a client key instead of refusing it.
 CLIENT_KEY_ROUTES: frozenset[tuple[str, str]] = frozenset(
     {
         ("GET", "/api/v1/customers/{customer_id}/entitlements"),
         ("GET", "/api/v1/customers/{customer_id}/entitlements/check"),
         ("GET", "/api/v1/paywall"),
+        # The embeddable widgets' routes: a customer's own page, with that customer's token (issue 15).
+        *(
+            (method, f"/api/v1/widgets/customers/{{customer_id}}{path}")
+            for method, path in (
+                ("GET", ""),
+                ("GET", "/subscriptions"),
+                ("GET", "/invoices"),
+                ("POST", "/preview"),
+                ("POST", "/setup-intent"),
+                ("POST", "/payment-method"),
+                ("POST", "/subscriptions"),
+                ("POST", "/subscriptions/{subscription_id}/cancel"),
+                ("DELETE", "/subscriptions/{subscription_id}/future-update/schedule"),
+                ("POST", "/portal-session"),
+            )
+        ),
     }
 )
 
