@@ -48,6 +48,18 @@ CUSTOMER_ROUTES: dict[tuple[str, str], Request] = {
         {"featureId": "seats"},
     ),
     ("GET", "/api/v1/paywall"): lambda c: ("/api/v1/paywall", {"productId": "main", "customerId": c}),
+    ("GET", "/api/v1/widgets/customers/{customer_id}"): lambda c: (
+        f"/api/v1/widgets/customers/{quote(c, safe='')}",
+        {},
+    ),
+    ("GET", "/api/v1/widgets/customers/{customer_id}/subscriptions"): lambda c: (
+        f"/api/v1/widgets/customers/{quote(c, safe='')}/subscriptions",
+        {},
+    ),
+    ("GET", "/api/v1/widgets/customers/{customer_id}/invoices"): lambda c: (
+        f"/api/v1/widgets/customers/{quote(c, safe='')}/invoices",
+        {},
+    ),
 }
 
 
@@ -102,7 +114,11 @@ def _bad_tokens(server: LiveServer, customer: str) -> dict[str, str | None]:
 
 
 def test_the_routes_here_are_every_client_key_route() -> None:
-    assert set(CUSTOMER_ROUTES) == set(CLIENT_KEY_ROUTES)
+    """Every client-key read. The widgets' writes take the same `CustomerKey` check; they are refused
+    another customer's token or none in test_widgets_api.py (a valid token here would make them write)."""
+    assert set(CUSTOMER_ROUTES) == {route for route in CLIENT_KEY_ROUTES if route[0] == "GET"}
+    writes = {route for route in CLIENT_KEY_ROUTES if route[0] != "GET"}
+    assert writes and all(path.startswith("/api/v1/widgets/customers/{customer_id}/") for _, path in writes)
 
 
 @pytest.mark.parametrize("route_name", sorted(CUSTOMER_ROUTES), ids=lambda r: r[1])
