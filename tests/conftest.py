@@ -254,3 +254,45 @@ def browser_page(chromium: Any) -> Iterator[Any]:
         yield context.new_page()
     finally:
         context.close()
+
+
+# The tests that each take tens of seconds (`make test` lists the slowest): every xdist worker starts its
+# share of the run with some of them, longest first, so none is left running alone at the end while the
+# other workers sit idle. Ordered longest first; a prefix matches a whole file or test.
+LONG_TESTS = (
+    "tests/test_fuzz.py::test_schemathesis_finds_no_server_errors",
+    "tests/billing/test_stripe_walkthrough.py",
+    "tests/test_push.py::test_a_change_through_one_process_reaches_a_stream_of_another",
+    "tests/test_entitlement_snapshot_processes.py",
+    "tests/test_credits_concurrency.py",
+    "tests/test_data_files.py::test_serve_on_postgresql_wants_the_key_apart_from_the_data",
+    "tests/test_fuzz.py",
+    "tests/billing/test_stripe_crash.py",
+)
+
+
+def _rank(item: pytest.Item) -> int | None:
+    return next((rank for rank, prefix in enumerate(LONG_TESTS) if item.nodeid.startswith(prefix)), None)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under xdist's worksteal, worker k is first handed the k-th slice of the collection (the
+    remaining items divided by the workers still to serve); the long tests are dealt out to the
+    fronts of those slices. Every worker computes the same order, as xdist requires."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0)
+    if workers < 2:
+        return
+    long = sorted((item for item in items if _rank(item) is not None), key=lambda item: _rank(item) or 0)
+    if not long:
+        return
+    rest = iter([item for item in items if _rank(item) is None])
+    fronts: list[list[pytest.Item]] = [long[k::workers] for k in range(workers)]
+    ordered: list[pytest.Item] = []
+    remaining = len(items)
+    for k in range(workers):
+        size = remaining // (workers - k)
+        remaining -= size
+        ordered += fronts[k]
+        ordered += itertools.islice(rest, max(size - len(fronts[k]), 0))
+    ordered += rest
+    items[:] = ordered
