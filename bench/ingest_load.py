@@ -30,6 +30,8 @@ BATCH = 1000
 CUSTOMERS = 20
 REPEATED = 0.10  # share of each batch resending keys of the previous batch (dropped as duplicates)
 LOCK_HOLDS_PATH = "/_bench/lock_holds"
+# The same stack's floor: an async route answering a constant, on this instance only.
+CONSTANT_PATH = "/_bench/constant-async"
 T = TypeVar("T")
 
 
@@ -228,7 +230,15 @@ def serve(database_url: str, port: int, data_dir: str) -> None:
     def lock_holds(reset: bool = False) -> dict[str, Any]:
         return holds.report(reset) if holds is not None else {"count": 0}
 
+    from fastapi.responses import JSONResponse
+
+    constant = JSONResponse({"data": {"status": "constant"}})
+
+    async def constant_answer() -> JSONResponse:
+        return constant
+
     app.add_api_route(LOCK_HOLDS_PATH, lock_holds, methods=["GET"], include_in_schema=False)
+    app.add_api_route(CONSTANT_PATH, constant_answer, methods=["GET"], include_in_schema=False)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 

@@ -22,7 +22,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from catalog_reads import fresh_database
-from ingest_load import drive, lock_holds, median, percentile, running_server, seed_catalog
+from ingest_load import CONSTANT_PATH, drive, lock_holds, median, percentile, running_server, seed_catalog
 
 
 def provision_all(base: str, key: str, ids: list[str], concurrency: int) -> tuple[float, list[float], list[str]]:
@@ -57,16 +57,26 @@ def main() -> int:
                 base, key, [f"c{n}" for n in range(args.customers)], args.concurrency
             )
             holds = lock_holds(base)
+            # The floor, from the same clients against the same server: a constant async answer.
+            floor, floor_latencies, _ = drive(
+                base, key, range(args.customers), args.concurrency, lambda api, _: api.get(CONSTANT_PATH)
+            )
     ms = [v * 1000 for v in latencies]
     print(
         f"Entitle provisioning: {args.database}; {args.customers} customers with a subscription (plan of 6 metered "
         f"features) from {args.concurrency} connections; {os.cpu_count()} CPUs shared by clients and server, "
         f"load average {load_before:.2f} before the run"
     )
-    print(f"\n{'path':<44} {'per s':>8} {'p50 ms':>9} {'p99 ms':>9}")
+    floor_ms = [v * 1000 for v in floor_latencies]
+    rate, floor_rate = args.customers / elapsed, args.customers / floor
+    print(f"\n{'path':<44} {'per s':>8} {'p50 ms':>9} {'p99 ms':>9} {'vs constant':>12}")
     print(
-        f"{'POST /api/v1/customers + subscriptionParams':<44} {args.customers / elapsed:>8.0f} "
-        f"{median(ms):>9.1f} {percentile(ms, 0.99):>9.1f}"
+        f"{'GET ' + CONSTANT_PATH:<44} {floor_rate:>8.0f} {median(floor_ms):>9.1f} "
+        f"{percentile(floor_ms, 0.99):>9.1f} {'100%':>12}"
+    )
+    print(
+        f"{'POST /api/v1/customers + subscriptionParams':<44} {rate:>8.0f} "
+        f"{median(ms):>9.1f} {percentile(ms, 0.99):>9.1f} {rate / floor_rate:>12.0%}"
     )
     if holds.get("count"):
         print(f"\nSQLite write lock: longest hold {holds['longestMs']:.1f} ms over {holds['count']} transactions")
