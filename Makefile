@@ -18,7 +18,7 @@ install: $(STAMP)
 run: install
 	$(BIN)/entitle migrate
 	$(BIN)/entitle demo
-	$(BIN)/entitle serve --host $(HOST) --port $(PORT)
+	ENTITLE_DEMO_PAGE=on $(BIN)/entitle serve --host $(HOST) --port $(PORT)
 
 lint: install
 	$(BIN)/ruff check src tests bench

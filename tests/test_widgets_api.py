@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
 
+from entitle.app import create_app
 from entitle.catalog.demo import load_catalog
+from entitle.config import Settings, load_settings
+from entitle.customers.models import Customer
+from entitle.db import Database
 from entitle.environments import access
 from entitle.environments.models import KeyKind
 from entitle.environments.service import ensure_environment
@@ -253,3 +260,22 @@ def test_a_listed_origin_may_post_to_the_widget_routes_only(
         assert answer.headers["access-control-allow-origin"] == app
     finally:
         access.update_settings(shop.db, "development", allowed_origins=[])
+
+
+def test_a_deployment_serves_the_demo_page_only_when_asked(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`/demo` hands any visitor a client key and a customer's token: `entitle serve` serves it only with
+    ENTITLE_DEMO_PAGE=on (`make run` sets it); otherwise a 404 that says why, and nothing is made."""
+    monkeypatch.delenv("ENTITLE_DEMO_PAGE", raising=False)
+    assert load_settings().demo_page is False
+    monkeypatch.setenv("ENTITLE_DEMO_PAGE", "on")
+    assert load_settings().demo_page is True
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    settings = Settings(database_url=db.url, data_dir=data_dir, console_base_url="http://test", demo_page=False)
+    page = TestClient(create_app(settings, db=db)).get("/demo")
+    assert page.status_code == 404 and "ENTITLE_DEMO_PAGE=on" in page.text
+    assert not list(data_dir.iterdir())  # no client key file written
+    with db.read() as s:
+        assert s.scalar(select(func.count()).select_from(Customer)) == 0

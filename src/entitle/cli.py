@@ -70,7 +70,10 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     typer.echo(f"Entitle listening on http://{host}:{port}", err=True)
     typer.echo(f"Console: http://{host}:{port}/console  (API docs: http://{host}:{port}/docs)", err=True)
-    typer.echo(f"Widgets demo: http://{host}:{port}/demo  (pricing table, checkout, portal: docs/widgets.md)", err=True)
+    if settings.demo_page:
+        typer.echo(
+            f"Widgets demo: http://{host}:{port}/demo  (pricing table, checkout, portal: docs/widgets.md)", err=True
+        )
     uvicorn.run("entitle.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
 
 

@@ -37,6 +37,10 @@ class Settings:
     # garbage collector's sight (`gc.freeze`), so that a full collection does not pause a request for
     # about 130 ms of CPU. On for `entitle serve`; off for apps made in a longer-lived process (tests).
     freeze_startup_objects: bool = False
+    # The widgets' sample page, `/demo`: it makes a demo customer and hands any visitor a client key and
+    # that customer's token, so a deployment serves it only when asked (ENTITLE_DEMO_PAGE=on; `make run`
+    # does). Apps made in tests serve it.
+    demo_page: bool = True
 
     @property
     def is_sqlite(self) -> bool:
@@ -65,6 +69,7 @@ def load_settings() -> Settings:
         checkout_success_url=os.environ.get("ENTITLE_CHECKOUT_SUCCESS_URL", "").strip() or None,
         checkout_cancel_url=os.environ.get("ENTITLE_CHECKOUT_CANCEL_URL", "").strip() or None,
         freeze_startup_objects=True,
+        demo_page=os.environ.get("ENTITLE_DEMO_PAGE", "").strip().lower() in ("1", "true", "yes", "on"),
     )
 
 

@@ -14,6 +14,11 @@ from entitle.widgets import demo, routes
 # Served as /widgets/v1/entitle.js (the file name differs so no string reads like a module path).
 MODULE = Path(__file__).resolve().parent / "static" / "entitle-widgets.js"
 MODULE_PATH = "/widgets/v1/entitle.js"
+NOT_SERVED = (
+    "<!doctype html><title>Not served</title><p>The widgets demo page is off: it hands every visitor a client "
+    "key and a demo customer's token. Start the server with <code>ENTITLE_DEMO_PAGE=on</code> (as "
+    "<code>make run</code> does) on a machine of your own to see it.</p>"
+)
 
 
 def install(app: FastAPI, demo_product_id: str) -> None:
@@ -31,7 +36,10 @@ def install(app: FastAPI, demo_product_id: str) -> None:
 
     @app.get("/demo", include_in_schema=False)
     async def demo_page(request: Request) -> HTMLResponse:
+        settings = request.app.state.settings
+        if not settings.demo_page:
+            return HTMLResponse(NOT_SERVED, status_code=404)
         db = request.app.state.db
-        data_dir = request.app.state.settings.data_dir
+        data_dir = settings.data_dir
         context = await run_in_threadpool(demo.demo_context, db, secret_box_of(request), data_dir, demo_product_id)
         return HTMLResponse(demo.render(context), headers={"Cache-Control": "no-store"})
