@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -32,7 +30,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from catalog_reads import fresh_database, running_server
-from entitlement_checks import CONSTANT_ASYNC_PATH, Figure, serve
+from entitlement_checks import CONSTANT_ASYNC_PATH, Figure, print_figures, serve, wrk
 
 CUSTOMERS = 50
 CONNECTIONS = (1, 16)
@@ -91,13 +89,7 @@ end
 def run_wrk(base: str, key: str, kind: str, connections: int, seconds: int, tmp: Path, run: str) -> Figure:
     script = tmp / f"{kind}-{run}.lua"
     script.write_text(LUA.format(customers=CUSTOMERS, key=key, kind=kind, constant=CONSTANT_ASYNC_PATH, run=run))
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script), base]
-    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    found = re.search(r"^RESULT (\d+) (\d+) (\d+) (\d+) (\d+)$", out, re.MULTILINE)
-    if found is None:
-        raise RuntimeError(f"wrk printed no result:\n{out}")
-    requests, duration_us, p50_us, p99_us, errors = (int(g) for g in found.groups())
-    return Figure(kind, connections, requests / (duration_us / 1e6), p50_us / 1000, p99_us / 1000, errors)
+    return wrk(base, script, kind, connections, seconds)
 
 
 def main() -> int:
@@ -136,15 +128,7 @@ def main() -> int:
                     figures.append(run_wrk(base, key, kind, connections, args.duration, Path(tmp), run))
             print(f"load average after: {os.getloadavg()[0]:.2f}")
 
-    floor = {f.connections: f for f in figures if f.name == "constant"}
-    print(f"\n{'scenario':<26} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'vs constant':>12}")
-    for f in figures:
-        ratio = f.rate / floor[f.connections].rate if floor[f.connections].rate else float("nan")
-        name = {"constant": f"constant {CONSTANT_ASYNC_PATH}", "consume": "consumption", "check": "currency check"}[
-            f.name
-        ]
-        figure = f"{f.rate:>9.0f} {f.p50_ms:>8.2f} {f.p99_ms:>8.2f} {f.errors:>7}"
-        print(f"{name:<26} {f.connections:>5} {figure} {ratio:>11.0%}")
+    print_figures(figures, {"consume": "consumption", "check": "currency check"})
     return 1 if any(f.errors for f in figures) else 0
 
 

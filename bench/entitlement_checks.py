@@ -159,6 +159,12 @@ def run_wrk(base: str, key: str, ids: list[str], kind: str, connections: int, se
             constant=CONSTANT_ASYNC_PATH,
         )
     )
+    return wrk(base, script, kind, connections, seconds)
+
+
+def wrk(base: str, script: Path, kind: str, connections: int, seconds: int) -> Figure:
+    """One wrk run (1 thread) of a Lua script whose `done` prints `RESULT requests duration_us p50_us p99_us
+    errors`, as this file's and bench/credits.py's scripts do."""
     command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script), base]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     found = re.search(r"^RESULT (\d+) (\d+) (\d+) (\d+) (\d+)$", out, re.MULTILINE)
@@ -166,6 +172,17 @@ def run_wrk(base: str, key: str, ids: list[str], kind: str, connections: int, se
         raise RuntimeError(f"wrk printed no result:\n{out}")
     requests, duration_us, p50_us, p99_us, errors = (int(g) for g in found.groups())
     return Figure(kind, connections, requests / (duration_us / 1e6), p50_us / 1000, p99_us / 1000, errors)
+
+
+def print_figures(figures: list[Figure], names: dict[str, str]) -> None:
+    """The table: each figure beside the constant route's at the same connections, as a ratio."""
+    floor = {f.connections: f for f in figures if f.name == "constant"}
+    print(f"\n{'scenario':<26} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'vs constant':>12}")
+    for f in figures:
+        ratio = f.rate / floor[f.connections].rate if floor[f.connections].rate else float("nan")
+        name = {"constant": f"constant {CONSTANT_ASYNC_PATH}", **names}[f.name]
+        figure = f"{f.rate:>9.0f} {f.p50_ms:>8.2f} {f.p99_ms:>8.2f} {f.errors:>7}"
+        print(f"{name:<26} {f.connections:>5} {figure} {ratio:>11.0%}")
 
 
 def bytes_per_customer(url: str) -> float:
@@ -232,13 +249,7 @@ def main() -> int:
                 for kind in ("constant", "check", "list"):
                     figures.append(run_wrk(base, key, ids, kind, connections, args.duration, Path(tmp)))
 
-    floor = {f.connections: f for f in figures if f.name == "constant"}
-    print(f"\n{'scenario':<26} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'vs constant':>12}")
-    for f in figures:
-        ratio = f.rate / floor[f.connections].rate if floor[f.connections].rate else float("nan")
-        name = {"constant": f"constant {CONSTANT_ASYNC_PATH}", "check": "check (rotating)", "list": "list 20"}[f.name]
-        figure = f"{f.rate:>9.0f} {f.p50_ms:>8.2f} {f.p99_ms:>8.2f} {f.errors:>7}"
-        print(f"{name:<26} {f.connections:>5} {figure} {ratio:>11.0%}")
+    print_figures(figures, {"check": "check (rotating)", "list": "list 20"})
     print(f"\nmemory per held customer (20 features): {held / 1024:.1f} KiB")
     return 1 if any(f.errors for f in figures) else 0
 
