@@ -11,9 +11,11 @@ from fastapi.responses import Response
 from entitle.catalog.packages import service as packages
 from entitle.catalog.packages.models import PACKAGE_STATUSES
 from entitle.catalog.packages.schemas import AddonCreate, PlanCreate
+from entitle.catalog.packages.service import PackageKind
 from entitle.console import catalog_pages
 from entitle.console.package_routes import package_path
-from entitle.console.web import PREFIX, Edit, Page, parsed, redirect, render
+from entitle.console.web import PREFIX, Console, Edit, Page, parsed, redirect, render
+from entitle.db import Database
 from entitle.db.pagination import PageRequest
 from entitle.http.deps import DB, comma_list
 
@@ -21,6 +23,37 @@ router = APIRouter(prefix=PREFIX, include_in_schema=False)
 Short = Annotated[str, Form(max_length=255)]
 Tiny = Annotated[str, Form(max_length=32)]
 Cursor = Annotated[str | None, Query(max_length=200)]
+
+
+def _packages_page(
+    request: Request,
+    ctx: Console,
+    db: Database,
+    kind: PackageKind,
+    product: str,
+    status: str,
+    after: str | None,
+    before: str | None,
+) -> Response:
+    """The plans or add-ons list, filtered by product and status."""
+    data = catalog_pages.packages_page(
+        db,
+        ctx.env_id,
+        kind,
+        PageRequest(limit=50, after=after, before=before),
+        product or None,
+        comma_list(status, PACKAGE_STATUSES, name="status"),
+    )
+    return render(
+        request,
+        ctx,
+        "plans.html" if kind == "PLAN" else "addons.html",
+        page=data.packages,
+        products=data.products,
+        product=product,
+        status=status,
+        statuses=PACKAGE_STATUSES,
+    )
 
 
 @router.get("/plans")
@@ -33,24 +66,7 @@ def plans_page(
     after: Cursor = None,
     before: Cursor = None,
 ) -> Response:
-    data = catalog_pages.packages_page(
-        db,
-        ctx.env_id,
-        "PLAN",
-        PageRequest(limit=50, after=after, before=before),
-        product or None,
-        comma_list(status, PACKAGE_STATUSES, name="status"),
-    )
-    return render(
-        request,
-        ctx,
-        "plans.html",
-        page=data.packages,
-        products=data.products,
-        product=product,
-        status=status,
-        statuses=PACKAGE_STATUSES,
-    )
+    return _packages_page(request, ctx, db, "PLAN", product, status, after, before)
 
 
 @router.post("/plans")
@@ -70,24 +86,7 @@ def addons_page(
     after: Cursor = None,
     before: Cursor = None,
 ) -> Response:
-    data = catalog_pages.packages_page(
-        db,
-        ctx.env_id,
-        "ADDON",
-        PageRequest(limit=50, after=after, before=before),
-        product or None,
-        comma_list(status, PACKAGE_STATUSES, name="status"),
-    )
-    return render(
-        request,
-        ctx,
-        "addons.html",
-        page=data.packages,
-        products=data.products,
-        product=product,
-        status=status,
-        statuses=PACKAGE_STATUSES,
-    )
+    return _packages_page(request, ctx, db, "ADDON", product, status, after, before)
 
 
 @router.post("/addons")
