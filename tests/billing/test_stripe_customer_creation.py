@@ -203,6 +203,16 @@ def test_a_synced_customers_name_email_and_language_reach_stripe_when_they_chang
         ["fr"],
     )
 
+    # With billing information in the same update, its one customer sync carries the new name too.
+    jobs = customers_and_jobs(server)[1]
+    address = {"line1": "12 Analytical Row", "city": "London", "country": "GB"}
+    both = {"name": "Countess Ada", "passthrough": {"stripe": {"billingAddress": address}}}
+    assert api.patch("/api/v1/customers/cust-ada", json=both).status_code == 200
+    assert customers_and_jobs(server)[1] == jobs + 1
+    Worker(server.db).drain()
+    at_stripe = stripe_customer_of(server, stripe_emulator, "cust-ada")
+    assert (at_stripe.name, at_stripe.address["city"]) == ("Countess Ada", "London")
+
     # A language Stripe does not write in is kept (the contract returns it) and not sent: Stripe keeps French.
     assert api.patch("/api/v1/customers/cust-ada", json={"language": "tlh"}).status_code == 200
     Worker(server.db).drain()

@@ -38,6 +38,8 @@ from entitle.db import Database
 from entitle.jobs.service import JobContext, enqueue, register
 
 SYNC_CUSTOMER_JOB = "billing.sync_customer"
+# session.info: the (integration, customer) pairs this transaction has enqueued a customer sync for.
+_SYNCING = "billing.customers_syncing"
 
 
 def billing_info_passed(
@@ -55,6 +57,7 @@ def billing_info_passed(
         return
     session.flush()
     store.put_link(session, integration, CUSTOMER, customer.pk, PENDING)
+    session.info.setdefault(_SYNCING, set()).add((integration.pk, customer.pk))
     enqueue(
         session,
         customer.environment_id,
@@ -90,6 +93,8 @@ def contact_changed(session: Session, customer: Customer, changed: frozenset[str
     integration = store.integration_for_customer(session, customer)
     if integration is None or not integration.sync_customers:
         return
+    if (integration.pk, customer.pk) in session.info.get(_SYNCING, ()):
+        return  # a sync this transaction enqueued reads the customer when it runs: it sends them
     link = store.link(session, integration.pk, CUSTOMER, customer.pk)
     if (link is None or not link.billing_id) and not customer.billing_id:
         return

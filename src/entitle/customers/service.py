@@ -201,8 +201,10 @@ def update_customer(db: Database, env_id: int, ref_id: str, req: CustomerUpdate)
         customer.updated_at = utcnow()
         s.flush()
         changed = frozenset(name for name, was in contact_before.items() if getattr(customer, name) != was)
-        publish(s, events.CustomerUpdated(env_id=env_id, customer=customer, contact_changed=changed))
+        # Billing information first: the customer sync it enqueues also sends the changed contact fields, so
+        # the billing adapter's reaction to CustomerUpdated has nothing left to send.
         _forward_billing_information(s, customer, req)
+        publish(s, events.CustomerUpdated(env_id=env_id, customer=customer, contact_changed=changed))
         return view(s, customer)
 
 
