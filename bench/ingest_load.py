@@ -228,7 +228,10 @@ def serve(database_url: str, port: int, data_dir: str) -> None:
     holds = LockHolds(app.state.db.write_engine) if sqlite else None
 
     def lock_holds(reset: bool = False) -> dict[str, Any]:
-        return holds.report(reset) if holds is not None else {"count": 0}
+        report = holds.report(reset) if holds is not None else {"count": 0}
+        # The server's CPU seconds so far (all its threads): a figure per request is then independent
+        # of how much of the machine the clients and other processes take.
+        return {**report, "serverCpuSeconds": time.process_time()}
 
     from fastapi.responses import JSONResponse
 

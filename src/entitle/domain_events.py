@@ -11,10 +11,10 @@ own reactions (a customer archived ends its subscriptions) before the adapters, 
 the consequences of an event before the event itself (`subscription.canceled`, then
 `customer.archived`). An event published by a subscriber is dispatched at once (depth first).
 
-After the transaction commits, `on_commit` listeners receive every event it published with a
-version number that only grows in this process: an in-memory cache that remembers the version it
-read at (`current_version()` before the read) never stores a state older than a change it has
-already been told about.
+After the transaction commits (durably: a member of a SQLite group commit once its group has),
+`on_commit` listeners receive every event it published with a version number that only grows in
+this process: an in-memory cache that remembers the version it read at (`current_version()` before
+the read) never stores a state older than a change it has already been told about.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
+
+from entitle.db.group_commit import when_durable
 
 log = logging.getLogger("entitle.domain_events")
 
@@ -102,10 +104,14 @@ def current_version() -> int:
 
 
 def _after_commit(session: Session) -> None:
-    global _last_version
     events = session.info.pop(_PENDING, None)
-    if not events:
-        return
+    if events:
+        # A member of a SQLite group commit is committed when its group is: announced no earlier.
+        when_durable(session, lambda: _announce(events))
+
+
+def _announce(events: list[DomainEvent]) -> None:
+    global _last_version
     with _version_lock:
         version = next(_version)
         _last_version = version

@@ -21,6 +21,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from entitle.db.group_commit import GroupCommit
+
 log = logging.getLogger("entitle.db")
 # SQLite's companions of a database file: it creates them with the database file's own mode.
 _COMPANIONS = ("", "-wal", "-shm", "-journal")
@@ -127,16 +129,35 @@ class FairLock:
                     self._serving += 1
                 self._turn.notify_all()
 
+    def hand_over(self) -> bool:
+        """Leave the turn to the next writer still waiting for it (True), or, with nobody waiting, keep
+        it (False). Decided under the lock's own mutex: a writer handed the turn can no longer give up
+        on it, so a holder that hands over knows someone has taken over."""
+        with self._turn:
+            following = self._serving + 1
+            while following in self._given_up:
+                following += 1
+            if following >= self._next_ticket:
+                return False
+            self._given_up.difference_update(range(self._serving + 1, following))
+            self._holder, self._depth = None, 0
+            self._serving = following
+            self._turn.notify_all()
+            return True
+
 
 class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self._writers: FairLock | None = None
+        self.group_commit: GroupCommit | None = None
         if url.startswith("sqlite"):
             make_private_sqlite_file(url)
             self.write_engine = _sqlite_engine(url, immediate=True)
             self.read_engine = _sqlite_engine(url, immediate=False)
             self._writers = FairLock()
+            # PostgreSQL groups concurrent commits itself (commit_delay); SQLite needs it done here.
+            self.group_commit = GroupCommit(self.write_engine, self._writers)
         else:
             self.write_engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
             self.read_engine = self.write_engine
@@ -150,11 +171,11 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """One unit of work: commits on success, rolls back on any exception."""
-        if self._writers is None:
+        if self.group_commit is None:
             with self._writer() as session, session.begin():
                 yield session
             return
-        with self._writers, self._writer() as session, session.begin():
+        with self.group_commit.transaction(self._writer) as session:
             yield session
 
     @contextmanager
