@@ -156,13 +156,14 @@ def median(values: list[float]) -> float:
 class LockHolds:
     """Times each write transaction of a SQLite engine: BEGIN IMMEDIATE returned -> COMMIT/ROLLBACK done;
     and the CPU time its thread spent meanwhile (the rest of a hold is waiting: for the disk, for the
-    GIL held by the process's other threads, for a CPU the machine's other processes hold)."""
+    GIL held by the process's other threads, for a CPU the machine's other processes hold). A group
+    commit's hold begins in one writer's thread and ends in another's: it has no such CPU figure."""
 
     def __init__(self, engine: Any) -> None:
         from sqlalchemy import event as sa_event
 
-        self.started: dict[int, tuple[float, float, list[str]]] = {}
-        self.holds: list[tuple[float, float, str]] = []
+        self.started: dict[int, tuple[float, float, list[str], int]] = {}
+        self.holds: list[tuple[float, float | None, str]] = []
         self.lock = threading.Lock()
         # Registered after the engine's own `begin` listener, which sends BEGIN IMMEDIATE.
         sa_event.listen(engine, "begin", self._begin)
@@ -172,7 +173,7 @@ class LockHolds:
             setattr(dialect, name, self._ending(getattr(dialect, name)))
 
     def _begin(self, connection: Any) -> None:
-        self.started[id(connection.connection)] = (time.perf_counter(), time.thread_time(), [])
+        self.started[id(connection.connection)] = (time.perf_counter(), time.thread_time(), [], threading.get_ident())
 
     def _statement(self, connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
         began = self.started.get(id(connection.connection))
@@ -186,7 +187,8 @@ class LockHolds:
             finally:
                 began = self.started.pop(id(dbapi_connection), None)
                 if began is not None:
-                    wall, cpu = time.perf_counter() - began[0], time.thread_time() - began[1]
+                    wall = time.perf_counter() - began[0]
+                    cpu = time.thread_time() - began[1] if began[3] == threading.get_ident() else None
                     with self.lock:
                         self.holds.append((wall, cpu, began[2][0] if began[2] else ""))
 
@@ -196,12 +198,12 @@ class LockHolds:
         with self.lock:
             holds, self.holds = self.holds, ([] if reset else self.holds)
         ms = [h[0] * 1000 for h in holds]
-        cpu = [h[1] * 1000 for h in holds]
-        longest = max(holds, default=(0.0, 0.0, ""))
+        cpu = [h[1] * 1000 for h in holds if h[1] is not None]
+        longest = max(holds, default=(0.0, 0.0, ""), key=lambda h: h[0])
         return {
             "count": len(ms),
             "longestMs": longest[0] * 1000,
-            "longestCpuMs": longest[1] * 1000,
+            "longestCpuMs": longest[1] * 1000 if longest[1] is not None else None,
             "longestFirstStatement": longest[2],
             "p99Ms": percentile(ms, 0.99) if ms else 0.0,
             "medianMs": median(ms) if ms else 0.0,
