@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
@@ -195,6 +197,37 @@ def test_a_failing_writer_rolls_back_only_its_own_work(sqlite_db: Database, sqli
     with sqlite_db.transaction() as session:  # and the writer connection is sound for the next group
         _insert(session, "after")
     assert "after" in _names_seen_by_another_connection(sqlite_url)
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kinds=st.lists(st.sampled_from(["ok", "raise", "conflict"]), min_size=1, max_size=6))
+def test_a_group_keeps_exactly_its_succeeding_members_work(
+    sqlite_db: Database, sqlite_url: str, kinds: list[str]
+) -> None:
+    with sqlite_db.transaction() as session:  # each example starts from one taken name
+        session.execute(text("DELETE FROM group_commit_probe"))
+        _insert(session, "taken")
+    names = [f"{kind}{n}" for n, kind in enumerate(kinds)]
+
+    def work(kind: str, name: str) -> Callable[[Session], None]:
+        def run(session: Session) -> None:
+            _insert(session, name)
+            if kind == "raise":
+                raise ValueError(name)
+            if kind == "conflict":
+                _insert(session, "taken")
+
+        return run
+
+    before = _groups(sqlite_db).commits
+    outcome = _one_group(sqlite_db, sqlite_url, [work(k, n) for k, n in zip(kinds, names, strict=True)], names)
+    raised = {"raise": ValueError, "conflict": IntegrityError}
+    expected_errors = {n: raised[kind] for n, kind in enumerate(kinds) if kind != "ok"}
+    assert {n: type(error) for n, error in outcome.errors.items()} == expected_errors
+    kept = {name for name, kind in zip(names, kinds, strict=True) if kind == "ok"}
+    assert _names_seen_by_another_connection(sqlite_url) == kept | {"taken"}
+    assert all(outcome.visible_on_return.values())
+    assert _groups(sqlite_db).commits - before == (1 if kept else 0)
 
 
 def test_a_failed_commit_fails_every_member_and_writes_nothing(
