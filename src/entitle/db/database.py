@@ -134,6 +134,8 @@ class FairLock:
         it (False). Decided under the lock's own mutex: a writer handed the turn can no longer give up
         on it, so a holder that hands over knows someone has taken over."""
         with self._turn:
+            if self._depth > 1:  # the holder re-entered: its outer hold still needs the turn
+                return False
             following = self._serving + 1
             while following in self._given_up:
                 following += 1

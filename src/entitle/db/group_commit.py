@@ -163,7 +163,10 @@ class GroupCommit:
             except Exception:
                 group.connection.invalidate()
         finally:
-            group.connection.close()
+            try:
+                group.connection.close()
+            except Exception:  # the members' answer is decided: a connection that will not close must not hold them
+                log.exception("closing the group commit's connection failed")
             group.done.set()
         return False
 
