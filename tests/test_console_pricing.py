@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 from entitle.catalog.packages.charge_rules import READ_BACK, charges_doc
 from entitle.catalog.packages.rules import ChargeSpec, expand_charges
 from entitle.catalog.packages.schemas import ChargesIn
-from entitle.console.catalog_rules import moved
+from entitle.console.catalog_rules import metadata_of, moved
+from entitle.errors import InvalidArgument
 from entitle.paywall.rules import in_chosen_order
 from tests.conftest import LiveServer
 from tests.support.console import csrf_of, make_user, signed_in
@@ -378,3 +379,69 @@ def test_one_charge_of_a_draft_is_added_changed_and_removed_the_others_kept(
     forged = viewer.post(f"{path}/charges/{seats_id}/remove", data={"csrf_token": csrf_of(viewer)})
     assert forged.status_code == 403
     assert set(_charges(api, "c-plan")) == {"FLAT_FEE MONTHLY", "PER_UNIT c-seats MONTHLY", "FLAT_FEE MONTHLY DE"}
+
+
+# -- metadata ----------------------------------------------------------------------------------------------
+
+
+@given(st.lists(st.tuples(st.text(max_size=4), st.text(max_size=4)), max_size=6))
+def test_metadata_rows_become_the_apis_metadata_or_are_refused(rows: list[tuple[str, str]]) -> None:
+    keys, values = [k for k, _ in rows], [v for _, v in rows]
+    stripped = [(k.strip(), v.strip()) for k, v in rows]
+    kept = [(k, v) for k, v in stripped if k]
+    try:
+        found = metadata_of(keys, values)
+    except InvalidArgument as exc:
+        lonely = any(not k and v for k, v in stripped)
+        twice = len({k for k, _ in kept}) != len(kept)
+        assert lonely or twice, exc.message
+        return
+    assert found == dict(kept) and len(found) == len(kept)
+
+
+@pytest.mark.parametrize("kind", ["products", "coupons"])
+def test_metadata_of_products_and_coupons_is_edited_row_by_row_with_the_apis_validation(
+    kind: str, api: httpx.Client, editor: httpx.Client, token: str, viewer: httpx.Client
+) -> None:
+    ref = f"md-{kind}"
+    if kind == "products":
+        ok(
+            api.post(
+                "/api/v1/products", json={"id": ref, "displayName": "Md", "metadata": {"tier": "gold", "old": "x"}}
+            )
+        )
+    else:
+        body = {"id": ref, "name": "Md", "percentOff": 10, "metadata": {"tier": "gold", "old": "x"}}
+        ok(api.post("/api/v1/coupons", json=body))
+    path = f"/console/{kind}/{ref}"
+    page = ok(editor.get(path)).text
+    assert 'name="meta_key" value="old"' in page and 'name="meta_key" value="tier"' in page
+
+    def stored() -> dict[str, str]:
+        if kind == "products":
+            return ok(api.get(f"/api/v1/products/{ref}")).json()["data"]["metadata"]
+        return next(c for c in ok(api.get("/api/v1/coupons")).json()["data"] if c["id"] == ref)["metadata"]
+
+    # Rows as the page sends them: "old" emptied (removed), "tier" changed, one blank row filled, two blank.
+    rows = {"meta_key": ["", "tier", "region", "", ""], "meta_value": ["x", "platinum", " eu ", "", ""]}
+    refused = post(editor, f"{path}/metadata", token, rows)
+    assert refused.status_code == 400 and "the value 'x' needs a key" in html.unescape(refused.text)
+    assert stored() == {"tier": "gold", "old": "x"}
+    rows["meta_value"][0] = ""
+    assert post(editor, f"{path}/metadata", token, rows).status_code == 303
+    assert stored() == {"tier": "platinum", "region": "eu"}
+    too_long = post(editor, f"{path}/metadata", token, {"meta_key": ["k" * 256], "meta_value": ["v"]})
+    by_api = api.patch(f"/api/v1/{kind}/{ref}", json={"metadata": {"k" * 256: "v"}})
+    assert too_long.status_code == by_api.status_code == 400 and "metadata" in html.unescape(too_long.text)
+    twice = post(editor, f"{path}/metadata", token, {"meta_key": ["a", "a "], "meta_value": ["1", "2"]})
+    assert twice.status_code == 400 and "appears twice" in html.unescape(twice.text)
+    entry = next(e for e in audited(api, ref) if "metadata_" in e["changes"] and e["action"] == "UPDATE")
+    assert entry["actor"] == EDITOR and entry["changes"]["metadata_"][1] == {"tier": "platinum", "region": "eu"}
+    # A viewer reads the metadata without a form, and its forged post changes nothing.
+    seen = viewer.get(path).text
+    assert 'data-testid="metadata-editor"' not in seen and "platinum" in seen
+    forged = viewer.post(f"{path}/metadata", data={"csrf_token": csrf_of(viewer), "meta_key": [], "meta_value": []})
+    assert forged.status_code == 403 and stored() == {"tier": "platinum", "region": "eu"}
+    # All rows emptied: no metadata left.
+    assert post(editor, f"{path}/metadata", token, {"meta_key": ["", ""], "meta_value": ["", ""]}).status_code == 303
+    assert stored() == {}

@@ -239,3 +239,26 @@ def fields_of(c: PackageCharge) -> ChargeFields:
         min_unit_quantity=str(c.min_unit_quantity) if c.min_unit_quantity is not None else "",
         max_unit_quantity=str(c.max_unit_quantity) if c.max_unit_quantity is not None else "",
     )
+
+
+# Blank rows the metadata editor offers for new keys (more after saving: it works without JavaScript).
+NEW_METADATA_ROWS = 3
+
+
+def metadata_of(keys: Sequence[str], values: Sequence[str]) -> dict[str, str]:
+    """The metadata editor's key/value rows as the API's `metadata`: blank rows are skipped, an emptied
+    key removes its row; a value with no key, or a key twice, is refused (the API's own `Metadata`
+    type then checks lengths and characters)."""
+    if len(keys) != len(values):
+        raise InvalidArgument("metadata: every row has a key and a value")
+    found: dict[str, str] = {}
+    for number, (key, value) in enumerate(zip(keys, values, strict=True), start=1):
+        key, value = key.strip(), value.strip()
+        if not key:
+            if value:
+                raise InvalidArgument(f"metadata row {number}: the value '{value[:40]}' needs a key")
+            continue
+        if key in found:
+            raise InvalidArgument(f"metadata: the key '{key[:40]}' appears twice")
+        found[key] = value
+    return found
