@@ -23,7 +23,9 @@ from entitle.catalog.packages.charge_rules import READ_BACK, charges_doc
 from entitle.catalog.packages.rules import ChargeSpec, expand_charges
 from entitle.catalog.packages.schemas import ChargesIn
 from entitle.console.catalog_rules import metadata_of, moved
+from entitle.console.rules import one_off_totals
 from entitle.errors import InvalidArgument
+from entitle.money import minor_unit_exponent
 from entitle.paywall.rules import in_chosen_order
 from tests.conftest import LiveServer
 from tests.support.console import csrf_of, make_user, signed_in
@@ -445,3 +447,111 @@ def test_metadata_of_products_and_coupons_is_edited_row_by_row_with_the_apis_val
     # All rows emptied: no metadata left.
     assert post(editor, f"{path}/metadata", token, {"meta_key": ["", ""], "meta_value": ["", ""]}).status_code == 303
     assert stored() == {}
+
+
+# -- billing period switch on the same plan -----------------------------------------------------------------
+
+
+def test_the_billing_period_switches_on_the_same_plan_after_the_preview_now_or_at_period_end(
+    api: httpx.Client, editor: httpx.Client, token: str, viewer: httpx.Client
+) -> None:
+    product(api, "pd-prod")
+    ok(api.post("/api/v1/plans", json={"id": "pd-plan", "displayName": "Pd", "productId": "pd-prod"}))
+    periods = [
+        {"billingPeriod": "MONTHLY", "price": {"amount": 10, "currency": "usd"}},
+        {"billingPeriod": "ANNUALLY", "price": {"amount": 100, "currency": "usd"}},
+    ]
+    model = {"billingModel": "FLAT_FEE", "pricePeriods": periods}
+    ok(api.patch("/api/v1/plans/pd-plan", json={"charges": {"pricingType": "PAID", "pricingModels": [model]}}))
+    ok(api.post("/api/v1/plans/pd-plan/publish", json={"migrationType": "NEW_CUSTOMERS"}))
+    published_plan(api, "pd-monthly-only", "pd-prod", monthly=5)
+    ok(api.post("/api/v1/customers", json={"id": "pd-cust"}))
+    ok(api.post("/api/v1/customers", json={"id": "pd-other"}))
+    body = {"customerId": "pd-cust", "planId": "pd-plan", "billingPeriod": "MONTHLY"}
+    sub = ok(api.post("/api/v1/subscriptions", json=body)).json()["data"]["id"]
+    path = f"/console/subscriptions/{sub}"
+
+    change = ok(editor.get(f"{path}/change")).text
+    assert 'data-testid="period-form"' in change and '<option value="ANNUALLY">' in change
+    wanted = {"billing_period": "ANNUALLY", "schedule_strategy": "IMMEDIATE"}
+    preview = ok(editor.get(f"{path}/period", params=wanted))
+    by_api = ok(
+        api.post(
+            "/api/v1/subscriptions/preview",
+            json={**body, "billingPeriod": "ANNUALLY", "scheduleStrategy": "IMMEDIATE"},
+        )
+    ).json()["data"]
+    shown = text_of(preview)
+    assert by_api["recurringInvoice"]["total"] == 100
+    assert "Plan pd-plan stays; it is billed annually instead of monthly, from now on" in shown
+    assert "Total 100.00 USD" in shown and "Confirm billing period change" in shown
+    assert "Confirm billing period change" not in text_of(viewer.get(f"{path}/period", params=wanted))
+    forged = viewer.post(f"{path}/period", data={"csrf_token": csrf_of(viewer), **wanted})
+    assert forged.status_code == 403
+
+    assert post(editor, f"{path}/period", token, wanted).status_code == 303
+    now = ok(api.get(f"/api/v1/subscriptions/{sub}")).json()["data"]
+    assert (now["billingPeriod"], now["futureUpdates"]) == ("ANNUALLY", [])
+    entry = next(e for e in audited(api, sub) if "billing_period" in e["changes"])
+    assert (entry["actor"], entry["changes"]["billing_period"]) == (EDITOR, ["MONTHLY", "ANNUALLY"])
+    # Back to monthly at the end of the (new, annual) period: scheduled, nothing changes yet.
+    later = {"billing_period": "MONTHLY", "schedule_strategy": "END_OF_BILLING_PERIOD"}
+    assert "from the end of the current billing period" in text_of(editor.get(f"{path}/period", params=later))
+    assert post(editor, f"{path}/period", token, later).status_code == 303
+    scheduled = ok(api.get(f"/api/v1/subscriptions/{sub}")).json()["data"]
+    assert scheduled["billingPeriod"] == "ANNUALLY" and len(scheduled["futureUpdates"]) == 1
+
+    # A plan with no price for the period: refused with the API's words.
+    other = ok(
+        api.post(
+            "/api/v1/subscriptions",
+            json={"customerId": "pd-other", "planId": "pd-monthly-only", "billingPeriod": "MONTHLY"},
+        )
+    ).json()["data"]["id"]
+    refused = post(editor, f"/console/subscriptions/{other}/period", token, wanted)
+    by_api_refusal = api.patch(f"/api/v1/subscriptions/{other}", json={"billingPeriod": "ANNUALLY"})
+    refused_like_the_api(refused, by_api_refusal)
+    bad = post(editor, f"{path}/period", token, {"billing_period": "WEEKLY"})
+    assert bad.status_code == 400 and "billing_period" in html.unescape(bad.text)
+
+
+# -- the overview: one-off charges apart from MRR -----------------------------------------------------------
+
+
+@given(st.lists(st.tuples(st.sampled_from(["usd", "EUR", "jpy"]), st.decimals(0, 10_000, places=4))))
+def test_one_off_totals_are_each_currencys_exact_sum_rounded_once(charges: list[tuple[str, Decimal]]) -> None:
+    totals = one_off_totals(charges)
+    for currency in {c.lower() for c, amount in charges if amount > 0}:
+        exact = sum((a for c, a in charges if c.lower() == currency), Decimal(0))
+        assert abs(totals[currency] - exact) <= Decimal("0.5") * Decimal(1).scaleb(-minor_unit_exponent(currency))
+    assert set(totals) == {c.lower() for c, amount in charges if amount > 0}
+
+
+def test_the_overview_shows_one_off_charges_per_currency_apart_from_mrr(
+    api: httpx.Client, viewer: httpx.Client
+) -> None:
+    ok(api.post("/api/v1/credits/custom-currencies", json={"id": "oo-gems", "displayName": "Gems"}))
+    ok(api.post("/api/v1/customers", json={"id": "oo-cust"}))
+
+    def grant(kind: str, cost: dict[str, Any] | None) -> str:
+        body = {"customerId": "oo-cust", "currencyId": "oo-gems", "amount": 100, "displayName": "Pack"}
+        body |= {"grantType": kind} | ({"cost": cost} if cost else {})
+        return str(ok(api.post("/api/v1/credits/grants", json=body)).json()["data"]["id"])
+
+    grant("PAID", {"amount": 19.99, "currency": "usd"})
+    grant("PAID", {"amount": 0.01, "currency": "usd"})
+    grant("PAID", {"amount": 5, "currency": "eur"})
+    grant("PAID", {"amount": 0, "currency": "eur"})  # given away: no charge
+    grant("PROMOTIONAL", None)
+    voided = grant("PAID", {"amount": 50, "currency": "eur"})
+    ok(api.post(f"/api/v1/credits/grants/{voided}/void"))
+    page = ok(viewer.get("/console")).text
+    tile = page[page.index('data-testid="not-in-mrr"') :]
+    tile = text_of_html(tile[: tile.index("</section>")])
+    assert "One-off charges, last 30 days 5.00 EUR 20.00 USD 3 paid credit grant(s)" in tile
+    mrr = page[page.index("Monthly recurring revenue") :]
+    assert "EUR" not in text_of_html(mrr[: mrr.index("</section>")])  # nothing of the one-off in MRR
+
+
+def text_of_html(fragment: str) -> str:
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", fragment))).strip()
