@@ -496,7 +496,9 @@ def test_the_billing_period_switches_on_the_same_plan_after_the_preview_now_or_a
     assert (entry["actor"], entry["changes"]["billing_period"]) == (EDITOR, ["MONTHLY", "ANNUALLY"])
     # Back to monthly at the end of the (new, annual) period: scheduled, nothing changes yet.
     later = {"billing_period": "MONTHLY", "schedule_strategy": "END_OF_BILLING_PERIOD"}
-    assert "from the end of the current billing period" in text_of(editor.get(f"{path}/period", params=later))
+    deferred = text_of(editor.get(f"{path}/period", params=later))
+    assert "from the end of the current billing period" in deferred and "nothing is due now" in deferred
+    assert "Due now" not in deferred and "Each period" in deferred
     assert post(editor, f"{path}/period", token, later).status_code == 303
     scheduled = ok(api.get(f"/api/v1/subscriptions/{sub}")).json()["data"]
     assert scheduled["billingPeriod"] == "ANNUALLY" and len(scheduled["futureUpdates"]) == 1

@@ -140,7 +140,9 @@ def package_page(db: Database, env_id: int, kind: PackageKind, ref: str) -> Pack
         plans=[p for p in plans if p.package.ref_id != ref],
         addons=[a for a in addons if a.package.ref_id != ref],
         versions=versions.list_versions(db, env_id, kind, ref),
-        pricing_page=_pricing_page(db, env_id, product_ref, kind, ref),
+        pricing_page=_pricing_page(
+            db, env_id, product_ref, kind, ref, products.get_product(db, env_id, product_ref).plan_order
+        ),
     )
     if current.package.status != DRAFT:
         return page

@@ -183,14 +183,24 @@ def addons_preview(
     return change_preview(db, env_id, subscription_ref, addons=wanted)
 
 
+@dataclass(frozen=True)
+class PeriodPreview:
+    subscription: SubscriptionView
+    preview: PreviewOut
+    # The switch waits for the end of the current period (`changes.update_subscription` schedules it):
+    # nothing is due now, whatever proration the preview prices for an upgrade made now.
+    deferred: bool
+
+
 def period_preview(
     db: Database, env_id: int, subscription_ref: str, billing_period: str, schedule_strategy: str | None
-) -> tuple[SubscriptionView, PreviewOut]:
+) -> PeriodPreview:
     """What the subscription would cost on its plan billed every `billing_period` instead, with its
     own add-ons: the API's preview, as a plan change is previewed."""
-    return change_preview(
+    view, preview = change_preview(
         db, env_id, subscription_ref, billing_period=billing_period, schedule_strategy=schedule_strategy
     )
+    return PeriodPreview(view, preview, schedule_strategy != "IMMEDIATE" and view.billing_window() is not None)
 
 
 def change_preview(

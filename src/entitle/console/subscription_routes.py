@@ -99,9 +99,16 @@ def period_preview(
     req = parsed(SubscriptionUpdate, {"billing_period": billing_period, "schedule_strategy": schedule_strategy})
     assert req.billing_period is not None  # required by the query
     when = req.schedule_strategy
-    view, preview = pages.period_preview(db, ctx.env_id, subscription_id, req.billing_period, when)
+    data = pages.period_preview(db, ctx.env_id, subscription_id, req.billing_period, when)
     return render(
-        request, ctx, "period_preview.html", v=view, req=req, preview=preview, path=subscription_path(subscription_id)
+        request,
+        ctx,
+        "period_preview.html",
+        v=data.subscription,
+        req=req,
+        preview=data.preview,
+        hide_due_now=data.deferred,
+        path=subscription_path(subscription_id),
     )
 
 
