@@ -143,6 +143,10 @@ def test_the_api_sets_a_products_plan_order_the_paywall_follows_it_and_refuses_f
     # Other fields leave the order alone; null clears it.
     ok(api.patch("/api/v1/products/o-prod", json={"description": "kept"}))
     assert paywall_order(api, "o-prod")[0] == "o-late"
+    # A copy of the product orders the copies of its plans the same way.
+    ok(api.post("/api/v1/products/o-prod/duplicate", json={"targetId": "o-copy"}))
+    copied = ok(api.get("/api/v1/products/o-copy")).json()["data"]["planOrder"]
+    assert copied == ["o-copy-o-late", "o-copy-o-pro", "o-copy-o-free"]
     ok(api.patch("/api/v1/products/o-prod", json={"planOrder": None}))
     assert paywall_order(api, "o-prod") == ["o-free", "o-late", "o-basic", "o-pro"]  # free ones first
 
