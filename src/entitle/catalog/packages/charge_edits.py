@@ -30,12 +30,10 @@ def _replace(
 ) -> PackageView:
     with db.transaction() as s:
         package: Package = service.editable(s, env_id, kind, ref, {"charges"})
-        rows: list[ChargeRow] = list(store.charges_of(s, package.pk))
-        if removed is not None:
-            kept = [c for c in store.charges_of(s, package.pk) if c.charge_id != removed]
-            if len(kept) == len(rows):
-                raise NotFound("charge", removed)
-            rows = list(kept)
+        stored = store.charges_of(s, package.pk)
+        rows: list[ChargeRow] = [c for c in stored if c.charge_id != removed]
+        if removed is not None and len(rows) == len(stored):
+            raise NotFound("charge", removed)
         doc = charges_doc(
             rows + added,
             pricing_type or package.pricing_type or "PAID",
