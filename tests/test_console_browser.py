@@ -324,7 +324,8 @@ def test_a_product_gets_an_add_on_with_a_per_unit_price_and_a_coupon_is_made(con
         page.get_by_label("Maximum quantity per subscription").fill("10")
         page.get_by_role("button", name="Save quantity and dependencies").click()
         page.wait_for_url(f"{console.base_url}/console/addons/extra-seats")
-        assert page.get_by_test_id("charge").inner_text().split() == ["PER_UNIT", "seats", "MONTHLY", "4", "USD"]
+        price, amount = page.get_by_test_id("charge").locator("td").all_inner_texts()[:2]
+        assert (price.split(), amount.split()) == (["PER_UNIT", "seats", "MONTHLY"], ["4", "USD"])
         page.get_by_role("button", name="Publish version 1").click()
         page.wait_for_url(f"{console.base_url}/console/addons/extra-seats")
         assert page.get_by_test_id("addon-status").inner_text() == "PUBLISHED"
@@ -452,3 +453,108 @@ def test_an_admin_disables_a_user_and_its_open_session_ends(console: Console, ch
         assert "disabled" in theirs.get_by_test_id("login-error").inner_text()
     finally:
         context.close()
+
+
+def _published_plan(console: Console, ref: str, product_ref: str, periods: dict[str, int]) -> None:
+    api = console.api
+    assert api.post("/api/v1/plans", json={"id": ref, "displayName": ref.title(), "productId": product_ref}).is_success
+    if periods:
+        prices = [{"billingPeriod": p, "price": {"amount": a, "currency": "usd"}} for p, a in periods.items()]
+        model = {"billingModel": "FLAT_FEE", "pricePeriods": prices}
+        body = {"charges": {"pricingType": "PAID", "pricingModels": [model]}}
+        assert api.patch(f"/api/v1/plans/{ref}", json=body).is_success
+    assert api.post(f"/api/v1/plans/{ref}/publish", json={"migrationType": "NEW_CUSTOMERS"}).is_success
+
+
+def test_plan_order_metadata_and_one_charge_at_a_time(console: Console) -> None:
+    api = console.api
+    assert api.post("/api/v1/products", json={"id": "shop", "displayName": "Shop"}).is_success
+    _published_plan(console, "solo", "shop", {})
+    _published_plan(console, "duo", "shop", {"MONTHLY": 10, "ANNUALLY": 100})
+    page = console.admin.new_page()
+    try:
+        page.goto(f"{console.base_url}/console/products/shop")
+        order = page.get_by_test_id("pricing-order")
+        assert [li.split()[0] for li in order.locator("li").all_inner_texts()] == ["Solo", "Duo"]
+        page.get_by_role("button", name="Move up Duo").click()
+        page.wait_for_url(f"{console.base_url}/console/products/shop#pw-h")
+        assert [li.split()[0] for li in order.locator("li").all_inner_texts()] == ["Duo", "Solo"]
+        paywall = api.get("/api/v1/paywall", params={"productId": "shop"}).json()["data"]["plans"]
+        assert [p["id"] for p in paywall] == ["duo", "solo"]
+        page.get_by_label("Metadata key 1").fill("segment")
+        page.get_by_label("Metadata value 1").fill("smb")
+        page.get_by_role("button", name="Save metadata").click()
+        page.wait_for_url(f"{console.base_url}/console/products/shop#md-h")
+        assert api.get("/api/v1/products/shop").json()["data"]["metadata"] == {"segment": "smb"}
+        shoot(page, "product-plan-order-and-metadata")
+
+        # One charge of a draft: the annual price changes, the monthly one stays.
+        assert api.post("/api/v1/plans/duo/draft").is_success
+        page.goto(f"{console.base_url}/console/plans/duo")
+        page.get_by_role("link", name="Edit FLAT_FEE ANNUALLY").click()
+        assert page.get_by_label("Charge amount").input_value() == "100"
+        page.get_by_label("Charge amount").fill("90")
+        page.get_by_role("button", name="Save this charge").click()
+        page.wait_for_url(f"{console.base_url}/console/plans/duo#pc-h")
+        lines = [" ".join(t.split()) for t in page.get_by_test_id("charge").all_inner_texts()]
+        assert any(line.startswith("FLAT_FEE ANNUALLY 90 USD") for line in lines), lines
+        assert any(line.startswith("FLAT_FEE MONTHLY 10 USD") for line in lines), lines
+        page.get_by_label("Charge type").select_option("PER_UNIT")
+        page.get_by_label("Charged feature").select_option("seats")
+        page.get_by_label("Charge amount").fill("3")
+        page.get_by_role("button", name="Add charge").click()
+        page.wait_for_url(f"{console.base_url}/console/plans/duo#pc-h")
+        assert page.get_by_test_id("charge").count() == 3
+        shoot(page, "plan-one-charge")
+        page.get_by_role("button", name="Remove PER_UNIT seats MONTHLY").click()
+        page.wait_for_url(f"{console.base_url}/console/plans/duo#pc-h")
+        assert page.get_by_test_id("charge").count() == 2
+        assert api.post("/api/v1/plans/duo/publish", json={"migrationType": "NEW_CUSTOMERS"}).is_success
+
+        body = {"id": "welcome", "name": "Welcome", "percentOff": 10, "metadata": {"campaign": "spring"}}
+        assert api.post("/api/v1/coupons", json=body).is_success
+        page.goto(f"{console.base_url}/console/coupons")
+        page.get_by_role("link", name="Welcome").click()
+        page.wait_for_url(f"{console.base_url}/console/coupons/welcome")
+        page.get_by_label("Metadata value 1").fill("summer")
+        page.get_by_role("button", name="Save metadata").click()
+        page.wait_for_url(f"{console.base_url}/console/coupons/welcome#md-h")
+        coupon = next(c for c in api.get("/api/v1/coupons").json()["data"] if c["id"] == "welcome")
+        assert coupon["metadata"] == {"campaign": "summer"}
+        shoot(page, "coupon")
+    finally:
+        page.close()
+
+
+def test_switch_the_billing_period_after_the_preview_and_see_one_off_charges_apart(console: Console) -> None:
+    api = console.api
+    if not api.get("/api/v1/products/shop").is_success:
+        assert api.post("/api/v1/products", json={"id": "shop", "displayName": "Shop"}).is_success
+    if not api.get("/api/v1/plans/yearly-or-not").is_success:
+        _published_plan(console, "yearly-or-not", "shop", {"MONTHLY": 10, "ANNUALLY": 100})
+    customer(console, "switcher")
+    body = {"customerId": "switcher", "planId": "yearly-or-not", "billingPeriod": "MONTHLY"}
+    made = api.post("/api/v1/subscriptions", json=body)
+    assert made.status_code == 200, made.text
+    sub = made.json()["data"]["id"]
+    assert api.post("/api/v1/credits/custom-currencies", json={"id": "gems", "displayName": "Gems"}).is_success
+    grant = {"customerId": "switcher", "currencyId": "gems", "amount": 500, "displayName": "Gem pack"}
+    grant |= {"grantType": "PAID", "cost": {"amount": 49, "currency": "usd"}}
+    assert api.post("/api/v1/credits/grants", json=grant).is_success
+    page = console.admin.new_page()
+    try:
+        page.goto(f"{console.base_url}/console/subscriptions/{sub}/change")
+        page.get_by_label("Bill it").select_option("ANNUALLY")
+        page.get_by_label("The new period starts").select_option("IMMEDIATE")
+        page.get_by_role("button", name="Preview billing period change…").click()
+        assert "billed annually instead of monthly, from now on" in page.get_by_test_id("period-change").inner_text()
+        assert "100.00 USD" in page.get_by_test_id("preview").inner_text()
+        shoot(page, "subscription-period-preview")
+        page.get_by_role("button", name="Confirm billing period change").click()
+        page.wait_for_url(f"{console.base_url}/console/customers/switcher")
+        assert api.get(f"/api/v1/subscriptions/{sub}").json()["data"]["billingPeriod"] == "ANNUALLY"
+        page.goto(f"{console.base_url}/console")
+        assert "49.00 USD" in page.get_by_test_id("one-off").inner_text()
+        shoot(page, "overview-not-in-mrr")
+    finally:
+        page.close()

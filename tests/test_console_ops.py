@@ -332,14 +332,15 @@ def test_the_customer_page_lists_the_webhooks_sent_about_it_and_an_admin_redeliv
         assert worker.drain() == 1
         assert list(about.values()).count("hooked") == 1 and receiver.events()[-1]["id"] == hooked[0]["eventId"]
         assert len(shown(web)) == 3
-    viewer = make_user(server.db, "hooks-viewer@example.com", "viewer")
-    with signed_in(server.base_url, viewer) as web:
-        assert len(shown(web)) == 3
-        assert "/redeliver" not in web.get("/console/customers/hooked").text
-        forged = web.post(
-            f"/console/webhooks/{hook}/deliveries/{hooked[-1]['id']}/redeliver", data={"csrf_token": csrf_of(web)}
-        )
-        assert forged.status_code == 403
+    # The policy (docs/architecture.md, the console): every role reads the log, only admins redeliver.
+    for role in ("viewer", "editor"):
+        with signed_in(server.base_url, make_user(server.db, f"hooks-{role}@example.com", role)) as web:
+            assert len(shown(web)) == 3
+            assert "/redeliver" not in web.get("/console/customers/hooked").text
+            forged = web.post(
+                f"/console/webhooks/{hook}/deliveries/{hooked[-1]['id']}/redeliver", data={"csrf_token": csrf_of(web)}
+            )
+            assert forged.status_code == 403, role
     assert worker.drain() == 0
 
 

@@ -33,9 +33,17 @@ class PricingPage:
 
     plans: list[tuple[str, str]]  # (id, display name), in the order pricing pages list them
     shown: list[PaywallEntitlement] | None = None
+    # The product's chosen order (`planOrder`): its plans come first, the others follow by price.
+    chosen: list[str] = field(default_factory=list)
+
+    @property
+    def ids(self) -> list[str]:
+        return [ref for ref, _ in self.plans]
 
 
-def _pricing_page(db: Database, env_id: int, product_ref: str, kind: str | None, ref: str | None) -> PricingPage:
+def _pricing_page(
+    db: Database, env_id: int, product_ref: str, kind: str | None, ref: str | None, chosen: list[str] | None = None
+) -> PricingPage:
     try:
         found: Paywall = paywall.get_paywall(
             db, env_id, product_ref=product_ref, customer_ref=None, resource_ref=None, country=None
@@ -47,7 +55,7 @@ def _pricing_page(db: Database, env_id: int, product_ref: str, kind: str | None,
     for package in ordered if kind == PLAN else found.addons:
         if package.id == ref:
             shown = package.entitlements
-    return PricingPage([(p.id, p.display_name) for p in ordered], shown)
+    return PricingPage([(p.id, p.display_name) for p in ordered], shown, list(chosen or []))
 
 
 @dataclass(frozen=True)
@@ -88,7 +96,8 @@ def product_page(db: Database, env_id: int, ref: str) -> ProductPage:
     product = products.get_product(db, env_id, ref)
     plans = packages.list_packages(db, env_id, "PLAN", EVERYTHING, product_ref=ref).items
     addons = packages.list_packages(db, env_id, "ADDON", EVERYTHING, product_ref=ref).items
-    return ProductPage(product, list(plans), list(addons), _pricing_page(db, env_id, ref, None, None))
+    pricing_page = _pricing_page(db, env_id, ref, None, None, product.plan_order)
+    return ProductPage(product, list(plans), list(addons), pricing_page)
 
 
 @dataclass(frozen=True)
@@ -131,7 +140,9 @@ def package_page(db: Database, env_id: int, kind: PackageKind, ref: str) -> Pack
         plans=[p for p in plans if p.package.ref_id != ref],
         addons=[a for a in addons if a.package.ref_id != ref],
         versions=versions.list_versions(db, env_id, kind, ref),
-        pricing_page=_pricing_page(db, env_id, product_ref, kind, ref),
+        pricing_page=_pricing_page(
+            db, env_id, product_ref, kind, ref, products.get_product(db, env_id, product_ref).plan_order
+        ),
     )
     if current.package.status != DRAFT:
         return page

@@ -4,7 +4,7 @@ line each, the difference between a draft and the published version, and the edi
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
@@ -113,6 +113,15 @@ def charge_lines(rows: Iterable[PackageCharge]) -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------- editor fields
 
 
+def moved(order: Sequence[str], index: int, offset: int) -> list[str]:
+    """`order` with its `index`-th item moved `offset` places (up is negative), stopping at either end:
+    what a plan's "move up" / "move down" button sends as the product's whole new plan order."""
+    items = list(order)
+    item = items.pop(index)
+    items.insert(max(0, min(len(items), index + offset)), item)
+    return items
+
+
 def tiers_of(text: str, currency: str) -> list[dict[str, Any]]:
     """The tier editor's lines, `UP_TO UNIT_PRICE [FLAT_PRICE]` each, the last one's UP_TO `*` (no end)."""
     tiers: list[dict[str, Any]] = []
@@ -150,4 +159,106 @@ def amounts_off_of(text: str) -> list[dict[str, str]]:
         except InvalidOperation:
             amount, currency = currency, amount  # "usd 10" reads the same
         found.append({"amount": amount, "currency": currency.lower()})
+    return found
+
+
+ONE_CHARGE_MODELS = ("FLAT_FEE", "PER_UNIT", "USAGE_BASED", "OVERAGE")
+
+
+@dataclass(frozen=True)
+class ChargeFields:
+    """The one-charge editor's fields (all text, as a form sends them)."""
+
+    billing_model: str
+    billing_period: str
+    currency: str = "usd"
+    amount: str = ""
+    feature_id: str = ""
+    billing_country_code: str = ""
+    tiers_mode: str = ""
+    tiers: str = ""
+    min_unit_quantity: str = ""
+    max_unit_quantity: str = ""
+
+
+def one_charge(f: ChargeFields) -> tuple[bool, dict[str, Any]]:
+    """(is overage, the API's pricing model or overage pricing model) for one charge: one price period."""
+    if f.billing_model not in ONE_CHARGE_MODELS:
+        raise InvalidArgument(f"billingModel: expected one of {', '.join(ONE_CHARGE_MODELS)}")
+    period: dict[str, Any] = {"billing_period": f.billing_period}
+    if f.billing_country_code.strip():
+        period["billing_country_code"] = f.billing_country_code.strip()
+    if f.tiers.strip():
+        period["tiers"] = tiers_of(f.tiers, f.currency)
+    elif f.amount.strip():
+        period["price"] = {"amount": f.amount.strip(), "currency": f.currency}
+    if f.billing_model == "OVERAGE":
+        return True, {"feature_id": f.feature_id or None, "price_periods": [period]}
+    model: dict[str, Any] = {"billing_model": f.billing_model, "price_periods": [period]}
+    for name, value in (
+        ("feature_id", f.feature_id),
+        ("min_unit_quantity", f.min_unit_quantity),
+        ("max_unit_quantity", f.max_unit_quantity),
+    ):
+        if value.strip():
+            model[name] = value.strip()
+    if f.tiers_mode and f.tiers.strip():
+        model["tiers_mode"] = f.tiers_mode
+    return False, model
+
+
+def tiers_text(tiers: Sequence[Mapping[str, Any]]) -> str:
+    """Stored tiers as the tier editor writes them (the inverse of `tiers_of`)."""
+    lines = []
+    for tier in tiers:
+        up_to = _num(tier["upTo"]) if tier.get("upTo") is not None else "*"
+        unit = tier.get("unitPrice") or {"amount": 0}
+        line = f"{up_to} {_num(unit['amount'])}"
+        if tier.get("flatPrice"):
+            line += f" {_num(tier['flatPrice']['amount'])}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def fields_of(c: PackageCharge) -> ChargeFields:
+    """A stored charge as the one-charge editor shows it, to change it."""
+    currency = c.price_currency
+    for tier in c.tiers or ():
+        money = tier.get("unitPrice") or tier.get("flatPrice")
+        if currency is None and money:
+            currency = money.get("currency")
+    return ChargeFields(
+        billing_model="OVERAGE" if c.is_overage else c.billing_model,
+        billing_period=c.billing_period,
+        currency=currency or "usd",
+        amount=_num(c.price_amount) if c.price_amount is not None else "",
+        feature_id=c.feature_ref or "",
+        billing_country_code=c.billing_country_code or "",
+        tiers_mode=c.tiers_mode or "",
+        tiers=tiers_text(c.tiers or []),
+        min_unit_quantity=str(c.min_unit_quantity) if c.min_unit_quantity is not None else "",
+        max_unit_quantity=str(c.max_unit_quantity) if c.max_unit_quantity is not None else "",
+    )
+
+
+# Blank rows the metadata editor offers for new keys (more after saving: it works without JavaScript).
+NEW_METADATA_ROWS = 3
+
+
+def metadata_of(keys: Sequence[str], values: Sequence[str]) -> dict[str, str]:
+    """The metadata editor's key/value rows as the API's `metadata`: blank rows are skipped, an emptied
+    key removes its row; a value with no key, or a key twice, is refused (the API's own `Metadata`
+    type then checks lengths and characters)."""
+    if len(keys) != len(values):
+        raise InvalidArgument("metadata: every row has a key and a value")
+    found: dict[str, str] = {}
+    for number, (key, value) in enumerate(zip(keys, values, strict=True), start=1):
+        key, value = key.strip(), value.strip()
+        if not key:
+            if value:
+                raise InvalidArgument(f"metadata row {number}: the value '{value[:40]}' needs a key")
+            continue
+        if key in found:
+            raise InvalidArgument(f"metadata: the key '{key[:40]}' appears twice")
+        found[key] = value
     return found

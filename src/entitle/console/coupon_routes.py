@@ -4,15 +4,16 @@ of months or for ever), archive. Each write is the coupons service with the API'
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import Response
 
 from entitle.catalog.coupons import service as coupons
-from entitle.catalog.coupons.schemas import COUPON_STATUSES, COUPON_TYPES, CouponCreate
+from entitle.catalog.coupons.schemas import COUPON_STATUSES, COUPON_TYPES, CouponCreate, CouponUpdate
 from entitle.console import catalog_pages
-from entitle.console.catalog_rules import amounts_off_of
-from entitle.console.product_routes import Ref
+from entitle.console.catalog_rules import NEW_METADATA_ROWS, amounts_off_of, metadata_of
+from entitle.console.product_routes import MetaKeys, MetaValues, Ref, sorted_metadata
 from entitle.console.web import PREFIX, Edit, Page, parsed, redirect, render
 from entitle.db.pagination import PageRequest
 from entitle.errors import InvalidArgument
@@ -73,6 +74,33 @@ def create_coupon(
         body["duration_in_months"] = int(duration_in_months)
     coupons.create_coupon(db, ctx.env_id, parsed(CouponCreate, body))
     return redirect(f"{PREFIX}/coupons")
+
+
+def coupon_path(ref: str) -> str:
+    return f"{PREFIX}/coupons/{quote(ref, safe='')}"
+
+
+@router.get("/coupons/{ref}")
+def coupon_page(request: Request, ctx: Page, db: DB, ref: Ref) -> Response:
+    coupon = coupons.get_coupon(db, ctx.env_id, ref)
+    return render(
+        request,
+        ctx,
+        "coupon.html",
+        c=coupon,
+        path=coupon_path(ref),
+        metadata=sorted_metadata(coupon.metadata_),
+        new_metadata_rows=NEW_METADATA_ROWS,
+    )
+
+
+@router.post("/coupons/{ref}/metadata")
+def edit_coupon_metadata(
+    ctx: Edit, db: DB, ref: Ref, meta_key: MetaKeys = None, meta_value: MetaValues = None
+) -> Response:
+    metadata = metadata_of(meta_key or [], meta_value or [])
+    coupons.update_coupon(db, ctx.env_id, ref, parsed(CouponUpdate, {"metadata": metadata}))
+    return redirect(coupon_path(ref) + "#md-h")
 
 
 @router.post("/coupons/{ref}/archive")

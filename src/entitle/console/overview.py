@@ -17,6 +17,8 @@ from entitle.catalog.packages import store as packages
 from entitle.catalog.packages.models import Package
 from entitle.clock import utcnow
 from entitle.console import rules
+from entitle.credits.models import CreditGrant
+from entitle.credits.rules import PAID
 from entitle.customers.models import Customer
 from entitle.db import Database
 from entitle.events.models import Event
@@ -50,6 +52,10 @@ class Overview:
     # Usage reported per day: accepted usage reports (`POST /api/v2/usage`) and raw events ingested.
     reports_per_day: list[tuple[date, int]] = field(default_factory=list)
     events_per_day: list[tuple[date, int]] = field(default_factory=list)
+    # One-off charges of the last CHART_DAYS days per currency, not in MRR: paid credit grants at their
+    # cost (the only charge Entitle records that does not recur), and how many there were.
+    one_off: dict[str, Decimal] = field(default_factory=dict)
+    one_off_count: int = 0
 
 
 def overview(db: Database, env_id: int, now: datetime | None = None) -> Overview:
@@ -112,6 +118,7 @@ def overview(db: Database, env_id: int, now: datetime | None = None) -> Overview
         days = _days(since.date(), CHART_DAYS)
         reports = _per_day(s, UsageRecord.timestamp, UsageRecord.environment_id == env_id, since)
         events = _per_day(s, Event.timestamp, Event.environment_id == env_id, since)
+        one_off = _one_off(s, env_id, since)
         return Overview(
             customers=int(customers or 0),
             per_plan=per_plan,
@@ -126,6 +133,8 @@ def overview(db: Database, env_id: int, now: datetime | None = None) -> Overview
             sync_error_count=int(error_count or 0),
             reports_per_day=[(day, reports.get(day, 0)) for day in days],
             events_per_day=[(day, events.get(day, 0)) for day in days],
+            one_off=rules.one_off_totals(one_off),
+            one_off_count=sum(1 for _, amount in one_off if amount > 0),
         )
 
 
@@ -140,6 +149,20 @@ def _per_day(
     for value, n in s.execute(select(day, func.count()).where(in_env, at >= since).group_by(day)):
         found[value if isinstance(value, date) else date.fromisoformat(str(value)[:10])] += int(n)
     return found
+
+
+def _one_off(s: Session, env_id: int, since: datetime) -> list[tuple[str, Decimal]]:
+    """Paid credit grants made since `since` at their cost; a voided grant is left out (voiding undoes
+    a grant made by mistake, and counting both it and its replacement would count the sale twice)."""
+    rows = s.execute(
+        select(CreditGrant.cost_currency, CreditGrant.cost_amount).where(
+            CreditGrant.environment_id == env_id,
+            CreditGrant.grant_type == PAID,
+            CreditGrant.voided_at.is_(None),
+            CreditGrant.created_at >= since,
+        )
+    )
+    return [(currency, Decimal(amount)) for currency, amount in rows]
 
 
 def _days(first: date, count: int) -> list[date]:

@@ -11,24 +11,36 @@ from __future__ import annotations
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool as run_sync
 
-from entitle.catalog.packages import package_entitlements, publishing
+from entitle.catalog.packages import charge_edits, package_entitlements, publishing
 from entitle.catalog.packages import service as packages
 from entitle.catalog.packages.models import PLAN
 from entitle.catalog.packages.schemas import (
     AddonUpdate,
     EntitlementsCreate,
     FeatureEntitlementUpdate,
+    OveragePricingModelIn,
     PlanUpdate,
+    PricingModelIn,
     PublishIn,
 )
 from entitle.catalog.packages.service import PATHS, PackageKind
 from entitle.console import catalog_pages
-from entitle.console.catalog_rules import charge_key, charge_line, entitlement_line, tiers_of
-from entitle.console.web import PREFIX, Edit, Page, parsed, redirect, render, templates
+from entitle.console.catalog_rules import (
+    ONE_CHARGE_MODELS,
+    ChargeFields,
+    charge_key,
+    charge_line,
+    entitlement_line,
+    fields_of,
+    one_charge,
+    tiers_of,
+)
+from entitle.console.web import PREFIX, Console, Edit, Page, parsed, redirect, render, templates
+from entitle.db import Database
 from entitle.errors import InvalidArgument
 from entitle.http.deps import DB
 
@@ -37,9 +49,37 @@ Short = Annotated[str, Form(max_length=255)]
 Tiny = Annotated[str, Form(max_length=32)]
 Text = Annotated[str, Form(max_length=5000)]
 Refs = Annotated[list[str] | None, Form(max_length=500)]
+ChargeId = Annotated[str, Path(max_length=64)]
 templates.env.filters.update(charge_key=charge_key, charge_line=charge_line, entitlement_line=entitlement_line)
 WIDGETS = ("PAYWALL", "CUSTOMER_PORTAL", "CHECKOUT")
 RESET_PERIODS = ("MONTH", "WEEK", "DAY", "YEAR", "HOUR")
+
+
+def charge_form(
+    billing_model: Tiny,
+    billing_period: Tiny,
+    currency: Tiny = "usd",
+    amount: Tiny = "",
+    feature_id: Short = "",
+    billing_country_code: Tiny = "",
+    tiers_mode: Tiny = "",
+    tiers: Text = "",
+    min_unit_quantity: Tiny = "",
+    max_unit_quantity: Tiny = "",
+) -> ChargeFields:
+    """The one-charge editor's form fields."""
+    return ChargeFields(
+        billing_model,
+        billing_period,
+        currency,
+        amount,
+        feature_id,
+        billing_country_code,
+        tiers_mode,
+        tiers,
+        min_unit_quantity,
+        max_unit_quantity,
+    )
 
 
 def package_path(kind: PackageKind, ref: str) -> str:
@@ -51,8 +91,12 @@ def _editor(kind: PackageKind) -> None:
     section = f"/{PATHS[kind]}/{{ref}}"
 
     @router.get(section, name=f"{kind.lower()}_page")
-    def package_page(request: Request, ctx: Page, db: DB, ref: str) -> Response:
+    def package_page(
+        request: Request, ctx: Page, db: DB, ref: str, charge: Annotated[str, Query(max_length=64)] = ""
+    ) -> Response:
+        """`charge`: the id of the charge the one-charge editor opens with (to change it)."""
         data = catalog_pages.package_page(db, ctx.env_id, kind, ref)
+        editing = next((c for c in data.charges if c.charge_id == charge), None) if charge else None
         return render(
             request,
             ctx,
@@ -61,6 +105,9 @@ def _editor(kind: PackageKind) -> None:
             path=package_path(kind, ref),
             widgets=WIDGETS,
             reset_periods=RESET_PERIODS,
+            charge_models=ONE_CHARGE_MODELS,
+            edited_charge=editing,
+            charge_fields=fields_of(editing) if editing else ChargeFields("FLAT_FEE", "MONTHLY"),
         )
 
     @router.get(section + "/versions/{number}", name=f"{kind.lower()}_version")
@@ -200,6 +247,27 @@ def _editor(kind: PackageKind) -> None:
                 raise InvalidArgument("an add-on has no trial of its own: it follows its plan's")
             packages.update_addon(db, ctx.env_id, ref, parsed(AddonUpdate, body))
         return redirect(package_path(kind, ref))
+
+    def put_charge(ctx: Console, db: Database, ref: str, fields: ChargeFields, replacing: str | None) -> Response:
+        overage, model = one_charge(fields)
+        charge = parsed(OveragePricingModelIn, model) if overage else parsed(PricingModelIn, model)
+        charge_edits.put_charge(db, ctx.env_id, kind, ref, charge, replacing)
+        return redirect(package_path(kind, ref) + "#pc-h")
+
+    @router.post(section + "/charges", name=f"{kind.lower()}_add_charge")
+    def add_charge(ctx: Edit, db: DB, ref: str, fields: Annotated[ChargeFields, Depends(charge_form)]) -> Response:
+        return put_charge(ctx, db, ref, fields, None)
+
+    @router.post(section + "/charges/{charge_id}", name=f"{kind.lower()}_change_charge")
+    def change_charge(
+        ctx: Edit, db: DB, ref: str, charge_id: ChargeId, fields: Annotated[ChargeFields, Depends(charge_form)]
+    ) -> Response:
+        return put_charge(ctx, db, ref, fields, charge_id)
+
+    @router.post(section + "/charges/{charge_id}/remove", name=f"{kind.lower()}_remove_charge")
+    def remove_charge(ctx: Edit, db: DB, ref: str, charge_id: ChargeId) -> Response:
+        charge_edits.remove_charge(db, ctx.env_id, kind, ref, charge_id)
+        return redirect(package_path(kind, ref) + "#pc-h")
 
     @router.post(section + "/free", name=f"{kind.lower()}_free")
     def make_free(ctx: Edit, db: DB, ref: str, pricing_type: Tiny = "FREE") -> Response:

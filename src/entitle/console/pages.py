@@ -180,16 +180,54 @@ def addons_preview(
 ) -> tuple[SubscriptionView, PreviewOut]:
     """What the subscription would cost with `wanted` add-ons instead of its own: the API's preview of
     its plan and period with those add-ons (prorated against what it pays now)."""
+    return change_preview(db, env_id, subscription_ref, addons=wanted)
+
+
+@dataclass(frozen=True)
+class PeriodPreview:
+    subscription: SubscriptionView
+    preview: PreviewOut
+    # The switch waits for the end of the current period (`changes.update_subscription` schedules it):
+    # nothing is due now, whatever proration the preview prices for an upgrade made now.
+    deferred: bool
+
+
+def period_preview(
+    db: Database, env_id: int, subscription_ref: str, billing_period: str, schedule_strategy: str | None
+) -> PeriodPreview:
+    """What the subscription would cost on its plan billed every `billing_period` instead, with its
+    own add-ons: the API's preview, as a plan change is previewed."""
+    view, preview = change_preview(
+        db, env_id, subscription_ref, billing_period=billing_period, schedule_strategy=schedule_strategy
+    )
+    return PeriodPreview(view, preview, schedule_strategy != "IMMEDIATE" and view.billing_window() is not None)
+
+
+def change_preview(
+    db: Database,
+    env_id: int,
+    subscription_ref: str,
+    *,
+    addons: list[AddonQuantity] | None = None,
+    billing_period: str | None = None,
+    schedule_strategy: str | None = None,
+) -> tuple[SubscriptionView, PreviewOut]:
+    """The API's preview of the subscription's own plan with some of its terms changed (the others as
+    they are now)."""
     view = subscriptions.get_subscription(db, env_id, subscription_ref)
     sub = view.sub
-    req = SubscriptionPreview(
-        customer_id=view.customer_ref,
-        plan_id=sub.plan_ref,
-        billing_period=sub.billing_period,
-        billing_country_code=sub.billing_country_code,
-        unit_quantity=sub.unit_quantity,
-        resource_id=sub.resource_ref,
-        addons=wanted,
+    own = [AddonQuantity(id=a.addon_ref, quantity=a.quantity) for a in view.addons]
+    req = SubscriptionPreview.model_validate(
+        {
+            "customer_id": view.customer_ref,
+            "plan_id": sub.plan_ref,
+            "billing_period": billing_period or sub.billing_period,
+            "billing_country_code": sub.billing_country_code,
+            "unit_quantity": sub.unit_quantity,
+            "resource_id": sub.resource_ref,
+            "addons": own if addons is None else addons,
+            "schedule_strategy": schedule_strategy,
+        }
     )
     return view, preview_subscription(db, env_id, req)
 

@@ -13,7 +13,8 @@ from fastapi.responses import Response
 from entitle.catalog.products import service as products
 from entitle.catalog.products.schemas import PRODUCT_STATUSES, ProductCreate, ProductDuplicate, ProductUpdate
 from entitle.console import catalog_pages
-from entitle.console.web import PREFIX, Edit, Page, parsed, redirect, render
+from entitle.console.catalog_rules import NEW_METADATA_ROWS, metadata_of, moved
+from entitle.console.web import PREFIX, Edit, Page, parsed, redirect, render, templates
 from entitle.db.pagination import PageRequest
 from entitle.http.deps import DB, comma_list
 
@@ -27,6 +28,11 @@ Ref = Annotated[str, Path(max_length=255, pattern=r"^[^\x00]*$")]
 CANCELLATION_TIMES = ("END_OF_BILLING_PERIOD", "IMMEDIATE")
 END_SETUPS = ("CANCEL_SUBSCRIPTION", "DOWNGRADE_TO_FREE")
 START_SETUPS = ("PLAN_SELECTION", "FREE_PLAN", "TRIAL_PERIOD")
+Refs = Annotated[list[str] | None, Form(max_length=500)]
+# One row of the metadata editor: the API's Metadata type checks the lengths again, with its own words.
+MetaKeys = Annotated[list[str] | None, Form(max_length=300)]
+MetaValues = Annotated[list[str] | None, Form(max_length=300)]
+templates.env.globals["moved"] = moved
 
 
 def product_path(ref: str) -> str:
@@ -74,7 +80,14 @@ def product_page(request: Request, ctx: Page, db: DB, ref: Ref) -> Response:
         cancellation_times=CANCELLATION_TIMES,
         end_setups=END_SETUPS,
         start_setups=START_SETUPS,
+        order_editable=True,
+        metadata=sorted_metadata(data.product.metadata_),
+        new_metadata_rows=NEW_METADATA_ROWS,
     )
+
+
+def sorted_metadata(stored: dict[str, str] | None) -> dict[str, str]:
+    return dict(sorted((stored or {}).items()))
 
 
 @router.post("/products/{ref}")
@@ -117,6 +130,22 @@ def edit_journey(
         db, ctx.env_id, ref, parsed(ProductUpdate, {"product_settings": settings}, blanks_clear=True)
     )
     return redirect(product_path(ref))
+
+
+@router.post("/products/{ref}/plan-order")
+def order_plans(ctx: Edit, db: DB, ref: Ref, plan_ids: Refs = None) -> Response:
+    """Each move button sends the whole new order (works without JavaScript); none clears the order."""
+    products.update_product(db, ctx.env_id, ref, parsed(ProductUpdate, {"plan_order": plan_ids or []}))
+    return redirect(product_path(ref) + "#pw-h")
+
+
+@router.post("/products/{ref}/metadata")
+def edit_product_metadata(
+    ctx: Edit, db: DB, ref: Ref, meta_key: MetaKeys = None, meta_value: MetaValues = None
+) -> Response:
+    metadata = metadata_of(meta_key or [], meta_value or [])
+    products.update_product(db, ctx.env_id, ref, parsed(ProductUpdate, {"metadata": metadata}))
+    return redirect(product_path(ref) + "#md-h")
 
 
 @router.post("/products/{ref}/archive")

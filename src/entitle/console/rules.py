@@ -137,6 +137,19 @@ def mrr(charges: Iterable[RecurringCharge]) -> dict[str, Decimal]:
     }
 
 
+def one_off_totals(charges: Iterable[tuple[str, Decimal]]) -> dict[str, Decimal]:
+    """One-off charges `(currency, amount)` summed per currency (lower case), rounded to the currency's
+    minor unit once, after summing, as MRR is; zero amounts (a free grant) are no charge."""
+    totals: dict[str, Decimal] = {}
+    for currency, amount in charges:
+        if amount > 0:
+            totals[currency.lower()] = totals.get(currency.lower(), Decimal(0)) + amount
+    return {
+        currency: total.quantize(Decimal(1).scaleb(-minor_unit_exponent(currency)))
+        for currency, total in sorted(totals.items())
+    }
+
+
 # Where the provider's dashboard shows each kind of synced entity (a plan or add-on is a Stripe product).
 STRIPE_DASHBOARD_PATHS = {
     "CUSTOMER": "customers",

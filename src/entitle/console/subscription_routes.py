@@ -1,4 +1,5 @@
-"""Console pages that change one subscription: its add-ons (after the price preview), its plan (the
+"""Console pages that change one subscription: its add-ons and its billing period (each after the price
+preview), its plan (the
 provision preview of `customer_routes`, as the API changes plans by provisioning in the same product),
 and cancelling a scheduled change. Each write is the API's own service function with its request model."""
 
@@ -81,6 +82,45 @@ def change_addons(
     addon_quantity: Annotated[list[str], Form(max_length=100)] = [],  # noqa: B006
 ) -> Response:
     req = parsed(SubscriptionUpdate, {"addons": _addons(addon_id, addon_quantity)})
+    view = changes.update_subscription(db, ctx.env_id, subscription_id, req)
+    return redirect(customer_path(view.customer_ref))
+
+
+@router.get("/subscriptions/{subscription_id}/period")
+def period_preview(
+    request: Request,
+    ctx: Page,
+    db: DB,
+    subscription_id: str,
+    billing_period: Annotated[str, Query(max_length=16)],
+    schedule_strategy: Annotated[str, Query(max_length=32)] = "",
+) -> Response:
+    """The price preview before switching the subscription's billing period on the same plan."""
+    req = parsed(SubscriptionUpdate, {"billing_period": billing_period, "schedule_strategy": schedule_strategy})
+    assert req.billing_period is not None  # required by the query
+    when = req.schedule_strategy
+    data = pages.period_preview(db, ctx.env_id, subscription_id, req.billing_period, when)
+    return render(
+        request,
+        ctx,
+        "period_preview.html",
+        v=data.subscription,
+        req=req,
+        preview=data.preview,
+        hide_due_now=data.deferred,
+        path=subscription_path(subscription_id),
+    )
+
+
+@router.post("/subscriptions/{subscription_id}/period")
+def change_period(
+    ctx: Edit,
+    db: DB,
+    subscription_id: str,
+    billing_period: Annotated[str, Form(max_length=16)],
+    schedule_strategy: Annotated[str, Form(max_length=32)] = "",
+) -> Response:
+    req = parsed(SubscriptionUpdate, {"billing_period": billing_period, "schedule_strategy": schedule_strategy})
     view = changes.update_subscription(db, ctx.env_id, subscription_id, req)
     return redirect(customer_path(view.customer_ref))
 

@@ -51,3 +51,13 @@ def plan_sort_key(pricing_type: str, monthly: Decimal | None, depth: int, pk: in
     """Cheapest first: free plans, then paid ones by monthly price, then custom (contact us) plans;
     a plan before the plans that inherit from it; ties by creation."""
     return (PRICING_RANK.get(pricing_type, 1), monthly if monthly is not None else Decimal(0), depth, pk)
+
+
+def in_chosen_order(default_order: Sequence[str], chosen: Sequence[str]) -> list[str]:
+    """A product's plans as its pricing page lists them: those of its chosen order (`planOrder`) first,
+    in that order, then the others in `default_order`. Chosen ids that are not listed (a plan archived
+    or not published since) are skipped."""
+    listed = set(default_order)
+    first = list(dict.fromkeys(ref for ref in chosen if ref in listed))
+    picked = set(first)
+    return first + [ref for ref in default_order if ref not in picked]

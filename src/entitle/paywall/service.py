@@ -61,7 +61,8 @@ def get_paywall(
         feature_refs = [r.ref_id for group in rows.values() for r in group if r.entitlement_type == "FEATURE"]
         known = features.get_many(s, env_id, feature_refs)
 
-        plan_out = _plans(s, plans, chains, rows, known, product_refs, addons, country)
+        chosen = {p.ref_id: list(p.plan_order or []) for p in products}
+        plan_out = _plans(s, plans, chains, rows, known, product_refs, addons, country, chosen)
         addon_out = [
             PaywallAddon(
                 id=a.ref_id,
@@ -93,7 +94,9 @@ def _plans(
     product_refs: dict[int, str],
     addons: list[Package],
     country: str | None,
+    chosen: dict[str, list[str]],
 ) -> list[PaywallPlan]:
+    """Each product's plans in its chosen order (`planOrder`), the others after them cheapest first."""
     addon_refs = {a.ref_id for a in addons}
     built: list[tuple[tuple[int, Decimal, int, int], PaywallPlan]] = []
     for plan in plans:
@@ -118,12 +121,16 @@ def _plans(
             metadata=dict(plan.metadata_ or {}),
         )
         built.append((key, out))
-    ordered: list[PaywallPlan] = []
-    position: dict[str, int] = {}
+    by_product: dict[str, list[PaywallPlan]] = {}
     for _key, out in sorted(built, key=lambda kv: (kv[1].product_id, kv[0])):
-        out.order = position.get(out.product_id, 0)
-        position[out.product_id] = out.order + 1
-        ordered.append(out)
+        by_product.setdefault(out.product_id, []).append(out)
+    ordered: list[PaywallPlan] = []
+    for product_ref, default in by_product.items():
+        by_ref = {p.id: p for p in default}
+        refs = rules.in_chosen_order([p.id for p in default], chosen.get(product_ref, []))
+        for position, ref in enumerate(refs):
+            by_ref[ref].order = position
+            ordered.append(by_ref[ref])
     return ordered
 
 

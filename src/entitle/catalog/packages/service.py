@@ -289,7 +289,7 @@ def update_plan(db: Database, env_id: int, ref: str, req: PlanUpdate) -> Package
             trial = req.default_trial_config
             plan.default_trial_config = trial.to_doc() if trial else None
         if req.charges is not None:
-            _set_charges(s, env_id, plan, req.charges)
+            set_charges(s, env_id, plan, req.charges)
         plan.updated_at = utcnow()
         s.flush()
         return store.view(s, plan)
@@ -314,7 +314,7 @@ def update_addon(db: Database, env_id: int, ref: str, req: AddonUpdate) -> Packa
                 check_dependency_cycle(s, env_id, addon, deps, published=False)
             addon.dependencies = deps
         if req.charges is not None:
-            _set_charges(s, env_id, addon, req.charges)
+            set_charges(s, env_id, addon, req.charges)
         addon.updated_at = utcnow()
         s.flush()
         return store.view(s, addon)
@@ -342,7 +342,7 @@ _WIRE = {
 }
 
 
-def _set_charges(s: Session, env_id: int, package: Package, req: ChargesIn) -> None:
+def set_charges(s: Session, env_id: int, package: Package, req: ChargesIn) -> None:
     """Replace the draft's pricing (rules.check_pricing). Charges keep their ids when a price for the
     same key exists; an overage model's `entitlement` (or `creditEntitlement`) sets that entitlement
     on the draft, replacing its limit fields if the entitlement exists."""

@@ -440,7 +440,7 @@ def duplicate_product_packages(session: Session, env_id: int, source_product_pk:
     """Copy the plans and add-ons of a product (each one's current version, archived ones skipped) into
     another product, as version-1 drafts with ids prefixed by the target product's id:
     plan 'pro' of a product duplicated as 'acme-v2' becomes 'acme-v2-pro'. Parent plans, compatible
-    add-ons and add-on dependencies are re-pointed at the copies."""
+    add-ons, add-on dependencies and the product's plan order are re-pointed at the copies."""
     target = session.get(Product, target_product_pk)
     if target is None:
         raise NotFound("product", str(target_product_pk))
@@ -467,4 +467,8 @@ def duplicate_product_packages(session: Session, env_id: int, source_product_pk:
                 ]
             if copy.dependencies is not None:
                 copy.dependencies = [renamed[ADDON][a] for a in copy.dependencies if a in renamed[ADDON]]
+    source_product = session.get(Product, source_product_pk)
+    if source_product is not None and source_product.plan_order:
+        # The copy's pricing pages list its plans as the source's do.
+        target.plan_order = [renamed[PLAN][r] for r in source_product.plan_order if r in renamed[PLAN]] or None
     session.flush()

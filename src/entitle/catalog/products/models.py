@@ -31,3 +31,6 @@ class Product(EnvironmentScoped, Base):
     # The customer journey, in wire (camelCase) form: what happens on sign-up and on cancellation.
     product_settings: Mapped[dict[str, Any]] = mapped_column(JSONDoc(), default=lambda: dict(DEFAULT_PRODUCT_SETTINGS))
     usage_reset_cutoff_rule: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc(), default=None)
+    # Plan ids in the order pricing pages show them first (our extension `planOrder`); plans not in it
+    # follow in the paywall's own order. None: no order chosen.
+    plan_order: Mapped[list[str] | None] = mapped_column(JSONDoc(), default=None)

@@ -11,6 +11,7 @@ from entitle.catalog.products.models import Product
 from entitle.http.wire import LongText, Metadata, RefId, ShortText, Unsupported, WireModel
 
 PRODUCT_STATUSES: tuple[str, ...] = ("PUBLISHED", "ARCHIVED")
+PLAN_ORDER_MAX = 500
 
 
 class ProductSettingsOut(WireModel):
@@ -47,6 +48,8 @@ class ProductUpdate(WireModel):
     product_settings: ProductSettings | None = None
     # Usage resets follow each entitlement's reset period; a plan change never resets usage early.
     usage_reset_cutoff_rule: Unsupported[UsageResetCutoffRule] = None
+    # Our extension: the plans pricing pages list first, in this order (null or [] clears it).
+    plan_order: list[RefId] | None = Field(default=None, max_length=PLAN_ORDER_MAX)
 
 
 class ProductDuplicate(WireModel):
@@ -66,6 +69,8 @@ class ProductOut(WireModel):
     description: str | None = None
     product_settings: ProductSettingsOut | None = None
     usage_reset_cutoff_rule: UsageResetCutoffRule | None = None
+    # Our extension (see ProductUpdate.plan_order).
+    plan_order: list[str] = Field(default_factory=list)
 
     @classmethod
     def of(cls, p: Product) -> ProductOut:
@@ -80,5 +85,6 @@ class ProductOut(WireModel):
             "description": p.description,
             "product_settings": p.product_settings,
             "usage_reset_cutoff_rule": p.usage_reset_cutoff_rule,
+            "plan_order": list(p.plan_order or []),
         }
         return cls.model_validate(data)

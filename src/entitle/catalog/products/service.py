@@ -53,6 +53,17 @@ def _check_settings(s: Session, env_id: int, product: Product, settings: Product
         plan_of_product(settings.subscription_start_plan_id, "subscriptionStartPlanId")
 
 
+def _check_plan_order(s: Session, env_id: int, product: Product, plan_refs: list[str]) -> None:
+    if len(set(plan_refs)) != len(plan_refs):
+        raise InvalidArgument("planOrder: each plan may appear once")
+    for plan_ref in plan_refs:
+        owner = ports.plan_owner.impl(s, env_id, plan_ref)
+        if owner is None:
+            raise InvalidArgument(f"planOrder: '{plan_ref}' is not a plan (or it is archived)")
+        if owner != product.ref_id:
+            raise InvalidArgument(f"planOrder: plan '{plan_ref}' belongs to product '{owner}', not '{product.ref_id}'")
+
+
 def update_product(db: Database, env_id: int, ref_id: str, req: ProductUpdate) -> Product:
     fields = req.model_fields_set
     with db.transaction() as s:
@@ -73,6 +84,9 @@ def update_product(db: Database, env_id: int, ref_id: str, req: ProductUpdate) -
         if "usage_reset_cutoff_rule" in fields:
             rule = req.usage_reset_cutoff_rule
             product.usage_reset_cutoff_rule = rule.model_dump(by_alias=True) if rule else None
+        if "plan_order" in fields:
+            _check_plan_order(s, env_id, product, list(req.plan_order or []))
+            product.plan_order = list(req.plan_order) if req.plan_order else None
         product.updated_at = utcnow()
         return product
 
