@@ -14,7 +14,7 @@ from decimal import Decimal
 from sqlalchemy.orm import Session
 
 from entitle.clock import as_utc, utcnow
-from entitle.credits import engine, rules, store
+from entitle.credits import engine, recurring, rules, store
 from entitle.credits.consumption import balance_out
 from entitle.credits.grants import wallet_for
 from entitle.credits.models import CustomCurrency, Reservation, Wallet
@@ -133,8 +133,10 @@ def check(
             )
         wallet = store.find_wallet(s, customer.pk, currency.pk, resource_key(req.resource_id))
         balance = _read_balance(s, wallet, now)
-    wanted = req.requested_usage
-    granted = balance.available >= wanted if wanted is not None else balance.available > 0
+        wanted = req.requested_usage
+        granted = balance.available >= wanted if wanted is not None else balance.available > 0
+        if not granted:
+            granted = recurring.soft_limited(s, env_id, customer, req.resource_id, currency_ref)
     return _result(currency, balance, now, granted=granted, reason=INSUFFICIENT)
 
 

@@ -1,0 +1,55 @@
+"""How credits follow subscriptions: every change of a subscription brings its recurring credits in line
+in the same transaction (`recurring.sync_subscription`); a plan change revokes the old subscription's
+current grants (the new one grants its own); a cancellation with `prorate: true` revokes them when the
+subscription ends. Installed at start-up by `entitle.wiring.install`; subscriptions never import credits."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from entitle.clock import utcnow
+from entitle.credits import recurring
+from entitle.domain_events import subscribe
+from entitle.subscriptions.events import (
+    CancellationRequested,
+    SubscriptionCreated,
+    SubscriptionEnded,
+    SubscriptionUpdated,
+)
+
+# Changes that leave what a subscription grants as it was: nothing to look at.
+_NOTHING_GRANTED_CHANGES = frozenset(
+    {
+        "CANCELLATION_SCHEDULED",
+        "CANCELLATION_WITHDRAWN",
+        "UPDATE_SCHEDULED",
+        "FUTURE_UPDATE_CANCELED",
+        "PAYMENT_FAILED",
+    }
+)
+
+
+def grant_created(s: Session, event: SubscriptionCreated) -> None:
+    recurring.sync_subscription(s, event.sub, utcnow())
+
+
+def grant_updated(s: Session, event: SubscriptionUpdated) -> None:
+    if event.change not in _NOTHING_GRANTED_CHANGES:
+        recurring.sync_subscription(s, event.sub, utcnow())
+
+
+def revoke_replaced(s: Session, event: SubscriptionEnded) -> None:
+    if event.sub.cancel_reason == "UPGRADE_OR_DOWNGRADE":
+        recurring.revoke(s, event.sub, utcnow())
+
+
+def revoke_prorated(s: Session, event: CancellationRequested) -> None:
+    if event.prorate:
+        recurring.revoke_at(s, event.sub, event.ends_at, utcnow())
+
+
+def install() -> None:
+    subscribe(SubscriptionCreated, grant_created)
+    subscribe(SubscriptionUpdated, grant_updated)
+    subscribe(SubscriptionEnded, revoke_replaced)
+    subscribe(CancellationRequested, revoke_prorated)

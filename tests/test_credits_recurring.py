@@ -1,0 +1,251 @@
+"""Recurring credits through time, with the test clock and the job worker, on SQLite and PostgreSQL (one
+server per module and engine; each test makes its own product, plan, currency and customer): plans and
+add-ons granting credits per cadence (monthly grants on an annual plan), a subscription's own credit
+entitlement, changes mid-period, cancellation with and without `prorate`."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import stigg
+
+from entitle.jobs.service import Worker
+from tests.conftest import LiveServer
+from tests.support.clock import TestClock
+
+_ids = itertools.count()
+START = datetime(2026, 1, 31, 9, 0, tzinfo=UTC)  # a month-end anchor: periods must not drift
+PRICES = {
+    "pricing_type": "PAID",
+    "pricing_models": [
+        {
+            "billing_model": "FLAT_FEE",
+            "price_periods": [
+                {"billing_period": "MONTHLY", "price": {"amount": 10, "currency": "usd"}},
+                {"billing_period": "ANNUALLY", "price": {"amount": 100, "currency": "usd"}},
+            ],
+        }
+    ],
+}
+
+
+class Shop:
+    """One product with a plan granting `amount` credits per `cadence`, a currency and a customer."""
+
+    def __init__(self, server: LiveServer, clock: TestClock) -> None:
+        self.client = server.stigg()
+        self.clock = clock
+        self.worker = Worker(server.db)
+        n = next(_ids)
+        self.n = n
+        self.product, self.plan, self.currency, self.customer = f"p{n}", f"plan{n}", f"ai{n}", f"c{n}"
+        c = self.client.v1
+        c.products.create_product(id=self.product, display_name="App")
+        c.credits.custom_currencies.create(id=self.currency, display_name="AI credits")
+        c.customers.provision(id=self.customer)
+
+    def make_plan(self, ref: str, entitlements: list[dict[str, Any]], **extra: Any) -> None:
+        c = self.client.v1
+        c.plans.create(id=ref, display_name=ref, product_id=self.product)
+        c.plans.entitlements.create(ref, entitlements=entitlements)
+        c.plans.update(ref, charges=PRICES, **extra)
+        c.plans.publish(ref, migration_type="NEW_CUSTOMERS")
+
+    def credit(self, amount: float, cadence: str = "MONTH", **extra: Any) -> dict[str, Any]:
+        return {"type": "CREDIT", "id": self.currency, "amount": amount, "cadence": cadence, **extra}
+
+    def provision(self, plan: str | None = None, **extra: Any) -> Any:
+        return self.client.v1.subscriptions.provision(
+            customer_id=self.customer, plan_id=plan or self.plan, **extra
+        ).data.subscription
+
+    def pass_time(self, until: datetime) -> None:
+        self.clock.set(until)
+        self.worker.drain()
+
+    def grants(self) -> list[Any]:
+        found = self.client.v1.credits.grants.list(customer_id=self.customer, currency_id=self.currency, limit=100)
+        return sorted(found, key=lambda g: (g.effective_at, g.created_at))
+
+    def balance(self) -> Decimal:
+        check = self.client.v1.customers.check_entitlement(self.customer, currency_id=self.currency).data
+        return Decimal(str(check.usage_limit)) - Decimal(str(check.current_usage))
+
+    def consume(self, amount: float, key: str) -> None:
+        self.client.v1.credits.consumption.consume(
+            customer_id=self.customer, currency_id=self.currency, amount=amount, idempotency_key=f"{self.n}-{key}"
+        )
+
+    def ledger_sum(self) -> Decimal:
+        entries = self.client.v1.credits.list_ledger(customer_id=self.customer, currency_id=self.currency, limit=100)
+        return sum((Decimal(str(e.amount)) for e in entries), Decimal(0))
+
+
+@pytest.fixture
+def shop(module_server: LiveServer, test_clock: TestClock) -> Iterator[Shop]:
+    test_clock.set(START)
+    yield Shop(module_server, test_clock)
+
+
+def _month(k: int) -> datetime:
+    """The k-th monthly boundary from START, counted from START (Jan 31 -> Feb 28 -> Mar 31 ...)."""
+    year, month = divmod(START.month - 1 + k, 12)
+    first = START.replace(year=START.year + year, month=month + 1, day=1)
+    last_day = ((first.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)).day
+    return first.replace(day=min(START.day, last_day))
+
+
+def test_an_annual_plan_grants_monthly_credits_for_a_year(shop: Shop) -> None:
+    shop.make_plan(shop.plan, [shop.credit(100)])
+    shop.provision(billing_period="ANNUALLY")
+    assert shop.balance() == 100
+    for k in range(12):
+        shop.pass_time(_month(k) + timedelta(days=3))
+        shop.consume(30, f"m{k}")
+        assert shop.balance() == 70  # this month's 100, less what was consumed: last month's rest expired
+        shop.worker.drain()
+        shop.pass_time(_month(k + 1) - timedelta(seconds=1))  # a retried renewal changes nothing
+        assert shop.balance() == 70
+    shop.pass_time(_month(12) + timedelta(seconds=1))  # the 13th month: the plan's second year
+    grants = [g for g in shop.grants() if g.grant_type == "RECURRING"]
+    assert len(grants) == 13
+    assert [g.effective_at for g in grants] == [_month(k) for k in range(13)]
+    assert [g.expire_at for g in grants] == [_month(k + 1) for k in range(13)]
+    assert {g.status for g in grants[:12]} == {"EXPIRED"} and grants[12].status == "ACTIVE"
+    assert all(g.amount == 100 and g.consumed_amount == (30 if i < 12 else 0) for i, g in enumerate(grants))
+    assert {g.source_type for g in grants} == {"PLAN_ENTITLEMENT"}
+    expired = list(
+        shop.client.v1.credits.list_ledger(
+            customer_id=shop.customer, currency_id=shop.currency, event_type="CREDITS_EXPIRED", limit=100
+        )
+    )
+    assert sorted(Decimal(str(e.amount)) for e in expired) == [Decimal(-70)] * 12
+    assert shop.ledger_sum() == shop.balance() == 100
+
+
+def test_yearly_cadence_and_add_on_increments(shop: Shop) -> None:
+    c = shop.client.v1
+    addon = f"more{shop.n}"
+    c.addons.create(id=addon, display_name="More", product_id=shop.product)
+    c.addons.entitlements.create(addon, entitlements=[shop.credit(50, "YEAR", behavior="Increment")])
+    c.addons.publish(addon, migration_type="NEW_CUSTOMERS")
+    shop.make_plan(shop.plan, [shop.credit(1000, "YEAR")], compatible_addon_ids=[addon])
+    shop.provision(billing_period="MONTHLY", addons=[{"id": addon, "quantity": 2}])
+    (grant,) = shop.grants()
+    assert (grant.amount, grant.effective_at, grant.expire_at) == (1100, START, _month(12))
+    shop.pass_time(_month(3))  # monthly billing, yearly credits: nothing new in between
+    assert len(shop.grants()) == 1 and shop.balance() == 1100
+
+
+def test_a_subscription_credit_entitlement_and_changes_mid_period(shop: Shop) -> None:
+    shop.make_plan(shop.plan, [shop.credit(10)])
+    sub = shop.provision(entitlements=[shop.credit(200)])
+    assert [g.amount for g in shop.grants()] == [200]  # the subscription's own amount overrides the plan's
+    assert sub.subscription_entitlements and sub.subscription_entitlements[0].type == "CREDIT"
+    shop.pass_time(START + timedelta(days=5))
+    shop.consume(150, "a")
+    # More mid-period: the difference is granted at once.
+    shop.client.v1.subscriptions.update(sub.id, entitlements=[shop.credit(300)])
+    assert [g.amount for g in shop.grants()] == [200, 100] and shop.balance() == 150
+    # Less: what was granted is voided; what is left of the new amount after what was used is granted.
+    shop.client.v1.subscriptions.update(sub.id, entitlements=[shop.credit(180)])
+    live = [g for g in shop.grants() if g.status == "ACTIVE"]
+    assert [g.amount for g in live] == [30] and shop.balance() == 30
+    # Below what was used: nothing more this period.
+    shop.client.v1.subscriptions.update(sub.id, entitlements=[shop.credit(100)])
+    assert shop.balance() == 0 and all(g.status == "VOIDED" for g in shop.grants())
+    assert shop.ledger_sum() == shop.balance()
+    # The next period grants the new amount.
+    shop.pass_time(_month(1))
+    assert shop.balance() == 100
+
+
+def test_credit_entitlements_on_subscriptions_are_checked(shop: Shop) -> None:
+    shop.make_plan(shop.plan, [shop.credit(10)])
+    for bad in (
+        {"type": "CREDIT", "id": shop.currency, "amount": 5},
+        {"type": "CREDIT", "id": shop.currency, "amount": 5, "cadence": "MONTH", "usage_limit": 3},
+        {"type": "CREDIT", "id": shop.currency, "amount": 0.1234567, "cadence": "MONTH"},
+        {"type": "FEATURE", "id": "x", "amount": 5},
+    ):
+        with pytest.raises(stigg.BadRequestError):
+            shop.provision(entitlements=[bad])
+    with pytest.raises(stigg.NotFoundError):
+        shop.provision(entitlements=[{"type": "CREDIT", "id": "no-such-currency", "amount": 5, "cadence": "MONTH"}])
+    assert shop.client.v1.subscriptions.list(customer_id=shop.customer).data == []  # nothing half-written
+
+
+@pytest.mark.parametrize("prorate", [True, False])
+def test_cancellation_revokes_or_keeps_the_period_grant(shop: Shop, prorate: bool) -> None:
+    shop.make_plan(shop.plan, [shop.credit(100)])
+    sub = shop.provision()
+    shop.pass_time(START + timedelta(days=10))
+    shop.consume(40, "a")
+    shop.client.v1.subscriptions.cancel(sub.id, cancellation_time="IMMEDIATE", prorate=prorate)
+    (grant,) = shop.grants()
+    assert grant.status == ("VOIDED" if prorate else "ACTIVE")
+    assert shop.balance() == (0 if prorate else 60)
+    shop.pass_time(_month(2))  # no renewal after the end
+    assert len(shop.grants()) == 1 and shop.balance() == 0
+    assert shop.ledger_sum() == 0
+
+
+def test_prorated_cancellation_at_period_end_revokes_when_it_ends(shop: Shop) -> None:
+    shop.make_plan(shop.plan, [shop.credit(100, "YEAR")])
+    sub = shop.provision(billing_period="MONTHLY")
+    shop.client.v1.subscriptions.cancel(sub.id, cancellation_time="END_OF_BILLING_PERIOD", prorate=True)
+    assert shop.balance() == 100  # still live until the period ends
+    shop.pass_time(_month(1) + timedelta(seconds=1))
+    (grant,) = shop.grants()
+    assert grant.status == "VOIDED" and shop.balance() == 0  # the yearly grant did not outlive the subscription
+
+
+def test_a_plan_change_replaces_the_period_grant(shop: Shop) -> None:
+    shop.make_plan(shop.plan, [shop.credit(100)])
+    bigger = f"big{shop.n}"
+    shop.make_plan(bigger, [shop.credit(500)])
+    shop.provision()
+    shop.consume(30, "a")
+    shop.provision(bigger)
+    statuses = [(g.amount, g.status) for g in shop.grants()]
+    assert statuses == [(100, "VOIDED"), (500, "ACTIVE")]
+    assert shop.balance() == 500
+
+
+def test_a_promotional_grant_expiring_mid_consumption(shop: Shop) -> None:
+    shop.make_plan(shop.plan, [shop.credit(100)])
+    shop.provision()
+    promo = shop.client.v1.credits.grants.create(
+        customer_id=shop.customer,
+        currency_id=shop.currency,
+        amount=50,
+        display_name="Welcome",
+        grant_type="PROMOTIONAL",
+        expire_at=START + timedelta(days=10),
+    ).data
+    shop.consume(20, "a")  # the promotion expires first: drawn first
+    shop.pass_time(START + timedelta(days=11))
+    shop.consume(20, "b")  # the promotion is gone (30 expired with it): the plan's credits pay
+    grants = {g.id: g for g in shop.grants()}
+    assert grants[promo.id].status == "EXPIRED" and grants[promo.id].consumed_amount == 20
+    recurring = next(g for g in grants.values() if g.grant_type == "RECURRING")
+    assert recurring.consumed_amount == 20 and shop.balance() == 80
+    assert shop.ledger_sum() == 80
+
+
+def test_a_soft_limit_grants_the_check_beyond_the_balance(shop: Shop) -> None:
+    hard = f"hard{shop.n}"
+    shop.make_plan(shop.plan, [shop.credit(10, has_soft_limit=True)])
+    shop.make_plan(hard, [shop.credit(10)])
+    shop.provision()
+    shop.consume(25, "a")  # never refused: 15 overdrawn
+    check = shop.client.v1.customers.check_entitlement(shop.customer, currency_id=shop.currency).data
+    assert (check.is_granted, check.usage_limit, check.current_usage) == (True, 10, 25)
+    shop.provision(hard)
+    check = shop.client.v1.customers.check_entitlement(shop.customer, currency_id=shop.currency).data
+    assert (check.is_granted, check.access_denied_reason) == (False, "InsufficientCredits")
