@@ -249,3 +249,95 @@ def test_a_soft_limit_grants_the_check_beyond_the_balance(shop: Shop) -> None:
     shop.provision(hard)
     check = shop.client.v1.customers.check_entitlement(shop.customer, currency_id=shop.currency).data
     assert (check.is_granted, check.access_denied_reason) == (False, "InsufficientCredits")
+
+
+def _priced_plan(shop: Shop, rate: float) -> tuple[str, str]:
+    """A plan granting 100 credits a month whose two features cost `rate` credits per unit: `calls`
+    (reported usage) and `tokens` (metered events, SUM of the `tokens` dimension)."""
+    calls, tokens = f"calls{shop.n}", f"tokens{shop.n}"
+    f = shop.client.v1.features
+    f.create_feature(id=calls, display_name="Calls", feature_type="NUMBER", meter_type="INCREMENTAL")
+    f.create_feature(
+        id=tokens,
+        display_name="Tokens",
+        feature_type="NUMBER",
+        meter_type="INCREMENTAL",
+        meter={
+            "aggregation": {"function": "SUM", "field": "tokens"},
+            "filters": [{"conditions": [{"field": "eventName", "operation": "EQUALS", "value": f"llm{shop.n}"}]}],
+        },
+    )
+    c = shop.client.v1
+    c.plans.create(id=shop.plan, display_name="AI", product_id=shop.product)
+    unlimited = {"has_unlimited_usage": True}
+    c.plans.entitlements.create(
+        shop.plan,
+        entitlements=[
+            shop.credit(100),
+            {"type": "FEATURE", "id": calls, **unlimited},
+            {"type": "FEATURE", "id": tokens, **unlimited},
+        ],
+    )
+    per_unit = [{"billing_period": "MONTHLY", "credit_rate": {"amount": rate, "currency_id": shop.currency}}]
+    charges = {
+        "pricing_type": "PAID",
+        "pricing_models": [
+            *PRICES["pricing_models"],
+            {"billing_model": "CREDIT_BASED", "feature_id": calls, "price_periods": per_unit},
+            {"billing_model": "CREDIT_BASED", "feature_id": tokens, "price_periods": per_unit},
+        ],
+    }
+    c.plans.update(shop.plan, charges=charges)
+    c.plans.publish(shop.plan, migration_type="NEW_CUSTOMERS")
+    return calls, tokens
+
+
+def test_a_credit_priced_feature_draws_credits_when_used(shop: Shop) -> None:
+    calls, tokens = _priced_plan(shop, 0.333333)
+    shop.provision(billing_period="MONTHLY")
+    report = {"customer_id": shop.customer, "feature_id": calls, "value": 3, "idempotency_key": f"{shop.n}-u1"}
+    answer = shop.client.v2.usage.report(usages=[report]).data
+    (first,) = answer.usages
+    assert first.credit is not None
+    assert (first.credit.consumed, first.credit.currency_id) == (0.999999, shop.currency)
+    assert answer.credits is not None
+    (wallet,) = answer.credits
+    assert (wallet.customer_id, wallet.currency_id, wallet.usage_limit, wallet.current_usage) == (
+        shop.customer,
+        shop.currency,
+        100,
+        0.999999,
+    )
+    answer = shop.client.v2.usage.report(usages=[report]).data  # a retry draws nothing
+    assert answer.usages[0].credit is not None and answer.usages[0].credit.consumed == 0
+    assert answer.credits is not None and answer.credits[0].current_usage == 0.999999
+    # SET lowers the counter: nothing drawn, nothing returned; raising it again draws the difference.
+    shop.client.v2.usage.report(
+        usages=[{"customer_id": shop.customer, "feature_id": calls, "value": 1, "update_behavior": "SET"}]
+    )
+    (raised,) = shop.client.v2.usage.report(
+        usages=[{"customer_id": shop.customer, "feature_id": calls, "value": 4, "update_behavior": "SET"}]
+    ).data.usages
+    assert raised.credit is not None and raised.credit.consumed == 0.999999
+    shop.client.v1.events.report(
+        events=[
+            {
+                "customer_id": shop.customer,
+                "event_name": f"llm{shop.n}",
+                "idempotency_key": f"{shop.n}-e{i}",
+                "dimensions": {"tokens": 300},
+            }
+            for i in range(2)
+        ]
+    )
+    assert shop.balance() == Decimal(100) - Decimal("1.999998") - Decimal("199.9998")  # overdrawn, never refused
+    consumed = list(
+        shop.client.v1.credits.list_ledger(
+            customer_id=shop.customer, currency_id=shop.currency, event_type="CREDITS_CONSUMED", limit=100
+        )
+    )
+    by_feature: dict[str | None, Decimal] = {}
+    for e in consumed:
+        by_feature[e.feature_id] = by_feature.get(e.feature_id, Decimal(0)) - Decimal(str(e.amount))
+    assert by_feature == {calls: Decimal("1.999998"), tokens: Decimal("199.9998")}
+    assert shop.ledger_sum() == shop.balance()

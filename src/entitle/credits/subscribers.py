@@ -1,14 +1,16 @@
 """How credits follow subscriptions: every change of a subscription brings its recurring credits in line
 in the same transaction (`recurring.sync_subscription`); a plan change revokes the old subscription's
 current grants (the new one grants its own); a cancellation with `prorate: true` revokes them when the
-subscription ends. Installed at start-up by `entitle.wiring.install`; subscriptions never import credits."""
+subscription ends. Usage of a credit-priced feature draws credits through the usage domain's
+`charge_credits` port (`pricing.charge`). Installed at start-up by `entitle.wiring.install`; subscriptions
+and usage never import credits."""
 
 from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
 from entitle.clock import utcnow
-from entitle.credits import recurring
+from entitle.credits import pricing, recurring
 from entitle.domain_events import subscribe
 from entitle.subscriptions.events import (
     CancellationRequested,
@@ -16,6 +18,7 @@ from entitle.subscriptions.events import (
     SubscriptionEnded,
     SubscriptionUpdated,
 )
+from entitle.usage import ports as usage_ports
 
 # Changes that leave what a subscription grants as it was: nothing to look at.
 _NOTHING_GRANTED_CHANGES = frozenset(
@@ -49,6 +52,7 @@ def revoke_prorated(s: Session, event: CancellationRequested) -> None:
 
 
 def install() -> None:
+    usage_ports.charge_credits.install(pricing.charge)
     subscribe(SubscriptionCreated, grant_created)
     subscribe(SubscriptionUpdated, grant_updated)
     subscribe(SubscriptionEnded, revoke_replaced)
