@@ -341,3 +341,39 @@ def test_a_credit_priced_feature_draws_credits_when_used(shop: Shop) -> None:
         by_feature[e.feature_id] = by_feature.get(e.feature_id, Decimal(0)) - Decimal(str(e.amount))
     assert by_feature == {calls: Decimal("1.999998"), tokens: Decimal("199.9998")}
     assert shop.ledger_sum() == shop.balance()
+
+
+def test_estimates_say_what_usage_and_events_would_cost_and_write_nothing(shop: Shop) -> None:
+    calls, tokens = _priced_plan(shop, 0.5)
+    c = shop.client.v1
+    unknown = c.usage.estimate(customer_id=shop.customer, feature_id="nope", value=1).data
+    assert (unknown.estimates, unknown.warnings) == ([], ["FEATURE_NOT_FOUND"])
+    shop.provision(billing_period="MONTHLY")
+    shop.client.v2.usage.report(usages=[{"customer_id": shop.customer, "feature_id": calls, "value": 10}])
+    ledger_before = shop.ledger_sum()
+
+    (usage,) = c.usage.estimate(customer_id=shop.customer, feature_id=calls, value=7).data.estimates
+    assert (usage.currency_id, usage.current_balance, usage.estimated_cost) == (shop.currency, 95, 3.5)
+    assert (usage.balance_after_estimate, usage.would_overdraft) == (91.5, False)
+    assert [(b.feature_id, b.cost) for b in usage.breakdown] == [(calls, 3.5)]
+    (as_set,) = c.usage.estimate(
+        customer_id=shop.customer, feature_id=calls, value=12, update_behavior="SET"
+    ).data.estimates
+    assert as_set.estimated_cost == 1  # 12 - the 10 already counted, at 0.5
+    big = c.usage.estimate(customer_id=shop.customer, feature_id=calls, value=1000).data.estimates[0]
+    assert (big.balance_after_estimate, big.would_overdraft) == (-405, True)
+
+    event = c.events.estimate(customer_id=shop.customer, event_name=f"llm{shop.n}", dimensions={"tokens": 40}).data
+    (priced,) = event.estimates
+    assert (priced.estimated_cost, [(b.feature_id, b.cost) for b in priced.breakdown]) == (20, [(tokens, 20)])
+    assert event.warnings == []
+    assert c.events.estimate(customer_id=shop.customer, event_name="other").data.warnings == ["FEATURE_NOT_FOUND"]
+    plain = f"plain{shop.n}"
+    c.features.create_feature(id=plain, display_name="Plain", feature_type="NUMBER", meter_type="INCREMENTAL")
+    answer = c.usage.estimate(customer_id=shop.customer, feature_id=plain, value=1).data
+    assert (answer.estimates, answer.warnings) == ([], ["FEATURE_NOT_CREDIT_BASED"])
+    with pytest.raises(stigg.NotFoundError):
+        c.usage.estimate(customer_id="nobody", feature_id=calls, value=1)
+    with pytest.raises(stigg.BadRequestError):
+        c.usage.estimate(customer_id=shop.customer, feature_id=calls, value=1, dimensions={"a": "b"})
+    assert shop.ledger_sum() == ledger_before and shop.balance() == 95  # nothing was written

@@ -132,7 +132,7 @@ def check(
                 reason=reason,
             )
         wallet = store.find_wallet(s, customer.pk, currency.pk, resource_key(req.resource_id))
-        balance = _read_balance(s, wallet, now)
+        balance = read_balance(s, wallet, now)
         wanted = req.requested_usage
         granted = balance.available >= wanted if wanted is not None else balance.available > 0
         if not granted:
@@ -140,7 +140,7 @@ def check(
     return _result(currency, balance, now, granted=granted, reason=INSUFFICIENT)
 
 
-def _read_balance(s: Session, wallet: Wallet | None, now: datetime) -> engine.Balance:
+def read_balance(s: Session, wallet: Wallet | None, now: datetime) -> engine.Balance:
     if wallet is None:
         return engine.Balance(rules.ZERO, rules.ZERO, rules.ZERO, rules.ZERO, None)
     lapsed = engine.lapsed_holds(store.active_reservations(s, wallet.pk), now)
