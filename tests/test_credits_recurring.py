@@ -377,3 +377,29 @@ def test_estimates_say_what_usage_and_events_would_cost_and_write_nothing(shop: 
     with pytest.raises(stigg.BadRequestError):
         c.usage.estimate(customer_id=shop.customer, feature_id=calls, value=1, dimensions={"a": "b"})
     assert shop.ledger_sum() == ledger_before and shop.balance() == 95  # nothing was written
+
+
+@pytest.mark.parametrize("cadence", ["MONTHLY", "BEGINNING_OF_BILLING_PERIOD"])
+def test_a_price_granting_credits_on_an_annual_plan(shop: Shop, cadence: str) -> None:
+    def period(billing_period: str, amount: int) -> dict[str, Any]:
+        return {
+            "billing_period": billing_period,
+            "price": {"amount": amount, "currency": "usd"},
+            "credit_rate": {"amount": 250, "currency_id": shop.currency},
+            "credit_grant_cadence": cadence,
+        }
+
+    c = shop.client.v1
+    c.plans.create(id=shop.plan, display_name="Credits", product_id=shop.product)
+    model = {"billing_model": "CREDIT_BASED", "price_periods": [period("MONTHLY", 20), period("ANNUALLY", 200)]}
+    c.plans.update(shop.plan, charges={"pricing_type": "PAID", "pricing_models": [model]})
+    c.plans.publish(shop.plan, migration_type="NEW_CUSTOMERS")
+    shop.provision(billing_period="ANNUALLY")
+    shop.pass_time(_month(1) + timedelta(days=1))
+    shop.pass_time(_month(2) + timedelta(days=1))
+    grants = shop.grants()
+    assert {g.source_type for g in grants} == {"PRICE"} and {g.amount for g in grants} == {250}
+    if cadence == "MONTHLY":
+        assert [g.expire_at for g in grants] == [_month(1), _month(2), _month(3)]
+    else:  # the annual billing period
+        assert [g.expire_at for g in grants] == [_month(12)]

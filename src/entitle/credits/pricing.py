@@ -74,8 +74,8 @@ def rates(s: Session, env_id: int, customer: Customer, resource_ref: str | None,
             )
             .order_by(PackageCharge.pk)
         ).all()
-        for charge in sorted(charges, key=lambda c: _preference(c, sub.billing_period, sub.billing_country_code)):
-            if _preference(charge, sub.billing_period, sub.billing_country_code)[0] > 1:
+        for charge in sorted(charges, key=lambda c: preference(c, sub.billing_period, sub.billing_country_code)):
+            if preference(charge, sub.billing_period, sub.billing_country_code)[0] > 1:
                 continue  # a price for another billing period
             currency_ref, per_unit = charge.credit_rate_currency_ref, charge.credit_rate_amount
             if currency_ref is not None and per_unit is not None and currency_ref not in found:
@@ -83,7 +83,7 @@ def rates(s: Session, env_id: int, customer: Customer, resource_ref: str | None,
     return list(found.values())
 
 
-def _preference(charge: PackageCharge, period: str | None, country: str | None) -> tuple[int, int]:
+def preference(charge: PackageCharge, period: str | None, country: str | None) -> tuple[int, int]:
     same_period = 0 if charge.billing_period == period else (1 if period is None else 2)
     same_country = 0 if charge.billing_country_code == country else (1 if charge.billing_country_code is None else 2)
     return same_period, same_country

@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from entitle.catalog.packages import store as packages
-from entitle.catalog.packages.models import Package
+from entitle.catalog.packages.models import Package, PackageCharge
 from entitle.clock import as_utc, utcnow
-from entitle.credits import engine, rules, store
+from entitle.credits import engine, pricing, rules, store
 from entitle.credits.models import CreditGrant, CustomCurrency, Wallet
 from entitle.credits.rules import ACTIVE, RECURRING, SCHEDULED, VOIDED, ZERO
 from entitle.customers.models import Customer
@@ -41,7 +42,7 @@ from entitle.subscriptions.rules import LIVE
 
 RENEW_JOB = "credits.renew_subscription"
 REVOKE_JOB = "credits.revoke_subscription"
-PLAN_ENTITLEMENT, ADDON_ENTITLEMENT = "PLAN_ENTITLEMENT", "ADDON_ENTITLEMENT"
+PLAN_ENTITLEMENT, ADDON_ENTITLEMENT, PRICE = "PLAN_ENTITLEMENT", "ADDON_ENTITLEMENT", "PRICE"
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,39 @@ def targets(s: Session, sub: Subscription) -> list[Target]:
     return found
 
 
+def price_targets(s: Session, sub: Subscription) -> list[Target]:
+    """Prices that grant credits: a CREDIT_BASED price without a feature, with a `creditGrantCadence`, grants
+    its `creditRate.amount` of the rate's currency (times the add-on's quantity, for an add-on's price) at
+    the beginning of each billing period (BEGINNING_OF_BILLING_PERIOD: yearly on an annual subscription) or
+    every month (MONTHLY). The price for the subscription's billing period (and country) counts."""
+    bought = {a.addon_pk: a.quantity for a in subscriptions.addons_of(s, [sub.pk]).get(sub.pk, [])}
+    quantities = {sub.plan_pk: 1, **bought}
+    charges = s.scalars(
+        select(PackageCharge)
+        .where(
+            PackageCharge.package_pk.in_(list(quantities)),
+            PackageCharge.billing_model == "CREDIT_BASED",
+            PackageCharge.feature_ref.is_(None),
+            PackageCharge.credit_grant_cadence.is_not(None),
+            PackageCharge.credit_rate_amount.is_not(None),
+            PackageCharge.is_overage.is_(False),
+        )
+        .order_by(PackageCharge.pk)
+    ).all()
+    chosen: dict[tuple[int, str], PackageCharge] = {}
+    for charge in sorted(charges, key=lambda c: pricing.preference(c, sub.billing_period, sub.billing_country_code)):
+        if pricing.preference(charge, sub.billing_period, sub.billing_country_code)[0] > 1:
+            continue  # the price of another billing period
+        if charge.credit_rate_currency_ref is not None:
+            chosen.setdefault((charge.package_pk, charge.credit_rate_currency_ref), charge)
+    totals: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    for (package_pk, currency_ref), charge in chosen.items():
+        assert charge.credit_rate_amount is not None
+        monthly = charge.credit_grant_cadence == "MONTHLY" or sub.billing_period != "ANNUALLY"
+        totals[(currency_ref, "MONTH" if monthly else "YEAR")] += charge.credit_rate_amount * quantities[package_pk]
+    return [Target(ref, amount, cadence, PRICE) for (ref, cadence), amount in totals.items() if amount > 0]
+
+
 def _feature_quantities(s: Session, sub: Subscription) -> dict[str, Decimal]:
     return {
         c.ref_id: Decimal(c.quantity)
@@ -115,6 +149,11 @@ class _Want:
     source_type: str
 
 
+def _kind(source_type: str | None) -> str:
+    """Credits from prices and credits from entitlements are granted (and changed) separately."""
+    return PRICE if source_type == PRICE else "ENTITLEMENT"
+
+
 def sync_subscription(s: Session, sub: Subscription, now: datetime) -> None:
     """Grant the current period's recurring credits of a live subscription as its terms now say (more:
     the difference; less: void and grant what is left), void those of currencies (or wallets: a delegated
@@ -122,36 +161,43 @@ def sync_subscription(s: Session, sub: Subscription, now: datetime) -> None:
     period's start. An ended subscription's grants are left as they are (see `revoke`)."""
     if not store.may_have_recurring_credits(s, sub.environment_id, sub.pk):
         return
-    wants: dict[int, _Want] = {}
+    wants: dict[tuple[int, str], _Want] = {}  # (currency pk, kind) -> this period's grant
     live = sub.status in LIVE and sub.start_date <= now
     if live:
-        for target in targets(s, sub):
+        for target in targets(s, sub) + price_targets(s, sub):
             currency = store.find_currency(s, sub.environment_id, target.currency_ref)
             if currency is None:
                 raise NotFound("custom currency", target.currency_ref)
             start, end = rules.grant_period(target.cadence, sub.start_date, sub.billing_cycle_anchor, now)
-            wants[currency.pk] = _Want(currency, target.amount, start, end, target.source_type)
+            wants[(currency.pk, _kind(target.source_type))] = _Want(
+                currency, target.amount, start, end, target.source_type
+            )
     resource = resource_key(sub.resource_ref)
     held = store.live_recurring_grants(s, sub.pk)
-    wallet_keys = {(sub.customer_pk, pk, resource) for pk in wants}
+    wallet_keys = {(sub.customer_pk, pk, resource) for pk, _ in wants}
     if live:
         wallet_keys |= {(w.customer_pk, w.currency_pk, w.resource_ref) for w in store.wallets_by_pk(s, held)}
     for customer_pk, currency_pk, resource_ref in sorted(wallet_keys):  # one lock order: no deadlock
         wallet = store.locked_wallet(s, sub.environment_id, customer_pk, currency_pk, resource_ref)
         grants = engine.catch_up(s, wallet, now)
-        want = wants.get(currency_pk) if (customer_pk, resource_ref) == (sub.customer_pk, resource) else None
-        by_period: dict[datetime | None, list[CreditGrant]] = defaultdict(list)
+        own_wallet = (customer_pk, resource_ref) == (sub.customer_pk, resource)
+        live_grants: dict[tuple[str, datetime | None], list[CreditGrant]] = defaultdict(list)
         for g in grants:
             if g.subscription_pk == sub.pk and g.status in (SCHEDULED, ACTIVE):
-                by_period[g.period_start].append(g)
-        for period_start, stale in by_period.items():
+                live_grants[(_kind(g.source_type), g.period_start)].append(g)
+        for (kind, period_start), stale in live_grants.items():
+            want = wants.get((currency_pk, kind)) if own_wallet else None
             if want is None or period_start != want.start:
                 _apply(s, wallet, stale, rules.regrant(ZERO, _granted(stale), _used(stale)), now)
-        if want is not None:
-            period = store.period_grants(s, sub.pk, wallet.pk, want.start)  # voided ones too
+        for (pk, kind), want in wants.items():
+            if pk != currency_pk or not own_wallet:
+                continue
+            period = [
+                g for g in store.period_grants(s, sub.pk, wallet.pk, want.start) if _kind(g.source_type) == kind
+            ]  # voided ones too
             change = rules.regrant(want.amount, _granted(period), _used(period))
-            if _apply(s, wallet, by_period.get(want.start, []), change, now) > 0:
-                _grant(s, wallet, grants, sub, want, change.new_amount, now, first=not period)
+            if _apply(s, wallet, live_grants.get((kind, want.start), []), change, now) > 0:
+                _grant(s, wallet, grants, sub, want, change.new_amount, now, revision=len(period))
     if wants:
         at = min(w.end for w in wants.values())
         enqueue(
@@ -191,12 +237,11 @@ def _grant(
     amount: Decimal,
     now: datetime,
     *,
-    first: bool,
+    revision: int,
 ) -> None:
     # The period's first grant counts from the period's start (a late scheduler changes nothing); a
     # revision (the terms changed mid-period) from now.
-    effective = want.start if first else now
-    revision = len(store.period_grants(s, sub.pk, wallet.pk, want.start))
+    effective = want.start if revision == 0 else now
     grant = CreditGrant(
         environment_id=wallet.environment_id,
         ref_id=engine.new_grant_ref(),
@@ -214,7 +259,7 @@ def _grant(
         source_type=want.source_type,
         subscription_pk=sub.pk,
         period_start=want.start,
-        recurrence_key=f"{sub.pk}:{wallet.pk}:{want.start.isoformat()}:{revision}",
+        recurrence_key=f"{sub.pk}:{_kind(want.source_type)}:{wallet.pk}:{want.start.isoformat()}:{revision}",
         created_at=now,
         updated_at=now,
     )

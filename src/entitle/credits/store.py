@@ -11,7 +11,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from entitle.catalog.packages.models import PackageEntitlement
+from entitle.catalog.packages.models import PackageCharge, PackageEntitlement
 from entitle.clock import utcnow
 from entitle.credits.models import Consumption, CreditGrant, CustomCurrency, LedgerEntry, Reservation, Wallet
 from entitle.credits.rules import ACTIVE, EXPIRED, RECURRING, SCHEDULED, VOIDED
@@ -190,8 +190,9 @@ def active_reservations(session: Session, wallet_pk: int) -> list[Reservation]:
 
 
 def may_have_recurring_credits(session: Session, env_id: int, subscription_pk: int) -> bool:
-    """False when nothing could grant the subscription credits (no CREDIT entitlement in the environment's
-    catalog, none on the subscription) and it holds no recurring grant: most subscriptions, at one query."""
+    """False when nothing could grant the subscription credits (no CREDIT entitlement nor credit-granting price
+    in the environment's catalog, none on the subscription) and it holds no recurring grant: most
+    subscriptions, at one query."""
     return bool(
         session.scalar(
             select(
@@ -202,6 +203,11 @@ def may_have_recurring_credits(session: Session, env_id: int, subscription_pk: i
                     exists().where(
                         SubscriptionEntitlement.subscription_pk == subscription_pk,
                         SubscriptionEntitlement.entitlement_type == "CREDIT",
+                    ),
+                    exists().where(
+                        PackageCharge.environment_id == env_id,
+                        PackageCharge.billing_model == "CREDIT_BASED",
+                        PackageCharge.credit_grant_cadence.is_not(None),
                     ),
                     exists().where(CreditGrant.subscription_pk == subscription_pk),
                 )
