@@ -403,3 +403,28 @@ def test_a_price_granting_credits_on_an_annual_plan(shop: Shop, cadence: str) ->
         assert [g.expire_at for g in grants] == [_month(1), _month(2), _month(3)]
     else:  # the annual billing period
         assert [g.expire_at for g in grants] == [_month(12)]
+
+
+def test_credits_per_unit_of_a_feature_quantity(shop: Shop) -> None:
+    seats = f"seats{shop.n}"
+    c = shop.client.v1
+    c.features.create_feature(id=seats, display_name="Seats", feature_type="NUMBER", meter_type="FLUCTUATING")
+    c.plans.create(id=shop.plan, display_name="Team", product_id=shop.product)
+    c.plans.entitlements.create(
+        shop.plan,
+        entitlements=[
+            shop.credit(10, dependency_feature_id=seats),
+            {"type": "FEATURE", "id": seats, "usage_limit": 50},
+        ],
+    )
+    per_seat = {
+        "billing_model": "PER_UNIT",
+        "feature_id": seats,
+        "price_periods": [{"billing_period": "MONTHLY", "price": {"amount": 5, "currency": "usd"}}],
+    }
+    c.plans.update(shop.plan, charges={"pricing_type": "PAID", "pricing_models": [per_seat]})
+    c.plans.publish(shop.plan, migration_type="NEW_CUSTOMERS")
+    sub = shop.provision(billing_period="MONTHLY", charges=[{"id": seats, "quantity": 3, "type": "FEATURE"}])
+    assert [g.amount for g in shop.grants()] == [30]
+    shop.client.v1.subscriptions.update(sub.id, charges=[{"id": seats, "quantity": 5, "type": "FEATURE"}])
+    assert [g.amount for g in shop.grants()] == [30, 20] and shop.balance() == 50  # two more seats: 20 more

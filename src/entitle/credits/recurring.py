@@ -76,7 +76,8 @@ def targets(s: Session, sub: Subscription) -> list[Target]:
         assert t.amount is not None and t.cadence is not None
         quantity = None
         if t.dependency_feature_ref is not None:
-            quantity = quantities.get(t.dependency_feature_ref, Decimal(sub.unit_quantity or 1))
+            fallback = Decimal(sub.unit_quantity) if sub.unit_quantity is not None else Decimal(1)
+            quantity = quantities.get(t.dependency_feature_ref, fallback)
         amount = rules.recurring_amount(t.amount, quantity)
         if amount > 0:
             source = PLAN_ENTITLEMENT if t.ref_id in on_plan else ADDON_ENTITLEMENT
@@ -304,7 +305,8 @@ def revoke_at(s: Session, sub: Subscription, ends_at: datetime, now: datetime) -
 @register(RENEW_JOB)
 def _renew_job(db: Database, ctx: JobContext) -> None:
     with db.transaction() as s:
-        sub = s.get(Subscription, int(ctx.payload["subscription"]))
+        # Locked first, as a change of the subscription does: the terms read are the ones that hold.
+        sub = s.get(Subscription, int(ctx.payload["subscription"]), with_for_update=True)
         if sub is not None:
             sync_subscription(s, sub, utcnow())
 
@@ -314,7 +316,7 @@ def _revoke_job(db: Database, ctx: JobContext) -> None:
     """Only if the subscription still ends then (its own end job may run just before or after this one): a
     withdrawn or moved cancellation revokes nothing."""
     with db.transaction() as s:
-        sub = s.get(Subscription, int(ctx.payload["subscription"]))
+        sub = s.get(Subscription, int(ctx.payload["subscription"]), with_for_update=True)
         ends_at = datetime.fromisoformat(ctx.payload["endsAt"])
         if sub is None or sub.end_date is None:
             return
