@@ -428,3 +428,21 @@ def test_credits_per_unit_of_a_feature_quantity(shop: Shop) -> None:
     assert [g.amount for g in shop.grants()] == [30]
     shop.client.v1.subscriptions.update(sub.id, charges=[{"id": seats, "quantity": 5, "type": "FEATURE"}])
     assert [g.amount for g in shop.grants()] == [30, 20] and shop.balance() == 50  # two more seats: 20 more
+
+
+@pytest.mark.parametrize("behavior", ["CONVERT_TO_PAID", "CANCEL_SUBSCRIPTION"])
+def test_a_trial_grants_until_it_ends_then_the_paid_cycle_grants(shop: Shop, behavior: str) -> None:
+    trial = {"duration": 14, "units": "DAY", "trial_end_behavior": behavior}
+    shop.make_plan(shop.plan, [shop.credit(100)], default_trial_config=trial)
+    sub = shop.provision(billing_period="MONTHLY")
+    assert sub.status == "IN_TRIAL"
+    trial_end = START + timedelta(days=14)
+    assert [(g.effective_at, g.expire_at) for g in shop.grants()] == [(START, trial_end)]
+    shop.pass_time(trial_end + timedelta(seconds=1))
+    grants = shop.grants()
+    assert grants[0].status == "EXPIRED"
+    if behavior == "CONVERT_TO_PAID":
+        assert [(g.effective_at, g.status) for g in grants[1:]] == [(trial_end, "ACTIVE")]
+        assert shop.balance() == 100
+    else:  # the trial expired: nothing granted beyond it
+        assert all(g.status != "ACTIVE" for g in grants) and shop.balance() == 0

@@ -274,15 +274,22 @@ def _grant(
 # -- ending ----------------------------------------------------------------------------------------------
 
 
-def revoke(s: Session, sub: Subscription, now: datetime) -> None:
-    """Void what the subscription's live recurring grants still hold (what they gave stays consumed)."""
-    held = store.live_recurring_grants(s, sub.pk)
+def revoke(s: Session, sub: Subscription, now: datetime, *, periods_from: datetime | None = None) -> None:
+    """Void what the subscription's live recurring grants still hold (what they gave stays consumed);
+    with `periods_from`, only those of periods starting then or later."""
+    held = [
+        g
+        for g in store.live_recurring_grants(s, sub.pk)
+        if periods_from is None or (g.period_start is not None and as_utc(g.period_start) >= periods_from)
+    ]
     if not held:
         return
     for w in sorted(store.wallets_by_pk(s, held), key=lambda w: (w.customer_pk, w.currency_pk, w.resource_ref)):
         wallet = store.locked_wallet(s, sub.environment_id, w.customer_pk, w.currency_pk, w.resource_ref)
         for g in engine.catch_up(s, wallet, now):
-            if g.subscription_pk == sub.pk and g.status in (SCHEDULED, ACTIVE):
+            if g.subscription_pk != sub.pk or g.status not in (SCHEDULED, ACTIVE) or g.period_start is None:
+                continue
+            if periods_from is None or as_utc(g.period_start) >= periods_from:
                 engine.end(s, wallet, g, VOIDED, now)
                 g.updated_at = now
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from entitle.clock import utcnow
+from entitle.clock import as_utc, utcnow
 from entitle.credits import pricing, recurring
 from entitle.domain_events import subscribe
 from entitle.subscriptions.events import (
@@ -42,8 +42,13 @@ def grant_updated(s: Session, event: SubscriptionUpdated) -> None:
 
 
 def revoke_replaced(s: Session, event: SubscriptionEnded) -> None:
-    if event.sub.cancel_reason == "UPGRADE_OR_DOWNGRADE":
-        recurring.revoke(s, event.sub, utcnow())
+    """A plan change voids the current grants; any end voids a grant for a period that began when (or
+    after) the subscription ended (a renewal that ran at the instant of a trial's or a term's end)."""
+    sub = event.sub
+    if sub.cancel_reason == "UPGRADE_OR_DOWNGRADE":
+        recurring.revoke(s, sub, utcnow())
+    elif sub.end_date is not None:
+        recurring.revoke(s, sub, utcnow(), periods_from=as_utc(sub.end_date))
 
 
 def revoke_prorated(s: Session, event: CancellationRequested) -> None:
