@@ -7,14 +7,19 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
 import stigg
+from sqlalchemy import select
 
+from entitle.clock import utcnow
+from entitle.credits import recurring
 from entitle.jobs.service import Worker
+from entitle.subscriptions.models import Subscription
 from tests.conftest import LiveServer
 from tests.support.clock import TestClock
 
@@ -446,3 +451,26 @@ def test_a_trial_grants_until_it_ends_then_the_paid_cycle_grants(shop: Shop, beh
         assert shop.balance() == 100
     else:  # the trial expired: nothing granted beyond it
         assert all(g.status != "ACTIVE" for g in grants) and shop.balance() == 0
+
+
+def test_renewals_racing_each_other_grant_a_period_once(shop: Shop, module_server: LiveServer) -> None:
+    """Four renewals of the same subscription at the same instant (a retried job, two workers), in parallel
+    transactions: one grant for the period, whatever the interleaving (PostgreSQL locks the wallet and reads
+    the period's grants under the lock; SQLite serializes writers)."""
+    shop.make_plan(shop.plan, [shop.credit(100)])
+    sub = shop.provision()
+    shop.clock.set(_month(1))  # the renewal is due; the worker does not run it
+
+    def renew() -> None:
+        with module_server.db.transaction() as s:
+            # Not even the subscription's lock: the wallet's lock and the re-read under it must suffice.
+            row = s.scalars(select(Subscription).where(Subscription.ref_id == sub.id)).one()
+            recurring.sync_subscription(s, row, utcnow())
+
+    with ThreadPoolExecutor(4) as pool:
+        for done in [pool.submit(renew) for _ in range(4)]:
+            done.result()
+    shop.worker.drain()  # the scheduled renewal too
+    grants = shop.grants()
+    assert [(g.effective_at, g.amount) for g in grants] == [(START, 100), (_month(1), 100)]
+    assert shop.balance() == 100
