@@ -113,6 +113,8 @@ def test_an_annual_plan_grants_monthly_credits_for_a_year(shop: Shop) -> None:
         shop.pass_time(_month(k) + timedelta(days=3))
         shop.consume(30, f"m{k}")
         assert shop.balance() == 70  # this month's 100, less what was consumed: last month's rest expired
+        check = shop.client.v1.customers.check_entitlement(shop.customer, currency_id=shop.currency).data
+        assert check.usage_period_end == _month(k + 1)  # when this month's recurring credits end
         shop.worker.drain()
         shop.pass_time(_month(k + 1) - timedelta(seconds=1))  # a retried renewal changes nothing
         assert shop.balance() == 70

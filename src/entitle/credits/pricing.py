@@ -123,6 +123,6 @@ def charge(
                 current_usage=balance.current_usage,
                 usage_limit=balance.usage_limit,
                 timestamp=balance.updated_at or now,
-                period_end=balance.valid_until,
+                period_end=balance.period_end,
             )
     return answer

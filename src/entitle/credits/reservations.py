@@ -68,6 +68,7 @@ def _result(
         # When the balance last moved, not when it was read: a read twice answers the same.
         usage_updated_at=balance.updated_at or currency.created_at,
         valid_until=balance.valid_until,
+        usage_period_end=balance.period_end,
         reserved=balance.reserved,
         reserved_on_expired_grants=balance.reserved_on_expired_grants,
         reservation=None
