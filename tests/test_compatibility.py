@@ -368,7 +368,7 @@ def story(server: LiveServer, client: stigg.Stigg, test_clock: TestClock) -> Sto
         {"appliedCoupon": {"billingCouponId": "SPRING"}},
         {"billingInformation": {"isBackdated": True}},
         {"salesforceId": "006xx"},
-        {"entitlements": [{"type": "CREDIT", "id": "tokens", "amount": 10, "cadence": "MONTH"}]},
+        {"charges": [{"type": "CREDIT", "id": "tokens", "quantity": 10}]},
     ],
     ids=lambda extra: next(iter(extra)),
 )
@@ -483,17 +483,17 @@ def test_unsupported_answers_name_every_refused_field(api: httpx.Client) -> None
         "planId": 7,  # also invalid: the refusal is the answer, the details list the refused fields
         "priceOverrides": [{"amount": 1}],
         "billingInformation": {"isInvoicePaid": True, "isBackdated": True},
-        "entitlements": [{"type": "FEATURE", "id": "f"}, {"type": "CREDIT", "id": "c"}],
+        "charges": [{"type": "FEATURE", "id": "f", "quantity": 1}, {"type": "CREDIT", "id": "c", "quantity": 1}],
     }
     error = api.post("/api/v1/subscriptions", json=body).json()["error"]
     assert error["code"] == "UNSUPPORTED_FIELD"
     assert [d["field"] for d in error["details"]] == [
-        "entitlements[1].type",
+        "charges[1].type",
         "billingInformation.isBackdated",
         "billingInformation.isInvoicePaid",
         "priceOverrides",
     ]
-    assert error["message"] == "entitlements[1].type: the value CREDIT is not supported by Entitle yet"
+    assert error["message"] == "charges[1].type: the value CREDIT is not supported by Entitle yet"
     query = api.get("/api/v1/customers/x/entitlements/check", params={"featureId": "f", "reserveAmount": "5"})
     assert query.json()["error"]["message"].startswith("reserveAmount: ")
     history = api.get("/api/v1/usage/x/history/f", params={"startDate": "2026-01-01T00:00:00Z", "groupBy": "region"})

@@ -164,7 +164,9 @@ def test_provisioning_statements_do_not_grow_with_the_plans_features(built: tupl
             _provision(server.db, env_id, f"on-{plan}", plan)
         counted[plan] = len(seen)
     assert counted["small"] == counted["large"], counted
-    assert counted["large"] <= 19, counted  # 37 before the billing and webhook reads were memoized
+    # 37 before the billing and webhook reads were memoized; +1 since the credits domain asks (one EXISTS)
+    # whether anything could grant the subscription credits.
+    assert counted["large"] <= 20, counted
 
 
 # --- incremental meters equal a recomputation -------------------------------------------------------

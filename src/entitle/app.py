@@ -26,6 +26,7 @@ from entitle.catalog.packages.routes import addons_router, plans_router
 from entitle.catalog.products.routes import router as products_router
 from entitle.config import Settings, load_settings
 from entitle.console.install import install as install_console
+from entitle.credits.routes import estimates_router as credit_estimates_router
 from entitle.credits.routes import router as credits_router
 from entitle.customers.routes import router as customers_router
 from entitle.db import Database
@@ -63,6 +64,7 @@ ROUTERS = [
     usage_router,
     events_router,
     credits_router,
+    credit_estimates_router,
     jobs_router,
     integrations_router,
     webhooks_router,

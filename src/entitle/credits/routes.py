@@ -18,17 +18,22 @@ from entitle.credits.schemas import (
     CurrencyCreate,
     CurrencyOut,
     CurrencyUpdate,
+    EstimateResult,
+    EventEstimateIn,
     GrantCreate,
     GrantOut,
     LedgerEntryOut,
     ReleaseIn,
     ReleaseOut,
+    UsageEstimateIn,
 )
 from entitle.db.pagination import DEFAULT_LIMIT, PageRequest
 from entitle.http.deps import DB, CreatedAt, Paging, ServerKey, comma_list
 from entitle.http.wire import Envelope, PageEnvelope, Unsupported, envelope, page_envelope
 
 router = APIRouter(prefix="/api/v1/credits", tags=["credits"])
+# What a usage or an event would cost in credits: under the usage and events paths, answered by credits.
+estimates_router = APIRouter(tags=["credits"])
 
 CustomerQuery = Annotated[str, Query(alias="customerId", min_length=1, max_length=255)]
 CurrencyQuery = Annotated[str | None, Query(alias="currencyId", min_length=1, max_length=255)]
@@ -195,3 +200,16 @@ def credit_usage(
         end=end_date,
     )
     return envelope(found)
+
+
+# -- estimates -------------------------------------------------------------------------------------------
+
+
+@estimates_router.post("/api/v1/usage/estimate", response_model=Envelope[EstimateResult])
+def estimate_usage(body: UsageEstimateIn, key: ServerKey, db: DB) -> dict[str, Any]:
+    return envelope(service.estimate_usage(db, key.environment_id, body))
+
+
+@estimates_router.post("/api/v1/events/estimate", response_model=Envelope[EstimateResult])
+def estimate_event(body: EventEstimateIn, key: ServerKey, db: DB) -> dict[str, Any]:
+    return envelope(service.estimate_event(db, key.environment_id, body))

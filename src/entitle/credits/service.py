@@ -1,6 +1,8 @@
 """The credits domain's use cases, one transaction each, split by subject:
 `currencies` (custom currencies), `grants` (grants, the ledger, the scheduler's catch-up), `consumption`
-(direct consumption), `reservations` (credit checks, holds and their release). `engine` moves a wallet's
+(direct consumption), `reservations` (credit checks, holds and their release), `recurring` (grants from
+subscriptions), `pricing` (credit-priced features), `estimates` (what a usage or an event would cost).
+`engine` moves a wallet's
 grants and writes the ledger; `rules` holds the pure rules (precision, status, draw order)."""
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from entitle.credits.currencies import (
     set_archived,
     update_currency,
 )
+from entitle.credits.estimates import estimate_event, estimate_usage
 from entitle.credits.grants import create_grant, list_grants, list_ledger, void_grant
 from entitle.credits.reservations import ReservationConflict, check, release
 from entitle.credits.settings import auto_recharge
@@ -29,6 +32,8 @@ __all__ = [
     "create_currency",
     "create_grant",
     "credit_usage",
+    "estimate_event",
+    "estimate_usage",
     "list_currencies",
     "list_grants",
     "list_ledger",

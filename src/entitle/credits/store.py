@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import exists, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from entitle.catalog.packages.models import PackageCharge, PackageEntitlement
 from entitle.clock import utcnow
 from entitle.credits.models import Consumption, CreditGrant, CustomCurrency, LedgerEntry, Reservation, Wallet
-from entitle.credits.rules import ACTIVE, EXPIRED, SCHEDULED, VOIDED
+from entitle.credits.rules import ACTIVE, EXPIRED, RECURRING, SCHEDULED, VOIDED
 from entitle.db.pagination import CreatedAtRange, Page, PageRequest, paginate
 from entitle.errors import NotFound
+from entitle.subscriptions.models import SubscriptionEntitlement
 
 
 def _insert(session: Session, model: Any) -> Any:
@@ -179,5 +182,69 @@ def active_reservations(session: Session, wallet_pk: int) -> list[Reservation]:
             .where(Reservation.wallet_pk == wallet_pk, Reservation.status == ACTIVE)
             .order_by(Reservation.pk)
             .execution_options(populate_existing=True)
+        )
+    )
+
+
+# -- recurring grants ------------------------------------------------------------------------------------
+
+
+def may_have_recurring_credits(session: Session, env_id: int, subscription_pk: int) -> bool:
+    """False when nothing could grant the subscription credits (no CREDIT entitlement nor credit-granting price
+    in the environment's catalog, none on the subscription) and it holds no recurring grant: most
+    subscriptions, at one query."""
+    return bool(
+        session.scalar(
+            select(
+                or_(
+                    exists().where(
+                        PackageEntitlement.environment_id == env_id, PackageEntitlement.entitlement_type == "CREDIT"
+                    ),
+                    exists().where(
+                        SubscriptionEntitlement.subscription_pk == subscription_pk,
+                        SubscriptionEntitlement.entitlement_type == "CREDIT",
+                    ),
+                    exists().where(
+                        PackageCharge.environment_id == env_id,
+                        PackageCharge.billing_model == "CREDIT_BASED",
+                        PackageCharge.credit_grant_cadence.is_not(None),
+                    ),
+                    exists().where(CreditGrant.subscription_pk == subscription_pk),
+                )
+            )
+        )
+    )
+
+
+def live_recurring_grants(session: Session, subscription_pk: int) -> list[CreditGrant]:
+    return list(
+        session.scalars(
+            select(CreditGrant).where(
+                CreditGrant.subscription_pk == subscription_pk,
+                CreditGrant.grant_type == RECURRING,
+                CreditGrant.status.in_((SCHEDULED, ACTIVE)),
+            )
+        )
+    )
+
+
+def wallets_by_pk(session: Session, grants: Iterable[CreditGrant]) -> list[Wallet]:
+    pks = {g.wallet_pk for g in grants}
+    if not pks:
+        return []
+    return list(session.scalars(select(Wallet).where(Wallet.pk.in_(pks)).order_by(Wallet.pk)))
+
+
+def period_grants(session: Session, subscription_pk: int, wallet_pk: int, period_start: datetime) -> list[CreditGrant]:
+    """Every grant (voided ones too) the subscription's period has had in the wallet."""
+    return list(
+        session.scalars(
+            select(CreditGrant)
+            .where(
+                CreditGrant.subscription_pk == subscription_pk,
+                CreditGrant.wallet_pk == wallet_pk,
+                CreditGrant.period_start == period_start,
+            )
+            .order_by(CreditGrant.pk)
         )
     )

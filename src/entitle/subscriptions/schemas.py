@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Field, model_validator
@@ -33,7 +34,7 @@ SUBSCRIPTION_STATUSES: tuple[str, ...] = (
 )
 PRICING_TYPES: tuple[str, ...] = ("FREE", "PAID", "CUSTOM")
 BILLING_PERIODS: tuple[str, ...] = get_args(BillingPeriod)
-# Credits are not granted yet: a subscription's credit purchases and credit overrides are refused.
+# Credit purchases (charges of type CREDIT) are not granted yet: refused. Credit entitlements are honoured.
 EntitlementType = Annotated[Literal["FEATURE", "CREDIT"], unsupported_values("CREDIT")]
 # A deferred change waits for the end of the billing period; the end of the billing month is not computed.
 ScheduleStrategy = Annotated[
@@ -52,15 +53,40 @@ class ChargeQuantity(WireModel):
     type: EntitlementType = "FEATURE"
 
 
+CREDIT_PLACES = 6  # the credits domain's precision (entitle.credits.rules.PLACES), checked here on the way in
+
+
 class EntitlementOverride(ResetFields):
-    type: EntitlementType
+    type: Literal["FEATURE", "CREDIT"]
     id: RefId
     usage_limit: NonNegInt | None = None
     has_unlimited_usage: bool | None = None
     has_soft_limit: bool | None = None
-    # The credit override's grant (type CREDIT, refused with it).
-    amount: Unsupported[Amount] = None
-    cadence: Unsupported[Literal["MONTH", "YEAR"]] = None
+    # CREDIT (id = the custom currency): the subscription's own grant per cadence, granted as the plan's.
+    amount: Amount | None = Field(default=None, ge=0)
+    cadence: Literal["MONTH", "YEAR"] | None = None
+
+    @model_validator(mode="after")
+    def _fields_of_its_type(self) -> EntitlementOverride:
+        if self.type == "CREDIT":
+            feature_only = (
+                "usage_limit",
+                "has_unlimited_usage",
+                "reset_period",
+                "monthly_reset_period_configuration",
+                "weekly_reset_period_configuration",
+                "yearly_reset_period_configuration",
+            )
+            sent = [name for name in feature_only if getattr(self, name, None) is not None]
+            if sent:
+                raise ValueError(f"a CREDIT entitlement takes amount and cadence, not {', '.join(sent)}")
+            if self.amount is None or self.cadence is None:
+                raise ValueError("a CREDIT entitlement needs amount and cadence (MONTH or YEAR)")
+            if self.amount != self.amount.quantize(Decimal(1).scaleb(-CREDIT_PLACES)):
+                raise ValueError(f"amount: at most {CREDIT_PLACES} decimal places")
+        elif self.amount is not None or self.cadence is not None:
+            raise ValueError("amount and cadence are for CREDIT entitlements")
+        return self
 
     def anchor(self) -> str | None:
         """The configured anchor of the chosen reset period (None: the period's default)."""
@@ -229,7 +255,9 @@ class SubscriptionCancel(WireModel):
     cancellation_time: Literal["END_OF_BILLING_PERIOD", "IMMEDIATE", "SPECIFIC_DATE"] | None = None
     cancellation_action: Literal["DEFAULT", "REVOKE_ENTITLEMENTS"] | None = None
     end_date: datetime | None = None
-    prorate: Unsupported[bool] = None
+    # Whether the credits the subscription granted for the current period are revoked when it ends
+    # (true) or kept until their period ends (false, the default).
+    prorate: bool | None = None
 
 
 class SubscriptionMigrate(WireModel):

@@ -38,7 +38,7 @@ from entitle.db.types import json_text
 from entitle.events.ingested import NewEvent
 from entitle.events.rules import refusal
 from entitle.grants.engine import Grant, Window, customer_grants, owners_grants, resource_key, usage_window
-from entitle.usage import store
+from entitle.usage import ports, store
 from entitle.usage.meters import compile_meter, dimensions_read, field_path, measure
 from entitle.usage.models import UsageCounter, WaitingUsage
 from entitle.usage.owners import CounterMoved, announce
@@ -47,6 +47,7 @@ from entitle.usage.rules import RANGE_TEXT, Tally, fold, fold_checked, merge, us
 log = logging.getLogger("entitle.usage")
 
 Problem = dict[str, str]
+ADDITIVE = frozenset({"SUM", "COUNT", "UNIQUE"})  # aggregations where each event adds what it costs
 
 
 Owner = tuple[str, str | None]  # customer id, resource id
@@ -340,6 +341,7 @@ def _count_in_windows(s: Session, env_id: int, slots: dict[store.CounterKey, _Sl
         tallies.append(tally)
     if problems:  # the batch is refused (rolled back): nothing to write nor announce
         return problems
+    before = {key: counters[key].value for key in slots}
     store.save_tallies(s, [counters[key] for key in slots], [(t.value, t.samples, t.total) for t in tallies])
     for key, slot in slots.items():
         moved = CounterMoved(
@@ -352,7 +354,18 @@ def _count_in_windows(s: Session, env_id: int, slots: dict[store.CounterKey, _Sl
             slot.in_current_window,
         )
         announce(s, env_id, moved)
+        _charge_credits(s, env_id, slot, counters[key], before[key])
     return problems
+
+
+def _charge_credits(s: Session, env_id: int, slot: _Slot, counter: UsageCounter, before: Decimal) -> None:
+    """A credit-priced feature's events draw credits for what they added. Only additive meters (SUM, COUNT,
+    UNIQUE) say what an event costs; MAX/MIN/AVG counters draw nothing (the estimate warns of it)."""
+    delta = counter.value - before
+    if delta > 0 and _function(slot.grant.feature) in ADDITIVE:
+        event_id = f"meter:{counter.pk}:{counter.value}"  # the counter only grows here: unique per draw
+        feature_ref = slot.grant.feature.ref_id
+        ports.charge_credits.impl(s, env_id, slot.customer, feature_ref, slot.resource_ref, delta, utcnow(), event_id)
 
 
 def _rebuild_if_legacy(
