@@ -1,7 +1,7 @@
 """recurring credits: the subscription and grant period of a RECURRING credit grant (issue 16)
 
-Revision ID: 0030_recurring_credits
-Revises: 0025_credits
+Revision ID: 0027_recurring_credits
+Revises: 0026_product_plan_order
 Create Date: 2026-12-05 09:10:00
 """
 
@@ -14,8 +14,8 @@ from alembic import op
 
 import entitle.db.types
 
-revision: str = "0030_recurring_credits"
-down_revision: str | Sequence[str] | None = "0025_credits"
+revision: str = "0027_recurring_credits"
+down_revision: str | Sequence[str] | None = "0026_product_plan_order"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
