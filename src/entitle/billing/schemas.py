@@ -7,7 +7,10 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from entitle.billing.invoices import major
 from entitle.billing.models import Integration
+from entitle.billing.provider import ProviderInvoice
+from entitle.customers.schemas import InvoiceLineOut, InvoiceOut
 from entitle.sync_states import SyncStateOut
 
 __all__ = ["SyncStateOut"]  # the sync-states endpoint's item, shared with customers and subscriptions
@@ -95,3 +98,35 @@ class StripeEventReceipt(WireModel):
 
 
 EntityType = Literal["PLAN", "ADDON", "CUSTOMER", "SUBSCRIPTION", "COUPON"]
+
+
+def invoice_out(customer_ref: str, invoice: ProviderInvoice) -> InvoiceOut:
+    """A provider invoice as the contract's `GET /api/v1/customers/{id}/invoices` item (amounts in major
+    units); the widgets' portal adds its PDF links to it."""
+    return InvoiceOut(
+        invoice_id=invoice.id,
+        state=invoice.state,
+        line_items=[
+            InvoiceLineOut(
+                amount=major(line.amount_minor, invoice.currency),
+                description=line.description,
+                product_external_id=line.product_ref,
+                quantity=line.quantity,
+                unit_price=major(line.unit_amount_minor, invoice.currency)
+                if line.unit_amount_minor is not None
+                else None,
+            )
+            for line in invoice.lines
+        ],
+        invoice_number=invoice.number,
+        invoice_external_id=invoice.id,
+        customer_external_id=customer_ref,
+        currency=invoice.currency.upper() or None,
+        issue_date=invoice.issued_at,
+        due_date=invoice.due_at,
+        paid_date=invoice.paid_at,
+        subtotal=major(invoice.subtotal_minor, invoice.currency),
+        discount=major(invoice.discount_minor, invoice.currency),
+        tax=major(invoice.tax_minor, invoice.currency),
+        total=major(invoice.total_minor, invoice.currency),
+    )

@@ -17,7 +17,7 @@ from entitle.billing import store
 from entitle.billing.checkout import stripe_customer_id
 from entitle.billing.provider import REQUEST_TIMEOUT_SECONDS, provider_for
 from entitle.billing.secrets import secret_box
-from entitle.billing.subscription_sync import _record_customer, customer_spec
+from entitle.billing.subscription_sync import customer_spec, record_customer
 from entitle.config import load_settings
 from entitle.customers import store as customers
 from entitle.db import Database
@@ -66,7 +66,7 @@ def create_setup_intent(db: Database, env_id: int, customer_ref: str) -> SetupIn
         if billing_id is None:
             raise RuntimeError("the provider did not create a customer")
         if billing_id != existing:
-            _record_customer(db, integration, customer_pk, billing_id)
+            record_customer(db, integration, customer_pk, billing_id)
         # No idempotency key: each checkout attempt (a retry after a declined card too) gets its own intent.
         intent = client.v1.setup_intents.create(
             params={
