@@ -82,8 +82,10 @@ def demo(
     environment: Annotated[str, typer.Option(help="Environment to load the demo catalog into.")] = "development",
 ) -> None:
     """Load the demo catalog (idempotent) and print a server key for it."""
-    from entitle.catalog.demo import load_demo
+    from entitle.catalog.demo import PRODUCT_ID, load_demo
     from entitle.console.accounts import ensure_user
+    from entitle.secrets import secret_box
+    from entitle.widgets import demo as widgets_demo
 
     settings = load_settings()
     if settings.is_sqlite:
@@ -92,6 +94,8 @@ def demo(
     try:
         key = load_demo(db, settings, environment)
         created = ensure_user(db, DEMO_ADMIN_EMAIL, "admin", DEMO_ADMIN_PASSWORD)
+        if environment == widgets_demo.ENVIRONMENT:  # what /demo shows: its GET makes nothing
+            widgets_demo.prepare(db, secret_box(settings.data_dir), settings.data_dir, PRODUCT_ID)
     finally:
         db.dispose()
     typer.echo(f"Demo catalog loaded into environment '{environment}'.")

@@ -34,6 +34,7 @@ from entitle.environments.service import create_key, ensure_environment
 from entitle.jobs.service import Worker
 from entitle.sdk.tokens import customer_token
 from entitle.secrets import secret_box
+from entitle.widgets import demo as widgets_demo
 from entitle.widgets.demo import DEMO_CUSTOMER
 from tests.billing.conftest import SESSION_KEY, connect_stripe
 from tests.support.http import SSL_CONTEXT
@@ -135,6 +136,7 @@ def demo(
             for plan in TEAM_PLANS:
                 demo_catalog._package(db, env_pk, "PLAN", plan)
             Worker(db).drain()  # the catalog reaches Stripe
+            widgets_demo.prepare(db, secret_box(data_dir), data_dir, demo_catalog.PRODUCT_ID)  # `entitle demo`
             try:
                 yield Demo(base_url, db, api, data_dir, stripe_emulator_session)
             finally:
