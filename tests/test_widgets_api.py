@@ -173,6 +173,9 @@ def test_a_page_previews_subscribes_lists_and_cancels_at_period_end_without_a_pr
         # The demo's Pro starts with a 14-day trial: nothing due today, then 290 + 2 x 150 a year (dollars).
         assert preview.json()["data"]["immediateInvoice"]["total"] == 0
         assert preview.json()["data"]["recurringInvoice"]["total"] == 590
+        # A promotion code is the billing provider's: with none connected it is refused, not ignored.
+        coded = page.post(f"{BASE}/{customer}/preview", json={**choice, "promotionCode": "SPRING"})
+        assert coded.status_code == 400 and coded.json()["error"]["code"] == "BILLING_INTEGRATION_REQUIRED"
         # No Stripe connected: no card can be saved (the checkout then says so), and there are no invoices.
         intent = page.post(f"{BASE}/{customer}/setup-intent")
         assert intent.status_code == 409
