@@ -247,6 +247,7 @@ def _describe(view: IntegrationView) -> str:
         f"tax={'on' if row.tax_enabled else 'off'}",
         f"webhook-secret={'set' if row.webhook_secret_encrypted else 'missing'}",
         f"settlement-hours={row.payment_settlement_hours}",
+        f"publishable-key={row.publishable_key or 'missing'}",
     ]
     return "\t".join([row.ref_id, row.vendor, row.secret_key_hint, "live" if row.livemode else "test", *flags])
 
@@ -283,6 +284,12 @@ def integrations_connect(
     payment_settlement_hours: Annotated[
         int | None, typer.Option(help="Hours a new paid subscription may wait for its first payment (1-720).")
     ] = None,
+    publishable_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="ENTITLE_STRIPE_PUBLISHABLE_KEY", help="pk_test_... / pk_live_... for the widgets' Stripe.js."
+        ),
+    ] = None,
 ) -> None:
     """Connect an integration (again: update it; settings not given keep their values); prints its id."""
     from pydantic import ValidationError
@@ -305,6 +312,7 @@ def integrations_connect(
         "sync_subscriptions": sync_subscriptions,
         "tax_enabled": tax,
         "payment_settlement_hours": payment_settlement_hours,
+        "publishable_key": publishable_key,
     }
     try:
         body = IntegrationIn(

@@ -17,6 +17,7 @@ __all__ = ["SyncStateOut"]  # the sync-states endpoint's item, shared with custo
 from entitle.http.wire import HttpUrl, WireModel
 
 Secret = Annotated[str, Field(min_length=8, max_length=512, pattern=r"^[A-Za-z0-9_\-]+$")]
+PublishableKey = Annotated[str, Field(min_length=8, max_length=255, pattern=r"^pk_(test|live)_[A-Za-z0-9_]+$")]
 IntegrationId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
 
 
@@ -42,6 +43,9 @@ class IntegrationIn(WireModel):
     tax_enabled: bool = False
     # How long a new paid subscription waits for its first payment before it is cancelled (hours).
     payment_settlement_hours: Annotated[int, Field(ge=1, le=24 * 30)] = 24
+    # The account's publishable key (pk_test_/pk_live_, the secret key's mode), handed to the widgets for
+    # Stripe.js; left out on an update it is kept, null clears it.
+    publishable_key: PublishableKey | None = None
 
 
 class IntegrationOut(WireModel):
@@ -57,6 +61,7 @@ class IntegrationOut(WireModel):
     sync_subscriptions: bool
     tax_enabled: bool
     payment_settlement_hours: int
+    publishable_key: str | None = None
     # The provider account the key opens and the portal configuration Entitle keeps there (read on connect).
     account_id: str | None = None
     account_name: str | None = None
@@ -78,6 +83,7 @@ class IntegrationOut(WireModel):
             sync_subscriptions=row.sync_subscriptions,
             tax_enabled=row.tax_enabled,
             payment_settlement_hours=row.payment_settlement_hours,
+            publishable_key=row.publishable_key,
             account_id=row.account_id,
             account_name=row.account_name,
             portal_configuration_id=row.portal_configuration_id,

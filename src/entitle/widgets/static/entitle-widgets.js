@@ -30,6 +30,7 @@ const DEFAULT_TEXTS = {
   errorUnreachable: "The billing service cannot be reached right now. Check your connection and retry.",
   errorGeneric: "Something went wrong: {message}",
   errorCustom: "This plan has a custom price: please contact sales.",
+  errorNoPublishableKey: "Card payments are not set up yet: the Stripe integration has no publishable key.",
   checkoutTitle: "Subscribe to {plan}",
   billingPeriod: "Billing period",
   quantity: "Quantity",
@@ -200,6 +201,7 @@ class EntitleElement extends HTMLElement {
     if (error instanceof EntitleApiError) {
       if (error.status === 401 || error.status === 403) return this.t("errorToken");
       if (error.code === "CUSTOM_PRICED_PLAN") return this.t("errorCustom");
+      if (error.code === "NO_PUBLISHABLE_KEY") return error.message;
       if (error.status === 404) return this.t("errorNotFound", { what: this.notFoundSubject(error) });
       if (error.code === "UNREACHABLE") return this.t("errorUnreachable");
       return this.t("errorGeneric", { message: error.message });
@@ -585,6 +587,7 @@ class Checkout extends EntitleElement {
       if (!intent) return;
       const Stripe = await loadStripeJs(intent.stripeJsUrl);
       const key = this.getAttribute("stripe-publishable-key") || intent.publishableKey;
+      if (!key) throw new EntitleApiError(409, "NO_PUBLISHABLE_KEY", this.t("errorNoPublishableKey"));
       this._stripe = Stripe(key);
       this._teardownCard();
       this._card = this._stripe.elements().create("card");
