@@ -5,6 +5,7 @@ A refused key changes nothing. On SQLite and PostgreSQL, against the local Strip
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 import httpx
@@ -14,6 +15,7 @@ from typer.testing import CliRunner
 from entitle.cli import app
 from tests.billing.conftest import connect_stripe
 from tests.conftest import LiveServer
+from tests.support.console import csrf_of, make_user, signed_in
 from tests.support.stripe_emulator import StripeEmulator
 from tests.support.tokens import browser
 
@@ -81,3 +83,16 @@ def test_the_publishable_key_is_set_checked_kept_and_handed_to_the_widgets(
     )
     assert wrong.exit_code == 2 and "must be pk_test_" in wrong.output
     assert publishable_key(api) == KEY
+
+    # And the console's Integrations form (admins), which refuses what the API refuses.
+    admin = make_user(server.db, "pk-admin@example.com", "admin")
+    with signed_in(server.base_url, admin) as web:
+        token = csrf_of(web, "/console/integrations")
+        form = {"csrf_token": token, "api_secret_key": stripe_emulator.secret_key, "id": integration["id"]}
+        refused = web.post("/console/integrations", data={**form, "publishable_key": "pk_live_51Wrong000000"})
+        assert refused.status_code == 400 and "must be pk_test_" in html.unescape(refused.text)
+        other = "pk_test_51FromTheConsole00000000"
+        assert web.post("/console/integrations", data={**form, "publishable_key": other}).status_code == 303
+        assert publishable_key(api) == other and other in web.get("/console/integrations").text
+        assert web.post("/console/integrations", data=form).status_code == 303  # left blank: kept
+        assert publishable_key(api) == other
