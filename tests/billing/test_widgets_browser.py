@@ -39,7 +39,7 @@ from entitle.sdk.tokens import customer_token
 from entitle.secrets import secret_box
 from entitle.widgets import demo as widgets_demo
 from entitle.widgets.demo import DEMO_CUSTOMER
-from tests.billing.conftest import SESSION_KEY, connect_stripe
+from tests.billing.conftest import SESSION_KEY, card_customer, connect_stripe
 from tests.billing.test_stripe_coupon_sync import discount_coupon
 from tests.support.http import SSL_CONTEXT
 from tests.support.server import running_server
@@ -162,6 +162,11 @@ def as_new_customer(demo: Demo, page: Any, selector: str) -> str:
     ref = f"fresh-{next(_fresh)}"
     answer = demo.api.post("/api/v1/customers", json={"id": ref, "name": ref, "email": f"{ref}@example.com"})
     assert answer.status_code == 200, answer.text
+    return point_at(demo, page, selector, ref)
+
+
+def point_at(demo: Demo, page: Any, selector: str, ref: str) -> str:
+    """Point a widget of the page at customer `ref`, with that customer's token."""
     token = customer_token(signing_secret(demo.db, secret_box(demo.data_dir), "development"), ref)
     page.evaluate(
         "([selector, ref, token]) => { const el = document.querySelector(selector);"
@@ -467,3 +472,44 @@ def test_a_promotion_code_discounts_the_live_summary_and_a_bad_one_can_be_correc
     assert (sub["planId"], [c["id"] for c in sub["coupons"]]) == ("pro", ["spring-20"])
     # The code itself reached Stripe, on the subscription (the emulator's invoices leave discounts out).
     assert discount_coupon(demo.emulator, sub["billingId"]) == coupon_billing_id
+
+
+def test_the_portal_counts_down_a_trial_links_invoice_pdfs_and_updates_the_card_at_stripe(
+    demo: Demo, page: Any
+) -> None:
+    customer = f"fresh-{next(_fresh)}"
+    card_customer(demo.api, demo.emulator, customer)  # a card on file: Stripe charges it for Pro
+    point_at(demo, page, "entitle-customer-portal", customer)
+    for body in ({"planId": "pro"}, {"planId": "team", "unitQuantity": 3}):  # Pro is paid, Team starts a trial
+        answer = demo.api.post("/api/v1/subscriptions", json={"customerId": customer, **body})
+        assert answer.status_code == 200, answer.text
+    Worker(demo.db).drain()  # Stripe charges the card on file for Pro: a paid invoice
+    page.evaluate("document.querySelector('entitle-customer-portal').refresh()")
+    portal = page.locator("entitle-customer-portal")
+
+    trial = portal.locator("[data-testid=subscription][data-plan-id=team] [data-testid=trial-countdown]")
+    trial.wait_for()
+    assert trial.inner_text() == "Trial ends in 7 days"
+    assert portal.locator("[data-testid=subscription][data-plan-id=pro]").get_attribute("data-status") == "ACTIVE"
+
+    # The invoice's PDF link is the provider's (the emulator serves one), and opens a PDF.
+    link = portal.locator("[part~=invoice-link]")
+    link.wait_for()
+    with httpx.Client(base_url=demo.base_url, headers={"X-API-KEY": portal.get_attribute("client-key") or ""}) as c:
+        c.headers["X-CUSTOMER-TOKEN"] = portal.get_attribute("customer-token") or ""
+        (invoice,) = c.get(f"/api/v1/widgets/customers/{customer}/invoices").json()["data"]
+    href = link.get_attribute("href")
+    assert href == invoice["pdfUrl"] and href.startswith(f"{demo.emulator.api_base}/emulated/invoices/")
+    assert link.inner_text() == "PDF" and link.get_attribute("target") == "_blank"
+    pdf = httpx.get(href)
+    assert pdf.headers["content-type"] == "application/pdf" and pdf.content.startswith(b"%PDF-")
+    shoot(portal, "customer-portal-trial-invoices")
+
+    # "Update" opens a Stripe billing-portal session for this customer, which returns to the page.
+    back = page.url
+    portal.locator("[data-action=update-payment]").click()
+    page.wait_for_url(f"{demo.emulator.api_base}/emulated/portal/**")
+    assert page.locator("h1").inner_text() == "Billing portal (Stripe emulator)"
+    stripe_customer = demo.api.get(f"/api/v1/customers/{customer}").json()["data"]["billingId"]
+    assert stripe_customer and stripe_customer in page.locator("body").inner_text()
+    assert page.get_by_role("link", name="Return").get_attribute("href") == back

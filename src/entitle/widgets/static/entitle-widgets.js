@@ -100,7 +100,7 @@ input, select { font: inherit; padding: 6px 8px; border: 1px solid var(--_border
 .plan.current { border-color: var(--_accent); box-shadow: 0 0 0 1px var(--_accent); }
 .plan h3 { margin: 0; }
 .price { font-size: 1.6em; font-weight: 600; }
-.badge { display: inline-block; font-size: .75em; padding: 2px 8px; border-radius: 999px; background: #eef2ff; color: var(--_accent); }
+.badge { display: inline-block; align-self: flex-start; font-size: .75em; padding: 2px 8px; border-radius: 999px; background: #eef2ff; color: var(--_accent); }
 ul { margin: 0; padding-left: 1.1em; } li { margin: 2px 0; }
 .plan button { margin-top: auto; }
 .row { display: flex; gap: 12px; align-items: center; justify-content: space-between; flex-wrap: wrap; }
