@@ -6,13 +6,20 @@ A refused key changes nothing. On SQLite and PostgreSQL, against the local Strip
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
 from typer.testing import CliRunner
 
+from entitle.billing.schemas import IntegrationIn
+from entitle.billing.service import check_publishable_key
 from entitle.cli import app
+from entitle.errors import InvalidArgument
 from tests.billing.conftest import connect_stripe
 from tests.conftest import LiveServer
 from tests.support.console import csrf_of, make_user, signed_in
@@ -96,3 +103,24 @@ def test_the_publishable_key_is_set_checked_kept_and_handed_to_the_widgets(
         assert publishable_key(api) == other and other in web.get("/console/integrations").text
         assert web.post("/console/integrations", data=form).status_code == 303  # left blank: kept
         assert publishable_key(api) == other
+
+
+@given(
+    st.sampled_from(["pk_test_", "pk_live_", "sk_test_", "sk_live_", "rk_live_", "pk_", ""]),
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_", min_size=1, max_size=40),
+    st.booleans(),
+)
+def test_a_publishable_key_is_taken_only_of_the_secret_keys_mode(prefix: str, rest: str, livemode: bool) -> None:
+    key = prefix + rest
+    shaped = re.fullmatch(r"pk_(test|live)_[A-Za-z0-9_]+", key) is not None
+    try:
+        checked = IntegrationIn(vendor_identifier="STRIPE", api_secret_key="sk_test_x1234567", publishable_key=key)
+    except ValidationError:
+        assert not shaped  # only a publishable key's shape is taken, never a secret key
+        return
+    assert shaped and checked.publishable_key == key
+    if key.startswith("pk_live_") == livemode:
+        check_publishable_key(key, livemode)
+    else:
+        with pytest.raises(InvalidArgument, match="publishableKey"):
+            check_publishable_key(key, livemode)
