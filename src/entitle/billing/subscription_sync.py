@@ -308,7 +308,7 @@ def sync_subscription(db: Database, ctx: JobContext) -> None:
         if customer_id != plan.customer_billing_id:
             # Recorded at once: a retry (after a failed subscription call, or with the customer edited
             # meanwhile) finds the customer linked and sends no second, differing create with this key.
-            _record_customer(db, integration, plan.customer_pk, customer_id)
+            record_customer(db, integration, plan.customer_pk, customer_id)
         extras = subscription_extras(provider, ctx.unseal(), idempotency_key=ctx.idempotency_key)
         promotion = promotion_code_for(ctx.payload, plan.coupon_billing_id)
         subscription_id = provider.create_subscription(
@@ -476,7 +476,9 @@ def _link_customer(s: Session, integration: Integration, customer_pk: int, custo
         customer.billing_id = customer_id
 
 
-def _record_customer(db: Database, integration: Integration, customer_pk: int, customer_id: str) -> None:
+def record_customer(db: Database, integration: Integration, customer_pk: int, customer_id: str) -> None:
+    """Link the customer to the provider customer just made for it (a SetupIntent or a Checkout made it
+    before any subscription sync), in a transaction of its own."""
     with db.transaction() as s:
         _link_customer(s, integration, customer_pk, customer_id)
 

@@ -88,6 +88,12 @@ class Billing(Protocol):
     def resolve_promotion_code(self, s: Session, sub: Subscription, code: str) -> str:
         """The Entitle coupon a provider promotion code applies (400 when unknown, expired or not Entitle's)."""
 
+    def preview_promotion_code(
+        self, s: Session, env_id: int, payer: Customer, billing_information: Mapping[str, Any] | None, code: str
+    ) -> str:
+        """`resolve_promotion_code` for a preview: no subscription exists, nothing is kept (after
+        `prefetch_promotion_code`, whose answer is in the session's `info`)."""
+
 
 billing: Port[Billing] = Port("subscriptions.billing")
 

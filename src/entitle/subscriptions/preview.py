@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -16,7 +17,7 @@ from entitle.customers import store as customers
 from entitle.db import Database
 from entitle.errors import InvalidArgument
 from entitle.periods import billing_period_at
-from entitle.subscriptions import pricing, store
+from entitle.subscriptions import ports, pricing, store
 from entitle.subscriptions.models import Subscription
 from entitle.subscriptions.rules import LIVE
 from entitle.subscriptions.schemas import (
@@ -128,7 +129,14 @@ def _out(inv: pricing.Invoice, window: PeriodRange | None, details: DiscountDeta
 
 def preview_subscription(db: Database, env_id: int, req: SubscriptionPreview) -> PreviewOut:
     now = utcnow()
+    code = req.applied_coupon.promotion_code if req.applied_coupon else None
+    information = req.billing_information.wire() if req.billing_information else None
+    prefetched: dict[str, Any] = {}
+    if code:  # asked of the provider outside the transaction, as provisioning does
+        payer_ref = req.paying_customer_id or req.customer_id
+        prefetched = ports.billing.impl.prefetch_promotion_code(db, env_id, payer_ref, information, code)
     with db.read() as s:
+        s.info.update(prefetched)
         customer = customers.get_live(s, env_id, req.customer_id)
         plan = latest_package(s, env_id, PLAN, req.plan_id)
         charges = packages.charges_of(s, plan.pk)
@@ -146,6 +154,11 @@ def preview_subscription(db: Database, env_id: int, req: SubscriptionPreview) ->
         fixed: Decimal | None = None
         details: DiscountDetails | None = None
         coupon_ref = req.applied_coupon.coupon_id if req.applied_coupon else None
+        if coupon_ref and code:
+            raise InvalidArgument("appliedCoupon: give couponId or promotionCode, not both")
+        if code:
+            payer = customers.get_live(s, env_id, req.paying_customer_id) if req.paying_customer_id else customer
+            coupon_ref = ports.billing.impl.preview_promotion_code(s, env_id, payer, information, code)
         if coupon_ref:
             coupon = coupons.find(s, env_id, coupon_ref)
             if coupon is None or coupon.status != "ACTIVE":

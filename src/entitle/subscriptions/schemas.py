@@ -120,8 +120,8 @@ class AppliedCoupon(WireModel):
 
 
 class PreviewAppliedCoupon(AppliedCoupon):
-    # The preview asks no provider: a promotion code would need Stripe to say which coupon it is.
-    promotion_code: Unsupported[ShortText] = None
+    """A promotion code is looked up at the billing provider, as provisioning looks it up (before the
+    preview's read transaction), and previewed as the Entitle coupon it applies."""
 
 
 class CheckoutOptions(WireModel):
