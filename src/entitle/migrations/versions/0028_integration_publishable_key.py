@@ -1,7 +1,7 @@
 """the Stripe publishable key of an integration, for the widgets' card field (issue 15)
 
-Revision ID: 0027_integration_publishable_key
-Revises: 0025_credits
+Revision ID: 0028_integration_publishable_key
+Revises: 0027_recurring_credits
 Create Date: 2026-12-05 09:40:00
 
 - `integrations.publishable_key`: the account's publishable key (pk_test_/pk_live_, not a secret: Stripe.js
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0027_integration_publishable_key"
-down_revision: str | Sequence[str] | None = "0025_credits"
+revision: str = "0028_integration_publishable_key"
+down_revision: str | Sequence[str] | None = "0027_recurring_credits"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
