@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, null, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -145,6 +147,29 @@ def list_ledger(
 
 def ledger_of(session: Session, wallet_pk: int) -> list[LedgerEntry]:
     return list(session.scalars(select(LedgerEntry).where(LedgerEntry.wallet_pk == wallet_pk).order_by(LedgerEntry.pk)))
+
+
+def consumed_entries(
+    session: Session, env_id: int, wallet_pks: list[int], begin: datetime, end: datetime, *, with_dimensions: bool
+) -> list[tuple[str | None, datetime, Decimal, str | None, dict[str, Any] | None]]:
+    """The wallets' CREDITS_CONSUMED entries in [begin, end): feature, instant, (negative) amount, event id
+    and, when asked, the dimensions of the consumption that wrote them (None for entries no direct
+    consumption wrote)."""
+    dimensions: Any = Consumption.dimensions if with_dimensions else null()
+    stmt = select(
+        LedgerEntry.feature_ref, LedgerEntry.timestamp, LedgerEntry.amount, LedgerEntry.event_id, dimensions
+    ).where(
+        LedgerEntry.wallet_pk.in_(wallet_pks),
+        LedgerEntry.event_type == "CREDITS_CONSUMED",
+        LedgerEntry.timestamp >= begin,
+        LedgerEntry.timestamp < end,
+    )
+    if with_dimensions:
+        stmt = stmt.outerjoin(
+            Consumption,
+            and_(Consumption.environment_id == env_id, Consumption.idempotency_key == LedgerEntry.event_id),
+        )
+    return [(r[0], r[1], r[2], r[3], r[4]) for r in session.execute(stmt)]
 
 
 def consumption_by_key(session: Session, env_id: int, key: str) -> Consumption | None:
