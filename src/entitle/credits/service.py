@@ -9,6 +9,7 @@ from entitle.credits.consumption import IdempotencyKeyReused, consume, consume_b
 from entitle.credits.currencies import (
     associated_entities,
     create_currency,
+    get_currency,
     list_currencies,
     set_archived,
     update_currency,
@@ -16,19 +17,21 @@ from entitle.credits.currencies import (
 from entitle.credits.grants import create_grant, list_grants, list_ledger, void_grant
 from entitle.credits.reservations import ReservationConflict, check, release
 from entitle.credits.settings import auto_recharge
-from entitle.credits.usage import credit_usage
+from entitle.credits.usage import balance_history, credit_usage
 
 __all__ = [
     "IdempotencyKeyReused",
     "ReservationConflict",
     "associated_entities",
     "auto_recharge",
+    "balance_history",
     "check",
     "consume",
     "consume_batch",
     "create_currency",
     "create_grant",
     "credit_usage",
+    "get_currency",
     "list_currencies",
     "list_grants",
     "list_ledger",

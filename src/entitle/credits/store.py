@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, null, select
+from sqlalchemy import and_, func, null, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -170,6 +170,23 @@ def consumed_entries(
             and_(Consumption.environment_id == env_id, Consumption.idempotency_key == LedgerEntry.event_id),
         )
     return [(r[0], r[1], r[2], r[3], r[4]) for r in session.execute(stmt)]
+
+
+def balance_movements(
+    session: Session, wallet_pk: int, since: datetime
+) -> tuple[Decimal, list[tuple[datetime, Decimal]]]:
+    """The wallet's balance at `since` (its ledger summed up to then) and each movement after, in order."""
+    opening = session.execute(
+        select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(
+            LedgerEntry.wallet_pk == wallet_pk, LedgerEntry.timestamp < since
+        )
+    ).scalar_one()
+    rows = session.execute(
+        select(LedgerEntry.timestamp, LedgerEntry.amount)
+        .where(LedgerEntry.wallet_pk == wallet_pk, LedgerEntry.timestamp >= since)
+        .order_by(LedgerEntry.timestamp, LedgerEntry.pk)
+    ).all()
+    return Decimal(str(opening)), [(r[0], r[1]) for r in rows]
 
 
 def consumption_by_key(session: Session, env_id: int, key: str) -> Consumption | None:

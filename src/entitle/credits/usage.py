@@ -194,3 +194,24 @@ def credit_usage(
             plural=currency.unit_plural,
         ),
     )
+
+
+def balance_history(
+    db: Database, env_id: int, *, customer_ref: str, currency_ref: str, since: datetime
+) -> list[tuple[datetime, Decimal]]:
+    """The balance of the customer's own wallet over time: its value at `since`, then after each instant
+    the ledger moved (several entries at one instant are one step). Empty when it has no wallet."""
+    with db.read() as s:
+        customer = customers.find(s, env_id, customer_ref)
+        if customer is None:
+            raise NotFound("customer", customer_ref)
+        currency = store.get_currency(s, env_id, currency_ref)
+        wallet = store.find_wallet(s, customer.pk, currency.pk, "")
+        if wallet is None:
+            return []
+        balance, moves = store.balance_movements(s, wallet.pk, since)
+    steps: dict[datetime, Decimal] = {as_utc(since): balance}
+    for at, amount in moves:
+        balance += amount
+        steps[as_utc(at)] = balance
+    return sorted(steps.items())
