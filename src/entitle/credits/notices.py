@@ -44,38 +44,47 @@ class _Moves:
     deltas: dict[int, Decimal] = field(default_factory=dict)  # wallet pk -> net ledger amount
     created: list[CreditGrant] = field(default_factory=list)
     ended: list[CreditGrant] = field(default_factory=list)
+    # The wallets (and their customers and currencies) the writer loaded, held here: the identity map
+    # only keeps rows something references, and reading them again would cost three queries a commit.
+    rows: list[Any] = field(default_factory=list)
 
 
-def _moves(target: Any) -> _Moves | None:
+def _moved(target: Any, wallet_pk: int) -> _Moves | None:
     session = object_session(target)
     if session is None:
         return None
     moves: _Moves = session.info.setdefault(_MOVED, _Moves())
+    if wallet_pk not in moves.deltas:
+        moves.deltas[wallet_pk] = Decimal(0)
+        wallet = session.identity_map.get(session.identity_key(Wallet, wallet_pk))
+        if isinstance(wallet, Wallet):
+            moves.rows.append(wallet)
+            for model, pk in ((Customer, wallet.customer_pk), (CustomCurrency, wallet.currency_pk)):
+                row = session.identity_map.get(session.identity_key(model, pk))
+                if row is not None:
+                    moves.rows.append(row)
     return moves
 
 
 def _entry_written(_mapper: Any, _connection: Any, entry: LedgerEntry) -> None:
-    moves = _moves(entry)
+    moves = _moved(entry, entry.wallet_pk)
     if moves is not None:
-        moves.deltas[entry.wallet_pk] = moves.deltas.get(entry.wallet_pk, Decimal(0)) + entry.amount
+        moves.deltas[entry.wallet_pk] += entry.amount
 
 
 def _grant_created(_mapper: Any, _connection: Any, grant: CreditGrant) -> None:
-    moves = _moves(grant)
-    if moves is not None:
-        moves.deltas.setdefault(grant.wallet_pk, Decimal(0))
-        if grant.grant_type != OVERDRAFT:
-            moves.created.append(grant)
+    moves = _moved(grant, grant.wallet_pk)
+    if moves is not None and grant.grant_type != OVERDRAFT:
+        moves.created.append(grant)
 
 
 def _grant_updated(_mapper: Any, _connection: Any, grant: CreditGrant) -> None:
     history = attributes.get_history(grant, "status")
     if history.added and history.added[0] in (EXPIRED, VOIDED) and history.deleted != history.added:
-        moves = _moves(grant)
+        # Its allowance leaves the wallet even when nothing was left on it (no ledger entry).
+        moves = _moved(grant, grant.wallet_pk)
         if moves is not None:
             moves.ended.append(grant)
-            # Its allowance leaves the wallet even when nothing was left on it (no ledger entry).
-            moves.deltas.setdefault(grant.wallet_pk, Decimal(0))
 
 
 def announce(session: Session) -> None:
@@ -98,8 +107,8 @@ def announce(session: Session) -> None:
         currency = session.get(CustomCurrency, wallet.currency_pk)
         if customer is None or currency is None:
             continue
-        lapsed = engine.lapsed_holds(store.active_reservations(session, pk), now)
-        balance = engine.balance(store.open_grants(session, pk), lapsed, now)
+        # Every writer caught the wallet up first (`engine.catch_up`), so no hold has lapsed unapplied.
+        balance = engine.balance(store.balance_grants(session, pk), {}, now)
         view = WalletBalance(
             customer_ref=customer.ref_id,
             currency_ref=currency.ref_id,

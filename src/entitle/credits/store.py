@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, func, null, select
+from sqlalchemy import and_, func, null, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -103,6 +103,16 @@ def open_grants(session: Session, wallet_pk: int) -> list[CreditGrant]:
     found = {g.pk: g for g in session.scalars(stmt.execution_options(populate_existing=True))}
     found.update({g.pk: g for g in session.scalars(held.execution_options(populate_existing=True))})
     return [found[pk] for pk in sorted(found)]
+
+
+def balance_grants(session: Session, wallet_pk: int) -> list[CreditGrant]:
+    """`open_grants` in one query, as this session holds them (no reload): what a writer that has just
+    flushed its movements computes the wallet's balance from."""
+    stmt = select(CreditGrant).where(
+        CreditGrant.wallet_pk == wallet_pk,
+        or_(CreditGrant.status.in_((SCHEDULED, ACTIVE)), CreditGrant.reserved != 0),
+    )
+    return list(session.scalars(stmt.order_by(CreditGrant.pk)))
 
 
 def find_grant(session: Session, env_id: int, ref_id: str) -> CreditGrant | None:
