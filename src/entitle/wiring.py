@@ -29,6 +29,7 @@ def _install() -> None:
     # Domain reactions, lowest layer first: they run before the adapters hear the same event, so an
     # adapter records the consequences of a change before the change itself (see domain_events).
     from entitle.catalog.packages import reactions as packages
+    from entitle.credits import notices as credit_notices
     from entitle.credits import subscribers as credits
     from entitle.entitlements import reactions as entitlements
     from entitle.promotions import reactions as promotions
@@ -40,6 +41,7 @@ def _install() -> None:
     subscriptions.install()
     usage.install()
     credits.install()
+    credit_notices.install()
     entitlements.install()
 
     # Side-effect adapters.

@@ -29,7 +29,7 @@ from entitle.credits.schemas import (
 )
 from entitle.db.pagination import DEFAULT_LIMIT, PageRequest
 from entitle.http.deps import DB, CreatedAt, Paging, ServerKey, comma_list
-from entitle.http.wire import Envelope, PageEnvelope, Unsupported, envelope, page_envelope
+from entitle.http.wire import Envelope, PageEnvelope, envelope, page_envelope
 
 router = APIRouter(prefix="/api/v1/credits", tags=["credits"])
 # What a usage or an event would cost in credits: under the usage and events paths, answered by credits.
@@ -178,26 +178,25 @@ def credit_usage(
     customer_id: CustomerQuery,
     limit: Annotated[int, Query(ge=1, le=100)] = DEFAULT_LIMIT,
     after: Annotated[str | None, Query(max_length=200)] = None,
-    # Series are paged forward only.
-    before: Annotated[Unsupported[str], Query()] = None,
+    before: Annotated[str | None, Query(max_length=200)] = None,
     currency_id: CurrencyQuery = None,
     resource_id: ResourceQuery = None,
     time_range: Annotated[TimeRange | None, Query(alias="timeRange")] = None,
     start_date: Annotated[datetime | None, Query(alias="startDate")] = None,
     end_date: Annotated[datetime | None, Query(alias="endDate")] = None,
-    # One series per feature is the default axis; series per dimension value are not computed yet.
-    group_by: Annotated[Unsupported[str], Query(alias="groupBy")] = None,
+    group_by: Annotated[str | None, Query(alias="groupBy", max_length=1000)] = None,
 ) -> dict[str, Any]:
     found = service.credit_usage(
         db,
         key.environment_id,
-        PageRequest(limit=limit, after=after),
+        PageRequest(limit=limit, after=after, before=before),
         customer_ref=customer_id,
         currency_ref=currency_id,
         resource_ref=resource_id,
         time_range=time_range,
         start=start_date,
         end=end_date,
+        group_by=group_by,
     )
     return envelope(found)
 

@@ -11,6 +11,7 @@ from entitle.credits.consumption import IdempotencyKeyReused, consume, consume_b
 from entitle.credits.currencies import (
     associated_entities,
     create_currency,
+    get_currency,
     list_currencies,
     set_archived,
     update_currency,
@@ -19,13 +20,14 @@ from entitle.credits.estimates import estimate_event, estimate_usage
 from entitle.credits.grants import create_grant, list_grants, list_ledger, void_grant
 from entitle.credits.reservations import ReservationConflict, check, release
 from entitle.credits.settings import auto_recharge
-from entitle.credits.usage import credit_usage
+from entitle.credits.usage import balance_history, credit_usage
 
 __all__ = [
     "IdempotencyKeyReused",
     "ReservationConflict",
     "associated_entities",
     "auto_recharge",
+    "balance_history",
     "check",
     "consume",
     "consume_batch",
@@ -34,6 +36,7 @@ __all__ = [
     "credit_usage",
     "estimate_event",
     "estimate_usage",
+    "get_currency",
     "list_currencies",
     "list_grants",
     "list_ledger",

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import exists, or_, select
+from sqlalchemy import and_, exists, func, null, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -106,6 +107,16 @@ def open_grants(session: Session, wallet_pk: int) -> list[CreditGrant]:
     return [found[pk] for pk in sorted(found)]
 
 
+def balance_grants(session: Session, wallet_pk: int) -> list[CreditGrant]:
+    """`open_grants` in one query, as this session holds them (no reload): what a writer that has just
+    flushed its movements computes the wallet's balance from."""
+    stmt = select(CreditGrant).where(
+        CreditGrant.wallet_pk == wallet_pk,
+        or_(CreditGrant.status.in_((SCHEDULED, ACTIVE)), CreditGrant.reserved != 0),
+    )
+    return list(session.scalars(stmt.order_by(CreditGrant.pk)))
+
+
 def find_grant(session: Session, env_id: int, ref_id: str) -> CreditGrant | None:
     return session.scalars(
         select(CreditGrant).where(CreditGrant.environment_id == env_id, CreditGrant.ref_id == ref_id)
@@ -148,6 +159,46 @@ def list_ledger(
 
 def ledger_of(session: Session, wallet_pk: int) -> list[LedgerEntry]:
     return list(session.scalars(select(LedgerEntry).where(LedgerEntry.wallet_pk == wallet_pk).order_by(LedgerEntry.pk)))
+
+
+def consumed_entries(
+    session: Session, env_id: int, wallet_pks: list[int], begin: datetime, end: datetime, *, with_dimensions: bool
+) -> list[tuple[str | None, datetime, Decimal, str | None, dict[str, Any] | None]]:
+    """The wallets' CREDITS_CONSUMED entries in [begin, end): feature, instant, (negative) amount, event id
+    and, when asked, the dimensions of the consumption that wrote them (None for entries no direct
+    consumption wrote)."""
+    dimensions: Any = Consumption.dimensions if with_dimensions else null()
+    stmt = select(
+        LedgerEntry.feature_ref, LedgerEntry.timestamp, LedgerEntry.amount, LedgerEntry.event_id, dimensions
+    ).where(
+        LedgerEntry.wallet_pk.in_(wallet_pks),
+        LedgerEntry.event_type == "CREDITS_CONSUMED",
+        LedgerEntry.timestamp >= begin,
+        LedgerEntry.timestamp < end,
+    )
+    if with_dimensions:
+        stmt = stmt.outerjoin(
+            Consumption,
+            and_(Consumption.environment_id == env_id, Consumption.idempotency_key == LedgerEntry.event_id),
+        )
+    return [(r[0], r[1], r[2], r[3], r[4]) for r in session.execute(stmt)]
+
+
+def balance_movements(
+    session: Session, wallet_pk: int, since: datetime
+) -> tuple[Decimal, list[tuple[datetime, Decimal]]]:
+    """The wallet's balance at `since` (its ledger summed up to then) and each movement after, in order."""
+    opening = session.execute(
+        select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(
+            LedgerEntry.wallet_pk == wallet_pk, LedgerEntry.timestamp < since
+        )
+    ).scalar_one()
+    rows = session.execute(
+        select(LedgerEntry.timestamp, LedgerEntry.amount)
+        .where(LedgerEntry.wallet_pk == wallet_pk, LedgerEntry.timestamp >= since)
+        .order_by(LedgerEntry.timestamp, LedgerEntry.pk)
+    ).all()
+    return Decimal(str(opening)), [(r[0], r[1]) for r in rows]
 
 
 def consumption_by_key(session: Session, env_id: int, key: str) -> Consumption | None:
