@@ -51,7 +51,13 @@ def make_private_sqlite_file(url: str) -> None:
     if path is None:
         return
     make_private_dir(path.parent)
-    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    # Never open an existing database file here: closing any descriptor of it drops every POSIX lock
+    # this process holds on it, those of SQLite connections already open included (a second Database
+    # on the same file in one process then corrupts it: "disk I/O error"). Only a new file is created.
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
+    except FileExistsError:
+        pass
     for companion in (path.with_name(path.name + suffix) for suffix in _COMPANIONS):
         try:
             mode = stat.S_IMODE(companion.stat().st_mode)
