@@ -132,11 +132,13 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self._writers: FairLock | None = None
+        self._bulk: FairLock | None = None
         if url.startswith("sqlite"):
             make_private_sqlite_file(url)
             self.write_engine = _sqlite_engine(url, immediate=True)
             self.read_engine = _sqlite_engine(url, immediate=False)
             self._writers = FairLock()
+            self._bulk = FairLock()
         else:
             self.write_engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
             self.read_engine = self.write_engine
@@ -155,6 +157,18 @@ class Database:
                 yield session
             return
         with self._writers, self._writer() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def bulk_transaction(self) -> Iterator[Session]:
+        """`transaction` for a large batch (an ingestion request). On SQLite a process lets one batch at
+        a time queue for the write lock: a short write arriving meanwhile (another environment's usage
+        report) waits for the batch holding the lock, never also for the batches queued behind it."""
+        if self._bulk is None:
+            with self.transaction() as session:
+                yield session
+            return
+        with self._bulk, self.transaction() as session:
             yield session
 
     @contextmanager

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
@@ -14,6 +15,9 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from entitle.clock import utcnow
 from entitle.usage.models import DistinctValue, UsageCounter, UsageRecord, WaitingUsage
+
+_COUNTERS = cast(Table, UsageCounter.__table__)
+_WAITING = cast(Table, WaitingUsage.__table__)
 
 
 def _insert(session: Session, model: Any) -> Any:
@@ -247,65 +251,99 @@ def lock_owners(session: Session, env_id: int, customer_refs: Iterable[str]) -> 
     return True
 
 
-def _created_and_locked(
+@dataclass
+class TallyRow:
+    """A locked counter or waiting tally as a batch reads and writes it: its key's row, without the ORM
+    (loading 100 rows as entities costs more than the statements themselves)."""
+
+    pk: int
+    value: Decimal
+    samples: int | None
+    total: Decimal | None
+
+
+def _locked_tallies(
     session: Session,
-    model: Any,
-    key_attrs: tuple[str, ...],
+    table: Table,
+    key_columns: tuple[str, ...],
     wanted: list[tuple[Any, ...]],
     *,
     unique: list[str],
     defaults: dict[str, Any],
     scope: tuple[Any, ...] = (),
-) -> dict[tuple[Any, ...], Any]:
-    """The rows of `model` whose `key_attrs` are each of `wanted` (sorted, distinct), inserted with
-    `defaults` where missing, then read locked for this transaction in primary-key order."""
-    rows = [{**defaults, **dict(zip(key_attrs, key, strict=True))} for key in wanted]
-    session.execute(_insert(session, model.__table__).on_conflict_do_nothing(index_elements=unique), rows)
-    found: dict[tuple[Any, ...], Any] = {}
-    columns = tuple_(*(getattr(model, attr) for attr in key_attrs))
-    for chunk in _chunks(wanted):
+) -> dict[tuple[Any, ...], TallyRow]:
+    """The rows of `table` whose `key_columns` are each of `wanted` (sorted, distinct), locked for this
+    transaction: those found in primary-key order, then those missing inserted with `defaults` (a row a
+    transaction inserts is its own until it ends). A batch mostly finds its rows: one statement then."""
+    found = _select_tallies(session, table, key_columns, wanted, scope)
+    missing = [key for key in wanted if key not in found]
+    if missing:
+        c = table.c
+        width = len(key_columns)
+        rows = [{**defaults, **dict(zip(key_columns, key, strict=True))} for key in missing]
         stmt = (
-            select(model)
-            .where(*scope, columns.in_(chunk))
-            .order_by(model.pk)
-            .with_for_update()
-            .execution_options(populate_existing=True)
+            _insert(session, table)
+            .on_conflict_do_nothing(index_elements=unique)
+            .returning(*(c[name] for name in key_columns), c.pk, c.value, c.samples, c.total)
         )
-        for row in session.scalars(stmt):
-            found[tuple(getattr(row, attr) for attr in key_attrs)] = row
+        for row in session.execute(stmt, rows):
+            found[tuple(row[:width])] = TallyRow(*row[width:])
+        # PostgreSQL: another transaction inserted these meanwhile (ON CONFLICT waited for it to end).
+        raced = [key for key in missing if key not in found]
+        if raced:
+            found.update(_select_tallies(session, table, key_columns, raced, scope))
     return found
 
 
-def locked_counters(session: Session, env_id: int, keys: Iterable[CounterKey]) -> dict[CounterKey, UsageCounter]:
+def _select_tallies(
+    session: Session, table: Table, key_columns: tuple[str, ...], wanted: list[tuple[Any, ...]], scope: tuple[Any, ...]
+) -> dict[tuple[Any, ...], TallyRow]:
+    c = table.c
+    keys = tuple_(*(c[name] for name in key_columns))
+    found: dict[tuple[Any, ...], TallyRow] = {}
+    width = len(key_columns)
+    for chunk in _chunks(wanted):
+        stmt = (
+            select(*(c[name] for name in key_columns), c.pk, c.value, c.samples, c.total)
+            .where(*scope, keys.in_(chunk))
+            .order_by(c.pk)
+            .with_for_update()
+        )
+        for row in session.execute(stmt):
+            found[tuple(row[:width])] = TallyRow(*row[width:])
+    return found
+
+
+def locked_counters(session: Session, env_id: int, keys: Iterable[CounterKey]) -> dict[CounterKey, TallyRow]:
     """The counter rows of these keys, created where missing, locked for this transaction (in key order)."""
     wanted = sorted(set(keys))
     if not wanted:
         return {}
-    key_attrs = ("customer_pk", "feature_ref", "resource_ref", "window_start")
-    return _created_and_locked(
+    key_columns = ("customer_pk", "feature_ref", "resource_ref", "window_start")
+    return _locked_tallies(
         session,
-        UsageCounter,
-        key_attrs,
+        _COUNTERS,
+        key_columns,
         list(wanted),
-        unique=list(key_attrs),
+        unique=list(key_columns),
         defaults={"environment_id": env_id, "value": Decimal(0), "samples": 0},
     )
 
 
-def locked_waitings(session: Session, env_id: int, keys: Iterable[WaitingKey]) -> dict[WaitingKey, WaitingUsage]:
+def locked_waitings(session: Session, env_id: int, keys: Iterable[WaitingKey]) -> dict[WaitingKey, TallyRow]:
     """The waiting tallies of these keys, created where missing, locked for this transaction."""
     wanted = sorted(set(keys))
     if not wanted:
         return {}
-    key_attrs = ("customer_ref", "resource_ref", "feature_ref")
-    return _created_and_locked(
+    key_columns = ("customer_ref", "resource_ref", "feature_ref")
+    return _locked_tallies(
         session,
-        WaitingUsage,
-        key_attrs,
+        _WAITING,
+        key_columns,
         list(wanted),
-        unique=["environment_id", *key_attrs],
+        unique=["environment_id", *key_columns],
         defaults={"environment_id": env_id, "value": Decimal(0), "samples": 0},
-        scope=(WaitingUsage.environment_id == env_id,),
+        scope=(_WAITING.c.environment_id == env_id,),
     )
 
 
@@ -325,14 +363,13 @@ def add_distinct_many(session: Session, values: Iterable[tuple[int, str]], *, ow
     return added
 
 
-def save_tallies(
-    session: Session, rows: Sequence[UsageCounter | WaitingUsage], tallies: list[tuple[Decimal, int, Decimal | None]]
-) -> None:
-    """Write new tallies (value, samples, total) of locked rows in one statement; the loaded rows show them."""
+def save_tallies(session: Session, model: type[UsageCounter | WaitingUsage], rows: Sequence[TallyRow]) -> None:
+    """Write the tallies (value, samples, total) of locked rows in one statement. A row this session
+    also holds as an entity shows the new tally."""
     if not rows:
         return
     now = utcnow()
-    table = cast(Table, type(rows[0]).__table__)
+    table = cast(Table, model.__table__)
     stmt = (
         update(table)
         .where(table.c.pk == bindparam("row_pk"))
@@ -342,13 +379,13 @@ def save_tallies(
     )
     session.execute(
         stmt,
-        [
-            {"row_pk": row.pk, "new_value": value, "new_samples": samples, "new_total": total}
-            for row, (value, samples, total) in zip(rows, tallies, strict=True)
-        ],
+        [{"row_pk": r.pk, "new_value": r.value, "new_samples": r.samples, "new_total": r.total} for r in rows],
     )
-    for row, (value, samples, total) in zip(rows, tallies, strict=True):
-        set_committed_value(row, "value", value)
-        set_committed_value(row, "samples", samples)
-        set_committed_value(row, "total", total)
-        set_committed_value(row, "updated_at", now)
+    held = {entity.pk: entity for entity in session.identity_map.values() if isinstance(entity, model)}
+    for row in rows if held else ():
+        loaded = held.get(row.pk)
+        if loaded is not None:
+            set_committed_value(loaded, "value", row.value)
+            set_committed_value(loaded, "samples", row.samples)
+            set_committed_value(loaded, "total", row.total)
+            set_committed_value(loaded, "updated_at", now)
