@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -347,18 +348,40 @@ def locked_waitings(session: Session, env_id: int, keys: Iterable[WaitingKey]) -
     )
 
 
+# The pairs of a batch bound as one parameter each side, not as a row of parameters per pair: binding
+# hundreds of rows through SQLAlchemy costs more than the insert. `WHERE true` tells SQLite's parser the
+# ON CONFLICT belongs to the INSERT, not to a join.
+_ADD_DISTINCT = {
+    (dialect, owner): text(
+        f"INSERT INTO usage_distinct_values ({owner}, digest) "
+        + (
+            "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(:pairs) WHERE true"
+            if dialect == "sqlite"
+            else "SELECT * FROM unnest(CAST(:pks AS bigint[]), CAST(:digests AS text[]))"
+        )
+        + f" ON CONFLICT DO NOTHING RETURNING {owner}"
+    )
+    for dialect in ("sqlite", "postgresql")
+    for owner in ("counter_pk", "waiting_pk")
+}
+
+
 def add_distinct_many(session: Session, values: Iterable[tuple[int, str]], *, owner: str) -> dict[int, int]:
     """Remember distinct values of UNIQUE meters, given as (owner pk, value) with `owner` "counter_pk" or
     "waiting_pk"; how many were new per owner (a value already stored for that owner adds nothing)."""
-    pairs = sorted({(pk, digest(value)) for pk, value in values})
+    digests: dict[str, str] = {}  # a batch repeats its values across owners: hash each once
+    pairs = sorted(
+        {(pk, digests[value] if value in digests else digests.setdefault(value, digest(value))) for pk, value in values}
+    )
     if not pairs:
         return {}
-    other = "waiting_pk" if owner == "counter_pk" else "counter_pk"
-    rows = [{owner: pk, other: None, "digest": d} for pk, d in pairs]
-    column = DistinctValue.counter_pk if owner == "counter_pk" else DistinctValue.waiting_pk
-    stmt = _insert(session, DistinctValue.__table__).on_conflict_do_nothing(index_elements=[owner, "digest"])
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        bound: dict[str, Any] = {"pairs": json.dumps(pairs)}
+    else:
+        bound = {"pks": [pk for pk, _ in pairs], "digests": [d for _, d in pairs]}
     added: dict[int, int] = {}
-    for pk in session.scalars(stmt.returning(column), rows):
+    for pk in session.scalars(_ADD_DISTINCT[(dialect, owner)], bound):
         added[pk] = added.get(pk, 0) + 1
     return added
 
