@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, func, select, text, tuple_, update
+from sqlalchemy import Table, TextualSelect, bindparam, delete, func, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -222,13 +222,6 @@ def clear_distinct(session: Session, counter_pk: int) -> None:
 
 CounterKey = tuple[int, str, str, datetime]  # customer pk, feature, resource key, window start
 WaitingKey = tuple[str, str, str]  # customer id, resource key, feature
-# Rows per statement where a batch's keys become bound parameters (SQLite allows 32,766 per statement).
-_CHUNK = 500
-
-
-def _chunks(items: list[Any]) -> Iterable[list[Any]]:
-    for start in range(0, len(items), _CHUNK):
-        yield items[start : start + _CHUNK]
 
 
 def lock_owners(session: Session, env_id: int, customer_refs: Iterable[str]) -> bool:
@@ -271,12 +264,12 @@ def _locked_tallies(
     *,
     unique: list[str],
     defaults: dict[str, Any],
-    scope: tuple[Any, ...] = (),
+    env_id: int | None = None,
 ) -> dict[tuple[Any, ...], TallyRow]:
     """The rows of `table` whose `key_columns` are each of `wanted` (sorted, distinct), locked for this
     transaction: those found in primary-key order, then those missing inserted with `defaults` (a row a
     transaction inserts is its own until it ends). A batch mostly finds its rows: one statement then."""
-    found = _select_tallies(session, table, key_columns, wanted, scope)
+    found = _select_tallies(session, table, key_columns, wanted, env_id)
     missing = [key for key in wanted if key not in found]
     if missing:
         c = table.c
@@ -292,27 +285,57 @@ def _locked_tallies(
         # PostgreSQL: another transaction inserted these meanwhile (ON CONFLICT waited for it to end).
         raced = [key for key in missing if key not in found]
         if raced:
-            found.update(_select_tallies(session, table, key_columns, raced, scope))
+            found.update(_select_tallies(session, table, key_columns, raced, env_id))
     return found
 
 
 def _select_tallies(
-    session: Session, table: Table, key_columns: tuple[str, ...], wanted: list[tuple[Any, ...]], scope: tuple[Any, ...]
+    session: Session, table: Table, key_columns: tuple[str, ...], wanted: list[tuple[Any, ...]], env_id: int | None
 ) -> dict[tuple[Any, ...], TallyRow]:
-    c = table.c
-    keys = tuple_(*(c[name] for name in key_columns))
-    found: dict[tuple[Any, ...], TallyRow] = {}
+    """The rows of these keys, locked, in primary-key order. The keys are joined as one bound document
+    (SQLite: JSON; PostgreSQL: one array per column), each key an index lookup: SQLite answers a row
+    value `IN (VALUES ..)` by scanning the whole table, and binding hundreds of keys through SQLAlchemy
+    costs more than the lookups."""
+    dialect = session.get_bind().dialect
+    stmt = _tallies_statement(dialect.name, table, key_columns, scoped=env_id is not None)
+    bound: dict[str, Any] = {} if env_id is None else {"env": env_id}
+    if dialect.name == "sqlite":
+        # As the column type writes each value for this dialect (an instant: its exact text).
+        written = [table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in key_columns]
+        bound["keys"] = json.dumps([[w(v) if w else v for w, v in zip(written, key, strict=True)] for key in wanted])
+    else:
+        for n in range(len(key_columns)):
+            bound[f"k{n}"] = [key[n] for key in wanted]
     width = len(key_columns)
-    for chunk in _chunks(wanted):
-        stmt = (
-            select(*(c[name] for name in key_columns), c.pk, c.value, c.samples, c.total)
-            .where(*scope, keys.in_(chunk))
-            .order_by(c.pk)
-            .with_for_update()
-        )
-        for row in session.execute(stmt):
-            found[tuple(row[:width])] = TallyRow(*row[width:])
-    return found
+    return {tuple(row[:width]): TallyRow(*row[width:]) for row in session.execute(stmt, bound)}
+
+
+_TALLY_STATEMENTS: dict[tuple[str, str, tuple[str, ...], bool], TextualSelect] = {}
+_ARRAY_TYPES = {"customer_pk": "bigint", "window_start": "timestamptz"}
+
+
+def _tallies_statement(dialect: str, table: Table, key_columns: tuple[str, ...], *, scoped: bool) -> TextualSelect:
+    cache_key = (dialect, table.name, key_columns, scoped)
+    found = _TALLY_STATEMENTS.get(cache_key)
+    if found is not None:
+        return found
+    selected = [*key_columns, "pk", "value", "samples", "total"]
+    columns = ", ".join(f"t.{name}" for name in selected)
+    if dialect == "sqlite":
+        # CROSS JOIN keeps SQLite's planner from reordering: the keys drive, each one an index lookup.
+        on = " AND ".join(f"t.{name} = json_extract(k.value, '$[{n}]')" for n, name in enumerate(key_columns))
+        sql = f"SELECT {columns} FROM json_each(:keys) AS k CROSS JOIN {table.name} AS t ON {on}"
+        lock = ""
+    else:
+        arrays = ", ".join(f"CAST(:k{n} AS {_ARRAY_TYPES.get(name, 'text')}[])" for n, name in enumerate(key_columns))
+        on = " AND ".join(f"t.{name} = k.{name}" for name in key_columns)
+        sql = f"SELECT {columns} FROM unnest({arrays}) AS k({', '.join(key_columns)}) JOIN {table.name} AS t ON {on}"
+        lock = " FOR UPDATE OF t"
+    if scoped:
+        sql += " WHERE t.environment_id = :env"
+    stmt = text(sql + " ORDER BY t.pk" + lock).columns(*(table.c[name] for name in selected))
+    _TALLY_STATEMENTS[cache_key] = stmt
+    return stmt
 
 
 def locked_counters(session: Session, env_id: int, keys: Iterable[CounterKey]) -> dict[CounterKey, TallyRow]:
@@ -344,7 +367,7 @@ def locked_waitings(session: Session, env_id: int, keys: Iterable[WaitingKey]) -
         list(wanted),
         unique=["environment_id", *key_columns],
         defaults={"environment_id": env_id, "value": Decimal(0), "samples": 0},
-        scope=(_WAITING.c.environment_id == env_id,),
+        env_id=env_id,
     )
 
 
