@@ -68,17 +68,17 @@ def _measure(metered: list[Feature], events: Sequence[NewEvent]) -> tuple[dict[s
     numbers: dict[tuple[type, Any], Decimal | None] = {}  # a batch repeats its values: read each once
     amounts: dict[str, Amounts] = {}
     refused: dict[int, Problem] = {}
+    # Meters reading the same dimensions (SUM, MAX, MIN and AVG of one field) share the batch's kinds.
+    grouped: dict[tuple[str, ...], tuple[list[tuple[Any, ...]], dict[tuple[Any, ...], NewEvent]]] = {}
     for feature in metered:
         assert feature.meter is not None
         measured = compile_meter(feature.meter, numbers)
         # Events alike in their name and the dimensions the meter reads contribute alike: each kind is
         # measured (and range-checked) once, by one of its events.
-        kinds = _kinds(dimensions_read(feature.meter), events)
-        try:
-            representative = dict(zip(kinds, events, strict=True))
-        except TypeError:  # a value that is not hashable (not a dimension value): measure each event
-            kinds = [(position,) for position in range(len(events))]
-            representative = dict(zip(kinds, events, strict=True))
+        reads = dimensions_read(feature.meter)
+        if reads not in grouped:
+            grouped[reads] = _kinds_of(reads, events)
+        kinds, representative = grouped[reads]
         kept: dict[tuple[Any, ...], Decimal | str | None] = {}
         out_of_range: dict[tuple[Any, ...], Decimal] = {}
         for kind, e in representative.items():
@@ -97,6 +97,18 @@ def _measure(metered: list[Feature], events: Sequence[NewEvent]) -> tuple[dict[s
                     "problem": f"{out_of_range[kind]} is outside the range a meter counts ({RANGE_TEXT})",
                 }
     return amounts, [refused[i] for i in sorted(refused)]
+
+
+def _kinds_of(
+    reads: tuple[str, ...], events: Sequence[NewEvent]
+) -> tuple[list[tuple[Any, ...]], dict[tuple[Any, ...], NewEvent]]:
+    """Each event's kind, and one event of each kind."""
+    kinds = _kinds(reads, events)
+    try:
+        return kinds, dict(zip(kinds, events, strict=True))
+    except TypeError:  # a value that is not hashable (not a dimension value): measure each event
+        kinds = [(position,) for position in range(len(events))]
+        return kinds, dict(zip(kinds, events, strict=True))
 
 
 def _kinds(reads: tuple[str, ...], events: Sequence[NewEvent]) -> list[tuple[Any, ...]]:
@@ -287,7 +299,7 @@ def _refused(items: list[Item], refused: list[tuple[int, str]]) -> list[Problem]
     return [{"field": f"events.{items[position][0]}", "problem": why} for position, why in refused]
 
 
-def _tally_of(row: UsageCounter | WaitingUsage) -> Tally:
+def _tally_of(row: UsageCounter | WaitingUsage | store.TallyRow) -> Tally:
     return Tally(value=row.value, samples=row.samples or 0, total=row.total)
 
 
@@ -316,7 +328,7 @@ def _count_waiting(
         problems += _refused(items, refused)
         tallies.append(tally)
     if not problems:
-        store.save_tallies(s, [rows[key] for key in waiting], [(t.value, t.samples, t.total) for t in tallies])
+        store.save_tallies(s, WaitingUsage, [_written(rows[key], t) for key, t in zip(waiting, tallies, strict=True)])
     return problems
 
 
@@ -342,7 +354,7 @@ def _count_in_windows(s: Session, env_id: int, slots: dict[store.CounterKey, _Sl
     if problems:  # the batch is refused (rolled back): nothing to write nor announce
         return problems
     before = {key: counters[key].value for key in slots}
-    store.save_tallies(s, [counters[key] for key in slots], [(t.value, t.samples, t.total) for t in tallies])
+    store.save_tallies(s, UsageCounter, [_written(counters[key], t) for key, t in zip(slots, tallies, strict=True)])
     for key, slot in slots.items():
         moved = CounterMoved(
             slot.customer,
@@ -358,7 +370,7 @@ def _count_in_windows(s: Session, env_id: int, slots: dict[store.CounterKey, _Sl
     return problems
 
 
-def _charge_credits(s: Session, env_id: int, slot: _Slot, counter: UsageCounter, before: Decimal) -> None:
+def _charge_credits(s: Session, env_id: int, slot: _Slot, counter: store.TallyRow, before: Decimal) -> None:
     """A credit-priced feature's events draw credits for what they added. Only additive meters (SUM, COUNT,
     UNIQUE) say what an event costs; MAX/MIN/AVG counters draw nothing (the estimate warns of it)."""
     delta = counter.value - before
@@ -368,10 +380,15 @@ def _charge_credits(s: Session, env_id: int, slot: _Slot, counter: UsageCounter,
         ports.charge_credits.impl(s, env_id, slot.customer, feature_ref, slot.resource_ref, delta, utcnow(), event_id)
 
 
+def _written(row: store.TallyRow, tally: Tally) -> store.TallyRow:
+    row.value, row.samples, row.total = tally.value, tally.samples, tally.total
+    return row
+
+
 def _rebuild_if_legacy(
     s: Session,
     env_id: int,
-    counter: UsageCounter,
+    counter: UsageCounter | store.TallyRow,
     feature: Feature,
     customer: Customer,
     resource_ref: str | None,
