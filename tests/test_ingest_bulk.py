@@ -146,7 +146,8 @@ def test_statements_per_batch_do_not_grow_with_its_customers(built: tuple[LiveSe
             assert reported.new == 1000
             counted[name].append(len(seen))
     assert counted["few"] == counted["many"], counted
-    assert max(counted["many"]) <= 25, counted
+    # 25 of the batch's own, plus on SQLite the SAVEPOINT and RELEASE of its place in a group commit.
+    assert max(counted["many"]) <= 27, counted
     with db.read() as s:
         customer = customers.find(s, env_id, "many-7")
         assert customer is not None
