@@ -76,7 +76,9 @@ from entitle.billing.stripe_support import (
     _price_params,
     _promotion_code_of,
     _waited_for,
+    mark_latest_invoice_paid,
     price_fingerprint,
+    priced_items,
 )
 from entitle.errors import FailedPrecondition, InvalidArgument
 
@@ -199,13 +201,14 @@ class StripeProvider:
         return created.id
 
     def create_subscription(self, subscription: SubscriptionSpec, *, idempotency_key: str) -> str | None:
+        items = priced_items(self.client, subscription.items, subscription.ref, idempotency_key=idempotency_key)
         params: SubscriptionCreateParams = {
             "customer": subscription.customer_billing_id,
             "items": [
                 {"price": i.price_billing_id, "quantity": i.quantity}
                 if i.quantity is not None
                 else {"price": i.price_billing_id}  # metered: billed from the reported usage
-                for i in subscription.items
+                for i in items
             ],
             "metadata": {**(subscription.extra_metadata or {}), **subscription.metadata},
             "collection_method": subscription.collection_method,
@@ -268,7 +271,14 @@ class StripeProvider:
         held = [
             rules.CurrentItem(item["id"], _item_price(item), item.get("quantity")) for item in current["items"]["data"]
         ]
-        wanted = [rules.WantedItem(i.price_billing_id, i.quantity) for i in subscription.items]
+        items = priced_items(
+            self.client,
+            subscription.items,
+            subscription.ref,
+            idempotency_key=idempotency_key,
+            reusable=tuple(item.price for item in held),
+        )
+        wanted = [rules.WantedItem(i.price_billing_id, i.quantity) for i in items]
         params: SubscriptionUpdateParams = {}
         changes = rules.item_changes(held, wanted)
         if changes:
@@ -414,7 +424,12 @@ class StripeProvider:
                 {"price": i.price_billing_id, "quantity": i.quantity}
                 if i.quantity is not None
                 else {"price": i.price_billing_id}  # metered: billed from the reported usage
-                for i in checkout.items
+                for i in priced_items(
+                    self.client,
+                    checkout.items,
+                    checkout.metadata.get("entitleSubscriptionId", ""),
+                    idempotency_key=idempotency_key,
+                )
             ],
             "success_url": checkout.success_url,
             "metadata": checkout.metadata,
@@ -507,6 +522,12 @@ class StripeProvider:
             return None
         return ProviderEvent(id=event["id"], type=event["type"], data=event)
 
+    def mark_latest_invoice_paid(self, subscription_billing_id: str, *, idempotency_key: str) -> str:
+        try:
+            return mark_latest_invoice_paid(self.client, subscription_billing_id, idempotency_key)
+        except stripe.StripeError as exc:
+            raise _waited_for("marking the invoice paid", exc) from exc
+
     def subscription_status(self, billing_id: str) -> str | None:
         return str(self.client.v1.subscriptions.retrieve(billing_id).status)
 
@@ -585,6 +606,7 @@ HANDLED_EVENTS: frozenset[str] = frozenset(
         "invoice.paid",
         "invoice.payment_succeeded",
         "invoice.payment_failed",
+        "invoice.overdue",
         "invoice.created",
         "customer.subscription.updated",
         "customer.subscription.deleted",

@@ -21,8 +21,10 @@ from entitle.subscriptions.events import (
     BillingTermsChanged,
     announce_update,
 )
+from entitle.subscriptions.preview import checked_overrides
 from entitle.subscriptions.rules import LIVE, OPEN, Status
 from entitle.subscriptions.schemas import (
+    PriceOverride,
     SubscriptionUpdate,
 )
 from entitle.subscriptions.service import SubscriptionView, view_of
@@ -109,13 +111,34 @@ def update_subscription(db: Database, env_id: int, ref: str, req: SubscriptionUp
             if req.schedule_strategy == "IMMEDIATE" or window is None:
                 sub.billing_period = req.billing_period
                 sub.billing_cycle_anchor = now
+            elif sub.price_overrides or req.price_overrides:
+                raise InvalidArgument(
+                    "a subscription with price overrides changes its billing period with scheduleStrategy "
+                    "IMMEDIATE (and the priceOverrides of the new period): an override is a price for one period"
+                )
             else:
                 schedule_update(s, sub, "BILLING_PERIOD", window.end, {"billingPeriod": req.billing_period}, None)
+        if "price_overrides" in fields or (sub.price_overrides and fields & {"addons", "billing_period"}):
+            # Checked against the add-ons and the billing period the subscription now has: an override of a
+            # price it no longer has is refused, never kept unapplied.
+            wanted = (
+                req.price_overrides
+                if "price_overrides" in fields
+                else [PriceOverride.model_validate(entry) for entry in sub.price_overrides or []]
+            )
+            held = [
+                (addon, row.quantity)
+                for row in store.addons_of(s, [sub.pk]).get(sub.pk, [])
+                if (addon := s.get(Package, row.addon_pk)) is not None
+            ]
+            country = sub.billing_country_code
+            sub.price_overrides = checked_overrides(s, plan, held, sub.billing_period, country, wanted)
         rules.check_days_until_due(billing_information, sub.payment_collection_method)
         if rules.forwarded_billing_information(billing_information):
             assert billing_information is not None
             ports.billing.impl.forward_billing_information(s, sub, billing_information, via_checkout=False, new=False)
-        if fields & {"addons", "charges", "applied_coupon", "promotion_code", "billing_period", "billing_information"}:
+        billed = {"addons", "charges", "applied_coupon", "promotion_code", "billing_period", "billing_information"}
+        if fields & (billed | {"price_overrides"}):
             # The provider subscription follows (a billing-period change scheduled for later finds
             # nothing to change now; its scheduled update sends it then).
             proration = rules.proration_behavior(billing_information)

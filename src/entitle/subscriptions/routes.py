@@ -22,6 +22,7 @@ from entitle.subscriptions.schemas import (
     FutureUpdateTarget,
     MoneyAmount,
     PreviewOut,
+    PriceOut,
     SubscriptionCancel,
     SubscriptionDelegate,
     SubscriptionEntitlementRef,
@@ -94,6 +95,7 @@ def subscription_out(view: service.SubscriptionView) -> SubscriptionOut:
             for u in view.future_updates
         ],
         sync_states=[SyncStateOut.of(state, sub.ref_id) for state in view.sync_states],
+        prices=[PriceOut.model_validate(entry) for entry in sub.price_overrides] if sub.price_overrides else None,
     )
 
 
