@@ -19,6 +19,7 @@ from entitle.actors import ActorScope
 from entitle.audit.routes import router as audit_router
 from entitle.billing.routes import customers_router as customer_billing_router
 from entitle.billing.routes import router as integrations_router
+from entitle.billing.routes import subscriptions_router as subscription_billing_router
 from entitle.catalog.coupons.routes import router as coupons_router
 from entitle.catalog.demo import PRODUCT_ID as DEMO_PRODUCT_ID
 from entitle.catalog.features.routes import router as features_router
@@ -60,6 +61,7 @@ ROUTERS = [
     customer_billing_router,
     promotions_router,
     subscriptions_router,
+    subscription_billing_router,
     usage_router,
     events_router,
     credits_router,
