@@ -4,7 +4,7 @@ and cancel a scheduled update."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
 from entitle.catalog.coupons import store as coupons
 from entitle.catalog.packages import store as packages
@@ -226,6 +226,32 @@ def transfer_subscription(db: Database, env_id: int, ref: str, destination_resou
             announce_update(s, sub, "TRANSFERRED", entitlements=sub.status in LIVE, also=was)
         s.flush()
         return view_of(s, sub, now)
+
+
+def cancel_pending_payment_update(db: Database, env_id: int, ref: str) -> str:
+    """`DELETE .../future-update/pending-payment`: drop the updates waiting for their payment
+    (`PENDING_PAYMENT`); 409 when none waits."""
+    with db.transaction() as s:
+        sub = store.get(s, env_id, ref, for_update=True)
+        waiting = store.future_updates_of(s, [sub.pk], statuses=("PENDING_PAYMENT",)).get(sub.pk, [])
+        if not waiting:
+            raise FailedPrecondition(f"subscription '{ref}' has no update waiting for a payment")
+        for update in waiting:
+            update.schedule_status = "CANCELED"
+        announce_update(s, sub, "FUTURE_UPDATE_CANCELED", entitlements=False)
+        return sub.ref_id
+
+
+def refuse_usage_billing(db: Database, env_id: int, ref: str, what: str) -> NoReturn:
+    """`usage/charge` and `usage/sync` of a subscription: refused (409). Entitle reports a period's metered
+    usage to the provider once, when the provider invoices that period (docs/stripe.md, "Usage reporting");
+    charging or sending part of it earlier would bill that part twice or leave the rest unbilled."""
+    with db.read() as s:
+        store.get(s, env_id, ref)  # 404 for an unknown subscription
+    raise FailedPrecondition(
+        f"{what} is not supported: the billing provider is sent each period's metered usage once, when it "
+        "invoices that period (docs/stripe.md, 'Usage reporting')"
+    )
 
 
 def cancel_future_update(db: Database, env_id: int, ref: str) -> str:

@@ -1,15 +1,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 from fastapi import APIRouter, Query
 from pydantic import SerializeAsAny
 
 from entitle.customers.schemas import CustomerOut
 from entitle.http.deps import DB, CreatedAt, Paging, ServerKey, comma_list
-from entitle.http.wire import Envelope, IdOnly, PageEnvelope, WireModel, envelope, page_envelope
-from entitle.subscriptions import cancellation, changes, journey, provisioning, service
+from entitle.http.wire import Envelope, IdOnly, PageEnvelope, TaskResult, WireModel, envelope, page_envelope
+from entitle.subscriptions import cancellation, changes, importing, journey, provisioning, service
 from entitle.subscriptions.preview import preview_subscription as preview_subscription_
 from entitle.subscriptions.schemas import (
     PRICING_TYPES,
@@ -26,6 +26,7 @@ from entitle.subscriptions.schemas import (
     SubscriptionCancel,
     SubscriptionDelegate,
     SubscriptionEntitlementRef,
+    SubscriptionImport,
     SubscriptionMigrate,
     SubscriptionOut,
     SubscriptionPreview,
@@ -189,6 +190,30 @@ def transfer_subscription(subscription_id: str, body: SubscriptionTransfer, key:
 @router.delete("/{subscription_id}/future-update/schedule", response_model=Envelope[IdOnly])
 def cancel_scheduled_update(subscription_id: str, key: ServerKey, db: DB) -> dict[str, Any]:
     return envelope(IdOnly(id=changes.cancel_future_update(db, key.environment_id, subscription_id)))
+
+
+@router.delete("/{subscription_id}/future-update/pending-payment", response_model=Envelope[IdOnly])
+def cancel_pending_payment_update(subscription_id: str, key: ServerKey, db: DB) -> dict[str, Any]:
+    return envelope(IdOnly(id=changes.cancel_pending_payment_update(db, key.environment_id, subscription_id)))
+
+
+@router.post("/import", response_model=Envelope[TaskResult])
+def import_subscriptions(body: SubscriptionImport, key: ServerKey, db: DB) -> dict[str, Any]:
+    return envelope(TaskResult(task_id=importing.import_subscriptions(db, key.environment_id, body)))
+
+
+class UsageCharge(WireModel):
+    until_date: datetime | None = None
+
+
+@router.post("/{subscription_id}/usage/charge", response_model=Envelope[IdOnly])
+def charge_usage(subscription_id: str, key: ServerKey, db: DB, body: UsageCharge | None = None) -> NoReturn:
+    changes.refuse_usage_billing(db, key.environment_id, subscription_id, "charging usage before the period's invoice")
+
+
+@router.post("/{subscription_id}/usage/sync", response_model=Envelope[IdOnly])
+def sync_usage(subscription_id: str, key: ServerKey, db: DB) -> NoReturn:
+    changes.refuse_usage_billing(db, key.environment_id, subscription_id, "sending usage before the period's invoice")
 
 
 # -- on the customers' paths: a customer with its first subscriptions, and the resources it holds -------
