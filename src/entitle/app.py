@@ -27,6 +27,8 @@ from entitle.catalog.packages.routes import addons_router, plans_router
 from entitle.catalog.products.routes import router as products_router
 from entitle.config import Settings, load_settings
 from entitle.console.install import install as install_console
+from entitle.contracts.routes import customers_router as customer_contracts_router
+from entitle.contracts.routes import router as contracts_router
 from entitle.credits.routes import router as credits_router
 from entitle.customers.routes import router as customers_router
 from entitle.db import Database
@@ -62,6 +64,8 @@ ROUTERS = [
     promotions_router,
     subscriptions_router,
     subscription_billing_router,
+    contracts_router,
+    customer_contracts_router,
     usage_router,
     events_router,
     credits_router,

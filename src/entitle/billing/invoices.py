@@ -5,7 +5,8 @@ newest first), then filters (issue dates, states), orders (`issueDate` by defaul
 `total`, ascending by default) and pages them here with the invoice id as the cursor. The list is
 empty when no provider is connected or the customer has no provider customer (not synced).
 `mark_invoice_paid` records a subscription's latest invoice paid out of band. No
-invoice belongs to a contract (Entitle has none), so a `contractExternalId` filter matches nothing.
+invoice belongs to a contract (contracts make no billing contract at the provider), so a `contractExternalId`
+filter matches nothing.
 
 Amounts go out in the currency's major units (29.99), computed exactly from the provider's minor
 units.

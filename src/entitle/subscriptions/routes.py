@@ -8,7 +8,16 @@ from pydantic import SerializeAsAny
 
 from entitle.customers.schemas import CustomerOut
 from entitle.http.deps import DB, CreatedAt, Paging, ServerKey, comma_list
-from entitle.http.wire import Envelope, IdOnly, PageEnvelope, TaskResult, WireModel, envelope, page_envelope
+from entitle.http.wire import (
+    Envelope,
+    IdOnly,
+    PageEnvelope,
+    TaskResult,
+    Unsupported,
+    WireModel,
+    envelope,
+    page_envelope,
+)
 from entitle.subscriptions import cancellation, changes, importing, journey, provisioning, service
 from entitle.subscriptions.preview import preview_subscription as preview_subscription_
 from entitle.subscriptions.schemas import (
@@ -80,6 +89,7 @@ def subscription_out(view: service.SubscriptionView) -> SubscriptionOut:
         budget=Budget.model_validate(sub.budget) if sub.budget else None,
         minimum_spend=MoneyAmount.model_validate(sub.minimum_spend) if sub.minimum_spend else None,
         paying_customer_id=view.paying_customer_ref,
+        contract_id=view.contract_ref,
         resource_id=sub.resource_ref,
         metadata=sub.metadata_ or {},
         coupons=[CouponOut.model_validate(view.coupon)] if view.coupon else None,
@@ -203,7 +213,8 @@ def import_subscriptions(body: SubscriptionImport, key: ServerKey, db: DB) -> di
 
 
 class UsageCharge(WireModel):
-    until_date: datetime | None = None
+    # Charging usage before the period's invoice is refused (changes.refuse_usage_billing), and so is its date.
+    until_date: Unsupported[datetime] = None
 
 
 @router.post("/{subscription_id}/usage/charge", response_model=Envelope[IdOnly])

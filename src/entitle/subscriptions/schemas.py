@@ -371,6 +371,7 @@ class SubscriptionOut(WireModel):
     budget: Budget | None = None
     minimum_spend: MoneyAmount | None = None
     paying_customer_id: str | None = None
+    contract_id: str | None = None
     resource_id: str | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
     coupons: list[CouponOut] | None = None
