@@ -110,7 +110,10 @@ def test_pending_payment_updates_and_usage_billing_endpoints(catalog: stigg.Stig
         c.subscriptions.future_update.cancel_pending_payment("sub-1")
     with pytest.raises(stigg.NotFoundError):
         c.subscriptions.future_update.cancel_pending_payment("nope")
-    for path, body in (("usage/charge", {"untilDate": "2030-01-01T00:00:00Z"}), ("usage/sync", None)):
+    for path, body in (("usage/charge", {}), ("usage/charge", None), ("usage/sync", None)):
         resp = api.post(f"/api/v1/subscriptions/sub-1/{path}", json=body)
         assert resp.status_code == 409 and "metered usage once" in resp.json()["error"]["message"], resp.text
         assert api.post(f"/api/v1/subscriptions/nope/{path}", json=body).status_code == 404
+    # The date of a charge that is refused anyway is refused with it.
+    resp = api.post("/api/v1/subscriptions/sub-1/usage/charge", json={"untilDate": "2030-01-01T00:00:00Z"})
+    assert resp.status_code == 400 and resp.json()["error"]["code"] == "UNSUPPORTED_FIELD"
