@@ -14,7 +14,9 @@ from decimal import Decimal
 import httpx
 
 from entitle.jobs.service import Worker
-from tests.billing.test_stripe_subscription_sync import connected_with_pro, paying_customer, provision
+from tests.billing.conftest import connect_stripe
+from tests.billing.test_stripe_charge_kinds import _invoice_total, _plan, _setup
+from tests.billing.test_stripe_subscription_sync import connected_with_pro, paying_customer, provision, subscription_row
 from tests.billing.test_stripe_update_sync import price_of, stripe_sub
 from tests.conftest import LiveServer
 from tests.support.stripe_emulator import StripeEmulator
@@ -74,3 +76,39 @@ def test_an_overridden_base_charge_is_a_subscription_price_at_stripe_and_on_the_
     Worker(server.db).drain()
     (item,) = stripe_sub(server, stripe_emulator, ref)["items"].data
     assert (item.plan.id, item.plan.amount) == (catalog_price, 2999)
+
+
+def test_a_deals_feature_and_base_prices_bill_at_stripe_what_the_preview_says(
+    server: LiveServer, api: httpx.Client, stripe_emulator: StripeEmulator
+) -> None:
+    """A plan of two prices (a flat fee and a per-seat price), both overridden: two subscription prices at
+    Stripe, and its first invoice totals what Entitle's preview of the deal does."""
+    connect_stripe(api, stripe_emulator)
+    _setup(api)
+    seats = {
+        "billingModel": "PER_UNIT",
+        "featureId": "f-seats",
+        "pricePeriods": [{"billingPeriod": "MONTHLY", "price": {"amount": 5, "currency": "usd"}}],
+    }
+    base = {"billingModel": "FLAT_FEE", "pricePeriods": [{"billingPeriod": "MONTHLY", "price": {"amount": 100}}]}
+    _plan(api, "plan-deal", {"pricingModels": [base, seats]})
+    Worker(server.db).drain()
+    paying_customer(api, stripe_emulator)
+    deal = {
+        "billingPeriod": "MONTHLY",
+        "charges": [{"id": "f-seats", "quantity": 10, "type": "FEATURE"}],
+        "priceOverrides": [{"baseCharge": True, "amount": 80}, {"featureId": "f-seats", "amount": 3.25}],
+    }
+    preview = api.post("/api/v1/subscriptions/preview", json={"customerId": "cust-ada", "planId": "plan-deal", **deal})
+    assert preview.status_code == 200, preview.text
+    expected = Decimal(str(preview.json()["data"]["recurringInvoice"]["total"]))
+    assert expected == Decimal("112.5")  # 80 + 10 x 3.25, not 100 + 10 x 5
+    ref = provision(api, "cust-ada", "plan-deal", **deal)
+    Worker(server.db).drain()
+
+    items = stripe_sub(server, stripe_emulator, ref)["items"].data
+    assert sorted((item.plan.amount, item.quantity) for item in items) == [(325, 10), (8000, 1)]
+    for item in items:
+        assert stripe_emulator.client().v1.prices.retrieve(item.plan.id).metadata["entitleSubscriptionId"] == ref
+    billing_id = subscription_row(server, ref).billing_id
+    assert billing_id is not None and _invoice_total(stripe_emulator, billing_id) == int(expected * 100)
