@@ -65,6 +65,7 @@ from entitle.billing.provider import (
     UsageReport,
 )
 from entitle.billing.stripe_support import (
+    HANDLED_EVENTS,
     RECOMMENDED_PORTAL_FEATURES,
     REQUIRED_PERMISSIONS,
     _coupon_of,
@@ -596,20 +597,3 @@ class StripeProvider:
 
     def tax_rate_for(self, percentage: Decimal, *, idempotency_key: str) -> str:
         return stripe_customer_details.tax_rate_for(self.client, percentage, idempotency_key=idempotency_key)
-
-
-# The Stripe events Entitle acts on (docs/stripe.md, "Webhooks from Stripe"); others are answered 2xx
-# and dropped. invoice.payment_succeeded is Stripe's older twin of invoice.paid (localstripe sends it).
-HANDLED_EVENTS: frozenset[str] = frozenset(
-    {
-        "payment_method.attached",
-        "invoice.paid",
-        "invoice.payment_succeeded",
-        "invoice.payment_failed",
-        "invoice.overdue",
-        "invoice.created",
-        "customer.subscription.updated",
-        "customer.subscription.deleted",
-        "checkout.session.completed",
-    }
-)

@@ -36,6 +36,22 @@ class ProviderRetryLater(RuntimeError):
     """A provider call that cannot succeed yet but may later (the job retries with backoff)."""
 
 
+# The Stripe events Entitle acts on (docs/stripe.md, "Webhooks from Stripe"); others are answered 2xx
+# and dropped. invoice.payment_succeeded is Stripe's older twin of invoice.paid (localstripe sends it).
+HANDLED_EVENTS: frozenset[str] = frozenset(
+    {
+        "payment_method.attached",
+        "invoice.paid",
+        "invoice.payment_succeeded",
+        "invoice.payment_failed",
+        "invoice.overdue",
+        "invoice.created",
+        "customer.subscription.updated",
+        "customer.subscription.deleted",
+        "checkout.session.completed",
+    }
+)
+
 # Stripe codes of a 4xx that heals on its own (another request holds the key or the object for now).
 _TRANSIENT_CODES = frozenset({"idempotency_key_in_use", "lock_timeout", "rate_limit"})
 
