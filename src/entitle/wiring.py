@@ -39,6 +39,9 @@ def _install() -> None:
     packages.install()
     promotions.install()
     subscriptions.install()
+    from entitle.contracts import service as contracts
+
+    contracts.install()
     usage.install()
     credits.install()
     credit_notices.install()

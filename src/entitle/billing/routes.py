@@ -28,7 +28,7 @@ from entitle.customers.schemas import (
     PortalSessionOut,
 )
 from entitle.http.deps import DB, Paging, ServerKey, comma_list
-from entitle.http.wire import Envelope, PageEnvelope, envelope, page_envelope
+from entitle.http.wire import Envelope, IdOnly, PageEnvelope, envelope, page_envelope
 
 router = APIRouter(prefix="/api/v1/integrations", tags=["integrations"])
 
@@ -141,3 +141,12 @@ def list_invoices(
     )
     ref, result = billing_invoices.list_invoices(db, key.environment_id, customer_id, query, page)
     return page_envelope(result, lambda invoice: invoice_out(ref, invoice))
+
+
+subscriptions_router = APIRouter(prefix="/api/v1/subscriptions", tags=["subscriptions"])
+
+
+@subscriptions_router.post("/{subscription_id}/invoice/paid", response_model=Envelope[IdOnly])
+def mark_invoice_paid(subscription_id: str, key: ServerKey, db: DB) -> dict[str, Any]:
+    """The latest invoice of a subscription paid by invoice was paid out of band (docs/stripe.md)."""
+    return envelope(IdOnly(id=billing_invoices.mark_invoice_paid(db, key.environment_id, subscription_id)))

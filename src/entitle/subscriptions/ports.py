@@ -6,6 +6,7 @@
   the one place a request waits for the provider).
 - `current_entitlements`: what a customer is entitled to now, for the provisioning response
   (`entitle.entitlements` answers).
+- `contract_of`: the contract a subscription is on, shown as its `contractId` (`entitle.contracts` answers).
 """
 
 from __future__ import annotations
@@ -96,6 +97,10 @@ class Billing(Protocol):
 
 
 billing: Port[Billing] = Port("subscriptions.billing")
+
+# (session, subscription pk) -> the contract the subscription is on (`contractId`; `entitle.contracts` answers).
+ContractOf = Callable[[Session, int], str | None]
+contract_of: Port[ContractOf] = Port("subscriptions.contract_of", default=lambda s, pk: None)
 
 # (session, env_id, customer, resource_ref) -> the customer's entitlement results (wire models).
 CurrentEntitlements = Callable[[Session, int, Customer, str | None], list[Any]]

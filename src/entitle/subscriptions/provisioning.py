@@ -38,6 +38,7 @@ from entitle.subscriptions.hooks import payment_gate
 from entitle.subscriptions.models import (
     Subscription,
 )
+from entitle.subscriptions.preview import checked_overrides
 from entitle.subscriptions.rules import LIVE, OPEN, Event, Status, transition
 from entitle.subscriptions.schemas import (
     SubscriptionProvision,
@@ -204,6 +205,7 @@ def _provision(
     addons = check_addons(s, env_id, plan, req.addons or [])
     check_charges(plan_charges, req.charges or [])
     check_overrides(s, env_id, req.entitlements or [])
+    prices = checked_overrides(s, plan, addons, billing_period, req.billing_country_code, req.price_overrides)
     coupon_ref = req.applied_coupon.coupon_id if req.applied_coupon else None
     promotion_code = req.applied_coupon.promotion_code if req.applied_coupon else None
     if coupon_ref and promotion_code:
@@ -279,6 +281,7 @@ def _provision(
         coupon_ref=coupon_ref,
         billing_id=req.billing_id,
         salesforce_id=req.salesforce_id,
+        price_overrides=prices,
     )
     s.add(sub)
     s.flush()

@@ -100,6 +100,44 @@ class TrialOverride(WireModel):
     trial_end_date: datetime | None = None
 
 
+class PriceOverride(WireModel):
+    """One price of the subscription replaced for this subscription only: the plan's base charge
+    (`baseCharge`), the plan's per-unit or usage price of a feature (`featureId`), or an add-on's price
+    (`addonId`). `amount` is the new flat amount or unit price, in the charge's currency."""
+
+    addon_id: RefId | None = None
+    feature_id: RefId | None = None
+    base_charge: bool | None = None
+    amount: Amount = Field(ge=0)
+    currency: Currency | None = None
+    # A price override for one billing country, new tiers or a new block size would each need a second
+    # price model next to the catalog's; credit-rate overrides wait for credit-priced features.
+    billing_country_code: Unsupported[ShortText] = None
+    block_size: Unsupported[Amount] = None
+    tiers: Unsupported[list[dict[str, Any]]] = None
+    credit_grant_cadence: Unsupported[Literal["BEGINNING_OF_BILLING_PERIOD", "MONTHLY"]] = None
+    credit_rate: Unsupported[dict[str, Any]] = None
+    currency_id: Unsupported[RefId] = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> PriceOverride:
+        targets = [bool(self.base_charge), self.feature_id is not None, self.addon_id is not None]
+        if sum(targets) != 1:
+            raise ValueError("a price override names exactly one of baseCharge: true, featureId or addonId")
+        return self
+
+    def key(self) -> tuple[str, str]:
+        """What it overrides: ("BASE", ""), ("FEATURE", featureId) or ("ADDON", addonId)."""
+        if self.feature_id is not None:
+            return ("FEATURE", self.feature_id)
+        if self.addon_id is not None:
+            return ("ADDON", self.addon_id)
+        return ("BASE", "")
+
+
+PriceOverrides = Annotated[list[PriceOverride], Field(max_length=100)]
+
+
 class Budget(WireModel):
     has_soft_limit: bool
     limit: Amount
@@ -208,7 +246,7 @@ class SubscriptionParams(WireModel):
     applied_coupon: AppliedCoupon | None = None
     checkout_options: CheckoutOptions | None = None
     billing_information: BillingInformation | None = None
-    price_overrides: Unsupported[list[dict[str, Any]]] = None
+    price_overrides: PriceOverrides | None = None
 
     @model_validator(mode="after")
     def _unique_items(self) -> SubscriptionParams:
@@ -248,7 +286,26 @@ class SubscriptionUpdate(WireModel):
     salesforce_id: Unsupported[ShortText] = None
     applied_coupon: AppliedCoupon | None = None
     billing_information: BillingInformationUpdate | None = None
-    price_overrides: Unsupported[list[dict[str, Any]]] = None
+    price_overrides: PriceOverrides | None = None
+
+
+class ImportedSubscription(WireModel):
+    id: RefId
+    customer_id: RefId
+    plan_id: RefId
+    billing_period: BillingPeriod | None = None
+    start_date: datetime | None = None
+    end_date: datetime | None = None
+    addons: list[AddonQuantity] | None = Field(default=None, max_length=100)
+    charges: list[ChargeQuantity] | None = Field(default=None, max_length=100)
+    billing_id: ShortText | None = None
+    resource_id: RefId | None = None
+    metadata: Metadata | None = None
+
+
+class SubscriptionImport(WireModel):
+    subscriptions: list[ImportedSubscription] = Field(min_length=1, max_length=1000)
+    integration_id: RefId | None = None
 
 
 class SubscriptionCancel(WireModel):
@@ -308,6 +365,14 @@ class CouponOut(WireModel):
     amounts_off: list[dict[str, Any]] | None = None
 
 
+class PriceOut(WireModel):
+    addon_id: str | None = None
+    feature_id: str | None = None
+    base_charge: bool | None = None
+    amount: Amount
+    currency: str
+
+
 class SubscriptionOut(WireModel):
     id: str
     customer_id: str
@@ -334,13 +399,15 @@ class SubscriptionOut(WireModel):
     budget: Budget | None = None
     minimum_spend: MoneyAmount | None = None
     paying_customer_id: str | None = None
+    contract_id: str | None = None
     resource_id: str | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
     coupons: list[CouponOut] | None = None
     subscription_entitlements: list[SubscriptionEntitlementRef] = Field(default_factory=list)
     future_updates: list[FutureUpdateOut] = Field(default_factory=list)
     latest_invoice: dict[str, Any] | None = None
-    prices: list[dict[str, Any]] | None = None
+    # The subscription's price overrides (`priceOverrides`, with the charge's currency filled in).
+    prices: list[PriceOut] | None = None
     # Our extension: its sync with each billing integration (state, provider id, error or reason).
     sync_states: list[SyncStateOut] = Field(default_factory=list)
 
@@ -372,6 +439,8 @@ class SubscriptionPreview(WireModel):
     applied_coupon: PreviewAppliedCoupon | None = None
     billing_information: PreviewBillingInformation | None = None
     trial_override_configuration: PreviewTrialOverride | None = None
+    # Our extension: the prices a deal overrides, previewed as provisioning with them would bill.
+    price_overrides: PriceOverrides | None = None
 
 
 class PeriodRange(WireModel):

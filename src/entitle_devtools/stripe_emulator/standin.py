@@ -532,7 +532,9 @@ class StandIn(CatalogEndpoints, SessionEndpoints, HostedPages, PromotionCodeEndp
             return raw, None
         names = self._COUPON_EXTRAS if parts[1] == "coupons" else self._SUBSCRIPTION_EXTRAS
         pairs = parse_qsl(raw, keep_blank_values=True)
-        kept = [(k, v) for k, v in pairs if k.split("[", 1)[0] not in names]
+        # A new subscription's collection also reaches localstripe, whose boot patch invoices instead of charging.
+        collection = ("collection_method", "days_until_due") if parts[1] == "subscriptions" and len(parts) == 2 else ()
+        kept = [(k, v) for k, v in pairs if k.split("[", 1)[0] not in names or k in collection]
         extras = {k: v for k, v in params.items() if k in names}
         if parts[1] == "subscriptions":
             auth = request.headers.get("authorization", "")
