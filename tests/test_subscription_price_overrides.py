@@ -13,8 +13,11 @@ import stigg
 from hypothesis import given
 from hypothesis import strategies as st
 
+from entitle.console.overview import overview
+from entitle.environments.service import ensure_environment
 from entitle.subscriptions import price_rules, pricing
 from entitle.subscriptions.schemas import PriceOverride
+from tests.conftest import LiveServer
 
 
 def catalog(client: stigg.Stigg) -> None:
@@ -68,7 +71,9 @@ DEAL = [
 ]
 
 
-def test_overrides_set_the_subscriptions_prices_and_its_preview(client: stigg.Stigg, api: httpx.Client) -> None:
+def test_overrides_set_the_subscriptions_prices_and_its_preview(
+    server: LiveServer, client: stigg.Stigg, api: httpx.Client
+) -> None:
     catalog(client)
     c = client.v1
     c.customers.provision(id="acme")
@@ -116,6 +121,9 @@ def test_overrides_set_the_subscriptions_prices_and_its_preview(client: stigg.St
     }
     again = c.subscriptions.retrieve("sub-deal").data.prices or []
     assert [p.to_dict() for p in again] == [p.to_dict() for p in made.subscription.prices or []]
+    # The console's MRR counts what the deal costs, not the list prices (180).
+    env_id = ensure_environment(server.db, "development").pk
+    assert overview(server.db, env_id).mrr == {"usd": Decimal(115)}
 
     # An upgrade preview credits the unused part of what the deal costs, not of the list prices.
     c.plans.create(id="bigger", display_name="Bigger", product_id="app")
