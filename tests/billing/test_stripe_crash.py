@@ -5,7 +5,7 @@ worker, Entitle never recorded it. A fresh worker process, started once the dead
 (`--lease-seconds`), re-runs the job; exactly one Stripe object exists and Entitle's billing link holds it.
 
 The windows covered: the Stripe Product of a plan (catalog sync), the Stripe Customer before
-`_record_customer` recorded it, and the Stripe Subscription before `_record` recorded it.
+`record_customer` recorded it, and the Stripe Subscription before `_record` recorded it.
 
 Endpoints and who emulates them (see tests/support/stripe_emulator.py): Products, Customers and
 Subscriptions are localstripe's, Prices the stand-in's; the idempotency keys are the stand-in's
@@ -158,7 +158,7 @@ def test_a_worker_killed_after_creating_the_stripe_product_leaves_one_product(
 def test_a_worker_killed_after_creating_the_stripe_customer_leaves_one_customer(
     server: LiveServer, api: httpx.Client, stripe_emulator: StripeEmulator, database_url: str, tmp_path: Path
 ) -> None:
-    """The window between creating the Stripe customer and `_record_customer`."""
+    """The window between creating the Stripe customer and `record_customer`."""
     connect_stripe(api, stripe_emulator)
     make_plan(api)
     assert Worker(server.db).drain() == 1  # the catalog, synced in the test process

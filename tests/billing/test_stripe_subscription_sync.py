@@ -263,10 +263,10 @@ def test_rerunning_the_job_after_a_crash_creates_one_customer_and_one_subscripti
 def test_a_customer_edited_between_the_crash_and_the_rerun_is_found_not_created_again(
     server: LiveServer, api: httpx.Client, stripe_emulator: StripeEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The worker dies after Stripe made the customer, before `_record_customer`; the customer is renamed
+    """The worker dies after Stripe made the customer, before `record_customer`; the customer is renamed
     before the job runs again, so the re-sent create differs and Stripe refuses its key (idempotency_error).
     The re-run finds the customer made first by its metadata instead of making a second one."""
-    ref, job, ctx = crash_first_sync(server, api, stripe_emulator, monkeypatch, "_record_customer")
+    ref, job, ctx = crash_first_sync(server, api, stripe_emulator, monkeypatch, "record_customer")
     (made_first,) = stripe_customers(stripe_emulator)
     assert api.patch("/api/v1/customers/cust-ada", json={"name": "Ada Lovelace"}).status_code == 200
 

@@ -622,6 +622,20 @@ def _release(m: Make) -> Target:
     return Target({"reservation_id": rid}, body, reads)
 
 
+def _estimate(events: bool) -> Callable[[Make], Target]:
+    """An estimate writes nothing, refused or not: the customer's reads stay as they were either way."""
+
+    def make(m: Make) -> Target:
+        customer = m.customer(subscriptionParams={"planId": "basic"})
+        if events:
+            body: dict[str, Any] = {"customerId": customer, "eventName": "api-call", "dimensions": {"k": "v"}}
+        else:
+            body = {"customerId": customer, "featureId": "calls", "value": 2, "updateBehavior": "DELTA"}
+        return Target({}, body, customer_reads(customer))
+
+    return make
+
+
 @dataclass(frozen=True)
 class Case:
     method: str
@@ -681,6 +695,8 @@ CASES: list[Case] = [
     Case("POST", "/api/v1/credits/consumption", lambda m: _consumption(m, batch=False)),
     Case("POST", "/api/v1/credits/consumption/async", lambda m: _consumption(m, batch=True)),
     Case("POST", "/api/v1/credits/reservations/{reservation_id}/release", _release),
+    Case("POST", "/api/v1/usage/estimate", _estimate(events=False), consumes=False),
+    Case("POST", "/api/v1/events/estimate", _estimate(events=True), consumes=False),
     _update("/api/v1/coupons/{coupon_id}", _coupon_update),
     Case("POST", "/api/v1/coupons/{coupon_id}/archive", _coupon_archive),
     Case("POST", "/api/v1/customers/import", _customer_import),

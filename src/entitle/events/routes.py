@@ -15,8 +15,9 @@ router = APIRouter(prefix="/api/v1/events", tags=["usage"])
 
 @router.post("", response_model=Envelope[EventsReported], openapi_extra=openapi_body(EventsReport))
 def report_events(
-    body: Annotated[EventsReport, Depends(json_body(EventsReport))], key: ServerKey, db: DB
+    key: ServerKey, db: DB, body: Annotated[EventsReport, Depends(json_body(EventsReport))]
 ) -> dict[str, Any]:
+    # The key is checked before the body is read: an unauthenticated batch is a 401, not a 400.
     """Acknowledge only after the batch is committed: an acknowledged event is never lost."""
     reported = service.report_events(db, key.environment_id, body.events)
     return envelope(EventsReported(new=reported.new, duplicates=reported.duplicates))
