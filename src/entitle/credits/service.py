@@ -13,7 +13,7 @@ from entitle.credits.currencies import (
     set_archived,
     update_currency,
 )
-from entitle.credits.grants import create_grant, list_grants, list_ledger, void_grant
+from entitle.credits.grants import create_grant, find_grant, list_grants, list_ledger, void_grant
 from entitle.credits.reservations import ReservationConflict, check, release
 from entitle.credits.settings import auto_recharge
 from entitle.credits.usage import credit_usage
@@ -29,6 +29,7 @@ __all__ = [
     "create_currency",
     "create_grant",
     "credit_usage",
+    "find_grant",
     "list_currencies",
     "list_grants",
     "list_ledger",
