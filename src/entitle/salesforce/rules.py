@@ -69,6 +69,9 @@ def flatten(schema: Mapping[str, Any], defs: Mapping[str, Any], within: tuple[st
         members = [{**schema, "type": t} for t in schema["type"]]
         return _flatten_union({"anyOf": members}, "anyOf", defs, within)
     out = {k: v for k, v in schema.items() if k in _KEPT}
+    if out.get("type") == "null":  # 3.0 has no null type: a value that is always null is a nullable one
+        del out["type"]
+        out["nullable"] = True
     if "const" in schema:
         out["enum"] = [schema["const"]]
     if out.get("default", ...) is None:
@@ -98,8 +101,8 @@ def flatten(schema: Mapping[str, Any], defs: Mapping[str, Any], within: tuple[st
 def _flatten_union(
     schema: Mapping[str, Any], union: str, defs: Mapping[str, Any], within: tuple[str, ...]
 ) -> dict[str, Any]:
-    members = [flatten(m, defs, within) for m in schema[union]]
-    present = [m for m in members if m.get("type") != "null"]
+    members = schema[union]
+    present = [flatten(m, defs, within) for m in members if m.get("type") != "null"]
     chosen = _one_of(present) if present else {}
     outer = flatten({k: v for k, v in schema.items() if k not in (union, "discriminator")}, defs, within)
     out = {**chosen, **outer}

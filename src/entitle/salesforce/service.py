@@ -8,6 +8,7 @@ from entitle.config import console_page_url
 from entitle.credits import service as credits
 from entitle.credits.schemas import GrantOut
 from entitle.customers import service as customers
+from entitle.customers.models import Customer
 from entitle.customers.schemas import CustomerProvision
 from entitle.db import Database
 from entitle.errors import AlreadyExists, FailedPrecondition, NotFound
@@ -32,10 +33,13 @@ class IdReusedWithOtherTerms(FailedPrecondition):
 
 
 def upsert_customer(db: Database, env_id: int, ref_id: str, req: CustomerUpsert, public_url: str) -> FlowCustomerOut:
-    """Update the customer with these fields, or create it with them when there is none yet."""
+    """Create the customer with these fields, or update it with them; a repeat that would change nothing
+    writes nothing (no `updatedAt` moved, no `customer.updated` webhook for a Flow run twice)."""
     created = False
     try:
-        view = customers.update_customer(db, env_id, ref_id, req)
+        view = customers.get_customer(db, env_id, ref_id)
+        if not _already_applied(view.customer, req):
+            view = customers.update_customer(db, env_id, ref_id, req)
     except NotFound:
         try:
             as_new = CustomerProvision.model_validate({**req.model_dump(exclude_unset=True), "id": ref_id})
@@ -51,6 +55,31 @@ def upsert_customer(db: Database, env_id: int, ref_id: str, req: CustomerUpsert,
         email=customer.email,
         console_url=console_page_url(public_url, "CUSTOMER", customer.ref_id),
     )
+
+
+# The plain fields a Flow sends, by the customer's attribute holding each: when every field sent is one of
+# these and already holds the value sent, the update is skipped. Anything else (integrations, billing
+# information) always goes through the update, which owns its rules.
+_PLAIN_FIELDS = {
+    "name": "name",
+    "email": "email",
+    "billing_id": "billing_id",
+    "language": "language",
+    "timezone": "timezone",
+    "metadata": "metadata_",
+}
+
+
+def _already_applied(customer: Customer, req: CustomerUpsert) -> bool:
+    sent = req.model_fields_set
+    if not sent <= _PLAIN_FIELDS.keys():
+        return False
+    current = {name: getattr(customer, attribute) for name, attribute in _PLAIN_FIELDS.items()}
+    current["metadata"] = dict(current["metadata"] or {})
+    wanted = {name: getattr(req, name) for name in sent}
+    if "metadata" in wanted:
+        wanted["metadata"] = dict(wanted["metadata"] or {})
+    return all(current[name] == value for name, value in wanted.items())
 
 
 def provision_subscription(
