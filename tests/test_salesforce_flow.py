@@ -11,7 +11,9 @@ import httpx
 import pytest
 import stigg
 
+from entitle.salesforce.openapi import document
 from tests.conftest import LiveServer
+from tests.support.http import SSL_CONTEXT
 from tests.support.salesforce_flow import Actions, Recorded, recorded, run_flow
 
 LIST_PRICE = 1000
@@ -156,3 +158,44 @@ def test_an_opportunity_naming_an_unknown_plan_gets_a_4xx_the_flow_branches_on_a
     assert client.v1.subscriptions.list(customer_id=account).data == []
     assert client.v1.credits.grants.list(customer_id=account).data == []
     assert api.get(f"/api/v1/subscriptions/sf-{deal.opportunity['Id']}").status_code == 404
+
+
+def test_the_document_is_served_without_a_key_and_the_actions_need_one(module_server: LiveServer) -> None:
+    with httpx.Client(base_url=module_server.base_url, verify=SSL_CONTEXT) as anonymous:
+        served = anonymous.get("/api/v1/salesforce/openapi.json")
+        refused = anonymous.put("/api/v1/salesforce/customers/0015g00000NoKeyAAA", json={"name": "x"})
+    assert served.status_code == 200 and served.json() == document("http://testserver")
+    assert (refused.status_code, refused.json()["error"]["code"]) == (401, "UNAUTHENTICATED")
+
+
+def test_an_upsert_updates_what_differs_and_a_reused_id_with_other_terms_is_refused(api: httpx.Client) -> None:
+    account = "0015g00000UpsrtAAA"
+    created = api.put(f"/api/v1/salesforce/customers/{account}", json={"name": "Initech"}).json()["data"]
+    renamed = api.put(f"/api/v1/salesforce/customers/{account}", json={"name": "Initrode"}).json()["data"]
+    assert (created["created"], renamed["created"], renamed["name"]) == (True, False, "Initrode")
+    assert api.get(f"/api/v1/customers/{account}").json()["data"]["name"] == "Initrode"
+    bad_id = api.put("/api/v1/salesforce/customers/" + "x" * 256, json={})
+    assert (bad_id.status_code, bad_id.json()["error"]["code"]) == (400, "INVALID_ARGUMENT")
+
+    sub = {"id": "sf-0065g00000ReuseAAA", "customerId": account, "planId": "plan-business"}
+    assert api.post("/api/v1/salesforce/subscriptions", json=sub).json()["data"]["created"] is True
+    other = api.put("/api/v1/salesforce/customers/0015g00000OtherAAA", json={}).json()["data"]["customerId"]
+    reused = api.post("/api/v1/salesforce/subscriptions", json={**sub, "customerId": other})
+    assert (reused.status_code, reused.json()["error"]["code"]) == (409, "IDEMPOTENCY_CONFLICT")
+    assert api.get("/api/v1/subscriptions", params={"customerId": other}).json()["data"] == []
+
+    grant = {
+        "id": "sf-00k5g00000ReuseAAA",
+        "customerId": account,
+        "currencyId": "ai-credits",
+        "amount": 10,
+        "displayName": "Credits",
+        "grantType": "PROMOTIONAL",
+    }
+    assert api.post("/api/v1/salesforce/credit-grants", json=grant).json()["data"]["created"] is True
+    more = api.post("/api/v1/salesforce/credit-grants", json={**grant, "amount": 20})
+    assert (more.status_code, more.json()["error"]["code"]) == (409, "IDEMPOTENCY_CONFLICT")
+    long_id = api.post("/api/v1/salesforce/credit-grants", json={**grant, "id": "g" * 65})
+    assert (long_id.status_code, long_id.json()["error"]["code"]) == (400, "INVALID_ARGUMENT")
+    balance = api.get(f"/api/v1/customers/{account}/entitlements/check", params={"currencyId": "ai-credits"})
+    assert balance.json()["data"]["usageLimit"] == 10
