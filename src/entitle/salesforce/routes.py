@@ -32,8 +32,8 @@ CustomerIdPath = Annotated[str, Path(min_length=1, max_length=255, pattern=r"^[^
 
 
 @router.get("/openapi.json", include_in_schema=False)
-def flow_actions_document(public_url: PublicUrl) -> dict[str, Any]:
-    """Public like FastAPI's own /openapi.json: External Services may fetch it without the key."""
+def flow_actions_document(key: ServerKey, public_url: PublicUrl) -> dict[str, Any]:
+    """Behind the key like every /api route: External Services fetches it through the Named Credential."""
     return openapi.document(public_url)
 
 
