@@ -48,6 +48,10 @@ class FlowSubscriptionOut(WireModel):
     # False when this id was provisioned before: nothing was changed.
     created: bool
     console_url: str
+    # A paid plan for a customer billed through Stripe with no payment method on file (status
+    # PAYMENT_PENDING): the Stripe Checkout page to send the customer. A sales-led deal usually avoids it with
+    # `paymentCollectionMethod: INVOICE`.
+    checkout_url: str | None = None
 
 
 class FlowCreditGrantOut(WireModel):

@@ -86,13 +86,14 @@ def provision_subscription(
     db: Database, env_id: int, req: FlowSubscriptionProvision, public_url: str
 ) -> FlowSubscriptionOut:
     """Provision the subscription unless one with this id exists; then answer with that one, unchanged."""
-    created = True
+    created, checkout_url = True, None
     try:
         view = subscriptions.get_subscription(db, env_id, req.id)
         created = False
     except NotFound:
         try:
-            view = provisioning.provision(db, env_id, req).view
+            result = provisioning.provision(db, env_id, req)
+            view, checkout_url = result.view, result.checkout_url
         except AlreadyExists:
             view = subscriptions.get_subscription(db, env_id, req.id)
             created = False
@@ -108,6 +109,7 @@ def provision_subscription(
         status=view.sub.status,
         created=created,
         console_url=console_page_url(public_url, "CUSTOMER", view.customer_ref),
+        checkout_url=checkout_url,
     )
 
 
