@@ -361,14 +361,15 @@ def story(server: LiveServer, client: stigg.Stigg, test_clock: TestClock) -> Sto
 @pytest.mark.parametrize(
     "extra",
     [
-        {"priceOverrides": [{"amount": 5, "currency": "usd", "baseCharge": True}]},
+        # A price override is honoured; its tiers are not.
+        {"priceOverrides": [{"amount": 5, "currency": "usd", "baseCharge": True, "tiers": [{"upTo": 5}]}]},
         {"budget": {"hasSoftLimit": False, "limit": 100}},
         {"minimumSpend": {"amount": 100, "currency": "usd"}},
         {"billingCycleAnchor": "NOW"},
         {"appliedCoupon": {"billingCouponId": "SPRING"}},
         {"billingInformation": {"isBackdated": True}},
         {"salesforceId": "006xx"},
-        {"entitlements": [{"type": "CREDIT", "id": "tokens", "amount": 10, "cadence": "MONTH"}]},
+        {"charges": [{"type": "CREDIT", "id": "tokens", "quantity": 10}]},
     ],
     ids=lambda extra: next(iter(extra)),
 )
@@ -456,7 +457,7 @@ def test_a_downgrade_stored_with_a_field_refused_since_still_applies(story: Stor
             **update.change,
             "budget": {"hasSoftLimit": True, "limit": 5},
             "billingCycleAnchor": "UNCHANGED",
-            "priceOverrides": [{"amount": 1}],
+            "salesforceId": "006xx",
         }
     story.pass_time(timedelta(days=32))
     assert sorted(story.subscriptions("acme")) == [("business", "CANCELED"), ("pro", "ACTIVE")]
@@ -481,19 +482,19 @@ def test_unsupported_answers_name_every_refused_field(api: httpx.Client) -> None
     body = {
         "customerId": "nobody",
         "planId": 7,  # also invalid: the refusal is the answer, the details list the refused fields
-        "priceOverrides": [{"amount": 1}],
+        "priceOverrides": [{"amount": 1, "tiers": [{"upTo": 1}]}],
         "billingInformation": {"isInvoicePaid": True, "isBackdated": True},
-        "entitlements": [{"type": "FEATURE", "id": "f"}, {"type": "CREDIT", "id": "c"}],
+        "charges": [{"type": "FEATURE", "id": "f", "quantity": 1}, {"type": "CREDIT", "id": "c", "quantity": 1}],
     }
     error = api.post("/api/v1/subscriptions", json=body).json()["error"]
     assert error["code"] == "UNSUPPORTED_FIELD"
     assert [d["field"] for d in error["details"]] == [
-        "entitlements[1].type",
+        "charges[1].type",
         "billingInformation.isBackdated",
         "billingInformation.isInvoicePaid",
-        "priceOverrides",
+        "priceOverrides[0].tiers",
     ]
-    assert error["message"] == "entitlements[1].type: the value CREDIT is not supported by Entitle yet"
+    assert error["message"] == "charges[1].type: the value CREDIT is not supported by Entitle yet"
     query = api.get("/api/v1/customers/x/entitlements/check", params={"featureId": "f", "reserveAmount": "5"})
     assert query.json()["error"]["message"].startswith("reserveAmount: ")
     history = api.get("/api/v1/usage/x/history/f", params={"startDate": "2026-01-01T00:00:00Z", "groupBy": "region"})

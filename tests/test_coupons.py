@@ -116,9 +116,15 @@ def test_fixed_coupon_keeps_amounts_exact(server: LiveServer, client: stigg.Stig
     assert raw["type"] == "FIXED"
     assert raw["source"] == "STIGG"
 
-    # The discount itself cannot be edited: only name, description and metadata.
+    # The discount itself cannot be edited: only name, description and metadata. An attempt is refused,
+    # naming the field, and changes nothing (not even the name sent with it).
     with server.http() as api:
         r = api.patch("/api/v1/coupons/ten-off", json={"percentOff": 50, "amountsOff": None, "name": "Renamed"})
+        assert r.status_code == 400
+        assert r.json()["error"]["code"] == "UNKNOWN_FIELD"
+        assert {d["field"] for d in r.json()["error"]["details"]} == {"percentOff", "amountsOff"}
+        assert api.get("/api/v1/coupons/ten-off").json()["data"]["name"] != "Renamed"
+        r = api.patch("/api/v1/coupons/ten-off", json={"name": "Renamed"})
         assert r.status_code == 200
         assert r.json()["data"]["amountsOff"] == raw["amountsOff"]
         assert r.json()["data"]["percentOff"] is None

@@ -52,3 +52,5 @@ def test_make_run_prints_a_working_key(tmp_path: Path) -> None:
     key_line = next(line for line in out.splitlines() if line.startswith("Server API key: "))
     assert key_line.removeprefix("Server API key: ") == (tmp_path / "demo-development-server-key").read_text().strip()
     assert (tmp_path / "entitle.db").exists()
+    # What the widgets' /demo page hands out is made here, so the page's GET makes nothing.
+    assert (tmp_path / "demo-development-client-key").read_text().startswith("client-development-")

@@ -105,3 +105,20 @@ def test_ids_with_slashes_and_spaces_round_trip(client: stigg.Stigg) -> None:
     client.v1.features.create_feature(id="team/seats v2", display_name="Odd", feature_type="BOOLEAN")
     assert client.v1.features.retrieve_feature("team/seats v2").data.id == "team/seats v2"
     assert client.v1.features.archive_feature("team/seats v2").data.id == "team/seats v2"
+
+
+def test_a_misspelt_field_is_refused_by_name_and_nothing_is_written(api: httpx.Client) -> None:
+    # Ignored, `displayNme` would create a feature named after its id, as if the request had been honoured.
+    resp = api.post("/api/v1/features", json={"id": "typo", "displayNme": "Typo", "featureType": "BOOLEAN"})
+    assert resp.status_code == 400, resp.text
+    error = resp.json()["error"]
+    assert error["code"] == "UNKNOWN_FIELD"
+    assert error["message"].startswith("displayNme: ")
+    assert api.get("/api/v1/features/typo").status_code == 404
+
+    # Nested, the path names where it sits; every unknown field is listed.
+    body = {"id": "typo", "displayName": "T", "featureType": "NUMBER", "meter": None, "unitz": "u", "Bad Key": 1}
+    resp = api.post("/api/v1/features", json=body)
+    assert resp.status_code == 400
+    assert {d["field"] for d in resp.json()["error"]["details"]} == {"unitz", "Bad Key"}
+    assert api.get("/api/v1/features/typo").status_code == 404

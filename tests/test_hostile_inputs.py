@@ -196,7 +196,7 @@ def test_a_reused_key_counts_once_or_is_refused_and_a_reused_id_is_a_conflict(se
         ("/api/v1/customers", {"id": customer, "name": "Other"}),
         ("/api/v1/plans", {"id": "basic", "displayName": "Other", "productId": "base"}),
         ("/api/v1/features", {"id": "calls", "displayName": "Other", "featureType": "BOOLEAN"}),
-        ("/api/v1/coupons", {"id": "c10", "name": "Other", "type": "PERCENTAGE", "percentOff": 50}),
+        ("/api/v1/coupons", {"id": "c10", "name": "Other", "percentOff": 50}),
     ]:
         before = read_state(api, [f"{path}/{body['id']}"])
         response = api.post(path, json=body)

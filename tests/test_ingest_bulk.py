@@ -146,7 +146,8 @@ def test_statements_per_batch_do_not_grow_with_its_customers(built: tuple[LiveSe
             assert reported.new == 1000
             counted[name].append(len(seen))
     assert counted["few"] == counted["many"], counted
-    assert max(counted["many"]) <= 25, counted
+    # 25 of the batch's own, plus on SQLite the SAVEPOINT and RELEASE of its place in a group commit.
+    assert max(counted["many"]) <= 27, counted
     with db.read() as s:
         customer = customers.find(s, env_id, "many-7")
         assert customer is not None
@@ -164,7 +165,9 @@ def test_provisioning_statements_do_not_grow_with_the_plans_features(built: tupl
             _provision(server.db, env_id, f"on-{plan}", plan)
         counted[plan] = len(seen)
     assert counted["small"] == counted["large"], counted
-    assert counted["large"] <= 19, counted  # 37 before the billing and webhook reads were memoized
+    # 37 before the billing and webhook reads were memoized; +1 since the credits domain asks (one EXISTS)
+    # whether anything could grant the subscription credits.
+    assert counted["large"] <= 20, counted
 
 
 # --- incremental meters equal a recomputation -------------------------------------------------------

@@ -1162,3 +1162,14 @@ def test_ids_with_slashes(client: stigg.Stigg) -> None:
     assert client.v1.plans.retrieve("team/pro v2").data.entitlements[0].id == "f-sso"
     client.v1.plans.publish("team/pro v2", migration_type="NEW_CUSTOMERS")
     assert client.v1.plans.create_draft("team/pro v2").data.version_number == 2
+
+
+def test_a_misspelt_entitlement_field_is_refused_at_its_path(client: stigg.Stigg, api: httpx.Client) -> None:
+    make_catalog(client)
+    plan(api, "typo-plan")
+    # `usageLimt` ignored would grant the feature without a limit.
+    resp = add(api, "typo-plan", {"type": "FEATURE", "id": "calls", "usageLimt": 10})
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error"]["code"] == "UNKNOWN_FIELD"
+    assert resp.json()["error"]["details"][0]["field"] == "entitlements[0].usageLimt"
+    assert api.get("/api/v1/plans/typo-plan").json()["data"]["entitlements"] == []

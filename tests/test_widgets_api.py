@@ -17,14 +17,17 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from entitle.app import create_app
+from entitle.catalog.demo import PRODUCT_ID as DEMO_PRODUCT
 from entitle.catalog.demo import load_catalog
 from entitle.config import Settings, load_settings
 from entitle.customers.models import Customer
 from entitle.db import Database
 from entitle.environments import access
-from entitle.environments.models import KeyKind
+from entitle.environments.models import ApiKey, KeyKind
 from entitle.environments.service import ensure_environment
 from entitle.sdk.tokens import CUSTOMER_TOKEN_HEADER
+from entitle.secrets import secret_box
+from entitle.widgets import demo as widgets_demo
 from entitle.widgets.demo import DEMO_CUSTOMER
 from tests.conftest import LiveServer
 from tests.support.tokens import token_for
@@ -155,7 +158,9 @@ def test_fields_a_page_may_not_set_are_refused_and_nothing_is_written(
     with page_of(shop, client_key, customer) as page:
         answer = page.post(f"{BASE}/{customer}/subscriptions", json={"planId": "pro", **extra})
     assert answer.status_code == 400, answer.text
-    assert answer.json()["error"]["code"] == "INVALID_ARGUMENT"
+    # A field a page may not send at all is unknown to the widget's request; a bad value is invalid.
+    settable = {"billingPeriod", "addons"}
+    assert answer.json()["error"]["code"] == ("INVALID_ARGUMENT" if extra.keys() <= settable else "UNKNOWN_FIELD")
     assert plans_of(api, customer) == [("free", "ACTIVE")]
 
 
@@ -170,6 +175,9 @@ def test_a_page_previews_subscribes_lists_and_cancels_at_period_end_without_a_pr
         # The demo's Pro starts with a 14-day trial: nothing due today, then 290 + 2 x 150 a year (dollars).
         assert preview.json()["data"]["immediateInvoice"]["total"] == 0
         assert preview.json()["data"]["recurringInvoice"]["total"] == 590
+        # A promotion code is the billing provider's: with none connected it is refused, not ignored.
+        coded = page.post(f"{BASE}/{customer}/preview", json={**choice, "promotionCode": "SPRING"})
+        assert coded.status_code == 400 and coded.json()["error"]["code"] == "BILLING_INTEGRATION_REQUIRED"
         # No Stripe connected: no card can be saved (the checkout then says so), and there are no invoices.
         intent = page.post(f"{BASE}/{customer}/setup-intent")
         assert intent.status_code == 409
@@ -219,9 +227,33 @@ def test_the_module_is_served_and_the_routes_are_in_the_openapi_schema(shop: Liv
     assert "X-CUSTOMER-TOKEN" in {p["name"] for p in parameters}
 
 
-def test_the_demo_page_shows_the_three_widgets_for_the_demo_customer(shop: LiveServer, api: httpx.Client) -> None:
+def _rows(db: Database) -> tuple[int | None, int | None]:
+    """Customers and API keys: what preparing the demo makes."""
+    with db.read() as s:
+        return tuple(s.scalar(select(func.count()).select_from(table)) for table in (Customer, ApiKey))  # type: ignore[return-value]
+
+
+def test_the_demo_page_only_reads_and_shows_the_three_widgets_once_entitle_demo_prepared_it(
+    shop: LiveServer, api: httpx.Client
+) -> None:
+    """`entitle demo` makes the demo customer, the client key file and the signing secret; the page's GET
+    makes nothing (before: it says to run `entitle demo`; after: it shows the widgets)."""
+    key_file = shop.data_dir / "demo-development-client-key"
+    before = _rows(shop.db)
     with httpx.Client(base_url=shop.base_url, timeout=30) as anyone:
+        unprepared = anyone.get("/demo")
+        assert unprepared.status_code == 200
+        assert "run <code>entitle demo</code>" in unprepared.text and "<entitle-checkout" not in unprepared.text
+        assert _rows(shop.db) == before and not key_file.exists()
+
+        widgets_demo.prepare(shop.db, secret_box(shop.data_dir), shop.data_dir, DEMO_PRODUCT)
+        prepared = _rows(shop.db)
+        assert prepared == (before[0] + 1, before[1] + 1)  # the demo customer and the client key
+        widgets_demo.prepare(shop.db, secret_box(shop.data_dir), shop.data_dir, DEMO_PRODUCT)
+        assert _rows(shop.db) == prepared  # a second `entitle demo` changes nothing
         page = anyone.get("/demo")
+        assert anyone.get("/demo").status_code == 200
+    assert _rows(shop.db) == prepared and key_file.read_text().strip()
     assert page.status_code == 200
     for tag in ("<entitle-pricing-table", "<entitle-checkout", "<entitle-customer-portal"):
         assert tag in page.text
@@ -231,6 +263,7 @@ def test_the_demo_page_shows_the_three_widgets_for_the_demo_customer(shop: LiveS
     assert [s["planId"] for s in subscriptions_of(api, DEMO_CUSTOMER)] == ["free"]
     token = page.text.split('customer-token="')[1].split('"')[0]
     key = page.text.split('client-key="')[1].split('"')[0]
+    assert key == key_file.read_text().strip()
     with httpx.Client(base_url=shop.base_url, headers={"X-API-KEY": key, CUSTOMER_TOKEN_HEADER: token}) as browser:
         assert browser.get(f"{BASE}/{DEMO_CUSTOMER}/subscriptions").status_code == 200
         assert browser.get(f"{BASE}/someone-else/subscriptions").status_code == 401

@@ -19,6 +19,7 @@ from entitle.actors import ActorScope
 from entitle.audit.routes import router as audit_router
 from entitle.billing.routes import customers_router as customer_billing_router
 from entitle.billing.routes import router as integrations_router
+from entitle.billing.routes import subscriptions_router as subscription_billing_router
 from entitle.catalog.coupons.routes import router as coupons_router
 from entitle.catalog.demo import PRODUCT_ID as DEMO_PRODUCT_ID
 from entitle.catalog.features.routes import router as features_router
@@ -26,6 +27,9 @@ from entitle.catalog.packages.routes import addons_router, plans_router
 from entitle.catalog.products.routes import router as products_router
 from entitle.config import Settings, load_settings
 from entitle.console.install import install as install_console
+from entitle.contracts.routes import customers_router as customer_contracts_router
+from entitle.contracts.routes import router as contracts_router
+from entitle.credits.routes import estimates_router as credit_estimates_router
 from entitle.credits.routes import router as credits_router
 from entitle.customers.routes import router as customers_router
 from entitle.db import Database
@@ -61,9 +65,13 @@ ROUTERS = [
     customer_billing_router,
     promotions_router,
     subscriptions_router,
+    subscription_billing_router,
+    contracts_router,
+    customer_contracts_router,
     usage_router,
     events_router,
     credits_router,
+    credit_estimates_router,
     jobs_router,
     integrations_router,
     webhooks_router,

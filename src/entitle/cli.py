@@ -84,8 +84,10 @@ def demo(
     environment: Annotated[str, typer.Option(help="Environment to load the demo catalog into.")] = "development",
 ) -> None:
     """Load the demo catalog (idempotent) and print a server key for it."""
-    from entitle.catalog.demo import load_demo
+    from entitle.catalog.demo import PRODUCT_ID, load_demo
     from entitle.console.accounts import ensure_user
+    from entitle.secrets import secret_box
+    from entitle.widgets import demo as widgets_demo
 
     settings = load_settings()
     if settings.is_sqlite:
@@ -94,6 +96,8 @@ def demo(
     try:
         key = load_demo(db, settings, environment)
         created = ensure_user(db, DEMO_ADMIN_EMAIL, "admin", DEMO_ADMIN_PASSWORD)
+        if environment == widgets_demo.ENVIRONMENT:  # what /demo shows: its GET makes nothing
+            widgets_demo.prepare(db, secret_box(settings.data_dir), settings.data_dir, PRODUCT_ID)
     finally:
         db.dispose()
     typer.echo(f"Demo catalog loaded into environment '{environment}'.")
@@ -245,6 +249,7 @@ def _describe(view: IntegrationView) -> str:
         f"tax={'on' if row.tax_enabled else 'off'}",
         f"webhook-secret={'set' if row.webhook_secret_encrypted else 'missing'}",
         f"settlement-hours={row.payment_settlement_hours}",
+        f"publishable-key={row.publishable_key or 'missing'}",
     ]
     return "\t".join([row.ref_id, row.vendor, row.secret_key_hint, "live" if row.livemode else "test", *flags])
 
@@ -281,6 +286,12 @@ def integrations_connect(
     payment_settlement_hours: Annotated[
         int | None, typer.Option(help="Hours a new paid subscription may wait for its first payment (1-720).")
     ] = None,
+    publishable_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="ENTITLE_STRIPE_PUBLISHABLE_KEY", help="pk_test_... / pk_live_... for the widgets' Stripe.js."
+        ),
+    ] = None,
 ) -> None:
     """Connect an integration (again: update it; settings not given keep their values); prints its id."""
     from pydantic import ValidationError
@@ -303,6 +314,7 @@ def integrations_connect(
         "sync_subscriptions": sync_subscriptions,
         "tax_enabled": tax,
         "payment_settlement_hours": payment_settlement_hours,
+        "publishable_key": publishable_key,
     }
     try:
         body = IntegrationIn(

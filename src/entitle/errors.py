@@ -83,3 +83,17 @@ class UnsupportedField(EntitleError):
     def __init__(self, field: str, problem: str = "not supported by Entitle yet; leave it out or send null") -> None:
         super().__init__(f"{field}: {problem}", details=[{"field": field, "problem": problem}])
         self.field = field
+
+
+class UnknownField(EntitleError):
+    """A request field that is neither in the contract nor one of Entitle's own: most often a misspelt
+    name. Ignoring it would answer as if the caller's intent had been honoured, so it is refused.
+    `field` is its JSON path."""
+
+    status_code = 400
+    code = "UNKNOWN_FIELD"
+
+    def __init__(self, field: str) -> None:
+        problem = "not a field of this request; check its spelling and the API reference"
+        super().__init__(f"{field}: {problem}", details=[{"field": field, "problem": problem}])
+        self.field = field

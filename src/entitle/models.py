@@ -12,6 +12,7 @@ def import_all_models() -> None:
     import entitle.catalog.packages.models
     import entitle.catalog.products.models
     import entitle.console.models
+    import entitle.contracts.models
     import entitle.credits.models
     import entitle.customers.models
     import entitle.environments.models

@@ -29,6 +29,8 @@ def _install() -> None:
     # Domain reactions, lowest layer first: they run before the adapters hear the same event, so an
     # adapter records the consequences of a change before the change itself (see domain_events).
     from entitle.catalog.packages import reactions as packages
+    from entitle.credits import notices as credit_notices
+    from entitle.credits import subscribers as credits
     from entitle.entitlements import reactions as entitlements
     from entitle.promotions import reactions as promotions
     from entitle.subscriptions import reactions as subscriptions
@@ -37,7 +39,12 @@ def _install() -> None:
     packages.install()
     promotions.install()
     subscriptions.install()
+    from entitle.contracts import service as contracts
+
+    contracts.install()
     usage.install()
+    credits.install()
+    credit_notices.install()
     entitlements.install()
 
     # Side-effect adapters.
@@ -62,6 +69,7 @@ def _install() -> None:
     import entitle.billing.subscription_sync
     import entitle.billing.usage_sync
     import entitle.credits.grants
+    import entitle.credits.recurring
     import entitle.promotions.service
     import entitle.subscriptions.lifecycle
     import entitle.webhooks.delivery

@@ -22,9 +22,12 @@ from unittest import mock
 
 import httpx
 import pytest
+from sqlalchemy import select
 
+from entitle.billing.models import BillingLink
 from entitle.billing.secrets import ENV_VAR
 from entitle.catalog import demo as demo_catalog
+from entitle.catalog.coupons.models import Coupon
 from entitle.catalog.products import service as products
 from entitle.catalog.products.schemas import ProductCreate
 from entitle.db import Database
@@ -34,8 +37,10 @@ from entitle.environments.service import create_key, ensure_environment
 from entitle.jobs.service import Worker
 from entitle.sdk.tokens import customer_token
 from entitle.secrets import secret_box
+from entitle.widgets import demo as widgets_demo
 from entitle.widgets.demo import DEMO_CUSTOMER
-from tests.billing.conftest import SESSION_KEY, connect_stripe
+from tests.billing.conftest import SESSION_KEY, card_customer, connect_stripe
+from tests.billing.test_stripe_coupon_sync import discount_coupon
 from tests.support.http import SSL_CONTEXT
 from tests.support.server import running_server
 from tests.support.stripe_emulator import StripeEmulator
@@ -135,6 +140,7 @@ def demo(
             for plan in TEAM_PLANS:
                 demo_catalog._package(db, env_pk, "PLAN", plan)
             Worker(db).drain()  # the catalog reaches Stripe
+            widgets_demo.prepare(db, secret_box(data_dir), data_dir, demo_catalog.PRODUCT_ID)  # `entitle demo`
             try:
                 yield Demo(base_url, db, api, data_dir, stripe_emulator_session)
             finally:
@@ -156,6 +162,11 @@ def as_new_customer(demo: Demo, page: Any, selector: str) -> str:
     ref = f"fresh-{next(_fresh)}"
     answer = demo.api.post("/api/v1/customers", json={"id": ref, "name": ref, "email": f"{ref}@example.com"})
     assert answer.status_code == 200, answer.text
+    return point_at(demo, page, selector, ref)
+
+
+def point_at(demo: Demo, page: Any, selector: str, ref: str) -> str:
+    """Point a widget of the page at customer `ref`, with that customer's token."""
     token = customer_token(signing_secret(demo.db, secret_box(demo.data_dir), "development"), ref)
     page.evaluate(
         "([selector, ref, token]) => { const el = document.querySelector(selector);"
@@ -287,16 +298,21 @@ def test_checkout_declined_then_paid_portal_shows_plan_usage_and_cancels_a_sched
     detail = page.evaluate("window.completed")
     assert detail["planId"] == "pro"
     (sub,) = _subscriptions(demo, "PAYMENT_PENDING")  # activated once Stripe has charged the card
+    assert [s["planId"] for s in _subscriptions(demo)] == ["free"]  # Free is kept until Pro is paid for
     shoot(checkout, "checkout-completed")
+    portal = page.locator("entitle-customer-portal")  # refreshed by the demo page on checkout-completed
+    pending = portal.locator("[data-testid=subscription][data-plan-id=pro] [data-testid=payment-pending]")
+    pending.wait_for()
+    assert portal.locator("[data-testid=subscription][data-plan-id=free]").get_attribute("data-status") == "ACTIVE"
     Worker(demo.db).drain()  # the card and the subscription reach Stripe, which charges the card
-    (sub,) = _subscriptions(demo)
+    (sub,) = _subscriptions(demo)  # Free ended when Pro activated
     assert (sub["planId"], sub["status"]) == ("pro", "ACTIVE")
     assert sub["addons"] == [{"id": "extra-seats", "quantity": 2}]
     invoices = demo.api.get(f"/api/v1/customers/{DEMO_CUSTOMER}/invoices").json()["data"]
     assert [(i["state"], i["total"]) for i in invoices] == [("PAID", 59)]
-    portal = page.locator("entitle-customer-portal")
     page.evaluate("document.querySelector('entitle-customer-portal').refresh()")
-    portal.locator("[data-testid=subscription][data-plan-id=pro]").wait_for()
+    portal.locator("[data-testid=subscription][data-plan-id=pro][data-status=ACTIVE]").wait_for()
+    portal.locator("[data-testid=subscription][data-plan-id=free]").wait_for(state="detached")
     assert "$29.00" in portal.locator("[data-testid=subscription]").inner_text()
     assert portal.locator("[data-testid=payment-method]").inner_text().startswith("VISA •••• 4242")
     # Changing plan later pays with the card on file: no card field unless the customer asks for another.
@@ -399,3 +415,101 @@ def test_hosted_checkout_redirects_to_stripe_checkout_for_the_chosen_plan(demo: 
     page.wait_for_url(f"{demo.emulator.api_base}/emulated/checkout/**")
     answer = demo.api.get("/api/v1/subscriptions", params={"customerId": customer, "status": "PAYMENT_PENDING"})
     assert [s["planId"] for s in answer.json()["data"]] == ["pro"]  # active once Stripe reports the payment
+
+
+def _promotion_code(demo: Demo, coupon: str, code: str) -> str:
+    """An Entitle coupon, synced to Stripe, and a Stripe promotion code for it."""
+    answer = demo.api.post("/api/v1/coupons", json={"id": coupon, "name": coupon, "percentOff": 20})
+    assert answer.status_code == 200, answer.text
+    Worker(demo.db).drain()
+    with demo.db.read() as s:
+        billing_id = s.scalars(
+            select(BillingLink.billing_id)
+            .join(Coupon, Coupon.pk == BillingLink.entity_pk)
+            .where(BillingLink.entity_kind == "COUPON", Coupon.ref_id == coupon)
+        ).one()
+    params: Any = {"promotion": {"type": "coupon", "coupon": billing_id}, "code": code}
+    demo.emulator.client().v1.promotion_codes.create(params=params)
+    return str(billing_id)
+
+
+def test_a_promotion_code_discounts_the_live_summary_and_a_bad_one_can_be_corrected(demo: Demo, page: Any) -> None:
+    coupon_billing_id = _promotion_code(demo, "spring-20", "SPRING")
+    customer = as_new_customer(demo, page, "entitle-checkout")
+    page.evaluate("document.querySelector('entitle-checkout').setAttribute('plan-id', 'pro')")
+    checkout = page.locator("entitle-checkout")
+    due = checkout.locator("[data-testid=due-today]")
+    due.wait_for()
+    assert due.inner_text() == "$29.00"
+
+    code = checkout.locator("[data-field=promotionCode]")
+    code.fill("NOPE")
+    checkout.locator("[data-action=apply-code]").click()
+    error = checkout.locator("[data-testid=promotion-error]")
+    error.wait_for()
+    assert "does not exist" in error.inner_text()
+    assert code.get_attribute("aria-invalid") == "true"
+    assert due.inner_text() == "$29.00" and checkout.locator("[data-testid=discount]").count() == 0
+    checkout.locator("[data-action=pay]").click()  # refused here, before any card is taken
+    assert checkout.locator("[data-testid=payment-error]").inner_text() == "Correct or remove the promotion code first."
+    shoot(checkout, "checkout-promotion-refused")
+
+    code.fill("SPRING")
+    checkout.locator("[data-action=apply-code]").click()
+    checkout.locator("[data-testid=discount]").wait_for()
+    assert error.is_hidden() and checkout.locator("[data-testid=payment-error]").is_hidden()
+    assert checkout.locator("[data-testid=subtotal]").inner_text() == "$29.00"
+    assert checkout.locator("[data-testid=discount]").inner_text() == "\u2212$5.80"
+    assert due.inner_text() == "$23.20"
+    shoot(checkout, "checkout-promotion")
+
+    _fill_card(page, VISA)
+    checkout.locator("[data-action=pay]").click()
+    checkout.locator("[data-testid=completed]").wait_for()
+    Worker(demo.db).drain()
+    answer = demo.api.get("/api/v1/subscriptions", params={"customerId": customer, "status": "ACTIVE"})
+    (sub,) = answer.json()["data"]
+    assert (sub["planId"], [c["id"] for c in sub["coupons"]]) == ("pro", ["spring-20"])
+    # The code itself reached Stripe, on the subscription (the emulator's invoices leave discounts out).
+    assert discount_coupon(demo.emulator, sub["billingId"]) == coupon_billing_id
+
+
+def test_the_portal_counts_down_a_trial_links_invoice_pdfs_and_updates_the_card_at_stripe(
+    demo: Demo, page: Any
+) -> None:
+    customer = f"fresh-{next(_fresh)}"
+    card_customer(demo.api, demo.emulator, customer)  # a card on file: Stripe charges it for Pro
+    point_at(demo, page, "entitle-customer-portal", customer)
+    for body in ({"planId": "pro"}, {"planId": "team", "unitQuantity": 3}):  # Pro is paid, Team starts a trial
+        answer = demo.api.post("/api/v1/subscriptions", json={"customerId": customer, **body})
+        assert answer.status_code == 200, answer.text
+    Worker(demo.db).drain()  # Stripe charges the card on file for Pro: a paid invoice
+    page.evaluate("document.querySelector('entitle-customer-portal').refresh()")
+    portal = page.locator("entitle-customer-portal")
+
+    trial = portal.locator("[data-testid=subscription][data-plan-id=team] [data-testid=trial-countdown]")
+    trial.wait_for()
+    assert trial.inner_text() == "Trial ends in 7 days"
+    assert portal.locator("[data-testid=subscription][data-plan-id=pro]").get_attribute("data-status") == "ACTIVE"
+
+    # The invoice's PDF link is the provider's (the emulator serves one), and opens a PDF.
+    link = portal.locator("[part~=invoice-link]")
+    link.wait_for()
+    with httpx.Client(base_url=demo.base_url, headers={"X-API-KEY": portal.get_attribute("client-key") or ""}) as c:
+        c.headers["X-CUSTOMER-TOKEN"] = portal.get_attribute("customer-token") or ""
+        (invoice,) = c.get(f"/api/v1/widgets/customers/{customer}/invoices").json()["data"]
+    href = link.get_attribute("href")
+    assert href == invoice["pdfUrl"] and href.startswith(f"{demo.emulator.api_base}/emulated/invoices/")
+    assert link.inner_text() == "PDF" and link.get_attribute("target") == "_blank"
+    pdf = httpx.get(href)
+    assert pdf.headers["content-type"] == "application/pdf" and pdf.content.startswith(b"%PDF-")
+    shoot(portal, "customer-portal-trial-invoices")
+
+    # "Update" opens a Stripe billing-portal session for this customer, which returns to the page.
+    back = page.url
+    portal.locator("[data-action=update-payment]").click()
+    page.wait_for_url(f"{demo.emulator.api_base}/emulated/portal/**")
+    assert page.locator("h1").inner_text() == "Billing portal (Stripe emulator)"
+    stripe_customer = demo.api.get(f"/api/v1/customers/{customer}").json()["data"]["billingId"]
+    assert stripe_customer and stripe_customer in page.locator("body").inner_text()
+    assert page.get_by_role("link", name="Return").get_attribute("href") == back

@@ -72,7 +72,7 @@ WRITES: list[Write] = [
     ),
     Write(
         "/api/v1/coupons",
-        {"id": "hostile-coupon", "name": "C", "type": "PERCENTAGE", "percentOff": 10, "durationInMonths": 3},
+        {"id": "hostile-coupon", "name": "C", "percentOff": 10, "durationInMonths": 3},
         "/api/v1/coupons/{id}",
         "/api/v1/coupons",
     ),
@@ -193,7 +193,7 @@ def seed(api: httpx.Client) -> None:
         if product == "base":
             ok(api.patch(f"/api/v1/plans/{plan}", json={"compatibleAddonIds": ["extra"]}))
         ok(api.post(f"/api/v1/plans/{plan}/publish", json={"migrationType": "NEW_CUSTOMERS"}))
-    ok(api.post("/api/v1/coupons", json={"id": "c10", "name": "Ten", "type": "PERCENTAGE", "percentOff": 10}))
+    ok(api.post("/api/v1/coupons", json={"id": "c10", "name": "Ten", "percentOff": 10}))
     ok(api.post("/api/v1/customers", json={"id": "acme", "subscriptionParams": {"planId": "basic"}}))
     ok(api.post("/api/v1/customers", json={"id": "owner"}))
 
@@ -254,7 +254,7 @@ class Make:
 
     def coupon(self) -> str:
         ref = self.uid("coupon")
-        ok(self.api.post("/api/v1/coupons", json={"id": ref, "name": "C", "type": "PERCENTAGE", "percentOff": 5}))
+        ok(self.api.post("/api/v1/coupons", json={"id": ref, "name": "C", "percentOff": 5}))
         return ref
 
     def customer(self, **extra: Any) -> str:

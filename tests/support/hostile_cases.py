@@ -333,6 +333,62 @@ def _scheduled_update(m: Make) -> Target:
     return Target({"subscription_id": ref}, None, sub_reads(customer, ref), expect=-1)
 
 
+def _refused_action(m: Make) -> Target:
+    """A subscription action Entitle answers with a clean 4xx here (no provider, nothing pending)."""
+    customer, ref = m.subscription()
+    return Target({"subscription_id": ref}, None, sub_reads(customer, ref), expect=-1)
+
+
+def _subscriptions_import(m: Make) -> Target:
+    customer = m.customer()
+    row = {
+        "id": m.uid("imported"),
+        "customerId": customer,
+        "planId": "basic",
+        "startDate": "2020-01-01T00:00:00Z",
+        "endDate": "2090-01-01T00:00:00Z",
+        "addons": [{"id": "extra", "quantity": 1}],
+        "billingId": "sub_elsewhere",
+        "metadata": {"k": "v"},
+    }
+    return Target({}, {"subscriptions": [row]}, customer_reads(customer))
+
+
+def _external_subscription(m: Make) -> tuple[str, str]:
+    """A subscription billed elsewhere (a billingId): one a contract may hold."""
+    return m.subscription(billingId=m.uid("sub_ext"))
+
+
+def _contract_create(m: Make) -> Target:
+    customer, ref = _external_subscription(m)
+    body = {
+        "customerId": customer,
+        "contractId": m.uid("contract"),
+        "name": "Deal",
+        "poNumber": "PO-1",
+        "activationStartDate": "2030-01-01T00:00:00Z",
+        "activationEndDate": "2031-01-01T00:00:00Z",
+        "setupBilling": False,
+        "subscriptions": [{"existingSubscriptionId": ref}],
+    }
+    return Target({}, body, [*sub_reads(customer, ref), f"/api/v1/customers/{customer}/contracts"])
+
+
+def _contract(make_body: Callable[[str], dict[str, Any] | None]) -> Callable[[Make], Target]:
+    def make(m: Make) -> Target:
+        customer, ref = _external_subscription(m)
+        body = {
+            "customerId": customer,
+            "contractId": m.uid("contract"),
+            "subscriptions": [{"existingSubscriptionId": ref}],
+        }
+        contract = ok(m.api.post("/api/v1/contracts", json=body))["contractId"]
+        reads = [f"/api/v1/contracts/{contract}", *sub_reads(customer, ref)]
+        return Target({"contract_id": contract}, make_body(ref), reads)
+
+    return make
+
+
 def _usage_v1(m: Make) -> Target:
     customer = m.customer(subscriptionParams={"planId": "basic"})
     usage = {
@@ -665,6 +721,17 @@ CASES: list[Case] = [
         _subscription_action({"destinationResourceId": "site-2"}, plan="site", resourceId="site-1"),
     ),
     Case("DELETE", "/api/v1/subscriptions/{subscription_id}/future-update/schedule", _scheduled_update),
+    Case("DELETE", "/api/v1/subscriptions/{subscription_id}/future-update/pending-payment", _refused_action),
+    Case("POST", "/api/v1/subscriptions/{subscription_id}/usage/charge", _refused_action),
+    Case("POST", "/api/v1/subscriptions/{subscription_id}/usage/sync", _refused_action),
+    Case("POST", "/api/v1/subscriptions/{subscription_id}/invoice/paid", _refused_action),
+    Case("POST", "/api/v1/subscriptions/import", _subscriptions_import),
+    Case("POST", "/api/v1/contracts", _contract_create),
+    _update(
+        "/api/v1/contracts/{contract_id}",
+        _contract(lambda ref: {"name": "Renewal", "poNumber": "PO-2", "subscriptionIds": [ref]}),
+    ),
+    Case("POST", "/api/v1/contracts/{contract_id}/archive", _contract(lambda ref: None)),
     Case("POST", "/api/v1/usage", _usage_v1),
     Case("POST", "/api/v1/jobs/{job_id}/retry", _job_retry),
     Case("POST", "/api/v1/jobs/{job_id}/discard", _job_retry),

@@ -39,6 +39,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"customers"}),
     frozenset({"promotions"}),
     frozenset({"subscriptions"}),
+    frozenset({"contracts"}),
     frozenset({"grants"}),
     frozenset({"events"}),
     frozenset({"usage"}),

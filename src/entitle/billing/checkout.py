@@ -52,10 +52,10 @@ from entitle.billing.subscription_sync import (
     NotReadyToSync,
     _payment_method,
     _read,
-    _record_customer,
     no_sync_reason,
     promotion_code_for,
     promotion_payload,
+    record_customer,
 )
 from entitle.clock import utcnow
 from entitle.config import load_settings
@@ -176,7 +176,7 @@ def open_session(db: Database, sub_pk: int, options: CheckoutOptions) -> Checkou
         if customer_id is None:
             raise RuntimeError("the provider did not create a customer")
         if customer_id != plan.customer_billing_id:
-            _record_customer(db, integration, plan.customer_pk, customer_id)
+            record_customer(db, integration, plan.customer_pk, customer_id)
         session = provider.create_checkout_session(
             CheckoutRequest(
                 customer_billing_id=customer_id,

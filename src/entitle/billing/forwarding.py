@@ -137,6 +137,53 @@ def prefetch_promotion_code(
     return {_PREFETCHED: {key: _lookup(provider, code)}}
 
 
+class PromotionCodeRefused(InvalidArgument):
+    """A promotion code the provider does not know, or that cannot apply here: what a checkout shows
+    beside its promotion code field."""
+
+    code = "PROMOTION_CODE_INVALID"
+
+
+def _promotion_coupon(
+    s: Session, integration: Integration, payer: Customer, env_id: int, code: str
+) -> tuple[PromotionCode, str]:
+    """The provider's promotion code and the id of the Entitle coupon it applies (400 when the code is
+    unknown, inactive, expired, used up or another customer's, or its coupon is not one Entitle synced)."""
+    prefetched: dict[tuple[int, str], PromotionCode | None] = s.info.get(_PREFETCHED, {})
+    if (integration.pk, code) in prefetched:
+        promotion = prefetched[(integration.pk, code)]
+    else:
+        promotion = _lookup(provider_for(integration, secret_box(load_settings().data_dir)), code)
+    if promotion is None:
+        raise PromotionCodeRefused(f"promotion code '{code}' does not exist at the billing provider")
+    if not promotion.active:
+        raise PromotionCodeRefused(f"promotion code '{code}' is expired or inactive")
+    if promotion.exhausted():
+        raise PromotionCodeRefused(
+            f"promotion code '{code}' has been redeemed its maximum number of times ({promotion.max_redemptions})"
+        )
+    if promotion.customer_billing_id is not None and promotion.customer_billing_id != stripe_customer_id(
+        s, integration, payer
+    ):
+        raise PromotionCodeRefused(f"promotion code '{code}' is for another customer of the billing provider")
+    coupon = s.scalars(
+        select(Coupon)
+        .join(BillingLink, BillingLink.entity_pk == Coupon.pk)
+        .where(
+            BillingLink.integration_pk == integration.pk,
+            BillingLink.entity_kind == COUPON,
+            BillingLink.billing_id == promotion.coupon_billing_id,
+            Coupon.environment_id == env_id,
+        )
+    ).first()
+    if coupon is None or coupon.status != "ACTIVE":
+        raise PromotionCodeRefused(
+            f"promotion code '{code}' applies provider coupon '{promotion.coupon_billing_id}', which is not an active "
+            "Entitle coupon: create the coupon in Entitle (it is synced to the provider) and the promotion code for it"
+        )
+    return promotion, coupon.ref_id
+
+
 def resolve_promotion_code(s: Session, sub: Subscription, code: str) -> str:
     """The Entitle coupon a provider promotion code applies: its coupon's id (400 when the code is unknown,
     inactive or expired, or its coupon is not one Entitle synced)."""
@@ -146,40 +193,29 @@ def resolve_promotion_code(s: Session, sub: Subscription, code: str) -> str:
             f"promotion code '{code}': a promotion code is the billing provider's, and subscription '{sub.ref_id}' "
             "has no billing integration"
         )
-    prefetched: dict[tuple[int, str], PromotionCode | None] = s.info.get(_PREFETCHED, {})
-    if (integration.pk, code) in prefetched:
-        promotion = prefetched[(integration.pk, code)]
-    else:
-        promotion = _lookup(provider_for(integration, secret_box(load_settings().data_dir)), code)
-    if promotion is None:
-        raise InvalidArgument(f"promotion code '{code}' does not exist at the billing provider")
-    if not promotion.active:
-        raise InvalidArgument(f"promotion code '{code}' is expired or inactive")
-    if promotion.exhausted():
-        raise InvalidArgument(
-            f"promotion code '{code}' has been redeemed its maximum number of times ({promotion.max_redemptions})"
-        )
-    if promotion.customer_billing_id is not None:
-        payer = s.get(Customer, sub.paying_customer_pk or sub.customer_pk)
-        assert payer is not None
-        if promotion.customer_billing_id != stripe_customer_id(s, integration, payer):
-            raise InvalidArgument(f"promotion code '{code}' is for another customer of the billing provider")
-    coupon = s.scalars(
-        select(Coupon)
-        .join(BillingLink, BillingLink.entity_pk == Coupon.pk)
-        .where(
-            BillingLink.integration_pk == integration.pk,
-            BillingLink.entity_kind == COUPON,
-            BillingLink.billing_id == promotion.coupon_billing_id,
-            Coupon.environment_id == sub.environment_id,
-        )
-    ).first()
-    if coupon is None or coupon.status != "ACTIVE":
-        raise InvalidArgument(
-            f"promotion code '{code}' applies provider coupon '{promotion.coupon_billing_id}', which is not an active "
-            "Entitle coupon: create the coupon in Entitle (it is synced to the provider) and the promotion code for it"
-        )
+    payer = s.get(Customer, sub.paying_customer_pk or sub.customer_pk)
+    assert payer is not None
+    promotion, coupon_ref = _promotion_coupon(s, integration, payer, sub.environment_id, code)
     # The code itself is applied at the provider (not just its coupon): the provider counts the redemption
     # and has the last word on its restrictions (first-time customers, minimum amounts).
     store.stash_promotion(s, sub.pk, promotion.id, promotion.coupon_billing_id)
-    return coupon.ref_id
+    return coupon_ref
+
+
+def preview_promotion_code(
+    s: Session, env_id: int, payer: Customer, billing_information: Mapping[str, Any] | None, code: str
+) -> str:
+    """The preview's `appliedCoupon.promotionCode`: the Entitle coupon it would apply, checked as
+    provisioning checks it (at the integration `integrationId` names, else the payer's), nothing kept."""
+    named = (billing_information or {}).get("integrationId")
+    integration = (
+        store.integration_in(s, env_id, named)
+        if isinstance(named, str) and named != "STRIPE"
+        else store.integration_for_customer(s, payer)
+    )
+    if integration is None:
+        raise BillingInformationRefused(
+            f"promotion code '{code}': a promotion code is the billing provider's, and no billing integration "
+            f"bills customer '{payer.ref_id}'"
+        )
+    return _promotion_coupon(s, integration, payer, env_id, code)[1]

@@ -11,7 +11,8 @@
    - `invoice.paid` / `invoice.payment_succeeded`: PAYMENT_PENDING -> ACTIVE (`payment_succeeded`).
    - `invoice.payment_failed`: stays PAYMENT_PENDING (ACTIVE stays ACTIVE), payment FAILED
      (`payment_failed`, which also notifies `customer.payment_failed` with the invoice's id, amount
-     due, currency, attempt count and failure reason: `payment_failure`).
+     due, currency, attempt count and failure reason: `payment_failure`). `invoice.overdue` (an
+     invoice sent to an INVOICE subscription's customer, unpaid past its due date) does the same.
    - `customer.subscription.deleted`, and `customer.subscription.updated` to `canceled` or
      `incomplete_expired`: the Entitle subscription is cancelled (reason CANCELLED_BY_BILLING);
      `cancel_at_period_end` / `cancel_at`: its end is scheduled then (and dropped if withdrawn);
@@ -405,6 +406,8 @@ _HANDLERS: dict[str, Handler] = {
     "invoice.paid": _invoice_paid,
     "invoice.payment_succeeded": _invoice_paid,
     "invoice.payment_failed": _invoice_payment_failed,
+    # An invoice sent to an INVOICE subscription's customer is past its due date unpaid: a failed payment.
+    "invoice.overdue": _invoice_payment_failed,
     "invoice.created": _invoice_created,
     "customer.subscription.deleted": _subscription_deleted,
     "customer.subscription.updated": _subscription_updated,

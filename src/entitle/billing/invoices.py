@@ -3,8 +3,10 @@
 Nothing is stored: each call asks the provider for the customer's invoices (at most `FETCH_LIMIT`,
 newest first), then filters (issue dates, states), orders (`issueDate` by default, `dueDate` or
 `total`, ascending by default) and pages them here with the invoice id as the cursor. The list is
-empty when no provider is connected or the customer has no provider customer (not synced). No
-invoice belongs to a contract (Entitle has none), so a `contractExternalId` filter matches nothing.
+empty when no provider is connected or the customer has no provider customer (not synced).
+`mark_invoice_paid` records a subscription's latest invoice paid out of band. No
+invoice belongs to a contract (contracts make no billing contract at the provider), so a `contractExternalId`
+filter matches nothing.
 
 Amounts go out in the currency's major units (29.99), computed exactly from the provider's minor
 units.
@@ -12,7 +14,9 @@ units.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,14 +25,17 @@ from typing import Literal
 
 from entitle.billing import store
 from entitle.billing.checkout import stripe_customer_id
+from entitle.billing.models import SUBSCRIPTION, SUCCESS
 from entitle.billing.provider import ProviderInvoice, provider_for
 from entitle.billing.secrets import secret_box
 from entitle.config import load_settings
 from entitle.customers import store as customers
 from entitle.db import Database
 from entitle.db.pagination import Page, PageRequest
-from entitle.errors import BillingProviderError, InvalidArgument
+from entitle.errors import BillingProviderError, FailedPrecondition, InvalidArgument
 from entitle.money import minor_unit_exponent
+from entitle.subscriptions import lifecycle as subscription_lifecycle
+from entitle.subscriptions import store as subscriptions
 
 log = logging.getLogger(__name__)
 
@@ -134,4 +141,34 @@ def list_invoices(
     return customer_ref, select_invoices(found, query, page)
 
 
-__all__ = ["INVOICE_STATES", "InvoiceQuery", "list_invoices", "major", "select_invoices"]
+def mark_invoice_paid(db: Database, env_id: int, subscription_ref: str) -> str:
+    """`POST /api/v1/subscriptions/{id}/invoice/paid`: the latest provider invoice of a subscription paid by
+    invoice was paid outside the provider (a bank transfer). The provider records it paid without a charge,
+    and a subscription waiting for that payment is ACTIVE at once (the provider's `invoice.paid` webhook,
+    arriving later, finds nothing left to do)."""
+    settings = load_settings()
+    with db.read() as s:
+        sub = subscriptions.get(s, env_id, subscription_ref)
+        if sub.payment_collection_method != "INVOICE":
+            raise FailedPrecondition(
+                f"subscription '{subscription_ref}' is charged (paymentCollectionMethod "
+                f"{sub.payment_collection_method}): only an invoiced subscription's invoice is paid out of band"
+            )
+        integration = store.integration_for_subscription(s, sub)
+        link = store.link(s, integration.pk, SUBSCRIPTION, sub.pk) if integration is not None else None
+        if integration is None or link is None or link.sync_state != SUCCESS or not link.billing_id:
+            raise FailedPrecondition(
+                f"subscription '{subscription_ref}' has no invoice at a billing provider (not synced to one)"
+            )
+        billing_id = link.billing_id
+        pending = sub.status == "PAYMENT_PENDING" or (sub.status == "ACTIVE" and sub.payment_collection == "FAILED")
+    provider = provider_for(integration, secret_box(settings.data_dir))
+    # One key per request: a second call finds the invoice paid (409), never a replay of the first answer.
+    provider.mark_latest_invoice_paid(billing_id, idempotency_key=f"entitle-invoice-paid-{uuid.uuid4().hex}")
+    if pending:
+        with contextlib.suppress(FailedPrecondition):  # ended meanwhile
+            subscription_lifecycle.payment_succeeded(db, env_id, subscription_ref)
+    return subscription_ref
+
+
+__all__ = ["INVOICE_STATES", "InvoiceQuery", "list_invoices", "major", "mark_invoice_paid", "select_invoices"]

@@ -67,6 +67,9 @@ class Integration(EnvironmentScoped, Base):
     tax_enabled: Mapped[bool] = mapped_column(default=False)
     # How long a new paid subscription may wait for its first payment before it is cancelled on both sides.
     payment_settlement_hours: Mapped[int] = mapped_column(Integer, default=24, server_default="24")
+    # The account's publishable key (not a secret: Stripe.js runs with it in customers' browsers), handed
+    # to the widgets with a SetupIntent so a page need not carry it.
+    publishable_key: Mapped[str | None] = mapped_column(String(255), default=None)
     # Set by `DELETE /api/v1/integrations/{id}`: nothing is synced any more, the links stay (a later
     # connection with the same id, or the same key, revives this row and its links).
     removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)

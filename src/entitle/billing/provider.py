@@ -212,6 +212,9 @@ class PromotionCode:
 class SubscriptionItem:
     price_billing_id: str
     quantity: int | None = 1  # None: a metered price (the provider bills the reported usage)
+    # A subscription's price override (exact, in the currency's minor units): the provider bills the item
+    # at a price of this subscription's own, made from `price_billing_id` with this unit amount.
+    override_unit_amount_minor: Decimal | None = None
 
 
 CollectionMethod = Literal["charge_automatically", "send_invoice"]
@@ -416,6 +419,11 @@ class BillingProvider(Protocol):
         incomplete, ...); None when the provider has no such notion."""
         ...
 
+    def mark_latest_invoice_paid(self, subscription_billing_id: str, *, idempotency_key: str) -> str:
+        """Record the provider subscription's latest invoice as paid outside the provider (a bank transfer):
+        no charge is made. Its id; FailedPrecondition when that invoice is not open."""
+        ...
+
     def set_default_payment_method(
         self, customer_billing_id: str, payment_method_id: str, *, idempotency_key: str
     ) -> None:
@@ -542,6 +550,9 @@ class NoneProvider:
 
     def subscription_status(self, billing_id: str) -> str | None:
         return None
+
+    def mark_latest_invoice_paid(self, subscription_billing_id: str, *, idempotency_key: str) -> str:
+        raise FailedPrecondition("no billing provider is connected: there is no invoice to mark paid")
 
     def set_default_payment_method(
         self, customer_billing_id: str, payment_method_id: str, *, idempotency_key: str

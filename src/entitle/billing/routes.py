@@ -12,24 +12,23 @@ from entitle.billing import checkout as billing_checkout
 from entitle.billing import inbound, payment_methods, service
 from entitle.billing import invoices as billing_invoices
 from entitle.billing.models import STRIPE
-from entitle.billing.provider import ProviderInvoice
 from entitle.billing.schemas import (
     EntityType,
     IntegrationIn,
     IntegrationOut,
     StripeEventReceipt,
     SyncStateOut,
+    invoice_out,
 )
 from entitle.customers.schemas import (
     CustomerOut,
-    InvoiceLineOut,
     InvoiceOut,
     PaymentMethodAttach,
     PortalSessionIn,
     PortalSessionOut,
 )
 from entitle.http.deps import DB, Paging, ServerKey, comma_list
-from entitle.http.wire import Envelope, PageEnvelope, envelope, page_envelope
+from entitle.http.wire import Envelope, IdOnly, PageEnvelope, envelope, page_envelope
 
 router = APIRouter(prefix="/api/v1/integrations", tags=["integrations"])
 
@@ -117,37 +116,6 @@ def create_portal_session(customer_id: str, body: PortalSessionIn, key: ServerKe
     return envelope(PortalSessionOut(url=url))
 
 
-def _invoice_out(customer_ref: str, invoice: ProviderInvoice) -> InvoiceOut:
-    money = billing_invoices.major
-    return InvoiceOut(
-        invoice_id=invoice.id,
-        state=invoice.state,
-        line_items=[
-            InvoiceLineOut(
-                amount=money(line.amount_minor, invoice.currency),
-                description=line.description,
-                product_external_id=line.product_ref,
-                quantity=line.quantity,
-                unit_price=money(line.unit_amount_minor, invoice.currency)
-                if line.unit_amount_minor is not None
-                else None,
-            )
-            for line in invoice.lines
-        ],
-        invoice_number=invoice.number,
-        invoice_external_id=invoice.id,
-        customer_external_id=customer_ref,
-        currency=invoice.currency.upper() or None,
-        issue_date=invoice.issued_at,
-        due_date=invoice.due_at,
-        paid_date=invoice.paid_at,
-        subtotal=money(invoice.subtotal_minor, invoice.currency),
-        discount=money(invoice.discount_minor, invoice.currency),
-        tax=money(invoice.tax_minor, invoice.currency),
-        total=money(invoice.total_minor, invoice.currency),
-    )
-
-
 @customers_router.get("/{customer_id}/invoices", response_model=PageEnvelope[InvoiceOut])
 def list_invoices(
     customer_id: str,
@@ -172,4 +140,13 @@ def list_invoices(
         order_dir=order_dir,
     )
     ref, result = billing_invoices.list_invoices(db, key.environment_id, customer_id, query, page)
-    return page_envelope(result, lambda invoice: _invoice_out(ref, invoice))
+    return page_envelope(result, lambda invoice: invoice_out(ref, invoice))
+
+
+subscriptions_router = APIRouter(prefix="/api/v1/subscriptions", tags=["subscriptions"])
+
+
+@subscriptions_router.post("/{subscription_id}/invoice/paid", response_model=Envelope[IdOnly])
+def mark_invoice_paid(subscription_id: str, key: ServerKey, db: DB) -> dict[str, Any]:
+    """The latest invoice of a subscription paid by invoice was paid out of band (docs/stripe.md)."""
+    return envelope(IdOnly(id=billing_invoices.mark_invoice_paid(db, key.environment_id, subscription_id)))

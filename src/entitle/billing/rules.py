@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
 from typing import TYPE_CHECKING, Any
 
-from entitle.errors import FailedPrecondition
+from entitle.errors import FailedPrecondition, InvalidArgument
 from entitle.money import minor_unit_exponent
 from entitle.subscriptions.rules import proration_behavior
 
@@ -55,6 +55,20 @@ def check_subscription_limit(active: int, limit: int = STRIPE_SUBSCRIPTIONS_PER_
         raise TooManySubscriptions(
             f"the paying customer already has {active} active subscriptions at the billing provider, the most "
             f"one provider customer can hold ({limit}); end one first, or bill this one to another customer"
+        )
+
+
+class InvoiceRecipientMissing(InvalidArgument):
+    code = "CUSTOMER_EMAIL_REQUIRED"
+
+
+def check_invoice_recipient(payment_collection_method: str, pricing_type: str, email: str | None) -> None:
+    """A paid subscription the provider invoices (INVOICE: the provider emails each invoice, due after the
+    invoice days) needs the paying customer's email, or no one would receive its invoices."""
+    if payment_collection_method == "INVOICE" and pricing_type == "PAID" and not (email or "").strip():
+        raise InvoiceRecipientMissing(
+            "paymentCollectionMethod INVOICE: the billing provider emails the invoices to the paying customer, "
+            "who has no email; set the customer's email first"
         )
 
 

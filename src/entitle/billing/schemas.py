@@ -7,13 +7,17 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from entitle.billing.invoices import major
 from entitle.billing.models import Integration
+from entitle.billing.provider import ProviderInvoice
+from entitle.customers.schemas import InvoiceLineOut, InvoiceOut
 from entitle.sync_states import SyncStateOut
 
 __all__ = ["SyncStateOut"]  # the sync-states endpoint's item, shared with customers and subscriptions
 from entitle.http.wire import HttpUrl, WireModel
 
 Secret = Annotated[str, Field(min_length=8, max_length=512, pattern=r"^[A-Za-z0-9_\-]+$")]
+PublishableKey = Annotated[str, Field(min_length=8, max_length=255, pattern=r"^pk_(test|live)_[A-Za-z0-9_]+$")]
 IntegrationId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
 
 
@@ -39,6 +43,9 @@ class IntegrationIn(WireModel):
     tax_enabled: bool = False
     # How long a new paid subscription waits for its first payment before it is cancelled (hours).
     payment_settlement_hours: Annotated[int, Field(ge=1, le=24 * 30)] = 24
+    # The account's publishable key (pk_test_/pk_live_, the secret key's mode), handed to the widgets for
+    # Stripe.js; left out on an update it is kept, null clears it.
+    publishable_key: PublishableKey | None = None
 
 
 class IntegrationOut(WireModel):
@@ -54,6 +61,7 @@ class IntegrationOut(WireModel):
     sync_subscriptions: bool
     tax_enabled: bool
     payment_settlement_hours: int
+    publishable_key: str | None = None
     # The provider account the key opens and the portal configuration Entitle keeps there (read on connect).
     account_id: str | None = None
     account_name: str | None = None
@@ -75,6 +83,7 @@ class IntegrationOut(WireModel):
             sync_subscriptions=row.sync_subscriptions,
             tax_enabled=row.tax_enabled,
             payment_settlement_hours=row.payment_settlement_hours,
+            publishable_key=row.publishable_key,
             account_id=row.account_id,
             account_name=row.account_name,
             portal_configuration_id=row.portal_configuration_id,
@@ -95,3 +104,35 @@ class StripeEventReceipt(WireModel):
 
 
 EntityType = Literal["PLAN", "ADDON", "CUSTOMER", "SUBSCRIPTION", "COUPON"]
+
+
+def invoice_out(customer_ref: str, invoice: ProviderInvoice) -> InvoiceOut:
+    """A provider invoice as the contract's `GET /api/v1/customers/{id}/invoices` item (amounts in major
+    units); the widgets' portal adds its PDF links to it."""
+    return InvoiceOut(
+        invoice_id=invoice.id,
+        state=invoice.state,
+        line_items=[
+            InvoiceLineOut(
+                amount=major(line.amount_minor, invoice.currency),
+                description=line.description,
+                product_external_id=line.product_ref,
+                quantity=line.quantity,
+                unit_price=major(line.unit_amount_minor, invoice.currency)
+                if line.unit_amount_minor is not None
+                else None,
+            )
+            for line in invoice.lines
+        ],
+        invoice_number=invoice.number,
+        invoice_external_id=invoice.id,
+        customer_external_id=customer_ref,
+        currency=invoice.currency.upper() or None,
+        issue_date=invoice.issued_at,
+        due_date=invoice.due_at,
+        paid_date=invoice.paid_at,
+        subtotal=major(invoice.subtotal_minor, invoice.currency),
+        discount=major(invoice.discount_minor, invoice.currency),
+        tax=major(invoice.tax_minor, invoice.currency),
+        total=major(invoice.total_minor, invoice.currency),
+    )

@@ -120,6 +120,16 @@ def check_stripe_key(key: str, env: Environment) -> bool:
     raise InvalidArgument("apiSecretKey is not a Stripe secret key (sk_test_..., sk_live_..., or restricted rk_...)")
 
 
+def check_publishable_key(key: str | None, livemode: bool) -> None:
+    """A publishable key of the secret key's mode: a live page with a test key (or the reverse) would have
+    Stripe.js create payment methods the account cannot see."""
+    if key is not None and key.startswith("pk_live_") != livemode:
+        mode, wanted = ("live", "pk_live_") if livemode else ("test", "pk_test_")
+        raise InvalidArgument(
+            f"publishableKey: the secret key is a {mode} key, so the publishable key must be {wanted}..."
+        )
+
+
 def key_hint(key: str) -> str:
     return f"{key[:8]}...{key[-4:]}"
 
@@ -166,6 +176,8 @@ def _target(s: Session, box: SecretBox, env_id: int, body: IntegrationIn) -> _Ta
         row = _same_key(s, box, env_id, body.vendor_identifier, body.api_secret_key, key_digest(body.api_secret_key))
     if row is not None and "api_base" not in body.model_fields_set:
         api_base = row.api_base
+    kept = row.publishable_key if row is not None and "publishable_key" not in body.model_fields_set else None
+    check_publishable_key(body.publishable_key or kept, livemode)
     return _Target(env, livemode, api_base, row)
 
 
@@ -222,6 +234,7 @@ def connect(db: Database, data_dir: Path, env_id: int, body: IntegrationIn) -> I
                 sync_subscriptions=body.sync_subscriptions,
                 tax_enabled=body.tax_enabled,
                 payment_settlement_hours=body.payment_settlement_hours,
+                publishable_key=body.publishable_key,
                 is_default=False,
             )
             s.add(row)
@@ -236,7 +249,13 @@ def connect(db: Database, data_dir: Path, env_id: int, body: IntegrationIn) -> I
         if created or "webhook_secret" in fields:  # kept unless a new one (or null) is given
             row.webhook_secret_encrypted = box.encrypt(body.webhook_secret) if body.webhook_secret else None
         row.api_base = target.api_base
-        for name in ("sync_customers", "sync_subscriptions", "tax_enabled", "payment_settlement_hours"):
+        for name in (
+            "sync_customers",
+            "sync_subscriptions",
+            "tax_enabled",
+            "payment_settlement_hours",
+            "publishable_key",
+        ):
             if name in fields:
                 setattr(row, name, getattr(body, name))
         row.updated_at = utcnow()

@@ -17,7 +17,7 @@ from entitle.billing import store
 from entitle.billing.checkout import stripe_customer_id
 from entitle.billing.provider import REQUEST_TIMEOUT_SECONDS, provider_for
 from entitle.billing.secrets import secret_box
-from entitle.billing.subscription_sync import _record_customer, customer_spec
+from entitle.billing.subscription_sync import customer_spec, record_customer
 from entitle.config import load_settings
 from entitle.customers import store as customers
 from entitle.db import Database
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 STRIPE_JS_URL = "https://js.stripe.com/v3/"
 # Where the local emulator (localstripe) serves its Stripe.js stand-in, under the integration's apiBase.
 EMULATOR_STRIPE_JS_PATH = "/js.stripe.com/v3/"
-# Any publishable key works with the emulator; production pages give their own (the widget's attribute).
+# Any publishable key works with the emulator, when the integration has none set.
 EMULATOR_PUBLISHABLE_KEY = "pk_test_entitle_emulator"
 
 
@@ -66,7 +66,7 @@ def create_setup_intent(db: Database, env_id: int, customer_ref: str) -> SetupIn
         if billing_id is None:
             raise RuntimeError("the provider did not create a customer")
         if billing_id != existing:
-            _record_customer(db, integration, customer_pk, billing_id)
+            record_customer(db, integration, customer_pk, billing_id)
         # No idempotency key: each checkout attempt (a retry after a declined card too) gets its own intent.
         intent = client.v1.setup_intents.create(
             params={
@@ -85,7 +85,7 @@ def create_setup_intent(db: Database, env_id: int, customer_ref: str) -> SetupIn
         client_secret=str(intent.client_secret),
         integration_id=integration.ref_id,
         stripe_js_url=f"{integration.api_base}{EMULATOR_STRIPE_JS_PATH}" if emulated else STRIPE_JS_URL,
-        publishable_key=EMULATOR_PUBLISHABLE_KEY if emulated else None,
+        publishable_key=integration.publishable_key or (EMULATOR_PUBLISHABLE_KEY if emulated else None),
     )
 
 

@@ -65,6 +65,7 @@ from entitle.billing.provider import (
     UsageReport,
 )
 from entitle.billing.stripe_support import (
+    HANDLED_EVENTS,
     RECOMMENDED_PORTAL_FEATURES,
     REQUIRED_PERMISSIONS,
     _coupon_of,
@@ -76,7 +77,9 @@ from entitle.billing.stripe_support import (
     _price_params,
     _promotion_code_of,
     _waited_for,
+    mark_latest_invoice_paid,
     price_fingerprint,
+    priced_items,
 )
 from entitle.errors import FailedPrecondition, InvalidArgument
 
@@ -199,13 +202,14 @@ class StripeProvider:
         return created.id
 
     def create_subscription(self, subscription: SubscriptionSpec, *, idempotency_key: str) -> str | None:
+        items = priced_items(self.client, subscription.items, subscription.ref, idempotency_key=idempotency_key)
         params: SubscriptionCreateParams = {
             "customer": subscription.customer_billing_id,
             "items": [
                 {"price": i.price_billing_id, "quantity": i.quantity}
                 if i.quantity is not None
                 else {"price": i.price_billing_id}  # metered: billed from the reported usage
-                for i in subscription.items
+                for i in items
             ],
             "metadata": {**(subscription.extra_metadata or {}), **subscription.metadata},
             "collection_method": subscription.collection_method,
@@ -268,7 +272,14 @@ class StripeProvider:
         held = [
             rules.CurrentItem(item["id"], _item_price(item), item.get("quantity")) for item in current["items"]["data"]
         ]
-        wanted = [rules.WantedItem(i.price_billing_id, i.quantity) for i in subscription.items]
+        items = priced_items(
+            self.client,
+            subscription.items,
+            subscription.ref,
+            idempotency_key=idempotency_key,
+            reusable=tuple(item.price for item in held),
+        )
+        wanted = [rules.WantedItem(i.price_billing_id, i.quantity) for i in items]
         params: SubscriptionUpdateParams = {}
         changes = rules.item_changes(held, wanted)
         if changes:
@@ -414,7 +425,12 @@ class StripeProvider:
                 {"price": i.price_billing_id, "quantity": i.quantity}
                 if i.quantity is not None
                 else {"price": i.price_billing_id}  # metered: billed from the reported usage
-                for i in checkout.items
+                for i in priced_items(
+                    self.client,
+                    checkout.items,
+                    checkout.metadata.get("entitleSubscriptionId", ""),
+                    idempotency_key=idempotency_key,
+                )
             ],
             "success_url": checkout.success_url,
             "metadata": checkout.metadata,
@@ -507,6 +523,12 @@ class StripeProvider:
             return None
         return ProviderEvent(id=event["id"], type=event["type"], data=event)
 
+    def mark_latest_invoice_paid(self, subscription_billing_id: str, *, idempotency_key: str) -> str:
+        try:
+            return mark_latest_invoice_paid(self.client, subscription_billing_id, idempotency_key)
+        except stripe.StripeError as exc:
+            raise _waited_for("marking the invoice paid", exc) from exc
+
     def subscription_status(self, billing_id: str) -> str | None:
         return str(self.client.v1.subscriptions.retrieve(billing_id).status)
 
@@ -575,19 +597,3 @@ class StripeProvider:
 
     def tax_rate_for(self, percentage: Decimal, *, idempotency_key: str) -> str:
         return stripe_customer_details.tax_rate_for(self.client, percentage, idempotency_key=idempotency_key)
-
-
-# The Stripe events Entitle acts on (docs/stripe.md, "Webhooks from Stripe"); others are answered 2xx
-# and dropped. invoice.payment_succeeded is Stripe's older twin of invoice.paid (localstripe sends it).
-HANDLED_EVENTS: frozenset[str] = frozenset(
-    {
-        "payment_method.attached",
-        "invoice.paid",
-        "invoice.payment_succeeded",
-        "invoice.payment_failed",
-        "invoice.created",
-        "customer.subscription.updated",
-        "customer.subscription.deleted",
-        "checkout.session.completed",
-    }
-)

@@ -23,7 +23,9 @@ from entitle.billing.provider import (
     ProviderInvoice,
     ProviderRefused,
     ProviderUnavailable,
+    SubscriptionItem,
 )
+from entitle.errors import FailedPrecondition
 
 # The metadata that names an Entitle customer or subscription at Stripe (within one environment).
 _CUSTOMER_IDENTITY = ("entitleEnvironment", "entitleCustomerId")
@@ -33,6 +35,22 @@ _SUBSCRIPTION_IDENTITY = ("entitleEnvironment", "entitleSubscriptionId")
 class ProviderRetryLater(RuntimeError):
     """A provider call that cannot succeed yet but may later (the job retries with backoff)."""
 
+
+# The Stripe events Entitle acts on (docs/stripe.md, "Webhooks from Stripe"); others are answered 2xx
+# and dropped. invoice.payment_succeeded is Stripe's older twin of invoice.paid (localstripe sends it).
+HANDLED_EVENTS: frozenset[str] = frozenset(
+    {
+        "payment_method.attached",
+        "invoice.paid",
+        "invoice.payment_succeeded",
+        "invoice.payment_failed",
+        "invoice.overdue",
+        "invoice.created",
+        "customer.subscription.updated",
+        "customer.subscription.deleted",
+        "checkout.session.completed",
+    }
+)
 
 # Stripe codes of a 4xx that heals on its own (another request holds the key or the object for now).
 _TRANSIENT_CODES = frozenset({"idempotency_key_in_use", "lock_timeout", "rate_limit"})
@@ -267,3 +285,99 @@ def _price_params(spec: PriceSpec, product_id: str, meter_id: str | None = None)
     elif spec.interval is not None:
         params["recurring"] = {"interval": spec.interval, "interval_count": 1, "usage_type": "licensed"}
     return params
+
+
+def subscription_price(
+    client: stripe.StripeClient,
+    base_price_id: str,
+    unit_amount_minor: Decimal,
+    subscription_ref: str,
+    *,
+    reusable: list[str],
+    idempotency_key: str,
+) -> str:
+    """The Price of one subscription's overridden charge: the catalog price `base_price_id` (its product,
+    currency, interval, meter and quantity transformation) at `unit_amount_minor`. A price of `reusable`
+    (the subscription's current ones) made for the same charge and amount is reused, so re-sending a
+    subscription unchanged changes none of its items."""
+    wanted = format(unit_amount_minor.normalize(), "f")
+    for price_id in reusable:
+        held = client.v1.prices.retrieve(price_id).to_dict()
+        metadata = held.get("metadata") or {}
+        if metadata.get("entitleBasePrice") == base_price_id and metadata.get("entitleUnitAmountMinor") == wanted:
+            return price_id
+    base = client.v1.prices.retrieve(base_price_id).to_dict()
+    if base.get("billing_scheme") == "tiered":
+        raise ProviderRefused(f"price {base_price_id} is tiered: a subscription price overrides a unit amount only")
+    params: dict[str, Any] = {
+        "product": _id_of(base.get("product")),
+        "currency": base["currency"],
+        "nickname": f"{base.get('nickname') or base_price_id} (subscription {subscription_ref})"[:250],
+        "metadata": {
+            "entitleBasePrice": base_price_id,
+            "entitleSubscriptionId": subscription_ref[:500],
+            "entitleUnitAmountMinor": wanted,
+        },
+    }
+    if unit_amount_minor == unit_amount_minor.to_integral_value():
+        params["unit_amount"] = int(unit_amount_minor)
+    else:
+        params["unit_amount_decimal"] = wanted
+    recurring = base.get("recurring")
+    if recurring:
+        params["recurring"] = {
+            key: recurring[key] for key in ("interval", "interval_count", "usage_type", "meter") if recurring.get(key)
+        }
+    if base.get("transform_quantity"):
+        transform = base["transform_quantity"]
+        params["transform_quantity"] = {"divide_by": transform["divide_by"], "round": transform["round"]}
+    created = client.v1.prices.create(
+        params=cast(PriceCreateParams, params),
+        options={"idempotency_key": f"{idempotency_key}:price:{base_price_id}"},
+    )
+    return str(created.id)
+
+
+def priced_items(
+    client: stripe.StripeClient,
+    items: tuple[SubscriptionItem, ...],
+    subscription_ref: str,
+    *,
+    idempotency_key: str,
+    reusable: tuple[str, ...] = (),
+) -> list[SubscriptionItem]:
+    """The items with each overridden charge on the subscription's own price (`subscription_price`)."""
+    return [
+        item
+        if item.override_unit_amount_minor is None
+        else SubscriptionItem(
+            subscription_price(
+                client,
+                item.price_billing_id,
+                item.override_unit_amount_minor,
+                subscription_ref,
+                reusable=list(reusable),
+                idempotency_key=idempotency_key,
+            ),
+            item.quantity,
+        )
+        for item in items
+    ]
+
+
+def mark_latest_invoice_paid(client: stripe.StripeClient, subscription_billing_id: str, idempotency_key: str) -> str:
+    """`paid_out_of_band` on the subscription's latest invoice, which must be open (a draft is finalized
+    first, as Stripe pays only finalized invoices)."""
+    subscription = client.v1.subscriptions.retrieve(subscription_billing_id).to_dict()
+    invoice_id = _id_of(subscription.get("latest_invoice"))
+    if not invoice_id:
+        raise FailedPrecondition(f"Stripe subscription {subscription_billing_id} has no invoice yet")
+    status = client.v1.invoices.retrieve(invoice_id).status
+    if status == "draft":
+        client.v1.invoices.finalize_invoice(invoice_id, options={"idempotency_key": f"{idempotency_key}:finalize"})
+    elif status != "open":
+        raise FailedPrecondition(f"the latest invoice {invoice_id} is {status}, not open: nothing to mark paid")
+    client.v1.invoices.pay(
+        invoice_id, params={"paid_out_of_band": True}, options={"idempotency_key": f"{idempotency_key}:paid"}
+    )
+    return invoice_id

@@ -29,6 +29,7 @@ from entitle.catalog.coupons.events import CouponArchived, CouponCreated
 from entitle.catalog.packages.events import PackagePublished
 from entitle.customers import ports as customer_ports
 from entitle.customers.events import CustomerUpdated
+from entitle.customers.models import Customer
 from entitle.db import Database
 from entitle.domain_events import subscribe
 from entitle.jobs.service import add_permanent_error_classifier
@@ -89,6 +90,11 @@ class SubscriptionBilling:
 
     def resolve_promotion_code(self, s: Session, sub: Subscription, code: str) -> str:
         return forwarding.resolve_promotion_code(s, sub, code)
+
+    def preview_promotion_code(
+        self, s: Session, env_id: int, payer: Customer, billing_information: Mapping[str, Any] | None, code: str
+    ) -> str:
+        return forwarding.preview_promotion_code(s, env_id, payer, billing_information, code)
 
 
 def coupon_created(s: Session, event: CouponCreated) -> None:

@@ -68,6 +68,7 @@ from entitle.environments.models import Environment
 from entitle.errors import FailedPrecondition
 from entitle.jobs.service import JobContext, enqueue, register
 from entitle.subscriptions import lifecycle as subscription_lifecycle
+from entitle.subscriptions import price_rules
 from entitle.subscriptions import store as subscriptions
 from entitle.subscriptions.models import Subscription
 
@@ -154,6 +155,9 @@ def subscription_provisioned(session: Session, sub: Subscription, *, converted: 
     customer_pk = sub.paying_customer_pk or sub.customer_pk
     customer = session.get(Customer, customer_pk)
     assert customer is not None
+    if not converted and integration.sync_subscriptions:
+        # Refused in the provisioning transaction (a trial too: it is invoiced once converted).
+        rules.check_invoice_recipient(sub.payment_collection_method, sub.pricing_type, customer.email)
     reason = no_sync_reason(session, integration, customer, sub, converted=converted)
     if reason is not None:
         store.put_link(session, integration, SUBSCRIPTION, sub.pk, NO_SYNC_REQUIRED, reason=reason)
@@ -308,7 +312,7 @@ def sync_subscription(db: Database, ctx: JobContext) -> None:
         if customer_id != plan.customer_billing_id:
             # Recorded at once: a retry (after a failed subscription call, or with the customer edited
             # meanwhile) finds the customer linked and sends no second, differing create with this key.
-            _record_customer(db, integration, plan.customer_pk, customer_id)
+            record_customer(db, integration, plan.customer_pk, customer_id)
         extras = subscription_extras(provider, ctx.unseal(), idempotency_key=ctx.idempotency_key)
         promotion = promotion_code_for(ctx.payload, plan.coupon_billing_id)
         subscription_id = provider.create_subscription(
@@ -362,11 +366,12 @@ def _read(s: Session, integration: Integration, sub: Subscription, console: str)
     quantities = {c.ref_id: c.quantity for c in subscriptions.charges_of(s, [sub.pk]).get(sub.pk, [])}
     plan = s.get(Package, sub.plan_pk)
     assert plan is not None
-    items += _items(s, integration, sub, plan, 1, quantities)
+    overrides = price_rules.amounts(sub.price_overrides)
+    items += _items(s, integration, sub, plan, 1, quantities, overrides)
     for addon_row in subscriptions.addons_of(s, [sub.pk]).get(sub.pk, []):
         addon = s.get(Package, addon_row.addon_pk)
         assert addon is not None
-        items += _items(s, integration, sub, addon, addon_row.quantity, {})
+        items += _items(s, integration, sub, addon, addon_row.quantity, {}, overrides, addon.ref_id)
     if not items:
         raise NotReadyToSync(f"plan '{plan.ref_id}' has no {sub.billing_period} charge to bill")
     metadata = {
@@ -404,10 +409,13 @@ def _items(
     package: Package,
     quantity: int,
     per_unit: dict[str, Decimal],
+    overrides: dict[price_rules.Key, Decimal],
+    addon_ref: str | None = None,
 ) -> list[SubscriptionItem]:
     """One item per recurring charge of the version for the subscription's period (country price first),
     overage charges included (metered); charges the provider does not bill (their price link is
-    NO_SYNC_REQUIRED: a minimum spend, credits) are left out."""
+    NO_SYNC_REQUIRED: a minimum spend, credits) are left out. A charge the subscription overrides
+    (`price_rules`) is billed at its own price, made from the catalog's by the provider."""
     charges = [
         c
         for c in packages.charges_of(s, package.pk)
@@ -438,7 +446,16 @@ def _items(
             shape = rules.charge_shape(charge)
             if not isinstance(shape, str):  # tiers with a block size: the units rounded up to whole blocks
                 units = int(rules.provider_quantity(shape, Decimal(units)))
-        items.append(SubscriptionItem(price_billing_id=link.billing_id, quantity=units))
+        key = (
+            None
+            if charge.is_overage or charge.tiers
+            else price_rules.key_of(charge.billing_model, charge.feature_ref, addon_ref)
+        )
+        override = overrides.get(key) if key is not None else None
+        minor = price_rules.minor_units(override, charge.price_currency or "usd") if override is not None else None
+        items.append(
+            SubscriptionItem(price_billing_id=link.billing_id, quantity=units, override_unit_amount_minor=minor)
+        )
     return items
 
 
@@ -476,7 +493,9 @@ def _link_customer(s: Session, integration: Integration, customer_pk: int, custo
         customer.billing_id = customer_id
 
 
-def _record_customer(db: Database, integration: Integration, customer_pk: int, customer_id: str) -> None:
+def record_customer(db: Database, integration: Integration, customer_pk: int, customer_id: str) -> None:
+    """Link the customer to the provider customer just made for it (a SetupIntent or a Checkout made it
+    before any subscription sync), in a transaction of its own."""
     with db.transaction() as s:
         _link_customer(s, integration, customer_pk, customer_id)
 

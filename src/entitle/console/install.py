@@ -8,6 +8,7 @@ from fastapi.staticfiles import StaticFiles
 from entitle.console import (
     catalog_routes,
     coupon_routes,
+    credit_routes,
     customer_routes,
     docs,
     integrations_routes,
@@ -34,6 +35,7 @@ def install(app: FastAPI) -> None:
     app.include_router(package_routes.router)
     app.include_router(product_routes.router)
     app.include_router(coupon_routes.router)
+    app.include_router(credit_routes.router)
     app.include_router(integrations_routes.router)
     app.include_router(webhooks_routes.router)
     app.include_router(docs.router)

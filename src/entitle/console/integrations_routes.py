@@ -34,6 +34,7 @@ def connect_stripe(
     api_secret_key: Annotated[str, Form(max_length=512)],
     id: Annotated[str, Form(max_length=64)] = "",
     is_default: Annotated[str, Form(max_length=8)] = "",
+    publishable_key: Annotated[str, Form(max_length=255)] = "",
 ) -> Response:
     body = parsed(
         IntegrationIn,
@@ -42,6 +43,7 @@ def connect_stripe(
             "vendor_identifier": "STRIPE",
             "api_secret_key": api_secret_key,
             "is_default": bool(is_default) or None,
+            "publishable_key": publishable_key.strip(),  # blank: the stored one is kept
         },
     )
     billing.connect(db, request.app.state.settings.data_dir, ctx.env_id, body)

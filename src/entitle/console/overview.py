@@ -23,7 +23,7 @@ from entitle.customers.models import Customer
 from entitle.db import Database
 from entitle.events.models import Event
 from entitle.jobs.models import DEAD, Job
-from entitle.subscriptions import pricing
+from entitle.subscriptions import price_rules, pricing
 from entitle.subscriptions import store as subscriptions
 from entitle.subscriptions.models import Subscription, SubscriptionCharge
 from entitle.subscriptions.preview import price_lines, prices_of
@@ -195,8 +195,17 @@ def _recurring(s: Session, env_id: int) -> tuple[list[rules.RecurringCharge], in
             continue
         with_addons = [(p, a.quantity) for a in addons.get(sub.pk, []) if (p := s.get(Package, a.addon_pk))]
         units = Decimal(sub.unit_quantity or 1)
+        # A deal's overridden prices are what the subscription costs, not the list prices.
+        overrides = price_rules.amounts(sub.price_overrides)
         lines = price_lines(
-            s, plan, with_addons, sub.billing_period, sub.billing_country_code, quantities.get(sub.pk, {}), units
+            s,
+            plan,
+            with_addons,
+            sub.billing_period,
+            sub.billing_country_code,
+            quantities.get(sub.pk, {}),
+            units,
+            overrides,
         )
         all_prices = prices_of(packages.charges_of(s, plan.pk), sub.billing_period, sub.billing_country_code, "")
         if any(p.billing_model == "USAGE_BASED" for p in all_prices):

@@ -35,6 +35,7 @@ def balance_out(currency: CustomCurrency, balance: engine.Balance, now: datetime
         current_usage=balance.current_usage,
         usage_limit=balance.usage_limit,
         timestamp=balance.updated_at or now,
+        usage_period_end=balance.period_end,
     )
 
 

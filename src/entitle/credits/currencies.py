@@ -31,6 +31,11 @@ def out(c: CustomCurrency) -> CurrencyOut:
     )
 
 
+def get_currency(db: Database, env_id: int, ref_id: str) -> CurrencyOut:
+    with db.read() as s:
+        return out(store.get_currency(s, env_id, ref_id))
+
+
 def create_currency(db: Database, env_id: int, req: CurrencyCreate) -> CurrencyOut:
     with db.transaction() as s:
         if store.find_currency(s, env_id, req.id) is not None:

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from entitle.credits import rules, store
 from entitle.credits.models import CreditGrant, LedgerEntry, Reservation, Wallet
-from entitle.credits.rules import ACTIVE, EXPIRED, OVERDRAFT, SCHEDULED, VOIDED, ZERO
+from entitle.credits.rules import ACTIVE, EXPIRED, OVERDRAFT, RECURRING, SCHEDULED, VOIDED, ZERO
 from entitle.jobs.service import enqueue
 
 CATCH_UP_JOB = "credits.catch_up"
@@ -32,6 +32,7 @@ class Balance:
     reserved_on_expired_grants: Decimal
     valid_until: datetime | None  # the latest expiry of an active grant (None: one never expires)
     updated_at: datetime | None = None  # when a grant of the wallet last moved (None: it has none)
+    period_end: datetime | None = None  # when the current recurring grant period ends (None: no recurring grant)
 
     @property
     def available(self) -> Decimal:
@@ -264,6 +265,7 @@ def balance(grants: list[CreditGrant], lapsed_holds: dict[int, Decimal], now: da
     no longer count. After `catch_up` the two views agree."""
     limit = usage = reserved = reserved_ended = ZERO
     valid_until: datetime | None = None
+    period_end: datetime | None = None
     never_ends = False
     for g in grants:
         held = g.reserved - lapsed_holds.get(g.pk, ZERO)
@@ -271,6 +273,8 @@ def balance(grants: list[CreditGrant], lapsed_holds: dict[int, Decimal], now: da
             limit += g.amount
             usage += g.consumed + held
             reserved += held
+            if g.grant_type == RECURRING and g.expire_at is not None:
+                period_end = g.expire_at if period_end is None else min(period_end, g.expire_at)
             if g.grant_type != OVERDRAFT:
                 if g.expire_at is None:
                     never_ends = True
@@ -279,7 +283,7 @@ def balance(grants: list[CreditGrant], lapsed_holds: dict[int, Decimal], now: da
         else:
             reserved_ended += held
     moved = max((g.updated_at for g in grants), default=None)
-    return Balance(limit, usage, reserved, reserved_ended, None if never_ends else valid_until, moved)
+    return Balance(limit, usage, reserved, reserved_ended, None if never_ends else valid_until, moved, period_end)
 
 
 def lapsed_holds(reservations: list[Reservation], now: datetime) -> dict[int, Decimal]:

@@ -49,6 +49,7 @@ class CreditGrant(EnvironmentScoped, Base):
     __tablename__ = "credit_grants"
     __table_args__ = (
         UniqueConstraint("environment_id", "ref_id"),
+        UniqueConstraint("environment_id", "recurrence_key"),
         Index("ix_credit_grants_wallet_status", "wallet_pk", "status"),
     )
 
@@ -71,6 +72,11 @@ class CreditGrant(EnvironmentScoped, Base):
     cost_currency: Mapped[str] = mapped_column(String(8), default="usd")
     payment_collection_method: Mapped[str] = mapped_column(String(16), default="NONE")
     source_type: Mapped[str | None] = mapped_column(String(32), default=None)
+    # RECURRING grants: the subscription and grant period they belong to. `recurrence_key` (subscription,
+    # source, wallet, period start, revision) is unique: whatever retries, a period is granted once.
+    subscription_pk: Mapped[int | None] = mapped_column(_FK, default=None, index=True)
+    period_start: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    recurrence_key: Mapped[str | None] = mapped_column(String(255), default=None)
 
 
 class LedgerEntry(EnvironmentScoped, Base):

@@ -14,7 +14,7 @@ from decimal import Decimal
 from sqlalchemy.orm import Session
 
 from entitle.clock import as_utc, utcnow
-from entitle.credits import engine, rules, store
+from entitle.credits import engine, recurring, rules, store
 from entitle.credits.consumption import balance_out
 from entitle.credits.grants import wallet_for
 from entitle.credits.models import CustomCurrency, Reservation, Wallet
@@ -68,6 +68,7 @@ def _result(
         # When the balance last moved, not when it was read: a read twice answers the same.
         usage_updated_at=balance.updated_at or currency.created_at,
         valid_until=balance.valid_until,
+        usage_period_end=balance.period_end,
         reserved=balance.reserved,
         reserved_on_expired_grants=balance.reserved_on_expired_grants,
         reservation=None
@@ -132,13 +133,15 @@ def check(
                 reason=reason,
             )
         wallet = store.find_wallet(s, customer.pk, currency.pk, resource_key(req.resource_id))
-        balance = _read_balance(s, wallet, now)
-    wanted = req.requested_usage
-    granted = balance.available >= wanted if wanted is not None else balance.available > 0
+        balance = read_balance(s, wallet, now)
+        wanted = req.requested_usage
+        granted = balance.available >= wanted if wanted is not None else balance.available > 0
+        if not granted:
+            granted = recurring.soft_limited(s, env_id, customer, req.resource_id, currency_ref)
     return _result(currency, balance, now, granted=granted, reason=INSUFFICIENT)
 
 
-def _read_balance(s: Session, wallet: Wallet | None, now: datetime) -> engine.Balance:
+def read_balance(s: Session, wallet: Wallet | None, now: datetime) -> engine.Balance:
     if wallet is None:
         return engine.Balance(rules.ZERO, rules.ZERO, rules.ZERO, rules.ZERO, None)
     lapsed = engine.lapsed_holds(store.active_reservations(s, wallet.pk), now)

@@ -18,17 +18,22 @@ from entitle.credits.schemas import (
     CurrencyCreate,
     CurrencyOut,
     CurrencyUpdate,
+    EstimateResult,
+    EventEstimateIn,
     GrantCreate,
     GrantOut,
     LedgerEntryOut,
     ReleaseIn,
     ReleaseOut,
+    UsageEstimateIn,
 )
 from entitle.db.pagination import DEFAULT_LIMIT, PageRequest
 from entitle.http.deps import DB, CreatedAt, Paging, ServerKey, comma_list
-from entitle.http.wire import Envelope, PageEnvelope, Unsupported, envelope, page_envelope
+from entitle.http.wire import Envelope, PageEnvelope, envelope, page_envelope
 
 router = APIRouter(prefix="/api/v1/credits", tags=["credits"])
+# What a usage or an event would cost in credits: under the usage and events paths, answered by credits.
+estimates_router = APIRouter(tags=["credits"])
 
 CustomerQuery = Annotated[str, Query(alias="customerId", min_length=1, max_length=255)]
 CurrencyQuery = Annotated[str | None, Query(alias="currencyId", min_length=1, max_length=255)]
@@ -173,25 +178,37 @@ def credit_usage(
     customer_id: CustomerQuery,
     limit: Annotated[int, Query(ge=1, le=100)] = DEFAULT_LIMIT,
     after: Annotated[str | None, Query(max_length=200)] = None,
-    # Series are paged forward only.
-    before: Annotated[Unsupported[str], Query()] = None,
+    before: Annotated[str | None, Query(max_length=200)] = None,
     currency_id: CurrencyQuery = None,
     resource_id: ResourceQuery = None,
     time_range: Annotated[TimeRange | None, Query(alias="timeRange")] = None,
     start_date: Annotated[datetime | None, Query(alias="startDate")] = None,
     end_date: Annotated[datetime | None, Query(alias="endDate")] = None,
-    # One series per feature is the default axis; series per dimension value are not computed yet.
-    group_by: Annotated[Unsupported[str], Query(alias="groupBy")] = None,
+    group_by: Annotated[str | None, Query(alias="groupBy", max_length=1000)] = None,
 ) -> dict[str, Any]:
     found = service.credit_usage(
         db,
         key.environment_id,
-        PageRequest(limit=limit, after=after),
+        PageRequest(limit=limit, after=after, before=before),
         customer_ref=customer_id,
         currency_ref=currency_id,
         resource_ref=resource_id,
         time_range=time_range,
         start=start_date,
         end=end_date,
+        group_by=group_by,
     )
     return envelope(found)
+
+
+# -- estimates -------------------------------------------------------------------------------------------
+
+
+@estimates_router.post("/api/v1/usage/estimate", response_model=Envelope[EstimateResult])
+def estimate_usage(body: UsageEstimateIn, key: ServerKey, db: DB) -> dict[str, Any]:
+    return envelope(service.estimate_usage(db, key.environment_id, body))
+
+
+@estimates_router.post("/api/v1/events/estimate", response_model=Envelope[EstimateResult])
+def estimate_event(body: EventEstimateIn, key: ServerKey, db: DB) -> dict[str, Any]:
+    return envelope(service.estimate_event(db, key.environment_id, body))

@@ -9,6 +9,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import Protocol, TypeVar
 
+from entitle.periods import billing_period_at
+
 PLACES = 6
 """Credit amounts carry at most six decimal places: enough for fractional prices per call, and exact
 in NUMERIC(38, 12) with room to spare. A request with more places is refused (never rounded silently);
@@ -117,3 +119,48 @@ def spread(available: Sequence[Decimal], amount: Decimal) -> Draw:
         takes.append((index, take))
         left -= take
     return Draw(takes, left)
+
+
+# -- recurring grants ------------------------------------------------------------------------------------
+
+CADENCE_MONTHS = {"MONTH": 1, "YEAR": 12}
+
+
+def grant_period(cadence: str, start: datetime, anchor: datetime, now: datetime) -> tuple[datetime, datetime]:
+    """The recurring grant period containing `now` for a subscription started at `start` whose billing
+    cycle is anchored at `anchor` (a paid trial moves the anchor to the trial's end). Periods step by the
+    cadence from the anchor, so an annual plan with a MONTH cadence grants monthly. Before the anchor (a
+    trial) the periods step from the start and the last one is cut at the anchor: the trial's grant ends
+    when the paid cycle begins, and the two never overlap. `now` before `start` raises ValueError."""
+    months = CADENCE_MONTHS[cadence]
+    period = "MONTHLY" if months == 1 else "ANNUALLY"
+    if now >= anchor:
+        window = billing_period_at(anchor, period, now)
+        return window.start, window.end
+    window = billing_period_at(start, period, now)
+    return window.start, min(window.end, anchor)
+
+
+def recurring_amount(per_period: Decimal, quantity: Decimal | None) -> Decimal:
+    """What a CREDIT entitlement grants per period: its amount, times the quantity of the feature it
+    depends on (`dependencyFeatureId`) when it has one."""
+    return per_period if quantity is None else rounded(per_period * quantity)
+
+
+@dataclass(frozen=True)
+class Regrant:
+    void: bool  # void the period's grants first
+    new_amount: Decimal  # then grant this much (0: nothing)
+
+
+def regrant(target: Decimal, granted: Decimal, used: Decimal) -> Regrant:
+    """How a period's recurring credits follow a change of what the subscription grants (`target`).
+    `granted`: what the period has given so far (its live grants' amounts, plus what its voided grants
+    had given before they were voided); `used`: what of it was consumed or held. More: grant the
+    difference. Less: void the live grants and grant what is left of the new amount after what was used,
+    so over the period the customer gets exactly `target` (or what it already used, when that is more)."""
+    if target == granted:
+        return Regrant(False, ZERO)
+    if target > granted:
+        return Regrant(False, target - granted)
+    return Regrant(True, max(ZERO, target - used))

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
+from entitle.events.schemas import DimensionKey, DimensionValue
 from entitle.http.wire import (
     Amount,
     LongText,
@@ -21,6 +22,7 @@ from entitle.http.wire import (
     unsupported_values,
 )
 from entitle.money import Currency
+from entitle.usage.schemas import UsageValue
 
 CURRENCY_STATUSES: tuple[str, ...] = ("ACTIVE", "ARCHIVED")
 LEDGER_EVENT_TYPES: tuple[str, ...] = (
@@ -308,3 +310,43 @@ class CreditUsage(WireModel):
     series: list[CreditUsageSeries]
     pagination: Pagination
     currency: CreditUsageCurrency | None = None
+
+
+# -- estimates -------------------------------------------------------------------------------------------
+
+
+class UsageEstimateIn(WireModel):
+    customer_id: RefId
+    feature_id: RefId
+    value: UsageValue
+    # Reported usage is counted, not metered: dimensions change nothing (the usage report refuses them too).
+    dimensions: Unsupported[dict[DimensionKey, DimensionValue]] = None
+    resource_id: RefId | None = None
+    update_behavior: Literal["DELTA", "SET"] = "DELTA"
+
+
+class EventEstimateIn(WireModel):
+    customer_id: RefId
+    event_name: RefId
+    dimensions: dict[DimensionKey, DimensionValue] | None = Field(default=None, max_length=100)
+    resource_id: RefId | None = None
+
+
+class EstimateBreakdown(WireModel):
+    feature_id: str
+    cost: Amount
+    warning_code: Literal["UNSUPPORTED_AGGREGATION"] | None = None
+
+
+class Estimate(WireModel):
+    currency_id: str
+    current_balance: Amount
+    estimated_cost: Amount
+    balance_after_estimate: Amount
+    would_overdraft: bool
+    breakdown: list[EstimateBreakdown]
+
+
+class EstimateResult(WireModel):
+    estimates: list[Estimate]
+    warnings: list[Literal["RESOURCE_SCOPED_SUBSCRIPTION_EXISTS", "FEATURE_NOT_FOUND", "FEATURE_NOT_CREDIT_BASED"]]

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, exists, func, null, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from entitle.catalog.packages.models import PackageCharge, PackageEntitlement
 from entitle.clock import utcnow
 from entitle.credits.models import Consumption, CreditGrant, CustomCurrency, LedgerEntry, Reservation, Wallet
-from entitle.credits.rules import ACTIVE, EXPIRED, SCHEDULED, VOIDED
+from entitle.credits.rules import ACTIVE, EXPIRED, RECURRING, SCHEDULED, VOIDED
 from entitle.db.pagination import CreatedAtRange, Page, PageRequest, paginate
 from entitle.errors import NotFound
+from entitle.subscriptions.models import SubscriptionEntitlement
 
 
 def _insert(session: Session, model: Any) -> Any:
@@ -103,6 +107,16 @@ def open_grants(session: Session, wallet_pk: int) -> list[CreditGrant]:
     return [found[pk] for pk in sorted(found)]
 
 
+def balance_grants(session: Session, wallet_pk: int) -> list[CreditGrant]:
+    """`open_grants` in one query, as this session holds them (no reload): what a writer that has just
+    flushed its movements computes the wallet's balance from."""
+    stmt = select(CreditGrant).where(
+        CreditGrant.wallet_pk == wallet_pk,
+        or_(CreditGrant.status.in_((SCHEDULED, ACTIVE)), CreditGrant.reserved != 0),
+    )
+    return list(session.scalars(stmt.order_by(CreditGrant.pk)))
+
+
 def find_grant(session: Session, env_id: int, ref_id: str) -> CreditGrant | None:
     return session.scalars(
         select(CreditGrant).where(CreditGrant.environment_id == env_id, CreditGrant.ref_id == ref_id)
@@ -147,6 +161,46 @@ def ledger_of(session: Session, wallet_pk: int) -> list[LedgerEntry]:
     return list(session.scalars(select(LedgerEntry).where(LedgerEntry.wallet_pk == wallet_pk).order_by(LedgerEntry.pk)))
 
 
+def consumed_entries(
+    session: Session, env_id: int, wallet_pks: list[int], begin: datetime, end: datetime, *, with_dimensions: bool
+) -> list[tuple[str | None, datetime, Decimal, str | None, dict[str, Any] | None]]:
+    """The wallets' CREDITS_CONSUMED entries in [begin, end): feature, instant, (negative) amount, event id
+    and, when asked, the dimensions of the consumption that wrote them (None for entries no direct
+    consumption wrote)."""
+    dimensions: Any = Consumption.dimensions if with_dimensions else null()
+    stmt = select(
+        LedgerEntry.feature_ref, LedgerEntry.timestamp, LedgerEntry.amount, LedgerEntry.event_id, dimensions
+    ).where(
+        LedgerEntry.wallet_pk.in_(wallet_pks),
+        LedgerEntry.event_type == "CREDITS_CONSUMED",
+        LedgerEntry.timestamp >= begin,
+        LedgerEntry.timestamp < end,
+    )
+    if with_dimensions:
+        stmt = stmt.outerjoin(
+            Consumption,
+            and_(Consumption.environment_id == env_id, Consumption.idempotency_key == LedgerEntry.event_id),
+        )
+    return [(r[0], r[1], r[2], r[3], r[4]) for r in session.execute(stmt)]
+
+
+def balance_movements(
+    session: Session, wallet_pk: int, since: datetime
+) -> tuple[Decimal, list[tuple[datetime, Decimal]]]:
+    """The wallet's balance at `since` (its ledger summed up to then) and each movement after, in order."""
+    opening = session.execute(
+        select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(
+            LedgerEntry.wallet_pk == wallet_pk, LedgerEntry.timestamp < since
+        )
+    ).scalar_one()
+    rows = session.execute(
+        select(LedgerEntry.timestamp, LedgerEntry.amount)
+        .where(LedgerEntry.wallet_pk == wallet_pk, LedgerEntry.timestamp >= since)
+        .order_by(LedgerEntry.timestamp, LedgerEntry.pk)
+    ).all()
+    return Decimal(str(opening)), [(r[0], r[1]) for r in rows]
+
+
 def consumption_by_key(session: Session, env_id: int, key: str) -> Consumption | None:
     return session.scalars(
         select(Consumption).where(Consumption.environment_id == env_id, Consumption.idempotency_key == key)
@@ -179,5 +233,69 @@ def active_reservations(session: Session, wallet_pk: int) -> list[Reservation]:
             .where(Reservation.wallet_pk == wallet_pk, Reservation.status == ACTIVE)
             .order_by(Reservation.pk)
             .execution_options(populate_existing=True)
+        )
+    )
+
+
+# -- recurring grants ------------------------------------------------------------------------------------
+
+
+def may_have_recurring_credits(session: Session, env_id: int, subscription_pk: int) -> bool:
+    """False when nothing could grant the subscription credits (no CREDIT entitlement nor credit-granting price
+    in the environment's catalog, none on the subscription) and it holds no recurring grant: most
+    subscriptions, at one query."""
+    return bool(
+        session.scalar(
+            select(
+                or_(
+                    exists().where(
+                        PackageEntitlement.environment_id == env_id, PackageEntitlement.entitlement_type == "CREDIT"
+                    ),
+                    exists().where(
+                        SubscriptionEntitlement.subscription_pk == subscription_pk,
+                        SubscriptionEntitlement.entitlement_type == "CREDIT",
+                    ),
+                    exists().where(
+                        PackageCharge.environment_id == env_id,
+                        PackageCharge.billing_model == "CREDIT_BASED",
+                        PackageCharge.credit_grant_cadence.is_not(None),
+                    ),
+                    exists().where(CreditGrant.subscription_pk == subscription_pk),
+                )
+            )
+        )
+    )
+
+
+def live_recurring_grants(session: Session, subscription_pk: int) -> list[CreditGrant]:
+    return list(
+        session.scalars(
+            select(CreditGrant).where(
+                CreditGrant.subscription_pk == subscription_pk,
+                CreditGrant.grant_type == RECURRING,
+                CreditGrant.status.in_((SCHEDULED, ACTIVE)),
+            )
+        )
+    )
+
+
+def wallets_by_pk(session: Session, grants: Iterable[CreditGrant]) -> list[Wallet]:
+    pks = {g.wallet_pk for g in grants}
+    if not pks:
+        return []
+    return list(session.scalars(select(Wallet).where(Wallet.pk.in_(pks)).order_by(Wallet.pk)))
+
+
+def period_grants(session: Session, subscription_pk: int, wallet_pk: int, period_start: datetime) -> list[CreditGrant]:
+    """Every grant (voided ones too) the subscription's period has had in the wallet."""
+    return list(
+        session.scalars(
+            select(CreditGrant)
+            .where(
+                CreditGrant.subscription_pk == subscription_pk,
+                CreditGrant.wallet_pk == wallet_pk,
+                CreditGrant.period_start == period_start,
+            )
+            .order_by(CreditGrant.pk)
         )
     )

@@ -12,7 +12,7 @@ import os
 import stat
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,11 @@ def make_private_sqlite_file(url: str) -> None:
     if path is None:
         return
     make_private_dir(path.parent)
-    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    # Never open an existing database file here: closing any descriptor of it drops every POSIX lock
+    # this process holds on it, those of SQLite connections already open included (a second Database
+    # on the same file in one process then corrupts it: "disk I/O error"). Only a new file is created.
+    with suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
     for companion in (path.with_name(path.name + suffix) for suffix in _COMPANIONS):
         try:
             mode = stat.S_IMODE(companion.stat().st_mode)
@@ -153,6 +157,7 @@ class Database:
         self.url = url
         self._writers: FairLock | None = None
         self.group_commit: GroupCommit | None = None
+        self._bulk: FairLock | None = None
         if url.startswith("sqlite"):
             make_private_sqlite_file(url)
             self.write_engine = _sqlite_engine(url, immediate=True)
@@ -160,6 +165,7 @@ class Database:
             self._writers = FairLock()
             # PostgreSQL groups concurrent commits itself (commit_delay); SQLite needs it done here.
             self.group_commit = GroupCommit(self.write_engine, self._writers)
+            self._bulk = FairLock()
         else:
             self.write_engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
             self.read_engine = self.write_engine
@@ -178,6 +184,18 @@ class Database:
                 yield session
             return
         with self.group_commit.transaction(self._writer) as session:
+            yield session
+
+    @contextmanager
+    def bulk_transaction(self) -> Iterator[Session]:
+        """`transaction` for a large batch (an ingestion request). On SQLite a process lets one batch at
+        a time queue for the write lock: a short write arriving meanwhile (another environment's usage
+        report) waits for the batch holding the lock, never also for the batches queued behind it."""
+        if self._bulk is None:
+            with self.transaction() as session:
+                yield session
+            return
+        with self._bulk, self.transaction() as session:
             yield session
 
     @contextmanager

@@ -11,7 +11,6 @@ and resends the rest.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from entitle.clock import utcnow
 from entitle.db import Database
@@ -41,37 +40,17 @@ def report_events(db: Database, env_id: int, events: list[EventIn]) -> Reported:
     ]
     if problems:
         raise refusal(problems)
-    rows: list[dict[str, Any]] = [
-        {
-            "environment_id": env_id,
-            "customer_ref": events[index].customer_id,
-            "resource_ref": events[index].resource_id,
-            "event_name": events[index].event_name,
-            "idempotency_key": key,
-            "dimensions": dict(events[index].dimensions or {}),
-            "timestamp": events[index].timestamp or now,
-            "created_at": now,
-            "updated_at": now,
-        }
-        for key, index in first_of_key.items()
-    ]
     # Everything that needs no database is done before the transaction: on SQLite it holds the write lock.
     candidates = [
-        NewEvent(
-            customer_ref=row["customer_ref"],
-            resource_ref=row["resource_ref"],
-            event_name=row["event_name"],
-            dimensions=row["dimensions"],
-            timestamp=row["timestamp"],
-            index=first_of_key[row["idempotency_key"]],
-        )
-        for row in rows
+        NewEvent(e.customer_id, e.resource_id, e.event_name, e.dimensions or {}, e.timestamp or now, index)
+        for index in first_of_key.values()
+        for e in (events[index],)
     ]
     prepared = prepare.impl(db, env_id, candidates)
-    bound = store.Rows(db.dialect, rows)
-    with db.transaction() as s:
+    bound = store.Rows(db.dialect, env_id, now, list(first_of_key), candidates)
+    with db.bulk_transaction() as s:
         stored = store.insert_new(s, bound)
-        new = [event for row, event in zip(rows, candidates, strict=True) if row["idempotency_key"] in stored]
+        new = [event for key, event in zip(first_of_key, candidates, strict=True) if key in stored]
         if new:  # counted as usage in this transaction (the usage domain reacts, and may refuse the batch)
             publish(s, EventsIngested(env_id=env_id, events=tuple(new), prepared=prepared))
     return Reported(new=len(new), duplicates=len(events) - len(new))

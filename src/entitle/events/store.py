@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic_core import to_json
 from sqlalchemy import text
 from sqlalchemy.orm import Session
+
+from entitle.events.ingested import NewEvent
 
 _COLUMNS = (
     "environment_id",
@@ -37,30 +40,31 @@ class Rows:
     before the write transaction: on SQLite that transaction holds the database's write lock, and
     formatting 1,000 rows costs more than storing them."""
 
-    def __init__(self, dialect: str, rows: list[dict[str, Any]]) -> None:
+    def __init__(self, dialect: str, env_id: int, now: datetime, keys: list[str], events: Sequence[NewEvent]) -> None:
         self.sqlite = dialect == "sqlite"
-        self.keys = [r["idempotency_key"] for r in rows]
-        self.env_id = rows[0]["environment_id"] if rows else None
+        self.keys = keys
+        self.env_id = env_id
+        # pydantic's serializer writes the same JSON as `json.dumps` (compact) several times faster.
+        dimensions = [to_json(e.dimensions).decode() for e in events]
         if self.sqlite:
             instant = _sqlite_instants()
+            stamp = instant(now)
             self.bound: Any = [
-                (
-                    r["environment_id"],
-                    r["customer_ref"],
-                    r["resource_ref"],
-                    r["event_name"],
-                    r["idempotency_key"],
-                    json.dumps(r["dimensions"]),  # as the JSON column writes it
-                    instant(r["timestamp"]),
-                    instant(r["created_at"]),
-                    instant(r["updated_at"]),
-                )
-                for r in rows
+                (env_id, e.customer_ref, e.resource_ref, e.event_name, key, dims, instant(e.timestamp), stamp, stamp)
+                for key, e, dims in zip(keys, events, dimensions, strict=True)
             ]
         else:
-            columns = {name: [r[name] for r in rows] for name in _COLUMNS}
-            columns["dimensions"] = [json.dumps(d) for d in columns["dimensions"]]
-            self.bound = columns
+            self.bound = {
+                "environment_id": [env_id] * len(keys),
+                "customer_ref": [e.customer_ref for e in events],
+                "resource_ref": [e.resource_ref for e in events],
+                "event_name": [e.event_name for e in events],
+                "idempotency_key": keys,
+                "dimensions": dimensions,
+                "timestamp": [e.timestamp for e in events],
+                "created_at": [now] * len(keys),
+                "updated_at": [now] * len(keys),
+            }
 
 
 def insert_new(session: Session, rows: Rows) -> set[str]:

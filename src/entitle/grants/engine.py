@@ -65,6 +65,9 @@ def _override_terms(
         reset_period=row.reset_period if row.reset_period else terms.reset_period,
         reset_anchor=anchor if row.reset_period else terms.reset_anchor,
         amount=row.amount if row.amount is not None else terms.amount,
+        cadence=row.cadence if row.cadence is not None else terms.cadence,
+        # A subscription's own credit amount is what it grants, not an amount per unit of a feature.
+        dependency_feature_ref=None if row.amount is not None else terms.dependency_feature_ref,
     )
 
 

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from entitle.errors import EntitleError, UnsupportedField
+from entitle.errors import EntitleError, UnknownField, UnsupportedField
 from entitle.http.wire import UNSUPPORTED_FIELD
 
 log = logging.getLogger("entitle.http")
@@ -89,6 +89,25 @@ def _unsupported(errors: list[Any]) -> UnsupportedField | None:
     return error
 
 
+def _unknown_path(error: Any) -> str:
+    # The unknown key is whatever the caller sent, so it is kept as is, not filtered like a wire name.
+    loc = tuple(error.get("loc", ()))
+    if not loc:
+        return ""
+    parent = json_path(loc[:-1])
+    return f"{parent}.{loc[-1]}" if parent else str(loc[-1])
+
+
+def _unknown(errors: list[Any]) -> UnknownField | None:
+    """The first field the request's model does not have, if any (pydantic's `extra_forbidden`)."""
+    unknown = [e for e in errors if e.get("type") == "extra_forbidden"]
+    if not unknown:
+        return None
+    error = UnknownField(_unknown_path(unknown[0]))
+    error.details = [{"field": _unknown_path(e), "problem": "unknown field"} for e in unknown[:20]]
+    return error
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(EntitleError)
     async def _domain(_: Request, exc: EntitleError) -> JSONResponse:
@@ -102,6 +121,9 @@ def install_error_handlers(app: FastAPI) -> None:
         unsupported = _unsupported(list(exc.errors()))
         if unsupported is not None:
             return error_response(400, unsupported.code, unsupported.message, details=unsupported.details, retry=False)
+        unknown = _unknown(list(exc.errors()))
+        if unknown is not None:
+            return error_response(400, unknown.code, unknown.message, details=unknown.details, retry=False)
         message, details = _describe(list(exc.errors()))
         return error_response(400, "INVALID_ARGUMENT", message, details=details, retry=False)
 

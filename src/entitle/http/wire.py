@@ -16,7 +16,7 @@ T = TypeVar("T")
 class WireModel(BaseModel):
     """Base of every request and response body: camelCase on the wire, snake_case in Python."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
 
 def _number(value: Decimal) -> int | float:

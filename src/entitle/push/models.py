@@ -11,7 +11,8 @@ from entitle.db.types import JSONDoc, UTCDateTime
 
 KIND_ENTITLEMENTS = "entitlements.updated"
 KIND_USAGE = "usage.updated"
-KINDS = (KIND_ENTITLEMENTS, KIND_USAGE)
+KIND_CREDITS = "credits.updated"
+KINDS = (KIND_ENTITLEMENTS, KIND_USAGE, KIND_CREDITS)
 """What stream clients hear."""
 KIND_FEATURES = "features.changed"
 """Internal: a feature was created, edited or (un)archived. Only the servers' in-memory entitlement

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 from entitle.clock import utcnow
 from entitle.db import Database
 from entitle.push import rules, store
-from entitle.push.models import KIND_ENTITLEMENTS, KIND_FEATURES, KIND_USAGE, PushEvent
+from entitle.push.models import KIND_CREDITS, KIND_ENTITLEMENTS, KIND_FEATURES, KIND_USAGE, PushEvent
 from entitle.push.schemas import Item
 
 RETENTION = timedelta(hours=24)
@@ -104,6 +104,35 @@ def usage_updated(
             "resourceId": resource_ref,
             "featureId": feature_ref,
             "currentUsage": _number(current),
+        },
+    }
+
+
+def credits_updated(
+    session: Session,
+    env_id: int,
+    customer_ref: str,
+    resource_ref: str | None,
+    currency_ref: str,
+    usage_limit: Decimal,
+    current_usage: Decimal,
+    reserved: Decimal,
+) -> None:
+    """A wallet's balance moved; the last call per customer, resource and currency wins."""
+    key = (env_id, KIND_CREDITS, customer_ref, resource_ref, currency_ref)
+    _pending(session)[key] = {
+        "environment_id": env_id,
+        "kind": KIND_CREDITS,
+        "customer_ref": customer_ref,
+        "resource_ref": resource_ref,
+        "data": {
+            "customerId": customer_ref,
+            "resourceId": resource_ref,
+            "currencyId": currency_ref,
+            "usageLimit": _number(usage_limit),
+            "currentUsage": _number(current_usage),
+            "reserved": _number(reserved),
+            "balance": _number(usage_limit - current_usage),
         },
     }
 

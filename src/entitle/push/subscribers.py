@@ -1,4 +1,4 @@
-"""The push adapter: entitlement and usage changes become rows of the stream's change log, in the
+"""The push adapter: entitlement, usage and credit balance changes become rows of the stream's change log, in the
 transaction that made them (installed at start-up by `entitle.wiring.install`)."""
 
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from entitle.catalog.features.events import FeatureChanged
+from entitle.credits.events import CreditBalanceChanged
 from entitle.customers.events import EntitlementsChanged
 from entitle.domain_events import subscribe
 from entitle.push import service
@@ -24,7 +25,15 @@ def feature_changed(s: Session, event: FeatureChanged) -> None:
     service.feature_changed(s, event.env_id, event.feature_ref)
 
 
+def credits_changed(s: Session, event: CreditBalanceChanged) -> None:
+    w = event.wallet
+    service.credits_updated(
+        s, event.env_id, w.customer_ref, w.resource_ref, w.currency_ref, w.usage_limit, w.current_usage, w.reserved
+    )
+
+
 def install() -> None:
     subscribe(EntitlementsChanged, entitlements_changed)
     subscribe(UsageChanged, usage_changed)
     subscribe(FeatureChanged, feature_changed)
+    subscribe(CreditBalanceChanged, credits_changed)

@@ -9,6 +9,8 @@ from entitle.sdk.cache import CacheBackend, MemoryCache, RedisCache, SQLiteFileC
 from entitle.sdk.client import Entitle
 from entitle.sdk.tokens import CUSTOMER_TOKEN_HEADER, customer_token
 from entitle.sdk.types import (
+    CreditBalance,
+    CreditReservation,
     EntitleConnectionError,
     EntitleError,
     EntitlementResult,
@@ -21,6 +23,8 @@ __all__ = [
     "CUSTOMER_TOKEN_HEADER",
     "AsyncEntitle",
     "CacheBackend",
+    "CreditBalance",
+    "CreditReservation",
     "Entitle",
     "EntitleConnectionError",
     "EntitleError",

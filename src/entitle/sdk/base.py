@@ -9,6 +9,7 @@ from typing import Any
 
 from entitle.sdk.batch import DropCallback, DropReporter, EventQueue
 from entitle.sdk.cache import CacheBackend, MemoryCache
+from entitle.sdk.credits import CreditKey, CreditState
 from entitle.sdk.state import State, evaluate, fallback_result, normalize_fallbacks, to_decimal
 from entitle.sdk.store import EntitlementStore, Key, namespace
 from entitle.sdk.types import EntitlementResult, FallbackEntitlement, Source
@@ -112,6 +113,13 @@ class ClientBase:
             for feature_id in sorted(state.entries)
         ]
         return [r for r in results if r.feature_type is not None]  # a lapsed grant (stale) is no entitlement
+
+    def _fresh_credits(self, key: CreditKey) -> CreditState | None:
+        store = self._store
+        state = store.credits.load(key, store.trusted_since)
+        if state is None or not (store.push_connected or time.time() - state.written_at < store.ttl):
+            return None
+        return state
 
     def _after_provision(self, customer_id: str, resource_id: str | None = None) -> None:
         self._store.invalidate(customer_id, resource_id, all_resources=True)

@@ -23,8 +23,10 @@ from entitle.sdk.base import DEFAULT_BASE_URL, ClientBase
 from entitle.sdk.batch import DropCallback, Event, ThreadBatcher
 from entitle.sdk.cache import CacheBackend
 from entitle.sdk.push import PushListener
-from entitle.sdk.state import cached_answer, evaluate
+from entitle.sdk.state import cached_answer, evaluate, to_decimal
 from entitle.sdk.types import (
+    CreditBalance,
+    CreditReservation,
     EntitleConnectionError,
     EntitleError,
     EntitlementResult,
@@ -307,6 +309,104 @@ class Entitle(ClientBase):
     @property
     def pending_events(self) -> int:
         return self._events.pending
+
+    # --- credits ----------------------------------------------------------------------------------
+
+    def get_credit_balance(
+        self, customer_id: str, currency_id: str, *, resource_id: str | None = None
+    ) -> CreditBalance:
+        """The customer's balance in a custom currency: from the cache while it is current (the push
+        stream's `credits.updated` keeps it so), else read from the server. Offline, the last known
+        balance (`Source.STALE_CACHE`); with none, `EntitleConnectionError`."""
+        key = (customer_id, currency_id, resource_id)
+        state = self._fresh_credits(key)
+        if state is not None:
+            return wire.credit_balance(key, state, Source.CACHE)
+        last = self._store.credits.load(key, self._store.trusted_since)
+        error: EntitleConnectionError = EntitleConnectionError("offline: the server is not tried again yet")
+        if self._may_try_server():
+            generation = self._store.credits.generation(key)
+            try:
+                data = self._send(wire.credit_check_call(customer_id, currency_id, resource_id))
+            except EntitleConnectionError as exc:
+                error = exc
+                self._went_offline()
+            else:
+                self._came_online()
+                return wire.credit_balance(key, self._store.credits.store(key, data, generation), Source.SERVER)
+        if last is not None:
+            return wire.credit_balance(key, last, Source.STALE_CACHE)
+        raise error
+
+    def consume(
+        self,
+        customer_id: str,
+        currency_id: str,
+        amount: Decimal | int | float,
+        *,
+        idempotency_key: str | None = None,
+        resource_id: str | None = None,
+        dimensions: Mapping[str, Any] | None = None,
+        created_at: datetime | None = None,
+    ) -> CreditBalance:
+        """Consume credits now (`POST /api/v1/credits/consumption`), retried with the same idempotency
+        key (a new one when none is given) on a transient failure; never refused for lack of credits
+        (the server overdraws). Returns the balance after it, which the cache takes at once."""
+        key = (customer_id, currency_id, resource_id)
+        call = wire.consume_call(
+            customer_id,
+            currency_id,
+            amount,
+            idempotency_key or wire.new_idempotency_key(),
+            resource_id=resource_id,
+            dimensions=dimensions,
+            created_at=created_at,
+        )
+        data = self._send(call, attempts=3)
+        return wire.credit_balance(key, self._store.credits.store(key, data["credit"]), Source.SERVER)
+
+    def reserve(
+        self,
+        customer_id: str,
+        currency_id: str,
+        amount: Decimal | int | float,
+        reservation_id: str,
+        *,
+        ttl_seconds: int | None = None,
+        resource_id: str | None = None,
+    ) -> CreditReservation:
+        """Hold `amount` credits if the balance covers it (the check with `reserveAmount`): granted with
+        the hold placed, or refused (`InsufficientCredits`). The same `reservation_id` again answers the
+        same hold (so it is retried safely). Release it with `release` once the work is done."""
+        key = (customer_id, currency_id, resource_id)
+        call = wire.credit_check_call(
+            customer_id,
+            currency_id,
+            resource_id,
+            reserve_amount=amount,
+            reservation_id=reservation_id,
+            ttl_seconds=ttl_seconds,
+        )
+        data = self._send(call, attempts=3)
+        balance = wire.credit_balance(key, self._store.credits.store(key, data), Source.SERVER)
+        return wire.credit_reservation(data, balance)
+
+    def release(
+        self,
+        reservation_id: str,
+        customer_id: str,
+        currency_id: str,
+        consumed_amount: Decimal | int | float,
+        *,
+        resource_id: str | None = None,
+    ) -> CreditReservation:
+        """End a hold, charging `consumed_amount` (more than was held is drawn afresh). Idempotent."""
+        key = (customer_id, currency_id, resource_id)
+        call = wire.release_call(reservation_id, customer_id, currency_id, consumed_amount, resource_id)
+        data = self._send(call, attempts=3)
+        held = data["reservation"]
+        state = self._store.credits.store(key, data["credit"], released=to_decimal(held["amount"]))
+        return wire.credit_reservation({"isGranted": True}, wire.credit_balance(key, state, Source.SERVER), held)
 
     # --- paywall ----------------------------------------------------------------------------------
 

@@ -131,6 +131,10 @@ class PushListener:
             customer, feature, current = data.get("customerId"), data.get("featureId"), data.get("currentUsage")
             if customer and feature and current is not None:
                 self.store.set_usage((customer, data.get("resourceId")), feature, to_decimal(current))
+        elif event.event == "credits.updated":
+            customer, currency = data.get("customerId"), data.get("currencyId")
+            if customer and currency and data.get("usageLimit") is not None and data.get("currentUsage") is not None:
+                self.store.credits.store((customer, currency, data.get("resourceId")), data)
         elif event.event == "reset":
             log.info("entitle: push stream reset (%s): dropping the cache", data.get("reason"))
             self.store.clear()

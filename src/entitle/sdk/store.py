@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from entitle.sdk.cache import CacheBackend
+from entitle.sdk.credits import CreditCache
 from entitle.sdk.state import State
 
 log = logging.getLogger("entitle.sdk")
@@ -45,6 +46,7 @@ class EntitlementStore:
         self.trusted_since = 0.0
         self._generation: dict[Key, int] = {}
         self._lock = threading.Lock()
+        self.credits = CreditCache(backend, prefix)
 
     # --- freshness ------------------------------------------------------------------------------
 
@@ -166,6 +168,7 @@ class EntitlementStore:
                 if state.valid and state.written_at < written_before:
                     self._generation[key] = self._generation.get(key, 0) + 1
                     self._write(key, state.invalidated())
+        self.credits.mark_all_invalid(written_before)
 
     def clear(self) -> None:
         """`reset` from the server: drop everything cached for the environment."""
@@ -173,6 +176,7 @@ class EntitlementStore:
             for key in self.hot:
                 self._generation[key] = self._generation.get(key, 0) + 1
             self.hot.clear()
+            self.credits.clear()
             try:
                 self.backend.clear(self.prefix)
             except Exception:

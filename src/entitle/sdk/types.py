@@ -280,3 +280,35 @@ class EntitleError(Exception):
 
 class EntitleConnectionError(EntitleError):
     """The server could not be reached (connection refused, timeout, 5xx after retries)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CreditBalance:
+    """A customer's balance in one custom currency (`usage_limit - current_usage`; negative while
+    overdrawn). `current_usage` counts what active reservations hold (`reserved`)."""
+
+    customer_id: str
+    currency_id: str
+    resource_id: str | None
+    usage_limit: Decimal
+    current_usage: Decimal
+    reserved: Decimal
+    source: Source
+
+    @property
+    def balance(self) -> Decimal:
+        return self.usage_limit - self.current_usage
+
+
+@dataclass(frozen=True, slots=True)
+class CreditReservation:
+    """The answer to `reserve`: granted with the hold placed, or refused (`InsufficientCredits`)."""
+
+    is_granted: bool
+    access_denied_reason: str | None
+    reservation_id: str | None
+    amount: Decimal | None
+    expires_at: datetime | None
+    status: str | None  # ACTIVE, or RELEASED once `release`d
+    consumed_amount: Decimal | None
+    balance: CreditBalance

@@ -18,8 +18,16 @@ from urllib.parse import quote
 
 import httpx
 
+from entitle.sdk.credits import CreditState
 from entitle.sdk.state import to_decimal
-from entitle.sdk.types import EntitleConnectionError, EntitleError, ReportedUsage
+from entitle.sdk.types import (
+    CreditBalance,
+    CreditReservation,
+    EntitleConnectionError,
+    EntitleError,
+    ReportedUsage,
+    Source,
+)
 
 USER_KEYS = frozenset({"metadata", "dimensions", "invoiceCustomFields", "billingInformation"})
 _CAMEL = re.compile(r"_([a-z0-9])")
@@ -208,4 +216,97 @@ def reported_usage(data: Mapping[str, Any]) -> ReportedUsage:
         usage_period_start=_when(usage.get("usagePeriodStart")),
         usage_period_end=_when(usage.get("usagePeriodEnd")),
         next_reset_date=_when(usage.get("nextResetDate")),
+    )
+
+
+# --- credits ------------------------------------------------------------------------------------
+
+
+def credit_check_call(
+    customer_id: str,
+    currency_id: str,
+    resource_id: str | None,
+    *,
+    reserve_amount: Decimal | int | float | None = None,
+    reservation_id: str | None = None,
+    ttl_seconds: int | None = None,
+) -> Call:
+    """The CREDIT check (`GET .../entitlements/check?currencyId=`); with `reserve_amount`, it also holds
+    the amount (idempotent per reservation id, so safe to resend)."""
+    params: dict[str, Any] = {"currencyId": currency_id}
+    if resource_id is not None:
+        params["resourceId"] = resource_id
+    if reserve_amount is not None:
+        params["reserveAmount"] = jsonable(to_decimal(reserve_amount))
+        params["reservationId"] = reservation_id
+        if ttl_seconds is not None:
+            params["reservationTtlSeconds"] = ttl_seconds
+    return Call("GET", f"/api/v1/customers/{segment(customer_id)}/entitlements/check", params, retry=True)
+
+
+def consume_call(
+    customer_id: str,
+    currency_id: str,
+    amount: Decimal | int | float,
+    idempotency_key: str,
+    *,
+    resource_id: str | None = None,
+    dimensions: Mapping[str, Any] | None = None,
+    created_at: datetime | None = None,
+) -> Call:
+    body: dict[str, Any] = {
+        "customerId": customer_id,
+        "currencyId": currency_id,
+        "amount": jsonable(to_decimal(amount)),
+        "idempotencyKey": idempotency_key,
+    }
+    if resource_id is not None:
+        body["resourceId"] = resource_id
+    if dimensions is not None:
+        body["dimensions"] = dict(dimensions)
+    if created_at is not None:
+        body["createdAt"] = created_at.isoformat()
+    return Call("POST", "/api/v1/credits/consumption", body=body, retry=True)
+
+
+def release_call(
+    reservation_id: str,
+    customer_id: str,
+    currency_id: str,
+    consumed_amount: Decimal | int | float,
+    resource_id: str | None = None,
+) -> Call:
+    body: dict[str, Any] = {
+        "customerId": customer_id,
+        "currencyId": currency_id,
+        "consumedAmount": jsonable(to_decimal(consumed_amount)),
+    }
+    if resource_id is not None:
+        body["resourceId"] = resource_id
+    return Call("POST", f"/api/v1/credits/reservations/{segment(reservation_id)}/release", body=body, retry=True)
+
+
+def new_idempotency_key() -> str:
+    return str(uuid.uuid4())
+
+
+def credit_balance(key: tuple[str, str, str | None], state: CreditState, source: Source) -> CreditBalance:
+    customer, currency, resource = key
+    return CreditBalance(customer, currency, resource, state.usage_limit, state.current_usage, state.reserved, source)
+
+
+def credit_reservation(
+    data: Mapping[str, Any], balance: CreditBalance, release: Mapping[str, Any] | None = None
+) -> CreditReservation:
+    held: Mapping[str, Any] = release if release is not None else (data.get("reservation") or {})
+    consumed = held.get("consumedAmount")
+    return CreditReservation(
+        is_granted=bool(data.get("isGranted", True)),
+        access_denied_reason=data.get("accessDeniedReason"),
+        reservation_id=held.get("id"),
+        amount=None if held.get("amount") is None else to_decimal(held["amount"]),
+        expires_at=_when(held.get("expiresAt")),
+        status=held.get("status"),
+        consumed_amount=None if consumed is None else to_decimal(consumed),
+        balance=balance,
     )

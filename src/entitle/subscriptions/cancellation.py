@@ -11,11 +11,10 @@ from entitle.catalog.products.models import Product
 from entitle.clock import as_utc, utcnow
 from entitle.customers.models import Customer
 from entitle.db import Database
+from entitle.domain_events import publish
 from entitle.errors import FailedPrecondition, InvalidArgument
 from entitle.subscriptions import store
-from entitle.subscriptions.events import (
-    announce_update,
-)
+from entitle.subscriptions.events import CancellationRequested, announce_update
 from entitle.subscriptions.provisioning import downgrade_to_free
 from entitle.subscriptions.rules import LIVE, OPEN, Status
 from entitle.subscriptions.schemas import (
@@ -57,6 +56,8 @@ def cancel_subscription(db: Database, env_id: int, ref: str, req: SubscriptionCa
                     downgrade_to_free(s, sub, now)
         if sub.status in OPEN:  # not ended now: the end is scheduled
             announce_update(s, sub, "CANCELLATION_SCHEDULED", entitlements=False)
+        ends_at = sub.end_date if sub.end_date is not None else now
+        publish(s, CancellationRequested(env_id=env_id, sub=sub, ends_at=ends_at, prorate=req.prorate))
         s.flush()
         return view_of(s, sub, now)
 

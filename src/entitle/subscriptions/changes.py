@@ -4,7 +4,7 @@ and cancel a scheduled update."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
 from entitle.catalog.coupons import store as coupons
 from entitle.catalog.packages import store as packages
@@ -21,8 +21,10 @@ from entitle.subscriptions.events import (
     BillingTermsChanged,
     announce_update,
 )
+from entitle.subscriptions.preview import checked_overrides
 from entitle.subscriptions.rules import LIVE, OPEN, Status
 from entitle.subscriptions.schemas import (
+    PriceOverride,
     SubscriptionUpdate,
 )
 from entitle.subscriptions.service import SubscriptionView, view_of
@@ -109,13 +111,34 @@ def update_subscription(db: Database, env_id: int, ref: str, req: SubscriptionUp
             if req.schedule_strategy == "IMMEDIATE" or window is None:
                 sub.billing_period = req.billing_period
                 sub.billing_cycle_anchor = now
+            elif sub.price_overrides or req.price_overrides:
+                raise InvalidArgument(
+                    "a subscription with price overrides changes its billing period with scheduleStrategy "
+                    "IMMEDIATE (and the priceOverrides of the new period): an override is a price for one period"
+                )
             else:
                 schedule_update(s, sub, "BILLING_PERIOD", window.end, {"billingPeriod": req.billing_period}, None)
+        if "price_overrides" in fields or (sub.price_overrides and fields & {"addons", "billing_period"}):
+            # Checked against the add-ons and the billing period the subscription now has: an override of a
+            # price it no longer has is refused, never kept unapplied.
+            wanted = (
+                req.price_overrides
+                if "price_overrides" in fields
+                else [PriceOverride.model_validate(entry) for entry in sub.price_overrides or []]
+            )
+            held = [
+                (addon, row.quantity)
+                for row in store.addons_of(s, [sub.pk]).get(sub.pk, [])
+                if (addon := s.get(Package, row.addon_pk)) is not None
+            ]
+            country = sub.billing_country_code
+            sub.price_overrides = checked_overrides(s, plan, held, sub.billing_period, country, wanted)
         rules.check_days_until_due(billing_information, sub.payment_collection_method)
         if rules.forwarded_billing_information(billing_information):
             assert billing_information is not None
             ports.billing.impl.forward_billing_information(s, sub, billing_information, via_checkout=False, new=False)
-        if fields & {"addons", "charges", "applied_coupon", "promotion_code", "billing_period", "billing_information"}:
+        billed = {"addons", "charges", "applied_coupon", "promotion_code", "billing_period", "billing_information"}
+        if fields & (billed | {"price_overrides"}):
             # The provider subscription follows (a billing-period change scheduled for later finds
             # nothing to change now; its scheduled update sends it then).
             proration = rules.proration_behavior(billing_information)
@@ -203,6 +226,32 @@ def transfer_subscription(db: Database, env_id: int, ref: str, destination_resou
             announce_update(s, sub, "TRANSFERRED", entitlements=sub.status in LIVE, also=was)
         s.flush()
         return view_of(s, sub, now)
+
+
+def cancel_pending_payment_update(db: Database, env_id: int, ref: str) -> str:
+    """`DELETE .../future-update/pending-payment`: drop the updates waiting for their payment
+    (`PENDING_PAYMENT`); 409 when none waits."""
+    with db.transaction() as s:
+        sub = store.get(s, env_id, ref, for_update=True)
+        waiting = store.future_updates_of(s, [sub.pk], statuses=("PENDING_PAYMENT",)).get(sub.pk, [])
+        if not waiting:
+            raise FailedPrecondition(f"subscription '{ref}' has no update waiting for a payment")
+        for update in waiting:
+            update.schedule_status = "CANCELED"
+        announce_update(s, sub, "FUTURE_UPDATE_CANCELED", entitlements=False)
+        return sub.ref_id
+
+
+def refuse_usage_billing(db: Database, env_id: int, ref: str, what: str) -> NoReturn:
+    """`usage/charge` and `usage/sync` of a subscription: refused (409). Entitle reports a period's metered
+    usage to the provider once, when the provider invoices that period (docs/stripe.md, "Usage reporting");
+    charging or sending part of it earlier would bill that part twice or leave the rest unbilled."""
+    with db.read() as s:
+        store.get(s, env_id, ref)  # 404 for an unknown subscription
+    raise FailedPrecondition(
+        f"{what} is not supported: the billing provider is sent each period's metered usage once, when it "
+        "invoices that period (docs/stripe.md, 'Usage reporting')"
+    )
 
 
 def cancel_future_update(db: Database, env_id: int, ref: str) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy.orm import Session
@@ -47,6 +48,15 @@ class SubscriptionEnded(SubscriptionEvent):
     its end date or scheduled cancellation), or its trial expired without converting."""
 
     outcome: EndOutcome
+
+
+@dataclass(frozen=True, kw_only=True)
+class CancellationRequested(SubscriptionEvent):
+    """`POST .../cancel` was accepted: the subscription ends (or ended) at `ends_at`. `prorate` is the
+    request's flag for the credits it granted (None: not sent); the credits domain acts on it."""
+
+    ends_at: datetime
+    prorate: bool | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -7,8 +7,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from entitle.catalog.packages import store as packages
 from entitle.clock import utcnow
+from entitle.customers.models import Customer
 from entitle.db import Database
 from entitle.domain_events import publish
 from entitle.errors import FailedPrecondition
@@ -23,8 +27,9 @@ from entitle.subscriptions.events import (
 )
 from entitle.subscriptions.models import (
     FutureUpdate,
+    Subscription,
 )
-from entitle.subscriptions.provisioning import downgrade_to_free, provision_in
+from entitle.subscriptions.provisioning import downgrade_to_free, end_replaced, provision_in
 from entitle.subscriptions.rules import LIVE, OPEN, Event, IllegalTransition, Status, transition
 from entitle.subscriptions.schemas import (
     SubscriptionProvision,
@@ -50,6 +55,9 @@ def _payment_outcome(
 ) -> SubscriptionView:
     now = utcnow()
     with db.transaction() as s:
+        if event is Event.PAYMENT_SUCCEEDED:
+            # It may end the subscription it replaces: the customer is locked first, as provisioning does.
+            _lock_customer_of(s, env_id, ref)
         sub = store.get(s, env_id, ref, for_update=True)
         before = sub.status
         try:
@@ -58,14 +66,26 @@ def _payment_outcome(
             raise FailedPrecondition(str(exc)) from exc
         sub.payment_collection = collection
         sub.updated_at = now
+        if before == Status.PAYMENT_PENDING and sub.status == Status.ACTIVE:
+            end_replaced(s, sub, now)
         announce_update(s, sub, event.value, entitlements=sub.status != before)
         if event is Event.PAYMENT_FAILED:
             publish(s, PaymentFailed(env_id=env_id, sub=sub, details=details))
         return view_of(s, sub, now)
 
 
+def _lock_customer_of(s: Session, env_id: int, ref: str) -> None:
+    owner = (
+        select(Subscription.customer_pk)
+        .where(Subscription.environment_id == env_id, Subscription.ref_id == ref)
+        .scalar_subquery()
+    )
+    s.execute(select(Customer.pk).where(Customer.pk == owner).with_for_update())
+
+
 def payment_succeeded(db: Database, env_id: int, ref: str) -> SubscriptionView:
-    """The first payment arrived: a PAYMENT_PENDING subscription becomes ACTIVE and grants its entitlements."""
+    """The first payment arrived: a PAYMENT_PENDING subscription becomes ACTIVE and grants its entitlements,
+    and the subscription it replaces (kept while the payment was pending) ends."""
     return _payment_outcome(db, env_id, ref, Event.PAYMENT_SUCCEEDED, "NOT_REQUIRED")
 
 

@@ -52,6 +52,8 @@ class Subscription(EnvironmentScoped, Base):
     coupon_ref: Mapped[str | None] = mapped_column(String(255), default=None)
     billing_id: Mapped[str | None] = mapped_column(Text, default=None)
     salesforce_id: Mapped[str | None] = mapped_column(Text, default=None)
+    # A sales-led deal's own prices, in wire form (`PriceOverride` with the charge's currency filled in).
+    price_overrides: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONDoc(), default=None)
 
 
 class SubscriptionAddon(EnvironmentScoped, Base):

@@ -6,6 +6,7 @@
   the one place a request waits for the provider).
 - `current_entitlements`: what a customer is entitled to now, for the provisioning response
   (`entitle.entitlements` answers).
+- `contract_of`: the contract a subscription is on, shown as its `contractId` (`entitle.contracts` answers).
 """
 
 from __future__ import annotations
@@ -88,8 +89,18 @@ class Billing(Protocol):
     def resolve_promotion_code(self, s: Session, sub: Subscription, code: str) -> str:
         """The Entitle coupon a provider promotion code applies (400 when unknown, expired or not Entitle's)."""
 
+    def preview_promotion_code(
+        self, s: Session, env_id: int, payer: Customer, billing_information: Mapping[str, Any] | None, code: str
+    ) -> str:
+        """`resolve_promotion_code` for a preview: no subscription exists, nothing is kept (after
+        `prefetch_promotion_code`, whose answer is in the session's `info`)."""
+
 
 billing: Port[Billing] = Port("subscriptions.billing")
+
+# (session, subscription pk) -> the contract the subscription is on (`contractId`; `entitle.contracts` answers).
+ContractOf = Callable[[Session, int], str | None]
+contract_of: Port[ContractOf] = Port("subscriptions.contract_of", default=lambda s, pk: None)
 
 # (session, env_id, customer, resource_ref) -> the customer's entitlement results (wire models).
 CurrentEntitlements = Callable[[Session, int, Customer, str | None], list[Any]]

@@ -3,8 +3,10 @@ anything (one read transaction). The arithmetic is `pricing`'s; this module gath
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -16,7 +18,7 @@ from entitle.customers import store as customers
 from entitle.db import Database
 from entitle.errors import InvalidArgument
 from entitle.periods import billing_period_at
-from entitle.subscriptions import pricing, store
+from entitle.subscriptions import ports, price_rules, pricing, store
 from entitle.subscriptions.models import Subscription
 from entitle.subscriptions.rules import LIVE
 from entitle.subscriptions.schemas import (
@@ -26,6 +28,7 @@ from entitle.subscriptions.schemas import (
     InvoicePreview,
     PeriodRange,
     PreviewOut,
+    PriceOverride,
     SubscriptionPreview,
 )
 from entitle.subscriptions.validation import check_addons, is_downgrade, latest_package, periods_priced, trial_used
@@ -83,22 +86,48 @@ def price_lines(
     country: str | None,
     quantities: dict[str, Decimal],
     units: Decimal = Decimal(1),
+    overrides: Mapping[price_rules.Key, Decimal] | None = None,
 ) -> list[pricing.Line]:
     """The lines one period of a plan and its add-ons costs: what a preview shows and what the console's
     MRR adds up, priced once here. `units`: the quantity of a per-unit charge `quantities` does not name
-    (the subscription's `unitQuantity`, as the billing provider is sent it)."""
+    (the subscription's `unitQuantity`, as the billing provider is sent it). `overrides`: the
+    subscription's own prices (`price_rules.amounts`)."""
     lines: list[pricing.Line] = []
+    overrides = overrides or {}
     for price in prices_of(packages.charges_of(s, plan.pk), period, country, plan.display_name):
+        price = price_rules.applied(price, overrides)
         qty = quantities.get(price.feature_ref or "", units) if price.billing_model == "PER_UNIT" else Decimal(1)
         line = pricing.line_for(price, qty)
         if line is not None:
             lines.append(line)
     for addon, quantity in addons:
         for price in prices_of(packages.charges_of(s, addon.pk), period, country, addon.display_name):
-            line = pricing.line_for(price, Decimal(quantity))
+            line = pricing.line_for(price_rules.applied(price, overrides, addon.ref_id), Decimal(quantity))
             if line is not None:
                 lines.append(line)
     return lines
+
+
+def checked_overrides(
+    s: Session,
+    plan: Package,
+    addons: list[tuple[Package, int]],
+    period: str | None,
+    country: str | None,
+    overrides: Sequence[PriceOverride] | None,
+) -> list[dict[str, Any]] | None:
+    """`priceOverrides` of a provisioning, update or preview, checked against the prices the subscription
+    has, in the form the subscription keeps them (None: no overrides)."""
+    if not overrides:
+        return None
+    if period is None:
+        raise InvalidArgument("priceOverrides: the plan has no recurring price to override")
+    plan_prices = prices_of(packages.charges_of(s, plan.pk), period, country, plan.display_name)
+    addon_prices = {
+        addon.ref_id: prices_of(packages.charges_of(s, addon.pk), period, country, addon.display_name)
+        for addon, _ in addons
+    }
+    return price_rules.check(overrides, plan_prices, addon_prices, period)
 
 
 def _out(inv: pricing.Invoice, window: PeriodRange | None, details: DiscountDetails | None) -> InvoicePreview:
@@ -128,7 +157,14 @@ def _out(inv: pricing.Invoice, window: PeriodRange | None, details: DiscountDeta
 
 def preview_subscription(db: Database, env_id: int, req: SubscriptionPreview) -> PreviewOut:
     now = utcnow()
+    code = req.applied_coupon.promotion_code if req.applied_coupon else None
+    information = req.billing_information.wire() if req.billing_information else None
+    prefetched: dict[str, Any] = {}
+    if code:  # asked of the provider outside the transaction, as provisioning does
+        payer_ref = req.paying_customer_id or req.customer_id
+        prefetched = ports.billing.impl.prefetch_promotion_code(db, env_id, payer_ref, information, code)
     with db.read() as s:
+        s.info.update(prefetched)
         customer = customers.get_live(s, env_id, req.customer_id)
         plan = latest_package(s, env_id, PLAN, req.plan_id)
         charges = packages.charges_of(s, plan.pk)
@@ -140,12 +176,19 @@ def preview_subscription(db: Database, env_id: int, req: SubscriptionPreview) ->
         quantities = {b.feature_id: b.quantity for b in req.billable_features or []}
         quantities |= {c.id: c.quantity for c in req.charges or [] if c.type == "FEATURE"}
         units = Decimal(req.unit_quantity or 1)
-        lines = price_lines(s, plan, addons, period, req.billing_country_code, quantities, units)
+        country = req.billing_country_code
+        overrides = price_rules.amounts(checked_overrides(s, plan, addons, period, country, req.price_overrides))
+        lines = price_lines(s, plan, addons, period, country, quantities, units, overrides)
         currency = lines[0].currency if lines else "usd"
         percent: Decimal | None = None
         fixed: Decimal | None = None
         details: DiscountDetails | None = None
         coupon_ref = req.applied_coupon.coupon_id if req.applied_coupon else None
+        if coupon_ref and code:
+            raise InvalidArgument("appliedCoupon: give couponId or promotionCode, not both")
+        if code:
+            payer = customers.get_live(s, env_id, req.paying_customer_id) if req.paying_customer_id else customer
+            coupon_ref = ports.billing.impl.preview_promotion_code(s, env_id, payer, information, code)
         if coupon_ref:
             coupon = coupons.find(s, env_id, coupon_ref)
             if coupon is None or coupon.status != "ACTIVE":
@@ -183,7 +226,7 @@ def preview_subscription(db: Database, env_id: int, req: SubscriptionPreview) ->
             immediate = pricing.invoice(currency, [])
         elif current is not None and current.billing_period and as_utc(current.billing_cycle_anchor) <= now:
             immediate = _proration(
-                s, current, plan, addons, period, req.billing_country_code, quantities, units, now, currency
+                s, current, plan, addons, period, country, quantities, units, now, currency, overrides
             )
         else:
             # A new subscription, or one replacing a trial (nothing paid to credit back; its billing
@@ -209,6 +252,7 @@ def _proration(
     units: Decimal,
     now: datetime,
     currency: str,
+    overrides: Mapping[price_rules.Key, Decimal],
 ) -> pricing.Invoice:
     """Changing mid-period: credit the unused share of what is paid, charge the same share of the new price."""
     window = billing_period_at(current.billing_cycle_anchor, current.billing_period or period, now)
@@ -221,8 +265,15 @@ def _proration(
         if (a := s.get(Package, row.addon_pk)) is not None and a.kind == ADDON
     ]
     old_units = Decimal(current.unit_quantity or 1)
-    old_lines = price_lines(s, old_plan, old_addons, current.billing_period or period, country, {}, old_units)
-    new_lines = price_lines(s, plan, addons, period, country, quantities, units)
+    old_period = current.billing_period or period
+    old_overrides = price_rules.amounts(current.price_overrides)
+    old_quantities = {
+        c.ref_id: c.quantity
+        for c in store.charges_of(s, [current.pk]).get(current.pk, [])
+        if c.charge_type == "FEATURE"
+    }
+    old_lines = price_lines(s, old_plan, old_addons, old_period, country, old_quantities, old_units, old_overrides)
+    new_lines = price_lines(s, plan, addons, period, country, quantities, units, overrides)
     credits = [pricing.scaled(line, -share, f"Unused time on {line.description}") for line in old_lines]
     charges = [pricing.scaled(line, share, f"Remaining time on {line.description}") for line in new_lines]
     return pricing.invoice(currency, credits + charges)

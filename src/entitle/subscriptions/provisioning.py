@@ -38,6 +38,7 @@ from entitle.subscriptions.hooks import payment_gate
 from entitle.subscriptions.models import (
     Subscription,
 )
+from entitle.subscriptions.preview import checked_overrides
 from entitle.subscriptions.rules import LIVE, OPEN, Event, Status, transition
 from entitle.subscriptions.schemas import (
     SubscriptionProvision,
@@ -204,6 +205,7 @@ def _provision(
     addons = check_addons(s, env_id, plan, req.addons or [])
     check_charges(plan_charges, req.charges or [])
     check_overrides(s, env_id, req.entitlements or [])
+    prices = checked_overrides(s, plan, addons, billing_period, req.billing_country_code, req.price_overrides)
     coupon_ref = req.applied_coupon.coupon_id if req.applied_coupon else None
     promotion_code = req.applied_coupon.promotion_code if req.applied_coupon else None
     if coupon_ref and promotion_code:
@@ -222,8 +224,13 @@ def _provision(
         for x in store.of_customer(s, customer.pk, [st.value for st in OPEN], for_update=True)
         if x.product_pk == plan.product_pk and (x.resource_ref or None) == (req.resource_id or None)
     ]
+    replaced: Subscription | None = None
     if open_in_product and not product.multiple_subscriptions:
-        current = open_in_product[0]
+        current = next((x for x in open_in_product if x.status in LIVE), open_in_product[0])
+        for waiting in open_in_product:
+            if waiting is not current:  # a replacement still waiting for its payment, itself replaced now
+                end_subscription(s, waiting, now, Status.CANCELED, "UPGRADE_OR_DOWNGRADE")
+        open_in_product = [current]
         strategy = req.schedule_strategy or "END_OF_BILLING_PERIOD"
         window = view_of(s, current, now).billing_window()
         if (
@@ -242,7 +249,7 @@ def _provision(
             schedule_update(s, current, "DOWNGRADE", window.end, _change_doc(req, billing_period), plan.ref_id)
             announce_update(s, current, "UPDATE_SCHEDULED", entitlements=False)
             return _Provisioned(current, customer, now, is_scheduled=True)
-        end_subscription(s, current, now, Status.CANCELED, "UPGRADE_OR_DOWNGRADE")
+        replaced = current
 
     if start > now + timedelta(seconds=1):
         status = Status.NOT_STARTED
@@ -274,6 +281,7 @@ def _provision(
         coupon_ref=coupon_ref,
         billing_id=req.billing_id,
         salesforce_id=req.salesforce_id,
+        price_overrides=prices,
     )
     s.add(sub)
     s.flush()
@@ -321,6 +329,11 @@ def _provision(
         billing.forward_billing_information(
             s, sub, billing_information, via_checkout=checkout_via is not None, new=True
         )
+    # As Stigg does, a customer keeps what it has until the new plan is paid for: a live subscription
+    # replaced by one waiting for its first payment ends when that one activates (`end_replaced`), and
+    # stays if the payment never comes.
+    if replaced is not None and not (sub.status == Status.PAYMENT_PENDING and replaced.status in LIVE):
+        end_subscription(s, replaced, now, Status.CANCELED, "UPGRADE_OR_DOWNGRADE")
     # The billing adapter syncs it to the provider (unless a Checkout will make the provider subscription).
     publish(s, SubscriptionCreated(env_id=env_id, sub=sub, via_checkout=checkout_via is not None))
     if sub.status in (Status.ACTIVE, Status.IN_TRIAL):  # a delayed or payment-held start changes nothing yet
@@ -350,8 +363,28 @@ def _change_doc(req: SubscriptionProvision, billing_period: str | None) -> dict[
     return req.model_dump(mode="json", by_alias=True, exclude_none=True) | {"billingPeriod": billing_period}
 
 
+def _same_slot(s: Session, sub: Subscription, statuses: frozenset[Status]) -> list[Subscription]:
+    """The customer's other subscriptions in `statuses` to the same product and resource, locked."""
+    return [
+        x
+        for x in store.of_customer(s, sub.customer_pk, [st.value for st in statuses], for_update=True)
+        if x.pk != sub.pk and x.product_pk == sub.product_pk and (x.resource_ref or None) == (sub.resource_ref or None)
+    ]
+
+
+def end_replaced(s: Session, sub: Subscription, now: datetime) -> None:
+    """A subscription that waited for its first payment has just activated: the one it replaces, kept
+    while the payment was pending, ends now (a product with multiple subscriptions replaces none)."""
+    product = s.get(Product, sub.product_pk)
+    if product is None or product.multiple_subscriptions:
+        return
+    for replaced in _same_slot(s, sub, OPEN):
+        end_subscription(s, replaced, now, Status.CANCELED, "UPGRADE_OR_DOWNGRADE")
+
+
 def downgrade_to_free(s: Session, sub: Subscription, now: datetime) -> None:
-    """The product's cancellation setup: move the customer to its free plan, if it has one."""
+    """The product's cancellation setup: move the customer to its free plan, if it has one (not when it
+    still has the subscription an unpaid replacement was to replace)."""
     product = s.get(Product, sub.product_pk)
     settings = (product.product_settings if product else None) or {}
     if settings.get("subscriptionEndSetup") != "DOWNGRADE_TO_FREE" or not settings.get("downgradePlanId"):
@@ -360,6 +393,8 @@ def downgrade_to_free(s: Session, sub: Subscription, now: datetime) -> None:
         return
     customer = s.get(Customer, sub.customer_pk)
     if customer is None or customer.archived_at is not None:
+        return
+    if product is not None and not product.multiple_subscriptions and _same_slot(s, sub, LIVE):
         return
     provision_in(
         s,

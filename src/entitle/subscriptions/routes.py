@@ -1,15 +1,24 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 from fastapi import APIRouter, Query
 from pydantic import SerializeAsAny
 
 from entitle.customers.schemas import CustomerOut
 from entitle.http.deps import DB, CreatedAt, Paging, ServerKey, comma_list
-from entitle.http.wire import Envelope, IdOnly, PageEnvelope, WireModel, envelope, page_envelope
-from entitle.subscriptions import cancellation, changes, journey, provisioning, service
+from entitle.http.wire import (
+    Envelope,
+    IdOnly,
+    PageEnvelope,
+    TaskResult,
+    Unsupported,
+    WireModel,
+    envelope,
+    page_envelope,
+)
+from entitle.subscriptions import cancellation, changes, importing, journey, provisioning, service
 from entitle.subscriptions.preview import preview_subscription as preview_subscription_
 from entitle.subscriptions.schemas import (
     PRICING_TYPES,
@@ -22,9 +31,11 @@ from entitle.subscriptions.schemas import (
     FutureUpdateTarget,
     MoneyAmount,
     PreviewOut,
+    PriceOut,
     SubscriptionCancel,
     SubscriptionDelegate,
     SubscriptionEntitlementRef,
+    SubscriptionImport,
     SubscriptionMigrate,
     SubscriptionOut,
     SubscriptionPreview,
@@ -78,6 +89,7 @@ def subscription_out(view: service.SubscriptionView) -> SubscriptionOut:
         budget=Budget.model_validate(sub.budget) if sub.budget else None,
         minimum_spend=MoneyAmount.model_validate(sub.minimum_spend) if sub.minimum_spend else None,
         paying_customer_id=view.paying_customer_ref,
+        contract_id=view.contract_ref,
         resource_id=sub.resource_ref,
         metadata=sub.metadata_ or {},
         coupons=[CouponOut.model_validate(view.coupon)] if view.coupon else None,
@@ -94,6 +106,7 @@ def subscription_out(view: service.SubscriptionView) -> SubscriptionOut:
             for u in view.future_updates
         ],
         sync_states=[SyncStateOut.of(state, sub.ref_id) for state in view.sync_states],
+        prices=[PriceOut.model_validate(entry) for entry in sub.price_overrides] if sub.price_overrides else None,
     )
 
 
@@ -187,6 +200,31 @@ def transfer_subscription(subscription_id: str, body: SubscriptionTransfer, key:
 @router.delete("/{subscription_id}/future-update/schedule", response_model=Envelope[IdOnly])
 def cancel_scheduled_update(subscription_id: str, key: ServerKey, db: DB) -> dict[str, Any]:
     return envelope(IdOnly(id=changes.cancel_future_update(db, key.environment_id, subscription_id)))
+
+
+@router.delete("/{subscription_id}/future-update/pending-payment", response_model=Envelope[IdOnly])
+def cancel_pending_payment_update(subscription_id: str, key: ServerKey, db: DB) -> dict[str, Any]:
+    return envelope(IdOnly(id=changes.cancel_pending_payment_update(db, key.environment_id, subscription_id)))
+
+
+@router.post("/import", response_model=Envelope[TaskResult])
+def import_subscriptions(body: SubscriptionImport, key: ServerKey, db: DB) -> dict[str, Any]:
+    return envelope(TaskResult(task_id=importing.import_subscriptions(db, key.environment_id, body)))
+
+
+class UsageCharge(WireModel):
+    # Charging usage before the period's invoice is refused (changes.refuse_usage_billing), and so is its date.
+    until_date: Unsupported[datetime] = None
+
+
+@router.post("/{subscription_id}/usage/charge", response_model=Envelope[IdOnly])
+def charge_usage(subscription_id: str, key: ServerKey, db: DB, body: UsageCharge | None = None) -> NoReturn:
+    changes.refuse_usage_billing(db, key.environment_id, subscription_id, "charging usage before the period's invoice")
+
+
+@router.post("/{subscription_id}/usage/sync", response_model=Envelope[IdOnly])
+def sync_usage(subscription_id: str, key: ServerKey, db: DB) -> NoReturn:
+    changes.refuse_usage_billing(db, key.environment_id, subscription_id, "sending usage before the period's invoice")
 
 
 # -- on the customers' paths: a customer with its first subscriptions, and the resources it holds -------

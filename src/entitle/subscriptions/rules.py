@@ -50,7 +50,8 @@ class Event(StrEnum):
 LIVE = frozenset({Status.ACTIVE, Status.IN_TRIAL})
 """Statuses that grant entitlements."""
 OPEN = frozenset({Status.NOT_STARTED, Status.PAYMENT_PENDING, Status.IN_TRIAL, Status.ACTIVE})
-"""Statuses of a subscription that has not ended: at most one per customer, product and resource."""
+"""Statuses of a subscription that has not ended: at most one per customer, product and resource, but
+for a PAYMENT_PENDING replacement of a live one (kept until the replacement is paid for)."""
 
 TRANSITIONS: dict[tuple[Status, Event], Status] = {
     (Status.NOT_STARTED, Event.START): Status.ACTIVE,

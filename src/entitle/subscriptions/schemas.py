@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Field, model_validator
@@ -33,7 +34,7 @@ SUBSCRIPTION_STATUSES: tuple[str, ...] = (
 )
 PRICING_TYPES: tuple[str, ...] = ("FREE", "PAID", "CUSTOM")
 BILLING_PERIODS: tuple[str, ...] = get_args(BillingPeriod)
-# Credits are not granted yet: a subscription's credit purchases and credit overrides are refused.
+# Credit purchases (charges of type CREDIT) are not granted yet: refused. Credit entitlements are honoured.
 EntitlementType = Annotated[Literal["FEATURE", "CREDIT"], unsupported_values("CREDIT")]
 # A deferred change waits for the end of the billing period; the end of the billing month is not computed.
 ScheduleStrategy = Annotated[
@@ -52,15 +53,40 @@ class ChargeQuantity(WireModel):
     type: EntitlementType = "FEATURE"
 
 
+CREDIT_PLACES = 6  # the credits domain's precision (entitle.credits.rules.PLACES), checked here on the way in
+
+
 class EntitlementOverride(ResetFields):
-    type: EntitlementType
+    type: Literal["FEATURE", "CREDIT"]
     id: RefId
     usage_limit: NonNegInt | None = None
     has_unlimited_usage: bool | None = None
     has_soft_limit: bool | None = None
-    # The credit override's grant (type CREDIT, refused with it).
-    amount: Unsupported[Amount] = None
-    cadence: Unsupported[Literal["MONTH", "YEAR"]] = None
+    # CREDIT (id = the custom currency): the subscription's own grant per cadence, granted as the plan's.
+    amount: Amount | None = Field(default=None, ge=0)
+    cadence: Literal["MONTH", "YEAR"] | None = None
+
+    @model_validator(mode="after")
+    def _fields_of_its_type(self) -> EntitlementOverride:
+        if self.type == "CREDIT":
+            feature_only = (
+                "usage_limit",
+                "has_unlimited_usage",
+                "reset_period",
+                "monthly_reset_period_configuration",
+                "weekly_reset_period_configuration",
+                "yearly_reset_period_configuration",
+            )
+            sent = [name for name in feature_only if getattr(self, name, None) is not None]
+            if sent:
+                raise ValueError(f"a CREDIT entitlement takes amount and cadence, not {', '.join(sent)}")
+            if self.amount is None or self.cadence is None:
+                raise ValueError("a CREDIT entitlement needs amount and cadence (MONTH or YEAR)")
+            if self.amount != self.amount.quantize(Decimal(1).scaleb(-CREDIT_PLACES)):
+                raise ValueError(f"amount: at most {CREDIT_PLACES} decimal places")
+        elif self.amount is not None or self.cadence is not None:
+            raise ValueError("amount and cadence are for CREDIT entitlements")
+        return self
 
     def anchor(self) -> str | None:
         """The configured anchor of the chosen reset period (None: the period's default)."""
@@ -72,6 +98,44 @@ class TrialOverride(WireModel):
     is_trial: bool
     trial_end_behavior: Literal["CONVERT_TO_PAID", "CANCEL_SUBSCRIPTION"] | None = None
     trial_end_date: datetime | None = None
+
+
+class PriceOverride(WireModel):
+    """One price of the subscription replaced for this subscription only: the plan's base charge
+    (`baseCharge`), the plan's per-unit or usage price of a feature (`featureId`), or an add-on's price
+    (`addonId`). `amount` is the new flat amount or unit price, in the charge's currency."""
+
+    addon_id: RefId | None = None
+    feature_id: RefId | None = None
+    base_charge: bool | None = None
+    amount: Amount = Field(ge=0)
+    currency: Currency | None = None
+    # A price override for one billing country, new tiers or a new block size would each need a second
+    # price model next to the catalog's; credit-rate overrides wait for credit-priced features.
+    billing_country_code: Unsupported[ShortText] = None
+    block_size: Unsupported[Amount] = None
+    tiers: Unsupported[list[dict[str, Any]]] = None
+    credit_grant_cadence: Unsupported[Literal["BEGINNING_OF_BILLING_PERIOD", "MONTHLY"]] = None
+    credit_rate: Unsupported[dict[str, Any]] = None
+    currency_id: Unsupported[RefId] = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> PriceOverride:
+        targets = [bool(self.base_charge), self.feature_id is not None, self.addon_id is not None]
+        if sum(targets) != 1:
+            raise ValueError("a price override names exactly one of baseCharge: true, featureId or addonId")
+        return self
+
+    def key(self) -> tuple[str, str]:
+        """What it overrides: ("BASE", ""), ("FEATURE", featureId) or ("ADDON", addonId)."""
+        if self.feature_id is not None:
+            return ("FEATURE", self.feature_id)
+        if self.addon_id is not None:
+            return ("ADDON", self.addon_id)
+        return ("BASE", "")
+
+
+PriceOverrides = Annotated[list[PriceOverride], Field(max_length=100)]
 
 
 class Budget(WireModel):
@@ -94,8 +158,8 @@ class AppliedCoupon(WireModel):
 
 
 class PreviewAppliedCoupon(AppliedCoupon):
-    # The preview asks no provider: a promotion code would need Stripe to say which coupon it is.
-    promotion_code: Unsupported[ShortText] = None
+    """A promotion code is looked up at the billing provider, as provisioning looks it up (before the
+    preview's read transaction), and previewed as the Entitle coupon it applies."""
 
 
 class CheckoutOptions(WireModel):
@@ -182,7 +246,7 @@ class SubscriptionParams(WireModel):
     applied_coupon: AppliedCoupon | None = None
     checkout_options: CheckoutOptions | None = None
     billing_information: BillingInformation | None = None
-    price_overrides: Unsupported[list[dict[str, Any]]] = None
+    price_overrides: PriceOverrides | None = None
 
     @model_validator(mode="after")
     def _unique_items(self) -> SubscriptionParams:
@@ -222,14 +286,35 @@ class SubscriptionUpdate(WireModel):
     salesforce_id: Unsupported[ShortText] = None
     applied_coupon: AppliedCoupon | None = None
     billing_information: BillingInformationUpdate | None = None
-    price_overrides: Unsupported[list[dict[str, Any]]] = None
+    price_overrides: PriceOverrides | None = None
+
+
+class ImportedSubscription(WireModel):
+    id: RefId
+    customer_id: RefId
+    plan_id: RefId
+    billing_period: BillingPeriod | None = None
+    start_date: datetime | None = None
+    end_date: datetime | None = None
+    addons: list[AddonQuantity] | None = Field(default=None, max_length=100)
+    charges: list[ChargeQuantity] | None = Field(default=None, max_length=100)
+    billing_id: ShortText | None = None
+    resource_id: RefId | None = None
+    metadata: Metadata | None = None
+
+
+class SubscriptionImport(WireModel):
+    subscriptions: list[ImportedSubscription] = Field(min_length=1, max_length=1000)
+    integration_id: RefId | None = None
 
 
 class SubscriptionCancel(WireModel):
     cancellation_time: Literal["END_OF_BILLING_PERIOD", "IMMEDIATE", "SPECIFIC_DATE"] | None = None
     cancellation_action: Literal["DEFAULT", "REVOKE_ENTITLEMENTS"] | None = None
     end_date: datetime | None = None
-    prorate: Unsupported[bool] = None
+    # Whether the credits the subscription granted for the current period are revoked when it ends
+    # (true) or kept until their period ends (false, the default).
+    prorate: bool | None = None
 
 
 class SubscriptionMigrate(WireModel):
@@ -280,6 +365,14 @@ class CouponOut(WireModel):
     amounts_off: list[dict[str, Any]] | None = None
 
 
+class PriceOut(WireModel):
+    addon_id: str | None = None
+    feature_id: str | None = None
+    base_charge: bool | None = None
+    amount: Amount
+    currency: str
+
+
 class SubscriptionOut(WireModel):
     id: str
     customer_id: str
@@ -306,13 +399,15 @@ class SubscriptionOut(WireModel):
     budget: Budget | None = None
     minimum_spend: MoneyAmount | None = None
     paying_customer_id: str | None = None
+    contract_id: str | None = None
     resource_id: str | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
     coupons: list[CouponOut] | None = None
     subscription_entitlements: list[SubscriptionEntitlementRef] = Field(default_factory=list)
     future_updates: list[FutureUpdateOut] = Field(default_factory=list)
     latest_invoice: dict[str, Any] | None = None
-    prices: list[dict[str, Any]] | None = None
+    # The subscription's price overrides (`priceOverrides`, with the charge's currency filled in).
+    prices: list[PriceOut] | None = None
     # Our extension: its sync with each billing integration (state, provider id, error or reason).
     sync_states: list[SyncStateOut] = Field(default_factory=list)
 
@@ -344,6 +439,8 @@ class SubscriptionPreview(WireModel):
     applied_coupon: PreviewAppliedCoupon | None = None
     billing_information: PreviewBillingInformation | None = None
     trial_override_configuration: PreviewTrialOverride | None = None
+    # Our extension: the prices a deal overrides, previewed as provisioning with them would bill.
+    price_overrides: PriceOverrides | None = None
 
 
 class PeriodRange(WireModel):

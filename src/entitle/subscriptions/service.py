@@ -23,7 +23,7 @@ from entitle.customers.models import Customer
 from entitle.db import Database
 from entitle.db.pagination import CreatedAtRange, Page, PageRequest, decode_cursor, encode_cursor
 from entitle.periods import BillingWindow, billing_period_at
-from entitle.subscriptions import store
+from entitle.subscriptions import ports, store
 from entitle.subscriptions.models import (
     FutureUpdate,
     Subscription,
@@ -47,6 +47,7 @@ class SubscriptionView:
     now: datetime
     # Its sync with each billing integration (`syncStates`, our extension).
     sync_states: list[SyncState] = field(default_factory=list)
+    contract_ref: str | None = None
 
     def billing_window(self) -> BillingWindow | None:
         sub = self.sub
@@ -84,6 +85,7 @@ def view_of(
         sync_states=sync_states
         if sync_states is not None
         else sync_states_of(s, SUBSCRIPTION_LINK, [sub.pk]).get(sub.pk, []),
+        contract_ref=ports.contract_of.impl(s, sub.pk),
     )
 
 

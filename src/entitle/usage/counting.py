@@ -38,7 +38,7 @@ from entitle.db.types import json_text
 from entitle.events.ingested import NewEvent
 from entitle.events.rules import refusal
 from entitle.grants.engine import Grant, Window, customer_grants, owners_grants, resource_key, usage_window
-from entitle.usage import store
+from entitle.usage import ports, store
 from entitle.usage.meters import compile_meter, dimensions_read, field_path, measure
 from entitle.usage.models import UsageCounter, WaitingUsage
 from entitle.usage.owners import CounterMoved, announce
@@ -47,6 +47,7 @@ from entitle.usage.rules import RANGE_TEXT, Tally, fold, fold_checked, merge, us
 log = logging.getLogger("entitle.usage")
 
 Problem = dict[str, str]
+ADDITIVE = frozenset({"SUM", "COUNT", "UNIQUE"})  # aggregations where each event adds what it costs
 
 
 Owner = tuple[str, str | None]  # customer id, resource id
@@ -67,17 +68,17 @@ def _measure(metered: list[Feature], events: Sequence[NewEvent]) -> tuple[dict[s
     numbers: dict[tuple[type, Any], Decimal | None] = {}  # a batch repeats its values: read each once
     amounts: dict[str, Amounts] = {}
     refused: dict[int, Problem] = {}
+    # Meters reading the same dimensions (SUM, MAX, MIN and AVG of one field) share the batch's kinds.
+    grouped: dict[tuple[str, ...], tuple[list[tuple[Any, ...]], dict[tuple[Any, ...], NewEvent]]] = {}
     for feature in metered:
         assert feature.meter is not None
         measured = compile_meter(feature.meter, numbers)
         # Events alike in their name and the dimensions the meter reads contribute alike: each kind is
         # measured (and range-checked) once, by one of its events.
-        kinds = _kinds(dimensions_read(feature.meter), events)
-        try:
-            representative = dict(zip(kinds, events, strict=True))
-        except TypeError:  # a value that is not hashable (not a dimension value): measure each event
-            kinds = [(position,) for position in range(len(events))]
-            representative = dict(zip(kinds, events, strict=True))
+        reads = dimensions_read(feature.meter)
+        if reads not in grouped:
+            grouped[reads] = _kinds_of(reads, events)
+        kinds, representative = grouped[reads]
         kept: dict[tuple[Any, ...], Decimal | str | None] = {}
         out_of_range: dict[tuple[Any, ...], Decimal] = {}
         for kind, e in representative.items():
@@ -96,6 +97,18 @@ def _measure(metered: list[Feature], events: Sequence[NewEvent]) -> tuple[dict[s
                     "problem": f"{out_of_range[kind]} is outside the range a meter counts ({RANGE_TEXT})",
                 }
     return amounts, [refused[i] for i in sorted(refused)]
+
+
+def _kinds_of(
+    reads: tuple[str, ...], events: Sequence[NewEvent]
+) -> tuple[list[tuple[Any, ...]], dict[tuple[Any, ...], NewEvent]]:
+    """Each event's kind, and one event of each kind."""
+    kinds = _kinds(reads, events)
+    try:
+        return kinds, dict(zip(kinds, events, strict=True))
+    except TypeError:  # a value that is not hashable (not a dimension value): measure each event
+        kinds = [(position,) for position in range(len(events))]
+        return kinds, dict(zip(kinds, events, strict=True))
 
 
 def _kinds(reads: tuple[str, ...], events: Sequence[NewEvent]) -> list[tuple[Any, ...]]:
@@ -286,7 +299,7 @@ def _refused(items: list[Item], refused: list[tuple[int, str]]) -> list[Problem]
     return [{"field": f"events.{items[position][0]}", "problem": why} for position, why in refused]
 
 
-def _tally_of(row: UsageCounter | WaitingUsage) -> Tally:
+def _tally_of(row: UsageCounter | WaitingUsage | store.TallyRow) -> Tally:
     return Tally(value=row.value, samples=row.samples or 0, total=row.total)
 
 
@@ -315,7 +328,7 @@ def _count_waiting(
         problems += _refused(items, refused)
         tallies.append(tally)
     if not problems:
-        store.save_tallies(s, [rows[key] for key in waiting], [(t.value, t.samples, t.total) for t in tallies])
+        store.save_tallies(s, WaitingUsage, [_written(rows[key], t) for key, t in zip(waiting, tallies, strict=True)])
     return problems
 
 
@@ -340,7 +353,8 @@ def _count_in_windows(s: Session, env_id: int, slots: dict[store.CounterKey, _Sl
         tallies.append(tally)
     if problems:  # the batch is refused (rolled back): nothing to write nor announce
         return problems
-    store.save_tallies(s, [counters[key] for key in slots], [(t.value, t.samples, t.total) for t in tallies])
+    before = {key: counters[key].value for key in slots}
+    store.save_tallies(s, UsageCounter, [_written(counters[key], t) for key, t in zip(slots, tallies, strict=True)])
     for key, slot in slots.items():
         moved = CounterMoved(
             slot.customer,
@@ -352,13 +366,29 @@ def _count_in_windows(s: Session, env_id: int, slots: dict[store.CounterKey, _Sl
             slot.in_current_window,
         )
         announce(s, env_id, moved)
+        _charge_credits(s, env_id, slot, counters[key], before[key])
     return problems
+
+
+def _charge_credits(s: Session, env_id: int, slot: _Slot, counter: store.TallyRow, before: Decimal) -> None:
+    """A credit-priced feature's events draw credits for what they added. Only additive meters (SUM, COUNT,
+    UNIQUE) say what an event costs; MAX/MIN/AVG counters draw nothing (the estimate warns of it)."""
+    delta = counter.value - before
+    if delta > 0 and _function(slot.grant.feature) in ADDITIVE:
+        event_id = f"meter:{counter.pk}:{counter.value}"  # the counter only grows here: unique per draw
+        feature_ref = slot.grant.feature.ref_id
+        ports.charge_credits.impl(s, env_id, slot.customer, feature_ref, slot.resource_ref, delta, utcnow(), event_id)
+
+
+def _written(row: store.TallyRow, tally: Tally) -> store.TallyRow:
+    row.value, row.samples, row.total = tally.value, tally.samples, tally.total
+    return row
 
 
 def _rebuild_if_legacy(
     s: Session,
     env_id: int,
-    counter: UsageCounter,
+    counter: UsageCounter | store.TallyRow,
     feature: Feature,
     customer: Customer,
     resource_ref: str | None,

@@ -15,7 +15,7 @@ router = APIRouter(tags=["usage"])
 
 @router.post("/api/v2/usage", response_model=Envelope[UsageReportResult])
 def report_usage(body: UsageReport, key: ServerKey, db: DB) -> dict[str, Any]:
-    return envelope(UsageReportResult(usages=service.report_usage(db, key.environment_id, body.usages)))
+    return envelope(UsageReportResult.of(service.report_usage(db, key.environment_id, body.usages)))
 
 
 @router.post("/api/v1/usage", response_model=Envelope[list[UsageOut]], deprecated=True)

@@ -46,6 +46,17 @@ class UsageReport(WireModel):
     usages: list[UsageIn] = Field(min_length=1, max_length=1000)
 
 
+class UsageCreditOut(WireModel):
+    """The credits one usage of a credit-priced feature drew (0 for a replayed report) and the balance after."""
+
+    consumed: Reading
+    currency_id: str
+    current_usage: Reading
+    usage_limit: Reading
+    timestamp: datetime
+    usage_period_end: datetime | None = None
+
+
 class UsageOut(WireModel):
     id: str
     customer_id: str
@@ -58,10 +69,41 @@ class UsageOut(WireModel):
     usage_period_end: datetime | None = None
     next_reset_date: datetime | None = None
     resource_id: str | None = None
+    credit: UsageCreditOut | None = None
+
+
+class WalletBalanceOut(WireModel):
+    """v2: one wallet's balance after the request, listed once however many measurements drew from it."""
+
+    currency_id: str
+    customer_id: str
+    current_usage: Reading
+    usage_limit: Reading
+    timestamp: datetime
+    resource_id: str | None = None
+    usage_period_end: datetime | None = None
 
 
 class UsageReportResult(WireModel):
     usages: list[UsageOut]
+    credits: list[WalletBalanceOut] | None = None
+
+    @classmethod
+    def of(cls, usages: list[UsageOut]) -> UsageReportResult:
+        """The last balance each wallet (customer, resource, currency) reached in the request."""
+        wallets: dict[tuple[str, str | None, str], WalletBalanceOut] = {}
+        for u in usages:
+            if u.credit is not None:
+                wallets[(u.customer_id, u.resource_id, u.credit.currency_id)] = WalletBalanceOut(
+                    currency_id=u.credit.currency_id,
+                    customer_id=u.customer_id,
+                    current_usage=u.credit.current_usage,
+                    usage_limit=u.credit.usage_limit,
+                    timestamp=u.credit.timestamp,
+                    resource_id=u.resource_id,
+                    usage_period_end=u.credit.usage_period_end,
+                )
+        return cls(usages=usages, credits=list(wallets.values()) or None)
 
 
 class HistoryPoint(WireModel):

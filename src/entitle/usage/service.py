@@ -36,14 +36,16 @@ from entitle.errors import FailedPrecondition, InvalidArgument, NotFound
 from entitle.events.rules import CLOCK_SKEW, EARLIEST, instant_problem, refusal
 from entitle.grants.engine import Window, customer_grants, resource_key
 from entitle.periods import reset_times_between
-from entitle.usage import store
+from entitle.usage import ports, store
 from entitle.usage.models import UsageRecord
 from entitle.usage.owners import CounterMoved, GrantCache, announce
+from entitle.usage.ports import CreditCharge
 from entitle.usage.rules import HISTORY_MAX_POINTS, HISTORY_MAX_SPAN, RANGE_TEXT, in_range
 from entitle.usage.schemas import (
     HistoryMarker,
     HistoryPoint,
     HistorySeries,
+    UsageCreditOut,
     UsageHistory,
     UsageIn,
     UsageOut,
@@ -113,6 +115,7 @@ def report_usage(db: Database, env_id: int, items: list[UsageIn]) -> list[UsageO
                 assert first is not None
                 results.append(_replay(s, env_id, grants, first, item, index))
                 continue
+            delta = after - counter.value
             counter.value = after
             counter.updated_at = now
             grant = grants.of(customer, item.resource_id).get(feature.ref_id)
@@ -121,9 +124,13 @@ def report_usage(db: Database, env_id: int, items: list[UsageIn]) -> list[UsageO
                 customer, feature.ref_id, item.resource_id, window, grant.allowance if grant else None, after, current
             )
             announce(s, env_id, moved)
+            event_id = item.idempotency_key or f"usage:{record_pk}"
+            charged = ports.charge_credits.impl(
+                s, env_id, customer, feature.ref_id, item.resource_id, delta, at, event_id
+            )
             record = s.get(UsageRecord, record_pk)
             assert record is not None
-            results.append(_out(record, customer, window))
+            results.append(_out(record, customer, window, charged))
         if problems:
             raise refusal(problems)
         s.flush()
@@ -171,10 +178,14 @@ def _replay(s: Session, env_id: int, grants: GrantCache, first: UsageRecord, ite
         )
     assert customer is not None
     feature = features.get(s, env_id, first.feature_ref)
-    return _out(first, customer, grants.window(customer, feature, item.resource_id, first.timestamp))
+    # A replay draws nothing: its credit block says 0 consumed, and the balance now.
+    charged = ports.charge_credits.impl(
+        s, env_id, customer, first.feature_ref, item.resource_id, Decimal(0), first.timestamp, ""
+    )
+    return _out(first, customer, grants.window(customer, feature, item.resource_id, first.timestamp), charged)
 
 
-def _out(record: UsageRecord, customer: Customer, window: Window) -> UsageOut:
+def _out(record: UsageRecord, customer: Customer, window: Window, charged: CreditCharge | None = None) -> UsageOut:
     return UsageOut(
         id=str(record.pk),
         customer_id=customer.ref_id,
@@ -187,6 +198,16 @@ def _out(record: UsageRecord, customer: Customer, window: Window) -> UsageOut:
         usage_period_end=window.end,
         next_reset_date=window.end,
         resource_id=record.resource_ref or None,
+        credit=None
+        if charged is None
+        else UsageCreditOut(
+            consumed=charged.consumed,
+            currency_id=charged.currency_ref,
+            current_usage=charged.current_usage,
+            usage_limit=charged.usage_limit,
+            timestamp=charged.timestamp,
+            usage_period_end=charged.period_end,
+        ),
     )
 
 

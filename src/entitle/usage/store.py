@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, func, select, text, tuple_, update
+from sqlalchemy import Table, TextualSelect, bindparam, delete, func, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -14,6 +16,9 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from entitle.clock import utcnow
 from entitle.usage.models import DistinctValue, UsageCounter, UsageRecord, WaitingUsage
+
+_COUNTERS = cast(Table, UsageCounter.__table__)
+_WAITING = cast(Table, WaitingUsage.__table__)
 
 
 def _insert(session: Session, model: Any) -> Any:
@@ -217,13 +222,6 @@ def clear_distinct(session: Session, counter_pk: int) -> None:
 
 CounterKey = tuple[int, str, str, datetime]  # customer pk, feature, resource key, window start
 WaitingKey = tuple[str, str, str]  # customer id, resource key, feature
-# Rows per statement where a batch's keys become bound parameters (SQLite allows 32,766 per statement).
-_CHUNK = 500
-
-
-def _chunks(items: list[Any]) -> Iterable[list[Any]]:
-    for start in range(0, len(items), _CHUNK):
-        yield items[start : start + _CHUNK]
 
 
 def lock_owners(session: Session, env_id: int, customer_refs: Iterable[str]) -> bool:
@@ -247,92 +245,177 @@ def lock_owners(session: Session, env_id: int, customer_refs: Iterable[str]) -> 
     return True
 
 
-def _created_and_locked(
+@dataclass
+class TallyRow:
+    """A locked counter or waiting tally as a batch reads and writes it: its key's row, without the ORM
+    (loading 100 rows as entities costs more than the statements themselves)."""
+
+    pk: int
+    value: Decimal
+    samples: int | None
+    total: Decimal | None
+
+
+def _locked_tallies(
     session: Session,
-    model: Any,
-    key_attrs: tuple[str, ...],
+    table: Table,
+    key_columns: tuple[str, ...],
     wanted: list[tuple[Any, ...]],
     *,
     unique: list[str],
     defaults: dict[str, Any],
-    scope: tuple[Any, ...] = (),
-) -> dict[tuple[Any, ...], Any]:
-    """The rows of `model` whose `key_attrs` are each of `wanted` (sorted, distinct), inserted with
-    `defaults` where missing, then read locked for this transaction in primary-key order."""
-    rows = [{**defaults, **dict(zip(key_attrs, key, strict=True))} for key in wanted]
-    session.execute(_insert(session, model.__table__).on_conflict_do_nothing(index_elements=unique), rows)
-    found: dict[tuple[Any, ...], Any] = {}
-    columns = tuple_(*(getattr(model, attr) for attr in key_attrs))
-    for chunk in _chunks(wanted):
+    env_id: int | None = None,
+) -> dict[tuple[Any, ...], TallyRow]:
+    """The rows of `table` whose `key_columns` are each of `wanted` (sorted, distinct), locked for this
+    transaction: those found in primary-key order, then those missing inserted with `defaults` (a row a
+    transaction inserts is its own until it ends). A batch mostly finds its rows: one statement then."""
+    found = _select_tallies(session, table, key_columns, wanted, env_id)
+    missing = [key for key in wanted if key not in found]
+    if missing:
+        c = table.c
+        width = len(key_columns)
+        rows = [{**defaults, **dict(zip(key_columns, key, strict=True))} for key in missing]
         stmt = (
-            select(model)
-            .where(*scope, columns.in_(chunk))
-            .order_by(model.pk)
-            .with_for_update()
-            .execution_options(populate_existing=True)
+            _insert(session, table)
+            .on_conflict_do_nothing(index_elements=unique)
+            .returning(*(c[name] for name in key_columns), c.pk, c.value, c.samples, c.total)
         )
-        for row in session.scalars(stmt):
-            found[tuple(getattr(row, attr) for attr in key_attrs)] = row
+        for row in session.execute(stmt, rows):
+            found[tuple(row[:width])] = TallyRow(*row[width:])
+        # PostgreSQL: another transaction inserted these meanwhile (ON CONFLICT waited for it to end).
+        raced = [key for key in missing if key not in found]
+        if raced:
+            found.update(_select_tallies(session, table, key_columns, raced, env_id))
     return found
 
 
-def locked_counters(session: Session, env_id: int, keys: Iterable[CounterKey]) -> dict[CounterKey, UsageCounter]:
+def _select_tallies(
+    session: Session, table: Table, key_columns: tuple[str, ...], wanted: list[tuple[Any, ...]], env_id: int | None
+) -> dict[tuple[Any, ...], TallyRow]:
+    """The rows of these keys, locked, in primary-key order. The keys are joined as one bound document
+    (SQLite: JSON; PostgreSQL: one array per column), each key an index lookup: SQLite answers a row
+    value `IN (VALUES ..)` by scanning the whole table, and binding hundreds of keys through SQLAlchemy
+    costs more than the lookups."""
+    dialect = session.get_bind().dialect
+    stmt = _tallies_statement(dialect.name, table, key_columns, scoped=env_id is not None)
+    bound: dict[str, Any] = {} if env_id is None else {"env": env_id}
+    if dialect.name == "sqlite":
+        # As the column type writes each value for this dialect (an instant: its exact text).
+        written = [table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in key_columns]
+        bound["keys"] = json.dumps([[w(v) if w else v for w, v in zip(written, key, strict=True)] for key in wanted])
+    else:
+        for n in range(len(key_columns)):
+            bound[f"k{n}"] = [key[n] for key in wanted]
+    width = len(key_columns)
+    return {tuple(row[:width]): TallyRow(*row[width:]) for row in session.execute(stmt, bound)}
+
+
+_TALLY_STATEMENTS: dict[tuple[str, str, tuple[str, ...], bool], TextualSelect] = {}
+_ARRAY_TYPES = {"customer_pk": "bigint", "window_start": "timestamptz"}
+
+
+def _tallies_statement(dialect: str, table: Table, key_columns: tuple[str, ...], *, scoped: bool) -> TextualSelect:
+    cache_key = (dialect, table.name, key_columns, scoped)
+    found = _TALLY_STATEMENTS.get(cache_key)
+    if found is not None:
+        return found
+    selected = [*key_columns, "pk", "value", "samples", "total"]
+    columns = ", ".join(f"t.{name}" for name in selected)
+    if dialect == "sqlite":
+        # CROSS JOIN keeps SQLite's planner from reordering: the keys drive, each one an index lookup.
+        on = " AND ".join(f"t.{name} = json_extract(k.value, '$[{n}]')" for n, name in enumerate(key_columns))
+        sql = f"SELECT {columns} FROM json_each(:keys) AS k CROSS JOIN {table.name} AS t ON {on}"
+        lock = ""
+    else:
+        arrays = ", ".join(f"CAST(:k{n} AS {_ARRAY_TYPES.get(name, 'text')}[])" for n, name in enumerate(key_columns))
+        on = " AND ".join(f"t.{name} = k.{name}" for name in key_columns)
+        sql = f"SELECT {columns} FROM unnest({arrays}) AS k({', '.join(key_columns)}) JOIN {table.name} AS t ON {on}"
+        lock = " FOR UPDATE OF t"
+    if scoped:
+        sql += " WHERE t.environment_id = :env"
+    stmt = text(sql + " ORDER BY t.pk" + lock).columns(*(table.c[name] for name in selected))
+    _TALLY_STATEMENTS[cache_key] = stmt
+    return stmt
+
+
+def locked_counters(session: Session, env_id: int, keys: Iterable[CounterKey]) -> dict[CounterKey, TallyRow]:
     """The counter rows of these keys, created where missing, locked for this transaction (in key order)."""
     wanted = sorted(set(keys))
     if not wanted:
         return {}
-    key_attrs = ("customer_pk", "feature_ref", "resource_ref", "window_start")
-    return _created_and_locked(
+    key_columns = ("customer_pk", "feature_ref", "resource_ref", "window_start")
+    return _locked_tallies(
         session,
-        UsageCounter,
-        key_attrs,
+        _COUNTERS,
+        key_columns,
         list(wanted),
-        unique=list(key_attrs),
+        unique=list(key_columns),
         defaults={"environment_id": env_id, "value": Decimal(0), "samples": 0},
     )
 
 
-def locked_waitings(session: Session, env_id: int, keys: Iterable[WaitingKey]) -> dict[WaitingKey, WaitingUsage]:
+def locked_waitings(session: Session, env_id: int, keys: Iterable[WaitingKey]) -> dict[WaitingKey, TallyRow]:
     """The waiting tallies of these keys, created where missing, locked for this transaction."""
     wanted = sorted(set(keys))
     if not wanted:
         return {}
-    key_attrs = ("customer_ref", "resource_ref", "feature_ref")
-    return _created_and_locked(
+    key_columns = ("customer_ref", "resource_ref", "feature_ref")
+    return _locked_tallies(
         session,
-        WaitingUsage,
-        key_attrs,
+        _WAITING,
+        key_columns,
         list(wanted),
-        unique=["environment_id", *key_attrs],
+        unique=["environment_id", *key_columns],
         defaults={"environment_id": env_id, "value": Decimal(0), "samples": 0},
-        scope=(WaitingUsage.environment_id == env_id,),
+        env_id=env_id,
     )
+
+
+# The pairs of a batch bound as one parameter each side, not as a row of parameters per pair: binding
+# hundreds of rows through SQLAlchemy costs more than the insert. `WHERE true` tells SQLite's parser the
+# ON CONFLICT belongs to the INSERT, not to a join.
+_ADD_DISTINCT = {
+    (dialect, owner): text(
+        f"INSERT INTO usage_distinct_values ({owner}, digest) "
+        + (
+            "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(:pairs) WHERE true"
+            if dialect == "sqlite"
+            else "SELECT * FROM unnest(CAST(:pks AS bigint[]), CAST(:digests AS text[]))"
+        )
+        + f" ON CONFLICT DO NOTHING RETURNING {owner}"
+    )
+    for dialect in ("sqlite", "postgresql")
+    for owner in ("counter_pk", "waiting_pk")
+}
 
 
 def add_distinct_many(session: Session, values: Iterable[tuple[int, str]], *, owner: str) -> dict[int, int]:
     """Remember distinct values of UNIQUE meters, given as (owner pk, value) with `owner` "counter_pk" or
     "waiting_pk"; how many were new per owner (a value already stored for that owner adds nothing)."""
-    pairs = sorted({(pk, digest(value)) for pk, value in values})
+    digests: dict[str, str] = {}  # a batch repeats its values across owners: hash each once
+    pairs = sorted(
+        {(pk, digests[value] if value in digests else digests.setdefault(value, digest(value))) for pk, value in values}
+    )
     if not pairs:
         return {}
-    other = "waiting_pk" if owner == "counter_pk" else "counter_pk"
-    rows = [{owner: pk, other: None, "digest": d} for pk, d in pairs]
-    column = DistinctValue.counter_pk if owner == "counter_pk" else DistinctValue.waiting_pk
-    stmt = _insert(session, DistinctValue.__table__).on_conflict_do_nothing(index_elements=[owner, "digest"])
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        bound: dict[str, Any] = {"pairs": json.dumps(pairs)}
+    else:
+        bound = {"pks": [pk for pk, _ in pairs], "digests": [d for _, d in pairs]}
     added: dict[int, int] = {}
-    for pk in session.scalars(stmt.returning(column), rows):
+    for pk in session.scalars(_ADD_DISTINCT[(dialect, owner)], bound):
         added[pk] = added.get(pk, 0) + 1
     return added
 
 
-def save_tallies(
-    session: Session, rows: Sequence[UsageCounter | WaitingUsage], tallies: list[tuple[Decimal, int, Decimal | None]]
-) -> None:
-    """Write new tallies (value, samples, total) of locked rows in one statement; the loaded rows show them."""
+def save_tallies(session: Session, model: type[UsageCounter | WaitingUsage], rows: Sequence[TallyRow]) -> None:
+    """Write the tallies (value, samples, total) of locked rows in one statement. A row this session
+    also holds as an entity shows the new tally."""
     if not rows:
         return
     now = utcnow()
-    table = cast(Table, type(rows[0]).__table__)
+    table = cast(Table, model.__table__)
     stmt = (
         update(table)
         .where(table.c.pk == bindparam("row_pk"))
@@ -342,13 +425,13 @@ def save_tallies(
     )
     session.execute(
         stmt,
-        [
-            {"row_pk": row.pk, "new_value": value, "new_samples": samples, "new_total": total}
-            for row, (value, samples, total) in zip(rows, tallies, strict=True)
-        ],
+        [{"row_pk": r.pk, "new_value": r.value, "new_samples": r.samples, "new_total": r.total} for r in rows],
     )
-    for row, (value, samples, total) in zip(rows, tallies, strict=True):
-        set_committed_value(row, "value", value)
-        set_committed_value(row, "samples", samples)
-        set_committed_value(row, "total", total)
-        set_committed_value(row, "updated_at", now)
+    held = {entity.pk: entity for entity in session.identity_map.values() if isinstance(entity, model)}
+    for row in rows if held else ():
+        loaded = held.get(row.pk)
+        if loaded is not None:
+            set_committed_value(loaded, "value", row.value)
+            set_committed_value(loaded, "samples", row.samples)
+            set_committed_value(loaded, "total", row.total)
+            set_committed_value(loaded, "updated_at", now)

@@ -17,6 +17,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from entitle.clock import utcnow
+from entitle.credits.events import WalletBalance
+from entitle.credits.schemas import GrantOut
 from entitle.customers.models import Customer
 from entitle.jobs import service as jobs
 from entitle.promotions.models import PromotionalEntitlement
@@ -172,6 +174,26 @@ def _number(value: Any) -> Any:
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
     return value
+
+
+def credit_grant_data(grant: GrantOut) -> dict[str, Any]:
+    """The grant as `GET /api/v1/credits/grants` lists it."""
+    data: dict[str, Any] = grant.model_dump(by_alias=True, mode="json")
+    return data
+
+
+def credit_balance_data(wallet: WalletBalance, previous: Decimal) -> dict[str, Any]:
+    return {
+        "customerId": wallet.customer_ref,
+        "currencyId": wallet.currency_ref,
+        "resourceId": wallet.resource_ref,
+        "balance": _number(wallet.balance),
+        "previousBalance": _number(previous),
+        "usageLimit": _number(wallet.usage_limit),
+        "currentUsage": _number(wallet.current_usage),
+        "reserved": _number(wallet.reserved),
+        "lowBalanceThreshold": _number(wallet.low_threshold),
+    }
 
 
 def usage_limit(

@@ -23,6 +23,11 @@ EVENT_TYPES: tuple[str, ...] = (
     "promotional_entitlement.revoked",
     "promotional_entitlement.expired",
     "entitlements.updated",
+    "credit_grant.created",
+    "credit_grant.expired",
+    "credit_grant.voided",
+    "credit_balance.low",
+    "credit_balance.depleted",
 )
 JOB_DELIVER = "webhooks.deliver"
 JOB_TRIAL_ENDS_SOON = "webhooks.trial_ends_soon"

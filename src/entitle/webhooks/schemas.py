@@ -30,6 +30,11 @@ EventType = Literal[
     "promotional_entitlement.revoked",
     "promotional_entitlement.expired",
     "entitlements.updated",
+    "credit_grant.created",
+    "credit_grant.expired",
+    "credit_grant.voided",
+    "credit_balance.low",
+    "credit_balance.depleted",
 ]
 SECRET_PREFIX = "whsec_"
 

@@ -5,6 +5,12 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
+from entitle.credits.events import (
+    CreditBalanceDepleted,
+    CreditBalanceLow,
+    CreditGrantCreated,
+    CreditGrantEnded,
+)
 from entitle.customers.events import (
     CustomerArchived,
     CustomerCreated,
@@ -95,6 +101,23 @@ def usage_limit_reached(s: Session, event: UsageLimitHit) -> None:
     )
 
 
+def credit_grant_created(s: Session, event: CreditGrantCreated) -> None:
+    emit.emit(s, event.env_id, "credit_grant.created", emit.credit_grant_data(event.grant))
+
+
+def credit_grant_ended(s: Session, event: CreditGrantEnded) -> None:
+    kind = "credit_grant.voided" if event.grant.status == "VOIDED" else "credit_grant.expired"
+    emit.emit(s, event.env_id, kind, emit.credit_grant_data(event.grant))
+
+
+def credit_balance_low(s: Session, event: CreditBalanceLow) -> None:
+    emit.emit(s, event.env_id, "credit_balance.low", emit.credit_balance_data(event.wallet, event.previous))
+
+
+def credit_balance_depleted(s: Session, event: CreditBalanceDepleted) -> None:
+    emit.emit(s, event.env_id, "credit_balance.depleted", emit.credit_balance_data(event.wallet, event.previous))
+
+
 def install() -> None:
     subscribe(CustomerCreated, customer_created)
     subscribe(CustomerUpdated, customer_updated)
@@ -109,3 +132,7 @@ def install() -> None:
     subscribe(PromotionsRevoked, promotions_revoked)
     subscribe(PromotionExpired, promotion_expired)
     subscribe(UsageLimitHit, usage_limit_reached)
+    subscribe(CreditGrantCreated, credit_grant_created)
+    subscribe(CreditGrantEnded, credit_grant_ended)
+    subscribe(CreditBalanceLow, credit_balance_low)
+    subscribe(CreditBalanceDepleted, credit_balance_depleted)

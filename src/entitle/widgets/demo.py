@@ -1,10 +1,12 @@
-"""`/demo`: a sample application page with the three widgets, for a demo customer on the demo catalog
-(`entitle demo`), so a newcomer sees them work at once.
+"""`/demo`: a sample application page with the three widgets, for a demo customer on the demo catalog,
+so a newcomer sees them work at once.
 
 What a real application's backend does is done here by the server itself: it keeps a client key (saved
 under the data directory, like the demo server key) and signs a short-lived token for the demo customer.
-The page is for the `development` environment only and says what is missing instead of failing: no demo
-catalog (run `entitle demo`), or no Stripe integration (start the local emulator and connect it).
+`entitle demo` (which `make run` runs before serving) makes what the page needs: the demo customer, the
+client key file and the environment's signing secret (`prepare`). The page's GET only reads: without
+them it says to run `entitle demo`; without a Stripe integration, what to start instead of failing.
+The page is for the `development` environment only.
 """
 
 from __future__ import annotations
@@ -20,8 +22,11 @@ import jwt
 
 from entitle.billing import store as billing_store
 from entitle.catalog.products import service as products
+from entitle.catalog.products import store as product_store
 from entitle.clock import utcnow
+from entitle.customers import store as customer_store
 from entitle.db import Database
+from entitle.environments import store as environment_store
 from entitle.environments.access import signing_secret
 from entitle.environments.models import KeyKind
 from entitle.environments.service import create_key, ensure_environment
@@ -44,14 +49,28 @@ class DemoContext:
     billing_note: str | None
 
 
-def _client_key(db: Database, data_dir: Path) -> str:
-    key_file = data_dir / f"demo-{ENVIRONMENT}-client-key"
-    if key_file.exists():
-        return key_file.read_text().strip()
-    key = create_key(db, ENVIRONMENT, KeyKind.CLIENT)
-    key_file.write_text(key + "\n")
-    key_file.chmod(0o600)
-    return key
+def _key_file(data_dir: Path) -> Path:
+    return data_dir / f"demo-{ENVIRONMENT}-client-key"
+
+
+def prepare(db: Database, box: SecretBox, data_dir: Path, product_id: str) -> None:
+    """`entitle demo`, after the demo catalog is loaded: the demo customer (on the product's start plan,
+    as a real sign-up gets it), the client key the page hands out and the signing secret of its tokens.
+    Idempotent: a second run changes nothing."""
+    env = ensure_environment(db, ENVIRONMENT)
+    products.get_product(db, env.pk, product_id)  # NotFound: the catalog is not loaded
+    with contextlib.suppress(AlreadyExists):
+        journey.provision_customer(
+            db,
+            env.pk,
+            CustomerProvisionWithSubscription(id=DEMO_CUSTOMER, name="Demo Customer", email="demo@example.com"),
+        )
+    key_file = _key_file(data_dir)
+    if not key_file.exists():
+        key = create_key(db, ENVIRONMENT, KeyKind.CLIENT)
+        key_file.write_text(key + "\n")
+        key_file.chmod(0o600)
+    signing_secret(db, box, ENVIRONMENT)  # made on first use: here, not on the page's GET
 
 
 START_EMULATOR = "start the local Stripe emulator in another shell (entitle-stripe-emulator: it connects itself)"
@@ -71,26 +90,27 @@ def _billing_note(connected: bool, api_base: str | None) -> str | None:
 
 
 def demo_context(db: Database, box: SecretBox, data_dir: Path, product_id: str) -> DemoContext | None:
-    """None without the demo catalog (the page then says to run `entitle demo`)."""
-    env = ensure_environment(db, ENVIRONMENT)
-    try:
-        products.get_product(db, env.pk, product_id)
-    except NotFound:
+    """What the page shows, read only; None when `entitle demo` has not prepared it (the page says so)."""
+    key_file = _key_file(data_dir)
+    if not key_file.exists():
         return None
-    with contextlib.suppress(AlreadyExists):
-        # With the product's start plan (Free), as a real sign-up would get it.
-        journey.provision_customer(
-            db,
-            env.pk,
-            CustomerProvisionWithSubscription(id=DEMO_CUSTOMER, name="Demo Customer", email="demo@example.com"),
-        )
     with db.read() as s:
+        env = environment_store.environment_by_name(s, ENVIRONMENT)
+        if env is None or env.signing_secret_encrypted is None:
+            return None
+        if customer_store.find(s, env.pk, DEMO_CUSTOMER) is None:
+            return None
+        try:
+            product_store.get(s, env.pk, product_id)
+        except NotFound:
+            return None
         integration = billing_store.default_integration(s, env.pk)
         api_base = integration.api_base if integration is not None else None
+        secret = box.decrypt(env.signing_secret_encrypted)
     note = _billing_note(integration is not None, api_base)
     claims = {"sub": DEMO_CUSTOMER, "exp": int((utcnow() + TOKEN_LIFETIME).timestamp())}
-    token = jwt.encode(claims, signing_secret(db, box, ENVIRONMENT), algorithm="HS256")
-    return DemoContext(product_id, _client_key(db, data_dir), DEMO_CUSTOMER, token, note)
+    token = jwt.encode(claims, secret, algorithm="HS256")
+    return DemoContext(product_id, key_file.read_text().strip(), DEMO_CUSTOMER, token, note)
 
 
 PAGE = """<!doctype html>
@@ -153,8 +173,8 @@ WIDGETS = """{note}
 def render(context: DemoContext | None) -> str:
     if context is None:
         body = (
-            '<p class="note">The demo catalog is not loaded: run <code>entitle demo</code> '
-            "(<code>make run</code> does) and reload this page.</p>"
+            '<p class="note" data-testid="demo-not-prepared">The demo is not prepared: run '
+            "<code>entitle demo</code> (<code>make run</code> does) and reload this page.</p>"
         )
         return PAGE.format(body=body)
     attrs = (

@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from entitle.billing.provider import ProviderInvoice
-from entitle.billing.routes import _invoice_out
+from entitle.billing.schemas import invoice_out
 from entitle.customers.schemas import CustomerOut
 from entitle.http.deps import DB, CustomerKey
 from entitle.http.wire import Envelope, IdOnly, PageEnvelope, envelope, page_envelope
@@ -106,7 +106,7 @@ def cancel_scheduled_change(customer_id: str, subscription_id: str, key: Custome
 
 
 def _widget_invoice(customer_id: str, invoice: ProviderInvoice) -> WidgetInvoiceOut:
-    out = _invoice_out(customer_id, invoice)
+    out = invoice_out(customer_id, invoice)
     return WidgetInvoiceOut(**dict(out), pdf_url=invoice.pdf_url, hosted_invoice_url=invoice.hosted_url)
 
 

@@ -18,6 +18,7 @@ from entitle.subscriptions.schemas import (
     BillingPeriod,
     ChargeQuantity,
     CheckoutOptions,
+    PreviewAppliedCoupon,
     SubscriptionPreview,
     SubscriptionProvision,
 )
@@ -34,6 +35,9 @@ class WidgetChoice(_Strict):
     addons: list[AddonQuantity] | None = Field(default=None, max_length=100)
     billable_features: list[BillableFeature] | None = Field(default=None, max_length=100)
     billing_country_code: ShortText | None = Field(default=None, max_length=16)
+    # A promotion code of the billing provider: previewed and applied as the Entitle coupon it stands for
+    # (400 PROMOTION_CODE_INVALID when the provider does not know it or it cannot apply).
+    promotion_code: ShortText | None = None
 
     def charges(self) -> list[ChargeQuantity] | None:
         if self.billable_features is None:
@@ -51,6 +55,7 @@ class WidgetPreviewIn(WidgetChoice):
             addons=self.addons,
             billable_features=self.billable_features,
             billing_country_code=self.billing_country_code,
+            applied_coupon=PreviewAppliedCoupon(promotion_code=self.promotion_code) if self.promotion_code else None,
         )
 
 
@@ -60,7 +65,6 @@ class WidgetCheckoutOptions(_Strict):
 
 
 class WidgetSubscriptionIn(WidgetChoice):
-    promotion_code: ShortText | None = None
     # Given: Stripe's hosted checkout instead of the card field (answered PAYMENT_REQUIRED with its URL).
     checkout_options: WidgetCheckoutOptions | None = None
 

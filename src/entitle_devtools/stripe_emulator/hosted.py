@@ -1,5 +1,7 @@
-"""The pages Stripe hosts, emulated: a Checkout page whose "Pay" button completes the session, and a
-billing-portal page; and the signed webhooks the stand-in sends for what it completes itself.
+"""The pages Stripe hosts, emulated: a Checkout page whose "Pay" button completes the session, a
+billing-portal page, an invoice's hosted page and PDF (localstripe's invoices link none: the stand-in adds
+`invoice_pdf` and `hosted_invoice_url` to the invoices it returns); and the signed webhooks the stand-in
+sends for what it completes itself.
 
 Pay does what Stripe does when a customer pays a subscription-mode Checkout Session: a card (the test
 Visa, 4242...) is attached to the session's customer and made its default, the subscription is created
@@ -120,6 +122,21 @@ class HostedPages:
         )
         return _page("Billing portal (Stripe emulator)", body)
 
+    def with_invoice_links(self, invoice: dict[str, Any]) -> None:
+        """Stripe's invoices link their PDF and hosted page; localstripe's link neither, so the emulator
+        serves both (what a customer portal links to)."""
+        base = f"{self.public_base}/emulated/invoices/{invoice['id']}"
+        invoice["invoice_pdf"] = invoice.get("invoice_pdf") or f"{base}/pdf"
+        invoice["hosted_invoice_url"] = invoice.get("hosted_invoice_url") or base
+
+    async def invoice_page(self, request: Request) -> Response:
+        invoice_id = html.escape(request.path_params["invoice_id"])
+        return _page(f"Invoice {invoice_id} (Stripe emulator)", f'<p><a href="{invoice_id}/pdf">Download PDF</a></p>')
+
+    async def invoice_pdf(self, request: Request) -> Response:
+        """A one-page PDF naming the invoice: enough for a link to open a document."""
+        return Response(_pdf(f"Invoice {request.path_params['invoice_id']}"), media_type="application/pdf")
+
     async def send_event(self, event_type: str, obj: dict[str, Any]) -> None:
         """A Stripe event, signed as Stripe signs it, to every configured endpoint (failures are printed:
         Stripe would retry, the emulator does not)."""
@@ -167,3 +184,27 @@ def _form(params: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
         else:
             pairs.append((name, str(value)))
     return pairs
+
+
+def _pdf(text: str) -> bytes:
+    """A minimal well-formed PDF (one page, one line of text), with its cross-reference table."""
+    line = text.replace("\\", "").replace("(", "").replace(")", "")[:80]
+    stream = f"BT /F1 14 Tf 36 100 Td ({line}) Tj ET".encode()
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 400 144] /Contents 4 0 R"
+        b" /Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d >>\nstream\n%s\nendstream" % (len(stream), stream),
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out = b"%PDF-1.4\n"
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return out

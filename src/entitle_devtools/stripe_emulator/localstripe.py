@@ -82,6 +82,67 @@ def _subscription_with_items(self, *args, items=None, **kwargs):
     if invoiced:
         self._create_invoice()
 resources.Subscription.__init__ = _subscription_with_items
+
+# Invoiced subscriptions (`collection_method=send_invoice`, `days_until_due`), which localstripe predates:
+# as at Stripe, the subscription is active at once and its first invoice is finalized and sent (open,
+# `due_date` after the days until due, addressed to the customer's email) instead of charged; it stays
+# open until paid — by `POST /v1/invoices/{id}/pay` with `paid_out_of_band=true` (no charge) among others.
+_multi_init = resources.Subscription.__init__
+def _subscription_collected(self, *args, collection_method=None, days_until_due=None, **kwargs):
+    if collection_method not in (None, "charge_automatically", "send_invoice"):
+        raise resources.UserError(400, "Bad request")
+    if collection_method != "send_invoice":
+        return _multi_init(self, *args, **kwargs)
+    days = resources.try_convert_to_int(days_until_due)
+    if type(days) is not int or days < 0:
+        raise resources.UserError(400, "Bad request")
+    cls = type(self)
+    create_invoice = cls._create_invoice
+    def _send_invoice(sub):
+        pending = [
+            ii for ii in resources.InvoiceItem._api_list_all(None, customer=sub.customer, limit=99)._list
+            if ii.invoice is None
+        ]
+        invoice = resources.Invoice(
+            customer=sub.customer,
+            subscription=sub.id,
+            items=pending + list(sub.items._list),
+            default_tax_rates=[tr.id for tr in (sub.default_tax_rates or [])],
+            date=sub.current_period_start,
+        )
+        invoice._finalize()
+        invoice.collection_method = "send_invoice"
+        invoice.attempted = False
+        invoice.due_date = invoice.date + days * 86400
+        sub.status = "active"
+        resources.schedule_webhook(resources.Event("invoice.sent", invoice))
+    cls._create_invoice = _send_invoice
+    try:
+        _multi_init(self, *args, **kwargs)
+    finally:
+        cls._create_invoice = create_invoice
+
+resources.Subscription.__init__ = _subscription_collected
+
+_status = resources.Invoice.status
+def _invoice_status(self):
+    return "paid" if getattr(self, "paid_out_of_band", False) else _status.fget(self)
+resources.Invoice.status = property(_invoice_status)
+
+_pay = resources.Invoice._api_pay_invoice.__func__
+def _pay_invoice(cls, id, paid_out_of_band=None, **kwargs):
+    if not resources.try_convert_to_bool(paid_out_of_band):
+        return _pay(cls, id, **kwargs)
+    obj = resources.Invoice._api_retrieve(id)
+    if obj.status != "open":
+        raise resources.UserError(400, "Invoice is already paid" if obj.status == "paid" else "Bad request")
+    obj.paid_out_of_band = True
+    obj._on_payment_success()
+    return obj
+resources.Invoice._api_pay_invoice = classmethod(_pay_invoice)
+for route in server.app.router.routes():  # the routes were made from the unpatched method
+    if route.method == "POST" and route.resource is not None and route.resource.canonical == "/v1/invoices/{id}/pay":
+        route._handler = server.api_extra(resources.Invoice._api_pay_invoice, "/v1/invoices/{id}/pay")
 web.run_app(server.app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
 """
 

@@ -250,6 +250,8 @@ class StandIn(CatalogEndpoints, SessionEndpoints, HostedPages, PromotionCodeEndp
                 Route("/emulated/checkout/{session_id}", self.checkout_page, methods=["GET"]),
                 Route("/emulated/checkout/{session_id}/pay", self.checkout_pay, methods=["POST"]),
                 Route("/emulated/portal/{session_id}", self.portal_page, methods=["GET"]),
+                Route("/emulated/invoices/{invoice_id}", self.invoice_page, methods=["GET"]),
+                Route("/emulated/invoices/{invoice_id}/pdf", self.invoice_pdf, methods=["GET"]),
                 Route("/{path:path}", self._handle, methods=methods),
             ],
         )
@@ -530,7 +532,9 @@ class StandIn(CatalogEndpoints, SessionEndpoints, HostedPages, PromotionCodeEndp
             return raw, None
         names = self._COUPON_EXTRAS if parts[1] == "coupons" else self._SUBSCRIPTION_EXTRAS
         pairs = parse_qsl(raw, keep_blank_values=True)
-        kept = [(k, v) for k, v in pairs if k.split("[", 1)[0] not in names]
+        # A new subscription's collection also reaches localstripe, whose boot patch invoices instead of charging.
+        collection = ("collection_method", "days_until_due") if parts[1] == "subscriptions" and len(parts) == 2 else ()
+        kept = [(k, v) for k, v in pairs if k.split("[", 1)[0] not in names or k in collection]
         extras = {k: v for k, v in params.items() if k in names}
         if parts[1] == "subscriptions":
             auth = request.headers.get("authorization", "")
@@ -578,11 +582,11 @@ class StandIn(CatalogEndpoints, SessionEndpoints, HostedPages, PromotionCodeEndp
         return extras
 
     def _with_extras(self, parts: list[str], extras: dict[str, Any] | None, response: Response) -> Response:
-        if len(parts) < 2 or parts[1] not in ("coupons", "subscriptions") or response.status_code != 200:
+        if len(parts) < 2 or parts[1] not in ("coupons", "subscriptions", "invoices") or response.status_code != 200:
             return response
         body = json.loads(bytes(response.body))
         objects = body["data"] if body.get("object") == "list" else [body]
-        if extras is not None and len(objects) == 1 and "id" in objects[0]:
+        if extras and parts[1] != "invoices" and len(objects) == 1 and "id" in objects[0]:
             store = self.coupon_extras if parts[1] == "coupons" else self.subscription_extras
             store.setdefault(objects[0]["id"], {}).update(extras)
             self._redeemed(extras.get("discounts") or [])
@@ -597,5 +601,7 @@ class StandIn(CatalogEndpoints, SessionEndpoints, HostedPages, PromotionCodeEndp
                     | self.subscription_extras.get(obj["id"], {})
                 )
                 obj["discount"] = obj["discounts"][0] if obj["discounts"] else None
+            elif obj.get("object") == "invoice":
+                self.with_invoice_links(obj)
         headers = {k: v for k, v in response.headers.items() if k.lower() == "request-id"}
         return JSONResponse(body, status_code=response.status_code, headers=headers)

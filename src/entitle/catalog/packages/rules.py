@@ -559,6 +559,8 @@ class EntitlementTerms:
     enum_values: frozenset[str] | None = None
     amount: Decimal | None = None
     cadence: str | None = None
+    # CREDIT: the amount is per unit of this feature's quantity on the subscription.
+    dependency_feature_ref: str | None = None
 
     @property
     def key(self) -> Key:
@@ -605,6 +607,7 @@ def terms_of(e: PackageEntitlement) -> EntitlementTerms:
         enum_values=frozenset(e.enum_values) if e.enum_values is not None else None,
         amount=e.amount,
         cadence=e.cadence,
+        dependency_feature_ref=e.dependency_feature_ref,
     )
 
 

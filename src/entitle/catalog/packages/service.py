@@ -413,7 +413,8 @@ def set_charges(s: Session, env_id: int, package: Package, req: ChargesIn) -> No
             entitlements[("FEATURE", oe.feature_id)] = row
         if om.credit_entitlement is not None:
             ce = om.credit_entitlement
-            # Credits come later: the custom currency id is stored as given, not checked.
+            # The custom currency id is stored as given (currencies live above the catalog); subscriptions
+            # are granted it as any CREDIT entitlement (entitle.credits.recurring).
             row = entitlements.get(("CREDIT", ce.custom_currency_id)) or new_entitlement(
                 env_id, package, "CREDIT", ce.custom_currency_id
             )

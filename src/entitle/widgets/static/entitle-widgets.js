@@ -30,10 +30,14 @@ const DEFAULT_TEXTS = {
   errorUnreachable: "The billing service cannot be reached right now. Check your connection and retry.",
   errorGeneric: "Something went wrong: {message}",
   errorCustom: "This plan has a custom price: please contact sales.",
+  errorNoPublishableKey: "Card payments are not set up yet: the Stripe integration has no publishable key.",
   checkoutTitle: "Subscribe to {plan}",
   billingPeriod: "Billing period",
   quantity: "Quantity",
   promotionCode: "Promotion code",
+  applyCode: "Apply",
+  promotionInvalid: "This promotion code cannot be used: {message}",
+  promotionFix: "Correct or remove the promotion code first.",
   summary: "Summary",
   subtotal: "Subtotal",
   discount: "Discount",
@@ -51,6 +55,7 @@ const DEFAULT_TEXTS = {
   subscriptions: "Subscriptions",
   nextBilling: "Next billing date: {date}",
   trialEnds: "Trial ends in {days} days",
+  paymentPending: "Waiting for payment: your current plan stays until it is paid",
   cancelsOn: "Ends on {date}",
   scheduledChange: "Changes to {plan} on {date}",
   cancelScheduled: "Cancel scheduled change",
@@ -95,7 +100,7 @@ input, select { font: inherit; padding: 6px 8px; border: 1px solid var(--_border
 .plan.current { border-color: var(--_accent); box-shadow: 0 0 0 1px var(--_accent); }
 .plan h3 { margin: 0; }
 .price { font-size: 1.6em; font-weight: 600; }
-.badge { display: inline-block; font-size: .75em; padding: 2px 8px; border-radius: 999px; background: #eef2ff; color: var(--_accent); }
+.badge { display: inline-block; align-self: flex-start; font-size: .75em; padding: 2px 8px; border-radius: 999px; background: #eef2ff; color: var(--_accent); }
 ul { margin: 0; padding-left: 1.1em; } li { margin: 2px 0; }
 .plan button { margin-top: auto; }
 .row { display: flex; gap: 12px; align-items: center; justify-content: space-between; flex-wrap: wrap; }
@@ -107,6 +112,9 @@ section { margin-bottom: 20px; } h4 { margin: 0 0 8px; }
 .summary td:last-child { text-align: right; } .total td { font-weight: 600; }
 ::slotted([data-entitle-card]) { display: block; padding: 10px; border: 1px solid var(--_border); border-radius: 6px; min-height: 40px; }
 `;
+
+// What a preview answers for a promotion code that cannot apply (the checkout then previews without it).
+const PROMOTION_REFUSED = new Set(["PROMOTION_CODE_INVALID", "BILLING_INTEGRATION_REQUIRED"]);
 
 export class EntitleApiError extends Error {
   constructor(status, code, message) {
@@ -193,6 +201,7 @@ class EntitleElement extends HTMLElement {
     if (error instanceof EntitleApiError) {
       if (error.status === 401 || error.status === 403) return this.t("errorToken");
       if (error.code === "CUSTOM_PRICED_PLAN") return this.t("errorCustom");
+      if (error.code === "NO_PUBLISHABLE_KEY") return error.message;
       if (error.status === 404) return this.t("errorNotFound", { what: this.notFoundSubject(error) });
       if (error.code === "UNREACHABLE") return this.t("errorUnreachable");
       return this.t("errorGeneric", { message: error.message });
@@ -448,7 +457,7 @@ class Checkout extends EntitleElement {
     this.state = {
       paywall, plan, features: featuresOf(paywall),
       period: periods.includes(asked) ? asked : periods[0] || null,
-      addons: {}, charges: {}, promotionCode: "", intent: null, message: "", busy: false,
+      addons: {}, charges: {}, promotionCode: "", promotionError: "", intent: null, message: "", busy: false,
     };
     // A card on file pays for a change of plan too: the customer types one only when it has none (or wants another).
     const saved = customer?.defaultPaymentMethod;
@@ -471,7 +480,9 @@ class Checkout extends EntitleElement {
         return `<label>${escapeHtml(f?.featureUnitsPlural || f?.displayName || p.featureId)} <input type="number" min="1" value="${this.state.charges[p.featureId] || 1}" data-charge="${escapeHtml(p.featureId)}" part="quantity-input"></label>`;
       }).join("")}
       ${addons.length ? `<fieldset part="addons"><legend>${this.t("addons")}</legend>${addons.map((a) => `<label>${escapeHtml(a.displayName)} (${priceBlock(this, a, period, features).main}) <input type="number" min="0" ${a.maxQuantity ? `max="${a.maxQuantity}"` : ""} value="${this.state.addons[a.id] || 0}" data-addon="${escapeHtml(a.id)}" part="addon-input" aria-label="${escapeHtml(a.displayName)} ${this.t("quantity")}"></label>`).join("<br>")}</fieldset>` : ""}
-      ${paid ? `<label>${this.t("promotionCode")} <input data-field="promotionCode" part="promotion-input" value="${escapeHtml(this.state.promotionCode)}"></label>` : ""}
+      ${paid ? `<div part="promotion"><label>${this.t("promotionCode")} <input data-field="promotionCode" part="promotion-input" value="${escapeHtml(this.state.promotionCode)}"></label>
+        <button type="button" class="secondary" part="apply-code-button" data-action="apply-code">${this.t("applyCode")}</button>
+        <p class="error" part="error promotion-error" role="alert" data-testid="promotion-error" hidden></p></div>` : ""}
       <div part="summary" data-testid="summary"><p class="muted">${this.t("loading")}</p></div>
       ${paid && this.getAttribute("payment") !== "hosted" && this.state.useSaved ? `<div class="row" part="saved-card"><span data-testid="saved-card">${escapeHtml(this.t("card"))}: ${escapeHtml((this.state.savedCard.cardBrand || "card").toUpperCase())} •••• ${escapeHtml(this.state.savedCard.cardLast4Digits || "")}</span><button type="button" class="secondary" data-action="other-card">${this.t("otherCard")}</button></div>` : ""}
       ${paid && this.getAttribute("payment") !== "hosted" && !this.state.useSaved ? `<div part="card-field"><div>${this.t("card")}</div><slot name="card"></slot><p class="muted" data-testid="provider-note" hidden>${this.t("noProvider")}</p></div>` : ""}
@@ -490,16 +501,25 @@ class Checkout extends EntitleElement {
     for (const input of root.querySelectorAll("[data-charge]")) {
       input.addEventListener("input", () => { this.state.charges[input.dataset.charge] = Math.max(1, Number(input.value) || 1); this.updateSummary(); });
     }
-    root.querySelector("[data-field=promotionCode]")?.addEventListener("change", (e) => { this.state.promotionCode = e.target.value.trim(); this.updateSummary(); });
+    const applyCode = () => {
+      const code = root.querySelector("[data-field=promotionCode]").value.trim();
+      if (code === this.state.promotionCode && !this.state.promotionError) return;
+      this.state.promotionCode = code;
+      root.querySelector("[data-testid=payment-error]").hidden = true;  // it may say to correct the code
+      this.updateSummary();
+    };
+    root.querySelector("[data-field=promotionCode]")?.addEventListener("change", applyCode);
+    root.querySelector("[data-action=apply-code]")?.addEventListener("click", applyCode);
     root.querySelector("[data-action=pay]").addEventListener("click", () => this.pay());
     this.updateSummary();
     root.querySelector("[data-action=other-card]")?.addEventListener("click", () => { this.state.useSaved = false; this._render(this.view()); });
     if (this.state.plan.pricingType === "PAID" && this.getAttribute("payment") !== "hosted" && !this.state.useSaved) this.mountCard();
   }
 
-  choice() {
-    const { plan, period, addons, charges } = this.state;
+  choice({ withCode = true } = {}) {
+    const { plan, period, addons, charges, promotionCode } = this.state;
     return {
+      ...(withCode && promotionCode ? { promotionCode } : {}),
       planId: plan.id,
       ...(period ? { billingPeriod: period } : {}),
       addons: Object.entries(addons).filter(([, q]) => q > 0).map(([id, quantity]) => ({ id, quantity })),
@@ -512,20 +532,32 @@ class Checkout extends EntitleElement {
     const generation = (this._summaryGeneration = (this._summaryGeneration || 0) + 1);
     const target = this.shadowRoot.querySelector("[part=summary]");
     try {
-      const preview = await this.api("POST", this.customerPath("/preview"), this.choice());
+      let preview;
+      let promotionError = "";
+      try {
+        preview = await this.api("POST", this.customerPath("/preview"), this.choice());
+      } catch (error) {
+        // A code the provider refuses is said beside its field; the summary is then the one without it.
+        if (!this.state.promotionCode || !PROMOTION_REFUSED.has(error.code)) throw error;
+        promotionError = this.t("promotionInvalid", { message: error.message });
+        preview = await this.api("POST", this.customerPath("/preview"), this.choice({ withCode: false }));
+      }
       if (generation !== this._summaryGeneration || !target.isConnected) return;
+      this.state.promotionError = promotionError;
+      const hint = this.shadowRoot.querySelector("[data-testid=promotion-error]");
+      if (hint) { hint.textContent = promotionError; hint.hidden = !promotionError; }
+      this.shadowRoot.querySelector("[data-field=promotionCode]")?.setAttribute("aria-invalid", String(Boolean(promotionError)));
       const now = preview.immediateInvoice;
       const next = preview.recurringInvoice;
       const cur = now.currency;
       const rows = (now.lines || []).map((l) => `<tr><td>${escapeHtml(l.description)}${l.quantity && Number(l.quantity) !== 1 ? ` × ${number(l.quantity, this.locale)}` : ""}</td><td>${money(l.subTotal, l.currency, this.locale)}</td></tr>`);
       rows.push(`<tr><td>${this.t("subtotal")}</td><td data-testid="subtotal">${money(now.subTotal, cur, this.locale)}</td></tr>`);
-      if (now.discount && Number(now.discount)) rows.push(`<tr><td>${this.t("discount")}</td><td>−${money(now.discount, cur, this.locale)}</td></tr>`);
+      if (now.discount && Number(now.discount)) rows.push(`<tr part="discount-row"><td>${this.t("discount")}${this.state.promotionCode && !promotionError ? ` (${escapeHtml(this.state.promotionCode)})` : ""}</td><td data-testid="discount">−${money(now.discount, cur, this.locale)}</td></tr>`);
       if (now.tax && Number(now.tax)) rows.push(`<tr><td>${this.t("tax")}</td><td>${money(now.tax, cur, this.locale)}</td></tr>`);
       rows.push(`<tr class="total"><td>${this.t("dueToday")}</td><td data-testid="due-today">${money(now.total, cur, this.locale)}</td></tr>`);
       const period = this.state.period === "ANNUALLY" ? this.t("perYear") : this.t("perMonth");
       const then = next ? `<p class="muted">${escapeHtml(this.t("thenRecurring", { amount: money(next.total, next.currency, this.locale), period }))}</p>` : "";
-      const code = this.state.promotionCode ? `<p class="muted">${escapeHtml(this.t("promotionCode"))}: ${escapeHtml(this.state.promotionCode)}</p>` : "";
-      target.innerHTML = `<h4>${this.t("summary")}</h4><table class="summary">${rows.join("")}</table>${then}${code}`;
+      target.innerHTML = `<h4>${this.t("summary")}</h4><table class="summary">${rows.join("")}</table>${then}`;
     } catch (error) {
       if (generation === this._summaryGeneration) target.innerHTML = `<p class="error" part="error" role="alert">${escapeHtml(this.errorMessage(error))}</p>`;
     }
@@ -555,6 +587,7 @@ class Checkout extends EntitleElement {
       if (!intent) return;
       const Stripe = await loadStripeJs(intent.stripeJsUrl);
       const key = this.getAttribute("stripe-publishable-key") || intent.publishableKey;
+      if (!key) throw new EntitleApiError(409, "NO_PUBLISHABLE_KEY", this.t("errorNoPublishableKey"));
       this._stripe = Stripe(key);
       this._teardownCard();
       this._card = this._stripe.elements().create("card");
@@ -591,7 +624,8 @@ class Checkout extends EntitleElement {
     button.disabled = true;
     button.textContent = this.t("paying");
     try {
-      const body = { ...this.choice(), ...(this.state.promotionCode ? { promotionCode: this.state.promotionCode } : {}) };
+      if (this.state.promotionError) { this.paymentError(this.t("promotionFix")); return; }
+      const body = this.choice();
       if (this.state.plan.pricingType === "PAID" && this.getAttribute("payment") === "hosted") {
         body.checkoutOptions = { successUrl: this.getAttribute("success-url") || location.href, cancelUrl: this.getAttribute("cancel-url") || location.href };
       } else if (this.state.plan.pricingType === "PAID" && !this.state.useSaved && this.state.intent && this._card) {
@@ -658,7 +692,8 @@ class CustomerPortal extends EntitleElement {
       const ends = s.cancellationDate || s.endDate;
       return `<div class="card-box" part="subscription" data-testid="subscription" data-plan-id="${escapeHtml(s.planId)}" data-status="${escapeHtml(s.status)}">
         <div class="row"><h4 part="plan-name">${escapeHtml(plan?.displayName || s.planId)}</h4><span class="price" part="price">${price}</span></div>
-        ${trialDays !== null ? `<span class="badge" part="trial-countdown">${this.t("trialEnds", { days: trialDays })}</span>` : ""}
+        ${trialDays !== null ? `<span class="badge" part="trial-countdown" data-testid="trial-countdown">${this.t("trialEnds", { days: trialDays })}</span>` : ""}
+        ${s.status === "PAYMENT_PENDING" ? `<span class="badge" part="payment-pending" data-testid="payment-pending">${this.t("paymentPending")}</span>` : ""}
         ${ends ? `<div class="muted">${escapeHtml(this.t("cancelsOn", { date: date(ends, this.locale) }))}</div>`
           : s.currentBillingPeriodEnd && s.pricingType === "PAID" ? `<div class="muted" part="next-billing">${escapeHtml(this.t("nextBilling", { date: date(s.currentBillingPeriodEnd, this.locale) }))}</div>` : ""}
         ${addons ? `<div>${this.t("addons")}: ${addons}</div>` : ""}

@@ -1,0 +1,128 @@
+"""Credit-priced features: a feature whose price on the customer's plan (or an add-on it bought) is
+CREDIT_BASED with a `creditRate` costs `rate` credits of the rate's currency per unit of usage.
+
+`charge` is the usage domain's `charge_credits` port: reported usage and metered events draw the credits
+in the transaction that counts them, in Stigg's order, never refused (what no grant covers is overdrawn).
+Conversions round half-even at the documented precision (`rules.credits_for`). A usage that lowers a
+counter (a SET below the current value) draws nothing and returns nothing. `estimate` answers what a
+usage would cost without writing anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from entitle.catalog.packages.models import PackageCharge
+from entitle.clock import utcnow
+from entitle.credits import engine, rules, store
+from entitle.customers.models import Customer
+from entitle.grants.engine import live_subscriptions, resource_key
+from entitle.subscriptions import store as subscriptions
+from entitle.usage.ports import CreditCharge
+
+_PRICED = "entitle.credits.priced_features"
+
+
+@dataclass(frozen=True)
+class Rate:
+    currency_ref: str
+    per_unit: Decimal
+
+
+def _priced_features(s: Session, env_id: int) -> set[str]:
+    """The features the environment prices in credits anywhere (once per transaction): most usage is of
+    features that are not, and answers at one query."""
+    cache: dict[int, set[str]] = s.info.setdefault(_PRICED, {})
+    if env_id not in cache:
+        cache[env_id] = set(
+            s.scalars(
+                select(PackageCharge.feature_ref)
+                .where(
+                    PackageCharge.environment_id == env_id,
+                    PackageCharge.billing_model == "CREDIT_BASED",
+                    PackageCharge.feature_ref.is_not(None),
+                    PackageCharge.credit_rate_amount.is_not(None),
+                )
+                .distinct()
+            )
+        )
+    return cache[env_id]
+
+
+def rates(s: Session, env_id: int, customer: Customer, resource_ref: str | None, feature_ref: str) -> list[Rate]:
+    """The credit rates of `feature_ref` for the customer's live subscriptions (one per currency: the
+    first subscription's price wins), each the price for the subscription's billing period (and country,
+    when it has one)."""
+    if feature_ref not in _priced_features(s, env_id):
+        return []
+    found: dict[str, Rate] = {}
+    for sub in live_subscriptions(s, customer, resource_ref):
+        package_pks = [sub.plan_pk] + [a.addon_pk for a in subscriptions.addons_of(s, [sub.pk]).get(sub.pk, [])]
+        charges = s.scalars(
+            select(PackageCharge)
+            .where(
+                PackageCharge.package_pk.in_(package_pks),
+                PackageCharge.billing_model == "CREDIT_BASED",
+                PackageCharge.feature_ref == feature_ref,
+                PackageCharge.credit_rate_amount.is_not(None),
+                PackageCharge.is_overage.is_(False),
+            )
+            .order_by(PackageCharge.pk)
+        ).all()
+        for charge in sorted(charges, key=lambda c: preference(c, sub.billing_period, sub.billing_country_code)):
+            if preference(charge, sub.billing_period, sub.billing_country_code)[0] > 1:
+                continue  # a price for another billing period
+            currency_ref, per_unit = charge.credit_rate_currency_ref, charge.credit_rate_amount
+            if currency_ref is not None and per_unit is not None and currency_ref not in found:
+                found[currency_ref] = Rate(currency_ref, per_unit)
+    return list(found.values())
+
+
+def preference(charge: PackageCharge, period: str | None, country: str | None) -> tuple[int, int]:
+    same_period = 0 if charge.billing_period == period else (1 if period is None else 2)
+    same_country = 0 if charge.billing_country_code == country else (1 if charge.billing_country_code is None else 2)
+    return same_period, same_country
+
+
+def charge(
+    s: Session,
+    env_id: int,
+    customer: Customer,
+    feature_ref: str,
+    resource_ref: str | None,
+    delta: Decimal,
+    at: datetime,
+    event_id: str,
+) -> CreditCharge | None:
+    """Draw what `delta` units of the feature cost, in each currency it is priced in; the answer is the
+    first currency's (the usage report's credit block)."""
+    found = rates(s, env_id, customer, resource_ref, feature_ref)
+    if not found:
+        return None
+    now = utcnow()
+    answer: CreditCharge | None = None
+    for rate in found:
+        currency = store.find_currency(s, env_id, rate.currency_ref)
+        if currency is None:
+            continue  # the catalog keeps currency ids as given: a price in an unknown currency draws nothing
+        cost = rules.credits_for(delta, rate.per_unit) if delta > 0 else rules.ZERO
+        wallet = store.locked_wallet(s, env_id, customer.pk, currency.pk, resource_key(resource_ref))
+        grants = engine.catch_up(s, wallet, now)
+        if cost > 0:
+            engine.consume(s, wallet, grants, cost, at, event_id=event_id, feature_ref=feature_ref)
+        balance = engine.balance(grants, {}, now)
+        if answer is None:
+            answer = CreditCharge(
+                currency_ref=currency.ref_id,
+                consumed=cost,
+                current_usage=balance.current_usage,
+                usage_limit=balance.usage_limit,
+                timestamp=balance.updated_at or now,
+                period_end=balance.period_end,
+            )
+    return answer

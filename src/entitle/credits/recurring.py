@@ -1,0 +1,332 @@
+"""Recurring credits: what a subscription's CREDIT entitlements (its plan's, with inheritance, its add-ons'
+and its own overrides, combined as for features) grant, period by period, as RECURRING grants.
+
+A subscription's credits of one currency are granted for the grant period containing now
+(`rules.grant_period`: the cadence's steps from the billing cycle anchor, so an annual plan with a MONTH
+cadence grants every month), effective at the period's start and expiring at its end. `sync_subscription`
+brings the current period's grants in line with what the subscription grants now; it runs in the
+transaction of every subscription change (`subscribers.py`) and from the scheduler at each period's start
+(`RENEW_JOB`). Every write holds the wallet's lock and reads the period's grants afresh under it, so a
+retried or concurrent run finds the period granted and grants nothing: one grant per subscription,
+currency and period (a change of terms mid-period adds a revision, see `rules.regrant`). The unique
+`recurrence_key` backs this up in the database.
+
+When a subscription ends, its current grants run to their expiry, unless they are revoked: by a plan change
+(the new subscription grants its own) or by a cancellation with `prorate: true` (at the instant it ends).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from entitle.catalog.packages import store as packages
+from entitle.catalog.packages.models import Package, PackageCharge
+from entitle.clock import as_utc, utcnow
+from entitle.credits import engine, pricing, rules, store
+from entitle.credits.models import CreditGrant, CustomCurrency, Wallet
+from entitle.credits.rules import ACTIVE, RECURRING, SCHEDULED, VOIDED, ZERO
+from entitle.customers.models import Customer
+from entitle.db import Database
+from entitle.errors import NotFound
+from entitle.grants.engine import live_subscriptions, resource_key, subscription_terms
+from entitle.jobs.service import JobContext, enqueue, register
+from entitle.subscriptions import store as subscriptions
+from entitle.subscriptions.models import Subscription
+from entitle.subscriptions.rules import LIVE
+
+RENEW_JOB = "credits.renew_subscription"
+REVOKE_JOB = "credits.revoke_subscription"
+PLAN_ENTITLEMENT, ADDON_ENTITLEMENT, PRICE = "PLAN_ENTITLEMENT", "ADDON_ENTITLEMENT", "PRICE"
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a subscription grants of one currency per period, and where it comes from."""
+
+    currency_ref: str
+    amount: Decimal
+    cadence: str
+    source_type: str
+
+
+def targets(s: Session, sub: Subscription) -> list[Target]:
+    terms = subscription_terms(s, sub.environment_id, [sub]).get(sub.pk, {})
+    credit = [t for t in terms.values() if t.type == "CREDIT" and t.is_granted and t.amount and t.cadence]
+    if not credit:
+        return []
+    plan = s.get(Package, sub.plan_pk)
+    chain = packages.plan_chain(s, sub.environment_id, plan) if plan is not None else []
+    on_plan = {
+        e.ref_id
+        for rows in packages.entitlements_of_many(s, [p.pk for p in chain]).values()
+        for e in rows
+        if e.entitlement_type == "CREDIT"
+    }
+    overrides = subscriptions.overrides_of(s, [sub.pk]).get(sub.pk, [])
+    on_plan |= {o.ref_id for o in overrides if o.entitlement_type == "CREDIT"}
+    quantities = _feature_quantities(s, sub)
+    found: list[Target] = []
+    for t in credit:
+        assert t.amount is not None and t.cadence is not None
+        quantity = None
+        if t.dependency_feature_ref is not None:
+            fallback = Decimal(sub.unit_quantity) if sub.unit_quantity is not None else Decimal(1)
+            quantity = quantities.get(t.dependency_feature_ref, fallback)
+        amount = rules.recurring_amount(t.amount, quantity)
+        if amount > 0:
+            source = PLAN_ENTITLEMENT if t.ref_id in on_plan else ADDON_ENTITLEMENT
+            found.append(Target(t.ref_id, amount, t.cadence, source))
+    return found
+
+
+def price_targets(s: Session, sub: Subscription) -> list[Target]:
+    """Prices that grant credits: a CREDIT_BASED price without a feature, with a `creditGrantCadence`, grants
+    its `creditRate.amount` of the rate's currency (times the add-on's quantity, for an add-on's price) at
+    the beginning of each billing period (BEGINNING_OF_BILLING_PERIOD: yearly on an annual subscription) or
+    every month (MONTHLY). The price for the subscription's billing period (and country) counts."""
+    bought = {a.addon_pk: a.quantity for a in subscriptions.addons_of(s, [sub.pk]).get(sub.pk, [])}
+    quantities = {sub.plan_pk: 1, **bought}
+    charges = s.scalars(
+        select(PackageCharge)
+        .where(
+            PackageCharge.package_pk.in_(list(quantities)),
+            PackageCharge.billing_model == "CREDIT_BASED",
+            PackageCharge.feature_ref.is_(None),
+            PackageCharge.credit_grant_cadence.is_not(None),
+            PackageCharge.credit_rate_amount.is_not(None),
+            PackageCharge.is_overage.is_(False),
+        )
+        .order_by(PackageCharge.pk)
+    ).all()
+    chosen: dict[tuple[int, str], PackageCharge] = {}
+    for charge in sorted(charges, key=lambda c: pricing.preference(c, sub.billing_period, sub.billing_country_code)):
+        if pricing.preference(charge, sub.billing_period, sub.billing_country_code)[0] > 1:
+            continue  # the price of another billing period
+        if charge.credit_rate_currency_ref is not None:
+            chosen.setdefault((charge.package_pk, charge.credit_rate_currency_ref), charge)
+    totals: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    for (package_pk, currency_ref), charge in chosen.items():
+        assert charge.credit_rate_amount is not None
+        monthly = charge.credit_grant_cadence == "MONTHLY" or sub.billing_period != "ANNUALLY"
+        totals[(currency_ref, "MONTH" if monthly else "YEAR")] += charge.credit_rate_amount * quantities[package_pk]
+    return [Target(ref, amount, cadence, PRICE) for (ref, cadence), amount in totals.items() if amount > 0]
+
+
+def _feature_quantities(s: Session, sub: Subscription) -> dict[str, Decimal]:
+    return {
+        c.ref_id: Decimal(c.quantity)
+        for c in subscriptions.charges_of(s, [sub.pk]).get(sub.pk, [])
+        if c.charge_type == "FEATURE"
+    }
+
+
+def soft_limited(s: Session, env_id: int, customer: Customer, resource_ref: str | None, currency_ref: str) -> bool:
+    """Whether a live subscription's CREDIT entitlement to the currency has a soft limit (`hasSoftLimit`):
+    then a check is granted beyond the balance (consumption is never refused either way)."""
+    subs = live_subscriptions(s, customer, resource_ref)
+    return any(
+        t.has_soft_limit
+        for terms in subscription_terms(s, env_id, subs).values()
+        for t in terms.values()
+        if t.type == "CREDIT" and t.ref_id == currency_ref and t.is_granted
+    )
+
+
+# -- the current period ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Want:
+    currency: CustomCurrency
+    amount: Decimal
+    start: datetime
+    end: datetime
+    source_type: str
+
+
+def _kind(source_type: str | None) -> str:
+    """Credits from prices and credits from entitlements are granted (and changed) separately."""
+    return PRICE if source_type == PRICE else "ENTITLEMENT"
+
+
+def sync_subscription(s: Session, sub: Subscription, now: datetime) -> None:
+    """Grant the current period's recurring credits of a live subscription as its terms now say (more:
+    the difference; less: void and grant what is left), void those of currencies (or wallets: a delegated
+    or transferred subscription) it no longer grants, and have the scheduler come back at the next
+    period's start. An ended subscription's grants are left as they are (see `revoke`)."""
+    if not store.may_have_recurring_credits(s, sub.environment_id, sub.pk):
+        return
+    wants: dict[tuple[int, str], _Want] = {}  # (currency pk, kind) -> this period's grant
+    live = sub.status in LIVE and sub.start_date <= now
+    if live:
+        for target in targets(s, sub) + price_targets(s, sub):
+            currency = store.find_currency(s, sub.environment_id, target.currency_ref)
+            if currency is None:
+                raise NotFound("custom currency", target.currency_ref)
+            start, end = rules.grant_period(target.cadence, sub.start_date, sub.billing_cycle_anchor, now)
+            wants[(currency.pk, _kind(target.source_type))] = _Want(
+                currency, target.amount, start, end, target.source_type
+            )
+    resource = resource_key(sub.resource_ref)
+    held = store.live_recurring_grants(s, sub.pk)
+    wallet_keys = {(sub.customer_pk, pk, resource) for pk, _ in wants}
+    if live:
+        wallet_keys |= {(w.customer_pk, w.currency_pk, w.resource_ref) for w in store.wallets_by_pk(s, held)}
+    for customer_pk, currency_pk, resource_ref in sorted(wallet_keys):  # one lock order: no deadlock
+        wallet = store.locked_wallet(s, sub.environment_id, customer_pk, currency_pk, resource_ref)
+        grants = engine.catch_up(s, wallet, now)
+        own_wallet = (customer_pk, resource_ref) == (sub.customer_pk, resource)
+        live_grants: dict[tuple[str, datetime | None], list[CreditGrant]] = defaultdict(list)
+        for g in grants:
+            if g.subscription_pk == sub.pk and g.status in (SCHEDULED, ACTIVE):
+                live_grants[(_kind(g.source_type), g.period_start)].append(g)
+        for (kind, period_start), stale in live_grants.items():
+            want = wants.get((currency_pk, kind)) if own_wallet else None
+            if want is None or period_start != want.start:
+                _apply(s, wallet, stale, rules.regrant(ZERO, _granted(stale), _used(stale)), now)
+        for (pk, kind), want in wants.items():
+            if pk != currency_pk or not own_wallet:
+                continue
+            period = [
+                g for g in store.period_grants(s, sub.pk, wallet.pk, want.start) if _kind(g.source_type) == kind
+            ]  # voided ones too
+            change = rules.regrant(want.amount, _granted(period), _used(period))
+            if _apply(s, wallet, live_grants.get((kind, want.start), []), change, now) > 0:
+                _grant(s, wallet, grants, sub, want, change.new_amount, now, revision=len(period))
+    if wants:
+        at = min(w.end for w in wants.values())
+        enqueue(
+            s,
+            sub.environment_id,
+            RENEW_JOB,
+            {"subscription": sub.pk},
+            run_at=at,
+            dedupe_key=f"credits-renew:{sub.pk}:{at.isoformat()}",
+        )
+
+
+def _granted(grants: list[CreditGrant]) -> Decimal:
+    """What grants have given: a live grant its amount, an ended one what it gave before it ended."""
+    return sum((g.amount if g.status in (SCHEDULED, ACTIVE) else g.consumed + g.reserved for g in grants), ZERO)
+
+
+def _used(grants: list[CreditGrant]) -> Decimal:
+    return sum((g.consumed + g.reserved for g in grants), ZERO)
+
+
+def _apply(s: Session, wallet: Wallet, stale: list[CreditGrant], change: rules.Regrant, now: datetime) -> Decimal:
+    """Void `stale` when the change says so; returns what is still to be granted."""
+    if change.void:
+        for g in stale:
+            engine.end(s, wallet, g, VOIDED, now)
+            g.updated_at = now
+    return change.new_amount
+
+
+def _grant(
+    s: Session,
+    wallet: Wallet,
+    grants: list[CreditGrant],
+    sub: Subscription,
+    want: _Want,
+    amount: Decimal,
+    now: datetime,
+    *,
+    revision: int,
+) -> None:
+    # The period's first grant counts from the period's start (a late scheduler changes nothing); a
+    # revision (the terms changed mid-period) from now.
+    effective = want.start if revision == 0 else now
+    grant = CreditGrant(
+        environment_id=wallet.environment_id,
+        ref_id=engine.new_grant_ref(),
+        wallet_pk=wallet.pk,
+        display_name=f"{want.currency.display_name} ({sub.ref_id})",
+        grant_type=RECURRING,
+        status=SCHEDULED,
+        amount=amount,
+        consumed=ZERO,
+        reserved=ZERO,
+        priority=rules.PRIORITY_DEFAULT,
+        effective_at=effective,
+        expire_at=want.end,
+        metadata_={"subscriptionId": sub.ref_id},
+        source_type=want.source_type,
+        subscription_pk=sub.pk,
+        period_start=want.start,
+        recurrence_key=f"{sub.pk}:{_kind(want.source_type)}:{wallet.pk}:{want.start.isoformat()}:{revision}",
+        created_at=now,
+        updated_at=now,
+    )
+    s.add(grant)
+    s.flush()
+    grants.append(grant)
+    engine.activate(s, wallet, grant, grants, effective)
+    engine.schedule(s, wallet, want.end)
+
+
+# -- ending ----------------------------------------------------------------------------------------------
+
+
+def revoke(s: Session, sub: Subscription, now: datetime, *, periods_from: datetime | None = None) -> None:
+    """Void what the subscription's live recurring grants still hold (what they gave stays consumed);
+    with `periods_from`, only those of periods starting then or later."""
+    held = [
+        g
+        for g in store.live_recurring_grants(s, sub.pk)
+        if periods_from is None or (g.period_start is not None and as_utc(g.period_start) >= periods_from)
+    ]
+    if not held:
+        return
+    for w in sorted(store.wallets_by_pk(s, held), key=lambda w: (w.customer_pk, w.currency_pk, w.resource_ref)):
+        wallet = store.locked_wallet(s, sub.environment_id, w.customer_pk, w.currency_pk, w.resource_ref)
+        for g in engine.catch_up(s, wallet, now):
+            if g.subscription_pk != sub.pk or g.status not in (SCHEDULED, ACTIVE) or g.period_start is None:
+                continue
+            if periods_from is None or as_utc(g.period_start) >= periods_from:
+                engine.end(s, wallet, g, VOIDED, now)
+                g.updated_at = now
+
+
+def revoke_at(s: Session, sub: Subscription, ends_at: datetime, now: datetime) -> None:
+    """A cancellation with `prorate: true`: revoke now if the subscription ends now, else when it ends."""
+    if ends_at <= now:
+        revoke(s, sub, now)
+        return
+    enqueue(
+        s,
+        sub.environment_id,
+        REVOKE_JOB,
+        {"subscription": sub.pk, "endsAt": ends_at.isoformat()},
+        run_at=ends_at,
+        dedupe_key=f"credits-revoke:{sub.pk}:{ends_at.isoformat()}",
+    )
+
+
+@register(RENEW_JOB)
+def _renew_job(db: Database, ctx: JobContext) -> None:
+    with db.transaction() as s:
+        # Locked first, as a change of the subscription does: the terms read are the ones that hold.
+        sub = s.get(Subscription, int(ctx.payload["subscription"]), with_for_update=True)
+        if sub is not None:
+            sync_subscription(s, sub, utcnow())
+
+
+@register(REVOKE_JOB)
+def _revoke_job(db: Database, ctx: JobContext) -> None:
+    """Only if the subscription still ends then (its own end job may run just before or after this one): a
+    withdrawn or moved cancellation revokes nothing."""
+    with db.transaction() as s:
+        sub = s.get(Subscription, int(ctx.payload["subscription"]), with_for_update=True)
+        ends_at = datetime.fromisoformat(ctx.payload["endsAt"])
+        if sub is None or sub.end_date is None:
+            return
+        end = as_utc(sub.end_date)
+        if end == ends_at or (sub.status not in LIVE and end >= ends_at):  # ends now, or its end job ran first
+            revoke(s, sub, utcnow())
