@@ -106,8 +106,9 @@ def test_a_closed_won_opportunity_becomes_one_customer_and_one_subscription_and_
     assert (Decimal(str(grant.cost.amount)), grant.cost.currency) == (Decimal(100), "usd")
     balance = client.v1.customers.check_entitlement(account, currency_id="ai-credits").data
     assert (Decimal(str(balance.usage_limit)), Decimal(str(balance.current_usage))) == (5000, 0)
-    if actions.price_overrides:
-        _assert_price_override(api, subscription_id, deal)
+    # The document follows the request model: with priceOverrides honoured, the Flow sends the sales price.
+    assert actions.price_overrides
+    _assert_price_override(api, subscription_id, deal)
     before = _state(client, account)
 
     again = run_flow(api, actions, deal)
