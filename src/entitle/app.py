@@ -45,6 +45,7 @@ from entitle.promotions.routes import router as promotions_router
 from entitle.push.feed import SnapshotFeed
 from entitle.push.hub import Hub
 from entitle.push.routes import router as push_router
+from entitle.salesforce.routes import router as salesforce_router
 from entitle.subscriptions.routes import customers_router as customer_subscriptions_router
 from entitle.subscriptions.routes import router as subscriptions_router
 from entitle.usage.routes import router as usage_router
@@ -79,6 +80,7 @@ ROUTERS = [
     keys_router,
     environment_router,
     audit_router,
+    salesforce_router,
 ]
 
 

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 from entitle import wiring
 from entitle.access import cli as access_cli
 from entitle.console import cli as console_cli
+from entitle.salesforce import cli as salesforce_cli
 from entitle.webhooks import cli as webhooks_cli
 
 # The demo admin `entitle demo` creates: for a local try-out only (README, "The console").
@@ -36,6 +37,7 @@ integrations_app = typer.Typer(help="Billing provider integrations (our extensio
 app.add_typer(integrations_app, name="integrations")
 app.add_typer(webhooks_cli.app, name="webhooks")
 app.add_typer(console_cli.users_app, name="users")
+app.add_typer(salesforce_cli.app, name="salesforce")
 
 
 @app.callback()

@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 import httpx
 
+from tests.support import hostile_cases_salesforce as salesforce
 from tests.support import hostile_cases_widgets as widgets
 from tests.support.hostile import Make, Target, customer_reads, ok, package_reads, sub_reads
 
@@ -769,6 +770,9 @@ CASES: list[Case] = [
     Case(
         "DELETE", f"{widgets.BASE}/subscriptions/{{subscription_id}}/future-update/schedule", widgets.scheduled_change
     ),
+    Case("PUT", "/api/v1/salesforce/customers/{customer_id}", salesforce.upsert_customer, consumes=False),
+    Case("POST", "/api/v1/salesforce/subscriptions", salesforce.provision_subscription),
+    Case("POST", "/api/v1/salesforce/credit-grants", salesforce.create_credit_grant),
 ]
 
 # Raw path segments (already percent-encoded as sent): ids a hostile caller puts in a path.

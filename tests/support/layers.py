@@ -45,7 +45,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"usage"}),
     frozenset({"credits"}),
     frozenset({"entitlements"}),
-    frozenset({"billing", "webhooks", "push", "paywall", "access", "audit"}),
+    frozenset({"billing", "webhooks", "push", "paywall", "access", "audit", "salesforce"}),
     # The console reads every domain and adapter (overview figures, sync errors); only the root imports it.
     # The embeddable widgets (issue 15) sit beside it: the two never import each other.
     frozenset({"console", "widgets"}),

@@ -78,7 +78,22 @@ def wallet_for(
     return customer, currency, store.locked_wallet(s, env_id, customer.pk, currency.pk, resource_key(resource_ref))
 
 
-def create_grant(db: Database, env_id: int, req: GrantCreate) -> GrantOut:
+def find_grant(db: Database, env_id: int, ref_id: str) -> GrantOut | None:
+    """A grant by id (None when there is none): a caller that chose the id asks before granting again."""
+    now = utcnow()
+    with db.read() as s:
+        grant = store.find_grant(s, env_id, ref_id)
+        if grant is None:
+            return None
+        wallet = s.get(Wallet, grant.wallet_pk)
+        assert wallet is not None
+        customer, currency = s.get(Customer, wallet.customer_pk), s.get(CustomCurrency, wallet.currency_pk)
+        assert customer is not None and currency is not None
+        return grant_out(grant, customer, currency, wallet, now)
+
+
+def create_grant(db: Database, env_id: int, req: GrantCreate, *, ref_id: str | None = None) -> GrantOut:
+    """`ref_id`: the grant's id when the caller chooses it (a second grant with it is a 409), else a new one."""
     now = utcnow()
     effective, expire = _terms(req, now)
     with db.transaction() as s:
@@ -88,7 +103,7 @@ def create_grant(db: Database, env_id: int, req: GrantCreate) -> GrantOut:
         grants = engine.catch_up(s, wallet, now)
         grant = CreditGrant(
             environment_id=env_id,
-            ref_id=engine.new_grant_ref(),
+            ref_id=ref_id or engine.new_grant_ref(),
             wallet_pk=wallet.pk,
             display_name=req.display_name,
             grant_type=req.grant_type,

@@ -17,7 +17,7 @@ from entitle.credits.currencies import (
     update_currency,
 )
 from entitle.credits.estimates import estimate_event, estimate_usage
-from entitle.credits.grants import create_grant, list_grants, list_ledger, void_grant
+from entitle.credits.grants import create_grant, find_grant, list_grants, list_ledger, void_grant
 from entitle.credits.reservations import ReservationConflict, check, release
 from entitle.credits.settings import auto_recharge
 from entitle.credits.usage import balance_history, credit_usage
@@ -36,6 +36,7 @@ __all__ = [
     "credit_usage",
     "estimate_event",
     "estimate_usage",
+    "find_grant",
     "get_currency",
     "list_currencies",
     "list_grants",

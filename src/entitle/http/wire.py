@@ -108,29 +108,37 @@ def _stored(info: ValidationInfo) -> bool:
     return bool(info.context and info.context.get("stored"))
 
 
-def _refuse_value(value: Any, info: ValidationInfo) -> Any:
+def refuse_value(value: Any, info: ValidationInfo) -> Any:
+    """The check `Unsupported` installs (named, so a document generated from the models can leave the field out)."""
     if value is None or _stored(info):
         return None
     raise PydanticCustomError(UNSUPPORTED_FIELD, "not supported by Entitle yet; leave it out or send null")
 
 
-Unsupported = Annotated[T | None, BeforeValidator(_refuse_value)]
+Unsupported = Annotated[T | None, BeforeValidator(refuse_value)]
 """A contract field Entitle refuses when it carries a value: `price_overrides: Unsupported[list[X]] = None`.
 Works on query parameters too: `Annotated[Unsupported[str], Query(alias="groupBy")] = None`."""
 
 
-def unsupported_values(*refused: str) -> AfterValidator:
-    """Refuse these values of a field whose other values are honoured:
-    `Annotated[Literal["FEATURE", "CREDIT"], unsupported_values("CREDIT")]`."""
+class RefusedValues:
+    """The check `unsupported_values` installs; `refused` stays readable, so a document generated from the
+    models (the Salesforce OpenAPI document) can leave those values out."""
 
-    def check(value: Any, info: ValidationInfo) -> Any:
-        if value in refused and not _stored(info):
+    def __init__(self, refused: tuple[str, ...]) -> None:
+        self.refused = refused
+
+    def __call__(self, value: Any, info: ValidationInfo) -> Any:
+        if value in self.refused and not _stored(info):
             raise PydanticCustomError(
                 UNSUPPORTED_FIELD, "the value {value} is not supported by Entitle yet", {"value": value}
             )
         return value
 
-    return AfterValidator(check)
+
+def unsupported_values(*refused: str) -> AfterValidator:
+    """Refuse these values of a field whose other values are honoured:
+    `Annotated[Literal["FEATURE", "CREDIT"], unsupported_values("CREDIT")]`."""
+    return AfterValidator(RefusedValues(refused))
 
 
 class Envelope(WireModel, Generic[T]):
