@@ -18,8 +18,10 @@ from sqlalchemy import select
 
 from entitle.clock import utcnow
 from entitle.credits import recurring
+from entitle.customers.models import Customer
 from entitle.jobs.service import Worker
 from entitle.subscriptions.models import Subscription
+from entitle.usage.counting import fold_waiting
 from tests.conftest import LiveServer
 from tests.support.clock import TestClock
 
@@ -476,3 +478,39 @@ def test_renewals_racing_each_other_grant_a_period_once(shop: Shop, module_serve
     grants = shop.grants()
     assert [(g.effective_at, g.amount) for g in grants] == [(START, 100), (_month(1), 100)]
     assert shop.balance() == 100
+
+
+def test_usage_that_waited_draws_its_credits_once_when_it_is_folded_in(
+    shop: Shop, module_server: LiveServer
+) -> None:
+    _, tokens = _priced_plan(shop, 0.333333)
+    waited = [7, 11, 5]
+    shop.client.v1.events.report(
+        events=[
+            {
+                "customer_id": shop.customer,
+                "event_name": f"llm{shop.n}",
+                "idempotency_key": f"{shop.n}-w{i}",
+                "dimensions": {"tokens": amount},
+            }
+            for i, amount in enumerate(waited)
+        ]
+    )
+    assert shop.ledger_sum() == 0  # no subscription yet: the events wait, nothing is drawn
+    shop.provision(billing_period="MONTHLY")  # folds what waited (at once, and again before commit)
+    check = shop.client.v1.customers.check_entitlement(shop.customer, feature_id=tokens).data
+    assert check.current_usage == sum(waited)
+    cost = Decimal(sum(waited)) * Decimal("0.333333")  # one draw for the fold, rounded as the events' draws
+    consumed = list(
+        shop.client.v1.credits.list_ledger(
+            customer_id=shop.customer, currency_id=shop.currency, event_type="CREDITS_CONSUMED", limit=100
+        )
+    )
+    assert sum(-Decimal(str(e.amount)) for e in consumed) == cost
+    assert {e.feature_id for e in consumed} == {tokens}
+    assert shop.balance() == Decimal(100) - cost
+    assert shop.ledger_sum() == shop.balance()
+    with module_server.db.transaction() as s:  # a later fold (another entitlement change) draws nothing
+        customer = s.scalars(select(Customer).where(Customer.ref_id == shop.customer)).one()
+        fold_waiting(s, customer.environment_id, shop.customer, None)
+    assert shop.ledger_sum() == Decimal(100) - cost

@@ -10,7 +10,8 @@ folded into a tally incrementally (`rules.step`), never by rescanning a window's
   provisioned, started, paid or changed, a promotion granted, a customer unarchived) what waits for a
   feature it now holds moves into its current usage window (`fold_waiting`), in the transaction that
   made the change, so a check right after provisioning includes it. That is one merge per waiting
-  feature: bounded work, however many events waited.
+  feature: bounded work, however many events waited. A credit-priced feature draws its credits for what
+  the fold added then, as if the events had just arrived.
 
 A number outside the documented range, or a contribution that would take a tally out of its range,
 refuses the whole batch (400), naming each offending event.
@@ -366,18 +367,26 @@ def _count_in_windows(s: Session, env_id: int, slots: dict[store.CounterKey, _Sl
             slot.in_current_window,
         )
         announce(s, env_id, moved)
-        _charge_credits(s, env_id, slot, counters[key], before[key])
+        _charge_credits(s, env_id, slot.customer, slot.grant.feature, slot.resource_ref, counters[key], before[key])
     return problems
 
 
-def _charge_credits(s: Session, env_id: int, slot: _Slot, counter: store.TallyRow, before: Decimal) -> None:
+def _charge_credits(
+    s: Session,
+    env_id: int,
+    customer: Customer,
+    feature: Feature,
+    resource_ref: str | None,
+    counter: store.TallyRow | UsageCounter,
+    before: Decimal,
+    origin: str = "meter",
+) -> None:
     """A credit-priced feature's events draw credits for what they added. Only additive meters (SUM, COUNT,
     UNIQUE) say what an event costs; MAX/MIN/AVG counters draw nothing (the estimate warns of it)."""
     delta = counter.value - before
-    if delta > 0 and _function(slot.grant.feature) in ADDITIVE:
-        event_id = f"meter:{counter.pk}:{counter.value}"  # the counter only grows here: unique per draw
-        feature_ref = slot.grant.feature.ref_id
-        ports.charge_credits.impl(s, env_id, slot.customer, feature_ref, slot.resource_ref, delta, utcnow(), event_id)
+    if delta > 0 and _function(feature) in ADDITIVE:
+        event_id = f"{origin}:{counter.pk}:{counter.value}"  # the counter only grows here: unique per draw
+        ports.charge_credits.impl(s, env_id, customer, feature.ref_id, resource_ref, delta, utcnow(), event_id)
 
 
 def _written(row: store.TallyRow, tally: Tally) -> store.TallyRow:
@@ -437,6 +446,7 @@ def fold_waiting(s: Session, env_id: int, customer_ref: str, resource_ref: str |
         window = usage_window(feature, grant.allowance, grant.usage_anchor, now)
         counter = store.locked_counter(s, env_id, customer.pk, feature.ref_id, resource_key(resource_ref), window.start)
         _rebuild_if_legacy(s, env_id, counter, feature, customer, resource_ref, window)
+        before = counter.value
         if function == "UNIQUE":
             tally = Tally(value=counter.value + store.move_distinct(s, row.pk, counter.pk))
         else:
@@ -455,3 +465,5 @@ def fold_waiting(s: Session, env_id: int, customer_ref: str, resource_ref: str |
             env_id,
             CounterMoved(customer, feature.ref_id, resource_ref, window, grant.allowance, counter.value, True),
         )
+        # The waiting row is deleted in this same transaction: a later fold finds nothing and draws nothing.
+        _charge_credits(s, env_id, customer, feature, resource_ref, counter, before, origin="waited")
