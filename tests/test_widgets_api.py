@@ -17,8 +17,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from entitle.app import create_app
+from entitle.catalog import demo as demo_catalog
 from entitle.catalog.demo import PRODUCT_ID as DEMO_PRODUCT
 from entitle.catalog.demo import load_catalog
+from entitle.catalog.products import service as products
+from entitle.catalog.products.schemas import ProductCreate
 from entitle.config import Settings, load_settings
 from entitle.customers.models import Customer
 from entitle.db import Database
@@ -198,6 +201,83 @@ def test_a_page_previews_subscribes_lists_and_cancels_at_period_end_without_a_pr
         assert canceled.status_code == 200, canceled.text
         assert canceled.json()["data"]["cancellationDate"] is not None
         assert canceled.json()["data"]["status"] == "IN_TRIAL"  # until the period ends, not at once
+
+
+# A second product: a flat fee with a German price, and a per-seat price.
+TEAM = {
+    "create": {"id": "portal-team", "displayName": "Team", "productId": "portal-team-saas"},
+    "entitlements": [{"type": "FEATURE", "id": "seats", "usageLimit": 500}],
+    "update": {
+        "charges": {
+            "pricingType": "PAID",
+            "pricingModels": [
+                {
+                    "billingModel": "FLAT_FEE",
+                    "pricePeriods": [
+                        {"billingPeriod": "MONTHLY", "price": {"amount": 12, "currency": "usd"}},
+                        {
+                            "billingPeriod": "MONTHLY",
+                            "billingCountryCode": "DE",
+                            "price": {"amount": 11, "currency": "eur"},
+                        },
+                    ],
+                },
+                {
+                    "billingModel": "PER_UNIT",
+                    "featureId": "seats",
+                    "pricePeriods": [{"billingPeriod": "MONTHLY", "price": {"amount": 8, "currency": "usd"}}],
+                },
+            ],
+        }
+    },
+}
+
+
+def priced(subscription: dict[str, Any]) -> tuple[str, list[tuple[Any, ...]]]:
+    plan = subscription["plan"]
+    prices = [(p["billingModel"], p["amount"], p["currency"], p["featureUnits"]) for p in plan["prices"]]
+    return plan["displayName"], sorted(prices)
+
+
+def test_the_portal_names_and_prices_every_subscription_whatever_its_product(
+    shop: LiveServer, client_key: str, api: httpx.Client
+) -> None:
+    env_pk = ensure_environment(shop.db, "development").pk
+    products.create_product(
+        shop.db, env_pk, ProductCreate.model_validate({"id": "portal-team-saas", "displayName": "Team"})
+    )
+    demo_catalog._package(shop.db, env_pk, "PLAN", TEAM)
+    german, overridden = new_customer(api), new_customer(api)
+    bodies = [
+        (german, {"planId": "pro", "billingPeriod": "MONTHLY", "billingCountryCode": "DE"}),
+        (german, {"planId": "portal-team", "billingCountryCode": "DE", "unitQuantity": 3}),
+        (overridden, {"planId": "pro", "billingPeriod": "ANNUALLY"}),
+        # The subscription's own price replaces its plan's base price; its seat price stays the plan's.
+        (
+            overridden,
+            {"planId": "portal-team", "unitQuantity": 2, "priceOverrides": [{"baseCharge": True, "amount": 9}]},
+        ),
+    ]
+    for customer, body in bodies:
+        answer = api.post("/api/v1/subscriptions", json={"customerId": customer, **body})
+        assert answer.status_code == 200, answer.text
+
+    expected = {
+        german: {
+            "pro": ("Pro", [("FLAT_FEE", 27, "eur", None)]),
+            "portal-team": ("Team", [("FLAT_FEE", 11, "eur", None), ("PER_UNIT", 8, "usd", "seat")]),
+        },
+        overridden: {
+            "pro": ("Pro", [("FLAT_FEE", 290, "usd", None)]),
+            "portal-team": ("Team", [("FLAT_FEE", 9, "usd", None), ("PER_UNIT", 8, "usd", "seat")]),
+        },
+    }
+    for customer, plans in expected.items():
+        with page_of(shop, client_key, customer) as page:
+            listed = page.get(f"{BASE}/{customer}/subscriptions")
+        assert listed.status_code == 200, listed.text
+        assert {s["planId"]: priced(s) for s in listed.json()["data"]} == plans
+        assert all(p["billingPeriod"] == s["billingPeriod"] for s in listed.json()["data"] for p in s["plan"]["prices"])
 
 
 def test_the_module_is_served_and_the_routes_are_in_the_openapi_schema(shop: LiveServer) -> None:

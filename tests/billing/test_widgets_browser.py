@@ -491,6 +491,15 @@ def test_the_portal_counts_down_a_trial_links_invoice_pdfs_and_updates_the_card_
     trial.wait_for()
     assert trial.inner_text() == "Trial ends in 7 days"
     assert portal.locator("[data-testid=subscription][data-plan-id=pro]").get_attribute("data-status") == "ACTIVE"
+    # Team is another product than the portal's paywall (`product-id`): it is still named and priced.
+    team = portal.locator("[data-testid=subscription][data-plan-id=team]")
+    assert team.locator("[part~=plan-name]").inner_text() == "Team"
+    assert team.locator("[part~=unit-price]").inner_text() == "$8.00 per seat / month"
+    pro = portal.locator("[data-testid=subscription][data-plan-id=pro]")
+    assert (pro.locator("[part~=plan-name]").inner_text(), pro.locator("[part~=price]").inner_text()) == (
+        "Pro",
+        "$29.00 / month",
+    )
 
     # The invoice's PDF link is the provider's (the emulator serves one), and opens a PDF.
     link = portal.locator("[part~=invoice-link]")

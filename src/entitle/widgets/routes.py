@@ -24,10 +24,13 @@ from entitle.widgets.schemas import (
     SetupIntentOut,
     WidgetInvoiceOut,
     WidgetPaymentMethodIn,
+    WidgetPlanOut,
+    WidgetPlanPriceOut,
     WidgetPortalSessionIn,
     WidgetPortalSessionOut,
     WidgetPreviewIn,
     WidgetSubscriptionIn,
+    WidgetSubscriptionOut,
 )
 
 router = APIRouter(prefix="/api/v1/widgets/customers/{customer_id}", tags=["widgets"])
@@ -40,12 +43,22 @@ def get_customer(customer_id: str, key: CustomerKey, db: DB) -> dict[str, Any]:
     return envelope(CustomerOut.of(view.customer, view.links, view.sync_states))
 
 
-@router.get("/subscriptions", response_model=Envelope[list[SubscriptionOut]])
+def _portal_subscription(priced: service.PricedSubscription) -> WidgetSubscriptionOut:
+    period = priced.view.sub.billing_period or ""
+    plan = WidgetPlanOut(
+        id=priced.view.sub.plan_ref,
+        display_name=priced.plan_display_name,
+        prices=[WidgetPlanPriceOut.of(price, period, priced.feature_units) for price in priced.prices],
+    )
+    return WidgetSubscriptionOut(**dict(subscription_out(priced.view)), plan=plan)
+
+
+@router.get("/subscriptions", response_model=Envelope[list[WidgetSubscriptionOut]])
 def list_subscriptions(customer_id: str, key: CustomerKey, db: DB) -> dict[str, Any]:
     """The customer's live subscriptions (active, in trial or waiting for a first payment), with their
-    scheduled changes."""
-    views = service.live_subscriptions(db, key.environment_id, customer_id)
-    return envelope([subscription_out(view) for view in views])
+    scheduled changes, each with its plan's name and the prices it pays (`plan`, our extension)."""
+    priced = service.live_subscriptions(db, key.environment_id, customer_id)
+    return envelope([_portal_subscription(p) for p in priced])
 
 
 @router.post("/preview", response_model=Envelope[PreviewOut])

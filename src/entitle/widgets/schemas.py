@@ -7,10 +7,14 @@ dates: the route fills in the customer of the token. Unknown fields are refused 
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from pydantic import ConfigDict, Field
 
+from entitle.catalog.packages.schemas import PriceOut, TierOut
 from entitle.customers.schemas import InvoiceOut
-from entitle.http.wire import NonNegInt, RefId, ShortText, WireModel
+from entitle.http.wire import Amount, NonNegInt, RefId, ShortText, WireModel
+from entitle.subscriptions import pricing
 from entitle.subscriptions.schemas import (
     AddonQuantity,
     AppliedCoupon,
@@ -19,6 +23,7 @@ from entitle.subscriptions.schemas import (
     ChargeQuantity,
     CheckoutOptions,
     PreviewAppliedCoupon,
+    SubscriptionOut,
     SubscriptionPreview,
     SubscriptionProvision,
 )
@@ -113,11 +118,61 @@ class WidgetPortalSessionOut(WireModel):
     url: str
 
 
+class WidgetPlanPriceOut(WireModel):
+    """One recurring price as the subscription pays it, in the paywall's form (so a page words it alike)."""
+
+    billing_period: str
+    billing_model: str
+    amount: Amount | None = None
+    currency: str
+    feature_id: str | None = None
+    feature_units: str | None = None
+    tiers: list[TierOut] | None = None
+    tiers_mode: str | None = None
+    block_size: Amount | None = None
+
+    @classmethod
+    def of(cls, price: pricing.Price, billing_period: str, units: dict[str, str]) -> WidgetPlanPriceOut:
+        def money(amount: Decimal) -> PriceOut | None:
+            # A tier priced by its flat fee alone carries no unit price, as the catalog keeps it.
+            return PriceOut(amount=amount, currency=price.currency) if amount else None
+
+        tiers = [
+            TierOut(up_to=t.up_to, unit_price=money(t.unit_price), flat_price=money(t.flat_price)) for t in price.tiers
+        ]
+        return cls(
+            billing_period=billing_period,
+            billing_model=price.billing_model,
+            amount=price.amount,
+            currency=price.currency,
+            feature_id=price.feature_ref,
+            feature_units=units.get(price.feature_ref or ""),
+            tiers=tiers or None,
+            tiers_mode=price.tiers_mode,
+            block_size=price.block_size,
+        )
+
+
+class WidgetPlanOut(WireModel):
+    id: str
+    display_name: str
+    prices: list[WidgetPlanPriceOut]
+
+
+class WidgetSubscriptionOut(SubscriptionOut):
+    # Our extension for the portal: the plan's name and the prices this subscription pays, whatever the
+    # product (the page's paywall knows one product only).
+    plan: WidgetPlanOut
+
+
 __all__ = [
     "SetupIntentOut",
     "WidgetPaymentMethodIn",
+    "WidgetPlanOut",
+    "WidgetPlanPriceOut",
     "WidgetPortalSessionIn",
     "WidgetPortalSessionOut",
     "WidgetPreviewIn",
     "WidgetSubscriptionIn",
+    "WidgetSubscriptionOut",
 ]

@@ -7,9 +7,11 @@ token alone cannot say: that the subscription named in the path is the customer'
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 
 from entitle.billing import checkout as billing_checkout
 from entitle.billing import invoices as billing_invoices
@@ -17,15 +19,18 @@ from entitle.billing import payment_methods
 from entitle.billing.invoices import InvoiceQuery
 from entitle.billing.provider import ProviderInvoice
 from entitle.billing.setup_intents import SetupIntentView, create_setup_intent
+from entitle.catalog.features import store as feature_store
 from entitle.catalog.packages import service as packages
+from entitle.catalog.packages import store as package_store
+from entitle.catalog.packages.models import Package
 from entitle.customers import service as customers
 from entitle.customers.schemas import PaymentMethodAttach
 from entitle.db import Database
 from entitle.db.pagination import Page, PageRequest
 from entitle.errors import InvalidArgument, NotFound
-from entitle.subscriptions import cancellation, changes, provisioning
+from entitle.subscriptions import cancellation, changes, price_rules, pricing, provisioning
 from entitle.subscriptions import service as subscriptions
-from entitle.subscriptions.preview import preview_subscription
+from entitle.subscriptions.preview import preview_subscription, prices_of
 from entitle.subscriptions.rules import LIVE, Status
 from entitle.subscriptions.schemas import PreviewOut, SubscriptionCancel
 from entitle.widgets.schemas import WidgetPreviewIn, WidgetSubscriptionIn
@@ -56,12 +61,46 @@ def _own_subscription(db: Database, env_id: int, customer_ref: str, subscription
         raise NotFound("subscription", subscription_ref)
 
 
-def live_subscriptions(db: Database, env_id: int, customer_ref: str) -> list[subscriptions.SubscriptionView]:
+@dataclass(frozen=True)
+class PricedSubscription:
+    """A subscription as its portal shows it: its plan's name and the recurring prices it pays per period
+    (whatever the product: the portal is not the paywall of one product)."""
+
+    view: subscriptions.SubscriptionView
+    plan_display_name: str
+    prices: list[pricing.Price]
+    # What a priced feature's unit is called ("seat"), by feature id: the page's paywall may not know it.
+    feature_units: dict[str, str]
+
+
+def live_subscriptions(db: Database, env_id: int, customer_ref: str) -> list[PricedSubscription]:
     customers.get_customer(db, env_id, customer_ref)  # 404 for an unknown customer, not an empty list
     _, views = subscriptions.list_subscriptions(
         db, env_id, PageRequest(limit=100), customer_ref=customer_ref, statuses=SHOWN
     )
-    return views
+    with db.read() as s:
+        return [_priced(s, view) for view in views]
+
+
+def _priced(s: Session, view: subscriptions.SubscriptionView) -> PricedSubscription:
+    """Priced as a preview and the billing sync price it: the plan version subscribed to, for the
+    subscription's period and country, with the subscription's own price overrides applied."""
+    sub = view.sub
+    plan = s.get(Package, sub.plan_pk)
+    assert plan is not None  # a subscription's plan version is never deleted
+    prices: list[pricing.Price] = []
+    if sub.billing_period is not None:
+        overrides = price_rules.amounts(sub.price_overrides)
+        charges = package_store.charges_of(s, plan.pk)
+        prices = [
+            price_rules.applied(price, overrides)
+            for price in prices_of(charges, sub.billing_period, sub.billing_country_code, plan.display_name)
+        ]
+    refs = [p.feature_ref for p in prices if p.feature_ref]
+    units = {
+        ref: f.feature_units or f.display_name for ref, f in feature_store.get_many(s, sub.environment_id, refs).items()
+    }
+    return PricedSubscription(view=view, plan_display_name=plan.display_name, prices=prices, feature_units=units)
 
 
 def customer(db: Database, env_id: int, customer_ref: str) -> customers.CustomerView:

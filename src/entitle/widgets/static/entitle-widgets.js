@@ -275,7 +275,7 @@ function describePrice(el, price, features) {
   const per = price.billingPeriod === "ANNUALLY" ? el.t("perYear") : el.t("perMonth");
   const feature = features.get(price.featureId);
   // A priced feature the item does not grant is not described in the paywall: its id is all there is.
-  const unit = feature ? (feature.featureUnits || feature.displayName) : price.featureId || "unit";
+  const unit = price.featureUnits || (feature ? (feature.featureUnits || feature.displayName) : price.featureId || "unit");
   if (price.tiers && price.tiers.length) {
     let from = 1;
     const steps = price.tiers.map((tier) => {
@@ -682,8 +682,10 @@ class CustomerPortal extends EntitleElement {
     const items = new Map([...paywall.plans, ...paywall.addons].map((p) => [p.id, p]));
     const features = featuresOf(paywall);
     const subs = subscriptions.map((s) => {
-      const plan = items.get(s.planId);
-      const price = plan ? priceBlock(this, plan, s.billingPeriod || "MONTHLY", features).main : "";
+      // The server prices each subscription (its plan version, period, country and overrides), whatever
+      // its product: the page's paywall knows the plans of one product only.
+      const plan = s.plan ? { ...s.plan, pricingType: s.pricingType } : items.get(s.planId);
+      const price = plan ? priceBlock(this, plan, s.billingPeriod || "MONTHLY", features) : { main: "", detail: "" };
       const trialDays = s.status === "IN_TRIAL" && s.trialEndDate ? Math.max(0, Math.ceil((new Date(s.trialEndDate) - Date.now()) / 86400000)) : null;
       const updates = (s.futureUpdates || []).map((u) => `<div class="row" part="scheduled-change" data-testid="scheduled-change">
           <span>${escapeHtml(this.t("scheduledChange", { plan: items.get(u.targetPackage?.id)?.displayName || u.targetPackage?.id || u.subscriptionScheduleType, date: date(u.scheduledExecutionTime, this.locale) }))}</span>
@@ -691,7 +693,8 @@ class CustomerPortal extends EntitleElement {
       const addons = (s.addons || []).map((a) => `${escapeHtml(items.get(a.id)?.displayName || a.id)} × ${a.quantity}`).join(", ");
       const ends = s.cancellationDate || s.endDate;
       return `<div class="card-box" part="subscription" data-testid="subscription" data-plan-id="${escapeHtml(s.planId)}" data-status="${escapeHtml(s.status)}">
-        <div class="row"><h4 part="plan-name">${escapeHtml(plan?.displayName || s.planId)}</h4><span class="price" part="price">${price}</span></div>
+        <div class="row"><h4 part="plan-name">${escapeHtml(plan?.displayName || s.planId)}</h4><span class="price" part="price" data-testid="subscription-price">${price.main}</span></div>
+        ${price.detail}
         ${trialDays !== null ? `<span class="badge" part="trial-countdown" data-testid="trial-countdown">${this.t("trialEnds", { days: trialDays })}</span>` : ""}
         ${s.status === "PAYMENT_PENDING" ? `<span class="badge" part="payment-pending" data-testid="payment-pending">${this.t("paymentPending")}</span>` : ""}
         ${ends ? `<div class="muted">${escapeHtml(this.t("cancelsOn", { date: date(ends, this.locale) }))}</div>`
