@@ -92,14 +92,21 @@ class Outcome:
     visible_on_return: dict[int, bool]
 
 
-def _one_group(db: Database, url: str, works: Sequence[Callable[[Session], None]], names: Sequence[str]) -> Outcome:
+def _one_group(
+    db: Database,
+    url: str,
+    works: Sequence[Callable[[Session], None]],
+    names: Sequence[str],
+    bulk: frozenset[int] = frozenset(),
+) -> Outcome:
     """Run `works` in threads that all queue while the test holds the write turn, so that they form one
-    group; each records whether its own row was visible to another connection as soon as it returned."""
+    group (the ones in `bulk` as `bulk_transaction`s); each records whether its own row was visible to
+    another connection as soon as it returned."""
     outcome = Outcome(errors={}, visible_on_return={})
 
     def run(n: int) -> None:
         try:
-            with db.transaction() as session:
+            with db.bulk_transaction() if n in bulk else db.transaction() as session:
                 works[n](session)
         except BaseException as exc:
             outcome.errors[n] = exc
@@ -170,6 +177,24 @@ def test_writers_queued_together_share_one_commit_and_each_sees_the_work_before_
     assert _groups(sqlite_db).commits - before == 1 < len(names)
     assert sorted(counts.values()) == list(range(len(names)))  # one after the other, each on the last's work
     assert _names_seen_by_another_connection(sqlite_url) == set(names)
+
+
+def test_a_batch_ends_its_group_and_the_writers_behind_it_start_another(
+    sqlite_db: Database, sqlite_url: str
+) -> None:
+    # Handing the open group on after a batch would add the next writers' work to a lock already held
+    # for the batch: the longest hold would grow with the queue.
+    names = [f"b{n}" for n in range(5)]
+    before = _groups(sqlite_db).commits
+    outcome = _one_group(sqlite_db, sqlite_url, [_inserting(name) for name in names], names, bulk=frozenset({2}))
+    assert outcome.errors == {}
+    assert outcome.visible_on_return == dict.fromkeys(range(len(names)), True)
+    assert _groups(sqlite_db).commits - before == 2  # the first three, then the two behind the batch
+    assert _names_seen_by_another_connection(sqlite_url) == set(names)
+
+
+def _inserting(name: str) -> Callable[[Session], None]:
+    return lambda session: _insert(session, name)
 
 
 def test_a_failing_writer_rolls_back_only_its_own_work(sqlite_db: Database, sqlite_url: str) -> None:

@@ -195,7 +195,10 @@ class Database:
             with self.transaction() as session:
                 yield session
             return
-        with self._bulk, self.transaction() as session:
+        assert self.group_commit is not None
+        # A batch ends its group: the writers behind it start a new one rather than add their work to
+        # a write lock already held for the batch (the lock's longest hold stays about one batch).
+        with self._bulk, self.group_commit.transaction(self._writer, ends_group=True) as session:
             yield session
 
     @contextmanager

@@ -76,10 +76,11 @@ class GroupCommit:
         self.committed_members = 0
 
     @contextmanager
-    def transaction(self, nested: Callable[[], Session]) -> Iterator[Session]:
+    def transaction(self, nested: Callable[[], Session], *, ends_group: bool = False) -> Iterator[Session]:
         """One member's unit of work: commits (durably, with its group) on success, rolls back only its
         own work on any exception. `nested` makes the session of a transaction begun inside another
-        one in the same thread, which keeps its own connection as it always did."""
+        one in the same thread, which keeps its own connection as it always did. `ends_group`: this
+        member commits its group instead of handing it over (a long one: see `bulk_transaction`)."""
         if getattr(self._inside, "active", False):
             with nested() as session, session.begin():
                 yield session
@@ -101,7 +102,7 @@ class GroupCommit:
             raise
         finally:
             self._inside.active = False
-            if not self._end_turn(group):
+            if not self._end_turn(group, ends_group):
                 self._turns.__exit__()
         group.done.wait()
         if group.error is not None:
@@ -142,11 +143,13 @@ class GroupCommit:
         if not alive:
             group.error = RuntimeError("SQLite rolled back the group's transaction")
 
-    def _end_turn(self, group: _Group) -> bool:
+    def _end_turn(self, group: _Group, ends_group: bool = False) -> bool:
         """Hand the open group over to the next writer waiting for the turn (True: the turn is theirs),
         or, with nobody waiting, the group full or failed, end the group here (False: the turn is still
         this thread's). Runs while this thread holds the turn."""
-        full = group.members >= MAX_GROUP_MEMBERS or time.monotonic() - group.opened >= MAX_GROUP_SECONDS
+        full = (
+            ends_group or group.members >= MAX_GROUP_MEMBERS or time.monotonic() - group.opened >= MAX_GROUP_SECONDS
+        )
         if group.error is None and not full and self._turns.hand_over():
             return True
         self._group = None
