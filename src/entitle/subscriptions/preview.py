@@ -78,6 +78,15 @@ def prices_of(
     return result
 
 
+def plan_prices(
+    s: Session, plan: Package, period: str, country: str | None, overrides: Mapping[price_rules.Key, Decimal]
+) -> list[pricing.Price]:
+    """A plan version's recurring prices for one period and country as a subscription with `overrides`
+    (`price_rules.amounts`) pays them."""
+    charges = packages.charges_of(s, plan.pk)
+    return [price_rules.applied(price, overrides) for price in prices_of(charges, period, country, plan.display_name)]
+
+
 def price_lines(
     s: Session,
     plan: Package,
@@ -94,8 +103,7 @@ def price_lines(
     subscription's own prices (`price_rules.amounts`)."""
     lines: list[pricing.Line] = []
     overrides = overrides or {}
-    for price in prices_of(packages.charges_of(s, plan.pk), period, country, plan.display_name):
-        price = price_rules.applied(price, overrides)
+    for price in plan_prices(s, plan, period, country, overrides):
         qty = quantities.get(price.feature_ref or "", units) if price.billing_model == "PER_UNIT" else Decimal(1)
         line = pricing.line_for(price, qty)
         if line is not None:

@@ -21,7 +21,6 @@ from entitle.billing.provider import ProviderInvoice
 from entitle.billing.setup_intents import SetupIntentView, create_setup_intent
 from entitle.catalog.features import store as feature_store
 from entitle.catalog.packages import service as packages
-from entitle.catalog.packages import store as package_store
 from entitle.catalog.packages.models import Package
 from entitle.customers import service as customers
 from entitle.customers.schemas import PaymentMethodAttach
@@ -30,7 +29,7 @@ from entitle.db.pagination import Page, PageRequest
 from entitle.errors import InvalidArgument, NotFound
 from entitle.subscriptions import cancellation, changes, price_rules, pricing, provisioning
 from entitle.subscriptions import service as subscriptions
-from entitle.subscriptions.preview import preview_subscription, prices_of
+from entitle.subscriptions.preview import plan_prices, preview_subscription
 from entitle.subscriptions.rules import LIVE, Status
 from entitle.subscriptions.schemas import PreviewOut, SubscriptionCancel
 from entitle.widgets.schemas import WidgetPreviewIn, WidgetSubscriptionIn
@@ -91,11 +90,7 @@ def _priced(s: Session, view: subscriptions.SubscriptionView) -> PricedSubscript
     prices: list[pricing.Price] = []
     if sub.billing_period is not None:
         overrides = price_rules.amounts(sub.price_overrides)
-        charges = package_store.charges_of(s, plan.pk)
-        prices = [
-            price_rules.applied(price, overrides)
-            for price in prices_of(charges, sub.billing_period, sub.billing_country_code, plan.display_name)
-        ]
+        prices = plan_prices(s, plan, sub.billing_period, sub.billing_country_code, overrides)
     refs = [p.feature_ref for p in prices if p.feature_ref]
     units = {
         ref: f.feature_units or f.display_name for ref, f in feature_store.get_many(s, sub.environment_id, refs).items()
