@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -179,3 +180,125 @@ def publish_all(client: stigg.Stigg) -> Callable[[], object]:
         client.v1.plans.publish("pro", migration_type="ALL_CUSTOMERS")
 
     return run
+
+
+# -- the remaining causes, and what jobs change once time passed ---------------------------------------
+
+SOON = timedelta(seconds=4)
+"""How far ahead the time-driven ends lie: after the other process has read everyone (a slower machine
+reads them after the ends instead, which the test also answers right, less sharply)."""
+
+CHECKED = ("sso", "beta", "gamma")
+ACME = [("acme", "site-1"), ("acme", "site-2")]
+"""Every feature's name is in acme's answers, granted or not: a feature's archive changes both."""
+
+
+def seen(http: httpx.Client, customer: str, resource: str | None) -> Answer:
+    params = {"resourceId": resource} if resource else {}
+    listed = http.get(f"/api/v1/customers/{customer}/entitlements", params=params)
+    assert listed.status_code == 200, listed.text
+    answer: Answer = {"list": listed.json()["data"]}
+    for feature in CHECKED:
+        check = http.get(f"/api/v1/customers/{customer}/entitlements/check", params={"featureId": feature, **params})
+        assert check.status_code == 200, check.text
+        answer[feature] = check.json()["data"]
+    return answer
+
+
+def same_as_here(here: httpx.Client, there: httpx.Client, customer: str, resource: str | None) -> Answer:
+    expected = seen(here, customer, resource)
+    deadline = time.monotonic() + PATIENCE
+    while (found := seen(there, customer, resource)) != expected:
+        assert time.monotonic() < deadline, (customer, resource, found, expected)
+        time.sleep(0.02)
+        expected = seen(here, customer, resource)
+    return expected
+
+
+def test_the_other_process_follows_the_remaining_causes_and_what_jobs_change_once_time_passed(
+    server: LiveServer, client: stigg.Stigg, api: httpx.Client, database_url: str, tmp_path: Path
+) -> None:
+    """Transfer, migrating one subscription, archiving and unarchiving a feature; then, on the wall clock
+    (the other process has its own), a trial's end, a subscription's end date, a scheduled start and a
+    promotion's end: both processes answer alike once each instant passed and before any job ran (each
+    view ends at its `valid_until`, no notification needed), and again once the jobs committed what
+    those instants change (announced like any other change)."""
+    build_catalog(client)
+    for feature in ("beta", "gamma"):
+        client.v1.features.create_feature(id=feature, display_name=feature.title(), feature_type="BOOLEAN")
+    for customer in ("acme", "trial", "ending", "later", "promoted"):
+        client.v1.customers.provision(id=customer)
+
+    def ok(response: httpx.Response) -> Any:
+        assert response.is_success, response.text
+        return response.json()["data"]
+
+    def subscribe(customer: str, plan: str, **more: Any) -> str:
+        body = {"customerId": customer, "planId": plan, **more}
+        return str(ok(api.post("/api/v1/subscriptions", json=body))["subscription"]["id"])
+
+    moving = subscribe("acme", "pro", resourceId="site-1")
+    # A promotion that does not hold its feature back from an archive while its customer is archived, and
+    # counts again once both are back.
+    ok(api.post("/api/v1/customers/promoted/promotional-entitlements", json=promo()))
+    ok(api.post("/api/v1/customers/promoted/archive"))
+
+    with (
+        serve_process(database_url, tmp_path / "second") as second,
+        httpx.Client(base_url=second, headers={"X-API-KEY": server.server_key}, timeout=30) as there,
+    ):
+
+        def new_pro_version() -> None:
+            client.v1.plans.create_draft("pro")
+            client.v1.plans.entitlements.create("pro", entitlements=[{"type": "FEATURE", "id": "gamma"}])
+            client.v1.plans.publish("pro", migration_type="NEW_CUSTOMERS")
+
+        steps: list[tuple[str, Callable[[], object], list[tuple[str, str | None]]]] = [
+            (
+                "transfer",
+                lambda: ok(
+                    api.post(f"/api/v1/subscriptions/{moving}/transfer", json={"destinationResourceId": "site-2"})
+                ),
+                [("acme", "site-1"), ("acme", "site-2")],
+            ),
+            ("new version, not migrated", new_pro_version, []),
+            ("migrate one", lambda: ok(api.post(f"/api/v1/subscriptions/{moving}/migrate")), [("acme", "site-2")]),
+            ("archive a feature", lambda: ok(api.post("/api/v1/features/beta/archive")), ACME),
+            ("customer back", lambda: ok(api.post("/api/v1/customers/promoted/unarchive")), [("promoted", None)]),
+            ("feature back", lambda: ok(api.post("/api/v1/features/beta/unarchive")), [*ACME, ("promoted", None)]),
+        ]
+        watched = [("acme", "site-1"), ("acme", "site-2"), ("promoted", None)]
+        for name, action, affected in steps:
+            before = {key: same_as_here(api, there, *key) for key in watched}
+            action()
+            Worker(server.db).drain()
+            for key in watched:
+                after = same_as_here(api, there, *key)
+                assert (after != before[key]) == (key in affected), (name, key)
+
+        # Time-driven: every instant a little ahead of the wall clock, both processes' views read before it.
+        at = datetime.now(UTC) + SOON
+        subscribe("trial", "pro", trialOverrideConfiguration={"isTrial": True, "trialEndDate": at.isoformat()})
+        ending = subscribe("ending", "free")
+        ok(
+            api.post(
+                f"/api/v1/subscriptions/{ending}/cancel",
+                json={"cancellationTime": "SPECIFIC_DATE", "endDate": at.isoformat()},
+            )
+        )
+        subscribe("later", "pro", startDate=at.isoformat())
+        grant = {"promotionalEntitlements": [{"featureId": "sso", "period": "custom", "customEndDate": at.isoformat()}]}
+        ok(api.post("/api/v1/customers/promoted/promotional-entitlements", json=grant))
+        timed = [("trial", None), ("ending", None), ("later", None), ("promoted", None)]
+        before = {key: same_as_here(api, there, *key) for key in timed}
+        read_in_time = datetime.now(UTC) < at
+        while datetime.now(UTC) <= at:  # the wall clock passing the instant is the event awaited
+            time.sleep(0.05)
+        passed = {key: same_as_here(api, there, *key) for key in timed}
+        if read_in_time:  # (on a machine too slow for SOON, both were read after the end)
+            assert passed[("promoted", None)] != before[("promoted", None)]  # a promotion's end: time alone
+        Worker(server.db).drain()  # the trial's end, the subscription's end, the start: each a job
+        for key in timed:
+            same_as_here(api, there, *key)
+        assert seen(there, "ending", None)["list"]["accessDeniedReason"] == "NoActiveSubscription"
+        assert not seen(there, "promoted", None)["sso"]["isGranted"]
