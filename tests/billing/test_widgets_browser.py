@@ -552,6 +552,14 @@ def test_the_portal_counts_down_a_trial_links_invoice_pdfs_and_updates_the_card_
     assert pdf.headers["content-type"] == "application/pdf" and pdf.content.startswith(b"%PDF-")
     shoot(portal, "customer-portal-trial-invoices")
 
+    # Adding to a paid plan mid-period: the checkout's summary credits the unused time of what is paid.
+    point_at(demo, page, "entitle-checkout", customer)
+    page.evaluate("document.querySelector('entitle-checkout').setAttribute('plan-id', 'pro')")
+    checkout = page.locator("entitle-checkout")
+    checkout.locator("[data-addon=extra-seats]").fill("2")
+    checkout.locator("[part~=summary] >> text=Unused time on Pro").wait_for()
+    print("proration summary:", checkout.locator("[part~=summary]").inner_text())
+
     # A portal whose paywall is another product's (Team's) still names the plan a scheduled change of Pro
     # moves to: the server names it from the catalog.
     answer = demo.api.post("/api/v1/subscriptions", json={"customerId": customer, "planId": "free"})
