@@ -259,6 +259,16 @@ def test_theming_through_custom_properties_parts_and_text_overrides(page: Any) -
     assert button.evaluate("b => getComputedStyle(b).backgroundColor") == "rgb(200, 0, 0)"
     name = plan_card(page, "pro").locator("[part~=plan-name]")
     assert name.evaluate("n => getComputedStyle(n).textTransform") == "uppercase"
+    # The `texts` attribute (JSON) overrides too, below the property.
+    page.evaluate(
+        "document.querySelector('entitle-pricing-table')"
+        ".setAttribute('texts', JSON.stringify({upgrade: 'Ignored', contactSales: 'Talk to us'}))"
+    )
+    page.wait_for_function(
+        "document.querySelector('entitle-pricing-table').shadowRoot"
+        ".querySelector('[data-plan-id=enterprise] [part~=plan-button]')?.textContent === 'Talk to us'"
+    )
+    assert button.inner_text() == "Go Pro"
 
 
 def _fill_card(page: Any, number: str) -> None:
