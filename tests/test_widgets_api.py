@@ -334,6 +334,15 @@ def test_the_portal_names_the_plans_and_add_ons_of_scheduled_changes_whatever_th
     known = {p["id"] for p in paywall.json()["data"]["plans"]} | {a["id"] for a in paywall.json()["data"]["addons"]}
     assert known.isdisjoint({"names-small", "names-extra"})
 
+    # A draft's new name is not public until it is published.
+    assert api.post("/api/v1/plans/names-small/draft").status_code == 200
+    answer = api.patch("/api/v1/plans/names-small", json={"displayName": "Small (next year)"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["data"]["status"] == "DRAFT"
+    with page_of(shop, client_key, customer) as page:
+        listed = page.get(f"{BASE}/{customer}/subscriptions").json()["data"]
+    assert [s["planNames"] for s in listed if s["planId"] == "names-big"] == [{"names-small": "Small"}]
+
 
 def preview_total(page: httpx.Client, customer: str, **choice: Any) -> tuple[int, Any, str]:
     answer = page.post(f"{BASE}/{customer}/preview", json={"planId": "pro", "billingPeriod": "MONTHLY", **choice})

@@ -86,9 +86,16 @@ def live_subscriptions(db: Database, env_id: int, customer_ref: str) -> list[Pri
     )
     with db.read() as s:
         named = [_named(view) for view in views]
-        plans = package_store.current_many(s, env_id, "PLAN", {ref for plan_refs, _ in named for ref in plan_refs})
-        addons = package_store.current_many(s, env_id, "ADDON", {ref for _, addon_refs in named for ref in addon_refs})
+        plans = _shown(s, env_id, "PLAN", {ref for plan_refs, _ in named for ref in plan_refs})
+        addons = _shown(s, env_id, "ADDON", {ref for _, addon_refs in named for ref in addon_refs})
         return [_priced(s, view, plans, addons) for view in views]
+
+
+def _shown(s: Session, env_id: int, kind: str, refs: set[str]) -> dict[str, Package]:
+    """The version whose name a customer may see: the published one (a draft's new name is not public
+    yet), else the newest (a package archived since)."""
+    newest = package_store.current_many(s, env_id, kind, refs)
+    return {ref: package_store.latest_published(s, env_id, kind, ref) or package for ref, package in newest.items()}
 
 
 def _named(view: subscriptions.SubscriptionView) -> tuple[set[str], set[str]]:
