@@ -342,7 +342,10 @@ def test_checkout_declined_then_paid_portal_shows_plan_usage_and_cancels_a_sched
     portal.locator("[data-testid=subscription][data-plan-id=pro][data-status=ACTIVE]").wait_for()
     portal.locator("[data-testid=subscription][data-plan-id=free]").wait_for(state="detached")
     assert "$29.00" in portal.locator("[data-testid=subscription]").inner_text()
-    assert portal.locator("[data-testid=payment-method]").inner_text().startswith("VISA •••• 4242")
+    assert "Add-ons: 5 extra seats \u00d7 2" in portal.locator("[data-testid=subscription]").inner_text()
+    next_billing = portal.locator("[data-testid=subscription] [part~=next-billing]").inner_text()
+    assert next_billing.startswith("Next billing date: ") and sub["currentBillingPeriodEnd"][:4] in next_billing
+    assert portal.locator("[data-testid=payment-method]").inner_text().startswith("VISA •••• 4242 expires 12/2040")
     # Changing plan later pays with the card on file: no card field unless the customer asks for another.
     page.evaluate("document.querySelector('entitle-checkout').setAttribute('billing-period', 'ANNUALLY')")
     checkout.locator("[data-testid=saved-card]").wait_for()
@@ -367,7 +370,7 @@ def test_checkout_declined_then_paid_portal_shows_plan_usage_and_cancels_a_sched
         "document.querySelector('entitle-customer-portal').shadowRoot"
         ".querySelector('[data-feature-id=api-calls]')?.dataset.used === '250'"
     )
-    assert "250 / 100,000 calls" in bar.inner_text()
+    assert "250 / 100,000 calls · resets " in bar.inner_text()
 
     # A downgrade to Free is scheduled for the period's end; the customer withdraws it from the portal.
     answer = demo.api.post("/api/v1/subscriptions", json={"customerId": DEMO_CUSTOMER, "planId": "free"})
