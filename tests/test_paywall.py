@@ -13,8 +13,10 @@ import stigg
 from hypothesis import given
 from hypothesis import strategies as st
 
+from entitle.catalog.packages.models import PackageCharge
 from entitle.environments.models import KeyKind
 from entitle.paywall import rules
+from entitle.subscriptions.preview import charges_for_country
 from tests.conftest import LiveServer
 from tests.support.clock import TestClock
 from tests.support.tokens import browser
@@ -180,6 +182,9 @@ def test_country_prices(server: LiveServer, client: stigg.Stigg, api: httpx.Clie
     ]
     pro = by_id(paywall(api, productId="main", billingCountryCode="FR")["plans"])["pro"]
     assert [(p["billingPeriod"], p["amount"], p["currency"]) for p in pro["prices"]] == [("MONTHLY", 10, "usd")]
+    # Which country the prices are for (no French price: the default ones); none asked, none.
+    assert paywall(api, productId="main", billingCountryCode="FR")["billingCountryCode"] == "FR"
+    assert paywall(api, productId="main")["billingCountryCode"] is None
 
 
 def test_every_product_without_a_product_id(server: LiveServer, client: stigg.Stigg, api: httpx.Client) -> None:
@@ -260,21 +265,33 @@ def test_bad_queries(
         st.tuples(
             st.sampled_from(["FLAT_FEE", "PER_UNIT"]),
             st.sampled_from(["MONTHLY", "ANNUALLY"]),
-            st.sampled_from([None, "DE", "FR"]),
+            st.sampled_from([None, "DE", "de", "FR"]),
+            st.booleans(),
         ),
         max_size=12,
     ),
     st.sampled_from([None, "DE", "FR", "US"]),
 )
-def test_country_rule(prices: list[tuple[str, str, str | None]], country: str | None) -> None:
-    keyed = [(rules.PriceKey(False, model, None, period), c, (model, period, c)) for model, period, c in prices]
-    chosen = rules.prices_for_country(keyed, country)
-    own = {(m, p) for m, p, c in prices if c is not None and c == country}
-    defaults = {(m, p) for m, p, c in prices if c is None}
+def test_country_rule(prices: list[tuple[str, str, str | None, bool]], country: str | None) -> None:
+    """The subscriptions' rule the paywall, the preview and the billing sync share."""
+    charges = [
+        PackageCharge(billing_model=model, billing_period=period, billing_country_code=c, is_overage=overage)
+        for model, period, c, overage in prices
+    ]
+    chosen = [
+        (c.billing_model, c.billing_period, c.billing_country_code, c.is_overage)
+        for c in charges_for_country(charges, country)
+    ]
+
+    def same(c: str | None) -> bool:
+        return c is not None and country is not None and c.upper() == country.upper()
+
+    own = {(m, p, o) for m, p, c, o in prices if same(c)}
+    defaults = {(m, p, o) for m, p, c, o in prices if c is None}
     # One price per default price or price of that country; the country's own wins; no other country's.
-    assert sorted((m, p) for m, p, _ in chosen) == sorted(defaults | own)
-    for model, period, c in chosen:
-        assert c == (country if (model, period) in own else None)
+    assert sorted((m, p, o) for m, p, _, o in chosen) == sorted(defaults | own)
+    for model, period, c, overage in chosen:
+        assert same(c) if (model, period, overage) in own else c is None
 
 
 def test_plan_order_rule() -> None:

@@ -13,6 +13,7 @@ from entitle.subscriptions.rules import (
     Event,
     IllegalTransition,
     Status,
+    billing_country,
     prorated_amount,
     transition,
 )
@@ -73,3 +74,24 @@ def test_proration_examples() -> None:
     assert prorated_amount(Decimal("30"), "usd", start, end, start + timedelta(days=10)) == Decimal("20.00")
     assert prorated_amount(Decimal("3000"), "jpy", start, end, start + timedelta(days=15)) == Decimal("1500")
     assert prorated_amount(Decimal("10"), "usd", start, end, end) == Decimal("0.00")
+
+
+COUNTRY = st.sampled_from([None, "", "DE", "FR", "US"])
+
+
+@given(st.lists(st.tuples(st.booleans(), COUNTRY), max_size=6), COUNTRY)
+def test_a_subscribed_country_wins_over_the_one_asked_for(
+    subscribed: list[tuple[bool, str | None]], asked: str | None
+) -> None:
+    country = billing_country(subscribed, asked)
+    of_product = [c for same, c in subscribed if same and c]
+    anywhere = [c for _, c in subscribed if c]
+    if of_product:
+        assert country == of_product[-1]  # the newest subscription of the product asked about
+    elif anywhere:
+        assert country == anywhere[-1]
+    else:
+        assert country == (asked or None)
+    # Nothing but a subscribed country or the one asked for; never "" (no country).
+    assert country is None or country in {c for _, c in subscribed} | {asked}
+    assert country != ""

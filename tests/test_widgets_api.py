@@ -280,6 +280,130 @@ def test_the_portal_names_and_prices_every_subscription_whatever_its_product(
         assert all(p["billingPeriod"] == s["billingPeriod"] for s in listed.json()["data"] for p in s["plan"]["prices"])
 
 
+# A third product, of plans and an add-on the demo product's paywall (the portal page's) does not know.
+NAMES_EXTRA = {
+    "create": {"id": "names-extra", "displayName": "Extra storage", "productId": "names-saas", "maxQuantity": 5},
+    "entitlements": [{"type": "FEATURE", "id": "seats", "usageLimit": 1}],
+    "update": {"charges": {"pricingType": "PAID", "pricingModels": [demo_catalog._flat(3, 30)]}},
+}
+
+
+def names_plan(ref: str, name: str, monthly: int) -> dict[str, Any]:
+    return {
+        "create": {"id": ref, "displayName": name, "productId": "names-saas"},
+        "entitlements": [{"type": "FEATURE", "id": "seats", "usageLimit": monthly}],
+        "update": {
+            "charges": {"pricingType": "PAID", "pricingModels": [demo_catalog._flat(monthly, monthly * 10)]},
+            "compatibleAddonIds": ["names-extra"],
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def names_product(shop: LiveServer) -> str:
+    env_pk = ensure_environment(shop.db, "development").pk
+    products.create_product(shop.db, env_pk, ProductCreate.model_validate({"id": "names-saas", "displayName": "N"}))
+    demo_catalog._package(shop.db, env_pk, "ADDON", NAMES_EXTRA)
+    demo_catalog._package(shop.db, env_pk, "PLAN", names_plan("names-big", "Big", 50))
+    demo_catalog._package(shop.db, env_pk, "PLAN", names_plan("names-small", "Small", 20))
+    return "names-saas"
+
+
+def test_the_portal_names_the_plans_and_add_ons_of_scheduled_changes_whatever_their_product(
+    shop: LiveServer, client_key: str, api: httpx.Client, names_product: str
+) -> None:
+    customer = new_customer(api)
+    big = {"customerId": customer, "planId": "names-big", "billingPeriod": "MONTHLY"}
+    answer = api.post("/api/v1/subscriptions", json={**big, "addons": [{"id": "names-extra", "quantity": 2}]})
+    assert answer.status_code == 200, answer.text
+    # A cheaper plan, with the add-on kept: a downgrade, scheduled for the end of the period.
+    small = {**big, "planId": "names-small", "addons": [{"id": "names-extra", "quantity": 1}]}
+    answer = api.post("/api/v1/subscriptions", json=small)
+    assert answer.status_code == 200 and answer.json()["data"]["isScheduled"], answer.text
+
+    with page_of(shop, client_key, customer) as page:
+        listed = page.get(f"{BASE}/{customer}/subscriptions").json()["data"]
+        paywall = page.get("/api/v1/paywall", params={"productId": DEMO_PRODUCT, "customerId": customer})
+    (held,) = [s for s in listed if s["planId"] == "names-big"]
+    assert [u["targetPackage"]["id"] for u in held["futureUpdates"]] == ["names-small"]
+    assert held["planNames"] == {"names-small": "Small"}
+    assert held["addonNames"] == {"names-extra": "Extra storage"}
+    (free,) = [s for s in listed if s["planId"] == "free"]
+    assert (free["planNames"], free["addonNames"]) == ({}, {})
+    # Which the page's paywall (of the demo product) could not have told it.
+    known = {p["id"] for p in paywall.json()["data"]["plans"]} | {a["id"] for a in paywall.json()["data"]["addons"]}
+    assert known.isdisjoint({"names-small", "names-extra"})
+
+    # A draft's new name is not public until it is published.
+    assert api.post("/api/v1/plans/names-small/draft").status_code == 200
+    answer = api.patch("/api/v1/plans/names-small", json={"displayName": "Small (next year)"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["data"]["status"] == "DRAFT"
+    with page_of(shop, client_key, customer) as page:
+        listed = page.get(f"{BASE}/{customer}/subscriptions").json()["data"]
+    assert [s["planNames"] for s in listed if s["planId"] == "names-big"] == [{"names-small": "Small"}]
+
+
+def preview_total(page: httpx.Client, customer: str, **choice: Any) -> tuple[int, Any, str]:
+    answer = page.post(f"{BASE}/{customer}/preview", json={"planId": "pro", "billingPeriod": "MONTHLY", **choice})
+    if answer.status_code != 200:
+        return answer.status_code, answer.json()["error"]["code"], ""
+    recurring = answer.json()["data"]["recurringInvoice"]
+    return 200, recurring["total"], recurring["currency"]
+
+
+def pro_monthly(page: httpx.Client, customer: str, **query: str) -> tuple[Any, Any, Any]:
+    data = page.get("/api/v1/paywall", params={"productId": DEMO_PRODUCT, "customerId": customer, **query}).json()
+    (pro,) = [p for p in data["data"]["plans"] if p["id"] == "pro"]
+    (price,) = [p for p in pro["prices"] if p["billingPeriod"] == "MONTHLY"]
+    return data["data"]["billingCountryCode"], price["amount"], price["currency"]
+
+
+def test_prices_are_those_of_the_customers_country_on_the_paywall_and_in_the_checkout(
+    shop: LiveServer, client_key: str, api: httpx.Client, names_product: str
+) -> None:
+    newcomer, subscriber, elsewhere = new_customer(api), new_customer(api), new_customer(api)
+    # A customer without a localized subscription: the country the page asks for, else the default prices.
+    with page_of(shop, client_key, newcomer) as page:
+        assert pro_monthly(page, newcomer) == (None, 29, "usd")
+        assert pro_monthly(page, newcomer, billingCountryCode="DE") == ("DE", 27, "eur")
+        assert preview_total(page, newcomer) == (200, 29, "usd")
+        assert preview_total(page, newcomer, billingCountryCode="DE") == (200, 27, "eur")
+
+    # Subscribed in Germany: German prices whatever the page asks (Stigg's rule: the subscribed country
+    # wins), and a checkout asking for another country is refused rather than repriced.
+    with page_of(shop, client_key, subscriber) as page:
+        bought = page.post(
+            f"{BASE}/{subscriber}/subscriptions",
+            json={"planId": "pro", "billingPeriod": "MONTHLY", "billingCountryCode": "DE"},
+        )
+        assert bought.status_code == 200, bought.text
+        assert bought.json()["data"]["subscription"]["billingCountryCode"] == "DE"
+        assert pro_monthly(page, subscriber) == ("DE", 27, "eur")
+        assert pro_monthly(page, subscriber, billingCountryCode="FR") == ("DE", 27, "eur")
+        assert preview_total(page, subscriber, billingPeriod="ANNUALLY") == (200, 290, "usd")  # no German annual
+        assert preview_total(page, subscriber) == (200, 27, "eur")
+        assert preview_total(page, subscriber, billingCountryCode="de") == (200, 27, "eur")
+        assert preview_total(page, subscriber, billingCountryCode="FR") == (400, "BILLING_COUNTRY_MISMATCH", "")
+        refused = page.post(
+            f"{BASE}/{subscriber}/subscriptions",
+            json={"planId": "pro", "billingPeriod": "ANNUALLY", "billingCountryCode": "FR"},
+        )
+        assert refused.status_code == 400 and refused.json()["error"]["code"] == "BILLING_COUNTRY_MISMATCH"
+    assert [s["billingPeriod"] for s in subscriptions_of(api, subscriber) if s["planId"] == "pro"] == ["MONTHLY"]
+
+    # Known from a subscription to another product: that country's prices here too (one customer at the
+    # billing provider, one currency).
+    answer = api.post(
+        "/api/v1/subscriptions",
+        json={"customerId": elsewhere, "planId": "names-small", "billingPeriod": "MONTHLY", "billingCountryCode": "DE"},
+    )
+    assert answer.status_code == 200, answer.text
+    with page_of(shop, client_key, elsewhere) as page:
+        assert pro_monthly(page, elsewhere) == ("DE", 27, "eur")
+        assert preview_total(page, elsewhere) == (200, 27, "eur")
+
+
 def test_the_module_is_served_and_the_routes_are_in_the_openapi_schema(shop: LiveServer) -> None:
     # The schema of ~100 operations is built on its first request: seconds on a loaded machine.
     with httpx.Client(base_url=shop.base_url, timeout=120) as anyone:

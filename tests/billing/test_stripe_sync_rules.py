@@ -208,3 +208,42 @@ def test_an_add_on_becomes_one_more_subscription_item(
     assert held == sorted([(plan_price, 1), (addon_price, 3)])
     invoice = stripe_emulator.client().v1.invoices.retrieve(str(stripe_sub.latest_invoice))
     assert (invoice.status, invoice.amount_paid) == ("paid", 2999 + 3 * 500)
+
+
+@pytest.mark.emulator_only  # the request log is the emulator's
+def test_a_countrys_own_price_replaces_only_the_price_it_stands_for(
+    server: LiveServer, api: httpx.Client, stripe_emulator: StripeEmulator
+) -> None:
+    """Stripe bills what the preview priced (one rule, `subscriptions.preview.charges_for_country`): a
+    German flat fee replaces the default one; the seat price, which has no German price, is billed still."""
+    connect_stripe(api, stripe_emulator)
+    assert api.post("/api/v1/products", json={"id": "acme", "displayName": "Acme"}).status_code == 200
+    body = {"id": "seats", "displayName": "Seats", "featureType": "NUMBER", "meterType": "FLUCTUATING"}
+    assert api.post("/api/v1/features", json=body).status_code == 200
+    assert (
+        api.post("/api/v1/plans", json={"id": "plan-de", "displayName": "De", "productId": "acme"}).status_code == 200
+    )
+    fees = [flat("MONTHLY", 30), flat("MONTHLY", 27) | {"billingCountryCode": "DE"}]
+    seats = {"billingModel": "PER_UNIT", "featureId": "seats", "pricePeriods": [flat("MONTHLY", 8)]}
+    charges = {"pricingType": "PAID", "pricingModels": [{"billingModel": "FLAT_FEE", "pricePeriods": fees}, seats]}
+    assert api.patch("/api/v1/plans/plan-de", json={"charges": charges}).status_code == 200
+    publish_plan(api, "plan-de")
+    Worker(server.db).drain()
+    _, rows = version(server, "plan-de", 1)
+    billing_ids = {}
+    for row in rows:
+        link = link_of(server, PACKAGE_CHARGE, row.pk)
+        assert link is not None and link.billing_id is not None
+        billing_ids[(row.billing_model, row.billing_country_code)] = link.billing_id
+    card_customer(api, stripe_emulator, "cust-ada")
+    choice = {"billingPeriod": "MONTHLY", "billingCountryCode": "DE", "unitQuantity": 3}
+    preview = api.post("/api/v1/subscriptions/preview", json={"customerId": "cust-ada", "planId": "plan-de", **choice})
+    assert preview.status_code == 200, preview.text
+    assert preview.json()["data"]["recurringInvoice"]["subTotal"] == 27 + 3 * 8
+    provision(api, "cust-ada", "plan-de", **choice)
+    Worker(server.db).drain()
+
+    (create,) = [w for w in stripe_emulator.standin.writes() if w.path == "/v1/subscriptions"]
+    assert create.params is not None
+    sent = sorted((item["price"], int(item["quantity"])) for item in create.params["items"])
+    assert sent == sorted([(billing_ids[("FLAT_FEE", "DE")], 1), (billing_ids[("PER_UNIT", None)], 3)])

@@ -227,7 +227,22 @@ def test_per_unit_and_tiered_prices_are_explained_and_a_trial_is_offered(demo: D
     tiers = plan_card(page, "scale").locator("[part~=tiers]").inner_text()
     assert "seat pricing / month, each unit at its own tier" in tiers
     assert "1\u201310: $5.00 / seat" in tiers and "11+: $4.00 / seat" in tiers  # an en dash between bounds
+    scale = plan_card(page, "scale").locator("[part~=plan-button]")
+    assert (scale.inner_text(), scale.get_attribute("data-intention")) == ("Choose plan", "subscribe")
     shoot(page.locator("entitle-pricing-table"), "pricing-table-per-seat")
+
+    # The checkout asks how many seats and prices them by the tiers: 10 x $5 + 2 x $4.
+    as_new_customer(demo, page, "entitle-checkout")
+    page.evaluate("document.querySelector('entitle-checkout').setAttribute('plan-id', 'scale')")
+    checkout = page.locator("entitle-checkout")
+    due = checkout.locator("[data-testid=due-today]")
+    due.wait_for()
+    assert due.inner_text() == "$5.00"
+    checkout.locator("[data-charge=seats]").fill("12")
+    page.wait_for_function(
+        "document.querySelector('entitle-checkout').shadowRoot.querySelector('[data-testid=due-today]')"
+        "?.textContent === '$58.00'"
+    )
 
 
 def test_theming_through_custom_properties_parts_and_text_overrides(page: Any) -> None:
@@ -244,6 +259,16 @@ def test_theming_through_custom_properties_parts_and_text_overrides(page: Any) -
     assert button.evaluate("b => getComputedStyle(b).backgroundColor") == "rgb(200, 0, 0)"
     name = plan_card(page, "pro").locator("[part~=plan-name]")
     assert name.evaluate("n => getComputedStyle(n).textTransform") == "uppercase"
+    # The `texts` attribute (JSON) overrides too, below the property.
+    page.evaluate(
+        "document.querySelector('entitle-pricing-table')"
+        ".setAttribute('texts', JSON.stringify({upgrade: 'Ignored', contactSales: 'Talk to us'}))"
+    )
+    page.wait_for_function(
+        "document.querySelector('entitle-pricing-table').shadowRoot"
+        ".querySelector('[data-plan-id=enterprise] [part~=plan-button]')?.textContent === 'Talk to us'"
+    )
+    assert button.inner_text() == "Go Pro"
 
 
 def _fill_card(page: Any, number: str) -> None:
@@ -266,7 +291,10 @@ def test_checkout_declined_then_paid_portal_shows_plan_usage_and_cancels_a_sched
 ) -> None:
     assert page.get_by_test_id("demo-note").count() == 0  # the emulator runs: no note about starting it
     page.evaluate("document.addEventListener('entitle:checkout-completed', e => { window.completed = e.detail; })")
+    page.evaluate("document.addEventListener('entitle:plan-selected', e => { window.selected = e.detail; })")
     plan_card(page, "pro").locator("[part~=plan-button]").click()
+    selected = page.evaluate("({...window.selected, plan: window.selected.plan.id})")
+    assert selected == {"planId": "pro", "plan": "pro", "billingPeriod": "MONTHLY", "intention": "upgrade"}
     checkout = page.locator("entitle-checkout")
     checkout.locator("[part~=title]").wait_for()
     assert checkout.locator("[part~=title]").inner_text() == "Subscribe to Pro"
@@ -314,11 +342,20 @@ def test_checkout_declined_then_paid_portal_shows_plan_usage_and_cancels_a_sched
     portal.locator("[data-testid=subscription][data-plan-id=pro][data-status=ACTIVE]").wait_for()
     portal.locator("[data-testid=subscription][data-plan-id=free]").wait_for(state="detached")
     assert "$29.00" in portal.locator("[data-testid=subscription]").inner_text()
-    assert portal.locator("[data-testid=payment-method]").inner_text().startswith("VISA •••• 4242")
+    assert "Add-ons: 5 extra seats \u00d7 2" in portal.locator("[data-testid=subscription]").inner_text()
+    next_billing = portal.locator("[data-testid=subscription] [part~=next-billing]").inner_text()
+    assert next_billing.startswith("Next billing date: ") and sub["currentBillingPeriodEnd"][:4] in next_billing
+    assert portal.locator("[data-testid=payment-method]").inner_text().startswith("VISA •••• 4242 expires 12/2040")
     # Changing plan later pays with the card on file: no card field unless the customer asks for another.
     page.evaluate("document.querySelector('entitle-checkout').setAttribute('billing-period', 'ANNUALLY')")
     checkout.locator("[data-testid=saved-card]").wait_for()
     assert checkout.locator("[data-testid=saved-card]").inner_text() == "Card: VISA •••• 4242"
+    # Monthly to annual is a change at the period's end: nothing due today, then the annual price.
+    page.wait_for_function(
+        "document.querySelector('entitle-checkout').shadowRoot.querySelector('[part~=summary]')"
+        "?.textContent.includes('Then $290.00 / year')"
+    )
+    assert checkout.locator("[data-testid=due-today]").inner_text() == "$0.00"
     assert page.locator("entitle-checkout [data-entitle-card]").count() == 0
     checkout.locator("[data-action=other-card]").click()
     card_input.wait_for()
@@ -333,7 +370,7 @@ def test_checkout_declined_then_paid_portal_shows_plan_usage_and_cancels_a_sched
         "document.querySelector('entitle-customer-portal').shadowRoot"
         ".querySelector('[data-feature-id=api-calls]')?.dataset.used === '250'"
     )
-    assert "250 / 100,000 calls" in bar.inner_text()
+    assert "250 / 100,000 calls · resets " in bar.inner_text()
 
     # A downgrade to Free is scheduled for the period's end; the customer withdraws it from the portal.
     answer = demo.api.post("/api/v1/subscriptions", json={"customerId": DEMO_CUSTOMER, "planId": "free"})
@@ -353,6 +390,12 @@ def test_checkout_declined_then_paid_portal_shows_plan_usage_and_cancels_a_sched
     change.locator("[data-action=cancel-scheduled]").click()
     change.wait_for(state="detached")
     assert _subscriptions(demo)[0]["futureUpdates"] == []
+    page.evaluate("document.querySelector('entitle-pricing-table').refresh()")
+    page.wait_for_function(
+        "document.querySelector('entitle-pricing-table').shadowRoot"
+        ".querySelector('[data-plan-id=free] [part~=plan-button]')?.dataset.intention === 'downgrade'"
+    )
+    assert plan_card(page, "free").locator("[part~=plan-button]").inner_text() == "Downgrade"
 
     # Cancel at the period's end, after a confirmation ("Keep my plan" first changes nothing).
     subscription = portal.locator("[data-testid=subscription][data-plan-id=pro]")
@@ -391,6 +434,14 @@ def test_unknown_product_and_unreachable_server_show_error_states_with_retry(dem
     assert error.get_attribute("data-code") == "NOT_FOUND"
     assert "Product 'no-such-product' was not found." in error.inner_text()
     shoot(page.locator("entitle-pricing-table"), "pricing-table-error")
+
+    # A custom-priced plan is sold by the sales team: the checkout shows why instead of a card field.
+    page.evaluate("document.querySelector('entitle-checkout').setAttribute('plan-id', 'enterprise')")
+    custom = page.locator("entitle-checkout [part~=error]")
+    custom.wait_for()
+    assert custom.get_attribute("data-code") == "CUSTOM_PRICED_PLAN"
+    assert "contact sales" in custom.inner_text()
+    assert page.locator("entitle-checkout [data-entitle-card]").count() == 0
 
     page.evaluate("document.querySelector('entitle-checkout').setAttribute('api-url', 'http://127.0.0.1:9')")
     page.evaluate("document.querySelector('entitle-checkout').setAttribute('plan-id', 'pro')")
@@ -513,6 +564,28 @@ def test_the_portal_counts_down_a_trial_links_invoice_pdfs_and_updates_the_card_
     pdf = httpx.get(href)
     assert pdf.headers["content-type"] == "application/pdf" and pdf.content.startswith(b"%PDF-")
     shoot(portal, "customer-portal-trial-invoices")
+
+    # Adding to a paid plan mid-period: the checkout's summary credits the unused time of what is paid.
+    point_at(demo, page, "entitle-checkout", customer)
+    page.evaluate("document.querySelector('entitle-checkout').setAttribute('plan-id', 'pro')")
+    checkout = page.locator("entitle-checkout")
+    checkout.locator("[data-addon=extra-seats]").fill("2")
+    page.wait_for_function(
+        "document.querySelector('entitle-checkout').shadowRoot.querySelector('[part~=summary]')"
+        "?.textContent.includes('Then $59.00 / month')"
+    )
+    summary = checkout.locator("[part~=summary]").inner_text()
+    # About a whole month is left: the credit for Pro and both prices, each for the time that remains.
+    assert "Unused time on Pro\t-$" in summary and "Remaining time on 5 extra seats \u00d7 2\t$" in summary
+
+    # A portal whose paywall is another product's (Team's) still names the plan a scheduled change of Pro
+    # moves to: the server names it from the catalog.
+    answer = demo.api.post("/api/v1/subscriptions", json={"customerId": customer, "planId": "free"})
+    assert answer.status_code == 200 and answer.json()["data"]["isScheduled"] is True, answer.text
+    page.evaluate("document.querySelector('entitle-customer-portal').setAttribute('product-id', 'team-saas')")
+    change = pro.locator("[data-testid=scheduled-change]")
+    change.wait_for()
+    assert change.inner_text().startswith("Changes to Free on")
 
     # "Update" opens a Stripe billing-portal session for this customer, which returns to the page.
     back = page.url

@@ -59,7 +59,7 @@ from entitle.billing.provider import (
 )
 from entitle.billing.secrets import secret_box
 from entitle.catalog.packages import store as packages
-from entitle.catalog.packages.models import Package, PackageCharge
+from entitle.catalog.packages.models import Package
 from entitle.clock import utcnow
 from entitle.config import console_page_url, load_settings
 from entitle.customers.models import Customer
@@ -71,6 +71,7 @@ from entitle.subscriptions import lifecycle as subscription_lifecycle
 from entitle.subscriptions import price_rules
 from entitle.subscriptions import store as subscriptions
 from entitle.subscriptions.models import Subscription
+from entitle.subscriptions.preview import charges_for_country
 
 log = logging.getLogger("entitle.billing")
 
@@ -412,7 +413,7 @@ def _items(
     overrides: dict[price_rules.Key, Decimal],
     addon_ref: str | None = None,
 ) -> list[SubscriptionItem]:
-    """One item per recurring charge of the version for the subscription's period (country price first),
+    """One item per recurring charge of the version for the subscription's period (in its country),
     overage charges included (metered); charges the provider does not bill (their price link is
     NO_SYNC_REQUIRED: a minimum spend, credits) are left out. A charge the subscription overrides
     (`price_rules`) is billed at its own price, made from the catalog's by the provider."""
@@ -421,9 +422,8 @@ def _items(
         for c in packages.charges_of(s, package.pk)
         if c.billing_cadence != "ONE_OFF" and c.billing_period == sub.billing_period
     ]
-    country = (sub.billing_country_code or "").lower()
-    local = [c for c in charges if country and (c.billing_country_code or "").lower() == country]
-    chosen: list[PackageCharge] = local or [c for c in charges if not c.billing_country_code]
+    # The preview's rule: a country's own price replaces the default price it stands for, no other.
+    chosen = charges_for_country(charges, sub.billing_country_code)
     links = store.links(s, integration.pk, PACKAGE_CHARGE, [c.pk for c in chosen])
     items: list[SubscriptionItem] = []
     for charge in chosen:

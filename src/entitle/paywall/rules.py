@@ -1,38 +1,13 @@
-"""Pure rules of the paywall: which price applies in a country, and the order of plans."""
+"""Pure rules of the paywall: the order of plans. (Which price a country pays is the subscriptions'
+rule, `subscriptions.preview.charges_for_country`, shared with the preview and the billing sync.)"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from decimal import Decimal
-from typing import TypeVar
-
-T = TypeVar("T")
 
 PRICING_RANK = {"FREE": 0, "PAID": 1, "CUSTOM": 2}
 HIDDEN_WIDGET = "PAYWALL"
-
-
-@dataclass(frozen=True)
-class PriceKey:
-    """A price without its country: the same price for other countries is an alternative of it."""
-
-    is_overage: bool
-    billing_model: str
-    feature_ref: str | None
-    billing_period: str
-
-
-def prices_for_country(prices: Iterable[tuple[PriceKey, str | None, T]], country: str | None) -> list[T]:
-    """The default prices (no country), each replaced by its country-specific price when `country`
-    is given and one exists; a price that exists only for another country is left out."""
-    chosen: dict[PriceKey, tuple[bool, T]] = {}
-    for key, price_country, price in prices:
-        if price_country is None:
-            chosen.setdefault(key, (False, price))
-        elif country is not None and price_country.upper() == country.upper():
-            chosen[key] = (True, price)
-    return [price for _, price in chosen.values()]
 
 
 def monthly_equivalent(flat_prices: Sequence[tuple[str, Decimal]]) -> Decimal | None:

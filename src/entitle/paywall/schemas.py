@@ -88,3 +88,6 @@ class Paywall(WireModel):
     plans: list[PaywallPlan]
     addons: list[PaywallAddon]
     customer: PaywallCustomer | None = None
+    # Our extension: the country whose prices these are (the customer's subscribed country wins over the
+    # one asked for); None: the default prices.
+    billing_country_code: str | None = None

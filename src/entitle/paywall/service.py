@@ -5,7 +5,9 @@ One read transaction. Plans and add-ons are their latest published versions (wha
 gets). A plan's entitlements include the ones it inherits from its base plan (nearest definition
 wins, `catalog.packages.rules.effective_package_entitlements`); entitlements that are withheld
 (`isGranted` false) or hidden from the paywall widget are left out. Prices are the default ones,
-each replaced by the country's price when `billingCountryCode` is given and one exists.
+each replaced by the country's price when there is a country and it has one: for a customer, the country
+it already subscribed with, else `billingCountryCode` (`subscriptions.rules.billing_country`, Stigg's
+price localization); the answer's `billingCountryCode` says which.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from entitle.catalog.packages import rules as package_rules
 from entitle.catalog.packages import store as packages
 from entitle.catalog.packages.models import ADDON, PLAN, Package, PackageCharge, PackageEntitlement
 from entitle.customers import store as customers
+from entitle.customers.models import Customer
 from entitle.db import Database
 from entitle.errors import NotFound
 from entitle.paywall import rules, store
@@ -35,6 +38,7 @@ from entitle.paywall.schemas import (
 )
 from entitle.subscriptions import store as subscriptions
 from entitle.subscriptions.models import Subscription
+from entitle.subscriptions.preview import charges_for_country, customer_country
 from entitle.subscriptions.rules import LIVE
 
 
@@ -52,6 +56,11 @@ def get_paywall(
         if product_ref is not None and not products:
             raise NotFound("product", product_ref)
         product_refs = {p.pk: p.ref_id for p in products}
+        customer = None
+        if customer_ref is not None:
+            known_customer = customers.get_live(s, env_id, customer_ref)
+            country = customer_country(s, known_customer.pk, country, set(product_refs))
+            customer = _customer(s, known_customer, resource_ref, set(product_refs))
         plans = store.latest_published_in(s, env_id, PLAN, list(product_refs))
         addons = store.latest_published_in(s, env_id, ADDON, list(product_refs))
 
@@ -79,10 +88,7 @@ def get_paywall(
             )
             for a in addons
         ]
-        customer = None
-        if customer_ref is not None:
-            customer = _customer(s, env_id, customer_ref, resource_ref, set(product_refs))
-        return Paywall(plans=plan_out, addons=addon_out, customer=customer)
+        return Paywall(plans=plan_out, addons=addon_out, customer=customer, billing_country_code=country)
 
 
 def _plans(
@@ -146,11 +152,8 @@ def _pricing_type(package: Package, prices: list[PaywallPrice]) -> str:
 
 def _prices(s: Session, package: Package, country: str | None) -> list[PaywallPrice]:
     charges = [c for c in packages.charges_of(s, package.pk) if c.billing_cadence == "RECURRING"]
-    keyed = [
-        (rules.PriceKey(c.is_overage, c.billing_model, c.feature_ref, c.billing_period), c.billing_country_code, c)
-        for c in charges
-    ]
-    return [_price(c) for c in rules.prices_for_country(keyed, country)]
+    # The subscriptions' rule, so the paywall shows the prices the preview and the invoice charge.
+    return [_price(c) for c in charges_for_country(charges, country)]
 
 
 def _price(c: PackageCharge) -> PaywallPrice:
@@ -212,10 +215,7 @@ def _entitlements(chain: list[list[PackageEntitlement]], known: dict[str, Featur
     return [out for _, _, out in sorted(found, key=lambda t: (t[0], t[1]))]
 
 
-def _customer(
-    s: Session, env_id: int, customer_ref: str, resource_ref: str | None, product_pks: set[int]
-) -> PaywallCustomer:
-    customer = customers.get_live(s, env_id, customer_ref)
+def _customer(s: Session, customer: Customer, resource_ref: str | None, product_pks: set[int]) -> PaywallCustomer:
     live = [
         sub
         for sub in subscriptions.of_customer(s, customer.pk, LIVE)

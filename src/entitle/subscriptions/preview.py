@@ -3,7 +3,7 @@ anything (one read transaction). The arithmetic is `pricing`'s; this module gath
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -18,7 +18,7 @@ from entitle.customers import store as customers
 from entitle.db import Database
 from entitle.errors import InvalidArgument
 from entitle.periods import billing_period_at
-from entitle.subscriptions import ports, price_rules, pricing, store
+from entitle.subscriptions import ports, price_rules, pricing, rules, store
 from entitle.subscriptions.models import Subscription
 from entitle.subscriptions.rules import LIVE
 from entitle.subscriptions.schemas import (
@@ -34,23 +34,37 @@ from entitle.subscriptions.schemas import (
 from entitle.subscriptions.validation import check_addons, is_downgrade, latest_package, periods_priced, trial_used
 
 
-def prices_of(
-    charges: list[PackageCharge], billing_period: str, country: str | None, label: str
-) -> list[pricing.Price]:
-    """The package's charges for one billing period; a country's own price replaces the default one
-    for the same (model, feature)."""
-    chosen: dict[tuple[str, str | None], PackageCharge] = {}
+def charges_for_country(charges: Iterable[PackageCharge], country: str | None) -> list[PackageCharge]:
+    """The one rule of which price a country pays, for every reader of prices (preview, billing, paywall,
+    widgets): the default charges (no country), each replaced by the country's own charge for the same
+    (overage or not, model, feature, period) when `country` is given and one exists; a charge of another
+    country only is left out. Countries compare without case; the order is the default charges' order."""
+    chosen: dict[tuple[bool, str, str | None, str], PackageCharge] = {}
     for charge in charges:
-        if charge.is_overage or charge.billing_period != billing_period:
-            continue
-        key = (charge.billing_model, charge.feature_ref)
+        key = (charge.is_overage, charge.billing_model, charge.feature_ref, charge.billing_period)
         local = charge.billing_country_code and country and charge.billing_country_code.lower() == country.lower()
         if charge.billing_country_code and not local:
             continue
         if local or key not in chosen:
             chosen[key] = charge
+    return list(chosen.values())
+
+
+def customer_country(s: Session, customer_pk: int, asked: str | None, product_pks: Iterable[int] = ()) -> str | None:
+    """The country whose prices the customer sees and pays for `product_pks` (`rules.billing_country`)."""
+    products = set(product_pks)
+    live = store.of_customer(s, customer_pk, LIVE)
+    return rules.billing_country([(sub.product_pk in products, sub.billing_country_code) for sub in live], asked)
+
+
+def prices_of(
+    charges: list[PackageCharge], billing_period: str, country: str | None, label: str
+) -> list[pricing.Price]:
+    """The package's charges for one billing period (`charges_for_country`), overage left out (billed in
+    arrears from usage)."""
+    in_period = [c for c in charges if not c.is_overage and c.billing_period == billing_period]
     result = []
-    for charge in chosen.values():
+    for charge in charges_for_country(in_period, country):
         tiers = tuple(
             pricing.Tier(
                 up_to=Decimal(str(t["upTo"])) if t.get("upTo") is not None else None,

@@ -16,7 +16,7 @@ late (a payment for a subscription already canceled) cannot resurrect a subscrip
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from enum import StrEnum
@@ -156,3 +156,16 @@ def proration_behavior(billing_information: Mapping[str, Any] | None) -> str | N
     if value not in PRORATION_BEHAVIORS:
         raise InvalidArgument(f"billingInformation.prorationBehavior must be one of {', '.join(PRORATION_BEHAVIORS)}")
     return str(value)
+
+
+def billing_country(subscribed: Sequence[tuple[bool, str | None]], asked: str | None) -> str | None:
+    """Whose country's prices a customer sees and pays, as Stigg's price localization has it: a country the
+    customer already subscribed with wins over the one a page asks for (a billing provider's customer has
+    one currency), the newest subscription of the product in question first, then its newest of any
+    product; without one, the country asked for (the app's knowledge: billing address, GeoIP); else none
+    (the default prices). `subscribed`: the customer's live subscriptions, oldest first, as (of the
+    product in question, billingCountryCode)."""
+    of_product = [country for same, country in subscribed if same and country]
+    anywhere = [country for _, country in subscribed if country]
+    subscribed_in = of_product or anywhere
+    return subscribed_in[-1] if subscribed_in else asked or None

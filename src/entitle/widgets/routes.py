@@ -50,7 +50,9 @@ def _portal_subscription(priced: service.PricedSubscription) -> WidgetSubscripti
         display_name=priced.plan_display_name,
         prices=[WidgetPlanPriceOut.of(price, period, priced.feature_units) for price in priced.prices],
     )
-    return WidgetSubscriptionOut(**dict(subscription_out(priced.view)), plan=plan)
+    return WidgetSubscriptionOut(
+        **dict(subscription_out(priced.view)), plan=plan, plan_names=priced.plan_names, addon_names=priced.addon_names
+    )
 
 
 @router.get("/subscriptions", response_model=Envelope[list[WidgetSubscriptionOut]])

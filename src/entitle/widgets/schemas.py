@@ -163,6 +163,9 @@ class WidgetSubscriptionOut(SubscriptionOut):
     # Our extension for the portal: the plan's name and the prices this subscription pays, whatever the
     # product (the page's paywall knows one product only).
     plan: WidgetPlanOut
+    # The names of the plans its scheduled changes move to and of the add-ons it (and they) hold, by id.
+    plan_names: dict[str, str] = Field(default_factory=dict)
+    addon_names: dict[str, str] = Field(default_factory=dict)
 
 
 __all__ = [

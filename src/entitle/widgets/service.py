@@ -7,8 +7,8 @@ token alone cannot say: that the subscription named in the path is the customer'
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
@@ -21,15 +21,17 @@ from entitle.billing.provider import ProviderInvoice
 from entitle.billing.setup_intents import SetupIntentView, create_setup_intent
 from entitle.catalog.features import store as feature_store
 from entitle.catalog.packages import service as packages
+from entitle.catalog.packages import store as package_store
 from entitle.catalog.packages.models import Package
 from entitle.customers import service as customers
+from entitle.customers import store as customer_store
 from entitle.customers.schemas import PaymentMethodAttach
 from entitle.db import Database
 from entitle.db.pagination import Page, PageRequest
 from entitle.errors import InvalidArgument, NotFound
 from entitle.subscriptions import cancellation, changes, price_rules, pricing, provisioning
 from entitle.subscriptions import service as subscriptions
-from entitle.subscriptions.preview import plan_prices, preview_subscription
+from entitle.subscriptions.preview import customer_country, plan_prices, preview_subscription
 from entitle.subscriptions.rules import LIVE, Status
 from entitle.subscriptions.schemas import PreviewOut, SubscriptionCancel
 from entitle.widgets.schemas import WidgetPreviewIn, WidgetSubscriptionIn
@@ -38,6 +40,7 @@ from entitle.widgets.schemas import WidgetPreviewIn, WidgetSubscriptionIn
 SHOWN = sorted(str(status) for status in (*LIVE, Status.PAYMENT_PENDING))
 # A plan whose price is agreed with sales is never bought from a page (the pricing table says "contact sales").
 CUSTOM = "CUSTOM"
+Choice = TypeVar("Choice", WidgetPreviewIn, WidgetSubscriptionIn)
 
 
 class CustomPricedPlan(InvalidArgument):
@@ -70,6 +73,10 @@ class PricedSubscription:
     prices: list[pricing.Price]
     # What a priced feature's unit is called ("seat"), by feature id: the page's paywall may not know it.
     feature_units: dict[str, str]
+    # The names of the plans its scheduled changes move to and of the add-ons it and they hold, by id:
+    # from the catalog, whatever the product (the page's paywall knows one product's published ones).
+    plan_names: dict[str, str] = field(default_factory=dict)
+    addon_names: dict[str, str] = field(default_factory=dict)
 
 
 def live_subscriptions(db: Database, env_id: int, customer_ref: str) -> list[PricedSubscription]:
@@ -78,10 +85,31 @@ def live_subscriptions(db: Database, env_id: int, customer_ref: str) -> list[Pri
         db, env_id, PageRequest(limit=100), customer_ref=customer_ref, statuses=SHOWN
     )
     with db.read() as s:
-        return [_priced(s, view) for view in views]
+        named = [_named(view) for view in views]
+        plans = _shown(s, env_id, "PLAN", {ref for plan_refs, _ in named for ref in plan_refs})
+        addons = _shown(s, env_id, "ADDON", {ref for _, addon_refs in named for ref in addon_refs})
+        return [_priced(s, view, plans, addons) for view in views]
 
 
-def _priced(s: Session, view: subscriptions.SubscriptionView) -> PricedSubscription:
+def _shown(s: Session, env_id: int, kind: str, refs: set[str]) -> dict[str, Package]:
+    """The version whose name a customer may see: the published one (a draft's new name is not public
+    yet), else the newest (a package archived since)."""
+    newest = package_store.current_many(s, env_id, kind, refs)
+    return {ref: package_store.latest_published(s, env_id, kind, ref) or package for ref, package in newest.items()}
+
+
+def _named(view: subscriptions.SubscriptionView) -> tuple[set[str], set[str]]:
+    """The plans its scheduled changes move to, and the add-ons it and they hold."""
+    plan_refs = {u.target_package_ref for u in view.future_updates if u.target_package_ref}
+    addon_refs = {a.addon_ref for a in view.addons} | {
+        str(a["id"]) for u in view.future_updates for a in u.change.get("addons") or [] if "id" in a
+    }
+    return plan_refs, addon_refs
+
+
+def _priced(
+    s: Session, view: subscriptions.SubscriptionView, plans: dict[str, Package], addons: dict[str, Package]
+) -> PricedSubscription:
     """Priced as a preview and the billing sync price it: the plan version subscribed to, for the
     subscription's period and country, with the subscription's own price overrides applied."""
     sub = view.sub
@@ -95,7 +123,15 @@ def _priced(s: Session, view: subscriptions.SubscriptionView) -> PricedSubscript
     units = {
         ref: f.feature_units or f.display_name for ref, f in feature_store.get_many(s, sub.environment_id, refs).items()
     }
-    return PricedSubscription(view=view, plan_display_name=plan.display_name, prices=prices, feature_units=units)
+    targets, held = _named(view)
+    return PricedSubscription(
+        view=view,
+        plan_display_name=plan.display_name,
+        prices=prices,
+        feature_units=units,
+        plan_names={ref: plans[ref].display_name for ref in sorted(targets) if ref in plans},
+        addon_names={ref: addons[ref].display_name for ref in sorted(held) if ref in addons},
+    )
 
 
 def customer(db: Database, env_id: int, customer_ref: str) -> customers.CustomerView:
@@ -111,12 +147,39 @@ def _for_customer(customer_ref: str, body: WidgetPreviewIn | WidgetSubscriptionI
         raise NotFound("customer", customer_ref[:255]) from exc
 
 
+class BillingCountryMismatch(InvalidArgument):
+    code = "BILLING_COUNTRY_MISMATCH"
+
+
+def _in_customers_country(db: Database, env_id: int, customer_ref: str, body: Choice) -> Choice:
+    """Priced in the country the pricing table showed: the customer's subscribed country, else the one
+    the page asks for (`subscriptions.rules.billing_country`). A page asking for another country than the
+    one the customer already pays in is refused, not repriced behind its back."""
+    with db.read() as s:
+        try:
+            customer_pk = customer_store.get_live(s, env_id, customer_ref).pk
+        except NotFound:
+            return body  # the preview or provisioning says the customer is unknown
+        plan = package_store.current(s, env_id, "PLAN", body.plan_id)
+        products = [plan.product_pk] if plan is not None else []
+        country = customer_country(s, customer_pk, body.billing_country_code, products)
+    asked = body.billing_country_code
+    if asked is not None and (country or "").upper() != asked.upper():
+        raise BillingCountryMismatch(
+            f"billingCountryCode: customer '{customer_ref}' pays the prices of {country}, where it is subscribed, "
+            f"not those of {asked}"
+        )
+    return body.model_copy(update={"billing_country_code": country})
+
+
 def preview(db: Database, env_id: int, customer_ref: str, body: WidgetPreviewIn) -> PreviewOut:
+    body = _in_customers_country(db, env_id, customer_ref, body)
     return preview_subscription(db, env_id, _for_customer(customer_ref, body))
 
 
 def subscribe(db: Database, env_id: int, customer_ref: str, body: WidgetSubscriptionIn) -> provisioning.ProvisionResult:
     _buyable(db, env_id, body.plan_id)
+    body = _in_customers_country(db, env_id, customer_ref, body)
     return provisioning.provision(db, env_id, _for_customer(customer_ref, body))
 
 

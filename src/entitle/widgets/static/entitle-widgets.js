@@ -517,14 +517,16 @@ class Checkout extends EntitleElement {
   }
 
   choice({ withCode = true } = {}) {
-    const { plan, period, addons, charges, promotionCode } = this.state;
+    const { plan, period, addons, charges, promotionCode, paywall } = this.state;
+    // The country whose prices the paywall showed (the customer's subscribed one wins over the attribute).
+    const country = paywall.billingCountryCode || this.getAttribute("billing-country-code");
     return {
       ...(withCode && promotionCode ? { promotionCode } : {}),
       planId: plan.id,
       ...(period ? { billingPeriod: period } : {}),
       addons: Object.entries(addons).filter(([, q]) => q > 0).map(([id, quantity]) => ({ id, quantity })),
       billableFeatures: priceFor(plan, period).filter((p) => p.featureId).map((p) => ({ featureId: p.featureId, quantity: charges[p.featureId] || 1 })),
-      ...(this.getAttribute("billing-country-code") ? { billingCountryCode: this.getAttribute("billing-country-code") } : {}),
+      ...(country ? { billingCountryCode: country } : {}),
     };
   }
 
@@ -688,9 +690,9 @@ class CustomerPortal extends EntitleElement {
       const price = plan ? priceBlock(this, plan, s.billingPeriod || "MONTHLY", features) : { main: "", detail: "" };
       const trialDays = s.status === "IN_TRIAL" && s.trialEndDate ? Math.max(0, Math.ceil((new Date(s.trialEndDate) - Date.now()) / 86400000)) : null;
       const updates = (s.futureUpdates || []).map((u) => `<div class="row" part="scheduled-change" data-testid="scheduled-change">
-          <span>${escapeHtml(this.t("scheduledChange", { plan: items.get(u.targetPackage?.id)?.displayName || u.targetPackage?.id || u.subscriptionScheduleType, date: date(u.scheduledExecutionTime, this.locale) }))}</span>
+          <span>${escapeHtml(this.t("scheduledChange", { plan: s.planNames?.[u.targetPackage?.id] || items.get(u.targetPackage?.id)?.displayName || u.targetPackage?.id || u.subscriptionScheduleType, date: date(u.scheduledExecutionTime, this.locale) }))}</span>
           <button class="secondary" part="cancel-scheduled-button" data-action="cancel-scheduled" data-subscription="${escapeHtml(s.id)}">${this.t("cancelScheduled")}</button></div>`).join("");
-      const addons = (s.addons || []).map((a) => `${escapeHtml(items.get(a.id)?.displayName || a.id)} × ${a.quantity}`).join(", ");
+      const addons = (s.addons || []).map((a) => `${escapeHtml(s.addonNames?.[a.id] || items.get(a.id)?.displayName || a.id)} × ${a.quantity}`).join(", ");
       const ends = s.cancellationDate || s.endDate;
       return `<div class="card-box" part="subscription" data-testid="subscription" data-plan-id="${escapeHtml(s.planId)}" data-status="${escapeHtml(s.status)}">
         <div class="row"><h4 part="plan-name">${escapeHtml(plan?.displayName || s.planId)}</h4><span class="price" part="price" data-testid="subscription-price">${price.main}</span></div>
