@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from decimal import Decimal
 from typing import Any
 
@@ -93,7 +94,7 @@ PRO_CHARGES: dict[str, Any] = {
                 {
                     "billing_period": "MONTHLY",
                     "billing_country_code": "DE",
-                    "price": {"amount": 45.5, "currency": "eur"},
+                    "price": {"amount": 45.5, "currency": "usd"},
                 },
             ],
         },
@@ -195,7 +196,7 @@ def test_plan_lifecycle_through_official_client(server: LiveServer, client: stig
     assert by_period[("MONTHLY", None)].price.amount == 49.99  # type: ignore[union-attr]
     assert by_period[("ANNUALLY", None)].price.amount == 499  # type: ignore[union-attr]
     de = by_period[("MONTHLY", "DE")]
-    assert de.price is not None and de.price.amount == 45.5 and de.price.currency == "eur"
+    assert de.price is not None and de.price.amount == 45.5 and de.price.currency == "usd"
     assert all(c.billing_cadence == "RECURRING" and c.feature_id is None for c in flat)
     (seat_charge,) = [c for c in charges if c.billing_model == "PER_UNIT"]
     assert seat_charge.feature_id == "f-seats" and seat_charge.tiers_mode == "GRADUATED"
@@ -992,12 +993,18 @@ def test_charge_rules(client: stigg.Stigg, api: httpx.Client) -> None:
                     {
                         "billingPeriod": "MONTHLY",
                         "billingCountryCode": "FR",
-                        "price": {"amount": 0.02, "currency": "eur"},
+                        "price": {"amount": 0.02, "currency": "usd"},
                     },
                 ],
             },
         ],
     }
+    # A country priced in its own currency must price everything it pays in that currency: in euros,
+    # FR would keep the default flat fee and minimum in dollars, one subscription billing two currencies.
+    in_euros = copy.deepcopy(good)
+    in_euros["pricingModels"][1]["pricePeriods"][1]["price"]["currency"] = "eur"
+    refused = error_of(api.patch("/api/v1/plans/pro", json={"charges": in_euros}), 400, "INVALID_ARGUMENT")
+    assert "country FR (MONTHLY) is priced in eur but keeps the default FLAT_FEE price in usd" in refused
     assert api.patch("/api/v1/plans/pro", json={"charges": good}).status_code == 200
     before = api.get("/api/v1/plans/pro/charges").json()["data"]
     assert len(before) == 4

@@ -203,7 +203,7 @@ def test_a_page_previews_subscribes_lists_and_cancels_at_period_end_without_a_pr
         assert canceled.json()["data"]["status"] == "IN_TRIAL"  # until the period ends, not at once
 
 
-# A second product: a flat fee with a German price, and a per-seat price.
+# A second product: a flat fee and a per-seat price, each with a German price in euros.
 TEAM = {
     "create": {"id": "portal-team", "displayName": "Team", "productId": "portal-team-saas"},
     "entitlements": [{"type": "FEATURE", "id": "seats", "usageLimit": 500}],
@@ -225,7 +225,14 @@ TEAM = {
                 {
                     "billingModel": "PER_UNIT",
                     "featureId": "seats",
-                    "pricePeriods": [{"billingPeriod": "MONTHLY", "price": {"amount": 8, "currency": "usd"}}],
+                    "pricePeriods": [
+                        {"billingPeriod": "MONTHLY", "price": {"amount": 8, "currency": "usd"}},
+                        {
+                            "billingPeriod": "MONTHLY",
+                            "billingCountryCode": "DE",
+                            "price": {"amount": 7, "currency": "eur"},
+                        },
+                    ],
                 },
             ],
         }
@@ -265,7 +272,7 @@ def test_the_portal_names_and_prices_every_subscription_whatever_its_product(
     expected = {
         german: {
             "pro": ("Pro", [("FLAT_FEE", 27, "eur", None)]),
-            "portal-team": ("Team", [("FLAT_FEE", 11, "eur", None), ("PER_UNIT", 8, "usd", "seat")]),
+            "portal-team": ("Team", [("FLAT_FEE", 11, "eur", None), ("PER_UNIT", 7, "eur", "seat")]),
         },
         overridden: {
             "pro": ("Pro", [("FLAT_FEE", 290, "usd", None)]),

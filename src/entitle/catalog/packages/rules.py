@@ -375,7 +375,8 @@ def check_pricing(req: ChargesIn, features: Mapping[str, FeatureShape]) -> None:
       per-country price (billingCountryCode) overrides a default price of the same period and model,
       which must exist;
     - one currency per country: all default prices (and the minimum spend) share one currency, and
-      all prices of one country share one;
+      all prices of one country share one, which is also that of every default price of the period
+      the country does not replace (a subscriber there pays both);
     - an overage model prices a metered NUMBER feature (or, for credits, a currencyId); its
       `entitlement` is checked as that feature's entitlement.
     """
@@ -395,7 +396,8 @@ def check_pricing(req: ChargesIn, features: Mapping[str, FeatureShape]) -> None:
     if len(set(periods)) != len(periods):
         raise InvalidArgument("minimumSpend: one minimum per billing period")
     seen: set[tuple[bool, str, str | None, str, str | None]] = set()
-    for spec in expand_charges(req):
+    specs = list(expand_charges(req))
+    for spec in specs:
         if spec.key in seen:
             subject = spec.feature_ref or spec.custom_currency_ref
             raise InvalidArgument(
@@ -417,6 +419,43 @@ def check_pricing(req: ChargesIn, features: Mapping[str, FeatureShape]) -> None:
         if len(currencies) > 1:
             where = f"country {country}" if country else "the default prices"
             raise InvalidArgument(f"{where} mix currencies {', '.join(sorted(currencies))}: use one")
+    _check_countries_pay_in_one_currency(specs)
+
+
+def _check_countries_pay_in_one_currency(specs: Sequence[ChargeSpec]) -> None:
+    """A country's prices replace only the default prices they stand for: a subscriber there pays its
+    own prices plus every default price of the period it does not replace. Those must share its
+    currency, or one subscription would bill two currencies (Stripe refuses it, the preview cannot add
+    them up)."""
+    defaults: dict[str, list[tuple[tuple[bool, str, str | None], str]]] = {}
+    by_country: dict[tuple[str, str], tuple[set[tuple[bool, str, str | None]], set[str]]] = {}
+    for spec in specs:
+        subject = (spec.is_overage, spec.billing_model, spec.feature_ref or spec.custom_currency_ref)
+        currencies = _spec_currencies(spec)
+        if spec.billing_country_code is None:
+            defaults.setdefault(spec.billing_period, []).extend((subject, c) for c in currencies)
+            continue
+        keys, own = by_country.setdefault((spec.billing_country_code.upper(), spec.billing_period), (set(), set()))
+        keys.add(subject)
+        own.update(currencies)
+    for (country, period), (replaced, own) in sorted(by_country.items()):
+        for subject, currency in defaults.get(period, ()):
+            if subject not in replaced and own and currency not in own:
+                what = f"{subject[1]} price{f' of {subject[2]!r}' if subject[2] else ''}"
+                raise InvalidArgument(
+                    f"country {country} ({period}) is priced in {', '.join(sorted(own))} but keeps the default "
+                    f"{what} in {currency}: a subscriber there would pay in two currencies; give {country} "
+                    f"its own {what} or price it in {currency}"
+                )
+
+
+def _spec_currencies(spec: ChargeSpec) -> set[str]:
+    found = {spec.price_currency} if spec.price_currency else set()
+    for tier in spec.tiers or ():
+        for price in (tier.get("unitPrice"), tier.get("flatPrice")):
+            if price is not None:
+                found.add(price["currency"])
+    return found
 
 
 def _country(code: str | None) -> str | None:
