@@ -5,13 +5,22 @@ contract, the state derived from the subscriptions, and archiving cancels them."
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import pytest
 import stigg
+from sqlalchemy import event
 
 from entitle.contracts import rules
+from entitle.db import Database
+from entitle.db.pagination import PageRequest
+from entitle.environments.service import ensure_environment
+from entitle.subscriptions.service import list_subscriptions
+from tests.conftest import LiveServer
 
 
 def _paid(client: stigg.Stigg, plan: str, product: str, amount: int, currency: str) -> None:
@@ -222,3 +231,50 @@ def test_the_membership_rules() -> None:
         rules.check_members("acme", [_member("a"), _member("a", "crm")])
     # Externally billed (a billingId) joins without custom prices.
     assert rules.check_members("acme", [_member("a", custom_priced=False, externally_billed=True)]) == "usd"
+
+
+def test_a_page_of_subscriptions_reads_their_contracts_at_once(deal: stigg.Stigg, server: LiveServer) -> None:
+    """Listing subscriptions costs the same queries for a page of 2 as for a page of 8: their contracts (and
+    customers, add-ons, coupons...) are read for the whole page, not one subscription at a time."""
+    c = deal.v1
+    for n in range(8):
+        c.customers.provision(id=f"buyer{n}")
+        c.contracts.create(
+            customer_id=f"buyer{n}",
+            contract_id=f"opp-{n}",
+            subscriptions=[_new("insights", f"sub-{n}", customer=f"buyer{n}", **DEAL_PRICE)],  # type: ignore[list-item]
+        )
+    env_id = ensure_environment(server.db, "development").pk
+
+    def listed(limit: int) -> tuple[int, dict[str, str | None]]:
+        with _statements(server.db) as seen:
+            _, views = list_subscriptions(server.db, env_id, PageRequest(limit=limit), plan_ref="insights")
+        return len(seen), {v.sub.ref_id: v.contract_ref for v in views}
+
+    few, two = listed(2)
+    many, eight = listed(8)
+    assert two == {"sub-0": "opp-0", "sub-1": "opp-1"}
+    assert eight == {f"sub-{n}": f"opp-{n}" for n in range(8)}
+    assert many == few
+    # And through the API, each listed subscription shows its contractId.
+    assert {s.id: s.contract_id for s in c.subscriptions.list(plan_id="insights", limit=8).data} == eight
+
+
+@contextmanager
+def _statements(db: Database) -> Iterator[list[str]]:
+    """The statements this thread sends while the block runs."""
+    seen: list[str] = []
+    me = threading.get_ident()
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if threading.get_ident() == me:
+            seen.append(statement)
+
+    engines = {db.write_engine, db.read_engine}
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", record)

@@ -13,6 +13,7 @@ contracts (and subscriptions) run one after the other.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -150,7 +151,8 @@ def _member_rule(s: Session, contract_customer: str, sub: Subscription) -> rules
 
 def _currency(s: Session, sub: Subscription) -> str | None:
     for entry in sub.price_overrides or []:
-        return str(entry["currency"])
+        if entry.get("currency"):  # a credit rate override is in credits, not money
+            return str(entry["currency"])
     for charge in packages.charges_of(s, sub.plan_pk):
         if charge.billing_period == sub.billing_period and not charge.is_overage and charge.price_currency:
             return charge.price_currency
@@ -281,11 +283,10 @@ def customer_contracts(db: Database, env_id: int, customer_ref: str) -> list[Con
 
 
 def install() -> None:
-    """Answer the subscriptions' `contract_of` port (their `contractId`)."""
-    ports.contract_of.install(contract_ref_of)
+    """Answer the subscriptions' `contracts_of` port (their `contractId`)."""
+    ports.contracts_of.install(contract_refs_of)
 
 
-def contract_ref_of(s: Session, subscription_pk: int) -> str | None:
-    """The contract a subscription is on (the subscriptions' `contractId`)."""
-    found = store.contract_of_subscriptions(s, [subscription_pk]).get(subscription_pk)
-    return found.ref_id if found is not None else None
+def contract_refs_of(s: Session, subscription_pks: Sequence[int]) -> dict[int, str]:
+    """The contract each subscription is on (the subscriptions' `contractId`), in one query."""
+    return {pk: c.ref_id for pk, c in store.contract_of_subscriptions(s, list(subscription_pks)).items()}

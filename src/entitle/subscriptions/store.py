@@ -8,6 +8,8 @@ from sqlalchemy import false, select
 from sqlalchemy.orm import Session
 
 from entitle import sync_states
+from entitle.catalog.coupons.models import Coupon
+from entitle.customers.models import Customer
 from entitle.db.pagination import CreatedAtRange, Page, PageRequest, paginate
 from entitle.errors import NotFound
 from entitle.subscriptions.models import (
@@ -32,6 +34,20 @@ def get(session: Session, env_id: int, ref_id: str, *, for_update: bool = False)
     if sub is None:
         raise NotFound("subscription", ref_id)
     return sub
+
+
+def customers_by_pk(session: Session, pks: Iterable[int | None]) -> dict[int, Customer]:
+    wanted = [pk for pk in set(pks) if pk is not None]
+    if not wanted:
+        return {}
+    return {c.pk: c for c in session.scalars(select(Customer).where(Customer.pk.in_(wanted)))}
+
+
+def coupons_by_ref(session: Session, env_id: int, refs: Iterable[str]) -> list[Coupon]:
+    wanted = sorted(set(refs))
+    if not wanted:
+        return []
+    return list(session.scalars(select(Coupon).where(Coupon.environment_id == env_id, Coupon.ref_id.in_(wanted))))
 
 
 def by_pk(session: Session, pk: int, *, for_update: bool = False) -> Subscription | None:
