@@ -1,7 +1,7 @@
 """`priceOverrides` of a sales-led deal (issue 17), through the official client on both databases: the
 subscription's `prices`, the preview and the price rules agree; overrides that name no price of the
 subscription are refused with a 400 and write nothing.
-(The Stripe side: tests/billing/test_stripe_price_overrides.py.)"""
+(The Stripe side: tests/billing/test_stripe_price_overrides.py; credit rates: tests/test_credit_rate_overrides.py.)"""
 
 from __future__ import annotations
 
@@ -187,7 +187,9 @@ def test_refused_override_fields_and_duplicates(client: stigg.Stigg, api: httpx.
     base = {"customerId": "acme", "planId": "deal"}
     for extra, code in (
         ({"tiers": [{"upTo": 5}]}, "UNSUPPORTED_FIELD"),
-        ({"creditRate": {"amount": 1, "currencyId": "tokens"}}, "UNSUPPORTED_FIELD"),
+        ({"creditGrantCadence": "MONTHLY"}, "UNSUPPORTED_FIELD"),
+        # A credit rate is a featureId's (tests/test_credit_rate_overrides.py), never a base charge's.
+        ({"creditRate": {"amount": 1, "currencyId": "tokens"}}, "INVALID_ARGUMENT"),
         ({"billingCountryCode": "de"}, "UNSUPPORTED_FIELD"),
         ({"blockSize": 10}, "UNSUPPORTED_FIELD"),
     ):
