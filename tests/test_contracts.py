@@ -21,6 +21,7 @@ from entitle.db.pagination import PageRequest
 from entitle.environments.service import ensure_environment
 from entitle.subscriptions.service import list_subscriptions
 from tests.conftest import LiveServer
+from tests.support.http import SSL_CONTEXT
 
 
 def _paid(client: stigg.Stigg, plan: str, product: str, amount: int, currency: str) -> None:
@@ -174,6 +175,23 @@ def test_billing_contracts_and_shared_subscriptions_are_refused(deal: stigg.Stig
     assert resp.status_code == 400 and resp.json()["error"]["code"] == "UNSUPPORTED_FIELD"
     resp = api.get("/api/v1/contracts", params={"state": "SIGNED"})
     assert resp.status_code == 400
+
+
+def test_a_contract_without_setup_billing_provisions_access_only(deal: stigg.Stigg, server: LiveServer) -> None:
+    """The official client sends no `setupBilling` unless its caller sets it (Stigg's default is true): the
+    contract is made, access only, and says so with a null `billingId` and `billingState`."""
+    sent: list[bytes] = []
+    http = httpx.Client(verify=SSL_CONTEXT, event_hooks={"request": [lambda request: sent.append(request.read())]})
+    client = stigg.Stigg(api_key=server.server_key, base_url=server.base_url, max_retries=0, http_client=http)
+    made = client.v1.contracts.create(
+        customer_id="acme", contract_id="c-default", subscriptions=[{"existing_subscription_id": "sub-ent"}]
+    ).data
+    assert b"setupBilling" not in sent[-1] and b"c-default" in sent[-1]
+    assert (made.state, made.billing_id, made.billing_state, made.latest_invoice) == ("ACTIVE", None, None, None)
+    renamed = client.v1.contracts.update("c-default", name="Renamed").data
+    assert b"setupBilling" not in sent[-1]
+    assert (renamed.name, renamed.billing_id, renamed.billing_state) == ("Renamed", None, None)
+    assert deal.v1.subscriptions.retrieve("sub-ent").data.contract_id == "c-default"
 
 
 def _wire(item: dict[str, Any]) -> dict[str, Any]:

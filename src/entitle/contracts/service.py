@@ -7,7 +7,8 @@ contracts (and subscriptions) run one after the other.
   its new subscriptions (the provisioning body) and links existing ones, all or nothing.
 - Updating replaces its subscriptions when `subscriptionIds` is given (those left out leave the contract
   and keep running); archiving cancels every subscription still open on it, now, and keeps the contract.
-- No billing contract is made at a provider: `setupBilling: true` is refused (400 UNSUPPORTED_FIELD).
+- No billing contract is made at a provider: `setupBilling: true` is refused (400 UNSUPPORTED_FIELD); false
+  and an omitted `setupBilling` (Stigg's default is true) provision access only (see `schemas.SetupBilling`).
 """
 
 from __future__ import annotations
