@@ -13,6 +13,7 @@ from entitle.customers.schemas import Address, CustomerProvision, TaxId
 from entitle.http.wire import (
     Amount,
     Metadata,
+    NonNegAmount,
     NonNegInt,
     RefId,
     ShortText,
@@ -63,7 +64,7 @@ class EntitlementOverride(ResetFields):
     has_unlimited_usage: bool | None = None
     has_soft_limit: bool | None = None
     # CREDIT (id = the custom currency): the subscription's own grant per cadence, granted as the plan's.
-    amount: Amount | None = Field(default=None, ge=0)
+    amount: NonNegAmount | None = None
     cadence: Literal["MONTH", "YEAR"] | None = None
 
     @model_validator(mode="after")
@@ -118,7 +119,7 @@ class PriceOverride(WireModel):
     addon_id: RefId | None = None
     feature_id: RefId | None = None
     base_charge: bool | None = None
-    amount: Amount | None = Field(default=None, ge=0)
+    amount: NonNegAmount | None = None
     currency: Currency | None = None
     credit_rate: CreditRateOverride | None = None
     # A price override for one billing country, new tiers or a new block size would each need a second
