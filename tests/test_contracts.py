@@ -16,6 +16,7 @@ import stigg
 from sqlalchemy import event
 
 from entitle.contracts import rules
+from entitle.contracts.service import list_contracts
 from entitle.db import Database
 from entitle.db.pagination import PageRequest
 from entitle.environments.service import ensure_environment
@@ -253,8 +254,16 @@ def test_the_membership_rules() -> None:
 
 def test_a_page_of_subscriptions_reads_their_contracts_at_once(deal: stigg.Stigg, server: LiveServer) -> None:
     """Listing subscriptions costs the same queries for a page of 2 as for a page of 8: their contracts (and
-    customers, add-ons, coupons...) are read for the whole page, not one subscription at a time."""
+    customers, add-ons, coupons...) are read for the whole page, not one subscription at a time. Listing
+    contracts costs the same for one contract as for eight."""
     c = deal.v1
+    env_id = ensure_environment(server.db, "development").pk
+
+    def contracts_listed() -> tuple[int, list[str]]:
+        with _statements(server.db) as seen:
+            page = list_contracts(server.db, env_id, PageRequest(limit=100))
+        return len(seen), [m.sub.ref_id for view in page.items for m in view.members]
+
     for n in range(8):
         c.customers.provision(id=f"buyer{n}")
         c.contracts.create(
@@ -262,7 +271,11 @@ def test_a_page_of_subscriptions_reads_their_contracts_at_once(deal: stigg.Stigg
             contract_id=f"opp-{n}",
             subscriptions=[_new("insights", f"sub-{n}", customer=f"buyer{n}", **DEAL_PRICE)],  # type: ignore[list-item]
         )
-    env_id = ensure_environment(server.db, "development").pk
+        if n == 0:
+            one_contract = contracts_listed()
+    eight_contracts = contracts_listed()
+    assert one_contract[1] == ["sub-0"] and eight_contracts[1] == [f"sub-{n}" for n in range(8)]
+    assert one_contract[0] == eight_contracts[0]  # and so do the contracts with their subscriptions
 
     def listed(limit: int) -> tuple[int, dict[str, str | None]]:
         with _statements(server.db) as seen:

@@ -22,7 +22,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from entitle.catalog.packages import store as packages
-from entitle.catalog.packages.models import Package
 from entitle.catalog.products.models import Product
 from entitle.clock import as_utc, utcnow
 from entitle.contracts import rules, store
@@ -165,19 +164,20 @@ def _view(s: Session, contract: Contract) -> ContractView:
 
 
 def _views(s: Session, contracts: list[Contract]) -> list[ContractView]:
+    """The contracts with their subscriptions, each kind of row read once for all of them."""
     held = store.members(s, [c.pk for c in contracts])
+    subs = subscriptions.by_pks(s, [pk for pks in held.values() for pk in pks])
+    names = store.display_names(s, [sub.plan_pk for sub in subs.values()], [sub.product_pk for sub in subs.values()])
+    owners = subscriptions.customers_by_pk(s, [c.customer_pk for c in contracts])
     views = []
     for contract in contracts:
-        customer = s.get(Customer, contract.customer_pk)
-        members = []
-        for pk in held.get(contract.pk, []):
-            sub = subscriptions.by_pk(s, pk)
-            if sub is None:
-                continue
-            plan = s.get(Package, sub.plan_pk)
-            product = s.get(Product, sub.product_pk)
-            members.append(Member(sub, plan.display_name if plan else None, product.display_name if product else None))
-        views.append(ContractView(contract, customer.ref_id if customer is not None else "", members))
+        members = [
+            Member(sub, names.plans.get(sub.plan_pk), names.products.get(sub.product_pk))
+            for pk in held.get(contract.pk, [])
+            if (sub := subs.get(pk)) is not None
+        ]
+        owner = owners.get(contract.customer_pk)
+        views.append(ContractView(contract, owner.ref_id if owner is not None else "", members))
     return views
 
 

@@ -57,6 +57,13 @@ def by_pk(session: Session, pk: int, *, for_update: bool = False) -> Subscriptio
     return session.scalars(stmt).one_or_none()
 
 
+def by_pks(session: Session, pks: Iterable[int]) -> dict[int, Subscription]:
+    wanted = sorted(set(pks))
+    if not wanted:
+        return {}
+    return {sub.pk: sub for sub in session.scalars(select(Subscription).where(Subscription.pk.in_(wanted)))}
+
+
 def of_customer(
     session: Session, customer_pk: int, statuses: Iterable[str], *, for_update: bool = False
 ) -> list[Subscription]:
