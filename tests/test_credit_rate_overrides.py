@@ -87,39 +87,47 @@ def test_a_deals_credit_rate_prices_usage_events_and_estimates(shop: Shop, modul
     assert usage.credit is not None and usage.credit.consumed == 1.5
 
 
-@pytest.mark.parametrize(
-    ("override", "status", "says"),
-    [
-        ({"featureId": "{calls}", "creditRate": {"amount": 1, "currencyId": "other"}}, 400, "not in 'other'"),
-        ({"featureId": "nope", "creditRate": {"amount": 1, "currencyId": "{cur}"}}, 400, "in no credits"),
-        ({"featureId": "{calls}", "amount": 1, "creditRate": {"amount": 1, "currencyId": "{cur}"}}, 400, "not an"),
-        ({"addonId": "x", "creditRate": {"amount": 1, "currencyId": "{cur}"}}, 400, "featureId"),
-        ({"featureId": "{calls}", "creditRate": {"amount": 0, "currencyId": "{cur}"}}, 400, "amount"),
-        ({"featureId": "{calls}"}, 400, "gives its amount"),
-        (
-            {"featureId": "{calls}", "creditRate": {"amount": 1, "currencyId": "{cur}", "costFormula": "x"}},
-            400,
-            "UNSUPPORTED_FIELD",
-        ),
-        ({"currencyId": "{cur}", "baseCharge": True, "amount": 1}, 400, "UNSUPPORTED_FIELD"),
-    ],
-)
-def test_a_credit_rate_the_subscription_cannot_have_is_refused(
-    shop: Shop, module_server: LiveServer, override: dict[str, Any], status: int, says: str
+REFUSED: list[tuple[Any, str]] = [  # one override, or a list of them
+    ({"featureId": "{calls}", "creditRate": {"amount": 1, "currencyId": "other"}}, "not in 'other'"),
+    ({"featureId": "nope", "creditRate": {"amount": 1, "currencyId": "{cur}"}}, "in no credits"),
+    ({"featureId": "{calls}", "amount": 1, "creditRate": {"amount": 1, "currencyId": "{cur}"}}, "not an amount"),
+    ({"addonId": "x", "creditRate": {"amount": 1, "currencyId": "{cur}"}}, "featureId"),
+    ({"featureId": "{calls}", "creditRate": {"amount": 0, "currencyId": "{cur}"}}, "greater than 0"),
+    ({"featureId": "{calls}"}, "gives its amount"),
+    ({"featureId": "{calls}", "creditRate": {"amount": 1, "currencyId": "{cur}", "costFormula": "x"}}, "UNSUPPORTED"),
+    ({"currencyId": "{cur}", "baseCharge": True, "amount": 1}, "UNSUPPORTED_FIELD"),
+    ([{"featureId": "{calls}", "creditRate": {"amount": 1, "currencyId": "{cur}"}}] * 2, "overridden twice"),
+]
+
+
+def test_a_credit_rate_the_subscription_cannot_have_is_refused_and_nothing_is_written(
+    shop: Shop, module_server: LiveServer
 ) -> None:
     calls, _ = _priced_plan(shop, 0.5)
-    wire = _fill(override, calls=calls, cur=shop.currency)
     api: httpx.Client = module_server.http()
     sub_id = f"bad{shop.n}"
-    body = {"customerId": shop.customer, "planId": shop.plan, "id": sub_id, "priceOverrides": [wire]}
-    resp = api.post("/api/v1/subscriptions", json=body)
-    assert resp.status_code == status and says in resp.text, resp.text
-    assert api.get(f"/api/v1/subscriptions/{sub_id}").status_code == 404
+    kept = [_rate(calls, 3, shop.currency)]
+    for override, says in REFUSED:
+        wanted = _fill(override if isinstance(override, list) else [override], calls=calls, cur=shop.currency)
+        body = {"customerId": shop.customer, "planId": shop.plan, "id": sub_id, "priceOverrides": wanted}
+        resp = api.post("/api/v1/subscriptions", json=body)
+        assert resp.status_code == 400 and says in resp.text, resp.text
+        assert api.get(f"/api/v1/subscriptions/{sub_id}").status_code == 404
+    made = api.post("/api/v1/subscriptions", json=body | {"priceOverrides": kept})
+    assert made.status_code == 200, made.text
+    for override, says in REFUSED:  # an update is checked alike and keeps the rate it had
+        wanted = _fill(override if isinstance(override, list) else [override], calls=calls, cur=shop.currency)
+        resp = api.patch(f"/api/v1/subscriptions/{sub_id}", json={"priceOverrides": wanted})
+        assert resp.status_code == 400 and says in resp.text, resp.text
+    prices = api.get(f"/api/v1/subscriptions/{sub_id}").json()["data"]["prices"]
+    assert [(p["featureId"], p["creditRate"]) for p in prices] == [(calls, {"amount": 3, "currencyId": shop.currency})]
 
 
 def _fill(value: Any, **names: str) -> Any:
     if isinstance(value, dict):
         return {k: _fill(v, **names) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, **names) for v in value]
     return value.format(**names) if isinstance(value, str) else value
 
 
