@@ -5,13 +5,24 @@ contract, the state derived from the subscriptions, and archiving cancels them."
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import pytest
 import stigg
+from sqlalchemy import event
 
 from entitle.contracts import rules
+from entitle.contracts.service import list_contracts
+from entitle.db import Database
+from entitle.db.pagination import PageRequest
+from entitle.environments.service import ensure_environment
+from entitle.subscriptions.service import list_subscriptions
+from tests.conftest import LiveServer
+from tests.support.http import SSL_CONTEXT
 
 
 def _paid(client: stigg.Stigg, plan: str, product: str, amount: int, currency: str) -> None:
@@ -167,6 +178,23 @@ def test_billing_contracts_and_shared_subscriptions_are_refused(deal: stigg.Stig
     assert resp.status_code == 400
 
 
+def test_a_contract_without_setup_billing_provisions_access_only(deal: stigg.Stigg, server: LiveServer) -> None:
+    """The official client sends no `setupBilling` unless its caller sets it (Stigg's default is true): the
+    contract is made, access only, and says so with a null `billingId` and `billingState`."""
+    sent: list[bytes] = []
+    http = httpx.Client(verify=SSL_CONTEXT, event_hooks={"request": [lambda request: sent.append(request.read())]})
+    client = stigg.Stigg(api_key=server.server_key, base_url=server.base_url, max_retries=0, http_client=http)
+    made = client.v1.contracts.create(
+        customer_id="acme", contract_id="c-default", subscriptions=[{"existing_subscription_id": "sub-ent"}]
+    ).data
+    assert b"setupBilling" not in sent[-1] and b"c-default" in sent[-1]
+    assert (made.state, made.billing_id, made.billing_state, made.latest_invoice) == ("ACTIVE", None, None, None)
+    renamed = client.v1.contracts.update("c-default", name="Renamed").data
+    assert b"setupBilling" not in sent[-1]
+    assert (renamed.name, renamed.billing_id, renamed.billing_state) == ("Renamed", None, None)
+    assert deal.v1.subscriptions.retrieve("sub-ent").data.contract_id == "c-default"
+
+
 def _wire(item: dict[str, Any]) -> dict[str, Any]:
     """The snake_case test table in the wire's camelCase."""
 
@@ -222,3 +250,62 @@ def test_the_membership_rules() -> None:
         rules.check_members("acme", [_member("a"), _member("a", "crm")])
     # Externally billed (a billingId) joins without custom prices.
     assert rules.check_members("acme", [_member("a", custom_priced=False, externally_billed=True)]) == "usd"
+
+
+def test_a_page_of_subscriptions_reads_their_contracts_at_once(deal: stigg.Stigg, server: LiveServer) -> None:
+    """Listing subscriptions costs the same queries for a page of 2 as for a page of 8: their contracts (and
+    customers, add-ons, coupons...) are read for the whole page, not one subscription at a time. Listing
+    contracts costs the same for one contract as for eight."""
+    c = deal.v1
+    env_id = ensure_environment(server.db, "development").pk
+
+    def contracts_listed() -> tuple[int, list[str]]:
+        with _statements(server.db) as seen:
+            page = list_contracts(server.db, env_id, PageRequest(limit=100))
+        return len(seen), [m.sub.ref_id for view in page.items for m in view.members]
+
+    for n in range(8):
+        c.customers.provision(id=f"buyer{n}")
+        c.contracts.create(
+            customer_id=f"buyer{n}",
+            contract_id=f"opp-{n}",
+            subscriptions=[_new("insights", f"sub-{n}", customer=f"buyer{n}", **DEAL_PRICE)],  # type: ignore[list-item]
+        )
+        if n == 0:
+            one_contract = contracts_listed()
+    eight_contracts = contracts_listed()
+    assert one_contract[1] == ["sub-0"] and eight_contracts[1] == [f"sub-{n}" for n in range(8)]
+    assert one_contract[0] == eight_contracts[0]  # and so do the contracts with their subscriptions
+
+    def listed(limit: int) -> tuple[int, dict[str, str | None]]:
+        with _statements(server.db) as seen:
+            _, views = list_subscriptions(server.db, env_id, PageRequest(limit=limit), plan_ref="insights")
+        return len(seen), {v.sub.ref_id: v.contract_ref for v in views}
+
+    few, two = listed(2)
+    many, eight = listed(8)
+    assert two == {"sub-0": "opp-0", "sub-1": "opp-1"}
+    assert eight == {f"sub-{n}": f"opp-{n}" for n in range(8)}
+    assert many == few
+    # And through the API, each listed subscription shows its contractId.
+    assert {s.id: s.contract_id for s in c.subscriptions.list(plan_id="insights", limit=8).data} == eight
+
+
+@contextmanager
+def _statements(db: Database) -> Iterator[list[str]]:
+    """The statements this thread sends while the block runs."""
+    seen: list[str] = []
+    me = threading.get_ident()
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if threading.get_ident() == me:
+            seen.append(statement)
+
+    engines = {db.write_engine, db.read_engine}
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", record)

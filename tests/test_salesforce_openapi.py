@@ -87,6 +87,19 @@ def test_the_request_schemas_follow_the_models_leaving_out_exactly_the_refused_f
         assert set(schema["properties"]) == offered, action.operation_id
 
 
+def test_a_price_override_offers_its_amount_or_a_credit_rate_and_leaves_out_the_refused_fields(
+    doc: dict[str, Any],
+) -> None:
+    """What a Flow may send as a deal's price: an amount of at least 0, or a credit-priced feature's rate."""
+    body = _operations(doc)["provisionSubscription"]["requestBody"]["content"]["application/json"]["schema"]
+    item = body["properties"]["priceOverrides"]["items"]
+    assert set(item["properties"]) == {"addonId", "featureId", "baseCharge", "amount", "currency", "creditRate"}
+    assert item["properties"]["amount"] == {"type": "number", "minimum": 0, "nullable": True}
+    rate = item["properties"]["creditRate"]
+    assert set(rate["properties"]) == {"amount", "currencyId"} and rate["required"] == ["amount", "currencyId"]
+    assert rate["properties"]["amount"]["exclusiveMinimum"] is True
+
+
 class _Inner(WireModel):
     kind: Annotated[Literal["A", "B", "C"], unsupported_values("B")]
 

@@ -1,10 +1,11 @@
 """`priceOverrides` of a sales-led deal (issue 17), through the official client on both databases: the
 subscription's `prices`, the preview and the price rules agree; overrides that name no price of the
 subscription are refused with a 400 and write nothing.
-(The Stripe side: tests/billing/test_stripe_price_overrides.py.)"""
+(The Stripe side: tests/billing/test_stripe_price_overrides.py; credit rates: tests/test_credit_rate_overrides.py.)"""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import httpx
@@ -12,12 +13,17 @@ import pytest
 import stigg
 from hypothesis import given
 from hypothesis import strategies as st
+from sqlalchemy import select
 
+from entitle.catalog.packages.models import Package
 from entitle.console.overview import overview
 from entitle.environments.service import ensure_environment
+from entitle.jobs.service import Worker
 from entitle.subscriptions import price_rules, pricing
+from entitle.subscriptions.models import FutureUpdate, Subscription
 from entitle.subscriptions.schemas import PriceOverride
 from tests.conftest import LiveServer
+from tests.support.clock import TestClock
 
 
 def catalog(client: stigg.Stigg) -> None:
@@ -187,7 +193,9 @@ def test_refused_override_fields_and_duplicates(client: stigg.Stigg, api: httpx.
     base = {"customerId": "acme", "planId": "deal"}
     for extra, code in (
         ({"tiers": [{"upTo": 5}]}, "UNSUPPORTED_FIELD"),
-        ({"creditRate": {"amount": 1, "currencyId": "tokens"}}, "UNSUPPORTED_FIELD"),
+        ({"creditGrantCadence": "MONTHLY"}, "UNSUPPORTED_FIELD"),
+        # A credit rate is a featureId's (tests/test_credit_rate_overrides.py), never a base charge's.
+        ({"creditRate": {"amount": 1, "currencyId": "tokens"}}, "INVALID_ARGUMENT"),
         ({"billingCountryCode": "de"}, "UNSUPPORTED_FIELD"),
         ({"blockSize": 10}, "UNSUPPORTED_FIELD"),
     ):
@@ -253,3 +261,93 @@ def test_applied_overrides_price_what_the_invoice_bills(base: Decimal, unit: Dec
     # The tiered price keeps its tiers; an override of it is refused.
     with pytest.raises(Exception, match="tiered"):
         price_rules.check([PriceOverride(feature_id="calls", amount=unit)], [tiered], {}, "MONTHLY")
+
+
+def _flat_only(client: stigg.Stigg, amount: int) -> None:
+    """A new version of `deal` without the per-seat price: a seats override has nothing left to replace."""
+    client.v1.plans.create_draft("deal")
+    client.v1.plans.update(
+        "deal",
+        charges={  # type: ignore[arg-type]
+            "pricing_type": "PAID",
+            "pricing_models": [
+                {
+                    "billing_model": "FLAT_FEE",
+                    "price_periods": [{"billing_period": "MONTHLY", "price": {"amount": amount, "currency": "usd"}}],
+                }
+            ],
+        },
+    )
+
+
+def _version(server: LiveServer, ref: str) -> int:
+    with server.db.read() as s:
+        sub = s.scalars(select(Subscription).where(Subscription.ref_id == ref)).one()
+        plan = s.get(Package, sub.plan_pk)
+        assert plan is not None
+        return plan.version_number
+
+
+def test_a_migration_never_drops_a_price_override_the_new_version_cannot_take(
+    server: LiveServer, client: stigg.Stigg, api: httpx.Client, test_clock: TestClock
+) -> None:
+    """Refused (409 naming the override) when asked for one subscription, now or at the period's end; an
+    ALL_CUSTOMERS publish leaves that subscription on its version at its price and moves the others; a
+    scheduled migration that a later version makes impossible ends FAILED, the subscription unchanged."""
+    test_clock.set(datetime(2026, 3, 1, tzinfo=UTC))
+    catalog(client)
+    c = client.v1
+    seats = [{"id": "seats", "quantity": 10, "type": "FEATURE"}]
+    for customer, ref, overrides in (
+        ("acme", "sub-seats", DEAL[:2]),
+        ("globex", "sub-flat", DEAL[:1]),
+        ("initech", "sub-later", DEAL[:2]),
+    ):
+        c.customers.provision(id=customer)
+        c.subscriptions.provision(
+            customer_id=customer,
+            plan_id="deal",
+            id=ref,
+            charges=seats,  # type: ignore[arg-type]
+            price_overrides=overrides,  # type: ignore[arg-type]
+        )
+    # sub-later asks to move at its period's end (April 1st), while the latest version still fits it.
+    c.plans.create_draft("deal")
+    c.plans.publish("deal", migration_type="NEW_CUSTOMERS")  # version 2: the same prices
+    c.subscriptions.migrate("sub-later", subscription_migration_time="END_OF_BILLING_PERIOD")
+
+    _flat_only(client, 120)
+    c.plans.publish("deal", migration_type="NEW_CUSTOMERS")  # version 3: no seats price
+    for when in ("IMMEDIATE", "END_OF_BILLING_PERIOD"):
+        resp = api.post("/api/v1/subscriptions/sub-seats/migrate", json={"subscriptionMigrationTime": when})
+        assert resp.status_code == 409, resp.text
+        assert "version 3" in resp.text and "featureId 'seats'" in resp.text
+    assert _version(server, "sub-seats") == 1
+    assert api.get("/api/v1/subscriptions/sub-seats").json()["data"]["futureUpdates"] == []
+    moved = c.subscriptions.migrate("sub-flat", subscription_migration_time="IMMEDIATE").data
+    assert [(p.base_charge, p.amount) for p in moved.prices or []] == [(True, 80)]
+    assert _version(server, "sub-flat") == 3
+
+    # At the period's end the scheduled move finds version 3 cannot take the seats override: FAILED.
+    test_clock.set(datetime(2026, 4, 1, 0, 1, tzinfo=UTC))
+    Worker(server.db).drain()
+    assert _version(server, "sub-later") == 1
+    with server.db.read() as s:
+        statuses = s.scalars(
+            select(FutureUpdate.schedule_status).where(FutureUpdate.schedule_type == "MIGRATE_TO_LATEST")
+        )
+        assert list(statuses) == ["FAILED"]
+
+    # Publishing to all customers moves what fits and leaves the deals it would reprice where they are.
+    _flat_only(client, 130)
+    c.plans.publish("deal", migration_type="ALL_CUSTOMERS")  # version 4
+    Worker(server.db).drain()
+    versions = {ref: _version(server, ref) for ref in ("sub-seats", "sub-flat", "sub-later")}
+    assert versions == {"sub-seats": 1, "sub-flat": 4, "sub-later": 1}
+    kept = c.subscriptions.retrieve("sub-seats").data.prices or []
+    assert [(p.base_charge, p.feature_id, p.amount) for p in kept] == [(True, None, 80), (None, "seats", 3.5)]
+
+    # Once its overrides fit, the deal moves.
+    c.subscriptions.update("sub-seats", price_overrides=DEAL[:1])  # type: ignore[arg-type]
+    c.subscriptions.migrate("sub-seats", subscription_migration_time="IMMEDIATE")
+    assert _version(server, "sub-seats") == 4

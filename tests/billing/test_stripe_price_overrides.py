@@ -31,7 +31,8 @@ def test_an_overridden_base_charge_is_a_subscription_price_at_stripe_and_on_the_
         api, "cust-ada", "plan-pro", billingPeriod="MONTHLY", priceOverrides=[{"baseCharge": True, "amount": 19.5}]
     )
     shown = api.get(f"/api/v1/subscriptions/{ref}").json()["data"]["prices"]
-    assert shown == [{"baseCharge": True, "amount": 19.5, "currency": "usd", "featureId": None, "addonId": None}]
+    money = {"baseCharge": True, "amount": 19.5, "currency": "usd", "featureId": None, "addonId": None}
+    assert shown == [money | {"creditRate": None}]
     preview = {"customerId": "cust-ada", "planId": "plan-pro", "priceOverrides": [{"baseCharge": True, "amount": 19.5}]}
     previewed = api.post("/api/v1/subscriptions/preview", json=preview).json()["data"]
     assert previewed["recurringInvoice"]["total"] == 19.5

@@ -30,7 +30,10 @@ class ContractSubscriptionIn(WireModel):
 
 
 # A billing contract at the provider (contract invoices) is not made: `setupBilling: true` is refused; false
-# (Entitle's default, where Stigg's is true) provisions access only.
+# provisions access only, and so does leaving it out (where Stigg's default is true): the official client
+# sends the field only when its caller sets it, so refusing an omitted field would refuse every default call,
+# and the contract's `billingId` and `billingState` (null) say that no billing contract was made. On update,
+# leaving it out changes nothing (as at Stigg).
 SetupBilling = Annotated[bool | None, Field(default=None)]
 
 

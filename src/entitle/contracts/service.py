@@ -7,12 +7,14 @@ contracts (and subscriptions) run one after the other.
   its new subscriptions (the provisioning body) and links existing ones, all or nothing.
 - Updating replaces its subscriptions when `subscriptionIds` is given (those left out leave the contract
   and keep running); archiving cancels every subscription still open on it, now, and keeps the contract.
-- No billing contract is made at a provider: `setupBilling: true` is refused (400 UNSUPPORTED_FIELD).
+- No billing contract is made at a provider: `setupBilling: true` is refused (400 UNSUPPORTED_FIELD); false
+  and an omitted `setupBilling` (Stigg's default is true) provision access only (see `schemas.SetupBilling`).
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -20,7 +22,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from entitle.catalog.packages import store as packages
-from entitle.catalog.packages.models import Package
 from entitle.catalog.products.models import Product
 from entitle.clock import as_utc, utcnow
 from entitle.contracts import rules, store
@@ -150,7 +151,8 @@ def _member_rule(s: Session, contract_customer: str, sub: Subscription) -> rules
 
 def _currency(s: Session, sub: Subscription) -> str | None:
     for entry in sub.price_overrides or []:
-        return str(entry["currency"])
+        if entry.get("currency"):  # a credit rate override is in credits, not money
+            return str(entry["currency"])
     for charge in packages.charges_of(s, sub.plan_pk):
         if charge.billing_period == sub.billing_period and not charge.is_overage and charge.price_currency:
             return charge.price_currency
@@ -162,19 +164,20 @@ def _view(s: Session, contract: Contract) -> ContractView:
 
 
 def _views(s: Session, contracts: list[Contract]) -> list[ContractView]:
+    """The contracts with their subscriptions, each kind of row read once for all of them."""
     held = store.members(s, [c.pk for c in contracts])
+    subs = subscriptions.by_pks(s, [pk for pks in held.values() for pk in pks])
+    names = store.display_names(s, [sub.plan_pk for sub in subs.values()], [sub.product_pk for sub in subs.values()])
+    owners = subscriptions.customers_by_pk(s, [c.customer_pk for c in contracts])
     views = []
     for contract in contracts:
-        customer = s.get(Customer, contract.customer_pk)
-        members = []
-        for pk in held.get(contract.pk, []):
-            sub = subscriptions.by_pk(s, pk)
-            if sub is None:
-                continue
-            plan = s.get(Package, sub.plan_pk)
-            product = s.get(Product, sub.product_pk)
-            members.append(Member(sub, plan.display_name if plan else None, product.display_name if product else None))
-        views.append(ContractView(contract, customer.ref_id if customer is not None else "", members))
+        members = [
+            Member(sub, names.plans.get(sub.plan_pk), names.products.get(sub.product_pk))
+            for pk in held.get(contract.pk, [])
+            if (sub := subs.get(pk)) is not None
+        ]
+        owner = owners.get(contract.customer_pk)
+        views.append(ContractView(contract, owner.ref_id if owner is not None else "", members))
     return views
 
 
@@ -281,11 +284,10 @@ def customer_contracts(db: Database, env_id: int, customer_ref: str) -> list[Con
 
 
 def install() -> None:
-    """Answer the subscriptions' `contract_of` port (their `contractId`)."""
-    ports.contract_of.install(contract_ref_of)
+    """Answer the subscriptions' `contracts_of` port (their `contractId`)."""
+    ports.contracts_of.install(contract_refs_of)
 
 
-def contract_ref_of(s: Session, subscription_pk: int) -> str | None:
-    """The contract a subscription is on (the subscriptions' `contractId`)."""
-    found = store.contract_of_subscriptions(s, [subscription_pk]).get(subscription_pk)
-    return found.ref_id if found is not None else None
+def contract_refs_of(s: Session, subscription_pks: Sequence[int]) -> dict[int, str]:
+    """The contract each subscription is on (the subscriptions' `contractId`), in one query."""
+    return {pk: c.ref_id for pk, c in store.contract_of_subscriptions(s, list(subscription_pks)).items()}

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from entitle.catalog.packages.models import Package
+from entitle.catalog.products.models import Product
 from entitle.contracts.models import Contract, ContractSubscription
 from entitle.errors import NotFound
 
@@ -62,3 +66,23 @@ def replace_members(s: Session, contract: Contract, subscription_pks: list[int])
     for pk in subscription_pks:
         s.add(ContractSubscription(environment_id=contract.environment_id, contract_pk=contract.pk, subscription_pk=pk))
     s.flush()
+
+
+@dataclass(frozen=True)
+class DisplayNames:
+    plans: dict[int, str]
+    products: dict[int, str]
+
+
+def display_names(s: Session, plan_pks: Iterable[int], product_pks: Iterable[int]) -> DisplayNames:
+    """The display names of the plan versions and products the contracts' subscriptions are on."""
+    plans, products = sorted(set(plan_pks)), sorted(set(product_pks))
+    found_plans: dict[int, str] = {}
+    found_products: dict[int, str] = {}
+    if plans:
+        for pk, name in s.execute(select(Package.pk, Package.display_name).where(Package.pk.in_(plans))):
+            found_plans[pk] = name
+    if products:
+        for pk, name in s.execute(select(Product.pk, Product.display_name).where(Product.pk.in_(products))):
+            found_products[pk] = name
+    return DisplayNames(found_plans, found_products)

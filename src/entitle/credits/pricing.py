@@ -22,6 +22,7 @@ from entitle.clock import utcnow
 from entitle.credits import engine, rules, store
 from entitle.customers.models import Customer
 from entitle.grants.engine import live_subscriptions, resource_key
+from entitle.subscriptions import price_rules
 from entitle.subscriptions import store as subscriptions
 from entitle.usage.ports import CreditCharge
 
@@ -57,11 +58,12 @@ def _priced_features(s: Session, env_id: int) -> set[str]:
 def rates(s: Session, env_id: int, customer: Customer, resource_ref: str | None, feature_ref: str) -> list[Rate]:
     """The credit rates of `feature_ref` for the customer's live subscriptions (one per currency: the
     first subscription's price wins), each the price for the subscription's billing period (and country,
-    when it has one)."""
+    when it has one), or the subscription's own rate when its `priceOverrides` set one (a sales-led deal)."""
     if feature_ref not in _priced_features(s, env_id):
         return []
     found: dict[str, Rate] = {}
     for sub in live_subscriptions(s, customer, resource_ref):
+        deal = price_rules.credit_rates(sub.price_overrides).get(feature_ref)
         package_pks = [sub.plan_pk] + [a.addon_pk for a in subscriptions.addons_of(s, [sub.pk]).get(sub.pk, [])]
         charges = s.scalars(
             select(PackageCharge)
@@ -78,6 +80,8 @@ def rates(s: Session, env_id: int, customer: Customer, resource_ref: str | None,
             if preference(charge, sub.billing_period, sub.billing_country_code)[0] > 1:
                 continue  # a price for another billing period
             currency_ref, per_unit = charge.credit_rate_currency_ref, charge.credit_rate_amount
+            if deal is not None and deal[0] == currency_ref:
+                per_unit = deal[1]
             if currency_ref is not None and per_unit is not None and currency_ref not in found:
                 found[currency_ref] = Rate(currency_ref, per_unit)
     return list(found.values())

@@ -45,6 +45,14 @@ Amount = Annotated[
     AfterValidator(_bounded),
     PlainSerializer(_number, return_type=int | float, when_used="json"),
 ]
+# An Amount of at least 0 that may be left out: the bound sits on the number itself, so a nullable field's
+# JSON schema shows it as `minimum` (a constraint added around Amount would not reach the number).
+NonNegAmount = Annotated[
+    Decimal,
+    Field(allow_inf_nan=False, ge=0),
+    AfterValidator(_bounded),
+    PlainSerializer(_number, return_type=int | float, when_used="json"),
+]
 
 # Identifiers chosen by the customer ("plan-pro"). NUL is refused: PostgreSQL text cannot hold it.
 RefId = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f]+$")]

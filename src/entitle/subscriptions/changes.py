@@ -36,6 +36,7 @@ from entitle.subscriptions.transitions import (
     schedule_end,
     schedule_trial_end,
     schedule_update,
+    stale_price_override,
 )
 from entitle.subscriptions.validation import (
     check_addons,
@@ -172,6 +173,9 @@ def migrate_subscription(db: Database, env_id: int, ref: str, when: str | None) 
             raise FailedPrecondition(f"subscription '{ref}' is {sub.status}")
         window = view_of(s, sub, now).billing_window()
         if when == "END_OF_BILLING_PERIOD" and window is not None:
+            stale = stale_price_override(s, sub)  # refused now rather than failing at the period's end
+            if stale is not None:
+                raise FailedPrecondition(stale)
             schedule_update(s, sub, "MIGRATE_TO_LATEST", window.end, {}, sub.plan_ref)
             sub.updated_at = now
             announce_update(s, sub, "UPDATE_SCHEDULED", entitlements=False)

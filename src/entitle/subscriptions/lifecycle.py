@@ -4,6 +4,7 @@ job worker runs. Each job re-reads the state and does nothing if it moved on."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -42,7 +43,10 @@ from entitle.subscriptions.transitions import (
     JOB_TRIAL_END,
     end_subscription,
     migrate_now,
+    stale_price_override,
 )
+
+log = logging.getLogger(__name__)
 
 
 def _payment_outcome(
@@ -159,6 +163,13 @@ def _on_future_update(db: Database, ctx: jobs.JobContext) -> None:
             sub.billing_period = update.change["billingPeriod"]
             sub.billing_cycle_anchor = update.scheduled_at
         elif update.schedule_type == "MIGRATE_TO_LATEST":
+            stale = stale_price_override(s, sub)
+            if stale is not None:
+                # A version published after the migration was scheduled lacks a price the deal overrides: the
+                # subscription stays on its version, at its price, and the update shows FAILED.
+                log.warning("scheduled migration not applied: %s", stale)
+                update.schedule_status = "FAILED"
+                return
             migrate_now(s, sub)
         if update.schedule_type in ("BILLING_PERIOD", "MIGRATE_TO_LATEST"):
             # At a period's end: nothing to prorate.
@@ -188,6 +199,12 @@ def _on_publish_to_all(db: Database, ctx: jobs.JobContext) -> None:
         with db.transaction() as s:
             sub = store.by_pk(s, sub_pk, for_update=True)
             if sub is not None and sub.status in OPEN:
+                misfit = stale_price_override(s, sub)
+                if misfit is not None:
+                    # A deal whose overridden price the new version lacks stays on its version, at its price,
+                    # until its priceOverrides change and it is migrated on its own.
+                    log.warning("publish migration skipped: %s", misfit)
+                    continue
                 migrate_now(s, sub)
                 sub.updated_at = utcnow()
                 announce_update(s, sub, "MIGRATED")

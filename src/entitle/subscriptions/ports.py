@@ -6,12 +6,13 @@
   the one place a request waits for the provider).
 - `current_entitlements`: what a customer is entitled to now, for the provisioning response
   (`entitle.entitlements` answers).
-- `contract_of`: the contract a subscription is on, shown as its `contractId` (`entitle.contracts` answers).
+- `contracts_of`: the contract each of some subscriptions is on, shown as its `contractId` (`entitle.contracts`
+  answers; one query for a page of subscriptions).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -98,9 +99,9 @@ class Billing(Protocol):
 
 billing: Port[Billing] = Port("subscriptions.billing")
 
-# (session, subscription pk) -> the contract the subscription is on (`contractId`; `entitle.contracts` answers).
-ContractOf = Callable[[Session, int], str | None]
-contract_of: Port[ContractOf] = Port("subscriptions.contract_of", default=lambda s, pk: None)
+# (session, subscription pks) -> the contract ref of each that is on one (`contractId`; `entitle.contracts` answers).
+ContractsOf = Callable[[Session, Sequence[int]], Mapping[int, str]]
+contracts_of: Port[ContractsOf] = Port("subscriptions.contracts_of", default=lambda s, pks: {})
 
 # (session, env_id, customer, resource_ref) -> the customer's entitlement results (wire models).
 CurrentEntitlements = Callable[[Session, int, Customer, str | None], list[Any]]

@@ -144,12 +144,23 @@ def checked_overrides(
         return None
     if period is None:
         raise InvalidArgument("priceOverrides: the plan has no recurring price to override")
-    plan_prices = prices_of(packages.charges_of(s, plan.pk), period, country, plan.display_name)
+    plan_charges = packages.charges_of(s, plan.pk)
+    addon_charges = {addon.ref_id: packages.charges_of(s, addon.pk) for addon, _ in addons}
+    plan_prices = prices_of(plan_charges, period, country, plan.display_name)
     addon_prices = {
-        addon.ref_id: prices_of(packages.charges_of(s, addon.pk), period, country, addon.display_name)
-        for addon, _ in addons
+        addon.ref_id: prices_of(addon_charges[addon.ref_id], period, country, addon.display_name) for addon, _ in addons
     }
-    return price_rules.check(overrides, plan_prices, addon_prices, period)
+    credit_priced: dict[str, set[str]] = {}
+    for charge in [*plan_charges, *(c for charges in addon_charges.values() for c in charges)]:
+        if (
+            charge.billing_model == "CREDIT_BASED"
+            and charge.feature_ref
+            and charge.credit_rate_currency_ref
+            and not charge.is_overage
+            and charge.billing_period == period
+        ):
+            credit_priced.setdefault(charge.feature_ref, set()).add(charge.credit_rate_currency_ref)
+    return price_rules.check(overrides, plan_prices, addon_prices, period, credit_priced)
 
 
 def _out(inv: pricing.Invoice, window: PeriodRange | None, details: DiscountDetails | None) -> InvoicePreview:

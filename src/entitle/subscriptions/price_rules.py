@@ -4,7 +4,10 @@ whether the subscription may have it, and the prices after it.
 An override replaces one price's amount for the one subscription, in that price's currency:
 - `baseCharge: true`: the plan's flat fee;
 - `featureId`: the plan's per-unit or usage-based price of that feature (its unit price);
-- `addonId`: the price of an add-on the subscription has (its flat fee or unit price).
+- `addonId`: the price of an add-on the subscription has (its flat fee or unit price);
+- `featureId` with `creditRate`: how many credits of the rate's custom currency one unit of a feature the
+  subscription prices in credits (a CREDIT_BASED price of its plan or add-ons) costs; `credit_rates` reads
+  them back, and the credits domain draws usage at that rate.
 Tiered prices keep their tiers (an override would need tiers of its own, which are refused), and
 overage prices are not overridden. The subscription keeps its overrides in wire form (`stored`);
 `amounts` reads them back, keyed by `key_of` of the price they replace.
@@ -13,7 +16,7 @@ overage prices are not overridden. The subscription keeps its overrides in wire 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -22,7 +25,7 @@ from entitle.money import minor_unit_exponent
 from entitle.subscriptions import pricing
 from entitle.subscriptions.schemas import PriceOverride
 
-Key = tuple[str, str]  # ("BASE", ""), ("FEATURE", featureId) or ("ADDON", addonId)
+Key = tuple[str, str]  # ("BASE", ""), ("FEATURE", featureId), ("ADDON", addonId) or ("CREDIT_RATE", featureId)
 BASE: Key = ("BASE", "")
 OVERRIDABLE_MODELS = ("FLAT_FEE", "PER_UNIT", "USAGE_BASED")
 
@@ -39,7 +42,11 @@ def key_of(billing_model: str, feature_ref: str | None, addon_ref: str | None = 
 
 
 def _describe(key: Key) -> str:
-    return "baseCharge" if key == BASE else f"{'featureId' if key[0] == 'FEATURE' else 'addonId'} '{key[1]}'"
+    if key == BASE:
+        return "baseCharge"
+    if key[0] == "CREDIT_RATE":
+        return f"the creditRate of featureId '{key[1]}'"
+    return f"{'featureId' if key[0] == 'FEATURE' else 'addonId'} '{key[1]}'"
 
 
 def check(
@@ -47,9 +54,12 @@ def check(
     plan_prices: Sequence[pricing.Price],
     addon_prices: Mapping[str, Sequence[pricing.Price]],
     billing_period: str | None,
+    credit_priced: Mapping[str, Collection[str]] | None = None,
 ) -> list[dict[str, Any]] | None:
     """The overrides in the form the subscription keeps (each with its price's currency), or a 400: each
-    names a price the subscription has for its billing period, once, in that price's currency."""
+    names a price the subscription has for its billing period, once, in that price's currency.
+    `credit_priced`: the features the subscription prices in credits, with the custom currencies of their
+    rates (what a `creditRate` override may name)."""
     if not overrides:
         return None
     targets: dict[Key, list[pricing.Price]] = {}
@@ -70,6 +80,9 @@ def check(
         if key in seen:
             raise InvalidArgument(f"{where}: {_describe(key)} is overridden twice")
         seen.add(key)
+        if override.credit_rate is not None:
+            stored.append(_credit_rate(override, (credit_priced or {}).get(key[1]), where, billing_period))
+            continue
         found = targets.get(key, [])
         if not found:
             raise InvalidArgument(
@@ -80,6 +93,7 @@ def check(
         if len(found) > 1:
             raise InvalidArgument(f"{where}: {_describe(key)} has several prices; one override cannot say which")
         price = found[0]
+        assert override.amount is not None  # the schema asks an amount of an override without a credit rate
         if price.tiers:
             raise InvalidArgument(
                 f"{where}: the price of {_describe(key)} is tiered; overriding tiers is not supported"
@@ -97,10 +111,32 @@ def check(
     return stored
 
 
+def _credit_rate(
+    override: PriceOverride, currencies: Collection[str] | None, where: str, billing_period: str | None
+) -> dict[str, Any]:
+    rate = override.credit_rate
+    assert rate is not None and override.feature_id is not None
+    if not currencies:
+        raise InvalidArgument(
+            f"{where}: the subscription prices featureId '{override.feature_id}' in no credits for its "
+            f"{billing_period or 'recurring'} period (a creditRate overrides a CREDIT_BASED price of its plan "
+            "or add-ons)"
+        )
+    if rate.currency_id not in currencies:
+        raise InvalidArgument(
+            f"{where}: featureId '{override.feature_id}' is priced in {', '.join(sorted(currencies))}, not in "
+            f"'{rate.currency_id}'"
+        )
+    kept = {"amount": str(rate.amount), "currencyId": rate.currency_id}
+    return {"featureId": override.feature_id, "creditRate": kept}
+
+
 def amounts(stored: Iterable[Mapping[str, Any]] | None) -> dict[Key, Decimal]:
-    """The kept overrides by the price they replace."""
+    """The kept overrides of money prices by the price they replace (credit rates: `credit_rates`)."""
     found: dict[Key, Decimal] = {}
     for entry in stored or ():
+        if entry.get("creditRate"):
+            continue
         if entry.get("featureId"):
             key: Key = ("FEATURE", str(entry["featureId"]))
         elif entry.get("addonId"):
@@ -108,6 +144,16 @@ def amounts(stored: Iterable[Mapping[str, Any]] | None) -> dict[Key, Decimal]:
         else:
             key = BASE
         found[key] = Decimal(str(entry["amount"]))
+    return found
+
+
+def credit_rates(stored: Iterable[Mapping[str, Any]] | None) -> dict[str, tuple[str, Decimal]]:
+    """The kept credit-rate overrides: feature -> (custom currency, credits per unit)."""
+    found: dict[str, tuple[str, Decimal]] = {}
+    for entry in stored or ():
+        rate = entry.get("creditRate")
+        if rate:
+            found[str(entry["featureId"])] = (str(rate["currencyId"]), Decimal(str(rate["amount"])))
     return found
 
 

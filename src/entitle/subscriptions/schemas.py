@@ -13,6 +13,7 @@ from entitle.customers.schemas import Address, CustomerProvision, TaxId
 from entitle.http.wire import (
     Amount,
     Metadata,
+    NonNegAmount,
     NonNegInt,
     RefId,
     ShortText,
@@ -63,7 +64,7 @@ class EntitlementOverride(ResetFields):
     has_unlimited_usage: bool | None = None
     has_soft_limit: bool | None = None
     # CREDIT (id = the custom currency): the subscription's own grant per cadence, granted as the plan's.
-    amount: Amount | None = Field(default=None, ge=0)
+    amount: NonNegAmount | None = None
     cadence: Literal["MONTH", "YEAR"] | None = None
 
     @model_validator(mode="after")
@@ -100,23 +101,34 @@ class TrialOverride(WireModel):
     trial_end_date: datetime | None = None
 
 
+class CreditRateOverride(WireModel):
+    """How many credits of the custom currency one unit of a credit-priced feature costs this subscription."""
+
+    amount: Amount = Field(gt=0)
+    currency_id: RefId
+    # The catalog keeps a rate's cost formula without evaluating it: an override of one would change nothing.
+    cost_formula: Unsupported[ShortText] = None
+
+
 class PriceOverride(WireModel):
     """One price of the subscription replaced for this subscription only: the plan's base charge
     (`baseCharge`), the plan's per-unit or usage price of a feature (`featureId`), or an add-on's price
-    (`addonId`). `amount` is the new flat amount or unit price, in the charge's currency."""
+    (`addonId`); `amount` is the new flat amount or unit price, in the charge's currency. With `creditRate`
+    instead of `amount`, a `featureId` priced in credits costs that many credits per unit."""
 
     addon_id: RefId | None = None
     feature_id: RefId | None = None
     base_charge: bool | None = None
-    amount: Amount = Field(ge=0)
+    amount: NonNegAmount | None = None
     currency: Currency | None = None
+    credit_rate: CreditRateOverride | None = None
     # A price override for one billing country, new tiers or a new block size would each need a second
-    # price model next to the catalog's; credit-rate overrides wait for credit-priced features.
+    # price model next to the catalog's; a price granting credits (`currencyId`, `creditGrantCadence`) is
+    # the plan's credit entitlement to override instead.
     billing_country_code: Unsupported[ShortText] = None
     block_size: Unsupported[Amount] = None
     tiers: Unsupported[list[dict[str, Any]]] = None
     credit_grant_cadence: Unsupported[Literal["BEGINNING_OF_BILLING_PERIOD", "MONTHLY"]] = None
-    credit_rate: Unsupported[dict[str, Any]] = None
     currency_id: Unsupported[RefId] = None
 
     @model_validator(mode="after")
@@ -124,10 +136,20 @@ class PriceOverride(WireModel):
         targets = [bool(self.base_charge), self.feature_id is not None, self.addon_id is not None]
         if sum(targets) != 1:
             raise ValueError("a price override names exactly one of baseCharge: true, featureId or addonId")
+        if self.credit_rate is not None:
+            if self.feature_id is None:
+                raise ValueError("a creditRate override names the credit-priced feature (featureId)")
+            if self.amount is not None or self.currency is not None:
+                raise ValueError("a creditRate override sets the credits per unit, not an amount or currency")
+        elif self.amount is None:
+            raise ValueError("a price override gives its amount (or, for a credit-priced feature, its creditRate)")
         return self
 
     def key(self) -> tuple[str, str]:
-        """What it overrides: ("BASE", ""), ("FEATURE", featureId) or ("ADDON", addonId)."""
+        """What it overrides: ("BASE", ""), ("FEATURE", featureId), ("ADDON", addonId) or, for a credit
+        rate, ("CREDIT_RATE", featureId)."""
+        if self.credit_rate is not None and self.feature_id is not None:
+            return ("CREDIT_RATE", self.feature_id)
         if self.feature_id is not None:
             return ("FEATURE", self.feature_id)
         if self.addon_id is not None:
@@ -365,12 +387,19 @@ class CouponOut(WireModel):
     amounts_off: list[dict[str, Any]] | None = None
 
 
+class CreditRateOut(WireModel):
+    amount: Amount
+    currency_id: str
+
+
 class PriceOut(WireModel):
     addon_id: str | None = None
     feature_id: str | None = None
     base_charge: bool | None = None
-    amount: Amount
-    currency: str
+    # A credit rate override has no amount nor currency, but its `creditRate` (as it was given).
+    amount: Amount | None = None
+    currency: str | None = None
+    credit_rate: CreditRateOut | None = None
 
 
 class SubscriptionOut(WireModel):

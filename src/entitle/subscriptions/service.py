@@ -10,16 +10,15 @@ The use cases that change subscriptions live beside this module, one file per ki
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from entitle.catalog.coupons import store as coupons
 from entitle.clock import utcnow
 from entitle.customers import store as customers
-from entitle.customers.models import Customer
 from entitle.db import Database
 from entitle.db.pagination import CreatedAtRange, Page, PageRequest, decode_cursor, encode_cursor
 from entitle.periods import BillingWindow, billing_period_at
@@ -62,31 +61,58 @@ def view_of(
     now: datetime | None = None,
     sync_states: list[SyncState] | None = None,
 ) -> SubscriptionView:
-    customer = s.get(Customer, sub.customer_pk)
-    paying = s.get(Customer, sub.paying_customer_pk) if sub.paying_customer_pk else None
-    coupon = coupons.find(s, sub.environment_id, sub.coupon_ref) if sub.coupon_ref else None
-    return SubscriptionView(
-        sub=sub,
-        customer_ref=customer.ref_id if customer else "",
-        paying_customer_ref=paying.ref_id if paying else None,
-        addons=store.addons_of(s, [sub.pk]).get(sub.pk, []),
-        overrides=store.overrides_of(s, [sub.pk]).get(sub.pk, []),
-        future_updates=store.future_updates_of(s, [sub.pk]).get(sub.pk, []),
-        coupon=None
-        if coupon is None
-        else {
-            "id": coupon.ref_id,
-            "name": coupon.name,
-            "status": "ACTIVE" if coupon.status == "ACTIVE" else "EXPIRED",
-            "percent_off": coupon.percent_off,
-            "amounts_off": coupon.amounts_off,
-        },
-        now=now or utcnow(),
-        sync_states=sync_states
-        if sync_states is not None
-        else sync_states_of(s, SUBSCRIPTION_LINK, [sub.pk]).get(sub.pk, []),
-        contract_ref=ports.contract_of.impl(s, sub.pk),
-    )
+    return views_of(s, [sub], now, None if sync_states is None else {sub.pk: sync_states})[0]
+
+
+def views_of(
+    s: Session,
+    subs: Sequence[Subscription],
+    now: datetime | None = None,
+    sync_states: Mapping[int, list[SyncState]] | None = None,
+) -> list[SubscriptionView]:
+    """The subscriptions as the wire shows them, each related row read for all of them at once: a page of
+    subscriptions costs the same few queries whatever its length."""
+    pks = [sub.pk for sub in subs]
+    env_ids = {sub.environment_id for sub in subs}
+    people = store.customers_by_pk(s, {sub.customer_pk for sub in subs} | {sub.paying_customer_pk for sub in subs})
+    coupon_refs = {sub.coupon_ref for sub in subs if sub.coupon_ref}
+    found_coupons = {
+        (c.environment_id, c.ref_id): c for env_id in env_ids for c in store.coupons_by_ref(s, env_id, coupon_refs)
+    }
+    addons = store.addons_of(s, pks)
+    overrides = store.overrides_of(s, pks)
+    future_updates = store.future_updates_of(s, pks)
+    states = sync_states if sync_states is not None else sync_states_of(s, SUBSCRIPTION_LINK, pks)
+    contracts = ports.contracts_of.impl(s, pks) if pks else {}
+    now = now or utcnow()
+    views = []
+    for sub in subs:
+        customer = people.get(sub.customer_pk)
+        paying = people.get(sub.paying_customer_pk) if sub.paying_customer_pk else None
+        coupon = found_coupons.get((sub.environment_id, sub.coupon_ref)) if sub.coupon_ref else None
+        views.append(
+            SubscriptionView(
+                sub=sub,
+                customer_ref=customer.ref_id if customer else "",
+                paying_customer_ref=paying.ref_id if paying else None,
+                addons=addons.get(sub.pk, []),
+                overrides=overrides.get(sub.pk, []),
+                future_updates=future_updates.get(sub.pk, []),
+                coupon=None
+                if coupon is None
+                else {
+                    "id": coupon.ref_id,
+                    "name": coupon.name,
+                    "status": "ACTIVE" if coupon.status == "ACTIVE" else "EXPIRED",
+                    "percent_off": coupon.percent_off,
+                    "amounts_off": coupon.amounts_off,
+                },
+                now=now,
+                sync_states=states.get(sub.pk, []),
+                contract_ref=contracts.get(sub.pk),
+            )
+        )
+    return views
 
 
 def get_subscription(db: Database, env_id: int, ref: str) -> SubscriptionView:
@@ -130,9 +156,7 @@ def list_subscriptions(
             billing_periods=billing_periods,
             sync_statuses=sync_statuses,
         )
-        now = utcnow()
-        states = sync_states_of(s, SUBSCRIPTION_LINK, [sub.pk for sub in result.items])
-        return result, [view_of(s, sub, now, states.get(sub.pk, [])) for sub in result.items]
+        return result, views_of(s, result.items)
 
 
 @dataclass(frozen=True)

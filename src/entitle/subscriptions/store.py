@@ -6,8 +6,11 @@ from typing import TypeVar
 
 from sqlalchemy import false, select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
 
 from entitle import sync_states
+from entitle.catalog.coupons.models import Coupon
+from entitle.customers.models import Customer
 from entitle.db.pagination import CreatedAtRange, Page, PageRequest, paginate
 from entitle.errors import NotFound
 from entitle.subscriptions.models import (
@@ -34,11 +37,41 @@ def get(session: Session, env_id: int, ref_id: str, *, for_update: bool = False)
     return sub
 
 
+def customers_by_pk(session: Session, pks: Iterable[int | None]) -> dict[int, Customer]:
+    """The customers by pk; those the session holds already cost no query (one subscription's view after a
+    change, whose customer the change loaded)."""
+    found: dict[int, Customer] = {}
+    missing: list[int] = []
+    for pk in {pk for pk in pks if pk is not None}:
+        held = session.identity_map.get(identity_key(Customer, pk))
+        if isinstance(held, Customer):
+            found[pk] = held
+        else:
+            missing.append(pk)
+    if missing:
+        found |= {c.pk: c for c in session.scalars(select(Customer).where(Customer.pk.in_(sorted(missing))))}
+    return found
+
+
+def coupons_by_ref(session: Session, env_id: int, refs: Iterable[str]) -> list[Coupon]:
+    wanted = sorted(set(refs))
+    if not wanted:
+        return []
+    return list(session.scalars(select(Coupon).where(Coupon.environment_id == env_id, Coupon.ref_id.in_(wanted))))
+
+
 def by_pk(session: Session, pk: int, *, for_update: bool = False) -> Subscription | None:
     stmt = select(Subscription).where(Subscription.pk == pk)
     if for_update:
         stmt = stmt.with_for_update()
     return session.scalars(stmt).one_or_none()
+
+
+def by_pks(session: Session, pks: Iterable[int]) -> dict[int, Subscription]:
+    wanted = sorted(set(pks))
+    if not wanted:
+        return {}
+    return {sub.pk: sub for sub in session.scalars(select(Subscription).where(Subscription.pk.in_(wanted)))}
 
 
 def of_customer(

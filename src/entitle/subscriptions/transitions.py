@@ -26,10 +26,12 @@ from entitle.subscriptions.models import (
     SubscriptionCharge,
     SubscriptionEntitlement,
 )
+from entitle.subscriptions.preview import checked_overrides
 from entitle.subscriptions.rules import Event, IllegalTransition, Status, transition
 from entitle.subscriptions.schemas import (
     ChargeQuantity,
     EntitlementOverride,
+    PriceOverride,
 )
 from entitle.subscriptions.validation import latest_package
 
@@ -181,7 +183,35 @@ def add_overrides(s: Session, sub: Subscription, items: list[EntitlementOverride
         )
 
 
+def stale_price_override(s: Session, sub: Subscription) -> str | None:
+    """Why the subscription's price overrides do not fit the latest versions of its plan and add-ons (an
+    override of a price the new version no longer has, or has in another currency or as tiers), or None.
+    A migration never drops one: the deal's price would silently become the list price."""
+    if not sub.price_overrides:
+        return None
+    plan = latest_package(s, sub.environment_id, PLAN, sub.plan_ref)
+    held: list[tuple[Package, int]] = []
+    for row in store.addons_of(s, [sub.pk]).get(sub.pk, []):
+        latest = packages.latest_published(s, sub.environment_id, ADDON, row.addon_ref)
+        addon = latest if latest is not None and latest.status != ARCHIVED else s.get(Package, row.addon_pk)
+        if addon is not None:
+            held.append((addon, row.quantity))
+    kept = [PriceOverride.model_validate(entry) for entry in sub.price_overrides]
+    try:
+        checked_overrides(s, plan, held, sub.billing_period, sub.billing_country_code, kept)
+    except InvalidArgument as exc:
+        return (
+            f"subscription '{sub.ref_id}' cannot move to version {plan.version_number} of plan '{plan.ref_id}': "
+            f"{exc.message}; change its priceOverrides first"
+        )
+    return None
+
+
 def migrate_now(s: Session, sub: Subscription) -> None:
+    """Move to the latest versions of the plan and add-ons; 409 when a price override would not fit them."""
+    stale = stale_price_override(s, sub)
+    if stale is not None:
+        raise FailedPrecondition(stale)
     plan = latest_package(s, sub.environment_id, PLAN, sub.plan_ref)
     sub.plan_pk = plan.pk
     sub.pricing_type = plan.pricing_type or sub.pricing_type
