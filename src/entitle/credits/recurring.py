@@ -12,7 +12,8 @@ currency and period (a change of terms mid-period adds a revision, see `rules.re
 `recurrence_key` backs this up in the database.
 
 When a subscription ends, its current grants run to their expiry, unless they are revoked: by a plan change
-(the new subscription grants its own) or by a cancellation with `prorate: true` (at the instant it ends).
+(the new subscription grants its own, less what the replaced one used in the period: `_carried`) or by a
+cancellation with `prorate: true` (at the instant it ends).
 """
 
 from __future__ import annotations
@@ -196,7 +197,8 @@ def sync_subscription(s: Session, sub: Subscription, now: datetime) -> None:
             period = [
                 g for g in store.period_grants(s, sub.pk, wallet.pk, want.start) if _kind(g.source_type) == kind
             ]  # voided ones too
-            change = rules.regrant(want.amount, _granted(period), _used(period))
+            carried = _carried(s, sub, wallet, want, kind)
+            change = rules.regrant(want.amount, _granted(period) + carried, _used(period) + carried)
             if _apply(s, wallet, live_grants.get((kind, want.start), []), change, now) > 0:
                 _grant(s, wallet, grants, sub, want, change.new_amount, now, revision=len(period))
     if wants:
@@ -209,6 +211,15 @@ def sync_subscription(s: Session, sub: Subscription, now: datetime) -> None:
             run_at=at,
             dedupe_key=f"credits-renew:{sub.pk}:{at.isoformat()}",
         )
+
+
+def _carried(s: Session, sub: Subscription, wallet: Wallet, want: _Want, kind: str) -> Decimal:
+    """What the subscriptions this one replaced (a plan change, or the same plan provisioned again) used
+    of their recurring credits of the period: the new terms count it as used in this period, so a plan
+    change grants the new amount less what was used (an upgrade the difference, a downgrade what is left
+    if anything) and provisioning the same plan again never refills the wallet."""
+    replaced = store.replaced_period_grants(s, sub, wallet.pk, want.start, want.end)
+    return _used([g for g in replaced if _kind(g.source_type) == kind])
 
 
 def _granted(grants: list[CreditGrant]) -> Decimal:
