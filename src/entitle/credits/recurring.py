@@ -87,12 +87,18 @@ def targets(s: Session, sub: Subscription) -> list[Target]:
 
 
 def price_targets(s: Session, sub: Subscription) -> list[Target]:
-    """Prices that grant credits: a CREDIT_BASED price without a feature, with a `creditGrantCadence`, grants
-    its `creditRate.amount` of the rate's currency (times the add-on's quantity, for an add-on's price) at
-    the beginning of each billing period (BEGINNING_OF_BILLING_PERIOD: yearly on an annual subscription) or
-    every month (MONTHLY). The price for the subscription's billing period (and country) counts."""
+    """Credit charges (`PackageCharge.grants_credits`): each unit grants its `creditRate.amount` of the rate's
+    currency at the beginning of each billing period (BEGINNING_OF_BILLING_PERIOD: yearly on an annual
+    subscription) or every month (MONTHLY). The units: the subscription's CREDIT charge quantity in that
+    currency for the plan's charge (1 when it names none), the add-on's quantity for an add-on's. The price
+    for the subscription's billing period (and country) counts."""
     bought = {a.addon_pk: a.quantity for a in subscriptions.addons_of(s, [sub.pk]).get(sub.pk, [])}
     quantities = {sub.plan_pk: 1, **bought}
+    credit_units = {
+        c.ref_id: Decimal(c.quantity)
+        for c in subscriptions.charges_of(s, [sub.pk]).get(sub.pk, [])
+        if c.charge_type == "CREDIT"
+    }
     charges = s.scalars(
         select(PackageCharge)
         .where(
@@ -115,7 +121,10 @@ def price_targets(s: Session, sub: Subscription) -> list[Target]:
     for (package_pk, currency_ref), charge in chosen.items():
         assert charge.credit_rate_amount is not None
         monthly = charge.credit_grant_cadence == "MONTHLY" or sub.billing_period != "ANNUALLY"
-        totals[(currency_ref, "MONTH" if monthly else "YEAR")] += charge.credit_rate_amount * quantities[package_pk]
+        units = Decimal(quantities[package_pk])
+        if package_pk == sub.plan_pk:
+            units = credit_units.get(currency_ref, units)
+        totals[(currency_ref, "MONTH" if monthly else "YEAR")] += rules.rounded(charge.credit_rate_amount * units)
     return [Target(ref, amount, cadence, PRICE) for (ref, cadence), amount in totals.items() if amount > 0]
 
 
