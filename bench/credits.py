@@ -11,6 +11,8 @@ on several). wrk's Lua script rotates over the customers:
 
 - POST /api/v1/credits/consumption (amount 1, a new idempotency key each time: every request writes)
 - GET /api/v1/customers/{c}/entitlements/check?currencyId=credits&requestedUsage=N (the CREDIT result)
+- GET /api/v1/customers/{c}/entitlements/check?featureId=calls&requestedUsage=N: a feature priced at one
+  credit a unit on the customer's plan (the FEATURE result, decided on the balance; from the snapshot)
 - the constant async route
 
 Each at 1 and 16 connections, one wrk thread. Prints requests/s, p50 and p99 (ms) and the ratio to the
@@ -55,6 +57,22 @@ def seed(base: str, key: str) -> None:
                 if expire is not None:
                     grant["expireAt"] = expire
                 api.post("/api/v1/credits/grants", json=grant).raise_for_status()
+        feature = {"id": "calls", "displayName": "Calls", "featureType": "NUMBER", "meterType": "INCREMENTAL"}
+        api.post("/api/v1/features", json=feature).raise_for_status()
+        api.post("/api/v1/products", json={"id": "app", "displayName": "App"}).raise_for_status()
+        api.post("/api/v1/plans", json={"id": "ai", "displayName": "AI", "productId": "app"}).raise_for_status()
+        entitlement = {"type": "FEATURE", "id": "calls", "hasUnlimitedUsage": True}
+        api.post("/api/v1/plans/ai/entitlements", json={"entitlements": [entitlement]}).raise_for_status()
+        rate = {"billingPeriod": "MONTHLY", "creditRate": {"amount": 1, "currencyId": "credits"}}
+        priced = {"billingModel": "CREDIT_BASED", "featureId": "calls", "pricePeriods": [rate]}
+        fee = {"billingPeriod": "MONTHLY", "price": {"amount": 10, "currency": "usd"}}
+        flat = {"billingModel": "FLAT_FEE", "pricePeriods": [fee]}
+        api.patch(
+            "/api/v1/plans/ai", json={"charges": {"pricingType": "PAID", "pricingModels": [flat, priced]}}
+        ).raise_for_status()
+        api.post("/api/v1/plans/ai/publish", json={"migrationType": "NEW_CUSTOMERS"}).raise_for_status()
+        for n in range(CUSTOMERS):
+            api.post("/api/v1/subscriptions", json={"customerId": f"c{n}", "planId": "ai"}).raise_for_status()
 
 
 LUA = """
@@ -72,6 +90,9 @@ request = function()
     return wrk.format("POST", "/api/v1/credits/consumption", nil, body)
   elseif "{kind}" == "check" then
     local query = "?currencyId=credits&requestedUsage=" .. (n % 7 + 1)
+    return wrk.format("GET", "/api/v1/customers/c" .. c .. "/entitlements/check" .. query)
+  elseif "{kind}" == "feature" then
+    local query = "?featureId=calls&requestedUsage=" .. (n % 7 + 1)
     return wrk.format("GET", "/api/v1/customers/c" .. c .. "/entitlements/check" .. query)
   end
   return wrk.format("GET", "{constant}")
@@ -113,22 +134,24 @@ def main() -> int:
         db = Database(url)
         key = create_key(db, "development", KeyKind.SERVER)
         db.dispose()
-        with running_server(url, data_dir, script=__file__) as base:
+        with running_server(url, data_dir, script=__file__, startup_seconds=180) as base:
             seed(base, key)
             print(
                 f"Entitle credits: {args.database}; {CUSTOMERS} customers x 3 grants; wrk, 1 thread, "
                 f"{args.duration:g}s per figure; 1 uvicorn worker; {os.cpu_count()} CPUs shared by wrk and the "
                 f"server; load average {os.getloadavg()[0]:.2f}"
             )
-            for kind in ("consume", "check"):  # warm-up
+            for kind in ("consume", "check", "feature"):  # warm-up
                 run_wrk(base, key, kind, 4, 1, Path(tmp), f"warm-{kind}")
             for connections in CONNECTIONS:
-                for kind in ("constant", "consume", "check"):
+                for kind in ("constant", "consume", "check", "feature"):
                     run = f"{kind}-{connections}"
                     figures.append(run_wrk(base, key, kind, connections, args.duration, Path(tmp), run))
             print(f"load average after: {os.getloadavg()[0]:.2f}")
 
-    print_figures(figures, {"consume": "consumption", "check": "currency check"})
+    print_figures(
+        figures, {"consume": "consumption", "check": "currency check", "feature": "credit-priced feature check"}
+    )
     return 1 if any(f.errors for f in figures) else 0
 
 

@@ -202,6 +202,9 @@ def test_cancellation_revokes_or_keeps_the_period_grant(shop: Shop, prorate: boo
     shop.pass_time(_month(2))  # no renewal after the end
     assert len(shop.grants()) == 1 and shop.balance() == 0
     assert shop.ledger_sum() == 0
+    # A subscription after a cancellation is a new purchase, not a plan change: granted in full.
+    shop.provision()
+    assert shop.balance() == 100
 
 
 def test_prorated_cancellation_at_period_end_revokes_when_it_ends(shop: Shop) -> None:
@@ -214,16 +217,31 @@ def test_prorated_cancellation_at_period_end_revokes_when_it_ends(shop: Shop) ->
     assert grant.status == "VOIDED" and shop.balance() == 0  # the yearly grant did not outlive the subscription
 
 
-def test_a_plan_change_replaces_the_period_grant(shop: Shop) -> None:
+def test_a_plan_change_counts_what_the_period_already_used(shop: Shop) -> None:
+    """docs/credits.md, "Plan changes": the new plan's amount less what the period used, never a refill."""
     shop.make_plan(shop.plan, [shop.credit(100)])
-    bigger = f"big{shop.n}"
+    bigger, smaller = f"big{shop.n}", f"small{shop.n}"
     shop.make_plan(bigger, [shop.credit(500)])
+    shop.make_plan(smaller, [shop.credit(50)])
     shop.provision()
+    shop.pass_time(START + timedelta(days=5))
     shop.consume(30, "a")
-    shop.provision(bigger)
-    statuses = [(g.amount, g.status) for g in shop.grants()]
-    assert statuses == [(100, "VOIDED"), (500, "ACTIVE")]
-    assert shop.balance() == 500
+    shop.provision()  # the same plan again
+    assert shop.balance() == 70
+    shop.provision()
+    assert shop.balance() == 70
+    shop.provision(bigger)  # an upgrade mid-period: 500 less the 30 used
+    assert shop.balance() == 470
+    shop.consume(40, "b")  # 70 used in the period
+    shop.provision(smaller)  # a downgrade below what was used: nothing more this period
+    assert shop.balance() == 0
+    sub = shop.provision(shop.plan)  # back to 100: what is left of it
+    assert shop.balance() == 30
+    live = [(g.amount, g.status) for g in shop.grants() if g.status == "ACTIVE"]
+    assert live == [(30, "ACTIVE")]
+    assert shop.ledger_sum() == shop.balance()
+    shop.pass_time(sub.current_billing_period_end + timedelta(seconds=1))  # the next period grants in full
+    assert shop.balance() == 100
 
 
 def test_a_promotional_grant_expiring_mid_consumption(shop: Shop) -> None:
@@ -480,9 +498,7 @@ def test_renewals_racing_each_other_grant_a_period_once(shop: Shop, module_serve
     assert shop.balance() == 100
 
 
-def test_usage_that_waited_draws_its_credits_once_when_it_is_folded_in(
-    shop: Shop, module_server: LiveServer
-) -> None:
+def test_usage_that_waited_draws_its_credits_once_when_it_is_folded_in(shop: Shop, module_server: LiveServer) -> None:
     _, tokens = _priced_plan(shop, 0.333333)
     waited = [7, 11, 5]
     shop.client.v1.events.report(

@@ -47,7 +47,7 @@ from entitle.environments.models import Environment
 from entitle.jobs.service import JobContext, enqueue, register
 
 SYNC_PACKAGE_JOB = "billing.sync_package"
-SUPPORTED_MODELS = ("FLAT_FEE", "PER_UNIT", "USAGE_BASED")
+SUPPORTED_MODELS = ("FLAT_FEE", "PER_UNIT", "USAGE_BASED", "CREDIT_BASED")  # CREDIT_BASED: credit charges
 INTERVALS: dict[str, Interval] = {"MONTHLY": "month", "ANNUALLY": "year"}
 PATHS = {PLAN: "plans", ADDON: "addons"}
 
@@ -151,8 +151,9 @@ def _read(s: Session, integration: Integration, package: Package, payload: dict[
     unsupported: dict[int, str] = {}
     not_billed: dict[int, str] = {}
     for charge in packages.charges_of(s, package.pk):
-        if charge.billing_model in rules.NOT_BILLED:
-            not_billed[charge.pk] = rules.NOT_BILLED[charge.billing_model]
+        why_not = rules.not_billed(charge)
+        if why_not is not None:
+            not_billed[charge.pk] = why_not
             continue
         spec_or_reason = _price_spec(package, charge, common)
         if isinstance(spec_or_reason, str):

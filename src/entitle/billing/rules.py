@@ -20,16 +20,28 @@ if TYPE_CHECKING:
 
 # Charges the provider does not bill (their links are NO_SYNC_REQUIRED, with the reason; a subscription
 # needing one syncs without it). See docs/stripe.md, "Charge kinds".
-NOT_BILLED = {
-    "MINIMUM_SPEND": (
-        "a minimum spend is not billed through the provider: a Stripe price cannot express a minimum per "
-        "period, so Stripe bills the subscription's other charges and no shortfall"
-    ),
-    "CREDIT_BASED": (
-        "credit-based charges are not billed through the provider: Entitle does not price credits yet, so "
-        "there is no amount to bill"
-    ),
-}
+MINIMUM_SPEND_NOT_BILLED = (
+    "a minimum spend is not billed through the provider: a Stripe price cannot express a minimum per "
+    "period, so Stripe bills the subscription's other charges and no shortfall"
+)
+CREDIT_RATE_NOT_BILLED = "a credit rate is paid in credits (usage of the feature draws them), not through the provider"
+FREE_CREDITS_NOT_BILLED = "a credit charge without a price grants its credits at no cost: nothing to bill"
+NO_GRANT_NOT_BILLED = "a credit-based price without a creditGrantCadence grants no credits: nothing to bill"
+
+
+def not_billed(charge: PackageCharge) -> str | None:
+    """Why the provider does not bill this charge (None: it does). A credit charge with a price is billed
+    per unit like a per-unit charge (its units: the subscription's CREDIT charge quantity)."""
+    if charge.billing_model == "MINIMUM_SPEND":
+        return MINIMUM_SPEND_NOT_BILLED
+    if charge.billing_model == "CREDIT_BASED":
+        if charge.feature_ref is not None:
+            return CREDIT_RATE_NOT_BILLED
+        if not charge.grants_credits:
+            return NO_GRANT_NOT_BILLED
+        if charge.price_amount is None and not charge.tiers:
+            return FREE_CREDITS_NOT_BILLED
+    return None
 
 
 STRIPE_SUBSCRIPTIONS_PER_CUSTOMER = 500
@@ -42,10 +54,10 @@ class TooManySubscriptions(FailedPrecondition):
 
 def billed_by_provider(charges: Sequence[PackageCharge], billing_period: str | None) -> bool:
     """Whether any of a subscription's charges (its plan's and add-ons') is one the provider bills for
-    the subscription's period: a recurring charge of that period that is not a minimum spend or credits."""
+    the subscription's period: a recurring charge of that period that is not a minimum spend, a credit rate
+    or a credit charge without a price."""
     return any(
-        c.billing_cadence != "ONE_OFF" and c.billing_period == billing_period and c.billing_model not in NOT_BILLED
-        for c in charges
+        c.billing_cadence != "ONE_OFF" and c.billing_period == billing_period and not_billed(c) is None for c in charges
     )
 
 

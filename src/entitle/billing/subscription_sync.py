@@ -69,6 +69,7 @@ from entitle.errors import FailedPrecondition
 from entitle.jobs.service import JobContext, enqueue, register
 from entitle.subscriptions import lifecycle as subscription_lifecycle
 from entitle.subscriptions import price_rules
+from entitle.subscriptions import pricing as price_pricing
 from entitle.subscriptions import store as subscriptions
 from entitle.subscriptions.models import Subscription
 from entitle.subscriptions.preview import charges_for_country
@@ -364,7 +365,10 @@ def _read(s: Session, integration: Integration, sub: Subscription, console: str)
     common = {"entitleEnvironment": env.name}
     paying = customer_spec(s, customer, console)
     items: list[SubscriptionItem] = []
-    quantities = {c.ref_id: c.quantity for c in subscriptions.charges_of(s, [sub.pk]).get(sub.pk, [])}
+    quantities = {
+        price_pricing.quantity_key(c.charge_type, c.ref_id): c.quantity
+        for c in subscriptions.charges_of(s, [sub.pk]).get(sub.pk, [])
+    }
     plan = s.get(Package, sub.plan_pk)
     assert plan is not None
     overrides = price_rules.amounts(sub.price_overrides)
@@ -443,6 +447,13 @@ def _items(
             wanted = per_unit.get(charge.feature_ref or "")
             units = int(wanted) if wanted is not None else (sub.unit_quantity or 1)
             units *= quantity
+            shape = rules.charge_shape(charge)
+            if not isinstance(shape, str):  # tiers with a block size: the units rounded up to whole blocks
+                units = int(rules.provider_quantity(shape, Decimal(units)))
+        elif charge.grants_credits:  # the units of credits bought (the plan's: the CREDIT charge quantity)
+            credit_key = price_pricing.quantity_key("CREDIT", charge.credit_rate_currency_ref or "")
+            bought = per_unit.get(credit_key) if addon_ref is None else None
+            units = (int(bought) if bought is not None else 1) * quantity
             shape = rules.charge_shape(charge)
             if not isinstance(shape, str):  # tiers with a block size: the units rounded up to whole blocks
                 units = int(rules.provider_quantity(shape, Decimal(units)))

@@ -185,8 +185,8 @@ def _recurring(s: Session, env_id: int) -> tuple[list[rules.RecurringCharge], in
     addons = subscriptions.addons_of(s, pks)
     quantities: dict[int, dict[str, Decimal]] = {}
     for charge in s.scalars(select(SubscriptionCharge).where(SubscriptionCharge.subscription_pk.in_(pks))):
-        if charge.charge_type == "FEATURE":
-            quantities.setdefault(charge.subscription_pk, {})[charge.ref_id] = charge.quantity
+        key = pricing.quantity_key(charge.charge_type, charge.ref_id)
+        quantities.setdefault(charge.subscription_pk, {})[key] = charge.quantity
     found: list[rules.RecurringCharge] = []
     usage_billed = 0
     for sub in subs:

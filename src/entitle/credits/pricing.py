@@ -35,7 +35,7 @@ class Rate:
     per_unit: Decimal
 
 
-def _priced_features(s: Session, env_id: int) -> set[str]:
+def priced_features(s: Session, env_id: int) -> set[str]:
     """The features the environment prices in credits anywhere (once per transaction): most usage is of
     features that are not, and answers at one query."""
     cache: dict[int, set[str]] = s.info.setdefault(_PRICED, {})
@@ -59,7 +59,7 @@ def rates(s: Session, env_id: int, customer: Customer, resource_ref: str | None,
     """The credit rates of `feature_ref` for the customer's live subscriptions (one per currency: the
     first subscription's price wins), each the price for the subscription's billing period (and country,
     when it has one), or the subscription's own rate when its `priceOverrides` set one (a sales-led deal)."""
-    if feature_ref not in _priced_features(s, env_id):
+    if feature_ref not in priced_features(s, env_id):
         return []
     found: dict[str, Rate] = {}
     for sub in live_subscriptions(s, customer, resource_ref):

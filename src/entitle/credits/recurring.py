@@ -12,7 +12,8 @@ currency and period (a change of terms mid-period adds a revision, see `rules.re
 `recurrence_key` backs this up in the database.
 
 When a subscription ends, its current grants run to their expiry, unless they are revoked: by a plan change
-(the new subscription grants its own) or by a cancellation with `prorate: true` (at the instant it ends).
+(the new subscription grants its own, less what the replaced one used in the period: `_carried`) or by a
+cancellation with `prorate: true` (at the instant it ends).
 """
 
 from __future__ import annotations
@@ -86,12 +87,18 @@ def targets(s: Session, sub: Subscription) -> list[Target]:
 
 
 def price_targets(s: Session, sub: Subscription) -> list[Target]:
-    """Prices that grant credits: a CREDIT_BASED price without a feature, with a `creditGrantCadence`, grants
-    its `creditRate.amount` of the rate's currency (times the add-on's quantity, for an add-on's price) at
-    the beginning of each billing period (BEGINNING_OF_BILLING_PERIOD: yearly on an annual subscription) or
-    every month (MONTHLY). The price for the subscription's billing period (and country) counts."""
+    """Credit charges (`PackageCharge.grants_credits`): each unit grants its `creditRate.amount` of the rate's
+    currency at the beginning of each billing period (BEGINNING_OF_BILLING_PERIOD: yearly on an annual
+    subscription) or every month (MONTHLY). The units: the subscription's CREDIT charge quantity in that
+    currency for the plan's charge (1 when it names none), the add-on's quantity for an add-on's. The price
+    for the subscription's billing period (and country) counts."""
     bought = {a.addon_pk: a.quantity for a in subscriptions.addons_of(s, [sub.pk]).get(sub.pk, [])}
     quantities = {sub.plan_pk: 1, **bought}
+    credit_units = {
+        c.ref_id: Decimal(c.quantity)
+        for c in subscriptions.charges_of(s, [sub.pk]).get(sub.pk, [])
+        if c.charge_type == "CREDIT"
+    }
     charges = s.scalars(
         select(PackageCharge)
         .where(
@@ -114,7 +121,10 @@ def price_targets(s: Session, sub: Subscription) -> list[Target]:
     for (package_pk, currency_ref), charge in chosen.items():
         assert charge.credit_rate_amount is not None
         monthly = charge.credit_grant_cadence == "MONTHLY" or sub.billing_period != "ANNUALLY"
-        totals[(currency_ref, "MONTH" if monthly else "YEAR")] += charge.credit_rate_amount * quantities[package_pk]
+        units = Decimal(quantities[package_pk])
+        if package_pk == sub.plan_pk:
+            units = credit_units.get(currency_ref, units)
+        totals[(currency_ref, "MONTH" if monthly else "YEAR")] += rules.rounded(charge.credit_rate_amount * units)
     return [Target(ref, amount, cadence, PRICE) for (ref, cadence), amount in totals.items() if amount > 0]
 
 
@@ -196,7 +206,8 @@ def sync_subscription(s: Session, sub: Subscription, now: datetime) -> None:
             period = [
                 g for g in store.period_grants(s, sub.pk, wallet.pk, want.start) if _kind(g.source_type) == kind
             ]  # voided ones too
-            change = rules.regrant(want.amount, _granted(period), _used(period))
+            carried = _carried(s, sub, wallet, want, kind)
+            change = rules.regrant(want.amount, _granted(period) + carried, _used(period) + carried)
             if _apply(s, wallet, live_grants.get((kind, want.start), []), change, now) > 0:
                 _grant(s, wallet, grants, sub, want, change.new_amount, now, revision=len(period))
     if wants:
@@ -209,6 +220,15 @@ def sync_subscription(s: Session, sub: Subscription, now: datetime) -> None:
             run_at=at,
             dedupe_key=f"credits-renew:{sub.pk}:{at.isoformat()}",
         )
+
+
+def _carried(s: Session, sub: Subscription, wallet: Wallet, want: _Want, kind: str) -> Decimal:
+    """What the subscriptions this one replaced (a plan change, or the same plan provisioned again) used
+    of their recurring credits of the period: the new terms count it as used in this period, so a plan
+    change grants the new amount less what was used (an upgrade the difference, a downgrade what is left
+    if anything) and provisioning the same plan again never refills the wallet."""
+    replaced = store.replaced_period_grants(s, sub, wallet.pk, want.start, want.end)
+    return _used([g for g in replaced if _kind(g.source_type) == kind])
 
 
 def _granted(grants: list[CreditGrant]) -> Decimal:

@@ -18,7 +18,7 @@ from entitle.credits.models import Consumption, CreditGrant, CustomCurrency, Led
 from entitle.credits.rules import ACTIVE, EXPIRED, RECURRING, SCHEDULED, VOIDED
 from entitle.db.pagination import CreatedAtRange, Page, PageRequest, paginate
 from entitle.errors import NotFound
-from entitle.subscriptions.models import SubscriptionEntitlement
+from entitle.subscriptions.models import Subscription, SubscriptionEntitlement
 
 
 def _insert(session: Session, model: Any) -> Any:
@@ -295,6 +295,35 @@ def period_grants(session: Session, subscription_pk: int, wallet_pk: int, period
                 CreditGrant.subscription_pk == subscription_pk,
                 CreditGrant.wallet_pk == wallet_pk,
                 CreditGrant.period_start == period_start,
+            )
+            .order_by(CreditGrant.pk)
+        )
+    )
+
+
+def replaced_period_grants(
+    session: Session, sub: Subscription, wallet_pk: int, period_start: datetime, period_end: datetime
+) -> list[CreditGrant]:
+    """The recurring grants in the wallet, overlapping the period, of the subscriptions `sub` replaced:
+    the customer's others to the same product and resource that ended by a plan change."""
+    replaced = select(Subscription.pk).where(
+        Subscription.customer_pk == sub.customer_pk,
+        Subscription.product_pk == sub.product_pk,
+        Subscription.pk != sub.pk,
+        Subscription.cancel_reason == "UPGRADE_OR_DOWNGRADE",
+        (Subscription.resource_ref == sub.resource_ref)
+        if sub.resource_ref
+        else or_(Subscription.resource_ref.is_(None), Subscription.resource_ref == ""),
+    )
+    return list(
+        session.scalars(
+            select(CreditGrant)
+            .where(
+                CreditGrant.wallet_pk == wallet_pk,
+                CreditGrant.grant_type == RECURRING,
+                CreditGrant.subscription_pk.in_(replaced),
+                CreditGrant.effective_at < period_end,
+                CreditGrant.expire_at > period_start,
             )
             .order_by(CreditGrant.pk)
         )

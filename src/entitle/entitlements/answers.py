@@ -8,9 +8,10 @@ from datetime import datetime
 from decimal import Decimal
 
 from entitle.catalog.features.models import Feature
+from entitle.credits.checks import covers
 from entitle.entitlements.rules import DeniedReason, decide
 from entitle.entitlements.schemas import CustomerEntitlements, EntitlementResult, FeatureRef
-from entitle.entitlements.snapshot import CustomerView, FeatureView, GrantView, Usage
+from entitle.entitlements.snapshot import Credits, CustomerView, FeatureView, GrantView, Usage
 from entitle.grants.engine import Grant, Resolution, usage_window
 
 
@@ -110,13 +111,16 @@ def current_of(grant: GrantView, usage: Usage) -> Decimal | None:
 def check(
     view: CustomerView,
     usage: Usage,
+    credits: Credits,
     feature_ref: str,
     feature: FeatureView | None,
     *,
     requested_usage: Decimal | None = None,
     requested_values: Sequence[str] | None = None,
 ) -> EntitlementResult:
-    """`feature` is the catalog's feature (None: unknown or archived); used when the customer lacks it."""
+    """`feature` is the catalog's feature (None: unknown or archived); used when the customer lacks it.
+    A granted feature priced in credits is denied `InsufficientCredits` when a currency it is priced in
+    cannot pay for `requested_usage` (without one: when that balance is not positive)."""
     if view.archived:
         return denied(DeniedReason.CUSTOMER_IS_ARCHIVED)
     grant = view.grants.get(feature_ref)
@@ -129,7 +133,15 @@ def check(
             else DeniedReason.NO_ACTIVE_SUBSCRIPTION
         )
         return denied(reason, feature)
-    return granted(grant, current_of(grant, usage), requested_usage=requested_usage, requested_values=requested_values)
+    result = granted(
+        grant, current_of(grant, usage), requested_usage=requested_usage, requested_values=requested_values
+    )
+    rates = view.credit_rates.get(feature_ref, ())
+    if result.is_granted and not all(covers(r, credits.get(r.currency_ref), requested_usage) for r in rates):
+        return result.model_copy(
+            update={"is_granted": False, "access_denied_reason": DeniedReason.INSUFFICIENT_CREDITS.value}
+        )
+    return result
 
 
 def listing(view: CustomerView, usage: Usage) -> CustomerEntitlements:

@@ -33,6 +33,7 @@ class DeniedReason(StrEnum):
     VALUES_MISMATCH = "RequestedValuesMismatch"
     FEATURE_TYPE_MISMATCH = "FeatureTypeMismatch"
     REVOKED = "Revoked"
+    INSUFFICIENT_CREDITS = "InsufficientCredits"
 
 
 @dataclass(frozen=True)

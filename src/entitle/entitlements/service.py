@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from entitle.catalog.features import store as features
 from entitle.clock import utcnow
+from entitle.credits import checks as credit_checks
 from entitle.customers import store as customers
 from entitle.customers.models import Customer
 from entitle.db import Database
@@ -27,17 +28,19 @@ from entitle.entitlements import answers
 from entitle.entitlements.answers import CUSTOMER_NOT_FOUND_LIST
 from entitle.entitlements.rules import DeniedReason
 from entitle.entitlements.schemas import CustomerEntitlements, EntitlementResult
-from entitle.entitlements.snapshot import CustomerView, FeatureView, GrantView, Snapshot, Usage
+from entitle.entitlements.snapshot import Credits, CustomerView, FeatureView, GrantView, Snapshot, Usage
 from entitle.grants.engine import customer_grants, resolve, resource_key
 from entitle.usage import store as usage_store
 
 
 @dataclass(frozen=True)
 class Held:
-    """A customer's view with its usage, and the catalog's view of one feature when asked for."""
+    """A customer's view with its usage and credit balances, and the catalog's view of one feature when
+    asked for."""
 
     view: CustomerView
     usage: Usage
+    credits: Credits
     feature: FeatureView | None = None
 
 
@@ -48,6 +51,14 @@ def _usage(s: Session, customer_pk: int, grants: Sequence[GrantView], resource_r
         return {}
     found = usage_store.counter_values(s, customer_pk, keys)
     return {ref: found.get((ref, res, start), Decimal(0)) for ref, res, start in keys}
+
+
+def _credits(s: Session, env_id: int, view: CustomerView, resource_ref: str | None, now: datetime) -> Credits:
+    """The balances a check of one of the view's credit-priced features needs (none for most customers)."""
+    currencies = {rate.currency_ref for rates in view.credit_rates.values() for rate in rates}
+    if not currencies:
+        return {}
+    return credit_checks.wallet_states(s, env_id, view.customer_pk, resource_ref, currencies, now)
 
 
 def _view(s: Session, env_id: int, customer: Customer, resource_ref: str | None, now: datetime) -> CustomerView:
@@ -64,6 +75,7 @@ def _view(s: Session, env_id: int, customer: Customer, resource_ref: str | None,
         grants=grants,
         loaded_at=now,
         valid_until=answers.valid_until(resolution, grants.values(), now),
+        credit_rates=credit_checks.feature_rates(s, env_id, customer, resource_ref, grants),
     )
 
 
@@ -79,20 +91,26 @@ def _load(
     """Read what memory lacks (None: no such customer), in one read transaction, and keep it."""
     version = snapshot.version()
     held = snapshot.customer(env_id, customer_ref, resource_ref, now)
+    credits = snapshot.credits(env_id, customer_ref, resource_ref, now)
     with db.read() as s:
-        if held is not None and held[1] is not None:
-            view, usage = held[0], held[1]
-        elif held is not None:
+        if held is not None:
             view = held[0]
-            usage = _usage(s, view.customer_pk, list(view.grants.values()), resource_ref)
-            snapshot.keep_usage(env_id, customer_ref, resource_ref, usage, version)
+            if held[1] is not None:
+                usage = held[1]
+            else:
+                usage = _usage(s, view.customer_pk, list(view.grants.values()), resource_ref)
+                snapshot.keep_usage(env_id, customer_ref, resource_ref, usage, version)
+            if credits is None:
+                credits = _credits(s, env_id, view, resource_ref, now)
+                snapshot.keep_credits(env_id, customer_ref, resource_ref, credits, version)
         else:
             customer = customers.find(s, env_id, customer_ref)
             if customer is None:
                 return None
             view = _view(s, env_id, customer, resource_ref, now)
             usage = _usage(s, customer.pk, list(view.grants.values()), resource_ref)
-            snapshot.keep_customer(env_id, customer_ref, resource_ref, view, usage, version)
+            credits = _credits(s, env_id, view, resource_ref, now)
+            snapshot.keep_customer(env_id, customer_ref, resource_ref, view, usage, version, credits)
         feature: FeatureView | None = None
         if feature_ref is not None and feature_ref not in view.grants and not view.archived:
             known = snapshot.feature(env_id, feature_ref)
@@ -102,7 +120,7 @@ def _load(
                 row = features.find(s, env_id, feature_ref)
                 feature = answers.feature_view(row) if row is not None and row.archived_at is None else None
                 snapshot.keep_feature(env_id, feature_ref, feature, version)
-        return Held(view, usage, feature)
+        return Held(view, usage, credits, feature)
 
 
 def _from_memory(
@@ -112,11 +130,17 @@ def _from_memory(
     if held is None or held[1] is None:
         return None
     view, usage = held[0], held[1]
+    credits: Credits = {}
+    if view.credit_rates:
+        found = snapshot.credits(env_id, customer_ref, resource_ref, now)
+        if found is None:
+            return None
+        credits = found
     if feature_ref is None or feature_ref in view.grants or view.archived:
-        return Held(view, usage)
+        return Held(view, usage, credits)
     known = snapshot.feature(env_id, feature_ref)
     if isinstance(known, FeatureView) or known is None:
-        return Held(view, usage, known)
+        return Held(view, usage, credits, known)
     return None
 
 
@@ -147,6 +171,7 @@ async def check(
     return answers.check(
         held.view,
         held.usage,
+        held.credits,
         feature_ref,
         held.feature,
         requested_usage=requested_usage,

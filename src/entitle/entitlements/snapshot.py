@@ -5,8 +5,11 @@ Published package versions never change, so a customer's resolved entitlements c
 something in that customer's chain changes, or when time passes a boundary. The first is announced:
 in this process by the domain events of the committing transaction (`committed`, an `on_commit`
 listener: the next read sees the write), from other processes by the push change log (the hub feeds
-`drop_customer` / `drop_usage` / `drop_features`). The second needs no announcement: every view
+`drop_customer` / `drop_usage` / `drop_credits` / `drop_features`). The second needs no announcement: every view
 carries `valid_until`, the first instant it may answer differently, and is not used from then on.
+A customer's credit balances (held for checks of credit-priced features) likewise: a movement of a
+wallet is announced (`CreditBalanceChanged`, the change log's `credits.updated`), and time's own changes
+(a grant starting or ending, a hold lapsing) are each state's `changes_at`.
 
 Versions keep a slow reader from putting back what a change already replaced: a loader reads
 `version()` before it reads the database, and `keep_*` refuses its result when anything it covers
@@ -25,6 +28,8 @@ from decimal import Decimal
 
 from entitle.catalog.features.events import FeatureChanged
 from entitle.catalog.packages.allowance import Allowance
+from entitle.credits.checks import FeatureRate, WalletState
+from entitle.credits.events import CreditBalanceChanged
 from entitle.customers.events import EntitlementsChanged
 from entitle.domain_events import DomainEvent
 from entitle.grants.engine import Window
@@ -74,6 +79,8 @@ class CustomerView:
     grants: Mapping[str, GrantView]
     loaded_at: datetime
     valid_until: datetime | None
+    # Granted features priced in credits -> their rates: a check of one also needs the balances.
+    credit_rates: Mapping[str, tuple[FeatureRate, ...]] = field(default_factory=dict)
 
     def holds_at(self, now: datetime) -> bool:
         return self.loaded_at <= now and (self.valid_until is None or now < self.valid_until)
@@ -82,6 +89,9 @@ class CustomerView:
 Usage = Mapping[str, Decimal]
 """Metered feature id -> current usage in the window of its grant."""
 
+Credits = Mapping[str, WalletState]
+"""Currency id -> the customer's wallet state (for the view's resource), for the view's credit rates."""
+
 _CustomerKey = tuple[int, str]
 
 
@@ -89,6 +99,7 @@ _CustomerKey = tuple[int, str]
 class _Slot:
     views: dict[str | None, CustomerView] = field(default_factory=dict)
     usage: dict[str | None, Usage] = field(default_factory=dict)
+    credits: dict[str | None, Credits] = field(default_factory=dict)
 
 
 class _Missing:
@@ -138,6 +149,15 @@ class Snapshot:
             self._customers.move_to_end((env_id, customer_ref))
             return view, slot.usage.get(resource_ref)
 
+    def credits(self, env_id: int, customer_ref: str, resource_ref: str | None, now: datetime) -> Credits | None:
+        """The held wallet states, while time has changed none of them (None: read them again)."""
+        with self._lock:
+            slot = self._customers.get((env_id, customer_ref))
+            held = slot.credits.get(resource_ref) if slot is not None else None
+            if held is None or any(w.changes_at is not None and w.changes_at <= now for w in held.values()):
+                return None
+            return held
+
     def feature(self, env_id: int, feature_ref: str) -> FeatureView | _Missing | None:
         with self._lock:
             return self._features.get((env_id, feature_ref), MISSING)
@@ -162,6 +182,7 @@ class Snapshot:
         view: CustomerView,
         usage: Usage,
         read_version: int,
+        credits: Credits | None = None,
     ) -> bool:
         with self._lock:
             if not self._may_keep(env_id, customer_ref, read_version):
@@ -175,6 +196,10 @@ class Snapshot:
             self._customers.move_to_end(key)
             slot.views[resource_ref] = view
             slot.usage[resource_ref] = usage
+            if credits is None:
+                slot.credits.pop(resource_ref, None)
+            else:
+                slot.credits[resource_ref] = credits
             return True
 
     def keep_usage(
@@ -185,6 +210,16 @@ class Snapshot:
             if slot is None or resource_ref not in slot.views or not self._may_keep(env_id, customer_ref, read_version):
                 return False
             slot.usage[resource_ref] = usage
+            return True
+
+    def keep_credits(
+        self, env_id: int, customer_ref: str, resource_ref: str | None, credits: Credits, read_version: int
+    ) -> bool:
+        with self._lock:
+            slot = self._customers.get((env_id, customer_ref))
+            if slot is None or resource_ref not in slot.views or not self._may_keep(env_id, customer_ref, read_version):
+                return False
+            slot.credits[resource_ref] = credits
             return True
 
     def keep_feature(self, env_id: int, feature_ref: str, view: FeatureView | None, read_version: int) -> bool:
@@ -219,6 +254,16 @@ class Snapshot:
             slot = self._customers.get((env_id, customer_ref))
             if slot is not None:
                 slot.usage.clear()
+            self._mark((env_id, customer_ref))
+
+    def drop_credits(self, env_id: int, customer_ref: str) -> None:
+        """A wallet of the customer moved (any resource's: the event names the customer, and balances
+        are cheap to read again)."""
+        with self._lock:
+            self._version += 1
+            slot = self._customers.get((env_id, customer_ref))
+            if slot is not None:
+                slot.credits.clear()
             self._mark((env_id, customer_ref))
 
     def drop_features(self, env_id: int) -> None:
@@ -261,5 +306,7 @@ class Snapshot:
                 self.drop_customer(event.env_id, event.customer_ref)
             elif isinstance(event, UsageChanged):
                 self.drop_usage(event.env_id, event.customer_ref)
+            elif isinstance(event, CreditBalanceChanged):
+                self.drop_credits(event.env_id, event.wallet.customer_ref)
             elif isinstance(event, FeatureChanged):
                 self.drop_features(event.env_id)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from entitle.entitlements.snapshot import Snapshot
 from entitle.push import service
-from entitle.push.models import KIND_ENTITLEMENTS, KIND_FEATURES, KIND_USAGE
+from entitle.push.models import KIND_CREDITS, KIND_ENTITLEMENTS, KIND_FEATURES, KIND_USAGE
 from entitle.push.schemas import Item
 
 
@@ -27,6 +27,8 @@ class SnapshotFeed:
                 self.snapshot.drop_customer(item.environment_id, item.customer_ref)
             elif item.kind == KIND_USAGE:
                 self.snapshot.drop_usage(item.environment_id, item.customer_ref)
+            elif item.kind == KIND_CREDITS:
+                self.snapshot.drop_credits(item.environment_id, item.customer_ref)
             elif item.kind == KIND_FEATURES:
                 self.snapshot.drop_features(item.environment_id)
 

@@ -31,7 +31,14 @@ from entitle.subscriptions.schemas import (
     PriceOverride,
     SubscriptionPreview,
 )
-from entitle.subscriptions.validation import check_addons, is_downgrade, latest_package, periods_priced, trial_used
+from entitle.subscriptions.validation import (
+    check_addons,
+    check_charges,
+    is_downgrade,
+    latest_package,
+    periods_priced,
+    trial_used,
+)
 
 
 def charges_for_country(charges: Iterable[PackageCharge], country: str | None) -> list[PackageCharge]:
@@ -41,7 +48,12 @@ def charges_for_country(charges: Iterable[PackageCharge], country: str | None) -
     country only is left out. Countries compare without case; the order is the default charges' order."""
     chosen: dict[tuple[bool, str, str | None, str], PackageCharge] = {}
     for charge in charges:
-        key = (charge.is_overage, charge.billing_model, charge.feature_ref, charge.billing_period)
+        key = (
+            charge.is_overage,
+            charge.billing_model,
+            charge.feature_ref or (charge.credit_rate_currency_ref if charge.grants_credits else None),
+            charge.billing_period,
+        )
         local = charge.billing_country_code and country and charge.billing_country_code.lower() == country.lower()
         if charge.billing_country_code and not local:
             continue
@@ -87,6 +99,7 @@ def prices_of(
                 tiers_mode=charge.tiers_mode,
                 block_size=charge.block_size,
                 feature_ref=charge.feature_ref,
+                credit_currency_ref=charge.credit_rate_currency_ref if charge.grants_credits else None,
             )
         )
     return result
@@ -119,6 +132,8 @@ def price_lines(
     overrides = overrides or {}
     for price in plan_prices(s, plan, period, country, overrides):
         qty = quantities.get(price.feature_ref or "", units) if price.billing_model == "PER_UNIT" else Decimal(1)
+        if price.credit_currency_ref is not None:
+            qty = quantities.get(pricing.quantity_key("CREDIT", price.credit_currency_ref), Decimal(1))
         line = pricing.line_for(price, qty)
         if line is not None:
             lines.append(line)
@@ -207,7 +222,8 @@ def preview_subscription(db: Database, env_id: int, req: SubscriptionPreview) ->
             raise InvalidArgument(f"plan '{plan.ref_id}' has no {period} price")
         addons = check_addons(s, env_id, plan, req.addons or [])
         quantities = {b.feature_id: b.quantity for b in req.billable_features or []}
-        quantities |= {c.id: c.quantity for c in req.charges or [] if c.type == "FEATURE"}
+        check_charges(charges, [c for c in req.charges or [] if c.type == "CREDIT"])
+        quantities |= {pricing.quantity_key(c.type, c.id): c.quantity for c in req.charges or []}
         units = Decimal(req.unit_quantity or 1)
         country = req.billing_country_code
         overrides = price_rules.amounts(checked_overrides(s, plan, addons, period, country, req.price_overrides))
@@ -301,9 +317,8 @@ def _proration(
     old_period = current.billing_period or period
     old_overrides = price_rules.amounts(current.price_overrides)
     old_quantities = {
-        c.ref_id: c.quantity
+        pricing.quantity_key(c.charge_type, c.ref_id): c.quantity
         for c in store.charges_of(s, [current.pk]).get(current.pk, [])
-        if c.charge_type == "FEATURE"
     }
     old_lines = price_lines(s, old_plan, old_addons, old_period, country, old_quantities, old_units, old_overrides)
     new_lines = price_lines(s, plan, addons, period, country, quantities, units, overrides)

@@ -6,6 +6,9 @@
   quantity reaches that tier. `blockSize` rounds the quantity up to whole blocks.
 - USAGE_BASED and overage charges are billed in arrears from metered usage, so they appear in no
   preview line.
+- CREDIT_BASED credit charges (no feature: each unit grants credits per grant period): per unit, like
+  PER_UNIT, at the subscription's CREDIT charge quantity (1 when it names none). A CREDIT_BASED price of a
+  feature is a credit rate, paid in credits: no line.
 - Add-ons: their flat and per-unit charges times the add-on quantity.
 - A coupon takes a percentage off the subtotal, or a fixed amount in the invoice currency (never
   below zero). Tax is left to the billing provider.
@@ -40,6 +43,7 @@ class Price:
     tiers_mode: str | None = None
     block_size: Decimal | None = None
     feature_ref: str | None = None
+    credit_currency_ref: str | None = None  # a credit charge's currency (None for every other price)
 
 
 @dataclass(frozen=True)
@@ -91,12 +95,23 @@ def tiered_cost(quantity: Decimal, tiers: Sequence[Tier], mode: str) -> Decimal:
     return total
 
 
+def quantity_key(charge_type: str, ref: str) -> str:
+    """Where a subscription's charge quantity sits in the quantities `price_lines` takes: under the feature
+    for a FEATURE charge (a per-unit price's units), under `credit:<currency>` for a CREDIT charge (the units
+    of a credit charge; no feature id has a colon)."""
+    return ref if charge_type == "FEATURE" else f"credit:{ref}"
+
+
 def line_for(price: Price, quantity: Decimal) -> Line | None:
-    """The invoice line of one price at a quantity; None for prices billed from usage."""
+    """The invoice line of one price at a quantity; None for prices billed from usage, and for credit
+    rates (a feature's usage paid in credits)."""
     if price.billing_model == "FLAT_FEE":
         amount = price.amount or Decimal(0)
         return Line(price.description, price.currency, quantity, amount, amount * quantity)
-    if price.billing_model == "PER_UNIT":
+    credit_charge = price.billing_model == "CREDIT_BASED" and price.credit_currency_ref is not None
+    if credit_charge and price.amount is None and not price.tiers:
+        return None  # credits granted at no price
+    if price.billing_model == "PER_UNIT" or credit_charge:
         units = blocks(quantity, price.block_size)
         if price.tiers:
             cost = tiered_cost(units, price.tiers, price.tiers_mode or "GRADUATED")

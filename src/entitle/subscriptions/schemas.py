@@ -35,8 +35,6 @@ SUBSCRIPTION_STATUSES: tuple[str, ...] = (
 )
 PRICING_TYPES: tuple[str, ...] = ("FREE", "PAID", "CUSTOM")
 BILLING_PERIODS: tuple[str, ...] = get_args(BillingPeriod)
-# Credit purchases (charges of type CREDIT) are not granted yet: refused. Credit entitlements are honoured.
-EntitlementType = Annotated[Literal["FEATURE", "CREDIT"], unsupported_values("CREDIT")]
 # A deferred change waits for the end of the billing period; the end of the billing month is not computed.
 ScheduleStrategy = Annotated[
     Literal["END_OF_BILLING_PERIOD", "END_OF_BILLING_MONTH", "IMMEDIATE"], unsupported_values("END_OF_BILLING_MONTH")
@@ -49,9 +47,13 @@ class AddonQuantity(WireModel):
 
 
 class ChargeQuantity(WireModel):
+    """FEATURE: a per-unit charge's units (`id` = the feature). CREDIT: how many units of the plan's credit
+    charge in that currency (`id` = the custom currency) the subscription buys; each grants the charge's
+    `creditRate.amount` credits per grant period and costs its price (docs/credits.md, "Credit charges")."""
+
     id: RefId
     quantity: Amount = Field(ge=0)
-    type: EntitlementType = "FEATURE"
+    type: Literal["FEATURE", "CREDIT"] = "FEATURE"
 
 
 CREDIT_PLACES = 6  # the credits domain's precision (entitle.credits.rules.PLACES), checked here on the way in

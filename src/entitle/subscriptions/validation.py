@@ -83,8 +83,13 @@ def check_addons(s: Session, env_id: int, plan: Package, wanted: list[AddonQuant
 
 def check_charges(plan_charges: list[PackageCharge], wanted: list[ChargeQuantity]) -> None:
     per_unit = {c.feature_ref: c for c in base_charges(plan_charges) if c.billing_model == "PER_UNIT"}
+    credit = {c.credit_rate_currency_ref for c in plan_charges if c.grants_credits}
     for item in wanted:
-        if item.type != "FEATURE":
+        if item.type == "CREDIT":
+            if item.id not in credit:
+                raise InvalidArgument(f"charges: the plan has no credit charge in currency '{item.id}'")
+            if item.quantity != item.quantity.to_integral_value():
+                raise InvalidArgument(f"charges: '{item.id}' is bought in whole units of its credit charge")
             continue
         charge = per_unit.get(item.id)
         if charge is None:

@@ -140,6 +140,20 @@ class PackageCharge(EnvironmentScoped, Base):
     custom_currency_ref: Mapped[str | None] = mapped_column(String(255), default=None)
     billing_id: Mapped[str | None] = mapped_column(Text, default=None)
 
+    @property
+    def grants_credits(self) -> bool:
+        """A credit charge: a CREDIT_BASED price of no feature, with a grant cadence, whose every unit grants
+        `credit_rate_amount` credits of its currency per grant period (and costs the price, if it has one).
+        A CREDIT_BASED price of a feature is a credit rate instead: the feature's usage costs credits."""
+        return (
+            self.billing_model == "CREDIT_BASED"
+            and self.feature_ref is None
+            and self.credit_grant_cadence is not None
+            and self.credit_rate_amount is not None
+            and self.credit_rate_currency_ref is not None
+            and not self.is_overage
+        )
+
 
 @dataclass(frozen=True)
 class PackageView:
