@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from entitle.db.pagination import Page, PageRequest, paginate
@@ -28,9 +28,20 @@ def all_allowed_origins(session: Session) -> list[list[str]]:
     return [list(origins or []) for origins in session.scalars(select(Environment.allowed_origins))]
 
 
+# Every authenticated request's read, built once (its cache key is memoized on it).
+_LIVE_KEY_BY_HASH = (
+    select(ApiKey, Environment)
+    .join(Environment, Environment.pk == ApiKey.environment_id)
+    .where(ApiKey.key_hash == bindparam("key_hash"), ApiKey.revoked_at.is_(None))
+)
+
+
 def key_by_hash(
     session: Session, key_hash: str, *, include_revoked: bool = False, for_update: bool = False
 ) -> tuple[ApiKey, Environment] | None:
+    if not include_revoked and not for_update:
+        row = session.execute(_LIVE_KEY_BY_HASH, {"key_hash": key_hash}).one_or_none()
+        return None if row is None else (row[0], row[1])
     stmt = (
         select(ApiKey, Environment)
         .join(Environment, Environment.pk == ApiKey.environment_id)
