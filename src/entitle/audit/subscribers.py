@@ -9,10 +9,10 @@ consequences of an audited write or of time passing, not somebody's decision.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import event, insert, inspect
-from sqlalchemy.orm import Session, UOWTransaction
+from sqlalchemy import Table, event, insert, inspect
+from sqlalchemy.orm import Mapper, Session, UOWTransaction
 
 from entitle import actors
 from entitle.audit import rules
@@ -20,6 +20,9 @@ from entitle.audit.models import AuditEntry
 from entitle.clock import utcnow
 
 _installed = False
+# Built once (its cache key is memoized on it): every audited flush runs it.
+_INSERT = insert(cast(Table, AuditEntry.__table__))
+_column_keys: dict[Mapper[Any], list[str]] = {}
 
 
 def install() -> None:
@@ -38,7 +41,11 @@ def _entity_id(obj: Any) -> str:
 
 
 def _columns(obj: Any) -> list[str]:
-    return [attr.key for attr in inspect(obj).mapper.column_attrs]
+    mapper = inspect(obj).mapper
+    keys = _column_keys.get(mapper)
+    if keys is None:
+        keys = _column_keys[mapper] = [attr.key for attr in mapper.column_attrs]
+    return keys
 
 
 def _updated(obj: Any) -> dict[str, tuple[Any, Any]]:
@@ -87,4 +94,4 @@ def _record(session: Session, _flush: UOWTransaction) -> None:
                 }
             )
     if rows:
-        session.connection().execute(insert(AuditEntry), rows)
+        session.connection().execute(_INSERT, rows)

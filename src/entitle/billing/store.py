@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import Session
 
 from entitle.billing.models import (
@@ -50,17 +50,20 @@ _PROMOTION = "entitle.billing.applied_promotion_code"
 _BINDING_STATES = (PENDING, SUCCESS, ERROR)
 
 
+# Built once, as `_SYNC_STATES_OF` (their cache keys are memoized on them): every provisioning asks.
+_VENDOR_INTEGRATIONS = (
+    select(Integration)
+    .where(Integration.environment_id == bindparam("env_id"), Integration.vendor == bindparam("vendor"))
+    .order_by(Integration.pk)
+)
+
+
 def vendor_integrations(session: Session, env_id: int, vendor: str = STRIPE) -> list[Integration]:
     """Every integration of the environment with a vendor, removed ones too, in connection order; read
     once per transaction (provisioning asks who bills a subscription from several subscribers)."""
 
     def load() -> list[Integration]:
-        stmt = (
-            select(Integration)
-            .where(Integration.environment_id == env_id, Integration.vendor == vendor)
-            .order_by(Integration.pk)
-        )
-        return list(session.scalars(stmt))
+        return list(session.scalars(_VENDOR_INTEGRATIONS, {"env_id": env_id, "vendor": vendor}))
 
     return list(rows_once(session, ("billing.integrations", env_id, vendor), Integration, load))
 
@@ -350,17 +353,20 @@ def sync_state(
     )
 
 
+_SYNC_STATES_OF = (
+    select(BillingLink, Integration.ref_id, Integration.vendor)
+    .join(Integration, Integration.pk == BillingLink.integration_pk)
+    .where(BillingLink.entity_kind == bindparam("kind"), BillingLink.entity_pk.in_(bindparam("pks", expanding=True)))
+    .order_by(BillingLink.pk)
+)
+
+
 def sync_states_of(session: Session, kind: str, entity_pks: Iterable[int]) -> dict[int, list[SyncState]]:
     """The sync states of customers or subscriptions (`kind`) across integrations, in one query."""
     pks = list(entity_pks)
     if not pks:
         return {}
-    rows = session.execute(
-        select(BillingLink, Integration.ref_id, Integration.vendor)
-        .join(Integration, Integration.pk == BillingLink.integration_pk)
-        .where(BillingLink.entity_kind == kind, BillingLink.entity_pk.in_(pks))
-        .order_by(BillingLink.pk)
-    ).all()
+    rows = session.execute(_SYNC_STATES_OF, {"kind": kind, "pks": pks}).all()
     found: dict[int, list[SyncState]] = {}
     for link_row, ref, vendor in rows:
         # entity_id "": the caller's entity, whose id it knows.

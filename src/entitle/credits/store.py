@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, exists, func, null, or_, select
+from sqlalchemy import and_, bindparam, exists, func, null, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -240,31 +240,31 @@ def active_reservations(session: Session, wallet_pk: int) -> list[Reservation]:
 # -- recurring grants ------------------------------------------------------------------------------------
 
 
+# Built once (its cache key is memoized on it): every new subscription asks.
+_MAY_HAVE_RECURRING_CREDITS = select(
+    or_(
+        exists().where(
+            PackageEntitlement.environment_id == bindparam("env_id"), PackageEntitlement.entitlement_type == "CREDIT"
+        ),
+        exists().where(
+            SubscriptionEntitlement.subscription_pk == bindparam("subscription_pk"),
+            SubscriptionEntitlement.entitlement_type == "CREDIT",
+        ),
+        exists().where(
+            PackageCharge.environment_id == bindparam("env_id"),
+            PackageCharge.billing_model == "CREDIT_BASED",
+            PackageCharge.credit_grant_cadence.is_not(None),
+        ),
+        exists().where(CreditGrant.subscription_pk == bindparam("subscription_pk")),
+    )
+)
+
+
 def may_have_recurring_credits(session: Session, env_id: int, subscription_pk: int) -> bool:
     """False when nothing could grant the subscription credits (no CREDIT entitlement nor credit-granting price
     in the environment's catalog, none on the subscription) and it holds no recurring grant: most
     subscriptions, at one query."""
-    return bool(
-        session.scalar(
-            select(
-                or_(
-                    exists().where(
-                        PackageEntitlement.environment_id == env_id, PackageEntitlement.entitlement_type == "CREDIT"
-                    ),
-                    exists().where(
-                        SubscriptionEntitlement.subscription_pk == subscription_pk,
-                        SubscriptionEntitlement.entitlement_type == "CREDIT",
-                    ),
-                    exists().where(
-                        PackageCharge.environment_id == env_id,
-                        PackageCharge.billing_model == "CREDIT_BASED",
-                        PackageCharge.credit_grant_cadence.is_not(None),
-                    ),
-                    exists().where(CreditGrant.subscription_pk == subscription_pk),
-                )
-            )
-        )
-    )
+    return bool(session.scalar(_MAY_HAVE_RECURRING_CREDITS, {"env_id": env_id, "subscription_pk": subscription_pk}))
 
 
 def live_recurring_grants(session: Session, subscription_pk: int) -> list[CreditGrant]:

@@ -47,9 +47,12 @@ class CustomerView:
     sync_states: list[SyncState] = field(default_factory=list)
 
 
-def view(s: Session, customer: Customer) -> CustomerView:
+def view(s: Session, customer: Customer, links: list[CustomerIntegration] | None = None) -> CustomerView:
+    """`links`: the customer's integration links when the caller knows them (None: read them)."""
     states = sync_states_of(s, CUSTOMER_LINK, [customer.pk]).get(customer.pk, [])
-    return CustomerView(customer, store.links_of(s, [customer.pk]).get(customer.pk, []), states)
+    if links is None:
+        links = store.links_of(s, [customer.pk]).get(customer.pk, [])
+    return CustomerView(customer, links, states)
 
 
 # What a billing provider's customer also holds: an update changing one is sent on (CustomerUpdated).
@@ -151,7 +154,8 @@ def provision_customer(db: Database, env_id: int, req: CustomerProvision) -> Cus
     """A new customer on its own; `entitle.subscriptions.journey` provisions one with its first subscriptions."""
     checked = check_payment_method(db, env_id, req.id, req)
     with db.transaction() as s:
-        return view(s, create_customer(s, env_id, req, payment_method=checked))
+        # A new customer's integration links are the ones it was given (none: nothing to read).
+        return view(s, create_customer(s, env_id, req, payment_method=checked), None if req.integrations else [])
 
 
 def create_customer(

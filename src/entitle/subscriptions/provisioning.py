@@ -78,7 +78,7 @@ class ProvisionResult:
 
 
 def _trial_end(
-    s: Session, plan: Package, req: SubscriptionProvision, customer: Customer, start: datetime
+    s: Session, plan: Package, req: SubscriptionProvision, customer: Customer, start: datetime, newcomer: bool
 ) -> tuple[datetime | None, str | None]:
     override = req.trial_override_configuration
     config = plan.default_trial_config or {}
@@ -94,7 +94,7 @@ def _trial_end(
             return end, behavior
         if not config:
             raise InvalidArgument(f"plan '{plan.ref_id}' has no default trial; pass trialEndDate")
-    elif not config or trial_used(s, customer, plan.product_pk):
+    elif not config or (not newcomer and trial_used(s, customer, plan.product_pk)):
         return None, None
     duration = Decimal(str(config["duration"]))
     if duration != duration.to_integral_value() or duration <= 0:
@@ -160,13 +160,15 @@ def provision_in(
 
 
 def provision_unanswered(
-    s: Session, env_id: int, req: SubscriptionProvision, *, created: Customer | None = None
+    s: Session, env_id: int, req: SubscriptionProvision, *, created: Customer | None = None, newcomer: bool = False
 ) -> Subscription:
     """`provision_in` for a caller that answers with something else (customer provisioning with
     subscriptionParams): neither the subscription's view nor the customer's entitlements are read.
-    `created`: the customer, inserted by this transaction (no one else can see it, so there is nothing
-    to read or lock). The subscription that now holds the plan (or the one a downgrade is scheduled on)."""
-    return _provision(s, env_id, req, allow_checkout=False, created=created).sub
+    `created`: the customer, inserted or locked by this transaction (nothing to read or lock again).
+    `newcomer`: that customer was inserted by this transaction and holds no subscription to the plan's
+    product yet (its first subscription there: no plan to replace, no trial used; nothing to read).
+    The subscription that now holds the plan (or the one a downgrade is scheduled on)."""
+    return _provision(s, env_id, req, allow_checkout=False, created=created, newcomer=newcomer).sub
 
 
 @dataclass
@@ -179,13 +181,19 @@ class _Provisioned:
 
 
 def _provision(
-    s: Session, env_id: int, req: SubscriptionProvision, allow_checkout: bool, created: Customer | None = None
+    s: Session,
+    env_id: int,
+    req: SubscriptionProvision,
+    allow_checkout: bool,
+    created: Customer | None = None,
+    newcomer: bool = False,
 ) -> _Provisioned:
     now = utcnow()
     if created is not None and created.ref_id == req.customer_id and created.environment_id == env_id:
         customer = created
     else:
         customer = customers.get_live(s, env_id, req.customer_id, for_update=True)
+        newcomer = False
     plan = latest_package(s, env_id, PLAN, req.plan_id)
     product = s.get(Product, plan.product_pk)
     if product is None or product.status == "ARCHIVED":
@@ -215,13 +223,13 @@ def _provision(
         if coupon is None or coupon.status != "ACTIVE":
             raise InvalidArgument(f"coupon '{coupon_ref}' does not exist or is archived")
     start = as_utc(req.start_date) if req.start_date else now
-    trial_ends, trial_behavior = _trial_end(s, plan, req, customer, start)
+    trial_ends, trial_behavior = _trial_end(s, plan, req, customer, start, newcomer)
     billing_information = req.billing_information.wire() if req.billing_information else None
     rules.check_days_until_due(billing_information, req.payment_collection_method or "CHARGE")
 
     open_in_product = [
         x
-        for x in store.of_customer(s, customer.pk, [st.value for st in OPEN], for_update=True)
+        for x in (() if newcomer else store.of_customer(s, customer.pk, [st.value for st in OPEN], for_update=True))
         if x.product_pk == plan.product_pk and (x.resource_ref or None) == (req.resource_id or None)
     ]
     replaced: Subscription | None = None

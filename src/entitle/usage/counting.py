@@ -428,9 +428,14 @@ def _rebuild_if_legacy(
 def fold_waiting(s: Session, env_id: int, customer_ref: str, resource_ref: str | None) -> None:
     """Move what waits for this customer (and resource) into the current usage window of each feature
     it now holds. Idempotent: what moved no longer waits."""
+    owner = (env_id, customer_ref, resource_key(resource_ref))
+    settled = store.nothing_waits(s)
+    if owner in settled:
+        return
     store.lock_owner(s, env_id, customer_ref)
-    waiting = store.waiting_of(s, env_id, customer_ref, resource_key(resource_ref))
+    waiting = store.waiting_of(s, env_id, customer_ref, owner[2])
     if not waiting:
+        settled.add(owner)
         return
     customer = customers.find(s, env_id, customer_ref)
     if customer is None or customer.archived_at is not None:

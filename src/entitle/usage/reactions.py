@@ -5,18 +5,20 @@
   its subscription or its entitlement to the feature) moves into its current usage window. At once, so
   a provisioning answer already shows it; and again just before the transaction commits, because the
   event is published once per transaction, possibly before the change is complete (an upgrade announces
-  it when the old subscription ends, before the new one exists).
+  it when the old subscription ends, before the new one exists). Unless the first found nothing waiting
+  and the transaction wrote no waiting usage since (`store.nothing_waits`): then nothing can be there.
 """
 
 from __future__ import annotations
 
 from sqlalchemy import event as sa_event
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from entitle.customers.events import EntitlementsChanged
 from entitle.domain_events import subscribe
 from entitle.events import ingested
 from entitle.events.ingested import EventsIngested
+from entitle.usage import store
 from entitle.usage.counting import apply_events, fold_waiting, prepare
 
 _TO_FOLD = "entitle.usage.fold_before_commit"
@@ -41,6 +43,11 @@ def _forget(session: Session) -> None:
     session.info.pop(_TO_FOLD, None)
 
 
+def _forget_settled(session: Session, transaction: SessionTransaction) -> None:
+    # A savepoint rolled back may bring back what a fold inside it moved; a new transaction holds no lock.
+    store.waiting_written(session)
+
+
 def install() -> None:
     ingested.prepare.install(prepare)
     subscribe(EventsIngested, count_ingested)
@@ -48,3 +55,4 @@ def install() -> None:
     if not sa_event.contains(Session, "before_commit", _fold_before_commit):
         sa_event.listen(Session, "before_commit", _fold_before_commit)
         sa_event.listen(Session, "after_rollback", _forget)
+        sa_event.listen(Session, "after_transaction_end", _forget_settled)

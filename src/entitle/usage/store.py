@@ -151,6 +151,7 @@ def locked_waiting(
         "samples": 0,
     }
     keys = ["environment_id", "customer_ref", "resource_ref", "feature_ref"]
+    waiting_written(session)
     session.execute(_insert(session, WaitingUsage).values(**values).on_conflict_do_nothing(index_elements=keys))
     return session.scalars(
         select(WaitingUsage)
@@ -165,20 +166,39 @@ def locked_waiting(
     ).one()
 
 
+# Owners (environment, customer id, resource key) this transaction found nothing waiting for: until it
+# writes waiting usage itself, nothing can wait for them before it ends (`lock_owner` holds them on
+# PostgreSQL; SQLite lets one writer in at a time), so looking again finds nothing.
+_NOTHING_WAITS = "entitle.usage.nothing_waits"
+
+
+def nothing_waits(session: Session) -> set[tuple[int, str, str]]:
+    found: set[tuple[int, str, str]] = session.info.setdefault(_NOTHING_WAITS, set())
+    return found
+
+
+def waiting_written(session: Session) -> None:
+    session.info.pop(_NOTHING_WAITS, None)
+
+
+# Built once (its cache key is memoized on it): every change of a customer's entitlements asks.
+_WAITING_OF = (
+    select(WaitingUsage)
+    .where(
+        WaitingUsage.environment_id == bindparam("env_id"),
+        WaitingUsage.customer_ref == bindparam("customer_ref"),
+        WaitingUsage.resource_ref == bindparam("resource_ref"),
+    )
+    .order_by(WaitingUsage.feature_ref)
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
+
+
 def waiting_of(session: Session, env_id: int, customer_ref: str, resource_ref: str) -> list[WaitingUsage]:
     """What waits for a customer id and resource, locked, in a stable order."""
     return list(
-        session.scalars(
-            select(WaitingUsage)
-            .where(
-                WaitingUsage.environment_id == env_id,
-                WaitingUsage.customer_ref == customer_ref,
-                WaitingUsage.resource_ref == resource_ref,
-            )
-            .order_by(WaitingUsage.feature_ref)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
+        session.scalars(_WAITING_OF, {"env_id": env_id, "customer_ref": customer_ref, "resource_ref": resource_ref})
     )
 
 
@@ -359,6 +379,7 @@ def locked_waitings(session: Session, env_id: int, keys: Iterable[WaitingKey]) -
     wanted = sorted(set(keys))
     if not wanted:
         return {}
+    waiting_written(session)
     key_columns = ("customer_ref", "resource_ref", "feature_ref")
     return _locked_tallies(
         session,

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from entitle.db.memo import rows_once
@@ -25,17 +25,20 @@ def list_page(session: Session, env_id: int, page: PageRequest) -> Page[WebhookE
     )
 
 
+# Built once (its cache key is memoized on it): every event of every write transaction asks.
+_ENABLED_ENDPOINTS = (
+    select(WebhookEndpoint)
+    .where(WebhookEndpoint.environment_id == bindparam("env_id"), WebhookEndpoint.enabled.is_(True))
+    .order_by(WebhookEndpoint.pk)
+)
+
+
 def subscribed(session: Session, env_id: int, event_type: str) -> list[WebhookEndpoint]:
     """Enabled endpoints of the environment that want `event_type`, oldest first. The endpoints are read
     once per transaction: one provisioning emits several events."""
 
     def load() -> list[WebhookEndpoint]:
-        stmt = (
-            select(WebhookEndpoint)
-            .where(WebhookEndpoint.environment_id == env_id, WebhookEndpoint.enabled.is_(True))
-            .order_by(WebhookEndpoint.pk)
-        )
-        return list(session.scalars(stmt))
+        return list(session.scalars(_ENABLED_ENDPOINTS, {"env_id": env_id}))
 
     enabled = rows_once(session, ("webhooks.enabled_endpoints", env_id), WebhookEndpoint, load)
     return [e for e in enabled if event_type in (e.event_types or [])]

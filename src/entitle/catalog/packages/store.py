@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 
-from sqlalchemy import ColumnElement, and_, exists, or_, select
+from sqlalchemy import ColumnElement, and_, bindparam, exists, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from entitle.catalog.packages.models import (
@@ -70,18 +70,20 @@ def get_current(session: Session, env_id: int, kind: str, ref_id: str, *, for_up
     return package
 
 
+# Built once (its cache key is memoized on it): provisioning reads the plan on every request.
+_LATEST_PUBLISHED = select(Package).where(
+    Package.environment_id == bindparam("env_id"),
+    Package.kind == bindparam("kind"),
+    Package.ref_id == bindparam("ref_id"),
+    Package.status == PUBLISHED,
+    Package.is_latest.is_(True),
+)
+
+
 def latest_published(session: Session, env_id: int, kind: str, ref_id: str) -> Package | None:
     if not _storable(ref_id):
         return None
-    return session.scalars(
-        select(Package).where(
-            Package.environment_id == env_id,
-            Package.kind == kind,
-            Package.ref_id == ref_id,
-            Package.status == PUBLISHED,
-            Package.is_latest.is_(True),
-        )
-    ).one_or_none()
+    return session.scalars(_LATEST_PUBLISHED, {"env_id": env_id, "kind": kind, "ref_id": ref_id}).one_or_none()
 
 
 def _is_current(pkg: type[Package]) -> ColumnElement[bool]:
@@ -231,10 +233,13 @@ def entitlements_of_many(session: Session, package_pks: Iterable[int]) -> dict[i
     return found
 
 
+_CHARGES_OF = (
+    select(PackageCharge).where(PackageCharge.package_pk == bindparam("package_pk")).order_by(PackageCharge.pk)
+)
+
+
 def charges_of(session: Session, package_pk: int) -> list[PackageCharge]:
-    return list(
-        session.scalars(select(PackageCharge).where(PackageCharge.package_pk == package_pk).order_by(PackageCharge.pk))
-    )
+    return list(session.scalars(_CHARGES_OF, {"package_pk": package_pk}))
 
 
 def charges_page(session: Session, package_pk: int, *, overage: bool, page: PageRequest) -> Page[PackageCharge]:
