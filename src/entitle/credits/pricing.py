@@ -10,6 +10,7 @@ usage would cost without writing anything.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -24,6 +25,7 @@ from entitle.customers.models import Customer
 from entitle.grants.engine import live_subscriptions, resource_key
 from entitle.subscriptions import price_rules
 from entitle.subscriptions import store as subscriptions
+from entitle.subscriptions.preview import charges_for_country
 from entitle.usage.ports import CreditCharge
 
 _PRICED = "entitle.credits.priced_features"
@@ -76,9 +78,7 @@ def rates(s: Session, env_id: int, customer: Customer, resource_ref: str | None,
             )
             .order_by(PackageCharge.pk)
         ).all()
-        for charge in sorted(charges, key=lambda c: preference(c, sub.billing_period, sub.billing_country_code)):
-            if preference(charge, sub.billing_period, sub.billing_country_code)[0] > 1:
-                continue  # a price for another billing period
+        for charge in charges_paid(charges, sub.billing_period, sub.billing_country_code):
             currency_ref, per_unit = charge.credit_rate_currency_ref, charge.credit_rate_amount
             if deal is not None and deal[0] == currency_ref:
                 per_unit = deal[1]
@@ -87,10 +87,10 @@ def rates(s: Session, env_id: int, customer: Customer, resource_ref: str | None,
     return list(found.values())
 
 
-def preference(charge: PackageCharge, period: str | None, country: str | None) -> tuple[int, int]:
-    same_period = 0 if charge.billing_period == period else (1 if period is None else 2)
-    same_country = 0 if charge.billing_country_code == country else (1 if charge.billing_country_code is None else 2)
-    return same_period, same_country
+def charges_paid(charges: Sequence[PackageCharge], period: str | None, country: str | None) -> list[PackageCharge]:
+    """The charges a subscription of this billing period (any, when it has none) and country pays, by the
+    one country rule every reader of prices follows (`subscriptions.preview.charges_for_country`)."""
+    return charges_for_country([c for c in charges if period is None or c.billing_period == period], country)
 
 
 def charge(

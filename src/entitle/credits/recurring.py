@@ -112,9 +112,7 @@ def price_targets(s: Session, sub: Subscription) -> list[Target]:
         .order_by(PackageCharge.pk)
     ).all()
     chosen: dict[tuple[int, str], PackageCharge] = {}
-    for charge in sorted(charges, key=lambda c: pricing.preference(c, sub.billing_period, sub.billing_country_code)):
-        if pricing.preference(charge, sub.billing_period, sub.billing_country_code)[0] > 1:
-            continue  # the price of another billing period
+    for charge in pricing.charges_paid(charges, sub.billing_period, sub.billing_country_code):
         if charge.credit_rate_currency_ref is not None:
             chosen.setdefault((charge.package_pk, charge.credit_rate_currency_ref), charge)
     totals: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
