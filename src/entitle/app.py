@@ -38,6 +38,7 @@ from entitle.entitlements.snapshot import Snapshot
 from entitle.events.routes import router as events_router
 from entitle.http.errors import error_response, install_error_handlers
 from entitle.http.ids import EncodedIdsMiddleware
+from entitle.http.routing import gate_included_routers
 from entitle.jobs.routes import router as jobs_router
 from entitle.models import import_all_models
 from entitle.paywall.routes import router as paywall_router
@@ -160,6 +161,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
 
     install_console(app)
     install_widgets(app, demo_product_id=DEMO_PRODUCT_ID)
+    gate_included_routers(app)
 
     app.add_middleware(EncodedIdsMiddleware)
     # Who acts in each request, for the audit log (filled in by the API-key and console-session checks).

@@ -1,0 +1,88 @@
+"""Route dispatch whose cost does not grow with the routers before the one that answers.
+
+FastAPI (0.12x and later) keeps each included router as one route that, to say whether a request is
+its, walks every route of that router through a per-route context: tens to hundreds of microseconds
+of CPU per router, paid by every request for every router included before its own (the health check,
+behind forty routers, paid milliseconds on a loaded machine). `gate_included_routers` puts in front
+of each included router one regular expression made of all its routes' own path expressions: a path
+none of them can match is answered "not mine" at once, exactly as the router itself would answer, and
+any other path goes through FastAPI's own matching unchanged (405 for a known path with another
+method, the chosen route, its path parameters). A router whose routes change later gets its gate
+rebuilt; one with a route this cannot read (a host route, a fallback route) is left ungated.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI
+
+# The very function Starlette's routes match paths with (root path removed), so the gate sees what they see.
+from starlette._utils import get_route_path
+from starlette.routing import Match
+from starlette.types import Scope
+
+_NAMED_GROUP = re.compile(r"\(\?P<[A-Za-z_][A-Za-z0-9_]*>")
+
+
+def gate_included_routers(app: FastAPI) -> int:
+    """Gate every included router of the app; the number gated (0 on a FastAPI that inlines routes)."""
+    return sum(_gate(route) for route in app.router.routes)
+
+
+def path_patterns(route: Any) -> list[str] | None:
+    """The path expressions of every route an included router holds (nested ones too), or None when
+    one of them is not matched by its path alone."""
+    candidates = getattr(route, "effective_candidates", None)
+    low_priority = getattr(route, "effective_low_priority_routes", None)
+    if candidates is None or low_priority is None or low_priority():
+        return None
+    found: list[str] = []
+    for candidate in candidates():
+        if hasattr(candidate, "effective_candidates"):
+            nested = path_patterns(candidate)
+            if nested is None:
+                return None
+            found.extend(nested)
+            continue
+        regex = getattr(candidate, "path_regex", None) or getattr(
+            getattr(candidate, "starlette_route", None), "path_regex", None
+        )
+        if regex is None:
+            return None
+        # One expression of many alternatives cannot repeat a group name; the gate needs no groups.
+        found.append(_NAMED_GROUP.sub("(?:", regex.pattern))
+    return found
+
+
+def _gate(route: Any) -> bool:
+    patterns = path_patterns(route)
+    if not patterns:
+        return False
+    candidates_of: Callable[[], object] = route.effective_candidates
+    own_matches: Callable[[Scope], tuple[Match, Scope]] = route.matches
+    state = {"candidates": candidates_of(), "gate": _compile(patterns)}
+
+    def matches(scope: Scope) -> tuple[Match, Scope]:
+        candidates = candidates_of()  # FastAPI hands back a new list once the router's routes change
+        if candidates is not state["candidates"]:
+            rebuilt = path_patterns(route)
+            state["candidates"] = candidates
+            state["gate"] = _compile(rebuilt) if rebuilt else None
+        gate = state["gate"]
+        if gate is not None and scope["type"] in ("http", "websocket"):
+            assert isinstance(gate, re.Pattern)
+            if gate.match(get_route_path(scope)) is None:
+                return Match.NONE, {}
+        return own_matches(scope)
+
+    # The router stays the same object (the OpenAPI schema, url_path_for and FastAPI's own checks see
+    # it unchanged); only its answer to "is this path yours" is asked of the gate first.
+    route.matches = matches
+    return True
+
+
+def _compile(patterns: list[str]) -> re.Pattern[str]:
+    return re.compile("|".join(f"(?:{p})" for p in patterns))

@@ -1,0 +1,81 @@
+"""The routers' path gates (`entitle.http.routing`) change which route answers nothing: for every path
+the application serves (each route's own template filled in, and paths around them), with every method,
+the gated routers pick the same route with the same kind of match as FastAPI's own matching."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from starlette.routing import Match
+
+from entitle.app import create_app
+from entitle.http.routing import path_patterns
+
+METHODS = ("GET", "POST", "PATCH", "PUT", "DELETE")
+
+
+def _templates(route: Any) -> list[str]:
+    found: list[str] = []
+    for candidate in route.effective_candidates():
+        if hasattr(candidate, "effective_candidates"):
+            found.extend(_templates(candidate))
+        else:
+            found.append(candidate.path or candidate.starlette_route.path)
+    return found
+
+
+def _probes(templates: list[str]) -> set[str]:
+    probes = {"/", "/nope", "/api", "/api/v1", "/api/v1/nope", "/healthz/", "/api/v1/customers/"}
+    for template in templates:
+        filled = re.sub(r"\{[^}:]+:path\}", "a/b", template)
+        filled = re.sub(r"\{[^}]+\}", "x-1", filled)
+        probes |= {filled, filled + "/", filled + "/extra", filled.rsplit("/", 1)[0] or "/"}
+    return probes
+
+
+def _dispatch(routes: list[Any], path: str, method: str) -> tuple[int, Match] | None:
+    partial = None
+    for i, route in enumerate(routes):
+        scope = {"type": "http", "path": path, "method": method, "root_path": "", "headers": [], "query_string": b""}
+        match, _ = route.matches(scope)
+        if match == Match.FULL:
+            return i, match
+        if match == Match.PARTIAL and partial is None:
+            partial = (i, match)
+    return partial
+
+
+@pytest.fixture(scope="module")
+def routes() -> list[Any]:
+    return list(create_app().router.routes)
+
+
+def test_the_gated_routers_choose_the_route_fastapi_chooses(routes: list[Any]) -> None:
+    gated = [r for r in routes if "matches" in vars(r)]
+    assert len(gated) >= 30, "the application's included routers are gated"
+    templates = [t for r in gated for t in _templates(r)]
+    probes = sorted(_probes(templates))
+    chosen = {(p, m): _dispatch(routes, p, m) for p in probes for m in METHODS}
+    for route in gated:
+        del route.matches  # FastAPI's own matching again
+    try:
+        for (path, method), answer in chosen.items():
+            assert _dispatch(routes, path, method) == answer, (method, path)
+    finally:
+        for route in gated:
+            assert path_patterns(route)
+    assert sum(1 for answer in chosen.values() if answer is not None and answer[1] == Match.FULL) > 200
+    assert any(answer is None for answer in chosen.values()), "some probes match nothing"
+    assert any(answer is not None and answer[1] == Match.PARTIAL for answer in chosen.values()), "and some are 405s"
+
+
+def test_a_gate_is_rebuilt_when_its_router_gains_a_route() -> None:
+    app = create_app()
+    router: Any = next(r for r in app.router.routes if "matches" in vars(r))
+    router.matches({"type": "http", "path": "/", "method": "GET", "root_path": "", "headers": [], "query_string": b""})
+    router.original_router.add_api_route("/late-route", lambda: {}, methods=["GET"])
+    (path,) = [t for t in _templates(router) if t.endswith("/late-route")]
+    scope = {"type": "http", "path": path, "method": "GET", "root_path": "", "headers": [], "query_string": b""}
+    assert router.matches(scope)[0] == Match.FULL
