@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, delete, func, insert, select, text
 from sqlalchemy.orm import Session
 
-from entitle.push.models import KINDS, PushEvent
+from entitle.push.models import KIND_ENTITLEMENTS, KIND_FEATURES, KINDS, PushEvent
 
 # One lock for every writer of the log: ids are then handed out in commit order (see models.py).
 LOCK_KEY = 0x656E7469746C65  # "entitle"
@@ -82,3 +82,25 @@ def delete_older_than(session: Session, cutoff: datetime, limit: int, *, streame
     )
     result = session.execute(delete(PushEvent).where(PushEvent.id.in_(victims)))
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def newest_of_environment(session: Session, env_id: int) -> int:
+    """The environment's largest id (0: none). Ids follow commit order: a change committed after this
+    read gets a larger one."""
+    return int(session.scalar(select(func.max(PushEvent.id)).where(PushEvent.environment_id == env_id)) or 0)
+
+
+def grants_unchanged_since(session: Session, env_id: int, mark: int, customer_refs: Collection[str]) -> bool:
+    """No entitlement change of these customers, nor any feature change of the environment, after `mark`
+    (`newest_of_environment`). Walks the environment's ids after the mark: those of the moment since."""
+    changed = (
+        select(PushEvent.id)
+        .where(
+            PushEvent.environment_id == env_id,
+            PushEvent.id > mark,
+            (PushEvent.kind == KIND_FEATURES)
+            | ((PushEvent.kind == KIND_ENTITLEMENTS) & PushEvent.customer_ref.in_(sorted(customer_refs))),
+        )
+        .limit(1)
+    )
+    return session.scalar(changed) is None

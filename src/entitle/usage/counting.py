@@ -38,7 +38,7 @@ from entitle.db import Database
 from entitle.db.types import json_text
 from entitle.events.ingested import NewEvent
 from entitle.events.rules import refusal
-from entitle.grants.engine import Grant, Window, customer_grants, owners_grants, resource_key, usage_window
+from entitle.grants.engine import Grant, Window, customer_grants, owners_grants_until, resource_key, usage_window
 from entitle.usage import ports, store
 from entitle.usage.meters import compile_meter, dimensions_read, field_path, measure
 from entitle.usage.models import UsageCounter, WaitingUsage
@@ -161,35 +161,81 @@ class _Slot:
     items: list[Item] = field(default_factory=list)
 
 
+Holders = dict[Owner, tuple[Customer | None, dict[str, Grant]]]
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The environment's meters, and the owners' customers and grants of their metered features, as read
+    before the write transaction at `at`. The transaction uses them only while `ports.grant_changes` says
+    nothing they rest on changed since `mark` (read before them, in the same read), and before
+    `valid_until`, when a subscription or promotion of theirs ends."""
+
+    metered: list[Feature]
+    holders: Holders
+    at: datetime
+    mark: int
+    valid_until: datetime | None
+
+
 @dataclass(frozen=True)
 class Prepared:
-    """A batch measured before its transaction: with which meters, and each event's amounts and problem
-    (by its index in the request)."""
+    """A batch measured before its transaction: with which meters, each event's amounts and problem (by
+    its index in the request), and what its owners hold."""
 
     meters: tuple[tuple[str, str], ...]
     position: dict[int, int]
     amounts: dict[str, Amounts]
     problems: dict[int, Problem]
+    resolved: Resolved | None = None
 
 
 def _meters(metered: list[Feature]) -> tuple[tuple[str, str], ...]:
     return tuple((f.ref_id, json_text(f.meter)) for f in metered)
 
 
-def prepare(db: Database, env_id: int, candidates: Sequence[NewEvent]) -> Prepared:
-    """Measure a batch outside its write transaction (the meters as committed now; `apply_events` checks
-    in the transaction that they are still those)."""
+def prepare(db: Database, env_id: int, candidates: Sequence[NewEvent], now: datetime | None = None) -> Prepared:
+    """Measure a batch, and resolve its owners' grants at `now` (the batch's instant), outside its write
+    transaction (as committed now; `apply_events` checks in the transaction that they still hold)."""
+    now = now or utcnow()
     with db.read() as s:
+        mark = ports.grant_changes.impl.mark(s, env_id)
         metered = sorted(features.metered_with_meter(s, env_id), key=lambda f: f.ref_id)
+        holders: Holders = {}
+        valid_until = None
+        if metered:
+            owners = sorted({(e.customer_ref, e.resource_ref) for e in candidates}, key=_owner_order)
+            holders, valid_until = _holders(s, env_id, owners, now, metered)
     amounts, problems = _measure(metered, candidates)
     position = {e.index: p for p, e in enumerate(candidates)}
-    return Prepared(_meters(metered), position, amounts, {int(p["field"].split(".")[1]): p for p in problems})
+    by_index = {int(p["field"].split(".")[1]): p for p in problems}
+    resolved = Resolved(metered, holders, at=now, mark=mark, valid_until=valid_until)
+    return Prepared(_meters(metered), position, amounts, by_index, resolved)
+
+
+def _still_valid(s: Session, env_id: int, prepared: object, new: list[NewEvent], now: datetime) -> Resolved | None:
+    """What was resolved before the transaction, when nothing it rests on changed since (None: read it
+    again, here)."""
+    resolved = prepared.resolved if isinstance(prepared, Prepared) else None
+    if resolved is None or now < resolved.at or (resolved.valid_until is not None and now >= resolved.valid_until):
+        return None
+    owners = {(e.customer_ref, e.resource_ref) for e in new}
+    if resolved.metered and not owners <= resolved.holders.keys():
+        return None
+    if not ports.grant_changes.impl.unchanged_since(s, env_id, resolved.mark, {c for c, _ in owners}):
+        return None
+    return resolved
 
 
 def apply_events(s: Session, env_id: int, new: list[NewEvent], prepared: object = None) -> None:
     """Count newly stored events (duplicates never reach here: the insert skipped them). A fixed number
     of statements for the whole batch, however many customers, features and windows it touches."""
-    metered = sorted(features.metered_with_meter(s, env_id), key=lambda f: f.ref_id)
+    now = utcnow()
+    resolved = _still_valid(s, env_id, prepared, new, now)
+    if resolved is not None:
+        metered = resolved.metered
+    else:
+        metered = sorted(features.metered_with_meter(s, env_id), key=lambda f: f.ref_id)
     if not metered:
         return
     if isinstance(prepared, Prepared) and prepared.meters == _meters(metered):
@@ -212,13 +258,12 @@ def apply_events(s: Session, env_id: int, new: list[NewEvent], prepared: object 
                 wanted[(*owner, feature.ref_id)] = adding
     if not wanted:
         return
-    now = utcnow()
     owners = sorted({(c, r) for c, r, _ in wanted}, key=_owner_order)
-    holders = _holders(s, env_id, owners, now)
+    holders = resolved.holders if resolved is not None else _holders(s, env_id, owners, now, metered)[0]
     unheld = {c for c, r, ref in wanted if ref not in holders[(c, r)][1]}
     if unheld and store.lock_owners(s, env_id, unheld):
         # Another transaction may have just granted the feature (and folded what waited): look again.
-        holders.update(_holders(s, env_id, [o for o in owners if o[0] in unheld], now))
+        holders = {**holders, **_holders(s, env_id, [o for o in owners if o[0] in unheld], now, metered)[0]}
     slots: dict[store.CounterKey, _Slot] = {}
     waiting: dict[store.WaitingKey, list[Item]] = {}
     indexes = [e.index for e in new]
@@ -274,20 +319,21 @@ def _owner_order(owner: Owner) -> tuple[str, str]:
 
 
 def _holders(
-    s: Session, env_id: int, owners: list[Owner], now: datetime
-) -> dict[Owner, tuple[Customer | None, dict[str, Grant]]]:
-    """Each owner's live customer (None: unknown or archived) and its grants, in a fixed number of queries."""
+    s: Session, env_id: int, owners: list[Owner], now: datetime, metered: list[Feature]
+) -> tuple[Holders, datetime | None]:
+    """Each owner's live customer (None: unknown or archived) and its grants of the `metered` features, in
+    a fixed number of queries; and the first instant after `now` they may resolve otherwise (None: never)."""
     found = customers.find_many(s, env_id, {c for c, _ in owners})
     live = [(found[c], r) for c, r in owners if c in found and found[c].archived_at is None]
-    grants = owners_grants(s, env_id, live, now)
-    result: dict[Owner, tuple[Customer | None, dict[str, Grant]]] = {}
+    grants, valid_until = owners_grants_until(s, env_id, live, now, {f.ref_id: f for f in metered})
+    result: Holders = {}
     for customer_ref, resource_ref in owners:
         customer = found.get(customer_ref)
         if customer is None or customer.archived_at is not None:
             result[(customer_ref, resource_ref)] = (None, {})
         else:
             result[(customer_ref, resource_ref)] = (customer, grants[(customer.pk, resource_ref or None)][0])
-    return result
+    return result, valid_until
 
 
 def _numbers(items: list[Item]) -> list[Decimal]:
