@@ -22,15 +22,29 @@ def lock_for_append(session: Session) -> None:
     # SQLite: the write transaction already holds the database lock (BEGIN IMMEDIATE).
 
 
+_APPENDED = ("environment_id", "kind", "customer_ref", "resource_ref", "data", "created_at")
+
+
 def append(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
     """Insert rows; their ids in the order given."""
     if not rows:
         return []
-    if len(rows) > 1 and session.get_bind().dialect.name == "sqlite":
+    dialect = session.get_bind().dialect
+    if len(rows) > 1 and dialect.name == "sqlite":
         # SQLite cannot say which RETURNING row is which in one multi-row insert, so SQLAlchemy would send
         # one INSERT per row. The write transaction holds the database lock: the rows take the next ids,
-        # in order (one statement for the batch, and one to read the last id).
-        session.execute(insert(cast(Table, PushEvent.__table__)), list(rows))
+        # in order (one statement for the batch, and one to read the last id). The driver's executemany,
+        # each value written as its column type writes it: an ingestion batch appends a row per counter
+        # it moved, and binding them through SQLAlchemy costs more than the insert.
+        table = cast(Table, PushEvent.__table__)
+        written = [table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in _APPENDED]
+        session.connection().exec_driver_sql(
+            f"INSERT INTO push_events ({', '.join(_APPENDED)}) VALUES ({', '.join('?' for _ in _APPENDED)})",
+            [
+                tuple(w(row[name]) if w else row[name] for w, name in zip(written, _APPENDED, strict=True))
+                for row in rows
+            ],
+        )
         last = int(session.scalar(select(func.max(PushEvent.id))) or 0)
         return list(range(last - len(rows) + 1, last + 1))
     stmt = insert(PushEvent).returning(PushEvent.id, sort_by_parameter_order=True)

@@ -123,13 +123,25 @@ def _kinds(reads: tuple[str, ...], events: Sequence[NewEvent]) -> list[tuple[Any
     return [(e.event_name, *[(type(v), v) for v in map(e.dimensions.get, reads)]) for e in events]
 
 
+# The last resetting window computed per schedule (`_schedule`), across batches: computing one costs more
+# than counting a customer's share of a batch, and the next batch of that customer mostly falls in it.
+# Windows partition time from the schedule's anchor on (`usage_period_at`), so a remembered one answers
+# for every instant it contains. Bounded: forgotten wholesale when full.
+_LAST_WINDOWS: dict[tuple[object, ...], Window] = {}
+_LAST_WINDOWS_HELD = 50_000
+
+
 class _Windows:
     """The usage windows of one schedule (features whose windows reset alike), each computed once: a
     batch's events mostly share a window."""
 
     def __init__(self, grant: Grant, now: datetime) -> None:
         self.grant = grant
+        self.schedule = _schedule(grant)
         self.seen: list[Window] = []
+        remembered = _LAST_WINDOWS.get(self.schedule)
+        if remembered is not None:
+            self.seen.append(remembered)
         self.current = self.of(now)
 
     def of(self, at: datetime) -> Window:
@@ -140,6 +152,9 @@ class _Windows:
         window = usage_window(grant.feature, grant.allowance, grant.usage_anchor, at)
         if window.end is not None:
             self.seen.append(window)
+            if len(_LAST_WINDOWS) >= _LAST_WINDOWS_HELD:
+                _LAST_WINDOWS.clear()
+            _LAST_WINDOWS[self.schedule] = window
         return window
 
 
@@ -239,8 +254,11 @@ def apply_events(s: Session, env_id: int, new: list[NewEvent], prepared: object 
     if not metered:
         return
     if isinstance(prepared, Prepared) and prepared.meters == _meters(metered):
-        at = [prepared.position[e.index] for e in new]
-        amounts = {ref: [column[p] for p in at] for ref, column in prepared.amounts.items()}
+        if [e.index for e in new] == list(prepared.position):  # no duplicate: the events measured, in order
+            amounts = prepared.amounts
+        else:
+            at = [prepared.position[e.index] for e in new]
+            amounts = {ref: [column[p] for p in at] for ref, column in prepared.amounts.items()}
         problems = [prepared.problems[e.index] for e in new if e.index in prepared.problems]
     else:  # nothing prepared, or a meter changed meanwhile: measure now
         amounts, problems = _measure(metered, new)
@@ -249,13 +267,15 @@ def apply_events(s: Session, env_id: int, new: list[NewEvent], prepared: object 
     positions: dict[Owner, list[int]] = defaultdict(list)
     for position, e in enumerate(new):
         positions[(e.customer_ref, e.resource_ref)].append(position)
-    wanted: dict[Wanted, list[int]] = {}  # the positions of the events adding to each feature of an owner
+    indexes = [e.index for e in new]
+    wanted: dict[Wanted, list[Item]] = {}  # what the events of an owner add to each feature
     for owner in sorted(positions, key=_owner_order):
+        at = positions[owner]
         for feature in metered:
             column = amounts[feature.ref_id]
-            adding = [p for p in positions[owner] if column[p] is not None]
-            if adding:
-                wanted[(*owner, feature.ref_id)] = adding
+            items: list[Item] = [(indexes[p], a) for p in at if (a := column[p]) is not None]
+            if items:
+                wanted[(*owner, feature.ref_id)] = items
     if not wanted:
         return
     owners = sorted({(c, r) for c, r, _ in wanted}, key=_owner_order)
@@ -266,13 +286,10 @@ def apply_events(s: Session, env_id: int, new: list[NewEvent], prepared: object 
         holders = {**holders, **_holders(s, env_id, [o for o in owners if o[0] in unheld], now, metered)[0]}
     slots: dict[store.CounterKey, _Slot] = {}
     waiting: dict[store.WaitingKey, list[Item]] = {}
-    indexes = [e.index for e in new]
     timestamps = [e.timestamp for e in new]
     spans = {owner: _span(timestamps, at) for owner, at in positions.items()}
     schedules: dict[tuple[Owner, tuple[object, ...]], tuple[_Windows, dict[datetime, Window]]] = {}
-    for (customer_ref, resource_ref, ref), adding in wanted.items():
-        column = amounts[ref]
-        items: list[Item] = [(indexes[p], a) for p in adding if (a := column[p]) is not None]
+    for (customer_ref, resource_ref, ref), items in wanted.items():
         customer, held = holders[(customer_ref, resource_ref)]
         grant = held.get(ref)
         resource = resource_key(resource_ref)
@@ -292,6 +309,8 @@ def apply_events(s: Session, env_id: int, new: list[NewEvent], prepared: object 
             slots[(customer.pk, ref, resource, current.start)] = whole
             continue
         pk = customer.pk
+        column = amounts[ref]
+        adding = [p for p in positions[owner] if column[p] is not None]
         for p, item in zip(adding, items, strict=True):
             instant = timestamps[p]
             window = window_at.get(instant)
