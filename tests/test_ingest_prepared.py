@@ -143,3 +143,60 @@ def test_without_a_change_log_nothing_resolved_beforehand_is_believed(built: tup
         ports.grant_changes.install(installed)
     assert _counted(db, env_id, "unvouched")["m-sum"] == 6
     assert _waiting(db, env_id, "unvouched") == {}
+
+
+# --- what earlier batches resolved, kept for the next ones -------------------------------------------
+
+
+def test_the_next_batch_reads_no_grants_when_nothing_changed(built: tuple[Database, int]) -> None:
+    db, env_id = built
+    _provision(db, env_id, "regular", "metered")
+    _apply(db, env_id, _batch("regular"), counting.prepare(db, env_id, _batch("regular")))
+    with statements(db) as seen:
+        prepared = counting.prepare(db, env_id, _batch("regular"))
+    assert not [sql for sql in seen if "FROM subscriptions" in sql or "FROM features" in sql], seen
+    _apply(db, env_id, _batch("regular"), prepared)
+    assert _counted(db, env_id, "regular")["m-sum"] == 12
+
+
+def test_the_next_batch_reads_again_the_grants_of_a_customer_whose_entitlements_changed(
+    built: tuple[Database, int],
+) -> None:
+    db, env_id = built
+    _provision(db, env_id, "staying", "metered")
+    _provision(db, env_id, "going", "metered")
+    both = _batch("staying") + [replace(e, index=e.index + 3) for e in _batch("going")]
+    _apply(db, env_id, both, counting.prepare(db, env_id, both))
+    customer_service.archive_customer(db, env_id, "going")
+    prepared = counting.prepare(db, env_id, both)
+    _apply(db, env_id, both, prepared)
+    assert _counted(db, env_id, "staying")["m-sum"] == 12
+    assert _counted(db, env_id, "going")["m-sum"] == 6  # the first batch only
+    assert _waiting(db, env_id, "going")["m-sum"] == 6
+
+
+def test_the_next_batch_reads_everything_again_after_a_feature_changed(built: tuple[Database, int]) -> None:
+    db, env_id = built
+    _provision(db, env_id, "measured-again", "metered")
+    _apply(db, env_id, _batch("measured-again"), counting.prepare(db, env_id, _batch("measured-again")))
+    meter = {"aggregation": {"function": "SUM", "field": "cost"}, "filters": []}
+    features.update_feature(db, env_id, "m-sum", FeatureUpdate.model_validate({"meter": meter}))
+    _apply(db, env_id, _batch("measured-again"), counting.prepare(db, env_id, _batch("measured-again")))
+    assert _counted(db, env_id, "measured-again")["m-sum"] == 6 + 15
+
+
+def test_what_earlier_batches_resolved_is_not_kept_past_a_subscription_or_promotion_end(
+    built: tuple[Database, int],
+) -> None:
+    db, env_id = built
+    _provision(db, env_id, "expiring", "metered")
+    _apply(db, env_id, _batch("expiring"), counting.prepare(db, env_id, _batch("expiring")))
+    # Remembered as if there were no meters: believed, nothing would count.
+    kept = counting._known[db][env_id]
+    counting._known[db][env_id] = replace(kept, metered=[], holders={})
+    _apply(db, env_id, _batch("expiring"), counting.prepare(db, env_id, _batch("expiring")))
+    assert _counted(db, env_id, "expiring")["m-sum"] == 6
+    # ...unless an end came in between.
+    counting._known[db][env_id] = replace(kept, metered=[], holders={}, valid_until=utcnow())
+    _apply(db, env_id, _batch("expiring"), counting.prepare(db, env_id, _batch("expiring")))
+    assert _counted(db, env_id, "expiring")["m-sum"] == 12

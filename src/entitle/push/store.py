@@ -118,3 +118,19 @@ def grants_unchanged_since(session: Session, env_id: int, mark: int, customer_re
         .limit(1)
     )
     return session.scalar(changed) is None
+
+
+def grants_changed_since(session: Session, env_id: int, mark: int) -> frozenset[str] | None:
+    """The customers with an entitlement change after `mark` (`newest_of_environment`); None when a
+    feature of the environment changed too. Walks the environment's ids after the mark."""
+    changed = select(PushEvent.kind, PushEvent.customer_ref).where(
+        PushEvent.environment_id == env_id,
+        PushEvent.id > mark,
+        PushEvent.kind.in_((KIND_ENTITLEMENTS, KIND_FEATURES)),
+    )
+    customers: set[str] = set()
+    for kind, customer_ref in session.execute(changed):
+        if kind == KIND_FEATURES:
+            return None
+        customers.add(customer_ref)
+    return frozenset(customers)

@@ -41,5 +41,9 @@ def install() -> None:
     # The log holds every entitlement and feature change, committed with it: ingestion asks it whether
     # grants it resolved before its write transaction still hold.
     usage_ports.grant_changes.install(
-        usage_ports.GrantChanges(mark=store.newest_of_environment, unchanged_since=store.grants_unchanged_since)
+        usage_ports.GrantChanges(
+            mark=store.newest_of_environment,
+            unchanged_since=store.grants_unchanged_since,
+            changed_since=store.grants_changed_since,
+        )
     )

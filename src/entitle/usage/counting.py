@@ -20,12 +20,14 @@ refuses the whole batch (400), naming each offending event.
 from __future__ import annotations
 
 import logging
+import threading
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from sqlalchemy.orm import Session
 
@@ -209,22 +211,62 @@ def _meters(metered: list[Feature]) -> tuple[tuple[str, str], ...]:
     return tuple((f.ref_id, json_text(f.meter)) for f in metered)
 
 
+# What the last batches of each environment resolved (a `Resolved`, per database and environment), so
+# the next batch reads only what changed since: the customers the change log names, or everything
+# after a feature changed. Bounded: at most `_KNOWN_OWNERS` owners per environment; and a mark further
+# back than `_KNOWN_IDS` ids is not worth reading the changes since (everything is resolved again).
+_known: WeakKeyDictionary[Database, dict[int, Resolved]] = WeakKeyDictionary()
+_known_lock = threading.Lock()
+_KNOWN_OWNERS = 10_000
+_KNOWN_IDS = 20_000
+
+
+def _still_known(s: Session, db: Database, env_id: int, mark: int, now: datetime) -> Resolved | None:
+    """What earlier batches resolved, less the customers whose grants changed since (None: nothing
+    usable). Read after `mark`, in the same read: what it keeps holds as of the mark."""
+    with _known_lock:
+        known = _known.get(db, {}).get(env_id)
+    if known is None or not known.at <= now or not known.mark <= mark or mark - known.mark > _KNOWN_IDS:
+        return None
+    if known.valid_until is not None and now >= known.valid_until:
+        return None
+    changed = ports.grant_changes.impl.changed_since(s, env_id, known.mark)
+    if changed is None:
+        return None
+    holders = {owner: held for owner, held in known.holders.items() if owner[0] not in changed}
+    return replace(known, holders=holders, mark=mark)
+
+
+def _remember(db: Database, env_id: int, resolved: Resolved, owners: list[Owner]) -> None:
+    if len(resolved.holders) > _KNOWN_OWNERS:
+        resolved = replace(resolved, holders={owner: resolved.holders[owner] for owner in owners})
+    with _known_lock:
+        _known.setdefault(db, {})[env_id] = resolved
+
+
 def prepare(db: Database, env_id: int, candidates: Sequence[NewEvent], now: datetime | None = None) -> Prepared:
     """Measure a batch, and resolve its owners' grants at `now` (the batch's instant), outside its write
     transaction (as committed now; `apply_events` checks in the transaction that they still hold)."""
     now = now or utcnow()
+    owners = sorted({(e.customer_ref, e.resource_ref) for e in candidates}, key=_owner_order)
     with db.read() as s:
         mark = ports.grant_changes.impl.mark(s, env_id)
-        metered = sorted(features.metered_with_meter(s, env_id), key=lambda f: f.ref_id)
-        holders: Holders = {}
-        valid_until = None
-        if metered:
-            owners = sorted({(e.customer_ref, e.resource_ref) for e in candidates}, key=_owner_order)
-            holders, valid_until = _holders(s, env_id, owners, now, metered)
+        known = _still_known(s, db, env_id, mark, now)
+        if known is None:
+            metered = sorted(features.metered_with_meter(s, env_id), key=lambda f: f.ref_id)
+            known = Resolved(metered, {}, at=now, mark=mark, valid_until=None)
+        metered = known.metered
+        missing = [owner for owner in owners if owner not in known.holders] if metered else []
+        if missing:
+            found, until = _holders(s, env_id, missing, now, metered)
+            ends = [instant for instant in (known.valid_until, until) if instant is not None]
+            known = replace(known, holders={**known.holders, **found}, valid_until=min(ends, default=None))
+    # Grants resolved earlier hold now too: nothing they rest on changed, and no end came between.
+    resolved = replace(known, at=now)
+    _remember(db, env_id, resolved, owners)
     amounts, problems = _measure(metered, candidates)
     position = {e.index: p for p, e in enumerate(candidates)}
     by_index = {int(p["field"].split(".")[1]): p for p in problems}
-    resolved = Resolved(metered, holders, at=now, mark=mark, valid_until=valid_until)
     return Prepared(_meters(metered), position, amounts, by_index, resolved)
 
 

@@ -63,6 +63,9 @@ class GrantChanges:
     # (session, env_id, mark, customer ids) -> True only when none of those customers' grants, nor any
     # feature of the environment, changed in a transaction committed after the mark was read.
     unchanged_since: Callable[[Session, int, int, Collection[str]], bool]
+    # (session, env_id, mark) -> the customers whose grants changed after the mark; None when a feature
+    # of the environment changed too, or it cannot tell.
+    changed_since: Callable[[Session, int, int], frozenset[str] | None]
 
 
 def _no_mark(s: Session, env_id: int) -> int:
@@ -73,6 +76,11 @@ def _cannot_tell(s: Session, env_id: int, mark: int, customer_refs: Collection[s
     return False
 
 
+def _cannot_say(s: Session, env_id: int, mark: int) -> frozenset[str] | None:
+    return None
+
+
 grant_changes: Port[GrantChanges] = Port(
-    "usage.grant_changes", default=GrantChanges(mark=_no_mark, unchanged_since=_cannot_tell)
+    "usage.grant_changes",
+    default=GrantChanges(mark=_no_mark, unchanged_since=_cannot_tell, changed_since=_cannot_say),
 )
