@@ -218,7 +218,7 @@ def _meters(metered: list[Feature]) -> tuple[tuple[str, str], ...]:
 _known: WeakKeyDictionary[Database, dict[int, Resolved]] = WeakKeyDictionary()
 _known_lock = threading.Lock()
 _KNOWN_OWNERS = 10_000
-_KNOWN_IDS = 20_000
+_KNOWN_IDS = 5_000
 
 
 def _still_known(s: Session, db: Database, env_id: int, mark: int, now: datetime) -> Resolved | None:
