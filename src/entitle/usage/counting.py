@@ -73,6 +73,9 @@ def _measure(metered: list[Feature], events: Sequence[NewEvent]) -> tuple[dict[s
     refused: dict[int, Problem] = {}
     # Meters reading the same dimensions (SUM, MAX, MIN and AVG of one field) share the batch's kinds.
     grouped: dict[tuple[str, ...], tuple[list[tuple[Any, ...]], dict[tuple[Any, ...], NewEvent]]] = {}
+    # Meters that measure every kind alike (SUM, MAX and AVG of one field, filtered alike) share one
+    # column: what a batch adds is then gathered once for all of them (`_share`).
+    columns: dict[tuple[tuple[str, ...], frozenset[tuple[tuple[Any, ...], Decimal | str | None]]], Amounts] = {}
     for feature in metered:
         assert feature.meter is not None
         measured = compile_meter(feature.meter, numbers)
@@ -92,7 +95,10 @@ def _measure(metered: list[Feature], events: Sequence[NewEvent]) -> tuple[dict[s
                     out_of_range[kind] = amount
             else:
                 kept[kind] = amount
-        amounts[feature.ref_id] = list(map(kept.__getitem__, kinds))
+        alike = (reads, frozenset(kept.items()))
+        if alike not in columns:
+            columns[alike] = list(map(kept.__getitem__, kinds))
+        amounts[feature.ref_id] = columns[alike]
         for kind, e in zip(kinds, events, strict=True) if out_of_range else ():
             if kind in out_of_range and e.index not in refused:
                 refused[e.index] = {
@@ -300,7 +306,12 @@ def apply_events(s: Session, env_id: int, new: list[NewEvent], prepared: object 
             amounts = prepared.amounts
         else:
             at = [prepared.position[e.index] for e in new]
-            amounts = {ref: [column[p] for p in at] for ref, column in prepared.amounts.items()}
+            kept: dict[int, Amounts] = {}  # a column several meters share stays shared
+            amounts = {}
+            for ref, column in prepared.amounts.items():
+                if id(column) not in kept:
+                    kept[id(column)] = [column[p] for p in at]
+                amounts[ref] = kept[id(column)]
         problems = [prepared.problems[e.index] for e in new if e.index in prepared.problems]
     else:  # nothing prepared, or a meter changed meanwhile: measure now
         amounts, problems = _measure(metered, new)
@@ -313,9 +324,12 @@ def apply_events(s: Session, env_id: int, new: list[NewEvent], prepared: object 
     wanted: dict[Wanted, list[Item]] = {}  # what the events of an owner add to each feature
     for owner in sorted(positions, key=_owner_order):
         at = positions[owner]
+        gathered: dict[int, list[Item]] = {}  # per column (meters measuring alike share theirs): read-only
         for feature in metered:
             column = amounts[feature.ref_id]
-            items: list[Item] = [(indexes[p], a) for p in at if (a := column[p]) is not None]
+            items = gathered.get(id(column))
+            if items is None:
+                items = gathered[id(column)] = [(indexes[p], a) for p in at if (a := column[p]) is not None]
             if items:
                 wanted[(*owner, feature.ref_id)] = items
     if not wanted:
