@@ -37,12 +37,13 @@ class EventsIngested(DomainEvent):
 
 
 # Work on a batch that needs no write transaction (on SQLite that transaction holds the database's write
-# lock): the usage domain measures the events with the meters as they are before it, and checks in the
-# transaction that they did not change (`entitle.usage.counting.prepare`, installed by `entitle.wiring`).
-Prepare = Callable[[Database, int, Sequence[NewEvent]], object]
+# lock): the usage domain measures the events with the meters, and resolves their owners' grants, as they
+# are before it (at the batch's instant, the `datetime` given), and checks in the transaction that they did
+# not change (`entitle.usage.counting.prepare`, installed by `entitle.wiring`).
+Prepare = Callable[[Database, int, Sequence[NewEvent], datetime], object]
 
 
-def _nothing(_db: Database, _env_id: int, _events: Sequence[NewEvent]) -> object:
+def _nothing(_db: Database, _env_id: int, _events: Sequence[NewEvent], _now: datetime) -> object:
     return None
 
 

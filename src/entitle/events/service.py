@@ -46,7 +46,7 @@ def report_events(db: Database, env_id: int, events: list[EventIn]) -> Reported:
         for index in first_of_key.values()
         for e in (events[index],)
     ]
-    prepared = prepare.impl(db, env_id, candidates)
+    prepared = prepare.impl(db, env_id, candidates, now)
     bound = store.Rows(db.dialect, env_id, now, list(first_of_key), candidates)
     with db.bulk_transaction() as s:
         stored = store.insert_new(s, bound)

@@ -8,7 +8,7 @@ counting (`entitle.usage`) and the checks (`entitle.entitlements`) both build on
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -133,9 +133,27 @@ def owners_grants(
 ) -> dict[tuple[int, str | None], tuple[dict[str, Grant], bool]]:
     """`customer_grants` of several (customer, resource) owners at once, keyed by (customer pk, resource
     or None): a fixed number of queries however many owners (one plan chain per distinct plan)."""
+    return owners_grants_until(session, env_id, owners, now)[0]
+
+
+def owners_grants_until(
+    session: Session,
+    env_id: int,
+    owners: Sequence[tuple[Customer, str | None]],
+    now: datetime,
+    only: Mapping[str, Feature] | None = None,
+) -> tuple[dict[tuple[int, str | None], tuple[dict[str, Grant], bool]], datetime | None]:
+    """`owners_grants`, and the first instant after `now` at which the same rows may resolve otherwise
+    (a live subscription or promotion of any of the owners ending or leaving its trial; None: never).
+    Merged allowances keep only the later end of the two (`more_generous`), so the sources decide it.
+    `only`: grants of these live features alone (the caller read them: they are not read again)."""
     pks = {customer.pk for customer, _ in owners}
     live = subscriptions.of_customers(session, pks, [s.value for s in LIVE])
     promos = promotions.live_for_customers(session, pks, now)
+    boundaries = [sub.end_date for subs in live.values() for sub in subs]
+    boundaries += [sub.trial_end_date for subs in live.values() for sub in subs]
+    boundaries += [promo.end_date for found in promos.values() for promo in found]
+    later = [instant for instant in boundaries if instant is not None and instant > now]
     all_terms = subscription_terms(session, env_id, [sub for pk in sorted(pks) for sub in live.get(pk, [])])
     offered: dict[tuple[int, str | None], dict[str, tuple[Allowance, datetime, datetime]]] = {}
     has_subscription: dict[tuple[int, str | None], bool] = {}
@@ -144,14 +162,12 @@ def owners_grants(
         subs = [s for s in live.get(customer.pk, []) if (s.resource_ref or None) == key[1]]
         offered[key] = _allowances(subs, all_terms, promos.get(customer.pk, []))
         has_subscription[key] = bool(subs)
-    known_features = features.get_many(session, env_id, sorted({ref for a in offered.values() for ref in a}))
-    return {
-        key: (
-            _grants(known_features, allowances),
-            has_subscription[key],
-        )
-        for key, allowances in offered.items()
-    }
+    if only is None:
+        known_features = features.get_many(session, env_id, sorted({ref for a in offered.values() for ref in a}))
+    else:
+        known_features = {ref: feature for ref, feature in only.items() if feature.archived_at is None}
+    grants = {key: (_grants(known_features, allowances), has_subscription[key]) for key, allowances in offered.items()}
+    return grants, min(later, default=None)
 
 
 def _allowances(

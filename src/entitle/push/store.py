@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, delete, func, insert, select, text
 from sqlalchemy.orm import Session
 
-from entitle.push.models import KINDS, PushEvent
+from entitle.push.models import KIND_ENTITLEMENTS, KIND_FEATURES, KINDS, PushEvent
 
 # One lock for every writer of the log: ids are then handed out in commit order (see models.py).
 LOCK_KEY = 0x656E7469746C65  # "entitle"
@@ -22,15 +22,29 @@ def lock_for_append(session: Session) -> None:
     # SQLite: the write transaction already holds the database lock (BEGIN IMMEDIATE).
 
 
+_APPENDED = ("environment_id", "kind", "customer_ref", "resource_ref", "data", "created_at")
+
+
 def append(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
     """Insert rows; their ids in the order given."""
     if not rows:
         return []
-    if len(rows) > 1 and session.get_bind().dialect.name == "sqlite":
+    dialect = session.get_bind().dialect
+    if len(rows) > 1 and dialect.name == "sqlite":
         # SQLite cannot say which RETURNING row is which in one multi-row insert, so SQLAlchemy would send
         # one INSERT per row. The write transaction holds the database lock: the rows take the next ids,
-        # in order (one statement for the batch, and one to read the last id).
-        session.execute(insert(cast(Table, PushEvent.__table__)), list(rows))
+        # in order (one statement for the batch, and one to read the last id). The driver's executemany,
+        # each value written as its column type writes it: an ingestion batch appends a row per counter
+        # it moved, and binding them through SQLAlchemy costs more than the insert.
+        table = cast(Table, PushEvent.__table__)
+        written = [table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in _APPENDED]
+        session.connection().exec_driver_sql(
+            f"INSERT INTO push_events ({', '.join(_APPENDED)}) VALUES ({', '.join('?' for _ in _APPENDED)})",
+            [
+                tuple(w(row[name]) if w else row[name] for w, name in zip(written, _APPENDED, strict=True))
+                for row in rows
+            ],
+        )
         last = int(session.scalar(select(func.max(PushEvent.id))) or 0)
         return list(range(last - len(rows) + 1, last + 1))
     if len(rows) == 1:
@@ -89,3 +103,41 @@ def delete_older_than(session: Session, cutoff: datetime, limit: int, *, streame
     )
     result = session.execute(delete(PushEvent).where(PushEvent.id.in_(victims)))
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def newest_of_environment(session: Session, env_id: int) -> int:
+    """The environment's largest id (0: none). Ids follow commit order: a change committed after this
+    read gets a larger one."""
+    return int(session.scalar(select(func.max(PushEvent.id)).where(PushEvent.environment_id == env_id)) or 0)
+
+
+def grants_unchanged_since(session: Session, env_id: int, mark: int, customer_refs: Collection[str]) -> bool:
+    """No entitlement change of these customers, nor any feature change of the environment, after `mark`
+    (`newest_of_environment`). Walks the environment's ids after the mark: those of the moment since."""
+    changed = (
+        select(PushEvent.id)
+        .where(
+            PushEvent.environment_id == env_id,
+            PushEvent.id > mark,
+            (PushEvent.kind == KIND_FEATURES)
+            | ((PushEvent.kind == KIND_ENTITLEMENTS) & PushEvent.customer_ref.in_(sorted(customer_refs))),
+        )
+        .limit(1)
+    )
+    return session.scalar(changed) is None
+
+
+def grants_changed_since(session: Session, env_id: int, mark: int) -> frozenset[str] | None:
+    """The customers with an entitlement change after `mark` (`newest_of_environment`); None when a
+    feature of the environment changed too. Walks the environment's ids after the mark."""
+    changed = select(PushEvent.kind, PushEvent.customer_ref).where(
+        PushEvent.environment_id == env_id,
+        PushEvent.id > mark,
+        PushEvent.kind.in_((KIND_ENTITLEMENTS, KIND_FEATURES)),
+    )
+    customers: set[str] = set()
+    for kind, customer_ref in session.execute(changed):
+        if kind == KIND_FEATURES:
+            return None
+        customers.add(customer_ref)
+    return frozenset(customers)

@@ -9,7 +9,8 @@ from entitle.catalog.features.events import FeatureChanged
 from entitle.credits.events import CreditBalanceChanged
 from entitle.customers.events import EntitlementsChanged
 from entitle.domain_events import subscribe
-from entitle.push import service
+from entitle.push import service, store
+from entitle.usage import ports as usage_ports
 from entitle.usage.events import UsageChanged
 
 
@@ -37,3 +38,12 @@ def install() -> None:
     subscribe(UsageChanged, usage_changed)
     subscribe(FeatureChanged, feature_changed)
     subscribe(CreditBalanceChanged, credits_changed)
+    # The log holds every entitlement and feature change, committed with it: ingestion asks it whether
+    # grants it resolved before its write transaction still hold.
+    usage_ports.grant_changes.install(
+        usage_ports.GrantChanges(
+            mark=store.newest_of_environment,
+            unchanged_since=store.grants_unchanged_since,
+            changed_since=store.grants_changed_since,
+        )
+    )

@@ -20,12 +20,14 @@ refuses the whole batch (400), naming each offending event.
 from __future__ import annotations
 
 import logging
+import threading
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from sqlalchemy.orm import Session
 
@@ -38,7 +40,7 @@ from entitle.db import Database
 from entitle.db.types import json_text
 from entitle.events.ingested import NewEvent
 from entitle.events.rules import refusal
-from entitle.grants.engine import Grant, Window, customer_grants, owners_grants, resource_key, usage_window
+from entitle.grants.engine import Grant, Window, customer_grants, owners_grants_until, resource_key, usage_window
 from entitle.usage import ports, store
 from entitle.usage.meters import compile_meter, dimensions_read, field_path, measure
 from entitle.usage.models import UsageCounter, WaitingUsage
@@ -71,6 +73,9 @@ def _measure(metered: list[Feature], events: Sequence[NewEvent]) -> tuple[dict[s
     refused: dict[int, Problem] = {}
     # Meters reading the same dimensions (SUM, MAX, MIN and AVG of one field) share the batch's kinds.
     grouped: dict[tuple[str, ...], tuple[list[tuple[Any, ...]], dict[tuple[Any, ...], NewEvent]]] = {}
+    # Meters that measure every kind alike (SUM, MAX and AVG of one field, filtered alike) share one
+    # column: what a batch adds is then gathered once for all of them (`_share`).
+    columns: dict[tuple[tuple[str, ...], frozenset[tuple[tuple[Any, ...], Decimal | str | None]]], Amounts] = {}
     for feature in metered:
         assert feature.meter is not None
         measured = compile_meter(feature.meter, numbers)
@@ -90,7 +95,10 @@ def _measure(metered: list[Feature], events: Sequence[NewEvent]) -> tuple[dict[s
                     out_of_range[kind] = amount
             else:
                 kept[kind] = amount
-        amounts[feature.ref_id] = list(map(kept.__getitem__, kinds))
+        alike = (reads, frozenset(kept.items()))
+        if alike not in columns:
+            columns[alike] = list(map(kept.__getitem__, kinds))
+        amounts[feature.ref_id] = columns[alike]
         for kind, e in zip(kinds, events, strict=True) if out_of_range else ():
             if kind in out_of_range and e.index not in refused:
                 refused[e.index] = {
@@ -123,13 +131,25 @@ def _kinds(reads: tuple[str, ...], events: Sequence[NewEvent]) -> list[tuple[Any
     return [(e.event_name, *[(type(v), v) for v in map(e.dimensions.get, reads)]) for e in events]
 
 
+# The last resetting window computed per schedule (`_schedule`), across batches: computing one costs more
+# than counting a customer's share of a batch, and the next batch of that customer mostly falls in it.
+# Windows partition time from the schedule's anchor on (`usage_period_at`), so a remembered one answers
+# for every instant it contains. Bounded: forgotten wholesale when full.
+_LAST_WINDOWS: dict[tuple[object, ...], Window] = {}
+_LAST_WINDOWS_HELD = 50_000
+
+
 class _Windows:
     """The usage windows of one schedule (features whose windows reset alike), each computed once: a
     batch's events mostly share a window."""
 
     def __init__(self, grant: Grant, now: datetime) -> None:
         self.grant = grant
+        self.schedule = _schedule(grant)
         self.seen: list[Window] = []
+        remembered = _LAST_WINDOWS.get(self.schedule)
+        if remembered is not None:
+            self.seen.append(remembered)
         self.current = self.of(now)
 
     def of(self, at: datetime) -> Window:
@@ -140,6 +160,9 @@ class _Windows:
         window = usage_window(grant.feature, grant.allowance, grant.usage_anchor, at)
         if window.end is not None:
             self.seen.append(window)
+            if len(_LAST_WINDOWS) >= _LAST_WINDOWS_HELD:
+                _LAST_WINDOWS.clear()
+            _LAST_WINDOWS[self.schedule] = window
         return window
 
 
@@ -161,40 +184,134 @@ class _Slot:
     items: list[Item] = field(default_factory=list)
 
 
+Holders = dict[Owner, tuple[Customer | None, dict[str, Grant]]]
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The environment's meters, and the owners' customers and grants of their metered features, as read
+    before the write transaction at `at`. The transaction uses them only while `ports.grant_changes` says
+    nothing they rest on changed since `mark` (read before them, in the same read), and before
+    `valid_until`, when a subscription or promotion of theirs ends."""
+
+    metered: list[Feature]
+    holders: Holders
+    at: datetime
+    mark: int
+    valid_until: datetime | None
+
+
 @dataclass(frozen=True)
 class Prepared:
-    """A batch measured before its transaction: with which meters, and each event's amounts and problem
-    (by its index in the request)."""
+    """A batch measured before its transaction: with which meters, each event's amounts and problem (by
+    its index in the request), and what its owners hold."""
 
     meters: tuple[tuple[str, str], ...]
     position: dict[int, int]
     amounts: dict[str, Amounts]
     problems: dict[int, Problem]
+    resolved: Resolved | None = None
 
 
 def _meters(metered: list[Feature]) -> tuple[tuple[str, str], ...]:
     return tuple((f.ref_id, json_text(f.meter)) for f in metered)
 
 
-def prepare(db: Database, env_id: int, candidates: Sequence[NewEvent]) -> Prepared:
-    """Measure a batch outside its write transaction (the meters as committed now; `apply_events` checks
-    in the transaction that they are still those)."""
+# What the last batches of each environment resolved (a `Resolved`, per database and environment), so
+# the next batch reads only what changed since: the customers the change log names, or everything
+# after a feature changed. Bounded: at most `_KNOWN_OWNERS` owners per environment; and a mark further
+# back than `_KNOWN_IDS` ids is not worth reading the changes since (everything is resolved again).
+_known: WeakKeyDictionary[Database, dict[int, Resolved]] = WeakKeyDictionary()
+_known_lock = threading.Lock()
+_KNOWN_OWNERS = 10_000
+_KNOWN_IDS = 5_000
+
+
+def _still_known(s: Session, db: Database, env_id: int, mark: int, now: datetime) -> Resolved | None:
+    """What earlier batches resolved, less the customers whose grants changed since (None: nothing
+    usable). Read after `mark`, in the same read: what it keeps holds as of the mark."""
+    with _known_lock:
+        known = _known.get(db, {}).get(env_id)
+    if known is None or not known.at <= now or not known.mark <= mark or mark - known.mark > _KNOWN_IDS:
+        return None
+    if known.valid_until is not None and now >= known.valid_until:
+        return None
+    changed = ports.grant_changes.impl.changed_since(s, env_id, known.mark)
+    if changed is None:
+        return None
+    holders = {owner: held for owner, held in known.holders.items() if owner[0] not in changed}
+    return replace(known, holders=holders, mark=mark)
+
+
+def _remember(db: Database, env_id: int, resolved: Resolved, owners: list[Owner]) -> None:
+    if len(resolved.holders) > _KNOWN_OWNERS:
+        resolved = replace(resolved, holders={owner: resolved.holders[owner] for owner in owners})
+    with _known_lock:
+        _known.setdefault(db, {})[env_id] = resolved
+
+
+def prepare(db: Database, env_id: int, candidates: Sequence[NewEvent], now: datetime | None = None) -> Prepared:
+    """Measure a batch, and resolve its owners' grants at `now` (the batch's instant), outside its write
+    transaction (as committed now; `apply_events` checks in the transaction that they still hold)."""
+    now = now or utcnow()
+    owners = sorted({(e.customer_ref, e.resource_ref) for e in candidates}, key=_owner_order)
     with db.read() as s:
-        metered = sorted(features.metered_with_meter(s, env_id), key=lambda f: f.ref_id)
+        mark = ports.grant_changes.impl.mark(s, env_id)
+        known = _still_known(s, db, env_id, mark, now)
+        if known is None:
+            metered = sorted(features.metered_with_meter(s, env_id), key=lambda f: f.ref_id)
+            known = Resolved(metered, {}, at=now, mark=mark, valid_until=None)
+        metered = known.metered
+        missing = [owner for owner in owners if owner not in known.holders] if metered else []
+        if missing:
+            found, until = _holders(s, env_id, missing, now, metered)
+            ends = [instant for instant in (known.valid_until, until) if instant is not None]
+            known = replace(known, holders={**known.holders, **found}, valid_until=min(ends, default=None))
+    # Grants resolved earlier hold now too: nothing they rest on changed, and no end came between.
+    resolved = replace(known, at=now)
+    _remember(db, env_id, resolved, owners)
     amounts, problems = _measure(metered, candidates)
     position = {e.index: p for p, e in enumerate(candidates)}
-    return Prepared(_meters(metered), position, amounts, {int(p["field"].split(".")[1]): p for p in problems})
+    by_index = {int(p["field"].split(".")[1]): p for p in problems}
+    return Prepared(_meters(metered), position, amounts, by_index, resolved)
+
+
+def _still_valid(s: Session, env_id: int, prepared: object, new: list[NewEvent], now: datetime) -> Resolved | None:
+    """What was resolved before the transaction, when nothing it rests on changed since (None: read it
+    again, here)."""
+    resolved = prepared.resolved if isinstance(prepared, Prepared) else None
+    if resolved is None or now < resolved.at or (resolved.valid_until is not None and now >= resolved.valid_until):
+        return None
+    owners = {(e.customer_ref, e.resource_ref) for e in new}
+    if resolved.metered and not owners <= resolved.holders.keys():
+        return None
+    if not ports.grant_changes.impl.unchanged_since(s, env_id, resolved.mark, {c for c, _ in owners}):
+        return None
+    return resolved
 
 
 def apply_events(s: Session, env_id: int, new: list[NewEvent], prepared: object = None) -> None:
     """Count newly stored events (duplicates never reach here: the insert skipped them). A fixed number
     of statements for the whole batch, however many customers, features and windows it touches."""
-    metered = sorted(features.metered_with_meter(s, env_id), key=lambda f: f.ref_id)
+    now = utcnow()
+    resolved = _still_valid(s, env_id, prepared, new, now)
+    if resolved is not None:
+        metered = resolved.metered
+    else:
+        metered = sorted(features.metered_with_meter(s, env_id), key=lambda f: f.ref_id)
     if not metered:
         return
     if isinstance(prepared, Prepared) and prepared.meters == _meters(metered):
-        at = [prepared.position[e.index] for e in new]
-        amounts = {ref: [column[p] for p in at] for ref, column in prepared.amounts.items()}
+        if [e.index for e in new] == list(prepared.position):  # no duplicate: the events measured, in order
+            amounts = prepared.amounts
+        else:
+            at = [prepared.position[e.index] for e in new]
+            kept: dict[int, Amounts] = {}  # a column several meters share stays shared
+            amounts = {}
+            for ref, column in prepared.amounts.items():
+                if id(column) not in kept:
+                    kept[id(column)] = [column[p] for p in at]
+                amounts[ref] = kept[id(column)]
         problems = [prepared.problems[e.index] for e in new if e.index in prepared.problems]
     else:  # nothing prepared, or a meter changed meanwhile: measure now
         amounts, problems = _measure(metered, new)
@@ -203,31 +320,32 @@ def apply_events(s: Session, env_id: int, new: list[NewEvent], prepared: object 
     positions: dict[Owner, list[int]] = defaultdict(list)
     for position, e in enumerate(new):
         positions[(e.customer_ref, e.resource_ref)].append(position)
-    wanted: dict[Wanted, list[int]] = {}  # the positions of the events adding to each feature of an owner
+    indexes = [e.index for e in new]
+    wanted: dict[Wanted, list[Item]] = {}  # what the events of an owner add to each feature
     for owner in sorted(positions, key=_owner_order):
+        at = positions[owner]
+        gathered: dict[int, list[Item]] = {}  # per column (meters measuring alike share theirs): read-only
         for feature in metered:
             column = amounts[feature.ref_id]
-            adding = [p for p in positions[owner] if column[p] is not None]
-            if adding:
-                wanted[(*owner, feature.ref_id)] = adding
+            items = gathered.get(id(column))
+            if items is None:
+                items = gathered[id(column)] = [(indexes[p], a) for p in at if (a := column[p]) is not None]
+            if items:
+                wanted[(*owner, feature.ref_id)] = items
     if not wanted:
         return
-    now = utcnow()
     owners = sorted({(c, r) for c, r, _ in wanted}, key=_owner_order)
-    holders = _holders(s, env_id, owners, now)
+    holders = resolved.holders if resolved is not None else _holders(s, env_id, owners, now, metered)[0]
     unheld = {c for c, r, ref in wanted if ref not in holders[(c, r)][1]}
     if unheld and store.lock_owners(s, env_id, unheld):
         # Another transaction may have just granted the feature (and folded what waited): look again.
-        holders.update(_holders(s, env_id, [o for o in owners if o[0] in unheld], now))
+        holders = {**holders, **_holders(s, env_id, [o for o in owners if o[0] in unheld], now, metered)[0]}
     slots: dict[store.CounterKey, _Slot] = {}
     waiting: dict[store.WaitingKey, list[Item]] = {}
-    indexes = [e.index for e in new]
     timestamps = [e.timestamp for e in new]
     spans = {owner: _span(timestamps, at) for owner, at in positions.items()}
     schedules: dict[tuple[Owner, tuple[object, ...]], tuple[_Windows, dict[datetime, Window]]] = {}
-    for (customer_ref, resource_ref, ref), adding in wanted.items():
-        column = amounts[ref]
-        items: list[Item] = [(indexes[p], a) for p in adding if (a := column[p]) is not None]
+    for (customer_ref, resource_ref, ref), items in wanted.items():
         customer, held = holders[(customer_ref, resource_ref)]
         grant = held.get(ref)
         resource = resource_key(resource_ref)
@@ -247,6 +365,8 @@ def apply_events(s: Session, env_id: int, new: list[NewEvent], prepared: object 
             slots[(customer.pk, ref, resource, current.start)] = whole
             continue
         pk = customer.pk
+        column = amounts[ref]
+        adding = [p for p in positions[owner] if column[p] is not None]
         for p, item in zip(adding, items, strict=True):
             instant = timestamps[p]
             window = window_at.get(instant)
@@ -274,20 +394,21 @@ def _owner_order(owner: Owner) -> tuple[str, str]:
 
 
 def _holders(
-    s: Session, env_id: int, owners: list[Owner], now: datetime
-) -> dict[Owner, tuple[Customer | None, dict[str, Grant]]]:
-    """Each owner's live customer (None: unknown or archived) and its grants, in a fixed number of queries."""
+    s: Session, env_id: int, owners: list[Owner], now: datetime, metered: list[Feature]
+) -> tuple[Holders, datetime | None]:
+    """Each owner's live customer (None: unknown or archived) and its grants of the `metered` features, in
+    a fixed number of queries; and the first instant after `now` they may resolve otherwise (None: never)."""
     found = customers.find_many(s, env_id, {c for c, _ in owners})
     live = [(found[c], r) for c, r in owners if c in found and found[c].archived_at is None]
-    grants = owners_grants(s, env_id, live, now)
-    result: dict[Owner, tuple[Customer | None, dict[str, Grant]]] = {}
+    grants, valid_until = owners_grants_until(s, env_id, live, now, {f.ref_id: f for f in metered})
+    result: Holders = {}
     for customer_ref, resource_ref in owners:
         customer = found.get(customer_ref)
         if customer is None or customer.archived_at is not None:
             result[(customer_ref, resource_ref)] = (None, {})
         else:
             result[(customer_ref, resource_ref)] = (customer, grants[(customer.pk, resource_ref or None)][0])
-    return result
+    return result, valid_until
 
 
 def _numbers(items: list[Item]) -> list[Decimal]:
