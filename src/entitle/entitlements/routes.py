@@ -15,9 +15,12 @@ from entitle.entitlements.schemas import CustomerEntitlements, EntitlementResult
 from entitle.entitlements.snapshot import Snapshot
 from entitle.errors import InvalidArgument
 from entitle.http.deps import HotCustomerKey, comma_list
+from entitle.http.hot_route import HotRoute
 from entitle.http.wire import Envelope
 
-router = APIRouter(prefix="/api/v1/customers/{customer_id}/entitlements", tags=["entitlements"])
+# HotRoute: the parameters below are declared to FastAPI (OpenAPI, the client compatibility test) but
+# solved by a plan made once, not inspected again on every request (entitle.http.hot_route).
+router = APIRouter(prefix="/api/v1/customers/{customer_id}/entitlements", tags=["entitlements"], route_class=HotRoute)
 
 
 def snapshot_of(request: Request) -> Snapshot:

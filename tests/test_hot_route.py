@@ -1,0 +1,220 @@
+"""The entitlement check and list routes are solved by a plan made once (`entitle.http.hot_route`), not by
+FastAPI on every request: for any request, they answer byte for byte what FastAPI's own solving of the same
+declared endpoints answers (validation failures, auth refusals, answers), and the plan refuses, when the
+route is built, a declaration it could not honour."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import fastapi.routing
+import pytest
+from fastapi import APIRouter, Depends, FastAPI, Query, Response
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from entitle.app import create_app
+from entitle.clock import utcnow
+from entitle.config import Settings
+from entitle.db import Database
+from entitle.entitlements import routes
+from entitle.environments.access import signing_secret
+from entitle.environments.models import KeyKind
+from entitle.environments.rules import ENVIRONMENT_HEADER, TOKEN_HEADER
+from entitle.environments.service import create_key
+from entitle.http.errors import install_error_handlers
+from entitle.http.hot_route import HotRoute
+from entitle.sdk.tokens import customer_token
+from entitle.secrets import secret_box
+
+CHECK_PARAMS = [
+    "featureId",
+    "currencyId",
+    "requestedUsage",
+    "requestedValues",
+    "resourceId",
+    "reserveAmount",
+    "reservationId",
+    "reservationTtlSeconds",
+    "reservationExpiresAt",
+    "reservationMetadata",
+    "somethingElse",
+]
+# Each parameter's edges: accepted, refused by its declared constraint, of the wrong type, empty.
+VALUES = st.sampled_from(
+    [
+        "calls",
+        "sso",
+        "tier",
+        "unknown-feature",
+        "",
+        "0",
+        "1",
+        "-1",
+        "2.5",
+        "1e3",
+        "1e400",
+        "NaN",
+        "inf",
+        str(10**15),
+        str(10**15 + 1),
+        "86400",
+        "86401",
+        "abc",
+        "a,b, ,c",
+        "2026-01-01T00:00:00Z",
+        "2026-13-01",
+        "x" * 256,
+        "é ü",
+    ]
+)
+
+
+ENUM_A = {"value": "a", "displayName": "a"}
+
+
+@pytest.fixture
+def apps(db: Database, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """The real app (to seed through), and two bare apps serving only the entitlements routes over the same
+    database: one with the routes as declared (HotRoute), one re-adding the same endpoints as FastAPI's own
+    APIRoute."""
+    settings = Settings(database_url=db.url, data_dir=tmp_path, console_base_url="http://testserver")
+    server_key = create_key(db, "development", KeyKind.SERVER)
+    client_key = create_key(db, "development", KeyKind.CLIENT)
+    with TestClient(create_app(settings, db=db), headers={"X-API-KEY": server_key}) as full:
+        for feature in (
+            {"id": "calls", "displayName": "Calls", "featureType": "NUMBER", "meterType": "INCREMENTAL"},
+            {"id": "sso", "displayName": "SSO", "featureType": "BOOLEAN"},
+            {"id": "tier", "displayName": "Tier", "featureType": "ENUM", "enumConfiguration": [ENUM_A]},
+        ):
+            assert full.post("/api/v1/features", json=feature).status_code == 200
+        assert full.post("/api/v1/products", json={"id": "p", "displayName": "P"}).status_code == 200
+        assert full.post("/api/v1/plans", json={"id": "plan", "displayName": "Plan", "productId": "p"}).is_success
+        grants = [
+            {"type": "FEATURE", "id": "calls", "usageLimit": 10, "resetPeriod": "MONTH"},
+            {"type": "FEATURE", "id": "sso"},
+        ]
+        assert full.post("/api/v1/plans/plan/entitlements", json={"entitlements": grants}).is_success
+        assert full.post("/api/v1/plans/plan/publish", json={"migrationType": "NEW_CUSTOMERS"}).is_success
+        customer = {"id": "c1", "subscriptionParams": {"planId": "plan"}}
+        assert full.post("/api/v1/customers", json=customer).is_success
+        usage = {"usages": [{"customerId": "c1", "featureId": "calls", "value": 3}]}
+        assert full.post("/api/v2/usage", json=usage).is_success
+    declared = APIRouter()
+    for route in routes.router.routes:
+        assert isinstance(route, APIRoute)
+        declared.add_api_route(
+            route.path, route.endpoint, methods=list(route.methods), response_model=route.response_model
+        )
+    served = {}
+    for name, router in (("hot", routes.router), ("declared", declared)):
+        app = FastAPI()
+        install_error_handlers(app)
+        app.state.db, app.state.settings = db, settings
+        app.include_router(router)
+        served[name] = TestClient(app)
+    secret = signing_secret(db, secret_box(tmp_path), "development")
+    token = customer_token(secret, "c1", expires_in=timedelta(hours=1), now=utcnow())
+    yield {**served, "server": server_key, "client": client_key, "token": token}
+
+
+HEADERS = st.fixed_dictionaries(
+    {
+        "X-API-KEY": st.sampled_from(["server", "client", "bogus", None]),
+        ENVIRONMENT_HEADER: st.sampled_from([None, "development", "production"]),
+        TOKEN_HEADER: st.sampled_from([None, "token", "garbage"]),
+    }
+)
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    path=st.sampled_from(["/c1/entitlements/check", "/c1/entitlements", "/nobody/entitlements/check"]),
+    query=st.lists(st.tuples(st.sampled_from(CHECK_PARAMS), VALUES), max_size=5),
+    headers=HEADERS,
+)
+def test_the_hot_routes_answer_as_fastapi_solving_their_declarations(
+    apps: dict[str, Any], path: str, query: list[tuple[str, str]], headers: dict[str, str | None]
+) -> None:
+    sent = {name: apps.get(value, value) for name, value in headers.items() if value is not None}
+    url = "/api/v1/customers" + path
+    hot = apps["hot"].get(url, params=query, headers=sent)
+    declared = apps["declared"].get(url, params=query, headers=sent)
+    assert (hot.status_code, hot.headers.get("content-type"), hot.content) == (
+        declared.status_code,
+        declared.headers.get("content-type"),
+        declared.content,
+    )
+
+
+def test_a_check_is_answered_without_fastapis_per_request_solving(
+    apps: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(**_: Any) -> None:
+        raise AssertionError("FastAPI solved a hot route's dependencies")
+
+    monkeypatch.setattr(fastapi.routing, "solve_dependencies", refuse)
+    key = {"X-API-KEY": apps["server"]}
+    check = apps["hot"].get("/api/v1/customers/c1/entitlements/check?featureId=calls&requestedUsage=7", headers=key)
+    assert check.status_code == 200
+    assert (check.json()["data"]["isGranted"], check.json()["data"]["currentUsage"]) == (True, 3)
+    listed = apps["hot"].get("/api/v1/customers/c1/entitlements", headers=key)
+    assert [e["feature"]["id"] for e in listed.json()["data"]["entitlements"]] == ["calls", "sso"]
+    refused = apps["hot"].get("/api/v1/customers/c1/entitlements/check?featureId=calls&requestedUsage=-1", headers=key)
+    assert refused.status_code == 400
+    assert refused.json()["error"]["message"] == "requestedUsage: Input should be greater than or equal to 0"
+
+
+async def _sync_dependency_holder(value: Annotated[str, Depends(lambda: "x")]) -> Response:
+    return Response(value)
+
+
+async def _list_parameter(values: Annotated[list[str] | None, Query()] = None) -> Response:
+    return Response(str(values))
+
+
+async def _body(body: dict[str, int]) -> Response:
+    return Response(str(body))
+
+
+@pytest.mark.parametrize(
+    "endpoint, refusal",
+    [
+        (_sync_dependency_holder, "distinct async function"),
+        (_list_parameter, "cannot read the query parameter values"),
+        (_body, "a body"),
+    ],
+)
+def test_a_declaration_the_plan_cannot_honour_is_refused_when_the_route_is_built(endpoint: Any, refusal: str) -> None:
+    router = APIRouter(route_class=HotRoute)
+    with pytest.raises(TypeError, match=refusal):
+        router.add_api_route("/x", endpoint, methods=["GET" if endpoint is not _body else "POST"])
+
+
+async def _who() -> str:
+    return "real"
+
+
+async def _fake() -> str:
+    return "fake"
+
+
+async def _named(name: Annotated[str, Depends(_who)], shout: Annotated[bool, Query()] = False) -> Response:
+    return Response(name.upper() if shout else name)
+
+
+def test_dependency_overrides_are_honoured_through_fastapis_own_solving() -> None:
+    app = FastAPI()
+    router = APIRouter(route_class=HotRoute)
+    router.add_api_route("/who", _named, methods=["GET"])
+    app.include_router(router)
+    client = TestClient(app)
+    assert client.get("/who?shout=true").text == "REAL"
+    app.dependency_overrides[_who] = _fake
+    assert client.get("/who").text == "fake"
+    assert client.get("/who?shout=maybe").status_code == 422  # FastAPI's own answer (no handlers installed)
