@@ -75,7 +75,10 @@ def test_a_gate_is_rebuilt_when_its_router_gains_a_route() -> None:
     app = create_app()
     router: Any = next(r for r in app.router.routes if "matches" in vars(r))
     router.matches({"type": "http", "path": "/", "method": "GET", "root_path": "", "headers": [], "query_string": b""})
-    router.original_router.add_api_route("/late-route", lambda: {}, methods=["GET"])
+    async def late() -> dict[str, str]:
+        return {}
+
+    router.original_router.add_api_route("/late-route", late, methods=["GET"])
     (path,) = [t for t in _templates(router) if t.endswith("/late-route")]
     scope = {"type": "http", "path": path, "method": "GET", "root_path": "", "headers": [], "query_string": b""}
     assert router.matches(scope)[0] == Match.FULL
