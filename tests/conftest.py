@@ -18,29 +18,40 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import sys
 import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import pytest
-import stigg
 from hypothesis import HealthCheck, settings
-from sqlalchemy import Engine, create_engine, text
 
-from entitle import wiring
-from entitle.db import Database
-from entitle.db.migrate import upgrade
-from entitle.environments.models import KeyKind
-from entitle.environments.service import create_key
-from tests.support.clock import TestClock
-from tests.support.http import SSL_CONTEXT
 from tests.support.postgres import HOW_TO_ENABLE, Cluster, start_cluster
-from tests.support.server import running_server
+
+if TYPE_CHECKING:
+    import httpx
+    import stigg
+    from sqlalchemy import Engine
+
+    from entitle.db import Database
+    from entitle.environments.models import KeyKind
+    from tests.support.clock import TestClock
+
+# This module imports nothing of the app at its top, and installs the app's wiring only in a process that
+# runs tests (`_wired`): xdist's controller process loads it too, and only hands tests out. Fixtures import
+# what they start.
+
+# Where the environment asks Python not to write bytecode (PYTHONDONTWRITEBYTECODE, set in some images),
+# every process of a run (each xdist worker, each `entitle serve` or CLI subprocess a test starts) would
+# compile the app's ~260 modules again, and pytest rewrite every test module again: about 0.4 s of CPU per
+# process. The suite writes them (__pycache__ is ignored by git) for this process and those it starts.
+if sys.dont_write_bytecode:
+    sys.dont_write_bytecode = False
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 _db_counter = itertools.count()
 
@@ -83,12 +94,20 @@ settings.register_profile(
 )
 settings.load_profile("entitle")
 
-# Services called directly (not through the app) need the domains' reactions and adapters too.
-wiring.install()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _wired() -> None:
+    """Services called directly (not through the app) need the domains' reactions and adapters too."""
+    from entitle import wiring
+
+    wiring.install()
 
 
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from entitle.db.migrate import upgrade
+
     path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
     upgrade(f"sqlite:///{path}")
     return path
@@ -98,6 +117,10 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def pg_cluster() -> Iterator[Cluster | None]:
     """One cluster per xdist worker (about a second to start, and a worker's tests never wait on
     another worker's load, nor share its database names or connection limit)."""
+    from sqlalchemy import create_engine, text
+
+    from entitle.db.migrate import upgrade
+
     cluster = start_cluster()
     if cluster is None:
         warnings.warn(HOW_TO_ENABLE, stacklevel=1)
@@ -123,6 +146,7 @@ def pg_admin(pg_cluster: Cluster) -> Iterator[Engine]:
     """The worker's connection to its cluster's `postgres` database, which creates and drops the
     test databases (one for the session: a new engine and connection per test cost more than the
     CREATE DATABASE)."""
+    from sqlalchemy import create_engine
     engine = create_engine(pg_cluster.url("postgres"), isolation_level="AUTOCOMMIT")
     try:
         yield engine
@@ -154,6 +178,8 @@ def _fresh_database(
         shutil.copyfile(sqlite_template, target)
         yield f"sqlite:///{target}"
         return
+    from sqlalchemy import text
+
     cluster: Cluster | None = request.getfixturevalue("pg_cluster")
     if cluster is None:
         pytest.skip(HOW_TO_ENABLE)
@@ -175,6 +201,10 @@ def module_server(
     """One live server (and database) for a whole module, on each engine: for modules whose tests each
     make their own entities (unique ids) on a shared seed, where a server per test would cost more than
     the tests. A test must not rely on what another test of the module did, nor on their order."""
+    from entitle.environments.models import KeyKind
+    from entitle.environments.service import create_key
+    from tests.support.server import running_server
+
     directory = tmp_path_factory.mktemp("module-server")
     with (
         _fresh_database(request, request.param, directory, sqlite_template) as url,
@@ -190,6 +220,8 @@ def module_server(
 
 @pytest.fixture
 def db(database_url: str) -> Iterator[Database]:
+    from entitle.db import Database
+
     database = Database(database_url)
     yield database
     database.dispose()
@@ -202,14 +234,26 @@ class LiveServer:
     server_key: str
     data_dir: Path
 
-    def key(self, environment: str = "development", kind: KeyKind = KeyKind.SERVER) -> str:
-        return create_key(self.db, environment, kind)
+    def key(self, environment: str = "development", kind: KeyKind | None = None) -> str:
+        """A new key of the environment: a server key unless `kind` says otherwise."""
+        from entitle.environments.models import KeyKind
+        from entitle.environments.service import create_key
+
+        return create_key(self.db, environment, kind if kind is not None else KeyKind.SERVER)
 
     def http(self, key: str | None = None) -> httpx.Client:
+        import httpx
+
+        from tests.support.http import SSL_CONTEXT
+
         headers = {"X-API-KEY": key if key is not None else self.server_key}
         return httpx.Client(base_url=self.base_url, headers=headers, timeout=30, verify=SSL_CONTEXT)
 
     def stigg(self, key: str | None = None) -> stigg.Stigg:
+        import stigg
+
+        from tests.support.http import SSL_CONTEXT
+
         # The SDK's own default client, sharing the process's SSL context (see SSL_CONTEXT).
         http = stigg.DefaultHttpxClient(verify=SSL_CONTEXT)
         return stigg.Stigg(api_key=key or self.server_key, base_url=self.base_url, max_retries=0, http_client=http)
@@ -217,6 +261,10 @@ class LiveServer:
 
 @pytest.fixture
 def server(database_url: str, tmp_path: Path) -> Iterator[LiveServer]:
+    from entitle.environments.models import KeyKind
+    from entitle.environments.service import create_key
+    from tests.support.server import running_server
+
     with running_server(database_url, tmp_path) as (base_url, database):
         yield LiveServer(
             base_url=base_url,

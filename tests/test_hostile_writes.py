@@ -103,11 +103,15 @@ class Checker:
     moved, legitimately) sends its refused values again as a batch of their own; should one of those be
     accepted now, each is sent once more alone, checked against the reads just before it. An accepted
     write of a case that uses up its target (an archive, a create) gets a new one.
+
+    The reads before a batch are those that ended the previous one when nothing was accepted since (nothing
+    else writes to a case's fresh entities): they are read again only after an accepted write.
     """
 
     def __init__(self, api: httpx.Client, make: Make, case: Case) -> None:
         self.api, self.make, self.case = api, make, case
         self.targets: list[Target] = []
+        self.before: list[tuple[int, Any]] | None = None
         self.target = self._new_target()
 
     def _new_target(self) -> Target:
@@ -116,12 +120,18 @@ class Checker:
         self.before = read_state(self.api, target.reads)
         return target
 
+    def _state_before(self) -> list[tuple[int, Any]]:
+        if self.before is None:
+            self.before = read_state(self.api, self.target.reads)
+        return self.before
+
     def _send(self, build: Build, where: str) -> bool:
         """Whether the write was refused (after checking the answer is not a 5xx)."""
         url, content = build(self.target)
         response = send_raw(self.api, self.case.method, url, content)
         assert response.status_code < 500, f"{where} -> {response.status_code}: {response.text[:300]}"
         if response.status_code < 400:
+            self.before = None  # the state moved
             if self.case.consumes:
                 self.target = self._new_target()
             return False
@@ -132,21 +142,21 @@ class Checker:
         return True
 
     def batch(self, requests: list[tuple[str, Build]], *, again: bool = False) -> None:
-        self.before = read_state(self.api, self.target.reads)
+        before = self._state_before()
         refused = [(where, build) for where, build in requests if self._send(build, where)]
         if len(refused) == len(requests):
             after = read_state(self.api, self.target.reads)
             wheres = [where for where, _ in refused]
-            assert after == self.before, f"one of {wheres} was refused but changed {self.target.reads}"
+            assert after == before, f"one of {wheres} was refused but changed {self.target.reads}"
             return
         if not again:  # the refused values once more, on the state the accepted ones left
             self.batch(refused, again=True)
             return
         for where, build in refused:
-            self.before = read_state(self.api, self.target.reads)
+            before = self._state_before()
             if self._send(build, where):
                 after = read_state(self.api, self.target.reads)
-                assert after == self.before, f"{where} was refused but changed {self.target.reads}"
+                assert after == before, f"{where} was refused but changed {self.target.reads}"
 
     def cleanup(self) -> None:
         for target in self.targets:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,9 +19,13 @@ from entitle.db import Database
 
 @pytest.fixture
 def unfrozen() -> Iterator[None]:
+    switch_interval = sys.getswitchinterval()
     gc.unfreeze()
     yield
     gc.unfreeze()  # this test process's objects go back to the collector
+    # A served app also makes its threads hand the GIL over every 0.5 ms: left so, every later test of
+    # this worker (a client thread and its server's threads) would pay for ten times as many switches.
+    sys.setswitchinterval(switch_interval)
 
 
 def _started(db: Database, tmp_path: Path, freeze: bool) -> int:
