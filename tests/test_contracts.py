@@ -5,24 +5,20 @@ contract, the state derived from the subscriptions, and archiving cancels them."
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import pytest
 import stigg
-from sqlalchemy import event
 
 from entitle.contracts import rules
 from entitle.contracts.service import list_contracts
-from entitle.db import Database
 from entitle.db.pagination import PageRequest
 from entitle.environments.service import ensure_environment
 from entitle.subscriptions.service import list_subscriptions
 from tests.conftest import LiveServer
 from tests.support.http import SSL_CONTEXT
+from tests.support.statements import statements as _statements
 
 
 def _paid(client: stigg.Stigg, plan: str, product: str, amount: int, currency: str) -> None:
@@ -291,21 +287,3 @@ def test_a_page_of_subscriptions_reads_their_contracts_at_once(deal: stigg.Stigg
     assert {s.id: s.contract_id for s in c.subscriptions.list(plan_id="insights", limit=8).data} == eight
 
 
-@contextmanager
-def _statements(db: Database) -> Iterator[list[str]]:
-    """The statements this thread sends while the block runs."""
-    seen: list[str] = []
-    me = threading.get_ident()
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if threading.get_ident() == me:
-            seen.append(statement)
-
-    engines = {db.write_engine, db.read_engine}
-    for engine in engines:
-        event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        for engine in engines:
-            event.remove(engine, "before_cursor_execute", record)

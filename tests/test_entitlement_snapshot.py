@@ -8,8 +8,7 @@ processes, see tests/test_entitlement_snapshot_processes.py.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,7 +17,7 @@ import pytest
 import stigg
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import event, update
+from sqlalchemy import update
 
 from entitle.clock import utcnow
 from entitle.db import Database
@@ -30,6 +29,7 @@ from entitle.push import service as push_service
 from entitle.push.schemas import Item
 from tests.conftest import LiveServer
 from tests.support.clock import TestClock
+from tests.support.statements import statements as counted_statements
 from tests.test_core_path import build_catalog
 
 # What a request may read besides the customer's data: its key (re-read once a second) and the hub's
@@ -37,23 +37,13 @@ from tests.test_core_path import build_catalog
 BOOKKEEPING = ("api_keys", "push_events")
 
 
-@contextmanager
-def statements(db: Database) -> Iterator[list[str]]:
-    """Every SQL statement run on the database's engines meanwhile (bookkeeping left out)."""
-    seen: list[str] = []
+def statements(db: Database) -> AbstractContextManager[list[str]]:
+    """Every SQL statement run on the database's engines meanwhile, by any thread (bookkeeping left out)."""
+    return counted_statements(db, this_thread_only=False, counted=_not_bookkeeping)
 
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if statement not in ("BEGIN", "COMMIT", "ROLLBACK") and not any(t in statement for t in BOOKKEEPING):
-            seen.append(statement)
 
-    engines = {db.write_engine, db.read_engine}
-    for engine in engines:
-        event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        for engine in engines:
-            event.remove(engine, "before_cursor_execute", record)
+def _not_bookkeeping(statement: str) -> bool:
+    return statement not in ("BEGIN", "COMMIT", "ROLLBACK") and not any(t in statement for t in BOOKKEEPING)
 
 
 def check(api: httpx.Client, customer: str, feature: str, **params: Any) -> dict[str, Any]:

@@ -11,10 +11,7 @@
 from __future__ import annotations
 
 import itertools
-import threading
 from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -24,7 +21,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from entitle.clock import utcnow
 from entitle.customers import store as customers
@@ -41,6 +38,7 @@ from entitle.usage import counting
 from entitle.usage.meters import aggregate
 from entitle.usage.models import UsageCounter, WaitingUsage
 from tests.conftest import LiveServer
+from tests.support.statements import statements
 
 METERS: dict[str, dict[str, Any]] = {
     "m-count": {
@@ -92,26 +90,6 @@ def _provision(db: Database, env_id: int, customer_id: str, plan: str, start: da
         params["startDate"] = start
     body = CustomerProvisionWithSubscription.model_validate({"id": customer_id, "subscriptionParams": params})
     journey.provision_customer(db, env_id, body)
-
-
-@contextmanager
-def statements(db: Database) -> Iterator[list[str]]:
-    """The SQL statements this thread sends while the block runs (an executemany counts once)."""
-    seen: list[str] = []
-    me = threading.get_ident()
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if threading.get_ident() == me:
-            seen.append(statement)
-
-    engines = {db.write_engine, db.read_engine}
-    for engine in engines:
-        event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        for engine in engines:
-            event.remove(engine, "before_cursor_execute", record)
 
 
 def _batch(customer_ids: list[str], tag: str, size: int = 1000) -> list[EventIn]:

@@ -25,7 +25,8 @@ from entitle.events.ingested import NewEvent
 from entitle.usage import counting, ports
 from entitle.usage.models import UsageCounter, WaitingUsage
 from tests.conftest import LiveServer
-from tests.test_ingest_bulk import _build, _provision, statements
+from tests.support.statements import statements
+from tests.test_ingest_bulk import _build, _provision
 
 
 @pytest.fixture

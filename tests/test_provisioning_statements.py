@@ -6,14 +6,10 @@ reads it skips are skipped only when what they would read cannot be there.
 from __future__ import annotations
 
 import itertools
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from entitle import wiring
@@ -25,6 +21,7 @@ from entitle.subscriptions.schemas import CustomerProvisionWithSubscription
 from entitle.usage import counting
 from entitle.usage import store as usage_store
 from tests.conftest import LiveServer
+from tests.support.statements import statements
 
 PLAIN = [f"plain-{n}" for n in range(12)]
 METERED = [f"metered-{n}" for n in range(4)]
@@ -68,26 +65,6 @@ def _provision(db: Database, env_id: int, plan: str) -> str:
     body = {"id": customer_id, "subscriptionParams": {"planId": plan}}
     journey.provision_customer(db, env_id, CustomerProvisionWithSubscription.model_validate(body))
     return customer_id
-
-
-@contextmanager
-def statements(db: Database) -> Iterator[list[str]]:
-    """The SQL statements this thread sends while the block runs (an executemany counts once)."""
-    seen: list[str] = []
-    me = threading.get_ident()
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if threading.get_ident() == me:
-            seen.append(statement)
-
-    engines = {db.write_engine, db.read_engine}
-    for engine in engines:
-        event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        for engine in engines:
-            event.remove(engine, "before_cursor_execute", record)
 
 
 def test_statements_are_bounded_by_neither_the_plan_nor_the_customers_before(catalog: tuple[LiveServer, int]) -> None:
