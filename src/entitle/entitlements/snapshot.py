@@ -66,6 +66,10 @@ class GrantView:
     allowance: Allowance
     window: Window
     updated_at: datetime
+    # The feature's listed result as JSON, for the last usage it was listed with: nothing else in it
+    # moves while the view holds, so a warm list serializes only what usage changed. It lives and is
+    # dropped with the view.
+    listed: dict[Decimal | None, bytes] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
