@@ -35,7 +35,10 @@ def snapshot_of(request: Request) -> Snapshot:
 def _enveloped(answer: BaseModel) -> Response:
     """`{"data": answer}` as `response_model` would write it (camelCase, nulls kept), without validating
     again what the service just built: on these routes that is a large share of a request's cost."""
-    body = answer.__pydantic_serializer__.to_json(answer, by_alias=True)
+    return _enveloped_json(answer.__pydantic_serializer__.to_json(answer, by_alias=True))
+
+
+def _enveloped_json(body: bytes) -> Response:
     return Response(content=b'{"data":' + body + b"}", media_type="application/json")
 
 
@@ -51,7 +54,9 @@ async def list_entitlements(
     resource_id: Annotated[str | None, Query(alias="resourceId", max_length=255)] = None,
 ) -> Response:
     db = request.app.state.db
-    return _enveloped(await service.list_for(db, snapshot_of(request), key.environment_id, customer_id, resource_id))
+    return _enveloped_json(
+        await service.list_json(db, snapshot_of(request), key.environment_id, customer_id, resource_id)
+    )
 
 
 @router.get("/check", response_model=Envelope[EntitlementResult])

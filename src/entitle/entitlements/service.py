@@ -2,7 +2,7 @@
 
 A denial is an answer, not an error: every outcome is an `EntitlementResult` (HTTP 200).
 
-`check` and `list_for` answer from the process's `Snapshot` when it holds the customer (no database,
+`check` and `list_json` answer from the process's `Snapshot` when it holds the customer (no database,
 no thread); otherwise they read the customer once, in a worker thread, in a bounded number of queries
 (the customer, its subscriptions with their packages, promotions, features, usage counters: never
 one per feature or per package), keep it, and answer from it.
@@ -31,6 +31,8 @@ from entitle.entitlements.schemas import CustomerEntitlements, EntitlementResult
 from entitle.entitlements.snapshot import Credits, CustomerView, FeatureView, GrantView, Snapshot, Usage
 from entitle.grants.engine import customer_grants, resolve, resource_key
 from entitle.usage import store as usage_store
+
+_CUSTOMER_NOT_FOUND_JSON = answers.to_json(CUSTOMER_NOT_FOUND_LIST)
 
 
 @dataclass(frozen=True)
@@ -179,17 +181,19 @@ async def check(
     )
 
 
-async def list_for(
+async def list_json(
     db: Database, snapshot: Snapshot, env_id: int, customer_ref: str, resource_ref: str | None
-) -> CustomerEntitlements:
+) -> bytes:
+    """The customer's `CustomerEntitlements` as JSON: each grant's result is kept serialized in its view,
+    so a warm list writes only the results whose usage moved."""
     held = await _hold(db, snapshot, env_id, customer_ref, resource_ref, None)
     if held is None:
-        return CUSTOMER_NOT_FOUND_LIST
-    return answers.listing(held.view, held.usage)
+        return _CUSTOMER_NOT_FOUND_JSON
+    return answers.listing_json(held.view, held.usage)
 
 
 def list_entitlements(db: Database, env_id: int, customer_ref: str, resource_ref: str | None) -> CustomerEntitlements:
-    """`list_for` read afresh from the database, bypassing the snapshot: for callers that are not on
+    """`list_json`'s answer read afresh from the database, bypassing the snapshot: for callers that are not on
     the hot path and run outside the event loop (the console)."""
     now = utcnow()
     with db.read() as s:

@@ -37,8 +37,8 @@ from entitle.usage.events import UsageChanged
 
 DEFAULT_CUSTOMERS = 10_000
 """Customers (with every resource of theirs) held at most, least recently used first out. A customer
-with 20 granted features takes about 24 KiB (`bench/entitlement_checks.py` prints the figure), so the
-bound is about 240 MB for such customers: a server's working set of active customers fits, and a
+with 20 granted features takes about 26 KiB (`bench/entitlement_checks.py` prints the figure), so the
+bound is about 260 MB for such customers: a server's working set of active customers fits, and a
 process serving more distinct customers within a short time reads the overflow from the database."""
 
 DEFAULT_FEATURES = 50_000
@@ -66,6 +66,10 @@ class GrantView:
     allowance: Allowance
     window: Window
     updated_at: datetime
+    # The feature's listed result as JSON, for the last usage it was listed with: nothing else in it
+    # moves while the view holds, so a warm list serializes only what usage changed. It lives and is
+    # dropped with the view.
+    listed: dict[Decimal | None, bytes] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,68 @@
+"""A warm list joins each grant's result kept as JSON in its view (`answers.listing_json`): for any view
+and any succession of usages it answers byte for byte what serializing the list afresh answers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from entitle.catalog.packages.allowance import Allowance
+from entitle.entitlements import answers
+from entitle.entitlements.snapshot import CustomerView, FeatureView, GrantView
+from entitle.grants.engine import Window
+
+NOW = datetime(2026, 12, 5, 13, 0, tzinfo=UTC)
+# Equal values written differently ("5" and "5.0") must share an entry without changing the bytes.
+AMOUNTS = st.sampled_from([Decimal(0), Decimal(1), Decimal("1.0"), Decimal("2.5"), Decimal(10), Decimal("1e3")])
+
+
+@st.composite
+def grants(draw: st.DrawFn, ref: str) -> GrantView:
+    meter_type = draw(st.sampled_from(["None", "Fluctuating", "Incremental"]))
+    feature = FeatureView(
+        ref_id=ref,
+        display_name=ref.title(),
+        feature_status="ACTIVE",
+        feature_type="NUMBER" if meter_type != "None" else draw(st.sampled_from(["BOOLEAN", "ENUM"])),
+        meter_type=meter_type,
+        feature_units=draw(st.sampled_from([None, "call"])),
+        feature_units_plural=draw(st.sampled_from([None, "calls"])),
+    )
+    resets = draw(st.booleans())
+    enum_values = frozenset(draw(st.lists(st.sampled_from(["a", "b", "c"]))))
+    allowance = Allowance(
+        usage_limit=draw(st.none() | AMOUNTS),
+        has_unlimited=draw(st.booleans()),
+        has_soft_limit=draw(st.booleans()),
+        enum_values=enum_values if feature.feature_type == "ENUM" else None,
+        reset_period="MONTH" if resets else None,
+        valid_until=draw(st.none() | st.just(NOW + timedelta(days=40))),
+    )
+    window = Window(start=NOW - timedelta(days=4), end=NOW + timedelta(days=26) if resets else None, anchor=NOW)
+    return GrantView(feature, allowance, window, NOW - timedelta(days=9))
+
+
+@st.composite
+def views(draw: st.DrawFn) -> CustomerView:
+    refs = draw(st.lists(st.sampled_from(["seats", "api-calls", "sso", "tier", "storage"]), unique=True))
+    return CustomerView(
+        customer_pk=1,
+        archived=draw(st.booleans()),
+        has_subscription=draw(st.booleans()),
+        grants={ref: draw(grants(ref)) for ref in refs},
+        loaded_at=NOW,
+        valid_until=None,
+    )
+
+
+@given(views(), st.lists(st.dictionaries(st.sampled_from(["seats", "api-calls", "storage"]), AMOUNTS), min_size=1))
+def test_a_list_joined_from_kept_results_is_the_list_serialized_afresh(
+    view: CustomerView, usages: list[dict[str, Decimal]]
+) -> None:
+    for usage in usages:
+        assert answers.listing_json(view, usage) == answers.to_json(answers.listing(view, usage))
+    for grant in view.grants.values():
+        assert len(grant.listed) <= 1  # one usage kept per grant: a view's memory stays bounded
