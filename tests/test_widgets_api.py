@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +179,7 @@ def test_a_page_previews_subscribes_lists_and_cancels_at_period_end_without_a_pr
         # The demo's Pro starts with a 14-day trial: nothing due today, then 290 + 2 x 150 a year (dollars).
         assert preview.json()["data"]["immediateInvoice"]["total"] == 0
         assert preview.json()["data"]["recurringInvoice"]["total"] == 590
+        assert preview.json()["data"]["scheduledFor"] is None  # a first subscription waits for nothing
         # A promotion code is the billing provider's: with none connected it is refused, not ignored.
         coded = page.post(f"{BASE}/{customer}/preview", json={**choice, "promotionCode": "SPRING"})
         assert coded.status_code == 400 and coded.json()["error"]["code"] == "BILLING_INTEGRATION_REQUIRED"
@@ -242,7 +244,10 @@ TEAM = {
 
 def priced(subscription: dict[str, Any]) -> tuple[str, list[tuple[Any, ...]]]:
     plan = subscription["plan"]
-    prices = [(p["billingModel"], p["amount"], p["currency"], p["featureUnits"]) for p in plan["prices"]]
+    prices = [
+        (p["billingModel"], p["amount"], p["currency"], p["featureUnits"], p["featureUnitsPlural"], p["quantity"])
+        for p in plan["prices"]
+    ]
     return plan["displayName"], sorted(prices)
 
 
@@ -271,12 +276,19 @@ def test_the_portal_names_and_prices_every_subscription_whatever_its_product(
 
     expected = {
         german: {
-            "pro": ("Pro", [("FLAT_FEE", 27, "eur", None)]),
-            "portal-team": ("Team", [("FLAT_FEE", 11, "eur", None), ("PER_UNIT", 7, "eur", "seat")]),
+            "pro": ("Pro", [("FLAT_FEE", 27, "eur", None, None, None)]),
+            # A per-unit price says how many units the subscription pays for: the portal shows the seats.
+            "portal-team": (
+                "Team",
+                [("FLAT_FEE", 11, "eur", None, None, None), ("PER_UNIT", 7, "eur", "seat", "seats", 3)],
+            ),
         },
         overridden: {
-            "pro": ("Pro", [("FLAT_FEE", 290, "usd", None)]),
-            "portal-team": ("Team", [("FLAT_FEE", 9, "usd", None), ("PER_UNIT", 8, "usd", "seat")]),
+            "pro": ("Pro", [("FLAT_FEE", 290, "usd", None, None, None)]),
+            "portal-team": (
+                "Team",
+                [("FLAT_FEE", 9, "usd", None, None, None), ("PER_UNIT", 8, "usd", "seat", "seats", 2)],
+            ),
         },
     }
     for customer, plans in expected.items():
@@ -323,10 +335,32 @@ def test_the_portal_names_the_plans_and_add_ons_of_scheduled_changes_whatever_th
     big = {"customerId": customer, "planId": "names-big", "billingPeriod": "MONTHLY"}
     answer = api.post("/api/v1/subscriptions", json={**big, "addons": [{"id": "names-extra", "quantity": 2}]})
     assert answer.status_code == 200, answer.text
+    period_end = datetime.fromisoformat(answer.json()["data"]["subscription"]["currentBillingPeriodEnd"])
     # A cheaper plan, with the add-on kept: a downgrade, scheduled for the end of the period.
     small = {**big, "planId": "names-small", "addons": [{"id": "names-extra", "quantity": 1}]}
-    answer = api.post("/api/v1/subscriptions", json=small)
+    # The checkout's preview says when a change that waits takes effect (a cheaper plan, or monthly to a
+    # discounted annual price); a change that applies now (Pro, in the demo product) has no such date.
+    with page_of(shop, client_key, customer) as page:
+        previews = [
+            page.post(f"{BASE}/{customer}/preview", json={"planId": plan, "billingPeriod": period})
+            for plan, period in [("names-small", "MONTHLY"), ("names-big", "ANNUALLY"), ("pro", "MONTHLY")]
+        ]
+    assert all(p.status_code == 200 for p in previews), [p.text for p in previews]
+    scheduled = [(p.json()["data"]["hasScheduledUpdates"], p.json()["data"]["scheduledFor"]) for p in previews]
+    assert [(waits, when and datetime.fromisoformat(when)) for waits, when in scheduled] == [
+        (True, period_end),
+        (True, period_end),
+        (False, None),
+    ]
+    # Bought from the checkout: the answer is the current subscription, which names the change and its
+    # date (the checkout says when it takes effect).
+    with page_of(shop, client_key, customer) as page:
+        choice = {k: v for k, v in small.items() if k != "customerId"}
+        answer = page.post(f"{BASE}/{customer}/subscriptions", json=choice)
     assert answer.status_code == 200 and answer.json()["data"]["isScheduled"], answer.text
+    (update,) = answer.json()["data"]["subscription"]["futureUpdates"]
+    assert update["targetPackage"]["id"] == "names-small"
+    assert datetime.fromisoformat(update["scheduledExecutionTime"]) == period_end
 
     with page_of(shop, client_key, customer) as page:
         listed = page.get(f"{BASE}/{customer}/subscriptions").json()["data"]

@@ -244,6 +244,18 @@ def test_per_unit_and_tiered_prices_are_explained_and_a_trial_is_offered(demo: D
         "?.textContent === '$58.00'"
     )
 
+    # Team's trial needs no payment to start: the customer is told at once that it is subscribed.
+    page.evaluate("document.querySelector('entitle-checkout').setAttribute('plan-id', 'team')")
+    page.locator("entitle-checkout [data-entitle-card] input[placeholder=number]").wait_for()
+    _fill_card(page, VISA)
+    checkout.locator("[data-action=pay]").click()
+    completed = checkout.locator("[data-testid=completed]")
+    completed.wait_for()
+    assert (completed.get_attribute("data-status"), completed.inner_text()) == (
+        "IN_TRIAL",
+        "You are subscribed to Team.",
+    )
+
 
 def test_theming_through_custom_properties_parts_and_text_overrides(page: Any) -> None:
     page.add_style_tag(
@@ -326,6 +338,11 @@ def test_checkout_declined_then_paid_portal_shows_plan_usage_and_cancels_a_sched
     detail = page.evaluate("window.completed")
     assert detail["planId"] == "pro"
     (sub,) = _subscriptions(demo, "PAYMENT_PENDING")  # activated once Stripe has charged the card
+    completed = checkout.locator("[data-testid=completed]")
+    assert (completed.get_attribute("data-status"), completed.inner_text()) == (
+        "PAYMENT_PENDING",
+        "Your payment is being confirmed: Pro starts once it is paid.",
+    )
     assert [s["planId"] for s in _subscriptions(demo)] == ["free"]  # Free is kept until Pro is paid for
     shoot(checkout, "checkout-completed")
     portal = page.locator("entitle-customer-portal")  # refreshed by the demo page on checkout-completed
@@ -356,6 +373,10 @@ def test_checkout_declined_then_paid_portal_shows_plan_usage_and_cancels_a_sched
         "?.textContent.includes('Then $290.00 / year')"
     )
     assert checkout.locator("[data-testid=due-today]").inner_text() == "$0.00"
+    assert checkout.locator("[data-testid=scheduled-note]").inner_text() == (
+        f"Nothing is due today: the change takes effect on {next_billing.removeprefix('Next billing date: ')},"
+        " at the end of the current billing period."
+    )
     assert page.locator("entitle-checkout [data-entitle-card]").count() == 0
     checkout.locator("[data-action=other-card]").click()
     card_input.wait_for()
@@ -545,7 +566,7 @@ def test_the_portal_counts_down_a_trial_links_invoice_pdfs_and_updates_the_card_
     # Team is another product than the portal's paywall (`product-id`): it is still named and priced.
     team = portal.locator("[data-testid=subscription][data-plan-id=team]")
     assert team.locator("[part~=plan-name]").inner_text() == "Team"
-    assert team.locator("[part~=unit-price]").inner_text() == "$8.00 per seat / month"
+    assert team.locator("[part~=unit-price]").inner_text() == "3 seats \u00d7 $8.00 / month"  # its seats
     pro = portal.locator("[data-testid=subscription][data-plan-id=pro]")
     assert (pro.locator("[part~=plan-name]").inner_text(), pro.locator("[part~=price]").inner_text()) == (
         "Pro",

@@ -18,7 +18,7 @@ from entitle.customers.schemas import CustomerOut
 from entitle.http.deps import DB, CustomerKey
 from entitle.http.wire import Envelope, IdOnly, PageEnvelope, envelope, page_envelope
 from entitle.subscriptions.routes import ProvisionOut, subscription_out
-from entitle.subscriptions.schemas import PreviewOut, SubscriptionOut
+from entitle.subscriptions.schemas import SubscriptionOut
 from entitle.widgets import service
 from entitle.widgets.schemas import (
     SetupIntentOut,
@@ -29,6 +29,7 @@ from entitle.widgets.schemas import (
     WidgetPortalSessionIn,
     WidgetPortalSessionOut,
     WidgetPreviewIn,
+    WidgetPreviewOut,
     WidgetSubscriptionIn,
     WidgetSubscriptionOut,
 )
@@ -48,7 +49,10 @@ def _portal_subscription(priced: service.PricedSubscription) -> WidgetSubscripti
     plan = WidgetPlanOut(
         id=priced.view.sub.plan_ref,
         display_name=priced.plan_display_name,
-        prices=[WidgetPlanPriceOut.of(price, period, priced.feature_units) for price in priced.prices],
+        prices=[
+            WidgetPlanPriceOut.of(price, period, priced.feature_units, priced.feature_units_plural, priced.quantities)
+            for price in priced.prices
+        ],
     )
     return WidgetSubscriptionOut(
         **dict(subscription_out(priced.view)), plan=plan, plan_names=priced.plan_names, addon_names=priced.addon_names
@@ -63,9 +67,10 @@ def list_subscriptions(customer_id: str, key: CustomerKey, db: DB) -> dict[str, 
     return envelope([_portal_subscription(p) for p in priced])
 
 
-@router.post("/preview", response_model=Envelope[PreviewOut])
+@router.post("/preview", response_model=Envelope[WidgetPreviewOut])
 def preview(customer_id: str, body: WidgetPreviewIn, key: CustomerKey, db: DB) -> dict[str, Any]:
-    """The checkout's price summary: `POST /api/v1/subscriptions/preview` for this customer."""
+    """The checkout's price summary: `POST /api/v1/subscriptions/preview` for this customer, and when a
+    change that waits for the period's end takes effect (`scheduledFor`, our extension)."""
     return envelope(service.preview(db, key.environment_id, customer_id, body))
 
 

@@ -7,6 +7,7 @@ dates: the route fills in the customer of the token. Unknown fields are refused 
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 
 from pydantic import ConfigDict, Field
@@ -23,6 +24,7 @@ from entitle.subscriptions.schemas import (
     ChargeQuantity,
     CheckoutOptions,
     PreviewAppliedCoupon,
+    PreviewOut,
     SubscriptionOut,
     SubscriptionPreview,
     SubscriptionProvision,
@@ -62,6 +64,12 @@ class WidgetPreviewIn(WidgetChoice):
             billing_country_code=self.billing_country_code,
             applied_coupon=PreviewAppliedCoupon(promotion_code=self.promotion_code) if self.promotion_code else None,
         )
+
+
+class WidgetPreviewOut(PreviewOut):
+    # Our extension: when a change that waits (`hasScheduledUpdates`: a downgrade, monthly to annual)
+    # takes effect, so the checkout can say why nothing is due today.
+    scheduled_for: datetime | None = None
 
 
 class WidgetCheckoutOptions(_Strict):
@@ -127,12 +135,22 @@ class WidgetPlanPriceOut(WireModel):
     currency: str
     feature_id: str | None = None
     feature_units: str | None = None
+    feature_units_plural: str | None = None
+    # The units the subscription pays this per-unit price for (its seats); None for other prices.
+    quantity: Amount | None = None
     tiers: list[TierOut] | None = None
     tiers_mode: str | None = None
     block_size: Amount | None = None
 
     @classmethod
-    def of(cls, price: pricing.Price, billing_period: str, units: dict[str, str]) -> WidgetPlanPriceOut:
+    def of(
+        cls,
+        price: pricing.Price,
+        billing_period: str,
+        units: dict[str, str],
+        plurals: dict[str, str] | None = None,
+        quantities: dict[str, Decimal] | None = None,
+    ) -> WidgetPlanPriceOut:
         def money(amount: Decimal) -> PriceOut | None:
             # A tier priced by its flat fee alone carries no unit price, as the catalog keeps it.
             return PriceOut(amount=amount, currency=price.currency) if amount else None
@@ -147,6 +165,8 @@ class WidgetPlanPriceOut(WireModel):
             currency=price.currency,
             feature_id=price.feature_ref,
             feature_units=units.get(price.feature_ref or ""),
+            feature_units_plural=(plurals or {}).get(price.feature_ref or ""),
+            quantity=(quantities or {}).get(price.feature_ref or ""),
             tiers=tiers or None,
             tiers_mode=price.tiers_mode,
             block_size=price.block_size,
@@ -176,6 +196,7 @@ __all__ = [
     "WidgetPortalSessionIn",
     "WidgetPortalSessionOut",
     "WidgetPreviewIn",
+    "WidgetPreviewOut",
     "WidgetSubscriptionIn",
     "WidgetSubscriptionOut",
 ]

@@ -8,6 +8,8 @@ token alone cannot say: that the subscription named in the path is the customer'
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
@@ -29,12 +31,13 @@ from entitle.customers.schemas import PaymentMethodAttach
 from entitle.db import Database
 from entitle.db.pagination import Page, PageRequest
 from entitle.errors import InvalidArgument, NotFound
-from entitle.subscriptions import cancellation, changes, price_rules, pricing, provisioning
+from entitle.subscriptions import cancellation, changes, price_rules, pricing, provisioning, validation
 from entitle.subscriptions import service as subscriptions
+from entitle.subscriptions import store as subscription_store
 from entitle.subscriptions.preview import customer_country, plan_prices, preview_subscription
 from entitle.subscriptions.rules import LIVE, Status
-from entitle.subscriptions.schemas import PreviewOut, SubscriptionCancel
-from entitle.widgets.schemas import WidgetPreviewIn, WidgetSubscriptionIn
+from entitle.subscriptions.schemas import SubscriptionCancel
+from entitle.widgets.schemas import WidgetPreviewIn, WidgetPreviewOut, WidgetSubscriptionIn
 
 # What a portal shows: the live subscriptions and one waiting for its first payment (just checked out).
 SHOWN = sorted(str(status) for status in (*LIVE, Status.PAYMENT_PENDING))
@@ -71,8 +74,11 @@ class PricedSubscription:
     view: subscriptions.SubscriptionView
     plan_display_name: str
     prices: list[pricing.Price]
-    # What a priced feature's unit is called ("seat"), by feature id: the page's paywall may not know it.
+    # What a priced feature's unit is called ("seat", "seats"), by feature id: the page's paywall may not know it.
     feature_units: dict[str, str]
+    feature_units_plural: dict[str, str] = field(default_factory=dict)
+    # The units each per-unit price is paid for (the seats), by feature id, as the billing sync counts them.
+    quantities: dict[str, Decimal] = field(default_factory=dict)
     # The names of the plans its scheduled changes move to and of the add-ons it and they hold, by id:
     # from the catalog, whatever the product (the page's paywall knows one product's published ones).
     plan_names: dict[str, str] = field(default_factory=dict)
@@ -120,15 +126,23 @@ def _priced(
         overrides = price_rules.amounts(sub.price_overrides)
         prices = plan_prices(s, plan, sub.billing_period, sub.billing_country_code, overrides)
     refs = [p.feature_ref for p in prices if p.feature_ref]
-    units = {
-        ref: f.feature_units or f.display_name for ref, f in feature_store.get_many(s, sub.environment_id, refs).items()
+    features = feature_store.get_many(s, sub.environment_id, refs)
+    units = {ref: f.feature_units or f.display_name for ref, f in features.items()}
+    plurals = {ref: f.feature_units_plural for ref, f in features.items() if f.feature_units_plural}
+    charged = {
+        pricing.quantity_key(c.charge_type, c.ref_id): c.quantity
+        for c in subscription_store.charges_of(s, [sub.pk]).get(sub.pk, [])
     }
+    per_unit = [p.feature_ref for p in prices if p.feature_ref and p.billing_model == "PER_UNIT"]
+    quantities = {ref: Decimal(charged.get(ref, sub.unit_quantity or 1)) for ref in per_unit}
     targets, held = _named(view)
     return PricedSubscription(
         view=view,
         plan_display_name=plan.display_name,
         prices=prices,
         feature_units=units,
+        feature_units_plural=plurals,
+        quantities=quantities,
         plan_names={ref: plans[ref].display_name for ref in sorted(targets) if ref in plans},
         addon_names={ref: addons[ref].display_name for ref in sorted(held) if ref in addons},
     )
@@ -172,9 +186,24 @@ def _in_customers_country(db: Database, env_id: int, customer_ref: str, body: Ch
     return body.model_copy(update={"billing_country_code": country})
 
 
-def preview(db: Database, env_id: int, customer_ref: str, body: WidgetPreviewIn) -> PreviewOut:
+def preview(db: Database, env_id: int, customer_ref: str, body: WidgetPreviewIn) -> WidgetPreviewOut:
     body = _in_customers_country(db, env_id, customer_ref, body)
-    return preview_subscription(db, env_id, _for_customer(customer_ref, body))
+    answer = preview_subscription(db, env_id, _for_customer(customer_ref, body))
+    takes_effect = _scheduled_for(db, env_id, customer_ref, body.plan_id) if answer.has_scheduled_updates else None
+    return WidgetPreviewOut(**dict(answer), scheduled_for=takes_effect)
+
+
+def _scheduled_for(db: Database, env_id: int, customer_ref: str, plan_ref: str) -> datetime | None:
+    """When a change the preview says waits takes effect: the end of the billing period of the product's
+    current subscription, where provisioning schedules it."""
+    with db.read() as s:
+        product_pk = validation.product_of_plan(s, env_id, plan_ref)
+        customer = customer_store.get_live(s, env_id, customer_ref)
+        for sub in subscription_store.of_customer(s, customer.pk, [str(status) for status in LIVE]):
+            if sub.product_pk == product_pk and not sub.resource_ref:
+                window = subscriptions.view_of(s, sub).billing_window()
+                return window.end if window else None
+    return None
 
 
 def subscribe(db: Database, env_id: int, customer_ref: str, body: WidgetSubscriptionIn) -> provisioning.ProvisionResult:

@@ -10,6 +10,7 @@ const DEFAULT_TEXTS = {
   annually: "Annually",
   perMonth: "/ month",
   perYear: "/ year",
+  unitCount: "{quantity} × {price}",
   free: "Free",
   customPrice: "Custom price",
   currentPlan: "Current plan",
@@ -51,6 +52,9 @@ const DEFAULT_TEXTS = {
   redirecting: "Redirecting to payment…",
   noProvider: "No payment provider is connected: the plan starts without payment.",
   completed: "You are subscribed to {plan}.",
+  paymentConfirming: "Your payment is being confirmed: {plan} starts once it is paid.",
+  changeScheduled: "Your change to {plan} takes effect on {date}.",
+  dueAtPeriodEnd: "Nothing is due today: the change takes effect on {date}, at the end of the current billing period.",
   choosePlan: "Choose a plan in the pricing table to subscribe.",
   subscriptions: "Subscriptions",
   nextBilling: "Next billing date: {date}",
@@ -276,6 +280,8 @@ function describePrice(el, price, features) {
   const feature = features.get(price.featureId);
   // A priced feature the item does not grant is not described in the paywall: its id is all there is.
   const unit = price.featureUnits || (feature ? (feature.featureUnits || feature.displayName) : price.featureId || "unit");
+  // A subscription's price says how many units it pays for (the portal); a plan's price does not.
+  const counted = price.quantity == null ? "" : `${number(price.quantity, el.locale)} ${Number(price.quantity) === 1 ? unit : price.featureUnitsPlural || feature?.featureUnitsPlural || unit}`;
   if (price.tiers && price.tiers.length) {
     let from = 1;
     const steps = price.tiers.map((tier) => {
@@ -287,12 +293,15 @@ function describePrice(el, price, features) {
       return `<li>${escapeHtml(range)}: ${escapeHtml(parts.join(" + "))}</li>`;
     });
     const mode = price.tiersMode === "VOLUME" ? "all units at the tier reached" : "each unit at its own tier";
-    return { main: "", detail: `<div class="muted" part="tiers">${escapeHtml(unit)} pricing ${per}, ${mode}:<ul>${steps.join("")}</ul></div>` };
+    const quantity = counted ? `<div part="quantity">${escapeHtml(counted)}</div>` : "";
+    return { main: "", detail: `${quantity}<div class="muted" part="tiers">${escapeHtml(unit)} pricing ${per}, ${mode}:<ul>${steps.join("")}</ul></div>` };
   }
   const amount = money(price.amount, price.currency, el.locale);
   if (price.billingModel === "PER_UNIT" || price.featureId) {
     const block = price.blockSize && Number(price.blockSize) > 1 ? ` ${number(price.blockSize, el.locale)}` : "";
-    return { main: "", detail: `<div part="unit-price">${escapeHtml(amount)} per${escapeHtml(block)} ${escapeHtml(unit)} ${per}</div>` };
+    const each = block ? `${amount} per${block} ${unit}` : amount;
+    const text = counted ? el.t("unitCount", { quantity: counted, price: `${each} ${per}` }) : `${amount} per${block} ${unit} ${per}`;
+    return { main: "", detail: `<div part="unit-price">${escapeHtml(text)}</div>` };
   }
   return { main: `${escapeHtml(amount)} <span class="muted">${per}</span>`, detail: "" };
 }
@@ -559,10 +568,22 @@ class Checkout extends EntitleElement {
       rows.push(`<tr class="total"><td>${this.t("dueToday")}</td><td data-testid="due-today">${money(now.total, cur, this.locale)}</td></tr>`);
       const period = this.state.period === "ANNUALLY" ? this.t("perYear") : this.t("perMonth");
       const then = next ? `<p class="muted">${escapeHtml(this.t("thenRecurring", { amount: money(next.total, next.currency, this.locale), period }))}</p>` : "";
-      target.innerHTML = `<h4>${this.t("summary")}</h4><table class="summary">${rows.join("")}</table>${then}`;
+      const waits = preview.hasScheduledUpdates && preview.scheduledFor
+        ? `<p class="muted" part="scheduled-note" data-testid="scheduled-note">${escapeHtml(this.t("dueAtPeriodEnd", { date: date(preview.scheduledFor, this.locale) }))}</p>` : "";
+      target.innerHTML = `<h4>${this.t("summary")}</h4><table class="summary">${rows.join("")}</table>${waits}${then}`;
     } catch (error) {
       if (generation === this._summaryGeneration) target.innerHTML = `<p class="error" part="error" role="alert">${escapeHtml(this.errorMessage(error))}</p>`;
     }
+  }
+
+  outcomeText(outcome) {
+    const plan = this.state.plan.displayName;
+    // A change that waits answers the current subscription, which names the change and its date.
+    const change = outcome.isScheduled && (outcome.subscription?.futureUpdates || []).find((u) => u.targetPackage?.id === this.state.plan.id);
+    if (change) return this.t("changeScheduled", { plan, date: date(change.scheduledExecutionTime, this.locale) });
+    // Subscribed only once the provider has taken the payment (or nothing is due before a trial's end).
+    const status = outcome.subscription?.status;
+    return status === "ACTIVE" || status === "IN_TRIAL" ? this.t("completed", { plan }) : this.t("paymentConfirming", { plan });
   }
 
   _cardSlot() {
@@ -648,7 +669,7 @@ class Checkout extends EntitleElement {
         return;
       }
       this._teardownCard();
-      this._render(`<div class="card-box" part="checkout-completed" data-testid="completed"><p>${escapeHtml(this.t("completed", { plan: this.state.plan.displayName }))}</p></div>`);
+      this._render(`<div class="card-box" part="checkout-completed" data-testid="completed" data-status="${escapeHtml(outcome.subscription?.status || "")}"><p>${escapeHtml(this.outcomeText(outcome))}</p></div>`);
       this.emit("entitle:checkout-completed", { subscriptionId: outcome.id, subscription: outcome.subscription, planId: this.state.plan.id, isScheduled: outcome.isScheduled });
     } catch (error) {
       this.paymentError(error);
