@@ -20,7 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from entitle.catalog.packages.charge_rules import READ_BACK, charges_doc
-from entitle.catalog.packages.rules import ChargeSpec, expand_charges
+from entitle.catalog.packages.pricing_rules import ChargeSpec, expand_charges
 from entitle.catalog.packages.schemas import ChargesIn
 from entitle.console.catalog_rules import metadata_of, moved
 from entitle.console.rules import one_off_totals

@@ -11,16 +11,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from entitle.catalog.packages.pricing_rules import check_pricing, check_tiers, expand_charges
 from entitle.catalog.packages.rules import (
     CycleError,
     EntitlementTerms,
     FeatureShape,
     Key,
     check_feature_entitlement,
-    check_pricing,
-    check_tiers,
     effective_package_entitlements,
-    expand_charges,
     find_cycle,
     parent_chain,
     reset_configuration,

@@ -2,14 +2,14 @@
 
 The draft's charges are read back as the `charges` of a PATCH (`charge_rules.charges_doc`), changed in
 that one place, and the whole pricing replaced through the PATCH's own path (`service.set_charges`:
-`rules.check_pricing`, charge ids kept per price), so each pricing rule is written once and a refusal
+`pricing_rules.check_pricing`, charge ids kept per price), so each pricing rule is written once and a refusal
 reads as the PATCH's would."""
 
 from __future__ import annotations
 
 from pydantic import ValidationError
 
-from entitle.catalog.packages import rules, service, store
+from entitle.catalog.packages import pricing_rules, service, store
 from entitle.catalog.packages.charge_rules import ChargeRow, charges_doc
 from entitle.catalog.packages.models import Package, PackageView
 from entitle.catalog.packages.schemas import ChargesIn, OveragePricingModelIn, PricingModelIn
@@ -69,7 +69,7 @@ def put_charge(
         one = ChargesIn(pricing_type="PAID", pricing_models=[charge])
     else:
         one = ChargesIn(pricing_type="PAID", overage_pricing_models=[charge])
-    return _replace(db, env_id, kind, ref, replacing, list(rules.expand_charges(one)), "PAID")
+    return _replace(db, env_id, kind, ref, replacing, list(pricing_rules.expand_charges(one)), "PAID")
 
 
 def remove_charge(db: Database, env_id: int, kind: PackageKind, ref: str, charge_id: str) -> PackageView:

@@ -1,5 +1,5 @@
 """Pure rules of one-charge edits: a draft's stored charges read back as the `charges` of a PATCH (the
-inverse of `rules.expand_charges`), so one charge can be added, changed or removed and the whole pricing
+inverse of `pricing_rules.expand_charges`), so one charge can be added, changed or removed and the whole pricing
 replaced through the same checks as a PATCH."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from dataclasses import fields
 from decimal import Decimal
 from typing import Any, Protocol
 
-from entitle.catalog.packages.rules import ChargeSpec
+from entitle.catalog.packages.pricing_rules import ChargeSpec
 
 # Every column of a charge this module reads back; a new ChargeSpec field must be added here (and to
 # `charges_doc`), or a one-charge edit would drop it from the other charges (a test compares the sets).

@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 
 from entitle.catalog.features import store as features
 from entitle.catalog.features.models import Feature
-from entitle.catalog.packages import rules, store
+from entitle.catalog.packages import pricing_rules, rules, store
 from entitle.catalog.packages.models import (
     ADDON,
     ARCHIVED,
@@ -343,7 +343,7 @@ _WIRE = {
 
 
 def set_charges(s: Session, env_id: int, package: Package, req: ChargesIn) -> None:
-    """Replace the draft's pricing (rules.check_pricing). Charges keep their ids when a price for the
+    """Replace the draft's pricing (pricing_rules.check_pricing). Charges keep their ids when a price for the
     same key exists; an overage model's `entitlement` (or `creditEntitlement`) sets that entitlement
     on the draft, replacing its limit fields if the entitlement exists."""
     refs: set[str] = {pm.feature_id for pm in req.pricing_models if pm.feature_id}
@@ -353,15 +353,15 @@ def set_charges(s: Session, env_id: int, package: Package, req: ChargesIn) -> No
         if om.entitlement is not None:
             refs.add(om.entitlement.feature_id)
     known = {ref: feature_shape(f) for ref, f in features.get_many(s, env_id, sorted(refs)).items()}
-    rules.check_pricing(req, known)
+    pricing_rules.check_pricing(req, known)
 
     existing = store.charges_of(s, package.pk)
-    ids = {rules.key_of_charge(c): c.charge_id for c in existing}
+    ids = {pricing_rules.key_of_charge(c): c.charge_id for c in existing}
     for c in existing:
         s.delete(c)
     s.flush()
     now = utcnow()
-    for spec in rules.expand_charges(req):
+    for spec in pricing_rules.expand_charges(req):
         s.add(
             PackageCharge(
                 environment_id=env_id,
