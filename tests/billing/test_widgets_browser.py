@@ -194,6 +194,9 @@ def test_pricing_table_prices_follow_the_period_toggle_and_the_country(demo: Dem
     pro = plan_card(page, "pro")
     assert pro.locator("[data-testid=price]").inner_text() == "$29.00 / month"
     assert "Everything in Free, plus:" in pro.inner_text()
+    # A limit's unit that names the feature stands alone; one that does not follows the feature's name.
+    listed = pro.locator("li").all_inner_texts()
+    assert "10 seats" in listed and "Data retention: 30 days" in listed, listed
     assert "5 extra seats ($15.00 / month)" in pro.inner_text()
     free = plan_card(page, "free")
     assert free.locator("[part~=current-badge]").inner_text() == "Current plan"

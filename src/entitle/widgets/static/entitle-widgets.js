@@ -323,9 +323,14 @@ function describeEntitlement(el, e) {
   if (e.featureType === "BOOLEAN") return name;
   if (e.featureType === "ENUM") return `${name}: ${(e.enumValues || []).join(", ")}`;
   const reset = e.resetPeriod ? ` / ${e.resetPeriod.toLowerCase()}` : "";
-  if (e.hasUnlimitedUsage) return `${el.t("unlimited")} ${units}${reset}`;
-  if (e.usageLimit != null) return `${number(e.usageLimit, el.locale)} ${units}${reset}`;
-  return name;
+  let amount;
+  if (e.hasUnlimitedUsage) amount = `${el.t("unlimited")} ${units}${reset}`;
+  else if (e.usageLimit != null) amount = `${number(e.usageLimit, el.locale)} ${units}${reset}`;
+  else return name;
+  // "10 seats" says what it is; "30 days" does not: a unit the feature's name does not contain is
+  // preceded by that name ("Data retention: 30 days").
+  const named = !name || units === name || name.toLowerCase().includes(String(units).toLowerCase());
+  return named ? amount : `${name}: ${amount}`;
 }
 
 function featuresOf(paywall) {
