@@ -96,17 +96,6 @@ def check_tiers(tiers: Sequence[TierIn], where: str) -> None:
         previous = tier.up_to
 
 
-def _currencies_of(pp: PricePeriodIn) -> set[str]:
-    found: set[str] = set()
-    if pp.price is not None:
-        found.add(pp.price.currency)
-    for tier in pp.tiers or ():
-        for price in (tier.unit_price, tier.flat_price):
-            if price is not None:
-                found.add(price.currency)
-    return found
-
-
 def _feature(features: Mapping[str, FeatureShape], ref: str, where: str) -> FeatureShape:
     feature = features.get(ref)
     if feature is None:
@@ -285,14 +274,8 @@ def check_pricing(req: ChargesIn, features: Mapping[str, FeatureShape]) -> None:
             )
         seen.add(spec.key)
     by_country: dict[str | None, set[str]] = {}
-    for pm in req.pricing_models:
-        for pp in pm.price_periods:
-            by_country.setdefault(_country(pp.billing_country_code), set()).update(_currencies_of(pp))
-    for om in req.overage_pricing_models:
-        for pp in om.price_periods:
-            by_country.setdefault(_country(pp.billing_country_code), set()).update(_currencies_of(pp))
-    for ms in req.minimum_spend or ():
-        by_country.setdefault(None, set()).add(ms.minimum.currency)
+    for spec in specs:
+        by_country.setdefault(_country(spec.billing_country_code), set()).update(_spec_currencies(spec))
     for country, currencies in by_country.items():
         if len(currencies) > 1:
             where = f"country {country}" if country else "the default prices"
