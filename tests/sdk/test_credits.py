@@ -4,17 +4,15 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from decimal import Decimal
 
 import httpx
 import pytest
 
-from entitle.sdk import AsyncEntitle, CreditBalance, Entitle, EntitleError, Source
+from entitle.sdk import AsyncEntitle, Entitle, EntitleError, Source
 from tests.conftest import LiveServer
 from tests.sdk.conftest import AsyncCountingTransport, CountingTransport
-from tests.sdk.test_push import require_push
+from tests.sdk.test_push import eventually, require_push
 
 CHECK = "/api/v1/customers/buyer/entitlements/check"
 
@@ -37,15 +35,6 @@ def grant(api: httpx.Client, amount: int) -> None:
         "grantType": "PAID",
     }
     api.post("/api/v1/credits/grants", json=body).raise_for_status()
-
-
-def eventually(read: Callable[[], CreditBalance], until: Callable[[CreditBalance], bool]) -> CreditBalance:
-    deadline = time.monotonic() + 20  # a wait for the push, not a timing: a loaded CI machine is slow
-    while True:
-        result = read()
-        if until(result) or time.monotonic() > deadline:
-            return result
-        time.sleep(0.02)
 
 
 def test_balances_are_cached_and_follow_the_stream(wallet: LiveServer) -> None:

@@ -6,15 +6,19 @@ import asyncio
 import time
 from collections.abc import Callable
 from decimal import Decimal
+from typing import TypeVar
 
 import pytest
 
-from entitle.sdk import AsyncEntitle, Entitle, EntitlementResult, Source
+from entitle.sdk import AsyncEntitle, Entitle, Source
 from tests.conftest import LiveServer
 from tests.sdk.conftest import CALLS_LIMIT, CountingTransport
 
 LIST = "/api/v1/customers/c1/entitlements"
 NO_STREAM = "the server offers no push stream (GET /api/v1/stream answered 404): the server side has not landed"
+
+
+T = TypeVar("T")
 
 
 def require_push(client: Entitle) -> None:
@@ -24,7 +28,7 @@ def require_push(client: Entitle) -> None:
     assert connected, "the push stream did not connect"
 
 
-def eventually(read: Callable[[], EntitlementResult], until: Callable[[EntitlementResult], bool]) -> EntitlementResult:
+def eventually(read: Callable[[], T], until: Callable[[T], bool]) -> T:
     deadline = time.monotonic() + 20  # a wait for the push, not a timing: a loaded CI machine is slow
     while True:
         result = read()
