@@ -249,7 +249,11 @@ def test_per_unit_and_tiered_prices_are_explained_and_a_trial_is_offered(demo: D
 
     # Team's trial needs no payment to start: the customer is told at once that it is subscribed.
     page.evaluate("document.querySelector('entitle-checkout').setAttribute('plan-id', 'team')")
+    # The scale plan's card field goes at once: the one to fill is the team plan's.
+    assert page.locator("entitle-checkout [data-entitle-card]").count() == 0
+    assert checkout.get_attribute("aria-busy") == "true"
     page.locator("entitle-checkout [data-entitle-card] input[placeholder=number]").wait_for()
+    assert "Team" in checkout.locator("[part~=title]").inner_text()
     _fill_card(page, VISA)
     checkout.locator("[data-action=pay]").click()
     completed = checkout.locator("[data-testid=completed]")

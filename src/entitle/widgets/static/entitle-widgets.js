@@ -180,6 +180,10 @@ class EntitleElement extends HTMLElement {
   /** Load again and render (the host calls it after something changed elsewhere). */
   refresh() {
     if (!this.isConnected) return;
+    // What is on screen answers the old attributes: nothing in it may act until the new view replaces it.
+    this.setAttribute("aria-busy", "true");
+    this._generation++;  // a load or card mount already under way must not paint over what comes next
+    this.beforeRefresh?.();
     clearTimeout(this._refreshTimer);
     // Attributes set one after another in the same task load once.
     this._refreshTimer = setTimeout(() => this._load(), 0);
@@ -197,6 +201,7 @@ class EntitleElement extends HTMLElement {
   }
 
   _render(html) {
+    this.removeAttribute("aria-busy");
     this.shadowRoot.innerHTML = `<style>${STYLE}</style><div part="container">${html}</div>`;
     this.afterRender?.();
   }
@@ -609,11 +614,19 @@ class Checkout extends EntitleElement {
     this.querySelector(":scope > [data-entitle-card]")?.remove();
   }
 
+  beforeRefresh() {
+    // A card typed for the old plan must not pay for the new one.
+    this._teardownCard();
+    for (const button of this.shadowRoot.querySelectorAll("[data-action=pay]")) button.disabled = true;
+  }
+
   async mountCard() {
+    const generation = this._generation;
     try {
       const intent = await this.newIntent();
-      if (!intent) return;
+      if (!intent || generation !== this._generation) return;
       const Stripe = await loadStripeJs(intent.stripeJsUrl);
+      if (generation !== this._generation) return;
       const key = this.getAttribute("stripe-publishable-key") || intent.publishableKey;
       if (!key) throw new EntitleApiError(409, "NO_PUBLISHABLE_KEY", this.t("errorNoPublishableKey"));
       this._stripe = Stripe(key);
