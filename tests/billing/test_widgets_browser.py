@@ -173,7 +173,13 @@ def point_at(demo: Demo, page: Any, selector: str, ref: str) -> str:
         " el.setAttribute('customer-token', token); el.setAttribute('customer-id', ref); }",
         [selector, ref, token],
     )
+    settle(page, selector)
     return ref
+
+
+def settle(page: Any, selector: str) -> None:
+    """Wait until the widget shows what its attributes now say (it is `aria-busy` while it reloads)."""
+    page.wait_for_function("(selector) => !document.querySelector(selector).hasAttribute('aria-busy')", arg=selector)
 
 
 def plan_card(page: Any, plan: str) -> Any:
@@ -596,6 +602,7 @@ def test_the_portal_counts_down_a_trial_links_invoice_pdfs_and_updates_the_card_
     # Adding to a paid plan mid-period: the checkout's summary credits the unused time of what is paid.
     point_at(demo, page, "entitle-checkout", customer)
     page.evaluate("document.querySelector('entitle-checkout').setAttribute('plan-id', 'pro')")
+    settle(page, "entitle-checkout")
     checkout = page.locator("entitle-checkout")
     checkout.locator("[data-addon=extra-seats]").fill("2")
     page.wait_for_function(
