@@ -15,8 +15,8 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,6 +30,7 @@ BATCH = 1000
 CUSTOMERS = 20
 REPEATED = 0.10  # share of each batch resending keys of the previous batch (dropped as duplicates)
 LOCK_HOLDS_PATH = "/_bench/lock_holds"
+WRITER_PHASES_PATH = "/_bench/writer_phases"
 # The same stack's floor: an async route answering a constant, on this instance only.
 CONSTANT_PATH = "/_bench/constant-async"
 T = TypeVar("T")
@@ -212,6 +213,66 @@ class LockHolds:
         }
 
 
+class WriterPhases:
+    """Where a SQLite write transaction's time goes, short writers (`Database.transaction`) apart from
+    ingestion batches (`bulk_transaction`, which end their group): queued (from asking for the turn
+    until the writer may run: behind the lock's holder and the writers ahead of it, BEGIN IMMEDIATE
+    included), work (its own statements), commit (until its group's COMMIT returned: its own, or the
+    group's last member's). And, per usage report (`POST /api/v2/usage`), the server's whole answer
+    time, from the request's arrival to its last byte sent."""
+
+    def __init__(self, group_commit: Any) -> None:
+        self.lock = threading.Lock()
+        self.phases: dict[str, list[tuple[float, float, float]]] = {"short": [], "bulk": []}
+        self.reports: list[float] = []
+        original = group_commit.transaction
+
+        @contextmanager
+        def timed(nested: Any, *, bulk: bool = False) -> Iterator[Any]:
+            if getattr(group_commit._inside, "active", False):  # a nested transaction: part of its outer one
+                with original(nested, bulk=bulk) as session:
+                    yield session
+                return
+            asked = time.perf_counter()
+            with original(nested, bulk=bulk) as session:
+                began = time.perf_counter()
+                yield session
+                ended = time.perf_counter()
+            durable = time.perf_counter()
+            with self.lock:
+                self.phases["bulk" if bulk else "short"].append((began - asked, ended - began, durable - ended))
+
+        group_commit.transaction = timed
+
+    def timing_reports(self, app: Any) -> Any:
+        async def timed_app(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] != "http" or scope["path"] != "/api/v2/usage":
+                await app(scope, receive, send)
+                return
+            began = time.perf_counter()
+            await app(scope, receive, send)
+            with self.lock:
+                self.reports.append(time.perf_counter() - began)
+
+        return timed_app
+
+    def report(self, reset: bool = False) -> dict[str, Any]:
+        with self.lock:
+            phases, reports = self.phases, self.reports
+            if reset:
+                self.phases, self.reports = {"short": [], "bulk": []}, []
+        out: dict[str, Any] = {"reportMs": _spread([r * 1000 for r in reports])}
+        for kind, rows in phases.items():
+            out[kind] = {
+                name: _spread([row[i] * 1000 for row in rows]) for i, name in enumerate(("queued", "work", "commit"))
+            }
+        return out
+
+
+def _spread(ms: list[float]) -> dict[str, float]:
+    return {"count": len(ms), "p50": median(ms) if ms else 0.0, "p99": percentile(ms, 0.99) if ms else 0.0}
+
+
 def serve(database_url: str, port: int, data_dir: str) -> None:
     import uvicorn
 
@@ -228,6 +289,7 @@ def serve(database_url: str, port: int, data_dir: str) -> None:
     )
     app = create_app(settings)
     holds = LockHolds(app.state.db.write_engine) if sqlite else None
+    phases = WriterPhases(app.state.db.group_commit) if sqlite else None
 
     def lock_holds(reset: bool = False) -> dict[str, Any]:
         report = holds.report(reset) if holds is not None else {"count": 0}
@@ -242,14 +304,26 @@ def serve(database_url: str, port: int, data_dir: str) -> None:
     async def constant_answer() -> JSONResponse:
         return constant
 
+    def writer_phases(reset: bool = False) -> dict[str, Any]:
+        return phases.report(reset) if phases is not None else {}
+
     app.add_api_route(LOCK_HOLDS_PATH, lock_holds, methods=["GET"], include_in_schema=False)
+    app.add_api_route(WRITER_PHASES_PATH, writer_phases, methods=["GET"], include_in_schema=False)
     app.add_api_route(CONSTANT_PATH, constant_answer, methods=["GET"], include_in_schema=False)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+    served = phases.timing_reports(app) if phases is not None else app
+    uvicorn.run(served, host="127.0.0.1", port=port, log_level="warning")
 
 
 def running_server(database_url: str, data_dir: Path) -> AbstractContextManager[str]:
     """This file's `serve` (the app with its lock-hold hook) in a child process."""
     return catalog_reads.running_server(database_url, data_dir, script=__file__, startup_seconds=60)
+
+
+def writer_phases(base: str, reset: bool = False) -> dict[str, Any]:
+    response = httpx.get(f"{base}{WRITER_PHASES_PATH}", params={"reset": str(reset).lower()}, timeout=30)
+    response.raise_for_status()
+    report: dict[str, Any] = response.json()
+    return report
 
 
 def lock_holds(base: str, reset: bool = False) -> dict[str, Any]:

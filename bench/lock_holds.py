@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -43,6 +44,7 @@ from ingest_load import (
     provision,
     running_server,
     seed_catalog,
+    writer_phases,
 )
 
 
@@ -97,7 +99,9 @@ def main() -> int:
                 seed_other(other)
                 for n in range(10):  # warm the path
                     report_usage(other, -n - 1, errors)
+                writer_phases(base, reset=True)
                 idle = [report_usage(other, n, errors) for n in range(args.reports)]
+                idle_phases = writer_phases(base, reset=True)
                 loaded: list[float] = []
                 done = threading.Event()
 
@@ -112,6 +116,7 @@ def main() -> int:
                 elapsed, _, ingest_errors = post_all(base, key, bodies[2:], args.concurrency)
                 done.set()
                 thread.join()
+                loaded_phases = writer_phases(base, reset=True)
             holds = lock_holds(base)
     errors += ingest_errors
     print(
@@ -124,6 +129,7 @@ def main() -> int:
     for name, values in (("idle", idle), ("while `development` ingests", loaded)):
         ms = [v * 1000 for v in values]
         print(f"{name:<40} {len(ms):>7} {median(ms):>9.1f} {percentile(ms, 0.99):>9.1f}")
+    _print_phases(idle_phases, loaded_phases)
     print(f"\ningestion meanwhile: {args.batches * BATCH / elapsed:.0f} events/s")
     if holds.get("count"):
         print(
@@ -139,6 +145,22 @@ def main() -> int:
     for error in errors[:5]:
         print(f"error: {error}", file=sys.stderr)
     return 1 if errors else 0
+
+
+def _print_phases(idle: dict[str, Any], loaded: dict[str, Any]) -> None:
+    """Where the reports' time went, measured in the server (bench/ingest_load.py's WriterPhases)."""
+    if not loaded:
+        return
+    print(f"\n{'server side, ms (p50 / p99)':<40} {'idle':>15} {'while ingesting':>17}")
+    rows = [("usage report, whole answer", "reportMs", None)]
+    rows += [(f"short write: {name}", "short", name) for name in ("queued", "work", "commit")]
+    rows += [(f"ingest batch: {name}", "bulk", name) for name in ("queued", "work", "commit")]
+    for label, kind, phase in rows:
+        cells = []
+        for figures in (idle, loaded):
+            spread = figures[kind] if phase is None else figures[kind][phase]
+            cells.append(f"{spread['p50']:.1f} / {spread['p99']:.1f}" if spread["count"] else "-")
+        print(f"{label:<40} {cells[0]:>15} {cells[1]:>17}")
 
 
 def _cpu(ms: float | None) -> str:

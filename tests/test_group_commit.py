@@ -179,17 +179,16 @@ def test_writers_queued_together_share_one_commit_and_each_sees_the_work_before_
     assert _names_seen_by_another_connection(sqlite_url) == set(names)
 
 
-def test_a_batch_ends_its_group_and_the_writers_behind_it_start_another(
-    sqlite_db: Database, sqlite_url: str
-) -> None:
+def test_a_batch_is_a_group_of_its_own(sqlite_db: Database, sqlite_url: str) -> None:
     # Handing the open group on after a batch would add the next writers' work to a lock already held
-    # for the batch: the longest hold would grow with the queue.
+    # for the batch: the longest hold would grow with the queue. Handing a batch the open group would
+    # make its members wait for the batch's work.
     names = [f"b{n}" for n in range(5)]
     before = _groups(sqlite_db).commits
     outcome = _one_group(sqlite_db, sqlite_url, [_inserting(name) for name in names], names, bulk=frozenset({2}))
     assert outcome.errors == {}
     assert outcome.visible_on_return == dict.fromkeys(range(len(names)), True)
-    assert _groups(sqlite_db).commits - before == 2  # the first three, then the two behind the batch
+    assert _groups(sqlite_db).commits - before == 2  # the four short writers (they pass the batch), then it
     assert _names_seen_by_another_connection(sqlite_url) == set(names)
 
 

@@ -13,6 +13,7 @@ import stat
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -91,65 +92,101 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
     return engine
 
 
+@dataclass(eq=False)
+class _Waiter:
+    thread: int
+    bulk: bool
+    served: bool = False
+    passed_in: int | None = None  # the hold whose writers first went ahead of this bulk writer
+
+
 class FairLock:
-    """A lock taken in arrival order (a ticket lock), reentrant for its holder.
+    """A lock taken in arrival order, reentrant for its holder; a short writer may pass a bulk one once.
 
     SQLite lets one writer in at a time, and a writer finding the database locked sleeps and retries
     (its busy handler, with growing sleeps): a steady stream of writers can keep one waiting for
     seconds. Queueing a process's writers here first serves them in order; SQLite's lock still
-    serializes them with other processes."""
+    serializes them with other processes.
+
+    A bulk writer (an ingestion batch: tens of milliseconds under the lock) is the exception: the short
+    writers waiting when the lock is released go ahead of it, in one hold (`hand_over` passes the turn
+    among them), so a short write waits for the batch holding the lock, not also for the one queued
+    next. Only one hold may pass a bulk writer: once passed, it is served before anyone who came after
+    it, so a stream of short writes delays a batch by one hold at most. And a bulk writer is never
+    handed a hold that is going on (`hand_over` skips it): the writers of that hold would wait for it."""
 
     def __init__(self, timeout: float = SQLITE_BUSY_TIMEOUT) -> None:
         self._turn = threading.Condition(threading.Lock())
         self._timeout = timeout
-        self._next_ticket = 0
-        self._serving = 0
-        self._given_up: set[int] = set()
+        self._queue: list[_Waiter] = []  # in arrival order
         self._holder: int | None = None
         self._depth = 0
+        self._hold = 0  # counts the holds: a turn passed on by `hand_over` continues its hold
+        self._next_ticket = 0  # how many writers asked for the lock (the tests wait on it)
 
     def __enter__(self) -> None:
+        self.acquire()
+
+    def acquire(self, *, bulk: bool = False) -> None:
         me = threading.get_ident()
         with self._turn:
             if self._holder == me:
                 self._depth += 1
                 return
-            ticket = self._next_ticket
             self._next_ticket += 1
-            if not self._turn.wait_for(lambda: self._serving == ticket, self._timeout):
+            if self._holder is None and not self._queue:
+                self._holder, self._depth = me, 1
+                return
+            waiter = _Waiter(me, bulk)
+            self._queue.append(waiter)
+            if not self._turn.wait_for(lambda: waiter.served, self._timeout):
                 # As SQLite's own busy timeout would: fail this writer, never the queue behind it.
-                self._given_up.add(ticket)
+                self._queue.remove(waiter)
                 raise OperationalError("waiting for the write lock", None, Exception("database is locked"))
-            self._holder, self._depth = me, 1
 
     def __exit__(self, *_: object) -> None:
         with self._turn:
             self._depth -= 1
-            if self._depth == 0:
-                self._holder = None
-                self._serving += 1
-                while self._serving in self._given_up:
-                    self._given_up.discard(self._serving)
-                    self._serving += 1
-                self._turn.notify_all()
+            if self._depth > 0:
+                return
+            self._holder = None
+            self._hold += 1
+            following = self._next_short() or (self._queue[0] if self._queue else None)
+            if following is not None:
+                self._serve(following)
 
     def hand_over(self) -> bool:
-        """Leave the turn to the next writer still waiting for it (True), or, with nobody waiting, keep
-        it (False). Decided under the lock's own mutex: a writer handed the turn can no longer give up
-        on it, so a holder that hands over knows someone has taken over."""
+        """Leave the turn, within the same hold, to the next short writer that may go now (True), or,
+        with none waiting, keep it (False). Decided under the lock's own mutex: a writer handed the turn
+        can no longer give up on it, so a holder that hands over knows someone has taken over."""
         with self._turn:
             if self._depth > 1:  # the holder re-entered: its outer hold still needs the turn
                 return False
-            following = self._serving + 1
-            while following in self._given_up:
-                following += 1
-            if following >= self._next_ticket:
+            following = self._next_short()
+            if following is None:
                 return False
-            self._given_up.difference_update(range(self._serving + 1, following))
-            self._holder, self._depth = None, 0
-            self._serving = following
-            self._turn.notify_all()
+            self._serve(following)
             return True
+
+    def _next_short(self) -> _Waiter | None:
+        """The first short writer waiting that this hold may serve: bulk writers ahead of it may be
+        passed only by one hold (marked here as passed by this one)."""
+        passing: list[_Waiter] = []
+        for waiter in self._queue:
+            if not waiter.bulk:
+                for batch in passing:
+                    batch.passed_in = self._hold
+                return waiter
+            if waiter.passed_in not in (None, self._hold):
+                return None
+            passing.append(waiter)
+        return None
+
+    def _serve(self, waiter: _Waiter) -> None:
+        self._queue.remove(waiter)
+        waiter.served = True
+        self._holder, self._depth = waiter.thread, 1
+        self._turn.notify_all()
 
 
 class Database:
@@ -189,8 +226,9 @@ class Database:
     @contextmanager
     def bulk_transaction(self) -> Iterator[Session]:
         """`transaction` for a large batch (an ingestion request). On SQLite a process lets one batch at
-        a time queue for the write lock: a short write arriving meanwhile (another environment's usage
-        report) waits for the batch holding the lock, never also for the batches queued behind it."""
+        a time queue for the write lock, and short writes waiting when the lock is released go before
+        it (`FairLock`): a short write arriving meanwhile (another environment's usage report) waits for
+        the batch holding the lock, never also for the batches queued behind it."""
         if self._bulk is None:
             with self.transaction() as session:
                 yield session
@@ -198,7 +236,7 @@ class Database:
         assert self.group_commit is not None
         # A batch ends its group: the writers behind it start a new one rather than add their work to
         # a write lock already held for the batch (the lock's longest hold stays about one batch).
-        with self._bulk, self.group_commit.transaction(self._writer, ends_group=True) as session:
+        with self._bulk, self.group_commit.transaction(self._writer, bulk=True) as session:
             yield session
 
     @contextmanager

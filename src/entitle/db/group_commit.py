@@ -6,8 +6,10 @@ commit per transaction caps a process's writes at its disk's fsync rate, and the
 behind a commit wait for that fsync too. Here the writers of a process take turns (`FairLock`) on one
 writer connection. The first opens the group's transaction (BEGIN IMMEDIATE); each turn runs its work
 in its own SAVEPOINT, so a failing transaction rolls back only its own work. A turn hands the
-connection, transaction still open, to the next writer in the queue; the turn that finds nobody
-waiting (or the group full, or open long enough) sends the COMMIT. Every member waits for that COMMIT
+connection, transaction still open, to the next short writer in the queue; the turn that finds none
+waiting (or the group full, or open long enough) sends the COMMIT. A bulk writer (an ingestion batch)
+is a group of its own: never handed an open group, whose members would wait for its work, and
+committing as soon as it is done. Every member waits for that COMMIT
 before it returns: none is answered before its work is durable, and a failed COMMIT fails every member
 with `OperationalError` (the database's "retry" answer) and writes nothing of the group.
 
@@ -76,17 +78,18 @@ class GroupCommit:
         self.committed_members = 0
 
     @contextmanager
-    def transaction(self, nested: Callable[[], Session], *, ends_group: bool = False) -> Iterator[Session]:
+    def transaction(self, nested: Callable[[], Session], *, bulk: bool = False) -> Iterator[Session]:
         """One member's unit of work: commits (durably, with its group) on success, rolls back only its
         own work on any exception. `nested` makes the session of a transaction begun inside another
-        one in the same thread, which keeps its own connection as it always did. `ends_group`: this
-        member commits its group instead of handing it over (a long one: see `bulk_transaction`)."""
+        one in the same thread, which keeps its own connection as it always did. `bulk`: a long one
+        (see `bulk_transaction`), a group of its own: short writers waiting may go first (`FairLock`),
+        and it commits instead of handing the group over."""
         if getattr(self._inside, "active", False):
             with nested() as session, session.begin():
                 yield session
             return
         deferred: list[Callable[[], None]] = []
-        self._turns.__enter__()
+        self._turns.acquire(bulk=bulk)
         try:
             group = self._open()
         except BaseException:
@@ -102,7 +105,7 @@ class GroupCommit:
             raise
         finally:
             self._inside.active = False
-            if not self._end_turn(group, ends_group):
+            if not self._end_turn(group, bulk):
                 self._turns.__exit__()
         group.done.wait()
         if group.error is not None:
@@ -143,13 +146,11 @@ class GroupCommit:
         if not alive:
             group.error = RuntimeError("SQLite rolled back the group's transaction")
 
-    def _end_turn(self, group: _Group, ends_group: bool = False) -> bool:
+    def _end_turn(self, group: _Group, bulk: bool = False) -> bool:
         """Hand the open group over to the next writer waiting for the turn (True: the turn is theirs),
         or, with nobody waiting, the group full or failed, end the group here (False: the turn is still
         this thread's). Runs while this thread holds the turn."""
-        full = (
-            ends_group or group.members >= MAX_GROUP_MEMBERS or time.monotonic() - group.opened >= MAX_GROUP_SECONDS
-        )
+        full = bulk or group.members >= MAX_GROUP_MEMBERS or time.monotonic() - group.opened >= MAX_GROUP_SECONDS
         if group.error is None and not full and self._turns.hand_over():
             return True
         self._group = None
