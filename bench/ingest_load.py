@@ -305,7 +305,23 @@ def serve(database_url: str, port: int, data_dir: str) -> None:
         return constant
 
     def writer_phases(reset: bool = False) -> dict[str, Any]:
-        return phases.report(reset) if phases is not None else {}
+        if phases is None:
+            return {}
+        report = phases.report(reset)
+        checkpointer = app.state.db.checkpointer
+        if checkpointer is not None:
+            stats = checkpointer.stats
+            wal = Path(app.state.db.write_engine.url.database + "-wal")
+            report["checkpoints"] = {
+                "runs": stats.runs,
+                "restarts": stats.restarts,
+                "restarted": stats.restarted,
+                "largestWalFrames": stats.largest_wal_frames,
+                "longestMs": stats.longest_seconds * 1000,
+                "longestInsideTurnMs": stats.longest_inside_turn_seconds * 1000,
+                "walBytes": wal.stat().st_size if wal.exists() else 0,
+            }
+        return report
 
     app.add_api_route(LOCK_HOLDS_PATH, lock_holds, methods=["GET"], include_in_schema=False)
     app.add_api_route(WRITER_PHASES_PATH, writer_phases, methods=["GET"], include_in_schema=False)

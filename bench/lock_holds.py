@@ -161,6 +161,15 @@ def _print_phases(idle: dict[str, Any], loaded: dict[str, Any]) -> None:
             spread = figures[kind] if phase is None else figures[kind][phase]
             cells.append(f"{spread['p50']:.1f} / {spread['p99']:.1f}" if spread["count"] else "-")
         print(f"{label:<40} {cells[0]:>15} {cells[1]:>17}")
+    checkpoints = loaded.get("checkpoints")
+    if checkpoints:
+        print(
+            f"WAL checkpoints, whole run: {checkpoints['runs']} beside the writers (longest "
+            f"{checkpoints['longestMs']:.1f} ms), {checkpoints['restarts']} RESTART in the write turn "
+            f"({checkpoints['restarted']} started the WAL over; longest {checkpoints['longestInsideTurnMs']:.1f} ms); "
+            f"the WAL held at most {checkpoints['largestWalFrames']} frames, its file is "
+            f"{checkpoints['walBytes'] / 2**20:.1f} MiB"
+        )
 
 
 def _cpu(ms: float | None) -> str:

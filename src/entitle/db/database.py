@@ -22,6 +22,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from entitle.db.checkpoints import Checkpointer
 from entitle.db.group_commit import GroupCommit
 
 log = logging.getLogger("entitle.db")
@@ -71,7 +72,7 @@ def make_private_sqlite_file(url: str) -> None:
 SQLITE_BUSY_TIMEOUT = 30.0  # seconds a writer waits for the database lock before failing
 
 
-def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
+def _sqlite_engine(url: str, *, immediate: bool, own_checkpoints: bool = False) -> Engine:
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
@@ -83,6 +84,8 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
+        if own_checkpoints:  # by the Database's Checkpointer, never inside a COMMIT
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -194,14 +197,19 @@ class Database:
         self.url = url
         self._writers: FairLock | None = None
         self.group_commit: GroupCommit | None = None
+        self.checkpointer: Checkpointer | None = None
         self._bulk: FairLock | None = None
         if url.startswith("sqlite"):
             make_private_sqlite_file(url)
-            self.write_engine = _sqlite_engine(url, immediate=True)
+            own_checkpoints = sqlite_file(url) is not None  # a memory database has no WAL
+            self.write_engine = _sqlite_engine(url, immediate=True, own_checkpoints=own_checkpoints)
             self.read_engine = _sqlite_engine(url, immediate=False)
             self._writers = FairLock()
+            if own_checkpoints:
+                self.checkpointer = Checkpointer(self.write_engine, self._writers)
             # PostgreSQL groups concurrent commits itself (commit_delay); SQLite needs it done here.
-            self.group_commit = GroupCommit(self.write_engine, self._writers)
+            committed = self.checkpointer.committed if self.checkpointer is not None else None
+            self.group_commit = GroupCommit(self.write_engine, self._writers, committed=committed)
             self._bulk = FairLock()
         else:
             self.write_engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
@@ -252,6 +260,8 @@ class Database:
         return True
 
     def dispose(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
         self.write_engine.dispose()
         if self.read_engine is not self.write_engine:
             self.read_engine.dispose()

@@ -68,9 +68,10 @@ class _Group:
 class GroupCommit:
     """The SQLite writers of one `Database`: see the module docstring."""
 
-    def __init__(self, engine: Engine, turns: FairLock) -> None:
+    def __init__(self, engine: Engine, turns: FairLock, *, committed: Callable[[], None] | None = None) -> None:
         self._engine = engine
         self._turns = turns
+        self._committed = committed  # told after each COMMIT (the WAL checkpointer)
         self._group: _Group | None = None  # the open group; read and written only by the turn's holder
         self._inside = threading.local()
         self._stats_lock = threading.Lock()
@@ -179,3 +180,8 @@ class GroupCommit:
         with self._stats_lock:
             self.commits += 1
             self.committed_members += group.members
+        if self._committed is not None:
+            try:
+                self._committed()
+            except Exception:  # the group is durable: its members' answer must not depend on a checkpoint
+                log.exception("announcing a group commit to the WAL checkpointer failed")
