@@ -228,13 +228,14 @@ class WriterPhases:
         original = group_commit.transaction
 
         @contextmanager
-        def timed(nested: Any, *, bulk: bool = False) -> Iterator[Any]:
+        def timed(nested: Any, **options: bool) -> Iterator[Any]:
             if getattr(group_commit._inside, "active", False):  # a nested transaction: part of its outer one
-                with original(nested, bulk=bulk) as session:
+                with original(nested, **options) as session:
                     yield session
                 return
+            bulk = any(options.values())  # `bulk=True` (`ends_group=True` in earlier versions)
             asked = time.perf_counter()
-            with original(nested, bulk=bulk) as session:
+            with original(nested, **options) as session:
                 began = time.perf_counter()
                 yield session
                 ended = time.perf_counter()
@@ -308,7 +309,7 @@ def serve(database_url: str, port: int, data_dir: str) -> None:
         if phases is None:
             return {}
         report = phases.report(reset)
-        checkpointer = app.state.db.checkpointer
+        checkpointer = getattr(app.state.db, "checkpointer", None)  # earlier versions had none
         if checkpointer is not None:
             stats = checkpointer.stats
             wal = Path(app.state.db.write_engine.url.database + "-wal")

@@ -5,7 +5,7 @@ write turn lets the next writer start it over. What was committed stays committe
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -66,14 +66,26 @@ def test_a_memory_database_has_no_checkpointer() -> None:
         database.dispose()
 
 
-def test_commits_wake_the_checkpointer_which_copies_the_wal_into_the_database(sqlite_db: Database) -> None:
-    checkpointer = _checkpointer(sqlite_db)
-    _insert(sqlite_db, 0, 20)
+def _eventually(condition: Callable[[], bool]) -> None:
     for _ in range(int(WAIT * 1000)):
-        if checkpointer.stats.runs:
-            break
+        if condition():
+            return
         threading.Event().wait(0.001)
-    assert checkpointer.stats.runs >= 1
+    raise AssertionError("never happened")
+
+
+def test_commits_wake_the_checkpointer_which_ends_once_idle_and_the_next_commit_starts_again(
+    sqlite_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Idle, the thread ends: it would otherwise keep a Database nobody disposed (and its connections) alive.
+    monkeypatch.setattr(checkpoints_module, "IDLE_SECONDS", 0.01)
+    monkeypatch.setattr(checkpoints_module, "CHECKPOINT_SECONDS", 0.0)
+    checkpointer = _checkpointer(sqlite_db)
+    _insert(sqlite_db, 0, 5)
+    _eventually(lambda: checkpointer.stats.runs >= 1 and checkpointer._thread is None)
+    runs = checkpointer.stats.runs
+    _insert(sqlite_db, 5, 1)
+    _eventually(lambda: checkpointer.stats.runs > runs)
     assert checkpointer.stats.failures == 0
 
 

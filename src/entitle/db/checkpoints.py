@@ -39,6 +39,11 @@ WAL_LIMIT_FRAMES = 4_000
 RESTART_WAIT_MS = 10
 
 
+# An idle thread ends (the next commit starts another): a Database nobody disposed, and its engine's
+# connections, are not kept alive by it.
+IDLE_SECONDS = 5.0
+
+
 @dataclass
 class CheckpointStats:
     """What the checkpoints did, for the benchmark and the tests."""
@@ -53,7 +58,8 @@ class CheckpointStats:
 
 
 class Checkpointer:
-    """Checkpoints one SQLite database file's WAL in a daemon thread, started by the first commit."""
+    """Checkpoints one SQLite database file's WAL in a daemon thread that a commit starts and that ends
+    once idle."""
 
     def __init__(self, engine: Engine, turns: FairLock) -> None:
         self._engine = engine
@@ -66,12 +72,11 @@ class Checkpointer:
 
     def committed(self) -> None:
         """A write transaction committed: the WAL grew."""
-        if self._thread is None:
-            with self._start:
-                if self._thread is None and not self._stop.is_set():
-                    self._thread = threading.Thread(target=self._run, name="entitle-wal-checkpoint", daemon=True)
-                    self._thread.start()
-        self._wake.set()
+        with self._start:  # decided with the thread's own decision to end (`_run`): no wake is lost
+            self._wake.set()
+            if self._thread is None and not self._stop.is_set():
+                self._thread = threading.Thread(target=self._run, name="entitle-wal-checkpoint", daemon=True)
+                self._thread.start()
 
     def stop(self) -> None:
         with self._start:
@@ -125,10 +130,12 @@ class Checkpointer:
 
     def _run(self) -> None:
         while True:
-            self._wake.wait()
-            if self._stop.is_set():
-                return
-            self._wake.clear()
+            self._wake.wait(IDLE_SECONDS)
+            with self._start:
+                if self._stop.is_set() or not self._wake.is_set():
+                    self._thread = None
+                    return
+                self._wake.clear()
             try:
                 self.checkpoint()
             except Exception:  # the next commit tries again; SQLite checkpoints when the last connection closes
