@@ -17,6 +17,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from contextvars import ContextVar
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -213,18 +215,23 @@ class LockHolds:
         }
 
 
+_REPORT_MARKS: ContextVar[list[float] | None] = ContextVar("report_marks", default=None)
+REPORT_STEPS = ("before its transaction", "queued for the lock", "its work", "its group's COMMIT", "answering")
+
+
 class WriterPhases:
     """Where a SQLite write transaction's time goes, short writers (`Database.transaction`) apart from
-    ingestion batches (`bulk_transaction`, which end their group): queued (from asking for the turn
-    until the writer may run: behind the lock's holder and the writers ahead of it, BEGIN IMMEDIATE
-    included), work (its own statements), commit (until its group's COMMIT returned: its own, or the
-    group's last member's). And, per usage report (`POST /api/v2/usage`), the server's whole answer
-    time, from the request's arrival to its last byte sent."""
+    ingestion batches (`bulk_transaction`): queued (from asking for the turn until the writer may run:
+    behind the lock's holder and the writers ahead of it, BEGIN IMMEDIATE included), work (its own
+    statements), commit (until its group's COMMIT returned, its own or the group's last member's, and
+    what the transaction announces after it). And, per usage report (`POST /api/v2/usage`), the same
+    steps of its own transaction, between its arrival (before it: reading the request, authenticating,
+    the thread pool) and its last byte sent (after it: the answer)."""
 
     def __init__(self, group_commit: Any) -> None:
         self.lock = threading.Lock()
         self.phases: dict[str, list[tuple[float, float, float]]] = {"short": [], "bulk": []}
-        self.reports: list[float] = []
+        self.reports: list[list[float]] = []
         original = group_commit.transaction
 
         @contextmanager
@@ -240,6 +247,9 @@ class WriterPhases:
                 yield session
                 ended = time.perf_counter()
             durable = time.perf_counter()
+            marks = _REPORT_MARKS.get()  # the route's thread runs in a copy of the request's context
+            if marks is not None and len(marks) == 1:
+                marks += [asked, began, ended, durable]
             with self.lock:
                 self.phases["bulk" if bulk else "short"].append((began - asked, ended - began, durable - ended))
 
@@ -250,10 +260,15 @@ class WriterPhases:
             if scope["type"] != "http" or scope["path"] != "/api/v2/usage":
                 await app(scope, receive, send)
                 return
-            began = time.perf_counter()
-            await app(scope, receive, send)
+            marks = [time.perf_counter()]
+            token = _REPORT_MARKS.set(marks)
+            try:
+                await app(scope, receive, send)
+            finally:
+                _REPORT_MARKS.reset(token)
+            marks.append(time.perf_counter())
             with self.lock:
-                self.reports.append(time.perf_counter() - began)
+                self.reports.append(marks)
 
         return timed_app
 
@@ -262,7 +277,9 @@ class WriterPhases:
             phases, reports = self.phases, self.reports
             if reset:
                 self.phases, self.reports = {"short": [], "bulk": []}, []
-        out: dict[str, Any] = {"reportMs": _spread([r * 1000 for r in reports])}
+        out: dict[str, Any] = {"reportMs": _spread([(r[-1] - r[0]) * 1000 for r in reports])}
+        steps = [[(b - a) * 1000 for a, b in pairwise(r)] for r in reports if len(r) == 6]
+        out["reportSteps"] = {name: _spread([row[i] for row in steps]) for i, name in enumerate(REPORT_STEPS)}
         for kind, rows in phases.items():
             out[kind] = {
                 name: _spread([row[i] * 1000 for row in rows]) for i, name in enumerate(("queued", "work", "commit"))

@@ -35,6 +35,7 @@ from catalog_reads import fresh_database
 from ingest_load import (
     BATCH,
     CUSTOMERS,
+    REPORT_STEPS,
     batch_events,
     body,
     lock_holds,
@@ -153,6 +154,7 @@ def _print_phases(idle: dict[str, Any], loaded: dict[str, Any]) -> None:
         return
     print(f"\n{'server side, ms (p50 / p99)':<40} {'idle':>15} {'while ingesting':>17}")
     rows = [("usage report, whole answer", "reportMs", None)]
+    rows += [(f"  {name}", "reportSteps", name) for name in REPORT_STEPS]
     rows += [(f"short write: {name}", "short", name) for name in ("queued", "work", "commit")]
     rows += [(f"ingest batch: {name}", "bulk", name) for name in ("queued", "work", "commit")]
     for label, kind, phase in rows:
