@@ -31,9 +31,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("entitle.db")
 
 # Checkpoints start at most this often: each syncs the database file, and a page written again meanwhile
-# is copied once. At full ingestion speed a few thousand frames accumulate in this time (SQLite's own
-# default is a checkpoint per 1,000 frames).
-CHECKPOINT_SECONDS = 0.25
+# is copied once. Ingesting at full speed (bench/lock_holds.py) writes about 1,700 frames a second:
+# about SQLite's own pace, a checkpoint per 1,000 frames.
+CHECKPOINT_SECONDS = 0.5
 # 4,000 pages of 4 KiB (16 MB): past this the WAL is started over (see above).
 WAL_LIMIT_FRAMES = 4_000
 RESTART_WAIT_MS = 10
