@@ -37,8 +37,6 @@ CHECKPOINT_SECONDS = 0.5
 # 4,000 pages of 4 KiB (16 MB): past this the WAL is started over (see above).
 WAL_LIMIT_FRAMES = 4_000
 RESTART_WAIT_MS = 10
-
-
 # An idle thread ends (the next commit starts another): a Database nobody disposed, and its engine's
 # connections, are not kept alive by it.
 IDLE_SECONDS = 5.0

@@ -9,9 +9,9 @@ in its own SAVEPOINT, so a failing transaction rolls back only its own work. A t
 connection, transaction still open, to the next short writer in the queue; the turn that finds none
 waiting (or the group full, or open long enough) sends the COMMIT. A bulk writer (an ingestion batch)
 is a group of its own: never handed an open group, whose members would wait for its work, and
-committing as soon as it is done. Every member waits for that COMMIT
-before it returns: none is answered before its work is durable, and a failed COMMIT fails every member
-with `OperationalError` (the database's "retry" answer) and writes nothing of the group.
+committing as soon as it is done. Every member waits for its group's COMMIT before it returns: none
+is answered before its work is durable, and a failed COMMIT fails every member with `OperationalError`
+(the database's "retry" answer) and writes nothing of the group.
 
 What each member's commit announces (`when_durable`: domain events, hence snapshot invalidation and
 push signals) runs in the member's own thread once the group's COMMIT returned, never at its SAVEPOINT
