@@ -72,7 +72,12 @@ def report_usage(api: httpx.Client, n: int, errors: list[str]) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batches", type=int, default=60, help="batches of 1,000 events under load (default 60)")
+    parser.add_argument(
+        "--batches",
+        type=int,
+        default=120,
+        help="batches of 1,000 events under load (default 120: about 100 reports meanwhile)",
+    )
     parser.add_argument("--concurrency", type=int, default=2, help="ingesting connections (default 2)")
     parser.add_argument("--reports", type=int, default=200, help="idle usage reports (default 200)")
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
