@@ -33,6 +33,16 @@ def _checkpointer(db: Database) -> Checkpointer:
     return db.checkpointer
 
 
+def _manual(db: Database, monkeypatch: pytest.MonkeyPatch) -> Checkpointer:
+    """The checkpointer, its thread stopped and commits no longer waking it: checkpoints here are the
+    test's own, one at a time."""
+    checkpointer = _checkpointer(db)
+    assert db.group_commit is not None
+    monkeypatch.setattr(db.group_commit, "_committed", None)
+    checkpointer.stop()
+    return checkpointer
+
+
 def _insert(db: Database, first: int, count: int) -> None:
     for n in range(first, first + count):
         with db.transaction() as session:
@@ -92,8 +102,7 @@ def test_commits_wake_the_checkpointer_which_ends_once_idle_and_the_next_commit_
 def test_past_its_limit_the_wal_is_started_over_and_nothing_committed_is_lost(
     sqlite_db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    checkpointer = _checkpointer(sqlite_db)
-    checkpointer.stop()  # checkpoints here are the test's own, one at a time
+    checkpointer = _manual(sqlite_db, monkeypatch)
     monkeypatch.setattr(checkpoints_module, "WAL_LIMIT_FRAMES", 40)
     _insert(sqlite_db, 0, 60)
     grown = _wal_frames(sqlite_db)
@@ -110,8 +119,7 @@ def test_past_its_limit_the_wal_is_started_over_and_nothing_committed_is_lost(
 def test_below_its_limit_the_wal_is_checkpointed_without_the_write_turn(
     sqlite_db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    checkpointer = _checkpointer(sqlite_db)
-    checkpointer.stop()
+    checkpointer = _manual(sqlite_db, monkeypatch)
     monkeypatch.setattr(checkpoints_module, "WAL_LIMIT_FRAMES", 10_000)
     _insert(sqlite_db, 0, 10)
     turns = sqlite_db._writers
@@ -127,8 +135,7 @@ def test_the_restart_waits_for_the_group_in_progress_to_commit(
 ) -> None:
     """The RESTART checkpoint takes the write turn as a bulk writer: it is never handed a group that is
     going on, whose members would wait for a COMMIT no one sends."""
-    checkpointer = _checkpointer(sqlite_db)
-    checkpointer.stop()
+    checkpointer = _manual(sqlite_db, monkeypatch)
     monkeypatch.setattr(checkpoints_module, "WAL_LIMIT_FRAMES", 1)
     _insert(sqlite_db, 0, 5)
     turns = sqlite_db._writers
@@ -166,3 +173,12 @@ def test_the_restart_waits_for_the_group_in_progress_to_commit(
     assert checkpointer.stats.restarts == checkpointer.stats.restarted == 1  # it ran with no write open
     with sqlite_db.read() as session:
         assert session.execute(text("SELECT filler FROM probe WHERE n = 100")).scalar_one() == "open"
+
+
+def test_a_database_used_again_after_dispose_checkpoints_again(sqlite_db: Database) -> None:
+    checkpointer = _checkpointer(sqlite_db)
+    _insert(sqlite_db, 0, 1)
+    sqlite_db.dispose()
+    runs = checkpointer.stats.runs
+    _insert(sqlite_db, 1, 1)  # an engine disposed of opens new connections
+    _eventually(lambda: checkpointer.stats.runs > runs)

@@ -77,12 +77,18 @@ class Checkpointer:
                 self._thread.start()
 
     def stop(self) -> None:
+        """End the thread (`Database.dispose`); a later commit starts another, as an engine disposed
+        of still serves: the WAL must not grow unchecked behind a Database used again."""
         with self._start:
             self._stop.set()
             thread = self._thread
         self._wake.set()
         if thread is not None:
             thread.join()
+        with self._start:
+            self._thread = None
+            self._stop.clear()
+            self._wake.clear()
 
     def checkpoint(self) -> tuple[int, int]:
         """A PASSIVE checkpoint, and a RESTART one inside the write turn when the WAL is past its
