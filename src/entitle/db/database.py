@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import stat
 import threading
 from collections.abc import Iterator
@@ -68,6 +69,28 @@ def make_private_sqlite_file(url: str) -> None:
 
 
 SQLITE_BUSY_TIMEOUT = 30.0  # seconds a writer waits for the database lock before failing
+# The names SQLAlchemy gives the savepoints it opens itself: plain identifiers, sent as they are.
+_PLAIN_SAVEPOINT = re.compile(r"sa_savepoint_[0-9]+")
+
+
+def _sent_savepoints(dialect: Any) -> None:
+    """Every member of a group commit opens and releases a SAVEPOINT: SQLAlchemy compiles each of those
+    statements anew (they are not cached), about 60 us of CPU apiece, inside the write lock. Its own
+    names need no compiling: they are sent as text, through the same execution events."""
+    generic = (dialect.do_savepoint, dialect.do_release_savepoint, dialect.do_rollback_to_savepoint)
+
+    def sent(verb: str, compiled: Any) -> Any:
+        def send(connection: Any, name: str) -> None:
+            if _PLAIN_SAVEPOINT.fullmatch(name):
+                connection.exec_driver_sql(f"{verb} {name}")
+            else:
+                compiled(connection, name)
+
+        return send
+
+    dialect.do_savepoint = sent("SAVEPOINT", generic[0])
+    dialect.do_release_savepoint = sent("RELEASE SAVEPOINT", generic[1])
+    dialect.do_rollback_to_savepoint = sent("ROLLBACK TO SAVEPOINT", generic[2])
 
 
 def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
@@ -88,6 +111,7 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
     def _on_begin(connection: Any) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
+    _sent_savepoints(engine.dialect)
     return engine
 
 
