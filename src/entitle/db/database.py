@@ -121,47 +121,68 @@ class FairLock:
     SQLite lets one writer in at a time, and a writer finding the database locked sleeps and retries
     (its busy handler, with growing sleeps): a steady stream of writers can keep one waiting for
     seconds. Queueing a process's writers here first serves them in order; SQLite's lock still
-    serializes them with other processes."""
+    serializes them with other processes.
+
+    Each waiting writer blocks on a gate of its own, and a turn passing on opens only the next writer's:
+    waking every waiter to let all but one find it is not their turn made each hand-over cost a thread
+    wake-up (and a fight for the GIL) per queued writer, inside the write lock."""
 
     def __init__(self, timeout: float = SQLITE_BUSY_TIMEOUT) -> None:
-        self._turn = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()
         self._timeout = timeout
         self._next_ticket = 0
         self._serving = 0
         self._given_up: set[int] = set()
+        self._gates: dict[int, threading.Lock] = {}  # ticket -> the gate its writer blocks on
         self._holder: int | None = None
         self._depth = 0
 
     def __enter__(self) -> None:
         me = threading.get_ident()
-        with self._turn:
+        with self._mutex:
             if self._holder == me:
                 self._depth += 1
                 return
             ticket = self._next_ticket
             self._next_ticket += 1
-            if not self._turn.wait_for(lambda: self._serving == ticket, self._timeout):
+            if self._serving == ticket:
+                self._holder, self._depth = me, 1
+                return
+            gate = self._gates[ticket] = threading.Lock()
+            gate.acquire()
+        # Opened (released) only once `_serving` is this ticket, under the mutex.
+        gate.acquire(timeout=self._timeout)
+        with self._mutex:
+            del self._gates[ticket]
+            if self._serving != ticket:
                 # As SQLite's own busy timeout would: fail this writer, never the queue behind it.
                 self._given_up.add(ticket)
                 raise OperationalError("waiting for the write lock", None, Exception("database is locked"))
             self._holder, self._depth = me, 1
 
     def __exit__(self, *_: object) -> None:
-        with self._turn:
+        with self._mutex:
             self._depth -= 1
             if self._depth == 0:
                 self._holder = None
-                self._serving += 1
-                while self._serving in self._given_up:
-                    self._given_up.discard(self._serving)
-                    self._serving += 1
-                self._turn.notify_all()
+                following = self._serving + 1
+                while following in self._given_up:
+                    self._given_up.discard(following)
+                    following += 1
+                self._serve(following)
+
+    def _serve(self, ticket: int) -> None:
+        """The turn is `ticket`'s: open its writer's gate (one that has not queued yet finds it free)."""
+        self._serving = ticket
+        gate = self._gates.get(ticket)
+        if gate is not None:
+            gate.release()
 
     def hand_over(self) -> bool:
         """Leave the turn to the next writer still waiting for it (True), or, with nobody waiting, keep
         it (False). Decided under the lock's own mutex: a writer handed the turn can no longer give up
         on it, so a holder that hands over knows someone has taken over."""
-        with self._turn:
+        with self._mutex:
             if self._depth > 1:  # the holder re-entered: its outer hold still needs the turn
                 return False
             following = self._serving + 1
@@ -171,8 +192,7 @@ class FairLock:
                 return False
             self._given_up.difference_update(range(self._serving + 1, following))
             self._holder, self._depth = None, 0
-            self._serving = following
-            self._turn.notify_all()
+            self._serve(following)
             return True
 
 
