@@ -71,7 +71,6 @@ def test_a_writer_that_gives_up_does_not_stall_the_queue() -> None:
         pass
 
 
-
 def test_many_writers_some_giving_up_never_overlap_and_all_the_patient_are_served() -> None:
     """Each waiter has a gate of its own and only the next one is opened: whatever the mix of hand-overs,
     releases and writers giving up, one holder at a time, and no patient writer is left behind."""
