@@ -69,3 +69,43 @@ def test_a_writer_that_gives_up_does_not_stall_the_queue() -> None:
     assert outcome["patient"] == "served"
     with lock:  # and the lock is free again
         pass
+
+
+def test_many_writers_some_giving_up_never_overlap_and_all_the_patient_are_served() -> None:
+    """Each waiter has a gate of its own and only the next one is opened: whatever the mix of hand-overs,
+    releases and writers giving up, one holder at a time, and no patient writer is left behind."""
+    lock = FairLock(timeout=30)
+    inside: list[int] = []
+    overlaps: list[tuple[int, ...]] = []
+    served: list[int] = []
+    guard = threading.Lock()
+
+    def writer(n: int) -> None:
+        if n % 5 == 0:
+            lock._timeout = 0.0005  # read when its wait begins: this writer may give up
+        try:
+            lock.__enter__()
+        except OperationalError:
+            assert n % 5 == 0
+            return
+        finally:
+            lock._timeout = 30
+        with guard:
+            inside.append(n)
+            if len(inside) > 1:
+                overlaps.append(tuple(inside))
+            inside.remove(n)
+            served.append(n)
+        # As a group commit's member does: hand the turn to the next writer, or release it.
+        if not (n % 3 == 0 and lock.hand_over()):
+            lock.__exit__()
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(60)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not overlaps
+    assert {n for n in range(60) if n % 5} <= set(served)
+    with lock:  # and the lock is free again
+        pass

@@ -1,6 +1,7 @@
 """Issue 12, item 4: provisioning a customer with `subscriptionParams` costs a bounded number of SQL
 statements, the same whatever the size of the plan and however many customers came before; and the
-reads it skips are skipped only when what they would read cannot be there.
+reads it skips are skipped only when what they would read cannot be there; and, over HTTP, it takes two
+worker-thread hops (the key's read, the use case).
 """
 
 from __future__ import annotations
@@ -128,3 +129,41 @@ def test_a_fold_that_found_nothing_waiting_looks_again_once_usage_waits(db: Data
             counting.fold_waiting(s, env_id, "someone", None)
             assert (env_id, "someone", resource_key(None)) in usage_store.nothing_waits(s)
         assert not usage_store.nothing_waits(s)
+
+
+def test_a_provisioning_request_takes_two_worker_thread_hops(
+    catalog: tuple[LiveServer, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key's read and the use case: FastAPI runs every plain-function dependency, and the validation
+    of a plain function's return value, in a worker thread of their own (each hop wakes two threads);
+    the request's dependencies are coroutines and its answer is written once (`enveloped_response`)."""
+    import anyio.to_thread
+
+    from entitle.environments.service import authenticate
+    from entitle.subscriptions.routes import provision_customer
+
+    server, _ = catalog
+    hops: list[Any] = []
+    run_sync = anyio.to_thread.run_sync
+
+    async def counted(function: Any, *args: Any, **kwargs: Any) -> Any:
+        hops.append(function)
+        return await run_sync(function, *args, **kwargs)
+
+    with server.http() as api:
+        monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+        body = {"id": f"customer-{next(_ids)}", "subscriptionParams": {"planId": "small"}}
+        answer = api.post("/api/v1/customers", json=body)
+        monkeypatch.undo()
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["data"]["id"] == body["id"]
+
+    def what(hop: Any) -> Any:
+        # run_in_threadpool hands over a partial; FastAPI's endpoint runner gets the endpoint among its arguments.
+        called = getattr(hop, "func", hop)
+        given = (*getattr(hop, "args", ()), *getattr(hop, "keywords", {}).values())
+        return provision_customer if any(value is provision_customer for value in given) else called
+
+    # A background task of the server may hop meanwhile: only what runs the request's own code counts.
+    mine = [what(hop) for hop in hops if getattr(what(hop), "__module__", "").startswith(("entitle", "fastapi"))]
+    assert mine == [authenticate, provision_customer]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -76,6 +77,26 @@ def recorded(column: str, value: Any) -> Any:
 def created_changes(values: dict[str, Any]) -> dict[str, Any]:
     """A new row: its non-empty columns."""
     return {col: recorded(col, v) for col, v in sorted(values.items()) if col not in IGNORED_COLUMNS and v is not None}
+
+
+# A table's recorded columns in the order `created_changes` writes them, each with whether it is secret.
+CreatedColumns = tuple[tuple[str, bool], ...]
+
+
+def created_columns(columns: Iterable[str]) -> CreatedColumns:
+    """What `created_changes` decides from column names alone, decided once per table."""
+    return tuple((col, is_secret(col)) for col in sorted(columns) if col not in IGNORED_COLUMNS)
+
+
+def created_changes_of(columns: CreatedColumns, value_of: Callable[[str], Any]) -> dict[str, Any]:
+    """`created_changes` of a new row whose table's columns `created_columns` prepared: every audited
+    insert of a request (a customer, its subscription) runs it, so nothing is decided twice."""
+    changes: dict[str, Any] = {}
+    for col, secret in columns:
+        value = value_of(col)
+        if value is not None:
+            changes[col] = REDACTED if secret else plain(value)
+    return changes
 
 
 def updated_changes(before_after: dict[str, tuple[Any, Any]]) -> dict[str, Any]:

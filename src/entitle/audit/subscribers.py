@@ -23,6 +23,8 @@ _installed = False
 # Built once (its cache key is memoized on it): every audited flush runs it.
 _INSERT = insert(cast(Table, AuditEntry.__table__))
 _column_keys: dict[Mapper[Any], list[str]] = {}
+_created_columns: dict[Mapper[Any], rules.CreatedColumns] = {}
+_UNLOADED = object()
 
 
 def install() -> None:
@@ -46,6 +48,21 @@ def _columns(obj: Any) -> list[str]:
     if keys is None:
         keys = _column_keys[mapper] = [attr.key for attr in mapper.column_attrs]
     return keys
+
+
+def _created(obj: Any) -> dict[str, Any]:
+    state = inspect(obj)
+    columns = _created_columns.get(state.mapper)
+    if columns is None:
+        columns = _created_columns[state.mapper] = rules.created_columns(_columns(obj))
+    loaded = state.dict
+
+    def value_of(key: str) -> Any:
+        # What the flush just wrote is in the instance's dict; an attribute never set reads as its default.
+        value = loaded.get(key, _UNLOADED)
+        return getattr(obj, key, None) if value is _UNLOADED else value
+
+    return rules.created_changes_of(columns, value_of)
 
 
 def _updated(obj: Any) -> dict[str, tuple[Any, Any]]:
@@ -73,7 +90,7 @@ def _record(session: Session, _flush: UOWTransaction) -> None:
             if table is None or table in rules.NOT_AUDITED:
                 continue
             if action == "create":
-                changes = rules.created_changes({key: getattr(obj, key, None) for key in _columns(obj)})
+                changes = _created(obj)
             elif action == "update":
                 changes = rules.updated_changes(_updated(obj))
                 if not changes:

@@ -353,11 +353,18 @@ def sync_state(
     )
 
 
-_SYNC_STATES_OF = (
+_SYNC_STATES = (
     select(BillingLink, Integration.ref_id, Integration.vendor)
     .join(Integration, Integration.pk == BillingLink.integration_pk)
-    .where(BillingLink.entity_kind == bindparam("kind"), BillingLink.entity_pk.in_(bindparam("pks", expanding=True)))
     .order_by(BillingLink.pk)
+)
+_SYNC_STATES_OF = _SYNC_STATES.where(
+    BillingLink.entity_kind == bindparam("kind"), BillingLink.entity_pk.in_(bindparam("pks", expanding=True))
+)
+# One entity (a customer or subscription answered on its own: every provisioning's answer): an expanding
+# IN is rendered again on every execution, a plain comparison is compiled once.
+_SYNC_STATES_OF_ONE = _SYNC_STATES.where(
+    BillingLink.entity_kind == bindparam("kind"), BillingLink.entity_pk == bindparam("pk")
 )
 
 
@@ -366,7 +373,10 @@ def sync_states_of(session: Session, kind: str, entity_pks: Iterable[int]) -> di
     pks = list(entity_pks)
     if not pks:
         return {}
-    rows = session.execute(_SYNC_STATES_OF, {"kind": kind, "pks": pks}).all()
+    if len(pks) == 1:
+        rows = session.execute(_SYNC_STATES_OF_ONE, {"kind": kind, "pk": pks[0]}).all()
+    else:
+        rows = session.execute(_SYNC_STATES_OF, {"kind": kind, "pks": pks}).all()
     found: dict[int, list[SyncState]] = {}
     for link_row, ref, vendor in rows:
         # entity_id "": the caller's entity, whose id it knows.

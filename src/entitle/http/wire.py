@@ -9,6 +9,7 @@ from typing import Annotated, Any, Generic, TypeVar
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationInfo
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
+from starlette.responses import Response
 
 T = TypeVar("T")
 
@@ -173,6 +174,14 @@ class TaskResult(WireModel):
 
 def envelope(data: Any) -> dict[str, Any]:
     return {"data": data}
+
+
+def enveloped_response(data: BaseModel) -> Response:
+    """`{"data": data}` written as the route's `response_model` would write it (camelCase, nulls kept),
+    without what FastAPI does for a plain function's return value: validate the model just built
+    again, in one more worker-thread hop, before writing it."""
+    body = data.__pydantic_serializer__.to_json(data, by_alias=True)
+    return Response(content=b'{"data":' + body + b"}", media_type="application/json")
 
 
 def page_envelope(page: Any, convert: Any) -> dict[str, Any]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, NoReturn
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from pydantic import SerializeAsAny
 
 from entitle.customers.schemas import CustomerOut
@@ -16,6 +16,7 @@ from entitle.http.wire import (
     Unsupported,
     WireModel,
     envelope,
+    enveloped_response,
     page_envelope,
 )
 from entitle.subscriptions import cancellation, changes, importing, journey, provisioning, service
@@ -233,9 +234,9 @@ customers_router = APIRouter(prefix="/api/v1/customers", tags=["customers"])
 
 
 @customers_router.post("", response_model=Envelope[CustomerOut])
-def provision_customer(body: CustomerProvisionWithSubscription, key: ServerKey, db: DB) -> dict[str, Any]:
+def provision_customer(body: CustomerProvisionWithSubscription, key: ServerKey, db: DB) -> Response:
     view = journey.provision_customer(db, key.environment_id, body)
-    return envelope(CustomerOut.of(view.customer, view.links, view.sync_states))
+    return enveloped_response(CustomerOut.of(view.customer, view.links, view.sync_states))
 
 
 class ResourceOut(WireModel):

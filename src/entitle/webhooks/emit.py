@@ -7,7 +7,7 @@ rows the domain events carry.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -38,17 +38,20 @@ def ordering_key(endpoint_pk: int) -> str:
     return f"webhook:{endpoint_pk}"
 
 
-def emit(session: Session, env_id: int, event_type: str, data: dict[str, Any]) -> int:
+def emit(session: Session, env_id: int, event_type: str, data: dict[str, Any] | Callable[[], dict[str, Any]]) -> int:
     """Write the event `{"type", "version", "id", "timestamp", "data"}` for every endpoint that wants it.
 
-    Each endpoint's jobs share one ordering key, so its events are delivered one at a time, in order.
-    Returns how many deliveries were enqueued.
+    `data`, or what it makes when called: a payload that costs reads is built only when an endpoint wants
+    the event. Each endpoint's jobs share one ordering key, so its events are delivered one at a time, in
+    order. Returns how many deliveries were enqueued.
     """
     if event_type not in EVENT_TYPES:
         raise ValueError(f"unknown webhook event type {event_type!r}")
     endpoints = store.subscribed(session, env_id, event_type)
     if not endpoints:
         return 0
+    if callable(data):
+        data = data()
     event = {
         "type": event_type,
         "version": PAYLOAD_VERSION,

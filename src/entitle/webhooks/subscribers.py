@@ -49,20 +49,22 @@ def entitlements_changed(s: Session, event: EntitlementsChanged) -> None:
 
 
 def subscription_created(s: Session, event: SubscriptionCreated) -> None:
-    _, data = emit.subscription_data(s, event.sub)
-    emit.emit(s, event.env_id, "subscription.created", data)
+    emit.emit(s, event.env_id, "subscription.created", lambda: emit.subscription_data(s, event.sub)[1])
     emit.schedule_trial_ends_soon(s, event.sub)
 
 
 def subscription_updated(s: Session, event: SubscriptionUpdated) -> None:
-    _, data = emit.subscription_data(s, event.sub)
-    emit.emit(s, event.env_id, "subscription.updated", {**data, "change": event.change})
+    emit.emit(
+        s,
+        event.env_id,
+        "subscription.updated",
+        lambda: {**emit.subscription_data(s, event.sub)[1], "change": event.change},
+    )
     emit.schedule_trial_ends_soon(s, event.sub)
 
 
 def subscription_ended(s: Session, event: SubscriptionEnded) -> None:
-    _, data = emit.subscription_data(s, event.sub)
-    emit.emit(s, event.env_id, ENDED_EVENTS[event.outcome], data)
+    emit.emit(s, event.env_id, ENDED_EVENTS[event.outcome], lambda: emit.subscription_data(s, event.sub)[1])
 
 
 def payment_failed(s: Session, event: PaymentFailed) -> None:
