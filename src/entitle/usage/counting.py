@@ -477,6 +477,7 @@ def _count_in_windows(s: Session, env_id: int, slots: dict[store.CounterKey, _Sl
         return problems
     before = {key: counters[key].value for key in slots}
     store.save_tallies(s, UsageCounter, [_written(counters[key], t) for key, t in zip(slots, tallies, strict=True)])
+    priced = ports.credit_priced.impl(s, env_id)  # once for the batch: most features draw no credits
     for key, slot in slots.items():
         moved = CounterMoved(
             slot.customer,
@@ -488,7 +489,8 @@ def _count_in_windows(s: Session, env_id: int, slots: dict[store.CounterKey, _Sl
             slot.in_current_window,
         )
         announce(s, env_id, moved)
-        _charge_credits(s, env_id, slot.customer, slot.grant.feature, slot.resource_ref, counters[key], before[key])
+        if priced is None or slot.grant.feature.ref_id in priced:
+            _charge_credits(s, env_id, slot.customer, slot.grant.feature, slot.resource_ref, counters[key], before[key])
     return problems
 
 
