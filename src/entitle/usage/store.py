@@ -2,14 +2,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
 
 from pydantic_core import to_json
-from sqlalchemy import Table, TextualSelect, bindparam, delete, func, select, text, tuple_
+from sqlalchemy import Integer, Table, TextualSelect, bindparam, column, delete, func, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -321,13 +321,30 @@ def _select_tallies(
     stmt = _tallies_statement(dialect.name, table, key_columns, scoped=env_id is not None)
     bound: dict[str, Any] = {} if env_id is None else {"env": env_id}
     if dialect.name == "sqlite":
-        # As the column type writes each value for this dialect (an instant: its exact text).
-        written = [table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in key_columns]
+        # As the column type writes each value for this dialect (an instant: its exact text); a batch's keys
+        # repeat their values (a few windows, a few features), each written once.
+        processors = [table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in key_columns]
+        written = [_remembered(p) if p else None for p in processors]
         bound["keys"] = json.dumps([[w(v) if w else v for w, v in zip(written, key, strict=True)] for key in wanted])
     else:
-        bound["keys"] = to_json([dict(zip(key_columns, key, strict=True)) for key in wanted]).decode()
-    width = len(key_columns)
-    return {tuple(row[:width]): TallyRow(*row[width:]) for row in session.execute(stmt, bound)}
+        keyed = [{**dict(zip(key_columns, key, strict=True)), "position": n} for n, key in enumerate(wanted)]
+        bound["keys"] = to_json(keyed).decode()
+    # Each row names its key by its position in `wanted`: reading the key's columns back (an instant
+    # parsed from its text on SQLite) cost more than the lookups.
+    return {wanted[position]: TallyRow(*row) for position, *row in session.execute(stmt, bound)}
+
+
+def _remembered(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    done: dict[Any, Any] = {}
+
+    def written(value: Any) -> Any:
+        try:
+            return done[value]
+        except KeyError:
+            result = done[value] = process(value)
+            return result
+
+    return written
 
 
 _TALLY_STATEMENTS: dict[tuple[str, str, tuple[str, ...], bool], TextualSelect] = {}
@@ -339,24 +356,26 @@ def _tallies_statement(dialect: str, table: Table, key_columns: tuple[str, ...],
     found = _TALLY_STATEMENTS.get(cache_key)
     if found is not None:
         return found
-    selected = [*key_columns, "pk", "value", "samples", "total"]
+    selected = ["pk", "value", "samples", "total"]
     columns = ", ".join(f"t.{name}" for name in selected)
     if dialect == "sqlite":
         # CROSS JOIN keeps SQLite's planner from reordering: the keys drive, each one an index lookup.
         on = " AND ".join(f"t.{name} = json_extract(k.value, '$[{n}]')" for n, name in enumerate(key_columns))
-        sql = f"SELECT {columns} FROM json_each(:keys) AS k CROSS JOIN {table.name} AS t ON {on}"
+        sql = f"SELECT k.key AS position, {columns} FROM json_each(:keys) AS k CROSS JOIN {table.name} AS t ON {on}"
         lock = ""
     else:
         # One JSON document rather than an array per column: psycopg writes arrays in Python, escaping each
         # element with a regular expression.
         record = ", ".join(f"{name} {_KEY_TYPES.get(name, 'text')}" for name in key_columns)
         on = " AND ".join(f"t.{name} = k.{name}" for name in key_columns)
-        keys = f"json_to_recordset(CAST(:keys AS json)) AS k({record})"
-        sql = f"SELECT {columns} FROM {keys} JOIN {table.name} AS t ON {on}"
+        keys = f"json_to_recordset(CAST(:keys AS json)) AS k({record}, position bigint)"
+        sql = f"SELECT k.position, {columns} FROM {keys} JOIN {table.name} AS t ON {on}"
         lock = " FOR UPDATE OF t"
     if scoped:
         sql += " WHERE t.environment_id = :env"
-    stmt = text(sql + " ORDER BY t.pk" + lock).columns(*(table.c[name] for name in selected))
+    stmt = text(sql + " ORDER BY t.pk" + lock).columns(
+        column("position", Integer), *(table.c[name] for name in selected)
+    )
     _TALLY_STATEMENTS[cache_key] = stmt
     return stmt
 
