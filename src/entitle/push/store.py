@@ -23,6 +23,7 @@ def lock_for_append(session: Session) -> None:
     # SQLite: the write transaction already holds the database lock (BEGIN IMMEDIATE).
 
 
+_NEWEST = text("SELECT max(id) FROM push_events")
 _APPENDED = ("environment_id", "kind", "customer_ref", "resource_ref", "data", "created_at")
 
 
@@ -46,7 +47,7 @@ def append(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
                 for row in rows
             ],
         )
-        last = int(session.scalar(select(func.max(PushEvent.id))) or 0)
+        last = int(session.scalar(_NEWEST) or 0)
         return list(range(last - len(rows) + 1, last + 1))
     if len(rows) == 1:
         return [int(session.execute(_APPEND_ONE, rows[0]).scalar_one())]
