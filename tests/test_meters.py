@@ -123,6 +123,14 @@ filters = st.sampled_from(
         ONLY_COMPLETIONS,
         [{"conditions": [{"field": "model", "operation": "IN", "values": ["small", "xl"]}]}],
         [{"conditions": [{"field": "tokens", "operation": "GREATER_THAN", "value": "10"}]}, *ONLY_COMPLETIONS],
+        [
+            {
+                "conditions": [
+                    {"field": "tokens", "operation": "GREATER_THAN", "value": "10"},
+                    *ONLY_COMPLETIONS[0]["conditions"],
+                ]
+            }
+        ],
     ]
 )
 

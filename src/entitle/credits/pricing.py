@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from entitle.catalog.packages.models import PackageCharge
@@ -42,19 +42,21 @@ def priced_features(s: Session, env_id: int) -> set[str]:
     features that are not, and answers at one query."""
     cache: dict[int, set[str]] = s.info.setdefault(_PRICED, {})
     if env_id not in cache:
-        cache[env_id] = set(
-            s.scalars(
-                select(PackageCharge.feature_ref)
-                .where(
-                    PackageCharge.environment_id == env_id,
-                    PackageCharge.billing_model == "CREDIT_BASED",
-                    PackageCharge.feature_ref.is_not(None),
-                    PackageCharge.credit_rate_amount.is_not(None),
-                )
-                .distinct()
-            )
-        )
+        cache[env_id] = set(s.scalars(_PRICED_FEATURES, {"env": env_id}))
     return cache[env_id]
+
+
+# Asked by every ingestion batch: built once (its compiled form is then cached by SQLAlchemy).
+_PRICED_FEATURES = (
+    select(PackageCharge.feature_ref)
+    .where(
+        PackageCharge.environment_id == bindparam("env"),
+        PackageCharge.billing_model == "CREDIT_BASED",
+        PackageCharge.feature_ref.is_not(None),
+        PackageCharge.credit_rate_amount.is_not(None),
+    )
+    .distinct()
+)
 
 
 def rates(s: Session, env_id: int, customer: Customer, resource_ref: str | None, feature_ref: str) -> list[Rate]:

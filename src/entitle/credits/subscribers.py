@@ -58,6 +58,7 @@ def revoke_prorated(s: Session, event: CancellationRequested) -> None:
 
 def install() -> None:
     usage_ports.charge_credits.install(pricing.charge)
+    usage_ports.credit_priced.install(pricing.priced_features)
     subscribe(SubscriptionCreated, grant_created)
     subscribe(SubscriptionUpdated, grant_updated)
     subscribe(SubscriptionEnded, revoke_replaced)

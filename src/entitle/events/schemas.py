@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, Strict
 
 from entitle.http.wire import RefId, WireModel
 
@@ -25,7 +25,15 @@ def _utc(value: datetime) -> datetime:
 UsageInstant = Annotated[datetime, AfterValidator(_utc)]
 # Meters read numbers out of dimensions: NaN and infinities are not numbers a counter can hold.
 DimensionNumber = Annotated[float, Field(allow_inf_nan=False)]
-DimensionValue = Annotated[str, Field(max_length=1024, pattern=r"^[^\x00]*$")] | bool | DimensionNumber
+# Each member strict and tried in order: a JSON string is a string, true/false a boolean, any other number a
+# number, as the default "smart" union decides, without first trying every member (a batch of 1,000 events
+# holds thousands of dimension values; this is a fifth of validating it).
+DimensionValue = Annotated[
+    Annotated[str, Strict(), Field(max_length=1024, pattern=r"^[^\x00]*$")]
+    | Annotated[bool, Strict()]
+    | Annotated[DimensionNumber, Strict()],
+    Field(union_mode="left_to_right"),
+]
 DimensionKey = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^\x00]*$")]
 
 MAX_EVENTS_PER_REQUEST = 5000

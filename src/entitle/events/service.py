@@ -30,27 +30,31 @@ class Reported:
 def report_events(db: Database, env_id: int, events: list[EventIn]) -> Reported:
     """Store a batch in one transaction: the new events, not the duplicates."""
     now = utcnow()
-    first_of_key: dict[str, int] = {}
-    for index, event in enumerate(events):
-        first_of_key.setdefault(event.idempotency_key, index)
-    problems = [
-        {"field": f"events.{index}.timestamp", "problem": problem}
-        for index in sorted(first_of_key.values())
-        if (timestamp := events[index].timestamp) is not None and (problem := instant_problem(timestamp, now))
-    ]
+    # The first event of each idempotency key, in the request's order (a later one is a duplicate);
+    # everything that needs no database is done before the transaction: on SQLite it holds the write lock.
+    keys: list[str] = []
+    candidates: list[NewEvent] = []
+    seen: set[str] = set()
+    problems: list[dict[str, str]] = []
+    for index, e in enumerate(events):
+        key = e.idempotency_key
+        if key in seen:
+            continue
+        seen.add(key)
+        at = e.timestamp
+        if at is None:
+            at = now
+        elif (problem := instant_problem(at, now)) is not None:
+            problems.append({"field": f"events.{index}.timestamp", "problem": problem})
+        keys.append(key)
+        candidates.append(NewEvent(e.customer_id, e.resource_id, e.event_name, e.dimensions or {}, at, index))
     if problems:
         raise refusal(problems)
-    # Everything that needs no database is done before the transaction: on SQLite it holds the write lock.
-    candidates = [
-        NewEvent(e.customer_id, e.resource_id, e.event_name, e.dimensions or {}, e.timestamp or now, index)
-        for index in first_of_key.values()
-        for e in (events[index],)
-    ]
     prepared = prepare.impl(db, env_id, candidates, now)
-    bound = store.Rows(db.dialect, env_id, now, list(first_of_key), candidates)
+    bound = store.Rows(db.dialect, env_id, now, keys, candidates)
     with db.bulk_transaction() as s:
         stored = store.insert_new(s, bound)
-        new = [event for key, event in zip(first_of_key, candidates, strict=True) if key in stored]
+        new = [event for key, event in zip(keys, candidates, strict=True) if key in stored]
         if new:  # counted as usage in this transaction (the usage domain reacts, and may refuse the batch)
             publish(s, EventsIngested(env_id=env_id, events=tuple(new), prepared=prepared))
     return Reported(new=len(new), duplicates=len(events) - len(new))

@@ -23,11 +23,14 @@ _COLUMNS = (
     "updated_at",
 )
 _SQLITE_INSERT = f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
-_POSTGRESQL_TYPES = ("bigint", "text", "text", "text", "text", "jsonb", "timestamptz", "timestamptz", "timestamptz")
+# The batch bound as one JSON document that PostgreSQL reads row by row (`json_to_recordset`, in the
+# document's order): psycopg writes a Python list as an array literal in Python, escaping every element
+# with a regular expression, which cost several times the insert itself for a batch of 1,000 events.
 _POSTGRESQL_INSERT = text(
-    f"INSERT INTO events ({', '.join(_COLUMNS)}) SELECT * FROM unnest("
-    + ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in zip(_COLUMNS, _POSTGRESQL_TYPES, strict=True))
-    + ") ON CONFLICT (environment_id, idempotency_key) DO NOTHING RETURNING idempotency_key"
+    f"INSERT INTO events ({', '.join(_COLUMNS)}) "
+    "SELECT CAST(:env AS bigint), r.c, r.r, r.n, r.k, r.d, r.t, CAST(:now AS timestamptz), CAST(:now AS timestamptz) "
+    "FROM json_to_recordset(CAST(:rows AS json)) AS r(c text, r text, n text, k text, d jsonb, t timestamptz) "
+    "ON CONFLICT (environment_id, idempotency_key) DO NOTHING RETURNING idempotency_key"
 )
 _SQLITE_TAKEN = text(
     "SELECT idempotency_key FROM events WHERE environment_id = :env "
@@ -44,9 +47,9 @@ class Rows:
         self.sqlite = dialect == "sqlite"
         self.keys = keys
         self.env_id = env_id
-        # pydantic's serializer writes the same JSON as `json.dumps` (compact) several times faster.
-        dimensions = [to_json(e.dimensions).decode() for e in events]
         if self.sqlite:
+            # pydantic's serializer writes the same JSON as `json.dumps` (compact) several times faster.
+            dimensions = [to_json(e.dimensions).decode() for e in events]
             instant = _sqlite_instants()
             stamp = instant(now)
             self.bound: Any = [
@@ -54,16 +57,23 @@ class Rows:
                 for key, e, dims in zip(keys, events, dimensions, strict=True)
             ]
         else:
+            # pydantic's serializer writes the document in one pass (instants as ISO 8601 with their offset).
             self.bound = {
-                "environment_id": [env_id] * len(keys),
-                "customer_ref": [e.customer_ref for e in events],
-                "resource_ref": [e.resource_ref for e in events],
-                "event_name": [e.event_name for e in events],
-                "idempotency_key": keys,
-                "dimensions": dimensions,
-                "timestamp": [e.timestamp for e in events],
-                "created_at": [now] * len(keys),
-                "updated_at": [now] * len(keys),
+                "env": env_id,
+                "now": now,
+                "rows": to_json(
+                    [
+                        {
+                            "c": e.customer_ref,
+                            "r": e.resource_ref,
+                            "n": e.event_name,
+                            "k": key,
+                            "d": e.dimensions,
+                            "t": e.timestamp,
+                        }
+                        for key, e in zip(keys, events, strict=True)
+                    ]
+                ).decode(),
             }
 
 
@@ -75,7 +85,7 @@ def insert_new(session: Session, rows: Rows) -> set[str]:
         return set()
     if rows.sqlite:
         return _insert_new_sqlite(session, rows)
-    # One statement whatever the batch size, its columns bound as arrays (binding each row through
+    # One statement whatever the batch size, the rows bound as one document (binding each row through
     # SQLAlchemy costs more than the insert itself). ON CONFLICT waits for a concurrent insert of a key.
     return set(session.scalars(_POSTGRESQL_INSERT, rows.bound))
 

@@ -6,6 +6,7 @@ from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
+from pydantic_core import to_json
 from sqlalchemy import Table, delete, func, insert, select, text
 from sqlalchemy.orm import Session
 
@@ -22,6 +23,7 @@ def lock_for_append(session: Session) -> None:
     # SQLite: the write transaction already holds the database lock (BEGIN IMMEDIATE).
 
 
+_NEWEST = text("SELECT max(id) FROM push_events")
 _APPENDED = ("environment_id", "kind", "customer_ref", "resource_ref", "data", "created_at")
 
 
@@ -45,12 +47,37 @@ def append(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
                 for row in rows
             ],
         )
-        last = int(session.scalar(select(func.max(PushEvent.id))) or 0)
+        last = int(session.scalar(_NEWEST) or 0)
         return list(range(last - len(rows) + 1, last + 1))
     if len(rows) == 1:
         return [int(session.execute(_APPEND_ONE, rows[0]).scalar_one())]
-    stmt = insert(PushEvent).returning(PushEvent.id, sort_by_parameter_order=True)
-    return [int(i) for i in session.scalars(stmt, list(rows))]
+    # PostgreSQL: the ids are drawn first (in order: the append lock is held), then the rows inserted with
+    # them as one JSON document. SQLAlchemy's bulk insert binds each row's values (its JSONB serialized
+    # in Python, one by one) and sorts RETURNING rows back into order: an ingestion batch appends a row
+    # per counter it moved, and that cost more than the insert.
+    ids = sorted(int(i) for i in session.scalars(_DRAW_IDS, {"n": len(rows)}))
+    document = [
+        {
+            "id": new_id,
+            "e": row["environment_id"],
+            "k": row["kind"],
+            "c": row["customer_ref"],
+            "r": row.get("resource_ref"),
+            "d": row["data"],
+            "t": row["created_at"],
+        }
+        for new_id, row in zip(ids, rows, strict=True)
+    ]
+    session.execute(_APPEND_MANY, {"rows": to_json(document).decode()})
+    return ids
+
+
+_DRAW_IDS = text("SELECT nextval(pg_get_serial_sequence('push_events', 'id')) FROM generate_series(1, :n)")
+_APPEND_MANY = text(
+    "INSERT INTO push_events (id, environment_id, kind, customer_ref, resource_ref, data, created_at) "
+    "SELECT r.id, r.e, r.k, r.c, r.r, r.d, r.t FROM json_to_recordset(CAST(:rows AS json)) "
+    "AS r(id bigint, e bigint, k text, c text, r text, d jsonb, t timestamptz)"
+)
 
 
 # The common case (one row: a write transaction changed one customer), built once: a Core statement
@@ -105,38 +132,44 @@ def delete_older_than(session: Session, cutoff: datetime, limit: int, *, streame
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
+# Asked by every ingestion batch (the `grant_changes` port): written once, not built and compiled per call.
+_NEWEST_OF_ENVIRONMENT = text("SELECT max(id) FROM push_events WHERE environment_id = :env")
+_CHANGED_SINCE = text(
+    "SELECT kind, customer_ref FROM push_events WHERE environment_id = :env AND id > :mark "
+    f"AND kind IN ('{KIND_ENTITLEMENTS}', '{KIND_FEATURES}')"
+)
+# The customers bound as one JSON array (an IN list of bound parameters is compiled anew for each length).
+_UNCHANGED_SINCE = {
+    dialect: text(
+        "SELECT id FROM push_events WHERE environment_id = :env AND id > :mark "
+        f"AND (kind = '{KIND_FEATURES}' OR (kind = '{KIND_ENTITLEMENTS}' AND customer_ref IN ({customers}))) LIMIT 1"
+    )
+    for dialect, customers in (
+        ("sqlite", "SELECT value FROM json_each(:refs)"),
+        ("postgresql", "SELECT json_array_elements_text(CAST(:refs AS json))"),
+    )
+}
+
+
 def newest_of_environment(session: Session, env_id: int) -> int:
     """The environment's largest id (0: none). Ids follow commit order: a change committed after this
     read gets a larger one."""
-    return int(session.scalar(select(func.max(PushEvent.id)).where(PushEvent.environment_id == env_id)) or 0)
+    return int(session.scalar(_NEWEST_OF_ENVIRONMENT, {"env": env_id}) or 0)
 
 
 def grants_unchanged_since(session: Session, env_id: int, mark: int, customer_refs: Collection[str]) -> bool:
     """No entitlement change of these customers, nor any feature change of the environment, after `mark`
     (`newest_of_environment`). Walks the environment's ids after the mark: those of the moment since."""
-    changed = (
-        select(PushEvent.id)
-        .where(
-            PushEvent.environment_id == env_id,
-            PushEvent.id > mark,
-            (PushEvent.kind == KIND_FEATURES)
-            | ((PushEvent.kind == KIND_ENTITLEMENTS) & PushEvent.customer_ref.in_(sorted(customer_refs))),
-        )
-        .limit(1)
-    )
-    return session.scalar(changed) is None
+    changed = _UNCHANGED_SINCE[session.get_bind().dialect.name]
+    refs = to_json(sorted(customer_refs)).decode()
+    return session.scalar(changed, {"env": env_id, "mark": mark, "refs": refs}) is None
 
 
 def grants_changed_since(session: Session, env_id: int, mark: int) -> frozenset[str] | None:
     """The customers with an entitlement change after `mark` (`newest_of_environment`); None when a
     feature of the environment changed too. Walks the environment's ids after the mark."""
-    changed = select(PushEvent.kind, PushEvent.customer_ref).where(
-        PushEvent.environment_id == env_id,
-        PushEvent.id > mark,
-        PushEvent.kind.in_((KIND_ENTITLEMENTS, KIND_FEATURES)),
-    )
     customers: set[str] = set()
-    for kind, customer_ref in session.execute(changed):
+    for kind, customer_ref in session.execute(_CHANGED_SINCE, {"env": env_id, "mark": mark}):
         if kind == KIND_FEATURES:
             return None
         customers.add(customer_ref)

@@ -42,7 +42,7 @@ from entitle.events.ingested import NewEvent
 from entitle.events.rules import refusal
 from entitle.grants.engine import Grant, Window, customer_grants, owners_grants_until, resource_key, usage_window
 from entitle.usage import ports, store
-from entitle.usage.meters import compile_meter, dimensions_read, field_path, measure
+from entitle.usage.meters import Measure, compile_meter, dimensions_read, field_path, measure
 from entitle.usage.models import UsageCounter, WaitingUsage
 from entitle.usage.owners import CounterMoved, announce
 from entitle.usage.rules import RANGE_TEXT, Tally, fold, fold_checked, merge, usage_number
@@ -76,25 +76,21 @@ def _measure(metered: list[Feature], events: Sequence[NewEvent]) -> tuple[dict[s
     # Meters that measure every kind alike (SUM, MAX and AVG of one field, filtered alike) share one
     # column: what a batch adds is then gathered once for all of them (`_share`).
     columns: dict[tuple[tuple[str, ...], frozenset[tuple[tuple[Any, ...], Decimal | str | None]]], Amounts] = {}
+    # Meters that read the same number the same way (SUM, MAX, MIN and AVG of one field, filtered alike)
+    # measure each kind alike: measured once for all of them.
+    measures: dict[str, tuple[dict[tuple[Any, ...], Decimal | str | None], dict[tuple[Any, ...], Decimal]]] = {}
     for feature in metered:
         assert feature.meter is not None
-        measured = compile_meter(feature.meter, numbers)
         # Events alike in their name and the dimensions the meter reads contribute alike: each kind is
         # measured (and range-checked) once, by one of its events.
         reads = dimensions_read(feature.meter)
         if reads not in grouped:
             grouped[reads] = _kinds_of(reads, events)
         kinds, representative = grouped[reads]
-        kept: dict[tuple[Any, ...], Decimal | str | None] = {}
-        out_of_range: dict[tuple[Any, ...], Decimal] = {}
-        for kind, e in representative.items():
-            amount = measured(e.event_name, e.dimensions)
-            if isinstance(amount, Decimal):
-                kept[kind] = usage_number(amount)
-                if kept[kind] is None:
-                    out_of_range[kind] = amount
-            else:
-                kept[kind] = amount
+        measure_key = _measure_key(feature.meter)
+        if measure_key not in measures:
+            measures[measure_key] = _measure_kinds(compile_meter(feature.meter, numbers), representative)
+        kept, out_of_range = measures[measure_key]
         alike = (reads, frozenset(kept.items()))
         if alike not in columns:
             columns[alike] = list(map(kept.__getitem__, kinds))
@@ -106,6 +102,32 @@ def _measure(metered: list[Feature], events: Sequence[NewEvent]) -> tuple[dict[s
                     "problem": f"{out_of_range[kind]} is outside the range a meter counts ({RANGE_TEXT})",
                 }
     return amounts, [refused[i] for i in sorted(refused)]
+
+
+def _measure_key(meter: dict[str, Any]) -> str:
+    """What decides what a meter measures in an event (`measure`): its filters and field, and whether it
+    counts events (COUNT), their distinct values (UNIQUE) or their numbers (SUM, MAX, MIN, AVG alike)."""
+    aggregation = meter["aggregation"]
+    function = aggregation["function"]
+    reads = function if function in ("COUNT", "UNIQUE") else "NUMBER"
+    return json_text([reads, aggregation.get("field"), meter.get("filters")])
+
+
+def _measure_kinds(
+    measured: Measure, representative: dict[tuple[Any, ...], NewEvent]
+) -> tuple[dict[tuple[Any, ...], Decimal | str | None], dict[tuple[Any, ...], Decimal]]:
+    """What each kind contributes (numbers within range), and the kinds whose number is out of range."""
+    kept: dict[tuple[Any, ...], Decimal | str | None] = {}
+    out_of_range: dict[tuple[Any, ...], Decimal] = {}
+    for kind, e in representative.items():
+        amount = measured(e.event_name, e.dimensions)
+        if isinstance(amount, Decimal):
+            kept[kind] = usage_number(amount)
+            if kept[kind] is None:
+                out_of_range[kind] = amount
+        else:
+            kept[kind] = amount
+    return kept, out_of_range
 
 
 def _kinds_of(
@@ -464,19 +486,25 @@ def _count_in_windows(s: Session, env_id: int, slots: dict[store.CounterKey, _Sl
     )
     problems: list[Problem] = []
     tallies: list[Tally] = []
+    # Meters measuring alike (SUM, MAX, MIN and AVG of one field) share an owner's items: read their numbers once.
+    numbers: dict[int, list[Decimal]] = {}
     for key, slot in slots.items():
         counter = counters[key]
         function = _function(slot.grant.feature)
         if function == "UNIQUE":
             tallies.append(Tally(value=counter.value + added.get(counter.pk, 0)))
             continue
-        tally, refused = fold_checked(function, _tally_of(counter), _numbers(slot.items))
+        read = numbers.get(id(slot.items))
+        if read is None:
+            read = numbers[id(slot.items)] = _numbers(slot.items)
+        tally, refused = fold_checked(function, _tally_of(counter), read)
         problems += _refused(slot.items, refused)
         tallies.append(tally)
     if problems:  # the batch is refused (rolled back): nothing to write nor announce
         return problems
     before = {key: counters[key].value for key in slots}
     store.save_tallies(s, UsageCounter, [_written(counters[key], t) for key, t in zip(slots, tallies, strict=True)])
+    priced = ports.credit_priced.impl(s, env_id)  # once for the batch: most features draw no credits
     for key, slot in slots.items():
         moved = CounterMoved(
             slot.customer,
@@ -488,7 +516,8 @@ def _count_in_windows(s: Session, env_id: int, slots: dict[store.CounterKey, _Sl
             slot.in_current_window,
         )
         announce(s, env_id, moved)
-        _charge_credits(s, env_id, slot.customer, slot.grant.feature, slot.resource_ref, counters[key], before[key])
+        if priced is None or slot.grant.feature.ref_id in priced:
+            _charge_credits(s, env_id, slot.customer, slot.grant.feature, slot.resource_ref, counters[key], before[key])
     return problems
 
 

@@ -3,6 +3,8 @@
 - `charge_credits`: usage of a feature priced in credits (a CREDIT_BASED price with a credit rate) draws
   the customer's credits in the transaction that counts it; the answer is the credit block of the usage
   report (None: the feature is not priced in credits for that customer). Installed by `entitle.credits`.
+- `credit_priced`: which features `charge_credits` may draw for (an ingestion batch asks once, not per
+  counter it moved). Installed by `entitle.credits`.
 - `grant_changes`: whether a customer's grants may have changed since a mark (any `EntitlementsChanged`
   of theirs, any `FeatureChanged` of the environment committed after it). Ingestion resolves a batch's
   grants before its write transaction (on SQLite that transaction holds the database's write lock) and
@@ -54,6 +56,18 @@ def _not_priced(
 
 
 charge_credits: Port[ChargeCredits] = Port("usage.charge_credits", default=_not_priced)
+
+# (session, env_id) -> the features `charge_credits` may draw credits for, asked once per ingestion batch so
+# that a batch asks `charge_credits` only about those (None: it may for any feature). Installed by
+# `entitle.credits` beside `charge_credits`.
+CreditPriced = Callable[[Session, int], Collection[str] | None]
+
+
+def _any_may_be(s: Session, env_id: int) -> Collection[str] | None:
+    return None
+
+
+credit_priced: Port[CreditPriced] = Port("usage.credit_priced", default=_any_may_be)
 
 
 @dataclass(frozen=True)

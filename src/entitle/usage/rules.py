@@ -102,12 +102,18 @@ def fold_checked(function: str, tally: Tally, numbers: Sequence[Decimal]) -> tup
         best = pick(numbers)
         value = best if tally.samples == 0 else pick(tally.value, best)
         return Tally(value=value, samples=tally.samples + len(numbers), total=None), []
-    if function in ADDITIVE and abs(tally.value) + sum(abs(n) for n in numbers) <= USAGE_MAX:
+    # No partial sum can leave the range when the largest magnitude times the count stays within it: a
+    # bound read with two C calls, before summing magnitudes one by one (only near the range's edge).
+    with decimal.localcontext(prec=40):  # exact: a number of at most 28 digits times a count
+        largest = max(max(numbers), -min(numbers)) * len(numbers)
+    if function in ADDITIVE and (
+        abs(tally.value) + largest <= USAGE_MAX or abs(tally.value) + sum(abs(n) for n in numbers) <= USAGE_MAX
+    ):
         return replace(tally, value=tally.value + sum(numbers), samples=tally.samples + len(numbers)), []
     if function == "AVG":
         with decimal.localcontext(prec=40):
             previous = tally.total or Decimal(0)
-            if abs(previous) + sum(abs(n) for n in numbers) <= TOTAL_MAX:
+            if abs(previous) + largest <= TOTAL_MAX or abs(previous) + sum(abs(n) for n in numbers) <= TOTAL_MAX:
                 total = previous + sum(numbers)
                 samples = tally.samples + len(numbers)
                 return Tally(value=(total / samples).quantize(PLACES).normalize(), samples=samples, total=total), []

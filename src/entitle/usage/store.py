@@ -2,13 +2,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Table, TextualSelect, bindparam, delete, func, select, text, tuple_, update
+from pydantic_core import to_json
+from sqlalchemy import Integer, Table, TextualSelect, bindparam, column, delete, func, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -320,18 +321,34 @@ def _select_tallies(
     stmt = _tallies_statement(dialect.name, table, key_columns, scoped=env_id is not None)
     bound: dict[str, Any] = {} if env_id is None else {"env": env_id}
     if dialect.name == "sqlite":
-        # As the column type writes each value for this dialect (an instant: its exact text).
-        written = [table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in key_columns]
+        # As the column type writes each value for this dialect (an instant: its exact text); a batch's keys
+        # repeat their values (a few windows, a few features), each written once.
+        processors = [table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in key_columns]
+        written = [_remembered(p) if p else None for p in processors]
         bound["keys"] = json.dumps([[w(v) if w else v for w, v in zip(written, key, strict=True)] for key in wanted])
     else:
-        for n in range(len(key_columns)):
-            bound[f"k{n}"] = [key[n] for key in wanted]
-    width = len(key_columns)
-    return {tuple(row[:width]): TallyRow(*row[width:]) for row in session.execute(stmt, bound)}
+        keyed = [{**dict(zip(key_columns, key, strict=True)), "position": n} for n, key in enumerate(wanted)]
+        bound["keys"] = to_json(keyed).decode()
+    # Each row names its key by its position in `wanted`: reading the key's columns back (an instant
+    # parsed from its text on SQLite) cost more than the lookups.
+    return {wanted[position]: TallyRow(*row) for position, *row in session.execute(stmt, bound)}
+
+
+def _remembered(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    done: dict[Any, Any] = {}
+
+    def written(value: Any) -> Any:
+        try:
+            return done[value]
+        except KeyError:
+            result = done[value] = process(value)
+            return result
+
+    return written
 
 
 _TALLY_STATEMENTS: dict[tuple[str, str, tuple[str, ...], bool], TextualSelect] = {}
-_ARRAY_TYPES = {"customer_pk": "bigint", "window_start": "timestamptz"}
+_KEY_TYPES = {"customer_pk": "bigint", "window_start": "timestamptz"}
 
 
 def _tallies_statement(dialect: str, table: Table, key_columns: tuple[str, ...], *, scoped: bool) -> TextualSelect:
@@ -339,21 +356,26 @@ def _tallies_statement(dialect: str, table: Table, key_columns: tuple[str, ...],
     found = _TALLY_STATEMENTS.get(cache_key)
     if found is not None:
         return found
-    selected = [*key_columns, "pk", "value", "samples", "total"]
+    selected = ["pk", "value", "samples", "total"]
     columns = ", ".join(f"t.{name}" for name in selected)
     if dialect == "sqlite":
         # CROSS JOIN keeps SQLite's planner from reordering: the keys drive, each one an index lookup.
         on = " AND ".join(f"t.{name} = json_extract(k.value, '$[{n}]')" for n, name in enumerate(key_columns))
-        sql = f"SELECT {columns} FROM json_each(:keys) AS k CROSS JOIN {table.name} AS t ON {on}"
+        sql = f"SELECT k.key AS position, {columns} FROM json_each(:keys) AS k CROSS JOIN {table.name} AS t ON {on}"
         lock = ""
     else:
-        arrays = ", ".join(f"CAST(:k{n} AS {_ARRAY_TYPES.get(name, 'text')}[])" for n, name in enumerate(key_columns))
+        # One JSON document rather than an array per column: psycopg writes arrays in Python, escaping each
+        # element with a regular expression.
+        record = ", ".join(f"{name} {_KEY_TYPES.get(name, 'text')}" for name in key_columns)
         on = " AND ".join(f"t.{name} = k.{name}" for name in key_columns)
-        sql = f"SELECT {columns} FROM unnest({arrays}) AS k({', '.join(key_columns)}) JOIN {table.name} AS t ON {on}"
+        keys = f"json_to_recordset(CAST(:keys AS json)) AS k({record}, position bigint)"
+        sql = f"SELECT k.position, {columns} FROM {keys} JOIN {table.name} AS t ON {on}"
         lock = " FOR UPDATE OF t"
     if scoped:
         sql += " WHERE t.environment_id = :env"
-    stmt = text(sql + " ORDER BY t.pk" + lock).columns(*(table.c[name] for name in selected))
+    stmt = text(sql + " ORDER BY t.pk" + lock).columns(
+        column("position", Integer), *(table.c[name] for name in selected)
+    )
     _TALLY_STATEMENTS[cache_key] = stmt
     return stmt
 
@@ -401,7 +423,7 @@ _ADD_DISTINCT = {
         + (
             "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(:pairs) WHERE true"
             if dialect == "sqlite"
-            else "SELECT * FROM unnest(CAST(:pks AS bigint[]), CAST(:digests AS text[]))"
+            else "SELECT CAST(p->>0 AS bigint), p->>1 FROM json_array_elements(CAST(:pairs AS json)) AS p"
         )
         + f" ON CONFLICT DO NOTHING RETURNING {owner}"
     )
@@ -420,14 +442,26 @@ def add_distinct_many(session: Session, values: Iterable[tuple[int, str]], *, ow
     if not pairs:
         return {}
     dialect = session.get_bind().dialect.name
-    if dialect == "sqlite":
-        bound: dict[str, Any] = {"pairs": json.dumps(pairs)}
-    else:
-        bound = {"pks": [pk for pk, _ in pairs], "digests": [d for _, d in pairs]}
+    # One JSON document on both: psycopg writes arrays in Python, escaping each element with a regular expression.
+    bound = {"pairs": to_json(pairs).decode()}
     added: dict[int, int] = {}
     for pk in session.scalars(_ADD_DISTINCT[(dialect, owner)], bound):
         added[pk] = added.get(pk, 0) + 1
     return added
+
+
+_POSTGRESQL_SAVE = {
+    name: text(
+        f"UPDATE {name} AS t SET value = r.value, samples = r.samples, total = r.total, updated_at = :now "
+        "FROM json_to_recordset(CAST(:rows AS json)) AS r(pk bigint, value numeric, samples bigint, total numeric) "
+        "WHERE t.pk = r.pk"
+    )
+    for name in (_COUNTERS.name, _WAITING.name)
+}
+
+
+def _text(number: Decimal | None) -> str | None:
+    return None if number is None else str(number)
 
 
 def save_tallies(session: Session, model: type[UsageCounter | WaitingUsage], rows: Sequence[TallyRow]) -> None:
@@ -452,20 +486,9 @@ def save_tallies(session: Session, model: type[UsageCounter | WaitingUsage], row
             [(number(r.value), r.samples, number(r.total), stamp, r.pk) for r in rows],
         )
     else:
-        stmt = (
-            update(table)
-            .where(table.c.pk == bindparam("row_pk"))
-            .values(
-                value=bindparam("new_value"),
-                samples=bindparam("new_samples"),
-                total=bindparam("new_total"),
-                updated_at=now,
-            )
-        )
-        session.execute(
-            stmt,
-            [{"row_pk": r.pk, "new_value": r.value, "new_samples": r.samples, "new_total": r.total} for r in rows],
-        )
+        # One statement and one round trip, the rows as one JSON document (numbers as exact decimal text).
+        document = [{"pk": r.pk, "value": str(r.value), "samples": r.samples, "total": _text(r.total)} for r in rows]
+        session.execute(_POSTGRESQL_SAVE[table.name], {"rows": to_json(document).decode(), "now": now})
     held = {entity.pk: entity for entity in session.identity_map.values() if isinstance(entity, model)}
     for row in rows if held else ():
         loaded = held.get(row.pk)
