@@ -18,6 +18,7 @@ handler serves the route.
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from copy import deepcopy
 from dataclasses import dataclass
@@ -49,8 +50,9 @@ class _Param:
     required: bool
     default: Any
     copy_default: bool
-    # A received value (always a str) that its validator would hand back unchanged: a plain `str`.
-    as_received: bool
+    validate_default: bool
+    # A received string of this many characters is what its validator would answer (None: ask it).
+    str_lengths: range | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,25 +83,40 @@ def _param(field: Any, where: str) -> _Param:
             named = named.replace("_", "-")
         key = named.lower()  # HTTP header names are case-insensitive; ASGI gives them lower-cased
     default = field.default
-    copy_default = not isinstance(default, (NoneType, *_SCALARS))
-    return _Param(field.name, key, (where, named), field, info.is_required(), default, copy_default, _plain_str(field))
+    return _Param(
+        name=field.name,
+        key=key,
+        loc=(where, named),
+        field=field,
+        required=info.is_required(),
+        default=default,
+        copy_default=not isinstance(default, (NoneType, *_SCALARS)),
+        validate_default=bool(info.validate_default),
+        str_lengths=_str_lengths(field),
+    )
 
 
-def _plain_str(field: Any) -> bool:
-    """Whether the field's schema is a `str` (optional or defaulted) with no constraint and no setting of
-    its own: pydantic then answers a received string with that same string."""
+_STR_LENGTHS = {"min_length", "max_length"}
+
+
+def _str_lengths(field: Any) -> range | None:
+    """For a field whose schema is a `str` (optional or defaulted) constrained at most by its length, with
+    no other setting: the lengths it accepts. pydantic answers such a string with that same string, and
+    refuses it only for its length (counted in characters, as `len` counts them)."""
     adapter = getattr(field, "_type_adapter", None)
     schema = getattr(adapter, "core_schema", None)
     while isinstance(schema, dict) and schema.get("type") in ("default", "nullable") and not schema.get("metadata"):
         if set(schema) - {"type", "schema", "default", "metadata"}:
-            return False
+            return None
         schema = schema.get("schema")
-    return (
-        isinstance(schema, dict)
-        and schema.get("type") == "str"
-        and not schema.get("metadata")
-        and (set(schema) <= {"type", "metadata"})
-    )
+    if not isinstance(schema, dict) or schema.get("type") != "str" or schema.get("metadata"):
+        return None
+    if set(schema) - {"type", "metadata"} - _STR_LENGTHS:
+        return None
+    lowest, highest = schema.get("min_length", 0), schema.get("max_length")
+    if not isinstance(lowest, int) or not isinstance(highest, int | None):
+        return None
+    return range(lowest, sys.maxsize if highest is None else highest + 1)
 
 
 def _plan(dependant: Dependant, name: str | None, seen: set[Any]) -> Plan:
@@ -142,10 +159,10 @@ def _read(group: tuple[_Param, ...], received: Mapping[str, Any], values: dict[s
                 errors.append(get_missing_field_error(loc=param.loc))
                 continue
             raw = deepcopy(param.default) if param.copy_default else param.default
-            if not param.field.field_info.validate_default:
+            if not param.validate_default:
                 found[param.name] = raw
                 continue
-        elif param.as_received and type(raw) is str:
+        elif param.str_lengths is not None and type(raw) is str and len(raw) in param.str_lengths:
             found[param.name] = raw
             continue
         value, problems = param.field.validate(raw, found, loc=param.loc)
