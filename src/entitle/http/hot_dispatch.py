@@ -95,7 +95,8 @@ def _read_table(routes: list[BaseRoute]) -> _Table:
             if regex is None:
                 return _table(routes, held, inclusions, entries)
             original = getattr(context, "original_route", context)
-            if isinstance(original, HotRoute):
+            plan = _plan_of(context) if isinstance(original, HotRoute) else None
+            if plan is not None:
                 entries.append(
                     _Entry(
                         path_regex=regex,
@@ -103,7 +104,7 @@ def _read_table(routes: list[BaseRoute]) -> _Table:
                         methods=frozenset(context.methods or ()),
                         route=original,
                         endpoint=context.endpoint,
-                        plan=plan_of(context.dependant),
+                        plan=plan,
                         overrides=context.dependency_overrides_provider,
                         earlier=any_of(earlier) if earlier else None,
                     )
@@ -111,6 +112,15 @@ def _read_table(routes: list[BaseRoute]) -> _Table:
                 held = position + 1
             earlier.append(unnamed(regex.pattern))
     return _table(routes, held, inclusions, entries)
+
+
+def _plan_of(context: Any) -> Plan | None:
+    # A declaration the plan cannot honour (an inclusion's dependencies, say) is the table's to answer:
+    # FastAPI refuses it there just as HotRoute does.
+    try:
+        return plan_of(context.dependant)
+    except TypeError:
+        return None
 
 
 def _table(routes: list[BaseRoute], held: int, inclusions: list[_Inclusion], entries: list[_Entry]) -> _Table:
