@@ -91,35 +91,40 @@ def serve(database_url: str, port: int, data_dir: str) -> None:
 
 
 def seed(base: str, key: str, customers: int = CUSTOMERS) -> list[str]:
+    with httpx.Client(base_url=base, headers={"X-API-KEY": key}, timeout=60) as api:
+        return seed_with(api, customers)
+
+
+def seed_with(api: httpx.Client, customers: int = CUSTOMERS) -> list[str]:
+    """The features, the plan and its customers, through `api` (a client holding a server key)."""
     ids = [f"feature-{i:02d}" for i in range(FEATURES)]
     entitlements = []
-    with httpx.Client(base_url=base, headers={"X-API-KEY": key}, timeout=60) as api:
-        for i, ref in enumerate(ids):
-            kind = i % 4
-            body: dict[str, object] = {"id": ref, "displayName": ref}
-            if kind == 0:
-                body["featureType"] = "BOOLEAN"
-                entitlements.append({"type": "FEATURE", "id": ref})
-            elif kind == 1:
-                body |= {"featureType": "NUMBER", "meterType": "INCREMENTAL"}
-                entitlements.append({"type": "FEATURE", "id": ref, "usageLimit": 10_000, "resetPeriod": "MONTH"})
-            elif kind == 2:
-                body |= {"featureType": "NUMBER", "meterType": "FLUCTUATING"}
-                entitlements.append({"type": "FEATURE", "id": ref, "usageLimit": 50})
-            else:
-                body |= {"featureType": "ENUM", "enumConfiguration": [{"value": v, "displayName": v} for v in "abc"]}
-                entitlements.append({"type": "FEATURE", "id": ref, "enumValues": ["a", "b"]})
-            api.post("/api/v1/features", json=body).raise_for_status()
-        api.post("/api/v1/products", json={"id": "bench", "displayName": "Bench"}).raise_for_status()
-        api.post("/api/v1/plans", json={"id": "plan", "displayName": "Plan", "productId": "bench"}).raise_for_status()
-        api.post("/api/v1/plans/plan/entitlements", json={"entitlements": entitlements}).raise_for_status()
-        api.post("/api/v1/plans/plan/publish", json={"migrationType": "NEW_CUSTOMERS"}).raise_for_status()
-        for n in range(customers):
-            api.post(
-                "/api/v1/customers", json={"id": f"c{n}", "subscriptionParams": {"planId": "plan"}}
-            ).raise_for_status()
-        usages = [{"customerId": f"c{n}", "featureId": ids[1], "value": 3} for n in range(customers)]
-        api.post("/api/v2/usage", json={"usages": usages}).raise_for_status()
+    for i, ref in enumerate(ids):
+        kind = i % 4
+        body: dict[str, object] = {"id": ref, "displayName": ref}
+        if kind == 0:
+            body["featureType"] = "BOOLEAN"
+            entitlements.append({"type": "FEATURE", "id": ref})
+        elif kind == 1:
+            body |= {"featureType": "NUMBER", "meterType": "INCREMENTAL"}
+            entitlements.append({"type": "FEATURE", "id": ref, "usageLimit": 10_000, "resetPeriod": "MONTH"})
+        elif kind == 2:
+            body |= {"featureType": "NUMBER", "meterType": "FLUCTUATING"}
+            entitlements.append({"type": "FEATURE", "id": ref, "usageLimit": 50})
+        else:
+            body |= {"featureType": "ENUM", "enumConfiguration": [{"value": v, "displayName": v} for v in "abc"]}
+            entitlements.append({"type": "FEATURE", "id": ref, "enumValues": ["a", "b"]})
+        api.post("/api/v1/features", json=body).raise_for_status()
+    api.post("/api/v1/products", json={"id": "bench", "displayName": "Bench"}).raise_for_status()
+    api.post("/api/v1/plans", json={"id": "plan", "displayName": "Plan", "productId": "bench"}).raise_for_status()
+    api.post("/api/v1/plans/plan/entitlements", json={"entitlements": entitlements}).raise_for_status()
+    api.post("/api/v1/plans/plan/publish", json={"migrationType": "NEW_CUSTOMERS"}).raise_for_status()
+    for n in range(customers):
+        api.post(
+            "/api/v1/customers", json={"id": f"c{n}", "subscriptionParams": {"planId": "plan"}}
+        ).raise_for_status()
+    usages = [{"customerId": f"c{n}", "featureId": ids[1], "value": 3} for n in range(customers)]
+    api.post("/api/v2/usage", json={"usages": usages}).raise_for_status()
     return ids
 
 

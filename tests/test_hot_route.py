@@ -23,11 +23,12 @@ from entitle.clock import utcnow
 from entitle.config import Settings
 from entitle.db import Database
 from entitle.entitlements import routes
-from entitle.environments.access import signing_secret
+from entitle.environments.access import signing_secret, update_settings
 from entitle.environments.models import KeyKind
 from entitle.environments.rules import ENVIRONMENT_HEADER, TOKEN_HEADER
 from entitle.environments.service import create_key
 from entitle.http.errors import install_error_handlers
+from entitle.http.hot_dispatch import HotDispatch
 from entitle.http.hot_route import HotRoute
 from entitle.sdk.tokens import customer_token
 from entitle.secrets import secret_box
@@ -76,51 +77,57 @@ VALUES = st.sampled_from(
 
 
 ENUM_A = {"value": "a", "displayName": "a"}
+ORIGIN = "https://app.example.com"
 
 
 @pytest.fixture
 def apps(db: Database, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    """The real app (to seed through), and two bare apps serving only the entitlements routes over the same
-    database: one with the routes as declared (HotRoute), one re-adding the same endpoints as FastAPI's own
-    APIRoute."""
+    """The real app (seeded through, served with its lifespan), and two bare apps serving only the
+    entitlements routes over the same database: one with the routes as declared (HotRoute), one re-adding
+    the same endpoints as FastAPI's own APIRoute."""
     settings = Settings(database_url=db.url, data_dir=tmp_path, console_base_url="http://testserver")
     server_key = create_key(db, "development", KeyKind.SERVER)
     client_key = create_key(db, "development", KeyKind.CLIENT)
-    with TestClient(create_app(settings, db=db), headers={"X-API-KEY": server_key}) as full:
+    update_settings(db, "development", allowed_origins=[ORIGIN])
+    with TestClient(create_app(settings, db=db)) as full:
+        key = {"X-API-KEY": server_key}
         for feature in (
             {"id": "calls", "displayName": "Calls", "featureType": "NUMBER", "meterType": "INCREMENTAL"},
             {"id": "sso", "displayName": "SSO", "featureType": "BOOLEAN"},
             {"id": "tier", "displayName": "Tier", "featureType": "ENUM", "enumConfiguration": [ENUM_A]},
         ):
-            assert full.post("/api/v1/features", json=feature).status_code == 200
-        assert full.post("/api/v1/products", json={"id": "p", "displayName": "P"}).status_code == 200
-        assert full.post("/api/v1/plans", json={"id": "plan", "displayName": "Plan", "productId": "p"}).is_success
+            assert full.post("/api/v1/features", json=feature, headers=key).status_code == 200
+        assert full.post("/api/v1/products", json={"id": "p", "displayName": "P"}, headers=key).status_code == 200
+        plan = {"id": "plan", "displayName": "Plan", "productId": "p"}
+        assert full.post("/api/v1/plans", json=plan, headers=key).is_success
         grants = [
             {"type": "FEATURE", "id": "calls", "usageLimit": 10, "resetPeriod": "MONTH"},
             {"type": "FEATURE", "id": "sso"},
         ]
-        assert full.post("/api/v1/plans/plan/entitlements", json={"entitlements": grants}).is_success
-        assert full.post("/api/v1/plans/plan/publish", json={"migrationType": "NEW_CUSTOMERS"}).is_success
-        customer = {"id": "c1", "subscriptionParams": {"planId": "plan"}}
-        assert full.post("/api/v1/customers", json=customer).is_success
+        assert full.post("/api/v1/plans/plan/entitlements", json={"entitlements": grants}, headers=key).is_success
+        publish = {"migrationType": "NEW_CUSTOMERS"}
+        assert full.post("/api/v1/plans/plan/publish", json=publish, headers=key).is_success
+        for customer in ("c1", "a/b"):
+            body = {"id": customer, "subscriptionParams": {"planId": "plan"}}
+            assert full.post("/api/v1/customers", json=body, headers=key).is_success
         usage = {"usages": [{"customerId": "c1", "featureId": "calls", "value": 3}]}
-        assert full.post("/api/v2/usage", json=usage).is_success
-    declared = APIRouter()
-    for route in routes.router.routes:
-        assert isinstance(route, APIRoute)
-        declared.add_api_route(
-            route.path, route.endpoint, methods=list(route.methods), response_model=route.response_model
-        )
-    served = {}
-    for name, router in (("hot", routes.router), ("declared", declared)):
-        app = FastAPI()
-        install_error_handlers(app)
-        app.state.db, app.state.settings = db, settings
-        app.include_router(router)
-        served[name] = TestClient(app)
-    secret = signing_secret(db, secret_box(tmp_path), "development")
-    token = customer_token(secret, "c1", expires_in=timedelta(hours=1), now=utcnow())
-    yield {**served, "server": server_key, "client": client_key, "token": token}
+        assert full.post("/api/v2/usage", json=usage, headers=key).is_success
+        declared = APIRouter()
+        for route in routes.router.routes:
+            assert isinstance(route, APIRoute)
+            declared.add_api_route(
+                route.path, route.endpoint, methods=list(route.methods), response_model=route.response_model
+            )
+        served = {}
+        for name, router in (("hot", routes.router), ("declared", declared)):
+            app = FastAPI()
+            install_error_handlers(app)
+            app.state.db, app.state.settings = db, settings
+            app.include_router(router)
+            served[name] = TestClient(app)
+        secret = signing_secret(db, secret_box(tmp_path), "development")
+        token = customer_token(secret, "c1", expires_in=timedelta(hours=1), now=utcnow())
+        yield {**served, "full": full, "server": server_key, "client": client_key, "token": token}
 
 
 HEADERS = st.fixed_dictionaries(
@@ -218,3 +225,101 @@ def test_dependency_overrides_are_honoured_through_fastapis_own_solving() -> Non
     app.dependency_overrides[_who] = _fake
     assert client.get("/who").text == "fake"
     assert client.get("/who?shout=maybe").status_code == 422  # FastAPI's own answer (no handlers installed)
+
+
+# Around the hot routes' paths: other methods (405), a trailing slash (the table's redirect), an id holding
+# a "/" (sent as %2F), an empty id, longer paths and another route of the same customer.
+DISPATCH_PATHS = st.sampled_from(
+    [
+        "/api/v1/customers/c1/entitlements/check",
+        "/api/v1/customers/c1/entitlements",
+        "/api/v1/customers/nobody/entitlements/check",
+        "/api/v1/customers/a%2Fb/entitlements",
+        "/api/v1/customers/a%2Fb/entitlements/check",
+        "/api/v1/customers/c1/entitlements/",
+        "/api/v1/customers/c1/entitlements/check/",
+        "/api/v1/customers//entitlements",
+        "/api/v1/customers/c1/entitlements/check/more",
+        "/api/v1/customers/c1",
+    ]
+)
+
+
+def _both_ways(client: TestClient, method: str, url: str, **sent: Any) -> list[tuple[Any, ...]]:
+    """The app's answer with its HotRoutes dispatched ahead of the route table, then through the table."""
+    app: Any = client.app
+    dispatch = app.router.middleware_stack
+    assert isinstance(dispatch, HotDispatch)
+    answers = []
+    for stack in (dispatch, dispatch.app):
+        app.router.middleware_stack = stack
+        try:
+            response = client.request(method, url, **sent)
+        finally:
+            app.router.middleware_stack = dispatch
+        answers.append((response.status_code, sorted(response.headers.multi_items()), response.content))
+    return answers
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    path=DISPATCH_PATHS,
+    method=st.sampled_from(["GET", "GET", "GET", "HEAD", "POST", "DELETE"]),
+    query=st.lists(st.tuples(st.sampled_from(CHECK_PARAMS), VALUES), max_size=4),
+    headers=HEADERS,
+    origin=st.sampled_from([None, ORIGIN, "https://elsewhere.example.com"]),
+)
+def test_the_hot_routes_dispatched_ahead_of_the_table_answer_as_the_table_does(
+    apps: dict[str, Any],
+    path: str,
+    method: str,
+    query: list[tuple[str, str]],
+    headers: dict[str, str | None],
+    origin: str | None,
+) -> None:
+    sent = {name: apps.get(value, value) for name, value in headers.items() if value is not None}
+    if origin is not None:
+        sent["Origin"] = origin
+    dispatched, routed = _both_ways(apps["full"], method, path, params=query, headers=sent, follow_redirects=False)
+    assert dispatched == routed
+
+
+def test_the_dispatch_answers_the_hot_routes_itself_and_hands_on_everything_else(apps: dict[str, Any]) -> None:
+    app: Any = apps["full"].app
+    dispatch = app.router.middleware_stack
+    table = dispatch.app
+    handed: list[str] = []
+
+    async def recording_table(scope: Any, receive: Any, send: Any) -> None:
+        handed.append(scope["path"])
+        await table(scope, receive, send)
+
+    dispatch.app = recording_table
+    key = {"X-API-KEY": apps["server"]}
+    check = apps["full"].get("/api/v1/customers/c1/entitlements/check?featureId=calls&requestedUsage=7", headers=key)
+    listed = apps["full"].get("/api/v1/customers/a%2Fb/entitlements", headers=key)
+    refused = apps["full"].get("/api/v1/customers/c1/entitlements/check?requestedUsage=-1", headers=key)
+    assert (check.json()["data"]["isGranted"], check.json()["data"]["currentUsage"]) == (True, 3)
+    assert [e["feature"]["id"] for e in listed.json()["data"]["entitlements"]] == ["calls", "sso"]
+    assert refused.json()["error"]["message"] == "requestedUsage: Input should be greater than or equal to 0"
+    assert handed == []
+    assert apps["full"].head("/api/v1/customers/c1/entitlements", headers=key).status_code == 405
+    assert apps["full"].get("/api/v1/customers/c1", headers=key).status_code == 200
+    assert handed == ["/api/v1/customers/c1/entitlements", "/api/v1/customers/c1"]
+
+
+def test_a_route_before_a_hot_route_in_the_table_keeps_the_paths_it_matches(apps: dict[str, Any]) -> None:
+    app: Any = apps["full"].app
+    key = {"X-API-KEY": apps["server"]}
+
+    async def earlier(customer_id: str) -> dict[str, str]:
+        return {"earlier": customer_id}
+
+    app.add_api_route("/api/v1/customers/{customer_id}/entitlements", earlier, methods=["GET"])
+    app.router.routes.insert(0, app.router.routes.pop())
+    assert apps["full"].get("/api/v1/customers/c1/entitlements", headers=key).json() == {"earlier": "c1"}
+    check = apps["full"].get("/api/v1/customers/c1/entitlements/check?featureId=sso", headers=key)
+    assert check.json()["data"]["isGranted"] is True
+    app.router.routes.pop(0)
+    listed = apps["full"].get("/api/v1/customers/c1/entitlements", headers=key)
+    assert [e["feature"]["id"] for e in listed.json()["data"]["entitlements"]] == ["calls", "sso"]

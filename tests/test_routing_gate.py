@@ -8,10 +8,11 @@ import re
 from typing import Any
 
 import pytest
+from fastapi import APIRouter, FastAPI
 from starlette.routing import Match
 
 from entitle.app import create_app
-from entitle.http.routing import path_patterns
+from entitle.http.routing import gate_included_routers, path_patterns
 
 METHODS = ("GET", "POST", "PATCH", "PUT", "DELETE")
 
@@ -72,9 +73,19 @@ def test_the_gated_routers_choose_the_route_fastapi_chooses(routes: list[Any]) -
 
 
 def test_a_gate_is_rebuilt_when_its_router_gains_a_route() -> None:
-    app = create_app()
-    router: Any = next(r for r in app.router.routes if "matches" in vars(r))
+    # A router of its own: the application's routers are module-level, shared by every app of the process.
+    app = FastAPI()
+    own = APIRouter(prefix="/api/v1/own")
+
+    async def first() -> dict[str, str]:
+        return {}
+
+    own.add_api_route("/first", first, methods=["GET"])
+    app.include_router(own)
+    assert gate_included_routers(app) == 1
+    router: Any = app.router.routes[-1]
     router.matches({"type": "http", "path": "/", "method": "GET", "root_path": "", "headers": [], "query_string": b""})
+
     async def late() -> dict[str, str]:
         return {}
 

@@ -37,6 +37,7 @@ from entitle.entitlements.routes import router as entitlements_router
 from entitle.entitlements.snapshot import Snapshot
 from entitle.events.routes import router as events_router
 from entitle.http.errors import error_response, install_error_handlers
+from entitle.http.hot_dispatch import dispatch_hot_routes
 from entitle.http.ids import EncodedIdsMiddleware
 from entitle.http.routing import gate_included_routers
 from entitle.jobs.routes import router as jobs_router
@@ -162,6 +163,8 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     install_console(app)
     install_widgets(app, demo_product_id=DEMO_PRODUCT_ID)
     gate_included_routers(app)
+    # The checks and lists, answered ahead of the route table (inside every middleware below).
+    dispatch_hot_routes(app)
 
     app.add_middleware(EncodedIdsMiddleware)
     # Who acts in each request, for the audit log (filled in by the API-key and console-session checks).

@@ -18,6 +18,7 @@ handler serves the route.
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from copy import deepcopy
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from decimal import Decimal
 from enum import Enum
 from types import NoneType, UnionType
 from typing import Any, Union, get_args, get_origin
+from urllib.parse import parse_qsl
 
 import fastapi.routing
 from fastapi import params
@@ -48,13 +50,16 @@ class _Param:
     required: bool
     default: Any
     copy_default: bool
+    validate_default: bool
+    # A received string of this many characters is what its validator would answer (None: ask it).
+    str_lengths: range | None
 
 
 @dataclass(frozen=True, slots=True)
-class _Plan:
+class Plan:
     call: Callable[..., Awaitable[Any]]
     name: str | None
-    dependencies: tuple[_Plan, ...]
+    dependencies: tuple[Plan, ...]
     path: tuple[_Param, ...]
     query: tuple[_Param, ...]
     headers: tuple[_Param, ...]
@@ -78,11 +83,43 @@ def _param(field: Any, where: str) -> _Param:
             named = named.replace("_", "-")
         key = named.lower()  # HTTP header names are case-insensitive; ASGI gives them lower-cased
     default = field.default
-    copy_default = not isinstance(default, (NoneType, *_SCALARS))
-    return _Param(field.name, key, (where, named), field, info.is_required(), default, copy_default)
+    return _Param(
+        name=field.name,
+        key=key,
+        loc=(where, named),
+        field=field,
+        required=info.is_required(),
+        default=default,
+        copy_default=not isinstance(default, (NoneType, *_SCALARS)),
+        validate_default=bool(info.validate_default),
+        str_lengths=_str_lengths(field),
+    )
 
 
-def _plan(dependant: Dependant, name: str | None, seen: set[Any]) -> _Plan:
+_STR_LENGTHS = {"min_length", "max_length"}
+
+
+def _str_lengths(field: Any) -> range | None:
+    """For a field whose schema is a `str` (optional or defaulted) constrained at most by its length, with
+    no other setting: the lengths it accepts. pydantic answers such a string with that same string, and
+    refuses it only for its length (counted in characters, as `len` counts them)."""
+    adapter = getattr(field, "_type_adapter", None)
+    schema = getattr(adapter, "core_schema", None)
+    while isinstance(schema, dict) and schema.get("type") in ("default", "nullable") and not schema.get("metadata"):
+        if set(schema) - {"type", "schema", "default", "metadata"}:
+            return None
+        schema = schema.get("schema")
+    if not isinstance(schema, dict) or schema.get("type") != "str" or schema.get("metadata"):
+        return None
+    if set(schema) - {"type", "metadata"} - _STR_LENGTHS:
+        return None
+    lowest, highest = schema.get("min_length", 0), schema.get("max_length")
+    if not isinstance(lowest, int) or not isinstance(highest, int | None):
+        return None
+    return range(lowest, sys.maxsize if highest is None else highest + 1)
+
+
+def _plan(dependant: Dependant, name: str | None, seen: set[Any]) -> Plan:
     unsupported = {
         "a body": dependant.body_params,
         "cookies": dependant.cookie_params,
@@ -100,7 +137,7 @@ def _plan(dependant: Dependant, name: str | None, seen: set[Any]) -> _Plan:
         # FastAPI would run a plain function in a worker thread and call a repeated dependency once.
         raise TypeError(f"HotRoute needs each dependency to be a distinct async function: {call}")
     seen.add(call)
-    return _Plan(
+    return Plan(
         call=call,
         name=name,
         dependencies=tuple(_plan(sub, sub.name, seen) for sub in dependant.dependencies),
@@ -122,9 +159,12 @@ def _read(group: tuple[_Param, ...], received: Mapping[str, Any], values: dict[s
                 errors.append(get_missing_field_error(loc=param.loc))
                 continue
             raw = deepcopy(param.default) if param.copy_default else param.default
-            if not param.field.field_info.validate_default:
+            if not param.validate_default:
                 found[param.name] = raw
                 continue
+        elif param.str_lengths is not None and type(raw) is str and len(raw) in param.str_lengths:
+            found[param.name] = raw
+            continue
         value, problems = param.field.validate(raw, found, loc=param.loc)
         if problems:
             errors.extend(problems)
@@ -133,7 +173,7 @@ def _read(group: tuple[_Param, ...], received: Mapping[str, Any], values: dict[s
     values.update(found)
 
 
-async def _solve(plan: _Plan, request: Request) -> tuple[dict[str, Any], list[Any]]:
+async def _solve(plan: Plan, request: Request) -> tuple[dict[str, Any], list[Any]]:
     values: dict[str, Any] = {}
     errors: list[Any] = []
     for sub in plan.dependencies:
@@ -147,8 +187,10 @@ async def _solve(plan: _Plan, request: Request) -> tuple[dict[str, Any], list[An
     _read(plan.path, request.path_params, values, errors)
     if plan.query:
         # Plain dicts as Starlette's mappings answer: a repeated parameter's last value, a repeated
-        # header's first (their own `get` costs a KeyError for every parameter not sent).
-        _read(plan.query, dict(request.query_params.multi_items()), values, errors)
+        # header's first (their own `get` costs a KeyError for every parameter not sent). The query is
+        # parsed as Starlette's `QueryParams` parses it, without building the multi-dict.
+        query = parse_qsl(request.scope["query_string"].decode("latin-1"), keep_blank_values=True)
+        _read(plan.query, dict(query), values, errors)
     if plan.headers:
         raw = request.headers.raw
         _read(plan.headers, {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(raw)}, values, errors)
@@ -168,18 +210,28 @@ class HotRoute(APIRoute):
         inclusion = getattr(fastapi.routing, "_effective_route_context_var", None)
         context = inclusion.get() if inclusion is not None else None
         route = context if context is not None and context.original_route is self else self
-        plan = _plan(route.dependant, None, set())
+        plan = plan_of(route.dependant)
         overrides = route.dependency_overrides_provider
 
         async def handle(request: Request) -> Response:
             if overrides is not None and getattr(overrides, "dependency_overrides", None):
                 return await declared(request)
-            values, errors = await _solve(plan, request)
-            if errors:
-                raise RequestValidationError(errors)
-            response = await plan.call(**values)
-            if not isinstance(response, Response):
-                raise TypeError(f"{plan.call.__name__} must answer a Response on a HotRoute")
-            return response
+            return await answer(plan, request)
 
         return handle
+
+
+def plan_of(dependant: Dependant) -> Plan:
+    """The plan solving a HotRoute's dependant (its own, or an inclusion's with the router's prefix)."""
+    return _plan(dependant, None, set())
+
+
+async def answer(plan: Plan, request: Request) -> Response:
+    """The endpoint's response to the request, its parameters solved by the plan."""
+    values, errors = await _solve(plan, request)
+    if errors:
+        raise RequestValidationError(errors)
+    response = await plan.call(**values)
+    if not isinstance(response, Response):
+        raise TypeError(f"{plan.call.__name__} must answer a Response on a HotRoute")
+    return response

@@ -33,7 +33,8 @@ class EncodedIdsMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             raw: Any = scope.get("raw_path")
-            if raw:
+            # Without a percent-escape, each segment is already as sent (most requests).
+            if raw and b"%" in raw:
                 segments = raw.decode("utf-8", "replace").split("/")
                 scope = dict(scope)
                 scope["path"] = "/".join(_escape_segment(s) for s in segments)

@@ -52,9 +52,14 @@ def path_patterns(route: Any) -> list[str] | None:
         )
         if regex is None:
             return None
-        # One expression of many alternatives cannot repeat a group name; the gate needs no groups.
-        found.append(_NAMED_GROUP.sub("(?:", regex.pattern))
+        found.append(unnamed(regex.pattern))
     return found
+
+
+def unnamed(pattern: str) -> str:
+    """A path expression without its named groups: one expression of many alternatives cannot repeat a
+    group name, and a test of "can this path match" needs no groups."""
+    return _NAMED_GROUP.sub("(?:", pattern)
 
 
 def _gate(route: Any) -> bool:
@@ -63,14 +68,14 @@ def _gate(route: Any) -> bool:
         return False
     candidates_of: Callable[[], object] = route.effective_candidates
     own_matches: Callable[[Scope], tuple[Match, Scope]] = route.matches
-    state = {"candidates": candidates_of(), "gate": _compile(patterns)}
+    state = {"candidates": candidates_of(), "gate": any_of(patterns)}
 
     def matches(scope: Scope) -> tuple[Match, Scope]:
         candidates = candidates_of()  # FastAPI hands back a new list once the router's routes change
         if candidates is not state["candidates"]:
             rebuilt = path_patterns(route)
             state["candidates"] = candidates
-            state["gate"] = _compile(rebuilt) if rebuilt else None
+            state["gate"] = any_of(rebuilt) if rebuilt else None
         gate = state["gate"]
         if gate is not None and scope["type"] in ("http", "websocket"):
             assert isinstance(gate, re.Pattern)
@@ -84,5 +89,6 @@ def _gate(route: Any) -> bool:
     return True
 
 
-def _compile(patterns: list[str]) -> re.Pattern[str]:
+def any_of(patterns: list[str]) -> re.Pattern[str]:
+    """One expression matching what any of the (unnamed) path expressions matches."""
     return re.compile("|".join(f"(?:{p})" for p in patterns))
