@@ -16,7 +16,8 @@ from typing import Any
 
 import httpx
 
-from entitle.credits.checks import FeatureRate, WalletState
+from entitle.credits.checks import NO_CREDITS, FeatureRate, Standing, WalletState
+from entitle.credits.engine import Balance
 from entitle.credits.events import CreditBalanceChanged, WalletBalance
 from entitle.entitlements.snapshot import CustomerView, Snapshot
 from entitle.push.feed import SnapshotFeed
@@ -198,7 +199,8 @@ def _view() -> CustomerView:
 
 
 def _kept(snapshot: Snapshot, changes_at: datetime | None = None) -> None:
-    state = {"credits": WalletState(Decimal(10), changes_at)}
+    balance = Balance(Decimal(10), Decimal(0), Decimal(0), Decimal(0), None)
+    state = Standing({"credits": WalletState(balance, changes_at)}, {})
     assert snapshot.keep_customer(1, "acme", None, _view(), {}, snapshot.version(), state)
     assert snapshot.credits(1, "acme", None, NOW) == state
 
@@ -232,4 +234,4 @@ def test_balances_held_are_dropped_by_a_movement_here_or_elsewhere_and_lapse_wit
 
     began = snapshot.version()
     snapshot.drop_credits(1, "acme")  # a read begun before a movement is not kept
-    assert not snapshot.keep_credits(1, "acme", None, {}, began)
+    assert not snapshot.keep_credits(1, "acme", None, NO_CREDITS, began)

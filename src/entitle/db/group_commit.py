@@ -147,9 +147,7 @@ class GroupCommit:
         """Hand the open group over to the next writer waiting for the turn (True: the turn is theirs),
         or, with nobody waiting, the group full or failed, end the group here (False: the turn is still
         this thread's). Runs while this thread holds the turn."""
-        full = (
-            ends_group or group.members >= MAX_GROUP_MEMBERS or time.monotonic() - group.opened >= MAX_GROUP_SECONDS
-        )
+        full = ends_group or group.members >= MAX_GROUP_MEMBERS or time.monotonic() - group.opened >= MAX_GROUP_SECONDS
         if group.error is None and not full and self._turns.hand_over():
             return True
         self._group = None
