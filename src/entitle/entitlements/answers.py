@@ -138,7 +138,8 @@ def check(
     result = granted(
         grant, current_of(grant, usage), requested_usage=requested_usage, requested_values=requested_values
     )
-    if result.is_granted and not _paid(view, credits, feature_ref, requested_usage):
+    # Most features are not priced in credits: one lookup in an empty mapping.
+    if result.is_granted and view.credit_rates and not _paid(view, credits, feature_ref, requested_usage):
         return _unpaid(result)
     return result
 
