@@ -248,4 +248,7 @@ def listing_json(view: CustomerView, usage: Usage, credits: Credits | None) -> b
         parts = [_listed_json(view.grants[ref], current_of(view.grants[ref], usage)) for ref in sorted(view.grants)]
     if credits.wallets:
         parts += [to_json(result) for result in _credit_entitlements(credits)]
-    return _EMPTY_LIST_HEAD + b",".join(parts) + _list_tail(_reason(view), tuple(sorted(view.credit_rates)))
+    reason = None if view.has_subscription or view.grants else DeniedReason.NO_ACTIVE_SUBSCRIPTION.value
+    if view.credit_rates:
+        return _EMPTY_LIST_HEAD + b",".join(parts) + _list_tail(reason, tuple(sorted(view.credit_rates)))
+    return _EMPTY_LIST_HEAD + b",".join(parts) + _list_tail(reason)

@@ -143,15 +143,21 @@ def _from_memory(
     want_credits: bool,
     now: datetime,
 ) -> Held | None:
-    held = snapshot.customer(env_id, customer_ref, resource_ref, now)
-    if held is None or held[1] is None:
-        return None
-    view, usage = held[0], held[1]
     credits: Credits | None = None
-    if view.credit_rates or (want_credits and not view.archived):
-        credits = snapshot.credits(env_id, customer_ref, resource_ref, now)
-        if credits is None:
+    if want_credits:
+        both = snapshot.customer_with_credits(env_id, customer_ref, resource_ref, now)
+        if both is None or both[1] is None or (both[2] is None and not both[0].archived):
             return None
+        view, usage, credits = both[0], both[1], both[2]
+    else:
+        held = snapshot.customer(env_id, customer_ref, resource_ref, now)
+        if held is None or held[1] is None:
+            return None
+        view, usage = held[0], held[1]
+        if view.credit_rates:
+            credits = snapshot.credits(env_id, customer_ref, resource_ref, now)
+            if credits is None:
+                return None
     if feature_ref is None or feature_ref in view.grants or view.archived:
         return Held(view, usage, credits)
     known = snapshot.feature(env_id, feature_ref)

@@ -159,6 +159,23 @@ class Snapshot:
             self._customers.move_to_end((env_id, customer_ref))
             return view, slot.usage.get(resource_ref)
 
+    def customer_with_credits(
+        self, env_id: int, customer_ref: str, resource_ref: str | None, now: datetime
+    ) -> tuple[CustomerView, Usage | None, Credits | None] | None:
+        """`customer` and `credits` at once (one turn of the lock: the list and the currency check ask both)."""
+        with self._lock:
+            slot = self._customers.get((env_id, customer_ref))
+            if slot is None:
+                return None
+            view = slot.views.get(resource_ref)
+            if view is None or not view.holds_at(now):
+                return None
+            self._customers.move_to_end((env_id, customer_ref))
+            credits = slot.credits.get(resource_ref)
+            if credits is not None and (changes_at := credits.changes_at) is not None and changes_at <= now:
+                credits = None
+            return view, slot.usage.get(resource_ref), credits
+
     def credits(self, env_id: int, customer_ref: str, resource_ref: str | None, now: datetime) -> Credits | None:
         """The held credits, while time has changed none of its wallets (None: read them again)."""
         with self._lock:
