@@ -177,6 +177,9 @@ def test_a_warm_currency_check_reads_nothing_and_follows_every_change(
         assert balance_of(nobody) == (False, "CustomerNotFound", 0)
         too_precise = api.get(f"{_path(shop)}/check", params={"currencyId": shop.currency, "requestedUsage": "1e-9"})
         assert too_precise.status_code == 400, too_precise.text
+        no_amount = api.get(f"{_path(shop)}/check", params={"currencyId": shop.currency, "reservationId": "r"})
+        assert (no_amount.status_code, no_amount.json()["error"]["code"]) == (400, "INVALID_ARGUMENT")
+        assert no_amount.json()["error"]["message"].startswith("reservationId")
 
 
 def test_another_process_follows_the_currency_check_and_the_list(

@@ -201,6 +201,14 @@ async def check_currency(
     snapshot's held credits when it holds the customer."""
     if req.reserve_amount is not None:
         return await asyncio.to_thread(credits.check, db, env_id, customer_ref, currency_ref, req)
+    terms = {
+        "reservationId": req.reservation_id,
+        "reservationTtlSeconds": req.reservation_ttl_seconds,
+        "reservationExpiresAt": req.reservation_expires_at,
+        "reservationMetadata": req.reservation_metadata,
+    }
+    if sent := [name for name, value in terms.items() if value is not None]:
+        raise InvalidArgument(f"{sent[0]}: a reservation's terms need reserveAmount")
     if req.requested_usage is not None and (problem := credit_rules.places_problem(req.requested_usage)):
         raise InvalidArgument(f"requestedUsage: {problem}")
     known = snapshot.currency(env_id, currency_ref)
