@@ -156,10 +156,15 @@ def test_a_warm_currency_check_reads_nothing_and_follows_every_change(
         test_clock.advance(timedelta(minutes=30))  # it expires: again no write
         assert balance_of(from_memory(server, api, shop)) == (True, None, 6)
 
+        shop.promo(4, effective_at=test_clock.now() + timedelta(minutes=10))  # a grant that starts later
+        assert balance_of(from_memory(server, api, shop)) == (True, None, 6)
+        test_clock.advance(timedelta(minutes=10))
+        assert balance_of(from_memory(server, api, shop)) == (True, None, 10)
+
         (usage,) = shop.client.v2.usage.report(
-            usages=[{"customer_id": shop.customer, "feature_id": shop.feature, "value": 3}]
+            usages=[{"customer_id": shop.customer, "feature_id": shop.feature, "value": 5}]
         ).data.usages
-        assert usage.credit is not None and usage.credit.consumed == 6
+        assert usage.credit is not None and usage.credit.consumed == 10
         assert balance_of(from_memory(server, api, shop)) == (False, "InsufficientCredits", 0)
 
         shop.client.v1.credits.custom_currencies.update(shop.currency, display_name="AI credits")
