@@ -14,7 +14,7 @@ movement (announced) or at `WalletState.changes_at`; a currency's fields with it
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
@@ -75,11 +75,12 @@ class Standing:
     wallets: Mapping[str, WalletState]
     currencies: Mapping[str, CurrencyView]
     soft: frozenset[str] = frozenset()
+    # The first of the wallets' `changes_at`, found once: every warm read of the held credits asks it.
+    changes_at: datetime | None = field(init=False, compare=False, repr=False)
 
-    @property
-    def changes_at(self) -> datetime | None:
+    def __post_init__(self) -> None:
         instants = [w.changes_at for w in self.wallets.values() if w.changes_at is not None]
-        return min(instants) if instants else None
+        object.__setattr__(self, "changes_at", min(instants) if instants else None)
 
     def get(self, currency_ref: str) -> WalletState | None:
         return self.wallets.get(currency_ref)
