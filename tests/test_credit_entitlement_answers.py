@@ -2,15 +2,13 @@
 answers"): the list answers a credit-priced feature exactly as its check does and lists the customer's
 CREDIT entitlements as the currency check answers them; the currency check is answered from the process's
 snapshot, reads nothing once warm, and follows every change of the wallet, of time and of the currency, in
-this process at once and in another within the push latency."""
+this process at once (in another within the push latency: tests/test_credit_priced_checks.py's
+`test_another_process_follows_the_balance`)."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,7 +25,6 @@ from entitle.push.models import KIND_CURRENCIES
 from entitle.push.schemas import Item
 from tests.conftest import LiveServer
 from tests.support.clock import TestClock
-from tests.support.server import serve_process
 from tests.test_credit_priced_checks import NOW, START, PricedShop, _view
 from tests.test_entitlement_snapshot import statements
 
@@ -185,41 +182,6 @@ def test_a_warm_currency_check_reads_nothing_and_follows_every_change(
         no_amount = api.get(f"{_path(shop)}/check", params={"currencyId": shop.currency, "reservationId": "r"})
         assert (no_amount.status_code, no_amount.json()["error"]["code"]) == (400, "INVALID_ARGUMENT")
         assert no_amount.json()["error"]["message"].startswith("reservationId")
-
-
-def test_another_process_follows_the_currency_check_and_the_list(
-    server: LiveServer, database_url: str, tmp_path: Path
-) -> None:
-    shop = PricedShop(server)
-    with (
-        serve_process(database_url, tmp_path / "second") as second,
-        httpx.Client(base_url=second, headers={"X-API-KEY": server.server_key}, timeout=30) as there,
-    ):
-
-        def becomes(read: Callable[[], Any], expected: Any) -> None:
-            deadline = time.monotonic() + PATIENCE
-            while (found := read()) != expected:
-                assert time.monotonic() < deadline, (found, expected)
-                time.sleep(0.02)
-
-        def balance_there() -> Decimal:
-            return balance_of(currency_check(there, shop))[2]
-
-        def listed_there() -> list[tuple[str, bool]]:
-            data = _data(there.get(_path(shop)))
-            return [(e["type"], e["isGranted"]) for e in data["entitlements"]]
-
-        def name_there() -> str:
-            name: str = currency_check(there, shop)["currency"]["displayName"]
-            return name
-
-        becomes(balance_there, 10)
-        becomes(listed_there, [("FEATURE", True), ("CREDIT", True)])
-        shop.consume(10, "there")  # made here: the other process hears it from the change log
-        becomes(balance_there, 0)
-        becomes(listed_there, [("FEATURE", False), ("CREDIT", False)])
-        shop.client.v1.credits.custom_currencies.update(shop.currency, display_name="Renamed")
-        becomes(name_there, "Renamed")
 
 
 # -- the snapshot's own rules, without a server -------------------------------------------------------
