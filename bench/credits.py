@@ -10,7 +10,8 @@ customers, each with three grants of different priorities and expiries (so a con
 on several). wrk's Lua script rotates over the customers:
 
 - POST /api/v1/credits/consumption (amount 1, a new idempotency key each time: every request writes)
-- GET /api/v1/customers/{c}/entitlements/check?currencyId=credits&requestedUsage=N (the CREDIT result)
+- GET /api/v1/customers/{c}/entitlements/check?currencyId=credits&requestedUsage=N (the CREDIT result; from
+  the snapshot)
 - GET /api/v1/customers/{c}/entitlements/check?featureId=calls&requestedUsage=N: a feature priced at one
   credit a unit on the customer's plan (the FEATURE result, decided on the balance; from the snapshot)
 - the constant async route

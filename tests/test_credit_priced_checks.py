@@ -3,12 +3,14 @@ from the credit balance, on SQLite and PostgreSQL: the FEATURE result is denied 
 the balance cannot pay for the requested usage at the feature's rate. The process's entitlement snapshot
 keeps those answers exact: every movement of the wallet (consumption, grant, void, reservation, usage)
 reaches the next check in this process, time's own changes (an expiry, a lapsing hold) too without any
-write, and another process's movements through the change log."""
+write, and another process's movements through the change log (there the currency check, the list's
+CREDIT entitlement and a currency's edit too: tests/test_credit_entitlement_answers.py covers them here)."""
 
 from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -16,7 +18,8 @@ from typing import Any
 
 import httpx
 
-from entitle.credits.checks import FeatureRate, WalletState
+from entitle.credits.checks import NO_CREDITS, FeatureRate, Standing, WalletState
+from entitle.credits.engine import Balance
 from entitle.credits.events import CreditBalanceChanged, WalletBalance
 from entitle.entitlements.snapshot import CustomerView, Snapshot
 from entitle.push.feed import SnapshotFeed
@@ -170,12 +173,32 @@ def test_another_process_follows_the_balance(server: LiveServer, database_url: s
                 assert time.monotonic() < deadline, (expected, requested)
                 time.sleep(0.02)
 
+        def follows(read: Callable[[], Any], expected: Any) -> None:
+            deadline = time.monotonic() + PATIENCE
+            while (found := read()) != expected:
+                assert time.monotonic() < deadline, (found, expected)
+                time.sleep(0.02)
+
+        def balance_there() -> list[tuple[Any, Any, str]]:
+            """The currency check there (from its snapshot once held), then the list's CREDIT entitlement
+            (read one after the other: a change may land between them, so each is compared, not the two)."""
+            path = f"/api/v1/customers/{shop.customer}/entitlements"
+            answer = there.get(f"{path}/check", params={"currencyId": shop.currency}).json()["data"]
+            listed = there.get(path).json()["data"]["entitlements"]
+            balances = [answer] + [e for e in listed if e["type"] == "CREDIT"]
+            return [(b["usageLimit"], b["currentUsage"], b["currency"]["displayName"]) for b in balances]
+
         becomes(True, 5)
         assert granted_there(5)  # held there now
+        follows(balance_there, [(10, 0, "Credits")] * 2)
         shop.consume(4, "there")  # made here: the other process hears it from the change log
         becomes(False, 5)
+        follows(balance_there, [(10, 4, "Credits")] * 2)
         shop.promo(10)
         becomes(True, 8)
+        follows(balance_there, [(20, 4, "Credits")] * 2)
+        shop.client.v1.credits.custom_currencies.update(shop.currency, display_name="Renamed")
+        follows(balance_there, [(20, 4, "Renamed")] * 2)
 
 
 # -- the snapshot's own rules, without a server -------------------------------------------------------
@@ -198,7 +221,8 @@ def _view() -> CustomerView:
 
 
 def _kept(snapshot: Snapshot, changes_at: datetime | None = None) -> None:
-    state = {"credits": WalletState(Decimal(10), changes_at)}
+    balance = Balance(Decimal(10), Decimal(0), Decimal(0), Decimal(0), None)
+    state = Standing({"credits": WalletState(balance, changes_at)}, {})
     assert snapshot.keep_customer(1, "acme", None, _view(), {}, snapshot.version(), state)
     assert snapshot.credits(1, "acme", None, NOW) == state
 
@@ -232,4 +256,4 @@ def test_balances_held_are_dropped_by_a_movement_here_or_elsewhere_and_lapse_wit
 
     began = snapshot.version()
     snapshot.drop_credits(1, "acme")  # a read begun before a movement is not kept
-    assert not snapshot.keep_credits(1, "acme", None, {}, began)
+    assert not snapshot.keep_credits(1, "acme", None, NO_CREDITS, began)

@@ -1,5 +1,6 @@
 """A warm list joins each grant's result kept as JSON in its view (`answers.listing_json`): for any view
-and any succession of usages it answers byte for byte what serializing the list afresh answers."""
+(with features priced in credits or not), any credits and any succession of usages it answers byte for byte
+what serializing the list afresh answers."""
 
 from __future__ import annotations
 
@@ -10,7 +11,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from entitle.catalog.packages.allowance import Allowance
+from entitle.credits.checks import CurrencyView, FeatureRate, Standing, WalletState
+from entitle.credits.engine import Balance
+from entitle.credits.schemas import CreditCheckResult
 from entitle.entitlements import answers
+from entitle.entitlements.schemas import EntitlementResult
 from entitle.entitlements.snapshot import CustomerView, FeatureView, GrantView
 from entitle.grants.engine import Window
 
@@ -45,9 +50,20 @@ def grants(draw: st.DrawFn, ref: str) -> GrantView:
     return GrantView(feature, allowance, window, NOW - timedelta(days=9))
 
 
+CURRENCIES = ["credits", "tokens"]
+
+
 @st.composite
 def views(draw: st.DrawFn) -> CustomerView:
     refs = draw(st.lists(st.sampled_from(["seats", "api-calls", "sso", "tier", "storage"]), unique=True))
+    priced = draw(st.lists(st.sampled_from(refs), unique=True)) if refs else []
+    rates = {
+        ref: tuple(
+            FeatureRate(currency, draw(AMOUNTS), draw(st.booleans()))
+            for currency in draw(st.lists(st.sampled_from(CURRENCIES), min_size=1, unique=True))
+        )
+        for ref in priced
+    }
     return CustomerView(
         customer_pk=1,
         archived=draw(st.booleans()),
@@ -55,14 +71,55 @@ def views(draw: st.DrawFn) -> CustomerView:
         grants={ref: draw(grants(ref)) for ref in refs},
         loaded_at=NOW,
         valid_until=None,
+        credit_rates=rates,
     )
 
 
-@given(views(), st.lists(st.dictionaries(st.sampled_from(["seats", "api-calls", "storage"]), AMOUNTS), min_size=1))
+@st.composite
+def standings(draw: st.DrawFn) -> Standing:
+    """Wallets in some of the currencies (a rate's currency without one has nothing), some soft-limited."""
+    wallets = {}
+    for currency in draw(st.lists(st.sampled_from(CURRENCIES), unique=True)):
+        granted, used = draw(AMOUNTS), draw(AMOUNTS)
+        balance = Balance(granted, used, Decimal(0), Decimal(0), draw(st.none() | st.just(NOW)), NOW, None)
+        wallets[currency] = WalletState(balance, None)
+    currencies = {
+        ref: CurrencyView(ref, ref.title(), None, {"tier": "a"}, "credit", "credits", NOW - timedelta(days=30))
+        for ref in wallets
+    }
+    return Standing(wallets, currencies, frozenset(draw(st.lists(st.sampled_from(CURRENCIES)))))
+
+
+@given(
+    views(),
+    standings(),
+    st.lists(st.dictionaries(st.sampled_from(["seats", "api-calls", "storage"]), AMOUNTS), min_size=1),
+)
 def test_a_list_joined_from_kept_results_is_the_list_serialized_afresh(
-    view: CustomerView, usages: list[dict[str, Decimal]]
+    view: CustomerView, credits: Standing, usages: list[dict[str, Decimal]]
 ) -> None:
     for usage in usages:
-        assert answers.listing_json(view, usage) == answers.to_json(answers.listing(view, usage))
+        assert answers.listing_json(view, usage, credits) == answers.to_json(answers.listing(view, usage, credits))
     for grant in view.grants.values():
         assert len(grant.listed) <= 1  # one usage kept per grant: a view's memory stays bounded
+
+
+@given(views(), standings(), st.dictionaries(st.sampled_from(["seats", "api-calls", "storage"]), AMOUNTS))
+def test_the_list_answers_each_feature_as_its_check_and_each_wallet_as_its_currency_check(
+    view: CustomerView, credits: Standing, usage: dict[str, Decimal]
+) -> None:
+    listed = answers.listing(view, usage, credits).entitlements
+    if view.archived:
+        assert listed == []
+        return
+    features = [r for r in listed if isinstance(r, EntitlementResult)]
+    assert [r.feature.id for r in features if r.feature] == sorted(view.grants)
+    for result in features:
+        assert result.feature is not None
+        assert result == answers.check(view, usage, credits, result.feature.id, None)
+    balances = [r for r in listed if isinstance(r, CreditCheckResult)]
+    assert listed == features + balances  # features first
+    assert [r.currency.currency_id for r in balances] == sorted(credits.wallets)
+    for result in balances:
+        currency = credits.currencies[result.currency.currency_id]
+        assert result == answers.currency_check(view, credits, currency, None)

@@ -170,9 +170,10 @@ def live_snapshot() -> Snapshot:
 
 def answer_read_afresh(server: LiveServer, env: int, customer: str) -> dict[str, Any]:
     """What the list answers when nothing is held: a snapshot that never went live keeps nothing."""
-    held = service._load(server.db, Snapshot(), env, customer, None, None, utcnow())
+    held = service._load(server.db, Snapshot(), env, customer, None, None, utcnow(), want_credits=True)
     assert held is not None
-    data: dict[str, Any] = answers.listing(held.view, held.usage).model_dump(mode="json", by_alias=True)
+    listed = answers.listing(held.view, held.usage, held.credits)
+    data: dict[str, Any] = listed.model_dump(mode="json", by_alias=True)
     return data
 
 

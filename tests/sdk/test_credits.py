@@ -13,6 +13,7 @@ from entitle.sdk import AsyncEntitle, Entitle, EntitleError, Source
 from tests.conftest import LiveServer
 from tests.sdk.conftest import AsyncCountingTransport, CountingTransport
 from tests.sdk.test_push import eventually, require_push
+from tests.test_credit_priced_checks import PricedShop
 
 CHECK = "/api/v1/customers/buyer/entitlements/check"
 
@@ -106,5 +107,61 @@ def test_async_client_credits(wallet: LiveServer) -> None:
             assert released.balance.balance == 60
             assert (await client.get_credit_balance("buyer", "tokens")).balance == 60
             assert transport.paths[CHECK] == 2
+
+    asyncio.run(main())
+
+
+# -- features priced in credits (docs/credits.md, "Credits in entitlement answers") ---------------------
+
+
+def test_a_credit_priced_feature_is_asked_of_the_server_and_follows_the_balance_at_once(server: LiveServer) -> None:
+    shop = PricedShop(server)  # 10 credits; the feature costs 2 a unit
+    checks = f"/api/v1/customers/{shop.customer}/entitlements/check"
+    transport = CountingTransport()
+    with Entitle(server.key(), server.base_url, transport=transport, push=False) as client:
+        listed = client.get_entitlements(shop.customer)  # the list's CREDIT entitlement is no feature
+        assert [(r.feature_id, r.is_granted, r.source) for r in listed] == [(shop.feature, True, Source.SERVER)]
+
+        def asked(usage: int) -> tuple[bool, str | None, Source]:
+            result = client.get_entitlement(shop.customer, shop.feature, requested_usage=usage)
+            return result.is_granted, result.access_denied_reason, result.source
+
+        assert asked(5) == (True, None, Source.SERVER)
+        assert asked(6) == (False, "InsufficientCredits", Source.SERVER)  # the list said granted: 6 cost 12
+        shop.consume(4, "sdk")  # no stream here: the next answer follows anyway
+        assert asked(3) == (True, None, Source.SERVER) and asked(4)[:2] == (False, "InsufficientCredits")
+        assert transport.paths[checks] == 4
+
+        # What is not priced in credits is still the cache's; a list with a priced feature is the server's.
+        other = client.get_entitlement(shop.customer, "not-granted")
+        assert (other.is_granted, other.source) == (False, Source.CACHE)
+        lists = transport.paths[f"/api/v1/customers/{shop.customer}/entitlements"]
+        assert [r.is_granted for r in client.get_entitlements(shop.customer)] == [True]
+        assert transport.paths[f"/api/v1/customers/{shop.customer}/entitlements"] == lists + 1
+        assert transport.paths[checks] == 4
+
+    # The server unreachable: the last list's answer, marked stale.
+    offline = Entitle(server.key(), "http://127.0.0.1:9", push=False)
+    offline._store.hot.update(client._store.hot)
+    try:
+        stale = offline.get_entitlement(shop.customer, shop.feature, requested_usage=1)
+        assert (stale.is_granted, stale.source) == (True, Source.STALE_CACHE)
+    finally:
+        offline.close()
+
+
+def test_the_async_client_asks_the_server_for_a_credit_priced_feature(server: LiveServer) -> None:
+    shop = PricedShop(server)
+
+    async def main() -> None:
+        transport = AsyncCountingTransport()
+        async with AsyncEntitle(server.key(), server.base_url, transport=transport, push=False) as client:
+            first = await client.get_entitlement(shop.customer, shop.feature, requested_usage=5)
+            assert (first.is_granted, first.source) == (True, Source.SERVER)
+            shop.consume(1, "async")
+            refused = await client.get_entitlement(shop.customer, shop.feature, requested_usage=5)
+            assert (refused.is_granted, refused.access_denied_reason) == (False, "InsufficientCredits")
+            assert [r.feature_id for r in await client.get_entitlements(shop.customer)] == [shop.feature]
+            assert transport.paths[f"/api/v1/customers/{shop.customer}/entitlements/check"] == 2
 
     asyncio.run(main())

@@ -104,6 +104,8 @@ def customer_page(db: Database, env_id: int, ref: str) -> CustomerPage:
     promos: list[PromotionalEntitlement] = []
     if customer.customer.archived_at is None:
         for result in entitlements.list_entitlements(db, env_id, ref, None).entitlements:
+            if not isinstance(result, EntitlementResult):
+                continue  # balances have the customer's Credits page
             used = Decimal(result.current_usage or 0)
             limit = None if result.has_unlimited_usage else result.usage_limit
             granted.append(UsageBar(result, used, Decimal(limit) if limit is not None else None))

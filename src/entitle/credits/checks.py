@@ -1,23 +1,33 @@
-"""Checks of credit-priced features (`GET .../entitlements/check?featureId=F` where F is priced in credits):
-the feature's own entitlement decides first, then the balance must pay for the requested usage at the
-feature's credit rate (`InsufficientCredits` when it does not). The entitlements domain asks these in
-the read that loads a customer, and keeps the answers in its snapshot: the rates change only with the
-customer's subscriptions, a wallet's state with a movement (announced) or at `WalletState.changes_at`.
+"""What the entitlements domain needs of credits to answer from its snapshot, read in one go and answered
+by pure functions:
+
+- checks of credit-priced features (`GET .../entitlements/check?featureId=F` where F is priced in credits):
+  the feature's own entitlement decides first, then the balance must pay for the requested usage at the
+  feature's credit rate (`InsufficientCredits` when it does not);
+- the currency check (`?currencyId=C` without a reservation) and the list's CREDIT entitlements: a
+  wallet's balance (`credit_answer`, the very function the database-backed check answers with).
+
+The rates change only with the customer's subscriptions, as do the soft limits; a wallet's state with a
+movement (announced) or at `WalletState.changes_at`; a currency's fields with its edit (announced).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
 from entitle.credits import engine, recurring, rules, store
+from entitle.credits.models import CustomCurrency, Wallet
 from entitle.credits.pricing import priced_features, rates
+from entitle.credits.schemas import CheckCurrency, CheckReservation, CreditCheckResult
 from entitle.customers.models import Customer
 from entitle.grants.engine import resource_key
+
+INSUFFICIENT = "InsufficientCredits"
 
 
 @dataclass(frozen=True)
@@ -32,11 +42,65 @@ class FeatureRate:
 
 @dataclass(frozen=True)
 class WalletState:
-    """A wallet's available balance as read at an instant, and the first later instant at which time
-    alone changes it (a grant starting or ending, a hold lapsing; None: none is due)."""
+    """A wallet's balance as read at an instant, and the first later instant at which time alone changes
+    it (a grant starting or ending, a hold lapsing; None: none is due)."""
 
-    available: Decimal
+    balance: engine.Balance
     changes_at: datetime | None
+
+    @property
+    def available(self) -> Decimal:
+        return self.balance.available
+
+
+@dataclass(frozen=True)
+class CurrencyView:
+    """The currency's fields a CREDIT answer carries (a plain copy: no session behind it)."""
+
+    currency_id: str
+    display_name: str
+    description: str | None
+    metadata: Mapping[str, str]
+    unit_singular: str | None
+    unit_plural: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Standing:
+    """A customer's credits for one resource as read at an instant: every wallet that has had a grant
+    (a currency absent has nothing: a zero balance), with its currency, and the currencies whose CREDIT
+    entitlement has a soft limit. It holds until a movement is announced or `changes_at`."""
+
+    wallets: Mapping[str, WalletState]
+    currencies: Mapping[str, CurrencyView]
+    soft: frozenset[str] = frozenset()
+    # The first of the wallets' `changes_at`, found once: every warm read of the held credits asks it.
+    changes_at: datetime | None = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        instants = [w.changes_at for w in self.wallets.values() if w.changes_at is not None]
+        object.__setattr__(self, "changes_at", min(instants) if instants else None)
+
+    def get(self, currency_ref: str) -> WalletState | None:
+        return self.wallets.get(currency_ref)
+
+
+NO_CREDITS = Standing({}, {})
+
+_NO_BALANCE = engine.Balance(rules.ZERO, rules.ZERO, rules.ZERO, rules.ZERO, None)
+
+
+def currency_view(c: CustomCurrency) -> CurrencyView:
+    return CurrencyView(
+        currency_id=c.ref_id,
+        display_name=c.display_name,
+        description=c.description,
+        metadata=dict(c.metadata_ or {}),
+        unit_singular=c.unit_singular,
+        unit_plural=c.unit_plural,
+        created_at=c.created_at,
+    )
 
 
 def feature_rates(
@@ -60,27 +124,78 @@ def feature_rates(
     return found
 
 
-def wallet_states(
-    s: Session, env_id: int, customer_pk: int, resource_ref: str | None, currency_refs: Iterable[str], now: datetime
-) -> dict[str, WalletState]:
-    """The available balance of each of the customer's wallets in `currency_refs` at `now` (a read: the
-    stored statuses may lag behind time, the balance does not), with when time next changes it."""
-    found: dict[str, WalletState] = {}
-    for currency_ref in sorted(set(currency_refs)):
-        currency = store.find_currency(s, env_id, currency_ref)
-        wallet = (
-            None if currency is None else store.find_wallet(s, customer_pk, currency.pk, resource_key(resource_ref))
-        )
-        if wallet is None:
-            found[currency_ref] = WalletState(rules.ZERO, None)
-            continue
-        grants = store.open_grants(s, wallet.pk)
-        holds = store.active_reservations(s, wallet.pk)
-        balance = engine.balance(grants, engine.lapsed_holds(holds, now), now)
-        instants = [g.effective_at for g in grants] + [g.expire_at for g in grants] + [r.expires_at for r in holds]
-        later = [i for i in instants if i is not None and i > now]
-        found[currency_ref] = WalletState(balance.available, min(later) if later else None)
-    return found
+def _state(s: Session, wallet: Wallet, now: datetime) -> WalletState:
+    grants = store.open_grants(s, wallet.pk)
+    holds = store.active_reservations(s, wallet.pk)
+    balance = engine.balance(grants, engine.lapsed_holds(holds, now), now)
+    instants = [g.effective_at for g in grants] + [g.expire_at for g in grants] + [r.expires_at for r in holds]
+    later = [i for i in instants if i is not None and i > now]
+    return WalletState(balance, min(later) if later else None)
+
+
+def standing(s: Session, env_id: int, customer: Customer, resource_ref: str | None, now: datetime) -> Standing:
+    """The customer's credits for the resource at `now` (a read: the stored statuses may lag behind time,
+    the balance does not); in an environment without currencies, one query."""
+    if not store.has_currencies(s, env_id):
+        return NO_CREDITS
+    wallets: dict[str, WalletState] = {}
+    currencies: dict[str, CurrencyView] = {}
+    for wallet, currency in store.granted_wallets(s, customer.pk, resource_key(resource_ref)):
+        wallets[currency.ref_id] = _state(s, wallet, now)
+        currencies[currency.ref_id] = currency_view(currency)
+    soft = recurring.soft_limited_currencies(s, env_id, customer, resource_ref)
+    return Standing(wallets, currencies, soft)
+
+
+def credit_answer(
+    currency: CurrencyView,
+    state: WalletState | None,
+    *,
+    soft_limit: bool,
+    requested_usage: Decimal | None = None,
+    reason: str | None = None,
+) -> CreditCheckResult:
+    """The currency check's answer for a wallet's balance (None: no wallet). With `reason`, a denial that
+    is not the balance's (`CustomerNotFound`, `CustomerIsArchived`): a zero balance. Otherwise granted when
+    the balance covers `requested_usage` (without it: is positive), or beyond it under a soft limit."""
+    if reason is not None:
+        return credit_result(currency, _NO_BALANCE, granted=False, reason=reason)
+    balance = _NO_BALANCE if state is None else state.balance
+    available = balance.available
+    granted = available >= requested_usage if requested_usage is not None else available > 0
+    return credit_result(currency, balance, granted=granted or soft_limit, reason=INSUFFICIENT)
+
+
+def credit_result(
+    currency: CurrencyView,
+    balance: engine.Balance,
+    *,
+    granted: bool,
+    reason: str | None = None,
+    reservation: CheckReservation | None = None,
+) -> CreditCheckResult:
+    """The CREDIT result: the balance, and the decision made on it (`reason` when denied)."""
+    return CreditCheckResult(
+        is_granted=granted,
+        access_denied_reason=None if granted else reason,
+        currency=CheckCurrency(
+            currency_id=currency.currency_id,
+            display_name=currency.display_name,
+            description=currency.description,
+            metadata=dict(currency.metadata),
+            unit_singular=currency.unit_singular,
+            unit_plural=currency.unit_plural,
+        ),
+        current_usage=balance.current_usage,
+        usage_limit=balance.usage_limit,
+        # When the balance last moved, not when it was read: a read twice answers the same.
+        usage_updated_at=balance.updated_at or currency.created_at,
+        valid_until=balance.valid_until,
+        usage_period_end=balance.period_end,
+        reserved=balance.reserved,
+        reserved_on_expired_grants=balance.reserved_on_expired_grants,
+        reservation=reservation,
+    )
 
 
 def covers(rate: FeatureRate, state: WalletState | None, requested_usage: Decimal | None) -> bool:

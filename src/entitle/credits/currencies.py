@@ -7,10 +7,12 @@ from sqlalchemy import or_, select
 from entitle.catalog.packages.models import Package, PackageCharge, PackageEntitlement
 from entitle.clock import utcnow
 from entitle.credits import store
+from entitle.credits.events import CurrencyChanged
 from entitle.credits.models import CustomCurrency
 from entitle.credits.schemas import AssociatedEntityOut, CurrencyCreate, CurrencyOut, CurrencyUpdate, UnitsOut
 from entitle.db import Database
 from entitle.db.pagination import Page, PageRequest
+from entitle.domain_events import publish
 from entitle.errors import AlreadyExists, FailedPrecondition
 
 
@@ -52,6 +54,7 @@ def create_currency(db: Database, env_id: int, req: CurrencyCreate) -> CurrencyO
         )
         s.add(currency)
         s.flush()
+        publish(s, CurrencyChanged(env_id=env_id, currency_ref=req.id))
         return out(currency)
 
 
@@ -72,6 +75,7 @@ def update_currency(db: Database, env_id: int, ref_id: str, req: CurrencyUpdate)
         if "units" in fields and req.units is not None:
             currency.unit_singular, currency.unit_plural = req.units.singular, req.units.plural
         currency.updated_at = utcnow()
+        publish(s, CurrencyChanged(env_id=env_id, currency_ref=ref_id))
         return out(currency)
 
 
@@ -88,6 +92,8 @@ def set_archived(db: Database, env_id: int, ref_id: str, archived: bool) -> Curr
         if (currency.archived_at is not None) != archived:
             currency.archived_at = utcnow() if archived else None
             currency.updated_at = utcnow()
+            publish(s, CurrencyChanged(env_id=env_id, currency_ref=ref_id))
+        publish(s, CurrencyChanged(env_id=env_id, currency_ref=ref_id))
         return out(currency)
 
 

@@ -75,6 +75,15 @@ class CreditBalanceDepleted(DomainEvent):
     previous: Decimal
 
 
+@dataclass(frozen=True, kw_only=True)
+class CurrencyChanged(DomainEvent):
+    """A custom currency was created, edited, archived or unarchived: its fields are in every CREDIT answer,
+    and whether it exists decides which credit prices count, so in-memory snapshots of the environment drop
+    what they hold of credits."""
+
+    currency_ref: str
+
+
 def crossed_low(previous: Decimal, wallet: WalletBalance) -> bool:
     """The balance fell below the low threshold in this movement (a wallet that grants nothing is never
     low: it has no allowance to be a share of)."""

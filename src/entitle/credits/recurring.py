@@ -137,12 +137,19 @@ def _feature_quantities(s: Session, sub: Subscription) -> dict[str, Decimal]:
 def soft_limited(s: Session, env_id: int, customer: Customer, resource_ref: str | None, currency_ref: str) -> bool:
     """Whether a live subscription's CREDIT entitlement to the currency has a soft limit (`hasSoftLimit`):
     then a check is granted beyond the balance (consumption is never refused either way)."""
+    return currency_ref in soft_limited_currencies(s, env_id, customer, resource_ref)
+
+
+def soft_limited_currencies(s: Session, env_id: int, customer: Customer, resource_ref: str | None) -> frozenset[str]:
+    """The currencies `soft_limited` holds for, all at once."""
     subs = live_subscriptions(s, customer, resource_ref)
-    return any(
-        t.has_soft_limit
+    if not subs:
+        return frozenset()
+    return frozenset(
+        t.ref_id
         for terms in subscription_terms(s, env_id, subs).values()
         for t in terms.values()
-        if t.type == "CREDIT" and t.ref_id == currency_ref and t.is_granted
+        if t.type == "CREDIT" and t.is_granted and t.has_soft_limit
     )
 
 

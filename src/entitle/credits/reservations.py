@@ -14,12 +14,11 @@ from decimal import Decimal
 from sqlalchemy.orm import Session
 
 from entitle.clock import as_utc, utcnow
-from entitle.credits import engine, recurring, rules, store
+from entitle.credits import checks, engine, recurring, rules, store
 from entitle.credits.consumption import balance_out
 from entitle.credits.grants import wallet_for
 from entitle.credits.models import CustomCurrency, Reservation, Wallet
 from entitle.credits.schemas import (
-    CheckCurrency,
     CheckReservation,
     CreditCheckRequest,
     CreditCheckResult,
@@ -32,45 +31,26 @@ from entitle.db import Database
 from entitle.errors import FailedPrecondition, InvalidArgument, NotFound
 from entitle.grants.engine import resource_key
 
-INSUFFICIENT = "InsufficientCredits"
+INSUFFICIENT = checks.INSUFFICIENT
 
 
 class ReservationConflict(FailedPrecondition):
     code = "RESERVATION_CONFLICT"
 
 
-def _currency(c: CustomCurrency) -> CheckCurrency:
-    return CheckCurrency(
-        currency_id=c.ref_id,
-        display_name=c.display_name,
-        description=c.description,
-        metadata=c.metadata_ or {},
-        unit_singular=c.unit_singular,
-        unit_plural=c.unit_plural,
-    )
-
-
 def _result(
     currency: CustomCurrency,
     balance: engine.Balance,
-    now: datetime,
     *,
     granted: bool,
     reason: str | None = None,
     reservation: Reservation | None = None,
 ) -> CreditCheckResult:
-    return CreditCheckResult(
-        is_granted=granted,
-        access_denied_reason=None if granted else reason,
-        currency=_currency(currency),
-        current_usage=balance.current_usage,
-        usage_limit=balance.usage_limit,
-        # When the balance last moved, not when it was read: a read twice answers the same.
-        usage_updated_at=balance.updated_at or currency.created_at,
-        valid_until=balance.valid_until,
-        usage_period_end=balance.period_end,
-        reserved=balance.reserved,
-        reserved_on_expired_grants=balance.reserved_on_expired_grants,
+    return checks.credit_result(
+        checks.currency_view(currency),
+        balance,
+        granted=granted,
+        reason=reason,
         reservation=None
         if reservation is None
         else CheckReservation(
@@ -122,23 +102,15 @@ def check(
         raise InvalidArgument(f"requestedUsage: {problem}")
     with db.read() as s:
         currency = store.get_currency(s, env_id, currency_ref)
+        shown = checks.currency_view(currency)
         customer = customers.find(s, env_id, customer_ref)
         if customer is None or customer.archived_at is not None:
             reason = "CustomerNotFound" if customer is None else "CustomerIsArchived"
-            return _result(
-                currency,
-                engine.Balance(rules.ZERO, rules.ZERO, rules.ZERO, rules.ZERO, None),
-                now,
-                granted=False,
-                reason=reason,
-            )
+            return checks.credit_answer(shown, None, soft_limit=False, reason=reason)
         wallet = store.find_wallet(s, customer.pk, currency.pk, resource_key(req.resource_id))
-        balance = read_balance(s, wallet, now)
-        wanted = req.requested_usage
-        granted = balance.available >= wanted if wanted is not None else balance.available > 0
-        if not granted:
-            granted = recurring.soft_limited(s, env_id, customer, req.resource_id, currency_ref)
-    return _result(currency, balance, now, granted=granted, reason=INSUFFICIENT)
+        state = checks.WalletState(read_balance(s, wallet, now), None)
+        soft = recurring.soft_limited(s, env_id, customer, req.resource_id, currency_ref)
+    return checks.credit_answer(shown, state, soft_limit=soft, requested_usage=req.requested_usage)
 
 
 def read_balance(s: Session, wallet: Wallet | None, now: datetime) -> engine.Balance:
@@ -162,10 +134,10 @@ def _reserve(
                 raise ReservationConflict(
                     f"reservationId '{req.reservation_id}' is already used for another reservation",
                 )
-            return _result(currency, engine.balance(grants, {}, now), now, granted=True, reservation=existing)
+            return _result(currency, engine.balance(grants, {}, now), granted=True, reservation=existing)
         balance = engine.balance(grants, {}, now)
         if balance.available < amount:
-            return _result(currency, balance, now, granted=False, reason=INSUFFICIENT)
+            return _result(currency, balance, granted=False, reason=INSUFFICIENT)
         reservation = Reservation(
             environment_id=env_id,
             ref_id=req.reservation_id,
@@ -179,7 +151,7 @@ def _reserve(
         s.flush()
         engine.hold(s, wallet, grants, reservation, now)
         engine.schedule(s, wallet, expires)
-        return _result(currency, engine.balance(grants, {}, now), now, granted=True, reservation=reservation)
+        return _result(currency, engine.balance(grants, {}, now), granted=True, reservation=reservation)
 
 
 def release(db: Database, env_id: int, reservation_ref: str, req: ReleaseIn) -> ReleaseOut:

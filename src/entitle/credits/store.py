@@ -84,6 +84,23 @@ def locked_wallet(session: Session, env_id: int, customer_pk: int, currency_pk: 
     return wallet
 
 
+def has_currencies(session: Session, env_id: int) -> bool:
+    return session.scalar(select(CustomCurrency.pk).where(CustomCurrency.environment_id == env_id).limit(1)) is not None
+
+
+def granted_wallets(session: Session, customer_pk: int, resource_ref: str) -> list[tuple[Wallet, CustomCurrency]]:
+    """The customer's wallets for the resource that have had a grant (a wallet is created by the first
+    draw even when it costs nothing; it has a balance to show once granted or overdrawn), by currency id."""
+    granted = select(CreditGrant.pk).where(CreditGrant.wallet_pk == Wallet.pk).exists()
+    stmt = (
+        select(Wallet, CustomCurrency)
+        .join(CustomCurrency, CustomCurrency.pk == Wallet.currency_pk)
+        .where(Wallet.customer_pk == customer_pk, Wallet.resource_ref == resource_ref, granted)
+        .order_by(CustomCurrency.ref_id)
+    )
+    return [(wallet, currency) for wallet, currency in session.execute(stmt).all()]
+
+
 def wallets_of(session: Session, customer_pk: int, currency_pk: int | None, resource_ref: str) -> list[Wallet]:
     stmt = select(Wallet).where(Wallet.customer_pk == customer_pk, Wallet.resource_ref == resource_ref)
     if currency_pk is not None:

@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
-from functools import cache
+from functools import lru_cache
 
 from entitle.catalog.features.models import Feature
-from entitle.credits.checks import covers
+from entitle.credits.checks import CurrencyView, covers, credit_answer
+from entitle.credits.schemas import CreditCheckResult
 from entitle.entitlements.rules import DeniedReason, decide
 from entitle.entitlements.schemas import CustomerEntitlements, EntitlementResult, FeatureRef
 from entitle.entitlements.snapshot import Credits, CustomerView, FeatureView, GrantView, Usage
@@ -112,7 +113,7 @@ def current_of(grant: GrantView, usage: Usage) -> Decimal | None:
 def check(
     view: CustomerView,
     usage: Usage,
-    credits: Credits,
+    credits: Credits | None,
     feature_ref: str,
     feature: FeatureView | None,
     *,
@@ -137,20 +138,59 @@ def check(
     result = granted(
         grant, current_of(grant, usage), requested_usage=requested_usage, requested_values=requested_values
     )
-    rates = view.credit_rates.get(feature_ref, ())
-    if result.is_granted and not all(covers(r, credits.get(r.currency_ref), requested_usage) for r in rates):
-        return result.model_copy(
-            update={"is_granted": False, "access_denied_reason": DeniedReason.INSUFFICIENT_CREDITS.value}
-        )
+    # Most features are not priced in credits: one lookup in an empty mapping.
+    if result.is_granted and view.credit_rates and not _paid(view, credits, feature_ref, requested_usage):
+        return _unpaid(result)
     return result
 
 
-def listing(view: CustomerView, usage: Usage) -> CustomerEntitlements:
+def _paid(view: CustomerView, credits: Credits | None, feature_ref: str, requested_usage: Decimal | None) -> bool:
+    """Whether every currency the feature is priced in pays for the usage (a feature not priced: True)."""
+    rates = view.credit_rates.get(feature_ref, ())
+    return not rates or (
+        credits is not None and all(covers(r, credits.get(r.currency_ref), requested_usage) for r in rates)
+    )
+
+
+def _unpaid(result: EntitlementResult) -> EntitlementResult:
+    reason = DeniedReason.INSUFFICIENT_CREDITS.value
+    return result.model_copy(update={"is_granted": False, "access_denied_reason": reason})
+
+
+def currency_check(
+    view: CustomerView, credits: Credits | None, currency: CurrencyView, requested_usage: Decimal | None
+) -> CreditCheckResult:
+    """The currency check (no reservation) of a customer held or just read: what `credits.check` answers."""
+    if view.archived or credits is None:
+        return credit_answer(currency, None, soft_limit=False, reason=DeniedReason.CUSTOMER_IS_ARCHIVED.value)
+    ref = currency.currency_id
+    return credit_answer(currency, credits.get(ref), soft_limit=ref in credits.soft, requested_usage=requested_usage)
+
+
+def _credit_entitlements(credits: Credits) -> list[CreditCheckResult]:
+    return [
+        credit_answer(credits.currencies[ref], state, soft_limit=ref in credits.soft)
+        for ref, state in sorted(credits.wallets.items())
+    ]
+
+
+def _reason(view: CustomerView) -> str | None:
+    return None if view.has_subscription or view.grants else DeniedReason.NO_ACTIVE_SUBSCRIPTION.value
+
+
+def listing(view: CustomerView, usage: Usage, credits: Credits | None) -> CustomerEntitlements:
+    """Each feature as its check without a requested usage answers it, then each CREDIT entitlement as the
+    currency check answers it. `credits` may be None only for an archived customer."""
     if view.archived:
         return CustomerEntitlements(entitlements=[], access_denied_reason=DeniedReason.CUSTOMER_IS_ARCHIVED.value)
-    results = [granted(view.grants[ref], current_of(view.grants[ref], usage)) for ref in sorted(view.grants)]
-    reason = None if view.has_subscription or view.grants else DeniedReason.NO_ACTIVE_SUBSCRIPTION.value
-    return CustomerEntitlements(entitlements=results, access_denied_reason=reason)
+    assert credits is not None
+    results: list[EntitlementResult | CreditCheckResult] = [
+        check(view, usage, credits, ref, None) for ref in sorted(view.grants)
+    ]
+    results += _credit_entitlements(credits)
+    return CustomerEntitlements(
+        entitlements=results, access_denied_reason=_reason(view), credit_priced_features=sorted(view.credit_rates)
+    )
 
 
 CUSTOMER_NOT_FOUND_LIST = CustomerEntitlements(
@@ -158,7 +198,7 @@ CUSTOMER_NOT_FOUND_LIST = CustomerEntitlements(
 )
 
 
-def to_json(answer: CustomerEntitlements | EntitlementResult) -> bytes:
+def to_json(answer: CustomerEntitlements | EntitlementResult | CreditCheckResult) -> bytes:
     """The wire form (camelCase, nulls kept), as `response_model` would write it."""
     return answer.__pydantic_serializer__.to_json(answer, by_alias=True)
 
@@ -177,18 +217,38 @@ def _listed_json(grant: GrantView, current: Decimal | None) -> bytes:
 _EMPTY_LIST_HEAD = b'{"entitlements":['
 
 
-@cache
-def _list_tail(reason: str | None) -> bytes:
+@lru_cache(maxsize=1024)
+def _list_tail(reason: str | None, credit_priced: tuple[str, ...] = ()) -> bytes:
     """What follows the results: `to_json` of an empty list with this reason, less its head."""
-    empty = to_json(CustomerEntitlements(entitlements=[], access_denied_reason=reason))
+    empty = to_json(
+        CustomerEntitlements(entitlements=[], access_denied_reason=reason, credit_priced_features=list(credit_priced))
+    )
     assert empty.startswith(_EMPTY_LIST_HEAD + b"]")
     return empty[len(_EMPTY_LIST_HEAD) :]
 
 
-def listing_json(view: CustomerView, usage: Usage) -> bytes:
-    """`to_json(listing(view, usage))`, byte for byte, from each grant's result kept as JSON."""
+def _feature_json(view: CustomerView, usage: Usage, credits: Credits, ref: str) -> bytes:
+    grant = view.grants[ref]
+    current = current_of(grant, usage)
+    if not _paid(view, credits, ref, None):
+        result = granted(grant, current)
+        if result.is_granted:
+            return to_json(_unpaid(result))
+    return _listed_json(grant, current)
+
+
+def listing_json(view: CustomerView, usage: Usage, credits: Credits | None) -> bytes:
+    """`to_json(listing(view, usage, credits))`, byte for byte, from each grant's result kept as JSON."""
     if view.archived:
         return _EMPTY_LIST_HEAD + _list_tail(DeniedReason.CUSTOMER_IS_ARCHIVED.value)
-    parts = [_listed_json(view.grants[ref], current_of(view.grants[ref], usage)) for ref in sorted(view.grants)]
+    assert credits is not None
+    if view.credit_rates:
+        parts = [_feature_json(view, usage, credits, ref) for ref in sorted(view.grants)]
+    else:
+        parts = [_listed_json(view.grants[ref], current_of(view.grants[ref], usage)) for ref in sorted(view.grants)]
+    if credits.wallets:
+        parts += [to_json(result) for result in _credit_entitlements(credits)]
     reason = None if view.has_subscription or view.grants else DeniedReason.NO_ACTIVE_SUBSCRIPTION.value
+    if view.credit_rates:
+        return _EMPTY_LIST_HEAD + b",".join(parts) + _list_tail(reason, tuple(sorted(view.credit_rates)))
     return _EMPTY_LIST_HEAD + b",".join(parts) + _list_tail(reason)

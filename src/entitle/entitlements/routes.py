@@ -6,9 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
-from starlette.concurrency import run_in_threadpool
 
-from entitle.credits import service as credits
 from entitle.credits.schemas import CreditCheckRequest
 from entitle.entitlements import service
 from entitle.entitlements.schemas import CustomerEntitlements, EntitlementResult
@@ -97,7 +95,9 @@ async def check_entitlement(
         )
         db = request.app.state.db
         return _enveloped(
-            await run_in_threadpool(credits.check, db, key.environment_id, customer_id, currency_id, credit_request)
+            await service.check_currency(
+                db, snapshot_of(request), key.environment_id, customer_id, currency_id, credit_request
+            )
         )
     sent = [name for name, value in reservation.items() if value is not None]
     if sent:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
+from pydantic import Field
+
+from entitle.credits.schemas import CreditCheckResult
 from entitle.http.wire import WireModel
 from entitle.usage.schemas import Reading
 
@@ -41,5 +44,11 @@ class EntitlementResult(WireModel):
 
 
 class CustomerEntitlements(WireModel):
-    entitlements: list[EntitlementResult]
+    """The features first (by id, each as its check answers it), then the CREDIT entitlements (by currency
+    id, each as the currency check answers it)."""
+
+    entitlements: list[Annotated[EntitlementResult | CreditCheckResult, Field(discriminator="type")]]
     access_denied_reason: str | None = None
+    # Entitle's own (docs/credits.md): the listed features priced in credits, whose answer follows a balance
+    # the FEATURE result does not show; the SDK asks the server for them instead of answering from its cache.
+    credit_priced_features: list[str] = Field(default_factory=list)

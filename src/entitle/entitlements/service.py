@@ -1,4 +1,5 @@
-"""Entitlement checks and lists: "may customer C use feature F, and how much is left?"
+"""Entitlement checks and lists: "may customer C use feature F, and how much is left?", and the currency
+check ("what is C's balance of currency X?").
 
 A denial is an answer, not an error: every outcome is an `EntitlementResult` (HTTP 200).
 
@@ -21,6 +22,11 @@ from sqlalchemy.orm import Session
 from entitle.catalog.features import store as features
 from entitle.clock import utcnow
 from entitle.credits import checks as credit_checks
+from entitle.credits import rules as credit_rules
+from entitle.credits import service as credits
+from entitle.credits import store as credit_store
+from entitle.credits.checks import CurrencyView
+from entitle.credits.schemas import CreditCheckRequest, CreditCheckResult
 from entitle.customers import store as customers
 from entitle.customers.models import Customer
 from entitle.db import Database
@@ -29,6 +35,7 @@ from entitle.entitlements.answers import CUSTOMER_NOT_FOUND_LIST
 from entitle.entitlements.rules import DeniedReason
 from entitle.entitlements.schemas import CustomerEntitlements, EntitlementResult
 from entitle.entitlements.snapshot import Credits, CustomerView, FeatureView, GrantView, Snapshot, Usage
+from entitle.errors import InvalidArgument, NotFound
 from entitle.grants.engine import customer_grants, resolve, resource_key
 from entitle.usage import store as usage_store
 
@@ -37,12 +44,12 @@ _CUSTOMER_NOT_FOUND_JSON = answers.to_json(CUSTOMER_NOT_FOUND_LIST)
 
 @dataclass(frozen=True)
 class Held:
-    """A customer's view with its usage and credit balances, and the catalog's view of one feature when
-    asked for."""
+    """A customer's view with its usage, its credits when asked for or needed (None otherwise, and for an
+    archived customer), and the catalog's view of one feature when asked for."""
 
     view: CustomerView
     usage: Usage
-    credits: Credits
+    credits: Credits | None
     feature: FeatureView | None = None
 
 
@@ -55,12 +62,9 @@ def _usage(s: Session, customer_pk: int, grants: Sequence[GrantView], resource_r
     return {ref: found.get((ref, res, start), Decimal(0)) for ref, res, start in keys}
 
 
-def _credits(s: Session, env_id: int, view: CustomerView, resource_ref: str | None, now: datetime) -> Credits:
-    """The balances a check of one of the view's credit-priced features needs (none for most customers)."""
-    currencies = {rate.currency_ref for rates in view.credit_rates.values() for rate in rates}
-    if not currencies:
-        return {}
-    return credit_checks.wallet_states(s, env_id, view.customer_pk, resource_ref, currencies, now)
+def _needs_credits(view: CustomerView, wanted: bool) -> bool:
+    """A check of a feature not priced in credits needs no balance: its customer's held view answers it."""
+    return not view.archived and (wanted or bool(view.credit_rates))
 
 
 def _view(s: Session, env_id: int, customer: Customer, resource_ref: str | None, now: datetime) -> CustomerView:
@@ -89,6 +93,7 @@ def _load(
     resource_ref: str | None,
     feature_ref: str | None,
     now: datetime,
+    want_credits: bool = False,
 ) -> Held | None:
     """Read what memory lacks (None: no such customer), in one read transaction, and keep it."""
     version = snapshot.version()
@@ -102,8 +107,11 @@ def _load(
             else:
                 usage = _usage(s, view.customer_pk, list(view.grants.values()), resource_ref)
                 snapshot.keep_usage(env_id, customer_ref, resource_ref, usage, version)
-            if credits is None:
-                credits = _credits(s, env_id, view, resource_ref, now)
+            if credits is None and _needs_credits(view, want_credits):
+                customer = s.get(Customer, view.customer_pk)
+                if customer is None:  # deleted since it was held (its deletion drops it here at commit)
+                    return None
+                credits = credit_checks.standing(s, env_id, customer, resource_ref, now)
                 snapshot.keep_credits(env_id, customer_ref, resource_ref, credits, version)
         else:
             customer = customers.find(s, env_id, customer_ref)
@@ -111,7 +119,8 @@ def _load(
                 return None
             view = _view(s, env_id, customer, resource_ref, now)
             usage = _usage(s, customer.pk, list(view.grants.values()), resource_ref)
-            credits = _credits(s, env_id, view, resource_ref, now)
+            # Read with the view whatever was asked: the list and the currency check then find them held.
+            credits = None if view.archived else credit_checks.standing(s, env_id, customer, resource_ref, now)
             snapshot.keep_customer(env_id, customer_ref, resource_ref, view, usage, version, credits)
         feature: FeatureView | None = None
         if feature_ref is not None and feature_ref not in view.grants and not view.archived:
@@ -122,22 +131,33 @@ def _load(
                 row = features.find(s, env_id, feature_ref)
                 feature = answers.feature_view(row) if row is not None and row.archived_at is None else None
                 snapshot.keep_feature(env_id, feature_ref, feature, version)
-        return Held(view, usage, credits, feature)
+        return Held(view, usage, credits if _needs_credits(view, want_credits) else None, feature)
 
 
 def _from_memory(
-    snapshot: Snapshot, env_id: int, customer_ref: str, resource_ref: str | None, feature_ref: str | None, now: datetime
+    snapshot: Snapshot,
+    env_id: int,
+    customer_ref: str,
+    resource_ref: str | None,
+    feature_ref: str | None,
+    want_credits: bool,
+    now: datetime,
 ) -> Held | None:
-    held = snapshot.customer(env_id, customer_ref, resource_ref, now)
-    if held is None or held[1] is None:
-        return None
-    view, usage = held[0], held[1]
-    credits: Credits = {}
-    if view.credit_rates:
-        found = snapshot.credits(env_id, customer_ref, resource_ref, now)
-        if found is None:
+    credits: Credits | None = None
+    if want_credits:
+        both = snapshot.customer_with_credits(env_id, customer_ref, resource_ref, now)
+        if both is None or both[1] is None or (both[2] is None and not both[0].archived):
             return None
-        credits = found
+        view, usage, credits = both[0], both[1], both[2]
+    else:
+        held = snapshot.customer(env_id, customer_ref, resource_ref, now)
+        if held is None or held[1] is None:
+            return None
+        view, usage = held[0], held[1]
+        if view.credit_rates:
+            credits = snapshot.credits(env_id, customer_ref, resource_ref, now)
+            if credits is None:
+                return None
     if feature_ref is None or feature_ref in view.grants or view.archived:
         return Held(view, usage, credits)
     known = snapshot.feature(env_id, feature_ref)
@@ -147,13 +167,64 @@ def _from_memory(
 
 
 async def _hold(
-    db: Database, snapshot: Snapshot, env_id: int, customer_ref: str, resource_ref: str | None, feature_ref: str | None
+    db: Database,
+    snapshot: Snapshot,
+    env_id: int,
+    customer_ref: str,
+    resource_ref: str | None,
+    feature_ref: str | None,
+    want_credits: bool = False,
 ) -> Held | None:
     now = utcnow()
-    held = _from_memory(snapshot, env_id, customer_ref, resource_ref, feature_ref, now)
+    held = _from_memory(snapshot, env_id, customer_ref, resource_ref, feature_ref, want_credits, now)
     if held is not None:
         return held
-    return await asyncio.to_thread(_load, db, snapshot, env_id, customer_ref, resource_ref, feature_ref, now)
+    return await asyncio.to_thread(
+        _load, db, snapshot, env_id, customer_ref, resource_ref, feature_ref, now, want_credits
+    )
+
+
+def _read_currency(db: Database, snapshot: Snapshot, env_id: int, currency_ref: str) -> CurrencyView | None:
+    version = snapshot.version()
+    with db.read() as s:
+        row = credit_store.find_currency(s, env_id, currency_ref)
+    found = credit_checks.currency_view(row) if row is not None else None
+    snapshot.keep_currency(env_id, currency_ref, found, version)
+    return found
+
+
+async def check_currency(
+    db: Database, snapshot: Snapshot, env_id: int, customer_ref: str, currency_ref: str, req: CreditCheckRequest
+) -> CreditCheckResult:
+    """The CREDIT result of `GET .../entitlements/check?currencyId=`: with `reserveAmount` a write (a hold
+    placed under the wallet's lock, `credits.check`); without, answered like a feature check, from the
+    snapshot's held credits when it holds the customer."""
+    if req.reserve_amount is not None:
+        return await asyncio.to_thread(credits.check, db, env_id, customer_ref, currency_ref, req)
+    terms = {
+        "reservationId": req.reservation_id,
+        "reservationTtlSeconds": req.reservation_ttl_seconds,
+        "reservationExpiresAt": req.reservation_expires_at,
+        "reservationMetadata": req.reservation_metadata,
+    }
+    if sent := [name for name, value in terms.items() if value is not None]:
+        raise InvalidArgument(f"{sent[0]}: a reservation's terms need reserveAmount")
+    if req.requested_usage is not None and (problem := credit_rules.places_problem(req.requested_usage)):
+        raise InvalidArgument(f"requestedUsage: {problem}")
+    known = snapshot.currency(env_id, currency_ref)
+    currency = (
+        known
+        if known is None or isinstance(known, CurrencyView)
+        else await asyncio.to_thread(_read_currency, db, snapshot, env_id, currency_ref)
+    )
+    if currency is None:
+        raise NotFound("custom currency", currency_ref)
+    held = await _hold(db, snapshot, env_id, customer_ref, req.resource_id, None, want_credits=True)
+    if held is None:
+        return credit_checks.credit_answer(
+            currency, None, soft_limit=False, reason=DeniedReason.CUSTOMER_NOT_FOUND.value
+        )
+    return answers.currency_check(held.view, held.credits, currency, req.requested_usage)
 
 
 async def check(
@@ -186,10 +257,10 @@ async def list_json(
 ) -> bytes:
     """The customer's `CustomerEntitlements` as JSON: each grant's result is kept serialized in its view,
     so a warm list writes only the results whose usage moved."""
-    held = await _hold(db, snapshot, env_id, customer_ref, resource_ref, None)
+    held = await _hold(db, snapshot, env_id, customer_ref, resource_ref, None, want_credits=True)
     if held is None:
         return _CUSTOMER_NOT_FOUND_JSON
-    return answers.listing_json(held.view, held.usage)
+    return answers.listing_json(held.view, held.usage, held.credits)
 
 
 def list_entitlements(db: Database, env_id: int, customer_ref: str, resource_ref: str | None) -> CustomerEntitlements:
@@ -201,7 +272,9 @@ def list_entitlements(db: Database, env_id: int, customer_ref: str, resource_ref
         if customer is None:
             return CUSTOMER_NOT_FOUND_LIST
         view = _view(s, env_id, customer, resource_ref, now)
-        return answers.listing(view, _usage(s, customer.pk, list(view.grants.values()), resource_ref))
+        usage = _usage(s, customer.pk, list(view.grants.values()), resource_ref)
+        credits = credit_checks.standing(s, env_id, customer, resource_ref, now) if not view.archived else None
+        return answers.listing(view, usage, credits)
 
 
 def results_in_session(

@@ -5,11 +5,14 @@ Published package versions never change, so a customer's resolved entitlements c
 something in that customer's chain changes, or when time passes a boundary. The first is announced:
 in this process by the domain events of the committing transaction (`committed`, an `on_commit`
 listener: the next read sees the write), from other processes by the push change log (the hub feeds
-`drop_customer` / `drop_usage` / `drop_credits` / `drop_features`). The second needs no announcement: every view
+`drop_customer` / `drop_usage` / `drop_credits` / `drop_features` / `drop_currencies`). The second needs no
+announcement: every view
 carries `valid_until`, the first instant it may answer differently, and is not used from then on.
-A customer's credit balances (held for checks of credit-priced features) likewise: a movement of a
-wallet is announced (`CreditBalanceChanged`, the change log's `credits.updated`), and time's own changes
-(a grant starting or ending, a hold lapsing) are each state's `changes_at`.
+A customer's credits (`Standing`: its wallets' balances, held for checks of credit-priced features, the
+currency check and the list's CREDIT entitlements) likewise: a movement of a wallet is announced
+(`CreditBalanceChanged`, the change log's `credits.updated`), and time's own changes (a grant starting or
+ending, a hold lapsing) are each wallet's `changes_at`. A currency's edit (`CurrencyChanged`, the change
+log's internal `currencies.changed`) drops the environment's currencies and customers, as a feature's does.
 
 Versions keep a slow reader from putting back what a change already replaced: a loader reads
 `version()` before it reads the database, and `keep_*` refuses its result when anything it covers
@@ -28,8 +31,8 @@ from decimal import Decimal
 
 from entitle.catalog.features.events import FeatureChanged
 from entitle.catalog.packages.allowance import Allowance
-from entitle.credits.checks import FeatureRate, WalletState
-from entitle.credits.events import CreditBalanceChanged
+from entitle.credits.checks import CurrencyView, FeatureRate, Standing
+from entitle.credits.events import CreditBalanceChanged, CurrencyChanged
 from entitle.customers.events import EntitlementsChanged
 from entitle.domain_events import DomainEvent
 from entitle.grants.engine import Window
@@ -42,7 +45,8 @@ bound is about 260 MB for such customers: a server's working set of active custo
 process serving more distinct customers within a short time reads the overflow from the database."""
 
 DEFAULT_FEATURES = 50_000
-"""Features remembered for denials ("not found", "not in your plan"); well under 1 KiB each."""
+"""Features remembered for denials ("not found", "not in your plan"); well under 1 KiB each. Currencies
+named by currency checks are remembered up to the same bound."""
 
 
 @dataclass(frozen=True)
@@ -93,8 +97,8 @@ class CustomerView:
 Usage = Mapping[str, Decimal]
 """Metered feature id -> current usage in the window of its grant."""
 
-Credits = Mapping[str, WalletState]
-"""Currency id -> the customer's wallet state (for the view's resource), for the view's credit rates."""
+Credits = Standing
+"""The customer's credits for the view's resource."""
 
 _CustomerKey = tuple[int, str]
 
@@ -123,10 +127,12 @@ class Snapshot:
         self._live = False
         self._customers: OrderedDict[_CustomerKey, _Slot] = OrderedDict()
         self._features: OrderedDict[tuple[int, str], FeatureView | None] = OrderedDict()
+        self._currencies: OrderedDict[tuple[int, str], CurrencyView | None] = OrderedDict()
         # When each customer was last dropped, so a read begun before that is not kept. Bounded: the
         # oldest mark is folded into `_floor`, which refuses every read begun before it.
         self._dropped: OrderedDict[_CustomerKey, int] = OrderedDict()
-        self._features_dropped: dict[int, int] = {}
+        # When each environment's features or currencies were last dropped (every customer of it with them).
+        self._catalog_dropped: dict[int, int] = {}
         self._floor = 0
 
     # -- reading -----------------------------------------------------------------------------
@@ -153,18 +159,40 @@ class Snapshot:
             self._customers.move_to_end((env_id, customer_ref))
             return view, slot.usage.get(resource_ref)
 
+    def customer_with_credits(
+        self, env_id: int, customer_ref: str, resource_ref: str | None, now: datetime
+    ) -> tuple[CustomerView, Usage | None, Credits | None] | None:
+        """`customer` and `credits` at once (one turn of the lock: the list and the currency check ask both)."""
+        with self._lock:
+            slot = self._customers.get((env_id, customer_ref))
+            if slot is None:
+                return None
+            view = slot.views.get(resource_ref)
+            if view is None or not view.holds_at(now):
+                return None
+            self._customers.move_to_end((env_id, customer_ref))
+            credits = slot.credits.get(resource_ref)
+            if credits is not None and (changes_at := credits.changes_at) is not None and changes_at <= now:
+                credits = None
+            return view, slot.usage.get(resource_ref), credits
+
     def credits(self, env_id: int, customer_ref: str, resource_ref: str | None, now: datetime) -> Credits | None:
-        """The held wallet states, while time has changed none of them (None: read them again)."""
+        """The held credits, while time has changed none of its wallets (None: read them again)."""
         with self._lock:
             slot = self._customers.get((env_id, customer_ref))
             held = slot.credits.get(resource_ref) if slot is not None else None
-            if held is None or any(w.changes_at is not None and w.changes_at <= now for w in held.values()):
+            if held is None:
                 return None
-            return held
+            changes_at = held.changes_at
+            return None if changes_at is not None and changes_at <= now else held
 
     def feature(self, env_id: int, feature_ref: str) -> FeatureView | _Missing | None:
         with self._lock:
             return self._features.get((env_id, feature_ref), MISSING)
+
+    def currency(self, env_id: int, currency_ref: str) -> CurrencyView | _Missing | None:
+        with self._lock:
+            return self._currencies.get((env_id, currency_ref), MISSING)
 
     def __len__(self) -> int:
         return len(self._customers)
@@ -174,7 +202,7 @@ class Snapshot:
     def _may_keep(self, env_id: int, customer_ref: str | None, read_version: int) -> bool:
         if not self._live or read_version < self._floor:
             return False
-        if self._features_dropped.get(env_id, 0) > read_version:
+        if self._catalog_dropped.get(env_id, 0) > read_version:
             return False
         return customer_ref is None or self._dropped.get((env_id, customer_ref), 0) <= read_version
 
@@ -236,6 +264,16 @@ class Snapshot:
                 self._features.popitem(last=False)
             return True
 
+    def keep_currency(self, env_id: int, currency_ref: str, view: CurrencyView | None, read_version: int) -> bool:
+        with self._lock:
+            if not self._may_keep(env_id, None, read_version):
+                return False
+            self._currencies[(env_id, currency_ref)] = view
+            self._currencies.move_to_end((env_id, currency_ref))
+            while len(self._currencies) > self.max_features:
+                self._currencies.popitem(last=False)
+            return True
+
     # -- dropping what changed -----------------------------------------------------------------
 
     def _mark(self, key: _CustomerKey) -> None:
@@ -274,9 +312,20 @@ class Snapshot:
         """The environment's features and every customer of it (their grants carry the features)."""
         with self._lock:
             self._version += 1
-            self._features_dropped[env_id] = self._version
+            self._catalog_dropped[env_id] = self._version
             for key in [k for k in self._features if k[0] == env_id]:
                 del self._features[key]
+            for ckey in [k for k in self._customers if k[0] == env_id]:
+                del self._customers[ckey]
+
+    def drop_currencies(self, env_id: int) -> None:
+        """The environment's currencies and every customer of it (their credits show the currencies, and
+        whether a currency exists decides which credit rates count)."""
+        with self._lock:
+            self._version += 1
+            self._catalog_dropped[env_id] = self._version
+            for key in [k for k in self._currencies if k[0] == env_id]:
+                del self._currencies[key]
             for ckey in [k for k in self._customers if k[0] == env_id]:
                 del self._customers[ckey]
 
@@ -288,8 +337,9 @@ class Snapshot:
             self._floor = self._version
             self._customers.clear()
             self._features.clear()
+            self._currencies.clear()
             self._dropped.clear()
-            self._features_dropped.clear()
+            self._catalog_dropped.clear()
 
     def caught_up(self) -> None:
         """Every change committed so far has been heard (the hub read the whole log)."""
@@ -314,3 +364,5 @@ class Snapshot:
                 self.drop_credits(event.env_id, event.wallet.customer_ref)
             elif isinstance(event, FeatureChanged):
                 self.drop_features(event.env_id)
+            elif isinstance(event, CurrencyChanged):
+                self.drop_currencies(event.env_id)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from entitle.entitlements.snapshot import Snapshot
 from entitle.push import service
-from entitle.push.models import KIND_CREDITS, KIND_ENTITLEMENTS, KIND_FEATURES, KIND_USAGE
+from entitle.push.models import KIND_CREDITS, KIND_CURRENCIES, KIND_ENTITLEMENTS, KIND_FEATURES, KIND_USAGE
 from entitle.push.schemas import Item
 
 
@@ -31,6 +31,8 @@ class SnapshotFeed:
                 self.snapshot.drop_credits(item.environment_id, item.customer_ref)
             elif item.kind == KIND_FEATURES:
                 self.snapshot.drop_features(item.environment_id)
+            elif item.kind == KIND_CURRENCIES:
+                self.snapshot.drop_currencies(item.environment_id)
 
     def lost(self) -> None:
         self.snapshot.lost()

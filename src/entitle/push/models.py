@@ -17,6 +17,8 @@ KINDS = (KIND_ENTITLEMENTS, KIND_USAGE, KIND_CREDITS)
 KIND_FEATURES = "features.changed"
 """Internal: a feature was created, edited or (un)archived. Only the servers' in-memory entitlement
 snapshots read it (`entitle.push.feed`); streams never send it."""
+KIND_CURRENCIES = "currencies.changed"
+"""Internal, likewise: a custom currency was created, edited or (un)archived."""
 
 
 class PushEvent(Base):

@@ -21,7 +21,14 @@ from sqlalchemy.orm import Session, SessionTransaction
 from entitle.clock import utcnow
 from entitle.db import Database
 from entitle.push import rules, store
-from entitle.push.models import KIND_CREDITS, KIND_ENTITLEMENTS, KIND_FEATURES, KIND_USAGE, PushEvent
+from entitle.push.models import (
+    KIND_CREDITS,
+    KIND_CURRENCIES,
+    KIND_ENTITLEMENTS,
+    KIND_FEATURES,
+    KIND_USAGE,
+    PushEvent,
+)
 from entitle.push.schemas import Item
 
 RETENTION = timedelta(hours=24)
@@ -82,6 +89,18 @@ def feature_changed(session: Session, env_id: int, feature_ref: str) -> None:
         "customer_ref": "",
         "resource_ref": None,
         "data": {"featureId": feature_ref},
+    }
+
+
+def currency_changed(session: Session, env_id: int, currency_ref: str) -> None:
+    """Servers drop what their entitlement snapshots hold of the environment's credits."""
+    key = (env_id, KIND_CURRENCIES, currency_ref)
+    _pending(session)[key] = {
+        "environment_id": env_id,
+        "kind": KIND_CURRENCIES,
+        "customer_ref": "",
+        "resource_ref": None,
+        "data": {"currencyId": currency_ref},
     }
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from entitle.catalog.features.events import FeatureChanged
-from entitle.credits.events import CreditBalanceChanged
+from entitle.credits.events import CreditBalanceChanged, CurrencyChanged
 from entitle.customers.events import EntitlementsChanged
 from entitle.domain_events import subscribe
 from entitle.push import service, store
@@ -26,6 +26,10 @@ def feature_changed(s: Session, event: FeatureChanged) -> None:
     service.feature_changed(s, event.env_id, event.feature_ref)
 
 
+def currency_changed(s: Session, event: CurrencyChanged) -> None:
+    service.currency_changed(s, event.env_id, event.currency_ref)
+
+
 def credits_changed(s: Session, event: CreditBalanceChanged) -> None:
     w = event.wallet
     service.credits_updated(
@@ -38,6 +42,7 @@ def install() -> None:
     subscribe(UsageChanged, usage_changed)
     subscribe(FeatureChanged, feature_changed)
     subscribe(CreditBalanceChanged, credits_changed)
+    subscribe(CurrencyChanged, currency_changed)
     # The log holds every entitlement and feature change, committed with it: ingestion asks it whether
     # grants it resolved before its write transaction still hold.
     usage_ports.grant_changes.install(

@@ -25,7 +25,7 @@ from entitle.sdk.base import DEFAULT_BASE_URL, ClientBase
 from entitle.sdk.batch import DropCallback, DropReporter, Event, EventQueue, TaskBatcher, named_events
 from entitle.sdk.cache import CacheBackend
 from entitle.sdk.push import PushListener
-from entitle.sdk.state import State, cached_answer, evaluate, to_decimal
+from entitle.sdk.state import State, cached_answer, evaluate, server_result, to_decimal
 from entitle.sdk.types import (
     CreditBalance,
     CreditReservation,
@@ -172,6 +172,7 @@ class AsyncEntitle(ClientBase):
             and state.valid
             and now < state.expires_at
             and (store.push_connected or now - state.written_at < store.ttl)
+            and feature_id not in state.credit_priced
         ):
             if self._push_task is None and self.push:
                 self._start()
@@ -180,19 +181,46 @@ class AsyncEntitle(ClientBase):
         self._start()
         key = (customer_id, resource_id)
         state = self._fresh(key)
+        if state is not None and feature_id in state.credit_priced:
+            return await self._check_priced(state, customer_id, feature_id, resource_id, usage, values)
         if state is not None:
             return evaluate(state, customer_id, feature_id, resource_id, Source.CACHE, usage, values, time.time())
         state, source = await self._read_through(key)
         if source is Source.SERVER:
             assert state is not None
+            if feature_id in state.credit_priced:
+                return await self._check_priced(state, customer_id, feature_id, resource_id, usage, values)
             return evaluate(state, customer_id, feature_id, resource_id, source, usage, values, time.time())
         return self._offline_one(state, customer_id, feature_id, resource_id, usage, values)
+
+    async def _check_priced(
+        self,
+        state: State,
+        customer_id: str,
+        feature_id: str,
+        resource_id: str | None,
+        usage: Decimal | None,
+        values: tuple[str, ...] | None,
+    ) -> EntitlementResult:
+        """A feature priced in credits: the server's check (its answer follows the balance at the feature's
+        rate, which the cache does not know); unreachable, the last list's answer (STALE_CACHE)."""
+        if self._may_try_server():
+            try:
+                data = await self._send(wire.feature_check_call(customer_id, feature_id, resource_id, usage, values))
+            except EntitleConnectionError as exc:
+                log.warning("entitle: server unreachable, answering from cache: %s", exc)
+                self._went_offline()
+            else:
+                self._came_online()
+                return server_result(data, customer_id, feature_id, resource_id, usage, values)
+        return evaluate(state, customer_id, feature_id, resource_id, Source.STALE_CACHE, usage, values, time.time())
 
     async def get_entitlements(self, customer_id: str, *, resource_id: str | None = None) -> list[EntitlementResult]:
         self._start()
         key = (customer_id, resource_id)
         state = self._fresh(key)
-        if state is not None:
+        # A list with features priced in credits is the server's: their answers follow balances.
+        if state is not None and not state.credit_priced:
             return self._all(state, Source.CACHE, customer_id, resource_id)
         state, source = await self._read_through(key)
         return self._all(state, source, customer_id, resource_id)

@@ -23,7 +23,7 @@ from entitle.sdk.base import DEFAULT_BASE_URL, ClientBase
 from entitle.sdk.batch import DropCallback, Event, ThreadBatcher
 from entitle.sdk.cache import CacheBackend
 from entitle.sdk.push import PushListener
-from entitle.sdk.state import cached_answer, evaluate, to_decimal
+from entitle.sdk.state import State, cached_answer, evaluate, server_result, to_decimal
 from entitle.sdk.types import (
     CreditBalance,
     CreditReservation,
@@ -134,24 +134,52 @@ class Entitle(ClientBase):
             and state.valid
             and now < state.expires_at
             and (store.push_connected or now - state.written_at < store.ttl)
+            and feature_id not in state.credit_priced
         ):
             return cached_answer(state, customer_id, feature_id, resource_id, requested_usage, requested_values, now)
         usage, values = self._args(requested_usage, requested_values)
         key = (customer_id, resource_id)
         state = self._fresh(key)
+        if state is not None and feature_id in state.credit_priced:
+            return self._check_priced(state, customer_id, feature_id, resource_id, usage, values)
         if state is not None:
             return evaluate(state, customer_id, feature_id, resource_id, Source.CACHE, usage, values, time.time())
         state, source = self._read_through(key)
         if source is Source.SERVER:
             assert state is not None
+            if feature_id in state.credit_priced:
+                return self._check_priced(state, customer_id, feature_id, resource_id, usage, values)
             return evaluate(state, customer_id, feature_id, resource_id, source, usage, values, time.time())
         return self._offline_one(state, customer_id, feature_id, resource_id, usage, values)
+
+    def _check_priced(
+        self,
+        state: State,
+        customer_id: str,
+        feature_id: str,
+        resource_id: str | None,
+        usage: Decimal | None,
+        values: tuple[str, ...] | None,
+    ) -> EntitlementResult:
+        """A feature priced in credits: the server's check (its answer follows the balance at the feature's
+        rate, which the cache does not know); unreachable, the last list's answer (STALE_CACHE)."""
+        if self._may_try_server():
+            try:
+                data = self._send(wire.feature_check_call(customer_id, feature_id, resource_id, usage, values))
+            except EntitleConnectionError as exc:
+                log.warning("entitle: server unreachable, answering from cache: %s", exc)
+                self._went_offline()
+            else:
+                self._came_online()
+                return server_result(data, customer_id, feature_id, resource_id, usage, values)
+        return evaluate(state, customer_id, feature_id, resource_id, Source.STALE_CACHE, usage, values, time.time())
 
     def get_entitlements(self, customer_id: str, *, resource_id: str | None = None) -> list[EntitlementResult]:
         """Every feature the customer is entitled to (or, offline with nothing known, the fallbacks)."""
         key = (customer_id, resource_id)
         state = self._fresh(key)
-        if state is not None:
+        # A list with features priced in credits is the server's: their answers follow balances.
+        if state is not None and not state.credit_priced:
             return self._all(state, Source.CACHE, customer_id, resource_id)
         state, source = self._read_through(key)
         return self._all(state, source, customer_id, resource_id)

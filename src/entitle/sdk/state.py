@@ -13,6 +13,9 @@ depend on the server's modules):
   `current < limit` ("is any usage left?").
 - A feature absent from the customer's list: denied with the list's reason (CustomerNotFound,
   NoActiveSubscription, ...) or NoFeatureEntitlementInSubscription.
+
+A feature priced in credits (the list's `creditPricedFeatures`) is not decided here: its answer follows a
+balance at a rate the FEATURE result does not carry, so the clients ask the server (docs/credits.md).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ NO_FEATURE_ENTITLEMENT = "NoFeatureEntitlementInSubscription"
 USAGE_EXCEEDING_LIMIT = "RequestedUsageExceedingLimit"
 VALUES_MISMATCH = "RequestedValuesMismatch"
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: credit-priced features (a state of version 1 is refetched)
 
 
 def to_decimal(value: Decimal | int | float | str) -> Decimal:
@@ -129,22 +132,41 @@ class State:
     written_at: float
     valid: bool = True
     expires_at: float = field(default=math.inf)
+    # Features the server prices in credits: never answered from this state while the server answers.
+    credit_priced: frozenset[str] = frozenset()
     # What each feature read so far answers, prepared on its first read, with the answers given (`Answers`).
     answers: dict[str, Answers] = field(init=False, default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_wire(cls, data: Mapping[str, Any], written_at: float, valid: bool = True) -> State:
-        entries = {e.feature_id: e for e in (Entry.parse(raw) for raw in data.get("entitlements") or [])}
-        return cls.build(entries, data.get("accessDeniedReason"), written_at, valid)
+        # The list's CREDIT entitlements are balances (`get_credit_balance`), not features.
+        listed = [raw for raw in data.get("entitlements") or [] if raw.get("type", "FEATURE") == "FEATURE"]
+        entries = {e.feature_id: e for e in (Entry.parse(raw) for raw in listed)}
+        priced = frozenset(data.get("creditPricedFeatures") or ())
+        return cls.build(entries, data.get("accessDeniedReason"), written_at, valid, priced)
 
     @classmethod
-    def build(cls, entries: Mapping[str, Entry], denied: str | None, written_at: float, valid: bool) -> State:
+    def build(
+        cls,
+        entries: Mapping[str, Entry],
+        denied: str | None,
+        written_at: float,
+        valid: bool,
+        credit_priced: frozenset[str] = frozenset(),
+    ) -> State:
         expires = min(
             [math.inf]
             + [_epoch(e.period_end) for e in entries.values()]
             + [_epoch(e.valid_until) for e in entries.values()]
         )
-        return cls(entries=entries, denied_reason=denied, written_at=written_at, valid=valid, expires_at=expires)
+        return cls(
+            entries=entries,
+            denied_reason=denied,
+            written_at=written_at,
+            valid=valid,
+            expires_at=expires,
+            credit_priced=credit_priced,
+        )
 
     def invalidated(self) -> State:
         return replace(self, valid=False)
@@ -157,7 +179,7 @@ class State:
             return None
         entries = dict(self.entries)
         entries[feature_id] = entry.with_usage(current, start, end)
-        return State.build(entries, self.denied_reason, written_at, self.valid)
+        return State.build(entries, self.denied_reason, written_at, self.valid, self.credit_priced)
 
     def dumps(self) -> str:
         return json.dumps(
@@ -167,6 +189,7 @@ class State:
                 "writtenAt": self.written_at,
                 "accessDeniedReason": self.denied_reason,
                 "entitlements": [dict(e.raw) for e in self.entries.values()],
+                "creditPricedFeatures": sorted(self.credit_priced),
             },
             separators=(",", ":"),
         )
@@ -378,6 +401,51 @@ def evaluate(
         access_denied_reason=reason,
         feature_type=entry.feature_type,
         current_usage=current,
+        usage_limit=entry.usage_limit,
+        has_unlimited_usage=entry.has_unlimited,
+        has_soft_limit=entry.has_soft_limit,
+        enum_values=tuple(sorted(entry.enum_values)) if entry.enum_values is not None else None,
+        requested_usage=requested_usage,
+        requested_values=requested_values,
+        reset_period=entry.reset_period,
+        usage_period_start=entry.period_start,
+        usage_period_end=entry.period_end,
+        valid_until=entry.valid_until,
+    )
+
+
+def server_result(
+    data: Mapping[str, Any],
+    customer_id: str,
+    feature_id: str,
+    resource_id: str | None,
+    requested_usage: Decimal | None,
+    requested_values: tuple[str, ...] | None,
+) -> EntitlementResult:
+    """The server's check of one feature (`GET .../entitlements/check?featureId=`), as it decided it."""
+    granted = bool(data.get("isGranted"))
+    reason = data.get("accessDeniedReason")
+    if data.get("feature") is None:
+        return EntitlementResult(
+            customer_id=customer_id,
+            feature_id=feature_id,
+            resource_id=resource_id,
+            is_granted=granted,
+            source=Source.SERVER,
+            access_denied_reason=reason,
+            requested_usage=requested_usage,
+            requested_values=requested_values,
+        )
+    entry = Entry.parse(data)
+    return EntitlementResult(
+        customer_id=customer_id,
+        feature_id=feature_id,
+        resource_id=resource_id,
+        is_granted=granted,
+        source=Source.SERVER,
+        access_denied_reason=reason,
+        feature_type=entry.feature_type,
+        current_usage=entry.current_usage,
         usage_limit=entry.usage_limit,
         has_unlimited_usage=entry.has_unlimited,
         has_soft_limit=entry.has_soft_limit,

@@ -80,6 +80,24 @@ def entitlements_call(customer_id: str, resource_id: str | None) -> Call:
     return Call("GET", f"/api/v1/customers/{segment(customer_id)}/entitlements", params, retry=True)
 
 
+def feature_check_call(
+    customer_id: str,
+    feature_id: str,
+    resource_id: str | None,
+    requested_usage: Decimal | None,
+    requested_values: tuple[str, ...] | None,
+) -> Call:
+    """The FEATURE check (`GET .../entitlements/check?featureId=`), for what the cache does not decide."""
+    params: dict[str, Any] = {"featureId": feature_id}
+    if resource_id is not None:
+        params["resourceId"] = resource_id
+    if requested_usage is not None:
+        params["requestedUsage"] = jsonable(requested_usage)
+    if requested_values is not None:
+        params["requestedValues"] = ",".join(requested_values)
+    return Call("GET", f"/api/v1/customers/{segment(customer_id)}/entitlements/check", params, retry=True)
+
+
 def provision_customer_call(customer_id: str, fields: Mapping[str, Any]) -> Call:
     body = camelize({k: v for k, v in fields.items() if v is not None})
     body["id"] = customer_id
