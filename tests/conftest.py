@@ -41,6 +41,9 @@ if TYPE_CHECKING:
     from entitle.environments.models import KeyKind
     from tests.support.clock import TestClock
 
+# The order xdist hands tests out in: the long ones first, spread over the workers.
+pytest_plugins = ["tests.support.schedule"]
+
 # This module imports nothing of the app at its top, and installs the app's wiring only in a process that
 # runs tests (`_wired`): xdist's controller process loads it too, and only hands tests out. Fixtures import
 # what they start.
@@ -102,6 +105,23 @@ def _wired() -> None:
     from entitle import wiring
 
     wiring.install()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cheap_password_hashes() -> Iterator[None]:
+    """Console passwords hashed with argon2id at the lowest cost in this process (its in-process servers
+    included). The real parameters (argon2-cffi's defaults: 64 MiB, 3 passes, 4 lanes) cost ~0.2 s of CPU
+    per hash and per sign-in, several hundred times a run, and no test is about how slow a guess is. A hash
+    names its own parameters, so `entitle serve` and CLI processes (real parameters) verify this one's
+    hashes and the other way round; tests/test_console.py checks the real parameters and the upgrade of a
+    hash to the current ones at sign-in."""
+    from entitle.console import accounts
+    from tests.support.console import CHEAP_HASHER
+
+    real = accounts._hasher
+    accounts._hasher = CHEAP_HASHER
+    yield
+    accounts._hasher = real
 
 
 @pytest.fixture(scope="session")

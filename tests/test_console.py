@@ -10,10 +10,12 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from argon2 import PasswordHasher, extract_parameters
+from sqlalchemy import func, select, update
 
 from entitle.audit.models import AuditEntry
 from entitle.console import accounts, rules
+from entitle.console.models import ConsoleUser
 from entitle.console.routes import LOGIN_CSRF_COOKIE
 from entitle.console.web import COOKIE
 from entitle.customers.models import Customer
@@ -25,7 +27,7 @@ from entitle.jobs.models import DEAD, Job
 from entitle.jobs.service import enqueue
 from entitle.subscriptions.models import Subscription
 from tests.conftest import LiveServer
-from tests.support.console import PASSWORD, browser, csrf_of, make_user, sign_in, signed_in
+from tests.support.console import CHEAP_HASHER, PASSWORD, browser, csrf_of, make_user, sign_in, signed_in
 from tests.test_core_path import build_catalog
 
 
@@ -487,3 +489,27 @@ def test_an_unknown_email_costs_a_password_check_like_a_wrong_password(
         with pytest.raises(Unauthenticated):
             accounts.sign_in(db, email, "wrong-password")
     assert len(checked) == 2 and all(h.startswith("$argon2") for h in checked) and checked[0] != checked[1]
+
+
+def test_a_hash_made_with_other_parameters_is_upgraded_at_the_next_sign_in(db: Database) -> None:
+    """The session hashes with CHEAP_HASHER (tests/conftest.py): a hash of other parameters (as an older
+    release's would be) is replaced by one of the current parameters once its password proved right."""
+    accounts.create_user(db, "old@example.com", "viewer", PASSWORD)
+    older = PasswordHasher(time_cost=2, memory_cost=16, parallelism=1).hash(PASSWORD)
+    with db.transaction() as s:
+        s.execute(update(ConsoleUser).where(ConsoleUser.email == "old@example.com").values(password_hash=older))
+
+    def stored() -> str:
+        with db.read() as s:
+            return s.scalars(select(ConsoleUser.password_hash).where(ConsoleUser.email == "old@example.com")).one()
+
+    with pytest.raises(Unauthenticated):
+        accounts.sign_in(db, "old@example.com", "wrong-password")
+    assert stored() == older  # a wrong password changes nothing
+    accounts.sign_in(db, "old@example.com", PASSWORD)
+    upgraded = stored()
+    assert upgraded != older
+    current = extract_parameters(CHEAP_HASHER.hash(PASSWORD))
+    assert extract_parameters(upgraded) == current
+    accounts.sign_in(db, "old@example.com", PASSWORD)  # the new hash holds the same password
+    assert stored() == upgraded

@@ -1,8 +1,14 @@
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
+from argon2 import extract_parameters
+from argon2.profiles import RFC_9106_LOW_MEMORY
+
 from entitle.catalog.demo import load_demo
+from entitle.cli import DEMO_ADMIN_EMAIL
 from entitle.config import Settings
 from tests.conftest import LiveServer
 
@@ -54,3 +60,9 @@ def test_make_run_prints_a_working_key(tmp_path: Path) -> None:
     assert (tmp_path / "entitle.db").exists()
     # What the widgets' /demo page hands out is made here, so the page's GET makes nothing.
     assert (tmp_path / "demo-development-client-key").read_text().startswith("client-development-")
+    # The demo admin's password, hashed in a process of its own: with the real argon2id parameters
+    # (argon2-cffi's defaults), not the cheap ones this test session hashes with (tests/conftest.py).
+    with closing(sqlite3.connect(tmp_path / "entitle.db")) as conn:
+        query = "SELECT password_hash FROM console_users WHERE email = ?"
+        (stored,) = conn.execute(query, (DEMO_ADMIN_EMAIL,)).fetchone()
+    assert extract_parameters(stored) == RFC_9106_LOW_MEMORY, stored

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -272,3 +273,10 @@ def test_migration_encrypts_existing_secrets(
     assert "secret" not in columns and "secret_encrypted" in columns
     assert all(not t.startswith("whsec_") for t in tokens)
     assert [secret_box(Path("/nonexistent")).decrypt(t) for t in tokens] == ["whsec_AAAA", "whsec_BBBB"]
+
+
+def test_deliveries_verify_certificates_and_hostnames_with_one_context_per_process() -> None:
+    context = delivery._tls()
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    assert context.cert_store_stats()["x509_ca"] > 0  # the CA bundle is loaded
+    assert delivery._tls() is context  # made once: not a CA bundle load per delivery

@@ -7,12 +7,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import httpx
+from argon2 import PasswordHasher, Type
 
 from entitle.console import accounts
 from entitle.db import Database
 from tests.support.http import SSL_CONTEXT
 
 PASSWORD = "correct horse battery"
+# argon2id at its lowest cost (one pass over 8 KiB, one lane): what the test session hashes console
+# passwords with (tests/conftest.py, `_cheap_password_hashes`).
+CHEAP_HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1, type=Type.ID)
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
