@@ -52,7 +52,7 @@ class CustomerView:
 
 def view(s: Session, customer: Customer, links: list[CustomerIntegration] | None = None) -> CustomerView:
     """`links`: the customer's integration links when the caller knows them (None: read them)."""
-    states = sync_states_of(s, CUSTOMER_LINK, [customer.pk]).get(customer.pk, [])
+    states = sync_states_of(s, (customer.environment_id,), CUSTOMER_LINK, [customer.pk]).get(customer.pk, [])
     if links is None:
         links = store.links_of(s, [customer.pk]).get(customer.pk, [])
     return CustomerView(customer, links, states)
@@ -263,7 +263,7 @@ def list_customers(
     with db.read() as s:
         result = store.list_page(s, env_id, page, email=email, name=name, created_at=created_at)
         pks = [c.pk for c in result.items]
-        return result, store.links_of(s, pks), sync_states_of(s, CUSTOMER_LINK, pks)
+        return result, store.links_of(s, pks), sync_states_of(s, (env_id,), CUSTOMER_LINK, pks)
 
 
 def archive_customer(db: Database, env_id: int, ref_id: str) -> CustomerView:
