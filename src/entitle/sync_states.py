@@ -7,7 +7,7 @@ entity has no sync states.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -42,19 +42,25 @@ class SyncState:
         return self.reason if self.status == "ERROR" else None
 
 
-# (session, entity kind, entity pks) -> the sync states of each entity that has any.
-Reader = Callable[[Session, str, Iterable[int]], dict[int, list[SyncState]]]
+# (session, the entities' environments, entity kind, entity pks) -> the sync states of each entity that has
+# any. The environments let the reader skip its query when the transaction already knows they have no
+# billing integration (every new customer's answer, in an environment billing nothing).
+Reader = Callable[[Session, Collection[int], str, Iterable[int]], dict[int, list[SyncState]]]
 
 
-def _none(session: Session, kind: str, entity_pks: Iterable[int]) -> dict[int, list[SyncState]]:
+def _none(
+    session: Session, env_ids: Collection[int], kind: str, entity_pks: Iterable[int]
+) -> dict[int, list[SyncState]]:
     return {}
 
 
 reader: Port[Reader] = Port("sync_states.reader", default=_none)
 
 
-def sync_states_of(session: Session, kind: str, entity_pks: Iterable[int]) -> dict[int, list[SyncState]]:
-    return reader.impl(session, kind, entity_pks)
+def sync_states_of(
+    session: Session, env_ids: Collection[int], kind: str, entity_pks: Iterable[int]
+) -> dict[int, list[SyncState]]:
+    return reader.impl(session, env_ids, kind, entity_pks)
 
 
 SYNC_STATUSES: tuple[str, ...] = ("PENDING", "SUCCESS", "ERROR", "NO_SYNC_REQUIRED")

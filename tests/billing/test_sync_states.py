@@ -142,3 +142,27 @@ def test_sync_states_refuse_bad_filters_and_unknown_integrations(
     # Another environment does not see it.
     with server.http(server.key("staging")) as other:
         assert other.get(path).status_code == 404
+
+
+def test_a_new_customers_answer_shows_the_sync_its_own_transaction_started(
+    server: LiveServer, api: httpx.Client, stripe_emulator: StripeEmulator
+) -> None:
+    """A new customer's sync states are read unless its transaction already knows the environment has no
+    integration: with one, billing information given at provisioning shows at once as a PENDING sync."""
+    integration = connect_stripe(api, stripe_emulator)["id"]
+    make_plan(api)
+    body = {"id": "plan-free", "displayName": "Free", "productId": "acme"}
+    assert api.post("/api/v1/plans", json=body).status_code == 200
+    publish_plan(api, "plan-free")
+    answers = []
+    for customer_id, extra in (("cust-alone", {}), ("cust-journey", {"subscriptionParams": {"planId": "plan-free"}})):
+        body = {"id": customer_id, "passthrough": {"stripe": {"customerName": "Ada"}}, **extra}
+        answer = api.post("/api/v1/customers", json=body)
+        assert answer.status_code == 200, answer.text
+        shown = answer.json()["data"]["syncStates"]
+        assert shown == api.get(f"/api/v1/customers/{customer_id}").json()["data"]["syncStates"]
+        answers.append([(s["entityType"], s["entityId"], s["integrationId"], s["status"]) for s in shown])
+    assert answers == [
+        [(CUSTOMER, "cust-alone", integration, "PENDING")],
+        [(CUSTOMER, "cust-journey", integration, "PENDING")],
+    ]

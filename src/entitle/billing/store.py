@@ -8,7 +8,7 @@ customer is billed by exactly one (`integration_for_customer`), and a subscripti
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ from entitle.billing.models import (
     STRIPE,
     SUBSCRIPTION,
     SUCCESS,
+    VENDORS,
     BillingEvent,
     BillingLink,
     Integration,
@@ -33,6 +34,7 @@ from entitle.catalog.coupons.models import Coupon
 from entitle.catalog.packages.models import Package
 from entitle.clock import utcnow
 from entitle.customers.models import Customer, CustomerIntegration
+from entitle.db import memo
 from entitle.db.memo import rows_once
 from entitle.db.pagination import Page, PageRequest, paginate
 from entitle.subscriptions.models import Subscription
@@ -58,6 +60,9 @@ _VENDOR_INTEGRATIONS = (
 )
 
 
+_INTEGRATIONS_MEMO = "billing.integrations"
+
+
 def vendor_integrations(session: Session, env_id: int, vendor: str = STRIPE) -> list[Integration]:
     """Every integration of the environment with a vendor, removed ones too, in connection order; read
     once per transaction (provisioning asks who bills a subscription from several subscribers)."""
@@ -65,7 +70,7 @@ def vendor_integrations(session: Session, env_id: int, vendor: str = STRIPE) -> 
     def load() -> list[Integration]:
         return list(session.scalars(_VENDOR_INTEGRATIONS, {"env_id": env_id, "vendor": vendor}))
 
-    return list(rows_once(session, ("billing.integrations", env_id, vendor), Integration, load))
+    return list(rows_once(session, (_INTEGRATIONS_MEMO, env_id, vendor), Integration, load))
 
 
 def active_integrations(session: Session, env_id: int, vendor: str = STRIPE) -> list[Integration]:
@@ -368,10 +373,14 @@ _SYNC_STATES_OF_ONE = _SYNC_STATES.where(
 )
 
 
-def sync_states_of(session: Session, kind: str, entity_pks: Iterable[int]) -> dict[int, list[SyncState]]:
-    """The sync states of customers or subscriptions (`kind`) across integrations, in one query."""
+def sync_states_of(
+    session: Session, env_ids: Collection[int], kind: str, entity_pks: Iterable[int]
+) -> dict[int, list[SyncState]]:
+    """The sync states of customers or subscriptions (`kind`) of the environments `env_ids` across
+    integrations, in one query; none when the transaction already read that those environments never had
+    an integration (a link needs one)."""
     pks = list(entity_pks)
-    if not pks:
+    if not pks or (env_ids and all(_known_to_bill_nothing(session, env_id) for env_id in env_ids)):
         return {}
     if len(pks) == 1:
         rows = session.execute(_SYNC_STATES_OF_ONE, {"kind": kind, "pk": pks[0]}).all()
@@ -382,6 +391,12 @@ def sync_states_of(session: Session, kind: str, entity_pks: Iterable[int]) -> di
         # entity_id "": the caller's entity, whose id it knows.
         found.setdefault(link_row.entity_pk, []).append(sync_state(link_row, kind, "", None, ref, vendor))
     return found
+
+
+def _known_to_bill_nothing(session: Session, env_id: int) -> bool:
+    """The transaction's memo of `vendor_integrations` says the environment has no integration of any
+    vendor, removed ones included (False: not known, or it has some)."""
+    return all(memo.known(session, (_INTEGRATIONS_MEMO, env_id, vendor), Integration) == [] for vendor in VENDORS)
 
 
 def entities_in_sync_states(kind: str, statuses: list[str]) -> Select[int]:

@@ -6,9 +6,12 @@ lists, and its id can never be provisioned again (a 409 that the client must not
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from entitle.catalog.coupons import store as coupons
@@ -49,7 +52,7 @@ class CustomerView:
 
 def view(s: Session, customer: Customer, links: list[CustomerIntegration] | None = None) -> CustomerView:
     """`links`: the customer's integration links when the caller knows them (None: read them)."""
-    states = sync_states_of(s, CUSTOMER_LINK, [customer.pk]).get(customer.pk, [])
+    states = sync_states_of(s, (customer.environment_id,), CUSTOMER_LINK, [customer.pk]).get(customer.pk, [])
     if links is None:
         links = store.links_of(s, [customer.pk]).get(customer.pk, [])
     return CustomerView(customer, links, states)
@@ -153,21 +156,46 @@ def _replace_links(
 def provision_customer(db: Database, env_id: int, req: CustomerProvision) -> CustomerView:
     """A new customer on its own; `entitle.subscriptions.journey` provisions one with its first subscriptions."""
     checked = check_payment_method(db, env_id, req.id, req)
-    with db.transaction() as s:
+    with refusing_taken_id(db, env_id, req.id), db.transaction() as s:
+        customer = create_customer(s, env_id, req, payment_method=checked, look_up=False)
         # A new customer's integration links are the ones it was given (none: nothing to read).
-        return view(s, create_customer(s, env_id, req, payment_method=checked), None if req.integrations else [])
+        return view(s, customer, None if req.integrations else [])
+
+
+@contextmanager
+def refusing_taken_id(db: Database, env_id: int, ref_id: str) -> Iterator[None]:
+    """Around a transaction that inserts the customer without looking its id up first (`look_up=False`):
+    the unique key refuses a taken id, and this answers that refusal with the 409 the lookup would give,
+    from a read after the transaction rolled back. Any other integrity error is left as it is."""
+    try:
+        yield
+    except IntegrityError:
+        with db.read() as s:
+            _refuse_existing(store.find(s, env_id, ref_id), ref_id)
+        raise
+
+
+def _refuse_existing(existing: Customer | None, ref_id: str) -> None:
+    if existing is not None:
+        if existing.archived_at is not None:
+            raise CustomerArchived(ref_id) from None
+        raise AlreadyExists("customer", ref_id) from None
 
 
 def create_customer(
-    s: Session, env_id: int, req: CustomerProvision, *, payment_method: dict[str, Any] | None = None
+    s: Session,
+    env_id: int,
+    req: CustomerProvision,
+    *,
+    payment_method: dict[str, Any] | None = None,
+    look_up: bool = True,
 ) -> Customer:
     """Create the customer inside the caller's transaction (409 when the id is taken or was archived).
-    `payment_method`: the given one as `check_payment_method` read it at the provider."""
-    existing = store.find(s, env_id, req.id)
-    if existing is not None:
-        if existing.archived_at is not None:
-            raise CustomerArchived(req.id)
-        raise AlreadyExists("customer", req.id)
+    `payment_method`: the given one as `check_payment_method` read it at the provider. `look_up=False`:
+    the id is not read first (a read inside the write lock, on every provisioning); the caller's
+    transaction runs inside `refusing_taken_id`, which turns the unique key's refusal into the 409."""
+    if look_up:
+        _refuse_existing(store.find(s, env_id, req.id), req.id)
     customer = Customer(environment_id=env_id, ref_id=req.id, metadata_={})
     _apply_fields(s, env_id, customer, req)
     if req.default_payment_method is not None:
@@ -235,7 +263,7 @@ def list_customers(
     with db.read() as s:
         result = store.list_page(s, env_id, page, email=email, name=name, created_at=created_at)
         pks = [c.pk for c in result.items]
-        return result, store.links_of(s, pks), sync_states_of(s, CUSTOMER_LINK, pks)
+        return result, store.links_of(s, pks), sync_states_of(s, (env_id,), CUSTOMER_LINK, pks)
 
 
 def archive_customer(db: Database, env_id: int, ref_id: str) -> CustomerView:

@@ -34,6 +34,14 @@ def rows_once(session: Session, key: tuple[Any, ...], model: type[Any], load: Ca
     return value
 
 
+def known(session: Session, key: tuple[Any, ...], model: type[Any]) -> Any | None:
+    """What `rows_once` would answer for `key` without loading (None: it would load): for a reader that
+    can skip its own query when an earlier one of the transaction already settled the question."""
+    memo: dict[tuple[Any, ...], tuple[type[Any], Any]] = session.info.get(_MEMO, {})
+    found = memo.get(key)
+    return None if found is None or _pending(session, model) else found[1]
+
+
 def _pending(session: Session, model: type[Any]) -> bool:
     """A row of `model` waits in the unit of work: the load would flush it first, so the memo is stale."""
     return any(isinstance(row, model) for rows in (session.new, session.dirty, session.deleted) for row in rows)

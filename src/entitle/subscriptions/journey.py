@@ -28,9 +28,9 @@ def provision_customer(db: Database, env_id: int, req: CustomerProvisionWithSubs
     # What only the billing provider can answer is asked first: no lock is held while it answers.
     checked = customers.check_payment_method(db, env_id, req.id, req)
     prefetched = _prefetch_promotion_code(db, env_id, req)
-    with db.transaction() as s:
+    with customers.refusing_taken_id(db, env_id, req.id), db.transaction() as s:
         s.info.update(prefetched)
-        customer = customers.create_customer(s, env_id, req, payment_method=checked)
+        customer = customers.create_customer(s, env_id, req, payment_method=checked, look_up=False)
         start_journey(s, env_id, customer, req)
         # A new customer's integration links are the ones it was given (none: nothing to read).
         return customers.view(s, customer, links=None if req.integrations else [])

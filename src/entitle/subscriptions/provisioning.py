@@ -202,7 +202,9 @@ def _provision(
         raise AlreadyExists("subscription", req.id)
     paying = customers.get_live(s, env_id, req.paying_customer_id) if req.paying_customer_id else None
     pricing_type = plan.pricing_type or "FREE"
-    plan_charges = packages.charges_of(s, plan.pk)
+    # A free plan's charges are only asked about when quantities are sent for them (every new customer
+    # on a free plan would read them for nothing).
+    plan_charges = packages.charges_of(s, plan.pk) if pricing_type == "PAID" or req.charges else []
     billing_period: str | None = req.billing_period
     if pricing_type == "PAID":
         priced = periods_priced(plan_charges)

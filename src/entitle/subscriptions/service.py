@@ -82,7 +82,7 @@ def views_of(
     addons = store.addons_of(s, pks)
     overrides = store.overrides_of(s, pks)
     future_updates = store.future_updates_of(s, pks)
-    states = sync_states if sync_states is not None else sync_states_of(s, SUBSCRIPTION_LINK, pks)
+    states = sync_states if sync_states is not None else sync_states_of(s, env_ids, SUBSCRIPTION_LINK, pks)
     contracts = ports.contracts_of.impl(s, pks) if pks else {}
     now = now or utcnow()
     views = []
