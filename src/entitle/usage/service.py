@@ -21,8 +21,10 @@ batch as across batches.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import NamedTuple
 
 from sqlalchemy.orm import Session
 
@@ -34,10 +36,10 @@ from entitle.customers.models import Customer
 from entitle.db import Database
 from entitle.errors import FailedPrecondition, InvalidArgument, NotFound
 from entitle.events.rules import CLOCK_SKEW, EARLIEST, instant_problem, refusal
-from entitle.grants.engine import Window, customer_grants, resource_key
+from entitle.grants.engine import Grant, Window, customer_grants, owners_grants_until, resource_key
 from entitle.periods import reset_times_between
 from entitle.usage import ports, store
-from entitle.usage.models import UsageRecord
+from entitle.usage.models import UsageCounter, UsageRecord
 from entitle.usage.owners import CounterMoved, GrantCache, announce
 from entitle.usage.ports import CreditCharge
 from entitle.usage.rules import HISTORY_MAX_POINTS, HISTORY_MAX_SPAN, RANGE_TEXT, in_range
@@ -66,23 +68,41 @@ def report_usage(db: Database, env_id: int, items: list[UsageIn]) -> list[UsageO
     ]
     if problems:
         raise refusal(problems)
+    ahead = _resolve_ahead(db, env_id, items, now)
     with db.transaction() as s:
-        grants = GrantCache(s, env_id, now)
-        known = features.get_many(s, env_id, [i.feature_id for i in items])
+        if ahead is not None and not ports.grant_changes.impl.unchanged_since(
+            s, env_id, ahead.mark, {i.customer_id for i in items}
+        ):
+            ahead = None  # something it rests on changed meanwhile: read everything again, here
+        if ahead is None:
+            grants = GrantCache(s, env_id, now)
+            known = features.get_many(s, env_id, [i.feature_id for i in items])
+        else:
+            grants = GrantCache(s, env_id, now, ahead.grants)
+            known = ahead.known
+        claimed: set[str] = set()
+        counters: dict[store.CounterKey, store.TallyRow] = {}
         results: list[UsageOut] = []
         for index, item in enumerate(items):
-            if item.idempotency_key is not None:
-                first = store.record_by_key(s, env_id, item.idempotency_key)
+            key = item.idempotency_key
+            # A key unused before the transaction, and not by this batch, is claimed by the insert below
+            # (which also tells a claim committed meanwhile): it needs no look-up first.
+            if key is not None and (ahead is None or key in ahead.taken or key in claimed):
+                first = store.record_by_key(s, env_id, key)
                 if first is not None:
                     results.append(_replay(s, env_id, grants, first, item, index))
                     continue
-            customer = customers.get_live(s, env_id, item.customer_id)
+            if ahead is None:
+                customer = customers.get_live(s, env_id, item.customer_id)
+            else:
+                customer = ahead.customers[item.customer_id]
             feature = _metered_by_reports(known.get(item.feature_id), item, index)
             at = item.created_at or now
             window = grants.window(customer, feature, item.resource_id, at)
-            counter = store.locked_counter(
-                s, env_id, customer.pk, feature.ref_id, resource_key(item.resource_id), window.start
-            )
+            counter_key = (customer.pk, feature.ref_id, resource_key(item.resource_id), window.start)
+            counter = counters.get(counter_key)
+            if counter is None:
+                counter = counters[counter_key] = store.locked_counters(s, env_id, [counter_key])[counter_key]
             after = counter.value + item.value if item.update_behavior == "DELTA" else item.value
             if not in_range(after):
                 problems.append(
@@ -92,16 +112,25 @@ def report_usage(db: Database, env_id: int, items: list[UsageIn]) -> list[UsageO
                     }
                 )
                 continue
+            written = _Written(
+                pk=0,
+                feature_ref=feature.ref_id,
+                resource_ref=resource_key(item.resource_id),
+                value=item.value,
+                resulting_value=after,
+                timestamp=at,
+                created_at=now,
+            )
             record_pk = store.insert_record_if_new(
                 s,
                 {
                     "environment_id": env_id,
                     "customer_pk": customer.pk,
-                    "feature_ref": feature.ref_id,
-                    "resource_ref": resource_key(item.resource_id),
-                    "idempotency_key": item.idempotency_key,
+                    "feature_ref": written.feature_ref,
+                    "resource_ref": written.resource_ref,
+                    "idempotency_key": key,
                     "update_behavior": item.update_behavior,
-                    "value": item.value,
+                    "value": written.value,
                     "resulting_value": after,
                     "window_start": window.start,
                     "timestamp": at,
@@ -110,31 +139,84 @@ def report_usage(db: Database, env_id: int, items: list[UsageIn]) -> list[UsageO
                 },
             )
             if record_pk is None:  # a concurrent report claimed the key first (it committed meanwhile)
-                assert item.idempotency_key is not None
-                first = store.record_by_key(s, env_id, item.idempotency_key)
+                assert key is not None
+                first = store.record_by_key(s, env_id, key)
                 assert first is not None
                 results.append(_replay(s, env_id, grants, first, item, index))
                 continue
+            if key is not None:
+                claimed.add(key)
             delta = after - counter.value
             counter.value = after
-            counter.updated_at = now
+            store.save_tallies(s, UsageCounter, [counter])
             grant = grants.of(customer, item.resource_id).get(feature.ref_id)
             current = grants.window(customer, feature, item.resource_id, now).start == window.start
             moved = CounterMoved(
                 customer, feature.ref_id, item.resource_id, window, grant.allowance if grant else None, after, current
             )
             announce(s, env_id, moved)
-            event_id = item.idempotency_key or f"usage:{record_pk}"
+            event_id = key or f"usage:{record_pk}"
             charged = ports.charge_credits.impl(
                 s, env_id, customer, feature.ref_id, item.resource_id, delta, at, event_id
             )
-            record = s.get(UsageRecord, record_pk)
-            assert record is not None
-            results.append(_out(record, customer, window, charged))
+            results.append(_out(written._replace(pk=record_pk), customer, window, charged))
         if problems:
             raise refusal(problems)
         s.flush()
         return results
+
+
+class _Written(NamedTuple):
+    """A usage record as this transaction wrote it (read back, it would be one more statement)."""
+
+    pk: int
+    feature_ref: str
+    resource_ref: str
+    value: Decimal
+    resulting_value: Decimal
+    timestamp: datetime
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class _Ahead:
+    """What a batch of reports rests on, read before its write transaction (on SQLite that transaction
+    holds the database's write lock, which another environment's ingestion waits for): its features,
+    its live customers and their grants of those features, and which of its idempotency keys were
+    already used. The transaction uses it only while `ports.grant_changes` says nothing it rests on
+    changed since `mark` (read before it), as ingestion does with the grants it resolves ahead."""
+
+    mark: int
+    known: dict[str, Feature]
+    customers: dict[str, Customer]
+    grants: dict[tuple[int, str | None], dict[str, Grant]]
+    taken: frozenset[str]
+
+
+def _resolve_ahead(db: Database, env_id: int, items: list[UsageIn], now: datetime) -> _Ahead | None:
+    """The batch's `_Ahead`; None when an item names an unknown feature or customer, or a customer
+    without a live subscription, whose refusal or grants the transaction decides (archiving a customer
+    ends its subscriptions, which the change log records; nothing records archiving one without)."""
+    wanted = {i.customer_id for i in items}
+    with db.read() as s:
+        mark = ports.grant_changes.impl.mark(s, env_id)
+        known = features.get_many(s, env_id, sorted({i.feature_id for i in items}))
+        if any(i.feature_id not in known for i in items):
+            return None
+        found = {ref: c for ref, c in customers.find_many(s, env_id, wanted).items() if c.archived_at is None}
+        if found.keys() != wanted:
+            return None
+        owners = {(found[i.customer_id].pk, i.resource_id): (found[i.customer_id], i.resource_id) for i in items}
+        held, _ = owners_grants_until(s, env_id, list(owners.values()), now, only=known)
+        grants: dict[tuple[int, str | None], dict[str, Grant]] = {}
+        for pk, resource_ref in owners:
+            granted, has_subscription = held[(pk, resource_ref or None)]
+            if not has_subscription:
+                return None
+            grants[(pk, resource_ref)] = granted
+        keys = sorted({i.idempotency_key for i in items if i.idempotency_key is not None})
+        taken = store.keys_taken(s, env_id, keys)
+    return _Ahead(mark, known, found, grants, taken)
 
 
 def _metered_by_reports(feature: Feature | None, item: UsageIn, index: int) -> Feature:
@@ -185,7 +267,9 @@ def _replay(s: Session, env_id: int, grants: GrantCache, first: UsageRecord, ite
     return _out(first, customer, grants.window(customer, feature, item.resource_id, first.timestamp), charged)
 
 
-def _out(record: UsageRecord, customer: Customer, window: Window, charged: CreditCharge | None = None) -> UsageOut:
+def _out(
+    record: UsageRecord | _Written, customer: Customer, window: Window, charged: CreditCharge | None = None
+) -> UsageOut:
     return UsageOut(
         id=str(record.pk),
         customer_id=customer.ref_id,
