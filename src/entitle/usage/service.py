@@ -21,7 +21,6 @@ batch as across batches.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import NamedTuple
@@ -36,9 +35,10 @@ from entitle.customers.models import Customer
 from entitle.db import Database
 from entitle.errors import FailedPrecondition, InvalidArgument, NotFound
 from entitle.events.rules import CLOCK_SKEW, EARLIEST, instant_problem, refusal
-from entitle.grants.engine import Grant, Window, customer_grants, owners_grants_until, resource_key
+from entitle.grants.engine import Window, customer_grants, resource_key
 from entitle.periods import reset_times_between
 from entitle.usage import ports, store
+from entitle.usage.ahead import resolve_ahead
 from entitle.usage.models import UsageCounter, UsageRecord
 from entitle.usage.owners import CounterMoved, GrantCache, announce
 from entitle.usage.ports import CreditCharge
@@ -68,7 +68,7 @@ def report_usage(db: Database, env_id: int, items: list[UsageIn]) -> list[UsageO
     ]
     if problems:
         raise refusal(problems)
-    ahead = _resolve_ahead(db, env_id, items, now)
+    ahead = resolve_ahead(db, env_id, items, now)
     with db.transaction() as s:
         if ahead is not None and not ports.grant_changes.impl.unchanged_since(
             s, env_id, ahead.mark, {i.customer_id for i in items}
@@ -176,47 +176,6 @@ class _Written(NamedTuple):
     resulting_value: Decimal
     timestamp: datetime
     created_at: datetime
-
-
-@dataclass(frozen=True)
-class _Ahead:
-    """What a batch of reports rests on, read before its write transaction (on SQLite that transaction
-    holds the database's write lock, which another environment's ingestion waits for): its features,
-    its live customers and their grants of those features, and which of its idempotency keys were
-    already used. The transaction uses it only while `ports.grant_changes` says nothing it rests on
-    changed since `mark` (read before it), as ingestion does with the grants it resolves ahead."""
-
-    mark: int
-    known: dict[str, Feature]
-    customers: dict[str, Customer]
-    grants: dict[tuple[int, str | None], dict[str, Grant]]
-    taken: frozenset[str]
-
-
-def _resolve_ahead(db: Database, env_id: int, items: list[UsageIn], now: datetime) -> _Ahead | None:
-    """The batch's `_Ahead`; None when an item names an unknown feature or customer, or a customer
-    without a live subscription, whose refusal or grants the transaction decides (archiving a customer
-    ends its subscriptions, which the change log records; nothing records archiving one without)."""
-    wanted = {i.customer_id for i in items}
-    with db.read() as s:
-        mark = ports.grant_changes.impl.mark(s, env_id)
-        known = features.get_many(s, env_id, sorted({i.feature_id for i in items}))
-        if any(i.feature_id not in known for i in items):
-            return None
-        found = {ref: c for ref, c in customers.find_many(s, env_id, wanted).items() if c.archived_at is None}
-        if found.keys() != wanted:
-            return None
-        owners = {(found[i.customer_id].pk, i.resource_id): (found[i.customer_id], i.resource_id) for i in items}
-        held, _ = owners_grants_until(s, env_id, list(owners.values()), now, only=known)
-        grants: dict[tuple[int, str | None], dict[str, Grant]] = {}
-        for pk, resource_ref in owners:
-            granted, has_subscription = held[(pk, resource_ref or None)]
-            if not has_subscription:
-                return None
-            grants[(pk, resource_ref)] = granted
-        keys = sorted({i.idempotency_key for i in items if i.idempotency_key is not None})
-        taken = store.keys_taken(s, env_id, keys)
-    return _Ahead(mark, known, found, grants, taken)
 
 
 def _metered_by_reports(feature: Feature | None, item: UsageIn, index: int) -> Feature:
