@@ -20,9 +20,16 @@ from entitle.usage.events import UsageChanged, UsageLimitHit
 class GrantCache:
     """Grants per (customer, resource), loaded once."""
 
-    def __init__(self, s: Session, env_id: int, now: datetime) -> None:
+    def __init__(
+        self,
+        s: Session,
+        env_id: int,
+        now: datetime,
+        known: dict[tuple[int, str | None], dict[str, Grant]] | None = None,
+    ) -> None:
+        """`known`: grants already resolved at `now` (those of some features only: the ones asked)."""
         self.s, self.env_id, self.now = s, env_id, now
-        self._cache: dict[tuple[int, str | None], dict[str, Grant]] = {}
+        self._cache: dict[tuple[int, str | None], dict[str, Grant]] = dict(known or {})
 
     def of(self, customer: Customer, resource_ref: str | None) -> dict[str, Grant]:
         key = (customer.pk, resource_ref)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import NamedTuple
 
 from sqlalchemy.orm import Session
 
@@ -37,7 +38,8 @@ from entitle.events.rules import CLOCK_SKEW, EARLIEST, instant_problem, refusal
 from entitle.grants.engine import Window, customer_grants, resource_key
 from entitle.periods import reset_times_between
 from entitle.usage import ports, store
-from entitle.usage.models import UsageRecord
+from entitle.usage.ahead import resolve_ahead
+from entitle.usage.models import UsageCounter, UsageRecord
 from entitle.usage.owners import CounterMoved, GrantCache, announce
 from entitle.usage.ports import CreditCharge
 from entitle.usage.rules import HISTORY_MAX_POINTS, HISTORY_MAX_SPAN, RANGE_TEXT, in_range
@@ -66,23 +68,41 @@ def report_usage(db: Database, env_id: int, items: list[UsageIn]) -> list[UsageO
     ]
     if problems:
         raise refusal(problems)
+    ahead = resolve_ahead(db, env_id, items, now)
     with db.transaction() as s:
-        grants = GrantCache(s, env_id, now)
-        known = features.get_many(s, env_id, [i.feature_id for i in items])
+        if ahead is not None and not ports.grant_changes.impl.unchanged_since(
+            s, env_id, ahead.mark, {i.customer_id for i in items}
+        ):
+            ahead = None  # something it rests on changed meanwhile: read everything again, here
+        if ahead is None:
+            grants = GrantCache(s, env_id, now)
+            known = features.get_many(s, env_id, [i.feature_id for i in items])
+        else:
+            grants = GrantCache(s, env_id, now, ahead.grants)
+            known = ahead.known
+        claimed: set[str] = set()
+        counters: dict[store.CounterKey, store.TallyRow] = {}
         results: list[UsageOut] = []
         for index, item in enumerate(items):
-            if item.idempotency_key is not None:
-                first = store.record_by_key(s, env_id, item.idempotency_key)
+            key = item.idempotency_key
+            # A key unused before the transaction, and not by this batch, is claimed by the insert below
+            # (which also tells a claim committed meanwhile): it needs no look-up first.
+            if key is not None and (ahead is None or key in ahead.taken or key in claimed):
+                first = store.record_by_key(s, env_id, key)
                 if first is not None:
                     results.append(_replay(s, env_id, grants, first, item, index))
                     continue
-            customer = customers.get_live(s, env_id, item.customer_id)
+            if ahead is None:
+                customer = customers.get_live(s, env_id, item.customer_id)
+            else:
+                customer = ahead.customers[item.customer_id]
             feature = _metered_by_reports(known.get(item.feature_id), item, index)
             at = item.created_at or now
             window = grants.window(customer, feature, item.resource_id, at)
-            counter = store.locked_counter(
-                s, env_id, customer.pk, feature.ref_id, resource_key(item.resource_id), window.start
-            )
+            counter_key = (customer.pk, feature.ref_id, resource_key(item.resource_id), window.start)
+            counter = counters.get(counter_key)
+            if counter is None:
+                counter = counters[counter_key] = store.locked_counters(s, env_id, [counter_key])[counter_key]
             after = counter.value + item.value if item.update_behavior == "DELTA" else item.value
             if not in_range(after):
                 problems.append(
@@ -92,16 +112,25 @@ def report_usage(db: Database, env_id: int, items: list[UsageIn]) -> list[UsageO
                     }
                 )
                 continue
+            written = _Written(
+                pk=0,
+                feature_ref=feature.ref_id,
+                resource_ref=resource_key(item.resource_id),
+                value=item.value,
+                resulting_value=after,
+                timestamp=at,
+                created_at=now,
+            )
             record_pk = store.insert_record_if_new(
                 s,
                 {
                     "environment_id": env_id,
                     "customer_pk": customer.pk,
-                    "feature_ref": feature.ref_id,
-                    "resource_ref": resource_key(item.resource_id),
-                    "idempotency_key": item.idempotency_key,
+                    "feature_ref": written.feature_ref,
+                    "resource_ref": written.resource_ref,
+                    "idempotency_key": key,
                     "update_behavior": item.update_behavior,
-                    "value": item.value,
+                    "value": written.value,
                     "resulting_value": after,
                     "window_start": window.start,
                     "timestamp": at,
@@ -110,31 +139,43 @@ def report_usage(db: Database, env_id: int, items: list[UsageIn]) -> list[UsageO
                 },
             )
             if record_pk is None:  # a concurrent report claimed the key first (it committed meanwhile)
-                assert item.idempotency_key is not None
-                first = store.record_by_key(s, env_id, item.idempotency_key)
+                assert key is not None
+                first = store.record_by_key(s, env_id, key)
                 assert first is not None
                 results.append(_replay(s, env_id, grants, first, item, index))
                 continue
+            if key is not None:
+                claimed.add(key)
             delta = after - counter.value
             counter.value = after
-            counter.updated_at = now
+            store.save_tallies(s, UsageCounter, [counter])
             grant = grants.of(customer, item.resource_id).get(feature.ref_id)
             current = grants.window(customer, feature, item.resource_id, now).start == window.start
             moved = CounterMoved(
                 customer, feature.ref_id, item.resource_id, window, grant.allowance if grant else None, after, current
             )
             announce(s, env_id, moved)
-            event_id = item.idempotency_key or f"usage:{record_pk}"
+            event_id = key or f"usage:{record_pk}"
             charged = ports.charge_credits.impl(
                 s, env_id, customer, feature.ref_id, item.resource_id, delta, at, event_id
             )
-            record = s.get(UsageRecord, record_pk)
-            assert record is not None
-            results.append(_out(record, customer, window, charged))
+            results.append(_out(written._replace(pk=record_pk), customer, window, charged))
         if problems:
             raise refusal(problems)
         s.flush()
         return results
+
+
+class _Written(NamedTuple):
+    """A usage record as this transaction wrote it (read back, it would be one more statement)."""
+
+    pk: int
+    feature_ref: str
+    resource_ref: str
+    value: Decimal
+    resulting_value: Decimal
+    timestamp: datetime
+    created_at: datetime
 
 
 def _metered_by_reports(feature: Feature | None, item: UsageIn, index: int) -> Feature:
@@ -185,7 +226,9 @@ def _replay(s: Session, env_id: int, grants: GrantCache, first: UsageRecord, ite
     return _out(first, customer, grants.window(customer, feature, item.resource_id, first.timestamp), charged)
 
 
-def _out(record: UsageRecord, customer: Customer, window: Window, charged: CreditCharge | None = None) -> UsageOut:
+def _out(
+    record: UsageRecord | _Written, customer: Customer, window: Window, charged: CreditCharge | None = None
+) -> UsageOut:
     return UsageOut(
         id=str(record.pk),
         customer_id=customer.ref_id,

@@ -44,6 +44,19 @@ def record_by_key(session: Session, env_id: int, idempotency_key: str) -> UsageR
     ).one_or_none()
 
 
+def keys_taken(session: Session, env_id: int, idempotency_keys: Sequence[str]) -> frozenset[str]:
+    """Which of these idempotency keys a usage record holds already."""
+    if not idempotency_keys:
+        return frozenset()
+    return frozenset(
+        session.scalars(
+            select(UsageRecord.idempotency_key).where(
+                UsageRecord.environment_id == env_id, UsageRecord.idempotency_key.in_(idempotency_keys)
+            )
+        )
+    )
+
+
 def locked_counter(
     session: Session, env_id: int, customer_pk: int, feature_ref: str, resource_ref: str, window_start: datetime
 ) -> UsageCounter:

@@ -1,0 +1,148 @@
+"""What a batch of usage reports rests on, read before its write transaction (on SQLite that transaction
+holds the database's write lock, which another environment's ingestion waits for): its features, its
+live customers and their grants of those features, and which of its idempotency keys were already
+used. The transaction uses it only while `ports.grant_changes` says nothing it rests on changed since
+`mark` (read before it, in the same read), as ingestion does with the grants it resolves ahead
+(`usage.counting.prepare`).
+
+What was resolved is kept for the environment's next reports (per process, at most `_KNOWN_OWNERS`
+owners): the next one reads from the change log which customers changed since (a feature change drops
+everything) and resolves again only when one of its owners or features is not kept, or a subscription
+or promotion of a kept owner ended meanwhile.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, replace
+from datetime import datetime
+from weakref import WeakKeyDictionary
+
+from sqlalchemy.orm import Session
+
+from entitle.catalog.features import store as features
+from entitle.catalog.features.models import Feature
+from entitle.customers import store as customers
+from entitle.customers.models import Customer
+from entitle.db import Database
+from entitle.grants.engine import Grant, owners_grants_until
+from entitle.usage import ports, store
+from entitle.usage.schemas import UsageIn
+
+Owner = tuple[int, str | None]  # customer pk, resource as reported
+
+
+@dataclass(frozen=True)
+class Ahead:
+    """`known`: features by id; `customers`: live customers by id; `grants`: each owner's grants of the
+    known features; `taken`: the batch's idempotency keys already used."""
+
+    mark: int
+    known: dict[str, Feature]
+    customers: dict[str, Customer]
+    grants: dict[Owner, dict[str, Grant]]
+    taken: frozenset[str]
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """What earlier reports resolved at `at`, as of `mark`; it holds until `valid_until` (an end of a
+    subscription or promotion of one of its owners; None: none comes)."""
+
+    mark: int
+    at: datetime
+    valid_until: datetime | None
+    known: dict[str, Feature]
+    customers: dict[str, Customer]
+    grants: dict[Owner, dict[str, Grant]]
+
+
+_kept: WeakKeyDictionary[Database, dict[int, _Kept]] = WeakKeyDictionary()
+_kept_lock = threading.Lock()
+_KNOWN_OWNERS = 10_000
+_KNOWN_IDS = 5_000  # a mark further back is not worth reading the changes since: everything is read again
+
+
+def resolve_ahead(db: Database, env_id: int, items: list[UsageIn], now: datetime) -> Ahead | None:
+    """The batch's `Ahead`; None when an item names an unknown feature or customer, or a customer
+    without a live subscription, whose refusal or grants the transaction decides (archiving a customer
+    ends its subscriptions, which the change log records; nothing records archiving one without)."""
+    keys = sorted({i.idempotency_key for i in items if i.idempotency_key is not None})
+    with db.read() as s:
+        mark = ports.grant_changes.impl.mark(s, env_id)
+        kept = _still_kept(s, db, env_id, mark, now)
+        if kept is None or not _holds(kept, items):
+            kept = _resolve(s, env_id, items, now, mark, kept)
+            if kept is None:
+                return None
+            _keep(db, env_id, kept)
+        taken = store.keys_taken(s, env_id, keys)
+    return Ahead(mark, kept.known, kept.customers, kept.grants, taken)
+
+
+def _holds(kept: _Kept, items: list[UsageIn]) -> bool:
+    for item in items:
+        customer = kept.customers.get(item.customer_id)
+        if customer is None or item.feature_id not in kept.known or (customer.pk, item.resource_id) not in kept.grants:
+            return False
+    return True
+
+
+def _still_kept(s: Session, db: Database, env_id: int, mark: int, now: datetime) -> _Kept | None:
+    """What earlier reports resolved, less the customers whose grants changed since (None: nothing usable)."""
+    with _kept_lock:
+        kept = _kept.get(db, {}).get(env_id)
+    if kept is None or not kept.at <= now or not kept.mark <= mark or mark - kept.mark > _KNOWN_IDS:
+        return None
+    if kept.valid_until is not None and now >= kept.valid_until:
+        return None
+    changed = ports.grant_changes.impl.changed_since(s, env_id, kept.mark)
+    if changed is None:
+        return None
+    pks = {c.pk for ref, c in kept.customers.items() if ref in changed}
+    return replace(
+        kept,
+        mark=mark,
+        at=now,
+        customers={ref: c for ref, c in kept.customers.items() if ref not in changed},
+        grants={owner: held for owner, held in kept.grants.items() if owner[0] not in pks},
+    )
+
+
+def _resolve(
+    s: Session, env_id: int, items: list[UsageIn], now: datetime, mark: int, kept: _Kept | None
+) -> _Kept | None:
+    wanted = {i.customer_id for i in items}
+    known = features.get_many(s, env_id, sorted({i.feature_id for i in items} | (kept.known.keys() if kept else set())))
+    if any(i.feature_id not in known for i in items):
+        return None
+    found = {ref: c for ref, c in customers.find_many(s, env_id, wanted).items() if c.archived_at is None}
+    if found.keys() != wanted:
+        return None
+    owners = {(found[i.customer_id].pk, i.resource_id): found[i.customer_id] for i in items}
+    held, valid_until = owners_grants_until(s, env_id, [(c, r) for (_, r), c in owners.items()], now, only=known)
+    grants: dict[Owner, dict[str, Grant]] = {}
+    for pk, resource_ref in owners:
+        granted, has_subscription = held[(pk, resource_ref or None)]
+        if not has_subscription:
+            return None
+        grants[(pk, resource_ref)] = granted
+    if kept is not None and kept.known.keys() <= known.keys() and len(kept.grants) + len(grants) <= _KNOWN_OWNERS:
+        # The kept owners' grants were of the kept features: those asked for now are among them, or new.
+        new_features = known.keys() - kept.known.keys()
+        if not new_features:
+            ends = [instant for instant in (kept.valid_until, valid_until) if instant is not None]
+            return _Kept(
+                mark,
+                now,
+                min(ends, default=None),
+                known,
+                {**kept.customers, **found},
+                {**kept.grants, **grants},
+            )
+    return _Kept(mark, now, valid_until, known, found, grants)
+
+
+def _keep(db: Database, env_id: int, kept: _Kept) -> None:
+    with _kept_lock:
+        _kept.setdefault(db, {})[env_id] = kept
