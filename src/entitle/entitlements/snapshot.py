@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import TypeVar
 
 from entitle.catalog.features.events import FeatureChanged
 from entitle.catalog.packages.allowance import Allowance
@@ -37,6 +38,8 @@ from entitle.customers.events import EntitlementsChanged
 from entitle.domain_events import DomainEvent
 from entitle.grants.engine import Window
 from entitle.usage.events import UsageChanged
+
+_V = TypeVar("_V")
 
 DEFAULT_CUSTOMERS = 10_000
 """Customers (with every resource of theirs) held at most, least recently used first out. A customer
@@ -255,23 +258,22 @@ class Snapshot:
             return True
 
     def keep_feature(self, env_id: int, feature_ref: str, view: FeatureView | None, read_version: int) -> bool:
-        with self._lock:
-            if not self._may_keep(env_id, None, read_version):
-                return False
-            self._features[(env_id, feature_ref)] = view
-            self._features.move_to_end((env_id, feature_ref))
-            while len(self._features) > self.max_features:
-                self._features.popitem(last=False)
-            return True
+        return self._keep_bounded(self._features, env_id, feature_ref, view, read_version)
 
     def keep_currency(self, env_id: int, currency_ref: str, view: CurrencyView | None, read_version: int) -> bool:
+        return self._keep_bounded(self._currencies, env_id, currency_ref, view, read_version)
+
+    def _keep_bounded(
+        self, table: OrderedDict[tuple[int, str], _V], env_id: int, ref: str, view: _V, read_version: int
+    ) -> bool:
+        """Keep an environment-wide view (a feature's, a currency's), the least recently kept going first."""
         with self._lock:
             if not self._may_keep(env_id, None, read_version):
                 return False
-            self._currencies[(env_id, currency_ref)] = view
-            self._currencies.move_to_end((env_id, currency_ref))
-            while len(self._currencies) > self.max_features:
-                self._currencies.popitem(last=False)
+            table[(env_id, ref)] = view
+            table.move_to_end((env_id, ref))
+            while len(table) > self.max_features:
+                table.popitem(last=False)
             return True
 
     # -- dropping what changed -----------------------------------------------------------------

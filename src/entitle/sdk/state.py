@@ -392,15 +392,42 @@ def evaluate(
             requested_values=requested_values,
         )
     reason = decide(entry, current, requested_usage, requested_values)
+    return _entry_result(
+        entry,
+        customer_id,
+        feature_id,
+        resource_id,
+        requested_usage,
+        requested_values,
+        is_granted=reason is None,
+        source=source,
+        access_denied_reason=reason,
+        current_usage=current,
+    )
+
+
+def _entry_result(
+    entry: Entry,
+    customer_id: str,
+    feature_id: str,
+    resource_id: str | None,
+    requested_usage: Decimal | None,
+    requested_values: tuple[str, ...] | None,
+    *,
+    is_granted: bool,
+    source: Source,
+    access_denied_reason: str | None,
+    current_usage: Decimal | None,
+) -> EntitlementResult:
     return EntitlementResult(
         customer_id=customer_id,
         feature_id=feature_id,
         resource_id=resource_id,
-        is_granted=reason is None,
+        is_granted=is_granted,
         source=source,
-        access_denied_reason=reason,
+        access_denied_reason=access_denied_reason,
         feature_type=entry.feature_type,
-        current_usage=current,
+        current_usage=current_usage,
         usage_limit=entry.usage_limit,
         has_unlimited_usage=entry.has_unlimited,
         has_soft_limit=entry.has_soft_limit,
@@ -437,25 +464,17 @@ def server_result(
             requested_values=requested_values,
         )
     entry = Entry.parse(data)
-    return EntitlementResult(
-        customer_id=customer_id,
-        feature_id=feature_id,
-        resource_id=resource_id,
+    return _entry_result(
+        entry,
+        customer_id,
+        feature_id,
+        resource_id,
+        requested_usage,
+        requested_values,
         is_granted=granted,
         source=Source.SERVER,
         access_denied_reason=reason,
-        feature_type=entry.feature_type,
         current_usage=entry.current_usage,
-        usage_limit=entry.usage_limit,
-        has_unlimited_usage=entry.has_unlimited,
-        has_soft_limit=entry.has_soft_limit,
-        enum_values=tuple(sorted(entry.enum_values)) if entry.enum_values is not None else None,
-        requested_usage=requested_usage,
-        requested_values=requested_values,
-        reset_period=entry.reset_period,
-        usage_period_start=entry.period_start,
-        usage_period_end=entry.period_end,
-        valid_until=entry.valid_until,
     )
 
 
