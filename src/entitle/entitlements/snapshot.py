@@ -153,31 +153,35 @@ class Snapshot:
     ) -> tuple[CustomerView, Usage | None] | None:
         """The held view that holds at `now`, with its usage (None when usage must be read again)."""
         with self._lock:
-            slot = self._customers.get((env_id, customer_ref))
+            slot = self._slot_holding(env_id, customer_ref, resource_ref, now)
             if slot is None:
                 return None
-            view = slot.views.get(resource_ref)
-            if view is None or not view.holds_at(now):
-                return None
-            self._customers.move_to_end((env_id, customer_ref))
-            return view, slot.usage.get(resource_ref)
+            return slot.views[resource_ref], slot.usage.get(resource_ref)
 
     def customer_with_credits(
         self, env_id: int, customer_ref: str, resource_ref: str | None, now: datetime
     ) -> tuple[CustomerView, Usage | None, Credits | None] | None:
         """`customer` and `credits` at once (one turn of the lock: the list and the currency check ask both)."""
         with self._lock:
-            slot = self._customers.get((env_id, customer_ref))
+            slot = self._slot_holding(env_id, customer_ref, resource_ref, now)
             if slot is None:
                 return None
-            view = slot.views.get(resource_ref)
-            if view is None or not view.holds_at(now):
-                return None
-            self._customers.move_to_end((env_id, customer_ref))
             credits = slot.credits.get(resource_ref)
             if credits is not None and (changes_at := credits.changes_at) is not None and changes_at <= now:
                 credits = None
-            return view, slot.usage.get(resource_ref), credits
+            return slot.views[resource_ref], slot.usage.get(resource_ref), credits
+
+    def _slot_holding(self, env_id: int, customer_ref: str, resource_ref: str | None, now: datetime) -> _Slot | None:
+        """The customer's slot when its view of `resource_ref` holds at `now` (marked recently used);
+        called with the lock held."""
+        slot = self._customers.get((env_id, customer_ref))
+        if slot is None:
+            return None
+        view = slot.views.get(resource_ref)
+        if view is None or not view.holds_at(now):
+            return None
+        self._customers.move_to_end((env_id, customer_ref))
+        return slot
 
     def credits(self, env_id: int, customer_ref: str, resource_ref: str | None, now: datetime) -> Credits | None:
         """The held credits, while time has changed none of its wallets (None: read them again)."""

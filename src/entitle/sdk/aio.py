@@ -213,7 +213,7 @@ class AsyncEntitle(ClientBase):
             else:
                 self._came_online()
                 return server_result(data, customer_id, feature_id, resource_id, usage, values)
-        return evaluate(state, customer_id, feature_id, resource_id, Source.STALE_CACHE, usage, values, time.time())
+        return self._offline_one(state, customer_id, feature_id, resource_id, usage, values)
 
     async def get_entitlements(self, customer_id: str, *, resource_id: str | None = None) -> list[EntitlementResult]:
         self._start()
