@@ -5,7 +5,7 @@ used. The transaction uses it only while `ports.grant_changes` says nothing it r
 `mark` (read before it, in the same read), as ingestion does with the grants it resolves ahead
 (`usage.counting.prepare`).
 
-What was resolved is kept for the environment's next reports (per process, at most `_KNOWN_OWNERS`
+What was resolved is kept for the environment's next reports (per process, at most `KEPT_OWNERS`
 owners): the next one reads from the change log which customers changed since (a feature change drops
 everything) and resolves again only when one of its owners or features is not kept, or a subscription
 or promotion of a kept owner ended meanwhile.
@@ -27,6 +27,7 @@ from entitle.customers.models import Customer
 from entitle.db import Database
 from entitle.grants.engine import Grant, owners_grants_until
 from entitle.usage import ports, store
+from entitle.usage.kept import KEPT_OWNERS, changed_since_kept
 from entitle.usage.schemas import UsageIn
 
 Owner = tuple[int, str | None]  # customer pk, resource as reported
@@ -59,8 +60,6 @@ class _Kept:
 
 _kept: WeakKeyDictionary[Database, dict[int, _Kept]] = WeakKeyDictionary()
 _kept_lock = threading.Lock()
-_KNOWN_OWNERS = 10_000
-_KNOWN_IDS = 5_000  # a mark further back is not worth reading the changes since: everything is read again
 
 
 def resolve_ahead(db: Database, env_id: int, items: list[UsageIn], now: datetime) -> Ahead | None:
@@ -92,11 +91,11 @@ def _still_kept(s: Session, db: Database, env_id: int, mark: int, now: datetime)
     """What earlier reports resolved, less the customers whose grants changed since (None: nothing usable)."""
     with _kept_lock:
         kept = _kept.get(db, {}).get(env_id)
-    if kept is None or not kept.at <= now or not kept.mark <= mark or mark - kept.mark > _KNOWN_IDS:
+    if kept is None:
         return None
-    if kept.valid_until is not None and now >= kept.valid_until:
-        return None
-    changed = ports.grant_changes.impl.changed_since(s, env_id, kept.mark)
+    changed = changed_since_kept(
+        s, env_id, kept_mark=kept.mark, kept_at=kept.at, valid_until=kept.valid_until, mark=mark, now=now
+    )
     if changed is None:
         return None
     pks = {c.pk for ref, c in kept.customers.items() if ref in changed}
@@ -127,7 +126,7 @@ def _resolve(
         if not has_subscription:
             return None
         grants[(pk, resource_ref)] = granted
-    if kept is not None and kept.known.keys() <= known.keys() and len(kept.grants) + len(grants) <= _KNOWN_OWNERS:
+    if kept is not None and kept.known.keys() <= known.keys() and len(kept.grants) + len(grants) <= KEPT_OWNERS:
         # The kept owners' grants were of the kept features: those asked for now are among them, or new.
         new_features = known.keys() - kept.known.keys()
         if not new_features:

@@ -42,6 +42,7 @@ from entitle.events.ingested import NewEvent
 from entitle.events.rules import refusal
 from entitle.grants.engine import Grant, Window, customer_grants, owners_grants_until, resource_key, usage_window
 from entitle.usage import ports, store
+from entitle.usage.kept import KEPT_OWNERS, changed_since_kept
 from entitle.usage.meters import Measure, compile_meter, dimensions_read, field_path, measure
 from entitle.usage.models import UsageCounter, WaitingUsage
 from entitle.usage.owners import CounterMoved, announce
@@ -240,13 +241,10 @@ def _meters(metered: list[Feature]) -> tuple[tuple[str, str], ...]:
 
 
 # What the last batches of each environment resolved (a `Resolved`, per database and environment), so
-# the next batch reads only what changed since: the customers the change log names, or everything
-# after a feature changed. Bounded: at most `_KNOWN_OWNERS` owners per environment; and a mark further
-# back than `_KNOWN_IDS` ids is not worth reading the changes since (everything is resolved again).
+# the next batch reads only what changed since (`usage.kept`). Bounded: at most `KEPT_OWNERS` owners
+# per environment.
 _known: WeakKeyDictionary[Database, dict[int, Resolved]] = WeakKeyDictionary()
 _known_lock = threading.Lock()
-_KNOWN_OWNERS = 10_000
-_KNOWN_IDS = 5_000
 
 
 def _still_known(s: Session, db: Database, env_id: int, mark: int, now: datetime) -> Resolved | None:
@@ -254,11 +252,11 @@ def _still_known(s: Session, db: Database, env_id: int, mark: int, now: datetime
     usable). Read after `mark`, in the same read: what it keeps holds as of the mark."""
     with _known_lock:
         known = _known.get(db, {}).get(env_id)
-    if known is None or not known.at <= now or not known.mark <= mark or mark - known.mark > _KNOWN_IDS:
+    if known is None:
         return None
-    if known.valid_until is not None and now >= known.valid_until:
-        return None
-    changed = ports.grant_changes.impl.changed_since(s, env_id, known.mark)
+    changed = changed_since_kept(
+        s, env_id, kept_mark=known.mark, kept_at=known.at, valid_until=known.valid_until, mark=mark, now=now
+    )
     if changed is None:
         return None
     holders = {owner: held for owner, held in known.holders.items() if owner[0] not in changed}
@@ -266,7 +264,7 @@ def _still_known(s: Session, db: Database, env_id: int, mark: int, now: datetime
 
 
 def _remember(db: Database, env_id: int, resolved: Resolved, owners: list[Owner]) -> None:
-    if len(resolved.holders) > _KNOWN_OWNERS:
+    if len(resolved.holders) > KEPT_OWNERS:
         resolved = replace(resolved, holders={owner: resolved.holders[owner] for owner in owners})
     with _known_lock:
         _known.setdefault(db, {})[env_id] = resolved
