@@ -7,8 +7,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from entitle.billing.models import ERROR, BillingLink
@@ -107,18 +108,12 @@ def overview(db: Database, env_id: int, now: datetime | None = None) -> Overview
         error_count = s.scalar(select(func.count()).select_from(BillingLink).where(*erring))
         dead = s.scalar(select(func.count()).select_from(Job).where(Job.environment_id == env_id, Job.status == DEAD))
         since = (now - timedelta(days=CHART_DAYS - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
-        created = Counter(
-            at.date()
-            for at in s.scalars(
-                select(Subscription.created_at).where(
-                    Subscription.environment_id == env_id, Subscription.created_at >= since
-                )
-            )
-        )
+        charts = chart_queries(env_id, since, s.get_bind().dialect.name)
+        created = Counter(at.date() for at in s.scalars(charts["subscriptions"]))
         days = _days(since.date(), CHART_DAYS)
-        reports = _per_day(s, UsageRecord.timestamp, UsageRecord.environment_id == env_id, since)
-        events = _per_day(s, Event.timestamp, Event.environment_id == env_id, since)
-        one_off = _one_off(s, env_id, since)
+        reports = _per_day(s, charts["usage_reports"])
+        events = _per_day(s, charts["events"])
+        one_off = [(currency, Decimal(amount)) for currency, amount in s.execute(charts["one_off"])]
         return Overview(
             customers=int(customers or 0),
             per_plan=per_plan,
@@ -138,31 +133,45 @@ def overview(db: Database, env_id: int, now: datetime | None = None) -> Overview
         )
 
 
-def _per_day(
-    s: Session, at: InstrumentedAttribute[datetime], in_env: ColumnElement[bool], since: datetime
-) -> Counter[date]:
+def chart_queries(env_id: int, since: datetime, dialect: str) -> dict[str, Select[*tuple[Any, ...]]]:
+    """The charts' queries: each reads one environment's rows from `since` on, through an
+    (environment, time) index (migration 0031), never the environment's whole history."""
+    return {
+        "subscriptions": select(Subscription.created_at).where(
+            Subscription.environment_id == env_id, Subscription.created_at >= since
+        ),
+        "usage_reports": _per_day_query(UsageRecord.timestamp, UsageRecord.environment_id == env_id, since, dialect),
+        "events": _per_day_query(Event.timestamp, Event.environment_id == env_id, since, dialect),
+        "one_off": _one_off_query(env_id, since),
+    }
+
+
+def _per_day_query(
+    at: InstrumentedAttribute[datetime], in_env: ColumnElement[bool], since: datetime, dialect: str
+) -> Select[*tuple[Any, ...]]:
     """Rows per UTC day from `since`, counted by the database. SQLite stores naive UTC text; PostgreSQL's
     `date()` of a timestamptz would use the session's time zone, so the UTC wall time is taken first."""
-    utc = func.timezone("UTC", at) if s.get_bind().dialect.name == "postgresql" else at
+    utc = func.timezone("UTC", at) if dialect == "postgresql" else at
     day = func.date(utc)
+    return select(day, func.count()).where(in_env, at >= since).group_by(day)
+
+
+def _per_day(s: Session, query: Select[*tuple[Any, ...]]) -> Counter[date]:
     found: Counter[date] = Counter()
-    for value, n in s.execute(select(day, func.count()).where(in_env, at >= since).group_by(day)):
+    for value, n in s.execute(query):
         found[value if isinstance(value, date) else date.fromisoformat(str(value)[:10])] += int(n)
     return found
 
 
-def _one_off(s: Session, env_id: int, since: datetime) -> list[tuple[str, Decimal]]:
+def _one_off_query(env_id: int, since: datetime) -> Select[*tuple[Any, ...]]:
     """Paid credit grants made since `since` at their cost; a voided grant is left out (voiding undoes
     a grant made by mistake, and counting both it and its replacement would count the sale twice)."""
-    rows = s.execute(
-        select(CreditGrant.cost_currency, CreditGrant.cost_amount).where(
-            CreditGrant.environment_id == env_id,
-            CreditGrant.grant_type == PAID,
-            CreditGrant.voided_at.is_(None),
-            CreditGrant.created_at >= since,
-        )
+    return select(CreditGrant.cost_currency, CreditGrant.cost_amount).where(
+        CreditGrant.environment_id == env_id,
+        CreditGrant.grant_type == PAID,
+        CreditGrant.voided_at.is_(None),
+        CreditGrant.created_at >= since,
     )
-    return [(currency, Decimal(amount)) for currency, amount in rows]
 
 
 def _days(first: date, count: int) -> list[date]:

@@ -51,6 +51,8 @@ class CreditGrant(EnvironmentScoped, Base):
         UniqueConstraint("environment_id", "ref_id"),
         UniqueConstraint("environment_id", "recurrence_key"),
         Index("ix_credit_grants_wallet_status", "wallet_pk", "status"),
+        # The console overview's one-off charges of the last 30 days (migration 0031).
+        Index("ix_credit_grants_env_created", "environment_id", "created_at"),
     )
 
     ref_id: Mapped[str] = mapped_column(String(64))

@@ -18,6 +18,8 @@ class Event(EnvironmentScoped, Base):
         # Deduplication: one event per idempotency key per environment, kept as long as the event.
         UniqueConstraint("environment_id", "idempotency_key"),
         Index("ix_events_customer_time", "environment_id", "customer_ref", "timestamp"),
+        # The console overview's events per day (migration 0031).
+        Index("ix_events_env_time", "environment_id", "timestamp"),
     )
 
     customer_ref: Mapped[str] = mapped_column(String(255))

@@ -20,6 +20,8 @@ class Subscription(EnvironmentScoped, Base):
     __table_args__ = (
         UniqueConstraint("environment_id", "ref_id"),
         Index("ix_subscriptions_customer_status", "customer_pk", "status"),
+        # The console overview's new subscriptions per day (migration 0031).
+        Index("ix_subscriptions_env_created", "environment_id", "created_at"),
     )
 
     ref_id: Mapped[str] = mapped_column(String(255))

@@ -78,6 +78,8 @@ class UsageRecord(EnvironmentScoped, Base):
     __table_args__ = (
         UniqueConstraint("environment_id", "idempotency_key"),
         Index("ix_usage_records_series", "customer_pk", "feature_ref", "timestamp"),
+        # The console overview's reports per day (migration 0031).
+        Index("ix_usage_records_env_time", "environment_id", "timestamp"),
     )
 
     customer_pk: Mapped[int] = mapped_column(_FK, ForeignKey("customers.pk", ondelete="CASCADE"))
