@@ -18,8 +18,9 @@ class PackagePublished(DomainEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class ParentPlansChanged(DomainEvent):
-    """What the plans in `parent_refs` grant to the plans built on them is about to change (a new version
-    is published, or their product is archived). Published before the change, so subscribers read the
-    plan chains as they were: every live subscription inheriting from one of them changes."""
+    """What the plans in `parent_refs` grant to the plans built on them changes (a new version is
+    published, their product is archived or unarchived). Published while the plan chains hold those
+    plans (before a publish or an archive, after an unarchive), so subscribers find every live
+    subscription inheriting from one of them."""
 
     parent_refs: Sequence[str]

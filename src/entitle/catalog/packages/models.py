@@ -69,6 +69,9 @@ class Package(EnvironmentScoped, Base):
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     publish_task_id: Mapped[str | None] = mapped_column(String(64), default=None)
     migration_type: Mapped[str | None] = mapped_column(String(16), default=None)
+    # The status this version had when its product's archive archived it (None otherwise): unarchiving the
+    # product restores it, and leaves archived the versions archived on their own.
+    archived_from_status: Mapped[str | None] = mapped_column(String(16), default=None)
 
 
 class PackageEntitlement(EnvironmentScoped, Base):

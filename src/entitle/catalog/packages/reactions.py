@@ -12,7 +12,7 @@ from entitle.catalog.packages import store
 from entitle.catalog.packages.events import ParentPlansChanged
 from entitle.catalog.packages.models import PLAN
 from entitle.catalog.products import ports as product_ports
-from entitle.catalog.products.events import ProductArchived, ProductDuplicated
+from entitle.catalog.products.events import ProductArchived, ProductDuplicated, ProductUnarchived
 from entitle.domain_events import publish, subscribe
 
 
@@ -25,6 +25,13 @@ def archive_with_product(s: Session, event: ProductArchived) -> None:
     store.archive_product_packages(s, event.env_id, product.pk)
 
 
+def restore_with_product(s: Session, event: ProductUnarchived) -> None:
+    """Unarchiving a product brings back what its archive archived. Subscriptions on plans built on the
+    restored ones inherit from them again: announced once the chains hold them."""
+    plans = store.restore_product_packages(s, event.env_id, event.product.pk)
+    publish(s, ParentPlansChanged(env_id=event.env_id, parent_refs=plans))
+
+
 def duplicate_with_product(s: Session, event: ProductDuplicated) -> None:
     store.duplicate_product_packages(s, event.env_id, event.source.pk, event.copy.pk)
 
@@ -35,6 +42,7 @@ def catalog_users(s: Session, env_id: int, feature_ref: str) -> list[str]:
 
 def install() -> None:
     subscribe(ProductArchived, archive_with_product)
+    subscribe(ProductUnarchived, restore_with_product)
     subscribe(ProductDuplicated, duplicate_with_product)
     product_ports.plan_owner.install(store.plan_product_ref)
     feature_ports.catalog_users.add(catalog_users)

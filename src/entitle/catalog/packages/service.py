@@ -3,7 +3,9 @@
 Lifecycle of a package (plan or add-on):
 
 - **Create**: a new package is version 1, status DRAFT (a `status` other than DRAFT is refused: use
-  publish / archive).
+  publish / archive). Its id must be free in the environment: a plan and an add-on never share one,
+  archived or not (409 ALREADY_EXISTS), since subscriptions, widgets and the console name a package
+  by its id alone.
 - **Read**: GET and list show the package's *current* version: the draft when there is one, else the
   latest published version (else, once archived, the last version).
 - **Edit**: entitlements, charges, parent plan, compatible add-ons, default trial, max quantity and
@@ -58,7 +60,7 @@ from entitle.catalog.products.models import Product
 from entitle.clock import utcnow
 from entitle.db import Database
 from entitle.db.pagination import CreatedAtRange, Page, PageRequest
-from entitle.errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from entitle.errors import FailedPrecondition, InvalidArgument
 
 PackageKind = Literal["PLAN", "ADDON"]
 
@@ -189,8 +191,7 @@ def create_plan(db: Database, env_id: int, req: PlanCreate) -> PackageView:
     _check_status_input(PLAN, req.status, DRAFT)
     with db.transaction() as s:
         product = _live_product(s, env_id, req.product_id)
-        if store.current(s, env_id, PLAN, req.id) is not None:
-            raise AlreadyExists("plan", req.id)
+        store.claim_id(s, env_id, req.id)
         if req.parent_plan_id is not None:
             check_parent(s, env_id, req.id, product.pk, req.parent_plan_id)
         plan = Package(
@@ -219,8 +220,7 @@ def create_addon(db: Database, env_id: int, req: AddonCreate) -> PackageView:
     _check_status_input(ADDON, req.status, DRAFT)
     with db.transaction() as s:
         product = _live_product(s, env_id, req.product_id)
-        if store.current(s, env_id, ADDON, req.id) is not None:
-            raise AlreadyExists("addon", req.id)
+        store.claim_id(s, env_id, req.id)
         addon = Package(
             environment_id=env_id,
             kind=ADDON,

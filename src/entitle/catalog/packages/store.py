@@ -6,10 +6,11 @@ the latest published (or, once archived, the last) version. It is what GET and l
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Iterable
 
-from sqlalchemy import ColumnElement, and_, bindparam, exists, or_, select
+from sqlalchemy import ColumnElement, and_, bindparam, exists, or_, select, text
 from sqlalchemy.orm import Session, aliased
 
 from entitle.catalog.packages.models import (
@@ -68,6 +69,36 @@ def get_current(session: Session, env_id: int, kind: str, ref_id: str, *, for_up
     if package is None:
         raise NotFound(NOUNS[kind], ref_id)
     return package
+
+
+def holder_of(session: Session, env_id: int, ref_id: str) -> str | None:
+    """The kind (PLAN or ADDON) of the package, archived or not, that holds the id in the environment;
+    None when it is free. One id names one package: subscriptions, widgets and the console find a plan
+    or an add-on by its id alone."""
+    if not _storable(ref_id):
+        return None
+    return session.scalars(
+        select(Package.kind)
+        .where(Package.environment_id == env_id, Package.kind.in_((PLAN, ADDON)), Package.ref_id == ref_id)
+        .limit(1)
+    ).first()
+
+
+def claim_id(session: Session, env_id: int, ref_id: str) -> None:
+    """Refuse (409 ALREADY_EXISTS) an id a plan or add-on of the environment holds, and keep it free until
+    this transaction ends. SQLite runs one write transaction at a time; on PostgreSQL two transactions
+    creating a plan and an add-on of one id would each find it free (no unique key spans the two kinds, and
+    one cannot be added while older databases may hold such pairs), so they queue on a transaction lock of
+    the (environment, id), in the two-key space no other lock of Entitle uses."""
+    if session.get_bind().dialect.name == "postgresql":
+        digest = hashlib.blake2b(ref_id.encode(), digest_size=4).digest()
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(:env, :ref)"),
+            {"env": env_id, "ref": int.from_bytes(digest, "big", signed=True)},
+        )
+    held = holder_of(session, env_id, ref_id)
+    if held is not None:
+        raise AlreadyExists(NOUNS[held], ref_id)
 
 
 # Built once (its cache key is memoized on it): provisioning reads the plan on every request.
@@ -427,7 +458,8 @@ def plan_product_ref(session: Session, env_id: int, plan_ref: str) -> str | None
 
 def archive_product_packages(session: Session, env_id: int, product_pk: int) -> None:
     """Archiving a product archives all its plans and add-ons (drafts of published ones are discarded).
-    The per-package refusals (parent of a live plan, ...) do not apply: everything goes together."""
+    The per-package refusals (parent of a live plan, ...) do not apply: everything goes together. Each
+    version it archives keeps the status it had, for `restore_product_packages`."""
     rows = session.scalars(
         select(Package)
         .where(Package.environment_id == env_id, Package.product_pk == product_pk)
@@ -438,7 +470,37 @@ def archive_product_packages(session: Session, env_id: int, product_pk: int) -> 
     for row in rows:
         grouped.setdefault((row.kind, row.ref_id), []).append(row)
     for group in grouped.values():
+        for version in group:
+            if version.status != ARCHIVED:
+                version.archived_from_status = version.status
         archive_versions(session, group)
+
+
+def restore_product_packages(session: Session, env_id: int, product_pk: int) -> list[str]:
+    """Unarchiving a product: every version its archive archived gets back the status it had (a published
+    version PUBLISHED, the latest one still latest; a never-published package its draft); a package that
+    was archived on its own stays archived. Returns the plans brought back."""
+    rows = session.scalars(
+        select(Package)
+        .where(
+            Package.environment_id == env_id,
+            Package.product_pk == product_pk,
+            Package.archived_from_status.is_not(None),
+        )
+        .order_by(Package.pk)
+        .with_for_update()
+    )
+    now = utcnow()
+    plans: list[str] = []
+    for version in rows:
+        assert version.archived_from_status is not None
+        version.status = version.archived_from_status
+        version.archived_from_status = None
+        version.updated_at = now
+        if version.kind == PLAN and version.ref_id not in plans:
+            plans.append(version.ref_id)
+    session.flush()
+    return plans
 
 
 def duplicate_product_packages(session: Session, env_id: int, source_product_pk: int, target_product_pk: int) -> None:
@@ -461,8 +523,7 @@ def duplicate_product_packages(session: Session, env_id: int, source_product_pk:
                 raise InvalidArgument(
                     f"the copy of {NOUNS[kind]} '{source.ref_id}' would get an id over 255 characters"
                 )
-            if current(session, env_id, kind, new_ref) is not None:
-                raise AlreadyExists(NOUNS[kind], new_ref)
+            claim_id(session, env_id, new_ref)
             copy = copy_version(session, source, version_number=1, ref_id=new_ref, product_pk=target_product_pk)
             if copy.parent_plan_ref is not None:
                 copy.parent_plan_ref = renamed[PLAN].get(copy.parent_plan_ref)

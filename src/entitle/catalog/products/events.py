@@ -22,3 +22,11 @@ class ProductDuplicated(DomainEvent):
 
     source: Product
     copy: Product
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProductUnarchived(DomainEvent):
+    """Published after the product's own row is live again: its plans and add-ons that its archive
+    archived come back with it (the packages domain reacts)."""
+
+    product: Product

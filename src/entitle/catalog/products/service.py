@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from entitle.catalog.products import ports, store
-from entitle.catalog.products.events import ProductArchived, ProductDuplicated
+from entitle.catalog.products.events import ProductArchived, ProductDuplicated, ProductUnarchived
 from entitle.catalog.products.models import DEFAULT_PRODUCT_SETTINGS, Product
 from entitle.catalog.products.schemas import ProductCreate, ProductDuplicate, ProductSettings, ProductUpdate
 from entitle.clock import utcnow
@@ -121,11 +121,14 @@ def archive_product(db: Database, env_id: int, ref_id: str) -> Product:
 
 
 def unarchive_product(db: Database, env_id: int, ref_id: str) -> Product:
+    """Unarchiving a product brings back, as they were, the plans and add-ons its archive archived (not
+    those archived on their own before), in the same transaction."""
     with db.transaction() as s:
         product = store.get(s, env_id, ref_id)
         if product.status != "PUBLISHED":
             product.status = "PUBLISHED"
             product.updated_at = utcnow()
+            publish(s, ProductUnarchived(env_id=env_id, product=product))  # its plans and add-ons come back
         return product
 
 
