@@ -23,7 +23,7 @@ from entitle.jobs.service import Worker
 from entitle.secrets import ENV_VAR, secret_box
 from entitle.webhooks import delivery, service
 from entitle.webhooks.delivery import DeliveryRefused, pinned_target
-from entitle.webhooks.rules import address_refusal, literal_address, url_refusal
+from entitle.webhooks.rules import address_refusal, ascii_host, ascii_url, literal_address, url_refusal
 from entitle.webhooks.schemas import WebhookCreate
 from entitle.webhooks.service import WebhookUrlNotAllowed
 from tests.conftest import LiveServer
@@ -137,6 +137,95 @@ def test_legacy_spellings_of_loopback_are_read_as_addresses(spelling: str) -> No
 )
 def test_url_policy(url: str, allow_private: bool, allowed: bool) -> None:
     assert (url_refusal(url, allow_private=allow_private) is None) is allowed
+
+
+# -- internationalized host names: stored, shown, checked and called in their ASCII (IDNA) form -------------
+
+
+def full_width(ascii_text: str) -> str:
+    """The text in full-width forms (U+FF01 to U+FF5E), which UTS #46 maps back to ASCII."""
+    return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in ascii_text)
+
+
+IDEOGRAPHIC_FULL_STOP = "\u3002"
+# (typed, stored): UTS #46 maps case, full-width forms and ideographic full stops as browsers do.
+IDN_HOSTS = [
+    ("https://Bücher.example/hook", "https://xn--bcher-kva.example/hook"),
+    ("https://faß.example:8443/in?x=ü", "https://xn--fa-hia.example:8443/in?x=ü"),  # IDNA 2008: not "fass"
+    ("https://user@例え。テスト/x", "https://user@xn--r8jz45g.xn--zckzah/x"),
+    (f"https://hooks.{full_width('example')}.com/x", "https://hooks.example.com/x"),
+]
+# Host names that are loopback or private addresses once in ASCII form.
+IDN_DISGUISED = [
+    f"https://{full_width('127')}{IDEOGRAPHIC_FULL_STOP}{full_width('0.0.1')}/hook",
+    f"https://{full_width('localhost')}/hook",
+    f"https://{full_width('10.0.0.1')}/hook",
+]
+NOT_IDNA = [
+    "https://☃.example/hook",
+    "https://xn--zz.example/hook",
+    "https://a\u200db.example/hook",
+    "https://-ü.example/x",
+]
+
+
+@pytest.mark.parametrize(("typed", "stored"), IDN_HOSTS)
+def test_an_idn_host_is_written_in_its_ascii_form(typed: str, stored: str) -> None:
+    assert ascii_url(typed) == stored
+    assert ascii_url(stored) == stored
+    assert WebhookCreate.model_validate({"url": typed, "eventTypes": ["customer.created"]}).url == stored
+
+
+@pytest.mark.parametrize("url", IDN_DISGUISED)
+def test_an_idn_host_is_checked_in_its_ascii_form(url: str) -> None:
+    assert url_refusal(url) is not None
+    with pytest.raises(DeliveryRefused):  # a row stored as typed before, delivered now
+        pinned_target(url, allow_private=False)
+
+
+@pytest.mark.parametrize("url", NOT_IDNA)
+def test_a_host_that_is_not_valid_idna_is_refused(url: str) -> None:
+    with pytest.raises(ValueError, match="IDNA"):
+        ascii_url(url)
+    assert url_refusal(url) is not None
+
+
+@given(st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=30))
+def test_the_ascii_form_of_a_host_is_ascii_and_its_own_ascii_form(host: str) -> None:
+    try:
+        converted = ascii_host(host)
+    except ValueError:
+        return
+    assert converted.isascii() and ascii_host(converted) == converted
+    if host.isascii():
+        assert converted == host  # an ASCII name is left as typed
+
+
+def test_an_idn_host_is_resolved_and_called_in_its_ascii_form(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Python's own "idna" codec (IDNA 2003, what getaddrinfo and ssl use for a str) would ask for fass.example.
+    fake_dns(monkeypatch, {"xn--fa-hia.example": ["93.184.216.34"]})
+    target, host_header, tls_name = pinned_target("https://faß.example:8443/in", allow_private=False)
+    assert str(target) == "https://93.184.216.34:8443/in"
+    assert (host_header, tls_name) == ("xn--fa-hia.example:8443", "xn--fa-hia.example")
+
+
+def test_the_api_stores_and_shows_an_idn_host_in_ascii_and_refuses_one_that_is_not_idna(
+    server: LiveServer, api: httpx.Client
+) -> None:
+    hook = create_hook(api, "https://Bücher.example/hook", ["customer.created"])
+    assert hook["url"] == "https://xn--bcher-kva.example/hook"
+    assert api.get(f"/api/v1/webhooks/{hook['id']}").json()["data"]["url"] == "https://xn--bcher-kva.example/hook"
+    changed = api.patch(f"/api/v1/webhooks/{hook['id']}", json={"url": "https://faß.example/x"})
+    assert changed.status_code == 200 and changed.json()["data"]["url"] == "https://xn--fa-hia.example/x"
+    for url in NOT_IDNA:
+        refused = api.post("/api/v1/webhooks", json={"url": url, "eventTypes": ["customer.created"]})
+        assert (refused.status_code, refused.json()["error"]["code"]) == (400, "INVALID_ARGUMENT"), url
+        assert "IDNA" in refused.json()["error"]["message"]
+    for url in IDN_DISGUISED:
+        refused = api.post("/api/v1/webhooks", json={"url": url, "eventTypes": ["customer.created"]})
+        assert (refused.status_code, refused.json()["error"]["code"]) == (400, "WEBHOOK_URL_NOT_ALLOWED"), url
+    listed = api.get("/api/v1/webhooks").json()["data"]
+    assert [h["url"] for h in listed] == ["https://xn--fa-hia.example/x"]
 
 
 # -- resolution at delivery time: the checked address is the one connected to -------------------------

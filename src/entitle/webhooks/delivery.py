@@ -26,7 +26,7 @@ from entitle.db import Database
 from entitle.jobs.service import JobContext, PermanentFailure, register
 from entitle.secrets import secret_box
 from entitle.webhooks.models import JOB_DELIVER, WebhookDelivery, WebhookEndpoint
-from entitle.webhooks.rules import IPAddress, address_refusal, customer_of, literal_address, url_refusal
+from entitle.webhooks.rules import IPAddress, address_refusal, ascii_url, customer_of, literal_address, url_refusal
 
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 EXCERPT = 1000
@@ -64,8 +64,11 @@ def pinned_target(url: str, allow_private: bool) -> tuple[httpx.URL, str, str]:
     reason = url_refusal(url, allow_private=allow_private)
     if reason is not None:
         raise DeliveryRefused(f"refused: {reason}")
-    parsed = httpx.URL(url)
-    host = parsed.host
+    # A URL stored before hosts were kept in ASCII may hold an internationalized name; `raw_host` is the
+    # IDNA 2008 form the checks above judged (`host` would be decoded again, and a str given to
+    # getaddrinfo or ssl is encoded by Python's IDNA 2003 codec: another name for some).
+    parsed = httpx.URL(ascii_url(url))
+    host = parsed.raw_host.decode("ascii")
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     addresses = resolve(host, port)
     if not addresses:

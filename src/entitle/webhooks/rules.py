@@ -7,6 +7,9 @@ an admin port on localhost, the database next door). So:
 
 - the URL must be https; plain http only to a loopback host, and only with the allow-private setting
   (`ENTITLE_WEBHOOKS_ALLOW_PRIVATE=true`, for local development and tests);
+- an internationalized host name is stored, shown, checked and called in its ASCII (IDNA) form, so
+  what the console shows is what is called and the rules below judge the name that is resolved; a
+  name that is not valid IDNA is refused;
 - the address connected to must be a public unicast one: never loopback, private, shared (CGNAT),
   link-local, multicast, reserved, unspecified or documentation space — including such an address
   embedded in IPv6 (IPv4-mapped, NAT64, 6to4, Teredo). The allow-private setting lifts this for
@@ -20,6 +23,8 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
+
+import idna
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -108,12 +113,60 @@ def is_loopback_host(host: str) -> bool:
     return ip is not None and ip.is_loopback
 
 
+def ascii_host(host: str) -> str:
+    """The host name as DNS, TLS and the Host header get it: an internationalized name in its IDNA
+    (punycode) form, mapped by UTS #46 as browsers map it (case, full-width forms, ideographic full
+    stops), each non-ASCII label an IDNA 2008 A-label (`faß` is `xn--fa-hia`, never IDNA 2003's `fass`,
+    which Python's own codec would ask for). An ASCII name is left as typed, but an `xn--` label in it
+    must be a valid A-label. ValueError when the name is not valid IDNA."""
+    try:
+        if host.isascii():
+            for label in host.split("."):
+                if label[:4].lower() == "xn--":
+                    idna.ulabel(label)
+            return host
+        mapped = idna.uts46_remap(host, std3_rules=False, transitional=False)
+        labels = mapped.split(".")
+        trailing_dot = len(labels) > 1 and labels[-1] == ""
+        if trailing_dot:
+            labels.pop()
+        converted = [label if label.isascii() else idna.alabel(label).decode("ascii") for label in labels]
+        if any(not label for label in converted):
+            raise idna.IDNAError("empty label")
+        name = ".".join(converted) + ("." if trailing_dot else "")
+        if not idna.valid_string_length(name, trailing_dot):
+            raise idna.IDNAError("the name is too long")
+        return name
+    except UnicodeError as exc:  # idna.IDNAError is one
+        raise ValueError(f"the host {host!r} is not a valid internationalized (IDNA) name: {exc}") from None
+
+
+def ascii_url(url: str) -> str:
+    """The URL with its host name in ASCII form (`ascii_host`); the rest is left as typed."""
+    parts = urlsplit(url)
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if hostport.startswith("["):  # an IPv6 literal
+        return url
+    host, colon, port = hostport.partition(":")
+    converted = ascii_host(host)
+    if converted == host:
+        return url
+    start = url.index("//") + 2  # the netloc follows the scheme's "//" (urlsplit found it there)
+    assert url[start : start + len(parts.netloc)] == parts.netloc
+    return url[:start] + f"{userinfo}{at}{converted}{colon}{port}" + url[start + len(parts.netloc) :]
+
+
 def url_refusal(url: str, *, allow_private: bool = False) -> str | None:
-    """Why a webhook URL is refused before any lookup (scheme, literal address), or None."""
+    """Why a webhook URL is refused before any lookup (scheme, literal address), or None. The host is
+    judged in its ASCII form, the one that is resolved: 127.0.0.1 typed in full-width digits is 127.0.0.1."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     if not host:
         return "the URL has no host"
+    try:
+        host = ascii_host(host)
+    except ValueError as exc:
+        return str(exc)
     if parts.scheme == "http":
         if not (allow_private and is_loopback_host(host)):
             return "the URL must be https (plain http is allowed only to a loopback host in local development)"

@@ -12,6 +12,7 @@ from pydantic_core import PydanticCustomError
 
 from entitle.http.wire import HttpUrl, LongText, WireModel
 from entitle.webhooks.models import EVENT_TYPES, WebhookDelivery, WebhookEndpoint
+from entitle.webhooks.rules import ascii_url
 
 EventType = Literal[
     "customer.created",
@@ -51,7 +52,12 @@ def _secret(value: str) -> str:
     return value
 
 
-WebhookUrl = HttpUrl
+def _ascii_host(value: str) -> str:
+    """Stored and shown as it is called: an internationalized host name in its ASCII (IDNA) form."""
+    return ascii_url(value)
+
+
+WebhookUrl = Annotated[HttpUrl, AfterValidator(_ascii_host)]
 WebhookSecret = Annotated[str, Field(max_length=200), AfterValidator(_secret)]
 EventTypes = Annotated[list[EventType], Field(min_length=1, max_length=len(EVENT_TYPES))]
 
