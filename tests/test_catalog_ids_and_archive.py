@@ -9,12 +9,24 @@ One server per database for the module: each test makes its own entities under i
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select, text
 
+from entitle.catalog.packages import service as packages
+from entitle.catalog.packages.models import Package
+from entitle.catalog.packages.schemas import AddonCreate
+from entitle.catalog.packages.store import claim_id
+from entitle.catalog.products.models import Product
+from entitle.catalog.products.schemas import ProductCreate
+from entitle.catalog.products.service import create_product
+from entitle.db import Database
+from entitle.environments.service import ensure_environment
+from entitle.errors import AlreadyExists
 from tests.conftest import LiveServer
 from tests.support.console import csrf_of, make_user, signed_in
 from tests.test_console_catalog import refused_like_the_api
@@ -84,6 +96,59 @@ def test_a_plan_and_an_addon_cannot_share_an_id_in_an_environment(
     with module_server.http(module_server.key("ids-elsewhere")) as elsewhere:
         product(elsewhere, f"ids-{first}")
         ok(create(elsewhere, second, f"shared-{first}", f"ids-{first}"))
+
+
+def test_a_plan_and_an_addon_created_at_once_under_one_id_let_one_through(db: Database) -> None:
+    """The second create waits for the first (PostgreSQL: the id's transaction lock; SQLite: the write
+    lock), then finds the id taken, instead of both finding it free."""
+    env_id = ensure_environment(db, "development").pk
+    create_product(db, env_id, ProductCreate(id="race-product", display_name="Race"))
+    outcome: list[BaseException | None] = []
+
+    def second() -> None:
+        body = {"id": "race", "displayName": "Race", "productId": "race-product"}
+        try:
+            packages.create_addon(db, env_id, AddonCreate.model_validate(body))
+        except AlreadyExists as exc:
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    with db.transaction() as s:
+        claim_id(s, env_id, "race")  # free, and kept so until this transaction ends
+        product = s.scalars(select(Product).where(Product.ref_id == "race-product")).one()
+        thread = threading.Thread(target=second)
+        thread.start()
+        _wait_until_queued(db, thread)
+        s.add(
+            Package(
+                environment_id=env_id,
+                kind="PLAN",
+                ref_id="race",
+                product_pk=product.pk,
+                version_number=1,
+                status="DRAFT",
+                is_latest=False,
+                display_name="Race",
+            )
+        )
+    thread.join()
+    [refused] = outcome
+    assert isinstance(refused, AlreadyExists) and refused.kind == "plan"
+
+
+def _wait_until_queued(db: Database, thread: threading.Thread) -> None:
+    """Until `thread` waits behind the open write transaction (or has ended, which fails the test)."""
+    if db.dialect == "postgresql":
+        waiting = text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+        with db.read() as watcher:
+            while not watcher.scalar(waiting) and thread.is_alive():
+                watcher.rollback()
+    else:
+        assert db._writers is not None
+        while db._writers._next_ticket < 2 and thread.is_alive():
+            threading.Event().wait(0.001)
+    assert thread.is_alive(), "the second create did not wait for the first"
 
 
 def test_the_console_refuses_a_plan_with_an_addons_id_like_the_api(api: httpx.Client, editor: httpx.Client) -> None:
