@@ -151,6 +151,40 @@ def _wait_until_queued(db: Database, thread: threading.Thread) -> None:
     assert thread.is_alive(), "the second create did not wait for the first"
 
 
+def test_a_pair_stored_before_the_rule_keeps_working(module_server: LiveServer, api: httpx.Client) -> None:
+    """No database constraint was added (it would fail to build on such a database): a plan and an
+    add-on stored under one id before keep being served, each by its own path, and sold together."""
+    product(api, "legacy")
+    ok(create(api, "plans", "legacy-pair", "legacy"))
+    publish(api, "plans", "legacy-pair")
+    env_id = ensure_environment(module_server.db, "development").pk
+    with module_server.db.transaction() as s:
+        product_pk = s.scalars(select(Product.pk).where(Product.ref_id == "legacy")).one()
+        s.add(
+            Package(
+                environment_id=env_id,
+                kind="ADDON",
+                ref_id="legacy-pair",
+                product_pk=product_pk,
+                version_number=1,
+                status="DRAFT",
+                is_latest=False,
+                display_name="Legacy add-on",
+            )
+        )
+    publish(api, "addons", "legacy-pair")
+    ok(api.patch("/api/v1/plans/legacy-pair", json={"displayName": "Legacy plan"}))
+    assert ok(api.get("/api/v1/plans/legacy-pair"))["displayName"] == "Legacy plan"
+    assert ok(api.get("/api/v1/addons/legacy-pair"))["displayName"] == "Legacy add-on"
+    ok(api.post("/api/v1/plans/legacy-pair/draft"))
+    ok(api.patch("/api/v1/plans/legacy-pair", json={"compatibleAddonIds": ["legacy-pair"]}))
+    publish(api, "plans", "legacy-pair")
+    ok(api.post("/api/v1/customers", json={"id": "legacy-customer"}))
+    body = {"customerId": "legacy-customer", "planId": "legacy-pair", "addons": [{"id": "legacy-pair", "quantity": 1}]}
+    sold = ok(api.post("/api/v1/subscriptions", json=body))["subscription"]
+    assert sold["planId"] == "legacy-pair" and [a["id"] for a in sold["addons"]] == ["legacy-pair"]
+
+
 def test_the_console_refuses_a_plan_with_an_addons_id_like_the_api(api: httpx.Client, editor: httpx.Client) -> None:
     product(api, "ids-console")
     ok(create(api, "addons", "ids-console-boost", "ids-console"))
