@@ -11,18 +11,23 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from alembic.migration import MigrationContext
+from alembic.operations import Operations
+from alembic.script import ScriptDirectory
 from cryptography.fernet import Fernet
 from hypothesis import given
 from hypothesis import strategies as st
 
 from entitle.config import Settings
-from entitle.db.migrate import upgrade
+from entitle.db import Database
+from entitle.db.migrate import alembic_config, upgrade
 from entitle.db.pagination import PageRequest
 from entitle.environments.service import ensure_environment
 from entitle.jobs.service import Worker
 from entitle.secrets import ENV_VAR, secret_box
 from entitle.webhooks import delivery, service
 from entitle.webhooks.delivery import DeliveryRefused, pinned_target
+from entitle.webhooks.models import WebhookEndpoint
 from entitle.webhooks.rules import address_refusal, ascii_host, ascii_url, literal_address, url_refusal
 from entitle.webhooks.schemas import WebhookCreate
 from entitle.webhooks.service import WebhookUrlNotAllowed
@@ -226,6 +231,31 @@ def test_the_api_stores_and_shows_an_idn_host_in_ascii_and_refuses_one_that_is_n
         assert (refused.status_code, refused.json()["error"]["code"]) == (400, "WEBHOOK_URL_NOT_ALLOWED"), url
     listed = api.get("/api/v1/webhooks").json()["data"]
     assert [h["url"] for h in listed] == ["https://xn--fa-hia.example/x"]
+
+
+def test_the_migration_writes_idn_hosts_stored_before_in_ascii(db: Database) -> None:
+    """0033 on endpoints stored as typed: an internationalized host in ASCII form, the rest of the URL
+    as it was; an ASCII URL, and one whose host is not valid IDNA (delivery refuses it), untouched."""
+    typed = {
+        "wh_idn": ("https://Bücher.example/in?x=ü", "https://xn--bcher-kva.example/in?x=ü"),
+        "wh_ascii": ("https://Hooks.example.com/x", "https://Hooks.example.com/x"),
+        "wh_bad": ("https://☃.example/x", "https://☃.example/x"),
+    }
+    env_id = ensure_environment(db, "development").pk
+    with db.transaction() as s:
+        for ref, (url, _) in typed.items():
+            s.add(
+                WebhookEndpoint(
+                    environment_id=env_id, ref_id=ref, url=url, secret_encrypted="x", event_types=[], enabled=True
+                )
+            )
+    migration = ScriptDirectory.from_config(alembic_config(db.url)).get_revision("0033_webhook_ascii_hosts")
+    assert migration is not None and migration.module is not None
+    with db.write_engine.begin() as conn, Operations.context(MigrationContext.configure(conn)):
+        migration.module.upgrade()
+    with db.read() as s:
+        stored = dict(s.execute(sa.select(WebhookEndpoint.ref_id, WebhookEndpoint.url)).tuples().all())
+    assert stored == {ref: after for ref, (_, after) in typed.items()}
 
 
 # -- resolution at delivery time: the checked address is the one connected to -------------------------

@@ -493,8 +493,7 @@ def restore_product_packages(session: Session, env_id: int, product_pk: int) -> 
     now = utcnow()
     plans: list[str] = []
     for version in rows:
-        assert version.archived_from_status is not None
-        version.status = version.archived_from_status
+        version.status = version.archived_from_status or version.status
         version.archived_from_status = None
         version.updated_at = now
         if version.kind == PLAN and version.ref_id not in plans:
