@@ -31,6 +31,7 @@ from entitle.subscriptions.schemas import (
     PriceOverride,
     SubscriptionPreview,
 )
+from entitle.subscriptions.service import billing_window
 from entitle.subscriptions.validation import (
     check_addons,
     check_charges,
@@ -247,10 +248,7 @@ def preview_subscription(db: Database, env_id: int, req: SubscriptionPreview) ->
                 (Decimal(str(a["amount"])) for a in coupon.amounts_off or [] if a.get("currency") == currency), None
             )
             details = DiscountDetails(code=coupon.ref_id, percentage=percent, fixed_amount=fixed)
-        start = as_utc(req.start_date) if req.start_date else now
-        window = billing_period_at(start, period, start) if priced else None
         recurring = pricing.invoice(currency, lines, percent_off=percent, amount_off=fixed)
-        period_range = PeriodRange(start=window.start, end=window.end) if window else None
 
         # As provisioning decides it: the plan's trial only for a newcomer to the product (a free
         # subscription there does not count), unless the request says otherwise.
@@ -269,7 +267,17 @@ def preview_subscription(db: Database, env_id: int, req: SubscriptionPreview) ->
             None,
         )
         downgrade = current is not None and is_downgrade(s, current, plan, period, req.billing_country_code)
-        scheduled = downgrade and req.schedule_strategy != "IMMEDIATE"
+        # As provisioning decides it: a downgrade waits for the end of the billing period the current
+        # subscription is in, unless IMMEDIATE; one not billing a period now (free, in its trial) has none
+        # to wait for and is replaced at once. The change's first period starts when the change does.
+        current_window = billing_window(current, now) if current is not None else None
+        scheduled = downgrade and req.schedule_strategy != "IMMEDIATE" and current_window is not None
+        if scheduled and current_window is not None:
+            start = current_window.end
+        else:
+            start = as_utc(req.start_date) if req.start_date else now
+        window = billing_period_at(start, period, start) if priced else None
+        period_range = PeriodRange(start=window.start, end=window.end) if window else None
         if scheduled or in_trial:
             # Nothing is due now: a trial (also one replacing a free subscription) bills at its end.
             immediate = pricing.invoice(currency, [])
