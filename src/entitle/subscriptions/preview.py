@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from entitle.catalog.coupons import store as coupons
 from entitle.catalog.packages import store as packages
 from entitle.catalog.packages.models import ADDON, PLAN, Package, PackageCharge
+from entitle.catalog.products.models import Product
 from entitle.clock import as_utc, utcnow
 from entitle.customers import store as customers
 from entitle.db import Database
@@ -258,10 +259,13 @@ def preview_subscription(db: Database, env_id: int, req: SubscriptionPreview) ->
             if override is not None
             else bool(plan.default_trial_config) and not trial_used(s, customer, plan.product_pk)
         )
+        # A product that allows several subscriptions adds one beside those it has: none is replaced.
+        product = s.get(Product, plan.product_pk)
+        replaces = product is not None and not product.multiple_subscriptions
         current = next(
             (
                 x
-                for x in store.of_customer(s, customer.pk, [st.value for st in LIVE])
+                for x in (store.of_customer(s, customer.pk, [st.value for st in LIVE]) if replaces else ())
                 if x.product_pk == plan.product_pk and (x.resource_ref or None) == (req.resource_id or None)
             ),
             None,
