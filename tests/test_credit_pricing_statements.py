@@ -131,3 +131,43 @@ def _one(server: LiveServer, customer_ref: str, feature: str) -> list[pricing.Ra
         customer = customers.find(s, env, customer_ref)
         assert customer is not None
         return pricing.rates(s, env, customer, None, feature)
+
+
+def test_an_event_estimate_prices_every_metered_feature_it_moves_at_one_reading_of_the_rates(
+    module_server: LiveServer,
+) -> None:
+    n = next(_ids)
+    gold, event = f"egold{n}", f"ev{n}"
+    counted, summed, peak, unpriced = (f"e{kind}{n}" for kind in ("count", "sum", "max", "free"))
+    with module_server.http() as api:
+        _ok(api.post("/api/v1/credits/custom-currencies", json={"id": gold, "displayName": gold}))
+        only_this_event = [{"conditions": [{"field": "eventName", "operation": "EQUALS", "value": event}]}]
+        for feature, function in ((counted, "COUNT"), (summed, "SUM"), (peak, "MAX"), (unpriced, "SUM")):
+            aggregation = {"function": function} if function == "COUNT" else {"function": function, "field": "tokens"}
+            body = {
+                "id": feature,
+                "displayName": feature,
+                "featureType": "NUMBER",
+                "meterType": "INCREMENTAL",
+                "meter": {"aggregation": aggregation, "filters": only_this_event},
+            }
+            _ok(api.post("/api/v1/features", json=body))
+        product, plan, customer = f"ep{n}", f"eplan{n}", f"ecust{n}"
+        _ok(api.post("/api/v1/products", json={"id": product, "displayName": product}))
+        prices = [_credit_price(peak, gold, 1), _credit_price(summed, gold, 0.5), _credit_price(counted, gold, 2)]
+        _package(api, "plans", plan, product, *prices)
+        _ok(api.post("/api/v1/customers", json={"id": customer}))
+        _ok(
+            api.post("/api/v1/subscriptions", json={"customerId": customer, "planId": plan, "billingPeriod": "MONTHLY"})
+        )
+        estimate = {"customerId": customer, "eventName": event, "dimensions": {"tokens": 40}}
+        answer = _ok(api.post("/api/v1/events/estimate", json=estimate))
+
+    (priced,) = answer["estimates"]
+    assert (priced["currencyId"], priced["estimatedCost"], answer["warnings"]) == (gold, 22, [])
+    # In feature order, whatever the order of the prices; what one event adds to a MAX is not known.
+    assert [(b["featureId"], b["cost"], b.get("warningCode")) for b in priced["breakdown"]] == [
+        (counted, 2, None),
+        (peak, 0, "UNSUPPORTED_AGGREGATION"),
+        (summed, 20, None),
+    ]
