@@ -267,3 +267,51 @@ def test_a_balance_pushed_while_the_list_was_in_flight_is_not_overwritten_by_it(
     store.store(("cust", None), other, mark)
     assert store.credits.hot[("cust", "coal", None)].usage_limit == 3
     assert ("cust", "ore", None) not in store.credits.hot
+
+
+def _priced_list(granted: bool) -> dict[str, Any]:
+    feature = {
+        "type": "FEATURE",
+        "feature": {"id": "priced", "featureType": "NUMBER"},
+        "isGranted": granted,
+        "accessDeniedReason": None if granted else "InsufficientCredits",
+        "hasUnlimitedUsage": True,
+    }
+    return {"entitlements": [feature], "creditPricedFeatures": ["priced"]}
+
+
+def _changing_server(client: list[Any]) -> Any:
+    """A server whose list reads find a change announced while they are in flight; its check answers denied."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/check"):
+            return httpx.Response(200, json={"data": _priced_list(False)["entitlements"][0]})
+        client[0]._store.invalidate("cust", None)  # the push stream announces a change meanwhile
+        return httpx.Response(200, json={"data": _priced_list(True)})
+
+    return answer
+
+
+def test_a_list_that_may_predate_a_change_does_not_answer_a_credit_priced_feature() -> None:
+    holder: list[Any] = []
+    transport = httpx.MockTransport(_changing_server(holder))
+    with Entitle("key", "http://entitle.test", transport=transport, push=False) as client:
+        holder.append(client)
+        result = client.get_entitlement("cust", "priced")
+        assert (result.is_granted, result.access_denied_reason, result.source) == (
+            False,
+            "InsufficientCredits",
+            Source.SERVER,
+        )
+
+
+def test_the_async_client_asks_the_check_when_the_list_may_predate_a_change() -> None:
+    async def main() -> None:
+        holder: list[Any] = []
+        transport = httpx.MockTransport(_changing_server(holder))
+        async with AsyncEntitle("key", "http://entitle.test", transport=transport, push=False) as client:
+            holder.append(client)
+            result = await client.get_entitlement("cust", "priced")
+            assert (result.is_granted, result.source) == (False, Source.SERVER)
+
+    asyncio.run(main())

@@ -110,9 +110,10 @@ class ClientBase:
     ) -> EntitlementResult | None:
         """A credit-priced feature asked without a usage or values, answered by the list the server sent in
         this very call: the list answers each feature as its check without `requestedUsage` does (docs/credits.md),
-        so a second request would only ask the same again. None: the check must be asked."""
+        so a second request would only ask the same again. None: the check must be asked (also when a change
+        was announced while the list was in flight: the list may predate it)."""
         entry = state.entries.get(feature_id)
-        if usage is not None or values is not None or entry is None:
+        if usage is not None or values is not None or entry is None or not state.valid:
             return None
         return server_result(entry.raw, customer_id, feature_id, resource_id, None, None)
 
