@@ -276,6 +276,12 @@ def preview_subscription(db: Database, env_id: int, req: SubscriptionPreview) ->
         # to wait for and is replaced at once. The change's first period starts when the change does.
         current_window = billing_window(current, now) if current is not None else None
         scheduled = downgrade and req.schedule_strategy != "IMMEDIATE" and current_window is not None
+        if scheduled and code:
+            raise InvalidArgument(
+                "promotion codes are sent to the billing provider and not kept, so they cannot wait for a downgrade "
+                "at the end of the period (provisioning refuses it too): preview with scheduleStrategy IMMEDIATE, "
+                "or without the code"
+            )
         if scheduled and current_window is not None:
             start = current_window.end
         else:
