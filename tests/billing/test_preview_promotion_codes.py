@@ -77,3 +77,32 @@ def test_a_promotion_code_previews_as_its_coupon_and_a_bad_one_is_refused(
         assert widget.json()["data"]["immediateInvoice"]["total"] == 23.99
         bad = page.post("/api/v1/widgets/customers/cust-ada/preview", json={"planId": "plan-pro", "promotionCode": "X"})
         assert bad.status_code == 400 and bad.json()["error"]["code"] == "PROMOTION_CODE_INVALID"
+
+    # A code cannot wait for a downgrade at the period's end: the preview refuses it as provisioning does.
+    made = api.post(
+        "/api/v1/subscriptions",
+        json={
+            "customerId": "cust-ada",
+            "planId": "plan-pro",
+            "billingPeriod": "MONTHLY",
+            "paymentCollectionMethod": "INVOICE",
+        },
+    )
+    assert made.status_code == 200, made.text
+    sub_id = made.json()["data"]["subscription"]["id"]
+    Worker(server.db).drain()
+    paid = api.post(f"/api/v1/subscriptions/{sub_id}/invoice/paid")
+    assert paid.status_code == 200, paid.text
+    Worker(server.db).drain()
+    assert api.get(f"/api/v1/subscriptions/{sub_id}").json()["data"]["status"] == "ACTIVE"
+    body = {"customerId": "cust-ada", "planId": "plan-pro", "billingPeriod": "ANNUALLY"}
+    waiting = {**body, "appliedCoupon": {"promotionCode": "SPRING"}}
+    for path in ("/api/v1/subscriptions/preview", "/api/v1/subscriptions"):
+        refused = api.post(path, json=waiting)
+        assert refused.status_code == 400 and refused.json()["error"]["code"] == "INVALID_ARGUMENT", refused.text
+        assert "scheduleStrategy IMMEDIATE" in refused.json()["error"]["message"]
+    later = api.post("/api/v1/subscriptions/preview", json=body).json()["data"]
+    assert later["hasScheduledUpdates"] and later["isPlanDowngrade"]
+    now = api.post("/api/v1/subscriptions/preview", json={**waiting, "scheduleStrategy": "IMMEDIATE"})
+    assert now.status_code == 200, now.text
+    assert not now.json()["data"]["hasScheduledUpdates"] and now.json()["data"]["recurringInvoice"]["discount"] > 0

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from decimal import Decimal
+from typing import Any
 
 import httpx
 import pytest
 
 from entitle.sdk import AsyncEntitle, Entitle, EntitleError, Source
+from entitle.sdk.cache import MemoryCache
+from entitle.sdk.store import EntitlementStore
 from tests.conftest import LiveServer
 from tests.sdk.conftest import AsyncCountingTransport, CountingTransport
 from tests.sdk.test_push import eventually, require_push
@@ -163,5 +166,152 @@ def test_the_async_client_asks_the_server_for_a_credit_priced_feature(server: Li
             assert (refused.is_granted, refused.access_denied_reason) == (False, "InsufficientCredits")
             assert [r.feature_id for r in await client.get_entitlements(shop.customer)] == [shop.feature]
             assert transport.paths[f"/api/v1/customers/{shop.customer}/entitlements/check"] == 2
+
+    asyncio.run(main())
+
+
+# -- the list's balances fill the credit cache -------------------------------------------------------------
+
+
+def test_the_list_fills_the_balances_and_answers_the_first_check_of_a_credit_priced_feature(
+    module_server: LiveServer,
+) -> None:
+    shop = PricedShop(module_server)  # 10 credits; the feature costs 2 a unit
+    entitlements = f"/api/v1/customers/{shop.customer}/entitlements"
+    checks = f"{entitlements}/check"
+    transport = CountingTransport()
+    with Entitle(module_server.key(), module_server.base_url, transport=transport, push=False) as client:
+        # Cold: the list the server sends answers the feature as its check would (one request, not two).
+        first = client.get_entitlement(shop.customer, shop.feature)
+        assert (first.is_granted, first.source) == (True, Source.SERVER)
+        assert (transport.paths[entitlements], transport.paths[checks]) == (1, 0)
+        # The list carried the balance: reading it asks nothing.
+        balance = client.get_credit_balance(shop.customer, shop.currency)
+        assert (balance.usage_limit, balance.current_usage, balance.source) == (10, 0, Source.CACHE)
+        assert transport.total == 1
+
+        # A credit-priced feature in a list already held is still the server's, every time.
+        shop.consume(4, "listed")
+        again = client.get_entitlement(shop.customer, shop.feature, requested_usage=4)
+        assert (again.is_granted, again.access_denied_reason, again.source) == (
+            False,
+            "InsufficientCredits",
+            Source.SERVER,
+        )
+        assert client.get_entitlement(shop.customer, shop.feature).source is Source.SERVER
+        assert (transport.paths[entitlements], transport.paths[checks]) == (1, 2)
+
+        # A list read again (here `refresh`) brings the balance as it now is.
+        client.refresh(shop.customer)
+        moved = client.get_credit_balance(shop.customer, shop.currency)
+        assert (moved.balance, moved.source) == (6, Source.CACHE)
+        assert transport.paths[checks] == 2
+
+    # Cold with a usage asked: the list does not price it, so the check is asked too.
+    cold = CountingTransport()
+    with Entitle(module_server.key(), module_server.base_url, transport=cold, push=False) as client:
+        asked = client.get_entitlement(shop.customer, shop.feature, requested_usage=3)
+        assert (asked.is_granted, asked.source) == (True, Source.SERVER)
+        assert (cold.paths[entitlements], cold.paths[checks]) == (1, 1)
+
+
+def test_the_async_client_fills_the_balances_from_the_list(module_server: LiveServer) -> None:
+    shop = PricedShop(module_server)
+    entitlements = f"/api/v1/customers/{shop.customer}/entitlements"
+    checks = f"{entitlements}/check"
+
+    async def main() -> None:
+        transport = AsyncCountingTransport()
+        async with AsyncEntitle(module_server.key(), module_server.base_url, transport=transport, push=False) as client:
+            first = await client.get_entitlement(shop.customer, shop.feature)
+            assert (first.is_granted, first.source) == (True, Source.SERVER)
+            balance = await client.get_credit_balance(shop.customer, shop.currency)
+            assert (balance.balance, balance.source) == (10, Source.CACHE)
+            assert (transport.paths[entitlements], transport.total) == (1, 1)
+
+            shop.consume(4, "async-listed")
+            again = await client.get_entitlement(shop.customer, shop.feature, requested_usage=4)
+            assert (again.is_granted, again.source) == (False, Source.SERVER)
+            await client.refresh(shop.customer)
+            assert (await client.get_credit_balance(shop.customer, shop.currency)).balance == 6
+            assert (transport.paths[entitlements], transport.paths[checks]) == (2, 1)
+
+            cold = AsyncCountingTransport()
+            async with AsyncEntitle(module_server.key(), module_server.base_url, transport=cold, push=False) as other:
+                asked = await other.get_entitlement(shop.customer, shop.feature, requested_usage=1)
+                assert (asked.is_granted, asked.source) == (True, Source.SERVER)
+                assert (cold.paths[entitlements], cold.paths[checks]) == (1, 1)
+
+    asyncio.run(main())
+
+
+def _listed(balance: int) -> dict[str, Any]:
+    credit = {"type": "CREDIT", "currency": {"currencyId": "gems"}, "usageLimit": balance, "currentUsage": 0}
+    return {"entitlements": [credit], "creditPricedFeatures": []}
+
+
+def test_a_balance_pushed_while_the_list_was_in_flight_is_not_overwritten_by_it() -> None:
+    store = EntitlementStore(MemoryCache(), "t:", ttl=30.0)
+    key = ("cust", "gems", None)
+    mark = store.before_fetch(("cust", None))
+    store.credits.store(key, {"usageLimit": 7, "currentUsage": 0})  # pushed after the list was asked for
+    store.store(("cust", None), _listed(50), mark)
+    assert store.credits.hot[key].usage_limit == 7
+    # A list asked for after the push keeps what it says.
+    store.store(("cust", None), _listed(50), store.before_fetch(("cust", None)))
+    assert store.credits.hot[key].usage_limit == 50
+    # Another currency the list carries is kept either way; an entry without its numbers is not.
+    other = _listed(3)
+    other["entitlements"] += [{"type": "CREDIT", "currency": {"currencyId": "ore"}}]
+    other["entitlements"][0]["currency"]["currencyId"] = "coal"
+    store.store(("cust", None), other, mark)
+    assert store.credits.hot[("cust", "coal", None)].usage_limit == 3
+    assert ("cust", "ore", None) not in store.credits.hot
+
+
+def _priced_list(granted: bool) -> dict[str, Any]:
+    feature = {
+        "type": "FEATURE",
+        "feature": {"id": "priced", "featureType": "NUMBER"},
+        "isGranted": granted,
+        "accessDeniedReason": None if granted else "InsufficientCredits",
+        "hasUnlimitedUsage": True,
+    }
+    return {"entitlements": [feature], "creditPricedFeatures": ["priced"]}
+
+
+def _changing_server(client: list[Any]) -> Any:
+    """A server whose list reads find a change announced while they are in flight; its check answers denied."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/check"):
+            return httpx.Response(200, json={"data": _priced_list(False)["entitlements"][0]})
+        client[0]._store.invalidate("cust", None)  # the push stream announces a change meanwhile
+        return httpx.Response(200, json={"data": _priced_list(True)})
+
+    return answer
+
+
+def test_a_list_that_may_predate_a_change_does_not_answer_a_credit_priced_feature() -> None:
+    holder: list[Any] = []
+    transport = httpx.MockTransport(_changing_server(holder))
+    with Entitle("key", "http://entitle.test", transport=transport, push=False) as client:
+        holder.append(client)
+        result = client.get_entitlement("cust", "priced")
+        assert (result.is_granted, result.access_denied_reason, result.source) == (
+            False,
+            "InsufficientCredits",
+            Source.SERVER,
+        )
+
+
+def test_the_async_client_asks_the_check_when_the_list_may_predate_a_change() -> None:
+    async def main() -> None:
+        holder: list[Any] = []
+        transport = httpx.MockTransport(_changing_server(holder))
+        async with AsyncEntitle("key", "http://entitle.test", transport=transport, push=False) as client:
+            holder.append(client)
+            result = await client.get_entitlement("cust", "priced")
+            assert (result.is_granted, result.source) == (False, Source.SERVER)
 
     asyncio.run(main())

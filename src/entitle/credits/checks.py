@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from entitle.credits import engine, recurring, rules, store
 from entitle.credits.models import CustomCurrency, Wallet
-from entitle.credits.pricing import priced_features, rates
+from entitle.credits.pricing import rates_of
 from entitle.credits.schemas import CheckCurrency, CheckReservation, CreditCheckResult
 from entitle.customers.models import Customer
 from entitle.grants.engine import resource_key
@@ -108,12 +108,11 @@ def feature_rates(
 ) -> dict[str, tuple[FeatureRate, ...]]:
     """The credit rates of those of `feature_refs` the customer's subscriptions price in credits, in
     currencies that exist (a price in an unknown currency draws nothing, so it refuses nothing)."""
-    wanted = [ref for ref in feature_refs if ref in priced_features(s, env_id)]
     found: dict[str, tuple[FeatureRate, ...]] = {}
     soft: dict[str, bool] = {}
-    for feature_ref in wanted:
+    for feature_ref, its_rates in rates_of(s, env_id, customer, resource_ref, feature_refs).items():
         priced: list[FeatureRate] = []
-        for rate in rates(s, env_id, customer, resource_ref, feature_ref):
+        for rate in its_rates:
             if store.find_currency(s, env_id, rate.currency_ref) is None:
                 continue
             if rate.currency_ref not in soft:

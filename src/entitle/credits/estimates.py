@@ -67,24 +67,23 @@ def estimate_event(db: Database, env_id: int, req: EventEstimateIn) -> EstimateR
     with db.read() as s:
         customer = _customer(s, env_id, req.customer_id)
         warnings = _resource_warning(s, customer, req.resource_id)
-        matched = False
         costs: dict[str, list[EstimateBreakdown]] = defaultdict(list)
+        added_by: dict[str, tuple[str, Decimal | str]] = {}
         for feature in sorted(features.metered_with_meter(s, env_id), key=lambda f: f.ref_id):
             assert feature.meter is not None
             added = measure(feature.meter, req.event_name, dimensions)
-            if added is None:
-                continue
-            matched = True
-            function = feature.meter["aggregation"]["function"]
-            for rate in pricing.rates(s, env_id, customer, req.resource_id, feature.ref_id):
+            if added is not None:
+                added_by[feature.ref_id] = (feature.meter["aggregation"]["function"], added)
+        matched = bool(added_by)
+        found = pricing.rates_of(s, env_id, customer, req.resource_id, added_by)
+        for feature_ref, (function, added) in added_by.items():
+            for rate in found.get(feature_ref, []):
                 if function in ("SUM", "COUNT") and isinstance(added, Decimal):
                     cost = rules.credits_for(added, rate.per_unit) if added > 0 else rules.ZERO
-                    costs[rate.currency_ref].append(EstimateBreakdown(feature_id=feature.ref_id, cost=cost))
+                    costs[rate.currency_ref].append(EstimateBreakdown(feature_id=feature_ref, cost=cost))
                 else:
                     costs[rate.currency_ref].append(
-                        EstimateBreakdown(
-                            feature_id=feature.ref_id, cost=rules.ZERO, warning_code=UNSUPPORTED_AGGREGATION
-                        )
+                        EstimateBreakdown(feature_id=feature_ref, cost=rules.ZERO, warning_code=UNSUPPORTED_AGGREGATION)
                     )
         if not matched:
             warnings.append("FEATURE_NOT_FOUND")

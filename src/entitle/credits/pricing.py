@@ -10,7 +10,8 @@ usage would cost without writing anything.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -63,30 +64,52 @@ def rates(s: Session, env_id: int, customer: Customer, resource_ref: str | None,
     """The credit rates of `feature_ref` for the customer's live subscriptions (one per currency: the
     first subscription's price wins), each the price for the subscription's billing period (and country,
     when it has one), or the subscription's own rate when its `priceOverrides` set one (a sales-led deal)."""
-    if feature_ref not in priced_features(s, env_id):
-        return []
-    found: dict[str, Rate] = {}
-    for sub in live_subscriptions(s, customer, resource_ref):
-        deal = price_rules.credit_rates(sub.price_overrides).get(feature_ref)
-        package_pks = [sub.plan_pk] + [a.addon_pk for a in subscriptions.addons_of(s, [sub.pk]).get(sub.pk, [])]
-        charges = s.scalars(
-            select(PackageCharge)
-            .where(
-                PackageCharge.package_pk.in_(package_pks),
-                PackageCharge.billing_model == "CREDIT_BASED",
-                PackageCharge.feature_ref == feature_ref,
-                PackageCharge.credit_rate_amount.is_not(None),
-                PackageCharge.is_overage.is_(False),
-            )
-            .order_by(PackageCharge.pk)
-        ).all()
+    return rates_of(s, env_id, customer, resource_ref, [feature_ref]).get(feature_ref, [])
+
+
+def rates_of(
+    s: Session, env_id: int, customer: Customer, resource_ref: str | None, feature_refs: Iterable[str]
+) -> dict[str, list[Rate]]:
+    """`rates` of several features (those priced in credits only), read at a fixed number of queries
+    however many live subscriptions and add-ons the customer has: usage is charged on the hot path."""
+    wanted = [ref for ref in dict.fromkeys(feature_refs) if ref in priced_features(s, env_id)]
+    if not wanted:
+        return {}
+    subs = live_subscriptions(s, customer, resource_ref)
+    if not subs:
+        return {}
+    bought = subscriptions.addons_of(s, [sub.pk for sub in subs])
+    packages_of = {sub.pk: {sub.plan_pk, *(a.addon_pk for a in bought.get(sub.pk, []))} for sub in subs}
+    by_package: dict[int, list[PackageCharge]] = defaultdict(list)
+    for charge in s.scalars(
+        select(PackageCharge).where(
+            PackageCharge.package_pk.in_(set().union(*packages_of.values())),
+            PackageCharge.billing_model == "CREDIT_BASED",
+            PackageCharge.feature_ref.in_(wanted),
+            PackageCharge.credit_rate_amount.is_not(None),
+            PackageCharge.is_overage.is_(False),
+        )
+    ):
+        by_package[charge.package_pk].append(charge)
+    found: dict[str, dict[str, Rate]] = {ref: {} for ref in wanted}
+    for sub in subs:
+        deals = price_rules.credit_rates(sub.price_overrides)
+        # In catalog order, as the subscription's own charges were always read (the first price of a
+        # currency wins).
+        charges = sorted((c for pk in packages_of[sub.pk] for c in by_package[pk]), key=lambda c: c.pk)
         for charge in charges_paid(charges, sub.billing_period, sub.billing_country_code):
-            currency_ref, per_unit = charge.credit_rate_currency_ref, charge.credit_rate_amount
+            feature_ref, currency_ref, per_unit = (
+                charge.feature_ref,
+                charge.credit_rate_currency_ref,
+                charge.credit_rate_amount,
+            )
+            if feature_ref is None or currency_ref is None or per_unit is None:
+                continue
+            deal = deals.get(feature_ref)
             if deal is not None and deal[0] == currency_ref:
                 per_unit = deal[1]
-            if currency_ref is not None and per_unit is not None and currency_ref not in found:
-                found[currency_ref] = Rate(currency_ref, per_unit)
-    return list(found.values())
+            found[feature_ref].setdefault(currency_ref, Rate(currency_ref, per_unit))
+    return {ref: list(by_currency.values()) for ref, by_currency in found.items() if by_currency}
 
 
 def charges_paid(charges: Sequence[PackageCharge], period: str | None, country: str | None) -> list[PackageCharge]:

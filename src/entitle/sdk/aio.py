@@ -189,6 +189,9 @@ class AsyncEntitle(ClientBase):
         if source is Source.SERVER:
             assert state is not None
             if feature_id in state.credit_priced:
+                listed = self._as_listed(state, customer_id, feature_id, resource_id, usage, values)
+                if listed is not None:
+                    return listed
                 return await self._check_priced(state, customer_id, feature_id, resource_id, usage, values)
             return evaluate(state, customer_id, feature_id, resource_id, source, usage, values, time.time())
         return self._offline_one(state, customer_id, feature_id, resource_id, usage, values)
@@ -228,7 +231,7 @@ class AsyncEntitle(ClientBase):
     async def _read_through(self, key: tuple[str, str | None]) -> tuple[State | None, Source]:
         last = self._store.load(key)
         if self._may_try_server():
-            generation = self._store.generation(key)
+            mark = self._store.before_fetch(key)
             try:
                 data = await self._send(wire.entitlements_call(*key))
             except EntitleConnectionError as exc:
@@ -236,13 +239,13 @@ class AsyncEntitle(ClientBase):
                 self._went_offline()
             else:
                 self._came_online()
-                return self._store.store(key, data, generation), Source.SERVER
+                return self._store.store(key, data, mark), Source.SERVER
         return last, (Source.STALE_CACHE if last is not None else Source.FALLBACK)
 
     async def refresh(self, customer_id: str, *, resource_id: str | None = None) -> None:
         key = (customer_id, resource_id)
-        generation = self._store.generation(key)
-        self._store.store(key, await self._send(wire.entitlements_call(*key), attempts=3), generation)
+        mark = self._store.before_fetch(key)
+        self._store.store(key, await self._send(wire.entitlements_call(*key), attempts=3), mark)
 
     # --- writes -----------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from typing import Any
 from entitle.sdk.batch import DropCallback, DropReporter, EventQueue
 from entitle.sdk.cache import CacheBackend, MemoryCache
 from entitle.sdk.credits import CreditKey, CreditState
-from entitle.sdk.state import State, evaluate, fallback_result, normalize_fallbacks, to_decimal
+from entitle.sdk.state import State, evaluate, fallback_result, normalize_fallbacks, server_result, to_decimal
 from entitle.sdk.store import EntitlementStore, Key, namespace
 from entitle.sdk.types import EntitlementResult, FallbackEntitlement, Source
 
@@ -98,6 +98,24 @@ class ClientBase:
         if state is not None:
             return evaluate(state, customer_id, feature_id, resource_id, Source.STALE_CACHE, usage, values, time.time())
         return fallback_result(self._fallbacks.get(feature_id), customer_id, feature_id, resource_id, usage, values)
+
+    @staticmethod
+    def _as_listed(
+        state: State,
+        customer_id: str,
+        feature_id: str,
+        resource_id: str | None,
+        usage: Decimal | None,
+        values: tuple[str, ...] | None,
+    ) -> EntitlementResult | None:
+        """A credit-priced feature asked without a usage or values, answered by the list the server sent in
+        this very call: the list answers each feature as its check without `requestedUsage` does (docs/credits.md),
+        so a second request would only ask the same again. None: the check must be asked (also when a change
+        was announced while the list was in flight: the list may predate it)."""
+        entry = state.entries.get(feature_id)
+        if usage is not None or values is not None or entry is None or not state.valid:
+            return None
+        return server_result(entry.raw, customer_id, feature_id, resource_id, None, None)
 
     def _all(
         self, state: State | None, source: Source, customer_id: str, resource_id: str | None

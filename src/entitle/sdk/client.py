@@ -148,6 +148,9 @@ class Entitle(ClientBase):
         if source is Source.SERVER:
             assert state is not None
             if feature_id in state.credit_priced:
+                listed = self._as_listed(state, customer_id, feature_id, resource_id, usage, values)
+                if listed is not None:
+                    return listed
                 return self._check_priced(state, customer_id, feature_id, resource_id, usage, values)
             return evaluate(state, customer_id, feature_id, resource_id, source, usage, values, time.time())
         return self._offline_one(state, customer_id, feature_id, resource_id, usage, values)
@@ -188,7 +191,7 @@ class Entitle(ClientBase):
         """Fetch the customer's list into the cache; offline: the last known state, if any."""
         last = self._store.load(key)
         if self._may_try_server():
-            generation = self._store.generation(key)
+            mark = self._store.before_fetch(key)
             try:
                 data = self._send(wire.entitlements_call(*key))
             except EntitleConnectionError as exc:
@@ -196,14 +199,14 @@ class Entitle(ClientBase):
                 self._went_offline()
             else:
                 self._came_online()
-                return self._store.store(key, data, generation), Source.SERVER
+                return self._store.store(key, data, mark), Source.SERVER
         return last, (Source.STALE_CACHE if last is not None else Source.FALLBACK)
 
     def refresh(self, customer_id: str, *, resource_id: str | None = None) -> None:
         """Re-read a customer's entitlements now (raises when the server is unreachable)."""
         key = (customer_id, resource_id)
-        generation = self._store.generation(key)
-        self._store.store(key, self._send(wire.entitlements_call(*key), attempts=3), generation)
+        mark = self._store.before_fetch(key)
+        self._store.store(key, self._send(wire.entitlements_call(*key), attempts=3), mark)
 
     # --- writes -----------------------------------------------------------------------------------
 

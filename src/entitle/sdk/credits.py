@@ -12,6 +12,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -70,7 +71,10 @@ class CreditCache:
         self.backend = backend
         self.prefix = f"{prefix}credits{_SEP}"
         self.hot: dict[CreditKey, CreditState] = {}
-        self._generation: dict[CreditKey, int] = {}
+        # When each balance last changed (or was dropped), on one counter for all of them: a read in flight
+        # keeps what it got only if its balance did not change after the read was sent.
+        self._moves = 0
+        self._moved_at: dict[CreditKey, int] = {}
         self._lock = threading.Lock()
 
     def _bkey(self, key: CreditKey) -> str:
@@ -94,7 +98,15 @@ class CreditCache:
         return state
 
     def generation(self, key: CreditKey) -> int:
-        return self._generation.get(key, 0)
+        return self._moved_at.get(key, 0)
+
+    def moves(self) -> int:
+        """Where the change counter stands: taken before sending a read whose balances `store_listed` keeps."""
+        return self._moves
+
+    def _move(self, key: CreditKey) -> None:
+        self._moves += 1
+        self._moved_at[key] = self._moves
 
     def _write(self, key: CreditKey, state: CreditState) -> None:
         self.hot[key] = state
@@ -119,18 +131,35 @@ class CreditCache:
             reserved = None if previous is None else max(Decimal(0), previous.reserved - released)
             state = CreditState.from_wire(data, reserved, time.time())
             if generation is None:
-                self._generation[key] = self._generation.get(key, 0) + 1
-            elif self._generation.get(key, 0) != generation:
+                self._move(key)
+            elif self._moved_at.get(key, 0) != generation:
                 return state
             self._write(key, state)
         return state
+
+    def store_listed(self, customer_id: str, resource_id: str | None, entitlements: Iterable[Any], since: int) -> None:
+        """Keep the balances an entitlement list carries (its CREDIT entries, each the currency check's
+        answer), except those that changed after `since` (`moves()` when the list was asked for): a
+        balance pushed meanwhile may be newer than the list."""
+        now = time.time()
+        with self._lock:
+            for raw in entitlements:
+                if not isinstance(raw, dict) or raw.get("type") != "CREDIT":
+                    continue
+                currency = (raw.get("currency") or {}).get("currencyId")
+                if not currency or raw.get("usageLimit") is None or raw.get("currentUsage") is None:
+                    continue
+                key = (customer_id, currency, resource_id)
+                if self._moved_at.get(key, 0) > since:
+                    continue
+                self._write(key, CreditState.from_wire(raw, None, now))
 
     def mark_all_invalid(self, written_before: float) -> None:
         """The push stream connected without a replay point: balances written before may be stale."""
         with self._lock:
             for key, state in list(self.hot.items()):
                 if state.written_at < written_before:
-                    self._generation[key] = self._generation.get(key, 0) + 1
+                    self._move(key)
                     del self.hot[key]
                     try:
                         self.backend.delete(self._bkey(key))
@@ -140,6 +169,6 @@ class CreditCache:
     def clear(self) -> None:
         """`reset`: the entitlement store's clear drops the backend's entries (same namespace)."""
         with self._lock:
-            for key in self.hot:
-                self._generation[key] = self._generation.get(key, 0) + 1
+            for key in list(self.hot):
+                self._move(key)
             self.hot.clear()

@@ -142,10 +142,10 @@ class PushListener:
     async def refetch(self, key: Key) -> None:
         """Re-read a customer this process holds, so its next read stays local. A failure leaves the
         state invalid: the next read fetches (or answers STALE_CACHE when offline)."""
-        generation = self.store.generation(key)
+        mark = self.store.before_fetch(key)
         call = entitlements_call(*key)
         try:
             response = await self.client.request(call.method, call.path, params=call.params)
-            self.store.store(key, data_of(response), generation)
+            self.store.store(key, data_of(response), mark)
         except Exception as exc:
             log.debug("entitle: refetch of %s failed: %r", key, exc)

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -32,6 +33,15 @@ def namespace(api_key: str, base_url: str) -> str:
     serve several clients without mixing their customers."""
     digest = hashlib.sha256(f"{base_url.rstrip('/')}\n{api_key}".encode()).hexdigest()[:16]
     return f"entitle:{digest}:"
+
+
+@dataclass(frozen=True, slots=True)
+class FetchMark:
+    """Where the entitlement generation of a key and the credit cache's changes stood when its list was
+    asked for."""
+
+    entitlements: int
+    credits: int
 
 
 class EntitlementStore:
@@ -81,8 +91,9 @@ class EntitlementStore:
                 self.hot.setdefault(key, state)
         return state
 
-    def generation(self, key: Key) -> int:
-        return self._generation.get(key, 0)
+    def before_fetch(self, key: Key) -> FetchMark:
+        """Taken before asking for the key's list: `store` then knows what changed while it was in flight."""
+        return FetchMark(self._generation.get(key, 0), self.credits.moves())
 
     # --- writes ---------------------------------------------------------------------------------
 
@@ -93,13 +104,15 @@ class EntitlementStore:
         except Exception:
             log.warning("entitle: cache backend write failed", exc_info=True)
 
-    def store(self, key: Key, data: Mapping[str, Any], generation: int) -> State:
+    def store(self, key: Key, data: Mapping[str, Any], mark: FetchMark) -> State:
         """Keep a fetched list. If a change was announced for the key while the fetch was in flight
-        (its generation moved), the result may predate it: keep it, but as invalid (re-read next)."""
+        (its generation moved), the result may predate it: keep it, but as invalid (re-read next).
+        The list's balances (its CREDIT entries) fill the credit cache, so a balance read next is local."""
         with self._lock:
-            valid = self._generation.get(key, 0) == generation
+            valid = self._generation.get(key, 0) == mark.entitlements
             state = State.from_wire(data, time.time(), valid)
             self._write(key, state)
+        self.credits.store_listed(key[0], key[1], data.get("entitlements") or (), mark.credits)
         return state
 
     def invalidate(self, customer_id: str, resource_id: str | None, *, all_resources: bool = False) -> list[Key]:

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from entitle.catalog.coupons import store as coupons
 from entitle.catalog.packages import store as packages
 from entitle.catalog.packages.models import ADDON, PLAN, Package, PackageCharge
+from entitle.catalog.products.models import Product
 from entitle.clock import as_utc, utcnow
 from entitle.customers import store as customers
 from entitle.db import Database
@@ -31,6 +32,7 @@ from entitle.subscriptions.schemas import (
     PriceOverride,
     SubscriptionPreview,
 )
+from entitle.subscriptions.service import billing_window
 from entitle.subscriptions.validation import (
     check_addons,
     check_charges,
@@ -247,10 +249,7 @@ def preview_subscription(db: Database, env_id: int, req: SubscriptionPreview) ->
                 (Decimal(str(a["amount"])) for a in coupon.amounts_off or [] if a.get("currency") == currency), None
             )
             details = DiscountDetails(code=coupon.ref_id, percentage=percent, fixed_amount=fixed)
-        start = as_utc(req.start_date) if req.start_date else now
-        window = billing_period_at(start, period, start) if priced else None
         recurring = pricing.invoice(currency, lines, percent_off=percent, amount_off=fixed)
-        period_range = PeriodRange(start=window.start, end=window.end) if window else None
 
         # As provisioning decides it: the plan's trial only for a newcomer to the product (a free
         # subscription there does not count), unless the request says otherwise.
@@ -260,16 +259,35 @@ def preview_subscription(db: Database, env_id: int, req: SubscriptionPreview) ->
             if override is not None
             else bool(plan.default_trial_config) and not trial_used(s, customer, plan.product_pk)
         )
+        # A product that allows several subscriptions adds one beside those it has: none is replaced.
+        product = s.get(Product, plan.product_pk)
+        replaces = product is not None and not product.multiple_subscriptions
         current = next(
             (
                 x
-                for x in store.of_customer(s, customer.pk, [st.value for st in LIVE])
+                for x in (store.of_customer(s, customer.pk, [st.value for st in LIVE]) if replaces else ())
                 if x.product_pk == plan.product_pk and (x.resource_ref or None) == (req.resource_id or None)
             ),
             None,
         )
         downgrade = current is not None and is_downgrade(s, current, plan, period, req.billing_country_code)
-        scheduled = downgrade and req.schedule_strategy != "IMMEDIATE"
+        # As provisioning decides it: a downgrade waits for the end of the billing period the current
+        # subscription is in, unless IMMEDIATE; one not billing a period now (free, in its trial) has none
+        # to wait for and is replaced at once. The change's first period starts when the change does.
+        current_window = billing_window(current, now) if current is not None else None
+        scheduled = downgrade and req.schedule_strategy != "IMMEDIATE" and current_window is not None
+        if scheduled and code:
+            raise InvalidArgument(
+                "promotion codes are sent to the billing provider and not kept, so they cannot wait for a downgrade "
+                "at the end of the period (provisioning refuses it too): preview with scheduleStrategy IMMEDIATE, "
+                "or without the code"
+            )
+        if scheduled and current_window is not None:
+            start = current_window.end
+        else:
+            start = as_utc(req.start_date) if req.start_date else now
+        window = billing_period_at(start, period, start) if priced else None
+        period_range = PeriodRange(start=window.start, end=window.end) if window else None
         if scheduled or in_trial:
             # Nothing is due now: a trial (also one replacing a free subscription) bills at its end.
             immediate = pricing.invoice(currency, [])

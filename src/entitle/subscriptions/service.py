@@ -49,10 +49,15 @@ class SubscriptionView:
     contract_ref: str | None = None
 
     def billing_window(self) -> BillingWindow | None:
-        sub = self.sub
-        if sub.billing_period is None or sub.status not in OPEN or self.now < sub.billing_cycle_anchor:
-            return None
-        return billing_period_at(sub.billing_cycle_anchor, sub.billing_period, self.now)
+        return billing_window(self.sub, self.now)
+
+
+def billing_window(sub: Subscription, now: datetime) -> BillingWindow | None:
+    """The billing period `sub` is in at `now` (None: it bills no period now: free, ended, or before its
+    billing cycle starts, as in a trial). A change waiting for the period's end waits for this one's."""
+    if sub.billing_period is None or sub.status not in OPEN or now < sub.billing_cycle_anchor:
+        return None
+    return billing_period_at(sub.billing_cycle_anchor, sub.billing_period, now)
 
 
 def view_of(
