@@ -2,6 +2,7 @@
 latency, while one environment ingests events at full speed.
 
     .venv/bin/python bench/lock_holds.py [--batches N] [--concurrency C] [--reports N] [--database sqlite|postgresql]
+                                         [--explain]
 
 Server: Entitle in its own process (bench/ingest_load.py), which times every write transaction from
 the moment BEGIN IMMEDIATE returned (the write lock is held) to the end of its COMMIT or ROLLBACK.
@@ -16,6 +17,12 @@ environment `other` gets a feature reported by usage (`POST /api/v2/usage`), a p
 Prints the usage-report p50/p99 idle and under load, the ingestion rate, and the SQLite write-lock
 holds (count, median, p99, longest) over the whole run, seeding included. Timing is reported, never
 asserted; exits 1 only if a request failed.
+
+`--explain` runs this file's server instead (bench/hold_anatomy.py patched into it, a little slower) and
+splits each hold into its pieces: its members' CPU, their waits for a CPU the machine's other processes
+held (on a shared machine, most of the longest holds), the rest of their time (the GIL, the disk), the
+hand-overs and the COMMIT; it prints the longest holds with and without those waits for a CPU, and each
+write transaction's queueing, work and commit under load, with how many holds it waited for.
 """
 
 from __future__ import annotations
