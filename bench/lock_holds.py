@@ -2,6 +2,7 @@
 latency, while one environment ingests events at full speed.
 
     .venv/bin/python bench/lock_holds.py [--batches N] [--concurrency C] [--reports N] [--database sqlite|postgresql]
+                                         [--explain]
 
 Server: Entitle in its own process (bench/ingest_load.py), which times every write transaction from
 the moment BEGIN IMMEDIATE returned (the write lock is held) to the end of its COMMIT or ROLLBACK.
@@ -16,6 +17,12 @@ environment `other` gets a feature reported by usage (`POST /api/v2/usage`), a p
 Prints the usage-report p50/p99 idle and under load, the ingestion rate, and the SQLite write-lock
 holds (count, median, p99, longest) over the whole run, seeding included. Timing is reported, never
 asserted; exits 1 only if a request failed.
+
+`--explain` runs this file's server instead (bench/hold_anatomy.py patched into it, a little slower) and
+splits each hold into its pieces: its members' CPU, their waits for a CPU the machine's other processes
+held (on a shared machine, most of the longest holds), the rest of their time (the GIL, the disk), the
+hand-overs and the COMMIT; it prints the longest holds with and without those waits for a CPU, and each
+write transaction's queueing, work and commit under load, with how many holds it waited for.
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import catalog_reads
+import ingest_load
 from catalog_reads import fresh_database
 from ingest_load import (
     BATCH,
@@ -43,7 +52,6 @@ from ingest_load import (
     percentile,
     post_all,
     provision,
-    running_server,
     seed_catalog,
     writer_phases,
 )
@@ -81,6 +89,9 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=2, help="ingesting connections (default 2)")
     parser.add_argument("--reports", type=int, default=200, help="idle usage reports (default 200)")
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument(
+        "--explain", action="store_true", help="split the longest holds into their pieces (bench/hold_anatomy.py)"
+    )
     args = parser.parse_args()
 
     from entitle.db import Database
@@ -96,7 +107,9 @@ def main() -> int:
         key = create_key(db, "development", KeyKind.SERVER)
         other_key = create_key(db, "other", KeyKind.SERVER)
         db.dispose()
-        with running_server(url, data_dir) as base:
+        # Explained, by this file's server: the ingest_load one, patched (a little slower).
+        server = __file__ if args.explain else ingest_load.__file__
+        with catalog_reads.running_server(url, data_dir, script=server, startup_seconds=60) as base:
             with httpx.Client(base_url=base, headers={"X-API-KEY": key}, timeout=60) as api:
                 seed_catalog(api)
                 provision(api, customers)
@@ -117,6 +130,7 @@ def main() -> int:
                         loaded.append(report_usage(other, n, errors))
                         n += 1
 
+                load_began = hold_anatomy(base, begin_load=True)["clockS"] if args.explain else 0.0
                 thread = threading.Thread(target=reporter, daemon=True)
                 thread.start()
                 elapsed, _, ingest_errors = post_all(base, key, bodies[2:], args.concurrency)
@@ -124,6 +138,7 @@ def main() -> int:
                 thread.join()
                 loaded_phases = writer_phases(base, reset=True)
             holds = lock_holds(base)
+            anatomy = hold_anatomy(base) if args.explain else None
     errors += ingest_errors
     print(
         f"Entitle lock holds: {args.database}; environment `development` ingests {args.batches} batches of {BATCH} "
@@ -147,6 +162,8 @@ def main() -> int:
             f"`{holds['longestFirstStatement']}`; CPU of the holding thread over the holds one thread began and ended: "
             f"p99 {holds['p99CpuMs']:.1f} ms, max {holds['maxCpuMs']:.1f} ms"
         )
+    if anatomy is not None:
+        _print_anatomy(anatomy, load_began)
     print("targets: longest hold <= 100 ms; usage report p99 <= 50 ms while another environment ingests")
     for error in errors[:5]:
         print(f"error: {error}", file=sys.stderr)
@@ -179,9 +196,82 @@ def _print_phases(idle: dict[str, Any], loaded: dict[str, Any]) -> None:
         )
 
 
+ANATOMY_PATH = "/_bench/hold_anatomy"
+
+
+def hold_anatomy(base: str, begin_load: bool = False) -> dict[str, Any]:
+    response = httpx.get(f"{base}{ANATOMY_PATH}{'/load' if begin_load else ''}", timeout=30)
+    response.raise_for_status()
+    report: dict[str, Any] = response.json()
+    return report
+
+
+def _print_anatomy(anatomy: dict[str, Any], load_began: float) -> None:
+    """The longest holds of the whole run, each split into its pieces (bench/hold_anatomy.py)."""
+    if not anatomy.get("count"):
+        return
+    totals = anatomy["totalsMs"]
+    whole = sum(totals.values()) or 1.0
+    print(f"\nwhere the {anatomy['count']} holds' time went, all holds: ", end="")
+    print(", ".join(f"{name} {ms / whole:.0%}" for name, ms in sorted(totals.items(), key=lambda kv: -kv[1])))
+    for name, spread in sorted(anatomy["commitMs"].items()):
+        print(
+            f"  COMMIT of {name}: {spread['count']}, p50 {spread['p50']:.1f} ms, p90 {spread['p90']:.1f} ms, "
+            f"p99 {spread['p99']:.1f} ms"
+        )
+    print(f"  {'write transactions under load, ms':<44} {'p50':>6} {'p90':>6} {'p99':>6}")
+    for name, spread in anatomy["writers"].items():
+        print(f"  {name:<44} {spread['p50']:>6.1f} {spread['p90']:>6.1f} {spread['p99']:>6.1f}")
+    for kind, counts in anatomy["waitedBehind"].items():
+        print(f"  holds a {kind} waited for: " + ", ".join(f"{k}: {n}" for k, n in sorted(counts.items())))
+    print("  the longest by wall time:")
+    for hold in anatomy["longest"][:5]:
+        _print_hold(hold, load_began)
+    print("  the longest once their threads' waits for a CPU are taken out:")
+    for hold in anatomy["longestOnCpu"][:5]:
+        _print_hold(hold, load_began)
+
+
+def _print_hold(hold: dict[str, Any], load_began: float) -> None:
+    kind = "ingest batch" if hold["bulk"] else f"group of {hold['members']}"
+    pieces = ", ".join(f"{name} {ms:.1f}" for name, ms in sorted(hold["pieces"].items(), key=lambda kv: -kv[1]))
+    checkpoints = ", ".join(f"{mode} {ms:.1f}" for mode, ms in hold["checkpointMs"].items()) or "none"
+    phase = "under load" if hold["atS"] >= load_began else "before the load"
+    print(
+        f"  {hold['wallMs']:.1f} ms, {kind} ({phase}, at {hold['atS']:.1f} s); process CPU "
+        f"{hold['processCpuMs']:.1f} ms; checkpoints meanwhile: {checkpoints}; less its threads' waits for a "
+        f"CPU: {hold['lessRunqueueMs']:.1f} ms\n    {pieces}"
+    )
+    for member in hold["memberTimeline"][:12]:
+        print(
+            f"    +{member['atMs']:7.1f} {member['thread'][:22]:<22} wall {member['wallMs']:6.1f} cpu "
+            f"{member['cpuMs']:5.1f} runq {member['runqueueMs']:5.1f}  {member['first'][:60]}"
+        )
+        print(
+            f"             {member['statements']} statements, {member['sqlMs']:.1f} ms in them; slowest "
+            f"{member['slowestMs']:.1f} ms: {member['slowest'][:60]}"
+        )
+
+
+def _serve_explained() -> None:
+    """bench/ingest_load.py's server, its holds explained (`--explain`)."""
+    import hold_anatomy as anatomy_module
+    from ingest_load import serve
+
+    def add_route(app: Any, anatomy: anatomy_module.HoldAnatomy) -> None:
+        app.add_api_route(ANATOMY_PATH, anatomy.report, methods=["GET"], include_in_schema=False)
+        app.add_api_route(f"{ANATOMY_PATH}/load", anatomy.load_begins, methods=["GET"], include_in_schema=False)
+
+    anatomy_module.install(add_route)
+    serve(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+
+
 def _cpu(ms: float | None) -> str:
     return "n/a (a group commit: begun and ended by two writers' threads)" if ms is None else f"{ms:.1f} ms"
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    if len(sys.argv) == 5 and sys.argv[1] == "--serve":
+        _serve_explained()
+    else:
+        sys.exit(main())

@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from entitle import app as app_module
 from entitle.app import create_app
 from entitle.config import Settings, load_settings
 from entitle.db import Database
@@ -48,3 +50,33 @@ def test_a_served_app_freezes_what_start_up_made(db: Database, tmp_path: Path, u
 
 def test_an_app_made_in_a_test_process_does_not(db: Database, tmp_path: Path, unfrozen: None) -> None:
     assert _started(db, tmp_path, freeze=False) == 0
+
+
+def test_the_embedded_worker_starts_after_the_collection_that_freezes(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The collection keeps the GIL for 100 ms or more in one call: a job claim begun meanwhile held the
+    # SQLite write lock for all of it (the longest hold of bench/lock_holds.py's runs).
+    threads_when_tuned: list[list[str]] = []
+    monkeypatch.setattr(app_module, "_tune_process", lambda: threads_when_tuned.append(_thread_names()))
+    settings = Settings(
+        database_url=db.url,
+        data_dir=tmp_path,
+        console_base_url="http://test",
+        freeze_startup_objects=True,
+        embedded_worker=True,
+    )
+    app = create_app(settings, db=db)
+
+    async def started() -> list[str]:
+        async with app.router.lifespan_context(app):
+            return _thread_names()
+
+    running = asyncio.run(started())
+    assert "entitle-worker" in running
+    assert len(threads_when_tuned) == 1
+    assert "entitle-worker" not in threads_when_tuned[0]
+
+
+def _thread_names() -> list[str]:
+    return [thread.name for thread in threading.enumerate()]

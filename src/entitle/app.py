@@ -111,14 +111,6 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        stop = threading.Event()
-        thread = None
-        if settings.embedded_worker:
-            from entitle.jobs.service import Worker
-
-            worker = Worker(app.state.db)
-            thread = threading.Thread(target=worker.run_forever, args=(stop,), name="entitle-worker", daemon=True)
-            thread.start()
         # Fed by this process's commits and, through the hub, by everyone else's; it serves nothing
         # until the hub has read the change log once.
         snapshot = app.state.entitlement_snapshot = Snapshot()
@@ -128,6 +120,16 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         restore_signals = app.state.push_hub.chain_exit_signals()
         if settings.freeze_startup_objects:
             _tune_process()
+        # Started after the collection above: it runs in one call that keeps the GIL for 100 ms or more,
+        # and a first job claim begun meanwhile held the SQLite write lock for all of it.
+        stop = threading.Event()
+        thread = None
+        if settings.embedded_worker:
+            from entitle.jobs.service import Worker
+
+            worker = Worker(app.state.db)
+            thread = threading.Thread(target=worker.run_forever, args=(stop,), name="entitle-worker", daemon=True)
+            thread.start()
         yield
         app.state.push_hub.stop()
         domain_events.remove_commit_listener(snapshot.committed)
