@@ -162,6 +162,12 @@ class Worker:
     def claim(self) -> list[JobContext]:
         now = utcnow()
         claimed: list[JobContext] = []
+        if self.db.dialect == "sqlite":
+            # Claiming takes SQLite's one write lock, which every request that writes waits for; an idle
+            # worker asks twice a second, so it first looks without the lock whether anything is due.
+            with self.db.read() as s:
+                if not store.any_claimable(s, now):
+                    return claimed
         with self.db.transaction() as s:
             for job in store.claimable(s, now, self.batch):
                 if job.status == RUNNING and job.attempts >= job.max_attempts:

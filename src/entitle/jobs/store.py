@@ -41,6 +41,20 @@ def claimable(session: Session, now: datetime, limit: int) -> list[Job]:
     return list(session.scalars(stmt))
 
 
+def any_claimable(session: Session, now: datetime) -> bool:
+    """Whether some job may be claimable now: due or with an expired lease (ordering keys are not
+    considered, so it may say yes when `claimable` then finds nothing, never the reverse)."""
+    stmt = select(
+        exists().where(
+            or_(
+                and_(Job.status == PENDING, Job.run_at <= now),
+                and_(Job.status == RUNNING, Job.locked_until < now),
+            )
+        )
+    )
+    return bool(session.scalar(stmt))
+
+
 def get(session: Session, pk: int, *, for_update: bool = False) -> Job | None:
     stmt = select(Job).where(Job.pk == pk)
     if for_update:
