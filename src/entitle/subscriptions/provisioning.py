@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from entitle.catalog.coupons import store as coupons
-from entitle.catalog.packages import store as packages
+from entitle.catalog.packages import published_charges
 from entitle.catalog.packages.models import PLAN, Package
 from entitle.catalog.products.models import Product
 from entitle.clock import as_utc, utcnow
@@ -213,7 +213,7 @@ def _provision(
     pricing_type = plan.pricing_type or "FREE"
     # A free plan's charges are only asked about when quantities are sent for them (every new customer
     # on a free plan would read them for nothing).
-    plan_charges = packages.charges_of(s, plan.pk) if pricing_type == "PAID" or req.charges else []
+    plan_charges = published_charges.charges_of(s, plan) if pricing_type == "PAID" or req.charges else []
     billing_period: str | None = req.billing_period
     if pricing_type == "PAID":
         priced = periods_priced(plan_charges)
