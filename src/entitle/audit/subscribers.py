@@ -2,7 +2,10 @@
 
 No route or service is edited for it: whatever the API or the console writes goes through an ORM
 session, and `after_flush` sees each row with its before/after values and its assigned key. The
-entries are inserted on the flush's own connection, so they commit or roll back with the change.
+entries of a transaction are inserted on its own connection in one statement just before it commits
+(a provisioning flushes twice, and each INSERT is a statement inside the write lock), so they commit
+or roll back with the change; entries of a savepoint rolled back are dropped with it, and a flush that
+runs inside the commit itself (after this module's `before_commit`) inserts its entries at once.
 Writes with no actor (the job worker, scheduled lifecycle events) are not recorded here: they are
 consequences of an audited write or of time passing, not somebody's decision.
 """
@@ -12,7 +15,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from sqlalchemy import Table, event, insert, inspect
-from sqlalchemy.orm import Mapper, Session, UOWTransaction
+from sqlalchemy.orm import Mapper, Session, SessionTransaction, UOWTransaction
 
 from entitle import actors
 from entitle.audit import rules
@@ -25,12 +28,20 @@ _INSERT = insert(cast(Table, AuditEntry.__table__))
 _column_keys: dict[Mapper[Any], list[str]] = {}
 _created_columns: dict[Mapper[Any], rules.CreatedColumns] = {}
 _UNLOADED = object()
+# The transaction's entries not inserted yet, each with the innermost savepoint open when it was
+# recorded (None: none was), so that a savepoint's rollback drops exactly its own entries.
+_PENDING = "entitle.audit.pending"
+# Set once the transaction's entries went in at its commit: a flush after that inserts its own at once.
+_COMMITTING = "entitle.audit.committing"
 
 
 def install() -> None:
     global _installed
     if not _installed:
         event.listen(Session, "after_flush", _record)
+        event.listen(Session, "before_commit", _insert_pending)
+        event.listen(Session, "after_soft_rollback", _drop_rolled_back)
+        event.listen(Session, "after_transaction_end", _forget)
         _installed = True
 
 
@@ -110,5 +121,42 @@ def _record(session: Session, _flush: UOWTransaction) -> None:
                     "changes": changes,
                 }
             )
-    if rows:
+    if not rows:
+        return
+    if session.info.get(_COMMITTING):
         session.connection().execute(_INSERT, rows)
+        return
+    savepoint = session.get_nested_transaction()
+    session.info.setdefault(_PENDING, []).extend((savepoint, row) for row in rows)
+
+
+def _insert_pending(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint's release: its entries wait for the transaction's commit
+    # What is still unflushed is flushed now, so its entries go in with the others.
+    session.flush()
+    session.info[_COMMITTING] = True
+    pending = session.info.pop(_PENDING, None)
+    if pending:
+        session.connection().execute(_INSERT, [row for _, row in pending])
+
+
+def _inside(savepoint: SessionTransaction | None, ended: SessionTransaction) -> bool:
+    while savepoint is not None:
+        if savepoint is ended:
+            return True
+        savepoint = savepoint.parent
+    return False
+
+
+def _drop_rolled_back(session: Session, rolled_back: SessionTransaction) -> None:
+    pending = session.info.get(_PENDING)
+    if pending and rolled_back.nested:
+        session.info[_PENDING] = [(savepoint, row) for savepoint, row in pending if not _inside(savepoint, rolled_back)]
+
+
+def _forget(session: Session, transaction: SessionTransaction) -> None:
+    # The transaction ended: committed (its entries went in) or rolled back (they go with it).
+    if transaction.parent is None and not transaction.nested:
+        session.info.pop(_PENDING, None)
+        session.info.pop(_COMMITTING, None)

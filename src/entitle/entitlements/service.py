@@ -280,9 +280,25 @@ def list_entitlements(db: Database, env_id: int, customer_ref: str, resource_ref
 def results_in_session(
     s: Session, env_id: int, customer: Customer, resource_ref: str | None
 ) -> list[EntitlementResult]:
-    """The customer's entitlements as seen inside an open transaction (provisioning responses)."""
+    """The customer's entitlements as seen inside an open transaction (provisioning responses): each
+    feature as its check without a requested usage answers it, so a feature priced in credits is denied
+    `InsufficientCredits` when a currency it is priced in has no positive balance (the balances are read
+    only when a granted feature is priced in credits)."""
     now = utcnow()
     grants, _ = customer_grants(s, env_id, customer, resource_ref, now)
     views = {ref: answers.grant_view(g, now) for ref, g in grants.items()}
     usage = _usage(s, customer.pk, list(views.values()), resource_ref)
-    return [answers.granted(views[ref], answers.current_of(views[ref], usage)) for ref in sorted(views)]
+    rates = credit_checks.feature_rates(s, env_id, customer, resource_ref, views)
+    if not rates:
+        return [answers.granted(views[ref], answers.current_of(views[ref], usage)) for ref in sorted(views)]
+    credits = credit_checks.standing(s, env_id, customer, resource_ref, now)
+    view = CustomerView(
+        customer_pk=customer.pk,
+        archived=False,
+        has_subscription=True,
+        grants=views,
+        loaded_at=now,
+        valid_until=None,
+        credit_rates=rates,
+    )
+    return [answers.check(view, usage, credits, ref, None) for ref in sorted(views)]

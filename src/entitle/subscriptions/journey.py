@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import and_, bindparam, select
 from sqlalchemy.orm import Session
 
+from entitle.catalog.packages.models import PLAN, PUBLISHED, Package
 from entitle.catalog.products.models import Product
 from entitle.customers import service as customers
 from entitle.customers.models import Customer
@@ -18,9 +19,27 @@ from entitle.subscriptions.provisioning import provision_unanswered
 from entitle.subscriptions.schemas import CustomerProvisionWithSubscription, SubscriptionProvision, TrialOverride
 from entitle.subscriptions.validation import product_of_plan
 
-# Built once (its cache key is memoized on it): every new customer reads them.
+# Built once (their cache keys are memoized on them): every new customer reads them.
 _PUBLISHED_PRODUCTS = select(Product).where(
     Product.environment_id == bindparam("env_id"), Product.status == "PUBLISHED"
+)
+# The same products, each beside the latest published version of the requested plan if it is that
+# plan's product (one statement instead of two: provisioning then reads neither the plan nor its product).
+_PUBLISHED_PRODUCTS_AND_PLAN = (
+    select(Product, Package)
+    .outerjoin(
+        Package,
+        and_(
+            Package.product_pk == Product.pk,
+            Package.environment_id == Product.environment_id,
+            Package.kind == PLAN,
+            Package.ref_id == bindparam("plan_ref"),
+            Package.status == PUBLISHED,
+            Package.is_latest.is_(True),
+        ),
+    )
+    .where(Product.environment_id == bindparam("env_id"), Product.status == "PUBLISHED")
+    .order_by(Product.pk)
 )
 
 
@@ -38,14 +57,22 @@ def provision_customer(db: Database, env_id: int, req: CustomerProvisionWithSubs
 
 def start_journey(s: Session, env_id: int, customer: Customer, req: CustomerProvisionWithSubscription) -> None:
     """`customer`: inserted by this transaction (it holds no subscription yet)."""
-    # Read first: provisioning then finds the requested plan's product among them, not in another read.
-    published = list(s.scalars(_PUBLISHED_PRODUCTS, {"env_id": env_id}))
+    # Read first: provisioning then finds the requested plan and its product among them, not in other reads
+    # (a plan not found beside a published product is looked for again, and refused, by provisioning).
+    plan: Package | None = None
+    if req.subscription_params is None:
+        published = list(s.scalars(_PUBLISHED_PRODUCTS, {"env_id": env_id}))
+    else:
+        rows = s.execute(_PUBLISHED_PRODUCTS_AND_PLAN, {"env_id": env_id, "plan_ref": req.subscription_params.plan_id})
+        published = []
+        for product, version in rows:
+            published.append(product)
+            plan = version or plan
     requested_product: int | None = None
     if req.subscription_params is not None:
         params = req.subscription_params.model_dump(exclude_unset=True)
-        sub = provision_unanswered(
-            s, env_id, SubscriptionProvision(customer_id=customer.ref_id, **params), created=customer, newcomer=True
-        )
+        provision = SubscriptionProvision(customer_id=customer.ref_id, **params)
+        sub = provision_unanswered(s, env_id, provision, created=customer, newcomer=True, plan=plan)
         requested_product = sub.product_pk
     # One subscription per product (the requested one's is skipped), so each is the customer's first there.
     for product in published:

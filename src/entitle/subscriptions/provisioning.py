@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from entitle.catalog.coupons import store as coupons
-from entitle.catalog.packages import store as packages
+from entitle.catalog.packages import published_charges
 from entitle.catalog.packages.models import PLAN, Package
 from entitle.catalog.products.models import Product
 from entitle.clock import as_utc, utcnow
@@ -160,15 +160,22 @@ def provision_in(
 
 
 def provision_unanswered(
-    s: Session, env_id: int, req: SubscriptionProvision, *, created: Customer | None = None, newcomer: bool = False
+    s: Session,
+    env_id: int,
+    req: SubscriptionProvision,
+    *,
+    created: Customer | None = None,
+    newcomer: bool = False,
+    plan: Package | None = None,
 ) -> Subscription:
     """`provision_in` for a caller that answers with something else (customer provisioning with
     subscriptionParams): neither the subscription's view nor the customer's entitlements are read.
     `created`: the customer, inserted or locked by this transaction (nothing to read or lock again).
     `newcomer`: that customer was inserted by this transaction and holds no subscription to the plan's
     product yet (its first subscription there: no plan to replace, no trial used; nothing to read).
+    `plan`: the latest published version of `req.plan_id`, when this transaction already read it.
     The subscription that now holds the plan (or the one a downgrade is scheduled on)."""
-    return _provision(s, env_id, req, allow_checkout=False, created=created, newcomer=newcomer).sub
+    return _provision(s, env_id, req, allow_checkout=False, created=created, newcomer=newcomer, plan=plan).sub
 
 
 @dataclass
@@ -187,6 +194,7 @@ def _provision(
     allow_checkout: bool,
     created: Customer | None = None,
     newcomer: bool = False,
+    plan: Package | None = None,
 ) -> _Provisioned:
     now = utcnow()
     if created is not None and created.ref_id == req.customer_id and created.environment_id == env_id:
@@ -194,7 +202,8 @@ def _provision(
     else:
         customer = customers.get_live(s, env_id, req.customer_id, for_update=True)
         newcomer = False
-    plan = latest_package(s, env_id, PLAN, req.plan_id)
+    if plan is None or plan.kind != PLAN or plan.ref_id != req.plan_id or plan.environment_id != env_id:
+        plan = latest_package(s, env_id, PLAN, req.plan_id)
     product = s.get(Product, plan.product_pk)
     if product is None or product.status == "ARCHIVED":
         raise FailedPrecondition(f"the product of plan '{plan.ref_id}' is archived")
@@ -204,7 +213,7 @@ def _provision(
     pricing_type = plan.pricing_type or "FREE"
     # A free plan's charges are only asked about when quantities are sent for them (every new customer
     # on a free plan would read them for nothing).
-    plan_charges = packages.charges_of(s, plan.pk) if pricing_type == "PAID" or req.charges else []
+    plan_charges = published_charges.charges_of(s, plan) if pricing_type == "PAID" or req.charges else []
     billing_period: str | None = req.billing_period
     if pricing_type == "PAID":
         priced = periods_priced(plan_charges)
