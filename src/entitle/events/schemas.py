@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any, NotRequired
 
-from pydantic import AfterValidator, Field, Strict
+from pydantic import AfterValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError, with_config
+from typing_extensions import TypedDict
 
 from entitle.http.wire import RefId, WireModel
 
@@ -50,6 +51,54 @@ class EventIn(WireModel):
 
 class EventsReport(WireModel):
     events: list[EventIn] = Field(min_length=1, max_length=MAX_EVENTS_PER_REQUEST)
+
+
+Dimensions = Annotated[dict[DimensionKey, DimensionValue] | None, Field(max_length=100)]
+
+
+@with_config(ConfigDict(extra="forbid"))
+class EventItem(TypedDict):
+    """An event of a batch as validated on the hot path: `EventIn`'s fields under their wire names, as a
+    plain dict. Validating a batch into dicts costs about two thirds of building a model per event (a
+    batch holds 1,000); `EventsBody` falls back to `EventsReport` for anything this refuses, so a
+    refusal, and what the models accept besides (their Python field names), stays theirs."""
+
+    customerId: RefId
+    eventName: RefId
+    idempotencyKey: RefId
+    dimensions: NotRequired[Dimensions]
+    resourceId: NotRequired[RefId | None]
+    timestamp: NotRequired[UsageInstant | None]
+
+
+@with_config(ConfigDict(extra="forbid"))
+class _EventItems(TypedDict):
+    events: Annotated[list[EventItem], Field(min_length=1, max_length=MAX_EVENTS_PER_REQUEST)]
+
+
+_ITEMS = TypeAdapter(_EventItems)
+
+
+def event_items(raw: bytes) -> list[EventItem] | None:
+    """A batch's events validated as `EventItem`s; None when the fast shape refuses them (`EventsReport`
+    then decides: it refuses with its own errors, or accepts what only it accepts)."""
+    try:
+        return _ITEMS.validate_json(raw)["events"]
+    except ValidationError:
+        return None
+
+
+def item_of(event: EventIn) -> EventItem:
+    """An `EventIn` as the hot path's `EventItem`."""
+    item: dict[str, Any] = {
+        "customerId": event.customer_id,
+        "eventName": event.event_name,
+        "idempotencyKey": event.idempotency_key,
+        "dimensions": event.dimensions,
+        "resourceId": event.resource_id,
+        "timestamp": event.timestamp,
+    }
+    return item  # type: ignore[return-value]
 
 
 class EventsReported(WireModel):

@@ -10,6 +10,7 @@ and resends the rest.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from entitle.clock import utcnow
@@ -17,8 +18,8 @@ from entitle.db import Database
 from entitle.domain_events import publish
 from entitle.events import store
 from entitle.events.ingested import EventsIngested, NewEvent, prepare
-from entitle.events.rules import instant_problem, refusal
-from entitle.events.schemas import EventIn
+from entitle.events.rules import CLOCK_SKEW, EARLIEST, instant_problem, refusal
+from entitle.events.schemas import EventIn, EventItem, item_of
 
 
 @dataclass(frozen=True)
@@ -28,33 +29,44 @@ class Reported:
 
 
 def report_events(db: Database, env_id: int, events: list[EventIn]) -> Reported:
+    """`report_items` for events read as models."""
+    return report_items(db, env_id, [item_of(e) for e in events])
+
+
+def report_items(db: Database, env_id: int, items: Sequence[EventItem]) -> Reported:
     """Store a batch in one transaction: the new events, not the duplicates."""
     now = utcnow()
     # The first event of each idempotency key, in the request's order (a later one is a duplicate);
     # everything that needs no database is done before the transaction: on SQLite it holds the write lock.
-    keys: list[str] = []
+    seen: dict[str, None] = {}
     candidates: list[NewEvent] = []
-    seen: set[str] = set()
     problems: list[dict[str, str]] = []
-    for index, e in enumerate(events):
-        key = e.idempotency_key
+    latest = now + CLOCK_SKEW
+    for index, e in enumerate(items):
+        key = e["idempotencyKey"]
         if key in seen:
             continue
-        seen.add(key)
-        at = e.timestamp
+        seen[key] = None
+        at = e.get("timestamp")
         if at is None:
             at = now
-        elif (problem := instant_problem(at, now)) is not None:
+        elif not EARLIEST <= at <= latest and (problem := instant_problem(at, now)) is not None:
             problems.append({"field": f"events.{index}.timestamp", "problem": problem})
-        keys.append(key)
-        candidates.append(NewEvent(e.customer_id, e.resource_id, e.event_name, e.dimensions or {}, at, index))
+        candidates.append(
+            NewEvent(e["customerId"], e.get("resourceId"), e["eventName"], e.get("dimensions") or {}, at, index)
+        )
     if problems:
         raise refusal(problems)
+    keys = list(seen)
     prepared = prepare.impl(db, env_id, candidates, now)
     bound = store.Rows(db.dialect, env_id, now, keys, candidates)
     with db.bulk_transaction() as s:
         stored = store.insert_new(s, bound)
-        new = [event for key, event in zip(keys, candidates, strict=True) if key in stored]
+        new = (
+            candidates
+            if len(stored) == len(keys)
+            else [e for k, e in zip(keys, candidates, strict=True) if k in stored]
+        )
         if new:  # counted as usage in this transaction (the usage domain reacts, and may refuse the batch)
             publish(s, EventsIngested(env_id=env_id, events=tuple(new), prepared=prepared))
-    return Reported(new=len(new), duplicates=len(events) - len(new))
+    return Reported(new=len(new), duplicates=len(items) - len(new))
