@@ -43,7 +43,16 @@ from entitle.events.rules import refusal
 from entitle.grants.engine import Grant, Window, customer_grants, owners_grants_until, resource_key, usage_window
 from entitle.usage import ports, store
 from entitle.usage.kept import KEPT_OWNERS, changed_since_kept
-from entitle.usage.meters import Measure, compile_meter, dimensions_read, field_path, measure
+from entitle.usage.meters import (
+    Measure,
+    compile_meter,
+    dimensions_read,
+    event_names_matched,
+    field_path,
+    measure,
+    number,
+    value_text,
+)
 from entitle.usage.models import UsageCounter, WaitingUsage
 from entitle.usage.owners import CounterMoved, announce
 from entitle.usage.rules import RANGE_TEXT, Tally, fold, fold_checked, merge, usage_number
@@ -80,8 +89,28 @@ def _measure(metered: list[Feature], events: Sequence[NewEvent]) -> tuple[dict[s
     # Meters that read the same number the same way (SUM, MAX, MIN and AVG of one field, filtered alike)
     # measure each kind alike: measured once for all of them.
     measures: dict[str, tuple[dict[tuple[Any, ...], Decimal | str | None], dict[tuple[Any, ...], Decimal]]] = {}
+    # The common meter (filtered on the event's name only) is measured a column at a time; meters
+    # measuring alike share their column.
+    by_name: dict[str, tuple[Amounts, list[tuple[int, Decimal]]]] = {}
+    names = [e.event_name for e in events]
+    cached: dict[tuple[type, Any], tuple[Decimal | None, Decimal | None]] = {}
     for feature in metered:
         assert feature.meter is not None
+        simple, accepted = event_names_matched(feature.meter)
+        if simple:
+            measure_key = _measure_key(feature.meter)
+            if measure_key not in by_name:
+                by_name[measure_key] = _column(feature.meter, accepted, names, events, cached)
+            column, out_of_range_at = by_name[measure_key]
+            amounts[feature.ref_id] = column
+            for position, raw in out_of_range_at:
+                index = events[position].index
+                if index not in refused:
+                    refused[index] = {
+                        "field": f"events.{index}.{field_path(feature.meter)}",
+                        "problem": f"{raw} is outside the range a meter counts ({RANGE_TEXT})",
+                    }
+            continue
         # Events alike in their name and the dimensions the meter reads contribute alike: each kind is
         # measured (and range-checked) once, by one of its events.
         reads = dimensions_read(feature.meter)
@@ -103,6 +132,56 @@ def _measure(metered: list[Feature], events: Sequence[NewEvent]) -> tuple[dict[s
                     "problem": f"{out_of_range[kind]} is outside the range a meter counts ({RANGE_TEXT})",
                 }
     return amounts, [refused[i] for i in sorted(refused)]
+
+
+def _column(
+    meter: dict[str, Any],
+    accepted: frozenset[str] | None,
+    names: list[str],
+    events: Sequence[NewEvent],
+    cached: dict[tuple[type, Any], tuple[Decimal | None, Decimal | None]],
+) -> tuple[Amounts, list[tuple[int, Decimal]]]:
+    """What each event contributes to a meter filtered on the event's name only (`accepted`: the names it
+    counts, None: all), as `measure` answers it and numbers kept by `usage_number`; and the positions of
+    the events whose number is out of range, with that number. `cached`: numbers read so far, by type
+    and value (a batch repeats its values; True == 1 == 1.0, yet only the numbers are numbers)."""
+    aggregation = meter["aggregation"]
+    function, field = aggregation["function"], aggregation.get("field")
+    if function == "COUNT":
+        one = Decimal(1)
+        return ([one] * len(names) if accepted is None else [one if n in accepted else None for n in names]), []
+    if not field:
+        return [None] * len(names), []
+    if field == "eventName":
+        values: list[Any] = list(names)
+    else:
+        key = field.removeprefix("dimensions.")
+        values = [e.dimensions.get(key) for e in events]
+    if accepted is not None:
+        values = [v if n in accepted else None for v, n in zip(values, names, strict=True)]
+    if function == "UNIQUE":
+        return [v if type(v) is str else (None if v is None else value_text(v)) for v in values], []
+    column: Amounts = []
+    out_of_range: list[tuple[int, Decimal]] = []
+    for position, value in enumerate(values):
+        if value is None:
+            column.append(None)
+            continue
+        try:
+            kept, beyond = cached[(type(value), value)]
+        except KeyError:
+            raw = number(value)
+            kept = None if raw is None else usage_number(raw)
+            beyond = raw if raw is not None and kept is None else None
+            cached[(type(value), value)] = (kept, beyond)
+        except TypeError:  # not hashable: not a dimension value, read it anyway
+            raw = number(value)
+            kept = None if raw is None else usage_number(raw)
+            beyond = raw if raw is not None and kept is None else None
+        column.append(kept)
+        if beyond is not None:
+            out_of_range.append((position, beyond))
+    return column, out_of_range
 
 
 def _measure_key(meter: dict[str, Any]) -> str:
