@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from entitle.clock import utcnow
 from entitle.db import Database
@@ -28,6 +29,12 @@ class Reported:
     duplicates: int
 
 
+def _new_event(e: EventItem, index: int, now: datetime) -> NewEvent:
+    # An event without an instant happened now.
+    dimensions = e.get("dimensions") or {}
+    return NewEvent(e["customerId"], e.get("resourceId"), e["eventName"], dimensions, e.get("timestamp") or now, index)
+
+
 def report_events(db: Database, env_id: int, events: list[EventIn]) -> Reported:
     """`report_items` for events read as models."""
     return report_items(db, env_id, [item_of(e) for e in events])
@@ -38,26 +45,22 @@ def report_items(db: Database, env_id: int, items: Sequence[EventItem]) -> Repor
     now = utcnow()
     # The first event of each idempotency key, in the request's order (a later one is a duplicate);
     # everything that needs no database is done before the transaction: on SQLite it holds the write lock.
-    seen: dict[str, None] = {}
-    candidates: list[NewEvent] = []
-    problems: list[dict[str, str]] = []
+    keys = [e["idempotencyKey"] for e in items]
+    positions: Sequence[int] = range(len(items))
+    if len(set(keys)) != len(keys):  # a key repeated within the batch: its first event only
+        first: dict[str, int] = {}
+        for position, key in enumerate(keys):
+            first.setdefault(key, position)
+        keys, positions = list(first), list(first.values())
+    candidates = [_new_event(items[i], i, now) for i in positions]
     latest = now + CLOCK_SKEW
-    for index, e in enumerate(items):
-        key = e["idempotencyKey"]
-        if key in seen:
-            continue
-        seen[key] = None
-        at = e.get("timestamp")
-        if at is None:
-            at = now
-        elif not EARLIEST <= at <= latest and (problem := instant_problem(at, now)) is not None:
-            problems.append({"field": f"events.{index}.timestamp", "problem": problem})
-        candidates.append(
-            NewEvent(e["customerId"], e.get("resourceId"), e["eventName"], e.get("dimensions") or {}, at, index)
-        )
+    problems = [
+        {"field": f"events.{e.index}.timestamp", "problem": problem}
+        for e in candidates
+        if not EARLIEST <= e.timestamp <= latest and (problem := instant_problem(e.timestamp, now)) is not None
+    ]
     if problems:
         raise refusal(problems)
-    keys = list(seen)
     prepared = prepare.impl(db, env_id, candidates, now)
     bound = store.Rows(db.dialect, env_id, now, keys, candidates)
     with db.bulk_transaction() as s:

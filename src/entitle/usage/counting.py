@@ -555,19 +555,21 @@ def _count_waiting(
 
 def _count_in_windows(s: Session, env_id: int, slots: dict[store.CounterKey, _Slot]) -> list[Problem]:
     counters = store.locked_counters(s, env_id, slots)
-    for key, slot in slots.items():
-        _rebuild_if_legacy(s, env_id, counters[key], slot.grant.feature, slot.customer, slot.resource_ref, slot.window)
-    unique = [key for key, slot in slots.items() if _function(slot.grant.feature) == "UNIQUE"]
-    added = store.add_distinct_many(
-        s, [(counters[key].pk, str(amount)) for key in unique for _, amount in slots[key].items], owner="counter_pk"
-    )
+    functions = [_function(slot.grant.feature) for slot in slots.values()]
+    distinct: list[tuple[int, str]] = []
+    for (key, slot), function in zip(slots.items(), functions, strict=True):
+        counter = counters[key]
+        if counter.samples is None:  # written before tallies were kept (rare): rebuilt once
+            _rebuild_if_legacy(s, env_id, counter, slot.grant.feature, slot.customer, slot.resource_ref, slot.window)
+        if function == "UNIQUE":  # a slot repeats its values: each once
+            distinct += [(counter.pk, value) for value in {str(amount) for _, amount in slot.items}]
+    added = store.add_distinct_many(s, distinct, owner="counter_pk")
     problems: list[Problem] = []
     tallies: list[Tally] = []
     # Meters measuring alike (SUM, MAX, MIN and AVG of one field) share an owner's items: read their numbers once.
     numbers: dict[int, list[Decimal]] = {}
-    for key, slot in slots.items():
+    for (key, slot), function in zip(slots.items(), functions, strict=True):
         counter = counters[key]
-        function = _function(slot.grant.feature)
         if function == "UNIQUE":
             tallies.append(Tally(value=counter.value + added.get(counter.pk, 0)))
             continue
