@@ -15,7 +15,9 @@ in the transaction that acknowledges it.
 
 Limit: the same rows (1,000 per transaction) inserted with the driver's `executemany` (sqlite3 /
 psycopg) into the same database's `events` table, its indexes and durability settings (WAL and
-synchronous=FULL on SQLite), no HTTP, no deduplication, no meters.
+synchronous=FULL on SQLite), no HTTP, no deduplication, no meters; half the batches just before the
+timed ingestion, half just after (the server idle), so that a change of the machine's load during the
+run moves both sides of the ratio.
 
 Window size: one customer's window receives batches of 1,000 events of its own; the time of such a
 batch is measured (one client, sequential) when the window holds 100 events (fresh customers), and
@@ -110,15 +112,16 @@ def executemany(url: str, environment: str, batches: list[list[dict[str, Any]]])
     return elapsed
 
 
-def executemany_rate(url: str, batches: int) -> float:
-    """Rows/s of the driver's executemany into the real `events` table, 1,000 rows per transaction."""
+def executemany_seconds(url: str, batches: int, tag: str) -> float:
+    """Seconds the driver's executemany takes to insert `batches` batches into the real `events` table,
+    1,000 rows per transaction (keys tagged `tag`, new to the table)."""
     customers = [f"c{n}" for n in range(CUSTOMERS)]
     # The same customers, names and dimensions; every key new (a plain INSERT has no ON CONFLICT).
     rows = [
-        [{**e, "idempotencyKey": f"x{b}-{i}"} for i, e in enumerate(batch_events(b, customers, "x"))]
+        [{**e, "idempotencyKey": f"{tag}{b}-{i}"} for i, e in enumerate(batch_events(b, customers, tag))]
         for b in range(batches)
     ]
-    return batches * BATCH / executemany(url, "executemany", rows)
+    return executemany(url, "executemany", rows)
 
 
 def window_batch_times(base: str, key: str, url: str, deep_batches: int) -> tuple[list[float], list[float]]:
@@ -328,13 +331,18 @@ def main() -> int:
                 seed_catalog(api)
                 provision(api, customers)
             post_all(base, key, bodies[:2], 1)  # warm the path (and the first windows' counters)
+            # The limit is measured just before and just after the ingestion (half the batches each), the
+            # server idle: a machine whose load changes during the run moves both figures alike.
+            half = max(1, args.batches // 2)
+            limit_seconds = executemany_seconds(url, half, "x")
             cpu_before = lock_holds(base, reset=True)["serverCpuSeconds"]
             elapsed, latencies, errors = post_all(base, key, bodies[2:], args.concurrency)
             holds = lock_holds(base, reset=True)
             server_cpu = (holds["serverCpuSeconds"] - cpu_before) / args.batches
+            limit_seconds += executemany_seconds(url, half, "y")
             shallow, deep = window_batch_times(base, key, url, args.deep)
             deep_holds = lock_holds(base, reset=True)
-        limit = executemany_rate(url, args.batches)
+    limit = 2 * half * BATCH / limit_seconds
     rate = args.batches * BATCH / elapsed
     print(
         f"Entitle event ingestion: {args.database}; {args.batches} batches of {BATCH} events over {CUSTOMERS} "

@@ -274,7 +274,7 @@ def _schedule(grant: Grant) -> tuple[object, ...]:
     return grant.feature.meter_type, allowance.reset_period, allowance.reset_anchor, grant.usage_anchor
 
 
-@dataclass
+@dataclass(slots=True)
 class _Slot:
     """What a batch adds to one counter."""
 
