@@ -31,9 +31,10 @@ by the server. Timing is reported, never asserted; exits 1 only if a request fai
 `--breakdown`: no server process and no load; where the CPU of one batch goes, in one process serving
 the same seeded catalog and batches: the whole request fed to uvicorn's own HTTP protocol (every
 thread's CPU, `time.process_time`), then the same batches' steps called one by one in this thread
-(`time.thread_time`): validating the body, each step of `events.service.report_items` (measuring and
-resolving grants before the transaction, formatting the rows, the insert, counting in the counters),
-and what is left (opening the transaction, the change log rows the batch appends, COMMIT).
+(`time.thread_time`): validating the body, each step of `events.service.report_items` (before the
+write transaction: looking up the keys already stored, resolving grants, measuring the events and
+planning their counters' slots, formatting the rows; in it: the insert, counting in the counters), and
+what is left (the read and write transactions, the change log rows the batch appends, COMMIT).
 """
 
 from __future__ import annotations
@@ -267,10 +268,12 @@ def breakdown(batches: int) -> None:
                 api.post("/api/v1/events", content=warm, headers=JSON).raise_for_status()
             whole = _through_uvicorn(app, key, bodies[2 : 2 + batches])
             steps = _Steps()
+            steps.wrap(event_store, "taken_keys", "before the transaction: stored keys looked up")
             steps.wrap(ingested.prepare, "_impl", "before the transaction: grants resolved, events measured")
             steps.wrap(counting, "_measure", "  events measured")
+            steps.wrap(counting, "_slots", "  counters' slots planned")
             steps.wrap(event_store, "Rows", "before the transaction: rows formatted")
-            steps.wrap(event_store, "insert_new", "insert (taken keys, executemany)")
+            steps.wrap(event_store, "insert_new", "insert (executemany)")
             steps.wrap(reactions, "apply_events", "counting (apply_events)")
             steps.wrap(usage_store, "locked_counters", "  counters read and locked")
             steps.wrap(usage_store, "add_distinct_many", "  UNIQUE values stored")
@@ -298,7 +301,7 @@ def breakdown(batches: int) -> None:
     for label, seconds in spent.items():
         print(f"  {label:<60} {seconds * 1000:7.2f} ms")
     rest = total - sum(spent[label] for label in top)
-    print(f"  {'the rest: dedup, transaction, change log rows, COMMIT':<60} {rest * 1000:7.2f} ms")
+    print(f"  {'the rest: dedup, read and write transactions, change log rows, COMMIT':<60} {rest * 1000:7.2f} ms")
     http = whole - parse - total
     print(f"{'HTTP, routing, thread hops, answer, background threads':<62} {http * 1000:7.2f} ms")
 

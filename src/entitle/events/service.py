@@ -35,6 +35,20 @@ def _new_event(e: EventItem, index: int, now: datetime) -> NewEvent:
     return NewEvent(e["customerId"], e.get("resourceId"), e["eventName"], dimensions, e.get("timestamp") or now, index)
 
 
+def _store(db: Database, env_id: int, rows: store.Rows, prepared: object) -> list[NewEvent]:
+    """Store the new events of a batch, and count them, in one transaction; the events stored."""
+    candidates: list[NewEvent] = rows.events
+    with db.bulk_transaction() as s:
+        stored = store.insert_new(s, rows)
+        if len(stored) == len(rows.keys):
+            new = candidates
+        else:
+            new = [e for key, e in zip(rows.keys, candidates, strict=True) if key in stored]
+        if new:  # counted as usage in this transaction (the usage domain reacts, and may refuse the batch)
+            publish(s, EventsIngested(env_id=env_id, events=tuple(new), prepared=prepared))
+    return new
+
+
 def report_events(db: Database, env_id: int, events: list[EventIn]) -> Reported:
     """`report_items` for events read as models."""
     return report_items(db, env_id, [item_of(e) for e in events])
@@ -61,15 +75,20 @@ def report_items(db: Database, env_id: int, items: Sequence[EventItem]) -> Repor
     ]
     if problems:
         raise refusal(problems)
-    prepared = prepare.impl(db, env_id, candidates, now)
-    bound = store.Rows(db.dialect, env_id, now, keys, candidates)
-    with db.bulk_transaction() as s:
-        stored = store.insert_new(s, bound)
-        new = (
-            candidates
-            if len(stored) == len(keys)
-            else [e for k, e in zip(keys, candidates, strict=True) if k in stored]
-        )
-        if new:  # counted as usage in this transaction (the usage domain reacts, and may refuse the batch)
-            publish(s, EventsIngested(env_id=env_id, events=tuple(new), prepared=prepared))
+    sqlite = db.dialect == "sqlite"
+    with db.read() as s:
+        if sqlite:
+            # The write transaction holds the database's lock: the keys already stored are found before
+            # it, so that the batch is measured, and its counters found, for just the events it will store.
+            taken = store.taken_keys(s, env_id, keys)
+            if taken:
+                fresh = [(key, e) for key, e in zip(keys, candidates, strict=True) if key not in taken]
+                keys, candidates = [key for key, _ in fresh], [e for _, e in fresh]
+                if not keys:  # a batch resent whole: every event is stored (committed) already
+                    return Reported(new=0, duplicates=len(items))
+        prepared = prepare.impl(db, env_id, candidates, now, session=s)
+    try:
+        new = _store(db, env_id, store.Rows(db.dialect, env_id, now, keys, candidates, free=sqlite), prepared)
+    except store.KeysTakenMeanwhile:  # another batch stored some of them since: the transaction looks them up
+        new = _store(db, env_id, store.Rows(db.dialect, env_id, now, keys, candidates), prepared)
     return Reported(new=len(new), duplicates=len(items) - len(new))

@@ -23,6 +23,7 @@ import logging
 import threading
 from collections import defaultdict
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
@@ -313,6 +314,21 @@ class Prepared:
     amounts: dict[str, Amounts]
     problems: dict[int, Problem]
     resolved: Resolved | None = None
+    plan: Plan | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Where every prepared event counts, should all of them be new and their owners' grants still hold:
+    the counters' slots, made before the write transaction. Their windows were found at the batch's
+    instant: the plan holds while the transaction's clock is before `until` (the first end of a window
+    that was current then; None: none ends)."""
+
+    slots: dict[store.CounterKey, _Slot]
+    until: datetime | None
+    # What it was made from: it holds only for these very amounts and grants.
+    amounts: dict[str, Amounts]
+    resolved: Resolved
 
 
 def _meters(metered: list[Feature]) -> tuple[tuple[str, str], ...]:
@@ -349,12 +365,19 @@ def _remember(db: Database, env_id: int, resolved: Resolved, owners: list[Owner]
         _known.setdefault(db, {})[env_id] = resolved
 
 
-def prepare(db: Database, env_id: int, candidates: Sequence[NewEvent], now: datetime | None = None) -> Prepared:
+def prepare(
+    db: Database,
+    env_id: int,
+    candidates: Sequence[NewEvent],
+    now: datetime | None = None,
+    session: Session | None = None,
+) -> Prepared:
     """Measure a batch, and resolve its owners' grants at `now` (the batch's instant), outside its write
-    transaction (as committed now; `apply_events` checks in the transaction that they still hold)."""
+    transaction (as committed now; `apply_events` checks in the transaction that they still hold), in
+    `session` (a read session) or one of its own."""
     now = now or utcnow()
     owners = sorted({(e.customer_ref, e.resource_ref) for e in candidates}, key=_owner_order)
-    with db.read() as s:
+    with nullcontext(session) if session is not None else db.read() as s:
         mark = ports.grant_changes.impl.mark(s, env_id)
         known = _still_known(s, db, env_id, mark, now)
         if known is None:
@@ -372,7 +395,15 @@ def prepare(db: Database, env_id: int, candidates: Sequence[NewEvent], now: date
     amounts, problems = _measure(metered, candidates)
     position = {e.index: p for p, e in enumerate(candidates)}
     by_index = {int(p["field"].split(".")[1]): p for p in problems}
-    return Prepared(_meters(metered), position, amounts, by_index, resolved)
+    plan = None
+    if metered and not problems and all(owner in resolved.holders for owner in owners):
+        # Where the events count, made here rather than holding the write lock (used only if they all
+        # turn out new and nothing they rest on changed; and only when none waits for a grant).
+        wanted, positions = _wanted(candidates, metered, amounts)
+        slots, waiting, until = _slots(candidates, amounts, wanted, positions, resolved.holders, now)
+        if slots and not waiting:
+            plan = Plan(slots, until, amounts, resolved)
+    return Prepared(_meters(metered), position, amounts, by_index, resolved, plan)
 
 
 def _still_valid(s: Session, env_id: int, prepared: object, new: list[NewEvent], now: datetime) -> Resolved | None:
@@ -400,9 +431,13 @@ def apply_events(s: Session, env_id: int, new: list[NewEvent], prepared: object 
         metered = sorted(features.metered_with_meter(s, env_id), key=lambda f: f.ref_id)
     if not metered:
         return
+    plan: Plan | None = None
     if isinstance(prepared, Prepared) and prepared.meters == _meters(metered):
         if [e.index for e in new] == list(prepared.position):  # no duplicate: the events measured, in order
             amounts = prepared.amounts
+            made = prepared.plan
+            if made is not None and made.amounts is amounts and made.resolved is resolved:
+                plan = made  # made from these amounts, and from grants that still hold
         else:
             at = [prepared.position[e.index] for e in new]
             kept: dict[int, Amounts] = {}  # a column several meters share stays shared
@@ -416,11 +451,36 @@ def apply_events(s: Session, env_id: int, new: list[NewEvent], prepared: object 
         amounts, problems = _measure(metered, new)
     if problems:
         raise refusal(problems)
+    if plan is not None and (plan.until is None or now < plan.until):  # its current windows are still current
+        slots: dict[store.CounterKey, _Slot] = plan.slots
+        waiting: dict[store.WaitingKey, list[Item]] = {}
+    else:
+        wanted, positions = _wanted(new, metered, amounts)
+        if not wanted:
+            return
+        owners = sorted({(c, r) for c, r, _ in wanted}, key=_owner_order)
+        holders = resolved.holders if resolved is not None else _holders(s, env_id, owners, now, metered)[0]
+        unheld = {c for c, r, ref in wanted if ref not in holders[(c, r)][1]}
+        if unheld and store.lock_owners(s, env_id, unheld):
+            # Another transaction may have just granted the feature (and folded what waited): look again.
+            holders = {**holders, **_holders(s, env_id, [o for o in owners if o[0] in unheld], now, metered)[0]}
+        slots, waiting, _ = _slots(new, amounts, wanted, positions, holders, now)
+    problems += _count_in_windows(s, env_id, slots)
+    problems += _count_waiting(s, env_id, waiting, {f.ref_id: f for f in metered})
+    if problems:
+        raise refusal(sorted(problems, key=lambda p: int(p["field"].split(".")[1])))
+
+
+def _wanted(
+    new: Sequence[NewEvent], metered: list[Feature], amounts: dict[str, Amounts]
+) -> tuple[dict[Wanted, list[Item]], dict[Owner, list[int]]]:
+    """What the events of each owner add to each feature (in owner order); and each owner's events (their
+    positions in `new`)."""
     positions: dict[Owner, list[int]] = defaultdict(list)
     for position, e in enumerate(new):
         positions[(e.customer_ref, e.resource_ref)].append(position)
     indexes = [e.index for e in new]
-    wanted: dict[Wanted, list[Item]] = {}  # what the events of an owner add to each feature
+    wanted: dict[Wanted, list[Item]] = {}
     for owner in sorted(positions, key=_owner_order):
         at = positions[owner]
         gathered: dict[int, list[Item]] = {}  # per column (meters measuring alike share theirs): read-only
@@ -431,14 +491,19 @@ def apply_events(s: Session, env_id: int, new: list[NewEvent], prepared: object 
                 items = gathered[id(column)] = [(indexes[p], a) for p in at if (a := column[p]) is not None]
             if items:
                 wanted[(*owner, feature.ref_id)] = items
-    if not wanted:
-        return
-    owners = sorted({(c, r) for c, r, _ in wanted}, key=_owner_order)
-    holders = resolved.holders if resolved is not None else _holders(s, env_id, owners, now, metered)[0]
-    unheld = {c for c, r, ref in wanted if ref not in holders[(c, r)][1]}
-    if unheld and store.lock_owners(s, env_id, unheld):
-        # Another transaction may have just granted the feature (and folded what waited): look again.
-        holders = {**holders, **_holders(s, env_id, [o for o in owners if o[0] in unheld], now, metered)[0]}
+    return wanted, positions
+
+
+def _slots(
+    new: Sequence[NewEvent],
+    amounts: dict[str, Amounts],
+    wanted: dict[Wanted, list[Item]],
+    positions: dict[Owner, list[int]],
+    holders: Holders,
+    now: datetime,
+) -> tuple[dict[store.CounterKey, _Slot], dict[store.WaitingKey, list[Item]], datetime | None]:
+    """The counters the wanted items go to (each event in the usage window of its instant), what waits
+    for a customer or a grant, and the first end of a window current at `now` (None: none ends)."""
     slots: dict[store.CounterKey, _Slot] = {}
     waiting: dict[store.WaitingKey, list[Item]] = {}
     timestamps = [e.timestamp for e in new]
@@ -476,10 +541,8 @@ def apply_events(s: Session, env_id: int, new: list[NewEvent], prepared: object 
             if slot is None:
                 slot = slots[key] = _Slot(customer, resource_ref, grant, window, window.start == current.start)
             slot.items.append(item)
-    problems += _count_in_windows(s, env_id, slots)
-    problems += _count_waiting(s, env_id, waiting, {f.ref_id: f for f in metered})
-    if problems:
-        raise refusal(sorted(problems, key=lambda p: int(p["field"].split(".")[1])))
+    ends = [finder.current.end for finder, _ in schedules.values() if finder.current.end is not None]
+    return slots, waiting, min(ends, default=None)
 
 
 def _span(timestamps: list[datetime], positions: list[int]) -> tuple[datetime, datetime]:
