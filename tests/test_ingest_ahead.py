@@ -1,7 +1,7 @@
 """Issue 12: on SQLite a batch's stored keys are looked up before its write transaction (which holds the
 database's lock), its counters' slots planned there too, and the transaction inserts the events as they
-are. A key another batch stores in between must still count once: the insert sees it (the rows inserted
-fall short), the transaction is rolled back and run again looking the keys up inside it."""
+are. A key another batch stores in between must still count once: the insert skips it (the rows
+inserted fall short, and the transaction reads which it inserted) and the batch counts the others."""
 
 from __future__ import annotations
 

@@ -87,8 +87,5 @@ def report_items(db: Database, env_id: int, items: Sequence[EventItem]) -> Repor
                 if not keys:  # a batch resent whole: every event is stored (committed) already
                     return Reported(new=0, duplicates=len(items))
         prepared = prepare.impl(db, env_id, candidates, now, session=s)
-    try:
-        new = _store(db, env_id, store.Rows(db.dialect, env_id, now, keys, candidates, free=sqlite), prepared)
-    except store.KeysTakenMeanwhile:  # another batch stored some of them since: the transaction looks them up
-        new = _store(db, env_id, store.Rows(db.dialect, env_id, now, keys, candidates), prepared)
+    new = _store(db, env_id, store.Rows(db.dialect, env_id, now, keys, candidates, free=sqlite), prepared)
     return Reported(new=len(new), duplicates=len(items) - len(new))

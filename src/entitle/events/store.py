@@ -33,8 +33,10 @@ _POSTGRESQL_INSERT = text(
     "ON CONFLICT (environment_id, idempotency_key) DO NOTHING RETURNING idempotency_key"
 )
 # For keys found free before the transaction: one stored meanwhile is skipped, and the count of rows
-# inserted tells that one was (`KeysTakenMeanwhile`).
+# inserted tells that one was. The rows a statement inserted are then the table's last ones: the write
+# transaction holds the lock, and SQLite gives a new row the rowid after the table's largest.
 _SQLITE_INSERT_FREE = f"{_SQLITE_INSERT} ON CONFLICT (environment_id, idempotency_key) DO NOTHING"
+_SQLITE_LAST_INSERTED = text("SELECT idempotency_key FROM events ORDER BY pk DESC LIMIT :inserted")
 _SQLITE_TAKEN = text(
     "SELECT idempotency_key FROM events WHERE environment_id = :env "
     "AND idempotency_key IN (SELECT value FROM json_each(:keys))"
@@ -44,11 +46,6 @@ _SQLITE_TAKEN = text(
 def taken_keys(session: Session, env_id: int, keys: list[str]) -> set[str]:
     """Which of these idempotency keys an event of the environment holds (SQLite)."""
     return set(session.scalars(_SQLITE_TAKEN, {"env": env_id, "keys": json.dumps(keys)})) if keys else set()
-
-
-class KeysTakenMeanwhile(Exception):
-    """Keys found free before the transaction were stored by another one since: the batch's transaction
-    is rolled back, to be run again looking the keys up inside it."""
 
 
 class Rows:
@@ -122,9 +119,9 @@ def _insert_new_sqlite(session: Session, rows: Rows) -> set[str]:
     statement finds the taken keys, one `executemany` of the driver stores the rest."""
     if rows.free:  # looked up before the transaction: inserted as they are, unless stored meanwhile
         inserted = session.connection().exec_driver_sql(_SQLITE_INSERT_FREE, rows.bound).rowcount
-        if inserted != len(rows.bound):
-            raise KeysTakenMeanwhile()
-        return set(rows.keys)
+        if inserted == len(rows.bound):
+            return set(rows.keys)
+        return set(session.scalars(_SQLITE_LAST_INSERTED, {"inserted": inserted})) if inserted else set()
     taken = taken_keys(session, rows.env_id, rows.keys)
     new = rows.bound if not taken else [r for r in rows.bound if r[_KEY] not in taken]
     if new:
