@@ -120,7 +120,9 @@ def seed_with(api: httpx.Client, customers: int = CUSTOMERS) -> list[str]:
     api.post("/api/v1/plans/plan/entitlements", json={"entitlements": entitlements}).raise_for_status()
     api.post("/api/v1/plans/plan/publish", json={"migrationType": "NEW_CUSTOMERS"}).raise_for_status()
     for n in range(customers):
-        api.post("/api/v1/customers", json={"id": f"c{n}", "subscriptionParams": {"planId": "plan"}}).raise_for_status()
+        api.post(
+            "/api/v1/customers", json={"id": f"c{n}", "subscriptionParams": {"planId": "plan"}}
+        ).raise_for_status()
     usages = [{"customerId": f"c{n}", "featureId": ids[1], "value": 3} for n in range(customers)]
     api.post("/api/v2/usage", json={"usages": usages}).raise_for_status()
     return ids
