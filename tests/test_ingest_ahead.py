@@ -6,17 +6,20 @@ inserted fall short, and the transaction reads which it inserted) and the batch 
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
 
+from entitle.clock import set_clock
 from entitle.db import Database
 from entitle.environments.service import ensure_environment
 from entitle.events import ingested
 from entitle.events import service as events
 from entitle.events import store as event_store
+from entitle.events.ingested import NewEvent
 from entitle.events.schemas import EventIn
 from entitle.usage import counting
 from tests.conftest import LiveServer
@@ -107,3 +110,39 @@ def test_a_plan_made_before_the_transaction_counts_as_the_transaction_would(
     assert counted_slots[0] is plans[0].slots  # every event new: the plan's slots were counted
     assert _counted(db, env_id, "planned") == _counted(db, env_id, "unplanned")
     assert _counted(db, env_id, "planned")["m-count"] == 6
+
+
+def test_a_plan_whose_current_window_ended_before_the_transaction_is_not_used(
+    built: tuple[Database, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db, env_id = built
+    start = datetime(2026, 3, 10, 12, tzinfo=UTC)
+    clock = [start]
+    set_clock(lambda: clock[0])
+    try:
+        _provision(db, env_id, "late", "metered")
+        clock[0] = start + timedelta(days=20)
+        batch = [NewEvent("late", None, "completion", {"tokens": 4}, clock[0], i) for i in range(3)]
+        prepared = counting.prepare(db, env_id, batch, clock[0])
+        assert prepared.plan is not None and prepared.plan.until is not None
+        counted_slots: list[Any] = []
+        original = counting._count_in_windows
+
+        def count_in_windows(s: Any, env: int, slots: Any) -> Any:
+            counted_slots.append(slots)
+            return original(s, env, slots)
+
+        monkeypatch.setattr(counting, "_count_in_windows", count_in_windows)
+        clock[0] = prepared.plan.until + timedelta(seconds=1)  # the month reset meanwhile
+        with db.transaction() as s:
+            counting.apply_events(s, env_id, batch, prepared)
+    finally:
+        set_clock(None)
+    [slots] = counted_slots
+    assert slots is not prepared.plan.slots
+    # The events still count in the window of their instant, which is no longer the current one.
+    assert {slot.window.start for slot in slots.values()} == {
+        slot.window.start for slot in prepared.plan.slots.values()
+    }
+    assert not any(slot.in_current_window for slot in slots.values())
+    assert _counted(db, env_id, "late")["m-count"] == 3
