@@ -1,7 +1,8 @@
 """Issue 12: on SQLite a batch's stored keys are looked up before its write transaction (which holds the
 database's lock), its counters' slots planned there too, and the transaction inserts the events as they
 are. A key another batch stores in between must still count once: the insert skips it (the rows
-inserted fall short, and the transaction reads which it inserted) and the batch counts the others."""
+inserted fall short, and the transaction reads which it inserted) and the batch counts the others, its
+plan without the event it did not store."""
 
 from __future__ import annotations
 
@@ -59,9 +60,19 @@ def test_a_key_stored_between_the_look_up_and_the_insert_counts_once(
         return looked_up(session, env, keys)
 
     monkeypatch.setattr(event_store, "taken_keys", before_the_other_batch)
+    trimmed: list[set[int]] = []
+    without = counting._without
+
+    def plan_without(slots: Any, skipped: set[int]) -> Any:
+        trimmed.append(skipped)
+        return without(slots, skipped)
+
+    monkeypatch.setattr(counting, "_without", plan_without)
     reported = events.report_events(db, env_id, _events("raced", ["k2", "k3", "k4"]))
     # Only SQLite looks keys up before the transaction (PostgreSQL's insert skips what is stored, no lock held).
     assert stale == ([True] if db.dialect == "sqlite" else [])
+    # The plan made for all three is used without the one stored already (PostgreSQL plans for all).
+    assert trimmed == [{0}]
     assert (reported.new, reported.duplicates) == (2, 1)
     counted = _counted(db, env_id, "raced")
     assert counted["m-count"] == 4

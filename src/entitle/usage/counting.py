@@ -431,13 +431,21 @@ def apply_events(s: Session, env_id: int, new: list[NewEvent], prepared: object 
         metered = sorted(features.metered_with_meter(s, env_id), key=lambda f: f.ref_id)
     if not metered:
         return
-    plan: Plan | None = None
+    planned: dict[store.CounterKey, _Slot] | None = None
     if isinstance(prepared, Prepared) and prepared.meters == _meters(metered):
+        made = prepared.plan
+        # Made from these amounts, from grants that still hold, and its current windows still current.
+        if made is not None and (made.amounts is not prepared.amounts or made.resolved is not resolved):
+            made = None
+        if made is not None and made.until is not None and now >= made.until:
+            made = None
         if [e.index for e in new] == list(prepared.position):  # no duplicate: the events measured, in order
             amounts = prepared.amounts
-            made = prepared.plan
-            if made is not None and made.amounts is amounts and made.resolved is resolved:
-                plan = made  # made from these amounts, and from grants that still hold
+            planned = made.slots if made is not None else None
+        elif made is not None and {e.index for e in new} <= prepared.position.keys():
+            # Keys stored by another batch since they were looked up: those events are not this batch's.
+            amounts = prepared.amounts
+            planned = _without(made.slots, prepared.position.keys() - {e.index for e in new})
         else:
             at = [prepared.position[e.index] for e in new]
             kept: dict[int, Amounts] = {}  # a column several meters share stays shared
@@ -451,8 +459,10 @@ def apply_events(s: Session, env_id: int, new: list[NewEvent], prepared: object 
         amounts, problems = _measure(metered, new)
     if problems:
         raise refusal(problems)
-    if plan is not None and (plan.until is None or now < plan.until):  # its current windows are still current
-        slots: dict[store.CounterKey, _Slot] = plan.slots
+    if planned is not None:
+        if not planned:  # what remains adds to no counter
+            return
+        slots: dict[store.CounterKey, _Slot] = planned
         waiting: dict[store.WaitingKey, list[Item]] = {}
     else:
         wanted, positions = _wanted(new, metered, amounts)
@@ -469,6 +479,20 @@ def apply_events(s: Session, env_id: int, new: list[NewEvent], prepared: object 
     problems += _count_waiting(s, env_id, waiting, {f.ref_id: f for f in metered})
     if problems:
         raise refusal(sorted(problems, key=lambda p: int(p["field"].split(".")[1])))
+
+
+def _without(slots: dict[store.CounterKey, _Slot], skipped: set[int]) -> dict[store.CounterKey, _Slot]:
+    """The slots without the items of these events (by index in the request); a slot left empty goes.
+    Slots that shared their items still share them."""
+    kept: dict[store.CounterKey, _Slot] = {}
+    filtered: dict[int, list[Item]] = {}
+    for key, slot in slots.items():
+        items = filtered.get(id(slot.items))
+        if items is None:
+            items = filtered[id(slot.items)] = [item for item in slot.items if item[0] not in skipped]
+        if items:
+            kept[key] = replace(slot, items=items)
+    return kept
 
 
 def _wanted(
