@@ -3,7 +3,7 @@ into the real `events` table, in the same run; and the time of one batch when it
 100 events and when it holds 100,000.
 
     .venv/bin/python bench/event_ingest.py [--batches N] [--concurrency C] [--database sqlite|postgresql]
-                                           [--deep N]
+                                           [--deep N] [--breakdown]
 
 Server: Entitle in its own process (bench/ingest_load.py), on a fresh database (a SQLite file, or a
 throwaway PostgreSQL cluster). Seeds one metered feature per aggregation (COUNT, SUM, MAX, MIN, AVG,
@@ -15,7 +15,9 @@ in the transaction that acknowledges it.
 
 Limit: the same rows (1,000 per transaction) inserted with the driver's `executemany` (sqlite3 /
 psycopg) into the same database's `events` table, its indexes and durability settings (WAL and
-synchronous=FULL on SQLite), no HTTP, no deduplication, no meters.
+synchronous=FULL on SQLite), no HTTP, no deduplication, no meters; half the batches just before the
+timed ingestion, half just after (the server idle), so that a change of the machine's load during the
+run moves both sides of the ratio.
 
 Window size: one customer's window receives batches of 1,000 events of its own; the time of such a
 batch is measured (one client, sequential) when the window holds 100 events (fresh customers), and
@@ -25,6 +27,14 @@ batch down is the size of the table and its indexes).
 
 Prints events/s for both paths and their ratio, batch times, the longest SQLite write-lock hold seen
 by the server. Timing is reported, never asserted; exits 1 only if a request failed.
+
+`--breakdown`: no server process and no load; where the CPU of one batch goes, in one process serving
+the same seeded catalog and batches: the whole request fed to uvicorn's own HTTP protocol (every
+thread's CPU, `time.process_time`), then the same batches' steps called one by one in this thread
+(`time.thread_time`): validating the body, each step of `events.service.report_items` (before the
+write transaction: looking up the keys already stored, resolving grants, measuring the events and
+planning their counters' slots, formatting the rows; in it: the insert, counting in the counters), and
+what is left (the read and write transactions, the change log rows the batch appends, COMMIT).
 """
 
 from __future__ import annotations
@@ -103,15 +113,16 @@ def executemany(url: str, environment: str, batches: list[list[dict[str, Any]]])
     return elapsed
 
 
-def executemany_rate(url: str, batches: int) -> float:
-    """Rows/s of the driver's executemany into the real `events` table, 1,000 rows per transaction."""
+def executemany_seconds(url: str, batches: int, tag: str) -> float:
+    """Seconds the driver's executemany takes to insert `batches` batches into the real `events` table,
+    1,000 rows per transaction (keys tagged `tag`, new to the table)."""
     customers = [f"c{n}" for n in range(CUSTOMERS)]
     # The same customers, names and dimensions; every key new (a plain INSERT has no ON CONFLICT).
     rows = [
-        [{**e, "idempotencyKey": f"x{b}-{i}"} for i, e in enumerate(batch_events(b, customers, "x"))]
+        [{**e, "idempotencyKey": f"{tag}{b}-{i}"} for i, e in enumerate(batch_events(b, customers, tag))]
         for b in range(batches)
     ]
-    return batches * BATCH / executemany(url, "executemany", rows)
+    return executemany(url, "executemany", rows)
 
 
 def window_batch_times(base: str, key: str, url: str, deep_batches: int) -> tuple[list[float], list[float]]:
@@ -141,13 +152,171 @@ def window_batch_times(base: str, key: str, url: str, deep_batches: int) -> tupl
     return shallow, deep
 
 
+class _Steps:
+    """Thread CPU spent in named functions (wrapped where their callers look them up), inclusive."""
+
+    def __init__(self) -> None:
+        self.spent: dict[str, float] = {}
+
+    def wrap(self, owner: Any, name: str, label: str) -> None:
+        original = getattr(owner, name)
+        self.spent[label] = 0.0  # printed in the order wrapped
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            began = time.thread_time()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.spent[label] += time.thread_time() - began
+
+        setattr(owner, name, timed)
+
+
+def _through_uvicorn(app: Any, key: str, bodies: list[bytes]) -> float:
+    """CPU seconds of the whole process (every thread) per request, each body posted through uvicorn's
+    httptools protocol over an in-memory transport (no socket, no client in this process's figure)."""
+    import asyncio
+
+    from uvicorn.config import Config
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    from uvicorn.server import ServerState
+
+    class Transport(asyncio.Transport):
+        def __init__(self) -> None:
+            super().__init__()
+            self.answers: list[bytes] = []
+            self.written: asyncio.Future[None] | None = None
+
+        def get_extra_info(self, name: str, default: Any = None) -> Any:
+            return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(name, default)
+
+        def write(self, data: Any) -> None:
+            if bytes(data[:9]) == b"HTTP/1.1 ":
+                self.answers.append(bytes(data[9:12]))
+                if self.written is not None and not self.written.done():
+                    self.written.set_result(None)
+
+        def is_closing(self) -> bool:
+            return False
+
+        def close(self) -> None:
+            pass
+
+        def pause_reading(self) -> None:
+            pass
+
+        def resume_reading(self) -> None:
+            pass
+
+    async def run() -> float:
+        config = Config(app, log_level="warning", http="httptools", lifespan="off")
+        config.load()
+        loop = asyncio.get_running_loop()
+        protocol = HttpToolsProtocol(config, ServerState(), {}, loop)
+        transport = Transport()
+        protocol.connection_made(transport)
+        head = "POST /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nContent-Type: application/json\r\n"
+        requests = [f"{head}X-API-KEY: {key}\r\nContent-Length: {len(b)}\r\n\r\n".encode() + b for b in bodies]
+        began = time.process_time()
+        for request in requests:
+            transport.written = loop.create_future()
+            protocol.data_received(request)
+            await transport.written
+            await asyncio.sleep(0)  # the response's body and the cycle's end
+        spent = time.process_time() - began
+        if set(transport.answers) != {b"200"}:
+            raise RuntimeError(f"answers other than 200: {set(transport.answers)}")
+        return spent / len(requests)
+
+    return asyncio.run(run())
+
+
+def breakdown(batches: int) -> None:
+    """See the module docstring (`--breakdown`)."""
+    from fastapi.testclient import TestClient
+
+    import entitle.events.store as event_store
+    import entitle.usage.counting as counting
+    import entitle.usage.reactions as reactions
+    import entitle.usage.store as usage_store
+    from entitle.app import create_app
+    from entitle.config import Settings
+    from entitle.db import Database
+    from entitle.environments.models import KeyKind
+    from entitle.environments.service import create_key, ensure_environment
+    from entitle.events import ingested, service
+    from entitle.events.schemas import event_items
+
+    customers = [f"c{n}" for n in range(CUSTOMERS)]
+    bodies = [body(batch_events(b, customers)) for b in range(2 * batches + 2)]
+    with fresh_database("sqlite") as (url, data_dir):
+        db = Database(url)
+        key = create_key(db, "development", KeyKind.SERVER)
+        env_id = ensure_environment(db, "development").pk
+        settings = Settings(
+            database_url=url,
+            data_dir=data_dir,
+            console_base_url="http://127.0.0.1:8000",
+            embedded_worker=True,  # as `entitle serve` runs on SQLite
+            freeze_startup_objects=True,
+        )
+        app = create_app(settings, db=db)
+        with TestClient(app, headers={"X-API-KEY": key}) as api:
+            seed_catalog(api)
+            provision(api, customers)
+            for warm in bodies[:2]:  # the path warm, and the windows' counters there
+                api.post("/api/v1/events", content=warm, headers=JSON).raise_for_status()
+            whole = _through_uvicorn(app, key, bodies[2 : 2 + batches])
+            steps = _Steps()
+            steps.wrap(event_store, "taken_keys", "before the transaction: stored keys looked up")
+            steps.wrap(ingested.prepare, "_impl", "before the transaction: grants resolved, events measured")
+            steps.wrap(counting, "_measure", "  events measured")
+            steps.wrap(counting, "_slots", "  counters' slots planned")
+            steps.wrap(event_store, "Rows", "before the transaction: rows formatted")
+            steps.wrap(event_store, "insert_new", "insert (executemany)")
+            steps.wrap(reactions, "apply_events", "counting (apply_events)")
+            steps.wrap(usage_store, "locked_counters", "  counters read and locked")
+            steps.wrap(usage_store, "add_distinct_many", "  UNIQUE values stored")
+            steps.wrap(usage_store, "save_tallies", "  counters written")
+            steps.wrap(counting, "announce", "  usage announced (UsageChanged, limits)")
+            timed = bodies[2 + batches :]
+            began = time.thread_time()
+            parsed = [event_items(raw) for raw in timed]
+            parse = (time.thread_time() - began) / batches
+            began = time.thread_time()
+            for items in parsed:
+                assert items is not None
+                service.report_items(db, env_id, items)
+            total = (time.thread_time() - began) / batches
+        db.dispose()
+    spent = {label: seconds / batches for label, seconds in steps.spent.items()}
+    top = [label for label in spent if not label.startswith(" ")]
+    print(
+        f"Entitle event ingestion, CPU per batch of {BATCH} events over {CUSTOMERS} customers (10% repeated keys, "
+        f"6 meters), SQLite, one process; {batches} batches each way; load average {os.getloadavg()[0]:.2f}\n"
+    )
+    print(f"{'whole request through uvicorn (all threads)':<62} {whole * 1000:7.2f} ms")
+    print(f"{'body validated (EventItem dicts)':<62} {parse * 1000:7.2f} ms")
+    print(f"{'events.service.report_items':<62} {total * 1000:7.2f} ms")
+    for label, seconds in spent.items():
+        print(f"  {label:<60} {seconds * 1000:7.2f} ms")
+    rest = total - sum(spent[label] for label in top)
+    print(f"  {'the rest: dedup, read and write transactions, change log rows, COMMIT':<60} {rest * 1000:7.2f} ms")
+    http = whole - parse - total
+    print(f"{'HTTP, routing, thread hops, answer, background threads':<62} {http * 1000:7.2f} ms")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batches", type=int, default=60, help="timed batches of 1,000 events (default 60)")
     parser.add_argument("--concurrency", type=int, default=2, help="client connections (default 2)")
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--deep", type=int, default=100, help="batches filling the deep window (default 100)")
+    parser.add_argument("--breakdown", action="store_true", help="CPU per step of a batch, in one process (SQLite)")
     args = parser.parse_args()
+    if args.breakdown:
+        breakdown(args.batches)
+        return 0
 
     from entitle.db import Database
     from entitle.environments.models import KeyKind
@@ -165,13 +334,18 @@ def main() -> int:
                 seed_catalog(api)
                 provision(api, customers)
             post_all(base, key, bodies[:2], 1)  # warm the path (and the first windows' counters)
+            # The limit is measured just before and just after the ingestion (half the batches each), the
+            # server idle: a machine whose load changes during the run moves both figures alike.
+            half = max(1, args.batches // 2)
+            limit_seconds = executemany_seconds(url, half, "x")
             cpu_before = lock_holds(base, reset=True)["serverCpuSeconds"]
             elapsed, latencies, errors = post_all(base, key, bodies[2:], args.concurrency)
             holds = lock_holds(base, reset=True)
             server_cpu = (holds["serverCpuSeconds"] - cpu_before) / args.batches
+            limit_seconds += executemany_seconds(url, half, "y")
             shallow, deep = window_batch_times(base, key, url, args.deep)
             deep_holds = lock_holds(base, reset=True)
-        limit = executemany_rate(url, args.batches)
+    limit = 2 * half * BATCH / limit_seconds
     rate = args.batches * BATCH / elapsed
     print(
         f"Entitle event ingestion: {args.database}; {args.batches} batches of {BATCH} events over {CUSTOMERS} "

@@ -28,6 +28,7 @@ dimensions = st.dictionaries(st.sampled_from(["tokens", "model", "cached"]), val
 conditions = st.sampled_from(
     [
         {"field": "eventName", "operation": "EQUALS", "value": "completion"},
+        {"field": "eventName", "operation": "EQUALS", "value": "upload"},
         {"field": "dimensions.cached", "operation": "EQUALS", "value": "true"},
         {"field": "tokens", "operation": "GREATER_THAN", "value": "0"},
         {"field": "model", "operation": "IN", "values": ["1", "true"]},

@@ -3,10 +3,12 @@ transaction that stored them (the usage domain counts them there, so a check see
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
+
+from sqlalchemy.orm import Session
 
 from entitle.db import Database
 from entitle.domain_events import DomainEvent, Port
@@ -36,14 +38,21 @@ class EventsIngested(DomainEvent):
     prepared: object = None
 
 
-# Work on a batch that needs no write transaction (on SQLite that transaction holds the database's write
-# lock): the usage domain measures the events with the meters, and resolves their owners' grants, as they
-# are before it (at the batch's instant, the `datetime` given), and checks in the transaction that they did
-# not change (`entitle.usage.counting.prepare`, installed by `entitle.wiring`).
-Prepare = Callable[[Database, int, Sequence[NewEvent], datetime], object]
+class Prepare(Protocol):
+    """Work on a batch that needs no write transaction (on SQLite that transaction holds the database's
+    write lock): the usage domain measures the events with the meters, and resolves their owners' grants,
+    as they are before it (at the batch's instant, `now`), and checks in the transaction that they did not
+    change (`entitle.usage.counting.prepare`, installed by `entitle.wiring`). `session`: a read session to
+    use (the caller's, which read what it needed in the same snapshot); None: it opens its own."""
+
+    def __call__(
+        self, db: Database, env_id: int, events: Sequence[NewEvent], now: datetime, /, session: Session | None = None
+    ) -> object: ...
 
 
-def _nothing(_db: Database, _env_id: int, _events: Sequence[NewEvent], _now: datetime) -> object:
+def _nothing(
+    _db: Database, _env_id: int, _events: Sequence[NewEvent], _now: datetime, session: Session | None = None
+) -> object:
     return None
 
 

@@ -10,15 +10,17 @@ and resends the rest.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from entitle.clock import utcnow
 from entitle.db import Database
 from entitle.domain_events import publish
 from entitle.events import store
 from entitle.events.ingested import EventsIngested, NewEvent, prepare
-from entitle.events.rules import instant_problem, refusal
-from entitle.events.schemas import EventIn
+from entitle.events.rules import CLOCK_SKEW, EARLIEST, instant_problem, refusal
+from entitle.events.schemas import EventIn, EventItem, item_of
 
 
 @dataclass(frozen=True)
@@ -27,34 +29,63 @@ class Reported:
     duplicates: int
 
 
+def _new_event(e: EventItem, index: int, now: datetime) -> NewEvent:
+    # An event without an instant happened now.
+    dimensions = e.get("dimensions") or {}
+    return NewEvent(e["customerId"], e.get("resourceId"), e["eventName"], dimensions, e.get("timestamp") or now, index)
+
+
+def _store(db: Database, env_id: int, rows: store.Rows, prepared: object) -> list[NewEvent]:
+    """Store the new events of a batch, and count them, in one transaction; the events stored."""
+    candidates: list[NewEvent] = rows.events
+    with db.bulk_transaction() as s:
+        stored = store.insert_new(s, rows)
+        if len(stored) == len(rows.keys):
+            new = candidates
+        else:
+            new = [e for key, e in zip(rows.keys, candidates, strict=True) if key in stored]
+        if new:  # counted as usage in this transaction (the usage domain reacts, and may refuse the batch)
+            publish(s, EventsIngested(env_id=env_id, events=tuple(new), prepared=prepared))
+    return new
+
+
 def report_events(db: Database, env_id: int, events: list[EventIn]) -> Reported:
+    """`report_items` for events read as models."""
+    return report_items(db, env_id, [item_of(e) for e in events])
+
+
+def report_items(db: Database, env_id: int, items: Sequence[EventItem]) -> Reported:
     """Store a batch in one transaction: the new events, not the duplicates."""
     now = utcnow()
     # The first event of each idempotency key, in the request's order (a later one is a duplicate);
     # everything that needs no database is done before the transaction: on SQLite it holds the write lock.
-    keys: list[str] = []
-    candidates: list[NewEvent] = []
-    seen: set[str] = set()
-    problems: list[dict[str, str]] = []
-    for index, e in enumerate(events):
-        key = e.idempotency_key
-        if key in seen:
-            continue
-        seen.add(key)
-        at = e.timestamp
-        if at is None:
-            at = now
-        elif (problem := instant_problem(at, now)) is not None:
-            problems.append({"field": f"events.{index}.timestamp", "problem": problem})
-        keys.append(key)
-        candidates.append(NewEvent(e.customer_id, e.resource_id, e.event_name, e.dimensions or {}, at, index))
+    keys = [e["idempotencyKey"] for e in items]
+    positions: Sequence[int] = range(len(items))
+    if len(set(keys)) != len(keys):  # a key repeated within the batch: its first event only
+        first: dict[str, int] = {}
+        for position, key in enumerate(keys):
+            first.setdefault(key, position)
+        keys, positions = list(first), list(first.values())
+    candidates = [_new_event(items[i], i, now) for i in positions]
+    latest = now + CLOCK_SKEW
+    problems = [
+        {"field": f"events.{e.index}.timestamp", "problem": problem}
+        for e in candidates
+        if not EARLIEST <= e.timestamp <= latest and (problem := instant_problem(e.timestamp, now)) is not None
+    ]
     if problems:
         raise refusal(problems)
-    prepared = prepare.impl(db, env_id, candidates, now)
-    bound = store.Rows(db.dialect, env_id, now, keys, candidates)
-    with db.bulk_transaction() as s:
-        stored = store.insert_new(s, bound)
-        new = [event for key, event in zip(keys, candidates, strict=True) if key in stored]
-        if new:  # counted as usage in this transaction (the usage domain reacts, and may refuse the batch)
-            publish(s, EventsIngested(env_id=env_id, events=tuple(new), prepared=prepared))
-    return Reported(new=len(new), duplicates=len(events) - len(new))
+    sqlite = db.dialect == "sqlite"
+    with db.read() as s:
+        if sqlite:
+            # The write transaction holds the database's lock: the keys already stored are found before
+            # it, so that the batch is measured, and its counters found, for just the events it will store.
+            taken = store.taken_keys(s, env_id, keys)
+            if taken:
+                fresh = [(key, e) for key, e in zip(keys, candidates, strict=True) if key not in taken]
+                keys, candidates = [key for key, _ in fresh], [e for _, e in fresh]
+                if not keys:  # a batch resent whole: every event is stored (committed) already
+                    return Reported(new=0, duplicates=len(items))
+        prepared = prepare.impl(db, env_id, candidates, now, session=s)
+    new = _store(db, env_id, store.Rows(db.dialect, env_id, now, keys, candidates, free=sqlite), prepared)
+    return Reported(new=len(new), duplicates=len(items) - len(new))

@@ -32,21 +32,43 @@ _POSTGRESQL_INSERT = text(
     "FROM json_to_recordset(CAST(:rows AS json)) AS r(c text, r text, n text, k text, d jsonb, t timestamptz) "
     "ON CONFLICT (environment_id, idempotency_key) DO NOTHING RETURNING idempotency_key"
 )
+# For keys found free before the transaction: one stored meanwhile is skipped, and the count of rows
+# inserted tells that one was. The rows a statement inserted are then the table's last ones: the write
+# transaction holds the lock, and SQLite gives a new row the rowid after the table's largest.
+_SQLITE_INSERT_FREE = f"{_SQLITE_INSERT} ON CONFLICT (environment_id, idempotency_key) DO NOTHING"
+_SQLITE_LAST_INSERTED = text("SELECT idempotency_key FROM events ORDER BY pk DESC LIMIT :inserted")
 _SQLITE_TAKEN = text(
     "SELECT idempotency_key FROM events WHERE environment_id = :env "
     "AND idempotency_key IN (SELECT value FROM json_each(:keys))"
 )
 
 
+def taken_keys(session: Session, env_id: int, keys: list[str]) -> set[str]:
+    """Which of these idempotency keys an event of the environment holds (SQLite)."""
+    return set(session.scalars(_SQLITE_TAKEN, {"env": env_id, "keys": json.dumps(keys)})) if keys else set()
+
+
 class Rows:
     """A batch's rows in the shape its driver binds them (timestamps and JSON already written), made
     before the write transaction: on SQLite that transaction holds the database's write lock, and
-    formatting 1,000 rows costs more than storing them."""
+    formatting 1,000 rows costs more than storing them. `free`: the keys were found free before the
+    transaction (SQLite), so it need not look them up (`insert_new`)."""
 
-    def __init__(self, dialect: str, env_id: int, now: datetime, keys: list[str], events: Sequence[NewEvent]) -> None:
+    def __init__(
+        self,
+        dialect: str,
+        env_id: int,
+        now: datetime,
+        keys: list[str],
+        events: Sequence[NewEvent],
+        *,
+        free: bool = False,
+    ) -> None:
         self.sqlite = dialect == "sqlite"
         self.keys = keys
+        self.events = list(events)
         self.env_id = env_id
+        self.free = free and self.sqlite
         if self.sqlite:
             # pydantic's serializer writes the same JSON as `json.dumps` (compact) several times faster.
             dimensions = [to_json(e.dimensions).decode() for e in events]
@@ -95,7 +117,12 @@ def _insert_new_sqlite(session: Session, rows: Rows) -> set[str]:
     reading which keys are taken and inserting the others. SQLite cannot answer RETURNING for an
     `executemany`, and binding each row through SQLAlchemy costs more than the insert itself: one
     statement finds the taken keys, one `executemany` of the driver stores the rest."""
-    taken = set(session.scalars(_SQLITE_TAKEN, {"env": rows.env_id, "keys": json.dumps(rows.keys)}))
+    if rows.free:  # looked up before the transaction: inserted as they are, unless stored meanwhile
+        inserted = session.connection().exec_driver_sql(_SQLITE_INSERT_FREE, rows.bound).rowcount
+        if inserted == len(rows.bound):
+            return set(rows.keys)
+        return set(session.scalars(_SQLITE_LAST_INSERTED, {"inserted": inserted})) if inserted else set()
+    taken = taken_keys(session, rows.env_id, rows.keys)
     new = rows.bound if not taken else [r for r in rows.bound if r[_KEY] not in taken]
     if new:
         session.connection().exec_driver_sql(_SQLITE_INSERT, new)

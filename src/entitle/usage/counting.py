@@ -23,6 +23,7 @@ import logging
 import threading
 from collections import defaultdict
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
@@ -43,7 +44,16 @@ from entitle.events.rules import refusal
 from entitle.grants.engine import Grant, Window, customer_grants, owners_grants_until, resource_key, usage_window
 from entitle.usage import ports, store
 from entitle.usage.kept import KEPT_OWNERS, changed_since_kept
-from entitle.usage.meters import Measure, compile_meter, dimensions_read, field_path, measure
+from entitle.usage.meters import (
+    Measure,
+    compile_meter,
+    dimensions_read,
+    event_names_matched,
+    field_path,
+    measure,
+    number,
+    value_text,
+)
 from entitle.usage.models import UsageCounter, WaitingUsage
 from entitle.usage.owners import CounterMoved, announce
 from entitle.usage.rules import RANGE_TEXT, Tally, fold, fold_checked, merge, usage_number
@@ -80,8 +90,28 @@ def _measure(metered: list[Feature], events: Sequence[NewEvent]) -> tuple[dict[s
     # Meters that read the same number the same way (SUM, MAX, MIN and AVG of one field, filtered alike)
     # measure each kind alike: measured once for all of them.
     measures: dict[str, tuple[dict[tuple[Any, ...], Decimal | str | None], dict[tuple[Any, ...], Decimal]]] = {}
+    # The common meter (filtered on the event's name only) is measured a column at a time; meters
+    # measuring alike share their column.
+    by_name: dict[str, tuple[Amounts, list[tuple[int, Decimal]]]] = {}
+    names = [e.event_name for e in events]
+    cached: dict[tuple[type, Any], tuple[Decimal | None, Decimal | None]] = {}
     for feature in metered:
         assert feature.meter is not None
+        simple, accepted = event_names_matched(feature.meter)
+        if simple:
+            measure_key = _measure_key(feature.meter)
+            if measure_key not in by_name:
+                by_name[measure_key] = _column(feature.meter, accepted, names, events, cached)
+            column, out_of_range_at = by_name[measure_key]
+            amounts[feature.ref_id] = column
+            for position, raw in out_of_range_at:
+                index = events[position].index
+                if index not in refused:
+                    refused[index] = {
+                        "field": f"events.{index}.{field_path(feature.meter)}",
+                        "problem": f"{raw} is outside the range a meter counts ({RANGE_TEXT})",
+                    }
+            continue
         # Events alike in their name and the dimensions the meter reads contribute alike: each kind is
         # measured (and range-checked) once, by one of its events.
         reads = dimensions_read(feature.meter)
@@ -103,6 +133,56 @@ def _measure(metered: list[Feature], events: Sequence[NewEvent]) -> tuple[dict[s
                     "problem": f"{out_of_range[kind]} is outside the range a meter counts ({RANGE_TEXT})",
                 }
     return amounts, [refused[i] for i in sorted(refused)]
+
+
+def _column(
+    meter: dict[str, Any],
+    accepted: frozenset[str] | None,
+    names: list[str],
+    events: Sequence[NewEvent],
+    cached: dict[tuple[type, Any], tuple[Decimal | None, Decimal | None]],
+) -> tuple[Amounts, list[tuple[int, Decimal]]]:
+    """What each event contributes to a meter filtered on the event's name only (`accepted`: the names it
+    counts, None: all), as `measure` answers it and numbers kept by `usage_number`; and the positions of
+    the events whose number is out of range, with that number. `cached`: numbers read so far, by type
+    and value (a batch repeats its values; True == 1 == 1.0, yet only the numbers are numbers)."""
+    aggregation = meter["aggregation"]
+    function, field = aggregation["function"], aggregation.get("field")
+    if function == "COUNT":
+        one = Decimal(1)
+        return ([one] * len(names) if accepted is None else [one if n in accepted else None for n in names]), []
+    if not field:
+        return [None] * len(names), []
+    if field == "eventName":
+        values: list[Any] = list(names)
+    else:
+        key = field.removeprefix("dimensions.")
+        values = [e.dimensions.get(key) for e in events]
+    if accepted is not None:
+        values = [v if n in accepted else None for v, n in zip(values, names, strict=True)]
+    if function == "UNIQUE":
+        return [v if type(v) is str else (None if v is None else value_text(v)) for v in values], []
+    column: Amounts = []
+    out_of_range: list[tuple[int, Decimal]] = []
+    for position, value in enumerate(values):
+        if value is None:
+            column.append(None)
+            continue
+        try:
+            kept, beyond = cached[(type(value), value)]
+        except KeyError:
+            raw = number(value)
+            kept = None if raw is None else usage_number(raw)
+            beyond = raw if raw is not None and kept is None else None
+            cached[(type(value), value)] = (kept, beyond)
+        except TypeError:  # not hashable: not a dimension value, read it anyway
+            raw = number(value)
+            kept = None if raw is None else usage_number(raw)
+            beyond = raw if raw is not None and kept is None else None
+        column.append(kept)
+        if beyond is not None:
+            out_of_range.append((position, beyond))
+    return column, out_of_range
 
 
 def _measure_key(meter: dict[str, Any]) -> str:
@@ -195,7 +275,7 @@ def _schedule(grant: Grant) -> tuple[object, ...]:
     return grant.feature.meter_type, allowance.reset_period, allowance.reset_anchor, grant.usage_anchor
 
 
-@dataclass
+@dataclass(slots=True)
 class _Slot:
     """What a batch adds to one counter."""
 
@@ -234,6 +314,21 @@ class Prepared:
     amounts: dict[str, Amounts]
     problems: dict[int, Problem]
     resolved: Resolved | None = None
+    plan: Plan | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Where every prepared event counts, should all of them be new and their owners' grants still hold:
+    the counters' slots, made before the write transaction. Their windows were found at the batch's
+    instant: the plan holds while the transaction's clock is before `until` (the first end of a window
+    that was current then; None: none ends)."""
+
+    slots: dict[store.CounterKey, _Slot]
+    until: datetime | None
+    # What it was made from: it holds only for these very amounts and grants.
+    amounts: dict[str, Amounts]
+    resolved: Resolved
 
 
 def _meters(metered: list[Feature]) -> tuple[tuple[str, str], ...]:
@@ -270,12 +365,19 @@ def _remember(db: Database, env_id: int, resolved: Resolved, owners: list[Owner]
         _known.setdefault(db, {})[env_id] = resolved
 
 
-def prepare(db: Database, env_id: int, candidates: Sequence[NewEvent], now: datetime | None = None) -> Prepared:
+def prepare(
+    db: Database,
+    env_id: int,
+    candidates: Sequence[NewEvent],
+    now: datetime | None = None,
+    session: Session | None = None,
+) -> Prepared:
     """Measure a batch, and resolve its owners' grants at `now` (the batch's instant), outside its write
-    transaction (as committed now; `apply_events` checks in the transaction that they still hold)."""
+    transaction (as committed now; `apply_events` checks in the transaction that they still hold), in
+    `session` (a read session) or one of its own."""
     now = now or utcnow()
     owners = sorted({(e.customer_ref, e.resource_ref) for e in candidates}, key=_owner_order)
-    with db.read() as s:
+    with nullcontext(session) if session is not None else db.read() as s:
         mark = ports.grant_changes.impl.mark(s, env_id)
         known = _still_known(s, db, env_id, mark, now)
         if known is None:
@@ -293,7 +395,15 @@ def prepare(db: Database, env_id: int, candidates: Sequence[NewEvent], now: date
     amounts, problems = _measure(metered, candidates)
     position = {e.index: p for p, e in enumerate(candidates)}
     by_index = {int(p["field"].split(".")[1]): p for p in problems}
-    return Prepared(_meters(metered), position, amounts, by_index, resolved)
+    plan = None
+    if metered and not problems and all(owner in resolved.holders for owner in owners):
+        # Where the events count, made here rather than holding the write lock (used only if they all
+        # turn out new and nothing they rest on changed; and only when none waits for a grant).
+        wanted, positions = _wanted(candidates, metered, amounts)
+        slots, waiting, until = _slots(candidates, amounts, wanted, positions, resolved.holders, now)
+        if slots and not waiting:
+            plan = Plan(slots, until, amounts, resolved)
+    return Prepared(_meters(metered), position, amounts, by_index, resolved, plan)
 
 
 def _still_valid(s: Session, env_id: int, prepared: object, new: list[NewEvent], now: datetime) -> Resolved | None:
@@ -321,9 +431,21 @@ def apply_events(s: Session, env_id: int, new: list[NewEvent], prepared: object 
         metered = sorted(features.metered_with_meter(s, env_id), key=lambda f: f.ref_id)
     if not metered:
         return
+    planned: dict[store.CounterKey, _Slot] | None = None
     if isinstance(prepared, Prepared) and prepared.meters == _meters(metered):
+        made = prepared.plan
+        # Made from these amounts, from grants that still hold, and its current windows still current.
+        if made is not None and (made.amounts is not prepared.amounts or made.resolved is not resolved):
+            made = None
+        if made is not None and made.until is not None and now >= made.until:
+            made = None
         if [e.index for e in new] == list(prepared.position):  # no duplicate: the events measured, in order
             amounts = prepared.amounts
+            planned = made.slots if made is not None else None
+        elif made is not None and {e.index for e in new} <= prepared.position.keys():
+            # Keys stored by another batch since they were looked up: those events are not this batch's.
+            amounts = prepared.amounts
+            planned = _without(made.slots, prepared.position.keys() - {e.index for e in new})
         else:
             at = [prepared.position[e.index] for e in new]
             kept: dict[int, Amounts] = {}  # a column several meters share stays shared
@@ -337,11 +459,52 @@ def apply_events(s: Session, env_id: int, new: list[NewEvent], prepared: object 
         amounts, problems = _measure(metered, new)
     if problems:
         raise refusal(problems)
+    if planned is not None:
+        if not planned:  # what remains adds to no counter
+            return
+        slots: dict[store.CounterKey, _Slot] = planned
+        waiting: dict[store.WaitingKey, list[Item]] = {}
+    else:
+        wanted, positions = _wanted(new, metered, amounts)
+        if not wanted:
+            return
+        owners = sorted({(c, r) for c, r, _ in wanted}, key=_owner_order)
+        holders = resolved.holders if resolved is not None else _holders(s, env_id, owners, now, metered)[0]
+        unheld = {c for c, r, ref in wanted if ref not in holders[(c, r)][1]}
+        if unheld and store.lock_owners(s, env_id, unheld):
+            # Another transaction may have just granted the feature (and folded what waited): look again.
+            holders = {**holders, **_holders(s, env_id, [o for o in owners if o[0] in unheld], now, metered)[0]}
+        slots, waiting, _ = _slots(new, amounts, wanted, positions, holders, now)
+    problems += _count_in_windows(s, env_id, slots)
+    problems += _count_waiting(s, env_id, waiting, {f.ref_id: f for f in metered})
+    if problems:
+        raise refusal(sorted(problems, key=lambda p: int(p["field"].split(".")[1])))
+
+
+def _without(slots: dict[store.CounterKey, _Slot], skipped: set[int]) -> dict[store.CounterKey, _Slot]:
+    """The slots without the items of these events (by index in the request); a slot left empty goes.
+    Slots that shared their items still share them."""
+    kept: dict[store.CounterKey, _Slot] = {}
+    filtered: dict[int, list[Item]] = {}
+    for key, slot in slots.items():
+        items = filtered.get(id(slot.items))
+        if items is None:
+            items = filtered[id(slot.items)] = [item for item in slot.items if item[0] not in skipped]
+        if items:
+            kept[key] = replace(slot, items=items)
+    return kept
+
+
+def _wanted(
+    new: Sequence[NewEvent], metered: list[Feature], amounts: dict[str, Amounts]
+) -> tuple[dict[Wanted, list[Item]], dict[Owner, list[int]]]:
+    """What the events of each owner add to each feature (in owner order); and each owner's events (their
+    positions in `new`)."""
     positions: dict[Owner, list[int]] = defaultdict(list)
     for position, e in enumerate(new):
         positions[(e.customer_ref, e.resource_ref)].append(position)
     indexes = [e.index for e in new]
-    wanted: dict[Wanted, list[Item]] = {}  # what the events of an owner add to each feature
+    wanted: dict[Wanted, list[Item]] = {}
     for owner in sorted(positions, key=_owner_order):
         at = positions[owner]
         gathered: dict[int, list[Item]] = {}  # per column (meters measuring alike share theirs): read-only
@@ -352,14 +515,19 @@ def apply_events(s: Session, env_id: int, new: list[NewEvent], prepared: object 
                 items = gathered[id(column)] = [(indexes[p], a) for p in at if (a := column[p]) is not None]
             if items:
                 wanted[(*owner, feature.ref_id)] = items
-    if not wanted:
-        return
-    owners = sorted({(c, r) for c, r, _ in wanted}, key=_owner_order)
-    holders = resolved.holders if resolved is not None else _holders(s, env_id, owners, now, metered)[0]
-    unheld = {c for c, r, ref in wanted if ref not in holders[(c, r)][1]}
-    if unheld and store.lock_owners(s, env_id, unheld):
-        # Another transaction may have just granted the feature (and folded what waited): look again.
-        holders = {**holders, **_holders(s, env_id, [o for o in owners if o[0] in unheld], now, metered)[0]}
+    return wanted, positions
+
+
+def _slots(
+    new: Sequence[NewEvent],
+    amounts: dict[str, Amounts],
+    wanted: dict[Wanted, list[Item]],
+    positions: dict[Owner, list[int]],
+    holders: Holders,
+    now: datetime,
+) -> tuple[dict[store.CounterKey, _Slot], dict[store.WaitingKey, list[Item]], datetime | None]:
+    """The counters the wanted items go to (each event in the usage window of its instant), what waits
+    for a customer or a grant, and the first end of a window current at `now` (None: none ends)."""
     slots: dict[store.CounterKey, _Slot] = {}
     waiting: dict[store.WaitingKey, list[Item]] = {}
     timestamps = [e.timestamp for e in new]
@@ -397,10 +565,8 @@ def apply_events(s: Session, env_id: int, new: list[NewEvent], prepared: object 
             if slot is None:
                 slot = slots[key] = _Slot(customer, resource_ref, grant, window, window.start == current.start)
             slot.items.append(item)
-    problems += _count_in_windows(s, env_id, slots)
-    problems += _count_waiting(s, env_id, waiting, {f.ref_id: f for f in metered})
-    if problems:
-        raise refusal(sorted(problems, key=lambda p: int(p["field"].split(".")[1])))
+    ends = [finder.current.end for finder, _ in schedules.values() if finder.current.end is not None]
+    return slots, waiting, min(ends, default=None)
 
 
 def _span(timestamps: list[datetime], positions: list[int]) -> tuple[datetime, datetime]:
@@ -476,19 +642,21 @@ def _count_waiting(
 
 def _count_in_windows(s: Session, env_id: int, slots: dict[store.CounterKey, _Slot]) -> list[Problem]:
     counters = store.locked_counters(s, env_id, slots)
-    for key, slot in slots.items():
-        _rebuild_if_legacy(s, env_id, counters[key], slot.grant.feature, slot.customer, slot.resource_ref, slot.window)
-    unique = [key for key, slot in slots.items() if _function(slot.grant.feature) == "UNIQUE"]
-    added = store.add_distinct_many(
-        s, [(counters[key].pk, str(amount)) for key in unique for _, amount in slots[key].items], owner="counter_pk"
-    )
+    functions = [_function(slot.grant.feature) for slot in slots.values()]
+    distinct: list[tuple[int, str]] = []
+    for (key, slot), function in zip(slots.items(), functions, strict=True):
+        counter = counters[key]
+        if counter.samples is None:  # written before tallies were kept (rare): rebuilt once
+            _rebuild_if_legacy(s, env_id, counter, slot.grant.feature, slot.customer, slot.resource_ref, slot.window)
+        if function == "UNIQUE":  # a slot repeats its values: each once
+            distinct += [(counter.pk, value) for value in {str(amount) for _, amount in slot.items}]
+    added = store.add_distinct_many(s, distinct, owner="counter_pk")
     problems: list[Problem] = []
     tallies: list[Tally] = []
     # Meters measuring alike (SUM, MAX, MIN and AVG of one field) share an owner's items: read their numbers once.
     numbers: dict[int, list[Decimal]] = {}
-    for key, slot in slots.items():
+    for (key, slot), function in zip(slots.items(), functions, strict=True):
         counter = counters[key]
-        function = _function(slot.grant.feature)
         if function == "UNIQUE":
             tallies.append(Tally(value=counter.value + added.get(counter.pk, 0)))
             continue

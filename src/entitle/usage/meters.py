@@ -194,6 +194,35 @@ def dimensions_read(meter: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(names)
 
 
+def value_text(value: Any) -> str:
+    """A value as UNIQUE counts it and the string conditions compare it (`true`/`false`, 3.0 as 3)."""
+    return _text(value)
+
+
+def event_names_matched(meter: Mapping[str, Any]) -> tuple[bool, frozenset[str] | None]:
+    """Whether the meter's filters test nothing but the event's name for equality (the common meter),
+    and then which names they let through (None: every name). Such a meter is measured a column at a
+    time (`entitle.usage.counting`); any other condition answers (False, None)."""
+    filters = meter.get("filters") or []
+    accepted: set[str] = set()
+    for conditions in (f.get("conditions") or [] for f in filters):
+        if not conditions:  # a filter without conditions lets every event through
+            return all(_name_equality(c) for f in filters for c in f.get("conditions") or []), None
+        targets = set()
+        for condition in conditions:
+            if not _name_equality(condition):
+                return False, None
+            target = condition.get("value")
+            targets.add(target if isinstance(target, str) else None)  # anything else matches no name
+        if len(targets) == 1 and (only := next(iter(targets))) is not None:
+            accepted.add(only)
+    return True, (frozenset(accepted) if filters else None)
+
+
+def _name_equality(condition: Mapping[str, Any]) -> bool:
+    return condition.get("field") == "eventName" and condition.get("operation") == "EQUALS"
+
+
 def field_path(meter: Mapping[str, Any]) -> str:
     """Where, in an event, the meter reads its number (for errors naming the field)."""
     field = str(meter["aggregation"].get("field") or "")

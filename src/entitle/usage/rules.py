@@ -109,7 +109,7 @@ def fold_checked(function: str, tally: Tally, numbers: Sequence[Decimal]) -> tup
     if function in ADDITIVE and (
         abs(tally.value) + largest <= USAGE_MAX or abs(tally.value) + sum(abs(n) for n in numbers) <= USAGE_MAX
     ):
-        return replace(tally, value=tally.value + sum(numbers), samples=tally.samples + len(numbers)), []
+        return Tally(tally.value + sum(numbers), tally.samples + len(numbers), tally.total), []
     if function == "AVG":
         with decimal.localcontext(prec=40):
             previous = tally.total or Decimal(0)

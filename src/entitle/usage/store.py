@@ -445,10 +445,18 @@ _ADD_DISTINCT = {
 }
 
 
+# The digests of distinct values hashed lately, across batches: batches repeat their values (the same
+# users, the same models), within one and from one to the next. Bounded: forgotten wholesale when full.
+_DIGESTS: dict[str, str] = {}
+_DIGESTS_HELD = 10_000
+
+
 def add_distinct_many(session: Session, values: Iterable[tuple[int, str]], *, owner: str) -> dict[int, int]:
     """Remember distinct values of UNIQUE meters, given as (owner pk, value) with `owner` "counter_pk" or
     "waiting_pk"; how many were new per owner (a value already stored for that owner adds nothing)."""
-    digests: dict[str, str] = {}  # a batch repeats its values across owners: hash each once
+    digests = _DIGESTS
+    if len(digests) > _DIGESTS_HELD:
+        digests.clear()
     pairs = sorted(
         {(pk, digests[value] if value in digests else digests.setdefault(value, digest(value))) for pk, value in values}
     )
