@@ -103,7 +103,7 @@ async def check_entitlement(
     if sent:
         raise InvalidArgument(f"{sent[0]}: reservations hold credits; check a currencyId, not a featureId")
     assert feature_id is not None
-    result = await service.check(
+    result = await service.check_json(
         request.app.state.db,
         snapshot_of(request),
         key.environment_id,
@@ -113,4 +113,4 @@ async def check_entitlement(
         requested_values=comma_list(requested_values, name="requestedValues"),
         resource_ref=resource_id,
     )
-    return _enveloped(result)
+    return _enveloped_json(result)
