@@ -141,9 +141,19 @@ class HotDispatch:
         """The table as read, or read again when what precedes its last HotRoute changed."""
         table = self.table
         routes = self.router.routes
-        changed = len(routes) < len(table.routes) or any(a is not b for a, b in zip(routes, table.routes, strict=False))
-        if changed or any(read() is not seen for read, seen in table.inclusions):
-            table = self.table = _read_table(routes)
+        # Plain loops: on every check and list, a generator's start-up costs more than these few comparisons.
+        if len(routes) < len(table.routes):
+            return self._reread(routes)
+        for now, read in zip(routes, table.routes, strict=False):
+            if now is not read:
+                return self._reread(routes)
+        for candidates, seen in table.inclusions:
+            if candidates() is not seen:
+                return self._reread(routes)
+        return table
+
+    def _reread(self, routes: list[BaseRoute]) -> _Table:
+        table = self.table = _read_table(routes)
         return table
 
     def _select(self, scope: Scope) -> tuple[_Entry, dict[str, Any]] | None:
