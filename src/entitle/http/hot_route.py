@@ -59,6 +59,13 @@ class _Param:
 
 
 @dataclass(frozen=True, slots=True)
+class _Optional:
+    defaults: Mapping[str, Any]  # name -> default
+    by_key: Mapping[str, _Param]
+    order: Mapping[str, int]  # key -> position in the group
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     call: Callable[..., Awaitable[Any]]
     name: str | None
@@ -68,6 +75,8 @@ class Plan:
     headers: tuple[_Param, ...]
     request_name: str | None
     header_names: Mapping[bytes, str]  # the headers' keys as ASGI sends them (lower-cased bytes)
+    optional_query: _Optional | None  # the query read by `_read_sent` (None: by `_read`)
+    optional_headers: _Optional | None
 
 
 def _is_scalar(annotation: Any) -> bool:
@@ -175,15 +184,18 @@ def _plan(dependant: Dependant, name: str | None, seen: set[Any]) -> Plan:
         raise TypeError(f"HotRoute needs each dependency to be a distinct async function: {call}")
     seen.add(call)
     headers = tuple(_param(f, "header") for f in dependant.header_params)
+    query = tuple(_param(f, "query") for f in dependant.query_params)
     return Plan(
         call=call,
         name=name,
         dependencies=tuple(_plan(sub, sub.name, seen) for sub in dependant.dependencies),
         path=tuple(_param(f, "path") for f in dependant.path_params),
-        query=tuple(_param(f, "query") for f in dependant.query_params),
+        query=query,
         headers=headers,
         request_name=dependant.request_param_name,
         header_names={param.key.encode("latin-1"): param.key for param in headers},
+        optional_query=_optional(query),
+        optional_headers=_optional(headers),
     )
 
 
@@ -201,25 +213,58 @@ def _read(group: tuple[_Param, ...], received: Mapping[str, Any], values: dict[s
             if not param.validate_default:
                 found[param.name] = raw
                 continue
-        elif param.str_lengths is not None and type(raw) is str and len(raw) in param.str_lengths:
-            found[param.name] = raw
-            continue
-        memo = param.memo
-        if memo is not None and type(raw) is str:
-            value = memo.get(raw, _UNSEEN)
-            if value is not _UNSEEN:
-                found[param.name] = value
-                continue
-        value, problems = param.field.validate(raw, found, loc=param.loc)
+        problems = _validate(param, raw, found)
         if problems:
             errors.extend(problems)
-            continue
-        found[param.name] = value
-        if memo is not None and type(raw) is str and len(raw) <= MEMO_KEY_LENGTH:
-            if len(memo) >= MEMO_SIZE:
-                memo.clear()
-            memo[raw] = value
     values.update(found)
+
+
+def _read_sent(group: _Optional, received: Mapping[str, Any], values: dict[str, Any], errors: list[Any]) -> None:
+    """`_read` for a group whose parameters all default, unvalidated, to a value shared as is: only what
+    was sent is read (most of a check's ten are not), failures kept in the group's order."""
+    found = dict(group.defaults)
+    failures: list[tuple[int, list[Any]]] = []
+    for key, raw in received.items():
+        param = group.by_key.get(key)
+        if param is not None:
+            problems = _validate(param, raw, found)
+            if problems:
+                failures.append((group.order[key], problems))
+    for _, problems in sorted(failures, key=lambda failure: failure[0]):
+        errors.extend(problems)
+    values.update(found)
+
+
+def _optional(group: tuple[_Param, ...]) -> _Optional | None:
+    if any(p.required or p.copy_default or p.validate_default for p in group):
+        return None
+    return _Optional(
+        defaults={p.name: p.default for p in group},
+        by_key={p.key: p for p in group},
+        order={p.key: n for n, p in enumerate(group)},
+    )
+
+
+def _validate(param: _Param, raw: Any, found: dict[str, Any]) -> list[Any] | None:
+    """Put the received value's validated form in `found`; the failures, if it has any."""
+    if param.str_lengths is not None and type(raw) is str and len(raw) in param.str_lengths:
+        found[param.name] = raw
+        return None
+    memo = param.memo
+    if memo is not None and type(raw) is str:
+        value = memo.get(raw, _UNSEEN)
+        if value is not _UNSEEN:
+            found[param.name] = value
+            return None
+    value, problems = param.field.validate(raw, found, loc=param.loc)
+    if problems:
+        return list(problems)
+    found[param.name] = value
+    if memo is not None and type(raw) is str and len(raw) <= MEMO_KEY_LENGTH:
+        if len(memo) >= MEMO_SIZE:
+            memo.clear()
+        memo[raw] = value
+    return None
 
 
 _UNSEEN = object()
@@ -262,9 +307,17 @@ async def _solve(plan: Plan, request: Request) -> tuple[dict[str, Any], list[Any
             values[sub.name] = solved
     _read(plan.path, request.path_params, values, errors)
     if plan.query:
-        _read(plan.query, _query_of(request.scope["query_string"]), values, errors)
+        query = _query_of(request.scope["query_string"])
+        if plan.optional_query is not None:
+            _read_sent(plan.optional_query, query, values, errors)
+        else:
+            _read(plan.query, query, values, errors)
     if plan.headers:
-        _read(plan.headers, _headers_of(request.scope["headers"], plan.header_names), values, errors)
+        headers = _headers_of(request.scope["headers"], plan.header_names)
+        if plan.optional_headers is not None:
+            _read_sent(plan.optional_headers, headers, values, errors)
+        else:
+            _read(plan.headers, headers, values, errors)
     if plan.request_name:
         values[plan.request_name] = request
     return values, errors
