@@ -385,3 +385,23 @@ def test_a_remembered_validation_answers_what_the_validator_answers(sent: list[s
                 type(value) if not problems else type(None),
             )
             assert param.memo is None or len(param.memo) <= hot_route.MEMO_SIZE
+
+
+def test_a_paths_remembered_choice_holds_only_for_its_table_and_method(apps: dict[str, Any]) -> None:
+    app: Any = apps["full"].app
+    key = {"X-API-KEY": apps["server"]}
+    path = "/api/v1/customers/c1/entitlements"
+    assert [e["feature"]["id"] for e in apps["full"].get(path, headers=key).json()["data"]["entitlements"]] == [
+        "calls",
+        "sso",
+    ]
+    assert apps["full"].head(path, headers=key).status_code == 405  # the same path, another method: the table's
+
+    async def earlier(customer_id: str) -> dict[str, str]:
+        return {"earlier": customer_id}
+
+    app.add_api_route(path.replace("c1", "{customer_id}"), earlier, methods=["GET"])
+    app.router.routes.insert(0, app.router.routes.pop())
+    assert apps["full"].get(path, headers=key).json() == {"earlier": "c1"}
+    app.router.routes.pop(0)
+    assert "entitlements" in apps["full"].get(path, headers=key).json()["data"]
