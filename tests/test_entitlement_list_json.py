@@ -123,3 +123,33 @@ def test_the_list_answers_each_feature_as_its_check_and_each_wallet_as_its_curre
     for result in balances:
         currency = credits.currencies[result.currency.currency_id]
         assert result == answers.currency_check(view, credits, currency, None)
+
+
+REQUESTED = st.none() | AMOUNTS | st.sampled_from([Decimal("0.1"), Decimal("3.14159"), Decimal("1e15"), Decimal("-0")])
+# Values a client may send, commas split out (`comma_list`): quotes, escapes and non-ASCII written alike.
+VALUES = st.none() | st.lists(st.sampled_from(["a", "b", "c"]) | st.text(min_size=1).filter(lambda v: "," not in v))
+
+
+@given(
+    views(),
+    standings(),
+    st.lists(
+        st.tuples(
+            st.sampled_from(["seats", "api-calls", "sso", "tier", "storage", "unknown"]),
+            st.dictionaries(st.sampled_from(["seats", "api-calls", "storage"]), AMOUNTS),
+            REQUESTED,
+            VALUES,
+        ),
+        min_size=1,
+    ),
+)
+def test_a_check_written_into_its_kept_listed_result_is_the_check_serialized_afresh(
+    view: CustomerView,
+    credits: Standing,
+    checks: list[tuple[str, dict[str, Decimal], Decimal | None, list[str] | None]],
+) -> None:
+    for ref, usage, requested_usage, requested_values in checks:
+        feature = view.grants[ref].feature if ref in view.grants else None
+        asked = {"requested_usage": requested_usage, "requested_values": requested_values}
+        expected = answers.to_json(answers.check(view, usage, credits, ref, feature, **asked))
+        assert answers.check_json(view, usage, credits, ref, feature, **asked) == expected

@@ -7,16 +7,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import parse_qsl
 
 import fastapi.routing
 import pytest
 from fastapi import APIRouter, Depends, FastAPI, Query, Response
+from fastapi.dependencies.utils import get_dependant
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import AfterValidator
+from starlette.datastructures import Headers
 
 from entitle.app import create_app
 from entitle.clock import utcnow
@@ -27,6 +32,7 @@ from entitle.environments.access import signing_secret, update_settings
 from entitle.environments.models import KeyKind
 from entitle.environments.rules import ENVIRONMENT_HEADER, TOKEN_HEADER
 from entitle.environments.service import create_key
+from entitle.http import hot_route
 from entitle.http.errors import install_error_handlers
 from entitle.http.hot_dispatch import HotDispatch
 from entitle.http.hot_route import HotRoute
@@ -323,3 +329,79 @@ def test_a_route_before_a_hot_route_in_the_table_keeps_the_paths_it_matches(apps
     app.router.routes.pop(0)
     listed = apps["full"].get("/api/v1/customers/c1/entitlements", headers=key)
     assert [e["feature"]["id"] for e in listed.json()["data"]["entitlements"]] == ["calls", "sso"]
+
+
+# Bytes a query or header may carry: separators, escapes, a space's '+', a non-ASCII byte.
+QUERY_BYTES = st.lists(
+    st.sampled_from([b"a", b"B", b"=", b"&", b"%", b"%2", b"%41", b"%E9", b"+", b";", b"\xe9", b" "])
+).map(b"".join)
+
+
+@given(QUERY_BYTES)
+def test_a_query_is_read_as_starlette_reads_it(query: bytes) -> None:
+    assert hot_route._query_of(query) == dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True))
+
+
+@given(st.lists(st.tuples(st.sampled_from([b"x-api-key", b"x-other", b"X-API-KEY", b"x-token"]), QUERY_BYTES)))
+def test_the_headers_a_plan_reads_are_read_as_starlette_reads_them(raw: list[tuple[bytes, bytes]]) -> None:
+    names = {b"x-api-key": "x-api-key", b"x-token": "x-token"}
+    headers = Headers(raw=raw)
+    expected = {name: headers[name] for name in names.values() if name in headers}
+    assert hot_route._headers_of(raw, names) == expected
+
+
+def _checked(value: Decimal) -> Decimal:
+    return value
+
+
+async def _amounts(
+    amount: Annotated[Decimal | None, Query(ge=0, le=10**15)] = None,
+    count: Annotated[int | None, Query(ge=1)] = None,
+    checked: Annotated[Decimal | None, AfterValidator(_checked), Query()] = None,
+    name: Annotated[str | None, Query(pattern="^a")] = None,
+) -> Response:
+    return Response()
+
+
+def test_only_a_validation_that_depends_on_the_string_alone_is_remembered() -> None:
+    params = {param.key: param for param in hot_route.plan_of(get_dependant(path="/x", call=_amounts)).query}
+    assert params["amount"].memo == {} and params["count"].memo == {}
+    assert params["checked"].memo is None  # a function of its own may answer anything
+    assert params["name"].memo is None
+
+
+@given(st.lists(VALUES | st.sampled_from(["3", "3.0", "0.1", "1e-3"]), min_size=1, max_size=30))
+def test_a_remembered_validation_answers_what_the_validator_answers(sent: list[str]) -> None:
+    plan = hot_route.plan_of(get_dependant(path="/x", call=_amounts))
+    for raw in sent:
+        for param in plan.query:
+            values: dict[str, Any] = {}
+            errors: list[Any] = []
+            hot_route._read((param,), {param.key: raw}, values, errors)
+            value, problems = param.field.validate(raw, {}, loc=param.loc)
+            assert (errors, str(values.get(param.name)), type(values.get(param.name))) == (
+                problems or [],
+                str(value) if not problems else "None",
+                type(value) if not problems else type(None),
+            )
+            assert param.memo is None or len(param.memo) <= hot_route.MEMO_SIZE
+
+
+def test_a_paths_remembered_choice_holds_only_for_its_table_and_method(apps: dict[str, Any]) -> None:
+    app: Any = apps["full"].app
+    key = {"X-API-KEY": apps["server"]}
+    path = "/api/v1/customers/c1/entitlements"
+    assert [e["feature"]["id"] for e in apps["full"].get(path, headers=key).json()["data"]["entitlements"]] == [
+        "calls",
+        "sso",
+    ]
+    assert apps["full"].head(path, headers=key).status_code == 405  # the same path, another method: the table's
+
+    async def earlier(customer_id: str) -> dict[str, str]:
+        return {"earlier": customer_id}
+
+    app.add_api_route(path.replace("c1", "{customer_id}"), earlier, methods=["GET"])
+    app.router.routes.insert(0, app.router.routes.pop())
+    assert apps["full"].get(path, headers=key).json() == {"earlier": "c1"}
+    app.router.routes.pop(0)
+    assert "entitlements" in apps["full"].get(path, headers=key).json()["data"]

@@ -8,6 +8,8 @@ from datetime import datetime
 from decimal import Decimal
 from functools import lru_cache
 
+from pydantic_core import to_json as _value_json
+
 from entitle.catalog.features.models import Feature
 from entitle.credits.checks import CurrencyView, covers, credit_answer
 from entitle.credits.schemas import CreditCheckResult
@@ -155,6 +157,78 @@ def _paid(view: CustomerView, credits: Credits | None, feature_ref: str, request
 def _unpaid(result: EntitlementResult) -> EntitlementResult:
     reason = DeniedReason.INSUFFICIENT_CREDITS.value
     return result.model_copy(update={"is_granted": False, "access_denied_reason": reason})
+
+
+def check_json(
+    view: CustomerView,
+    usage: Usage,
+    credits: Credits | None,
+    feature_ref: str,
+    feature: FeatureView | None,
+    *,
+    requested_usage: Decimal | None = None,
+    requested_values: Sequence[str] | None = None,
+) -> bytes:
+    """`to_json(check(...))`, byte for byte. A granted feature's answer differs from its listed one (kept
+    as JSON in its view for the usage it was listed with) only in its decision and in what was requested:
+    those are written into the kept bytes, not the whole result built and serialized again."""
+    grant = view.grants.get(feature_ref)
+    if grant is None or view.archived:
+        return to_json(check(view, usage, credits, feature_ref, feature))
+    current = current_of(grant, usage)
+    decision = decide(
+        grant.feature.feature_type,
+        grant.feature.meter_type,
+        grant.allowance,
+        current_usage=current or Decimal(0),
+        requested_usage=requested_usage,
+        requested_values=requested_values,
+    )
+    reason = decision.reason
+    if decision.is_granted and view.credit_rates and not _paid(view, credits, feature_ref, requested_usage):
+        reason = DeniedReason.INSUFFICIENT_CREDITS
+    middle, tail = _check_parts(_listed_json(grant, current))
+    return b"".join(
+        (
+            _GRANTED_HEAD if reason is None else _DENIED_HEAD,
+            b"null" if reason is None else b'"' + reason.value.encode() + b'"',
+            middle,
+            _REQUESTED_USAGE,
+            _reading_json(requested_usage),
+            _REQUESTED_VALUES,
+            b"null" if requested_values is None else _value_json(list(requested_values)),
+            tail,
+        )
+    )
+
+
+# The fields a check writes itself, in EntitlementResult's order: what precedes, follows and separates them
+# in a listed result (`isGranted`, `accessDeniedReason` first; `requestedUsage`, `requestedValues` null).
+# Each key is found where it first occurs: a key's quotes inside a JSON string would be escaped.
+_HEAD = b'{"type":"FEATURE","isGranted":'
+_GRANTED_HEAD = _HEAD + b'true,"accessDeniedReason":'
+_DENIED_HEAD = _HEAD + b'false,"accessDeniedReason":'
+_CURRENT_USAGE = b',"currentUsage":'
+_REQUESTED_USAGE = b',"requestedUsage":'
+_REQUESTED_VALUES = b',"requestedValues":'
+_NOT_REQUESTED = _REQUESTED_USAGE + b"null" + _REQUESTED_VALUES + b"null"
+
+
+def _check_parts(listed: bytes) -> tuple[bytes, bytes]:
+    """A listed result's bytes from `currentUsage` up to `requestedUsage`, and from after `requestedValues`."""
+    assert listed.startswith(_HEAD)
+    start = listed.index(_CURRENT_USAGE, len(_HEAD))
+    end = listed.index(_NOT_REQUESTED, start)
+    return listed[start:end], listed[end + len(_NOT_REQUESTED) :]
+
+
+def _reading_json(value: Decimal | None) -> bytes:
+    """A `Reading` as EntitlementResult writes it: an integral amount as an integer, another as a float."""
+    if value is None:
+        return b"null"
+    if value == value.to_integral_value():
+        return str(int(value)).encode()
+    return _value_json(float(value))
 
 
 def currency_check(

@@ -40,6 +40,16 @@ def _enveloped_json(body: bytes) -> Response:
     return Response(content=b'{"data":' + body + b"}", media_type="application/json")
 
 
+_RESERVATION_TERMS = (
+    "reserveAmount",
+    "reservationId",
+    "reservationTtlSeconds",
+    "reservationExpiresAt",
+    "reservationMetadata",
+)
+# A feature check names none of them: compared as one tuple, not gathered into a dict on every check.
+_NO_RESERVATION = (None,) * len(_RESERVATION_TERMS)
+
 # Async: a customer the process's snapshot holds is answered on the event loop, with no database and
 # no worker thread; the service reads the others in a worker thread.
 
@@ -76,13 +86,6 @@ async def check_entitlement(
 ) -> Response:
     if (feature_id is None) == (currency_id is None):
         raise InvalidArgument("pass exactly one of featureId or currencyId")
-    reservation = {
-        "reserveAmount": reserve_amount,
-        "reservationId": reservation_id,
-        "reservationTtlSeconds": reservation_ttl_seconds,
-        "reservationExpiresAt": reservation_expires_at,
-        "reservationMetadata": reservation_metadata,
-    }
     if currency_id is not None:
         credit_request = CreditCheckRequest(
             requested_usage=requested_usage,
@@ -99,11 +102,18 @@ async def check_entitlement(
                 db, snapshot_of(request), key.environment_id, customer_id, currency_id, credit_request
             )
         )
-    sent = [name for name, value in reservation.items() if value is not None]
-    if sent:
-        raise InvalidArgument(f"{sent[0]}: reservations hold credits; check a currencyId, not a featureId")
+    reservation = (
+        reserve_amount,
+        reservation_id,
+        reservation_ttl_seconds,
+        reservation_expires_at,
+        reservation_metadata,
+    )
+    if reservation != _NO_RESERVATION:
+        sent = next(name for name, value in zip(_RESERVATION_TERMS, reservation, strict=True) if value is not None)
+        raise InvalidArgument(f"{sent}: reservations hold credits; check a currencyId, not a featureId")
     assert feature_id is not None
-    result = await service.check(
+    result = await service.check_json(
         request.app.state.db,
         snapshot_of(request),
         key.environment_id,
@@ -113,4 +123,4 @@ async def check_entitlement(
         requested_values=comma_list(requested_values, name="requestedValues"),
         resource_ref=resource_id,
     )
-    return _enveloped(result)
+    return _enveloped_json(result)

@@ -40,6 +40,7 @@ from entitle.grants.engine import customer_grants, resolve, resource_key
 from entitle.usage import store as usage_store
 
 _CUSTOMER_NOT_FOUND_JSON = answers.to_json(CUSTOMER_NOT_FOUND_LIST)
+_FEATURE_CUSTOMER_NOT_FOUND_JSON = answers.to_json(answers.denied(DeniedReason.CUSTOMER_NOT_FOUND))
 
 
 @dataclass(frozen=True)
@@ -227,7 +228,7 @@ async def check_currency(
     return answers.currency_check(held.view, held.credits, currency, req.requested_usage)
 
 
-async def check(
+async def check_json(
     db: Database,
     snapshot: Snapshot,
     env_id: int,
@@ -237,11 +238,12 @@ async def check(
     requested_usage: Decimal | None = None,
     requested_values: list[str] | None = None,
     resource_ref: str | None = None,
-) -> EntitlementResult:
+) -> bytes:
+    """The feature's `EntitlementResult` as JSON (`answers.check_json`)."""
     held = await _hold(db, snapshot, env_id, customer_ref, resource_ref, feature_ref)
     if held is None:
-        return answers.denied(DeniedReason.CUSTOMER_NOT_FOUND)
-    return answers.check(
+        return _FEATURE_CUSTOMER_NOT_FOUND_JSON
+    return answers.check_json(
         held.view,
         held.usage,
         held.credits,

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from fastapi import FastAPI
@@ -55,6 +55,14 @@ class _Table:
     inclusions: tuple[tuple[Callable[[], object], object], ...]  # each included router's candidates, as read
     entries: tuple[_Entry, ...]
     any_entry: re.Pattern[str] | None  # a path no entry matches goes to the table at once
+    # What each path recently asked for chose (the entry and its converted parameters, or None: the
+    # table's), as long as this table is current: the same path always chooses alike in the same table.
+    chosen: dict[str, tuple[_Entry, dict[str, Any]] | None] = field(default_factory=dict)
+
+
+# Paths whose choice is remembered at most (then forgotten all at once): ~100 bytes each, and a path
+# names its customer, so a busy server's paths outnumber any bound; this keeps the recent ones.
+CHOSEN_PATHS = 4096
 
 
 def _contexts(route: Any) -> Iterator[Any] | None:
@@ -129,6 +137,19 @@ def _table(routes: list[BaseRoute], held: int, inclusions: list[_Inclusion], ent
     return _Table(tuple(routes[:held]), watched, tuple(entries), any_entry)
 
 
+def _choose(table: _Table, route_path: str) -> tuple[_Entry, dict[str, Any]] | None:
+    """The first entry whose path matches, with its parameters converted; None when no entry matches or
+    a route before that entry could (the table's to answer)."""
+    for entry in table.entries:
+        found = entry.path_regex.match(route_path)
+        if found is None:
+            continue
+        if entry.earlier and entry.earlier.match(route_path):
+            return None
+        return entry, {name: entry.convertors[name].convert(value) for name, value in found.groupdict().items()}
+    return None
+
+
 class HotDispatch:
     """ASGI: the route table's own app, with its HotRoutes answered ahead of it (see the module)."""
 
@@ -141,9 +162,19 @@ class HotDispatch:
         """The table as read, or read again when what precedes its last HotRoute changed."""
         table = self.table
         routes = self.router.routes
-        changed = len(routes) < len(table.routes) or any(a is not b for a, b in zip(routes, table.routes, strict=False))
-        if changed or any(read() is not seen for read, seen in table.inclusions):
-            table = self.table = _read_table(routes)
+        # Plain loops: on every check and list, a generator's start-up costs more than these few comparisons.
+        if len(routes) < len(table.routes):
+            return self._reread(routes)
+        for now, read in zip(routes, table.routes, strict=False):
+            if now is not read:
+                return self._reread(routes)
+        for candidates, seen in table.inclusions:
+            if candidates() is not seen:
+                return self._reread(routes)
+        return table
+
+    def _reread(self, routes: list[BaseRoute]) -> _Table:
+        table = self.table = _read_table(routes)
         return table
 
     def _select(self, scope: Scope) -> tuple[_Entry, dict[str, Any]] | None:
@@ -152,17 +183,22 @@ class HotDispatch:
         # other goes to the table, which is right whatever it holds now.
         if self.table.any_entry is None or self.table.any_entry.match(route_path) is None:
             return None
-        for entry in self._current().entries:
-            found = entry.path_regex.match(route_path)
-            if found is None:
-                continue
-            if scope["method"] not in entry.methods or (entry.earlier and entry.earlier.match(route_path)):
-                return None
-            if entry.overrides is not None and getattr(entry.overrides, "dependency_overrides", None):
-                return None
-            params = {name: entry.convertors[name].convert(value) for name, value in found.groupdict().items()}
-            return entry, params
-        return None
+        table = self._current()
+        try:
+            chosen = table.chosen[route_path]
+        except KeyError:
+            chosen = _choose(table, route_path)
+            if len(table.chosen) >= CHOSEN_PATHS:
+                table.chosen.clear()
+            table.chosen[route_path] = chosen
+        if chosen is None:
+            return None
+        entry = chosen[0]
+        if scope["method"] not in entry.methods:
+            return None
+        if entry.overrides is not None and getattr(entry.overrides, "dependency_overrides", None):
+            return None
+        return chosen
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         selected = None

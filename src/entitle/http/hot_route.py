@@ -53,6 +53,16 @@ class _Param:
     validate_default: bool
     # A received string of this many characters is what its validator would answer (None: ask it).
     str_lengths: range | None
+    # What its validator answered for strings received before, for a validator that depends on nothing
+    # else and answers an immutable value (None: ask it every time); see `_memo_of`.
+    memo: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Optional:
+    defaults: Mapping[str, Any]  # name -> default
+    by_key: Mapping[str, _Param]
+    order: Mapping[str, int]  # key -> position in the group
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +74,9 @@ class Plan:
     query: tuple[_Param, ...]
     headers: tuple[_Param, ...]
     request_name: str | None
+    header_names: Mapping[bytes, str]  # the headers' keys as ASGI sends them (lower-cased bytes)
+    optional_query: _Optional | None  # the query read by `_read_sent` (None: by `_read`)
+    optional_headers: _Optional | None
 
 
 def _is_scalar(annotation: Any) -> bool:
@@ -93,6 +106,7 @@ def _param(field: Any, where: str) -> _Param:
         copy_default=not isinstance(default, (NoneType, *_SCALARS)),
         validate_default=bool(info.validate_default),
         str_lengths=_str_lengths(field),
+        memo=_memo_of(field),
     )
 
 
@@ -119,6 +133,38 @@ def _str_lengths(field: Any) -> range | None:
     return range(lowest, sys.maxsize if highest is None else highest + 1)
 
 
+# Core schema types whose validation of a string is a function of that string alone, answering an
+# immutable value; and the wrappers that only add a default or accept None around them.
+_PURE_TYPES = {"decimal", "int", "float", "bool", "datetime", "date"}
+_WRAPPERS = {"default", "nullable"}
+# Bounds of a memo: strings longer than this are validated each time, and a full memo starts again.
+MEMO_KEY_LENGTH = 64
+MEMO_SIZE = 256
+
+
+def _memo_of(field: Any) -> dict[str, Any] | None:
+    """An empty memo for a field whose schema is one of `_PURE_TYPES` (constrained or not, wrapped or not),
+    with no function of its own anywhere (a validator, a default factory): its answers may be reused."""
+    adapter = getattr(field, "_type_adapter", None)
+    schema = getattr(adapter, "core_schema", None)
+
+    def pure(node: Any, wrapped: bool) -> bool:
+        if callable(node):
+            return False
+        if isinstance(node, dict):
+            kind = node.get("type")
+            if wrapped and kind in _WRAPPERS:
+                return all(pure(value, key == "schema") for key, value in node.items())
+            if wrapped:
+                return kind in _PURE_TYPES and all(pure(value, False) for value in node.values())
+            return all(pure(value, False) for value in node.values())
+        if isinstance(node, list | tuple):
+            return all(pure(value, False) for value in node)
+        return True
+
+    return {} if isinstance(schema, dict) and pure(schema, True) else None
+
+
 def _plan(dependant: Dependant, name: str | None, seen: set[Any]) -> Plan:
     unsupported = {
         "a body": dependant.body_params,
@@ -137,14 +183,19 @@ def _plan(dependant: Dependant, name: str | None, seen: set[Any]) -> Plan:
         # FastAPI would run a plain function in a worker thread and call a repeated dependency once.
         raise TypeError(f"HotRoute needs each dependency to be a distinct async function: {call}")
     seen.add(call)
+    headers = tuple(_param(f, "header") for f in dependant.header_params)
+    query = tuple(_param(f, "query") for f in dependant.query_params)
     return Plan(
         call=call,
         name=name,
         dependencies=tuple(_plan(sub, sub.name, seen) for sub in dependant.dependencies),
         path=tuple(_param(f, "path") for f in dependant.path_params),
-        query=tuple(_param(f, "query") for f in dependant.query_params),
-        headers=tuple(_param(f, "header") for f in dependant.header_params),
+        query=query,
+        headers=headers,
         request_name=dependant.request_param_name,
+        header_names={param.key.encode("latin-1"): param.key for param in headers},
+        optional_query=_optional(query),
+        optional_headers=_optional(headers),
     )
 
 
@@ -162,15 +213,85 @@ def _read(group: tuple[_Param, ...], received: Mapping[str, Any], values: dict[s
             if not param.validate_default:
                 found[param.name] = raw
                 continue
-        elif param.str_lengths is not None and type(raw) is str and len(raw) in param.str_lengths:
-            found[param.name] = raw
-            continue
-        value, problems = param.field.validate(raw, found, loc=param.loc)
+        problems = _validate(param, raw, found)
         if problems:
             errors.extend(problems)
-        else:
-            found[param.name] = value
     values.update(found)
+
+
+def _read_sent(group: _Optional, received: Mapping[str, Any], values: dict[str, Any], errors: list[Any]) -> None:
+    """`_read` for a group whose parameters all default, unvalidated, to a value shared as is: only what
+    was sent is read (most of a check's ten are not), failures kept in the group's order."""
+    found = dict(group.defaults)
+    failures: list[tuple[int, list[Any]]] = []
+    for key, raw in received.items():
+        param = group.by_key.get(key)
+        if param is not None:
+            problems = _validate(param, raw, found)
+            if problems:
+                failures.append((group.order[key], problems))
+    for _, problems in sorted(failures, key=lambda failure: failure[0]):
+        errors.extend(problems)
+    values.update(found)
+
+
+def _optional(group: tuple[_Param, ...]) -> _Optional | None:
+    if any(p.required or p.copy_default or p.validate_default for p in group):
+        return None
+    return _Optional(
+        defaults={p.name: p.default for p in group},
+        by_key={p.key: p for p in group},
+        order={p.key: n for n, p in enumerate(group)},
+    )
+
+
+def _validate(param: _Param, raw: Any, found: dict[str, Any]) -> list[Any] | None:
+    """Put the received value's validated form in `found`; the failures, if it has any."""
+    if param.str_lengths is not None and type(raw) is str and len(raw) in param.str_lengths:
+        found[param.name] = raw
+        return None
+    memo = param.memo
+    if memo is not None and type(raw) is str:
+        value = memo.get(raw, _UNSEEN)
+        if value is not _UNSEEN:
+            found[param.name] = value
+            return None
+    value, problems = param.field.validate(raw, found, loc=param.loc)
+    if problems:
+        return list(problems)
+    found[param.name] = value
+    if memo is not None and type(raw) is str and len(raw) <= MEMO_KEY_LENGTH:
+        if len(memo) >= MEMO_SIZE:
+            memo.clear()
+        memo[raw] = value
+    return None
+
+
+_UNSEEN = object()
+
+
+def _query_of(query_string: bytes) -> dict[str, str]:
+    """The query as Starlette's `QueryParams` reads it (`parse_qsl`, blank values kept), a repeated
+    parameter's last value, as a plain dict (its own `get` costs a KeyError per parameter not sent).
+    Without an escape ('%', or '+' for a space), each pair is already as sent: split, not unquoted."""
+    if b"%" in query_string or b"+" in query_string:
+        return dict(parse_qsl(query_string.decode("latin-1"), keep_blank_values=True))
+    query: dict[str, str] = {}
+    for pair in query_string.decode("latin-1").split("&"):
+        if pair:
+            name, _, value = pair.partition("=")
+            query[name] = value
+    return query
+
+
+def _headers_of(raw: Any, names: Mapping[bytes, str]) -> dict[str, str]:
+    """The headers the plan reads, as Starlette's `Headers` answers them: a repeated header's first value."""
+    headers: dict[str, str] = {}
+    for key, value in raw:
+        name = names.get(key)
+        if name is not None and name not in headers:
+            headers[name] = value.decode("latin-1")
+    return headers
 
 
 async def _solve(plan: Plan, request: Request) -> tuple[dict[str, Any], list[Any]]:
@@ -186,14 +307,17 @@ async def _solve(plan: Plan, request: Request) -> tuple[dict[str, Any], list[Any
             values[sub.name] = solved
     _read(plan.path, request.path_params, values, errors)
     if plan.query:
-        # Plain dicts as Starlette's mappings answer: a repeated parameter's last value, a repeated
-        # header's first (their own `get` costs a KeyError for every parameter not sent). The query is
-        # parsed as Starlette's `QueryParams` parses it, without building the multi-dict.
-        query = parse_qsl(request.scope["query_string"].decode("latin-1"), keep_blank_values=True)
-        _read(plan.query, dict(query), values, errors)
+        query = _query_of(request.scope["query_string"])
+        if plan.optional_query is not None:
+            _read_sent(plan.optional_query, query, values, errors)
+        else:
+            _read(plan.query, query, values, errors)
     if plan.headers:
-        raw = request.headers.raw
-        _read(plan.headers, {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(raw)}, values, errors)
+        headers = _headers_of(request.scope["headers"], plan.header_names)
+        if plan.optional_headers is not None:
+            _read_sent(plan.optional_headers, headers, values, errors)
+        else:
+            _read(plan.headers, headers, values, errors)
     if plan.request_name:
         values[plan.request_name] = request
     return values, errors
