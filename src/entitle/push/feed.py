@@ -1,12 +1,20 @@
 """The change log, read by the hub, keeps this process's entitlement snapshot exact: what another
 process committed is dropped from memory as soon as the hub reads it (see docs/architecture.md,
-"The entitlement snapshot")."""
+"The entitlement snapshot"); and likewise what it knows environments lack (`entitle.environments.facts`)."""
 
 from __future__ import annotations
 
 from entitle.entitlements.snapshot import Snapshot
+from entitle.environments import facts
 from entitle.push import service
-from entitle.push.models import KIND_CREDITS, KIND_CURRENCIES, KIND_ENTITLEMENTS, KIND_FEATURES, KIND_USAGE
+from entitle.push.models import (
+    KIND_CREDITS,
+    KIND_CURRENCIES,
+    KIND_ENTITLEMENTS,
+    KIND_FEATURES,
+    KIND_SETTINGS,
+    KIND_USAGE,
+)
 from entitle.push.schemas import Item
 
 
@@ -33,9 +41,15 @@ class SnapshotFeed:
                 self.snapshot.drop_features(item.environment_id)
             elif item.kind == KIND_CURRENCIES:
                 self.snapshot.drop_currencies(item.environment_id)
+            elif item.kind == KIND_SETTINGS:
+                facts.dropped(self.database, item.environment_id, str(item.data.get("fact")))
 
+    # What the process knows environments lack (`entitle.environments.facts`) is kept exact by the same
+    # reading of the log: lost and caught up with the snapshot.
     def lost(self) -> None:
         self.snapshot.lost()
+        facts.lost(self.database, self)
 
     def caught_up(self) -> None:
         self.snapshot.caught_up()
+        facts.caught_up(self.database, self)
