@@ -13,7 +13,12 @@ owns the row calls `Fact.broken` from the ORM's flush of it (`after_insert`/`aft
   next read of this process;
 - and, through the push adapter's subscriber, writes an internal `settings.changed` row to the change
   log in the same transaction, which every other process's hub reads (`entitle.push.feed`) and drops
-  the fact there: within the push latency of docs/push.md.
+  the fact there.
+
+The hub reads the log within the push latency (docs/push.md); a transaction does not wait for it: it
+trusts a fact only once the log has no `settings.changed` row of the environment above what its hub has
+applied (`settings_changed_after`, one indexed read per transaction and environment over the rows of the
+last moments, installed by the push adapter), so what any process committed before is seen.
 
 A process keeps a fact only while its hub is caught up with the change log for that database (as the
 entitlement snapshot does): a new process, or one whose hub may have missed rows, keeps nothing and
@@ -26,16 +31,17 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import URL, Engine, event, make_url
 from sqlalchemy.orm import Session, SessionTransaction
 
-from entitle.domain_events import DomainEvent, on_commit, publish
+from entitle.domain_events import DomainEvent, Port, on_commit, publish
 
 _BEGUN = "entitle.environments.facts.begun"
+_CHECKED = "entitle.environments.facts.checked"
 # Per (database, environment, fact, key): the facts known true. Read without the lock (a dict lookup is
 # atomic under the GIL); changed under it.
 _known: set[tuple[str, int, str, Hashable]] = set()
@@ -44,6 +50,12 @@ _version = 0
 # The databases whose change log this process's hubs are caught up with (each hub's feed by its id).
 _live: dict[str, set[int]] = {}
 _facts: dict[str, Fact] = {}
+# Per database: the change log's id up to which every `settings.changed` row has been applied here.
+_heard_up_to: dict[str, int] = {}
+
+settings_changed_after: Port[Callable[[Session, int, int], bool]] = Port("facts.settings_changed_after")
+"""Whether the change log holds a `settings.changed` row of the environment above an id, as the session
+sees it (installed by the push adapter, which owns the log)."""
 _database_of_engine: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
 
 
@@ -78,8 +90,15 @@ class Fact:
         _facts[name] = self
 
     def holds(self, session: Session, env_id: int, key: Hashable = None) -> bool:
-        """Known true for the session's database (False: not known, read the database)."""
-        return (database_of(session.get_bind().engine), env_id, self.name, key) in _known
+        """Known true for the session's database (False: not known, read the database). A change another
+        process committed and this one's hub has not read yet is found in the log itself (one indexed
+        query per transaction and environment, over the rows of the last moments), so the answer is as
+        exact as the read it replaces."""
+        database = database_of(session.get_bind().engine)
+        heard = _heard_up_to.get(database, 0)  # first: every row up to it was applied to `_known` below
+        if not heard or (database, env_id, self.name, key) not in _known:
+            return False
+        return _unchanged_since(session, database, env_id, heard)
 
     def learned(self, session: Session, env_id: int, key: Hashable = None) -> None:
         """The session's transaction read that the fact is true: kept, unless its hub is not caught up or
@@ -96,6 +115,26 @@ class Fact:
         change log."""
         _drop(lambda known: known[1] == env_id and known[2] == self.name)
         publish(session, SettingsChanged(env_id=env_id, fact=self.name))
+
+
+def _unchanged_since(session: Session, database: str, env_id: int, heard: int) -> bool:
+    # Asked once per transaction and environment: its answer holds for the transaction's reads.
+    transaction = session.get_transaction()
+    checked: tuple[Any, dict[tuple[str, int], bool]] | None = session.info.get(_CHECKED)
+    if checked is None or checked[0] is not transaction:
+        checked = (transaction, {})
+        session.info[_CHECKED] = checked
+    answers = checked[1]
+    found = answers.get((database, env_id))
+    if found is None:
+        found = answers[(database, env_id)] = not settings_changed_after.impl(session, env_id, heard)
+    return found
+
+
+def heard_up_to(database: str, log_id: int) -> None:
+    """The hub's feed applied every row of the database's change log up to `log_id`."""
+    with _lock:
+        _heard_up_to[database] = max(_heard_up_to.get(database, 0), log_id)
 
 
 def _drop(which: Any) -> None:
@@ -118,6 +157,12 @@ def lost(database: str, feed: object) -> None:
         _version += 1
         _live.get(database, set()).discard(id(feed))
         _known.difference_update({known for known in _known if known[0] == database})
+
+
+def heard(database: str) -> int:
+    """The change log's id up to which this process has heard the database's changes (0: its hub is not
+    caught up, or has read no row yet: no fact holds)."""
+    return _heard_up_to.get(database, 0) if _live.get(database) else 0
 
 
 def caught_up(database: str, feed: object) -> None:

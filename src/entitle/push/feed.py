@@ -29,9 +29,13 @@ class SnapshotFeed:
         # This process's own changes reached the snapshot at commit (`Snapshot.committed`).
         ours = service.written_here(self.database, items)
         for item in items:
-            if item.id in ours:
+            if item.kind == KIND_SETTINGS:
+                # Ours too: the hub may read the row before the commit's own drop has run here, and the
+                # log's position moves past it below (facts are trusted up to that position).
+                facts.dropped(self.database, item.environment_id, str(item.data.get("fact")))
+            elif item.id in ours:
                 continue
-            if item.kind == KIND_ENTITLEMENTS:
+            elif item.kind == KIND_ENTITLEMENTS:
                 self.snapshot.drop_customer(item.environment_id, item.customer_ref)
             elif item.kind == KIND_USAGE:
                 self.snapshot.drop_usage(item.environment_id, item.customer_ref)
@@ -41,8 +45,8 @@ class SnapshotFeed:
                 self.snapshot.drop_features(item.environment_id)
             elif item.kind == KIND_CURRENCIES:
                 self.snapshot.drop_currencies(item.environment_id)
-            elif item.kind == KIND_SETTINGS:
-                facts.dropped(self.database, item.environment_id, str(item.data.get("fact")))
+        if items:
+            facts.heard_up_to(self.database, items[-1].id)
 
     # What the process knows environments lack (`entitle.environments.facts`) is kept exact by the same
     # reading of the log: lost and caught up with the snapshot.

@@ -9,6 +9,7 @@ from entitle.catalog.features.events import FeatureChanged
 from entitle.credits.events import CreditBalanceChanged, CurrencyChanged
 from entitle.customers.events import EntitlementsChanged
 from entitle.domain_events import subscribe
+from entitle.environments import facts
 from entitle.environments.facts import SettingsChanged
 from entitle.push import service, store
 from entitle.usage import ports as usage_ports
@@ -49,6 +50,8 @@ def install() -> None:
     subscribe(CreditBalanceChanged, credits_changed)
     subscribe(CurrencyChanged, currency_changed)
     subscribe(SettingsChanged, settings_changed)
+    # What a process knows an environment lacks holds while the log has no change of it unread here.
+    facts.settings_changed_after.install(store.settings_changed_after)
     # The log holds every entitlement and feature change, committed with it: ingestion asks it whether
     # grants it resolved before its write transaction still hold.
     usage_ports.grant_changes.install(

@@ -59,6 +59,8 @@ def subscribed(session: Session, env_id: int, event_type: str) -> list[WebhookEn
 
 def _endpoint_waits(session: Session) -> bool:
     """An endpoint added or edited in the session and not flushed yet (the read would flush it first)."""
+    if not session.new and not session.identity_map.check_modified():
+        return False  # nothing waits at all (`session.dirty` walks every modified row to say so)
     return any(isinstance(row, WebhookEndpoint) for rows in (session.new, session.dirty) for row in rows)
 
 
