@@ -23,7 +23,7 @@ last moments, installed by the push adapter), so what any process committed befo
 A process keeps a fact only while its hub is caught up with the change log for that database (as the
 entitlement snapshot does): a new process, or one whose hub may have missed rows, keeps nothing and
 reads every time. A fact is kept only if nothing was dropped since the transaction that read it began
-(`_versions`): a read whose snapshot of the database predates a change is never kept after it.
+(`_version`): a read whose snapshot of the database predates a change is never kept after it.
 Memory is bounded by environments x facts (a few bytes each).
 """
 
