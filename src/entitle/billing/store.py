@@ -12,8 +12,8 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, bindparam, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, bindparam, event, select
+from sqlalchemy.orm import Session, object_session
 
 from entitle.billing.models import (
     COUPON,
@@ -37,6 +37,7 @@ from entitle.customers.models import Customer, CustomerIntegration
 from entitle.db import memo
 from entitle.db.memo import rows_once
 from entitle.db.pagination import Page, PageRequest, paginate
+from entitle.environments.facts import Fact
 from entitle.subscriptions.models import Subscription
 from entitle.sync_states import SyncState
 
@@ -63,14 +64,41 @@ _VENDOR_INTEGRATIONS = (
 _INTEGRATIONS_MEMO = "billing.integrations"
 
 
+# Most environments never connected a vendor: each process remembers that (`entitle.environments.facts`),
+# so a provisioning reads nothing there. Removed integrations stay, so only a new one can break it.
+NO_INTEGRATION = Fact("billing.no_integration")
+
+
 def vendor_integrations(session: Session, env_id: int, vendor: str = STRIPE) -> list[Integration]:
     """Every integration of the environment with a vendor, removed ones too, in connection order; read
     once per transaction (provisioning asks who bills a subscription from several subscribers)."""
+    if _never_billed(session, env_id, vendor):
+        return []
 
     def load() -> list[Integration]:
-        return list(session.scalars(_VENDOR_INTEGRATIONS, {"env_id": env_id, "vendor": vendor}))
+        found = list(session.scalars(_VENDOR_INTEGRATIONS, {"env_id": env_id, "vendor": vendor}))
+        if not found:
+            NO_INTEGRATION.learned(session, env_id, vendor)
+        return found
 
     return list(rows_once(session, (_INTEGRATIONS_MEMO, env_id, vendor), Integration, load))
+
+
+def _never_billed(session: Session, env_id: int, vendor: str) -> bool:
+    """The process knows the environment never had an integration with the vendor, and the session adds
+    none (a new one waiting to be flushed: the read would flush and find it)."""
+    if not NO_INTEGRATION.holds(session, env_id, vendor):
+        return False
+    return not any(isinstance(row, Integration) for row in session.new)
+
+
+def _integration_added(_mapper: Any, _connection: Any, row: Integration) -> None:
+    session = object_session(row)
+    if session is not None:
+        NO_INTEGRATION.broken(session, row.environment_id)
+
+
+event.listen(Integration, "after_insert", _integration_added)
 
 
 def active_integrations(session: Session, env_id: int, vendor: str = STRIPE) -> list[Integration]:
@@ -396,7 +424,11 @@ def sync_states_of(
 def _known_to_bill_nothing(session: Session, env_id: int) -> bool:
     """The transaction's memo of `vendor_integrations` says the environment has no integration of any
     vendor, removed ones included (False: not known, or it has some)."""
-    return all(memo.known(session, (_INTEGRATIONS_MEMO, env_id, vendor), Integration) == [] for vendor in VENDORS)
+    return all(
+        _never_billed(session, env_id, vendor)
+        or memo.known(session, (_INTEGRATIONS_MEMO, env_id, vendor), Integration) == []
+        for vendor in VENDORS
+    )
 
 
 def entities_in_sync_states(kind: str, statuses: list[str]) -> Select[int]:

@@ -170,12 +170,13 @@ def _kind(source_type: str | None) -> str:
     return PRICE if source_type == PRICE else "ENTITLEMENT"
 
 
-def sync_subscription(s: Session, sub: Subscription, now: datetime) -> None:
+def sync_subscription(s: Session, sub: Subscription, now: datetime, *, new: bool = False) -> None:
     """Grant the current period's recurring credits of a live subscription as its terms now say (more:
     the difference; less: void and grant what is left), void those of currencies (or wallets: a delegated
     or transferred subscription) it no longer grants, and have the scheduler come back at the next
-    period's start. An ended subscription's grants are left as they are (see `revoke`)."""
-    if not store.may_have_recurring_credits(s, sub.environment_id, sub.pk):
+    period's start. An ended subscription's grants are left as they are (see `revoke`). `new`: created in
+    this transaction."""
+    if not store.may_have_recurring_credits(s, sub.environment_id, sub.pk, new=new):
         return
     wants: dict[tuple[int, str], _Want] = {}  # (currency pk, kind) -> this period's grant
     live = sub.status in LIVE and sub.start_date <= now

@@ -7,16 +7,17 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, func, null, or_, select
+from sqlalchemy import and_, bindparam, event, exists, func, null, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from entitle.catalog.packages.models import PackageCharge, PackageEntitlement
 from entitle.clock import utcnow
 from entitle.credits.models import Consumption, CreditGrant, CustomCurrency, LedgerEntry, Reservation, Wallet
 from entitle.credits.rules import ACTIVE, EXPIRED, RECURRING, SCHEDULED, VOIDED
 from entitle.db.pagination import CreatedAtRange, Page, PageRequest, paginate
+from entitle.environments.facts import Fact
 from entitle.errors import NotFound
 from entitle.subscriptions.models import Subscription, SubscriptionEntitlement
 
@@ -277,11 +278,59 @@ _MAY_HAVE_RECURRING_CREDITS = select(
 )
 
 
-def may_have_recurring_credits(session: Session, env_id: int, subscription_pk: int) -> bool:
+# Most catalogs grant no credits: each process remembers that (`entitle.environments.facts`). Only a CREDIT
+# entitlement or a price with a credit grant cadence written in the environment (a draft's too) breaks it.
+NO_CREDIT_CATALOG = Fact("credits.no_credit_catalog")
+# The subscriptions a CREDIT override or a credit grant was inserted for in the session's transactions.
+_CREDITED = "entitle.credits.credited_subscriptions"
+
+
+def may_have_recurring_credits(session: Session, env_id: int, subscription_pk: int, *, new: bool = False) -> bool:
     """False when nothing could grant the subscription credits (no CREDIT entitlement nor credit-granting price
     in the environment's catalog, none on the subscription) and it holds no recurring grant: most
-    subscriptions, at one query."""
-    return bool(session.scalar(_MAY_HAVE_RECURRING_CREDITS, {"env_id": env_id, "subscription_pk": subscription_pk}))
+    subscriptions, at one query. `new`: the subscription was created in this transaction, so whatever it
+    holds was inserted by this session: with a catalog known to grant no credits, no query at all."""
+    if new:
+        session.flush()  # as the query's autoflush would: what the session made for it is inserted, and seen
+        if NO_CREDIT_CATALOG.holds(session, env_id) and subscription_pk not in session.info.get(_CREDITED, ()):
+            return False
+    found = bool(session.scalar(_MAY_HAVE_RECURRING_CREDITS, {"env_id": env_id, "subscription_pk": subscription_pk}))
+    if not found:
+        NO_CREDIT_CATALOG.learned(session, env_id)
+    return found
+
+
+def _credited(session: Session | None, subscription_pk: int | None) -> None:
+    if session is not None and subscription_pk is not None:
+        session.info.setdefault(_CREDITED, set()).add(subscription_pk)
+
+
+def _override_written(_mapper: Any, _connection: Any, row: SubscriptionEntitlement) -> None:
+    if row.entitlement_type == "CREDIT":
+        _credited(object_session(row), row.subscription_pk)
+
+
+def _grant_written(_mapper: Any, _connection: Any, row: CreditGrant) -> None:
+    _credited(object_session(row), row.subscription_pk)
+
+
+def _catalog_entitlement_written(_mapper: Any, _connection: Any, row: PackageEntitlement) -> None:
+    session = object_session(row)
+    if session is not None and row.entitlement_type == "CREDIT":
+        NO_CREDIT_CATALOG.broken(session, row.environment_id)
+
+
+def _catalog_charge_written(_mapper: Any, _connection: Any, row: PackageCharge) -> None:
+    session = object_session(row)
+    if session is not None and row.billing_model == "CREDIT_BASED" and row.credit_grant_cadence is not None:
+        NO_CREDIT_CATALOG.broken(session, row.environment_id)
+
+
+for _name in ("after_insert", "after_update"):
+    event.listen(SubscriptionEntitlement, _name, _override_written)
+    event.listen(CreditGrant, _name, _grant_written)
+    event.listen(PackageEntitlement, _name, _catalog_entitlement_written)
+    event.listen(PackageCharge, _name, _catalog_charge_written)
 
 
 def live_recurring_grants(session: Session, subscription_pk: int) -> list[CreditGrant]:

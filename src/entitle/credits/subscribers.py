@@ -33,7 +33,7 @@ _NOTHING_GRANTED_CHANGES = frozenset(
 
 
 def grant_created(s: Session, event: SubscriptionCreated) -> None:
-    recurring.sync_subscription(s, event.sub, utcnow())
+    recurring.sync_subscription(s, event.sub, utcnow(), new=True)
 
 
 def grant_updated(s: Session, event: SubscriptionUpdated) -> None:

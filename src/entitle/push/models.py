@@ -19,6 +19,10 @@ KIND_FEATURES = "features.changed"
 snapshots read it (`entitle.push.feed`); streams never send it."""
 KIND_CURRENCIES = "currencies.changed"
 """Internal, likewise: a custom currency was created, edited or (un)archived."""
+KIND_SETTINGS = "settings.changed"
+"""Internal: a row was written that may break what the servers know an environment lacks
+(`entitle.environments.facts`: no webhook endpoint, no billing integration, no credit-granting catalog);
+`data.fact` names which."""
 
 
 class PushEvent(Base):

@@ -15,17 +15,19 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import URL, event, make_url
+from sqlalchemy import URL, event
 from sqlalchemy.orm import Session, SessionTransaction
 
 from entitle.clock import utcnow
 from entitle.db import Database
+from entitle.environments import facts
 from entitle.push import rules, store
 from entitle.push.models import (
     KIND_CREDITS,
     KIND_CURRENCIES,
     KIND_ENTITLEMENTS,
     KIND_FEATURES,
+    KIND_SETTINGS,
     KIND_USAGE,
     PushEvent,
 )
@@ -44,7 +46,7 @@ _written_lock = threading.Lock()
 
 
 def database_key(url: URL | str) -> str:
-    return make_url(url).render_as_string(hide_password=False)
+    return facts.database_key(url)
 
 
 def written_here(database: str, items: list[Item]) -> set[int]:
@@ -104,6 +106,18 @@ def currency_changed(session: Session, env_id: int, currency_ref: str) -> None:
     }
 
 
+def settings_changed(session: Session, env_id: int, fact: str) -> None:
+    """Servers drop what they know the environment lacks (`entitle.environments.facts`)."""
+    key = (env_id, KIND_SETTINGS, fact)
+    _pending(session)[key] = {
+        "environment_id": env_id,
+        "kind": KIND_SETTINGS,
+        "customer_ref": "",
+        "resource_ref": None,
+        "data": {"fact": fact},
+    }
+
+
 def _number(value: Decimal) -> int | float:
     return int(value) if value == value.to_integral_value() else float(value)
 
@@ -158,6 +172,9 @@ def credits_updated(
 
 @event.listens_for(Session, "before_commit")
 def _append_pending(session: Session) -> None:
+    # The commit flushes what is left after the before_commit listeners: a row flushed then could no
+    # longer add its change here (a fact it breaks: `entitle.environments.facts`). Nothing left: free.
+    session.flush()
     pending = session.info.pop(_PENDING, None)
     if not pending:
         return
@@ -165,7 +182,7 @@ def _append_pending(session: Session) -> None:
     now = utcnow()
     rows = [{**row, "created_at": now} for row in pending.values()]
     ids = store.append(session, rows)
-    database = database_key(session.get_bind().engine.url)
+    database = facts.database_of(session.get_bind().engine)
     with _written_lock:
         _written_here.update((database, i) for i in ids)
     last_per_env: dict[int, int] = {}

@@ -10,7 +10,7 @@ from pydantic_core import to_json
 from sqlalchemy import Table, delete, func, insert, select, text
 from sqlalchemy.orm import Session
 
-from entitle.push.models import KIND_ENTITLEMENTS, KIND_FEATURES, KINDS, PushEvent
+from entitle.push.models import KIND_ENTITLEMENTS, KIND_FEATURES, KIND_SETTINGS, KINDS, PushEvent
 
 # One lock for every writer of the log: ids are then handed out in commit order (see models.py).
 LOCK_KEY = 0x656E7469746C65  # "entitle"
@@ -149,6 +149,18 @@ _UNCHANGED_SINCE = {
         ("postgresql", "SELECT json_array_elements_text(CAST(:refs AS json))"),
     )
 }
+
+
+_SETTINGS_CHANGED_AFTER = text(
+    f"SELECT id FROM push_events WHERE environment_id = :env AND id > :mark AND kind = '{KIND_SETTINGS}' LIMIT 1"
+)
+
+
+def settings_changed_after(session: Session, env_id: int, mark: int) -> bool:
+    """A `settings.changed` row of the environment above `mark` (`entitle.environments.facts`): walks the
+    environment's ids after the mark, those the hub has not read yet."""
+    # On the session's connection: a plain read needs none of the ORM's statement handling.
+    return session.connection().scalar(_SETTINGS_CHANGED_AFTER, {"env": env_id, "mark": mark}) is not None
 
 
 def newest_of_environment(session: Session, env_id: int) -> int:

@@ -9,6 +9,8 @@ from entitle.catalog.features.events import FeatureChanged
 from entitle.credits.events import CreditBalanceChanged, CurrencyChanged
 from entitle.customers.events import EntitlementsChanged
 from entitle.domain_events import subscribe
+from entitle.environments import facts
+from entitle.environments.facts import SettingsChanged
 from entitle.push import service, store
 from entitle.usage import ports as usage_ports
 from entitle.usage.events import UsageChanged
@@ -30,6 +32,10 @@ def currency_changed(s: Session, event: CurrencyChanged) -> None:
     service.currency_changed(s, event.env_id, event.currency_ref)
 
 
+def settings_changed(s: Session, event: SettingsChanged) -> None:
+    service.settings_changed(s, event.env_id, event.fact)
+
+
 def credits_changed(s: Session, event: CreditBalanceChanged) -> None:
     w = event.wallet
     service.credits_updated(
@@ -43,6 +49,9 @@ def install() -> None:
     subscribe(FeatureChanged, feature_changed)
     subscribe(CreditBalanceChanged, credits_changed)
     subscribe(CurrencyChanged, currency_changed)
+    subscribe(SettingsChanged, settings_changed)
+    # What a process knows an environment lacks holds while the log has no change of it unread here.
+    facts.settings_changed_after.install(store.settings_changed_after)
     # The log holds every entitlement and feature change, committed with it: ingestion asks it whether
     # grants it resolved before its write transaction still hold.
     usage_ports.grant_changes.install(

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
-from sqlalchemy import bindparam, select
-from sqlalchemy.orm import Session
+from typing import Any
+
+from sqlalchemy import bindparam, event, select
+from sqlalchemy.orm import Session, object_session
 
 from entitle.db.memo import rows_once
 from entitle.db.pagination import Page, PageRequest, paginate
+from entitle.environments.facts import Fact
 from entitle.errors import NotFound
 from entitle.webhooks.models import WebhookDelivery, WebhookEndpoint
 
@@ -33,15 +36,42 @@ _ENABLED_ENDPOINTS = (
 )
 
 
+# Most environments have none: each process remembers that (`entitle.environments.facts`), so an event
+# reads nothing there. Only an endpoint written (created, or edited: enabled again) can break it.
+NO_ENABLED_ENDPOINT = Fact("webhooks.no_enabled_endpoint")
+
+
 def subscribed(session: Session, env_id: int, event_type: str) -> list[WebhookEndpoint]:
     """Enabled endpoints of the environment that want `event_type`, oldest first. The endpoints are read
     once per transaction: one provisioning emits several events."""
+    if NO_ENABLED_ENDPOINT.holds(session, env_id) and not _endpoint_waits(session):
+        return []
 
     def load() -> list[WebhookEndpoint]:
-        return list(session.scalars(_ENABLED_ENDPOINTS, {"env_id": env_id}))
+        found = list(session.scalars(_ENABLED_ENDPOINTS, {"env_id": env_id}))
+        if not found:
+            NO_ENABLED_ENDPOINT.learned(session, env_id)
+        return found
 
     enabled = rows_once(session, ("webhooks.enabled_endpoints", env_id), WebhookEndpoint, load)
     return [e for e in enabled if event_type in (e.event_types or [])]
+
+
+def _endpoint_waits(session: Session) -> bool:
+    """An endpoint added or edited in the session and not flushed yet (the read would flush it first)."""
+    if not session.new and not session.identity_map.check_modified():
+        return False  # nothing waits at all (`session.dirty` walks every modified row to say so)
+    return any(isinstance(row, WebhookEndpoint) for rows in (session.new, session.dirty) for row in rows)
+
+
+def _endpoint_written(_mapper: Any, _connection: Any, endpoint: WebhookEndpoint) -> None:
+    session = object_session(endpoint)
+    if session is not None:
+        NO_ENABLED_ENDPOINT.broken(session, endpoint.environment_id)
+
+
+event.listen(WebhookEndpoint, "after_insert", _endpoint_written)
+event.listen(WebhookEndpoint, "after_update", _endpoint_written)
 
 
 def deliveries_page(session: Session, endpoint_pk: int, page: PageRequest) -> Page[WebhookDelivery]:
