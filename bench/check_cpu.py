@@ -21,7 +21,6 @@ Timing is reported, never asserted.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import statistics
 import sys
 import time
@@ -30,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from catalog_reads import fresh_database
 from entitlement_checks import CONSTANT_ASYNC_PATH, CUSTOMERS, FEATURES, seed_with
+from in_process import feed, served_app
 
 KINDS = ("constant", "check", "list")
 
@@ -70,35 +69,6 @@ def scope_of(path: str, query: str, key: str) -> dict[str, Any]:
     }
 
 
-class _Transport(asyncio.Transport):
-    """What uvicorn writes to: counts the responses that start with 200 and wakes the driver."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ok = 0
-        self.written: asyncio.Future[None] | None = None
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(name, default)
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.ok += bytes(data[:12]) == b"HTTP/1.1 200"
-        if self.written is not None and not self.written.done():
-            self.written.set_result(None)
-
-    def is_closing(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        pass
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-
 async def through_asgi(app: Any, requests: list[tuple[str, str]], key: str) -> float:
     statuses: list[int] = []
 
@@ -120,28 +90,9 @@ async def through_asgi(app: Any, requests: list[tuple[str, str]], key: str) -> f
 
 
 async def through_http(app: Any, requests: list[tuple[str, str]], key: str) -> float:
-    from uvicorn.config import Config
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-    from uvicorn.server import ServerState
-
-    config = Config(app, log_level="warning", http="httptools", lifespan="off")
-    config.load()
-    loop = asyncio.get_running_loop()
-    protocol = HttpToolsProtocol(config, ServerState(), {}, loop)
-    transport = _Transport()
-    protocol.connection_made(transport)
     head = f"HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nX-API-KEY: {key}\r\n\r\n"
     raw = [f"GET {path}{'?' + query if query else ''} {head}".encode() for path, query in requests]
-    started = time.thread_time()
-    for data in raw:
-        transport.written = loop.create_future()
-        protocol.data_received(data)
-        await transport.written
-        await asyncio.sleep(0)  # the response's body and the cycle's end
-    spent = time.thread_time() - started
-    if transport.ok != len(raw):
-        raise RuntimeError(f"{len(raw) - transport.ok} answers other than 200")
-    return spent / len(raw)
+    return await feed(app, raw)
 
 
 def main() -> int:
@@ -151,33 +102,10 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=7, help="rounds, alternating the scenarios (7)")
     args = parser.parse_args()
 
-    from fastapi.responses import JSONResponse
     from fastapi.testclient import TestClient
 
-    from entitle.app import create_app
-    from entitle.config import Settings
-    from entitle.db import Database
-    from entitle.environments.models import KeyKind
-    from entitle.environments.service import create_key
-
-    with fresh_database(args.database) as (url, data_dir):
-        db = Database(url)
-        key = create_key(db, "development", KeyKind.SERVER)
-        settings = Settings(
-            database_url=url,
-            data_dir=data_dir,
-            console_base_url="http://127.0.0.1:8000",
-            embedded_worker=url.startswith("sqlite"),
-            freeze_startup_objects=True,
-        )
-        app = create_app(settings, db=db)
-        constant = JSONResponse({"data": {"status": "constant"}})
-
-        async def constant_answer() -> JSONResponse:
-            return constant
-
-        app.add_api_route(CONSTANT_ASYNC_PATH, constant_answer, methods=["GET"], include_in_schema=False)
-        app.router.routes.insert(0, app.router.routes.pop())  # first, as in entitlement_checks.py
+    with served_app(args.database, CONSTANT_ASYNC_PATH) as served:  # constant first, as in entitlement_checks.py
+        app, key = served.app, served.key
         options = {"use_uvloop": True}
         with TestClient(app, headers={"X-API-KEY": key}, backend_options=options) as client:
             ids = seed_with(client)
@@ -191,7 +119,6 @@ def main() -> int:
                 for way_name, way in ways.items():
                     for kind in KINDS:
                         spent[way_name, kind].append(client.portal.call(way, app, requests[kind], key) * 1e6)
-        db.dispose()
 
     print(
         f"Entitle check CPU in process: {args.database}; {FEATURES} features x {CUSTOMERS} customers; "

@@ -52,6 +52,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from catalog_reads import fresh_database
+from in_process import feed
 from ingest_load import (
     BATCH,
     CUSTOMERS,
@@ -177,58 +178,9 @@ def _through_uvicorn(app: Any, key: str, bodies: list[bytes]) -> float:
     httptools protocol over an in-memory transport (no socket, no client in this process's figure)."""
     import asyncio
 
-    from uvicorn.config import Config
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-    from uvicorn.server import ServerState
-
-    class Transport(asyncio.Transport):
-        def __init__(self) -> None:
-            super().__init__()
-            self.answers: list[bytes] = []
-            self.written: asyncio.Future[None] | None = None
-
-        def get_extra_info(self, name: str, default: Any = None) -> Any:
-            return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(name, default)
-
-        def write(self, data: Any) -> None:
-            if bytes(data[:9]) == b"HTTP/1.1 ":
-                self.answers.append(bytes(data[9:12]))
-                if self.written is not None and not self.written.done():
-                    self.written.set_result(None)
-
-        def is_closing(self) -> bool:
-            return False
-
-        def close(self) -> None:
-            pass
-
-        def pause_reading(self) -> None:
-            pass
-
-        def resume_reading(self) -> None:
-            pass
-
-    async def run() -> float:
-        config = Config(app, log_level="warning", http="httptools", lifespan="off")
-        config.load()
-        loop = asyncio.get_running_loop()
-        protocol = HttpToolsProtocol(config, ServerState(), {}, loop)
-        transport = Transport()
-        protocol.connection_made(transport)
-        head = "POST /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nContent-Type: application/json\r\n"
-        requests = [f"{head}X-API-KEY: {key}\r\nContent-Length: {len(b)}\r\n\r\n".encode() + b for b in bodies]
-        began = time.process_time()
-        for request in requests:
-            transport.written = loop.create_future()
-            protocol.data_received(request)
-            await transport.written
-            await asyncio.sleep(0)  # the response's body and the cycle's end
-        spent = time.process_time() - began
-        if set(transport.answers) != {b"200"}:
-            raise RuntimeError(f"answers other than 200: {set(transport.answers)}")
-        return spent / len(requests)
-
-    return asyncio.run(run())
+    head = "POST /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nContent-Type: application/json\r\n"
+    requests = [f"{head}X-API-KEY: {key}\r\nContent-Length: {len(b)}\r\n\r\n".encode() + b for b in bodies]
+    return asyncio.run(feed(app, requests, clock=time.process_time))
 
 
 def breakdown(batches: int) -> None:

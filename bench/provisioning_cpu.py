@@ -17,7 +17,6 @@ written to FILE (read with `python -m pstats FILE`). Timing is reported, never a
 from __future__ import annotations
 
 import argparse
-import asyncio
 import cProfile
 import itertools
 import json
@@ -28,8 +27,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from catalog_reads import fresh_database
-from check_cpu import _Transport
+from in_process import feed, served_app
 from ingest_load import CONSTANT_PATH, seed_catalog
 
 _ids = itertools.count()
@@ -52,28 +50,9 @@ def constant_bytes(key: str, count: int) -> list[bytes]:
 
 
 async def through_http(app: Any, raw: list[bytes]) -> float:
-    """Process CPU seconds per request, the requests sent one after the other on one connection."""
-    from uvicorn.config import Config
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-    from uvicorn.server import ServerState
-
-    config = Config(app, log_level="warning", http="httptools", lifespan="off")
-    config.load()
-    loop = asyncio.get_running_loop()
-    protocol = HttpToolsProtocol(config, ServerState(), {}, loop)
-    transport = _Transport()
-    protocol.connection_made(transport)
-    started = time.process_time()
-    for data in raw:
-        transport.written = loop.create_future()
-        protocol.data_received(data)
-        await transport.written
-        for _ in range(3):
-            await asyncio.sleep(0)  # the response's body and the cycle's end
-    spent = time.process_time() - started
-    if transport.ok != len(raw):
-        raise RuntimeError(f"{len(raw) - transport.ok} answers other than 200")
-    return spent / len(raw)
+    """Process CPU seconds per request (the event loop and the sync route's worker thread), the requests
+    sent one after the other on one connection."""
+    return await feed(app, raw, clock=time.process_time, settle=3)
 
 
 def main() -> int:
@@ -85,33 +64,10 @@ def main() -> int:
     args = parser.parse_args()
 
     import anyio.to_thread
-    from fastapi.responses import JSONResponse
     from fastapi.testclient import TestClient
 
-    from entitle.app import create_app
-    from entitle.config import Settings
-    from entitle.db import Database
-    from entitle.environments.models import KeyKind
-    from entitle.environments.service import create_key
-
-    with fresh_database(args.database) as (url, data_dir):
-        db = Database(url)
-        key = create_key(db, "development", KeyKind.SERVER)
-        settings = Settings(
-            database_url=url,
-            data_dir=data_dir,
-            console_base_url="http://127.0.0.1:8000",
-            embedded_worker=url.startswith("sqlite"),
-            freeze_startup_objects=True,
-        )
-        app = create_app(settings, db=db)
-        constant = JSONResponse({"data": {"status": "constant"}})
-
-        async def constant_answer() -> JSONResponse:
-            return constant
-
-        app.add_api_route(CONSTANT_PATH, constant_answer, methods=["GET"], include_in_schema=False)
-        app.router.routes.insert(0, app.router.routes.pop())
+    with served_app(args.database, CONSTANT_PATH) as served:
+        app, key = served.app, served.key
         with TestClient(app, headers={"X-API-KEY": key}, backend_options={"use_uvloop": True}) as client:
             seed_catalog(client)
             client.portal.call(through_http, app, provisioning_bytes(key, 30))  # warm-up
@@ -146,7 +102,6 @@ def main() -> int:
 
                 # Function calls per request: a proxy for CPU that the machine's load does not move.
                 calls = pstats.Stats(profiler).total_calls / len(raw)  # type: ignore[attr-defined]
-        db.dispose()
 
     import os
 
