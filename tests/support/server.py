@@ -158,12 +158,13 @@ def _wait_until_serving(proc: subprocess.Popen[bytes], port: int, timeout: float
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"entitle serve exited ({proc.returncode}) before it answered on port {port}")
-        if listens(proc.pid, port):
-            try:
-                if httpx.get(f"{base}/healthz", timeout=PROBE_TIMEOUT, verify=SSL_CONTEXT).status_code == 200:
-                    return base
-            except httpx.HTTPError:
-                pass
+        try:
+            # Asked second: reading /proc costs more than a refused connection.
+            answer = httpx.get(f"{base}/healthz", timeout=PROBE_TIMEOUT, verify=SSL_CONTEXT)
+            if answer.status_code == 200 and listens(proc.pid, port):
+                return base
+        except httpx.HTTPError:
+            pass
         if time.monotonic() > deadline:
             raise RuntimeError("entitle serve did not start")
         time.sleep(0.05)
