@@ -23,15 +23,25 @@ def second_server(server: LiveServer, database_url: str, tmp_path: Path) -> Iter
 
 
 def _in_parallel(server: LiveServer, bases: list[str], work: Callable[[httpx.Client, str], None]) -> None:
+    """`work` in three threads per server; what a thread raised (a failed assertion, a transport error)
+    fails the test with it, rather than leaving a thread's share of the work silently undone."""
+    raised: list[BaseException] = []
+
     def run(base: str, tag: str) -> None:
-        with httpx.Client(base_url=base, headers={"X-API-KEY": server.server_key}, timeout=60) as api:
-            work(api, tag)
+        try:
+            with httpx.Client(base_url=base, headers={"X-API-KEY": server.server_key}, timeout=60) as api:
+                work(api, tag)
+        except BaseException as exc:
+            raised.append(exc)
 
     threads = [threading.Thread(target=run, args=(base, f"{i}{n}")) for i, base in enumerate(bases) for n in range(3)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=300)
+    assert not [t for t in threads if t.is_alive()], "a thread was still at work after 300 s"
+    if raised:
+        raise raised[0]
 
 
 def test_two_processes_never_spend_a_credit_twice(server: LiveServer, client: stigg.Stigg, second_server: str) -> None:
@@ -55,7 +65,7 @@ def test_two_processes_never_spend_a_credit_twice(server: LiveServer, client: st
             for _ in range(2 if i % 4 == 0 else 1):  # some retried, as a client would after a timeout
                 answer = api.post("/api/v1/credits/consumption", json=body)
                 if answer.status_code != 200:
-                    errors.append(answer.text)
+                    errors.append(f"{body['idempotencyKey']}: {answer.status_code} {answer.text}")
 
     _in_parallel(server, [server.base_url, second_server], consume)
     assert errors == []

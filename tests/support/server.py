@@ -24,6 +24,16 @@ from entitle.secrets import ENV_VAR, FILE_ENV_VAR, key_file_path
 from tests.support.http import SSL_CONTEXT
 from tests.support.ports import listening_socket, with_free_port
 
+# httpx (hence the stigg SDK) forgets an idle connection after 5 s, uvicorn's default keep-alive too: a
+# request sent on a connection idle for just under 5 s could meet the server closing it ("Server
+# disconnected without sending a response"), which the tests' SDK, without retries, raises. The test
+# servers keep an idle connection well past the clients' 5 s, so the client is always the one to let go.
+KEEP_ALIVE = 20.0
+# Generous: only a server that never comes up waits this long, and a loaded machine (several xdist
+# workers on two cores) takes tens of seconds to import and start one.
+START_TIMEOUT = 120.0
+PROBE_TIMEOUT = 5.0
+
 _idle_apps: list[FastAPI] = []
 _idle_lock = threading.Lock()
 
@@ -59,7 +69,14 @@ def running_server(database_url: str, data_dir: Path) -> Iterator[tuple[str, Dat
     # Bound here and handed to uvicorn: the port stays ours (no other xdist worker can take it).
     sock = listening_socket()
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        timeout_keep_alive=KEEP_ALIVE,
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -81,8 +98,8 @@ def running_server(database_url: str, data_dir: Path) -> Iterator[tuple[str, Dat
 
 
 def _wait_until_healthy(base: str, server: uvicorn.Server, thread: threading.Thread) -> None:
-    deadline = time.monotonic() + 20
-    with httpx.Client(verify=SSL_CONTEXT, timeout=1) as probe:
+    deadline = time.monotonic() + START_TIMEOUT
+    with httpx.Client(verify=SSL_CONTEXT, timeout=PROBE_TIMEOUT) as probe:
         while True:
             try:
                 if server.started and probe.get(f"{base}/healthz").status_code == 200:
@@ -121,20 +138,66 @@ def _start_serve(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    try:
+        return proc, _wait_until_serving(proc, port)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+
+
+def _wait_until_serving(proc: subprocess.Popen[bytes], port: int, timeout: float = START_TIMEOUT) -> str:
+    """The base URL once `proc` listens on `port` and answers `/healthz`.
+
+    Ports are checked free when chosen, but tests of another run on the machine (another worktree, whose
+    workers use the same port blocks) may take the port before `proc`, still importing, binds it: a
+    `/healthz` answer alone may come from their server. `proc` then fails to bind and exits, which
+    `with_free_port` answers with another port."""
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + timeout
     while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"entitle serve exited ({proc.returncode}) before it answered on port {port}")
         try:
-            # Still running: a process that lost the port race exits, whoever answers on it.
-            if httpx.get(f"{base}/healthz", timeout=1, verify=SSL_CONTEXT).status_code == 200 and proc.poll() is None:
-                return proc, base
+            # Asked second: reading /proc costs more than a refused connection.
+            answer = httpx.get(f"{base}/healthz", timeout=PROBE_TIMEOUT, verify=SSL_CONTEXT)
+            if answer.status_code == 200 and listens(proc.pid, port):
+                return base
         except httpx.HTTPError:
             pass
-        if time.monotonic() > deadline or proc.poll() is not None:
-            proc.kill()
-            proc.wait()
+        if time.monotonic() > deadline:
             raise RuntimeError("entitle serve did not start")
         time.sleep(0.05)
+
+
+def listens(pid: int, port: int) -> bool:
+    """Whether process `pid` holds a listening TCP socket on `port` (read from Linux's /proc; assumed
+    where there is none)."""
+    if not Path("/proc/self/fd").is_dir():
+        return True
+    sockets: set[str] = set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:  # gone already
+        return False
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            sockets.add(target[len("socket:[") : -1])
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            # sl, local address (hex ip:port), remote address, state (0A: LISTEN), ..., inode (10th)
+            fields = row.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port and fields[9] in sockets:
+                return True
+    return False
 
 
 def secret_key_of(data_dir: Path) -> str:
