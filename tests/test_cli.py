@@ -158,3 +158,21 @@ def test_migrate_is_idempotent_on_a_migrated_database(database_url: str, tmp_pat
         result = invoke("migrate", data_dir=tmp_path, database_url=database_url)
         assert result.returncode == 0, result.stderr
         assert _schema(database_url) == before
+
+
+def test_serve_keeps_idle_connections_longer_than_the_clients_pools(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx._config
+    import uvicorn
+
+    served: dict[str, object] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.update(options, app=app))
+    result = invoke("serve", "--port", "8123", data_dir=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert served["app"] == "entitle.app:create_app" and served["port"] == 8123
+    # The server must never be the one to close a connection a client may be reusing right then.
+    keep_alive = served["timeout_keep_alive"]
+    assert isinstance(keep_alive, int | float)
+    assert keep_alive > httpx._config.DEFAULT_LIMITS.keepalive_expiry
+    assert keep_alive > 60

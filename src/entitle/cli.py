@@ -54,6 +54,13 @@ def migrate() -> None:
     typer.echo(f"database at head: {_redact(settings.database_url)}", err=True)
 
 
+# How long an idle client connection stays open. uvicorn's default (5 s) equals httpx's own pool expiry
+# (5 s), which the SDKs, the official client among them, use: a request sent on a connection idle for
+# just under 5 s could meet the server closing it and fail with "Server disconnected". Longer than the
+# clients' and than the 60 s idle timeout of common load balancers, so the client side lets go first.
+KEEP_ALIVE_SECONDS = 65
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
@@ -76,7 +83,15 @@ def serve(
         typer.echo(
             f"Widgets demo: http://{host}:{port}/demo  (pricing table, checkout, portal: docs/widgets.md)", err=True
         )
-    uvicorn.run("entitle.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
+    uvicorn.run(
+        "entitle.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+    )
 
 
 @app.command()
