@@ -4,7 +4,8 @@ and no idempotency key counts twice."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -34,6 +35,14 @@ def _setup(client: stigg.Stigg) -> None:
     client.v1.subscriptions.provision(customer_id="c", plan_id="basic")
 
 
+def _run_at_once(work: Callable[[str, str], None], calls: list[tuple[str, str]]) -> None:
+    """Each call on its own thread, all at once; a call that raised fails the test with its exception,
+    and one still running after 300 s fails it too (rather than leaving its share silently undone)."""
+    with ThreadPoolExecutor(len(calls)) as pool:
+        for running in [pool.submit(work, *call) for call in calls]:
+            running.result(timeout=300)
+
+
 def test_two_processes_reporting_at_once_lose_no_update(
     server: LiveServer, client: stigg.Stigg, second_server: str
 ) -> None:
@@ -53,15 +62,14 @@ def test_two_processes_reporting_at_once_lose_no_update(
                 if i % 5 == 0:  # a retry of the same report, as a client would after a timeout
                     api.post("/api/v2/usage", json=body)
 
-    threads = [
-        threading.Thread(target=hammer, args=(base, f"{name}{n}"))
-        for name, base in (("a", server.base_url), ("b", second_server))
-        for n in range(threads_per_server)
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
+    _run_at_once(
+        hammer,
+        [
+            (base, f"{name}{n}")
+            for name, base in (("a", server.base_url), ("b", second_server))
+            for n in range(threads_per_server)
+        ],
+    )
     assert errors == []
     expected = per_thread * threads_per_server * 2
     result = client.v1.customers.check_entitlement("c", feature_id="calls").data
@@ -95,15 +103,10 @@ def test_concurrent_reports_past_a_hard_limit_are_all_recorded(
                     else:
                         refused.append(response.status_code)
 
-    threads = [
-        threading.Thread(target=hammer, args=(base, f"{name}{n}"))
-        for name, base in (("a", server.base_url), ("b", second_server))
-        for n in range(3)
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
+    _run_at_once(
+        hammer,
+        [(base, f"{name}{n}") for name, base in (("a", server.base_url), ("b", second_server)) for n in range(3)],
+    )
     # Usage records what happened: none is refused for the limit, and none is lost or counted twice.
     assert refused == []
     final = client.v1.customers.check_entitlement("c", feature_id="calls").data
