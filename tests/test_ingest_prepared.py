@@ -193,11 +193,12 @@ def test_what_earlier_batches_resolved_is_not_kept_past_a_subscription_or_promot
     _provision(db, env_id, "expiring", "metered")
     _apply(db, env_id, _batch("expiring"), counting.prepare(db, env_id, _batch("expiring")))
     # Remembered as if there were no meters: believed, nothing would count.
-    kept = counting._known[db][env_id]
-    counting._known[db][env_id] = replace(kept, metered=[], holders={})
+    kept = counting._known.kept(db, env_id)
+    assert kept is not None
+    counting._known.keep(db, env_id, replace(kept, metered=[], holders={}))
     _apply(db, env_id, _batch("expiring"), counting.prepare(db, env_id, _batch("expiring")))
     assert _counted(db, env_id, "expiring")["m-sum"] == 6
     # ...unless an end came in between.
-    counting._known[db][env_id] = replace(kept, metered=[], holders={}, valid_until=utcnow())
+    counting._known.keep(db, env_id, replace(kept, metered=[], holders={}, valid_until=utcnow()))
     _apply(db, env_id, _batch("expiring"), counting.prepare(db, env_id, _batch("expiring")))
     assert _counted(db, env_id, "expiring")["m-sum"] == 12

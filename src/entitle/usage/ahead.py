@@ -13,10 +13,8 @@ or promotion of a kept owner ended meanwhile.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, replace
 from datetime import datetime
-from weakref import WeakKeyDictionary
 
 from sqlalchemy.orm import Session
 
@@ -27,7 +25,7 @@ from entitle.customers.models import Customer
 from entitle.db import Database
 from entitle.grants.engine import Grant, owners_grants_until
 from entitle.usage import ports, store
-from entitle.usage.kept import KEPT_OWNERS, changed_since_kept
+from entitle.usage.kept import KEPT_OWNERS, KeptPerEnvironment
 from entitle.usage.schemas import UsageIn
 
 Owner = tuple[int, str | None]  # customer pk, resource as reported
@@ -58,8 +56,7 @@ class _Kept:
     grants: dict[Owner, dict[str, Grant]]
 
 
-_kept: WeakKeyDictionary[Database, dict[int, _Kept]] = WeakKeyDictionary()
-_kept_lock = threading.Lock()
+_kept: KeptPerEnvironment[_Kept] = KeptPerEnvironment()
 
 
 def resolve_ahead(db: Database, env_id: int, items: list[UsageIn], now: datetime) -> Ahead | None:
@@ -74,7 +71,7 @@ def resolve_ahead(db: Database, env_id: int, items: list[UsageIn], now: datetime
             kept = _resolve(s, env_id, items, now, mark, kept)
             if kept is None:
                 return None
-            _keep(db, env_id, kept)
+            _kept.keep(db, env_id, kept)
         taken = store.keys_taken(s, env_id, keys)
     return Ahead(mark, kept.known, kept.customers, kept.grants, taken)
 
@@ -89,15 +86,10 @@ def _holds(kept: _Kept, items: list[UsageIn]) -> bool:
 
 def _still_kept(s: Session, db: Database, env_id: int, mark: int, now: datetime) -> _Kept | None:
     """What earlier reports resolved, less the customers whose grants changed since (None: nothing usable)."""
-    with _kept_lock:
-        kept = _kept.get(db, {}).get(env_id)
-    if kept is None:
+    found = _kept.since(s, db, env_id, mark, now)
+    if found is None:
         return None
-    changed = changed_since_kept(
-        s, env_id, kept_mark=kept.mark, kept_at=kept.at, valid_until=kept.valid_until, mark=mark, now=now
-    )
-    if changed is None:
-        return None
+    kept, changed = found
     pks = {c.pk for ref, c in kept.customers.items() if ref in changed}
     return replace(
         kept,
@@ -140,8 +132,3 @@ def _resolve(
                 {**kept.grants, **grants},
             )
     return _Kept(mark, now, valid_until, known, found, grants)
-
-
-def _keep(db: Database, env_id: int, kept: _Kept) -> None:
-    with _kept_lock:
-        _kept.setdefault(db, {})[env_id] = kept

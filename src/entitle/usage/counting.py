@@ -20,7 +20,6 @@ refuses the whole batch (400), naming each offending event.
 from __future__ import annotations
 
 import logging
-import threading
 from collections import defaultdict
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -28,7 +27,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
-from weakref import WeakKeyDictionary
 
 from sqlalchemy.orm import Session
 
@@ -43,7 +41,7 @@ from entitle.events.ingested import NewEvent
 from entitle.events.rules import refusal
 from entitle.grants.engine import Grant, Window, customer_grants, owners_grants_until, resource_key, usage_window
 from entitle.usage import ports, store
-from entitle.usage.kept import KEPT_OWNERS, changed_since_kept
+from entitle.usage.kept import KEPT_OWNERS, KeptPerEnvironment
 from entitle.usage.meters import (
     Measure,
     compile_meter,
@@ -338,22 +336,16 @@ def _meters(metered: list[Feature]) -> tuple[tuple[str, str], ...]:
 # What the last batches of each environment resolved (a `Resolved`, per database and environment), so
 # the next batch reads only what changed since (`usage.kept`). Bounded: at most `KEPT_OWNERS` owners
 # per environment.
-_known: WeakKeyDictionary[Database, dict[int, Resolved]] = WeakKeyDictionary()
-_known_lock = threading.Lock()
+_known: KeptPerEnvironment[Resolved] = KeptPerEnvironment()
 
 
 def _still_known(s: Session, db: Database, env_id: int, mark: int, now: datetime) -> Resolved | None:
     """What earlier batches resolved, less the customers whose grants changed since (None: nothing
     usable). Read after `mark`, in the same read: what it keeps holds as of the mark."""
-    with _known_lock:
-        known = _known.get(db, {}).get(env_id)
-    if known is None:
+    found = _known.since(s, db, env_id, mark, now)
+    if found is None:
         return None
-    changed = changed_since_kept(
-        s, env_id, kept_mark=known.mark, kept_at=known.at, valid_until=known.valid_until, mark=mark, now=now
-    )
-    if changed is None:
-        return None
+    known, changed = found
     holders = {owner: held for owner, held in known.holders.items() if owner[0] not in changed}
     return replace(known, holders=holders, mark=mark)
 
@@ -361,8 +353,7 @@ def _still_known(s: Session, db: Database, env_id: int, mark: int, now: datetime
 def _remember(db: Database, env_id: int, resolved: Resolved, owners: list[Owner]) -> None:
     if len(resolved.holders) > KEPT_OWNERS:
         resolved = replace(resolved, holders={owner: resolved.holders[owner] for owner in owners})
-    with _known_lock:
-        _known.setdefault(db, {})[env_id] = resolved
+    _known.keep(db, env_id, resolved)
 
 
 def prepare(
