@@ -291,9 +291,7 @@ def results_in_session(
     views = {ref: answers.grant_view(g, now) for ref, g in grants.items()}
     usage = _usage(s, customer.pk, list(views.values()), resource_ref)
     rates = credit_checks.feature_rates(s, env_id, customer, resource_ref, views)
-    if not rates:
-        return [answers.granted(views[ref], answers.current_of(views[ref], usage)) for ref in sorted(views)]
-    credits = credit_checks.standing(s, env_id, customer, resource_ref, now)
+    credits = credit_checks.standing(s, env_id, customer, resource_ref, now) if rates else None
     view = CustomerView(
         customer_pk=customer.pk,
         archived=False,
