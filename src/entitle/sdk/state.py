@@ -381,15 +381,9 @@ def evaluate(
             elif current is not None and entry.period_end is not None and now >= entry.period_end.timestamp():
                 current = Decimal(0)
     if entry is None:
-        return EntitlementResult(
-            customer_id=customer_id,
-            feature_id=feature_id,
-            resource_id=resource_id,
-            is_granted=False,
-            source=source,
-            access_denied_reason=state.denied_reason or NO_FEATURE_ENTITLEMENT,
-            requested_usage=requested_usage,
-            requested_values=requested_values,
+        lacking = state.denied_reason or NO_FEATURE_ENTITLEMENT
+        return _bare_result(
+            customer_id, feature_id, resource_id, requested_usage, requested_values, False, source, lacking
         )
     reason = decide(entry, current, requested_usage, requested_values)
     return _entry_result(
@@ -403,6 +397,29 @@ def evaluate(
         source=source,
         access_denied_reason=reason,
         current_usage=current,
+    )
+
+
+def _bare_result(
+    customer_id: str,
+    feature_id: str,
+    resource_id: str | None,
+    requested_usage: Decimal | None,
+    requested_values: tuple[str, ...] | None,
+    is_granted: bool,
+    source: Source,
+    access_denied_reason: str | None,
+) -> EntitlementResult:
+    """A result that names no feature's terms (the customer lacks the feature, or the server sent none)."""
+    return EntitlementResult(
+        customer_id=customer_id,
+        feature_id=feature_id,
+        resource_id=resource_id,
+        is_granted=is_granted,
+        source=source,
+        access_denied_reason=access_denied_reason,
+        requested_usage=requested_usage,
+        requested_values=requested_values,
     )
 
 
@@ -453,15 +470,8 @@ def server_result(
     granted = bool(data.get("isGranted"))
     reason = data.get("accessDeniedReason")
     if data.get("feature") is None:
-        return EntitlementResult(
-            customer_id=customer_id,
-            feature_id=feature_id,
-            resource_id=resource_id,
-            is_granted=granted,
-            source=Source.SERVER,
-            access_denied_reason=reason,
-            requested_usage=requested_usage,
-            requested_values=requested_values,
+        return _bare_result(
+            customer_id, feature_id, resource_id, requested_usage, requested_values, granted, Source.SERVER, reason
         )
     entry = Entry.parse(data)
     return _entry_result(
