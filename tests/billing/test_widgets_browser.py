@@ -254,10 +254,15 @@ def test_per_unit_and_tiered_prices_are_explained_and_a_trial_is_offered(demo: D
     )
 
     # Team's trial needs no payment to start: the customer is told at once that it is subscribed.
-    page.evaluate("document.querySelector('entitle-checkout').setAttribute('plan-id', 'team')")
-    # The scale plan's card field goes at once: the one to fill is the team plan's.
-    assert page.locator("entitle-checkout [data-entitle-card]").count() == 0
-    assert checkout.get_attribute("aria-busy") == "true"
+    # The scale plan's card field goes at once, in the same task as the change, and the widget says it is
+    # busy: the card to fill is the team plan's. Both are read in that task, since the reload that follows
+    # can finish before a second round trip from the test would look.
+    card_fields, busy = page.evaluate(
+        "() => { const el = document.querySelector('entitle-checkout'); el.setAttribute('plan-id', 'team');"
+        " return [document.querySelectorAll('entitle-checkout [data-entitle-card]').length,"
+        " el.getAttribute('aria-busy')]; }"
+    )
+    assert (card_fields, busy) == (0, "true")
     page.locator("entitle-checkout [data-entitle-card] input[placeholder=number]").wait_for()
     assert "Team" in checkout.locator("[part~=title]").inner_text()
     _fill_card(page, VISA)
