@@ -6,7 +6,8 @@ write lock, and in most environments the answer is "none" on every request. A `F
 "none" for an environment, and only that: when the answer is "some", every transaction reads the rows
 as before, so nothing a row says is ever served from memory. A fact can only become false by a row
 being written (a new endpoint, integration or credit-granting entitlement or price): the domain that
-owns the row calls `Fact.broken` from the ORM's flush of it (`after_insert`/`after_update`), which
+owns the row calls `Fact.broken` from the ORM's flush of it (`after_insert`/`after_update`; a Core or
+raw-SQL write of those tables would skip it, and `tests/test_environment_facts_writes.py` refuses one), which
 
 - drops the fact in this process at once, and again once the transaction is durably committed
   (`SettingsChanged`, a domain event: `entitle.domain_events.on_commit`), so a write is visible to the
