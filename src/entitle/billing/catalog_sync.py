@@ -36,7 +36,8 @@ from entitle.billing.models import (
     BillingLink,
     Integration,
 )
-from entitle.billing.provider import CatalogEntity, Interval, PriceSpec, SyncedCatalogEntity, SyncedPrice, provider_for
+from entitle.billing.provider import CatalogEntity, Interval, PriceSpec, SyncedCatalogEntity, SyncedPrice
+from entitle.billing.providers import provider_for
 from entitle.billing.secrets import secret_box
 from entitle.catalog.packages import store as packages
 from entitle.catalog.packages.models import ADDON, PLAN, Package, PackageCharge

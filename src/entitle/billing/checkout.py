@@ -45,7 +45,8 @@ from sqlalchemy.orm import Session
 
 from entitle.billing import store
 from entitle.billing.models import CUSTOMER, ERROR, PENDING, SUBSCRIPTION, SUCCESS, Integration
-from entitle.billing.provider import CheckoutRequest, CheckoutSession, provider_for
+from entitle.billing.provider import CheckoutRequest, CheckoutSession
+from entitle.billing.providers import provider_for
 from entitle.billing.secrets import secret_box
 from entitle.billing.subscription_sync import (
     SETTLE_PAYMENT_JOB,

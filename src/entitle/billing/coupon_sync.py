@@ -22,7 +22,8 @@ from sqlalchemy.orm import Session
 
 from entitle.billing import rules, store
 from entitle.billing.models import ERROR, NO_SYNC_REQUIRED, PENDING, STRIPE, SUCCESS, Integration
-from entitle.billing.provider import CouponSpec, provider_for
+from entitle.billing.provider import CouponSpec
+from entitle.billing.providers import provider_for
 from entitle.billing.secrets import secret_box
 from entitle.catalog.coupons.models import Coupon
 from entitle.config import console_page_url, load_settings

@@ -28,7 +28,8 @@ from sqlalchemy.orm import Session
 
 from entitle.billing import store
 from entitle.billing.models import CUSTOMER, ERROR, PENDING, SUCCESS, Integration
-from entitle.billing.provider import BillingDetails, provider_for
+from entitle.billing.provider import BillingDetails
+from entitle.billing.providers import provider_for
 from entitle.billing.secrets import secret_box
 from entitle.billing.subscription_sync import _link_customer, _ordering_key, customer_spec
 from entitle.config import load_settings

@@ -25,7 +25,8 @@ from sqlalchemy.orm import Session
 from entitle.billing import customer_sync, store
 from entitle.billing.checkout import stripe_customer_id
 from entitle.billing.models import COUPON, NO_SYNC_REQUIRED, SUBSCRIPTION, BillingLink, Integration
-from entitle.billing.provider import BillingProvider, PromotionCode, provider_for
+from entitle.billing.provider import BillingProvider, PromotionCode
+from entitle.billing.providers import provider_for
 from entitle.billing.secrets import secret_box
 from entitle.billing.subscription_sync import no_sync_reason
 from entitle.catalog.coupons.models import Coupon

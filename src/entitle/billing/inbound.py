@@ -58,7 +58,7 @@ from entitle.billing.models import (
     BillingEvent,
     Integration,
 )
-from entitle.billing.provider import provider_for
+from entitle.billing.providers import provider_for
 from entitle.billing.secrets import secret_box
 from entitle.billing.subscription_sync import PAID_STATUSES, SETTLE_PAYMENT_JOB
 from entitle.clock import utcnow

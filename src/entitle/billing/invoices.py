@@ -26,7 +26,8 @@ from typing import Literal
 from entitle.billing import store
 from entitle.billing.checkout import stripe_customer_id
 from entitle.billing.models import SUBSCRIPTION, SUCCESS
-from entitle.billing.provider import ProviderInvoice, provider_for
+from entitle.billing.provider import ProviderInvoice
+from entitle.billing.providers import provider_for
 from entitle.billing.secrets import secret_box
 from entitle.config import load_settings
 from entitle.customers import store as customers

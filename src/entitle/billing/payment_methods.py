@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session
 from entitle.billing import customer_sync, store
 from entitle.billing.checkout import stripe_customer_id
 from entitle.billing.models import Integration
-from entitle.billing.provider import REQUEST_TIMEOUT_SECONDS, PaymentMethodDetails, PaymentMethodInUse, provider_for
+from entitle.billing.provider import REQUEST_TIMEOUT_SECONDS, PaymentMethodDetails, PaymentMethodInUse
+from entitle.billing.providers import provider_for
 from entitle.billing.secrets import secret_box
 from entitle.billing.service import IntegrationMismatch
 from entitle.clock import utcnow

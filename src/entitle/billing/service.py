@@ -14,13 +14,8 @@ from sqlalchemy.orm import Session
 
 from entitle.billing import catalog_sync, coupon_sync, store
 from entitle.billing.models import PACKAGE, VENDORS, Integration
-from entitle.billing.provider import (
-    REQUEST_TIMEOUT_SECONDS,
-    MissingPermissions,
-    ProviderAccount,
-    provider_for,
-    provider_for_key,
-)
+from entitle.billing.provider import REQUEST_TIMEOUT_SECONDS, MissingPermissions, ProviderAccount
+from entitle.billing.providers import provider_for, provider_for_key
 from entitle.billing.schemas import IntegrationIn
 from entitle.billing.secrets import SecretBox, secret_box
 from entitle.catalog.packages.models import PUBLISHED, Package

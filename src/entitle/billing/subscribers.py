@@ -24,7 +24,7 @@ from entitle.billing import (
 )
 from entitle.billing import service as integrations
 from entitle.billing.models import Integration
-from entitle.billing.provider import is_permanent_provider_error
+from entitle.billing.providers import is_permanent_provider_error
 from entitle.catalog.coupons.events import CouponArchived, CouponCreated
 from entitle.catalog.packages.events import PackagePublished
 from entitle.customers import ports as customer_ports

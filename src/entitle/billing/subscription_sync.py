@@ -54,9 +54,9 @@ from entitle.billing.provider import (
     SubscriptionExtras,
     SubscriptionItem,
     SubscriptionSpec,
-    provider_for,
     subscription_extras,
 )
+from entitle.billing.providers import provider_for
 from entitle.billing.secrets import secret_box
 from entitle.catalog.packages import store as packages
 from entitle.catalog.packages.models import Package

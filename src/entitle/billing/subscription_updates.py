@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session
 
 from entitle.billing import store
 from entitle.billing.models import CUSTOMER, NO_SYNC_REQUIRED, SUBSCRIPTION, SUCCESS, Integration
-from entitle.billing.provider import ProrationBehavior, provider_for, subscription_extras
+from entitle.billing.provider import ProrationBehavior, subscription_extras
+from entitle.billing.providers import provider_for
 from entitle.billing.secrets import secret_box
 from entitle.billing.subscription_sync import (
     _OPEN,

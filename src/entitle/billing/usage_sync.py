@@ -43,7 +43,8 @@ from sqlalchemy.orm import Session
 
 from entitle.billing import rules, store
 from entitle.billing.models import CUSTOMER, PACKAGE_CHARGE, SUBSCRIPTION, SUCCESS, Integration
-from entitle.billing.provider import BillingProvider, MeterSpec, UsageReport, provider_for
+from entitle.billing.provider import BillingProvider, MeterSpec, UsageReport
+from entitle.billing.providers import provider_for
 from entitle.billing.secrets import secret_box
 from entitle.billing.usage_models import REPORT_PENDING, REPORT_SENT, BillingUsageReport
 from entitle.catalog.packages import store as packages
