@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from entitle.events.ingested import NewEvent
-from entitle.usage.counting import _measure
+from entitle.usage.measuring import measure_events
 from entitle.usage.meters import dimensions_read, field_path, measure
 from entitle.usage.rules import usage_number
 
@@ -50,7 +50,7 @@ def test_a_batch_measured_by_kind_answers_as_each_event_measured_alone(
 ) -> None:
     features: Any = [SimpleNamespace(ref_id=f"f{n}", meter=m) for n, m in enumerate(chosen)]
     new = [NewEvent("c", None, name, dims, AT, index) for index, (name, dims) in enumerate(batch * 2)]
-    amounts, problems = _measure(features, new)
+    amounts, problems = measure_events(features, new)
     refused: dict[int, dict[str, str]] = {}
     for feature in features:
         for e in new:
@@ -71,7 +71,7 @@ def test_an_event_whose_dimension_cannot_be_a_key_is_measured_alone() -> None:
         NewEvent("c", None, "e", {"user": ["b"]}, AT, 1),
         NewEvent("c", None, "e", {"user": "a"}, AT, 2),
     ]
-    amounts, problems = _measure([feature], new)
+    amounts, problems = measure_events([feature], new)
     assert amounts["f"] == ["['a']", "['b']", "a"]
     assert problems == []
 
