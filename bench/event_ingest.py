@@ -186,14 +186,18 @@ def _through_uvicorn(app: Any, key: str, bodies: list[bytes]) -> float:
 def breakdown(batches: int) -> None:
     """See the module docstring (`--breakdown`)."""
     from fastapi.testclient import TestClient
+    from sqlalchemy.engine.default import DefaultDialect
 
+    import entitle.domain_events as domain_events
     import entitle.events.store as event_store
+    import entitle.push.store as push_store
     import entitle.usage.counting as counting
     import entitle.usage.reactions as reactions
     import entitle.usage.store as usage_store
     from entitle.app import create_app
     from entitle.config import Settings
     from entitle.db import Database
+    from entitle.db.group_commit import GroupCommit
     from entitle.environments.models import KeyKind
     from entitle.environments.service import create_key, ensure_environment
     from entitle.events import ingested, service
@@ -230,7 +234,12 @@ def breakdown(batches: int) -> None:
             steps.wrap(usage_store, "locked_counters", "  counters read and locked")
             steps.wrap(usage_store, "add_distinct_many", "  UNIQUE values stored")
             steps.wrap(usage_store, "save_tallies", "  counters written")
+            steps.wrap(counting, "_still_valid", "  grants checked unchanged since prepared")
             steps.wrap(counting, "announce", "  usage announced (UsageChanged, limits)")
+            steps.wrap(GroupCommit, "_open", "write transaction begun (BEGIN IMMEDIATE)")
+            steps.wrap(push_store, "append", "change log rows appended (push_events)")
+            steps.wrap(DefaultDialect, "do_commit", "COMMIT")
+            steps.wrap(domain_events, "_announce", "after COMMIT: changes announced (caches, streams)")
             timed = bodies[2 + batches :]
             began = time.thread_time()
             parsed = [event_items(raw) for raw in timed]
@@ -253,7 +262,7 @@ def breakdown(batches: int) -> None:
     for label, seconds in spent.items():
         print(f"  {label:<60} {seconds * 1000:7.2f} ms")
     rest = total - sum(spent[label] for label in top)
-    print(f"  {'the rest: dedup, read and write transactions, change log rows, COMMIT':<60} {rest * 1000:7.2f} ms")
+    print(f"  {'the rest: dedup, NewEvent objects, sessions, before-commit hooks':<60} {rest * 1000:7.2f} ms")
     http = whole - parse - total
     print(f"{'HTTP, routing, thread hops, answer, background threads':<62} {http * 1000:7.2f} ms")
 

@@ -278,14 +278,17 @@ def _count_in_windows(s: Session, env_id: int, slots: dict[store.CounterKey, Slo
     store.save_tallies(s, UsageCounter, [written(counters[key], t) for key, t in zip(slots, tallies, strict=True)])
     priced = ports.credit_priced.impl(s, env_id)  # once for the batch: most features draw no credits
     for key, slot in slots.items():
+        value = counters[key].value
         moved = CounterMoved(
             slot.customer,
             slot.grant.feature.ref_id,
             slot.resource_ref,
             slot.window,
             slot.grant.allowance,
-            counters[key].value,
+            value,
             slot.in_current_window,
+            # A MAX, MIN or UNIQUE counter mostly stays put once a window has seen a few batches.
+            changed=value != before[key],
         )
         announce(s, env_id, moved)
         if priced is None or slot.grant.feature.ref_id in priced:
