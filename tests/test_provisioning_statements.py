@@ -19,8 +19,8 @@ from entitle.environments.service import ensure_environment
 from entitle.grants.engine import resource_key
 from entitle.subscriptions import journey
 from entitle.subscriptions.schemas import CustomerProvisionWithSubscription
-from entitle.usage import waiting
 from entitle.usage import store as usage_store
+from entitle.usage import waiting
 from tests.conftest import LiveServer
 from tests.support.facts import wait_until_heard
 from tests.support.statements import statements
