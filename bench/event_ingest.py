@@ -232,7 +232,7 @@ def breakdown(batches: int) -> None:
             steps.wrap(event_store, "insert_new", "insert (executemany)")
             steps.wrap(reactions, "apply_events", "counting (apply_events)")
             steps.wrap(usage_store, "locked_counters", "  counters read and locked")
-            steps.wrap(usage_store, "add_distinct_many", "  UNIQUE values stored")
+            steps.wrap(usage_store, "add_digests", "  UNIQUE values stored")
             steps.wrap(usage_store, "save_tallies", "  counters written")
             steps.wrap(counting, "_still_valid", "  grants checked unchanged since prepared")
             steps.wrap(counting, "announce", "  usage announced (UsageChanged, limits)")

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import cached_property
 
 from sqlalchemy.orm import Session
 
@@ -77,6 +78,11 @@ class Resolved:
     at: datetime
     mark: int
     valid_until: datetime | None
+
+    @cached_property
+    def meters(self) -> tuple[tuple[str, str], ...]:
+        """The meters of `metered` (written once per batch: the transaction compares them again)."""
+        return _meters(self.metered)
 
 
 @dataclass(frozen=True)
@@ -168,11 +174,11 @@ def prepare(
         # Where the events count, made here rather than holding the write lock (used only if they all
         # turn out new and nothing they rest on changed; and only when none waits for a grant).
         wanted, positions = wanted_by_owner(candidates, metered, amounts)
-        slots, waiting, until = plan_slots(candidates, amounts, wanted, positions, resolved.holders, now)
+        slots, waiting, until = plan_slots(candidates, wanted, positions, resolved.holders, now)
         if slots and not waiting:
             summarize(slots.values())
             plan = Plan(slots, until, amounts, resolved)
-    return Prepared(_meters(metered), position, amounts, by_index, resolved, plan)
+    return Prepared(resolved.meters, position, amounts, by_index, resolved, plan)
 
 
 def _still_valid(s: Session, env_id: int, prepared: object, new: list[NewEvent], now: datetime) -> Resolved | None:
@@ -201,7 +207,7 @@ def apply_events(s: Session, env_id: int, new: list[NewEvent], prepared: object 
     if not metered:
         return
     planned: dict[store.CounterKey, Slot] | None = None
-    if isinstance(prepared, Prepared) and prepared.meters == _meters(metered):
+    if isinstance(prepared, Prepared) and prepared.meters == (resolved.meters if resolved else _meters(metered)):
         made = prepared.plan
         # Made from these amounts, from grants that still hold, and its current windows still current.
         if made is not None and (made.amounts is not prepared.amounts or made.resolved is not resolved):
@@ -243,7 +249,7 @@ def apply_events(s: Session, env_id: int, new: list[NewEvent], prepared: object 
         if unheld and store.lock_owners(s, env_id, unheld):
             # Another transaction may have just granted the feature (and folded what waited): look again.
             holders = {**holders, **resolve_holders(s, env_id, [o for o in owners if o[0] in unheld], now, metered)[0]}
-        slots, waiting, _ = plan_slots(new, amounts, wanted, positions, holders, now)
+        slots, waiting, _ = plan_slots(new, wanted, positions, holders, now)
     problems += _count_in_windows(s, env_id, slots)
     problems += count_waiting(s, env_id, waiting, {f.ref_id: f for f in metered})
     if problems:
@@ -253,24 +259,24 @@ def apply_events(s: Session, env_id: int, new: list[NewEvent], prepared: object 
 def _count_in_windows(s: Session, env_id: int, slots: dict[store.CounterKey, Slot]) -> list[Problem]:
     counters = store.locked_counters(s, env_id, slots)
     summarize(slots.values())  # a planned batch's were read before the transaction
-    distinct: list[tuple[int, str]] = []
+    distinct: list[tuple[int, list[str]]] = []
     for key, slot in slots.items():
         counter = counters[key]
         if counter.samples is None:  # written before tallies were kept (rare): rebuilt once
             rebuild_if_legacy(s, env_id, counter, slot.grant.feature, slot.customer, slot.resource_ref, slot.window)
-        if slot.distinct is not None:
-            distinct += [(counter.pk, value) for value in slot.distinct]
-    added = store.add_distinct_many(s, distinct, owner="counter_pk")
+        if slot.digests is not None:
+            distinct.append((counter.pk, slot.digests))
+    added = store.add_digests(s, distinct, owner="counter_pk")
     problems: list[Problem] = []
     tallies: list[Tally] = []
     for key, slot in slots.items():
         counter = counters[key]
-        if slot.distinct is not None:
+        if slot.digests is not None:
             tallies.append(Tally(value=counter.value + added.get(counter.pk, 0)))
             continue
         tally, refused = fold_checked(function_of(slot.grant.feature), tally_of(counter), slot.numbers)
         if refused:
-            problems += refused_items(slot.items, refused)
+            problems += refused_items(slot.added.items(), refused)
         tallies.append(tally)
     if problems:  # the batch is refused (rolled back): nothing to write nor announce
         return problems

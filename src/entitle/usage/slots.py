@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
+from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
@@ -19,7 +20,7 @@ from entitle.grants.engine import Grant, Window, owners_grants_until, resource_k
 from entitle.usage import store
 from entitle.usage.measuring import Amounts, Item
 from entitle.usage.rules import Numbers
-from entitle.usage.tallies import function_of, numbers_of
+from entitle.usage.tallies import function_of
 
 Owner = tuple[str, str | None]  # customer id, resource id
 Wanted = tuple[str, str | None, str]  # customer id, resource id, feature
@@ -66,6 +67,21 @@ def _schedule(grant: Grant) -> tuple[object, ...]:
     return grant.feature.meter_type, allowance.reset_period, allowance.reset_anchor, grant.usage_anchor
 
 
+@dataclass(slots=True, eq=False)
+class Added:
+    """What some events of a batch add to one feature: the positions in the batch of those adding
+    something (their amount is not None), in the batch's column of amounts (which the meters measuring
+    alike share). No tuple per event: only a refused event needs its index with its amount (`items`)."""
+
+    at: list[int]
+    column: Amounts
+    indexes: list[int]  # each event's index in the request, by its position in the batch
+
+    def items(self) -> list[Item]:
+        column, indexes = self.column, self.indexes
+        return [(indexes[p], amount) for p in self.at if (amount := column[p]) is not None]
+
+
 @dataclass(slots=True)
 class Slot:
     """What a batch adds to one counter."""
@@ -75,10 +91,11 @@ class Slot:
     grant: Grant
     window: Window
     in_current_window: bool
-    items: list[Item] = field(default_factory=list)
-    # What the items add, read from them once (`summarize`): the numbers to fold, or UNIQUE's values.
+    added: Added
+    # What it adds, read once (`summarize`): the numbers to fold, or UNIQUE's values (their digests,
+    # sorted and distinct).
     numbers: Numbers | None = None
-    distinct: list[str] | None = None
+    digests: list[str] | None = None
     summarized: bool = False
 
 
@@ -86,81 +103,83 @@ Holders = dict[Owner, tuple[Customer | None, dict[str, Grant]]]
 
 
 def without(slots: dict[store.CounterKey, Slot], skipped: set[int]) -> dict[store.CounterKey, Slot]:
-    """The slots without the items of these events (by index in the request); a slot left empty goes.
-    Slots that shared their items still share them."""
+    """The slots without what these events add (by index in the request); a slot left empty goes. Slots
+    that shared what they add still share it."""
     kept: dict[store.CounterKey, Slot] = {}
-    filtered: dict[int, list[Item]] = {}
+    filtered: dict[int, Added] = {}
     for key, slot in slots.items():
-        items = filtered.get(id(slot.items))
-        if items is None:
-            items = filtered[id(slot.items)] = [item for item in slot.items if item[0] not in skipped]
-        if items:
-            kept[key] = replace(slot, items=items, numbers=None, distinct=None, summarized=False)
+        added = filtered.get(id(slot.added))
+        if added is None:
+            was = slot.added
+            at = [p for p in was.at if was.indexes[p] not in skipped]
+            added = filtered[id(was)] = Added(at, was.column, was.indexes)
+        if added.at:
+            kept[key] = replace(slot, added=added, numbers=None, digests=None, summarized=False)
     return kept
 
 
 def summarize(slots: Iterable[Slot]) -> None:
-    """Read what each slot's items add (`Slot.numbers`, `Slot.distinct`), once per list of items (meters
-    measuring alike share an owner's items): done before the write transaction for a planned batch, so
+    """Read what each slot adds (`Slot.numbers`, `Slot.digests`), once for the meters measuring alike
+    (they share what an owner's events add): done before the write transaction for a planned batch, so
     that counting in it folds each counter in a few operations."""
     numbers: dict[int, Numbers | None] = {}
     for slot in slots:
         if slot.summarized:
             continue
-        if function_of(slot.grant.feature) == "UNIQUE":  # a slot repeats its values: each once
-            slot.distinct = list({str(amount) for _, amount in slot.items})
+        column, at = slot.added.column, slot.added.at
+        if function_of(slot.grant.feature) == "UNIQUE":
+            slot.digests = store.digests_of([str(column[p]) for p in at])
         else:
-            key = id(slot.items)
+            key = id(slot.added)
             if key not in numbers:
-                numbers[key] = Numbers.of(numbers_of(slot.items))
+                numbers[key] = Numbers.of([a for p in at if isinstance(a := column[p], Decimal)])
             slot.numbers = numbers[key]
         slot.summarized = True
 
 
 def wanted_by_owner(
     new: Sequence[NewEvent], metered: list[Feature], amounts: dict[str, Amounts]
-) -> tuple[dict[Wanted, list[Item]], dict[Owner, list[int]]]:
+) -> tuple[dict[Wanted, Added], dict[Owner, list[int]]]:
     """What the events of each owner add to each feature (in owner order); and each owner's events (their
     positions in `new`)."""
     positions: dict[Owner, list[int]] = defaultdict(list)
     for position, e in enumerate(new):
         positions[(e.customer_ref, e.resource_ref)].append(position)
     indexes = [e.index for e in new]
-    wanted: dict[Wanted, list[Item]] = {}
+    wanted: dict[Wanted, Added] = {}
     for owner in sorted(positions, key=owner_order):
         at = positions[owner]
-        gathered: dict[int, list[Item]] = {}  # per column (meters measuring alike share theirs): read-only
+        gathered: dict[int, Added] = {}  # per column (meters measuring alike share theirs): read-only
         for feature in metered:
             column = amounts[feature.ref_id]
-            items = gathered.get(id(column))
-            if items is None:
-                items = gathered[id(column)] = [(indexes[p], a) for p in at if (a := column[p]) is not None]
-            if items:
-                wanted[(*owner, feature.ref_id)] = items
+            added = gathered.get(id(column))
+            if added is None:
+                added = gathered[id(column)] = Added([p for p in at if column[p] is not None], column, indexes)
+            if added.at:
+                wanted[(*owner, feature.ref_id)] = added
     return wanted, positions
 
 
 def plan_slots(
     new: Sequence[NewEvent],
-    amounts: dict[str, Amounts],
-    wanted: dict[Wanted, list[Item]],
+    wanted: dict[Wanted, Added],
     positions: dict[Owner, list[int]],
     holders: Holders,
     now: datetime,
 ) -> tuple[dict[store.CounterKey, Slot], dict[store.WaitingKey, list[Item]], datetime | None]:
-    """The counters the wanted items go to (each event in the usage window of its instant), what waits
+    """The counters what is wanted goes to (each event in the usage window of its instant), what waits
     for a customer or a grant, and the first end of a window current at `now` (None: none ends)."""
     slots: dict[store.CounterKey, Slot] = {}
     waiting: dict[store.WaitingKey, list[Item]] = {}
     timestamps = [e.timestamp for e in new]
     spans = {owner: _span(timestamps, at) for owner, at in positions.items()}
     schedules: dict[tuple[Owner, tuple[object, ...]], tuple[_Windows, dict[datetime, Window]]] = {}
-    for (customer_ref, resource_ref, ref), items in wanted.items():
+    for (customer_ref, resource_ref, ref), added in wanted.items():
         customer, held = holders[(customer_ref, resource_ref)]
         grant = held.get(ref)
         resource = resource_key(resource_ref)
         if customer is None or grant is None:
-            waiting[(customer_ref, resource, ref)] = items
+            waiting[(customer_ref, resource, ref)] = added.items()
             continue
         owner = (customer_ref, resource_ref)
         schedule = (owner, _schedule(grant))
@@ -171,13 +190,11 @@ def plan_slots(
         earliest, latest = spans[owner]
         if current.start <= earliest and (current.end is None or latest < current.end):
             # The common batch: every event of the owner falls in the current window, one counter.
-            whole = Slot(customer, resource_ref, grant, current, in_current_window=True, items=items)
+            whole = Slot(customer, resource_ref, grant, current, in_current_window=True, added=added)
             slots[(customer.pk, ref, resource, current.start)] = whole
             continue
         pk = customer.pk
-        column = amounts[ref]
-        adding = [p for p in positions[owner] if column[p] is not None]
-        for p, item in zip(adding, items, strict=True):
+        for p in added.at:
             instant = timestamps[p]
             window = window_at.get(instant)
             if window is None:
@@ -185,8 +202,9 @@ def plan_slots(
             key = (pk, ref, resource, window.start)
             slot = slots.get(key)
             if slot is None:
-                slot = slots[key] = Slot(customer, resource_ref, grant, window, window.start == current.start)
-            slot.items.append(item)
+                part = Added([], added.column, added.indexes)
+                slot = slots[key] = Slot(customer, resource_ref, grant, window, window.start == current.start, part)
+            slot.added.at.append(p)
     ends = [finder.current.end for finder, _ in schedules.values() if finder.current.end is not None]
     return slots, waiting, min(ends, default=None)
 

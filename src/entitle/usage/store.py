@@ -451,15 +451,28 @@ _DIGESTS: dict[str, str] = {}
 _DIGESTS_HELD = 10_000
 
 
-def add_distinct_many(session: Session, values: Iterable[tuple[int, str]], *, owner: str) -> dict[int, int]:
-    """Remember distinct values of UNIQUE meters, given as (owner pk, value) with `owner` "counter_pk" or
-    "waiting_pk"; how many were new per owner (a value already stored for that owner adds nothing)."""
+def digests_of(values: Iterable[str]) -> list[str]:
+    """The digests of these values, sorted and distinct (as `usage_distinct_values` holds them)."""
     digests = _DIGESTS
     if len(digests) > _DIGESTS_HELD:
         digests.clear()
-    pairs = sorted(
-        {(pk, digests[value] if value in digests else digests.setdefault(value, digest(value))) for pk, value in values}
+    return sorted(
+        {digests[value] if value in digests else digests.setdefault(value, digest(value)) for value in values}
     )
+
+
+def add_distinct_many(session: Session, values: Iterable[tuple[int, str]], *, owner: str) -> dict[int, int]:
+    """Remember distinct values of UNIQUE meters, given as (owner pk, value) with `owner` "counter_pk" or
+    "waiting_pk"; how many were new per owner (a value already stored for that owner adds nothing)."""
+    by_owner: dict[int, list[str]] = {}
+    for pk, value in values:
+        by_owner.setdefault(pk, []).append(value)
+    return add_digests(session, [(pk, digests_of(found)) for pk, found in by_owner.items()], owner=owner)
+
+
+def add_digests(session: Session, digests: Iterable[tuple[int, list[str]]], *, owner: str) -> dict[int, int]:
+    """`add_distinct_many` for values already digested (`digests_of`: sorted and distinct), per owner pk."""
+    pairs = [(pk, d) for pk, found in sorted(digests, key=lambda owned: owned[0]) for d in found]
     if not pairs:
         return {}
     dialect = session.get_bind().dialect.name
