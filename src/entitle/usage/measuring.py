@@ -106,12 +106,13 @@ def _column(
     if not field:
         return [None] * len(names), []
     if field == "eventName":
-        values: list[Any] = list(names)
+        values: list[Any] = list(names) if accepted is None else [n if n in accepted else None for n in names]
     else:
         key = field.removeprefix("dimensions.")
-        values = [e.dimensions.get(key) for e in events]
-    if accepted is not None:
-        values = [v if n in accepted else None for v, n in zip(values, names, strict=True)]
+        if accepted is None:
+            values = [e.dimensions.get(key) for e in events]
+        else:  # one pass: the events of other names read nothing
+            values = [e.dimensions.get(key) if e.event_name in accepted else None for e in events]
     if function == "UNIQUE":
         return [v if type(v) is str else (None if v is None else value_text(v)) for v in values], []
     column: Amounts = []
