@@ -259,6 +259,7 @@ def apply_events(s: Session, env_id: int, new: list[NewEvent], prepared: object 
 def _count_in_windows(s: Session, env_id: int, slots: dict[store.CounterKey, Slot]) -> list[Problem]:
     counters = store.locked_counters(s, env_id, slots)
     summarize(slots.values())  # a planned batch's were read before the transaction
+    stored = {key: counter.value for key, counter in counters.items()}  # as read, before any rebuild
     distinct: list[tuple[int, list[str]]] = []
     for key, slot in slots.items():
         counter = counters[key]
@@ -294,7 +295,7 @@ def _count_in_windows(s: Session, env_id: int, slots: dict[store.CounterKey, Slo
             value,
             slot.in_current_window,
             # A MAX, MIN or UNIQUE counter mostly stays put once a window has seen a few batches.
-            changed=value != before[key],
+            changed=value != stored[key],
         )
         announce(s, env_id, moved)
         if priced is None or slot.grant.feature.ref_id in priced:
