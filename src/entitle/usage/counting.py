@@ -96,6 +96,8 @@ class Prepared:
     problems: dict[int, Problem]
     resolved: Resolved | None = None
     plan: Plan | None = None
+    # The events' owners (customer, resource), read here rather than in the transaction.
+    owners: frozenset[Owner] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -178,16 +180,19 @@ def prepare(
         if slots and not waiting:
             summarize(slots.values())
             plan = Plan(slots, until, amounts, resolved)
-    return Prepared(resolved.meters, position, amounts, by_index, resolved, plan)
+    return Prepared(resolved.meters, position, amounts, by_index, resolved, plan, frozenset(owners))
 
 
-def _still_valid(s: Session, env_id: int, prepared: object, new: list[NewEvent], now: datetime) -> Resolved | None:
+def _still_valid(
+    s: Session, env_id: int, prepared: object, new: list[NewEvent], now: datetime, *, all_prepared: bool
+) -> Resolved | None:
     """What was resolved before the transaction, when nothing it rests on changed since (None: read it
-    again, here)."""
+    again, here). `all_prepared`: `new` are the events prepared, in order."""
     resolved = prepared.resolved if isinstance(prepared, Prepared) else None
     if resolved is None or now < resolved.at or (resolved.valid_until is not None and now >= resolved.valid_until):
         return None
-    owners = {(e.customer_ref, e.resource_ref) for e in new}
+    assert isinstance(prepared, Prepared)
+    owners = prepared.owners if all_prepared else {(e.customer_ref, e.resource_ref) for e in new}
     if resolved.metered and not owners <= resolved.holders.keys():
         return None
     if not ports.grant_changes.impl.unchanged_since(s, env_id, resolved.mark, {c for c, _ in owners}):
@@ -199,7 +204,9 @@ def apply_events(s: Session, env_id: int, new: list[NewEvent], prepared: object 
     """Count newly stored events (duplicates never reach here: the insert skipped them). A fixed number
     of statements for the whole batch, however many customers, features and windows it touches."""
     now = utcnow()
-    resolved = _still_valid(s, env_id, prepared, new, now)
+    # No duplicate met in the insert: the events measured, in order (the common batch).
+    all_prepared = isinstance(prepared, Prepared) and [e.index for e in new] == list(prepared.position)
+    resolved = _still_valid(s, env_id, prepared, new, now, all_prepared=all_prepared)
     if resolved is not None:
         metered = resolved.metered
     else:
@@ -214,7 +221,7 @@ def apply_events(s: Session, env_id: int, new: list[NewEvent], prepared: object 
             made = None
         if made is not None and made.until is not None and now >= made.until:
             made = None
-        if [e.index for e in new] == list(prepared.position):  # no duplicate: the events measured, in order
+        if all_prepared:
             amounts = prepared.amounts
             planned = made.slots if made is not None else None
         elif made is not None and {e.index for e in new} <= prepared.position.keys():
