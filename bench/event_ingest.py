@@ -32,9 +32,11 @@ by the server. Timing is reported, never asserted; exits 1 only if a request fai
 the same seeded catalog and batches: the whole request fed to uvicorn's own HTTP protocol (every
 thread's CPU, `time.process_time`), then the same batches' steps called one by one in this thread
 (`time.thread_time`): validating the body, each step of `events.service.report_items` (before the
-write transaction: looking up the keys already stored, resolving grants, measuring the events and
-planning their counters' slots, formatting the rows; in it: the insert, counting in the counters), and
-what is left (the read and write transactions, the change log rows the batch appends, COMMIT).
+write transaction: looking up the keys already stored, resolving grants, measuring the events,
+planning their counters' slots and reading what each counter gets, formatting the rows; in it: BEGIN
+IMMEDIATE, the insert, counting in the counters, the change log rows the batch appends, COMMIT; after
+it: the announcements to caches and streams), and what is left (deduplicating the keys, the events'
+objects, opening and closing the sessions, the before-commit hooks).
 """
 
 from __future__ import annotations
@@ -228,6 +230,7 @@ def breakdown(batches: int) -> None:
             steps.wrap(ingested.prepare, "_impl", "before the transaction: grants resolved, events measured")
             steps.wrap(counting, "measure_events", "  events measured")
             steps.wrap(counting, "plan_slots", "  counters' slots planned")
+            steps.wrap(counting, "summarize", "  what each counter gets read (sums, UNIQUE digests)")
             steps.wrap(event_store, "Rows", "before the transaction: rows formatted")
             steps.wrap(event_store, "insert_new", "insert (executemany)")
             steps.wrap(reactions, "apply_events", "counting (apply_events)")
