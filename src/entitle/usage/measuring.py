@@ -115,6 +115,12 @@ def _column(
             values = [e.dimensions.get(key) if e.event_name in accepted else None for e in events]
     if function == "UNIQUE":
         return [v if type(v) is str else (None if v is None else value_text(v)) for v in values], []
+    if all(type(v) is int for v in values if v is not None):
+        # The common batch: integers (never True or False, which are no numbers), each distinct one read once.
+        read = {v: usage_number(Decimal(v)) for v in set(values) if v is not None}
+        if all(kept is not None for kept in read.values()):  # none out of range
+            read[None] = None
+            return list(map(read.__getitem__, values)), []
     column: Amounts = []
     out_of_range: list[tuple[int, Decimal]] = []
     for position, value in enumerate(values):
