@@ -5,15 +5,18 @@ an answer, and a value that cannot be a key (not a dimension value) is still mea
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from entitle.events.ingested import NewEvent
+from entitle.usage import store as usage_store
 from entitle.usage.measuring import measure_events
 from entitle.usage.meters import dimensions_read, field_path, measure
 from entitle.usage.rules import usage_number
@@ -86,3 +89,28 @@ def test_a_meter_reads_the_dimensions_of_its_conditions_and_its_field() -> None:
     }
     assert dimensions_read(meter) == ("model", "tokens")
     assert dimensions_read({"aggregation": {"function": "COUNT"}, "filters": []}) == ()
+
+
+class _EmptiedByAnotherBatch(dict[str, str]):
+    """The process's digests, emptied by a batch prepared concurrently right after each look-up."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        found = super().get(key, default)
+        self.clear()
+        return found
+
+    def __contains__(self, key: object) -> bool:
+        found = super().__contains__(key)
+        self.clear()
+        return found
+
+
+def test_unique_values_are_digested_whatever_another_batch_does_to_the_remembered_digests(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """UNIQUE values are digested before the write transaction, so batches do it concurrently: a look-up
+    must not fail because another batch emptied the digests remembered (it does when they are full)."""
+    remembered = _EmptiedByAnotherBatch({"u1": usage_store.digest("u1")})
+    monkeypatch.setattr(usage_store, "_DIGESTS", remembered)
+    values = ["u1", "u2", "u1", "u3", "u2"]
+    assert usage_store.digests_of(values) == sorted({hashlib.sha256(v.encode()).hexdigest() for v in values})

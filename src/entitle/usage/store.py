@@ -479,9 +479,15 @@ def digests_of(values: Iterable[str]) -> list[str]:
     digests = _DIGESTS
     if len(digests) > _DIGESTS_HELD:
         digests.clear()
-    return sorted(
-        {digests[value] if value in digests else digests.setdefault(value, digest(value)) for value in values}
-    )
+    # One lookup per value (`get`, never `in` then `[]`): batches prepare concurrently, and another may
+    # empty the dictionary between the two.
+    found: set[str] = set()
+    for value in values:
+        known = digests.get(value)
+        if known is None:
+            known = digests[value] = digest(value)
+        found.add(known)
+    return sorted(found)
 
 
 def add_distinct_many(session: Session, values: Iterable[tuple[int, str]], *, owner: str) -> dict[int, int]:
