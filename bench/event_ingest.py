@@ -32,9 +32,11 @@ by the server. Timing is reported, never asserted; exits 1 only if a request fai
 the same seeded catalog and batches: the whole request fed to uvicorn's own HTTP protocol (every
 thread's CPU, `time.process_time`), then the same batches' steps called one by one in this thread
 (`time.thread_time`): validating the body, each step of `events.service.report_items` (before the
-write transaction: looking up the keys already stored, resolving grants, measuring the events and
-planning their counters' slots, formatting the rows; in it: the insert, counting in the counters), and
-what is left (the read and write transactions, the change log rows the batch appends, COMMIT).
+write transaction: looking up the keys already stored, resolving grants, measuring the events,
+planning their counters' slots and reading what each counter gets, formatting the rows; in it: BEGIN
+IMMEDIATE, the insert, counting in the counters, the change log rows the batch appends, COMMIT; after
+it: the announcements to caches and streams), and what is left (deduplicating the keys, the events'
+objects, opening and closing the sessions, the before-commit hooks).
 """
 
 from __future__ import annotations
@@ -186,14 +188,18 @@ def _through_uvicorn(app: Any, key: str, bodies: list[bytes]) -> float:
 def breakdown(batches: int) -> None:
     """See the module docstring (`--breakdown`)."""
     from fastapi.testclient import TestClient
+    from sqlalchemy.engine.default import DefaultDialect
 
+    import entitle.domain_events as domain_events
     import entitle.events.store as event_store
+    import entitle.push.store as push_store
     import entitle.usage.counting as counting
     import entitle.usage.reactions as reactions
     import entitle.usage.store as usage_store
     from entitle.app import create_app
     from entitle.config import Settings
     from entitle.db import Database
+    from entitle.db.group_commit import GroupCommit
     from entitle.environments.models import KeyKind
     from entitle.environments.service import create_key, ensure_environment
     from entitle.events import ingested, service
@@ -222,15 +228,21 @@ def breakdown(batches: int) -> None:
             steps = _Steps()
             steps.wrap(event_store, "taken_keys", "before the transaction: stored keys looked up")
             steps.wrap(ingested.prepare, "_impl", "before the transaction: grants resolved, events measured")
-            steps.wrap(counting, "_measure", "  events measured")
-            steps.wrap(counting, "_slots", "  counters' slots planned")
+            steps.wrap(counting, "measure_events", "  events measured")
+            steps.wrap(counting, "plan_slots", "  counters' slots planned")
+            steps.wrap(counting, "summarize", "  what each counter gets read (sums, UNIQUE digests)")
             steps.wrap(event_store, "Rows", "before the transaction: rows formatted")
             steps.wrap(event_store, "insert_new", "insert (executemany)")
             steps.wrap(reactions, "apply_events", "counting (apply_events)")
             steps.wrap(usage_store, "locked_counters", "  counters read and locked")
-            steps.wrap(usage_store, "add_distinct_many", "  UNIQUE values stored")
+            steps.wrap(usage_store, "add_digests", "  UNIQUE values stored")
             steps.wrap(usage_store, "save_tallies", "  counters written")
+            steps.wrap(counting, "_still_valid", "  grants checked unchanged since prepared")
             steps.wrap(counting, "announce", "  usage announced (UsageChanged, limits)")
+            steps.wrap(GroupCommit, "_open", "write transaction begun (BEGIN IMMEDIATE)")
+            steps.wrap(push_store, "append", "change log rows appended (push_events)")
+            steps.wrap(DefaultDialect, "do_commit", "COMMIT")
+            steps.wrap(domain_events, "_announce", "after COMMIT: changes announced (caches, streams)")
             timed = bodies[2 + batches :]
             began = time.thread_time()
             parsed = [event_items(raw) for raw in timed]
@@ -253,7 +265,7 @@ def breakdown(batches: int) -> None:
     for label, seconds in spent.items():
         print(f"  {label:<60} {seconds * 1000:7.2f} ms")
     rest = total - sum(spent[label] for label in top)
-    print(f"  {'the rest: dedup, read and write transactions, change log rows, COMMIT':<60} {rest * 1000:7.2f} ms")
+    print(f"  {'the rest: dedup, NewEvent objects, sessions, before-commit hooks':<60} {rest * 1000:7.2f} ms")
     http = whole - parse - total
     print(f"{'HTTP, routing, thread hops, answer, background threads':<62} {http * 1000:7.2f} ms")
 

@@ -21,7 +21,7 @@ from entitle.credits import recurring
 from entitle.customers.models import Customer
 from entitle.jobs.service import Worker
 from entitle.subscriptions.models import Subscription
-from entitle.usage.counting import fold_waiting
+from entitle.usage.waiting import fold_waiting
 from tests.conftest import LiveServer
 from tests.support.clock import TestClock
 

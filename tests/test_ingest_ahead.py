@@ -61,13 +61,13 @@ def test_a_key_stored_between_the_look_up_and_the_insert_counts_once(
 
     monkeypatch.setattr(event_store, "taken_keys", before_the_other_batch)
     trimmed: list[set[int]] = []
-    without = counting._without
+    without = counting.without
 
     def plan_without(slots: Any, skipped: set[int]) -> Any:
         trimmed.append(skipped)
         return without(slots, skipped)
 
-    monkeypatch.setattr(counting, "_without", plan_without)
+    monkeypatch.setattr(counting, "without", plan_without)
     reported = events.report_events(db, env_id, _events("raced", ["k2", "k3", "k4"]))
     # Only SQLite looks keys up before the transaction (PostgreSQL's insert skips what is stored, no lock held).
     assert stale == ([True] if db.dialect == "sqlite" else [])

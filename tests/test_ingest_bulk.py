@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -26,6 +27,7 @@ from sqlalchemy import select
 from entitle.clock import utcnow
 from entitle.customers import store as customers
 from entitle.db import Database
+from entitle.domain_events import DomainEvent, on_commit, remove_commit_listener
 from entitle.environments.service import ensure_environment
 from entitle.events import service as events
 from entitle.events.ingested import NewEvent
@@ -35,6 +37,7 @@ from entitle.grants.engine import customer_grants, usage_window
 from entitle.subscriptions import journey
 from entitle.subscriptions.schemas import CustomerProvisionWithSubscription
 from entitle.usage import counting
+from entitle.usage.events import UsageChanged
 from entitle.usage.meters import aggregate
 from entitle.usage.models import UsageCounter, WaitingUsage
 from tests.conftest import LiveServer
@@ -252,3 +255,49 @@ def test_a_batch_measured_before_its_transaction_is_measured_again_when_a_meter_
         assert customer is not None
         rows = s.scalars(select(UsageCounter).where(UsageCounter.customer_pk == customer.pk)).all()
         assert {r.feature_ref: r.value for r in rows}["m-sum"] == 1005
+
+
+def test_a_batch_announces_the_counters_it_moved_and_not_those_it_left_as_they_were(
+    built: tuple[LiveServer, int],
+) -> None:
+    server, env_id = built
+    db = server.db
+    _provision(db, env_id, "steady", "metered")
+    heard: list[UsageChanged] = []
+
+    def listen(_version: int, published: Sequence[DomainEvent]) -> None:
+        heard.extend(e for e in published if isinstance(e, UsageChanged) and e.customer_ref == "steady")
+
+    def send(tag: str, tokens: int) -> dict[str, Decimal]:
+        heard.clear()
+        body = {
+            "customerId": "steady",
+            "eventName": "completion",
+            "dimensions": {"tokens": tokens, "user": "u1", "model": "small"},
+        }
+        events.report_events(db, env_id, [EventIn.model_validate({**body, "idempotencyKey": tag})])
+        return {e.feature_ref: e.current for e in heard}
+
+    on_commit(listen)
+    try:
+        # Every counter moves from nothing.
+        assert send("first", 5) == {"m-count": 1, "m-sum": 5, "m-max": 5, "m-min": 5, "m-avg": 5, "m-unique": 1}
+        # The same event again: COUNT and SUM move; MAX, MIN, AVG and UNIQUE stay, and are not announced
+        # (streams and the snapshots hold their value already).
+        assert send("second", 5) == {"m-count": 2, "m-sum": 10}
+        # A larger number moves MAX and AVG too; the same user, still one.
+        assert send("third", 8) == {"m-count": 3, "m-sum": 18, "m-max": 8, "m-avg": 6}
+    finally:
+        remove_commit_listener(listen)
+    with db.read() as s:
+        customer = customers.find(s, env_id, "steady")
+        assert customer is not None
+        rows = s.scalars(select(UsageCounter).where(UsageCounter.customer_pk == customer.pk)).all()
+        assert {r.feature_ref: r.value for r in rows} == {
+            "m-count": 3,
+            "m-sum": 18,
+            "m-max": 8,
+            "m-min": 5,
+            "m-avg": 6,
+            "m-unique": 1,
+        }

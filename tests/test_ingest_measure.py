@@ -5,16 +5,19 @@ an answer, and a value that cannot be a key (not a dimension value) is still mea
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from entitle.events.ingested import NewEvent
-from entitle.usage.counting import _measure
+from entitle.usage import store as usage_store
+from entitle.usage.measuring import measure_events
 from entitle.usage.meters import dimensions_read, field_path, measure
 from entitle.usage.rules import usage_number
 
@@ -50,7 +53,7 @@ def test_a_batch_measured_by_kind_answers_as_each_event_measured_alone(
 ) -> None:
     features: Any = [SimpleNamespace(ref_id=f"f{n}", meter=m) for n, m in enumerate(chosen)]
     new = [NewEvent("c", None, name, dims, AT, index) for index, (name, dims) in enumerate(batch * 2)]
-    amounts, problems = _measure(features, new)
+    amounts, problems = measure_events(features, new)
     refused: dict[int, dict[str, str]] = {}
     for feature in features:
         for e in new:
@@ -71,7 +74,7 @@ def test_an_event_whose_dimension_cannot_be_a_key_is_measured_alone() -> None:
         NewEvent("c", None, "e", {"user": ["b"]}, AT, 1),
         NewEvent("c", None, "e", {"user": "a"}, AT, 2),
     ]
-    amounts, problems = _measure([feature], new)
+    amounts, problems = measure_events([feature], new)
     assert amounts["f"] == ["['a']", "['b']", "a"]
     assert problems == []
 
@@ -86,3 +89,28 @@ def test_a_meter_reads_the_dimensions_of_its_conditions_and_its_field() -> None:
     }
     assert dimensions_read(meter) == ("model", "tokens")
     assert dimensions_read({"aggregation": {"function": "COUNT"}, "filters": []}) == ()
+
+
+class _EmptiedByAnotherBatch(dict[str, str]):
+    """The process's digests, emptied by a batch prepared concurrently right after each look-up."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        found = super().get(key, default)
+        self.clear()
+        return found
+
+    def __contains__(self, key: object) -> bool:
+        found = super().__contains__(key)
+        self.clear()
+        return found
+
+
+def test_unique_values_are_digested_whatever_another_batch_does_to_the_remembered_digests(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """UNIQUE values are digested before the write transaction, so batches do it concurrently: a look-up
+    must not fail because another batch emptied the digests remembered (it does when they are full)."""
+    remembered = _EmptiedByAnotherBatch({"u1": usage_store.digest("u1")})
+    monkeypatch.setattr(usage_store, "_DIGESTS", remembered)
+    values = ["u1", "u2", "u1", "u3", "u2"]
+    assert usage_store.digests_of(values) == sorted({hashlib.sha256(v.encode()).hexdigest() for v in values})

@@ -42,7 +42,7 @@ class WaitingUsage(EnvironmentScoped, Base):
     """Usage measured from raw events that no grant could count yet: the customer did not exist (or
     was archived), or held no entitlement to the feature. One tally per customer id, resource and
     feature, kept from the moment an event arrives; it moves into the customer's current usage window
-    as soon as the customer holds the feature (`entitle.usage.counting.fold_waiting`)."""
+    as soon as the customer holds the feature (`entitle.usage.waiting.fold_waiting`)."""
 
     __tablename__ = "usage_waiting"
     __table_args__ = (UniqueConstraint("environment_id", "customer_ref", "resource_ref", "feature_ref"),)

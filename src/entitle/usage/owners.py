@@ -56,13 +56,16 @@ class CounterMoved:
     allowance: Allowance | None
     current: Decimal
     in_current_window: bool
+    # False: the batch left the value as it was (`current`), which stream clients and the snapshots
+    # already hold: no `UsageChanged`.
+    changed: bool = True
 
 
 def announce(s: Session, env_id: int, moved: CounterMoved) -> None:
     """`UsageChanged` for the current window (stream clients hear it), and `UsageLimitHit` when a hard
     limit is reached or a soft one exceeded (the webhooks adapter sends each once per window and limit).
     Usage is never refused for a limit: the check denies access at a hard limit."""
-    if moved.in_current_window:
+    if moved.in_current_window and moved.changed:
         publish(
             s,
             UsageChanged(

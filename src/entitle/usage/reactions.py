@@ -19,7 +19,8 @@ from entitle.domain_events import subscribe
 from entitle.events import ingested
 from entitle.events.ingested import EventsIngested
 from entitle.usage import store
-from entitle.usage.counting import apply_events, fold_waiting, prepare
+from entitle.usage.counting import apply_events, prepare
+from entitle.usage.waiting import fold_waiting
 
 _TO_FOLD = "entitle.usage.fold_before_commit"
 

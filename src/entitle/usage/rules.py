@@ -91,34 +91,59 @@ def fold(function: str, tally: Tally, numbers: Iterable[Decimal]) -> Tally:
     return tally
 
 
-def fold_checked(function: str, tally: Tally, numbers: Sequence[Decimal]) -> tuple[Tally, list[tuple[int, str]]]:
+@dataclass(frozen=True, slots=True)
+class Numbers:
+    """Numbers to fold into a tally at once, with their sum and extremes: read before the write
+    transaction (on SQLite it holds the database's write lock), so that folding them there takes a few
+    operations whatever their count (`fold_checked`)."""
+
+    values: Sequence[Decimal]
+    total: Decimal  # exact: 40 digits hold the sum of a batch of numbers of at most 28
+    high: Decimal
+    low: Decimal
+
+    @classmethod
+    def of(cls, values: Sequence[Decimal]) -> Numbers | None:
+        """None: no numbers."""
+        if not values:
+            return None
+        with decimal.localcontext(prec=40):
+            return cls(values, sum(values, Decimal(0)), max(values), min(values))
+
+
+def fold_checked(
+    function: str, tally: Tally, numbers: Sequence[Decimal] | Numbers | None
+) -> tuple[Tally, list[tuple[int, str]]]:
     """`tally` after `numbers` in order, as `step` folds them one by one; a number that would take the
     tally out of its range is skipped and reported with its position and why. Folds a window's numbers
     at once when no partial result can leave the range (the common case), which gives the same tally."""
-    if not numbers:
+    read = numbers if isinstance(numbers, Numbers) or numbers is None else Numbers.of(numbers)
+    if read is None:
         return tally, []
+    values = read.values
     if function in EXTREMES:
+        best = read.high if function == "MAX" else read.low
         pick = max if function == "MAX" else min
-        best = pick(numbers)
         value = best if tally.samples == 0 else pick(tally.value, best)
-        return Tally(value=value, samples=tally.samples + len(numbers), total=None), []
+        return Tally(value=value, samples=tally.samples + len(values), total=None), []
     # No partial sum can leave the range when the largest magnitude times the count stays within it: a
-    # bound read with two C calls, before summing magnitudes one by one (only near the range's edge).
+    # bound read from the extremes, before summing magnitudes one by one (only near the range's edge).
+    # Within that bound the sum is exact at the default 28 digits too: the same tally as step by step.
     with decimal.localcontext(prec=40):  # exact: a number of at most 28 digits times a count
-        largest = max(max(numbers), -min(numbers)) * len(numbers)
+        largest = max(read.high, -read.low) * len(values)
     if function in ADDITIVE and (
-        abs(tally.value) + largest <= USAGE_MAX or abs(tally.value) + sum(abs(n) for n in numbers) <= USAGE_MAX
+        abs(tally.value) + largest <= USAGE_MAX or abs(tally.value) + sum(abs(n) for n in values) <= USAGE_MAX
     ):
-        return Tally(tally.value + sum(numbers), tally.samples + len(numbers), tally.total), []
+        return Tally(tally.value + read.total, tally.samples + len(values), tally.total), []
     if function == "AVG":
         with decimal.localcontext(prec=40):
             previous = tally.total or Decimal(0)
-            if abs(previous) + largest <= TOTAL_MAX or abs(previous) + sum(abs(n) for n in numbers) <= TOTAL_MAX:
-                total = previous + sum(numbers)
-                samples = tally.samples + len(numbers)
+            if abs(previous) + largest <= TOTAL_MAX or abs(previous) + sum(abs(n) for n in values) <= TOTAL_MAX:
+                total = previous + read.total
+                samples = tally.samples + len(values)
                 return Tally(value=(total / samples).quantize(PLACES).normalize(), samples=samples, total=total), []
     refused: list[tuple[int, str]] = []
-    for position, number in enumerate(numbers):
+    for position, number in enumerate(values):
         try:
             tally = step(function, tally, number)
         except OutOfRange as exc:

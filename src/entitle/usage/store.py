@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any, cast
 
 from pydantic_core import to_json
-from sqlalchemy import Integer, Table, TextualSelect, bindparam, column, delete, func, select, text, tuple_
+from sqlalchemy import Integer, Table, TextClause, TextualSelect, bindparam, column, delete, func, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -344,7 +344,30 @@ def _select_tallies(
         bound["keys"] = to_json(keyed).decode()
     # Each row names its key by its position in `wanted`: reading the key's columns back (an instant
     # parsed from its text on SQLite) cost more than the lookups.
+    if dialect.name == "sqlite":
+        # The driver's rows, each number read as `ExactDecimal` reads its text: a batch's hundred rows
+        # through SQLAlchemy's typed result cost about as much as the lookups (in the write lock).
+        rows = session.connection().exec_driver_sql(_sql_of(stmt), bound).fetchall()
+        return {
+            wanted[position]: TallyRow(pk, _exact(value), samples, None if total is None else _exact(total))
+            for position, pk, value, samples, total in rows
+        }
     return {wanted[position]: TallyRow(*row) for position, *row in session.execute(stmt, bound)}
+
+
+def _exact(stored: Any) -> Decimal:
+    return Decimal(str(stored)).normalize()
+
+
+_SQL_OF: dict[TextClause | TextualSelect, str] = {}
+
+
+def _sql_of(stmt: TextClause | TextualSelect) -> str:
+    """A textual statement's SQL, written once (its `:name` parameters are the driver's too)."""
+    sql = _SQL_OF.get(stmt)
+    if sql is None:
+        sql = _SQL_OF[stmt] = str(stmt)
+    return sql
 
 
 def _remembered(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -451,22 +474,46 @@ _DIGESTS: dict[str, str] = {}
 _DIGESTS_HELD = 10_000
 
 
-def add_distinct_many(session: Session, values: Iterable[tuple[int, str]], *, owner: str) -> dict[int, int]:
-    """Remember distinct values of UNIQUE meters, given as (owner pk, value) with `owner` "counter_pk" or
-    "waiting_pk"; how many were new per owner (a value already stored for that owner adds nothing)."""
+def digests_of(values: Iterable[str]) -> list[str]:
+    """The digests of these values, sorted and distinct (as `usage_distinct_values` holds them)."""
     digests = _DIGESTS
     if len(digests) > _DIGESTS_HELD:
         digests.clear()
-    pairs = sorted(
-        {(pk, digests[value] if value in digests else digests.setdefault(value, digest(value))) for pk, value in values}
-    )
+    # One lookup per value (`get`, never `in` then `[]`): batches prepare concurrently, and another may
+    # empty the dictionary between the two.
+    found: set[str] = set()
+    for value in values:
+        known = digests.get(value)
+        if known is None:
+            known = digests[value] = digest(value)
+        found.add(known)
+    return sorted(found)
+
+
+def add_distinct_many(session: Session, values: Iterable[tuple[int, str]], *, owner: str) -> dict[int, int]:
+    """Remember distinct values of UNIQUE meters, given as (owner pk, value) with `owner` "counter_pk" or
+    "waiting_pk"; how many were new per owner (a value already stored for that owner adds nothing)."""
+    by_owner: dict[int, list[str]] = {}
+    for pk, value in values:
+        by_owner.setdefault(pk, []).append(value)
+    return add_digests(session, [(pk, digests_of(found)) for pk, found in by_owner.items()], owner=owner)
+
+
+def add_digests(session: Session, digests: Iterable[tuple[int, list[str]]], *, owner: str) -> dict[int, int]:
+    """`add_distinct_many` for values already digested (`digests_of`: sorted and distinct), per owner pk."""
+    pairs = [(pk, d) for pk, found in sorted(digests, key=lambda owned: owned[0]) for d in found]
     if not pairs:
         return {}
     dialect = session.get_bind().dialect.name
     # One JSON document on both: psycopg writes arrays in Python, escaping each element with a regular expression.
     bound = {"pairs": to_json(pairs).decode()}
+    stmt = _ADD_DISTINCT[(dialect, owner)]
+    if dialect == "sqlite":  # the driver's rows: one per value new to its owner
+        inserted = [pk for (pk,) in session.connection().exec_driver_sql(_sql_of(stmt), bound).fetchall()]
+    else:
+        inserted = list(session.scalars(stmt, bound))
     added: dict[int, int] = {}
-    for pk in session.scalars(_ADD_DISTINCT[(dialect, owner)], bound):
+    for pk in inserted:
         added[pk] = added.get(pk, 0) + 1
     return added
 
