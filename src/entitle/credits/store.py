@@ -64,7 +64,11 @@ def find_wallet(session: Session, customer_pk: int, currency_pk: int, resource_r
 
 def locked_wallet(session: Session, env_id: int, customer_pk: int, currency_pk: int, resource_ref: str) -> Wallet:
     """The wallet, created if new, locked until the transaction ends: every movement of its grants
-    happens under this lock (on SQLite the BEGIN IMMEDIATE transaction already serializes writers)."""
+    happens under this lock (on SQLite the BEGIN IMMEDIATE transaction already serializes writers).
+
+    A writer reads the instant its movements happen at after this returns: an instant read before could
+    precede a grant, an overdraft or a draw another writer committed while this one waited, and the
+    answer (a balance at that instant) and the ledger's order would then disagree with the draw."""
     now = utcnow()
     values = {
         "environment_id": env_id,
