@@ -117,16 +117,16 @@ def wallets_of(session: Session, customer_pk: int, currency_pk: int | None, reso
 
 
 def open_grants(session: Session, wallet_pk: int) -> list[CreditGrant]:
-    """Grants that can still move: scheduled, active, and ended ones that still back a hold."""
-    stmt = select(CreditGrant).where(CreditGrant.wallet_pk == wallet_pk, CreditGrant.status.in_((SCHEDULED, ACTIVE)))
-    held = select(CreditGrant).where(
+    """Grants that can still move: scheduled, active, and ended ones that still back a hold (one query:
+    every write and every reading of a balance asks it)."""
+    stmt = select(CreditGrant).where(
         CreditGrant.wallet_pk == wallet_pk,
-        CreditGrant.status.in_((EXPIRED, VOIDED)),
-        CreditGrant.reserved != 0,
+        or_(
+            CreditGrant.status.in_((SCHEDULED, ACTIVE)),
+            and_(CreditGrant.status.in_((EXPIRED, VOIDED)), CreditGrant.reserved != 0),
+        ),
     )
-    found = {g.pk: g for g in session.scalars(stmt.execution_options(populate_existing=True))}
-    found.update({g.pk: g for g in session.scalars(held.execution_options(populate_existing=True))})
-    return [found[pk] for pk in sorted(found)]
+    return list(session.scalars(stmt.order_by(CreditGrant.pk).execution_options(populate_existing=True)))
 
 
 def balance_grants(session: Session, wallet_pk: int) -> list[CreditGrant]:
