@@ -196,7 +196,7 @@ def sync_subscription(s: Session, sub: Subscription, now: datetime, *, new: bool
         wallet_keys |= {(w.customer_pk, w.currency_pk, w.resource_ref) for w in store.wallets_by_pk(s, held)}
     for customer_pk, currency_pk, resource_ref in sorted(wallet_keys):  # one lock order: no deadlock
         wallet = store.locked_wallet(s, sub.environment_id, customer_pk, currency_pk, resource_ref)
-        moved_at = _after_lock(now)
+        moved_at = _after_lock(now, min((w.end for w in wants.values()), default=None))
         grants = engine.catch_up(s, wallet, moved_at)
         own_wallet = (customer_pk, resource_ref) == (sub.customer_pk, resource)
         live_grants: dict[tuple[str, datetime | None], list[CreditGrant]] = defaultdict(list)
@@ -229,10 +229,15 @@ def sync_subscription(s: Session, sub: Subscription, now: datetime, *, new: bool
         )
 
 
-def _after_lock(now: datetime) -> datetime:
-    """The instant a locked wallet's grants move at (`store.locked_wallet`); `now`, read before the locks,
-    still decides the periods, and the movements never come before it."""
-    return max(now, utcnow())
+def _after_lock(now: datetime, period_end: datetime | None = None) -> datetime:
+    """The instant a locked wallet's grants move at (`store.locked_wallet`). `now`, read before the locks,
+    decided the periods: the movements never come before it, nor reach the end of the period it decided
+    (a wait for the lock across that end moves them at `now`, as the period's own grants were decided;
+    the renewal at the end then starts the next)."""
+    later = utcnow()
+    if later <= now or (period_end is not None and later >= period_end):
+        return now
+    return later
 
 
 def _carried(s: Session, sub: Subscription, wallet: Wallet, want: _Want, kind: str) -> Decimal:
