@@ -47,6 +47,9 @@ class WalletState:
 
     balance: engine.Balance
     changes_at: datetime | None
+    # The currency check's answer less its decision (`credit_answer_json`), written at the first check of
+    # the held state, with the currency it shows.
+    answer_json: tuple[CurrencyView, bytes] | None = field(default=None, init=False, compare=False, repr=False)
 
     @property
     def available(self) -> Decimal:
@@ -160,9 +163,43 @@ def credit_answer(
     if reason is not None:
         return credit_result(currency, _NO_BALANCE, granted=False, reason=reason)
     balance = _NO_BALANCE if state is None else state.balance
-    available = balance.available
-    granted = available >= requested_usage if requested_usage is not None else available > 0
-    return credit_result(currency, balance, granted=granted or soft_limit, reason=INSUFFICIENT)
+    granted = _granted(balance.available, soft_limit, requested_usage)
+    return credit_result(currency, balance, granted=granted, reason=INSUFFICIENT)
+
+
+def _granted(available: Decimal, soft_limit: bool, requested_usage: Decimal | None) -> bool:
+    return soft_limit or (available >= requested_usage if requested_usage is not None else available > 0)
+
+
+_HEAD = b'{"type":"CREDIT","isGranted":'
+_GRANTED_HEAD = _HEAD + b'true,"accessDeniedReason":null'
+_DENIED_HEAD = _HEAD + b'false,"accessDeniedReason":"' + INSUFFICIENT.encode() + b'"'
+
+
+def credit_answer_json(
+    currency: CurrencyView, state: WalletState | None, *, soft_limit: bool, requested_usage: Decimal | None = None
+) -> bytes:
+    """`credit_answer(...)` in its wire form (camelCase, nulls kept), byte for byte. Only the decision
+    depends on the requested usage: the rest (the currency, the balance) is serialized once per held
+    wallet state, not built and serialized again at every check of it."""
+    if state is None:
+        answer = credit_answer(currency, None, soft_limit=soft_limit, requested_usage=requested_usage)
+        return answer.__pydantic_serializer__.to_json(answer, by_alias=True)
+    granted = _granted(state.balance.available, soft_limit, requested_usage)
+    return (_GRANTED_HEAD if granted else _DENIED_HEAD) + _answer_rest(currency, state)
+
+
+def _answer_rest(currency: CurrencyView, state: WalletState) -> bytes:
+    kept = state.answer_json
+    if kept is not None and kept[0] is currency:
+        return kept[1]
+    denied = credit_result(currency, state.balance, granted=False, reason=INSUFFICIENT)
+    written = denied.__pydantic_serializer__.to_json(denied, by_alias=True)
+    assert written.startswith(_DENIED_HEAD + b',"currency":')
+    rest = written[len(_DENIED_HEAD) :]
+    # A race between two first checks writes the same bytes twice.
+    object.__setattr__(state, "answer_json", (currency, rest))
+    return rest
 
 
 def credit_result(

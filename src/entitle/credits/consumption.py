@@ -58,19 +58,21 @@ def consume(db: Database, env_id: int, item: ConsumptionIn) -> ConsumptionOut:
 
 
 def consume_batch(db: Database, env_id: int, items: list[ConsumptionIn]) -> list[ConsumptionOut]:
-    now = utcnow()
-    if problems := _problems(items, now):
+    if problems := _problems(items, utcnow()):
         raise refusal(problems)
     with db.transaction() as s:
-        return [_consume_one(s, env_id, item, index, now) for index, item in enumerate(items)]
+        return [_consume_one(s, env_id, item, index) for index, item in enumerate(items)]
 
 
-def _consume_one(s: Session, env_id: int, item: ConsumptionIn, index: int, now: datetime) -> ConsumptionOut:
-    at = as_utc(item.created_at) if item.created_at is not None else now
+def _consume_one(s: Session, env_id: int, item: ConsumptionIn, index: int) -> ConsumptionOut:
     first = store.consumption_by_key(s, env_id, item.idempotency_key)
     if first is not None:
-        return _replay(s, env_id, first, item, index, now)
+        return _replay(s, env_id, first, item, index, utcnow())
     customer, currency, wallet = wallet_for(s, env_id, item.customer_id, item.currency_id, item.resource_id)
+    # Read once the wallet is ours: a grant or an overdraft another writer committed while we waited
+    # started before this instant, so the balance answered below counts what the draw drew on.
+    now = utcnow()
+    at = as_utc(item.created_at) if item.created_at is not None else now
     claimed = store.claim_consumption(
         s,
         {

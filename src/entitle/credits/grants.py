@@ -94,12 +94,15 @@ def find_grant(db: Database, env_id: int, ref_id: str) -> GrantOut | None:
 
 def create_grant(db: Database, env_id: int, req: GrantCreate, *, ref_id: str | None = None) -> GrantOut:
     """`ref_id`: the grant's id when the caller chooses it (a second grant with it is a 409), else a new one."""
-    now = utcnow()
-    effective, expire = _terms(req, now)
+    _terms(req, utcnow())  # refused before waiting for the lock
     with db.transaction() as s:
         customer, currency, wallet = wallet_for(
             s, env_id, req.customer_id, req.currency_id, req.resource_id, for_grant=True
         )
+        # Once the wallet is ours (`store.locked_wallet`): a grant starting now starts after what
+        # another writer drew while we waited, so the ledger's order is the order of the movements.
+        now = utcnow()
+        effective, expire = _terms(req, now)
         grants = engine.catch_up(s, wallet, now)
         grant = CreditGrant(
             environment_id=env_id,
@@ -136,7 +139,6 @@ def create_grant(db: Database, env_id: int, req: GrantCreate, *, ref_id: str | N
 
 def void_grant(db: Database, env_id: int, ref_id: str) -> GrantOut:
     """Idempotent. What the grant still had leaves the balance; what it already gave stays consumed."""
-    now = utcnow()
     with db.transaction() as s:
         found = store.find_grant(s, env_id, ref_id)
         if found is None:
@@ -147,6 +149,7 @@ def void_grant(db: Database, env_id: int, ref_id: str) -> GrantOut:
         currency = s.get(CustomCurrency, wallet.currency_pk)
         assert customer is not None and currency is not None
         wallet = store.locked_wallet(s, env_id, wallet.customer_pk, wallet.currency_pk, wallet.resource_ref)
+        now = utcnow()  # after the lock: the void comes after whatever drew on the grant meanwhile
         s.refresh(found)  # read again under the wallet's lock: a concurrent void may have committed
         engine.catch_up(s, wallet, now)
         grant = found  # the same object catch_up loaded and moved (one identity map)

@@ -133,7 +133,6 @@ def charge(
     found = rates(s, env_id, customer, resource_ref, feature_ref)
     if not found:
         return None
-    now = utcnow()
     answer: CreditCharge | None = None
     for rate in found:
         currency = store.find_currency(s, env_id, rate.currency_ref)
@@ -141,6 +140,7 @@ def charge(
             continue  # the catalog keeps currency ids as given: a price in an unknown currency draws nothing
         cost = rules.credits_for(delta, rate.per_unit) if delta > 0 else rules.ZERO
         wallet = store.locked_wallet(s, env_id, customer.pk, currency.pk, resource_key(resource_ref))
+        now = utcnow()  # after the lock (`store.locked_wallet`)
         grants = engine.catch_up(s, wallet, now)
         if cost > 0:
             engine.consume(s, wallet, grants, cost, at, event_id=event_id, feature_ref=feature_ref)

@@ -196,7 +196,8 @@ def sync_subscription(s: Session, sub: Subscription, now: datetime, *, new: bool
         wallet_keys |= {(w.customer_pk, w.currency_pk, w.resource_ref) for w in store.wallets_by_pk(s, held)}
     for customer_pk, currency_pk, resource_ref in sorted(wallet_keys):  # one lock order: no deadlock
         wallet = store.locked_wallet(s, sub.environment_id, customer_pk, currency_pk, resource_ref)
-        grants = engine.catch_up(s, wallet, now)
+        moved_at = _after_lock(now, min((w.end for w in wants.values()), default=None))
+        grants = engine.catch_up(s, wallet, moved_at)
         own_wallet = (customer_pk, resource_ref) == (sub.customer_pk, resource)
         live_grants: dict[tuple[str, datetime | None], list[CreditGrant]] = defaultdict(list)
         for g in grants:
@@ -205,7 +206,7 @@ def sync_subscription(s: Session, sub: Subscription, now: datetime, *, new: bool
         for (kind, period_start), stale in live_grants.items():
             want = wants.get((currency_pk, kind)) if own_wallet else None
             if want is None or period_start != want.start:
-                _apply(s, wallet, stale, rules.regrant(ZERO, _granted(stale), _used(stale)), now)
+                _apply(s, wallet, stale, rules.regrant(ZERO, _granted(stale), _used(stale)), moved_at)
         for (pk, kind), want in wants.items():
             if pk != currency_pk or not own_wallet:
                 continue
@@ -214,8 +215,8 @@ def sync_subscription(s: Session, sub: Subscription, now: datetime, *, new: bool
             ]  # voided ones too
             carried = _carried(s, sub, wallet, want, kind)
             change = rules.regrant(want.amount, _granted(period) + carried, _used(period) + carried)
-            if _apply(s, wallet, live_grants.get((kind, want.start), []), change, now) > 0:
-                _grant(s, wallet, grants, sub, want, change.new_amount, now, revision=len(period))
+            if _apply(s, wallet, live_grants.get((kind, want.start), []), change, moved_at) > 0:
+                _grant(s, wallet, grants, sub, want, change.new_amount, moved_at, revision=len(period))
     if wants:
         at = min(w.end for w in wants.values())
         enqueue(
@@ -226,6 +227,17 @@ def sync_subscription(s: Session, sub: Subscription, now: datetime, *, new: bool
             run_at=at,
             dedupe_key=f"credits-renew:{sub.pk}:{at.isoformat()}",
         )
+
+
+def _after_lock(now: datetime, period_end: datetime | None = None) -> datetime:
+    """The instant a locked wallet's grants move at (`store.locked_wallet`). `now`, read before the locks,
+    decided the periods: the movements never come before it, nor reach the end of the period it decided
+    (a wait for the lock across that end moves them at `now`, as the period's own grants were decided;
+    the renewal at the end then starts the next)."""
+    later = utcnow()
+    if later <= now or (period_end is not None and later >= period_end):
+        return now
+    return later
 
 
 def _carried(s: Session, sub: Subscription, wallet: Wallet, want: _Want, kind: str) -> Decimal:
@@ -312,12 +324,13 @@ def revoke(s: Session, sub: Subscription, now: datetime, *, periods_from: dateti
         return
     for w in sorted(store.wallets_by_pk(s, held), key=lambda w: (w.customer_pk, w.currency_pk, w.resource_ref)):
         wallet = store.locked_wallet(s, sub.environment_id, w.customer_pk, w.currency_pk, w.resource_ref)
-        for g in engine.catch_up(s, wallet, now):
+        moved_at = _after_lock(now)
+        for g in engine.catch_up(s, wallet, moved_at):
             if g.subscription_pk != sub.pk or g.status not in (SCHEDULED, ACTIVE) or g.period_start is None:
                 continue
             if periods_from is None or as_utc(g.period_start) >= periods_from:
-                engine.end(s, wallet, g, VOIDED, now)
-                g.updated_at = now
+                engine.end(s, wallet, g, VOIDED, moved_at)
+                g.updated_at = moved_at
 
 
 def revoke_at(s: Session, sub: Subscription, ends_at: datetime, now: datetime) -> None:

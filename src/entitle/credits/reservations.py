@@ -95,9 +95,9 @@ def _terms(req: CreditCheckRequest, now: datetime) -> tuple[Decimal, datetime, d
 def check(
     db: Database, env_id: int, customer_ref: str, currency_ref: str, req: CreditCheckRequest
 ) -> CreditCheckResult:
-    now = utcnow()
     if req.reserve_amount is not None:
-        return _reserve(db, env_id, customer_ref, currency_ref, req, now)
+        return _reserve(db, env_id, customer_ref, currency_ref, req)
+    now = utcnow()
     if req.requested_usage is not None and (problem := rules.places_problem(req.requested_usage)):
         raise InvalidArgument(f"requestedUsage: {problem}")
     with db.read() as s:
@@ -121,12 +121,14 @@ def read_balance(s: Session, wallet: Wallet | None, now: datetime) -> engine.Bal
 
 
 def _reserve(
-    db: Database, env_id: int, customer_ref: str, currency_ref: str, req: CreditCheckRequest, now: datetime
+    db: Database, env_id: int, customer_ref: str, currency_ref: str, req: CreditCheckRequest
 ) -> CreditCheckResult:
-    amount, expires, metadata = _terms(req, now)
+    _terms(req, utcnow())  # refused before waiting for the lock
     assert req.reservation_id is not None
     with db.transaction() as s:
         _, currency, wallet = wallet_for(s, env_id, customer_ref, currency_ref, req.resource_id)
+        now = utcnow()  # after the lock (`store.locked_wallet`)
+        amount, expires, metadata = _terms(req, now)
         grants = engine.catch_up(s, wallet, now)
         existing = store.find_reservation(s, env_id, req.reservation_id)
         if existing is not None:
@@ -155,7 +157,6 @@ def _reserve(
 
 
 def release(db: Database, env_id: int, reservation_ref: str, req: ReleaseIn) -> ReleaseOut:
-    now = utcnow()
     consumed = req.consumed_amount
     if consumed < 0:
         raise InvalidArgument("consumedAmount must not be negative")
@@ -163,6 +164,7 @@ def release(db: Database, env_id: int, reservation_ref: str, req: ReleaseIn) -> 
         raise InvalidArgument(f"consumedAmount: {problem}")
     with db.transaction() as s:
         _, currency, wallet = wallet_for(s, env_id, req.customer_id, req.currency_id, req.resource_id)
+        now = utcnow()  # after the lock (`store.locked_wallet`)
         grants = engine.catch_up(s, wallet, now)  # a lapsed hold is released as expired first
         reservation = store.find_reservation(s, env_id, reservation_ref)
         if reservation is None or reservation.wallet_pk != wallet.pk:

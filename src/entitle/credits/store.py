@@ -64,7 +64,11 @@ def find_wallet(session: Session, customer_pk: int, currency_pk: int, resource_r
 
 def locked_wallet(session: Session, env_id: int, customer_pk: int, currency_pk: int, resource_ref: str) -> Wallet:
     """The wallet, created if new, locked until the transaction ends: every movement of its grants
-    happens under this lock (on SQLite the BEGIN IMMEDIATE transaction already serializes writers)."""
+    happens under this lock (on SQLite the BEGIN IMMEDIATE transaction already serializes writers).
+
+    A writer reads the instant its movements happen at after this returns: an instant read before could
+    precede a grant, an overdraft or a draw another writer committed while this one waited, and the
+    answer (a balance at that instant) and the ledger's order would then disagree with the draw."""
     now = utcnow()
     values = {
         "environment_id": env_id,
@@ -113,16 +117,16 @@ def wallets_of(session: Session, customer_pk: int, currency_pk: int | None, reso
 
 
 def open_grants(session: Session, wallet_pk: int) -> list[CreditGrant]:
-    """Grants that can still move: scheduled, active, and ended ones that still back a hold."""
-    stmt = select(CreditGrant).where(CreditGrant.wallet_pk == wallet_pk, CreditGrant.status.in_((SCHEDULED, ACTIVE)))
-    held = select(CreditGrant).where(
+    """Grants that can still move: scheduled, active, and ended ones that still back a hold (one query:
+    every write and every reading of a balance asks it)."""
+    stmt = select(CreditGrant).where(
         CreditGrant.wallet_pk == wallet_pk,
-        CreditGrant.status.in_((EXPIRED, VOIDED)),
-        CreditGrant.reserved != 0,
+        or_(
+            CreditGrant.status.in_((SCHEDULED, ACTIVE)),
+            and_(CreditGrant.status.in_((EXPIRED, VOIDED)), CreditGrant.reserved != 0),
+        ),
     )
-    found = {g.pk: g for g in session.scalars(stmt.execution_options(populate_existing=True))}
-    found.update({g.pk: g for g in session.scalars(held.execution_options(populate_existing=True))})
-    return [found[pk] for pk in sorted(found)]
+    return list(session.scalars(stmt.order_by(CreditGrant.pk).execution_options(populate_existing=True)))
 
 
 def balance_grants(session: Session, wallet_pk: int) -> list[CreditGrant]:

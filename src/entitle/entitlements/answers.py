@@ -11,7 +11,7 @@ from functools import lru_cache
 from pydantic_core import to_json as _value_json
 
 from entitle.catalog.features.models import Feature
-from entitle.credits.checks import CurrencyView, covers, credit_answer
+from entitle.credits.checks import CurrencyView, covers, credit_answer, credit_answer_json
 from entitle.credits.schemas import CreditCheckResult
 from entitle.entitlements.rules import DeniedReason, decide
 from entitle.entitlements.schemas import CustomerEntitlements, EntitlementResult, FeatureRef
@@ -239,6 +239,18 @@ def currency_check(
         return credit_answer(currency, None, soft_limit=False, reason=DeniedReason.CUSTOMER_IS_ARCHIVED.value)
     ref = currency.currency_id
     return credit_answer(currency, credits.get(ref), soft_limit=ref in credits.soft, requested_usage=requested_usage)
+
+
+def currency_check_json(
+    view: CustomerView, credits: Credits | None, currency: CurrencyView, requested_usage: Decimal | None
+) -> bytes:
+    """`to_json(currency_check(...))`, byte for byte (`credits.checks.credit_answer_json`)."""
+    if view.archived or credits is None:
+        return to_json(currency_check(view, credits, currency, requested_usage))
+    ref = currency.currency_id
+    return credit_answer_json(
+        currency, credits.get(ref), soft_limit=ref in credits.soft, requested_usage=requested_usage
+    )
 
 
 def _credit_entitlements(credits: Credits) -> list[CreditCheckResult]:

@@ -26,7 +26,7 @@ from entitle.credits import rules as credit_rules
 from entitle.credits import service as credits
 from entitle.credits import store as credit_store
 from entitle.credits.checks import CurrencyView
-from entitle.credits.schemas import CreditCheckRequest, CreditCheckResult
+from entitle.credits.schemas import CreditCheckRequest
 from entitle.customers import store as customers
 from entitle.customers.models import Customer
 from entitle.db import Database
@@ -196,12 +196,12 @@ def _read_currency(db: Database, snapshot: Snapshot, env_id: int, currency_ref: 
 
 async def check_currency(
     db: Database, snapshot: Snapshot, env_id: int, customer_ref: str, currency_ref: str, req: CreditCheckRequest
-) -> CreditCheckResult:
-    """The CREDIT result of `GET .../entitlements/check?currencyId=`: with `reserveAmount` a write (a hold
-    placed under the wallet's lock, `credits.check`); without, answered like a feature check, from the
-    snapshot's held credits when it holds the customer."""
+) -> bytes:
+    """The CREDIT result of `GET .../entitlements/check?currencyId=` as JSON: with `reserveAmount` a write
+    (a hold placed under the wallet's lock, `credits.check`); without, answered like a feature check, from
+    the snapshot's held credits when it holds the customer."""
     if req.reserve_amount is not None:
-        return await asyncio.to_thread(credits.check, db, env_id, customer_ref, currency_ref, req)
+        return answers.to_json(await asyncio.to_thread(credits.check, db, env_id, customer_ref, currency_ref, req))
     terms = {
         "reservationId": req.reservation_id,
         "reservationTtlSeconds": req.reservation_ttl_seconds,
@@ -222,10 +222,10 @@ async def check_currency(
         raise NotFound("custom currency", currency_ref)
     held = await _hold(db, snapshot, env_id, customer_ref, req.resource_id, None, want_credits=True)
     if held is None:
-        return credit_checks.credit_answer(
-            currency, None, soft_limit=False, reason=DeniedReason.CUSTOMER_NOT_FOUND.value
+        return answers.to_json(
+            credit_checks.credit_answer(currency, None, soft_limit=False, reason=DeniedReason.CUSTOMER_NOT_FOUND.value)
         )
-    return answers.currency_check(held.view, held.credits, currency, req.requested_usage)
+    return answers.currency_check_json(held.view, held.credits, currency, req.requested_usage)
 
 
 async def check_json(
