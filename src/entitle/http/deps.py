@@ -108,6 +108,32 @@ async def hot_customer_key(
 ) -> Principal:
     """`customer_key` for the hot read routes, on the event loop: a server key read within the last
     second (`entitle.environments.key_cache`) is not read again; anything else is, in a worker thread."""
+    principal = await _remembered_principal(request, x_api_key)
+    check_environment_header(x_environment_id, principal.environment_name, principal.environment_id)
+    check_customer_access(principal, customer_id, x_customer_token, secret_box_of(request))
+    return principal
+
+
+async def hot_server_key(
+    request: Request,
+    x_api_key: Annotated[str | None, Header(alias="X-API-KEY")] = None,
+    x_environment_id: Annotated[str | None, Header(alias=ENVIRONMENT_HEADER)] = None,
+) -> Principal:
+    """`server_key` for event ingestion, on the event loop (its batch then runs in one worker thread,
+    rather than the key's read taking a hop of its own): a server key is remembered as for the hot read
+    routes, so one revoked by another process may still report events within the cache's `TTL`."""
+    principal = await _remembered_principal(request, x_api_key)
+    check_environment_header(x_environment_id, principal.environment_name, principal.environment_id)
+    actor = actors.current()
+    if actor is not None:
+        actor.identify("api_key", principal.key_prefix or f"key {principal.key_id}", principal.environment_id)
+    principal.require_server()
+    return principal
+
+
+async def _remembered_principal(request: Request, x_api_key: str | None) -> Principal:
+    """The key's principal, as remembered (`entitle.environments.key_cache`) or read in a worker thread;
+    set as the request's principal (the CORS middleware answers for its environment)."""
     cache = key_cache_of(request)
     principal = cache.get(x_api_key) if x_api_key else None
     if principal is None:
@@ -121,8 +147,6 @@ async def hot_customer_key(
     elif x_api_key and cache.needs_refresh(x_api_key):
         _read_key(request, cache, x_api_key)
     request.state.principal = principal
-    check_environment_header(x_environment_id, principal.environment_name, principal.environment_id)
-    check_customer_access(principal, customer_id, x_customer_token, secret_box_of(request))
     return principal
 
 
@@ -170,6 +194,7 @@ async def hot_db(request: Request) -> Database:
 CustomerKey = Annotated[Principal, Depends(customer_key)]
 HotCustomerKey = Annotated[Principal, Depends(hot_customer_key)]
 HotDB = Annotated[Database, Depends(hot_db)]
+HotServerKey = Annotated[Principal, Depends(hot_server_key)]
 CustomerQueryKey = Annotated[Principal, Depends(customer_query_key)]
 
 
