@@ -10,9 +10,9 @@ raised as the same `RequestValidationError`, dependencies called as FastAPI call
 declaration and one set of rules, read once instead of on every request.
 
 The plan covers only what the hot routes use (path, query and header parameters of scalar types, the
-request, async dependencies each used once) and refuses anything else when the route is built, so nothing
-a declaration asks for can be silently skipped. With dependency overrides installed (tests), FastAPI's own
-handler serves the route.
+request, async dependencies each used once: functions, or instances with an async `__call__`) and refuses
+anything else when the route is built, so nothing a declaration asks for can be silently skipped. With
+dependency overrides installed (tests), FastAPI's own handler serves the route.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
 from types import NoneType, UnionType
-from typing import Any, Union, get_args, get_origin
+from typing import Any, TypeGuard, Union, get_args, get_origin
 from urllib.parse import parse_qsl
 
 import fastapi.routing
@@ -179,7 +179,7 @@ def _plan(dependant: Dependant, name: str | None, seen: set[Any]) -> Plan:
         if present:
             raise TypeError(f"HotRoute cannot give {dependant.call} {what}")
     call = dependant.call
-    if not inspect.iscoroutinefunction(call) or call in seen or getattr(dependant, "concurrency", None) is not None:
+    if not _is_async(call) or call in seen or getattr(dependant, "concurrency", None) is not None:
         # FastAPI would run a plain function in a worker thread and call a repeated dependency once.
         raise TypeError(f"HotRoute needs each dependency to be a distinct async function: {call}")
     seen.add(call)
@@ -197,6 +197,14 @@ def _plan(dependant: Dependant, name: str | None, seen: set[Any]) -> Plan:
         optional_query=_optional(query),
         optional_headers=_optional(headers),
     )
+
+
+def _is_async(call: Any) -> TypeGuard[Callable[..., Awaitable[Any]]]:
+    """An async function, or an instance whose `__call__` is one (a configured dependency, such as a
+    body reader: FastAPI awaits it on the event loop alike)."""
+    if inspect.iscoroutinefunction(call):
+        return True
+    return not inspect.isclass(call) and inspect.iscoroutinefunction(getattr(call, "__call__", None))  # noqa: B004
 
 
 def _read(group: tuple[_Param, ...], received: Mapping[str, Any], values: dict[str, Any], errors: list[Any]) -> None:
