@@ -45,10 +45,11 @@ _SQLITE_TAKEN = (
 
 def taken_keys(session: Session, env_id: int, keys: list[str]) -> set[str]:
     """Which of these idempotency keys an event of the environment holds (SQLite). Sent to the driver as
-    it is: the ORM's statement handling and row processing cost a third of the lookup itself."""
+    it is: the ORM's statement handling and row processing cost a third of the lookup itself. Sorted:
+    SQLite builds the `IN` list's index from them faster in order."""
     if not keys:
         return set()
-    found = session.connection().exec_driver_sql(_SQLITE_TAKEN, (env_id, json.dumps(keys)))
+    found = session.connection().exec_driver_sql(_SQLITE_TAKEN, (env_id, json.dumps(sorted(keys))))
     return {key for (key,) in found}
 
 
