@@ -10,12 +10,12 @@ from entitle.events import service
 from entitle.events.schemas import EventItem, EventsReport, EventsReported, event_items, item_of
 from entitle.http.body import JsonBody, openapi_body
 from entitle.http.deps import HotServerKey
-from entitle.http.hot_route import HotRoute
+from entitle.http.hot_route import PlannedRoute
 from entitle.http.wire import Envelope, enveloped_response
 
-# HotRoute: its dependencies solved by a plan made once (entitle.http.hot_route), not inspected again on
-# every batch, and the route answered ahead of the route table (entitle.http.hot_dispatch).
-router = APIRouter(prefix="/api/v1/events", tags=["usage"], route_class=HotRoute)
+# Its dependencies solved by a plan made once (entitle.http.hot_route), not inspected again on every batch;
+# routed by the route table, not answered ahead of it (see `PlannedRoute`).
+router = APIRouter(prefix="/api/v1/events", tags=["usage"], route_class=PlannedRoute)
 
 
 class EventsBody(JsonBody[Any]):

@@ -26,7 +26,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
 from types import NoneType, UnionType
-from typing import Any, TypeGuard, Union, get_args, get_origin
+from typing import Any, ClassVar, TypeGuard, Union, get_args, get_origin
 from urllib.parse import parse_qsl
 
 import fastapi.routing
@@ -334,6 +334,9 @@ async def _solve(plan: Plan, request: Request) -> tuple[dict[str, Any], list[Any
 class HotRoute(APIRoute):
     """An APIRoute (async endpoint answering a `Response`) solved by a plan made once; see the module."""
 
+    # Answered ahead of the route table (`entitle.http.hot_dispatch.HotDispatch`).
+    ahead_of_table: ClassVar[bool] = True
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         declared = super().get_route_handler()
         # An included router's route is built with its inclusion's dependant (its prefix, its router's
@@ -367,3 +370,12 @@ async def answer(plan: Plan, request: Request) -> Response:
     if not isinstance(response, Response):
         raise TypeError(f"{plan.call.__name__} must answer a Response on a HotRoute")
     return response
+
+
+class PlannedRoute(HotRoute):
+    """A HotRoute the route table routes, for a route far down the table: answering it ahead of the table
+    would have `HotDispatch` check, on every hot request, that none of the routers before it changed (for
+    the event ingestion route, 8 us more on each entitlement check of ~40 us, to save ~40 us of a batch's
+    routing)."""
+
+    ahead_of_table = False
