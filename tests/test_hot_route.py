@@ -271,6 +271,17 @@ def test_an_instance_with_an_async_call_is_solved_as_fastapi_solves_it_and_a_syn
         APIRouter(route_class=HotRoute).add_api_route("/x", _sync_suffixed, methods=["GET"])
 
 
+def test_a_planned_route_is_solved_by_its_plan_but_left_to_the_route_table() -> None:
+    app = FastAPI()
+    router = APIRouter(route_class=hot_route.PlannedRoute)
+    router.add_api_route("/x", _suffixed, methods=["GET"])
+    app.include_router(router)
+    assert HotDispatch(app.router, app.router).table.entries == ()
+    client = TestClient(app)
+    assert client.get("/x?name=hi").text == "hi!"
+    assert client.get("/x").status_code == 422  # FastAPI's own answer (no handlers installed)
+
+
 # Around the hot routes' paths: other methods (405), a trailing slash (the table's redirect), an id holding
 # a "/" (sent as %2F), an empty id, longer paths and another route of the same customer.
 DISPATCH_PATHS = st.sampled_from(
