@@ -233,6 +233,55 @@ def test_dependency_overrides_are_honoured_through_fastapis_own_solving() -> Non
     assert client.get("/who?shout=maybe").status_code == 422  # FastAPI's own answer (no handlers installed)
 
 
+class _Suffix:
+    """A configured dependency: an instance whose `__call__` is awaited (the ingest route's body reader)."""
+
+    def __init__(self, suffix: str) -> None:
+        self.suffix = suffix
+
+    async def __call__(self, name: Annotated[str, Query()]) -> str:
+        return name + self.suffix
+
+
+class _SyncSuffix:
+    def __call__(self, name: Annotated[str, Query()]) -> str:
+        return name
+
+
+async def _suffixed(value: Annotated[str, Depends(_Suffix("!"))]) -> Response:
+    return Response(value)
+
+
+async def _sync_suffixed(value: Annotated[str, Depends(_SyncSuffix())]) -> Response:
+    return Response(value)
+
+
+def test_an_instance_with_an_async_call_is_solved_as_fastapi_solves_it_and_a_sync_one_refused() -> None:
+    answers = {}
+    for route_class in (HotRoute, APIRoute):
+        app = FastAPI()
+        router = APIRouter(route_class=route_class)
+        router.add_api_route("/x", _suffixed, methods=["GET"])
+        app.include_router(router)
+        client = TestClient(app)
+        answers[route_class] = [(r.status_code, r.text) for r in (client.get("/x?name=hi"), client.get("/x"))]
+    assert answers[HotRoute] == answers[APIRoute]
+    assert answers[HotRoute][0] == (200, "hi!")
+    with pytest.raises(TypeError, match="distinct async function"):
+        APIRouter(route_class=HotRoute).add_api_route("/x", _sync_suffixed, methods=["GET"])
+
+
+def test_a_planned_route_is_solved_by_its_plan_but_left_to_the_route_table() -> None:
+    app = FastAPI()
+    router = APIRouter(route_class=hot_route.PlannedRoute)
+    router.add_api_route("/x", _suffixed, methods=["GET"])
+    app.include_router(router)
+    assert HotDispatch(app.router, app.router).table.entries == ()
+    client = TestClient(app)
+    assert client.get("/x?name=hi").text == "hi!"
+    assert client.get("/x").status_code == 422  # FastAPI's own answer (no handlers installed)
+
+
 # Around the hot routes' paths: other methods (405), a trailing slash (the table's redirect), an id holding
 # a "/" (sent as %2F), an empty id, longer paths and another route of the same customer.
 DISPATCH_PATHS = st.sampled_from(

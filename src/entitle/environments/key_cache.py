@@ -1,9 +1,10 @@
-"""Server keys remembered for one second by the hot read routes (entitlement checks and lists).
+"""Server keys remembered for one second by the hot routes (entitlement checks and lists, event ingestion).
 
 Authenticating reads the key's row on every request; at thousands of checks per second that read is
 most of a check's cost. A server key's principal is therefore reused for at most `TTL` seconds after
 it was read: a revocation committed by another process holds on those routes within `TTL`, one
-committed by this process at once (`forget_all`). Every other route still reads the key each time.
+committed by this process at once (`forget_all`). Event ingestion remembers them alike (its key read
+was a thread hop of its own on every batch); every other route still reads the key each time.
 
 Under steady traffic no request waits for that read: once a remembered key is half its `TTL` old, the
 next request is still answered from memory and starts one read in the background (`needs_refresh`);

@@ -37,15 +37,20 @@ _POSTGRESQL_INSERT = text(
 # transaction holds the lock, and SQLite gives a new row the rowid after the table's largest.
 _SQLITE_INSERT_FREE = f"{_SQLITE_INSERT} ON CONFLICT (environment_id, idempotency_key) DO NOTHING"
 _SQLITE_LAST_INSERTED = text("SELECT idempotency_key FROM events ORDER BY pk DESC LIMIT :inserted")
-_SQLITE_TAKEN = text(
-    "SELECT idempotency_key FROM events WHERE environment_id = :env "
-    "AND idempotency_key IN (SELECT value FROM json_each(:keys))"
+_SQLITE_TAKEN = (
+    "SELECT idempotency_key FROM events WHERE environment_id = ? "
+    "AND idempotency_key IN (SELECT value FROM json_each(?))"
 )
 
 
 def taken_keys(session: Session, env_id: int, keys: list[str]) -> set[str]:
-    """Which of these idempotency keys an event of the environment holds (SQLite)."""
-    return set(session.scalars(_SQLITE_TAKEN, {"env": env_id, "keys": json.dumps(keys)})) if keys else set()
+    """Which of these idempotency keys an event of the environment holds (SQLite). Sent to the driver as
+    it is: the ORM's statement handling and row processing cost a third of the lookup itself. Sorted:
+    SQLite builds the `IN` list's index from them faster in order."""
+    if not keys:
+        return set()
+    found = session.connection().exec_driver_sql(_SQLITE_TAKEN, (env_id, json.dumps(sorted(keys))))
+    return {key for (key,) in found}
 
 
 class Rows:

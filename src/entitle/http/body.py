@@ -35,6 +35,13 @@ class JsonBody(Generic[M]):
         self.model = model
 
     async def __call__(self, request: Request) -> M:
+        raw = await self.read(request)
+        if len(raw) > OFF_LOOP_BYTES:
+            return await run_in_threadpool(self.validate, raw)
+        return self.validate(raw)
+
+    async def read(self, request: Request) -> bytes:
+        """The body's bytes, refused as FastAPI refuses a missing body or one it does not read as JSON."""
         raw = await request.body()
         if not raw:
             raise RequestValidationError(
@@ -52,9 +59,7 @@ class JsonBody(Generic[M]):
                     }
                 ]
             )
-        if len(raw) > OFF_LOOP_BYTES:
-            return await run_in_threadpool(self.validate, raw)
-        return self.validate(raw)
+        return raw
 
     def validate(self, raw: bytes) -> M:
         try:

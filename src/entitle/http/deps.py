@@ -108,21 +108,57 @@ async def hot_customer_key(
 ) -> Principal:
     """`customer_key` for the hot read routes, on the event loop: a server key read within the last
     second (`entitle.environments.key_cache`) is not read again; anything else is, in a worker thread."""
-    cache = key_cache_of(request)
-    principal = cache.get(x_api_key) if x_api_key else None
-    if principal is None:
-        if x_api_key and cache.remembers(x_api_key):
-            principal = await asyncio.shield(_read_key(request, cache, x_api_key))
-        else:
-            read_at = time.monotonic()
-            principal = await run_in_threadpool(authenticate, request.app.state.db, x_api_key)
-            if x_api_key:
-                cache.keep(x_api_key, principal, read_at)
-    elif x_api_key and cache.needs_refresh(x_api_key):
-        _read_key(request, cache, x_api_key)
-    request.state.principal = principal
+    # The remembered key read without a coroutine of its own: on a check that is a few percent of its CPU.
+    principal = _remembered(request, x_api_key) or await _read_principal(request, x_api_key)
     check_environment_header(x_environment_id, principal.environment_name, principal.environment_id)
     check_customer_access(principal, customer_id, x_customer_token, secret_box_of(request))
+    return principal
+
+
+async def hot_server_key(
+    request: Request,
+    x_api_key: Annotated[str | None, Header(alias="X-API-KEY")] = None,
+    x_environment_id: Annotated[str | None, Header(alias=ENVIRONMENT_HEADER)] = None,
+) -> Principal:
+    """`server_key` for event ingestion, on the event loop (its batch then runs in one worker thread,
+    rather than the key's read taking a hop of its own): a server key is remembered as for the hot read
+    routes, so one revoked by another process may still report events within the cache's `TTL`."""
+    principal = _remembered(request, x_api_key) or await _read_principal(request, x_api_key)
+    check_environment_header(x_environment_id, principal.environment_name, principal.environment_id)
+    actor = actors.current()
+    if actor is not None:
+        actor.identify("api_key", principal.key_prefix or f"key {principal.key_id}", principal.environment_id)
+    principal.require_server()
+    return principal
+
+
+def _remembered(request: Request, x_api_key: str | None) -> Principal | None:
+    """The server key's principal as remembered (`entitle.environments.key_cache`), set as the request's
+    principal (the CORS middleware answers for its environment); None: it must be read."""
+    if not x_api_key:
+        return None
+    cache = key_cache_of(request)
+    principal = cache.get(x_api_key)
+    if principal is None:
+        return None
+    if cache.needs_refresh(x_api_key):
+        _read_key(request, cache, x_api_key)
+    request.state.principal = principal
+    return principal
+
+
+async def _read_principal(request: Request, x_api_key: str | None) -> Principal:
+    """`_remembered` for a key not remembered (or expired): read in a worker thread, or awaited from the
+    one read in flight of a key remembered before."""
+    cache = key_cache_of(request)
+    if x_api_key and cache.remembers(x_api_key):
+        principal = await asyncio.shield(_read_key(request, cache, x_api_key))
+    else:
+        read_at = time.monotonic()
+        principal = await run_in_threadpool(authenticate, request.app.state.db, x_api_key)
+        if x_api_key:
+            cache.keep(x_api_key, principal, read_at)
+    request.state.principal = principal
     return principal
 
 
@@ -170,6 +206,7 @@ async def hot_db(request: Request) -> Database:
 CustomerKey = Annotated[Principal, Depends(customer_key)]
 HotCustomerKey = Annotated[Principal, Depends(hot_customer_key)]
 HotDB = Annotated[Database, Depends(hot_db)]
+HotServerKey = Annotated[Principal, Depends(hot_server_key)]
 CustomerQueryKey = Annotated[Principal, Depends(customer_query_key)]
 
 

@@ -103,7 +103,8 @@ def _read_table(routes: list[BaseRoute]) -> _Table:
             if regex is None:
                 return _table(routes, held, inclusions, entries)
             original = getattr(context, "original_route", context)
-            plan = _plan_of(context) if isinstance(original, HotRoute) else None
+            hot = isinstance(original, HotRoute) and original.ahead_of_table
+            plan = _plan_of(context) if hot else None
             if plan is not None:
                 entries.append(
                     _Entry(
