@@ -23,6 +23,7 @@ read of the log, after its connection failed) nothing is kept and nothing is ser
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,16 +44,17 @@ _V = TypeVar("_V")
 
 DEFAULT_CUSTOMERS = 10_000
 """Customers (with every resource of theirs) held at most, least recently used first out. A customer
-with 20 granted features takes about 26 KiB (`bench/entitlement_checks.py` prints the figure), so the
-bound is about 260 MB for such customers: a server's working set of active customers fits, and a
-process serving more distinct customers within a short time reads the overflow from the database."""
+with 20 granted features takes about 8 KiB once listed (`bench/snapshot_memory.py`), so the bound is
+about 80 MB for such customers, and 80,000 objects the garbage collector tracks (`CustomerView`): a
+server's working set of active customers fits, and a process serving more distinct customers within a
+short time reads the overflow from the database."""
 
 DEFAULT_FEATURES = 50_000
 """Features remembered for denials ("not found", "not in your plan"); well under 1 KiB each. Currencies
 named by currency checks are remembered up to the same bound."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class FeatureView:
     """The feature's fields a check answers with (a plain copy: no session behind it)."""
 
@@ -65,36 +67,116 @@ class FeatureView:
     feature_units_plural: str | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
+class GrantTerms:
+    """What a grant of a feature is, whoever holds it: the feature's fields and the allowance. Every
+    customer whose grant resolves alike (the same published version, no override of it, no end date)
+    holds the same object (`shared_terms`), so 10,000 customers on one plan hold each of its grants once."""
+
+    feature: FeatureView
+    allowance: Allowance
+
+
+@dataclass(frozen=True, slots=True)
 class GrantView:
-    """One granted feature: its allowance, and the usage window that holds until the view expires."""
+    """One granted feature as one customer holds it: its terms, the usage window that holds until the
+    customer's view expires, its last change. Built for an answer (`CustomerView.grant`), not held."""
 
     feature: FeatureView
     allowance: Allowance
     window: Window
     updated_at: datetime
-    # The feature's listed result as JSON, for the last usage it was listed with: nothing else in it
-    # moves while the view holds, so a warm list serializes only what usage changed. It lives and is
-    # dropped with the view.
-    listed: dict[Decimal | None, bytes] = field(default_factory=dict, compare=False, repr=False)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CustomerView:
     """What one customer (for one resource) is entitled to, as read at `loaded_at`; it holds until
-    `valid_until` (None: until a change is announced)."""
+    `valid_until` (None: until a change is announced). Built by `customer_view`.
+
+    A full collection of the garbage collector visits every object it tracks, and a process holds up to
+    10,000 customers (docs/architecture.md, "Garbage collection"): what is the customer's own is kept in
+    dicts of feature id -> atoms (dates, bytes, Decimals), which the collector does not track, or shared
+    between customers (`GrantTerms`, equal windows). A customer costs it a few objects, not a few per feature."""
 
     customer_pk: int
     archived: bool
     has_subscription: bool
-    grants: Mapping[str, GrantView]
+    grants: Mapping[str, GrantTerms]
     loaded_at: datetime
     valid_until: datetime | None
     # Granted features priced in credits -> their rates: a check of one also needs the balances.
     credit_rates: Mapping[str, tuple[FeatureRate, ...]] = field(default_factory=dict)
+    # Feature id -> its usage window (equal windows are one object) and its grant's last change.
+    windows: Mapping[str, Window] = field(default_factory=dict)
+    updated_at: Mapping[str, datetime] = field(default_factory=dict)
+    # Feature id -> its listed result as JSON, and the usage it was listed with: nothing else in it moves
+    # while the view holds, so a warm list serializes only what usage changed. One usage per feature: the
+    # memory a view takes stays bounded; it lives and is dropped with the view.
+    listed: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
+    listed_usage: dict[str, Decimal | None] = field(default_factory=dict, compare=False, repr=False)
 
     def holds_at(self, now: datetime) -> bool:
         return self.loaded_at <= now and (self.valid_until is None or now < self.valid_until)
+
+    def grant(self, feature_ref: str) -> GrantView | None:
+        terms = self.grants.get(feature_ref)
+        if terms is None:
+            return None
+        return GrantView(terms.feature, terms.allowance, self.windows[feature_ref], self.updated_at[feature_ref])
+
+
+_shared_features: weakref.WeakValueDictionary[tuple[str | None, ...], FeatureView] = weakref.WeakValueDictionary()
+_shared_terms: weakref.WeakValueDictionary[tuple[FeatureView, Allowance], GrantTerms] = weakref.WeakValueDictionary()
+_shared_lock = threading.Lock()
+
+
+def shared_terms(feature: FeatureView, allowance: Allowance) -> GrantTerms:
+    """The one `GrantTerms` of these values held in this process, its feature's fields the one
+    `FeatureView` of theirs (an override shares them too). Weak: what no held customer refers to any more
+    goes with the last of them, so what is shared stays bounded by what is held."""
+    with _shared_lock:
+        # Keyed by the fields, not the view: a key that held the view would keep it alive.
+        fields = (
+            feature.ref_id,
+            feature.display_name,
+            feature.feature_status,
+            feature.feature_type,
+            feature.meter_type,
+            feature.feature_units,
+            feature.feature_units_plural,
+        )
+        feature = _shared_features.setdefault(fields, feature)
+        key = (feature, allowance)
+        found = _shared_terms.get(key)
+        if found is None:
+            found = _shared_terms[key] = GrantTerms(feature, allowance)
+        return found
+
+
+def customer_view(
+    customer_pk: int,
+    *,
+    archived: bool = False,
+    has_subscription: bool,
+    grants: Mapping[str, GrantView],
+    loaded_at: datetime,
+    valid_until: datetime | None,
+    credit_rates: Mapping[str, tuple[FeatureRate, ...]] | None = None,
+) -> CustomerView:
+    """The view holding `grants`: their terms shared with every other customer holding equal ones, their
+    windows one object per distinct window."""
+    windows: dict[Window, Window] = {}
+    return CustomerView(
+        customer_pk=customer_pk,
+        archived=archived,
+        has_subscription=has_subscription,
+        grants={ref: shared_terms(g.feature, g.allowance) for ref, g in grants.items()},
+        loaded_at=loaded_at,
+        valid_until=valid_until,
+        credit_rates=credit_rates if credit_rates is not None else {},
+        windows={ref: windows.setdefault(g.window, g.window) for ref, g in grants.items()},
+        updated_at={ref: g.updated_at for ref, g in grants.items()},
+    )
 
 
 Usage = Mapping[str, Decimal]
