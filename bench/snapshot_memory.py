@@ -15,8 +15,9 @@ full collection, which lands on whichever request allocated last. This bench, in
    and prints the objects the collector tracks per held customer (`len(gc.get_objects())`, after a
    collection has untracked what it can), the bytes per held customer (tracemalloc, over the first
    1,000 loads: it makes each several times slower), and the time of
-   one full `gc.collect()` with them held, beside the same with the snapshot emptied (what the rest of
-   the process holds: the seeding's usage reports leave usage's kept resolution of every customer);
+   one full `gc.collect()` with them held, beside the same with the snapshot emptied right after (what
+   the rest of the process holds: the seeding's usage reports leave usage's kept resolution of every
+   customer), measured once the checks below have run;
 3. sends checks through uvicorn's own protocol in this process (`in_process.py`'s transport), rotating
    over customers and features, half of them of a customer just dropped (as an `EntitlementsChanged`
    drops it), so it is read again: the check's p50/p99/max latency (wall) and each full collection seen
@@ -208,7 +209,6 @@ def main() -> int:
             load_all(served.db, snapshot, env_id, refs[:50])  # what every load shares, read once
             for ref in refs[:50]:
                 snapshot.drop_customer(env_id, ref)
-            empty_collections = full_collections()
             before = tracked()
             # tracemalloc makes a load several times slower: the bytes are those of the first customers.
             traced = refs[:MEASURED_BYTES]
@@ -226,7 +226,6 @@ def main() -> int:
             if held != args.customers:
                 raise RuntimeError(f"{held} customers held of {args.customers}: is the snapshot live?")
             objects = tracked() - before
-            held_collections = full_collections()
 
             seen = Collections()
             gc.callbacks.append(seen)
@@ -236,6 +235,12 @@ def main() -> int:
                 )
             finally:
                 gc.callbacks.remove(seen)
+            # Back to back, so that only the customers held differ.
+            held_collections = full_collections(7)
+            for ref in refs:
+                snapshot.drop_customer(env_id, ref)
+            gc.collect()
+            empty_collections = full_collections(7)
 
     print(
         f"Entitle snapshot memory: {args.database}; {FEATURES} features x {args.customers} customers "

@@ -95,6 +95,10 @@ def test_customers_on_one_plan_version_share_its_terms_and_own_no_object_per_fea
     assert own == {id(ann), id(ann.grants), id(ann.windows), id(monthly)}, [
         type(obj) for key, obj in tracked_reachable(ann).items() if key in own
     ]
+    # And what the snapshot keeps beside it: its resources and what is held of the one resource.
+    slots = {customer: snapshot._customers[(env, customer)] for customer in ("ann", "bob")}
+    own = tracked_reachable(slots["ann"]).keys() - tracked_reachable(slots["bob"]).keys()
+    assert len(own) == 4 + 2, [type(obj) for key, obj in tracked_reachable(slots["ann"]).items() if key in own]
 
 
 NOW = datetime(2026, 12, 5, tzinfo=UTC)

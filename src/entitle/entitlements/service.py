@@ -55,8 +55,8 @@ class Held:
 
 def _usage(s: Session, view: CustomerView, resource_ref: str | None) -> Usage:
     """Every metered grant's usage in its current window, in one query."""
-    res = resource_key(resource_ref)
-    keys = [(ref, res, view.windows[ref].start) for ref, terms in view.grants.items() if answers.is_metered(terms)]
+    resource = resource_key(resource_ref)
+    keys = [(ref, resource, view.windows[ref].start) for ref, terms in view.grants.items() if answers.is_metered(terms)]
     if not keys:
         return {}
     found = usage_store.counter_values(s, view.customer_pk, keys)

@@ -188,11 +188,14 @@ Credits = Standing
 _CustomerKey = tuple[int, str]
 
 
-@dataclass
-class _Slot:
-    views: dict[str | None, CustomerView] = field(default_factory=dict)
-    usage: dict[str | None, Usage] = field(default_factory=dict)
-    credits: dict[str | None, Credits] = field(default_factory=dict)
+@dataclass(slots=True)
+class _Held:
+    """One resource of a held customer: its view, its usage and credits (None: read them again). Slotted, and
+    no dict of dicts: a dict holding a dict is tracked by the collector forever, one holding atoms never."""
+
+    view: CustomerView
+    usage: Usage | None
+    credits: Credits | None
 
 
 class _Missing:
@@ -210,7 +213,8 @@ class Snapshot:
         self._lock = threading.Lock()
         self._version = 0
         self._live = False
-        self._customers: OrderedDict[_CustomerKey, _Slot] = OrderedDict()
+        # Customer -> resource -> what is held of it.
+        self._customers: OrderedDict[_CustomerKey, dict[str | None, _Held]] = OrderedDict()
         self._features: OrderedDict[tuple[int, str], FeatureView | None] = OrderedDict()
         self._currencies: OrderedDict[tuple[int, str], CurrencyView | None] = OrderedDict()
         # When each customer was last dropped, so a read begun before that is not kept. Bounded: the
@@ -235,45 +239,46 @@ class Snapshot:
     ) -> tuple[CustomerView, Usage | None] | None:
         """The held view that holds at `now`, with its usage (None when usage must be read again)."""
         with self._lock:
-            slot = self._slot_holding(env_id, customer_ref, resource_ref, now)
-            if slot is None:
+            held = self._holding(env_id, customer_ref, resource_ref, now)
+            if held is None:
                 return None
-            return slot.views[resource_ref], slot.usage.get(resource_ref)
+            return held.view, held.usage
 
     def customer_with_credits(
         self, env_id: int, customer_ref: str, resource_ref: str | None, now: datetime
     ) -> tuple[CustomerView, Usage | None, Credits | None] | None:
         """`customer` and `credits` at once (one turn of the lock: the list and the currency check ask both)."""
         with self._lock:
-            slot = self._slot_holding(env_id, customer_ref, resource_ref, now)
-            if slot is None:
+            held = self._holding(env_id, customer_ref, resource_ref, now)
+            if held is None:
                 return None
-            credits = slot.credits.get(resource_ref)
+            credits = held.credits
             if credits is not None and (changes_at := credits.changes_at) is not None and changes_at <= now:
                 credits = None
-            return slot.views[resource_ref], slot.usage.get(resource_ref), credits
+            return held.view, held.usage, credits
 
-    def _slot_holding(self, env_id: int, customer_ref: str, resource_ref: str | None, now: datetime) -> _Slot | None:
-        """The customer's slot when its view of `resource_ref` holds at `now` (marked recently used);
+    def _holding(self, env_id: int, customer_ref: str, resource_ref: str | None, now: datetime) -> _Held | None:
+        """What is held of the customer's `resource_ref` when its view holds at `now` (marked recently used);
         called with the lock held."""
-        slot = self._customers.get((env_id, customer_ref))
-        if slot is None:
-            return None
-        view = slot.views.get(resource_ref)
-        if view is None or not view.holds_at(now):
+        held = self._held(env_id, customer_ref, resource_ref)
+        if held is None or not held.view.holds_at(now):
             return None
         self._customers.move_to_end((env_id, customer_ref))
-        return slot
+        return held
+
+    def _held(self, env_id: int, customer_ref: str, resource_ref: str | None) -> _Held | None:
+        resources = self._customers.get((env_id, customer_ref))
+        return resources.get(resource_ref) if resources is not None else None
 
     def credits(self, env_id: int, customer_ref: str, resource_ref: str | None, now: datetime) -> Credits | None:
         """The held credits, while time has changed none of its wallets (None: read them again)."""
         with self._lock:
-            slot = self._customers.get((env_id, customer_ref))
-            held = slot.credits.get(resource_ref) if slot is not None else None
-            if held is None:
+            held = self._held(env_id, customer_ref, resource_ref)
+            credits = held.credits if held is not None else None
+            if credits is None:
                 return None
-            changes_at = held.changes_at
-            return None if changes_at is not None and changes_at <= now else held
+            changes_at = credits.changes_at
+            return None if changes_at is not None and changes_at <= now else credits
 
     def feature(self, env_id: int, feature_ref: str) -> FeatureView | _Missing | None:
         with self._lock:
@@ -309,38 +314,33 @@ class Snapshot:
             if not self._may_keep(env_id, customer_ref, read_version):
                 return False
             key = (env_id, customer_ref)
-            slot = self._customers.get(key)
-            if slot is None:
-                slot = self._customers[key] = _Slot()
+            resources = self._customers.get(key)
+            if resources is None:
+                resources = self._customers[key] = {}
                 while len(self._customers) > self.max_customers:
                     self._customers.popitem(last=False)
             self._customers.move_to_end(key)
-            slot.views[resource_ref] = view
-            slot.usage[resource_ref] = usage
-            if credits is None:
-                slot.credits.pop(resource_ref, None)
-            else:
-                slot.credits[resource_ref] = credits
+            resources[resource_ref] = _Held(view, usage, credits)
             return True
 
     def keep_usage(
         self, env_id: int, customer_ref: str, resource_ref: str | None, usage: Usage, read_version: int
     ) -> bool:
         with self._lock:
-            slot = self._customers.get((env_id, customer_ref))
-            if slot is None or resource_ref not in slot.views or not self._may_keep(env_id, customer_ref, read_version):
+            held = self._held(env_id, customer_ref, resource_ref)
+            if held is None or not self._may_keep(env_id, customer_ref, read_version):
                 return False
-            slot.usage[resource_ref] = usage
+            held.usage = usage
             return True
 
     def keep_credits(
         self, env_id: int, customer_ref: str, resource_ref: str | None, credits: Credits, read_version: int
     ) -> bool:
         with self._lock:
-            slot = self._customers.get((env_id, customer_ref))
-            if slot is None or resource_ref not in slot.views or not self._may_keep(env_id, customer_ref, read_version):
+            held = self._held(env_id, customer_ref, resource_ref)
+            if held is None or not self._may_keep(env_id, customer_ref, read_version):
                 return False
-            slot.credits[resource_ref] = credits
+            held.credits = credits
             return True
 
     def keep_feature(self, env_id: int, feature_ref: str, view: FeatureView | None, read_version: int) -> bool:
@@ -381,9 +381,8 @@ class Snapshot:
     def drop_usage(self, env_id: int, customer_ref: str) -> None:
         with self._lock:
             self._version += 1
-            slot = self._customers.get((env_id, customer_ref))
-            if slot is not None:
-                slot.usage.clear()
+            for held in self._customers.get((env_id, customer_ref), {}).values():
+                held.usage = None
             self._mark((env_id, customer_ref))
 
     def drop_credits(self, env_id: int, customer_ref: str) -> None:
@@ -391,9 +390,8 @@ class Snapshot:
         are cheap to read again)."""
         with self._lock:
             self._version += 1
-            slot = self._customers.get((env_id, customer_ref))
-            if slot is not None:
-                slot.credits.clear()
+            for held in self._customers.get((env_id, customer_ref), {}).values():
+                held.credits = None
             self._mark((env_id, customer_ref))
 
     def drop_features(self, env_id: int) -> None:
