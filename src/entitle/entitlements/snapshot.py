@@ -44,8 +44,8 @@ _V = TypeVar("_V")
 
 DEFAULT_CUSTOMERS = 10_000
 """Customers (with every resource of theirs) held at most, least recently used first out. A customer
-with 20 granted features takes about 8 KiB once listed (`bench/snapshot_memory.py`), so the bound is
-about 80 MB for such customers, and 80,000 objects the garbage collector tracks (`CustomerView`): a
+with 20 granted features takes about 7.5 KiB once listed (`bench/snapshot_memory.py`), so the bound is
+about 75 MB for such customers, and 60,000 objects the garbage collector tracks (`CustomerView`): a
 server's working set of active customers fits, and a process serving more distinct customers within a
 short time reads the overflow from the database."""
 
