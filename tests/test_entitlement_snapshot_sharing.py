@@ -70,6 +70,7 @@ def test_customers_on_one_plan_version_share_its_terms_and_own_no_object_per_fea
     assert ann.grants.keys() == bob.grants.keys() == cid.grants.keys() == set(METERED + FLAGS)
 
     # The same plan version: the same objects, not equal copies.
+    assert ann.grants is bob.grants
     for ref in METERED + FLAGS:
         assert ann.grants[ref] is bob.grants[ref]
         assert ann.grants[ref].feature is bob.grants[ref].feature
@@ -78,27 +79,29 @@ def test_customers_on_one_plan_version_share_its_terms_and_own_no_object_per_fea
     assert cid.grants[METERED[0]].allowance.usage_limit == 7
     assert cid.grants[METERED[0]].feature is ann.grants[METERED[0]].feature
     assert all(cid.grants[ref] is ann.grants[ref] for ref in METERED[1:] + FLAGS)
+    assert cid.grants is not ann.grants
 
-    # Equal windows are one object: the monthly one of the metered grants, the shared one of the others.
-    monthly = ann.windows[METERED[0]]
-    assert monthly.end is not None and all(ann.windows[ref] is monthly for ref in METERED)
-    assert all(ann.windows[ref] is FOREVER for ref in FLAGS)
+    # Each distinct window is kept once: the monthly one of the metered grants, the all-time one of the others.
+    monthly = ann.window(METERED[0])
+    assert monthly.end is not None and all(ann.window(ref) == monthly for ref in METERED)
+    assert all(ann.window(ref) == FOREVER for ref in FLAGS)
+    assert len(ann.spans) == 2
 
     # Listed once, each grant's JSON is kept; with the dates and the usage, in dicts the collector leaves alone.
     answers.listing_json(ann, held["ann"].usage, held["ann"].credits)
     assert ann.listed.keys() == set(METERED + FLAGS)
-    untracked = (ann.updated_at, ann.listed, ann.listed_usage, ann.credit_rates, held["ann"].usage)
+    untracked = (ann.updated_at, ann.window_of, ann.listed, ann.listed_usage, ann.credit_rates, held["ann"].usage)
     assert not any(gc.is_tracked(d) for d in untracked)
+    gc.collect()  # the collector untracks a tuple of atoms the first time it looks at it
+    assert not gc.is_tracked(ann.spans)
 
-    # What only ann holds, of what the collector tracks: its view, two dicts and one window; none per feature.
+    # What only ann holds, of what the collector tracks: its view; nothing per feature.
     own = tracked_reachable(ann).keys() - tracked_reachable(bob).keys()
-    assert own == {id(ann), id(ann.grants), id(ann.windows), id(monthly)}, [
-        type(obj) for key, obj in tracked_reachable(ann).items() if key in own
-    ]
+    assert own == {id(ann)}, [type(obj) for key, obj in tracked_reachable(ann).items() if key in own]
     # And what the snapshot keeps beside it: its resources and what is held of the one resource.
     slots = {customer: snapshot._customers[(env, customer)] for customer in ("ann", "bob")}
     own = tracked_reachable(slots["ann"]).keys() - tracked_reachable(slots["bob"]).keys()
-    assert len(own) == 4 + 2, [type(obj) for key, obj in tracked_reachable(slots["ann"]).items() if key in own]
+    assert len(own) == 1 + 2, [type(obj) for key, obj in tracked_reachable(slots["ann"]).items() if key in own]
 
 
 NOW = datetime(2026, 12, 5, tzinfo=UTC)

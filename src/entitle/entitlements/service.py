@@ -56,7 +56,7 @@ class Held:
 def _usage(s: Session, view: CustomerView, resource_ref: str | None) -> Usage:
     """Every metered grant's usage in its current window, in one query."""
     resource = resource_key(resource_ref)
-    keys = [(ref, resource, view.windows[ref].start) for ref, terms in view.grants.items() if answers.is_metered(terms)]
+    keys = [(ref, resource, view.window(ref).start) for ref, terms in view.grants.items() if answers.is_metered(terms)]
     if not keys:
         return {}
     found = usage_store.counter_values(s, view.customer_pk, keys)

@@ -45,7 +45,7 @@ _V = TypeVar("_V")
 DEFAULT_CUSTOMERS = 10_000
 """Customers (with every resource of theirs) held at most, least recently used first out. A customer
 with 20 granted features takes about 7.5 KiB once listed (`bench/snapshot_memory.py`), so the bound is
-about 75 MB for such customers, and 60,000 objects the garbage collector tracks (`CustomerView`): a
+about 75 MB for such customers, and 30,000 objects the garbage collector tracks (`CustomerView`): a
 server's working set of active customers fits, and a process serving more distinct customers within a
 short time reads the overflow from the database."""
 
@@ -88,6 +88,10 @@ class GrantView:
     updated_at: datetime
 
 
+Span = tuple[datetime, datetime | None, datetime | None]
+"""A usage window's start, end and anchor: a tuple of atoms, which the collector stops tracking."""
+
+
 @dataclass(frozen=True, slots=True)
 class CustomerView:
     """What one customer (for one resource) is entitled to, as read at `loaded_at`; it holds until
@@ -95,19 +99,22 @@ class CustomerView:
 
     A full collection of the garbage collector visits every object it tracks, and a process holds up to
     10,000 customers (docs/architecture.md, "Garbage collection"): what is the customer's own is kept in
-    dicts of feature id -> atoms (dates, bytes, Decimals), which the collector does not track, or shared
-    between customers (`GrantTerms`, equal windows). A customer costs it a few objects, not a few per feature."""
+    dicts of feature id -> atoms (dates, bytes, Decimals, indexes) and tuples of atoms, which the collector
+    does not track, or shared between customers (`grants`). A customer costs it this one object."""
 
     customer_pk: int
     archived: bool
     has_subscription: bool
+    # Shared by every customer holding the same terms for the same features (`customer_view`): read only.
     grants: Mapping[str, GrantTerms]
     loaded_at: datetime
     valid_until: datetime | None
     # Granted features priced in credits -> their rates: a check of one also needs the balances.
     credit_rates: Mapping[str, tuple[FeatureRate, ...]] = field(default_factory=dict)
-    # Feature id -> its usage window (equal windows are one object) and its grant's last change.
-    windows: Mapping[str, Window] = field(default_factory=dict)
+    # Feature id -> its usage window (an index into `spans`, the customer's distinct windows) and its
+    # grant's last change.
+    window_of: Mapping[str, int] = field(default_factory=dict)
+    spans: tuple[Span, ...] = ()
     updated_at: Mapping[str, datetime] = field(default_factory=dict)
     # Feature id -> its listed result as JSON, and the usage it was listed with: nothing else in it moves
     # while the view holds, so a warm list serializes only what usage changed. One usage per feature: the
@@ -122,11 +129,23 @@ class CustomerView:
         terms = self.grants.get(feature_ref)
         if terms is None:
             return None
-        return GrantView(terms.feature, terms.allowance, self.windows[feature_ref], self.updated_at[feature_ref])
+        return GrantView(terms.feature, terms.allowance, self.window(feature_ref), self.updated_at[feature_ref])
+
+    def window(self, feature_ref: str) -> Window:
+        """The usage window of a granted feature."""
+        return Window(*self.spans[self.window_of[feature_ref]])
+
+
+class _SharedGrants(dict[str, GrantTerms]):
+    """Feature id -> terms, one mapping for every held customer granted the same terms for the same features
+    (all those of one plan version without an override). Read only."""
+
+    __slots__ = ("__weakref__",)
 
 
 _shared_features: weakref.WeakValueDictionary[tuple[str | None, ...], FeatureView] = weakref.WeakValueDictionary()
 _shared_terms: weakref.WeakValueDictionary[tuple[FeatureView, Allowance], GrantTerms] = weakref.WeakValueDictionary()
+_shared_grants: weakref.WeakValueDictionary[tuple[tuple[str, int], ...], _SharedGrants] = weakref.WeakValueDictionary()
 _shared_lock = threading.Lock()
 
 
@@ -153,6 +172,17 @@ def shared_terms(feature: FeatureView, allowance: Allowance) -> GrantTerms:
         return found
 
 
+def shared_grants(grants: Mapping[str, GrantTerms]) -> Mapping[str, GrantTerms]:
+    """The one mapping of these (shared) terms held in this process; weak, as `shared_terms`."""
+    # Keyed by the terms' identities: an entry lives only as long as its mapping, which keeps them alive.
+    key = tuple(sorted((ref, id(terms)) for ref, terms in grants.items()))
+    with _shared_lock:
+        found = _shared_grants.get(key)
+        if found is None:
+            found = _shared_grants[key] = _SharedGrants(grants)
+        return found
+
+
 def customer_view(
     customer_pk: int,
     *,
@@ -163,18 +193,22 @@ def customer_view(
     valid_until: datetime | None,
     credit_rates: Mapping[str, tuple[FeatureRate, ...]] | None = None,
 ) -> CustomerView:
-    """The view holding `grants`: their terms shared with every other customer holding equal ones, their
-    windows one object per distinct window."""
-    windows: dict[Window, Window] = {}
+    """The view holding `grants`: their terms (and the mapping of them) shared with every other customer
+    holding equal ones, their windows as atoms, each distinct one once."""
+    spans: dict[Span, int] = {}
+    window_of = {
+        ref: spans.setdefault((g.window.start, g.window.end, g.window.anchor), len(spans)) for ref, g in grants.items()
+    }
     return CustomerView(
         customer_pk=customer_pk,
         archived=archived,
         has_subscription=has_subscription,
-        grants={ref: shared_terms(g.feature, g.allowance) for ref, g in grants.items()},
+        grants=shared_grants({ref: shared_terms(g.feature, g.allowance) for ref, g in grants.items()}),
         loaded_at=loaded_at,
         valid_until=valid_until,
         credit_rates=credit_rates if credit_rates is not None else {},
-        windows={ref: windows.setdefault(g.window, g.window) for ref, g in grants.items()},
+        window_of=window_of,
+        spans=tuple(spans),
         updated_at={ref: g.updated_at for ref, g in grants.items()},
     )
 
