@@ -15,7 +15,7 @@ from entitle.credits.checks import CurrencyView, covers, credit_answer, credit_a
 from entitle.credits.schemas import CreditCheckResult
 from entitle.entitlements.rules import DeniedReason, decide
 from entitle.entitlements.schemas import CustomerEntitlements, EntitlementResult, FeatureRef
-from entitle.entitlements.snapshot import Credits, CustomerView, FeatureView, GrantView, Usage
+from entitle.entitlements.snapshot import Credits, CustomerView, FeatureView, GrantTerms, GrantView, Usage
 from entitle.grants.engine import Grant, Resolution, usage_window
 
 
@@ -36,7 +36,7 @@ def grant_view(grant: Grant, now: datetime) -> GrantView:
     return GrantView(feature_view(grant.feature), grant.allowance, window, grant.updated_at)
 
 
-def is_metered(grant: GrantView) -> bool:
+def is_metered(grant: GrantTerms | GrantView) -> bool:
     return grant.feature.meter_type != "None"
 
 
@@ -108,7 +108,7 @@ def granted(
     )
 
 
-def current_of(grant: GrantView, usage: Usage) -> Decimal | None:
+def current_of(grant: GrantTerms | GrantView, usage: Usage) -> Decimal | None:
     return usage.get(grant.feature.ref_id, Decimal(0)) if is_metered(grant) else None
 
 
@@ -127,7 +127,7 @@ def check(
     cannot pay for `requested_usage` (without one: when that balance is not positive)."""
     if view.archived:
         return denied(DeniedReason.CUSTOMER_IS_ARCHIVED)
-    grant = view.grants.get(feature_ref)
+    grant = view.grant(feature_ref)
     if grant is None:
         if feature is None:
             return denied(DeniedReason.FEATURE_NOT_FOUND)
@@ -187,7 +187,7 @@ def check_json(
     reason = decision.reason
     if decision.is_granted and view.credit_rates and not _paid(view, credits, feature_ref, requested_usage):
         reason = DeniedReason.INSUFFICIENT_CREDITS
-    middle, tail = _check_parts(_listed_json(grant, current))
+    middle, tail = _check_parts(_listed_json(view, feature_ref, current))
     return b"".join(
         (
             _GRANTED_HEAD if reason is None else _DENIED_HEAD,
@@ -289,14 +289,14 @@ def to_json(answer: CustomerEntitlements | EntitlementResult | CreditCheckResult
     return answer.__pydantic_serializer__.to_json(answer, by_alias=True)
 
 
-def _listed_json(grant: GrantView, current: Decimal | None) -> bytes:
-    # Keyed by value: equal Decimals ("5" and "5.0") are written alike (`Reading`).
-    memo = grant.listed
-    found = memo.get(current)
-    if found is None:
-        found = to_json(granted(grant, current))
-        memo.clear()  # one usage at a time: the memory a view takes stays bounded
-        memo[current] = found
+def _listed_json(view: CustomerView, feature_ref: str, current: Decimal | None) -> bytes:
+    # Compared by value: equal Decimals ("5" and "5.0") are written alike (`Reading`).
+    found = view.listed.get(feature_ref)
+    if found is None or view.listed_usage[feature_ref] != current:
+        grant = view.grant(feature_ref)
+        assert grant is not None
+        found = view.listed[feature_ref] = to_json(granted(grant, current))
+        view.listed_usage[feature_ref] = current
     return found
 
 
@@ -314,13 +314,14 @@ def _list_tail(reason: str | None, credit_priced: tuple[str, ...] = ()) -> bytes
 
 
 def _feature_json(view: CustomerView, usage: Usage, credits: Credits, ref: str) -> bytes:
-    grant = view.grants[ref]
-    current = current_of(grant, usage)
+    current = current_of(view.grants[ref], usage)
     if not _paid(view, credits, ref, None):
+        grant = view.grant(ref)
+        assert grant is not None
         result = granted(grant, current)
         if result.is_granted:
             return to_json(_unpaid(result))
-    return _listed_json(grant, current)
+    return _listed_json(view, ref, current)
 
 
 def listing_json(view: CustomerView, usage: Usage, credits: Credits | None) -> bytes:
@@ -331,7 +332,7 @@ def listing_json(view: CustomerView, usage: Usage, credits: Credits | None) -> b
     if view.credit_rates:
         parts = [_feature_json(view, usage, credits, ref) for ref in sorted(view.grants)]
     else:
-        parts = [_listed_json(view.grants[ref], current_of(view.grants[ref], usage)) for ref in sorted(view.grants)]
+        parts = [_listed_json(view, ref, current_of(terms, usage)) for ref, terms in sorted(view.grants.items())]
     if credits.wallets:
         parts += [to_json(result) for result in _credit_entitlements(credits)]
     reason = None if view.has_subscription or view.grants else DeniedReason.NO_ACTIVE_SUBSCRIPTION.value

@@ -12,7 +12,6 @@ one per feature or per package), keep it, and answer from it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -34,7 +33,7 @@ from entitle.entitlements import answers
 from entitle.entitlements.answers import CUSTOMER_NOT_FOUND_LIST
 from entitle.entitlements.rules import DeniedReason
 from entitle.entitlements.schemas import CustomerEntitlements, EntitlementResult
-from entitle.entitlements.snapshot import Credits, CustomerView, FeatureView, GrantView, Snapshot, Usage
+from entitle.entitlements.snapshot import Credits, CustomerView, FeatureView, Snapshot, Usage, customer_view
 from entitle.errors import InvalidArgument, NotFound
 from entitle.grants.engine import customer_grants, resolve, resource_key
 from entitle.usage import store as usage_store
@@ -54,12 +53,13 @@ class Held:
     feature: FeatureView | None = None
 
 
-def _usage(s: Session, customer_pk: int, grants: Sequence[GrantView], resource_ref: str | None) -> Usage:
+def _usage(s: Session, view: CustomerView, resource_ref: str | None) -> Usage:
     """Every metered grant's usage in its current window, in one query."""
-    keys = [(g.feature.ref_id, resource_key(resource_ref), g.window.start) for g in grants if answers.is_metered(g)]
+    resource = resource_key(resource_ref)
+    keys = [(ref, resource, view.window(ref).start) for ref, terms in view.grants.items() if answers.is_metered(terms)]
     if not keys:
         return {}
-    found = usage_store.counter_values(s, customer_pk, keys)
+    found = usage_store.counter_values(s, view.customer_pk, keys)
     return {ref: found.get((ref, res, start), Decimal(0)) for ref, res, start in keys}
 
 
@@ -75,9 +75,8 @@ def _view(s: Session, env_id: int, customer: Customer, resource_ref: str | None,
         )
     resolution = resolve(s, env_id, customer, resource_ref, now)
     grants = {ref: answers.grant_view(g, now) for ref, g in resolution.grants.items()}
-    return CustomerView(
-        customer_pk=customer.pk,
-        archived=False,
+    return customer_view(
+        customer.pk,
         has_subscription=bool(resolution.subscriptions),
         grants=grants,
         loaded_at=now,
@@ -106,7 +105,7 @@ def _load(
             if held[1] is not None:
                 usage = held[1]
             else:
-                usage = _usage(s, view.customer_pk, list(view.grants.values()), resource_ref)
+                usage = _usage(s, view, resource_ref)
                 snapshot.keep_usage(env_id, customer_ref, resource_ref, usage, version)
             if credits is None and _needs_credits(view, want_credits):
                 customer = s.get(Customer, view.customer_pk)
@@ -119,7 +118,7 @@ def _load(
             if customer is None:
                 return None
             view = _view(s, env_id, customer, resource_ref, now)
-            usage = _usage(s, customer.pk, list(view.grants.values()), resource_ref)
+            usage = _usage(s, view, resource_ref)
             # Read with the view whatever was asked: the list and the currency check then find them held.
             credits = None if view.archived else credit_checks.standing(s, env_id, customer, resource_ref, now)
             snapshot.keep_customer(env_id, customer_ref, resource_ref, view, usage, version, credits)
@@ -274,7 +273,7 @@ def list_entitlements(db: Database, env_id: int, customer_ref: str, resource_ref
         if customer is None:
             return CUSTOMER_NOT_FOUND_LIST
         view = _view(s, env_id, customer, resource_ref, now)
-        usage = _usage(s, customer.pk, list(view.grants.values()), resource_ref)
+        usage = _usage(s, view, resource_ref)
         credits = credit_checks.standing(s, env_id, customer, resource_ref, now) if not view.archived else None
         return answers.listing(view, usage, credits)
 
@@ -289,16 +288,10 @@ def results_in_session(
     now = utcnow()
     grants, _ = customer_grants(s, env_id, customer, resource_ref, now)
     views = {ref: answers.grant_view(g, now) for ref, g in grants.items()}
-    usage = _usage(s, customer.pk, list(views.values()), resource_ref)
     rates = credit_checks.feature_rates(s, env_id, customer, resource_ref, views)
-    credits = credit_checks.standing(s, env_id, customer, resource_ref, now) if rates else None
-    view = CustomerView(
-        customer_pk=customer.pk,
-        archived=False,
-        has_subscription=True,
-        grants=views,
-        loaded_at=now,
-        valid_until=None,
-        credit_rates=rates,
+    view = customer_view(
+        customer.pk, has_subscription=True, grants=views, loaded_at=now, valid_until=None, credit_rates=rates
     )
+    usage = _usage(s, view, resource_ref)
+    credits = credit_checks.standing(s, env_id, customer, resource_ref, now) if rates else None
     return [answers.check(view, usage, credits, ref, None) for ref in sorted(views)]

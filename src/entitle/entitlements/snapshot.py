@@ -23,6 +23,7 @@ read of the log, after its connection failed) nothing is kept and nothing is ser
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,16 +44,17 @@ _V = TypeVar("_V")
 
 DEFAULT_CUSTOMERS = 10_000
 """Customers (with every resource of theirs) held at most, least recently used first out. A customer
-with 20 granted features takes about 26 KiB (`bench/entitlement_checks.py` prints the figure), so the
-bound is about 260 MB for such customers: a server's working set of active customers fits, and a
-process serving more distinct customers within a short time reads the overflow from the database."""
+with 20 granted features takes about 7.5 KiB once listed (`bench/snapshot_memory.py`), so the bound is
+about 75 MB for such customers, and 30,000 objects the garbage collector tracks (`CustomerView`): a
+server's working set of active customers fits, and a process serving more distinct customers within a
+short time reads the overflow from the database."""
 
 DEFAULT_FEATURES = 50_000
 """Features remembered for denials ("not found", "not in your plan"); well under 1 KiB each. Currencies
 named by currency checks are remembered up to the same bound."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class FeatureView:
     """The feature's fields a check answers with (a plain copy: no session behind it)."""
 
@@ -65,36 +67,150 @@ class FeatureView:
     feature_units_plural: str | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
+class GrantTerms:
+    """What a grant of a feature is, whoever holds it: the feature's fields and the allowance. Every
+    customer whose grant resolves alike (the same published version, no override of it, no end date)
+    holds the same object (`shared_terms`), so 10,000 customers on one plan hold each of its grants once."""
+
+    feature: FeatureView
+    allowance: Allowance
+
+
+@dataclass(frozen=True, slots=True)
 class GrantView:
-    """One granted feature: its allowance, and the usage window that holds until the view expires."""
+    """One granted feature as one customer holds it: its terms, the usage window that holds until the
+    customer's view expires, its last change. Built for an answer (`CustomerView.grant`), not held."""
 
     feature: FeatureView
     allowance: Allowance
     window: Window
     updated_at: datetime
-    # The feature's listed result as JSON, for the last usage it was listed with: nothing else in it
-    # moves while the view holds, so a warm list serializes only what usage changed. It lives and is
-    # dropped with the view.
-    listed: dict[Decimal | None, bytes] = field(default_factory=dict, compare=False, repr=False)
 
 
-@dataclass(frozen=True)
+Span = tuple[datetime, datetime | None, datetime | None]
+"""A usage window's start, end and anchor: a tuple of atoms, which the collector stops tracking."""
+
+
+@dataclass(frozen=True, slots=True)
 class CustomerView:
     """What one customer (for one resource) is entitled to, as read at `loaded_at`; it holds until
-    `valid_until` (None: until a change is announced)."""
+    `valid_until` (None: until a change is announced). Built by `customer_view`.
+
+    A full collection of the garbage collector visits every object it tracks, and a process holds up to
+    10,000 customers (docs/architecture.md, "Garbage collection"): what is the customer's own is kept in
+    dicts of feature id -> atoms (dates, bytes, Decimals, indexes) and tuples of atoms, which the collector
+    does not track, or shared between customers (`grants`). A customer costs it this one object."""
 
     customer_pk: int
     archived: bool
     has_subscription: bool
-    grants: Mapping[str, GrantView]
+    # Shared by every customer holding the same terms for the same features (`customer_view`): read only.
+    grants: Mapping[str, GrantTerms]
     loaded_at: datetime
     valid_until: datetime | None
     # Granted features priced in credits -> their rates: a check of one also needs the balances.
     credit_rates: Mapping[str, tuple[FeatureRate, ...]] = field(default_factory=dict)
+    # Feature id -> its usage window (an index into `spans`, the customer's distinct windows) and its
+    # grant's last change.
+    window_of: Mapping[str, int] = field(default_factory=dict)
+    spans: tuple[Span, ...] = ()
+    updated_at: Mapping[str, datetime] = field(default_factory=dict)
+    # Feature id -> its listed result as JSON, and the usage it was listed with: nothing else in it moves
+    # while the view holds, so a warm list serializes only what usage changed. One usage per feature: the
+    # memory a view takes stays bounded; it lives and is dropped with the view.
+    listed: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
+    listed_usage: dict[str, Decimal | None] = field(default_factory=dict, compare=False, repr=False)
 
     def holds_at(self, now: datetime) -> bool:
         return self.loaded_at <= now and (self.valid_until is None or now < self.valid_until)
+
+    def grant(self, feature_ref: str) -> GrantView | None:
+        terms = self.grants.get(feature_ref)
+        if terms is None:
+            return None
+        return GrantView(terms.feature, terms.allowance, self.window(feature_ref), self.updated_at[feature_ref])
+
+    def window(self, feature_ref: str) -> Window:
+        """The usage window of a granted feature."""
+        return Window(*self.spans[self.window_of[feature_ref]])
+
+
+class _SharedGrants(dict[str, GrantTerms]):
+    """Feature id -> terms, one mapping for every held customer granted the same terms for the same features
+    (all those of one plan version without an override). Read only."""
+
+    __slots__ = ("__weakref__",)
+
+
+_shared_features: weakref.WeakValueDictionary[tuple[str | None, ...], FeatureView] = weakref.WeakValueDictionary()
+_shared_terms: weakref.WeakValueDictionary[tuple[FeatureView, Allowance], GrantTerms] = weakref.WeakValueDictionary()
+_shared_grants: weakref.WeakValueDictionary[tuple[tuple[str, int], ...], _SharedGrants] = weakref.WeakValueDictionary()
+_shared_lock = threading.Lock()
+
+
+def shared_terms(feature: FeatureView, allowance: Allowance) -> GrantTerms:
+    """The one `GrantTerms` of these values held in this process, its feature's fields the one
+    `FeatureView` of theirs (an override shares them too). Weak: what no held customer refers to any more
+    goes with the last of them, so what is shared stays bounded by what is held."""
+    with _shared_lock:
+        # Keyed by the fields, not the view: a key that held the view would keep it alive.
+        fields = (
+            feature.ref_id,
+            feature.display_name,
+            feature.feature_status,
+            feature.feature_type,
+            feature.meter_type,
+            feature.feature_units,
+            feature.feature_units_plural,
+        )
+        feature = _shared_features.setdefault(fields, feature)
+        key = (feature, allowance)
+        found = _shared_terms.get(key)
+        if found is None:
+            found = _shared_terms[key] = GrantTerms(feature, allowance)
+        return found
+
+
+def shared_grants(grants: Mapping[str, GrantTerms]) -> Mapping[str, GrantTerms]:
+    """The one mapping of these (shared) terms held in this process; weak, as `shared_terms`."""
+    # Keyed by the terms' identities: an entry lives only as long as its mapping, which keeps them alive.
+    key = tuple(sorted((ref, id(terms)) for ref, terms in grants.items()))
+    with _shared_lock:
+        found = _shared_grants.get(key)
+        if found is None:
+            found = _shared_grants[key] = _SharedGrants(grants)
+        return found
+
+
+def customer_view(
+    customer_pk: int,
+    *,
+    archived: bool = False,
+    has_subscription: bool,
+    grants: Mapping[str, GrantView],
+    loaded_at: datetime,
+    valid_until: datetime | None,
+    credit_rates: Mapping[str, tuple[FeatureRate, ...]] | None = None,
+) -> CustomerView:
+    """The view holding `grants`: their terms (and the mapping of them) shared with every other customer
+    holding equal ones, their windows as atoms, each distinct one once."""
+    spans: dict[Span, int] = {}
+    window_of = {
+        ref: spans.setdefault((g.window.start, g.window.end, g.window.anchor), len(spans)) for ref, g in grants.items()
+    }
+    return CustomerView(
+        customer_pk=customer_pk,
+        archived=archived,
+        has_subscription=has_subscription,
+        grants=shared_grants({ref: shared_terms(g.feature, g.allowance) for ref, g in grants.items()}),
+        loaded_at=loaded_at,
+        valid_until=valid_until,
+        credit_rates=credit_rates if credit_rates is not None else {},
+        window_of=window_of,
+        spans=tuple(spans),
+        updated_at={ref: g.updated_at for ref, g in grants.items()},
+    )
 
 
 Usage = Mapping[str, Decimal]
@@ -106,11 +222,14 @@ Credits = Standing
 _CustomerKey = tuple[int, str]
 
 
-@dataclass
-class _Slot:
-    views: dict[str | None, CustomerView] = field(default_factory=dict)
-    usage: dict[str | None, Usage] = field(default_factory=dict)
-    credits: dict[str | None, Credits] = field(default_factory=dict)
+@dataclass(slots=True)
+class _Held:
+    """One resource of a held customer: its view, its usage and credits (None: read them again). Slotted, and
+    no dict of dicts: a dict holding a dict is tracked by the collector forever, one holding atoms never."""
+
+    view: CustomerView
+    usage: Usage | None
+    credits: Credits | None
 
 
 class _Missing:
@@ -128,7 +247,8 @@ class Snapshot:
         self._lock = threading.Lock()
         self._version = 0
         self._live = False
-        self._customers: OrderedDict[_CustomerKey, _Slot] = OrderedDict()
+        # Customer -> resource -> what is held of it.
+        self._customers: OrderedDict[_CustomerKey, dict[str | None, _Held]] = OrderedDict()
         self._features: OrderedDict[tuple[int, str], FeatureView | None] = OrderedDict()
         self._currencies: OrderedDict[tuple[int, str], CurrencyView | None] = OrderedDict()
         # When each customer was last dropped, so a read begun before that is not kept. Bounded: the
@@ -153,45 +273,46 @@ class Snapshot:
     ) -> tuple[CustomerView, Usage | None] | None:
         """The held view that holds at `now`, with its usage (None when usage must be read again)."""
         with self._lock:
-            slot = self._slot_holding(env_id, customer_ref, resource_ref, now)
-            if slot is None:
+            held = self._holding(env_id, customer_ref, resource_ref, now)
+            if held is None:
                 return None
-            return slot.views[resource_ref], slot.usage.get(resource_ref)
+            return held.view, held.usage
 
     def customer_with_credits(
         self, env_id: int, customer_ref: str, resource_ref: str | None, now: datetime
     ) -> tuple[CustomerView, Usage | None, Credits | None] | None:
         """`customer` and `credits` at once (one turn of the lock: the list and the currency check ask both)."""
         with self._lock:
-            slot = self._slot_holding(env_id, customer_ref, resource_ref, now)
-            if slot is None:
+            held = self._holding(env_id, customer_ref, resource_ref, now)
+            if held is None:
                 return None
-            credits = slot.credits.get(resource_ref)
+            credits = held.credits
             if credits is not None and (changes_at := credits.changes_at) is not None and changes_at <= now:
                 credits = None
-            return slot.views[resource_ref], slot.usage.get(resource_ref), credits
+            return held.view, held.usage, credits
 
-    def _slot_holding(self, env_id: int, customer_ref: str, resource_ref: str | None, now: datetime) -> _Slot | None:
-        """The customer's slot when its view of `resource_ref` holds at `now` (marked recently used);
+    def _holding(self, env_id: int, customer_ref: str, resource_ref: str | None, now: datetime) -> _Held | None:
+        """What is held of the customer's `resource_ref` when its view holds at `now` (marked recently used);
         called with the lock held."""
-        slot = self._customers.get((env_id, customer_ref))
-        if slot is None:
-            return None
-        view = slot.views.get(resource_ref)
-        if view is None or not view.holds_at(now):
+        held = self._held(env_id, customer_ref, resource_ref)
+        if held is None or not held.view.holds_at(now):
             return None
         self._customers.move_to_end((env_id, customer_ref))
-        return slot
+        return held
+
+    def _held(self, env_id: int, customer_ref: str, resource_ref: str | None) -> _Held | None:
+        resources = self._customers.get((env_id, customer_ref))
+        return resources.get(resource_ref) if resources is not None else None
 
     def credits(self, env_id: int, customer_ref: str, resource_ref: str | None, now: datetime) -> Credits | None:
         """The held credits, while time has changed none of its wallets (None: read them again)."""
         with self._lock:
-            slot = self._customers.get((env_id, customer_ref))
-            held = slot.credits.get(resource_ref) if slot is not None else None
-            if held is None:
+            held = self._held(env_id, customer_ref, resource_ref)
+            credits = held.credits if held is not None else None
+            if credits is None:
                 return None
-            changes_at = held.changes_at
-            return None if changes_at is not None and changes_at <= now else held
+            changes_at = credits.changes_at
+            return None if changes_at is not None and changes_at <= now else credits
 
     def feature(self, env_id: int, feature_ref: str) -> FeatureView | _Missing | None:
         with self._lock:
@@ -227,38 +348,33 @@ class Snapshot:
             if not self._may_keep(env_id, customer_ref, read_version):
                 return False
             key = (env_id, customer_ref)
-            slot = self._customers.get(key)
-            if slot is None:
-                slot = self._customers[key] = _Slot()
+            resources = self._customers.get(key)
+            if resources is None:
+                resources = self._customers[key] = {}
                 while len(self._customers) > self.max_customers:
                     self._customers.popitem(last=False)
             self._customers.move_to_end(key)
-            slot.views[resource_ref] = view
-            slot.usage[resource_ref] = usage
-            if credits is None:
-                slot.credits.pop(resource_ref, None)
-            else:
-                slot.credits[resource_ref] = credits
+            resources[resource_ref] = _Held(view, usage, credits)
             return True
 
     def keep_usage(
         self, env_id: int, customer_ref: str, resource_ref: str | None, usage: Usage, read_version: int
     ) -> bool:
         with self._lock:
-            slot = self._customers.get((env_id, customer_ref))
-            if slot is None or resource_ref not in slot.views or not self._may_keep(env_id, customer_ref, read_version):
+            held = self._held(env_id, customer_ref, resource_ref)
+            if held is None or not self._may_keep(env_id, customer_ref, read_version):
                 return False
-            slot.usage[resource_ref] = usage
+            held.usage = usage
             return True
 
     def keep_credits(
         self, env_id: int, customer_ref: str, resource_ref: str | None, credits: Credits, read_version: int
     ) -> bool:
         with self._lock:
-            slot = self._customers.get((env_id, customer_ref))
-            if slot is None or resource_ref not in slot.views or not self._may_keep(env_id, customer_ref, read_version):
+            held = self._held(env_id, customer_ref, resource_ref)
+            if held is None or not self._may_keep(env_id, customer_ref, read_version):
                 return False
-            slot.credits[resource_ref] = credits
+            held.credits = credits
             return True
 
     def keep_feature(self, env_id: int, feature_ref: str, view: FeatureView | None, read_version: int) -> bool:
@@ -299,9 +415,8 @@ class Snapshot:
     def drop_usage(self, env_id: int, customer_ref: str) -> None:
         with self._lock:
             self._version += 1
-            slot = self._customers.get((env_id, customer_ref))
-            if slot is not None:
-                slot.usage.clear()
+            for held in self._customers.get((env_id, customer_ref), {}).values():
+                held.usage = None
             self._mark((env_id, customer_ref))
 
     def drop_credits(self, env_id: int, customer_ref: str) -> None:
@@ -309,9 +424,8 @@ class Snapshot:
         are cheap to read again)."""
         with self._lock:
             self._version += 1
-            slot = self._customers.get((env_id, customer_ref))
-            if slot is not None:
-                slot.credits.clear()
+            for held in self._customers.get((env_id, customer_ref), {}).values():
+                held.credits = None
             self._mark((env_id, customer_ref))
 
     def drop_features(self, env_id: int) -> None:

@@ -44,11 +44,16 @@ class Grant:
     updated_at: datetime
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Window:
     start: datetime
     end: datetime | None
     anchor: datetime | None
+
+
+FOREVER = Window(ALL_TIME, None, None)
+"""The one window that never resets: every grant without a reset shares it (the entitlement snapshot holds
+a window per grant of each of up to 10,000 customers)."""
 
 
 def _override_terms(
@@ -238,7 +243,7 @@ def usage_window(feature: Feature, allowance: Allowance | None, anchor: datetime
     ):
         period = usage_period_at(allowance.reset_period, allowance.reset_anchor, anchor, at)
         return Window(period.start, period.end, period.anchor)
-    return Window(ALL_TIME, None, None)
+    return FOREVER
 
 
 def resource_key(resource_ref: str | None) -> str:
