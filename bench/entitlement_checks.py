@@ -95,10 +95,12 @@ def seed(base: str, key: str, customers: int = CUSTOMERS) -> list[str]:
         return seed_with(api, customers)
 
 
-def seed_with(api: httpx.Client, customers: int = CUSTOMERS) -> list[str]:
-    """The features, the plan and its customers, through `api` (a client holding a server key)."""
+def feature_catalog() -> tuple[list[str], list[dict[str, object]], list[dict[str, object]]]:
+    """The bench's feature ids, their creation bodies and the plan's entitlements of them: a quarter each
+    boolean, incremental with a monthly reset, fluctuating, and enum."""
     ids = [f"feature-{i:02d}" for i in range(FEATURES)]
-    entitlements = []
+    features: list[dict[str, object]] = []
+    entitlements: list[dict[str, object]] = []
     for i, ref in enumerate(ids):
         kind = i % 4
         body: dict[str, object] = {"id": ref, "displayName": ref}
@@ -114,15 +116,21 @@ def seed_with(api: httpx.Client, customers: int = CUSTOMERS) -> list[str]:
         else:
             body |= {"featureType": "ENUM", "enumConfiguration": [{"value": v, "displayName": v} for v in "abc"]}
             entitlements.append({"type": "FEATURE", "id": ref, "enumValues": ["a", "b"]})
+        features.append(body)
+    return ids, features, entitlements
+
+
+def seed_with(api: httpx.Client, customers: int = CUSTOMERS) -> list[str]:
+    """The features, the plan and its customers, through `api` (a client holding a server key)."""
+    ids, features, entitlements = feature_catalog()
+    for body in features:
         api.post("/api/v1/features", json=body).raise_for_status()
     api.post("/api/v1/products", json={"id": "bench", "displayName": "Bench"}).raise_for_status()
     api.post("/api/v1/plans", json={"id": "plan", "displayName": "Plan", "productId": "bench"}).raise_for_status()
     api.post("/api/v1/plans/plan/entitlements", json={"entitlements": entitlements}).raise_for_status()
     api.post("/api/v1/plans/plan/publish", json={"migrationType": "NEW_CUSTOMERS"}).raise_for_status()
     for n in range(customers):
-        api.post(
-            "/api/v1/customers", json={"id": f"c{n}", "subscriptionParams": {"planId": "plan"}}
-        ).raise_for_status()
+        api.post("/api/v1/customers", json={"id": f"c{n}", "subscriptionParams": {"planId": "plan"}}).raise_for_status()
     usages = [{"customerId": f"c{n}", "featureId": ids[1], "value": 3} for n in range(customers)]
     api.post("/api/v2/usage", json={"usages": usages}).raise_for_status()
     return ids

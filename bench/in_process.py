@@ -51,22 +51,28 @@ class Transport(asyncio.Transport):
         pass
 
 
-async def feed(
-    app: Any, requests: list[bytes], *, clock: Callable[[], float] = time.thread_time, settle: int = 1
-) -> float:
-    """CPU seconds per request by `clock`: `time.thread_time` counts the event loop alone,
-    `time.process_time` every thread (a sync route's worker too). `settle` loop turns after each
-    response's first bytes let its body and the request cycle end before the next request."""
+def connected(app: Any) -> tuple[Any, Transport]:
+    """uvicorn's httptools protocol serving `app` on the running loop, connected to a `Transport`."""
     from uvicorn.config import Config
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
     from uvicorn.server import ServerState
 
     config = Config(app, log_level="warning", http="httptools", lifespan="off")
     config.load()
-    loop = asyncio.get_running_loop()
-    protocol = HttpToolsProtocol(config, ServerState(), {}, loop)
+    protocol = HttpToolsProtocol(config, ServerState(), {}, asyncio.get_running_loop())
     transport = Transport()
     protocol.connection_made(transport)
+    return protocol, transport
+
+
+async def feed(
+    app: Any, requests: list[bytes], *, clock: Callable[[], float] = time.thread_time, settle: int = 1
+) -> float:
+    """CPU seconds per request by `clock`: `time.thread_time` counts the event loop alone,
+    `time.process_time` every thread (a sync route's worker too). `settle` loop turns after each
+    response's first bytes let its body and the request cycle end before the next request."""
+    loop = asyncio.get_running_loop()
+    protocol, transport = connected(app)
     started = clock()
     for data in requests:
         transport.written = loop.create_future()

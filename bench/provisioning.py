@@ -73,9 +73,7 @@ def main() -> int:
     )
     floor_ms = [v * 1000 for v in floor_latencies]
     rate, floor_rate = args.customers / elapsed, args.customers / floor
-    print(
-        f"\n{'path':<44} {'per s':>8} {'p50 ms':>9} {'p99 ms':>9} {'vs constant':>12} {'server CPU ms':>14}"
-    )
+    print(f"\n{'path':<44} {'per s':>8} {'p50 ms':>9} {'p99 ms':>9} {'vs constant':>12} {'server CPU ms':>14}")
     print(
         f"{'GET ' + CONSTANT_PATH:<44} {floor_rate:>8.0f} {median(floor_ms):>9.1f} "
         f"{percentile(floor_ms, 0.99):>9.1f} {'100%':>12} {cpu_floor / args.customers * 1000:>14.2f}"

@@ -40,8 +40,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from entitlement_checks import CONSTANT_ASYNC_PATH, FEATURES
-from in_process import Transport, served_app
+from entitlement_checks import CONSTANT_ASYNC_PATH, FEATURES, feature_catalog
+from in_process import connected, served_app
 
 ADDON_FEATURES = (1, 2)  # metered with a monthly reset, fluctuating
 OVERRIDDEN_FEATURE = 5  # metered with a monthly reset
@@ -50,23 +50,8 @@ MEASURED_BYTES = 1_000
 
 def seed(api: Any, customers: int) -> list[str]:
     """The catalog and `customers` customers (c0, c1, ...) with their subscriptions and some usage."""
-    ids = [f"feature-{i:02d}" for i in range(FEATURES)]
-    entitlements = []
-    for i, ref in enumerate(ids):
-        kind = i % 4
-        body: dict[str, object] = {"id": ref, "displayName": ref}
-        if kind == 0:
-            body["featureType"] = "BOOLEAN"
-            entitlements.append({"type": "FEATURE", "id": ref})
-        elif kind == 1:
-            body |= {"featureType": "NUMBER", "meterType": "INCREMENTAL"}
-            entitlements.append({"type": "FEATURE", "id": ref, "usageLimit": 10_000, "resetPeriod": "MONTH"})
-        elif kind == 2:
-            body |= {"featureType": "NUMBER", "meterType": "FLUCTUATING"}
-            entitlements.append({"type": "FEATURE", "id": ref, "usageLimit": 50})
-        else:
-            body |= {"featureType": "ENUM", "enumConfiguration": [{"value": v, "displayName": v} for v in "abc"]}
-            entitlements.append({"type": "FEATURE", "id": ref, "enumValues": ["a", "b"]})
+    ids, features, entitlements = feature_catalog()
+    for body in features:
         _ok(api.post("/api/v1/features", json=body))
     _ok(api.post("/api/v1/products", json={"id": "bench", "displayName": "Bench"}))
     _ok(api.post("/api/v1/addons", json={"id": "boost", "displayName": "Boost", "productId": "bench"}))
@@ -146,16 +131,8 @@ async def checks_while_reloading(
     app: Any, snapshot: Any, env_id: int, key: str, ids: list[str], customers: int, reloads: int
 ) -> tuple[list[float], list[float]]:
     """Wall seconds of each check of a held customer, and of each check of a customer just dropped."""
-    from uvicorn.config import Config
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-    from uvicorn.server import ServerState
-
-    config = Config(app, log_level="warning", http="httptools", lifespan="off")
-    config.load()
     loop = asyncio.get_running_loop()
-    protocol = HttpToolsProtocol(config, ServerState(), {}, loop)
-    transport = Transport()
-    protocol.connection_made(transport)
+    protocol, transport = connected(app)
     held: list[float] = []
     reloaded: list[float] = []
     head = f"HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nX-API-KEY: {key}\r\n\r\n"
