@@ -6,7 +6,7 @@ lists, and its id can never be provisioned again (a 409 that the client must not
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -163,15 +163,18 @@ def provision_customer(db: Database, env_id: int, req: CustomerProvision) -> Cus
 
 
 @contextmanager
-def refusing_taken_id(db: Database, env_id: int, ref_id: str) -> Iterator[None]:
+def refusing_taken_id(db: Database, env_id: int | Callable[[], int | None], ref_id: str) -> Iterator[None]:
     """Around a transaction that inserts the customer without looking its id up first (`look_up=False`):
     the unique key refuses a taken id, and this answers that refusal with the 409 the lookup would give,
-    from a read after the transaction rolled back. Any other integrity error is left as it is."""
+    from a read after the transaction rolled back. Any other integrity error is left as it is.
+    `env_id`: the environment, or what tells it once the transaction has learnt it (None: not yet)."""
     try:
         yield
     except IntegrityError:
-        with db.read() as s:
-            _refuse_existing(store.find(s, env_id, ref_id), ref_id)
+        environment = env_id() if callable(env_id) else env_id
+        if environment is not None:
+            with db.read() as s:
+                _refuse_existing(store.find(s, environment, ref_id), ref_id)
         raise
 
 
