@@ -234,8 +234,8 @@ customers_router = APIRouter(prefix="/api/v1/customers", tags=["customers"])
 
 
 @customers_router.post("", response_model=Envelope[CustomerOut])
-def provision_customer(body: CustomerProvisionWithSubscription, key: ServerKeyRead, db: DB) -> Response:
-    view = journey.provision_customer(db, key, body)
+def provision_customer(body: CustomerProvisionWithSubscription, key: ServerKeyRead) -> Response:
+    view = journey.provision_customer(key.db, key, body)
     return enveloped_response(CustomerOut.of(view.customer, view.links, view.sync_states))
 
 
