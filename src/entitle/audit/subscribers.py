@@ -30,7 +30,6 @@ _installed = False
 _INSERT = insert(cast(Table, AuditEntry.__table__))
 _column_keys: dict[Mapper[Any], list[str]] = {}
 _created_columns: dict[Mapper[Any], rules.CreatedColumns] = {}
-_UNLOADED = object()
 # The transaction's entries not inserted yet, each with the innermost savepoint open when it was
 # recorded (None: none was), so that a savepoint's rollback drops exactly its own entries.
 _PENDING = "entitle.audit.pending"
@@ -70,14 +69,8 @@ def _created(obj: Any) -> dict[str, Any]:
     columns = _created_columns.get(state.mapper)
     if columns is None:
         columns = _created_columns[state.mapper] = rules.created_columns(_columns(obj))
-    loaded = state.dict
-
-    def value_of(key: str) -> Any:
-        # What the flush just wrote is in the instance's dict; an attribute never set reads as its default.
-        value = loaded.get(key, _UNLOADED)
-        return getattr(obj, key, None) if value is _UNLOADED else value
-
-    return rules.created_changes_of(columns, value_of)
+    # What the insert just wrote is in the instance's dict; an attribute never set reads as its default.
+    return rules.created_changes_of(columns, lambda key: getattr(obj, key, None), state.dict)
 
 
 def _updated(obj: Any) -> dict[str, tuple[Any, Any]]:
