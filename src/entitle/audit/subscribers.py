@@ -1,7 +1,8 @@
 """Records every row a known actor creates, changes or deletes, from one SQLAlchemy flush hook.
 
 No route or service is edited for it: whatever the API or the console writes goes through an ORM
-session, and `after_flush` sees each row with its before/after values and its assigned key. The
+session, and `after_flush` sees each row with its before/after values and its assigned key (a row
+inserted without a flush, by `entitle.db.rows.insert_row`, is heard from its `on_inserted`). The
 entries of a transaction are inserted on its own connection in one statement just before it commits
 (a provisioning flushes twice, and each INSERT is a statement inside the write lock), so they commit
 or roll back with the change; entries of a savepoint rolled back are dropped with it, and a flush that
@@ -12,6 +13,7 @@ consequences of an audited write or of time passing, not somebody's decision.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, event, insert, inspect
@@ -21,13 +23,13 @@ from entitle import actors
 from entitle.audit import rules
 from entitle.audit.models import AuditEntry
 from entitle.clock import utcnow
+from entitle.db import rows
 
 _installed = False
 # Built once (its cache key is memoized on it): every audited flush runs it.
 _INSERT = insert(cast(Table, AuditEntry.__table__))
 _column_keys: dict[Mapper[Any], list[str]] = {}
 _created_columns: dict[Mapper[Any], rules.CreatedColumns] = {}
-_UNLOADED = object()
 # The transaction's entries not inserted yet, each with the innermost savepoint open when it was
 # recorded (None: none was), so that a savepoint's rollback drops exactly its own entries.
 _PENDING = "entitle.audit.pending"
@@ -42,6 +44,7 @@ def install() -> None:
         event.listen(Session, "before_commit", _insert_pending)
         event.listen(Session, "after_soft_rollback", _drop_rolled_back)
         event.listen(Session, "after_transaction_end", _forget)
+        rows.on_inserted(_record_inserted)
         _installed = True
 
 
@@ -66,14 +69,8 @@ def _created(obj: Any) -> dict[str, Any]:
     columns = _created_columns.get(state.mapper)
     if columns is None:
         columns = _created_columns[state.mapper] = rules.created_columns(_columns(obj))
-    loaded = state.dict
-
-    def value_of(key: str) -> Any:
-        # What the flush just wrote is in the instance's dict; an attribute never set reads as its default.
-        value = loaded.get(key, _UNLOADED)
-        return getattr(obj, key, None) if value is _UNLOADED else value
-
-    return rules.created_changes_of(columns, value_of)
+    # What the insert just wrote is in the instance's dict; an attribute never set reads as its default.
+    return rules.created_changes_of(columns, lambda key: getattr(obj, key, None), state.dict)
 
 
 def _updated(obj: Any) -> dict[str, tuple[Any, Any]]:
@@ -92,42 +89,59 @@ def _record(session: Session, _flush: UOWTransaction) -> None:
     actor = actors.current()
     if actor is None or not actor.known:
         return
-    rows: list[dict[str, Any]] = []
+    entries: list[dict[str, Any]] = []
     now = utcnow()
     batches = (("create", session.new), ("update", session.dirty), ("delete", session.deleted))
     for action, objects in batches:
         for obj in objects:
-            table = getattr(obj, "__tablename__", None)
-            if table is None or table in rules.NOT_AUDITED:
-                continue
-            if action == "create":
-                changes = _created(obj)
-            elif action == "update":
-                changes = rules.updated_changes(_updated(obj))
-                if not changes:
-                    continue
-            else:
-                changes = {}
-            env_id = getattr(obj, "environment_id", None)
-            rows.append(
-                {
-                    "environment_id": env_id if isinstance(env_id, int) else actor.environment_id,
-                    "occurred_at": now,
-                    "actor_kind": actor.kind,
-                    "actor": actor.label,
-                    "entity_type": table,
-                    "entity_id": _entity_id(obj)[:255],
-                    "action": action,
-                    "changes": changes,
-                }
-            )
-    if not rows:
+            entry = _entry(actor, now, action, obj)
+            if entry is not None:
+                entries.append(entry)
+    _keep(session, entries)
+
+
+def _record_inserted(session: Session, obj: Any) -> None:
+    """A row `entitle.db.rows.insert_row` wrote: the entry its flush would have recorded."""
+    actor = actors.current()
+    if actor is not None and actor.known:
+        entry = _entry(actor, utcnow(), "create", obj)
+        if entry is not None:
+            _keep(session, [entry])
+
+
+def _entry(actor: actors.Actor, now: datetime, action: str, obj: Any) -> dict[str, Any] | None:
+    table = getattr(obj, "__tablename__", None)
+    if table is None or table in rules.NOT_AUDITED:
+        return None
+    if action == "create":
+        changes = _created(obj)
+    elif action == "update":
+        changes = rules.updated_changes(_updated(obj))
+        if not changes:
+            return None
+    else:
+        changes = {}
+    env_id = getattr(obj, "environment_id", None)
+    return {
+        "environment_id": env_id if isinstance(env_id, int) else actor.environment_id,
+        "occurred_at": now,
+        "actor_kind": actor.kind,
+        "actor": actor.label,
+        "entity_type": table,
+        "entity_id": _entity_id(obj)[:255],
+        "action": action,
+        "changes": changes,
+    }
+
+
+def _keep(session: Session, entries: list[dict[str, Any]]) -> None:
+    if not entries:
         return
     if session.info.get(_COMMITTING):
-        session.connection().execute(_INSERT, rows)
+        session.connection().execute(_INSERT, entries)
         return
     savepoint = session.get_nested_transaction()
-    session.info.setdefault(_PENDING, []).extend((savepoint, row) for row in rows)
+    session.info.setdefault(_PENDING, []).extend((savepoint, entry) for entry in entries)
 
 
 def _insert_pending(session: Session) -> None:

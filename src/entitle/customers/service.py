@@ -6,7 +6,7 @@ lists, and its id can never be provisioned again (a 409 that the client must not
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +29,7 @@ from entitle.customers.schemas import (
 )
 from entitle.db import Database
 from entitle.db.pagination import CreatedAtRange, Page, PageRequest
+from entitle.db.rows import insert_row
 from entitle.domain_events import publish
 from entitle.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from entitle.sync_states import CUSTOMER as CUSTOMER_LINK
@@ -163,15 +164,18 @@ def provision_customer(db: Database, env_id: int, req: CustomerProvision) -> Cus
 
 
 @contextmanager
-def refusing_taken_id(db: Database, env_id: int, ref_id: str) -> Iterator[None]:
+def refusing_taken_id(db: Database, env_id: int | Callable[[], int | None], ref_id: str) -> Iterator[None]:
     """Around a transaction that inserts the customer without looking its id up first (`look_up=False`):
     the unique key refuses a taken id, and this answers that refusal with the 409 the lookup would give,
-    from a read after the transaction rolled back. Any other integrity error is left as it is."""
+    from a read after the transaction rolled back. Any other integrity error is left as it is.
+    `env_id`: the environment, or what tells it once the transaction has learnt it (None: not yet)."""
     try:
         yield
     except IntegrityError:
-        with db.read() as s:
-            _refuse_existing(store.find(s, env_id, ref_id), ref_id)
+        environment = env_id() if callable(env_id) else env_id
+        if environment is not None:
+            with db.read() as s:
+                _refuse_existing(store.find(s, environment, ref_id), ref_id)
         raise
 
 
@@ -202,8 +206,7 @@ def create_customer(
         customer.default_payment_method = req.default_payment_method.model_dump(by_alias=True)
     if payment_method is not None:
         customer.default_payment_method = payment_method
-    s.add(customer)
-    s.flush()
+    insert_row(s, customer)  # one INSERT, without the unit of work when nothing else waits for a flush
     if req.integrations:
         _replace_links(s, env_id, customer, req.integrations, "billing_id" in req.model_fields_set)
         s.flush()

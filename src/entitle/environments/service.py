@@ -6,10 +6,13 @@ import hashlib
 import logging
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from entitle.clock import utcnow
 from entitle.db import Database
@@ -103,19 +106,31 @@ def create_key(db: Database, environment: str, kind: KeyKind) -> str:
     return raw
 
 
+MISSING_KEY = "missing API key: send it in the X-API-KEY header"
+
+
 def authenticate(db: Database, raw_key: str | None) -> Principal:
     if not raw_key:
-        raise Unauthenticated("missing API key: send it in the X-API-KEY header")
+        raise Unauthenticated(MISSING_KEY)
     # No cache here: a revocation holds for the very next request of every process (the entitlement
     # read routes alone reuse a server key's answer for up to a second: `key_cache`).
     with db.read_engine.connect() as connection:
-        found = store.live_key(connection, hash_key(raw_key))
+        principal, key_pk, last_used_at = _live_principal(connection, raw_key)
+    now = utcnow()
+    if _touch_due(last_used_at, now):
+        _touch(db, key_pk, now)
+    return principal
+
+
+def _touch_due(last_used_at: datetime | None, now: datetime) -> bool:
+    return last_used_at is None or now - last_used_at >= LAST_USED_GRANULARITY
+
+
+def _live_principal(connection: Connection, raw_key: str) -> tuple[Principal, int, datetime | None]:
+    found = store.live_key(connection, hash_key(raw_key))
     if found is None:
         raise Unauthenticated("unknown or revoked API key")
-    now = utcnow()
-    if found.last_used_at is None or now - found.last_used_at >= LAST_USED_GRANULARITY:
-        _touch(db, found.pk, now)
-    return Principal(
+    principal = Principal(
         environment_id=found.environment_pk,
         environment_name=found.environment_name,
         kind=KeyKind(found.kind),
@@ -129,6 +144,51 @@ def authenticate(db: Database, raw_key: str | None) -> Principal:
             previous_expires_at=found.previous_signing_secret_expires_at,
         ),
     )
+    return principal, found.pk, found.last_used_at
+
+
+class KeyRead:
+    """An API key that the use case reads itself, as the first statement of its own transaction, rather
+    than in a read (and a worker-thread hop) of its own before it: read there, a revoked key is refused
+    as freshly as `authenticate` refuses it, and the refusal rolls back whatever the transaction began.
+    `admit`: the caller's checks of the principal read (kind, environment header, naming the actor); they
+    run before anything else of the transaction. `read()` without a connection reads the key on its own,
+    for a use case that must know its caller before its transaction (one that asks a billing provider
+    first). The use case records the key's use (`last_used_at`, `record_use`) once its transaction ended,
+    in a transaction of its own as `authenticate` does, whether it succeeded or not."""
+
+    def __init__(self, db: Database, raw_key: str, admit: Callable[[Principal], None]) -> None:
+        self.db = db
+        self.raw_key = raw_key
+        self.admit = admit
+        self.principal: Principal | None = None
+        self._use: tuple[int, datetime] | None = None
+
+    def read(self, connection: Connection | None = None) -> Principal:
+        """The principal, read at the first call (on `connection`, or on a connection of its own)."""
+        if self.principal is not None:
+            return self.principal
+        if connection is None:
+            principal = authenticate(self.db, self.raw_key)
+        else:
+            principal, key_pk, last_used_at = _live_principal(connection, self.raw_key)
+            now = utcnow()
+            if _touch_due(last_used_at, now):
+                self._use = (key_pk, now)
+        self.admit(principal)
+        self.principal = principal
+        return principal
+
+    def environment_of(self, s: Session) -> int:
+        """The key's environment, read in `s`'s transaction (if not read yet)."""
+        return self.read(s.connection()).environment_id
+
+    def record_use(self) -> None:
+        """After the use case's transaction (never inside it: its rollback would forget the use)."""
+        if self._use is not None:
+            key_pk, now = self._use
+            self._use = None
+            _touch(self.db, key_pk, now)
 
 
 def _touch(db: Database, key_pk: int, now: datetime) -> None:

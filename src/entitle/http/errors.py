@@ -10,9 +10,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from entitle.errors import EntitleError, UnknownField, UnsupportedField
+from entitle.http.deps import KEY_READ
 from entitle.http.wire import UNSUPPORTED_FIELD
 
 log = logging.getLogger("entitle.http")
@@ -117,7 +119,15 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # A route whose use case reads its key (`deps.server_key_read`) has not read it yet: the key is
+        # answered for first, as a route whose dependency read it before its body is.
+        key_read = getattr(request.state, KEY_READ, None)
+        if key_read is not None and key_read.principal is None:
+            try:
+                await run_in_threadpool(key_read.read)
+            except EntitleError as refused:
+                return await _domain(request, refused)
         unsupported = _unsupported(list(exc.errors()))
         if unsupported is not None:
             return error_response(400, unsupported.code, unsupported.message, details=unsupported.details, retry=False)

@@ -14,6 +14,7 @@ from entitle.catalog.products.models import Product
 from entitle.customers import service as customers
 from entitle.customers.models import Customer
 from entitle.db import Database
+from entitle.environments.service import KeyRead
 from entitle.subscriptions import ports
 from entitle.subscriptions.provisioning import provision_unanswered
 from entitle.subscriptions.schemas import CustomerProvisionWithSubscription, SubscriptionProvision, TrialOverride
@@ -43,11 +44,31 @@ _PUBLISHED_PRODUCTS_AND_PLAN = (
 )
 
 
-def provision_customer(db: Database, env_id: int, req: CustomerProvisionWithSubscription) -> customers.CustomerView:
+def provision_customer(
+    db: Database, caller: int | KeyRead, req: CustomerProvisionWithSubscription
+) -> customers.CustomerView:
+    """`caller`: the environment, or the request's API key, read as the transaction's first statement
+    (before it, when a billing provider is asked something first: it is asked for a known caller only)."""
+    if isinstance(caller, int):
+        return _provision_customer(db, caller, req)
+    try:
+        asks_provider = bool(customers.given_payment_method(req)) or _promotion_code(req) is not None
+        return _provision_customer(db, caller.read().environment_id if asks_provider else caller, req)
+    finally:
+        caller.record_use()
+
+
+def _provision_customer(
+    db: Database, caller: int | KeyRead, req: CustomerProvisionWithSubscription
+) -> customers.CustomerView:
+    env_id = caller if isinstance(caller, int) else None
     # What only the billing provider can answer is asked first: no lock is held while it answers.
-    checked = customers.check_payment_method(db, env_id, req.id, req)
-    prefetched = _prefetch_promotion_code(db, env_id, req)
-    with customers.refusing_taken_id(db, env_id, req.id), db.transaction() as s:
+    checked = None if env_id is None else customers.check_payment_method(db, env_id, req.id, req)
+    prefetched = {} if env_id is None else _prefetch_promotion_code(db, env_id, req)
+    with customers.refusing_taken_id(db, lambda: env_id, req.id), db.transaction() as s:
+        if env_id is None:
+            assert isinstance(caller, KeyRead)
+            env_id = caller.environment_of(s)
         s.info.update(prefetched)
         customer = customers.create_customer(s, env_id, req, payment_method=checked, look_up=False)
         start_journey(s, env_id, customer, req)
@@ -92,10 +113,16 @@ def start_journey(s: Session, env_id: int, customer: Customer, req: CustomerProv
         )
 
 
-def _prefetch_promotion_code(db: Database, env_id: int, req: CustomerProvisionWithSubscription) -> dict[str, Any]:
+def _promotion_code(req: CustomerProvisionWithSubscription) -> str | None:
     params = req.subscription_params
     code = params.applied_coupon.promotion_code if params is not None and params.applied_coupon else None
-    if params is None or not code:
+    return code or None
+
+
+def _prefetch_promotion_code(db: Database, env_id: int, req: CustomerProvisionWithSubscription) -> dict[str, Any]:
+    params = req.subscription_params
+    code = _promotion_code(req)
+    if params is None or code is None:
         return {}
     information = params.billing_information.wire() if params.billing_information else None
     linked = next((link.id for link in req.integrations or [] if link.vendor_identifier == "STRIPE"), None)

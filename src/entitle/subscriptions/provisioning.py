@@ -25,6 +25,7 @@ from entitle.customers import store as customers
 from entitle.customers.events import entitlements_changed
 from entitle.customers.models import Customer
 from entitle.db import Database
+from entitle.db.rows import insert_row
 from entitle.domain_events import publish
 from entitle.errors import AlreadyExists, BillingProviderError, FailedPrecondition, InvalidArgument
 from entitle.jobs import service as jobs
@@ -302,8 +303,7 @@ def _provision(
         salesforce_id=req.salesforce_id,
         price_overrides=prices,
     )
-    s.add(sub)
-    s.flush()
+    insert_row(s, sub)  # one INSERT, no unit of work (its add-ons, charges and overrides need its key)
     add_addons(s, sub, addons)
     add_charges(s, sub, req.charges or [])
     add_overrides(s, sub, req.entitlements or [])

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import SerializeAsAny
 
 from entitle.customers.schemas import CustomerOut
-from entitle.http.deps import DB, CreatedAt, Paging, ServerKey, comma_list
+from entitle.http.deps import DB, CreatedAt, Paging, ServerKey, ServerKeyRead, comma_list
 from entitle.http.wire import (
     Envelope,
     IdOnly,
@@ -234,8 +234,8 @@ customers_router = APIRouter(prefix="/api/v1/customers", tags=["customers"])
 
 
 @customers_router.post("", response_model=Envelope[CustomerOut])
-def provision_customer(body: CustomerProvisionWithSubscription, key: ServerKey, db: DB) -> Response:
-    view = journey.provision_customer(db, key.environment_id, body)
+def provision_customer(body: CustomerProvisionWithSubscription, key: ServerKeyRead) -> Response:
+    view = journey.provision_customer(key.db, key, body)
     return enveloped_response(CustomerOut.of(view.customer, view.links, view.sync_states))
 
 
