@@ -139,7 +139,7 @@ def after(connection: Connection, after_id: int, limit: int) -> list[Item]:
         )
         for row_id, env_id, kind, customer_ref, data, at in connection.execute(
             _AFTER, {"after": after_id, "limit": limit}
-        )
+        ).all()
     ]
 
 
