@@ -210,8 +210,9 @@ def detach(row: PushEvent) -> Item:
 
 
 def newer_than(db: Database, after_id: int, limit: int = 1000) -> list[Item]:
-    with db.read() as s:
-        return [detach(r) for r in store.after(s, after_id, limit)]
+    # A connection, not a session: a single statement, polled every 250 ms on SQLite.
+    with db.read_engine.connect() as connection:
+        return store.after(connection, after_id, limit)
 
 
 def newest_id(db: Database) -> int:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from pydantic_core import to_json
-from sqlalchemy import Table, delete, func, insert, select, text
+from pydantic_core import from_json, to_json
+from sqlalchemy import Connection, Dialect, Table, delete, func, insert, select, text
 from sqlalchemy.orm import Session
+from sqlalchemy.types import TypeEngine
 
 from entitle.push.models import KIND_ENTITLEMENTS, KIND_FEATURES, KIND_SETTINGS, KINDS, PushEvent
+from entitle.push.schemas import Item
 
 # One lock for every writer of the log: ids are then handed out in commit order (see models.py).
 LOCK_KEY = 0x656E7469746C65  # "entitle"
@@ -104,10 +106,50 @@ def notify(session: Session, payloads: Iterable[str]) -> None:
         session.execute(text("SELECT pg_notify(:channel, :payload)"), {"channel": CHANNEL, "payload": payload})
 
 
-def after(session: Session, after_id: int, limit: int) -> list[PushEvent]:
-    """Every environment's events with a larger id, oldest first."""
-    stmt = select(PushEvent).where(PushEvent.id > after_id).order_by(PushEvent.id).limit(limit)
-    return list(session.scalars(stmt))
+_AFTER = text(
+    "SELECT id, environment_id, kind, customer_ref, data, created_at FROM push_events "
+    "WHERE id > :after ORDER BY id LIMIT :limit"
+)
+
+
+def after(connection: Connection, after_id: int, limit: int) -> list[Item]:
+    """Every environment's events with a larger id, oldest first.
+
+    Plain rows, each value as its column's type reads it (the items equal those read through the ORM):
+    the hub reads every row each process's writes append, and loading them as ORM objects to copy them
+    out cost it more than the query. The instant once per commit (one per ingestion batch); SQLite's
+    documents (JSON objects, as `append` writes them) by pydantic's parser: a quarter of the json
+    module's cost.
+    """
+    dialect = connection.dialect
+    table = cast(Table, PushEvent.__table__)
+    document: Callable[[Any], dict[str, Any]] = (
+        from_json if dialect.name == "sqlite" else _reader(table.c.data.type, dialect)
+    )
+    instant: Callable[[Any], datetime] = _reader(table.c.created_at.type, dialect)
+    instants: dict[Any, datetime] = {}
+    return [
+        Item(
+            id=row_id,
+            environment_id=env_id,
+            kind=kind,
+            customer_ref=customer_ref,
+            data=document(data),
+            created_at=instants[at] if at in instants else instants.setdefault(at, instant(at)),
+        )
+        for row_id, env_id, kind, customer_ref, data, at in connection.execute(
+            _AFTER, {"after": after_id, "limit": limit}
+        ).all()
+    ]
+
+
+def _unchanged(value: Any) -> Any:
+    return value
+
+
+def _reader(column_type: TypeEngine[Any], dialect: Dialect) -> Callable[[Any], Any]:
+    """What the column's type does to a value the driver read (nothing, when the driver did it all)."""
+    return column_type.dialect_impl(dialect).result_processor(dialect, None) or _unchanged
 
 
 def of_environment_after(
