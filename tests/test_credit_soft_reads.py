@@ -29,7 +29,8 @@ def _ok(response: httpx.Response) -> Any:
 
 def _customer_priced_in(api: httpx.Client, currencies: dict[str, bool]) -> str:
     """A customer on a plan granting 10 of each currency a month (soft-limited where True), with one
-    feature priced at a credit a unit in each."""
+    feature priced at a credit a unit in each; a second customer on the plan (its id + "-deal") whose
+    subscription overrides the first currency's entitlement with a soft limit."""
     n = next(_ids)
     product, plan, customer = f"soft-app{n}", f"soft-plan{n}", f"soft-c{n}"
     _ok(api.post("/api/v1/products", json={"id": product, "displayName": "App"}))
@@ -49,9 +50,18 @@ def _customer_priced_in(api: httpx.Client, currencies: dict[str, bool]) -> str:
     _ok(api.post(f"/api/v1/plans/{plan}/entitlements", json={"entitlements": entitlements}))
     _ok(api.patch(f"/api/v1/plans/{plan}", json={"charges": {"pricingType": "PAID", "pricingModels": prices}}))
     _ok(api.post(f"/api/v1/plans/{plan}/publish", json={"migrationType": "NEW_CUSTOMERS"}))
-    _ok(api.post("/api/v1/customers", json={"id": customer}))
-    _ok(api.post("/api/v1/subscriptions", json={"customerId": customer, "planId": plan, "billingPeriod": "MONTHLY"}))
+    for who, extra in (
+        (customer, {}),
+        (f"{customer}-deal", {"entitlements": [_soft_override(next(iter(currencies)))]}),
+    ):
+        _ok(api.post("/api/v1/customers", json={"id": who}))
+        body = {"customerId": who, "planId": plan, "billingPeriod": "MONTHLY", **extra}
+        _ok(api.post("/api/v1/subscriptions", json=body))
     return customer
+
+
+def _soft_override(currency: str) -> dict[str, Any]:
+    return {"type": "CREDIT", "id": currency, "amount": 10, "cadence": "MONTH", "hasSoftLimit": True}
 
 
 def _counted(statement: str) -> bool:
@@ -79,8 +89,28 @@ def _loads(server: LiveServer, customer: str) -> tuple[Held, list[str], Held, li
 
 
 def _reads_overrides(seen: list[str]) -> int:
-    """The reads of subscriptions' own entitlements: one per resolution of what the subscriptions grant."""
-    return sum(1 for statement in seen if "FROM subscription_entitlements" in statement)
+    """The reads of subscriptions' own entitlements: one per resolution of what the subscriptions grant (the
+    question whether a soft limit could apply asks about them too, within an EXISTS: not counted)."""
+    return sum(1 for statement in seen if "FROM subscription_entitlements" in statement and "EXISTS" not in statement)
+
+
+def test_soft_limits_are_resolved_only_where_one_could_apply(module_server: LiveServer) -> None:
+    """Before any soft-limited CREDIT entitlement exists in the environment's catalog, a customer's soft
+    limits cost no resolution of its subscriptions' entitlements; one on another customer's subscription
+    changes nothing for it, and counts for that customer."""
+    hard = f"hard{next(_ids)}"
+    with module_server.http() as api:
+        one = _customer_priced_in(api, {hard: False})
+    full, full_statements, again, reload_statements = _loads(module_server, one)
+    assert full.credits is not None and again.credits is not None
+    assert full.credits.soft == again.credits.soft == frozenset()
+    assert [_reads_overrides(s) for s in (full_statements, reload_statements)] == [1, 0]  # the view's grants
+    deal, _, deal_again, deal_reload_statements = _loads(module_server, f"{one}-deal")
+    assert deal.credits is not None and deal_again.credits is not None
+    assert deal.credits.soft == deal_again.credits.soft == frozenset({hard})
+    assert [(r.currency_ref, r.soft_limit) for r in deal.view.credit_rates[f"{hard}-calls"]] == [(hard, True)]
+    assert _reads_overrides(deal_reload_statements) == 1
+    assert len(deal_reload_statements) == len(reload_statements) + 5  # the subscriptions' entitlements resolved
 
 
 def test_soft_limits_are_read_once_per_load_however_many_currencies(module_server: LiveServer) -> None:
@@ -97,7 +127,8 @@ def test_soft_limits_are_read_once_per_load_however_many_currencies(module_serve
         f"{hard}-calls": [(hard, False)],
         f"{soft}-calls": [(soft, True)],
     }
-    # The view's grants, then the soft limits: once each, whatever the currencies; a reload, the soft limits.
+    # The catalog now has a soft-limited CREDIT entitlement: the soft limits are resolved, once per load
+    # (after the view's grants), whatever the currencies, and once per reload.
     assert [_reads_overrides(s) for s in (one_full_statements, full_statements)] == [2, 2]
     assert [_reads_overrides(s) for s in (one_reload_statements, reload_statements)] == [1, 1]
     # A second priced currency costs a full load its existence and its wallet's grants and holds; a reload,

@@ -129,7 +129,7 @@ def feature_rates(
             if not exists[ref]:
                 continue
             if soft is None:
-                soft = recurring.soft_limited_currencies(s, env_id, customer, resource_ref)
+                soft = _soft_limits(s, env_id, customer, resource_ref)
             priced.append(FeatureRate(ref, rate.per_unit, ref in soft))
         if priced:
             found[feature_ref] = tuple(priced)
@@ -147,18 +147,26 @@ def _state(s: Session, wallet: Wallet, now: datetime) -> WalletState:
 
 def standing(s: Session, env_id: int, customer: Customer, resource_ref: str | None, now: datetime) -> Standing:
     """The customer's credits for the resource at `now` (a read: the stored statuses may lag behind time,
-    the balance does not); in an environment without currencies, one query. Its `soft` is what
-    `feature_rates` needs of the same transaction: a caller reading both hands it on (an empty `soft` of
-    an environment without currencies too: there no rate counts)."""
-    if not store.has_currencies(s, env_id):
+        the balance does not); in an environment without currencies, one query; the soft limits are resolved
+    only when a soft-limited CREDIT entitlement could apply (`store.may_have_soft_limits`). Its `soft` is what
+        `feature_rates` needs of the same transaction: a caller reading both hands it on (an empty `soft` of
+        an environment without currencies too: there no rate counts)."""
+    any_currency, may_be_soft = store.currencies_and_soft_limits(s, env_id, customer.pk)
+    if not any_currency:
         return NO_CREDITS
     wallets: dict[str, WalletState] = {}
     currencies: dict[str, CurrencyView] = {}
     for wallet, currency in store.granted_wallets(s, customer.pk, resource_key(resource_ref)):
         wallets[currency.ref_id] = _state(s, wallet, now)
         currencies[currency.ref_id] = currency_view(currency)
-    soft = recurring.soft_limited_currencies(s, env_id, customer, resource_ref)
+    soft = recurring.soft_limited_currencies(s, env_id, customer, resource_ref) if may_be_soft else frozenset()
     return Standing(wallets, currencies, soft)
+
+
+def _soft_limits(s: Session, env_id: int, customer: Customer, resource_ref: str | None) -> frozenset[str]:
+    if not store.may_have_soft_limits(s, env_id, customer.pk):
+        return frozenset()
+    return recurring.soft_limited_currencies(s, env_id, customer, resource_ref)
 
 
 def credit_answer(
