@@ -107,20 +107,30 @@ def currency_view(c: CustomCurrency) -> CurrencyView:
 
 
 def feature_rates(
-    s: Session, env_id: int, customer: Customer, resource_ref: str | None, feature_refs: Iterable[str]
+    s: Session,
+    env_id: int,
+    customer: Customer,
+    resource_ref: str | None,
+    feature_refs: Iterable[str],
+    soft: frozenset[str] | None = None,
 ) -> dict[str, tuple[FeatureRate, ...]]:
     """The credit rates of those of `feature_refs` the customer's subscriptions price in credits, in
-    currencies that exist (a price in an unknown currency draws nothing, so it refuses nothing)."""
+    currencies that exist (a price in an unknown currency draws nothing, so it refuses nothing). `soft`:
+    the customer's soft-limited currencies when the caller has read them in this transaction (`standing`
+    does); otherwise they are read here, once, and only when a feature is priced in a currency that exists."""
     found: dict[str, tuple[FeatureRate, ...]] = {}
-    soft: dict[str, bool] = {}
+    exists: dict[str, bool] = {}
     for feature_ref, its_rates in rates_of(s, env_id, customer, resource_ref, feature_refs).items():
         priced: list[FeatureRate] = []
         for rate in its_rates:
-            if store.find_currency(s, env_id, rate.currency_ref) is None:
+            ref = rate.currency_ref
+            if ref not in exists:
+                exists[ref] = store.find_currency(s, env_id, ref) is not None
+            if not exists[ref]:
                 continue
-            if rate.currency_ref not in soft:
-                soft[rate.currency_ref] = recurring.soft_limited(s, env_id, customer, resource_ref, rate.currency_ref)
-            priced.append(FeatureRate(rate.currency_ref, rate.per_unit, soft[rate.currency_ref]))
+            if soft is None:
+                soft = _soft_limits(s, env_id, customer, resource_ref)
+            priced.append(FeatureRate(ref, rate.per_unit, ref in soft))
         if priced:
             found[feature_ref] = tuple(priced)
     return found
@@ -137,16 +147,26 @@ def _state(s: Session, wallet: Wallet, now: datetime) -> WalletState:
 
 def standing(s: Session, env_id: int, customer: Customer, resource_ref: str | None, now: datetime) -> Standing:
     """The customer's credits for the resource at `now` (a read: the stored statuses may lag behind time,
-    the balance does not); in an environment without currencies, one query."""
-    if not store.has_currencies(s, env_id):
+        the balance does not); in an environment without currencies, one query; the soft limits are resolved
+    only when a soft-limited CREDIT entitlement could apply (`store.may_have_soft_limits`). Its `soft` is what
+        `feature_rates` needs of the same transaction: a caller reading both hands it on (an empty `soft` of
+        an environment without currencies too: there no rate counts)."""
+    any_currency, may_be_soft = store.currencies_and_soft_limits(s, env_id, customer.pk)
+    if not any_currency:
         return NO_CREDITS
     wallets: dict[str, WalletState] = {}
     currencies: dict[str, CurrencyView] = {}
     for wallet, currency in store.granted_wallets(s, customer.pk, resource_key(resource_ref)):
         wallets[currency.ref_id] = _state(s, wallet, now)
         currencies[currency.ref_id] = currency_view(currency)
-    soft = recurring.soft_limited_currencies(s, env_id, customer, resource_ref)
+    soft = recurring.soft_limited_currencies(s, env_id, customer, resource_ref) if may_be_soft else frozenset()
     return Standing(wallets, currencies, soft)
+
+
+def _soft_limits(s: Session, env_id: int, customer: Customer, resource_ref: str | None) -> frozenset[str]:
+    if not store.may_have_soft_limits(s, env_id, customer.pk):
+        return frozenset()
+    return recurring.soft_limited_currencies(s, env_id, customer, resource_ref)
 
 
 def credit_answer(

@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, bindparam, event, exists, func, null, or_, select
+from sqlalchemy import ColumnElement, and_, bindparam, event, exists, func, null, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, object_session
@@ -91,6 +91,38 @@ def locked_wallet(session: Session, env_id: int, customer_pk: int, currency_pk: 
 
 def has_currencies(session: Session, env_id: int) -> bool:
     return session.scalar(select(CustomCurrency.pk).where(CustomCurrency.environment_id == env_id).limit(1)) is not None
+
+
+def _may_have_soft_limits(env_id: int, customer_pk: int) -> ColumnElement[bool]:
+    # A CREDIT entitlement is soft-limited only when a row it is made of says so (inheritance, add-ons and
+    # overrides combine the rows' `has_soft_limit`, never make one): a package's of the environment (any
+    # version, drafts too) or an override on one of the customer's subscriptions (any).
+    return or_(
+        exists().where(
+            PackageEntitlement.environment_id == env_id,
+            PackageEntitlement.entitlement_type == "CREDIT",
+            PackageEntitlement.has_soft_limit.is_(True),
+        ),
+        exists().where(
+            Subscription.customer_pk == customer_pk,
+            SubscriptionEntitlement.subscription_pk == Subscription.pk,
+            SubscriptionEntitlement.entitlement_type == "CREDIT",
+            SubscriptionEntitlement.has_soft_limit.is_(True),
+        ),
+    )
+
+
+def may_have_soft_limits(session: Session, env_id: int, customer_pk: int) -> bool:
+    """False when no currency can be soft-limited for the customer: most customers, at one query instead of
+    resolving its subscriptions' entitlements."""
+    return bool(session.scalar(select(_may_have_soft_limits(env_id, customer_pk))))
+
+
+def currencies_and_soft_limits(session: Session, env_id: int, customer_pk: int) -> tuple[bool, bool]:
+    """`has_currencies` and `may_have_soft_limits`, in one query."""
+    has_any = exists().where(CustomCurrency.environment_id == env_id)
+    row = session.execute(select(has_any, _may_have_soft_limits(env_id, customer_pk))).one()
+    return bool(row[0]), bool(row[1])
 
 
 def granted_wallets(session: Session, customer_pk: int, resource_ref: str) -> list[tuple[Wallet, CustomCurrency]]:

@@ -68,7 +68,10 @@ def _needs_credits(view: CustomerView, wanted: bool) -> bool:
     return not view.archived and (wanted or bool(view.credit_rates))
 
 
-def _view(s: Session, env_id: int, customer: Customer, resource_ref: str | None, now: datetime) -> CustomerView:
+def _view(
+    s: Session, env_id: int, customer: Customer, resource_ref: str | None, now: datetime, credits: Credits | None
+) -> CustomerView:
+    """`credits`: the customer's, read in this transaction (their soft limits are the rates'), or None."""
     if customer.archived_at is not None:
         return CustomerView(
             customer_pk=customer.pk, archived=True, has_subscription=False, grants={}, loaded_at=now, valid_until=None
@@ -81,8 +84,15 @@ def _view(s: Session, env_id: int, customer: Customer, resource_ref: str | None,
         grants=grants,
         loaded_at=now,
         valid_until=answers.valid_until(resolution, grants.values(), now),
-        credit_rates=credit_checks.feature_rates(s, env_id, customer, resource_ref, grants),
+        credit_rates=credit_checks.feature_rates(
+            s, env_id, customer, resource_ref, grants, credits.soft if credits is not None else None
+        ),
     )
+
+
+def _credits(s: Session, env_id: int, customer: Customer, resource_ref: str | None, now: datetime) -> Credits | None:
+    """An archived customer's answers show no balance."""
+    return None if customer.archived_at is not None else credit_checks.standing(s, env_id, customer, resource_ref, now)
 
 
 def _load(
@@ -117,10 +127,11 @@ def _load(
             customer = customers.find(s, env_id, customer_ref)
             if customer is None:
                 return None
-            view = _view(s, env_id, customer, resource_ref, now)
-            usage = _usage(s, view, resource_ref)
             # Read with the view whatever was asked: the list and the currency check then find them held.
-            credits = None if view.archived else credit_checks.standing(s, env_id, customer, resource_ref, now)
+            # First: the view's credit rates take their soft limits from them.
+            credits = _credits(s, env_id, customer, resource_ref, now)
+            view = _view(s, env_id, customer, resource_ref, now, credits)
+            usage = _usage(s, view, resource_ref)
             snapshot.keep_customer(env_id, customer_ref, resource_ref, view, usage, version, credits)
         feature: FeatureView | None = None
         if feature_ref is not None and feature_ref not in view.grants and not view.archived:
@@ -272,9 +283,9 @@ def list_entitlements(db: Database, env_id: int, customer_ref: str, resource_ref
         customer = customers.find(s, env_id, customer_ref)
         if customer is None:
             return CUSTOMER_NOT_FOUND_LIST
-        view = _view(s, env_id, customer, resource_ref, now)
+        credits = _credits(s, env_id, customer, resource_ref, now)
+        view = _view(s, env_id, customer, resource_ref, now, credits)
         usage = _usage(s, view, resource_ref)
-        credits = credit_checks.standing(s, env_id, customer, resource_ref, now) if not view.archived else None
         return answers.listing(view, usage, credits)
 
 
