@@ -264,6 +264,28 @@ def test_unarchiving_a_product_brings_back_what_its_archive_archived_and_only_th
     assert shown(api, "plans", "arc-pro") == ("PUBLISHED", 1, True)  # its new draft went with the archive
 
 
+def test_archiving_a_parent_plan_on_its_own_is_heard_by_the_customers_inheriting_from_it(api: httpx.Client) -> None:
+    product(api, "heir")
+    ok(api.post("/api/v1/features", json={"id": "heir-sso", "displayName": "SSO", "featureType": "BOOLEAN"}))
+    ok(create(api, "plans", "heir-base", "heir"))
+    ok(api.post("/api/v1/plans/heir-base/entitlements", json={"entitlements": [{"type": "FEATURE", "id": "heir-sso"}]}))
+    publish(api, "plans", "heir-base")
+    ok(create(api, "plans", "heir-kid", "heir", parentPlanId="heir-base"))
+    publish(api, "plans", "heir-kid")
+    ok(api.post("/api/v1/customers", json={"id": "heir-customer"}))
+    ok(api.post("/api/v1/subscriptions", json={"customerId": "heir-customer", "planId": "heir-kid"}))
+    assert _granted(api, "heir-customer", "heir-sso")  # inherited, and now held by the server's snapshot
+
+    # The child first (a parent is refused while a live plan builds on it), the customer staying on it.
+    ok(api.post("/api/v1/plans/heir-kid/archive"))
+    assert _granted(api, "heir-customer", "heir-sso")
+    ok(api.post("/api/v1/plans/heir-base/archive"))
+    # An archived parent grants nothing more: the held answer is dropped, as a product's archive drops it.
+    assert not _granted(api, "heir-customer", "heir-sso")
+    listed = ok(api.get("/api/v1/customers/heir-customer/entitlements"))
+    assert "heir-sso" not in {e["feature"]["id"] for e in listed["entitlements"] if e.get("feature")}
+
+
 def test_unarchiving_a_product_that_is_not_archived_changes_nothing(api: httpx.Client) -> None:
     product(api, "arc-live")
     ok(create(api, "plans", "arc-live-solo", "arc-live"))

@@ -247,5 +247,7 @@ def archive_package(db: Database, env_id: int, kind: PackageKind, ref: str) -> P
             )
             if dependants:
                 raise FailedPrecondition(f"{label} is a dependency of add-on(s) {', '.join(dependants)}")
+        if kind == PLAN:  # plans still built on one of its versions inherit nothing from it any more
+            publish(s, ParentPlansChanged(env_id=env_id, parent_refs=[ref]))
         store.archive_versions(s, all_versions)
         return store.view(s, store.get_current(s, env_id, kind, ref))
