@@ -21,7 +21,10 @@ full collection, which lands on whichever request allocated last. This bench, in
 3. sends checks through uvicorn's own protocol in this process (`in_process.py`'s transport), rotating
    over customers and features, half of them of a customer just dropped (as an `EntitlementsChanged`
    drops it), so it is read again: the check's p50/p99/max latency (wall) and each full collection seen
-   meanwhile (`gc.callbacks`), with its duration.
+   meanwhile (`gc.callbacks`), with its duration;
+4. the objects the collector tracks per owner (customer, resource) that usage keeps for the environment's
+   next reports and ingestion batches (`usage.kept`: the seeding's reports leave every customer's), by
+   forgetting them (then keeping them again).
 
 Timing is reported, never asserted.
 """
@@ -117,6 +120,25 @@ def full_collections(times: int = 5) -> list[float]:
     return spent
 
 
+def usage_kept(db: Any, env_id: int) -> tuple[int, int]:
+    """Owners usage keeps for the environment (reports' and ingestion's), and the objects the collector
+    tracks for them."""
+    from entitle.usage import ahead, counting
+
+    reports, batches = ahead._kept.kept(db, env_id), counting._known.kept(db, env_id)
+    owners = (len(reports.grants) if reports else 0) + (len(batches.holders) if batches else 0)
+    with_them = tracked()
+    ahead._kept.forget(db, env_id)
+    counting._known.forget(db, env_id)
+    without = tracked()
+    if reports is not None:
+        ahead._kept.keep(db, env_id, reports)
+    if batches is not None:
+        counting._known.keep(db, env_id, batches)
+    del reports, batches
+    return owners, with_them - without
+
+
 def load_all(db: Any, snapshot: Any, env_id: int, refs: list[str]) -> None:
     from entitle.clock import utcnow
     from entitle.entitlements import service
@@ -203,6 +225,7 @@ def main() -> int:
             seeded = time.perf_counter() - started
             snapshot = app.state.entitlement_snapshot
             env_id = environment_pk(served.db, "development")
+            kept_owners, kept_objects = usage_kept(served.db, env_id)
             refs = [f"c{n}" for n in range(args.customers)]
             for ref in refs:
                 snapshot.drop_customer(env_id, ref)
@@ -247,7 +270,11 @@ def main() -> int:
         f"(seeded in {seeded:.0f} s; {len(refs) - len(traced):,} untraced loads in {loaded_in:.1f} s); "
         f"load average {os.getloadavg()[0]:.2f}"
     )
-    print(f"\ntracked objects per held customer: {objects / held:.1f} ({objects:,} in all)")
+    print(
+        f"\nusage kept for the next reports: {kept_owners:,} owners, tracked objects per owner "
+        f"{kept_objects / max(kept_owners, 1):.2f} ({kept_objects:,} in all)"
+    )
+    print(f"tracked objects per held customer: {objects / held:.1f} ({objects:,} in all)")
     print(
         f"bytes per held customer (tracemalloc, over the first {len(traced):,}): {grown / len(traced) / 1024:.1f} KiB"
     )

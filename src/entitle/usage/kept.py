@@ -124,6 +124,10 @@ class KeptPerEnvironment(Generic[R]):
         with self._lock:
             self._kept.setdefault(db, {})[env_id] = resolution
 
+    def forget(self, db: Database, env_id: int) -> None:
+        with self._lock:
+            self._kept.get(db, {}).pop(env_id, None)
+
     def kept(self, db: Database, env_id: int) -> R | None:
         """The resolution kept, as it was kept (not judged)."""
         with self._lock:
