@@ -43,7 +43,7 @@ from entitle.usage import ports, store
 from entitle.usage.kept import KEPT_OWNERS, KeptGrants, KeptPerEnvironment, grants_of, kept_grants
 from entitle.usage.measuring import Amounts, Item, Problem, measure_events
 from entitle.usage.models import UsageCounter
-from entitle.usage.owners import CounterMoved, announce
+from entitle.usage.owners import CounterMoved, Who, announce
 from entitle.usage.rules import Tally, fold_checked
 from entitle.usage.slots import (
     Holders,
@@ -149,24 +149,14 @@ def _kept(holders: Holders) -> dict[Owner, KeptHolder]:
     }
 
 
-def _holders_kept(s: Session, env_id: int, owners: list[Owner], known: Resolved) -> tuple[Holders, list[Owner]]:
-    """The kept owners' customers (read again, in one query) and grants; and those whose customer is no
-    longer the one kept (archived meanwhile, which the change log may not name), to resolve again."""
-    kept = {owner: known.holders[owner] for owner in owners}
-    found = customers.find_many(s, env_id, {held[1] for held in kept.values() if held is not None})
+def _holders_kept(owners: list[Owner], known: Resolved) -> Holders:
+    """The kept owners' customers and grants, as a batch uses them."""
     by_ref = {f.ref_id: f for f in known.metered}
     holders: Holders = {}
-    gone: list[Owner] = []
-    for owner, held in kept.items():
-        if held is None:
-            holders[owner] = (None, {})
-            continue
-        customer = found.get(held[1])
-        if customer is None or customer.pk != held[0] or customer.archived_at is not None:
-            gone.append(owner)
-        else:
-            holders[owner] = (customer, grants_of(held[2], by_ref))
-    return holders, gone
+    for owner in owners:
+        held = known.holders[owner]
+        holders[owner] = (None, {}) if held is None else (Who(held[0], held[1]), grants_of(held[2], by_ref))
+    return holders
 
 
 def _remember(db: Database, env_id: int, resolved: Resolved, owners: list[Owner]) -> None:
@@ -198,8 +188,7 @@ def prepare(
         if metered:
             missing = [owner for owner in owners if owner not in known.holders]
             if len(missing) < len(owners):
-                holders, gone = _holders_kept(s, env_id, [o for o in owners if o in known.holders], known)
-                missing += gone
+                holders = _holders_kept([o for o in owners if o in known.holders], known)
             if missing:
                 found, until = resolve_holders(s, env_id, missing, now, metered)
                 holders.update(found)
@@ -335,6 +324,9 @@ def _count_in_windows(s: Session, env_id: int, slots: dict[store.CounterKey, Slo
     before = {key: counters[key].value for key in slots}
     store.save_tallies(s, UsageCounter, [written(counters[key], t) for key, t in zip(slots, tallies, strict=True)])
     priced = ports.credit_priced.impl(s, env_id)  # once for the batch: most features draw no credits
+    charged = [slot for slot in slots.values() if priced is None or slot.grant.feature.ref_id in priced]
+    # The rows of the customers whose credits may be drawn (what the batch kept of them is no row).
+    payers = customers.find_many(s, env_id, {slot.customer.ref_id for slot in charged}) if charged else {}
     for key, slot in slots.items():
         value = counters[key].value
         moved = CounterMoved(
@@ -350,5 +342,6 @@ def _count_in_windows(s: Session, env_id: int, slots: dict[store.CounterKey, Slo
         )
         announce(s, env_id, moved)
         if priced is None or slot.grant.feature.ref_id in priced:
-            charge_credits(s, env_id, slot.customer, slot.grant.feature, slot.resource_ref, counters[key], before[key])
+            payer = payers[slot.customer.ref_id]
+            charge_credits(s, env_id, payer, slot.grant.feature, slot.resource_ref, counters[key], before[key])
     return problems
