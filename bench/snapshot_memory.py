@@ -21,7 +21,10 @@ full collection, which lands on whichever request allocated last. This bench, in
 3. sends checks through uvicorn's own protocol in this process (`in_process.py`'s transport), rotating
    over customers and features, half of them of a customer just dropped (as an `EntitlementsChanged`
    drops it), so it is read again: the check's p50/p99/max latency (wall) and each full collection seen
-   meanwhile (`gc.callbacks`), with its duration.
+   meanwhile (`gc.callbacks`), with its duration;
+4. last, the objects the collector tracks per owner (customer, resource) that usage keeps for the
+   environment's next reports and ingestion batches (`usage.kept`: the seeding's reports leave every
+   customer's), by forgetting them, and a full collection's CPU then.
 
 Timing is reported, never asserted.
 """
@@ -100,6 +103,20 @@ def full_collections(times: int = 5) -> list[float]:
         gc.collect()
         spent.append(time.thread_time() - started)
     return spent
+
+
+def forget_usage_kept(db: Any, env_id: int) -> tuple[int, int]:
+    """Forget what usage keeps for the environment (reports' and ingestion's): the owners it kept, and the
+    objects the collector tracked for them."""
+    from entitle.usage import ahead, counting
+
+    reports, batches = ahead._kept.kept(db, env_id), counting._known.kept(db, env_id)
+    owners = (len(reports.grants) if reports else 0) + (len(batches.holders) if batches else 0)
+    del reports, batches
+    with_them = tracked()
+    ahead._kept.forget(db, env_id)
+    counting._known.forget(db, env_id)
+    return owners, with_them - tracked()
 
 
 def load_all(db: Any, snapshot: Any, env_id: int, refs: list[str]) -> None:
@@ -218,13 +235,19 @@ def main() -> int:
                 snapshot.drop_customer(env_id, ref)
             gc.collect()
             empty_collections = full_collections(7)
+            kept_owners, kept_objects = forget_usage_kept(served.db, env_id)
+            forgotten_collections = full_collections(7)
 
     print(
         f"Entitle snapshot memory: {args.database}; {FEATURES} features x {args.customers} customers "
         f"(seeded in {seeded:.0f} s; {len(refs) - len(traced):,} untraced loads in {loaded_in:.1f} s); "
         f"load average {os.getloadavg()[0]:.2f}"
     )
-    print(f"\ntracked objects per held customer: {objects / held:.1f} ({objects:,} in all)")
+    print(
+        f"\nusage kept for the next reports: {kept_owners:,} owners, tracked objects per owner "
+        f"{kept_objects / max(kept_owners, 1):.2f} ({kept_objects:,} in all)"
+    )
+    print(f"tracked objects per held customer: {objects / held:.1f} ({objects:,} in all)")
     print(
         f"bytes per held customer (tracemalloc, over the first {len(traced):,}): {grown / len(traced) / 1024:.1f} KiB"
     )
@@ -233,6 +256,11 @@ def main() -> int:
         f"one full gc.collect(), CPU: {full * 1e3:.1f} ms median, {min(held_collections) * 1e3:.1f} ms min, "
         f"with {held:,} customers held; snapshot empty {empty * 1e3:.1f} ms: the snapshot's share "
         f"{(full - empty) * 1e3:.1f} ms"
+    )
+    forgotten = statistics.median(forgotten_collections)
+    print(
+        f"  then usage's kept owners forgotten: {forgotten * 1e3:.1f} ms: "
+        f"their share {(empty - forgotten) * 1e3:.1f} ms"
     )
     held_checks, reloaded_checks = latencies
     print(f"\nchecks through uvicorn's protocol, {args.reloads:,} of them reading the customer again:")

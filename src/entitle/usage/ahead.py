@@ -8,7 +8,8 @@ used. The transaction uses it only while `ports.grant_changes` says nothing it r
 What was resolved is kept for the environment's next reports (per process, at most `KEPT_OWNERS`
 owners): the next one reads from the change log which customers changed since (a feature change drops
 everything) and resolves again only when one of its owners or features is not kept, or a subscription
-or promotion of a kept owner ended meanwhile.
+or promotion of a kept owner ended meanwhile. What is kept holds plain values (`usage.kept`): a report
+reads its customers again (one query), and gets their grants back from what was kept.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from entitle.customers.models import Customer
 from entitle.db import Database
 from entitle.grants.engine import Grant, owners_grants_until
 from entitle.usage import ports, store
-from entitle.usage.kept import KEPT_OWNERS, KeptPerEnvironment
+from entitle.usage.kept import KEPT_OWNERS, KeptGrants, KeptPerEnvironment, grants_of, kept_grants
 from entitle.usage.schemas import UsageIn
 
 Owner = tuple[int, str | None]  # customer pk, resource as reported
@@ -33,8 +34,8 @@ Owner = tuple[int, str | None]  # customer pk, resource as reported
 
 @dataclass(frozen=True)
 class Ahead:
-    """`known`: features by id; `customers`: live customers by id; `grants`: each owner's grants of the
-    known features; `taken`: the batch's idempotency keys already used."""
+    """`known`: features by id; `customers`: the batch's live customers by id; `grants`: each of its owners'
+    grants of the known features; `taken`: the batch's idempotency keys already used."""
 
     mark: int
     known: dict[str, Feature]
@@ -46,14 +47,19 @@ class Ahead:
 @dataclass(frozen=True)
 class _Kept:
     """What earlier reports resolved at `at`, as of `mark`; it holds until `valid_until` (an end of a
-    subscription or promotion of one of its owners; None: none comes)."""
+    subscription or promotion of one of its owners; None: none comes). `customers`: each live customer's
+    pk by id."""
 
     mark: int
     at: datetime
     valid_until: datetime | None
     known: dict[str, Feature]
-    customers: dict[str, Customer]
-    grants: dict[Owner, dict[str, Grant]]
+    customers: dict[str, int]
+    grants: dict[Owner, KeptGrants]
+
+
+# What a batch rests on beyond what is kept: its live customers by id, and its owners' grants.
+_Batch = tuple[dict[str, Customer], dict[Owner, dict[str, Grant]]]
 
 
 _kept: KeptPerEnvironment[_Kept] = KeptPerEnvironment()
@@ -67,21 +73,36 @@ def resolve_ahead(db: Database, env_id: int, items: list[UsageIn], now: datetime
     with db.read() as s:
         mark = ports.grant_changes.impl.mark(s, env_id)
         kept = _still_kept(s, db, env_id, mark, now)
-        if kept is None or not _holds(kept, items):
-            kept = _resolve(s, env_id, items, now, mark, kept)
-            if kept is None:
+        batch = _batch(s, env_id, kept, items) if kept is not None and _holds(kept, items) else None
+        if kept is None or batch is None:
+            resolved = _resolve(s, env_id, items, now, mark, kept)
+            if resolved is None:
                 return None
+            kept, batch = resolved
             _kept.keep(db, env_id, kept)
         taken = store.keys_taken(s, env_id, keys)
-    return Ahead(mark, kept.known, kept.customers, kept.grants, taken)
+    return Ahead(mark, kept.known, batch[0], batch[1], taken)
 
 
 def _holds(kept: _Kept, items: list[UsageIn]) -> bool:
     for item in items:
-        customer = kept.customers.get(item.customer_id)
-        if customer is None or item.feature_id not in kept.known or (customer.pk, item.resource_id) not in kept.grants:
+        pk = kept.customers.get(item.customer_id)
+        if pk is None or item.feature_id not in kept.known or (pk, item.resource_id) not in kept.grants:
             return False
     return True
+
+
+def _batch(s: Session, env_id: int, kept: _Kept, items: list[UsageIn]) -> _Batch | None:
+    """The batch's customers (read again) and its owners' kept grants; None when a customer is no longer
+    the live one kept (archived meanwhile: the change log names that only when it ended a subscription)."""
+    found = customers.find_many(s, env_id, {i.customer_id for i in items})
+    for ref, customer in found.items():
+        if customer.archived_at is not None or customer.pk != kept.customers[ref]:
+            return None
+    if len(found) < len({i.customer_id for i in items}):
+        return None
+    owners = {(found[i.customer_id].pk, i.resource_id) for i in items}
+    return found, {owner: grants_of(kept.grants[owner], kept.known) for owner in owners}
 
 
 def _still_kept(s: Session, db: Database, env_id: int, mark: int, now: datetime) -> _Kept | None:
@@ -90,7 +111,7 @@ def _still_kept(s: Session, db: Database, env_id: int, mark: int, now: datetime)
     if found is None:
         return None
     kept, changed = found
-    pks = {c.pk for ref, c in kept.customers.items() if ref in changed}
+    pks = {pk for ref, pk in kept.customers.items() if ref in changed}
     return replace(
         kept,
         mark=mark,
@@ -102,7 +123,7 @@ def _still_kept(s: Session, db: Database, env_id: int, mark: int, now: datetime)
 
 def _resolve(
     s: Session, env_id: int, items: list[UsageIn], now: datetime, mark: int, kept: _Kept | None
-) -> _Kept | None:
+) -> tuple[_Kept, _Batch] | None:
     wanted = {i.customer_id for i in items}
     known = features.get_many(s, env_id, sorted({i.feature_id for i in items} | (kept.known.keys() if kept else set())))
     if any(i.feature_id not in known for i in items):
@@ -118,17 +139,16 @@ def _resolve(
         if not has_subscription:
             return None
         grants[(pk, resource_ref)] = granted
+    batch = (found, grants)
+    found_pks = {ref: c.pk for ref, c in found.items()}
+    kept_now = {owner: kept_grants(granted) for owner, granted in grants.items()}
     if kept is not None and kept.known.keys() <= known.keys() and len(kept.grants) + len(grants) <= KEPT_OWNERS:
         # The kept owners' grants were of the kept features: those asked for now are among them, or new.
         new_features = known.keys() - kept.known.keys()
         if not new_features:
             ends = [instant for instant in (kept.valid_until, valid_until) if instant is not None]
-            return _Kept(
-                mark,
-                now,
-                min(ends, default=None),
-                known,
-                {**kept.customers, **found},
-                {**kept.grants, **grants},
+            merged = _Kept(
+                mark, now, min(ends, default=None), known, {**kept.customers, **found_pks}, {**kept.grants, **kept_now}
             )
-    return _Kept(mark, now, valid_until, known, found, grants)
+            return merged, batch
+    return _Kept(mark, now, valid_until, known, found_pks, kept_now), batch

@@ -34,15 +34,16 @@ from sqlalchemy.orm import Session
 from entitle.catalog.features import store as features
 from entitle.catalog.features.models import Feature
 from entitle.clock import utcnow
+from entitle.customers import store as customers
 from entitle.db import Database
 from entitle.db.types import json_text
 from entitle.events.ingested import NewEvent
 from entitle.events.rules import refusal
 from entitle.usage import ports, store
-from entitle.usage.kept import KEPT_OWNERS, KeptPerEnvironment
+from entitle.usage.kept import KEPT_OWNERS, KeptGrants, KeptPerEnvironment, grants_of, kept_grants
 from entitle.usage.measuring import Amounts, Item, Problem, measure_events
 from entitle.usage.models import UsageCounter
-from entitle.usage.owners import CounterMoved, announce
+from entitle.usage.owners import CounterMoved, Who, announce
 from entitle.usage.rules import Tally, fold_checked
 from entitle.usage.slots import (
     Holders,
@@ -65,6 +66,10 @@ from entitle.usage.tallies import (
 )
 from entitle.usage.waiting import count_waiting
 
+# An owner's live customer (its pk and id) and its grants of the metered features, as kept; None: no live
+# customer.
+KeptHolder = tuple[int, str, KeptGrants] | None
+
 
 @dataclass(frozen=True)
 class Resolved:
@@ -74,7 +79,7 @@ class Resolved:
     `valid_until`, when a subscription or promotion of theirs ends."""
 
     metered: list[Feature]
-    holders: Holders
+    holders: dict[Owner, KeptHolder]
     at: datetime
     mark: int
     valid_until: datetime | None
@@ -88,7 +93,8 @@ class Resolved:
 @dataclass(frozen=True)
 class Prepared:
     """A batch measured before its transaction: with which meters, each event's amounts and problem (by
-    its index in the request), and what its owners hold."""
+    its index in the request), and what its owners hold (`holders`: read for this batch, in the read that
+    resolved them)."""
 
     meters: tuple[tuple[str, str], ...]
     position: dict[int, int]
@@ -98,6 +104,7 @@ class Prepared:
     plan: Plan | None = None
     # The events' owners (customer, resource), read here rather than in the transaction.
     owners: frozenset[Owner] = frozenset()
+    holders: Holders | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +142,23 @@ def _still_known(s: Session, db: Database, env_id: int, mark: int, now: datetime
     return replace(known, holders=holders, mark=mark)
 
 
+def _kept(holders: Holders) -> dict[Owner, KeptHolder]:
+    return {
+        owner: None if customer is None else (customer.pk, customer.ref_id, kept_grants(held))
+        for owner, (customer, held) in holders.items()
+    }
+
+
+def _holders_kept(owners: list[Owner], known: Resolved) -> Holders:
+    """The kept owners' customers and grants, as a batch uses them."""
+    by_ref = {f.ref_id: f for f in known.metered}
+    holders: Holders = {}
+    for owner in owners:
+        held = known.holders[owner]
+        holders[owner] = (None, {}) if held is None else (Who(held[0], held[1]), grants_of(held[2], by_ref))
+    return holders
+
+
 def _remember(db: Database, env_id: int, resolved: Resolved, owners: list[Owner]) -> None:
     if len(resolved.holders) > KEPT_OWNERS:
         resolved = replace(resolved, holders={owner: resolved.holders[owner] for owner in owners})
@@ -160,11 +184,16 @@ def prepare(
             metered = sorted(features.metered_with_meter(s, env_id), key=lambda f: f.ref_id)
             known = Resolved(metered, {}, at=now, mark=mark, valid_until=None)
         metered = known.metered
-        missing = [owner for owner in owners if owner not in known.holders] if metered else []
-        if missing:
-            found, until = resolve_holders(s, env_id, missing, now, metered)
-            ends = [instant for instant in (known.valid_until, until) if instant is not None]
-            known = replace(known, holders={**known.holders, **found}, valid_until=min(ends, default=None))
+        holders: Holders = {}
+        if metered:
+            missing = [owner for owner in owners if owner not in known.holders]
+            if len(missing) < len(owners):
+                holders = _holders_kept([o for o in owners if o in known.holders], known)
+            if missing:
+                found, until = resolve_holders(s, env_id, missing, now, metered)
+                holders.update(found)
+                ends = [instant for instant in (known.valid_until, until) if instant is not None]
+                known = replace(known, holders={**known.holders, **_kept(found)}, valid_until=min(ends, default=None))
     # Grants resolved earlier hold now too: nothing they rest on changed, and no end came between.
     resolved = replace(known, at=now)
     _remember(db, env_id, resolved, owners)
@@ -172,15 +201,15 @@ def prepare(
     position = {e.index: p for p, e in enumerate(candidates)}
     by_index = {int(p["field"].split(".")[1]): p for p in problems}
     plan = None
-    if metered and not problems and all(owner in resolved.holders for owner in owners):
+    if metered and not problems:
         # Where the events count, made here rather than holding the write lock (used only if they all
         # turn out new and nothing they rest on changed; and only when none waits for a grant).
         wanted, positions = wanted_by_owner(candidates, metered, amounts)
-        slots, waiting, until = plan_slots(candidates, wanted, positions, resolved.holders, now)
+        slots, waiting, until = plan_slots(candidates, wanted, positions, holders, now)
         if slots and not waiting:
             summarize(slots.values())
             plan = Plan(slots, until, amounts, resolved)
-    return Prepared(resolved.meters, position, amounts, by_index, resolved, plan, frozenset(owners))
+    return Prepared(resolved.meters, position, amounts, by_index, resolved, plan, frozenset(owners), holders)
 
 
 def _still_valid(
@@ -193,7 +222,7 @@ def _still_valid(
         return None
     assert isinstance(prepared, Prepared)
     owners = prepared.owners if all_prepared else {(e.customer_ref, e.resource_ref) for e in new}
-    if resolved.metered and not owners <= resolved.holders.keys():
+    if resolved.metered and (prepared.holders is None or not owners <= prepared.holders.keys()):
         return None
     if not ports.grant_changes.impl.unchanged_since(s, env_id, resolved.mark, {c for c, _ in owners}):
         return None
@@ -251,7 +280,11 @@ def apply_events(s: Session, env_id: int, new: list[NewEvent], prepared: object 
         if not wanted:
             return
         owners = sorted({(c, r) for c, r, _ in wanted}, key=owner_order)
-        holders = resolved.holders if resolved is not None else resolve_holders(s, env_id, owners, now, metered)[0]
+        if resolved is not None:
+            assert isinstance(prepared, Prepared) and prepared.holders is not None  # `_still_valid` saw them
+            holders = prepared.holders
+        else:
+            holders = resolve_holders(s, env_id, owners, now, metered)[0]
         unheld = {c for c, r, ref in wanted if ref not in holders[(c, r)][1]}
         if unheld and store.lock_owners(s, env_id, unheld):
             # Another transaction may have just granted the feature (and folded what waited): look again.
@@ -291,6 +324,9 @@ def _count_in_windows(s: Session, env_id: int, slots: dict[store.CounterKey, Slo
     before = {key: counters[key].value for key in slots}
     store.save_tallies(s, UsageCounter, [written(counters[key], t) for key, t in zip(slots, tallies, strict=True)])
     priced = ports.credit_priced.impl(s, env_id)  # once for the batch: most features draw no credits
+    charged = [slot for slot in slots.values() if priced is None or slot.grant.feature.ref_id in priced]
+    # The rows of the customers whose credits may be drawn (what the batch kept of them is no row).
+    payers = customers.find_many(s, env_id, {slot.customer.ref_id for slot in charged}) if charged else {}
     for key, slot in slots.items():
         value = counters[key].value
         moved = CounterMoved(
@@ -306,5 +342,6 @@ def _count_in_windows(s: Session, env_id: int, slots: dict[store.CounterKey, Slo
         )
         announce(s, env_id, moved)
         if priced is None or slot.grant.feature.ref_id in priced:
-            charge_credits(s, env_id, slot.customer, slot.grant.feature, slot.resource_ref, counters[key], before[key])
+            payer = payers[slot.customer.ref_id]
+            charge_credits(s, env_id, payer, slot.grant.feature, slot.resource_ref, counters[key], before[key])
     return problems

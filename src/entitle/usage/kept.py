@@ -1,21 +1,80 @@
 """The one rule for reusing what earlier writes of an environment resolved before their transaction
 (ingestion's `usage.counting.prepare`, usage reports' `usage.ahead`): kept per process, it is believed
-only as of the change-log mark it was read at, less the customers the log names since."""
+only as of the change-log mark it was read at, less the customers the log names since.
+
+What is kept holds plain values (`KeptGrant`: a grant as a tuple of atoms), never an ORM row nor a
+dataclass: up to `KEPT_OWNERS` owners per environment stay alive for good, and every object the
+collector tracks among them is traversed by each full collection. The collector stops tracking a tuple
+of atoms or of such tuples, and a dict of those, when a full collection passes over it (never a tuple
+holding a dict, however plain: grants are kept as a tuple). No ORM row outlives the session that read
+it: a batch reads its owners' customers again (one query), and gets its grants back (`grants_of`)."""
 
 from __future__ import annotations
 
 import threading
 from datetime import datetime
+from decimal import Decimal
 from typing import Generic, Protocol, TypeVar
 from weakref import WeakKeyDictionary
 
 from sqlalchemy.orm import Session
 
+from entitle.catalog.features.models import Feature
+from entitle.catalog.packages.allowance import Allowance
 from entitle.db import Database
+from entitle.grants.engine import Grant
 from entitle.usage import ports
 
 KEPT_OWNERS = 10_000  # owners (customer, resource) kept per environment
 KEPT_MARK_DISTANCE = 5_000  # a mark further back is not worth reading the changes since: all is read again
+
+# A grant kept: its feature's id, its usage anchor, when it was updated, then its allowance's fields in
+# their order.
+KeptGrant = tuple[
+    str, datetime, datetime, Decimal | None, bool, bool, frozenset[str] | None, str | None, str | None, datetime | None
+]
+KeptGrants = tuple[KeptGrant, ...]
+
+# Allowances got back, one per distinct terms (most customers of an environment share theirs). Bounded:
+# forgotten wholesale when full.
+_ALLOWANCES: dict[tuple[object, ...], Allowance] = {}
+_ALLOWANCES_HELD = 1_000
+
+
+def kept_grants(grants: dict[str, Grant]) -> KeptGrants:
+    """Grants (by feature id) as kept."""
+    kept: list[KeptGrant] = []
+    for ref, grant in grants.items():
+        a = grant.allowance
+        kept.append(
+            (
+                ref,
+                grant.usage_anchor,
+                grant.updated_at,
+                a.usage_limit,
+                a.has_unlimited,
+                a.has_soft_limit,
+                a.enum_values,
+                a.reset_period,
+                a.reset_anchor,
+                a.valid_until,
+            )
+        )
+    return tuple(kept)
+
+
+def grants_of(kept: KeptGrants, features: dict[str, Feature]) -> dict[str, Grant]:
+    """The grants kept, by feature id, of these features (by id): each kept grant's feature is among them."""
+    grants: dict[str, Grant] = {}
+    for ref, anchor, updated_at, *terms in kept:
+        key = tuple(terms)
+        allowance = _ALLOWANCES.get(key)
+        if allowance is None:
+            if len(_ALLOWANCES) >= _ALLOWANCES_HELD:
+                _ALLOWANCES.clear()
+            allowance = _ALLOWANCES[key] = Allowance(*terms)  # type: ignore[arg-type]
+        grants[ref] = Grant(features[ref], allowance, anchor, updated_at)
+    return grants
 
 
 def changed_since_kept(
@@ -64,6 +123,10 @@ class KeptPerEnvironment(Generic[R]):
     def keep(self, db: Database, env_id: int, resolution: R) -> None:
         with self._lock:
             self._kept.setdefault(db, {})[env_id] = resolution
+
+    def forget(self, db: Database, env_id: int) -> None:
+        with self._lock:
+            self._kept.get(db, {}).pop(env_id, None)
 
     def kept(self, db: Database, env_id: int) -> R | None:
         """The resolution kept, as it was kept (not judged)."""

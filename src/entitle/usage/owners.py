@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import NamedTuple, Protocol
 
 from sqlalchemy.orm import Session
 
@@ -15,6 +16,22 @@ from entitle.customers.models import Customer
 from entitle.domain_events import publish
 from entitle.grants.engine import Grant, Window, customer_grants, usage_window
 from entitle.usage.events import UsageChanged, UsageLimitHit
+
+
+class CustomerKey(Protocol):
+    """What usage announces of a customer: its pk and id (a `Customer` row, or a `Who`)."""
+
+    @property
+    def pk(self) -> int: ...
+    @property
+    def ref_id(self) -> str: ...
+
+
+class Who(NamedTuple):
+    """A customer by its pk and id, where no row of it is needed (ingestion's counters and announcements)."""
+
+    pk: int
+    ref_id: str
 
 
 class GrantCache:
@@ -49,7 +66,7 @@ class GrantCache:
 class CounterMoved:
     """A counter's new value, and what it is measured against."""
 
-    customer: Customer
+    customer: CustomerKey
     feature_ref: str
     resource_ref: str | None
     window: Window

@@ -14,11 +14,11 @@ from sqlalchemy.orm import Session
 
 from entitle.catalog.features.models import Feature
 from entitle.customers import store as customers
-from entitle.customers.models import Customer
 from entitle.events.ingested import NewEvent
 from entitle.grants.engine import Grant, Window, owners_grants_until, resource_key, usage_window
 from entitle.usage import store
 from entitle.usage.measuring import Amounts, Item
+from entitle.usage.owners import Who
 from entitle.usage.rules import Numbers
 from entitle.usage.tallies import function_of
 
@@ -86,7 +86,7 @@ class Added:
 class Slot:
     """What a batch adds to one counter."""
 
-    customer: Customer
+    customer: Who
     resource_ref: str | None
     grant: Grant
     window: Window
@@ -99,7 +99,8 @@ class Slot:
     summarized: bool = False
 
 
-Holders = dict[Owner, tuple[Customer | None, dict[str, Grant]]]
+# Each owner's live customer (None: unknown or archived) and its grants.
+Holders = dict[Owner, tuple[Who | None, dict[str, Grant]]]
 
 
 def without(slots: dict[store.CounterKey, Slot], skipped: set[int]) -> dict[store.CounterKey, Slot]:
@@ -233,5 +234,6 @@ def resolve_holders(
         if customer is None or customer.archived_at is not None:
             result[(customer_ref, resource_ref)] = (None, {})
         else:
-            result[(customer_ref, resource_ref)] = (customer, grants[(customer.pk, resource_ref or None)][0])
+            held = grants[(customer.pk, resource_ref or None)][0]
+            result[(customer_ref, resource_ref)] = (Who(customer.pk, customer.ref_id), held)
     return result, valid_until

@@ -17,6 +17,7 @@ from entitle.usage import ports, store
 from entitle.usage.measuring import Item, Problem
 from entitle.usage.meters import measure
 from entitle.usage.models import UsageCounter, WaitingUsage
+from entitle.usage.owners import CustomerKey
 from entitle.usage.rules import Tally, fold, usage_number
 
 ADDITIVE = frozenset({"SUM", "COUNT", "UNIQUE"})  # aggregations where each event adds what it costs
@@ -74,7 +75,7 @@ def rebuild_if_legacy(
     env_id: int,
     counter: UsageCounter | store.TallyRow,
     feature: Feature,
-    customer: Customer,
+    customer: CustomerKey,
     resource_ref: str | None,
     window: Window,
 ) -> None:
