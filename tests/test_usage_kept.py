@@ -36,13 +36,18 @@ def _plain(value: object) -> bool:
 
 
 def _untracked(value: object) -> bool:
-    """Whether the collector no longer tracks it, nor anything in it, once full collections passed."""
+    """Whether the collector no longer tracks it, nor anything in it, once full collections passed (two,
+    and only at the top: each walks the whole test process's heap)."""
     gc.collect()
     gc.collect()
+    return _untracked_now(value)
+
+
+def _untracked_now(value: object) -> bool:
     if isinstance(value, dict):
-        return not gc.is_tracked(value) and all(_untracked(v) for v in value.values())
+        return not gc.is_tracked(value) and all(_untracked_now(v) for v in value.values())
     if isinstance(value, tuple):
-        return not gc.is_tracked(value) and all(_untracked(v) for v in value)
+        return not gc.is_tracked(value) and all(_untracked_now(v) for v in value)
     return not gc.is_tracked(value)
 
 
