@@ -55,7 +55,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from catalog_reads import fresh_database
-from in_process import feed
+from in_process import feed, served_app
 from ingest_load import (
     BATCH,
     CUSTOMERS,
@@ -235,27 +235,13 @@ def breakdown(batches: int) -> None:
     import entitle.usage.counting as counting
     import entitle.usage.reactions as reactions
     import entitle.usage.store as usage_store
-    from entitle.app import create_app
-    from entitle.config import Settings
-    from entitle.db import Database
     from entitle.db.group_commit import GroupCommit
-    from entitle.environments.models import KeyKind
-    from entitle.environments.service import create_key
     from entitle.events import ingested, routes, service
 
     customers = [f"c{n}" for n in range(CUSTOMERS)]
     bodies = [body(batch_events(b, customers)) for b in range(batches + 2)]
-    with fresh_database("sqlite") as (url, data_dir):
-        db = Database(url)
-        key = create_key(db, "development", KeyKind.SERVER)
-        settings = Settings(
-            database_url=url,
-            data_dir=data_dir,
-            console_base_url="http://127.0.0.1:8000",
-            embedded_worker=True,  # as `entitle serve` runs on SQLite
-            freeze_startup_objects=True,
-        )
-        app = create_app(settings, db=db)
+    with served_app("sqlite", None) as served:  # the embedded worker runs, as `entitle serve` runs on SQLite
+        app, key = served.app, served.key
         with TestClient(app, headers={"X-API-KEY": key}) as api:
             seed_catalog(api)
             provision(api, customers)
@@ -285,7 +271,6 @@ def breakdown(batches: int) -> None:
             steps.wrap(DefaultDialect, "do_commit", "  COMMIT")
             steps.wrap(domain_events, "_announce", "  after COMMIT: changes announced (caches, streams)")
             whole, background = _through_uvicorn(app, key, bodies[2:])
-        db.dispose()
     spent = {label: seconds / batches for label, seconds in steps.spent.items()}
     parse = spent.pop("body validated (EventItem dicts)")
     total = spent.pop("events.service.report_items")

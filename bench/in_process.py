@@ -96,10 +96,11 @@ class Served:
 
 
 @contextmanager
-def served_app(database: str, constant_path: str, *, embedded_worker: bool | None = None) -> Iterator[Served]:
+def served_app(database: str, constant_path: str | None, *, embedded_worker: bool | None = None) -> Iterator[Served]:
     """The app `entitle serve` runs (startup objects frozen; the embedded worker on SQLite unless told),
     on a fresh database with a server key, and a constant-answer async route at `constant_path`,
-    first in the route table (the floor every figure is set beside)."""
+    first in the route table (the floor every figure is set beside; None: none, the route table as
+    served)."""
     from fastapi.responses import JSONResponse
 
     from entitle.app import create_app
@@ -119,13 +120,14 @@ def served_app(database: str, constant_path: str, *, embedded_worker: bool | Non
             freeze_startup_objects=True,
         )
         app = create_app(settings, db=db)
-        constant = JSONResponse({"data": {"status": "constant"}})
+        if constant_path is not None:
+            constant = JSONResponse({"data": {"status": "constant"}})
 
-        async def constant_answer() -> JSONResponse:
-            return constant
+            async def constant_answer() -> JSONResponse:
+                return constant
 
-        app.add_api_route(constant_path, constant_answer, methods=["GET"], include_in_schema=False)
-        app.router.routes.insert(0, app.router.routes.pop())
+            app.add_api_route(constant_path, constant_answer, methods=["GET"], include_in_schema=False)
+            app.router.routes.insert(0, app.router.routes.pop())
         try:
             yield Served(app, db, key, url, data_dir)
         finally:
