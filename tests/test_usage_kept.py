@@ -11,14 +11,18 @@ from decimal import Decimal
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from entitle.clock import utcnow
 from entitle.customers import service as customer_service
+from entitle.customers import store as customers
 from entitle.db import Database
 from entitle.environments.service import ensure_environment
+from entitle.errors import NotFound
 from entitle.events.ingested import NewEvent
 from entitle.usage import ahead, counting, service
-from entitle.usage.schemas import UsageIn
+from entitle.usage.models import UsageCounter
+from entitle.usage.schemas import UsageIn, UsageOut
 from tests.conftest import LiveServer
 from tests.test_ingest_bulk import _build as _build_meters
 from tests.test_ingest_bulk import _provision
@@ -124,3 +128,24 @@ def test_usage_reports_keep_plain_untracked_values_and_count_with_them(built: tu
     assert all([grant[0] for grant in grants] == ["calls"] for grants in kept.grants.values()) and len(kept.grants) == 2
     assert _plain(kept.customers) and _plain(kept.grants), (kept.customers, kept.grants)
     assert _untracked(kept.customers) and _untracked(kept.grants)
+
+
+def test_a_usage_report_of_a_customer_archived_since_it_was_kept_is_refused(built: tuple[Database, int]) -> None:
+    db, env_id = built
+    _provision(db, env_id, "reporter-archived", "basic")
+
+    def report(key: str) -> list[UsageOut]:
+        item = {"customerId": "reporter-archived", "featureId": "calls", "value": 1, "idempotencyKey": key}
+        return service.report_usage(db, env_id, [UsageIn.model_validate(item)])
+
+    report("kept")
+    kept = ahead._kept.kept(db, env_id)
+    assert kept is not None and "reporter-archived" in kept.customers
+    customer_service.archive_customer(db, env_id, "reporter-archived")
+    with pytest.raises(NotFound):
+        report("archived")
+    with db.read() as s:
+        customer = customers.find(s, env_id, "reporter-archived")
+        assert customer is not None
+        counted = list(s.scalars(select(UsageCounter.value).where(UsageCounter.customer_pk == customer.pk)))
+    assert counted == [Decimal(1)]

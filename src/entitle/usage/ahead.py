@@ -9,7 +9,9 @@ What was resolved is kept for the environment's next reports (per process, at mo
 owners): the next one reads from the change log which customers changed since (a feature change drops
 everything) and resolves again only when one of its owners or features is not kept, or a subscription
 or promotion of a kept owner ended meanwhile. What is kept holds plain values (`usage.kept`): a report
-reads its customers again (one query), and gets their grants back from what was kept.
+gets its customers' pks and its owners' grants back from what was kept, with no read (archiving a customer
+announces a change of its grants, which drops it from what is kept; `usage.service` reads a customer's
+row in the transaction only to draw credits).
 """
 
 from __future__ import annotations
@@ -22,11 +24,11 @@ from sqlalchemy.orm import Session
 from entitle.catalog.features import store as features
 from entitle.catalog.features.models import Feature
 from entitle.customers import store as customers
-from entitle.customers.models import Customer
 from entitle.db import Database
 from entitle.grants.engine import Grant, owners_grants_until
 from entitle.usage import ports, store
 from entitle.usage.kept import KEPT_OWNERS, KeptGrants, KeptPerEnvironment, grants_of, kept_grants
+from entitle.usage.owners import Who
 from entitle.usage.schemas import UsageIn
 
 Owner = tuple[int, str | None]  # customer pk, resource as reported
@@ -34,12 +36,12 @@ Owner = tuple[int, str | None]  # customer pk, resource as reported
 
 @dataclass(frozen=True)
 class Ahead:
-    """`known`: features by id; `customers`: the batch's live customers by id; `grants`: each of its owners'
-    grants of the known features; `taken`: the batch's idempotency keys already used."""
+    """`known`: features by id; `customers`: the batch's live customers (pk and id) by id; `grants`: each
+    of its owners' grants of the known features; `taken`: the batch's idempotency keys already used."""
 
     mark: int
     known: dict[str, Feature]
-    customers: dict[str, Customer]
+    customers: dict[str, Who]
     grants: dict[Owner, dict[str, Grant]]
     taken: frozenset[str]
 
@@ -59,7 +61,7 @@ class _Kept:
 
 
 # What a batch rests on beyond what is kept: its live customers by id, and its owners' grants.
-_Batch = tuple[dict[str, Customer], dict[Owner, dict[str, Grant]]]
+_Batch = tuple[dict[str, Who], dict[Owner, dict[str, Grant]]]
 
 
 _kept: KeptPerEnvironment[_Kept] = KeptPerEnvironment()
@@ -73,7 +75,7 @@ def resolve_ahead(db: Database, env_id: int, items: list[UsageIn], now: datetime
     with db.read() as s:
         mark = ports.grant_changes.impl.mark(s, env_id)
         kept = _still_kept(s, db, env_id, mark, now)
-        batch = _batch(s, env_id, kept, items) if kept is not None and _holds(kept, items) else None
+        batch = _batch(kept, items) if kept is not None and _holds(kept, items) else None
         if kept is None or batch is None:
             resolved = _resolve(s, env_id, items, now, mark, kept)
             if resolved is None:
@@ -92,15 +94,10 @@ def _holds(kept: _Kept, items: list[UsageIn]) -> bool:
     return True
 
 
-def _batch(s: Session, env_id: int, kept: _Kept, items: list[UsageIn]) -> _Batch | None:
-    """The batch's customers (read again) and its owners' kept grants; None when a customer is no longer
-    the live one kept (archived meanwhile: the change log names that only when it ended a subscription)."""
-    found = customers.find_many(s, env_id, {i.customer_id for i in items})
-    for ref, customer in found.items():
-        if customer.archived_at is not None or customer.pk != kept.customers[ref]:
-            return None
-    if len(found) < len({i.customer_id for i in items}):
-        return None
+def _batch(kept: _Kept, items: list[UsageIn]) -> _Batch:
+    """The batch's customers and its owners' grants, as kept (`_holds`). A customer archived since it was
+    kept is not among them: archiving announces a change of its grants, which `_still_kept` dropped."""
+    found = {i.customer_id: Who(kept.customers[i.customer_id], i.customer_id) for i in items}
     owners = {(found[i.customer_id].pk, i.resource_id) for i in items}
     return found, {owner: grants_of(kept.grants[owner], kept.known) for owner in owners}
 
@@ -139,8 +136,8 @@ def _resolve(
         if not has_subscription:
             return None
         grants[(pk, resource_ref)] = granted
-    batch = (found, grants)
     found_pks = {ref: c.pk for ref, c in found.items()}
+    batch = ({ref: Who(pk, ref) for ref, pk in found_pks.items()}, grants)
     kept_now = {owner: kept_grants(granted) for owner, granted in grants.items()}
     if kept is not None and kept.known.keys() <= known.keys() and len(kept.grants) + len(grants) <= KEPT_OWNERS:
         # The kept owners' grants were of the kept features: those asked for now are among them, or new.

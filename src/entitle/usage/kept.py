@@ -7,7 +7,8 @@ dataclass: up to `KEPT_OWNERS` owners per environment stay alive for good, and e
 collector tracks among them is traversed by each full collection. The collector stops tracking a tuple
 of atoms or of such tuples, and a dict of those, when a full collection passes over it (never a tuple
 holding a dict, however plain: grants are kept as a tuple). No ORM row outlives the session that read
-it: a batch reads its owners' customers again (one query), and gets its grants back (`grants_of`)."""
+it: a batch gets its owners' customers back as their pks and ids, and their grants (`grants_of`); a
+customer archived since is among those the log names (archiving announces a change of its grants)."""
 
 from __future__ import annotations
 

@@ -48,18 +48,27 @@ class GrantCache:
         self.s, self.env_id, self.now = s, env_id, now
         self._cache: dict[tuple[int, str | None], dict[str, Grant]] = dict(known or {})
 
-    def of(self, customer: Customer, resource_ref: str | None) -> dict[str, Grant]:
+    def of(self, customer: CustomerKey, resource_ref: str | None) -> dict[str, Grant]:
         key = (customer.pk, resource_ref)
         if key not in self._cache:
-            self._cache[key] = customer_grants(self.s, self.env_id, customer, resource_ref, self.now)[0]
+            self._cache[key] = customer_grants(self.s, self.env_id, self._row(customer), resource_ref, self.now)[0]
         return self._cache[key]
 
-    def forget(self, customer: Customer, resource_ref: str | None) -> None:
+    def forget(self, customer: CustomerKey, resource_ref: str | None) -> None:
         self._cache.pop((customer.pk, resource_ref), None)
 
-    def window(self, customer: Customer, feature: Feature, resource_ref: str | None, at: datetime) -> Window:
+    def window(self, customer: CustomerKey, feature: Feature, resource_ref: str | None, at: datetime) -> Window:
         grant = self.of(customer, resource_ref).get(feature.ref_id)
         return usage_window(feature, grant.allowance if grant else None, grant.usage_anchor if grant else None, at)
+
+    def _row(self, customer: CustomerKey) -> Customer:
+        # Grants resolved ahead come with the customer's pk and id only (`usage.ahead`), and cover its
+        # owners: a row is read here only for an owner they do not.
+        if isinstance(customer, Customer):
+            return customer
+        row = self.s.get(Customer, customer.pk)
+        assert row is not None, customer  # customers are archived, never deleted
+        return row
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from entitle.periods import reset_times_between
 from entitle.usage import ports, store
 from entitle.usage.ahead import resolve_ahead
 from entitle.usage.models import UsageCounter, UsageRecord
-from entitle.usage.owners import CounterMoved, GrantCache, announce
+from entitle.usage.owners import CounterMoved, CustomerKey, GrantCache, announce
 from entitle.usage.ports import CreditCharge
 from entitle.usage.rules import HISTORY_MAX_POINTS, HISTORY_MAX_SPAN, RANGE_TEXT, in_range
 from entitle.usage.schemas import (
@@ -92,6 +92,7 @@ def report_usage(db: Database, env_id: int, items: list[UsageIn]) -> list[UsageO
                 if first is not None:
                     results.append(_replay(s, env_id, grants, first, item, index))
                     continue
+            customer: CustomerKey
             if ahead is None:
                 customer = customers.get_live(s, env_id, item.customer_id)
             else:
@@ -156,9 +157,7 @@ def report_usage(db: Database, env_id: int, items: list[UsageIn]) -> list[UsageO
             )
             announce(s, env_id, moved)
             event_id = key or f"usage:{record_pk}"
-            charged = ports.charge_credits.impl(
-                s, env_id, customer, feature.ref_id, item.resource_id, delta, at, event_id
-            )
+            charged = _charge(s, env_id, customer, feature.ref_id, item.resource_id, delta, at, event_id)
             results.append(_out(written._replace(pk=record_pk), customer, window, charged))
         if problems:
             raise refusal(problems)
@@ -176,6 +175,27 @@ class _Written(NamedTuple):
     resulting_value: Decimal
     timestamp: datetime
     created_at: datetime
+
+
+def _charge(
+    s: Session,
+    env_id: int,
+    customer: CustomerKey,
+    feature_ref: str,
+    resource_ref: str | None,
+    delta: Decimal,
+    at: datetime,
+    event_id: str,
+) -> CreditCharge | None:
+    """`ports.charge_credits`, asked only of a feature that may be priced in credits (`ports.credit_priced`,
+    asked once per transaction), with the customer's row, read here when what was resolved ahead holds
+    only its pk and id: most usage draws no credits, and needs no row."""
+    priced = ports.credit_priced.impl(s, env_id)
+    if priced is not None and feature_ref not in priced:
+        return None
+    payer = customer if isinstance(customer, Customer) else s.get(Customer, customer.pk)
+    assert payer is not None, customer  # customers are archived, never deleted
+    return ports.charge_credits.impl(s, env_id, payer, feature_ref, resource_ref, delta, at, event_id)
 
 
 def _metered_by_reports(feature: Feature | None, item: UsageIn, index: int) -> Feature:
@@ -227,7 +247,7 @@ def _replay(s: Session, env_id: int, grants: GrantCache, first: UsageRecord, ite
 
 
 def _out(
-    record: UsageRecord | _Written, customer: Customer, window: Window, charged: CreditCharge | None = None
+    record: UsageRecord | _Written, customer: CustomerKey, window: Window, charged: CreditCharge | None = None
 ) -> UsageOut:
     return UsageOut(
         id=str(record.pk),
