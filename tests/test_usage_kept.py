@@ -6,7 +6,7 @@ every full collection would otherwise traverse)."""
 from __future__ import annotations
 
 import gc
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import httpx
@@ -20,7 +20,9 @@ from entitle.db import Database
 from entitle.environments.service import ensure_environment
 from entitle.errors import NotFound
 from entitle.events.ingested import NewEvent
-from entitle.usage import ahead, counting, service
+from entitle.push.service import RETENTION
+from entitle.usage import ahead, counting, ports, service
+from entitle.usage.kept import KEPT_AGE, changed_since_kept
 from entitle.usage.models import UsageCounter
 from entitle.usage.schemas import UsageIn, UsageOut
 from tests.conftest import LiveServer
@@ -149,3 +151,18 @@ def test_a_usage_report_of_a_customer_archived_since_it_was_kept_is_refused(buil
         assert customer is not None
         counted = list(s.scalars(select(UsageCounter.value).where(UsageCounter.customer_pk == customer.pk)))
     assert counted == [Decimal(1)]
+
+
+def test_what_was_kept_longer_ago_than_the_change_log_is_trusted_for_is_read_again(built: tuple[Database, int]) -> None:
+    db, env_id = built
+    now = utcnow()
+    with db.read() as s:
+        mark = ports.grant_changes.impl.mark(s, env_id)
+
+        def changed(kept_at: datetime) -> frozenset[str] | None:
+            return changed_since_kept(s, env_id, kept_mark=mark, kept_at=kept_at, valid_until=None, mark=mark, now=now)
+
+        assert changed(now - KEPT_AGE) == frozenset()
+        assert changed(now - KEPT_AGE - timedelta(microseconds=1)) is None
+    # The change log's rows are pruned after RETENTION: a change older than that may be gone from it.
+    assert RETENTION >= 2 * KEPT_AGE

@@ -13,7 +13,7 @@ customer archived since is among those the log names (archiving announces a chan
 from __future__ import annotations
 
 import threading
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Generic, Protocol, TypeVar
 from weakref import WeakKeyDictionary
@@ -28,6 +28,10 @@ from entitle.usage import ports
 
 KEPT_OWNERS = 10_000  # owners (customer, resource) kept per environment
 KEPT_MARK_DISTANCE = 5_000  # a mark further back is not worth reading the changes since: all is read again
+# What was kept longer ago is read again: the change log it is judged by keeps its rows for 24 hours
+# (`entitle.push.service.RETENTION`), and a change pruned from it would go unseen (a customer archived,
+# a promotion granted). Far below that, whatever the clocks of the writer and the pruner say.
+KEPT_AGE = timedelta(hours=1)
 
 # A grant kept: its feature's id, its usage anchor, when it was updated, then its allowance's fields in
 # their order.
@@ -90,9 +94,11 @@ def changed_since_kept(
 ) -> frozenset[str] | None:
     """The customers whose grants changed since what was kept (at `kept_at`, as of `kept_mark`); None when
     nothing kept may be used: read in another order than the clock's or the log's, too far back, past the
-    first end (of a subscription or promotion) it rests on, or after a feature of the environment changed.
-    Read after `mark`, in the same read."""
-    if not kept_at <= now or not kept_mark <= mark or mark - kept_mark > KEPT_MARK_DISTANCE:
+    first end (of a subscription or promotion) it rests on, after a feature of the environment changed, or
+    longer ago than `KEPT_AGE`. Read after `mark`, in the same read."""
+    if not kept_at <= now or now - kept_at > KEPT_AGE:
+        return None
+    if not kept_mark <= mark or mark - kept_mark > KEPT_MARK_DISTANCE:
         return None
     if valid_until is not None and now >= valid_until:
         return None
