@@ -5,6 +5,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import cache
+from itertools import chain
 from typing import Any
 
 from pydantic_core import to_json
@@ -81,7 +82,7 @@ def _sqlite_statements(bound: list[tuple[Any, ...]]) -> list[tuple[str, tuple[An
         chunk = bound[start : start + largest]
         size = min(size for size in sizes if size >= len(chunk))
         padded = chunk + [chunk[-1]] * (size - len(chunk))
-        statements.append((_sqlite_insert_of(size), tuple(value for row in padded for value in row)))
+        statements.append((_sqlite_insert_of(size), tuple(chain.from_iterable(padded))))
     return statements
 
 
