@@ -80,3 +80,18 @@ def test_a_batch_after_another_environments_reports_only_its_own_rows(db: Databa
     _store(db, other_env, keys, events, free=True)  # the same keys elsewhere conflict with nothing here
     _store(db, env_id, keys[:1], events[:1], free=True)
     assert _store(db, env_id, keys, events, free=True) == set(keys[1:])
+
+
+def test_an_older_librarys_limit_of_bound_variables_is_kept(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite before 3.32 binds at most 999 variables per statement: smaller statements, the same rows."""
+    sizes = store.sizes_within(999)
+    assert sizes[0] * 9 <= 999 and sizes[-1] == 1
+    monkeypatch.setattr(store, "_sizes", lambda: sizes)
+    statements = store._sqlite_statements([(n,) * 9 for n in range(250)])
+    assert all(len(bound) <= 999 for _, bound in statements)
+    env_id = ensure_environment(db, "development").pk
+    keys, events = _batch("old", 250)
+    assert _store(db, env_id, keys, events, free=True) == set(keys)
+    with db.read() as s:
+        stored = s.scalars(select(Event.idempotency_key).where(Event.environment_id == env_id)).all()
+    assert sorted(stored) == sorted(keys)

@@ -47,23 +47,28 @@ _SQLITE_TAKEN = (
 
 # Rows per multi-row INSERT on SQLite. One statement of many rows costs about a quarter less CPU than the
 # driver's `executemany` of as many one-row statements (~3.6 against ~4.9 ms per 1,000 rows of the real
-# table), and releases the GIL once rather than once per row: a
-# holder of the write lock waited for it at each row while another thread ran. Preparing a statement of
-# n rows costs ~1.5 us per row, so only these sizes are sent (each prepared once per connection, then
-# found in the driver's statement cache); a batch fills the smallest that holds it with copies of its
-# last row, which its ON CONFLICT DO NOTHING drops (a copy conflicts with the row, inserted or stored).
+# table), and gives the GIL up once rather than once per row (each time, the holder of the write lock
+# may wait for another thread to hand it back). Preparing a statement of n rows costs ~1.5 us per row, so
+# only these sizes are sent (each prepared once per connection, then found in the driver's statement
+# cache); a batch fills the smallest that holds it with copies of its last row, which its ON CONFLICT DO
+# NOTHING drops (a copy conflicts with the row, inserted or stored).
 _SIZES = (1000, 667, 444, 296, 198, 132, 88, 59, 39, 26, 17, 12, 8, 5, 3, 2, 1)
+
+
+def sizes_within(variables: int) -> tuple[int, ...]:
+    """`_SIZES` whose statements bind at most `variables` parameters."""
+    return tuple(size for size in _SIZES if size * len(_COLUMNS) <= variables)
 
 
 @cache
 def _sizes() -> tuple[int, ...]:
-    """`_SIZES` within the SQLite library's limit of bound variables (32,766 by default since 3.32)."""
+    """`_SIZES` within the SQLite library's limit of bound variables (32,766 by default since 3.32, 999
+    before)."""
     probe = sqlite3.connect(":memory:")
     try:
-        most = probe.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(_COLUMNS)
+        return sizes_within(probe.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
     finally:
         probe.close()
-    return tuple(size for size in _SIZES if size <= most)
 
 
 @cache
