@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from functools import cache
+from itertools import chain
 from typing import Any
 
 from pydantic_core import to_json
@@ -22,7 +25,6 @@ _COLUMNS = (
     "created_at",
     "updated_at",
 )
-_SQLITE_INSERT = f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
 # The batch bound as one JSON document that PostgreSQL reads row by row (`json_to_recordset`, in the
 # document's order): psycopg writes a Python list as an array literal in Python, escaping every element
 # with a regular expression, which cost several times the insert itself for a batch of 1,000 events.
@@ -32,15 +34,61 @@ _POSTGRESQL_INSERT = text(
     "FROM json_to_recordset(CAST(:rows AS json)) AS r(c text, r text, n text, k text, d jsonb, t timestamptz) "
     "ON CONFLICT (environment_id, idempotency_key) DO NOTHING RETURNING idempotency_key"
 )
-# For keys found free before the transaction: one stored meanwhile is skipped, and the count of rows
-# inserted tells that one was. The rows a statement inserted are then the table's last ones: the write
-# transaction holds the lock, and SQLite gives a new row the rowid after the table's largest.
-_SQLITE_INSERT_FREE = f"{_SQLITE_INSERT} ON CONFLICT (environment_id, idempotency_key) DO NOTHING"
+# For keys found free before the transaction: one stored meanwhile is skipped (ON CONFLICT DO NOTHING), and
+# the count of rows inserted tells that one was. The rows the statements inserted are then the table's last
+# ones: the write transaction holds the lock, and SQLite gives a new row the rowid after the table's largest
+# (a row skipped takes none).
 _SQLITE_LAST_INSERTED = text("SELECT idempotency_key FROM events ORDER BY pk DESC LIMIT :inserted")
 _SQLITE_TAKEN = (
     "SELECT idempotency_key FROM events WHERE environment_id = ? "
     "AND idempotency_key IN (SELECT value FROM json_each(?))"
 )
+
+
+# Rows per multi-row INSERT on SQLite. One statement of many rows costs about a quarter less CPU than the
+# driver's `executemany` of as many one-row statements (~3.6 against ~4.9 ms per 1,000 rows of the real
+# table), and gives the GIL up once rather than once per row (each time, the holder of the write lock
+# may wait for another thread to hand it back). Preparing a statement of n rows costs ~1.5 us per row, so
+# only these sizes are sent (each prepared once per connection, then found in the driver's statement
+# cache); a batch fills the smallest that holds it with copies of its last row, which its ON CONFLICT DO
+# NOTHING drops (a copy conflicts with the row, inserted or stored).
+_SIZES = (1000, 667, 444, 296, 198, 132, 88, 59, 39, 26, 17, 12, 8, 5, 3, 2, 1)
+
+
+def sizes_within(variables: int) -> tuple[int, ...]:
+    """`_SIZES` whose statements bind at most `variables` parameters."""
+    return tuple(size for size in _SIZES if size * len(_COLUMNS) <= variables)
+
+
+@cache
+def _sizes() -> tuple[int, ...]:
+    """`_SIZES` within the SQLite library's limit of bound variables (32,766 by default since 3.32, 999
+    before)."""
+    probe = sqlite3.connect(":memory:")
+    try:
+        return sizes_within(probe.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+    finally:
+        probe.close()
+
+
+@cache
+def _sqlite_insert_of(size: int) -> str:
+    values = ", ".join([f"({', '.join('?' for _ in _COLUMNS)})"] * size)
+    conflict = "ON CONFLICT (environment_id, idempotency_key) DO NOTHING"
+    return f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES {values} {conflict}"
+
+
+def _sqlite_statements(bound: list[tuple[Any, ...]]) -> list[tuple[str, tuple[Any, ...]]]:
+    """The rows as multi-row inserts of `_sizes()` rows (the last one padded), each with its parameters."""
+    sizes = _sizes()
+    largest = sizes[0]
+    statements = []
+    for start in range(0, len(bound), largest):
+        chunk = bound[start : start + largest]
+        size = min(size for size in sizes if size >= len(chunk))
+        padded = chunk + [chunk[-1]] * (size - len(chunk))
+        statements.append((_sqlite_insert_of(size), tuple(chain.from_iterable(padded))))
+    return statements
 
 
 def taken_keys(session: Session, env_id: int, keys: list[str]) -> set[str]:
@@ -83,6 +131,8 @@ class Rows:
                 (env_id, e.customer_ref, e.resource_ref, e.event_name, key, dims, instant(e.timestamp), stamp, stamp)
                 for key, e, dims in zip(keys, events, dimensions, strict=True)
             ]
+            # Flattened here too, not holding the write lock.
+            self.statements = _sqlite_statements(self.bound) if self.free else []
         else:
             # pydantic's serializer writes the document in one pass (instants as ISO 8601 with their offset).
             self.bound = {
@@ -119,18 +169,18 @@ def insert_new(session: Session, rows: Rows) -> set[str]:
 
 def _insert_new_sqlite(session: Session, rows: Rows) -> set[str]:
     """The write transaction holds the database lock (BEGIN IMMEDIATE), so no one can store a key between
-    reading which keys are taken and inserting the others. SQLite cannot answer RETURNING for an
-    `executemany`, and binding each row through SQLAlchemy costs more than the insert itself: one
-    statement finds the taken keys, one `executemany` of the driver stores the rest."""
+    reading which keys are taken and inserting the others. Binding each row through SQLAlchemy costs
+    more than the insert itself: the driver's multi-row inserts (`_sqlite_statements`)."""
+    connection = session.connection()
     if rows.free:  # looked up before the transaction: inserted as they are, unless stored meanwhile
-        inserted = session.connection().exec_driver_sql(_SQLITE_INSERT_FREE, rows.bound).rowcount
+        inserted = sum(connection.exec_driver_sql(sql, bound).rowcount for sql, bound in rows.statements)
         if inserted == len(rows.bound):
             return set(rows.keys)
         return set(session.scalars(_SQLITE_LAST_INSERTED, {"inserted": inserted})) if inserted else set()
     taken = taken_keys(session, rows.env_id, rows.keys)
     new = rows.bound if not taken else [r for r in rows.bound if r[_KEY] not in taken]
-    if new:
-        session.connection().exec_driver_sql(_SQLITE_INSERT, new)
+    for sql, bound in _sqlite_statements(new) if new else ():
+        connection.exec_driver_sql(sql, bound)
     return {r[_KEY] for r in new}
 
 

@@ -58,7 +58,6 @@ from entitle.usage.slots import (
 )
 from entitle.usage.tallies import (
     charge_credits,
-    function_of,
     rebuild_if_legacy,
     refused_items,
     tally_of,
@@ -297,51 +296,52 @@ def apply_events(s: Session, env_id: int, new: list[NewEvent], prepared: object 
 
 
 def _count_in_windows(s: Session, env_id: int, slots: dict[store.CounterKey, Slot]) -> list[Problem]:
+    # One pass per step over the slots, in key order, with nothing read twice: this runs holding the write
+    # lock (on SQLite), and a batch moves about a hundred counters.
     counters = store.locked_counters(s, env_id, slots)
     summarize(slots.values())  # a planned batch's were read before the transaction
-    stored = {key: counter.value for key, counter in counters.items()}  # as read, before any rebuild
+    moving = [(slot, counters[key]) for key, slot in slots.items()]
+    stored = [counter.value for _, counter in moving]  # as read, before any rebuild
     distinct: list[tuple[int, list[str]]] = []
-    for key, slot in slots.items():
-        counter = counters[key]
+    for slot, counter in moving:
         if counter.samples is None:  # written before tallies were kept (rare): rebuilt once
             rebuild_if_legacy(s, env_id, counter, slot.grant.feature, slot.customer, slot.resource_ref, slot.window)
         if slot.digests is not None:
             distinct.append((counter.pk, slot.digests))
-    added = store.add_digests(s, distinct, owner="counter_pk")
+    added = store.add_digests(s, distinct, owner="counter_pk") if distinct else {}
     problems: list[Problem] = []
     tallies: list[Tally] = []
-    for key, slot in slots.items():
-        counter = counters[key]
+    for slot, counter in moving:
         if slot.digests is not None:
             tallies.append(Tally(value=counter.value + added.get(counter.pk, 0)))
             continue
-        tally, refused = fold_checked(function_of(slot.grant.feature), tally_of(counter), slot.numbers)
+        tally, refused = fold_checked(slot.function, tally_of(counter), slot.numbers)
         if refused:
             problems += refused_items(slot.added.items(), refused)
         tallies.append(tally)
     if problems:  # the batch is refused (rolled back): nothing to write nor announce
         return problems
-    before = {key: counters[key].value for key in slots}
-    store.save_tallies(s, UsageCounter, [written(counters[key], t) for key, t in zip(slots, tallies, strict=True)])
+    before = [counter.value for _, counter in moving]
+    store.save_tallies(s, UsageCounter, [written(counter, t) for (_, counter), t in zip(moving, tallies, strict=True)])
     priced = ports.credit_priced.impl(s, env_id)  # once for the batch: most features draw no credits
-    charged = [slot for slot in slots.values() if priced is None or slot.grant.feature.ref_id in priced]
+    charged = [slot for slot, _ in moving if priced is None or slot.grant.feature.ref_id in priced]
     # The rows of the customers whose credits may be drawn (what the batch kept of them is no row).
     payers = customers.find_many(s, env_id, {slot.customer.ref_id for slot in charged}) if charged else {}
-    for key, slot in slots.items():
-        value = counters[key].value
+    for (slot, counter), was, previous in zip(moving, stored, before, strict=True):
+        feature = slot.grant.feature
+        value = counter.value
         moved = CounterMoved(
             slot.customer,
-            slot.grant.feature.ref_id,
+            feature.ref_id,
             slot.resource_ref,
             slot.window,
             slot.grant.allowance,
             value,
             slot.in_current_window,
             # A MAX, MIN or UNIQUE counter mostly stays put once a window has seen a few batches.
-            changed=value != stored[key],
+            changed=value != was,
         )
         announce(s, env_id, moved)
-        if priced is None or slot.grant.feature.ref_id in priced:
-            payer = payers[slot.customer.ref_id]
-            charge_credits(s, env_id, payer, slot.grant.feature, slot.resource_ref, counters[key], before[key])
+        if charged and (priced is None or feature.ref_id in priced):
+            charge_credits(s, env_id, payers[slot.customer.ref_id], feature, slot.resource_ref, counter, previous)
     return problems

@@ -101,14 +101,17 @@ class Numbers:
     total: Decimal  # exact: 40 digits hold the sum of a batch of numbers of at most 28
     high: Decimal
     low: Decimal
+    # The largest magnitude times the count: no partial sum of the numbers exceeds it in magnitude.
+    largest: Decimal
 
     @classmethod
     def of(cls, values: Sequence[Decimal]) -> Numbers | None:
         """None: no numbers."""
         if not values:
             return None
-        with decimal.localcontext(prec=40):
-            return cls(values, sum(values, Decimal(0)), max(values), min(values))
+        with decimal.localcontext(prec=40):  # exact: a number of at most 28 digits times a count
+            high, low = max(values), min(values)
+            return cls(values, sum(values, Decimal(0)), high, low, max(high, -low) * len(values))
 
 
 def fold_checked(
@@ -129,8 +132,7 @@ def fold_checked(
     # No partial sum can leave the range when the largest magnitude times the count stays within it: a
     # bound read from the extremes, before summing magnitudes one by one (only near the range's edge).
     # Within that bound the sum is exact at the default 28 digits too: the same tally as step by step.
-    with decimal.localcontext(prec=40):  # exact: a number of at most 28 digits times a count
-        largest = max(read.high, -read.low) * len(values)
+    largest = read.largest
     if function in ADDITIVE and (
         abs(tally.value) + largest <= USAGE_MAX or abs(tally.value) + sum(abs(n) for n in values) <= USAGE_MAX
     ):

@@ -97,6 +97,9 @@ class Slot:
     numbers: Numbers | None = None
     digests: list[str] | None = None
     summarized: bool = False
+    # The meter's aggregation (`tallies.function_of`), read with what it adds: the write transaction then
+    # reads no feature's meter.
+    function: str = ""
 
 
 # Each owner's live customer (None: unknown or archived) and its grants.
@@ -128,7 +131,8 @@ def summarize(slots: Iterable[Slot]) -> None:
         if slot.summarized:
             continue
         column, at = slot.added.column, slot.added.at
-        if function_of(slot.grant.feature) == "UNIQUE":
+        slot.function = function_of(slot.grant.feature)
+        if slot.function == "UNIQUE":
             slot.digests = store.digests_of([str(column[p]) for p in at])
         else:
             key = id(slot.added)

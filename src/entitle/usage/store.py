@@ -9,7 +9,20 @@ from decimal import Decimal
 from typing import Any, cast
 
 from pydantic_core import to_json
-from sqlalchemy import Integer, Table, TextClause, TextualSelect, bindparam, column, delete, func, select, text, tuple_
+from sqlalchemy import (
+    Dialect,
+    Integer,
+    Table,
+    TextClause,
+    TextualSelect,
+    bindparam,
+    column,
+    delete,
+    func,
+    select,
+    text,
+    tuple_,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -334,11 +347,7 @@ def _select_tallies(
     stmt = _tallies_statement(dialect.name, table, key_columns, scoped=env_id is not None)
     bound: dict[str, Any] = {} if env_id is None else {"env": env_id}
     if dialect.name == "sqlite":
-        # As the column type writes each value for this dialect (an instant: its exact text); a batch's keys
-        # repeat their values (a few windows, a few features), each written once.
-        processors = [table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in key_columns]
-        written = [_remembered(p) if p else None for p in processors]
-        bound["keys"] = json.dumps([[w(v) if w else v for w, v in zip(written, key, strict=True)] for key in wanted])
+        bound["keys"] = _sqlite_keys(dialect, table, key_columns, wanted)
     else:
         keyed = [{**dict(zip(key_columns, key, strict=True)), "position": n} for n, key in enumerate(wanted)]
         bound["keys"] = to_json(keyed).decode()
@@ -353,6 +362,35 @@ def _select_tallies(
             for position, pk, value, samples, total in rows
         }
     return {wanted[position]: TallyRow(*row) for position, *row in session.execute(stmt, bound)}
+
+
+# Each key's JSON as `_sqlite_keys` writes it, per table, across batches: a customer's next batch mostly
+# moves the same counters (the same features and windows). A key's text depends on the key alone.
+# Bounded: forgotten wholesale when full.
+_KEY_TEXTS: dict[tuple[str, tuple[Any, ...]], str] = {}
+_KEY_TEXTS_HELD = 50_000
+
+
+def _sqlite_keys(dialect: Dialect, table: Table, key_columns: tuple[str, ...], wanted: list[tuple[Any, ...]]) -> str:
+    """The keys as one JSON array of arrays, each value as its column type writes it for SQLite (an
+    instant: its exact text)."""
+    texts = _KEY_TEXTS
+    if len(texts) > _KEY_TEXTS_HELD:
+        texts.clear()
+    name = table.name
+    written: list[Callable[[Any], Any] | None] | None = None
+    parts = []
+    for key in wanted:
+        # One lookup (`get`, never `in` then `[]`): batches of other threads may empty the dictionary.
+        text_ = texts.get((name, key))
+        if text_ is None:
+            if written is None:
+                processors = [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in key_columns]
+                # A batch's new keys repeat their values (a few windows, a few features): each written once.
+                written = [_remembered(p) if p else None for p in processors]
+            text_ = texts[(name, key)] = json.dumps([w(v) if w else v for w, v in zip(written, key, strict=True)])
+        parts.append(text_)
+    return f"[{','.join(parts)}]"
 
 
 def _exact(stored: Any) -> Decimal:
