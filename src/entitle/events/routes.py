@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 from weakref import WeakKeyDictionary
 
@@ -55,13 +57,24 @@ class BatchTurns:
 
     def __init__(self) -> None:
         self._turns: WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = WeakKeyDictionary()
+        # Batches of this process waiting for their turn (a gauge: nothing decides on it).
+        self.waiting = 0
 
-    def __call__(self) -> asyncio.Lock:
+    @asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
-        turn = self._turns.get(loop)
-        if turn is None:
-            turn = self._turns[loop] = asyncio.Lock()
-        return turn
+        lock = self._turns.get(loop)
+        if lock is None:
+            lock = self._turns[loop] = asyncio.Lock()
+        self.waiting += 1
+        try:
+            await lock.acquire()
+        finally:
+            self.waiting -= 1
+        try:
+            yield
+        finally:
+            lock.release()
 
 
 batch_turns = BatchTurns()
@@ -75,7 +88,7 @@ async def report_events(request: Request, key: HotServerKey, raw: Annotated[byte
     if db.dialect != "sqlite":  # its batches run side by side in the server's processes, not in this one
         reported = await run_in_threadpool(_report, db, key.environment_id, raw)
         return enveloped_response(EventsReported(new=reported.new, duplicates=reported.duplicates))
-    async with batch_turns():
+    async with batch_turns.turn():
         reported = await run_in_threadpool(_report, db, key.environment_id, raw)
         return enveloped_response(EventsReported(new=reported.new, duplicates=reported.duplicates))
 
