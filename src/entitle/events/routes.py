@@ -44,16 +44,16 @@ _BODY = EventsBody(EventsReport)
 
 
 class BatchTurns:
-    """One SQLite ingestion batch at a time per event loop (a server process runs one): SQLite writes
-    one batch at a time anyway, the rest of a batch is pure Python, and two in worker threads at once
-    only trade the GIL. The one in the
-    write transaction gives the GIL up at each row the driver steps (`executemany`) and waits up to the
-    switch interval to get it back from the other, so its lock hold doubled and the process spent 3-5 ms
-    more CPU per batch on the handovers (`bench/event_ingest.py --concurrency 2`). Waiting here costs a
-    batch nothing it would not have spent waiting for the GIL; the other routes (checks, usage reports)
-    never queue here. Waiters are served in arrival order (`asyncio.Lock` is fair). Not on PostgreSQL:
-    there a batch waits on the server for much of its time, and two at once ingested twice as fast as
-    one after the other."""
+    """One SQLite ingestion batch at a time per event loop (a server process runs one): SQLite writes one
+    batch at a time anyway, the rest of a batch is pure Python, and two in worker threads at once only
+    traded the GIL. The one in the write transaction gives the GIL up at each row the driver steps
+    (`executemany`) and waited up to the switch interval to get it back from the other: its lock hold
+    doubled, and the process spent 2-5 ms more CPU per batch at 2-4 connections
+    (`bench/event_ingest.py --concurrency N`, `--breakdown`). Waiting here costs a batch nothing it would
+    not have spent waiting for the GIL; the other routes (checks, usage reports) never queue here.
+    Waiters are served in arrival order (`asyncio.Lock` is fair). Not on PostgreSQL: there a batch waits
+    on the server for much of its time, and two at once ingested about twice as fast as one after the
+    other."""
 
     def __init__(self) -> None:
         self._turns: WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = WeakKeyDictionary()
@@ -85,7 +85,7 @@ async def report_events(request: Request, key: HotServerKey, raw: Annotated[byte
     # The key is checked before the body is read: an unauthenticated batch is a 401, not a 400.
     """Acknowledge only after the batch is committed: an acknowledged event is never lost."""
     db: Database = request.app.state.db
-    if db.dialect != "sqlite":  # its batches run side by side in the server's processes, not in this one
+    if db.dialect != "sqlite":  # batches side by side (see `BatchTurns`)
         reported = await run_in_threadpool(_report, db, key.environment_id, raw)
         return enveloped_response(EventsReported(new=reported.new, duplicates=reported.duplicates))
     async with batch_turns.turn():
