@@ -214,6 +214,37 @@ def _through_uvicorn(app: Any, key: str, bodies: list[bytes]) -> tuple[float, di
     return whole, background
 
 
+def _side_by_side(app: Any, key: str, bodies: list[bytes], connections: int) -> float:
+    """Process CPU seconds per request with `connections` connections fed at once through uvicorn's
+    protocol (each sends its next body once answered): what batches of one process cost each other."""
+    import asyncio
+
+    from in_process import connected
+
+    head = "POST /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nContent-Type: application/json\r\n"
+    waiting = [f"{head}X-API-KEY: {key}\r\nContent-Length: {len(b)}\r\n\r\n".encode() + b for b in reversed(bodies)]
+
+    async def connection() -> list[bytes]:
+        loop = asyncio.get_running_loop()
+        protocol, transport = connected(app)
+        while waiting:
+            transport.written = loop.create_future()
+            protocol.data_received(waiting.pop())
+            await transport.written
+            await asyncio.sleep(0)
+        return transport.statuses
+
+    async def all_of_them() -> float:
+        began = time.process_time()
+        statuses = await asyncio.gather(*(connection() for _ in range(connections)))
+        spent = time.process_time() - began
+        if {status for answered in statuses for status in answered} != {b"200"}:
+            raise RuntimeError("answers other than 200")
+        return spent / len(bodies)
+
+    return asyncio.run(all_of_them())
+
+
 _TRANSACTION_PARTS = (
     "  write transaction begun (BEGIN IMMEDIATE)",
     "  insert (executemany)",
@@ -225,7 +256,8 @@ _TRANSACTION_PARTS = (
 
 
 def breakdown(batches: int) -> None:
-    """See the module docstring (`--breakdown`)."""
+    """See the module docstring (`--breakdown`); last, the whole request's process CPU when two
+    connections send batches at once (what a process's batches cost each other)."""
     from fastapi.testclient import TestClient
     from sqlalchemy.engine.default import DefaultDialect
 
@@ -271,7 +303,10 @@ def breakdown(batches: int) -> None:
             steps.wrap(DefaultDialect, "do_commit", "  COMMIT")
             steps.wrap(domain_events, "_announce", "  after COMMIT: changes announced (caches, streams)")
             whole, background = _through_uvicorn(app, key, bodies[2:])
-    spent = {label: seconds / batches for label, seconds in steps.spent.items()}
+            timed = dict(steps.spent)
+            # Then two connections at once (other keys: new events again), outside the steps' figures.
+            side_by_side = _side_by_side(app, key, [body(batch_events(b, customers, "p")) for b in range(batches)], 2)
+    spent = {label: seconds / batches for label, seconds in timed.items()}
     parse = spent.pop("body validated (EventItem dicts)")
     total = spent.pop("events.service.report_items")
     top = [label for label in spent if not label.startswith(" ")]
@@ -298,6 +333,7 @@ def breakdown(batches: int) -> None:
     print(f"      {'the rest: dedup, events built, instants checked, read session':<56} {rest * 1000:7.2f} ms")
     http = whole - behind - parse - total
     print(f"{'    HTTP, routing, key, thread hops, answer':<62} {http * 1000:7.2f} ms")
+    print(f"{'whole request, two connections at once (process CPU)':<62} {side_by_side * 1000:7.2f} ms")
 
 
 def main() -> int:
