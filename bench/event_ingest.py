@@ -247,7 +247,7 @@ def _side_by_side(app: Any, key: str, bodies: list[bytes], connections: int) -> 
 
 _TRANSACTION_PARTS = (
     "  write transaction begun (BEGIN IMMEDIATE)",
-    "  insert (executemany)",
+    "  insert (multi-row INSERT)",
     "  counting (apply_events)",
     "  change log rows appended (push_events)",
     "  COMMIT",
@@ -292,7 +292,7 @@ def breakdown(batches: int) -> None:
             steps.wrap(event_store, "Rows", "before the transaction: rows formatted")
             steps.wrap(service, "_store", "the write transaction (with COMMIT)")
             steps.wrap(GroupCommit, "_open", "  write transaction begun (BEGIN IMMEDIATE)")
-            steps.wrap(event_store, "insert_new", "  insert (executemany)")
+            steps.wrap(event_store, "insert_new", "  insert (multi-row INSERT)")
             steps.wrap(reactions, "apply_events", "  counting (apply_events)")
             steps.wrap(usage_store, "locked_counters", "    counters read and locked")
             steps.wrap(usage_store, "add_digests", "    UNIQUE values stored")
