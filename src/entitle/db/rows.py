@@ -285,6 +285,9 @@ def _persist(session: Session, obj: Any, state: Any) -> None:
         listener(session, obj)
 
 
+_REQUIRED = object()
+
+
 class PreparedSelect:
     """A Core SELECT of plain columns (no ORM entities), sent as the dialect's SQL through
     `exec_driver_sql`, compiled once per dialect, its parameters bound and its columns read by the
@@ -302,21 +305,34 @@ class PreparedSelect:
 
     def first(self, connection: Connection, params: Mapping[str, Any]) -> Any:
         """The first row (a named tuple), or None."""
+        found = self._rows(connection, params, first=True)
+        return found[0] if found else None
+
+    def all(self, connection: Connection, params: Mapping[str, Any]) -> list[Any]:
+        """Every row (named tuples)."""
+        return self._rows(connection, params, first=False)
+
+    def _rows(self, connection: Connection, params: Mapping[str, Any], first: bool) -> list[Any]:
         dialect = connection.dialect
         if dialect in self._prepared:
             prepared = self._prepared[dialect]
         else:
             prepared = self._prepared[dialect] = self._prepare(dialect)
         if prepared is None:
-            found = connection.execute(self.statement, params).first()
-            return None if found is None else self._row(*found)
+            result = connection.execute(self.statement, params)
+            found = [result.first()] if first else list(result)
+            return [self._row(*row) for row in found if row is not None]
+        processed = []
+        for name, process, given in prepared.binds:
+            value = params.get(name, given)
+            if value is _REQUIRED:
+                raise KeyError(f"parameter {name!r} of a prepared SELECT was not given")
+            processed.append(value if process is None else process(value))
         sent: Sequence[Any] | Mapping[str, Any]
         if prepared.positional:
-            sent = tuple(params[name] if process is None else process(params[name]) for name, process in prepared.binds)
+            sent = tuple(processed)
         else:
-            sent = {
-                name: params[name] if process is None else process(params[name]) for name, process in prepared.binds
-            }
+            sent = {name: value for (name, _, _), value in zip(prepared.binds, processed, strict=True)}
         result = connection.exec_driver_sql(prepared.sql, sent)
         if prepared.processors is None:
             # The columns' result processors, for the type codes the driver describes them with (as Core
@@ -329,28 +345,34 @@ class PreparedSelect:
                 column.type.dialect_impl(dialect).result_processor(dialect, code)
                 for column, code in zip(self.statement.selected_columns, codes, strict=True)
             )
-        raw = result.first()
-        if raw is None:
-            return None
-        return self._row(
-            *(
-                value if process is None else process(value)
-                for value, process in zip(raw, prepared.processors, strict=True)
+        processors = prepared.processors
+        raw = [result.first()] if first else result.all()
+        return [
+            self._row(
+                *(value if process is None else process(value) for value, process in zip(row, processors, strict=True))
             )
-        )
+            for row in raw
+            if row is not None
+        ]
 
     def _prepare(self, dialect: Dialect) -> _PreparedQuery | None:
         compiled = self.statement.compile(dialect=dialect)
         if "POSTCOMPILE" in compiled.string or getattr(compiled, "escaped_bind_names", None):
             return None
         names = list(compiled.positiontup or ()) if compiled.positional else list(compiled.binds)
-        binds = tuple((name, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)) for name in names)
-        return _PreparedQuery(compiled.string, bool(compiled.positional), binds)
+        binds = []
+        for name in names:
+            bind = compiled.binds[name]
+            # A value the statement holds (a literal compared with) is bound as Core binds it; a
+            # parameter without one must be given.
+            given = _REQUIRED if bind.required else bind.effective_value
+            binds.append((name, bind.type.dialect_impl(dialect).bind_processor(dialect), given))
+        return _PreparedQuery(compiled.string, bool(compiled.positional), tuple(binds))
 
 
 @dataclass(slots=True)
 class _PreparedQuery:
     sql: str
     positional: bool
-    binds: tuple[tuple[str, Callable[[Any], Any] | None], ...]
+    binds: tuple[tuple[str, Callable[[Any], Any] | None, Any], ...]  # name, processor, the value it holds
     processors: tuple[Callable[[Any], Any] | None, ...] | None = None
