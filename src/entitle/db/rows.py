@@ -66,6 +66,7 @@ def _plan(mapper: Mapper[Any]) -> tuple[Insert, list[tuple[str, str, bool]], str
 
 
 _NO_DEFAULT, _SCALAR, _CALLED = 0, 1, 2
+_ASK = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,8 @@ class _Bound:
     process: Callable[[Any], Any] | None
     default: int  # _NO_DEFAULT (NULL when unset), _SCALAR or _CALLED
     value: Any  # the scalar, or the context-free callable
+    # What `process` binds None as, when that is a constant (None or a string: JSON's 'null'), else _ASK.
+    none: Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +130,9 @@ def _prepare(
         if prepared is not None:
             # The object's values are read by attribute name (a column key may differ: `metadata_`).
             attribute_of = {column.key: attribute for attribute, column in attributes}
-            bound = tuple(_Bound(attribute_of[b.name], b.name, b.process, b.default, b.value) for b in prepared.bound)
+            bound = tuple(
+                _Bound(attribute_of[b.name], b.name, b.process, b.default, b.value, b.none) for b in prepared.bound
+            )
             prepared = _Prepared(prepared.sql, prepared.positional, bound, returns_key)
     known[(table, key_given)] = prepared
     return prepared
@@ -147,7 +152,12 @@ def _params(
         else:
             value = column.value if column.default == _SCALAR else column.value(None)
             defaulted[attribute] = value
-        params.append(value if column.process is None else column.process(value))
+        if column.process is None:
+            params.append(value)
+        elif value is None and column.none is not _ASK:
+            params.append(column.none)  # most columns of a new row are unset: one JSON 'null' less each
+        else:
+            params.append(column.process(value))
     if prepared.positional:
         return tuple(params)
     return {b.name: p for b, p in zip(prepared.bound, params, strict=True)}
@@ -222,7 +232,17 @@ def _compiled(
     for column, default in written:
         assert default is not None
         process = column.type.dialect_impl(dialect).bind_processor(dialect)
-        bound.append(_Bound(column.key, column.key, process, default[0], default[1]))
+        none = None if process is None else process(None)
+        bound.append(
+            _Bound(
+                column.key,
+                column.key,
+                process,
+                default[0],
+                default[1],
+                none if none is None or type(none) is str else _ASK,
+            )
+        )
     if compiled.positional:
         order = {name: i for i, name in enumerate(compiled.positiontup or ())}
         bound.sort(key=lambda b: order[b.name])
