@@ -9,16 +9,18 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, delete, insert, select, text
 from sqlalchemy.orm import Session
 
 from entitle.audit.models import AuditEntry
 from entitle.clock import utcnow
+from entitle.customers.models import Customer
 from entitle.db import Database
-from entitle.db.rows import PreparedSelect, _prepare_many, insert_many
+from entitle.db.rows import PreparedSelect, _prepare_many, insert_many, insert_row, new_row
 from entitle.environments import store
 from entitle.environments.models import ApiKey, Environment, KeyKind
-from entitle.environments.service import create_key, hash_key
+from entitle.environments.service import create_key, ensure_environment, hash_key
 from tests.support.statements import statements
 
 
@@ -128,4 +130,31 @@ def test_a_table_whose_default_reads_the_execution_context_is_inserted_by_core(d
             s.execute(delete(table))
     finally:
         metadata.drop_all(db.write_engine)
+        db.dispose()
+
+
+def test_a_row_made_by_new_row_is_inserted_and_tracked_as_a_constructed_one(database_url: str) -> None:
+    db = Database(database_url)
+    try:
+        env_id = ensure_environment(db, "development").pk
+        fields: dict[str, Any] = {"environment_id": env_id, "name": "N", "metadata_": {"k": "v"}, "coupon_ref": None}
+        with db.transaction() as s:
+            made = new_row(Customer, ref_id="made", **fields)
+            built = Customer(ref_id="built", **fields)
+            for customer in (made, built):
+                insert_row(s, customer)
+            made.email = "later@example.com"  # tracked as an UPDATE, as for the constructed one
+            built.email = "later@example.com"
+        with db.read() as s:
+            rows = {
+                row.ref_id: {
+                    k: v for k, v in row._mapping.items() if k not in ("pk", "ref_id", "created_at", "updated_at")
+                }
+                for row in s.execute(select(Customer.__table__).where(Customer.ref_id.in_(["made", "built"])))
+            }
+        assert rows["made"] == rows["built"]
+        assert rows["made"]["email"] == "later@example.com" and rows["made"]["metadata"] == {"k": "v"}
+        with pytest.raises(TypeError):
+            new_row(Customer, ref_id="x", no_such_column=1)
+    finally:
         db.dispose()

@@ -27,10 +27,10 @@ import weakref
 from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Column, Connection, Dialect, Insert, Select, Table, insert, inspect
-from sqlalchemy.orm import Mapper, Session
+from sqlalchemy.orm import Mapper, Session, configure_mappers
 
 InsertedListener = Callable[[Session, Any], None]
 
@@ -247,6 +247,41 @@ def _compiled(
         order = {name: i for i, name in enumerate(compiled.positiontup or ())}
         bound.sort(key=lambda b: order[b.name])
     return _Prepared(compiled.string, bool(compiled.positional), tuple(bound), returns_key)
+
+
+# Per mapper: its column attributes, or None when making an object needs its constructor (listeners on
+# its creation or on setting an attribute, polymorphic identities).
+_plain_attributes: dict[Mapper[Any], frozenset[str] | None] = {}
+
+_T = TypeVar("_T")
+
+
+def new_row(cls: type[_T], **values: Any) -> _T:
+    """`cls(**values)` for a row `insert_row` is about to insert: the new object with exactly those column
+    attributes set, made as the ORM's loading makes one (no constructor, no attribute events: nothing
+    listens to them on such a model, which is checked once per model; another goes through `cls`).
+    A subscription sets some thirty attributes, each through the instrumented constructor otherwise."""
+    mapper: Mapper[Any] = inspect(cls)
+    if mapper not in _plain_attributes:
+        configure_mappers()  # what the constructor's first call makes sure of
+        manager = mapper.class_manager
+        columns = frozenset(prop.key for prop in mapper.column_attrs)
+        listened = (
+            len(manager.dispatch.init) > 1  # the mapper's own instrumentation is always there
+            or bool(manager.dispatch.init_failure)
+            or mapper.polymorphic_on is not None
+            or any(manager[key].dispatch.set for key in columns)
+        )
+        _plain_attributes[mapper] = None if listened else columns
+    plain = _plain_attributes[mapper]
+    if plain is None:
+        return cls(**values)
+    unknown = values.keys() - plain
+    if unknown:
+        raise TypeError(f"{sorted(unknown)} are not column attributes of {cls.__name__}")
+    obj: _T = mapper.class_manager.new_instance()
+    inspect(obj).dict.update(values)
+    return obj
 
 
 def insert_row(session: Session, obj: Any) -> None:

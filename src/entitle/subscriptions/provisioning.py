@@ -25,7 +25,7 @@ from entitle.customers import store as customers
 from entitle.customers.events import entitlements_changed
 from entitle.customers.models import Customer
 from entitle.db import Database
-from entitle.db.rows import insert_row
+from entitle.db.rows import insert_row, new_row
 from entitle.domain_events import publish
 from entitle.errors import AlreadyExists, BillingProviderError, FailedPrecondition, InvalidArgument
 from entitle.jobs import service as jobs
@@ -281,7 +281,8 @@ def _provision(
         status = Status.NOT_STARTED
     else:
         status = _activation_status(pricing_type, trial_ends is not None)
-    sub = Subscription(
+    sub = new_row(
+        Subscription,
         environment_id=env_id,
         ref_id=req.id or f"subscription-{uuid.uuid4().hex[:20]}",
         customer_pk=customer.pk,
