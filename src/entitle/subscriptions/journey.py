@@ -168,6 +168,7 @@ def start_journey(s: Session, env_id: int, customer: Customer, req: CustomerProv
             SubscriptionProvision(customer_id=customer.ref_id, plan_id=plan_ref, trial_override_configuration=trial),
             created=customer,
             newcomer=True,
+            product=product,  # read above (found in the session's identity map before, not read again)
         )
 
 
