@@ -64,13 +64,20 @@ def _columns(obj: Any) -> list[str]:
     return keys
 
 
-def _created(obj: Any) -> dict[str, Any]:
+def _nothing(_key: str) -> None:
+    return None
+
+
+def _created(obj: Any, all_known: bool = False) -> dict[str, Any]:
+    """`all_known`: every value written is in the instance's dict (a row `insert_row` wrote: it puts the
+    key and the defaults there, and a column it left out was written NULL and reads as None)."""
     state = inspect(obj)
     columns = _created_columns.get(state.mapper)
     if columns is None:
         columns = _created_columns[state.mapper] = rules.created_columns(_columns(obj))
     # What the insert just wrote is in the instance's dict; an attribute never set reads as its default.
-    return rules.created_changes_of(columns, lambda key: getattr(obj, key, None), state.dict)
+    value_of = _nothing if all_known else (lambda key: getattr(obj, key, None))
+    return rules.created_changes_of(columns, value_of, state.dict)
 
 
 def _updated(obj: Any) -> dict[str, tuple[Any, Any]]:
@@ -104,17 +111,17 @@ def _record_inserted(session: Session, obj: Any) -> None:
     """A row `entitle.db.rows.insert_row` wrote: the entry its flush would have recorded."""
     actor = actors.current()
     if actor is not None and actor.known:
-        entry = _entry(actor, utcnow(), "create", obj)
+        entry = _entry(actor, utcnow(), "create", obj, all_known=True)
         if entry is not None:
             _keep(session, [entry])
 
 
-def _entry(actor: actors.Actor, now: datetime, action: str, obj: Any) -> dict[str, Any] | None:
+def _entry(actor: actors.Actor, now: datetime, action: str, obj: Any, all_known: bool = False) -> dict[str, Any] | None:
     table = getattr(obj, "__tablename__", None)
     if table is None or table in rules.NOT_AUDITED:
         return None
     if action == "create":
-        changes = _created(obj)
+        changes = _created(obj, all_known)
     elif action == "update":
         changes = rules.updated_changes(_updated(obj))
         if not changes:
