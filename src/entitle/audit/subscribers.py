@@ -16,7 +16,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, event, insert, inspect
+from sqlalchemy import Table, event, inspect
 from sqlalchemy.orm import Mapper, Session, SessionTransaction, UOWTransaction
 
 from entitle import actors
@@ -26,8 +26,8 @@ from entitle.clock import utcnow
 from entitle.db import rows
 
 _installed = False
-# Built once (its cache key is memoized on it): every audited flush runs it.
-_INSERT = insert(cast(Table, AuditEntry.__table__))
+# Its entries go in with one prepared INSERT (`rows.insert_many`: compiled once, sent as the driver's).
+_TABLE = cast(Table, AuditEntry.__table__)
 _column_keys: dict[Mapper[Any], list[str]] = {}
 _created_columns: dict[Mapper[Any], rules.CreatedColumns] = {}
 # The transaction's entries not inserted yet, each with the innermost savepoint open when it was
@@ -64,13 +64,20 @@ def _columns(obj: Any) -> list[str]:
     return keys
 
 
-def _created(obj: Any) -> dict[str, Any]:
+def _nothing(_key: str) -> None:
+    return None
+
+
+def _created(obj: Any, all_known: bool = False) -> dict[str, Any]:
+    """`all_known`: every value written is in the instance's dict (a row `insert_row` wrote: it puts the
+    key and the defaults there, and a column it left out was written NULL and reads as None)."""
     state = inspect(obj)
     columns = _created_columns.get(state.mapper)
     if columns is None:
         columns = _created_columns[state.mapper] = rules.created_columns(_columns(obj))
     # What the insert just wrote is in the instance's dict; an attribute never set reads as its default.
-    return rules.created_changes_of(columns, lambda key: getattr(obj, key, None), state.dict)
+    value_of = _nothing if all_known else (lambda key: getattr(obj, key, None))
+    return rules.created_changes_of(columns, value_of, state.dict)
 
 
 def _updated(obj: Any) -> dict[str, tuple[Any, Any]]:
@@ -104,17 +111,17 @@ def _record_inserted(session: Session, obj: Any) -> None:
     """A row `entitle.db.rows.insert_row` wrote: the entry its flush would have recorded."""
     actor = actors.current()
     if actor is not None and actor.known:
-        entry = _entry(actor, utcnow(), "create", obj)
+        entry = _entry(actor, utcnow(), "create", obj, all_known=True)
         if entry is not None:
             _keep(session, [entry])
 
 
-def _entry(actor: actors.Actor, now: datetime, action: str, obj: Any) -> dict[str, Any] | None:
+def _entry(actor: actors.Actor, now: datetime, action: str, obj: Any, all_known: bool = False) -> dict[str, Any] | None:
     table = getattr(obj, "__tablename__", None)
     if table is None or table in rules.NOT_AUDITED:
         return None
     if action == "create":
-        changes = _created(obj)
+        changes = _created(obj, all_known)
     elif action == "update":
         changes = rules.updated_changes(_updated(obj))
         if not changes:
@@ -138,7 +145,7 @@ def _keep(session: Session, entries: list[dict[str, Any]]) -> None:
     if not entries:
         return
     if session.info.get(_COMMITTING):
-        session.connection().execute(_INSERT, entries)
+        rows.insert_many(session.connection(), _TABLE, entries)
         return
     savepoint = session.get_nested_transaction()
     session.info.setdefault(_PENDING, []).extend((savepoint, entry) for entry in entries)
@@ -152,7 +159,7 @@ def _insert_pending(session: Session) -> None:
     session.info[_COMMITTING] = True
     pending = session.info.pop(_PENDING, None)
     if pending:
-        session.connection().execute(_INSERT, [row for _, row in pending])
+        rows.insert_many(session.connection(), _TABLE, [row for _, row in pending])
 
 
 def _inside(savepoint: SessionTransaction | None, ended: SessionTransaction) -> bool:

@@ -29,7 +29,7 @@ from entitle.customers.schemas import (
 )
 from entitle.db import Database
 from entitle.db.pagination import CreatedAtRange, Page, PageRequest
-from entitle.db.rows import insert_row
+from entitle.db.rows import insert_row, new_row
 from entitle.domain_events import publish
 from entitle.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from entitle.sync_states import CUSTOMER as CUSTOMER_LINK
@@ -200,7 +200,7 @@ def create_customer(
     transaction runs inside `refusing_taken_id`, which turns the unique key's refusal into the 409."""
     if look_up:
         _refuse_existing(store.find(s, env_id, req.id), req.id)
-    customer = Customer(environment_id=env_id, ref_id=req.id, metadata_={})
+    customer = new_row(Customer, environment_id=env_id, ref_id=req.id, metadata_={})
     _apply_fields(s, env_id, customer, req)
     if req.default_payment_method is not None:
         customer.default_payment_method = req.default_payment_method.model_dump(by_alias=True)

@@ -3,10 +3,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, or_, select, update
+from sqlalchemy import Connection, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from entitle.db.pagination import Page, PageRequest, paginate
+from entitle.db.rows import PreparedSelect
 from entitle.environments.models import ApiKey, Environment
 
 
@@ -51,9 +52,14 @@ _LIVE_KEY = (
 )
 
 
-def live_key(connection: Connection, key_hash: str) -> Row[Any] | None:
-    """The unrevoked key with this hash and its environment's access settings (`_LIVE_KEY`'s columns)."""
-    return connection.execute(_LIVE_KEY, {"key_hash": key_hash}).first()
+# Sent prepared (`rows.PreparedSelect`: the dialect's SQL through the driver, the columns' own processors).
+_PREPARED_LIVE_KEY = PreparedSelect(_LIVE_KEY)
+
+
+def live_key(connection: Connection, key_hash: str) -> Any:
+    """The unrevoked key with this hash and its environment's access settings (a named tuple of `_LIVE_KEY`'s
+    columns), or None."""
+    return _PREPARED_LIVE_KEY.first(connection, {"key_hash": key_hash})
 
 
 def key_by_hash(

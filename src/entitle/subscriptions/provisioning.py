@@ -25,7 +25,7 @@ from entitle.customers import store as customers
 from entitle.customers.events import entitlements_changed
 from entitle.customers.models import Customer
 from entitle.db import Database
-from entitle.db.rows import insert_row
+from entitle.db.rows import insert_row, new_row
 from entitle.domain_events import publish
 from entitle.errors import AlreadyExists, BillingProviderError, FailedPrecondition, InvalidArgument
 from entitle.jobs import service as jobs
@@ -168,15 +168,19 @@ def provision_unanswered(
     created: Customer | None = None,
     newcomer: bool = False,
     plan: Package | None = None,
+    product: Product | None = None,
 ) -> Subscription:
     """`provision_in` for a caller that answers with something else (customer provisioning with
     subscriptionParams): neither the subscription's view nor the customer's entitlements are read.
     `created`: the customer, inserted or locked by this transaction (nothing to read or lock again).
     `newcomer`: that customer was inserted by this transaction and holds no subscription to the plan's
     product yet (its first subscription there: no plan to replace, no trial used; nothing to read).
-    `plan`: the latest published version of `req.plan_id`, when this transaction already read it.
+    `plan`: the latest published version of `req.plan_id`, when this transaction already read it, and
+    `product` its product, read with it (both may be detached: they are only read).
     The subscription that now holds the plan (or the one a downgrade is scheduled on)."""
-    return _provision(s, env_id, req, allow_checkout=False, created=created, newcomer=newcomer, plan=plan).sub
+    return _provision(
+        s, env_id, req, allow_checkout=False, created=created, newcomer=newcomer, plan=plan, product=product
+    ).sub
 
 
 @dataclass
@@ -196,6 +200,7 @@ def _provision(
     created: Customer | None = None,
     newcomer: bool = False,
     plan: Package | None = None,
+    product: Product | None = None,
 ) -> _Provisioned:
     now = utcnow()
     if created is not None and created.ref_id == req.customer_id and created.environment_id == env_id:
@@ -205,7 +210,8 @@ def _provision(
         newcomer = False
     if plan is None or plan.kind != PLAN or plan.ref_id != req.plan_id or plan.environment_id != env_id:
         plan = latest_package(s, env_id, PLAN, req.plan_id)
-    product = s.get(Product, plan.product_pk)
+    if product is None or product.pk != plan.product_pk or product.environment_id != env_id:
+        product = s.get(Product, plan.product_pk)
     if product is None or product.status == "ARCHIVED":
         raise FailedPrecondition(f"the product of plan '{plan.ref_id}' is archived")
     if req.id is not None and store.find(s, env_id, req.id) is not None:
@@ -275,7 +281,8 @@ def _provision(
         status = Status.NOT_STARTED
     else:
         status = _activation_status(pricing_type, trial_ends is not None)
-    sub = Subscription(
+    sub = new_row(
+        Subscription,
         environment_id=env_id,
         ref_id=req.id or f"subscription-{uuid.uuid4().hex[:20]}",
         customer_pk=customer.pk,

@@ -32,7 +32,8 @@ ENDED_EVENTS = {
 
 
 def customer_created(s: Session, event: CustomerCreated) -> None:
-    emit.emit(s, event.env_id, "customer.created", emit.customer_data(event.customer))
+    # Built only when an endpoint wants it (most environments have none).
+    emit.emit(s, event.env_id, "customer.created", lambda: emit.customer_data(event.customer))
 
 
 def customer_updated(s: Session, event: CustomerUpdated | CustomerUnarchived) -> None:
