@@ -15,8 +15,8 @@ import pytest
 from sqlalchemy import select
 
 from entitle.catalog.packages.events import ParentPlansChanged
-from entitle.domain_events import publish
 from entitle.customers.models import Customer
+from entitle.domain_events import publish
 from tests.conftest import LiveServer
 from tests.support.clock import TestClock
 from tests.test_credits_recurring import PRICES, START, Shop
