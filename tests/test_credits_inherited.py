@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from entitle.catalog.packages import publishing
 from entitle.catalog.packages.events import ParentPlansChanged
+from entitle.credits import recurring
 from entitle.customers.models import Customer
 from entitle.domain_events import publish
 from tests.conftest import LiveServer
@@ -158,3 +160,45 @@ def test_the_reaction_heard_twice_grants_nothing_twice(family: Family) -> None:
         publish(s, ParentPlansChanged(env_id=env_id, parent_refs=[family.parent]))
         publish(s, ParentPlansChanged(env_id=env_id, parent_refs=[family.parent, family.parent]))
     assert family.seen() == before and family.balance() == 195
+
+
+def test_a_publish_that_leaves_the_inherited_credits_syncs_no_subscription(
+    family: Family, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reaction compares the inheriting plans' chains, not each subscription's grants: a new parent
+    version that changes a feature only syncs nothing (its cost does not grow with the subscriptions);
+    one that changes the credits syncs each live subscription on the child once."""
+    c = family.client.v1
+    c.features.create_feature(id=f"seats{family.n}", display_name="Seats", feature_type="NUMBER")
+    c.plans.create_draft(family.parent)
+    c.plans.entitlements.create(
+        family.parent, entitlements=[{"type": "FEATURE", "id": f"seats{family.n}", "usage_limit": 3}]
+    )
+    c.plans.publish(family.parent, migration_type="NEW_CUSTOMERS")
+    customers = [f"{family.customer}-{i}" for i in range(3)]
+    for customer in customers:
+        c.customers.provision(id=customer)
+        c.subscriptions.provision(customer_id=customer, plan_id=family.child)
+    synced: list[str] = []
+    sync = recurring.sync_subscription
+
+    def counted(s: Any, sub: Any, now: Any, **kw: Any) -> None:
+        synced.append(sub.ref_id)
+        sync(s, sub, now, **kw)
+
+    monkeypatch.setattr(recurring, "sync_subscription", counted)
+    db = family.server.db
+    with db.transaction() as s:
+        env_id = s.scalars(select(Customer.environment_id).where(Customer.ref_id == family.customer)).one()
+
+    def publish_parent(**terms: Any) -> None:
+        c.plans.create_draft(family.parent)
+        c.plans.entitlements.update(next(iter(terms)), plan_id=family.parent, **terms[next(iter(terms))])
+        publishing.publish_package(db, env_id, "PLAN", family.parent, "NEW_CUSTOMERS")
+
+    publish_parent(**{f"seats{family.n}": {"type": "FEATURE", "usage_limit": 4}})
+    assert synced == []
+    publish_parent(**{family.currency: {"type": "CREDIT", "amount": 150}})
+    assert len(synced) == 3 and len(set(synced)) == 3
+    for customer in customers:
+        assert c.customers.check_entitlement(customer, currency_id=family.currency).data.usage_limit == 150
