@@ -321,6 +321,22 @@ NO_CREDIT_CATALOG = Fact("credits.no_credit_catalog")
 _CREDITED = "entitle.credits.credited_subscriptions"
 
 
+def catalog_grants_credits(session: Session, env_id: int) -> bool:
+    """Whether a plan or add-on version of the environment (a draft's too) has a CREDIT entitlement: one
+    query at most, none when the process knows the catalog grants no credits."""
+    if NO_CREDIT_CATALOG.holds(session, env_id):
+        return False
+    return bool(
+        session.scalar(
+            select(
+                exists().where(
+                    PackageEntitlement.environment_id == env_id, PackageEntitlement.entitlement_type == "CREDIT"
+                )
+            )
+        )
+    )
+
+
 def may_have_recurring_credits(session: Session, env_id: int, subscription_pk: int, *, new: bool = False) -> bool:
     """False when nothing could grant the subscription credits (no CREDIT entitlement nor credit-granting price
     in the environment's catalog, none on the subscription) and it holds no recurring grant: most

@@ -1,16 +1,18 @@
 """How credits follow subscriptions: every change of a subscription brings its recurring credits in line
 in the same transaction (`recurring.sync_subscription`); a plan change revokes the old subscription's
 current grants (the new one grants its own); a cancellation with `prorate: true` revokes them when the
-subscription ends. Usage of a credit-priced feature draws credits through the usage domain's
-`charge_credits` port (`pricing.charge`). Installed at start-up by `entitle.wiring.install`; subscriptions
-and usage never import credits."""
+subscription ends; a change of a parent plan the subscription's plan inherits from brings them in line
+just before its transaction commits (`inherited.py`). Usage of a credit-priced feature draws credits
+through the usage domain's `charge_credits` port (`pricing.charge`). Installed at start-up by
+`entitle.wiring.install`; subscriptions and usage never import credits."""
 
 from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
+from entitle.catalog.packages.events import ParentPlansChanged
 from entitle.clock import as_utc, utcnow
-from entitle.credits import pricing, recurring
+from entitle.credits import inherited, pricing, recurring
 from entitle.domain_events import subscribe
 from entitle.subscriptions.events import (
     CancellationRequested,
@@ -63,3 +65,5 @@ def install() -> None:
     subscribe(SubscriptionUpdated, grant_updated)
     subscribe(SubscriptionEnded, revoke_replaced)
     subscribe(CancellationRequested, revoke_prorated)
+    subscribe(ParentPlansChanged, inherited.heard)
+    inherited.install()

@@ -1,0 +1,104 @@
+"""What a parent plan's publish costs when plans built on it grant inherited recurring credits.
+
+    .venv/bin/python bench/inherited_credits.py [--database sqlite|postgresql] [--children N] [--others M]
+        [--rounds R]
+
+A parent plan grants 100 credits a month and a feature; a child plan inherits both; N customers are on
+the child, M on a plan of their own granting credits (not built on the parent). Each round publishes two
+new parent versions by the catalog's own use case (`publishing.publish_package`, no HTTP): one changing
+only the feature's limit (the inherited credits stay as they were), one changing the monthly amount
+(every child subscription's period is regranted). Printed per kind: SQL statements of the publish and the
+process CPU it took (median and minimum over the rounds). Timing is reported, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from in_process import served_app
+
+
+def seed(api: Any, children: int, others: int) -> None:
+    def ok(response: Any) -> None:
+        response.raise_for_status()
+
+    ok(api.post("/api/v1/products", json={"id": "bench", "displayName": "Bench"}))
+    ok(api.post("/api/v1/credits/custom-currencies", json={"id": "ai", "displayName": "AI credits"}))
+    ok(api.post("/api/v1/features", json={"id": "seats", "displayName": "Seats", "featureType": "NUMBER"}))
+    credit = {"type": "CREDIT", "id": "ai", "amount": 100, "cadence": "MONTH"}
+    for plan, parent, rows in (
+        ("parent", None, [credit, {"type": "FEATURE", "id": "seats", "usageLimit": 5}]),
+        ("child", "parent", []),
+        ("own", None, [credit]),
+    ):
+        body: dict[str, Any] = {"id": plan, "displayName": plan, "productId": "bench"}
+        if parent:
+            body["parentPlanId"] = parent
+        ok(api.post("/api/v1/plans", json=body))
+        if rows:
+            ok(api.post(f"/api/v1/plans/{plan}/entitlements", json={"entitlements": rows}))
+        ok(api.post(f"/api/v1/plans/{plan}/publish", json={"migrationType": "NEW_CUSTOMERS"}))
+    for i in range(children + others):
+        plan = "child" if i < children else "own"
+        body = {"id": f"c{i}", "subscriptionParams": {"planId": plan}}
+        ok(api.post("/api/v1/customers", json=body))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--children", type=int, default=50)
+    parser.add_argument("--others", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+
+    from fastapi.testclient import TestClient
+    from sqlalchemy import event
+
+    from entitle.catalog.packages.publishing import create_draft, publish_package
+    from entitle.environments.models import Environment
+
+    with served_app(args.database, None, embedded_worker=False) as served:
+        api = TestClient(served.app, headers={"X-API-KEY": served.key})
+        seed(api, args.children, args.others)
+        with served.db.transaction() as s:
+            env_id = s.query(Environment.pk).filter(Environment.name == "development").scalar()
+        statements = [0]
+
+        def counted(*_: Any) -> None:
+            statements[0] += 1
+
+        event.listen(served.db.write_engine, "before_cursor_execute", counted)
+        figures: dict[str, list[tuple[int, float]]] = {"feature only": [], "credit amount": []}
+        for r in range(args.rounds):
+            for kind in figures:
+                create_draft(served.db, env_id, "PLAN", "parent")
+                if kind == "feature only":
+                    body = {"type": "FEATURE", "usageLimit": 6 + r}
+                    api.patch("/api/v1/plans/parent/entitlements/seats", json=body).raise_for_status()
+                else:
+                    body = {"type": "CREDIT", "amount": 200 if r % 2 == 0 else 100}
+                    api.patch("/api/v1/plans/parent/entitlements/ai", json=body).raise_for_status()
+                statements[0] = 0
+                started = time.process_time()
+                publish_package(served.db, env_id, "PLAN", "parent", "NEW_CUSTOMERS")
+                figures[kind].append((statements[0], time.process_time() - started))
+        print(f"{args.database}: {args.children} subscriptions on the child, {args.others} on their own plan")
+        for kind, runs in figures.items():
+            cpu = [c * 1000 for _, c in runs]
+            counts = sorted({n for n, _ in runs})
+            print(
+                f"  publish, {kind:13}: statements {counts}, process CPU median {statistics.median(cpu):.1f} ms"
+                f" (min {min(cpu):.1f}) over {len(runs)} publishes"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
