@@ -76,10 +76,7 @@ def report_items(db: Database, env_id: int, items: Sequence[EventItem]) -> Repor
     problems = [
         {"field": f"events.{e.index}.timestamp", "problem": problem}
         for e in candidates
-        # An event without an instant of its own has `now` itself, which is within bounds.
-        if (at := e.timestamp) is not now
-        and not EARLIEST <= at <= latest
-        and (problem := instant_problem(at, now)) is not None
+        if not EARLIEST <= e.timestamp <= latest and (problem := instant_problem(e.timestamp, now)) is not None
     ]
     if problems:
         raise refusal(problems)

@@ -27,8 +27,6 @@ Problem = dict[str, str]
 # or UNIQUE's text.
 Item = tuple[int, Decimal | str]
 Amounts = list[Decimal | str | None]  # per feature, one per event of the batch (None: adds nothing)
-# A column of integers, some events maybe reading nothing (the types compared, in C: `True` is no integer).
-_INTEGERS = frozenset({int, type(None)})
 
 
 def measure_events(metered: list[Feature], events: Sequence[NewEvent]) -> tuple[dict[str, Amounts], list[Problem]]:
@@ -117,7 +115,7 @@ def _column(
             values = [e.dimensions.get(key) if e.event_name in accepted else None for e in events]
     if function == "UNIQUE":
         return [v if type(v) is str else (None if v is None else value_text(v)) for v in values], []
-    if set(map(type, values)) <= _INTEGERS:
+    if all(type(v) is int for v in values if v is not None):
         # The common batch: integers (never True or False, which are no numbers), each distinct one read once.
         read = {v: usage_number(Decimal(v)) for v in set(values) if v is not None}
         if all(kept is not None for kept in read.values()):  # none out of range
