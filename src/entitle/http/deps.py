@@ -49,10 +49,15 @@ async def any_key(
     check_environment_header(x_environment_id, principal.environment_name, principal.environment_id)
     # The CORS middleware answers a browser for the key's environment, also when a later check refuses.
     request.state.principal = principal
+    _identify(principal)
+    return principal
+
+
+def _identify(principal: Principal) -> None:
+    """Name the request's API key as the actor of what it changes (the audit log)."""
     actor = actors.current()
     if actor is not None:
         actor.identify("api_key", principal.key_prefix or f"key {principal.key_id}", principal.environment_id)
-    return principal
 
 
 async def server_key(principal: Annotated[Principal, Depends(any_key)]) -> Principal:
@@ -74,9 +79,7 @@ async def server_key_read(
     def admit(principal: Principal) -> None:
         check_environment_header(x_environment_id, principal.environment_name, principal.environment_id)
         request.state.principal = principal
-        actor = actors.current()
-        if actor is not None:
-            actor.identify("api_key", principal.key_prefix or f"key {principal.key_id}", principal.environment_id)
+        _identify(principal)
         principal.require_server()
 
     read = KeyRead(request.app.state.db, x_api_key, admit)
@@ -152,9 +155,7 @@ async def hot_server_key(
     routes, so one revoked by another process may still report events within the cache's `TTL`."""
     principal = _remembered(request, x_api_key) or await _read_principal(request, x_api_key)
     check_environment_header(x_environment_id, principal.environment_name, principal.environment_id)
-    actor = actors.current()
-    if actor is not None:
-        actor.identify("api_key", principal.key_prefix or f"key {principal.key_id}", principal.environment_id)
+    _identify(principal)
     principal.require_server()
     return principal
 

@@ -27,6 +27,16 @@ class CustomerKey(Protocol):
     def ref_id(self) -> str: ...
 
 
+def customer_row(s: Session, customer: CustomerKey) -> Customer:
+    """The customer's row: itself when it is one, else read by its pk (what was resolved ahead holds only
+    its pk and id)."""
+    if isinstance(customer, Customer):
+        return customer
+    row = s.get(Customer, customer.pk)
+    assert row is not None, customer  # customers are archived, never deleted
+    return row
+
+
 class Who(NamedTuple):
     """A customer by its pk and id, where no row of it is needed (ingestion's counters and announcements)."""
 
@@ -51,7 +61,10 @@ class GrantCache:
     def of(self, customer: CustomerKey, resource_ref: str | None) -> dict[str, Grant]:
         key = (customer.pk, resource_ref)
         if key not in self._cache:
-            self._cache[key] = customer_grants(self.s, self.env_id, self._row(customer), resource_ref, self.now)[0]
+            # Grants resolved ahead come with the customer's pk and id only (`usage.ahead`), and cover its
+            # owners: a row is read here only for an owner they do not.
+            row = customer_row(self.s, customer)
+            self._cache[key] = customer_grants(self.s, self.env_id, row, resource_ref, self.now)[0]
         return self._cache[key]
 
     def forget(self, customer: CustomerKey, resource_ref: str | None) -> None:
@@ -60,15 +73,6 @@ class GrantCache:
     def window(self, customer: CustomerKey, feature: Feature, resource_ref: str | None, at: datetime) -> Window:
         grant = self.of(customer, resource_ref).get(feature.ref_id)
         return usage_window(feature, grant.allowance if grant else None, grant.usage_anchor if grant else None, at)
-
-    def _row(self, customer: CustomerKey) -> Customer:
-        # Grants resolved ahead come with the customer's pk and id only (`usage.ahead`), and cover its
-        # owners: a row is read here only for an owner they do not.
-        if isinstance(customer, Customer):
-            return customer
-        row = self.s.get(Customer, customer.pk)
-        assert row is not None, customer  # customers are archived, never deleted
-        return row
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,6 @@ from entitle.catalog.features import store as features
 from entitle.catalog.features.models import Feature
 from entitle.clock import as_utc, utcnow
 from entitle.customers import store as customers
-from entitle.customers.models import Customer
 from entitle.db import Database
 from entitle.errors import FailedPrecondition, InvalidArgument, NotFound
 from entitle.events.rules import CLOCK_SKEW, EARLIEST, instant_problem, refusal
@@ -40,7 +39,7 @@ from entitle.periods import reset_times_between
 from entitle.usage import ports, store
 from entitle.usage.ahead import resolve_ahead
 from entitle.usage.models import UsageCounter, UsageRecord
-from entitle.usage.owners import CounterMoved, CustomerKey, GrantCache, announce
+from entitle.usage.owners import CounterMoved, CustomerKey, GrantCache, announce, customer_row
 from entitle.usage.ports import CreditCharge
 from entitle.usage.rules import HISTORY_MAX_POINTS, HISTORY_MAX_SPAN, RANGE_TEXT, in_range
 from entitle.usage.schemas import (
@@ -193,8 +192,7 @@ def _charge(
     priced = ports.credit_priced.impl(s, env_id)
     if priced is not None and feature_ref not in priced:
         return None
-    payer = customer if isinstance(customer, Customer) else s.get(Customer, customer.pk)
-    assert payer is not None, customer  # customers are archived, never deleted
+    payer = customer_row(s, customer)
     return ports.charge_credits.impl(s, env_id, payer, feature_ref, resource_ref, delta, at, event_id)
 
 
