@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, bindparam, inspect, select
+from sqlalchemy import and_, bindparam, select
 from sqlalchemy.orm import Session, make_transient_to_detached
 
 from entitle.catalog.packages.models import PLAN, PUBLISHED, Package
@@ -14,7 +14,7 @@ from entitle.catalog.products.models import Product
 from entitle.customers import service as customers
 from entitle.customers.models import Customer
 from entitle.db import Database
-from entitle.db.rows import PreparedSelect
+from entitle.db.rows import PreparedSelect, new_row
 from entitle.environments.service import KeyRead
 from entitle.subscriptions import ports
 from entitle.subscriptions.provisioning import provision_unanswered
@@ -89,10 +89,9 @@ def _detached(cls: type[_E], fields: tuple[tuple[str, int], ...], row: Any) -> _
     """The entity of one row's columns, as a query loading only those would have loaded it but in no
     session: each reads as read, and anything else (another column, a relationship) raises rather than
     loading (`make_transient_to_detached`). Provisioning only reads them."""
-    # Made as the ORM's loading makes an entity (no constructor, no attribute events: the values are
-    # the row's, not changes to it), then keyed and committed as loaded.
-    entity: _E = inspect(cls).class_manager.new_instance()
-    inspect(entity).dict.update({attribute: row[i] for attribute, i in fields})
+    # Made as the ORM's loading makes an entity (`new_row`: no constructor, no attribute events), then
+    # keyed and committed as loaded.
+    entity = new_row(cls, **{attribute: row[i] for attribute, i in fields})
     make_transient_to_detached(entity)
     return entity
 
