@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from typing import Annotated, Any
 from weakref import WeakKeyDictionary
 
@@ -85,10 +85,8 @@ async def report_events(request: Request, key: HotServerKey, raw: Annotated[byte
     # The key is checked before the body is read: an unauthenticated batch is a 401, not a 400.
     """Acknowledge only after the batch is committed: an acknowledged event is never lost."""
     db: Database = request.app.state.db
-    if db.dialect != "sqlite":  # batches side by side (see `BatchTurns`)
-        reported = await run_in_threadpool(_report, db, key.environment_id, raw)
-        return enveloped_response(EventsReported(new=reported.new, duplicates=reported.duplicates))
-    async with batch_turns.turn():
+    # One SQLite batch at a time; PostgreSQL's side by side (see `BatchTurns`).
+    async with batch_turns.turn() if db.dialect == "sqlite" else nullcontext():
         reported = await run_in_threadpool(_report, db, key.environment_id, raw)
         return enveloped_response(EventsReported(new=reported.new, duplicates=reported.duplicates))
 
