@@ -285,5 +285,3 @@ def test_a_page_of_subscriptions_reads_their_contracts_at_once(deal: stigg.Stigg
     assert many == few
     # And through the API, each listed subscription shows its contractId.
     assert {s.id: s.contract_id for s in c.subscriptions.list(plan_id="insights", limit=8).data} == eight
-
-
