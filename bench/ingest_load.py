@@ -182,7 +182,9 @@ class LockHolds:
     def _statement(self, connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
         began = self.started.get(id(connection.connection))
         if began is not None and not began[2]:
-            began[2].append(" ".join(statement.split())[:90])
+            # Only its head: an ingestion batch's first statement is its ~29 KB multi-row INSERT, whose
+            # whole text split and joined cost this server ~0.25 ms of CPU per batch.
+            began[2].append(" ".join(statement[:200].split())[:90])
 
     def _ending(self, original: Any) -> Any:
         def end(dbapi_connection: Any) -> None:
