@@ -26,7 +26,10 @@ stored with the driver's `executemany` (ingestion never rereads a window's event
 batch down is the size of the table and its indexes).
 
 Prints events/s for both paths and their ratio, batch times, the longest SQLite write-lock hold seen
-by the server. Timing is reported, never asserted; exits 1 only if a request failed.
+by the server, and where the server's CPU of the timed load went per batch: each thread's own clock,
+the kernel's share, uvicorn's socket reads, and the thread CPU of the steps `--breakdown` times too
+(body validation, `report_items`, its transaction, the insert, counting), so that the two figures can
+be set side by side. Timing is reported, never asserted; exits 1 only if a request failed.
 
 `--breakdown`: no server process and no load; where the CPU of one batch goes, in one process serving
 the same seeded catalog and batches, each request fed to uvicorn's own HTTP protocol: the whole
@@ -196,22 +199,24 @@ def _thread_cpu() -> dict[int, tuple[str, float]]:
 _REQUEST_THREADS = ("MainThread", "AnyIO worker thread")
 
 
-def _through_uvicorn(app: Any, key: str, bodies: list[bytes]) -> tuple[float, dict[str, float]]:
+def _through_uvicorn(app: Any, key: str, bodies: list[bytes]) -> tuple[float, dict[str, float], float]:
     """CPU seconds of the whole process (every thread) per request, each body posted through uvicorn's
-    httptools protocol over an in-memory transport (no socket, no client in this process's figure); and
-    the part of it each background thread spent meanwhile, by thread name."""
+    httptools protocol over an in-memory transport (no socket, no client in this process's figure); the
+    part of it each background thread spent meanwhile, by thread name; and the kernel's part of it."""
     import asyncio
 
     head = "POST /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nContent-Type: application/json\r\n"
     requests = [f"{head}X-API-KEY: {key}\r\nContent-Length: {len(b)}\r\n\r\n".encode() + b for b in bodies]
     before = _thread_cpu()
+    times = os.times()
     whole = asyncio.run(feed(app, requests, clock=time.process_time))
+    system = (os.times().system - times.system) / len(bodies)
     background: dict[str, float] = {}
     for ident, (name, seconds) in _thread_cpu().items():
         if name not in _REQUEST_THREADS:
             spent = seconds - before.get(ident, (name, 0.0))[1]
             background[name] = background.get(name, 0.0) + spent / len(bodies)
-    return whole, background
+    return whole, background, system
 
 
 def _side_by_side(app: Any, key: str, bodies: list[bytes], connections: int) -> float:
@@ -302,7 +307,7 @@ def breakdown(batches: int) -> None:
             steps.wrap(push_store, "append", "  change log rows appended (push_events)")
             steps.wrap(DefaultDialect, "do_commit", "  COMMIT")
             steps.wrap(domain_events, "_announce", "  after COMMIT: changes announced (caches, streams)")
-            whole, background = _through_uvicorn(app, key, bodies[2:])
+            whole, background, system = _through_uvicorn(app, key, bodies[2:])
             timed = dict(steps.spent)
             # Then two connections at once (other keys: new events again), outside the steps' figures.
             side_by_side = _side_by_side(app, key, [body(batch_events(b, customers, "p")) for b in range(batches)], 2)
@@ -316,6 +321,7 @@ def breakdown(batches: int) -> None:
         f"6 meters), SQLite, one process, {batches} batches through uvicorn; load average {os.getloadavg()[0]:.2f}\n"
     )
     print(f"{'whole request through uvicorn (process CPU, all threads)':<62} {whole * 1000:7.2f} ms")
+    print(f"{'  of which in the kernel (system time)':<62} {system * 1000:7.2f} ms")
     print(f"{'  background threads meanwhile':<62} {behind * 1000:7.2f} ms")
     for name, seconds in sorted(background.items(), key=lambda item: -item[1]):
         if seconds >= 0.000005:
@@ -334,6 +340,33 @@ def breakdown(batches: int) -> None:
     http = whole - behind - parse - total
     print(f"{'    HTTP, routing, key, thread hops, answer':<62} {http * 1000:7.2f} ms")
     print(f"{'whole request, two connections at once (process CPU)':<62} {side_by_side * 1000:7.2f} ms")
+
+
+def _print_server_cpu(before: dict[str, Any], after: dict[str, Any], batches: int) -> None:
+    """Where the server's CPU of the timed load went, per batch: each thread's own clock (by name), the
+    kernel's share of the whole, and how the bodies arrived (uvicorn's reads and flow control)."""
+    if "serverThreadCpu" not in after:  # a server of an earlier version
+        return
+    threads = {
+        name: (seconds - before["serverThreadCpu"].get(name, 0.0)) / batches
+        for name, seconds in after["serverThreadCpu"].items()
+    }
+    (user0, system0), (user1, system1) = before["serverUserSystem"], after["serverUserSystem"]
+    parts = ", ".join(f"{name} {ms * 1000:.2f}" for name, ms in sorted(threads.items(), key=lambda t: -t[1]))
+    print(
+        f"  by thread (ms per batch): {parts}; user {(user1 - user0) / batches * 1000:.2f}, "
+        f"system {(system1 - system0) / batches * 1000:.2f}"
+    )
+    reads = {name: after["serverReads"][name] - before["serverReads"][name] for name in after["serverReads"]}
+    print(
+        f"  socket reads per batch: {reads['calls'] / batches:.1f} data_received calls of "
+        f"{reads['bytes'] / max(1, reads['calls']) / 1024:.1f} KiB on average; reading paused "
+        f"{reads['paused'] / batches:.2f} times per batch"
+    )
+    steps = after.get("serverSteps") or {}
+    if steps:
+        parts = ", ".join(f"{n} {(t - before['serverSteps'][n]) / batches * 1000:.2f}" for n, t in steps.items())
+        print(f"  steps, thread CPU (ms per batch): {parts}")
 
 
 def main() -> int:
@@ -368,10 +401,10 @@ def main() -> int:
             # server idle: a machine whose load changes during the run moves both figures alike.
             half = max(1, args.batches // 2)
             limit_seconds = executemany_seconds(url, half, "x")
-            cpu_before = lock_holds(base, reset=True)["serverCpuSeconds"]
+            before = lock_holds(base, reset=True)
             elapsed, latencies, errors = post_all(base, key, bodies[2:], args.concurrency)
             holds = lock_holds(base, reset=True)
-            server_cpu = (holds["serverCpuSeconds"] - cpu_before) / args.batches
+            server_cpu = (holds["serverCpuSeconds"] - before["serverCpuSeconds"]) / args.batches
             limit_seconds += executemany_seconds(url, half, "y")
             shallow, deep = window_batch_times(base, key, url, args.deep)
             deep_holds = lock_holds(base, reset=True)
@@ -399,6 +432,7 @@ def main() -> int:
         f"{median(shallow) * 1000:.1f} ms; holding {args.deep * BATCH:,} events {median(deep) * 1000:.1f} ms "
         f"(ratio {median(deep) / median(shallow):.2f})"
     )
+    _print_server_cpu(before, holds, args.batches)
     if holds.get("count"):
         longest = max(holds["longestMs"], deep_holds.get("longestMs", 0.0))
         print(

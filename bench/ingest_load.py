@@ -11,6 +11,7 @@ engine. Nothing is added to Entitle itself.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 import threading
@@ -181,7 +182,9 @@ class LockHolds:
     def _statement(self, connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
         began = self.started.get(id(connection.connection))
         if began is not None and not began[2]:
-            began[2].append(" ".join(statement.split())[:90])
+            # Only its head: an ingestion batch's first statement is its ~29 KB multi-row INSERT, whose
+            # whole text split and joined cost this server ~0.25 ms of CPU per batch.
+            began[2].append(" ".join(statement[:200].split())[:90])
 
     def _ending(self, original: Any) -> Any:
         def end(dbapi_connection: Any) -> None:
@@ -291,6 +294,85 @@ def _spread(ms: list[float]) -> dict[str, float]:
     return {"count": len(ms), "p50": median(ms) if ms else 0.0, "p99": percentile(ms, 0.99) if ms else 0.0}
 
 
+def _threads_cpu() -> dict[str, float]:
+    """CPU seconds so far of each live thread of this process, summed by name (the thread pool's
+    workers under one); a thread ended meanwhile is missing, so figures are compared per name."""
+    spent: dict[str, float] = {}
+    for thread in threading.enumerate():
+        if thread.ident is None:
+            continue
+        try:
+            seconds = time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+        except (OSError, ProcessLookupError):  # ended meanwhile
+            continue
+        name = "AnyIO worker thread" if thread.name.startswith("AnyIO worker") else thread.name
+        spent[name] = spent.get(name, 0.0) + seconds
+    return spent
+
+
+def _count_reads() -> dict[str, int]:
+    """Counts uvicorn's httptools protocol's `data_received` calls and bytes, and its reading paused
+    (the body past its high-water mark) and resumed: how a body arrives over a real socket."""
+    from uvicorn.protocols.http import flow_control
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    counts = {"calls": 0, "bytes": 0, "paused": 0, "resumed": 0}
+    received = HttpToolsProtocol.data_received
+
+    def data_received(self: Any, data: bytes) -> None:
+        counts["calls"] += 1
+        counts["bytes"] += len(data)
+        received(self, data)
+
+    HttpToolsProtocol.data_received = data_received  # type: ignore[method-assign]
+    pause, resume = flow_control.FlowControl.pause_reading, flow_control.FlowControl.resume_reading
+
+    def paused(self: Any) -> None:
+        counts["paused"] += not self.read_paused
+        pause(self)
+
+    def resumed(self: Any) -> None:
+        counts["resumed"] += self.read_paused
+        resume(self)
+
+    flow_control.FlowControl.pause_reading = paused  # type: ignore[method-assign]
+    flow_control.FlowControl.resume_reading = resumed  # type: ignore[method-assign]
+    return counts
+
+
+def _timed_steps() -> dict[str, float]:
+    """The thread CPU of a few steps of an ingestion batch, as `event_ingest.py --breakdown` times them
+    in-process: the same steps over a real socket, beside the same figures without one."""
+    from sqlalchemy.engine.default import DefaultDialect
+
+    import entitle.events.store as event_store
+    import entitle.usage.reactions as reactions
+    from entitle.events import routes, service
+
+    spent: dict[str, float] = {}
+
+    def wrap(owner: Any, name: str, label: str) -> None:
+        original = getattr(owner, name)
+        spent[label] = 0.0
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            began = time.thread_time()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                spent[label] += time.thread_time() - began
+
+        setattr(owner, name, timed)
+
+    wrap(routes.EventsBody, "validate", "validate")
+    wrap(service, "report_items", "report_items")
+    wrap(service, "_store", "transaction")
+    wrap(event_store, "insert_new", "insert")
+    wrap(reactions, "apply_events", "counting")
+    wrap(DefaultDialect, "do_commit", "COMMIT")
+    return spent
+
+
 def serve(database_url: str, port: int, data_dir: str) -> None:
     import uvicorn
 
@@ -309,11 +391,23 @@ def serve(database_url: str, port: int, data_dir: str) -> None:
     holds = LockHolds(app.state.db.write_engine) if sqlite else None
     phases = WriterPhases(app.state.db.group_commit) if sqlite else None
 
+    reads = _count_reads()
+    steps = _timed_steps() if sqlite else {}
+
     def lock_holds(reset: bool = False) -> dict[str, Any]:
         report = holds.report(reset) if holds is not None else {"count": 0}
         # The server's CPU seconds so far (all its threads): a figure per request is then independent
-        # of how much of the machine the clients and other processes take.
-        return {**report, "serverCpuSeconds": time.process_time()}
+        # of how much of the machine the clients and other processes take. Beside it, where they went:
+        # each thread's own CPU clock (by name), the kernel's share, and the socket reads so far.
+        times = os.times()
+        return {
+            **report,
+            "serverCpuSeconds": time.process_time(),
+            "serverUserSystem": [times.user, times.system],
+            "serverThreadCpu": _threads_cpu(),
+            "serverReads": dict(reads),
+            "serverSteps": dict(steps),
+        }
 
     from fastapi.responses import JSONResponse
 

@@ -5,6 +5,7 @@ announces after its commit is announced only once it is durable."""
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sqlite3
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -328,6 +330,31 @@ def test_commit_listeners_hear_a_member_only_once_its_group_is_durable(sqlite_db
     assert outcome.errors == {}
     assert _groups(sqlite_db).commits == 1
     assert heard == dict.fromkeys(names, True)
+
+
+class _Announced:
+    """Something a transaction's announcement holds (weakly referable)."""
+
+
+@pytest.mark.parametrize("bulk", [False, True])
+def test_what_a_transaction_announced_is_freed_once_it_returns(sqlite_db: Database, bulk: bool) -> None:
+    # SQLAlchemy keeps a session in reference cycles that only the garbage collector frees; the session
+    # must not keep what its transaction announced (an ingestion batch's events, measured amounts,
+    # slots) alive until then, or every collection walks it again.
+    heard: list[int] = []
+    announced = _Announced()
+    alive = weakref.ref(announced)
+    gc.collect()
+    gc.disable()
+    try:
+        with sqlite_db.bulk_transaction() if bulk else sqlite_db.transaction() as session:
+            _insert(session, f"freed-{bulk}")
+            group_commit_module.when_durable(session, lambda held=announced: heard.append(id(held)))
+        del announced
+        assert heard  # announced, once durable
+        assert alive() is None  # freed by reference counting alone
+    finally:
+        gc.enable()
 
 
 CRASHING_WRITER = textwrap.dedent(

@@ -22,9 +22,11 @@ from entitle.db import Database
 @pytest.fixture
 def unfrozen() -> Iterator[None]:
     switch_interval = sys.getswitchinterval()
+    thresholds = gc.get_threshold()
     gc.unfreeze()
     yield
     gc.unfreeze()  # this test process's objects go back to the collector
+    gc.set_threshold(*thresholds)
     # A served app also makes its threads hand the GIL over every 0.5 ms: left so, every later test of
     # this worker (a client thread and its server's threads) would pay for ten times as many switches.
     sys.setswitchinterval(switch_interval)
@@ -46,10 +48,14 @@ def _started(db: Database, tmp_path: Path, freeze: bool) -> int:
 def test_a_served_app_freezes_what_start_up_made(db: Database, tmp_path: Path, unfrozen: None) -> None:
     assert load_settings().freeze_startup_objects  # what `entitle serve` runs with
     assert _started(db, tmp_path, freeze=True) > 100_000
+    # And collects its young objects less often: a batch of 1,000 events nets ~3,400 new ones while it runs.
+    assert gc.get_threshold()[0] == app_module.GC_YOUNG_THRESHOLD > 3_400
 
 
 def test_an_app_made_in_a_test_process_does_not(db: Database, tmp_path: Path, unfrozen: None) -> None:
+    thresholds = gc.get_threshold()
     assert _started(db, tmp_path, freeze=False) == 0
+    assert gc.get_threshold() == thresholds
 
 
 def test_the_embedded_worker_starts_after_the_collection_that_freezes(

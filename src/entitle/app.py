@@ -92,15 +92,24 @@ ROUTERS = [
 # could hold the SQLite write lock ~100 ms longer than its work. Measured with bench/lock_holds.py on
 # 2 CPUs: 0.5 ms halves the median hold and doubles ingestion.
 SWITCH_INTERVAL = 0.0005
+# Net new container objects that start a collection of the young generation (Python's default: 700). A
+# batch of 1,000 events allocates ~3,400 more than it frees while it runs (its events' dicts, rows,
+# amounts): at 700 it started ~5 young and ~0.4 middle collections, each walking what the batch still
+# held, ~1 ms of CPU per batch (`bench/event_ingest.py --breakdown`'s setup, timed by gc callbacks); at
+# 10,000 a collection comes every few dozen batches, when the cycles SQLAlchemy's sessions leave behind
+# add up, and walks ~10,000 young objects (a few ms, once).
+GC_YOUNG_THRESHOLD = 10_000
 
 
 def _tune_process() -> None:
     """What a process has loaded once it starts (modules, models, schemas: about 300,000 objects) lives
     as long as it does, yet each full garbage collection walks it all: hundreds of milliseconds, in
     whichever request allocates at the wrong moment, possibly one holding the SQLite write lock.
-    Frozen, collections walk only what requests create. And threads hand the GIL over sooner."""
+    Frozen, collections walk only what requests create, and start less often. And threads hand the
+    GIL over sooner."""
     gc.collect()
     gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     sys.setswitchinterval(SWITCH_INTERVAL)
 
 

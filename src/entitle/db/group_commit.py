@@ -131,8 +131,15 @@ class GroupCommit:
         mode: Literal["rollback_only", "create_savepoint"] = "rollback_only" if first else "create_savepoint"
         session = Session(bind=group.connection, join_transaction_mode=mode, expire_on_commit=False)
         session.info[_DEFER] = deferred.append
-        with session, session.begin():
-            yield session
+        try:
+            with session, session.begin():
+                yield session
+        finally:
+            # SQLAlchemy keeps a session in reference cycles (its transactions, its connection's), which
+            # only the garbage collector frees: through `deferred`, the session kept what its transaction
+            # announced alive until then (an ingestion batch's events, their measured amounts and slots,
+            # ~600 objects), and every collection walked them again.
+            session.info.pop(_DEFER, None)
 
     def _open(self) -> _Group:
         if self._group is not None:
