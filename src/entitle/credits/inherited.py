@@ -103,8 +103,10 @@ def follow(s: Session) -> None:
             .with_for_update()
         ).all()
         now = utcnow()
-        for sub in subs:
-            recurring.sync_subscription(s, sub, now)
+        for batch, members in recurring.batches(s, env_id, subs, now):
+            for sub in members:
+                recurring.sync_subscription(s, sub, now, batch=batch)
+            recurring.finish(s, batch)
 
 
 def _cut(chain: Sequence[Package], parents: set[str]) -> list[Package]:

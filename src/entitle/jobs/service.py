@@ -143,6 +143,33 @@ def enqueue(
     return job
 
 
+@dataclass(frozen=True)
+class Enqueued:
+    """One job of `enqueue_many`: always with a dedupe key."""
+
+    kind: str
+    payload: dict[str, Any]
+    run_at: datetime
+    dedupe_key: str
+
+
+def enqueue_many(session: Session, env_id: int, jobs: list[Enqueued]) -> None:
+    """`enqueue` of many jobs at once (one read of the dedupe keys already used, one flush): a job whose key
+    is used, by a stored job or an earlier one of the list, is not added."""
+    if not jobs:
+        return
+    keys = sorted({j.dedupe_key for j in jobs})
+    used = set(store.used_dedupe_keys(session, env_id, keys))
+    for j in jobs:
+        if j.dedupe_key in used:
+            continue
+        used.add(j.dedupe_key)
+        session.add(
+            Job(environment_id=env_id, kind=j.kind, payload=j.payload, run_at=j.run_at, dedupe_key=j.dedupe_key)
+        )
+    session.flush()
+
+
 class Worker:
     def __init__(
         self,
