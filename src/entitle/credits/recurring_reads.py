@@ -224,24 +224,33 @@ class Locked:
 
 
 def _lock(s: Session, env_id: int, keys: list[WalletKey]) -> dict[WalletKey, Wallet]:
-    """`store.locked_wallet` for many wallets: one insert of those missing, one read locking them all in
-    key order (PostgreSQL locks the rows as the sorted read returns them)."""
+    """`store.locked_wallet` for many wallets: one read locking those that exist in key order (PostgreSQL
+    locks the rows as the sorted read returns them); then, for any missing, one insert (a concurrent
+    writer may insert one first: nothing is done twice) and one read locking them."""
+    found = _read_locked(s, keys)
+    missing = [k for k in keys if k not in found]
+    if missing:
+        now = utcnow()
+        values = [
+            {
+                "environment_id": env_id,
+                "customer_pk": customer_pk,
+                "currency_pk": currency_pk,
+                "resource_ref": resource_ref,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for customer_pk, currency_pk, resource_ref in missing
+        ]
+        index = ["customer_pk", "currency_pk", "resource_ref"]
+        s.execute(store.insert_of(s, Wallet).values(values).on_conflict_do_nothing(index_elements=index))
+        found |= _read_locked(s, missing)
+    return found
+
+
+def _read_locked(s: Session, keys: list[WalletKey]) -> dict[WalletKey, Wallet]:
     if not keys:
         return {}
-    now = utcnow()
-    values = [
-        {
-            "environment_id": env_id,
-            "customer_pk": customer_pk,
-            "currency_pk": currency_pk,
-            "resource_ref": resource_ref,
-            "created_at": now,
-            "updated_at": now,
-        }
-        for customer_pk, currency_pk, resource_ref in keys
-    ]
-    index = ["customer_pk", "currency_pk", "resource_ref"]
-    s.execute(store.insert_of(s, Wallet).values(values).on_conflict_do_nothing(index_elements=index))
     stmt = (
         select(Wallet)
         .where(tuple_(Wallet.customer_pk, Wallet.currency_pk, Wallet.resource_ref).in_(keys))
@@ -249,7 +258,5 @@ def _lock(s: Session, env_id: int, keys: list[WalletKey]) -> dict[WalletKey, Wal
     )
     if s.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update()
-    return {
-        (w.customer_pk, w.currency_pk, w.resource_ref): w
-        for w in s.scalars(stmt.execution_options(populate_existing=True))
-    }
+    found = s.scalars(stmt.execution_options(populate_existing=True))
+    return {(w.customer_pk, w.currency_pk, w.resource_ref): w for w in found}
