@@ -6,13 +6,14 @@ A subscription's credits of one currency are granted for the grant period contai
 cadence grants every month), effective at the period's start and expiring at its end. `sync_subscription`
 brings the current period's grants in line with what the subscription grants now; it runs in the
 transaction of every subscription change (`subscribers.py`) and from the scheduler at each period's start
-(`RENEW_JOB`). Every write holds the wallet's lock and reads the period's grants afresh under it, so a
-retried or concurrent run finds the period granted and grants nothing: one grant per subscription,
-currency and period (a change of terms mid-period adds a revision, see `rules.regrant`). The unique
-`recurrence_key` backs this up in the database.
+(`RENEW_JOB`), and for many subscriptions at once after an inherited change (`batches`: the same logic on
+rows read for all of them, `recurring_reads.py`). Every write holds the wallet's lock and reads the
+period's grants afresh under it, so a retried or concurrent run finds the period granted and grants
+nothing: one grant per subscription, currency and period (a change of terms mid-period adds a revision,
+see `rules.regrant`). The unique `recurrence_key` backs this up in the database.
 
 When a subscription ends, its current grants run to their expiry, unless they are revoked: by a plan change
-(the new subscription grants its own, less what the replaced one used in the period: `_carried`) or by a
+(the new subscription grants its own, less what the replaced one used in the period: `_sync`) or by a
 cancellation with `prorate: true` (at the instant it ends).
 """
 
@@ -251,7 +252,10 @@ def _sync(s: Session, batch: Batch, sub: Subscription) -> None:
                     for g in locked.replaced_period_grants(sub, wallet.pk, want.start, want.end)
                     if _kind(g.source_type) == kind
                 ]
-            )  # what the subscriptions this one replaced used of the period (see `_carried`)
+            )  # what the subscriptions this one replaced used of the period: see below
+            # A plan change grants the new amount less what the replaced subscription used in the period
+            # (an upgrade the difference, a downgrade what is left if anything), and provisioning the same
+            # plan again never refills the wallet.
             change = rules.regrant(want.amount, _granted(period) + carried, _used(period) + carried)
             if _apply(s, wallet, live_grants.get((kind, want.start), []), change, moved_at) > 0:
                 grant = _new_grant(wallet, sub, want, change.new_amount, moved_at, revision=len(period))
