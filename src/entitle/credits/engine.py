@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from entitle.credits import rules, store
 from entitle.credits.models import CreditGrant, LedgerEntry, Reservation, Wallet
 from entitle.credits.rules import ACTIVE, EXPIRED, OVERDRAFT, RECURRING, SCHEDULED, VOIDED, ZERO
-from entitle.jobs.service import enqueue
+from entitle.jobs.service import Enqueued, enqueue
 
 CATCH_UP_JOB = "credits.catch_up"
 
@@ -74,14 +74,13 @@ def record(
 
 def schedule(s: Session, wallet: Wallet, at: datetime) -> None:
     """Have the scheduler bring the wallet up to date at `at` (a grant starts or ends, a hold lapses)."""
-    enqueue(
-        s,
-        wallet.environment_id,
-        CATCH_UP_JOB,
-        {"wallet": wallet.pk},
-        run_at=at,
-        dedupe_key=f"credits:{wallet.pk}:{at.isoformat()}",
-    )
+    job = scheduled(wallet, at)
+    enqueue(s, wallet.environment_id, job.kind, job.payload, run_at=job.run_at, dedupe_key=job.dedupe_key)
+
+
+def scheduled(wallet: Wallet, at: datetime) -> Enqueued:
+    """The job of `schedule`, for `enqueue_many`."""
+    return Enqueued(CATCH_UP_JOB, {"wallet": wallet.pk}, at, f"credits:{wallet.pk}:{at.isoformat()}")
 
 
 def available(grant: CreditGrant) -> Decimal:
@@ -94,14 +93,21 @@ def available(grant: CreditGrant) -> Decimal:
 def catch_up(s: Session, wallet: Wallet, now: datetime) -> list[CreditGrant]:
     """Apply, in the order they fell due, every start, expiry and lapsed hold up to `now`; returns the
     wallet's open grants as they now stand."""
-    grants = store.open_grants(s, wallet.pk)
+    return catch_up_loaded(s, wallet, store.open_grants(s, wallet.pk), store.active_reservations(s, wallet.pk), now)
+
+
+def catch_up_loaded(
+    s: Session, wallet: Wallet, grants: list[CreditGrant], reservations: list[Reservation], now: datetime
+) -> list[CreditGrant]:
+    """`catch_up` of a wallet whose open grants and active reservations were read under its lock (many
+    wallets' at once); returns `grants`, moved."""
     due: list[tuple[datetime, int, int, CreditGrant | Reservation]] = []
     for g in grants:
         if g.status == SCHEDULED and g.effective_at <= now:
             due.append((g.effective_at, 0, g.pk, g))
         if g.status in (SCHEDULED, ACTIVE) and g.expire_at is not None and g.expire_at <= now:
             due.append((g.expire_at, 1, g.pk, g))
-    for r in store.active_reservations(s, wallet.pk):
+    for r in reservations:
         if r.expires_at <= now:
             due.append((r.expires_at, 2, r.pk, r))
     due.sort(key=lambda item: item[:3])

@@ -30,6 +30,7 @@ from entitle.catalog.packages.events import ParentPlansChanged
 from entitle.catalog.packages.models import Package
 from entitle.clock import utcnow
 from entitle.credits import notices, recurring, store
+from entitle.subscriptions import store as subscriptions
 from entitle.subscriptions.models import Subscription
 from entitle.subscriptions.rules import LIVE
 
@@ -54,7 +55,7 @@ def heard(s: Session, event: ParentPlansChanged) -> None:
     wanted = set(event.parent_refs)
     if not wanted or not store.catalog_grants_credits(s, event.env_id):
         return
-    chains = _inheriting_chains(s, event.env_id, wanted)
+    chains = subscriptions.inheriting(s, event).chains
     if not chains:
         return
     pending: dict[int, _Heard] = s.info.setdefault(_PENDING, {})
@@ -102,32 +103,10 @@ def follow(s: Session) -> None:
             .with_for_update()
         ).all()
         now = utcnow()
-        for sub in subs:
-            recurring.sync_subscription(s, sub, now)
-
-
-def _inheriting_chains(s: Session, env_id: int, parents: set[str]) -> dict[int, list[Package]]:
-    """Plan version pk -> its chain, for every plan a live subscription holds whose ancestors include one
-    of `parents` (one query, then one chain per distinct plan)."""
-    plans = s.scalars(
-        select(Package)
-        .where(
-            Package.pk.in_(
-                select(Subscription.plan_pk).where(
-                    Subscription.environment_id == env_id,
-                    Subscription.status.in_([st.value for st in LIVE]),
-                )
-            ),
-            Package.parent_plan_ref.is_not(None),
-        )
-        .order_by(Package.pk)
-    ).all()
-    found: dict[int, list[Package]] = {}
-    for plan in plans:
-        chain = packages.plan_chain(s, env_id, plan)
-        if {p.ref_id for p in chain[1:]} & parents:
-            found[plan.pk] = chain
-    return found
+        for batch, members in recurring.batches(s, env_id, subs, now):
+            for sub in members:
+                recurring.sync_subscription(s, sub, now, batch=batch)
+            recurring.finish(s, batch)
 
 
 def _cut(chain: Sequence[Package], parents: set[str]) -> list[Package]:

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event as sa_event
+from sqlalchemy import select
 from sqlalchemy.orm import Session, attributes, object_session
 
 from entitle.clock import utcnow
@@ -94,21 +95,25 @@ def announce(session: Session) -> None:
     if moves is None:
         return
     now = utcnow()
-    wallets = {pk: session.get(Wallet, pk) for pk in moves.deltas}
+    # Read at once, and held while the events are made (a transaction may move many wallets: a parent
+    # plan's publish regrants every subscription inheriting from it).
+    grants = [*moves.created, *moves.ended]
+    wallets = _by_pk(session, Wallet, set(moves.deltas) | {g.wallet_pk for g in grants})
+    customers = _by_pk(session, Customer, {w.customer_pk for w in wallets.values()})
+    currencies = _by_pk(session, CustomCurrency, {w.currency_pk for w in wallets.values()})
     for grant in moves.created:
-        _publish_grant(session, grant, wallets, now, ended=False)
+        _publish_grant(grant, wallets, customers, currencies, now, ended=False)
     for grant in moves.ended:
-        _publish_grant(session, grant, wallets, now, ended=True)
-    for pk, delta in sorted(moves.deltas.items()):
+        _publish_grant(grant, wallets, customers, currencies, now, ended=True)
+    moved = [pk for pk in sorted(moves.deltas) if pk in wallets]
+    balance_grants = store.balance_grants_of(session, moved)
+    for pk in moved:
         wallet = wallets[pk]
-        if wallet is None:
-            continue
-        customer = session.get(Customer, wallet.customer_pk)
-        currency = session.get(CustomCurrency, wallet.currency_pk)
+        customer, currency = customers.get(wallet.customer_pk), currencies.get(wallet.currency_pk)
         if customer is None or currency is None:
             continue
         # Every writer caught the wallet up first (`engine.catch_up`), so no hold has lapsed unapplied.
-        balance = engine.balance(store.balance_grants(session, pk), {}, now)
+        balance = engine.balance(balance_grants.get(pk, []), {}, now)
         view = WalletBalance(
             customer_ref=customer.ref_id,
             currency_ref=currency.ref_id,
@@ -117,7 +122,7 @@ def announce(session: Session) -> None:
             current_usage=balance.current_usage,
             reserved=balance.reserved,
         )
-        previous = view.balance - delta
+        previous = view.balance - moves.deltas[pk]
         env_id = wallet.environment_id
         publish(session, CreditBalanceChanged(env_id=env_id, wallet=view, previous=previous))
         if crossed_low(previous, view):
@@ -126,16 +131,41 @@ def announce(session: Session) -> None:
             publish(session, CreditBalanceDepleted(env_id=env_id, wallet=view, previous=previous))
 
 
+Row = TypeVar("Row", Wallet, Customer, CustomCurrency)
+
+
+def _by_pk(session: Session, model: type[Row], pks: set[int]) -> dict[int, Row]:
+    """The rows the session holds, and the others in one query."""
+    found: dict[int, Row] = {}
+    missing: list[int] = []
+    for pk in pks:
+        held = session.identity_map.get(session.identity_key(model, pk))
+        if isinstance(held, model):
+            found[pk] = held
+        else:
+            missing.append(pk)
+    if missing:
+        found |= {row.pk: row for row in session.scalars(select(model).where(model.pk.in_(sorted(missing))))}
+    return found
+
+
 def _publish_grant(
-    session: Session, grant: CreditGrant, wallets: dict[int, Wallet | None], now: Any, *, ended: bool
+    grant: CreditGrant,
+    wallets: dict[int, Wallet],
+    customers: dict[int, Customer],
+    currencies: dict[int, CustomCurrency],
+    now: Any,
+    *,
+    ended: bool,
 ) -> None:
-    wallet = wallets.get(grant.wallet_pk) or session.get(Wallet, grant.wallet_pk)
+    wallet = wallets.get(grant.wallet_pk)
     if wallet is None:
         return
-    customer = session.get(Customer, wallet.customer_pk)
-    currency = session.get(CustomCurrency, wallet.currency_pk)
+    customer, currency = customers.get(wallet.customer_pk), currencies.get(wallet.currency_pk)
     if customer is None or currency is None:
         return
+    session = object_session(grant)
+    assert session is not None
     view = grant_out(grant, customer, currency, wallet, now)
     event = CreditGrantEnded if ended else CreditGrantCreated
     publish(session, event(env_id=wallet.environment_id, grant=view))

@@ -6,38 +6,38 @@ A subscription's credits of one currency are granted for the grant period contai
 cadence grants every month), effective at the period's start and expiring at its end. `sync_subscription`
 brings the current period's grants in line with what the subscription grants now; it runs in the
 transaction of every subscription change (`subscribers.py`) and from the scheduler at each period's start
-(`RENEW_JOB`). Every write holds the wallet's lock and reads the period's grants afresh under it, so a
-retried or concurrent run finds the period granted and grants nothing: one grant per subscription,
-currency and period (a change of terms mid-period adds a revision, see `rules.regrant`). The unique
-`recurrence_key` backs this up in the database.
+(`RENEW_JOB`), and for many subscriptions at once after an inherited change (`batches`: the same logic on
+rows read for all of them, `recurring_reads.py`). Every write holds the wallet's lock and reads the
+period's grants afresh under it, so a retried or concurrent run finds the period granted and grants
+nothing: one grant per subscription, currency and period (a change of terms mid-period adds a revision,
+see `rules.regrant`). The unique `recurrence_key` backs this up in the database.
 
 When a subscription ends, its current grants run to their expiry, unless they are revoked: by a plan change
-(the new subscription grants its own, less what the replaced one used in the period: `_carried`) or by a
+(the new subscription grants its own, less what the replaced one used in the period: `_sync`) or by a
 cancellation with `prorate: true` (at the instant it ends).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from entitle.catalog.packages import store as packages
-from entitle.catalog.packages.models import Package, PackageCharge
+from entitle.catalog.packages.models import PackageCharge
 from entitle.clock import as_utc, utcnow
 from entitle.credits import engine, pricing, rules, store
 from entitle.credits.models import CreditGrant, CustomCurrency, Wallet
+from entitle.credits.recurring_reads import Locked, Reads, WalletKey, rounds
 from entitle.credits.rules import ACTIVE, RECURRING, SCHEDULED, VOIDED, ZERO
 from entitle.customers.models import Customer
 from entitle.db import Database
 from entitle.errors import NotFound
 from entitle.grants.engine import live_subscriptions, resource_key, subscription_terms
-from entitle.jobs.service import JobContext, enqueue, register
-from entitle.subscriptions import store as subscriptions
+from entitle.jobs.service import Enqueued, JobContext, enqueue, enqueue_many, register
 from entitle.subscriptions.models import Subscription
 from entitle.subscriptions.rules import LIVE
 
@@ -56,22 +56,14 @@ class Target:
     source_type: str
 
 
-def targets(s: Session, sub: Subscription) -> list[Target]:
-    terms = subscription_terms(s, sub.environment_id, [sub]).get(sub.pk, {})
+def targets(reads: Reads, sub: Subscription) -> list[Target]:
+    terms = reads.terms.get(sub.pk, {})
     credit = [t for t in terms.values() if t.type == "CREDIT" and t.is_granted and t.amount and t.cadence]
     if not credit:
         return []
-    plan = s.get(Package, sub.plan_pk)
-    chain = packages.plan_chain(s, sub.environment_id, plan) if plan is not None else []
-    on_plan = {
-        e.ref_id
-        for rows in packages.entitlements_of_many(s, [p.pk for p in chain]).values()
-        for e in rows
-        if e.entitlement_type == "CREDIT"
-    }
-    overrides = subscriptions.overrides_of(s, [sub.pk]).get(sub.pk, [])
-    on_plan |= {o.ref_id for o in overrides if o.entitlement_type == "CREDIT"}
-    quantities = _feature_quantities(s, sub)
+    on_plan = set(reads.plan_credit_refs.get(sub.plan_pk, set()))
+    on_plan |= {o.ref_id for o in reads.overrides.get(sub.pk, []) if o.entitlement_type == "CREDIT"}
+    quantities = {c.ref_id: Decimal(c.quantity) for c in reads.charges.get(sub.pk, []) if c.charge_type == "FEATURE"}
     found: list[Target] = []
     for t in credit:
         assert t.amount is not None and t.cadence is not None
@@ -86,31 +78,16 @@ def targets(s: Session, sub: Subscription) -> list[Target]:
     return found
 
 
-def price_targets(s: Session, sub: Subscription) -> list[Target]:
+def price_targets(reads: Reads, sub: Subscription) -> list[Target]:
     """Credit charges (`PackageCharge.grants_credits`): each unit grants its `creditRate.amount` of the rate's
     currency at the beginning of each billing period (BEGINNING_OF_BILLING_PERIOD: yearly on an annual
     subscription) or every month (MONTHLY). The units: the subscription's CREDIT charge quantity in that
     currency for the plan's charge (1 when it names none), the add-on's quantity for an add-on's. The price
     for the subscription's billing period (and country) counts."""
-    bought = {a.addon_pk: a.quantity for a in subscriptions.addons_of(s, [sub.pk]).get(sub.pk, [])}
+    bought = {a.addon_pk: a.quantity for a in reads.addons.get(sub.pk, [])}
     quantities = {sub.plan_pk: 1, **bought}
-    credit_units = {
-        c.ref_id: Decimal(c.quantity)
-        for c in subscriptions.charges_of(s, [sub.pk]).get(sub.pk, [])
-        if c.charge_type == "CREDIT"
-    }
-    charges = s.scalars(
-        select(PackageCharge)
-        .where(
-            PackageCharge.package_pk.in_(list(quantities)),
-            PackageCharge.billing_model == "CREDIT_BASED",
-            PackageCharge.feature_ref.is_(None),
-            PackageCharge.credit_grant_cadence.is_not(None),
-            PackageCharge.credit_rate_amount.is_not(None),
-            PackageCharge.is_overage.is_(False),
-        )
-        .order_by(PackageCharge.pk)
-    ).all()
+    credit_units = {c.ref_id: Decimal(c.quantity) for c in reads.charges.get(sub.pk, []) if c.charge_type == "CREDIT"}
+    charges = sorted((c for pk in set(quantities) for c in reads.package_charges.get(pk, [])), key=lambda c: c.pk)
     chosen: dict[tuple[int, str], PackageCharge] = {}
     for charge in pricing.charges_paid(charges, sub.billing_period, sub.billing_country_code):
         if charge.credit_rate_currency_ref is not None:
@@ -124,14 +101,6 @@ def price_targets(s: Session, sub: Subscription) -> list[Target]:
             units = credit_units.get(currency_ref, units)
         totals[(currency_ref, "MONTH" if monthly else "YEAR")] += rules.rounded(charge.credit_rate_amount * units)
     return [Target(ref, amount, cadence, PRICE) for (ref, cadence), amount in totals.items() if amount > 0]
-
-
-def _feature_quantities(s: Session, sub: Subscription) -> dict[str, Decimal]:
-    return {
-        c.ref_id: Decimal(c.quantity)
-        for c in subscriptions.charges_of(s, [sub.pk]).get(sub.pk, [])
-        if c.charge_type == "FEATURE"
-    }
 
 
 def soft_limited(s: Session, env_id: int, customer: Customer, resource_ref: str | None, currency_ref: str) -> bool:
@@ -170,34 +139,94 @@ def _kind(source_type: str | None) -> str:
     return PRICE if source_type == PRICE else "ENTITLEMENT"
 
 
-def sync_subscription(s: Session, sub: Subscription, now: datetime, *, new: bool = False) -> None:
+def sync_subscription(
+    s: Session, sub: Subscription, now: datetime, *, new: bool = False, batch: Batch | None = None
+) -> None:
     """Grant the current period's recurring credits of a live subscription as its terms now say (more:
     the difference; less: void and grant what is left), void those of currencies (or wallets: a delegated
     or transferred subscription) it no longer grants, and have the scheduler come back at the next
     period's start. An ended subscription's grants are left as they are (see `revoke`). `new`: created in
-    this transaction."""
+    this transaction. `batch`: one of `batches`, which read for this subscription with others (the caller
+    then calls `finish`)."""
+    if batch is not None:
+        _sync(s, batch, sub)
+        return
     if not store.may_have_recurring_credits(s, sub.environment_id, sub.pk, new=new):
         return
-    wants: dict[tuple[int, str], _Want] = {}  # (currency pk, kind) -> this period's grant
-    live = sub.status in LIVE and sub.start_date <= now
-    if live:
-        for target in targets(s, sub) + price_targets(s, sub):
-            currency = store.find_currency(s, sub.environment_id, target.currency_ref)
+    for one, members in batches(s, sub.environment_id, [sub], now):
+        for member in members:
+            _sync(s, one, member)
+        finish(s, one)
+
+
+@dataclass
+class Batch:
+    """What the syncs of a round of subscriptions read (`recurring_reads`), what each wants, and when its
+    wallets' movements happen."""
+
+    now: datetime
+    reads: Reads
+    wants: dict[int, dict[tuple[int, str], _Want]]  # by subscription: (currency pk, kind) -> this period's grant
+    keys: dict[int, list[WalletKey]]  # by subscription: the wallets its sync touches
+    locked: Locked
+    moved_at: dict[int, datetime]  # by subscription: when its wallets' movements happen (`_after_lock`)
+
+
+def batches(
+    s: Session, env_id: int, subs: Sequence[Subscription], now: datetime
+) -> Iterator[tuple[Batch, list[Subscription]]]:
+    """The syncs of `subs` (live or not), prepared round by round: the reads of all in a fixed number of
+    queries, then per round (`recurring_reads.rounds`) its wallets locked and read at once. Sync each member
+    with `sync_subscription(..., batch=)`, then `finish` the round before the next is prepared."""
+    reads = Reads.load(s, env_id, subs)
+    for members in rounds(reads, subs):
+        wants = {sub.pk: _wants(reads, sub, now) for sub in members}
+        keys: dict[int, list[WalletKey]] = {}
+        for sub in members:
+            resource = resource_key(sub.resource_ref)
+            found = {(sub.customer_pk, pk, resource) for pk, _ in wants[sub.pk]}
+            if sub.status in LIVE and sub.start_date <= now:
+                found |= {
+                    (w.customer_pk, w.currency_pk, w.resource_ref)
+                    for w in (reads.held_wallets[g.wallet_pk] for g in reads.held.get(sub.pk, []))
+                }
+            keys[sub.pk] = sorted(found)
+        starts = {w.start for by_sub in wants.values() for w in by_sub.values()}
+        locked = Locked.load(s, env_id, members, [k for ks in keys.values() for k in ks], starts)
+        moved_at = {
+            pk: _after_lock(now, min((w.end for w in by_sub.values()), default=None)) for pk, by_sub in wants.items()
+        }
+        batch = Batch(now, reads, wants, keys, locked, moved_at)
+        for sub in members:  # a round's subscriptions share no wallet
+            for key in keys[sub.pk]:
+                wallet = locked.wallets[key]
+                grants, held = locked.open_grants[wallet.pk], locked.reservations[wallet.pk]
+                engine.catch_up_loaded(s, wallet, grants, held, moved_at[sub.pk])
+        yield batch, members
+
+
+def _wants(reads: Reads, sub: Subscription, now: datetime) -> dict[tuple[int, str], _Want]:
+    wants: dict[tuple[int, str], _Want] = {}
+    if sub.status in LIVE and sub.start_date <= now:
+        for target in targets(reads, sub) + price_targets(reads, sub):
+            currency = reads.currencies.get(target.currency_ref)
             if currency is None:
                 raise NotFound("custom currency", target.currency_ref)
             start, end = rules.grant_period(target.cadence, sub.start_date, sub.billing_cycle_anchor, now)
             wants[(currency.pk, _kind(target.source_type))] = _Want(
                 currency, target.amount, start, end, target.source_type
             )
+    return wants
+
+
+def _sync(s: Session, batch: Batch, sub: Subscription) -> None:
+    wants, locked, moved_at = batch.wants[sub.pk], batch.locked, batch.moved_at[sub.pk]
     resource = resource_key(sub.resource_ref)
-    held = store.live_recurring_grants(s, sub.pk)
-    wallet_keys = {(sub.customer_pk, pk, resource) for pk, _ in wants}
-    if live:
-        wallet_keys |= {(w.customer_pk, w.currency_pk, w.resource_ref) for w in store.wallets_by_pk(s, held)}
-    for customer_pk, currency_pk, resource_ref in sorted(wallet_keys):  # one lock order: no deadlock
-        wallet = store.locked_wallet(s, sub.environment_id, customer_pk, currency_pk, resource_ref)
-        moved_at = _after_lock(now, min((w.end for w in wants.values()), default=None))
-        grants = engine.catch_up(s, wallet, moved_at)
+    granted_in: set[int] = set()  # wallets this sync has a grant to write in
+    for key in batch.keys[sub.pk]:
+        customer_pk, currency_pk, resource_ref = key
+        wallet = locked.wallets[key]
+        grants = locked.open_grants[wallet.pk]
         own_wallet = (customer_pk, resource_ref) == (sub.customer_pk, resource)
         live_grants: dict[tuple[str, datetime | None], list[CreditGrant]] = defaultdict(list)
         for g in grants:
@@ -210,23 +239,55 @@ def sync_subscription(s: Session, sub: Subscription, now: datetime, *, new: bool
         for (pk, kind), want in wants.items():
             if pk != currency_pk or not own_wallet:
                 continue
+            if wallet.pk in granted_in:
+                # A second grant in the wallet (one from prices, one from entitlements): the first is
+                # written and started first, as a sync of this subscription alone does.
+                _write(s, locked)
             period = [
-                g for g in store.period_grants(s, sub.pk, wallet.pk, want.start) if _kind(g.source_type) == kind
+                g for g in locked.period_grants(sub, wallet.pk, want.start) if _kind(g.source_type) == kind
             ]  # voided ones too
-            carried = _carried(s, sub, wallet, want, kind)
+            carried = _used(
+                [
+                    g
+                    for g in locked.replaced_period_grants(sub, wallet.pk, want.start, want.end)
+                    if _kind(g.source_type) == kind
+                ]
+            )  # what the subscriptions this one replaced used of the period: see below
+            # A plan change grants the new amount less what the replaced subscription used in the period
+            # (an upgrade the difference, a downgrade what is left if anything), and provisioning the same
+            # plan again never refills the wallet.
             change = rules.regrant(want.amount, _granted(period) + carried, _used(period) + carried)
             if _apply(s, wallet, live_grants.get((kind, want.start), []), change, moved_at) > 0:
-                _grant(s, wallet, grants, sub, want, change.new_amount, moved_at, revision=len(period))
+                grant = _new_grant(wallet, sub, want, change.new_amount, moved_at, revision=len(period))
+                locked.new_grants.append((wallet, grant, grants))
+                granted_in.add(wallet.pk)
     if wants:
         at = min(w.end for w in wants.values())
-        enqueue(
-            s,
-            sub.environment_id,
-            RENEW_JOB,
-            {"subscription": sub.pk},
-            run_at=at,
-            dedupe_key=f"credits-renew:{sub.pk}:{at.isoformat()}",
+        locked.jobs.append(
+            Enqueued(RENEW_JOB, {"subscription": sub.pk}, at, f"credits-renew:{sub.pk}:{at.isoformat()}")
         )
+
+
+def finish(s: Session, batch: Batch) -> None:
+    """Write what the round's syncs granted: the grants in one flush, then each one's start (its ledger
+    entry, and an overdraft it pays), and the jobs (each wallet's at the end of its period, each
+    subscription's renewal) in one."""
+    _write(s, batch.locked)
+    enqueue_many(s, batch.reads.env_id, batch.locked.jobs)
+    batch.locked.jobs.clear()
+
+
+def _write(s: Session, locked: Locked) -> None:
+    if not locked.new_grants:
+        return
+    s.add_all([grant for _, grant, _ in locked.new_grants])
+    s.flush()
+    for wallet, grant, grants in locked.new_grants:
+        grants.append(grant)
+        engine.activate(s, wallet, grant, grants, grant.effective_at)
+        assert grant.expire_at is not None
+        locked.jobs.append(engine.scheduled(wallet, grant.expire_at))
+    locked.new_grants.clear()
 
 
 def _after_lock(now: datetime, period_end: datetime | None = None) -> datetime:
@@ -238,15 +299,6 @@ def _after_lock(now: datetime, period_end: datetime | None = None) -> datetime:
     if later <= now or (period_end is not None and later >= period_end):
         return now
     return later
-
-
-def _carried(s: Session, sub: Subscription, wallet: Wallet, want: _Want, kind: str) -> Decimal:
-    """What the subscriptions this one replaced (a plan change, or the same plan provisioned again) used
-    of their recurring credits of the period: the new terms count it as used in this period, so a plan
-    change grants the new amount less what was used (an upgrade the difference, a downgrade what is left
-    if anything) and provisioning the same plan again never refills the wallet."""
-    replaced = store.replaced_period_grants(s, sub, wallet.pk, want.start, want.end)
-    return _used([g for g in replaced if _kind(g.source_type) == kind])
 
 
 def _granted(grants: list[CreditGrant]) -> Decimal:
@@ -267,21 +319,13 @@ def _apply(s: Session, wallet: Wallet, stale: list[CreditGrant], change: rules.R
     return change.new_amount
 
 
-def _grant(
-    s: Session,
-    wallet: Wallet,
-    grants: list[CreditGrant],
-    sub: Subscription,
-    want: _Want,
-    amount: Decimal,
-    now: datetime,
-    *,
-    revision: int,
-) -> None:
+def _new_grant(
+    wallet: Wallet, sub: Subscription, want: _Want, amount: Decimal, now: datetime, *, revision: int
+) -> CreditGrant:
     # The period's first grant counts from the period's start (a late scheduler changes nothing); a
     # revision (the terms changed mid-period) from now.
     effective = want.start if revision == 0 else now
-    grant = CreditGrant(
+    return CreditGrant(
         environment_id=wallet.environment_id,
         ref_id=engine.new_grant_ref(),
         wallet_pk=wallet.pk,
@@ -302,11 +346,6 @@ def _grant(
         created_at=now,
         updated_at=now,
     )
-    s.add(grant)
-    s.flush()
-    grants.append(grant)
-    engine.activate(s, wallet, grant, grants, effective)
-    engine.schedule(s, wallet, want.end)
 
 
 # -- ending ----------------------------------------------------------------------------------------------

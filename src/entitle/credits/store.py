@@ -22,8 +22,12 @@ from entitle.errors import NotFound
 from entitle.subscriptions.models import Subscription, SubscriptionEntitlement
 
 
-def _insert(session: Session, model: Any) -> Any:
+def insert_of(session: Session, model: Any) -> Any:
+    """The dialect's INSERT (for its ON CONFLICT clause)."""
     return (pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert)(model)
+
+
+_insert = insert_of
 
 
 # -- currencies ------------------------------------------------------------------------------------------
@@ -161,14 +165,18 @@ def open_grants(session: Session, wallet_pk: int) -> list[CreditGrant]:
     return list(session.scalars(stmt.order_by(CreditGrant.pk).execution_options(populate_existing=True)))
 
 
-def balance_grants(session: Session, wallet_pk: int) -> list[CreditGrant]:
-    """`open_grants` in one query, as this session holds them (no reload): what a writer that has just
-    flushed its movements computes the wallet's balance from."""
-    stmt = select(CreditGrant).where(
-        CreditGrant.wallet_pk == wallet_pk,
-        or_(CreditGrant.status.in_((SCHEDULED, ACTIVE)), CreditGrant.reserved != 0),
-    )
-    return list(session.scalars(stmt.order_by(CreditGrant.pk)))
+def balance_grants_of(session: Session, wallet_pks: list[int]) -> dict[int, list[CreditGrant]]:
+    """`open_grants` of each wallet, in one query, as this session holds them (no reload): what a writer that
+    has just flushed its movements computes the wallets' balances from."""
+    found: dict[int, list[CreditGrant]] = {}
+    if wallet_pks:
+        stmt = select(CreditGrant).where(
+            CreditGrant.wallet_pk.in_(wallet_pks),
+            or_(CreditGrant.status.in_((SCHEDULED, ACTIVE)), CreditGrant.reserved != 0),
+        )
+        for g in session.scalars(stmt.order_by(CreditGrant.pk)):
+            found.setdefault(g.wallet_pk, []).append(g)
+    return found
 
 
 def find_grant(session: Session, env_id: int, ref_id: str) -> CreditGrant | None:

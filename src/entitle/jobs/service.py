@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from entitle.clock import utcnow
@@ -141,6 +142,45 @@ def enqueue(
     session.add(job)
     session.flush()
     return job
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    """One job of `enqueue_many`: always with a dedupe key."""
+
+    kind: str
+    payload: dict[str, Any]
+    run_at: datetime
+    dedupe_key: str
+
+
+def enqueue_many(session: Session, env_id: int, jobs: list[Enqueued]) -> None:
+    """`enqueue` of many jobs at once (one read of the dedupe keys already used, one insert): a job whose key
+    is used, by a stored job or an earlier one of the list, is not added."""
+    if not jobs:
+        return
+    keys = sorted({j.dedupe_key for j in jobs})
+    used = set(store.used_dedupe_keys(session, env_id, keys))
+    rows: list[dict[str, Any]] = []
+    now = utcnow()
+    for j in jobs:
+        if j.dedupe_key in used:
+            continue
+        used.add(j.dedupe_key)
+        rows.append(
+            {
+                "environment_id": env_id,
+                "kind": j.kind,
+                "payload": j.payload,
+                "run_at": j.run_at,
+                "dedupe_key": j.dedupe_key,
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+    if rows:
+        # One executemany (the ORM's bulk INSERT: no row is read back, no object made).
+        session.execute(insert(Job), rows)
 
 
 class Worker:

@@ -13,6 +13,12 @@ def by_dedupe_key(session: Session, env_id: int, dedupe_key: str) -> Job | None:
     return session.scalars(select(Job).where(Job.environment_id == env_id, Job.dedupe_key == dedupe_key)).one_or_none()
 
 
+def used_dedupe_keys(session: Session, env_id: int, keys: list[str]) -> list[str]:
+    """Which of `keys` a job of the environment already has."""
+    stmt = select(Job.dedupe_key).where(Job.environment_id == env_id, Job.dedupe_key.in_(keys))
+    return [k for k in session.scalars(stmt) if k is not None]
+
+
 def claimable(session: Session, now: datetime, limit: int) -> list[Job]:
     """Due jobs nobody holds, oldest first, skipping any whose ordering key has an older unfinished job.
 

@@ -9,16 +9,16 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from entitle.catalog.features import ports as feature_ports
-from entitle.catalog.packages import store as packages
 from entitle.catalog.packages.events import ParentPlansChanged
 from entitle.catalog.packages.models import Package, PackageCharge, PackageEntitlement
 from entitle.customers import ports as customer_ports
 from entitle.customers.events import CustomerArchived, entitlements_changed
 from entitle.customers.models import Customer
 from entitle.domain_events import subscribe
+from entitle.subscriptions import store
 from entitle.subscriptions.cancellation import end_all_for_archived_customer
 from entitle.subscriptions.models import Subscription, SubscriptionAddon, SubscriptionEntitlement
-from entitle.subscriptions.rules import LIVE, OPEN
+from entitle.subscriptions.rules import OPEN
 
 
 def end_with_customer(s: Session, event: CustomerArchived) -> None:
@@ -31,27 +31,8 @@ def announce_inherited_change(s: Session, event: ParentPlansChanged) -> None:
     A subscription keeps the plan version it bought, but inherits from the *latest published* version
     of each ancestor: publishing a new version of a parent plan, or archiving the product (ancestors
     stop counting), changes what those customers get. The chains are read now, before the change."""
-    wanted = set(event.parent_refs)
-    if not wanted:
-        return
-    rows = s.execute(
-        select(Subscription.customer_pk, Subscription.resource_ref, Package)
-        .join(Package, Package.pk == Subscription.plan_pk)
-        .where(
-            Subscription.environment_id == event.env_id,
-            Subscription.status.in_([st.value for st in LIVE]),
-            Package.parent_plan_ref.is_not(None),
-        )
-        .order_by(Subscription.pk)
-    ).all()
-    inherits: dict[int, bool] = {}
-    for customer_pk, resource_ref, plan in rows:
-        if plan.pk not in inherits:
-            ancestors = {p.ref_id for p in packages.plan_chain(s, event.env_id, plan)[1:]}
-            inherits[plan.pk] = bool(ancestors & wanted)
-        customer = s.get(Customer, customer_pk) if inherits[plan.pk] else None
-        if customer is not None:
-            entitlements_changed(s, event.env_id, customer.ref_id, resource_ref)
+    for _plan, customer_ref, resource_ref in store.inheriting(s, event).subscriptions:
+        entitlements_changed(s, event.env_id, customer_ref, resource_ref)
 
 
 def held_resources(s: Session, customer: Customer) -> list[str]:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TypeVar
 
 from sqlalchemy import false, select
@@ -10,6 +11,9 @@ from sqlalchemy.orm.util import identity_key
 
 from entitle import sync_states
 from entitle.catalog.coupons.models import Coupon
+from entitle.catalog.packages import store as packages
+from entitle.catalog.packages.events import ParentPlansChanged
+from entitle.catalog.packages.models import Package
 from entitle.customers.models import Customer
 from entitle.db.pagination import CreatedAtRange, Page, PageRequest, paginate
 from entitle.errors import NotFound
@@ -20,6 +24,7 @@ from entitle.subscriptions.models import (
     SubscriptionCharge,
     SubscriptionEntitlement,
 )
+from entitle.subscriptions.rules import LIVE
 from entitle.sync_states import SUBSCRIPTION
 
 
@@ -101,6 +106,57 @@ def of_customers(
         )
         for sub in session.scalars(stmt):
             found[sub.customer_pk].append(sub)
+    return found
+
+
+@dataclass(frozen=True)
+class Inheriting:
+    """The live subscriptions whose plan's chain includes one of a `ParentPlansChanged`'s parents."""
+
+    chains: dict[int, list[Package]]  # plan version pk -> its chain, read when the event was heard
+    subscriptions: list[tuple[int, str, str | None]]  # (plan version pk, customer ref, resource ref), by pk
+
+
+_INHERITING = "entitle.subscriptions.inheriting"
+
+
+def inheriting(session: Session, event: ParentPlansChanged) -> Inheriting:
+    """One query for the live subscriptions on plans with a parent, then one chain per distinct plan.
+
+    Every subscriber of the event asks this while the chains are as the event found them (it is published
+    before the change is applied, or after an unarchive, and nothing runs between its subscribers), so
+    the answer is kept for the event: the session holds the event object with it, so it can never be
+    mistaken for a later event's."""
+    held = session.info.get(_INHERITING)
+    if held is not None and held[0] is event:
+        found: Inheriting = held[1]
+        return found
+    wanted = set(event.parent_refs)
+    chains: dict[int, list[Package]] = {}
+    subs: list[tuple[int, str, str | None]] = []
+    if wanted:
+        rows = session.execute(
+            select(Package, Customer.ref_id, Subscription.resource_ref)
+            .join(Subscription, Subscription.plan_pk == Package.pk)
+            .join(Customer, Customer.pk == Subscription.customer_pk)
+            .where(
+                Subscription.environment_id == event.env_id,
+                Subscription.status.in_([st.value for st in LIVE]),
+                Package.parent_plan_ref.is_not(None),
+            )
+            .order_by(Subscription.pk)
+        ).all()
+        inherits: dict[int, bool] = {}
+        for plan, customer_ref, resource_ref in rows:
+            if plan.pk not in inherits:
+                chain = packages.plan_chain(session, event.env_id, plan)
+                inherits[plan.pk] = bool({p.ref_id for p in chain[1:]} & wanted)
+                if inherits[plan.pk]:
+                    chains[plan.pk] = chain
+            if inherits[plan.pk]:
+                subs.append((plan.pk, customer_ref, resource_ref))
+    found = Inheriting(chains, subs)
+    session.info[_INHERITING] = (event, found)
     return found
 
 

@@ -46,7 +46,10 @@ def _forget(session: Session) -> None:
 
 def _forget_settled(session: Session, transaction: SessionTransaction) -> None:
     # A savepoint rolled back may bring back what a fold inside it moved; a new transaction holds no lock.
-    store.waiting_written(session)
+    # A flush's own inner transaction ends inside the one that found nothing waiting: it changes neither
+    # (forgetting then made the fold before the commit ask again for every customer after any flush).
+    if transaction.nested or transaction.parent is None:
+        store.waiting_written(session)
 
 
 def install() -> None:
