@@ -202,7 +202,39 @@ def insert_many(connection: Connection, table: Table, rows: list[dict[str, Any]]
     connection.exec_driver_sql(prepared.sql, [_params(prepared, row, unused) for row in rows])
 
 
-def _prepare_many(table: Table, dialect: Dialect, given: tuple[str, ...]) -> _Prepared | None:
+# Per dialect, then per (table, the columns given): the prepared INSERT of `insert_returning_key`, or None.
+_prepared_keyed: weakref.WeakKeyDictionary[Dialect, dict[tuple[Table, tuple[str, ...]], _Prepared | None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def insert_returning_key(connection: Connection, table: Table, row: dict[str, Any]) -> Any:
+    """`connection.execute(insert(table).returning(<key>), row).scalar_one()` (one row naming its columns
+    by their keys, its primary key left to the database), sent prepared as `insert_many` sends its rows:
+    the new key, by RETURNING or the cursor's last row id as `insert_row` reads it."""
+    given = tuple(row)
+    dialect = connection.dialect
+    known = _prepared_keyed.get(dialect)
+    if known is None:
+        known = _prepared_keyed[dialect] = {}
+    if (table, given) in known:
+        prepared = known[(table, given)]
+    else:
+        returns_key = not getattr(dialect, "postfetch_lastrowid", False)
+        prepared = None
+        if not returns_key or dialect.insert_returning:
+            prepared = _prepare_many(table, dialect, given, returns_key=returns_key)
+        known[(table, given)] = prepared
+    if prepared is None:
+        (key_column,) = table.primary_key.columns
+        return connection.execute(insert(table).returning(key_column), row).scalar_one()
+    key, _ = _execute_prepared(connection, prepared, row)
+    return key
+
+
+def _prepare_many(
+    table: Table, dialect: Dialect, given: tuple[str, ...], *, returns_key: bool = False
+) -> _Prepared | None:
     columns = table.c
     if any(key not in columns for key in given):
         return None
@@ -212,7 +244,7 @@ def _prepare_many(table: Table, dialect: Dialect, given: tuple[str, ...]) -> _Pr
             written.append((column, _default_of(column)))
     if any(default is None for _, default in written):
         return None
-    return _compiled(table, dialect, written, returns_key=False)
+    return _compiled(table, dialect, written, returns_key=returns_key)
 
 
 def _compiled(
