@@ -362,11 +362,25 @@ def insert_row(session: Session, obj: Any) -> None:
     _persist(session, obj, state)
 
 
+# Per mapper: the keys of its relationships.
+_relationships: dict[Mapper[Any], tuple[str, ...]] = {}
+
+
 def _persist(session: Session, obj: Any, state: Any) -> None:
     # From pending to persistent as the flush's own end makes it (`_register_persistent`, the unit of
     # work's call): keyed in the identity map, its values committed, and known to the transaction as
     # new, so that a rollback makes it transient again (expunged, its values kept) as for a flushed one.
-    session.add(obj)
+    related = _relationships.get(state.mapper)
+    if related is None:
+        related = _relationships[state.mapper] = tuple(state.mapper.relationships.keys())
+    if any(key in state.dict for key in related):
+        session.add(obj)
+    else:
+        # `session.add` without its save-update cascade, which follows only the related objects an object
+        # holds (and this one holds none: nothing but columns was set), yet walks every relationship of the
+        # mapper to find that out (a subscription's cost more CPU than its INSERT's parameters).
+        state._orphaned_outside_of_session = False
+        session._save_or_update_impl(state)
     session._register_persistent({state})
     for listener in _listeners:
         listener(session, obj)
