@@ -169,9 +169,48 @@ def _execute_prepared(
     """Send the prepared INSERT for an object's values: the new key (None when given or not returned) and
     the defaults evaluated for the attributes it left unset."""
     defaulted: dict[str, Any] = {}
-    result = connection.exec_driver_sql(prepared.sql, _params(prepared, values, defaulted))
-    key = result.scalar_one() if prepared.returns_key else result.lastrowid
-    return key, defaulted
+    params = _params(prepared, values, defaulted)
+    if not connection.in_transaction():
+        result = connection.exec_driver_sql(prepared.sql, params)
+        return (result.scalar_one() if prepared.returns_key else result.lastrowid), defaulted
+    cursor = _executed(connection, prepared.sql, params)
+    try:
+        if prepared.returns_key:
+            (key,) = _read(connection, prepared.sql, params, cursor, lambda: cursor.fetchall())
+        else:
+            key = cursor.lastrowid
+    finally:
+        cursor.close()
+    return (key[0] if prepared.returns_key else key), defaulted
+
+
+def _executed(connection: Connection, sql: str, params: Any) -> Any:
+    """The driver's cursor, having executed `sql` with `params` in the connection's open transaction: what
+    `connection.exec_driver_sql` does for one statement (the engine's before and after cursor events, its
+    echo, a driver error raised as SQLAlchemy's), through `Connection._cursor_execute`, the path Core takes
+    for the statements it sends itself (a sequence's next value, a column default), without the execution
+    context and result object Core builds around it: on SQLite they cost as much CPU again as the driver's
+    execute, and every provisioning sends seven such statements. A connection outside a transaction is
+    left to `exec_driver_sql`, which begins it."""
+    cursor = connection.connection.cursor()
+    try:
+        connection._cursor_execute(cursor, sql, params)
+    except BaseException:
+        cursor.close()
+        raise
+    return cursor
+
+
+_R = TypeVar("_R")
+
+
+def _read(connection: Connection, sql: str, params: Any, cursor: Any, fetch: Callable[[], _R]) -> _R:
+    """`fetch()` on an executed cursor, a driver error raised as SQLAlchemy's (as Core's fetching does)."""
+    try:
+        return fetch()
+    except BaseException as exc:
+        connection._handle_dbapi_exception(exc, sql, params, cursor, None)
+        raise  # not reached: the handler raises
 
 
 # Per dialect, then per (table, the columns given): the prepared INSERT of `insert_many`, or None.
@@ -434,11 +473,21 @@ class PreparedSelect:
             sent = tuple(processed)
         else:
             sent = {name: value for (name, _, _), value in zip(prepared.binds, processed, strict=True)}
-        result = connection.exec_driver_sql(prepared.sql, sent)
+        if connection.in_transaction():
+            cursor = _executed(connection, prepared.sql, sent)
+            try:
+                description = cursor.description
+                fetch = cursor.fetchone if first else cursor.fetchall
+                raw = _read(connection, prepared.sql, sent, cursor, lambda: [fetch()] if first else fetch())
+            finally:
+                cursor.close()
+        else:
+            result = connection.exec_driver_sql(prepared.sql, sent)
+            description = result.cursor.description if result.cursor is not None else None
+            raw = [result.first()] if first else result.all()
         if prepared.processors is None:
             # The columns' result processors, for the type codes the driver describes them with (as Core
             # asks for them); the same statement is described alike every time.
-            description = result.cursor.description if result.cursor is not None else None
             codes = [entry[1] for entry in description or ()]
             if len(codes) != len(self.fields):
                 raise RuntimeError("a prepared SELECT was described with another number of columns")
@@ -447,7 +496,6 @@ class PreparedSelect:
                 for column, code in zip(self.statement.selected_columns, codes, strict=True)
             )
         processors = prepared.processors
-        raw = [result.first()] if first else result.all()
         return [
             self._row(
                 *(value if process is None else process(value) for value, process in zip(row, processors, strict=True))
