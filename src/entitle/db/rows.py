@@ -201,6 +201,13 @@ def _executed(connection: Connection, sql: str, params: Any) -> Any:
     return cursor
 
 
+def send(connection: Connection, sql: str) -> None:
+    """`connection.exec_driver_sql(sql)` for a statement of no parameters and no rows (a BEGIN, a
+    SAVEPOINT), sent on the driver's cursor as `_executed` sends: every write transaction sends one
+    or two."""
+    _executed(connection, sql, ()).close()
+
+
 _R = TypeVar("_R")
 
 
