@@ -201,6 +201,32 @@ def _executed(connection: Connection, sql: str, params: Any) -> Any:
     return cursor
 
 
+def _executed_many(connection: Connection, sql: str, rows: list[Any]) -> None:
+    """`_executed` for an executemany, as `Connection._cursor_execute` does for one execute (Core has no
+    such path of its own): the cursor events told it is one, the dialect's `do_executemany`."""
+    cursor = connection.connection.cursor()
+    try:
+        observed = connection._has_events or connection.engine._has_events
+        if observed:
+            for fn in connection.dispatch.before_cursor_execute:
+                sql, rows = fn(connection, cursor, sql, rows, None, True)
+        if connection._echo:
+            connection._log_info(sql)
+            connection._log_parameters(rows, "raw sql", ismulti=True)
+        dialect = connection.dialect
+        for fn in dialect.dispatch.do_executemany if dialect._has_events else ():
+            if fn(cursor, sql, rows, None):
+                break
+        else:
+            dialect.do_executemany(cursor, sql, rows, None)
+        if observed:
+            connection.dispatch.after_cursor_execute(connection, cursor, sql, rows, None, True)
+    except BaseException as exc:
+        connection._handle_dbapi_exception(exc, sql, rows, cursor, None)
+    finally:
+        cursor.close()
+
+
 def send(connection: Connection, sql: str) -> None:
     """`connection.exec_driver_sql(sql)` for a statement of no parameters and no rows (a BEGIN, a
     SAVEPOINT), sent on the driver's cursor as `_executed` sends: every write transaction sends one
@@ -245,7 +271,13 @@ def insert_many(connection: Connection, table: Table, rows: list[dict[str, Any]]
         connection.execute(insert(table), rows)
         return
     unused: dict[str, Any] = {}
-    connection.exec_driver_sql(prepared.sql, [_params(prepared, row, unused) for row in rows])
+    params = [_params(prepared, row, unused) for row in rows]
+    if not connection.in_transaction():
+        connection.exec_driver_sql(prepared.sql, params)
+    elif len(params) == 1:
+        _executed(connection, prepared.sql, params[0]).close()  # as Core sends one row: an execute
+    else:
+        _executed_many(connection, prepared.sql, params)
 
 
 # Per dialect, then per (table, the columns given): the prepared INSERT of `insert_returning_key`, or None.
