@@ -16,9 +16,12 @@ column types' own bind processors and the columns' own Python defaults applied h
 Core's generic execution of an `Insert` (its cache key, the compiled cache, its parameter and default
 processing, its result set-up) cost about 40 us of CPU more per row than the driver's execute did, and
 every provisioning inserts two such rows and the audit log's. The statement is the one Core would send,
-it goes through the connection's `exec_driver_sql` (so the engine's cursor events see it as before), and
-its parameters are what Core would have bound. A table whose defaults this cannot evaluate alone (a SQL
-expression, a function of the execution context) is inserted by Core as before.
+and its parameters are what Core would have bound. In an open transaction it goes to the driver's cursor
+through `Connection._cursor_execute` (`_executed`: the engine's cursor events see it as before, a driver
+error is raised as SQLAlchemy's), without the execution context and result `exec_driver_sql` builds,
+which cost about as much again as the driver's execute on SQLite; outside one, through `exec_driver_sql`
+(which begins it). A table whose defaults this cannot evaluate alone (a SQL expression, a function of the
+execution context) is inserted by Core as before.
 """
 
 from __future__ import annotations
@@ -468,13 +471,13 @@ _REQUIRED = object()
 
 
 class PreparedSelect:
-    """A Core SELECT of plain columns (no ORM entities), sent as the dialect's SQL through
-    `exec_driver_sql`, compiled once per dialect, its parameters bound and its columns read by the
-    statement's own types' processors: what `connection.execute(statement, params)` would answer, without
-    Core's generic execution around it (about as much CPU again as the driver's query, on the query every
-    authenticated request sends). Rows are named tuples of the selected columns' keys. A statement whose
-    compiled form cannot be sent as it is (parameters expanded at execution, renamed binds) is executed by
-    Core."""
+    """A Core SELECT of plain columns (no ORM entities), sent as the dialect's SQL on the driver's cursor
+    (`_executed`; `exec_driver_sql` outside a transaction), compiled once per dialect, its parameters bound
+    and its columns read by the statement's own types' processors: what `connection.execute(statement,
+    params)` would answer, without Core's generic execution around it (about as much CPU again as the
+    driver's query, on the query every authenticated request sends). Rows are named tuples of the selected
+    columns' keys. A statement whose compiled form cannot be sent as it is (parameters expanded at
+    execution, renamed binds) is executed by Core."""
 
     def __init__(self, statement: Select[Any]) -> None:
         self.statement = statement
