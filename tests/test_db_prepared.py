@@ -11,16 +11,18 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, delete, insert, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from entitle.audit.models import AuditEntry
 from entitle.clock import utcnow
 from entitle.customers.models import Customer
 from entitle.db import Database
-from entitle.db.rows import PreparedSelect, _prepare_many, insert_many, insert_row, new_row
+from entitle.db.rows import PreparedSelect, _prepare_many, insert_many, insert_returning_key, insert_row, new_row
 from entitle.environments import store
 from entitle.environments.models import ApiKey, Environment, KeyKind
 from entitle.environments.service import create_key, ensure_environment, hash_key
+from entitle.push.models import PushEvent
 from tests.support.statements import statements
 
 
@@ -156,5 +158,67 @@ def test_a_row_made_by_new_row_is_inserted_and_tracked_as_a_constructed_one(data
         assert rows["made"]["email"] == "later@example.com" and rows["made"]["metadata"] == {"k": "v"}
         with pytest.raises(TypeError):
             new_row(Customer, ref_id="x", no_such_column=1)
+    finally:
+        db.dispose()
+
+
+def test_a_prepared_statement_in_a_transaction_is_seen_by_cursor_events_and_refused_as_by_core(
+    database_url: str,
+) -> None:
+    """Inside a transaction the prepared statements go to the driver's cursor without Core's execution
+    context (`rows._executed`): the engine's cursor events still see each one, and a driver error is
+    still SQLAlchemy's (the customer's taken id is answered from its `IntegrityError`)."""
+    db = Database(database_url)
+    try:
+        env_id = ensure_environment(db, "development").pk
+        with db.transaction() as s:
+            with statements(db) as seen:
+                insert_row(s, new_row(Customer, environment_id=env_id, ref_id="taken", metadata_={}))
+            assert len(seen) == 1 and seen[0].startswith("INSERT INTO customers")
+        with pytest.raises(IntegrityError), db.transaction() as s:
+            insert_row(s, new_row(Customer, environment_id=env_id, ref_id="taken", metadata_={}))
+        with db.read() as s:
+            assert s.scalars(select(Customer.ref_id).where(Customer.ref_id == "taken")).all() == ["taken"]
+    finally:
+        db.dispose()
+
+
+def test_insert_returning_key_writes_what_core_writes(database_url: str) -> None:
+    """`insert_returning_key` (the push log's one-row append): the row Core's INSERT ... RETURNING writes,
+    and its key, in a transaction (on the driver's cursor) and outside one (through Core's execution)."""
+    db = Database(database_url)
+    try:
+        env_id = ensure_environment(db, "development").pk
+        table = PushEvent.__table__
+        assert isinstance(table, Table)
+        now = utcnow().replace(microsecond=654321)
+
+        def row(customer: str) -> dict[str, Any]:
+            data = {"customerId": customer, "n": 1, "ok": True, "nested": {"x": [1, "y"]}}
+            return {"environment_id": env_id, "kind": "entitlements.updated", "customer_ref": customer, "data": data}
+
+        keys: dict[str, int] = {}
+        with db.transaction() as s:
+            connection = s.connection()
+            with statements(db) as seen:
+                keys["prepared"] = insert_returning_key(connection, table, {**row("prepared"), "created_at": now})
+            assert len(seen) == 1
+            keys["core"] = connection.execute(
+                insert(table).returning(table.c.id), {**row("core"), "created_at": now}
+            ).scalar_one()
+        with db.write_engine.connect() as connection:
+            keys["outside"] = insert_returning_key(connection, table, {**row("outside"), "created_at": now})
+            connection.commit()
+        with db.read() as s:
+            found = {
+                r.customer_ref: r._mapping
+                for r in s.execute(select(table).where(table.c.customer_ref.in_(["prepared", "core", "outside"])))
+            }
+        assert {ref: found[ref]["id"] for ref in keys} == keys
+        core = {k: v for k, v in found["core"].items() if k not in ("id", "customer_ref", "data")}
+        for ref in ("prepared", "outside"):
+            assert {k: v for k, v in found[ref].items() if k not in ("id", "customer_ref", "data")} == core
+            assert found[ref]["data"] == row(ref)["data"]
+        assert found["prepared"]["created_at"] == now
     finally:
         db.dispose()

@@ -146,3 +146,33 @@ def test_the_audit_log_names_the_key_that_provisioned(plan: LiveServer) -> None:
     mine = [e for e in entries if e["entityId"] == customer_id and e["entityType"] == "customers"]
     assert len(mine) == 1
     assert named.startswith(mine[0]["actor"]), mine[0]
+
+
+@pytest.mark.parametrize("keyed", [True, False])
+def test_a_body_of_the_wrong_shape_is_refused_as_a_declared_body_is(plan: LiveServer, keyed: bool) -> None:
+    """The provisioning body is read by `http.body.DeclaredBody` and validated in the use case's thread, not
+    by FastAPI: every refusal of its shape (none, no or another content type, JSON FastAPI cannot parse,
+    JSON that is not an object) is still the one `POST /api/v1/subscriptions` (a body FastAPI reads) gives,
+    in the same order against the key (JSON that does not parse is refused before the key is looked at)."""
+    sent: dict[str, tuple[bytes, dict[str, str]]] = {
+        "empty": (b"", {"Content-Type": "application/json"}),
+        "no content type": (b'{"id": "x"}', {}),
+        "text": (b'{"id": "x"}', {"Content-Type": "text/plain"}),
+        "malformed": (b'{"id": ', {"Content-Type": "application/json"}),
+        "null": (b"null", {"Content-Type": "application/json"}),
+        "list": (b"[1, 2]", {"Content-Type": "application/json; charset=utf-8"}),
+        "string": (b'"x"', {"Content-Type": "application/problem+json"}),
+    }
+    key = {"X-API-KEY": plan.server_key} if keyed else {}
+    before = _customer_ids(plan)
+    answers = {}
+    with httpx.Client(base_url=plan.base_url, timeout=30) as http:
+        for name, (content, headers) in sent.items():
+            provisioned = _answer(http.post("/api/v1/customers", content=content, headers={**headers, **key}))
+            subscribed = _answer(http.post("/api/v1/subscriptions", content=content, headers={**headers, **key}))
+            answers[name] = (provisioned, subscribed)
+    for name, (provisioned, subscribed) in answers.items():
+        assert provisioned == subscribed, name
+    expected = {name: 400 if keyed or name == "malformed" else 401 for name in sent}
+    assert {name: pair[0][0] for name, pair in answers.items()} == expected
+    assert _customer_ids(plan) == before

@@ -93,3 +93,37 @@ def test_a_gate_is_rebuilt_when_its_router_gains_a_route() -> None:
     (path,) = [t for t in _templates(router) if t.endswith("/late-route")]
     scope = {"type": "http", "path": path, "method": "GET", "root_path": "", "headers": [], "query_string": b""}
     assert router.matches(scope)[0] == Match.FULL
+
+
+def test_a_path_whose_routes_all_refuse_the_method_is_answered_partial_without_walking_them() -> None:
+    """`POST /api/v1/customers`: the customers' router holds the path (its list) but not the method; its
+    gate answers the PARTIAL its routes would, without FastAPI matching each of them (a later router
+    answers the request)."""
+    scope = {
+        "type": "http",
+        "path": "/api/v1/customers",
+        "method": "POST",
+        "root_path": "",
+        "headers": [],
+        "query_string": b"",
+    }
+    routes = list(create_app().router.routes)  # gated afresh (the first test takes its routers' gates off)
+    holding = [r for r in routes if "matches" in vars(r) and "/api/v1/customers" in _templates(r)]
+    assert len(holding) >= 2
+    answers = []
+    for route in holding:
+        walked: list[Any] = []
+        original = route.original_router.matches
+
+        def walk(scope: Any, original: Any = original, walked: list[Any] = walked) -> Any:
+            walked.append(scope)
+            return original(scope)
+
+        route.original_router.matches = walk
+        try:
+            answers.append((route.matches(dict(scope))[0], bool(walked)))
+        finally:
+            del route.original_router.matches
+    # The first refuses POST without walking; the one that answers it is walked (FULL).
+    assert answers[0] == (Match.PARTIAL, False)
+    assert (Match.FULL, True) in answers

@@ -16,9 +16,12 @@ column types' own bind processors and the columns' own Python defaults applied h
 Core's generic execution of an `Insert` (its cache key, the compiled cache, its parameter and default
 processing, its result set-up) cost about 40 us of CPU more per row than the driver's execute did, and
 every provisioning inserts two such rows and the audit log's. The statement is the one Core would send,
-it goes through the connection's `exec_driver_sql` (so the engine's cursor events see it as before), and
-its parameters are what Core would have bound. A table whose defaults this cannot evaluate alone (a SQL
-expression, a function of the execution context) is inserted by Core as before.
+and its parameters are what Core would have bound. In an open transaction it goes to the driver's cursor
+through `Connection._cursor_execute` (`_executed`: the engine's cursor events see it as before, a driver
+error is raised as SQLAlchemy's), without the execution context and result `exec_driver_sql` builds,
+which cost about as much again as the driver's execute on SQLite; outside one, through `exec_driver_sql`
+(which begins it). A table whose defaults this cannot evaluate alone (a SQL expression, a function of the
+execution context) is inserted by Core as before.
 """
 
 from __future__ import annotations
@@ -169,9 +172,81 @@ def _execute_prepared(
     """Send the prepared INSERT for an object's values: the new key (None when given or not returned) and
     the defaults evaluated for the attributes it left unset."""
     defaulted: dict[str, Any] = {}
-    result = connection.exec_driver_sql(prepared.sql, _params(prepared, values, defaulted))
-    key = result.scalar_one() if prepared.returns_key else result.lastrowid
-    return key, defaulted
+    params = _params(prepared, values, defaulted)
+    if not connection.in_transaction():
+        result = connection.exec_driver_sql(prepared.sql, params)
+        return (result.scalar_one() if prepared.returns_key else result.lastrowid), defaulted
+    cursor = _executed(connection, prepared.sql, params)
+    try:
+        if prepared.returns_key:
+            (key,) = _read(connection, prepared.sql, params, cursor, lambda: cursor.fetchall())
+        else:
+            key = cursor.lastrowid
+    finally:
+        cursor.close()
+    return (key[0] if prepared.returns_key else key), defaulted
+
+
+def _executed(connection: Connection, sql: str, params: Any) -> Any:
+    """The driver's cursor, having executed `sql` with `params` in the connection's open transaction: what
+    `connection.exec_driver_sql` does for one statement (the engine's before and after cursor events, its
+    echo, a driver error raised as SQLAlchemy's), through `Connection._cursor_execute`, the path Core takes
+    for the statements it sends itself (a sequence's next value, a column default), without the execution
+    context and result object Core builds around it: on SQLite they cost as much CPU again as the driver's
+    execute, and every provisioning sends seven such statements. A connection outside a transaction is
+    left to `exec_driver_sql`, which begins it."""
+    cursor = connection.connection.cursor()
+    try:
+        connection._cursor_execute(cursor, sql, params)
+    except BaseException:
+        cursor.close()
+        raise
+    return cursor
+
+
+def _executed_many(connection: Connection, sql: str, rows: list[Any]) -> None:
+    """`_executed` for an executemany, as `Connection._cursor_execute` does for one execute (Core has no
+    such path of its own): the cursor events told it is one, the dialect's `do_executemany`."""
+    cursor = connection.connection.cursor()
+    try:
+        observed = connection._has_events or connection.engine._has_events
+        if observed:
+            for fn in connection.dispatch.before_cursor_execute:
+                sql, rows = fn(connection, cursor, sql, rows, None, True)
+        if connection._echo:
+            connection._log_info(sql)
+            connection._log_parameters(rows, "raw sql", ismulti=True)
+        dialect = connection.dialect
+        for fn in dialect.dispatch.do_executemany if dialect._has_events else ():
+            if fn(cursor, sql, rows, None):
+                break
+        else:
+            dialect.do_executemany(cursor, sql, rows, None)
+        if observed:
+            connection.dispatch.after_cursor_execute(connection, cursor, sql, rows, None, True)
+    except BaseException as exc:
+        connection._handle_dbapi_exception(exc, sql, rows, cursor, None)
+    finally:
+        cursor.close()
+
+
+def send(connection: Connection, sql: str) -> None:
+    """`connection.exec_driver_sql(sql)` for a statement of no parameters and no rows (a BEGIN, a
+    SAVEPOINT), sent on the driver's cursor as `_executed` sends: every write transaction sends one
+    or two."""
+    _executed(connection, sql, ()).close()
+
+
+_R = TypeVar("_R")
+
+
+def _read(connection: Connection, sql: str, params: Any, cursor: Any, fetch: Callable[[], _R]) -> _R:
+    """`fetch()` on an executed cursor, a driver error raised as SQLAlchemy's (as Core's fetching does)."""
+    try:
+        return fetch()
+    except BaseException as exc:
+        connection._handle_dbapi_exception(exc, sql, params, cursor, None)
+        raise  # not reached: the handler raises
 
 
 # Per dialect, then per (table, the columns given): the prepared INSERT of `insert_many`, or None.
@@ -199,10 +274,48 @@ def insert_many(connection: Connection, table: Table, rows: list[dict[str, Any]]
         connection.execute(insert(table), rows)
         return
     unused: dict[str, Any] = {}
-    connection.exec_driver_sql(prepared.sql, [_params(prepared, row, unused) for row in rows])
+    params = [_params(prepared, row, unused) for row in rows]
+    if not connection.in_transaction():
+        connection.exec_driver_sql(prepared.sql, params)
+    elif len(params) == 1:
+        _executed(connection, prepared.sql, params[0]).close()  # as Core sends one row: an execute
+    else:
+        _executed_many(connection, prepared.sql, params)
 
 
-def _prepare_many(table: Table, dialect: Dialect, given: tuple[str, ...]) -> _Prepared | None:
+# Per dialect, then per (table, the columns given): the prepared INSERT of `insert_returning_key`, or None.
+_prepared_keyed: weakref.WeakKeyDictionary[Dialect, dict[tuple[Table, tuple[str, ...]], _Prepared | None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def insert_returning_key(connection: Connection, table: Table, row: dict[str, Any]) -> Any:
+    """`connection.execute(insert(table).returning(<key>), row).scalar_one()` (one row naming its columns
+    by their keys, its primary key left to the database), sent prepared as `insert_many` sends its rows:
+    the new key, by RETURNING or the cursor's last row id as `insert_row` reads it."""
+    given = tuple(row)
+    dialect = connection.dialect
+    known = _prepared_keyed.get(dialect)
+    if known is None:
+        known = _prepared_keyed[dialect] = {}
+    if (table, given) in known:
+        prepared = known[(table, given)]
+    else:
+        returns_key = not getattr(dialect, "postfetch_lastrowid", False)
+        prepared = None
+        if not returns_key or dialect.insert_returning:
+            prepared = _prepare_many(table, dialect, given, returns_key=returns_key)
+        known[(table, given)] = prepared
+    if prepared is None:
+        (key_column,) = table.primary_key.columns
+        return connection.execute(insert(table).returning(key_column), row).scalar_one()
+    key, _ = _execute_prepared(connection, prepared, row)
+    return key
+
+
+def _prepare_many(
+    table: Table, dialect: Dialect, given: tuple[str, ...], *, returns_key: bool = False
+) -> _Prepared | None:
     columns = table.c
     if any(key not in columns for key in given):
         return None
@@ -212,7 +325,7 @@ def _prepare_many(table: Table, dialect: Dialect, given: tuple[str, ...]) -> _Pr
             written.append((column, _default_of(column)))
     if any(default is None for _, default in written):
         return None
-    return _compiled(table, dialect, written, returns_key=False)
+    return _compiled(table, dialect, written, returns_key=returns_key)
 
 
 def _compiled(
@@ -330,11 +443,25 @@ def insert_row(session: Session, obj: Any) -> None:
     _persist(session, obj, state)
 
 
+# Per mapper: the keys of its relationships.
+_relationships: dict[Mapper[Any], tuple[str, ...]] = {}
+
+
 def _persist(session: Session, obj: Any, state: Any) -> None:
     # From pending to persistent as the flush's own end makes it (`_register_persistent`, the unit of
     # work's call): keyed in the identity map, its values committed, and known to the transaction as
     # new, so that a rollback makes it transient again (expunged, its values kept) as for a flushed one.
-    session.add(obj)
+    related = _relationships.get(state.mapper)
+    if related is None:
+        related = _relationships[state.mapper] = tuple(state.mapper.relationships.keys())
+    if any(key in state.dict for key in related):
+        session.add(obj)
+    else:
+        # `session.add` without its save-update cascade, which follows only the related objects an object
+        # holds (and this one holds none: nothing but columns was set), yet walks every relationship of the
+        # mapper to find that out (a subscription's cost more CPU than its INSERT's parameters).
+        state._orphaned_outside_of_session = False
+        session._save_or_update_impl(state)
     session._register_persistent({state})
     for listener in _listeners:
         listener(session, obj)
@@ -344,13 +471,13 @@ _REQUIRED = object()
 
 
 class PreparedSelect:
-    """A Core SELECT of plain columns (no ORM entities), sent as the dialect's SQL through
-    `exec_driver_sql`, compiled once per dialect, its parameters bound and its columns read by the
-    statement's own types' processors: what `connection.execute(statement, params)` would answer, without
-    Core's generic execution around it (about as much CPU again as the driver's query, on the query every
-    authenticated request sends). Rows are named tuples of the selected columns' keys. A statement whose
-    compiled form cannot be sent as it is (parameters expanded at execution, renamed binds) is executed by
-    Core."""
+    """A Core SELECT of plain columns (no ORM entities), sent as the dialect's SQL on the driver's cursor
+    (`_executed`; `exec_driver_sql` outside a transaction), compiled once per dialect, its parameters bound
+    and its columns read by the statement's own types' processors: what `connection.execute(statement,
+    params)` would answer, without Core's generic execution around it (about as much CPU again as the
+    driver's query, on the query every authenticated request sends). Rows are named tuples of the selected
+    columns' keys. A statement whose compiled form cannot be sent as it is (parameters expanded at
+    execution, renamed binds) is executed by Core."""
 
     def __init__(self, statement: Select[Any]) -> None:
         self.statement = statement
@@ -388,11 +515,21 @@ class PreparedSelect:
             sent = tuple(processed)
         else:
             sent = {name: value for (name, _, _), value in zip(prepared.binds, processed, strict=True)}
-        result = connection.exec_driver_sql(prepared.sql, sent)
+        if connection.in_transaction():
+            cursor = _executed(connection, prepared.sql, sent)
+            try:
+                description = cursor.description
+                fetch = cursor.fetchone if first else cursor.fetchall
+                raw = _read(connection, prepared.sql, sent, cursor, lambda: [fetch()] if first else fetch())
+            finally:
+                cursor.close()
+        else:
+            result = connection.exec_driver_sql(prepared.sql, sent)
+            description = result.cursor.description if result.cursor is not None else None
+            raw = [result.first()] if first else result.all()
         if prepared.processors is None:
             # The columns' result processors, for the type codes the driver describes them with (as Core
             # asks for them); the same statement is described alike every time.
-            description = result.cursor.description if result.cursor is not None else None
             codes = [entry[1] for entry in description or ()]
             if len(codes) != len(self.fields):
                 raise RuntimeError("a prepared SELECT was described with another number of columns")
@@ -401,7 +538,6 @@ class PreparedSelect:
                 for column, code in zip(self.statement.selected_columns, codes, strict=True)
             )
         processors = prepared.processors
-        raw = [result.first()] if first else result.all()
         return [
             self._row(
                 *(value if process is None else process(value) for value, process in zip(row, processors, strict=True))

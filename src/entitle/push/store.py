@@ -7,12 +7,15 @@ from datetime import datetime
 from typing import Any, cast
 
 from pydantic_core import from_json, to_json
-from sqlalchemy import Connection, Dialect, Table, delete, func, insert, select, text
+from sqlalchemy import Connection, Dialect, Table, bindparam, delete, func, literal_column, select, text
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeEngine
 
+from entitle.db.rows import PreparedSelect, insert_returning_key
 from entitle.push.models import KIND_ENTITLEMENTS, KIND_FEATURES, KIND_SETTINGS, KINDS, PushEvent
 from entitle.push.schemas import Item
+
+_LOG = cast(Table, PushEvent.__table__)
 
 # One lock for every writer of the log: ids are then handed out in commit order (see models.py).
 LOCK_KEY = 0x656E7469746C65  # "entitle"
@@ -63,7 +66,9 @@ def append(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
         last = int(session.scalar(_NEWEST) or 0)
         return list(range(last - len(rows) + 1, last + 1))
     if len(rows) == 1:
-        return [int(session.execute(_APPEND_ONE, rows[0]).scalar_one())]
+        # Sent prepared (`db.rows.insert_returning_key`): every change a transaction announces appends one
+        # row, and Core's generic execution of the INSERT cost about as much CPU as the insert itself.
+        return [int(insert_returning_key(session.connection(), _LOG, rows[0]))]
     # PostgreSQL: the ids are drawn first (in order: the append lock is held), then the rows inserted with
     # them as one JSON document. SQLAlchemy's bulk insert binds each row's values (its JSONB serialized
     # in Python, one by one) and sorts RETURNING rows back into order: an ingestion batch appends a row
@@ -91,11 +96,6 @@ _APPEND_MANY = text(
     "SELECT r.id, r.e, r.k, r.c, r.r, r.d, r.t FROM json_to_recordset(CAST(:rows AS json)) "
     "AS r(id bigint, e bigint, k text, c text, r text, d jsonb, t timestamptz)"
 )
-
-
-# The common case (one row: a write transaction changed one customer), built once: a Core statement
-# whose cache key is memoized on it, without the ORM's bulk-insert machinery.
-_APPEND_ONE = insert(cast(Table, PushEvent.__table__)).returning(cast(Table, PushEvent.__table__).c.id)
 
 
 def notify(session: Session, payloads: Iterable[str]) -> None:
@@ -204,8 +204,16 @@ _UNCHANGED_SINCE = {
 }
 
 
-_SETTINGS_CHANGED_AFTER = text(
-    f"SELECT id FROM push_events WHERE environment_id = :env AND id > :mark AND kind = '{KIND_SETTINGS}' LIMIT 1"
+# Read by every write transaction that trusts what its environment lacks: sent prepared
+# (`db.rows.PreparedSelect`), Core's generic execution of it cost about as much CPU as the query.
+_SETTINGS_CHANGED_AFTER = PreparedSelect(
+    select(_LOG.c.id)
+    .where(
+        _LOG.c.environment_id == bindparam("env"),
+        _LOG.c.id > bindparam("mark"),
+        _LOG.c.kind == literal_column(f"'{KIND_SETTINGS}'"),
+    )
+    .limit(1)
 )
 
 
@@ -213,7 +221,7 @@ def settings_changed_after(session: Session, env_id: int, mark: int) -> bool:
     """A `settings.changed` row of the environment above `mark` (`entitle.environments.facts`): walks the
     environment's ids after the mark, those the hub has not read yet."""
     # On the session's connection: a plain read needs none of the ORM's statement handling.
-    return session.connection().scalar(_SETTINGS_CHANGED_AFTER, {"env": env_id, "mark": mark}) is not None
+    return _SETTINGS_CHANGED_AFTER.first(session.connection(), {"env": env_id, "mark": mark}) is not None
 
 
 def newest_of_environment(session: Session, env_id: int) -> int:

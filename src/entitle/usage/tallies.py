@@ -38,7 +38,7 @@ def refused_items(items: list[Item], refused: list[tuple[int, str]]) -> list[Pro
     return [{"field": f"events.{items[position][0]}", "problem": why} for position, why in refused]
 
 
-def tally_of(row: UsageCounter | WaitingUsage | store.TallyRow) -> Tally:
+def tally_of(row: UsageCounter | WaitingUsage | store.TallyRow | store.WaitingRow) -> Tally:
     return Tally(value=row.value, samples=row.samples or 0, total=row.total)
 
 
