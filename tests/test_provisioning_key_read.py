@@ -162,6 +162,9 @@ def test_a_body_of_the_wrong_shape_is_refused_as_a_declared_body_is(plan: LiveSe
         "null": (b"null", {"Content-Type": "application/json"}),
         "list": (b"[1, 2]", {"Content-Type": "application/json; charset=utf-8"}),
         "string": (b'"x"', {"Content-Type": "application/problem+json"}),
+        # Found by the fuzz test: errors of `json.loads` other than a JSONDecodeError are refused too.
+        "not UTF-8": (b"\x83\x00{}", {"Content-Type": "application/json"}),
+        "nested too deep": (b"[" * 100_000 + b"]" * 100_000, {"Content-Type": "application/json"}),
     }
     key = {"X-API-KEY": plan.server_key} if keyed else {}
     before = _customer_ids(plan)
@@ -173,6 +176,7 @@ def test_a_body_of_the_wrong_shape_is_refused_as_a_declared_body_is(plan: LiveSe
             answers[name] = (provisioned, subscribed)
     for name, (provisioned, subscribed) in answers.items():
         assert provisioned == subscribed, name
-    expected = {name: 400 if keyed or name == "malformed" else 401 for name in sent}
+    unparsed = {"malformed", "not UTF-8", "nested too deep"}  # refused before the key is looked at
+    expected = {name: 400 if keyed or name in unparsed else 401 for name in sent}
     assert {name: pair[0][0] for name, pair in answers.items()} == expected
     assert _customer_ids(plan) == before

@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from fastapi import Request
+from fastapi import HTTPException, Request
 from fastapi._compat import get_missing_field_error
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
@@ -92,8 +92,8 @@ class DeclaredBody(JsonBody[M]):
     before any other dependency: JSON FastAPI cannot parse is refused before the key is looked at, and a
     body the model refuses only after it (the validation error's handler reads a key not read yet).
     FastAPI's own rules: JSON only under a JSON content type (`application/json`, `application/*+json`;
-    none at all is not JSON), parsed by `json.loads`, then validated in Python mode from attributes with
-    the errors located under `body`."""
+    none at all is not JSON), parsed by `json.loads` (anything else it raises is a 400), then validated
+    in Python mode from attributes with the errors located under `body`."""
 
     async def __call__(self, request: Request) -> SentBody:  # type: ignore[override]
         raw = await request.body()
@@ -121,6 +121,10 @@ class DeclaredBody(JsonBody[M]):
                             ],
                             body=e.doc,
                         ) from e
+                    except Exception as e:
+                        # As FastAPI answers whatever else parsing raises (bytes that are not UTF-8, nesting
+                        # deeper than the parser recurses): a 400, never an unhandled error.
+                        raise HTTPException(status_code=400, detail="There was an error parsing the body") from e
         return SentBody(raw)
 
     def validate_sent(self, sent: SentBody) -> M:
