@@ -55,7 +55,7 @@ class CreditGrant(EnvironmentScoped, Base):
         Index("ix_credit_grants_env_created", "environment_id", "created_at"),
     )
 
-    ref_id: Mapped[str] = mapped_column(String(64))
+    ref_id: Mapped[str] = mapped_column(String(64), insert_sentinel=True)
     wallet_pk: Mapped[int] = mapped_column(_FK, ForeignKey("credit_wallets.pk", ondelete="CASCADE"))
     display_name: Mapped[str] = mapped_column(Text)
     grant_type: Mapped[str] = mapped_column(String(16))
