@@ -155,6 +155,9 @@ class Locked:
         period: dict[int, list[CreditGrant]] = defaultdict(list)
         replaced: dict[int, list[tuple[Subscription, CreditGrant]]] = defaultdict(list)
         if wallet_pks:
+            # The wallets' open grants and the subscriptions' grants of the periods they want (voided ones
+            # too) are mostly the same rows: read once, each sorted into where it belongs.
+            sub_pks = {sub.pk for sub in subs}
             for g in s.scalars(
                 select(CreditGrant)
                 .where(
@@ -162,12 +165,19 @@ class Locked:
                     or_(
                         CreditGrant.status.in_((SCHEDULED, ACTIVE)),
                         and_(CreditGrant.status.in_((EXPIRED, VOIDED)), CreditGrant.reserved != 0),
+                        and_(
+                            CreditGrant.subscription_pk.in_(sorted(sub_pks)),
+                            CreditGrant.period_start.in_(sorted(starts)),
+                        ),
                     ),
                 )
                 .order_by(CreditGrant.pk)
                 .execution_options(populate_existing=True)
             ):
-                open_grants[g.wallet_pk].append(g)
+                if g.status in (SCHEDULED, ACTIVE) or (g.status in (EXPIRED, VOIDED) and g.reserved != 0):
+                    open_grants[g.wallet_pk].append(g)
+                if g.subscription_pk in sub_pks and g.period_start in starts:
+                    period[g.subscription_pk].append(g)
             for r in s.scalars(
                 select(Reservation)
                 .where(Reservation.wallet_pk.in_(wallet_pks), Reservation.status == ACTIVE)
@@ -175,17 +185,6 @@ class Locked:
                 .execution_options(populate_existing=True)
             ):
                 reservations[r.wallet_pk].append(r)
-            for g in s.scalars(
-                select(CreditGrant)
-                .where(
-                    CreditGrant.subscription_pk.in_([sub.pk for sub in subs]),
-                    CreditGrant.wallet_pk.in_(wallet_pks),
-                    CreditGrant.period_start.in_(sorted(starts)),
-                )
-                .order_by(CreditGrant.pk)
-            ):
-                assert g.subscription_pk is not None
-                period[g.subscription_pk].append(g)
             # The grants of the subscriptions these replaced (`store.replaced_period_grants`), filtered by
             # each subscription's product, resource and period in `replaced_period_grants` below.
             for old, g in s.execute(
