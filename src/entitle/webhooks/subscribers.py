@@ -105,12 +105,13 @@ def usage_limit_reached(s: Session, event: UsageLimitHit) -> None:
 
 
 def credit_grant_created(s: Session, event: CreditGrantCreated) -> None:
-    emit.emit(s, event.env_id, "credit_grant.created", emit.credit_grant_data(event.grant))
+    # Dumped only when an endpoint wants it: a parent plan's publish makes and ends hundreds of grants.
+    emit.emit(s, event.env_id, "credit_grant.created", lambda: emit.credit_grant_data(event.grant))
 
 
 def credit_grant_ended(s: Session, event: CreditGrantEnded) -> None:
     kind = "credit_grant.voided" if event.grant.status == "VOIDED" else "credit_grant.expired"
-    emit.emit(s, event.env_id, kind, emit.credit_grant_data(event.grant))
+    emit.emit(s, event.env_id, kind, lambda: emit.credit_grant_data(event.grant))
 
 
 def credit_balance_low(s: Session, event: CreditBalanceLow) -> None:
