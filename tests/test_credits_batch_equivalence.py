@@ -27,13 +27,15 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from entitle.catalog.packages.events import ParentPlansChanged
 from entitle.catalog.packages.models import Package, PackageCharge, PackageEntitlement
-from entitle.credits import recurring
+from entitle.credits import inherited, recurring
 from entitle.credits.models import CreditGrant, CustomCurrency, LedgerEntry, Wallet
 from entitle.credits.rules import ACTIVE
 from entitle.customers.models import Customer
 from entitle.jobs.models import Job
 from entitle.subscriptions.models import Subscription, SubscriptionAddon, SubscriptionEntitlement
+from entitle.subscriptions.rules import LIVE
 from tests.conftest import LiveServer
 from tests.support.clock import TestClock
 from tests.test_credits_recurring import PRICES
@@ -361,16 +363,22 @@ def _run(s: Session, w: World, picked: list[int], now: datetime, *, batched: boo
 
 # 0 takes the credits away (no grant is made for a zero amount): as likely as any other change.
 amounts = st.sampled_from([None, 0, 0, 20, 45, 100, 300])
-changes = st.builds(
-    Changes,
-    parent_a=amounts,
-    child_b=amounts,
-    solo_rate=st.one_of(st.none(), st.sampled_from([10, 100, 400])),
-    addon_quantities=st.tuples(*[st.sampled_from([None, 0, 0, 1, 3])] * 2),
-    override_b=amounts,
-    cancelled=st.frozensets(st.integers(0, 9), max_size=3),
-    consumed=st.tuples(*[st.sampled_from([0, 0, 10, 75, 1000])] * 7),
-)
+
+
+def _changes(parent_a: st.SearchStrategy[int | None]) -> st.SearchStrategy[Changes]:
+    return st.builds(
+        Changes,
+        parent_a=parent_a,
+        child_b=amounts,
+        solo_rate=st.one_of(st.none(), st.sampled_from([10, 100, 400])),
+        addon_quantities=st.tuples(*[st.sampled_from([None, 0, 0, 1, 3])] * 2),
+        override_b=amounts,
+        cancelled=st.frozensets(st.integers(0, 9), max_size=3),
+        consumed=st.tuples(*[st.sampled_from([0, 0, 10, 75, 1000])] * 7),
+    )
+
+
+changes = _changes(amounts)
 instants = st.one_of(
     st.integers(3 * 24 + 1, 75 * 24).map(lambda h: START + timedelta(hours=h)),
     st.sampled_from([FEB_END, FEB_END - timedelta(seconds=1), MAR_END, START + timedelta(days=3, minutes=1)]),
@@ -395,6 +403,49 @@ def test_a_batch_sync_equals_syncing_each_subscription_alone(
             batched = _run(s, world, picked, now, batched=True)
             alone = _run(s, world, picked, now, batched=False)
             assert batched == alone
+            raise _Rollback
+    except _Rollback:
+        pass
+
+
+def _published(s: Session, w: World, parent_a: int, now: datetime, *, batched: bool) -> dict[str, Any]:
+    """A new parent version granting `parent_a` of currency A, followed as a publish follows it (the change
+    heard before it is applied, `inherited.follow` just before the commit), or by syncing each live
+    subscription on the child plan alone, in turn."""
+    saved = s.begin_nested()
+    try:
+        s.expire_all()
+        if batched:
+            inherited.heard(s, ParentPlansChanged(env_id=w.env_id, parent_refs=[w.parent]))
+        _set_entitlement(s, _latest(s, w.env_id, w.parent), w.currency_a, parent_a)
+        s.flush()
+        if batched:
+            inherited.follow(s)
+        else:
+            for sub in _subscriptions(s, w):
+                if sub.plan_ref == w.child and sub.status in {st.value for st in LIVE}:
+                    recurring.sync_subscription(s, sub, now)
+        return _state(s, w)
+    finally:
+        saved.rollback()
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    changes=_changes(st.none()),
+    parent_a=st.sampled_from([0, 20, 45, 300]),  # the published parent grants 100: always a change
+    now=instants,
+)
+def test_a_parent_publish_equals_migrating_each_inheriting_subscription_alone(
+    module_server: LiveServer, test_clock: TestClock, world: World, changes: Changes, parent_a: int, now: datetime
+) -> None:
+    test_clock.set(now)
+    try:
+        with module_server.db.transaction() as s:
+            _apply(s, world, _subscriptions(s, world), changes)
+            published = _published(s, world, parent_a, now, batched=True)
+            alone = _published(s, world, parent_a, now, batched=False)
+            assert published == alone
             raise _Rollback
     except _Rollback:
         pass
