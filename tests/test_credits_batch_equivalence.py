@@ -57,6 +57,7 @@ class World:
     parent: str
     child: str
     solo: str
+    res: str
     addon: str
     currency_a: str
     currency_b: str
@@ -143,6 +144,7 @@ def _build(server: LiveServer, clock: TestClock) -> World:
     provision(k0, res)  # another product's, no resource: the child subscription's wallets
     clock.set(START + timedelta(days=1))
     consume(k0, a, 50)
+    consume(k0, a, 250)  # 60 beyond the 240 the two subscriptions granted: an overdraft, paid by new grants
     consume(k1, a, 220)  # beyond the entitlement's grant: the price's too
     consume(k2, a, 30, resource_id="ra")
     consume(k3, a, 60)
@@ -164,9 +166,16 @@ def _build(server: LiveServer, clock: TestClock) -> World:
         ).all()
         reasons = [s.get(Subscription, pk).cancel_reason for pk in pks]  # type: ignore[union-attr]
         assert reasons.count("UPGRADE_OR_DOWNGRADE") == 1  # the plan change made a new subscription
+        debts = s.scalars(
+            select(CreditGrant.consumed)
+            .join(Wallet, Wallet.pk == CreditGrant.wallet_pk)
+            .join(Customer, Customer.pk == Wallet.customer_pk)
+            .where(Customer.ref_id == k0, CreditGrant.grant_type == "OVERDRAFT")
+        ).all()
+        assert debts == [Decimal(60)]
         override_pk = s.scalars(select(Subscription.pk).where(Subscription.ref_id == override_sub)).one()
     assert len(pks) == len(subs) == 10
-    return World(env_id, parent, child, solo, addon, a, b, override_pk, customers, list(pks))
+    return World(env_id, parent, child, solo, res, addon, a, b, override_pk, customers, list(pks))
 
 
 @pytest.fixture
@@ -180,6 +189,7 @@ def world(module_server: LiveServer, test_clock: TestClock) -> Iterator[World]:
 class Changes:
     parent_a: int | None
     child_b: int | None
+    res_a: int | None
     solo_rate: int | None
     addon_quantities: tuple[int | None, ...]  # per subscription with the add-on (0: removed)
     override_b: int | None
@@ -211,6 +221,8 @@ def _apply(s: Session, w: World, subs: list[Subscription], changes: Changes) -> 
         _set_entitlement(s, _latest(s, w.env_id, w.parent), w.currency_a, changes.parent_a)
     if changes.child_b is not None:
         _set_entitlement(s, _latest(s, w.env_id, w.child), w.currency_b, changes.child_b)
+    if changes.res_a is not None:
+        _set_entitlement(s, _latest(s, w.env_id, w.res), w.currency_a, changes.res_a)
     if changes.solo_rate is not None:
         for charge in s.scalars(
             select(PackageCharge).where(PackageCharge.package_pk == _latest(s, w.env_id, w.solo).pk)
@@ -370,6 +382,7 @@ def _changes(parent_a: st.SearchStrategy[int | None]) -> st.SearchStrategy[Chang
         Changes,
         parent_a=parent_a,
         child_b=amounts,
+        res_a=amounts,
         solo_rate=st.one_of(st.none(), st.sampled_from([10, 100, 400])),
         addon_quantities=st.tuples(*[st.sampled_from([None, 0, 0, 1, 3])] * 2),
         override_b=amounts,
@@ -390,7 +403,9 @@ picks = st.lists(st.integers(0, 9), unique=True, min_size=1, max_size=10)
 # A currency no longer granted (the parent's and the add-on's gone): its wallet is found through the grants
 # the subscription holds, which must be read for every member of the batch, not only the first.
 @example(
-    changes=Changes(0, None, None, (0, 0), None, frozenset(), (0,) * 7), now=START + timedelta(days=4), picked=[1, 0]
+    changes=Changes(0, None, None, None, (0, 0), None, frozenset(), (0,) * 7),
+    now=START + timedelta(days=4),
+    picked=[1, 0],
 )
 @given(changes=changes, now=instants, picked=picks)
 def test_a_batch_sync_equals_syncing_each_subscription_alone(
