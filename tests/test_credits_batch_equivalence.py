@@ -156,6 +156,17 @@ def _build(server: LiveServer, clock: TestClock) -> World:
     )  # a plan change mid-period: the child subscription replaced, its use carried
     clock.set(START + timedelta(days=3))
     c.subscriptions.cancel(subs[5], cancellation_time="IMMEDIATE", prorate=False)
+    # Holds (a day at most), held at the earliest instants drawn and released by the catch-up at later ones.
+    for customer, amount, hours, extra in ((k1, 40, 24, {}), (k5, 15, 24, {}), (k2, 10, 12, {"resource_id": "ra"})):
+        held = c.customers.check_entitlement(
+            customer,
+            currency_id=a,
+            reserve_amount=amount,
+            reservation_id=f"{customer}-hold",
+            reservation_ttl_seconds=hours * 3600,
+            **extra,
+        ).data
+        assert held.reservation is not None
     with server.db.transaction() as s:
         env_id = s.scalars(select(Customer.environment_id).where(Customer.ref_id == k0)).one()
         pks = s.scalars(
