@@ -6,8 +6,9 @@ jobs, on SQLite and PostgreSQL.
 One catalog and one set of customers are made per server (two products, one of them with a subscription
 per resource; plans with and without a parent; credit entitlements and a credit-priced charge in two
 currencies; an add-on bought in quantities; consumption; a cancelled subscription; a plan change
-mid-period). Each example then changes, inside one transaction, what the subscriptions are granted (the
-parent's and the child's amounts, the price's rate, add-on quantities, an override, cancellations, more
+mid-period; an overdraft in a wallet two subscriptions share; credit holds). Each example then changes,
+inside one transaction, what the subscriptions are granted (the parent's, the child's and another plan's
+amounts, the price's rate, add-on quantities, an override, cancellations, a delegation, a transfer, more
 consumption), picks an instant (within the period, on a period boundary, some periods later) and a list of
 subscriptions, and syncs them in a batch in one savepoint and one by one in another; the transaction is
 rolled back, so no example sees another's writes."""
@@ -205,6 +206,8 @@ class Changes:
     addon_quantities: tuple[int | None, ...]  # per subscription with the add-on (0: removed)
     override_b: int | None
     cancelled: frozenset[int]  # subscription indexes
+    delegated: bool  # the second customer's subscription handed to the first (its grants stay in its wallets)
+    transferred: bool  # the third customer's subscription on resource "ra" moved to "rc"
     consumed: tuple[int, ...]  # per customer, drawn from its first live grant of currency A
 
 
@@ -255,6 +258,11 @@ def _apply(s: Session, w: World, subs: list[Subscription], changes: Changes) -> 
             select(SubscriptionEntitlement).where(SubscriptionEntitlement.subscription_pk == w.override_sub)
         ).one()
         row.amount = Decimal(changes.override_b)
+    # As a delegation or a transfer changes the subscription before its sync (`subscriptions.changes`).
+    if changes.delegated:
+        subs[1].customer_pk, subs[1].paying_customer_pk = subs[0].customer_pk, subs[1].customer_pk
+    if changes.transferred:
+        subs[2].resource_ref = "rc"
     for i in changes.cancelled:
         if subs[i].status in ("ACTIVE", "IN_TRIAL"):
             subs[i].status = "CANCELED"
@@ -398,6 +406,8 @@ def _changes(parent_a: st.SearchStrategy[int | None]) -> st.SearchStrategy[Chang
         addon_quantities=st.tuples(*[st.sampled_from([None, 0, 0, 1, 3])] * 2),
         override_b=amounts,
         cancelled=st.frozensets(st.integers(0, 9), max_size=3),
+        delegated=st.booleans(),
+        transferred=st.booleans(),
         consumed=st.tuples(*[st.sampled_from([0, 0, 10, 75, 1000])] * 7),
     )
 
@@ -414,7 +424,7 @@ picks = st.lists(st.integers(0, 9), unique=True, min_size=1, max_size=10)
 # A currency no longer granted (the parent's and the add-on's gone): its wallet is found through the grants
 # the subscription holds, which must be read for every member of the batch, not only the first.
 @example(
-    changes=Changes(0, None, None, None, (0, 0), None, frozenset(), (0,) * 7),
+    changes=Changes(0, None, None, None, (0, 0), None, frozenset(), False, False, (0,) * 7),
     now=START + timedelta(days=4),
     picked=[1, 0],
 )
