@@ -22,6 +22,7 @@ run: install
 
 lint: install
 	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
 fmt: install
@@ -38,6 +39,7 @@ TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n * 2 > 4 ?
 # before them; its report is printed after theirs, and either failing fails `make test`.
 test: install
 	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	@$(BIN)/mypy > $(VENV)/mypy-report.txt 2>&1 & mypy=$$!; \
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal --durations=15; tests=$$?; \
 	wait $$mypy; typed=$$?; echo "$(BIN)/mypy"; cat $(VENV)/mypy-report.txt; \

@@ -98,7 +98,6 @@ settings.register_profile(
 settings.load_profile("entitle")
 
 
-
 @pytest.fixture(scope="session", autouse=True)
 def _wired() -> None:
     """Services called directly (not through the app) need the domains' reactions and adapters too."""
@@ -167,6 +166,7 @@ def pg_admin(pg_cluster: Cluster) -> Iterator[Engine]:
     test databases (one for the session: a new engine and connection per test cost more than the
     CREATE DATABASE)."""
     from sqlalchemy import create_engine
+
     engine = create_engine(pg_cluster.url("postgres"), isolation_level="AUTOCOMMIT")
     try:
         yield engine
