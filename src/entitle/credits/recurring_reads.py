@@ -22,7 +22,6 @@ from sqlalchemy.orm import Session
 from entitle.catalog.packages import rules as package_rules
 from entitle.catalog.packages import store as packages
 from entitle.catalog.packages.models import Package, PackageCharge
-from entitle.clock import utcnow
 from entitle.credits import store
 from entitle.credits.models import CreditGrant, CustomCurrency, Reservation, Wallet
 from entitle.credits.rules import ACTIVE, EXPIRED, RECURRING, SCHEDULED, VOIDED
@@ -229,20 +228,7 @@ def _lock(s: Session, env_id: int, keys: list[WalletKey]) -> dict[WalletKey, Wal
     found = _read_locked(s, keys)
     missing = [k for k in keys if k not in found]
     if missing:
-        now = utcnow()
-        values = [
-            {
-                "environment_id": env_id,
-                "customer_pk": customer_pk,
-                "currency_pk": currency_pk,
-                "resource_ref": resource_ref,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for customer_pk, currency_pk, resource_ref in missing
-        ]
-        index = ["customer_pk", "currency_pk", "resource_ref"]
-        s.execute(store.insert_of(s, Wallet).values(values).on_conflict_do_nothing(index_elements=index))
+        store.insert_wallets(s, env_id, missing)
         found |= _read_locked(s, missing)
     return found
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -66,6 +66,25 @@ def find_wallet(session: Session, customer_pk: int, currency_pk: int, resource_r
     ).one_or_none()
 
 
+def insert_wallets(session: Session, env_id: int, keys: Sequence[tuple[int, int, str]]) -> None:
+    """Create the wallets (customer pk, currency pk, resource key) that do not exist yet, in one statement;
+    one a concurrent writer inserted first is left as it is."""
+    now = utcnow()
+    values = [
+        {
+            "environment_id": env_id,
+            "customer_pk": customer_pk,
+            "currency_pk": currency_pk,
+            "resource_ref": resource_ref,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for customer_pk, currency_pk, resource_ref in keys
+    ]
+    index = ["customer_pk", "currency_pk", "resource_ref"]
+    session.execute(_insert(session, Wallet).values(values).on_conflict_do_nothing(index_elements=index))
+
+
 def locked_wallet(session: Session, env_id: int, customer_pk: int, currency_pk: int, resource_ref: str) -> Wallet:
     """The wallet, created if new, locked until the transaction ends: every movement of its grants
     happens under this lock (on SQLite the BEGIN IMMEDIATE transaction already serializes writers).
@@ -73,17 +92,7 @@ def locked_wallet(session: Session, env_id: int, customer_pk: int, currency_pk: 
     A writer reads the instant its movements happen at after this returns: an instant read before could
     precede a grant, an overdraft or a draw another writer committed while this one waited, and the
     answer (a balance at that instant) and the ledger's order would then disagree with the draw."""
-    now = utcnow()
-    values = {
-        "environment_id": env_id,
-        "customer_pk": customer_pk,
-        "currency_pk": currency_pk,
-        "resource_ref": resource_ref,
-        "created_at": now,
-        "updated_at": now,
-    }
-    keys = ["customer_pk", "currency_pk", "resource_ref"]
-    session.execute(_insert(session, Wallet).values(**values).on_conflict_do_nothing(index_elements=keys))
+    insert_wallets(session, env_id, [(customer_pk, currency_pk, resource_ref)])
     stmt = select(Wallet).where(
         Wallet.customer_pk == customer_pk, Wallet.currency_pk == currency_pk, Wallet.resource_ref == resource_ref
     )

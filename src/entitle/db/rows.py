@@ -238,6 +238,8 @@ def send(connection: Connection, sql: str) -> None:
 
 
 _R = TypeVar("_R")
+_Key = TypeVar("_Key")
+_Value = TypeVar("_Value")
 
 
 def _read(connection: Connection, sql: str, params: Any, cursor: Any, fetch: Callable[[], _R]) -> _R:
@@ -263,13 +265,7 @@ def insert_many(connection: Connection, table: Table, rows: list[dict[str, Any]]
         return
     given = tuple(rows[0])
     dialect = connection.dialect
-    known = _prepared_many.get(dialect)
-    if known is None:
-        known = _prepared_many[dialect] = {}
-    if (table, given) in known:
-        prepared = known[(table, given)]
-    else:
-        prepared = known[(table, given)] = _prepare_many(table, dialect, given)
+    prepared = _known(_prepared_many, dialect, (table, given), lambda: _prepare_many(table, dialect, given))
     if prepared is None or any(tuple(row) != given for row in rows[1:]):
         connection.execute(insert(table), rows)
         return
@@ -295,22 +291,35 @@ def insert_returning_key(connection: Connection, table: Table, row: dict[str, An
     the new key, by RETURNING or the cursor's last row id as `insert_row` reads it."""
     given = tuple(row)
     dialect = connection.dialect
-    known = _prepared_keyed.get(dialect)
-    if known is None:
-        known = _prepared_keyed[dialect] = {}
-    if (table, given) in known:
-        prepared = known[(table, given)]
-    else:
+
+    def prepare() -> _Prepared | None:
         returns_key = not getattr(dialect, "postfetch_lastrowid", False)
-        prepared = None
-        if not returns_key or dialect.insert_returning:
-            prepared = _prepare_many(table, dialect, given, returns_key=returns_key)
-        known[(table, given)] = prepared
+        if returns_key and not dialect.insert_returning:
+            return None
+        return _prepare_many(table, dialect, given, returns_key=returns_key)
+
+    prepared = _known(_prepared_keyed, dialect, (table, given), prepare)
     if prepared is None:
         (key_column,) = table.primary_key.columns
         return connection.execute(insert(table).returning(key_column), row).scalar_one()
     key, _ = _execute_prepared(connection, prepared, row)
     return key
+
+
+def _known(
+    cache: weakref.WeakKeyDictionary[Dialect, dict[_Key, _Value]],
+    dialect: Dialect,
+    key: _Key,
+    make: Callable[[], _Value],
+) -> _Value:
+    """The value `cache` holds for `key` under `dialect`, made (once) by `make` when it holds none."""
+    known = cache.get(dialect)
+    if known is None:
+        known = cache[dialect] = {}
+    if key in known:
+        return known[key]
+    value = known[key] = make()
+    return value
 
 
 def _prepare_many(
