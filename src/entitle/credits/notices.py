@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import event as sa_event
-from sqlalchemy import select
 from sqlalchemy.orm import Session, attributes, object_session
 
 from entitle.clock import utcnow
@@ -35,6 +34,7 @@ from entitle.credits.grants import grant_out
 from entitle.credits.models import CreditGrant, CustomCurrency, LedgerEntry, Wallet
 from entitle.credits.rules import EXPIRED, OVERDRAFT, VOIDED
 from entitle.customers.models import Customer
+from entitle.db.memo import held_or_read
 from entitle.domain_events import publish
 
 _MOVED = "entitle.credits.moved"
@@ -98,9 +98,9 @@ def announce(session: Session) -> None:
     # Read at once, and held while the events are made (a transaction may move many wallets: a parent
     # plan's publish regrants every subscription inheriting from it).
     grants = [*moves.created, *moves.ended]
-    wallets = _by_pk(session, Wallet, set(moves.deltas) | {g.wallet_pk for g in grants})
-    customers = _by_pk(session, Customer, {w.customer_pk for w in wallets.values()})
-    currencies = _by_pk(session, CustomCurrency, {w.currency_pk for w in wallets.values()})
+    wallets = held_or_read(session, Wallet, set(moves.deltas) | {g.wallet_pk for g in grants})
+    customers = held_or_read(session, Customer, {w.customer_pk for w in wallets.values()})
+    currencies = held_or_read(session, CustomCurrency, {w.currency_pk for w in wallets.values()})
     for grant in moves.created:
         _publish_grant(grant, wallets, customers, currencies, now, ended=False)
     for grant in moves.ended:
@@ -129,24 +129,6 @@ def announce(session: Session) -> None:
             publish(session, CreditBalanceLow(env_id=env_id, wallet=view, previous=previous))
         if crossed_zero(previous, view):
             publish(session, CreditBalanceDepleted(env_id=env_id, wallet=view, previous=previous))
-
-
-Row = TypeVar("Row", Wallet, Customer, CustomCurrency)
-
-
-def _by_pk(session: Session, model: type[Row], pks: set[int]) -> dict[int, Row]:
-    """The rows the session holds, and the others in one query."""
-    found: dict[int, Row] = {}
-    missing: list[int] = []
-    for pk in pks:
-        held = session.identity_map.get(session.identity_key(model, pk))
-        if isinstance(held, model):
-            found[pk] = held
-        else:
-            missing.append(pk)
-    if missing:
-        found |= {row.pk: row for row in session.scalars(select(model).where(model.pk.in_(sorted(missing))))}
-    return found
 
 
 def _publish_grant(

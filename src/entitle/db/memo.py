@@ -6,17 +6,24 @@ writes.
 was added, changed or deleted in the session since (pending in the unit of work, or flushed), or an
 ORM-enabled INSERT/UPDATE/DELETE statement ran in it: then it loads again. The memo ends with the
 transaction, so it never outlives the isolation that made its answer true.
+
+`held_or_read(session, model, pks)`: rows by primary key, those the session already holds (its identity map)
+costing no query, the others read in one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from sqlalchemy import event
+from sqlalchemy import event, select
 from sqlalchemy.orm import Mapper, ORMExecuteState, Session, object_session
+from sqlalchemy.orm.util import identity_key
+
+from entitle.db.base import EnvironmentScoped
 
 T = TypeVar("T")
+R = TypeVar("R", bound=EnvironmentScoped)
 
 _MEMO = "entitle.db.memo"
 _watched: set[type[Any]] = set()
@@ -32,6 +39,22 @@ def rows_once(session: Session, key: tuple[Any, ...], model: type[Any], load: Ca
     value = load()
     memo[key] = (model, value)
     return value
+
+
+def held_or_read(session: Session, model: type[R], pks: Iterable[int | None]) -> dict[int, R]:
+    """The rows of `model` with these keys (None skipped), by key: those the session holds cost no query,
+    the others are read in one."""
+    found: dict[int, R] = {}
+    missing: list[int] = []
+    for pk in {pk for pk in pks if pk is not None}:
+        held = session.identity_map.get(identity_key(model, pk))
+        if isinstance(held, model):
+            found[pk] = held
+        else:
+            missing.append(pk)
+    if missing:
+        found |= {row.pk: row for row in session.scalars(select(model).where(model.pk.in_(sorted(missing))))}
+    return found
 
 
 def known(session: Session, key: tuple[Any, ...], model: type[Any]) -> Any | None:

@@ -7,7 +7,6 @@ from typing import TypeVar
 
 from sqlalchemy import false, select
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.util import identity_key
 
 from entitle import sync_states
 from entitle.catalog.coupons.models import Coupon
@@ -15,6 +14,7 @@ from entitle.catalog.packages import store as packages
 from entitle.catalog.packages.events import ParentPlansChanged
 from entitle.catalog.packages.models import Package
 from entitle.customers.models import Customer
+from entitle.db.memo import held_or_read
 from entitle.db.pagination import CreatedAtRange, Page, PageRequest, paginate
 from entitle.errors import NotFound
 from entitle.subscriptions.models import (
@@ -45,17 +45,7 @@ def get(session: Session, env_id: int, ref_id: str, *, for_update: bool = False)
 def customers_by_pk(session: Session, pks: Iterable[int | None]) -> dict[int, Customer]:
     """The customers by pk; those the session holds already cost no query (one subscription's view after a
     change, whose customer the change loaded)."""
-    found: dict[int, Customer] = {}
-    missing: list[int] = []
-    for pk in {pk for pk in pks if pk is not None}:
-        held = session.identity_map.get(identity_key(Customer, pk))
-        if isinstance(held, Customer):
-            found[pk] = held
-        else:
-            missing.append(pk)
-    if missing:
-        found |= {c.pk: c for c in session.scalars(select(Customer).where(Customer.pk.in_(sorted(missing))))}
-    return found
+    return held_or_read(session, Customer, pks)
 
 
 def coupons_by_ref(session: Session, env_id: int, refs: Iterable[str]) -> list[Coupon]:
