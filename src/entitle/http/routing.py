@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
@@ -30,6 +30,8 @@ from fastapi.routing import APIRoute
 from starlette._utils import get_route_path
 from starlette.routing import Match
 from starlette.types import Scope
+
+_Read = TypeVar("_Read")
 
 _NAMED_GROUP = re.compile(r"\(\?P<[A-Za-z_][A-Za-z0-9_]*>")
 
@@ -42,49 +44,51 @@ def gate_included_routers(app: FastAPI) -> int:
 def path_patterns(route: Any) -> list[str] | None:
     """The path expressions of every route an included router holds (nested ones too), or None when
     one of them is not matched by its path alone."""
-    candidates = getattr(route, "effective_candidates", None)
-    low_priority = getattr(route, "effective_low_priority_routes", None)
-    if candidates is None or low_priority is None or low_priority():
-        return None
-    found: list[str] = []
-    for candidate in candidates():
-        if hasattr(candidate, "effective_candidates"):
-            nested = path_patterns(candidate)
-            if nested is None:
-                return None
-            found.extend(nested)
-            continue
-        regex = getattr(candidate, "path_regex", None) or getattr(
-            getattr(candidate, "starlette_route", None), "path_regex", None
-        )
-        if regex is None:
-            return None
-        found.append(unnamed(regex.pattern))
-    return found
+    return _each_route(route, _path_of)
 
 
 def method_patterns(route: Any) -> list[tuple[str, frozenset[str] | None]] | None:
     """The path expression of every route an included router holds (nested ones too), each with the
     methods it answers (None: any), when each is a FastAPI route matched by its path and its methods
     alone; else None."""
+    return _each_route(route, _path_and_methods_of)
+
+
+def _each_route(route: Any, read: Callable[[Any], _Read | None]) -> list[_Read] | None:
+    """What `read` reads of every route an included router holds (nested routers walked into), or None
+    when the router has low-priority routes or `read` cannot read one of them."""
     candidates = getattr(route, "effective_candidates", None)
     low_priority = getattr(route, "effective_low_priority_routes", None)
     if candidates is None or low_priority is None or low_priority():
         return None
-    found: list[tuple[str, frozenset[str] | None]] = []
+    found: list[_Read] = []
     for candidate in candidates():
         if hasattr(candidate, "effective_candidates"):
-            nested = method_patterns(candidate)
+            nested = _each_route(candidate, read)
             if nested is None:
                 return None
             found.extend(nested)
             continue
-        regex = getattr(candidate, "path_regex", None)
-        if regex is None or not isinstance(getattr(candidate, "original_route", None), APIRoute):
+        item = read(candidate)
+        if item is None:
             return None
-        methods = getattr(candidate, "methods", None)
-        found.append((unnamed(regex.pattern), frozenset(methods) if methods else None))
+        found.append(item)
     return found
+
+
+def _path_of(candidate: Any) -> str | None:
+    regex = getattr(candidate, "path_regex", None) or getattr(
+        getattr(candidate, "starlette_route", None), "path_regex", None
+    )
+    return None if regex is None else unnamed(regex.pattern)
+
+
+def _path_and_methods_of(candidate: Any) -> tuple[str, frozenset[str] | None] | None:
+    regex = getattr(candidate, "path_regex", None)
+    if regex is None or not isinstance(getattr(candidate, "original_route", None), APIRoute):
+        return None
+    methods = getattr(candidate, "methods", None)
+    return unnamed(regex.pattern), frozenset(methods) if methods else None
 
 
 def method_gates(entries: list[tuple[str, frozenset[str] | None]]) -> dict[str | None, re.Pattern[str] | None]:
