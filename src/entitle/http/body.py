@@ -48,9 +48,7 @@ class JsonBody(Generic[M]):
         """The body's bytes, refused as FastAPI refuses a missing body or one it does not read as JSON."""
         raw = await request.body()
         if not raw:
-            raise RequestValidationError(
-                [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}]
-            )
+            raise RequestValidationError([get_missing_field_error(("body",))])
         if not _json_or_unsaid(request.headers.get("content-type")):
             # As FastAPI answers a body it does not read as JSON: it is not an object with the fields.
             raise RequestValidationError(
