@@ -22,12 +22,9 @@ from entitle.errors import NotFound
 from entitle.subscriptions.models import Subscription, SubscriptionEntitlement
 
 
-def insert_of(session: Session, model: Any) -> Any:
+def _insert(session: Session, model: Any) -> Any:
     """The dialect's INSERT (for its ON CONFLICT clause)."""
     return (pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert)(model)
-
-
-_insert = insert_of
 
 
 # -- currencies ------------------------------------------------------------------------------------------
