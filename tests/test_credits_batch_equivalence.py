@@ -1,4 +1,4 @@
-"""The batched recurring-credit sync (`recurring.batches` + `finish`: the reads of many subscriptions at once,
+"""The batched recurring-credit sync (`recurring.sync_all`: the reads of many subscriptions at once,
 `recurring_reads.py`) leaves exactly what syncing each subscription alone, in turn, leaves: the same wallets,
 grants (amounts, status, consumed, effective and expiry instants, revisions), ledger entries and scheduled
 jobs, on SQLite and PostgreSQL.
@@ -380,10 +380,7 @@ def _run(s: Session, w: World, picked: list[int], now: datetime, *, batched: boo
         subs = _subscriptions(s, w)
         chosen = [subs[i] for i in picked]
         if batched:
-            for batch, members in recurring.batches(s, w.env_id, chosen, now):
-                for sub in members:
-                    recurring.sync_subscription(s, sub, now, batch=batch)
-                recurring.finish(s, batch)
+            recurring.sync_all(s, w.env_id, chosen, now)
         else:
             for sub in chosen:
                 recurring.sync_subscription(s, sub, now)

@@ -180,13 +180,13 @@ def test_a_publish_that_leaves_the_inherited_credits_syncs_no_subscription(
         c.customers.provision(id=customer)
         c.subscriptions.provision(customer_id=customer, plan_id=family.child)
     synced: list[str] = []
-    sync = recurring.sync_subscription
+    sync = recurring._sync  # each subscription's sync, alone or in a batch (`recurring.sync_all`)
 
-    def counted(s: Any, sub: Any, now: Any, **kw: Any) -> None:
+    def counted(s: Any, batch: Any, sub: Any) -> None:
         synced.append(sub.ref_id)
-        sync(s, sub, now, **kw)
+        sync(s, batch, sub)
 
-    monkeypatch.setattr(recurring, "sync_subscription", counted)
+    monkeypatch.setattr(recurring, "_sync", counted)
     db = family.server.db
     with db.transaction() as s:
         env_id = s.scalars(select(Customer.environment_id).where(Customer.ref_id == family.customer)).one()

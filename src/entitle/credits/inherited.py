@@ -103,10 +103,7 @@ def follow(s: Session) -> None:
             .with_for_update()
         ).all()
         now = utcnow()
-        for batch, members in recurring.batches(s, env_id, subs, now):
-            for sub in members:
-                recurring.sync_subscription(s, sub, now, batch=batch)
-            recurring.finish(s, batch)
+        recurring.sync_all(s, env_id, subs, now)
 
 
 def _cut(chain: Sequence[Package], parents: set[str]) -> list[Package]:

@@ -6,7 +6,7 @@ A subscription's credits of one currency are granted for the grant period contai
 cadence grants every month), effective at the period's start and expiring at its end. `sync_subscription`
 brings the current period's grants in line with what the subscription grants now; it runs in the
 transaction of every subscription change (`subscribers.py`) and from the scheduler at each period's start
-(`RENEW_JOB`), and for many subscriptions at once after an inherited change (`batches`: the same logic on
+(`RENEW_JOB`), and for many subscriptions at once after an inherited change (`sync_all`: the same logic on
 rows read for all of them, `recurring_reads.py`). Every write holds the wallet's lock and reads the
 period's grants afresh under it, so a retried or concurrent run finds the period granted and grants
 nothing: one grant per subscription, currency and period (a change of terms mid-period adds a revision,
@@ -139,24 +139,23 @@ def _kind(source_type: str | None) -> str:
     return PRICE if source_type == PRICE else "ENTITLEMENT"
 
 
-def sync_subscription(
-    s: Session, sub: Subscription, now: datetime, *, new: bool = False, batch: Batch | None = None
-) -> None:
+def sync_subscription(s: Session, sub: Subscription, now: datetime, *, new: bool = False) -> None:
     """Grant the current period's recurring credits of a live subscription as its terms now say (more:
     the difference; less: void and grant what is left), void those of currencies (or wallets: a delegated
     or transferred subscription) it no longer grants, and have the scheduler come back at the next
     period's start. An ended subscription's grants are left as they are (see `revoke`). `new`: created in
-    this transaction. `batch`: one of `batches`, which read for this subscription with others (the caller
-    then calls `finish`)."""
-    if batch is not None:
-        _sync(s, batch, sub)
-        return
+    this transaction. A batch of one (`sync_all`)."""
     if not store.may_have_recurring_credits(s, sub.environment_id, sub.pk, new=new):
         return
-    for one, members in batches(s, sub.environment_id, [sub], now):
+    sync_all(s, sub.environment_id, [sub], now)
+
+
+def sync_all(s: Session, env_id: int, subs: Sequence[Subscription], now: datetime) -> None:
+    """`sync_subscription` of each of `subs` (of one environment), in batches: what they read, read for all."""
+    for batch, members in _batches(s, env_id, subs, now):
         for member in members:
-            _sync(s, one, member)
-        finish(s, one)
+            _sync(s, batch, member)
+        _finish(s, batch)
 
 
 @dataclass
@@ -172,12 +171,12 @@ class Batch:
     moved_at: dict[int, datetime]  # by subscription: when its wallets' movements happen (`_after_lock`)
 
 
-def batches(
+def _batches(
     s: Session, env_id: int, subs: Sequence[Subscription], now: datetime
 ) -> Iterator[tuple[Batch, list[Subscription]]]:
     """The syncs of `subs` (live or not), prepared round by round: the reads of all in a fixed number of
     queries, then per round (`recurring_reads.rounds`) its wallets locked and read at once. Sync each member
-    with `sync_subscription(..., batch=)`, then `finish` the round before the next is prepared."""
+    with `_sync`, then `_finish` the round before the next is prepared."""
     reads = Reads.load(s, env_id, subs)
     for members in rounds(reads, subs):
         wants = {sub.pk: _wants(reads, sub, now) for sub in members}
@@ -268,7 +267,7 @@ def _sync(s: Session, batch: Batch, sub: Subscription) -> None:
         )
 
 
-def finish(s: Session, batch: Batch) -> None:
+def _finish(s: Session, batch: Batch) -> None:
     """Write what the round's syncs granted: the grants in one flush, then each one's start (its ledger
     entry, and an overdraft it pays), and the jobs (each wallet's at the end of its period, each
     subscription's renewal) in one."""

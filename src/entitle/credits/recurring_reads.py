@@ -132,7 +132,7 @@ def rounds(reads: Reads, subs: Sequence[Subscription]) -> list[list[Subscription
 class Locked:
     """A round's wallets, locked (created if new, in one order), with their open grants and live holds,
     and the grants of its subscriptions the sync compares with; plus what the sync adds, written at once
-    by `recurring.finish`."""
+    by `recurring._finish`."""
 
     wallets: dict[WalletKey, Wallet]
     open_grants: dict[int, list[CreditGrant]]  # by wallet pk
