@@ -15,10 +15,13 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# The address printed (console, curl example, links in the billing provider) is where this serves, unless
+# ENTITLE_PUBLIC_URL says otherwise (behind a proxy).
 run: install
 	$(BIN)/entitle migrate
-	$(BIN)/entitle demo
-	ENTITLE_DEMO_PAGE=on $(BIN)/entitle serve --host $(HOST) --port $(PORT)
+	ENTITLE_PUBLIC_URL="$${ENTITLE_PUBLIC_URL:-$${ENTITLE_CONSOLE_URL:-http://$(HOST):$(PORT)}}" $(BIN)/entitle demo
+	ENTITLE_PUBLIC_URL="$${ENTITLE_PUBLIC_URL:-$${ENTITLE_CONSOLE_URL:-http://$(HOST):$(PORT)}}" ENTITLE_DEMO_PAGE=on \
+		$(BIN)/entitle serve --host $(HOST) --port $(PORT)
 
 lint: install
 	$(BIN)/ruff check src tests bench

@@ -50,13 +50,16 @@ def test_make_run_prints_a_working_key(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    env = {**os.environ, "ENTITLE_DATA_DIR": str(tmp_path)}
+    # `make run PORT=8011` serves there and says so (the Makefile passes the address as the public URL).
+    env = {**os.environ, "ENTITLE_DATA_DIR": str(tmp_path), "ENTITLE_PUBLIC_URL": "http://127.0.0.1:8011"}
     env.pop("ENTITLE_DATABASE_URL", None)
     out = subprocess.run(
         [sys.executable, "-m", "entitle", "demo"], env=env, capture_output=True, text=True, timeout=120, check=True
     ).stdout
     key_line = next(line for line in out.splitlines() if line.startswith("Server API key: "))
     assert key_line.removeprefix("Server API key: ") == (tmp_path / "demo-development-server-key").read_text().strip()
+    assert "Console: http://127.0.0.1:8011/console  sign in as" in out
+    assert "Try: curl -H 'X-API-KEY: <key>' http://127.0.0.1:8011/api/v1/plans" in out
     assert (tmp_path / "entitle.db").exists()
     # What the widgets' /demo page hands out is made here, so the page's GET makes nothing.
     assert (tmp_path / "demo-development-client-key").read_text().startswith("client-development-")

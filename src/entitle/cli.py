@@ -121,7 +121,7 @@ def demo(
         + ("" if created else " (the demo admin existed already: its password is as you left it)")
     )
     typer.echo(f"Server API key: {key}")
-    typer.echo("Try: curl -H 'X-API-KEY: <key>' http://127.0.0.1:8000/api/v1/plans")
+    typer.echo(f"Try: curl -H 'X-API-KEY: <key>' {settings.console_base_url}/api/v1/plans")
     typer.echo(
         "Browser (client) keys read a customer's entitlements only with a customer token your backend signs\n"
         f"  (docs/customer-tokens.md): entitle keys create --environment {environment} --kind client\n"
