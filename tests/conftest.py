@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from tests.support.clock import TestClock
 
 # The order xdist hands tests out in: the long ones first, spread over the workers.
-pytest_plugins = ["tests.support.schedule"]
+pytest_plugins = ["tests.support.schedule", "tests.support.collector"]
 
 # This module imports nothing of the app at its top, and installs the app's wiring only in a process that
 # runs tests (`_wired`): xdist's controller process loads it too, and only hands tests out. Fixtures import
