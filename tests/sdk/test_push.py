@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -17,6 +17,8 @@ from entitle import domain_events
 from entitle.customers.events import EntitlementsChanged
 from entitle.domain_events import DomainEvent
 from entitle.sdk import AsyncEntitle, Entitle, Source
+from entitle.sdk.cache import MemoryCache
+from entitle.sdk.store import EntitlementStore
 from tests.conftest import LiveServer
 from tests.sdk.conftest import CALLS_LIMIT, CountingTransport
 from tests.support.sse import SSEClient
@@ -190,6 +192,28 @@ def test_usage_reported_elsewhere_updates_the_cached_counter(seeded: LiveServer)
         assert (after.current_usage, after.source) == (Decimal(7), Source.CACHE)
         assert client.get_entitlement("c1", "calls", requested_usage=4).is_granted is False
         assert transport.paths[LIST] == 1
+
+
+def _metered(current: int) -> dict[str, Any]:
+    calls = {"feature": {"id": "calls", "featureType": "NUMBER"}, "isGranted": True, "usageLimit": 10}
+    return {"entitlements": [{**calls, "currentUsage": current}]}
+
+
+def test_usage_pushed_while_the_list_was_in_flight_is_not_overwritten_by_it() -> None:
+    """A list read by the server before a usage change, answered after the change was pushed, must not
+    put the older counter back as fresh: no later event would correct it."""
+    store = EntitlementStore(MemoryCache(), "t:", ttl=30.0)
+    key = ("c1", None)
+    store.store(key, _metered(0), store.before_fetch(key))
+    mark = store.before_fetch(key)
+    store.set_usage(key, "calls", Decimal(7))  # pushed while the list was in flight
+    store.set_usage(("c2", None), "calls", Decimal(3))  # another customer's: not this list's
+    kept = store.store(key, _metered(0), mark)
+    assert (kept.valid, kept.entries["calls"].current_usage) == (True, Decimal(7))
+    assert store.hot[key].entries["calls"].current_usage == Decimal(7)
+    # A list asked for after the push says what the server read since.
+    again = store.store(key, _metered(9), store.before_fetch(key))
+    assert again.entries["calls"].current_usage == Decimal(9)
 
 
 def test_async_client_follows_the_push_stream(seeded: LiveServer) -> None:
