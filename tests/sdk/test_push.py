@@ -216,6 +216,22 @@ def test_usage_pushed_while_the_list_was_in_flight_is_not_overwritten_by_it() ->
     assert again.entries["calls"].current_usage == Decimal(9)
 
 
+def test_a_list_in_flight_when_the_stream_connects_without_a_replay_point_is_not_trusted() -> None:
+    """The stream (re)connected with no replay point: what changed before it opened is never sent. A
+    list asked for before that, of a customer not held yet, may predate such a change: kept, but re-read
+    on its next use, like the states held then (and likewise across a `reset`)."""
+    for distrust in ("mark_all_invalid", "clear"):
+        store = EntitlementStore(MemoryCache(), "t:", ttl=30.0)
+        key = ("c1", None)
+        mark = store.before_fetch(key)
+        if distrust == "mark_all_invalid":
+            store.mark_all_invalid(time.time())
+        else:
+            store.clear()
+        assert store.store(key, _metered(0), mark).valid is False, distrust
+        assert store.store(key, _metered(0), store.before_fetch(key)).valid is True
+
+
 def test_async_client_follows_the_push_stream(seeded: LiveServer) -> None:
     async def scenario() -> None:
         async with AsyncEntitle(seeded.key(), seeded.base_url) as client:

@@ -43,6 +43,8 @@ class FetchMark:
     entitlements: int
     credits: int
     usage: int = 0
+    # How many times every state was distrusted at once (`mark_all_invalid`, `clear`).
+    distrusted: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,9 @@ class EntitlementStore:
         # it. One per key and feature, as `_generation` keeps one per key.
         self._usage_set: dict[Key, dict[str, _UsageSet]] = {}
         self._usage_moves = 0
+        # Bumped when every state is distrusted at once: a list in flight then, of a key not held (no
+        # generation moved), may predate a change the stream will never send.
+        self._distrusted = 0
         self._lock = threading.Lock()
         self.credits = CreditCache(backend, prefix)
 
@@ -107,7 +112,7 @@ class EntitlementStore:
 
     def before_fetch(self, key: Key) -> FetchMark:
         """Taken before asking for the key's list: `store` then knows what changed while it was in flight."""
-        return FetchMark(self._generation.get(key, 0), self.credits.moves(), self._usage_moves)
+        return FetchMark(self._generation.get(key, 0), self.credits.moves(), self._usage_moves, self._distrusted)
 
     # --- writes ---------------------------------------------------------------------------------
 
@@ -124,7 +129,7 @@ class EntitlementStore:
         set meanwhile (`set_usage`) is kept over the list's. The list's balances (its CREDIT entries) fill
         the credit cache, so a balance read next is local."""
         with self._lock:
-            valid = self._generation.get(key, 0) == mark.entitlements
+            valid = self._generation.get(key, 0) == mark.entitlements and self._distrusted == mark.distrusted
             state = State.from_wire(data, time.time(), valid)
             # Usage set while the list was in flight is newer than the list's (or as new: a change after
             # the list was read is pushed after it, and sets its own value then). Without this, the
@@ -201,6 +206,7 @@ class EntitlementStore:
         """After the push stream (re)connects without a replay point, states written before it may
         have missed changes."""
         with self._lock:
+            self._distrusted += 1
             self.trusted_since = written_before
             for key, state in list(self.hot.items()):
                 if state.valid and state.written_at < written_before:
@@ -211,6 +217,7 @@ class EntitlementStore:
     def clear(self) -> None:
         """`reset` from the server: drop everything cached for the environment."""
         with self._lock:
+            self._distrusted += 1
             for key in self.hot:
                 self._generation[key] = self._generation.get(key, 0) + 1
             self.hot.clear()
