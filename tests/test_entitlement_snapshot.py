@@ -19,11 +19,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import update
 
+from entitle import domain_events
 from entitle.clock import utcnow
+from entitle.customers.events import EntitlementsChanged
 from entitle.db import Database
 from entitle.entitlements import answers, service
 from entitle.entitlements.snapshot import CustomerView, Snapshot
-from entitle.environments.service import environment_pk
+from entitle.environments.service import ensure_environment, environment_pk
 from entitle.promotions.models import PromotionalEntitlement
 from entitle.push import service as push_service
 from entitle.push.schemas import Item
@@ -348,3 +350,30 @@ def test_the_hub_does_not_drop_again_what_this_process_wrote() -> None:
         assert (here, 3) not in push_service._written_here  # below what was read: it never committed
         assert (elsewhere, 4) in push_service._written_here
         push_service._written_here.discard((elsewhere, 4))
+
+
+def test_a_row_of_ours_is_skipped_only_once_this_process_heard_its_commit(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hub may read a row this process appended as soon as it is committed, before the committing
+    thread has told this process's caches (`domain_events.on_commit`: the snapshot's drop). Until then the
+    row is not one to skip (the hub drops what it names, as another process's: a stream fed next must not
+    make a client re-read the state it replaced); from then on it is."""
+    env = ensure_environment(db, "development").pk
+    here = push_service.database_key(db.url)
+    before_heard: list[set[int]] = []
+    real = domain_events._announce
+
+    def announce(events: list[domain_events.DomainEvent]) -> None:
+        with push_service._written_lock:
+            before_heard.append({i for database, i in push_service._written_here if database == here})
+        real(events)
+
+    monkeypatch.setattr(domain_events, "_announce", announce)
+    with db.transaction() as s:
+        domain_events.publish(s, EntitlementsChanged(env_id=env, customer_ref="c"))
+    appended = push_service.newest_id(db)
+    assert appended > 0
+    assert len(before_heard) == 1 and appended not in before_heard[0]
+    row = Item(id=appended, environment_id=env, kind="entitlements.updated", customer_ref="c", data={}, created_at=NOW)
+    assert push_service.written_here(here, [row]) == {appended}

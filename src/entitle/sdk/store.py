@@ -37,11 +37,22 @@ def namespace(api_key: str, base_url: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class FetchMark:
-    """Where the entitlement generation of a key and the credit cache's changes stood when its list was
-    asked for."""
+    """Where the entitlement generation of a key, the usage set since and the credit cache's changes
+    stood when its list was asked for."""
 
     entitlements: int
     credits: int
+    usage: int = 0
+    # How many times every state was distrusted at once (`mark_all_invalid`, `clear`).
+    distrusted: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _UsageSet:
+    order: int
+    current: Decimal
+    start: datetime | None
+    end: datetime | None
 
 
 class EntitlementStore:
@@ -55,6 +66,14 @@ class EntitlementStore:
         # then without a replay point): a backend entry older than it is read as invalid.
         self.trusted_since = 0.0
         self._generation: dict[Key, int] = {}
+        # The last usage set per key and feature (pushed by the server, or a local report's answer), with
+        # its place in the order of all of them (`_usage_moves`): a list fetched before it is overlaid with
+        # it. One per key and feature, as `_generation` keeps one per key.
+        self._usage_set: dict[Key, dict[str, _UsageSet]] = {}
+        self._usage_moves = 0
+        # Bumped when every state is distrusted at once: a list in flight then, of a key not held (no
+        # generation moved), may predate a change the stream will never send.
+        self._distrusted = 0
         self._lock = threading.Lock()
         self.credits = CreditCache(backend, prefix)
 
@@ -93,7 +112,7 @@ class EntitlementStore:
 
     def before_fetch(self, key: Key) -> FetchMark:
         """Taken before asking for the key's list: `store` then knows what changed while it was in flight."""
-        return FetchMark(self._generation.get(key, 0), self.credits.moves())
+        return FetchMark(self._generation.get(key, 0), self.credits.moves(), self._usage_moves, self._distrusted)
 
     # --- writes ---------------------------------------------------------------------------------
 
@@ -106,11 +125,20 @@ class EntitlementStore:
 
     def store(self, key: Key, data: Mapping[str, Any], mark: FetchMark) -> State:
         """Keep a fetched list. If a change was announced for the key while the fetch was in flight
-        (its generation moved), the result may predate it: keep it, but as invalid (re-read next).
-        The list's balances (its CREDIT entries) fill the credit cache, so a balance read next is local."""
+        (its generation moved), the result may predate it: keep it, but as invalid (re-read next). Usage
+        set meanwhile (`set_usage`) is kept over the list's. The list's balances (its CREDIT entries) fill
+        the credit cache, so a balance read next is local."""
         with self._lock:
-            valid = self._generation.get(key, 0) == mark.entitlements
+            valid = self._generation.get(key, 0) == mark.entitlements and self._distrusted == mark.distrusted
             state = State.from_wire(data, time.time(), valid)
+            # Usage set while the list was in flight is newer than the list's (or as new: a change after
+            # the list was read is pushed after it, and sets its own value then). Without this, the
+            # list's older counter would be kept as fresh until the feature's next usage change.
+            if mark.usage < self._usage_moves:
+                for feature_id, moved in self._usage_set.get(key, {}).items():
+                    if moved.order > mark.usage:
+                        updated = state.with_usage(feature_id, moved.current, moved.start, moved.end, state.written_at)
+                        state = updated or state
             self._write(key, state)
         self.credits.store_listed(key[0], key[1], data.get("entitlements") or (), mark.credits)
         return state
@@ -156,6 +184,8 @@ class EntitlementStore:
     ) -> None:
         """A new current usage for one metered feature (a local report, or pushed by the server)."""
         with self._lock:
+            self._usage_moves += 1
+            self._usage_set.setdefault(key, {})[feature_id] = _UsageSet(self._usage_moves, current, start, end)
             state = self.hot.get(key)
             if state is None:
                 state = self.load_backend_unlocked(key)
@@ -176,6 +206,7 @@ class EntitlementStore:
         """After the push stream (re)connects without a replay point, states written before it may
         have missed changes."""
         with self._lock:
+            self._distrusted += 1
             self.trusted_since = written_before
             for key, state in list(self.hot.items()):
                 if state.valid and state.written_at < written_before:
@@ -186,6 +217,7 @@ class EntitlementStore:
     def clear(self) -> None:
         """`reset` from the server: drop everything cached for the environment."""
         with self._lock:
+            self._distrusted += 1
             for key in self.hot:
                 self._generation[key] = self._generation.get(key, 0) + 1
             self.hot.clear()
