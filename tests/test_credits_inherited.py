@@ -56,13 +56,18 @@ class Family(Shop):
         return [(g.id, g.status, float(g.amount), g.updated_at) for g in self.grants()]
 
 
-@pytest.fixture
-def family(module_server: LiveServer, test_clock: TestClock) -> Iterator[Family]:
-    test_clock.set(START)
-    f = Family(module_server, test_clock)
+def founded(server: LiveServer, clock: TestClock) -> Family:
+    """A parent plan granting 100 credits a month and a child plan inheriting it, at START."""
+    clock.set(START)
+    f = Family(server, clock)
     f.make_plan(f.parent, [f.credit(100)])
     f.make_child(f.child, f.parent)
-    yield f
+    return f
+
+
+@pytest.fixture
+def family(module_server: LiveServer, test_clock: TestClock) -> Iterator[Family]:
+    yield founded(module_server, test_clock)
 
 
 def test_a_new_parent_version_regrants_the_inheriting_subscription(family: Family) -> None:

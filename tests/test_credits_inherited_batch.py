@@ -22,17 +22,13 @@ from entitle.jobs.models import Job
 from entitle.jobs.service import Enqueued, enqueue_many
 from tests.conftest import LiveServer
 from tests.support.clock import TestClock
-from tests.test_credits_inherited import Family
+from tests.test_credits_inherited import Family, founded
 from tests.test_credits_recurring import START
 
 
 @pytest.fixture
 def family(module_server: LiveServer, test_clock: TestClock) -> Iterator[Family]:
-    test_clock.set(START)
-    f = Family(module_server, test_clock)
-    f.make_plan(f.parent, [f.credit(100)])
-    f.make_child(f.child, f.parent)
-    yield f
+    yield founded(module_server, test_clock)
 
 
 def _customer(family: Family, ref: str, plan: str, **extra: Any) -> None:

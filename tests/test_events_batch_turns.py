@@ -15,20 +15,12 @@ import pytest
 
 from entitle.events import routes, service
 from tests.conftest import LiveServer
+from tests.test_usage_trust import FEATURES
 
 EVENTS = "/api/v1/events"
 WAIT = 60.0  # only a broken test waits this long; a passing one is released at once
-REQUESTS = {
-    "id": "requests",
-    "displayName": "Requests",
-    "featureType": "NUMBER",
-    "meterType": "INCREMENTAL",
-    "meter": {
-        "aggregation": {"function": "COUNT"},
-        "filters": [{"conditions": [{"field": "eventName", "operation": "EQUALS", "value": "request"}]}],
-    },
-}
-CALLS = {"id": "calls", "displayName": "Calls", "featureType": "NUMBER", "meterType": "INCREMENTAL"}
+# The features test_usage_trust.py meters with (a COUNT meter on "request" events; reported usage).
+REQUESTS, CALLS = ({f["id"]: f for f in FEATURES}[ref] for ref in ("requests", "calls"))
 
 
 @pytest.fixture
