@@ -53,6 +53,7 @@ _version = itertools.count(1)
 _last_version = 0
 _version_lock = threading.Lock()
 _PENDING = "entitle.domain_events.pending"
+_AFTER_ANNOUNCED = "entitle.domain_events.after_announced"
 
 
 def subscribe(event_type: type[E], handler: Callable[[Session, E], None]) -> None:
@@ -103,11 +104,26 @@ def current_version() -> int:
     return _last_version
 
 
+def after_announced(session: Session, callback: Callable[[], None]) -> None:
+    """Run `callback` once the transaction open in `session` has committed and its events have been
+    announced to the commit listeners (with no events: once it is durable), in the committing thread;
+    never if it rolls back. For what must not count as heard before this process's caches heard it."""
+    session.info.setdefault(_AFTER_ANNOUNCED, []).append(callback)
+
+
 def _after_commit(session: Session) -> None:
     events = session.info.pop(_PENDING, None)
-    if events:
+    after = session.info.pop(_AFTER_ANNOUNCED, None)
+    if events or after:
         # A member of a SQLite group commit is committed when its group is: announced no earlier.
-        when_durable(session, lambda: _announce(events))
+        when_durable(session, lambda: _announced(events, after))
+
+
+def _announced(events: list[DomainEvent] | None, after: list[Callable[[], None]] | None) -> None:
+    if events:
+        _announce(events)
+    for callback in after or ():
+        callback()
 
 
 def _announce(events: list[DomainEvent]) -> None:
@@ -124,6 +140,7 @@ def _announce(events: list[DomainEvent]) -> None:
 
 def _after_rollback(session: Session) -> None:
     session.info.pop(_PENDING, None)
+    session.info.pop(_AFTER_ANNOUNCED, None)
 
 
 sa_event.listen(Session, "after_commit", _after_commit)

@@ -18,13 +18,9 @@ from typing import Any
 from sqlalchemy import URL, event
 from sqlalchemy.orm import Session, SessionTransaction
 
-# Imported before this module registers its `after_commit` listener: SQLAlchemy runs a class's listeners
-# in the order they were added, so `domain_events` announces a commit (the caches' drops) before
-# `_heard_at_commit` below tells the hub it need not drop the same entries again.
-from entitle import domain_events  # noqa: F401
+from entitle import domain_events
 from entitle.clock import utcnow
 from entitle.db import Database
-from entitle.db.group_commit import when_durable
 from entitle.environments import facts
 from entitle.push import rules, store
 from entitle.push.models import (
@@ -43,14 +39,14 @@ PRUNE_BATCH = 5000
 REPLAY_PAGE = 500
 
 _PENDING = "entitle.push.pending"
-_APPENDED = "entitle.push.appended"
 
 # Rows this process appended whose commit its own caches have already heard (the domain-event listeners
 # ran: `domain_events.on_commit`), per database: its hub need not drop the same entries again a moment
-# later. A row enters only once they have: the row is visible to the hub (and so to the streams, which
-# it feeds after the caches) from the commit on, before the committing thread runs those listeners. A
-# row the hub reads earlier is dropped as another process's would be, or a stream client re-reading on
-# its event could be answered, and would keep as fresh, the state the change replaced.
+# later. A row enters only once they have (`domain_events.after_announced`): the row is visible to the
+# hub (and so to the streams, which it feeds after the caches) from the commit on, before the committing
+# thread runs those listeners. A row the hub reads earlier is dropped as another process's would be, or
+# a stream client re-reading on its event could be answered, and would keep as fresh, the state the
+# change replaced.
 _written_here: set[tuple[str, int]] = set()
 _written_lock = threading.Lock()
 
@@ -193,27 +189,17 @@ def _append_pending(session: Session) -> None:
     now = utcnow()
     rows = [{**row, "created_at": now} for row in pending.values()]
     ids = store.append(session, rows)
-    session.info[_APPENDED] = (facts.database_of(session.get_bind().engine), ids)
-    last_per_env: dict[int, int] = {}
-    for row, new_id in zip(rows, ids, strict=True):
-        last_per_env[row["environment_id"]] = new_id
-    store.notify(session, (f"{env}:{last}" for env, last in last_per_env.items()))
-
-
-@event.listens_for(Session, "after_commit")
-def _heard_at_commit(session: Session) -> None:
-    appended: tuple[str, list[int]] | None = session.info.pop(_APPENDED, None)
-    if appended is None:
-        return
-    database, ids = appended
+    database = facts.database_of(session.get_bind().engine)
 
     def heard() -> None:
         with _written_lock:
             _written_here.update((database, i) for i in ids)
 
-    # After `domain_events` announced the commit (its listener runs first, and so does its callback when
-    # a SQLite group commit defers both to the group's COMMIT).
-    when_durable(session, heard)
+    domain_events.after_announced(session, heard)
+    last_per_env: dict[int, int] = {}
+    for row, new_id in zip(rows, ids, strict=True):
+        last_per_env[row["environment_id"]] = new_id
+    store.notify(session, (f"{env}:{last}" for env, last in last_per_env.items()))
 
 
 @event.listens_for(Session, "after_transaction_end")
@@ -221,7 +207,6 @@ def _forget_pending(session: Session, transaction: SessionTransaction) -> None:
     # A rolled-back unit of work made no change: drop what it collected (commit already took it).
     if transaction.parent is None and not transaction.nested:
         session.info.pop(_PENDING, None)
-        session.info.pop(_APPENDED, None)
 
 
 def detach(row: PushEvent) -> Item:
