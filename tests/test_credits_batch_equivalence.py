@@ -16,7 +16,7 @@ rolled back, so no example sees another's writes."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -373,6 +373,21 @@ def _state(s: Session, w: World) -> dict[str, Any]:
     }
 
 
+def _both_ways(
+    server: LiveServer, w: World, changes: Changes, run: Callable[[Session, bool], dict[str, Any]]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What `run` leaves batched, then alone, on the world with `changes` applied: each run rolls its own
+    work back to a savepoint (`_run`, `_published`), so both start alike; the whole transaction is rolled
+    back after, so the next example starts from the world as built."""
+    try:
+        with server.db.transaction() as s:
+            _apply(s, w, _subscriptions(s, w), changes)
+            found = run(s, True), run(s, False)
+            raise _Rollback
+    except _Rollback:
+        return found
+
+
 def _run(s: Session, w: World, picked: list[int], now: datetime, *, batched: bool) -> dict[str, Any]:
     saved = s.begin_nested()
     try:
@@ -430,15 +445,8 @@ def test_a_batch_sync_equals_syncing_each_subscription_alone(
     module_server: LiveServer, test_clock: TestClock, world: World, changes: Changes, now: datetime, picked: list[int]
 ) -> None:
     test_clock.set(now)  # the movements happen at `now` (`recurring._after_lock`), in both runs
-    try:
-        with module_server.db.transaction() as s:
-            _apply(s, world, _subscriptions(s, world), changes)
-            batched = _run(s, world, picked, now, batched=True)
-            alone = _run(s, world, picked, now, batched=False)
-            assert batched == alone
-            raise _Rollback
-    except _Rollback:
-        pass
+    batched, alone = _both_ways(module_server, world, changes, lambda s, b: _run(s, world, picked, now, batched=b))
+    assert batched == alone
 
 
 def _published(s: Session, w: World, parent_a: int, now: datetime, *, batched: bool) -> dict[str, Any]:
@@ -473,12 +481,7 @@ def test_a_parent_publish_equals_migrating_each_inheriting_subscription_alone(
     module_server: LiveServer, test_clock: TestClock, world: World, changes: Changes, parent_a: int, now: datetime
 ) -> None:
     test_clock.set(now)
-    try:
-        with module_server.db.transaction() as s:
-            _apply(s, world, _subscriptions(s, world), changes)
-            published = _published(s, world, parent_a, now, batched=True)
-            alone = _published(s, world, parent_a, now, batched=False)
-            assert published == alone
-            raise _Rollback
-    except _Rollback:
-        pass
+    published, alone = _both_ways(
+        module_server, world, changes, lambda s, b: _published(s, world, parent_a, now, batched=b)
+    )
+    assert published == alone
