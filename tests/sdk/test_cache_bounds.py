@@ -3,15 +3,17 @@ forgotten beyond a limit, and nothing forgotten ever makes a stale answer fresh.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from decimal import Decimal
 from typing import Any
 
 import httpx
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from entitle.sdk import Entitle, Source
+from entitle.sdk import AsyncEntitle, Entitle, Source
 from entitle.sdk.cache import MemoryCache
 from entitle.sdk.marks import DEFAULT_CACHE_SIZE, ChangeMarks, Held
 from entitle.sdk.store import EntitlementStore, FetchMark, Key
@@ -54,6 +56,15 @@ def test_the_default_client_is_bounded() -> None:
         assert isinstance(backend, MemoryCache) and backend.max_entries == 2 * DEFAULT_CACHE_SIZE + 1
     finally:
         client.close()
+    sized = AsyncEntitle("key", "http://127.0.0.1:9", push=False, cache_size=5)
+    try:
+        assert (sized._store.hot.limit, sized._store.credits.hot.limit) == (5, 5)
+        backend = sized._store.backend
+        assert isinstance(backend, MemoryCache) and backend.max_entries == 11
+    finally:
+        asyncio.run(sized.close())
+    with pytest.raises(ValueError):
+        Entitle("key", "http://127.0.0.1:9", push=False, cache_size=0)
 
 
 def test_held_drops_the_least_recently_written() -> None:
