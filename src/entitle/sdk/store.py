@@ -88,7 +88,7 @@ class EntitlementStore:
         self._usage_floor = 0
         self._marks = marks
         # Bumped when every state is distrusted at once: a list in flight then, of a key not held (no
-        # generation moved), may predate a change the stream will never send.
+        # change of it recorded), may predate a change the stream will never send.
         self._distrusted = 0
         self._lock = threading.Lock()
         self.credits = CreditCache(backend, prefix, size=size, marks=marks)
