@@ -168,7 +168,7 @@ def test_a_pushed_change_reaches_the_cache_while_its_commit_is_still_being_annou
             # connection and keeps the answer as valid, all while the server is still held.
             store, key = client._store, ("c1", None)
             reread = eventually(
-                lambda: (store._generation.get(key, 0), store.hot.get(key)),
+                lambda: (store._changes.at(key), store.hot.get(key)),
                 lambda seen: seen[0] >= 1 and seen[1] is not None and seen[1].valid,
             )
             assert reread[0] >= 1, "the push stream did not carry the change"

@@ -24,6 +24,7 @@ from entitle.sdk import wire
 from entitle.sdk.base import DEFAULT_BASE_URL, ClientBase
 from entitle.sdk.batch import DropCallback, DropReporter, Event, EventQueue, TaskBatcher, named_events
 from entitle.sdk.cache import CacheBackend
+from entitle.sdk.marks import DEFAULT_CACHE_SIZE
 from entitle.sdk.push import PushListener
 from entitle.sdk.state import State, cached_answer, evaluate, server_result, to_decimal
 from entitle.sdk.types import (
@@ -96,6 +97,7 @@ class AsyncEntitle(ClientBase):
         cache_backend: CacheBackend | None = None,
         push: bool = True,
         cache_ttl: float = 30.0,
+        cache_size: int = DEFAULT_CACHE_SIZE,
         event_batch_size: int = 500,
         event_flush_interval: float = 1.0,
         timeout: float = 10.0,
@@ -111,6 +113,7 @@ class AsyncEntitle(ClientBase):
             cache_backend=cache_backend,
             push=push,
             cache_ttl=cache_ttl,
+            cache_size=cache_size,
             event_batch_size=event_batch_size,
             event_flush_interval=event_flush_interval,
             timeout=timeout,
@@ -397,7 +400,7 @@ class AsyncEntitle(ClientBase):
         last = self._store.credits.load(key, self._store.trusted_since)
         error: EntitleConnectionError = EntitleConnectionError("offline: the server is not tried again yet")
         if self._may_try_server():
-            generation = self._store.credits.generation(key)
+            generation = self._store.credits.moves()
             try:
                 data = await self._send(wire.credit_check_call(customer_id, currency_id, resource_id))
             except EntitleConnectionError as exc:

@@ -10,6 +10,7 @@ from typing import Any
 from entitle.sdk.batch import DropCallback, DropReporter, EventQueue
 from entitle.sdk.cache import CacheBackend, MemoryCache
 from entitle.sdk.credits import CreditKey, CreditState
+from entitle.sdk.marks import DEFAULT_CACHE_SIZE
 from entitle.sdk.state import State, evaluate, fallback_result, normalize_fallbacks, server_result, to_decimal
 from entitle.sdk.store import EntitlementStore, Key, namespace
 from entitle.sdk.types import EntitlementResult, FallbackEntitlement, Source
@@ -28,6 +29,7 @@ class ClientBase:
         cache_backend: CacheBackend | None = None,
         push: bool = True,
         cache_ttl: float = 30.0,
+        cache_size: int = DEFAULT_CACHE_SIZE,
         event_batch_size: int = 500,
         event_flush_interval: float = 1.0,
         timeout: float = 10.0,
@@ -43,7 +45,12 @@ class ClientBase:
         self.timeout = timeout
         self.close_timeout = close_timeout
         self._headers = {"X-API-KEY": api_key, "User-Agent": USER_AGENT}
-        self._store = EntitlementStore(cache_backend or MemoryCache(), namespace(api_key, self.base_url), cache_ttl)
+        if cache_size < 1:
+            raise ValueError("cache_size must be at least 1")
+        # The default backend is this process's memory, bounded too: it holds a serialized copy of each
+        # state and balance the store holds (and the stream's replay point).
+        backend = cache_backend if cache_backend is not None else MemoryCache(max_entries=2 * cache_size + 1)
+        self._store = EntitlementStore(backend, namespace(api_key, self.base_url), cache_ttl, size=cache_size)
         self._fallbacks = normalize_fallbacks(fallback_entitlements)
         self._events = EventQueue(event_batch_size, event_flush_interval)
         self._report_drop = DropReporter(on_events_dropped)

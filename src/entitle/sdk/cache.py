@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -30,18 +31,37 @@ class CacheBackend(Protocol):
 
 
 class MemoryCache:
-    """The default: a dict in this process."""
+    """The default: a dict in this process. With `max_entries`, the least recently used entries (read or
+    written) are dropped beyond that many: a dropped entry is a miss, which the client answers by asking
+    the server. The client's default is bounded (see `Entitle(cache_size=...)`); one built without
+    `max_entries` keeps everything."""
 
-    def __init__(self) -> None:
-        self._data: dict[str, str] = {}
+    def __init__(self, max_entries: int | None = None) -> None:
+        if max_entries is not None and max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
+        self.max_entries = max_entries
+        self._data: OrderedDict[str, str] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, key: str) -> str | None:
-        return self._data.get(key)
+        if self.max_entries is None:
+            return self._data.get(key)
+        with self._lock:
+            value = self._data.get(key)
+            if value is not None:
+                self._data.move_to_end(key)
+            return value
 
     def set(self, key: str, value: str) -> None:
         with self._lock:
             self._data[key] = value
+            if self.max_entries is not None:
+                self._data.move_to_end(key)
+                while len(self._data) > self.max_entries:
+                    self._data.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._data)
 
     def delete(self, key: str) -> None:
         with self._lock:

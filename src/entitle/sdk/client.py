@@ -22,6 +22,7 @@ from entitle.sdk import wire
 from entitle.sdk.base import DEFAULT_BASE_URL, ClientBase
 from entitle.sdk.batch import DropCallback, Event, ThreadBatcher
 from entitle.sdk.cache import CacheBackend
+from entitle.sdk.marks import DEFAULT_CACHE_SIZE
 from entitle.sdk.push import PushListener
 from entitle.sdk.state import State, cached_answer, evaluate, server_result, to_decimal
 from entitle.sdk.types import (
@@ -61,6 +62,7 @@ class Entitle(ClientBase):
         cache_backend: CacheBackend | None = None,
         push: bool = True,
         cache_ttl: float = 30.0,
+        cache_size: int = DEFAULT_CACHE_SIZE,
         event_batch_size: int = 500,
         event_flush_interval: float = 1.0,
         timeout: float = 10.0,
@@ -76,6 +78,7 @@ class Entitle(ClientBase):
             cache_backend=cache_backend,
             push=push,
             cache_ttl=cache_ttl,
+            cache_size=cache_size,
             event_batch_size=event_batch_size,
             event_flush_interval=event_flush_interval,
             timeout=timeout,
@@ -356,7 +359,7 @@ class Entitle(ClientBase):
         last = self._store.credits.load(key, self._store.trusted_since)
         error: EntitleConnectionError = EntitleConnectionError("offline: the server is not tried again yet")
         if self._may_try_server():
-            generation = self._store.credits.generation(key)
+            generation = self._store.credits.moves()
             try:
                 data = self._send(wire.credit_check_call(customer_id, currency_id, resource_id))
             except EntitleConnectionError as exc:

@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 from entitle.sdk.cache import CacheBackend
+from entitle.sdk.marks import DEFAULT_CACHE_SIZE, DEFAULT_MARKS, ChangeMarks, Held
 from entitle.sdk.state import to_decimal
 
 log = logging.getLogger("entitle.sdk")
@@ -67,14 +68,16 @@ class CreditState:
 
 
 class CreditCache:
-    def __init__(self, backend: CacheBackend, prefix: str) -> None:
+    def __init__(
+        self, backend: CacheBackend, prefix: str, *, size: int = DEFAULT_CACHE_SIZE, marks: int = DEFAULT_MARKS
+    ) -> None:
         self.backend = backend
         self.prefix = f"{prefix}credits{_SEP}"
-        self.hot: dict[CreditKey, CreditState] = {}
+        # Bounded as the entitlement states are (`marks.Held`).
+        self.hot: Held[CreditKey, CreditState] = Held(size)
         # When each balance last changed (or was dropped), on one counter for all of them: a read in flight
-        # keeps what it got only if its balance did not change after the read was sent.
-        self._moves = 0
-        self._moved_at: dict[CreditKey, int] = {}
+        # keeps what it got only if its balance did not change after the read was sent (`marks.ChangeMarks`).
+        self._changes: ChangeMarks[CreditKey] = ChangeMarks(marks)
         self._lock = threading.Lock()
 
     def _bkey(self, key: CreditKey) -> str:
@@ -94,22 +97,18 @@ class CreditCache:
         if state is None or state.written_at < trusted_since:
             return None
         with self._lock:
-            self.hot.setdefault(key, state)
-        return state
-
-    def generation(self, key: CreditKey) -> int:
-        return self._moved_at.get(key, 0)
+            return self.hot.hold_if_absent(key, state)
 
     def moves(self) -> int:
-        """Where the change counter stands: taken before sending a read whose balances `store_listed` keeps."""
-        return self._moves
+        """Where the change counter stands: taken before sending a read whose balances `store` or
+        `store_listed` keeps."""
+        return self._changes.ticks
 
     def _move(self, key: CreditKey) -> None:
-        self._moves += 1
-        self._moved_at[key] = self._moves
+        self._changes.move(key)
 
     def _write(self, key: CreditKey, state: CreditState) -> None:
-        self.hot[key] = state
+        self.hot.hold(key, state)
         try:
             self.backend.set(self._bkey(key), state.dumps())
         except Exception:
@@ -123,8 +122,8 @@ class CreditCache:
         *,
         released: Decimal = Decimal(0),
     ) -> CreditState:
-        """Keep a balance the server sent. With `generation` (a read that was in flight), only if no
-        newer balance arrived meanwhile; the answer is the server's either way. `released`: what a
+        """Keep a balance the server sent. With `generation` (`moves()` before a read that was in flight),
+        only if no newer balance arrived meanwhile; the answer is the server's either way. `released`: what a
         release just stopped holding (its answer does not say what is still reserved)."""
         with self._lock:
             previous = self.hot.get(key)
@@ -132,7 +131,7 @@ class CreditCache:
             state = CreditState.from_wire(data, reserved, time.time())
             if generation is None:
                 self._move(key)
-            elif self._moved_at.get(key, 0) != generation:
+            elif not self._changes.unchanged_since(key, generation):
                 return state
             self._write(key, state)
         return state
@@ -150,7 +149,7 @@ class CreditCache:
                 if not currency or raw.get("usageLimit") is None or raw.get("currentUsage") is None:
                     continue
                 key = (customer_id, currency, resource_id)
-                if self._moved_at.get(key, 0) > since:
+                if not self._changes.unchanged_since(key, since):
                     continue
                 self._write(key, CreditState.from_wire(raw, None, now))
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from entitle.sdk.cache import CacheBackend
 from entitle.sdk.credits import CreditCache
+from entitle.sdk.marks import DEFAULT_CACHE_SIZE, DEFAULT_MARKS, ChangeMarks, Held
 from entitle.sdk.state import State
 
 log = logging.getLogger("entitle.sdk")
@@ -37,8 +38,8 @@ def namespace(api_key: str, base_url: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class FetchMark:
-    """Where the entitlement generation of a key, the usage set since and the credit cache's changes
-    stood when its list was asked for."""
+    """Where the entitlement changes, the usage sets and the credit cache's changes stood when a key's list
+    was asked for (each a counter over all keys)."""
 
     entitlements: int
     credits: int
@@ -56,26 +57,41 @@ class _UsageSet:
 
 
 class EntitlementStore:
-    def __init__(self, backend: CacheBackend, prefix: str, ttl: float) -> None:
+    def __init__(
+        self,
+        backend: CacheBackend,
+        prefix: str,
+        ttl: float,
+        *,
+        size: int = DEFAULT_CACHE_SIZE,
+        marks: int = DEFAULT_MARKS,
+    ) -> None:
         self.backend = backend
         self.prefix = prefix
         self.ttl = ttl
-        self.hot: dict[Key, State] = {}
+        # At most `size` decoded states, the least recently written dropped first (`marks.Held`): a state
+        # dropped is read again from the backend, else from the server.
+        self.hot: Held[Key, State] = Held(size)
         self.push_connected = False
         # States written before this instant may have missed a change (the push stream connected
         # then without a replay point): a backend entry older than it is read as invalid.
         self.trusted_since = 0.0
-        self._generation: dict[Key, int] = {}
+        # When each key's entitlements last changed (an invalidation): a list in flight then is kept as
+        # needing a re-read. Bounded (`marks.ChangeMarks`).
+        self._changes: ChangeMarks[Key] = ChangeMarks(marks)
         # The last usage set per key and feature (pushed by the server, or a local report's answer), with
         # its place in the order of all of them (`_usage_moves`): a list fetched before it is overlaid with
-        # it. One per key and feature, as `_generation` keeps one per key.
+        # it. Keys in the order of their last set, at most `marks` of them: a list asked for before the
+        # last set forgotten (`_usage_floor`) cannot be overlaid with certainty, and is kept as needing a re-read.
         self._usage_set: dict[Key, dict[str, _UsageSet]] = {}
         self._usage_moves = 0
+        self._usage_floor = 0
+        self._marks = marks
         # Bumped when every state is distrusted at once: a list in flight then, of a key not held (no
-        # generation moved), may predate a change the stream will never send.
+        # change of it recorded), may predate a change the stream will never send.
         self._distrusted = 0
         self._lock = threading.Lock()
-        self.credits = CreditCache(backend, prefix)
+        self.credits = CreditCache(backend, prefix, size=size, marks=marks)
 
     # --- freshness ------------------------------------------------------------------------------
 
@@ -107,17 +123,17 @@ class EntitlementStore:
             if state.written_at < self.trusted_since:
                 state = state.invalidated()
             with self._lock:
-                self.hot.setdefault(key, state)
+                state = self.hot.hold_if_absent(key, state)
         return state
 
     def before_fetch(self, key: Key) -> FetchMark:
         """Taken before asking for the key's list: `store` then knows what changed while it was in flight."""
-        return FetchMark(self._generation.get(key, 0), self.credits.moves(), self._usage_moves, self._distrusted)
+        return FetchMark(self._changes.ticks, self.credits.moves(), self._usage_moves, self._distrusted)
 
     # --- writes ---------------------------------------------------------------------------------
 
     def _write(self, key: Key, state: State) -> None:
-        self.hot[key] = state
+        self.hot.hold(key, state)
         try:
             self.backend.set(self._bkey(key), state.dumps())
         except Exception:
@@ -125,11 +141,15 @@ class EntitlementStore:
 
     def store(self, key: Key, data: Mapping[str, Any], mark: FetchMark) -> State:
         """Keep a fetched list. If a change was announced for the key while the fetch was in flight
-        (its generation moved), the result may predate it: keep it, but as invalid (re-read next). Usage
-        set meanwhile (`set_usage`) is kept over the list's. The list's balances (its CREDIT entries) fill
-        the credit cache, so a balance read next is local."""
+        (or may have been: see `marks.ChangeMarks`), the result may predate it: keep it, but as invalid
+        (re-read next). Usage set meanwhile (`set_usage`) is kept over the list's. The list's balances
+        (its CREDIT entries) fill the credit cache, so a balance read next is local."""
         with self._lock:
-            valid = self._generation.get(key, 0) == mark.entitlements and self._distrusted == mark.distrusted
+            valid = (
+                self._changes.unchanged_since(key, mark.entitlements)
+                and self._distrusted == mark.distrusted
+                and self._usage_floor <= mark.usage
+            )
             state = State.from_wire(data, time.time(), valid)
             # Usage set while the list was in flight is newer than the list's (or as new: a change after
             # the list was read is pushed after it, and sets its own value then). Without this, the
@@ -152,7 +172,7 @@ class EntitlementStore:
             if all_resources:
                 keys |= {k for k in self.hot if k[0] == customer_id}
             for key in keys:
-                self._generation[key] = self._generation.get(key, 0) + 1
+                self._changes.move(key)
                 state = self.hot.get(key)
                 if state is not None:
                     held.append(key)
@@ -185,7 +205,7 @@ class EntitlementStore:
         """A new current usage for one metered feature (a local report, or pushed by the server)."""
         with self._lock:
             self._usage_moves += 1
-            self._usage_set.setdefault(key, {})[feature_id] = _UsageSet(self._usage_moves, current, start, end)
+            self._remember_usage(key, feature_id, _UsageSet(self._usage_moves, current, start, end))
             state = self.hot.get(key)
             if state is None:
                 state = self.load_backend_unlocked(key)
@@ -194,6 +214,14 @@ class EntitlementStore:
             updated = state.with_usage(feature_id, current, start, end, state.written_at)
             if updated is not None:
                 self._write(key, updated)
+
+    def _remember_usage(self, key: Key, feature_id: str, moved: _UsageSet) -> None:
+        sets = self._usage_set.pop(key, None) or {}
+        sets[feature_id] = moved
+        self._usage_set[key] = sets  # last: keys stay in the order of their last set
+        while len(self._usage_set) > self._marks:
+            forgotten = self._usage_set.pop(next(iter(self._usage_set)))
+            self._usage_floor = max(self._usage_floor, *(s.order for s in forgotten.values()))
 
     def load_backend_unlocked(self, key: Key) -> State | None:
         try:
@@ -210,7 +238,7 @@ class EntitlementStore:
             self.trusted_since = written_before
             for key, state in list(self.hot.items()):
                 if state.valid and state.written_at < written_before:
-                    self._generation[key] = self._generation.get(key, 0) + 1
+                    self._changes.move(key)
                     self._write(key, state.invalidated())
         self.credits.mark_all_invalid(written_before)
 
@@ -219,7 +247,7 @@ class EntitlementStore:
         with self._lock:
             self._distrusted += 1
             for key in self.hot:
-                self._generation[key] = self._generation.get(key, 0) + 1
+                self._changes.move(key)
             self.hot.clear()
             self.credits.clear()
             try:
