@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from entitle.sdk import AsyncEntitle, Entitle, Source
 from entitle.sdk.cache import MemoryCache
 from entitle.sdk.marks import DEFAULT_CACHE_SIZE, ChangeMarks, Held
+from entitle.sdk.state import State, server_result
 from entitle.sdk.store import EntitlementStore, FetchMark, Key
 from tests.conftest import LiveServer
 from tests.sdk.conftest import CountingTransport, seed
@@ -225,3 +226,60 @@ def test_a_balance_read_in_flight_never_replaces_a_newer_one(steps: list[tuple[A
             if pushes == pushes_then:
                 assert kept is not None and kept.usage_limit == step[2]
         assert len(credits.hot) <= 2
+
+
+def test_a_state_keeps_only_what_its_answers_read() -> None:
+    """A held state drops what no answer reads (names, units, status, the last change's instant, nulls):
+    every answer from it, and from its serialized copy, is the one the full list gives."""
+    full = {
+        "type": "FEATURE",
+        "isGranted": True,
+        "accessDeniedReason": None,
+        "currentUsage": 3,
+        "usageLimit": 10,
+        "hasUnlimitedUsage": False,
+        "hasSoftLimit": False,
+        "enumValues": None,
+        "requestedUsage": None,
+        "requestedValues": None,
+        "resetPeriod": "MONTH",
+        "usagePeriodAnchor": "2026-12-01T00:00:00Z",
+        "usagePeriodStart": "2026-12-01T00:00:00+00:00",
+        "usagePeriodEnd": "2099-01-01T00:00:00+00:00",
+        "validUntil": None,
+        "entitlementUpdatedAt": "2026-12-06T06:39:25.297686Z",
+        "feature": {
+            "id": "calls",
+            "displayName": "Calls",
+            "featureStatus": "ACTIVE",
+            "featureType": "NUMBER",
+            "featureUnits": "call",
+            "featureUnitsPlural": "calls",
+        },
+    }
+    enum = {**full, "feature": {**full["feature"], "id": "regions", "featureType": "ENUM"}, "enumValues": ["eu"]}
+    denied = {**full, "feature": {**full["feature"], "id": "off"}, "isGranted": False, "accessDeniedReason": "X"}
+    state = State.from_wire({"entitlements": [full, enum, denied]}, 0.0)
+    kept = state.entries["calls"].raw
+    assert set(kept) == {
+        "type",
+        "isGranted",
+        "currentUsage",
+        "usageLimit",
+        "hasUnlimitedUsage",
+        "hasSoftLimit",
+        "resetPeriod",
+        "usagePeriodStart",
+        "usagePeriodEnd",
+        "feature",
+    }
+    assert kept["feature"] == {"id": "calls", "featureType": "NUMBER"}
+    again = State.loads(state.dumps())
+    assert again is not None
+    for wire in (full, enum, denied):
+        feature = wire["feature"]["id"]  # type: ignore[index]
+        for held in (state, again):
+            for usage in (None, Decimal(1), Decimal(8)):
+                assert server_result(held.entries[feature].raw, "c", feature, None, usage, None) == server_result(
+                    wire, "c", feature, None, usage, None
+                ), (feature, usage)

@@ -20,12 +20,12 @@ from typing import Generic, TypeVar
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
-# Cached states a client holds decoded by default. A customer with 20 features costs ~32 KiB decoded and
-# ~11 KiB serialized (measured with tracemalloc over 100 customers of bench/sdk_cache.py's catalog); the
-# default in-process backend keeps twice as many serialized: ~2,000 x 32 + 4,000 x 11 KiB, ~110 MB at
+# Cached states a client holds decoded by default. A customer with 20 features costs ~17 KiB decoded and
+# ~4 KiB serialized (tracemalloc over 100 customers of bench/sdk_cache.py's catalog; `state._kept`); the
+# default in-process backend keeps twice as many serialized: ~5,000 x 17 + 10,000 x 4 KiB, ~125 MB at
 # most. An application that asks about more customers than this, again and again, should raise
 # `cache_size` (a dropped state costs one request when next asked for).
-DEFAULT_CACHE_SIZE = 2_000
+DEFAULT_CACHE_SIZE = 5_000
 # Changes remembered for reads in flight (~150 bytes each). A read is distrusted only if this many other
 # keys changed while it was in flight (a fraction of a second): far more than a stream delivers meanwhile.
 DEFAULT_MARKS = 10_000

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -65,6 +66,42 @@ def _when(value: Any) -> datetime | None:
 
 def _epoch(value: datetime | None) -> float:
     return math.inf if value is None else value.timestamp()
+
+
+# What a cached state keeps of each wire entitlement: what `Entry.parse` and `server_result` read, never a
+# null. Display names, units, status, the last change's instant and the request's echo are dropped: they
+# were ~3/4 of a held state's memory, and of its serialized copy in the backend.
+_KEPT = frozenset(
+    {
+        "type",
+        "isGranted",
+        "accessDeniedReason",
+        "usageLimit",
+        "hasUnlimitedUsage",
+        "hasSoftLimit",
+        "enumValues",
+        "currentUsage",
+        "resetPeriod",
+        "usagePeriodStart",
+        "usagePeriodEnd",
+        "validUntil",
+    }
+)
+_KEPT_OF_FEATURE = ("id", "featureType")
+
+
+def _kept(raw: Mapping[str, Any]) -> dict[str, Any]:
+    kept = {key: _shared(value) for key, value in raw.items() if value is not None and key in _KEPT}
+    feature = raw.get("feature")
+    if feature is not None:
+        kept["feature"] = {key: _shared(feature[key]) for key in _KEPT_OF_FEATURE if key in feature}
+    return kept
+
+
+def _shared(value: Any) -> Any:
+    """A text value as the one copy every state shares (feature ids, types, reset periods and window
+    bounds repeat across customers); anything else as it is."""
+    return sys.intern(value) if type(value) is str else value
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +178,7 @@ class State:
     def from_wire(cls, data: Mapping[str, Any], written_at: float, valid: bool = True) -> State:
         # The list's CREDIT entitlements are balances (`get_credit_balance`), not features.
         listed = [raw for raw in data.get("entitlements") or [] if raw.get("type", "FEATURE") == "FEATURE"]
-        entries = {e.feature_id: e for e in (Entry.parse(raw) for raw in listed)}
+        entries = {e.feature_id: e for e in (Entry.parse(_kept(raw)) for raw in listed)}
         priced = frozenset(data.get("creditPricedFeatures") or ())
         return cls.build(entries, data.get("accessDeniedReason"), written_at, valid, priced)
 
