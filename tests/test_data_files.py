@@ -12,9 +12,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography.fernet import Fernet
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
+from sqlalchemy import text
 
 from entitle.db import Database
 from entitle.db.migrate import upgrade
@@ -118,6 +120,31 @@ def test_serve_on_postgresql_wants_the_key_apart_from_the_data(database_url: str
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_demo_on_postgresql_wants_the_key_apart_too(database_url: str, tmp_path: Path) -> None:
+    """`make run`'s order on PostgreSQL (README: `entitle migrate`, then `demo`, then `serve`): `demo` used to
+    make `<data dir>/secret.key` and encrypt the demo's signing secret with it, a key `serve` then refuses;
+    with the key `serve` asks for set, that secret could not be read (customer tokens and /demo failed).
+    `demo` refuses as `serve` does, before writing anything."""
+    if database_url.startswith("sqlite"):
+        pytest.skip("the embedded SQLite default keeps its key in the data dir (local, one machine)")
+    data_dir = tmp_path / "data"
+    assert invoke("migrate", data_dir=data_dir, database_url=database_url).returncode == 0
+    result = invoke("demo", data_dir=data_dir, database_url=database_url)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert ENV_VAR in result.stderr and "data dir" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (data_dir / "secret.key").exists()
+    db = Database(database_url)
+    try:
+        with db.read() as s:
+            assert s.execute(text("SELECT count(*) FROM environments")).scalar_one() == 0  # nothing written
+    finally:
+        db.dispose()
+    with_key: dict[str, str | None] = {ENV_VAR: Fernet.generate_key().decode()}
+    assert invoke("demo", data_dir=data_dir, database_url=database_url, env=with_key).returncode == 0
+    assert not (data_dir / "secret.key").exists()
 
 
 BAD_PORTS = ["https://hooks.example.com:99999/in", "https://hooks.example.com:0/in", "https://hooks.example.com:/in"]

@@ -69,3 +69,49 @@ def test_make_run_prints_a_working_key(tmp_path: Path) -> None:
         query = "SELECT password_hash FROM console_users WHERE email = ?"
         (stored,) = conn.execute(query, (DEMO_ADMIN_EMAIL,)).fetchone()
     assert extract_parameters(stored) == RFC_9106_LOW_MEMORY, stored
+
+
+def test_entitle_demo_replaces_a_kept_key_that_no_longer_opens_the_environment(tmp_path: Path) -> None:
+    """`make run` prints the kept demo key and the /demo page hands out the kept client key: once either
+    is revoked (README: `entitle keys revoke`), or the database is made anew beside the kept files, the
+    next `entitle demo` makes a working one instead of handing out a key every request refuses."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ENTITLE_DATA_DIR": str(tmp_path)}
+    env.pop("ENTITLE_DATABASE_URL", None)
+
+    def entitle(*args: str) -> str:
+        command = [sys.executable, "-m", "entitle", *args]
+        run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        return run.stdout
+
+    def printed_key(out: str) -> str:
+        return next(line for line in out.splitlines() if line.startswith("Server API key: ")).split(": ", 1)[1]
+
+    def live(raw: str) -> bool:
+        with closing(sqlite3.connect(tmp_path / "entitle.db")) as conn:
+            digest = hashlib.sha256(raw.encode()).hexdigest()
+            query = "SELECT count(*) FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL"
+            return bool(conn.execute(query, (digest,)).fetchone()[0])
+
+    client_file = tmp_path / "demo-development-client-key"
+    server = printed_key(entitle("demo"))
+    client = client_file.read_text().strip()
+    assert live(server) and live(client)
+    assert printed_key(entitle("demo")) == server and client_file.read_text().strip() == client  # kept
+
+    entitle("keys", "revoke", server)
+    entitle("keys", "revoke", client)
+    renewed = printed_key(entitle("demo"))
+    assert renewed != server and live(renewed)
+    assert (tmp_path / "demo-development-server-key").read_text().strip() == renewed
+    assert client_file.read_text().strip() != client and live(client_file.read_text().strip())
+
+    for name in ("entitle.db", "entitle.db-wal", "entitle.db-shm"):  # a fresh database, the files kept
+        (tmp_path / name).unlink(missing_ok=True)
+    fresh = printed_key(entitle("demo"))
+    assert fresh != renewed and live(fresh) and live(client_file.read_text().strip())

@@ -105,6 +105,7 @@ def demo(
     from entitle.widgets import demo as widgets_demo
 
     settings = load_settings()
+    _require_key_apart(settings)  # before anything is written: `serve` must be able to read the signing secret
     if settings.is_sqlite:
         upgrade(settings.database_url)
     db = Database(settings.database_url)
@@ -130,6 +131,7 @@ def demo(
 
 
 def _require_key_apart(settings: Settings) -> None:
+    """On PostgreSQL, `serve`, `worker` and `demo` refuse a key in the data dir (`secrets.require_key_apart`)."""
     if settings.is_sqlite:
         return
     try:

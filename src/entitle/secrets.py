@@ -7,8 +7,8 @@ format, one key a line or comma-separated), else from `<data dir>/secret.key`. A
 generated on first use with mode 0600.
 
 The data-dir default is for the embedded SQLite database only: a key beside the data it encrypts is
-copied by every backup of that data. On PostgreSQL `entitle serve` and `entitle worker` refuse to start
-without `ENTITLE_SECRET_KEY` or a key file outside the data dir (`require_key_apart`). Several machines
+copied by every backup of that data. On PostgreSQL `entitle serve`, `entitle worker` and `entitle demo`
+refuse to start without `ENTITLE_SECRET_KEY` or a key file outside the data dir (`require_key_apart`). Several machines
 sharing one PostgreSQL database must share the key.
 """
 

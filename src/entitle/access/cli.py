@@ -99,7 +99,7 @@ def keys_list(
 def keys_revoke(
     key: Annotated[str, typer.Argument(help="The key's id (as `entitle keys list` shows it), or the key itself.")],
 ) -> None:
-    """Revoke a key: every server process refuses it from its next request on."""
+    """Revoke a key: every server process refuses it at once (the entitlement and event routes within 1 s)."""
     with _database() as (db, _):
         view = service.revoke_key(db, key) if key.isdigit() else service.revoke_raw_key(db, key)
     typer.echo(

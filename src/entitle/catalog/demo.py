@@ -27,9 +27,8 @@ from entitle.catalog.products import service as products
 from entitle.catalog.products.schemas import ProductCreate, ProductUpdate
 from entitle.config import Settings
 from entitle.db import Database
-from entitle.db.database import make_private_dir
 from entitle.environments.models import KeyKind
-from entitle.environments.service import create_key, ensure_environment
+from entitle.environments.service import ensure_environment, kept_key
 from entitle.errors import AlreadyExists, NotFound
 
 PRODUCT_ID = "demo-saas"
@@ -231,14 +230,8 @@ def load_catalog(db: Database, env_id: int) -> None:
 
 def load_demo(db: Database, settings: Settings, environment: str) -> str:
     """Load the catalog into `environment` and return a server key for it, kept under the data dir
-    so repeated `make run`s print the same key instead of minting a new one each time."""
+    so repeated `make run`s print the same key instead of minting a new one each time (a new one once
+    the kept key is revoked or the database was made anew)."""
     env = ensure_environment(db, environment)
     load_catalog(db, env.pk)
-    key_file = settings.data_dir / f"demo-{environment}-server-key"
-    if key_file.exists():
-        return key_file.read_text().strip()
-    key = create_key(db, environment, KeyKind.SERVER)
-    make_private_dir(settings.data_dir)
-    key_file.write_text(key + "\n")
-    key_file.chmod(0o600)
-    return key
+    return kept_key(db, environment, KeyKind.SERVER, settings.data_dir / f"demo-{environment}-server-key")

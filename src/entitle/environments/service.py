@@ -9,6 +9,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import OperationalError
@@ -16,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from entitle.clock import utcnow
 from entitle.db import Database
+from entitle.db.database import make_private_dir
 from entitle.db.pagination import Page, PageRequest
 from entitle.environments import key_cache, store
 from entitle.environments.models import ApiKey, Environment, KeyKind
@@ -103,6 +105,24 @@ def create_key(db: Database, environment: str, kind: KeyKind) -> str:
                 prefix=raw[: len(head) + PREFIX_RANDOM_CHARS],
             )
         )
+    return raw
+
+
+def kept_key(db: Database, environment: str, kind: KeyKind, path: Path) -> str:
+    """The key kept in `path` while it still opens `environment` with `kind`, else a new one kept there
+    (0600). A kept key goes dead when it is revoked or the database is made anew beside the file: handing
+    it out again (the demo's printed key, the /demo page's client key) would hand out one every request
+    refuses."""
+    if path.exists():
+        raw = path.read_text().strip()
+        with db.read_engine.connect() as connection:
+            found = store.live_key(connection, hash_key(raw))
+        if found is not None and found.environment_name == environment and KeyKind(found.kind) == kind:
+            return raw
+    raw = create_key(db, environment, kind)
+    make_private_dir(path.parent)
+    path.write_text(raw + "\n")
+    path.chmod(0o600)
     return raw
 
 

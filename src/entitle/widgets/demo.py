@@ -29,7 +29,7 @@ from entitle.db import Database
 from entitle.environments import store as environment_store
 from entitle.environments.access import signing_secret
 from entitle.environments.models import KeyKind
-from entitle.environments.service import create_key, ensure_environment
+from entitle.environments.service import ensure_environment, kept_key
 from entitle.errors import AlreadyExists, NotFound
 from entitle.secrets import SecretBox
 from entitle.subscriptions import journey
@@ -56,7 +56,7 @@ def _key_file(data_dir: Path) -> Path:
 def prepare(db: Database, box: SecretBox, data_dir: Path, product_id: str) -> None:
     """`entitle demo`, after the demo catalog is loaded: the demo customer (on the product's start plan,
     as a real sign-up gets it), the client key the page hands out and the signing secret of its tokens.
-    Idempotent: a second run changes nothing."""
+    Idempotent: a second run changes nothing, but for a client key that no longer works (made anew)."""
     env = ensure_environment(db, ENVIRONMENT)
     products.get_product(db, env.pk, product_id)  # NotFound: the catalog is not loaded
     with contextlib.suppress(AlreadyExists):
@@ -65,11 +65,7 @@ def prepare(db: Database, box: SecretBox, data_dir: Path, product_id: str) -> No
             env.pk,
             CustomerProvisionWithSubscription(id=DEMO_CUSTOMER, name="Demo Customer", email="demo@example.com"),
         )
-    key_file = _key_file(data_dir)
-    if not key_file.exists():
-        key = create_key(db, ENVIRONMENT, KeyKind.CLIENT)
-        key_file.write_text(key + "\n")
-        key_file.chmod(0o600)
+    kept_key(db, ENVIRONMENT, KeyKind.CLIENT, _key_file(data_dir))
     signing_secret(db, box, ENVIRONMENT)  # made on first use: here, not on the page's GET
 
 
