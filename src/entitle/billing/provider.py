@@ -329,6 +329,20 @@ class ProviderInvoice:
 
 
 @dataclass(frozen=True)
+class CreditInvoiceSpec:
+    """The invoice of one paid credit grant: one line, the grant's cost, sent to the customer to pay."""
+
+    customer_billing_id: str
+    grant_ref: str  # metadata `entitleCreditGrantId`: how the invoice's webhooks find the grant
+    environment_ref: str
+    description: str
+    amount_minor: int  # the cost in the currency's minor units (exact; never rounded)
+    currency: str  # lowercase ISO 4217
+    days_until_due: int
+    paid_out_of_band: bool  # recorded paid at once, without charging anything
+
+
+@dataclass(frozen=True)
 class ProviderEvent:
     id: str
     type: str
@@ -416,6 +430,11 @@ class BillingProvider(Protocol):
     def subscription_status(self, billing_id: str) -> str | None:
         """The provider subscription's status in the provider's words (Stripe: active, trialing,
         incomplete, ...); None when the provider has no such notion."""
+        ...
+
+    def create_credit_invoice(self, spec: CreditInvoiceSpec, *, idempotency_key: str) -> ProviderInvoice:
+        """Make, finalize (and, paid out of band, record paid) a credit grant's invoice; every call carries a
+        key derived from `idempotency_key`, so a retry makes no second invoice."""
         ...
 
     def mark_latest_invoice_paid(self, subscription_billing_id: str, *, idempotency_key: str) -> str:

@@ -18,6 +18,7 @@ from stripe.params import (
 
 from entitle.billing import rules
 from entitle.billing.provider import (
+    CreditInvoiceSpec,
     InvoiceLine,
     PriceSpec,
     ProviderInvoice,
@@ -46,6 +47,9 @@ HANDLED_EVENTS: frozenset[str] = frozenset(
         "invoice.payment_failed",
         "invoice.overdue",
         "invoice.created",
+        # A credit grant's invoice cancelled: the grant waiting for it is voided (docs/credits.md).
+        "invoice.voided",
+        "invoice.marked_uncollectible",
         "customer.subscription.updated",
         "customer.subscription.deleted",
         "checkout.session.completed",
@@ -381,3 +385,51 @@ def mark_latest_invoice_paid(client: stripe.StripeClient, subscription_billing_i
         invoice_id, params={"paid_out_of_band": True}, options={"idempotency_key": f"{idempotency_key}:paid"}
     )
     return invoice_id
+
+
+def create_credit_invoice(
+    client: stripe.StripeClient, spec: CreditInvoiceSpec, idempotency_key: str
+) -> ProviderInvoice:
+    """A credit grant's invoice: a draft of its own (`pending_invoice_items_behavior=exclude`, so no other
+    pending item of the customer joins it), one line with the cost in minor units, finalized and sent
+    (`send_invoice`, due after the days given) or, paid out of band, recorded paid without a charge. Each call
+    has its own key derived from the grant's: a retried job replays what was done and makes no second one."""
+    metadata = {"entitleEnvironment": spec.environment_ref, "entitleCreditGrantId": spec.grant_ref}
+    draft = client.v1.invoices.create(
+        params={
+            "customer": spec.customer_billing_id,
+            "collection_method": "send_invoice",
+            "days_until_due": spec.days_until_due,
+            "pending_invoice_items_behavior": "exclude",
+            "description": spec.description,
+            "metadata": metadata,
+        },
+        options={"idempotency_key": f"{idempotency_key}:invoice"},
+    )
+    invoice_id = str(draft.id)
+    client.v1.invoice_items.create(
+        params={
+            "customer": spec.customer_billing_id,
+            "invoice": invoice_id,
+            "amount": spec.amount_minor,
+            "currency": spec.currency,
+            "description": spec.description,
+            "metadata": metadata,
+        },
+        options={"idempotency_key": f"{idempotency_key}:item"},
+    )
+    invoice = client.v1.invoices.retrieve(invoice_id)
+    if invoice.status == "draft":
+        invoice = client.v1.invoices.finalize_invoice(
+            invoice_id, options={"idempotency_key": f"{idempotency_key}:finalize"}
+        )
+    if spec.paid_out_of_band and invoice.status == "open":
+        invoice = client.v1.invoices.pay(
+            invoice_id, params={"paid_out_of_band": True}, options={"idempotency_key": f"{idempotency_key}:paid"}
+        )
+    return _invoice(invoice)
+
+
+def provider_invoice(obj: dict[str, Any]) -> ProviderInvoice:
+    """A Stripe Invoice as an event carries it (`data.object`), in Entitle's view."""
+    return _invoice(obj)

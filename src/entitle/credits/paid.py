@@ -1,0 +1,233 @@
+"""Paid grants collected through the billing provider (`paymentCollectionMethod` INVOICE).
+
+A grant invoiced is written PAYMENT_PENDING: no ledger entry, in no balance, never drawn (every read and
+movement of a wallet looks at SCHEDULED and ACTIVE grants only). Its invoice is made by the billing
+adapter (`ports.paid_grants`: a durable job enqueued in the grant's transaction, and at once while the
+request waits when it can). What the provider then reports comes back here, one transaction each, under
+the wallet's lock, idempotent (a webhook delivered twice, a job re-run, changes nothing twice):
+
+- `invoice_made`: the invoice's id and state are recorded on the grant (and, paid out of band, it is paid);
+- `invoice_paid`: the grant starts as any grant starts (SCHEDULED, or ACTIVE with its CREDITS_GRANTED
+  entry stamped at the payment, paying an overdraft first, announced by `notices` as any movement);
+- `invoice_voided`: a grant still waiting for it is VOIDED (it never held credits: no ledger entry);
+- `payment_failed`: `paymentCollection` FAILED; the grant keeps waiting (an invoice can be paid later).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from entitle.clock import utcnow
+from entitle.credits import engine, store
+from entitle.credits.models import CreditGrant, Wallet
+from entitle.credits.ports import InvoiceTerms
+from entitle.credits.rules import EXPIRED, PAID, PAYMENT_PENDING, SCHEDULED, VOIDED
+from entitle.credits.schemas import GrantCreate
+from entitle.db import Database
+from entitle.errors import InvalidArgument
+from entitle.money import minor_unit_exponent
+from entitle.subscriptions.rules import days_until_due
+
+INVOICE, NONE = "INVOICE", "NONE"
+NOT_REQUIRED, PROCESSING, FAILED = "NOT_REQUIRED", "PROCESSING", "FAILED"
+
+
+def invoice_terms(req: GrantCreate) -> InvoiceTerms | None:
+    """The invoicing terms of a grant (None: nothing is collected), or a 400 for terms that cannot hold."""
+    method = req.payment_collection_method or NONE
+    info = req.billing_information
+    if method != INVOICE:
+        if info is not None:
+            raise InvalidArgument(
+                "billingInformation is for collecting a grant's payment: give it with paymentCollectionMethod INVOICE"
+            )
+        return None
+    if req.grant_type != PAID:
+        raise InvalidArgument(
+            "paymentCollectionMethod INVOICE collects a PAID grant's cost: a PROMOTIONAL grant costs nothing"
+        )
+    if req.cost is None or req.cost.amount <= 0:
+        raise InvalidArgument(
+            "paymentCollectionMethod INVOICE needs a cost greater than 0 to invoice (a grant that costs nothing "
+            "is given with paymentCollectionMethod NONE)"
+        )
+    exponent = minor_unit_exponent(req.cost.currency)
+    if req.cost.amount != req.cost.amount.quantize(Decimal(1).scaleb(-exponent)):
+        raise InvalidArgument(
+            f"cost.amount has more decimal places than {req.cost.currency.upper()} has ({exponent}): it cannot be "
+            "invoiced exactly, and Entitle never rounds money"
+        )
+    wire = info.model_dump(by_alias=True, exclude_none=True) if info is not None else {}
+    address = wire.get("billingAddress") or None
+    return InvoiceTerms(
+        days_until_due=days_until_due(wire),
+        paid_out_of_band=bool(info is not None and info.is_invoice_paid),
+        billing_address=address,
+    )
+
+
+def minor_units(amount: Decimal, currency: str) -> int:
+    """A cost in major units as the provider's integer minor units (checked exact by `invoice_terms`)."""
+    minor = amount.scaleb(minor_unit_exponent(currency))
+    assert minor == minor.to_integral_value()
+    return int(minor)
+
+
+def terms_of(grant: CreditGrant) -> InvoiceTerms:
+    kept = grant.collection_terms or {}
+    days = kept.get("invoiceDaysUntilDue")
+    return InvoiceTerms(
+        days_until_due=None if days is None else int(days),
+        paid_out_of_band=bool(kept.get("isInvoicePaid")),
+        billing_address=None,
+    )
+
+
+def kept_terms(terms: InvoiceTerms) -> dict[str, Any]:
+    """What the invoicing job reads again (the address is forwarded to the provider, never kept)."""
+    return {"invoiceDaysUntilDue": terms.days_until_due, "isInvoicePaid": terms.paid_out_of_band}
+
+
+# -- what the provider reports ---------------------------------------------------------------------------
+
+
+def _locked(s: Session, env_id: int, grant_ref: str) -> tuple[CreditGrant, Wallet] | None:
+    grant = store.find_grant(s, env_id, grant_ref)
+    if grant is None:
+        return None
+    wallet = s.get(Wallet, grant.wallet_pk)
+    assert wallet is not None
+    wallet = store.locked_wallet(s, env_id, wallet.customer_pk, wallet.currency_pk, wallet.resource_ref)
+    s.refresh(grant)  # read again under the wallet's lock: another delivery may have moved it
+    return grant, wallet
+
+
+def _record(grant: CreditGrant, invoice: dict[str, Any], now: datetime) -> None:
+    grant.invoice_ref = str(invoice["billingId"])
+    grant.latest_invoice = invoice
+    grant.updated_at = now
+
+
+def _start(s: Session, wallet: Wallet, grant: CreditGrant, now: datetime) -> None:
+    """The payment arrived: the grant starts as any grant does, stamped at the payment (the ledger is in the
+    order of the movements), unless it already ended meanwhile (an expiry passed: it never held credits)."""
+    grants = engine.catch_up(s, wallet, now)
+    grant.payment_collection = NOT_REQUIRED
+    if grant.expire_at is not None and grant.expire_at <= now:
+        grant.status = EXPIRED
+        return
+    grant.status = SCHEDULED
+    grants.append(grant)
+    if grant.effective_at <= now:
+        engine.activate(s, wallet, grant, grants, now)
+    else:
+        engine.schedule(s, wallet, grant.effective_at)
+    if grant.expire_at is not None:
+        engine.schedule(s, wallet, grant.expire_at)
+
+
+def invoice_made(db: Database, env_id: int, grant_ref: str, invoice: dict[str, Any]) -> bool:
+    """Record the grant's new invoice (and start the grant when the invoice is already paid). False: no such
+    grant (deleted with its customer)."""
+    with db.transaction() as s:
+        found = _locked(s, env_id, grant_ref)
+        if found is None:
+            return False
+        grant, wallet = found
+        now = utcnow()
+        _record(grant, invoice, now)
+        if grant.status == PAYMENT_PENDING and invoice.get("status") == "PAID":
+            _start(s, wallet, grant, now)
+        elif grant.status == PAYMENT_PENDING and invoice.get("status") == "CANCELED":
+            _void(s, wallet, grant, now)
+        return True
+
+
+def invoice_paid(db: Database, env_id: int, grant_ref: str, invoice: dict[str, Any]) -> str | None:
+    """The grant's invoice was paid: a grant waiting for it starts. Returns the grant's status after (None: no
+    such grant); a grant that no longer waits (started already, voided) only records the invoice's state."""
+    with db.transaction() as s:
+        found = _locked(s, env_id, grant_ref)
+        if found is None:
+            return None
+        grant, wallet = found
+        now = utcnow()
+        _record(grant, invoice, now)
+        if grant.status == PAYMENT_PENDING:
+            _start(s, wallet, grant, now)
+        return grant.status
+
+
+def _void(s: Session, wallet: Wallet, grant: CreditGrant, now: datetime) -> None:
+    engine.end(s, wallet, grant, VOIDED, now)  # it never started: no ledger entry
+    grant.payment_collection = NOT_REQUIRED
+
+
+def invoice_voided(db: Database, env_id: int, grant_ref: str, invoice: dict[str, Any]) -> str | None:
+    """The grant's invoice was voided or marked uncollectible: a grant still waiting for it is VOIDED."""
+    with db.transaction() as s:
+        found = _locked(s, env_id, grant_ref)
+        if found is None:
+            return None
+        grant, wallet = found
+        now = utcnow()
+        _record(grant, invoice, now)
+        if grant.status == PAYMENT_PENDING:
+            _void(s, wallet, grant, now)
+        return grant.status
+
+
+def payment_failed(db: Database, env_id: int, grant_ref: str, invoice: dict[str, Any]) -> str | None:
+    """A payment of the grant's invoice failed: still waiting (the invoice stays open), collection FAILED."""
+    with db.transaction() as s:
+        found = _locked(s, env_id, grant_ref)
+        if found is None:
+            return None
+        grant, _wallet = found
+        now = utcnow()
+        _record(grant, invoice, now)
+        if grant.status == PAYMENT_PENDING:
+            grant.payment_collection = FAILED
+        return grant.status
+
+
+def pending_invoice(db: Database, env_id: int, grant_pk: int) -> tuple[str, dict[str, Any]] | None:
+    """For the invoicing job: the grant's id and what its invoice is made of, while it still needs one (None:
+    made already, or the grant no longer waits)."""
+    with db.read() as s:
+        grant = s.get(CreditGrant, grant_pk)
+        if grant is None or grant.environment_id != env_id or grant.status != PAYMENT_PENDING:
+            return None
+        if grant.invoice_ref is not None:
+            return None
+        terms = terms_of(grant)
+        return grant.ref_id, {
+            "displayName": grant.display_name,
+            "amount": grant.amount,
+            "costAmount": grant.cost_amount,
+            "costCurrency": grant.cost_currency,
+            "costMinor": minor_units(grant.cost_amount, grant.cost_currency),
+            "daysUntilDue": terms.days_until_due,
+            "paidOutOfBand": terms.paid_out_of_band,
+            "walletPk": grant.wallet_pk,
+        }
+
+
+__all__ = [
+    "FAILED",
+    "INVOICE",
+    "NOT_REQUIRED",
+    "PROCESSING",
+    "invoice_made",
+    "invoice_paid",
+    "invoice_terms",
+    "invoice_voided",
+    "kept_terms",
+    "minor_units",
+    "payment_failed",
+    "pending_invoice",
+]
