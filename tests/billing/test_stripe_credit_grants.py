@@ -21,6 +21,7 @@ import pytest
 from entitle.billing.models import CUSTOMER, BillingLink
 from entitle.credits.models import CreditGrant, LedgerEntry
 from entitle.jobs.service import Worker
+from entitle.push.models import PushEvent
 from tests.billing.conftest import connect_stripe
 from tests.billing.test_stripe_checkout import new_customer
 from tests.billing.test_stripe_webhooks import signed_post, stripe_event, webhook_secret
@@ -145,6 +146,10 @@ def test_an_invoiced_grant_holds_no_credits_until_its_invoice_is_paid_once(
         "PAID",
     )
     assert _balance(api, "cust-corp", currency) == (1000, 30)
+    with server.db.read() as s:  # the stream heard the balance move when the grant started (and not before)
+        pushed = [e.data for e in s.query(PushEvent).filter(PushEvent.kind == "credits.updated").order_by(PushEvent.id)]
+    assert pushed[-1]["currencyId"] == currency and pushed[-1]["usageLimit"] == 1000, pushed[-1]
+    assert all(p.get("usageLimit") == 0 for p in pushed[:-1])
     kinds = [kind for kind, _ in _ledger(server, first["id"])]
     assert kinds.count("CREDITS_GRANTED") == 1 and "CREDITS_CONSUMPTION_TRANSFER_TARGET" in kinds
 
@@ -194,6 +199,29 @@ def test_an_invoice_paid_out_of_band_activates_at_once_and_a_voided_one_voids_th
     Worker(server.db).drain()
     assert _grant(api, "cust-corp", pending["id"])["status"] == "VOIDED"
     assert _balance(api, "cust-corp", currency) == (1000, 0)
+
+    # A failed payment leaves the grant waiting (the invoice can still be paid), collection FAILED.
+    waiting = _invoiced(api, "cust-corp", currency).json()["data"]
+    open_invoice = stripe_emulator.client().v1.invoices.retrieve(waiting["invoiceId"]).to_dict()
+    failure = {
+        **open_invoice,
+        "last_finalization_error": {"message": "Your card was declined.", "code": "card_declined"},
+    }
+    assert (
+        signed_post(api, integration, stripe_event("invoice.payment_failed", failure), webhook_secret).status_code
+        == 200
+    )
+    Worker(server.db).drain()
+    waiting = _grant(api, "cust-corp", waiting["id"])
+    assert (waiting["status"], waiting["paymentCollection"]) == ("PAYMENT_PENDING", "FAILED")
+    assert waiting["latestInvoice"]["errorMessage"] == "Your card was declined."
+    # Voided in Entitle while it waits: its invoice is voided at Stripe, so nobody pays for it.
+    resp = api.post(f"/api/v1/credits/grants/{waiting['id']}/void")
+    assert resp.status_code == 200 and resp.json()["data"]["status"] == "VOIDED", resp.text
+    Worker(server.db).drain()
+    assert stripe_emulator.client().v1.invoices.retrieve(waiting["invoiceId"]).status == "void"
+    assert _grant(api, "cust-corp", waiting["id"])["latestInvoice"]["status"] == "CANCELED"
+    assert _ledger(server, waiting["id"]) == [] and _balance(api, "cust-corp", currency) == (1000, 0)
 
 
 def test_invoiced_grants_refuse_what_cannot_be_invoiced_exactly(

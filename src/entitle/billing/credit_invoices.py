@@ -48,6 +48,7 @@ from entitle.money import minor_unit_exponent
 log = logging.getLogger("entitle.billing")
 
 INVOICE_CREDIT_GRANT_JOB = "billing.invoice_credit_grant"
+VOID_CREDIT_INVOICE_JOB = "billing.void_credit_invoice"
 GRANT_METADATA = "entitleCreditGrantId"
 
 
@@ -86,6 +87,19 @@ class PaidGrants:
             dedupe_key=f"credit-invoice:{grant.pk}",
         )
         return at_provider and not terms.billing_address
+
+    def cancel_invoice(self, s: Session, customer: Customer, grant: CreditGrant) -> None:
+        integration = store.integration_for_customer(s, customer)
+        if integration is None:
+            return  # removed meanwhile: its invoices are the provider account's
+        enqueue(
+            s,
+            customer.environment_id,
+            VOID_CREDIT_INVOICE_JOB,
+            {"integrationPk": integration.pk, "grantPk": grant.pk},
+            ordering_key=_ordering_key(integration, customer.pk),  # after the invoicing, if it is still to run
+            dedupe_key=f"credit-invoice-void:{grant.pk}",
+        )
 
     def invoice_now(self, db: Database, env_id: int, grant_pk: int) -> bool:
         try:
@@ -139,6 +153,21 @@ def _invoice(db: Database, env_id: int, grant_pk: int, *, timeout: float | None 
 @register(INVOICE_CREDIT_GRANT_JOB)
 def invoice_credit_grant(db: Database, ctx: JobContext) -> None:
     _invoice(db, ctx.environment_id, int(ctx.payload["grantPk"]))
+
+
+@register(VOID_CREDIT_INVOICE_JOB)
+def void_credit_invoice(db: Database, ctx: JobContext) -> None:
+    """A grant voided while it waited for its payment: its invoice is voided at the provider too, so nobody
+    pays for credits that will never be granted (an invoice paid meanwhile is left as it is: refund it)."""
+    with db.read() as s:
+        grant = s.get(CreditGrant, int(ctx.payload["grantPk"]))
+        integration = s.get(Integration, int(ctx.payload["integrationPk"]))
+        if grant is None or integration is None or grant.invoice_ref is None or integration.removed_at is not None:
+            return  # no invoice was made (the invoicing job found the grant voided), or nothing to reach
+        invoice_ref, grant_ref = grant.invoice_ref, grant.ref_id
+    provider = provider_for(integration, secret_box(load_settings().data_dir))
+    voided = provider.void_invoice(invoice_ref, idempotency_key=_key(ctx.environment_id, grant.pk, grant_ref))
+    paid.invoice_made(db, ctx.environment_id, grant_ref, latest_invoice(voided))
 
 
 def latest_invoice(invoice: ProviderInvoice, *, error: str | None = None) -> dict[str, Any]:
@@ -212,4 +241,12 @@ def install() -> None:
     paid_grants.install(PaidGrants())
 
 
-__all__ = ["INVOICE_CREDIT_GRANT_JOB", "PaidGrants", "grant_of", "handle_event", "install", "latest_invoice"]
+__all__ = [
+    "INVOICE_CREDIT_GRANT_JOB",
+    "VOID_CREDIT_INVOICE_JOB",
+    "PaidGrants",
+    "grant_of",
+    "handle_event",
+    "install",
+    "latest_invoice",
+]

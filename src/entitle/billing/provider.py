@@ -437,6 +437,10 @@ class BillingProvider(Protocol):
         key derived from `idempotency_key`, so a retry makes no second invoice."""
         ...
 
+    def void_invoice(self, invoice_id: str, *, idempotency_key: str) -> ProviderInvoice:
+        """Void an open invoice (one already paid or voided is returned as it is)."""
+        ...
+
     def mark_latest_invoice_paid(self, subscription_billing_id: str, *, idempotency_key: str) -> str:
         """Record the provider subscription's latest invoice as paid outside the provider (a bank transfer):
         no charge is made. Its id; FailedPrecondition when that invoice is not open."""

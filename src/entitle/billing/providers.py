@@ -104,6 +104,9 @@ class NoneProvider:
     def create_credit_invoice(self, spec: CreditInvoiceSpec, *, idempotency_key: str) -> ProviderInvoice:
         raise FailedPrecondition("no billing provider is connected: a credit grant cannot be invoiced")
 
+    def void_invoice(self, invoice_id: str, *, idempotency_key: str) -> ProviderInvoice:
+        raise FailedPrecondition("no billing provider is connected: there is no invoice to void")
+
     def set_default_payment_method(
         self, customer_billing_id: str, payment_method_id: str, *, idempotency_key: str
     ) -> None:

@@ -82,6 +82,7 @@ from entitle.billing.stripe_support import (
     mark_latest_invoice_paid,
     price_fingerprint,
     priced_items,
+    void_invoice,
 )
 from entitle.errors import FailedPrecondition, InvalidArgument
 
@@ -527,6 +528,9 @@ class StripeProvider:
 
     def create_credit_invoice(self, spec: CreditInvoiceSpec, *, idempotency_key: str) -> ProviderInvoice:
         return create_credit_invoice(self.client, spec, idempotency_key)
+
+    def void_invoice(self, invoice_id: str, *, idempotency_key: str) -> ProviderInvoice:
+        return void_invoice(self.client, invoice_id, idempotency_key)
 
     def mark_latest_invoice_paid(self, subscription_billing_id: str, *, idempotency_key: str) -> str:
         try:

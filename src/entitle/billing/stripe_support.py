@@ -430,6 +430,13 @@ def create_credit_invoice(
     return _invoice(invoice)
 
 
+def void_invoice(client: stripe.StripeClient, invoice_id: str, idempotency_key: str) -> ProviderInvoice:
+    invoice = client.v1.invoices.retrieve(invoice_id)
+    if invoice.status in ("draft", "open"):
+        invoice = client.v1.invoices.void_invoice(invoice_id, options={"idempotency_key": f"{idempotency_key}:void"})
+    return _invoice(invoice)
+
+
 def provider_invoice(obj: dict[str, Any]) -> ProviderInvoice:
     """A Stripe Invoice as an event carries it (`data.object`), in Entitle's view."""
     return _invoice(obj)

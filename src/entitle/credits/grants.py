@@ -192,8 +192,12 @@ def void_grant(db: Database, env_id: int, ref_id: str) -> GrantOut:
             raise FailedPrecondition("an overdraft grant is settled by the next grant; it cannot be voided")
         if grant.status == EXPIRED:
             raise FailedPrecondition(f"credit grant '{ref_id}' has expired; there is nothing left to void")
-        engine.end(s, wallet, grant, VOIDED, now)
+        waiting = grant.status == PAYMENT_PENDING
+        engine.end(s, wallet, grant, VOIDED, now)  # a grant waiting for its payment held nothing: no entry
         grant.updated_at = now
+        if waiting:
+            grant.payment_collection = paid.NOT_REQUIRED
+            ports.paid_grants.impl.cancel_invoice(s, customer, grant)
         return grant_out(grant, customer, currency, wallet, now)
 
 

@@ -7,7 +7,8 @@
   that transaction commits, while the request waits (`awaitPaymentConfirmation`): it makes the invoice at
   once when it can (the same work as the job, with the same provider idempotency keys, so the job then
   finds it made); it never raises for the provider's failures — the job retries them — and says whether
-  the invoice was made.
+  the invoice was made. `cancel_invoice` runs in the transaction that voids a grant still waiting for its
+  payment: the invoice nobody should pay any more is voided at the provider (by a job, after the invoicing).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class PaidGrantBilling(Protocol):
 
     def invoice_now(self, db: Database, env_id: int, grant_pk: int) -> bool: ...
 
+    def cancel_invoice(self, s: Session, customer: Customer, grant: CreditGrant) -> None: ...
+
 
 class _NoBilling:
     def request_invoice(self, s: Session, customer: Customer, grant: CreditGrant, terms: InvoiceTerms) -> bool:
@@ -51,6 +54,9 @@ class _NoBilling:
 
     def invoice_now(self, db: Database, env_id: int, grant_pk: int) -> bool:
         return False
+
+    def cancel_invoice(self, s: Session, customer: Customer, grant: CreditGrant) -> None:
+        return None
 
 
 paid_grants: Port[PaidGrantBilling] = Port("credits.paid_grants", default=_NoBilling())
