@@ -284,3 +284,102 @@ def test_a_retried_invoicing_job_makes_one_invoice(
     test_clock.advance(timedelta(hours=1))
     worker.drain()  # nothing left to do
     assert len(stripe_emulator.client().v1.invoices.list(params={"customer": customer}).data) == 2
+
+
+# Test cards (localstripe's, as Stripe's): charged at once; declined when charged; 3-D Secure first.
+PAID_AT_ONCE, DECLINED, NEEDS_3DS = "4242424242424242", "4000000000000341", "4000002500003155"
+
+
+def _card_customer(server: LiveServer, api: httpx.Client, emulator: StripeEmulator, ref: str, number: str) -> None:
+    card: Any = {"type": "card", "card": {"number": number, "exp_month": 12, "exp_year": 2040, "cvc": "123"}}
+    method = emulator.client().v1.payment_methods.create(params=card)
+    body = {
+        "id": ref,
+        "name": ref,
+        "email": f"{ref}@example.com",
+        "defaultPaymentMethod": {"billingId": method.id},
+        # Billing information makes the customer at Stripe now (else its first paid grant would).
+        "passthrough": {"stripe": {"billingAddress": {"country": "US"}}},
+    }
+    resp = api.post("/api/v1/customers", json=body)
+    assert resp.status_code == 200, resp.text
+    Worker(server.db).drain()  # the customer and its card are at Stripe
+    assert _customer_at_stripe(server, ref) is not None
+
+
+def _charged(api: httpx.Client, customer: str, currency: str, **extra: Any) -> dict[str, Any]:
+    resp = _invoiced(api, customer, currency, paymentCollectionMethod="CHARGE", **extra)
+    assert resp.status_code == 200, resp.text
+    return dict(resp.json()["data"])
+
+
+@pytest.mark.emulator_only
+def test_a_charged_grant_is_active_when_the_card_pays_and_says_why_when_it_does_not(
+    server: LiveServer, api: httpx.Client, stripe_emulator: StripeEmulator, webhook_secret: str
+) -> None:
+    integration = connect_stripe(api, stripe_emulator, webhookSecret=webhook_secret)["id"]
+    currency = _currency(api)
+    _card_customer(server, api, stripe_emulator, "cust-pays", PAID_AT_ONCE)
+    _card_customer(server, api, stripe_emulator, "cust-declined", DECLINED)
+    _card_customer(server, api, stripe_emulator, "cust-3ds", NEEDS_3DS)
+
+    # The card pays while the request waits: ACTIVE in the answer, the credits usable at once.
+    paid = _charged(api, "cust-pays", currency)
+    assert (paid["status"], paid["paymentCollection"], paid["latestInvoice"]["status"]) == (
+        "ACTIVE",
+        "NOT_REQUIRED",
+        "PAID",
+    )
+    invoice = stripe_emulator.client().v1.invoices.retrieve(paid["invoiceId"])
+    assert (invoice.status, invoice.collection_method, invoice.amount_paid) == ("paid", "charge_automatically", 1250)
+    assert _balance(api, "cust-pays", currency) == (1000, 0)
+    assert _ledger(server, paid["id"]) == [("CREDITS_GRANTED", Decimal(1000))]
+
+    # Declined: the grant exists and waits (200: a retried request would grant twice), FAILED with the reason.
+    declined = _charged(api, "cust-declined", currency)
+    assert (declined["status"], declined["paymentCollection"]) == ("PAYMENT_PENDING", "FAILED")
+    assert declined["latestInvoice"]["status"] == "OPEN" and declined["latestInvoice"]["errorMessage"]
+    assert declined["latestInvoice"]["paymentUrl"]  # where the customer can pay with another card
+    assert _balance(api, "cust-declined", currency) == (0, 0) and _ledger(server, declined["id"]) == []
+
+    # 3-D Secure: the customer must act; the answer says so and where. Once paid, invoice.paid starts it.
+    waits = _charged(api, "cust-3ds", currency)
+    assert (waits["status"], waits["paymentCollection"]) == ("PAYMENT_PENDING", "ACTION_REQUIRED")
+    assert waits["latestInvoice"]["requiresAction"] is True
+    settled = stripe_emulator.client().v1.invoices.pay(waits["invoiceId"], params={"paid_out_of_band": True})
+    assert (
+        signed_post(api, integration, stripe_event("invoice.paid", settled.to_dict()), webhook_secret).status_code
+        == 200
+    )
+    Worker(server.db).drain()
+    waits = _grant(api, "cust-3ds", waits["id"])
+    assert (waits["status"], waits["paymentCollection"]) == ("ACTIVE", "NOT_REQUIRED")
+    assert _balance(api, "cust-3ds", currency) == (1000, 0)
+
+
+@pytest.mark.emulator_only
+def test_a_charge_not_awaited_is_processing_until_the_worker_charges(
+    server: LiveServer, api: httpx.Client, stripe_emulator: StripeEmulator
+) -> None:
+    connect_stripe(api, stripe_emulator)
+    currency = _currency(api)
+    _card_customer(server, api, stripe_emulator, "cust-pays", PAID_AT_ONCE)
+    grant = _charged(api, "cust-pays", currency, awaitPaymentConfirmation=False)
+    assert (grant["status"], grant["paymentCollection"], grant["invoiceId"]) == ("PAYMENT_PENDING", "PROCESSING", None)
+    assert _balance(api, "cust-pays", currency) == (0, 0)
+    Worker(server.db).drain()
+    grant = _grant(api, "cust-pays", grant["id"])
+    assert (grant["status"], grant["paymentCollection"]) == ("ACTIVE", "NOT_REQUIRED")
+    Worker(server.db).drain()  # nothing charged twice
+    customer = _customer_at_stripe(server, "cust-pays")
+    charges = stripe_emulator.client().v1.charges.list(params={"customer": customer}).data
+    assert [c.amount for c in charges] == [1250]
+
+    # CHARGE needs a payment method, and takes no invoice terms.
+    new_customer(api, "cust-nocard")
+    resp = _invoiced(api, "cust-nocard", currency, paymentCollectionMethod="CHARGE")
+    assert resp.status_code == 400 and resp.json()["error"]["code"] == "PAYMENT_METHOD_REQUIRED", resp.text
+    resp = _invoiced(
+        api, "cust-pays", currency, paymentCollectionMethod="CHARGE", billingInformation={"invoiceDaysUntilDue": 3}
+    )
+    assert resp.status_code == 400 and "INVOICE" in resp.json()["error"]["message"], resp.text

@@ -42,6 +42,7 @@ from entitle.customers.models import Customer
 from entitle.customers.ports import BillingInformationRefused
 from entitle.db import Database
 from entitle.environments.models import Environment
+from entitle.errors import InvalidArgument
 from entitle.jobs.service import JobContext, enqueue, register
 from entitle.money import minor_unit_exponent
 
@@ -50,6 +51,10 @@ log = logging.getLogger("entitle.billing")
 INVOICE_CREDIT_GRANT_JOB = "billing.invoice_credit_grant"
 VOID_CREDIT_INVOICE_JOB = "billing.void_credit_invoice"
 GRANT_METADATA = "entitleCreditGrantId"
+
+
+class PaymentMethodRequired(InvalidArgument):
+    code = "PAYMENT_METHOD_REQUIRED"
 
 
 class CustomerNotAtProvider(RuntimeError):
@@ -72,7 +77,15 @@ class PaidGrants:
                 f"paymentCollectionMethod INVOICE: integration '{integration.ref_id}' does not sync customers "
                 "(syncCustomers is false), so it has no customer to invoice"
             )
-        rules.check_invoice_recipient("INVOICE", "PAID", customer.email)
+        if terms.charge:
+            if not customer.default_payment_method:
+                raise PaymentMethodRequired(
+                    f"paymentCollectionMethod CHARGE charges customer '{customer.ref_id}'s default payment method, "
+                    "and it has none: give one (defaultPaymentMethod on the customer), or invoice the grant "
+                    "(paymentCollectionMethod INVOICE)"
+                )
+        else:
+            rules.check_invoice_recipient("INVOICE", "PAID", customer.email)
         link = store.link(s, integration.pk, CUSTOMER, customer.pk)
         at_provider = link is not None and bool(link.billing_id)
         if terms.billing_address or not at_provider:
@@ -143,6 +156,7 @@ def _invoice(db: Database, env_id: int, grant_pk: int, *, timeout: float | None 
         currency=str(what["costCurrency"]),
         days_until_due=DEFAULT_DAYS_UNTIL_DUE if days is None else int(days),
         paid_out_of_band=bool(what["paidOutOfBand"]),
+        charge=bool(what["charge"]),
     )
     provider = provider_for(integration, secret_box(load_settings().data_dir), timeout=timeout)
     made = provider.create_credit_invoice(spec, idempotency_key=_key(env_id, grant_pk, grant_ref))
@@ -188,11 +202,11 @@ def latest_invoice(invoice: ProviderInvoice, *, error: str | None = None) -> dic
         "dueDate": instant(invoice.due_at),
         "paymentUrl": invoice.hosted_url,
         "pdfUrl": invoice.pdf_url,
-        "requiresAction": False,
+        "requiresAction": invoice.requires_action,
         "subTotal": str(invoice.subtotal_minor.scaleb(-exponent)),
         "tax": str(invoice.tax_minor.scaleb(-exponent)),
         "total": str(invoice.total_minor.scaleb(-exponent)),
-        "errorMessage": error,
+        "errorMessage": error or invoice.payment_error,
     }
 
 

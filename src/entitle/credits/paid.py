@@ -1,4 +1,5 @@
-"""Paid grants collected through the billing provider (`paymentCollectionMethod` INVOICE).
+"""Paid grants collected through the billing provider (`paymentCollectionMethod` INVOICE, or CHARGE: the
+same invoice, charged at once to the customer's default payment method).
 
 A grant invoiced is written PAYMENT_PENDING: no ledger entry, in no balance, never drawn (every read and
 movement of a wallet looks at SCHEDULED and ACTIVE grants only). Its invoice is made by the billing
@@ -6,7 +7,8 @@ adapter (`ports.paid_grants`: a durable job enqueued in the grant's transaction,
 request waits when it can). What the provider then reports comes back here, one transaction each, under
 the wallet's lock, idempotent (a webhook delivered twice, a job re-run, changes nothing twice):
 
-- `invoice_made`: the invoice's id and state are recorded on the grant (and, paid out of band, it is paid);
+- `invoice_made`: the invoice's id and state are recorded on the grant (paid: it starts; a charge declined
+  or waiting for 3-D Secure: `paymentCollection` FAILED or ACTION_REQUIRED);
 - `invoice_paid`: the grant starts as any grant starts (SCHEDULED, or ACTIVE with its CREDITS_GRANTED
   entry stamped at the payment, paying an overdraft first, announced by `notices` as any movement);
 - `invoice_voided`: a grant still waiting for it is VOIDED (it never held credits: no ledger entry);
@@ -32,28 +34,34 @@ from entitle.errors import InvalidArgument
 from entitle.money import minor_unit_exponent
 from entitle.subscriptions.rules import days_until_due
 
-INVOICE, NONE = "INVOICE", "NONE"
-NOT_REQUIRED, PROCESSING, FAILED = "NOT_REQUIRED", "PROCESSING", "FAILED"
+INVOICE, CHARGE, NONE = "INVOICE", "CHARGE", "NONE"
+NOT_REQUIRED, PROCESSING, FAILED, ACTION_REQUIRED = "NOT_REQUIRED", "PROCESSING", "FAILED", "ACTION_REQUIRED"
 
 
 def invoice_terms(req: GrantCreate) -> InvoiceTerms | None:
     """The invoicing terms of a grant (None: nothing is collected), or a 400 for terms that cannot hold."""
     method = req.payment_collection_method or NONE
     info = req.billing_information
-    if method != INVOICE:
+    if method == NONE:
         if info is not None:
             raise InvalidArgument(
-                "billingInformation is for collecting a grant's payment: give it with paymentCollectionMethod INVOICE"
+                "billingInformation is for collecting a grant's payment: give it with paymentCollectionMethod "
+                "INVOICE or CHARGE"
             )
         return None
     if req.grant_type != PAID:
         raise InvalidArgument(
-            "paymentCollectionMethod INVOICE collects a PAID grant's cost: a PROMOTIONAL grant costs nothing"
+            f"paymentCollectionMethod {method} collects a PAID grant's cost: a PROMOTIONAL grant costs nothing"
         )
     if req.cost is None or req.cost.amount <= 0:
         raise InvalidArgument(
-            "paymentCollectionMethod INVOICE needs a cost greater than 0 to invoice (a grant that costs nothing "
+            f"paymentCollectionMethod {method} needs a cost greater than 0 to collect (a grant that costs nothing "
             "is given with paymentCollectionMethod NONE)"
+        )
+    if method == CHARGE and info is not None and (info.invoice_days_until_due is not None or info.is_invoice_paid):
+        raise InvalidArgument(
+            "billingInformation.invoiceDaysUntilDue and isInvoicePaid are terms of a sent invoice: give them with "
+            "paymentCollectionMethod INVOICE (CHARGE charges the customer's default payment method at once)"
         )
     exponent = minor_unit_exponent(req.cost.currency)
     if req.cost.amount != req.cost.amount.quantize(Decimal(1).scaleb(-exponent)):
@@ -67,6 +75,7 @@ def invoice_terms(req: GrantCreate) -> InvoiceTerms | None:
         days_until_due=days_until_due(wire),
         paid_out_of_band=bool(info is not None and info.is_invoice_paid),
         billing_address=address,
+        charge=method == CHARGE,
     )
 
 
@@ -84,6 +93,7 @@ def terms_of(grant: CreditGrant) -> InvoiceTerms:
         days_until_due=None if days is None else int(days),
         paid_out_of_band=bool(kept.get("isInvoicePaid")),
         billing_address=None,
+        charge=grant.payment_collection_method == CHARGE,
     )
 
 
@@ -144,7 +154,20 @@ def invoice_made(db: Database, env_id: int, grant_ref: str, invoice: dict[str, A
             _start(s, wallet, grant, now)
         elif grant.status == PAYMENT_PENDING and invoice.get("status") == "CANCELED":
             _void(s, wallet, grant, now)
+        elif grant.status == PAYMENT_PENDING:
+            grant.payment_collection = collection_of(invoice, grant.payment_collection)
         return True
+
+
+def collection_of(invoice: dict[str, Any], current: str) -> str:
+    """A waiting grant's `paymentCollection` after its open invoice's latest attempt: the customer must act
+    (3-D Secure: ACTION_REQUIRED, `latestInvoice.paymentUrl` is where), the charge failed (FAILED, with its
+    error), else as it was."""
+    if invoice.get("requiresAction"):
+        return ACTION_REQUIRED
+    if invoice.get("errorMessage"):
+        return FAILED
+    return current
 
 
 def invoice_paid(db: Database, env_id: int, grant_ref: str, invoice: dict[str, Any]) -> str | None:
@@ -213,11 +236,14 @@ def pending_invoice(db: Database, env_id: int, grant_pk: int) -> tuple[str, dict
             "costMinor": minor_units(grant.cost_amount, grant.cost_currency),
             "daysUntilDue": terms.days_until_due,
             "paidOutOfBand": terms.paid_out_of_band,
+            "charge": terms.charge,
             "walletPk": grant.wallet_pk,
         }
 
 
 __all__ = [
+    "ACTION_REQUIRED",
+    "CHARGE",
     "FAILED",
     "INVOICE",
     "NOT_REQUIRED",

@@ -1,6 +1,7 @@
 """What the credits domain asks the billing adapter above it (installed by `entitle.wiring`).
 
-- `paid_grants`: a PAID grant collected through the billing provider (`paymentCollectionMethod` INVOICE).
+- `paid_grants`: a PAID grant collected through the billing provider (`paymentCollectionMethod` INVOICE, or
+  CHARGE: the invoice is charged to the customer's default payment method at once).
   `request_invoice` runs in the transaction that writes the grant: it refuses a customer no billing
   integration bills (400 BILLING_INTEGRATION_REQUIRED, nothing written) and enqueues the durable job that
   makes the invoice (the outbox: the job exists if and only if the grant does). `invoice_now` is asked after
@@ -32,6 +33,7 @@ class InvoiceTerms:
     days_until_due: int | None  # None: the integration's default for sent invoices
     paid_out_of_band: bool  # `isInvoicePaid`: recorded paid at once (a bank transfer, a cheque); no charge
     billing_address: dict[str, Any] | None  # forwarded to the provider's customer, never kept
+    charge: bool = False  # CHARGE: the customer's default payment method is charged at once (no invoice sent)
 
 
 class PaidGrantBilling(Protocol):
@@ -48,7 +50,7 @@ class PaidGrantBilling(Protocol):
 class _NoBilling:
     def request_invoice(self, s: Session, customer: Customer, grant: CreditGrant, terms: InvoiceTerms) -> bool:
         raise BillingInformationRefused(
-            "paymentCollectionMethod INVOICE sends the grant's invoice through a billing integration, and no "
+            "paymentCollectionMethod INVOICE or CHARGE collects the grant's cost through a billing integration, and no "
             "billing integration is connected to this environment: connect one (POST /api/v1/integrations) first"
         )
 

@@ -20,7 +20,6 @@ from entitle.http.wire import (
     ShortText,
     Unsupported,
     WireModel,
-    unsupported_values,
 )
 from entitle.money import Currency
 from entitle.usage.schemas import UsageValue
@@ -121,11 +120,8 @@ class GrantCreate(WireModel):
     metadata: Metadata | None = None
     resource_id: RefId | None = None
     cost: CostIn | None = None
-    # INVOICE: the grant waits, PAYMENT_PENDING, for its invoice to be paid (docs/credits.md, "Paid grants").
-    # Charging the customer's payment method at once is not built yet: refused, not ignored.
-    payment_collection_method: Annotated[Literal["CHARGE", "INVOICE", "NONE"] | None, unsupported_values("CHARGE")] = (
-        None
-    )
+    # INVOICE / CHARGE: the grant waits, PAYMENT_PENDING, for its payment (docs/credits.md, "Paid grants").
+    payment_collection_method: Literal["CHARGE", "INVOICE", "NONE"] | None = None
     # With INVOICE: whether the request makes the invoice before it answers (true, the default) or leaves it
     # to the worker. With nothing to collect there is nothing to wait for.
     await_payment_confirmation: bool | None = None
