@@ -275,6 +275,9 @@ def test_a_retried_invoicing_job_makes_one_invoice(
     grant = resp.json()["data"]
     assert grant["status"] == "PAYMENT_PENDING" and grant["invoiceId"] is None  # the job will make it
     worker.drain()
+    assert _grant(api, "cust-corp", grant["id"])["invoiceId"] is None  # not due yet: the request might still run
+    test_clock.advance(timedelta(minutes=2))
+    worker.drain()
     grant = _grant(api, "cust-corp", grant["id"])
     assert grant["invoiceId"] is not None and grant["latestInvoice"]["status"] == "OPEN"
     customer = _customer_at_stripe(server, "cust-corp")
@@ -383,3 +386,23 @@ def test_a_charge_not_awaited_is_processing_until_the_worker_charges(
         api, "cust-pays", currency, paymentCollectionMethod="CHARGE", billingInformation={"invoiceDaysUntilDue": 3}
     )
     assert resp.status_code == 400 and "INVOICE" in resp.json()["error"]["message"], resp.text
+
+
+def test_a_grant_unpaid_when_it_was_to_expire_expires_and_its_invoice_is_voided(
+    server: LiveServer, api: httpx.Client, stripe_emulator: StripeEmulator, test_clock: TestClock
+) -> None:
+    connect_stripe(api, stripe_emulator)
+    new_customer(api, "cust-corp")
+    currency = _currency(api)
+    expire = (test_clock.now() + timedelta(days=7)).isoformat()
+    grant = _invoiced(api, "cust-corp", currency, expireAt=expire, awaitPaymentConfirmation=False).json()["data"]
+    Worker(server.db).drain()
+    grant = _grant(api, "cust-corp", grant["id"])
+    assert grant["status"] == "PAYMENT_PENDING" and grant["invoiceId"] is not None
+    test_clock.advance(timedelta(days=8))
+    assert _grant(api, "cust-corp", grant["id"])["status"] == "EXPIRED"  # said before the job ran, too
+    Worker(server.db).drain()
+    grant = _grant(api, "cust-corp", grant["id"])
+    assert (grant["status"], grant["latestInvoice"]["status"]) == ("EXPIRED", "CANCELED")
+    assert stripe_emulator.client().v1.invoices.retrieve(grant["invoiceId"]).status == "void"
+    assert _ledger(server, grant["id"]) == [] and _balance(api, "cust-corp", currency) == (0, 0)

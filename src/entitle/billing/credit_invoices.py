@@ -21,7 +21,7 @@ under its wallet's lock (`credits.paid`), so a webhook delivered twice grants no
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -51,6 +51,7 @@ log = logging.getLogger("entitle.billing")
 INVOICE_CREDIT_GRANT_JOB = "billing.invoice_credit_grant"
 VOID_CREDIT_INVOICE_JOB = "billing.void_credit_invoice"
 GRANT_METADATA = "entitleCreditGrantId"
+INLINE_GRACE = timedelta(minutes=1)  # a request's few Stripe calls (REQUEST_TIMEOUT_SECONDS each) end well before
 
 
 class PaymentMethodRequired(InvalidArgument):
@@ -91,15 +92,22 @@ class PaidGrants:
         if terms.billing_address or not at_provider:
             address = {"billingAddress": terms.billing_address} if terms.billing_address else None
             billing_info_passed(s, customer, integration, address)  # a customer sync, ordered before the job
+        now = at_provider and not terms.billing_address
         enqueue(
             s,
             customer.environment_id,
             INVOICE_CREDIT_GRANT_JOB,
             {"integrationPk": integration.pk, "grantPk": grant.pk},
-            ordering_key=_ordering_key(integration, customer.pk),
+            # The request does it while it waits: the job is the fallback, due once that had time to finish. (Were
+            # they to overlap, both send the same keys: Stripe refuses the second while the first runs, and the job
+            # retries and finds the invoice made.)
+            run_at=utcnow() + INLINE_GRACE if now and terms.awaited else None,
+            # After the customer's sync when one goes first; else in no order, so a job not due yet holds up
+            # none of the customer's other billing work.
+            ordering_key=None if now else _ordering_key(integration, customer.pk),
             dedupe_key=f"credit-invoice:{grant.pk}",
         )
-        return at_provider and not terms.billing_address
+        return now
 
     def cancel_invoice(self, s: Session, customer: Customer, grant: CreditGrant) -> None:
         integration = store.integration_for_customer(s, customer)

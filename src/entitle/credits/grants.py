@@ -25,6 +25,8 @@ def grant_out(g: CreditGrant, customer: Customer, currency: CustomCurrency, wall
     status = g.status
     if status in (SCHEDULED, ACTIVE):  # the scheduler may not have run yet: say what is true now
         status = rules.status_at(g.effective_at, g.expire_at, g.voided_at, now)
+    elif status == PAYMENT_PENDING and g.expire_at is not None and g.expire_at <= now:
+        status = EXPIRED  # unpaid when it was to end (`paid.expire_unpaid` runs then)
     return GrantOut(
         id=g.ref_id,
         customer_id=customer.ref_id,
@@ -156,6 +158,8 @@ def _create(
             grant.collection_terms = paid.kept_terms(invoiced)
             s.add(grant)
             s.flush()
+            if expire is not None:
+                paid.expire_unpaid_at(s, grant, expire)
             now_ok = ports.paid_grants.impl.request_invoice(s, customer, grant, invoiced)
             return grant_out(grant, customer, currency, wallet, now), now_ok
         s.add(grant)

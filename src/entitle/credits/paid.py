@@ -24,13 +24,15 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from entitle.clock import utcnow
-from entitle.credits import engine, store
+from entitle.credits import engine, ports, store
 from entitle.credits.models import CreditGrant, Wallet
 from entitle.credits.ports import InvoiceTerms
 from entitle.credits.rules import EXPIRED, PAID, PAYMENT_PENDING, SCHEDULED, VOIDED
 from entitle.credits.schemas import GrantCreate
+from entitle.customers.models import Customer
 from entitle.db import Database
 from entitle.errors import InvalidArgument
+from entitle.jobs.service import JobContext, enqueue, register
 from entitle.money import minor_unit_exponent
 from entitle.subscriptions.rules import days_until_due
 
@@ -76,6 +78,7 @@ def invoice_terms(req: GrantCreate) -> InvoiceTerms | None:
         paid_out_of_band=bool(info is not None and info.is_invoice_paid),
         billing_address=address,
         charge=method == CHARGE,
+        awaited=req.await_payment_confirmation is not False,
     )
 
 
@@ -218,6 +221,35 @@ def payment_failed(db: Database, env_id: int, grant_ref: str, invoice: dict[str,
         return grant.status
 
 
+EXPIRE_UNPAID_JOB = "credits.expire_unpaid"
+
+
+def expire_unpaid_at(s: Session, grant: CreditGrant, at: datetime) -> None:
+    enqueue(s, grant.environment_id, EXPIRE_UNPAID_JOB, {"grant": grant.pk}, run_at=at, dedupe_key=f"unpaid:{grant.pk}")
+
+
+@register(EXPIRE_UNPAID_JOB)
+def expire_unpaid(db: Database, ctx: JobContext) -> None:
+    """A grant still waiting for its payment when it was to expire never held a credit and never will: it is
+    EXPIRED (no ledger entry), and its invoice is voided at the provider, so nobody pays for nothing."""
+    with db.transaction() as s:
+        grant = s.get(CreditGrant, int(ctx.payload["grant"]))
+        if grant is None or grant.environment_id != ctx.environment_id:
+            return
+        found = _locked(s, ctx.environment_id, grant.ref_id)
+        if found is None:
+            return
+        grant, wallet = found
+        if grant.status != PAYMENT_PENDING:
+            return  # paid (it started and ends as any grant), or voided
+        now = utcnow()
+        engine.end(s, wallet, grant, EXPIRED, now)
+        grant.payment_collection, grant.updated_at = NOT_REQUIRED, now
+        customer = s.get(Customer, wallet.customer_pk)
+        assert customer is not None
+        ports.paid_grants.impl.cancel_invoice(s, customer, grant)
+
+
 def pending_invoice(db: Database, env_id: int, grant_pk: int) -> tuple[str, dict[str, Any]] | None:
     """For the invoicing job: the grant's id and what its invoice is made of, while it still needs one (None:
     made already, or the grant no longer waits)."""
@@ -244,6 +276,7 @@ def pending_invoice(db: Database, env_id: int, grant_pk: int) -> tuple[str, dict
 __all__ = [
     "ACTION_REQUIRED",
     "CHARGE",
+    "EXPIRE_UNPAID_JOB",
     "FAILED",
     "INVOICE",
     "NOT_REQUIRED",

@@ -34,6 +34,7 @@ class InvoiceTerms:
     paid_out_of_band: bool  # `isInvoicePaid`: recorded paid at once (a bank transfer, a cheque); no charge
     billing_address: dict[str, Any] | None  # forwarded to the provider's customer, never kept
     charge: bool = False  # CHARGE: the customer's default payment method is charged at once (no invoice sent)
+    awaited: bool = False  # the request will ask `invoice_now` (awaitPaymentConfirmation): the job is its fallback
 
 
 class PaidGrantBilling(Protocol):
