@@ -10,6 +10,7 @@ The webhooks are signed and posted by the test, with the invoice as Stripe holds
 
 from __future__ import annotations
 
+import html
 import itertools
 from datetime import timedelta
 from decimal import Decimal
@@ -27,6 +28,7 @@ from tests.billing.test_stripe_checkout import new_customer
 from tests.billing.test_stripe_webhooks import signed_post, stripe_event, webhook_secret
 from tests.conftest import LiveServer
 from tests.support.clock import TestClock
+from tests.support.console import make_user, signed_in
 from tests.support.stripe_emulator import StripeEmulator
 
 _ = webhook_secret  # a fixture
@@ -162,6 +164,17 @@ def test_an_invoiced_grant_holds_no_credits_until_its_invoice_is_paid_once(
     Worker(server.db).drain()  # the job finds the invoice made: no second one
     invoices = stripe_emulator.client().v1.invoices.list(params={"customer": _customer_at_stripe(server, "cust-corp")})
     assert sorted(i.id for i in invoices.data) == sorted([first["invoiceId"], second["invoiceId"]])
+
+    # The console's credits page shows each grant's payment state and links its invoice's page.
+    with signed_in(server.base_url, make_user(server.db, "ops@example.com", "viewer")) as web:
+        page = web.get("/console/customers/cust-corp/credits", params={"currency": currency})
+    assert page.status_code == 200
+    row = page.text.split(f'data-testid="grant-{second["id"]}"', 1)[1].split("</tr>", 1)[0]
+    assert "PAYMENT_PENDING" in row and "payment processing" in row
+    link = html.escape(second["latestInvoice"]["paymentUrl"])
+    assert f'<a href="{link}" rel="noopener noreferrer" target="_blank">invoice open</a>' in row
+    row = page.text.split(f'data-testid="grant-{first["id"]}"', 1)[1].split("</tr>", 1)[0]
+    assert "ACTIVE" in row and "invoice paid" in row and "payment " not in row
 
 
 def test_an_invoice_paid_out_of_band_activates_at_once_and_a_voided_one_voids_the_grant(
