@@ -115,6 +115,7 @@ def test_an_invoiced_grant_holds_no_credits_until_its_invoice_is_paid_once(
         "usd",
     )
     assert invoice.metadata["entitleCreditGrantId"] == first["id"]
+    assert [line.description for line in invoice.lines.data] == ["Top-up: 1000 AI credits"]
     assert invoice.due_date == invoice.created + 14 * 86400
     latest = first["latestInvoice"]
     assert (latest["billingId"], latest["status"], latest["total"], latest["requiresAction"]) == (

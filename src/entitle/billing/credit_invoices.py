@@ -88,7 +88,7 @@ class PaidGrants:
         else:
             rules.check_invoice_recipient("INVOICE", "PAID", customer.email)
         link = store.link(s, integration.pk, CUSTOMER, customer.pk)
-        at_provider = link is not None and bool(link.billing_id)
+        at_provider = bool((link.billing_id if link is not None else None) or customer.billing_id)
         if terms.billing_address or not at_provider:
             address = {"billingAddress": terms.billing_address} if terms.billing_address else None
             billing_info_passed(s, customer, integration, address)  # a customer sync, ordered before the job
@@ -126,7 +126,9 @@ class PaidGrants:
         try:
             return _invoice(db, env_id, grant_pk, timeout=REQUEST_TIMEOUT_SECONDS)
         except Exception:  # the job retries it; the answer says PAYMENT_PENDING meanwhile
-            log.warning("invoicing credit grant %s while the request waited failed; the job retries", grant_pk)
+            log.warning(
+                "invoicing credit grant %s while the request waited failed; the job retries", grant_pk, exc_info=True
+            )
             return False
 
 
@@ -148,7 +150,7 @@ def _invoice(db: Database, env_id: int, grant_pk: int, *, timeout: float | None 
             return False
         integration = store.integration_for_customer(s, customer)
         link = store.link(s, integration.pk, CUSTOMER, customer.pk) if integration is not None else None
-        billing_id = link.billing_id if link is not None else None
+        billing_id = (link.billing_id if link is not None else None) or customer.billing_id
         env_name = env.name
     if integration is None:
         raise BillingInformationRefused("the customer's billing integration was removed: the grant cannot be invoiced")
@@ -159,7 +161,7 @@ def _invoice(db: Database, env_id: int, grant_pk: int, *, timeout: float | None 
         customer_billing_id=billing_id,
         grant_ref=grant_ref,
         environment_ref=env_name,
-        description=f"{what['displayName']}: {what['amount']} credits",
+        description=f"{what['displayName']}: {what['amount']} {what['currencyName']}",
         amount_minor=int(what["costMinor"]),
         currency=str(what["costCurrency"]),
         days_until_due=DEFAULT_DAYS_UNTIL_DUE if days is None else int(days),

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from entitle.clock import utcnow
 from entitle.credits import engine, ports, store
-from entitle.credits.models import CreditGrant, Wallet
+from entitle.credits.models import CreditGrant, CustomCurrency, Wallet
 from entitle.credits.ports import InvoiceTerms
 from entitle.credits.rules import EXPIRED, PAID, PAYMENT_PENDING, SCHEDULED, VOIDED
 from entitle.credits.schemas import GrantCreate
@@ -260,9 +260,13 @@ def pending_invoice(db: Database, env_id: int, grant_pk: int) -> tuple[str, dict
         if grant.invoice_ref is not None:
             return None
         terms = terms_of(grant)
+        wallet = s.get(Wallet, grant.wallet_pk)
+        currency = s.get(CustomCurrency, wallet.currency_pk) if wallet is not None else None
         return grant.ref_id, {
             "displayName": grant.display_name,
-            "amount": grant.amount,
+            # The invoice line names what is bought: "Top-up: 1000 AI credits" (not 1000.000000000000).
+            "amount": f"{grant.amount.normalize():f}",
+            "currencyName": currency.display_name if currency is not None else "credits",
             "costAmount": grant.cost_amount,
             "costCurrency": grant.cost_currency,
             "costMinor": minor_units(grant.cost_amount, grant.cost_currency),
