@@ -453,7 +453,10 @@ def _with_attempt(client: stripe.StripeClient, invoice: Any) -> ProviderInvoice:
     seen = _invoice(invoice)
     if intent_id is None:
         return seen
-    intent = client.v1.payment_intents.retrieve(intent_id).to_dict()
+    try:
+        intent = client.v1.payment_intents.retrieve(intent_id).to_dict()
+    except stripe.PermissionError:  # a restricted key without PaymentIntents (read): the webhooks will tell
+        return seen
     if intent.get("status") == "requires_action":
         return replace(seen, requires_action=True)
     error = intent.get("last_payment_error") or {}
