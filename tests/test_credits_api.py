@@ -257,10 +257,17 @@ def test_scheduled_and_expiring_grants_move_at_their_instant(
 
 def test_refusals_are_clear(client: stigg.Stigg, wallet: tuple[str, str]) -> None:
     customer, currency = wallet
+    # INVOICE and CHARGE collect the cost through a billing integration: with none connected, a clear 400 (and
+    # nothing is written); without a cost there is nothing to collect.
+    cost = {"amount": 10, "currency": "usd"}
     for method in ("CHARGE", "INVOICE"):
         with pytest.raises(stigg.BadRequestError) as refused:
+            _grant(client, customer, currency, 10, grant_type="PAID", payment_collection_method=method, cost=cost)
+        assert refused.value.body["error"]["code"] == "BILLING_INTEGRATION_REQUIRED"  # type: ignore[index]
+        assert list(client.v1.credits.grants.list(customer_id=customer)) == []
+        with pytest.raises(stigg.BadRequestError) as refused:
             _grant(client, customer, currency, 10, grant_type="PAID", payment_collection_method=method)
-        assert refused.value.body["error"]["code"] == "UNSUPPORTED_FIELD"  # type: ignore[index]
+        assert refused.value.body["error"]["code"] == "INVALID_ARGUMENT"  # type: ignore[index]
     with pytest.raises(stigg.BadRequestError):
         _grant(client, customer, currency, 10, billing_information={"isInvoicePaid": True})
     for bad in (

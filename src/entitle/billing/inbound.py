@@ -47,7 +47,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from entitle.billing import rules, store
+from entitle.billing import credit_invoices, rules, store
 from entitle.billing.models import (
     CUSTOMER,
     IGNORED,
@@ -167,14 +167,26 @@ def process_event(db: Database, ctx: JobContext) -> None:
         if integration is None or row is None or row.status != RECEIVED:
             return  # disconnected, or processed by an earlier run
         event = _Event(db, ctx, integration, row.event_type, _object(row.payload))
-    handler = _HANDLERS.get(event.type)
-    status, outcome = handler(event) if handler is not None else (IGNORED, f"no handler for {event.type}")
+    grant_ref = credit_invoices.grant_of(event.obj)
+    if grant_ref is not None:  # a paid credit grant's invoice, not a subscription's
+        status, outcome = _credit_invoice(event, grant_ref)
+    else:
+        handler = _HANDLERS.get(event.type)
+        status, outcome = handler(event) if handler is not None else (IGNORED, f"no handler for {event.type}")
     with db.transaction() as s:
         done = s.get(BillingEvent, int(ctx.payload["eventPk"]))
         if done is not None:
             done.status = status
             done.outcome = outcome[:2000]
             done.processed_at = utcnow()
+
+
+def _credit_invoice(event: _Event, grant_ref: str) -> tuple[str, str]:
+    from entitle.billing.stripe_support import provider_invoice  # the SDK, only when an event needs it
+
+    reason = payment_failure(event.obj).get("reason")
+    invoice = provider_invoice(event.obj)
+    return credit_invoices.handle_event(event.db, event.integration, event.type, invoice, grant_ref, reason)
 
 
 def _invoice_paid(event: _Event) -> tuple[str, str]:

@@ -326,6 +326,24 @@ class ProviderInvoice:
     # The provider's own pages for it (a portal links them; Entitle keeps no copy).
     pdf_url: str | None = None
     hosted_url: str | None = None
+    # The latest payment attempt of an open invoice: the customer must act (3-D Secure), or it failed (why).
+    requires_action: bool = False
+    payment_error: str | None = None
+
+
+@dataclass(frozen=True)
+class CreditInvoiceSpec:
+    """The invoice of one paid credit grant: one line, the grant's cost, sent to the customer to pay."""
+
+    customer_billing_id: str
+    grant_ref: str  # metadata `entitleCreditGrantId`: how the invoice's webhooks find the grant
+    environment_ref: str
+    description: str
+    amount_minor: int  # the cost in the currency's minor units (exact; never rounded)
+    currency: str  # lowercase ISO 4217
+    days_until_due: int
+    paid_out_of_band: bool  # recorded paid at once, without charging anything
+    charge: bool = False  # charged to the customer's default payment method at once (not sent)
 
 
 @dataclass(frozen=True)
@@ -416,6 +434,17 @@ class BillingProvider(Protocol):
     def subscription_status(self, billing_id: str) -> str | None:
         """The provider subscription's status in the provider's words (Stripe: active, trialing,
         incomplete, ...); None when the provider has no such notion."""
+        ...
+
+    def create_credit_invoice(self, spec: CreditInvoiceSpec, *, idempotency_key: str) -> ProviderInvoice:
+        """Make, finalize (and, paid out of band, record paid; or, to charge, pay with the customer's default
+        payment method) a credit grant's invoice; every call carries a key derived from `idempotency_key`, so
+        a retry makes no second invoice and no second charge. A declined or unauthenticated charge is not an
+        error: the open invoice says so (`payment_error`, `requires_action`)."""
+        ...
+
+    def void_invoice(self, invoice_id: str, *, idempotency_key: str) -> ProviderInvoice:
+        """Void an open invoice (one already paid or voided is returned as it is)."""
         ...
 
     def mark_latest_invoice_paid(self, subscription_billing_id: str, *, idempotency_key: str) -> str:

@@ -16,6 +16,7 @@ from entitle.billing.provider import (
     CheckoutRequest,
     CheckoutSession,
     CouponSpec,
+    CreditInvoiceSpec,
     CustomerSpec,
     MeterSpec,
     PaymentMethodDetails,
@@ -99,6 +100,12 @@ class NoneProvider:
 
     def mark_latest_invoice_paid(self, subscription_billing_id: str, *, idempotency_key: str) -> str:
         raise FailedPrecondition("no billing provider is connected: there is no invoice to mark paid")
+
+    def create_credit_invoice(self, spec: CreditInvoiceSpec, *, idempotency_key: str) -> ProviderInvoice:
+        raise FailedPrecondition("no billing provider is connected: a credit grant cannot be invoiced")
+
+    def void_invoice(self, invoice_id: str, *, idempotency_key: str) -> ProviderInvoice:
+        raise FailedPrecondition("no billing provider is connected: there is no invoice to void")
 
     def set_default_payment_method(
         self, customer_billing_id: str, payment_method_id: str, *, idempotency_key: str

@@ -51,6 +51,7 @@ from entitle.billing.provider import (
     CheckoutRequest,
     CheckoutSession,
     CouponSpec,
+    CreditInvoiceSpec,
     CustomerSpec,
     InvalidSignature,
     MeterSpec,
@@ -77,9 +78,11 @@ from entitle.billing.stripe_support import (
     _price_params,
     _promotion_code_of,
     _waited_for,
+    create_credit_invoice,
     mark_latest_invoice_paid,
     price_fingerprint,
     priced_items,
+    void_invoice,
 )
 from entitle.errors import FailedPrecondition, InvalidArgument
 
@@ -522,6 +525,12 @@ class StripeProvider:
         if event["type"] not in HANDLED_EVENTS:
             return None
         return ProviderEvent(id=event["id"], type=event["type"], data=event)
+
+    def create_credit_invoice(self, spec: CreditInvoiceSpec, *, idempotency_key: str) -> ProviderInvoice:
+        return create_credit_invoice(self.client, spec, idempotency_key)
+
+    def void_invoice(self, invoice_id: str, *, idempotency_key: str) -> ProviderInvoice:
+        return void_invoice(self.client, invoice_id, idempotency_key)
 
     def mark_latest_invoice_paid(self, subscription_billing_id: str, *, idempotency_key: str) -> str:
         try:

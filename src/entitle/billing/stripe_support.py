@@ -7,6 +7,7 @@ reaches Stripe; this module and `stripe_provider` are where it imports the SDK.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal, cast
@@ -18,6 +19,7 @@ from stripe.params import (
 
 from entitle.billing import rules
 from entitle.billing.provider import (
+    CreditInvoiceSpec,
     InvoiceLine,
     PriceSpec,
     ProviderInvoice,
@@ -46,6 +48,9 @@ HANDLED_EVENTS: frozenset[str] = frozenset(
         "invoice.payment_failed",
         "invoice.overdue",
         "invoice.created",
+        # A credit grant's invoice cancelled: the grant waiting for it is voided (docs/credits.md).
+        "invoice.voided",
+        "invoice.marked_uncollectible",
         "customer.subscription.updated",
         "customer.subscription.deleted",
         "checkout.session.completed",
@@ -381,3 +386,91 @@ def mark_latest_invoice_paid(client: stripe.StripeClient, subscription_billing_i
         invoice_id, params={"paid_out_of_band": True}, options={"idempotency_key": f"{idempotency_key}:paid"}
     )
     return invoice_id
+
+
+def create_credit_invoice(
+    client: stripe.StripeClient, spec: CreditInvoiceSpec, idempotency_key: str
+) -> ProviderInvoice:
+    """A credit grant's invoice: a draft of its own (`pending_invoice_items_behavior=exclude`, so no other
+    pending item of the customer joins it), one line with the cost in minor units, finalized and sent
+    (`send_invoice`, due after the days given) or, paid out of band, recorded paid without a charge. Each call
+    has its own key derived from the grant's: a retried job replays what was done and makes no second one."""
+    metadata = {"entitleEnvironment": spec.environment_ref, "entitleCreditGrantId": spec.grant_ref}
+    params: Any = {
+        "customer": spec.customer_billing_id,
+        "collection_method": "charge_automatically" if spec.charge else "send_invoice",
+        "pending_invoice_items_behavior": "exclude",
+        "description": spec.description,
+        "metadata": metadata,
+    }
+    if not spec.charge:
+        params["days_until_due"] = spec.days_until_due
+    draft = client.v1.invoices.create(params=params, options={"idempotency_key": f"{idempotency_key}:invoice"})
+    invoice_id = str(draft.id)
+    client.v1.invoice_items.create(
+        params={
+            "customer": spec.customer_billing_id,
+            "invoice": invoice_id,
+            "amount": spec.amount_minor,
+            "currency": spec.currency,
+            "description": spec.description,
+            "metadata": metadata,
+        },
+        options={"idempotency_key": f"{idempotency_key}:item"},
+    )
+    invoice = client.v1.invoices.retrieve(invoice_id)
+    if invoice.status == "draft":
+        invoice = client.v1.invoices.finalize_invoice(
+            invoice_id, options={"idempotency_key": f"{idempotency_key}:finalize"}
+        )
+    if spec.paid_out_of_band and invoice.status == "open":
+        invoice = client.v1.invoices.pay(
+            invoice_id, params={"paid_out_of_band": True}, options={"idempotency_key": f"{idempotency_key}:paid"}
+        )
+    if spec.charge and invoice.status == "open":
+        try:
+            invoice = client.v1.invoices.pay(invoice_id, options={"idempotency_key": f"{idempotency_key}:charge"})
+        except stripe.CardError:
+            invoice = client.v1.invoices.retrieve(invoice_id)  # declined: the invoice stays open
+        except stripe.InvalidRequestError as exc:
+            if exc.code != "invoice_payment_intent_requires_action":
+                raise
+            invoice = client.v1.invoices.retrieve(invoice_id)  # 3-D Secure: the customer must act
+        if invoice.status == "open":
+            return _with_attempt(client, invoice)
+    return _invoice(invoice)
+
+
+def _with_attempt(client: stripe.StripeClient, invoice: Any) -> ProviderInvoice:
+    """An open invoice with what its latest payment attempt says: its PaymentIntent (the invoice's own field
+    in older API versions and localstripe's; its `payments` since 2025) wants an action, or failed."""
+    raw: dict[str, Any] = invoice.to_dict()
+    intent_id = _id_of(raw.get("payment_intent"))
+    if intent_id is None and "payment_intent" not in raw:
+        expanded = client.v1.invoices.retrieve(str(raw["id"]), params={"expand": ["payments"]}).to_dict()
+        for payment in (expanded.get("payments") or {}).get("data") or []:
+            intent_id = _id_of((payment.get("payment") or {}).get("payment_intent")) or intent_id
+    seen = _invoice(invoice)
+    if intent_id is None:
+        return seen
+    try:
+        intent = client.v1.payment_intents.retrieve(intent_id).to_dict()
+    except stripe.PermissionError:  # a restricted key without PaymentIntents (read): the webhooks will tell
+        return seen
+    if intent.get("status") == "requires_action":
+        return replace(seen, requires_action=True)
+    error = intent.get("last_payment_error") or {}
+    message = error.get("message") or error.get("decline_code") or error.get("code")
+    return replace(seen, payment_error=str(message)[:500] if message else None)
+
+
+def void_invoice(client: stripe.StripeClient, invoice_id: str, idempotency_key: str) -> ProviderInvoice:
+    invoice = client.v1.invoices.retrieve(invoice_id)
+    if invoice.status in ("draft", "open"):
+        invoice = client.v1.invoices.void_invoice(invoice_id, options={"idempotency_key": f"{idempotency_key}:void"})
+    return _invoice(invoice)
+
+
+def provider_invoice(obj: dict[str, Any]) -> ProviderInvoice:
+    """A Stripe Invoice as an event carries it (`data.object`), in Entitle's view."""
+    return _invoice(obj)

@@ -14,6 +14,7 @@ from entitle.billing import (
     catalog_sync,
     checkout,
     coupon_sync,
+    credit_invoices,
     customer_sync,
     forwarding,
     payment_methods,
@@ -144,5 +145,6 @@ def install() -> None:
     subscription_ports.billing.install(SubscriptionBilling())
     customer_ports.billing_information.install(customer_sync.forward_billing_information)
     customer_ports.payment_method.install(payment_methods.check_given_payment_method)
+    credit_invoices.install()  # credits.ports.paid_grants: invoiced credit grants
     sync_state_reader.install(store.sync_states_of)
     sync_state_matcher.install(store.entities_in_sync_states)

@@ -8,10 +8,10 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from entitle.clock import as_utc, utcnow
-from entitle.credits import engine, rules, store
+from entitle.credits import engine, paid, ports, rules, store
 from entitle.credits.models import CreditGrant, CustomCurrency, LedgerEntry, Wallet
-from entitle.credits.rules import ACTIVE, EXPIRED, OVERDRAFT, SCHEDULED, VOIDED, ZERO
-from entitle.credits.schemas import CostOut, GrantCreate, GrantOut, LedgerEntryOut
+from entitle.credits.rules import ACTIVE, EXPIRED, OVERDRAFT, PAYMENT_PENDING, SCHEDULED, VOIDED, ZERO
+from entitle.credits.schemas import CostOut, GrantCreate, GrantOut, LatestInvoiceOut, LedgerEntryOut
 from entitle.customers import store as customers
 from entitle.customers.models import Customer
 from entitle.db import Database
@@ -25,6 +25,8 @@ def grant_out(g: CreditGrant, customer: Customer, currency: CustomCurrency, wall
     status = g.status
     if status in (SCHEDULED, ACTIVE):  # the scheduler may not have run yet: say what is true now
         status = rules.status_at(g.effective_at, g.expire_at, g.voided_at, now)
+    elif status == PAYMENT_PENDING and g.expire_at is not None and g.expire_at <= now:
+        status = EXPIRED  # unpaid when it was to end (`paid.expire_unpaid` runs then)
     return GrantOut(
         id=g.ref_id,
         customer_id=customer.ref_id,
@@ -45,6 +47,9 @@ def grant_out(g: CreditGrant, customer: Customer, currency: CustomCurrency, wall
         cost=CostOut(amount=g.cost_amount, currency=g.cost_currency),
         resource_id=wallet.resource_ref or None,
         source_type=g.source_type,
+        payment_collection=g.payment_collection,
+        invoice_id=g.invoice_ref,
+        latest_invoice=LatestInvoiceOut.model_validate(g.latest_invoice) if g.latest_invoice else None,
     )
 
 
@@ -93,8 +98,31 @@ def find_grant(db: Database, env_id: int, ref_id: str) -> GrantOut | None:
 
 
 def create_grant(db: Database, env_id: int, req: GrantCreate, *, ref_id: str | None = None) -> GrantOut:
-    """`ref_id`: the grant's id when the caller chooses it (a second grant with it is a 409), else a new one."""
+    """`ref_id`: the grant's id when the caller chooses it (a second grant with it is a 409), else a new one.
+    An invoiced grant (`paid.invoice_terms`) is written PAYMENT_PENDING with its invoicing enqueued; while
+    the request waits (`awaitPaymentConfirmation`, true by default) its invoice is made before the answer."""
     _terms(req, utcnow())  # refused before waiting for the lock
+    invoiced = paid.invoice_terms(req)
+    made, now_ok = _create(db, env_id, req, ref_id, invoiced)
+    if invoiced is None or not now_ok or req.await_payment_confirmation is False:
+        return made
+    if not ports.paid_grants.impl.invoice_now(db, env_id, _pk_of(db, env_id, made.id)):
+        return made  # the provider failed: the invoicing job retries; the answer says PAYMENT_PENDING
+    found = find_grant(db, env_id, made.id)
+    assert found is not None
+    return found
+
+
+def _pk_of(db: Database, env_id: int, ref_id: str) -> int:
+    with db.read() as s:
+        grant = store.find_grant(s, env_id, ref_id)
+        assert grant is not None
+        return grant.pk
+
+
+def _create(
+    db: Database, env_id: int, req: GrantCreate, ref_id: str | None, invoiced: ports.InvoiceTerms | None
+) -> tuple[GrantOut, bool]:
     with db.transaction() as s:
         customer, currency, wallet = wallet_for(
             s, env_id, req.customer_id, req.currency_id, req.resource_id, for_grant=True
@@ -125,6 +153,15 @@ def create_grant(db: Database, env_id: int, req: GrantCreate, *, ref_id: str | N
             created_at=now,
             updated_at=now,
         )
+        if invoiced is not None:  # no credits until its invoice is paid (`paid`): nothing starts or ends now
+            grant.status, grant.payment_collection = PAYMENT_PENDING, paid.PROCESSING
+            grant.collection_terms = paid.kept_terms(invoiced)
+            s.add(grant)
+            s.flush()
+            if expire is not None:
+                paid.expire_unpaid_at(s, grant, expire)
+            now_ok = ports.paid_grants.impl.request_invoice(s, customer, grant, invoiced)
+            return grant_out(grant, customer, currency, wallet, now), now_ok
         s.add(grant)
         s.flush()
         grants.append(grant)
@@ -134,7 +171,7 @@ def create_grant(db: Database, env_id: int, req: GrantCreate, *, ref_id: str | N
             engine.schedule(s, wallet, effective)
         if expire is not None:
             engine.schedule(s, wallet, expire)
-        return grant_out(grant, customer, currency, wallet, now)
+        return grant_out(grant, customer, currency, wallet, now), False
 
 
 def void_grant(db: Database, env_id: int, ref_id: str) -> GrantOut:
@@ -159,8 +196,12 @@ def void_grant(db: Database, env_id: int, ref_id: str) -> GrantOut:
             raise FailedPrecondition("an overdraft grant is settled by the next grant; it cannot be voided")
         if grant.status == EXPIRED:
             raise FailedPrecondition(f"credit grant '{ref_id}' has expired; there is nothing left to void")
-        engine.end(s, wallet, grant, VOIDED, now)
+        waiting = grant.status == PAYMENT_PENDING
+        engine.end(s, wallet, grant, VOIDED, now)  # a grant waiting for its payment held nothing: no entry
         grant.updated_at = now
+        if waiting:
+            grant.payment_collection = paid.NOT_REQUIRED
+            ports.paid_grants.impl.cancel_invoice(s, customer, grant)
         return grant_out(grant, customer, currency, wallet, now)
 
 

@@ -73,6 +73,14 @@ class CreditGrant(EnvironmentScoped, Base):
     cost_amount: Mapped[Decimal] = mapped_column(ExactDecimal(), default=Decimal(0))
     cost_currency: Mapped[str] = mapped_column(String(8), default="usd")
     payment_collection_method: Mapped[str] = mapped_column(String(16), default="NONE")
+    # A PAID grant collected through the billing provider (INVOICE): NOT_REQUIRED, PROCESSING (its invoice
+    # is being made or waits for payment), FAILED, ACTION_REQUIRED; the provider's invoice id, what the
+    # answer shows of that invoice (`latestInvoice`, amounts as exact decimal text) and the terms the
+    # invoicing job reads (`invoiceDaysUntilDue`, `isInvoicePaid`). Migration 0034.
+    payment_collection: Mapped[str] = mapped_column(String(24), default="NOT_REQUIRED", server_default="NOT_REQUIRED")
+    invoice_ref: Mapped[str | None] = mapped_column(String(255), default=None)
+    latest_invoice: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc(), default=None)
+    collection_terms: Mapped[dict[str, Any] | None] = mapped_column(JSONDoc(), default=None)
     source_type: Mapped[str | None] = mapped_column(String(32), default=None)
     # RECURRING grants: the subscription and grant period they belong to. `recurrence_key` (subscription,
     # source, wallet, period start, revision) is unique: whatever retries, a period is granted once.

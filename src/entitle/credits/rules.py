@@ -27,6 +27,9 @@ RESERVATION_TTL_MAX = timedelta(hours=24)
 RESERVATION_TTL_DEFAULT = timedelta(hours=1)
 
 SCHEDULED, ACTIVE, EXPIRED, VOIDED = "SCHEDULED", "ACTIVE", "EXPIRED", "VOIDED"
+# A PAID grant whose invoice is not paid yet: it holds no usable credits (no ledger entry, not in any
+# balance, never drawn) until the payment makes it SCHEDULED or ACTIVE.
+PAYMENT_PENDING = "PAYMENT_PENDING"
 PROMOTIONAL, PAID, RECURRING, OVERDRAFT = "PROMOTIONAL", "PAID", "RECURRING", "OVERDRAFT"
 
 # Stigg: "promotional credits are consumed before paid credits". Recurring (plan-included) credits sit

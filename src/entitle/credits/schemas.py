@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
+from entitle.customers.schemas import Address
 from entitle.events.schemas import DimensionKey, DimensionValue
 from entitle.http.wire import (
     Amount,
@@ -19,7 +20,6 @@ from entitle.http.wire import (
     ShortText,
     Unsupported,
     WireModel,
-    unsupported_values,
 )
 from entitle.money import Currency
 from entitle.usage.schemas import UsageValue
@@ -98,6 +98,15 @@ class CostIn(WireModel):
     currency: Currency
 
 
+class GrantBillingInformation(WireModel):
+    """`billingInformation` of an invoiced grant. The days are checked where they are used (the same rule
+    and messages as a subscription's, `subscriptions.rules.days_until_due`, on the wire form)."""
+
+    billing_address: Address | None = None
+    invoice_days_until_due: Any = None
+    is_invoice_paid: bool | None = None
+
+
 class GrantCreate(WireModel):
     customer_id: RefId
     currency_id: RefId
@@ -111,13 +120,31 @@ class GrantCreate(WireModel):
     metadata: Metadata | None = None
     resource_id: RefId | None = None
     cost: CostIn | None = None
-    # Charging or invoicing a paid grant through the billing provider is not built yet: refused, not ignored.
-    payment_collection_method: Annotated[
-        Literal["CHARGE", "INVOICE", "NONE"] | None, unsupported_values("CHARGE", "INVOICE")
-    ] = None
-    # Only meaningful while a payment is collected; with nothing to collect there is nothing to wait for.
+    # INVOICE / CHARGE: the grant waits, PAYMENT_PENDING, for its payment (docs/credits.md, "Paid grants").
+    payment_collection_method: Literal["CHARGE", "INVOICE", "NONE"] | None = None
+    # With INVOICE: whether the request makes the invoice before it answers (true, the default) or leaves it
+    # to the worker. With nothing to collect there is nothing to wait for.
     await_payment_confirmation: bool | None = None
-    billing_information: Unsupported[dict[str, Any]] = None
+    billing_information: GrantBillingInformation | None = None
+
+
+class LatestInvoiceOut(WireModel):
+    """The grant's invoice at the provider, as last heard (the invoicing job, its webhooks)."""
+
+    billing_id: str
+    billing_reason: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    currency: str | None = None
+    due_date: datetime | None = None
+    error_message: str | None = None
+    payment_url: str | None = None
+    pdf_url: str | None = None
+    requires_action: bool
+    status: str
+    sub_total: Amount | None = None
+    tax: Amount | None = None
+    total: Amount | None = None
 
 
 class CostOut(WireModel):
@@ -147,7 +174,7 @@ class GrantOut(WireModel):
     resource_id: str | None = None
     source_type: str | None = None
     invoice_id: str | None = None
-    latest_invoice: None = None
+    latest_invoice: LatestInvoiceOut | None = None
 
 
 class LedgerEntryOut(WireModel):

@@ -143,6 +143,99 @@ resources.Invoice._api_pay_invoice = classmethod(_pay_invoice)
 for route in server.app.router.routes():  # the routes were made from the unpatched method
     if route.method == "POST" and route.resource is not None and route.resource.canonical == "/v1/invoices/{id}/pay":
         route._handler = server.api_extra(resources.Invoice._api_pay_invoice, "/v1/invoices/{id}/pay")
+
+# One-off invoices of their own (a paid credit grant's), which localstripe predates: `POST /v1/invoices` with
+# `pending_invoice_items_behavior=exclude` makes an empty draft (no pending item of the customer, no line of
+# its subscription) that keeps `collection_method`, `days_until_due` and `auto_advance`; an invoice item
+# created with `invoice` joins that draft; `POST /v1/invoices/{id}/finalize` opens it (`due_date` after the
+# days until due) and `POST /v1/invoices/{id}/mark_uncollectible` gives it up, as at Stripe.
+_invoice_create = resources.Invoice._api_create.__func__
+def _invoice_create_alone(cls, customer=None, pending_invoice_items_behavior=None, collection_method=None,
+                          days_until_due=None, auto_advance=None, **kwargs):
+    if pending_invoice_items_behavior != "exclude":
+        if collection_method is not None or days_until_due is not None or auto_advance is not None:
+            raise resources.UserError(400, "Bad request")
+        return _invoice_create(cls, customer=customer,
+                               pending_invoice_items_behavior=pending_invoice_items_behavior, **kwargs)
+    if collection_method not in (None, "charge_automatically", "send_invoice"):
+        raise resources.UserError(400, "Bad request")
+    days = resources.try_convert_to_int(days_until_due)
+    if collection_method == "send_invoice" and (type(days) is not int or days < 0):
+        raise resources.UserError(400, "Bad request")
+    listing = resources.InvoiceItem._api_list_all
+    resources.InvoiceItem._api_list_all = classmethod(lambda c, url, **kw: resources.List(url))
+    try:
+        invoice = resources.Invoice(customer=customer, description=kwargs.get("description"),
+                                    metadata=kwargs.get("metadata"))
+    finally:
+        resources.InvoiceItem._api_list_all = listing
+    invoice.collection_method = collection_method or "charge_automatically"
+    invoice._days_until_due = days
+    invoice.due_date = None
+    invoice.auto_advance = resources.try_convert_to_bool(auto_advance) if auto_advance is not None else True
+    return invoice
+resources.Invoice._api_create = classmethod(_invoice_create_alone)
+
+_item_init = resources.InvoiceItem.__init__
+def _item_joins_its_invoice(self, *args, invoice=None, **kwargs):
+    _item_init(self, *args, invoice=invoice, **kwargs)
+    if invoice is not None:
+        draft = resources.Invoice._api_retrieve(invoice)
+        if draft.status != "draft":
+            raise resources.UserError(400, "Bad request")
+        if not draft.lines._list:
+            draft.currency = self.currency
+        draft.lines._list.append(resources.InvoiceLineItem(self))
+resources.InvoiceItem.__init__ = _item_joins_its_invoice
+
+def _finalize_invoice(id, **kwargs):
+    obj = resources.Invoice._api_retrieve(id)
+    if obj.status != "draft":
+        raise resources.UserError(400, "Bad request")
+    obj._finalize()
+    days = getattr(obj, "_days_until_due", None)
+    if obj.collection_method == "send_invoice":
+        obj.attempted = False
+        obj.due_date = obj.date + (days or 0) * 86400
+        resources.schedule_webhook(resources.Event("invoice.finalized", obj))
+    elif obj.total <= 0:
+        obj._on_payment_success()
+    return obj
+
+def _mark_uncollectible(id, **kwargs):
+    obj = resources.Invoice._api_retrieve(id)
+    if obj.status != "open":
+        raise resources.UserError(400, "Bad request")
+    obj._uncollectible = True
+    resources.schedule_webhook(resources.Event("invoice.marked_uncollectible", obj))
+    return obj
+
+_status_paid = resources.Invoice.status
+def _invoice_status_uncollectible(self):
+    return "uncollectible" if getattr(self, "_uncollectible", False) else _status_paid.fget(self)
+resources.Invoice.status = property(_invoice_status_uncollectible)
+
+_void = resources.Invoice._api_void_invoice.__func__
+def _void_invoice(cls, id, **kwargs):
+    obj = resources.Invoice._api_retrieve(id)
+    if obj.payment_intent is not None or obj.status not in ("draft", "open"):
+        return _void(cls, id)
+    obj._draft = False
+    obj._voided = True
+    obj.status_transitions["voided_at"] = int(resources.time.time())
+    resources.schedule_webhook(resources.Event("invoice.voided", obj))
+    return obj
+resources.Invoice._api_void_invoice = classmethod(_void_invoice)
+for route in server.app.router.routes():
+    if route.method == "POST" and route.resource is not None and route.resource.canonical == "/v1/invoices/{id}/void":
+        route._handler = server.api_extra(resources.Invoice._api_void_invoice, "/v1/invoices/{id}/void")
+server.app.router.add_post(
+    "/v1/invoices/{id}/finalize", server.api_extra(_finalize_invoice, "/v1/invoices/{id}/finalize")
+)
+server.app.router.add_post(
+    "/v1/invoices/{id}/mark_uncollectible",
+    server.api_extra(_mark_uncollectible, "/v1/invoices/{id}/mark_uncollectible"),
+)
 web.run_app(server.app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
 """
 
