@@ -468,6 +468,7 @@ def test_another_customers_id_with_this_token_shows_the_error_state_and_is_refus
 
 def test_unknown_product_and_unreachable_server_show_error_states_with_retry(demo: Demo, page: Any) -> None:
     page.evaluate("document.querySelector('entitle-pricing-table').setAttribute('product-id', 'no-such-product')")
+    settle(page, "entitle-pricing-table")
     error = page.locator("entitle-pricing-table [part~=error]")
     error.wait_for()
     assert error.get_attribute("data-code") == "NOT_FOUND"
@@ -476,6 +477,7 @@ def test_unknown_product_and_unreachable_server_show_error_states_with_retry(dem
 
     # A custom-priced plan is sold by the sales team: the checkout shows why instead of a card field.
     page.evaluate("document.querySelector('entitle-checkout').setAttribute('plan-id', 'enterprise')")
+    settle(page, "entitle-checkout")
     custom = page.locator("entitle-checkout [part~=error]")
     custom.wait_for()
     assert custom.get_attribute("data-code") == "CUSTOM_PRICED_PLAN"
@@ -484,6 +486,9 @@ def test_unknown_product_and_unreachable_server_show_error_states_with_retry(dem
 
     page.evaluate("document.querySelector('entitle-checkout').setAttribute('api-url', 'http://127.0.0.1:9')")
     page.evaluate("document.querySelector('entitle-checkout').setAttribute('plan-id', 'pro')")
+    # The enterprise error stays on screen (busy) until the reload replaces it: waiting for "an error"
+    # alone could read that one.
+    settle(page, "entitle-checkout")
     unreachable = page.locator("entitle-checkout [part~=error]")
     unreachable.wait_for()
     assert unreachable.get_attribute("data-code") == "UNREACHABLE"
