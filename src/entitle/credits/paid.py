@@ -17,6 +17,7 @@ the wallet's lock, idempotent (a webhook delivered twice, a job re-run, changes 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -173,9 +174,17 @@ def collection_of(invoice: dict[str, Any], current: str) -> str:
     return current
 
 
-def invoice_paid(db: Database, env_id: int, grant_ref: str, invoice: dict[str, Any]) -> str | None:
-    """The grant's invoice was paid: a grant waiting for it starts. Returns the grant's status after (None: no
-    such grant); a grant that no longer waits (started already, voided) only records the invoice's state."""
+def _reported(
+    db: Database,
+    env_id: int,
+    grant_ref: str,
+    invoice: dict[str, Any],
+    waiting: Callable[[Session, Wallet, CreditGrant, datetime], None],
+) -> str | None:
+    """What the provider reported of the grant's invoice, in one transaction under the wallet's lock: the
+    invoice's state recorded, and `waiting` applied to a grant still waiting for its payment (a grant that no
+    longer waits, started already or voided, only records it: a redelivery changes nothing twice). Returns
+    the grant's status after (None: no such grant)."""
     with db.transaction() as s:
         found = _locked(s, env_id, grant_ref)
         if found is None:
@@ -184,8 +193,13 @@ def invoice_paid(db: Database, env_id: int, grant_ref: str, invoice: dict[str, A
         now = utcnow()
         _record(grant, invoice, now)
         if grant.status == PAYMENT_PENDING:
-            _start(s, wallet, grant, now)
+            waiting(s, wallet, grant, now)
         return grant.status
+
+
+def invoice_paid(db: Database, env_id: int, grant_ref: str, invoice: dict[str, Any]) -> str | None:
+    """The grant's invoice was paid: a grant waiting for it starts."""
+    return _reported(db, env_id, grant_ref, invoice, _start)
 
 
 def _void(s: Session, wallet: Wallet, grant: CreditGrant, now: datetime) -> None:
@@ -195,30 +209,16 @@ def _void(s: Session, wallet: Wallet, grant: CreditGrant, now: datetime) -> None
 
 def invoice_voided(db: Database, env_id: int, grant_ref: str, invoice: dict[str, Any]) -> str | None:
     """The grant's invoice was voided or marked uncollectible: a grant still waiting for it is VOIDED."""
-    with db.transaction() as s:
-        found = _locked(s, env_id, grant_ref)
-        if found is None:
-            return None
-        grant, wallet = found
-        now = utcnow()
-        _record(grant, invoice, now)
-        if grant.status == PAYMENT_PENDING:
-            _void(s, wallet, grant, now)
-        return grant.status
+    return _reported(db, env_id, grant_ref, invoice, _void)
+
+
+def _failed(s: Session, wallet: Wallet, grant: CreditGrant, now: datetime) -> None:
+    grant.payment_collection = FAILED
 
 
 def payment_failed(db: Database, env_id: int, grant_ref: str, invoice: dict[str, Any]) -> str | None:
     """A payment of the grant's invoice failed: still waiting (the invoice stays open), collection FAILED."""
-    with db.transaction() as s:
-        found = _locked(s, env_id, grant_ref)
-        if found is None:
-            return None
-        grant, _wallet = found
-        now = utcnow()
-        _record(grant, invoice, now)
-        if grant.status == PAYMENT_PENDING:
-            grant.payment_collection = FAILED
-        return grant.status
+    return _reported(db, env_id, grant_ref, invoice, _failed)
 
 
 EXPIRE_UNPAID_JOB = "credits.expire_unpaid"
