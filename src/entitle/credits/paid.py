@@ -144,36 +144,6 @@ def _start(s: Session, wallet: Wallet, grant: CreditGrant, now: datetime) -> Non
         engine.schedule(s, wallet, grant.expire_at)
 
 
-def invoice_made(db: Database, env_id: int, grant_ref: str, invoice: dict[str, Any]) -> bool:
-    """Record the grant's new invoice (and start the grant when the invoice is already paid). False: no such
-    grant (deleted with its customer)."""
-    with db.transaction() as s:
-        found = _locked(s, env_id, grant_ref)
-        if found is None:
-            return False
-        grant, wallet = found
-        now = utcnow()
-        _record(grant, invoice, now)
-        if grant.status == PAYMENT_PENDING and invoice.get("status") == "PAID":
-            _start(s, wallet, grant, now)
-        elif grant.status == PAYMENT_PENDING and invoice.get("status") == "CANCELED":
-            _void(s, wallet, grant, now)
-        elif grant.status == PAYMENT_PENDING:
-            grant.payment_collection = collection_of(invoice, grant.payment_collection)
-        return True
-
-
-def collection_of(invoice: dict[str, Any], current: str) -> str:
-    """A waiting grant's `paymentCollection` after its open invoice's latest attempt: the customer must act
-    (3-D Secure: ACTION_REQUIRED, `latestInvoice.paymentUrl` is where), the charge failed (FAILED, with its
-    error), else as it was."""
-    if invoice.get("requiresAction"):
-        return ACTION_REQUIRED
-    if invoice.get("errorMessage"):
-        return FAILED
-    return current
-
-
 def _reported(
     db: Database,
     env_id: int,
@@ -195,6 +165,32 @@ def _reported(
         if grant.status == PAYMENT_PENDING:
             waiting(s, wallet, grant, now)
         return grant.status
+
+
+def invoice_made(db: Database, env_id: int, grant_ref: str, invoice: dict[str, Any]) -> bool:
+    """Record the grant's new invoice (and start the grant when the invoice is already paid). False: no such
+    grant (deleted with its customer)."""
+
+    def made(s: Session, wallet: Wallet, grant: CreditGrant, now: datetime) -> None:
+        if invoice.get("status") == "PAID":
+            _start(s, wallet, grant, now)
+        elif invoice.get("status") == "CANCELED":
+            _void(s, wallet, grant, now)
+        else:
+            grant.payment_collection = collection_of(invoice, grant.payment_collection)
+
+    return _reported(db, env_id, grant_ref, invoice, made) is not None
+
+
+def collection_of(invoice: dict[str, Any], current: str) -> str:
+    """A waiting grant's `paymentCollection` after its open invoice's latest attempt: the customer must act
+    (3-D Secure: ACTION_REQUIRED, `latestInvoice.paymentUrl` is where), the charge failed (FAILED, with its
+    error), else as it was."""
+    if invoice.get("requiresAction"):
+        return ACTION_REQUIRED
+    if invoice.get("errorMessage"):
+        return FAILED
+    return current
 
 
 def invoice_paid(db: Database, env_id: int, grant_ref: str, invoice: dict[str, Any]) -> str | None:
