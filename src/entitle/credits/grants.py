@@ -103,26 +103,21 @@ def create_grant(db: Database, env_id: int, req: GrantCreate, *, ref_id: str | N
     the request waits (`awaitPaymentConfirmation`, true by default) its invoice is made before the answer."""
     _terms(req, utcnow())  # refused before waiting for the lock
     invoiced = paid.invoice_terms(req)
-    made, now_ok = _create(db, env_id, req, ref_id, invoiced)
-    if invoiced is None or not now_ok or req.await_payment_confirmation is False:
+    made, invoice_now = _create(db, env_id, req, ref_id, invoiced)
+    if invoiced is None or invoice_now is None or not invoiced.awaited:
         return made
-    if not ports.paid_grants.impl.invoice_now(db, env_id, _pk_of(db, env_id, made.id)):
+    if not ports.paid_grants.impl.invoice_now(db, env_id, invoice_now):
         return made  # the provider failed: the invoicing job retries; the answer says PAYMENT_PENDING
     found = find_grant(db, env_id, made.id)
     assert found is not None
     return found
 
 
-def _pk_of(db: Database, env_id: int, ref_id: str) -> int:
-    with db.read() as s:
-        grant = store.find_grant(s, env_id, ref_id)
-        assert grant is not None
-        return grant.pk
-
-
 def _create(
     db: Database, env_id: int, req: GrantCreate, ref_id: str | None, invoiced: ports.InvoiceTerms | None
-) -> tuple[GrantOut, bool]:
+) -> tuple[GrantOut, int | None]:
+    """The grant written, and the key of an invoiced one whose invoice the request may make itself (the
+    customer is at the provider already: `request_invoice`), else None."""
     with db.transaction() as s:
         customer, currency, wallet = wallet_for(
             s, env_id, req.customer_id, req.currency_id, req.resource_id, for_grant=True
@@ -160,8 +155,8 @@ def _create(
             s.flush()
             if expire is not None:
                 paid.expire_unpaid_at(s, grant, expire)
-            now_ok = ports.paid_grants.impl.request_invoice(s, customer, grant, invoiced)
-            return grant_out(grant, customer, currency, wallet, now), now_ok
+            may_invoice_now = ports.paid_grants.impl.request_invoice(s, customer, grant, invoiced)
+            return grant_out(grant, customer, currency, wallet, now), grant.pk if may_invoice_now else None
         s.add(grant)
         s.flush()
         grants.append(grant)
@@ -171,7 +166,7 @@ def _create(
             engine.schedule(s, wallet, effective)
         if expire is not None:
             engine.schedule(s, wallet, expire)
-        return grant_out(grant, customer, currency, wallet, now), False
+        return grant_out(grant, customer, currency, wallet, now), None
 
 
 def void_grant(db: Database, env_id: int, ref_id: str) -> GrantOut:
