@@ -48,6 +48,7 @@ from entitle.push.feed import SnapshotFeed
 from entitle.push.hub import Hub
 from entitle.push.routes import router as push_router
 from entitle.salesforce.routes import router as salesforce_router
+from entitle.secrets import require_key_for
 from entitle.subscriptions.routes import customers_router as customer_subscriptions_router
 from entitle.subscriptions.routes import router as subscriptions_router
 from entitle.usage.routes import router as usage_router
@@ -114,7 +115,11 @@ def _tune_process() -> None:
 
 
 def create_app(settings: Settings | None = None, db: Database | None = None) -> FastAPI:
-    settings = settings or load_settings()
+    if settings is None:
+        # The factory `entitle serve` hands uvicorn (one call per server process): an app started that way
+        # without the command refuses a data-dir key on PostgreSQL as the command does.
+        settings = load_settings()
+        require_key_for(settings)
     import_all_models()
     wiring.install()
 

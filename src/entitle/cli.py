@@ -12,7 +12,7 @@ from entitle.config import Settings, load_settings
 from entitle.db import Database
 from entitle.db.migrate import upgrade
 from entitle.errors import FailedPrecondition
-from entitle.secrets import require_key_apart
+from entitle.secrets import require_key_for
 
 if TYPE_CHECKING:
     from entitle.billing.service import IntegrationView
@@ -131,11 +131,10 @@ def demo(
 
 
 def _require_key_apart(settings: Settings) -> None:
-    """On PostgreSQL, `serve`, `worker` and `demo` refuse a key in the data dir (`secrets.require_key_apart`)."""
-    if settings.is_sqlite:
-        return
+    """On PostgreSQL, the commands that encrypt or decrypt stored secrets refuse a key in the data dir
+    (`secrets.require_key_for`), before they write anything."""
     try:
-        require_key_apart(settings.data_dir)
+        require_key_for(settings)
     except FailedPrecondition as exc:
         typer.echo(f"Error: {exc.message}", err=True)
         raise typer.Exit(2) from None
@@ -319,6 +318,7 @@ def integrations_connect(
     from entitle.errors import EntitleError
 
     settings = load_settings()
+    _require_key_apart(settings)  # the keys are stored encrypted: `serve` must be able to read them
     if settings.is_sqlite:
         upgrade(settings.database_url)
     db = Database(settings.database_url)

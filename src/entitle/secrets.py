@@ -7,9 +7,11 @@ format, one key a line or comma-separated), else from `<data dir>/secret.key`. A
 generated on first use with mode 0600.
 
 The data-dir default is for the embedded SQLite database only: a key beside the data it encrypts is
-copied by every backup of that data. On PostgreSQL `entitle serve`, `entitle worker` and `entitle demo`
-refuse to start without `ENTITLE_SECRET_KEY` or a key file outside the data dir (`require_key_apart`). Several machines
-sharing one PostgreSQL database must share the key.
+copied by every backup of that data. On PostgreSQL every command that may encrypt or decrypt (`serve`,
+`worker`, `demo`, `keys signing-secret`, `webhooks create`, `integrations connect`) refuses to run, before
+it writes anything, without `ENTITLE_SECRET_KEY` or a key file outside the data dir (`require_key_for`);
+`process_box`, the box of the process's own settings (migrations, sealed job payloads), refuses the same
+way instead of making a data-dir key. Several machines sharing one PostgreSQL database must share the key.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
+from entitle.config import Settings, load_settings
 from entitle.db.database import make_private_dir
 from entitle.errors import FailedPrecondition
 
@@ -84,6 +87,23 @@ def require_key_apart(data_dir: Path) -> None:
         f"the data: set {ENV_VAR} (make one with: {GENERATE_HINT}) or {FILE_ENV_VAR} to a file outside the "
         "data dir, the same on every machine sharing the database"
     )
+
+
+def require_key_for(settings: Settings) -> None:
+    """`require_key_apart` on PostgreSQL; the embedded SQLite default (one machine) may keep its key in the
+    data dir. A command checks this before it writes anything: a secret encrypted with a data-dir key on
+    PostgreSQL is one `serve`, which refuses that key, could never read."""
+    if not settings.is_sqlite:
+        require_key_apart(settings.data_dir)
+
+
+def process_box() -> SecretBox:
+    """The box of this process's settings (`load_settings()`), refused on PostgreSQL with the key in the
+    data dir (`require_key_for`) rather than made there: for code that may run outside the commands that
+    check at their start, such as migrations under `entitle migrate`."""
+    settings = load_settings()
+    require_key_for(settings)
+    return secret_box(settings.data_dir)
 
 
 def _key_file(path: Path) -> bytes:

@@ -18,8 +18,8 @@ from entitle.db.pagination import PageRequest
 from entitle.environments import access, service
 from entitle.environments.access import EnvironmentSettings
 from entitle.environments.models import KeyKind
-from entitle.errors import EntitleError
-from entitle.secrets import secret_box
+from entitle.errors import EntitleError, FailedPrecondition
+from entitle.secrets import require_key_for, secret_box
 
 keys_app = typer.Typer(help="API keys and the customer-token signing secret.", no_args_is_help=True)
 environments_app = typer.Typer(
@@ -35,8 +35,16 @@ def _fail(message: str) -> NoReturn:
 
 
 @contextmanager
-def _database() -> Iterator[tuple[Database, Settings]]:
+def _database(*, encrypts: bool = False) -> Iterator[tuple[Database, Settings]]:
+    """The database of the settings; with `encrypts`, refused first on PostgreSQL with the secrets' key in
+    the data dir (`secrets.require_key_for`), as `entitle serve` refuses it: a secret encrypted with that
+    key is one `serve` could never read."""
     settings = load_settings()
+    if encrypts:
+        try:
+            require_key_for(settings)
+        except FailedPrecondition as exc:
+            _fail(exc.message)
     if settings.is_sqlite:  # the embedded default needs no separate migrate step
         upgrade(settings.database_url)
     db = Database(settings.database_url)
@@ -119,7 +127,7 @@ def keys_signing_secret(
     ] = 24,
 ) -> None:
     """Print the secret your backend signs customer tokens with (made on first use; docs/customer-tokens.md)."""
-    with _database() as (db, settings):
+    with _database(encrypts=True) as (db, settings):
         box = secret_box(settings.data_dir)
         if not rotate:
             typer.echo(access.signing_secret(db, box, environment))

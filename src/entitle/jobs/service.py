@@ -25,14 +25,13 @@ from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from entitle.clock import utcnow
-from entitle.config import load_settings
 from entitle.db import Database
 from entitle.db.pagination import Page, PageRequest
 from entitle.errors import FailedPrecondition, NotFound
 from entitle.jobs import store
 from entitle.jobs.models import DEAD, DISCARDED, PENDING, RUNNING, SUCCEEDED, Job
 from entitle.jobs.rules import backoff_delay
-from entitle.secrets import secret_box
+from entitle.secrets import process_box
 
 log = logging.getLogger("entitle.jobs")
 
@@ -56,7 +55,7 @@ class JobContext:
         """The sealed payload given to `enqueue(sealed=...)`, decrypted (None when there was none)."""
         if self.sealed_token is None:
             return None
-        opened = json.loads(secret_box(load_settings().data_dir).decrypt(self.sealed_token))
+        opened = json.loads(process_box().decrypt(self.sealed_token))
         assert isinstance(opened, dict)
         return opened
 
@@ -69,7 +68,7 @@ def _exact(value: Any) -> str:
 
 def seal(payload: dict[str, Any]) -> str:
     """Encrypt a sealed payload as `Job.sealed` holds it (migrations enqueue with it too)."""
-    return secret_box(load_settings().data_dir).encrypt(json.dumps(payload, sort_keys=True, default=_exact))
+    return process_box().encrypt(json.dumps(payload, sort_keys=True, default=_exact))
 
 
 class PermanentFailure(Exception):

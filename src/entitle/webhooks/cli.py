@@ -18,7 +18,8 @@ from entitle.config import Settings, load_settings
 from entitle.db import Database
 from entitle.db.migrate import upgrade
 from entitle.db.pagination import PageRequest, encode_cursor
-from entitle.errors import EntitleError
+from entitle.errors import EntitleError, FailedPrecondition
+from entitle.secrets import require_key_for
 from entitle.webhooks import service
 from entitle.webhooks.models import EVENT_TYPES, WebhookDelivery, WebhookEndpoint
 from entitle.webhooks.schemas import WebhookCreate, WebhookUpdate
@@ -48,8 +49,17 @@ def _fail(message: str) -> NoReturn:
 
 
 @contextmanager
-def _database(*, migrate: bool = False) -> Iterator[tuple[Database, Settings]]:
+def _database(*, migrate: bool = False, encrypts: bool = False) -> Iterator[tuple[Database, Settings]]:
+    """The database of the settings (brought to the latest revision first on SQLite with `migrate`); with
+    `encrypts`, refused first on PostgreSQL with the secrets' key in the data dir
+    (`secrets.require_key_for`), as `entitle serve` refuses it: a secret encrypted with that key is one
+    `serve` and the worker could never read."""
     settings = load_settings()
+    if encrypts:
+        try:
+            require_key_for(settings)
+        except FailedPrecondition as exc:
+            _fail(exc.message)
     if migrate and settings.is_sqlite:
         upgrade(settings.database_url)
     db = Database(settings.database_url)
@@ -99,7 +109,7 @@ def create(
     if description is not None:
         body["description"] = description
     body["enabled"] = not disabled
-    with _database(migrate=True) as (db, settings):
+    with _database(migrate=True, encrypts=True) as (db, settings):
         request = WebhookCreate.model_validate(body)
         env_id = ensure_environment(db, environment).pk
         endpoint, signing_secret = service.create_webhook(

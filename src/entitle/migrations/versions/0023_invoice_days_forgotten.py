@@ -44,9 +44,8 @@ _jobs = sa.table(
 
 
 def upgrade() -> None:
-    from entitle.billing.secrets import secret_box
-    from entitle.config import load_settings
     from entitle.jobs.service import seal
+    from entitle.secrets import process_box
 
     bind = op.get_bind()
     s = _subscriptions.c
@@ -65,7 +64,7 @@ def upgrade() -> None:
             days = days_of.get(payload.get("subscriptionPk"))
             if days is None:
                 continue
-            sealed = json.loads(secret_box(load_settings().data_dir).decrypt(job.sealed)) if job.sealed else {}
+            sealed = json.loads(process_box().decrypt(job.sealed)) if job.sealed else {}
             part = dict(sealed.get("subscription") or {})
             part.setdefault("invoiceDaysUntilDue", int(days))
             bind.execute(_jobs.update().where(j.pk == job.pk).values(sealed=seal({**sealed, "subscription": part})))
