@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
@@ -27,14 +28,23 @@ from tests.support.server import running_server
 ENTITLE = Path(sys.executable).parent / "entitle"
 
 
-def run(*args: str, data_dir: Path, database_url: str | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, data_dir: Path, database_url: str | None = None, env: Mapping[str, str | None] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The console script with only ENTITLE_DATA_DIR (and ENTITLE_DATABASE_URL, when given) of this
+    process's ENTITLE_/STIGG_ settings, and what `env` adds (a value) or removes (None)."""
     if not ENTITLE.exists():
         pytest.skip(f"{ENTITLE} is not installed (pip install -e .)")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ENTITLE_", "STIGG_"))}
-    env["ENTITLE_DATA_DIR"] = str(data_dir)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("ENTITLE_", "STIGG_"))}
+    environ["ENTITLE_DATA_DIR"] = str(data_dir)
     if database_url is not None:
-        env["ENTITLE_DATABASE_URL"] = database_url
-    return subprocess.run([str(ENTITLE), *args], env=env, capture_output=True, text=True, timeout=120, check=False)
+        environ["ENTITLE_DATABASE_URL"] = database_url
+    for name, value in (env or {}).items():
+        if value is None:
+            environ.pop(name, None)
+        else:
+            environ[name] = value
+    return subprocess.run([str(ENTITLE), *args], env=environ, capture_output=True, text=True, timeout=120, check=False)
 
 
 def _heads() -> set[str]:

@@ -13,7 +13,7 @@ from entitle.environments.models import ApiKey, KeyKind
 from entitle.environments.service import PREFIX_RANDOM_CHARS, hash_key
 from entitle.sdk import CUSTOMER_TOKEN_HEADER, customer_token
 from tests.conftest import LiveServer
-from tests.support.cli import invoke
+from tests.support.cli import invoke, server_key
 from tests.support.clock import TestClock
 from tests.support.server import serve_process
 
@@ -127,8 +127,10 @@ def test_last_use_is_recorded_at_most_once_a_minute(server: LiveServer, test_clo
 
 
 def test_keys_and_environment_settings_from_the_command_line(server: LiveServer, database_url: str) -> None:
+    operator = server_key(database_url, server.data_dir)  # on PostgreSQL: the server's key, as an operator sets it
+
     def cli(*args: str) -> tuple[str, str]:
-        result = invoke(*args, data_dir=server.data_dir, database_url=database_url)
+        result = invoke(*args, data_dir=server.data_dir, database_url=database_url, env=operator)
         assert result.returncode == 0, (args, result.stderr)
         return result.stdout, result.stderr
 
@@ -186,6 +188,6 @@ def test_keys_and_environment_settings_from_the_command_line(server: LiveServer,
         ("environments", "update", "--environment", "development", "--allowed-origin", "*"),
         ("keys", "list", "--environment", "nope"),
     ):
-        result = invoke(*args, data_dir=server.data_dir, database_url=database_url)
+        result = invoke(*args, data_dir=server.data_dir, database_url=database_url, env=operator)
         assert result.returncode == 2, (args, result.stdout, result.stderr)
         assert result.stderr.startswith("Error: ") and "Traceback" not in result.stderr, args

@@ -8,6 +8,7 @@ the emulator through the catalog sync it enqueues too: Products at localstripe, 
 from __future__ import annotations
 
 import os
+import secrets
 import stat
 from pathlib import Path
 
@@ -22,8 +23,10 @@ from entitle.environments.models import KeyKind
 from entitle.errors import FailedPrecondition
 from entitle.jobs.service import Worker
 from tests.billing.test_stripe_catalog_sync import make_plan, product_of
+from tests.billing.test_stripe_webhooks import signed_post, stripe_event
 from tests.conftest import LiveServer
-from tests.support.cli import invoke
+from tests.support.cli import invoke, server_key
+from tests.support.server import start_serve
 from tests.support.stripe_emulator import StripeEmulator
 from tests.test_cli import run
 
@@ -137,22 +140,63 @@ def test_the_cli_connects_and_the_published_catalog_is_synced(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     make_plan(api)
+    operator = server_key(database_url, tmp_path)  # on PostgreSQL: the server's key, as an operator sets it
     refused = invoke(
         "integrations", "connect", "stripe", "--environment", "development", "--secret-key", LIVE_KEY,
-        data_dir=tmp_path, database_url=database_url,
+        data_dir=tmp_path, database_url=database_url, env=operator,
     )  # fmt: skip
     assert refused.returncode == 2 and "refuses live Stripe keys" in refused.stderr
     done = run(
         "integrations", "connect", "stripe", "--environment", "development",
         "--secret-key", stripe_emulator.secret_key, "--api-base", stripe_emulator.api_base,
-        data_dir=tmp_path, database_url=database_url,
+        data_dir=tmp_path, database_url=database_url, env=operator,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == api.get("/api/v1/integrations").json()["data"][0]["id"]
-    assert (tmp_path / KEY_FILE).exists()  # the CLI ran without ENTITLE_SECRET_KEY: a key file in its data dir
-    # The worker must decrypt with the same key: use that file's key here.
-    monkeypatch.setenv(ENV_VAR, (tmp_path / KEY_FILE).read_text().strip())
+    if database_url.startswith("sqlite"):
+        assert (tmp_path / KEY_FILE).exists()  # the CLI ran without ENTITLE_SECRET_KEY: a key file in its data dir
+        # The worker must decrypt with the same key: use that file's key here.
+        monkeypatch.setenv(ENV_VAR, (tmp_path / KEY_FILE).read_text().strip())
+    else:  # the CLI encrypted with the operator's key (this process's too), and made none in the data dir
+        assert not (tmp_path / KEY_FILE).exists()
     Worker(server.db).drain()
     assert product_of(server, stripe_emulator, "plan-pro").name == "Acme Pro Plan"  # found by id: real Stripe
     if isinstance(stripe_emulator, StripeEmulator):  # is never emptied
         assert [p.name for p in stripe_emulator.products()] == ["Acme Pro Plan"]
+
+
+def test_serve_given_the_key_connect_had_reads_what_connect_stored(
+    stripe_emulator: StripeEmulator, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL `integrations connect` given the operator's key (without one it refuses:
+    tests/test_secret_key_commands.py) stores secrets that `serve`, given the same key, opens: it checks a
+    Stripe event's signature with the stored webhook secret (and opens the stored API key beside it). On
+    SQLite the command and `serve` both read the data dir's key file."""
+    monkeypatch.delenv(ENV_VAR)  # `serve` inherits this environment (billing's key): its key is what we give
+    sqlite = database_url.startswith("sqlite")
+    data_dir = tmp_path / "data"
+    key = {} if sqlite else {ENV_VAR: Fernet.generate_key().decode()}
+    webhook_secret = f"whsec_{secrets.token_hex(16)}"
+    assert invoke("migrate", data_dir=data_dir, database_url=database_url).returncode == 0
+    connected = invoke(
+        "integrations", "connect", "stripe", "--environment", "development",
+        "--secret-key", stripe_emulator.secret_key, "--api-base", stripe_emulator.api_base,
+        "--webhook-secret", webhook_secret,
+        data_dir=data_dir, database_url=database_url, env=dict(key),
+    )  # fmt: skip
+    assert connected.returncode == 0, connected.stderr
+    integration = connected.stdout.strip()
+    assert (data_dir / KEY_FILE).exists() == sqlite  # on PostgreSQL the operator's key, none made here
+    proc, base = start_serve(database_url, data_dir, extra_env=key)
+    try:
+        with httpx.Client(base_url=base, timeout=30) as anonymous:  # the signature is the key
+            event = stripe_event("invoice.paid", {"object": "invoice", "id": "in_x", "subscription": "sub_x"})
+            wrong = signed_post(anonymous, integration, event, "whsec_not_the_secret")
+            assert wrong.status_code == 400 and wrong.json()["error"]["code"] == "INVALID_SIGNATURE"
+            good = signed_post(anonymous, integration, event, webhook_secret)
+            assert good.status_code == 200, good.text
+            receipt = {"id": event["id"], "type": "invoice.paid", "handled": True, "duplicate": False}
+            assert good.json()["data"] == receipt
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

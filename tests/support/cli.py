@@ -20,6 +20,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from entitle.cli import app
+from entitle.secrets import ENV_VAR
 
 
 @dataclass(frozen=True)
@@ -50,3 +51,13 @@ def invoke(
     if result.exception is not None and not isinstance(result.exception, SystemExit) and result.exc_info:
         stderr += "".join(traceback.format_exception(*result.exc_info))
     return Ran(returncode=result.exit_code, stdout=result.stdout, stderr=stderr)
+
+
+def server_key(database_url: str, data_dir: Path) -> dict[str, str | None]:
+    """The environment an operator gives the command line beside a live test server of `data_dir`: on
+    PostgreSQL the server's secrets key as ENTITLE_SECRET_KEY (the commands that store secrets refuse a
+    key in the data dir there, as `entitle serve` does); nothing on SQLite, where both read the data
+    dir's key file."""
+    from tests.support.server import secret_key_of
+
+    return {} if database_url.startswith("sqlite") else {ENV_VAR: secret_key_of(data_dir)}

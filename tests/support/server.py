@@ -201,9 +201,12 @@ def listens(pid: int, port: int) -> bool:
 
 
 def secret_key_of(data_dir: Path) -> str:
-    """The key `secret_box(data_dir)` encrypts with in this process (made when missing)."""
+    """The key `secret_box(data_dir)` encrypts with in this process: ENTITLE_SECRET_KEY's when set (the
+    billing tests'), else the key file's (made when missing)."""
     from entitle.secrets import secret_box
 
+    if os.environ.get(ENV_VAR, "").strip():
+        return os.environ[ENV_VAR].strip()
     secret_box(data_dir)
     return key_file_path(data_dir).read_text().strip()
 
