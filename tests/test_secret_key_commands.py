@@ -14,12 +14,13 @@ from pathlib import Path
 import httpx
 import pytest
 from cryptography.fernet import Fernet
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 from standardwebhooks import Webhook
 
 from entitle.db import Database
+from entitle.db.migrate import upgrade
 from entitle.sdk import CUSTOMER_TOKEN_HEADER, customer_token
-from entitle.secrets import ENV_VAR, FILE_ENV_VAR, KEY_FILE
+from entitle.secrets import ENV_VAR, FILE_ENV_VAR, KEY_FILE, SecretBox
 from tests.support.cli import Ran, invoke
 from tests.support.server import start_serve
 from tests.test_webhooks import Receiver
@@ -126,3 +127,58 @@ def test_with_the_servers_key_they_work_and_serve_and_the_worker_read_what_they_
     assert invoke("worker", "--once", data_dir=data_dir, database_url=database_url, env=env).returncode == 0
     (request,) = receiver.requests
     assert Webhook(webhook_secret).verify(request.body, request.headers)["data"]["customerId"] == "acme"
+
+
+def test_on_postgresql_migrate_refuses_a_key_in_the_data_dir_for_a_migration_that_encrypts(
+    database_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """`entitle migrate` needs no key for most migrations; 0014, which encrypts the webhook secrets earlier
+    versions kept in plain text, used to make `<data dir>/secret.key` on PostgreSQL and encrypt with it. It
+    refuses as `serve` does, and the whole run is undone (one transaction on PostgreSQL)."""
+    if database_url.startswith("sqlite"):
+        pytest.skip("the embedded SQLite default keeps its key in the data dir (local, one machine)")
+    admin = create_engine(request.getfixturevalue("pg_cluster").url("postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text("DROP DATABASE IF EXISTS entitle_migrate_key_apart WITH (FORCE)"))
+        conn.execute(text("CREATE DATABASE entitle_migrate_key_apart"))
+    admin.dispose()
+    url = str(request.getfixturevalue("pg_cluster").url("entitle_migrate_key_apart"))
+    upgrade(url, "0013_push")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO environments (name, is_production, created_at, updated_at) "
+                "VALUES ('development', false, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO webhook_endpoints (ref_id, url, secret, event_types, enabled, environment_id, "
+                "created_at, updated_at) SELECT 'wh_0', 'https://x.test', 'whsec_AAAA', '[]', true, pk, "
+                "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP FROM environments"
+            )
+        )
+
+    def state() -> tuple[str, list[str]]:
+        with engine.connect() as conn:
+            version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
+            column = "secret" if version == "0013_push" else "secret_encrypted"
+            return version, list(conn.execute(text(f"SELECT {column} FROM webhook_endpoints")).scalars())
+
+    data_dir = tmp_path / "data"
+    try:
+        served = invoke("worker", "--once", data_dir=data_dir, database_url=url)
+        assert served.returncode == 2 and ENV_VAR in served.stderr, served.stderr
+        refused = invoke("migrate", data_dir=data_dir, database_url=url)
+        assert (refused.returncode, refused.stderr) == (2, served.stderr)
+        assert not (data_dir / KEY_FILE).exists()
+        assert state() == ("0013_push", ["whsec_AAAA"])  # not one migration applied, the secret untouched
+
+        key = Fernet.generate_key().decode()
+        assert invoke("migrate", data_dir=data_dir, database_url=url, env={ENV_VAR: key}).returncode == 0
+        version, (token,) = state()
+        assert version != "0013_push" and SecretBox([key.encode()]).decrypt(token) == "whsec_AAAA"
+        assert not (data_dir / KEY_FILE).exists()
+    finally:
+        engine.dispose()

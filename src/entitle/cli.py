@@ -50,7 +50,11 @@ def _wire() -> None:
 def migrate() -> None:
     """Apply database migrations up to the latest revision."""
     settings = load_settings()
-    upgrade(settings.database_url)
+    try:
+        upgrade(settings.database_url)
+    except FailedPrecondition as exc:  # a migration that re-encrypts stored secrets, without the key (on PostgreSQL)
+        typer.echo(f"Error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
     typer.echo(f"database at head: {_redact(settings.database_url)}", err=True)
 
 
