@@ -52,7 +52,7 @@ def migrate() -> None:
     settings = load_settings()
     try:
         upgrade(settings.database_url)
-    except FailedPrecondition as exc:  # a migration that re-encrypts stored secrets, without the key (on PostgreSQL)
+    except FailedPrecondition as exc:  # a migration that encrypts stored secrets, without the key (on PostgreSQL)
         typer.echo(f"Error: {exc.message}", err=True)
         raise typer.Exit(2) from None
     typer.echo(f"database at head: {_redact(settings.database_url)}", err=True)
