@@ -113,18 +113,21 @@ class PaidGrants:
         integration = store.integration_for_customer(s, customer)
         if integration is None:
             return  # removed meanwhile: its invoices are the provider account's
+        invoice_ref = grant.invoice_ref or ""
         enqueue(
             s,
             customer.environment_id,
             VOID_CREDIT_INVOICE_JOB,
-            {"integrationPk": integration.pk, "grantPk": grant.pk},
+            {"integrationPk": integration.pk, "grantPk": grant.pk, "invoiceRef": invoice_ref or None},
             ordering_key=_ordering_key(integration, customer.pk),  # after the invoicing, if it is still to run
-            dedupe_key=f"credit-invoice-void:{grant.pk}",
+            # One per invoice: a void that found no invoice yet (its job done, nothing to reach) does not keep
+            # the invoice recorded after it (`paid._reported` asks again) from being voided.
+            dedupe_key=f"credit-invoice-void:{grant.pk}:{invoice_ref}",
         )
 
     def invoice_now(self, db: Database, env_id: int, grant_pk: int) -> bool:
         try:
-            return _invoice(db, env_id, grant_pk, timeout=REQUEST_TIMEOUT_SECONDS)
+            return _invoice(db, env_id, grant_pk, timeout=REQUEST_TIMEOUT_SECONDS, first=True)
         except Exception:  # the job retries it; the answer says PAYMENT_PENDING meanwhile
             log.warning(
                 "invoicing credit grant %s while the request waited failed; the job retries", grant_pk, exc_info=True
@@ -136,8 +139,12 @@ def _key(env_id: int, grant_pk: int, grant_ref: str) -> str:
     return f"entitle-credit-grant-{env_id}-{grant_pk}-{grant_ref}"
 
 
-def _invoice(db: Database, env_id: int, grant_pk: int, *, timeout: float | None = None) -> bool:
-    """Make the grant's invoice unless it has one (or no longer waits). True when it has one after."""
+def _invoice(db: Database, env_id: int, grant_pk: int, *, timeout: float | None = None, first: bool = False) -> bool:
+    """Make the grant's invoice unless it has one (or no longer waits). True when it has one after.
+
+    `first`: no attempt ran before (the request, just after the grant was written). Any later attempt first
+    looks at Stripe for the invoice an earlier one made (`CreditInvoiceSpec.made_since`): the idempotency keys
+    alone would make a second invoice for a job retried more than a day later (Stripe forgets them)."""
     pending = paid.pending_invoice(db, env_id, grant_pk)
     if pending is None:
         return True
@@ -167,6 +174,7 @@ def _invoice(db: Database, env_id: int, grant_pk: int, *, timeout: float | None 
         days_until_due=DEFAULT_DAYS_UNTIL_DUE if days is None else int(days),
         paid_out_of_band=bool(what["paidOutOfBand"]),
         charge=bool(what["charge"]),
+        made_since=None if first else what["createdAt"],
     )
     provider = provider_for(integration, secret_box(load_settings().data_dir), timeout=timeout)
     made = provider.create_credit_invoice(spec, idempotency_key=_key(env_id, grant_pk, grant_ref))
@@ -186,11 +194,16 @@ def void_credit_invoice(db: Database, ctx: JobContext) -> None:
     with db.read() as s:
         grant = s.get(CreditGrant, int(ctx.payload["grantPk"]))
         integration = s.get(Integration, int(ctx.payload["integrationPk"]))
-        if grant is None or integration is None or grant.invoice_ref is None or integration.removed_at is not None:
-            return  # no invoice was made (the invoicing job found the grant voided), or nothing to reach
-        invoice_ref, grant_ref = grant.invoice_ref, grant.ref_id
+        if grant is None or integration is None or integration.removed_at is not None:
+            return  # nothing to reach
+        invoice_ref, grant_ref = ctx.payload.get("invoiceRef") or grant.invoice_ref, grant.ref_id
+        if invoice_ref is None:
+            # No invoice yet: none will be made (the invoicing finds the grant ended), or the one being made is
+            # recorded after this void under the wallet's lock, and voided by the job that recording enqueues.
+            return
     provider = provider_for(integration, secret_box(load_settings().data_dir))
-    voided = provider.void_invoice(invoice_ref, idempotency_key=_key(ctx.environment_id, grant.pk, grant_ref))
+    key = f"{_key(ctx.environment_id, grant.pk, grant_ref)}:{invoice_ref}"  # its own key, per invoice
+    voided = provider.void_invoice(invoice_ref, idempotency_key=key)
     paid.invoice_made(db, ctx.environment_id, grant_ref, latest_invoice(voided))
 
 

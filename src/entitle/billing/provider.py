@@ -344,6 +344,10 @@ class CreditInvoiceSpec:
     days_until_due: int
     paid_out_of_band: bool  # recorded paid at once, without charging anything
     charge: bool = False  # charged to the customer's default payment method at once (not sent)
+    # When an earlier attempt may have made the invoice (a retried job): the grant's creation, before which none
+    # was made. The provider looks for it first and carries it on rather than make a second one, as its
+    # idempotency keys are forgotten after a while (Stripe: 24 hours). None: the first attempt, nothing to find.
+    made_since: datetime | None = None
 
 
 @dataclass(frozen=True)
