@@ -20,7 +20,16 @@ import pytest
 from entitle.jobs.service import Worker
 from tests.billing.conftest import connect_stripe
 from tests.billing.test_stripe_checkout import new_customer
-from tests.billing.test_stripe_credit_grants import _balance, _currency, _customer_at_stripe, _grant, _invoiced, _ledger
+from tests.billing.test_stripe_credit_grants import (
+    PAID_AT_ONCE,
+    _balance,
+    _card_customer,
+    _currency,
+    _customer_at_stripe,
+    _grant,
+    _invoiced,
+    _ledger,
+)
 from tests.conftest import LiveServer
 from tests.support.clock import TestClock
 from tests.support.stripe_emulator import Logged, StripeEmulator
@@ -119,3 +128,42 @@ def test_an_invoicing_retried_after_stripe_forgot_its_keys_carries_on_the_invoic
         "OPEN",
     )
     assert _ledger(server, grant["id"]) == [] and _balance(api, "cust-corp", currency) == (0, 0)
+
+
+@pytest.mark.emulator_only
+def test_a_grant_voided_while_its_charge_was_being_made_is_never_charged(
+    server: LiveServer, api: httpx.Client, stripe_emulator: StripeEmulator
+) -> None:
+    """CHARGE: the grant is voided after its invoice was drafted and before the card is charged; the invoicing
+    asks just before charging, leaves the invoice unpaid, and it is voided."""
+    connect_stripe(api, stripe_emulator)
+    currency = _currency(api)
+    _card_customer(server, api, stripe_emulator, "cust-pays", PAID_AT_ONCE)
+    customer = _customer_at_stripe(server, "cust-pays")
+    assert customer is not None
+    voided: list[str] = []
+
+    def void_the_grant(entry: Logged) -> None:
+        if entry.path != "/v1/invoices" or voided:
+            return
+        ref = str((entry.params or {})["metadata"]["entitleCreditGrantId"])
+        voided.append(ref)
+        with httpx.Client(base_url=api.base_url, headers=api.headers) as other:
+            resp = other.post(f"/api/v1/credits/grants/{ref}/void")
+        assert resp.status_code == 200 and resp.json()["data"]["status"] == "VOIDED", resp.text
+        assert Worker(server.db).drain() >= 1  # its void job finds no invoice yet
+
+    stripe_emulator.standin.after_write = void_the_grant
+    resp = _invoiced(api, "cust-pays", currency, paymentCollectionMethod="CHARGE")
+    stripe_emulator.standin.after_write = None
+    assert resp.status_code == 200, resp.text
+    grant = resp.json()["data"]
+    assert voided == [grant["id"]] and grant["status"] == "VOIDED"
+
+    Worker(server.db).drain()
+    (invoice,) = _invoices_of(stripe_emulator, customer, grant["id"])
+    assert (invoice.id, invoice.status, invoice.amount_paid) == (grant["invoiceId"], "void", 0)
+    assert stripe_emulator.client().v1.charges.list(params={"customer": customer}).data == []
+    grant = _grant(api, "cust-pays", grant["id"])
+    assert (grant["status"], grant["latestInvoice"]["status"]) == ("VOIDED", "CANCELED")
+    assert _ledger(server, grant["id"]) == [] and _balance(api, "cust-pays", currency) == (0, 0)

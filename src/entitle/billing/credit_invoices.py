@@ -177,7 +177,11 @@ def _invoice(db: Database, env_id: int, grant_pk: int, *, timeout: float | None 
         made_since=None if first else what["createdAt"],
     )
     provider = provider_for(integration, secret_box(load_settings().data_dir), timeout=timeout)
-    made = provider.create_credit_invoice(spec, idempotency_key=_key(env_id, grant_pk, grant_ref))
+    made = provider.create_credit_invoice(
+        spec,
+        idempotency_key=_key(env_id, grant_pk, grant_ref),
+        still_wanted=lambda: paid.still_waiting(db, env_id, grant_pk),
+    )
     paid.invoice_made(db, env_id, grant_ref, latest_invoice(made))
     return True
 

@@ -19,6 +19,7 @@ environment, and the none provider, are in `entitle.billing.providers`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -440,11 +441,14 @@ class BillingProvider(Protocol):
         incomplete, ...); None when the provider has no such notion."""
         ...
 
-    def create_credit_invoice(self, spec: CreditInvoiceSpec, *, idempotency_key: str) -> ProviderInvoice:
+    def create_credit_invoice(
+        self, spec: CreditInvoiceSpec, *, idempotency_key: str, still_wanted: Callable[[], bool] | None = None
+    ) -> ProviderInvoice:
         """Make, finalize (and, paid out of band, record paid; or, to charge, pay with the customer's default
         payment method) a credit grant's invoice; every call carries a key derived from `idempotency_key`, so
         a retry makes no second invoice and no second charge. A declined or unauthenticated charge is not an
-        error: the open invoice says so (`payment_error`, `requires_action`)."""
+        error: the open invoice says so (`payment_error`, `requires_action`). `still_wanted` is asked just
+        before the payment: False (the grant ended meanwhile) leaves the invoice open, unpaid, for its void."""
         ...
 
     def void_invoice(self, invoice_id: str, *, idempotency_key: str) -> ProviderInvoice:

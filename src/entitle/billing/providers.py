@@ -3,6 +3,7 @@ only place they are), or the none provider without one."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 
@@ -101,7 +102,9 @@ class NoneProvider:
     def mark_latest_invoice_paid(self, subscription_billing_id: str, *, idempotency_key: str) -> str:
         raise FailedPrecondition("no billing provider is connected: there is no invoice to mark paid")
 
-    def create_credit_invoice(self, spec: CreditInvoiceSpec, *, idempotency_key: str) -> ProviderInvoice:
+    def create_credit_invoice(
+        self, spec: CreditInvoiceSpec, *, idempotency_key: str, still_wanted: Callable[[], bool] | None = None
+    ) -> ProviderInvoice:
         raise FailedPrecondition("no billing provider is connected: a credit grant cannot be invoiced")
 
     def void_invoice(self, invoice_id: str, *, idempotency_key: str) -> ProviderInvoice:

@@ -25,6 +25,7 @@ sessions and created subscriptions ask Stripe to compute tax (`automatic_tax[ena
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal, cast
@@ -526,8 +527,10 @@ class StripeProvider:
             return None
         return ProviderEvent(id=event["id"], type=event["type"], data=event)
 
-    def create_credit_invoice(self, spec: CreditInvoiceSpec, *, idempotency_key: str) -> ProviderInvoice:
-        return create_credit_invoice(self.client, spec, idempotency_key)
+    def create_credit_invoice(
+        self, spec: CreditInvoiceSpec, *, idempotency_key: str, still_wanted: Callable[[], bool] | None = None
+    ) -> ProviderInvoice:
+        return create_credit_invoice(self.client, spec, idempotency_key, still_wanted)
 
     def void_invoice(self, invoice_id: str, *, idempotency_key: str) -> ProviderInvoice:
         return void_invoice(self.client, invoice_id, idempotency_key)

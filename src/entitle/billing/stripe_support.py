@@ -7,6 +7,7 @@ reaches Stripe; this module and `stripe_provider` are where it imports the SDK.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -413,14 +414,19 @@ def _credit_invoice_made(client: stripe.StripeClient, spec: CreditInvoiceSpec) -
 
 
 def create_credit_invoice(
-    client: stripe.StripeClient, spec: CreditInvoiceSpec, idempotency_key: str
+    client: stripe.StripeClient,
+    spec: CreditInvoiceSpec,
+    idempotency_key: str,
+    still_wanted: Callable[[], bool] | None = None,
 ) -> ProviderInvoice:
     """A credit grant's invoice: a draft of its own (`pending_invoice_items_behavior=exclude`, so no other
     pending item of the customer joins it), one line with the cost in minor units, finalized and sent
     (`send_invoice`, due after the days given) or, paid out of band, recorded paid without a charge. Each call
     has its own key derived from the grant's: a retried job replays what was done and makes no second one.
     Stripe forgets keys after 24 hours, so a later attempt (`spec.made_since`) first looks for the invoice an
-    earlier one made and carries it on from where it stopped (its line added only to a draft without one)."""
+    earlier one made and carries it on from where it stopped (its line added only to a draft without one).
+    Nothing is paid for a grant that ended meanwhile (`still_wanted`, asked just before): the invoice is left
+    open, and recording it on the ended grant voids it (`credits.paid`)."""
     metadata = {"entitleEnvironment": spec.environment_ref, "entitleCreditGrantId": spec.grant_ref}
     earlier = _credit_invoice_made(client, spec) if spec.made_since is not None else None
     if earlier is None:
@@ -454,6 +460,8 @@ def create_credit_invoice(
         invoice = client.v1.invoices.finalize_invoice(
             invoice_id, options={"idempotency_key": f"{idempotency_key}:finalize"}
         )
+    if (spec.paid_out_of_band or spec.charge) and invoice.status == "open" and still_wanted and not still_wanted():
+        return _invoice(invoice)
     if spec.paid_out_of_band and invoice.status == "open":
         invoice = client.v1.invoices.pay(
             invoice_id, params={"paid_out_of_band": True}, options={"idempotency_key": f"{idempotency_key}:paid"}

@@ -255,6 +255,17 @@ def expire_unpaid(db: Database, ctx: JobContext) -> None:
         ports.paid_grants.impl.cancel_invoice(s, customer, grant)
 
 
+def still_waiting(db: Database, env_id: int, grant_pk: int) -> bool:
+    """Whether the grant still waits for its payment (not voided, not past its expiry): asked by the invoicing
+    just before it charges the customer or records the invoice paid, so a grant that ended while its invoice
+    was being made is not paid for (its invoice, recorded open, is voided: `_reported`)."""
+    with db.read() as s:
+        grant = s.get(CreditGrant, grant_pk)
+        if grant is None or grant.environment_id != env_id or grant.status != PAYMENT_PENDING:
+            return False
+        return grant.expire_at is None or as_utc(grant.expire_at) > utcnow()
+
+
 def pending_invoice(db: Database, env_id: int, grant_pk: int) -> tuple[str, dict[str, Any]] | None:
     """For the invoicing job: the grant's id and what its invoice is made of, while it still needs one (None:
     made already, or the grant no longer waits)."""
@@ -299,4 +310,5 @@ __all__ = [
     "minor_units",
     "payment_failed",
     "pending_invoice",
+    "still_waiting",
 ]
