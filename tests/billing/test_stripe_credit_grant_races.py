@@ -3,11 +3,13 @@ the local Stripe, on SQLite and PostgreSQL:
 
 - the grant ends (voided in Entitle, or expired unpaid) while its invoice is being made, and the job voiding its
   invoice runs before the invoice is recorded: the invoice is voided at Stripe all the same;
+- the grant ends after Stripe made its invoice but the answer was lost (nothing recorded, and the invoicing, finding
+  the grant ended, records nothing): the void finds the invoice at Stripe and voids it;
 - the invoicing is retried after Stripe forgot its idempotency keys (24 hours): the invoice the earlier attempt
   made is found and carried on, never a second one.
 
-The first is held at Stripe's answer by the stand-in's `after_write` hook (it runs in the stand-in's thread, while
-the request waits for that answer: whatever it does must not call Stripe)."""
+The request is held at Stripe's answer by the stand-in's `after_write` hook, which ends the grant and runs the
+worker while the request waits for that answer."""
 
 from __future__ import annotations
 
@@ -62,7 +64,7 @@ def test_a_grant_ended_while_its_invoice_was_made_gets_that_invoice_voided(
 
     def end_the_grant(entry: Logged) -> None:
         """Stripe made the grant's draft; before the request hears it, the grant ends and the job that voids its
-        invoice runs, finding none yet (its invoicing job is not due: it waits a minute for the request)."""
+        invoice runs, finding none to void yet (its invoicing job is not due: it waits a minute for the request)."""
         if entry.path != "/v1/invoices" or ended:
             return
         ref = str((entry.params or {})["metadata"]["entitleCreditGrantId"])
@@ -167,3 +169,29 @@ def test_a_grant_voided_while_its_charge_was_being_made_is_never_charged(
     grant = _grant(api, "cust-pays", grant["id"])
     assert (grant["status"], grant["latestInvoice"]["status"]) == ("VOIDED", "CANCELED")
     assert _ledger(server, grant["id"]) == [] and _balance(api, "cust-pays", currency) == (0, 0)
+
+
+@pytest.mark.emulator_only
+def test_a_grant_voided_after_its_invoice_was_made_unheard_gets_that_invoice_voided(
+    server: LiveServer, api: httpx.Client, stripe_emulator: StripeEmulator, test_clock: TestClock
+) -> None:
+    """Stripe finalized (and sent) the invoice, but its answer to the request was lost: nothing is recorded. The
+    grant is voided before the job retries; the job then makes nothing, and the void finds the invoice at Stripe."""
+    currency, customer = _at_stripe_already(server, api, stripe_emulator)
+    stripe_emulator.fail_next(1, path_prefix="/v1/invoices/", status=500, after_execution=True)  # the finalize
+    resp = _invoiced(api, "cust-corp", currency)
+    assert resp.status_code == 200, resp.text
+    grant = resp.json()["data"]
+    assert grant["status"] == "PAYMENT_PENDING" and grant["invoiceId"] is None
+    (made,) = _invoices_of(stripe_emulator, customer, grant["id"])
+    assert made.status == "open"  # the customer could pay it
+
+    resp = api.post(f"/api/v1/credits/grants/{grant['id']}/void")
+    assert resp.status_code == 200 and resp.json()["data"]["status"] == "VOIDED", resp.text
+    test_clock.advance(timedelta(minutes=2))  # the invoicing job is due too
+    Worker(server.db).drain()
+    (invoice,) = _invoices_of(stripe_emulator, customer, grant["id"])
+    assert (invoice.id, invoice.status) == (made.id, "void")
+    grant = _grant(api, "cust-corp", grant["id"])
+    assert (grant["status"], grant["invoiceId"], grant["latestInvoice"]["status"]) == ("VOIDED", made.id, "CANCELED")
+    assert _ledger(server, grant["id"]) == [] and _balance(api, "cust-corp", currency) == (0, 0)

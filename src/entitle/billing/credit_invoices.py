@@ -33,7 +33,7 @@ from entitle.billing.provider import DEFAULT_DAYS_UNTIL_DUE, REQUEST_TIMEOUT_SEC
 from entitle.billing.providers import provider_for
 from entitle.billing.secrets import secret_box
 from entitle.billing.subscription_sync import _ordering_key
-from entitle.clock import utcnow
+from entitle.clock import as_utc, utcnow
 from entitle.config import load_settings
 from entitle.credits import paid
 from entitle.credits.models import CreditGrant, Wallet
@@ -193,19 +193,33 @@ def invoice_credit_grant(db: Database, ctx: JobContext) -> None:
 
 @register(VOID_CREDIT_INVOICE_JOB)
 def void_credit_invoice(db: Database, ctx: JobContext) -> None:
-    """A grant voided while it waited for its payment: its invoice is voided at the provider too, so nobody
-    pays for credits that will never be granted (an invoice paid meanwhile is left as it is: refund it)."""
+    """A grant voided (or expired) while it waited for its payment: its invoice is voided at the provider too,
+    so nobody pays for credits that will never be granted (an invoice paid meanwhile is left as it is: refund
+    it). With no invoice recorded, one may still be at the provider: made by an attempt whose answer was lost
+    (the invoicing, finding the grant ended, never records it), so it is looked for there."""
     with db.read() as s:
         grant = s.get(CreditGrant, int(ctx.payload["grantPk"]))
         integration = s.get(Integration, int(ctx.payload["integrationPk"]))
         if grant is None or integration is None or integration.removed_at is not None:
             return  # nothing to reach
         invoice_ref, grant_ref = ctx.payload.get("invoiceRef") or grant.invoice_ref, grant.ref_id
-        if invoice_ref is None:
-            # No invoice yet: none will be made (the invoicing finds the grant ended), or the one being made is
-            # recorded after this void under the wallet's lock, and voided by the job that recording enqueues.
-            return
+        made_since = as_utc(grant.created_at)
+        wallet = s.get(Wallet, grant.wallet_pk)
+        customer = s.get(Customer, wallet.customer_pk) if wallet is not None else None
+        link = store.link(s, integration.pk, CUSTOMER, customer.pk) if customer is not None else None
+        billing_id = (link.billing_id if link is not None else None) or (customer.billing_id if customer else None)
+        env = s.get(Environment, ctx.environment_id)
+        env_name = env.name if env is not None else ""
     provider = provider_for(integration, secret_box(load_settings().data_dir))
+    if invoice_ref is None:
+        # An invoice being made right now is not found yet, or only as a draft: its recording, under the wallet's
+        # lock after this void, finds the grant ended and enqueues the void of it (`paid._reported`).
+        if not billing_id:
+            return  # the customer never reached the provider: no invoice was made
+        found = provider.find_credit_invoice(billing_id, env_name, grant_ref, made_since=made_since)
+        if found is None:
+            return
+        invoice_ref = found.id
     key = f"{_key(ctx.environment_id, grant.pk, grant_ref)}:{invoice_ref}"  # its own key, per invoice
     voided = provider.void_invoice(invoice_ref, idempotency_key=key)
     paid.invoice_made(db, ctx.environment_id, grant_ref, latest_invoice(voided))

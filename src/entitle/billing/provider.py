@@ -455,6 +455,13 @@ class BillingProvider(Protocol):
         """Void an open invoice (one already paid or voided is returned as it is)."""
         ...
 
+    def find_credit_invoice(
+        self, customer_billing_id: str, environment_ref: str, grant_ref: str, *, made_since: datetime
+    ) -> ProviderInvoice | None:
+        """The credit grant's invoice at the provider once finalized (made at or after `made_since`), or None: none
+        was made, or only a draft, which nobody can pay."""
+        ...
+
     def mark_latest_invoice_paid(self, subscription_billing_id: str, *, idempotency_key: str) -> str:
         """Record the provider subscription's latest invoice as paid outside the provider (a bank transfer):
         no charge is made. Its id; FailedPrecondition when that invoice is not open."""

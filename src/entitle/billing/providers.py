@@ -110,6 +110,11 @@ class NoneProvider:
     def void_invoice(self, invoice_id: str, *, idempotency_key: str) -> ProviderInvoice:
         raise FailedPrecondition("no billing provider is connected: there is no invoice to void")
 
+    def find_credit_invoice(
+        self, customer_billing_id: str, environment_ref: str, grant_ref: str, *, made_since: datetime
+    ) -> ProviderInvoice | None:
+        return None
+
     def set_default_payment_method(
         self, customer_billing_id: str, payment_method_id: str, *, idempotency_key: str
     ) -> None:

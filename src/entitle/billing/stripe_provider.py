@@ -80,6 +80,7 @@ from entitle.billing.stripe_support import (
     _promotion_code_of,
     _waited_for,
     create_credit_invoice,
+    credit_invoice_made,
     mark_latest_invoice_paid,
     price_fingerprint,
     priced_items,
@@ -534,6 +535,12 @@ class StripeProvider:
 
     def void_invoice(self, invoice_id: str, *, idempotency_key: str) -> ProviderInvoice:
         return void_invoice(self.client, invoice_id, idempotency_key)
+
+    def find_credit_invoice(
+        self, customer_billing_id: str, environment_ref: str, grant_ref: str, *, made_since: datetime
+    ) -> ProviderInvoice | None:
+        found = credit_invoice_made(self.client, customer_billing_id, environment_ref, grant_ref, made_since)
+        return None if found is None or found.status == "draft" else _invoice(found)
 
     def mark_latest_invoice_paid(self, subscription_billing_id: str, *, idempotency_key: str) -> str:
         try:

@@ -394,21 +394,20 @@ def mark_latest_invoice_paid(client: stripe.StripeClient, subscription_billing_i
 _CLOCK_SKEW = timedelta(days=1)
 
 
-def _credit_invoice_made(client: stripe.StripeClient, spec: CreditInvoiceSpec) -> Any | None:
+def credit_invoice_made(
+    client: stripe.StripeClient, customer_billing_id: str, environment_ref: str, grant_ref: str, made_since: datetime
+) -> Any | None:
     """The grant's invoice an earlier attempt made (metadata `entitleCreditGrantId` and `entitleEnvironment`), or
     None. Stripe lists a customer's invoices "sorted by creation date, with the most recently created invoices
     appearing first" (docs.stripe.com/api/invoices/list): read until one older than the grant (less a skew).
     Listing, not Search: a list is read-after-write consistent, Stripe's search index lags (about a minute)."""
-    assert spec.made_since is not None
-    oldest = int((spec.made_since - _CLOCK_SKEW).timestamp())
-    page = client.v1.invoices.list(params={"customer": spec.customer_billing_id, "limit": 100})
+    oldest = int((made_since - _CLOCK_SKEW).timestamp())
+    page = client.v1.invoices.list(params={"customer": customer_billing_id, "limit": 100})
     for invoice in page.auto_paging_iter():
         if int(invoice.created or 0) < oldest:
             return None
         metadata = invoice.to_dict().get("metadata") or {}
-        if metadata.get("entitleCreditGrantId") == spec.grant_ref and (
-            metadata.get("entitleEnvironment") == spec.environment_ref
-        ):
+        if metadata.get("entitleCreditGrantId") == grant_ref and metadata.get("entitleEnvironment") == environment_ref:
             return invoice
     return None
 
@@ -428,7 +427,11 @@ def create_credit_invoice(
     Nothing is paid for a grant that ended meanwhile (`still_wanted`, asked just before): the invoice is left
     open, and recording it on the ended grant voids it (`credits.paid`)."""
     metadata = {"entitleEnvironment": spec.environment_ref, "entitleCreditGrantId": spec.grant_ref}
-    earlier = _credit_invoice_made(client, spec) if spec.made_since is not None else None
+    earlier = None
+    if spec.made_since is not None:
+        earlier = credit_invoice_made(
+            client, spec.customer_billing_id, spec.environment_ref, spec.grant_ref, spec.made_since
+        )
     if earlier is None:
         params: Any = {
             "customer": spec.customer_billing_id,
