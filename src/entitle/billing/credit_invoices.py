@@ -113,16 +113,15 @@ class PaidGrants:
         integration = store.integration_for_customer(s, customer)
         if integration is None:
             return  # removed meanwhile: its invoices are the provider account's
-        invoice_ref = grant.invoice_ref or ""
         enqueue(
             s,
             customer.environment_id,
             VOID_CREDIT_INVOICE_JOB,
-            {"integrationPk": integration.pk, "grantPk": grant.pk, "invoiceRef": invoice_ref or None},
+            {"integrationPk": integration.pk, "grantPk": grant.pk, "invoiceRef": grant.invoice_ref},
             ordering_key=_ordering_key(integration, customer.pk),  # after the invoicing, if it is still to run
             # One per invoice: a void that found no invoice yet (its job done, nothing to reach) does not keep
             # the invoice recorded after it (`paid._reported` asks again) from being voided.
-            dedupe_key=f"credit-invoice-void:{grant.pk}:{invoice_ref}",
+            dedupe_key=f"credit-invoice-void:{grant.pk}:{grant.invoice_ref or ''}",
         )
 
     def invoice_now(self, db: Database, env_id: int, grant_pk: int) -> bool:
