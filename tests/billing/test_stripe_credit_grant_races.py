@@ -195,3 +195,42 @@ def test_a_grant_voided_after_its_invoice_was_made_unheard_gets_that_invoice_voi
     grant = _grant(api, "cust-corp", grant["id"])
     assert (grant["status"], grant["invoiceId"], grant["latestInvoice"]["status"]) == ("VOIDED", made.id, "CANCELED")
     assert _ledger(server, grant["id"]) == [] and _balance(api, "cust-corp", currency) == (0, 0)
+
+
+@pytest.mark.emulator_only
+def test_a_grant_voided_mid_invoice_whose_finalize_went_unheard_gets_that_invoice_voided(
+    server: LiveServer, api: httpx.Client, stripe_emulator: StripeEmulator, test_clock: TestClock
+) -> None:
+    """The grant is voided while the request makes its invoice, and its void job runs then (finding only the
+    draft); Stripe then finalizes the invoice but the answer is lost, so the request records nothing. The
+    invoicing job, finding the grant ended, looks for the invoice at Stripe and records it: it is voided."""
+    currency, customer = _at_stripe_already(server, api, stripe_emulator)
+    voided: list[str] = []
+
+    def void_the_grant(entry: Logged) -> None:
+        if entry.path != "/v1/invoices" or voided:
+            return
+        ref = str((entry.params or {})["metadata"]["entitleCreditGrantId"])
+        voided.append(ref)
+        with httpx.Client(base_url=api.base_url, headers=api.headers) as other:
+            resp = other.post(f"/api/v1/credits/grants/{ref}/void")
+        assert resp.status_code == 200 and resp.json()["data"]["status"] == "VOIDED", resp.text
+        assert Worker(server.db).drain() >= 1  # its void job finds a draft only
+
+    stripe_emulator.standin.after_write = void_the_grant
+    stripe_emulator.fail_next(1, path_prefix="/v1/invoices/", status=500, after_execution=True)  # the finalize
+    resp = _invoiced(api, "cust-corp", currency)
+    stripe_emulator.standin.after_write = None
+    assert resp.status_code == 200, resp.text
+    grant = resp.json()["data"]
+    assert voided == [grant["id"]] and grant["invoiceId"] is None
+    (made,) = _invoices_of(stripe_emulator, customer, grant["id"])
+    assert made.status == "open"
+
+    test_clock.advance(timedelta(minutes=2))  # the invoicing job is due
+    Worker(server.db).drain()
+    (invoice,) = _invoices_of(stripe_emulator, customer, grant["id"])
+    assert (invoice.id, invoice.status) == (made.id, "void")
+    grant = _grant(api, "cust-corp", grant["id"])
+    assert (grant["status"], grant["invoiceId"], grant["latestInvoice"]["status"]) == ("VOIDED", made.id, "CANCELED")
+    assert _ledger(server, grant["id"]) == [] and _balance(api, "cust-corp", currency) == (0, 0)

@@ -21,6 +21,7 @@ under its wallet's lock (`credits.paid`), so a webhook delivered twice grants no
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -138,6 +139,47 @@ def _key(env_id: int, grant_pk: int, grant_ref: str) -> str:
     return f"entitle-credit-grant-{env_id}-{grant_pk}-{grant_ref}"
 
 
+@dataclass(frozen=True)
+class _Reach:
+    """How a grant's customer is reached at the provider."""
+
+    integration: Integration | None  # None: no integration bills it (any more)
+    billing_id: str | None  # None: not at the provider (yet)
+    env_name: str
+    customer_ref: str
+
+
+def _reach(s: Session, env_id: int, wallet_pk: int, integration: Integration | None = None) -> _Reach | None:
+    """The customer of a wallet at `integration` (default: the one billing it); None: customer deleted."""
+    wallet = s.get(Wallet, wallet_pk)
+    customer = s.get(Customer, wallet.customer_pk) if wallet is not None else None
+    env = s.get(Environment, env_id)
+    if customer is None or env is None:
+        return None
+    integration = integration or store.integration_for_customer(s, customer)
+    link = store.link(s, integration.pk, CUSTOMER, customer.pk) if integration is not None else None
+    billing_id = (link.billing_id if link is not None else None) or customer.billing_id
+    return _Reach(integration, billing_id, env.name, customer.ref_id)
+
+
+def _record_unheard(db: Database, env_id: int, grant_pk: int) -> None:
+    """The grant ended with no invoice recorded, and an earlier attempt may have made one all the same (Stripe
+    did it, the answer was lost): recorded now if it is at the provider, so an open one is voided like any
+    invoice recorded on a grant that ended (`paid._reported`)."""
+    ended = paid.ended_unrecorded(db, env_id, grant_pk)
+    if ended is None:
+        return
+    grant_ref, wallet_pk, made_since = ended
+    with db.read() as s:
+        reach = _reach(s, env_id, wallet_pk)
+    if reach is None or reach.integration is None or not reach.billing_id:
+        return  # nothing to reach, or the customer never reached the provider: no invoice was made
+    provider = provider_for(reach.integration, secret_box(load_settings().data_dir))
+    found = provider.find_credit_invoice(reach.billing_id, reach.env_name, grant_ref, made_since=made_since)
+    if found is not None:
+        paid.invoice_made(db, env_id, grant_ref, latest_invoice(found))
+
+
 def _invoice(db: Database, env_id: int, grant_pk: int, *, timeout: float | None = None, first: bool = False) -> bool:
     """Make the grant's invoice unless it has one (or no longer waits). True when it has one after.
 
@@ -146,22 +188,19 @@ def _invoice(db: Database, env_id: int, grant_pk: int, *, timeout: float | None 
     alone would make a second invoice for a job retried more than a day later (Stripe forgets them)."""
     pending = paid.pending_invoice(db, env_id, grant_pk)
     if pending is None:
+        if not first:
+            _record_unheard(db, env_id, grant_pk)
         return True
     grant_ref, what = pending
     with db.read() as s:
-        wallet = s.get(Wallet, int(what["walletPk"]))
-        customer = s.get(Customer, wallet.customer_pk) if wallet is not None else None
-        env = s.get(Environment, env_id)
-        if customer is None or env is None:
-            return False
-        integration = store.integration_for_customer(s, customer)
-        link = store.link(s, integration.pk, CUSTOMER, customer.pk) if integration is not None else None
-        billing_id = (link.billing_id if link is not None else None) or customer.billing_id
-        env_name = env.name
+        reach = _reach(s, env_id, int(what["walletPk"]))
+    if reach is None:
+        return False
+    integration, billing_id, env_name = reach.integration, reach.billing_id, reach.env_name
     if integration is None:
         raise BillingInformationRefused("the customer's billing integration was removed: the grant cannot be invoiced")
     if not billing_id:
-        raise CustomerNotAtProvider(f"customer {customer.ref_id} is not at the provider yet (its sync runs first)")
+        raise CustomerNotAtProvider(f"customer {reach.customer_ref} is not at the provider yet (its sync runs first)")
     days = what["daysUntilDue"]
     spec = CreditInvoiceSpec(
         customer_billing_id=billing_id,
@@ -203,19 +242,14 @@ def void_credit_invoice(db: Database, ctx: JobContext) -> None:
             return  # nothing to reach
         invoice_ref, grant_ref = ctx.payload.get("invoiceRef") or grant.invoice_ref, grant.ref_id
         made_since = as_utc(grant.created_at)
-        wallet = s.get(Wallet, grant.wallet_pk)
-        customer = s.get(Customer, wallet.customer_pk) if wallet is not None else None
-        link = store.link(s, integration.pk, CUSTOMER, customer.pk) if customer is not None else None
-        billing_id = (link.billing_id if link is not None else None) or (customer.billing_id if customer else None)
-        env = s.get(Environment, ctx.environment_id)
-        env_name = env.name if env is not None else ""
+        reach = _reach(s, ctx.environment_id, grant.wallet_pk, integration)
     provider = provider_for(integration, secret_box(load_settings().data_dir))
     if invoice_ref is None:
         # An invoice being made right now is not found yet, or only as a draft: its recording, under the wallet's
         # lock after this void, finds the grant ended and enqueues the void of it (`paid._reported`).
-        if not billing_id:
+        if reach is None or not reach.billing_id:
             return  # the customer never reached the provider: no invoice was made
-        found = provider.find_credit_invoice(billing_id, env_name, grant_ref, made_since=made_since)
+        found = provider.find_credit_invoice(reach.billing_id, reach.env_name, grant_ref, made_since=made_since)
         if found is None:
             return
         invoice_ref = found.id

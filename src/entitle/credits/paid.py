@@ -266,6 +266,18 @@ def still_waiting(db: Database, env_id: int, grant_pk: int) -> bool:
         return grant.expire_at is None or as_utc(grant.expire_at) > utcnow()
 
 
+def ended_unrecorded(db: Database, env_id: int, grant_pk: int) -> tuple[str, int, datetime] | None:
+    """An invoiced grant that ended (VOIDED, EXPIRED) with no invoice recorded: its id, wallet and creation, for
+    the invoicing to look for an invoice an attempt made whose answer was lost. None otherwise."""
+    with db.read() as s:
+        grant = s.get(CreditGrant, grant_pk)
+        if grant is None or grant.environment_id != env_id or grant.invoice_ref is not None:
+            return None
+        if grant.status not in (VOIDED, EXPIRED) or grant.payment_collection_method not in (INVOICE, CHARGE):
+            return None
+        return grant.ref_id, grant.wallet_pk, as_utc(grant.created_at)
+
+
 def pending_invoice(db: Database, env_id: int, grant_pk: int) -> tuple[str, dict[str, Any]] | None:
     """For the invoicing job: the grant's id and what its invoice is made of, while it still needs one (None:
     made already, or the grant no longer waits)."""
@@ -302,6 +314,7 @@ __all__ = [
     "INVOICE",
     "NOT_REQUIRED",
     "PROCESSING",
+    "ended_unrecorded",
     "invoice_made",
     "invoice_paid",
     "invoice_terms",
