@@ -21,6 +21,7 @@ under its wallet's lock (`credits.paid`), so a webhook delivered twice grants no
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -33,7 +34,7 @@ from entitle.billing.provider import DEFAULT_DAYS_UNTIL_DUE, REQUEST_TIMEOUT_SEC
 from entitle.billing.providers import provider_for
 from entitle.billing.secrets import secret_box
 from entitle.billing.subscription_sync import _ordering_key
-from entitle.clock import utcnow
+from entitle.clock import as_utc, utcnow
 from entitle.config import load_settings
 from entitle.credits import paid
 from entitle.credits.models import CreditGrant, Wallet
@@ -117,14 +118,16 @@ class PaidGrants:
             s,
             customer.environment_id,
             VOID_CREDIT_INVOICE_JOB,
-            {"integrationPk": integration.pk, "grantPk": grant.pk},
+            {"integrationPk": integration.pk, "grantPk": grant.pk, "invoiceRef": grant.invoice_ref},
             ordering_key=_ordering_key(integration, customer.pk),  # after the invoicing, if it is still to run
-            dedupe_key=f"credit-invoice-void:{grant.pk}",
+            # One per invoice: a void that found no invoice yet (its job done, nothing to reach) does not keep
+            # the invoice recorded after it (`paid._reported` asks again) from being voided.
+            dedupe_key=f"credit-invoice-void:{grant.pk}:{grant.invoice_ref or ''}",
         )
 
     def invoice_now(self, db: Database, env_id: int, grant_pk: int) -> bool:
         try:
-            return _invoice(db, env_id, grant_pk, timeout=REQUEST_TIMEOUT_SECONDS)
+            return _invoice(db, env_id, grant_pk, timeout=REQUEST_TIMEOUT_SECONDS, first=True)
         except Exception:  # the job retries it; the answer says PAYMENT_PENDING meanwhile
             log.warning(
                 "invoicing credit grant %s while the request waited failed; the job retries", grant_pk, exc_info=True
@@ -136,26 +139,68 @@ def _key(env_id: int, grant_pk: int, grant_ref: str) -> str:
     return f"entitle-credit-grant-{env_id}-{grant_pk}-{grant_ref}"
 
 
-def _invoice(db: Database, env_id: int, grant_pk: int, *, timeout: float | None = None) -> bool:
-    """Make the grant's invoice unless it has one (or no longer waits). True when it has one after."""
+@dataclass(frozen=True)
+class _Reach:
+    """How a grant's customer is reached at the provider."""
+
+    integration: Integration | None  # None: no integration bills it (any more)
+    billing_id: str | None  # None: not at the provider (yet)
+    env_name: str
+    customer_ref: str
+
+
+def _reach(s: Session, env_id: int, wallet_pk: int, integration: Integration | None = None) -> _Reach | None:
+    """The customer of a wallet at `integration` (default: the one billing it); None: customer deleted."""
+    wallet = s.get(Wallet, wallet_pk)
+    customer = s.get(Customer, wallet.customer_pk) if wallet is not None else None
+    env = s.get(Environment, env_id)
+    if customer is None or env is None:
+        return None
+    integration = integration or store.integration_for_customer(s, customer)
+    link = store.link(s, integration.pk, CUSTOMER, customer.pk) if integration is not None else None
+    billing_id = (link.billing_id if link is not None else None) or customer.billing_id
+    return _Reach(integration, billing_id, env.name, customer.ref_id)
+
+
+def _record_unheard(db: Database, env_id: int, grant_pk: int) -> None:
+    """The grant ended with no invoice recorded, and an earlier attempt may have made one all the same (Stripe
+    did it, the answer was lost): recorded now if it is at the provider, so an open one is voided like any
+    invoice recorded on a grant that ended (`paid._reported`)."""
+    ended = paid.ended_unrecorded(db, env_id, grant_pk)
+    if ended is None:
+        return
+    grant_ref, wallet_pk, made_since = ended
+    with db.read() as s:
+        reach = _reach(s, env_id, wallet_pk)
+    if reach is None or reach.integration is None or not reach.billing_id:
+        return  # nothing to reach, or the customer never reached the provider: no invoice was made
+    provider = provider_for(reach.integration, secret_box(load_settings().data_dir))
+    found = provider.find_credit_invoice(reach.billing_id, reach.env_name, grant_ref, made_since=made_since)
+    if found is not None:
+        paid.invoice_made(db, env_id, grant_ref, latest_invoice(found))
+
+
+def _invoice(db: Database, env_id: int, grant_pk: int, *, timeout: float | None = None, first: bool = False) -> bool:
+    """Make the grant's invoice unless it has one (or no longer waits). True when it has one after.
+
+    `first`: no attempt ran before (the request, just after the grant was written). Any later attempt first
+    looks at Stripe for the invoice an earlier one made (`CreditInvoiceSpec.made_since`): the idempotency keys
+    alone would make a second invoice for a job retried more than a day later (Stripe forgets them)."""
     pending = paid.pending_invoice(db, env_id, grant_pk)
     if pending is None:
+        if not first:
+            _record_unheard(db, env_id, grant_pk)
         return True
     grant_ref, what = pending
     with db.read() as s:
-        wallet = s.get(Wallet, int(what["walletPk"]))
-        customer = s.get(Customer, wallet.customer_pk) if wallet is not None else None
-        env = s.get(Environment, env_id)
-        if customer is None or env is None:
-            return False
-        integration = store.integration_for_customer(s, customer)
-        link = store.link(s, integration.pk, CUSTOMER, customer.pk) if integration is not None else None
-        billing_id = (link.billing_id if link is not None else None) or customer.billing_id
-        env_name = env.name
+        reach = _reach(s, env_id, int(what["walletPk"]))
+    if reach is None:
+        return False
+    integration, billing_id, env_name = reach.integration, reach.billing_id, reach.env_name
     if integration is None:
         raise BillingInformationRefused("the customer's billing integration was removed: the grant cannot be invoiced")
     if not billing_id:
-        raise CustomerNotAtProvider(f"customer {customer.ref_id} is not at the provider yet (its sync runs first)")
+        raise CustomerNotAtProvider(f"customer {reach.customer_ref} is not at the provider yet (its sync runs first)")
     days = what["daysUntilDue"]
     spec = CreditInvoiceSpec(
         customer_billing_id=billing_id,
@@ -167,9 +212,14 @@ def _invoice(db: Database, env_id: int, grant_pk: int, *, timeout: float | None 
         days_until_due=DEFAULT_DAYS_UNTIL_DUE if days is None else int(days),
         paid_out_of_band=bool(what["paidOutOfBand"]),
         charge=bool(what["charge"]),
+        made_since=None if first else what["createdAt"],
     )
     provider = provider_for(integration, secret_box(load_settings().data_dir), timeout=timeout)
-    made = provider.create_credit_invoice(spec, idempotency_key=_key(env_id, grant_pk, grant_ref))
+    made = provider.create_credit_invoice(
+        spec,
+        idempotency_key=_key(env_id, grant_pk, grant_ref),
+        still_wanted=lambda: paid.still_waiting(db, env_id, grant_pk),
+    )
     paid.invoice_made(db, env_id, grant_ref, latest_invoice(made))
     return True
 
@@ -181,16 +231,30 @@ def invoice_credit_grant(db: Database, ctx: JobContext) -> None:
 
 @register(VOID_CREDIT_INVOICE_JOB)
 def void_credit_invoice(db: Database, ctx: JobContext) -> None:
-    """A grant voided while it waited for its payment: its invoice is voided at the provider too, so nobody
-    pays for credits that will never be granted (an invoice paid meanwhile is left as it is: refund it)."""
+    """A grant voided (or expired) while it waited for its payment: its invoice is voided at the provider too,
+    so nobody pays for credits that will never be granted (an invoice paid meanwhile is left as it is: refund
+    it). With no invoice recorded, one may still be at the provider: made by an attempt whose answer was lost
+    (the invoicing, finding the grant ended, never records it), so it is looked for there."""
     with db.read() as s:
         grant = s.get(CreditGrant, int(ctx.payload["grantPk"]))
         integration = s.get(Integration, int(ctx.payload["integrationPk"]))
-        if grant is None or integration is None or grant.invoice_ref is None or integration.removed_at is not None:
-            return  # no invoice was made (the invoicing job found the grant voided), or nothing to reach
-        invoice_ref, grant_ref = grant.invoice_ref, grant.ref_id
+        if grant is None or integration is None or integration.removed_at is not None:
+            return  # nothing to reach
+        invoice_ref, grant_ref = ctx.payload.get("invoiceRef") or grant.invoice_ref, grant.ref_id
+        made_since = as_utc(grant.created_at)
+        reach = _reach(s, ctx.environment_id, grant.wallet_pk, integration)
     provider = provider_for(integration, secret_box(load_settings().data_dir))
-    voided = provider.void_invoice(invoice_ref, idempotency_key=_key(ctx.environment_id, grant.pk, grant_ref))
+    if invoice_ref is None:
+        # An invoice being made right now is not found yet, or only as a draft: its recording, under the wallet's
+        # lock after this void, finds the grant ended and enqueues the void of it (`paid._reported`).
+        if reach is None or not reach.billing_id:
+            return  # the customer never reached the provider: no invoice was made
+        found = provider.find_credit_invoice(reach.billing_id, reach.env_name, grant_ref, made_since=made_since)
+        if found is None:
+            return
+        invoice_ref = found.id
+    key = f"{_key(ctx.environment_id, grant.pk, grant_ref)}:{invoice_ref}"  # its own key, per invoice
+    voided = provider.void_invoice(invoice_ref, idempotency_key=key)
     paid.invoice_made(db, ctx.environment_id, grant_ref, latest_invoice(voided))
 
 

@@ -19,6 +19,7 @@ environment, and the none provider, are in `entitle.billing.providers`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -344,6 +345,10 @@ class CreditInvoiceSpec:
     days_until_due: int
     paid_out_of_band: bool  # recorded paid at once, without charging anything
     charge: bool = False  # charged to the customer's default payment method at once (not sent)
+    # When an earlier attempt may have made the invoice (a retried job): the grant's creation, before which none
+    # was made. The provider looks for it first and carries it on rather than make a second one, as its
+    # idempotency keys are forgotten after a while (Stripe: 24 hours). None: the first attempt, nothing to find.
+    made_since: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -436,15 +441,25 @@ class BillingProvider(Protocol):
         incomplete, ...); None when the provider has no such notion."""
         ...
 
-    def create_credit_invoice(self, spec: CreditInvoiceSpec, *, idempotency_key: str) -> ProviderInvoice:
+    def create_credit_invoice(
+        self, spec: CreditInvoiceSpec, *, idempotency_key: str, still_wanted: Callable[[], bool] | None = None
+    ) -> ProviderInvoice:
         """Make, finalize (and, paid out of band, record paid; or, to charge, pay with the customer's default
         payment method) a credit grant's invoice; every call carries a key derived from `idempotency_key`, so
         a retry makes no second invoice and no second charge. A declined or unauthenticated charge is not an
-        error: the open invoice says so (`payment_error`, `requires_action`)."""
+        error: the open invoice says so (`payment_error`, `requires_action`). `still_wanted` is asked just
+        before the payment: False (the grant ended meanwhile) leaves the invoice open, unpaid, for its void."""
         ...
 
     def void_invoice(self, invoice_id: str, *, idempotency_key: str) -> ProviderInvoice:
         """Void an open invoice (one already paid or voided is returned as it is)."""
+        ...
+
+    def find_credit_invoice(
+        self, customer_billing_id: str, environment_ref: str, grant_ref: str, *, made_since: datetime
+    ) -> ProviderInvoice | None:
+        """The credit grant's invoice at the provider once finalized (made at or after `made_since`), or None: none
+        was made, or only a draft, which nobody can pay."""
         ...
 
     def mark_latest_invoice_paid(self, subscription_billing_id: str, *, idempotency_key: str) -> str:

@@ -3,6 +3,7 @@ only place they are), or the none provider without one."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 
@@ -101,11 +102,18 @@ class NoneProvider:
     def mark_latest_invoice_paid(self, subscription_billing_id: str, *, idempotency_key: str) -> str:
         raise FailedPrecondition("no billing provider is connected: there is no invoice to mark paid")
 
-    def create_credit_invoice(self, spec: CreditInvoiceSpec, *, idempotency_key: str) -> ProviderInvoice:
+    def create_credit_invoice(
+        self, spec: CreditInvoiceSpec, *, idempotency_key: str, still_wanted: Callable[[], bool] | None = None
+    ) -> ProviderInvoice:
         raise FailedPrecondition("no billing provider is connected: a credit grant cannot be invoiced")
 
     def void_invoice(self, invoice_id: str, *, idempotency_key: str) -> ProviderInvoice:
         raise FailedPrecondition("no billing provider is connected: there is no invoice to void")
+
+    def find_credit_invoice(
+        self, customer_billing_id: str, environment_ref: str, grant_ref: str, *, made_since: datetime
+    ) -> ProviderInvoice | None:
+        return None
 
     def set_default_payment_method(
         self, customer_billing_id: str, payment_method_id: str, *, idempotency_key: str

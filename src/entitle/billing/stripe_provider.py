@@ -25,6 +25,7 @@ sessions and created subscriptions ask Stripe to compute tax (`automatic_tax[ena
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal, cast
@@ -79,6 +80,7 @@ from entitle.billing.stripe_support import (
     _promotion_code_of,
     _waited_for,
     create_credit_invoice,
+    credit_invoice_made,
     mark_latest_invoice_paid,
     price_fingerprint,
     priced_items,
@@ -526,11 +528,19 @@ class StripeProvider:
             return None
         return ProviderEvent(id=event["id"], type=event["type"], data=event)
 
-    def create_credit_invoice(self, spec: CreditInvoiceSpec, *, idempotency_key: str) -> ProviderInvoice:
-        return create_credit_invoice(self.client, spec, idempotency_key)
+    def create_credit_invoice(
+        self, spec: CreditInvoiceSpec, *, idempotency_key: str, still_wanted: Callable[[], bool] | None = None
+    ) -> ProviderInvoice:
+        return create_credit_invoice(self.client, spec, idempotency_key, still_wanted)
 
     def void_invoice(self, invoice_id: str, *, idempotency_key: str) -> ProviderInvoice:
         return void_invoice(self.client, invoice_id, idempotency_key)
+
+    def find_credit_invoice(
+        self, customer_billing_id: str, environment_ref: str, grant_ref: str, *, made_since: datetime
+    ) -> ProviderInvoice | None:
+        found = credit_invoice_made(self.client, customer_billing_id, environment_ref, grant_ref, made_since)
+        return None if found is None or found.status == "draft" else _invoice(found)
 
     def mark_latest_invoice_paid(self, subscription_billing_id: str, *, idempotency_key: str) -> str:
         try:

@@ -7,8 +7,9 @@ reaches Stripe; this module and `stripe_provider` are where it imports the SDK.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal, cast
 
@@ -388,41 +389,82 @@ def mark_latest_invoice_paid(client: stripe.StripeClient, subscription_billing_i
     return invoice_id
 
 
+# How far before the grant was written an invoice of it is looked for: Stripe's `created` is Stripe's clock, the
+# grant's is this host's, and a skew between them must not hide the invoice (the cost: a day more of listing).
+_CLOCK_SKEW = timedelta(days=1)
+
+
+def credit_invoice_made(
+    client: stripe.StripeClient, customer_billing_id: str, environment_ref: str, grant_ref: str, made_since: datetime
+) -> Any | None:
+    """The grant's invoice an earlier attempt made (metadata `entitleCreditGrantId` and `entitleEnvironment`), or
+    None. Stripe lists a customer's invoices "sorted by creation date, with the most recently created invoices
+    appearing first" (docs.stripe.com/api/invoices/list): read until one older than the grant (less a skew).
+    Listing, not Search: a list is read-after-write consistent, Stripe's search index lags (about a minute)."""
+    oldest = int((made_since - _CLOCK_SKEW).timestamp())
+    page = client.v1.invoices.list(params={"customer": customer_billing_id, "limit": 100})
+    for invoice in page.auto_paging_iter():
+        if int(invoice.created or 0) < oldest:
+            return None
+        metadata = invoice.to_dict().get("metadata") or {}
+        if metadata.get("entitleCreditGrantId") == grant_ref and metadata.get("entitleEnvironment") == environment_ref:
+            return invoice
+    return None
+
+
 def create_credit_invoice(
-    client: stripe.StripeClient, spec: CreditInvoiceSpec, idempotency_key: str
+    client: stripe.StripeClient,
+    spec: CreditInvoiceSpec,
+    idempotency_key: str,
+    still_wanted: Callable[[], bool] | None = None,
 ) -> ProviderInvoice:
     """A credit grant's invoice: a draft of its own (`pending_invoice_items_behavior=exclude`, so no other
     pending item of the customer joins it), one line with the cost in minor units, finalized and sent
     (`send_invoice`, due after the days given) or, paid out of band, recorded paid without a charge. Each call
-    has its own key derived from the grant's: a retried job replays what was done and makes no second one."""
+    has its own key derived from the grant's: a retried job replays what was done and makes no second one.
+    Stripe forgets keys after 24 hours, so a later attempt (`spec.made_since`) first looks for the invoice an
+    earlier one made and carries it on from where it stopped (its line added only to a draft without one).
+    Nothing is paid for a grant that ended meanwhile (`still_wanted`, asked just before): the invoice is left
+    open, and recording it on the ended grant voids it (`credits.paid`)."""
     metadata = {"entitleEnvironment": spec.environment_ref, "entitleCreditGrantId": spec.grant_ref}
-    params: Any = {
-        "customer": spec.customer_billing_id,
-        "collection_method": "charge_automatically" if spec.charge else "send_invoice",
-        "pending_invoice_items_behavior": "exclude",
-        "description": spec.description,
-        "metadata": metadata,
-    }
-    if not spec.charge:
-        params["days_until_due"] = spec.days_until_due
-    draft = client.v1.invoices.create(params=params, options={"idempotency_key": f"{idempotency_key}:invoice"})
-    invoice_id = str(draft.id)
-    client.v1.invoice_items.create(
-        params={
+    earlier = None
+    if spec.made_since is not None:
+        earlier = credit_invoice_made(
+            client, spec.customer_billing_id, spec.environment_ref, spec.grant_ref, spec.made_since
+        )
+    if earlier is None:
+        params: Any = {
             "customer": spec.customer_billing_id,
-            "invoice": invoice_id,
-            "amount": spec.amount_minor,
-            "currency": spec.currency,
+            "collection_method": "charge_automatically" if spec.charge else "send_invoice",
+            "pending_invoice_items_behavior": "exclude",
             "description": spec.description,
             "metadata": metadata,
-        },
-        options={"idempotency_key": f"{idempotency_key}:item"},
-    )
+        }
+        if not spec.charge:
+            params["days_until_due"] = spec.days_until_due
+        draft = client.v1.invoices.create(params=params, options={"idempotency_key": f"{idempotency_key}:invoice"})
+        invoice_id = str(draft.id)
+    else:
+        invoice_id = str(earlier.id)
+    if earlier is None or (earlier.status == "draft" and not (earlier.to_dict().get("lines") or {}).get("data")):
+        client.v1.invoice_items.create(
+            params={
+                "customer": spec.customer_billing_id,
+                "invoice": invoice_id,
+                "amount": spec.amount_minor,
+                "currency": spec.currency,
+                "description": spec.description,
+                "metadata": metadata,
+            },
+            options={"idempotency_key": f"{idempotency_key}:item"},
+        )
     invoice = client.v1.invoices.retrieve(invoice_id)
     if invoice.status == "draft":
         invoice = client.v1.invoices.finalize_invoice(
             invoice_id, options={"idempotency_key": f"{idempotency_key}:finalize"}
         )
+    if (spec.paid_out_of_band or spec.charge) and invoice.status == "open" and still_wanted and not still_wanted():
+        return _invoice(invoice)
     if spec.paid_out_of_band and invoice.status == "open":
         invoice = client.v1.invoices.pay(
             invoice_id, params={"paid_out_of_band": True}, options={"idempotency_key": f"{idempotency_key}:paid"}

@@ -8,7 +8,8 @@ request waits when it can). What the provider then reports comes back here, one 
 the wallet's lock, idempotent (a webhook delivered twice, a job re-run, changes nothing twice):
 
 - `invoice_made`: the invoice's id and state are recorded on the grant (paid: it starts; a charge declined
-  or waiting for 3-D Secure: `paymentCollection` FAILED or ACTION_REQUIRED);
+  or waiting for 3-D Secure: `paymentCollection` FAILED or ACTION_REQUIRED; the grant VOIDED or EXPIRED while
+  the invoice was being made: the invoice, still open, is voided at the provider — `ports.paid_grants`);
 - `invoice_paid`: the grant starts as any grant starts (SCHEDULED, or ACTIVE with its CREDITS_GRANTED
   entry stamped at the payment, paying an overdraft first, announced by `notices` as any movement);
 - `invoice_voided`: a grant still waiting for it is VOIDED (it never held credits: no ledger entry);
@@ -24,7 +25,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from entitle.clock import utcnow
+from entitle.clock import as_utc, utcnow
 from entitle.credits import engine, ports, store
 from entitle.credits.models import CreditGrant, CustomCurrency, Wallet
 from entitle.credits.ports import InvoiceTerms
@@ -153,8 +154,9 @@ def _reported(
 ) -> str | None:
     """What the provider reported of the grant's invoice, in one transaction under the wallet's lock: the
     invoice's state recorded, and `waiting` applied to a grant still waiting for its payment (a grant that no
-    longer waits, started already or voided, only records it: a redelivery changes nothing twice). Returns
-    the grant's status after (None: no such grant)."""
+    longer waits, started already or voided, only records it: a redelivery changes nothing twice; an invoice
+    still open of a grant VOIDED or EXPIRED is voided at the provider). Returns the grant's status after
+    (None: no such grant)."""
     with db.transaction() as s:
         found = _locked(s, env_id, grant_ref)
         if found is None:
@@ -164,6 +166,13 @@ def _reported(
         _record(grant, invoice, now)
         if grant.status == PAYMENT_PENDING:
             waiting(s, wallet, grant, now)
+        elif grant.status in (VOIDED, EXPIRED) and invoice.get("status") == "OPEN":
+            # The grant ended while its invoice was being made (or while it was open): whoever ended it may have
+            # found no invoice to void yet. Recorded and seen here under the same lock, so one of the two always
+            # sees the other: this invoice is voided at the provider too (by its own job, with its own key).
+            customer = s.get(Customer, wallet.customer_pk)
+            assert customer is not None
+            ports.paid_grants.impl.cancel_invoice(s, customer, grant)
         return grant.status
 
 
@@ -246,6 +255,29 @@ def expire_unpaid(db: Database, ctx: JobContext) -> None:
         ports.paid_grants.impl.cancel_invoice(s, customer, grant)
 
 
+def still_waiting(db: Database, env_id: int, grant_pk: int) -> bool:
+    """Whether the grant still waits for its payment (not voided, not past its expiry): asked by the invoicing
+    just before it charges the customer or records the invoice paid, so a grant that ended while its invoice
+    was being made is not paid for (its invoice, recorded open, is voided: `_reported`)."""
+    with db.read() as s:
+        grant = s.get(CreditGrant, grant_pk)
+        if grant is None or grant.environment_id != env_id or grant.status != PAYMENT_PENDING:
+            return False
+        return grant.expire_at is None or as_utc(grant.expire_at) > utcnow()
+
+
+def ended_unrecorded(db: Database, env_id: int, grant_pk: int) -> tuple[str, int, datetime] | None:
+    """An invoiced grant that ended (VOIDED, EXPIRED) with no invoice recorded: its id, wallet and creation, for
+    the invoicing to look for an invoice an attempt made whose answer was lost. None otherwise."""
+    with db.read() as s:
+        grant = s.get(CreditGrant, grant_pk)
+        if grant is None or grant.environment_id != env_id or grant.invoice_ref is not None:
+            return None
+        if grant.status not in (VOIDED, EXPIRED) or grant.payment_collection_method not in (INVOICE, CHARGE):
+            return None
+        return grant.ref_id, grant.wallet_pk, as_utc(grant.created_at)
+
+
 def pending_invoice(db: Database, env_id: int, grant_pk: int) -> tuple[str, dict[str, Any]] | None:
     """For the invoicing job: the grant's id and what its invoice is made of, while it still needs one (None:
     made already, or the grant no longer waits)."""
@@ -270,6 +302,7 @@ def pending_invoice(db: Database, env_id: int, grant_pk: int) -> tuple[str, dict
             "paidOutOfBand": terms.paid_out_of_band,
             "charge": terms.charge,
             "walletPk": grant.wallet_pk,
+            "createdAt": as_utc(grant.created_at),  # no earlier attempt can have made an invoice before
         }
 
 
@@ -281,6 +314,7 @@ __all__ = [
     "INVOICE",
     "NOT_REQUIRED",
     "PROCESSING",
+    "ended_unrecorded",
     "invoice_made",
     "invoice_paid",
     "invoice_terms",
@@ -289,4 +323,5 @@ __all__ = [
     "minor_units",
     "payment_failed",
     "pending_invoice",
+    "still_waiting",
 ]

@@ -8,8 +8,10 @@
   that transaction commits, while the request waits (`awaitPaymentConfirmation`): it makes the invoice at
   once when it can (the same work as the job, with the same provider idempotency keys, so the job then
   finds it made); it never raises for the provider's failures — the job retries them — and says whether
-  the invoice was made. `cancel_invoice` runs in the transaction that voids a grant still waiting for its
-  payment: the invoice nobody should pay any more is voided at the provider (by a job, after the invoicing).
+  the invoice was made. `cancel_invoice` runs in the transaction that voids (or expires) a grant still
+  waiting for its payment, and in the one that records an open invoice of a grant that ended meanwhile
+  (`paid._reported`): the invoice nobody should pay any more is voided at the provider (by a job, after the
+  invoicing; one per invoice, so the second asking, with the invoice now known, is not lost to the first).
 """
 
 from __future__ import annotations

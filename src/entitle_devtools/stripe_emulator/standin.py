@@ -51,7 +51,9 @@ Details that matter to tests:
   `after_execution=True` the request executes (and its result is saved) but the caller gets the
   error — a response lost on the way back, the case idempotency keys exist for.
 - `StandIn.after_write` (a callback) sees each POST that executed without error, after its result was
-  saved and before the answer goes back: crash tests SIGKILL the calling worker process there.
+  saved and before the answer goes back: crash tests SIGKILL the calling worker process there; race tests
+  change Entitle there (void a grant, run the worker) while the caller waits. It runs in a worker thread,
+  so the stand-in serves other requests meanwhile (what the hook runs may call Stripe itself).
 - Objects the stand-in returns have the top-level fields of Stripe's published examples
   (`shared/stripe/fixtures3.json`, from Stripe's OpenAPI repository); `test_stripe_emulator.py`
   checks the field sets against that file when it is there.
@@ -86,6 +88,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import httpx
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -178,7 +181,7 @@ class StandIn(CatalogEndpoints, SessionEndpoints, HostedPages, PromotionCodeEndp
     _expired_identifiers: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _client: httpx.AsyncClient | None = None
-    # Called (in the stand-in's thread) with each POST that executed without an error, after its result
+    # Called (in a thread of the stand-in's pool) with each POST that executed without an error, after its result
     # was saved against its idempotency key and before the answer goes back: a test can kill the caller
     # there (the object exists at "Stripe", the caller never learns it). Cleared by `reset`.
     after_write: Callable[[Logged], None] | None = None
@@ -332,7 +335,7 @@ class StandIn(CatalogEndpoints, SessionEndpoints, HostedPages, PromotionCodeEndp
         self._record(entry)
         hook = self.after_write
         if hook is not None and method == "POST" and response.status_code < 400:
-            hook(entry)
+            await run_in_threadpool(hook, entry)  # other requests are served meanwhile: the hook may call Stripe
         return response
 
     def _refused_key(self, key: str, path: str) -> StripeError | None:
