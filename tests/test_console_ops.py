@@ -516,3 +516,39 @@ def test_migration_0024_fills_the_customer_of_logged_deliveries(
     engine.dispose()
     # The job of evt_3 is gone: its attempt stays, about no known customer.
     assert found == {"evt_1": "ada", "evt_2": None, "evt_3": None}
+
+
+def test_a_number_without_a_meter_shows_its_value_not_a_usage_bar(shop: Shop) -> None:
+    """A NUMBER feature with no meter (a retention in days) counts no usage: the API answers it with no
+    currentUsage and the widgets show no bar, but the customer page used to show "0 / 30" and an empty
+    usage chart for it, as if 30 days were an allowance being used up."""
+    api = shop.api
+    features = [
+        {"id": "ops-retention", "displayName": "Retention", "featureType": "NUMBER"},
+        {"id": "ops-projects", "displayName": "Projects", "featureType": "NUMBER", "meterType": "FLUCTUATING"},
+    ]
+    for feature in features:
+        assert api.post("/api/v1/features", json=feature).status_code == 200
+    made = api.post("/api/v1/plans", json={"id": "ops-metered", "displayName": "Metered", "productId": "ops"})
+    assert made.status_code == 200, made.text
+    entitlements = [
+        {"type": "FEATURE", "id": "ops-retention", "usageLimit": 30},
+        {"type": "FEATURE", "id": "ops-projects", "usageLimit": 5},
+    ]
+    assert api.post("/api/v1/plans/ops-metered/entitlements", json={"entitlements": entitlements}).status_code == 200
+    assert api.post("/api/v1/plans/ops-metered/publish", json={"migrationType": "NEW_CUSTOMERS"}).status_code == 200
+    _subscribed(shop, "ops-retained", "ops-metered")
+    report = {"usages": [{"customerId": "ops-retained", "featureId": "ops-projects", "value": 2}]}
+    assert api.post("/api/v2/usage", json=report).status_code == 200
+    checked = api.get("/api/v1/customers/ops-retained/entitlements/check", params={"featureId": "ops-retention"})
+    assert checked.json()["data"]["currentUsage"] is None  # what the API says of it
+
+    with signed_in(shop.server.base_url, shop.viewer) as web:
+        page = web.get("/console/customers/ops-retained").text
+    retention = page.split('data-testid="entitlement-ops-retention"', 1)[1].split("</tr>", 1)[0]
+    assert "<progress" not in retention and "0 / 30" not in _text(httpx.Response(200, text=retention))
+    assert '<span class="value">30</span>' in retention
+    projects = page.split('data-testid="entitlement-ops-projects"', 1)[1].split("</tr>", 1)[0]
+    assert "<progress" in projects and '<span class="usage">2 / 5</span>' in projects
+    assert 'data-testid="usage-chart-ops-projects"' in page
+    assert 'data-testid="usage-chart-ops-retention"' not in page

@@ -46,6 +46,9 @@ class UsageBar:
     entitlement: EntitlementResult
     used: Decimal
     limit: Decimal | None
+    # A number no usage is counted against (a feature without a meter: a retention in days, a size) has
+    # no usage to show, as the API's answer has none: the page shows its value, not a bar.
+    metered: bool = True
 
     @property
     def percent(self) -> int:
@@ -85,7 +88,7 @@ def _usage_charts(db: Database, env_id: int, ref: str, bars: list[UsageBar]) -> 
     found: dict[str, UsageChart] = {}
     for bar in bars:
         feature = bar.entitlement.feature
-        if feature is None or feature.feature_type != "NUMBER":
+        if feature is None or feature.feature_type != "NUMBER" or not bar.metered:
             continue
         try:
             history = usage.usage_history(db, env_id, ref, feature.id, start, end, None)
@@ -108,7 +111,8 @@ def customer_page(db: Database, env_id: int, ref: str) -> CustomerPage:
                 continue  # balances have the customer's Credits page
             used = Decimal(result.current_usage or 0)
             limit = None if result.has_unlimited_usage else result.usage_limit
-            granted.append(UsageBar(result, used, Decimal(limit) if limit is not None else None))
+            metered = result.current_usage is not None
+            granted.append(UsageBar(result, used, Decimal(limit) if limit is not None else None, metered))
         promos = list(promotions.list_promotions(db, env_id, ref, PageRequest(limit=100)).items)
     plans = packages.list_packages(db, env_id, "PLAN", PageRequest(limit=100), statuses=["PUBLISHED"]).items
     usage_charts = _usage_charts(db, env_id, ref, granted) if granted else {}
