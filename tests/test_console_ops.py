@@ -552,3 +552,53 @@ def test_a_number_without_a_meter_shows_its_value_not_a_usage_bar(shop: Shop) ->
     assert "<progress" in projects and '<span class="usage">2 / 5</span>' in projects
     assert 'data-testid="usage-chart-ops-projects"' in page
     assert 'data-testid="usage-chart-ops-retention"' not in page
+
+
+def test_an_add_on_preview_keeps_the_subscriptions_own_seats_and_coupon(shop: Shop) -> None:
+    """Adding an add-on changes the subscription in place: its per-unit quantities and its coupon stay.
+    The console's preview used to price the plan with one unit and no coupon: for a subscription paying
+    4 seats at half price it showed money due back for adding an add-on, and a price it would not pay."""
+    api = shop.api
+    feature = {"id": "ops-seats", "displayName": "Seats", "featureType": "NUMBER", "meterType": "FLUCTUATING"}
+    assert api.post("/api/v1/features", json=feature).status_code == 200
+    coupon = {"id": "ops-half", "name": "Half", "description": None, "durationInMonths": None, "metadata": None}
+    assert api.post("/api/v1/coupons", json={**coupon, "percentOff": 50, "amountsOff": None}).status_code == 200
+    made = api.post("/api/v1/plans", json={"id": "ops-seated", "displayName": "Seated", "productId": "ops"})
+    assert made.status_code == 200, made.text
+    monthly = [{"billingPeriod": "MONTHLY", "price": {"amount": 10, "currency": "usd"}}]
+    per_seat = [{"billingPeriod": "MONTHLY", "price": {"amount": 3, "currency": "usd"}}]
+    charges = {
+        "pricingType": "PAID",
+        "pricingModels": [
+            {"billingModel": "FLAT_FEE", "pricePeriods": monthly},
+            {"billingModel": "PER_UNIT", "featureId": "ops-seats", "pricePeriods": per_seat},
+        ],
+    }
+    patched = api.patch("/api/v1/plans/ops-seated", json={"charges": charges, "compatibleAddonIds": ["seats-pack"]})
+    assert patched.status_code == 200, patched.text
+    assert api.post("/api/v1/plans/ops-seated/publish", json={"migrationType": "NEW_CUSTOMERS"}).status_code == 200
+    assert api.post("/api/v1/customers", json={"id": "ops-seated-co"}).status_code == 200
+    terms = {
+        "customerId": "ops-seated-co",
+        "planId": "ops-seated",
+        "charges": [{"id": "ops-seats", "quantity": 4, "type": "FEATURE"}],
+        "appliedCoupon": {"couponId": "ops-half"},
+    }
+    made = api.post("/api/v1/subscriptions", json=terms)
+    assert made.status_code == 200, made.text
+    sub = made.json()["data"]["id"]
+
+    by_api = api.post(
+        "/api/v1/subscriptions/preview", json={**terms, "addons": [{"id": "seats-pack", "quantity": 1}]}
+    ).json()["data"]
+    assert by_api["recurringInvoice"]["total"] == 13.5  # (10 + 4 x 3 + 5) at half price
+    assert by_api["immediateInvoice"]["total"] >= 0  # an add-on more costs, never pays back
+    with signed_in(shop.server.base_url, shop.viewer) as web:
+        preview = web.get(
+            f"/console/subscriptions/{sub}/addons", params={"addon_id": "seats-pack", "addon_quantity": 1}
+        )
+    assert preview.status_code == 200, preview.text
+    shown = _text(preview)
+    assert "Each period" in shown and "Total 13.50 USD" in shown
+    assert f"Total {by_api['immediateInvoice']['total']:.2f} USD" in shown
+    assert "Seated (ops-seats) 4 " in shown

@@ -27,8 +27,8 @@ from entitle.promotions import service as promotions
 from entitle.promotions.models import PromotionalEntitlement
 from entitle.subscriptions import service as subscriptions
 from entitle.subscriptions.models import Subscription
-from entitle.subscriptions.preview import preview_subscription
-from entitle.subscriptions.schemas import AddonQuantity, PreviewOut, SubscriptionPreview
+from entitle.subscriptions.preview import preview_change
+from entitle.subscriptions.schemas import AddonQuantity, PreviewOut
 from entitle.subscriptions.service import SubscriptionView
 from entitle.sync_states import SyncState
 from entitle.usage import service as usage
@@ -219,23 +219,12 @@ def change_preview(
     schedule_strategy: str | None = None,
 ) -> tuple[SubscriptionView, PreviewOut]:
     """The API's preview of the subscription's own plan with some of its terms changed (the others as
-    they are now)."""
+    they are now: `preview.preview_change`)."""
     view = subscriptions.get_subscription(db, env_id, subscription_ref)
-    sub = view.sub
-    own = [AddonQuantity(id=a.addon_ref, quantity=a.quantity) for a in view.addons]
-    req = SubscriptionPreview.model_validate(
-        {
-            "customer_id": view.customer_ref,
-            "plan_id": sub.plan_ref,
-            "billing_period": billing_period or sub.billing_period,
-            "billing_country_code": sub.billing_country_code,
-            "unit_quantity": sub.unit_quantity,
-            "resource_id": sub.resource_ref,
-            "addons": own if addons is None else addons,
-            "schedule_strategy": schedule_strategy,
-        }
+    changed = preview_change(
+        db, env_id, view, addons=addons, billing_period=billing_period, schedule_strategy=schedule_strategy
     )
-    return view, preview_subscription(db, env_id, req)
+    return view, changed
 
 
 @dataclass(frozen=True)
