@@ -599,6 +599,6 @@ def test_an_add_on_preview_keeps_the_subscriptions_own_seats_and_coupon(shop: Sh
         )
     assert preview.status_code == 200, preview.text
     shown = _text(preview)
-    assert "Each period" in shown and "Total 13.50 USD" in shown
+    assert "Each period" in shown and "Discount -13.50 USD Total 13.50 USD" in shown
     assert f"Total {by_api['immediateInvoice']['total']:.2f} USD" in shown
     assert "Seated (ops-seats) 4 " in shown
