@@ -32,7 +32,10 @@ from entitle.environments.service import environment_pk
 from entitle.errors import FailedPrecondition
 from entitle.jobs.service import Worker
 from entitle.secrets import ENV_VAR
+from entitle.subscriptions import preview as subscription_preview
+from entitle.subscriptions import service as subscription_service
 from entitle.subscriptions.models import Subscription
+from entitle.subscriptions.schemas import AddonQuantity
 from tests.conftest import LiveServer
 from tests.support.clock import TestClock
 from tests.support.console import browser, csrf_of, make_user, sign_in, signed_in
@@ -602,3 +605,30 @@ def test_an_add_on_preview_keeps_the_subscriptions_own_seats_and_coupon(shop: Sh
     assert "Each period" in shown and "Discount -13.50 USD Total 13.50 USD" in shown
     assert f"Total {by_api['immediateInvoice']['total']:.2f} USD" in shown
     assert "Seated (ops-seats) 4 " in shown
+
+
+def test_an_add_on_preview_dates_the_subscriptions_own_period(shop: Shop) -> None:
+    """An add-on is added in place: the subscription keeps its billing cycle. The preview used to date
+    it as a new subscription starting now (a month from today) instead of the period it is in."""
+    assert shop.api.post("/api/v1/customers", json={"id": "ops-mid-period"}).status_code == 200
+    started = datetime.now(UTC) - timedelta(days=10)
+    body = {"customerId": "ops-mid-period", "planId": "basic", "startDate": started.isoformat()}
+    made = shop.api.post("/api/v1/subscriptions", json=body)
+    assert made.status_code == 200, made.text
+    sub = made.json()["data"]["subscription"]
+    start, end = (datetime.fromisoformat(sub[k]) for k in ("currentBillingPeriodStart", "currentBillingPeriodEnd"))
+    assert start < datetime.now(UTC) - timedelta(days=9)  # a period begun ten days ago
+    with signed_in(shop.server.base_url, shop.viewer) as web:
+        preview = web.get(
+            f"/console/subscriptions/{sub['id']}/addons", params={"addon_id": "seats-pack", "addon_quantity": 1}
+        )
+    assert preview.status_code == 200, preview.text
+    assert f"Period {start:%Y-%m-%d} to {end:%Y-%m-%d}" in _text(preview)
+    db = shop.server.db
+    view = subscription_service.get_subscription(db, environment_pk(db, "development"), sub["id"])
+    wanted = [AddonQuantity(id="seats-pack", quantity=1)]
+    dated = subscription_preview.preview_change(db, environment_pk(db, "development"), view, addons=wanted)
+    assert dated.immediate_invoice.billing_period_range is not None
+    assert dated.immediate_invoice.billing_period_range.end == end  # the rest of this period is due now
+    assert dated.recurring_invoice is not None and dated.recurring_invoice.billing_period_range is not None
+    assert dated.recurring_invoice.billing_period_range.start == end  # then the next one recurs

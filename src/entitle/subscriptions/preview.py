@@ -381,4 +381,23 @@ def preview_change(
             "schedule_strategy": schedule_strategy,
         }
     )
-    return preview_subscription(db, env_id, req)
+    out = preview_subscription(db, env_id, req)
+    window = view.billing_window()
+    if billing_period is not None or window is None or out.has_scheduled_updates or sub.billing_period is None:
+        return out
+    # In place the subscription keeps its billing cycle (a provisioning starts a new one now, which is
+    # what the preview dates): what is due now covers the rest of its current period, and the recurring
+    # invoice the period after it.
+    now = out.billing_period_range.start if out.billing_period_range else utcnow()
+    after = billing_period_at(sub.billing_cycle_anchor, sub.billing_period, window.end)
+    renewal = PeriodRange(start=after.start, end=after.end)
+    recurring = out.recurring_invoice
+    return out.model_copy(
+        update={
+            "immediate_invoice": out.immediate_invoice.model_copy(
+                update={"billing_period_range": PeriodRange(start=now, end=window.end)}
+            ),
+            "recurring_invoice": recurring.model_copy(update={"billing_period_range": renewal}) if recurring else None,
+            "billing_period_range": PeriodRange(start=window.start, end=window.end),
+        }
+    )
