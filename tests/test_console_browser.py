@@ -558,3 +558,28 @@ def test_switch_the_billing_period_after_the_preview_and_see_one_off_charges_apa
         shoot(page, "overview-not-in-mrr")
     finally:
         page.close()
+
+
+def test_a_refused_form_comes_back_as_it_was_filled_in(console: Console) -> None:
+    """The refusal page's "Go back" used to load the form's page afresh: a support agent who typed a
+    grant's amount, name and comment lost them all to one refused digit."""
+    customer(console, "refused-grant")
+    made = console.api.post("/api/v1/credits/custom-currencies", json={"id": "refused-tokens", "displayName": "Tok"})
+    assert made.status_code == 200, made.text
+    page = console.admin.new_page()
+    try:
+        page.goto(f"{console.base_url}/console/customers/refused-grant/credits")
+        page.get_by_label("Grant amount").fill("12.1234567")  # more decimal places than credits have
+        page.get_by_label("Grant name").fill("Goodwill for outage 4411")
+        page.get_by_label("Comment").fill("Promised on the phone")
+        page.get_by_role("button", name="Grant credits").click()
+        assert "at most 6 decimal places" in page.get_by_test_id("error-message").inner_text()
+        page.get_by_role("link", name="Go back").click()
+        page.wait_for_url(f"{console.base_url}/console/customers/refused-grant/credits")
+        assert page.get_by_label("Grant amount").input_value() == "12.1234567"
+        assert page.get_by_label("Grant name").input_value() == "Goodwill for outage 4411"
+        assert page.get_by_label("Comment").input_value() == "Promised on the phone"
+        listed = console.api.get("/api/v1/credits/grants", params={"customerId": "refused-grant"}).json()["data"]
+        assert listed == []
+    finally:
+        page.close()

@@ -32,7 +32,10 @@ from entitle.environments.service import environment_pk
 from entitle.errors import FailedPrecondition
 from entitle.jobs.service import Worker
 from entitle.secrets import ENV_VAR
+from entitle.subscriptions import preview as subscription_preview
+from entitle.subscriptions import service as subscription_service
 from entitle.subscriptions.models import Subscription
+from entitle.subscriptions.schemas import AddonQuantity
 from tests.conftest import LiveServer
 from tests.support.clock import TestClock
 from tests.support.console import browser, csrf_of, make_user, sign_in, signed_in
@@ -516,3 +519,116 @@ def test_migration_0024_fills_the_customer_of_logged_deliveries(
     engine.dispose()
     # The job of evt_3 is gone: its attempt stays, about no known customer.
     assert found == {"evt_1": "ada", "evt_2": None, "evt_3": None}
+
+
+def test_a_number_without_a_meter_shows_its_value_not_a_usage_bar(shop: Shop) -> None:
+    """A NUMBER feature with no meter (a retention in days) counts no usage: the API answers it with no
+    currentUsage and the widgets show no bar, but the customer page used to show "0 / 30" and an empty
+    usage chart for it, as if 30 days were an allowance being used up."""
+    api = shop.api
+    features = [
+        {"id": "ops-retention", "displayName": "Retention", "featureType": "NUMBER"},
+        {"id": "ops-projects", "displayName": "Projects", "featureType": "NUMBER", "meterType": "FLUCTUATING"},
+    ]
+    for feature in features:
+        assert api.post("/api/v1/features", json=feature).status_code == 200
+    made = api.post("/api/v1/plans", json={"id": "ops-metered", "displayName": "Metered", "productId": "ops"})
+    assert made.status_code == 200, made.text
+    entitlements = [
+        {"type": "FEATURE", "id": "ops-retention", "usageLimit": 30},
+        {"type": "FEATURE", "id": "ops-projects", "usageLimit": 5},
+    ]
+    assert api.post("/api/v1/plans/ops-metered/entitlements", json={"entitlements": entitlements}).status_code == 200
+    assert api.post("/api/v1/plans/ops-metered/publish", json={"migrationType": "NEW_CUSTOMERS"}).status_code == 200
+    _subscribed(shop, "ops-retained", "ops-metered")
+    report = {"usages": [{"customerId": "ops-retained", "featureId": "ops-projects", "value": 2}]}
+    assert api.post("/api/v2/usage", json=report).status_code == 200
+    checked = api.get("/api/v1/customers/ops-retained/entitlements/check", params={"featureId": "ops-retention"})
+    assert checked.json()["data"]["currentUsage"] is None  # what the API says of it
+
+    with signed_in(shop.server.base_url, shop.viewer) as web:
+        page = web.get("/console/customers/ops-retained").text
+    retention = page.split('data-testid="entitlement-ops-retention"', 1)[1].split("</tr>", 1)[0]
+    assert "<progress" not in retention and "0 / 30" not in _text(httpx.Response(200, text=retention))
+    assert '<span class="value">30</span>' in retention
+    projects = page.split('data-testid="entitlement-ops-projects"', 1)[1].split("</tr>", 1)[0]
+    assert "<progress" in projects and '<span class="usage">2 / 5</span>' in projects
+    assert 'data-testid="usage-chart-ops-projects"' in page
+    assert 'data-testid="usage-chart-ops-retention"' not in page
+
+
+def test_an_add_on_preview_keeps_the_subscriptions_own_seats_and_coupon(shop: Shop) -> None:
+    """Adding an add-on changes the subscription in place: its per-unit quantities and its coupon stay.
+    The console's preview used to price the plan with one unit and no coupon: for a subscription paying
+    4 seats at half price it showed money due back for adding an add-on, and a price it would not pay."""
+    api = shop.api
+    feature = {"id": "ops-seats", "displayName": "Seats", "featureType": "NUMBER", "meterType": "FLUCTUATING"}
+    assert api.post("/api/v1/features", json=feature).status_code == 200
+    coupon = {"id": "ops-half", "name": "Half", "description": None, "durationInMonths": None, "metadata": None}
+    assert api.post("/api/v1/coupons", json={**coupon, "percentOff": 50, "amountsOff": None}).status_code == 200
+    made = api.post("/api/v1/plans", json={"id": "ops-seated", "displayName": "Seated", "productId": "ops"})
+    assert made.status_code == 200, made.text
+    monthly = [{"billingPeriod": "MONTHLY", "price": {"amount": 10, "currency": "usd"}}]
+    per_seat = [{"billingPeriod": "MONTHLY", "price": {"amount": 3, "currency": "usd"}}]
+    charges = {
+        "pricingType": "PAID",
+        "pricingModels": [
+            {"billingModel": "FLAT_FEE", "pricePeriods": monthly},
+            {"billingModel": "PER_UNIT", "featureId": "ops-seats", "pricePeriods": per_seat},
+        ],
+    }
+    patched = api.patch("/api/v1/plans/ops-seated", json={"charges": charges, "compatibleAddonIds": ["seats-pack"]})
+    assert patched.status_code == 200, patched.text
+    assert api.post("/api/v1/plans/ops-seated/publish", json={"migrationType": "NEW_CUSTOMERS"}).status_code == 200
+    assert api.post("/api/v1/customers", json={"id": "ops-seated-co"}).status_code == 200
+    terms = {
+        "customerId": "ops-seated-co",
+        "planId": "ops-seated",
+        "charges": [{"id": "ops-seats", "quantity": 4, "type": "FEATURE"}],
+        "appliedCoupon": {"couponId": "ops-half"},
+    }
+    made = api.post("/api/v1/subscriptions", json=terms)
+    assert made.status_code == 200, made.text
+    sub = made.json()["data"]["id"]
+
+    by_api = api.post(
+        "/api/v1/subscriptions/preview", json={**terms, "addons": [{"id": "seats-pack", "quantity": 1}]}
+    ).json()["data"]
+    assert by_api["recurringInvoice"]["total"] == 13.5  # (10 + 4 x 3 + 5) at half price
+    assert by_api["immediateInvoice"]["total"] >= 0  # an add-on more costs, never pays back
+    with signed_in(shop.server.base_url, shop.viewer) as web:
+        preview = web.get(
+            f"/console/subscriptions/{sub}/addons", params={"addon_id": "seats-pack", "addon_quantity": 1}
+        )
+    assert preview.status_code == 200, preview.text
+    shown = _text(preview)
+    assert "Each period" in shown and "Discount -13.50 USD Total 13.50 USD" in shown
+    assert f"Total {by_api['immediateInvoice']['total']:.2f} USD" in shown
+    assert "Seated (ops-seats) 4 " in shown
+
+
+def test_an_add_on_preview_dates_the_subscriptions_own_period(shop: Shop) -> None:
+    """An add-on is added in place: the subscription keeps its billing cycle. The preview used to date
+    it as a new subscription starting now (a month from today) instead of the period it is in."""
+    assert shop.api.post("/api/v1/customers", json={"id": "ops-mid-period"}).status_code == 200
+    started = datetime.now(UTC) - timedelta(days=10)
+    body = {"customerId": "ops-mid-period", "planId": "basic", "startDate": started.isoformat()}
+    made = shop.api.post("/api/v1/subscriptions", json=body)
+    assert made.status_code == 200, made.text
+    sub = made.json()["data"]["subscription"]
+    start, end = (datetime.fromisoformat(sub[k]) for k in ("currentBillingPeriodStart", "currentBillingPeriodEnd"))
+    assert start < datetime.now(UTC) - timedelta(days=9)  # a period begun ten days ago
+    with signed_in(shop.server.base_url, shop.viewer) as web:
+        preview = web.get(
+            f"/console/subscriptions/{sub['id']}/addons", params={"addon_id": "seats-pack", "addon_quantity": 1}
+        )
+    assert preview.status_code == 200, preview.text
+    assert f"Period {start:%Y-%m-%d} to {end:%Y-%m-%d}" in _text(preview)
+    db = shop.server.db
+    view = subscription_service.get_subscription(db, environment_pk(db, "development"), sub["id"])
+    wanted = [AddonQuantity(id="seats-pack", quantity=1)]
+    dated = subscription_preview.preview_change(db, environment_pk(db, "development"), view, addons=wanted)
+    assert dated.immediate_invoice.billing_period_range is not None
+    assert dated.immediate_invoice.billing_period_range.end == end  # the rest of this period is due now
+    assert dated.recurring_invoice is not None and dated.recurring_invoice.billing_period_range is not None
+    assert dated.recurring_invoice.billing_period_range.start == end  # then the next one recurs

@@ -312,3 +312,31 @@ def test_credit_usage_series_per_feature(client: stigg.Stigg, wallet: tuple[str,
     earlier = datetime.now(UTC) - timedelta(days=10)
     empty = client.v1.credits.get_usage(customer_id=customer, start_date=earlier, end_date=earlier + timedelta(days=1))
     assert empty.data.series == []
+
+
+def test_credit_usage_counts_what_released_reservations_charged(client: stigg.Stigg, wallet: tuple[str, str]) -> None:
+    """Credits charged by a reservation's release are consumed as much as a direct consumption: the usage
+    series used to count only CREDITS_CONSUMED entries, so a hold released in time (RESERVED, then
+    RELEASED returning the rest) was missing while the balance had it consumed."""
+    customer, currency = wallet
+    _grant(client, customer, currency, 20, priority=10)
+    _grant(client, customer, currency, 100)
+    client.v1.credits.consumption.consume(
+        customer_id=customer, currency_id=currency, amount=3, idempotency_key=f"{customer}-direct"
+    )
+    release = client.v1.credits.reservations.release
+    # Held on both grants (20 + 10), 25 charged: 20 on the first, 5 on the second, 5 returned.
+    _balance(client, customer, currency, reserve_amount=30, reservation_id=f"{customer}-r1")
+    release(f"{customer}-r1", customer_id=customer, currency_id=currency, consumed_amount=25)
+    # Nothing charged: not usage.
+    _balance(client, customer, currency, reserve_amount=10, reservation_id=f"{customer}-r2")
+    release(f"{customer}-r2", customer_id=customer, currency_id=currency, consumed_amount=0)
+    # More than held: the hold charged and 3 drawn afresh, one consumption.
+    _balance(client, customer, currency, reserve_amount=5, reservation_id=f"{customer}-r3")
+    release(f"{customer}-r3", customer_id=customer, currency_id=currency, consumed_amount=8)
+
+    balance = _balance(client, customer, currency)
+    assert (balance.current_usage, balance.usage_limit) == (36, 120)
+    usage = client.v1.credits.get_usage(customer_id=customer, currency_id=currency, time_range="LAST_DAY").data
+    assert [(s.feature_id, s.total_credits, s.event_count) for s in usage.series] == [(None, 36, 3)]
+    assert sum(p.value for p in usage.series[0].points) == 36

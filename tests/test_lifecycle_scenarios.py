@@ -263,3 +263,25 @@ def test_publishing_to_all_customers_moves_existing_subscriptions(story: Story) 
     story.worker.drain()
     assert story.limit("acme", "projects") == 42
     assert story.limit("other", "projects") == 1  # another plan: untouched
+
+
+@pytest.mark.parametrize("cancellation_time", ["IMMEDIATE", "END_OF_BILLING_PERIOD", None])
+def test_an_end_date_with_another_cancellation_time_is_refused_not_ignored(
+    story: Story, cancellation_time: str | None
+) -> None:
+    """`endDate` says when to end; with IMMEDIATE or the end of the period (sent, or the product's default)
+    it used to be dropped and the subscription ended at another time than the one asked for."""
+    sub = story.client.v1.subscriptions.provision(
+        customer_id="acme", plan_id="pro", trial_override_configuration={"is_trial": False}
+    ).data.subscription
+    assert sub is not None
+    asked = story.clock.now() + timedelta(days=10)
+    options: dict[str, Any] = {"cancellation_time": cancellation_time} if cancellation_time else {}
+    with pytest.raises(stigg.BadRequestError) as refused:
+        story.client.v1.subscriptions.cancel(sub.id, end_date=asked, **options)
+    assert refused.value.body["error"]["code"] == "INVALID_ARGUMENT"
+    assert "SPECIFIC_DATE" in refused.value.body["error"]["message"]
+    kept = story.client.v1.subscriptions.retrieve(sub.id).data
+    assert (kept.status, kept.end_date) == ("ACTIVE", None)
+    ended = story.client.v1.subscriptions.cancel(sub.id, cancellation_time="SPECIFIC_DATE", end_date=asked).data
+    assert (ended.status, ended.end_date) == ("ACTIVE", asked)

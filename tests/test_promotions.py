@@ -132,6 +132,31 @@ def test_invalid_grants_are_refused_whole(client: stigg.Stigg, catalog: None, ap
     assert missing.status_code == 404
 
 
+def test_a_custom_end_date_with_a_fixed_period_is_refused_not_ignored(
+    client: stigg.Stigg, catalog: None, api: httpx.Client
+) -> None:
+    """A grant for "1 week" with a customEndDate months away used to end after one week, the date
+    dropped without a word."""
+    asked = datetime.now(UTC) + timedelta(days=90)
+    for period in ("1 week", "1 month", "6 month", "1 year", "lifetime"):
+        item = {"featureId": "api-calls", "period": period, "usageLimit": 5, "customEndDate": asked.isoformat()}
+        refused = api.post(
+            "/api/v1/customers/cust-1/promotional-entitlements", json={"promotionalEntitlements": [item]}
+        )
+        assert refused.status_code == 400, (period, refused.text)
+        assert refused.json()["error"] == {
+            "code": "INVALID_ARGUMENT",
+            "message": f"customEndDate is used only with period 'custom', not '{period}'",
+        }
+    assert api.get("/api/v1/customers/cust-1/promotional-entitlements").json()["data"] == []
+    with pytest.raises(ValueError, match="only with period 'custom'"):
+        promotion_end("1 month", datetime.now(UTC), asked)
+    granted = client.v1.customers.promotional_entitlements.create(
+        "cust-1", promotional_entitlements=[promo("api-calls", "custom", usage_limit=5, custom_end_date=asked)]
+    ).data
+    assert granted[0].end_date == asked
+
+
 @given(
     st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2099, 1, 1), timezones=st.just(UTC)),
     st.sampled_from(["1 week", "1 month", "6 month", "1 year"]),

@@ -83,3 +83,28 @@ def test_a_credit_priced_feature_is_answered_at_provisioning_as_the_check_answer
     with_credits, checked_with = _answered(module_server, names["with"], features)
     assert with_credits == {names["priced"]: (True, None), names["plain"]: (True, None)}
     assert with_credits == checked_with
+
+
+def test_the_credits_a_plan_grants_are_in_the_provisioning_answer_as_the_list_has_them(
+    module_server: LiveServer,
+) -> None:
+    """The answer's entitlements are the client's union of FEATURE and CREDIT results, and the list
+    right after provisioning has the plan's 10 credits as a CREDIT entitlement; provisioning used to
+    answer the features only, so the credits it had just granted were missing from its own answer."""
+    names = _shop(module_server)
+    customer = f"credit-answer-{next(_ids)}"
+    with module_server.http() as api:
+        api.post("/api/v1/customers", json={"id": customer}).raise_for_status()
+        body = {"customerId": customer, "planId": names["with"], "billingPeriod": "MONTHLY"}
+        answer = api.post("/api/v1/subscriptions", json=body)
+        assert answer.status_code == 200, answer.text
+        answered = answer.json()["data"]["entitlements"]
+        listed = api.get(f"/api/v1/customers/{customer}/entitlements").json()["data"]["entitlements"]
+    credits = [e for e in answered if e["type"] == "CREDIT"]
+    assert [(e["currency"]["currencyId"], e["isGranted"], e["usageLimit"], e["currentUsage"]) for e in credits] == [
+        (names["currency"], True, 10, 0)
+    ]
+    assert [e for e in listed if e["type"] == "CREDIT"] == credits
+    assert [e["feature"]["id"] for e in answered if e["type"] == "FEATURE"] == [
+        e["feature"]["id"] for e in listed if e["type"] == "FEATURE"
+    ]

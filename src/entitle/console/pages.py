@@ -27,8 +27,8 @@ from entitle.promotions import service as promotions
 from entitle.promotions.models import PromotionalEntitlement
 from entitle.subscriptions import service as subscriptions
 from entitle.subscriptions.models import Subscription
-from entitle.subscriptions.preview import preview_subscription
-from entitle.subscriptions.schemas import AddonQuantity, PreviewOut, SubscriptionPreview
+from entitle.subscriptions.preview import preview_change
+from entitle.subscriptions.schemas import AddonQuantity, PreviewOut
 from entitle.subscriptions.service import SubscriptionView
 from entitle.sync_states import SyncState
 from entitle.usage import service as usage
@@ -46,6 +46,9 @@ class UsageBar:
     entitlement: EntitlementResult
     used: Decimal
     limit: Decimal | None
+    # A number no usage is counted against (a feature without a meter: a retention in days, a size) has
+    # no usage to show, as the API's answer has none: the page shows its value, not a bar.
+    metered: bool = True
 
     @property
     def percent(self) -> int:
@@ -85,7 +88,7 @@ def _usage_charts(db: Database, env_id: int, ref: str, bars: list[UsageBar]) -> 
     found: dict[str, UsageChart] = {}
     for bar in bars:
         feature = bar.entitlement.feature
-        if feature is None or feature.feature_type != "NUMBER":
+        if feature is None or feature.feature_type != "NUMBER" or not bar.metered:
             continue
         try:
             history = usage.usage_history(db, env_id, ref, feature.id, start, end, None)
@@ -108,7 +111,8 @@ def customer_page(db: Database, env_id: int, ref: str) -> CustomerPage:
                 continue  # balances have the customer's Credits page
             used = Decimal(result.current_usage or 0)
             limit = None if result.has_unlimited_usage else result.usage_limit
-            granted.append(UsageBar(result, used, Decimal(limit) if limit is not None else None))
+            metered = result.current_usage is not None
+            granted.append(UsageBar(result, used, Decimal(limit) if limit is not None else None, metered))
         promos = list(promotions.list_promotions(db, env_id, ref, PageRequest(limit=100)).items)
     plans = packages.list_packages(db, env_id, "PLAN", PageRequest(limit=100), statuses=["PUBLISHED"]).items
     usage_charts = _usage_charts(db, env_id, ref, granted) if granted else {}
@@ -215,23 +219,12 @@ def change_preview(
     schedule_strategy: str | None = None,
 ) -> tuple[SubscriptionView, PreviewOut]:
     """The API's preview of the subscription's own plan with some of its terms changed (the others as
-    they are now)."""
+    they are now: `preview.preview_change`)."""
     view = subscriptions.get_subscription(db, env_id, subscription_ref)
-    sub = view.sub
-    own = [AddonQuantity(id=a.addon_ref, quantity=a.quantity) for a in view.addons]
-    req = SubscriptionPreview.model_validate(
-        {
-            "customer_id": view.customer_ref,
-            "plan_id": sub.plan_ref,
-            "billing_period": billing_period or sub.billing_period,
-            "billing_country_code": sub.billing_country_code,
-            "unit_quantity": sub.unit_quantity,
-            "resource_id": sub.resource_ref,
-            "addons": own if addons is None else addons,
-            "schedule_strategy": schedule_strategy,
-        }
+    changed = preview_change(
+        db, env_id, view, addons=addons, billing_period=billing_period, schedule_strategy=schedule_strategy
     )
-    return view, preview_subscription(db, env_id, req)
+    return view, changed
 
 
 @dataclass(frozen=True)

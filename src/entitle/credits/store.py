@@ -232,9 +232,11 @@ def ledger_of(session: Session, wallet_pk: int) -> list[LedgerEntry]:
 def consumed_entries(
     session: Session, env_id: int, wallet_pks: list[int], begin: datetime, end: datetime, *, with_dimensions: bool
 ) -> list[tuple[str | None, datetime, Decimal, str | None, dict[str, Any] | None]]:
-    """The wallets' CREDITS_CONSUMED entries in [begin, end): feature, instant, (negative) amount, event id
-    and, when asked, the dimensions of the consumption that wrote them (None for entries no direct
-    consumption wrote)."""
+    """What the wallets consumed in [begin, end): feature, instant, (negative) amount, event id and, when
+    asked, the dimensions of the consumption that wrote it (None for entries no direct consumption
+    wrote). That is their CREDITS_CONSUMED entries and the part of each reservation's release that was
+    charged (its hold less what returned), under the event id `reservation:<id>` the part drawn above the
+    hold also carries: a reservation's use counts whether it was released in time or after it lapsed."""
     dimensions: Any = Consumption.dimensions if with_dimensions else null()
     stmt = select(
         LedgerEntry.feature_ref, LedgerEntry.timestamp, LedgerEntry.amount, LedgerEntry.event_id, dimensions
@@ -249,7 +251,27 @@ def consumed_entries(
             Consumption,
             and_(Consumption.environment_id == env_id, Consumption.idempotency_key == LedgerEntry.event_id),
         )
-    return [(r[0], r[1], r[2], r[3], r[4]) for r in session.execute(stmt)]
+    rows: list[tuple[str | None, datetime, Decimal, str | None, dict[str, Any] | None]] = [
+        (r[0], r[1], r[2], r[3], r[4]) for r in session.execute(stmt)
+    ]
+    released = select(
+        LedgerEntry.feature_ref,
+        LedgerEntry.timestamp,
+        LedgerEntry.amount,
+        LedgerEntry.hold_returned_amount,
+        LedgerEntry.reservation_ref,
+    ).where(
+        LedgerEntry.wallet_pk.in_(wallet_pks),
+        LedgerEntry.event_type == "CREDITS_RESERVATION_RELEASED",
+        LedgerEntry.timestamp >= begin,
+        LedgerEntry.timestamp < end,
+    )
+    for feature_ref, at, returned, held, reservation_ref in session.execute(released):
+        # Amounts are text on SQLite: the charged part is worked out here, not in SQL.
+        charged = (held or Decimal(0)) - returned
+        if charged > 0:
+            rows.append((feature_ref, at, -charged, f"reservation:{reservation_ref}", None))
+    return rows
 
 
 def balance_movements(

@@ -1,7 +1,7 @@
 """`GET /api/v1/credits/usage`: the credits a customer consumed over time, one series per feature
-(direct consumptions, which name no feature, form the series with featureId null), from the ledger's
-CREDITS_CONSUMED entries. Points are hourly over spans up to two days, daily beyond; only buckets with
-consumption are listed.
+(direct consumptions and reservations, which name no feature, form the series with featureId null),
+from the ledger's CREDITS_CONSUMED entries and the charged part of its reservation releases. Points
+are hourly over spans up to two days, daily beyond; only buckets with consumption are listed.
 
 `groupBy` (up to three dimension keys, optionally with the reserved key `featureId`) makes the series
 axis the values those keys take in the consumptions' `dimensions`: a consumption without a key forms a

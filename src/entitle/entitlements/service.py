@@ -25,7 +25,7 @@ from entitle.credits import rules as credit_rules
 from entitle.credits import service as credits
 from entitle.credits import store as credit_store
 from entitle.credits.checks import CurrencyView
-from entitle.credits.schemas import CreditCheckRequest
+from entitle.credits.schemas import CreditCheckRequest, CreditCheckResult
 from entitle.customers import store as customers
 from entitle.customers.models import Customer
 from entitle.db import Database
@@ -291,18 +291,18 @@ def list_entitlements(db: Database, env_id: int, customer_ref: str, resource_ref
 
 def results_in_session(
     s: Session, env_id: int, customer: Customer, resource_ref: str | None
-) -> list[EntitlementResult]:
-    """The customer's entitlements as seen inside an open transaction (provisioning responses): each
-    feature as its check without a requested usage answers it, so a feature priced in credits is denied
-    `InsufficientCredits` when a currency it is priced in has no positive balance (the balances are read
-    only when a granted feature is priced in credits)."""
+) -> list[EntitlementResult | CreditCheckResult]:
+    """The customer's entitlements as seen inside an open transaction (provisioning responses), as the
+    list answers them: each feature as its check without a requested usage answers it, so a feature
+    priced in credits is denied `InsufficientCredits` when a currency it is priced in has no positive
+    balance, then each CREDIT entitlement (the credits a plan just granted among them) as the currency
+    check answers it. In an environment without currencies the credits are one query."""
     now = utcnow()
     grants, _ = customer_grants(s, env_id, customer, resource_ref, now)
     views = {ref: answers.grant_view(g, now) for ref, g in grants.items()}
-    rates = credit_checks.feature_rates(s, env_id, customer, resource_ref, views)
+    credits = credit_checks.standing(s, env_id, customer, resource_ref, now)
+    rates = credit_checks.feature_rates(s, env_id, customer, resource_ref, views, credits.soft)
     view = customer_view(
         customer.pk, has_subscription=True, grants=views, loaded_at=now, valid_until=None, credit_rates=rates
     )
-    usage = _usage(s, view, resource_ref)
-    credits = credit_checks.standing(s, env_id, customer, resource_ref, now) if rates else None
-    return [answers.check(view, usage, credits, ref, None) for ref in sorted(views)]
+    return answers.listing(view, _usage(s, view, resource_ref), credits).entitlements

@@ -24,6 +24,9 @@ def promotion_end(period: str, start: datetime, custom_end: datetime | None) -> 
         if custom_end <= start:
             raise ValueError("customEndDate must be in the future")
         return custom_end
+    if custom_end is not None:
+        # Its own length would end the grant at another date than the one sent: refused, not ignored.
+        raise ValueError(f"customEndDate is used only with period 'custom', not '{period}'")
     if period not in PROMO_PERIODS:
         raise ValueError(f"unknown period {period!r}")
     step = PROMO_PERIODS[period]

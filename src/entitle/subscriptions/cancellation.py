@@ -38,6 +38,9 @@ def cancel_subscription(db: Database, env_id: int, ref: str, req: SubscriptionCa
             "subscriptionCancellationTime", "END_OF_BILLING_PERIOD"
         )
         when = req.cancellation_time or default_time
+        if req.end_date is not None and when != "SPECIFIC_DATE":
+            # Ending at another time than the date sent would surprise whoever sent it: refused, not ignored.
+            raise InvalidArgument(f"endDate is used only with cancellationTime SPECIFIC_DATE, not {when}")
         downgrade = req.cancellation_action != "REVOKE_ENTITLEMENTS"
         if when == "SPECIFIC_DATE":
             if req.end_date is None:

@@ -23,6 +23,8 @@ from entitle.subscriptions import ports, price_rules, pricing, rules, store
 from entitle.subscriptions.models import Subscription
 from entitle.subscriptions.rules import LIVE
 from entitle.subscriptions.schemas import (
+    AddonQuantity,
+    ChargeQuantity,
     DiscountDetails,
     DiscountOut,
     InvoiceLineOut,
@@ -32,7 +34,7 @@ from entitle.subscriptions.schemas import (
     PriceOverride,
     SubscriptionPreview,
 )
-from entitle.subscriptions.service import billing_window
+from entitle.subscriptions.service import SubscriptionView, billing_window
 from entitle.subscriptions.validation import (
     check_addons,
     check_charges,
@@ -343,3 +345,59 @@ def _proration(
     credits = [pricing.scaled(line, -share, f"Unused time on {line.description}") for line in old_lines]
     charges = [pricing.scaled(line, share, f"Remaining time on {line.description}") for line in new_lines]
     return pricing.invoice(currency, credits + charges)
+
+
+def preview_change(
+    db: Database,
+    env_id: int,
+    view: SubscriptionView,
+    *,
+    addons: list[AddonQuantity] | None = None,
+    billing_period: str | None = None,
+    schedule_strategy: str | None = None,
+) -> PreviewOut:
+    """What changing the subscription in place (its add-ons or its billing period, as PATCH does) costs:
+    the preview of its own plan with those terms changed and the others as the subscription keeps them,
+    which the change leaves as they are: its charges' quantities, units, coupon, country and resource."""
+    sub = view.sub
+    with db.read() as s:
+        charges = [
+            ChargeQuantity(id=c.ref_id, quantity=c.quantity, type=c.charge_type)
+            for c in store.charges_of(s, [sub.pk]).get(sub.pk, [])
+        ]
+    own = [AddonQuantity(id=a.addon_ref, quantity=a.quantity) for a in view.addons]
+    coupon = view.coupon if view.coupon is not None and view.coupon.get("status") == "ACTIVE" else None
+    req = SubscriptionPreview.model_validate(
+        {
+            "customer_id": view.customer_ref,
+            "plan_id": sub.plan_ref,
+            "billing_period": billing_period or sub.billing_period,
+            "billing_country_code": sub.billing_country_code,
+            "unit_quantity": sub.unit_quantity,
+            "resource_id": sub.resource_ref,
+            "addons": own if addons is None else addons,
+            "charges": charges or None,
+            "applied_coupon": {"coupon_id": coupon["id"]} if coupon else None,
+            "schedule_strategy": schedule_strategy,
+        }
+    )
+    out = preview_subscription(db, env_id, req)
+    window = view.billing_window()
+    if billing_period is not None or window is None or out.has_scheduled_updates or sub.billing_period is None:
+        return out
+    # In place the subscription keeps its billing cycle (a provisioning starts a new one now, which is
+    # what the preview dates): what is due now covers the rest of its current period, and the recurring
+    # invoice the period after it.
+    now = out.billing_period_range.start if out.billing_period_range else utcnow()
+    after = billing_period_at(sub.billing_cycle_anchor, sub.billing_period, window.end)
+    renewal = PeriodRange(start=after.start, end=after.end)
+    recurring = out.recurring_invoice
+    return out.model_copy(
+        update={
+            "immediate_invoice": out.immediate_invoice.model_copy(
+                update={"billing_period_range": PeriodRange(start=now, end=window.end)}
+            ),
+            "recurring_invoice": recurring.model_copy(update={"billing_period_range": renewal}) if recurring else None,
+            "billing_period_range": PeriodRange(start=window.start, end=window.end),
+        }
+    )
