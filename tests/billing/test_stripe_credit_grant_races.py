@@ -13,6 +13,7 @@ worker while the request waits for that answer."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -40,6 +41,23 @@ from tests.support.stripe_emulator import Logged, StripeEmulator
 def _invoices_of(emulator: StripeEmulator, customer_billing_id: str, grant_ref: str) -> list[Any]:
     listed = emulator.client().v1.invoices.list(params={"customer": customer_billing_id, "limit": 100}).data
     return [i for i in listed if (i.to_dict().get("metadata") or {}).get("entitleCreditGrantId") == grant_ref]
+
+
+def _voiding_once_drafted(server: LiveServer, api: httpx.Client, voided: list[str]) -> Callable[[Logged], None]:
+    """The emulator's `after_write` hook: once Stripe drafted the grant's invoice (the request still making it),
+    the grant is voided through the API and the worker runs its void job; the grant's id goes to `voided`."""
+
+    def void_the_grant(entry: Logged) -> None:
+        if entry.path != "/v1/invoices" or voided:
+            return
+        ref = str((entry.params or {})["metadata"]["entitleCreditGrantId"])
+        voided.append(ref)
+        with httpx.Client(base_url=api.base_url, headers=api.headers) as other:
+            resp = other.post(f"/api/v1/credits/grants/{ref}/void")
+        assert resp.status_code == 200 and resp.json()["data"]["status"] == "VOIDED", resp.text
+        assert Worker(server.db).drain() >= 1
+
+    return void_the_grant
 
 
 def _at_stripe_already(server: LiveServer, api: httpx.Client, emulator: StripeEmulator) -> tuple[str, str]:
@@ -144,18 +162,8 @@ def test_a_grant_voided_while_its_charge_was_being_made_is_never_charged(
     customer = _customer_at_stripe(server, "cust-pays")
     assert customer is not None
     voided: list[str] = []
-
-    def void_the_grant(entry: Logged) -> None:
-        if entry.path != "/v1/invoices" or voided:
-            return
-        ref = str((entry.params or {})["metadata"]["entitleCreditGrantId"])
-        voided.append(ref)
-        with httpx.Client(base_url=api.base_url, headers=api.headers) as other:
-            resp = other.post(f"/api/v1/credits/grants/{ref}/void")
-        assert resp.status_code == 200 and resp.json()["data"]["status"] == "VOIDED", resp.text
-        assert Worker(server.db).drain() >= 1  # its void job finds no invoice yet
-
-    stripe_emulator.standin.after_write = void_the_grant
+    # Its void job finds no invoice yet.
+    stripe_emulator.standin.after_write = _voiding_once_drafted(server, api, voided)
     resp = _invoiced(api, "cust-pays", currency, paymentCollectionMethod="CHARGE")
     stripe_emulator.standin.after_write = None
     assert resp.status_code == 200, resp.text
@@ -206,18 +214,8 @@ def test_a_grant_voided_mid_invoice_whose_finalize_went_unheard_gets_that_invoic
     invoicing job, finding the grant ended, looks for the invoice at Stripe and records it: it is voided."""
     currency, customer = _at_stripe_already(server, api, stripe_emulator)
     voided: list[str] = []
-
-    def void_the_grant(entry: Logged) -> None:
-        if entry.path != "/v1/invoices" or voided:
-            return
-        ref = str((entry.params or {})["metadata"]["entitleCreditGrantId"])
-        voided.append(ref)
-        with httpx.Client(base_url=api.base_url, headers=api.headers) as other:
-            resp = other.post(f"/api/v1/credits/grants/{ref}/void")
-        assert resp.status_code == 200 and resp.json()["data"]["status"] == "VOIDED", resp.text
-        assert Worker(server.db).drain() >= 1  # its void job finds a draft only
-
-    stripe_emulator.standin.after_write = void_the_grant
+    # Its void job finds a draft only.
+    stripe_emulator.standin.after_write = _voiding_once_drafted(server, api, voided)
     stripe_emulator.fail_next(1, path_prefix="/v1/invoices/", status=500, after_execution=True)  # the finalize
     resp = _invoiced(api, "cust-corp", currency)
     stripe_emulator.standin.after_write = None
