@@ -27,7 +27,6 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime
-from functools import cached_property
 
 from sqlalchemy.orm import Session
 
@@ -50,6 +49,7 @@ from entitle.usage.slots import (
     Owner,
     Slot,
     owner_order,
+    owner_positions,
     plan_slots,
     resolve_holders,
     summarize,
@@ -82,11 +82,9 @@ class Resolved:
     at: datetime
     mark: int
     valid_until: datetime | None
-
-    @cached_property
-    def meters(self) -> tuple[tuple[str, str], ...]:
-        """The meters of `metered` (written once per batch: the transaction compares them again)."""
-        return _meters(self.metered)
+    # The meters of `metered` (`_meters`), written when they are read: the next batches that keep them
+    # (`replace`) keep these too, and the transaction compares them again.
+    meters: tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True)
@@ -175,13 +173,14 @@ def prepare(
     transaction (as committed now; `apply_events` checks in the transaction that they still hold), in
     `session` (a read session) or one of its own."""
     now = now or utcnow()
-    owners = sorted({(e.customer_ref, e.resource_ref) for e in candidates}, key=owner_order)
+    positions = owner_positions(candidates)
+    owners = sorted(positions, key=owner_order)
     with nullcontext(session) if session is not None else db.read() as s:
         mark = ports.grant_changes.impl.mark(s, env_id)
         known = _still_known(s, db, env_id, mark, now)
         if known is None:
             metered = sorted(features.metered_with_meter(s, env_id), key=lambda f: f.ref_id)
-            known = Resolved(metered, {}, at=now, mark=mark, valid_until=None)
+            known = Resolved(metered, {}, at=now, mark=mark, valid_until=None, meters=_meters(metered))
         metered = known.metered
         holders: Holders = {}
         if metered:
@@ -203,7 +202,7 @@ def prepare(
     if metered and not problems:
         # Where the events count, made here rather than holding the write lock (used only if they all
         # turn out new and nothing they rest on changed; and only when none waits for a grant).
-        wanted, positions = wanted_by_owner(candidates, metered, amounts)
+        wanted, positions = wanted_by_owner(candidates, metered, amounts, positions)
         slots, waiting, until = plan_slots(candidates, wanted, positions, holders, now)
         if slots and not waiting:
             summarize(slots.values())

@@ -49,11 +49,15 @@ def in_range(value: Decimal) -> bool:
     return abs(value) <= USAGE_MAX
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Tally:
     """The state of one aggregation: `value` is what a check reads; `samples` counts the numbers folded
     (MAX, MIN: is there any; AVG: the divisor) and `total` is their sum (AVG). UNIQUE's distinct values
-    live in the database; its `value` is their count."""
+    live in the database; its `value` is their count.
+
+    Not frozen, though nobody changes one once made (each step makes a new one): an ingestion batch
+    makes two per counter it moves, and a frozen dataclass costs three times more to build (each field
+    set through `object.__setattr__`)."""
 
     value: Decimal = Decimal(0)
     samples: int = 0
