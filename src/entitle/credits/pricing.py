@@ -45,7 +45,7 @@ def priced_features(s: Session, env_id: int) -> set[str]:
     cache: dict[int, set[str]] = s.info.setdefault(_PRICED, {})
     if env_id not in cache:
         if s.autoflush and (s.new or s.dirty or s.deleted):
-            s.flush()  # as the ORM's execution would first: a charge this transaction added is read
+            s.flush()  # as the ORM's execution would first: what this transaction changed is read
         cache[env_id] = {row[0] for row in _PRICED_FEATURES.all(s.connection(), {"env": env_id})}
     return cache[env_id]
 
