@@ -11,7 +11,10 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
+import pytest
+from sqlalchemy import select
 
+from entitle.catalog.packages.models import PackageCharge
 from entitle.credits import pricing
 from entitle.customers import store as customers
 from entitle.environments.service import environment_pk
@@ -171,3 +174,34 @@ def test_an_event_estimate_prices_every_metered_feature_it_moves_at_one_reading_
         (peak, 0, "UNSUPPORTED_AGGREGATION"),
         (summed, 20, None),
     ]
+
+
+class _Undone(Exception):
+    """Raised to roll a test's transaction back."""
+
+
+def test_the_credit_priced_features_see_what_the_transaction_changed_before_asking(
+    module_server: LiveServer,
+) -> None:
+    # The features are read on the session's connection (not through the ORM's execution): a charge the
+    # transaction changed but did not flush yet is flushed first, as the ORM's autoflush did.
+    n = next(_ids)
+    gold, priced, product = f"fgold{n}", f"fpriced{n}", f"fp{n}"
+    with module_server.http() as api:
+        _ok(api.post("/api/v1/credits/custom-currencies", json={"id": gold, "displayName": gold}))
+        body = {"id": priced, "displayName": priced, "featureType": "NUMBER", "meterType": "INCREMENTAL"}
+        _ok(api.post("/api/v1/features", json=body))
+        _ok(api.post("/api/v1/products", json={"id": product, "displayName": product}))
+        _package(api, "plans", f"fplan{n}", product, _credit_price(priced, gold, 2))
+    env = environment_pk(module_server.db, "development")
+    with module_server.db.read() as s:
+        assert priced in pricing.priced_features(s, env)
+    with pytest.raises(_Undone), module_server.db.transaction() as s:
+        charges = s.scalars(select(PackageCharge).where(PackageCharge.feature_ref == priced)).all()
+        assert charges
+        for charge in charges:
+            charge.credit_rate_amount = None  # no longer priced in credits (not flushed yet)
+        assert priced not in pricing.priced_features(s, env)
+        raise _Undone
+    with module_server.db.read() as s:
+        assert priced in pricing.priced_features(s, env)

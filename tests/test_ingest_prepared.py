@@ -176,6 +176,23 @@ def test_the_next_batch_reads_again_the_grants_of_a_customer_whose_entitlements_
     assert _waiting(db, env_id, "going")["m-sum"] == 6
 
 
+def test_a_kept_customer_archived_since_is_not_counted_as_live_by_the_batches_after(
+    built: tuple[Database, int],
+) -> None:
+    # What a batch made of a kept owner's customer and grants is made again once that owner was resolved
+    # again (`Resolved.made`): the batches after the one that read the change use it too.
+    db, env_id = built
+    _provision(db, env_id, "returning", "metered")
+    for _ in range(2):  # resolved, then kept (and made)
+        _apply(db, env_id, _batch("returning"), counting.prepare(db, env_id, _batch("returning")))
+    assert _counted(db, env_id, "returning")["m-sum"] == 12
+    customer_service.archive_customer(db, env_id, "returning")
+    for _ in range(2):  # resolved again (archived), then kept
+        _apply(db, env_id, _batch("returning"), counting.prepare(db, env_id, _batch("returning")))
+    assert _counted(db, env_id, "returning")["m-sum"] == 12
+    assert _waiting(db, env_id, "returning")["m-sum"] == 12
+
+
 def test_the_next_batch_reads_everything_again_after_a_feature_changed(built: tuple[Database, int]) -> None:
     db, env_id = built
     _provision(db, env_id, "measured-again", "metered")

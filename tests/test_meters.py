@@ -1,13 +1,25 @@
 from __future__ import annotations
 
+import decimal
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from entitle.usage.meters import aggregate, compile_meter, condition_holds, matches, measure
-from entitle.usage.rules import USAGE_MAX, OutOfRange, Tally, fold, fold_checked, merge, step, usage_number
+from entitle.usage.rules import (
+    USAGE_MAX,
+    Numbers,
+    OutOfRange,
+    Tally,
+    fold,
+    fold_checked,
+    merge,
+    step,
+    usage_number,
+)
 
 names = st.sampled_from(["completion", "embedding", "upload"])
 dims = st.fixed_dictionaries(
@@ -164,3 +176,24 @@ def test_folding_a_window_at_once_equals_folding_event_by_event(
         except OutOfRange as exc:
             refused.append((position, str(exc)))
     assert fold_checked(function, tally, numbers) == (expected, refused)
+
+
+@pytest.mark.parametrize(
+    "number", [Decimal(1), Decimal("2.50"), Decimal("1E+9"), Decimal("-0"), Decimal("-0.000000000001"), USAGE_MAX]
+)
+@pytest.mark.parametrize("count", [1, 3, 5000])
+def test_one_number_throughout_reads_as_adding_them_one_by_one(number: Decimal, count: int) -> None:
+    """The same number throughout (COUNT's ones) is read as a product: the same sum, exponent and sign
+    included (its text is what the counter stores), and the same extremes."""
+    numbers = [number] * count
+    read = Numbers.of(numbers)
+    assert read is not None
+    with decimal.localcontext(prec=40):
+        total = sum(numbers, Decimal(0))
+        largest = max(max(numbers), -min(numbers)) * count
+    assert (str(read.total), str(read.high), str(read.low), str(read.largest)) == (
+        str(total),
+        str(max(numbers)),
+        str(min(numbers)),
+        str(largest),
+    )

@@ -23,6 +23,7 @@ from entitle.catalog.packages.models import PackageCharge
 from entitle.clock import utcnow
 from entitle.credits import engine, rules, store
 from entitle.customers.models import Customer
+from entitle.db.rows import PreparedSelect
 from entitle.grants.engine import live_subscriptions, resource_key
 from entitle.subscriptions import price_rules
 from entitle.subscriptions import store as subscriptions
@@ -43,12 +44,15 @@ def priced_features(s: Session, env_id: int) -> set[str]:
     features that are not, and answers at one query."""
     cache: dict[int, set[str]] = s.info.setdefault(_PRICED, {})
     if env_id not in cache:
-        cache[env_id] = set(s.scalars(_PRICED_FEATURES, {"env": env_id}))
+        if s.autoflush and (s.new or s.dirty or s.deleted):
+            s.flush()  # as the ORM's execution would first: what this transaction changed is read
+        cache[env_id] = {row[0] for row in _PRICED_FEATURES.all(s.connection(), {"env": env_id})}
     return cache[env_id]
 
 
-# Asked by every ingestion batch: built once (its compiled form is then cached by SQLAlchemy).
-_PRICED_FEATURES = (
+# Asked by every ingestion batch: sent prepared (`PreparedSelect`; through the ORM's execution, its
+# statement handling cost more CPU than the query on SQLite).
+_PRICED_FEATURES = PreparedSelect(
     select(PackageCharge.feature_ref)
     .where(
         PackageCharge.environment_id == bindparam("env"),

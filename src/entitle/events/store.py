@@ -11,6 +11,7 @@ from pydantic_core import to_json
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from entitle.db.sent import fetch_all, run
 from entitle.events.ingested import NewEvent
 
 _COLUMNS = (
@@ -100,7 +101,7 @@ def taken_keys(session: Session, env_id: int, keys: list[str]) -> set[str]:
     the keys' JSON (read by `json_each` as `json.dumps`'s) in half the time."""
     if not keys:
         return set()
-    found = session.connection().exec_driver_sql(_SQLITE_TAKEN, (to_json(sorted(keys)).decode(), env_id))
+    found = fetch_all(session.connection(), _SQLITE_TAKEN, (to_json(sorted(keys)).decode(), env_id))
     return {key for (key,) in found}
 
 
@@ -187,14 +188,14 @@ def _insert_new_sqlite(session: Session, rows: Rows) -> set[str]:
     more than the insert itself: the driver's multi-row inserts (`_sqlite_statements`)."""
     connection = session.connection()
     if rows.free:  # looked up before the transaction: inserted as they are, unless stored meanwhile
-        inserted = sum(connection.exec_driver_sql(sql, bound).rowcount for sql, bound in rows.statements)
+        inserted = sum(run(connection, sql, bound) for sql, bound in rows.statements)
         if inserted == len(rows.bound):
             return set(rows.keys)
         return set(session.scalars(_SQLITE_LAST_INSERTED, {"inserted": inserted})) if inserted else set()
     taken = taken_keys(session, rows.env_id, rows.keys)
     new = rows.bound if not taken else [r for r in rows.bound if r[_KEY] not in taken]
     for sql, bound in _sqlite_statements(new) if new else ():
-        connection.exec_driver_sql(sql, bound)
+        run(connection, sql, bound)
     return {r[_KEY] for r in new}
 
 

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeEngine
 
 from entitle.db.rows import PreparedSelect, insert_returning_key
+from entitle.db.sent import PreparedText, run_many
 from entitle.push.models import KIND_ENTITLEMENTS, KIND_FEATURES, KIND_SETTINGS, KINDS, PushEvent
 from entitle.push.schemas import Item
 
@@ -28,7 +29,7 @@ def lock_for_append(session: Session) -> None:
     # SQLite: the write transaction already holds the database lock (BEGIN IMMEDIATE).
 
 
-_NEWEST = text("SELECT max(id) FROM push_events")
+_NEWEST = PreparedText(text("SELECT max(id) FROM push_events"))
 _APPENDED = ("environment_id", "kind", "customer_ref", "resource_ref", "data", "created_at")
 
 
@@ -49,7 +50,9 @@ def append(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
         instant = table.c.created_at.type.dialect_impl(dialect).bind_processor(dialect)
         assert instant is not None
         stamps: dict[datetime, Any] = {}
-        session.connection().exec_driver_sql(
+        connection = session.connection()
+        run_many(
+            connection,
             f"INSERT INTO push_events ({', '.join(_APPENDED)}) VALUES ({', '.join('?' for _ in _APPENDED)})",
             [
                 (
@@ -63,7 +66,7 @@ def append(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
                 for row in rows
             ],
         )
-        last = int(session.scalar(_NEWEST) or 0)
+        last = int(_NEWEST.scalar(connection, {}) or 0)
         return list(range(last - len(rows) + 1, last + 1))
     if len(rows) == 1:
         # Sent prepared (`db.rows.insert_returning_key`): every change a transaction announces appends one
@@ -186,16 +189,22 @@ def delete_older_than(session: Session, cutoff: datetime, limit: int, *, streame
 
 
 # Asked by every ingestion batch (the `grant_changes` port): written once, not built and compiled per call.
-_NEWEST_OF_ENVIRONMENT = text("SELECT max(id) FROM push_events WHERE environment_id = :env")
-_CHANGED_SINCE = text(
-    "SELECT kind, customer_ref FROM push_events WHERE environment_id = :env AND id > :mark "
-    f"AND kind IN ('{KIND_ENTITLEMENTS}', '{KIND_FEATURES}')"
+# Read by every ingestion batch (with the two below): sent prepared, the driver's rows (`entitle.db.sent`).
+_NEWEST_OF_ENVIRONMENT = PreparedText(text("SELECT max(id) FROM push_events WHERE environment_id = :env"))
+_CHANGED_SINCE = PreparedText(
+    text(
+        "SELECT kind, customer_ref FROM push_events WHERE environment_id = :env AND id > :mark "
+        f"AND kind IN ('{KIND_ENTITLEMENTS}', '{KIND_FEATURES}')"
+    )
 )
 # The customers bound as one JSON array (an IN list of bound parameters is compiled anew for each length).
 _UNCHANGED_SINCE = {
-    dialect: text(
-        "SELECT id FROM push_events WHERE environment_id = :env AND id > :mark "
-        f"AND (kind = '{KIND_FEATURES}' OR (kind = '{KIND_ENTITLEMENTS}' AND customer_ref IN ({customers}))) LIMIT 1"
+    dialect: PreparedText(
+        text(
+            "SELECT id FROM push_events WHERE environment_id = :env AND id > :mark "
+            f"AND (kind = '{KIND_FEATURES}' OR (kind = '{KIND_ENTITLEMENTS}' AND customer_ref IN ({customers}))) "
+            "LIMIT 1"
+        )
     )
     for dialect, customers in (
         ("sqlite", "SELECT value FROM json_each(:refs)"),
@@ -227,7 +236,7 @@ def settings_changed_after(session: Session, env_id: int, mark: int) -> bool:
 def newest_of_environment(session: Session, env_id: int) -> int:
     """The environment's largest id (0: none). Ids follow commit order: a change committed after this
     read gets a larger one."""
-    return int(session.scalar(_NEWEST_OF_ENVIRONMENT, {"env": env_id}) or 0)
+    return int(_NEWEST_OF_ENVIRONMENT.scalar(session.connection(), {"env": env_id}) or 0)
 
 
 def grants_unchanged_since(session: Session, env_id: int, mark: int, customer_refs: Collection[str]) -> bool:
@@ -235,14 +244,14 @@ def grants_unchanged_since(session: Session, env_id: int, mark: int, customer_re
     (`newest_of_environment`). Walks the environment's ids after the mark: those of the moment since."""
     changed = _UNCHANGED_SINCE[session.get_bind().dialect.name]
     refs = to_json(sorted(customer_refs)).decode()
-    return session.scalar(changed, {"env": env_id, "mark": mark, "refs": refs}) is None
+    return changed.first(session.connection(), {"env": env_id, "mark": mark, "refs": refs}) is None
 
 
 def grants_changed_since(session: Session, env_id: int, mark: int) -> frozenset[str] | None:
     """The customers with an entitlement change after `mark` (`newest_of_environment`); None when a
     feature of the environment changed too. Walks the environment's ids after the mark."""
     customers: set[str] = set()
-    for kind, customer_ref in session.execute(_CHANGED_SINCE, {"env": env_id, "mark": mark}):
+    for kind, customer_ref in _CHANGED_SINCE.all(session.connection(), {"env": env_id, "mark": mark}):
         if kind == KIND_FEATURES:
             return None
         customers.add(customer_ref)

@@ -25,9 +25,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from functools import cached_property
 
 from sqlalchemy.orm import Session
 
@@ -39,6 +38,7 @@ from entitle.db import Database
 from entitle.db.types import json_text
 from entitle.events.ingested import NewEvent
 from entitle.events.rules import refusal
+from entitle.grants.engine import Grant
 from entitle.usage import ports, store
 from entitle.usage.kept import KEPT_OWNERS, KeptGrants, KeptPerEnvironment, grants_of, kept_grants
 from entitle.usage.measuring import Amounts, Item, Problem, measure_events
@@ -50,6 +50,7 @@ from entitle.usage.slots import (
     Owner,
     Slot,
     owner_order,
+    owner_positions,
     plan_slots,
     resolve_holders,
     summarize,
@@ -82,11 +83,15 @@ class Resolved:
     at: datetime
     mark: int
     valid_until: datetime | None
-
-    @cached_property
-    def meters(self) -> tuple[tuple[str, str], ...]:
-        """The meters of `metered` (written once per batch: the transaction compares them again)."""
-        return _meters(self.metered)
+    # The meters of `metered` (`_meters`), written when they are read: the next batches that keep them
+    # (`replace`) keep these too, and the transaction compares them again.
+    meters: tuple[tuple[str, str], ...]
+    # Each kept owner's customer and grants as a batch uses them (`_holders_kept`), made from its entry of
+    # `holders` (kept beside it: an entry resolved again is made again), shared by the batches that keep
+    # `metered` (`replace`): a batch made ~120 grants again from what was kept. Read-only once made.
+    made: dict[Owner, tuple[KeptHolder, tuple[Who | None, dict[str, Grant]]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
 
 @dataclass(frozen=True)
@@ -149,18 +154,26 @@ def _kept(holders: Holders) -> dict[Owner, KeptHolder]:
 
 
 def _holders_kept(owners: list[Owner], known: Resolved) -> Holders:
-    """The kept owners' customers and grants, as a batch uses them."""
-    by_ref = {f.ref_id: f for f in known.metered}
+    """The kept owners' customers and grants, as a batch uses them: made once per entry kept
+    (`Resolved.made`)."""
+    made = known.made
+    by_ref: dict[str, Feature] | None = None
     holders: Holders = {}
     for owner in owners:
         held = known.holders[owner]
-        holders[owner] = (None, {}) if held is None else (Who(held[0], held[1]), grants_of(held[2], by_ref))
+        found = made.get(owner)
+        if found is None or found[0] is not held:
+            if by_ref is None:
+                by_ref = {f.ref_id: f for f in known.metered}
+            used = (None, {}) if held is None else (Who(held[0], held[1]), grants_of(held[2], by_ref))
+            found = made[owner] = (held, used)
+        holders[owner] = found[1]
     return holders
 
 
 def _remember(db: Database, env_id: int, resolved: Resolved, owners: list[Owner]) -> None:
     if len(resolved.holders) > KEPT_OWNERS:
-        resolved = replace(resolved, holders={owner: resolved.holders[owner] for owner in owners})
+        resolved = replace(resolved, holders={owner: resolved.holders[owner] for owner in owners}, made={})
     _known.keep(db, env_id, resolved)
 
 
@@ -175,13 +188,14 @@ def prepare(
     transaction (as committed now; `apply_events` checks in the transaction that they still hold), in
     `session` (a read session) or one of its own."""
     now = now or utcnow()
-    owners = sorted({(e.customer_ref, e.resource_ref) for e in candidates}, key=owner_order)
+    positions = owner_positions(candidates)
+    owners = sorted(positions, key=owner_order)
     with nullcontext(session) if session is not None else db.read() as s:
         mark = ports.grant_changes.impl.mark(s, env_id)
         known = _still_known(s, db, env_id, mark, now)
         if known is None:
             metered = sorted(features.metered_with_meter(s, env_id), key=lambda f: f.ref_id)
-            known = Resolved(metered, {}, at=now, mark=mark, valid_until=None)
+            known = Resolved(metered, {}, at=now, mark=mark, valid_until=None, meters=_meters(metered))
         metered = known.metered
         holders: Holders = {}
         if metered:
@@ -203,7 +217,7 @@ def prepare(
     if metered and not problems:
         # Where the events count, made here rather than holding the write lock (used only if they all
         # turn out new and nothing they rest on changed; and only when none waits for a grant).
-        wanted, positions = wanted_by_owner(candidates, metered, amounts)
+        wanted, positions = wanted_by_owner(candidates, metered, amounts, positions)
         slots, waiting, until = plan_slots(candidates, wanted, positions, holders, now)
         if slots and not waiting:
             summarize(slots.values())

@@ -49,11 +49,15 @@ def in_range(value: Decimal) -> bool:
     return abs(value) <= USAGE_MAX
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Tally:
     """The state of one aggregation: `value` is what a check reads; `samples` counts the numbers folded
     (MAX, MIN: is there any; AVG: the divisor) and `total` is their sum (AVG). UNIQUE's distinct values
-    live in the database; its `value` is their count."""
+    live in the database; its `value` is their count.
+
+    Not frozen, though nobody changes one once made (each step makes a new one): an ingestion batch
+    makes two per counter it moves, and a frozen dataclass costs three times more to build (each field
+    set through `object.__setattr__`)."""
 
     value: Decimal = Decimal(0)
     samples: int = 0
@@ -91,11 +95,12 @@ def fold(function: str, tally: Tally, numbers: Iterable[Decimal]) -> Tally:
     return tally
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Numbers:
     """Numbers to fold into a tally at once, with their sum and extremes: read before the write
     transaction (on SQLite it holds the database's write lock), so that folding them there takes a few
-    operations whatever their count (`fold_checked`)."""
+    operations whatever their count (`fold_checked`). Not frozen (nobody changes one once made; a
+    batch makes one per owner and column of amounts, and a frozen one cost twice as much to build)."""
 
     values: Sequence[Decimal]
     total: Decimal  # exact: 40 digits hold the sum of a batch of numbers of at most 28
@@ -110,6 +115,12 @@ class Numbers:
         if not values:
             return None
         with decimal.localcontext(prec=40):  # exact: a number of at most 28 digits times a count
+            first = values[0]
+            if len(set(map(id, values))) == 1:
+                # One number throughout (COUNT's ones, the same object each): its sum is a product, without
+                # comparing or adding them one by one (added to 0 as `sum` starts: the same exponent).
+                total = Decimal(0) + first * len(values)
+                return cls(values, total, first, first, max(first, -first) * len(values))
             high, low = max(values), min(values)
             return cls(values, sum(values, Decimal(0)), high, low, max(high, -low) * len(values))
 

@@ -142,14 +142,24 @@ def summarize(slots: Iterable[Slot]) -> None:
         slot.summarized = True
 
 
+def owner_positions(events: Sequence[NewEvent]) -> dict[Owner, list[int]]:
+    """Each owner's events (their positions in `events`)."""
+    positions: dict[Owner, list[int]] = defaultdict(list)
+    for position, e in enumerate(events):
+        positions[(e.customer_ref, e.resource_ref)].append(position)
+    return positions
+
+
 def wanted_by_owner(
-    new: Sequence[NewEvent], metered: list[Feature], amounts: dict[str, Amounts]
+    new: Sequence[NewEvent],
+    metered: list[Feature],
+    amounts: dict[str, Amounts],
+    positions: dict[Owner, list[int]] | None = None,
 ) -> tuple[dict[Wanted, Added], dict[Owner, list[int]]]:
     """What the events of each owner add to each feature (in owner order); and each owner's events (their
-    positions in `new`)."""
-    positions: dict[Owner, list[int]] = defaultdict(list)
-    for position, e in enumerate(new):
-        positions[(e.customer_ref, e.resource_ref)].append(position)
+    positions in `new`: `owner_positions`, unless given)."""
+    if positions is None:
+        positions = owner_positions(new)
     indexes = [e.index for e in new]
     wanted: dict[Wanted, Added] = {}
     for owner in sorted(positions, key=owner_order):

@@ -30,6 +30,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from entitle.clock import utcnow
 from entitle.db.rows import PreparedSelect
+from entitle.db.sent import fetch_all, run_many
 from entitle.usage.models import DistinctValue, UsageCounter, UsageRecord, WaitingUsage
 
 _COUNTERS = cast(Table, UsageCounter.__table__)
@@ -371,7 +372,7 @@ def _select_tallies(
     if dialect.name == "sqlite":
         # The driver's rows, each number read as `ExactDecimal` reads its text: a batch's hundred rows
         # through SQLAlchemy's typed result cost about as much as the lookups (in the write lock).
-        rows = session.connection().exec_driver_sql(_sql_of(stmt), bound).fetchall()
+        rows = fetch_all(session.connection(), _sql_of(stmt), bound)
         return {
             wanted[position]: TallyRow(pk, _exact(value), samples, None if total is None else _exact(total))
             for position, pk, value, samples, total in rows
@@ -562,7 +563,7 @@ def add_digests(session: Session, digests: Iterable[tuple[int, list[str]]], *, o
     bound = {"pairs": to_json(pairs).decode()}
     stmt = _ADD_DISTINCT[(dialect, owner)]
     if dialect == "sqlite":  # the driver's rows: one per value new to its owner
-        inserted = [pk for (pk,) in session.connection().exec_driver_sql(_sql_of(stmt), bound).fetchall()]
+        inserted = [pk for (pk,) in fetch_all(session.connection(), _sql_of(stmt), bound)]
     else:
         inserted = list(session.scalars(stmt, bound))
     added: dict[int, int] = {}
@@ -602,7 +603,8 @@ def save_tallies(session: Session, model: type[UsageCounter | WaitingUsage], row
         )
         assert number is not None and instant is not None
         stamp = instant(now)
-        session.connection().exec_driver_sql(
+        run_many(
+            session.connection(),
             f"UPDATE {table.name} SET value = ?, samples = ?, total = ?, updated_at = ? WHERE pk = ?",
             [(number(r.value), r.samples, number(r.total), stamp, r.pk) for r in rows],
         )
