@@ -632,3 +632,34 @@ def test_an_add_on_preview_dates_the_subscriptions_own_period(shop: Shop) -> Non
     assert dated.immediate_invoice.billing_period_range.end == end  # the rest of this period is due now
     assert dated.recurring_invoice is not None and dated.recurring_invoice.billing_period_range is not None
     assert dated.recurring_invoice.billing_period_range.start == end  # then the next one recurs
+
+
+def test_the_promotion_form_offers_the_features_and_a_custom_end_date(shop: Shop) -> None:
+    """The form offered five fixed periods and a blank feature id: a promotion until a date (period custom,
+    which the API takes) could not be granted from the console, and a feature id had to be known by heart."""
+    api = shop.api
+    for ref, name in (("ops-sso", "Single sign-on"), ("ops-gone", "Gone")):
+        made = api.post("/api/v1/features", json={"id": ref, "displayName": name, "featureType": "BOOLEAN"})
+        assert made.status_code == 200, made.text
+    assert api.post("/api/v1/features/ops-gone/archive").status_code == 200
+    assert api.post("/api/v1/customers", json={"id": "ops-promoted"}).status_code == 200
+    until = (datetime.now(UTC) + timedelta(days=40)).date()
+    with signed_in(shop.server.base_url, shop.editor) as web:
+        page = web.get("/console/customers/ops-promoted").text
+        offered = page.split('<datalist id="promo-features">', 1)[1].split("</datalist>", 1)[0]
+        assert '<option value="ops-sso">Single sign-on</option>' in offered
+        assert "ops-gone" not in offered  # archived: not offered
+        assert "<option>custom</option>" in page and 'name="custom_end_date" type="date"' in page
+        form = {"feature_id": "ops-sso", "period": "custom", "custom_end_date": until.isoformat()}
+        granted = web.post("/console/customers/ops-promoted/promotions", data={**form, "csrf_token": csrf_of(web)})
+        assert granted.status_code == 303, granted.text
+        # A custom period without its date is refused, and nothing is granted.
+        refused = web.post(
+            "/console/customers/ops-promoted/promotions",
+            data={"feature_id": "ops-sso", "period": "custom", "csrf_token": csrf_of(web)},
+        )
+        assert refused.status_code == 400 and "customEndDate" in refused.text
+    promotions = api.get("/api/v1/customers/ops-promoted/promotional-entitlements").json()["data"]
+    assert [(p["featureId"], p["period"], p["endDate"][:10]) for p in promotions] == [
+        ("ops-sso", "custom", until.isoformat())
+    ]

@@ -9,6 +9,7 @@ from decimal import Decimal
 
 from entitle.billing import service as billing
 from entitle.billing.service import IntegrationView
+from entitle.catalog.features import service as features
 from entitle.catalog.packages import service as packages
 from entitle.catalog.packages.models import PackageView
 from entitle.clock import utcnow
@@ -17,7 +18,7 @@ from entitle.customers import service as customers
 from entitle.customers.models import Customer
 from entitle.customers.service import CustomerView
 from entitle.db import Database
-from entitle.db.pagination import Page, PageRequest
+from entitle.db.pagination import MAX_LIMIT, Page, PageRequest
 from entitle.entitlements import service as entitlements
 from entitle.entitlements.schemas import EntitlementResult
 from entitle.errors import EntitleError
@@ -69,6 +70,9 @@ class CustomerPage:
     livemodes: dict[str, bool] = field(default_factory=dict)
     # The newest attempts to deliver webhook events about the customer, with their endpoint's id.
     webhooks: list[tuple[WebhookDelivery, str]] = field(default_factory=list)
+    # The environment's live features (id, name; the first page), offered by the promotion form so that
+    # a business user picks one rather than types its id from memory.
+    features: list[tuple[str, str]] = field(default_factory=list)
 
 
 HISTORY_DAYS = 30
@@ -105,6 +109,7 @@ def customer_page(db: Database, env_id: int, ref: str) -> CustomerPage:
     _, subs = subscriptions.list_subscriptions(db, env_id, PageRequest(limit=100), customer_ref=ref)
     granted: list[UsageBar] = []
     promos: list[PromotionalEntitlement] = []
+    promotable: list[tuple[str, str]] = []
     if customer.customer.archived_at is None:
         for result in entitlements.list_entitlements(db, env_id, ref, None).entitlements:
             if not isinstance(result, EntitlementResult):
@@ -114,6 +119,8 @@ def customer_page(db: Database, env_id: int, ref: str) -> CustomerPage:
             metered = result.current_usage is not None
             granted.append(UsageBar(result, used, Decimal(limit) if limit is not None else None, metered))
         promos = list(promotions.list_promotions(db, env_id, ref, PageRequest(limit=100)).items)
+        offered = features.list_features(db, env_id, PageRequest(limit=MAX_LIMIT)).items
+        promotable = [(f.ref_id, f.display_name) for f in offered]
     plans = packages.list_packages(db, env_id, "PLAN", PageRequest(limit=100), statuses=["PUBLISHED"]).items
     usage_charts = _usage_charts(db, env_id, ref, granted) if granted else {}
     return CustomerPage(
@@ -125,6 +132,7 @@ def customer_page(db: Database, env_id: int, ref: str) -> CustomerPage:
         usage_charts,
         livemodes(db, env_id),
         webhooks.customer_deliveries(db, env_id, customer.customer.ref_id),
+        promotable,
     )
 
 
