@@ -179,3 +179,13 @@ def test_a_write_to_an_archived_customer_says_it_is_archived(client: stigg.Stigg
     # An id that never existed is still 404 on a write.
     unknown = api.patch("/api/v1/customers/never", json={"name": "x"})
     assert (unknown.status_code, unknown.json()["error"]["code"]) == (404, "NOT_FOUND")
+
+
+def test_the_email_filter_matches_an_address_in_any_case(client: stigg.Stigg) -> None:
+    client.v1.customers.provision(id="mixed", email="Ops.Team@Acme.Test")
+    client.v1.customers.provision(id="lower", email="ops@acme.test")
+    client.v1.customers.provision(id="other", email="ops@acme.testing")
+    assert [c.id for c in client.v1.customers.list(email="ops.team@acme.test")] == ["mixed"]
+    assert [c.id for c in client.v1.customers.list(email="OPS@ACME.TEST")] == ["lower"]
+    assert [c.id for c in client.v1.customers.list(email="Ops.Team@Acme.Test")] == ["mixed"]
+    assert [c.id for c in client.v1.customers.list(email="ops%@acme.test")] == []  # no pattern: equality

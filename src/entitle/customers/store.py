@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from entitle.customers.models import Customer, CustomerIntegration
@@ -111,7 +111,9 @@ def list_page(
 ) -> Page[Customer]:
     stmt = select(Customer).where(Customer.environment_id == env_id, Customer.archived_at.is_(None))
     if email is not None:
-        stmt = stmt.where(Customer.email == email)
+        # Addresses match in any case ("Ops@Acme.test" is ops@acme.test), each database folding both sides
+        # alike. No index serves this filter, with or without lower(): it reads the environment's customers.
+        stmt = stmt.where(func.lower(Customer.email) == func.lower(email))
     if name is not None:
         stmt = stmt.where(Customer.name == name)
     stmt = created_at.apply(stmt, Customer.created_at)
