@@ -4,6 +4,8 @@ import httpx
 import pytest
 import stigg
 
+from tests.test_core_path import build_catalog
+
 
 def test_customer_lifecycle_through_official_client(client: stigg.Stigg) -> None:
     created = client.v1.customers.provision(
@@ -146,3 +148,44 @@ def test_customer_level_coupon_is_refused_not_ignored(client: stigg.Stigg, api: 
     assert api.patch("/api/v1/customers/c1", json={"couponId": None}).status_code == 200
     again = api.patch("/api/v1/customers/c1", json={"couponId": "welcome"})
     assert again.json()["error"]["code"] == "UNSUPPORTED_FIELD"
+
+
+def test_a_write_to_an_archived_customer_says_it_is_archived(client: stigg.Stigg, api: httpx.Client) -> None:
+    # An archived customer is not returned (404, as Stigg does), and a write to it is a 404 too, but with a
+    # code and a message of its own: "was not found" would send a client looking for a typo in an id that exists.
+    build_catalog(client)
+    api.post("/api/v1/credits/custom-currencies", json={"id": "gems", "displayName": "Gems"}).raise_for_status()
+    client.v1.customers.provision(id="gone", name="Gone")
+    client.v1.customers.archive("gone")
+    writes = [
+        ("PATCH", "/api/v1/customers/gone", {"name": "Back"}),
+        ("POST", "/api/v1/subscriptions", {"customerId": "gone", "planId": "pro", "billingPeriod": "MONTHLY"}),
+        ("POST", "/api/v2/usage", {"usages": [{"customerId": "gone", "featureId": "api-calls", "value": 1}]}),
+        (
+            "POST",
+            "/api/v1/credits/grants",
+            {"customerId": "gone", "currencyId": "gems", "amount": 5, "displayName": "x", "grantType": "PROMOTIONAL"},
+        ),
+    ]
+    for method, path, body in writes:
+        answer = api.request(method, path, json=body)
+        assert answer.status_code == 404, (path, answer.text)
+        error = answer.json()["error"]
+        assert error["code"] == "CUSTOMER_ARCHIVED", (path, error)
+        assert "customer 'gone' is archived" in error["message"]
+    with pytest.raises(stigg.NotFoundError):
+        client.v1.customers.retrieve("gone")  # a read: not returned
+    assert client.v1.subscriptions.list(customer_id="gone").data == []  # nothing was written
+    # An id that never existed is still 404 on a write.
+    unknown = api.patch("/api/v1/customers/never", json={"name": "x"})
+    assert (unknown.status_code, unknown.json()["error"]["code"]) == (404, "NOT_FOUND")
+
+
+def test_the_email_filter_matches_an_address_in_any_case(client: stigg.Stigg) -> None:
+    client.v1.customers.provision(id="mixed", email="Ops.Team@Acme.Test")
+    client.v1.customers.provision(id="lower", email="ops@acme.test")
+    client.v1.customers.provision(id="other", email="ops@acme.testing")
+    assert [c.id for c in client.v1.customers.list(email="ops.team@acme.test")] == ["mixed"]
+    assert [c.id for c in client.v1.customers.list(email="OPS@ACME.TEST")] == ["lower"]
+    assert [c.id for c in client.v1.customers.list(email="Ops.Team@Acme.Test")] == ["mixed"]
+    assert [c.id for c in client.v1.customers.list(email="ops%@acme.test")] == []  # no pattern: equality

@@ -119,3 +119,45 @@ def test_preview_of_a_trial_plan_charges_nothing_now_exactly_when_provisioning_s
     again = c.subscriptions.preview(customer_id="ada", plan_id="pro").data  # the trial was used
     assert again.immediate_invoice.total == 29 + 4
     assert c.subscriptions.provision(customer_id="ada", plan_id="pro").data.subscription.status == "ACTIVE"
+
+
+def test_what_is_due_now_on_a_change_mid_period_is_discounted_by_the_coupon_as_the_renewal_is(
+    client: stigg.Stigg, test_clock: TestClock
+) -> None:
+    # The billing provider prorates what is paid, the discount included: a 20% coupon takes 20% off the
+    # credit for the unused time and off the charge for the rest of the period, as it does off a renewal.
+    c = client.v1
+    c.features.create_feature(id="sso", display_name="SSO", feature_type="BOOLEAN")
+    c.features.create_feature(id="seats", display_name="Seats", feature_type="NUMBER", meter_type="FLUCTUATING")
+    c.products.create_product(id="app", display_name="App")
+    _plan(client, "pro", 10)
+    _plan(client, "business", 50)
+    for coupon_id, percent in (("twenty", 20), ("half", 50)):
+        c.coupons.create(
+            id=coupon_id,
+            name=coupon_id,
+            percent_off=percent,
+            amounts_off=None,
+            description=None,
+            duration_in_months=None,
+            metadata=None,
+        )
+    c.customers.provision(id="acme")
+    c.subscriptions.provision(
+        customer_id="acme",
+        plan_id="pro",
+        charges=[{"id": "seats", "quantity": 1, "type": "FEATURE"}],
+        applied_coupon={"coupon_id": "twenty"},
+    )
+    test_clock.advance(timedelta(days=31) / 2)  # half of Jan 15 -> Feb 15
+
+    same = c.subscriptions.preview(customer_id="acme", plan_id="business", applied_coupon={"coupon_id": "twenty"}).data
+    # half of 80% of (50 + 4), less half of 80% of (10 + 4) paid
+    assert same.immediate_invoice.total == 16
+    assert same.recurring_invoice is not None and same.recurring_invoice.total == 43.2
+    # The credit is of what was paid (20% off), the charge at the new coupon (50% off): 13.50 - 5.60.
+    other = c.subscriptions.preview(customer_id="acme", plan_id="business", applied_coupon={"coupon_id": "half"}).data
+    assert other.immediate_invoice.total == 7.9
+    # Without a coupon now, the credit is still of what was paid: 27 - 5.60.
+    bare = c.subscriptions.preview(customer_id="acme", plan_id="business").data
+    assert bare.immediate_invoice.total == 21.4

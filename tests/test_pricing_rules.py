@@ -5,7 +5,7 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from entitle.subscriptions.pricing import Line, Price, Tier, blocks, invoice, line_for, tiered_cost
+from entitle.subscriptions.pricing import Line, Price, Tier, blocks, discounted, invoice, line_for, tiered_cost
 
 TIERS = (
     Tier(Decimal(10), unit_price=Decimal(5)),
@@ -54,6 +54,34 @@ def test_discounts_never_make_a_total_negative_or_larger(
     assert Decimal(0) <= inv.total <= inv.sub_total
     assert inv.total == inv.sub_total - inv.discount
     assert inv.total == inv.total.quantize(Decimal("0.01"))
+
+
+@given(
+    st.lists(st.decimals(min_value=0, max_value=10**6, places=2, allow_nan=False, allow_infinity=False), max_size=6),
+    st.one_of(st.none(), st.decimals(min_value=0, max_value=100, places=0)),
+    st.one_of(st.none(), st.decimals(min_value=0, max_value=10**7, places=2)),
+)
+def test_discounted_lines_add_up_to_what_the_invoice_takes_the_discount_off(
+    amounts: list[Decimal], percent: Decimal | None, fixed: Decimal | None
+) -> None:
+    # A proration prorates each line net of the coupon: the lines must carry exactly the invoice's
+    # discount between them, each in proportion to its amount.
+    lines = [Line("x", "usd", Decimal(1), a, a) for a in amounts]
+    inv = invoice("usd", lines, percent_off=percent, amount_off=fixed)
+    net = discounted(lines, percent_off=percent, amount_off=fixed)
+    # (the invoice rounds its discount to the cent; the lines keep it exact)
+    assert abs(sum((line.sub_total for line in net), Decimal(0)) - inv.total) <= Decimal("0.005000001")
+    assert all(Decimal(0) <= after.sub_total <= before.sub_total for before, after in zip(lines, net, strict=True))
+
+
+def test_a_fixed_amount_off_is_spread_over_the_lines_by_their_amounts() -> None:
+    lines = [
+        Line("plan", "usd", Decimal(1), Decimal(30), Decimal(30)),
+        Line("seat", "usd", Decimal(2), Decimal(5), Decimal(10)),
+    ]
+    net = discounted(lines, amount_off=Decimal(8))
+    assert [line.sub_total for line in net] == [Decimal(24), Decimal(8)]
+    assert [line.unit_price for line in net] == [Decimal(24), Decimal(4)]
 
 
 def test_usage_based_prices_are_billed_in_arrears() -> None:

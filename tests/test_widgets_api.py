@@ -198,6 +198,8 @@ def test_a_page_previews_subscribes_lists_and_cancels_at_period_end_without_a_pr
         listed = page.get(f"{BASE}/{customer}/subscriptions").json()["data"]
         assert [(s["id"], s["billingPeriod"]) for s in listed] == [(data["id"], "ANNUALLY")]  # Free ended
         assert listed[0]["addons"] == [{"id": "extra-seats", "quantity": 2}]
+        # What a year of it costs is the plan's price and its add-ons', as the recurring invoice adds them up.
+        assert listed[0]["recurringPrice"] == {"amount": 590, "currency": "usd"}
 
         canceled = page.post(f"{BASE}/{customer}/subscriptions/{data['id']}/cancel")
         assert canceled.status_code == 200, canceled.text

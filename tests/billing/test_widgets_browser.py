@@ -448,6 +448,36 @@ def test_checkout_declined_then_paid_portal_shows_plan_usage_and_cancels_a_sched
     assert sub["status"] == "ACTIVE" and sub["cancellationDate"] == sub["currentBillingPeriodEnd"]
 
 
+def test_the_portal_prices_a_subscription_with_its_add_ons_and_a_trialed_plan_offers_no_trial(
+    demo: Demo, page: Any
+) -> None:
+    customer = f"fresh-{next(_fresh)}"
+    card_customer(demo.api, demo.emulator, customer)
+    for body in (
+        {"planId": "pro", "addons": [{"id": "extra-seats", "quantity": 1}]},  # $29 + $15 a month
+        {"planId": "team", "unitQuantity": 3},  # a 7-day trial, then 3 seats x $8
+    ):
+        answer = demo.api.post("/api/v1/subscriptions", json={"customerId": customer, **body})
+        assert answer.status_code == 200, answer.text
+    Worker(demo.db).drain()
+    point_at(demo, page, "entitle-customer-portal", customer)
+    portal = page.locator("entitle-customer-portal")
+    pro = portal.locator("[data-testid=subscription][data-plan-id=pro]")
+    pro.wait_for()
+    assert pro.locator("[data-testid=subscription-price]").inner_text() == "$44.00 / month"
+    assert pro.locator("[part~=plan-price]").inner_text() == "Pro: $29.00 / month"  # the plan's own, beside
+    team = portal.locator("[data-testid=subscription][data-plan-id=team]")
+    assert team.locator("[data-testid=subscription-price]").inner_text() == "$24.00 / month"
+
+    # Team is being trialed: the pricing table says it is the current plan and offers no trial of it.
+    page.evaluate("document.querySelector('entitle-pricing-table').setAttribute('product-id', 'team-saas')")
+    point_at(demo, page, "entitle-pricing-table", customer)
+    card = plan_card(page, "team")
+    card.locator("[part~=current-badge]").wait_for()
+    assert card.locator("[part~=trial-badge]").count() == 0
+    assert card.locator("[part~=plan-button]").get_attribute("data-intention") == "current"
+
+
 def test_another_customers_id_with_this_token_shows_the_error_state_and_is_refused(demo: Demo, page: Any) -> None:
     page.evaluate("document.querySelector('entitle-customer-portal').setAttribute('customer-id', 'someone-else')")
     error = page.locator("entitle-customer-portal [part~=error]").first

@@ -104,7 +104,7 @@ def attach_payment_method(db: Database, env_id: int, ref_id: str, req: PaymentMe
         owner = stripe_customer_id(s, integration, customer)
     method = _checked(integration, req.payment_method_id, owner)
     with db.transaction() as s:
-        customer = customer_store.get_live(s, env_id, ref_id, for_update=True)
+        customer = customer_store.get_live(s, env_id, ref_id, for_update=True, write=True)
         integration = _billing_integration(s, env_id, customer, req)
         customer.default_payment_method = method.as_default()
         if req.billing_currency is not None:

@@ -78,7 +78,7 @@ def create_contract(db: Database, env_id: int, req: ContractCreate) -> ContractV
     _check_dates(req.activation_start_date, req.activation_end_date)
     try:
         with db.transaction() as s:
-            customer = customers.get_live(s, env_id, req.customer_id, for_update=True)
+            customer = customers.get_live(s, env_id, req.customer_id, for_update=True, write=True)
             ref = req.contract_id or f"contract-{uuid.uuid4().hex[:20]}"
             existing = store.find(s, env_id, ref)
             if existing is not None:
@@ -193,7 +193,7 @@ def update_contract(db: Database, env_id: int, ref: str, req: ContractUpdate) ->
         contract = store.get(s, env_id, ref)
         customer = s.get(Customer, contract.customer_pk)
         assert customer is not None
-        customer = customers.get_live(s, env_id, customer.ref_id, for_update=True)
+        customer = customers.get_live(s, env_id, customer.ref_id, for_update=True, write=True)
         contract = store.get(s, env_id, ref, for_update=True)
         if contract.archived_at is not None:
             raise FailedPrecondition(f"contract '{ref}' is archived")
@@ -216,7 +216,7 @@ def archive_contract(db: Database, env_id: int, ref: str) -> ContractView:
         contract = store.get(s, env_id, ref)
         owner = s.get(Customer, contract.customer_pk)
         if owner is not None and owner.archived_at is None:
-            customers.get_live(s, env_id, owner.ref_id, for_update=True)
+            customers.get_live(s, env_id, owner.ref_id, for_update=True, write=True)
         contract = store.get(s, env_id, ref, for_update=True)
         if contract.archived_at is None:
             contract.archived_at = now

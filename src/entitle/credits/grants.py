@@ -76,7 +76,7 @@ def wallet_for(
     s: Session, env_id: int, customer_ref: str, currency_ref: str, resource_ref: str | None, *, for_grant: bool = False
 ) -> tuple[Customer, CustomCurrency, Wallet]:
     """The locked wallet of a live customer in an existing currency."""
-    customer = customers.get_live(s, env_id, customer_ref)
+    customer = customers.get_live(s, env_id, customer_ref, write=True)
     currency = store.get_currency(s, env_id, currency_ref)
     if for_grant and currency.archived_at is not None:
         raise FailedPrecondition(f"custom currency '{currency_ref}' is archived; it takes no new grants")

@@ -27,20 +27,14 @@ from entitle.customers.schemas import (
     IntegrationLink,
     LinkBody,
 )
+from entitle.customers.store import CustomerArchived
 from entitle.db import Database
 from entitle.db.pagination import CreatedAtRange, Page, PageRequest
 from entitle.db.rows import insert_row, new_row
 from entitle.domain_events import publish
-from entitle.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from entitle.errors import AlreadyExists, InvalidArgument, NotFound
 from entitle.sync_states import CUSTOMER as CUSTOMER_LINK
 from entitle.sync_states import SyncState, sync_states_of
-
-
-class CustomerArchived(FailedPrecondition):
-    code = "CUSTOMER_ARCHIVED"
-
-    def __init__(self, ref_id: str) -> None:
-        super().__init__(f"customer '{ref_id}' was archived; its id cannot be provisioned again")
 
 
 @dataclass(frozen=True)
@@ -225,7 +219,7 @@ def get_customer(db: Database, env_id: int, ref_id: str) -> CustomerView:
 def update_customer(db: Database, env_id: int, ref_id: str, req: CustomerUpdate) -> CustomerView:
     checked = check_payment_method(db, env_id, ref_id, req)
     with db.transaction() as s:
-        customer = store.get_live(s, env_id, ref_id, for_update=True)
+        customer = store.get_live(s, env_id, ref_id, for_update=True, write=True)
         contact_before = {name: getattr(customer, name) for name in CONTACT_FIELDS}
         _apply_fields(s, env_id, customer, req)
         if checked is not None:
@@ -246,7 +240,7 @@ def update_customer(db: Database, env_id: int, ref_id: str, req: CustomerUpdate)
 def detach_payment_method(db: Database, env_id: int, ref_id: str) -> CustomerView:
     """Forget the customer's default payment method (it stays at the provider)."""
     with db.transaction() as s:
-        customer = store.get_live(s, env_id, ref_id, for_update=True)
+        customer = store.get_live(s, env_id, ref_id, for_update=True, write=True)
         customer.default_payment_method = None
         customer.updated_at = utcnow()
         s.flush()
@@ -339,7 +333,7 @@ def list_links(
 
 def link_integration(db: Database, env_id: int, ref_id: str, link: IntegrationLink | LinkBody) -> CustomerIntegration:
     with db.transaction() as s:
-        customer = store.get_live(s, env_id, ref_id, for_update=True)
+        customer = store.get_live(s, env_id, ref_id, for_update=True, write=True)
         if store.link(s, customer.pk, link.id) is not None:
             raise AlreadyExists("customer integration", link.id)
         row = CustomerIntegration(
@@ -369,7 +363,7 @@ def update_link(
     db: Database, env_id: int, ref_id: str, integration_id: str, synced_entity_id: str | None
 ) -> CustomerIntegration:
     with db.transaction() as s:
-        customer = store.get_live(s, env_id, ref_id, for_update=True)
+        customer = store.get_live(s, env_id, ref_id, for_update=True, write=True)
         row = store.link(s, customer.pk, integration_id)
         if row is None:
             raise NotFound("customer integration", integration_id)

@@ -52,7 +52,7 @@ def grant(db: Database, env_id: int, customer_ref: str, items: list[PromotionIn]
         raise InvalidArgument("each feature may appear once per request")
     now = utcnow()
     with db.transaction() as s:
-        customer = customers.get_live(s, env_id, customer_ref, for_update=True)
+        customer = customers.get_live(s, env_id, customer_ref, for_update=True, write=True)
         known = features.get_many(s, env_id, refs)
         existing = store.for_customer(s, customer.pk)
         granted: list[PromotionalEntitlement] = []
@@ -109,7 +109,7 @@ def list_promotions(
 
 def revoke(db: Database, env_id: int, customer_ref: str, feature_ref: str) -> PromotionalEntitlement:
     with db.transaction() as s:
-        customer = customers.get_live(s, env_id, customer_ref, for_update=True)
+        customer = customers.get_live(s, env_id, customer_ref, for_update=True, write=True)
         row = store.for_customer(s, customer.pk).get(feature_ref)
         if row is None:
             raise NotFound("promotional entitlement", feature_ref)

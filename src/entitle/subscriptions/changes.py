@@ -195,7 +195,7 @@ def delegate_subscription(db: Database, env_id: int, ref: str, target_customer: 
         sub = store.get(s, env_id, ref, for_update=True)
         if sub.status not in OPEN:
             raise FailedPrecondition(f"subscription '{ref}' is {sub.status}")
-        target = customers.get_live(s, env_id, target_customer, for_update=True)
+        target = customers.get_live(s, env_id, target_customer, for_update=True, write=True)
         if target.pk != sub.customer_pk:
             previous = s.get(Customer, sub.customer_pk)
             sub.paying_customer_pk = sub.paying_customer_pk or sub.customer_pk

@@ -54,7 +54,7 @@ def _import_one(s: Session, env_id: int, item: ImportedSubscription, integration
     now = utcnow()
     if item.end_date is not None and as_utc(item.end_date) <= max(now, as_utc(item.start_date or now)):
         raise InvalidArgument("endDate must be in the future (an ended subscription is not imported)")
-    customer = customers.get_live(s, env_id, item.customer_id, for_update=True)
+    customer = customers.get_live(s, env_id, item.customer_id, for_update=True, write=True)
     product = product_of_plan(s, env_id, item.plan_id)
     held = [
         x

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from entitle.catalog.coupons import store as coupons
+from entitle.catalog.coupons.models import Coupon
 from entitle.catalog.packages import store as packages
 from entitle.catalog.packages.models import ADDON, PLAN, Package, PackageCharge
 from entitle.catalog.products.models import Product
@@ -246,10 +247,7 @@ def preview_subscription(db: Database, env_id: int, req: SubscriptionPreview) ->
             coupon = coupons.find(s, env_id, coupon_ref)
             if coupon is None or coupon.status != "ACTIVE":
                 raise InvalidArgument(f"coupon '{coupon_ref}' does not exist or is archived")
-            percent = coupon.percent_off
-            fixed = next(
-                (Decimal(str(a["amount"])) for a in coupon.amounts_off or [] if a.get("currency") == currency), None
-            )
+            percent, fixed = _coupon_terms(coupon, currency)
             details = DiscountDetails(code=coupon.ref_id, percentage=percent, fixed_amount=fixed)
         recurring = pricing.invoice(currency, lines, percent_off=percent, amount_off=fixed)
 
@@ -295,7 +293,7 @@ def preview_subscription(db: Database, env_id: int, req: SubscriptionPreview) ->
             immediate = pricing.invoice(currency, [])
         elif current is not None and current.billing_period and as_utc(current.billing_cycle_anchor) <= now:
             immediate = _proration(
-                s, current, plan, addons, period, country, quantities, units, now, currency, overrides
+                s, current, plan, addons, period, country, quantities, units, now, currency, overrides, (percent, fixed)
             )
         else:
             # A new subscription, or one replacing a trial (nothing paid to credit back; its billing
@@ -310,6 +308,12 @@ def preview_subscription(db: Database, env_id: int, req: SubscriptionPreview) ->
         )
 
 
+def _coupon_terms(coupon: Coupon, currency: str) -> tuple[Decimal | None, Decimal | None]:
+    """The coupon's percentage off, and its fixed amount off in `currency` (None: it has none there)."""
+    fixed = next((Decimal(str(a["amount"])) for a in coupon.amounts_off or [] if a.get("currency") == currency), None)
+    return coupon.percent_off, fixed
+
+
 def _proration(
     s: Session,
     current: Subscription,
@@ -322,8 +326,11 @@ def _proration(
     now: datetime,
     currency: str,
     overrides: Mapping[price_rules.Key, Decimal],
+    coupon: tuple[Decimal | None, Decimal | None],
 ) -> pricing.Invoice:
-    """Changing mid-period: credit the unused share of what is paid, charge the same share of the new price."""
+    """Changing mid-period: credit the unused share of what is paid, charge the same share of the new price.
+    Both sides are discounted (`pricing.discounted`): the credit by the coupon the subscription has (an
+    archived one no longer applies, as on its renewal), the charge by `coupon` (percentage, fixed amount)."""
     window = billing_period_at(current.billing_cycle_anchor, current.billing_period or period, now)
     share = Decimal((window.end - now).total_seconds()) / Decimal((window.end - window.start).total_seconds())
     old_plan = s.get(Package, current.plan_pk)
@@ -342,6 +349,10 @@ def _proration(
     }
     old_lines = price_lines(s, old_plan, old_addons, old_period, country, old_quantities, old_units, old_overrides)
     new_lines = price_lines(s, plan, addons, period, country, quantities, units, overrides)
+    had = coupons.find(s, current.environment_id, current.coupon_ref) if current.coupon_ref else None
+    old_percent, old_fixed = _coupon_terms(had, currency) if had and had.status == "ACTIVE" else (None, None)
+    old_lines = pricing.discounted(old_lines, percent_off=old_percent, amount_off=old_fixed)
+    new_lines = pricing.discounted(new_lines, percent_off=coupon[0], amount_off=coupon[1])
     credits = [pricing.scaled(line, -share, f"Unused time on {line.description}") for line in old_lines]
     charges = [pricing.scaled(line, share, f"Remaining time on {line.description}") for line in new_lines]
     return pricing.invoice(currency, credits + charges)

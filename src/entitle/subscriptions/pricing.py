@@ -11,7 +11,8 @@
   feature is a credit rate, paid in credits: no line.
 - Add-ons: their flat and per-unit charges times the add-on quantity.
 - A coupon takes a percentage off the subtotal, or a fixed amount in the invoice currency (never
-  below zero). Tax is left to the billing provider.
+  below zero). A proration credits and charges the discounted amounts (`discounted`), as the billing
+  provider prorates them. Tax is left to the billing provider.
 - Totals are rounded to the currency's minor unit (banker's rounding) only at the end.
 """
 
@@ -131,12 +132,7 @@ def invoice(
 ) -> Invoice:
     kept = tuple(lines)
     sub_total = sum((line.sub_total for line in kept), Decimal(0))
-    discount = Decimal(0)
-    if percent_off:
-        discount = sub_total * percent_off / 100
-    elif amount_off:
-        discount = amount_off
-    discount = min(max(discount, Decimal(0)), max(sub_total, Decimal(0)))
+    discount = _discount(sub_total, percent_off, amount_off)
     # Round the parts, then subtract: the invoice must add up exactly as printed.
     rounded_sub_total, rounded_discount = round_money(sub_total, currency), round_money(discount, currency)
     return Invoice(
@@ -146,6 +142,31 @@ def invoice(
         discount=rounded_discount,
         total=rounded_sub_total - rounded_discount,
     )
+
+
+def _discount(sub_total: Decimal, percent_off: Decimal | None, amount_off: Decimal | None) -> Decimal:
+    """What a coupon takes off `sub_total`, unrounded: never below zero nor above the subtotal."""
+    discount = Decimal(0)
+    if percent_off:
+        discount = sub_total * percent_off / 100
+    elif amount_off:
+        discount = amount_off
+    return min(max(discount, Decimal(0)), max(sub_total, Decimal(0)))
+
+
+def discounted(
+    lines: Sequence[Line], *, percent_off: Decimal | None = None, amount_off: Decimal | None = None
+) -> list[Line]:
+    """The lines of one period with the coupon's discount taken off each of them, in proportion to its
+    amount (the same total discount `invoice` takes off their subtotal). A proration prorates what was
+    and will be paid, the discount included, as Stripe's proration items do: they carry the
+    subscription's discount already and are not discounted again on the invoice."""
+    sub_total = sum((line.sub_total for line in lines), Decimal(0))
+    discount = _discount(sub_total, percent_off, amount_off)
+    if not discount:
+        return list(lines)
+    keep = 1 - discount / sub_total
+    return [Line(ln.description, ln.currency, ln.quantity, ln.unit_price * keep, ln.sub_total * keep) for ln in lines]
 
 
 def scaled(line: Line, share: Decimal, description: str | None = None) -> Line:

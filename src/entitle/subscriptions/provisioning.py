@@ -206,7 +206,7 @@ def _provision(
     if created is not None and created.ref_id == req.customer_id and created.environment_id == env_id:
         customer = created
     else:
-        customer = customers.get_live(s, env_id, req.customer_id, for_update=True)
+        customer = customers.get_live(s, env_id, req.customer_id, for_update=True, write=True)
         newcomer = False
     if plan is None or plan.kind != PLAN or plan.ref_id != req.plan_id or plan.environment_id != env_id:
         plan = latest_package(s, env_id, PLAN, req.plan_id)
@@ -216,7 +216,7 @@ def _provision(
         raise FailedPrecondition(f"the product of plan '{plan.ref_id}' is archived")
     if req.id is not None and store.find(s, env_id, req.id) is not None:
         raise AlreadyExists("subscription", req.id)
-    paying = customers.get_live(s, env_id, req.paying_customer_id) if req.paying_customer_id else None
+    paying = customers.get_live(s, env_id, req.paying_customer_id, write=True) if req.paying_customer_id else None
     pricing_type = plan.pricing_type or "FREE"
     # A free plan's charges are only asked about when quantities are sent for them (every new customer
     # on a free plan would read them for nothing).

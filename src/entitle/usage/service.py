@@ -93,7 +93,7 @@ def report_usage(db: Database, env_id: int, items: list[UsageIn]) -> list[UsageO
                     continue
             customer: CustomerKey
             if ahead is None:
-                customer = customers.get_live(s, env_id, item.customer_id)
+                customer = customers.get_live(s, env_id, item.customer_id, write=True)
             else:
                 customer = ahead.customers[item.customer_id]
             feature = _metered_by_reports(known.get(item.feature_id), item, index)

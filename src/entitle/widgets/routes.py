@@ -14,6 +14,7 @@ from fastapi import APIRouter
 
 from entitle.billing.provider import ProviderInvoice
 from entitle.billing.schemas import invoice_out
+from entitle.catalog.packages.schemas import PriceOut
 from entitle.customers.schemas import CustomerOut
 from entitle.http.deps import DB, CustomerKey
 from entitle.http.wire import Envelope, IdOnly, PageEnvelope, envelope, page_envelope
@@ -55,7 +56,13 @@ def _portal_subscription(priced: service.PricedSubscription) -> WidgetSubscripti
         ],
     )
     return WidgetSubscriptionOut(
-        **dict(subscription_out(priced.view)), plan=plan, plan_names=priced.plan_names, addon_names=priced.addon_names
+        **dict(subscription_out(priced.view)),
+        plan=plan,
+        plan_names=priced.plan_names,
+        addon_names=priced.addon_names,
+        recurring_price=PriceOut(amount=priced.recurring.total, currency=priced.recurring.currency)
+        if priced.recurring is not None
+        else None,
     )
 
 

@@ -186,6 +186,9 @@ class WidgetSubscriptionOut(SubscriptionOut):
     # The names of the plans its scheduled changes move to and of the add-ons it (and they) hold, by id.
     plan_names: dict[str, str] = Field(default_factory=dict)
     addon_names: dict[str, str] = Field(default_factory=dict)
+    # What one billing period of it costs before a coupon: its plan and add-ons at their quantities, as a
+    # preview's recurring invoice adds them up (None: not billed per period, or nothing to add up).
+    recurring_price: PriceOut | None = None
 
 
 __all__ = [

@@ -34,7 +34,7 @@ from entitle.errors import InvalidArgument, NotFound
 from entitle.subscriptions import cancellation, changes, price_rules, pricing, provisioning, validation
 from entitle.subscriptions import service as subscriptions
 from entitle.subscriptions import store as subscription_store
-from entitle.subscriptions.preview import customer_country, plan_prices, preview_subscription
+from entitle.subscriptions.preview import customer_country, plan_prices, preview_subscription, price_lines
 from entitle.subscriptions.rules import LIVE, Status
 from entitle.subscriptions.schemas import SubscriptionCancel
 from entitle.widgets.schemas import WidgetPreviewIn, WidgetPreviewOut, WidgetSubscriptionIn
@@ -83,6 +83,8 @@ class PricedSubscription:
     # from the catalog, whatever the product (the page's paywall knows one product's published ones).
     plan_names: dict[str, str] = field(default_factory=dict)
     addon_names: dict[str, str] = field(default_factory=dict)
+    # One period of it, plan and add-ons, before a coupon (`preview.price_lines`); None: no lines.
+    recurring: pricing.Invoice | None = None
 
 
 def live_subscriptions(db: Database, env_id: int, customer_ref: str) -> list[PricedSubscription]:
@@ -122,8 +124,8 @@ def _priced(
     plan = s.get(Package, sub.plan_pk)
     assert plan is not None  # a subscription's plan version is never deleted
     prices: list[pricing.Price] = []
+    overrides = price_rules.amounts(sub.price_overrides)
     if sub.billing_period is not None:
-        overrides = price_rules.amounts(sub.price_overrides)
         prices = plan_prices(s, plan, sub.billing_period, sub.billing_country_code, overrides)
     refs = [p.feature_ref for p in prices if p.feature_ref]
     features = feature_store.get_many(s, sub.environment_id, refs)
@@ -135,6 +137,18 @@ def _priced(
     }
     per_unit = [p.feature_ref for p in prices if p.feature_ref and p.billing_model == "PER_UNIT"]
     quantities = {ref: Decimal(charged.get(ref, sub.unit_quantity or 1)) for ref in per_unit}
+    recurring = None
+    if sub.billing_period is not None:
+        held_addons = [
+            (addon, row.quantity)
+            for row in subscription_store.addons_of(s, [sub.pk]).get(sub.pk, [])
+            if (addon := s.get(Package, row.addon_pk)) is not None
+        ]
+        seats = Decimal(sub.unit_quantity or 1)
+        lines = price_lines(
+            s, plan, held_addons, sub.billing_period, sub.billing_country_code, charged, seats, overrides
+        )
+        recurring = pricing.invoice(lines[0].currency, lines) if lines else None
     targets, held = _named(view)
     return PricedSubscription(
         view=view,
@@ -145,6 +159,7 @@ def _priced(
         quantities=quantities,
         plan_names={ref: plans[ref].display_name for ref in sorted(targets) if ref in plans},
         addon_names={ref: addons[ref].display_name for ref in sorted(held) if ref in addons},
+        recurring=recurring,
     )
 
 

@@ -401,7 +401,8 @@ class PricingTable extends EntitleElement {
       const base = plan.basePlanId ? byId.get(plan.basePlanId) : null;
       const own = (plan.entitlements || []).filter((e) => !base || !e.isInherited);
       const addons = paywall.addons.filter((a) => plan.compatibleAddonIds.includes(a.id));
-      const trial = plan.trial && plan.pricingType === "PAID"
+      // Offered only when choosing the plan starts it (`intention`): not on the plan being trialed.
+      const trial = intention === "start-trial" && plan.pricingType === "PAID"
         ? `<span class="badge" part="trial-badge">${this.t("trialBadge", { days: plan.trial.units === "MONTH" ? plan.trial.duration * 30 : plan.trial.duration })}</span>` : "";
       const current = intention === "current" ? `<span class="badge" part="current-badge">${this.t("currentPlan")}</span>` : "";
       return `<article class="plan ${intention === "current" ? "current" : ""}" part="plan${intention === "current" ? " plan-current" : ""}" data-plan-id="${escapeHtml(plan.id)}">
@@ -727,6 +728,14 @@ class CustomerPortal extends EntitleElement {
       // its product: the page's paywall knows the plans of one product only.
       const plan = s.plan ? { ...s.plan, pricingType: s.pricingType } : items.get(s.planId);
       const price = plan ? priceBlock(this, plan, s.billingPeriod || "MONTHLY", features) : { main: "", detail: "" };
+      // What a period costs, add-ons and seats included, is the server's sum (`recurringPrice`): the
+      // plan's prices alone leave them out.
+      const paid = s.recurringPrice && s.pricingType === "PAID" && Number(s.recurringPrice.amount) > 0;
+      if (paid) {
+        // With add-ons the plan's own price stays in view, beside the add-ons listed below.
+        if (price.main && (s.addons || []).length) price.detail = `<div class="muted" part="plan-price">${escapeHtml(plan.displayName || s.planId)}: ${price.main}</div>${price.detail}`;
+        price.main = `${escapeHtml(money(s.recurringPrice.amount, s.recurringPrice.currency, this.locale))} <span class="muted">${this.t(s.billingPeriod === "ANNUALLY" ? "perYear" : "perMonth")}</span>`;
+      }
       const trialDays = s.status === "IN_TRIAL" && s.trialEndDate ? Math.max(0, Math.ceil((new Date(s.trialEndDate) - Date.now()) / 86400000)) : null;
       const updates = (s.futureUpdates || []).map((u) => `<div class="row" part="scheduled-change" data-testid="scheduled-change">
           <span>${escapeHtml(this.t("scheduledChange", { plan: s.planNames?.[u.targetPackage?.id] || items.get(u.targetPackage?.id)?.displayName || u.targetPackage?.id || u.subscriptionScheduleType, date: date(u.scheduledExecutionTime, this.locale) }))}</span>
