@@ -156,6 +156,7 @@ def test_create_accepts_absent_optional_keys(api: httpx.Client) -> None:
         ({"percentOff": -5}, "percentOff"),
         ({"percentOff": 100.01}, "percentOff"),
         ({"percentOff": 1e-20}, "percentOff"),
+        ({"percentOff": 12.345}, "at most 2 decimal places"),
         ({"percentOff": "NaN"}, "percentOff"),
         ({"percentOff": "Infinity"}, "percentOff"),
         ({"percentOff": "ten"}, "percentOff"),

@@ -16,6 +16,7 @@ from entitle.domain_events import publish
 from entitle.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from entitle.money import minor_unit_exponent
 
+_PERCENT_PLACES = 2
 _HUNDRED = Decimal(100)
 
 
@@ -44,6 +45,11 @@ def _discount(req: CouponCreate) -> tuple[str, Decimal | None, list[dict[str, An
     if req.percent_off is not None:
         if not 0 < req.percent_off <= _HUNDRED:
             raise InvalidArgument("percentOff must be greater than 0 and at most 100")
+        # Stripe keeps a coupon's percentage to two decimal places: a finer one would be rounded there (or
+        # refused by the sync, after the coupon was acknowledged here), and invoices would disagree with us.
+        exponent = req.percent_off.normalize().as_tuple().exponent
+        if isinstance(exponent, int) and exponent < -_PERCENT_PLACES:
+            raise InvalidArgument(f"percentOff: at most {_PERCENT_PLACES} decimal places")
         return "PERCENTAGE", req.percent_off, None
     return "FIXED", None, _amounts(req.amounts_off or [])
 
