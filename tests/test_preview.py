@@ -161,3 +161,37 @@ def test_what_is_due_now_on_a_change_mid_period_is_discounted_by_the_coupon_as_t
     # Without a coupon now, the credit is still of what was paid: 27 - 5.60.
     bare = c.subscriptions.preview(customer_id="acme", plan_id="business").data
     assert bare.immediate_invoice.total == 21.4
+
+
+def test_an_upgrade_to_another_billing_period_charges_the_whole_new_period_less_the_unused_time(
+    client: stigg.Stigg, test_clock: TestClock
+) -> None:
+    """Monthly at 10 to a plan billed yearly at 600, half-way through the month: the new period (a year) starts
+    now, so what is due is the year's price less the unused half month (600 - 5). The preview scaled the
+    year's price by the month's unused share (295): a share of a period the customer does not buy."""
+    c = client.v1
+    c.features.create_feature(id="sso", display_name="SSO", feature_type="BOOLEAN")
+    c.products.create_product(id="app", display_name="App")
+    prices = {"pro": {"MONTHLY": 10, "ANNUALLY": 100}, "business": {"MONTHLY": 50, "ANNUALLY": 600}}
+    for plan_id, periods in prices.items():
+        c.plans.create(id=plan_id, display_name=plan_id.title(), product_id="app")
+        c.plans.entitlements.create(plan_id, entitlements=[{"type": "FEATURE", "id": "sso"}])
+        price_periods = [
+            {"billing_period": period, "price": {"amount": amount, "currency": "usd"}}
+            for period, amount in periods.items()
+        ]
+        model = {"billing_model": "FLAT_FEE", "price_periods": price_periods}
+        c.plans.update(plan_id, charges={"pricing_type": "PAID", "pricing_models": [model]})
+        c.plans.publish(plan_id, migration_type="NEW_CUSTOMERS")
+    c.customers.provision(id="acme")
+    c.subscriptions.provision(customer_id="acme", plan_id="pro", billing_period="MONTHLY")
+    test_clock.advance(timedelta(days=31) / 2)  # half of Jan 15 -> Feb 15
+
+    yearly = c.subscriptions.preview(customer_id="acme", plan_id="business", billing_period="ANNUALLY").data
+    assert not yearly.is_plan_downgrade and not yearly.has_scheduled_updates
+    assert yearly.immediate_invoice.total == 600 - 5
+    period = yearly.billing_period_range
+    assert period is not None and (period.end - period.start).days == 365  # the year starting now
+    # The same period: the remaining half of the month at the new price, less the unused half (25 - 5).
+    monthly = c.subscriptions.preview(customer_id="acme", plan_id="business", billing_period="MONTHLY").data
+    assert monthly.immediate_invoice.total == 20

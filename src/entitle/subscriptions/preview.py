@@ -328,9 +328,11 @@ def _proration(
     overrides: Mapping[price_rules.Key, Decimal],
     coupon: tuple[Decimal | None, Decimal | None],
 ) -> pricing.Invoice:
-    """Changing mid-period: credit the unused share of what is paid, charge the same share of the new price.
-    Both sides are discounted (`pricing.discounted`): the credit by the coupon the subscription has (an
-    archived one no longer applies, as on its renewal), the charge by `coupon` (percentage, fixed amount)."""
+    """Changing mid-period: credit the unused share of what is paid, charge the same share of the new price,
+    or, when the billing period changes, the whole new price: the new period starts now (the previewed
+    period range), as a provider restarts the cycle when the interval changes. Both sides are discounted
+    (`pricing.discounted`): the credit by the coupon the subscription has (an archived one no longer applies,
+    as on its renewal), the charge by `coupon` (percentage, fixed amount)."""
     window = billing_period_at(current.billing_cycle_anchor, current.billing_period or period, now)
     share = Decimal((window.end - now).total_seconds()) / Decimal((window.end - window.start).total_seconds())
     old_plan = s.get(Package, current.plan_pk)
@@ -354,7 +356,10 @@ def _proration(
     old_lines = pricing.discounted(old_lines, percent_off=old_percent, amount_off=old_fixed)
     new_lines = pricing.discounted(new_lines, percent_off=coupon[0], amount_off=coupon[1])
     credits = [pricing.scaled(line, -share, f"Unused time on {line.description}") for line in old_lines]
-    charges = [pricing.scaled(line, share, f"Remaining time on {line.description}") for line in new_lines]
+    if old_period != period:  # a month's share of a year's price is no price at all
+        charges = new_lines
+    else:
+        charges = [pricing.scaled(line, share, f"Remaining time on {line.description}") for line in new_lines]
     return pricing.invoice(currency, credits + charges)
 
 
