@@ -420,3 +420,55 @@ def test_a_grant_unpaid_when_it_was_to_expire_expires_and_its_invoice_is_voided(
     assert (grant["status"], grant["latestInvoice"]["status"]) == ("EXPIRED", "CANCELED")
     assert stripe_emulator.client().v1.invoices.retrieve(grant["invoiceId"]).status == "void"
     assert _ledger(server, grant["id"]) == [] and _balance(api, "cust-corp", currency) == (0, 0)
+
+
+def test_a_late_webhook_of_an_older_invoice_state_leaves_the_newer_one_recorded(
+    server: LiveServer, api: httpx.Client, stripe_emulator: StripeEmulator, webhook_secret: str
+) -> None:
+    """Stripe does not deliver webhooks in order: a payment failure sent while the invoice was open may land
+    after `invoice.paid`. The grant stays ACTIVE (only a waiting grant reacts), and its latestInvoice used to
+    go back to OPEN with the failure's message, telling the customer's support an unpaid story."""
+    integration = connect_stripe(api, stripe_emulator, webhookSecret=webhook_secret)["id"]
+    new_customer(api, "cust-late")
+    currency = _currency(api)
+    resp = _invoiced(api, "cust-late", currency)
+    assert resp.status_code == 200, resp.text
+    Worker(server.db).drain()
+    grant = _grant(api, "cust-late", resp.json()["data"]["id"])
+    stripe = stripe_emulator.client().v1.invoices
+    opened = stripe.retrieve(grant["invoiceId"]).to_dict()
+    assert opened["status"] == "open"
+    paid = stripe.pay(grant["invoiceId"], params={"paid_out_of_band": True}).to_dict()
+    assert signed_post(api, integration, stripe_event("invoice.paid", paid), webhook_secret).status_code == 200
+    late = stripe_event("invoice.payment_failed", opened)
+    assert signed_post(api, integration, late, webhook_secret).status_code == 200
+    Worker(server.db).drain()
+    grant = _grant(api, "cust-late", grant["id"])
+    assert (grant["status"], grant["latestInvoice"]["status"]) == ("ACTIVE", "PAID")
+    assert grant["latestInvoice"]["errorMessage"] is None
+    assert _balance(api, "cust-late", currency) == (1000, 0)
+
+
+@pytest.mark.parametrize(
+    ("recorded", "reported", "replaces"),
+    [
+        (None, {"billingId": "in_1", "status": "OPEN"}, True),
+        ({"billingId": "in_1", "status": "OPEN"}, {"billingId": "in_1", "status": "OPEN"}, True),
+        ({"billingId": "in_1", "status": "OPEN"}, {"billingId": "in_1", "status": "PAID"}, True),
+        (
+            {"billingId": "in_1", "status": "CANCELED"},
+            {"billingId": "in_1", "status": "PAID"},
+            True,
+        ),  # uncollectible, paid
+        ({"billingId": "in_1", "status": "PAID"}, {"billingId": "in_1", "status": "OPEN"}, False),
+        ({"billingId": "in_1", "status": "PAID"}, {"billingId": "in_1", "status": "CANCELED"}, False),
+        ({"billingId": "in_1", "status": "CANCELED"}, {"billingId": "in_1", "status": "OPEN"}, False),
+        ({"billingId": "in_1", "status": "PAID"}, {"billingId": "in_2", "status": "OPEN"}, True),  # another invoice
+    ],
+)
+def test_an_invoice_state_replaces_the_recorded_one_unless_it_is_behind_it(
+    recorded: dict[str, object] | None, reported: dict[str, object], replaces: bool
+) -> None:
+    from entitle.credits.rules import invoice_supersedes
+
+    assert invoice_supersedes(recorded, reported) is replaces

@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from entitle.clock import as_utc, utcnow
-from entitle.credits import engine, ports, store
+from entitle.credits import engine, ports, rules, store
 from entitle.credits.models import CreditGrant, CustomCurrency, Wallet
 from entitle.credits.ports import InvoiceTerms
 from entitle.credits.rules import EXPIRED, PAID, PAYMENT_PENDING, SCHEDULED, VOIDED
@@ -122,6 +122,8 @@ def _locked(s: Session, env_id: int, grant_ref: str) -> tuple[CreditGrant, Walle
 
 
 def _record(grant: CreditGrant, invoice: dict[str, Any], now: datetime) -> None:
+    if not rules.invoice_supersedes(grant.latest_invoice, invoice):
+        return  # a late webhook's older state of the invoice: what is recorded is newer
     grant.invoice_ref = str(invoice["billingId"])
     grant.latest_invoice = invoice
     grant.updated_at = now

@@ -167,3 +167,18 @@ def regrant(target: Decimal, granted: Decimal, used: Decimal) -> Regrant:
     if target > granted:
         return Regrant(False, target - granted)
     return Regrant(True, max(ZERO, target - used))
+
+
+# How far an invoice's state has gone: Stripe's webhooks may arrive in any order, and a payment failure
+# sent while the invoice was open can land after it was paid. A void or an uncollectible invoice (both
+# CANCELED here) never opens again; an uncollectible one may still be paid; a paid one stays paid.
+_INVOICE_PROGRESS = {"OPEN": 0, "CANCELED": 1, "PAID": 2}
+
+
+def invoice_supersedes(recorded: dict[str, object] | None, reported: dict[str, object]) -> bool:
+    """Whether a reported invoice state replaces the one recorded on a grant: always for another invoice,
+    for the same one only when it is not behind it (an older snapshot delivered late changes nothing)."""
+    if recorded is None or recorded.get("billingId") != reported.get("billingId"):
+        return True
+    was = _INVOICE_PROGRESS.get(str(recorded.get("status")), 0)
+    return _INVOICE_PROGRESS.get(str(reported.get("status")), 0) >= was
