@@ -60,6 +60,24 @@ def _voiding_once_drafted(server: LiveServer, api: httpx.Client, voided: list[st
     return void_the_grant
 
 
+def _voided_with_its_invoice(
+    server: LiveServer,
+    api: httpx.Client,
+    emulator: StripeEmulator,
+    customer: str,
+    currency: str,
+    grant_ref: str,
+    invoice_id: str,
+) -> None:
+    """The grant's one invoice at Stripe is void, the grant VOIDED with that invoice CANCELED, and no credit
+    was ever granted."""
+    (invoice,) = _invoices_of(emulator, customer, grant_ref)
+    assert (invoice.id, invoice.status) == (invoice_id, "void")
+    grant = _grant(api, "cust-corp", grant_ref)
+    assert (grant["status"], grant["invoiceId"], grant["latestInvoice"]["status"]) == ("VOIDED", invoice_id, "CANCELED")
+    assert _ledger(server, grant_ref) == [] and _balance(api, "cust-corp", currency) == (0, 0)
+
+
 def _at_stripe_already(server: LiveServer, api: httpx.Client, emulator: StripeEmulator) -> tuple[str, str]:
     """A customer at Stripe (its first grant made it there), so the next grant's invoice is made in its request."""
     connect_stripe(api, emulator)
@@ -198,11 +216,7 @@ def test_a_grant_voided_after_its_invoice_was_made_unheard_gets_that_invoice_voi
     assert resp.status_code == 200 and resp.json()["data"]["status"] == "VOIDED", resp.text
     test_clock.advance(timedelta(minutes=2))  # the invoicing job is due too
     Worker(server.db).drain()
-    (invoice,) = _invoices_of(stripe_emulator, customer, grant["id"])
-    assert (invoice.id, invoice.status) == (made.id, "void")
-    grant = _grant(api, "cust-corp", grant["id"])
-    assert (grant["status"], grant["invoiceId"], grant["latestInvoice"]["status"]) == ("VOIDED", made.id, "CANCELED")
-    assert _ledger(server, grant["id"]) == [] and _balance(api, "cust-corp", currency) == (0, 0)
+    _voided_with_its_invoice(server, api, stripe_emulator, customer, currency, grant["id"], made.id)
 
 
 @pytest.mark.emulator_only
@@ -227,8 +241,4 @@ def test_a_grant_voided_mid_invoice_whose_finalize_went_unheard_gets_that_invoic
 
     test_clock.advance(timedelta(minutes=2))  # the invoicing job is due
     Worker(server.db).drain()
-    (invoice,) = _invoices_of(stripe_emulator, customer, grant["id"])
-    assert (invoice.id, invoice.status) == (made.id, "void")
-    grant = _grant(api, "cust-corp", grant["id"])
-    assert (grant["status"], grant["invoiceId"], grant["latestInvoice"]["status"]) == ("VOIDED", made.id, "CANCELED")
-    assert _ledger(server, grant["id"]) == [] and _balance(api, "cust-corp", currency) == (0, 0)
+    _voided_with_its_invoice(server, api, stripe_emulator, customer, currency, grant["id"], made.id)

@@ -48,15 +48,7 @@ class PreparedText:
 
     def all(self, connection: Connection, params: Mapping[str, Any]) -> list[Any]:
         """Every row, as the driver answers it."""
-        sql, bound = self._bound(connection.dialect, params)
-        if not connection.in_transaction():
-            return list(connection.exec_driver_sql(sql, bound).fetchall())
-        cursor = _executed(connection, sql, bound)
-        try:
-            rows: list[Any] = _read(connection, sql, bound, cursor, cursor.fetchall)
-            return rows
-        finally:
-            cursor.close()
+        return fetch_all(connection, *self._bound(connection.dialect, params))
 
     def first(self, connection: Connection, params: Mapping[str, Any]) -> Any:
         """The first row (None: none), as the driver answers it."""
