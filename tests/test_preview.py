@@ -7,6 +7,13 @@ import stigg
 from tests.support.clock import TestClock
 
 
+def _app(client: stigg.Stigg) -> None:
+    """Product `app` and the features its plans grant (`sso`) and price per unit (`seats`)."""
+    client.v1.features.create_feature(id="sso", display_name="SSO", feature_type="BOOLEAN")
+    client.v1.features.create_feature(id="seats", display_name="Seats", feature_type="NUMBER", meter_type="FLUCTUATING")
+    client.v1.products.create_product(id="app", display_name="App")
+
+
 def _plan(client: stigg.Stigg, plan_id: str, monthly: int, **extra: object) -> None:
     client.v1.plans.create(id=plan_id, display_name=plan_id.title(), product_id="app")
     client.v1.plans.entitlements.create(plan_id, entitlements=[{"type": "FEATURE", "id": "sso"}])
@@ -42,9 +49,7 @@ def _plan(client: stigg.Stigg, plan_id: str, monthly: int, **extra: object) -> N
 
 def test_preview_prices_new_subscriptions_upgrades_and_downgrades(client: stigg.Stigg, test_clock: TestClock) -> None:
     c = client.v1
-    c.features.create_feature(id="sso", display_name="SSO", feature_type="BOOLEAN")
-    c.features.create_feature(id="seats", display_name="Seats", feature_type="NUMBER", meter_type="FLUCTUATING")
-    c.products.create_product(id="app", display_name="App")
+    _app(client)
     _plan(client, "pro", 10)
     _plan(client, "business", 50)
     c.coupons.create(
@@ -94,9 +99,7 @@ def test_preview_of_a_trial_plan_charges_nothing_now_exactly_when_provisioning_s
     ends the free subscription and starts the trial, so nothing is due now; a customer who already had the
     trial gets none and is charged at once, in the preview as when provisioned."""
     c = client.v1
-    c.features.create_feature(id="sso", display_name="SSO", feature_type="BOOLEAN")
-    c.features.create_feature(id="seats", display_name="Seats", feature_type="NUMBER", meter_type="FLUCTUATING")
-    c.products.create_product(id="app", display_name="App")
+    _app(client)
     c.plans.create(id="free", display_name="Free", product_id="app", pricing_type="FREE")
     c.plans.publish("free", migration_type="NEW_CUSTOMERS")
     trial = {"duration": 14, "units": "DAY", "trial_end_behavior": "CONVERT_TO_PAID"}
@@ -127,9 +130,7 @@ def test_what_is_due_now_on_a_change_mid_period_is_discounted_by_the_coupon_as_t
     # The billing provider prorates what is paid, the discount included: a 20% coupon takes 20% off the
     # credit for the unused time and off the charge for the rest of the period, as it does off a renewal.
     c = client.v1
-    c.features.create_feature(id="sso", display_name="SSO", feature_type="BOOLEAN")
-    c.features.create_feature(id="seats", display_name="Seats", feature_type="NUMBER", meter_type="FLUCTUATING")
-    c.products.create_product(id="app", display_name="App")
+    _app(client)
     _plan(client, "pro", 10)
     _plan(client, "business", 50)
     for coupon_id, percent in (("twenty", 20), ("half", 50)):
@@ -170,8 +171,7 @@ def test_an_upgrade_to_another_billing_period_charges_the_whole_new_period_less_
     now, so what is due is the year's price less the unused half month (600 - 5). The preview scaled the
     year's price by the month's unused share (295): a share of a period the customer does not buy."""
     c = client.v1
-    c.features.create_feature(id="sso", display_name="SSO", feature_type="BOOLEAN")
-    c.products.create_product(id="app", display_name="App")
+    _app(client)
     prices = {"pro": {"MONTHLY": 10, "ANNUALLY": 100}, "business": {"MONTHLY": 50, "ANNUALLY": 600}}
     for plan_id, periods in prices.items():
         c.plans.create(id=plan_id, display_name=plan_id.title(), product_id="app")

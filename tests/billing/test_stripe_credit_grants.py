@@ -77,6 +77,14 @@ def _ledger(server: LiveServer, grant_ref: str) -> list[tuple[str, Decimal]]:
         return [(e.event_type, e.amount) for e in entries]
 
 
+def _connected_with(api: httpx.Client, emulator: StripeEmulator, webhook_secret: str, customer: str) -> tuple[str, str]:
+    """Stripe connected (its webhooks signed with `webhook_secret`), a new customer and a currency: the
+    integration's id and the currency's."""
+    integration: str = connect_stripe(api, emulator, webhookSecret=webhook_secret)["id"]
+    new_customer(api, customer)
+    return integration, _currency(api)
+
+
 def _customer_at_stripe(server: LiveServer, customer: str) -> str | None:
     with server.db.read() as s:
         from entitle.customers.models import Customer
@@ -93,9 +101,7 @@ def _customer_at_stripe(server: LiveServer, customer: str) -> str | None:
 def test_an_invoiced_grant_holds_no_credits_until_its_invoice_is_paid_once(
     server: LiveServer, api: httpx.Client, stripe_emulator: StripeEmulator, webhook_secret: str
 ) -> None:
-    integration = connect_stripe(api, stripe_emulator, webhookSecret=webhook_secret)["id"]
-    new_customer(api, "cust-corp")
-    currency = _currency(api)
+    integration, currency = _connected_with(api, stripe_emulator, webhook_secret, "cust-corp")
 
     # The customer is not at Stripe yet: the answer does not wait for its sync; the worker makes both, in order.
     resp = _invoiced(api, "cust-corp", currency, billingInformation={"invoiceDaysUntilDue": 14})
@@ -181,9 +187,7 @@ def test_an_invoiced_grant_holds_no_credits_until_its_invoice_is_paid_once(
 def test_an_invoice_paid_out_of_band_activates_at_once_and_a_voided_one_voids_the_grant(
     server: LiveServer, api: httpx.Client, stripe_emulator: StripeEmulator, webhook_secret: str
 ) -> None:
-    integration = connect_stripe(api, stripe_emulator, webhookSecret=webhook_secret)["id"]
-    new_customer(api, "cust-corp")
-    currency = _currency(api)
+    integration, currency = _connected_with(api, stripe_emulator, webhook_secret, "cust-corp")
     assert _invoiced(api, "cust-corp", currency, awaitPaymentConfirmation=False).status_code == 200
     Worker(server.db).drain()  # the customer is at Stripe
 
@@ -428,9 +432,7 @@ def test_a_late_webhook_of_an_older_invoice_state_leaves_the_newer_one_recorded(
     """Stripe does not deliver webhooks in order: a payment failure sent while the invoice was open may land
     after `invoice.paid`. The grant stays ACTIVE (only a waiting grant reacts), and its latestInvoice used to
     go back to OPEN with the failure's message, telling the customer's support an unpaid story."""
-    integration = connect_stripe(api, stripe_emulator, webhookSecret=webhook_secret)["id"]
-    new_customer(api, "cust-late")
-    currency = _currency(api)
+    integration, currency = _connected_with(api, stripe_emulator, webhook_secret, "cust-late")
     resp = _invoiced(api, "cust-late", currency)
     assert resp.status_code == 200, resp.text
     Worker(server.db).drain()
