@@ -119,6 +119,28 @@ def plan_prices(
     return [price_rules.applied(price, overrides) for price in prices_of(charges, period, country, plan.display_name)]
 
 
+def held_lines(
+    s: Session, sub: Subscription, period: str, country: str | None, quantities: dict[str, Decimal] | None = None
+) -> list[pricing.Line]:
+    """`price_lines` of what the subscription holds: its plan version and add-ons, its charges' quantities
+    (`quantities` when the caller read them already), its seats and its own price overrides, for one
+    `period` in `country`."""
+    plan = s.get(Package, sub.plan_pk)
+    assert plan is not None  # a subscription's plan version is never deleted
+    addons = [
+        (addon, row.quantity)
+        for row in store.addons_of(s, [sub.pk]).get(sub.pk, [])
+        if (addon := s.get(Package, row.addon_pk)) is not None and addon.kind == ADDON
+    ]
+    if quantities is None:
+        quantities = {
+            pricing.quantity_key(c.charge_type, c.ref_id): c.quantity
+            for c in store.charges_of(s, [sub.pk]).get(sub.pk, [])
+        }
+    units = Decimal(sub.unit_quantity or 1)
+    return price_lines(s, plan, addons, period, country, quantities, units, price_rules.amounts(sub.price_overrides))
+
+
 def price_lines(
     s: Session,
     plan: Package,
@@ -335,21 +357,8 @@ def _proration(
     as on its renewal), the charge by `coupon` (percentage, fixed amount)."""
     window = billing_period_at(current.billing_cycle_anchor, current.billing_period or period, now)
     share = Decimal((window.end - now).total_seconds()) / Decimal((window.end - window.start).total_seconds())
-    old_plan = s.get(Package, current.plan_pk)
-    assert old_plan is not None
-    old_addons = [
-        (a, row.quantity)
-        for row in store.addons_of(s, [current.pk]).get(current.pk, [])
-        if (a := s.get(Package, row.addon_pk)) is not None and a.kind == ADDON
-    ]
-    old_units = Decimal(current.unit_quantity or 1)
     old_period = current.billing_period or period
-    old_overrides = price_rules.amounts(current.price_overrides)
-    old_quantities = {
-        pricing.quantity_key(c.charge_type, c.ref_id): c.quantity
-        for c in store.charges_of(s, [current.pk]).get(current.pk, [])
-    }
-    old_lines = price_lines(s, old_plan, old_addons, old_period, country, old_quantities, old_units, old_overrides)
+    old_lines = held_lines(s, current, old_period, country)
     new_lines = price_lines(s, plan, addons, period, country, quantities, units, overrides)
     had = coupons.find(s, current.environment_id, current.coupon_ref) if current.coupon_ref else None
     old_percent, old_fixed = _coupon_terms(had, currency) if had and had.status == "ACTIVE" else (None, None)

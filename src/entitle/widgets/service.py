@@ -34,7 +34,7 @@ from entitle.errors import InvalidArgument, NotFound
 from entitle.subscriptions import cancellation, changes, price_rules, pricing, provisioning, validation
 from entitle.subscriptions import service as subscriptions
 from entitle.subscriptions import store as subscription_store
-from entitle.subscriptions.preview import customer_country, plan_prices, preview_subscription, price_lines
+from entitle.subscriptions.preview import customer_country, held_lines, plan_prices, preview_subscription
 from entitle.subscriptions.rules import LIVE, Status
 from entitle.subscriptions.schemas import SubscriptionCancel
 from entitle.widgets.schemas import WidgetPreviewIn, WidgetPreviewOut, WidgetSubscriptionIn
@@ -139,15 +139,7 @@ def _priced(
     quantities = {ref: Decimal(charged.get(ref, sub.unit_quantity or 1)) for ref in per_unit}
     recurring = None
     if sub.billing_period is not None:
-        held_addons = [
-            (addon, row.quantity)
-            for row in subscription_store.addons_of(s, [sub.pk]).get(sub.pk, [])
-            if (addon := s.get(Package, row.addon_pk)) is not None
-        ]
-        seats = Decimal(sub.unit_quantity or 1)
-        lines = price_lines(
-            s, plan, held_addons, sub.billing_period, sub.billing_country_code, charged, seats, overrides
-        )
+        lines = held_lines(s, sub, sub.billing_period, sub.billing_country_code, charged)
         recurring = pricing.invoice(lines[0].currency, lines) if lines else None
     targets, held = _named(view)
     return PricedSubscription(
