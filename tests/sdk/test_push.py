@@ -145,7 +145,9 @@ def test_a_streamed_change_is_answered_by_the_process_that_streamed_it(
         ):
             changed = sse.next_of("entitlements.updated", timeout=20)
             assert changed.data["customerId"] == "c1"
-            assert gate.holding.is_set()  # the committing request is still before its after-commit work
+            # The committing request is still before its after-commit work: held there, or (the hub read the
+            # committed row first) not even there yet; the re-read below is made while it is held.
+            assert gate.holding.wait(20), "the upgrade's after-commit work was never reached"
             answer = granted_beyond_the_limit(api)
             gate.release.set()
         assert answer == (True, True)
