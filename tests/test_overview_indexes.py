@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, event, inspect
 
 import entitle.models  # noqa: F401  (every table on Base.metadata)
 from entitle.console.overview import chart_queries
@@ -72,3 +72,21 @@ def test_the_migrations_build_what_the_models_declare(db: Database) -> None:
     with db.write_engine.connect() as conn:
         differences = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert differences == []
+
+
+def test_events_have_no_index_on_the_environment_alone_and_still_find_its_rows_by_index(db: Database) -> None:
+    """Migration 0035: each index of `events` begins with `environment_id`, so one on it alone only cost
+    every ingested event another entry; a lookup by the environment alone (an environment's deletion)
+    still reads an index, not the whole table."""
+    with db.write_engine.connect() as conn, conn.begin():
+        indexes = inspect(conn).get_indexes("events")
+        assert all(index["column_names"][0] == "environment_id" for index in indexes), indexes
+        assert [index["column_names"] for index in indexes if index["column_names"] == ["environment_id"]] == []
+        parameter = "%(env)s" if conn.dialect.name == "postgresql" else "?"
+        plan = _plan(
+            conn,
+            f"SELECT pk FROM events WHERE environment_id = {parameter}",
+            {"env": 1} if conn.dialect.name == "postgresql" else (1,),
+        )
+    assert "events" in plan and ("USING" in plan.upper() or "Index" in plan), plan
+    assert "SCAN events\n" not in plan + "\n" and "Seq Scan" not in plan, plan
