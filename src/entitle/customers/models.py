@@ -3,8 +3,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint, func
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql import text
 
 from entitle.db.base import Base, EnvironmentScoped
 from entitle.db.types import JSONDoc, UTCDateTime
@@ -14,7 +15,11 @@ _FK = BigInteger().with_variant(Integer(), "sqlite")
 
 class Customer(EnvironmentScoped, Base):
     __tablename__ = "customers"
-    __table_args__ = (UniqueConstraint("environment_id", "ref_id"),)
+    __table_args__ = (
+        UniqueConstraint("environment_id", "ref_id"),
+        # `GET /customers?email=` matches addresses in any case (`store.list_page`), by this expression.
+        Index("ix_customers_env_email", "environment_id", func.lower(text("email"))),
+    )
 
     ref_id: Mapped[str] = mapped_column(String(255))
     name: Mapped[str | None] = mapped_column(Text, default=None)
