@@ -269,9 +269,9 @@ def breakdown(batches: int) -> None:
     import entitle.domain_events as domain_events
     import entitle.events.store as event_store
     import entitle.push.store as push_store
+    import entitle.usage.batch_store as batch_store
     import entitle.usage.counting as counting
     import entitle.usage.reactions as reactions
-    import entitle.usage.store as usage_store
     from entitle.db.group_commit import GroupCommit
     from entitle.events import ingested, routes, service
 
@@ -299,9 +299,9 @@ def breakdown(batches: int) -> None:
             steps.wrap(GroupCommit, "_open", "  write transaction begun (BEGIN IMMEDIATE)")
             steps.wrap(event_store, "insert_new", "  insert (multi-row INSERT)")
             steps.wrap(reactions, "apply_events", "  counting (apply_events)")
-            steps.wrap(usage_store, "locked_counters", "    counters read and locked")
-            steps.wrap(usage_store, "add_digests", "    UNIQUE values stored")
-            steps.wrap(usage_store, "save_tallies", "    counters written")
+            steps.wrap(batch_store, "locked_counters", "    counters read and locked")
+            steps.wrap(batch_store, "add_digests", "    UNIQUE values stored")
+            steps.wrap(batch_store, "save_tallies", "    counters written")
             steps.wrap(counting, "_still_valid", "    grants checked unchanged since prepared")
             steps.wrap(counting, "announce", "    usage announced (UsageChanged, limits)")
             steps.wrap(push_store, "append", "  change log rows appended (push_events)")

@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from entitle.events.ingested import NewEvent
+from entitle.usage import batch_store
 from entitle.usage import store as usage_store
 from entitle.usage.measuring import measure_events
 from entitle.usage.meters import dimensions_read, field_path, measure
@@ -111,6 +112,6 @@ def test_unique_values_are_digested_whatever_another_batch_does_to_the_remembere
     """UNIQUE values are digested before the write transaction, so batches do it concurrently: a look-up
     must not fail because another batch emptied the digests remembered (it does when they are full)."""
     remembered = _EmptiedByAnotherBatch({"u1": usage_store.digest("u1")})
-    monkeypatch.setattr(usage_store, "_DIGESTS", remembered)
+    monkeypatch.setattr(batch_store, "_DIGESTS", remembered)
     values = ["u1", "u2", "u1", "u3", "u2"]
-    assert usage_store.digests_of(values) == sorted({hashlib.sha256(v.encode()).hexdigest() for v in values})
+    assert batch_store.digests_of(values) == sorted({hashlib.sha256(v.encode()).hexdigest() for v in values})

@@ -19,8 +19,8 @@ from entitle.environments.service import ensure_environment
 from entitle.grants.engine import resource_key
 from entitle.subscriptions import journey
 from entitle.subscriptions.schemas import CustomerProvisionWithSubscription
+from entitle.usage import batch_store, waiting
 from entitle.usage import store as usage_store
-from entitle.usage import waiting
 from tests.conftest import LiveServer
 from tests.support.facts import wait_until_heard
 from tests.support.statements import statements
@@ -128,7 +128,7 @@ def test_a_fold_that_found_nothing_waiting_looks_again_once_usage_waits(db: Data
     with db.transaction() as s:
         waiting.fold_waiting(s, env_id, "not-yet", None)
         assert owner in usage_store.nothing_waits(s)
-        usage_store.locked_waitings(s, env_id, [("not-yet", resource_key(None), METERED[0])])
+        batch_store.locked_waitings(s, env_id, [("not-yet", resource_key(None), METERED[0])])
         assert owner not in usage_store.nothing_waits(s)
         waiting.fold_waiting(s, env_id, "not-yet", None)  # finds the row: the customer holds nothing yet
         assert owner not in usage_store.nothing_waits(s)

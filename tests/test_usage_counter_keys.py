@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from entitle.customers.models import Customer
 from entitle.db import Database
 from entitle.environments.service import ensure_environment
-from entitle.usage import store
+from entitle.usage import batch_store
 
 JANUARY = datetime(2026, 1, 1, tzinfo=UTC)
 _names = itertools.count()
@@ -31,17 +31,17 @@ def test_a_key_finds_its_own_counter_however_often_it_was_written(db: Database) 
             for resource in ("", "site")
             for month in range(2)
         ]
-        created = store.locked_counters(s, env_id, keys)
+        created = batch_store.locked_counters(s, env_id, keys)
         assert sorted(created) == sorted(keys)
         rows = {key: row.pk for key, row in created.items()}
         assert len(set(rows.values())) == len(keys)  # a row per key
     for _ in range(2):  # written afresh, then remembered
         with db.transaction() as s:
-            found = store.locked_counters(s, env_id, keys[::3])
+            found = batch_store.locked_counters(s, env_id, keys[::3])
             assert {key: row.pk for key, row in found.items()} == {key: rows[key] for key in keys[::3]}
     # The same instants written in another time zone: the same counters, none created.
     elsewhere = timezone(timedelta(hours=-5))
     shifted = [(pk, feature, resource, start.astimezone(elsewhere)) for pk, feature, resource, start in keys]
     with db.transaction() as s:
-        found = store.locked_counters(s, env_id, shifted)
+        found = batch_store.locked_counters(s, env_id, shifted)
         assert sorted(row.pk for row in found.values()) == sorted(rows.values())

@@ -14,7 +14,7 @@ from sqlalchemy import event
 from entitle.customers.models import Customer
 from entitle.db import Database
 from entitle.environments.service import ensure_environment
-from entitle.usage import store
+from entitle.usage import batch_store
 from entitle.usage.models import UsageCounter
 
 JANUARY, FEBRUARY = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)
@@ -29,25 +29,25 @@ def test_counters_and_waiting_tallies_are_found_by_key_and_created_when_missing(
         s.flush()
         pks = [c.pk for c in customers]
         stored = [(pk, f, "", w) for pk in pks for f in ("calls", "tokens") for w in (JANUARY, FEBRUARY)]
-        first = store.locked_counters(s, env_id, stored)
+        first = batch_store.locked_counters(s, env_id, stored)
         assert sorted(first) == sorted(stored)
         for n, key in enumerate(sorted(stored)):
             first[key].value = Decimal(n)
-        store.save_tallies(s, UsageCounter, [first[k] for k in sorted(stored)])
+        batch_store.save_tallies(s, UsageCounter, [first[k] for k in sorted(stored)])
     with db.transaction() as s:
         wanted = [(pks[1], "tokens", "", FEBRUARY), (pks[2], "calls", "", JANUARY), (pks[0], "calls", "site", JANUARY)]
-        found = store.locked_counters(s, env_id, wanted)
+        found = batch_store.locked_counters(s, env_id, wanted)
         assert sorted(found) == sorted(wanted)
         assert found[wanted[0]].value == Decimal(sorted(stored).index(wanted[0]))
         assert found[wanted[1]].value == Decimal(sorted(stored).index(wanted[1]))
         assert found[wanted[2]].value == 0 and found[wanted[2]].pk not in {first[k].pk for k in stored}
         waiting = [("nobody", "", "calls"), ("nobody", "", "tokens")]
-        created = store.locked_waitings(s, env_id, waiting)
+        created = batch_store.locked_waitings(s, env_id, waiting)
     other_env = ensure_environment(db, f"lookup-{next(_names)}").pk
     with db.transaction() as s:
-        again = store.locked_waitings(s, env_id, [waiting[1]])
+        again = batch_store.locked_waitings(s, env_id, [waiting[1]])
         assert list(again) == [waiting[1]] and again[waiting[1]].pk == created[waiting[1]].pk
-        elsewhere = store.locked_waitings(s, other_env, [waiting[1]])
+        elsewhere = batch_store.locked_waitings(s, other_env, [waiting[1]])
         assert elsewhere[waiting[1]].pk != created[waiting[1]].pk
 
 
@@ -67,8 +67,8 @@ def test_the_sqlite_lookup_searches_the_index(db: Database) -> None:
             customer = Customer(environment_id=env_id, ref_id="c")
             s.add(customer)
             s.flush()
-            store.locked_counters(s, env_id, [(customer.pk, "calls", "", JANUARY)])
-            store.locked_waitings(s, env_id, [("nobody", "", "calls")])
+            batch_store.locked_counters(s, env_id, [(customer.pk, "calls", "", JANUARY)])
+            batch_store.locked_waitings(s, env_id, [("nobody", "", "calls")])
             plans = [s.connection().exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params).all() for sql, params in seen]
     finally:
         event.remove(db.write_engine, "before_cursor_execute", record)

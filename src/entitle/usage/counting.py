@@ -39,7 +39,7 @@ from entitle.db.types import json_text
 from entitle.events.ingested import NewEvent
 from entitle.events.rules import refusal
 from entitle.grants.engine import Grant
-from entitle.usage import ports, store
+from entitle.usage import batch_store, ports
 from entitle.usage.kept import KEPT_OWNERS, KeptGrants, KeptPerEnvironment, grants_of, kept_grants
 from entitle.usage.measuring import Amounts, Item, Problem, measure_events
 from entitle.usage.models import UsageCounter
@@ -118,7 +118,7 @@ class Plan:
     instant: the plan holds while the transaction's clock is before `until` (the first end of a window
     that was current then; None: none ends)."""
 
-    slots: dict[store.CounterKey, Slot]
+    slots: dict[batch_store.CounterKey, Slot]
     until: datetime | None
     # What it was made from: it holds only for these very amounts and grants.
     amounts: dict[str, Amounts]
@@ -255,7 +255,7 @@ def apply_events(s: Session, env_id: int, new: list[NewEvent], prepared: object 
         metered = sorted(features.metered_with_meter(s, env_id), key=lambda f: f.ref_id)
     if not metered:
         return
-    planned: dict[store.CounterKey, Slot] | None = None
+    planned: dict[batch_store.CounterKey, Slot] | None = None
     if isinstance(prepared, Prepared) and prepared.meters == (resolved.meters if resolved else _meters(metered)):
         made = prepared.plan
         # Made from these amounts, from grants that still hold, and its current windows still current.
@@ -286,8 +286,8 @@ def apply_events(s: Session, env_id: int, new: list[NewEvent], prepared: object 
     if planned is not None:
         if not planned:  # what remains adds to no counter
             return
-        slots: dict[store.CounterKey, Slot] = planned
-        waiting: dict[store.WaitingKey, list[Item]] = {}
+        slots: dict[batch_store.CounterKey, Slot] = planned
+        waiting: dict[batch_store.WaitingKey, list[Item]] = {}
     else:
         wanted, positions = wanted_by_owner(new, metered, amounts)
         if not wanted:
@@ -299,7 +299,7 @@ def apply_events(s: Session, env_id: int, new: list[NewEvent], prepared: object 
         else:
             holders = resolve_holders(s, env_id, owners, now, metered)[0]
         unheld = {c for c, r, ref in wanted if ref not in holders[(c, r)][1]}
-        if unheld and store.lock_owners(s, env_id, unheld):
+        if unheld and batch_store.lock_owners(s, env_id, unheld):
             # Another transaction may have just granted the feature (and folded what waited): look again.
             holders = {**holders, **resolve_holders(s, env_id, [o for o in owners if o[0] in unheld], now, metered)[0]}
         slots, waiting, _ = plan_slots(new, wanted, positions, holders, now)
@@ -309,10 +309,10 @@ def apply_events(s: Session, env_id: int, new: list[NewEvent], prepared: object 
         raise refusal(sorted(problems, key=lambda p: int(p["field"].split(".")[1])))
 
 
-def _count_in_windows(s: Session, env_id: int, slots: dict[store.CounterKey, Slot]) -> list[Problem]:
+def _count_in_windows(s: Session, env_id: int, slots: dict[batch_store.CounterKey, Slot]) -> list[Problem]:
     # One pass per step over the slots, in key order, with nothing read twice: this runs holding the write
     # lock (on SQLite), and a batch moves about a hundred counters.
-    counters = store.locked_counters(s, env_id, slots)
+    counters = batch_store.locked_counters(s, env_id, slots)
     summarize(slots.values())  # a planned batch's were read before the transaction
     moving = [(slot, counters[key]) for key, slot in slots.items()]
     stored = [counter.value for _, counter in moving]  # as read, before any rebuild
@@ -322,7 +322,7 @@ def _count_in_windows(s: Session, env_id: int, slots: dict[store.CounterKey, Slo
             rebuild_if_legacy(s, env_id, counter, slot.grant.feature, slot.customer, slot.resource_ref, slot.window)
         if slot.digests is not None:
             distinct.append((counter.pk, slot.digests))
-    added = store.add_digests(s, distinct, owner="counter_pk") if distinct else {}
+    added = batch_store.add_digests(s, distinct, owner="counter_pk") if distinct else {}
     problems: list[Problem] = []
     tallies: list[Tally] = []
     for slot, counter in moving:
@@ -336,7 +336,9 @@ def _count_in_windows(s: Session, env_id: int, slots: dict[store.CounterKey, Slo
     if problems:  # the batch is refused (rolled back): nothing to write nor announce
         return problems
     before = [counter.value for _, counter in moving]
-    store.save_tallies(s, UsageCounter, [written(counter, t) for (_, counter), t in zip(moving, tallies, strict=True)])
+    batch_store.save_tallies(
+        s, UsageCounter, [written(counter, t) for (_, counter), t in zip(moving, tallies, strict=True)]
+    )
     priced = ports.credit_priced.impl(s, env_id)  # once for the batch: most features draw no credits
     charged = [slot for slot, _ in moving if priced is None or slot.grant.feature.ref_id in priced]
     # The rows of the customers whose credits may be drawn (what the batch kept of them is no row).

@@ -36,7 +36,7 @@ from entitle.errors import FailedPrecondition, InvalidArgument, NotFound
 from entitle.events.rules import CLOCK_SKEW, EARLIEST, instant_problem, refusal
 from entitle.grants.engine import Window, customer_grants, resource_key
 from entitle.periods import reset_times_between
-from entitle.usage import ports, store
+from entitle.usage import batch_store, ports, store
 from entitle.usage.ahead import resolve_ahead
 from entitle.usage.models import UsageCounter, UsageRecord
 from entitle.usage.owners import CounterMoved, CustomerKey, GrantCache, announce, customer_row
@@ -80,7 +80,7 @@ def report_usage(db: Database, env_id: int, items: list[UsageIn]) -> list[UsageO
             grants = GrantCache(s, env_id, now, ahead.grants)
             known = ahead.known
         claimed: set[str] = set()
-        counters: dict[store.CounterKey, store.TallyRow] = {}
+        counters: dict[batch_store.CounterKey, batch_store.TallyRow] = {}
         results: list[UsageOut] = []
         for index, item in enumerate(items):
             key = item.idempotency_key
@@ -102,7 +102,7 @@ def report_usage(db: Database, env_id: int, items: list[UsageIn]) -> list[UsageO
             counter_key = (customer.pk, feature.ref_id, resource_key(item.resource_id), window.start)
             counter = counters.get(counter_key)
             if counter is None:
-                counter = counters[counter_key] = store.locked_counters(s, env_id, [counter_key])[counter_key]
+                counter = counters[counter_key] = batch_store.locked_counters(s, env_id, [counter_key])[counter_key]
             after = counter.value + item.value if item.update_behavior == "DELTA" else item.value
             if not in_range(after):
                 problems.append(
@@ -148,7 +148,7 @@ def report_usage(db: Database, env_id: int, items: list[UsageIn]) -> list[UsageO
                 claimed.add(key)
             delta = after - counter.value
             counter.value = after
-            store.save_tallies(s, UsageCounter, [counter])
+            batch_store.save_tallies(s, UsageCounter, [counter])
             grant = grants.of(customer, item.resource_id).get(feature.ref_id)
             current = grants.window(customer, feature, item.resource_id, now).start == window.start
             moved = CounterMoved(

@@ -16,7 +16,7 @@ from entitle.catalog.features.models import Feature
 from entitle.customers import store as customers
 from entitle.events.ingested import NewEvent
 from entitle.grants.engine import Grant, Window, owners_grants_until, resource_key, usage_window
-from entitle.usage import store
+from entitle.usage import batch_store
 from entitle.usage.measuring import Amounts, Item
 from entitle.usage.owners import Who
 from entitle.usage.rules import Numbers
@@ -106,10 +106,10 @@ class Slot:
 Holders = dict[Owner, tuple[Who | None, dict[str, Grant]]]
 
 
-def without(slots: dict[store.CounterKey, Slot], skipped: set[int]) -> dict[store.CounterKey, Slot]:
+def without(slots: dict[batch_store.CounterKey, Slot], skipped: set[int]) -> dict[batch_store.CounterKey, Slot]:
     """The slots without what these events add (by index in the request); a slot left empty goes. Slots
     that shared what they add still share it."""
-    kept: dict[store.CounterKey, Slot] = {}
+    kept: dict[batch_store.CounterKey, Slot] = {}
     filtered: dict[int, Added] = {}
     for key, slot in slots.items():
         added = filtered.get(id(slot.added))
@@ -133,7 +133,7 @@ def summarize(slots: Iterable[Slot]) -> None:
         column, at = slot.added.column, slot.added.at
         slot.function = function_of(slot.grant.feature)
         if slot.function == "UNIQUE":
-            slot.digests = store.digests_of([str(column[p]) for p in at])
+            slot.digests = batch_store.digests_of([str(column[p]) for p in at])
         else:
             key = id(slot.added)
             if key not in numbers:
@@ -181,11 +181,11 @@ def plan_slots(
     positions: dict[Owner, list[int]],
     holders: Holders,
     now: datetime,
-) -> tuple[dict[store.CounterKey, Slot], dict[store.WaitingKey, list[Item]], datetime | None]:
+) -> tuple[dict[batch_store.CounterKey, Slot], dict[batch_store.WaitingKey, list[Item]], datetime | None]:
     """The counters what is wanted goes to (each event in the usage window of its instant), what waits
     for a customer or a grant, and the first end of a window current at `now` (None: none ends)."""
-    slots: dict[store.CounterKey, Slot] = {}
-    waiting: dict[store.WaitingKey, list[Item]] = {}
+    slots: dict[batch_store.CounterKey, Slot] = {}
+    waiting: dict[batch_store.WaitingKey, list[Item]] = {}
     timestamps = [e.timestamp for e in new]
     spans = {owner: _span(timestamps, at) for owner, at in positions.items()}
     schedules: dict[tuple[Owner, tuple[object, ...]], tuple[_Windows, dict[datetime, Window]]] = {}

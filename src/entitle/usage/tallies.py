@@ -13,7 +13,7 @@ from entitle.catalog.features.models import Feature
 from entitle.clock import utcnow
 from entitle.customers.models import Customer
 from entitle.grants.engine import Window
-from entitle.usage import ports, store
+from entitle.usage import batch_store, ports, store
 from entitle.usage.measuring import Item, Problem
 from entitle.usage.meters import measure
 from entitle.usage.models import UsageCounter, WaitingUsage
@@ -38,7 +38,7 @@ def refused_items(items: list[Item], refused: list[tuple[int, str]]) -> list[Pro
     return [{"field": f"events.{items[position][0]}", "problem": why} for position, why in refused]
 
 
-def tally_of(row: UsageCounter | WaitingUsage | store.TallyRow | store.WaitingRow) -> Tally:
+def tally_of(row: UsageCounter | WaitingUsage | batch_store.TallyRow | store.WaitingRow) -> Tally:
     return Tally(value=row.value, samples=row.samples or 0, total=row.total)
 
 
@@ -53,7 +53,7 @@ def charge_credits(
     customer: Customer,
     feature: Feature,
     resource_ref: str | None,
-    counter: store.TallyRow | UsageCounter,
+    counter: batch_store.TallyRow | UsageCounter,
     before: Decimal,
     origin: str = "meter",
 ) -> None:
@@ -65,7 +65,7 @@ def charge_credits(
         ports.charge_credits.impl(s, env_id, customer, feature.ref_id, resource_ref, delta, utcnow(), event_id)
 
 
-def written(row: store.TallyRow, tally: Tally) -> store.TallyRow:
+def written(row: batch_store.TallyRow, tally: Tally) -> batch_store.TallyRow:
     row.value, row.samples, row.total = tally.value, tally.samples, tally.total
     return row
 
@@ -73,7 +73,7 @@ def written(row: store.TallyRow, tally: Tally) -> store.TallyRow:
 def rebuild_if_legacy(
     s: Session,
     env_id: int,
-    counter: UsageCounter | store.TallyRow,
+    counter: UsageCounter | batch_store.TallyRow,
     feature: Feature,
     customer: CustomerKey,
     resource_ref: str | None,

@@ -12,7 +12,7 @@ from entitle.catalog.features.models import Feature
 from entitle.clock import utcnow
 from entitle.customers import store as customers
 from entitle.grants.engine import customer_grants, resource_key, usage_window
-from entitle.usage import store
+from entitle.usage import batch_store, store
 from entitle.usage.measuring import Item, Problem
 from entitle.usage.models import WaitingUsage
 from entitle.usage.owners import CounterMoved, announce
@@ -32,11 +32,11 @@ log = logging.getLogger("entitle.usage")
 
 
 def count_waiting(
-    s: Session, env_id: int, waiting: dict[store.WaitingKey, list[Item]], by_feature: dict[str, Feature]
+    s: Session, env_id: int, waiting: dict[batch_store.WaitingKey, list[Item]], by_feature: dict[str, Feature]
 ) -> list[Problem]:
-    rows = store.locked_waitings(s, env_id, waiting)
+    rows = batch_store.locked_waitings(s, env_id, waiting)
     unique = [key for key in waiting if function_of(by_feature[key[2]]) == "UNIQUE"]
-    added = store.add_distinct_many(
+    added = batch_store.add_distinct_many(
         s, [(rows[key].pk, str(amount)) for key in unique for _, amount in waiting[key]], owner="waiting_pk"
     )
     problems: list[Problem] = []
@@ -51,7 +51,9 @@ def count_waiting(
         problems += refused_items(items, refused)
         tallies.append(tally)
     if not problems:
-        store.save_tallies(s, WaitingUsage, [written(rows[key], t) for key, t in zip(waiting, tallies, strict=True)])
+        batch_store.save_tallies(
+            s, WaitingUsage, [written(rows[key], t) for key, t in zip(waiting, tallies, strict=True)]
+        )
     return problems
 
 
