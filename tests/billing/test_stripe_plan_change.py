@@ -141,6 +141,10 @@ def test_an_upgrade_charges_the_previewed_proration_on_the_same_stripe_subscript
     customer = stripe_sub.customer
     listed = stripe_emulator.client().v1.subscriptions.list(params={"customer": customer, "status": "all"})
     assert [s.id for s in listed.data] == [billing_id]
+    # The renewal: Pro's price in full, on Feb 15 (nothing left pending from the change).
+    params: Any = {"customer": customer, "subscription": billing_id}
+    upcoming = stripe_emulator.client().v1.invoices.create_preview(params=params)
+    assert (upcoming.total, upcoming.date) == (3000, int(FEB_15.timestamp()))
     first, change = invoices_of(stripe_emulator, billing_id)
     assert (first.total, first.status) == (1000, "paid")
     assert (change.total, change.amount_paid, change.status) == (1355, 1355, "paid")
@@ -279,6 +283,9 @@ def test_a_plan_change_honours_the_proration_behavior_it_is_given(
     customer = stripe_emulator.client().v1.subscriptions.retrieve(billing_id).customer
     pending = stripe_emulator.client().v1.invoice_items.list(params={"customer": customer})
     assert sorted(item.amount for item in pending.data) == [-677, 2032]
+    params: Any = {"customer": customer, "subscription": billing_id}
+    upcoming = stripe_emulator.client().v1.invoices.create_preview(params=params)
+    assert (upcoming.total, upcoming.date) == (3000 - 677 + 2032, int(FEB_15.timestamp()))  # on the renewal
     assert item_prices(stripe_emulator, billing_id) == [(price_of(server, "plan-pro", 1, "MONTHLY"), 1)]
 
 
