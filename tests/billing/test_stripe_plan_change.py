@@ -7,9 +7,10 @@ preview says 13.55 is due now (21/31 of Pro less 21/31 of Basic, to Feb 15) for 
 15; Stripe charges exactly that on an invoice of proration lines, the same Stripe subscription now bills
 Pro's price, and Entitle's Pro subscription keeps Basic's billing cycle (its period ends on Feb 15).
 
-The emulator runs on the tests' clock (`StandIn.clock`, as a Stripe test clock would): the Stripe period
-starts when Entitle's sync creates the subscription at the clock's now, so both sides prorate the same
-period. Emulator only: it needs that clock, a card that declines, and the stand-in's request log.
+The emulator runs on the tests' clock (`StandIn.clock`, set by the `stripe_emulator` fixture, as a Stripe
+test clock would): the Stripe period starts when Entitle's sync creates the subscription at the clock's
+now, so both sides prorate the same period. Emulator only: it needs that clock, a card that declines, and
+the stand-in's request log.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import pytest
 from entitle.jobs.service import Worker
 from tests.billing.conftest import connect_stripe
 from tests.billing.test_stripe_catalog_sync import flat, publish_plan, set_prices
+from tests.billing.test_stripe_checkout import new_customer
 from tests.billing.test_stripe_subscription_sync import paying_customer, subscription_row
 from tests.billing.test_stripe_update_sync import price_of
 from tests.conftest import LiveServer
@@ -40,7 +42,7 @@ FEB_15 = datetime(2026, 2, 15, 12, 0, tzinfo=UTC)
 def catalog(server: LiveServer, api: httpx.Client, emulator: StripeEmulator, clock: TestClock) -> None:
     """Stripe connected on the tests' clock, and Basic (10 a month, 100 a year) and Pro (30, 300) synced."""
     assert clock.now() == JAN_15
-    emulator.standin.clock = lambda: clock.now().timestamp()
+    assert emulator.standin.clock is not None  # the fixture runs the emulator on Entitle's clock
     connect_stripe(api, emulator)
     assert api.post("/api/v1/products", json={"id": "acme", "displayName": "Acme"}).status_code == 200
     for ref, monthly, annual in (("plan-basic", 10, 100), ("plan-pro", 30, 300)):
@@ -308,3 +310,31 @@ def test_a_change_that_does_not_wait_for_the_payment_hands_the_stripe_subscripti
     assert invoices_of(stripe_emulator, billing_id)[-1].total == 1355
     assert not [w for w in stripe_writes(stripe_emulator, billing_id) if w.method == "DELETE"]
     assert subscription_row(server, "sub-pro").billing_id == billing_id
+
+
+def test_an_invoiced_subscription_is_sent_the_change_and_goes_on_on_invoice_terms(
+    server: LiveServer, api: httpx.Client, stripe_emulator: StripeEmulator, test_clock: TestClock
+) -> None:
+    """paymentCollectionMethod INVOICE: the change's invoice is sent (not charged), so nothing waits on a card;
+    the service goes on, as for a new invoiced subscription, and the invoice is paid later."""
+    catalog(server, api, stripe_emulator, test_clock)
+    new_customer(api)  # an email, no card
+    invoiced = {"paymentCollectionMethod": "INVOICE", "billingInformation": {"invoiceDaysUntilDue": 14}}
+    assert on_plan(server, api, "sub-basic", "plan-basic", **invoiced)["status"] == "ACTIVE"
+    billing_id = subscription_row(server, "sub-basic").billing_id
+    assert billing_id is not None
+    test_clock.set(JAN_25)
+
+    pro = on_plan(server, api, "sub-pro", "plan-pro", paymentCollectionMethod="INVOICE")
+
+    assert pro["status"] == "ACTIVE"
+    assert api.get("/api/v1/subscriptions/sub-basic").json()["data"]["status"] == "CANCELED"
+    assert subscription_row(server, "sub-pro").billing_id == billing_id
+    (update,) = [w for w in stripe_writes(stripe_emulator, billing_id) if w.method == "POST" and "items" in w.params]
+    assert update.params["proration_behavior"] == "always_invoice" and "payment_behavior" not in update.params
+    change = invoices_of(stripe_emulator, billing_id)[-1]
+    assert (change.total, change.status, change.collection_method) == (1355, "open", "send_invoice")
+    assert item_prices(stripe_emulator, billing_id) == [(price_of(server, "plan-pro", 1, "MONTHLY"), 1)]
+    # Paid out of band later: the change's invoice is the subscription's latest.
+    assert api.post("/api/v1/subscriptions/sub-pro/invoice/paid").status_code == 200
+    assert stripe_emulator.client().v1.invoices.retrieve(change.id).status == "paid"

@@ -252,8 +252,8 @@ class PlanChange:
 
     `invoice_id`: the invoice the change made (its prorations, charged now), None when it made none
     (nothing to charge now, or prorations left for the next invoice). `paid`: the change took effect —
-    its invoice is paid, or it had none to pay; False leaves the subscription on its old items until that
-    invoice is paid (the provider's pending update)."""
+    its invoice is paid, sent to be paid on invoice terms, or it had none to pay; False leaves the
+    subscription on its old items until that invoice is paid (the provider's pending update)."""
 
     invoice_id: str | None
     paid: bool

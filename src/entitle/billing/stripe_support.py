@@ -527,7 +527,7 @@ def change_subscription_items(
     the item edits that turn the subscription's items into the new plan's (`rules.item_changes`),
     `proration_behavior` as asked and `proration_date` = the change's instant, so Stripe credits the unused
     time of the old items and charges the rest of the period of the new ones exactly then. Charged now
-    (`always_invoice`), it is sent with `payment_behavior=pending_if_incomplete`: a payment that fails leaves
+    (`always_invoice`, to a card), it is sent with `payment_behavior=pending_if_incomplete`: a payment that fails leaves
     the old items in place (Stripe's pending update) while the change's invoice waits to be paid. Only
     what a pending update may carry is sent; metadata, discount and collection follow by the ordinary
     update. When the items already match (a retry after the answer was lost), nothing is sent and the
@@ -553,7 +553,8 @@ def change_subscription_items(
         "proration_date": int(at.timestamp()),
         "expand": ["latest_invoice"],
     }
-    if subscription.proration_behavior == "always_invoice":
+    if subscription.proration_behavior == "always_invoice" and subscription.collection_method == "charge_automatically":
+        # (An invoiced subscription's change is sent to be paid later: no payment to wait for here.)
         params["payment_behavior"] = "pending_if_incomplete"
     updated = client.v1.subscriptions.update(
         billing_id, params=cast(Any, params), options={"idempotency_key": f"{idempotency_key}:change"}
@@ -562,11 +563,13 @@ def change_subscription_items(
 
 
 def _change_outcome(subscription: dict[str, Any], invoice_before: str | None) -> PlanChange:
-    """Paid when no update is pending and the change's invoice (a latest invoice other than the one before
-    it; none when the change made none) is paid."""
+    """Settled when no update is pending and the change's invoice (a latest invoice other than the one before
+    it; none when the change made none) is paid, or sent to be paid on invoice terms (`send_invoice`: the
+    service goes on meanwhile, as for a new invoiced subscription)."""
     latest = subscription.get("latest_invoice")
     invoice = latest if isinstance(latest, dict) else None
     made = invoice if invoice is not None and invoice.get("id") != invoice_before else None
     pending = subscription.get("pending_update") is not None
-    paid = not pending and (made is None or made.get("status") == "paid")
+    invoiced = made is not None and made.get("collection_method") == "send_invoice" and made.get("status") == "open"
+    paid = not pending and (made is None or made.get("status") == "paid" or invoiced)
     return PlanChange(invoice_id=str(made["id"]) if made is not None else None, paid=paid)

@@ -121,6 +121,7 @@ def _subscription_collected(self, *args, collection_method=None, days_until_due=
         _multi_init(self, *args, **kwargs)
     finally:
         cls._create_invoice = create_invoice
+    self._days_until_due = days  # its later invoices (a change's) are sent too
 
 resources.Subscription.__init__ = _subscription_collected
 
@@ -363,8 +364,15 @@ def _update_items(self, items=None, proration_behavior=None, proration_date=None
         default_tax_rates=[tr.id for tr in (self.default_tax_rates or [])])
     invoice.billing_reason = 'subscription_update'
     invoice._finalize()
+    days = getattr(self, '_days_until_due', None)
     if invoice.status == 'paid':
         invoice._on_payment_success()
+    elif days is not None:  # an invoiced subscription: the change's invoice is sent, to be paid later
+        invoice.collection_method = 'send_invoice'
+        invoice.attempted = False
+        invoice.due_date = invoice.date + days * 86400
+        resources.schedule_webhook(resources.Event('invoice.sent', invoice))
+        return
     else:
         try:
             resources.Invoice._api_pay_invoice(invoice.id)
