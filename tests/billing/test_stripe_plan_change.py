@@ -28,6 +28,7 @@ from tests.billing.test_stripe_catalog_sync import flat, publish_plan, set_price
 from tests.billing.test_stripe_checkout import new_customer
 from tests.billing.test_stripe_subscription_sync import paying_customer, subscription_row
 from tests.billing.test_stripe_update_sync import price_of
+from tests.billing.test_stripe_webhooks import signed_post, stripe_event
 from tests.conftest import LiveServer
 from tests.support.clock import TestClock
 from tests.support.stripe_emulator import StripeEmulator
@@ -39,11 +40,12 @@ JAN_25 = datetime(2026, 1, 25, 12, 0, tzinfo=UTC)
 FEB_15 = datetime(2026, 2, 15, 12, 0, tzinfo=UTC)
 
 
-def catalog(server: LiveServer, api: httpx.Client, emulator: StripeEmulator, clock: TestClock) -> None:
-    """Stripe connected on the tests' clock, and Basic (10 a month, 100 a year) and Pro (30, 300) synced."""
+def catalog(server: LiveServer, api: httpx.Client, emulator: StripeEmulator, clock: TestClock, **settings: Any) -> str:
+    """Stripe connected on the tests' clock, and Basic (10 a month, 100 a year) and Pro (30, 300) synced.
+    The integration's id."""
     assert clock.now() == JAN_15
     assert emulator.standin.clock is not None  # the fixture runs the emulator on Entitle's clock
-    connect_stripe(api, emulator)
+    integration = str(connect_stripe(api, emulator, **settings)["id"])
     assert api.post("/api/v1/products", json={"id": "acme", "displayName": "Acme"}).status_code == 200
     for ref, monthly, annual in (("plan-basic", 10, 100), ("plan-pro", 30, 300)):
         body = {"id": ref, "displayName": ref.removeprefix("plan-").title(), "productId": "acme"}
@@ -51,6 +53,7 @@ def catalog(server: LiveServer, api: httpx.Client, emulator: StripeEmulator, clo
         set_prices(api, ref, [flat("MONTHLY", monthly), flat("ANNUALLY", annual)])
         publish_plan(api, ref)
     Worker(server.db).drain()
+    return integration
 
 
 def on_plan(server: LiveServer, api: httpx.Client, ref: str, plan: str, **extra: Any) -> dict[str, Any]:
@@ -95,9 +98,11 @@ def invoices_of(emulator: StripeEmulator, billing_id: str) -> list[Any]:
     return sorted(listed.data, key=lambda invoice: (invoice.date, invoice.created))
 
 
-def basic_from_jan_15(server: LiveServer, api: httpx.Client, emulator: StripeEmulator, clock: TestClock) -> str:
+def basic_from_jan_15(
+    server: LiveServer, api: httpx.Client, emulator: StripeEmulator, clock: TestClock, **settings: Any
+) -> str:
     """Basic, paid at Stripe on Jan 15; the clock then moves to Jan 25. Its Stripe subscription id."""
-    catalog(server, api, emulator, clock)
+    catalog(server, api, emulator, clock, **settings)
     paying_customer(api, emulator)
     basic = on_plan(server, api, "sub-basic", "plan-basic")
     assert basic["status"] == "ACTIVE"
@@ -162,18 +167,26 @@ def test_an_upgrade_charges_the_previewed_proration_on_the_same_stripe_subscript
     assert stripe_sub.metadata["entitlePlanId"] == "plan-pro"
 
 
+def card_on_file(emulator: StripeEmulator, billing_id: str, number: str) -> None:
+    """The Stripe customer's default card becomes a new one (4000000000000341 declines every charge)."""
+    client = emulator.client()
+    card: Any = {"number": number, "exp_month": 12, "exp_year": 2040, "cvc": "123"}
+    method = client.v1.payment_methods.create(params={"type": "card", "card": card})
+    customer = client.v1.subscriptions.retrieve(billing_id).customer
+    client.v1.payment_methods.attach(method.id, params={"customer": customer})
+    client.v1.customers.update(customer, params={"invoice_settings": {"default_payment_method": method.id}})
+
+
+DECLINES = "4000000000000341"
+
+
 def test_a_declined_upgrade_leaves_basic_and_its_stripe_items_in_place(
     server: LiveServer, api: httpx.Client, stripe_emulator: StripeEmulator, test_clock: TestClock
 ) -> None:
     billing_id = basic_from_jan_15(server, api, stripe_emulator, test_clock)
     basic_price = price_of(server, "plan-basic", 1, "MONTHLY")
-    # The card on file now declines every charge.
+    card_on_file(stripe_emulator, billing_id, DECLINES)
     client = stripe_emulator.client()
-    card: Any = {"number": "4000000000000341", "exp_month": 12, "exp_year": 2040, "cvc": "123"}
-    declining = client.v1.payment_methods.create(params={"type": "card", "card": card})
-    customer = client.v1.subscriptions.retrieve(billing_id).customer
-    client.v1.payment_methods.attach(declining.id, params={"customer": customer})
-    client.v1.customers.update(customer, params={"invoice_settings": {"default_payment_method": declining.id}})
 
     pro = on_plan(server, api, "sub-pro", "plan-pro")
 
@@ -338,3 +351,44 @@ def test_an_invoiced_subscription_is_sent_the_change_and_goes_on_on_invoice_term
     # Paid out of band later: the change's invoice is the subscription's latest.
     assert api.post("/api/v1/subscriptions/sub-pro/invoice/paid").status_code == 200
     assert stripe_emulator.client().v1.invoices.retrieve(change.id).status == "paid"
+
+
+def test_the_change_invoices_webhooks_settle_the_upgrade_and_the_others_stay_with_basic(
+    server: LiveServer, api: httpx.Client, stripe_emulator: StripeEmulator, test_clock: TestClock
+) -> None:
+    """Two Entitle subscriptions are linked to one Stripe subscription while the upgrade waits: the change's
+    invoice's events are Pro's, the subscription's own events Basic's (it holds the Stripe subscription)."""
+    secret = "whsec_" + "5" * 32
+    billing_id = basic_from_jan_15(server, api, stripe_emulator, test_clock, webhookSecret=secret)
+    integration = str(api.get("/api/v1/integrations").json()["data"][0]["id"])
+    card_on_file(stripe_emulator, billing_id, DECLINES)
+    assert on_plan(server, api, "sub-pro", "plan-pro")["status"] == "PAYMENT_PENDING"
+    change = invoices_of(stripe_emulator, billing_id)[-1]
+
+    def event(kind: str, obj: dict[str, Any]) -> None:
+        assert signed_post(api, integration, stripe_event(kind, obj), secret).status_code == 200
+        Worker(server.db).drain()
+
+    def state(ref: str) -> tuple[str, str]:
+        data = api.get(f"/api/v1/subscriptions/{ref}").json()["data"]
+        return data["status"], data["paymentCollection"]
+
+    invoice = {"object": "invoice", "id": change.id, "subscription": billing_id, "amount_due": 1355, "currency": "usd"}
+    event("invoice.payment_failed", invoice)
+    assert state("sub-pro") == ("PAYMENT_PENDING", "FAILED")
+    assert state("sub-basic") == ("ACTIVE", "NOT_REQUIRED")
+    # The Stripe subscription is active (on Basic's items): that pays nothing Pro waits for.
+    event("customer.subscription.updated", {"object": "subscription", "id": billing_id, "status": "active"})
+    assert state("sub-pro") == ("PAYMENT_PENDING", "FAILED")
+
+    # The customer pays the open invoice with another card: Stripe applies the change, its invoice.paid comes.
+    card_on_file(stripe_emulator, billing_id, "4242424242424242")
+    assert stripe_emulator.client().v1.invoices.pay(change.id).status == "paid"
+    assert item_prices(stripe_emulator, billing_id) == [(price_of(server, "plan-pro", 1, "MONTHLY"), 1)]
+    event("invoice.paid", {**invoice, "status": "paid"})
+    assert state("sub-pro")[0] == "ACTIVE"
+    basic = api.get("/api/v1/subscriptions/sub-basic").json()["data"]
+    assert (basic["status"], basic["cancelReason"]) == ("CANCELED", "UPGRADE_OR_DOWNGRADE")
+    stripe_sub = stripe_emulator.client().v1.subscriptions.retrieve(billing_id)
+    assert stripe_sub.status == "active" and stripe_sub.metadata["entitleSubscriptionId"] == "sub-pro"
+    assert not [w for w in stripe_writes(stripe_emulator, billing_id) if w.method == "DELETE"]
