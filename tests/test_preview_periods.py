@@ -92,6 +92,7 @@ def test_the_preview_bills_the_period_the_change_starts(
     test_clock.advance(timedelta(minutes=start_after))
     c.customers.provision(id=customer)
     before: set[str] = set()
+    current_end = None
     if current is not None:
         size, period, in_trial = current
         trial = {"is_trial": True, "trial_end_date": test_clock.now() + timedelta(days=30)} if in_trial else None
@@ -103,6 +104,7 @@ def test_the_preview_bills_the_period_the_change_starts(
         ).data
         assert had.subscription is not None
         before.add(had.subscription.id)
+        current_end = had.subscription.current_billing_period_end
         test_clock.advance(timedelta(minutes=elapsed))
     size, period = asked
     ask = {"customer_id": customer, "plan_id": catalog.plans[(multiple, size)], "billing_period": period}
@@ -128,10 +130,23 @@ def test_the_preview_bills_the_period_the_change_starts(
     assert holder.plan_id == catalog.plans[(multiple, size)]
     assert len(live) == (2 if multiple and current is not None else 1)
     billed = (holder.current_billing_period_start, holder.current_billing_period_end)
-    assert billed[0] == test_clock.now()  # the new plan's billing cycle starts with it
+    assert billed[0] == test_clock.now()  # the new plan's billing starts with it
+    # An immediate change between plans billed for the same period keeps the paid cycle: the new plan's
+    # first period is the rest of the current one (what the proration charges), then the price recurs.
+    kept = replaced and not scheduled and current is not None and not current[2] and current[1] == period
+    if kept:
+        assert billed[1] == current_end
     assert preview.billing_period_range is not None
     assert (preview.billing_period_range.start, preview.billing_period_range.end) == billed
     assert preview.recurring_invoice is not None and preview.recurring_invoice.total == PRICES[size][period]
-    for invoice in (preview.immediate_invoice, preview.recurring_invoice):
-        assert invoice.billing_period_range is not None
-        assert (invoice.billing_period_range.start, invoice.billing_period_range.end) == billed
+    assert preview.immediate_invoice.billing_period_range is not None
+    immediate = preview.immediate_invoice.billing_period_range
+    assert (immediate.start, immediate.end) == billed
+    recurring = preview.recurring_invoice.billing_period_range
+    assert recurring is not None
+    if kept:
+        assert recurring.start == billed[1]
+        days = (recurring.end - recurring.start).days
+        assert days in ((28, 29, 30, 31) if period == "MONTHLY" else (365, 366))
+    else:
+        assert (recurring.start, recurring.end) == billed

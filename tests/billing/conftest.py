@@ -23,6 +23,7 @@ import pytest
 import stripe
 from cryptography.fernet import Fernet
 
+from entitle import clock
 from entitle.billing.secrets import ENV_VAR
 from tests.support.stripe_emulator import StripeEmulator, running_emulator
 
@@ -77,6 +78,9 @@ def stripe_emulator(request: pytest.FixtureRequest) -> StripeEmulator:
         return cast(StripeEmulator, RealStripe(key))
     emulator: StripeEmulator = request.getfixturevalue("stripe_emulator_session")
     emulator.reset()
+    # Stripe's "now" is Entitle's (a test's TestClock when it installs one, else the real time), as a Stripe
+    # test clock would make it: the periods Stripe bills are the ones Entitle computes and previews.
+    emulator.standin.clock = lambda: clock.utcnow().timestamp()
     return emulator
 
 

@@ -7,6 +7,7 @@ for every endpoint.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -173,3 +174,71 @@ def test_decode_form_builds_nested_parameters() -> None:
         "items": [{"price": "p"}, {"price": "q"}],
         "e": "",
     }
+
+
+@pytest.mark.emulator_only
+def test_item_updates_are_prorated_by_time_as_stripe_prorates_them(stripe_emulator: StripeEmulator) -> None:
+    """localstripe (boot patch) on the stand-in's clock: each changed item's old amount credited for the
+    unused fraction of the period, its new amount charged for the rest, each line in whole cents (half away
+    from zero); `always_invoice` charges them now, `create_prorations` leaves them for the next invoice, and
+    `pending_if_incomplete` keeps the old items until the declined invoice is paid."""
+    jan_15, jan_25, feb_15 = (datetime(2026, month, day, 12, tzinfo=UTC) for month, day in ((1, 15), (1, 25), (2, 15)))
+    stripe_emulator.standin.clock = jan_15.timestamp
+    client = stripe_emulator.client()
+    product = client.v1.products.create(params={"name": "Acme"})
+
+    def monthly(amount: int) -> str:
+        params: Any = {
+            "product": product.id,
+            "currency": "usd",
+            "unit_amount": amount,
+            "recurring": {"interval": "month"},
+        }
+        return str(client.v1.prices.create(params=params).id)
+
+    basic, pro, seat = monthly(1000), monthly(3000), monthly(333)
+    method = card_payment_method(stripe_emulator)
+    customer = client.v1.customers.create(
+        params={"payment_method": method, "invoice_settings": {"default_payment_method": method}}
+    ).id
+    created: Any = {"customer": customer, "items": [{"price": basic}, {"price": seat, "quantity": 3}]}
+    sub = client.v1.subscriptions.create(params=created)
+    assert (sub.current_period_start, sub.current_period_end) == (int(jan_15.timestamp()), int(feb_15.timestamp()))
+    plan_item, seat_item = (item.id for item in sub["items"].data)
+    at = int(jan_25.timestamp())  # 21 of the period's 31 days are left
+
+    def update(items: list[dict[str, Any]], behavior: str, **extra: Any) -> Any:
+        params: Any = {"items": items, "proration_behavior": behavior, "proration_date": at, **extra}
+        return client.v1.subscriptions.update(sub.id, params=params).to_dict()
+
+    def lines_of(invoice_id: str) -> list[int]:
+        return sorted(line.amount for line in client.v1.invoices.retrieve(invoice_id).lines.data)
+
+    changed = update([{"id": plan_item, "price": pro}, {"id": seat_item, "quantity": 1}], "always_invoice")
+    # 1000 x 21/31 = 677.42, 3000 x 21/31 = 2032.26, 999 x 21/31 = 676.74, 333 x 21/31 = 225.58
+    assert lines_of(changed["latest_invoice"]) == [-677, -677, 226, 2032]
+    invoice = client.v1.invoices.retrieve(changed["latest_invoice"])
+    assert (invoice.total, invoice.status, invoice.billing_reason) == (904, "paid", "subscription_update")
+    assert [(i["plan"]["id"], i["quantity"]) for i in changed["items"]["data"]] == [(pro, 1), (seat, 1)]
+
+    # Declined: the items stay, the change waits for its invoice; paid later, it is applied.
+    declining_card: Any = {"number": "4000000000000341", "exp_month": 12, "exp_year": 2040, "cvc": "123"}
+    declining = client.v1.payment_methods.create(params={"type": "card", "card": declining_card}).id
+    client.v1.payment_methods.attach(declining, params={"customer": customer})
+    client.v1.customers.update(customer, params={"invoice_settings": {"default_payment_method": declining}})
+    waiting = update([{"id": seat_item, "quantity": 5}], "always_invoice", payment_behavior="pending_if_incomplete")
+    assert waiting["pending_update"] is not None
+    assert [(i["plan"]["id"], i["quantity"]) for i in waiting["items"]["data"]] == [(pro, 1), (seat, 1)]
+    open_invoice = client.v1.invoices.retrieve(waiting["latest_invoice"])
+    assert (open_invoice.status, open_invoice.total) == ("open", 1128 - 226)  # 1665 x 21/31 = 1127.9
+    client.v1.customers.update(customer, params={"invoice_settings": {"default_payment_method": method}})
+    assert client.v1.invoices.pay(open_invoice.id).status == "paid"
+    applied = client.v1.subscriptions.retrieve(sub.id).to_dict()
+    assert applied["pending_update"] is None
+    assert [(i["plan"]["id"], i["quantity"]) for i in applied["items"]["data"]] == [(pro, 1), (seat, 5)]
+
+    # create_prorations: nothing invoiced now, the two lines wait for the next invoice.
+    later = update([{"id": seat_item, "quantity": 6}], "create_prorations")
+    assert later["latest_invoice"] == open_invoice.id
+    pending = client.v1.invoice_items.list(params={"customer": customer}).data
+    assert sorted(item.amount for item in pending) == [-1128, 1353]  # 1998 x 21/31 = 1353.48

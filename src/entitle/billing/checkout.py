@@ -44,6 +44,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from entitle.billing import store
+from entitle.billing.customer_links import _payment_method, record_customer
 from entitle.billing.models import CUSTOMER, ERROR, PENDING, SUBSCRIPTION, SUCCESS, Integration
 from entitle.billing.provider import CheckoutRequest, CheckoutSession
 from entitle.billing.providers import provider_for
@@ -51,12 +52,10 @@ from entitle.billing.secrets import secret_box
 from entitle.billing.subscription_sync import (
     SETTLE_PAYMENT_JOB,
     NotReadyToSync,
-    _payment_method,
     _read,
     no_sync_reason,
     promotion_code_for,
     promotion_payload,
-    record_customer,
 )
 from entitle.clock import utcnow
 from entitle.config import load_settings

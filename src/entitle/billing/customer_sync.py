@@ -27,11 +27,12 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from entitle.billing import store
+from entitle.billing.customer_links import _link_customer, customer_spec
 from entitle.billing.models import CUSTOMER, ERROR, PENDING, SUCCESS, Integration
 from entitle.billing.provider import BillingDetails
 from entitle.billing.providers import provider_for
 from entitle.billing.secrets import secret_box
-from entitle.billing.subscription_sync import _link_customer, _ordering_key, customer_spec
+from entitle.billing.subscription_sync import _ordering_key
 from entitle.config import load_settings
 from entitle.customers.models import Customer
 from entitle.customers.ports import BillingInformationRefused

@@ -72,7 +72,7 @@ from entitle.subscriptions import cancellation as subscription_cancellation
 from entitle.subscriptions import lifecycle as subscription_lifecycle
 from entitle.subscriptions import store as subscription_store
 from entitle.subscriptions.models import Subscription
-from entitle.subscriptions.rules import Status
+from entitle.subscriptions.rules import OPEN, Status
 
 log = logging.getLogger("entitle.billing")
 
@@ -496,8 +496,10 @@ def _subscription_of(event: _Event) -> Subscription | None:
     with event.db.read() as s:
         if stripe_sub is not None:
             links = store.links_by_billing_id(s, event.integration.pk, SUBSCRIPTION, [stripe_sub])
-            if links:
+            if len(links) == 1:
                 return subscription_store.by_pk(s, links[0].entity_pk)
+            if links:
+                return _holder(s, event.obj, links)
         ref = _entitle_ref(event.obj)
         if ref is not None:
             found = subscription_store.find(s, env, ref)
@@ -511,6 +513,21 @@ def _subscription_of(event: _Event) -> Subscription | None:
                 .limit(1)
             ).one_or_none()
     return None
+
+
+def _holder(s: Any, obj: dict[str, Any], links: list[Any]) -> Subscription | None:
+    """Which of the subscriptions linked to one Stripe subscription (the two sides of a plan change made in
+    place, see `plan_changes`) an event is about: the change's own invoice is the new subscription's
+    (whose payment it waits for); anything else is the holder's, the open subscription not waiting for a
+    payment (the replaced one until the change is paid), else the newest."""
+    subs = subscription_store.by_pks(s, [link.entity_pk for link in links])
+    invoice = obj.get("id") if obj.get("object") == "invoice" else None
+    for link in links:
+        sub = subs.get(link.entity_pk)
+        if invoice and sub is not None and link.details.get("changeInvoice") == invoice and sub.status in OPEN:
+            return sub
+    ranked = sorted(subs.values(), key=lambda sub: (sub.status in OPEN, sub.status != Status.PAYMENT_PENDING, sub.pk))
+    return ranked[-1] if ranked else None
 
 
 def _customer_for(s: Any, integration: Integration, stripe_customer: str) -> Customer | None:

@@ -7,7 +7,8 @@ idempotency key derived from the job (`JobContext.idempotency_key` plus a suffix
 re-run after a crash never creates a second object. Money crosses this interface as exact `Decimal`
 minor units, never float.
 
-Implemented: `sync_catalog_entity` (catalog sync), `sync_customer`, `create_subscription` and
+Implemented: `sync_catalog_entity` (catalog sync), `sync_customer`, `create_subscription`,
+`change_subscription` (a plan change kept in place, `entitle.billing.plan_changes`) and
 `cancel_subscription` (`entitle.billing.subscription_sync`, which also makes `update_subscription`);
 `sync_coupon`, `delete_coupon` (`entitle.billing.coupon_sync`); `ensure_meter`, `report_usage`
 (`entitle.billing.usage_sync`); `create_checkout_session`,
@@ -246,6 +247,19 @@ class SubscriptionSpec:
 
 
 @dataclass(frozen=True)
+class PlanChange:
+    """What the provider did with a plan change made in place (`BillingProvider.change_subscription`).
+
+    `invoice_id`: the invoice the change made (its prorations, charged now), None when it made none
+    (nothing to charge now, or prorations left for the next invoice). `paid`: the change took effect —
+    its invoice is paid, sent to be paid on invoice terms, or it had none to pay; False leaves the
+    subscription on its old items until that invoice is paid (the provider's pending update)."""
+
+    invoice_id: str | None
+    paid: bool
+
+
+@dataclass(frozen=True)
 class CouponSpec:
     """An Entitle coupon as a provider coupon: a percentage, or fixed minor-unit amounts per currency."""
 
@@ -392,6 +406,15 @@ class BillingProvider(Protocol):
         """Bring the provider subscription to `subscription` (items, discount, collection, metadata):
         removed items deleted, new ones added, quantities changed. False when it already matched (a
         retry after the change went through writes nothing)."""
+        ...
+
+    def change_subscription(
+        self, billing_id: str, subscription: SubscriptionSpec, *, at: datetime, idempotency_key: str
+    ) -> PlanChange | None:
+        """Move the provider subscription's items to `subscription`'s (a plan change kept in place), prorated
+        at `at` by `subscription.proration_behavior`; with `always_invoice` the old items stay until the
+        change's invoice is paid. Only the items change (the rest follows by `update_subscription`). None
+        when the provider subscription has ended (nothing to change: make a new one)."""
         ...
 
     def cancel_subscription(self, billing_id: str, *, at: datetime | None, idempotency_key: str) -> None: ...

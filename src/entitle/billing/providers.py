@@ -21,6 +21,7 @@ from entitle.billing.provider import (
     CustomerSpec,
     MeterSpec,
     PaymentMethodDetails,
+    PlanChange,
     PromotionCode,
     ProviderAccount,
     ProviderEvent,
@@ -62,6 +63,11 @@ class NoneProvider:
 
     def update_subscription(self, billing_id: str, subscription: SubscriptionSpec, *, idempotency_key: str) -> bool:
         return False
+
+    def change_subscription(
+        self, billing_id: str, subscription: SubscriptionSpec, *, at: datetime, idempotency_key: str
+    ) -> PlanChange | None:
+        return None
 
     def cancel_subscription(self, billing_id: str, *, at: datetime | None, idempotency_key: str) -> None:
         return None

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 from entitle.billing import store
 from entitle.billing.checkout import stripe_customer_id
+from entitle.billing.customer_links import customer_spec, record_customer
 from entitle.billing.provider import REQUEST_TIMEOUT_SECONDS
 from entitle.billing.providers import provider_for
 from entitle.billing.secrets import secret_box
-from entitle.billing.subscription_sync import customer_spec, record_customer
 from entitle.config import load_settings
 from entitle.customers import store as customers
 from entitle.db import Database

@@ -57,6 +57,7 @@ from entitle.billing.provider import (
     InvalidSignature,
     MeterSpec,
     PaymentMethodDetails,
+    PlanChange,
     PromotionCode,
     ProviderAccount,
     ProviderEvent,
@@ -79,6 +80,7 @@ from entitle.billing.stripe_support import (
     _price_params,
     _promotion_code_of,
     _waited_for,
+    change_subscription_items,
     create_credit_invoice,
     credit_invoice_made,
     mark_latest_invoice_paid,
@@ -323,6 +325,11 @@ class StripeProvider:
             billing_id, params=params, options={"idempotency_key": f"{idempotency_key}:update"}
         )
         return True
+
+    def change_subscription(
+        self, billing_id: str, subscription: SubscriptionSpec, *, at: datetime, idempotency_key: str
+    ) -> PlanChange | None:
+        return change_subscription_items(self.client, billing_id, subscription, at, idempotency_key)
 
     def cancel_subscription(self, billing_id: str, *, at: datetime | None, idempotency_key: str) -> None:
         """Cancel now (`at` None) or at a given instant; cancelling a cancelled subscription is a no-op."""

@@ -22,11 +22,13 @@ from entitle.billing import rules
 from entitle.billing.provider import (
     CreditInvoiceSpec,
     InvoiceLine,
+    PlanChange,
     PriceSpec,
     ProviderInvoice,
     ProviderRefused,
     ProviderUnavailable,
     SubscriptionItem,
+    SubscriptionSpec,
 )
 from entitle.errors import FailedPrecondition
 
@@ -516,3 +518,58 @@ def void_invoice(client: stripe.StripeClient, invoice_id: str, idempotency_key: 
 def provider_invoice(obj: dict[str, Any]) -> ProviderInvoice:
     """A Stripe Invoice as an event carries it (`data.object`), in Entitle's view."""
     return _invoice(obj)
+
+
+def change_subscription_items(
+    client: stripe.StripeClient, billing_id: str, subscription: SubscriptionSpec, at: datetime, idempotency_key: str
+) -> PlanChange | None:
+    """A plan change kept in place (docs/stripe.md, "Plan changes"): one `POST /v1/subscriptions/{id}` with
+    the item edits that turn the subscription's items into the new plan's (`rules.item_changes`),
+    `proration_behavior` as asked and `proration_date` = the change's instant, so Stripe credits the unused
+    time of the old items and charges the rest of the period of the new ones exactly then. Charged now
+    (`always_invoice`, to a card), it is sent with `payment_behavior=pending_if_incomplete`: a payment that fails leaves
+    the old items in place (Stripe's pending update) while the change's invoice waits to be paid. Only
+    what a pending update may carry is sent; metadata, discount and collection follow by the ordinary
+    update. When the items already match (a retry after the answer was lost), nothing is sent and the
+    latest invoice tells the outcome."""
+    retrieved = client.v1.subscriptions.retrieve(billing_id, params={"expand": ["latest_invoice"]})
+    current: dict[str, Any] = retrieved.to_dict()
+    if current.get("status") in ("canceled", "incomplete_expired"):
+        return None
+    held = [rules.CurrentItem(item["id"], _item_price(item), item.get("quantity")) for item in current["items"]["data"]]
+    items = priced_items(
+        client,
+        subscription.items,
+        subscription.ref,
+        idempotency_key=idempotency_key,
+        reusable=tuple(h.price for h in held),
+    )
+    changes = rules.item_changes(held, [rules.WantedItem(i.price_billing_id, i.quantity) for i in items])
+    if not changes:
+        return _change_outcome(current, None)
+    params: dict[str, Any] = {
+        "items": [_item_change(c) for c in changes],
+        "proration_behavior": subscription.proration_behavior,
+        "proration_date": int(at.timestamp()),
+        "expand": ["latest_invoice"],
+    }
+    if subscription.proration_behavior == "always_invoice" and subscription.collection_method == "charge_automatically":
+        # (An invoiced subscription's change is sent to be paid later: no payment to wait for here.)
+        params["payment_behavior"] = "pending_if_incomplete"
+    updated = client.v1.subscriptions.update(
+        billing_id, params=cast(Any, params), options={"idempotency_key": f"{idempotency_key}:change"}
+    )
+    return _change_outcome(updated.to_dict(), _id_of(current.get("latest_invoice")))
+
+
+def _change_outcome(subscription: dict[str, Any], invoice_before: str | None) -> PlanChange:
+    """Settled when no update is pending and the change's invoice (a latest invoice other than the one before
+    it; none when the change made none) is paid, or sent to be paid on invoice terms (`send_invoice`: the
+    service goes on meanwhile, as for a new invoiced subscription)."""
+    latest = subscription.get("latest_invoice")
+    invoice = latest if isinstance(latest, dict) else None
+    made = invoice if invoice is not None and invoice.get("id") != invoice_before else None
+    pending = subscription.get("pending_update") is not None
+    invoiced = made is not None and made.get("collection_method") == "send_invoice" and made.get("status") == "open"
+    paid = not pending and (made is None or made.get("status") == "paid" or invoiced)
+    return PlanChange(invoice_id=str(made["id"]) if made is not None else None, paid=paid)

@@ -112,7 +112,8 @@ def package_published(s: Session, event: PackagePublished) -> None:
 
 def subscription_created(s: Session, event: SubscriptionCreated) -> None:
     if not event.via_checkout:  # a Checkout makes the provider subscription itself
-        subscription_sync.subscription_provisioned(s, event.sub)
+        proration = rules.provider_proration(event.proration)
+        subscription_sync.subscription_provisioned(s, event.sub, replaced=event.replaced, proration=proration)
 
 
 def subscription_ended(s: Session, event: SubscriptionEnded) -> None:

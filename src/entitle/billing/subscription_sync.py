@@ -14,7 +14,11 @@
    empty, the customer's. Every write carries the job's idempotency key plus a per-call suffix, so a
    re-run after a crash replays the provider's first answers.
 3. `subscription_ended` runs in the transaction that ends a subscription: a synced (or pending)
-   subscription gets a `billing.cancel_subscription` job, ordered after its sync job.
+   subscription gets a `billing.cancel_subscription` job, ordered after its sync job — unless the other
+   side of a plan change made in place holds the provider subscription, which then passes to it.
+4. A plan change from a paid subscription already at the provider (`plan_changes`): the new subscription's
+   sync job changes that provider subscription's items in place, prorated at the change and invoiced now,
+   instead of creating one; the payment gate watches the change's invoice.
 
 Payment gate: a new paid subscription that will be synced starts PAYMENT_PENDING (`requires_payment`,
 installed through `entitle.subscriptions.hooks`) and gets a `billing.payment_settlement` job due after
@@ -27,14 +31,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any, cast
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from entitle.billing import coupon_sync, rules, store, usage_sync
+from entitle.billing import coupon_sync, plan_changes, rules, store, usage_sync
+from entitle.billing.customer_links import _clip, _link_customer, customer_spec, record_customer
 from entitle.billing.models import (
     CUSTOMER,
     ERROR,
@@ -43,13 +48,13 @@ from entitle.billing.models import (
     PENDING,
     SUBSCRIPTION,
     SUCCESS,
-    BillingLink,
     Integration,
 )
 from entitle.billing.provider import (
     BillingProvider,
     CollectionMethod,
     CustomerSpec,
+    PlanChange,
     ProrationBehavior,
     SubscriptionExtras,
     SubscriptionItem,
@@ -58,9 +63,10 @@ from entitle.billing.provider import (
 )
 from entitle.billing.providers import provider_for
 from entitle.billing.secrets import secret_box
+from entitle.billing.sync_eligibility import active_provider_subscriptions, no_sync_reason
 from entitle.catalog.packages import store as packages
 from entitle.catalog.packages.models import Package
-from entitle.clock import utcnow
+from entitle.clock import as_utc, utcnow
 from entitle.config import console_page_url, load_settings
 from entitle.customers.models import Customer
 from entitle.db import Database
@@ -86,53 +92,6 @@ LIMIT = rules.STRIPE_SUBSCRIPTIONS_PER_CUSTOMER  # tests lower it
 _ = usage_sync  # imported so its jobs are registered wherever subscription sync is
 
 
-def active_provider_subscriptions(session: Session, integration: Integration, customer_pk: int) -> int:
-    """How many open subscriptions paid by the customer are (or are about to be) provider subscriptions."""
-    paying = func.coalesce(Subscription.paying_customer_pk, Subscription.customer_pk)
-    return int(
-        session.scalar(
-            select(func.count())
-            .select_from(Subscription)
-            .join(BillingLink, BillingLink.entity_pk == Subscription.pk)
-            .where(
-                BillingLink.integration_pk == integration.pk,
-                BillingLink.entity_kind == SUBSCRIPTION,
-                BillingLink.sync_state.in_((PENDING, SUCCESS, ERROR)),
-                paying == customer_pk,
-                Subscription.status.in_(_OPEN),
-            )
-        )
-        or 0
-    )
-
-
-def no_sync_reason(
-    session: Session, integration: Integration, customer: Customer, sub: Subscription, *, converted: bool = False
-) -> str | None:
-    """Why a subscription is not synced to the provider, or None when it is (`converted`: its trial
-    has just converted to paid)."""
-    if not integration.sync_subscriptions:
-        return "subscription sync is turned off for the integration"
-    if sub.pricing_type == "FREE":
-        return "free subscription: nothing to bill"
-    if sub.pricing_type == "CUSTOM":
-        return "custom-priced subscription: billed outside the provider"
-    if sub.trial_end_date is not None and not converted:
-        return "trial subscription: not billed while in trial"
-    if sub.billing_id:
-        return f"already linked to provider subscription {sub.billing_id} (billingId)"
-    if not integration.sync_customers and not customer.billing_id:
-        return "customer sync is turned off and the customer has no billingId"
-    versions = [sub.plan_pk, *(a.addon_pk for a in subscriptions.addons_of(session, [sub.pk]).get(sub.pk, []))]
-    charges = [c for pk in versions for c in packages.charges_of(session, pk)]
-    if not rules.billed_by_provider(charges, sub.billing_period):
-        return (
-            f"nothing the provider bills for {sub.billing_period}: the subscription's charges (a minimum spend, "
-            "credits) are not billed through the provider"
-        )
-    return None
-
-
 def _ordering_key(integration: Integration, customer_pk: int) -> str:
     return f"billing:{integration.pk}:customer:{customer_pk}"
 
@@ -147,8 +106,17 @@ def requires_payment(session: Session, sub: Subscription) -> bool:
     return customer is not None and no_sync_reason(session, integration, customer, sub) is None
 
 
-def subscription_provisioned(session: Session, sub: Subscription, *, converted: bool = False) -> None:
-    """On `SubscriptionCreated`, in the provisioning transaction: enqueue the sync when a provider is connected."""
+def subscription_provisioned(
+    session: Session,
+    sub: Subscription,
+    *,
+    converted: bool = False,
+    replaced: Subscription | None = None,
+    proration: str | None = None,
+) -> None:
+    """On `SubscriptionCreated`, in the provisioning transaction: enqueue the sync when a provider is connected.
+    `replaced`: the subscription a plan change replaces; its provider subscription takes the new plan in
+    place when it has one (`plan_changes`), prorated by `proration` (the provider's; invoiced now when None)."""
     sealed = store.take_sealed(session, sub.pk)  # checked by `forwarding.forward`: this sub is synced
     promotion = store.take_promotion(session, sub.pk)
     integration = store.integration_for_subscription(session, sub)
@@ -176,7 +144,18 @@ def subscription_provisioned(session: Session, sub: Subscription, *, converted: 
         reason = f"the paying customer already has {LIMIT} active provider subscriptions (the provider's limit)"
         store.put_link(session, integration, SUBSCRIPTION, sub.pk, ERROR, reason=reason)
         return
-    store.put_link(session, integration, SUBSCRIPTION, sub.pk, PENDING)
+    kept = plan_changes.in_place_of(session, integration, replaced)
+    in_place: dict[str, object] = {}
+    if kept is not None and replaced is not None:
+        # The sync job moves that provider subscription's items to this plan: it has its id from now on, so
+        # ending the replaced subscription hands it over rather than cancelling it.
+        details = {"inPlaceOf": replaced.ref_id}
+        store.put_link(session, integration, SUBSCRIPTION, sub.pk, PENDING, billing_id=kept.billing_id, details=details)
+        in_place = {"inPlaceOf": replaced.pk} | ({"proration": proration} if proration else {})
+        if replaced.status not in _OPEN:  # ended already (nothing waits for a payment): handed over now
+            plan_changes.hand_over(kept, sub)
+    else:
+        store.put_link(session, integration, SUBSCRIPTION, sub.pk, PENDING)
     if sub.status == "PAYMENT_PENDING":
         # The settlement window: unpaid by then, the subscription is cancelled on both sides (the job
         # re-reads the status and does nothing once paid).
@@ -192,11 +171,25 @@ def subscription_provisioned(session: Session, sub: Subscription, *, converted: 
         session,
         sub.environment_id,
         SYNC_SUBSCRIPTION_JOB,
-        {"integrationPk": integration.pk, "subscriptionPk": sub.pk} | promotion_payload(promotion),
+        {"integrationPk": integration.pk, "subscriptionPk": sub.pk} | promotion_payload(promotion) | in_place,
         run_at=sub.start_date,
         ordering_key=_ordering_key(integration, customer_pk),
         dedupe_key=f"billing-sync:{integration.pk}:{SUBSCRIPTION}:{sub.pk}",
         sealed={"subscription": sealed} if sealed else None,
+    )
+    if kept is not None and replaced is not None and replaced.status not in _OPEN:
+        _enqueue_follow_up(session, integration, sub)
+
+
+def _enqueue_follow_up(session: Session, integration: Integration, sub: Subscription) -> None:
+    """A provider subscription handed over to `sub` gets its metadata, discount and collection by an update
+    (ordered after its sync; the items already match, so nothing is prorated)."""
+    enqueue(
+        session,
+        sub.environment_id,
+        UPDATE_SUBSCRIPTION_JOB,
+        {"integrationPk": integration.pk, "subscriptionPk": sub.pk, "proration": "none"},
+        ordering_key=_ordering_key(integration, sub.paying_customer_pk or sub.customer_pk),
     )
 
 
@@ -226,6 +219,11 @@ def subscription_ended(session: Session, sub: Subscription) -> None:
         return
     link = store.link(session, integration.pk, SUBSCRIPTION, sub.pk)
     if link is None or link.sync_state == NO_SYNC_REQUIRED:
+        return
+    heir = plan_changes.successor(session, integration.pk, link.billing_id, sub) if link.billing_id else None
+    if heir is not None:  # the other side of a plan change in place: the provider subscription bills it now
+        plan_changes.hand_over(link, heir)
+        _enqueue_follow_up(session, integration, heir)
         return
     enqueue(
         session,
@@ -290,6 +288,9 @@ def sync_subscription(db: Database, ctx: JobContext) -> None:
         if done is not None and done.sync_state in (SUCCESS, NO_SYNC_REQUIRED):
             return  # recorded by an earlier run
         ended = sub.status not in _OPEN
+        # A plan change in place: the replaced subscription's provider subscription, whose items it changes.
+        kept_id = done.billing_id if done is not None and ctx.payload.get("inPlaceOf") is not None else None
+        kept_details = dict(done.details) if kept_id is not None and done is not None else {}
         try:
             plan = None if ended else _read(s, integration, sub, settings.console_base_url)
         except NotReadyToSync as exc:
@@ -317,16 +318,31 @@ def sync_subscription(db: Database, ctx: JobContext) -> None:
             record_customer(db, integration, plan.customer_pk, customer_id)
         extras = subscription_extras(provider, ctx.unseal(), idempotency_key=ctx.idempotency_key)
         promotion = promotion_code_for(ctx.payload, plan.coupon_billing_id)
-        subscription_id = provider.create_subscription(
-            plan.spec(sub, customer_id, extras=extras, promotion_code=promotion), idempotency_key=ctx.idempotency_key
+        spec = plan.spec(sub, customer_id, extras=extras, promotion_code=promotion)
+        change: PlanChange | None = None
+        if kept_id is not None:
+            # Prorated at the change's instant (Entitle's clock), charged now: the preview's amount due.
+            at = as_utc(sub.start_date)
+            proration = cast(ProrationBehavior, ctx.payload.get("proration") or "always_invoice")
+            change = provider.change_subscription(
+                kept_id, replace(spec, proration_behavior=proration), at=at, idempotency_key=ctx.idempotency_key
+            )
+        subscription_id = (
+            kept_id if change is not None else provider.create_subscription(spec, idempotency_key=ctx.idempotency_key)
         )
         if subscription_id is None:
             raise RuntimeError("the provider did not create a subscription")
     except Exception as exc:
         _failed(db, integration, sub.pk, exc, ctx.attempt)
         raise
-    _record(db, integration, sub.pk, plan.customer_pk, customer_id, subscription_id)
-    settle_from_provider(db, provider, sub.environment_id, sub.ref_id, subscription_id)
+    details = None
+    if kept_id is not None:  # changed in place (the gate watches the change's invoice), or made anew after all
+        details = kept_details | {"changeInvoice": change.invoice_id} if change else {}
+    _record(db, integration, sub.pk, plan.customer_pk, customer_id, subscription_id, details)
+    if change is None:
+        settle_from_provider(db, provider, sub.environment_id, sub.ref_id, subscription_id)
+    elif change.paid:  # otherwise it waits for the invoice's `invoice.paid` (or the settlement window)
+        _paid(db, sub.environment_id, sub.ref_id)
 
 
 def settle_from_provider(db: Database, provider: BillingProvider, env_id: int, ref: str, billing_id: str) -> None:
@@ -342,8 +358,16 @@ def settle_from_provider(db: Database, provider: BillingProvider, env_id: int, r
         log.warning("could not read the status of provider subscription %s", billing_id, exc_info=True)
         return
     if status in PAID_STATUSES:
-        with contextlib.suppress(FailedPrecondition):  # ended meanwhile
-            subscription_lifecycle.payment_succeeded(db, env_id, ref)
+        _paid(db, env_id, ref)
+
+
+def _paid(db: Database, env_id: int, ref: str) -> None:
+    with db.read() as s:
+        current = subscriptions.find(s, env_id, ref)
+        if current is None or current.status != "PAYMENT_PENDING":
+            return
+    with contextlib.suppress(FailedPrecondition):  # ended meanwhile
+        subscription_lifecycle.payment_succeeded(db, env_id, ref)
 
 
 def _failed(db: Database, integration: Integration, sub_pk: int, exc: Exception, attempt: int) -> None:
@@ -470,55 +494,20 @@ def _items(
     return items
 
 
-def customer_spec(s: Session, customer: Customer, console: str) -> CustomerSpec:
-    """The provider customer for an Entitle customer, with the metadata that links it back."""
-    env = s.get(Environment, customer.environment_id)
-    assert env is not None
-    return CustomerSpec(
-        ref=customer.ref_id,
-        name=customer.name,
-        email=customer.email,
-        currency=customer.billing_currency,
-        metadata=_clip(
-            {
-                "entitleEnvironment": env.name,
-                "entitleCustomerId": customer.ref_id,
-                "entitleEntityUrl": console_page_url(console, "CUSTOMER", customer.ref_id),
-            }
-        ),
-        payment_method=_payment_method(customer),
-        locales=rules.stripe_locales(customer.language),
-    )
-
-
-def _payment_method(customer: Customer) -> str | None:
-    method = (customer.default_payment_method or {}).get("billingId")
-    return str(method) if method else None
-
-
-def _link_customer(s: Session, integration: Integration, customer_pk: int, customer_id: str) -> None:
-    customer = s.get(Customer, customer_pk)
-    assert customer is not None
-    store.put_link(s, integration, CUSTOMER, customer_pk, SUCCESS, billing_id=customer_id)
-    if not customer.billing_id:
-        customer.billing_id = customer_id
-
-
-def record_customer(db: Database, integration: Integration, customer_pk: int, customer_id: str) -> None:
-    """Link the customer to the provider customer just made for it (a SetupIntent or a Checkout made it
-    before any subscription sync), in a transaction of its own."""
-    with db.transaction() as s:
-        _link_customer(s, integration, customer_pk, customer_id)
-
-
 def _record(
-    db: Database, integration: Integration, sub_pk: int, customer_pk: int, customer_id: str, subscription_id: str
+    db: Database,
+    integration: Integration,
+    sub_pk: int,
+    customer_pk: int,
+    customer_id: str,
+    subscription_id: str,
+    details: dict[str, Any] | None = None,
 ) -> None:
     with db.transaction() as s:
         sub = subscriptions.by_pk(s, sub_pk, for_update=True)
         assert sub is not None
         _link_customer(s, integration, customer_pk, customer_id)
-        store.put_link(s, integration, SUBSCRIPTION, sub_pk, SUCCESS, billing_id=subscription_id)
+        store.put_link(s, integration, SUBSCRIPTION, sub_pk, SUCCESS, billing_id=subscription_id, details=details)
         sub.billing_id = subscription_id
         if sub.status not in _OPEN:
             # Ended while the sync was running: the cancellation job found nothing to cancel yet.
@@ -547,6 +536,8 @@ def cancel_subscription(db: Database, ctx: JobContext) -> None:
         link = store.link(s, integration.pk, SUBSCRIPTION, sub.pk)
         if link is None or link.sync_state != SUCCESS or not link.billing_id or link.details.get("canceled"):
             return  # never reached the provider (a sync still to come records it as ended), or done
+        if link.details.get("movedTo") or plan_changes.successor(s, integration.pk, link.billing_id, sub):
+            return  # handed over to the subscription a plan change made in place (or is making)
         billing_id = link.billing_id
     provider = provider_for(integration, secret_box(settings.data_dir))
     provider.cancel_subscription(billing_id, at=None, idempotency_key=ctx.idempotency_key)
@@ -554,11 +545,6 @@ def cancel_subscription(db: Database, ctx: JobContext) -> None:
         row = store.link(s, integration.pk, SUBSCRIPTION, sub.pk)
         if row is not None:
             row.details = {**row.details, "canceled": True}
-
-
-def _clip(metadata: dict[str, str]) -> dict[str, str]:
-    """Stripe's metadata limits: keys up to 40 characters, values up to 500."""
-    return {k[:40]: v[:500] for k, v in metadata.items()}
 
 
 __all__ = [

@@ -138,8 +138,9 @@ def grant_period(cadence: str, start: datetime, anchor: datetime, now: datetime)
     months = CADENCE_MONTHS[cadence]
     period = "MONTHLY" if months == 1 else "ANNUALLY"
     if now >= anchor:
+        # Never before the start: a plan change that kept its predecessor's cycle starts mid-period.
         window = billing_period_at(anchor, period, now)
-        return window.start, window.end
+        return max(window.start, start), window.end
     window = billing_period_at(start, period, now)
     return window.start, min(window.end, anchor)
 

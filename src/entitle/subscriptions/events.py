@@ -28,6 +28,11 @@ class SubscriptionEvent(DomainEvent):
 class SubscriptionCreated(SubscriptionEvent):
     # A Stripe Checkout was planned for it: the checkout makes the provider subscription, not a sync.
     via_checkout: bool = False
+    # The subscription of the same product it replaces (a plan change made now): ended already, or ending
+    # when this one's first payment arrives. The billing adapter changes its provider subscription in place.
+    replaced: Subscription | None = None
+    # The request's `billingInformation.prorationBehavior`: how the provider prorates that change.
+    proration: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

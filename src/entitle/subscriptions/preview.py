@@ -19,7 +19,7 @@ from entitle.clock import as_utc, utcnow
 from entitle.customers import store as customers
 from entitle.db import Database
 from entitle.errors import InvalidArgument
-from entitle.periods import billing_period_at
+from entitle.periods import BillingWindow, billing_period_at
 from entitle.subscriptions import ports, price_rules, pricing, rules, store
 from entitle.subscriptions.models import Subscription
 from entitle.subscriptions.rules import LIVE
@@ -309,6 +309,23 @@ def preview_subscription(db: Database, env_id: int, req: SubscriptionPreview) ->
         else:
             start = as_utc(req.start_date) if req.start_date else now
         window = billing_period_at(start, period, start) if priced else None
+        renewal: PeriodRange | None = None
+        if (
+            window is not None
+            and current is not None
+            and not scheduled
+            and not in_trial
+            and not req.start_date
+            and rules.keeps_billing_cycle(
+                current.pricing_type, current.billing_period, as_utc(current.billing_cycle_anchor), period, now
+            )
+        ):
+            # As provisioning does it: the new plan keeps the current billing cycle, so the change bills the
+            # rest of the current period (the proration below) and the plan's price recurs from its end.
+            kept = billing_period_at(current.billing_cycle_anchor, period, now)
+            after = billing_period_at(current.billing_cycle_anchor, period, kept.end)
+            window = BillingWindow(now, kept.end)
+            renewal = PeriodRange(start=after.start, end=after.end)
         period_range = PeriodRange(start=window.start, end=window.end) if window else None
         if scheduled or in_trial:
             # Nothing is due now: a trial (also one replacing a free subscription) bills at its end.
@@ -323,7 +340,7 @@ def preview_subscription(db: Database, env_id: int, req: SubscriptionPreview) ->
             immediate = recurring
         return PreviewOut(
             immediate_invoice=_out(immediate, period_range, details),
-            recurring_invoice=_out(recurring, period_range, details) if priced else None,
+            recurring_invoice=_out(recurring, renewal or period_range, details) if priced else None,
             billing_period_range=period_range,
             has_scheduled_updates=scheduled,
             is_plan_downgrade=downgrade,

@@ -244,6 +244,7 @@ def _provision(
     trial_ends, trial_behavior = _trial_end(s, plan, req, customer, start, newcomer)
     billing_information = req.billing_information.wire() if req.billing_information else None
     rules.check_days_until_due(billing_information, req.payment_collection_method or "CHARGE")
+    proration = rules.proration_behavior(billing_information)  # a 400 before anything is written
 
     open_in_product = [
         x
@@ -281,6 +282,19 @@ def _provision(
         status = Status.NOT_STARTED
     else:
         status = _activation_status(pricing_type, trial_ends is not None)
+    anchor = trial_ends if trial_ends and pricing_type == "PAID" else start
+    if (
+        replaced is not None
+        and req.start_date is None
+        and status is Status.ACTIVE
+        and pricing_type == "PAID"
+        and replaced.status in LIVE
+        and rules.keeps_billing_cycle(
+            replaced.pricing_type, replaced.billing_period, as_utc(replaced.billing_cycle_anchor), billing_period, now
+        )
+    ):
+        # Charged for the rest of the current period (the preview's proration): its period ends there too.
+        anchor = as_utc(replaced.billing_cycle_anchor)
     sub = new_row(
         Subscription,
         environment_id=env_id,
@@ -298,7 +312,7 @@ def _provision(
         payment_collection="NOT_REQUIRED",
         payment_collection_method=req.payment_collection_method or "CHARGE",
         start_date=start,
-        billing_cycle_anchor=trial_ends if trial_ends and pricing_type == "PAID" else start,
+        billing_cycle_anchor=anchor,
         trial_end_date=trial_ends,
         trial_end_behavior=trial_behavior,
         unit_quantity=req.unit_quantity,
@@ -361,7 +375,12 @@ def _provision(
     if replaced is not None and not (sub.status == Status.PAYMENT_PENDING and replaced.status in LIVE):
         end_subscription(s, replaced, now, Status.CANCELED, "UPGRADE_OR_DOWNGRADE")
     # The billing adapter syncs it to the provider (unless a Checkout will make the provider subscription).
-    publish(s, SubscriptionCreated(env_id=env_id, sub=sub, via_checkout=checkout_via is not None))
+    publish(
+        s,
+        SubscriptionCreated(
+            env_id=env_id, sub=sub, via_checkout=checkout_via is not None, replaced=replaced, proration=proration
+        ),
+    )
     if sub.status in (Status.ACTIVE, Status.IN_TRIAL):  # a delayed or payment-held start changes nothing yet
         entitlements_changed(s, env_id, customer.ref_id, sub.resource_ref)
     s.flush()

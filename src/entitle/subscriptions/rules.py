@@ -169,3 +169,24 @@ def billing_country(subscribed: Sequence[tuple[bool, str | None]], asked: str | 
     anywhere = [country for _, country in subscribed if country]
     subscribed_in = of_product or anywhere
     return subscribed_in[-1] if subscribed_in else asked or None
+
+
+def keeps_billing_cycle(
+    current_pricing: str | None,
+    current_period: str | None,
+    current_anchor: datetime,
+    new_period: str | None,
+    now: datetime,
+) -> bool:
+    """Does an immediate plan change keep the billing cycle of the paid subscription it replaces?
+
+    Yes when both bill the same period and the current one's cycle has begun (not in a trial): the new
+    plan is charged for the rest of the current period, and its period ends where the old one's did (as
+    Stigg and Stripe do unless the anchor is reset, which Entitle refuses). A change of billing period
+    starts a new cycle now; a free subscription has no cycle to keep."""
+    return (
+        current_pricing == "PAID"
+        and current_period is not None
+        and current_period == new_period
+        and current_anchor <= now
+    )

@@ -210,8 +210,9 @@ class BillingInformation(WireModel):
     is_backdated: Unsupported[bool] = None
     is_invoice_paid: Unsupported[bool] = None
     metadata: Metadata | None = None
-    # A new subscription has nothing to prorate (a plan change ends the old one at once).
-    proration_behavior: Unsupported[Any] = None
+    # A plan change made now: how the provider prorates the subscription it changes in place (docs/stripe.md,
+    # "Plan changes"; INVOICE_IMMEDIATELY when absent). A new subscription has nothing to prorate.
+    proration_behavior: Any = None
     tax_ids: list[TaxId] | None = Field(default=None, max_length=25)
     tax_percentage: Amount | None = Field(default=None, ge=0, le=100)
     tax_rate_ids: list[ShortText] | None = Field(default=None, max_length=20)
@@ -228,6 +229,7 @@ class PreviewBillingInformation(BillingInformation):
 
     billing_address: Unsupported[Address] = None
     metadata: Unsupported[Metadata] = None
+    proration_behavior: Unsupported[Any] = None
     tax_ids: Unsupported[list[TaxId]] = None
     tax_percentage: Unsupported[Amount] = None
     tax_rate_ids: Unsupported[list[ShortText]] = None

@@ -54,10 +54,13 @@ class SubscriptionView:
 
 def billing_window(sub: Subscription, now: datetime) -> BillingWindow | None:
     """The billing period `sub` is in at `now` (None: it bills no period now: free, ended, or before its
-    billing cycle starts, as in a trial). A change waiting for the period's end waits for this one's."""
+    billing cycle starts, as in a trial). A change waiting for the period's end waits for this one's.
+    A plan change that kept the cycle of the subscription it replaced starts inside a period: its first
+    period is the rest of that one, from its start."""
     if sub.billing_period is None or sub.status not in OPEN or now < sub.billing_cycle_anchor:
         return None
-    return billing_period_at(sub.billing_cycle_anchor, sub.billing_period, now)
+    window = billing_period_at(sub.billing_cycle_anchor, sub.billing_period, now)
+    return window if window.start >= sub.start_date else BillingWindow(sub.start_date, window.end)
 
 
 def view_of(

@@ -121,6 +121,7 @@ def _subscription_collected(self, *args, collection_method=None, days_until_due=
         _multi_init(self, *args, **kwargs)
     finally:
         cls._create_invoice = create_invoice
+    self._days_until_due = days  # its later invoices (a change's) are sent too
 
 resources.Subscription.__init__ = _subscription_collected
 
@@ -236,6 +237,192 @@ server.app.router.add_post(
     "/v1/invoices/{id}/mark_uncollectible",
     server.api_extra(_mark_uncollectible, "/v1/invoices/{id}/mark_uncollectible"),
 )
+
+# Subscription updates that change items, prorated as Stripe prorates them (localstripe holds one item and
+# credits the whole previous invoice): each changed item's old amount is credited for the unused fraction of
+# the period and its new amount charged for the remaining fraction, fractions in seconds from
+# `proration_date` (the update's instant by default), each line rounded to whole minor units (half away
+# from zero). `proration_behavior`: `create_prorations` (Stripe's default) leaves the lines pending for the
+# next invoice, `always_invoice` invoices and charges them now, `none` makes none. A change of interval
+# restarts the cycle at the change (the anchor moves there) and invoices at once: the unused time credited,
+# the new period charged in full. `payment_behavior=pending_if_incomplete`: when that invoice is not paid
+# the items stay as they were, the change waits in `pending_update` (applied if the invoice is paid later)
+# and the invoice stays open; otherwise an unpaid invoice leaves the subscription past_due.
+import datetime as _dt
+import decimal as _decimal
+from dateutil.relativedelta import relativedelta as _relativedelta
+
+_INTERVAL_MONTHS = {'month': 1, 'year': 12}
+
+def _cycle_at(anchor, interval, count, when):
+    # The period [start, end) of a cycle anchored at `anchor` that holds `when` (no drift at month ends).
+    base = _dt.datetime.fromtimestamp(anchor, tz=_dt.timezone.utc)
+    months = _INTERVAL_MONTHS.get(interval)
+    def at(k):
+        if months is None:
+            days = {'day': 1, 'week': 7}[interval] * count * k
+            return int((base + _dt.timedelta(days=days)).timestamp())
+        return int((base + _relativedelta(months=months * count * k)).timestamp())
+    k = 0
+    while at(k + 1) <= when:
+        k += 1
+    return at(k), at(k + 1)
+
+def _item_period(self):
+    if self._subscription:
+        sub = resources.Subscription._api_retrieve(self._subscription)
+        start = getattr(sub, '_anchor', None) or sub.start_date
+    else:
+        start = int(resources.time.time())
+    begin, end = _cycle_at(start, self.plan.interval, self.plan.interval_count or 1, start)
+    return dict(start=begin, end=end)
+resources.SubscriptionItem._current_period = _item_period
+
+def _minor(amount):
+    return int(_decimal.Decimal(amount).quantize(_decimal.Decimal(1), rounding=_decimal.ROUND_HALF_UP))
+
+_plain_update = resources.Subscription._update
+def _update_items(self, items=None, proration_behavior=None, proration_date=None, payment_behavior=None,
+                  metadata=None, **kwargs):
+    if metadata is not None:  # localstripe takes the parameter and drops it; Stripe merges ("" unsets a key)
+        if type(metadata) is not dict:
+            raise resources.UserError(400, 'Bad request')
+        merged = {**(self.metadata or {}), **metadata}
+        self.metadata = {k: v for k, v in merged.items() if v != ''}
+    if items is None:
+        return _plain_update(self, **kwargs)
+    behavior = proration_behavior or 'create_prorations'
+    when = resources.try_convert_to_int(proration_date) if proration_date is not None else int(resources.time.time())
+    try:
+        assert behavior in ('create_prorations', 'none', 'always_invoice')
+        assert payment_behavior in (None, 'allow_incomplete', 'pending_if_incomplete', 'error_if_incomplete')
+        assert type(when) is int and when > 1500000000
+        assert type(items) is list and all(type(i) is dict for i in items)
+    except AssertionError:
+        raise resources.UserError(400, 'Bad request')
+    held = {si.id: si for si in self.items._list}
+    edits = []
+    for entry in items:
+        deleted = resources.try_convert_to_bool(entry.get('deleted') or False)
+        quantity = resources.try_convert_to_int(entry['quantity']) if entry.get('quantity') is not None else None
+        if quantity is not None and (type(quantity) is not int or quantity <= 0):
+            raise resources.UserError(400, 'Bad request')
+        plan = resources.Plan._api_retrieve(entry['plan']) if entry.get('plan') else None
+        if entry.get('id'):
+            if entry['id'] not in held:
+                raise resources.UserError(404, 'No such subscription item: ' + str(entry['id']))
+            edits.append((held[entry['id']], plan, quantity, deleted))
+        elif plan is None:
+            raise resources.UserError(400, 'Bad request')
+        else:
+            edits.append((None, plan, quantity or 1, False))
+    _plain_update(self, **kwargs)
+    anchor = getattr(self, '_anchor', None) or self.start_date
+    first = self.items._list[0].plan
+    start, end = _cycle_at(anchor, first.interval, first.interval_count or 1, when)
+    unused = _decimal.Decimal(end - when) / _decimal.Decimal(end - start)
+    before = (list(self.items._list), [(si, si.plan, si.quantity) for si in self.items._list], anchor)
+    lines = []  # (amount, plan, description)
+    for si, plan, quantity, deleted in edits:
+        if si is not None:
+            old_amount, old_plan = si._calculate_amount(), si.plan
+            if deleted:
+                self.items._list.remove(si)
+                lines.append((-old_amount, old_plan, 'Unused time on ' + str(old_plan.id)))
+                continue
+            if (plan is None or plan.id == si.plan.id) and (quantity is None or quantity == si.quantity):
+                continue
+            si.plan = plan or si.plan
+            si.quantity = quantity if quantity is not None else si.quantity
+            lines.append((-old_amount, old_plan, 'Unused time on ' + str(old_plan.id)))
+            lines.append((si._calculate_amount(), si.plan, 'Remaining time on ' + str(si.plan.id)))
+        else:
+            si = resources.SubscriptionItem(subscription=self.id, plan=plan.id, quantity=quantity)
+            self.items._list.append(si)
+            lines.append((si._calculate_amount(), si.plan, 'Remaining time on ' + str(si.plan.id)))
+    if not lines:
+        return
+    self.quantity = self.items._list[0].quantity
+    new_first = self.items._list[0].plan
+    restarts = (new_first.interval, new_first.interval_count) != (first.interval, first.interval_count)
+    if behavior != 'none':
+        for amount, plan, description in lines:
+            if restarts and amount > 0:
+                continue  # the new period is charged in full on the invoice below
+            resources.InvoiceItem(
+                amount=_minor(amount * unused), currency=plan.currency, customer=self.customer,
+                subscription=self.id, plan=plan.id, proration=True, description=description,
+                period_start=when, period_end=end)
+    if restarts:
+        self._anchor = when
+    self.pending_update = None
+    if not restarts and behavior != 'always_invoice':
+        return
+    invoice = resources.Invoice(
+        customer=self.customer, subscription=self.id, date=when,
+        items=list(self.items._list) if restarts else [],
+        default_tax_rates=[tr.id for tr in (self.default_tax_rates or [])])
+    invoice.billing_reason = 'subscription_update'
+    invoice._finalize()
+    days = getattr(self, '_days_until_due', None)
+    if invoice.status == 'paid':
+        invoice._on_payment_success()
+    elif days is not None:  # an invoiced subscription: the change's invoice is sent, to be paid later
+        invoice.collection_method = 'send_invoice'
+        invoice.attempted = False
+        invoice.due_date = invoice.date + days * 86400
+        resources.schedule_webhook(resources.Event('invoice.sent', invoice))
+        return
+    else:
+        try:
+            resources.Invoice._api_pay_invoice(invoice.id)
+        except resources.UserError:
+            pass  # no payment method: the invoice stays open
+    if invoice.status == 'paid':
+        return
+    resources.schedule_webhook(resources.Event('invoice.payment_failed', invoice))
+    if payment_behavior in ('pending_if_incomplete', 'error_if_incomplete'):
+        changed = (list(self.items._list), [(si, si.plan, si.quantity) for si in self.items._list],
+                   getattr(self, '_anchor', None))
+        listed, states, anchor = before
+        self.items._list[:] = listed
+        for si, plan, quantity in states:
+            si.plan, si.quantity = plan, quantity
+        self._anchor = anchor
+        self.quantity = self.items._list[0].quantity
+        if payment_behavior == 'error_if_incomplete':
+            raise resources.UserError(402, 'The payment for the subscription update failed.')
+        self.pending_update = {
+            'expires_at': when + 23 * 3600,
+            'subscription_items': [{'id': si.id if si else None, 'price': plan.id if plan else None,
+                                    'quantity': quantity, 'deleted': deleted}
+                                   for si, plan, quantity, deleted in edits],
+            'billing_cycle_anchor': when if restarts else None,
+            'trial_end': None,
+            'trial_from_plan': None,
+        }
+        def _apply_pending(sub=self, changed=changed):
+            listed, states, anchor = changed
+            sub.items._list[:] = listed
+            for si, plan, quantity in states:
+                si.plan, si.quantity = plan, quantity
+            sub._anchor = anchor
+            sub.quantity = sub.items._list[0].quantity
+            sub.pending_update = None
+        invoice._when_paid = _apply_pending
+    else:
+        self.status = 'past_due'
+resources.Subscription._update = _update_items
+
+_paid_invoice = resources.Invoice._on_payment_success
+def _paid_then(self):
+    _paid_invoice(self)
+    then = getattr(self, '_when_paid', None)
+    if then is not None:  # a pending update waits for this invoice: paid, it is applied
+        self._when_paid = None
+        then()
+resources.Invoice._on_payment_success = _paid_then
+
 web.run_app(server.app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
 """
 

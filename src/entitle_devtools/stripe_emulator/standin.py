@@ -20,6 +20,10 @@ Who serves what
               │  4. fields localstripe refuses on coupons (name, currency_options) and subscriptions
               │     (automatic_tax, collection_method, days_until_due, default_payment_method, discounts,
               │     proration_behavior): taken off the request, kept, and shown on the objects returned
+              │     (an update's proration_behavior also reaches localstripe, whose boot patch prorates)
+              │  5. Stripe's "now" (`clock`, as a Stripe test clock): given, a new subscription starts then
+              │     (`backdate_start_date` to localstripe) and an item update without `proration_date` is
+              │     prorated then
               └──> localstripe (a subprocess, free port): everything else — customers, products, plans,
                    subscriptions, invoices, payment methods, ... — exactly as localstripe implements it.
 
@@ -67,9 +71,10 @@ asked (Stripe Tax computes nothing here: a session asking for it shows `status: 
 Also emulated: Stripe's hosted pages (`hosted.py`: a Checkout page whose "Pay" completes the session,
 creates the subscription and sends a signed `checkout.session.completed` to `webhook_endpoints`; a portal
 page), `GET /v1/account` (one account per key; `revoked_keys` answer 401, `restricted_keys` 403 on the
-paths they lack), billing-portal configurations, subscriptions of several items (a boot patch of
-localstripe), and Stripe's 24-hour window for idempotency keys and meter-event identifiers, passed on
-demand (`pass_identifier_window`).
+paths they lack), billing-portal configurations, subscriptions of several items and their item updates
+prorated by time as Stripe prorates them (`proration_behavior`, `proration_date`, `payment_behavior`
+`pending_if_incomplete`; boot patches of localstripe, see localstripe.py), and Stripe's 24-hour window
+for idempotency keys and meter-event identifiers, passed on demand (`pass_identifier_window`).
 
 Not emulated (a test that needs them must say so): meter events reaching localstripe invoices, search
 other than customers' and subscriptions' by metadata (which the stand-in answers at once, where Stripe's
@@ -185,6 +190,11 @@ class StandIn(CatalogEndpoints, SessionEndpoints, HostedPages, PromotionCodeEndp
     # was saved against its idempotency key and before the answer goes back: a test can kill the caller
     # there (the object exists at "Stripe", the caller never learns it). Cleared by `reset`.
     after_write: Callable[[Logged], None] | None = None
+    # Stripe's "now" in epoch seconds, as a Stripe test clock gives it (None: the real time). Tests whose
+    # Entitle runs on a test clock set it to that clock, so the billing periods at "Stripe" are Entitle's:
+    # a subscription created at the clock's now starts its cycle then, and an update without
+    # `proration_date` is prorated at the clock's now. Cleared by `reset`.
+    clock: Callable[[], float] | None = None
 
     # -- control (called from the test thread) -----------------------------------------------------
 
@@ -212,6 +222,7 @@ class StandIn(CatalogEndpoints, SessionEndpoints, HostedPages, PromotionCodeEndp
             self._in_flight.clear()
             self._expired_identifiers.clear()
             self.after_write = None
+            self.clock = None
 
     def fail_next(
         self,
@@ -535,9 +546,20 @@ class StandIn(CatalogEndpoints, SessionEndpoints, HostedPages, PromotionCodeEndp
             return raw, None
         names = self._COUPON_EXTRAS if parts[1] == "coupons" else self._SUBSCRIPTION_EXTRAS
         pairs = parse_qsl(raw, keep_blank_values=True)
-        # A new subscription's collection also reaches localstripe, whose boot patch invoices instead of charging.
-        collection = ("collection_method", "days_until_due") if parts[1] == "subscriptions" and len(parts) == 2 else ()
+        # A new subscription's collection also reaches localstripe, whose boot patch invoices instead of charging;
+        # an update's proration behaviour too, as its boot patch prorates the items it changes.
+        collection: tuple[str, ...] = ()
+        if parts[1] == "subscriptions":
+            collection = ("collection_method", "days_until_due") if len(parts) == 2 else ("proration_behavior",)
         kept = [(k, v) for k, v in pairs if k.split("[", 1)[0] not in names or k in collection]
+        if parts[1] == "subscriptions" and self.clock is not None:
+            # Stripe's "now" is the clock's (a test clock): a new subscription's cycle starts then, an update
+            # of its items is prorated then unless it says when.
+            names_sent = {k.split("[", 1)[0] for k, _ in pairs}
+            if len(parts) == 2 and "backdate_start_date" not in names_sent:
+                kept.append(("backdate_start_date", str(int(self.clock()))))
+            elif len(parts) == 3 and "items" in names_sent and "proration_date" not in names_sent:
+                kept.append(("proration_date", str(int(self.clock()))))
         extras = {k: v for k, v in params.items() if k in names}
         if parts[1] == "subscriptions":
             auth = request.headers.get("authorization", "")
@@ -604,6 +626,7 @@ class StandIn(CatalogEndpoints, SessionEndpoints, HostedPages, PromotionCodeEndp
                     | self.subscription_extras.get(obj["id"], {})
                 )
                 obj["discount"] = obj["discounts"][0] if obj["discounts"] else None
+                obj.setdefault("pending_update", None)  # set by localstripe's boot patch while one waits
             elif obj.get("object") == "invoice":
                 self.with_invoice_links(obj)
         headers = {k: v for k, v in response.headers.items() if k.lower() == "request-id"}
