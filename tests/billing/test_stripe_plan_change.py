@@ -209,6 +209,10 @@ def test_a_declined_upgrade_leaves_basic_and_its_stripe_items_in_place(
     assert client.v1.subscriptions.retrieve(billing_id).status == "active"
     assert item_prices(stripe_emulator, billing_id) == [(basic_price, 1)]
     assert not [w for w in stripe_writes(stripe_emulator, billing_id) if w.method == "DELETE"]
+    # Its change invoice is voided, so paying it later cannot move Stripe to Pro while Entitle keeps Basic.
+    assert client.v1.invoices.retrieve(change.id).status == "void"
+    assert client.v1.subscriptions.retrieve(billing_id).to_dict()["pending_update"] is None
+    assert item_prices(stripe_emulator, billing_id) == [(basic_price, 1)]
 
 
 def test_an_immediate_downgrade_asks_stripe_for_a_prorated_credit_in_place(

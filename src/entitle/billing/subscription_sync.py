@@ -224,7 +224,9 @@ def subscription_ended(session: Session, sub: Subscription) -> None:
     if heir is not None:  # the other side of a plan change in place: the provider subscription bills it now
         plan_changes.hand_over(link, heir)
         _enqueue_follow_up(session, integration, heir)
-        return
+        if not link.details.get("changeInvoice"):
+            return
+        # Its own change ends unpaid: the cancellation job cancels nothing then, but voids that invoice.
     enqueue(
         session,
         sub.environment_id,
@@ -537,7 +539,13 @@ def cancel_subscription(db: Database, ctx: JobContext) -> None:
         if link is None or link.sync_state != SUCCESS or not link.billing_id or link.details.get("canceled"):
             return  # never reached the provider (a sync still to come records it as ended), or done
         if link.details.get("movedTo") or plan_changes.successor(s, integration.pk, link.billing_id, sub):
-            return  # handed over to the subscription a plan change made in place (or is making)
+            # Handed over to the subscription a plan change made in place (or is making): nothing to cancel.
+            # A change of its own that ends unpaid leaves an open invoice whose payment would still apply it
+            # at the provider (a pending update): voided, it never can.
+            change_invoice = link.details.get("changeInvoice")
+            if change_invoice and not link.details.get("changeInvoiceVoided"):
+                _void_change_invoice(db, integration, sub.pk, str(change_invoice), ctx.idempotency_key)
+            return
         billing_id = link.billing_id
     provider = provider_for(integration, secret_box(settings.data_dir))
     provider.cancel_subscription(billing_id, at=None, idempotency_key=ctx.idempotency_key)
@@ -545,6 +553,18 @@ def cancel_subscription(db: Database, ctx: JobContext) -> None:
         row = store.link(s, integration.pk, SUBSCRIPTION, sub.pk)
         if row is not None:
             row.details = {**row.details, "canceled": True}
+
+
+def _void_change_invoice(db: Database, integration: Integration, sub_pk: int, invoice: str, key: str) -> None:
+    """Void the invoice of a plan change made in place whose subscription ended before it was paid (the
+    provider returns one already paid as it is: then the change took effect, and the webhook of its
+    payment says so)."""
+    provider = provider_for(integration, secret_box(load_settings().data_dir))
+    provider.void_invoice(invoice, idempotency_key=f"{key}:void-change")
+    with db.transaction() as s:
+        row = store.link(s, integration.pk, SUBSCRIPTION, sub_pk)
+        if row is not None:
+            row.details = {**row.details, "changeInvoiceVoided": True}
 
 
 __all__ = [

@@ -219,6 +219,19 @@ resources.Invoice.status = property(_invoice_status_uncollectible)
 _void = resources.Invoice._api_void_invoice.__func__
 def _void_invoice(cls, id, **kwargs):
     obj = resources.Invoice._api_retrieve(id)
+    discard = getattr(obj, '_when_voided', None)
+    if discard is not None and obj.status == "open":
+        # A subscription update's invoice (a pending update waits for it): voided, the update is discarded and
+        # the subscription goes on as it was (localstripe would take it for the first invoice and expire it).
+        obj._when_voided = obj._when_paid = None
+        discard()
+        if obj.payment_intent is not None:
+            resources.PaymentIntent._api_cancel(obj.payment_intent)
+        obj._draft = False
+        obj._voided = True
+        obj.status_transitions["voided_at"] = int(resources.time.time())
+        resources.schedule_webhook(resources.Event("invoice.voided", obj))
+        return obj
     if obj.payment_intent is not None or obj.status not in ("draft", "open"):
         return _void(cls, id)
     obj._draft = False
@@ -409,7 +422,10 @@ def _update_items(self, items=None, proration_behavior=None, proration_date=None
             sub._anchor = anchor
             sub.quantity = sub.items._list[0].quantity
             sub.pending_update = None
+        def _discard_pending(sub=self):
+            sub.pending_update = None
         invoice._when_paid = _apply_pending
+        invoice._when_voided = _discard_pending  # a voided invoice cannot be paid: its update is discarded
     else:
         self.status = 'past_due'
 resources.Subscription._update = _update_items
