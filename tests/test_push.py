@@ -209,6 +209,45 @@ def test_the_stream_needs_a_server_key(server: LiveServer) -> None:
         assert sse.status == 401
 
 
+def test_a_revoked_keys_open_stream_ends_and_carries_nothing_more(
+    server: LiveServer, client: stigg.Stigg, api: httpx.Client
+) -> None:
+    """Revoking a (leaked) key refuses its next request; its stream, one request that never ends, used to
+    go on handing its holder every customer's usage and balances after the revocation."""
+    build(client)
+    subscribe(client, "c-1")
+    leaked = server.key()
+    with SSEClient(server.base_url, leaked) as sse:
+        assert report(api, "c-1", 1).status_code == 200
+        assert sse.next_of("usage.updated").data["currentUsage"] == 1
+        key_id = next(k["id"] for k in api.get("/api/v1/keys").json()["data"] if leaked.startswith(k["prefix"]))
+        assert api.post(f"/api/v1/keys/{key_id}/revoke").status_code == 200
+        assert report(api, "c-1", 1).status_code == 200
+        while (event := sse.events.get(timeout=WAIT)) is not None:
+            assert event.event != "usage.updated", event
+    with SSEClient(server.base_url, leaked) as sse:
+        assert sse.status == 401
+
+
+def test_a_revoked_keys_idle_stream_ends_at_its_keepalive(server: LiveServer) -> None:
+    hub = server_app_hub(server)
+    hub.keepalive_interval = 0.2
+    leaked = server.key()
+    with SSEClient(server.base_url, leaked) as sse:
+        deadline = time.monotonic() + WAIT
+        while ": keepalive" not in sse.comments and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ": keepalive" in sse.comments
+        push_revoke(server, leaked)
+        assert sse.ended()
+
+
+def push_revoke(server: LiveServer, raw_key: str) -> None:
+    from entitle.environments.service import revoke_raw_key
+
+    revoke_raw_key(server.db, raw_key)
+
+
 def test_keepalive_comments(server: LiveServer) -> None:
     hub = server_app_hub(server)
     hub.keepalive_interval = 0.2
