@@ -195,12 +195,17 @@ def jobs_list(
 ) -> None:
     """List jobs (dead ones by default) with their last error."""
     from entitle.db.pagination import PageRequest
+    from entitle.jobs.models import JOB_STATUSES
     from entitle.jobs.service import list_jobs
 
+    statuses = [s.strip().upper() for s in status.split(",") if s.strip()] if status else None
+    unknown = [s for s in statuses or () if s not in JOB_STATUSES]
+    if unknown:  # an empty list would read as "no such jobs": FAILED is a natural guess for DEAD
+        typer.echo(f"Error: unknown status {', '.join(unknown)}; expected {', '.join(JOB_STATUSES)}", err=True)
+        raise typer.Exit(2)
     settings = load_settings()
     db = Database(settings.database_url)
     try:
-        statuses = [s.strip().upper() for s in status.split(",")] if status else None
         for job in list_jobs(db, None, PageRequest(limit=limit), statuses).items:
             error = (job.last_error or "").splitlines()[0:1]
             typer.echo(f"{job.pk}\t{job.status}\t{job.kind}\tattempts={job.attempts}\t{error[0] if error else ''}")
