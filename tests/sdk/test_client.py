@@ -222,6 +222,11 @@ def test_provisioning_through_the_sdk_refreshes_the_customer(seeded: LiveServer)
         with pytest.raises(EntitleError) as taken:
             client.provision_customer("new")
         assert taken.value.status == 409
+        # docs/sdk.md: `status`, `code` and `message` from the server's error envelope (`message` was missing:
+        # an `except EntitleError as e: log(e.message)` raised AttributeError in the handler).
+        envelope = taken.value.body["error"]
+        assert (taken.value.code, taken.value.message) == (envelope["code"], envelope["message"])
+        assert "new" in taken.value.message and not taken.value.message.startswith("POST ")
 
 
 def test_paywall(seeded: LiveServer) -> None:
