@@ -203,6 +203,28 @@ def test_a_lost_acknowledgement_is_retried_with_the_same_keys(seeded: LiveServer
     assert transport.event_posts > 3  # the retries happened, and counted nothing twice
 
 
+def test_a_report_dated_into_an_earlier_window_does_not_replace_the_cached_current_usage(seeded: LiveServer) -> None:
+    """The answer to a report with an old `created_at` carries the counter of the window it counted in; the
+    client wrote it over the current window's, and answered from it (with the push stream connected, as
+    current) until the customer next changed: last month's usage denied this month's calls."""
+    from datetime import UTC, datetime, timedelta
+
+    client, transport = sdk(seeded)
+    with client:
+        client.report_usage("c1", "calls", 2)
+        assert client.get_entitlement("c1", "calls").current_usage == 2
+        late = client.report_usage("c1", "calls", 7, created_at=datetime.now(UTC) - timedelta(days=45))
+        assert late.current_usage != 9  # counted where it belongs, not in this month's window
+        current = server_check(seeded, "calls")["currentUsage"]
+        assert current == 2
+        cached = client.get_entitlement("c1", "calls", requested_usage=CALLS_LIMIT - 2)
+        assert (cached.current_usage, cached.is_granted) == (2, True)
+        reads = transport.paths[LIST]
+        assert client.report_usage("c1", "calls", 1).current_usage == 3  # a report of now: taken as it is
+        assert client.get_entitlement("c1", "calls").current_usage == 3
+        assert transport.paths[LIST] == reads
+
+
 def test_provisioning_through_the_sdk_refreshes_the_customer(seeded: LiveServer) -> None:
     client, transport = sdk(seeded)
     with client:
