@@ -349,8 +349,9 @@ def integrations_connect(
             **{name: value for name, value in given.items() if value is not None},
         )
         view = connect(db, settings.data_dir, ensure_environment(db, environment).pk, body)
-    except ValidationError as exc:
-        typer.echo(f"Error: {'; '.join(str(e['msg']) for e in exc.errors())}", err=True)
+    except ValidationError as exc:  # named by the option given, not the field ("String should have ...": which?)
+        problems = (f"{_CONNECT_OPTIONS.get(str(e['loc'][0]), str(e['loc'][0]))}: {e['msg']}" for e in exc.errors())
+        typer.echo(f"Error: {'; '.join(problems)}", err=True)
         raise typer.Exit(2) from None
     except EntitleError as exc:
         typer.echo(f"Error: {exc.message}", err=True)
@@ -359,6 +360,17 @@ def integrations_connect(
         db.dispose()
     typer.echo(view.row.ref_id)
     typer.echo(f"connected {_describe(view)} to environment '{environment}'", err=True)
+
+
+# `IntegrationIn`'s fields by the `integrations connect` option that sets each.
+_CONNECT_OPTIONS = {
+    "id": "--id",
+    "api_secret_key": "--secret-key",
+    "webhook_secret": "--webhook-secret",
+    "api_base": "--api-base",
+    "payment_settlement_hours": "--payment-settlement-hours",
+    "publishable_key": "--publishable-key",
+}
 
 
 @integrations_app.command("list")
