@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -26,7 +26,25 @@ from entitle.webhooks import cli as webhooks_cli
 DEMO_ADMIN_EMAIL = "admin@example.com"
 DEMO_ADMIN_PASSWORD = "entitle-demo-admin"
 
-app = typer.Typer(help="Entitle: entitlements, subscriptions and billing orchestration.", no_args_is_help=True)
+
+class _Entitle(typer.Typer):
+    """The command, answering a database it cannot reach (a wrong `ENTITLE_DATABASE_URL`, PostgreSQL not up
+    yet: an operator's first run) with one line and exit status 2, as every other refusal, instead of
+    several hundred lines of traceback from inside the driver."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from sqlalchemy.exc import OperationalError
+
+        try:
+            return super().__call__(*args, **kwargs)
+        except OperationalError as exc:
+            reason = str(exc.orig).strip().splitlines() or [type(exc.orig).__name__]
+            url = _redact(load_settings().database_url)
+            typer.echo(f"Error: cannot use the database {url}: {reason[0]}", err=True)
+            raise SystemExit(2) from None
+
+
+app = _Entitle(help="Entitle: entitlements, subscriptions and billing orchestration.", no_args_is_help=True)
 app.add_typer(access_cli.keys_app, name="keys")
 app.add_typer(access_cli.environments_app, name="environments")
 jobs_app = typer.Typer(
