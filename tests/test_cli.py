@@ -200,3 +200,18 @@ def test_a_database_that_cannot_be_reached_is_one_line_and_status_2(tmp_path: Pa
         )
         assert "Traceback" not in refused.stderr and "hunter2" not in refused.stderr
         assert len(refused.stderr.splitlines()) == 1 and refused.stdout == ""
+
+
+def test_serve_says_when_it_ignores_workers_on_sqlite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--workers 3` on SQLite served with one process and said nothing: the operator believed they had three."""
+    import uvicorn
+
+    served: dict[str, object] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.update(options, app=app))
+    result = invoke("serve", "--port", "8124", "--workers", "3", data_dir=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert served["workers"] == 1
+    assert "--workers 3 ignored: SQLite is served by one process" in result.stderr
+    quiet = invoke("serve", "--port", "8124", data_dir=tmp_path)
+    assert quiet.returncode == 0 and "ignored" not in quiet.stderr
+    assert invoke("serve", "--workers", "0", data_dir=tmp_path).returncode == 2

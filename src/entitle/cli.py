@@ -87,7 +87,7 @@ KEEP_ALIVE_SECONDS = 65
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    workers: Annotated[int, typer.Option(help="Server processes (PostgreSQL only).")] = 1,
+    workers: Annotated[int, typer.Option(min=1, help="Server processes (PostgreSQL only).")] = 1,
 ) -> None:
     """Serve the HTTP API and console."""
     import uvicorn
@@ -97,6 +97,9 @@ def serve(
     if settings.is_sqlite:
         # The embedded default needs no separate step: bring the schema up to date on start.
         upgrade(settings.database_url)
+        if workers > 1:  # said, not silently dropped: the operator asked for more processes
+            note = f"Note: --workers {workers} ignored: SQLite is served by one process (PostgreSQL for more)"
+            typer.echo(note, err=True)
         workers = 1
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     typer.echo(f"Entitle listening on http://{host}:{port}", err=True)
