@@ -201,6 +201,25 @@ def test_reset_when_last_event_id_is_too_old_or_unknown(
             assert sse.next().event == "reset", unknown
 
 
+def test_a_fresh_stream_starts_with_its_replay_point(
+    server: LiveServer, client: stigg.Stigg, api: httpx.Client
+) -> None:
+    """A stream opened without Last-Event-ID sent no id until its first event: a client dropped before
+    one (a quiet environment, a server restart) reconnected with no replay point and had to distrust
+    everything it cached. It now starts with a message of only an id, from which a replay misses nothing."""
+    build(client)
+    subscribe(client, "c-1")
+    newest = push.newest_id(server.db)
+    raw = httpx.Client(base_url=server.base_url, headers={"X-API-KEY": server.server_key}, timeout=WAIT)
+    with raw, raw.stream("GET", "/api/v1/stream") as response:
+        lines = response.iter_lines()
+        assert [next(lines) for _ in range(4)] == ["retry: 1000", "", f"id: {newest}", ""]
+    assert report(api, "c-1", 1).status_code == 200  # while it was away
+    with SSEClient(server.base_url, server.server_key, last_event_id=str(newest)) as sse:
+        event = sse.next()
+        assert (event.event, event.data["currentUsage"]) == ("usage.updated", 1)
+
+
 def test_the_stream_needs_a_server_key(server: LiveServer) -> None:
     with SSEClient(server.base_url, server.key(kind=KeyKind.CLIENT)) as sse:
         assert sse.status == 403

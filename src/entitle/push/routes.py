@@ -38,6 +38,11 @@ async def _events(
         sent = start.resume_id
         if start.reset:
             yield rules.frame(start.resume_id or None, "reset", {"reason": "LAST_EVENT_ID_TOO_OLD"})
+        elif start.resume_id and not start.items:
+            # Where the stream starts, before any event: a client dropped before its first event (a quiet
+            # environment, a server restart) would otherwise reconnect with no replay point and have to
+            # distrust everything it cached.
+            yield rules.resume_point(start.resume_id)
         page = start.items
         while page:
             for item in page:
