@@ -156,14 +156,17 @@ class ClientBase:
         """The report's counter becomes the cached current usage when it is the current window's. A report
         dated into an earlier window (`created_at`) answers that window's counter: written over the
         current one it made the cache deny (or grant) on last month's usage until the next change. Such
-        a report leaves the state to be read again instead (the window it counted in is not always told)."""
+        a report leaves the state to be read again instead (the window it counted in is not always told).
+        A feature whose usage never resets has one counter: any report's answer is current."""
         if usage.current_usage is None:
             return
-        if backdated and not _in_current_window(usage, datetime.now(UTC)):
+        key = (customer_id, resource_id)
+        windowed = usage.usage_period_end is not None or self._store.counts_in_windows(key, feature_id)
+        if backdated and windowed and not _in_current_window(usage, datetime.now(UTC)):
             self._store.invalidate(customer_id, resource_id)
             return
         window = usage.usage_period_start, usage.usage_period_end
-        self._store.set_usage((customer_id, resource_id), feature_id, usage.current_usage, *window)
+        self._store.set_usage(key, feature_id, usage.current_usage, *window)
 
     def cached_keys(self) -> list[Key]:
         """(customer, resource) pairs held in this process's cache layer (diagnostics)."""
