@@ -379,6 +379,40 @@ def test_the_customer_page_lists_the_webhooks_sent_about_it_and_an_admin_redeliv
     assert worker.drain() == 0
 
 
+def test_an_admin_disables_and_enables_an_endpoint_where_a_refused_redelivery_says_to(
+    hooks_env: None,
+    server: LiveServer,
+    api: httpx.Client,
+    receivers: Any,  # noqa: F811  (the fixture imported above)
+) -> None:
+    """A redelivery to a disabled endpoint is refused with "enable it, then redeliver", and the console had no
+    way to enable (or disable) an endpoint: only the API or the command line could."""
+    receiver = receivers()
+    made = api.post("/api/v1/webhooks", json={"url": receiver.url, "eventTypes": ["customer.created"]})
+    hook = made.json()["data"]["id"]
+    assert api.post("/api/v1/customers", json={"id": "toggled"}).status_code == 200
+    worker = Worker(server.db)
+    assert worker.drain() == 1
+    (delivery,) = api.get(f"/api/v1/webhooks/{hook}/deliveries").json()["data"]
+    admin = make_user(server.db, "toggle-admin@example.com", "admin")
+    with signed_in(server.base_url, admin) as web:
+        token = csrf_of(web, f"/console/webhooks/{hook}")
+        off = web.post(f"/console/webhooks/{hook}/enabled", data={"csrf_token": token, "enabled": "false"})
+        assert off.status_code == 303 and api.get(f"/api/v1/webhooks/{hook}").json()["data"]["enabled"] is False
+        assert "Disabled: nothing is sent" in web.get(f"/console/webhooks/{hook}").text
+        redeliver = f"/console/webhooks/{hook}/deliveries/{delivery['id']}/redeliver"
+        refused = web.post(redeliver, data={"csrf_token": token})
+        assert refused.status_code == 409 and "enable it, then redeliver" in html.unescape(refused.text)
+        on = web.post(f"/console/webhooks/{hook}/enabled", data={"csrf_token": token, "enabled": "true"})
+        assert on.status_code == 303 and api.get(f"/api/v1/webhooks/{hook}").json()["data"]["enabled"] is True
+        assert web.post(redeliver, data={"csrf_token": token}).status_code == 303
+        assert worker.drain() == 1 and len(receiver.events()) == 2
+    with signed_in(server.base_url, make_user(server.db, "toggle-editor@example.com", "editor")) as web:
+        forged = web.post(f"/console/webhooks/{hook}/enabled", data={"csrf_token": csrf_of(web), "enabled": "false"})
+        assert forged.status_code == 403
+    assert api.get(f"/api/v1/webhooks/{hook}").json()["data"]["enabled"] is True
+
+
 def _text_of(fragment: str) -> str:
     return html.unescape(re.sub(r"<[^>]+>", " ", fragment))
 
