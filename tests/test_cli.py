@@ -186,3 +186,32 @@ def test_serve_keeps_idle_connections_longer_than_the_clients_pools(
     assert isinstance(keep_alive, int | float)
     assert keep_alive > httpx._config.DEFAULT_LIMITS.keepalive_expiry
     assert keep_alive > 60
+
+
+def test_a_database_that_cannot_be_reached_is_one_line_and_status_2(tmp_path: Path) -> None:
+    """An operator's first `entitle migrate` against PostgreSQL that is not up (or a mistyped URL) printed
+    several hundred lines of the driver's traceback; every other refusal is one `Error:` line and status 2."""
+    url = "postgresql+psycopg://entitle:hunter2-secret@127.0.0.1:1/entitle"
+    for command in (("migrate",), ("jobs", "list")):
+        refused = run(*command, data_dir=tmp_path, database_url=url)
+        assert refused.returncode == 2, (command, refused.stderr)
+        assert refused.stderr.startswith(
+            "Error: cannot use the database postgresql+psycopg://***@127.0.0.1:1/entitle: "
+        )
+        assert "Traceback" not in refused.stderr and "hunter2" not in refused.stderr
+        assert len(refused.stderr.splitlines()) == 1 and refused.stdout == ""
+
+
+def test_serve_says_when_it_ignores_workers_on_sqlite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--workers 3` on SQLite served with one process and said nothing: the operator believed they had three."""
+    import uvicorn
+
+    served: dict[str, object] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.update(options, app=app))
+    result = invoke("serve", "--port", "8124", "--workers", "3", data_dir=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert served["workers"] == 1
+    assert "--workers 3 ignored: SQLite is served by one process" in result.stderr
+    quiet = invoke("serve", "--port", "8124", data_dir=tmp_path)
+    assert quiet.returncode == 0 and "ignored" not in quiet.stderr
+    assert invoke("serve", "--workers", "0", data_dir=tmp_path).returncode == 2

@@ -122,6 +122,11 @@ def test_a_dead_job_is_listed_with_its_error_and_a_retry_runs_it_again(
     assert error == row.last_error.splitlines()[0] and "loopback" in error
     pending = entitle("jobs", "list", "--status", "PENDING,RUNNING", database_url=database_url, data_dir=tmp_path)
     assert pending.returncode == 0 and pending.stdout == ""
+    # A status that does not exist is refused, not answered with an empty list (as if no job failed).
+    for wrong in ("FAILED", "PENDING,DONE"):
+        refused = entitle("jobs", "list", "--status", wrong, database_url=database_url, data_dir=tmp_path)
+        assert refused.returncode == 2 and refused.stdout == "", (refused.stdout, refused.stderr)
+        assert refused.stderr.startswith("Error: unknown status ") and "DEAD" in refused.stderr
 
     retried = entitle("jobs", "retry", str(job.pk), database_url=database_url, data_dir=tmp_path)
     assert retried.returncode == 0, retried.stderr

@@ -134,6 +134,33 @@ def test_a_post_without_the_csrf_token_is_refused_and_writes_nothing(server: Liv
         assert _count(server, Customer, ref_id="c-csrf", archived_at=None) == 0
 
 
+def test_archiving_lands_on_the_archived_customers_page_which_unarchives_it(
+    server: LiveServer, api: httpx.Client
+) -> None:
+    """The archive button redirected to the customer's page, which then answered "That was refused: customer
+    was not found" (the page read the customer as the API does, archived ones being 404 there): a support
+    agent saw their own archive reported as a failure, and an archived customer could not be looked at."""
+    _customer(api, "c-gone")
+    editor = make_user(server.db, "archiver@example.com", "editor")
+    viewer = make_user(server.db, "archive-viewer@example.com", "viewer")
+    with signed_in(server.base_url, editor) as web:
+        token = csrf_of(web)
+        archived = web.post("/console/customers/c-gone/archive", data={"csrf_token": token}, follow_redirects=True)
+        assert archived.status_code == 200, archived.text
+        assert "archived</span>" in archived.text and "/console/customers/c-gone/unarchive" in archived.text
+        assert '/console/customers/c-gone/archive"' not in archived.text and "Preview price" not in archived.text
+        assert api.get("/api/v1/customers/c-gone").status_code == 404  # the API still answers as Stigg's
+        back = web.post("/console/customers/c-gone/unarchive", data={"csrf_token": token}, follow_redirects=True)
+        assert back.status_code == 200 and "archived</span>" not in back.text
+    assert api.get("/api/v1/customers/c-gone").status_code == 200
+    with signed_in(server.base_url, viewer) as web:
+        assert api.post("/api/v1/customers/c-gone/archive").status_code == 200
+        page = web.get("/console/customers/c-gone")
+        assert page.status_code == 200 and "archived</span>" in page.text and "/unarchive" not in page.text
+        refused = web.post("/console/customers/c-gone/unarchive", data={"csrf_token": csrf_of(web)})
+        assert refused.status_code == 403
+
+
 def test_a_viewer_sees_no_edit_controls_and_its_forged_posts_are_refused(server: LiveServer, api: httpx.Client) -> None:
     _customer(api, "c-view")
     _plan(api)

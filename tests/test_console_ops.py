@@ -180,6 +180,38 @@ def test_a_plan_change_upgrades_now_and_a_downgrade_waits_until_its_scheduled_ch
         assert api_again.json()["error"]["message"] in html.unescape(again.text)
 
 
+def test_a_trialing_subscriptions_period_switch_is_previewed_as_the_change_now_it_is(shop: Shop) -> None:
+    """A subscription in its trial has no billing period to wait for: asked for the end of the period, the
+    switch applies now (and the preview prices it as due now). The page said "from the end of the current
+    billing period; nothing is due now" above a preview with an amount due now."""
+    api = shop.api
+    assert api.post("/api/v1/plans", json={"id": "ops-yearly", "displayName": "Y", "productId": "ops"}).is_success
+    periods = [
+        {"billingPeriod": period, "price": {"amount": amount, "currency": "usd"}}
+        for period, amount in (("MONTHLY", 10), ("ANNUALLY", 100))
+    ]
+    charges = {"pricingType": "PAID", "pricingModels": [{"billingModel": "FLAT_FEE", "pricePeriods": periods}]}
+    assert api.patch("/api/v1/plans/ops-yearly", json={"charges": charges}).is_success
+    assert api.post("/api/v1/plans/ops-yearly/publish", json={"migrationType": "NEW_CUSTOMERS"}).is_success
+    assert api.post("/api/v1/customers", json={"id": "ops-trial"}).status_code == 200
+    trial = {"isTrial": True, "trialEndDate": (datetime.now(UTC) + timedelta(days=10)).isoformat()}
+    body = {"customerId": "ops-trial", "planId": "ops-yearly", "billingPeriod": "MONTHLY"}
+    made = shop.api.post("/api/v1/subscriptions", json={**body, "trialOverrideConfiguration": trial})
+    assert made.status_code == 200, made.text
+    sub = made.json()["data"]["id"]
+    assert _subscription(shop, sub)["status"] == "IN_TRIAL"
+    with signed_in(shop.server.base_url, shop.editor) as web:
+        wanted = {"billing_period": "ANNUALLY", "schedule_strategy": "END_OF_BILLING_PERIOD"}
+        preview = web.get(f"/console/subscriptions/{sub}/period", params=wanted)
+        assert preview.status_code == 200, preview.text
+        said = _text(preview)
+        assert "from now on" in said and "nothing is due now" not in said, said
+        token = csrf_of(web, "/console/customers/ops-trial")
+        assert web.post(f"/console/subscriptions/{sub}/period", data={"csrf_token": token, **wanted}).status_code == 303
+    switched = _subscription(shop, sub)
+    assert (switched["billingPeriod"], switched["futureUpdates"]) == ("ANNUALLY", [])  # applied now, as previewed
+
+
 def test_a_viewer_gets_no_change_controls_and_its_forged_changes_are_refused(shop: Shop) -> None:
     sub = _subscribed(shop, "ops-viewed")
     with signed_in(shop.server.base_url, shop.viewer) as web:
@@ -345,6 +377,40 @@ def test_the_customer_page_lists_the_webhooks_sent_about_it_and_an_admin_redeliv
             )
             assert forged.status_code == 403, role
     assert worker.drain() == 0
+
+
+def test_an_admin_disables_and_enables_an_endpoint_where_a_refused_redelivery_says_to(
+    hooks_env: None,
+    server: LiveServer,
+    api: httpx.Client,
+    receivers: Any,  # noqa: F811  (the fixture imported above)
+) -> None:
+    """A redelivery to a disabled endpoint is refused with "enable it, then redeliver", and the console had no
+    way to enable (or disable) an endpoint: only the API or the command line could."""
+    receiver = receivers()
+    made = api.post("/api/v1/webhooks", json={"url": receiver.url, "eventTypes": ["customer.created"]})
+    hook = made.json()["data"]["id"]
+    assert api.post("/api/v1/customers", json={"id": "toggled"}).status_code == 200
+    worker = Worker(server.db)
+    assert worker.drain() == 1
+    (delivery,) = api.get(f"/api/v1/webhooks/{hook}/deliveries").json()["data"]
+    admin = make_user(server.db, "toggle-admin@example.com", "admin")
+    with signed_in(server.base_url, admin) as web:
+        token = csrf_of(web, f"/console/webhooks/{hook}")
+        off = web.post(f"/console/webhooks/{hook}/enabled", data={"csrf_token": token, "enabled": "false"})
+        assert off.status_code == 303 and api.get(f"/api/v1/webhooks/{hook}").json()["data"]["enabled"] is False
+        assert "Disabled: nothing is sent" in web.get(f"/console/webhooks/{hook}").text
+        redeliver = f"/console/webhooks/{hook}/deliveries/{delivery['id']}/redeliver"
+        refused = web.post(redeliver, data={"csrf_token": token})
+        assert refused.status_code == 409 and "enable it, then redeliver" in html.unescape(refused.text)
+        on = web.post(f"/console/webhooks/{hook}/enabled", data={"csrf_token": token, "enabled": "true"})
+        assert on.status_code == 303 and api.get(f"/api/v1/webhooks/{hook}").json()["data"]["enabled"] is True
+        assert web.post(redeliver, data={"csrf_token": token}).status_code == 303
+        assert worker.drain() == 1 and len(receiver.events()) == 2
+    with signed_in(server.base_url, make_user(server.db, "toggle-editor@example.com", "editor")) as web:
+        forged = web.post(f"/console/webhooks/{hook}/enabled", data={"csrf_token": csrf_of(web), "enabled": "false"})
+        assert forged.status_code == 403
+    assert api.get(f"/api/v1/webhooks/{hook}").json()["data"]["enabled"] is True
 
 
 def _text_of(fragment: str) -> str:

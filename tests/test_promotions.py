@@ -132,6 +132,34 @@ def test_invalid_grants_are_refused_whole(client: stigg.Stigg, catalog: None, ap
     assert missing.status_code == 404
 
 
+def test_fields_that_do_not_fit_the_features_type_are_refused_not_ignored(
+    client: stigg.Stigg, catalog: None, api: httpx.Client
+) -> None:
+    """A plan's entitlement refuses them (the catalog's rule); a promotion stored them, answered them back,
+    and every check then ignored one of them: a limit of 50 beside hasUnlimitedUsage granted unlimited."""
+    cases = [
+        {"featureId": "api-calls", "period": "1 month", "usageLimit": 50, "hasUnlimitedUsage": True},
+        {"featureId": "api-calls", "period": "1 month", "usageLimit": 5, "enumValues": ["eu"]},
+        {"featureId": "region", "period": "1 month", "enumValues": ["eu"], "usageLimit": 5},
+        {"featureId": "region", "period": "1 month", "enumValues": ["eu"], "hasUnlimitedUsage": True},
+        {"featureId": "region", "period": "1 month", "enumValues": ["eu", "eu"]},
+        {"featureId": "sso", "period": "1 month", "enumValues": ["eu"]},
+        {"featureId": "sso", "period": "1 month", "hasSoftLimit": True},
+    ]
+    for case in cases:
+        response = api.post(
+            "/api/v1/customers/cust-1/promotional-entitlements", json={"promotionalEntitlements": [case]}
+        )
+        assert response.status_code == 400, (case, response.text)
+        assert response.json()["error"]["code"] == "INVALID_ARGUMENT"
+    assert api.get("/api/v1/customers/cust-1/promotional-entitlements").json()["data"] == []
+    fits = {"featureId": "api-calls", "period": "1 month", "usageLimit": 50, "hasUnlimitedUsage": False}
+    granted = api.post("/api/v1/customers/cust-1/promotional-entitlements", json={"promotionalEntitlements": [fits]})
+    assert granted.status_code == 200, granted.text
+    check = client.v1.customers.check_entitlement("cust-1", feature_id="api-calls", requested_usage=51).data
+    assert (check.is_granted, check.usage_limit) == (False, 50)
+
+
 def test_a_custom_end_date_with_a_fixed_period_is_refused_not_ignored(
     client: stigg.Stigg, catalog: None, api: httpx.Client
 ) -> None:

@@ -201,12 +201,70 @@ def test_reset_when_last_event_id_is_too_old_or_unknown(
             assert sse.next().event == "reset", unknown
 
 
+def test_a_fresh_stream_starts_with_its_replay_point(
+    server: LiveServer, client: stigg.Stigg, api: httpx.Client
+) -> None:
+    """A stream opened without Last-Event-ID sent no id until its first event: a client dropped before
+    one (a quiet environment, a server restart) reconnected with no replay point and had to distrust
+    everything it cached. It now starts with a message of only an id, from which a replay misses nothing."""
+    build(client)
+    subscribe(client, "c-1")
+    newest = push.newest_id(server.db)
+    raw = httpx.Client(base_url=server.base_url, headers={"X-API-KEY": server.server_key}, timeout=WAIT)
+    with raw, raw.stream("GET", "/api/v1/stream") as response:
+        lines = response.iter_lines()
+        assert [next(lines) for _ in range(4)] == ["retry: 1000", "", f"id: {newest}", ""]
+    assert report(api, "c-1", 1).status_code == 200  # while it was away
+    with SSEClient(server.base_url, server.server_key, last_event_id=str(newest)) as sse:
+        event = sse.next()
+        assert (event.event, event.data["currentUsage"]) == ("usage.updated", 1)
+
+
 def test_the_stream_needs_a_server_key(server: LiveServer) -> None:
     with SSEClient(server.base_url, server.key(kind=KeyKind.CLIENT)) as sse:
         assert sse.status == 403
         assert sse.body["error"]["code"] == "PERMISSION_DENIED"
     with SSEClient(server.base_url, "nope") as sse:
         assert sse.status == 401
+
+
+def test_a_revoked_keys_open_stream_ends_and_carries_nothing_more(
+    server: LiveServer, client: stigg.Stigg, api: httpx.Client
+) -> None:
+    """Revoking a (leaked) key refuses its next request; its stream, one request that never ends, used to
+    go on handing its holder every customer's usage and balances after the revocation."""
+    build(client)
+    subscribe(client, "c-1")
+    leaked = server.key()
+    with SSEClient(server.base_url, leaked) as sse:
+        assert report(api, "c-1", 1).status_code == 200
+        assert sse.next_of("usage.updated").data["currentUsage"] == 1
+        key_id = next(k["id"] for k in api.get("/api/v1/keys").json()["data"] if leaked.startswith(k["prefix"]))
+        assert api.post(f"/api/v1/keys/{key_id}/revoke").status_code == 200
+        assert report(api, "c-1", 1).status_code == 200
+        while (event := sse.events.get(timeout=WAIT)) is not None:
+            assert event.event != "usage.updated", event
+    with SSEClient(server.base_url, leaked) as sse:
+        assert sse.status == 401
+
+
+def test_a_revoked_keys_idle_stream_ends_at_its_keepalive(server: LiveServer) -> None:
+    hub = server_app_hub(server)
+    hub.keepalive_interval = 0.2
+    leaked = server.key()
+    with SSEClient(server.base_url, leaked) as sse:
+        deadline = time.monotonic() + WAIT
+        while ": keepalive" not in sse.comments and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ": keepalive" in sse.comments
+        push_revoke(server, leaked)
+        assert sse.ended()
+
+
+def push_revoke(server: LiveServer, raw_key: str) -> None:
+    from entitle.environments.service import revoke_raw_key
+
+    revoke_raw_key(server.db, raw_key)
 
 
 def test_keepalive_comments(server: LiveServer) -> None:

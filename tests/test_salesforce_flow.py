@@ -204,3 +204,38 @@ def test_an_upsert_updates_what_differs_and_a_reused_id_with_other_terms_is_refu
     assert (long_id.status_code, long_id.json()["error"]["code"]) == (400, "INVALID_ARGUMENT")
     balance = api.get(f"/api/v1/customers/{account}/entitlements/check", params={"currencyId": "ai-credits"})
     assert balance.json()["data"]["usageLimit"] == 10
+
+
+def test_an_archived_accounts_answers_are_the_ones_the_document_lists(api: httpx.Client) -> None:
+    """docs/salesforce.md said 409 CUSTOMER_ARCHIVED for every action; provisionSubscription and createCreditGrant
+    answer 404 (an archived customer takes no writes, as in the API), a status the served document described
+    as NOT_FOUND only: the Flow's fault path met a code its document never named for that status."""
+    account = "0015g00000ArchivedAA"
+    assert api.put(f"/api/v1/salesforce/customers/{account}", json={"name": "Gone"}).status_code == 200
+    assert api.post(f"/api/v1/customers/{account}/archive").status_code == 200
+    served = {
+        op["operationId"]: op["responses"]
+        for methods in api.get("/api/v1/salesforce/openapi.json").json()["paths"].values()
+        for op in methods.values()
+    }
+    answers = {
+        "upsertCustomer": api.put(f"/api/v1/salesforce/customers/{account}", json={"name": "Back"}),
+        "provisionSubscription": api.post(
+            "/api/v1/salesforce/subscriptions",
+            json={"id": "sf-006Archived", "customerId": account, "planId": "plan-business"},
+        ),
+        "createCreditGrant": api.post(
+            "/api/v1/salesforce/credit-grants",
+            json={
+                "id": "sf-00kArchived",
+                "customerId": account,
+                "currencyId": "ai-credits",
+                "amount": 5,
+                "displayName": "Pack",
+                "grantType": "PROMOTIONAL",
+            },
+        ),
+    }
+    for operation_id, answer in answers.items():
+        assert answer.json()["error"]["code"] == "CUSTOMER_ARCHIVED", (operation_id, answer.text)
+        assert "CUSTOMER_ARCHIVED" in served[operation_id][str(answer.status_code)]["description"], operation_id

@@ -54,3 +54,26 @@ def test_an_override_with_an_anchor_outside_the_contract_is_a_400_and_writes_not
     assert resp.status_code == 400, resp.text
     assert resp.json()["error"]["code"] == "INVALID_ARGUMENT"
     assert api.get("/api/v1/subscriptions", params={"customerId": "acme"}).json()["data"] == []
+
+
+@pytest.mark.parametrize(
+    "entitlement",
+    [
+        {"type": "FEATURE", "id": "api-calls", "usageLimit": 7, "hasUnlimitedUsage": True},
+        {"type": "FEATURE", "id": "sso", "usageLimit": 7},
+        {"type": "FEATURE", "id": "sso", "hasUnlimitedUsage": True},
+        {"type": "FEATURE", "id": "sso", "hasSoftLimit": True},
+    ],
+)
+def test_an_override_that_does_not_fit_its_features_type_is_a_400_and_writes_nothing(
+    api: httpx.Client, client: stigg.Stigg, entitlement: dict[str, object]
+) -> None:
+    """A plan's entitlement refuses these (the catalog's rule); an override was stored and then ignored in
+    part: usageLimit 7 beside hasUnlimitedUsage granted unlimited, a limit on a BOOLEAN feature nothing."""
+    build_catalog(client)
+    client.v1.customers.provision(id="acme")
+    body = {"customerId": "acme", "planId": "pro", "billingPeriod": "MONTHLY", "entitlements": [entitlement]}
+    resp = api.post("/api/v1/subscriptions", json=body)
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error"]["code"] == "INVALID_ARGUMENT"
+    assert api.get("/api/v1/subscriptions", params={"customerId": "acme"}).json()["data"] == []

@@ -306,6 +306,15 @@ def test_redeliver(server: LiveServer, api: httpx.Client, receivers: Any) -> Non
 
     assert api.post("/api/v1/webhooks/deliveries/999999/redeliver").status_code == 404
     assert api.post("/api/v1/webhooks/deliveries/x1/redeliver").status_code == 404
+
+    # A disabled endpoint is sent nothing, so a redelivery to it is refused rather than queued to be dropped.
+    assert api.patch(f"/api/v1/webhooks/{hook['id']}", json={"enabled": False}).status_code == 200
+    refused = api.post(f"/api/v1/webhooks/deliveries/{delivery['id']}/redeliver")
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"]["code"] == "FAILED_PRECONDITION" and "disabled" in refused.json()["error"]["message"]
+    assert api.patch(f"/api/v1/webhooks/{hook['id']}", json={"enabled": True}).status_code == 200
+    drain(server)
+    assert len(receiver.events()) == 2
     with server.http(server.key("production")) as prod:
         assert prod.post(f"/api/v1/webhooks/deliveries/{delivery['id']}/redeliver").status_code == 404
         assert prod.get(f"/api/v1/webhooks/{hook['id']}/deliveries").status_code == 404

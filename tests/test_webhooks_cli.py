@@ -150,6 +150,15 @@ def test_deliveries_and_redeliver(cli: Any, server: LiveServer, api: httpx.Clien
     assert [r.event["id"] for r in other.requests] == [event_id] * 2
     assert len(ok(cli("deliveries", webhook_id))) == 4
 
+    # A disabled endpoint is sent nothing: an event id goes again to the enabled ones only, and to none
+    # (refused) once every endpoint that logged it is disabled.
+    ok(cli("update", other_id, "--disable"))
+    (line,) = ok(cli("redeliver", event_id))
+    assert line.split("\t")[1] == webhook_id
+    ok(cli("update", webhook_id, "--disable"))
+    assert "is disabled" in refused(cli("redeliver", event_id))
+    assert "is disabled" in refused(cli("redeliver", failed[0]))
+
 
 def test_bad_input_exits_2_without_a_traceback(cli: Any, server: LiveServer, api: httpx.Client) -> None:
     assert "must be an absolute http or https URL" in refused(cli("create", "--url", "ftp://example.com/x"))

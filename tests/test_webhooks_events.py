@@ -171,6 +171,29 @@ def test_scheduled_cancellation_expires_at_its_date(
     assert hooked.events()[1]["data"]["status"] == "CANCELED"
 
 
+def test_the_same_cancellation_again_sends_nothing_another_date_is_announced(
+    server: LiveServer, api: httpx.Client, hooked: Receiver, test_clock: TestClock
+) -> None:
+    """A repeat of a scheduled cancellation (a retried request, a second click in the console) changed
+    nothing but sent `subscription.updated` CANCELLATION_SCHEDULED again: receivers act on it twice."""
+    sub = provision(api, planId="pro")
+    drain(server)
+    hooked.requests.clear()
+    end = test_clock.now() + timedelta(days=3)
+    cancel = {"cancellationTime": "SPECIFIC_DATE", "endDate": end.isoformat()}
+    for _ in range(2):
+        assert api.post(f"/api/v1/subscriptions/{sub['id']}/cancel", json=cancel).status_code == 200
+        drain(server)
+    assert kinds(hooked) == ["subscription.updated"]
+    later = end + timedelta(hours=1)
+    moved = {"cancellationTime": "SPECIFIC_DATE", "endDate": later.isoformat()}
+    assert api.post(f"/api/v1/subscriptions/{sub['id']}/cancel", json=moved).status_code == 200
+    drain(server)
+    assert kinds(hooked) == ["subscription.updated"] * 2
+    assert hooked.events()[1]["data"]["change"] == "CANCELLATION_SCHEDULED"
+    assert hooked.events()[1]["data"]["endDate"] == later.isoformat().replace("+00:00", "Z")
+
+
 def test_updates_migration_delegation_and_transfer(
     server: LiveServer, client: stigg.Stigg, api: httpx.Client, hooked: Receiver, test_clock: TestClock
 ) -> None:

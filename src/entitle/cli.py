@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -26,7 +26,25 @@ from entitle.webhooks import cli as webhooks_cli
 DEMO_ADMIN_EMAIL = "admin@example.com"
 DEMO_ADMIN_PASSWORD = "entitle-demo-admin"
 
-app = typer.Typer(help="Entitle: entitlements, subscriptions and billing orchestration.", no_args_is_help=True)
+
+class _Entitle(typer.Typer):
+    """The command, answering a database it cannot reach (a wrong `ENTITLE_DATABASE_URL`, PostgreSQL not up
+    yet: an operator's first run) with one line and exit status 2, as every other refusal, instead of
+    several hundred lines of traceback from inside the driver."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from sqlalchemy.exc import OperationalError
+
+        try:
+            return super().__call__(*args, **kwargs)
+        except OperationalError as exc:
+            reason = str(exc.orig).strip().splitlines() or [type(exc.orig).__name__]
+            url = _redact(load_settings().database_url)
+            typer.echo(f"Error: cannot use the database {url}: {reason[0]}", err=True)
+            raise SystemExit(2) from None
+
+
+app = _Entitle(help="Entitle: entitlements, subscriptions and billing orchestration.", no_args_is_help=True)
 app.add_typer(access_cli.keys_app, name="keys")
 app.add_typer(access_cli.environments_app, name="environments")
 jobs_app = typer.Typer(
@@ -69,7 +87,7 @@ KEEP_ALIVE_SECONDS = 65
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    workers: Annotated[int, typer.Option(help="Server processes (PostgreSQL only).")] = 1,
+    workers: Annotated[int, typer.Option(min=1, help="Server processes (PostgreSQL only).")] = 1,
 ) -> None:
     """Serve the HTTP API and console."""
     import uvicorn
@@ -79,6 +97,9 @@ def serve(
     if settings.is_sqlite:
         # The embedded default needs no separate step: bring the schema up to date on start.
         upgrade(settings.database_url)
+        if workers > 1:  # said, not silently dropped: the operator asked for more processes
+            note = f"Note: --workers {workers} ignored: SQLite is served by one process (PostgreSQL for more)"
+            typer.echo(note, err=True)
         workers = 1
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     typer.echo(f"Entitle listening on http://{host}:{port}", err=True)
@@ -195,12 +216,17 @@ def jobs_list(
 ) -> None:
     """List jobs (dead ones by default) with their last error."""
     from entitle.db.pagination import PageRequest
+    from entitle.jobs.models import JOB_STATUSES
     from entitle.jobs.service import list_jobs
 
+    statuses = [s.strip().upper() for s in status.split(",") if s.strip()] if status else None
+    unknown = [s for s in statuses or () if s not in JOB_STATUSES]
+    if unknown:  # an empty list would read as "no such jobs": FAILED is a natural guess for DEAD
+        typer.echo(f"Error: unknown status {', '.join(unknown)}; expected {', '.join(JOB_STATUSES)}", err=True)
+        raise typer.Exit(2)
     settings = load_settings()
     db = Database(settings.database_url)
     try:
-        statuses = [s.strip().upper() for s in status.split(",")] if status else None
         for job in list_jobs(db, None, PageRequest(limit=limit), statuses).items:
             error = (job.last_error or "").splitlines()[0:1]
             typer.echo(f"{job.pk}\t{job.status}\t{job.kind}\tattempts={job.attempts}\t{error[0] if error else ''}")
@@ -344,8 +370,9 @@ def integrations_connect(
             **{name: value for name, value in given.items() if value is not None},
         )
         view = connect(db, settings.data_dir, ensure_environment(db, environment).pk, body)
-    except ValidationError as exc:
-        typer.echo(f"Error: {'; '.join(str(e['msg']) for e in exc.errors())}", err=True)
+    except ValidationError as exc:  # named by the option given, not the field ("String should have ...": which?)
+        problems = (f"{_CONNECT_OPTIONS.get(str(e['loc'][0]), str(e['loc'][0]))}: {e['msg']}" for e in exc.errors())
+        typer.echo(f"Error: {'; '.join(problems)}", err=True)
         raise typer.Exit(2) from None
     except EntitleError as exc:
         typer.echo(f"Error: {exc.message}", err=True)
@@ -354,6 +381,17 @@ def integrations_connect(
         db.dispose()
     typer.echo(view.row.ref_id)
     typer.echo(f"connected {_describe(view)} to environment '{environment}'", err=True)
+
+
+# `IntegrationIn`'s fields by the `integrations connect` option that sets each.
+_CONNECT_OPTIONS = {
+    "id": "--id",
+    "api_secret_key": "--secret-key",
+    "webhook_secret": "--webhook-secret",
+    "api_base": "--api-base",
+    "payment_settlement_hours": "--payment-settlement-hours",
+    "publishable_key": "--publishable-key",
+}
 
 
 @integrations_app.command("list")

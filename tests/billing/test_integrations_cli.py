@@ -88,3 +88,14 @@ def test_connect_with_toggles_update_by_id_list_and_remove(
     bad_hours = cli.invoke(app, [*base, *at, "--secret-key", FIRST, "--payment-settlement-hours", "0"])
     assert bad_hours.exit_code == 2
     assert [i["id"] for i in api.get("/api/v1/integrations").json()["data"]] == [first_id]
+
+
+def test_a_refused_option_is_named_by_its_flag(server: LiveServer, api: httpx.Client, cli: CliRunner) -> None:
+    """`--secret-key bogus` answered "Error: String should have at least 8 characters": which string?"""
+    base = ["integrations", "connect", "stripe", "--environment", "development"]
+    short = cli.invoke(app, [*base, "--secret-key", "bogus"])
+    assert short.exit_code == 2, short.output
+    assert "Error: --secret-key: " in short.output and "at least 8 characters" in short.output
+    hours = cli.invoke(app, [*base, "--secret-key", FIRST, "--payment-settlement-hours", "0"])
+    assert hours.exit_code == 2 and "Error: --payment-settlement-hours: " in hours.output, hours.output
+    assert api.get("/api/v1/integrations").json()["data"] == []  # nothing was written

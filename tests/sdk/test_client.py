@@ -203,6 +203,80 @@ def test_a_lost_acknowledgement_is_retried_with_the_same_keys(seeded: LiveServer
     assert transport.event_posts > 3  # the retries happened, and counted nothing twice
 
 
+def test_a_report_dated_into_an_earlier_window_does_not_replace_the_cached_current_usage(seeded: LiveServer) -> None:
+    """The answer to a report with an old `created_at` carries the counter of the window it counted in; the
+    client wrote it over the current window's, and answered from it (with the push stream connected, as
+    current) until the customer next changed: last month's usage denied this month's calls."""
+    from datetime import UTC, datetime, timedelta
+
+    client, transport = sdk(seeded)
+    with client:
+        client.report_usage("c1", "calls", 2)
+        assert client.get_entitlement("c1", "calls").current_usage == 2
+        late = client.report_usage("c1", "calls", 7, created_at=datetime.now(UTC) - timedelta(days=45))
+        assert late.current_usage != 9  # counted where it belongs, not in this month's window
+        current = server_check(seeded, "calls")["currentUsage"]
+        assert current == 2
+        cached = client.get_entitlement("c1", "calls", requested_usage=CALLS_LIMIT - 2)
+        assert (cached.current_usage, cached.is_granted) == (2, True)
+        reads = transport.paths[LIST]
+        assert client.report_usage("c1", "calls", 1).current_usage == 3  # a report of now: taken as it is
+        assert client.get_entitlement("c1", "calls").current_usage == 3
+        now = datetime.now(UTC)
+        assert client.report_usage("c1", "calls", 1, created_at=now).current_usage == 4  # dated now: the same
+        assert client.get_entitlement("c1", "calls").current_usage == 4
+        assert transport.paths[LIST] == reads
+
+
+def test_a_dated_reports_answer_is_applied_unless_it_is_another_windows() -> None:
+    """The rule above, per case: a resetting feature's counter of another window (or of none) leaves the
+    state to be re-read; a feature that never resets has one counter, which any report's answer gives."""
+    from datetime import UTC, datetime, timedelta
+
+    from entitle.sdk.types import ReportedUsage
+
+    now = datetime.now(UTC)
+    month = (now - timedelta(days=3), now + timedelta(days=27))
+    listed = {
+        "entitlements": [
+            {
+                "feature": {"id": "calls", "featureType": "NUMBER"},
+                "isGranted": True,
+                "usageLimit": 10,
+                "currentUsage": 2,
+                "usagePeriodStart": month[0].isoformat(),
+                "usagePeriodEnd": month[1].isoformat(),
+            },
+            {
+                "feature": {"id": "seats", "featureType": "NUMBER"},
+                "isGranted": True,
+                "usageLimit": 10,
+                "currentUsage": 2,
+            },
+        ]
+    }
+
+    def answer(feature: str, current: int, window: tuple[datetime, datetime] | None) -> ReportedUsage:
+        start, end = window if window is not None else (None, None)
+        return ReportedUsage("1", "c1", feature, None, Decimal(1), Decimal(current), start, end, end)
+
+    last_month = (month[0] - timedelta(days=30), month[0])
+    for feature, reported, window, applied in (
+        ("calls", 9, last_month, False),
+        ("calls", 9, None, False),  # dated before any window of the customer's
+        ("calls", 3, month, True),
+        ("seats", 3, None, True),
+    ):
+        client = Entitle("k", "http://127.0.0.1:9", push=False)
+        key = ("c1", None)
+        client._store.store(key, listed, client._store.before_fetch(key))
+        client._after_report("c1", None, feature, answer(feature, reported, window), backdated=True)
+        state = client._store.hot[key]
+        expected = (True, Decimal(reported)) if applied else (False, Decimal(2))
+        assert (state.valid, state.entries[feature].current_usage) == expected, (feature, window)
+        client.close()
+
+
 def test_provisioning_through_the_sdk_refreshes_the_customer(seeded: LiveServer) -> None:
     client, transport = sdk(seeded)
     with client:
@@ -222,6 +296,11 @@ def test_provisioning_through_the_sdk_refreshes_the_customer(seeded: LiveServer)
         with pytest.raises(EntitleError) as taken:
             client.provision_customer("new")
         assert taken.value.status == 409
+        # docs/sdk.md: `status`, `code` and `message` from the server's error envelope (`message` was missing:
+        # an `except EntitleError as e: log(e.message)` raised AttributeError in the handler).
+        envelope = taken.value.body["error"]
+        assert (taken.value.code, taken.value.message) == (envelope["code"], envelope["message"])
+        assert "new" in taken.value.message and not taken.value.message.startswith("POST ")
 
 
 def test_paywall(seeded: LiveServer) -> None:

@@ -255,6 +255,17 @@ def test_async_client_follows_the_push_stream(seeded: LiveServer) -> None:
     asyncio.run(scenario())
 
 
+def test_the_client_holds_a_replay_point_before_any_event(seeded: LiveServer) -> None:
+    """With nothing changing, the client never learnt an event id: a dropped stream (a server restart)
+    reconnected without a replay point and distrusted every cached state. The stream's opening id is kept."""
+    from entitle.push import service as push
+
+    with Entitle(seeded.key(), seeded.base_url) as client:
+        require_push(client)
+        held = eventually(client._store.last_event_id, lambda found: found is not None)
+        assert held == push.newest_id(seeded.db)
+
+
 def test_a_reset_drops_the_cache(seeded: LiveServer) -> None:
     """A stale replay point (`Last-Event-ID` older than the retained window, or unknown) makes the
     server send `reset`; the client then drops what it cached."""

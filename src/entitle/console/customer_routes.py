@@ -62,6 +62,12 @@ def archive_customer(ctx: Edit, db: DB, customer_id: str) -> Response:
     return redirect(customer_path(customer_id))
 
 
+@router.post("/customers/{customer_id}/unarchive")
+def unarchive_customer(ctx: Edit, db: DB, customer_id: str) -> Response:
+    customers.unarchive_customer(db, ctx.env_id, customer_id)
+    return redirect(customer_path(customer_id))
+
+
 @router.get("/customers/{customer_id}/provision")
 def provision_preview(
     request: Request,

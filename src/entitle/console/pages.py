@@ -105,7 +105,7 @@ def _usage_charts(db: Database, env_id: int, ref: str, bars: list[UsageBar]) -> 
 
 
 def customer_page(db: Database, env_id: int, ref: str) -> CustomerPage:
-    customer = customers.get_customer(db, env_id, ref)
+    customer = customers.get_customer_or_archived(db, env_id, ref)
     _, subs = subscriptions.list_subscriptions(db, env_id, PageRequest(limit=100), customer_ref=ref)
     granted: list[UsageBar] = []
     promos: list[PromotionalEntitlement] = []

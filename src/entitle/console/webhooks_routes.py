@@ -15,7 +15,7 @@ from entitle.errors import InvalidArgument, PermissionDenied
 from entitle.http.deps import DB, secret_box_of
 from entitle.webhooks import service as webhooks
 from entitle.webhooks.models import EVENT_TYPES
-from entitle.webhooks.schemas import WebhookCreate
+from entitle.webhooks.schemas import WebhookCreate, WebhookUpdate
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
@@ -69,6 +69,20 @@ def deliveries_page(
     endpoint = webhooks.get_webhook(db, ctx.env_id, webhook_id)
     page = webhooks.list_deliveries(db, ctx.env_id, webhook_id, PageRequest(limit=50, after=after, before=before))
     return render(request, ctx, "webhook.html", endpoint=endpoint, page=page)
+
+
+@router.post("/webhooks/{webhook_id}/enabled")
+def set_enabled(
+    request: Request, ctx: Administer, db: DB, webhook_id: str, enabled: Annotated[str, Form(max_length=5)]
+) -> Response:
+    """Disable an endpoint (it is sent nothing, its pending deliveries are dropped at their turn) or enable
+    it again: what a refused redelivery to a disabled endpoint asks an admin to do."""
+    if enabled not in ("true", "false"):
+        raise InvalidArgument("enabled is true or false")
+    settings = request.app.state.settings
+    req = WebhookUpdate(enabled=enabled == "true")
+    webhooks.update_webhook(db, ctx.env_id, webhook_id, req, allow_private=settings.webhooks_allow_private)
+    return redirect(f"{PREFIX}/webhooks/{webhook_id}")
 
 
 @router.post("/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver")

@@ -216,6 +216,16 @@ def get_customer(db: Database, env_id: int, ref_id: str) -> CustomerView:
         return view(s, store.get_live(s, env_id, ref_id))
 
 
+def get_customer_or_archived(db: Database, env_id: int, ref_id: str) -> CustomerView:
+    """The console's read: an archived customer too (its page says it is archived and offers to unarchive
+    it), where the API answers 404 as Stigg does."""
+    with db.read() as s:
+        customer = store.find(s, env_id, ref_id)
+        if customer is None:
+            raise NotFound("customer", ref_id)
+        return view(s, customer)
+
+
 def update_customer(db: Database, env_id: int, ref_id: str, req: CustomerUpdate) -> CustomerView:
     checked = check_payment_method(db, env_id, ref_id, req)
     with db.transaction() as s:

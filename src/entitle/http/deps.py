@@ -224,6 +224,19 @@ def _read_done(reads: dict[str, asyncio.Task[Principal]], raw_key: str, done: as
         done.exception()  # a background refresh nobody awaits: its error is handled by `_reread`
 
 
+async def key_still_valid(request: Request) -> bool:
+    """For a response that outlives its request's authentication (the push stream): whether the request's
+    key still authenticates, read as the hot routes read it (at most `key_cache.TTL` old across processes,
+    a revocation in this process at once). A revoked key's stream must end, not keep handing its holder
+    every customer's changes."""
+    raw_key = request.headers.get("X-API-KEY")
+    try:
+        _remembered(request, raw_key) or await _read_principal(request, raw_key)
+    except Unauthenticated:
+        return False
+    return True
+
+
 async def hot_db(request: Request) -> Database:
     """`get_db` without the worker-thread hop FastAPI gives a plain function."""
     db: Database = request.app.state.db

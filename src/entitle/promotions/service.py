@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from entitle.catalog.features import store as features
 from entitle.catalog.features.models import Feature
+from entitle.catalog.packages.rules import FeatureShape, check_feature_entitlement
 from entitle.clock import as_utc, utcnow
 from entitle.customers import store as customers
 from entitle.customers.events import entitlements_changed
@@ -26,23 +27,23 @@ from entitle.promotions.schemas import PromotionIn
 
 
 def _check(item: PromotionIn, feature: Feature) -> None:
-    if feature.archived_at is not None:
-        raise InvalidArgument(f"feature '{feature.ref_id}' is archived")
-    if feature.feature_type == "BOOLEAN":
-        if item.usage_limit is not None or item.has_unlimited_usage or item.reset_period:
-            raise InvalidArgument(f"'{feature.ref_id}' is a BOOLEAN feature: it takes no limit or reset period")
-    elif feature.feature_type == "NUMBER":
-        if item.usage_limit is None and not item.has_unlimited_usage:
-            raise InvalidArgument(f"'{feature.ref_id}' needs usageLimit or hasUnlimitedUsage")
-        if item.reset_period and feature.meter_type != "INCREMENTAL":
-            raise InvalidArgument(f"'{feature.ref_id}' is not an incrementally metered feature; it cannot reset")
-    elif feature.feature_type == "ENUM":
-        allowed = {e["value"] for e in feature.enum_configuration or []}
-        if not item.enum_values:
-            raise InvalidArgument(f"'{feature.ref_id}' is an ENUM feature: grant enumValues")
-        unknown = set(item.enum_values) - allowed
-        if unknown:
-            raise InvalidArgument(f"'{feature.ref_id}' has no value(s) {', '.join(sorted(unknown))}")
+    """The catalog's rule for an entitlement of the feature's type: a field that does not apply to it
+    (a limit on an ENUM, enumValues on a NUMBER, usageLimit beside hasUnlimitedUsage) is refused, as a
+    plan refuses it, rather than stored and then ignored by every check."""
+    check_feature_entitlement(
+        FeatureShape(
+            ref_id=feature.ref_id,
+            feature_type=feature.feature_type,
+            meter_type=feature.meter_type,
+            enum_values=frozenset(e["value"] for e in feature.enum_configuration or []),
+            archived=feature.archived_at is not None,
+        ),
+        usage_limit=Decimal(item.usage_limit) if item.usage_limit is not None else None,
+        has_unlimited_usage=bool(item.has_unlimited_usage),
+        has_soft_limit=bool(item.has_soft_limit),
+        reset_period=item.reset_period,
+        enum_values=item.enum_values,
+    )
 
 
 def grant(db: Database, env_id: int, customer_ref: str, items: list[PromotionIn]) -> list[PromotionalEntitlement]:

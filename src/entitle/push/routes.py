@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
@@ -9,7 +9,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from entitle.db import Database
-from entitle.http.deps import DB, ServerKey
+from entitle.http.deps import DB, ServerKey, key_still_valid
 from entitle.push import rules, service
 from entitle.push.hub import Hub, Subscription
 
@@ -22,13 +22,27 @@ def hub_of(request: Request) -> Hub:
 
 
 async def _events(
-    hub: Hub, sub: Subscription, db: Database, env_id: int, start: service.Replay, customers: list[str] | None
+    hub: Hub,
+    sub: Subscription,
+    db: Database,
+    env_id: int,
+    start: service.Replay,
+    customers: list[str] | None,
+    key_valid: Callable[[], Awaitable[bool]],
 ) -> AsyncIterator[str]:
+    """The stream's frames. Its key is read again before every page of replay, every batch of live
+    events and every keepalive (`key_valid`): a key revoked while its stream is open ends the stream,
+    as it refuses every later request; the client's reconnect is then refused."""
     try:
         yield rules.RETRY
         sent = start.resume_id
         if start.reset:
             yield rules.frame(start.resume_id or None, "reset", {"reason": "LAST_EVENT_ID_TOO_OLD"})
+        elif start.resume_id and not start.items:
+            # Where the stream starts, before any event: a client dropped before its first event (a quiet
+            # environment, a server restart) would otherwise reconnect with no replay point and have to
+            # distrust everything it cached.
+            yield rules.resume_point(start.resume_id)
         page = start.items
         while page:
             for item in page:
@@ -36,14 +50,20 @@ async def _events(
                 sent = item.id
             if len(page) < service.REPLAY_PAGE:
                 break
+            if not await key_valid():
+                return
             page = await run_in_threadpool(service.replay_page, db, env_id, sent, customers)
         while True:
             try:
                 message = await asyncio.wait_for(sub.queue.get(), hub.keepalive_interval)
             except TimeoutError:
+                if not await key_valid():
+                    return
                 yield rules.KEEPALIVE
                 continue
             if isinstance(message, str):  # CLOSE
+                return
+            if not await key_valid():
                 return
             for item in message:
                 if item.id > sent:
@@ -87,7 +107,7 @@ async def stream(
         hub.unsubscribe(sub)
         raise
     return StreamingResponse(
-        _events(hub, sub, db, key.environment_id, start, customers),
+        _events(hub, sub, db, key.environment_id, start, customers, lambda: key_still_valid(request)),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -34,5 +34,12 @@ def frame(event_id: int | None, event: str, data: dict[str, Any]) -> str:
     return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
+def resume_point(event_id: int) -> str:
+    """A message of only an id: no event is dispatched, but the client's last event id becomes `event_id`
+    (browsers' EventSource and the SDK alike), so it reconnects with a replay point even when no event
+    came before the drop."""
+    return f"id: {event_id}\n\n"
+
+
 RETRY = "retry: 1000\n\n"
 KEEPALIVE = ": keepalive\n\n"

@@ -79,7 +79,11 @@ ACTIONS: tuple[Action, ...] = (
         response=FlowSubscriptionOut,
         errors=(
             *_COMMON_ERRORS,
-            (404, "NOT_FOUND: the customer, the plan, an add-on or a feature does not exist."),
+            (
+                404,
+                "NOT_FOUND: the customer, the plan, an add-on or a feature does not exist; CUSTOMER_ARCHIVED: the "
+                "customer was archived (unarchive it first).",
+            ),
             (
                 409,
                 "IDEMPOTENCY_CONFLICT: this id was provisioned for another customer or plan; FAILED_PRECONDITION: "
@@ -101,7 +105,11 @@ ACTIONS: tuple[Action, ...] = (
         response=FlowCreditGrantOut,
         errors=(
             *_COMMON_ERRORS,
-            (404, "NOT_FOUND: the customer or the custom currency does not exist."),
+            (
+                404,
+                "NOT_FOUND: the customer or the custom currency does not exist; CUSTOMER_ARCHIVED: the customer was "
+                "archived (unarchive it first).",
+            ),
             (
                 409,
                 "IDEMPOTENCY_CONFLICT: this grant id was used with other terms; FAILED_PRECONDITION: the currency "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -13,7 +14,7 @@ from entitle.sdk.credits import CreditKey, CreditState
 from entitle.sdk.marks import DEFAULT_CACHE_SIZE
 from entitle.sdk.state import State, evaluate, fallback_result, normalize_fallbacks, server_result, to_decimal
 from entitle.sdk.store import EntitlementStore, Key, namespace
-from entitle.sdk.types import EntitlementResult, FallbackEntitlement, Source
+from entitle.sdk.types import EntitlementResult, FallbackEntitlement, ReportedUsage, Source
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 USER_AGENT = "entitle-python-sdk"
@@ -149,6 +150,29 @@ class ClientBase:
     def _after_provision(self, customer_id: str, resource_id: str | None = None) -> None:
         self._store.invalidate(customer_id, resource_id, all_resources=True)
 
+    def _after_report(
+        self, customer_id: str, resource_id: str | None, feature_id: str, usage: ReportedUsage, backdated: bool
+    ) -> None:
+        """The report's counter becomes the cached current usage when it is the current window's. A report
+        dated into an earlier window (`created_at`) answers that window's counter: written over the
+        current one it made the cache deny (or grant) on last month's usage until the next change. Such
+        a report leaves the state to be read again instead (the window it counted in is not always told).
+        A feature whose usage never resets has one counter: any report's answer is current."""
+        if usage.current_usage is None:
+            return
+        key = (customer_id, resource_id)
+        windowed = usage.usage_period_end is not None or self._store.counts_in_windows(key, feature_id)
+        if backdated and windowed and not _in_current_window(usage, datetime.now(UTC)):
+            self._store.invalidate(customer_id, resource_id)
+            return
+        window = usage.usage_period_start, usage.usage_period_end
+        self._store.set_usage(key, feature_id, usage.current_usage, *window)
+
     def cached_keys(self) -> list[Key]:
         """(customer, resource) pairs held in this process's cache layer (diagnostics)."""
         return list(self._store.hot)
+
+
+def _in_current_window(usage: ReportedUsage, now: datetime) -> bool:
+    start, end = usage.usage_period_start, usage.usage_period_end
+    return end is not None and now < end and (start is None or start <= now)

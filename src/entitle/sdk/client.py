@@ -294,14 +294,7 @@ class Entitle(ClientBase):
             dimensions=dimensions,
         )
         usage = wire.reported_usage(self._send(call, attempts=3))
-        if usage.current_usage is not None:
-            self._store.set_usage(
-                (customer_id, resource_id),
-                feature_id,
-                usage.current_usage,
-                usage.usage_period_start,
-                usage.usage_period_end,
-            )
+        self._after_report(customer_id, resource_id, feature_id, usage, backdated=created_at is not None)
         return usage
 
     def report_event(

@@ -37,6 +37,7 @@ class SseParser:
 
     def __init__(self) -> None:
         self._id: str | None = None
+        self._id_in_message = False
         self._event = ""
         self._data: list[str] = []
         self.retry_ms: int | None = None
@@ -46,7 +47,9 @@ class SseParser:
         if not line:
             if self._data or self._event:
                 yield SseEvent(self._id, self._event or "message", "\n".join(self._data))
-            self._event, self._data = "", []
+            elif self._id_in_message:  # only an id (where a fresh stream starts): a replay point, no event
+                yield SseEvent(self._id, "", "")
+            self._event, self._data, self._id_in_message = "", [], False
             return
         if line.startswith(":"):
             return
@@ -57,7 +60,7 @@ class SseParser:
         elif name == "event":
             self._event = value
         elif name == "id":
-            self._id = value
+            self._id, self._id_in_message = value, True
         elif name == "retry" and value.isdigit():
             self.retry_ms = int(value)
 

@@ -215,6 +215,13 @@ class EntitlementStore:
             if updated is not None:
                 self._write(key, updated)
 
+    def counts_in_windows(self, key: Key, feature_id: str) -> bool:
+        """Whether the cached state counts this feature's usage per window (it resets); False when unknown."""
+        with self._lock:
+            state = self.hot.get(key) or self.load_backend_unlocked(key)
+        entry = state.entries.get(feature_id) if state is not None else None
+        return entry is not None and entry.period_end is not None
+
     def _remember_usage(self, key: Key, feature_id: str, moved: _UsageSet) -> None:
         sets = self._usage_set.pop(key, None) or {}
         sets[feature_id] = moved

@@ -271,11 +271,22 @@ class ReportedUsage:
 class EntitleError(Exception):
     """The server refused a call (`status`, machine-readable `code`), or could not be reached."""
 
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None, body: Any = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self,
+        text: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        body: Any = None,
+        message: str | None = None,
+    ) -> None:
+        super().__init__(text)
         self.status = status
         self.code = code
         self.body = body
+        # The server's own message (its error envelope's), as docs/sdk.md promises beside `status` and
+        # `code`; without an envelope (unreachable, a proxy's page), the text above.
+        self.message = message if message is not None else text
 
 
 class EntitleConnectionError(EntitleError):

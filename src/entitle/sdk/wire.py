@@ -206,9 +206,8 @@ def error_of(response: httpx.Response) -> EntitleError:
     except (ValueError, AttributeError):
         body = response.text[:1000]
     text = f"{response.request.method} {response.request.url.path}: {response.status_code} {code or ''} {message or ''}"
-    if is_transient_status(response.status_code):
-        return EntitleConnectionError(text.strip(), status=response.status_code, code=code, body=body)
-    return EntitleError(text.strip(), status=response.status_code, code=code, body=body)
+    kind = EntitleConnectionError if is_transient_status(response.status_code) else EntitleError
+    return kind(text.strip(), status=response.status_code, code=code, body=body, message=message)
 
 
 def data_of(response: httpx.Response) -> Any:

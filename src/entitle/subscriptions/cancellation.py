@@ -15,6 +15,7 @@ from entitle.domain_events import publish
 from entitle.errors import FailedPrecondition, InvalidArgument
 from entitle.subscriptions import store
 from entitle.subscriptions.events import CancellationRequested, announce_update
+from entitle.subscriptions.models import Subscription
 from entitle.subscriptions.provisioning import downgrade_to_free
 from entitle.subscriptions.rules import LIVE, OPEN, Status
 from entitle.subscriptions.schemas import (
@@ -33,6 +34,7 @@ def cancel_subscription(db: Database, env_id: int, ref: str, req: SubscriptionCa
         sub = store.get(s, env_id, ref, for_update=True)
         if sub.status not in OPEN:
             raise FailedPrecondition(f"subscription '{ref}' is already {sub.status}")
+        scheduled_before = _scheduled_end(sub)
         product = s.get(Product, sub.product_pk)
         default_time = ((product.product_settings if product else None) or {}).get(
             "subscriptionCancellationTime", "END_OF_BILLING_PERIOD"
@@ -57,12 +59,18 @@ def cancel_subscription(db: Database, env_id: int, ref: str, req: SubscriptionCa
                 end_subscription(s, sub, now, Status.CANCELED, "Immediate")
                 if downgrade:
                     downgrade_to_free(s, sub, now)
-        if sub.status in OPEN:  # not ended now: the end is scheduled
+        if sub.status in OPEN and _scheduled_end(sub) != scheduled_before:  # not ended now: the end is scheduled
+            # A repeat of the same cancellation (a retried request, a second click) changes nothing: no
+            # second `subscription.updated`, which receivers act on (a second "your plan ends" email).
             announce_update(s, sub, "CANCELLATION_SCHEDULED", entitlements=False)
         ends_at = sub.end_date if sub.end_date is not None else now
         publish(s, CancellationRequested(env_id=env_id, sub=sub, ends_at=ends_at, prorate=req.prorate))
         s.flush()
         return view_of(s, sub, now)
+
+
+def _scheduled_end(sub: Subscription) -> tuple[datetime | None, str | None]:
+    return (as_utc(sub.end_date) if sub.end_date is not None else None), sub.cancel_reason
 
 
 def end_all_for_archived_customer(s: Session, customer: Customer) -> None:

@@ -110,6 +110,16 @@ def check_overrides(s: Session, env_id: int, items: list[EntitlementOverride]) -
             raise NotFound("feature", item.id)
         if feature.feature_type == "NUMBER" and item.usage_limit is None and not item.has_unlimited_usage:
             raise InvalidArgument(f"entitlement '{item.id}' needs usageLimit or hasUnlimitedUsage")
+        # As a plan's entitlement (catalog.packages.rules.check_feature_entitlement): what does not fit the
+        # feature's type is refused, not stored beside the grant and ignored by every check.
+        if feature.feature_type == "NUMBER" and item.usage_limit is not None and item.has_unlimited_usage:
+            raise InvalidArgument(f"entitlement '{item.id}': usageLimit and hasUnlimitedUsage exclude each other")
+        limits = item.usage_limit is not None or item.has_unlimited_usage or item.has_soft_limit or item.reset_period
+        if feature.feature_type != "NUMBER" and limits:
+            raise InvalidArgument(
+                f"entitlement '{item.id}' is of a {feature.feature_type} feature: it takes no usageLimit, "
+                "hasUnlimitedUsage, hasSoftLimit or resetPeriod"
+            )
 
 
 def is_downgrade(s: Session, old: Subscription, new_plan: Package, new_period: str | None, country: str | None) -> bool:

@@ -214,7 +214,8 @@ def redeliver(
     environment: Environment = DEFAULT_ENVIRONMENT,
 ) -> None:
     """Send an event again (same event id), behind the endpoint's pending events: the event of one
-    logged attempt, or an event id, to every endpoint whose log holds it. Prints the new job ids."""
+    logged attempt, or an event id, to every enabled endpoint whose log holds it (a disabled one is sent
+    nothing: refused). Prints the new job ids."""
     with _database() as (db, _):
         env_id = _environment_id(db, environment)
         target = delivery_or_event_id.strip()

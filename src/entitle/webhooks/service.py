@@ -130,13 +130,20 @@ def redeliver(db: Database, env_id: int, delivery_pk: int) -> tuple[Job, Webhook
 
 
 def redeliver_event(db: Database, env_id: int, event_id: str) -> list[tuple[Job, WebhookEndpoint, str]]:
-    """Send an event again to every endpoint whose log holds it (an event goes to each subscribed
-    endpoint under one id), one new job each, in one transaction; 404 when no log holds it."""
+    """Send an event again to every enabled endpoint whose log holds it (an event goes to each subscribed
+    endpoint under one id), one new job each, in one transaction; 404 when no log holds it, 409 when
+    every endpoint that logged it is disabled."""
     with db.transaction() as s:
         rows = store.latest_deliveries_of_event(s, env_id, event_id)
         if not rows:
             raise NotFound("webhook event", event_id)
-        return [_redeliver(s, env_id, row) for row in rows]
+        enabled = [row for row in rows if _endpoint_enabled(s, row)]
+        return [_redeliver(s, env_id, row) for row in (enabled or rows)]
+
+
+def _endpoint_enabled(s: Session, row: WebhookDelivery) -> bool:
+    endpoint = s.get(WebhookEndpoint, row.endpoint_pk)
+    return endpoint is not None and endpoint.enabled
 
 
 def _redeliver(s: Session, env_id: int, row: WebhookDelivery) -> tuple[Job, WebhookEndpoint, str]:
@@ -144,6 +151,10 @@ def _redeliver(s: Session, env_id: int, row: WebhookDelivery) -> tuple[Job, Webh
     original = s.get(Job, row.job_pk)
     if endpoint is None or original is None or "event" not in (original.payload or {}):
         raise FailedPrecondition(f"the event of delivery {row.pk} is no longer stored")
+    if not endpoint.enabled:
+        # The delivery job would find it disabled at its turn and send nothing: refusing now says so,
+        # rather than answering with a job id for a delivery that will never happen.
+        raise FailedPrecondition(f"webhook '{endpoint.ref_id}' is disabled; enable it, then redeliver")
     job = jobs.enqueue(
         s,
         env_id,
