@@ -275,6 +275,12 @@ function priceFor(item, period) {
   return (item.prices || []).filter((p) => p.billingPeriod === period);
 }
 
+// The prices whose quantity a customer chooses up front (seats): usage-based and overage charges are billed
+// as the usage comes, so the checkout neither asks for nor sends a quantity of them.
+function boughtUpFront(prices) {
+  return prices.filter((p) => p.featureId && p.billingModel === "PER_UNIT" && !p.isOverage);
+}
+
 function periodsOf(plans) {
   const periods = new Set(plans.flatMap((p) => (p.prices || []).map((price) => price.billingPeriod)));
   return ["MONTHLY", "ANNUALLY"].filter((p) => periods.has(p));
@@ -489,7 +495,7 @@ class Checkout extends EntitleElement {
   view() {
     const { plan, paywall, features, period } = this.state;
     const periods = periodsOf([plan]);
-    const perUnit = priceFor(plan, period).filter((p) => p.featureId);
+    const perUnit = boughtUpFront(priceFor(plan, period));
     const addons = paywall.addons.filter((a) => plan.compatibleAddonIds.includes(a.id));
     const paid = plan.pricingType === "PAID";
     return `<div class="card-box" part="checkout">
@@ -545,7 +551,7 @@ class Checkout extends EntitleElement {
       planId: plan.id,
       ...(period ? { billingPeriod: period } : {}),
       addons: Object.entries(addons).filter(([, q]) => q > 0).map(([id, quantity]) => ({ id, quantity })),
-      billableFeatures: priceFor(plan, period).filter((p) => p.featureId).map((p) => ({ featureId: p.featureId, quantity: charges[p.featureId] || 1 })),
+      billableFeatures: boughtUpFront(priceFor(plan, period)).map((p) => ({ featureId: p.featureId, quantity: charges[p.featureId] || 1 })),
       ...(country ? { billingCountryCode: country } : {}),
     };
   }

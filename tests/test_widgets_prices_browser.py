@@ -1,0 +1,158 @@
+"""The widgets' prices as a customer reads them, in a real headless Chromium against a real server: a plan
+whose price mixes a flat fee, a per-seat price, usage-based tiers with a rate below a cent and an overage
+charge. The pricing table shows each rate exactly and says which charge is an overage; the checkout asks only
+for the quantities a customer buys up front (seats, not tokens or calls) and subscribes.
+
+One SQLite-backed server for the module, no Stripe: the checkout provisions without payment, as the API
+does. The page embedding the widgets is served at the server's own origin (a routed document), so the
+module loads as it does from an application's page. The widgets' other flows (Stripe, the portal) are in
+billing/test_widgets_browser.py.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from entitle.environments.models import KeyKind
+from entitle.environments.service import create_key
+from tests.conftest import LiveServer
+from tests.support.server import running_server
+from tests.support.tokens import token_for
+
+pytestmark = pytest.mark.browser
+
+PRODUCT = "metered-saas"
+PAGE = "/widget-test-page"
+_buyers = itertools.count()
+
+
+def _price(amount: str | None = None, **more: Any) -> dict[str, Any]:
+    period: dict[str, Any] = {"billingPeriod": "MONTHLY"}
+    if amount is not None:
+        period["price"] = {"amount": amount, "currency": "usd"}
+    period.update(more)
+    return period
+
+
+def _build_catalog(api: httpx.Client) -> None:
+    def ok(answer: httpx.Response) -> None:
+        assert answer.status_code == 200, answer.text
+
+    ok(api.post("/api/v1/products", json={"id": PRODUCT, "displayName": "Metered"}))
+    for ref, units, plural, meter in (
+        ("m-seats", "seat", "seats", "FLUCTUATING"),
+        ("m-tokens", "token", "tokens", "INCREMENTAL"),
+        ("m-calls", "call", "calls", "INCREMENTAL"),
+    ):
+        body = {
+            "id": ref,
+            "displayName": ref,
+            "featureType": "NUMBER",
+            "meterType": meter,
+            "featureUnits": units,
+            "featureUnitsPlural": plural,
+        }
+        ok(api.post("/api/v1/features", json=body))
+    ok(api.post("/api/v1/plans", json={"id": "metered", "displayName": "Metered", "productId": PRODUCT}))
+    entitlements = [
+        {"type": "FEATURE", "id": "m-seats", "usageLimit": 50},
+        {"type": "FEATURE", "id": "m-calls", "usageLimit": 1000, "resetPeriod": "MONTH"},
+        {"type": "FEATURE", "id": "m-tokens", "hasUnlimitedUsage": True, "resetPeriod": "MONTH"},
+    ]
+    ok(api.post("/api/v1/plans/metered/entitlements", json={"entitlements": entitlements}))
+    tiers = [
+        {"upTo": 1000, "unitPrice": {"amount": "0.01", "currency": "usd"}},
+        {"unitPrice": {"amount": "0.005", "currency": "usd"}},
+    ]
+    charges = {
+        "pricingType": "PAID",
+        "pricingModels": [
+            {"billingModel": "FLAT_FEE", "pricePeriods": [_price("19.99")]},
+            {"billingModel": "PER_UNIT", "featureId": "m-seats", "pricePeriods": [_price("12.50")]},
+            {
+                "billingModel": "USAGE_BASED",
+                "featureId": "m-tokens",
+                "tiersMode": "GRADUATED",
+                "pricePeriods": [_price(tiers=tiers)],
+            },
+        ],
+        "overagePricingModels": [{"featureId": "m-calls", "pricePeriods": [_price("0.002")]}],
+    }
+    ok(api.patch("/api/v1/plans/metered", json={"charges": charges}))
+    ok(api.post("/api/v1/plans/metered/publish", json={"migrationType": "NEW_CUSTOMERS"}))
+
+
+def _document(base_url: str, client_key: str) -> str:
+    return f"""<!doctype html><html><head><meta charset="utf-8">
+<script type="module" src="{base_url}/widgets/v1/entitle.js"></script></head><body>
+<entitle-pricing-table product-id="{PRODUCT}" client-key="{client_key}" locale="en-US"></entitle-pricing-table>
+<entitle-checkout product-id="{PRODUCT}" client-key="{client_key}" locale="en-US"></entitle-checkout>
+</body></html>"""
+
+
+@pytest.fixture(scope="module")
+def shop(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, str]]:
+    data_dir = tmp_path_factory.mktemp("widget-prices")
+    shutil.copyfile(sqlite_template, data_dir / "entitle.db")
+    with running_server(f"sqlite:///{data_dir / 'entitle.db'}", data_dir) as (base_url, db):
+        server = LiveServer(base_url, db, create_key(db, "development", KeyKind.SERVER), data_dir)
+        with server.http() as api:
+            _build_catalog(api)
+        yield server, server.key("development", KeyKind.CLIENT)
+
+
+@pytest.fixture
+def page(shop: tuple[LiveServer, str], browser_page: Any) -> Any:
+    server, client_key = shop
+    browser_page.set_default_timeout(15_000)
+    browser_page.on("console", lambda message: print("console:", message.text))
+    document = _document(server.base_url, client_key)
+    browser_page.route(f"{server.base_url}{PAGE}", lambda route: route.fulfill(body=document, content_type="text/html"))
+    browser_page.goto(f"{server.base_url}{PAGE}")
+    browser_page.locator("entitle-pricing-table [data-plan-id=metered]").wait_for()
+    return browser_page
+
+
+def _new_customer(server: LiveServer) -> str:
+    ref = f"buyer-{next(_buyers)}"
+    with server.http() as api:
+        answer = api.post("/api/v1/customers", json={"id": ref, "name": ref, "email": f"{ref}@example.com"})
+        assert answer.status_code == 200, answer.text
+    return ref
+
+
+def test_checkout_asks_only_for_seats_and_subscribes_to_a_plan_with_usage_and_overage_charges(
+    shop: tuple[LiveServer, str], page: Any
+) -> None:
+    server, _ = shop
+    customer = _new_customer(server)
+    page.evaluate(
+        "([id, token]) => { const el = document.querySelector('entitle-checkout');"
+        " el.setAttribute('customer-token', token); el.setAttribute('customer-id', id);"
+        " el.setAttribute('plan-id', 'metered'); }",
+        [customer, token_for(server, customer)],
+    )
+    checkout = page.locator("entitle-checkout")
+    checkout.locator("[data-testid=due-today]").wait_for()
+    # Tokens and calls are billed as they are used: a customer chooses only how many seats it buys.
+    assert checkout.locator("[data-charge]").evaluate_all("inputs => inputs.map(i => i.dataset.charge)") == ["m-seats"]
+    checkout.locator("[data-charge=m-seats]").fill("3")
+    page.wait_for_function(
+        "document.querySelector('entitle-checkout').shadowRoot.querySelector('[data-testid=due-today]')"
+        "?.textContent === '$57.49'"  # 19.99 + 3 x 12.50
+    )
+    checkout.locator("[data-action=pay]").click()
+    completed = checkout.locator("[data-testid=completed]")
+    completed.wait_for()
+    assert completed.inner_text() == "You are subscribed to Metered."
+    with server.http() as api:
+        subscriptions = api.get("/api/v1/subscriptions", params={"customerId": customer}).json()["data"]
+    bought = [s for s in subscriptions if s["planId"] == "metered"]
+    assert [s["status"] for s in bought] == ["ACTIVE"], subscriptions
