@@ -156,3 +156,12 @@ def test_checkout_asks_only_for_seats_and_subscribes_to_a_plan_with_usage_and_ov
         subscriptions = api.get("/api/v1/subscriptions", params={"customerId": customer}).json()["data"]
     bought = [s for s in subscriptions if s["planId"] == "metered"]
     assert [s["status"] for s in bought] == ["ACTIVE"], subscriptions
+
+
+def test_the_pricing_table_shows_rates_below_a_cent_exactly(page: Any) -> None:
+    card = page.locator("entitle-pricing-table [data-plan-id=metered]")
+    assert card.locator("[data-testid=price]").inner_text() == "$19.99 / month"
+    tiers = card.locator("[part~=tiers]").inner_text()
+    # $0.005 a token is not "$0.01": a rate is shown to its last digit, an amount in cents as usual.
+    assert "1\u20131,000: $0.01 / token" in tiers and "1,001+: $0.005 / token" in tiers, tiers
+    assert "$12.50 per seat / month" in card.locator("[part~=unit-price]").all_inner_texts()

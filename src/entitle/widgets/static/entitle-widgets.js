@@ -136,9 +136,21 @@ function escapeHtml(value) {
   return String(value ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 }
 
+// How many decimals an amount of the API is written with ("0.005" and 5e-7 alike).
+function decimalsOf(amount) {
+  const [mantissa, exponent] = String(amount).toLowerCase().split("e");
+  return Math.max(0, (mantissa.split(".")[1] || "").length - Number(exponent || 0));
+}
+
 function money(amount, currency, locale) {
   if (amount === null || amount === undefined) return "";
-  return new Intl.NumberFormat(locale, { style: "currency", currency: (currency || "usd").toUpperCase() }).format(Number(amount));
+  const options = { style: "currency", currency: (currency || "usd").toUpperCase() };
+  const usual = new Intl.NumberFormat(locale, options);
+  // A rate below the currency's minor unit ($0.005 a token) is shown to its last digit: rounded to the
+  // cent it would read $0.01, or $0.00, a price the customer is not charged.
+  const decimals = decimalsOf(amount);
+  if (decimals <= usual.resolvedOptions().maximumFractionDigits) return usual.format(Number(amount));
+  return new Intl.NumberFormat(locale, { ...options, maximumFractionDigits: Math.min(decimals, 20) }).format(Number(amount));
 }
 
 function number(value, locale) {
