@@ -165,3 +165,11 @@ def test_the_pricing_table_shows_rates_below_a_cent_exactly(page: Any) -> None:
     # $0.005 a token is not "$0.01": a rate is shown to its last digit, an amount in cents as usual.
     assert "1\u20131,000: $0.01 / token" in tiers and "1,001+: $0.005 / token" in tiers, tiers
     assert "$12.50 per seat / month" in card.locator("[part~=unit-price]").all_inner_texts()
+
+
+def test_the_pricing_table_says_an_overage_is_charged_beyond_the_limit(page: Any) -> None:
+    card = page.locator("entitle-pricing-table [data-plan-id=metered]")
+    rates = card.locator("[part~=unit-price]").all_inner_texts()
+    # The plan's 1,000 calls a month are included: its $0.002 a call is for the calls beyond them.
+    assert "$0.002 per call beyond the limit" in rates, rates
+    assert "1,000 calls / month" in card.locator("[part~=entitlements] li").all_inner_texts()

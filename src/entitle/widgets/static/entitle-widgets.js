@@ -11,6 +11,7 @@ const DEFAULT_TEXTS = {
   perMonth: "/ month",
   perYear: "/ year",
   unitCount: "{quantity} × {price}",
+  overage: "{price} per {unit} beyond the limit",
   free: "Free",
   customPrice: "Custom price",
   currentPlan: "Current plan",
@@ -320,6 +321,10 @@ function describePrice(el, price, features) {
     return { main: "", detail: `${quantity}<div class="muted" part="tiers">${escapeHtml(unit)} pricing ${per}, ${mode}:<ul>${steps.join("")}</ul></div>` };
   }
   const amount = money(price.amount, price.currency, el.locale);
+  if (price.isOverage) {
+    // Charged only for the usage beyond the entitlement's limit (listed with the plan), not for every unit.
+    return { main: "", detail: `<div part="unit-price">${escapeHtml(el.t("overage", { price: amount, unit }))}</div>` };
+  }
   if (price.billingModel === "PER_UNIT" || price.featureId) {
     const block = price.blockSize && Number(price.blockSize) > 1 ? ` ${number(price.blockSize, el.locale)}` : "";
     const each = block ? `${amount} per${block} ${unit}` : amount;
