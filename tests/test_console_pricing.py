@@ -387,6 +387,38 @@ def test_one_charge_of_a_draft_is_added_changed_and_removed_the_others_kept(
     assert set(_charges(api, "c-plan")) == {"FLAT_FEE MONTHLY", "PER_UNIT c-seats MONTHLY", "FLAT_FEE MONTHLY DE"}
 
 
+def test_a_currency_typed_as_the_console_shows_it_prices_the_draft(
+    api: httpx.Client, editor: httpx.Client, token: str
+) -> None:
+    """The console writes currencies upper case ("29 USD"); typed so (or with spaces) in either price editor,
+    it is the API's lower-case code, not a refusal listing every code."""
+    product(api, "cur-prod")
+    feature(api, "cur-calls", meterType="INCREMENTAL")
+    path = "/console/plans/cur-plan"
+    made = post(editor, "/console/plans", token, {"id": "cur-plan", "display_name": "Cur", "product_id": "cur-prod"})
+    assert made.status_code == 303
+    whole = {"billing_model": "FLAT_FEE", "billing_period": "MONTHLY", "currency": "EUR", "amount": "20"}
+    whole |= {"billing_country_code": "CH", "country_amount": "21", "overage_feature_id": "cur-calls"}
+    answer = post(editor, f"{path}/price", token, whole | {"overage_amount": "0.5"})
+    assert answer.status_code == 303, text_of(answer)
+    tiered = {
+        "billing_model": "USAGE_BASED",
+        "billing_period": "ANNUALLY",
+        "feature_id": "cur-calls",
+        "tiers_mode": "VOLUME",
+    }
+    answer = post(editor, f"{path}/charges", token, tiered | {"currency": " Eur ", "tiers": "100 0.5\n* 0.25 1"})
+    assert answer.status_code == 303, text_of(answer)
+    charges = _charges(api, "cur-plan")
+    assert {k: c["price"]["currency"] for k, c in charges.items() if c.get("price")} == {
+        "FLAT_FEE MONTHLY": "eur",
+        "FLAT_FEE MONTHLY CH": "eur",
+        "overage cur-calls MONTHLY": "eur",
+    }
+    tiers = charges["USAGE_BASED cur-calls ANNUALLY"]["tiers"]
+    assert [t["unitPrice"]["currency"] for t in tiers] == ["eur", "eur"] and tiers[1]["flatPrice"]["currency"] == "eur"
+
+
 # -- metadata ----------------------------------------------------------------------------------------------
 
 

@@ -122,6 +122,12 @@ def moved(order: Sequence[str], index: int, offset: int) -> list[str]:
     return items
 
 
+def currency_code(text: str) -> str:
+    """A currency as people type it in an editor, as the console shows it ("USD", " eur "): the API's
+    code, lower case (the API's `Currency` takes "usd" only, and would answer with its 130 codes)."""
+    return text.strip().lower()
+
+
 def tiers_of(text: str, currency: str) -> list[dict[str, Any]]:
     """The tier editor's lines, `UP_TO UNIT_PRICE [FLAT_PRICE]` each, the last one's UP_TO `*` (no end)."""
     tiers: list[dict[str, Any]] = []
@@ -136,9 +142,10 @@ def tiers_of(text: str, currency: str) -> list[dict[str, Any]]:
             up_to = None if parts[0] == "*" else Decimal(parts[0])
         except InvalidOperation:
             raise InvalidArgument(f"tier line {number}: amounts must be numbers") from None
-        tier: dict[str, Any] = {"up_to": up_to, "unit_price": {"amount": amounts[0], "currency": currency}}
+        money = currency_code(currency)
+        tier: dict[str, Any] = {"up_to": up_to, "unit_price": {"amount": amounts[0], "currency": money}}
         if len(amounts) == 2:
-            tier["flat_price"] = {"amount": amounts[1], "currency": currency}
+            tier["flat_price"] = {"amount": amounts[1], "currency": money}
         tiers.append(tier)
     return tiers
 
@@ -191,7 +198,7 @@ def one_charge(f: ChargeFields) -> tuple[bool, dict[str, Any]]:
     if f.tiers.strip():
         period["tiers"] = tiers_of(f.tiers, f.currency)
     elif f.amount.strip():
-        period["price"] = {"amount": f.amount.strip(), "currency": f.currency}
+        period["price"] = {"amount": f.amount.strip(), "currency": currency_code(f.currency)}
     if f.billing_model == "OVERAGE":
         return True, {"feature_id": f.feature_id or None, "price_periods": [period]}
     model: dict[str, Any] = {"billing_model": f.billing_model, "price_periods": [period]}

@@ -34,6 +34,7 @@ from entitle.console.catalog_rules import (
     ChargeFields,
     charge_key,
     charge_line,
+    currency_code,
     entitlement_line,
     fields_of,
     one_charge,
@@ -211,6 +212,7 @@ def _editor(kind: PackageKind) -> None:
         max_unit_quantity: Tiny = "",
         trial_days: Tiny = "",
     ) -> Response:
+        currency = currency_code(currency)
         period: dict[str, Any] = {"billing_period": billing_period}
         if tiers.strip():
             period["tiers"] = tiers_of(tiers, currency)
