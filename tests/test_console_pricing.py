@@ -419,6 +419,31 @@ def test_a_currency_typed_as_the_console_shows_it_prices_the_draft(
     assert [t["unitPrice"]["currency"] for t in tiers] == ["eur", "eur"] and tiers[1]["flatPrice"]["currency"] == "eur"
 
 
+def test_the_audit_log_names_a_price_by_its_id_through_every_rewrite_of_the_draft(
+    api: httpx.Client, editor: httpx.Client, token: str
+) -> None:
+    product(api, "au-prod")
+    path = "/console/plans/au-plan"
+    assert (
+        post(
+            editor, "/console/plans", token, {"id": "au-plan", "display_name": "Au", "product_id": "au-prod"}
+        ).status_code
+        == 303
+    )
+    flat = {"billing_model": "FLAT_FEE", "billing_period": "MONTHLY", "amount": "10", "currency": "usd"}
+    assert post(editor, f"{path}/charges", token, flat).status_code == 303
+    monthly = _charges(api, "au-plan")["FLAT_FEE MONTHLY"]["id"]
+    # Adding another price writes the draft's pricing again: the monthly price keeps its id, and its entries too.
+    assert (
+        post(editor, f"{path}/charges", token, {**flat, "billing_period": "ANNUALLY", "amount": "100"}).status_code
+        == 303
+    )
+    assert _charges(api, "au-plan")["FLAT_FEE MONTHLY"]["id"] == monthly
+    entries = ok(api.get("/api/v1/audit-log", params={"entityType": "package_charges", "entityId": monthly})).json()
+    assert [e["action"] for e in reversed(entries["data"])] == ["CREATE", "DELETE", "CREATE"], entries
+    assert {e["actor"] for e in entries["data"]} == {EDITOR}
+
+
 # -- metadata ----------------------------------------------------------------------------------------------
 
 
