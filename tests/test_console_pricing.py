@@ -442,6 +442,7 @@ def test_the_audit_log_names_a_price_by_its_id_through_every_rewrite_of_the_draf
     entries = ok(api.get("/api/v1/audit-log", params={"entityType": "package_charges", "entityId": monthly})).json()
     assert [e["action"] for e in reversed(entries["data"])] == ["CREATE", "DELETE", "CREATE"], entries
     assert {e["actor"] for e in entries["data"]} == {EDITOR}
+    assert entries["data"][0]["changes"]["price_amount"] == "10"  # as it was typed: not "1E+1"
 
 
 # -- metadata ----------------------------------------------------------------------------------------------
