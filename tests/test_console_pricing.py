@@ -445,6 +445,46 @@ def test_the_audit_log_names_a_price_by_its_id_through_every_rewrite_of_the_draf
     assert entries["data"][0]["changes"]["price_amount"] == "10"  # as it was typed: not "1E+1"
 
 
+def test_a_drafts_trial_is_set_changed_and_removed_on_its_own_its_charges_kept(
+    api: httpx.Client, editor: httpx.Client, token: str, viewer: httpx.Client
+) -> None:
+    product(api, "tr-prod")
+    path = "/console/plans/tr-plan"
+    made = post(editor, "/console/plans", token, {"id": "tr-plan", "display_name": "Tr", "product_id": "tr-prod"})
+    assert made.status_code == 303
+    flat = {"billing_model": "FLAT_FEE", "billing_period": "MONTHLY", "amount": "10", "currency": "usd"}
+    assert post(editor, f"{path}/charges", token, flat).status_code == 303
+    assert (
+        post(editor, f"{path}/charges", token, {**flat, "billing_period": "ANNUALLY", "amount": "100"}).status_code
+        == 303
+    )
+    charges = _charges(api, "tr-plan")
+
+    def trial() -> Any:
+        return ok(api.get("/api/v1/plans/tr-plan")).json()["data"]["defaultTrialConfig"]
+
+    month = {"duration": "1", "units": "MONTH", "trial_end_behavior": "CANCEL_SUBSCRIPTION"}
+    assert post(editor, f"{path}/trial", token, month).status_code == 303
+    assert trial() == {"duration": 1, "units": "MONTH", "budget": None, "trialEndBehavior": "CANCEL_SUBSCRIPTION"}
+    assert _charges(api, "tr-plan") == charges  # a trial is not a price: both prices stay
+    page = ok(editor.get(path)).text
+    form = page[page.index('data-testid="trial-form"') :]
+    form = form[: form.index("</form>")]
+    assert 'value="1"' in form and 'value="MONTH" selected' in form and 'value="CANCEL_SUBSCRIPTION" selected' in form
+    refused = post(editor, f"{path}/trial", token, {"duration": "2.5", "units": "DAY"})
+    assert refused.status_code == 400 and "whole number of days or months" in html.unescape(refused.text)
+    assert post(viewer, f"{path}/trial", csrf_of(viewer), {"duration": "3", "units": "DAY"}).status_code == 403
+    assert trial()["duration"] == 1
+    # A blank length removes the trial (the price editor's blank trial field keeps it).
+    assert post(editor, f"{path}/trial", token, {"duration": "", "units": "DAY"}).status_code == 303
+    assert trial() is None and _charges(api, "tr-plan") == charges
+    entries = ok(api.get("/api/v1/audit-log", params={"entityType": "packages", "entityId": "tr-plan"})).json()
+    removed = next(
+        e["changes"]["default_trial_config"] for e in entries["data"] if "default_trial_config" in e["changes"]
+    )
+    assert removed[1] is None  # the newest change of the trial: to none
+
+
 # -- metadata ----------------------------------------------------------------------------------------------
 
 

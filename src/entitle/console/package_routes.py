@@ -296,6 +296,19 @@ _editor("PLAN")
 _editor("ADDON")
 
 
+@router.post("/plans/{ref}/trial")
+def plan_trial(
+    ctx: Edit, db: DB, ref: str, duration: Tiny = "", units: Tiny = "DAY", trial_end_behavior: Tiny = ""
+) -> Response:
+    """A draft's trial on its own (the price editor sets one only with the whole price, and never removes
+    one): a blank length removes it."""
+    trial = None
+    if duration.strip():
+        trial = {"duration": duration.strip(), "units": units, "trial_end_behavior": trial_end_behavior or None}
+    packages.update_plan(db, ctx.env_id, ref, parsed(PlanUpdate, {"default_trial_config": trial}, blanks_clear=True))
+    return redirect(package_path("PLAN", ref) + "#trial")
+
+
 @router.post("/plans/{ref}/settings")
 def plan_settings(
     ctx: Edit, db: DB, ref: str, parent_plan_id: Short = "", compatible_addon_ids: Refs = None
