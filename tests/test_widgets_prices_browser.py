@@ -87,6 +87,12 @@ def _build_catalog(api: httpx.Client) -> None:
     }
     ok(api.patch("/api/v1/plans/metered", json={"charges": charges}))
     ok(api.post("/api/v1/plans/metered/publish", json={"migrationType": "NEW_CUSTOMERS"}))
+    # A plan tried for a month, as the console and the API set it.
+    ok(api.post("/api/v1/plans", json={"id": "tried", "displayName": "Tried", "productId": PRODUCT}))
+    flat = {"pricingType": "PAID", "pricingModels": [{"billingModel": "FLAT_FEE", "pricePeriods": [_price("49")]}]}
+    trial = {"duration": 1, "units": "MONTH"}
+    ok(api.patch("/api/v1/plans/tried", json={"charges": flat, "defaultTrialConfig": trial}))
+    ok(api.post("/api/v1/plans/tried/publish", json={"migrationType": "NEW_CUSTOMERS"}))
 
 
 def _document(base_url: str, client_key: str) -> str:
@@ -173,3 +179,10 @@ def test_the_pricing_table_says_an_overage_is_charged_beyond_the_limit(page: Any
     # The plan's 1,000 calls a month are included: its $0.002 a call is for the calls beyond them.
     assert "$0.002 per call beyond the limit" in rates, rates
     assert "1,000 calls / month" in card.locator("[part~=entitlements] li").all_inner_texts()
+
+
+def test_a_trial_of_a_month_is_offered_as_a_month(page: Any) -> None:
+    card = page.locator("entitle-pricing-table [data-plan-id=tried]")
+    # Not "30-day": a month's trial ends on the same day of the next month, 28 to 31 days on.
+    assert card.locator("[part~=trial-badge]").inner_text() == "1-month free trial"
+    assert card.locator("[part~=plan-button]").get_attribute("data-intention") == "start-trial"

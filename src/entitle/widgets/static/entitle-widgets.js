@@ -23,6 +23,7 @@ const DEFAULT_TEXTS = {
   scheduled: "Change scheduled",
   everythingIn: "Everything in {plan}, plus:",
   trialBadge: "{days}-day free trial",
+  trialBadgeMonths: "{months}-month free trial",
   addons: "Add-ons",
   unlimited: "Unlimited",
   loading: "Loading…",
@@ -426,7 +427,7 @@ class PricingTable extends EntitleElement {
       const addons = paywall.addons.filter((a) => plan.compatibleAddonIds.includes(a.id));
       // Offered only when choosing the plan starts it (`intention`): not on the plan being trialed.
       const trial = intention === "start-trial" && plan.pricingType === "PAID"
-        ? `<span class="badge" part="trial-badge">${this.t("trialBadge", { days: plan.trial.units === "MONTH" ? plan.trial.duration * 30 : plan.trial.duration })}</span>` : "";
+        ? `<span class="badge" part="trial-badge">${plan.trial.units === "MONTH" ? this.t("trialBadgeMonths", { months: plan.trial.duration }) : this.t("trialBadge", { days: plan.trial.duration })}</span>` : "";
       const current = intention === "current" ? `<span class="badge" part="current-badge">${this.t("currentPlan")}</span>` : "";
       return `<article class="plan ${intention === "current" ? "current" : ""}" part="plan${intention === "current" ? " plan-current" : ""}" data-plan-id="${escapeHtml(plan.id)}">
         <div class="row"><h3 part="plan-name">${escapeHtml(plan.displayName)}</h3>${current}${trial}</div>
