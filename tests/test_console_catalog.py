@@ -538,3 +538,25 @@ def test_hostile_catalog_reads_are_refused_or_not_found_never_errors(editor: htt
     answer = editor.get(path)
     assert answer.status_code in (200, 400, 404), answer.text
     assert answer.headers["content-type"].startswith("text/html")
+
+
+def test_an_archived_feature_is_unarchived_from_the_features_page(
+    editor: httpx.Client, token: str, api: httpx.Client
+) -> None:
+    feature(api, "u-flag", "BOOLEAN")
+    assert post(editor, "/console/features/u-flag/archive", token).status_code == 303
+    assert ok(api.get("/api/v1/features/u-flag")).json()["data"]["archivedAt"] is not None
+    # Gone from the live list (as from the API's), found among the archived ones with the way back.
+    assert 'data-testid="feature-u-flag"' not in editor.get("/console/features").text
+    row = editor.get("/console/features", params={"archived": "true"}).text
+    row = row[row.index('data-testid="feature-u-flag"') :]
+    row = row[: row.index("</tr>")]
+    assert 'aria-label="Unarchive feature u-flag"' in row and 'aria-label="Archive feature u-flag"' not in row
+    assert post(editor, "/console/features/u-flag/unarchive", token).status_code == 303
+    assert ok(api.get("/api/v1/features/u-flag")).json()["data"]["archivedAt"] is None
+    assert 'data-testid="feature-u-flag"' in editor.get("/console/features").text
+    refused_like_the_api(
+        post(editor, "/console/features/u-none/unarchive", token), api.post("/api/v1/features/u-none/unarchive")
+    )
+    entries = ok(api.get("/api/v1/audit-log", params={"entityType": "features", "entityId": "u-flag"})).json()["data"]
+    assert entries[0]["actor"] == "catalog-editor@example.com" and entries[0]["changes"]["archived_at"][1] is None
