@@ -14,14 +14,17 @@ from __future__ import annotations
 import itertools
 import shutil
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from entitle.environments.access import rotate_signing_secret
 from entitle.environments.models import KeyKind
 from entitle.environments.service import create_key
+from entitle.secrets import secret_box
 from tests.conftest import LiveServer
 from tests.support.server import running_server
 from tests.support.tokens import token_for
@@ -186,3 +189,38 @@ def test_a_trial_of_a_month_is_offered_as_a_month(page: Any) -> None:
     # Not "30-day": a month's trial ends on the same day of the next month, 28 to 31 days on.
     assert card.locator("[part~=trial-badge]").inner_text() == "1-month free trial"
     assert card.locator("[part~=plan-button]").get_attribute("data-intention") == "start-trial"
+
+
+def test_a_token_refused_while_paying_shows_the_error_state_and_tells_the_page(
+    shop: tuple[LiveServer, str], page: Any
+) -> None:
+    """docs/widgets.md: a refused token shows the widget's error state and fires `entitle:error`, so the page
+    hands it a new token. Here the token stops being valid after the checkout loaded (the signing secret
+    rotated without grace): paying is refused, nothing is bought, and the page hears of it."""
+    server, _ = shop
+    customer = _new_customer(server)
+    page.evaluate(
+        "([id, token]) => { window.entitleErrors = [];"
+        " document.addEventListener('entitle:error', (e) => window.entitleErrors.push(e.detail));"
+        " const el = document.querySelector('entitle-checkout');"
+        " el.setAttribute('customer-token', token); el.setAttribute('customer-id', id);"
+        " el.setAttribute('plan-id', 'metered'); }",
+        [customer, token_for(server, customer)],
+    )
+    checkout = page.locator("entitle-checkout")
+    checkout.locator("[data-testid=due-today]").wait_for()
+    rotate_signing_secret(server.db, secret_box(server.data_dir), "development", timedelta(0))
+    checkout.locator("[data-action=pay]").click()
+    error = checkout.locator("[part~=error][data-code=UNAUTHENTICATED]")
+    error.wait_for()
+    assert "session has expired" in error.inner_text()
+    assert page.evaluate("window.entitleErrors.map((d) => d.code)") == ["UNAUTHENTICATED"]
+    with server.http() as api:
+        subscriptions = api.get("/api/v1/subscriptions", params={"customerId": customer}).json()["data"]
+    assert [s["planId"] for s in subscriptions if s["status"] in ("ACTIVE", "IN_TRIAL")] == []
+    # A new token, and the checkout works again.
+    page.evaluate(
+        "(token) => document.querySelector('entitle-checkout').setAttribute('customer-token', token)",
+        token_for(server, customer),
+    )
+    checkout.locator("[data-testid=due-today]").wait_for()

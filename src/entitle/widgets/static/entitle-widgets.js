@@ -242,6 +242,14 @@ class EntitleElement extends HTMLElement {
     this.dispatchEvent(new CustomEvent("entitle:error", { detail: { code: error.code, status: error.status, message }, bubbles: true, composed: true }));
   }
 
+  /** A refused token or key in the middle of a flow (a preview, paying, a portal action): the widget's error
+   * state and `entitle:error`, as when loading, so the page can give it a new token. True when it was one. */
+  expired(error) {
+    if (!(error instanceof EntitleApiError) || (error.status !== 401 && error.status !== 403)) return false;
+    this.showError(error);
+    return true;
+  }
+
   async api(method, path, body) {
     const base = (this.getAttribute("api-url") || SERVED_FROM).replace(/\/$/, "");
     const headers = { "X-API-KEY": this.getAttribute("client-key") || "" };
@@ -607,7 +615,8 @@ class Checkout extends EntitleElement {
         ? `<p class="muted" part="scheduled-note" data-testid="scheduled-note">${escapeHtml(this.t("dueAtPeriodEnd", { date: date(preview.scheduledFor, this.locale) }))}</p>` : "";
       target.innerHTML = `<h4>${this.t("summary")}</h4><table class="summary">${rows.join("")}</table>${waits}${then}`;
     } catch (error) {
-      if (generation === this._summaryGeneration) target.innerHTML = `<p class="error" part="error" role="alert">${escapeHtml(this.errorMessage(error))}</p>`;
+      if (generation !== this._summaryGeneration || this.expired(error)) return;
+      target.innerHTML = `<p class="error" part="error" role="alert">${escapeHtml(this.errorMessage(error))}</p>`;
     }
   }
 
@@ -659,7 +668,7 @@ class Checkout extends EntitleElement {
       this._card = this._stripe.elements().create("card");
       this._card.mount(this._cardSlot());
     } catch (error) {
-      this.paymentError(error);
+      if (!this.expired(error)) this.paymentError(error);
     }
   }
 
@@ -715,7 +724,7 @@ class Checkout extends EntitleElement {
       this._render(`<div class="card-box" part="checkout-completed" data-testid="completed" data-status="${escapeHtml(outcome.subscription?.status || "")}"><p>${escapeHtml(this.outcomeText(outcome))}</p></div>`);
       this.emit("entitle:checkout-completed", { subscriptionId: outcome.id, subscription: outcome.subscription, planId: this.state.plan.id, isScheduled: outcome.isScheduled });
     } catch (error) {
-      this.paymentError(error);
+      if (!this.expired(error)) this.paymentError(error);
     } finally {
       this.state.busy = false;
       if (button.isConnected) { button.disabled = false; button.textContent = this.t("pay"); }
@@ -816,6 +825,7 @@ class CustomerPortal extends EntitleElement {
     const confirmOf = (id) => root.querySelector(`[data-confirm="${CSS.escape(id)}"]`);
     const act = async (work) => {
       try { await work(); this.refresh(); } catch (error) {
+        if (this.expired(error)) return;
         const box = root.querySelector("[data-testid=portal-error]");
         if (box) { box.textContent = this.errorMessage(error); box.hidden = false; }
       }
