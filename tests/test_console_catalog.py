@@ -560,3 +560,26 @@ def test_an_archived_feature_is_unarchived_from_the_features_page(
     )
     entries = ok(api.get("/api/v1/audit-log", params={"entityType": "features", "entityId": "u-flag"})).json()["data"]
     assert entries[0]["actor"] == "catalog-editor@example.com" and entries[0]["changes"]["archived_at"][1] is None
+
+
+def test_what_pricing_pages_show_names_an_enums_values_and_when_a_limit_resets(
+    editor: httpx.Client, token: str, api: httpx.Client
+) -> None:
+    """The plan page's "lists" are what the pricing table says of the plan: an enum's values (the table
+    lists "Support: email, phone"), and a limit that resets with its period ("1000 calls / month")."""
+    product(api, "l-prod")
+    feature(api, "l-calls", meterType="INCREMENTAL", featureUnitsPlural="calls")
+    feature(api, "l-support", "ENUM", enumConfiguration=[{"value": v, "displayName": v} for v in ("email", "phone")])
+    ok(api.post("/api/v1/plans", json={"id": "l-plan", "displayName": "L", "productId": "l-prod"}))
+    entitlements = [
+        {"type": "FEATURE", "id": "l-calls", "usageLimit": 1000, "resetPeriod": "MONTH"},
+        {"type": "FEATURE", "id": "l-support", "enumValues": ["email", "phone"]},
+    ]
+    ok(api.post("/api/v1/plans/l-plan/entitlements", json={"entitlements": entitlements}))
+    ok(api.post("/api/v1/plans/l-plan/publish", json={"migrationType": "NEW_CUSTOMERS"}))
+    listed = re.search(r'data-testid="pricing-entitlements">(.*?)</ul>', editor.get("/console/plans/l-plan").text, re.S)
+    assert listed is not None
+    assert re.findall(r"<li>\s*(.*?)\s*</li>", listed.group(1), re.S) == [
+        "L-Calls: 1000 calls / month",
+        "L-Support: email, phone",
+    ]
