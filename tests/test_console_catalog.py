@@ -583,3 +583,34 @@ def test_what_pricing_pages_show_names_an_enums_values_and_when_a_limit_resets(
         "L-Calls: 1000 calls / month",
         "L-Support: email, phone",
     ]
+
+
+def test_a_draft_that_changes_only_a_plans_add_ons_base_plan_or_trial_says_so(
+    editor: httpx.Client, token: str, api: httpx.Client
+) -> None:
+    """The draft beside the published version lists what it changes besides entitlements and prices: it
+    said "No change to entitlements or prices yet" for a draft that offers a new add-on."""
+    product(api, "s-prod")
+    free_plan(api, "s-base", "s-prod")
+    ok(api.post("/api/v1/addons", json={"id": "s-extra", "displayName": "Extra", "productId": "s-prod"}))
+    ok(api.post("/api/v1/addons/s-extra/publish", json={"migrationType": "NEW_CUSTOMERS"}))
+    path = "/console/plans/s-plan"
+    done(editor, "/console/plans", token, {"id": "s-plan", "display_name": "S", "product_id": "s-prod"})
+    done(editor, f"{path}/price", token, {"billing_model": "FLAT_FEE", "billing_period": "MONTHLY", "amount": "10"})
+    done(editor, f"{path}/publish", token, {"migration_type": "NEW_CUSTOMERS"})
+    done(editor, f"{path}/draft", token)
+    assert 'data-testid="diff-settings-trial"' in editor.get(path).text
+    done(editor, f"{path}/settings", token, {"parent_plan_id": "s-base", "compatible_addon_ids": ["s-extra"]})
+    done(editor, f"{path}/trial", token, {"duration": "14", "units": "DAY"})
+    page = editor.get(path).text
+    assert "No change to entitlements or prices yet" not in page
+    rows = {
+        key: (change, cells)
+        for change, key, cells in re.findall(
+            r'<tr class="change-(\w+)" data-testid="diff-settings-([^"]+)">(.*?)</tr>', page, re.S
+        )
+    }
+    assert rows["compatible add-ons"][0] == "changed" and "none</td><td>s-extra" in rows["compatible add-ons"][1]
+    assert rows["base plan"][0] == "changed" and "none</td><td>s-base" in rows["base plan"][1]
+    assert rows["trial"][0] == "changed" and "14 day(s), then paid" in rows["trial"][1]
+    assert rows["pricing"][0] == "unchanged"

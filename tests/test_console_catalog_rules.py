@@ -9,13 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from entitle.catalog.packages.models import PackageCharge, PackageEntitlement
+from entitle.catalog.packages.models import Package, PackageCharge, PackageEntitlement
 from entitle.console.catalog_rules import (
     amounts_off_of,
     charge_key,
     charge_line,
     differences,
     entitlement_line,
+    setting_lines,
     tiers_of,
 )
 from entitle.errors import InvalidArgument
@@ -133,3 +134,21 @@ def test_prices_and_entitlements_read_as_one_line_each() -> None:
     )
     withheld = PackageEntitlement(entitlement_type="FEATURE", ref_id="sso", is_granted=False, hidden_from_widgets=[])
     assert entitlement_line(withheld) == "withheld"
+
+
+def test_a_versions_settings_read_as_one_line_each() -> None:
+    plan = Package(
+        kind="PLAN",
+        pricing_type="PAID",
+        parent_plan_ref="free",
+        compatible_addon_ids=["b", "a"],
+        default_trial_config={"duration": "1", "units": "MONTH", "trialEndBehavior": "CANCEL_SUBSCRIPTION"},
+    )
+    assert setting_lines(plan) == {
+        "pricing": "paid",
+        "trial": "1 month(s), then the subscription ends",
+        "base plan": "free",
+        "compatible add-ons": "a, b",
+    }
+    addon = Package(kind="ADDON", pricing_type=None, max_quantity=None, dependencies=None)
+    assert setting_lines(addon) == {"pricing": "none", "maximum quantity": "any", "needs first": "nothing"}

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
-from entitle.catalog.packages.models import PackageCharge, PackageEntitlement
+from entitle.catalog.packages.models import Package, PackageCharge, PackageEntitlement
 from entitle.errors import InvalidArgument
 
 Change = Literal["added", "removed", "changed", "unchanged"]
@@ -100,6 +100,25 @@ def differences(published: Mapping[str, str], draft: Mapping[str, str]) -> list[
     """Every key of either side once: the published version's order first, then what the draft adds."""
     keys = list(published) + [k for k in draft if k not in published]
     return [Difference(k, published.get(k), draft.get(k)) for k in keys]
+
+
+def setting_lines(package: Package) -> dict[str, str]:
+    """What a version sets besides its entitlements and prices, one line each: a plan's pricing type,
+    trial, base plan and compatible add-ons; an add-on's pricing type, maximum quantity and dependencies."""
+    lines = {"pricing": (package.pricing_type or "none").lower()}
+    if package.kind == "PLAN":
+        trial = package.default_trial_config
+        if trial:
+            ending = "the subscription ends" if trial.get("trialEndBehavior") == "CANCEL_SUBSCRIPTION" else "paid"
+            lines["trial"] = f"{_num(trial['duration'])} {str(trial['units']).lower()}(s), then {ending}"
+        else:
+            lines["trial"] = "none"
+        lines["base plan"] = package.parent_plan_ref or "none"
+        lines["compatible add-ons"] = ", ".join(sorted(package.compatible_addon_ids or [])) or "none"
+    else:
+        lines["maximum quantity"] = str(package.max_quantity) if package.max_quantity else "any"
+        lines["needs first"] = ", ".join(sorted(package.dependencies or [])) or "nothing"
+    return lines
 
 
 def entitlement_lines(rows: Iterable[PackageEntitlement]) -> dict[str, str]:
