@@ -78,7 +78,13 @@ def _build_catalog(api: httpx.Client) -> None:
         "pricingType": "PAID",
         "pricingModels": [
             {"billingModel": "FLAT_FEE", "pricePeriods": [_price("19.99")]},
-            {"billingModel": "PER_UNIT", "featureId": "m-seats", "pricePeriods": [_price("12.50")]},
+            {
+                "billingModel": "PER_UNIT",
+                "featureId": "m-seats",
+                "minUnitQuantity": 2,
+                "maxUnitQuantity": 20,
+                "pricePeriods": [_price("12.50")],
+            },
             {
                 "billingModel": "USAGE_BASED",
                 "featureId": "m-tokens",
@@ -224,3 +230,37 @@ def test_a_token_refused_while_paying_shows_the_error_state_and_tells_the_page(
         token_for(server, customer),
     )
     checkout.locator("[data-testid=due-today]").wait_for()
+
+
+def test_the_checkout_asks_for_seats_within_the_prices_range(shop: tuple[LiveServer, str], page: Any) -> None:
+    """Seats are sold from 2 to 20 (the price's minUnitQuantity and maxUnitQuantity): the checkout starts at 2,
+    not at a quantity provisioning refuses, and says the range instead of paying for 21."""
+    server, _ = shop
+    customer = _new_customer(server)
+    page.evaluate(
+        "([id, token]) => { const el = document.querySelector('entitle-checkout');"
+        " el.setAttribute('customer-token', token); el.setAttribute('customer-id', id);"
+        " el.setAttribute('plan-id', 'metered'); }",
+        [customer, token_for(server, customer)],
+    )
+    checkout = page.locator("entitle-checkout")
+    seats = checkout.locator("[data-charge=m-seats]")
+    page.wait_for_function(
+        "document.querySelector('entitle-checkout').shadowRoot.querySelector('[data-testid=due-today]')"
+        "?.textContent === '$44.99'"  # 19.99 + 2 x 12.50
+    )
+    assert (seats.input_value(), seats.get_attribute("min"), seats.get_attribute("max")) == ("2", "2", "20")
+    seats.fill("21")
+    checkout.locator("[data-action=pay]").click()
+    refused = checkout.locator("[data-testid=payment-error]")
+    refused.wait_for()
+    assert refused.inner_text() == "Choose from 2 to 20 seats."
+    assert seats.get_attribute("aria-invalid") == "true"
+    with server.http() as api:
+        assert api.get("/api/v1/subscriptions", params={"customerId": customer}).json()["data"] == []
+    seats.fill("20")
+    checkout.locator("[data-action=pay]").click()
+    checkout.locator("[data-testid=completed]").wait_for()
+    with server.http() as api:
+        bought = api.get("/api/v1/subscriptions", params={"customerId": customer}).json()["data"]
+    assert [(s["planId"], s["status"]) for s in bought] == [("metered", "ACTIVE")]

@@ -20,6 +20,10 @@ class PaywallPrice(WireModel):
     tiers_mode: str | None = None
     block_size: Amount | None = None
     is_overage: bool = False
+    # Our extension: how many units a per-unit price may be bought for (what provisioning allows), so a
+    # checkout asks for a quantity in that range.
+    min_unit_quantity: int | None = None
+    max_unit_quantity: int | None = None
 
 
 class PaywallEntitlement(WireModel):

@@ -176,6 +176,8 @@ def _price(c: PackageCharge) -> PaywallPrice:
         "tiers_mode": c.tiers_mode,
         "block_size": c.block_size,
         "is_overage": c.is_overage,
+        "min_unit_quantity": c.min_unit_quantity,
+        "max_unit_quantity": c.max_unit_quantity,
     }
     return PaywallPrice.model_validate(data)
 

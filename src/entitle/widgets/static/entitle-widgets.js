@@ -37,6 +37,8 @@ const DEFAULT_TEXTS = {
   checkoutTitle: "Subscribe to {plan}",
   billingPeriod: "Billing period",
   quantity: "Quantity",
+  quantityRange: "Choose from {least} to {most} {units}.",
+  quantityAtLeast: "Choose at least {least} {units}, in whole units.",
   promotionCode: "Promotion code",
   applyCode: "Apply",
   promotionInvalid: "This promotion code cannot be used: {message}",
@@ -529,7 +531,9 @@ class Checkout extends EntitleElement {
       ${periods.length > 1 ? `<label>${this.t("billingPeriod")} <select data-field="period" part="period-select">${periods.map((p) => `<option value="${p}" ${p === period ? "selected" : ""}>${this.t(p === "MONTHLY" ? "monthly" : "annually")}</option>`).join("")}</select></label>` : ""}
       ${perUnit.map((p) => {
         const f = features.get(p.featureId);
-        return `<label>${escapeHtml(f?.featureUnitsPlural || f?.displayName || p.featureId)} <input type="number" min="1" value="${this.state.charges[p.featureId] || 1}" data-charge="${escapeHtml(p.featureId)}" part="quantity-input"></label>`;
+        const least = Math.max(1, Number(p.minUnitQuantity) || 1);
+        const most = p.maxUnitQuantity == null ? "" : `max="${Number(p.maxUnitQuantity)}"`;
+        return `<label>${escapeHtml(f?.featureUnitsPlural || f?.displayName || p.featureId)} <input type="number" min="${least}" ${most} step="1" value="${this.quantityOf(p)}" data-charge="${escapeHtml(p.featureId)}" part="quantity-input"></label>`;
       }).join("")}
       ${addons.length ? `<fieldset part="addons"><legend>${this.t("addons")}</legend>${addons.map((a) => `<label>${escapeHtml(a.displayName)} (${priceBlock(this, a, period, features).main}) <input type="number" min="0" ${a.maxQuantity ? `max="${a.maxQuantity}"` : ""} value="${this.state.addons[a.id] || 0}" data-addon="${escapeHtml(a.id)}" part="addon-input" aria-label="${escapeHtml(a.displayName)} ${this.t("quantity")}"></label>`).join("<br>")}</fieldset>` : ""}
       ${paid ? `<div part="promotion"><label>${this.t("promotionCode")} <input data-field="promotionCode" part="promotion-input" value="${escapeHtml(this.state.promotionCode)}"></label>
@@ -551,7 +555,12 @@ class Checkout extends EntitleElement {
       input.addEventListener("input", () => { this.state.addons[input.dataset.addon] = Math.max(0, Number(input.value) || 0); this.updateSummary(); });
     }
     for (const input of root.querySelectorAll("[data-charge]")) {
-      input.addEventListener("input", () => { this.state.charges[input.dataset.charge] = Math.max(1, Number(input.value) || 1); this.updateSummary(); });
+      input.addEventListener("input", () => {
+        // Priced as typed: a quantity outside the price's range is said when paying (`pay`), not changed.
+        this.state.charges[input.dataset.charge] = Math.max(1, Number(input.value) || 1);
+        input.setAttribute("aria-invalid", String(!input.checkValidity()));
+        this.updateSummary();
+      });
     }
     const applyCode = () => {
       const code = root.querySelector("[data-field=promotionCode]").value.trim();
@@ -568,6 +577,11 @@ class Checkout extends EntitleElement {
     if (this.state.plan.pricingType === "PAID" && this.getAttribute("payment") !== "hosted" && !this.state.useSaved) this.mountCard();
   }
 
+  /** The quantity chosen of a per-unit price: what the customer typed, else the least the price allows. */
+  quantityOf(price) {
+    return this.state.charges[price.featureId] || Math.max(1, Number(price.minUnitQuantity) || 1);
+  }
+
   choice({ withCode = true } = {}) {
     const { plan, period, addons, charges, promotionCode, paywall } = this.state;
     // The country whose prices the paywall showed (the customer's subscribed one wins over the attribute).
@@ -577,7 +591,7 @@ class Checkout extends EntitleElement {
       planId: plan.id,
       ...(period ? { billingPeriod: period } : {}),
       addons: Object.entries(addons).filter(([, q]) => q > 0).map(([id, quantity]) => ({ id, quantity })),
-      billableFeatures: boughtUpFront(priceFor(plan, period)).map((p) => ({ featureId: p.featureId, quantity: charges[p.featureId] || 1 })),
+      billableFeatures: boughtUpFront(priceFor(plan, period)).map((p) => ({ featureId: p.featureId, quantity: this.quantityOf(p) })),
       ...(country ? { billingCountryCode: country } : {}),
     };
   }
@@ -700,6 +714,16 @@ class Checkout extends EntitleElement {
     button.textContent = this.t("paying");
     try {
       if (this.state.promotionError) { this.paymentError(this.t("promotionFix")); return; }
+      const outOfRange = [...this.shadowRoot.querySelectorAll("[data-charge]")].find((input) => !input.checkValidity());
+      if (outOfRange) {
+        const price = boughtUpFront(priceFor(this.state.plan, this.state.period)).find((p) => p.featureId === outOfRange.dataset.charge);
+        const feature = this.state.features.get(outOfRange.dataset.charge);
+        const units = feature?.featureUnitsPlural || feature?.displayName || outOfRange.dataset.charge;
+        const least = Math.max(1, Number(price?.minUnitQuantity) || 1);
+        this.paymentError(price?.maxUnitQuantity == null ? this.t("quantityAtLeast", { least, units }) : this.t("quantityRange", { least, most: price.maxUnitQuantity, units }));
+        outOfRange.focus();
+        return;
+      }
       const body = this.choice();
       if (this.state.plan.pricingType === "PAID" && this.getAttribute("payment") === "hosted") {
         body.checkoutOptions = { successUrl: this.getAttribute("success-url") || location.href, cancelUrl: this.getAttribute("cancel-url") || location.href };
