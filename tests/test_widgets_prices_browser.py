@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import expect
 
 from entitle.environments.access import rotate_signing_secret
 from entitle.environments.models import KeyKind
@@ -98,7 +99,11 @@ def _build_catalog(api: httpx.Client) -> None:
     ok(api.post("/api/v1/plans/metered/publish", json={"migrationType": "NEW_CUSTOMERS"}))
     # A plan tried for a month, as the console and the API set it.
     ok(api.post("/api/v1/plans", json={"id": "tried", "displayName": "Tried", "productId": PRODUCT}))
-    flat = {"pricingType": "PAID", "pricingModels": [{"billingModel": "FLAT_FEE", "pricePeriods": [_price("49")]}]}
+    annual = {"billingPeriod": "ANNUALLY", "price": {"amount": "490", "currency": "usd"}}
+    flat = {
+        "pricingType": "PAID",
+        "pricingModels": [{"billingModel": "FLAT_FEE", "pricePeriods": [_price("49"), annual]}],
+    }
     trial = {"duration": 1, "units": "MONTH"}
     ok(api.patch("/api/v1/plans/tried", json={"charges": flat, "defaultTrialConfig": trial}))
     ok(api.post("/api/v1/plans/tried/publish", json={"migrationType": "NEW_CUSTOMERS"}))
@@ -264,3 +269,48 @@ def test_the_checkout_asks_for_seats_within_the_prices_range(shop: tuple[LiveSer
     with server.http() as api:
         bought = api.get("/api/v1/subscriptions", params={"customerId": customer}).json()["data"]
     assert [(s["planId"], s["status"]) for s in bought] == [("metered", "ACTIVE")]
+
+
+def test_the_pricing_table_and_the_checkout_work_from_the_keyboard(shop: tuple[LiveServer, str], page: Any) -> None:
+    """The period toggle is a named group; choosing a period with the keyboard keeps the focus on it (the
+    table is drawn again); each plan's button is described by its plan's name; the checkout's summary is
+    announced as it changes, and its period select keeps the focus too."""
+    toggle = page.get_by_role("group", name="Billing period")
+    annually = toggle.get_by_role("button", name="Annually")
+    annually.focus()
+    page.keyboard.press("Enter")
+    tried = page.locator("entitle-pricing-table [data-plan-id=tried]")
+    page.wait_for_function(
+        "document.querySelector('entitle-pricing-table').shadowRoot"
+        ".querySelector('[data-plan-id=tried] [data-testid=price]')?.textContent.includes('490')"
+    )
+    assert annually.get_attribute("aria-pressed") == "true"
+    focused = "(selector) => document.querySelector(selector).shadowRoot.activeElement?.outerHTML || ''"
+    assert 'data-period="ANNUALLY"' in page.evaluate(focused, "entitle-pricing-table")
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.press("Enter")  # back to monthly, from the keyboard alone
+    page.wait_for_function(
+        "document.querySelector('entitle-pricing-table').shadowRoot"
+        ".querySelector('[data-plan-id=tried] [data-testid=price]')?.textContent.includes('49.00 / month')"
+    )
+    expect(tried.locator("[part~=plan-button]")).to_have_accessible_description("Tried")
+
+    server, _ = shop
+    customer = _new_customer(server)
+    page.evaluate(
+        "([id, token]) => { const el = document.querySelector('entitle-checkout');"
+        " el.setAttribute('customer-token', token); el.setAttribute('customer-id', id);"
+        " el.setAttribute('plan-id', 'tried'); }",
+        [customer, token_for(server, customer)],
+    )
+    checkout = page.locator("entitle-checkout")
+    assert checkout.locator("[data-testid=summary]").get_attribute("aria-live") == "polite"
+    period = checkout.locator("[data-field=period]")
+    period.focus()
+    period.select_option("ANNUALLY")
+    page.wait_for_function(
+        "document.querySelector('entitle-checkout').shadowRoot.querySelector('[data-testid=due-today]')"
+        "?.textContent === '$490.00' || document.querySelector('entitle-checkout').shadowRoot"
+        ".querySelector('[data-testid=summary]')?.textContent.includes('$490.00')"
+    )
+    assert 'data-field="period"' in page.evaluate(focused, "entitle-checkout")

@@ -121,6 +121,10 @@ section { margin-bottom: 20px; } h4 { margin: 0 0 8px; }
 ::slotted([data-entitle-card]) { display: block; padding: 10px; border: 1px solid var(--_border); border-radius: 6px; min-height: 40px; }
 `;
 
+// Attributes that name one control of a widget's view (unlike `data-action`, which a button of each
+// subscription shares): what keeps the focus through a redraw.
+const FOCUS_KEYS = ["data-period", "data-field", "data-charge", "data-addon"];
+
 // What a preview answers for a promotion code that cannot apply (the checkout then previews without it).
 const PROMOTION_REFUSED = new Set(["PROMOTION_CODE_INVALID", "BILLING_INTEGRATION_REQUIRED"]);
 
@@ -217,9 +221,14 @@ class EntitleElement extends HTMLElement {
   }
 
   _render(html) {
+    // A control the customer is on (the period toggle, a quantity) is drawn again: the focus stays on it
+    // rather than falling back to the page's start, where a keyboard user would have to tab back from.
+    const focused = this.shadowRoot.activeElement;
+    const key = focused && FOCUS_KEYS.filter((a) => focused.hasAttribute(a)).map((a) => `[${a}="${CSS.escape(focused.getAttribute(a))}"]`)[0];
     this.removeAttribute("aria-busy");
     this.shadowRoot.innerHTML = `<style>${STYLE}</style><div part="container">${html}</div>`;
     this.afterRender?.();
+    if (key) this.shadowRoot.querySelector(key)?.focus();
   }
 
   errorMessage(error) {
@@ -426,10 +435,10 @@ class PricingTable extends EntitleElement {
     const byId = new Map(plans.map((p) => [p.id, p]));
     const periods = periodsOf(plans);
     const toggle = periods.length > 1
-      ? `<div class="toggle" part="period-toggle" role="group">${periods.map((p) => `<button type="button" part="period-option" data-period="${p}" aria-pressed="${p === period}">${this.t(p === "MONTHLY" ? "monthly" : "annually")}</button>`).join("")}</div>`
+      ? `<div class="toggle" part="period-toggle" role="group" aria-label="${escapeHtml(this.t("billingPeriod"))}">${periods.map((p) => `<button type="button" part="period-option" data-period="${p}" aria-pressed="${p === period}">${this.t(p === "MONTHLY" ? "monthly" : "annually")}</button>`).join("")}</div>`
       : "";
     const labels = { current: "currentPlan", scheduled: "scheduled", "contact-sales": "contactSales", "start-trial": "startTrial", upgrade: "upgrade", downgrade: "downgrade", subscribe: "subscribe" };
-    const cards = plans.map((plan) => {
+    const cards = plans.map((plan, index) => {
       const intention = this.intention(plan, plans);
       const price = priceBlock(this, plan, period, features);
       const base = plan.basePlanId ? byId.get(plan.basePlanId) : null;
@@ -440,13 +449,13 @@ class PricingTable extends EntitleElement {
         ? `<span class="badge" part="trial-badge">${plan.trial.units === "MONTH" ? this.t("trialBadgeMonths", { months: plan.trial.duration }) : this.t("trialBadge", { days: plan.trial.duration })}</span>` : "";
       const current = intention === "current" ? `<span class="badge" part="current-badge">${this.t("currentPlan")}</span>` : "";
       return `<article class="plan ${intention === "current" ? "current" : ""}" part="plan${intention === "current" ? " plan-current" : ""}" data-plan-id="${escapeHtml(plan.id)}">
-        <div class="row"><h3 part="plan-name">${escapeHtml(plan.displayName)}</h3>${current}${trial}</div>
+        <div class="row"><h3 part="plan-name" id="plan-name-${index}">${escapeHtml(plan.displayName)}</h3>${current}${trial}</div>
         ${plan.description ? `<div class="muted">${escapeHtml(plan.description)}</div>` : ""}
         <div class="price" part="price" data-testid="price">${price.main}</div>${price.detail}
         ${base ? `<div part="inherits">${escapeHtml(this.t("everythingIn", { plan: base.displayName }))}</div>` : ""}
         <ul part="entitlements">${own.map((e) => `<li>${escapeHtml(describeEntitlement(this, e))}</li>`).join("")}</ul>
         ${addons.length ? `<div class="muted" part="addons">${this.t("addons")}: ${addons.map((a) => `${escapeHtml(a.displayName)} (${priceBlock(this, a, period, features).main || "—"})`).join(", ")}</div>` : ""}
-        <button type="button" part="plan-button" data-intention="${intention}" ${intention === "current" || intention === "scheduled" ? "disabled" : ""}>${this.t(labels[intention])}</button>
+        <button type="button" part="plan-button" aria-describedby="plan-name-${index}" data-intention="${intention}" ${intention === "current" || intention === "scheduled" ? "disabled" : ""}>${this.t(labels[intention])}</button>
       </article>`;
     });
     return `${toggle}<div class="plans" part="plans">${cards.join("")}</div>`;
@@ -539,7 +548,7 @@ class Checkout extends EntitleElement {
       ${paid ? `<div part="promotion"><label>${this.t("promotionCode")} <input data-field="promotionCode" part="promotion-input" value="${escapeHtml(this.state.promotionCode)}"></label>
         <button type="button" class="secondary" part="apply-code-button" data-action="apply-code">${this.t("applyCode")}</button>
         <p class="error" part="error promotion-error" role="alert" data-testid="promotion-error" hidden></p></div>` : ""}
-      <div part="summary" data-testid="summary"><p class="muted">${this.t("loading")}</p></div>
+      <div part="summary" data-testid="summary" aria-live="polite"><p class="muted">${this.t("loading")}</p></div>
       ${paid && this.getAttribute("payment") !== "hosted" && this.state.useSaved ? `<div class="row" part="saved-card"><span data-testid="saved-card">${escapeHtml(this.t("card"))}: ${escapeHtml((this.state.savedCard.cardBrand || "card").toUpperCase())} •••• ${escapeHtml(this.state.savedCard.cardLast4Digits || "")}</span><button type="button" class="secondary" data-action="other-card">${this.t("otherCard")}</button></div>` : ""}
       ${paid && this.getAttribute("payment") !== "hosted" && !this.state.useSaved ? `<div part="card-field"><div>${this.t("card")}</div><slot name="card"></slot><p class="muted" data-testid="provider-note" hidden>${this.t("noProvider")}</p></div>` : ""}
       <div class="error" part="error payment-error" role="alert" data-testid="payment-error" hidden></div>
