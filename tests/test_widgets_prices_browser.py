@@ -107,6 +107,10 @@ def _build_catalog(api: httpx.Client) -> None:
     trial = {"duration": 1, "units": "MONTH"}
     ok(api.patch("/api/v1/plans/tried", json={"charges": flat, "defaultTrialConfig": trial}))
     ok(api.post("/api/v1/plans/tried/publish", json={"migrationType": "NEW_CUSTOMERS"}))
+    ok(api.post("/api/v1/plans", json={"id": "day", "displayName": "Day", "productId": PRODUCT}))
+    day = {"duration": 1, "units": "DAY"}
+    ok(api.patch("/api/v1/plans/day", json={"charges": flat, "defaultTrialConfig": day}))
+    ok(api.post("/api/v1/plans/day/publish", json={"migrationType": "NEW_CUSTOMERS"}))
 
 
 def _document(base_url: str, client_key: str) -> str:
@@ -314,3 +318,22 @@ def test_the_pricing_table_and_the_checkout_work_from_the_keyboard(shop: tuple[L
         ".querySelector('[data-testid=summary]')?.textContent.includes('$490.00')"
     )
     assert 'data-field="period"' in page.evaluate(focused, "entitle-checkout")
+
+
+def test_the_portal_counts_down_the_last_day_of_a_trial_in_the_singular(
+    shop: tuple[LiveServer, str], page: Any
+) -> None:
+    server, client_key = shop
+    customer = _new_customer(server)
+    with server.http() as api:
+        answer = api.post("/api/v1/subscriptions", json={"customerId": customer, "planId": "day"})
+        assert answer.status_code == 200 and answer.json()["data"]["subscription"]["status"] == "IN_TRIAL", answer.text
+    page.evaluate(
+        "([key, id, token]) => { const el = document.createElement('entitle-customer-portal');"
+        " el.setAttribute('client-key', key); el.setAttribute('locale', 'en-US');"
+        " el.setAttribute('customer-token', token); el.setAttribute('customer-id', id);"
+        " document.body.appendChild(el); }",
+        [client_key, customer, token_for(server, customer)],
+    )
+    countdown = page.locator("entitle-customer-portal [data-testid=trial-countdown]")
+    assert countdown.inner_text() == "Trial ends in 1 day"  # not "1 days"

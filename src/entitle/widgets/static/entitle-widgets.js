@@ -63,6 +63,7 @@ const DEFAULT_TEXTS = {
   subscriptions: "Subscriptions",
   nextBilling: "Next billing date: {date}",
   trialEnds: "Trial ends in {days} days",
+  trialEndsOne: "Trial ends in 1 day",
   paymentPending: "Waiting for payment: your current plan stays until it is paid",
   cancelsOn: "Ends on {date}",
   scheduledChange: "Changes to {plan} on {date}",
@@ -811,7 +812,7 @@ class CustomerPortal extends EntitleElement {
       return `<div class="card-box" part="subscription" data-testid="subscription" data-plan-id="${escapeHtml(s.planId)}" data-status="${escapeHtml(s.status)}">
         <div class="row"><h4 part="plan-name">${escapeHtml(plan?.displayName || s.planId)}</h4><span class="price" part="price" data-testid="subscription-price">${price.main}</span></div>
         ${price.detail}
-        ${trialDays !== null ? `<span class="badge" part="trial-countdown" data-testid="trial-countdown">${this.t("trialEnds", { days: trialDays })}</span>` : ""}
+        ${trialDays !== null ? `<span class="badge" part="trial-countdown" data-testid="trial-countdown">${this.t(trialDays === 1 ? "trialEndsOne" : "trialEnds", { days: trialDays })}</span>` : ""}
         ${s.status === "PAYMENT_PENDING" ? `<span class="badge" part="payment-pending" data-testid="payment-pending">${this.t("paymentPending")}</span>` : ""}
         ${ends ? `<div class="muted">${escapeHtml(this.t("cancelsOn", { date: date(ends, this.locale) }))}</div>`
           : s.currentBillingPeriodEnd && s.pricingType === "PAID" ? `<div class="muted" part="next-billing">${escapeHtml(this.t("nextBilling", { date: date(s.currentBillingPeriodEnd, this.locale) }))}</div>` : ""}
