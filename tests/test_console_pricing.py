@@ -485,6 +485,29 @@ def test_a_drafts_trial_is_set_changed_and_removed_on_its_own_its_charges_kept(
     assert removed[1] is None  # the newest change of the trial: to none
 
 
+def test_a_price_per_block_of_units_is_added_and_edited_in_the_charge_editor(
+    api: httpx.Client, editor: httpx.Client, token: str
+) -> None:
+    product(api, "bl-prod")
+    feature(api, "bl-calls", meterType="INCREMENTAL")
+    path = "/console/plans/bl-plan"
+    made = post(editor, "/console/plans", token, {"id": "bl-plan", "display_name": "Bl", "product_id": "bl-prod"})
+    assert made.status_code == 303
+    blocks = {"billing_model": "USAGE_BASED", "billing_period": "MONTHLY", "feature_id": "bl-calls", "currency": "usd"}
+    assert post(editor, f"{path}/charges", token, {**blocks, "amount": "10", "block_size": "1000"}).status_code == 303
+    charge = _charges(api, "bl-plan")["USAGE_BASED bl-calls MONTHLY"]
+    assert (charge["price"], charge["blockSize"]) == ({"amount": 10, "currency": "usd"}, 1000)
+    page = text_of(editor.get(path))
+    assert "USAGE_BASED bl-calls MONTHLY 10 USD per block of 1000" in page
+    opened = ok(editor.get(path, params={"charge": charge["id"]})).text
+    assert 'name="block_size" inputmode="decimal" size="6" value="1000"' in opened
+    # A flat fee has no blocks: the pricing rule's own words, and nothing written.
+    flat = {"billing_model": "FLAT_FEE", "billing_period": "MONTHLY", "amount": "5", "block_size": "10"}
+    refused = post(editor, f"{path}/charges", token, flat)
+    assert refused.status_code == 400 and "FLAT_FEE takes no tiers or blockSize" in html.unescape(refused.text)
+    assert list(_charges(api, "bl-plan")) == ["USAGE_BASED bl-calls MONTHLY"]
+
+
 # -- metadata ----------------------------------------------------------------------------------------------
 
 

@@ -205,6 +205,7 @@ class ChargeFields:
     tiers: str = ""
     min_unit_quantity: str = ""
     max_unit_quantity: str = ""
+    block_size: str = ""
 
 
 def one_charge(f: ChargeFields) -> tuple[bool, dict[str, Any]]:
@@ -218,6 +219,8 @@ def one_charge(f: ChargeFields) -> tuple[bool, dict[str, Any]]:
         period["tiers"] = tiers_of(f.tiers, f.currency)
     elif f.amount.strip():
         period["price"] = {"amount": f.amount.strip(), "currency": currency_code(f.currency)}
+    if f.block_size.strip():  # the price is of a block of units ("$10 per 1,000 calls")
+        period["block_size"] = f.block_size.strip()
     if f.billing_model == "OVERAGE":
         return True, {"feature_id": f.feature_id or None, "price_periods": [period]}
     model: dict[str, Any] = {"billing_model": f.billing_model, "price_periods": [period]}
@@ -264,6 +267,7 @@ def fields_of(c: PackageCharge) -> ChargeFields:
         tiers=tiers_text(c.tiers or []),
         min_unit_quantity=str(c.min_unit_quantity) if c.min_unit_quantity is not None else "",
         max_unit_quantity=str(c.max_unit_quantity) if c.max_unit_quantity is not None else "",
+        block_size=_num(c.block_size) if c.block_size is not None else "",
     )
 
 

@@ -67,6 +67,7 @@ def charge_form(
     tiers: Text = "",
     min_unit_quantity: Tiny = "",
     max_unit_quantity: Tiny = "",
+    block_size: Tiny = "",
 ) -> ChargeFields:
     """The one-charge editor's form fields."""
     return ChargeFields(
@@ -80,6 +81,7 @@ def charge_form(
         tiers,
         min_unit_quantity,
         max_unit_quantity,
+        block_size,
     )
 
 
