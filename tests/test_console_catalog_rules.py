@@ -16,6 +16,7 @@ from entitle.console.catalog_rules import (
     charge_line,
     differences,
     entitlement_line,
+    one_charge_editable,
     setting_lines,
     tiers_of,
 )
@@ -152,3 +153,33 @@ def test_a_versions_settings_read_as_one_line_each() -> None:
     }
     addon = Package(kind="ADDON", pricing_type=None, max_quantity=None, dependencies=None)
     assert setting_lines(addon) == {"pricing": "none", "maximum quantity": "any", "needs first": "nothing"}
+
+
+def test_credit_prices_read_as_credits_and_are_not_the_one_charge_editors() -> None:
+    rate = PackageCharge(
+        is_overage=False,
+        billing_model="CREDIT_BASED",
+        billing_cadence="RECURRING",
+        billing_period="MONTHLY",
+        feature_ref="calls",
+        credit_rate_amount=Decimal("2"),
+        credit_rate_currency_ref="gems",
+    )
+    assert charge_line(rate) == "2 gems credit(s) a unit of usage"
+    grant = PackageCharge(
+        is_overage=False,
+        billing_model="CREDIT_BASED",
+        billing_cadence="RECURRING",
+        billing_period="MONTHLY",
+        credit_rate_amount=Decimal("100"),
+        credit_rate_currency_ref="gems",
+        credit_grant_cadence="BEGINNING_OF_BILLING_PERIOD",
+        price_amount=Decimal("10"),
+        price_currency="usd",
+    )
+    assert charge_line(grant) == "grants 100 gems credit(s) a unit bought (beginning of billing period) for 10 USD"
+    assert not one_charge_editable(rate) and not one_charge_editable(grant)
+    flat = PackageCharge(
+        is_overage=False, billing_model="FLAT_FEE", billing_cadence="RECURRING", billing_period="MONTHLY"
+    )
+    assert one_charge_editable(flat)

@@ -508,6 +508,37 @@ def test_a_price_per_block_of_units_is_added_and_edited_in_the_charge_editor(
     assert list(_charges(api, "bl-plan")) == ["USAGE_BASED bl-calls MONTHLY"]
 
 
+def test_a_credit_price_reads_as_credits_and_the_one_charge_editor_leaves_it_alone(
+    api: httpx.Client, editor: httpx.Client, token: str
+) -> None:
+    """The one-charge editor has no credit fields: it offered to edit a credit price as a flat fee (saving
+    it would have replaced the rate), and the price list said "no price" of 2 credits a call."""
+    product(api, "cp-prod")
+    feature(api, "cp-calls", meterType="INCREMENTAL")
+    ok(api.post("/api/v1/credits/custom-currencies", json={"id": "cp-gems", "displayName": "Gems"}))
+    ok(api.post("/api/v1/plans", json={"id": "cp-plan", "displayName": "Cp", "productId": "cp-prod"}))
+    fee = {"billingPeriod": "MONTHLY", "price": {"amount": 5, "currency": "usd"}}
+    rate = {"billingPeriod": "MONTHLY", "creditRate": {"amount": 2, "currencyId": "cp-gems"}}
+    prices = [
+        {"billingModel": "FLAT_FEE", "pricePeriods": [fee]},
+        {"billingModel": "CREDIT_BASED", "featureId": "cp-calls", "pricePeriods": [rate]},
+    ]
+    ok(api.patch("/api/v1/plans/cp-plan", json={"charges": {"pricingType": "PAID", "pricingModels": prices}}))
+    before = _charges(api, "cp-plan")
+    credit_id = before["CREDIT_BASED cp-calls MONTHLY"]["id"]
+    path = "/console/plans/cp-plan"
+    page = editor.get(path).text
+    assert "CREDIT_BASED cp-calls MONTHLY 2 cp-gems credit(s) a unit of usage" in text_of(editor.get(path))
+    assert f"?charge={credit_id}" not in page and 'data-testid="edit-through-api"' in page
+    assert 'aria-label="Edit FLAT_FEE MONTHLY"' in page  # the flat fee is still edited here
+    # Opening the editor on it by address opens a new charge instead; a forged save is refused.
+    assert f'action="{path}/charges/{credit_id}"' not in ok(editor.get(path, params={"charge": credit_id})).text
+    flat = {"billing_model": "FLAT_FEE", "billing_period": "MONTHLY", "amount": "3", "currency": "usd"}
+    refused = post(editor, f"{path}/charges/{credit_id}", token, flat)
+    assert refused.status_code == 400 and "change it through the API" in html.unescape(refused.text)
+    assert _charges(api, "cp-plan") == before
+
+
 # -- metadata ----------------------------------------------------------------------------------------------
 
 

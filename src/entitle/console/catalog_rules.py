@@ -72,6 +72,14 @@ def charge_line(c: PackageCharge) -> str:
         text = f"{_num(c.price_amount)} {(c.price_currency or '').upper()}"
     else:
         text = "no price"
+    if c.credit_rate_amount is not None:
+        credits = f"{_num(c.credit_rate_amount)} {c.credit_rate_currency_ref} credit(s)"
+        if c.grants_credits:
+            cadence = (c.credit_grant_cadence or "").replace("_", " ").lower()
+            paid = f" for {text}" if c.price_amount is not None or c.tiers else ""
+            text = f"grants {credits} a unit bought ({cadence}){paid}"
+        else:  # a credit rate: each unit of the feature's usage costs credits
+            text = f"{credits} a unit of usage"
     if c.block_size is not None:
         text += f" per block of {_num(c.block_size)}"
     if c.min_unit_quantity is not None or c.max_unit_quantity is not None:
@@ -206,6 +214,20 @@ class ChargeFields:
     min_unit_quantity: str = ""
     max_unit_quantity: str = ""
     block_size: str = ""
+
+
+def one_charge_editable(c: PackageCharge) -> bool:
+    """Whether the one-charge editor shows all of this charge, so that saving it changes only what was
+    typed: not a credit price (a rate, a grant, a top-up), a credit overage or a minimum spend, whose
+    fields it has not (saving one would turn it into a charge of another kind)."""
+    return (
+        ("OVERAGE" if c.is_overage else c.billing_model) in ONE_CHARGE_MODELS
+        and c.billing_cadence == "RECURRING"
+        and c.credit_rate_amount is None
+        and c.credit_grant_cadence is None
+        and c.top_up_custom_currency_ref is None
+        and c.custom_currency_ref is None
+    )
 
 
 def one_charge(f: ChargeFields) -> tuple[bool, dict[str, Any]]:

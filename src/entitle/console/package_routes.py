@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool as run_sync
 
-from entitle.catalog.packages import charge_edits, package_entitlements, publishing
+from entitle.catalog.packages import charge_edits, package_entitlements, publishing, versions
 from entitle.catalog.packages import service as packages
 from entitle.catalog.packages.models import PLAN
 from entitle.catalog.packages.schemas import (
@@ -38,6 +38,7 @@ from entitle.console.catalog_rules import (
     entitlement_line,
     fields_of,
     one_charge,
+    one_charge_editable,
     tiers_of,
 )
 from entitle.console.web import PREFIX, Console, Edit, Page, parsed, redirect, render, templates
@@ -51,7 +52,12 @@ Tiny = Annotated[str, Form(max_length=32)]
 Text = Annotated[str, Form(max_length=5000)]
 Refs = Annotated[list[str] | None, Form(max_length=500)]
 ChargeId = Annotated[str, Path(max_length=64)]
-templates.env.filters.update(charge_key=charge_key, charge_line=charge_line, entitlement_line=entitlement_line)
+templates.env.filters.update(
+    charge_key=charge_key,
+    charge_line=charge_line,
+    entitlement_line=entitlement_line,
+    one_charge_editable=one_charge_editable,
+)
 WIDGETS = ("PAYWALL", "CUSTOMER_PORTAL", "CHECKOUT")
 RESET_PERIODS = ("MONTH", "WEEK", "DAY", "YEAR", "HOUR")
 
@@ -99,7 +105,7 @@ def _editor(kind: PackageKind) -> None:
     ) -> Response:
         """`charge`: the id of the charge the one-charge editor opens with (to change it)."""
         data = catalog_pages.package_page(db, ctx.env_id, kind, ref)
-        editing = next((c for c in data.charges if c.charge_id == charge), None) if charge else None
+        editing = next((c for c in data.charges if c.charge_id == charge and one_charge_editable(c)), None)
         return render(
             request,
             ctx,
@@ -253,6 +259,15 @@ def _editor(kind: PackageKind) -> None:
         return redirect(package_path(kind, ref))
 
     def put_charge(ctx: Console, db: Database, ref: str, fields: ChargeFields, replacing: str | None) -> Response:
+        if replacing is not None:
+            current = packages.get_package(db, ctx.env_id, kind, ref)
+            detail = versions.get_version(db, ctx.env_id, kind, ref, current.package.version_number)
+            stored = next((c for c in detail.charges if c.charge_id == replacing), None)
+            if stored is not None and not one_charge_editable(stored):
+                raise InvalidArgument(
+                    f"charge '{replacing}' ({charge_key(stored)}) has settings the console's editor does not show:"
+                    " change it through the API (PATCH the draft's charges), or remove it here"
+                )
         overage, model = one_charge(fields)
         charge = parsed(OveragePricingModelIn, model) if overage else parsed(PricingModelIn, model)
         charge_edits.put_charge(db, ctx.env_id, kind, ref, charge, replacing)
