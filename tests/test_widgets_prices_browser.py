@@ -107,6 +107,19 @@ def _build_catalog(api: httpx.Client) -> None:
     trial = {"duration": 1, "units": "MONTH"}
     ok(api.patch("/api/v1/plans/tried", json={"charges": flat, "defaultTrialConfig": trial}))
     ok(api.post("/api/v1/plans/tried/publish", json={"migrationType": "NEW_CUSTOMERS"}))
+    # A plan whose calls cost credits: 2 gems a call, besides its fee.
+    ok(api.post("/api/v1/credits/custom-currencies", json={"id": "gems", "displayName": "Gems"}))
+    ok(api.post("/api/v1/plans", json={"id": "credits", "displayName": "Credits", "productId": PRODUCT}))
+    rate = {"billingPeriod": "MONTHLY", "creditRate": {"amount": 2, "currencyId": "gems"}}
+    priced = {
+        "pricingType": "PAID",
+        "pricingModels": [
+            {"billingModel": "FLAT_FEE", "pricePeriods": [_price("9")]},
+            {"billingModel": "CREDIT_BASED", "featureId": "m-calls", "pricePeriods": [rate]},
+        ],
+    }
+    ok(api.patch("/api/v1/plans/credits", json={"charges": priced}))
+    ok(api.post("/api/v1/plans/credits/publish", json={"migrationType": "NEW_CUSTOMERS"}))
     ok(api.post("/api/v1/plans", json={"id": "day", "displayName": "Day", "productId": PRODUCT}))
     day = {"duration": 1, "units": "DAY"}
     ok(api.patch("/api/v1/plans/day", json={"charges": flat, "defaultTrialConfig": day}))
@@ -337,3 +350,10 @@ def test_the_portal_counts_down_the_last_day_of_a_trial_in_the_singular(
     )
     countdown = page.locator("entitle-customer-portal [data-testid=trial-countdown]")
     assert countdown.inner_text() == "Trial ends in 1 day"  # not "1 days"
+
+
+def test_a_price_in_credits_says_what_a_unit_costs_in_credits(page: Any) -> None:
+    card = page.locator("entitle-pricing-table [data-plan-id=credits]")
+    assert card.locator("[data-testid=price]").inner_text() == "$9.00 / month"
+    # Not " per call / month" (a price with no amount): the credits each call costs.
+    assert card.locator("[part~=unit-price]").all_inner_texts() == ["2 gems per call"]

@@ -12,6 +12,8 @@ const DEFAULT_TEXTS = {
   perYear: "/ year",
   unitCount: "{quantity} × {price}",
   overage: "{price} per {unit} beyond the limit",
+  creditRate: "{credits} per {unit}",
+  creditGrant: "{credits} credits {period}",
   free: "Free",
   customPrice: "Custom price",
   currentPlan: "Current plan",
@@ -342,6 +344,15 @@ function describePrice(el, price, features) {
     return { main: "", detail: `${quantity}<div class="muted" part="tiers">${escapeHtml(unit)} pricing ${per}, ${mode}:<ul>${steps.join("")}</ul></div>` };
   }
   const amount = money(price.amount, price.currency, el.locale);
+  if (price.creditRate) {
+    // A credit price has no money amount of its own: what it says is in credits.
+    const credits = `${number(price.creditRate.amount, el.locale)} ${price.creditRate.currencyId}`;
+    if (!price.creditGrantCadence) {
+      return { main: "", detail: `<div part="unit-price">${escapeHtml(el.t("creditRate", { credits, unit }))}</div>` };
+    }
+    const granted = `<div part="unit-price">${escapeHtml(el.t("creditGrant", { credits, period: per }))}</div>`;
+    return { main: price.amount == null ? "" : `${escapeHtml(amount)} <span class="muted">${per}</span>`, detail: granted };
+  }
   if (price.isOverage) {
     // Charged only for the usage beyond the entitlement's limit (listed with the plan), not for every unit.
     return { main: "", detail: `<div part="unit-price">${escapeHtml(el.t("overage", { price: amount, unit }))}</div>` };
