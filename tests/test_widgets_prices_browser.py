@@ -333,6 +333,16 @@ def test_the_pricing_table_and_the_checkout_work_from_the_keyboard(shop: tuple[L
     assert 'data-field="period"' in page.evaluate(focused, "entitle-checkout")
 
 
+def _portal_of(server: LiveServer, client_key: str, page: Any, customer: str) -> None:
+    page.evaluate(
+        "([key, id, token]) => { const el = document.createElement('entitle-customer-portal');"
+        " el.setAttribute('client-key', key); el.setAttribute('locale', 'en-US');"
+        " el.setAttribute('customer-token', token); el.setAttribute('customer-id', id);"
+        " document.body.appendChild(el); }",
+        [client_key, customer, token_for(server, customer)],
+    )
+
+
 def test_the_portal_counts_down_the_last_day_of_a_trial_in_the_singular(
     shop: tuple[LiveServer, str], page: Any
 ) -> None:
@@ -341,13 +351,7 @@ def test_the_portal_counts_down_the_last_day_of_a_trial_in_the_singular(
     with server.http() as api:
         answer = api.post("/api/v1/subscriptions", json={"customerId": customer, "planId": "day"})
         assert answer.status_code == 200 and answer.json()["data"]["subscription"]["status"] == "IN_TRIAL", answer.text
-    page.evaluate(
-        "([key, id, token]) => { const el = document.createElement('entitle-customer-portal');"
-        " el.setAttribute('client-key', key); el.setAttribute('locale', 'en-US');"
-        " el.setAttribute('customer-token', token); el.setAttribute('customer-id', id);"
-        " document.body.appendChild(el); }",
-        [client_key, customer, token_for(server, customer)],
-    )
+    _portal_of(server, client_key, page, customer)
     countdown = page.locator("entitle-customer-portal [data-testid=trial-countdown]")
     assert countdown.inner_text() == "Trial ends in 1 day"  # not "1 days"
 
@@ -357,3 +361,15 @@ def test_a_price_in_credits_says_what_a_unit_costs_in_credits(page: Any) -> None
     assert card.locator("[data-testid=price]").inner_text() == "$9.00 / month"
     # Not " per call / month" (a price with no amount): the credits each call costs.
     assert card.locator("[part~=unit-price]").all_inner_texts() == ["2 gems per call"]
+
+
+def test_the_portal_shows_no_empty_price_for_a_plans_credit_rate(shop: tuple[LiveServer, str], page: Any) -> None:
+    server, client_key = shop
+    customer = _new_customer(server)
+    with server.http() as api:
+        answer = api.post("/api/v1/subscriptions", json={"customerId": customer, "planId": "credits"})
+        assert answer.status_code == 200, answer.text
+    _portal_of(server, client_key, page, customer)
+    subscription = page.locator("entitle-customer-portal [data-testid=subscription][data-plan-id=credits]")
+    assert subscription.locator("[data-testid=subscription-price]").inner_text() == "$9.00 / month"
+    assert "per call" not in subscription.inner_text()  # was " per call / month": a price with no amount

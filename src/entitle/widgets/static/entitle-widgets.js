@@ -344,6 +344,10 @@ function describePrice(el, price, features) {
     return { main: "", detail: `${quantity}<div class="muted" part="tiers">${escapeHtml(unit)} pricing ${per}, ${mode}:<ul>${steps.join("")}</ul></div>` };
   }
   const amount = money(price.amount, price.currency, el.locale);
+  if (price.billingModel === "CREDIT_BASED" && !price.creditRate && price.amount == null && !(price.tiers || []).length) {
+    // A credit rate whose rate is not given (the portal's subscription prices): no money to show.
+    return { main: "", detail: "" };
+  }
   if (price.creditRate) {
     // A credit price has no money amount of its own: what it says is in credits.
     const credits = `${number(price.creditRate.amount, el.locale)} ${price.creditRate.currencyId}`;
