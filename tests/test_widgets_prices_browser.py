@@ -104,6 +104,11 @@ def _build_catalog(api: httpx.Client) -> None:
         "pricingType": "PAID",
         "pricingModels": [{"billingModel": "FLAT_FEE", "pricePeriods": [_price("49"), annual]}],
     }
+    # A fee written to a tenth of a cent: charged rounded to the cent, as the preview and the invoice do.
+    ok(api.post("/api/v1/plans", json={"id": "odd", "displayName": "Odd", "productId": PRODUCT}))
+    odd = {"pricingType": "PAID", "pricingModels": [{"billingModel": "FLAT_FEE", "pricePeriods": [_price("9.999")]}]}
+    ok(api.patch("/api/v1/plans/odd", json={"charges": odd}))
+    ok(api.post("/api/v1/plans/odd/publish", json={"migrationType": "NEW_CUSTOMERS"}))
     trial = {"duration": 1, "units": "MONTH"}
     ok(api.patch("/api/v1/plans/tried", json={"charges": flat, "defaultTrialConfig": trial}))
     ok(api.post("/api/v1/plans/tried/publish", json={"migrationType": "NEW_CUSTOMERS"}))
@@ -202,6 +207,9 @@ def test_the_pricing_table_shows_rates_below_a_cent_exactly(page: Any) -> None:
     # $0.005 a token is not "$0.01": a rate is shown to its last digit, an amount in cents as usual.
     assert "1\u20131,000: $0.01 / token" in tiers and "1,001+: $0.005 / token" in tiers, tiers
     assert "$12.50 per seat / month" in card.locator("[part~=unit-price]").all_inner_texts()
+    # A fee is what a period costs: in cents, as the checkout charges it ($9.999 is charged $10.00).
+    fee = page.locator("entitle-pricing-table [data-plan-id=odd] [data-testid=price]")
+    assert fee.inner_text() == "$10.00 / month"
 
 
 def test_the_pricing_table_says_an_overage_is_charged_beyond_the_limit(page: Any) -> None:

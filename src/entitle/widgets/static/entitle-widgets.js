@@ -153,14 +153,15 @@ function decimalsOf(amount) {
   return Math.max(0, (mantissa.split(".")[1] || "").length - Number(exponent || 0));
 }
 
-function money(amount, currency, locale) {
+/** An amount in its currency: in its minor units (a fee, a total: what an invoice charges), or with
+ * `rate` to its last digit. A rate is multiplied before anything is rounded, so one below the minor
+ * unit ($0.005 a token) is a real price: rounded to the cent it would read $0.01, or $0.00. */
+function money(amount, currency, locale, rate = false) {
   if (amount === null || amount === undefined) return "";
   const options = { style: "currency", currency: (currency || "usd").toUpperCase() };
   const usual = new Intl.NumberFormat(locale, options);
-  // A rate below the currency's minor unit ($0.005 a token) is shown to its last digit: rounded to the
-  // cent it would read $0.01, or $0.00, a price the customer is not charged.
   const decimals = decimalsOf(amount);
-  if (decimals <= usual.resolvedOptions().maximumFractionDigits) return usual.format(Number(amount));
+  if (!rate || decimals <= usual.resolvedOptions().maximumFractionDigits) return usual.format(Number(amount));
   return new Intl.NumberFormat(locale, { ...options, maximumFractionDigits: Math.min(decimals, 20) }).format(Number(amount));
 }
 
@@ -334,7 +335,7 @@ function describePrice(el, price, features) {
     const steps = price.tiers.map((tier) => {
       const range = tier.upTo == null ? `${number(from, el.locale)}+` : `${number(from, el.locale)}–${number(tier.upTo, el.locale)}`;
       const parts = [];
-      if (tier.unitPrice) parts.push(`${money(tier.unitPrice.amount, tier.unitPrice.currency, el.locale)} / ${unit}`);
+      if (tier.unitPrice) parts.push(`${money(tier.unitPrice.amount, tier.unitPrice.currency, el.locale, true)} / ${unit}`);
       if (tier.flatPrice) parts.push(`${money(tier.flatPrice.amount, tier.flatPrice.currency, el.locale)} flat`);
       if (tier.upTo != null) from = Number(tier.upTo) + 1;
       return `<li>${escapeHtml(range)}: ${escapeHtml(parts.join(" + "))}</li>`;
@@ -343,7 +344,8 @@ function describePrice(el, price, features) {
     const quantity = counted ? `<div part="quantity">${escapeHtml(counted)}</div>` : "";
     return { main: "", detail: `${quantity}<div class="muted" part="tiers">${escapeHtml(unit)} pricing ${per}, ${mode}:<ul>${steps.join("")}</ul></div>` };
   }
-  const amount = money(price.amount, price.currency, el.locale);
+  const amount = money(price.amount, price.currency, el.locale, true);  // a rate, or a fee (`fee` below)
+  const fee = money(price.amount, price.currency, el.locale);
   if (price.billingModel === "CREDIT_BASED" && !price.creditRate && price.amount == null && !(price.tiers || []).length) {
     // A credit rate whose rate is not given (the portal's subscription prices): no money to show.
     return { main: "", detail: "" };
@@ -355,7 +357,7 @@ function describePrice(el, price, features) {
       return { main: "", detail: `<div part="unit-price">${escapeHtml(el.t("creditRate", { credits, unit }))}</div>` };
     }
     const granted = `<div part="unit-price">${escapeHtml(el.t("creditGrant", { credits, period: per }))}</div>`;
-    return { main: price.amount == null ? "" : `${escapeHtml(amount)} <span class="muted">${per}</span>`, detail: granted };
+    return { main: price.amount == null ? "" : `${escapeHtml(fee)} <span class="muted">${per}</span>`, detail: granted };
   }
   if (price.isOverage) {
     // Charged only for the usage beyond the entitlement's limit (listed with the plan), not for every unit.
@@ -367,7 +369,7 @@ function describePrice(el, price, features) {
     const text = counted ? el.t("unitCount", { quantity: counted, price: `${each} ${per}` }) : `${amount} per${block} ${unit} ${per}`;
     return { main: "", detail: `<div part="unit-price">${escapeHtml(text)}</div>` };
   }
-  return { main: `${escapeHtml(amount)} <span class="muted">${per}</span>`, detail: "" };
+  return { main: `${escapeHtml(fee)} <span class="muted">${per}</span>`, detail: "" };
 }
 
 function priceBlock(el, item, period, features) {
