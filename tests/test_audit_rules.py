@@ -41,3 +41,13 @@ def test_secret_columns_are_redacted_and_empty_and_bookkeeping_ones_left_out() -
     values = {"pk": 7, "secret_key_encrypted": "sk_x", "name": "A", "amount": Decimal("1.50"), "email": None}
     made = rules.created_changes_of(prepared, lambda col: values.get(col, datetime(2026, 1, 1, tzinfo=UTC)))
     assert made == {"amount": "1.50", "name": "A", "secret_key_encrypted": rules.REDACTED}
+
+
+@given(st.decimals(allow_nan=False, allow_infinity=False, places=4, min_value=-(10**12), max_value=10**12))
+def test_an_amount_is_recorded_exactly_and_positionally(amount: Decimal) -> None:
+    """Amounts read back from the database are normalized (10 is Decimal("1E+1")): the log writes them as
+    people do, and exactly."""
+    for value in (amount, amount.normalize()):
+        text = rules.plain(value)
+        assert "E" not in text.upper() and Decimal(text) == amount
+    assert rules.plain(Decimal("1E+1")) == "10" and rules.plain(Decimal("1.50")) == "1.50"

@@ -538,3 +538,79 @@ def test_hostile_catalog_reads_are_refused_or_not_found_never_errors(editor: htt
     answer = editor.get(path)
     assert answer.status_code in (200, 400, 404), answer.text
     assert answer.headers["content-type"].startswith("text/html")
+
+
+def test_an_archived_feature_is_unarchived_from_the_features_page(
+    editor: httpx.Client, token: str, api: httpx.Client
+) -> None:
+    feature(api, "u-flag", "BOOLEAN")
+    assert post(editor, "/console/features/u-flag/archive", token).status_code == 303
+    assert ok(api.get("/api/v1/features/u-flag")).json()["data"]["archivedAt"] is not None
+    # Gone from the live list (as from the API's), found among the archived ones with the way back.
+    assert 'data-testid="feature-u-flag"' not in editor.get("/console/features").text
+    row = editor.get("/console/features", params={"archived": "true"}).text
+    row = row[row.index('data-testid="feature-u-flag"') :]
+    row = row[: row.index("</tr>")]
+    assert 'aria-label="Unarchive feature u-flag"' in row and 'aria-label="Archive feature u-flag"' not in row
+    assert post(editor, "/console/features/u-flag/unarchive", token).status_code == 303
+    assert ok(api.get("/api/v1/features/u-flag")).json()["data"]["archivedAt"] is None
+    assert 'data-testid="feature-u-flag"' in editor.get("/console/features").text
+    refused_like_the_api(
+        post(editor, "/console/features/u-none/unarchive", token), api.post("/api/v1/features/u-none/unarchive")
+    )
+    entries = ok(api.get("/api/v1/audit-log", params={"entityType": "features", "entityId": "u-flag"})).json()["data"]
+    assert entries[0]["actor"] == "catalog-editor@example.com" and entries[0]["changes"]["archived_at"][1] is None
+
+
+def test_what_pricing_pages_show_names_an_enums_values_and_when_a_limit_resets(
+    editor: httpx.Client, token: str, api: httpx.Client
+) -> None:
+    """The plan page's "lists" are what the pricing table says of the plan: an enum's values (the table
+    lists "Support: email, phone"), and a limit that resets with its period ("1000 calls / month")."""
+    product(api, "l-prod")
+    feature(api, "l-calls", meterType="INCREMENTAL", featureUnitsPlural="calls")
+    feature(api, "l-support", "ENUM", enumConfiguration=[{"value": v, "displayName": v} for v in ("email", "phone")])
+    ok(api.post("/api/v1/plans", json={"id": "l-plan", "displayName": "L", "productId": "l-prod"}))
+    entitlements = [
+        {"type": "FEATURE", "id": "l-calls", "usageLimit": 1000, "resetPeriod": "MONTH"},
+        {"type": "FEATURE", "id": "l-support", "enumValues": ["email", "phone"]},
+    ]
+    ok(api.post("/api/v1/plans/l-plan/entitlements", json={"entitlements": entitlements}))
+    ok(api.post("/api/v1/plans/l-plan/publish", json={"migrationType": "NEW_CUSTOMERS"}))
+    listed = re.search(r'data-testid="pricing-entitlements">(.*?)</ul>', editor.get("/console/plans/l-plan").text, re.S)
+    assert listed is not None
+    assert re.findall(r"<li>\s*(.*?)\s*</li>", listed.group(1), re.S) == [
+        "L-Calls: 1000 calls / month",
+        "L-Support: email, phone",
+    ]
+
+
+def test_a_draft_that_changes_only_a_plans_add_ons_base_plan_or_trial_says_so(
+    editor: httpx.Client, token: str, api: httpx.Client
+) -> None:
+    """The draft beside the published version lists what it changes besides entitlements and prices: it
+    said "No change to entitlements or prices yet" for a draft that offers a new add-on."""
+    product(api, "s-prod")
+    free_plan(api, "s-base", "s-prod")
+    ok(api.post("/api/v1/addons", json={"id": "s-extra", "displayName": "Extra", "productId": "s-prod"}))
+    ok(api.post("/api/v1/addons/s-extra/publish", json={"migrationType": "NEW_CUSTOMERS"}))
+    path = "/console/plans/s-plan"
+    done(editor, "/console/plans", token, {"id": "s-plan", "display_name": "S", "product_id": "s-prod"})
+    done(editor, f"{path}/price", token, {"billing_model": "FLAT_FEE", "billing_period": "MONTHLY", "amount": "10"})
+    done(editor, f"{path}/publish", token, {"migration_type": "NEW_CUSTOMERS"})
+    done(editor, f"{path}/draft", token)
+    assert 'data-testid="diff-settings-trial"' in editor.get(path).text
+    done(editor, f"{path}/settings", token, {"parent_plan_id": "s-base", "compatible_addon_ids": ["s-extra"]})
+    done(editor, f"{path}/trial", token, {"duration": "14", "units": "DAY"})
+    page = editor.get(path).text
+    assert "No change to entitlements or prices yet" not in page
+    rows = {
+        key: (change, cells)
+        for change, key, cells in re.findall(
+            r'<tr class="change-(\w+)" data-testid="diff-settings-([^"]+)">(.*?)</tr>', page, re.S
+        )
+    }
+    assert rows["compatible add-ons"][0] == "changed" and "none</td><td>s-extra" in rows["compatible add-ons"][1]
+    assert rows["base plan"][0] == "changed" and "none</td><td>s-base" in rows["base plan"][1]
+    assert rows["trial"][0] == "changed" and "14 day(s), then paid" in rows["trial"][1]
+    assert rows["pricing"][0] == "unchanged"

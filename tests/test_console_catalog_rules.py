@@ -9,13 +9,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from entitle.catalog.packages.models import PackageCharge, PackageEntitlement
+from entitle.catalog.packages.models import Package, PackageCharge, PackageEntitlement
 from entitle.console.catalog_rules import (
     amounts_off_of,
     charge_key,
     charge_line,
     differences,
     entitlement_line,
+    one_charge_editable,
+    setting_lines,
     tiers_of,
 )
 from entitle.errors import InvalidArgument
@@ -133,3 +135,51 @@ def test_prices_and_entitlements_read_as_one_line_each() -> None:
     )
     withheld = PackageEntitlement(entitlement_type="FEATURE", ref_id="sso", is_granted=False, hidden_from_widgets=[])
     assert entitlement_line(withheld) == "withheld"
+
+
+def test_a_versions_settings_read_as_one_line_each() -> None:
+    plan = Package(
+        kind="PLAN",
+        pricing_type="PAID",
+        parent_plan_ref="free",
+        compatible_addon_ids=["b", "a"],
+        default_trial_config={"duration": "1", "units": "MONTH", "trialEndBehavior": "CANCEL_SUBSCRIPTION"},
+    )
+    assert setting_lines(plan) == {
+        "pricing": "paid",
+        "trial": "1 month(s), then the subscription ends",
+        "base plan": "free",
+        "compatible add-ons": "a, b",
+    }
+    addon = Package(kind="ADDON", pricing_type=None, max_quantity=None, dependencies=None)
+    assert setting_lines(addon) == {"pricing": "none", "maximum quantity": "any", "needs first": "nothing"}
+
+
+def test_credit_prices_read_as_credits_and_are_not_the_one_charge_editors() -> None:
+    rate = PackageCharge(
+        is_overage=False,
+        billing_model="CREDIT_BASED",
+        billing_cadence="RECURRING",
+        billing_period="MONTHLY",
+        feature_ref="calls",
+        credit_rate_amount=Decimal("2"),
+        credit_rate_currency_ref="gems",
+    )
+    assert charge_line(rate) == "2 gems credit(s) a unit of usage"
+    grant = PackageCharge(
+        is_overage=False,
+        billing_model="CREDIT_BASED",
+        billing_cadence="RECURRING",
+        billing_period="MONTHLY",
+        credit_rate_amount=Decimal("100"),
+        credit_rate_currency_ref="gems",
+        credit_grant_cadence="BEGINNING_OF_BILLING_PERIOD",
+        price_amount=Decimal("10"),
+        price_currency="usd",
+    )
+    assert charge_line(grant) == "grants 100 gems credit(s) a unit bought (beginning of billing period) for 10 USD"
+    assert not one_charge_editable(rate) and not one_charge_editable(grant)
+    flat = PackageCharge(
+        is_overage=False, billing_model="FLAT_FEE", billing_cadence="RECURRING", billing_period="MONTHLY"
+    )
+    assert one_charge_editable(flat)

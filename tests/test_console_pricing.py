@@ -387,6 +387,158 @@ def test_one_charge_of_a_draft_is_added_changed_and_removed_the_others_kept(
     assert set(_charges(api, "c-plan")) == {"FLAT_FEE MONTHLY", "PER_UNIT c-seats MONTHLY", "FLAT_FEE MONTHLY DE"}
 
 
+def test_a_currency_typed_as_the_console_shows_it_prices_the_draft(
+    api: httpx.Client, editor: httpx.Client, token: str
+) -> None:
+    """The console writes currencies upper case ("29 USD"); typed so (or with spaces) in either price editor,
+    it is the API's lower-case code, not a refusal listing every code."""
+    product(api, "cur-prod")
+    feature(api, "cur-calls", meterType="INCREMENTAL")
+    path = "/console/plans/cur-plan"
+    made = post(editor, "/console/plans", token, {"id": "cur-plan", "display_name": "Cur", "product_id": "cur-prod"})
+    assert made.status_code == 303
+    whole = {"billing_model": "FLAT_FEE", "billing_period": "MONTHLY", "currency": "EUR", "amount": "20"}
+    whole |= {"billing_country_code": "CH", "country_amount": "21", "overage_feature_id": "cur-calls"}
+    answer = post(editor, f"{path}/price", token, whole | {"overage_amount": "0.5"})
+    assert answer.status_code == 303, text_of(answer)
+    tiered = {
+        "billing_model": "USAGE_BASED",
+        "billing_period": "ANNUALLY",
+        "feature_id": "cur-calls",
+        "tiers_mode": "VOLUME",
+    }
+    answer = post(editor, f"{path}/charges", token, tiered | {"currency": " Eur ", "tiers": "100 0.5\n* 0.25 1"})
+    assert answer.status_code == 303, text_of(answer)
+    charges = _charges(api, "cur-plan")
+    assert {k: c["price"]["currency"] for k, c in charges.items() if c.get("price")} == {
+        "FLAT_FEE MONTHLY": "eur",
+        "FLAT_FEE MONTHLY CH": "eur",
+        "overage cur-calls MONTHLY": "eur",
+    }
+    tiers = charges["USAGE_BASED cur-calls ANNUALLY"]["tiers"]
+    assert [t["unitPrice"]["currency"] for t in tiers] == ["eur", "eur"] and tiers[1]["flatPrice"]["currency"] == "eur"
+
+
+def test_the_audit_log_names_a_price_by_its_id_through_every_rewrite_of_the_draft(
+    api: httpx.Client, editor: httpx.Client, token: str
+) -> None:
+    product(api, "au-prod")
+    path = "/console/plans/au-plan"
+    assert (
+        post(
+            editor, "/console/plans", token, {"id": "au-plan", "display_name": "Au", "product_id": "au-prod"}
+        ).status_code
+        == 303
+    )
+    flat = {"billing_model": "FLAT_FEE", "billing_period": "MONTHLY", "amount": "10", "currency": "usd"}
+    assert post(editor, f"{path}/charges", token, flat).status_code == 303
+    monthly = _charges(api, "au-plan")["FLAT_FEE MONTHLY"]["id"]
+    # Adding another price writes the draft's pricing again: the monthly price keeps its id, and its entries too.
+    assert (
+        post(editor, f"{path}/charges", token, {**flat, "billing_period": "ANNUALLY", "amount": "100"}).status_code
+        == 303
+    )
+    assert _charges(api, "au-plan")["FLAT_FEE MONTHLY"]["id"] == monthly
+    entries = ok(api.get("/api/v1/audit-log", params={"entityType": "package_charges", "entityId": monthly})).json()
+    assert [e["action"] for e in reversed(entries["data"])] == ["CREATE", "DELETE", "CREATE"], entries
+    assert {e["actor"] for e in entries["data"]} == {EDITOR}
+    assert entries["data"][0]["changes"]["price_amount"] == "10"  # as it was typed: not "1E+1"
+
+
+def test_a_drafts_trial_is_set_changed_and_removed_on_its_own_its_charges_kept(
+    api: httpx.Client, editor: httpx.Client, token: str, viewer: httpx.Client
+) -> None:
+    product(api, "tr-prod")
+    path = "/console/plans/tr-plan"
+    made = post(editor, "/console/plans", token, {"id": "tr-plan", "display_name": "Tr", "product_id": "tr-prod"})
+    assert made.status_code == 303
+    flat = {"billing_model": "FLAT_FEE", "billing_period": "MONTHLY", "amount": "10", "currency": "usd"}
+    assert post(editor, f"{path}/charges", token, flat).status_code == 303
+    assert (
+        post(editor, f"{path}/charges", token, {**flat, "billing_period": "ANNUALLY", "amount": "100"}).status_code
+        == 303
+    )
+    charges = _charges(api, "tr-plan")
+
+    def trial() -> Any:
+        return ok(api.get("/api/v1/plans/tr-plan")).json()["data"]["defaultTrialConfig"]
+
+    month = {"duration": "1", "units": "MONTH", "trial_end_behavior": "CANCEL_SUBSCRIPTION"}
+    assert post(editor, f"{path}/trial", token, month).status_code == 303
+    assert trial() == {"duration": 1, "units": "MONTH", "budget": None, "trialEndBehavior": "CANCEL_SUBSCRIPTION"}
+    assert _charges(api, "tr-plan") == charges  # a trial is not a price: both prices stay
+    page = ok(editor.get(path)).text
+    form = page[page.index('data-testid="trial-form"') :]
+    form = form[: form.index("</form>")]
+    assert 'value="1"' in form and 'value="MONTH" selected' in form and 'value="CANCEL_SUBSCRIPTION" selected' in form
+    refused = post(editor, f"{path}/trial", token, {"duration": "2.5", "units": "DAY"})
+    assert refused.status_code == 400 and "whole number of days or months" in html.unescape(refused.text)
+    assert post(viewer, f"{path}/trial", csrf_of(viewer), {"duration": "3", "units": "DAY"}).status_code == 403
+    assert trial()["duration"] == 1
+    # A blank length removes the trial (the price editor's blank trial field keeps it).
+    assert post(editor, f"{path}/trial", token, {"duration": "", "units": "DAY"}).status_code == 303
+    assert trial() is None and _charges(api, "tr-plan") == charges
+    entries = ok(api.get("/api/v1/audit-log", params={"entityType": "packages", "entityId": "tr-plan"})).json()
+    removed = next(
+        e["changes"]["default_trial_config"] for e in entries["data"] if "default_trial_config" in e["changes"]
+    )
+    assert removed[1] is None  # the newest change of the trial: to none
+
+
+def test_a_price_per_block_of_units_is_added_and_edited_in_the_charge_editor(
+    api: httpx.Client, editor: httpx.Client, token: str
+) -> None:
+    product(api, "bl-prod")
+    feature(api, "bl-calls", meterType="INCREMENTAL")
+    path = "/console/plans/bl-plan"
+    made = post(editor, "/console/plans", token, {"id": "bl-plan", "display_name": "Bl", "product_id": "bl-prod"})
+    assert made.status_code == 303
+    blocks = {"billing_model": "USAGE_BASED", "billing_period": "MONTHLY", "feature_id": "bl-calls", "currency": "usd"}
+    assert post(editor, f"{path}/charges", token, {**blocks, "amount": "10", "block_size": "1000"}).status_code == 303
+    charge = _charges(api, "bl-plan")["USAGE_BASED bl-calls MONTHLY"]
+    assert (charge["price"], charge["blockSize"]) == ({"amount": 10, "currency": "usd"}, 1000)
+    page = text_of(editor.get(path))
+    assert "USAGE_BASED bl-calls MONTHLY 10 USD per block of 1000" in page
+    opened = ok(editor.get(path, params={"charge": charge["id"]})).text
+    assert 'name="block_size" inputmode="decimal" size="6" value="1000"' in opened
+    # A flat fee has no blocks: the pricing rule's own words, and nothing written.
+    flat = {"billing_model": "FLAT_FEE", "billing_period": "MONTHLY", "amount": "5", "block_size": "10"}
+    refused = post(editor, f"{path}/charges", token, flat)
+    assert refused.status_code == 400 and "FLAT_FEE takes no tiers or blockSize" in html.unescape(refused.text)
+    assert list(_charges(api, "bl-plan")) == ["USAGE_BASED bl-calls MONTHLY"]
+
+
+def test_a_credit_price_reads_as_credits_and_the_one_charge_editor_leaves_it_alone(
+    api: httpx.Client, editor: httpx.Client, token: str
+) -> None:
+    """The one-charge editor has no credit fields: it offered to edit a credit price as a flat fee (saving
+    it would have replaced the rate), and the price list said "no price" of 2 credits a call."""
+    product(api, "cp-prod")
+    feature(api, "cp-calls", meterType="INCREMENTAL")
+    ok(api.post("/api/v1/credits/custom-currencies", json={"id": "cp-gems", "displayName": "Gems"}))
+    ok(api.post("/api/v1/plans", json={"id": "cp-plan", "displayName": "Cp", "productId": "cp-prod"}))
+    fee = {"billingPeriod": "MONTHLY", "price": {"amount": 5, "currency": "usd"}}
+    rate = {"billingPeriod": "MONTHLY", "creditRate": {"amount": 2, "currencyId": "cp-gems"}}
+    prices = [
+        {"billingModel": "FLAT_FEE", "pricePeriods": [fee]},
+        {"billingModel": "CREDIT_BASED", "featureId": "cp-calls", "pricePeriods": [rate]},
+    ]
+    ok(api.patch("/api/v1/plans/cp-plan", json={"charges": {"pricingType": "PAID", "pricingModels": prices}}))
+    before = _charges(api, "cp-plan")
+    credit_id = before["CREDIT_BASED cp-calls MONTHLY"]["id"]
+    path = "/console/plans/cp-plan"
+    page = editor.get(path).text
+    assert "CREDIT_BASED cp-calls MONTHLY 2 cp-gems credit(s) a unit of usage" in text_of(editor.get(path))
+    assert f"?charge={credit_id}" not in page and 'data-testid="edit-through-api"' in page
+    assert 'aria-label="Edit FLAT_FEE MONTHLY"' in page  # the flat fee is still edited here
+    # Opening the editor on it by address opens a new charge instead; a forged save is refused.
+    assert f'action="{path}/charges/{credit_id}"' not in ok(editor.get(path, params={"charge": credit_id})).text
+    flat = {"billing_model": "FLAT_FEE", "billing_period": "MONTHLY", "amount": "3", "currency": "usd"}
+    refused = post(editor, f"{path}/charges/{credit_id}", token, flat)
+    assert refused.status_code == 400 and "change it through the API" in html.unescape(refused.text)
+    assert _charges(api, "cp-plan") == before
+
+
 # -- metadata ----------------------------------------------------------------------------------------------
 
 

@@ -59,7 +59,9 @@ def plain(value: Any) -> Any:
     if isinstance(value, enum.Enum):
         return plain(value.value)
     if isinstance(value, Decimal):
-        return str(value)
+        # Positional, as people write amounts: an amount read back is normalized, and str() would
+        # write $10 as "1E+1" (a finite one only: "NaN" and "Infinity" stay as str() writes them).
+        return format(value, "f") if value.is_finite() else str(value)
     if isinstance(value, float):
         return repr(value)
     if isinstance(value, datetime | date):

@@ -49,7 +49,9 @@ def install() -> None:
 
 
 def _entity_id(obj: Any) -> str:
-    for attr in ("ref_id", "email", "id"):
+    # A package's price is named by its wire id (`charge_id`, what the API and the console show): its row's
+    # key is renumbered each time a draft's pricing is written again, and SQLite reuses a deleted one.
+    for attr in ("ref_id", "charge_id", "email", "id"):
         value = getattr(obj, attr, None)
         if isinstance(value, str) and value:
             return value

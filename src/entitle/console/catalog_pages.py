@@ -16,7 +16,7 @@ from entitle.catalog.packages.service import PackageKind
 from entitle.catalog.products import service as products
 from entitle.catalog.products.models import Product
 from entitle.console import catalog_store
-from entitle.console.catalog_rules import Difference, charge_lines, differences, entitlement_lines
+from entitle.console.catalog_rules import Difference, charge_lines, differences, entitlement_lines, setting_lines
 from entitle.db import Database
 from entitle.db.pagination import Page, PageRequest
 from entitle.errors import NotFound
@@ -115,6 +115,7 @@ class PackagePage:
     published_version: int | None = None
     entitlement_changes: list[Difference] = field(default_factory=list)
     charge_changes: list[Difference] = field(default_factory=list)
+    setting_changes: list[Difference] = field(default_factory=list)
 
     @property
     def is_draft(self) -> bool:
@@ -122,7 +123,8 @@ class PackagePage:
 
     @property
     def changed(self) -> bool:
-        return any(d.change != "unchanged" for d in self.entitlement_changes + self.charge_changes)
+        changes = self.entitlement_changes + self.charge_changes + self.setting_changes
+        return any(d.change != "unchanged" for d in changes)
 
 
 def package_page(db: Database, env_id: int, kind: PackageKind, ref: str) -> PackagePage:
@@ -156,6 +158,7 @@ def package_page(db: Database, env_id: int, kind: PackageKind, ref: str) -> Pack
             entitlement_lines(published.view.entitlements), entitlement_lines(current.entitlements)
         ),
         charge_changes=differences(charge_lines(published.charges), charge_lines(detail.charges)),
+        setting_changes=differences(setting_lines(published.view.package), setting_lines(current.package)),
     )
 
 

@@ -34,6 +34,7 @@ def features_page(
     ctx: Page,
     db: DB,
     feature_type: Annotated[str, Query(max_length=16)] = "",
+    archived: Annotated[bool, Query()] = False,
     after: Annotated[str | None, Query(max_length=200)] = None,
     before: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
@@ -42,6 +43,7 @@ def features_page(
         ctx.env_id,
         PageRequest(limit=50, after=after, before=before),
         feature_types=comma_list(feature_type, FEATURE_TYPES, name="featureType"),
+        archived=archived,
     )
     return render(
         request,
@@ -49,6 +51,7 @@ def features_page(
         "features.html",
         page=page,
         feature_type=feature_type,
+        archived=archived,
         feature_types=FEATURE_TYPES,
         meter_types=METER_TYPES,
         aggregations=AGGREGATIONS,
@@ -110,4 +113,11 @@ async def create_feature(request: Request, ctx: Edit, db: DB) -> Response:
 @router.post("/features/{feature_id}/archive")
 def archive_feature(ctx: Edit, db: DB, feature_id: str) -> Response:
     features.archive_feature(db, ctx.env_id, feature_id)
+    return redirect(f"{PREFIX}/features")
+
+
+@router.post("/features/{feature_id}/unarchive")
+def unarchive_feature(ctx: Edit, db: DB, feature_id: str) -> Response:
+    """The way back from an archive (one click, which takes the feature from every customer granted it)."""
+    features.unarchive_feature(db, ctx.env_id, feature_id)
     return redirect(f"{PREFIX}/features")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
-from entitle.catalog.packages.models import PackageCharge, PackageEntitlement
+from entitle.catalog.packages.models import Package, PackageCharge, PackageEntitlement
 from entitle.errors import InvalidArgument
 
 Change = Literal["added", "removed", "changed", "unchanged"]
@@ -72,6 +72,14 @@ def charge_line(c: PackageCharge) -> str:
         text = f"{_num(c.price_amount)} {(c.price_currency or '').upper()}"
     else:
         text = "no price"
+    if c.credit_rate_amount is not None:
+        credits = f"{_num(c.credit_rate_amount)} {c.credit_rate_currency_ref} credit(s)"
+        if c.grants_credits:
+            cadence = (c.credit_grant_cadence or "").replace("_", " ").lower()
+            paid = f" for {text}" if c.price_amount is not None or c.tiers else ""
+            text = f"grants {credits} a unit bought ({cadence}){paid}"
+        else:  # a credit rate: each unit of the feature's usage costs credits
+            text = f"{credits} a unit of usage"
     if c.block_size is not None:
         text += f" per block of {_num(c.block_size)}"
     if c.min_unit_quantity is not None or c.max_unit_quantity is not None:
@@ -102,6 +110,25 @@ def differences(published: Mapping[str, str], draft: Mapping[str, str]) -> list[
     return [Difference(k, published.get(k), draft.get(k)) for k in keys]
 
 
+def setting_lines(package: Package) -> dict[str, str]:
+    """What a version sets besides its entitlements and prices, one line each: a plan's pricing type,
+    trial, base plan and compatible add-ons; an add-on's pricing type, maximum quantity and dependencies."""
+    lines = {"pricing": (package.pricing_type or "none").lower()}
+    if package.kind == "PLAN":
+        trial = package.default_trial_config
+        if trial:
+            ending = "the subscription ends" if trial.get("trialEndBehavior") == "CANCEL_SUBSCRIPTION" else "paid"
+            lines["trial"] = f"{_num(trial['duration'])} {str(trial['units']).lower()}(s), then {ending}"
+        else:
+            lines["trial"] = "none"
+        lines["base plan"] = package.parent_plan_ref or "none"
+        lines["compatible add-ons"] = ", ".join(sorted(package.compatible_addon_ids or [])) or "none"
+    else:
+        lines["maximum quantity"] = str(package.max_quantity) if package.max_quantity else "any"
+        lines["needs first"] = ", ".join(sorted(package.dependencies or [])) or "nothing"
+    return lines
+
+
 def entitlement_lines(rows: Iterable[PackageEntitlement]) -> dict[str, str]:
     return {f"{e.ref_id}" + (" (credits)" if e.entitlement_type == "CREDIT" else ""): entitlement_line(e) for e in rows}
 
@@ -122,6 +149,12 @@ def moved(order: Sequence[str], index: int, offset: int) -> list[str]:
     return items
 
 
+def currency_code(text: str) -> str:
+    """A currency as people type it in an editor, as the console shows it ("USD", " eur "): the API's
+    code, lower case (the API's `Currency` takes "usd" only, and would answer with its 130 codes)."""
+    return text.strip().lower()
+
+
 def tiers_of(text: str, currency: str) -> list[dict[str, Any]]:
     """The tier editor's lines, `UP_TO UNIT_PRICE [FLAT_PRICE]` each, the last one's UP_TO `*` (no end)."""
     tiers: list[dict[str, Any]] = []
@@ -136,9 +169,10 @@ def tiers_of(text: str, currency: str) -> list[dict[str, Any]]:
             up_to = None if parts[0] == "*" else Decimal(parts[0])
         except InvalidOperation:
             raise InvalidArgument(f"tier line {number}: amounts must be numbers") from None
-        tier: dict[str, Any] = {"up_to": up_to, "unit_price": {"amount": amounts[0], "currency": currency}}
+        money = currency_code(currency)
+        tier: dict[str, Any] = {"up_to": up_to, "unit_price": {"amount": amounts[0], "currency": money}}
         if len(amounts) == 2:
-            tier["flat_price"] = {"amount": amounts[1], "currency": currency}
+            tier["flat_price"] = {"amount": amounts[1], "currency": money}
         tiers.append(tier)
     return tiers
 
@@ -179,6 +213,21 @@ class ChargeFields:
     tiers: str = ""
     min_unit_quantity: str = ""
     max_unit_quantity: str = ""
+    block_size: str = ""
+
+
+def one_charge_editable(c: PackageCharge) -> bool:
+    """Whether the one-charge editor shows all of this charge, so that saving it changes only what was
+    typed: not a credit price (a rate, a grant, a top-up), a credit overage or a minimum spend, whose
+    fields it has not (saving one would turn it into a charge of another kind)."""
+    return (
+        ("OVERAGE" if c.is_overage else c.billing_model) in ONE_CHARGE_MODELS
+        and c.billing_cadence == "RECURRING"
+        and c.credit_rate_amount is None
+        and c.credit_grant_cadence is None
+        and c.top_up_custom_currency_ref is None
+        and c.custom_currency_ref is None
+    )
 
 
 def one_charge(f: ChargeFields) -> tuple[bool, dict[str, Any]]:
@@ -191,7 +240,9 @@ def one_charge(f: ChargeFields) -> tuple[bool, dict[str, Any]]:
     if f.tiers.strip():
         period["tiers"] = tiers_of(f.tiers, f.currency)
     elif f.amount.strip():
-        period["price"] = {"amount": f.amount.strip(), "currency": f.currency}
+        period["price"] = {"amount": f.amount.strip(), "currency": currency_code(f.currency)}
+    if f.block_size.strip():  # the price is of a block of units ("$10 per 1,000 calls")
+        period["block_size"] = f.block_size.strip()
     if f.billing_model == "OVERAGE":
         return True, {"feature_id": f.feature_id or None, "price_periods": [period]}
     model: dict[str, Any] = {"billing_model": f.billing_model, "price_periods": [period]}
@@ -238,6 +289,7 @@ def fields_of(c: PackageCharge) -> ChargeFields:
         tiers=tiers_text(c.tiers or []),
         min_unit_quantity=str(c.min_unit_quantity) if c.min_unit_quantity is not None else "",
         max_unit_quantity=str(c.max_unit_quantity) if c.max_unit_quantity is not None else "",
+        block_size=_num(c.block_size) if c.block_size is not None else "",
     )
 
 

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool as run_sync
 
-from entitle.catalog.packages import charge_edits, package_entitlements, publishing
+from entitle.catalog.packages import charge_edits, package_entitlements, publishing, versions
 from entitle.catalog.packages import service as packages
 from entitle.catalog.packages.models import PLAN
 from entitle.catalog.packages.schemas import (
@@ -34,9 +34,11 @@ from entitle.console.catalog_rules import (
     ChargeFields,
     charge_key,
     charge_line,
+    currency_code,
     entitlement_line,
     fields_of,
     one_charge,
+    one_charge_editable,
     tiers_of,
 )
 from entitle.console.web import PREFIX, Console, Edit, Page, parsed, redirect, render, templates
@@ -50,7 +52,12 @@ Tiny = Annotated[str, Form(max_length=32)]
 Text = Annotated[str, Form(max_length=5000)]
 Refs = Annotated[list[str] | None, Form(max_length=500)]
 ChargeId = Annotated[str, Path(max_length=64)]
-templates.env.filters.update(charge_key=charge_key, charge_line=charge_line, entitlement_line=entitlement_line)
+templates.env.filters.update(
+    charge_key=charge_key,
+    charge_line=charge_line,
+    entitlement_line=entitlement_line,
+    one_charge_editable=one_charge_editable,
+)
 WIDGETS = ("PAYWALL", "CUSTOMER_PORTAL", "CHECKOUT")
 RESET_PERIODS = ("MONTH", "WEEK", "DAY", "YEAR", "HOUR")
 
@@ -66,6 +73,7 @@ def charge_form(
     tiers: Text = "",
     min_unit_quantity: Tiny = "",
     max_unit_quantity: Tiny = "",
+    block_size: Tiny = "",
 ) -> ChargeFields:
     """The one-charge editor's form fields."""
     return ChargeFields(
@@ -79,6 +87,7 @@ def charge_form(
         tiers,
         min_unit_quantity,
         max_unit_quantity,
+        block_size,
     )
 
 
@@ -96,7 +105,7 @@ def _editor(kind: PackageKind) -> None:
     ) -> Response:
         """`charge`: the id of the charge the one-charge editor opens with (to change it)."""
         data = catalog_pages.package_page(db, ctx.env_id, kind, ref)
-        editing = next((c for c in data.charges if c.charge_id == charge), None) if charge else None
+        editing = next((c for c in data.charges if c.charge_id == charge and one_charge_editable(c)), None)
         return render(
             request,
             ctx,
@@ -211,6 +220,7 @@ def _editor(kind: PackageKind) -> None:
         max_unit_quantity: Tiny = "",
         trial_days: Tiny = "",
     ) -> Response:
+        currency = currency_code(currency)
         period: dict[str, Any] = {"billing_period": billing_period}
         if tiers.strip():
             period["tiers"] = tiers_of(tiers, currency)
@@ -249,6 +259,15 @@ def _editor(kind: PackageKind) -> None:
         return redirect(package_path(kind, ref))
 
     def put_charge(ctx: Console, db: Database, ref: str, fields: ChargeFields, replacing: str | None) -> Response:
+        if replacing is not None:
+            current = packages.get_package(db, ctx.env_id, kind, ref)
+            detail = versions.get_version(db, ctx.env_id, kind, ref, current.package.version_number)
+            stored = next((c for c in detail.charges if c.charge_id == replacing), None)
+            if stored is not None and not one_charge_editable(stored):
+                raise InvalidArgument(
+                    f"charge '{replacing}' ({charge_key(stored)}) has settings the console's editor does not show:"
+                    " change it through the API (PATCH the draft's charges), or remove it here"
+                )
         overage, model = one_charge(fields)
         charge = parsed(OveragePricingModelIn, model) if overage else parsed(PricingModelIn, model)
         charge_edits.put_charge(db, ctx.env_id, kind, ref, charge, replacing)
@@ -292,6 +311,19 @@ def _editor(kind: PackageKind) -> None:
 
 _editor("PLAN")
 _editor("ADDON")
+
+
+@router.post("/plans/{ref}/trial")
+def plan_trial(
+    ctx: Edit, db: DB, ref: str, duration: Tiny = "", units: Tiny = "DAY", trial_end_behavior: Tiny = ""
+) -> Response:
+    """A draft's trial on its own (the price editor sets one only with the whole price, and never removes
+    one): a blank length removes it."""
+    trial = None
+    if duration.strip():
+        trial = {"duration": duration.strip(), "units": units, "trial_end_behavior": trial_end_behavior or None}
+    packages.update_plan(db, ctx.env_id, ref, parsed(PlanUpdate, {"default_trial_config": trial}, blanks_clear=True))
+    return redirect(package_path("PLAN", ref) + "#trial")
 
 
 @router.post("/plans/{ref}/settings")

@@ -8,6 +8,11 @@ from entitle.catalog.packages.schemas import TierOut
 from entitle.http.wire import Amount, WireModel
 
 
+class PaywallCreditRate(WireModel):
+    amount: Amount
+    currency_id: str
+
+
 class PaywallPrice(WireModel):
     id: str
     billing_period: str
@@ -20,6 +25,14 @@ class PaywallPrice(WireModel):
     tiers_mode: str | None = None
     block_size: Amount | None = None
     is_overage: bool = False
+    # Our extension: how many units a per-unit price may be bought for (what provisioning allows), so a
+    # checkout asks for a quantity in that range.
+    min_unit_quantity: int | None = None
+    max_unit_quantity: int | None = None
+    # Our extension, of a CREDIT_BASED price (whose amount is null): the credits a unit of the feature's
+    # usage costs, or with `creditGrantCadence` the credits a unit bought grants.
+    credit_rate: PaywallCreditRate | None = None
+    credit_grant_cadence: str | None = None
 
 
 class PaywallEntitlement(WireModel):

@@ -176,6 +176,14 @@ def _price(c: PackageCharge) -> PaywallPrice:
         "tiers_mode": c.tiers_mode,
         "block_size": c.block_size,
         "is_overage": c.is_overage,
+        "min_unit_quantity": c.min_unit_quantity,
+        "max_unit_quantity": c.max_unit_quantity,
+        "credit_rate": (
+            {"amount": c.credit_rate_amount, "currency_id": c.credit_rate_currency_ref}
+            if c.credit_rate_amount is not None and c.credit_rate_currency_ref is not None
+            else None
+        ),
+        "credit_grant_cadence": c.credit_grant_cadence,
     }
     return PaywallPrice.model_validate(data)
 

@@ -104,7 +104,9 @@ def list_features(
     meter_types: list[str] | None = None,
     statuses: list[str] | None = None,
     created_at: CreatedAtRange = CreatedAtRange(),
+    archived: bool = False,
 ) -> Page[Feature]:
+    """Live features, or with `archived` the archived ones (what the console unarchives)."""
     with db.read() as s:
         return store.list_page(
             s,
@@ -115,6 +117,7 @@ def list_features(
             meter_types=meter_types,
             statuses=statuses,
             created_at=created_at,
+            archived=archived,
         )
 
 

@@ -38,8 +38,11 @@ def list_page(
     meter_types: list[str] | None,
     statuses: list[str] | None,
     created_at: CreatedAtRange,
+    archived: bool = False,
 ) -> Page[Feature]:
-    stmt = select(Feature).where(Feature.environment_id == env_id, Feature.archived_at.is_(None))
+    """Live features; `archived`: the archived ones instead (the API lists live ones only)."""
+    live = Feature.archived_at.is_not(None) if archived else Feature.archived_at.is_(None)
+    stmt = select(Feature).where(Feature.environment_id == env_id, live)
     if ids:
         stmt = stmt.where(Feature.ref_id.in_(ids))
     if feature_types:

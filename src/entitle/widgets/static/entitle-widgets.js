@@ -11,6 +11,9 @@ const DEFAULT_TEXTS = {
   perMonth: "/ month",
   perYear: "/ year",
   unitCount: "{quantity} × {price}",
+  overage: "{price} per {unit} beyond the limit",
+  creditRate: "{credits} per {unit}",
+  creditGrant: "{credits} credits {period}",
   free: "Free",
   customPrice: "Custom price",
   currentPlan: "Current plan",
@@ -22,6 +25,7 @@ const DEFAULT_TEXTS = {
   scheduled: "Change scheduled",
   everythingIn: "Everything in {plan}, plus:",
   trialBadge: "{days}-day free trial",
+  trialBadgeMonths: "{months}-month free trial",
   addons: "Add-ons",
   unlimited: "Unlimited",
   loading: "Loading…",
@@ -35,6 +39,8 @@ const DEFAULT_TEXTS = {
   checkoutTitle: "Subscribe to {plan}",
   billingPeriod: "Billing period",
   quantity: "Quantity",
+  quantityRange: "Choose from {least} to {most} {units}.",
+  quantityAtLeast: "Choose at least {least} {units}, in whole units.",
   promotionCode: "Promotion code",
   applyCode: "Apply",
   promotionInvalid: "This promotion code cannot be used: {message}",
@@ -59,6 +65,7 @@ const DEFAULT_TEXTS = {
   subscriptions: "Subscriptions",
   nextBilling: "Next billing date: {date}",
   trialEnds: "Trial ends in {days} days",
+  trialEndsOne: "Trial ends in 1 day",
   paymentPending: "Waiting for payment: your current plan stays until it is paid",
   cancelsOn: "Ends on {date}",
   scheduledChange: "Changes to {plan} on {date}",
@@ -117,6 +124,10 @@ section { margin-bottom: 20px; } h4 { margin: 0 0 8px; }
 ::slotted([data-entitle-card]) { display: block; padding: 10px; border: 1px solid var(--_border); border-radius: 6px; min-height: 40px; }
 `;
 
+// Attributes that name one control of a widget's view (unlike `data-action`, which a button of each
+// subscription shares): what keeps the focus through a redraw.
+const FOCUS_KEYS = ["data-period", "data-field", "data-charge", "data-addon"];
+
 // What a preview answers for a promotion code that cannot apply (the checkout then previews without it).
 const PROMOTION_REFUSED = new Set(["PROMOTION_CODE_INVALID", "BILLING_INTEGRATION_REQUIRED"]);
 
@@ -136,9 +147,22 @@ function escapeHtml(value) {
   return String(value ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 }
 
-function money(amount, currency, locale) {
+// How many decimals an amount of the API is written with ("0.005" and 5e-7 alike).
+function decimalsOf(amount) {
+  const [mantissa, exponent] = String(amount).toLowerCase().split("e");
+  return Math.max(0, (mantissa.split(".")[1] || "").length - Number(exponent || 0));
+}
+
+/** An amount in its currency: in its minor units (a fee, a total: what an invoice charges), or with
+ * `rate` to its last digit. A rate is multiplied before anything is rounded, so one below the minor
+ * unit ($0.005 a token) is a real price: rounded to the cent it would read $0.01, or $0.00. */
+function money(amount, currency, locale, rate = false) {
   if (amount === null || amount === undefined) return "";
-  return new Intl.NumberFormat(locale, { style: "currency", currency: (currency || "usd").toUpperCase() }).format(Number(amount));
+  const options = { style: "currency", currency: (currency || "usd").toUpperCase() };
+  const usual = new Intl.NumberFormat(locale, options);
+  const decimals = decimalsOf(amount);
+  if (!rate || decimals <= usual.resolvedOptions().maximumFractionDigits) return usual.format(Number(amount));
+  return new Intl.NumberFormat(locale, { ...options, maximumFractionDigits: Math.min(decimals, 20) }).format(Number(amount));
 }
 
 function number(value, locale) {
@@ -201,9 +225,14 @@ class EntitleElement extends HTMLElement {
   }
 
   _render(html) {
+    // A control the customer is on (the period toggle, a quantity) is drawn again: the focus stays on it
+    // rather than falling back to the page's start, where a keyboard user would have to tab back from.
+    const focused = this.shadowRoot.activeElement;
+    const key = focused && FOCUS_KEYS.filter((a) => focused.hasAttribute(a)).map((a) => `[${a}="${CSS.escape(focused.getAttribute(a))}"]`)[0];
     this.removeAttribute("aria-busy");
     this.shadowRoot.innerHTML = `<style>${STYLE}</style><div part="container">${html}</div>`;
     this.afterRender?.();
+    if (key) this.shadowRoot.querySelector(key)?.focus();
   }
 
   errorMessage(error) {
@@ -226,6 +255,14 @@ class EntitleElement extends HTMLElement {
       <span>${escapeHtml(message)}</span><button class="secondary" part="retry-button" data-action="retry">${this.t("retry")}</button></div>`);
     this.shadowRoot.querySelector("[data-action=retry]").addEventListener("click", () => this.refresh());
     this.dispatchEvent(new CustomEvent("entitle:error", { detail: { code: error.code, status: error.status, message }, bubbles: true, composed: true }));
+  }
+
+  /** A refused token or key in the middle of a flow (a preview, paying, a portal action): the widget's error
+   * state and `entitle:error`, as when loading, so the page can give it a new token. True when it was one. */
+  expired(error) {
+    if (!(error instanceof EntitleApiError) || (error.status !== 401 && error.status !== 403)) return false;
+    this.showError(error);
+    return true;
   }
 
   async api(method, path, body) {
@@ -275,6 +312,12 @@ function priceFor(item, period) {
   return (item.prices || []).filter((p) => p.billingPeriod === period);
 }
 
+// The prices whose quantity a customer chooses up front (seats): usage-based and overage charges are billed
+// as the usage comes, so the checkout neither asks for nor sends a quantity of them.
+function boughtUpFront(prices) {
+  return prices.filter((p) => p.featureId && p.billingModel === "PER_UNIT" && !p.isOverage);
+}
+
 function periodsOf(plans) {
   const periods = new Set(plans.flatMap((p) => (p.prices || []).map((price) => price.billingPeriod)));
   return ["MONTHLY", "ANNUALLY"].filter((p) => periods.has(p));
@@ -292,7 +335,7 @@ function describePrice(el, price, features) {
     const steps = price.tiers.map((tier) => {
       const range = tier.upTo == null ? `${number(from, el.locale)}+` : `${number(from, el.locale)}–${number(tier.upTo, el.locale)}`;
       const parts = [];
-      if (tier.unitPrice) parts.push(`${money(tier.unitPrice.amount, tier.unitPrice.currency, el.locale)} / ${unit}`);
+      if (tier.unitPrice) parts.push(`${money(tier.unitPrice.amount, tier.unitPrice.currency, el.locale, true)} / ${unit}`);
       if (tier.flatPrice) parts.push(`${money(tier.flatPrice.amount, tier.flatPrice.currency, el.locale)} flat`);
       if (tier.upTo != null) from = Number(tier.upTo) + 1;
       return `<li>${escapeHtml(range)}: ${escapeHtml(parts.join(" + "))}</li>`;
@@ -301,14 +344,32 @@ function describePrice(el, price, features) {
     const quantity = counted ? `<div part="quantity">${escapeHtml(counted)}</div>` : "";
     return { main: "", detail: `${quantity}<div class="muted" part="tiers">${escapeHtml(unit)} pricing ${per}, ${mode}:<ul>${steps.join("")}</ul></div>` };
   }
-  const amount = money(price.amount, price.currency, el.locale);
+  const amount = money(price.amount, price.currency, el.locale, true);  // a rate, or a fee (`fee` below)
+  const fee = money(price.amount, price.currency, el.locale);
+  if (price.billingModel === "CREDIT_BASED" && !price.creditRate && price.amount == null && !(price.tiers || []).length) {
+    // A credit rate whose rate is not given (the portal's subscription prices): no money to show.
+    return { main: "", detail: "" };
+  }
+  if (price.creditRate) {
+    // A credit price has no money amount of its own: what it says is in credits.
+    const credits = `${number(price.creditRate.amount, el.locale)} ${price.creditRate.currencyId}`;
+    if (!price.creditGrantCadence) {
+      return { main: "", detail: `<div part="unit-price">${escapeHtml(el.t("creditRate", { credits, unit }))}</div>` };
+    }
+    const granted = `<div part="unit-price">${escapeHtml(el.t("creditGrant", { credits, period: per }))}</div>`;
+    return { main: price.amount == null ? "" : `${escapeHtml(fee)} <span class="muted">${per}</span>`, detail: granted };
+  }
+  if (price.isOverage) {
+    // Charged only for the usage beyond the entitlement's limit (listed with the plan), not for every unit.
+    return { main: "", detail: `<div part="unit-price">${escapeHtml(el.t("overage", { price: amount, unit }))}</div>` };
+  }
   if (price.billingModel === "PER_UNIT" || price.featureId) {
     const block = price.blockSize && Number(price.blockSize) > 1 ? ` ${number(price.blockSize, el.locale)}` : "";
     const each = block ? `${amount} per${block} ${unit}` : amount;
     const text = counted ? el.t("unitCount", { quantity: counted, price: `${each} ${per}` }) : `${amount} per${block} ${unit} ${per}`;
     return { main: "", detail: `<div part="unit-price">${escapeHtml(text)}</div>` };
   }
-  return { main: `${escapeHtml(amount)} <span class="muted">${per}</span>`, detail: "" };
+  return { main: `${escapeHtml(fee)} <span class="muted">${per}</span>`, detail: "" };
 }
 
 function priceBlock(el, item, period, features) {
@@ -392,10 +453,10 @@ class PricingTable extends EntitleElement {
     const byId = new Map(plans.map((p) => [p.id, p]));
     const periods = periodsOf(plans);
     const toggle = periods.length > 1
-      ? `<div class="toggle" part="period-toggle" role="group">${periods.map((p) => `<button type="button" part="period-option" data-period="${p}" aria-pressed="${p === period}">${this.t(p === "MONTHLY" ? "monthly" : "annually")}</button>`).join("")}</div>`
+      ? `<div class="toggle" part="period-toggle" role="group" aria-label="${escapeHtml(this.t("billingPeriod"))}">${periods.map((p) => `<button type="button" part="period-option" data-period="${p}" aria-pressed="${p === period}">${this.t(p === "MONTHLY" ? "monthly" : "annually")}</button>`).join("")}</div>`
       : "";
     const labels = { current: "currentPlan", scheduled: "scheduled", "contact-sales": "contactSales", "start-trial": "startTrial", upgrade: "upgrade", downgrade: "downgrade", subscribe: "subscribe" };
-    const cards = plans.map((plan) => {
+    const cards = plans.map((plan, index) => {
       const intention = this.intention(plan, plans);
       const price = priceBlock(this, plan, period, features);
       const base = plan.basePlanId ? byId.get(plan.basePlanId) : null;
@@ -403,16 +464,16 @@ class PricingTable extends EntitleElement {
       const addons = paywall.addons.filter((a) => plan.compatibleAddonIds.includes(a.id));
       // Offered only when choosing the plan starts it (`intention`): not on the plan being trialed.
       const trial = intention === "start-trial" && plan.pricingType === "PAID"
-        ? `<span class="badge" part="trial-badge">${this.t("trialBadge", { days: plan.trial.units === "MONTH" ? plan.trial.duration * 30 : plan.trial.duration })}</span>` : "";
+        ? `<span class="badge" part="trial-badge">${plan.trial.units === "MONTH" ? this.t("trialBadgeMonths", { months: plan.trial.duration }) : this.t("trialBadge", { days: plan.trial.duration })}</span>` : "";
       const current = intention === "current" ? `<span class="badge" part="current-badge">${this.t("currentPlan")}</span>` : "";
       return `<article class="plan ${intention === "current" ? "current" : ""}" part="plan${intention === "current" ? " plan-current" : ""}" data-plan-id="${escapeHtml(plan.id)}">
-        <div class="row"><h3 part="plan-name">${escapeHtml(plan.displayName)}</h3>${current}${trial}</div>
+        <div class="row"><h3 part="plan-name" id="plan-name-${index}">${escapeHtml(plan.displayName)}</h3>${current}${trial}</div>
         ${plan.description ? `<div class="muted">${escapeHtml(plan.description)}</div>` : ""}
         <div class="price" part="price" data-testid="price">${price.main}</div>${price.detail}
         ${base ? `<div part="inherits">${escapeHtml(this.t("everythingIn", { plan: base.displayName }))}</div>` : ""}
         <ul part="entitlements">${own.map((e) => `<li>${escapeHtml(describeEntitlement(this, e))}</li>`).join("")}</ul>
         ${addons.length ? `<div class="muted" part="addons">${this.t("addons")}: ${addons.map((a) => `${escapeHtml(a.displayName)} (${priceBlock(this, a, period, features).main || "—"})`).join(", ")}</div>` : ""}
-        <button type="button" part="plan-button" data-intention="${intention}" ${intention === "current" || intention === "scheduled" ? "disabled" : ""}>${this.t(labels[intention])}</button>
+        <button type="button" part="plan-button" aria-describedby="plan-name-${index}" data-intention="${intention}" ${intention === "current" || intention === "scheduled" ? "disabled" : ""}>${this.t(labels[intention])}</button>
       </article>`;
     });
     return `${toggle}<div class="plans" part="plans">${cards.join("")}</div>`;
@@ -489,7 +550,7 @@ class Checkout extends EntitleElement {
   view() {
     const { plan, paywall, features, period } = this.state;
     const periods = periodsOf([plan]);
-    const perUnit = priceFor(plan, period).filter((p) => p.featureId);
+    const perUnit = boughtUpFront(priceFor(plan, period));
     const addons = paywall.addons.filter((a) => plan.compatibleAddonIds.includes(a.id));
     const paid = plan.pricingType === "PAID";
     return `<div class="card-box" part="checkout">
@@ -497,13 +558,15 @@ class Checkout extends EntitleElement {
       ${periods.length > 1 ? `<label>${this.t("billingPeriod")} <select data-field="period" part="period-select">${periods.map((p) => `<option value="${p}" ${p === period ? "selected" : ""}>${this.t(p === "MONTHLY" ? "monthly" : "annually")}</option>`).join("")}</select></label>` : ""}
       ${perUnit.map((p) => {
         const f = features.get(p.featureId);
-        return `<label>${escapeHtml(f?.featureUnitsPlural || f?.displayName || p.featureId)} <input type="number" min="1" value="${this.state.charges[p.featureId] || 1}" data-charge="${escapeHtml(p.featureId)}" part="quantity-input"></label>`;
+        const least = Math.max(1, Number(p.minUnitQuantity) || 1);
+        const most = p.maxUnitQuantity == null ? "" : `max="${Number(p.maxUnitQuantity)}"`;
+        return `<label>${escapeHtml(f?.featureUnitsPlural || f?.displayName || p.featureId)} <input type="number" min="${least}" ${most} step="1" value="${this.quantityOf(p)}" data-charge="${escapeHtml(p.featureId)}" part="quantity-input"></label>`;
       }).join("")}
       ${addons.length ? `<fieldset part="addons"><legend>${this.t("addons")}</legend>${addons.map((a) => `<label>${escapeHtml(a.displayName)} (${priceBlock(this, a, period, features).main}) <input type="number" min="0" ${a.maxQuantity ? `max="${a.maxQuantity}"` : ""} value="${this.state.addons[a.id] || 0}" data-addon="${escapeHtml(a.id)}" part="addon-input" aria-label="${escapeHtml(a.displayName)} ${this.t("quantity")}"></label>`).join("<br>")}</fieldset>` : ""}
       ${paid ? `<div part="promotion"><label>${this.t("promotionCode")} <input data-field="promotionCode" part="promotion-input" value="${escapeHtml(this.state.promotionCode)}"></label>
         <button type="button" class="secondary" part="apply-code-button" data-action="apply-code">${this.t("applyCode")}</button>
         <p class="error" part="error promotion-error" role="alert" data-testid="promotion-error" hidden></p></div>` : ""}
-      <div part="summary" data-testid="summary"><p class="muted">${this.t("loading")}</p></div>
+      <div part="summary" data-testid="summary" aria-live="polite"><p class="muted">${this.t("loading")}</p></div>
       ${paid && this.getAttribute("payment") !== "hosted" && this.state.useSaved ? `<div class="row" part="saved-card"><span data-testid="saved-card">${escapeHtml(this.t("card"))}: ${escapeHtml((this.state.savedCard.cardBrand || "card").toUpperCase())} •••• ${escapeHtml(this.state.savedCard.cardLast4Digits || "")}</span><button type="button" class="secondary" data-action="other-card">${this.t("otherCard")}</button></div>` : ""}
       ${paid && this.getAttribute("payment") !== "hosted" && !this.state.useSaved ? `<div part="card-field"><div>${this.t("card")}</div><slot name="card"></slot><p class="muted" data-testid="provider-note" hidden>${this.t("noProvider")}</p></div>` : ""}
       <div class="error" part="error payment-error" role="alert" data-testid="payment-error" hidden></div>
@@ -519,7 +582,12 @@ class Checkout extends EntitleElement {
       input.addEventListener("input", () => { this.state.addons[input.dataset.addon] = Math.max(0, Number(input.value) || 0); this.updateSummary(); });
     }
     for (const input of root.querySelectorAll("[data-charge]")) {
-      input.addEventListener("input", () => { this.state.charges[input.dataset.charge] = Math.max(1, Number(input.value) || 1); this.updateSummary(); });
+      input.addEventListener("input", () => {
+        // Priced as typed: a quantity outside the price's range is said when paying (`pay`), not changed.
+        this.state.charges[input.dataset.charge] = Math.max(1, Number(input.value) || 1);
+        input.setAttribute("aria-invalid", String(!input.checkValidity()));
+        this.updateSummary();
+      });
     }
     const applyCode = () => {
       const code = root.querySelector("[data-field=promotionCode]").value.trim();
@@ -536,6 +604,11 @@ class Checkout extends EntitleElement {
     if (this.state.plan.pricingType === "PAID" && this.getAttribute("payment") !== "hosted" && !this.state.useSaved) this.mountCard();
   }
 
+  /** The quantity chosen of a per-unit price: what the customer typed, else the least the price allows. */
+  quantityOf(price) {
+    return this.state.charges[price.featureId] || Math.max(1, Number(price.minUnitQuantity) || 1);
+  }
+
   choice({ withCode = true } = {}) {
     const { plan, period, addons, charges, promotionCode, paywall } = this.state;
     // The country whose prices the paywall showed (the customer's subscribed one wins over the attribute).
@@ -545,7 +618,7 @@ class Checkout extends EntitleElement {
       planId: plan.id,
       ...(period ? { billingPeriod: period } : {}),
       addons: Object.entries(addons).filter(([, q]) => q > 0).map(([id, quantity]) => ({ id, quantity })),
-      billableFeatures: priceFor(plan, period).filter((p) => p.featureId).map((p) => ({ featureId: p.featureId, quantity: charges[p.featureId] || 1 })),
+      billableFeatures: boughtUpFront(priceFor(plan, period)).map((p) => ({ featureId: p.featureId, quantity: this.quantityOf(p) })),
       ...(country ? { billingCountryCode: country } : {}),
     };
   }
@@ -583,7 +656,8 @@ class Checkout extends EntitleElement {
         ? `<p class="muted" part="scheduled-note" data-testid="scheduled-note">${escapeHtml(this.t("dueAtPeriodEnd", { date: date(preview.scheduledFor, this.locale) }))}</p>` : "";
       target.innerHTML = `<h4>${this.t("summary")}</h4><table class="summary">${rows.join("")}</table>${waits}${then}`;
     } catch (error) {
-      if (generation === this._summaryGeneration) target.innerHTML = `<p class="error" part="error" role="alert">${escapeHtml(this.errorMessage(error))}</p>`;
+      if (generation !== this._summaryGeneration || this.expired(error)) return;
+      target.innerHTML = `<p class="error" part="error" role="alert">${escapeHtml(this.errorMessage(error))}</p>`;
     }
   }
 
@@ -635,7 +709,7 @@ class Checkout extends EntitleElement {
       this._card = this._stripe.elements().create("card");
       this._card.mount(this._cardSlot());
     } catch (error) {
-      this.paymentError(error);
+      if (!this.expired(error)) this.paymentError(error);
     }
   }
 
@@ -667,6 +741,16 @@ class Checkout extends EntitleElement {
     button.textContent = this.t("paying");
     try {
       if (this.state.promotionError) { this.paymentError(this.t("promotionFix")); return; }
+      const outOfRange = [...this.shadowRoot.querySelectorAll("[data-charge]")].find((input) => !input.checkValidity());
+      if (outOfRange) {
+        const price = boughtUpFront(priceFor(this.state.plan, this.state.period)).find((p) => p.featureId === outOfRange.dataset.charge);
+        const feature = this.state.features.get(outOfRange.dataset.charge);
+        const units = feature?.featureUnitsPlural || feature?.displayName || outOfRange.dataset.charge;
+        const least = Math.max(1, Number(price?.minUnitQuantity) || 1);
+        this.paymentError(price?.maxUnitQuantity == null ? this.t("quantityAtLeast", { least, units }) : this.t("quantityRange", { least, most: price.maxUnitQuantity, units }));
+        outOfRange.focus();
+        return;
+      }
       const body = this.choice();
       if (this.state.plan.pricingType === "PAID" && this.getAttribute("payment") === "hosted") {
         body.checkoutOptions = { successUrl: this.getAttribute("success-url") || location.href, cancelUrl: this.getAttribute("cancel-url") || location.href };
@@ -691,7 +775,7 @@ class Checkout extends EntitleElement {
       this._render(`<div class="card-box" part="checkout-completed" data-testid="completed" data-status="${escapeHtml(outcome.subscription?.status || "")}"><p>${escapeHtml(this.outcomeText(outcome))}</p></div>`);
       this.emit("entitle:checkout-completed", { subscriptionId: outcome.id, subscription: outcome.subscription, planId: this.state.plan.id, isScheduled: outcome.isScheduled });
     } catch (error) {
-      this.paymentError(error);
+      if (!this.expired(error)) this.paymentError(error);
     } finally {
       this.state.busy = false;
       if (button.isConnected) { button.disabled = false; button.textContent = this.t("pay"); }
@@ -745,7 +829,7 @@ class CustomerPortal extends EntitleElement {
       return `<div class="card-box" part="subscription" data-testid="subscription" data-plan-id="${escapeHtml(s.planId)}" data-status="${escapeHtml(s.status)}">
         <div class="row"><h4 part="plan-name">${escapeHtml(plan?.displayName || s.planId)}</h4><span class="price" part="price" data-testid="subscription-price">${price.main}</span></div>
         ${price.detail}
-        ${trialDays !== null ? `<span class="badge" part="trial-countdown" data-testid="trial-countdown">${this.t("trialEnds", { days: trialDays })}</span>` : ""}
+        ${trialDays !== null ? `<span class="badge" part="trial-countdown" data-testid="trial-countdown">${this.t(trialDays === 1 ? "trialEndsOne" : "trialEnds", { days: trialDays })}</span>` : ""}
         ${s.status === "PAYMENT_PENDING" ? `<span class="badge" part="payment-pending" data-testid="payment-pending">${this.t("paymentPending")}</span>` : ""}
         ${ends ? `<div class="muted">${escapeHtml(this.t("cancelsOn", { date: date(ends, this.locale) }))}</div>`
           : s.currentBillingPeriodEnd && s.pricingType === "PAID" ? `<div class="muted" part="next-billing">${escapeHtml(this.t("nextBilling", { date: date(s.currentBillingPeriodEnd, this.locale) }))}</div>` : ""}
@@ -792,6 +876,7 @@ class CustomerPortal extends EntitleElement {
     const confirmOf = (id) => root.querySelector(`[data-confirm="${CSS.escape(id)}"]`);
     const act = async (work) => {
       try { await work(); this.refresh(); } catch (error) {
+        if (this.expired(error)) return;
         const box = root.querySelector("[data-testid=portal-error]");
         if (box) { box.textContent = this.errorMessage(error); box.hidden = false; }
       }
