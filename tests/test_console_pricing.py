@@ -539,6 +539,26 @@ def test_a_credit_price_reads_as_credits_and_the_one_charge_editor_leaves_it_alo
     assert _charges(api, "cp-plan") == before
 
 
+def test_the_whole_price_editor_prices_another_country_in_its_own_currency(
+    api: httpx.Client, editor: httpx.Client, token: str
+) -> None:
+    """ "Another price in country" took the default price's currency: 27 for Germany beside $29 became
+    $27, with no way to say euros there."""
+    product(api, "cc-prod")
+    made = post(editor, "/console/plans", token, {"id": "cc-plan", "display_name": "Cc", "product_id": "cc-prod"})
+    assert made.status_code == 303
+    price = {"billing_model": "FLAT_FEE", "billing_period": "MONTHLY", "currency": "usd", "amount": "29"}
+    german = {"billing_country_code": "DE", "country_amount": "27", "country_currency": "EUR"}
+    assert post(editor, "/console/plans/cc-plan/price", token, price | german).status_code == 303
+    charges = _charges(api, "cc-plan")
+    assert charges["FLAT_FEE MONTHLY"]["price"] == {"amount": 29, "currency": "usd"}
+    assert charges["FLAT_FEE MONTHLY DE"]["price"] == {"amount": 27, "currency": "eur"}
+    # Left blank, the country's price is in the default price's currency, as before.
+    blank = german | {"billing_country_code": "CH", "country_currency": ""}
+    assert post(editor, "/console/plans/cc-plan/price", token, price | blank).status_code == 303
+    assert _charges(api, "cc-plan")["FLAT_FEE MONTHLY CH"]["price"] == {"amount": 27, "currency": "usd"}
+
+
 # -- metadata ----------------------------------------------------------------------------------------------
 
 

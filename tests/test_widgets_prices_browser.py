@@ -96,6 +96,13 @@ def _build_catalog(api: httpx.Client) -> None:
         "overagePricingModels": [{"featureId": "m-calls", "pricePeriods": [_price("0.002")]}],
     }
     ok(api.patch("/api/v1/plans/metered", json={"charges": charges}))
+    # An add-on of the plan, sold up to 3 at a time.
+    addon = {"id": "m-boost", "displayName": "Boost", "productId": PRODUCT, "maxQuantity": 3}
+    ok(api.post("/api/v1/addons", json=addon))
+    boost = {"pricingType": "PAID", "pricingModels": [{"billingModel": "FLAT_FEE", "pricePeriods": [_price("5")]}]}
+    ok(api.patch("/api/v1/addons/m-boost", json={"charges": boost}))
+    ok(api.post("/api/v1/addons/m-boost/publish", json={"migrationType": "NEW_CUSTOMERS"}))
+    ok(api.patch("/api/v1/plans/metered", json={"compatibleAddonIds": ["m-boost"]}))
     ok(api.post("/api/v1/plans/metered/publish", json={"migrationType": "NEW_CUSTOMERS"}))
     # A plan tried for a month, as the console and the API set it.
     ok(api.post("/api/v1/plans", json={"id": "tried", "displayName": "Tried", "productId": PRODUCT}))
@@ -286,6 +293,17 @@ def test_the_checkout_asks_for_seats_within_the_prices_range(shop: tuple[LiveSer
     refused.wait_for()
     assert refused.inner_text() == "Choose from 2 to 20 seats."
     assert seats.get_attribute("aria-invalid") == "true"
+    # An add-on beyond its maximum is said the same way, by its name (not "add-on 'm-boost' allows at most 3").
+    seats.fill("20")
+    boost = checkout.locator("[data-addon=m-boost]")
+    boost.fill("4")
+    checkout.locator("[data-action=pay]").click()
+    page.wait_for_function(
+        "document.querySelector('entitle-checkout').shadowRoot.querySelector('[data-testid=payment-error]')"
+        "?.textContent === 'Choose from 0 to 3 of Boost.'"
+    )
+    assert boost.get_attribute("aria-invalid") == "true"
+    boost.fill("0")
     with server.http() as api:
         assert api.get("/api/v1/subscriptions", params={"customerId": customer}).json()["data"] == []
     seats.fill("20")

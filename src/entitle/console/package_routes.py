@@ -214,6 +214,7 @@ def _editor(kind: PackageKind) -> None:
         tiers: Text = "",
         billing_country_code: Tiny = "",
         country_amount: Tiny = "",
+        country_currency: Tiny = "",
         overage_feature_id: Short = "",
         overage_amount: Tiny = "",
         min_unit_quantity: Tiny = "",
@@ -229,7 +230,7 @@ def _editor(kind: PackageKind) -> None:
         periods = [period]
         if billing_country_code or country_amount:
             # The same price for one country at another amount, beside the default one.
-            country_price = {"amount": country_amount, "currency": currency}
+            country_price = {"amount": country_amount, "currency": currency_code(country_currency) or currency}
             periods.append({**period, "billing_country_code": billing_country_code, "price": country_price})
             periods[-1].pop("tiers", None)
         model: dict[str, Any] = {"billing_model": billing_model, "price_periods": periods}

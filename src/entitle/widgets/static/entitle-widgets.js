@@ -41,6 +41,8 @@ const DEFAULT_TEXTS = {
   quantity: "Quantity",
   quantityRange: "Choose from {least} to {most} {units}.",
   quantityAtLeast: "Choose at least {least} {units}, in whole units.",
+  addonRange: "Choose from 0 to {most} of {addon}.",
+  addonWhole: "Choose a whole number of {addon}.",
   promotionCode: "Promotion code",
   applyCode: "Apply",
   promotionInvalid: "This promotion code cannot be used: {message}",
@@ -562,7 +564,7 @@ class Checkout extends EntitleElement {
         const most = p.maxUnitQuantity == null ? "" : `max="${Number(p.maxUnitQuantity)}"`;
         return `<label>${escapeHtml(f?.featureUnitsPlural || f?.displayName || p.featureId)} <input type="number" min="${least}" ${most} step="1" value="${this.quantityOf(p)}" data-charge="${escapeHtml(p.featureId)}" part="quantity-input"></label>`;
       }).join("")}
-      ${addons.length ? `<fieldset part="addons"><legend>${this.t("addons")}</legend>${addons.map((a) => `<label>${escapeHtml(a.displayName)} (${priceBlock(this, a, period, features).main}) <input type="number" min="0" ${a.maxQuantity ? `max="${a.maxQuantity}"` : ""} value="${this.state.addons[a.id] || 0}" data-addon="${escapeHtml(a.id)}" part="addon-input" aria-label="${escapeHtml(a.displayName)} ${this.t("quantity")}"></label>`).join("<br>")}</fieldset>` : ""}
+      ${addons.length ? `<fieldset part="addons"><legend>${this.t("addons")}</legend>${addons.map((a) => `<label>${escapeHtml(a.displayName)} (${priceBlock(this, a, period, features).main}) <input type="number" min="0" step="1" ${a.maxQuantity ? `max="${a.maxQuantity}"` : ""} value="${this.state.addons[a.id] || 0}" data-addon="${escapeHtml(a.id)}" part="addon-input" aria-label="${escapeHtml(a.displayName)} ${this.t("quantity")}"></label>`).join("<br>")}</fieldset>` : ""}
       ${paid ? `<div part="promotion"><label>${this.t("promotionCode")} <input data-field="promotionCode" part="promotion-input" value="${escapeHtml(this.state.promotionCode)}"></label>
         <button type="button" class="secondary" part="apply-code-button" data-action="apply-code">${this.t("applyCode")}</button>
         <p class="error" part="error promotion-error" role="alert" data-testid="promotion-error" hidden></p></div>` : ""}
@@ -579,7 +581,11 @@ class Checkout extends EntitleElement {
     const root = this.shadowRoot;
     root.querySelector("[data-field=period]")?.addEventListener("change", (e) => { this.state.period = e.target.value; this._render(this.view()); });
     for (const input of root.querySelectorAll("[data-addon]")) {
-      input.addEventListener("input", () => { this.state.addons[input.dataset.addon] = Math.max(0, Number(input.value) || 0); this.updateSummary(); });
+      input.addEventListener("input", () => {
+        this.state.addons[input.dataset.addon] = Math.max(0, Number(input.value) || 0);
+        input.setAttribute("aria-invalid", String(!input.checkValidity()));
+        this.updateSummary();
+      });
     }
     for (const input of root.querySelectorAll("[data-charge]")) {
       input.addEventListener("input", () => {
@@ -742,6 +748,14 @@ class Checkout extends EntitleElement {
     try {
       if (this.state.promotionError) { this.paymentError(this.t("promotionFix")); return; }
       const outOfRange = [...this.shadowRoot.querySelectorAll("[data-charge]")].find((input) => !input.checkValidity());
+      const addonOutOfRange = [...this.shadowRoot.querySelectorAll("[data-addon]")].find((input) => !input.checkValidity());
+      if (addonOutOfRange && !outOfRange) {
+        const addon = this.state.paywall.addons.find((a) => a.id === addonOutOfRange.dataset.addon);
+        const name = addon?.displayName || addonOutOfRange.dataset.addon;
+        this.paymentError(addon?.maxQuantity ? this.t("addonRange", { most: addon.maxQuantity, addon: name }) : this.t("addonWhole", { addon: name }));
+        addonOutOfRange.focus();
+        return;
+      }
       if (outOfRange) {
         const price = boughtUpFront(priceFor(this.state.plan, this.state.period)).find((p) => p.featureId === outOfRange.dataset.charge);
         const feature = this.state.features.get(outOfRange.dataset.charge);
