@@ -162,7 +162,8 @@ PLANS: list[dict[str, Any]] = [
 ADDON: dict[str, Any] = {
     "create": {"id": "extra-seats", "displayName": "5 extra seats", "productId": PRODUCT_ID, "maxQuantity": 10},
     "entitlements": [{"type": "FEATURE", "id": "seats", "usageLimit": 5, "behavior": "Increment"}],
-    "update": {"charges": {"pricingType": "PAID", "pricingModels": [_flat(15, 150)]}},
+    # Priced for Germany too, as Pro is: a subscription is billed in one currency.
+    "update": {"charges": {"pricingType": "PAID", "pricingModels": [_flat(15, 150, de_monthly=14)]}},
 }
 
 COUPON: dict[str, Any] = {

@@ -21,7 +21,7 @@ from entitle.subscriptions.events import (
     BillingTermsChanged,
     announce_update,
 )
-from entitle.subscriptions.preview import checked_overrides
+from entitle.subscriptions.preview import check_one_currency, checked_overrides
 from entitle.subscriptions.rules import LIVE, OPEN, Status
 from entitle.subscriptions.schemas import (
     PriceOverride,
@@ -119,6 +119,14 @@ def update_subscription(db: Database, env_id: int, ref: str, req: SubscriptionUp
                 )
             else:
                 schedule_update(s, sub, "BILLING_PERIOD", window.end, {"billingPeriod": req.billing_period}, None)
+        if fields & {"addons", "billing_period"}:  # what it is billed for now: still in one currency
+            billed_addons = [
+                (addon, row.quantity)
+                for row in store.addons_of(s, [sub.pk]).get(sub.pk, [])
+                if (addon := s.get(Package, row.addon_pk)) is not None
+            ]
+            period = req.billing_period or sub.billing_period  # a change scheduled for later is checked now
+            check_one_currency(s, plan, billed_addons, period, sub.billing_country_code)
         if "price_overrides" in fields or (sub.price_overrides and fields & {"addons", "billing_period"}):
             # Checked against the add-ons and the billing period the subscription now has: an override of a
             # price it no longer has is refused, never kept unapplied.

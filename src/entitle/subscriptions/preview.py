@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from entitle.catalog.coupons import store as coupons
 from entitle.catalog.coupons.models import Coupon
+from entitle.catalog.packages import published_charges
 from entitle.catalog.packages import store as packages
 from entitle.catalog.packages.models import ADDON, PLAN, Package, PackageCharge
 from entitle.catalog.products.models import Product
@@ -67,6 +68,46 @@ def charges_for_country(charges: Iterable[PackageCharge], country: str | None) -
     return list(chosen.values())
 
 
+def money_currency(charge: PackageCharge) -> str | None:
+    """The currency a charge is paid in; None for a price in credits (a CREDIT_BASED rate of a feature)."""
+    if charge.billing_model == "CREDIT_BASED" and not charge.grants_credits:
+        return None
+    found = _written_currency(charge)
+    return found.lower() if found else None
+
+
+def _written_currency(charge: PackageCharge) -> str | None:
+    """The currency written on a charge: its price's, or its first tier's."""
+    return charge.price_currency or next(
+        ((t.get("unitPrice") or t.get("flatPrice") or {}).get("currency") for t in charge.tiers or []), None
+    )
+
+
+def check_one_currency(
+    s: Session, plan: Package, addons: Sequence[tuple[Package, int]], period: str | None, country: str | None
+) -> None:
+    """A subscription is billed in one currency (a provider's subscription and invoice hold one): the
+    prices its plan and add-ons pay for this period in this country (`charges_for_country`) must share
+    it. A plan priced in euros for Germany with an add-on priced only in dollars would be summed as one
+    amount by a preview and refused by the provider; it is refused here, naming what to price."""
+    if period is None:
+        return
+    first: dict[str, str] = {}  # currency -> the first package paid in it
+    for package in [plan, *(addon for addon, _ in addons)]:
+        in_period = [c for c in published_charges.charges_of(s, package) if c.billing_period == period]
+        for charge in charges_for_country(in_period, country):
+            currency = money_currency(charge)
+            if currency is not None:
+                first.setdefault(currency, f"{package.kind.lower()} '{package.ref_id}'")
+    if len(first) > 1:
+        where = f"country {country}" if country else "its default prices"
+        paid = " and ".join(f"{what} in {currency}" for currency, what in first.items())
+        raise InvalidArgument(
+            f"a subscription is billed in one currency, but for {where} {paid}; give each of them a "
+            f"{period} price in one currency{f' for {country}' if country else ''}"
+        )
+
+
 def customer_country(s: Session, customer_pk: int, asked: str | None, product_pks: Iterable[int] = ()) -> str | None:
     """The country whose prices the customer sees and pays for `product_pks` (`rules.billing_country`)."""
     products = set(product_pks)
@@ -90,9 +131,7 @@ def prices_of(
             )
             for t in charge.tiers or []
         )
-        currency = charge.price_currency or next(
-            ((t.get("unitPrice") or t.get("flatPrice") or {}).get("currency") for t in charge.tiers or []), "usd"
-        )
+        currency = _written_currency(charge)
         what = f"{label} ({charge.feature_ref})" if charge.feature_ref else label
         result.append(
             pricing.Price(
@@ -253,6 +292,7 @@ def preview_subscription(db: Database, env_id: int, req: SubscriptionPreview) ->
         quantities |= {pricing.quantity_key(c.type, c.id): c.quantity for c in req.charges or []}
         units = Decimal(req.unit_quantity or 1)
         country = req.billing_country_code
+        check_one_currency(s, plan, addons, period, country)
         overrides = price_rules.amounts(checked_overrides(s, plan, addons, period, country, req.price_overrides))
         lines = price_lines(s, plan, addons, period, country, quantities, units, overrides)
         currency = lines[0].currency if lines else "usd"

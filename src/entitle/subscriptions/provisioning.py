@@ -39,7 +39,7 @@ from entitle.subscriptions.hooks import payment_gate
 from entitle.subscriptions.models import (
     Subscription,
 )
-from entitle.subscriptions.preview import checked_overrides
+from entitle.subscriptions.preview import check_one_currency, checked_overrides
 from entitle.subscriptions.rules import LIVE, OPEN, Event, Status, transition
 from entitle.subscriptions.schemas import (
     SubscriptionProvision,
@@ -231,6 +231,8 @@ def _provision(
     addons = check_addons(s, env_id, plan, req.addons or [])
     check_charges(plan_charges, req.charges or [])
     check_overrides(s, env_id, req.entitlements or [])
+    if pricing_type == "PAID" or addons:
+        check_one_currency(s, plan, addons, billing_period, req.billing_country_code)
     prices = checked_overrides(s, plan, addons, billing_period, req.billing_country_code, req.price_overrides)
     coupon_ref = req.applied_coupon.coupon_id if req.applied_coupon else None
     promotion_code = req.applied_coupon.promotion_code if req.applied_coupon else None
