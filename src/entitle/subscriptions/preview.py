@@ -40,6 +40,7 @@ from entitle.subscriptions.service import SubscriptionView, billing_window
 from entitle.subscriptions.validation import (
     check_addons,
     check_charges,
+    check_unit_ranges,
     is_downgrade,
     latest_package,
     periods_priced,
@@ -288,7 +289,9 @@ def preview_subscription(db: Database, env_id: int, req: SubscriptionPreview) ->
             raise InvalidArgument(f"plan '{plan.ref_id}' has no {period} price")
         addons = check_addons(s, env_id, plan, req.addons or [])
         quantities = {b.feature_id: b.quantity for b in req.billable_features or []}
-        check_charges(charges, [c for c in req.charges or [] if c.type == "CREDIT"])
+        # What provisioning would refuse is refused here too: a quantity outside its price's range.
+        check_unit_ranges(charges, quantities)
+        check_charges(charges, req.charges or [])
         quantities |= {pricing.quantity_key(c.type, c.id): c.quantity for c in req.charges or []}
         units = Decimal(req.unit_quantity or 1)
         country = req.billing_country_code

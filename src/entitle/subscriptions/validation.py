@@ -4,6 +4,7 @@ downgrade. Shared by provisioning, changes and the preview; raises 400/404/409 d
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
 
 from sqlalchemy.orm import Session
@@ -94,10 +95,23 @@ def check_charges(plan_charges: list[PackageCharge], wanted: list[ChargeQuantity
         charge = per_unit.get(item.id)
         if charge is None:
             raise InvalidArgument(f"the plan has no per-unit charge for feature '{item.id}'")
-        if charge.min_unit_quantity is not None and item.quantity < charge.min_unit_quantity:
-            raise InvalidArgument(f"'{item.id}' needs at least {charge.min_unit_quantity} units")
-        if charge.max_unit_quantity is not None and item.quantity > charge.max_unit_quantity:
-            raise InvalidArgument(f"'{item.id}' allows at most {charge.max_unit_quantity} units")
+        _check_range(charge, item.id, item.quantity)
+
+
+def check_unit_ranges(plan_charges: list[PackageCharge], quantities: Mapping[str, Decimal]) -> None:
+    """A preview's `billableFeatures`: each quantity of a feature the plan prices per unit within that
+    price's minimum and maximum, as provisioning requires (others may be an add-on's, priced as such)."""
+    per_unit = {c.feature_ref: c for c in base_charges(plan_charges) if c.billing_model == "PER_UNIT"}
+    for feature, quantity in quantities.items():
+        if (charge := per_unit.get(feature)) is not None:
+            _check_range(charge, feature, quantity)
+
+
+def _check_range(charge: PackageCharge, feature: str, quantity: Decimal) -> None:
+    if charge.min_unit_quantity is not None and quantity < charge.min_unit_quantity:
+        raise InvalidArgument(f"'{feature}' needs at least {charge.min_unit_quantity} units")
+    if charge.max_unit_quantity is not None and quantity > charge.max_unit_quantity:
+        raise InvalidArgument(f"'{feature}' allows at most {charge.max_unit_quantity} units")
 
 
 def check_overrides(s: Session, env_id: int, items: list[EntitlementOverride]) -> None:
