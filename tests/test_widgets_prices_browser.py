@@ -177,17 +177,22 @@ def _new_customer(server: LiveServer) -> str:
     return ref
 
 
+def _checkout(page: Any, server: LiveServer, customer: str, plan: str) -> None:
+    """The page's checkout opened for `customer` (with a token of its own) on `plan`."""
+    page.evaluate(
+        "([id, token, plan]) => { const el = document.querySelector('entitle-checkout');"
+        " el.setAttribute('customer-token', token); el.setAttribute('customer-id', id);"
+        " el.setAttribute('plan-id', plan); }",
+        [customer, token_for(server, customer), plan],
+    )
+
+
 def test_checkout_asks_only_for_seats_and_subscribes_to_a_plan_with_usage_and_overage_charges(
     shop: tuple[LiveServer, str], page: Any
 ) -> None:
     server, _ = shop
     customer = _new_customer(server)
-    page.evaluate(
-        "([id, token]) => { const el = document.querySelector('entitle-checkout');"
-        " el.setAttribute('customer-token', token); el.setAttribute('customer-id', id);"
-        " el.setAttribute('plan-id', 'metered'); }",
-        [customer, token_for(server, customer)],
-    )
+    _checkout(page, server, customer, "metered")
     checkout = page.locator("entitle-checkout")
     checkout.locator("[data-testid=due-today]").wait_for()
     # Tokens and calls are billed as they are used: a customer chooses only how many seats it buys.
@@ -243,13 +248,10 @@ def test_a_token_refused_while_paying_shows_the_error_state_and_tells_the_page(
     server, _ = shop
     customer = _new_customer(server)
     page.evaluate(
-        "([id, token]) => { window.entitleErrors = [];"
-        " document.addEventListener('entitle:error', (e) => window.entitleErrors.push(e.detail));"
-        " const el = document.querySelector('entitle-checkout');"
-        " el.setAttribute('customer-token', token); el.setAttribute('customer-id', id);"
-        " el.setAttribute('plan-id', 'metered'); }",
-        [customer, token_for(server, customer)],
+        "() => { window.entitleErrors = [];"
+        " document.addEventListener('entitle:error', (e) => window.entitleErrors.push(e.detail)); }"
     )
+    _checkout(page, server, customer, "metered")
     checkout = page.locator("entitle-checkout")
     checkout.locator("[data-testid=due-today]").wait_for()
     rotate_signing_secret(server.db, secret_box(server.data_dir), "development", timedelta(0))
@@ -274,12 +276,7 @@ def test_the_checkout_asks_for_seats_within_the_prices_range(shop: tuple[LiveSer
     not at a quantity provisioning refuses, and says the range instead of paying for 21."""
     server, _ = shop
     customer = _new_customer(server)
-    page.evaluate(
-        "([id, token]) => { const el = document.querySelector('entitle-checkout');"
-        " el.setAttribute('customer-token', token); el.setAttribute('customer-id', id);"
-        " el.setAttribute('plan-id', 'metered'); }",
-        [customer, token_for(server, customer)],
-    )
+    _checkout(page, server, customer, "metered")
     checkout = page.locator("entitle-checkout")
     seats = checkout.locator("[data-charge=m-seats]")
     page.wait_for_function(
@@ -340,12 +337,7 @@ def test_the_pricing_table_and_the_checkout_work_from_the_keyboard(shop: tuple[L
 
     server, _ = shop
     customer = _new_customer(server)
-    page.evaluate(
-        "([id, token]) => { const el = document.querySelector('entitle-checkout');"
-        " el.setAttribute('customer-token', token); el.setAttribute('customer-id', id);"
-        " el.setAttribute('plan-id', 'tried'); }",
-        [customer, token_for(server, customer)],
-    )
+    _checkout(page, server, customer, "tried")
     checkout = page.locator("entitle-checkout")
     assert checkout.locator("[data-testid=summary]").get_attribute("aria-live") == "polite"
     period = checkout.locator("[data-field=period]")

@@ -267,6 +267,16 @@ from dateutil.relativedelta import relativedelta as _relativedelta
 
 _INTERVAL_MONTHS = {'month': 1, 'year': 12}
 
+def _restore_items(sub, state):
+    # Put back the items (their prices and quantities) and the anchor a subscription had (`state`, as read
+    # before or after an update).
+    listed, states, anchor = state
+    sub.items._list[:] = listed
+    for si, plan, quantity in states:
+        si.plan, si.quantity = plan, quantity
+    sub._anchor = anchor
+    sub.quantity = sub.items._list[0].quantity
+
 def _cycle_at(anchor, interval, count, when):
     # The period [start, end) of a cycle anchored at `anchor` that holds `when` (no drift at month ends).
     base = _dt.datetime.fromtimestamp(anchor, tz=_dt.timezone.utc)
@@ -397,12 +407,7 @@ def _update_items(self, items=None, proration_behavior=None, proration_date=None
     if payment_behavior in ('pending_if_incomplete', 'error_if_incomplete'):
         changed = (list(self.items._list), [(si, si.plan, si.quantity) for si in self.items._list],
                    getattr(self, '_anchor', None))
-        listed, states, anchor = before
-        self.items._list[:] = listed
-        for si, plan, quantity in states:
-            si.plan, si.quantity = plan, quantity
-        self._anchor = anchor
-        self.quantity = self.items._list[0].quantity
+        _restore_items(self, before)
         if payment_behavior == 'error_if_incomplete':
             raise resources.UserError(402, 'The payment for the subscription update failed.')
         self.pending_update = {
@@ -415,12 +420,7 @@ def _update_items(self, items=None, proration_behavior=None, proration_date=None
             'trial_from_plan': None,
         }
         def _apply_pending(sub=self, changed=changed):
-            listed, states, anchor = changed
-            sub.items._list[:] = listed
-            for si, plan, quantity in states:
-                si.plan, si.quantity = plan, quantity
-            sub._anchor = anchor
-            sub.quantity = sub.items._list[0].quantity
+            _restore_items(sub, changed)
             sub.pending_update = None
         def _discard_pending(sub=self):
             sub.pending_update = None
