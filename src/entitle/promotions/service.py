@@ -9,7 +9,8 @@ from sqlalchemy.orm import Session
 
 from entitle.catalog.features import store as features
 from entitle.catalog.features.models import Feature
-from entitle.catalog.packages.rules import FeatureShape, check_feature_entitlement
+from entitle.catalog.packages.rules import check_feature_entitlement
+from entitle.catalog.packages.service import feature_shape
 from entitle.clock import as_utc, utcnow
 from entitle.customers import store as customers
 from entitle.customers.events import entitlements_changed
@@ -31,13 +32,7 @@ def _check(item: PromotionIn, feature: Feature) -> None:
     (a limit on an ENUM, enumValues on a NUMBER, usageLimit beside hasUnlimitedUsage) is refused, as a
     plan refuses it, rather than stored and then ignored by every check."""
     check_feature_entitlement(
-        FeatureShape(
-            ref_id=feature.ref_id,
-            feature_type=feature.feature_type,
-            meter_type=feature.meter_type,
-            enum_values=frozenset(e["value"] for e in feature.enum_configuration or []),
-            archived=feature.archived_at is not None,
-        ),
+        feature_shape(feature),
         usage_limit=Decimal(item.usage_limit) if item.usage_limit is not None else None,
         has_unlimited_usage=bool(item.has_unlimited_usage),
         has_soft_limit=bool(item.has_soft_limit),
