@@ -119,14 +119,16 @@ def update_subscription(db: Database, env_id: int, ref: str, req: SubscriptionUp
                 )
             else:
                 schedule_update(s, sub, "BILLING_PERIOD", window.end, {"billingPeriod": req.billing_period}, None)
-        if fields & {"addons", "billing_period"}:  # what it is billed for now: still in one currency
-            billed_addons = [
+        held: list[tuple[Package, int]] = []  # the add-ons it holds now, read when a check below needs them
+        if fields & {"addons", "billing_period", "price_overrides"}:
+            held = [
                 (addon, row.quantity)
                 for row in store.addons_of(s, [sub.pk]).get(sub.pk, [])
                 if (addon := s.get(Package, row.addon_pk)) is not None
             ]
+        if fields & {"addons", "billing_period"}:  # what it is billed for now: still in one currency
             period = req.billing_period or sub.billing_period  # a change scheduled for later is checked now
-            check_one_currency(s, plan, billed_addons, period, sub.billing_country_code)
+            check_one_currency(s, plan, held, period, sub.billing_country_code)
         if "price_overrides" in fields or (sub.price_overrides and fields & {"addons", "billing_period"}):
             # Checked against the add-ons and the billing period the subscription now has: an override of a
             # price it no longer has is refused, never kept unapplied.
@@ -135,11 +137,6 @@ def update_subscription(db: Database, env_id: int, ref: str, req: SubscriptionUp
                 if "price_overrides" in fields
                 else [PriceOverride.model_validate(entry) for entry in sub.price_overrides or []]
             )
-            held = [
-                (addon, row.quantity)
-                for row in store.addons_of(s, [sub.pk]).get(sub.pk, [])
-                if (addon := s.get(Package, row.addon_pk)) is not None
-            ]
             country = sub.billing_country_code
             sub.price_overrides = checked_overrides(s, plan, held, sub.billing_period, country, wanted)
         rules.check_days_until_due(billing_information, sub.payment_collection_method)
