@@ -387,16 +387,23 @@ def test_one_charge_of_a_draft_is_added_changed_and_removed_the_others_kept(
     assert set(_charges(api, "c-plan")) == {"FLAT_FEE MONTHLY", "PER_UNIT c-seats MONTHLY", "FLAT_FEE MONTHLY DE"}
 
 
+def _console_draft(api: httpx.Client, editor: httpx.Client, token: str, prefix: str, name: str) -> str:
+    """Product `<prefix>-prod` and, made in the console, the draft plan `<prefix>-plan`; the draft's page."""
+    product(api, f"{prefix}-prod")
+    made = post(
+        editor, "/console/plans", token, {"id": f"{prefix}-plan", "display_name": name, "product_id": f"{prefix}-prod"}
+    )
+    assert made.status_code == 303
+    return f"/console/plans/{prefix}-plan"
+
+
 def test_a_currency_typed_as_the_console_shows_it_prices_the_draft(
     api: httpx.Client, editor: httpx.Client, token: str
 ) -> None:
     """The console writes currencies upper case ("29 USD"); typed so (or with spaces) in either price editor,
     it is the API's lower-case code, not a refusal listing every code."""
-    product(api, "cur-prod")
+    path = _console_draft(api, editor, token, "cur", "Cur")
     feature(api, "cur-calls", meterType="INCREMENTAL")
-    path = "/console/plans/cur-plan"
-    made = post(editor, "/console/plans", token, {"id": "cur-plan", "display_name": "Cur", "product_id": "cur-prod"})
-    assert made.status_code == 303
     whole = {"billing_model": "FLAT_FEE", "billing_period": "MONTHLY", "currency": "EUR", "amount": "20"}
     whole |= {"billing_country_code": "CH", "country_amount": "21", "overage_feature_id": "cur-calls"}
     answer = post(editor, f"{path}/price", token, whole | {"overage_amount": "0.5"})
@@ -448,10 +455,7 @@ def test_the_audit_log_names_a_price_by_its_id_through_every_rewrite_of_the_draf
 def test_a_drafts_trial_is_set_changed_and_removed_on_its_own_its_charges_kept(
     api: httpx.Client, editor: httpx.Client, token: str, viewer: httpx.Client
 ) -> None:
-    product(api, "tr-prod")
-    path = "/console/plans/tr-plan"
-    made = post(editor, "/console/plans", token, {"id": "tr-plan", "display_name": "Tr", "product_id": "tr-prod"})
-    assert made.status_code == 303
+    path = _console_draft(api, editor, token, "tr", "Tr")
     flat = {"billing_model": "FLAT_FEE", "billing_period": "MONTHLY", "amount": "10", "currency": "usd"}
     assert post(editor, f"{path}/charges", token, flat).status_code == 303
     assert (
@@ -488,11 +492,8 @@ def test_a_drafts_trial_is_set_changed_and_removed_on_its_own_its_charges_kept(
 def test_a_price_per_block_of_units_is_added_and_edited_in_the_charge_editor(
     api: httpx.Client, editor: httpx.Client, token: str
 ) -> None:
-    product(api, "bl-prod")
+    path = _console_draft(api, editor, token, "bl", "Bl")
     feature(api, "bl-calls", meterType="INCREMENTAL")
-    path = "/console/plans/bl-plan"
-    made = post(editor, "/console/plans", token, {"id": "bl-plan", "display_name": "Bl", "product_id": "bl-prod"})
-    assert made.status_code == 303
     blocks = {"billing_model": "USAGE_BASED", "billing_period": "MONTHLY", "feature_id": "bl-calls", "currency": "usd"}
     assert post(editor, f"{path}/charges", token, {**blocks, "amount": "10", "block_size": "1000"}).status_code == 303
     charge = _charges(api, "bl-plan")["USAGE_BASED bl-calls MONTHLY"]
@@ -544,9 +545,7 @@ def test_the_whole_price_editor_prices_another_country_in_its_own_currency(
 ) -> None:
     """ "Another price in country" took the default price's currency: 27 for Germany beside $29 became
     $27, with no way to say euros there."""
-    product(api, "cc-prod")
-    made = post(editor, "/console/plans", token, {"id": "cc-plan", "display_name": "Cc", "product_id": "cc-prod"})
-    assert made.status_code == 303
+    _console_draft(api, editor, token, "cc", "Cc")
     price = {"billing_model": "FLAT_FEE", "billing_period": "MONTHLY", "currency": "usd", "amount": "29"}
     german = {"billing_country_code": "DE", "country_amount": "27", "country_currency": "EUR"}
     assert post(editor, "/console/plans/cc-plan/price", token, price | german).status_code == 303
