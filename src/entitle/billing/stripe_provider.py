@@ -43,7 +43,7 @@ from stripe.params import (
 from stripe.params.billing import MeterCreateParams
 from stripe.params.checkout import SessionCreateParams
 
-from entitle.billing import rules, stripe_customer_details
+from entitle.billing import stripe_customer_details
 from entitle.billing.models import STRIPE
 from entitle.billing.provider import (
     DEFAULT_DAYS_UNTIL_DUE,
@@ -75,7 +75,6 @@ from entitle.billing.stripe_support import (
     _id_of,
     _invoice,
     _item_change,
-    _item_price,
     _plain,
     _price_params,
     _promotion_code_of,
@@ -83,6 +82,7 @@ from entitle.billing.stripe_support import (
     change_subscription_items,
     create_credit_invoice,
     credit_invoice_made,
+    item_edits,
     mark_latest_invoice_paid,
     price_fingerprint,
     priced_items,
@@ -276,19 +276,8 @@ class StripeProvider:
         current: dict[str, Any] = retrieved.to_dict()
         if current.get("status") in ("canceled", "incomplete_expired"):
             return False
-        held = [
-            rules.CurrentItem(item["id"], _item_price(item), item.get("quantity")) for item in current["items"]["data"]
-        ]
-        items = priced_items(
-            self.client,
-            subscription.items,
-            subscription.ref,
-            idempotency_key=idempotency_key,
-            reusable=tuple(item.price for item in held),
-        )
-        wanted = [rules.WantedItem(i.price_billing_id, i.quantity) for i in items]
         params: SubscriptionUpdateParams = {}
-        changes = rules.item_changes(held, wanted)
+        changes = item_edits(self.client, current, subscription, idempotency_key)
         if changes:
             params["items"] = [cast(Any, _item_change(c)) for c in changes]
             params["proration_behavior"] = subscription.proration_behavior

@@ -520,6 +520,23 @@ def provider_invoice(obj: dict[str, Any]) -> ProviderInvoice:
     return _invoice(obj)
 
 
+def item_edits(
+    client: stripe.StripeClient, current: dict[str, Any], subscription: SubscriptionSpec, idempotency_key: str
+) -> list[rules.ItemChange]:
+    """The item edits that turn a Stripe subscription's items (`current`, as retrieved) into
+    `subscription`'s (`rules.item_changes`), its prices found or made as `priced_items` does, the items'
+    own prices reused first."""
+    held = [rules.CurrentItem(item["id"], _item_price(item), item.get("quantity")) for item in current["items"]["data"]]
+    items = priced_items(
+        client,
+        subscription.items,
+        subscription.ref,
+        idempotency_key=idempotency_key,
+        reusable=tuple(h.price for h in held),
+    )
+    return rules.item_changes(held, [rules.WantedItem(i.price_billing_id, i.quantity) for i in items])
+
+
 def change_subscription_items(
     client: stripe.StripeClient, billing_id: str, subscription: SubscriptionSpec, at: datetime, idempotency_key: str
 ) -> PlanChange | None:
@@ -536,15 +553,7 @@ def change_subscription_items(
     current: dict[str, Any] = retrieved.to_dict()
     if current.get("status") in ("canceled", "incomplete_expired"):
         return None
-    held = [rules.CurrentItem(item["id"], _item_price(item), item.get("quantity")) for item in current["items"]["data"]]
-    items = priced_items(
-        client,
-        subscription.items,
-        subscription.ref,
-        idempotency_key=idempotency_key,
-        reusable=tuple(h.price for h in held),
-    )
-    changes = rules.item_changes(held, [rules.WantedItem(i.price_billing_id, i.quantity) for i in items])
+    changes = item_edits(client, current, subscription, idempotency_key)
     if not changes:
         return _change_outcome(current, None)
     params: dict[str, Any] = {
