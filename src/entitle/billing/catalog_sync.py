@@ -166,7 +166,7 @@ def _read(s: Session, integration: Integration, package: Package, payload: dict[
         kind=entity_kind,
         name=payload["name"],
         description=payload.get("description") or None,
-        metadata=_clip(common),
+        metadata=rules.clip_metadata(common),
         prices=tuple(specs),
     )
     previous, earlier = _previous(s, integration, package)
@@ -209,7 +209,7 @@ def _price_spec(package: Package, charge: PackageCharge, common: dict[str, str])
         unit_amount_minor=shape.unit_amount_minor if shape.unit_amount_minor is not None else Decimal(0),
         interval=interval,
         nickname=f"{package.display_name}{overage} {period}{country}"[:250],
-        metadata=_clip(metadata),
+        metadata=rules.clip_metadata(metadata),
         meter=meter,
         tiers=shape.tiers,
         tiers_mode=shape.tiers_mode,
@@ -285,8 +285,3 @@ def _record(
             billing_id=synced.product_id,
             details={"name": plan.entity.name},
         )
-
-
-def _clip(metadata: dict[str, str]) -> dict[str, str]:
-    """Stripe's metadata limits: keys up to 40 characters, values up to 500."""
-    return {k[:40]: v[:500] for k, v in metadata.items()}

@@ -44,7 +44,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from entitle.billing import store
-from entitle.billing.customer_links import _payment_method, record_customer
+from entitle.billing.customer_links import payment_method_of, record_customer
 from entitle.billing.models import CUSTOMER, ERROR, PENDING, SUBSCRIPTION, SUCCESS, Integration
 from entitle.billing.provider import CheckoutRequest, CheckoutSession
 from entitle.billing.providers import provider_for
@@ -93,7 +93,7 @@ def checkout_integration(s: Session, sub: Subscription, *, asked: bool = True) -
     assert customer is not None
     if no_sync_reason(s, integration, customer, sub) is not None:
         return None
-    if _payment_method(customer) is not None:
+    if payment_method_of(customer) is not None:
         return None
     return integration
 

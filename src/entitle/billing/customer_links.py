@@ -24,24 +24,24 @@ def customer_spec(s: Session, customer: Customer, console: str) -> CustomerSpec:
         name=customer.name,
         email=customer.email,
         currency=customer.billing_currency,
-        metadata=_clip(
+        metadata=rules.clip_metadata(
             {
                 "entitleEnvironment": env.name,
                 "entitleCustomerId": customer.ref_id,
                 "entitleEntityUrl": console_page_url(console, "CUSTOMER", customer.ref_id),
             }
         ),
-        payment_method=_payment_method(customer),
+        payment_method=payment_method_of(customer),
         locales=rules.stripe_locales(customer.language),
     )
 
 
-def _payment_method(customer: Customer) -> str | None:
+def payment_method_of(customer: Customer) -> str | None:
     method = (customer.default_payment_method or {}).get("billingId")
     return str(method) if method else None
 
 
-def _link_customer(s: Session, integration: Integration, customer_pk: int, customer_id: str) -> None:
+def link_customer(s: Session, integration: Integration, customer_pk: int, customer_id: str) -> None:
     customer = s.get(Customer, customer_pk)
     assert customer is not None
     store.put_link(s, integration, CUSTOMER, customer_pk, SUCCESS, billing_id=customer_id)
@@ -53,12 +53,7 @@ def record_customer(db: Database, integration: Integration, customer_pk: int, cu
     """Link the customer to the provider customer just made for it (a SetupIntent or a Checkout made it
     before any subscription sync), in a transaction of its own."""
     with db.transaction() as s:
-        _link_customer(s, integration, customer_pk, customer_id)
+        link_customer(s, integration, customer_pk, customer_id)
 
 
-def _clip(metadata: dict[str, str]) -> dict[str, str]:
-    """Stripe's metadata limits: keys up to 40 characters, values up to 500."""
-    return {k[:40]: v[:500] for k, v in metadata.items()}
-
-
-__all__ = ["_clip", "_link_customer", "_payment_method", "customer_spec", "record_customer"]
+__all__ = ["customer_spec", "link_customer", "payment_method_of", "record_customer"]

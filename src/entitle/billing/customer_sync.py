@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from entitle.billing import store
-from entitle.billing.customer_links import _link_customer, customer_spec
+from entitle.billing.customer_links import customer_spec, link_customer
 from entitle.billing.models import CUSTOMER, ERROR, PENDING, SUCCESS, Integration
 from entitle.billing.provider import BillingDetails
 from entitle.billing.providers import provider_for
@@ -134,7 +134,7 @@ def sync_customer(db: Database, ctx: JobContext) -> None:
             store.put_link(s, integration, CUSTOMER, customer.pk, ERROR, reason=f"{reason} (attempt {ctx.attempt})")
         raise
     with db.transaction() as s:
-        _link_customer(s, integration, customer.pk, customer_id)
+        link_customer(s, integration, customer.pk, customer_id)
         row = store.link(s, integration.pk, CUSTOMER, customer.pk)
         assert row is not None and row.sync_state == SUCCESS
 

@@ -501,3 +501,8 @@ def stripe_locales(language: str | None) -> tuple[str, ...]:
         if candidate in _LOCALE_BY_LOWER:
             return (_LOCALE_BY_LOWER[candidate],)
     return ()
+
+
+def clip_metadata(metadata: dict[str, str]) -> dict[str, str]:
+    """Stripe's metadata limits: keys up to 40 characters, values up to 500."""
+    return {k[:40]: v[:500] for k, v in metadata.items()}

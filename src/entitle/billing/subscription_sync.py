@@ -39,7 +39,7 @@ from typing import Any, cast
 from sqlalchemy.orm import Session
 
 from entitle.billing import coupon_sync, plan_changes, rules, store, usage_sync
-from entitle.billing.customer_links import _clip, _link_customer, customer_spec, record_customer
+from entitle.billing.customer_links import customer_spec, link_customer, record_customer
 from entitle.billing.models import (
     CUSTOMER,
     ERROR,
@@ -425,7 +425,7 @@ def _read(s: Session, integration: Integration, sub: Subscription, console: str)
         customer=paying,
         customer_billing_id=existing,
         items=tuple(items),
-        metadata=_clip(metadata),
+        metadata=rules.clip_metadata(metadata),
         trial_end=None,
         coupon_billing_id=coupon_id if isinstance(coupon_id, str) else None,
         collection_method="send_invoice" if invoice else "charge_automatically",
@@ -508,7 +508,7 @@ def _record(
     with db.transaction() as s:
         sub = subscriptions.by_pk(s, sub_pk, for_update=True)
         assert sub is not None
-        _link_customer(s, integration, customer_pk, customer_id)
+        link_customer(s, integration, customer_pk, customer_id)
         store.put_link(s, integration, SUBSCRIPTION, sub_pk, SUCCESS, billing_id=subscription_id, details=details)
         sub.billing_id = subscription_id
         if sub.status not in _OPEN:
@@ -538,33 +538,31 @@ def cancel_subscription(db: Database, ctx: JobContext) -> None:
         link = store.link(s, integration.pk, SUBSCRIPTION, sub.pk)
         if link is None or link.sync_state != SUCCESS or not link.billing_id or link.details.get("canceled"):
             return  # never reached the provider (a sync still to come records it as ended), or done
-        if link.details.get("movedTo") or plan_changes.successor(s, integration.pk, link.billing_id, sub):
-            # Handed over to the subscription a plan change made in place (or is making): nothing to cancel.
-            # A change of its own that ends unpaid leaves an open invoice whose payment would still apply it
-            # at the provider (a pending update): voided, it never can.
-            change_invoice = link.details.get("changeInvoice")
-            if change_invoice and not link.details.get("changeInvoiceVoided"):
-                _void_change_invoice(db, integration, sub.pk, str(change_invoice), ctx.idempotency_key)
+        # Handed over to the subscription a plan change made in place (or is making): nothing to cancel. A
+        # change of its own that ends unpaid leaves an open invoice whose payment would still apply it at
+        # the provider (a pending update): that invoice is voided, so it never can.
+        handed = link.details.get("movedTo") or plan_changes.successor(s, integration.pk, link.billing_id, sub)
+        unpaid_change = None if link.details.get("changeInvoiceVoided") else link.details.get("changeInvoice")
+        if handed and not unpaid_change:
             return
         billing_id = link.billing_id
     provider = provider_for(integration, secret_box(settings.data_dir))
+    if handed:
+        # (The provider returns an invoice already paid as it is: then the change took effect, and the
+        # webhook of its payment says so.)
+        provider.void_invoice(str(unpaid_change), idempotency_key=f"{ctx.idempotency_key}:void-change")
+        _mark_link(db, integration, sub.pk, "changeInvoiceVoided")
+        return
     provider.cancel_subscription(billing_id, at=None, idempotency_key=ctx.idempotency_key)
-    with db.transaction() as s:
-        row = store.link(s, integration.pk, SUBSCRIPTION, sub.pk)
-        if row is not None:
-            row.details = {**row.details, "canceled": True}
+    _mark_link(db, integration, sub.pk, "canceled")
 
 
-def _void_change_invoice(db: Database, integration: Integration, sub_pk: int, invoice: str, key: str) -> None:
-    """Void the invoice of a plan change made in place whose subscription ended before it was paid (the
-    provider returns one already paid as it is: then the change took effect, and the webhook of its
-    payment says so)."""
-    provider = provider_for(integration, secret_box(load_settings().data_dir))
-    provider.void_invoice(invoice, idempotency_key=f"{key}:void-change")
+def _mark_link(db: Database, integration: Integration, sub_pk: int, done: str) -> None:
+    """Record on the subscription's link what its cancellation job did at the provider (`done`: True)."""
     with db.transaction() as s:
         row = store.link(s, integration.pk, SUBSCRIPTION, sub_pk)
         if row is not None:
-            row.details = {**row.details, "changeInvoiceVoided": True}
+            row.details = {**row.details, done: True}
 
 
 __all__ = [
